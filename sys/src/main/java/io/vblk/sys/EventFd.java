@@ -1,0 +1,101 @@
+package io.vblk.sys;
+
+import org.agrona.concurrent.UnsafeBuffer;
+
+/**
+ * An eventfd(2): the kick and interrupt signal of a virtqueue. {@link #signal()} and
+ * {@link #read()} are hot-path calls: one syscall each, no allocation, errors as return codes.
+ *
+ * <p>An eventfd received from another process (a vhost-user frontend) shares its open file
+ * description: {@link #wrap(int)} never changes its flags, so blocking-ness is the sender's
+ * choice. Use {@link #await(int)} (poll) to wait with a timeout instead.
+ */
+public final class EventFd implements AutoCloseable {
+    private final int fd;
+    private final boolean owned;
+    private final NativeBuffer scratch = new NativeBuffer(16, 16);
+    private final UnsafeBuffer pollfd = new NativeBuffer(8, 8).buffer();
+    private volatile boolean closed;
+
+    private EventFd(int fd, boolean owned) {
+        this.fd = fd;
+        this.owned = owned;
+    }
+
+    /** Creates a close-on-exec eventfd, non-blocking if asked. */
+    public static EventFd create(boolean nonBlocking) {
+        int flags = Linux.EFD_CLOEXEC | (nonBlocking ? Linux.EFD_NONBLOCK : 0);
+        int fd = (int) Native.check(Native.libc().eventfd(0, flags), "eventfd", 0, flags);
+        return new EventFd(fd, true);
+    }
+
+    /** Wraps a descriptor received from elsewhere; {@link #close()} closes it. */
+    public static EventFd wrap(int fd) {
+        if (fd < 0) {
+            throw new IllegalArgumentException("bad eventfd descriptor: " + fd);
+        }
+        return new EventFd(fd, true);
+    }
+
+    /** The descriptor. */
+    public int fd() {
+        return fd;
+    }
+
+    /**
+     * Adds one to the counter, waking a reader. Returns 0 or {@code -errno}; EAGAIN (counter
+     * saturated) still means a reader will wake, so callers may ignore it.
+     */
+    public int signal() {
+        scratch.buffer().putLong(0, 1L);
+        long rc = Native.libc().write(fd, scratch.address(), 8);
+        return rc == 8 ? 0 : (int) Native.result(rc);
+    }
+
+    /**
+     * Reads and resets the counter. Returns the count, or {@code -errno} (EAGAIN when a
+     * non-blocking eventfd is zero). Blocks on a blocking eventfd whose counter is zero.
+     */
+    public long read() {
+        long rc = Native.libc().read(fd, scratch.address() + 8, 8);
+        return rc == 8 ? scratch.buffer().getLong(8) : Native.result(rc);
+    }
+
+    /**
+     * Waits up to {@code timeoutMs} (-1: forever) until the counter is non-zero, without
+     * consuming it. Returns 1 when readable, 0 on timeout, {@code -errno} on error.
+     */
+    public int await(int timeoutMs) {
+        pollfd.putInt(0, fd);
+        pollfd.putShort(4, Linux.POLLIN);
+        pollfd.putShort(6, (short) 0);
+        long rc = Native.libc().poll(pollfd.addressOffset(), 1, timeoutMs);
+        if (rc < 0) {
+            return (int) Native.result(rc);
+        }
+        if (rc > 0 && (pollfd.getShort(6) & (Linux.POLLERR | Linux.POLLNVAL)) != 0) {
+            return -Errno.EBADF;
+        }
+        return (int) rc;
+    }
+
+    /** Whether {@link #close()} was called. */
+    public boolean isClosed() {
+        return closed;
+    }
+
+    @Override
+    public void close() {
+        if (!closed) {
+            closed = true;
+            if (owned) {
+                Native.libc().close(fd);
+            }
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "EventFd[" + fd + "]";
+    }
+}

@@ -1,0 +1,230 @@
+package io.vblk.sys;
+
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+
+import org.agrona.concurrent.UnsafeBuffer;
+
+/**
+ * A Unix stream socket that can pass descriptors (SCM_RIGHTS), as vhost-user needs. Buffers for
+ * the message header, iovec and control data are preallocated per socket.
+ *
+ * <pre>
+ * struct msghdr (56 bytes): name @0, namelen u32 @8, iov @16, iovlen u64 @24,
+ *                           control @32, controllen u64 @40, flags i32 @48
+ * struct cmsghdr:           len u64 @0, level i32 @8, type i32 @12, data @16
+ * struct sockaddr_un:       family u16 @0, path[108] @2
+ * </pre>
+ */
+public final class UnixSocket implements AutoCloseable {
+    /** Most descriptors one message may carry (vhost-user sends at most 8 regions' fds). */
+    public static final int MAX_FDS = 32;
+
+    private static final int SUN_PATH_MAX = 108;
+    private static final int SOCKADDR_UN_SIZE = 2 + SUN_PATH_MAX;
+    private static final int MSGHDR_SIZE = 56;
+    private static final int CMSG_HEADER = 16;
+    private static final int CONTROL_SIZE = CMSG_HEADER + 4 * MAX_FDS;
+
+    private final int fd;
+    private final UnsafeBuffer msghdr = new NativeBuffer(MSGHDR_SIZE + 16 + CONTROL_SIZE).buffer();
+    private volatile boolean closed;
+
+    private UnixSocket(int fd) {
+        this.fd = fd;
+    }
+
+    /** Wraps a connected socket descriptor. */
+    public static UnixSocket wrap(int fd) {
+        return new UnixSocket(fd);
+    }
+
+    /** Creates a listening socket bound to {@code path} (which must not exist). */
+    public static UnixSocket listen(Path path, int backlog) {
+        int fd = newSocket();
+        try (Sockaddr addr = new Sockaddr(path)) {
+            Native.check(Native.libc().bind(fd, addr.address(), SOCKADDR_UN_SIZE), "bind", path);
+            Native.check(Native.libc().listen(fd, backlog), "listen", path, backlog);
+        } catch (RuntimeException e) {
+            Native.libc().close(fd);
+            throw e;
+        }
+        return new UnixSocket(fd);
+    }
+
+    /** Connects to the socket at {@code path}. */
+    public static UnixSocket connect(Path path) {
+        int fd = newSocket();
+        try (Sockaddr addr = new Sockaddr(path)) {
+            Native.check(Native.libc().connect(fd, addr.address(), SOCKADDR_UN_SIZE), "connect", path);
+        } catch (RuntimeException e) {
+            Native.libc().close(fd);
+            throw e;
+        }
+        return new UnixSocket(fd);
+    }
+
+    private static int newSocket() {
+        return (int) Native.check(Native.libc().socket(Linux.AF_UNIX, Linux.SOCK_STREAM | Linux.SOCK_CLOEXEC, 0),
+                "socket", "AF_UNIX", "SOCK_STREAM");
+    }
+
+    /** Accepts one connection, blocking. */
+    public UnixSocket accept() {
+        int client = (int) Native.check(Native.libc().accept4(fd, 0, 0, Linux.SOCK_CLOEXEC), "accept4", fd);
+        return new UnixSocket(client);
+    }
+
+    /** The descriptor. */
+    public int fd() {
+        return fd;
+    }
+
+    /**
+     * The peer's credentials (SO_PEERCRED) as {@code {pid, uid, gid}}.
+     */
+    public int[] peerCredentials() {
+        NativeBuffer cred = new NativeBuffer(16);
+        NativeBuffer len = new NativeBuffer(8);
+        len.buffer().putInt(0, 12);
+        Native.check(Native.libc().getsockopt(fd, Linux.SOL_SOCKET, Linux.SO_PEERCRED, cred.address(), len.address()),
+                "getsockopt", fd, "SO_PEERCRED");
+        return new int[] {cred.buffer().getInt(0), cred.buffer().getInt(4), cred.buffer().getInt(8)};
+    }
+
+    /**
+     * Sends {@code length} bytes at native {@code address} with {@code fdCount} descriptors from
+     * {@code fds}. Returns bytes sent or {@code -errno}.
+     */
+    public synchronized long send(long address, int length, int[] fds, int fdCount) {
+        if (fdCount < 0 || fdCount > MAX_FDS || (fdCount > 0 && fds.length < fdCount)) {
+            throw new IllegalArgumentException("bad descriptor count " + fdCount);
+        }
+        int iov = MSGHDR_SIZE;
+        int control = MSGHDR_SIZE + 16;
+        msghdr.setMemory(0, msghdr.capacity(), (byte) 0);
+        msghdr.putLong(iov, address);
+        msghdr.putLong(iov + 8, length);
+        msghdr.putLong(16, msghdr.addressOffset() + iov);
+        msghdr.putLong(24, 1);
+        if (fdCount > 0) {
+            int cmsgLen = CMSG_HEADER + 4 * fdCount;
+            msghdr.putLong(control, cmsgLen);
+            msghdr.putInt(control + 8, Linux.SOL_SOCKET);
+            msghdr.putInt(control + 12, Linux.SCM_RIGHTS);
+            for (int i = 0; i < fdCount; i++) {
+                msghdr.putInt(control + CMSG_HEADER + 4 * i, fds[i]);
+            }
+            msghdr.putLong(32, msghdr.addressOffset() + control);
+            msghdr.putLong(40, align8(cmsgLen));
+        }
+        return Native.result(Native.libc().sendmsg(fd, msghdr.addressOffset(), Linux.MSG_NOSIGNAL));
+    }
+
+    /**
+     * Receives up to {@code length} bytes into native {@code address}; received descriptors go
+     * into {@code fdsOut} (sized {@link #MAX_FDS}) and their count into {@code fdCountOut[0]}.
+     * Returns bytes received (0 at end of stream) or {@code -errno}. A message whose descriptors
+     * did not fit (MSG_CTRUNC) has the ones that arrived closed and returns {@code -EMSGSIZE}.
+     */
+    public synchronized long receive(long address, int length, int[] fdsOut, int[] fdCountOut) {
+        int iov = MSGHDR_SIZE;
+        int control = MSGHDR_SIZE + 16;
+        msghdr.setMemory(0, msghdr.capacity(), (byte) 0);
+        msghdr.putLong(iov, address);
+        msghdr.putLong(iov + 8, length);
+        msghdr.putLong(16, msghdr.addressOffset() + iov);
+        msghdr.putLong(24, 1);
+        msghdr.putLong(32, msghdr.addressOffset() + control);
+        msghdr.putLong(40, CONTROL_SIZE);
+        fdCountOut[0] = 0;
+        long rc = Native.result(Native.libc().recvmsg(fd, msghdr.addressOffset(), Linux.MSG_CMSG_CLOEXEC));
+        if (rc < 0) {
+            return rc;
+        }
+        int count = collectFds(control, fdsOut);
+        fdCountOut[0] = count;
+        if ((msghdr.getInt(48) & Linux.MSG_CTRUNC) != 0) {
+            for (int i = 0; i < count; i++) {
+                Native.libc().close(fdsOut[i]);
+            }
+            fdCountOut[0] = 0;
+            return -EMSGSIZE;
+        }
+        return rc;
+    }
+
+    /** errno for a message whose descriptors were truncated. */
+    public static final int EMSGSIZE = 90;
+
+    private int collectFds(int control, int[] fdsOut) {
+        long controlLength = msghdr.getLong(40);
+        int count = 0;
+        int offset = 0;
+        while (offset + CMSG_HEADER <= controlLength) {
+            long cmsgLen = msghdr.getLong(control + offset);
+            if (cmsgLen < CMSG_HEADER || offset + cmsgLen > controlLength) {
+                break;
+            }
+            if (msghdr.getInt(control + offset + 8) == Linux.SOL_SOCKET
+                    && msghdr.getInt(control + offset + 12) == Linux.SCM_RIGHTS) {
+                int n = (int) ((cmsgLen - CMSG_HEADER) / 4);
+                for (int i = 0; i < n; i++) {
+                    int received = msghdr.getInt(control + offset + CMSG_HEADER + 4 * i);
+                    if (count < fdsOut.length) {
+                        fdsOut[count++] = received;
+                    } else {
+                        Native.libc().close(received);
+                    }
+                }
+            }
+            offset += align8((int) cmsgLen);
+        }
+        return count;
+    }
+
+    private static int align8(int value) {
+        return (value + 7) & ~7;
+    }
+
+    /** Shuts both directions down, waking a thread blocked in receive. */
+    public void shutdown() {
+        Native.libc().shutdown(fd, Linux.SHUT_RDWR);
+    }
+
+    /** Whether {@link #close()} was called. */
+    public boolean isClosed() {
+        return closed;
+    }
+
+    @Override
+    public void close() {
+        if (!closed) {
+            closed = true;
+            Native.libc().close(fd);
+        }
+    }
+
+    /** A sockaddr_un in native memory. */
+    private static final class Sockaddr implements AutoCloseable {
+        private final NativeBuffer memory = new NativeBuffer(SOCKADDR_UN_SIZE + 8);
+
+        Sockaddr(Path path) {
+            byte[] bytes = path.toString().getBytes(StandardCharsets.UTF_8);
+            if (bytes.length >= SUN_PATH_MAX) {
+                throw new IllegalArgumentException("socket path longer than " + (SUN_PATH_MAX - 1) + " bytes: " + path);
+            }
+            memory.buffer().putShort(0, (short) Linux.AF_UNIX);
+            memory.buffer().putBytes(2, bytes);
+        }
+
+        long address() {
+            return memory.address();
+        }
+
+        @Override
+        public void close() {
+            // memory is freed with the object
+        }
+    }
+}
