@@ -1,0 +1,51 @@
+package io.vblk.engine;
+
+import io.vblk.aio.IoVector;
+
+/**
+ * One in-flight request: a preallocated slot whose index is the back end's user data. It moves
+ * parsed -> submitted -> completed -> free, and is reused; nothing here is allocated per request.
+ */
+final class BlkRequest {
+    /** Slot index, the user data handed to the back end. */
+    final int slot;
+    /** The guest data buffers, as host addresses. */
+    final IoVector data;
+
+    DeviceQueue queue;
+    int head;
+    int type;
+    long sector;
+    /** Host address of the status byte, or -1 when the chain had no writable byte for it. */
+    long statusAddress;
+    /** Bytes the device writes into the chain on success (data read + the status byte). */
+    int usedLength;
+    /** Data bytes moved (for counters and throttling). */
+    long bytes;
+    long startNs;
+    /** Back-end operations still outstanding for this request. */
+    int pendingOps;
+    /** Worst result of the request's operations: 0 or -errno. */
+    long error;
+    /** Status to write when the request completes without reaching the back end. */
+    byte immediateStatus;
+
+    BlkRequest(int slot, int maxSegments) {
+        this.slot = slot;
+        this.data = new IoVector(maxSegments);
+    }
+
+    void clear() {
+        queue = null;
+        head = -1;
+        type = -1;
+        sector = 0;
+        statusAddress = -1;
+        usedLength = 0;
+        bytes = 0;
+        pendingOps = 0;
+        error = 0;
+        immediateStatus = BlkRequestDescriptor.S_OK;
+        data.clear();
+    }
+}

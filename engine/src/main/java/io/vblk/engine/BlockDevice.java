@@ -1,0 +1,492 @@
+package io.vblk.engine;
+
+import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+
+import org.HdrHistogram.Histogram;
+
+import io.vblk.hostmem.GuestMemory;
+import io.vblk.sys.EventFd;
+
+/**
+ * A virtio-blk device data plane: the embedding API. A VMM (or the vhost-user backend) builds
+ * one per disk, hands it guest memory and each queue's ring layout, kick and interrupt, and
+ * drives its lifecycle; the device's I/O threads do everything per request.
+ *
+ * <pre>{@code
+ * BlockDevice dev = BlockDevice.builder(BlkConfig.builder(image.sizeBytes()).build(),
+ *                                       BackendFactory.of(BackendKind.IO_URING, image))
+ *         .memory(guestMemory).build();
+ * dev.negotiate(driverFeatures);
+ * dev.configureQueue(0, 256, descGpa, availGpa, usedGpa);
+ * dev.setInterrupt(0, Interrupt.of(irqfd));
+ * dev.startQueue(0);
+ * ... dev.kick(0) whenever the guest notifies queue 0 ...
+ * QueueState resumeFrom = dev.stopQueue(0);   // drains in-flight requests first
+ * dev.close();
+ * }</pre>
+ *
+ * <p>Control methods (everything but {@link #kick(int)} and the readers of counters and
+ * latency) are for one control thread at a time; they block until the I/O thread has applied
+ * them. Nothing a guest writes into its rings makes them throw: a corrupt ring quarantines its
+ * queue and is reported to the {@link DeviceListener}.
+ */
+public final class BlockDevice implements AutoCloseable {
+    private final DeviceModel model;
+    private final Tuning tuning;
+    private final DeviceQueue[] queues;
+    private final IoThread[] threads;
+    private final IoThread[] threadOfQueue;
+    private volatile GuestMemory memory;
+    private boolean closed;
+
+    private BlockDevice(Builder b) {
+        this.model = new DeviceModel(b.config);
+        this.tuning = b.tuning;
+        this.memory = b.memory;
+        int numQueues = b.config.numQueues();
+        int maxChainSegments = b.config.queueSize() + Math.max(1, b.config.segMax());
+        queues = new DeviceQueue[numQueues];
+        for (int q = 0; q < numQueues; q++) {
+            queues[q] = new DeviceQueue(q, maxChainSegments);
+        }
+        Throttle throttle = Throttle.of(tuning.iopsLimit(), tuning.bytesPerSecondLimit(), tuning.burstMs());
+        int threadCount = tuning.threadCount(numQueues);
+        threads = new IoThread[threadCount];
+        threadOfQueue = new IoThread[numQueues];
+        try {
+            for (int t = 0; t < threadCount; t++) {
+                DeviceQueue[] mine = queuesOf(t, numQueues);
+                if (mine.length == 0) {
+                    throw new IllegalArgumentException("I/O thread " + t + " has no queue in mapping " + tuning);
+                }
+                int depth = tuning.backendDepth() > 0 ? tuning.backendDepth()
+                        : Math.min(4096, mine.length * b.config.queueSize());
+                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, b.backends.open(depth));
+                for (DeviceQueue q : mine) {
+                    threadOfQueue[q.index] = threads[t];
+                }
+            }
+        } catch (RuntimeException e) {
+            for (IoThread t : threads) {
+                if (t != null) {
+                    t.shutdown();
+                }
+            }
+            throw e;
+        }
+        for (IoThread t : threads) {
+            t.start(b.name + "-io" + t.id());
+        }
+    }
+
+    private DeviceQueue[] queuesOf(int thread, int numQueues) {
+        int count = 0;
+        for (int q = 0; q < numQueues; q++) {
+            if (tuning.threadOf(q) == thread) {
+                count++;
+            }
+        }
+        DeviceQueue[] mine = new DeviceQueue[count];
+        int i = 0;
+        for (int q = 0; q < numQueues; q++) {
+            if (tuning.threadOf(q) == thread) {
+                mine[i++] = queues[q];
+            }
+        }
+        return mine;
+    }
+
+    /**
+     * A builder for a device with {@code config} whose I/O goes through back ends from
+     * {@code backends}.
+     */
+    public static Builder builder(BlkConfig config, BackendFactory backends) {
+        return new Builder(config, backends);
+    }
+
+    // ------------------------------------------------------------ identity and features
+
+    /** What the device offers. */
+    public BlkConfig config() {
+        return model.config();
+    }
+
+    /** The virtio_blk_config bytes the driver reads. */
+    public byte[] configSpace() {
+        return model.config().configSpace();
+    }
+
+    /** The tuning the device runs with. */
+    public Tuning tuning() {
+        return tuning;
+    }
+
+    /** Accepts the driver's features (masked by what is offered); queues must be stopped. */
+    public void negotiate(long driverFeatures) {
+        requireAllStopped("negotiate features");
+        model.negotiate(driverFeatures);
+    }
+
+    /** The features in effect. */
+    public long negotiatedFeatures() {
+        return model.negotiatedFeatures();
+    }
+
+    // ------------------------------------------------------------ memory and queue set-up
+
+    /**
+     * Installs a new guest memory table. Running queues are drained, moved onto the new table
+     * and resumed where they stopped; the caller may unmap the old table when this returns.
+     */
+    public void setMemory(GuestMemory newMemory) {
+        Objects.requireNonNull(newMemory, "memory");
+        boolean[] wasRunning = new boolean[queues.length];
+        for (DeviceQueue q : queues) {
+            if (q.state == DeviceQueue.RUNNING) {
+                wasRunning[q.index] = true;
+                stopQueue(q.index);
+            }
+        }
+        memory = newMemory;
+        for (DeviceQueue q : queues) {
+            if (wasRunning[q.index]) {
+                startQueue(q.index);
+            }
+        }
+    }
+
+    /** The guest memory table in use, or null before one was set. */
+    public GuestMemory memory() {
+        return memory;
+    }
+
+    /** Sets queue {@code q}'s ring layout (guest-physical addresses), resuming at index 0. */
+    public void configureQueue(int q, int size, long descAddress, long availAddress, long usedAddress) {
+        setQueueState(q, new QueueState(size, descAddress, availAddress, usedAddress, 0, 0));
+    }
+
+    /** Imports a queue's state (layout and indices), e.g. exported by another engine. */
+    public void setQueueState(int q, QueueState state) {
+        DeviceQueue queue = queue(q);
+        requireStopped(queue, "set its state");
+        Objects.requireNonNull(state, "state");
+        queue.layout = state;
+    }
+
+    /**
+     * Exports queue {@code q}'s state. Exact when the queue is stopped (see {@link #stopQueue}); a
+     * running queue's indices move on.
+     */
+    public QueueState queueState(int q) {
+        DeviceQueue queue = queue(q);
+        QueueState layout = queue.layout;
+        if (layout == null) {
+            return null;
+        }
+        if (queue.state == DeviceQueue.STOPPED && !queue.ring.active()) {
+            return layout;
+        }
+        return layout.withNextAvail(queue.ring.nextAvail()).withNextUsed(queue.ring.nextUsed());
+    }
+
+    /** Sets the eventfd the I/O thread sleeps on for queue {@code q}'s kicks (null: none). */
+    public void setKick(int q, EventFd kick) {
+        DeviceQueue queue = queue(q);
+        run(queue, t -> {
+            boolean watching = queue.state == DeviceQueue.RUNNING;
+            if (watching) {
+                t.unwatchKick(queue);
+            }
+            queue.kick = kick;
+            if (watching) {
+                t.watchKick(queue);
+            }
+            return null;
+        });
+    }
+
+    /**
+     * Sets queue {@code q}'s interrupt. When this returns the old one will not be signalled again,
+     * so its eventfd may be closed.
+     */
+    public void setInterrupt(int q, Interrupt interrupt) {
+        DeviceQueue queue = queue(q);
+        Objects.requireNonNull(interrupt, "interrupt");
+        run(queue, t -> {
+            queue.interrupt = interrupt;
+            return null;
+        });
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    /**
+     * Starts queue {@code q}: translates its rings once, resumes at the configured indices and
+     * processes whatever the driver queued before (a self-kick).
+     *
+     * @throws IllegalStateException when the ring layout is invalid or outside guest memory
+     */
+    public void startQueue(int q) {
+        DeviceQueue queue = queue(q);
+        QueueState layout = queue.layout;
+        GuestMemory mem = memory;
+        if (layout == null || mem == null) {
+            throw new IllegalStateException("queue " + q + " cannot start: " + (mem == null ? "no guest memory" : "no ring layout"));
+        }
+        boolean eventIdx = BlkFeatures.has(model.negotiatedFeatures(), BlkFeatures.RING_EVENT_IDX);
+        boolean indirect = BlkFeatures.has(model.negotiatedFeatures(), BlkFeatures.RING_INDIRECT_DESC);
+        String error = run(queue, t -> {
+            if (queue.state == DeviceQueue.RUNNING) {
+                return null;
+            }
+            int rc = queue.ring.activate(mem, layout.size(), layout.descAddress(), layout.availAddress(),
+                    layout.usedAddress(), eventIdx, indirect);
+            if (rc != 0) {
+                return "queue " + q + " ring layout rejected (" + queue.ring.error() + "): " + layout;
+            }
+            queue.ring.setNextAvail(layout.nextAvail());
+            // A restarted backend resumes from used.idx in guest memory, never from 0.
+            queue.ring.setNextUsed(layout.nextUsed() == QueueState.USED_FROM_RING ? queue.ring.usedIndexInRing() : layout.nextUsed());
+            queue.ring.disableNotifications();
+            queue.brokenReason = null;
+            queue.state = DeviceQueue.RUNNING;
+            t.watchKick(queue);
+            return null;
+        });
+        if (error != null) {
+            throw new IllegalStateException(error);
+        }
+        kick(q);
+    }
+
+    /**
+     * Stops queue {@code q} and drains it: returns only when every request it had popped has
+     * completed and been pushed to the used ring. Returns the state to resume from. A quarantined
+     * queue stops too (and stays quarantined).
+     */
+    public QueueState stopQueue(int q) {
+        DeviceQueue queue = queue(q);
+        IoThread thread = threadOfQueue[q];
+        CompletableFuture<QueueState> done = new CompletableFuture<>();
+        thread.submitCommand(new InboxEvent.Command() {
+            private boolean begun;
+
+            @Override
+            public boolean run(IoThread t) {
+                if (!begun) {
+                    begun = true;
+                    if (queue.state == DeviceQueue.RUNNING) {
+                        queue.state = DeviceQueue.STOPPING;
+                    }
+                    t.flushCompletions();
+                }
+                if (queue.inflight > 0) {
+                    return false;
+                }
+                if (queue.state == DeviceQueue.STOPPING) {
+                    queue.state = DeviceQueue.STOPPED;
+                }
+                t.unwatchKick(queue);
+                QueueState layout = queue.layout;
+                QueueState state = layout == null || !queue.ring.active() ? layout
+                        : layout.withNextAvail(queue.ring.nextAvail()).withNextUsed(queue.ring.nextUsed());
+                queue.layout = state;
+                done.complete(state);
+                return true;
+            }
+        });
+        return await(done);
+    }
+
+    /** Starts every queue that has a ring layout. */
+    public void start() {
+        for (DeviceQueue q : queues) {
+            if (q.layout != null) {
+                startQueue(q.index);
+            }
+        }
+    }
+
+    /** Stops and drains every queue. */
+    public void stop() {
+        for (DeviceQueue q : queues) {
+            stopQueue(q.index);
+        }
+    }
+
+    /**
+     * Resets the device (virtio 1.2 2.1: the driver wrote 0 to status): drains and stops every
+     * queue, forgets ring layouts, indices and quarantine, and renegotiates from the offer.
+     */
+    public void reset() {
+        stop();
+        for (DeviceQueue q : queues) {
+            run(q, t -> {
+                q.ring.reset();
+                q.layout = null;
+                q.brokenReason = null;
+                q.state = DeviceQueue.STOPPED;
+                return null;
+            });
+        }
+        model.negotiate(model.config().offeredFeatures());
+    }
+
+    /**
+     * Tells the device that the driver made buffers available on queue {@code q}. Lock-free and
+     * allocation-free; safe from any thread (a VMM's vCPU thread).
+     */
+    public void kick(int q) {
+        if (q >= 0 && q < queues.length) {
+            threadOfQueue[q].kick(q);
+        }
+    }
+
+    // ------------------------------------------------------------ observability
+
+    /** Queue {@code q}'s counters, live. */
+    public QueueCounters counters(int q) {
+        return queue(q).counters;
+    }
+
+    /** All latencies (ns, popped to pushed) queue {@code q} recorded, as a copy. */
+    public Histogram latency(int q) {
+        return queue(q).latency();
+    }
+
+    /** Forgets queue {@code q}'s recorded latencies. */
+    public void resetLatency(int q) {
+        queue(q).resetLatency();
+    }
+
+    /** Whether queue {@code q} is quarantined for a corrupt ring. */
+    public boolean isBroken(int q) {
+        return queue(q).state == DeviceQueue.BROKEN;
+    }
+
+    /** Whether queue {@code q} is processing requests. */
+    public boolean isRunning(int q) {
+        return queue(q).state == DeviceQueue.RUNNING;
+    }
+
+    /** Why queue {@code q} was quarantined, or null. */
+    public String brokenReason(int q) {
+        return queue(q).brokenReason;
+    }
+
+    /** Number of queues. */
+    public int numQueues() {
+        return queues.length;
+    }
+
+    /** Stops every queue (draining them) and the I/O threads; the back ends are closed. */
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        stop();
+        for (IoThread t : threads) {
+            t.shutdown();
+        }
+    }
+
+    // ------------------------------------------------------------ internals
+
+    private DeviceQueue queue(int q) {
+        if (q < 0 || q >= queues.length) {
+            throw new IllegalArgumentException("no queue " + q + " (device has " + queues.length + ")");
+        }
+        return queues[q];
+    }
+
+    private void requireStopped(DeviceQueue q, String what) {
+        if (q.state == DeviceQueue.RUNNING || q.state == DeviceQueue.STOPPING) {
+            throw new IllegalStateException("queue " + q.index + " must be stopped to " + what);
+        }
+    }
+
+    private void requireAllStopped(String what) {
+        for (DeviceQueue q : queues) {
+            requireStopped(q, what);
+        }
+    }
+
+    /** A one-shot command on the queue's I/O thread. */
+    private interface OneShot<T> {
+        T apply(IoThread thread);
+    }
+
+    private <T> T run(DeviceQueue queue, OneShot<T> body) {
+        CompletableFuture<T> done = new CompletableFuture<>();
+        threadOfQueue[queue.index].submitCommand(t -> {
+            try {
+                done.complete(body.apply(t));
+            } catch (RuntimeException e) {
+                done.completeExceptionally(e);
+            }
+            return true;
+        });
+        return await(done);
+    }
+
+    private static <T> T await(CompletableFuture<T> future) {
+        try {
+            return future.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while waiting for the I/O thread", e);
+        } catch (ExecutionException e) {
+            Throwable cause = e.getCause();
+            if (cause instanceof RuntimeException) {
+                throw (RuntimeException) cause;
+            }
+            throw new IllegalStateException(cause);
+        }
+    }
+
+    /** Builder for {@link BlockDevice}. */
+    public static final class Builder {
+        private final BlkConfig config;
+        private final BackendFactory backends;
+        private GuestMemory memory;
+        private Tuning tuning = Tuning.defaults();
+        private DeviceListener listener = DeviceListener.NONE;
+        private String name = "vblk";
+
+        private Builder(BlkConfig config, BackendFactory backends) {
+            this.config = Objects.requireNonNull(config, "config");
+            this.backends = Objects.requireNonNull(backends, "backends");
+        }
+
+        /** The guest memory (may also be set later with {@link BlockDevice#setMemory}). */
+        public Builder memory(GuestMemory value) {
+            memory = value;
+            return this;
+        }
+
+        public Builder tuning(Tuning value) {
+            tuning = Objects.requireNonNull(value, "tuning");
+            return this;
+        }
+
+        public Builder listener(DeviceListener value) {
+            listener = Objects.requireNonNull(value, "listener");
+            return this;
+        }
+
+        /** Prefix of the device's thread names. */
+        public Builder name(String value) {
+            name = Objects.requireNonNull(value, "name");
+            return this;
+        }
+
+        /** Builds the device and starts its I/O threads (queues stay stopped). */
+        public BlockDevice build() {
+            return new BlockDevice(this);
+        }
+    }
+}

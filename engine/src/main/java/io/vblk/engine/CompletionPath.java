@@ -1,0 +1,95 @@
+package io.vblk.engine;
+
+import static io.vblk.engine.BlkRequestDescriptor.S_IOERR;
+import static io.vblk.engine.BlkRequestDescriptor.S_OK;
+import static io.vblk.engine.BlkRequestDescriptor.S_UNSUPP;
+
+import org.agrona.UnsafeApi;
+
+import io.vblk.sys.Errno;
+
+/**
+ * The completion side of the data plane: finishes requests (status byte, used element, counters,
+ * latency) and, once per batch, publishes {@code used.idx} and signals each touched queue's
+ * interrupt at most once. Runs on the I/O thread (shared mode) or the completion thread
+ * (dedicated mode); never both for one device.
+ */
+final class CompletionPath {
+    /** Result value meaning "no back-end operation: use the request's immediate status". */
+    static final long IMMEDIATE = Long.MIN_VALUE;
+
+    /** Where finished requests go back to the pool. */
+    interface Releaser {
+        void release(BlkRequest r);
+    }
+
+    private final DeviceQueue[] dirty;
+    private int dirtyCount;
+    private final boolean recordLatency;
+    private Releaser releaser;
+
+    CompletionPath(int maxQueues, boolean recordLatency) {
+        this.dirty = new DeviceQueue[maxQueues];
+        this.recordLatency = recordLatency;
+    }
+
+    void releaser(Releaser value) {
+        releaser = value;
+    }
+
+    /** One back-end operation of {@code r} finished with {@code result} (bytes, or -errno). */
+    void complete(BlkRequest r, long result) {
+        if (result != IMMEDIATE) {
+            if (result < 0) {
+                r.error = result;
+            } else if ((r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT) && result != r.bytes) {
+                r.error = -Errno.EIO; // a short transfer is an I/O error to the guest
+            }
+            if (--r.pendingOps > 0) {
+                return;
+            }
+        }
+        finish(r, result == IMMEDIATE ? r.immediateStatus : (r.error != 0 ? S_IOERR : S_OK));
+    }
+
+    private void finish(BlkRequest r, byte status) {
+        DeviceQueue q = r.queue;
+        int used = 0;
+        if (r.statusAddress >= 0) {
+            // The address came from a validated writable descriptor (hostmem bounds-checked it).
+            UnsafeApi.putByte(r.statusAddress, status);
+            used = status == S_OK ? r.usedLength : 1;
+        }
+        q.ring.addUsed(r.head, used);
+        if (!q.dirty) {
+            q.dirty = true;
+            dirty[dirtyCount++] = q;
+        }
+        q.counters.increment(QueueCounters.COMPLETIONS);
+        if (status == S_UNSUPP) {
+            q.counters.increment(QueueCounters.UNSUPPORTED);
+        } else if (status != S_OK || r.statusAddress < 0) {
+            q.counters.increment(QueueCounters.ERRORS);
+        }
+        if (recordLatency) {
+            q.recordLatency(System.nanoTime() - r.startNs);
+        }
+        releaser.release(r);
+    }
+
+    /** End of a completion batch: one used.idx publish and at most one interrupt per queue. */
+    void endOfBatch() {
+        for (int i = 0; i < dirtyCount; i++) {
+            DeviceQueue q = dirty[i];
+            dirty[i] = null;
+            q.dirty = false;
+            if (q.ring.publishUsed()) {
+                q.interrupt.signal();
+                q.counters.increment(QueueCounters.INTERRUPTS);
+            } else {
+                q.counters.increment(QueueCounters.INTERRUPTS_SUPPRESSED);
+            }
+        }
+        dirtyCount = 0;
+    }
+}

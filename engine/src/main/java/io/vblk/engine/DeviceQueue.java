@@ -1,0 +1,71 @@
+package io.vblk.engine;
+
+import org.HdrHistogram.Histogram;
+import org.HdrHistogram.SingleWriterRecorder;
+
+import io.vblk.sys.EventFd;
+import io.vblk.vring.SplitQueue;
+
+/**
+ * One request queue of a device: its split ring, kick and interrupt, lifecycle state, counters
+ * and latency histogram. The ring and the state belong to the queue's I/O thread; the control
+ * plane changes them only through commands run on that thread.
+ */
+final class DeviceQueue {
+    static final int STOPPED = 0;
+    static final int RUNNING = 1;
+    static final int STOPPING = 2;
+    static final int BROKEN = 3;
+
+    private static final long HIGHEST_LATENCY_NS = 60_000_000_000L;
+
+    final int index;
+    final SplitQueue ring;
+    final QueueCounters counters = new QueueCounters();
+    private final SingleWriterRecorder recorder = new SingleWriterRecorder(HIGHEST_LATENCY_NS, 3);
+    private Histogram interval;
+    private final Histogram total = new Histogram(HIGHEST_LATENCY_NS, 3);
+
+    /** Ring layout and resume point; set while stopped. */
+    volatile QueueState layout;
+    volatile Interrupt interrupt = Interrupt.NONE;
+    /** Kick eventfd watched while the I/O thread sleeps; null for method-call kicks only. */
+    volatile EventFd kick;
+    /** I/O thread owned. */
+    volatile int state = STOPPED;
+    /** Requests popped and not yet returned to the pool: I/O thread owned. */
+    int inflight;
+    /** Used elements added since the last publish: completion side owned. */
+    boolean dirty;
+    /** When the throttle lets this queue pop again (System.nanoTime), 0 when not throttled. */
+    long throttledUntilNs;
+    /** Why the queue broke, for the owner. */
+    volatile String brokenReason;
+
+    DeviceQueue(int index, int maxChainSegments) {
+        this.index = index;
+        this.ring = new SplitQueue(index, maxChainSegments);
+    }
+
+    /** Records one request latency; called only by the queue's completing thread. */
+    void recordLatency(long latencyNs) {
+        recorder.recordValue(Math.min(Math.max(latencyNs, 0), HIGHEST_LATENCY_NS));
+    }
+
+    /** All latencies recorded so far (a copy); safe while running. */
+    synchronized Histogram latency() {
+        interval = recorder.getIntervalHistogram(interval);
+        total.add(interval);
+        return total.copy();
+    }
+
+    /** Forgets recorded latencies. */
+    synchronized void resetLatency() {
+        interval = recorder.getIntervalHistogram(interval);
+        total.reset();
+    }
+
+    boolean running() {
+        return state == RUNNING;
+    }
+}

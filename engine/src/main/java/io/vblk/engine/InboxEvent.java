@@ -1,0 +1,20 @@
+package io.vblk.engine;
+
+/**
+ * An entry of an I/O thread's inbox ring (a Disruptor ring buffer): a kick for a queue, or a
+ * control-plane command. Preallocated by the ring; kicks carry no object.
+ */
+final class InboxEvent {
+    static final int KICK = 0;
+    static final int COMMAND = 1;
+
+    int type;
+    int queue;
+    Command command;
+
+    /** Control-plane work run on the I/O thread that owns the queues it touches. */
+    interface Command {
+        /** Runs on the I/O thread; returns true when finished, false to be run again next loop. */
+        boolean run(IoThread thread);
+    }
+}

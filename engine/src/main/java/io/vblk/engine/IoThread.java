@@ -1,0 +1,571 @@
+package io.vblk.engine;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.locks.LockSupport;
+import java.util.function.Consumer;
+import java.util.function.Predicate;
+
+import org.agrona.concurrent.OneToOneConcurrentArrayQueue;
+
+import com.lmax.disruptor.BatchEventProcessor;
+import com.lmax.disruptor.BatchEventProcessorBuilder;
+import com.lmax.disruptor.EventPoller;
+import com.lmax.disruptor.RingBuffer;
+import com.lmax.disruptor.YieldingWaitStrategy;
+
+import io.vblk.aio.CompletionSink;
+import io.vblk.aio.IoBackend;
+import io.vblk.sys.Epoll;
+import io.vblk.sys.EventFd;
+import io.vblk.sys.Linux;
+import io.vblk.vring.DescriptorChain;
+import io.vblk.vring.SplitQueue;
+
+/**
+ * One data-plane thread (QEMU's iothread): owns a set of queues and one back end, and runs a
+ * loop of {@link #doWork()} rounds followed by the configured {@link WaitStrategy}.
+ *
+ * <p>A round: drain the inbox ring (kicks and control commands, published by other threads into
+ * a Disruptor ring), reap finished operations, pop every available chain of every running queue
+ * into preallocated requests, and submit everything prepared with one back-end call. While the
+ * thread is awake the queues' notifications stay disabled, so a busy guest does not kick; before
+ * it sleeps it re-enables them and re-checks the rings (the no-lost-kick pattern), then blocks in
+ * epoll on the kick eventfds, the back end's completion eventfd and its own wake-up eventfd.
+ */
+final class IoThread implements Runnable, CompletionSink {
+    private static final int TAG_COMPLETIONS = 1 << 16;
+    private static final int TAG_WAKEUP = (1 << 16) + 1;
+    private static final int INBOX_SIZE = 4096;
+    private static final int SPIN_ROUNDS = 100;
+
+    private final int id;
+    private final DeviceModel model;
+    private final Tuning tuning;
+    private final Throttle throttle;
+    private final DeviceListener listener;
+    private final DeviceQueue[] queues;
+    private final IoBackend backend;
+    private final RequestPool pool;
+    private final RequestParser parser;
+    private final DescriptorChain chain;
+    private final CompletionPath completions;
+    private final Epoll epoll;
+    private final EventFd wakeup;
+    private final RingBuffer<InboxEvent> inbox;
+    private final EventPoller<InboxEvent> inboxPoller;
+    private final EventPoller.Handler<InboxEvent> inboxHandler = this::onInboxEvent;
+    private final Consumer<BlkRequest> releaseFn = this::release;
+    private final Predicate<InboxEvent.Command> runCommand = c -> c.run(this);
+    private final List<InboxEvent.Command> pendingCommands = new ArrayList<>();
+
+    // Dedicated mode: completions go to the completion thread through a Disruptor ring, and
+    // finished requests come back through a single-producer single-consumer queue.
+    private final RingBuffer<CompletionEvent> completionRing;
+    private final BatchEventProcessor<CompletionEvent> completionProcessor;
+    private final OneToOneConcurrentArrayQueue<BlkRequest> returned;
+
+    private volatile boolean sleeping;
+    private volatile boolean running = true;
+    private Thread thread;
+    private Thread completionThread;
+    private int idleRounds;
+    private long idleSinceNs;
+    private long submittedBatches;
+
+    IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
+             DeviceQueue[] queues, IoBackend backend) {
+        this.id = id;
+        this.model = model;
+        this.tuning = tuning;
+        this.throttle = throttle;
+        this.listener = listener;
+        this.queues = queues;
+        this.backend = backend;
+        int maxSegments = Math.max(1, model.segMax());
+        this.pool = new RequestPool(backend.depth(), maxSegments);
+        this.parser = new RequestParser(model);
+        this.chain = new DescriptorChain(model.config().queueSize() + maxSegments + SplitQueue.CHAIN_SLACK_SEGMENTS);
+        this.completions = new CompletionPath(queues.length, tuning.recordLatency());
+        this.epoll = new Epoll(queues.length + 2);
+        this.wakeup = EventFd.create(true);
+        epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
+        epoll.add(backend.completionEvent().fd(), Linux.EPOLLIN, TAG_COMPLETIONS);
+        this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
+        this.inboxPoller = inbox.newPoller();
+        inbox.addGatingSequences(inboxPoller.getSequence());
+
+        if (tuning.threadingMode() == ThreadingMode.DEDICATED) {
+            int size = Integer.highestOneBit(Math.max(2, pool.size() * Math.max(1, model.maxSegmentsPerRange())) * 2 - 1);
+            completionRing = RingBuffer.createSingleProducer(CompletionEvent::new, size, WaitStrategies.disruptor(tuning));
+            completionProcessor = new BatchEventProcessorBuilder().build(completionRing, completionRing.newBarrier(),
+                    (event, sequence, endOfBatch) -> {
+                        completions.complete(pool.get(event.slot), event.result);
+                        if (endOfBatch) {
+                            completions.endOfBatch();
+                            wakeIfSleeping();
+                        }
+                    });
+            completionRing.addGatingSequences(completionProcessor.getSequence());
+            returned = new OneToOneConcurrentArrayQueue<>(Integer.highestOneBit(pool.size() * 2 - 1) * 2);
+            completions.releaser(this::returnFromCompletionThread);
+        } else {
+            completionRing = null;
+            completionProcessor = null;
+            returned = null;
+            completions.releaser(this::release);
+        }
+    }
+
+    void start(String name) {
+        if (completionProcessor != null) {
+            completionThread = new Thread(completionProcessor, name + "-completion");
+            completionThread.setDaemon(true);
+            completionThread.start();
+        }
+        thread = new Thread(this, name);
+        thread.setDaemon(true);
+        thread.start();
+    }
+
+    int id() {
+        return id;
+    }
+
+    IoBackend backend() {
+        return backend;
+    }
+
+    // ---------------------------------------------------------------- inbox (any thread)
+
+    /** Publishes a kick for {@code queue} and wakes the thread if it sleeps. Lock-free. */
+    void kick(int queue) {
+        // A full inbox means the thread is far behind and awake: it polls every queue anyway.
+        inbox.tryPublishEvent(IoThread::translateKick, queue);
+        wakeIfSleeping();
+    }
+
+    private static void translateKick(InboxEvent event, long sequence, int queue) {
+        event.type = InboxEvent.KICK;
+        event.queue = queue;
+        event.command = null;
+    }
+
+    /** Runs {@code command} on this thread (blocking only while the inbox is full). */
+    void submitCommand(InboxEvent.Command command) {
+        long sequence = inbox.next();
+        InboxEvent event = inbox.get(sequence);
+        event.type = InboxEvent.COMMAND;
+        event.command = command;
+        inbox.publish(sequence);
+        wakeIfSleeping();
+    }
+
+    private void wakeIfSleeping() {
+        // Pairs with the volatile store of 'sleeping' before the thread's last check of the
+        // inbox: either it sees our event, or we see it sleeping and wake it.
+        if (sleeping) {
+            wakeup.signal();
+        }
+    }
+
+    // ---------------------------------------------------------------- the loop
+
+    @Override
+    public void run() {
+        while (running) {
+            int work;
+            try {
+                work = doWork();
+            } catch (RuntimeException | Error e) {
+                // A bug, not a guest action (guest input never throws): stop this thread's queues
+                // loudly rather than spin on the failure.
+                for (DeviceQueue q : queues) {
+                    quarantine(q, "internal error: " + e);
+                }
+                work = 0;
+            }
+            idle(work);
+        }
+    }
+
+    /** One round of work; returns how much was done (0: idle). */
+    int doWork() {
+        int work = 0;
+        try {
+            inboxPoller.poll(inboxHandler);
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+        if (!pendingCommands.isEmpty()) {
+            pendingCommands.removeIf(runCommand);
+        }
+        if (returned != null) {
+            work += returned.drain(releaseFn);
+        }
+        int reaped = backend.poll(this, pool.size());
+        if (reaped > 0 && completionRing == null) {
+            completions.endOfBatch();
+        }
+        work += reaped;
+        long nowNs = throttle != null || tuning.recordLatency() ? System.nanoTime() : 0;
+        int prepared = 0;
+        for (DeviceQueue q : queues) {
+            if (q.state == DeviceQueue.RUNNING) {
+                prepared += popQueue(q, nowNs);
+            }
+        }
+        if (prepared > 0 && completionRing == null) {
+            completions.endOfBatch(); // immediate completions of this round
+        }
+        if (backend.pendingSubmit() > 0) {
+            backend.submit();
+            submittedBatches++;
+        }
+        return work + prepared;
+    }
+
+    private boolean onInboxEvent(InboxEvent event, long sequence, boolean endOfBatch) {
+        if (event.type == InboxEvent.KICK) {
+            for (DeviceQueue q : queues) {
+                if (q.index == event.queue) {
+                    q.counters.increment(QueueCounters.KICKS);
+                }
+            }
+        } else {
+            InboxEvent.Command c = event.command;
+            event.command = null;
+            if (!c.run(this)) {
+                pendingCommands.add(c);
+            }
+        }
+        return true;
+    }
+
+    /** Pops every available chain of {@code q} that slots and the throttle allow. */
+    private int popQueue(DeviceQueue q, long nowNs) {
+        if (throttle != null) {
+            long delay = throttle.delayNs(nowNs);
+            if (delay > 0) {
+                q.throttledUntilNs = nowNs + delay;
+                q.counters.increment(QueueCounters.THROTTLED);
+                return 0;
+            }
+            q.throttledUntilNs = 0;
+        }
+        int popped = 0;
+        int reserve = Math.max(1, model.maxSegmentsPerRange());
+        while (pool.available() > 0 && backend.freeSlots() >= reserve) {
+            int rc = q.ring.pop(chain);
+            if (rc == 0) {
+                break;
+            }
+            if (rc < 0) {
+                quarantine(q, String.valueOf(q.ring.error()));
+                break;
+            }
+            BlkRequest r = pool.claim();
+            r.queue = q;
+            r.startNs = nowNs;
+            q.inflight++;
+            popped++;
+            dispatch(r, parser.parse(chain, r));
+            q.counters.add(QueueCounters.BYTES, r.bytes);
+            if (throttle != null) {
+                throttle.charge(nowNs, r.bytes);
+                if (throttle.delayNs(nowNs) > 0) {
+                    break;
+                }
+            }
+        }
+        if (popped > 0) {
+            q.counters.add(QueueCounters.REQUESTS, popped);
+            q.counters.increment(QueueCounters.BATCHES);
+            q.counters.increment(QueueCounters.SUBMITS);
+        }
+        return popped;
+    }
+
+    private void dispatch(BlkRequest r, int action) {
+        if (action == RequestParser.SUBMIT) {
+            int rc = prepare(r);
+            if (rc == 0) {
+                return;
+            }
+            // Nothing of this request reached the back end: fail it alone.
+            r.immediateStatus = BlkRequestDescriptor.S_IOERR;
+        } else if (action == RequestParser.NO_STATUS) {
+            r.statusAddress = -1;
+        }
+        completeImmediately(r);
+    }
+
+    private int prepare(BlkRequest r) {
+        long offset = r.sector << BlkRequestDescriptor.SECTOR_SHIFT;
+        switch (r.type) {
+            case BlkRequestDescriptor.T_IN:
+                r.pendingOps = 1;
+                return backend.prepareRead(offset, r.data, r.slot);
+            case BlkRequestDescriptor.T_OUT:
+                r.pendingOps = 1;
+                return backend.prepareWrite(offset, r.data, r.slot);
+            case BlkRequestDescriptor.T_FLUSH:
+                r.pendingOps = 1;
+                return backend.prepareFlush(r.slot);
+            default:
+                return prepareRanges(r);
+        }
+    }
+
+    /** One back-end operation per DISCARD / WRITE_ZEROES segment; the request ends with the last. */
+    private int prepareRanges(BlkRequest r) {
+        boolean discard = r.type == BlkRequestDescriptor.T_DISCARD;
+        int count = r.pendingOps;
+        for (int i = 0; i < count; i++) {
+            int base = i * BlkRequestDescriptor.SEGMENT_LENGTH;
+            long sector = parser.segments().getLong(base + BlkRequestDescriptor.SEGMENT_SECTOR_OFFSET);
+            long sectors = parser.segments().getInt(base + BlkRequestDescriptor.SEGMENT_NUM_SECTORS_OFFSET) & 0xFFFF_FFFFL;
+            boolean unmap = (parser.segments().getInt(base + BlkRequestDescriptor.SEGMENT_FLAGS_OFFSET)
+                    & BlkRequestDescriptor.SEGMENT_FLAG_UNMAP) != 0;
+            long offset = sector << BlkRequestDescriptor.SECTOR_SHIFT;
+            long length = sectors << BlkRequestDescriptor.SECTOR_SHIFT;
+            int rc = discard ? backend.prepareDiscard(offset, length, r.slot)
+                    : backend.prepareWriteZeroes(offset, length, unmap, r.slot);
+            if (rc != 0) {
+                if (i == 0) {
+                    return rc;
+                }
+                // Earlier segments are in flight: account for the ones that never will be.
+                r.error = rc;
+                r.pendingOps = i;
+                return 0;
+            }
+        }
+        return 0;
+    }
+
+    private void completeImmediately(BlkRequest r) {
+        if (completionRing == null) {
+            completions.complete(r, CompletionPath.IMMEDIATE);
+        } else {
+            publishCompletion(r.slot, CompletionPath.IMMEDIATE);
+        }
+    }
+
+    /** Back-end completion (from {@link IoBackend#poll}). */
+    @Override
+    public void complete(long userData, long result) {
+        if (completionRing == null) {
+            completions.complete(pool.get((int) userData), result);
+        } else {
+            publishCompletion((int) userData, result);
+        }
+    }
+
+    private void publishCompletion(int slot, long result) {
+        // The ring holds every operation that can be outstanding, so next() never waits.
+        long sequence = completionRing.next();
+        CompletionEvent e = completionRing.get(sequence);
+        e.slot = slot;
+        e.result = result;
+        completionRing.publish(sequence);
+    }
+
+    private void returnFromCompletionThread(BlkRequest r) {
+        // Capacity exceeds the pool, so offer cannot fail.
+        returned.offer(r);
+    }
+
+    private void release(BlkRequest r) {
+        r.queue.inflight--;
+        pool.release(r);
+    }
+
+    void quarantine(DeviceQueue q, String reason) {
+        if (q.state == DeviceQueue.RUNNING || q.state == DeviceQueue.STOPPING) {
+            q.state = DeviceQueue.BROKEN;
+            q.brokenReason = reason;
+            q.counters.increment(QueueCounters.QUARANTINES);
+            listener.queueBroken(q.index, reason);
+        }
+    }
+
+    // ---------------------------------------------------------------- waiting
+
+    private void idle(int work) {
+        if (work > 0) {
+            idleRounds = 0;
+            idleSinceNs = 0;
+            return;
+        }
+        idleRounds++;
+        switch (tuning.waitStrategy()) {
+            case BUSY_SPIN:
+                Thread.onSpinWait();
+                break;
+            case YIELDING:
+                spinThenYield();
+                break;
+            case SLEEPING:
+                if (idleRounds < 2 * SPIN_ROUNDS) {
+                    spinThenYield();
+                } else {
+                    LockSupport.parkNanos(tuning.sleepNs());
+                }
+                break;
+            case BLOCKING:
+                sleep();
+                break;
+            default:
+                long now = System.nanoTime();
+                if (idleSinceNs == 0) {
+                    idleSinceNs = now;
+                }
+                if (now - idleSinceNs < tuning.pollNs()) {
+                    spinThenYield();
+                } else {
+                    sleep();
+                }
+        }
+    }
+
+    private void spinThenYield() {
+        if (idleRounds < SPIN_ROUNDS) {
+            Thread.onSpinWait();
+        } else {
+            Thread.yield();
+        }
+    }
+
+    /**
+     * Blocks until a kick, a completion, a command or the throttle's deadline. Notifications are
+     * re-enabled first, and a ring that gained buffers meanwhile cancels the sleep.
+     */
+    private void sleep() {
+        sleeping = true;
+        int timeoutMs = -1;
+        boolean abort = inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
+                || backend.pendingSubmit() > 0 || (returned != null && !returned.isEmpty());
+        long now = System.nanoTime();
+        for (int i = 0; i < queues.length && !abort; i++) {
+            DeviceQueue q = queues[i];
+            if (q.state != DeviceQueue.RUNNING) {
+                continue;
+            }
+            if (q.throttledUntilNs != 0) {
+                long waitNs = q.throttledUntilNs - now;
+                if (waitNs <= 0) {
+                    abort = true;
+                    break;
+                }
+                int ms = (int) Math.min(Integer.MAX_VALUE, TimeUnit.NANOSECONDS.toMillis(waitNs) + 1);
+                timeoutMs = timeoutMs < 0 ? ms : Math.min(timeoutMs, ms);
+                continue;
+            }
+            // Without free slots pending chains must wait for a completion, which wakes us anyway.
+            if (q.ring.enableNotifications() && pool.available() > 0) {
+                abort = true;
+            }
+        }
+        if (!abort) {
+            int ready = epoll.await(timeoutMs);
+            for (int i = 0; i < ready; i++) {
+                acknowledge((int) epoll.data(i));
+            }
+        }
+        sleeping = false;
+        for (DeviceQueue q : queues) {
+            if (q.state == DeviceQueue.RUNNING) {
+                q.ring.disableNotifications();
+            }
+        }
+        idleSinceNs = 0;
+        idleRounds = 0;
+    }
+
+    private void acknowledge(int tag) {
+        if (tag == TAG_WAKEUP) {
+            wakeup.read();
+        } else if (tag == TAG_COMPLETIONS) {
+            backend.completionEvent().read();
+        } else {
+            for (DeviceQueue q : queues) {
+                if (q.index == tag) {
+                    EventFd k = q.kick;
+                    if (k != null) {
+                        k.read();
+                        q.counters.increment(QueueCounters.KICKS);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- control (on this thread)
+
+    DeviceQueue queue(int index) {
+        for (DeviceQueue q : queues) {
+            if (q.index == index) {
+                return q;
+            }
+        }
+        throw new IllegalArgumentException("queue " + index + " is not on I/O thread " + id);
+    }
+
+    /** Starts watching {@code q}'s kick eventfd (I/O thread only). */
+    void watchKick(DeviceQueue q) {
+        EventFd k = q.kick;
+        if (k != null) {
+            epoll.add(k.fd(), Linux.EPOLLIN, q.index);
+        }
+    }
+
+    /** Stops watching {@code q}'s kick eventfd (I/O thread only). */
+    void unwatchKick(DeviceQueue q) {
+        EventFd k = q.kick;
+        if (k != null) {
+            epoll.remove(k.fd());
+        }
+    }
+
+    /** Publishes immediate completions left from control work (I/O thread only). */
+    void flushCompletions() {
+        if (completionRing == null) {
+            completions.endOfBatch();
+        }
+    }
+
+    long submittedBatches() {
+        return submittedBatches;
+    }
+
+    /** Stops the thread after its queues were stopped; waits for in-flight I/O via the back end. */
+    void shutdown() {
+        running = false;
+        wakeup.signal();
+        joinQuietly(thread);
+        if (completionProcessor != null) {
+            completionProcessor.halt();
+            joinQuietly(completionThread);
+        }
+        backend.close();
+        epoll.close();
+        wakeup.close();
+    }
+
+    private static void joinQuietly(Thread t) {
+        if (t == null || t == Thread.currentThread()) {
+            return;
+        }
+        try {
+            t.join(10_000);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    Thread thread() {
+        return thread;
+    }
+}

@@ -1,0 +1,99 @@
+package io.vblk.engine;
+
+import java.nio.ByteBuffer;
+
+import org.agrona.BufferUtil;
+import org.agrona.concurrent.UnsafeBuffer;
+
+/**
+ * Counters of one queue, readable while the data plane runs. Each counter has exactly one
+ * writer thread, so an increment is a plain read plus an ordered store (no locked instruction);
+ * readers use volatile loads. The request side (the I/O thread) and the completion side own
+ * separate cache lines so that dedicated threads do not false-share.
+ *
+ * <pre>
+ *  line 0 (request side):    REQUESTS, BYTES, BATCHES, SUBMITS, QUARANTINES, THROTTLED, KICKS
+ *  line 1 (completion side): COMPLETIONS, ERRORS, UNSUPPORTED, INTERRUPTS, INTERRUPTS_SUPPRESSED
+ * </pre>
+ */
+public final class QueueCounters {
+    /** Requests popped from the ring. */
+    public static final int REQUESTS = 0;
+    /** Data bytes of popped requests. */
+    public static final int BYTES = 1;
+    /** Pop batches that found at least one request. */
+    public static final int BATCHES = 2;
+    /** Submit calls to the back end that carried this queue's requests. */
+    public static final int SUBMITS = 3;
+    /** Times the queue was quarantined for a corrupt ring. */
+    public static final int QUARANTINES = 4;
+    /** Pop passes held back by the throttle. */
+    public static final int THROTTLED = 5;
+    /** Kicks received (method calls and eventfd wake-ups). */
+    public static final int KICKS = 6;
+    /** Requests completed and pushed to the used ring. */
+    public static final int COMPLETIONS = 8;
+    /** Requests completed with IOERR (or without a status byte). */
+    public static final int ERRORS = 9;
+    /** Requests completed with UNSUPP. */
+    public static final int UNSUPPORTED = 10;
+    /** Interrupts signalled. */
+    public static final int INTERRUPTS = 11;
+    /** used.idx publishes that the driver asked not to be interrupted for. */
+    public static final int INTERRUPTS_SUPPRESSED = 12;
+
+    private static final int SLOTS = 16;
+    private static final String[] NAMES = new String[SLOTS];
+
+    static {
+        NAMES[REQUESTS] = "requests";
+        NAMES[BYTES] = "bytes";
+        NAMES[BATCHES] = "batches";
+        NAMES[SUBMITS] = "submits";
+        NAMES[QUARANTINES] = "quarantines";
+        NAMES[THROTTLED] = "throttled";
+        NAMES[KICKS] = "kicks";
+        NAMES[COMPLETIONS] = "completions";
+        NAMES[ERRORS] = "errors";
+        NAMES[UNSUPPORTED] = "unsupported";
+        NAMES[INTERRUPTS] = "interrupts";
+        NAMES[INTERRUPTS_SUPPRESSED] = "interrupts_suppressed";
+    }
+
+    private final ByteBuffer owner = BufferUtil.allocateDirectAligned(SLOTS * Long.BYTES, 64);
+    private final UnsafeBuffer values = new UnsafeBuffer(owner);
+
+    /** Adds {@code delta} to {@code counter}; only the counter's owning thread may call this. */
+    void add(int counter, long delta) {
+        int offset = counter * Long.BYTES;
+        values.putLongOrdered(offset, values.getLong(offset) + delta);
+    }
+
+    void increment(int counter) {
+        add(counter, 1);
+    }
+
+    /** The current value of {@code counter} (one of this class's constants). */
+    public long get(int counter) {
+        return values.getLongVolatile(counter * Long.BYTES);
+    }
+
+    /** The counter's name, or null for an unused index. */
+    public static String name(int counter) {
+        return counter >= 0 && counter < SLOTS ? NAMES[counter] : null;
+    }
+
+    @Override
+    public String toString() {
+        StringBuilder sb = new StringBuilder("{");
+        for (int i = 0; i < SLOTS; i++) {
+            if (NAMES[i] != null) {
+                if (sb.length() > 1) {
+                    sb.append(", ");
+                }
+                sb.append(NAMES[i]).append('=').append(get(i));
+            }
+        }
+        return sb.append('}').toString();
+    }
+}

@@ -1,0 +1,215 @@
+package io.vblk.engine;
+
+import java.util.Arrays;
+
+/**
+ * Data-plane tuning: wait strategy, threading mode, queue-to-thread mapping, back-end depth and
+ * throttling. Immutable; {@link #defaults()} suits a 2-core machine.
+ */
+public final class Tuning {
+    private final WaitStrategy waitStrategy;
+    private final long pollNs;
+    private final long sleepNs;
+    private final ThreadingMode threadingMode;
+    private final int[] queueThreads;
+    private final int backendDepth;
+    private final long iopsLimit;
+    private final long bytesPerSecondLimit;
+    private final long burstMs;
+    private final boolean recordLatency;
+
+    private Tuning(Builder b) {
+        waitStrategy = b.waitStrategy;
+        pollNs = b.pollNs;
+        sleepNs = b.sleepNs;
+        threadingMode = b.threadingMode;
+        queueThreads = b.queueThreads == null ? null : b.queueThreads.clone();
+        backendDepth = b.backendDepth;
+        iopsLimit = b.iopsLimit;
+        bytesPerSecondLimit = b.bytesPerSecondLimit;
+        burstMs = b.burstMs;
+        recordLatency = b.recordLatency;
+    }
+
+    /** Adaptive waiting (50 us of polling), shared threading, one I/O thread for all queues. */
+    public static Tuning defaults() {
+        return builder().build();
+    }
+
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    public WaitStrategy waitStrategy() {
+        return waitStrategy;
+    }
+
+    /** How long {@link WaitStrategy#ADAPTIVE} polls after the last work before it blocks. */
+    public long pollNs() {
+        return pollNs;
+    }
+
+    /** How long {@link WaitStrategy#SLEEPING} parks per idle round. */
+    public long sleepNs() {
+        return sleepNs;
+    }
+
+    public ThreadingMode threadingMode() {
+        return threadingMode;
+    }
+
+    /**
+     * The I/O thread of queue {@code queue} (like QEMU's iothread-vq-mapping): from the explicit
+     * mapping when one was given, else thread 0.
+     */
+    public int threadOf(int queue) {
+        return queueThreads == null || queue >= queueThreads.length ? 0 : queueThreads[queue];
+    }
+
+    /** Number of I/O threads the mapping uses for {@code numQueues} queues. */
+    public int threadCount(int numQueues) {
+        int max = 0;
+        for (int q = 0; q < numQueues; q++) {
+            max = Math.max(max, threadOf(q));
+        }
+        return max + 1;
+    }
+
+    /** In-flight operations per I/O thread's back end; 0 means the sum of its queues' sizes. */
+    public int backendDepth() {
+        return backendDepth;
+    }
+
+    public long iopsLimit() {
+        return iopsLimit;
+    }
+
+    public long bytesPerSecondLimit() {
+        return bytesPerSecondLimit;
+    }
+
+    public long burstMs() {
+        return burstMs;
+    }
+
+    /** Whether per-request latency goes into the queues' histograms (two clock reads a request). */
+    public boolean recordLatency() {
+        return recordLatency;
+    }
+
+    @Override
+    public String toString() {
+        return "Tuning[" + waitStrategy.cliName() + (waitStrategy == WaitStrategy.ADAPTIVE ? " " + pollNs / 1000 + "us" : "")
+                + ", " + threadingMode.name().toLowerCase(java.util.Locale.ROOT)
+                + (queueThreads == null ? "" : ", threads " + Arrays.toString(queueThreads))
+                + (iopsLimit > 0 ? ", iops<=" + iopsLimit : "") + (bytesPerSecondLimit > 0 ? ", bps<=" + bytesPerSecondLimit : "")
+                + "]";
+    }
+
+    /** Builder for {@link Tuning}. */
+    public static final class Builder {
+        private WaitStrategy waitStrategy = WaitStrategy.ADAPTIVE;
+        private long pollNs = 50_000;
+        private long sleepNs = 50_000;
+        private ThreadingMode threadingMode = ThreadingMode.SHARED;
+        private int[] queueThreads;
+        private int backendDepth;
+        private long iopsLimit;
+        private long bytesPerSecondLimit;
+        private long burstMs = 100;
+        private boolean recordLatency = true;
+
+        public Builder waitStrategy(WaitStrategy value) {
+            waitStrategy = value;
+            return this;
+        }
+
+        public Builder pollNs(long value) {
+            if (value < 0) {
+                throw new IllegalArgumentException("poll time must not be negative: " + value);
+            }
+            pollNs = value;
+            return this;
+        }
+
+        public Builder sleepNs(long value) {
+            if (value <= 0) {
+                throw new IllegalArgumentException("sleep time must be positive: " + value);
+            }
+            sleepNs = value;
+            return this;
+        }
+
+        public Builder threadingMode(ThreadingMode value) {
+            threadingMode = value;
+            return this;
+        }
+
+        /** Maps queue {@code i} to I/O thread {@code threads[i]} (0-based, no gaps needed). */
+        public Builder queueThreads(int... threads) {
+            for (int t : threads) {
+                if (t < 0 || t >= 64) {
+                    throw new IllegalArgumentException("thread index must be 0..63: " + Arrays.toString(threads));
+                }
+            }
+            queueThreads = threads.clone();
+            return this;
+        }
+
+        /** Maps queues round-robin onto {@code count} threads. */
+        public Builder threads(int count, int numQueues) {
+            if (count < 1) {
+                throw new IllegalArgumentException("thread count must be positive: " + count);
+            }
+            int[] map = new int[numQueues];
+            for (int q = 0; q < numQueues; q++) {
+                map[q] = q % count;
+            }
+            return queueThreads(map);
+        }
+
+        public Builder backendDepth(int value) {
+            if (value < 0 || value > 65536) {
+                throw new IllegalArgumentException("back-end depth must be 0..65536: " + value);
+            }
+            backendDepth = value;
+            return this;
+        }
+
+        /** Limits the device to {@code iops} requests per second (0: unlimited). */
+        public Builder iopsLimit(long iops) {
+            if (iops < 0) {
+                throw new IllegalArgumentException("IOPS limit must not be negative: " + iops);
+            }
+            iopsLimit = iops;
+            return this;
+        }
+
+        /** Limits the device to {@code bytesPerSecond} (0: unlimited). */
+        public Builder bytesPerSecondLimit(long bytesPerSecond) {
+            if (bytesPerSecond < 0) {
+                throw new IllegalArgumentException("bandwidth limit must not be negative: " + bytesPerSecond);
+            }
+            bytesPerSecondLimit = bytesPerSecond;
+            return this;
+        }
+
+        /** How far ahead of the limits a burst may run, in milliseconds of the rate (default 100). */
+        public Builder burstMs(long value) {
+            if (value < 0) {
+                throw new IllegalArgumentException("burst must not be negative: " + value);
+            }
+            burstMs = value;
+            return this;
+        }
+
+        public Builder recordLatency(boolean value) {
+            recordLatency = value;
+            return this;
+        }
+
+        public Tuning build() {
+            return new Tuning(this);
+        }
+    }
+}
