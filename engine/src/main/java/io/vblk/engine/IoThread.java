@@ -384,10 +384,12 @@ final class IoThread implements Runnable, CompletionSink {
 
     void quarantine(DeviceQueue q, String reason) {
         if (q.state == DeviceQueue.RUNNING || q.state == DeviceQueue.STOPPING) {
-            q.state = DeviceQueue.BROKEN;
             q.brokenReason = reason;
             q.counters.increment(QueueCounters.QUARANTINES);
+            // The owner hears of it before anyone can observe BROKEN, so a poller that sees the
+            // state knows the needs-reset report has gone out.
             listener.queueBroken(q.index, reason);
+            q.state = DeviceQueue.BROKEN;
         }
     }
 
