@@ -59,6 +59,10 @@ final class RequestParser {
         }
         r.statusAddress = chain.address(n - 1) + chain.length(n - 1) - 1;
         r.usedLength = 1;
+        if (chain.overflowed()) {
+            // More segments than any request may carry (the view kept the status segment).
+            return fail(r, S_IOERR);
+        }
         long readable = chain.readableBytes();
         long writableData = chain.writableBytes() - 1;
         if (readable < HEADER_LENGTH) {
