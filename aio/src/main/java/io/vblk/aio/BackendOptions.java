@@ -1,0 +1,88 @@
+package io.vblk.aio;
+
+/**
+ * Sizing of a back end: an immutable value with withers.
+ *
+ * <ul>
+ *   <li>{@code depth}: slots, the most operations in flight (default 128).</li>
+ *   <li>{@code maxSegments}: guest segments one operation may have (default 256, at most 1024,
+ *       the kernel's UIO_MAXIOV); iovec space is preallocated for every slot.</li>
+ *   <li>{@code maxBounceBytes}: the largest operation that may be bounced when its buffers miss
+ *       O_DIRECT's alignment (default 4 MiB); larger ones are refused with {@code -EINVAL}.</li>
+ *   <li>{@code workerThreads}: threads of the thread back end (default min(depth, 8)).</li>
+ * </ul>
+ */
+public final class BackendOptions {
+    /** Default segments per operation: above QEMU's default seg_max of 254. */
+    public static final int DEFAULT_MAX_SEGMENTS = 256;
+    /** Default largest bounced operation. */
+    public static final long DEFAULT_MAX_BOUNCE_BYTES = 4L << 20;
+    /** Default depth. */
+    public static final int DEFAULT_DEPTH = 128;
+    /** Default cap on worker threads of the thread back end. */
+    public static final int DEFAULT_MAX_WORKERS = 8;
+
+    private final int depth;
+    private final int maxSegments;
+    private final long maxBounceBytes;
+    private final int workerThreads;
+
+    private BackendOptions(int depth, int maxSegments, long maxBounceBytes, int workerThreads) {
+        if (depth <= 0 || maxSegments <= 0 || maxSegments > IovecDescriptor.MAX_IOVECS || maxBounceBytes < 0
+                || workerThreads < 0) {
+            throw new IllegalArgumentException("bad back-end options: depth " + depth + ", maxSegments " + maxSegments
+                    + " (1.." + IovecDescriptor.MAX_IOVECS + "), maxBounceBytes " + maxBounceBytes
+                    + ", workerThreads " + workerThreads);
+        }
+        this.depth = depth;
+        this.maxSegments = maxSegments;
+        this.maxBounceBytes = maxBounceBytes;
+        this.workerThreads = workerThreads;
+    }
+
+    /** Defaults with the given depth. */
+    public static BackendOptions depth(int depth) {
+        return new BackendOptions(depth, DEFAULT_MAX_SEGMENTS, DEFAULT_MAX_BOUNCE_BYTES, 0);
+    }
+
+    /** Returns a copy with {@code value} segments per operation. */
+    public BackendOptions maxSegments(int value) {
+        return new BackendOptions(depth, value, maxBounceBytes, workerThreads);
+    }
+
+    /** Returns a copy whose largest bounced operation is {@code value} bytes. */
+    public BackendOptions maxBounceBytes(long value) {
+        return new BackendOptions(depth, maxSegments, value, workerThreads);
+    }
+
+    /** Returns a copy with {@code value} worker threads (thread back end; 0: the default). */
+    public BackendOptions workerThreads(int value) {
+        return new BackendOptions(depth, maxSegments, maxBounceBytes, value);
+    }
+
+    /** Slots. */
+    public int depth() {
+        return depth;
+    }
+
+    /** Segments per operation. */
+    public int maxSegments() {
+        return maxSegments;
+    }
+
+    /** Largest bounced operation in bytes. */
+    public long maxBounceBytes() {
+        return maxBounceBytes;
+    }
+
+    /** Worker threads of the thread back end, the default applied. */
+    public int workerThreads() {
+        return workerThreads > 0 ? workerThreads : Math.min(depth, DEFAULT_MAX_WORKERS);
+    }
+
+    @Override
+    public String toString() {
+        return "BackendOptions[depth " + depth + ", maxSegments " + maxSegments + ", maxBounceBytes " + maxBounceBytes
+                + ", workers " + workerThreads() + "]";
+    }
+}

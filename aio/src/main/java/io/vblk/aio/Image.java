@@ -1,0 +1,375 @@
+package io.vblk.aio;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.channels.FileChannel;
+import java.nio.file.Files;
+import java.nio.file.OpenOption;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.util.Locale;
+
+import com.sun.nio.file.ExtendedOpenOption;
+
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.sys.Errno;
+import io.vblk.sys.Linux;
+import io.vblk.sys.Mapping;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+import io.vblk.sys.NativeException;
+import io.vblk.sys.PosixFile;
+
+/**
+ * A disk image: a raw file or a block device, opened once for all of a device's back ends.
+ *
+ * <p>With O_DIRECT (the default) the kernel demands alignment. {@link #offsetAlignment()} (file
+ * offsets and lengths, and each segment's length) and {@link #memoryAlignment()} (buffer
+ * addresses) come from statx(STATX_DIOALIGN), the filesystem's own answer; where the kernel does
+ * not report it, the logical block size of a block device or the filesystem block size of a file
+ * stands in (conservative). Back ends bounce guest buffers that miss the memory alignment, and
+ * refuse offsets that miss the offset alignment; {@link #logicalBlockSize()} is what the device
+ * should advertise so that a well-behaved guest never sends those.
+ *
+ * <p>Discard and write-zeroes use fallocate (punch hole, zero range) and fall back to writing
+ * zeros where the filesystem refuses a mode; a refusal is remembered for the image's lifetime.
+ */
+public final class Image implements AutoCloseable {
+    static final boolean LINUX = System.getProperty("os.name", "").toLowerCase(Locale.ROOT).startsWith("linux");
+
+    /** Zeros are written in chunks of this size when fallocate is refused. */
+    static final int ZERO_CHUNK_BYTES = 1 << 20;
+    private static final int SECTOR_BYTES = 512;
+
+    private final Path path;
+    private final ImageOptions options;
+    private final PosixFile file;
+    private final long sizeBytes;
+    private final boolean blockDevice;
+    private final int memoryAlignment;
+    private final int offsetAlignment;
+    private final int logicalBlockSize;
+    private volatile boolean punchHoleSupported;
+    private volatile boolean zeroRangeSupported;
+    private Mapping zeros;
+    private FileChannel channel;
+    private FileChannel bufferedChannel;
+    private volatile boolean closed;
+
+    private Image(Path path, ImageOptions options, PosixFile file, long sizeBytes, boolean blockDevice,
+                  int memoryAlignment, int offsetAlignment, int logicalBlockSize) {
+        this.path = path;
+        this.options = options;
+        this.file = file;
+        this.sizeBytes = sizeBytes;
+        this.blockDevice = blockDevice;
+        this.memoryAlignment = memoryAlignment;
+        this.offsetAlignment = offsetAlignment;
+        this.logicalBlockSize = logicalBlockSize;
+        this.punchHoleSupported = options.fallocate() && file != null;
+        this.zeroRangeSupported = options.fallocate() && file != null;
+    }
+
+    /**
+     * Opens a raw file or block device.
+     *
+     * @throws NativeException when open(2) or statx(2) fails (errno and path in the message)
+     * @throws UncheckedIOException when a portable open fails
+     */
+    public static Image open(Path path, ImageOptions options) {
+        if (options.portable() || !LINUX) {
+            return openPortable(path, options);
+        }
+        PosixFile file = PosixFile.open(path, options.readOnly(), options.direct());
+        try {
+            return describe(path, options, file);
+        } catch (RuntimeException e) {
+            file.close();
+            throw e;
+        }
+    }
+
+    private static Image describe(Path path, ImageOptions options, PosixFile file) {
+        NativeBuffer statx = new NativeBuffer(StatxDescriptor.LENGTH);
+        NativeBuffer emptyPath = new NativeBuffer(8);
+        long rc = Native.syscall(StatxDescriptor.SYS_STATX, file.fd(), emptyPath.address(),
+                StatxDescriptor.AT_EMPTY_PATH,
+                StatxDescriptor.STATX_TYPE | StatxDescriptor.STATX_SIZE | StatxDescriptor.STATX_DIOALIGN,
+                statx.address());
+        if (rc < 0) {
+            throw new NativeException((int) -rc, "statx", file.fd(), "\"\"", "AT_EMPTY_PATH", path);
+        }
+        UnsafeBuffer stx = statx.buffer();
+        boolean blockDevice = (stx.getShort(StatxDescriptor.MODE_OFFSET) & StatxDescriptor.S_IFMT)
+                == StatxDescriptor.S_IFBLK;
+        int sectorBytes = blockDevice ? deviceLogicalBlockSize(file) : SECTOR_BYTES;
+        long sizeBytes = file.sizeBytes();
+        int memAlign = 1;
+        int offAlign = 1;
+        if (options.direct()) {
+            int dioMem = stx.getInt(StatxDescriptor.DIO_MEM_ALIGN_OFFSET);
+            int dioOff = stx.getInt(StatxDescriptor.DIO_OFFSET_ALIGN_OFFSET);
+            boolean reported = (stx.getInt(StatxDescriptor.MASK_OFFSET) & StatxDescriptor.STATX_DIOALIGN) != 0
+                    && dioMem > 0 && dioOff > 0;
+            if (reported) {
+                memAlign = dioMem;
+                offAlign = dioOff;
+            } else {
+                // Not reported (older kernel, tmpfs, a block device before 6.11): assume the
+                // strictest plausible rule so that nothing we submit fails with EINVAL.
+                int fallback = blockDevice ? sectorBytes
+                        : Math.max(SECTOR_BYTES, Math.min(Linux.PAGE_SIZE, stx.getInt(StatxDescriptor.BLKSIZE_OFFSET)));
+                memAlign = fallback;
+                offAlign = fallback;
+            }
+            checkPowerOfTwo(memAlign, "dio memory alignment", path);
+            checkPowerOfTwo(offAlign, "dio offset alignment", path);
+        }
+        int logical = Math.max(sectorBytes, offAlign);
+        return new Image(path, options, file, sizeBytes, blockDevice, memAlign, offAlign, logical);
+    }
+
+    private static int deviceLogicalBlockSize(PosixFile file) {
+        NativeBuffer out = new NativeBuffer(8);
+        Native.check(Native.libc().ioctl(file.fd(), Linux.BLKSSZGET, out.address()), "ioctl", file.fd(), "BLKSSZGET");
+        return out.buffer().getInt(0);
+    }
+
+    private static void checkPowerOfTwo(int value, String what, Path path) {
+        if (value <= 0 || (value & (value - 1)) != 0 || value > Linux.PAGE_SIZE) {
+            // Bounce buffers are page-aligned mappings: an alignment above a page cannot be met.
+            throw new IllegalStateException(what + " of " + path + " is " + value
+                    + ": expected a power of two no larger than " + Linux.PAGE_SIZE);
+        }
+    }
+
+    private static Image openPortable(Path path, ImageOptions options) {
+        try {
+            long sizeBytes;
+            try (FileChannel probe = FileChannel.open(path, StandardOpenOption.READ)) {
+                sizeBytes = probe.size();
+            }
+            int align = 1;
+            if (options.direct()) {
+                align = (int) Math.min(Linux.PAGE_SIZE, Math.max(SECTOR_BYTES, Files.getFileStore(path).getBlockSize()));
+            }
+            Image image = new Image(path, options, null, sizeBytes, false, align, align, Math.max(SECTOR_BYTES, align));
+            image.channel();
+            return image;
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot open image " + path + " " + options, e);
+        }
+    }
+
+    /** The path the image was opened from. */
+    public Path path() {
+        return path;
+    }
+
+    /** The options it was opened with. */
+    public ImageOptions options() {
+        return options;
+    }
+
+    /** The capacity in bytes, fixed at open. */
+    public long sizeBytes() {
+        return sizeBytes;
+    }
+
+    /** Whether writes are refused. */
+    public boolean readOnly() {
+        return options.readOnly();
+    }
+
+    /** Whether the image bypasses the host page cache (O_DIRECT). */
+    public boolean direct() {
+        return options.direct();
+    }
+
+    /** Whether it is a block device rather than a regular file. */
+    public boolean blockDevice() {
+        return blockDevice;
+    }
+
+    /** Whether it was opened through {@code java.nio} only (no descriptor, no native calls). */
+    public boolean portable() {
+        return file == null;
+    }
+
+    /** The descriptor, or -1 for a portable image. */
+    public int fd() {
+        return file == null ? -1 : file.fd();
+    }
+
+    /** The block size the device should advertise: a sector, or the O_DIRECT offset alignment if larger. */
+    public int logicalBlockSize() {
+        return logicalBlockSize;
+    }
+
+    /** The alignment O_DIRECT requires of buffer addresses (1 when buffered). */
+    public int memoryAlignment() {
+        return memoryAlignment;
+    }
+
+    /** The alignment O_DIRECT requires of file offsets and lengths (1 when buffered). */
+    public int offsetAlignment() {
+        return offsetAlignment;
+    }
+
+    /** Whether {@code [offset, offset + length)} lies inside the image (overflow-safe). */
+    boolean contains(long offset, long length) {
+        return offset >= 0 && length >= 0 && offset <= sizeBytes && length <= sizeBytes - offset;
+    }
+
+    /** The fallocate mode for a discard, or 0 when zeros must be written instead. */
+    int discardMode() {
+        return punchHoleSupported ? Linux.FALLOC_FL_PUNCH_HOLE | Linux.FALLOC_FL_KEEP_SIZE : 0;
+    }
+
+    /** The fallocate mode for a write-zeroes, or 0 when zeros must be written instead. */
+    int writeZeroesMode(boolean mayUnmap) {
+        if (mayUnmap && punchHoleSupported) {
+            return Linux.FALLOC_FL_PUNCH_HOLE | Linux.FALLOC_FL_KEEP_SIZE;
+        }
+        // Without unmap the blocks must stay allocated: zero range, never a hole.
+        return zeroRangeSupported ? Linux.FALLOC_FL_ZERO_RANGE | Linux.FALLOC_FL_KEEP_SIZE : 0;
+    }
+
+    /** Records that the filesystem refused {@code mode} (EOPNOTSUPP), so it is not tried again. */
+    void refused(int mode) {
+        if ((mode & Linux.FALLOC_FL_PUNCH_HOLE) != 0) {
+            punchHoleSupported = false;
+        }
+        if ((mode & Linux.FALLOC_FL_ZERO_RANGE) != 0) {
+            zeroRangeSupported = false;
+        }
+    }
+
+    /** Whether a fallocate result means "this filesystem does not do that mode". */
+    static boolean isRefusal(long result) {
+        return result == -Errno.EOPNOTSUPP;
+    }
+
+    /**
+     * Zeroes a range synchronously, starting with {@code mode} (0: write zeros) and falling back
+     * along the chain punch hole, zero range, written zeros when a mode is refused. Thread-safe.
+     * Returns 0 or {@code -errno}. Needs a descriptor (not portable).
+     */
+    int zeroRange(long offset, long length, int mode, boolean mayUnmap) {
+        if (length == 0) {
+            return 0;
+        }
+        int current = mode;
+        while (current != 0) {
+            int rc = (int) Native.result(Native.libc().fallocate(file.fd(), current, offset, length));
+            if (!isRefusal(rc)) {
+                return rc;
+            }
+            refused(current);
+            int next = writeZeroesMode(mayUnmap);
+            current = next == current ? 0 : next;
+        }
+        return writeZeros(offset, length);
+    }
+
+    /** Writes zeros over a range with pwrite from a shared zero page run. Returns 0 or {@code -errno}. */
+    int writeZeros(long offset, long length) {
+        if (((offset | length) & (offsetAlignment - 1)) != 0) {
+            return -Errno.EINVAL;
+        }
+        long zeroAddress = zeros().address();
+        long done = 0;
+        while (done < length) {
+            long chunk = Math.min(ZERO_CHUNK_BYTES, length - done);
+            long rc = Native.result(Native.libc().pwrite(file.fd(), zeroAddress, chunk, offset + done));
+            if (rc < 0) {
+                if (rc == -Errno.EINTR) {
+                    continue;
+                }
+                return (int) rc;
+            }
+            if (rc == 0) {
+                return -Errno.EIO;
+            }
+            done += rc;
+        }
+        return 0;
+    }
+
+    private synchronized Mapping zeros() {
+        if (zeros == null) {
+            zeros = Mapping.anonymous(ZERO_CHUNK_BYTES, false);
+        }
+        return zeros;
+    }
+
+    /**
+     * The channel for positional I/O: opened with {@link ExtendedOpenOption#DIRECT} when the image
+     * is direct, else buffered. Opened on first use; closed with the image.
+     */
+    synchronized FileChannel channel() throws IOException {
+        if (channel == null) {
+            channel = options.direct() ? openChannel(true) : bufferedChannel();
+        }
+        return channel;
+    }
+
+    /** A buffered channel on the same file, for operations O_DIRECT cannot express. */
+    synchronized FileChannel bufferedChannel() throws IOException {
+        if (bufferedChannel == null) {
+            bufferedChannel = openChannel(false);
+        }
+        return bufferedChannel;
+    }
+
+    private FileChannel openChannel(boolean direct) throws IOException {
+        OpenOption[] opts = direct
+                ? (options.readOnly() ? new OpenOption[] {StandardOpenOption.READ, ExtendedOpenOption.DIRECT}
+                        : new OpenOption[] {StandardOpenOption.READ, StandardOpenOption.WRITE, ExtendedOpenOption.DIRECT})
+                : (options.readOnly() ? new OpenOption[] {StandardOpenOption.READ}
+                        : new OpenOption[] {StandardOpenOption.READ, StandardOpenOption.WRITE});
+        return FileChannel.open(path, opts);
+    }
+
+    /** Whether {@link #close()} was called. */
+    public boolean isClosed() {
+        return closed;
+    }
+
+    /**
+     * Closes the descriptor and channels. Back ends using the image must be closed first; an
+     * operation submitted after this completes with an error (EBADF) instead.
+     */
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (file != null) {
+            file.close();
+        }
+        closeQuietly(channel);
+        closeQuietly(bufferedChannel);
+        if (zeros != null) {
+            zeros.close();
+        }
+    }
+
+    private static void closeQuietly(FileChannel ch) {
+        if (ch != null) {
+            try {
+                ch.close();
+            } catch (IOException e) {
+                // Nothing to do at close: the descriptor is released either way.
+            }
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "Image[" + path + ", " + sizeBytes + " bytes, " + options + ", align mem " + memoryAlignment
+                + " off " + offsetAlignment + (blockDevice ? ", block device" : "") + "]";
+    }
+}

@@ -1,0 +1,84 @@
+package io.vblk.aio;
+
+/**
+ * How an {@link Image} is opened: an immutable value with withers.
+ *
+ * <pre>
+ * ImageOptions.defaults()                  // read-write, O_DIRECT, fallocate for discard/write-zeroes
+ * ImageOptions.defaults().readOnly(true)   // a read-only device: no write ever reaches the image
+ * ImageOptions.defaults().direct(false)    // buffered: the host page cache is used
+ * </pre>
+ */
+public final class ImageOptions {
+    private static final ImageOptions DEFAULTS = new ImageOptions(false, true, true, !Image.LINUX);
+
+    private final boolean readOnly;
+    private final boolean direct;
+    private final boolean fallocate;
+    private final boolean portable;
+
+    private ImageOptions(boolean readOnly, boolean direct, boolean fallocate, boolean portable) {
+        this.readOnly = readOnly;
+        this.direct = direct;
+        this.fallocate = fallocate;
+        this.portable = portable;
+    }
+
+    /** Read-write, O_DIRECT, fallocate used for discard and write-zeroes, native on Linux. */
+    public static ImageOptions defaults() {
+        return DEFAULTS;
+    }
+
+    /** Opens read-only: writes, discards and write-zeroes are refused with {@code -EROFS}. */
+    public ImageOptions readOnly(boolean value) {
+        return new ImageOptions(value, direct, fallocate, portable);
+    }
+
+    /** O_DIRECT (the default) bypasses the host page cache; false opens buffered. */
+    public ImageOptions direct(boolean value) {
+        return new ImageOptions(readOnly, value, fallocate, portable);
+    }
+
+    /**
+     * Whether discard and write-zeroes may use fallocate (punch hole, zero range). False always
+     * writes zeros, as happens anyway where the filesystem refuses fallocate.
+     */
+    public ImageOptions fallocate(boolean value) {
+        return new ImageOptions(readOnly, direct, value, portable);
+    }
+
+    /**
+     * Opens through {@code java.nio} only, with no native calls: what every non-Linux host gets,
+     * and only the thread and null back ends run on such an image. On Linux it is useful to test
+     * that path.
+     */
+    public ImageOptions portable(boolean value) {
+        return new ImageOptions(readOnly, direct, fallocate, value);
+    }
+
+    /** Whether the image is opened read-only. */
+    public boolean readOnly() {
+        return readOnly;
+    }
+
+    /** Whether the image is opened with O_DIRECT. */
+    public boolean direct() {
+        return direct;
+    }
+
+    /** Whether discard and write-zeroes may use fallocate. */
+    public boolean fallocate() {
+        return fallocate;
+    }
+
+    /** Whether the image is opened through {@code java.nio} only. */
+    public boolean portable() {
+        return portable;
+    }
+
+    @Override
+    public String toString() {
+        return "ImageOptions[" + (readOnly ? "ro" : "rw") + (direct ? ", direct" : ", buffered")
+                + (fallocate ? "" : ", no fallocate") + (portable ? ", portable" : "") + "]";
+    }
+}

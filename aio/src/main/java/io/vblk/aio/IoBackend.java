@@ -1,0 +1,133 @@
+package io.vblk.aio;
+
+import io.vblk.sys.Errno;
+import io.vblk.sys.EventFd;
+
+/**
+ * An I/O back end: operations are prepared into preallocated in-flight slots, handed to the
+ * kernel (or a thread pool) as one batch by {@link #submit()}, and reaped without blocking by
+ * {@link #poll(CompletionSink, int)}. Nothing on these paths allocates, locks or logs.
+ *
+ * <h2>Contract</h2>
+ * <ul>
+ *   <li>Every prepare that returns 0 is "accepted" and yields exactly one completion through
+ *       {@link #poll}, carrying its {@code userData}: never lost, never doubled, also when the
+ *       kernel takes a batch only partly or answers EAGAIN (the rest stays pending for the next
+ *       {@link #submit()}), and also for operations a back end performs synchronously or whose
+ *       submission failed (they complete with {@code -errno} through the same path).</li>
+ *   <li>A prepare that returns {@code -errno} affects only that operation: {@code -EAGAIN} no
+ *       free slot, {@code -EINVAL} a range outside the image, a misaligned O_DIRECT offset or
+ *       length, or more segments than a slot holds, {@code -EROFS} a change to a read-only
+ *       image, {@code -EBADF} after {@link #close()}.</li>
+ *   <li>Threads: prepare, {@link #submit()}, {@link #freeSlots()} and {@link #pendingSubmit()}
+ *       belong to one submitting thread; {@link #poll} to one reaping thread, which may be the
+ *       same one (shared mode) or another (dedicated mode). {@link #inFlight()} may be read from
+ *       anywhere. {@link #close()} is called once both have stopped.</li>
+ * </ul>
+ *
+ * <h2>Sleeping</h2>
+ * {@link #completionEvent()} becomes readable when completions may be available. A reaper that
+ * found nothing reads it (to reset it), polls once more (a completion may have landed between
+ * the two), and only then sleeps on it with poll/epoll. If {@link #poll} stopped at {@code max}
+ * while more completions were ready, the event is signalled again so no completion is stranded.
+ */
+public interface IoBackend extends AutoCloseable {
+    /** How long {@link #drain} sleeps between looks when nothing completed. */
+    int DRAIN_WAIT_MS = 10;
+
+    /** The most operations in flight at once (preallocated slots). */
+    int depth();
+
+    /** Slots available to prepare into now. */
+    int freeSlots();
+
+    /** Prepares a vectored read of {@code buffers.totalLength()} bytes at {@code offset}. */
+    int prepareRead(long offset, IoVector buffers, long userData);
+
+    /** Prepares a vectored write; {@code -EROFS} on a read-only image (no write reaches it). */
+    int prepareWrite(long offset, IoVector buffers, long userData);
+
+    /** Prepares a flush: completes once every write completed before it is durable (fdatasync). */
+    int prepareFlush(long userData);
+
+    /** Prepares a discard: the range is deallocated where possible, and reads of it return zeros. */
+    int prepareDiscard(long offset, long length, long userData);
+
+    /**
+     * Prepares a write-zeroes: reads of the range return zeros afterwards. With {@code mayUnmap}
+     * the range may be deallocated (a punched hole); without it the blocks stay allocated.
+     */
+    int prepareWriteZeroes(long offset, long length, boolean mayUnmap, long userData);
+
+    /**
+     * Hands every prepared operation to the kernel with one system call (none for the null and
+     * thread back ends). Returns the number of operations taken (so no longer pending), or
+     * {@code -errno} (such as {@code -EAGAIN}) when none could be taken; those stay pending.
+     */
+    int submit();
+
+    /** Operations prepared and not yet taken by {@link #submit()}. */
+    int pendingSubmit();
+
+    /** Operations submitted and not yet reaped by {@link #poll}. */
+    int inFlight();
+
+    /**
+     * Reaps up to {@code max} completions without blocking, calling {@code sink} for each, and
+     * returns how many. A slot is free again before its completion reaches the sink, so the sink
+     * may prepare the next operation (in shared mode).
+     */
+    int poll(CompletionSink sink, int max);
+
+    /**
+     * An eventfd that becomes readable when completions may be available; the reaper reads it to
+     * reset it before polling. Null when the platform has no eventfd (the thread back end off
+     * Linux): use {@link #awaitCompletions(int)} there.
+     */
+    EventFd completionEvent();
+
+    /**
+     * Blocks up to {@code timeoutMs} (-1: forever) until completions may be available, without
+     * consuming them. Returns 1 if they may be, 0 on timeout, or {@code -errno}. Works on every
+     * platform; on Linux it waits on {@link #completionEvent()}.
+     */
+    int awaitCompletions(int timeoutMs);
+
+    /**
+     * Submits whatever is pending and reaps until nothing is pending or in flight, delivering
+     * every completion to {@code sink}: the "stop means drain" step. Called on a thread that
+     * may both submit and poll (no other thread may be using the back end).
+     *
+     * @return the number of completions delivered, or {@code -errno} when submission failed
+     *         with something other than EAGAIN
+     */
+    default long drain(CompletionSink sink) {
+        long delivered = 0;
+        EventFd event = completionEvent();
+        while (pendingSubmit() > 0 || inFlight() > 0) {
+            if (pendingSubmit() > 0) {
+                int rc = submit();
+                if (rc < 0 && rc != -Errno.EAGAIN && rc != -Errno.EINTR) {
+                    return rc;
+                }
+            }
+            if (event != null) {
+                event.read();
+            }
+            int reaped = poll(sink, Math.max(1, depth()));
+            delivered += reaped;
+            if (reaped == 0 && (inFlight() > 0 || pendingSubmit() > 0)) {
+                awaitCompletions(DRAIN_WAIT_MS);
+            }
+        }
+        return delivered;
+    }
+
+    /**
+     * Waits for every operation in flight to complete (their completions are dropped: drain
+     * first to receive them), discards operations never submitted, and frees the slots, rings
+     * and descriptors. Idempotent.
+     */
+    @Override
+    void close();
+}

@@ -1,0 +1,327 @@
+package io.vblk.aio;
+
+import static io.vblk.aio.IoUringDescriptor.CQE_LENGTH;
+import static io.vblk.aio.IoUringDescriptor.CQE_RES_OFFSET;
+import static io.vblk.aio.IoUringDescriptor.CQE_USER_DATA_OFFSET;
+import static io.vblk.aio.IoUringDescriptor.SQE_ADDR_OFFSET;
+import static io.vblk.aio.IoUringDescriptor.SQE_LENGTH;
+import static io.vblk.aio.IoUringDescriptor.SQE_LEN_OFFSET;
+import static io.vblk.aio.IoUringDescriptor.SQE_OFF_OFFSET;
+import static io.vblk.aio.IoUringDescriptor.SQE_OPCODE_OFFSET;
+import static io.vblk.aio.IoUringDescriptor.SQE_OP_FLAGS_OFFSET;
+
+import org.agrona.BitUtil;
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.sys.Errno;
+import io.vblk.sys.Linux;
+import io.vblk.sys.Mapping;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+import io.vblk.sys.NativeException;
+
+/**
+ * io_uring through raw syscalls, its rings mapped into {@link UnsafeBuffer}s: READV/WRITEV,
+ * FSYNC with DATASYNC, FALLOCATE; one {@code io_uring_enter} per batch; completions read from
+ * the CQ ring without a syscall and announced on a registered eventfd.
+ *
+ * <p>Each slot owns the SQE with its own index, so the fields that never change (fd, user data)
+ * are written once; preparing writes the rest and puts the slot's index in the SQ array. The SQ
+ * tail is published (release) only at {@link #submit()}; what the kernel did not consume stays
+ * between its head and our tail for the next enter, which is how a partial submission or EAGAIN
+ * loses nothing. The number taken is read back from the SQ head, not trusted from the return
+ * value.
+ *
+ * <p>A FALLOCATE the filesystem refuses (EOPNOTSUPP) is finished on the reaping thread by the
+ * image's fallback (another mode, or written zeros), and the refusal is remembered so later
+ * discards go straight to the synchronous fallback at submit.
+ */
+final class IoUringBackend extends SlottedBackend {
+    private final int ringFd;
+    private final Mapping sqRingMap;
+    private final Mapping cqRingMap;
+    private final Mapping sqeMap;
+    private final UnsafeBuffer sq;
+    private final UnsafeBuffer cq;
+    private final UnsafeBuffer sqes;
+
+    private final int sqHead;
+    private final int sqTail;
+    private final int sqFlags;
+    private final int sqArray;
+    private final int sqMask;
+    private final int cqHead;
+    private final int cqTail;
+    private final int cqMask;
+    private final int cqes;
+
+    /** Our SQ tail: prepared entries up to here, published at submit. */
+    private int localTail;
+    /** Our CQ head (only we write it). */
+    private int localCqHead;
+    /** Caps to_submit, so tests can make the kernel take batches partly. */
+    private int submitLimit = Integer.MAX_VALUE;
+
+    IoUringBackend(Image image, BackendOptions options) {
+        super(image, options, CompletionSignal.overEventFd());
+        if (image.portable()) {
+            throw new IllegalArgumentException("io_uring needs a native image, not " + image);
+        }
+        int entries = BitUtil.findNextPositivePowerOfTwo(options.depth());
+        if (entries > IoUringDescriptor.MAX_ENTRIES) {
+            throw new IllegalArgumentException("io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES);
+        }
+        UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
+        int fd = setup(entries, params);
+        Mapping sqMap = null;
+        Mapping cqMap = null;
+        Mapping sqeMem = null;
+        try {
+            int features = params.getInt(IoUringDescriptor.PARAMS_FEATURES_OFFSET);
+            int sqEntries = params.getInt(IoUringDescriptor.PARAMS_SQ_ENTRIES_OFFSET);
+            int cqEntries = params.getInt(IoUringDescriptor.PARAMS_CQ_ENTRIES_OFFSET);
+            int sqOff = IoUringDescriptor.PARAMS_SQ_OFF_OFFSET;
+            int cqOff = IoUringDescriptor.PARAMS_CQ_OFF_OFFSET;
+            long sqBytes = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_ARRAY) + (long) sqEntries * Integer.BYTES;
+            long cqBytes = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_CQES) + (long) cqEntries * CQE_LENGTH;
+            if ((features & IoUringDescriptor.FEAT_SINGLE_MMAP) != 0) {
+                sqMap = Mapping.map(fd, IoUringDescriptor.OFF_SQ_RING, Math.max(sqBytes, cqBytes), false, false);
+                cqMap = sqMap;
+            } else {
+                sqMap = Mapping.map(fd, IoUringDescriptor.OFF_SQ_RING, sqBytes, false, false);
+                cqMap = Mapping.map(fd, IoUringDescriptor.OFF_CQ_RING, cqBytes, false, false);
+            }
+            sqeMem = Mapping.map(fd, IoUringDescriptor.OFF_SQES, (long) sqEntries * SQE_LENGTH, false, false);
+            registerEventFd(fd, signal.eventFd().fd());
+        } catch (RuntimeException e) {
+            closeQuietly(sqeMem);
+            if (cqMap != sqMap) {
+                closeQuietly(cqMap);
+            }
+            closeQuietly(sqMap);
+            Native.libc().close(fd);
+            signal.close();
+            slots.close();
+            throw e;
+        }
+        this.ringFd = fd;
+        this.sqRingMap = sqMap;
+        this.cqRingMap = cqMap;
+        this.sqeMap = sqeMem;
+        this.sq = new UnsafeBuffer(sqMap.address(), Math.toIntExact(sqMap.length()));
+        this.cq = new UnsafeBuffer(cqMap.address(), Math.toIntExact(cqMap.length()));
+        this.sqes = new UnsafeBuffer(sqeMem.address(), Math.toIntExact(sqeMem.length()));
+        int sqOff = IoUringDescriptor.PARAMS_SQ_OFF_OFFSET;
+        int cqOff = IoUringDescriptor.PARAMS_CQ_OFF_OFFSET;
+        this.sqHead = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_HEAD);
+        this.sqTail = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_TAIL);
+        this.sqFlags = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_FLAGS);
+        this.sqArray = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_ARRAY);
+        this.sqMask = sq.getInt(params.getInt(sqOff + IoUringDescriptor.SQ_OFF_RING_MASK));
+        this.cqHead = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_HEAD);
+        this.cqTail = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_TAIL);
+        this.cqMask = cq.getInt(params.getInt(cqOff + IoUringDescriptor.CQ_OFF_RING_MASK));
+        this.cqes = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_CQES);
+        this.localTail = sq.getInt(sqTail);
+        this.localCqHead = cq.getInt(cqHead);
+        sqes.setMemory(0, sqes.capacity(), (byte) 0);
+        for (int slot = 0; slot < options.depth(); slot++) {
+            // Only the fields that never change for a slot are written here; the rest stay zero
+            // unless an opcode sets them.
+            int sqe = slot * SQE_LENGTH;
+            sqes.putInt(sqe + IoUringDescriptor.SQE_FD_OFFSET, image.fd());
+            sqes.putLong(sqe + IoUringDescriptor.SQE_USER_DATA_OFFSET, slot);
+        }
+    }
+
+    private static int setup(int entries, UnsafeBuffer params) {
+        params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, IoUringDescriptor.SETUP_SUBMIT_ALL);
+        long fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
+        if (fd == -Errno.EINVAL) {
+            // A kernel before 5.18 does not know SUBMIT_ALL: then submission stops at a failed
+            // SQE, which is also handled (the rest stays queued).
+            params.setMemory(0, IoUringDescriptor.PARAMS_LENGTH, (byte) 0);
+            fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
+        }
+        if (fd < 0) {
+            throw new NativeException((int) -fd, "io_uring_setup", entries, "params");
+        }
+        return (int) fd;
+    }
+
+    private static void registerEventFd(int ringFd, int eventFd) {
+        NativeBuffer arg = new NativeBuffer(Integer.BYTES);
+        arg.buffer().putInt(0, eventFd);
+        long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_EVENTFD,
+                arg.address(), 1, 0);
+        if (rc < 0) {
+            throw new NativeException((int) -rc, "io_uring_register", ringFd, "IORING_REGISTER_EVENTFD", eventFd, 1);
+        }
+    }
+
+    private static void closeQuietly(Mapping mapping) {
+        if (mapping != null) {
+            mapping.close();
+        }
+    }
+
+    /** Test hook: the most SQEs one enter may take. */
+    void submitLimit(int limit) {
+        submitLimit = limit;
+    }
+
+    @Override
+    void enqueueTransfer(int slot, boolean isWrite, int plan) {
+        int sqe = slot * SQE_LENGTH;
+        sqes.putByte(sqe + SQE_OPCODE_OFFSET, isWrite ? IoUringDescriptor.OP_WRITEV : IoUringDescriptor.OP_READV);
+        sqes.putLong(sqe + SQE_OFF_OFFSET, slots.offset(slot));
+        sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.submissionIovecs(slot));
+        sqes.putInt(sqe + SQE_LEN_OFFSET, slots.submissionIovecCount(slot));
+        sqes.putInt(sqe + SQE_OP_FLAGS_OFFSET, 0);
+        enqueue(slot);
+    }
+
+    @Override
+    void enqueueFlush(int slot) {
+        int sqe = slot * SQE_LENGTH;
+        sqes.putByte(sqe + SQE_OPCODE_OFFSET, IoUringDescriptor.OP_FSYNC);
+        sqes.putLong(sqe + SQE_OFF_OFFSET, 0);
+        sqes.putLong(sqe + SQE_ADDR_OFFSET, 0);
+        sqes.putInt(sqe + SQE_LEN_OFFSET, 0);
+        sqes.putInt(sqe + SQE_OP_FLAGS_OFFSET, IoUringDescriptor.FSYNC_DATASYNC);
+        enqueue(slot);
+    }
+
+    @Override
+    void enqueueZeroing(int slot) {
+        int op = slots.op(slot);
+        int mode = op == SlotTable.OP_DISCARD ? image.discardMode()
+                : image.writeZeroesMode(op == SlotTable.OP_WRITE_ZEROES_UNMAP);
+        if (mode == 0) {
+            queueLocally(slot);
+            return;
+        }
+        int sqe = slot * SQE_LENGTH;
+        sqes.putByte(sqe + SQE_OPCODE_OFFSET, IoUringDescriptor.OP_FALLOCATE);
+        sqes.putLong(sqe + SQE_OFF_OFFSET, slots.offset(slot));
+        // FALLOCATE carries the length in addr and the mode in len.
+        sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.length(slot));
+        sqes.putInt(sqe + SQE_LEN_OFFSET, mode);
+        sqes.putInt(sqe + SQE_OP_FLAGS_OFFSET, 0);
+        enqueue(slot);
+    }
+
+    private void enqueue(int slot) {
+        sq.putInt(sqArray + (localTail & sqMask) * Integer.BYTES, slot);
+        localTail++;
+    }
+
+    @Override
+    int queuedCount() {
+        return localTail - sq.getIntVolatile(sqHead);
+    }
+
+    @Override
+    int submitQueued() {
+        int head = sq.getIntVolatile(sqHead);
+        int toSubmit = Math.min(localTail - head, submitLimit);
+        // Release: the SQEs and array entries written since the last submit are visible to the
+        // kernel before the tail that covers them.
+        sq.putIntOrdered(sqTail, localTail);
+        countSubmitted(toSubmit);
+        long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, toSubmit, 0, 0, 0);
+        // Trust the head, not the return value: every consumed SQE yields exactly one CQE (an
+        // SQE that failed at submission gets an error CQE).
+        int consumed = sq.getIntVolatile(sqHead) - head;
+        countSubmitted(consumed - toSubmit);
+        if (consumed > 0) {
+            return consumed;
+        }
+        return rc < 0 ? (int) rc : -Errno.EAGAIN;
+    }
+
+    @Override
+    int reapQueued(CompletionSink sink, int max) {
+        int head = localCqHead;
+        // Acquire: pairs with the kernel's release of the tail after it wrote the CQEs.
+        int tail = cq.getIntVolatile(cqTail);
+        if (head == tail) {
+            flushOverflow();
+            return 0;
+        }
+        int n = 0;
+        while (n < max && head != tail) {
+            int cqe = cqes + (head & cqMask) * CQE_LENGTH;
+            int slot = (int) cq.getLong(cqe + CQE_USER_DATA_OFFSET);
+            long result = cq.getInt(cqe + CQE_RES_OFFSET);
+            head++;
+            localCqHead = head;
+            // Release: the CQE is read before the kernel may overwrite it. Per entry, so a sink
+            // that throws cannot cause a completion to be delivered twice.
+            cq.putIntOrdered(cqHead, head);
+            if (Image.isRefusal(result) && isZeroing(slots.op(slot))) {
+                result = fallBack(slot);
+            }
+            complete(slot, result, sink);
+            n++;
+        }
+        return n;
+    }
+
+    private static boolean isZeroing(int op) {
+        return op == SlotTable.OP_DISCARD || op == SlotTable.OP_WRITE_ZEROES || op == SlotTable.OP_WRITE_ZEROES_UNMAP;
+    }
+
+    /** The filesystem refused the FALLOCATE mode: remember it and finish the operation here. */
+    private long fallBack(int slot) {
+        int refusedMode = sqes.getInt(slot * SQE_LENGTH + SQE_LEN_OFFSET);
+        image.refused(refusedMode);
+        int op = slots.op(slot);
+        boolean mayUnmap = op != SlotTable.OP_WRITE_ZEROES;
+        int next = op == SlotTable.OP_DISCARD ? image.discardMode() : image.writeZeroesMode(mayUnmap);
+        return image.zeroRange(slots.offset(slot), slots.length(slot), next, mayUnmap);
+    }
+
+    private void flushOverflow() {
+        // Cannot happen while the CQ (twice the SQ) outnumbers the slots, but if the kernel ever
+        // parks CQEs on its overflow list, only an enter with GETEVENTS moves them to the ring.
+        if ((sq.getIntVolatile(sqFlags) & IoUringDescriptor.SQ_CQ_OVERFLOW) != 0) {
+            Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 0, IoUringDescriptor.ENTER_GETEVENTS, 0);
+        }
+    }
+
+    @Override
+    boolean hasQueuedCompletions() {
+        return localCqHead != cq.getIntVolatile(cqTail);
+    }
+
+    @Override
+    void awaitQueued() {
+        while (inFlight() - deferredCount() > 0) {
+            if (!hasQueuedCompletions()) {
+                long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, IoUringDescriptor.ENTER_GETEVENTS, 0);
+                if (rc < 0 && rc != -Errno.EINTR && rc != -Errno.EAGAIN && rc != -Errno.EBUSY) {
+                    return;
+                }
+            }
+            int tail = cq.getIntVolatile(cqTail);
+            while (localCqHead != tail) {
+                int slot = (int) cq.getLong(cqes + (localCqHead & cqMask) * CQE_LENGTH + CQE_USER_DATA_OFFSET);
+                localCqHead++;
+                cq.putIntOrdered(cqHead, localCqHead);
+                dropCompletion(slot);
+            }
+        }
+    }
+
+    @Override
+    void release() {
+        sqeMap.close();
+        if (cqRingMap != sqRingMap) {
+            cqRingMap.close();
+        }
+        sqRingMap.close();
+        // Closing the ring cancels nothing here: awaitQueued left nothing in flight.
+        Native.libc().close(ringFd);
+    }
+}

@@ -1,0 +1,125 @@
+package io.vblk.aio;
+
+/**
+ * Layouts and constants of io_uring (linux/io_uring.h): {@code struct io_uring_params} with its
+ * ring offsets, the submission queue entry and the completion queue entry.
+ *
+ * <pre>
+ * struct io_uring_params (120 bytes)
+ *   0 sq_entries u32 | 4 cq_entries u32 | 8 flags u32 | 12 sq_thread_cpu u32 | 16 sq_thread_idle u32
+ *  20 features u32   | 24 wq_fd u32     | 28 resv[3]
+ *  40 sq_off: head, tail, ring_mask, ring_entries, flags, dropped, array, resv1 (u32 each), user_addr u64
+ *  80 cq_off: head, tail, ring_mask, ring_entries, overflow, cqes, flags, resv1 (u32 each), user_addr u64
+ *
+ * struct io_uring_sqe (64 bytes)
+ *   0       1       2               4                               8
+ *   +-------+-------+---------------+-------------------------------+
+ *   |opcode | flags | ioprio    u16 | fd                        s32 |
+ *   8 +-------+-------+---------------+-------------------------------+
+ *   | off u64 (file offset)                                         |
+ *  16 +---------------------------------------------------------------+
+ *   | addr u64 (buffer or iovec array; FALLOCATE: the length)      |
+ *  24 +-------------------------------+-------------------------------+
+ *   | len u32 (bytes or iovec count; FALLOCATE: the mode) | op flags u32 (rw/fsync) |
+ *  32 +-------------------------------+-------------------------------+
+ *   | user_data u64                                                 |
+ *  40 +---------------+---------------+-------------------------------+
+ *   | buf_index u16 | personality   | splice_fd_in / file_index s32 |
+ *  48 +---------------+---------------+-------------------------------+
+ *   | addr3 u64                     | pad u64                       |
+ *     +-------------------------------+-------------------------------+
+ *
+ * struct io_uring_cqe (16 bytes)
+ *   | user_data u64 | res s32 | flags u32 |
+ * </pre>
+ *
+ * Rings: the SQ ring (head, tail, mask, entries, flags, dropped, then an array of SQE indices)
+ * and the CQ ring (head, tail, mask, entries, overflow, then the CQEs) share one mapping at
+ * {@link #OFF_SQ_RING} when {@link #FEAT_SINGLE_MMAP} is offered; the SQEs are mapped at
+ * {@link #OFF_SQES}. The kernel advances the SQ head and the CQ tail; user space the SQ tail and
+ * the CQ head.
+ */
+final class IoUringDescriptor {
+    // io_uring_params
+    static final int PARAMS_SQ_ENTRIES_OFFSET = 0;
+    static final int PARAMS_CQ_ENTRIES_OFFSET = 4;
+    static final int PARAMS_FLAGS_OFFSET = 8;
+    static final int PARAMS_FEATURES_OFFSET = 20;
+    static final int PARAMS_SQ_OFF_OFFSET = 40;
+    static final int PARAMS_CQ_OFF_OFFSET = 80;
+    static final int PARAMS_LENGTH = 120;
+
+    // io_sqring_offsets, relative to PARAMS_SQ_OFF_OFFSET
+    static final int SQ_OFF_HEAD = 0;
+    static final int SQ_OFF_TAIL = 4;
+    static final int SQ_OFF_RING_MASK = 8;
+    static final int SQ_OFF_RING_ENTRIES = 12;
+    static final int SQ_OFF_FLAGS = 16;
+    static final int SQ_OFF_DROPPED = 20;
+    static final int SQ_OFF_ARRAY = 24;
+
+    // io_cqring_offsets, relative to PARAMS_CQ_OFF_OFFSET
+    static final int CQ_OFF_HEAD = 0;
+    static final int CQ_OFF_TAIL = 4;
+    static final int CQ_OFF_RING_MASK = 8;
+    static final int CQ_OFF_RING_ENTRIES = 12;
+    static final int CQ_OFF_OVERFLOW = 16;
+    static final int CQ_OFF_CQES = 20;
+
+    // io_uring_sqe
+    static final int SQE_OPCODE_OFFSET = 0;
+    static final int SQE_FLAGS_OFFSET = 1;
+    static final int SQE_IOPRIO_OFFSET = 2;
+    static final int SQE_FD_OFFSET = 4;
+    static final int SQE_OFF_OFFSET = 8;
+    static final int SQE_ADDR_OFFSET = 16;
+    static final int SQE_LEN_OFFSET = 24;
+    static final int SQE_OP_FLAGS_OFFSET = 28;
+    static final int SQE_USER_DATA_OFFSET = 32;
+    static final int SQE_BUF_INDEX_OFFSET = 40;
+    static final int SQE_PERSONALITY_OFFSET = 42;
+    static final int SQE_SPLICE_FD_IN_OFFSET = 44;
+    static final int SQE_ADDR3_OFFSET = 48;
+    static final int SQE_LENGTH = 64;
+
+    // io_uring_cqe
+    static final int CQE_USER_DATA_OFFSET = 0;
+    static final int CQE_RES_OFFSET = 8;
+    static final int CQE_FLAGS_OFFSET = 12;
+    static final int CQE_LENGTH = 16;
+
+    // opcodes
+    static final byte OP_READV = 1;
+    static final byte OP_WRITEV = 2;
+    static final byte OP_FSYNC = 3;
+    static final byte OP_FALLOCATE = 17;
+
+    /** fsync_flags: fdatasync rather than fsync. */
+    static final int FSYNC_DATASYNC = 1;
+
+    // mmap offsets
+    static final long OFF_SQ_RING = 0L;
+    static final long OFF_CQ_RING = 0x8000000L;
+    static final long OFF_SQES = 0x10000000L;
+
+    // setup flags and features
+    /** Keep submitting after an SQE fails at submission (it gets an error CQE). Linux 5.18. */
+    static final int SETUP_SUBMIT_ALL = 1 << 7;
+    static final int FEAT_SINGLE_MMAP = 1;
+    static final int FEAT_NODROP = 1 << 1;
+
+    // io_uring_enter flags
+    static final int ENTER_GETEVENTS = 1;
+
+    // sq ring flags
+    static final int SQ_CQ_OVERFLOW = 1 << 1;
+
+    // io_uring_register opcodes
+    static final int REGISTER_EVENTFD = 4;
+
+    /** The most entries io_uring_setup accepts. */
+    static final int MAX_ENTRIES = 32768;
+
+    private IoUringDescriptor() {
+    }
+}

@@ -1,0 +1,281 @@
+package io.vblk.aio;
+
+import static io.vblk.aio.LinuxAioDescriptor.EVENT_DATA_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.EVENT_LENGTH;
+import static io.vblk.aio.LinuxAioDescriptor.EVENT_RES_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_BUF_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_DATA_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_FILDES_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_FLAGS_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_LENGTH;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_NBYTES_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_OFFSET_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_OPCODE_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_RESFD_OFFSET;
+
+import org.agrona.UnsafeApi;
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.sys.Errno;
+import io.vblk.sys.Linux;
+import io.vblk.sys.Mapping;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+import io.vblk.sys.NativeException;
+
+/**
+ * Linux native AIO through raw syscalls: one iocb per slot, one {@code io_submit} per batch,
+ * completions signalled on an eventfd (IOCB_FLAG_RESFD) and reaped straight from the completion
+ * ring the kernel maps into the process (no syscall), or with a non-blocking {@code io_getevents}
+ * when the ring's header is not one this code knows.
+ *
+ * <p>{@code io_submit} may take only the first part of a batch, or refuse with EAGAIN: the rest
+ * stays queued, in order, for the next {@link #submit()}. When it refuses the first iocb with
+ * another error, that operation alone completes with the error (through {@link #poll}, like any
+ * other) and the rest are submitted. Flush is IOCB_CMD_FDSYNC; if the kernel refuses it (EINVAL,
+ * before 4.18), flushes become synchronous fdatasync calls. AIO has no discard or write-zeroes:
+ * those run synchronously on the submitting thread during {@link #submit()} (fallocate, or
+ * written zeros) and complete through the same path.
+ */
+final class LinuxAioBackend extends SlottedBackend {
+    /** The io_submit call, replaceable so tests can make the kernel take batches partly. */
+    interface SubmitCall {
+        /** Submits {@code count} iocbs listed at {@code iocbArray}: number taken, or -errno. */
+        long submit(long context, int count, long iocbArray);
+    }
+
+    static final SubmitCall IO_SUBMIT = (context, count, iocbArray) ->
+            Native.syscall(Linux.SYS_IO_SUBMIT, context, count, iocbArray, 0, 0);
+
+    private final SubmitCall submitCall;
+    private final long context;
+    private final Mapping iocbMemory;
+    private final UnsafeBuffer iocbs;
+    /** The iocb pointers handed to io_submit, in preparation order; [0, queued) are pending. */
+    private final UnsafeBuffer queue;
+    private int queued;
+    private boolean kernelFdsync = true;
+
+    /** The kernel's completion ring, or null to reap with io_getevents. */
+    private final UnsafeBuffer ring;
+    private final int ringEntries;
+    private final UnsafeBuffer events;
+    private final UnsafeBuffer zeroTimeout;
+    private final UnsafeBuffer closeTimeout;
+
+    LinuxAioBackend(Image image, BackendOptions options) {
+        this(image, options, IO_SUBMIT, true);
+    }
+
+    LinuxAioBackend(Image image, BackendOptions options, SubmitCall submitCall, boolean userSpaceReaping) {
+        super(image, options, CompletionSignal.overEventFd());
+        if (image.portable()) {
+            throw new IllegalArgumentException("linux-aio needs a native image, not " + image);
+        }
+        this.submitCall = submitCall;
+        int depth = options.depth();
+        NativeBuffer contextOut = new NativeBuffer(8);
+        long rc = Native.syscall(Linux.SYS_IO_SETUP, depth, contextOut.address(), 0, 0, 0);
+        if (rc < 0) {
+            signal.close();
+            slots.close();
+            throw new NativeException((int) -rc, "io_setup", depth, "ctxp");
+        }
+        this.context = contextOut.buffer().getLong(0);
+        this.iocbMemory = Mapping.anonymous((long) depth * IOCB_LENGTH, false);
+        this.iocbs = new UnsafeBuffer(iocbMemory.address(), depth * IOCB_LENGTH);
+        this.queue = new NativeBuffer(depth * Long.BYTES).buffer();
+        this.events = new NativeBuffer(depth * EVENT_LENGTH).buffer();
+        this.zeroTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
+        this.closeTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
+        closeTimeout.putLong(LinuxAioDescriptor.TIMESPEC_NSEC_OFFSET, 100_000_000L);
+        int eventFd = signal.eventFd().fd();
+        for (int slot = 0; slot < depth; slot++) {
+            // The fields that never change for a slot are written once, here.
+            int iocb = slot * IOCB_LENGTH;
+            iocbs.putLong(IOCB_DATA_OFFSET + iocb, slot);
+            iocbs.putInt(IOCB_FILDES_OFFSET + iocb, image.fd());
+            iocbs.putInt(IOCB_FLAGS_OFFSET + iocb, LinuxAioDescriptor.IOCB_FLAG_RESFD);
+            iocbs.putInt(IOCB_RESFD_OFFSET + iocb, eventFd);
+        }
+        UnsafeBuffer mapped = userSpaceReaping ? mapRing(context) : null;
+        this.ring = mapped;
+        this.ringEntries = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_NR_OFFSET);
+    }
+
+    /** The completion ring at the context address, if its header is one we can safely read. */
+    private static UnsafeBuffer mapRing(long context) {
+        if (UnsafeApi.getInt(null, context + LinuxAioDescriptor.RING_MAGIC_OFFSET) != LinuxAioDescriptor.RING_MAGIC
+                || UnsafeApi.getInt(null, context + LinuxAioDescriptor.RING_INCOMPAT_OFFSET) != 0
+                || UnsafeApi.getInt(null, context + LinuxAioDescriptor.RING_HEADER_LENGTH_OFFSET)
+                        != LinuxAioDescriptor.RING_HEADER_LENGTH) {
+            return null;
+        }
+        int nr = UnsafeApi.getInt(null, context + LinuxAioDescriptor.RING_NR_OFFSET);
+        return new UnsafeBuffer(context, LinuxAioDescriptor.RING_HEADER_LENGTH + nr * EVENT_LENGTH);
+    }
+
+    /** Whether completions are read from the mapped ring (else io_getevents). */
+    boolean userSpaceReaping() {
+        return ring != null;
+    }
+
+    @Override
+    void enqueueTransfer(int slot, boolean isWrite, int plan) {
+        int iocb = slot * IOCB_LENGTH;
+        iocbs.putShort(IOCB_OPCODE_OFFSET + iocb,
+                isWrite ? LinuxAioDescriptor.IOCB_CMD_PWRITEV : LinuxAioDescriptor.IOCB_CMD_PREADV);
+        iocbs.putLong(IOCB_BUF_OFFSET + iocb, slots.submissionIovecs(slot));
+        iocbs.putLong(IOCB_NBYTES_OFFSET + iocb, slots.submissionIovecCount(slot));
+        iocbs.putLong(IOCB_OFFSET_OFFSET + iocb, slots.offset(slot));
+        enqueue(iocb);
+    }
+
+    @Override
+    void enqueueFlush(int slot) {
+        if (!kernelFdsync) {
+            queueLocally(slot);
+            return;
+        }
+        int iocb = slot * IOCB_LENGTH;
+        iocbs.putShort(IOCB_OPCODE_OFFSET + iocb, LinuxAioDescriptor.IOCB_CMD_FDSYNC);
+        iocbs.putLong(IOCB_BUF_OFFSET + iocb, 0);
+        iocbs.putLong(IOCB_NBYTES_OFFSET + iocb, 0);
+        iocbs.putLong(IOCB_OFFSET_OFFSET + iocb, 0);
+        enqueue(iocb);
+    }
+
+    @Override
+    void enqueueZeroing(int slot) {
+        queueLocally(slot);
+    }
+
+    private void enqueue(int iocbOffset) {
+        queue.putLong(queued * Long.BYTES, iocbMemory.address() + iocbOffset);
+        queued++;
+    }
+
+    @Override
+    int queuedCount() {
+        return queued;
+    }
+
+    @Override
+    int submitQueued() {
+        int taken = 0;
+        boolean deferredAny = false;
+        long rc = 0;
+        while (queued > 0) {
+            int count = queued;
+            // Counted before the call so inFlight() never reads low while the kernel already
+            // completes; what is not taken is subtracted again below.
+            countSubmitted(count);
+            rc = submitCall.submit(context, count, queue.addressOffset());
+            if (rc > 0) {
+                countSubmitted((int) rc - count);
+                taken += (int) rc;
+                dropFront((int) rc);
+                continue;
+            }
+            countSubmitted(-count);
+            if (rc == 0 || rc == -Errno.EAGAIN || rc == -Errno.EINTR) {
+                break;
+            }
+            // The first queued iocb was refused: it alone completes with the error.
+            int slot = (int) UnsafeApi.getLong(null, queue.getLong(0) + IOCB_DATA_OFFSET);
+            long result = rc;
+            if (rc == -Errno.EINVAL && slots.op(slot) == SlotTable.OP_FLUSH) {
+                kernelFdsync = false;
+                result = Native.result(Native.libc().fdatasync(image.fd()));
+            }
+            slots.result(slot, result);
+            deferCompletion(slot);
+            deferredAny = true;
+            dropFront(1);
+            taken++;
+        }
+        if (deferredAny) {
+            signalCompletions();
+        }
+        return taken > 0 || queued == 0 ? taken : (int) (rc == 0 ? -Errno.EAGAIN : rc);
+    }
+
+    private void dropFront(int n) {
+        queued -= n;
+        if (queued > 0) {
+            // Rare (partial submission): keep the rest in order at the front.
+            UnsafeApi.copyMemory(queue.addressOffset() + (long) n * Long.BYTES, queue.addressOffset(),
+                    (long) queued * Long.BYTES);
+        }
+    }
+
+    @Override
+    int reapQueued(CompletionSink sink, int max) {
+        return ring != null ? reapRing(sink, max) : reapSyscall(sink, max, zeroTimeout, 0);
+    }
+
+    private int reapRing(CompletionSink sink, int max) {
+        int head = ring.getInt(LinuxAioDescriptor.RING_HEAD_OFFSET);
+        // Acquire: pairs with the kernel's write barrier between writing an event and the tail.
+        int tail = ring.getIntVolatile(LinuxAioDescriptor.RING_TAIL_OFFSET);
+        int n = 0;
+        while (n < max && head != tail) {
+            int event = LinuxAioDescriptor.RING_HEADER_LENGTH + head * EVENT_LENGTH;
+            int slot = (int) ring.getLong(event + EVENT_DATA_OFFSET);
+            long result = ring.getLong(event + EVENT_RES_OFFSET);
+            head = head + 1 == ringEntries ? 0 : head + 1;
+            // Release: the event is read before the kernel may reuse its entry. Published per
+            // event, so a sink that throws cannot cause an event to be delivered twice.
+            ring.putIntOrdered(LinuxAioDescriptor.RING_HEAD_OFFSET, head);
+            complete(slot, result, sink);
+            n++;
+        }
+        return n;
+    }
+
+    private int reapSyscall(CompletionSink sink, int max, UnsafeBuffer timeout, int minEvents) {
+        int wanted = Math.min(max, depth());
+        long rc = Native.syscall(Linux.SYS_IO_GETEVENTS, context, minEvents, wanted, events.addressOffset(),
+                timeout.addressOffset());
+        if (rc <= 0) {
+            return 0;
+        }
+        for (int i = 0; i < rc; i++) {
+            int event = i * EVENT_LENGTH;
+            int slot = (int) events.getLong(event + EVENT_DATA_OFFSET);
+            if (sink == null) {
+                dropCompletion(slot);
+            } else {
+                complete(slot, events.getLong(event + EVENT_RES_OFFSET), sink);
+            }
+        }
+        return (int) rc;
+    }
+
+    @Override
+    boolean hasQueuedCompletions() {
+        return ring != null
+                && ring.getInt(LinuxAioDescriptor.RING_HEAD_OFFSET) != ring.getIntVolatile(LinuxAioDescriptor.RING_TAIL_OFFSET);
+    }
+
+    @Override
+    void awaitQueued() {
+        // io_getevents also reads the mapped ring (under the kernel's lock), so it is safe here
+        // where nobody else reaps.
+        int idleRounds = 0;
+        while (inFlight() - deferredCount() > 0 && idleRounds < CLOSE_IDLE_ROUNDS) {
+            int n = reapSyscall(null, depth(), closeTimeout, 1);
+            idleRounds = n == 0 ? idleRounds + 1 : 0;
+        }
+    }
+
+    /** Give up waiting at close after this many empty 100 ms waits (a stuck device). */
+    private static final int CLOSE_IDLE_ROUNDS = 600;
+
+    @Override
+    void release() {
+        // io_destroy itself waits for anything still running.
+        Native.syscall(Linux.SYS_IO_DESTROY, context, 0, 0, 0, 0);
+        iocbMemory.close();
+    }
+}

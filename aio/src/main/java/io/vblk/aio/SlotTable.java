@@ -1,0 +1,250 @@
+package io.vblk.aio;
+
+import org.agrona.BitUtil;
+import org.agrona.UnsafeApi;
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.sys.NativeException;
+
+/**
+ * The preallocated in-flight slots of a back end, indexed by the slot number the kernel carries
+ * as user data: what each operation is, whose it is, and where its buffers are.
+ *
+ * <p>Each slot owns a run of iovecs in native memory, {@code maxSegments + 1} long: the guest
+ * segments, then one spare entry that points at the slot's bounce buffer when the guest buffers
+ * do not meet O_DIRECT's alignment. Bounce buffers are page-aligned off-heap regions made the first time
+ * a slot needs one and grown (to a power of two) only when a larger operation needs bouncing, so
+ * steady state allocates nothing.
+ *
+ * <pre>
+ *  iovecs: | slot 0: iov[0] .. iov[maxSegments-1] | bounce iov | slot 1: ... |
+ * </pre>
+ *
+ * <p>Free slots travel from the reaping thread back to the submitting thread through an SPSC
+ * ring; a slot's fields are written by the submitter before the operation is handed over (a
+ * syscall, or a release store) and read by the reaper after it is reaped.
+ */
+final class SlotTable implements AutoCloseable {
+    static final int OP_READ = 1;
+    static final int OP_WRITE = 2;
+    static final int OP_FLUSH = 3;
+    static final int OP_DISCARD = 4;
+    static final int OP_WRITE_ZEROES = 5;
+    static final int OP_WRITE_ZEROES_UNMAP = 6;
+    /** Completes with the result already stored in the slot (failed before reaching the kernel). */
+    static final int OP_FAILED = 7;
+
+    /** Smallest bounce buffer made, so that small unaligned operations do not regrow it often. */
+    static final int MIN_BOUNCE_BYTES = 64 * 1024;
+
+    private final int depth;
+    private final int maxSegments;
+    private final int iovStride;
+    private final OffHeap iovecs;
+    private final UnsafeBuffer iov;
+    private final SpscIntRing free;
+
+    private final long[] userData;
+    private final long[] offset;
+    private final long[] length;
+    private final long[] result;
+    private final int[] op;
+    private final int[] guestSegments;
+    private final boolean[] bounced;
+    private final OffHeap[] bounce;
+
+    SlotTable(int depth, int maxSegments) {
+        if (depth <= 0 || maxSegments <= 0 || maxSegments > IovecDescriptor.MAX_IOVECS) {
+            throw new IllegalArgumentException("bad slot table: depth " + depth + ", maxSegments " + maxSegments
+                    + " (both positive, maxSegments at most " + IovecDescriptor.MAX_IOVECS + ")");
+        }
+        this.depth = depth;
+        this.maxSegments = maxSegments;
+        this.iovStride = (maxSegments + 1) * IovecDescriptor.LENGTH;
+        this.iovecs = OffHeap.allocate((long) depth * iovStride);
+        this.iov = new UnsafeBuffer(iovecs.address(), Math.toIntExact(iovecs.length()));
+        this.free = new SpscIntRing(depth);
+        this.userData = new long[depth];
+        this.offset = new long[depth];
+        this.length = new long[depth];
+        this.result = new long[depth];
+        this.op = new int[depth];
+        this.guestSegments = new int[depth];
+        this.bounced = new boolean[depth];
+        this.bounce = new OffHeap[depth];
+        for (int slot = 0; slot < depth; slot++) {
+            free.offer(slot);
+        }
+    }
+
+    int depth() {
+        return depth;
+    }
+
+    int maxSegments() {
+        return maxSegments;
+    }
+
+    /** Submitter: takes a free slot, or returns -1. */
+    int acquire() {
+        return free.poll();
+    }
+
+    /** Reaper: returns a slot to the free list. */
+    void release(int slot) {
+        free.offer(slot);
+    }
+
+    /** Free slots as the submitter sees them. */
+    int freeCount() {
+        return free.size();
+    }
+
+    /** Submitter: records what the operation in {@code slot} is. */
+    void begin(int slot, int opCode, long userValue, long offsetBytes, long lengthBytes) {
+        op[slot] = opCode;
+        userData[slot] = userValue;
+        offset[slot] = offsetBytes;
+        length[slot] = lengthBytes;
+        bounced[slot] = false;
+        guestSegments[slot] = 0;
+        result[slot] = 0;
+    }
+
+    /**
+     * Submitter: records the guest segments of a read or write, and with {@code useBounce} routes
+     * the transfer through the slot's bounce buffer (copying a write's data in now). Returns
+     * false if a bounce buffer could not be mapped.
+     */
+    boolean stage(int slot, IoVector buffers, boolean useBounce, boolean isWrite) {
+        int count = buffers.count();
+        int base = slot * iovStride;
+        for (int i = 0; i < count; i++) {
+            int entry = base + i * IovecDescriptor.LENGTH;
+            iov.putLong(entry + IovecDescriptor.BASE_OFFSET, buffers.address(i));
+            iov.putLong(entry + IovecDescriptor.LENGTH_OFFSET, buffers.length(i));
+        }
+        guestSegments[slot] = count;
+        if (!useBounce) {
+            return true;
+        }
+        long total = buffers.totalLength();
+        OffHeap buffer = ensureBounce(slot, total);
+        if (buffer == null) {
+            return false;
+        }
+        bounced[slot] = true;
+        int spare = base + maxSegments * IovecDescriptor.LENGTH;
+        iov.putLong(spare + IovecDescriptor.BASE_OFFSET, buffer.address());
+        iov.putLong(spare + IovecDescriptor.LENGTH_OFFSET, total);
+        if (isWrite) {
+            long to = buffer.address();
+            for (int i = 0; i < count; i++) {
+                UnsafeApi.copyMemory(buffers.address(i), to, buffers.length(i));
+                to += buffers.length(i);
+            }
+        }
+        return true;
+    }
+
+    private OffHeap ensureBounce(int slot, long total) {
+        OffHeap current = bounce[slot];
+        if (current != null && current.length() >= total) {
+            return current;
+        }
+        long size = BitUtil.findNextPositivePowerOfTwo(Math.max(MIN_BOUNCE_BYTES, total));
+        try {
+            OffHeap grown = OffHeap.allocate(size);
+            if (current != null) {
+                current.close();
+            }
+            bounce[slot] = grown;
+            return grown;
+        } catch (NativeException | OutOfMemoryError e) {
+            // Out of memory for this operation only: it completes with ENOMEM.
+            return null;
+        }
+    }
+
+    /** Reaper: after a bounced read, copies {@code bytes} from the bounce buffer to the guest segments. */
+    void copyOut(int slot, long bytes) {
+        long from = bounce[slot].address();
+        long left = Math.min(bytes, length[slot]);
+        int base = slot * iovStride;
+        for (int i = 0, n = guestSegments[slot]; i < n && left > 0; i++) {
+            int entry = base + i * IovecDescriptor.LENGTH;
+            long to = iov.getLong(entry + IovecDescriptor.BASE_OFFSET);
+            long chunk = Math.min(left, iov.getLong(entry + IovecDescriptor.LENGTH_OFFSET));
+            UnsafeApi.copyMemory(from, to, chunk);
+            from += chunk;
+            left -= chunk;
+        }
+    }
+
+    /** The address of the iovecs the kernel should use for {@code slot}'s transfer. */
+    long submissionIovecs(int slot) {
+        int base = slot * iovStride;
+        return iovecs.address() + (bounced[slot] ? base + (long) maxSegments * IovecDescriptor.LENGTH : base);
+    }
+
+    /** How many iovecs {@link #submissionIovecs(int)} holds. */
+    int submissionIovecCount(int slot) {
+        return bounced[slot] ? 1 : guestSegments[slot];
+    }
+
+    /** The address of iovec {@code i} of the transfer (for back ends that go segment by segment). */
+    long submissionAddress(int slot, int i) {
+        return iov.getLong((int) (submissionIovecs(slot) - iovecs.address()) + i * IovecDescriptor.LENGTH
+                + IovecDescriptor.BASE_OFFSET);
+    }
+
+    /** The length of iovec {@code i} of the transfer. */
+    long submissionLength(int slot, int i) {
+        return iov.getLong((int) (submissionIovecs(slot) - iovecs.address()) + i * IovecDescriptor.LENGTH
+                + IovecDescriptor.LENGTH_OFFSET);
+    }
+
+    int op(int slot) {
+        return op[slot];
+    }
+
+    void op(int slot, int opCode) {
+        op[slot] = opCode;
+    }
+
+    long userData(int slot) {
+        return userData[slot];
+    }
+
+    long offset(int slot) {
+        return offset[slot];
+    }
+
+    long length(int slot) {
+        return length[slot];
+    }
+
+    boolean bounced(int slot) {
+        return bounced[slot];
+    }
+
+    long result(int slot) {
+        return result[slot];
+    }
+
+    void result(int slot, long value) {
+        result[slot] = value;
+    }
+
+    /** Unmaps the iovecs and bounce buffers; nothing may be in flight. */
+    @Override
+    public void close() {
+        iovecs.close();
+        for (int slot = 0; slot < depth; slot++) {
+            if (bounce[slot] != null) {
+                bounce[slot].close();
+                bounce[slot] = null;
+            }
+        }
+    }
+}

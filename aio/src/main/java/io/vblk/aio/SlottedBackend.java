@@ -1,0 +1,425 @@
+package io.vblk.aio;
+
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+
+import io.vblk.sys.Errno;
+import io.vblk.sys.EventFd;
+import io.vblk.sys.Native;
+
+/**
+ * What every back end shares: argument checks, slots, bounce buffers, and the "deferred"
+ * completion path. A back end supplies how an operation reaches the kernel ({@code enqueue*},
+ * {@link #submitQueued()}) and how completions come back ({@link #reapQueued}).
+ *
+ * <p>Deferred completions are operations finished by the submitting thread itself: discard and
+ * write-zeroes where the kernel interface has no asynchronous form (Linux AIO), operations whose
+ * submission the kernel refused, everything of the null back end. They are performed in
+ * {@link #submit()}, queued on an SPSC ring, and delivered by {@link #poll} exactly like kernel
+ * completions, with the completion signal raised once per submit, never inline.
+ */
+abstract class SlottedBackend implements IoBackend {
+    /** Transfer plan: hand the guest segments to the kernel as they are. */
+    static final int AS_IS = 0;
+    /** Transfer plan: go through the slot's aligned bounce buffer. */
+    static final int BOUNCE = 1;
+    /** The most one read or write may move: Linux's MAX_RW_COUNT (INT_MAX rounded down to a page). */
+    static final long MAX_TRANSFER_BYTES = 0x7ffff000L;
+
+    private static final VarHandle SIGNALLED;
+    private static final VarHandle SUBMITTED;
+    private static final VarHandle REAPED;
+
+    static {
+        try {
+            MethodHandles.Lookup lookup = MethodHandles.lookup();
+            SIGNALLED = lookup.findVarHandle(SlottedBackend.class, "signalled", boolean.class);
+            SUBMITTED = lookup.findVarHandle(SlottedBackend.class, "submitted", long.class);
+            REAPED = lookup.findVarHandle(SlottedBackend.class, "reaped", long.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
+
+    protected final Image image;
+    protected final SlotTable slots;
+    protected final CompletionSignal signal;
+    private final long maxBounceBytes;
+    private final SpscIntRing deferred;
+    /** Slots the submitter completes itself at the next submit (producer-owned). */
+    private final int[] local;
+    private int localCount;
+
+    /** Written by the submitter (release), read anywhere. */
+    private long submitted;
+    /** Written by the reaper (release), read anywhere. */
+    private long reaped;
+    /** True from a signal until the reaper's next poll: coalesces signals to one per poll. */
+    @SuppressWarnings("unused")
+    private boolean signalled;
+    protected volatile boolean closed;
+
+    SlottedBackend(Image image, BackendOptions options, CompletionSignal signal) {
+        this.image = image;
+        this.slots = new SlotTable(options.depth(), options.maxSegments());
+        this.signal = signal;
+        this.maxBounceBytes = options.maxBounceBytes();
+        this.deferred = new SpscIntRing(options.depth());
+        this.local = new int[options.depth()];
+    }
+
+    // ---------------------------------------------------------------- back-end specific
+
+    /** Queues a read or write whose buffers are staged in {@code slot}, with its transfer plan. */
+    abstract void enqueueTransfer(int slot, boolean isWrite, int plan);
+
+    /** Queues a flush. */
+    abstract void enqueueFlush(int slot);
+
+    /** Queues a discard or write-zeroes (op code in the slot). */
+    abstract void enqueueZeroing(int slot);
+
+    /** Hands queued operations to the kernel; returns how many it took, or -errno if none. */
+    abstract int submitQueued();
+
+    /** Operations queued for the kernel and not yet taken. */
+    abstract int queuedCount();
+
+    /** Reaps up to {@code max} kernel completions through {@link #complete}. */
+    abstract int reapQueued(CompletionSink sink, int max);
+
+    /** Whether kernel completions are waiting to be reaped (cheap, reaper thread). */
+    abstract boolean hasQueuedCompletions();
+
+    /** Waits for every kernel operation in flight and drops its completion (close only). */
+    abstract void awaitQueued();
+
+    /** Frees kernel resources once nothing is in flight. */
+    abstract void release();
+
+    /**
+     * Decides how a transfer reaches the kernel under the image's O_DIRECT rules: {@link #AS_IS},
+     * {@link #BOUNCE}, or {@code -EINVAL} when the offset or total length is misaligned (no
+     * buffer copy can fix the position in the file).
+     */
+    int planTransfer(long offset, IoVector buffers, long total) {
+        if (image == null) {
+            return AS_IS;
+        }
+        return plan(offset, buffers, total, image.offsetAlignment() - 1, image.memoryAlignment() - 1);
+    }
+
+    static int plan(long offset, IoVector buffers, long total, long offsetMask, long memoryMask) {
+        if (((offset | total) & offsetMask) != 0) {
+            return -Errno.EINVAL;
+        }
+        if ((offsetMask | memoryMask) == 0) {
+            return AS_IS;
+        }
+        for (int i = 0, n = buffers.count(); i < n; i++) {
+            // The block layer checks each segment: address against the DMA alignment, length
+            // against the logical block size.
+            if (((buffers.address(i) & memoryMask) | (buffers.length(i) & offsetMask)) != 0) {
+                return BOUNCE;
+            }
+        }
+        return AS_IS;
+    }
+
+    /**
+     * Performs a deferred operation on the submitting thread and returns its result. The null
+     * back end overrides it; the default does flush, discard and write-zeroes synchronously.
+     */
+    long performLocally(int slot) {
+        switch (slots.op(slot)) {
+            case SlotTable.OP_FAILED:
+                return slots.result(slot);
+            case SlotTable.OP_FLUSH:
+                return Native.result(Native.libc().fdatasync(image.fd()));
+            case SlotTable.OP_DISCARD:
+                return image.zeroRange(slots.offset(slot), slots.length(slot), image.discardMode(), true);
+            case SlotTable.OP_WRITE_ZEROES:
+                return image.zeroRange(slots.offset(slot), slots.length(slot), image.writeZeroesMode(false), false);
+            case SlotTable.OP_WRITE_ZEROES_UNMAP:
+                return image.zeroRange(slots.offset(slot), slots.length(slot), image.writeZeroesMode(true), true);
+            default:
+                return -Errno.EINVAL;
+        }
+    }
+
+    // ---------------------------------------------------------------- IoBackend
+
+    @Override
+    public final int depth() {
+        return slots.depth();
+    }
+
+    @Override
+    public final int freeSlots() {
+        return slots.freeCount();
+    }
+
+    @Override
+    public final int prepareRead(long offset, IoVector buffers, long userData) {
+        return prepareTransfer(offset, buffers, userData, false);
+    }
+
+    @Override
+    public final int prepareWrite(long offset, IoVector buffers, long userData) {
+        if (image != null && image.readOnly()) {
+            return -Errno.EROFS;
+        }
+        return prepareTransfer(offset, buffers, userData, true);
+    }
+
+    private int prepareTransfer(long offset, IoVector buffers, long userData, boolean isWrite) {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        long total = buffers.totalLength();
+        if (buffers.count() > slots.maxSegments() || total > MAX_TRANSFER_BYTES
+                || (image != null && !image.contains(offset, total))) {
+            return -Errno.EINVAL;
+        }
+        int plan = planTransfer(offset, buffers, total);
+        if (plan < 0) {
+            return plan;
+        }
+        if (plan == BOUNCE && total > maxBounceBytes) {
+            return -Errno.EINVAL;
+        }
+        int slot = slots.acquire();
+        if (slot < 0) {
+            return -Errno.EAGAIN;
+        }
+        slots.begin(slot, isWrite ? SlotTable.OP_WRITE : SlotTable.OP_READ, userData, offset, total);
+        if (!slots.stage(slot, buffers, plan == BOUNCE, isWrite)) {
+            failLocally(slot, -Errno.ENOMEM);
+            return 0;
+        }
+        enqueueTransfer(slot, isWrite, plan);
+        return 0;
+    }
+
+    @Override
+    public final int prepareFlush(long userData) {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        int slot = slots.acquire();
+        if (slot < 0) {
+            return -Errno.EAGAIN;
+        }
+        slots.begin(slot, SlotTable.OP_FLUSH, userData, 0, 0);
+        enqueueFlush(slot);
+        return 0;
+    }
+
+    @Override
+    public final int prepareDiscard(long offset, long length, long userData) {
+        return prepareZeroing(SlotTable.OP_DISCARD, offset, length, userData);
+    }
+
+    @Override
+    public final int prepareWriteZeroes(long offset, long length, boolean mayUnmap, long userData) {
+        return prepareZeroing(mayUnmap ? SlotTable.OP_WRITE_ZEROES_UNMAP : SlotTable.OP_WRITE_ZEROES,
+                offset, length, userData);
+    }
+
+    private int prepareZeroing(int op, long offset, long length, long userData) {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        if (image != null && image.readOnly()) {
+            return -Errno.EROFS;
+        }
+        if (image != null && !image.contains(offset, length)) {
+            return -Errno.EINVAL;
+        }
+        int slot = slots.acquire();
+        if (slot < 0) {
+            return -Errno.EAGAIN;
+        }
+        slots.begin(slot, op, userData, offset, length);
+        if (length == 0) {
+            failLocally(slot, 0);
+        } else {
+            enqueueZeroing(slot);
+        }
+        return 0;
+    }
+
+    /** Submitter: completes {@code slot} with {@code result} at the next submit, never reaching the kernel. */
+    final void failLocally(int slot, long result) {
+        slots.op(slot, SlotTable.OP_FAILED);
+        slots.result(slot, result);
+        queueLocally(slot);
+    }
+
+    /** Submitter: {@code slot} will be performed by {@link #performLocally} at the next submit. */
+    final void queueLocally(int slot) {
+        local[localCount++] = slot;
+    }
+
+    @Override
+    public final int submit() {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        int taken = queuedCount() > 0 ? submitQueued() : 0;
+        int done = 0;
+        if (localCount > 0) {
+            for (int i = 0; i < localCount; i++) {
+                int slot = local[i];
+                slots.result(slot, performLocally(slot));
+                deferCompletion(slot);
+            }
+            done = localCount;
+            localCount = 0;
+        }
+        if (done > 0) {
+            signalCompletions();
+        }
+        if (taken < 0) {
+            return done > 0 ? done : taken;
+        }
+        return taken + done;
+    }
+
+    /**
+     * Submitter: queues a finished slot (result stored) for the reaper and counts it as
+     * submitted. The caller signals once for all it deferred.
+     */
+    final void deferCompletion(int slot) {
+        deferred.offer(slot);
+        countSubmitted(1);
+    }
+
+    /** The largest operation that may be bounced. */
+    final long maxBounceBytes() {
+        return maxBounceBytes;
+    }
+
+    /** Deferred completions not yet reaped. */
+    final int deferredCount() {
+        return deferred.size();
+    }
+
+    /** Submitter: {@code n} more operations are in flight. */
+    final void countSubmitted(int n) {
+        SUBMITTED.setRelease(this, (long) SUBMITTED.getOpaque(this) + n);
+    }
+
+    @Override
+    public final int pendingSubmit() {
+        return queuedCount() + localCount;
+    }
+
+    @Override
+    public final int inFlight() {
+        return (int) ((long) SUBMITTED.getAcquire(this) - (long) REAPED.getAcquire(this));
+    }
+
+    @Override
+    public final int poll(CompletionSink sink, int max) {
+        if (max <= 0) {
+            return 0;
+        }
+        // Clear before looking: a producer that finds the flag clear after this signals again,
+        // so nothing queued after our last look can go unsignalled (Dekker with SC volatiles).
+        SIGNALLED.setVolatile(this, false);
+        signal.onPoll();
+        int n = 0;
+        while (n < max) {
+            int slot = deferred.poll();
+            if (slot < 0) {
+                break;
+            }
+            complete(slot, slots.result(slot), sink);
+            n++;
+        }
+        if (n < max) {
+            n += reapQueued(sink, max - n);
+        }
+        if (n == max && (!deferred.isEmpty() || hasQueuedCompletions())) {
+            // The reaper may have reset the event before this poll: leave it set for the rest.
+            signalCompletions();
+        }
+        return n;
+    }
+
+    /**
+     * Reaper: finishes {@code slot}: copies a bounced read out, frees the slot, then tells the
+     * sink (so a sink that prepares at once finds the slot free).
+     */
+    final void complete(int slot, long result, CompletionSink sink) {
+        if (result > 0 && slots.bounced(slot) && slots.op(slot) == SlotTable.OP_READ) {
+            slots.copyOut(slot, result);
+        }
+        long userData = slots.userData(slot);
+        slots.release(slot);
+        REAPED.setRelease(this, (long) REAPED.getOpaque(this) + 1);
+        sink.complete(userData, result);
+    }
+
+    /**
+     * Reaper, before sleeping outside {@link #poll} (close): re-arms the coalesced signal and
+     * resets the event, so the next completion wakes it.
+     */
+    final void rearmSignal() {
+        SIGNALLED.setVolatile(this, false);
+        signal.onPoll();
+        EventFd event = signal.eventFd();
+        if (event != null) {
+            event.read();
+        }
+    }
+
+    /** Raises the completion signal unless it is already raised since the reaper's last poll. */
+    final void signalCompletions() {
+        if (!(boolean) SIGNALLED.getAndSet(this, true)) {
+            signal.signal();
+        }
+    }
+
+    @Override
+    public final EventFd completionEvent() {
+        return signal.eventFd();
+    }
+
+    @Override
+    public final int awaitCompletions(int timeoutMs) {
+        if (!deferred.isEmpty() || hasQueuedCompletions()) {
+            return 1;
+        }
+        return signal.await(timeoutMs);
+    }
+
+    @Override
+    public final void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        // Operations prepared but never submitted never reached the kernel: drop them.
+        localCount = 0;
+        awaitQueued();
+        while (deferred.poll() >= 0) {
+            REAPED.setRelease(this, (long) REAPED.getOpaque(this) + 1);
+        }
+        release();
+        slots.close();
+        signal.close();
+    }
+
+    /** Reaper during close: counts a completion nobody will receive. */
+    final void dropCompletion(int slot) {
+        slots.release(slot);
+        REAPED.setRelease(this, (long) REAPED.getOpaque(this) + 1);
+    }
+
+    @Override
+    public String toString() {
+        return getClass().getSimpleName() + "[depth " + depth() + ", in flight " + inFlight() + ", " + image + "]";
+    }
+}
