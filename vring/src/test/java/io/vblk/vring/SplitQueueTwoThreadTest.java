@@ -91,8 +91,23 @@ class SplitQueueTwoThreadTest {
 
     private volatile boolean stop;
 
+    /**
+     * Each side pauses this often (in requests), so the other one runs dry and has to take the
+     * sleep path however the scheduler interleaves them: the lost-wake-up check must be exercised.
+     */
+    private static final long PAUSE_EVERY = 250_000;
+
+    private static void pause() {
+        try {
+            Thread.sleep(3);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
     private void runDevice(SplitQueue queue, EventFd kick, EventFd call, Counters c) {
         DescriptorChain chain = queue.newChain();
+        long popped = 0;
         int[] batch = new int[SIZE];
         int idle = 0;
         queue.disableNotifications();
@@ -112,6 +127,10 @@ class SplitQueueTwoThreadTest {
                 throw new AssertionError("ring corrupt: " + queue.error());
             }
             if (n > 0) {
+                popped += n;
+                if (popped / PAUSE_EVERY != (popped - n) / PAUSE_EVERY) {
+                    pause(); // hold completions back so the driver runs dry and must sleep
+                }
                 for (int i = n - 1; i >= 0; i--) { // complete out of order
                     queue.addUsed(batch[i], 9);
                 }
@@ -163,6 +182,7 @@ class SplitQueueTwoThreadTest {
             freeSlots[s] = s;
         }
         int free = SIZE;
+        long lastPause = 0;
         BitSet done = new BitSet(REQUESTS);
         long sequence = 0;
         long completed = 0;
@@ -191,6 +211,10 @@ class SplitQueueTwoThreadTest {
             if (progress && driver.publishAvail()) {
                 kick.signal();
                 c.notificationsSent++;
+            }
+            if (progress && sequence / PAUSE_EVERY != lastPause) {
+                lastPause = sequence / PAUSE_EVERY;
+                pause(); // stop feeding the device so it runs dry and must sleep
             }
             int id;
             while ((id = driver.reap()) >= 0) {
