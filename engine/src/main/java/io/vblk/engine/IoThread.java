@@ -492,13 +492,12 @@ final class IoThread implements Runnable, CompletionSink {
         } else if (tag == TAG_COMPLETIONS) {
             backend.completionEvent().read();
         } else {
+            // Kick eventfds are edge-triggered and never read: a frontend's kick fd shares its
+            // open file description with us, may be blocking, and a read could then hang this
+            // thread; every write raises a new edge anyway, and it saves a syscall per wake-up.
             for (DeviceQueue q : queues) {
                 if (q.index == tag) {
-                    EventFd k = q.kick;
-                    if (k != null) {
-                        k.read();
-                        q.counters.increment(QueueCounters.KICKS);
-                    }
+                    q.counters.increment(QueueCounters.KICKS);
                 }
             }
         }
@@ -519,7 +518,7 @@ final class IoThread implements Runnable, CompletionSink {
     void watchKick(DeviceQueue q) {
         EventFd k = q.kick;
         if (k != null) {
-            epoll.add(k.fd(), Linux.EPOLLIN, q.index);
+            epoll.add(k.fd(), Linux.EPOLLIN | Linux.EPOLLET, q.index);
         }
     }
 

@@ -27,6 +27,8 @@ public final class Linux {
     public static final int EPOLLOUT = 0x004;
     public static final int EPOLLERR = 0x008;
     public static final int EPOLLHUP = 0x010;
+    /** Edge-triggered: one event per change (for an eventfd, per write), no need to read it. */
+    public static final int EPOLLET = 0x80000000;
 
     // poll(2)
     public static final short POLLIN = 0x001;

@@ -1,0 +1,47 @@
+package io.vblk.vhost;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.aio.Image;
+import io.vblk.aio.IoBackend;
+import io.vblk.aio.IoBackends;
+import io.vblk.engine.BackendFactory;
+
+/**
+ * Opens the back end the command asked for; io_uring falls back to Linux AIO, with one logged
+ * line, where the kernel refuses to set it up (disabled by sysctl, seccomp, an old kernel).
+ */
+final class BackendChoice implements BackendFactory {
+    private final BackendKind wanted;
+    private final Image image;
+    private final Log log;
+    private volatile BackendKind inEffect;
+
+    /** Back ends of {@code wanted} over {@code image} (null only for the null back end). */
+    BackendChoice(BackendKind wanted, Image image, Log log) {
+        this.wanted = wanted;
+        this.image = image;
+        this.log = log;
+        this.inEffect = wanted;
+    }
+
+    @Override
+    public IoBackend open(int depth) {
+        if (wanted != BackendKind.IO_URING) {
+            return IoBackends.open(wanted, image, depth);
+        }
+        try {
+            return IoBackends.open(BackendKind.IO_URING, image, depth);
+        } catch (RuntimeException e) {
+            if (inEffect == BackendKind.IO_URING) {
+                log.info("io_uring cannot be set up (" + e.getMessage() + "); using linux-aio");
+            }
+            inEffect = BackendKind.LINUX_AIO;
+            return IoBackends.open(BackendKind.LINUX_AIO, image, depth);
+        }
+    }
+
+    /** The kind actually opened (after any fallback). */
+    BackendKind inEffect() {
+        return inEffect;
+    }
+}

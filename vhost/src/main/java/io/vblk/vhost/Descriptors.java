@@ -1,0 +1,71 @@
+package io.vblk.vhost;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.sys.Errno;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+
+/**
+ * Checks on descriptors a frontend sends, made before vblk relies on them: an eventfd must be an
+ * eventfd (the data plane reads 8 bytes from it whenever epoll says it is readable; a pipe there
+ * could block an I/O thread), and a memory region must lie inside its file (touching a mapping
+ * past the end of a file raises SIGBUS, which would take the whole process down).
+ *
+ * <p>Nothing here changes a received descriptor: it shares its open file description with the
+ * frontend (facts.md).
+ *
+ * <pre>
+ * struct stat (x86-64, 144 bytes), the fields read here:
+ *   st_mode u32 @24, st_size i64 @48
+ * </pre>
+ */
+final class Descriptors {
+    private static final long SYS_FSTAT = 5;
+    private static final int STAT_LENGTH = 144;
+    private static final int STAT_MODE_OFFSET = 24;
+    private static final int STAT_SIZE_OFFSET = 48;
+    private static final int S_IFMT = 0170000;
+    private static final int S_IFREG = 0100000;
+
+    private Descriptors() {
+    }
+
+    /** Whether {@code fd} is an eventfd (its /proc link reads {@code anon_inode:[eventfd]}). */
+    static boolean isEventFd(int fd) {
+        try {
+            return Files.readSymbolicLink(Path.of("/proc/self/fd/" + fd)).toString().equals("anon_inode:[eventfd]");
+        } catch (IOException | UnsupportedOperationException e) {
+            return false;
+        }
+    }
+
+    /**
+     * The size of the regular file (or memfd) {@code fd} refers to.
+     *
+     * @throws ProtocolError (rejected) when it is not a regular file or fstat fails
+     */
+    static long regularFileSize(int fd) {
+        UnsafeBuffer stat = new NativeBuffer(STAT_LENGTH).buffer();
+        long rc = Native.syscall(SYS_FSTAT, fd, stat.addressOffset(), 0, 0, 0);
+        if (rc < 0) {
+            throw ProtocolError.rejected("fstat of descriptor failed: errno " + -rc + " (" + Errno.describe((int) -rc) + ")");
+        }
+        int mode = stat.getInt(STAT_MODE_OFFSET);
+        if ((mode & S_IFMT) != S_IFREG) {
+            throw ProtocolError.rejected(String.format("memory descriptor is not a regular file or memfd (mode 0%o)", mode));
+        }
+        return stat.getLong(STAT_SIZE_OFFSET);
+    }
+
+    /** Closes a descriptor we own, ignoring errors (there is nothing to do about them). */
+    static void close(int fd) {
+        if (fd >= 0) {
+            Native.libc().close(fd);
+        }
+    }
+}

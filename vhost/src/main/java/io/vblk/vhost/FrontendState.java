@@ -1,0 +1,61 @@
+package io.vblk.vhost;
+
+import io.vblk.engine.BlkFeatures;
+
+/**
+ * What one connected frontend has negotiated and set up: ownership, virtio and protocol
+ * features, its memory table and its rings. Owned by the thread serving the connection.
+ */
+final class FrontendState {
+    /** Regions ADD_MEM_REG may build up to (GET_MAX_MEM_SLOTS). */
+    static final int MAX_MEM_SLOTS = 32;
+
+    final Vring[] vrings;
+    final MemoryTable memory = new MemoryTable();
+    boolean owned;
+    /** Features from the last SET_FEATURES (bit 30 included), or 0. */
+    long ackedFeatures;
+    /** Protocol features from SET_PROTOCOL_FEATURES, or 0. */
+    long protocolFeatures;
+
+    FrontendState(int numQueues) {
+        vrings = new Vring[numQueues];
+        for (int q = 0; q < numQueues; q++) {
+            vrings[q] = new Vring(q);
+        }
+    }
+
+    /** Whether REPLY_ACK was negotiated, so need_reply asks for an acknowledgement. */
+    boolean replyAck() {
+        return ProtocolFeatures.has(protocolFeatures, ProtocolFeatures.REPLY_ACK);
+    }
+
+    /**
+     * Whether rings obey SET_VRING_ENABLE: only with PROTOCOL_FEATURES negotiated; without it a
+     * ring is enabled as soon as it is started (vhost-user.rst, "Ring states").
+     */
+    boolean ringsStartDisabled() {
+        return BlkFeatures.has(ackedFeatures, BlkFeatures.VHOST_USER_PROTOCOL_FEATURES);
+    }
+
+    /** Whether {@code v} may process requests as far as enabling goes. */
+    boolean enabled(Vring v) {
+        return !ringsStartDisabled() || v.enabled;
+    }
+
+    /** Rejects {@code m} unless SET_OWNER came first. */
+    void requireOwner(Message m) {
+        if (!owned) {
+            throw ProtocolError.rejected(m.name() + " before SET_OWNER");
+        }
+    }
+
+    /** The ring a message names, or a rejection naming the bad index. */
+    Vring vring(Message m, long index) {
+        if (index < 0 || index >= vrings.length) {
+            throw ProtocolError.rejected(m.name() + " for vring " + index + ", but the device has "
+                    + vrings.length + " queue(s)");
+        }
+        return vrings[(int) index];
+    }
+}

@@ -1,0 +1,169 @@
+package io.vblk.vhost;
+
+import io.vblk.engine.BlockDevice;
+import io.vblk.sys.UnixSocket;
+
+/**
+ * One frontend connection, from accept to close: reads requests, hands each to the handler of
+ * its group, acknowledges, refuses, and on the way out gives the device back clean.
+ *
+ * <pre>
+ *            SET_OWNER                       end of stream, fatal error, or shutdown
+ *  CONNECTED ---------&gt; OWNED -------------------------------------------------------&gt; CLOSED
+ *  (features and         (memory, rings, features,           teardown: drain and stop every
+ *   queries only)         device reset)                      ring, reset the device, close
+ *                                                           every descriptor, unmap memory
+ * </pre>
+ *
+ * <p>Errors: a refused request is answered with a failure where the protocol has one (REPLY_ACK
+ * with need_reply: a non-zero u64; GET_CONFIG: an empty payload); where it has none, or the
+ * stream itself is broken, the connection ends. Either way one line is logged, and the server
+ * goes on to the next connection.
+ */
+final class Session {
+    private final int id;
+    private final String who;
+    private final UnixSocket socket;
+    private final MessageChannel channel;
+    private final Message message = new Message();
+    private final FrontendState state;
+    private final QueueControl control;
+    private final FeatureRequests features;
+    private final MemoryRequests memory;
+    private final VringRequests vrings;
+    private final ConfigRequests config;
+    private final Log log;
+    private long messages;
+    /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
+    private boolean closed;
+
+    Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log) {
+        this.id = id;
+        this.who = "frontend " + id;
+        this.socket = socket;
+        this.channel = new MessageChannel(socket);
+        this.log = log;
+        this.state = new FrontendState(device.numQueues());
+        this.control = new QueueControl(device, state, errors, poller, log, who);
+        this.features = new FeatureRequests(state, control, channel);
+        this.memory = new MemoryRequests(state, control, channel);
+        this.vrings = new VringRequests(state, control, channel);
+        this.config = new ConfigRequests(device.configSpace(), channel);
+    }
+
+    int id() {
+        return id;
+    }
+
+    /**
+     * Serves the connection until it ends, then tears its state down. Never throws for anything
+     * the frontend did.
+     *
+     * <p>The rings are drained before the socket closes: a frontend that sees the connection drop
+     * (QEMU) rewinds its available index to {@code used.idx} and offers the rest again on
+     * reconnect, so every request the device popped must be in the used ring by then. The last
+     * log line comes after the teardown, when the device is free for the next frontend.
+     */
+    void run() {
+        log.info(who + " connected" + peer());
+        String end;
+        try {
+            while (channel.receive(message)) {
+                messages++;
+                dispatch(message);
+                message.closeFds();
+            }
+            end = who + " disconnected after " + messages + " messages";
+        } catch (ProtocolError e) {
+            end = who + ": connection closed: " + e.getMessage();
+        } finally {
+            message.closeFds();
+        }
+        try {
+            control.teardown();
+        } catch (RuntimeException e) {
+            end += "; teardown failed: " + e;
+        } finally {
+            synchronized (this) {
+                closed = true;
+                channel.close();
+            }
+        }
+        log.info(end);
+    }
+
+    private String peer() {
+        try {
+            int[] cred = socket.peerCredentials();
+            return " (pid " + cred[0] + ", uid " + cred[1] + ")";
+        } catch (RuntimeException e) {
+            return "";
+        }
+    }
+
+    /** Wakes {@link #run()} from another thread; it then ends the connection. */
+    synchronized void shutdown() {
+        if (!closed) {
+            channel.shutdown();
+        }
+    }
+
+    private void dispatch(Message m) {
+        try {
+            handle(m);
+            if (m.needReply() && state.replyAck() && !Request.hasOwnReply(m.request())) {
+                channel.replyU64(m.request(), 0);
+            }
+        } catch (ProtocolError e) {
+            if (e.fatal()) {
+                throw e;
+            }
+            refuse(m, e.getMessage());
+        } catch (RuntimeException e) {
+            // A bug or an environment failure (e.g. mmap refused for lack of memory), not
+            // something to guess around: end this connection, keep the process.
+            throw ProtocolError.fatal("internal error handling " + m.name() + ": " + e);
+        }
+    }
+
+    private void refuse(Message m, String reason) {
+        int request = m.request();
+        if (request == Request.GET_CONFIG) {
+            log.info(who + ": " + m.name() + " refused (answered with an empty config): " + reason);
+            config.refuse(m);
+        } else if (!Request.hasOwnReply(request) && m.needReply() && state.replyAck()) {
+            log.info(who + ": " + m.name() + " refused (answered failure): " + reason);
+            channel.replyU64(request, 1);
+        } else {
+            throw ProtocolError.fatal(m.name() + " refused, and the frontend cannot be told: " + reason);
+        }
+    }
+
+    private void handle(Message m) {
+        switch (m.request()) {
+            case Request.GET_FEATURES -> features.getFeatures(m);
+            case Request.SET_FEATURES -> features.setFeatures(m);
+            case Request.GET_PROTOCOL_FEATURES -> features.getProtocolFeatures(m);
+            case Request.SET_PROTOCOL_FEATURES -> features.setProtocolFeatures(m);
+            case Request.GET_QUEUE_NUM -> features.getQueueNum(m);
+            case Request.SET_OWNER -> features.setOwner(m);
+            case Request.RESET_OWNER, Request.RESET_DEVICE -> features.reset(m);
+            case Request.SET_MEM_TABLE -> memory.setMemTable(m);
+            case Request.GET_MAX_MEM_SLOTS -> memory.getMaxMemSlots(m);
+            case Request.ADD_MEM_REG -> memory.addMemReg(m);
+            case Request.REM_MEM_REG -> memory.remMemReg(m);
+            case Request.SET_VRING_NUM -> vrings.setNum(m);
+            case Request.SET_VRING_ADDR -> vrings.setAddr(m);
+            case Request.SET_VRING_BASE -> vrings.setBase(m);
+            case Request.GET_VRING_BASE -> vrings.getBase(m);
+            case Request.SET_VRING_KICK -> vrings.setKick(m);
+            case Request.SET_VRING_CALL -> vrings.setCall(m);
+            case Request.SET_VRING_ERR -> vrings.setErr(m);
+            case Request.SET_VRING_ENABLE -> vrings.setEnable(m);
+            case Request.GET_CONFIG -> config.getConfig(m);
+            case Request.SET_CONFIG -> config.setConfig(m);
+            default -> throw ProtocolError.rejected(m.name() + " is not supported (size " + Integer.toUnsignedString(m.size())
+                    + ", " + m.fdCount() + " descriptor(s))");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+package io.vblk.vhost;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.LinkOption;
+import java.nio.file.Path;
+import java.nio.file.attribute.BasicFileAttributes;
+import java.nio.file.attribute.PosixFilePermissions;
+
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.sys.Linux;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+import io.vblk.sys.NativeException;
+import io.vblk.sys.UnixSocket;
+
+/**
+ * The listening socket's file: created with mode 0600 before anyone can connect, a stale socket
+ * left by a dead server replaced, anything else at the path left alone, and removed at exit only
+ * if it is still the one this server created.
+ *
+ * <p>{@link UnixSocket#listen} binds and listens in one call; here the mode is set between bind
+ * and listen, so no connection can be queued while the file still has the umask's mode.
+ *
+ * <pre>
+ * struct sockaddr_un (110 bytes): sun_family u16 @0, sun_path[108] @2 (NUL-terminated)
+ * </pre>
+ */
+final class SocketFile {
+    private static final int FAMILY_OFFSET = 0;
+    private static final int PATH_OFFSET = 2;
+    private static final int PATH_MAX = 108;
+    private static final int SOCKADDR_LENGTH = PATH_OFFSET + PATH_MAX;
+    private static final int S_IFMT = 0170000;
+    private static final int S_IFSOCK = 0140000;
+
+    private final Path path;
+    private final Object fileKey;
+    private final UnixSocket socket;
+
+    private SocketFile(Path path, Object fileKey, UnixSocket socket) {
+        this.path = path;
+        this.fileKey = fileKey;
+        this.socket = socket;
+    }
+
+    /**
+     * Checks that {@code path} can become a socket: its directory exists, the name fits a
+     * sockaddr_un, and nothing but a socket is there.
+     *
+     * @throws IllegalArgumentException with a one-line reason otherwise
+     */
+    static void check(Path path) {
+        Path dir = path.toAbsolutePath().getParent();
+        if (dir == null || !Files.isDirectory(dir)) {
+            throw new IllegalArgumentException("socket directory does not exist: " + dir);
+        }
+        if (path.toString().getBytes(StandardCharsets.UTF_8).length >= PATH_MAX) {
+            throw new IllegalArgumentException("socket path longer than " + (PATH_MAX - 1) + " bytes: " + path);
+        }
+        if (Files.exists(path, LinkOption.NOFOLLOW_LINKS) && !isSocket(path)) {
+            throw new IllegalArgumentException("refusing to replace " + path + ": it exists and is not a socket");
+        }
+    }
+
+    /** Whether {@code path} is a socket (not following links). */
+    static boolean isSocket(Path path) {
+        try {
+            int mode = (Integer) Files.getAttribute(path, "unix:mode", LinkOption.NOFOLLOW_LINKS);
+            return (mode & S_IFMT) == S_IFSOCK;
+        } catch (IOException | UnsupportedOperationException e) {
+            return false;
+        }
+    }
+
+    /**
+     * Creates the listening socket at {@code path} with mode 0600, replacing a stale socket.
+     *
+     * @throws IllegalArgumentException when the path is unusable (see {@link #check})
+     * @throws UncheckedIOException when the file cannot be replaced or socket, bind or listen fail
+     */
+    static SocketFile listen(Path path, int backlog) {
+        check(path);
+        try {
+            if (isSocket(path)) {
+                Files.delete(path);
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("cannot remove the stale socket " + path, e);
+        }
+        int fd = Native.libc().socket(Linux.AF_UNIX, Linux.SOCK_STREAM | Linux.SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            throw new UncheckedIOException(new IOException("cannot create a socket: errno " + Native.errno()));
+        }
+        boolean bound = false;
+        try {
+            UnsafeBuffer addr = new NativeBuffer(SOCKADDR_LENGTH + 8).buffer();
+            addr.putShort(FAMILY_OFFSET, (short) Linux.AF_UNIX);
+            addr.putBytes(PATH_OFFSET, path.toString().getBytes(StandardCharsets.UTF_8));
+            Native.check(Native.libc().bind(fd, addr.addressOffset(), SOCKADDR_LENGTH), "bind", path);
+            bound = true;
+            Files.setPosixFilePermissions(path, PosixFilePermissions.fromString("rw-------"));
+            Object key = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS).fileKey();
+            Native.check(Native.libc().listen(fd, backlog), "listen", path, backlog);
+            return new SocketFile(path, key, UnixSocket.wrap(fd));
+        } catch (IOException e) {
+            abandon(fd, bound ? path : null);
+            throw new UncheckedIOException("cannot set up socket " + path, e);
+        } catch (NativeException e) {
+            abandon(fd, bound ? path : null);
+            throw new UncheckedIOException(new IOException(e.getMessage(), e));
+        }
+    }
+
+    /** Undoes a failed set-up: the descriptor, and the file bind created (null: none). */
+    private static void abandon(int fd, Path created) {
+        Native.libc().close(fd);
+        if (created != null) {
+            try {
+                Files.deleteIfExists(created);
+            } catch (IOException e) {
+                // Nothing more to undo.
+            }
+        }
+    }
+
+    Path path() {
+        return path;
+    }
+
+    UnixSocket socket() {
+        return socket;
+    }
+
+    /** Closes the socket and removes its file, unless another process has put its own there since. */
+    void closeAndRemove() {
+        socket.close();
+        try {
+            BasicFileAttributes now = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+            if (fileKey != null && fileKey.equals(now.fileKey())) {
+                Files.delete(path);
+            }
+        } catch (IOException e) {
+            // Already gone, or not ours to remove.
+        }
+    }
+}

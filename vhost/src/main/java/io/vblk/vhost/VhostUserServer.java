@@ -1,0 +1,221 @@
+package io.vblk.vhost;
+
+import java.nio.file.Path;
+import java.util.Objects;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+
+import io.vblk.engine.BackendFactory;
+import io.vblk.engine.BlkConfig;
+import io.vblk.engine.BlockDevice;
+import io.vblk.engine.Tuning;
+import io.vblk.sys.Errno;
+import io.vblk.sys.NativeException;
+import io.vblk.sys.UnixSocket;
+
+/**
+ * A vhost-user-blk backend: one {@link BlockDevice} served on a Unix socket to one frontend at a
+ * time (QEMU's {@code vhost-user-blk-pci}, Cloud Hypervisor, a load generator). Further
+ * frontends wait in the listen backlog; when a frontend goes, its rings are drained, the device
+ * is reset, everything it sent is closed, and the next one is accepted.
+ *
+ * <pre>{@code
+ * try (VhostUserServer server = VhostUserServer.builder(socket, config, BackendFactory.of(kind, image))
+ *         .tuning(tuning).log(Log.to(System.err)).build()) {
+ *     server.serve();          // returns after stop(), e.g. from a shutdown hook
+ * }
+ * }</pre>
+ *
+ * <p>{@link #serve()} runs on the caller's thread, which handles the socket: every control
+ * message is handled there, the data plane runs on the device's own threads. Nothing a frontend
+ * sends ends {@link #serve()}: a bad request is refused or ends that connection only.
+ */
+public final class VhostUserServer implements AutoCloseable {
+    /** Frontends that may wait while one is served; more are refused by the kernel. */
+    static final int BACKLOG = 4;
+    private static final long CLOSE_WAIT_SECONDS = 30;
+
+    private final SocketFile socketFile;
+    private final BlockDevice device;
+    private final KickPoller poller;
+    private final QueueErrors errors;
+    private final Log log;
+    private final CountDownLatch finished = new CountDownLatch(1);
+    private volatile boolean stopping;
+    private volatile boolean serving;
+    private volatile Session current;
+    private int sessions;
+    private boolean closed;
+
+    private VhostUserServer(Builder b) {
+        this.log = b.log;
+        SocketFile.check(b.socket);
+        this.errors = new QueueErrors(b.config.numQueues(), log);
+        this.device = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name).build();
+        this.poller = new KickPoller(device);
+        try {
+            this.socketFile = SocketFile.listen(b.socket, BACKLOG);
+        } catch (RuntimeException e) {
+            device.close();
+            throw e;
+        }
+    }
+
+    /** A server for a device with {@code config} whose I/O goes through {@code backends}, listening on {@code socket}. */
+    public static Builder builder(Path socket, BlkConfig config, BackendFactory backends) {
+        return new Builder(socket, config, backends);
+    }
+
+    /** The device served (for counters). */
+    public BlockDevice device() {
+        return device;
+    }
+
+    /** Where the server listens. */
+    public Path socketPath() {
+        return socketFile.path();
+    }
+
+    /** Accepts and serves frontends one at a time until {@link #stop()}. */
+    public void serve() {
+        serving = true;
+        try {
+            while (!stopping) {
+                UnixSocket client = accept();
+                if (client == null) {
+                    continue;
+                }
+                Session session = new Session(++sessions, client, device, errors, poller, log);
+                current = session;
+                // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
+                // then read 'stopping', so one of us sees the other.
+                if (stopping) {
+                    session.shutdown();
+                }
+                session.run();
+                current = null;
+            }
+        } finally {
+            finished.countDown();
+        }
+    }
+
+    private UnixSocket accept() {
+        try {
+            UnixSocket client = socketFile.socket().accept();
+            if (stopping) {
+                client.close();
+                return null;
+            }
+            return client;
+        } catch (NativeException e) {
+            if (!stopping && e.errno() != Errno.EINTR) {
+                log.info("accept failed: " + e.getMessage());
+                // Out of descriptors or similar: do not spin while it lasts.
+                sleepQuietly(100);
+            }
+            return null;
+        }
+    }
+
+    private static void sleepQuietly(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /**
+     * Makes {@link #serve()} return: the current frontend's connection is shut down (its rings are
+     * drained by the serving thread) and no further one is accepted. Any thread; idempotent, and
+     * a no-op once {@link #close()} has begun.
+     */
+    public synchronized void stop() {
+        if (closed) {
+            return;
+        }
+        stopping = true;
+        Session s = current;
+        if (s != null) {
+            s.shutdown();
+        }
+        // shutdown(2) on a listening socket makes a blocked accept fail at once on Linux.
+        socketFile.socket().shutdown();
+    }
+
+    /** Waits until {@link #serve()} has returned; true if it did within the timeout. */
+    public boolean awaitStopped(long timeout, TimeUnit unit) throws InterruptedException {
+        return !serving || finished.await(timeout, unit);
+    }
+
+    /**
+     * Stops serving, waits for the serving thread to drain, closes the device (its I/O threads and
+     * back ends) and removes the socket file. The image stays the caller's.
+     */
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        stop();
+        closed = true;
+        try {
+            if (!awaitStopped(CLOSE_WAIT_SECONDS, TimeUnit.SECONDS)) {
+                log.info("the serving thread did not stop within " + CLOSE_WAIT_SECONDS + " s; closing anyway");
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        poller.close();
+        device.close();
+        socketFile.closeAndRemove();
+    }
+
+    /** Builder for {@link VhostUserServer}. */
+    public static final class Builder {
+        private final Path socket;
+        private final BlkConfig config;
+        private final BackendFactory backends;
+        private Tuning tuning = Tuning.defaults();
+        private Log log = Log.to(System.err);
+        private String name = "vblk";
+
+        private Builder(Path socket, BlkConfig config, BackendFactory backends) {
+            this.socket = Objects.requireNonNull(socket, "socket");
+            this.config = Objects.requireNonNull(config, "config");
+            this.backends = Objects.requireNonNull(backends, "backends");
+        }
+
+        /** The device's data-plane tuning (default {@link Tuning#defaults()}). */
+        public Builder tuning(Tuning value) {
+            tuning = Objects.requireNonNull(value, "tuning");
+            return this;
+        }
+
+        /** Where event lines go (default stderr). */
+        public Builder log(Log value) {
+            log = Objects.requireNonNull(value, "log");
+            return this;
+        }
+
+        /** Prefix of the device's thread names. */
+        public Builder name(String value) {
+            name = Objects.requireNonNull(value, "name");
+            return this;
+        }
+
+        /**
+         * Builds the device, starts its I/O threads and listens on the socket (mode 0600).
+         *
+         * @throws IllegalArgumentException when the socket path is unusable (missing directory,
+         *         not a socket already there)
+         * @throws java.io.UncheckedIOException when the socket cannot be created (permissions,
+         *         address in use)
+         * @throws io.vblk.sys.NativeException when the kernel refuses to set up the back end
+         */
+        public VhostUserServer build() {
+            return new VhostUserServer(this);
+        }
+    }
+}

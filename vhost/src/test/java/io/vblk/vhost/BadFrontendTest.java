@@ -1,0 +1,472 @@
+package io.vblk.vhost;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.ByteBuffer;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Random;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import io.vblk.sys.EventFd;
+import io.vblk.sys.Memfd;
+import io.vblk.sys.Native;
+
+/**
+ * Frontends that break the protocol. Each case checks what the frontend sees (a failure answer,
+ * or the connection closed where it cannot be told), that the server logged exactly one line
+ * about it, and that a good frontend then does I/O on the same server.
+ */
+class BadFrontendTest {
+    static final long ALL_PROTOCOL = VhostUserProtocolTest.ALL_PROTOCOL;
+
+    @TempDir
+    Path dir;
+    private ServerRig rig;
+    private TestGuest guest;
+    private int sessions;
+
+    @BeforeEach
+    void start() throws Exception {
+        rig = ServerRig.start(dir, 1);
+        guest = new TestGuest();
+    }
+
+    @AfterEach
+    void stop() throws Exception {
+        guest.close();
+        rig.close();
+    }
+
+    /** A connection as far as SET_OWNER, with REPLY_ACK negotiated. */
+    private TestFrontend owned() {
+        sessions++;
+        TestFrontend f = rig.connect();
+        f.setProtocolFeatures(ALL_PROTOCOL);
+        f.setOwner();
+        return f;
+    }
+
+    private TestFrontend fresh() {
+        sessions++;
+        return rig.connect();
+    }
+
+    /** A connection with memory and a running ring, the state QEMU leaves after DRIVER_OK. */
+    private QemuFlow running() {
+        sessions++;
+        QemuFlow qemu = new QemuFlow(rig.connect(), guest, 1);
+        BlkQueue q = guest.queue(0, 128, true, 3);
+        qemu.init(ALL_PROTOCOL, q);
+        qemu.start(qemu.linuxFeatures(), true, null, q);
+        q.read(0, 512);
+        return qemu;
+    }
+
+    private void refused(TestFrontend f, int request, ByteBuffer payload, int... fds) {
+        long ack = f.acked(request, payload, fds);
+        assertTrue(ack > 0, "request " + request + " answered " + ack + " (-1: connection closed)");
+    }
+
+    /** The frontend is closed; the server said one thing about it and serves the next frontend. */
+    private void thenGood(TestFrontend f) {
+        f.close();
+        rig.awaitGone(sessions);
+        List<String> complaints = rig.complaints(sessions);
+        assertEquals(1, complaints.size(), "one line about the bad frontend: " + complaints);
+        VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest);
+        sessions++;
+        assertTrue(rig.serving());
+    }
+
+    // ---------------------------------------------------------------- broken framing: the connection ends
+
+    @Test
+    void aHeaderOfAnotherVersionClosesTheConnection() {
+        TestFrontend f = fresh();
+        f.send(TestFrontend.GET_FEATURES, 0x2, null);
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+    }
+
+    @Test
+    void aReplyFlagFromTheFrontendClosesTheConnection() {
+        TestFrontend f = fresh();
+        f.send(TestFrontend.GET_FEATURES, TestFrontend.VERSION | TestFrontend.REPLY, null);
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+    }
+
+    @Test
+    void unknownFlagBitsCloseTheConnection() {
+        TestFrontend f = fresh();
+        f.send(TestFrontend.GET_FEATURES, TestFrontend.VERSION | 0x100, null);
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+    }
+
+    @Test
+    void aPayloadLargerThanAnyRequestClosesTheConnection() {
+        TestFrontend f = fresh();
+        ByteBuffer header = TestFrontend.payload(12).putInt(0, TestFrontend.SET_FEATURES).putInt(4, 1).putInt(8, 0x10_0000);
+        f.sendBytes(header.array());
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+    }
+
+    @Test
+    void aMessageCutShortByAHangUp() {
+        TestFrontend f = fresh();
+        ByteBuffer partial = TestFrontend.payload(16).putInt(0, TestFrontend.SET_FEATURES).putInt(4, 1).putInt(8, 8);
+        f.sendBytes(partial.array());
+        thenGood(f);
+    }
+
+    // ---------------------------------------------------------------- sizes
+
+    @Test
+    void aSizeThatDoesNotMatchIsRefusedAndTheConnectionGoesOn() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.SET_FEATURES, TestFrontend.payload(4));
+        f.getFeatures();
+        thenGood(f);
+    }
+
+    @Test
+    void aSizeThatDoesNotMatchWithoutNeedReplyClosesTheConnection() {
+        TestFrontend f = owned();
+        f.send(TestFrontend.SET_VRING_NUM, TestFrontend.VERSION, TestFrontend.payload(12).putInt(4, 64));
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+    }
+
+    @Test
+    void aGetRequestWithAPayloadClosesTheConnection() {
+        TestFrontend f = owned();
+        f.send(TestFrontend.GET_FEATURES, TestFrontend.VERSION, TestFrontend.u64(0));
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+    }
+
+    @Test
+    void aConfigRequestLargerThanTheConfigSpaceGetsAnEmptyAnswer() {
+        TestFrontend f = owned();
+        assertEquals(null, f.getConfig(250, 16));
+        thenGood(f);
+    }
+
+    // ---------------------------------------------------------------- unknown requests
+
+    @Test
+    void anUnknownRequestIsRefused() {
+        TestFrontend f = owned();
+        refused(f, 99, TestFrontend.u64(1));
+        thenGood(f);
+    }
+
+    @Test
+    void anUnsupportedRequestWithoutNeedReplyClosesTheConnection() {
+        TestFrontend f = owned();
+        f.send(6 /* SET_LOG_BASE */, TestFrontend.VERSION, TestFrontend.payload(16));
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+    }
+
+    @Test
+    void requestZeroAndTheLargestRequestNumberCloseTheConnection() {
+        TestFrontend f = fresh();
+        f.send(0, TestFrontend.VERSION, null);
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+        TestFrontend g = fresh();
+        g.send(-1, TestFrontend.VERSION, null);
+        assertTrue(g.closedByBackend());
+        thenGood(g);
+    }
+
+    // ---------------------------------------------------------------- out of order
+
+    @Test
+    void memoryBeforeSetOwnerIsRefused() {
+        TestFrontend f = fresh();
+        f.setProtocolFeatures(ALL_PROTOCOL);
+        refused(f, TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd, guest.fd);
+        thenGood(f);
+    }
+
+    @Test
+    void ringAddressesBeforeAnyMemoryAreRefused() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.SET_VRING_ADDR, TestFrontend.addr(0, 0x1000, 0x3000, 0x2000));
+        thenGood(f);
+    }
+
+    @Test
+    void aSecondSetOwnerIsRefused() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.SET_OWNER, null);
+        thenGood(f);
+    }
+
+    @Test
+    void changingTheRingSizeWhileItRunsIsRefusedAndTheRingKeepsRunning() {
+        QemuFlow qemu = running();
+        refused(qemu.f, TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 64));
+        refused(qemu.f, TestFrontend.SET_VRING_BASE, TestFrontend.state(0, 7));
+        rig.awaitLine(l -> l.contains("SET_VRING_BASE refused"));
+        assertEquals(2, rig.complaints(sessions).size());
+        qemu.close();
+        rig.awaitGone(sessions);
+        VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest);
+    }
+
+    @Test
+    void featuresThatWereNotOfferedAreRefused() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.SET_FEATURES, TestFrontend.u64(1L << 34));
+        thenGood(f);
+        TestFrontend g = owned();
+        refused(g, TestFrontend.SET_PROTOCOL_FEATURES, TestFrontend.u64(ALL_PROTOCOL | 1L << 12));
+        thenGood(g);
+    }
+
+    // ---------------------------------------------------------------- descriptors
+
+    @Test
+    void aKickWithoutItsDescriptorIsRefused() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.SET_VRING_KICK, TestFrontend.u64(0));
+        thenGood(f);
+    }
+
+    @Test
+    void aDescriptorWithTheNoFdFlagIsRefused() {
+        try (EventFd e = EventFd.create(true)) {
+            TestFrontend f = owned();
+            refused(f, TestFrontend.SET_VRING_CALL, TestFrontend.u64(TestFrontend.NOFD), e.fd());
+            thenGood(f);
+        }
+    }
+
+    @Test
+    void aDescriptorWhereNoneBelongsIsRefused() {
+        try (EventFd e = EventFd.create(true)) {
+            TestFrontend f = owned();
+            refused(f, TestFrontend.SET_FEATURES, TestFrontend.u64(0), e.fd());
+            thenGood(f);
+        }
+    }
+
+    @Test
+    void aMemoryTableWithFewerDescriptorsThanRegionsIsRefused() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd);
+        thenGood(f);
+    }
+
+    @Test
+    void aKickThatIsNotAnEventfdIsRefused() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.SET_VRING_KICK, TestFrontend.u64(0), guest.fd);
+        thenGood(f);
+    }
+
+    @Test
+    void aMemoryDescriptorThatIsNotAFileIsRefused() {
+        try (EventFd e = EventFd.create(true)) {
+            TestFrontend f = owned();
+            refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(guest.regions()[0]), e.fd());
+            thenGood(f);
+        }
+    }
+
+    // ---------------------------------------------------------------- regions
+
+    @Test
+    void moreRegionsThanOneMemoryTableHoldsAreRefused() {
+        TestFrontend f = owned();
+        TestFrontend.Region[] nine = new TestFrontend.Region[9];
+        int[] fds = new int[9];
+        for (int i = 0; i < 9; i++) {
+            nine[i] = new TestFrontend.Region(i * (1L << 20), 1L << 20, 0x7f00_0000_0000L + i * (1L << 20), i * (1L << 20) % (8L << 20));
+            fds[i] = guest.fd;
+        }
+        refused(f, TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(nine), fds);
+        thenGood(f);
+    }
+
+    @Test
+    void moreRegionsThanMemorySlotsAreRefused() {
+        int fd = Memfd.create("slots", 1L << 20);
+        try {
+            TestFrontend f = owned();
+            long slots = f.getU64(TestFrontend.GET_MAX_MEM_SLOTS);
+            for (long i = 0; i < slots; i++) {
+                TestFrontend.Region r = new TestFrontend.Region(i << 20, 1L << 20, 0x7f00_0000_0000L + (i << 20), 0);
+                assertEquals(0, f.acked(TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(r), fd));
+            }
+            TestFrontend.Region extra = new TestFrontend.Region(slots << 20, 1L << 20, 0x7f00_0000_0000L + (slots << 20), 0);
+            refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(extra), fd);
+            thenGood(f);
+        } finally {
+            Native.libc().close(fd);
+        }
+    }
+
+    @Test
+    void aRegionRunningPastTheEndOfItsFileIsRefused() {
+        TestFrontend f = owned();
+        TestFrontend.Region tooLong = new TestFrontend.Region(0, 16L << 20, 0x7f00_0000_0000L, 0);
+        refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(tooLong), guest.fd);
+        TestFrontend.Region pastEnd = new TestFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, 6L << 20);
+        refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(pastEnd), guest.fd);
+        TestFrontend.Region negativeOffset = new TestFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, -4096);
+        refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(negativeOffset), guest.fd);
+        TestFrontend.Region empty = new TestFrontend.Region(0, 0, 0x7f00_0000_0000L, 0);
+        refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(empty), guest.fd);
+        f.close();
+        rig.awaitGone(sessions);
+        assertEquals(4, rig.complaints(sessions).size());
+        VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest);
+    }
+
+    @Test
+    void overlappingRegionsAreRefused() {
+        TestFrontend f = owned();
+        TestFrontend.Region a = new TestFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, 0);
+        TestFrontend.Region b = new TestFrontend.Region(2L << 20, 4L << 20, 0x7f10_0000_0000L, 0);
+        refused(f, TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(a, b), guest.fd, guest.fd);
+        thenGood(f);
+    }
+
+    @Test
+    void removingARegionThatIsNotThereIsRefused() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.REM_MEM_REG, TestFrontend.singleRegion(guest.regions()[0]));
+        thenGood(f);
+    }
+
+    // ---------------------------------------------------------------- rings
+
+    @Test
+    void aRingOutsideGuestMemoryIsRefused() {
+        TestFrontend f = owned();
+        assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd, guest.fd));
+        f.ackEverything = true;
+        f.setVringNum(0, 256);
+        refused(f, TestFrontend.SET_VRING_ADDR, TestFrontend.addr(0, 0x1000, 0x3000, 0x2000));
+        thenGood(f);
+    }
+
+    @Test
+    void aRingRunningPastTheEndOfItsRegionIsRefused() {
+        TestFrontend f = owned();
+        assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd, guest.fd));
+        f.ackEverything = true;
+        f.setVringNum(0, 256);
+        long lastPage = guest.user(TestGuest.HIGH_GPA + TestGuest.REGION_BYTES - 4096);
+        refused(f, TestFrontend.SET_VRING_ADDR, TestFrontend.addr(0, lastPage + 2048, lastPage - 8192, lastPage - 16384));
+        thenGood(f);
+    }
+
+    @Test
+    void aMisalignedRingIsRefusedWhenItWouldStart() {
+        TestFrontend f = owned();
+        f.ackEverything = true;
+        try (EventFd kick = EventFd.create(true)) {
+            f.setFeatures(f.getFeatures());
+            assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd, guest.fd));
+            long base = guest.user(TestGuest.HIGH_GPA);
+            f.setVringNum(0, 64);
+            f.setVringAddr(0, base + 8, base + 8192, base + 4096);
+            f.setVringFd(TestFrontend.SET_VRING_KICK, 0, kick);
+            refused(f, TestFrontend.SET_VRING_ENABLE, TestFrontend.state(0, 1));
+            thenGood(f);
+        }
+    }
+
+    @Test
+    void aQueueIndexBeyondTheDeviceIsRefused() {
+        try (EventFd e = EventFd.create(true)) {
+            TestFrontend f = owned();
+            refused(f, TestFrontend.SET_VRING_NUM, TestFrontend.state(5, 64));
+            refused(f, TestFrontend.SET_VRING_CALL, TestFrontend.u64(200), e.fd());
+            refused(f, TestFrontend.SET_VRING_KICK, TestFrontend.u64(0x1_0000_0000L), e.fd());
+            f.close();
+            rig.awaitGone(sessions);
+            assertEquals(3, rig.complaints(sessions).size());
+            VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest);
+        }
+    }
+
+    @Test
+    void getVringBaseOfAQueueThatDoesNotExistClosesTheConnection() {
+        TestFrontend f = owned();
+        f.send(TestFrontend.GET_VRING_BASE, TestFrontend.VERSION, TestFrontend.state(9, 0));
+        assertTrue(f.closedByBackend());
+        thenGood(f);
+    }
+
+    @Test
+    void ringSizesThatAreNotPowersOfTwoOrTooLargeAreRefused() {
+        TestFrontend f = owned();
+        refused(f, TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 100));
+        refused(f, TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 2048));
+        refused(f, TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 0));
+        refused(f, TestFrontend.SET_VRING_BASE, TestFrontend.state(0, 0x10000));
+        refused(f, TestFrontend.SET_VRING_ENABLE, TestFrontend.state(0, 2));
+        f.close();
+        rig.awaitGone(sessions);
+        assertEquals(5, rig.complaints(sessions).size());
+        VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest);
+    }
+
+    // ---------------------------------------------------------------- anything at all
+
+    /**
+     * Random requests (any code up to 45, random flags, payloads and sizes, sometimes an eventfd
+     * or the memfd attached) over many connections, a few of them with memory and a running
+     * ring: the server must still serve a good frontend afterwards.
+     */
+    @Test
+    void randomRequestsNeverStopTheServer() {
+        long seed = 20251125L;
+        Random random = new Random(seed);
+        try (EventFd e = EventFd.create(true)) {
+            for (int connection = 0; connection < 24; connection++) {
+                QemuFlow qemu = connection % 4 == 0 ? running() : null;
+                TestFrontend f = qemu != null ? qemu.f : owned();
+                for (int i = 0; i < 25; i++) {
+                    int request = random.nextInt(46);
+                    int flags = random.nextInt(8) == 0 ? random.nextInt(16) : TestFrontend.VERSION
+                            | (random.nextBoolean() ? TestFrontend.NEED_REPLY : 0);
+                    int size = random.nextInt(4) == 0 ? random.nextInt(300) : new int[] {0, 8, 12, 40, 72}[random.nextInt(5)];
+                    ByteBuffer payload = TestFrontend.payload(size);
+                    for (int b = 0; b < size; b++) {
+                        payload.put(b, (byte) (random.nextInt(4) == 0 ? random.nextInt(256) : random.nextInt(3)));
+                    }
+                    int pick = random.nextInt(6);
+                    int[] fds = pick == 0 ? new int[] {e.fd()} : pick == 1 ? new int[] {guest.fd} : new int[0];
+                    try {
+                        f.send(request, flags, payload, fds);
+                    } catch (IllegalStateException closed) {
+                        break;
+                    }
+                }
+                if (qemu != null) {
+                    qemu.close();
+                } else {
+                    f.close();
+                }
+                rig.awaitGone(sessions);
+            }
+        }
+        assertTrue(rig.serving(), "seed " + seed);
+        VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest);
+    }
+}

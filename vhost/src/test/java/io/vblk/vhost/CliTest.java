@@ -1,0 +1,175 @@
+package io.vblk.vhost;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import io.vblk.sys.UnixSocket;
+
+/** The {@code vblk} command line: bad arguments, help, and {@code serve} as a real process. */
+class CliTest {
+    @TempDir
+    Path dir;
+
+    record Result(int status, String out, String err) {
+    }
+
+    private static Result run(String... args) {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        int status = assertTimeoutPreemptively(Duration.ofSeconds(20), () -> Main.run(args,
+                new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8), false));
+        return new Result(status, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    }
+
+    private Path image(String name, int bytes) throws IOException {
+        Path p = dir.resolve(name);
+        Files.write(p, new byte[bytes]);
+        return p;
+    }
+
+    private static void assertOneLineError(Result r, String expected, String... args) {
+        String what = String.join(" ", args) + " -> " + r;
+        assertEquals(2, r.status(), what);
+        assertEquals("", r.out(), what);
+        String[] lines = r.err().split("\n");
+        assertEquals(1, lines.length, what);
+        assertTrue(lines[0].contains(expected), "'" + expected + "' expected in " + what);
+        assertFalse(r.err().contains("Exception") || r.err().contains("\tat "), what);
+    }
+
+    private void bad(String expected, String... args) {
+        assertOneLineError(run(args), expected, args);
+    }
+
+    @Test
+    void everyBadArgumentIsOneLineAndStatusTwo() throws IOException {
+        String img = image("ok.img", 1 << 20).toString();
+        String sock = dir.resolve("s.sock").toString();
+        bad("--image is required", "serve", "--socket", sock);
+        bad("--socket is required", "serve", "--image", img);
+        bad("image not found", "serve", "--image", dir.resolve("missing.img").toString(), "--socket", sock);
+        bad("not a multiple of 512", "serve", "--image", image("odd.img", 1000).toString(), "--socket", sock);
+        bad("empty", "serve", "--image", image("empty.img", 0).toString(), "--socket", sock);
+        bad("is a directory", "serve", "--image", dir.toString(), "--socket", sock);
+        bad("socket directory does not exist", "serve", "--image", img, "--socket", dir.resolve("no/s.sock").toString());
+        bad("is not a socket", "serve", "--image", img, "--socket", img);
+        bad("longer than", "serve", "--image", img, "--socket", dir.resolve("x".repeat(120)).toString());
+        bad("--queues expects a number", "serve", "--image", img, "--socket", sock, "--queues", "two");
+        bad("--queues must be 1 to 64", "serve", "--image", img, "--socket", sock, "--queues", "0");
+        bad("--queues must be 1 to 64", "serve", "--image", img, "--socket", sock, "--queues=65");
+        bad("--queues needs a value", "serve", "--image", img, "--socket", sock, "--queues");
+        bad("--iops-limit must be at least 0", "serve", "--image", img, "--socket", sock, "--iops-limit", "-1");
+        bad("--iops-limit expects a number", "serve", "--image", img, "--socket", sock, "--iops-limit", "1e9");
+        bad("--bps-limit expects a size", "serve", "--image", img, "--socket", sock, "--bps-limit", "12Q");
+        bad("--aio", "serve", "--image", img, "--socket", sock, "--aio", "posix");
+        bad("--cache must be none or writeback", "serve", "--image", img, "--socket", sock, "--cache", "unsafe");
+        bad("--wait", "serve", "--image", img, "--socket", sock, "--wait", "forever");
+        bad("--serial must be at most 20", "serve", "--image", img, "--socket", sock, "--serial", "x".repeat(21));
+        bad("unknown option --frobnicate", "serve", "--image", img, "--socket", sock, "--frobnicate");
+        bad("unexpected argument 'extra'", "serve", "--image", img, "--socket", sock, "extra");
+        bad("--read-only takes no value", "serve", "--image", img, "--socket", sock, "--read-only=yes");
+        bad("--image expects a size", "serve", "--image", "null:lots", "--socket", sock);
+        bad("multiple of 512", "serve", "--image", "null:1000", "--socket", sock);
+        bad("--image must be at least 1", "serve", "--image", "null:0", "--socket", sock);
+        bad("needs an image file", "serve", "--image", "null:1G", "--socket", sock, "--aio", "linux-aio");
+        bad("unknown command 'frob'", "frob");
+        assertFalse(Files.exists(Path.of(sock)), "no socket was created along the way");
+    }
+
+    @Test
+    void helpDocumentsEveryOption() {
+        Result r = run("serve", "--help");
+        assertEquals(0, r.status());
+        for (String option : List.of("--image PATH", "--image null:SIZE", "--socket", "--queues", "--read-only", "--serial",
+                "--aio", "io_uring", "linux-aio", "threads", "null", "--cache", "none", "writeback", "--wait", "adaptive",
+                "busy-spin", "yielding", "sleeping", "blocking", "--iops-limit", "--bps-limit", "--help", "0600")) {
+            assertTrue(r.out().contains(option), option + " is documented");
+        }
+        assertEquals(0, run("--help").status());
+        Result none = run();
+        assertEquals(2, none.status());
+        assertTrue(none.err().contains("serve"));
+    }
+
+    /** Waits (up to 30 s, the JVM starting) for the first line the process writes to {@code file}. */
+    private static String firstLine(Path file, Process p) throws IOException, InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (System.nanoTime() < deadline && p.isAlive()) {
+            String text = Files.readString(file);
+            int nl = text.indexOf('\n');
+            if (nl >= 0) {
+                return text.substring(0, nl);
+            }
+            Thread.sleep(20);
+        }
+        return null;
+    }
+
+    /**
+     * {@code serve} as its own JVM: a stale socket at the path is replaced, the socket is mode
+     * 0600, a frontend does I/O on a null disk, SIGTERM drains and exits 0 and removes the socket.
+     */
+    @Test
+    void serveRunsAsAProcessAndExitsCleanlyOnSigterm() throws Exception {
+        Path sock = dir.resolve("serve.sock");
+        UnixSocket.listen(sock, 1).close(); // a stale socket a dead server left behind
+        assertTrue(SocketFile.isSocket(sock));
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        List<String> cmd = new ArrayList<>(List.of(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
+                "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false", "-Xmx256m",
+                "-cp", System.getProperty("java.class.path"), Main.class.getName(),
+                "serve", "--image", "null:64M", "--socket", sock.toString(), "--wait", "blocking", "--serial", "proc"));
+        Path stdout = dir.resolve("stdout.txt");
+        Process p = new ProcessBuilder(cmd).redirectOutput(stdout.toFile()).redirectError(dir.resolve("stderr.txt").toFile())
+                .start();
+        try {
+            String line = firstLine(stdout, p);
+            assertTrue(line != null && line.startsWith("vblk: serving null:67108864 (67108864 bytes, read-write, null")
+                    && line.endsWith(" on " + sock), String.valueOf(line));
+            assertEquals(PosixFilePermissions.fromString("rw-------"), Files.getPosixFilePermissions(sock));
+
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 1)) {
+                BlkQueue q = g.queue(0, 128, true);
+                qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
+                qemu.start(qemu.linuxFeatures(), true, null, q);
+                assertEquals(0, q.roundTrip(BlkQueue.T_IN, 0, q.dataGpa, 4096, true));
+                assertEquals("proc", q.id());
+                assertEquals(2, qemu.stop(q)[0]);
+            }
+            // A second frontend, left connected: SIGTERM must end its session too.
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 1)) {
+                BlkQueue q = g.queue(0, 128, true);
+                qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
+                qemu.start(qemu.linuxFeatures(), true, null, q);
+                assertEquals(0, q.roundTrip(BlkQueue.T_OUT, 8, q.dataGpa, 4096, false));
+                p.destroy(); // SIGTERM
+                assertTrue(p.waitFor(20, TimeUnit.SECONDS), "exited after SIGTERM");
+            }
+            assertEquals(0, p.exitValue());
+            assertFalse(Files.exists(sock), "socket removed");
+            String stderr = Files.readString(dir.resolve("stderr.txt"));
+            assertFalse(stderr.contains("\tat "), stderr);
+            assertTrue(stderr.contains("shutting down"), stderr);
+            assertEquals(List.of(line), Files.readAllLines(stdout), "exactly one line on stdout");
+        } finally {
+            p.destroyForcibly();
+        }
+    }
+}

@@ -1,0 +1,150 @@
+package io.vblk.vhost;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.ByteBuffer;
+
+import io.vblk.sys.EventFd;
+
+/**
+ * The message sequence QEMU 7.2's vhost-user-blk sends, message by message (facts.md):
+ * initialisation when the device is realized, start when the guest driver sets DRIVER_OK, stop
+ * when it resets the device.
+ */
+final class QemuFlow implements AutoCloseable {
+    /** What a Linux 6.1 guest acks of vblk's offer: everything but RO, as Linux does. */
+    static final long VIRTIO_F_VERSION_1 = 1L << 32;
+    static final long VIRTIO_RING_F_EVENT_IDX = 1L << 29;
+    static final long VIRTIO_RING_F_INDIRECT_DESC = 1L << 28;
+    /** What SeaBIOS acks through a legacy virtio-blk: no VERSION_1, no EVENT_IDX. */
+    static final long LEGACY_MASK = ~(VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC);
+
+    final TestFrontend f;
+    final TestGuest guest;
+    final int queues;
+    final EventFd[] errs;
+    long offered;
+    long protocol;
+
+    QemuFlow(TestFrontend f, TestGuest guest, int queues) {
+        this.f = f;
+        this.guest = guest;
+        this.queues = queues;
+        this.errs = new EventFd[queues];
+        for (int q = 0; q < queues; q++) {
+            errs[q] = EventFd.create(true);
+        }
+    }
+
+    /**
+     * Device realize: GET_FEATURES, GET/SET_PROTOCOL_FEATURES, GET_QUEUE_NUM (MQ),
+     * GET_MAX_MEM_SLOTS (CONFIGURE_MEM_SLOTS), SET_OWNER, GET_FEATURES, per queue SET_VRING_CALL
+     * and SET_VRING_ERR, GET_CONFIG of 57 bytes. Returns the config bytes.
+     */
+    byte[] init(long protocolWanted, BlkQueue... qs) {
+        offered = f.getFeatures();
+        assertTrue((offered & TestFrontend.F_PROTOCOL_FEATURES) != 0, "PROTOCOL_FEATURES offered");
+        long offeredProtocol = f.getProtocolFeatures();
+        protocol = offeredProtocol & protocolWanted;
+        f.setProtocolFeatures(protocol);
+        if ((protocol & TestFrontend.PF_MQ) != 0) {
+            assertTrue(f.getU64(TestFrontend.GET_QUEUE_NUM) >= queues, "enough queues");
+        }
+        if ((protocol & TestFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
+            assertTrue(f.getU64(TestFrontend.GET_MAX_MEM_SLOTS) >= 2, "memory slots");
+        }
+        f.setOwner();
+        assertEquals(offered, f.getFeatures());
+        for (int q = 0; q < queues; q++) {
+            f.setVringFd(TestFrontend.SET_VRING_CALL, q, qs[q].call);
+            f.setVringFd(TestFrontend.SET_VRING_ERR, q, errs[q]);
+        }
+        byte[] config = f.getConfig(0, 57);
+        assertNotEquals(null, config);
+        return config;
+    }
+
+    /** The features a Linux guest acks: all it knows of, and it knows all vblk offers. */
+    long linuxFeatures() {
+        return offered;
+    }
+
+    /** The features SeaBIOS acks through the legacy interface. */
+    long legacyFeatures() {
+        return offered & LEGACY_MASK;
+    }
+
+    /**
+     * DRIVER_OK: SET_FEATURES, SET_VRING_CALL again, SET_FEATURES again, the memory table (one
+     * ADD_MEM_REG per region with CONFIGURE_MEM_SLOTS, else SET_MEM_TABLE; acknowledged with
+     * REPLY_ACK), per queue SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_KICK, then
+     * SET_VRING_ENABLE 1 for every queue.
+     */
+    void start(long features, boolean sendMemory, int[] bases, BlkQueue... qs) {
+        f.setFeatures(features);
+        for (BlkQueue q : qs) {
+            f.setVringFd(TestFrontend.SET_VRING_CALL, q.index, q.call);
+        }
+        f.setFeatures(features);
+        if (sendMemory) {
+            sendMemory(guest.regions());
+        }
+        for (int i = 0; i < qs.length; i++) {
+            BlkQueue q = qs[i];
+            f.setVringNum(q.index, q.driver.size());
+            f.setVringBase(q.index, bases == null ? 0 : bases[i]);
+            f.setVringAddr(q.index, q.descUser(), q.usedUser(), q.availUser());
+            f.setVringFd(TestFrontend.SET_VRING_KICK, q.index, q.polled ? null : q.kick);
+        }
+        for (int q = 0; q < queues; q++) {
+            f.setVringEnable(q, true);
+        }
+    }
+
+    void sendMemory(TestFrontend.Region[] memory) {
+        boolean ack = (protocol & TestFrontend.PF_REPLY_ACK) != 0;
+        if ((protocol & TestFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
+            for (TestFrontend.Region r : memory) {
+                assertEquals(0, f.acked(TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(r), fdOf(r)), "ADD_MEM_REG " + r);
+            }
+        } else {
+            ByteBuffer table = TestFrontend.memTable(memory);
+            int[] fds = new int[memory.length];
+            for (int i = 0; i < fds.length; i++) {
+                fds[i] = fdOf(memory[i]);
+            }
+            if (ack) {
+                assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, table, fds), "SET_MEM_TABLE");
+            } else {
+                f.send(TestFrontend.SET_MEM_TABLE, TestFrontend.VERSION, table, fds);
+            }
+        }
+    }
+
+    /** The descriptor backing region {@code r}: every region of a test guest is in its memfd. */
+    private int fdOf(TestFrontend.Region r) {
+        return guest.fd;
+    }
+
+    /** Device reset: SET_VRING_ENABLE 0 for every queue, then GET_VRING_BASE per started queue. */
+    int[] stop(BlkQueue... qs) {
+        for (int q = 0; q < queues; q++) {
+            f.setVringEnable(q, false);
+        }
+        int[] bases = new int[qs.length];
+        for (int i = 0; i < qs.length; i++) {
+            bases[i] = f.getVringBase(qs[i].index);
+        }
+        return bases;
+    }
+
+    @Override
+    public void close() {
+        for (EventFd e : errs) {
+            e.close();
+        }
+        f.close();
+    }
+}

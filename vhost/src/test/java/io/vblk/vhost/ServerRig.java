@@ -1,0 +1,130 @@
+package io.vblk.vhost;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Predicate;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.aio.Image;
+import io.vblk.aio.ImageOptions;
+import io.vblk.engine.BlkConfig;
+import io.vblk.engine.Tuning;
+
+/**
+ * A vhost-user-blk server under test: a real image file (written, so every block is allocated),
+ * the default back end (io_uring, or Linux AIO where io_uring is refused), a real socket, and
+ * {@link VhostUserServer#serve()} on its own thread. Log lines are collected for assertions.
+ */
+final class ServerRig implements AutoCloseable {
+    static final long IMAGE_BYTES = 16L << 20;
+    static final String SERIAL = "rig-serial";
+
+    final Path socket;
+    final Image image;
+    final VhostUserServer server;
+    private final Thread thread;
+    private final List<String> lines = new ArrayList<>();
+
+    private ServerRig(Path dir, int queues, boolean readOnly) throws IOException {
+        Path imagePath = dir.resolve("disk.img");
+        if (!Files.exists(imagePath)) {
+            Files.write(imagePath, new byte[(int) IMAGE_BYTES]);
+        }
+        socket = dir.resolve("vhost.sock");
+        image = Image.open(imagePath, ImageOptions.defaults().readOnly(readOnly));
+        Log log = Log.to(line -> {
+            synchronized (lines) {
+                lines.add(line);
+                lines.notifyAll();
+            }
+        });
+        BlkConfig config = BlkConfig.builder(IMAGE_BYTES).numQueues(queues).queueSize(ServeCommand.MAX_QUEUE_SIZE)
+                .segMax(ServeCommand.SEG_MAX).readOnly(readOnly).serial(SERIAL).build();
+        server = VhostUserServer.builder(socket, config, new BackendChoice(BackendKind.IO_URING, image, log))
+                .tuning(Tuning.defaults()).log(log).name("rig").build();
+        thread = new Thread(server::serve, "rig-server");
+        thread.start();
+    }
+
+    static ServerRig start(Path dir, int queues) throws IOException {
+        return new ServerRig(dir, queues, false);
+    }
+
+    static ServerRig startReadOnly(Path dir) throws IOException {
+        return new ServerRig(dir, 1, true);
+    }
+
+    TestFrontend connect() {
+        return TestFrontend.connect(socket);
+    }
+
+    /** The log so far. */
+    List<String> lines() {
+        synchronized (lines) {
+            return new ArrayList<>(lines);
+        }
+    }
+
+    /** Waits (up to 10 s) for a log line matching {@code p} and returns it. */
+    String awaitLine(Predicate<String> p) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        synchronized (lines) {
+            while (true) {
+                for (String l : lines) {
+                    if (p.test(l)) {
+                        return l;
+                    }
+                }
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    throw new AssertionError("no matching log line in " + lines);
+                }
+                try {
+                    lines.wait(Math.max(1, TimeUnit.NANOSECONDS.toMillis(left)));
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new AssertionError(e);
+                }
+            }
+        }
+    }
+
+    /** Waits until the server has finished with the frontend numbered {@code id}. */
+    void awaitGone(int id) {
+        awaitLine(l -> l.startsWith("frontend " + id + " disconnected")
+                || l.startsWith("frontend " + id + ": connection closed"));
+    }
+
+    /** The lines that report a refused request or a connection closed for an error, of frontend {@code id}. */
+    List<String> complaints(int id) {
+        List<String> found = new ArrayList<>();
+        for (String l : lines()) {
+            if (l.startsWith("frontend " + id + ": ") && (l.contains(" refused ") || l.contains("connection closed"))) {
+                found.add(l);
+            }
+        }
+        return found;
+    }
+
+    /** Whether the server thread is still serving. */
+    boolean serving() {
+        return thread.isAlive();
+    }
+
+    @Override
+    public void close() {
+        server.close();
+        // For the report of a failed test (surefire keeps a test's output in a file).
+        lines().forEach(l -> System.out.println("server: " + l));
+        try {
+            thread.join(10_000);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        image.close();
+    }
+}
