@@ -220,6 +220,36 @@ public final class BlockDevice implements AutoCloseable {
         });
     }
 
+    /**
+     * Sets (or clears, with null) queue {@code q}'s inflight tracker; the queue must be stopped.
+     * See {@link InflightTracker}.
+     */
+    public void setInflightTracker(int q, InflightTracker tracker) {
+        DeviceQueue queue = queue(q);
+        requireStopped(queue, "change its inflight tracker");
+        run(queue, t -> {
+            queue.inflightTracker = tracker;
+            return null;
+        });
+    }
+
+    /**
+     * Requests to process first when queue {@code q} next starts: the heads of chains a previous
+     * backend had popped but not completed, in the order it popped them. Their avail entries lie
+     * behind the resume index, so the caller sets {@code nextAvail} to {@code used.idx} plus
+     * their number (vhost-user inflight recovery). The queue must be stopped.
+     */
+    public void resubmitOnStart(int q, int[] heads) {
+        DeviceQueue queue = queue(q);
+        requireStopped(queue, "queue resubmissions");
+        int[] copy = heads.clone();
+        run(queue, t -> {
+            queue.resubmit = copy;
+            queue.resubmitCount = copy.length;
+            return null;
+        });
+    }
+
     // ------------------------------------------------------------ lifecycle
 
     /**
@@ -325,6 +355,7 @@ public final class BlockDevice implements AutoCloseable {
         for (DeviceQueue q : queues) {
             run(q, t -> {
                 q.ring.reset();
+                q.resubmitCount = 0;
                 q.layout = null;
                 q.brokenReason = null;
                 q.state = DeviceQueue.STOPPED;

@@ -60,6 +60,10 @@ final class CompletionPath {
             UnsafeApi.putByte(r.statusAddress, status);
             used = status == S_OK ? r.usedLength : 1;
         }
+        InflightTracker tracker = q.inflightTracker;
+        if (tracker != null) {
+            tracker.used(r.head);
+        }
         q.ring.addUsed(r.head, used);
         if (!q.dirty) {
             q.dirty = true;
@@ -83,7 +87,12 @@ final class CompletionPath {
             DeviceQueue q = dirty[i];
             dirty[i] = null;
             q.dirty = false;
-            if (q.ring.publishUsed()) {
+            boolean notify = q.ring.publishUsed();
+            InflightTracker tracker = q.inflightTracker;
+            if (tracker != null) {
+                tracker.published(q.ring.nextUsed());
+            }
+            if (notify) {
                 q.interrupt.signal();
                 q.counters.increment(QueueCounters.INTERRUPTS);
             } else {

@@ -39,6 +39,11 @@ final class DeviceQueue {
     boolean dirty;
     /** When the throttle lets this queue pop again (System.nanoTime), 0 when not throttled. */
     long throttledUntilNs;
+    /** Inflight tracking for crash recovery, or null. Set while stopped. */
+    volatile InflightTracker inflightTracker;
+    /** Heads to resubmit before popping the ring (recovered in-flight requests): I/O thread owned. */
+    int[] resubmit = new int[0];
+    int resubmitCount;
     /** Why the queue broke, for the owner. */
     volatile String brokenReason;
 

@@ -256,14 +256,20 @@ final class IoThread implements Runnable, CompletionSink {
         }
         int popped = 0;
         int reserve = Math.max(1, model.maxSegmentsPerRange());
+        InflightTracker tracker = q.inflightTracker;
         while (pool.available() > 0 && backend.freeSlots() >= reserve) {
-            int rc = q.ring.pop(chain);
+            // Recovered in-flight requests of a previous backend go first, in their old order.
+            int rc = q.resubmitCount > 0 ? q.ring.popHead(q.resubmit[q.resubmit.length - q.resubmitCount--], chain)
+                    : q.ring.pop(chain);
             if (rc == 0) {
                 break;
             }
             if (rc < 0) {
                 quarantine(q, String.valueOf(q.ring.error()));
                 break;
+            }
+            if (tracker != null) {
+                tracker.popped(chain.head());
             }
             BlkRequest r = pool.claim();
             r.queue = q;
@@ -466,7 +472,7 @@ final class IoThread implements Runnable, CompletionSink {
                 continue;
             }
             // Without free slots pending chains must wait for a completion, which wakes us anyway.
-            if (q.ring.enableNotifications() && pool.available() > 0) {
+            if ((q.ring.enableNotifications() || q.resubmitCount > 0) && pool.available() > 0) {
                 abort = true;
             }
         }

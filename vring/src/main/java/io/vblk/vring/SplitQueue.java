@@ -252,6 +252,29 @@ public final class SplitQueue extends SplitQueueUsedSide {
     }
 
     /**
+     * Reads the chain at descriptor {@code head} into {@code chain} without consuming an
+     * available-ring entry: for resubmitting requests that were in flight when a previous
+     * backend died (vhost-user inflight tracking), whose avail entries lie behind next_avail.
+     * Same checks, and the same quarantine on a corrupt chain, as {@link #pop}.
+     *
+     * @return 1 when {@code chain} holds the chain, 0 if the queue is not active, or a negative
+     *         {@link QueueError} code (the queue is then quarantined)
+     */
+    public int popHead(int head, DescriptorChain chain) {
+        if (quarantined) {
+            return error.code();
+        }
+        if (!active) {
+            return 0;
+        }
+        if (head < 0 || head >= size) {
+            return quarantine(QueueError.HEAD_OUT_OF_RANGE);
+        }
+        QueueError e = walk(head, chain);
+        return e != null ? quarantine(e) : 1;
+    }
+
+    /**
      * Acquire read of avail.idx: pairs with the driver's write barrier before its idx store
      * (2.7.13.3.1), so the ring entries and descriptors it published are visible to the plain
      * reads that follow.
