@@ -100,13 +100,7 @@ public final class UnixSocket implements AutoCloseable {
         if (fdCount < 0 || fdCount > MAX_FDS || (fdCount > 0 && fds.length < fdCount)) {
             throw new IllegalArgumentException("bad descriptor count " + fdCount);
         }
-        int iov = MSGHDR_SIZE;
-        int control = MSGHDR_SIZE + 16;
-        msghdr.setMemory(0, msghdr.capacity(), (byte) 0);
-        msghdr.putLong(iov, address);
-        msghdr.putLong(iov + 8, length);
-        msghdr.putLong(16, msghdr.addressOffset() + iov);
-        msghdr.putLong(24, 1);
+        int control = prepareHeader(address, length);
         if (fdCount > 0) {
             int cmsgLen = CMSG_HEADER + 4 * fdCount;
             msghdr.putLong(control, cmsgLen);
@@ -128,13 +122,7 @@ public final class UnixSocket implements AutoCloseable {
      * did not fit (MSG_CTRUNC) has the ones that arrived closed and returns {@code -EMSGSIZE}.
      */
     public synchronized long receive(long address, int length, int[] fdsOut, int[] fdCountOut) {
-        int iov = MSGHDR_SIZE;
-        int control = MSGHDR_SIZE + 16;
-        msghdr.setMemory(0, msghdr.capacity(), (byte) 0);
-        msghdr.putLong(iov, address);
-        msghdr.putLong(iov + 8, length);
-        msghdr.putLong(16, msghdr.addressOffset() + iov);
-        msghdr.putLong(24, 1);
+        int control = prepareHeader(address, length);
         msghdr.putLong(32, msghdr.addressOffset() + control);
         msghdr.putLong(40, CONTROL_SIZE);
         fdCountOut[0] = 0;
@@ -152,6 +140,20 @@ public final class UnixSocket implements AutoCloseable {
             return -EMSGSIZE;
         }
         return rc;
+    }
+
+    /**
+     * Clears the msghdr and points it at one iovec of {@code length} bytes at {@code address};
+     * returns the offset of the control-data area that follows the iovec.
+     */
+    private int prepareHeader(long address, int length) {
+        int iov = MSGHDR_SIZE;
+        msghdr.setMemory(0, msghdr.capacity(), (byte) 0);
+        msghdr.putLong(iov, address);
+        msghdr.putLong(iov + 8, length);
+        msghdr.putLong(16, msghdr.addressOffset() + iov);
+        msghdr.putLong(24, 1);
+        return MSGHDR_SIZE + 16;
     }
 
     /** errno for a message whose descriptors were truncated. */
