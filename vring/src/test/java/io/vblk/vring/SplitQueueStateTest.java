@@ -35,6 +35,23 @@ class SplitQueueStateTest {
     }
 
     @Test
+    @DisplayName("popHead: a recovered in-flight chain is read by its head without consuming an avail entry")
+    void popHeadReadsAChainWithoutConsumingAvail() {
+        int first = add();
+        int second = add();
+        rig.driver.publishAvail();
+        DescriptorChain chain = rig.queue.newChain();
+        assertEquals(1, rig.queue.popHead(second, chain));
+        assertEquals(second, chain.head());
+        assertEquals(2, chain.segmentCount());
+        assertEquals(0, rig.queue.nextAvail(), "next_avail untouched");
+        assertEquals(1, rig.pop());
+        assertEquals(first, rig.chain.head());
+        assertTrue(rig.queue.popHead(8, chain) < 0, "a head beyond the queue size is corrupt (2.7.5.3)");
+        assertTrue(rig.queue.quarantined());
+    }
+
+    @Test
     @DisplayName("stop/resume: a new queue set to next_avail (SET_VRING_BASE) and used.idx goes on where the old stopped")
     void resumeFromNextAvailAndUsedIndex() {
         int[] heads = {add(), add(), add()};
