@@ -456,7 +456,10 @@ public final class BlockDevice implements AutoCloseable {
         threadOfQueue[queue.index].submitCommand(t -> {
             try {
                 done.complete(body.apply(t));
-            } catch (RuntimeException e) {
+            } catch (RuntimeException | Error e) {
+                // An Error too: a fault in guest memory (a frontend shrank the file under the
+                // mapping: SIGBUS, which the JVM raises as InternalError) must fail this command,
+                // not leave its caller waiting forever.
                 done.completeExceptionally(e);
             }
             return true;

@@ -175,18 +175,32 @@ final class IoThread implements Runnable, CompletionSink {
     @Override
     public void run() {
         while (running) {
-            int work;
             try {
-                work = doWork();
+                loop();
             } catch (RuntimeException | Error e) {
-                // A bug, not a guest action (guest input never throws): stop this thread's queues
-                // loudly rather than spin on the failure.
-                for (DeviceQueue q : queues) {
-                    quarantine(q, "internal error: " + e);
-                }
-                work = 0;
+                // A bug, or guest memory that faulted (a frontend shrank the file under the
+                // mapping: SIGBUS, raised by the JVM as InternalError): stop this thread's queues
+                // loudly rather than spin on the failure, and keep the thread for the next frontend.
+                quarantineAll("internal error: " + e);
+                idle(0);
             }
-            idle(work);
+        }
+    }
+
+    private void quarantineAll(String reason) {
+        for (DeviceQueue q : queues) {
+            quarantine(q, reason);
+        }
+    }
+
+    /**
+     * The rounds themselves, in a method of their own: the JVM raises a fault in an unsafe memory
+     * access asynchronously, at a later safepoint poll such as this loop's back-edge, and it must
+     * land inside {@link #run()}'s handler.
+     */
+    private void loop() {
+        while (running) {
+            idle(doWork());
         }
     }
 
@@ -236,7 +250,17 @@ final class IoThread implements Runnable, CompletionSink {
         } else {
             InboxEvent.Command c = event.command;
             event.command = null;
-            if (!c.run(this)) {
+            boolean finished;
+            try {
+                finished = c.run(this);
+            } catch (RuntimeException | Error e) {
+                // Guest memory that faulted under a command (e.g. used.idx published into a file
+                // the frontend shrank): the queues stop and the command runs again next round.
+                // Never let it out of the handler: the poller would deliver this event again.
+                quarantineAll("internal error: " + e);
+                finished = false;
+            }
+            if (!finished) {
                 pendingCommands.add(c);
             }
         }
