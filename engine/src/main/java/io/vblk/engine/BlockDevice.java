@@ -312,7 +312,9 @@ public final class BlockDevice implements AutoCloseable {
                     }
                     t.flushCompletions();
                 }
-                if (queue.inflight > 0) {
+                // Drained means completed AND pushed: in dedicated mode the completion thread
+                // may still owe the used.idx publish of requests already back in the pool.
+                if (queue.inflight > 0 || queue.dirty) {
                     return false;
                 }
                 if (queue.state == DeviceQueue.STOPPING) {

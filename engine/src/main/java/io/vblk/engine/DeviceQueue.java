@@ -35,8 +35,12 @@ final class DeviceQueue {
     volatile int state = STOPPED;
     /** Requests popped and not yet returned to the pool: I/O thread owned. */
     int inflight;
-    /** Used elements added since the last publish: completion side owned. */
-    boolean dirty;
+    /**
+     * Used elements added since the last publish: written by the completion side only. Volatile
+     * because stop reads it on the I/O thread: in dedicated mode a request comes back to the pool
+     * before its batch's used.idx is published, and stop must wait for that publish too.
+     */
+    volatile boolean dirty;
     /** When the throttle lets this queue pop again (System.nanoTime), 0 when not throttled. */
     long throttledUntilNs;
     /** Inflight tracking for crash recovery, or null. Set while stopped. */

@@ -161,7 +161,7 @@ final class DeviceRig implements AutoCloseable {
             long left = deadline - System.nanoTime();
             if (left <= 0) {
                 throw new AssertionError("no completion on queue " + q + " within " + timeoutMs + " ms; counters "
-                        + device.counters(q));
+                        + device.counters(q) + "; broken: " + device.brokenReason(q));
             }
             interrupts[q].await((int) Math.max(1, Math.min(left / 1_000_000L, 100)));
             interrupts[q].read();

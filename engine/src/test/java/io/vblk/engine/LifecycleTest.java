@@ -40,6 +40,17 @@ class LifecycleTest {
     @ParameterizedTest
     @EnumSource(value = BackendKind.class, names = {"LINUX_AIO", "IO_URING", "THREADS"})
     void stopResumeAndMigrateUnderLoadLoseNothing(BackendKind kind) throws Exception {
+        run(Tuning.defaults());
+    }
+
+    /** Dedicated mode: stop must also wait for the completion thread's used.idx publish. */
+    @ParameterizedTest
+    @EnumSource(value = BackendKind.class, names = {"IO_URING"})
+    void stopResumeUnderLoadInDedicatedMode(BackendKind kind) throws Exception {
+        run(Tuning.builder().threadingMode(ThreadingMode.DEDICATED).build());
+    }
+
+    private void run(Tuning tuning) throws Exception {
         Path imagePath = DeviceRig.createImage(dir, SLOTS * BLOCK);
         BlkConfig config = BlkConfig.builder(SLOTS * BLOCK).queueSize(128).build();
         try (Image image = Image.open(imagePath, ImageOptions.defaults());
@@ -47,7 +58,7 @@ class LifecycleTest {
              EventFd kick = EventFd.create(true);
              EventFd irq = EventFd.create(true)) {
             SplitQueueDriver driver = SplitQueueDriver.builder(memory).size(128).eventIdx(true).area(0, 4L << 20).build();
-            AtomicReference<BlockDevice> device = new AtomicReference<>(newDevice(config, image, memory, kick, irq));
+            AtomicReference<BlockDevice> device = new AtomicReference<>(newDevice(config, image, memory, kick, irq, tuning));
             device.get().configureQueue(0, 128, driver.descGpa(), driver.availGpa(), driver.usedGpa());
             device.get().startQueue(0);
 
@@ -61,7 +72,7 @@ class LifecycleTest {
                         - device.get().counters(0).get(QueueCounters.COMPLETIONS), "stop returned with requests in flight");
                 if (cycle % 10 == 9) {
                     device.get().close();
-                    device.set(newDevice(config, image, memory, kick, irq));
+                    device.set(newDevice(config, image, memory, kick, irq, tuning));
                     device.get().setQueueState(0, state);
                     migrations++;
                 }
@@ -79,9 +90,10 @@ class LifecycleTest {
         }
     }
 
-    private static BlockDevice newDevice(BlkConfig config, Image image, GuestMemory memory, EventFd kick, EventFd irq) {
+    private static BlockDevice newDevice(BlkConfig config, Image image, GuestMemory memory, EventFd kick, EventFd irq,
+                                         Tuning tuning) {
         BlockDevice d = BlockDevice.builder(config, BackendFactory.of(BackendKindHolder.kind(image), image))
-                .memory(memory).tuning(Tuning.defaults()).name("lifecycle").build();
+                .memory(memory).tuning(tuning).name("lifecycle").build();
         d.negotiate(config.offeredFeatures());
         d.setKick(0, kick);
         d.setInterrupt(0, Interrupt.of(irq));

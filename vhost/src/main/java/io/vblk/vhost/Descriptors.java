@@ -21,12 +21,14 @@ import io.vblk.sys.NativeBuffer;
  *
  * <pre>
  * struct stat (x86-64, 144 bytes), the fields read here:
- *   st_mode u32 @24, st_size i64 @48
+ *   st_dev u64 @0, st_ino u64 @8, st_mode u32 @24, st_size i64 @48
  * </pre>
  */
 final class Descriptors {
     private static final long SYS_FSTAT = 5;
     private static final int STAT_LENGTH = 144;
+    private static final int STAT_DEV_OFFSET = 0;
+    private static final int STAT_INO_OFFSET = 8;
     private static final int STAT_MODE_OFFSET = 24;
     private static final int STAT_SIZE_OFFSET = 48;
     private static final int S_IFMT = 0170000;
@@ -44,12 +46,29 @@ final class Descriptors {
         }
     }
 
+    /** A regular file (or memfd) a descriptor refers to: which one (device and inode) and its size. */
+    record RegularFile(long device, long inode, long sizeBytes) {
+        /** Whether {@code other} is the same file (whatever the descriptors or sizes). */
+        boolean sameFile(RegularFile other) {
+            return other != null && device == other.device && inode == other.inode;
+        }
+    }
+
     /**
      * The size of the regular file (or memfd) {@code fd} refers to.
      *
      * @throws ProtocolError (rejected) when it is not a regular file or fstat fails
      */
     static long regularFileSize(int fd) {
+        return regularFile(fd).sizeBytes();
+    }
+
+    /**
+     * The regular file (or memfd) {@code fd} refers to.
+     *
+     * @throws ProtocolError (rejected) when it is not a regular file or fstat fails
+     */
+    static RegularFile regularFile(int fd) {
         UnsafeBuffer stat = new NativeBuffer(STAT_LENGTH).buffer();
         long rc = Native.syscall(SYS_FSTAT, fd, stat.addressOffset(), 0, 0, 0);
         if (rc < 0) {
@@ -59,7 +78,8 @@ final class Descriptors {
         if ((mode & S_IFMT) != S_IFREG) {
             throw ProtocolError.rejected(String.format("memory descriptor is not a regular file or memfd (mode 0%o)", mode));
         }
-        return stat.getLong(STAT_SIZE_OFFSET);
+        return new RegularFile(stat.getLong(STAT_DEV_OFFSET), stat.getLong(STAT_INO_OFFSET),
+                stat.getLong(STAT_SIZE_OFFSET));
     }
 
     /** Closes a descriptor we own, ignoring errors (there is nothing to do about them). */

@@ -17,6 +17,8 @@ final class FrontendState {
     long ackedFeatures;
     /** Protocol features from SET_PROTOCOL_FEATURES, or 0. */
     long protocolFeatures;
+    /** The inflight buffer from the last SET_INFLIGHT_FD, or null (no tracking). */
+    InflightBuffer inflight;
 
     FrontendState(int numQueues) {
         vrings = new Vring[numQueues];
@@ -28,6 +30,11 @@ final class FrontendState {
     /** Whether REPLY_ACK was negotiated, so need_reply asks for an acknowledgement. */
     boolean replyAck() {
         return ProtocolFeatures.has(protocolFeatures, ProtocolFeatures.REPLY_ACK);
+    }
+
+    /** Whether INFLIGHT_SHMFD was negotiated, so GET/SET_INFLIGHT_FD may come. */
+    boolean inflightShmfd() {
+        return ProtocolFeatures.has(protocolFeatures, ProtocolFeatures.INFLIGHT_SHMFD);
     }
 
     /**

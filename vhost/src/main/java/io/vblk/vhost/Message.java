@@ -62,6 +62,10 @@ final class Message {
         return payload.getLong(0);
     }
 
+    int u16(int offset) {
+        return payload.getShort(offset) & 0xFFFF;
+    }
+
     int u32(int offset) {
         return payload.getInt(offset);
     }

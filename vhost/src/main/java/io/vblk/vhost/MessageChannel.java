@@ -88,6 +88,18 @@ final class MessageChannel implements AutoCloseable {
 
     /** Sends a reply to {@code request} whose payload is the first {@code size} bytes of {@link #replyPayload()}. */
     void reply(int request, int size) {
+        send(request, size, null);
+    }
+
+    /**
+     * Sends a reply like {@link #reply(int, int)} with descriptor {@code fd} in its ancillary data
+     * (GET_INFLIGHT_FD). The caller still owns {@code fd}: the receiver gets its own copy.
+     */
+    void replyWithFd(int request, int size, int fd) {
+        send(request, size, new int[] {fd});
+    }
+
+    private void send(int request, int size, int[] fds) {
         UnsafeBuffer header = replyMemory.buffer();
         header.putInt(MessageDescriptor.REQUEST_OFFSET, request);
         header.putInt(MessageDescriptor.FLAGS_OFFSET, MessageDescriptor.VERSION | MessageDescriptor.FLAG_REPLY);
@@ -95,7 +107,10 @@ final class MessageChannel implements AutoCloseable {
         int length = MessageDescriptor.HEADER_LENGTH + size;
         int done = 0;
         while (done < length) {
-            long rc = socket.send(replyMemory.address() + done, length - done, null, 0);
+            // The descriptors ride with the first bytes that go out, once.
+            boolean withFds = done == 0 && fds != null;
+            long rc = socket.send(replyMemory.address() + done, length - done, withFds ? fds : null,
+                    withFds ? fds.length : 0);
             if (rc > 0) {
                 done += (int) rc;
             } else if (rc != -Errno.EINTR) {

@@ -47,6 +47,13 @@ package io.vblk.vhost;
  *   +---------------+---------------+---------------+-------------------+
  *   | u32 offset    | u32 size      | u32 flags     | u8 payload[size]  |
  *   +---------------+---------------+---------------+-------------------+
+ *
+ * inflight (24)                GET_INFLIGHT_FD request and reply (the reply with one descriptor),
+ *                              SET_INFLIGHT_FD (one descriptor); see InflightDescriptor
+ *   +-----------------+-------------------+-------------------+-------------------+--------------+
+ *   | u64 mmap_size   | u64 mmap_offset @8| u16 num_queues @16| u16 queue_size @18| padding @20  |
+ *   +-----------------+-------------------+-------------------+-------------------+--------------+
+ *   the C struct's natural alignment pads it to 24 bytes, and QEMU sends sizeof() of it
  * </pre>
  */
 final class MessageDescriptor {
@@ -116,6 +123,13 @@ final class MessageDescriptor {
     static final int CONFIG_PAYLOAD_OFFSET = 12;
     /** Largest config space a message may carry (the spec's VHOST_USER_MAX_CONFIG_SIZE). */
     static final int CONFIG_MAX_SIZE = 256;
+
+    // ---------------------------------------------------------------- inflight
+    static final int INFLIGHT_MMAP_SIZE_OFFSET = 0;
+    static final int INFLIGHT_MMAP_OFFSET_OFFSET = 8;
+    static final int INFLIGHT_NUM_QUEUES_OFFSET = 16;
+    static final int INFLIGHT_QUEUE_SIZE_OFFSET = 18;
+    static final int INFLIGHT_LENGTH = 24;
 
     private MessageDescriptor() {
     }

@@ -7,7 +7,12 @@ import io.vblk.engine.BlockDevice;
 import io.vblk.engine.Interrupt;
 import io.vblk.engine.QueueState;
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+import io.vblk.vring.AvailRingDescriptor;
+import io.vblk.vring.UsedRingDescriptor;
 
 /**
  * Applies a frontend's ring and memory set-up to the {@link BlockDevice}: starts a ring when it
@@ -18,6 +23,11 @@ import io.vblk.sys.EventFd;
  * in guest memory ({@link QueueState#USED_FROM_RING}): after a stop they are equal, and after a
  * backend restart the frontend rewinds its available index to {@code used.idx} (facts.md), so
  * starting from anything else would skip or repeat used entries.
+ *
+ * <p>With an inflight buffer (INFLIGHT_SHMFD) the first start after SET_INFLIGHT_FD recovers
+ * from the ring's region instead ({@link InflightRecovery}): the requests a previous backend
+ * left in flight are resubmitted first, the ring resumes past them, and the region tracks the
+ * queue's requests from then on.
  */
 final class QueueControl {
     private final BlockDevice device;
@@ -26,6 +36,8 @@ final class QueueControl {
     private final KickPoller poller;
     private final Log log;
     private final String who;
+    /** Where {@link #ringIndex} reads a ring index to. */
+    private final NativeBuffer indexBuffer = new NativeBuffer(Long.BYTES);
 
     QueueControl(BlockDevice device, FrontendState state, QueueErrors errors, KickPoller poller, Log log, String who) {
         this.device = device;
@@ -60,7 +72,8 @@ final class QueueControl {
         long avail = guestAddress(memory, v, "available ring", v.availUser);
         long used = guestAddress(memory, v, "used ring", v.usedUser);
         int q = v.index;
-        device.setQueueState(q, new QueueState(v.num, desc, avail, used, v.base, QueueState.USED_FROM_RING));
+        int nextAvail = state.inflight != null ? trackInflight(v, state.inflight, avail, used) : v.base;
+        device.setQueueState(q, new QueueState(v.num, desc, avail, used, nextAvail, QueueState.USED_FROM_RING));
         device.setKick(q, v.kick);
         device.setInterrupt(q, interruptOf(v.call));
         try {
@@ -69,9 +82,120 @@ final class QueueControl {
             throw ProtocolError.rejected("vring " + q + " cannot start: " + e.getMessage());
         }
         v.running = true;
+        v.recoverInflight = false;
         poller.poll(q, v.kick == null);
-        log.info(String.format("%s: queue %d started: size %d, avail index %d, desc 0x%x avail 0x%x used 0x%x%s", who, q,
-                v.num, v.base, desc, avail, used, v.kick == null ? ", polled" : ""));
+        log.info(String.format("%s: queue %d started: size %d, avail index %d, desc 0x%x avail 0x%x used 0x%x%s%s", who,
+                q, v.num, nextAvail, desc, avail, used, v.kick == null ? ", polled" : "",
+                state.inflight != null ? ", inflight tracked" : ""));
+    }
+
+    /**
+     * Sets up queue {@code v}'s inflight tracking before it starts and returns the available
+     * index to resume at. The first start after SET_INFLIGHT_FD recovers from the region and
+     * queues the resubmissions; a restart after an internal stop (memory table, features) keeps
+     * what the device has: its index, its tracker and any resubmissions not yet done.
+     */
+    private int trackInflight(Vring v, InflightBuffer inflight, long availGpa, long usedGpa) {
+        int q = v.index;
+        if (q >= inflight.numQueues()) {
+            throw ProtocolError.rejected("vring " + q + " cannot start: the inflight buffer covers only "
+                    + inflight.numQueues() + " queue(s)");
+        }
+        if (!v.recoverInflight) {
+            return v.base;
+        }
+        int usedIdx = ringIndex(v, "used", usedGpa + UsedRingDescriptor.IDX_OFFSET);
+        int availIdx = ringIndex(v, "available", availGpa + AvailRingDescriptor.IDX_OFFSET);
+        InflightRegion region = inflight.region(q);
+        InflightRecovery.Result r;
+        try {
+            r = InflightRecovery.recover(region, v.num, usedIdx, availIdx, v.base);
+        } catch (ProtocolError e) {
+            throw ProtocolError.rejected("vring " + q + " cannot start: " + e.getMessage());
+        }
+        region.resume(r.nextCounter(), r.lastBatchHead());
+        // Always, even empty: it replaces whatever an earlier start left undone.
+        device.resubmitOnStart(q, r.heads());
+        device.setInflightTracker(q, region);
+        if (r.initialised()) {
+            log.info(who + ": queue " + q + ": inflight region initialised");
+        } else {
+            log.info(who + ": queue " + q + ": inflight recovery: resubmitting " + r.heads().length + " request(s)"
+                    + headList(r.heads()) + (r.lastBatchCleared() > 0 ? ", " + r.lastBatchCleared()
+                    + " of the last batch were already completed" : "") + "; used.idx " + usedIdx
+                    + ", avail.idx " + availIdx + ", resuming at avail index " + r.nextAvail()
+                    + " (the frontend said " + v.base + ")");
+        }
+        return r.nextAvail();
+    }
+
+    /**
+     * A 16-bit ring index in guest memory, read with pread(2) from the region's file rather than
+     * through the mapping: a frontend that shrank the file under the mapping would make a load
+     * fault (SIGBUS, which the JVM raises as an InternalError at some later point of this thread),
+     * where pread just comes up short.
+     */
+    private int ringIndex(Vring v, String ring, long gpa) {
+        for (MemoryTable.Region r : state.memory.regions()) {
+            long offsetInRegion = gpa - r.guestAddress();
+            if (Long.compareUnsigned(offsetInRegion, r.size()) >= 0
+                    || Long.compareUnsigned(r.size() - offsetInRegion, Short.BYTES) < 0) {
+                continue;
+            }
+            long rc = Native.result(Native.libc().pread(r.fd(), indexBuffer.address(), Short.BYTES,
+                    r.mmapOffset() + offsetInRegion));
+            if (rc != Short.BYTES) {
+                throw ProtocolError.rejected(String.format("vring %d cannot start: its %s index at gpa 0x%x cannot be"
+                        + " read from the memory file (%s)", v.index, ring, gpa,
+                        rc < 0 ? Errno.describe((int) -rc) : "the file ends before it"));
+            }
+            return indexBuffer.buffer().getShort(0) & 0xFFFF;
+        }
+        throw ProtocolError.rejected(String.format("vring %d %s index at gpa 0x%x is not in guest memory", v.index, ring,
+                gpa));
+    }
+
+    private static String headList(int[] heads) {
+        if (heads.length == 0) {
+            return "";
+        }
+        StringBuilder b = new StringBuilder(" (heads");
+        int shown = Math.min(heads.length, 16);
+        for (int i = 0; i < shown; i++) {
+            b.append(' ').append(heads[i]);
+        }
+        return b.append(shown < heads.length ? " ...)" : ")").toString();
+    }
+
+    /**
+     * Installs the inflight buffer of a SET_INFLIGHT_FD (rings stopped), and each ring recovers
+     * from it at its next start. A new buffer replaces the old one, which the device lets go of
+     * and which is then unmapped; the one already installed (QEMU sends the same buffer at
+     * every start) stays mapped, its regions still in the device.
+     */
+    void installInflight(InflightBuffer buffer) {
+        if (buffer != state.inflight) {
+            dropInflight();
+            state.inflight = buffer;
+            log.info(who + ": inflight buffer: " + buffer);
+        }
+        for (Vring v : state.vrings) {
+            v.recoverInflight = true;
+        }
+    }
+
+    /** Stops inflight tracking (rings stopped): the device lets go of every region, then the buffer is unmapped. */
+    void dropInflight() {
+        InflightBuffer old = state.inflight;
+        if (old == null) {
+            return;
+        }
+        for (Vring v : state.vrings) {
+            device.setInflightTracker(v.index, null);
+            v.recoverInflight = false;
+        }
+        state.inflight = null;
+        old.close();
     }
 
     private static long guestAddress(GuestMemory memory, Vring v, String what, long userAddress) {
@@ -192,11 +316,14 @@ final class QueueControl {
 
     /**
      * Resets the device (RESET_OWNER, RESET_DEVICE): every ring is drained and forgets its
-     * set-up and kick, features go back to the offer. Memory and notifiers stay.
+     * set-up and kick, features go back to the offer, the inflight buffer is dropped (QEMU hands
+     * out a new one after a reset). Memory and notifiers stay.
      */
     void resetDevice() {
         stopRunning();
         device.reset();
+        // The rings start over: what the buffer says about them no longer applies.
+        dropInflight();
         for (Vring v : state.vrings) {
             replaceKick(v, null);
             v.forgetSetup();
@@ -206,7 +333,8 @@ final class QueueControl {
 
     /**
      * Ends the connection's use of the device: drains and stops every ring, resets the device,
-     * and closes every descriptor the frontend sent and its memory. Safe after any failure.
+     * and closes every descriptor the frontend sent, its memory and its inflight buffer. Safe
+     * after any failure.
      */
     void teardown() {
         for (Vring v : state.vrings) {
@@ -219,6 +347,7 @@ final class QueueControl {
         }
         stopRunning();
         device.reset();
+        dropInflight();
         for (Vring v : state.vrings) {
             replaceKick(v, null);
             replaceCall(v, null);

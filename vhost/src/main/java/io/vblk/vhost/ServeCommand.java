@@ -65,8 +65,15 @@ final class ServeCommand {
             long sizeBytes = image == null ? options.nullSizeBytes : image.sizeBytes();
             BackendKind kind = options.aio != null ? options.aio : BackendKind.IO_URING;
             backends = new BackendChoice(kind, image, log);
-            server = VhostUserServer.builder(options.socket, config(options, image, sizeBytes), backends)
-                    .tuning(tuning(options)).log(log).build();
+            VhostUserServer.Builder builder = VhostUserServer.builder(options.socket, config(options, image, sizeBytes), backends)
+                    .tuning(tuning(options)).log(log).socketMode(options.socketMode);
+            if (options.socketGroup != null) {
+                builder.socketGroup(options.socketGroup);
+            }
+            if (options.allowUids != null) {
+                builder.allowUids(options.allowUids);
+            }
+            server = builder.build();
         } catch (UsageError e) {
             closeQuietly(image);
             return usageError(e.getMessage());

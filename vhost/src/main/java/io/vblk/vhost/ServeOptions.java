@@ -24,8 +24,17 @@ final class ServeOptions {
             "                     requests complete at once without touching any data (benchmarks)",
             "  --socket PATH      Unix socket to listen on, created with mode 0600; a stale socket",
             "                     there is replaced, any other file is an error",
+            "  --socket-mode OCTAL",
+            "                     permission bits of the socket file, 0600 to 0777 (default 0600)",
+            "  --socket-group NAME|GID",
+            "                     group of the socket file (default: the server's); with",
+            "                     --socket-mode 0660 that group's members may connect",
+            "  --allow-uid UID[,UID...]",
+            "                     serve only frontends whose uid (SO_PEERCRED) is listed; any other",
+            "                     connection is logged in one line and closed, and the next one is",
+            "                     served (default: the server's own uid and root)",
             "  --queues N         request queues, 1 to 64 (default 1)",
-            "  --read-only        open the image read-only and offer a read-only disk",
+            "  --read-only        open the image read-only (O_RDONLY) and offer a read-only disk",
             "  --serial ID        the disk's serial number, up to 20 ASCII characters (default vblk)",
             "  --aio KIND         I/O back end: io_uring (default; falls back to linux-aio with a note",
             "                     if io_uring cannot be set up), linux-aio, threads, or null",
@@ -55,6 +64,12 @@ final class ServeOptions {
     WaitStrategy wait = WaitStrategy.ADAPTIVE;
     long iopsLimit;
     long bpsLimit;
+    /** Permission bits of the socket file. */
+    int socketMode = SocketFile.DEFAULT_MODE;
+    /** Group of the socket file (a name or a numeric gid), or null to leave the server's. */
+    String socketGroup;
+    /** The uids whose connections are served, or null for the default (own uid and root). */
+    int[] allowUids;
     boolean help;
 
     /**
@@ -82,7 +97,8 @@ final class ServeOptions {
                     }
                     o.readOnly = true;
                 }
-                case "--image", "--socket", "--queues", "--serial", "--aio", "--cache", "--wait", "--iops-limit", "--bps-limit" -> {
+                case "--image", "--socket", "--queues", "--serial", "--aio", "--cache", "--wait", "--iops-limit", "--bps-limit",
+                        "--socket-mode", "--socket-group", "--allow-uid" -> {
                     if (value == null) {
                         if (i + 1 >= args.length) {
                             throw new UsageError(name + " needs a value");
@@ -149,6 +165,14 @@ final class ServeOptions {
             }
             case "--iops-limit" -> iopsLimit = number(name, value, 0, Long.MAX_VALUE);
             case "--bps-limit" -> bpsLimit = size(name, value, 0);
+            case "--socket-mode" -> socketMode = octalMode(name, value);
+            case "--socket-group" -> {
+                if (value.isBlank()) {
+                    throw new UsageError("--socket-group needs a group name or number");
+                }
+                socketGroup = value.trim();
+            }
+            case "--allow-uid" -> allowUids = uids(name, value);
             default -> throw new IllegalStateException(name);
         }
     }
@@ -187,6 +211,37 @@ final class ServeOptions {
                     + ", got " + n);
         }
         return n;
+    }
+
+    /**
+     * Permission bits in octal, at most 0777: set-id and sticky bits mean nothing on a socket, and
+     * a mode the owner cannot write would lock the server's own user out.
+     */
+    private static int octalMode(String name, String value) {
+        String v = value.trim();
+        int mode;
+        try {
+            mode = Integer.parseInt(v, 8);
+        } catch (NumberFormatException e) {
+            throw new UsageError(name + " expects an octal mode such as 0600 or 660, got '" + value + "'");
+        }
+        if (mode < 0 || mode > 0777) {
+            throw new UsageError(name + " must be 0 to 0777 (permission bits only), got '" + value + "'");
+        }
+        if ((mode & 0600) != 0600) {
+            throw new UsageError(name + " " + value + " must keep read and write for the owner (0600)");
+        }
+        return mode;
+    }
+
+    /** A comma-separated list of numeric uids. */
+    private static int[] uids(String name, String value) {
+        String[] parts = value.split(",", -1);
+        int[] out = new int[parts.length];
+        for (int i = 0; i < parts.length; i++) {
+            out[i] = (int) number(name, parts[i], 0, 0xFFFF_FFFEL);
+        }
+        return out;
     }
 
     /** A byte count with an optional binary suffix K, M, G or T. */

@@ -16,9 +16,9 @@ import io.vblk.sys.UnixSocket;
  * </pre>
  *
  * <p>Errors: a refused request is answered with a failure where the protocol has one (REPLY_ACK
- * with need_reply: a non-zero u64; GET_CONFIG: an empty payload); where it has none, or the
- * stream itself is broken, the connection ends. Either way one line is logged, and the server
- * goes on to the next connection.
+ * with need_reply: a non-zero u64; GET_CONFIG: an empty payload; GET_INFLIGHT_FD: a buffer of
+ * size 0); where it has none, or the stream itself is broken, the connection ends. Either way
+ * one line is logged, and the server goes on to the next connection.
  */
 final class Session {
     private final int id;
@@ -32,6 +32,7 @@ final class Session {
     private final MemoryRequests memory;
     private final VringRequests vrings;
     private final ConfigRequests config;
+    private final InflightRequests inflight;
     private final Log log;
     private long messages;
     /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
@@ -49,6 +50,7 @@ final class Session {
         this.memory = new MemoryRequests(state, control, channel);
         this.vrings = new VringRequests(state, control, channel);
         this.config = new ConfigRequests(device.configSpace(), channel);
+        this.inflight = new InflightRequests(state, control, channel);
     }
 
     int id() {
@@ -131,6 +133,9 @@ final class Session {
         if (request == Request.GET_CONFIG) {
             log.info(who + ": " + m.name() + " refused (answered with an empty config): " + reason);
             config.refuse(m);
+        } else if (request == Request.GET_INFLIGHT_FD) {
+            log.info(who + ": " + m.name() + " refused (answered with no buffer): " + reason);
+            inflight.refuse(m);
         } else if (!Request.hasOwnReply(request) && m.needReply() && state.replyAck()) {
             log.info(who + ": " + m.name() + " refused (answered failure): " + reason);
             channel.replyU64(request, 1);
@@ -162,6 +167,8 @@ final class Session {
             case Request.SET_VRING_ENABLE -> vrings.setEnable(m);
             case Request.GET_CONFIG -> config.getConfig(m);
             case Request.SET_CONFIG -> config.setConfig(m);
+            case Request.GET_INFLIGHT_FD -> inflight.getInflightFd(m);
+            case Request.SET_INFLIGHT_FD -> inflight.setInflightFd(m);
             default -> throw ProtocolError.rejected(m.name() + " is not supported (size " + Integer.toUnsignedString(m.size())
                     + ", " + m.fdCount() + " descriptor(s))");
         }

@@ -3,11 +3,16 @@ package io.vblk.vhost;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.FileSystems;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.attribute.BasicFileAttributes;
-import java.nio.file.attribute.PosixFilePermissions;
+import java.nio.file.attribute.GroupPrincipal;
+import java.nio.file.attribute.PosixFileAttributeView;
+import java.nio.file.attribute.PosixFilePermission;
+import java.util.EnumSet;
+import java.util.Set;
 
 import org.agrona.concurrent.UnsafeBuffer;
 
@@ -18,12 +23,13 @@ import io.vblk.sys.NativeException;
 import io.vblk.sys.UnixSocket;
 
 /**
- * The listening socket's file: created with mode 0600 before anyone can connect, a stale socket
- * left by a dead server replaced, anything else at the path left alone, and removed at exit only
- * if it is still the one this server created.
+ * The listening socket's file: created with mode 0600 (or the mode and group a deployment asks
+ * for) before anyone can connect, a stale socket left by a dead server replaced, anything else at
+ * the path left alone, and removed at exit only if it is still the one this server created.
  *
- * <p>{@link UnixSocket#listen} binds and listens in one call; here the mode is set between bind
- * and listen, so no connection can be queued while the file still has the umask's mode.
+ * <p>{@link UnixSocket#listen} binds and listens in one call; here the mode and group are set
+ * between bind and listen, so no connection can be queued while the file still has the umask's
+ * mode or the server's group. Connecting needs write permission on the file (unix(7)).
  *
  * <pre>
  * struct sockaddr_un (110 bytes): sun_family u16 @0, sun_path[108] @2 (NUL-terminated)
@@ -36,6 +42,8 @@ final class SocketFile {
     private static final int SOCKADDR_LENGTH = PATH_OFFSET + PATH_MAX;
     private static final int S_IFMT = 0170000;
     private static final int S_IFSOCK = 0140000;
+    /** Owner read and write only: the frontend normally runs as the same user as the server. */
+    static final int DEFAULT_MODE = 0600;
 
     private final Path path;
     private final Object fileKey;
@@ -77,12 +85,40 @@ final class SocketFile {
     }
 
     /**
-     * Creates the listening socket at {@code path} with mode 0600, replacing a stale socket.
+     * Resolves a group given by name or number (a name that is all digits and names no group is
+     * taken as a gid).
+     *
+     * @throws IllegalArgumentException when there is no such group
+     */
+    static GroupPrincipal group(String nameOrGid) {
+        try {
+            return FileSystems.getDefault().getUserPrincipalLookupService().lookupPrincipalByGroupName(nameOrGid);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("socket group not found: '" + nameOrGid + "'");
+        }
+    }
+
+    /** The permission set of the low nine bits of {@code mode}. */
+    static Set<PosixFilePermission> permissions(int mode) {
+        Set<PosixFilePermission> set = EnumSet.noneOf(PosixFilePermission.class);
+        PosixFilePermission[] bits = PosixFilePermission.values(); // OWNER_READ (0400) ... OTHERS_EXECUTE (0001)
+        for (int i = 0; i < bits.length; i++) {
+            if ((mode & (0400 >> i)) != 0) {
+                set.add(bits[i]);
+            }
+        }
+        return set;
+    }
+
+    /**
+     * Creates the listening socket at {@code path} with permission bits {@code mode} and, unless
+     * null, group {@code group}, replacing a stale socket.
      *
      * @throws IllegalArgumentException when the path is unusable (see {@link #check})
-     * @throws UncheckedIOException when the file cannot be replaced or socket, bind or listen fail
+     * @throws UncheckedIOException when the file cannot be replaced, its mode or group cannot be
+     *         set, or socket, bind or listen fail
      */
-    static SocketFile listen(Path path, int backlog) {
+    static SocketFile listen(Path path, int backlog, int mode, GroupPrincipal group) {
         check(path);
         try {
             if (isSocket(path)) {
@@ -102,7 +138,11 @@ final class SocketFile {
             addr.putBytes(PATH_OFFSET, path.toString().getBytes(StandardCharsets.UTF_8));
             Native.check(Native.libc().bind(fd, addr.addressOffset(), SOCKADDR_LENGTH), "bind", path);
             bound = true;
-            Files.setPosixFilePermissions(path, PosixFilePermissions.fromString("rw-------"));
+            // bind created the file with the umask's mode; nobody can connect before listen.
+            Files.setPosixFilePermissions(path, permissions(mode));
+            if (group != null) {
+                Files.getFileAttributeView(path, PosixFileAttributeView.class, LinkOption.NOFOLLOW_LINKS).setGroup(group);
+            }
             Object key = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS).fileKey();
             Native.check(Native.libc().listen(fd, backlog), "listen", path, backlog);
             return new SocketFile(path, key, UnixSocket.wrap(fd));

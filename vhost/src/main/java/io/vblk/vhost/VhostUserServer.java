@@ -1,6 +1,7 @@
 package io.vblk.vhost;
 
 import java.nio.file.Path;
+import java.nio.file.attribute.GroupPrincipal;
 import java.util.Objects;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -29,6 +30,11 @@ import io.vblk.sys.UnixSocket;
  * <p>{@link #serve()} runs on the caller's thread, which handles the socket: every control
  * message is handled there, the data plane runs on the device's own threads. Nothing a frontend
  * sends ends {@link #serve()}: a bad request is refused or ends that connection only.
+ *
+ * <p>Access: the socket file is mode 0600 unless {@link Builder#socketMode} and
+ * {@link Builder#socketGroup} open it to a group, and a connection whose peer uid (SO_PEERCRED)
+ * is not allowed ({@link Builder#allowUids}; by default the server's own uid and root) is logged
+ * in one line and closed before a single message is read.
  */
 public final class VhostUserServer implements AutoCloseable {
     /** Frontends that may wait while one is served; more are refused by the kernel. */
@@ -40,6 +46,7 @@ public final class VhostUserServer implements AutoCloseable {
     private final KickPoller poller;
     private final QueueErrors errors;
     private final Log log;
+    private final PeerFilter peers;
     private final CountDownLatch finished = new CountDownLatch(1);
     private volatile boolean stopping;
     private volatile boolean serving;
@@ -49,12 +56,14 @@ public final class VhostUserServer implements AutoCloseable {
 
     private VhostUserServer(Builder b) {
         this.log = b.log;
+        this.peers = b.allowUids == null ? PeerFilter.defaults() : PeerFilter.of(b.allowUids);
         SocketFile.check(b.socket);
+        GroupPrincipal group = b.socketGroup == null ? null : SocketFile.group(b.socketGroup);
         this.errors = new QueueErrors(b.config.numQueues(), log);
         this.device = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name).build();
         this.poller = new KickPoller(device);
         try {
-            this.socketFile = SocketFile.listen(b.socket, BACKLOG);
+            this.socketFile = SocketFile.listen(b.socket, BACKLOG, b.socketMode, group);
         } catch (RuntimeException e) {
             device.close();
             throw e;
@@ -104,6 +113,12 @@ public final class VhostUserServer implements AutoCloseable {
         try {
             UnixSocket client = socketFile.socket().accept();
             if (stopping) {
+                client.close();
+                return null;
+            }
+            String refusal = peers.refusal(client);
+            if (refusal != null) {
+                log.info(refusal);
                 client.close();
                 return null;
             }
@@ -180,6 +195,9 @@ public final class VhostUserServer implements AutoCloseable {
         private Tuning tuning = Tuning.defaults();
         private Log log = Log.to(System.err);
         private String name = "vblk";
+        private int socketMode = SocketFile.DEFAULT_MODE;
+        private String socketGroup;
+        private int[] allowUids;
 
         private Builder(Path socket, BlkConfig config, BackendFactory backends) {
             this.socket = Objects.requireNonNull(socket, "socket");
@@ -199,6 +217,34 @@ public final class VhostUserServer implements AutoCloseable {
             return this;
         }
 
+        /** Permission bits of the socket file (default 0600); the owner keeps read and write. */
+        public Builder socketMode(int value) {
+            if (value < 0 || value > 0777 || (value & 0600) != 0600) {
+                throw new IllegalArgumentException("socket mode 0" + Integer.toOctalString(value)
+                        + ": expected permission bits 0600 to 0777");
+            }
+            socketMode = value;
+            return this;
+        }
+
+        /** Group of the socket file, by name or numeric gid (default: left as created, the server's). */
+        public Builder socketGroup(String value) {
+            socketGroup = Objects.requireNonNull(value, "group");
+            return this;
+        }
+
+        /**
+         * The peer uids served (SO_PEERCRED); any other connection is logged and closed. Default:
+         * the server's own uid and root.
+         */
+        public Builder allowUids(int... uids) {
+            if (uids.length == 0) {
+                throw new IllegalArgumentException("allowUids: at least one uid");
+            }
+            allowUids = uids.clone();
+            return this;
+        }
+
         /** Prefix of the device's thread names. */
         public Builder name(String value) {
             name = Objects.requireNonNull(value, "name");
@@ -206,10 +252,11 @@ public final class VhostUserServer implements AutoCloseable {
         }
 
         /**
-         * Builds the device, starts its I/O threads and listens on the socket (mode 0600).
+         * Builds the device, starts its I/O threads and listens on the socket (mode 0600 unless
+         * set otherwise).
          *
          * @throws IllegalArgumentException when the socket path is unusable (missing directory,
-         *         not a socket already there)
+         *         not a socket already there) or the socket group does not exist
          * @throws java.io.UncheckedIOException when the socket cannot be created (permissions,
          *         address in use)
          * @throws io.vblk.sys.NativeException when the kernel refuses to set up the back end

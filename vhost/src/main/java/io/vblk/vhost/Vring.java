@@ -31,6 +31,12 @@ final class Vring {
     boolean enabled;
     /** The device queue is started (running, or quarantined since it started). */
     boolean running;
+    /**
+     * An inflight buffer was installed since the ring last started: the next start recovers
+     * from the ring's region (resubmits what a previous backend left in flight) before running.
+     * A restart after an internal stop does not: the device kept its own state then.
+     */
+    boolean recoverInflight;
 
     Vring(int index) {
         this.index = index;
@@ -46,6 +52,7 @@ final class Vring {
         base = 0;
         kickReady = false;
         enabled = false;
+        recoverInflight = false;
     }
 
     @Override

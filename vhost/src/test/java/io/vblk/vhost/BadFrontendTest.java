@@ -231,7 +231,7 @@ class BadFrontendTest {
         refused(f, TestFrontend.SET_FEATURES, TestFrontend.u64(1L << 34));
         thenGood(f);
         TestFrontend g = owned();
-        refused(g, TestFrontend.SET_PROTOCOL_FEATURES, TestFrontend.u64(ALL_PROTOCOL | 1L << 12));
+        refused(g, TestFrontend.SET_PROTOCOL_FEATURES, TestFrontend.u64(ALL_PROTOCOL | 1L << 14)); // INBAND_NOTIFICATIONS
         thenGood(g);
     }
 

@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.nio.ByteBuffer;
 
 import io.vblk.sys.EventFd;
+import io.vblk.sys.Native;
 
 /**
  * The message sequence QEMU 7.2's vhost-user-blk sends, message by message (facts.md):
@@ -27,6 +28,13 @@ final class QemuFlow implements AutoCloseable {
     final EventFd[] errs;
     long offered;
     long protocol;
+    /**
+     * The inflight buffer (INFLIGHT_SHMFD): asked for at the first start and sent at every start,
+     * as QEMU keeps it across backend restarts. Set it to hand a buffer over from another flow.
+     */
+    TestFrontend.Inflight inflight;
+    /** The queue size announced in GET_INFLIGHT_FD (QEMU's queue-size property); 0: the first ring's size. */
+    int inflightQueueSize;
 
     QemuFlow(TestFrontend f, TestGuest guest, int queues) {
         this.f = f;
@@ -77,13 +85,21 @@ final class QemuFlow implements AutoCloseable {
     }
 
     /**
-     * DRIVER_OK: SET_FEATURES, SET_VRING_CALL again, SET_FEATURES again, the memory table (one
+     * DRIVER_OK: SET_FEATURES, [GET_INFLIGHT_FD the first time, SET_INFLIGHT_FD with INFLIGHT_SHMFD],
+     * SET_VRING_CALL again, SET_FEATURES again, the memory table (one
      * ADD_MEM_REG per region with CONFIGURE_MEM_SLOTS, else SET_MEM_TABLE; acknowledged with
      * REPLY_ACK), per queue SET_VRING_NUM, SET_VRING_BASE, SET_VRING_ADDR, SET_VRING_KICK, then
      * SET_VRING_ENABLE 1 for every queue.
      */
     void start(long features, boolean sendMemory, int[] bases, BlkQueue... qs) {
         f.setFeatures(features);
+        if ((protocol & TestFrontend.PF_INFLIGHT_SHMFD) != 0) {
+            if (inflight == null) {
+                inflight = f.getInflightFd(queues, inflightQueueSize > 0 ? inflightQueueSize : qs[0].driver.size());
+                assertTrue(inflight.fd() >= 0, "GET_INFLIGHT_FD answered with a buffer: " + inflight);
+            }
+            f.setInflightFd(inflight);
+        }
         for (BlkQueue q : qs) {
             f.setVringFd(TestFrontend.SET_VRING_CALL, q.index, q.call);
         }
@@ -144,6 +160,9 @@ final class QemuFlow implements AutoCloseable {
     public void close() {
         for (EventFd e : errs) {
             e.close();
+        }
+        if (inflight != null && inflight.fd() >= 0) {
+            Native.libc().close(inflight.fd());
         }
         f.close();
     }

@@ -7,10 +7,12 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
+import java.util.function.UnaryOperator;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
+import io.vblk.engine.BackendFactory;
 import io.vblk.engine.BlkConfig;
 import io.vblk.engine.Tuning;
 
@@ -29,7 +31,8 @@ final class ServerRig implements AutoCloseable {
     private final Thread thread;
     private final List<String> lines = new ArrayList<>();
 
-    private ServerRig(Path dir, int queues, boolean readOnly) throws IOException {
+    private ServerRig(Path dir, int queues, boolean readOnly, UnaryOperator<BackendFactory> backends)
+            throws IOException {
         Path imagePath = dir.resolve("disk.img");
         if (!Files.exists(imagePath)) {
             Files.write(imagePath, new byte[(int) IMAGE_BYTES]);
@@ -44,18 +47,24 @@ final class ServerRig implements AutoCloseable {
         });
         BlkConfig config = BlkConfig.builder(IMAGE_BYTES).numQueues(queues).queueSize(ServeCommand.MAX_QUEUE_SIZE)
                 .segMax(ServeCommand.SEG_MAX).readOnly(readOnly).serial(SERIAL).build();
-        server = VhostUserServer.builder(socket, config, new BackendChoice(BackendKind.IO_URING, image, log))
+        BackendFactory real = new BackendChoice(BackendKind.IO_URING, image, log);
+        server = VhostUserServer.builder(socket, config, backends.apply(real))
                 .tuning(Tuning.defaults()).log(log).name("rig").build();
         thread = new Thread(server::serve, "rig-server");
         thread.start();
     }
 
     static ServerRig start(Path dir, int queues) throws IOException {
-        return new ServerRig(dir, queues, false);
+        return new ServerRig(dir, queues, false, UnaryOperator.identity());
+    }
+
+    /** A server whose back ends are {@code backends} applied to the default ones (to hold or count I/O). */
+    static ServerRig start(Path dir, int queues, UnaryOperator<BackendFactory> backends) throws IOException {
+        return new ServerRig(dir, queues, false, backends);
     }
 
     static ServerRig startReadOnly(Path dir) throws IOException {
-        return new ServerRig(dir, 1, true);
+        return new ServerRig(dir, 1, true, UnaryOperator.identity());
     }
 
     TestFrontend connect() {

@@ -3,6 +3,7 @@ package io.vblk.vhost;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.file.Path;
+import java.util.ArrayDeque;
 
 import org.agrona.concurrent.UnsafeBuffer;
 
@@ -38,6 +39,8 @@ final class TestFrontend implements AutoCloseable {
     static final int SET_VRING_ENABLE = 18;
     static final int GET_CONFIG = 24;
     static final int SET_CONFIG = 25;
+    static final int GET_INFLIGHT_FD = 31;
+    static final int SET_INFLIGHT_FD = 32;
     static final int RESET_DEVICE = 34;
     static final int GET_MAX_MEM_SLOTS = 36;
     static final int ADD_MEM_REG = 37;
@@ -52,6 +55,7 @@ final class TestFrontend implements AutoCloseable {
     static final long PF_MQ = 1L;
     static final long PF_REPLY_ACK = 1L << 3;
     static final long PF_CONFIG = 1L << 9;
+    static final long PF_INFLIGHT_SHMFD = 1L << 12;
     static final long PF_CONFIGURE_MEM_SLOTS = 1L << 15;
 
     static final int TIMEOUT_MS = 10_000;
@@ -67,6 +71,17 @@ final class TestFrontend implements AutoCloseable {
         }
     }
 
+    /**
+     * An inflight buffer description (VhostUserInflight: u64 mmap_size, u64 mmap_offset,
+     * u16 num_queues, u16 queue_size, padded to 24 bytes) and the descriptor that goes with it.
+     */
+    record Inflight(long mmapSize, long mmapOffset, int numQueues, int queueSize, int fd) {
+        ByteBuffer payload() {
+            return TestFrontend.payload(24).putLong(0, mmapSize).putLong(8, mmapOffset).putShort(16, (short) numQueues)
+                    .putShort(18, (short) queueSize);
+        }
+    }
+
     private final UnixSocket socket;
     private final Epoll epoll = new Epoll(1);
     private final NativeBuffer io = new NativeBuffer(16384);
@@ -74,6 +89,9 @@ final class TestFrontend implements AutoCloseable {
     private final int[] fdCount = new int[1];
     /** Whether to ask for an acknowledgement of every request without a reply of its own. */
     boolean ackEverything;
+    /** Descriptors of replies received while {@link #keepFds} is set, for the test to take; otherwise closed. */
+    private final ArrayDeque<Integer> keptFds = new ArrayDeque<>();
+    private boolean keepFds;
     private boolean replyAck;
 
     private TestFrontend(UnixSocket socket) {
@@ -145,7 +163,11 @@ final class TestFrontend implements AutoCloseable {
             }
             long rc = socket.receive(io.address() + offset + done, length - done, fdsIn, fdCount);
             for (int i = 0; i < fdCount[0]; i++) {
-                Native.libc().close(fdsIn[i]);
+                if (keepFds) {
+                    keptFds.add(fdsIn[i]);
+                } else {
+                    Native.libc().close(fdsIn[i]);
+                }
             }
             if (rc == 0 || rc == -Errno.ECONNRESET) {
                 if (done == 0) {
@@ -332,8 +354,41 @@ final class TestFrontend implements AutoCloseable {
         return r.payload().getInt(4);
     }
 
+    /**
+     * GET_INFLIGHT_FD for {@code numQueues} queues of {@code queueSize}; returns the buffer the
+     * backend handed out (fd -1 and size 0 when it refused), whose descriptor the caller owns.
+     */
+    Inflight getInflightFd(int numQueues, int queueSize) {
+        keepFds = true;
+        Reply r;
+        try {
+            r = request(GET_INFLIGHT_FD, new Inflight(0, 0, numQueues, queueSize, -1).payload());
+        } finally {
+            keepFds = false;
+        }
+        if (r == null) {
+            throw new AssertionError("connection closed on GET_INFLIGHT_FD");
+        }
+        if (r.payload().capacity() != 24) {
+            throw new AssertionError("GET_INFLIGHT_FD reply of " + r.payload().capacity() + " bytes");
+        }
+        int fd = keptFds.isEmpty() ? -1 : keptFds.poll();
+        while (!keptFds.isEmpty()) {
+            Native.libc().close(keptFds.poll());
+        }
+        ByteBuffer p = r.payload();
+        return new Inflight(p.getLong(0), p.getLong(8), p.getShort(16) & 0xffff, p.getShort(18) & 0xffff, fd);
+    }
+
+    void setInflightFd(Inflight inflight) {
+        post(SET_INFLIGHT_FD, inflight.payload(), inflight.fd());
+    }
+
     @Override
     public void close() {
+        while (!keptFds.isEmpty()) {
+            Native.libc().close(keptFds.poll());
+        }
         socket.close();
         epoll.close();
     }

@@ -5,19 +5,19 @@ import java.util.List;
 import java.util.Locale;
 
 import io.vblk.aio.BackendKind;
-import io.vblk.engine.BackendFactory;
-import io.vblk.engine.BlkConfig;
-import io.vblk.engine.BlkRequestDescriptor;
-import io.vblk.engine.BlockDevice;
 import io.vblk.engine.ThreadingMode;
-import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
-import io.vblk.hostmem.GuestMemory;
+import io.vblk.perf.load.DiskSpec;
+import io.vblk.perf.load.RunObserver;
+import io.vblk.perf.load.Workload;
+import io.vblk.perf.report.BenchResult;
 
 /**
  * The engine's own benchmark (not a test): the null back end, one queue, queue depth 1 and 128,
  * under each wait strategy and threading mode; IOPS, guest-measured latency percentiles, device
- * CPU per I/O and bytes allocated per I/O on the data-plane threads.
+ * CPU per I/O and bytes allocated per I/O on the data-plane threads. A fixed matrix over
+ * {@link EmbeddedContender}; {@code vblk bench --backend null --wait ... --threading ...} runs the
+ * same cells with every other option.
  *
  * <pre>
  * java ... io.vblk.perf.engine.EngineBench [seconds-per-cell] [wait,...] [mode,...] [depth,...] [guest: irq|poll,...]
@@ -46,11 +46,10 @@ public final class EngineBench {
             for (String guest : guests) {
                 for (ThreadingMode mode : modes) {
                     for (WaitStrategy wait : waits) {
-                        EmbeddedLoad.Result r = runOne(wait, mode, Integer.parseInt(d.trim()), seconds, "poll".equals(guest.trim()));
+                        BenchResult r = runOne(wait, mode, Integer.parseInt(d.trim()), seconds, "poll".equals(guest.trim()));
                         System.out.printf(Locale.ROOT, "%-10s %-9s %-5s %5s %12.0f %9.2f %9.2f %9.2f %10.3f %9.4f%n",
                                 wait.cliName(), mode.name().toLowerCase(Locale.ROOT), guest.trim(), d.trim(), r.iops(),
-                                r.latencyNs().getValueAtPercentile(50) / 1e3, r.latencyNs().getValueAtPercentile(99) / 1e3,
-                                r.latencyNs().getValueAtPercentile(99.9) / 1e3, r.cpuNsPerIo() / 1e3, r.allocatedBytesPerIo());
+                                r.latencyUs(50), r.latencyUs(99), r.latencyUs(99.9), r.cpuUsPerIo(), r.allocBytesPerIo());
                     }
                 }
             }
@@ -58,23 +57,10 @@ public final class EngineBench {
     }
 
     /** One cell: a fresh device on the null back end and a fresh guest. */
-    public static EmbeddedLoad.Result runOne(WaitStrategy wait, ThreadingMode mode, int depth, double seconds,
-                                             boolean guestPolls) {
-        int queueSize = Math.max(256, Integer.highestOneBit(depth * 3 * 2 - 1));
-        BlkConfig config = BlkConfig.builder(1L << 30).queueSize(queueSize).build();
-        Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(mode).recordLatency(false).build();
-        String name = "bench-" + wait.cliName() + "-" + mode.name().toLowerCase(Locale.ROOT) + "-" + depth;
-        try (GuestMemory memory = GuestMemory.builder().addMemfd(0, 64L << 20).build();
-             BlockDevice device = BlockDevice.builder(config, BackendFactory.of(BackendKind.NULL, null))
-                     .memory(memory).tuning(tuning).name(name).build()) {
-            device.negotiate(config.offeredFeatures());
-            EmbeddedLoad load = new EmbeddedLoad(device, memory, 0, 64L << 20, queueSize, depth, 4096,
-                    BlkRequestDescriptor.T_IN, true).driverPolls(guestPolls);
-            device.startQueue(0);
-            long runNs = (long) (seconds * 1e9);
-            EmbeddedLoad.Result r = load.run(Math.min(1_000_000_000L, runNs / 2), runNs, name);
-            device.stopQueue(0);
-            return r;
-        }
+    public static BenchResult runOne(WaitStrategy wait, ThreadingMode mode, int depth, double seconds, boolean guestPolls) {
+        long runNs = (long) (seconds * 1e9);
+        Workload w = Workload.randomReads(depth, Math.min(1_000_000_000L, runNs / 2), runNs).withGuestPolls(guestPolls);
+        EmbeddedContender device = new EmbeddedContender(DiskSpec.nullDevice(1L << 30), BackendKind.NULL, wait, mode, 1);
+        return device.run("engine-" + wait.cliName() + "-" + depth, w, RunObserver.NONE);
     }
 }

@@ -1,0 +1,176 @@
+package io.vblk.perf.engine;
+
+import java.util.Locale;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
+
+import org.HdrHistogram.Histogram;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.aio.Image;
+import io.vblk.aio.ImageOptions;
+import io.vblk.engine.BackendFactory;
+import io.vblk.engine.BlkConfig;
+import io.vblk.engine.BlkFeatures;
+import io.vblk.engine.BlockDevice;
+import io.vblk.engine.Interrupt;
+import io.vblk.engine.QueueCounters;
+import io.vblk.engine.ThreadingMode;
+import io.vblk.engine.Tuning;
+import io.vblk.engine.WaitStrategy;
+import io.vblk.hostmem.GuestMemory;
+import io.vblk.perf.load.LoadGenerator;
+import io.vblk.perf.load.Contender;
+import io.vblk.perf.load.DiskSpec;
+import io.vblk.perf.load.GuestQueue;
+import io.vblk.perf.load.RunObserver;
+import io.vblk.perf.load.ThreadMeter;
+import io.vblk.perf.load.Workload;
+import io.vblk.perf.report.BenchResult;
+import io.vblk.perf.report.Latency;
+
+/**
+ * vblk's engine in this JVM: a {@link BlockDevice} on a fresh memfd of guest memory, driven by a
+ * {@link LoadGenerator} on the calling thread, which kicks with {@link BlockDevice#kick(int)}
+ * (a VMM's ioeventfd handler would) and is interrupted by an unpark. CPU and allocation are
+ * metered on the device's own threads.
+ */
+public final class EmbeddedContender implements Contender {
+    private static final AtomicInteger SEQUENCE = new AtomicInteger();
+
+    private final DiskSpec disk;
+    private final BackendKind backend;
+    private final WaitStrategy wait;
+    private final ThreadingMode threading;
+    private final int ioThreads;
+
+    /**
+     * @param ioThreads I/O threads the queues are spread over round-robin (1: all on one)
+     */
+    public EmbeddedContender(DiskSpec disk, BackendKind backend, WaitStrategy wait, ThreadingMode threading, int ioThreads) {
+        this.disk = disk;
+        this.backend = backend;
+        this.wait = wait;
+        this.threading = threading;
+        this.ioThreads = ioThreads;
+    }
+
+    /** The device's own counters over the measured window, summed over its queues. */
+    private static final class DeviceCounters {
+        private static final int[] COUNTED = {QueueCounters.SUBMITS, QueueCounters.BATCHES, QueueCounters.INTERRUPTS, QueueCounters.KICKS};
+        private static final String[] NAMES = {"device_submits_per_io", "device_batches_per_io", "device_interrupts_per_io",
+            "device_kicks_per_io"};
+        private final BlockDevice device;
+        private final long[] at = new long[COUNTED.length];
+
+        DeviceCounters(BlockDevice device) {
+            this.device = device;
+        }
+
+        void begin() {
+            for (int i = 0; i < COUNTED.length; i++) {
+                at[i] = sum(COUNTED[i]);
+            }
+        }
+
+        void end() {
+            for (int i = 0; i < COUNTED.length; i++) {
+                at[i] = sum(COUNTED[i]) - at[i];
+            }
+        }
+
+        Map<String, Double> perIo(long requests) {
+            Map<String, Double> m = new TreeMap<>();
+            for (int i = 0; i < COUNTED.length; i++) {
+                m.put(NAMES[i], requests > 0 ? at[i] / (double) requests : Double.NaN);
+            }
+            return m;
+        }
+
+        private long sum(int counter) {
+            long n = 0;
+            for (int q = 0; q < device.numQueues(); q++) {
+                n += device.counters(q).get(counter);
+            }
+            return n;
+        }
+    }
+
+    @Override
+    public String label() {
+        return "vblk embedded (" + backend + ", " + wait.cliName() + ")";
+    }
+
+    @Override
+    public BenchResult run(String name, Workload w, RunObserver observer) {
+        String prefix = "vblk-bench-" + SEQUENCE.incrementAndGet();
+        try (Image image = disk.isNull() ? null
+                : Image.open(disk.path(), ImageOptions.defaults().direct(true).readOnly(!w.rw().writes()))) {
+            long capacity = (image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
+            BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
+                    .blockSize(image == null ? 512 : Math.min(4096, image.logicalBlockSize())).build();
+            Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading)
+                    .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
+            long perQueue = w.guestBytesPerQueue();
+            try (GuestMemory memory = GuestMemory.builder().addMemfd(0, perQueue * w.queues()).build();
+                 BlockDevice device = BlockDevice.builder(config, BackendFactory.of(backend, image))
+                         .memory(memory).tuning(tuning).name(prefix).build()) {
+                return measure(name, w, observer, prefix, capacity, config, perQueue, memory, device);
+            }
+        }
+    }
+
+    private BenchResult measure(String name, Workload w, RunObserver observer, String prefix, long capacity, BlkConfig config,
+                                long perQueue, GuestMemory memory, BlockDevice device) {
+        long features = config.offeredFeatures();
+        if (!w.eventIdx()) {
+            features &= ~BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX);
+        }
+        device.negotiate(features);
+        Thread guestThread = Thread.currentThread();
+        Interrupt interrupt = () -> LockSupport.unpark(guestThread);
+        long range = w.rangeBytes() > 0 ? Math.min(w.rangeBytes(), capacity) : capacity;
+        GuestQueue[] queues = new GuestQueue[w.queues()];
+        for (int q = 0; q < queues.length; q++) {
+            queues[q] = new GuestQueue(q, memory, q * perQueue, perQueue, w, range);
+            device.configureQueue(q, queues[q].driver().size(), queues[q].driver().descGpa(), queues[q].driver().availGpa(),
+                    queues[q].driver().usedGpa());
+            device.setInterrupt(q, interrupt);
+        }
+        for (int q = 0; q < queues.length; q++) {
+            device.startQueue(q);
+        }
+        LoadGenerator guest = new LoadGenerator(queues, device::kick, LockSupport::parkNanos, w);
+        Histogram latency = new Histogram(GuestQueue.MAX_LATENCY_NS, 3);
+        ThreadMeter threads = ThreadMeter.named(prefix + "-io");
+        DeviceCounters counters = new DeviceCounters(device);
+        LoadGenerator.Stats stats;
+        observer.started(name, guest::completedSoFar, w.warmupNs(), w.runtimeNs());
+        try {
+            stats = guest.run(w.warmupNs(), w.runtimeNs(), latency, new LoadGenerator.Meter() {
+                @Override
+                public void begin() {
+                    threads.begin();
+                    counters.begin();
+                }
+
+                @Override
+                public void end() {
+                    threads.end();
+                    counters.end();
+                }
+            });
+        } finally {
+            observer.finished();
+        }
+        device.stop();
+        Map<String, Double> perIo = new TreeMap<>(stats.perIo());
+        perIo.putAll(counters.perIo(stats.requests()));
+        return new BenchResult(name, "embedded", "vblk", backend.cliName(), wait.cliName(),
+                threading.name().toLowerCase(Locale.ROOT), disk.describe(), w, stats.requests(),
+                stats.requests() * w.blockSize(), stats.seconds(), stats.errors(), Latency.of(latency), threads.cpuNs(),
+                "data-plane threads", threads.allocatedBytes(), perIo);
+    }
+}
