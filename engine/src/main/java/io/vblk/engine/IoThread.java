@@ -455,7 +455,9 @@ final class IoThread implements Runnable, CompletionSink {
                     idleSinceNs = now;
                 }
                 if (now - idleSinceNs < tuning.pollNs()) {
-                    spinThenYield();
+                    // Pure spinning for a bounded time: a yield here is a syscall (over 1 us on
+                    // this VM class) that a profile showed costing 14% of the thread at depth 128.
+                    Thread.onSpinWait();
                 } else {
                     sleep();
                 }

@@ -18,7 +18,7 @@ public enum WaitStrategy {
     /** Re-enable notifications and sleep on the kick / completion eventfds as soon as idle. */
     BLOCKING,
     /**
-     * Poll for {@link Tuning#pollNs()} after the last work (kicks suppressed meanwhile), then block
+     * Spin for {@link Tuning#pollNs()} after the last work (kicks suppressed meanwhile), then block
      * like {@link #BLOCKING}. The default: polling catches the next request of a busy guest without
      * a kick or a wake-up, blocking keeps an idle device at zero CPU.
      */
