@@ -7,6 +7,7 @@ import java.util.Locale;
 import java.util.function.Function;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.engine.ByteSize;
 import io.vblk.engine.ThreadingMode;
 import io.vblk.engine.WaitStrategy;
 import io.vblk.perf.load.RwMode;
@@ -299,7 +300,7 @@ final class BenchOptions {
             } catch (UsageError e) {
                 throw e;
             } catch (IllegalArgumentException e) {
-                throw new UsageError(name + ": " + e.getMessage());
+                throw new UsageError(name + " expects a size such as 4096, 512K or 1G, got '" + value + "'");
             }
         }
         return List.copyOf(out);
@@ -344,33 +345,12 @@ final class BenchOptions {
 
     /** A byte count with an optional binary suffix k, m, g or t (optionally followed by b or ib). */
     static long size(String name, String value, long min) {
-        String v = value.trim().toLowerCase(Locale.ROOT);
-        if (v.endsWith("ib")) {
-            v = v.substring(0, v.length() - 2);
-        } else if (v.endsWith("b")) {
-            v = v.substring(0, v.length() - 1);
-        }
-        int shift = 0;
-        if (!v.isEmpty()) {
-            switch (v.charAt(v.length() - 1)) {
-                case 'k': shift = 10; break;
-                case 'm': shift = 20; break;
-                case 'g': shift = 30; break;
-                case 't': shift = 40; break;
-                default: shift = 0;
-            }
-        }
-        String digits = shift == 0 ? v : v.substring(0, v.length() - 1);
-        long n;
+        long bytes;
         try {
-            n = Long.parseLong(digits);
-        } catch (NumberFormatException e) {
-            throw new UsageError(name + " expects a size such as 4096, 4k or 1g, got '" + value + "'");
+            bytes = ByteSize.parse(value);
+        } catch (IllegalArgumentException e) {
+            throw new UsageError(name + " expects a size such as 4096, 512K or 1G, got '" + value + "'");
         }
-        if (n < 0 || (shift > 0 && n > (Long.MAX_VALUE >> shift))) {
-            throw new UsageError(name + " is out of range: '" + value + "'");
-        }
-        long bytes = n << shift;
         if (bytes < min) {
             throw new UsageError(name + " must be at least " + min + " bytes, got '" + value + "'");
         }

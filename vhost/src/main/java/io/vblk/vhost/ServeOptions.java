@@ -4,6 +4,7 @@ import java.nio.file.Path;
 import java.util.Locale;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.engine.ByteSize;
 import io.vblk.engine.WaitStrategy;
 
 /**
@@ -246,28 +247,12 @@ final class ServeOptions {
 
     /** A byte count with an optional binary suffix K, M, G or T. */
     static long size(String name, String value, long min) {
-        String v = value.trim().toUpperCase(Locale.ROOT);
-        int shift = 0;
-        if (!v.isEmpty()) {
-            switch (v.charAt(v.length() - 1)) {
-                case 'K' -> shift = 10;
-                case 'M' -> shift = 20;
-                case 'G' -> shift = 30;
-                case 'T' -> shift = 40;
-                default -> shift = 0;
-            }
-        }
-        String digits = shift == 0 ? v : v.substring(0, v.length() - 1);
-        long n;
+        long bytes;
         try {
-            n = Long.parseLong(digits);
-        } catch (NumberFormatException e) {
-            throw new UsageError(name + " expects a size such as 1048576, 512K or 1G, got '" + value + "'");
+            bytes = ByteSize.parse(value);
+        } catch (IllegalArgumentException e) {
+            throw new UsageError(name + " expects a size such as 4096, 512K or 1G, got '" + value + "'");
         }
-        if (n < 0 || (shift > 0 && n > (Long.MAX_VALUE >> shift))) {
-            throw new UsageError(name + " size out of range: '" + value + "'");
-        }
-        long bytes = n << shift;
         if (bytes < min) {
             throw new UsageError(name + " must be at least " + min + ", got '" + value + "'");
         }
