@@ -8,6 +8,7 @@ import java.io.UncheckedIOException;
 import io.vblk.aio.CompletionSink;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
+import io.vblk.block.SlotRing;
 import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
 
@@ -31,8 +32,8 @@ public final class NbdBackend implements IoBackend {
     private final NbdAddress address;
     private final NbdExport export;
     private final NbdConnection[] connections;
-    private final IntRing free;
-    private final IntRing local;
+    private final SlotRing free;
+    private final SlotRing local;
     private final EventFd completion = EventFd.create(true);
     private final int[] pending;
     private int pendingCount;
@@ -46,8 +47,8 @@ public final class NbdBackend implements IoBackend {
         this.options = options;
         this.export = export;
         slots = new NbdSlots(options.depth(), options.maxSegments());
-        free = new IntRing(options.depth());
-        local = new IntRing(options.depth());
+        free = new SlotRing(options.depth());
+        local = new SlotRing(options.depth());
         pending = new int[options.depth()];
         for (int i = 0; i < options.depth(); i++) {
             free.offer(i);
@@ -321,7 +322,7 @@ public final class NbdBackend implements IoBackend {
         return reaped;
     }
 
-    private int reap(IntRing ring, CompletionSink sink, int max, int reaped) {
+    private int reap(SlotRing ring, CompletionSink sink, int max, int reaped) {
         int n = reaped;
         while (n < max) {
             int slot = ring.poll();

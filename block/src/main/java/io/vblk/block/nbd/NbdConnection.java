@@ -9,6 +9,7 @@ import java.nio.ByteOrder;
 import org.agrona.UnsafeApi;
 import org.agrona.concurrent.UnsafeBuffer;
 
+import io.vblk.block.SlotRing;
 import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Linux;
@@ -17,7 +18,7 @@ import io.vblk.sys.NativeBuffer;
 
 /**
  * One connection to the NBD server and the thread that drives it. Requests arrive through an
- * {@link IntRing}; every request taken in one pass goes out with one {@code sendmsg} of an iovec
+ * {@link SlotRing}; every request taken in one pass goes out with one {@code sendmsg} of an iovec
  * array (headers from the slots' header area, write payloads straight from guest memory);
  * replies are read in bulk into a receive buffer and parsed in place, read payloads copied once
  * into guest memory. Completions go back through another ring and one eventfd signal per pass.
@@ -39,8 +40,8 @@ final class NbdConnection implements Runnable {
     private final NbdBackend disk;
     private final NbdSlots slots;
     private final int index;
-    final IntRing requests;
-    final IntRing completions;
+    final SlotRing requests;
+    final SlotRing completions;
     private final EventFd wake = EventFd.create(true);
     volatile boolean sleeping;
     volatile boolean stopping;
@@ -88,8 +89,8 @@ final class NbdConnection implements Runnable {
         this.index = index;
         this.socket = socket;
         this.export = export;
-        requests = new IntRing(slots.depth);
-        completions = new IntRing(slots.depth);
+        requests = new SlotRing(slots.depth);
+        completions = new SlotRing(slots.depth);
         sendQueue = new int[slots.depth];
         mine = new boolean[slots.depth];
         thread = new Thread(this, "vblk-nbd-" + index);

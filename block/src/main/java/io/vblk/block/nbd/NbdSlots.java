@@ -7,7 +7,7 @@ import io.vblk.sys.NativeBuffer;
 
 /**
  * The preallocated request slots of one NBD disk, as parallel arrays. The submitting thread
- * fills a slot's request fields and hands the index to a connection through an {@link IntRing};
+ * fills a slot's request fields and hands the index to a connection through an {@link SlotRing};
  * the connection thread owns the slot (its progress fields) until it hands the index back with
  * the result. Nothing here allocates after construction.
  */

@@ -1,4 +1,4 @@
-package io.vblk.block.nbd;
+package io.vblk.block;
 
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
@@ -6,12 +6,13 @@ import java.lang.invoke.VarHandle;
 import org.agrona.BitUtil;
 
 /**
- * A bounded single-producer single-consumer queue of slot indices, allocation-free. The producer
+ * A bounded single-producer single-consumer queue of slot indices, allocation-free, for
+ * drivers whose operations finish on another thread (the network drivers). The producer
  * publishes an element with a volatile store of {@code tail}; the consumer acquires it, so every
  * slot field written before the offer is visible to the thread that polls it. The two counters
  * sit 128 bytes apart so the two threads do not share a cache line.
  */
-final class IntRing {
+public final class SlotRing {
     private static final VarHandle COUNTERS = MethodHandles.arrayElementVarHandle(long[].class);
     private static final int HEAD = 7;
     private static final int TAIL = HEAD + 16;
@@ -20,14 +21,15 @@ final class IntRing {
     private final int mask;
     private final long[] counters = new long[TAIL + 8];
 
-    IntRing(int capacity) {
+    /** A ring of at least {@code capacity} elements. */
+    public SlotRing(int capacity) {
         int size = BitUtil.findNextPositivePowerOfTwo(Math.max(1, capacity));
         elements = new int[size];
         mask = size - 1;
     }
 
     /** Producer: appends; false when full. */
-    boolean offer(int value) {
+    public boolean offer(int value) {
         long tail = (long) COUNTERS.getOpaque(counters, TAIL);
         long head = (long) COUNTERS.getAcquire(counters, HEAD);
         if (tail - head == elements.length) {
@@ -41,7 +43,7 @@ final class IntRing {
     }
 
     /** Consumer: the oldest element, or -1 when empty. */
-    int poll() {
+    public int poll() {
         long head = (long) COUNTERS.getOpaque(counters, HEAD);
         long tail = (long) COUNTERS.getVolatile(counters, TAIL);
         if (head == tail) {
@@ -53,7 +55,7 @@ final class IntRing {
     }
 
     /** Elements queued, as seen from either side. */
-    int size() {
+    public int size() {
         long head = (long) COUNTERS.getAcquire(counters, HEAD);
         long tail = (long) COUNTERS.getVolatile(counters, TAIL);
         return (int) (tail - head);
