@@ -42,13 +42,30 @@ public final class Qcow2 {
         return open(path, kind, depth, options, 0, new HashSet<>());
     }
 
+    /**
+     * The virtual disk size recorded in {@code path}'s header (checked like at open).
+     *
+     * @throws IllegalArgumentException when the file is not an acceptable qcow2 image
+     */
+    public static long virtualSize(Path path) {
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(path)) {
+            long fileSize = ch.size();
+            java.nio.ByteBuffer first = java.nio.ByteBuffer.allocate((int) Math.min(fileSize, 1 << Qcow2Descriptor.MAX_CLUSTER_BITS));
+            Qcow2Image.readFully(ch, first, 0);
+            first.flip();
+            return Qcow2Header.parse(first, fileSize).virtualSize;
+        } catch (IOException e) {
+            throw new IllegalArgumentException("qcow2: cannot read " + path + ": " + e.getMessage(), e);
+        }
+    }
+
     /** A factory for a device with one I/O thread serving {@code path}. */
     public static DriverFactory factory(Path path, BackendKind kind, Qcow2Options options) {
         boolean[] opened = new boolean[1];
         return depth -> {
             synchronized (opened) {
                 if (opened[0]) {
-                    throw new IllegalArgumentException("a qcow2 image is served by one I/O thread: use --io-threads 1");
+                    throw new IllegalArgumentException("a qcow2 image is served by one I/O thread: map every queue to thread 0");
                 }
                 opened[0] = true;
             }
