@@ -1,6 +1,7 @@
 package io.vblk.block;
 
 import io.vblk.aio.CompletionSink;
+import io.vblk.aio.Image;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
 import io.vblk.sys.EventFd;
@@ -15,6 +16,7 @@ public final class RawDriver implements BlockDriver {
     private final long sizeBytes;
     private final boolean readOnly;
     private final boolean ownsBackend;
+    private Image ownedImage;
 
     /**
      * A raw driver over {@code backend}, whose image holds {@code sizeBytes} bytes. With
@@ -25,6 +27,16 @@ public final class RawDriver implements BlockDriver {
         this.sizeBytes = sizeBytes;
         this.readOnly = readOnly;
         this.ownsBackend = ownsBackend;
+    }
+
+    /**
+     * A read-only or writable raw driver that owns both {@code backend} and {@code image}: closing
+     * it closes them (a backing file opened by another driver).
+     */
+    public static RawDriver owning(IoBackend backend, Image image) {
+        RawDriver d = new RawDriver(backend, image.sizeBytes(), image.readOnly(), true);
+        d.ownedImage = image;
+        return d;
     }
 
     /** The back end underneath (tests and the engine's counters). */
@@ -134,6 +146,9 @@ public final class RawDriver implements BlockDriver {
     public void close() {
         if (ownsBackend) {
             backend.close();
+        }
+        if (ownedImage != null) {
+            ownedImage.close();
         }
     }
 

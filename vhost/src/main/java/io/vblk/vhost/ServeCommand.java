@@ -61,12 +61,17 @@ final class ServeCommand {
         VhostUserServer server;
         BackendChoice backends;
         try {
-            image = options.image == null ? null : openImage(options);
-            long sizeBytes = image == null ? options.nullSizeBytes : image.sizeBytes();
             BackendKind kind = options.aio != null ? options.aio : BackendKind.IO_URING;
+            FormatChoice format = options.format == io.vblk.block.ImageFormat.RAW ? null
+                    : FormatChoice.open(options.image, options.format, kind, options.readOnly, options.direct, log);
+            image = options.image == null || format != null ? null : openImage(options, log);
+            long sizeBytes = format != null ? format.sizeBytes() : image == null ? options.nullSizeBytes : image.sizeBytes();
             backends = new BackendChoice(kind, image, log);
             VhostUserServer.Builder builder = VhostUserServer.builder(options.socket, config(options, image, sizeBytes), backends)
                     .tuning(tuning(options)).log(log).socketMode(options.socketMode);
+            if (format != null) {
+                builder.drivers(format);
+            }
             if (options.socketGroup != null) {
                 builder.socketGroup(options.socketGroup);
             }
@@ -100,7 +105,7 @@ final class ServeCommand {
     }
 
     /** Opens the image after checking what it is, so each mistake gets its own message. */
-    private static Image openImage(ServeOptions o) {
+    private static Image openImage(ServeOptions o, Log log) {
         Path path = o.image;
         if (!Files.exists(path)) {
             throw new UsageError("image not found: " + path);
@@ -117,6 +122,7 @@ final class ServeCommand {
         } catch (RuntimeException e) {
             throw new UsageError("cannot open image " + path + ": " + e.getMessage());
         }
+        FormatChoice.warnIfLooksLikeQcow2(path, log);
         long size = image.sizeBytes();
         if (size == 0 || size % 512 != 0) {
             image.close();
@@ -143,7 +149,7 @@ final class ServeCommand {
     private static String describe(ServeOptions o, VhostUserServer server, BackendChoice backends) {
         BlkConfig c = server.device().config();
         long bytes = c.capacitySectors() * 512;
-        return o.imageName() + " (" + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
+        return o.imageName() + " (" + o.format + ", " + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
                 + backends.inEffect() + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")

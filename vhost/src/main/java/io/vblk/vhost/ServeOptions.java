@@ -34,6 +34,8 @@ final class ServeOptions {
             "                     serve only frontends whose uid (SO_PEERCRED) is listed; any other",
             "                     connection is logged in one line and closed, and the next one is",
             "                     served (default: the server's own uid and root)",
+            "  --format FORMAT    raw (default) or qcow2, never guessed; qcow2 follows the backing",
+            "                     chain named in the image (read-only, relative to its directory)",
             "  --queues N         request queues, 1 to 64 (default 1)",
             "  --read-only        open the image read-only (O_RDONLY) and offer a read-only disk",
             "  --serial ID        the disk's serial number, up to 20 ASCII characters (default vblk)",
@@ -72,6 +74,8 @@ final class ServeOptions {
     /** The uids whose connections are served, or null for the default (own uid and root). */
     int[] allowUids;
     boolean help;
+    /** The image format: named, never guessed. */
+    io.vblk.block.ImageFormat format = io.vblk.block.ImageFormat.RAW;
 
     /**
      * Parses {@code args} (what follows {@code serve}).
@@ -99,7 +103,7 @@ final class ServeOptions {
                     o.readOnly = true;
                 }
                 case "--image", "--socket", "--queues", "--serial", "--aio", "--cache", "--wait", "--iops-limit", "--bps-limit",
-                        "--socket-mode", "--socket-group", "--allow-uid" -> {
+                        "--socket-mode", "--socket-group", "--allow-uid", "--format" -> {
                     if (value == null) {
                         if (i + 1 >= args.length) {
                             throw new UsageError(name + " needs a value");
@@ -125,6 +129,9 @@ final class ServeOptions {
             throw new UsageError("--socket is required");
         }
         o.setImage(imageArg);
+        if (o.format != io.vblk.block.ImageFormat.RAW && o.image == null) {
+            throw new UsageError("--format " + o.format + " needs an image file, not " + imageArg);
+        }
         return o;
     }
 
@@ -174,6 +181,13 @@ final class ServeOptions {
                 socketGroup = value.trim();
             }
             case "--allow-uid" -> allowUids = uids(name, value);
+            case "--format" -> {
+                try {
+                    format = io.vblk.block.ImageFormat.parse(value);
+                } catch (IllegalArgumentException e) {
+                    throw new UsageError("--format: " + e.getMessage());
+                }
+            }
             default -> throw new IllegalStateException(name);
         }
     }
