@@ -62,15 +62,23 @@ final class ServeCommand {
         BackendChoice backends;
         try {
             BackendKind kind = options.aio != null ? options.aio : BackendKind.IO_URING;
-            FormatChoice format = options.format == io.vblk.block.ImageFormat.RAW ? null
+            io.vblk.block.NetworkDisk network = options.network == null ? null
+                    : io.vblk.block.NetworkDisk.open(options.network, options.readOnly);
+            if (network != null) {
+                options.readOnly = network.readOnly();
+            }
+            FormatChoice format = network != null || options.format == io.vblk.block.ImageFormat.RAW ? null
                     : FormatChoice.open(options.image, options.format, kind, options.readOnly, options.direct, log);
             image = options.image == null || format != null ? null : openImage(options, log);
-            long sizeBytes = format != null ? format.sizeBytes() : image == null ? options.nullSizeBytes : image.sizeBytes();
+            long sizeBytes = network != null ? network.sizeBytes() : format != null ? format.sizeBytes() : image == null ? options.nullSizeBytes : image.sizeBytes();
             backends = new BackendChoice(kind, image, log);
             VhostUserServer.Builder builder = VhostUserServer.builder(options.socket, config(options, image, sizeBytes), backends)
                     .tuning(tuning(options)).log(log).socketMode(options.socketMode);
             if (format != null) {
                 builder.drivers(format);
+            }
+            if (network != null) {
+                builder.drivers(network);
             }
             if (options.socketGroup != null) {
                 builder.socketGroup(options.socketGroup);

@@ -31,6 +31,7 @@ public final class NbdBackend implements IoBackend {
     final NbdOptions options;
     private final NbdAddress address;
     private final NbdExport export;
+    private final boolean readOnly;
     private final NbdConnection[] connections;
     private final SlotRing free;
     private final SlotRing local;
@@ -46,6 +47,7 @@ public final class NbdBackend implements IoBackend {
         this.address = address;
         this.options = options;
         this.export = export;
+        readOnly = export.readOnly() || options.readOnly();
         slots = new NbdSlots(options.depth(), options.maxSegments());
         free = new SlotRing(options.depth());
         local = new SlotRing(options.depth());
@@ -109,7 +111,12 @@ public final class NbdBackend implements IoBackend {
 
     /** Whether the export is read-only (writes are refused with {@code -EROFS}). */
     public boolean readOnly() {
-        return export.readOnly();
+        return readOnly;
+    }
+
+    /** Whether the server allows several connections to the export (NBD_FLAG_CAN_MULTI_CONN). */
+    public boolean allowsMultiConn() {
+        return export.has(FLAG_CAN_MULTI_CONN);
     }
 
     /** The smallest block the server accepts (requests must be aligned to it). */
@@ -172,7 +179,7 @@ public final class NbdBackend implements IoBackend {
 
     /** A write that is durable when it completes when {@code fua} (NBD_CMD_FLAG_FUA). */
     public int prepareWrite(long offset, IoVector buffers, boolean fua, long userData) {
-        if (export.readOnly()) {
+        if (readOnly) {
             return -Errno.EROFS;
         }
         if (fua && !export.has(FLAG_SEND_FUA)) {
@@ -214,7 +221,7 @@ public final class NbdBackend implements IoBackend {
 
     @Override
     public int prepareDiscard(long offset, long length, long userData) {
-        if (export.readOnly()) {
+        if (readOnly) {
             return -Errno.EROFS;
         }
         return prepareRange(export.has(FLAG_SEND_TRIM) ? CMD_TRIM : NbdSlots.OP_LOCAL, offset, length, 0, userData);
@@ -222,7 +229,7 @@ public final class NbdBackend implements IoBackend {
 
     @Override
     public int prepareWriteZeroes(long offset, long length, boolean mayUnmap, long userData) {
-        if (export.readOnly()) {
+        if (readOnly) {
             return -Errno.EROFS;
         }
         if (!export.has(FLAG_SEND_WRITE_ZEROES)) {
