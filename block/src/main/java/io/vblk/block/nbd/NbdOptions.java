@@ -30,9 +30,9 @@ public final class NbdOptions {
         this.readOnly = readOnly;
     }
 
-    /** Depth 128, 128 segments per request, one connection, 30 s retry and request timeouts. */
+    /** Depth 128, 256 segments per request (above QEMU's seg_max of 254), one connection, 30 s retry and request timeouts. */
     public static NbdOptions defaults() {
-        return new NbdOptions(128, 128, 1, 30_000, 30_000, 5_000, false);
+        return new NbdOptions(128, 256, 1, 30_000, 30_000, 5_000, false);
     }
 
     /** Requests in flight at once. */

@@ -73,6 +73,26 @@ class NbdBackendTest {
     }
 
     @Test
+    void acceptsAsManySegmentsAsQemuOffersByDefault() throws Exception {
+        Path sock = dir.resolve("mem.sock");
+        try (ServerProcess server = ServerProcess.nbdkit(sock, List.of(), "4M", List.of());
+             NbdBackend disk = NbdBackend.open("nbd+unix:///?socket=" + sock, NbdOptions.defaults())) {
+            Io io = new Io(disk);
+            int[] sizes = new int[254];
+            java.util.Arrays.fill(sizes, 4096);
+            NbdBuffers w = new NbdBuffers(sizes);
+            w.fill(12);
+            Io.check(disk.prepareWrite(0, w.vector(), 1));
+            assertEquals(254 * 4096, io.one(30_000));
+            NbdBuffers r = new NbdBuffers(sizes);
+            r.poison();
+            Io.check(disk.prepareRead(0, r.vector(), 2));
+            assertEquals(254 * 4096, io.one(30_000));
+            assertArrayEquals(w.bytes(), r.bytes());
+        }
+    }
+
+    @Test
     void servesOverTcpOnLoopback() throws Exception {
         Path img = image(8 * MiB);
         int port = ServerProcess.freePort();

@@ -117,6 +117,25 @@ class RbdBackendTest {
     }
 
     @Test
+    void acceptsAsManySegmentsAsQemuOffersByDefault() throws Exception {
+        ceph.run("rbd", "create", "rbd/segs", "--size", "4M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("segs"), RbdOptions.defaults())) {
+            NativeBuffer[] w = new NativeBuffer[254];
+            NativeBuffer[] r = new NativeBuffer[254];
+            for (int i = 0; i < 254; i++) {
+                w[i] = buffer(4096);
+                fill(w[i], 300 + i);
+                r[i] = buffer(4096);
+            }
+            assertEquals(254 * 4096, one(disk, disk.prepareWrite(0, vector(w), 1)));
+            assertEquals(254 * 4096, one(disk, disk.prepareRead(0, vector(r), 2)));
+            for (int i = 0; i < 254; i++) {
+                assertTrue(matches(r[i], 300 + i), "segment " + i);
+            }
+        }
+    }
+
+    @Test
     void manyRequestsInFlight() throws Exception {
         ceph.run("rbd", "create", "rbd/deep", "--size", "64M");
         try (RbdBackend disk = RbdBackend.open(ceph.address("deep"), RbdOptions.defaults().withDepth(64))) {
