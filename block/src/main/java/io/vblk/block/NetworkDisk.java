@@ -21,7 +21,8 @@ import io.vblk.block.rbd.RbdOptions;
  * </pre>
  *
  * <p>An NBD server that does not advertise CAN_MULTI_CONN cannot keep FLUSH's meaning across
- * connections, so such a disk serves one I/O thread only; a second driver is refused.
+ * connections, and librbd handles each have their own writeback cache, so such a disk and an RBD
+ * image serve one I/O thread only; a second driver is refused.
  */
 public final class NetworkDisk implements DriverFactory {
     private final String address;
@@ -105,6 +106,11 @@ public final class NetworkDisk implements DriverFactory {
         if (nbd && !multiConn && opened > 0) {
             throw new IllegalStateException("the NBD server at " + address + " does not allow several connections"
                     + " (no CAN_MULTI_CONN): serve it with one I/O thread");
+        }
+        if (!nbd && opened > 0) {
+            // Each librbd handle has its own writeback cache: a flush on one would not cover
+            // writes another completed from its cache.
+            throw new IllegalStateException("an RBD image is served by one I/O thread (one librbd handle): " + address);
         }
         opened++;
         if (nbd) {

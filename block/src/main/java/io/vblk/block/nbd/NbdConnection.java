@@ -332,10 +332,17 @@ final class NbdConnection implements Runnable {
                     return;
                 }
             }
-            long rc = Native.libc().read(socket.fd(), receive + end, RECEIVE_BYTES - end);
+            int room = RECEIVE_BYTES - end;
+            long rc = Native.libc().read(socket.fd(), receive + end, room);
             if (rc > 0) {
                 end += (int) rc;
                 parse();
+                if (rc < room) {
+                    // The socket is drained: poll (level-triggered) says when more arrives, so
+                    // skip the read that would only answer EAGAIN.
+                    compact();
+                    return;
+                }
                 continue;
             }
             if (rc == 0) {
