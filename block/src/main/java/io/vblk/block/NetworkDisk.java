@@ -32,13 +32,16 @@ public final class NetworkDisk implements DriverFactory {
     private final boolean multiConn;
     private final int connections;
     private final int retryTimeoutMs;
+    private final int blockSizeBytes;
     private int opened;
 
     private NetworkDisk(String address, boolean nbd, long sizeBytes, boolean readOnly, boolean multiConn, int connections,
-            int retryTimeoutMs) {
+            int retryTimeoutMs, int blockSizeBytes) {
         this.address = address;
         this.nbd = nbd;
-        this.sizeBytes = sizeBytes;
+        // A tail shorter than a sector cannot be addressed by a virtio-blk guest: not served.
+        this.sizeBytes = sizeBytes & ~511L;
+        this.blockSizeBytes = blockSizeBytes;
         this.readOnly = readOnly;
         this.multiConn = multiConn;
         this.connections = connections;
@@ -69,13 +72,13 @@ public final class NetworkDisk implements DriverFactory {
             NbdAddress.parse(address);
             try (NbdBackend probe = NbdBackend.open(address, NbdOptions.defaults().withDepth(1))) {
                 return new NetworkDisk(address, true, probe.sizeBytes(), readOnly || probe.readOnly(),
-                        probe.allowsMultiConn(), connections, retryTimeoutMs);
+                        probe.allowsMultiConn(), connections, retryTimeoutMs, Math.max(512, probe.minBlockBytes()));
             }
         }
         if (RbdAddress.matches(address)) {
             RbdAddress.parse(address);
             try (RbdBackend probe = RbdBackend.open(address, rbdOptions(1, readOnly, retryTimeoutMs))) {
-                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, retryTimeoutMs);
+                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, retryTimeoutMs, 512);
             }
         }
         throw new IllegalArgumentException("not a network disk address (nbd://, nbd+unix://, rbd:): " + address);
@@ -86,7 +89,15 @@ public final class NetworkDisk implements DriverFactory {
                 .withRetryTimeoutSeconds(Math.max(1, (retryTimeoutMs + 999) / 1000));
     }
 
-    /** The disk's size in bytes. */
+    /**
+     * The smallest request the server accepts, at least 512: the guest's logical block size
+     * (VIRTIO_BLK_F_BLK_SIZE), so that its requests are aligned as the server needs.
+     */
+    public int blockSizeBytes() {
+        return blockSizeBytes;
+    }
+
+    /** The disk's size in bytes (rounded down to a whole sector). */
     public long sizeBytes() {
         return sizeBytes;
     }

@@ -72,7 +72,8 @@ final class ServeCommand {
             image = options.image == null || format != null ? null : openImage(options, log);
             long sizeBytes = network != null ? network.sizeBytes() : format != null ? format.sizeBytes() : image == null ? options.nullSizeBytes : image.sizeBytes();
             backends = new BackendChoice(kind, image, log);
-            VhostUserServer.Builder builder = VhostUserServer.builder(options.socket, config(options, image, sizeBytes), backends)
+            BlkConfig config = config(options, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
+            VhostUserServer.Builder builder = VhostUserServer.builder(options.socket, config, backends)
                     .tuning(tuning(options)).log(log).socketMode(options.socketMode);
             if (format != null) {
                 builder.drivers(format);
@@ -140,12 +141,15 @@ final class ServeCommand {
         return image;
     }
 
-    private static BlkConfig config(ServeOptions o, Image image, long sizeBytes) {
+    private static BlkConfig config(ServeOptions o, Image image, long sizeBytes, int networkBlockSize) {
         BlkConfig.Builder b = BlkConfig.builder(sizeBytes).numQueues(o.queues).queueSize(MAX_QUEUE_SIZE).segMax(SEG_MAX)
                 .readOnly(o.readOnly).serial(o.serial);
         if (image != null && sizeBytes % image.logicalBlockSize() == 0) {
             // O_DIRECT's alignment: a guest that respects the block size never needs a bounce.
             b.blockSize(image.logicalBlockSize());
+        }
+        if (networkBlockSize > 512 && networkBlockSize <= 4096 && sizeBytes % networkBlockSize == 0) {
+            b.blockSize(networkBlockSize); // the NBD server's minimum block size
         }
         return b.build();
     }
@@ -157,8 +161,9 @@ final class ServeCommand {
     private static String describe(ServeOptions o, VhostUserServer server, BackendChoice backends) {
         BlkConfig c = server.device().config();
         long bytes = c.capacitySectors() * 512;
-        return o.imageName() + " (" + o.format + ", " + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
-                + backends.inEffect() + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
+        String format = o.network == null ? o.format.toString() : o.network.startsWith("rbd:") ? "rbd" : "nbd";
+        return o.imageName() + " (" + format + ", " + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
+                + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
                 + ")";
