@@ -62,8 +62,7 @@ final class ServeCommand {
         BackendChoice backends;
         try {
             BackendKind kind = options.aio != null ? options.aio : BackendKind.IO_URING;
-            io.vblk.block.NetworkDisk network = options.network == null ? null
-                    : io.vblk.block.NetworkDisk.open(options.network, options.readOnly);
+            io.vblk.block.NetworkDisk network = options.network == null ? null : openNetwork(options);
             if (network != null) {
                 options.readOnly = network.readOnly();
             }
@@ -111,6 +110,15 @@ final class ServeCommand {
         err.println("vblk serve: " + message + " (see vblk serve --help)");
         err.flush();
         return 2;
+    }
+
+    /** Connects to a network disk; a bad address or an unreachable server is one line, as a missing file is. */
+    private static io.vblk.block.NetworkDisk openNetwork(ServeOptions o) {
+        try {
+            return io.vblk.block.NetworkDisk.open(o.network, o.readOnly);
+        } catch (RuntimeException e) {
+            throw new UsageError("cannot open " + o.network + ": " + e.getMessage());
+        }
     }
 
     /** Opens the image after checking what it is, so each mistake gets its own message. */
