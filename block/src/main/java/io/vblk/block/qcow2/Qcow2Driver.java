@@ -496,23 +496,30 @@ public final class Qcow2Driver implements BlockDriver {
         if (r.host == 0) {
             if (zeroFlag && off != 0 && copied) {
                 r.host = off;
+                r.hostFresh = false;
             } else {
                 long host = allocate(r);
                 if (host == 0) {
                     return false;
                 }
                 r.host = host;
+                r.hostFresh = true;
             }
         }
         r.newEntry = r.host | OFLAG_COPIED;
-        if (!zeroOp && full) {
+        // A cluster fresh from the allocator lies past the end of the file as opened and was
+        // never handed out before: it reads as zeros (fallocate or a hole), so when the old
+        // contents are zeros too there is nothing to copy, only the guest's piece to write.
+        boolean zeroSource = zeroFlag || (!compressed && off == 0
+                && (backing == null || (r.pos & ~clusterMask) >= backingSize));
+        if (!zeroOp && (full || (r.hostFresh && zeroSource))) {
             if (io.freeSlots() == 0) {
                 park(r, ioWaiters);
                 return false;
             }
             carve(r, len);
             r.phase = PH_DATA_WRITTEN;
-            return !prepare(r, io.prepareWrite(r.host, r.vec, tag(K_REQ, r.index)));
+            return !prepare(r, io.prepareWrite(r.host + inOff, r.vec, tag(K_REQ, r.index)));
         }
         return cowRead(r, entry, compressed, zeroFlag, off);
     }
@@ -1387,6 +1394,7 @@ public final class Qcow2Driver implements BlockDriver {
         int l1Index;
         int l2Index;
         long host;
+        boolean hostFresh;
         long newEntry;
         long waitGen;
         long l2Offset;
