@@ -36,6 +36,8 @@ final class BenchOptions {
             "  --size BYTES         bytes of the device addressed, from offset 0 (default: all of it)",
             "  --image PATH         a file or block device to use instead of the cached 1 GiB image",
             "  --image null:SIZE    a null device of SIZE bytes: requests complete without any data",
+            "  --format raw|qcow2   the format of --image (default raw; never guessed): vblk serves a qcow2",
+            "                       image through its qcow2 driver, qemu-storage-daemon through driver=qcow2",
             "  --allow-writes       permit write workloads on a user's --image or --socket (destroys data)",
             "  --guest block|poll   how the guest waits for completions: sleep until interrupted",
             "                       (default; a call eventfd in vhost-user mode) or spin on the used ring",
@@ -104,6 +106,7 @@ final class BenchOptions {
     Path socket;
     long backendPid = -1;
     String daemon = "vblk";
+    String format = "raw";
     String serveCommand;
     List<BackendKind> backends = List.of(BackendKind.IO_URING);
     List<WaitStrategy> waits = List.of(WaitStrategy.ADAPTIVE);
@@ -124,7 +127,7 @@ final class BenchOptions {
     private final List<String> given = new ArrayList<>();
 
     private static final List<String> VALUE_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues", "--runtime",
-            "--warmup", "--size", "--rate", "--image", "--guest", "--frontend", "--mode", "--socket", "--backend-pid", "--daemon", "--serve-cmd",
+            "--warmup", "--size", "--rate", "--image", "--format", "--guest", "--frontend", "--mode", "--socket", "--backend-pid", "--daemon", "--serve-cmd",
             "--backend", "--wait", "--threading", "--io-threads", "--only", "--rounds", "--fio-batch", "--qsd-poll-max-ns", "--json",
             "--markdown", "--hgrm", "--svg");
     private static final List<String> WORKLOAD_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues",
@@ -211,6 +214,7 @@ final class BenchOptions {
             case "--socket": socket = nonEmptyPath(name, value); break;
             case "--backend-pid": backendPid = number(name, value, 1, Integer.MAX_VALUE); break;
             case "--daemon": daemon = choice(name, value, "vblk", "qsd"); break;
+            case "--format": format = choice(name, value, "raw", "qcow2"); break;
             case "--serve-cmd": serveCommand = value; break;
             case "--backend": backends = list(name, value, BackendKind::parse); break;
             case "--wait": waits = list(name, value, WaitStrategy::parse); break;

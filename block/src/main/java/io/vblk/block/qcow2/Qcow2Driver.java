@@ -128,6 +128,10 @@ public final class Qcow2Driver implements BlockDriver {
     // cluster allocation (see the class comment)
     private final Refill refill;
 
+    /** A metadata write met a full back end (EAGAIN): {@link #poll} tries it again. */
+    private boolean metadataRetry;
+    /** The slot the last lookup found: consecutive requests mostly share an L2 table. */
+    private L2Slot lastSlot;
     private boolean corrupt;
     private String corruptReason;
     private int fatalError;
@@ -723,6 +727,11 @@ public final class Qcow2Driver implements BlockDriver {
 
     /** The loaded slot for the L2 table at {@code l2Offset}, or null with {@code r} parked. */
     private L2Slot lookup(Req r, long l2Offset, int l1Index) {
+        L2Slot last = lastSlot;
+        if (last != null && last.l2Offset == l2Offset && !last.loading) {
+            last.referenced = true;
+            return last;
+        }
         for (L2Slot s : slots) {
             if (s.l2Offset == l2Offset) {
                 if (s.loading) {
@@ -730,6 +739,7 @@ public final class Qcow2Driver implements BlockDriver {
                     return null;
                 }
                 s.referenced = true;
+                lastSlot = s;
                 return s;
             }
         }
@@ -824,6 +834,7 @@ public final class Qcow2Driver implements BlockDriver {
         int rc = io.prepareWrite(s.l2Offset, s.vec, tag(K_L2_WRITE, s.index));
         if (rc == -Errno.EAGAIN) {
             s.writeWanted = true;
+            metadataRetry = true;
             return;
         }
         if (rc < 0) {
@@ -854,7 +865,8 @@ public final class Qcow2Driver implements BlockDriver {
         }
         int rc = io.prepareWrite(meta.header.l1TableOffset, l1Vec, tag(K_L1_WRITE, 0));
         if (rc == -Errno.EAGAIN) {
-            return; // retried from poll
+            metadataRetry = true; // retried from poll
+            return;
         }
         if (rc < 0) {
             fatal(rc);
@@ -1274,6 +1286,10 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     private void retryMetadataWrites() {
+        if (!metadataRetry) {
+            return;
+        }
+        metadataRetry = false;
         for (L2Slot s : slots) {
             if (s.writeWanted) {
                 writeSlot(s);
