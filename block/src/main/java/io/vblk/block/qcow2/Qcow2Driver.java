@@ -97,6 +97,8 @@ public final class Qcow2Driver implements BlockDriver {
     private final long clusterMask;
     private final int l2Bits;
     private final int alignment;
+    /** The unit an L2 table is written back in: the O_DIRECT alignment, at least a sector. */
+    private final int l2Chunk;
     private final long virtualSize;
     private final long openedFileSize;
     private final boolean v3;
@@ -151,6 +153,7 @@ public final class Qcow2Driver implements BlockDriver {
         this.clusterMask = cluster - 1L;
         this.l2Bits = meta.l2Bits;
         this.alignment = Math.max(SECTOR_BYTES, image.offsetAlignment());
+        this.l2Chunk = alignment;
         this.virtualSize = meta.header.virtualSize;
         this.openedFileSize = meta.fileSize;
         this.v3 = meta.header.version >= 3;
@@ -609,6 +612,7 @@ public final class Qcow2Driver implements BlockDriver {
             return false;
         }
         slot.setEntry(r.l2Index, r.newEntry);
+        slot.markDirty(r.l2Index * 8, l2Chunk);
         slot.gen++;
         writeSlot(slot);
         r.slot = slot;
@@ -647,6 +651,8 @@ public final class Qcow2Driver implements BlockDriver {
         UnsafeApi.setMemory(slot.buffer.address(), cluster, (byte) 0);
         slot.loading = false;
         markValidated(r.l1Index);
+        slot.dirtyLo = 0;
+        slot.dirtyHi = cluster;
         slot.gen++;
         writeSlot(slot);
         r.slot = slot;
@@ -831,7 +837,16 @@ public final class Qcow2Driver implements BlockDriver {
         if (s.writing || s.gen == s.writtenGen) {
             return;
         }
-        int rc = io.prepareWrite(s.l2Offset, s.vec, tag(K_L2_WRITE, s.index));
+        // Only the aligned chunks that changed since the last write: usually one sector.
+        int lo = s.dirtyLo;
+        int hi = s.dirtyHi;
+        if (lo >= hi) {
+            s.writtenGen = s.gen;
+            return;
+        }
+        s.writeVec.clear();
+        s.writeVec.add(s.buffer.address() + lo, hi - lo);
+        int rc = io.prepareWrite(s.l2Offset + lo, s.writeVec, tag(K_L2_WRITE, s.index));
         if (rc == -Errno.EAGAIN) {
             s.writeWanted = true;
             metadataRetry = true;
@@ -841,6 +856,9 @@ public final class Qcow2Driver implements BlockDriver {
             fatal(rc);
             return;
         }
+        s.writingBytes = hi - lo;
+        s.dirtyLo = cluster;
+        s.dirtyHi = 0;
         s.writeWanted = false;
         s.writing = true;
         s.writingGen = s.gen;
@@ -848,7 +866,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     private void onL2Written(L2Slot s, long result) {
         s.writing = false;
-        if (result != cluster) {
+        if (result != s.writingBytes) {
             fatal(result < 0 ? (int) result : -Errno.EIO);
             s.writtenGen = s.gen; // nothing waits forever: the requests see the fatal error
         } else {
@@ -1492,7 +1510,12 @@ public final class Qcow2Driver implements BlockDriver {
         final int index;
         final NativeBuffer buffer;
         final IoVector vec = new IoVector(1);
+        final IoVector writeVec = new IoVector(1);
         final ReqList waiters = new ReqList();
+        /** Byte range of the table changed since the last write began (empty: lo >= hi). */
+        int dirtyLo = Integer.MAX_VALUE;
+        int dirtyHi;
+        int writingBytes;
         long l2Offset;
         int l1Index;
         boolean loading;
@@ -1513,6 +1536,14 @@ public final class Qcow2Driver implements BlockDriver {
             l2Offset = offset;
             referenced = true;
             writtenGen = gen;
+            dirtyLo = Integer.MAX_VALUE;
+            dirtyHi = 0;
+        }
+
+        void markDirty(int byteOffset, int chunk) {
+            int lo = byteOffset & -chunk;
+            dirtyLo = Math.min(dirtyLo, lo);
+            dirtyHi = Math.max(dirtyHi, lo + chunk);
         }
 
         long entry(int i) {
