@@ -25,13 +25,23 @@ import io.vblk.sys.Errno;
  *       {@code -EAGAIN} no room now, {@code -EINVAL} out of range or misaligned, {@code -EROFS}
  *       a change to a read-only disk, {@code -EIO} a corrupt image, {@code -EBADF} closed.</li>
  *   <li>Offsets and lengths are in bytes of the virtual disk, multiples of 512.</li>
+ *   <li>The {@link IoVector} given to {@link #read} or {@link #write} and the memory it names
+ *       stay valid and unchanged until the request completes (the engine keeps one per request
+ *       slot), so a driver may keep the reference and carve it into back-end operations later;
+ *       it must not keep it after the completion.</li>
+ *   <li>A driver that finishes a request without a back-end event (zeros, a cached answer, an
+ *       error found later) delivers it from the next {@link #poll} and counts it in
+ *       {@link #pendingSubmit()} until then, so the I/O thread polls again before it sleeps.</li>
  *   <li>{@link #freeSlots()} requests of the worst kind (a read, write or one discard range) are
  *       guaranteed to be accepted.</li>
  *   <li>Completion sources: file descriptors the I/O thread adds to its epoll set and sleeps on
  *       (an aio back end's eventfd; a network driver's socket or its own eventfd). When one is
  *       readable the thread calls {@link #acknowledge(int)} and then {@link #poll}. A driver must
  *       leave no completion stranded: whenever work is ready that {@link #poll} did not deliver,
- *       one of its sources stays or becomes readable.</li>
+ *       one of its sources stays or becomes readable (or {@link #pendingSubmit()} is non-zero).
+ *       A network driver typically exposes its socket (replies) and, if it has a sending thread,
+ *       an eventfd; level-triggered sources must be drained (or acknowledged) by
+ *       {@link #poll}/{@link #acknowledge} so they do not wake the thread forever.</li>
  * </ul>
  */
 public interface BlockDriver extends AutoCloseable {

@@ -38,6 +38,8 @@ final class BenchOptions {
             "  --image null:SIZE    a null device of SIZE bytes: requests complete without any data",
             "  --image ADDRESS      a network disk: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH,",
             "                       rbd:POOL/IMAGE[@SNAP][:conf=PATH] (embedded, or vhost-user with --daemon)",
+            "  --format raw|qcow2   the format of --image (default raw; never guessed): vblk serves a qcow2",
+            "                       image through its qcow2 driver, qemu-storage-daemon through driver=qcow2",
             "  --allow-writes       permit write workloads on a user's --image or --socket (destroys data)",
             "  --guest block|poll   how the guest waits for completions: sleep until interrupted",
             "                       (default; a call eventfd in vhost-user mode) or spin on the used ring",
@@ -108,6 +110,7 @@ final class BenchOptions {
     Path socket;
     long backendPid = -1;
     String daemon = "vblk";
+    String format = "raw";
     String serveCommand;
     List<BackendKind> backends = List.of(BackendKind.IO_URING);
     List<WaitStrategy> waits = List.of(WaitStrategy.ADAPTIVE);
@@ -128,7 +131,7 @@ final class BenchOptions {
     private final List<String> given = new ArrayList<>();
 
     private static final List<String> VALUE_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues", "--runtime",
-            "--warmup", "--size", "--rate", "--image", "--guest", "--frontend", "--mode", "--socket", "--backend-pid", "--daemon", "--serve-cmd",
+            "--warmup", "--size", "--rate", "--image", "--format", "--guest", "--frontend", "--mode", "--socket", "--backend-pid", "--daemon", "--serve-cmd",
             "--backend", "--wait", "--threading", "--io-threads", "--only", "--rounds", "--fio-batch", "--qsd-poll-max-ns", "--json",
             "--markdown", "--hgrm", "--svg");
     private static final List<String> WORKLOAD_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues",
@@ -215,6 +218,7 @@ final class BenchOptions {
             case "--socket": socket = nonEmptyPath(name, value); break;
             case "--backend-pid": backendPid = number(name, value, 1, Integer.MAX_VALUE); break;
             case "--daemon": daemon = choice(name, value, "vblk", "qsd"); break;
+            case "--format": format = choice(name, value, "raw", "qcow2"); break;
             case "--serve-cmd": serveCommand = value; break;
             case "--backend": backends = list(name, value, BackendKind::parse); break;
             case "--wait": waits = list(name, value, WaitStrategy::parse); break;

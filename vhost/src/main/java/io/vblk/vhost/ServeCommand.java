@@ -169,8 +169,9 @@ final class ServeCommand {
     private static String describe(ServeOptions o, VhostUserServer server, BackendChoice backends) {
         BlkConfig c = server.device().config();
         long bytes = c.capacitySectors() * 512;
-        String format = o.network == null ? o.format.toString() : o.network.startsWith("rbd:") ? "rbd" : "nbd";
-        return o.imageName() + " (" + format + ", " + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
+        String format = o.network != null ? (o.network.startsWith("rbd:") ? "rbd" : "nbd") + ", "
+                : o.format == io.vblk.block.ImageFormat.RAW ? "" : o.format + ", ";
+        return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
                 + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")

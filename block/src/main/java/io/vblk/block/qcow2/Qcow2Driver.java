@@ -97,6 +97,8 @@ public final class Qcow2Driver implements BlockDriver {
     private final long clusterMask;
     private final int l2Bits;
     private final int alignment;
+    /** The unit an L2 table is written back in: the O_DIRECT alignment, at least a sector. */
+    private final int l2Chunk;
     private final long virtualSize;
     private final long openedFileSize;
     private final boolean v3;
@@ -128,6 +130,10 @@ public final class Qcow2Driver implements BlockDriver {
     // cluster allocation (see the class comment)
     private final Refill refill;
 
+    /** A metadata write met a full back end (EAGAIN): {@link #poll} tries it again. */
+    private boolean metadataRetry;
+    /** The slot the last lookup found: consecutive requests mostly share an L2 table. */
+    private L2Slot lastSlot;
     private boolean corrupt;
     private String corruptReason;
     private int fatalError;
@@ -147,6 +153,7 @@ public final class Qcow2Driver implements BlockDriver {
         this.clusterMask = cluster - 1L;
         this.l2Bits = meta.l2Bits;
         this.alignment = Math.max(SECTOR_BYTES, image.offsetAlignment());
+        this.l2Chunk = alignment;
         this.virtualSize = meta.header.virtualSize;
         this.openedFileSize = meta.fileSize;
         this.v3 = meta.header.version >= 3;
@@ -496,23 +503,30 @@ public final class Qcow2Driver implements BlockDriver {
         if (r.host == 0) {
             if (zeroFlag && off != 0 && copied) {
                 r.host = off;
+                r.hostFresh = false;
             } else {
                 long host = allocate(r);
                 if (host == 0) {
                     return false;
                 }
                 r.host = host;
+                r.hostFresh = true;
             }
         }
         r.newEntry = r.host | OFLAG_COPIED;
-        if (!zeroOp && full) {
+        // A cluster fresh from the allocator lies past the end of the file as opened and was
+        // never handed out before: it reads as zeros (fallocate or a hole), so when the old
+        // contents are zeros too there is nothing to copy, only the guest's piece to write.
+        boolean zeroSource = zeroFlag || (!compressed && off == 0
+                && (backing == null || (r.pos & ~clusterMask) >= backingSize));
+        if (!zeroOp && (full || (r.hostFresh && zeroSource))) {
             if (io.freeSlots() == 0) {
                 park(r, ioWaiters);
                 return false;
             }
             carve(r, len);
             r.phase = PH_DATA_WRITTEN;
-            return !prepare(r, io.prepareWrite(r.host, r.vec, tag(K_REQ, r.index)));
+            return !prepare(r, io.prepareWrite(r.host + inOff, r.vec, tag(K_REQ, r.index)));
         }
         return cowRead(r, entry, compressed, zeroFlag, off);
     }
@@ -598,6 +612,7 @@ public final class Qcow2Driver implements BlockDriver {
             return false;
         }
         slot.setEntry(r.l2Index, r.newEntry);
+        slot.markDirty(r.l2Index * 8, l2Chunk);
         slot.gen++;
         writeSlot(slot);
         r.slot = slot;
@@ -636,6 +651,8 @@ public final class Qcow2Driver implements BlockDriver {
         UnsafeApi.setMemory(slot.buffer.address(), cluster, (byte) 0);
         slot.loading = false;
         markValidated(r.l1Index);
+        slot.dirtyLo = 0;
+        slot.dirtyHi = cluster;
         slot.gen++;
         writeSlot(slot);
         r.slot = slot;
@@ -716,6 +733,11 @@ public final class Qcow2Driver implements BlockDriver {
 
     /** The loaded slot for the L2 table at {@code l2Offset}, or null with {@code r} parked. */
     private L2Slot lookup(Req r, long l2Offset, int l1Index) {
+        L2Slot last = lastSlot;
+        if (last != null && last.l2Offset == l2Offset && !last.loading) {
+            last.referenced = true;
+            return last;
+        }
         for (L2Slot s : slots) {
             if (s.l2Offset == l2Offset) {
                 if (s.loading) {
@@ -723,6 +745,7 @@ public final class Qcow2Driver implements BlockDriver {
                     return null;
                 }
                 s.referenced = true;
+                lastSlot = s;
                 return s;
             }
         }
@@ -814,15 +837,28 @@ public final class Qcow2Driver implements BlockDriver {
         if (s.writing || s.gen == s.writtenGen) {
             return;
         }
-        int rc = io.prepareWrite(s.l2Offset, s.vec, tag(K_L2_WRITE, s.index));
+        // Only the aligned chunks that changed since the last write: usually one sector.
+        int lo = s.dirtyLo;
+        int hi = s.dirtyHi;
+        if (lo >= hi) {
+            s.writtenGen = s.gen;
+            return;
+        }
+        s.writeVec.clear();
+        s.writeVec.add(s.buffer.address() + lo, hi - lo);
+        int rc = io.prepareWrite(s.l2Offset + lo, s.writeVec, tag(K_L2_WRITE, s.index));
         if (rc == -Errno.EAGAIN) {
             s.writeWanted = true;
+            metadataRetry = true;
             return;
         }
         if (rc < 0) {
             fatal(rc);
             return;
         }
+        s.writingBytes = hi - lo;
+        s.dirtyLo = cluster;
+        s.dirtyHi = 0;
         s.writeWanted = false;
         s.writing = true;
         s.writingGen = s.gen;
@@ -830,7 +866,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     private void onL2Written(L2Slot s, long result) {
         s.writing = false;
-        if (result != cluster) {
+        if (result != s.writingBytes) {
             fatal(result < 0 ? (int) result : -Errno.EIO);
             s.writtenGen = s.gen; // nothing waits forever: the requests see the fatal error
         } else {
@@ -847,7 +883,8 @@ public final class Qcow2Driver implements BlockDriver {
         }
         int rc = io.prepareWrite(meta.header.l1TableOffset, l1Vec, tag(K_L1_WRITE, 0));
         if (rc == -Errno.EAGAIN) {
-            return; // retried from poll
+            metadataRetry = true; // retried from poll
+            return;
         }
         if (rc < 0) {
             fatal(rc);
@@ -1267,6 +1304,10 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     private void retryMetadataWrites() {
+        if (!metadataRetry) {
+            return;
+        }
+        metadataRetry = false;
         for (L2Slot s : slots) {
             if (s.writeWanted) {
                 writeSlot(s);
@@ -1387,6 +1428,7 @@ public final class Qcow2Driver implements BlockDriver {
         int l1Index;
         int l2Index;
         long host;
+        boolean hostFresh;
         long newEntry;
         long waitGen;
         long l2Offset;
@@ -1468,7 +1510,12 @@ public final class Qcow2Driver implements BlockDriver {
         final int index;
         final NativeBuffer buffer;
         final IoVector vec = new IoVector(1);
+        final IoVector writeVec = new IoVector(1);
         final ReqList waiters = new ReqList();
+        /** Byte range of the table changed since the last write began (empty: lo >= hi). */
+        int dirtyLo = Integer.MAX_VALUE;
+        int dirtyHi;
+        int writingBytes;
         long l2Offset;
         int l1Index;
         boolean loading;
@@ -1489,6 +1536,14 @@ public final class Qcow2Driver implements BlockDriver {
             l2Offset = offset;
             referenced = true;
             writtenGen = gen;
+            dirtyLo = Integer.MAX_VALUE;
+            dirtyHi = 0;
+        }
+
+        void markDirty(int byteOffset, int chunk) {
+            int lo = byteOffset & -chunk;
+            dirtyLo = Math.min(dirtyLo, lo);
+            dirtyHi = Math.max(dirtyHi, lo + chunk);
         }
 
         long entry(int i) {

@@ -10,6 +10,8 @@ import org.HdrHistogram.Histogram;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
+import io.vblk.block.qcow2.Qcow2;
+import io.vblk.block.qcow2.Qcow2Options;
 import io.vblk.aio.ImageOptions;
 import io.vblk.engine.BackendFactory;
 import io.vblk.engine.BlkConfig;
@@ -109,17 +111,22 @@ public final class EmbeddedContender implements Contender {
         if (disk.isNetwork()) {
             return runNetwork(name, w, observer, prefix);
         }
-        try (Image image = disk.isNull() ? null
+        try (Image image = disk.isNull() || disk.isQcow2() ? null
                 : Image.open(disk.path(), ImageOptions.defaults().direct(true).readOnly(!w.rw().writes()))) {
-            long capacity = (image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
+            long capacity = (disk.isQcow2() ? Qcow2.virtualSize(disk.path())
+                    : image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
             BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
                     .blockSize(image == null ? 512 : Math.min(4096, image.logicalBlockSize())).build();
             Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading)
                     .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
             long perQueue = w.guestBytesPerQueue();
+            BlockDevice.Builder builder = BlockDevice.builder(config, BackendFactory.of(backend, image))
+                    .tuning(tuning).name(prefix);
+            if (disk.isQcow2()) {
+                builder.drivers(Qcow2.factory(disk.path(), backend, Qcow2Options.defaults().readOnly(!w.rw().writes())));
+            }
             try (GuestMemory memory = GuestMemory.builder().addMemfd(0, perQueue * w.queues()).build();
-                 BlockDevice device = BlockDevice.builder(config, BackendFactory.of(backend, image))
-                         .memory(memory).tuning(tuning).name(prefix).build()) {
+                 BlockDevice device = builder.memory(memory).build()) {
                 return measure(name, w, observer, prefix, capacity, config, perQueue, memory, device);
             }
         }

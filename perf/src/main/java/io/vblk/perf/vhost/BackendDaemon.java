@@ -48,6 +48,9 @@ public final class BackendDaemon implements AutoCloseable {
         if (aio != null && !disk.isNull() && !disk.isNetwork()) {
             cmd.addAll(List.of("--aio", aio));
         }
+        if (disk.isQcow2()) {
+            cmd.addAll(List.of("--format", "qcow2"));
+        }
         if (wait != null) {
             cmd.addAll(List.of("--wait", wait));
         }
@@ -70,13 +73,19 @@ public final class BackendDaemon implements AutoCloseable {
         } else {
             String path = disk.path().toAbsolutePath().toString().replace(",", ",,");
             String driver = Files.isRegularFile(disk.path()) ? "file" : "host_device";
-            blockdev = "driver=" + driver + ",node-name=disk0,filename=" + path + ",cache.direct=on,aio=" + aio + ",locking=off";
+            blockdev = "driver=" + driver + ",node-name=" + (disk.isQcow2() ? "file0" : "disk0") + ",filename=" + path
+                    + ",cache.direct=on,aio=" + aio + ",locking=off";
         }
         String iothread = "iothread,id=iot0" + (pollMaxNs >= 0 ? ",poll-max-ns=" + pollMaxNs : "");
         String export = "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path="
                 + socket.toAbsolutePath().toString().replace(",", ",,") + ",writable=" + (writable ? "on" : "off")
                 + ",num-queues=" + queues + ",iothread=iot0";
-        List<String> cmd = List.of("qemu-storage-daemon", "--blockdev", blockdev, "--object", iothread, "--export", export);
+        List<String> cmd = new ArrayList<>(List.of("qemu-storage-daemon", "--blockdev", blockdev));
+        if (disk.isQcow2()) {
+            // QEMU's qcow2 driver over the file, with its default caches; it opens the backing chain itself.
+            cmd.addAll(List.of("--blockdev", "driver=qcow2,node-name=disk0,file=file0"));
+        }
+        cmd.addAll(List.of("--object", iothread, "--export", export));
         return new BackendDaemon("qemu-storage-daemon", cmd, socket, logFor(socket));
     }
 
