@@ -46,6 +46,7 @@ final class NbdConnection implements Runnable {
     volatile boolean sleeping;
     volatile boolean stopping;
     private final Thread thread;
+    private boolean started;
 
     private NbdSocket socket;
     private NbdExport export;
@@ -98,6 +99,7 @@ final class NbdConnection implements Runnable {
     }
 
     void start() {
+        started = true;
         thread.start();
     }
 
@@ -112,6 +114,10 @@ final class NbdConnection implements Runnable {
     void stop() {
         stopping = true;
         wake.signal();
+        if (!started && socket != null) {
+            socket.close(); // opened, never served (a later connection of the disk failed)
+            socket = null;
+        }
         try {
             thread.join();
         } catch (InterruptedException e) {
