@@ -253,18 +253,27 @@ final class QueueControl {
      * mapped, and away from it otherwise. Logging starts or stops at once, rings running.
      */
     void applyLogging() {
-        DirtyLog wanted = state.logAll() ? state.logs.log() : null;
+        DirtyLog wanted = state.logAll() && !LOGGING_DISABLED ? state.logs.log() : null;
         if (wanted == device.dirtyLog()) {
             return;
         }
         if (wanted == null) {
             device.stopDirtyLog();
             log.info(who + ": dirty logging off" + outOfRangeNote());
+        } else if (LOGGING_DISABLED) {
+            log.info(who + ": dirty logging requested, NOT done (VBLK_UNSAFE_NO_DIRTY_LOG=1)");
         } else {
             device.startDirtyLog(wanted);
             log.info(who + ": dirty logging on: " + state.logs);
         }
     }
+
+    /**
+     * VBLK_UNSAFE_NO_DIRTY_LOG=1: offer logging but never log. Only for showing that the
+     * migration test (scripts/e2e/migrate) catches a backend that does not log; it corrupts
+     * migrated guests.
+     */
+    private static final boolean LOGGING_DISABLED = "1".equals(System.getenv("VBLK_UNSAFE_NO_DIRTY_LOG"));
 
     private String outOfRangeNote() {
         long n = state.logs.outOfRange();
