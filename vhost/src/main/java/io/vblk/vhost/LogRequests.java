@@ -37,7 +37,6 @@ final class LogRequests {
         m.requireSize(LOG_LENGTH);
         state.requireOwner(m);
         if (!state.logShmfd()) {
-            m.requireFds(0);
             throw ProtocolError.rejected("SET_LOG_BASE without the LOG_SHMFD protocol feature (vblk keeps the log only"
                     + " in shared memory)");
         }

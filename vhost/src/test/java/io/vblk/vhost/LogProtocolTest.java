@@ -127,7 +127,7 @@ class LogProtocolTest {
                 assertTrue(dirty(log, q.dataGpa) && dirty(log, q.dataGpa + 4096), "read data logged");
                 assertTrue(dirty(log, usedGpa), "used ring logged at log_guest_addr");
                 int marked = countBits(log);
-                assertTrue(marked >= 4 && marked <= 8, "data (2), status, used ring; nothing wholesale: " + marked);
+                assertTrue(marked >= 3 && marked <= 8, "data (2), status and used ring (maybe one page); nothing wholesale: " + marked);
 
                 // Migration cancelled: LOG_ALL cleared; nothing is marked any more.
                 f.setFeatures(features);
