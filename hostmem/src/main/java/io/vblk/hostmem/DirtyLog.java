@@ -52,6 +52,12 @@ public final class DirtyLog {
         } catch (IllegalStateException e) {
             throw new IllegalArgumentException("dirty log bitmap is not 8-byte aligned: " + e.getMessage(), e);
         }
+        // verifyAlignment lets a view into a byte[] at an odd offset through; a 64-bit CAS there
+        // would not be atomic (or would fault).
+        if ((bitmap.addressOffset() & (Long.BYTES - 1)) != 0) {
+            throw new IllegalArgumentException("dirty log bitmap is not 8-byte aligned: address offset "
+                    + bitmap.addressOffset());
+        }
         this.bitmap = bitmap;
         this.words = bitmap.capacity() >>> 3;
     }

@@ -399,6 +399,8 @@ final class QueueControl {
             v.forgetSetup();
         }
         state.ackedFeatures = 0;
+        // VHOST_F_LOG_ALL went with the features; the log itself stays mapped for the next start.
+        applyLogging();
     }
 
     /**

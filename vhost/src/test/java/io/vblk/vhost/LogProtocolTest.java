@@ -239,4 +239,36 @@ class LogProtocolTest {
             assertFalse(rig.complaints(sessions).isEmpty());
         }
     }
+    /**
+     * The hand-over: GET_VRING_BASE answers only after the ring is drained AND the image synced
+     * (the destination of a migration reads the image next). The back end here counts syncs and
+     * the requests still in flight at each.
+     */
+    @Test
+    void getVringBaseSyncsTheImageAfterTheDrain() throws Exception {
+        rig.close();
+        java.util.concurrent.atomic.AtomicInteger syncs = new java.util.concurrent.atomic.AtomicInteger();
+        rig = ServerRig.start(dir, 1, f -> new io.vblk.engine.BackendFactory() {
+            @Override
+            public io.vblk.aio.IoBackend open(int depth) {
+                return f.open(depth);
+            }
+
+            @Override
+            public void sync() {
+                syncs.incrementAndGet();
+                f.sync();
+            }
+        });
+        try (QemuFlow qemu = connect()) {
+            BlkQueue q = guest.queue(0, 64, true);
+            qemu.init(PROTOCOL, q);
+            qemu.start(qemu.linuxFeatures(), true, null, q);
+            q.write(0, BlkQueue.pattern(0, 4096, 1));
+            int before = syncs.get();
+            int[] bases = qemu.stop(q);
+            assertEquals(q.driver.availIdx(), bases[0]);
+            assertTrue(syncs.get() > before, "GET_VRING_BASE synced the image before answering");
+        }
+    }
 }
