@@ -20,6 +20,9 @@ import io.vblk.sys.NativeBuffer;
  * {@link #poll} collects them with {@code rbd_poll_io_events}: no callback into the JVM per
  * request, no Java allocation per request (librbd allocates its completion object natively).
  *
+ * <p>librbd's writeback cache is off unless the address turns it on ({@code :rbd_cache=true}):
+ * completed writes are then on the OSDs, as after QEMU's {@code cache=none}.
+ *
  * <p>A cluster that stops answering (an OSD or monitor down) is waited for by librados up to the
  * retry timeout ({@code rados_osd_op_timeout}); then the operation fails with
  * {@code -ETIMEDOUT}. A snapshot, or an image opened read-only, refuses changes with
@@ -120,6 +123,10 @@ public final class RbdBackend implements IoBackend {
             check(lib.rados.rados_conf_set(cluster, "rados_osd_op_timeout", timeout), "rados_osd_op_timeout", address);
             check(lib.rados.rados_conf_set(cluster, "rados_mon_op_timeout", timeout), "rados_mon_op_timeout", address);
             check(lib.rados.rados_conf_set(cluster, "client_mount_timeout", timeout), "client_mount_timeout", address);
+            // As QEMU does for cache=none: no librbd writeback cache, so a completed write is on
+            // the OSDs and any other handle of the image (a migration's destination) reads it.
+            // An address may turn it back on (:rbd_cache=true), overriding this below.
+            check(lib.rados.rados_conf_set(cluster, "rbd_cache", "false"), "rbd_cache", address);
             for (Map.Entry<String, String> e : address.options().entrySet()) {
                 check(lib.rados.rados_conf_set(cluster, e.getKey(), e.getValue()), "option " + e.getKey(), address);
             }
