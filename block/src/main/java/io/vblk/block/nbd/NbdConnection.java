@@ -76,6 +76,8 @@ final class NbdConnection {
     private int iovFirst;
     private int iovEnd;
     private boolean wantWrite;
+    /** Every request owned was taken since the last {@link #service}: no reply can be due yet. */
+    private boolean allNew;
 
     // Receive buffer [start, end) and the parser's state.
     private final NativeBuffer receiveMemory = new NativeBuffer(RECEIVE_BYTES);
@@ -104,6 +106,9 @@ final class NbdConnection {
 
     /** Takes a request (called from the disk's submit); it goes out with the next {@link #send()}. */
     void accept(int slot) {
+        if (owned == 0) {
+            allNew = true;
+        }
         owned++;
         mine[slot] = true;
         if (socket == null && givenUp()) {
@@ -158,9 +163,13 @@ final class NbdConnection {
         } else if (sendCount > 0 || iovFirst < iovEnd) {
             trySend();
         }
-        if (socket != null && (woken || owned > sendCount)) {
+        // Right after the first send of an idle connection the reply is not there yet: a read
+        // would only answer EAGAIN. If it did arrive, the socket is readable (level-triggered) and
+        // wakes the sleeping thread; a polling thread reads it on its next poll.
+        if (socket != null && (woken || (owned > sendCount && !allNew))) {
             receive();
         }
+        allNew = false;
         if (socket != null && owned > 0) {
             checkTimeouts();
         }
