@@ -118,7 +118,7 @@ public final class Qcow2 {
             if (h.backingFile != null) {
                 backing = openBacking(real, h, kind, depth, options, level, chain);
             }
-            int ioDepth = Math.min(8192, depth * 4 + options.l2CacheTables() + 16);
+            int ioDepth = Math.min(8192, depth * 2 + options.l2CacheTables() + 16);
             io = IoBackends.open(kind, image, BackendOptions.depth(ioDepth));
             return new Qcow2Driver(meta, image, io, backing, depth, options);
         } catch (RuntimeException | Error e) {

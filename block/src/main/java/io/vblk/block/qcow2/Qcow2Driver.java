@@ -913,6 +913,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (refill.next < refill.reservedEnd) {
             long c = refill.next;
             refill.next += cluster;
+            refill.prefetch();
             return c;
         }
         park(r, allocWaiters);
@@ -951,17 +952,36 @@ public final class Qcow2Driver implements BlockDriver {
             blockVec.add(block.address(), cluster);
         }
 
+        /**
+         * Starts the next reservation while half of the current one is left, so allocating writes
+         * rarely wait for its flush; only inside the current refcount block (a new block is
+         * placed at the allocation point, so it waits until the reservation is used up).
+         */
+        void prefetch() {
+            if (state == IDLE && reservedEnd - next < ((long) RESERVE_CLUSTERS << clusterBits) / 2
+                    && blockIndex >= 0 && reservedEnd < blockEnd()) {
+                start();
+            }
+        }
+
+        long blockEnd() {
+            return ((long) (blockIndex + 1) * entriesPerBlock) << clusterBits;
+        }
+
         void start() {
             if (state != IDLE) {
                 return;
             }
-            long c = next >>> clusterBits;
+            long c = reservedEnd >>> clusterBits;
             long bi = c / entriesPerBlock;
             if (bi >= meta.reftableEntries) {
                 fail(-Errno.ENOSPC); // growing the refcount table is not implemented
                 return;
             }
             if (bi != blockIndex) {
+                if (next < reservedEnd) {
+                    return; // moving to another block waits until this reservation is used up
+                }
                 long e = meta.reftableEntry((int) bi) & REFT_OFFSET_MASK;
                 if (e != 0) {
                     blockIndex = (int) bi;
@@ -988,8 +1008,7 @@ public final class Qcow2Driver implements BlockDriver {
         }
 
         private void reserve() {
-            long blockEnd = ((long) (blockIndex + 1) * entriesPerBlock) << clusterBits;
-            long end = Math.min(reservedEnd + ((long) RESERVE_CLUSTERS << clusterBits), blockEnd);
+            long end = Math.min(reservedEnd + ((long) RESERVE_CLUSTERS << clusterBits), blockEnd());
             if (end <= reservedEnd) {
                 start(); // the block is full: move to the next one
                 return;
