@@ -36,6 +36,8 @@ final class BenchOptions {
             "  --size BYTES         bytes of the device addressed, from offset 0 (default: all of it)",
             "  --image PATH         a file or block device to use instead of the cached 1 GiB image",
             "  --image null:SIZE    a null device of SIZE bytes: requests complete without any data",
+            "  --image ADDRESS      a network disk: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH,",
+            "                       rbd:POOL/IMAGE[@SNAP][:conf=PATH] (embedded, or vhost-user with --daemon)",
             "  --format raw|qcow2   the format of --image (default raw; never guessed): vblk serves a qcow2",
             "                       image through its qcow2 driver, qemu-storage-daemon through driver=qcow2",
             "  --allow-writes       permit write workloads on a user's --image or --socket (destroys data)",
@@ -98,6 +100,8 @@ final class BenchOptions {
     long warmupNs = 1_000_000_000L;
     long sizeBytes;
     Path image;
+    /** A network disk's address (nbd://, nbd+unix://, rbd:) given as --image, or null. */
+    String network;
     long nullImageBytes = -1;
     boolean allowWrites;
     boolean guestPolls;
@@ -237,7 +241,11 @@ final class BenchOptions {
     }
 
     private void image(String value) {
-        if (value.startsWith("null:")) {
+        if (io.vblk.block.NetworkDisk.isAddress(value)) {
+            network = value;
+            image = null;
+            nullImageBytes = -1;
+        } else if (value.startsWith("null:")) {
             nullImageBytes = size("--image", value.substring("null:".length()), 4096);
             if (nullImageBytes % 4096 != 0) {
                 throw new UsageError("--image " + value + ": the size must be a multiple of 4096 bytes");
@@ -262,7 +270,7 @@ final class BenchOptions {
             if (backends.size() != 1 || backends.get(0) == BackendKind.NULL) {
                 throw new UsageError("--compare takes one file back end in --backend (io_uring, linux-aio or threads)");
             }
-            if (nullImageBytes >= 0) {
+            if (nullImageBytes >= 0 || network != null) {
                 throw new UsageError("--compare needs a file or block device in --image (it adds the null device itself)");
             }
         }
@@ -286,8 +294,8 @@ final class BenchOptions {
             }
         }
         boolean writes = rw.stream().anyMatch(RwMode::writes);
-        if (writes && !allowWrites && ((image != null && !compare) || socket != null)) {
-            throw new UsageError("the workload writes to " + (socket != null ? "the backend at " + socket : image)
+        if (writes && !allowWrites && ((image != null && !compare) || socket != null || network != null)) {
+            throw new UsageError("the workload writes to " + (socket != null ? "the backend at " + socket : image != null ? image : network)
                     + ", destroying its data: add --allow-writes");
         }
     }

@@ -166,6 +166,9 @@ final class WorkloadRun {
     }
 
     private static long capacity(DiskSpec disk) throws java.io.IOException {
+        if (disk.isNetwork()) {
+            return io.vblk.block.NetworkDisk.open(disk.network(), true).sizeBytes();
+        }
         return disk.isNull() ? disk.nullSizeBytes()
                 : disk.isQcow2() ? io.vblk.block.qcow2.Qcow2.virtualSize(disk.path()) : Files.size(disk.path());
     }
@@ -174,6 +177,9 @@ final class WorkloadRun {
     private DiskSpec disk() throws Exception {
         if (o.nullImageBytes > 0) {
             return DiskSpec.nullDevice(o.nullImageBytes);
+        }
+        if (o.network != null) {
+            return DiskSpec.network(o.network);
         }
         if (o.image != null) {
             if (!Files.exists(o.image)) {

@@ -21,6 +21,10 @@ final class ServeOptions {
             "socket and exit with status 0.",
             "",
             "  --image PATH       raw disk image or block device; its size must be a multiple of 512",
+            "  --image nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH",
+            "                     a disk on an NBD server (TCP to loopback only; no TLS yet)",
+            "  --image rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=USER]",
+            "                     a Ceph RBD image (a snapshot is read-only)",
             "  --image null:SIZE  a disk of SIZE bytes (suffix K, M, G or T: powers of 1024) whose",
             "                     requests complete at once without touching any data (benchmarks)",
             "  --socket PATH      Unix socket to listen on, created with mode 0600; a stale socket",
@@ -55,6 +59,8 @@ final class ServeOptions {
     private static final String NULL_PREFIX = "null:";
 
     Path image;
+    /** A network disk's address (nbd://, nbd+unix://, rbd:), or null. */
+    String network;
     /** Size of a null disk, or -1 when {@link #image} names a file. */
     long nullSizeBytes = -1;
     Path socket;
@@ -202,6 +208,8 @@ final class ServeOptions {
                 throw new UsageError("--aio " + aio + " needs an image file, not " + value);
             }
             aio = BackendKind.NULL;
+        } else if (io.vblk.block.NetworkDisk.isAddress(value)) {
+            network = value;
         } else if (value.isEmpty()) {
             throw new UsageError("--image needs a path");
         } else {
@@ -211,6 +219,9 @@ final class ServeOptions {
 
     /** What {@link #image} names, for messages. */
     String imageName() {
+        if (network != null) {
+            return network;
+        }
         return image != null ? image.toString() : NULL_PREFIX + nullSizeBytes;
     }
 

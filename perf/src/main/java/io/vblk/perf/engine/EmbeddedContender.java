@@ -121,6 +121,9 @@ public final class EmbeddedContender implements Contender {
     @Override
     public BenchResult run(String name, Workload w, RunObserver observer) {
         String prefix = "vblk-bench-" + SEQUENCE.incrementAndGet();
+        if (disk.isNetwork()) {
+            return runNetwork(name, w, observer, prefix);
+        }
         try (Image image = disk.isNull() || disk.isQcow2() ? null
                 : Image.open(disk.path(), ImageOptions.defaults().direct(true).readOnly(!w.rw().writes()))) {
             long capacity = (disk.isQcow2() ? Qcow2.virtualSize(disk.path())
@@ -139,6 +142,22 @@ public final class EmbeddedContender implements Contender {
                  BlockDevice device = builder.memory(memory).build()) {
                 return measure(name, w, observer, prefix, capacity, config, perQueue, memory, device);
             }
+        }
+    }
+
+    /** A network disk: one driver per I/O thread from its address (the back-end choice does not apply). */
+    private BenchResult runNetwork(String name, Workload w, RunObserver observer, String prefix) {
+        io.vblk.block.NetworkDisk net = io.vblk.block.NetworkDisk.open(disk.network(), !w.rw().writes());
+        long capacity = net.sizeBytes() & ~4095L;
+        BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
+                .readOnly(net.readOnly()).build();
+        Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading)
+                .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
+        long perQueue = w.guestBytesPerQueue();
+        try (GuestMemory memory = GuestMemory.builder().addMemfd(0, perQueue * w.queues()).build();
+             BlockDevice device = BlockDevice.builder(config, BackendFactory.of(BackendKind.NULL, null))
+                     .drivers(net).memory(memory).tuning(tuning).name(prefix).build()) {
+            return measure(name, w, observer, prefix, capacity, config, perQueue, memory, device);
         }
     }
 
