@@ -108,9 +108,8 @@ public final class Qcow2 {
         try {
             Qcow2Image meta = Qcow2Image.read(real, image.offsetAlignment(), image);
             Qcow2Header h = meta.header;
-            if (h.compressionType != Qcow2Descriptor.COMPRESSION_DEFLATE) {
-                throw new IllegalArgumentException("qcow2: zstd-compressed images are not supported (no zstd library"
-                        + " is bundled); convert with qemu-img convert -O qcow2 -o compression_type=zlib");
+            if (h.compressionType == Qcow2Descriptor.COMPRESSION_ZSTD) {
+                loadZstd(real);
             }
             if (!options.readOnly()) {
                 if (h.corrupt()) {
@@ -145,6 +144,21 @@ public final class Qcow2 {
             }
             image.close();
             throw e;
+        }
+    }
+
+    /**
+     * Loads zstd-jni's native library (extracted from its jar once per JVM) so that an image whose
+     * clusters are zstd-compressed is refused at open, with a reason, where the library cannot
+     * load, rather than failing its first compressed read.
+     */
+    private static void loadZstd(Path image) {
+        try {
+            com.github.luben.zstd.util.Native.load();
+        } catch (LinkageError | RuntimeException e) {
+            throw new IllegalArgumentException("qcow2: " + image + " has zstd-compressed clusters but the zstd native"
+                    + " library does not load here (" + e + "); convert with qemu-img convert -O qcow2"
+                    + " -o compression_type=zlib", e);
         }
     }
 

@@ -11,6 +11,9 @@ import java.nio.file.StandardOpenOption;
 import java.util.zip.DataFormatException;
 import java.util.zip.Inflater;
 
+import com.github.luben.zstd.ZstdDecompressCtx;
+import com.github.luben.zstd.ZstdException;
+
 import org.agrona.UnsafeApi;
 import org.agrona.concurrent.UnsafeBuffer;
 
@@ -116,6 +119,10 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList l1Waiters = new ReqList();
     private final ReqList ioWaiters = new ReqList();
     private final Inflater inflater = new Inflater(true);
+    /** The header's compression_type, fixed for the driver's life (a reload that changes it is corruption). */
+    private final int compressionType;
+    /** One zstd streaming context for the driver's life, reset per cluster; null for deflate images. */
+    private final ZstdDecompressCtx zstd;
     private final UnsafeBuffer view = new UnsafeBuffer(0, 0);
     private final CompletionSink ioSink = this::onIo;
     private final CompletionSink backingSink = this::onBacking;
@@ -159,6 +166,8 @@ public final class Qcow2Driver implements BlockDriver {
         this.virtualSize = meta.header.virtualSize;
         this.openedFileSize = meta.fileSize;
         this.v3 = meta.header.version >= 3;
+        this.compressionType = meta.header.compressionType;
+        this.zstd = compressionType == COMPRESSION_ZSTD ? new ZstdDecompressCtx() : null;
         this.reqs = new Req[depth];
         this.freeReqs = new int[depth];
         for (int i = 0; i < depth; i++) {
@@ -297,8 +306,9 @@ public final class Qcow2Driver implements BlockDriver {
             markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
             return;
         }
-        if (fresh.clusterSize != cluster || fresh.header.virtualSize != virtualSize) {
-            markCorrupt("cluster size or virtual size changed before the first request");
+        if (fresh.clusterSize != cluster || fresh.header.virtualSize != virtualSize
+                || fresh.header.compressionType != compressionType) {
+            markCorrupt("cluster size, virtual size or compression type changed before the first request");
             return;
         }
         if (fresh.fileSize > image.sizeBytes() && !readOnly) {
@@ -374,14 +384,14 @@ public final class Qcow2Driver implements BlockDriver {
                 r.phase = PH_START;
                 return true;
             case PH_DECOMPRESS:
-                if (inflateInto(r)) {
+                if (decompressInto(r)) {
                     copyToGuest(r, r.bounce.address() + (r.pos & clusterMask), r.pieceLen);
                     r.pos += r.pieceLen;
                 }
                 r.phase = PH_START;
                 return true;
             case PH_COW_DECOMPRESS:
-                if (!inflateInto(r)) {
+                if (!decompressInto(r)) {
                     unlock(r);
                     r.phase = PH_START;
                     return true;
@@ -739,7 +749,54 @@ public final class Qcow2Driver implements BlockDriver {
         return false;
     }
 
-    /** Inflates the compressed input in the bounce buffer into its first cluster; false on error. */
+    /**
+     * Decompresses the compressed input in the bounce buffer into its first cluster with the
+     * image's compression type; false (the request failed with EIO, the image is marked
+     * corrupt) when it does not give exactly one cluster.
+     */
+    private boolean decompressInto(Req r) {
+        return zstd != null ? zstdInto(r) : inflateInto(r);
+    }
+
+    /**
+     * zstd (compression_type 1), as QEMU reads it: one frame, streamed into the cluster until the
+     * frame ends. The input length comes from the L2 entry's sector count, so bytes past the
+     * frame are normal and ignored. The frame must end exactly when the cluster is full: a frame
+     * that ends early, runs past the cluster or is cut short by the input is corruption. Both
+     * buffers are direct and bounded by their limits, so zstd never reads or writes outside them.
+     */
+    private boolean zstdInto(Req r) {
+        ByteBuffer in = r.bounceIn;
+        in.limit(r.bounceInputOffset + r.compressedStart + r.compressedLength);
+        in.position(r.bounceInputOffset + r.compressedStart);
+        ByteBuffer out = r.bounceOut;
+        out.clear();
+        try {
+            zstd.reset();
+            boolean frameEnded = false;
+            while (!frameEnded) {
+                int inBefore = in.position();
+                int outBefore = out.position();
+                frameEnded = zstd.decompressDirectByteBufferStream(out, in);
+                if (!frameEnded && in.position() == inBefore && out.position() == outBefore) {
+                    break; // no progress: the input ended inside the frame, or the frame outgrows the cluster
+                }
+            }
+            if (!frameEnded || out.position() != cluster) {
+                markCorrupt("zstd-compressed cluster gives " + (frameEnded ? "" : "an unfinished frame of ")
+                        + out.position() + " bytes, not " + cluster);
+                r.error = -Errno.EIO;
+                return false;
+            }
+            return true;
+        } catch (ZstdException e) {
+            markCorrupt("zstd-compressed cluster does not decompress: " + e.getMessage());
+            r.error = -Errno.EIO;
+            return false;
+        }
+    }
+
+    /** Inflates (deflate, compression_type 0) the compressed input in the bounce buffer into its first cluster; false on error. */
     private boolean inflateInto(Req r) {
         ByteBuffer in = r.bounceIn;
         in.limit(r.bounceInputOffset + r.compressedStart + r.compressedLength);
@@ -1462,6 +1519,9 @@ public final class Qcow2Driver implements BlockDriver {
                 backing.close();
             }
             inflater.end();
+            if (zstd != null) {
+                zstd.close();
+            }
         }
     }
 

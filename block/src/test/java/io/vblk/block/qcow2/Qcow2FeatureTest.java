@@ -2,6 +2,7 @@ package io.vblk.block.qcow2;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -35,6 +36,16 @@ class Qcow2FeatureTest {
 
     @Test
     void compressedClustersReadBackAndTakeCopyOnWrite() throws Exception {
+        compressedRoundTrip("zlib");
+    }
+
+    /** compression_type = 1: the same reads and copy-on-write through zstd-jni. */
+    @Test
+    void zstdCompressedClustersReadBackAndTakeCopyOnWrite() throws Exception {
+        compressedRoundTrip("zstd");
+    }
+
+    private void compressedRoundTrip(String type) throws Exception {
         Path raw = dir.resolve("src.raw");
         byte[] model = randomRaw(raw, 4 * MIB, 7);
         // Compressible halves so that the clusters really are stored compressed.
@@ -43,7 +54,12 @@ class Qcow2FeatureTest {
         }
         Files.write(raw, model);
         Path img = dir.resolve("c.qcow2");
-        DriverRig.qemuImg("convert", "-q", "-c", "-f", "raw", "-O", "qcow2", raw.toString(), img.toString());
+        DriverRig.qemuImg("convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", "compression_type=" + type,
+                raw.toString(), img.toString());
+        byte[] header = Arrays.copyOf(Files.readAllBytes(img), 112);
+        assertEquals(type.equals("zstd") ? Qcow2Descriptor.COMPRESSION_ZSTD : Qcow2Descriptor.COMPRESSION_DEFLATE,
+                header[Qcow2Descriptor.COMPRESSION_TYPE_OFFSET]);
+        assertTrue(Files.size(img) < model.length * 3L / 4, "the clusters are not stored compressed");
         try (Qcow2Driver d = Qcow2.open(img, BackendKind.IO_URING, 16, Qcow2Options.defaults())) {
             DriverRig rig = new DriverRig(d);
             NativeBuffer b = DriverRig.buffer(256 * 1024);

@@ -149,12 +149,48 @@ class Qcow2HostileImageTest {
         assertTrue(refused(p).contains("extended L2"));
     }
 
+    /** A zstd image (compression_type = 1) whose first cluster qemu-img stored compressed; returns its L2 entry. */
+    private long zstdImage(Path p, byte[] cluster0) throws Exception {
+        Path raw = dir.resolve("z.raw");
+        byte[] data = new byte[8 * MIB];
+        System.arraycopy(cluster0, 0, data, 0, cluster0.length);
+        Files.write(raw, data);
+        DriverRig.qemuImg("convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", "compression_type=zstd",
+                raw.toString(), p.toString());
+        long e = getLong(p, l2Offset(p));
+        assertTrue((e & Qcow2Descriptor.OFLAG_COMPRESSED) != 0, "cluster 0 is not stored compressed");
+        return e;
+    }
+
+    /** 64 KiB clusters: the compressed descriptor's host offset is bits 0..53, its sector count bits 54..61. */
+    private static final int ZSTD_X = 62 - (16 - 8);
+
     @Test
-    void zstdCompressionIsRefusedClearly() throws Exception {
-        Path p = image();
-        putLong(p, 72, Qcow2Descriptor.INCOMPAT_COMPRESSION_TYPE);
-        put(p, 104, ByteBuffer.allocate(1).put((byte) 1));
-        assertTrue(refused(p).contains("zstd"));
+    void damagedZstdFrameFailsWithEio() throws Exception {
+        Path p = dir.resolve("z.qcow2");
+        byte[] c0 = new byte[65536];
+        java.util.Arrays.fill(c0, (byte) 0x11);
+        long e = zstdImage(p, c0);
+        // No zstd frame magic where the cluster starts: zstd reports an error, the request gets EIO.
+        putInt(p, e & ((1L << ZSTD_X) - 1), 0x0badf00d);
+        assertCorruptOnRead(p, false);
+    }
+
+    @Test
+    void truncatedZstdFrameFailsWithEio() throws Exception {
+        Path p = dir.resolve("z.qcow2");
+        // 2 KiB of noise repeated: a frame of a few KiB, longer than one sector.
+        byte[] noise = new byte[2048];
+        new Random(5).nextBytes(noise);
+        byte[] c0 = new byte[65536];
+        for (int i = 0; i < c0.length; i += noise.length) {
+            System.arraycopy(noise, 0, c0, i, noise.length);
+        }
+        long e = zstdImage(p, c0);
+        assertTrue(((e >>> ZSTD_X) & 0xff) > 0, "the frame fits in one sector");
+        // The sector count now says the frame ends within its first sector: the input runs out mid-frame.
+        putLong(p, l2Offset(p), e & ~(0xffL << ZSTD_X));
+        assertCorruptOnRead(p, false);
     }
 
     @Test
