@@ -2,6 +2,7 @@ package io.vblk.block.qcow2;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
 import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
@@ -55,28 +56,68 @@ class Qcow2NoAllocationTest {
                 vecs[i].add(bufs[i].address(), 8192);
             }
             Random rnd = new Random(2);
-            run(d, vecs, rnd, 30_000); // warm-up: JIT, bounce buffers, the L2 cache
+            run(d, vecs, rnd, 30_000, DISK, true); // warm-up: JIT, bounce buffers, the L2 cache
             long before = mx.getThreadAllocatedBytes(tid);
-            run(d, vecs, rnd, 30_000);
+            run(d, vecs, rnd, 30_000, DISK, true);
             long allocated = mx.getThreadAllocatedBytes(tid) - before;
             assertEquals(0, failures);
             assertTrue(allocated < 30_000, "allocated " + allocated + " bytes over 30,000 requests");
         }
     }
 
-    private void run(Qcow2Driver d, IoVector[] vecs, Random rnd, int requests) {
+    /** Reads of zstd-compressed clusters: one decompression context and the bounce buffers serve them all. */
+    @Test
+    void zstdReadsAllocateNothingPerRequest() throws Exception {
+        int size = 16 << 20;
+        Path raw = dir.resolve("z.raw");
+        byte[] data = new byte[size];
+        Random fill = new Random(3);
+        byte[] noise = new byte[1024];
+        for (int i = 0; i < size; i += noise.length) {
+            fill.nextBytes(noise);
+            System.arraycopy(noise, 0, data, i, 512); // half noise, half zeros: compressible, not trivially
+        }
+        Files.write(raw, data);
+        Path img = dir.resolve("z.qcow2");
+        DriverRig.qemuImg("convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", "compression_type=zstd",
+                raw.toString(), img.toString());
+        assertTrue(Files.size(img) < size * 3L / 4, "the clusters are not stored compressed");
+        var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+        long tid = Thread.currentThread().getId();
+        try (Qcow2Driver d = Qcow2.open(img, BackendKind.IO_URING, DEPTH, Qcow2Options.defaults().readOnly(true))) {
+            NativeBuffer[] bufs = new NativeBuffer[DEPTH];
+            IoVector[] vecs = new IoVector[DEPTH];
+            for (int i = 0; i < DEPTH; i++) {
+                bufs[i] = new NativeBuffer(8192, 4096);
+                vecs[i] = new IoVector(4);
+                vecs[i].add(bufs[i].address(), 8192);
+            }
+            Random rnd = new Random(4);
+            run(d, vecs, rnd, 10_000, size, false);
+            long before = mx.getThreadAllocatedBytes(tid);
+            run(d, vecs, rnd, 10_000, size, false);
+            long allocated = mx.getThreadAllocatedBytes(tid) - before;
+            assertEquals(0, failures);
+            assertTrue(allocated < 10_000, "allocated " + allocated + " bytes over 10,000 requests");
+        }
+    }
+
+    private void run(Qcow2Driver d, IoVector[] vecs, Random rnd, int requests, int disk, boolean writes) {
         long target = completed + requests;
         int issued = 0;
         int inFlight = 0;
         int next = 0;
         while (completed < target) {
             while (inFlight < DEPTH && issued < requests) {
-                long off = 8192L * rnd.nextInt(DISK / 8192);
-                int kind = rnd.nextInt(4);
+                long off = 8192L * rnd.nextInt(disk / 8192);
+                int kind = writes ? rnd.nextInt(4) : 1;
                 IoVector v = vecs[next];
                 next = (next + 1) % DEPTH;
                 int rc = kind == 0 ? d.write(off, v, issued) : d.read(off, v, issued);
                 if (rc != 0) {
+                    if (inFlight == 0) {
+                        fail("request refused with " + rc + " and nothing in flight"); // never spin
+                    }
                     break;
                 }
                 issued++;
