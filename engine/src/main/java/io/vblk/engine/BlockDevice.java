@@ -38,6 +38,8 @@ public final class BlockDevice implements AutoCloseable {
     private final DeviceQueue[] queues;
     private final IoThread[] threads;
     private final IoThread[] threadOfQueue;
+    /** Null when the device was built without limits and without {@code Tuning.adjustableLimits}. */
+    private final Throttle throttle;
     private volatile GuestMemory memory;
     private boolean closed;
 
@@ -51,7 +53,8 @@ public final class BlockDevice implements AutoCloseable {
         for (int q = 0; q < numQueues; q++) {
             queues[q] = new DeviceQueue(q, maxChainSegments);
         }
-        Throttle throttle = Throttle.of(tuning.iopsLimit(), tuning.bytesPerSecondLimit(), tuning.burstMs());
+        throttle = tuning.adjustableLimits() ? new Throttle(tuning.iopsLimit(), tuning.bytesPerSecondLimit(), tuning.burstMs())
+                : Throttle.of(tuning.iopsLimit(), tuning.bytesPerSecondLimit(), tuning.burstMs());
         int threadCount = tuning.threadCount(numQueues);
         threads = new IoThread[threadCount];
         threadOfQueue = new IoThread[numQueues];
@@ -375,6 +378,20 @@ public final class BlockDevice implements AutoCloseable {
         if (q >= 0 && q < queues.length) {
             threadOfQueue[q].kick(q);
         }
+    }
+
+    /**
+     * Changes the IOPS and bandwidth limits (0: none) while the device runs; they apply from the
+     * next pop pass of every queue.
+     *
+     * @throws IllegalStateException when the device was built with neither a limit nor
+     *         {@code Tuning.Builder.adjustableLimits(true)}
+     */
+    public void setLimits(long iopsLimit, long bytesPerSecond) {
+        if (throttle == null) {
+            throw new IllegalStateException("the device was built without a throttle: build it with Tuning.adjustableLimits(true)");
+        }
+        throttle.setLimits(iopsLimit, bytesPerSecond);
     }
 
     // ------------------------------------------------------------ observability

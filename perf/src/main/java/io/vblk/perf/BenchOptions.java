@@ -56,7 +56,7 @@ final class BenchOptions {
             "                       socket's peer)",
             "  --daemon vblk|qsd    vhost-user without --socket: start vblk serve (default) or",
             "                       qemu-storage-daemon on the image",
-            "  --serve-cmd CMD      how to run vblk serve (default: java -jar vhost/target/vblk.jar serve)",
+            "  --serve-cmd CMD      how to run vblk serve (default: java -jar daemon/target/vblk.jar serve)",
             "",
             "Engine (embedded, and vblk serve when started here):",
             "  --backend LIST       io_uring, linux-aio, threads, null (default io_uring)",

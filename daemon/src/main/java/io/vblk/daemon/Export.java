@@ -1,0 +1,198 @@
+package io.vblk.daemon;
+
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.aio.Image;
+import io.vblk.aio.ImageOptions;
+import io.vblk.engine.BlkConfig;
+import io.vblk.engine.BlockDevice;
+import io.vblk.engine.Tuning;
+import io.vblk.sys.Errno;
+import io.vblk.sys.NativeException;
+import io.vblk.vhost.BackendChoice;
+import io.vblk.vhost.Log;
+import io.vblk.vhost.VhostUserServer;
+
+/**
+ * One export: an image served as a vhost-user-blk device on its own socket. Opening checks the
+ * image (each mistake its own message), builds the device and starts serving on a thread of its
+ * own; {@link #close()} drains in-flight I/O, closes the frontend's connection and the device,
+ * removes the socket and closes the image.
+ */
+final class Export implements AutoCloseable {
+    /**
+     * Segments per request offered (SEG_MAX): QEMU's default, and within what the back ends
+     * preallocate per operation.
+     */
+    static final int SEG_MAX = 254;
+    private static final long STOP_WAIT_SECONDS = 30;
+
+    final ExportSpec spec;
+    private final Image image;
+    private final BackendChoice backends;
+    private final VhostUserServer server;
+    private final Thread serving;
+    private final Log log;
+
+    private Export(ExportSpec spec, Image image, BackendChoice backends, VhostUserServer server, Log log) {
+        this.spec = spec;
+        this.image = image;
+        this.backends = backends;
+        this.server = server;
+        this.log = log;
+        this.serving = new Thread(this::serve, "vblk-" + spec.id + "-socket");
+        serving.setDaemon(true);
+    }
+
+    /**
+     * Opens the image, builds the device and starts serving.
+     *
+     * @throws InvalidParams for anything the caller can fix: a missing or unreadable image, a
+     *         bad size, an unusable socket path
+     */
+    static Export open(ExportSpec spec, Log log) {
+        Image image = spec.image == null ? null : openImage(spec);
+        try {
+            long sizeBytes = image == null ? spec.nullSizeBytes : image.sizeBytes();
+            BackendKind kind = spec.aio != null ? spec.aio : BackendKind.IO_URING;
+            BackendChoice backends = new BackendChoice(kind, image, log);
+            VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config(spec, image, sizeBytes), backends)
+                    .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id);
+            if (spec.socketGroup != null) {
+                builder.socketGroup(spec.socketGroup);
+            }
+            if (spec.allowUids != null) {
+                builder.allowUids(spec.allowUids);
+            }
+            VhostUserServer server = builder.build();
+            Export export = new Export(spec, image, backends, server, log);
+            export.serving.start();
+            return export;
+        } catch (IllegalArgumentException e) {
+            closeQuietly(image);
+            throw new InvalidParams(e.getMessage());
+        } catch (UncheckedIOException e) {
+            closeQuietly(image);
+            throw new InvalidParams("cannot listen on " + spec.socket + ": " + e.getCause().getMessage());
+        } catch (RuntimeException e) {
+            closeQuietly(image);
+            throw e;
+        }
+    }
+
+    private void serve() {
+        try {
+            server.serve();
+        } catch (RuntimeException e) {
+            log.info("export " + spec.id + ": serving failed: " + e);
+        }
+    }
+
+    /** Opens the image after checking what it is, so each mistake gets its own message. */
+    private static Image openImage(ExportSpec s) {
+        Path path = s.image;
+        if (!Files.exists(path)) {
+            throw new InvalidParams("image not found: " + path);
+        }
+        if (Files.isDirectory(path)) {
+            throw new InvalidParams("image is a directory: " + path);
+        }
+        Image image;
+        try {
+            image = Image.open(path, ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct));
+        } catch (NativeException e) {
+            String hint = e.errno() == Errno.EINVAL && s.direct ? "; the filesystem may refuse O_DIRECT, try cache writeback" : "";
+            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage() + hint);
+        } catch (RuntimeException e) {
+            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage());
+        }
+        long size = image.sizeBytes();
+        if (size == 0 || size % 512 != 0) {
+            image.close();
+            throw new InvalidParams("image " + path + " is " + size + " bytes, " + (size == 0 ? "empty" : "not a multiple of 512"));
+        }
+        return image;
+    }
+
+    private static BlkConfig config(ExportSpec s, Image image, long sizeBytes) {
+        BlkConfig.Builder b = BlkConfig.builder(sizeBytes).numQueues(s.queues).queueSize(s.queueSize).segMax(SEG_MAX)
+                .readOnly(s.readOnly).serial(s.serial);
+        if (image != null && sizeBytes % image.logicalBlockSize() == 0) {
+            // O_DIRECT's alignment: a guest that respects the block size never needs a bounce.
+            b.blockSize(image.logicalBlockSize());
+        }
+        return b.build();
+    }
+
+    private static Tuning tuning(ExportSpec s) {
+        return Tuning.builder().waitStrategy(s.wait).iopsLimit(s.iopsLimit).bytesPerSecondLimit(s.bpsLimit)
+                .adjustableLimits(true).build();
+    }
+
+    /** The device served, for counters and latency. */
+    BlockDevice device() {
+        return server.device();
+    }
+
+    Path socketPath() {
+        return server.socketPath();
+    }
+
+    /** One line describing the export, as {@code vblk serve} prints it at start. */
+    String describe() {
+        ExportSpec o = spec;
+        long bytes = device().config().capacitySectors() * 512;
+        return o.imageName() + " (" + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
+                + backends.inEffect() + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
+                + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
+                + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
+                + ")";
+    }
+
+    /** Changes the limits (0: none) while the export serves; no restart, no frontend disconnect. */
+    void setLimits(long iopsLimit, long bpsLimit) {
+        device().setLimits(iopsLimit, bpsLimit);
+        spec.iopsLimit = iopsLimit;
+        spec.bpsLimit = bpsLimit;
+    }
+
+    /** The back end in effect (after any io_uring fallback). */
+    BackendKind backend() {
+        return backends.inEffect();
+    }
+
+    /** Waits until the serving thread has returned; true if it did in time. */
+    boolean awaitStopped(long timeout, TimeUnit unit) throws InterruptedException {
+        return server.awaitStopped(timeout, unit);
+    }
+
+    /** Makes the serving thread return (any thread); {@link #close()} then finishes the job. */
+    void stop() {
+        server.stop();
+    }
+
+    /**
+     * Drains in-flight requests, closes the frontend's connection, the device and its I/O
+     * threads, removes the socket and closes the image.
+     */
+    @Override
+    public void close() {
+        server.close();
+        try {
+            serving.join(TimeUnit.SECONDS.toMillis(STOP_WAIT_SECONDS));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        closeQuietly(image);
+    }
+
+    private static void closeQuietly(Image image) {
+        if (image != null) {
+            image.close();
+        }
+    }
+}
