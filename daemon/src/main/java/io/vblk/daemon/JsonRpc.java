@@ -18,7 +18,7 @@ import io.vblk.vhost.Log;
  */
 final class JsonRpc {
     /** The jackson-jr instance every JSON document of the daemon goes through. */
-    static final JSON JSON_OUT = JSON.std.without(JSON.Feature.PRETTY_PRINT_OUTPUT);
+    static final JSON JSON_OUT = JSON.std.without(JSON.Feature.PRETTY_PRINT_OUTPUT).with(JSON.Feature.WRITE_NULL_PROPERTIES);
     static final JSON JSON_IN = JSON.std.with(JSON.Feature.USE_BIG_DECIMAL_FOR_FLOATS)
             .with(JSON.Feature.FAIL_ON_DUPLICATE_MAP_KEYS);
 
