@@ -36,7 +36,7 @@ final class DeviceRig implements AutoCloseable {
     private final long[][] statusOf;
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
-                      boolean readOnlyImage, boolean indirect, DeviceListener listener) {
+                      boolean readOnlyImage, boolean indirect, DeviceListener listener, SharedIoThread[] ioThreads) {
         this.imagePath = imagePath;
         this.kind = kind;
         int queues = config.numQueues();
@@ -48,8 +48,12 @@ final class DeviceRig implements AutoCloseable {
         this.scratchHeader = new long[queues];
         this.scratchStatus = new long[queues];
         this.statusOf = new long[queues][config.queueSize()];
-        this.device = BlockDevice.builder(config, BackendFactory.of(kind, image))
-                .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName()).build();
+        BlockDevice.Builder db = BlockDevice.builder(config, BackendFactory.of(kind, image))
+                .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName());
+        if (ioThreads != null) {
+            db.ioThreads(ioThreads);
+        }
+        this.device = db.build();
         long features = config.offeredFeatures();
         if (!eventIdx) {
             features &= ~BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX);
@@ -202,6 +206,7 @@ final class DeviceRig implements AutoCloseable {
         private boolean readOnlyImage;
         private boolean indirect = true;
         private DeviceListener listener = DeviceListener.NONE;
+        private SharedIoThread[] ioThreads;
 
         Builder(Path dir, BackendKind kind) {
             this.dir = dir;
@@ -238,6 +243,11 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
+        Builder ioThreads(SharedIoThread... value) {
+            ioThreads = value;
+            return this;
+        }
+
         Builder listener(DeviceListener value) {
             listener = value;
             return this;
@@ -247,7 +257,7 @@ final class DeviceRig implements AutoCloseable {
             Path p = imagePath != null ? imagePath : createImage(dir, imageBytes);
             BlkConfig.Builder b = BlkConfig.builder(Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
-            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener);
+            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, ioThreads);
         }
     }
 }
