@@ -11,6 +11,8 @@ import java.util.concurrent.TimeoutException;
 import io.vblk.sys.Epoll;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Linux;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
 
 /**
  * An I/O thread that several devices share (QEMU's iothread with {@code iothread-vq-mapping},
@@ -32,6 +34,8 @@ import io.vblk.sys.Linux;
 public final class SharedIoThread implements AutoCloseable {
     private static final long TAG_WAKEUP = -1;
     private static final long CHANGE_WAIT_SECONDS = 30;
+    /** CPUs a cpu_set_t of 128 bytes describes (glibc's CPU_SETSIZE). */
+    static final int MAX_CPUS = 1024;
 
     private final String name;
     private final WaitStrategy waitStrategy;
@@ -40,6 +44,7 @@ public final class SharedIoThread implements AutoCloseable {
     private final EventFd wakeup;
     private final ConcurrentLinkedQueue<Runnable> changes = new ConcurrentLinkedQueue<>();
     private final Thread thread;
+    private final int[] cpus;
     /** Members, only touched by this thread. */
     private IoThread[] members = new IoThread[0];
     private volatile int memberCount;
@@ -54,6 +59,17 @@ public final class SharedIoThread implements AutoCloseable {
      * its members are idle (adaptive: polls {@code pollNs}, then sleeps).
      */
     public SharedIoThread(String name, WaitStrategy waitStrategy, long pollNs) {
+        this(name, waitStrategy, pollNs, null);
+    }
+
+    /**
+     * As {@link #SharedIoThread(String, WaitStrategy, long)}, pinned to {@code cpus} (CPU numbers,
+     * sched_setaffinity(2)); null or empty: wherever the scheduler likes.
+     *
+     * @throws IllegalArgumentException when a CPU number is out of range or the kernel refuses
+     *         the set (no such CPU online, outside the process's cpuset)
+     */
+    public SharedIoThread(String name, WaitStrategy waitStrategy, long pollNs, int[] cpus) {
         this.name = Objects.requireNonNull(name, "name");
         this.waitStrategy = Objects.requireNonNull(waitStrategy, "waitStrategy");
         if (pollNs < 0) {
@@ -63,9 +79,57 @@ public final class SharedIoThread implements AutoCloseable {
         this.epoll = new Epoll(64);
         this.wakeup = EventFd.create(true);
         epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
-        this.thread = new Thread(this::run, name);
+        this.cpus = cpus == null ? new int[0] : cpus.clone();
+        for (int cpu : this.cpus) {
+            if (cpu < 0 || cpu >= MAX_CPUS) {
+                throw new IllegalArgumentException("CPU " + cpu + " out of range (0 to " + (MAX_CPUS - 1) + ")");
+            }
+        }
+        CompletableFuture<Void> pinned = new CompletableFuture<>();
+        this.thread = new Thread(() -> {
+            try {
+                pin();
+                pinned.complete(null);
+            } catch (RuntimeException e) {
+                pinned.completeExceptionally(e);
+                return;
+            }
+            run();
+        }, name);
         thread.setDaemon(true);
         thread.start();
+        try {
+            pinned.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while starting " + name, e);
+        } catch (ExecutionException e) {
+            epoll.close();
+            wakeup.close();
+            throw (RuntimeException) e.getCause();
+        }
+    }
+
+    /** Applies the CPU set to the calling (this) thread. */
+    private void pin() {
+        if (cpus.length == 0) {
+            return;
+        }
+        NativeBuffer mask = new NativeBuffer(MAX_CPUS / 8);
+        for (int cpu : cpus) {
+            int word = cpu / 64;
+            mask.buffer().putLong(word * 8, mask.buffer().getLong(word * 8) | (1L << (cpu % 64)));
+        }
+        int rc = Native.libc().sched_setaffinity(0, MAX_CPUS / 8, mask.address());
+        if (rc != 0) {
+            throw new IllegalArgumentException("cannot pin " + name + " to CPUs " + Arrays.toString(cpus) + ": "
+                    + Native.libc().strerror(Native.errno()));
+        }
+    }
+
+    /** The CPUs it is pinned to (empty: not pinned). */
+    public int[] cpus() {
+        return cpus.clone();
     }
 
     /** The thread's name. */

@@ -121,6 +121,30 @@ class SharedIoThreadTest {
     }
 
     @Test
+    void pinnedToACpuAndRefusedForOneThatIsNotThere() throws Exception {
+        try (SharedIoThread pinned = new SharedIoThread("shared-p", WaitStrategy.BLOCKING, 0, new int[] {0});
+             DeviceRig r = DeviceRig.builder(dir, BackendKind.NULL).ioThreads(pinned).build()) {
+            assertEquals(S_OK, r.roundTrip(0, T_IN, 0, r.buffer(0, 4096), 4096, true));
+            String status = java.nio.file.Files.readString(Path.of("/proc/self/task/" + tid(pinned) + "/status"));
+            assertTrue(status.contains("Cpus_allowed_list:\t0\n"), status);
+        }
+        assertThrows(IllegalArgumentException.class, () -> new SharedIoThread("x", WaitStrategy.BLOCKING, 0, new int[] {1023}));
+        assertThrows(IllegalArgumentException.class, () -> new SharedIoThread("x", WaitStrategy.BLOCKING, 0, new int[] {1024}));
+    }
+
+    /** The kernel thread id of the shared thread, found by its name in /proc. */
+    private static String tid(SharedIoThread t) throws java.io.IOException {
+        try (var tasks = java.nio.file.Files.list(Path.of("/proc/self/task"))) {
+            for (Path task : (Iterable<Path>) tasks::iterator) {
+                if (java.nio.file.Files.readString(task.resolve("comm")).trim().equals(t.name())) {
+                    return task.getFileName().toString();
+                }
+            }
+        }
+        throw new AssertionError("no task named " + t.name());
+    }
+
+    @Test
     void dedicatedCompletionThreadsAreRefused() {
         try (SharedIoThread shared = new SharedIoThread("shared-d", WaitStrategy.BLOCKING, 0)) {
             Tuning dedicated = Tuning.builder().threadingMode(ThreadingMode.DEDICATED).build();
