@@ -12,6 +12,9 @@ import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
 import io.vblk.engine.BlockDevice;
+import io.vblk.engine.SharedIoThread;
+import io.vblk.engine.Tuning;
+import io.vblk.engine.WaitStrategy;
 import io.vblk.sys.NativeException;
 import io.vblk.sys.UnixSocket;
 import io.vblk.vhost.Log;
@@ -36,6 +39,8 @@ final class Daemon implements AutoCloseable {
     /** Ids in the order they were added, for listings. */
     private final List<String> order = Collections.synchronizedList(new ArrayList<>());
     private final Map<String, Method> methods = new LinkedHashMap<>();
+    private final Map<String, SharedIoThread> iothreads = new ConcurrentHashMap<>();
+    private final List<String> iothreadOrder = Collections.synchronizedList(new ArrayList<>());
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final Object changes = new Object();
     private volatile boolean shuttingDown;
@@ -93,6 +98,11 @@ final class Daemon implements AutoCloseable {
 
     // ------------------------------------------------------------ exports
 
+    /** Adds an I/O thread from {@code iothread.add} parameters (the configuration file). */
+    void addIoThread(Params p) {
+        call("iothread.add", p);
+    }
+
     /** Adds an export from already-parsed parameters (the configuration file and vblk serve). */
     Export add(ExportSpec spec) {
         synchronized (changes) {
@@ -111,11 +121,15 @@ final class Daemon implements AutoCloseable {
             if (listening(spec.socket)) {
                 throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
             }
-            if (!spec.iothreads.isEmpty()) {
-                throw new RpcError(RpcError.NOT_SUPPORTED, "iothreads: I/O threads shared between exports are not available "
-                        + "in this build; leave iothreads out and the export gets threads of its own");
+            SharedIoThread[] threads = new SharedIoThread[spec.iothreads.size()];
+            for (int i = 0; i < threads.length; i++) {
+                threads[i] = iothreads.get(spec.iothreads.get(i));
+                if (threads[i] == null) {
+                    throw new RpcError(RpcError.NOT_FOUND, "iothreads: no I/O thread '" + spec.iothreads.get(i)
+                            + "' (iothread.add creates one)");
+                }
             }
-            Export export = Export.open(spec, log);
+            Export export = Export.open(spec, log, threads);
             exports.put(spec.id, export);
             order.add(spec.id);
             log.info("export " + spec.id + ": serving " + export.describe() + " on " + export.socketPath());
@@ -232,20 +246,105 @@ final class Daemon implements AutoCloseable {
     // ------------------------------------------------------------ I/O threads
 
     private Object iothreadAdd(Params p) {
-        throw new RpcError(RpcError.NOT_SUPPORTED, "iothread.add: I/O threads shared between exports are not available "
-                + "in this build; every export has I/O threads of its own (iothread.list shows them)");
+        p.rejectUnknown(Set.of("id", "cpus", "wait", "poll_ns"));
+        String id = p.requiredString("id");
+        if (!id.matches("[A-Za-z0-9_.-]{1,32}")) {
+            throw new InvalidParams("id must be 1 to 32 letters, digits, '.', '_' or '-', got '" + id + "'");
+        }
+        long[] cpuList = p.integers("cpus", 0, 1023);
+        int[] cpus = cpuList == null ? new int[0] : java.util.Arrays.stream(cpuList).mapToInt(c -> (int) c).toArray();
+        WaitStrategy wait = WaitStrategy.ADAPTIVE;
+        String waitName = p.string("wait", null);
+        if (waitName != null) {
+            try {
+                wait = WaitStrategy.parse(waitName);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams("wait: " + e.getMessage());
+            }
+        }
+        long pollNs = p.integer("poll_ns", 0, 1_000_000_000L, Tuning.defaults().pollNs());
+        synchronized (changes) {
+            if (shuttingDown) {
+                throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
+            }
+            if (iothreads.containsKey(id)) {
+                throw new RpcError(RpcError.ALREADY_EXISTS, "I/O thread '" + id + "' already exists");
+            }
+            SharedIoThread t;
+            try {
+                t = new SharedIoThread("vblk-iot-" + id, wait, pollNs, cpus);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams("cpus: " + e.getMessage());
+            }
+            iothreads.put(id, t);
+            iothreadOrder.add(id);
+            log.info("I/O thread " + id + " started (wait " + wait.cliName() + (cpus.length > 0 ? ", cpus "
+                    + java.util.Arrays.toString(cpus) : "") + ")");
+            return describe(id, t);
+        }
     }
 
     private Object iothreadRemove(Params p) {
         p.rejectUnknown(Set.of("id"));
-        throw new RpcError(RpcError.NOT_FOUND, "no I/O thread '" + p.requiredString("id")
-                + "' (this build has only each export's own threads, which go with the export)");
+        String id = p.requiredString("id");
+        synchronized (changes) {
+            SharedIoThread t = iothreads.get(id);
+            if (t == null) {
+                throw new RpcError(RpcError.NOT_FOUND, "no I/O thread '" + id + "' (iothread.list lists them)");
+            }
+            List<String> users = exports().stream().filter(e -> e.spec.iothreads.contains(id)).map(e -> e.spec.id).toList();
+            if (!users.isEmpty()) {
+                throw new RpcError(RpcError.IN_USE, "I/O thread '" + id + "' serves export(s) " + users + ": remove them first");
+            }
+            t.close();
+            iothreads.remove(id);
+            iothreadOrder.remove(id);
+            return Map.of("id", id, "removed", true);
+        }
+    }
+
+    private Map<String, Object> describe(String id, SharedIoThread t) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("id", id);
+        m.put("shared", true);
+        m.put("cpus", java.util.Arrays.stream(t.cpus()).boxed().toList());
+        m.put("wait", t.waitStrategy().cliName());
+        m.put("busy_fraction", Math.round(t.busyFraction() * 1000) / 1000.0);
+        List<Object> users = new ArrayList<>();
+        for (Export e : exports()) {
+            int n = Math.min(e.spec.iothreads.size(), e.spec.queues);
+            List<Integer> queues = new ArrayList<>();
+            for (int q = 0; q < e.spec.queues; q++) {
+                if (n > 0 && e.spec.iothreads.get(q % n).equals(id)) {
+                    queues.add(q);
+                }
+            }
+            if (!queues.isEmpty()) {
+                users.add(Map.of("id", e.spec.id, "queues", queues));
+            }
+        }
+        m.put("exports", users);
+        return m;
     }
 
     private Object iothreadList(Params p) {
         p.rejectUnknown(Set.of());
         List<Object> out = new ArrayList<>();
+        List<String> ids;
+        synchronized (iothreadOrder) {
+            ids = new ArrayList<>(iothreadOrder);
+        }
+        for (String id : ids) {
+            SharedIoThread t = iothreads.get(id);
+            if (t != null) {
+                out.add(describe(id, t));
+            }
+        }
+        // Exports without shared threads have threads of their own, listed for completeness.
         for (Export e : exports()) {
+            if (!e.spec.iothreads.isEmpty()) {
+                continue;
+            }
             BlockDevice d = e.device();
             int threads = d.tuning().threadCount(d.numQueues());
             for (int t = 0; t < threads; t++) {
@@ -257,8 +356,9 @@ final class Daemon implements AutoCloseable {
                 }
                 Map<String, Object> m = new LinkedHashMap<>();
                 m.put("id", "vblk-" + e.spec.id + "-io" + t);
-                m.put("exports", List.of(Map.of("id", e.spec.id, "queues", queues)));
+                m.put("shared", false);
                 m.put("wait", d.tuning().waitStrategy().cliName());
+                m.put("exports", List.of(Map.of("id", e.spec.id, "queues", queues)));
                 out.add(m);
             }
         }
@@ -301,6 +401,11 @@ final class Daemon implements AutoCloseable {
                     remove(e);
                 }
             }
+            for (SharedIoThread t : iothreads.values()) {
+                t.close();
+            }
+            iothreads.clear();
+            iothreadOrder.clear();
         }
     }
 }

@@ -25,7 +25,8 @@ import io.vblk.vhost.SocketFile;
             + "line (vblk ctl talks to it; methods.list lists the methods). SIGINT, SIGTERM or daemon.shutdown drain "
             + "every export and exit with status 0.",
             "",
-            "The configuration file holds the objects the methods take: {\"exports\": [ {export.add params}, ... ]}."},
+            "The configuration file holds the objects the methods take: {\"iothreads\": [ {iothread.add params}, ... ], "
+            + "\"exports\": [ {export.add params}, ... ]}."},
         footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument or configuration, 1 for any other failure."})
 final class DaemonCommand implements Callable<Integer> {
     @ParentCommand
@@ -34,7 +35,7 @@ final class DaemonCommand implements Callable<Integer> {
     @Option(names = "--control", paramLabel = "PATH", required = true, description = "the control socket (created mode 0600)")
     String control;
 
-    @Option(names = "--config", paramLabel = "FILE", description = "JSON configuration: {\"exports\": [ export.add params, ... ]}")
+    @Option(names = "--config", paramLabel = "FILE", description = "JSON configuration: {\"iothreads\": [ iothread.add params ], \"exports\": [ export.add params ]}")
     Path config;
 
     @Option(names = "--control-mode", paramLabel = "OCTAL", description = "permission bits of the control socket (default 0600)")
@@ -66,7 +67,8 @@ final class DaemonCommand implements Callable<Integer> {
         controlParams.put("socket", control);
         // The control socket's mode and uids go through the exports' checks: one set of rules.
         ExportSpec access = ExportSpec.parse(Params.commandLine(controlParams), null);
-        List<Map<String, Object>> exports = config == null ? List.of() : Config.read(config);
+        Config conf = config == null ? new Config(List.of(), List.of()) : Config.read(config);
+        List<Map<String, Object>> exports = conf.exports();
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         try {
             SocketFile.check(access.socket);
@@ -77,6 +79,13 @@ final class DaemonCommand implements Callable<Integer> {
         ControlServer server = null;
         MetricsEndpoint endpoint = null;
         try {
+            for (int i = 0; i < conf.iothreads().size(); i++) {
+                try {
+                    daemon.addIoThread(Params.json(conf.iothreads().get(i)));
+                } catch (RpcError e) {
+                    throw new InvalidParams("--config " + config + ": iothreads[" + i + "]: " + e.getMessage());
+                }
+            }
             for (int i = 0; i < exports.size(); i++) {
                 try {
                     daemon.add(ExportSpec.parse(Params.json(exports.get(i)), null));
@@ -107,13 +116,9 @@ final class DaemonCommand implements Callable<Integer> {
         return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
     }
 
-    /** The configuration file. */
-    static final class Config {
-        private Config() {
-        }
-
-        @SuppressWarnings("unchecked")
-        static List<Map<String, Object>> read(Path file) {
+    /** The configuration file: the parameters of iothread.add and export.add calls, applied in that order. */
+    record Config(List<Map<String, Object>> iothreads, List<Map<String, Object>> exports) {
+        static Config read(Path file) {
             Object doc;
             try {
                 doc = JsonRpc.JSON_IN.anyFrom(Files.readString(file));
@@ -122,23 +127,28 @@ final class DaemonCommand implements Callable<Integer> {
                         + e.getMessage().lines().findFirst().orElse("") : "file not found"));
             }
             if (!(doc instanceof Map<?, ?> top)) {
-                throw new InvalidParams("--config " + file + ": expected an object {\"exports\": [...]}");
+                throw new InvalidParams("--config " + file + ": expected an object {\"iothreads\": [...], \"exports\": [...]}");
             }
             for (Object key : top.keySet()) {
-                if (!"exports".equals(key)) {
-                    throw new InvalidParams("--config " + file + ": unknown member \"" + key + "\" (expected \"exports\")");
+                if (!"exports".equals(key) && !"iothreads".equals(key)) {
+                    throw new InvalidParams("--config " + file + ": unknown member \"" + key + "\" (expected \"iothreads\" and \"exports\")");
                 }
             }
-            Object list = top.get("exports");
+            return new Config(objects(file, top, "iothreads"), objects(file, top, "exports"));
+        }
+
+        @SuppressWarnings("unchecked")
+        private static List<Map<String, Object>> objects(Path file, Map<?, ?> top, String key) {
+            Object list = top.get(key);
             if (list == null) {
                 return List.of();
             }
             if (!(list instanceof List<?> items)) {
-                throw new InvalidParams("--config " + file + ": \"exports\" must be a list of export.add parameter objects");
+                throw new InvalidParams("--config " + file + ": \"" + key + "\" must be a list of parameter objects");
             }
             for (int i = 0; i < items.size(); i++) {
                 if (!(items.get(i) instanceof Map<?, ?>)) {
-                    throw new InvalidParams("--config " + file + ": exports[" + i + "] must be an object");
+                    throw new InvalidParams("--config " + file + ": " + key + "[" + i + "] must be an object");
                 }
             }
             return (List<Map<String, Object>>) list;

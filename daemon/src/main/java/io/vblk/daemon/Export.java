@@ -10,6 +10,7 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.engine.BlkConfig;
 import io.vblk.engine.BlockDevice;
+import io.vblk.engine.SharedIoThread;
 import io.vblk.engine.Tuning;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeException;
@@ -54,7 +55,7 @@ final class Export implements AutoCloseable {
      * @throws InvalidParams for anything the caller can fix: a missing or unreadable image, a
      *         bad size, an unusable socket path
      */
-    static Export open(ExportSpec spec, Log log) {
+    static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads) {
         Image image = spec.image == null ? null : openImage(spec);
         try {
             long sizeBytes = image == null ? spec.nullSizeBytes : image.sizeBytes();
@@ -67,6 +68,9 @@ final class Export implements AutoCloseable {
             }
             if (spec.allowUids != null) {
                 builder.allowUids(spec.allowUids);
+            }
+            if (ioThreads != null && ioThreads.length > 0) {
+                builder.ioThreads(ioThreads);
             }
             VhostUserServer server = builder.build();
             Export export = new Export(spec, image, backends, server, log);

@@ -84,7 +84,8 @@ class DaemonTest {
         Path sockA = dir.resolve("a.sock");
         Path sockB = dir.resolve("b.sock");
         Path config = dir.resolve("vblk.json");
-        Files.writeString(config, "{\"exports\": [" + addParams("a", image("a.img"), sockA) + "]}");
+        Files.writeString(config, "{\"iothreads\": [{\"id\": \"t1\", \"wait\": \"adaptive\"}], \"exports\": ["
+                + addParams("a", image("a.img"), sockA).replace("}", ",\"iothreads\":[\"t1\"]}") + "]}");
         try (DaemonRig d = new DaemonRig(control, "--config", config.toString())) {
             assertEquals(PosixFilePermissions.fromString("rw-------"), Files.getPosixFilePermissions(control));
             assertEquals(List.of("export.add", "export.remove", "export.list", "export.stats", "export.resize",
@@ -92,7 +93,8 @@ class DaemonTest {
                     "daemon.shutdown"), d.result("methods.list", null));
             assertTrue(((Map<String, Object>) d.result("daemon.version", null)).get("version").toString().startsWith("0."));
 
-            Map<String, Object> added = (Map<String, Object>) d.result("export.add", addParams("b", image("b.img"), sockB));
+            Map<String, Object> added = (Map<String, Object>) d.result("export.add",
+                    addParams("b", image("b.img"), sockB).replace("}", ",\"iothreads\":[\"t1\"]}"));
             assertEquals((long) IMAGE_BYTES, num(added.get("size_bytes")));
             List<Map<String, Object>> list = (List<Map<String, Object>>) d.result("export.list", null);
             assertEquals(List.of("a", "b"), list.stream().map(m -> m.get("id")).toList());
@@ -117,10 +119,20 @@ class DaemonTest {
             assertEquals(1000L, num(((List<Map<String, Object>>) d.result("export.list", null)).get(1).get("iops_limit")));
             d.result("export.set_limits", "{\"id\":\"b\",\"iops_limit\":0,\"bps_limit\":0}");
 
+            // Both exports share I/O thread t1; the daemon started no I/O thread per export.
             List<Map<String, Object>> threads = (List<Map<String, Object>>) d.result("iothread.list", null);
-            assertEquals(2, threads.size(), threads.toString());
-            assertEquals(-32003, num(DaemonRig.error(d.call("iothread.add", "{\"id\":\"t1\"}")).get("code")));
-            assertEquals(-32000, num(DaemonRig.error(d.call("iothread.remove", "{\"id\":\"t1\"}")).get("code")));
+            assertEquals(1, threads.size(), threads.toString());
+            assertEquals("t1", threads.get(0).get("id"));
+            assertEquals(List.of(Map.of("id", "a", "queues", List.of(0)), Map.of("id", "b", "queues", List.of(0))),
+                    threads.get(0).get("exports"));
+            assertEquals(0, Thread.getAllStackTraces().keySet().stream().filter(t -> t.getName().matches("vblk-[ab]-io.*")).count());
+            assertEquals(-32002, num(DaemonRig.error(d.call("iothread.remove", "{\"id\":\"t1\"}")).get("code")), "in use");
+            assertEquals(-32001, num(DaemonRig.error(d.call("iothread.add", "{\"id\":\"t1\"}")).get("code")));
+            assertEquals(List.of(0), ((Map<String, Object>) d.result("iothread.add", "{\"id\":\"t2\",\"cpus\":[0],\"wait\":\"blocking\"}")).get("cpus"));
+            assertEquals(-32602, num(DaemonRig.error(d.call("iothread.add", "{\"id\":\"t3\",\"cpus\":[1023]}")).get("code")));
+            assertEquals(-32000, num(DaemonRig.error(d.call("export.add", addParams("c", image("c.img"), dir.resolve("c.sock"))
+                    .replace("}", ",\"iothreads\":[\"nope\"]}"))).get("code")));
+            assertEquals(Map.of("id", "t2", "removed", true), d.result("iothread.remove", "{\"id\":\"t2\"}"));
             assertEquals(-32003, num(DaemonRig.error(d.call("export.resize", "{\"id\":\"a\",\"size\":8388608}")).get("code")));
 
             // Removing an export while its frontend has I/O going: drained, socket gone, the other export unaffected.

@@ -9,6 +9,7 @@ import java.util.concurrent.TimeUnit;
 import io.vblk.engine.BackendFactory;
 import io.vblk.engine.BlkConfig;
 import io.vblk.engine.BlockDevice;
+import io.vblk.engine.SharedIoThread;
 import io.vblk.engine.Tuning;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeException;
@@ -60,7 +61,11 @@ public final class VhostUserServer implements AutoCloseable {
         SocketFile.check(b.socket);
         GroupPrincipal group = b.socketGroup == null ? null : SocketFile.group(b.socketGroup);
         this.errors = new QueueErrors(b.config.numQueues(), log);
-        this.device = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name).build();
+        BlockDevice.Builder db = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name);
+        if (b.ioThreads != null) {
+            db.ioThreads(b.ioThreads);
+        }
+        this.device = db.build();
         this.poller = new KickPoller(device);
         try {
             this.socketFile = SocketFile.listen(b.socket, BACKLOG, b.socketMode, group);
@@ -198,6 +203,7 @@ public final class VhostUserServer implements AutoCloseable {
         private int socketMode = SocketFile.DEFAULT_MODE;
         private String socketGroup;
         private int[] allowUids;
+        private SharedIoThread[] ioThreads;
 
         private Builder(Path socket, BlkConfig config, BackendFactory backends) {
             this.socket = Objects.requireNonNull(socket, "socket");
@@ -242,6 +248,15 @@ public final class VhostUserServer implements AutoCloseable {
                 throw new IllegalArgumentException("allowUids: at least one uid");
             }
             allowUids = uids.clone();
+            return this;
+        }
+
+        /**
+         * Runs the device's queues on these shared I/O threads instead of threads of its own
+         * (see {@code BlockDevice.Builder.ioThreads}).
+         */
+        public Builder ioThreads(SharedIoThread... value) {
+            ioThreads = value.clone();
             return this;
         }
 
