@@ -134,7 +134,7 @@ final class Export implements AutoCloseable {
 
     private static Tuning tuning(ExportSpec s) {
         return Tuning.builder().waitStrategy(s.wait).iopsLimit(s.iopsLimit).bytesPerSecondLimit(s.bpsLimit)
-                .adjustableLimits(true).build();
+                .backendDepth(s.backendDepth).adjustableLimits(true).build();
     }
 
     /** The device served, for counters and latency. */

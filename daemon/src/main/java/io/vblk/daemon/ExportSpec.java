@@ -23,9 +23,11 @@ final class ExportSpec {
     /** Largest queue size a frontend may ask for (QEMU's queue-size limit). */
     static final int MAX_QUEUE_SIZE = 1024;
     static final String NULL_PREFIX = "null:";
+    /** Default in-flight requests of an export on shared I/O threads. */
+    static final int SHARED_BACKEND_DEPTH = 128;
 
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
-            "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids");
+            "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -44,6 +46,12 @@ final class ExportSpec {
     boolean direct = true;
     WaitStrategy wait = WaitStrategy.ADAPTIVE;
     List<String> iothreads = List.of();
+    /**
+     * Requests in flight per device thread (request slots, each with room for SEG_MAX segments);
+     * 0: the engine's default, queues x queue_size. Exports on shared I/O threads default to
+     * {@link #SHARED_BACKEND_DEPTH}, which keeps an idle export's memory small.
+     */
+    int backendDepth;
     long iopsLimit;
     long bpsLimit;
     int socketMode = SocketFile.DEFAULT_MODE;
@@ -101,6 +109,7 @@ final class ExportSpec {
             }
         }
         s.iothreads = p.strings("iothreads");
+        s.backendDepth = (int) p.integer("backend_depth", 1, 4096, s.iothreads.isEmpty() ? 0 : SHARED_BACKEND_DEPTH);
         s.iopsLimit = p.integer("iops_limit", 0, Long.MAX_VALUE, 0);
         s.bpsLimit = p.size("bps_limit", 0, 0);
         s.socketMode = socketMode(p);
@@ -194,6 +203,7 @@ final class ExportSpec {
         m.put("wait", wait.cliName());
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
+        m.put("iothreads", iothreads);
         m.put("socket_mode", "0" + Integer.toOctalString(socketMode));
         return m;
     }
