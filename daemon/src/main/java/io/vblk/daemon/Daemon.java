@@ -228,8 +228,15 @@ final class Daemon implements AutoCloseable {
 
     private Object exportResize(Params p) {
         p.rejectUnknown(Set.of("id", "size", "allow_shrink"));
-        export(p);
-        throw new RpcError(RpcError.NOT_SUPPORTED, "export.resize: online resize is not available in this build");
+        Export e = export(p);
+        if (!p.has("size")) {
+            throw new InvalidParams("size is required");
+        }
+        long size = p.size("size", 512, 0);
+        boolean allowShrink = p.bool("allow_shrink");
+        synchronized (changes) {
+            return e.resize(size, allowShrink);
+        }
     }
 
     private Object exportSetLimits(Params p) {

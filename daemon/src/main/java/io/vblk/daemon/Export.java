@@ -3,6 +3,8 @@ package io.vblk.daemon;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 import io.vblk.aio.BackendKind;
@@ -155,6 +157,54 @@ final class Export implements AutoCloseable {
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
                 + ")";
+    }
+
+    /**
+     * Online resize: the image file first when growing (so every sector the guest may address
+     * exists), the device and the frontend next, the file last when shrinking.
+     *
+     * @throws InvalidParams for a size that is not a multiple of 512, or smaller without
+     *         {@code allowShrink}
+     * @throws RpcError when the image cannot be resized (read-only, a block device)
+     */
+    Map<String, Object> resize(long sizeBytes, boolean allowShrink) {
+        long current = device().config().capacitySectors() * 512;
+        if (sizeBytes % 512 != 0) {
+            throw new InvalidParams("size must be a multiple of 512 bytes, got " + sizeBytes);
+        }
+        if (sizeBytes < current && !allowShrink) {
+            throw new InvalidParams("size " + sizeBytes + " is below the current " + current
+                    + " bytes: shrinking loses the data beyond it; pass allow_shrink to do it anyway");
+        }
+        boolean told = false;
+        if (sizeBytes != current) {
+            if (image != null && sizeBytes > current) {
+                resizeImage(sizeBytes);
+            }
+            told = server.resize(sizeBytes);
+            if (image != null && sizeBytes < current) {
+                resizeImage(sizeBytes);
+            }
+            if (image == null) {
+                spec.nullSizeBytes = sizeBytes;
+            }
+        }
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("id", spec.id);
+        m.put("size_bytes", sizeBytes);
+        m.put("previous_size_bytes", current);
+        m.put("frontend_notified", told);
+        return m;
+    }
+
+    private void resizeImage(long sizeBytes) {
+        try {
+            image.resize(sizeBytes);
+        } catch (IllegalStateException e) {
+            throw new RpcError(RpcError.NOT_SUPPORTED, e.getMessage());
+        } catch (NativeException e) {
+            throw new RpcError(RpcError.INTERNAL_ERROR, "cannot resize " + image.path() + ": " + e.getMessage());
+        }
     }
 
     /** Changes the limits (0: none) while the export serves; no restart, no frontend disconnect. */

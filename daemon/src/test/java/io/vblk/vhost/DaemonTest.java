@@ -133,7 +133,26 @@ class DaemonTest {
             assertEquals(-32000, num(DaemonRig.error(d.call("export.add", addParams("c", image("c.img"), dir.resolve("c.sock"))
                     .replace("}", ",\"iothreads\":[\"nope\"]}"))).get("code")));
             assertEquals(Map.of("id", "t2", "removed", true), d.result("iothread.remove", "{\"id\":\"t2\"}"));
-            assertEquals(-32003, num(DaemonRig.error(d.call("export.resize", "{\"id\":\"a\",\"size\":8388608}")).get("code")));
+            // Online resize: grow, refuse a shrink unless allowed, and serve the new sectors.
+            Map<String, Object> resized = (Map<String, Object>) d.result("export.resize", "{\"id\":\"a\",\"size\":\"8M\"}");
+            assertEquals(8L << 20, num(resized.get("size_bytes")));
+            assertEquals((long) IMAGE_BYTES, num(resized.get("previous_size_bytes")));
+            assertEquals(8L << 20, Files.size(dir.resolve("a.img")), "the image file grew");
+            assertEquals(-32602, num(DaemonRig.error(d.call("export.resize", "{\"id\":\"a\",\"size\":4194304}")).get("code")));
+            assertEquals(-32602, num(DaemonRig.error(d.call("export.resize", "{\"id\":\"a\",\"size\":1000}")).get("code")));
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sockA), g, 1)) {
+                BlkQueue q = g.queue(0, 128, true);
+                byte[] cfg = qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
+                assertEquals((8L << 20) / 512, java.nio.ByteBuffer.wrap(cfg).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong(0));
+                qemu.start(qemu.linuxFeatures(), true, null, q);
+                byte[] data = BlkQueue.pattern(12_000, 4096, 11);
+                q.write(12_000, data);
+                assertArrayEquals(data, q.read(12_000, 4096));
+                qemu.stop(q);
+            }
+            assertEquals(6L << 20, num(((Map<String, Object>) d.result("export.resize",
+                    "{\"id\":\"a\",\"size\":6291456,\"allow_shrink\":true}")).get("size_bytes")));
+            assertEquals(6L << 20, Files.size(dir.resolve("a.img")));
 
             // Removing an export while its frontend has I/O going: drained, socket gone, the other export unaffected.
             AtomicLong done = new AtomicLong();

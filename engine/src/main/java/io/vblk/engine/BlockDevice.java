@@ -35,6 +35,7 @@ import io.vblk.sys.EventFd;
 public final class BlockDevice implements AutoCloseable {
     private final DeviceModel model;
     private final Tuning tuning;
+    private final DeviceListener listener;
     private final DeviceQueue[] queues;
     private final IoThread[] threads;
     private final IoThread[] threadOfQueue;
@@ -46,6 +47,7 @@ public final class BlockDevice implements AutoCloseable {
     private BlockDevice(Builder b) {
         this.model = new DeviceModel(b.config);
         this.tuning = b.tuning;
+        this.listener = b.listener;
         this.memory = b.memory;
         int numQueues = b.config.numQueues();
         int maxChainSegments = b.config.queueSize() + Math.max(1, b.config.segMax());
@@ -392,6 +394,20 @@ public final class BlockDevice implements AutoCloseable {
         if (q >= 0 && q < queues.length) {
             threadOfQueue[q].kick(q);
         }
+    }
+
+    /**
+     * Changes the capacity while the device runs (online resize): requests are checked against
+     * the new capacity from the next one on, {@link #configSpace()} shows it, and the listener's
+     * {@link DeviceListener#configChanged} is called so the VMM can raise the config-change
+     * interrupt. The back end's image must already have the new size (grown first, shrunk after).
+     *
+     * @throws IllegalArgumentException unless {@code capacityBytes} is a positive multiple of 512
+     */
+    public void resize(long capacityBytes) {
+        BlkConfig resized = model.config().withCapacity(capacityBytes);
+        model.setConfig(resized);
+        listener.configChanged(resized);
     }
 
     /**

@@ -85,6 +85,21 @@ public final class VhostUserServer implements AutoCloseable {
         return device;
     }
 
+    /**
+     * Online resize: the device takes the new capacity and the connected frontend, if it gave a
+     * backend channel, is told with BACKEND_CONFIG_CHANGE_MSG (QEMU then re-reads the config and
+     * interrupts the guest, whose driver picks up the new size). The image must already have
+     * the new size. Returns whether a frontend was told.
+     */
+    public boolean resize(long capacityBytes) {
+        device.resize(capacityBytes);
+        Session s = current;
+        boolean told = s != null && s.notifyConfigChange();
+        log.info("resized to " + capacityBytes + " bytes" + (told ? "; frontend " + s.id() + " told" : s != null
+                ? "; the frontend gave no backend channel and was not told" : ""));
+        return told;
+    }
+
     /** Where the server listens. */
     public Path socketPath() {
         return socketFile.path();
