@@ -1,5 +1,7 @@
 package io.vblk.daemon;
 
+import java.io.UncheckedIOException;
+import java.nio.file.Path;
 import java.util.concurrent.Callable;
 
 import picocli.CommandLine.Command;
@@ -8,6 +10,7 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.ParentCommand;
 
 import io.vblk.vhost.Log;
+import io.vblk.vhost.SocketFile;
 
 /**
  * {@code vblk serve}: the one-export shortcut of {@code vblk daemon}. The same code serves: a
@@ -31,6 +34,10 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--metrics", paramLabel = "ADDR:PORT", description = "serve Prometheus metrics at http://ADDR:PORT/metrics")
     String metrics;
 
+    @Option(names = "--control", paramLabel = "PATH", description = "also listen for JSON-RPC requests at PATH (mode 0600), "
+            + "as vblk daemon does: export.stats, export.resize, export.set_limits, ... (vblk ctl)")
+    String control;
+
     @Override
     public Integer call() {
         Main.Context ctx = parent.context;
@@ -50,15 +57,29 @@ final class ServeCommand implements Callable<Integer> {
         } catch (RpcError err) {
             throw new InvalidParams(err.getMessage());
         }
-        MetricsEndpoint endpoint;
+        MetricsEndpoint endpoint = null;
+        ControlServer server = null;
         try {
             endpoint = address == null ? null : MetricsEndpoint.start(address, daemon);
+            if (control != null) {
+                try {
+                    server = new ControlServer(Path.of(control), SocketFile.DEFAULT_MODE, null, spec.allowUids,
+                            new JsonRpc(daemon, log), log);
+                } catch (IllegalArgumentException err) {
+                    throw new InvalidParams("--control: " + err.getMessage());
+                } catch (UncheckedIOException err) {
+                    throw new InvalidParams("cannot listen on " + control + ": " + err.getCause().getMessage());
+                }
+            }
         } catch (InvalidParams err) {
             daemon.close();
+            if (endpoint != null) {
+                endpoint.close();
+            }
             throw err;
         }
         ctx.out().println("vblk: serving " + e.describe() + " on " + e.socketPath());
         ctx.out().flush();
-        return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), endpoint);
+        return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
     }
 }
