@@ -150,6 +150,9 @@ final class Params {
             }
             return out;
         }
+        if (v instanceof String single) {
+            return List.of(single); // one item needs no brackets
+        }
         if (!(v instanceof List<?> list)) {
             throw new InvalidParams(name(key) + " must be a list, got " + describe(v));
         }
@@ -173,6 +176,8 @@ final class Params {
             items = List.of(s.split(",", -1));
         } else if (v instanceof List<?> list) {
             items = list;
+        } else if (v instanceof Number) {
+            items = List.of(v); // one item needs no brackets
         } else {
             throw new InvalidParams(name(key) + " must be a list of integers, got " + describe(v));
         }

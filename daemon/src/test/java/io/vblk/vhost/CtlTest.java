@@ -62,6 +62,15 @@ class CtlTest {
             assertEquals(0, byJson.status(), byJson.toString());
             assertEquals(500, ((Number) ((Map<String, Object>) JSON.std.anyFrom(byJson.out())).get("iops_limit")).intValue());
 
+            Result thread = run("ctl", "--control", c, "iothread.add", "--id", "t9", "--cpus", "0", "--wait", "blocking");
+            assertEquals(0, thread.status(), thread.toString());
+            assertTrue(thread.out().contains("cpus: [0]"), thread.out());
+            Result onIt = run("ctl", "--control", c, "export.add", "--id", "n", "--image", "null:1M", "--socket",
+                    dir.resolve("n.sock").toString(), "--iothreads", "t9");
+            assertEquals(0, onIt.status(), onIt.toString());
+            assertEquals(0, run("ctl", "--control", c, "export.remove", "--id", "n").status());
+            assertEquals(0, run("ctl", "--control", c, "iothread.remove", "--id", "t9").status());
+
             Result error = run("ctl", "--control", c, "export.remove", "--id", "zz");
             assertEquals(1, error.status());
             assertTrue(error.err().contains("no export 'zz'") && error.err().contains("-32000"), error.err());
