@@ -65,6 +65,8 @@ final class BenchOptions {
             "  --wait LIST          adaptive, blocking, sleeping, yielding, busy-spin (default adaptive)",
             "  --threading LIST     shared, dedicated (default shared; embedded only)",
             "  --io-threads N       I/O threads the queues are spread over (default 1; embedded only)",
+            "  --dirty-log          log every device write into a dirty bitmap, as during a live",
+            "                       migration (embedded only)",
             "",
             "Comparison:",
             "  --compare            data plane on/off, vblk/fio, vblk serve/qemu-storage-daemon (file and",
@@ -101,6 +103,7 @@ final class BenchOptions {
     boolean guestPolls;
     boolean eventIdx = true;
     boolean indirect;
+    boolean dirtyLog;
     long rateIops;
     String mode = "embedded";
     Path socket;
@@ -131,7 +134,7 @@ final class BenchOptions {
             "--markdown", "--hgrm", "--svg");
     private static final List<String> WORKLOAD_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues",
             "--mode", "--socket", "--backend-pid", "--daemon", "--threading", "--io-threads", "--wait", "--guest", "--size",
-            "--no-event-idx", "--indirect", "--allow-writes", "--rate");
+            "--no-event-idx", "--indirect", "--dirty-log", "--allow-writes", "--rate");
 
     /**
      * Parses {@code args}.
@@ -185,7 +188,7 @@ final class BenchOptions {
 
     private static boolean isFlag(String name) {
         switch (name) {
-            case "-h": case "--help": case "--allow-writes": case "--no-event-idx": case "--indirect": case "--compare":
+            case "-h": case "--help": case "--allow-writes": case "--no-event-idx": case "--indirect": case "--dirty-log": case "--compare":
             case "--quiet":
                 return true;
             default:
@@ -199,6 +202,7 @@ final class BenchOptions {
             case "--allow-writes": allowWrites = true; break;
             case "--no-event-idx": eventIdx = false; break;
             case "--indirect": indirect = true; break;
+            case "--dirty-log": dirtyLog = true; break;
             case "--compare": compare = true; break;
             case "--quiet": quiet = true; break;
             default: throw new IllegalStateException(name);

@@ -61,7 +61,8 @@ final class WorkloadRun {
                         for (ThreadingMode t : o.threadings) {
                             String name = "embedded-" + b.cliName() + "-" + wait.cliName()
                                     + (o.threadings.size() > 1 || t != ThreadingMode.SHARED ? "-" + t.name().toLowerCase(Locale.ROOT) : "");
-                            runAll(name, new EmbeddedContender(disk, b, wait, t, o.ioThreads));
+                            runAll(name + (o.dirtyLog ? "-dirty-log" : ""),
+                                    new EmbeddedContender(disk, b, wait, t, o.ioThreads).dirtyLog(o.dirtyLog));
                         }
                     }
                 }

@@ -33,6 +33,7 @@ final class Session {
     private final VringRequests vrings;
     private final ConfigRequests config;
     private final InflightRequests inflight;
+    private final LogRequests logs;
     private final Log log;
     private long messages;
     /** The frontend's channel for backend requests (SET_BACKEND_REQ_FD), or null; guarded by this. */
@@ -53,6 +54,7 @@ final class Session {
         this.vrings = new VringRequests(state, control, channel);
         this.config = new ConfigRequests(device, channel);
         this.inflight = new InflightRequests(state, control, channel);
+        this.logs = new LogRequests(state, control, channel);
     }
 
     int id() {
@@ -201,6 +203,8 @@ final class Session {
             case Request.GET_INFLIGHT_FD -> inflight.getInflightFd(m);
             case Request.SET_INFLIGHT_FD -> inflight.setInflightFd(m);
             case Request.SET_BACKEND_REQ_FD -> setBackendReqFd(m);
+            case Request.SET_LOG_BASE -> logs.setLogBase(m);
+            case Request.SET_LOG_FD -> logs.setLogFd(m);
             default -> throw ProtocolError.rejected(m.name() + " is not supported (size " + Integer.toUnsignedString(m.size())
                     + ", " + m.fdCount() + " descriptor(s))");
         }

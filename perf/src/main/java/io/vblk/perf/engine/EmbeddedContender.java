@@ -1,5 +1,6 @@
 package io.vblk.perf.engine;
 
+import java.nio.ByteBuffer;
 import java.util.Locale;
 import java.util.Map;
 import java.util.TreeMap;
@@ -7,6 +8,7 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.LockSupport;
 
 import org.HdrHistogram.Histogram;
+import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
@@ -20,6 +22,7 @@ import io.vblk.engine.QueueCounters;
 import io.vblk.engine.ThreadingMode;
 import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.perf.load.LoadGenerator;
 import io.vblk.perf.load.Contender;
@@ -45,6 +48,7 @@ public final class EmbeddedContender implements Contender {
     private final WaitStrategy wait;
     private final ThreadingMode threading;
     private final int ioThreads;
+    private boolean dirtyLog;
 
     /**
      * @param ioThreads I/O threads the queues are spread over round-robin (1: all on one)
@@ -55,6 +59,15 @@ public final class EmbeddedContender implements Contender {
         this.wait = wait;
         this.threading = threading;
         this.ioThreads = ioThreads;
+    }
+
+    /**
+     * Runs with dirty logging on (every device write into guest memory marked in a bitmap, as
+     * during a live migration): the cost of logging.
+     */
+    public EmbeddedContender dirtyLog(boolean value) {
+        dirtyLog = value;
+        return this;
     }
 
     /** The device's own counters over the measured window, summed over its queues. */
@@ -100,7 +113,7 @@ public final class EmbeddedContender implements Contender {
 
     @Override
     public String label() {
-        return "vblk embedded (" + backend + ", " + wait.cliName() + ")";
+        return "vblk embedded (" + backend + ", " + wait.cliName() + (dirtyLog ? ", dirty log" : "") + ")";
     }
 
     @Override
@@ -129,6 +142,10 @@ public final class EmbeddedContender implements Contender {
             features &= ~BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX);
         }
         device.negotiate(features);
+        if (dirtyLog) {
+            int bytes = (int) DirtyLog.bitmapBytes(perQueue * w.queues());
+            device.startDirtyLog(new UnsafeBuffer(ByteBuffer.allocateDirect(bytes)));
+        }
         Thread guestThread = Thread.currentThread();
         Interrupt interrupt = () -> LockSupport.unpark(guestThread);
         long range = w.rangeBytes() > 0 ? Math.min(w.rangeBytes(), capacity) : capacity;
