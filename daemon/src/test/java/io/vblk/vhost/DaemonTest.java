@@ -105,6 +105,9 @@ class DaemonTest {
             Map<String, Object> qa = queue0(d.result("export.stats", "{\"id\":\"a\"}"));
             assertEquals(40L, num(qa.get("completions")), "20 writes and 20 reads: " + qa);
             assertEquals(0L, num(qa.get("in_flight")));
+            assertEquals(20L, num(qa.get("reads")));
+            assertEquals(20L, num(qa.get("writes")));
+            assertEquals(0L, num(qa.get("flushes")));
             assertEquals(0L, num(qa.get("errors")));
             Map<String, Object> lat = (Map<String, Object>) qa.get("latency");
             assertEquals(40L, num(lat.get("count")));
@@ -306,6 +309,8 @@ class DaemonTest {
             assertTrue(body.contains("vblk_disk_requests_completed_total{export=\"a\",queue=\"0\"} 20.0"), body);
             assertTrue(body.contains("vblk_disk_bytes_total{export=\"a\",queue=\"0\"} 81920.0"), body);
             assertTrue(body.contains("vblk_disk_io_now{export=\"a\",queue=\"0\"} 0.0"), body);
+            assertTrue(body.contains("vblk_disk_reads_total{export=\"a\",queue=\"0\"} 10.0"), body);
+            assertTrue(body.contains("vblk_disk_writes_total{export=\"a\",queue=\"0\"} 10.0"), body);
             assertTrue(body.contains("vblk_disk_size_bytes{export=\"a\"} " + (double) IMAGE_BYTES), body);
             assertTrue(body.contains("vblk_disk_request_duration_seconds_count{export=\"a\",queue=\"0\"} 20"), body);
             assertTrue(body.contains("vblk_disk_request_duration_seconds{export=\"a\",queue=\"0\",quantile=\"0.99\"}"), body);

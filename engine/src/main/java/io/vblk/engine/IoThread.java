@@ -335,8 +335,13 @@ final class IoThread implements Runnable, CompletionSink {
             r.startNs = nowNs;
             q.inflight++;
             popped++;
+            r.type = -1; // a chain refused before its header was read counts as no type
             dispatch(r, parser.parse(chain, r));
             q.counters.add(QueueCounters.BYTES, r.bytes);
+            int byType = QueueCounters.ofType(r.type);
+            if (byType >= 0) {
+                q.counters.increment(byType);
+            }
             if (throttle != null) {
                 throttle.charge(nowNs, r.bytes);
                 if (throttle.delayNs(nowNs) > 0) {

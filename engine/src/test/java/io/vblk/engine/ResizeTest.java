@@ -45,6 +45,8 @@ class ResizeTest {
             assertEquals(S_OK, rig.roundTrip(0, T_OUT, beyond, buf, 4096, false));
             assertEquals(S_OK, rig.roundTrip(0, T_IN, beyond, buf, 4096, true));
             assertEquals(S_IOERR, rig.roundTrip(0, T_IN, 2 * BYTES / 512, buf, 4096, true), "beyond the new end");
+            assertEquals(3, rig.device.counters(0).get(QueueCounters.READS), "requests counted by type, refused ones too");
+            assertEquals(1, rig.device.counters(0).get(QueueCounters.WRITES));
             assertThrows(IllegalArgumentException.class, () -> rig.device.resize(1000));
         }
     }
