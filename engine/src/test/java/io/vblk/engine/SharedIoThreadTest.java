@@ -89,6 +89,28 @@ class SharedIoThreadTest {
         }
     }
 
+    /** A fault under one device (its image cut short underneath: I/O errors) leaves its neighbour alone. */
+    @Test
+    void aFaultingImageFailsOnlyItsOwnRequests() throws Exception {
+        try (SharedIoThread shared = new SharedIoThread("shared-f", WaitStrategy.ADAPTIVE, 50_000);
+             DeviceRig a = DeviceRig.builder(dir, BackendKind.IO_URING).ioThreads(shared).build();
+             DeviceRig b = DeviceRig.builder(dir, BackendKind.IO_URING).ioThreads(shared).build()) {
+            long bufA = a.buffer(0, 4096);
+            long bufB = b.buffer(0, 4096);
+            assertEquals(S_OK, a.roundTrip(0, T_IN, 64, bufA, 4096, true));
+            try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(a.imagePath.toFile(), "rw")) {
+                f.setLength(0); // the image file cut short under the device
+            }
+            for (int i = 0; i < 50; i++) {
+                assertEquals(BlkRequestDescriptor.S_IOERR, a.roundTrip(0, T_IN, 64 + 8 * i, bufA, 4096, true));
+                assertEquals(S_OK, b.roundTrip(0, i % 2 == 0 ? T_OUT : T_IN, 8 * i, bufB, 4096, i % 2 == 1));
+            }
+            assertFalse(a.device.isBroken(0), "I/O errors are answered, not a reason to stop the queue");
+            assertEquals(50, a.device.counters(0).get(QueueCounters.ERRORS));
+            assertEquals(0, b.device.counters(0).get(QueueCounters.ERRORS));
+        }
+    }
+
     @Test
     void manyDevicesOnOneThreadStartNoThreadOfTheirOwn() throws Exception {
         List<DeviceRig> rigs = new ArrayList<>();
