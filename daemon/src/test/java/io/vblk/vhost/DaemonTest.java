@@ -126,8 +126,8 @@ class DaemonTest {
             List<Map<String, Object>> threads = (List<Map<String, Object>>) d.result("iothread.list", null);
             assertEquals(1, threads.size(), threads.toString());
             assertEquals("t1", threads.get(0).get("id"));
-            double busy = ((Number) threads.get(0).get("busy_fraction")).doubleValue();
-            assertTrue(busy >= 0 && busy <= 1, "busy fraction " + busy);
+            double busyFraction = ((Number) threads.get(0).get("busy_fraction")).doubleValue();
+            assertTrue(busyFraction >= 0 && busyFraction <= 1, "busy fraction " + busyFraction);
             assertEquals(List.of(Map.of("id", "a", "queues", List.of(0)), Map.of("id", "b", "queues", List.of(0))),
                     threads.get(0).get("exports"));
             assertEquals(0, Thread.getAllStackTraces().keySet().stream().filter(t -> t.getName().matches("vblk-[ab]-io.*")).count());
