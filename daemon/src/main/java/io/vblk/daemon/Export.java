@@ -10,6 +10,8 @@ import java.util.concurrent.TimeUnit;
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
+import io.vblk.block.ImageFormat;
+import io.vblk.block.NetworkDisk;
 import io.vblk.engine.BlkConfig;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.SharedIoThread;
@@ -17,6 +19,7 @@ import io.vblk.engine.Tuning;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeException;
 import io.vblk.vhost.BackendChoice;
+import io.vblk.vhost.FormatChoice;
 import io.vblk.vhost.Log;
 import io.vblk.vhost.VhostUserServer;
 
@@ -58,13 +61,32 @@ final class Export implements AutoCloseable {
      *         bad size, an unusable socket path
      */
     static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads) {
-        Image image = spec.image == null ? null : openImage(spec);
+        BackendKind kind = spec.aio != null ? spec.aio : BackendKind.IO_URING;
+        NetworkDisk network = spec.network == null ? null : openNetwork(spec);
+        if (network != null) {
+            spec.readOnly = network.readOnly();
+        }
+        FormatChoice format;
         try {
-            long sizeBytes = image == null ? spec.nullSizeBytes : image.sizeBytes();
-            BackendKind kind = spec.aio != null ? spec.aio : BackendKind.IO_URING;
+            format = network != null || spec.format == ImageFormat.RAW ? null
+                    : FormatChoice.open(spec.image, spec.format, kind, spec.readOnly, spec.direct, log);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams(e.getMessage());
+        }
+        Image image = spec.image == null || format != null ? null : openImage(spec, log);
+        try {
+            long sizeBytes = network != null ? network.sizeBytes() : format != null ? format.sizeBytes()
+                    : image == null ? spec.nullSizeBytes : image.sizeBytes();
             BackendChoice backends = new BackendChoice(kind, image, log);
-            VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config(spec, image, sizeBytes), backends)
+            BlkConfig config = config(spec, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
+            VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
                     .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id);
+            if (format != null) {
+                builder.drivers(format);
+            }
+            if (network != null) {
+                builder.drivers(network);
+            }
             if (spec.socketGroup != null) {
                 builder.socketGroup(spec.socketGroup);
             }
@@ -90,6 +112,15 @@ final class Export implements AutoCloseable {
         }
     }
 
+    /** Connects to a network disk; a bad address or an unreachable server is one line, as a missing file is. */
+    private static NetworkDisk openNetwork(ExportSpec s) {
+        try {
+            return NetworkDisk.open(s.network, s.readOnly);
+        } catch (RuntimeException e) {
+            throw new InvalidParams("cannot open " + s.network + ": " + e.getMessage());
+        }
+    }
+
     private void serve() {
         try {
             server.serve();
@@ -99,7 +130,7 @@ final class Export implements AutoCloseable {
     }
 
     /** Opens the image after checking what it is, so each mistake gets its own message. */
-    private static Image openImage(ExportSpec s) {
+    private static Image openImage(ExportSpec s, Log log) {
         Path path = s.image;
         if (!Files.exists(path)) {
             throw new InvalidParams("image not found: " + path);
@@ -116,6 +147,7 @@ final class Export implements AutoCloseable {
         } catch (RuntimeException e) {
             throw new InvalidParams("cannot open image " + path + ": " + e.getMessage());
         }
+        FormatChoice.warnIfLooksLikeQcow2(path, log);
         long size = image.sizeBytes();
         if (size == 0 || size % 512 != 0) {
             image.close();
@@ -124,12 +156,15 @@ final class Export implements AutoCloseable {
         return image;
     }
 
-    private static BlkConfig config(ExportSpec s, Image image, long sizeBytes) {
+    private static BlkConfig config(ExportSpec s, Image image, long sizeBytes, int networkBlockSize) {
         BlkConfig.Builder b = BlkConfig.builder(sizeBytes).numQueues(s.queues).queueSize(s.queueSize).segMax(SEG_MAX)
                 .readOnly(s.readOnly).serial(s.serial);
         if (image != null && sizeBytes % image.logicalBlockSize() == 0) {
             // O_DIRECT's alignment: a guest that respects the block size never needs a bounce.
             b.blockSize(image.logicalBlockSize());
+        }
+        if (networkBlockSize > 512 && networkBlockSize <= 4096 && sizeBytes % networkBlockSize == 0) {
+            b.blockSize(networkBlockSize); // the NBD server's minimum block size
         }
         return b.build();
     }
@@ -152,8 +187,10 @@ final class Export implements AutoCloseable {
     String describe() {
         ExportSpec o = spec;
         long bytes = device().config().capacitySectors() * 512;
-        return o.imageName() + " (" + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
-                + backends.inEffect() + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
+        String format = o.network != null ? (o.network.startsWith("rbd:") ? "rbd" : "nbd") + ", "
+                : o.format == ImageFormat.RAW ? "" : o.format + ", ";
+        return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
+                + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
                 + ")";
@@ -169,6 +206,10 @@ final class Export implements AutoCloseable {
      */
     Map<String, Object> resize(long sizeBytes, boolean allowShrink) {
         long current = device().config().capacitySectors() * 512;
+        if (spec.network != null || spec.format != ImageFormat.RAW) {
+            throw new RpcError(RpcError.NOT_SUPPORTED, "online resize of " + (spec.network != null ? "a network disk"
+                    : "a " + spec.format + " image") + " is not supported yet (raw images and null disks only)");
+        }
         if (sizeBytes % 512 != 0) {
             throw new InvalidParams("size must be a multiple of 512 bytes, got " + sizeBytes);
         }

@@ -7,6 +7,8 @@ import java.util.Map;
 import java.util.Set;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.block.ImageFormat;
+import io.vblk.block.NetworkDisk;
 import io.vblk.engine.WaitStrategy;
 import io.vblk.vhost.SocketFile;
 
@@ -36,7 +38,10 @@ final class ExportSpec {
     /** Size of a null disk, or -1 when {@link #image} names a file. */
     long nullSizeBytes = -1;
     Path socket;
-    String format = "raw";
+    /** The image format: named, never guessed. */
+    ImageFormat format = ImageFormat.RAW;
+    /** A network disk's address (nbd://, nbd+unix://, rbd:), or null. */
+    String network;
     int queues = 1;
     int queueSize = MAX_QUEUE_SIZE;
     boolean readOnly;
@@ -72,9 +77,11 @@ final class ExportSpec {
         }
         String imageArg = p.requiredString("image");
         s.socket = Path.of(p.requiredString("socket"));
-        s.format = p.string("format", "raw");
-        if (!s.format.equals("raw")) {
-            throw new InvalidParams(p.name("format") + " '" + s.format + "' is not supported (expected raw)");
+        String format = p.string("format", "raw");
+        try {
+            s.format = ImageFormat.parse(format);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams(p.name("format") + ": " + e.getMessage());
         }
         s.queues = (int) p.integer("queues", 1, 64, 1);
         s.queueSize = (int) p.integer("queue_size", 1, MAX_QUEUE_SIZE, MAX_QUEUE_SIZE);
@@ -177,13 +184,21 @@ final class ExportSpec {
                 throw new InvalidParams(p.name("aio") + " " + aio.cliName() + " needs an image file, not " + value);
             }
             aio = BackendKind.NULL;
+        } else if (NetworkDisk.isAddress(value)) {
+            network = value;
         } else {
             image = Path.of(value);
+        }
+        if (format != ImageFormat.RAW && image == null) {
+            throw new InvalidParams(p.name("format") + " " + format + " needs an image file, not " + value);
         }
     }
 
     /** What {@link #image} names, for messages. */
     String imageName() {
+        if (network != null) {
+            return network;
+        }
         return image != null ? image.toString() : NULL_PREFIX + nullSizeBytes;
     }
 
@@ -193,7 +208,7 @@ final class ExportSpec {
         m.put("id", id);
         m.put("image", imageArg);
         m.put("socket", socket.toString());
-        m.put("format", format);
+        m.put("format", format.toString());
         m.put("queues", queues);
         m.put("queue_size", queueSize);
         m.put("read_only", readOnly);

@@ -8,6 +8,9 @@ import java.util.concurrent.ExecutionException;
 import org.HdrHistogram.Histogram;
 import org.agrona.concurrent.AtomicBuffer;
 
+import io.vblk.block.BlockDriver;
+import io.vblk.block.DriverFactory;
+import io.vblk.block.RawDriver;
 import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
@@ -85,7 +88,7 @@ public final class BlockDevice implements AutoCloseable {
                 }
                 int depth = tuning.backendDepth() > 0 ? tuning.backendDepth()
                         : Math.min(4096, mine.length * b.config.queueSize());
-                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, b.backends.open(depth));
+                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, b.openDriver(depth));
                 for (DeviceQueue q : mine) {
                     threadOfQueue[q.index] = threads[t];
                 }
@@ -681,6 +684,7 @@ public final class BlockDevice implements AutoCloseable {
     public static final class Builder {
         private final BlkConfig config;
         private final BackendFactory backends;
+        private DriverFactory drivers;
         private GuestMemory memory;
         private Tuning tuning = Tuning.defaults();
         private DeviceListener listener = DeviceListener.NONE;
@@ -723,6 +727,22 @@ public final class BlockDevice implements AutoCloseable {
         public Builder listener(DeviceListener value) {
             listener = Objects.requireNonNull(value, "listener");
             return this;
+        }
+
+        /**
+         * Serves the disk through block drivers from {@code value} (a qcow2 image, a network
+         * disk) instead of raw drivers over the builder's back ends.
+         */
+        public Builder drivers(DriverFactory value) {
+            drivers = Objects.requireNonNull(value, "drivers");
+            return this;
+        }
+
+        BlockDriver openDriver(int depth) {
+            if (drivers != null) {
+                return drivers.open(depth);
+            }
+            return new RawDriver(backends.open(depth), config.capacitySectors() << 9, config.readOnly(), true);
         }
 
         /** Prefix of the device's thread names. */

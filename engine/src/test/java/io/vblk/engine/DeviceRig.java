@@ -10,6 +10,7 @@ import org.agrona.UnsafeApi;
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
+import io.vblk.block.DriverFactory;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.vring.SplitQueueDriver;
@@ -36,7 +37,8 @@ final class DeviceRig implements AutoCloseable {
     private final long[][] statusOf;
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
-                      boolean readOnlyImage, boolean indirect, DeviceListener listener, SharedIoThread[] ioThreads) {
+                      boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory,
+                      SharedIoThread[] ioThreads) {
         this.imagePath = imagePath;
         this.kind = kind;
         int queues = config.numQueues();
@@ -52,6 +54,9 @@ final class DeviceRig implements AutoCloseable {
                 .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName());
         if (ioThreads != null) {
             db.ioThreads(ioThreads);
+        }
+        if (driverFactory != null) {
+            db.drivers(driverFactory);
         }
         this.device = db.build();
         long features = config.offeredFeatures();
@@ -207,6 +212,8 @@ final class DeviceRig implements AutoCloseable {
         private boolean indirect = true;
         private DeviceListener listener = DeviceListener.NONE;
         private SharedIoThread[] ioThreads;
+        private DriverFactory driverFactory;
+        private long capacityBytes = -1;
 
         Builder(Path dir, BackendKind kind) {
             this.dir = dir;
@@ -253,11 +260,19 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
+        /** Serves the image through {@code value}'s drivers (a format), with a disk of {@code capacity} bytes. */
+        Builder drivers(DriverFactory value, long capacity) {
+            driverFactory = value;
+            capacityBytes = capacity;
+            return this;
+        }
+
         DeviceRig build() throws IOException {
             Path p = imagePath != null ? imagePath : createImage(dir, imageBytes);
-            BlkConfig.Builder b = BlkConfig.builder(Files.size(p)).readOnly(readOnlyImage);
+            BlkConfig.Builder b = BlkConfig.builder(capacityBytes >= 0 ? capacityBytes : Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
-            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, ioThreads);
+            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, driverFactory,
+                    ioThreads);
         }
     }
 }

@@ -38,6 +38,10 @@ final class BenchOptions {
             "  --size BYTES         bytes of the device addressed, from offset 0 (default: all of it)",
             "  --image PATH         a file or block device to use instead of the cached 1 GiB image",
             "  --image null:SIZE    a null device of SIZE bytes: requests complete without any data",
+            "  --image ADDRESS      a network disk: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH,",
+            "                       rbd:POOL/IMAGE[@SNAP][:conf=PATH] (embedded, or vhost-user with --daemon)",
+            "  --format raw|qcow2   the format of --image (default raw; never guessed): vblk serves a qcow2",
+            "                       image through its qcow2 driver, qemu-storage-daemon through driver=qcow2",
             "  --allow-writes       permit write workloads on a user's --image or --socket (destroys data)",
             "  --guest block|poll   how the guest waits for completions: sleep until interrupted",
             "                       (default; a call eventfd in vhost-user mode) or spin on the used ring",
@@ -98,6 +102,8 @@ final class BenchOptions {
     long warmupNs = 1_000_000_000L;
     long sizeBytes;
     Path image;
+    /** A network disk's address (nbd://, nbd+unix://, rbd:) given as --image, or null. */
+    String network;
     long nullImageBytes = -1;
     boolean allowWrites;
     boolean guestPolls;
@@ -109,6 +115,7 @@ final class BenchOptions {
     Path socket;
     long backendPid = -1;
     String daemon = "vblk";
+    String format = "raw";
     String serveCommand;
     List<BackendKind> backends = List.of(BackendKind.IO_URING);
     List<WaitStrategy> waits = List.of(WaitStrategy.ADAPTIVE);
@@ -129,7 +136,7 @@ final class BenchOptions {
     private final List<String> given = new ArrayList<>();
 
     private static final List<String> VALUE_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues", "--runtime",
-            "--warmup", "--size", "--rate", "--image", "--guest", "--frontend", "--mode", "--socket", "--backend-pid", "--daemon", "--serve-cmd",
+            "--warmup", "--size", "--rate", "--image", "--format", "--guest", "--frontend", "--mode", "--socket", "--backend-pid", "--daemon", "--serve-cmd",
             "--backend", "--wait", "--threading", "--io-threads", "--only", "--rounds", "--fio-batch", "--qsd-poll-max-ns", "--json",
             "--markdown", "--hgrm", "--svg");
     private static final List<String> WORKLOAD_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues",
@@ -226,6 +233,7 @@ final class BenchOptions {
             case "--socket": socket = nonEmptyPath(name, value); break;
             case "--backend-pid": backendPid = number(name, value, 1, Integer.MAX_VALUE); break;
             case "--daemon": daemon = choice(name, value, "vblk", "qsd"); break;
+            case "--format": format = choice(name, value, "raw", "qcow2"); break;
             case "--serve-cmd": serveCommand = value; break;
             case "--backend": backends = list(name, value, BackendKind::parse); break;
             case "--wait": waits = list(name, value, WaitStrategy::parse); break;
@@ -244,7 +252,11 @@ final class BenchOptions {
     }
 
     private void image(String value) {
-        if (value.startsWith("null:")) {
+        if (io.vblk.block.NetworkDisk.isAddress(value)) {
+            network = value;
+            image = null;
+            nullImageBytes = -1;
+        } else if (value.startsWith("null:")) {
             nullImageBytes = size("--image", value.substring("null:".length()), 4096);
             if (nullImageBytes % 4096 != 0) {
                 throw new UsageError("--image " + value + ": the size must be a multiple of 4096 bytes");
@@ -269,7 +281,7 @@ final class BenchOptions {
             if (backends.size() != 1 || backends.get(0) == BackendKind.NULL) {
                 throw new UsageError("--compare takes one file back end in --backend (io_uring, linux-aio or threads)");
             }
-            if (nullImageBytes >= 0) {
+            if (nullImageBytes >= 0 || network != null) {
                 throw new UsageError("--compare needs a file or block device in --image (it adds the null device itself)");
             }
         }
@@ -293,8 +305,8 @@ final class BenchOptions {
             }
         }
         boolean writes = rw.stream().anyMatch(RwMode::writes);
-        if (writes && !allowWrites && ((image != null && !compare) || socket != null)) {
-            throw new UsageError("the workload writes to " + (socket != null ? "the backend at " + socket : image)
+        if (writes && !allowWrites && ((image != null && !compare) || socket != null || network != null)) {
+            throw new UsageError("the workload writes to " + (socket != null ? "the backend at " + socket : image != null ? image : network)
                     + ", destroying its data: add --allow-writes");
         }
     }

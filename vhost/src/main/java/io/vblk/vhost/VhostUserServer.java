@@ -65,6 +65,9 @@ public final class VhostUserServer implements AutoCloseable {
         if (b.ioThreads != null) {
             db.ioThreads(b.ioThreads);
         }
+        if (b.drivers != null) {
+            db.drivers(b.drivers);
+        }
         this.device = db.build();
         this.poller = new KickPoller(device);
         try {
@@ -212,6 +215,7 @@ public final class VhostUserServer implements AutoCloseable {
         private final Path socket;
         private final BlkConfig config;
         private final BackendFactory backends;
+        private io.vblk.block.DriverFactory drivers;
         private Tuning tuning = Tuning.defaults();
         private Log log = Log.to(System.err);
         private String name = "vblk";
@@ -224,6 +228,12 @@ public final class VhostUserServer implements AutoCloseable {
             this.socket = Objects.requireNonNull(socket, "socket");
             this.config = Objects.requireNonNull(config, "config");
             this.backends = Objects.requireNonNull(backends, "backends");
+        }
+
+        /** Serves the disk through these block drivers (e.g. qcow2) instead of raw ones. */
+        public Builder drivers(io.vblk.block.DriverFactory value) {
+            drivers = Objects.requireNonNull(value, "drivers");
+            return this;
         }
 
         /** The device's data-plane tuning (default {@link Tuning#defaults()}). */

@@ -12,6 +12,8 @@ import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
+import io.vblk.block.qcow2.Qcow2;
+import io.vblk.block.qcow2.Qcow2Options;
 import io.vblk.aio.ImageOptions;
 import io.vblk.engine.BackendFactory;
 import io.vblk.engine.BlkConfig;
@@ -119,19 +121,43 @@ public final class EmbeddedContender implements Contender {
     @Override
     public BenchResult run(String name, Workload w, RunObserver observer) {
         String prefix = "vblk-bench-" + SEQUENCE.incrementAndGet();
-        try (Image image = disk.isNull() ? null
+        if (disk.isNetwork()) {
+            return runNetwork(name, w, observer, prefix);
+        }
+        try (Image image = disk.isNull() || disk.isQcow2() ? null
                 : Image.open(disk.path(), ImageOptions.defaults().direct(true).readOnly(!w.rw().writes()))) {
-            long capacity = (image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
+            long capacity = (disk.isQcow2() ? Qcow2.virtualSize(disk.path())
+                    : image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
             BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
                     .blockSize(image == null ? 512 : Math.min(4096, image.logicalBlockSize())).build();
             Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading)
                     .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
             long perQueue = w.guestBytesPerQueue();
+            BlockDevice.Builder builder = BlockDevice.builder(config, BackendFactory.of(backend, image))
+                    .tuning(tuning).name(prefix);
+            if (disk.isQcow2()) {
+                builder.drivers(Qcow2.factory(disk.path(), backend, Qcow2Options.defaults().readOnly(!w.rw().writes())));
+            }
             try (GuestMemory memory = GuestMemory.builder().addMemfd(0, perQueue * w.queues()).build();
-                 BlockDevice device = BlockDevice.builder(config, BackendFactory.of(backend, image))
-                         .memory(memory).tuning(tuning).name(prefix).build()) {
+                 BlockDevice device = builder.memory(memory).build()) {
                 return measure(name, w, observer, prefix, capacity, config, perQueue, memory, device);
             }
+        }
+    }
+
+    /** A network disk: one driver per I/O thread from its address (the back-end choice does not apply). */
+    private BenchResult runNetwork(String name, Workload w, RunObserver observer, String prefix) {
+        io.vblk.block.NetworkDisk net = io.vblk.block.NetworkDisk.open(disk.network(), !w.rw().writes());
+        long capacity = net.sizeBytes() & ~4095L;
+        BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
+                .readOnly(net.readOnly()).build();
+        Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading)
+                .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
+        long perQueue = w.guestBytesPerQueue();
+        try (GuestMemory memory = GuestMemory.builder().addMemfd(0, perQueue * w.queues()).build();
+             BlockDevice device = BlockDevice.builder(config, BackendFactory.of(BackendKind.NULL, null))
+                     .drivers(net).memory(memory).tuning(tuning).name(prefix).build()) {
+            return measure(name, w, observer, prefix, capacity, config, perQueue, memory, device);
         }
     }
 
