@@ -37,7 +37,8 @@ final class DeviceRig implements AutoCloseable {
     private final long[][] statusOf;
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
-                      boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory) {
+                      boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory,
+                      SharedIoThread[] ioThreads) {
         this.imagePath = imagePath;
         this.kind = kind;
         int queues = config.numQueues();
@@ -51,6 +52,9 @@ final class DeviceRig implements AutoCloseable {
         this.statusOf = new long[queues][config.queueSize()];
         BlockDevice.Builder db = BlockDevice.builder(config, BackendFactory.of(kind, image))
                 .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName());
+        if (ioThreads != null) {
+            db.ioThreads(ioThreads);
+        }
         if (driverFactory != null) {
             db.drivers(driverFactory);
         }
@@ -207,6 +211,7 @@ final class DeviceRig implements AutoCloseable {
         private boolean readOnlyImage;
         private boolean indirect = true;
         private DeviceListener listener = DeviceListener.NONE;
+        private SharedIoThread[] ioThreads;
         private DriverFactory driverFactory;
         private long capacityBytes = -1;
 
@@ -245,6 +250,11 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
+        Builder ioThreads(SharedIoThread... value) {
+            ioThreads = value;
+            return this;
+        }
+
         Builder listener(DeviceListener value) {
             listener = value;
             return this;
@@ -261,7 +271,8 @@ final class DeviceRig implements AutoCloseable {
             Path p = imagePath != null ? imagePath : createImage(dir, imageBytes);
             BlkConfig.Builder b = BlkConfig.builder(capacityBytes >= 0 ? capacityBytes : Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
-            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, driverFactory);
+            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, driverFactory,
+                    ioThreads);
         }
     }
 }
