@@ -15,6 +15,10 @@ final class RequestPool {
         free = new BlkRequest[size];
         for (int i = 0; i < size; i++) {
             slots[i] = new BlkRequest(i, maxSegments);
+        }
+        // A second pass: the stack is filled top-down (slot 0 is claimed first), so it may only
+        // refer to slots that all exist (filling it in the first loop left half of it null).
+        for (int i = 0; i < size; i++) {
             free[i] = slots[size - 1 - i];
         }
         freeCount = size;

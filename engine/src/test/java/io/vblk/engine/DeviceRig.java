@@ -103,6 +103,14 @@ final class DeviceRig implements AutoCloseable {
      * Returns the head, whose status lives at {@link #statusGpa(int, int)}.
      */
     int add(int q, int type, long sector, long dataGpa, int dataLength, boolean dataWritable) {
+        return add(q, type, sector, dataGpa, dataLength, dataWritable, false);
+    }
+
+    /**
+     * As {@link #add(int, int, long, long, int, boolean)}, the chain in one indirect table when
+     * {@code indirect} (one ring descriptor per request: a whole ring of requests fits).
+     */
+    int add(int q, int type, long sector, long dataGpa, int dataLength, boolean dataWritable, boolean indirect) {
         SplitQueueDriver d = drivers[q];
         int slot = d.availIdx() & (d.size() - 1);
         long header = scratchHeader[q] + 16L * slot;
@@ -112,7 +120,8 @@ final class DeviceRig implements AutoCloseable {
         long[] gpas = dataLength > 0 ? new long[] {header, dataGpa, status} : new long[] {header, status};
         int[] lengths = dataLength > 0 ? new int[] {16, dataLength, 1} : new int[] {16, 1};
         boolean[] writable = dataLength > 0 ? new boolean[] {false, dataWritable, true} : new boolean[] {false, true};
-        int head = d.addDirect(gpas, lengths, writable, gpas.length);
+        int head = indirect ? d.addIndirect(gpas, lengths, writable, gpas.length)
+                : d.addDirect(gpas, lengths, writable, gpas.length);
         if (head < 0) {
             throw new IllegalStateException("queue " + q + " full");
         }
