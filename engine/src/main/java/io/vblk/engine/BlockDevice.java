@@ -138,7 +138,8 @@ public final class BlockDevice implements AutoCloseable {
 
     /**
      * Installs a new guest memory table. Running queues are drained, moved onto the new table
-     * and resumed where they stopped; the caller may unmap the old table when this returns.
+     * and resumed where they stopped; quarantined queues are drained too and stay quarantined.
+     * The caller may unmap the old table when this returns: nothing completes into it afterwards.
      */
     public void setMemory(GuestMemory newMemory) {
         Objects.requireNonNull(newMemory, "memory");
@@ -147,6 +148,10 @@ public final class BlockDevice implements AutoCloseable {
             if (q.state == DeviceQueue.RUNNING) {
                 wasRunning[q.index] = true;
                 stopQueue(q.index);
+            } else {
+                // A quarantined queue can still have reads in flight whose completion writes
+                // into the old table (issue 10, bug 4): wait for them, changing nothing else.
+                drain(q);
             }
         }
         memory = newMemory;
@@ -330,6 +335,20 @@ public final class BlockDevice implements AutoCloseable {
             }
         });
         return await(done);
+    }
+
+    /** Waits until {@code queue} has nothing in flight and nothing unpublished; changes no state. */
+    private void drain(DeviceQueue queue) {
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        threadOfQueue[queue.index].submitCommand(t -> {
+            t.flushCompletions();
+            if (queue.inflight > 0 || queue.dirty) {
+                return false;
+            }
+            done.complete(null);
+            return true;
+        });
+        await(done);
     }
 
     /** Starts every queue that has a ring layout. */

@@ -36,7 +36,8 @@ final class DeviceRig implements AutoCloseable {
     private final long[][] statusOf;
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
-                      boolean readOnlyImage, boolean indirect, DeviceListener listener) {
+                      boolean readOnlyImage, boolean indirect, DeviceListener listener,
+                      java.util.function.UnaryOperator<BackendFactory> backends) {
         this.imagePath = imagePath;
         this.kind = kind;
         int queues = config.numQueues();
@@ -48,7 +49,7 @@ final class DeviceRig implements AutoCloseable {
         this.scratchHeader = new long[queues];
         this.scratchStatus = new long[queues];
         this.statusOf = new long[queues][config.queueSize()];
-        this.device = BlockDevice.builder(config, BackendFactory.of(kind, image))
+        this.device = BlockDevice.builder(config, backends.apply(BackendFactory.of(kind, image)))
                 .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName()).build();
         long features = config.offeredFeatures();
         if (!eventIdx) {
@@ -211,6 +212,7 @@ final class DeviceRig implements AutoCloseable {
         private boolean readOnlyImage;
         private boolean indirect = true;
         private DeviceListener listener = DeviceListener.NONE;
+        private java.util.function.UnaryOperator<BackendFactory> backends = f -> f;
 
         Builder(Path dir, BackendKind kind) {
             this.dir = dir;
@@ -252,11 +254,17 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
+        /** Wraps the back ends the device opens (e.g. in a {@link GatedBackend}). */
+        Builder backends(java.util.function.UnaryOperator<BackendFactory> value) {
+            backends = value;
+            return this;
+        }
+
         DeviceRig build() throws IOException {
             Path p = imagePath != null ? imagePath : createImage(dir, imageBytes);
             BlkConfig.Builder b = BlkConfig.builder(Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
-            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener);
+            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, backends);
         }
     }
 }
