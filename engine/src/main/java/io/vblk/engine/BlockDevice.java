@@ -219,10 +219,26 @@ public final class BlockDevice implements AutoCloseable {
     public void setInterrupt(int q, Interrupt interrupt) {
         DeviceQueue queue = queue(q);
         Objects.requireNonNull(interrupt, "interrupt");
-        run(queue, t -> {
-            queue.interrupt = interrupt;
-            return null;
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        threadOfQueue[q].submitCommand(new InboxEvent.Command() {
+            private long fence = Long.MIN_VALUE;
+
+            @Override
+            public boolean run(IoThread t) {
+                if (fence == Long.MIN_VALUE) {
+                    queue.interrupt = interrupt;
+                    // Dedicated mode signals on the completion thread: wait until it has left
+                    // every batch that may still hold the old interrupt (issue 10, bug 5).
+                    fence = t.completionFence();
+                }
+                if (!t.completionPassed(fence)) {
+                    return false;
+                }
+                done.complete(null);
+                return true;
+            }
         });
+        await(done);
     }
 
     /**

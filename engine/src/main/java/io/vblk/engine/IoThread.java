@@ -101,7 +101,9 @@ final class IoThread implements Runnable, CompletionSink {
             completionRing = RingBuffer.createSingleProducer(CompletionEvent::new, size, WaitStrategies.disruptor(tuning));
             completionProcessor = new BatchEventProcessorBuilder().build(completionRing, completionRing.newBarrier(),
                     (event, sequence, endOfBatch) -> {
-                        completions.complete(pool.get(event.slot), event.result);
+                        if (event.slot >= 0) { // a negative slot is a fence (see completionFence)
+                            completions.complete(pool.get(event.slot), event.result);
+                        }
                         if (endOfBatch) {
                             completions.endOfBatch();
                             wakeIfSleeping();
@@ -567,6 +569,29 @@ final class IoThread implements Runnable, CompletionSink {
         if (completionRing == null) {
             completions.endOfBatch();
         }
+    }
+
+    /**
+     * Dedicated mode: publishes a fence into the completion ring and returns its sequence; once
+     * {@link #completionPassed} says the completion thread is past it, that thread has finished
+     * every batch begun before, and reads queue fields (such as the interrupt) written before
+     * the fence anew. Shared mode: -1, already passed. I/O thread only.
+     */
+    long completionFence() {
+        if (completionRing == null) {
+            return -1;
+        }
+        long sequence = completionRing.next();
+        CompletionEvent e = completionRing.get(sequence);
+        e.slot = -1;
+        e.result = 0;
+        completionRing.publish(sequence);
+        return sequence;
+    }
+
+    /** Whether the completion thread has finished the batch holding fence {@code sequence}. */
+    boolean completionPassed(long sequence) {
+        return completionProcessor == null || completionProcessor.getSequence().get() >= sequence;
     }
 
     long submittedBatches() {
