@@ -292,6 +292,10 @@ public final class BlockDevice implements AutoCloseable {
             if (queue.state == DeviceQueue.RUNNING) {
                 return null;
             }
+            if (queue.state == DeviceQueue.BROKEN) {
+                // Sticky: only a reset (reset(), clearQuarantine()) lets a broken ring run again.
+                return "queue " + q + " is quarantined until a reset: " + queue.brokenReason;
+            }
             int rc = queue.ring.activate(mem, layout.size(), layout.descAddress(), layout.availAddress(),
                     layout.usedAddress(), eventIdx, indirect);
             if (rc != 0) {
@@ -353,6 +357,25 @@ public final class BlockDevice implements AutoCloseable {
         return await(done);
     }
 
+    /**
+     * Lifts queue {@code q}'s quarantine after the driver reset that queue alone (vhost-user:
+     * GET_VRING_BASE stops a ring, and only a new set-up starts it). The queue must be stopped;
+     * waits for whatever it still has in flight. A no-op on a queue that is not quarantined.
+     */
+    public void clearQuarantine(int q) {
+        DeviceQueue queue = queue(q);
+        requireStopped(queue, "lift its quarantine");
+        drain(queue);
+        run(queue, t -> {
+            if (queue.state == DeviceQueue.BROKEN) {
+                queue.state = DeviceQueue.STOPPED;
+                queue.brokenReason = null;
+                queue.faultReason = null;
+            }
+            return null;
+        });
+    }
+
     /** Waits until {@code queue} has nothing in flight and nothing unpublished; changes no state. */
     private void drain(DeviceQueue queue) {
         CompletableFuture<Void> done = new CompletableFuture<>();
@@ -395,6 +418,7 @@ public final class BlockDevice implements AutoCloseable {
                 q.resubmitCount = 0;
                 q.layout = null;
                 q.brokenReason = null;
+                q.faultReason = null;
                 q.state = DeviceQueue.STOPPED;
                 return null;
             });
@@ -492,7 +516,9 @@ public final class BlockDevice implements AutoCloseable {
         CompletableFuture<T> done = new CompletableFuture<>();
         threadOfQueue[queue.index].submitCommand(t -> {
             try {
-                done.complete(body.apply(t));
+                T value = body.apply(t);
+                GuestFaults.check(); // a fault in guest memory under the command fails the command
+                done.complete(value);
             } catch (RuntimeException | Error e) {
                 // An Error too: a fault in guest memory (a frontend shrank the file under the
                 // mapping: SIGBUS, which the JVM raises as InternalError) must fail this command,

@@ -228,6 +228,9 @@ final class IoThread implements Runnable, CompletionSink {
         long nowNs = throttle != null || tuning.recordLatency() ? System.nanoTime() : 0;
         int prepared = 0;
         for (DeviceQueue q : queues) {
+            if (q.faultReason != null && q.state != DeviceQueue.BROKEN) {
+                quarantine(q, q.faultReason); // caught on the completion side
+            }
             if (q.state == DeviceQueue.RUNNING) {
                 prepared += popQueue(q, nowNs);
             }
@@ -283,33 +286,54 @@ final class IoThread implements Runnable, CompletionSink {
         int popped = 0;
         int reserve = Math.max(1, model.maxSegmentsPerRange());
         InflightTracker tracker = q.inflightTracker;
-        while (pool.available() > 0 && backend.freeSlots() >= reserve) {
-            // Recovered in-flight requests of a previous backend go first, in their old order.
-            int rc = q.resubmitCount > 0 ? q.ring.popHead(q.resubmit[q.resubmit.length - q.resubmitCount--], chain)
-                    : q.ring.pop(chain);
-            if (rc == 0) {
-                break;
-            }
-            if (rc < 0) {
-                quarantine(q, String.valueOf(q.ring.error()));
-                break;
-            }
-            if (tracker != null) {
-                tracker.popped(chain.head());
-            }
-            BlkRequest r = pool.claim();
-            r.queue = q;
-            r.startNs = nowNs;
-            q.inflight++;
-            popped++;
-            dispatch(r, parser.parse(chain, r));
-            q.counters.add(QueueCounters.BYTES, r.bytes);
-            if (throttle != null) {
-                throttle.charge(nowNs, r.bytes);
-                if (throttle.delayNs(nowNs) > 0) {
+        // The request claimed and not yet handed to the back end or the completion path: the
+        // one to give back when guest memory faults (see GuestFaults).
+        BlkRequest claimed = null;
+        try {
+            while (pool.available() > 0 && backend.freeSlots() >= reserve) {
+                // Recovered in-flight requests of a previous backend go first, in their old order.
+                int rc = q.resubmitCount > 0 ? q.ring.popHead(q.resubmit[q.resubmit.length - q.resubmitCount--], chain)
+                        : q.ring.pop(chain);
+                if (rc == 0) {
                     break;
                 }
+                if (rc < 0) {
+                    quarantine(q, String.valueOf(q.ring.error()));
+                    break;
+                }
+                if (tracker != null) {
+                    tracker.popped(chain.head());
+                }
+                BlkRequest r = pool.claim();
+                claimed = r;
+                r.queue = q;
+                r.startNs = nowNs;
+                q.inflight++;
+                popped++;
+                int action = parser.parse(chain, r);
+                // A fault in the pop, the inflight region or the header lands here, before the
+                // request goes anywhere; one in a previous request's bounce copy lands here too.
+                GuestFaults.check();
+                claimed = null;
+                dispatch(r, action);
+                q.counters.add(QueueCounters.BYTES, r.bytes);
+                if (throttle != null) {
+                    throttle.charge(nowNs, r.bytes);
+                    if (throttle.delayNs(nowNs) > 0) {
+                        break;
+                    }
+                }
             }
+            GuestFaults.check(); // the last request's bounce copy, or an empty pop that faulted
+        } catch (RuntimeException | Error e) {
+            // A fault in this queue's guest memory (or a bug): give back the request that never
+            // reached the back end, and stop this queue only.
+            if (claimed != null) {
+                release(claimed);
+            }
+            String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
+            q.faultReason = reason;
+            quarantine(q, reason);
         }
         if (popped > 0) {
             q.counters.add(QueueCounters.REQUESTS, popped);
