@@ -29,6 +29,8 @@ final class BlkRequest {
     long error;
     /** Status to write when the request completes without reaching the back end. */
     byte immediateStatus;
+    /** Set when its completion gives it back (so a failure handler does not give it back twice). */
+    boolean finished;
 
     BlkRequest(int slot, int maxSegments) {
         this.slot = slot;
@@ -46,6 +48,7 @@ final class BlkRequest {
         pendingOps = 0;
         error = 0;
         immediateStatus = BlkRequestDescriptor.S_OK;
+        finished = false;
         data.clear();
     }
 }

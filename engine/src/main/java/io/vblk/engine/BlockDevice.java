@@ -3,6 +3,8 @@ package io.vblk.engine;
 import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 import org.HdrHistogram.Histogram;
 
@@ -532,7 +534,15 @@ public final class BlockDevice implements AutoCloseable {
 
     private static <T> T await(CompletableFuture<T> future) {
         try {
-            return future.get();
+            while (true) {
+                try {
+                    // Timed, and again: a guest-memory fault the JVM delivers on the I/O thread
+                    // inside complete() can leave the future done without waking its waiter.
+                    return future.get(1, TimeUnit.SECONDS);
+                } catch (TimeoutException e) {
+                    // not done yet: wait on
+                }
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new IllegalStateException("interrupted while waiting for the I/O thread", e);

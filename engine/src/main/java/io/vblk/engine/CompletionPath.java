@@ -42,6 +42,11 @@ final class CompletionPath {
         if (result != IMMEDIATE) {
             if (result < 0) {
                 r.error = result;
+                if (result == -Errno.EFAULT && r.queue.faultReason == null) {
+                    // The kernel or a bounce copy hit guest memory that is gone: a guest-memory
+                    // fault like any other (see GuestFaults), so the queue stops using it.
+                    r.queue.faultReason = "guest memory fault: I/O on a buffer that faulted (EFAULT)";
+                }
             } else if ((r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT) && result != r.bytes) {
                 r.error = -Errno.EIO; // a short transfer is an I/O error to the guest
             }
@@ -88,6 +93,14 @@ final class CompletionPath {
         if (recordLatency) {
             q.recordLatency(System.nanoTime() - r.startNs);
         }
+        r.finished = true;
+        releaser.release(r);
+    }
+
+    /** Gives {@code r} back without touching guest memory (its queue faulted under it). */
+    void abandon(BlkRequest r) {
+        r.queue.counters.increment(QueueCounters.ERRORS);
+        r.finished = true;
         releaser.release(r);
     }
 

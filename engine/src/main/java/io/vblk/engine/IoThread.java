@@ -12,6 +12,7 @@ import org.agrona.concurrent.OneToOneConcurrentArrayQueue;
 import com.lmax.disruptor.BatchEventProcessor;
 import com.lmax.disruptor.BatchEventProcessorBuilder;
 import com.lmax.disruptor.EventPoller;
+import com.lmax.disruptor.ExceptionHandler;
 import com.lmax.disruptor.RingBuffer;
 import com.lmax.disruptor.YieldingWaitStrategy;
 
@@ -109,6 +110,9 @@ final class IoThread implements Runnable, CompletionSink {
                             wakeIfSleeping();
                         }
                     });
+            // The default handler ends the thread on any Throwable, and the I/O thread then
+            // waits in completionRing.next() forever: contain it instead.
+            completionProcessor.setExceptionHandler(new CompletionFailure());
             completionRing.addGatingSequences(completionProcessor.getSequence());
             returned = new OneToOneConcurrentArrayQueue<>(Integer.highestOneBit(pool.size() * 2 - 1) * 2);
             completions.releaser(this::returnFromCompletionThread);
@@ -117,6 +121,39 @@ final class IoThread implements Runnable, CompletionSink {
             completionProcessor = null;
             returned = null;
             completions.releaser(this::release);
+        }
+    }
+
+    /**
+     * What the completion thread does with a Throwable its checks did not catch (a guest-memory
+     * fault delivered at an unplaceable point, or a bug): every queue of this thread stops
+     * touching guest memory and is quarantined, the event's request is given back if it was not
+     * yet, and the thread lives on so that stops drain.
+     */
+    private final class CompletionFailure implements ExceptionHandler<CompletionEvent> {
+        @Override
+        public void handleEventException(Throwable ex, long sequence, CompletionEvent event) {
+            for (DeviceQueue q : queues) {
+                if (q.faultReason == null) {
+                    q.faultReason = "completion thread: " + ex;
+                }
+            }
+            if (event.slot >= 0) {
+                BlkRequest r = pool.get(event.slot);
+                if (!r.finished && r.queue != null) {
+                    completions.abandon(r);
+                }
+            }
+            completions.endOfBatch();
+            wakeIfSleeping();
+        }
+
+        @Override
+        public void handleOnStartException(Throwable ex) {
+        }
+
+        @Override
+        public void handleOnShutdownException(Throwable ex) {
         }
     }
 
