@@ -355,7 +355,10 @@ final class IoThread implements Runnable, CompletionSink {
                 dispatch(r, action);
                 q.counters.add(QueueCounters.BYTES, r.bytes);
                 if (throttle != null) {
-                    throttle.charge(nowNs, r.bytes);
+                    // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
+                    // none, and charging its length (up to ~512 GiB) would stall the device.
+                    boolean transfer = r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT;
+                    throttle.charge(nowNs, transfer ? r.bytes : 0);
                     if (throttle.delayNs(nowNs) > 0) {
                         break;
                     }
