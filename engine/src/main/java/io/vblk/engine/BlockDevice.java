@@ -519,7 +519,6 @@ public final class BlockDevice implements AutoCloseable {
         threadOfQueue[queue.index].submitCommand(t -> {
             try {
                 T value = body.apply(t);
-                GuestFaults.check(); // a fault in guest memory under the command fails the command
                 done.complete(value);
             } catch (RuntimeException | Error e) {
                 // An Error too: a fault in guest memory (a frontend shrank the file under the

@@ -76,8 +76,6 @@ final class CompletionPath {
                     dirty[dirtyCount++] = q;
                     q.dirty = true;
                 }
-                // A fault here or in a read's bounce copy-back of this request lands here.
-                GuestFaults.check();
             } catch (RuntimeException | Error e) {
                 // The slot is released all the same; the queue's guest memory is not touched
                 // again, and the I/O thread quarantines it (see GuestFaults).
@@ -117,7 +115,6 @@ final class CompletionPath {
                     if (tracker != null) {
                         tracker.published(q.ring.nextUsed());
                     }
-                    GuestFaults.check();
                 } catch (RuntimeException | Error e) {
                     q.faultReason = "guest memory fault publishing used entries: " + e;
                     notify = false;

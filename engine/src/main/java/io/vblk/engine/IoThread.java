@@ -220,8 +220,31 @@ final class IoThread implements Runnable, CompletionSink {
                 // A bug, or guest memory that faulted (a frontend shrank the file under the
                 // mapping: SIGBUS, raised by the JVM as InternalError): stop this thread's queues
                 // loudly rather than spin on the failure, and keep the thread for the next frontend.
+                reclaimStranded();
                 quarantineAll("internal error: " + e);
                 idle(0);
+            }
+        }
+    }
+
+    /**
+     * Gives back every request claimed and never handed on: after an exception on this thread
+     * (a guest-memory fault the JVM delivers at a later point, see {@link GuestFaults}, or a
+     * bug) no request can legitimately be in that stage, and one left there would hold its
+     * queue's in-flight count up forever (stop and close would never return).
+     */
+    private void reclaimStranded() {
+        for (int i = 0, n = pool.size(); i < n; i++) {
+            BlkRequest r = pool.get(i);
+            if (r.stage == BlkRequest.CLAIMED) {
+                DeviceQueue q = r.queue;
+                if (q != null) {
+                    if (q.faultReason == null) {
+                        q.faultReason = "a request was lost to an internal error";
+                    }
+                    q.inflight--;
+                }
+                pool.release(r);
             }
         }
     }
@@ -323,9 +346,6 @@ final class IoThread implements Runnable, CompletionSink {
         int popped = 0;
         int reserve = Math.max(1, model.maxSegmentsPerRange());
         InflightTracker tracker = q.inflightTracker;
-        // The request claimed and not yet handed to the back end or the completion path: the
-        // one to give back when guest memory faults (see GuestFaults).
-        BlkRequest claimed = null;
         try {
             while (pool.available() > 0 && backend.freeSlots() >= reserve) {
                 // Recovered in-flight requests of a previous backend go first, in their old order.
@@ -341,18 +361,15 @@ final class IoThread implements Runnable, CompletionSink {
                 if (tracker != null) {
                     tracker.popped(chain.head());
                 }
-                BlkRequest r = pool.claim();
-                claimed = r;
+                BlkRequest r = pool.claim(); // stage CLAIMED until dispatch hands it on
                 r.queue = q;
                 r.startNs = nowNs;
                 q.inflight++;
                 popped++;
-                int action = parser.parse(chain, r);
-                // A fault in the pop, the inflight region or the header lands here, before the
-                // request goes anywhere; one in a previous request's bounce copy lands here too.
-                GuestFaults.check();
-                claimed = null;
-                dispatch(r, action);
+                dispatch(r, parser.parse(chain, r));
+                if (r.stage == BlkRequest.CLAIMED) {
+                    r.stage = BlkRequest.HANDED; // the back end's or the completion path's now
+                }
                 q.counters.add(QueueCounters.BYTES, r.bytes);
                 if (throttle != null) {
                     // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
@@ -364,13 +381,10 @@ final class IoThread implements Runnable, CompletionSink {
                     }
                 }
             }
-            GuestFaults.check(); // the last request's bounce copy, or an empty pop that faulted
         } catch (RuntimeException | Error e) {
             // A fault in this queue's guest memory (or a bug): give back the request that never
             // reached the back end, and stop this queue only.
-            if (claimed != null) {
-                release(claimed);
-            }
+            reclaimStranded();
             String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
             q.faultReason = reason;
             quarantine(q, reason);
@@ -463,9 +477,15 @@ final class IoThread implements Runnable, CompletionSink {
         // The ring holds every operation that can be outstanding, so next() never waits.
         long sequence = completionRing.next();
         CompletionEvent e = completionRing.get(sequence);
-        e.slot = slot;
-        e.result = result;
-        completionRing.publish(sequence);
+        e.slot = -1; // a no-op until filled in: see below
+        try {
+            e.result = result;
+            e.slot = slot;
+        } finally {
+            // Always: a claimed sequence left unpublished (an exception the JVM delivered right
+            // here) would stop the completion thread for good, and this thread with it.
+            completionRing.publish(sequence);
+        }
     }
 
     private void returnFromCompletionThread(BlkRequest r) {
@@ -474,6 +494,9 @@ final class IoThread implements Runnable, CompletionSink {
     }
 
     private void release(BlkRequest r) {
+        if (r.stage == BlkRequest.FREE) {
+            return; // already reclaimed after an exception: count it once
+        }
         r.queue.inflight--;
         pool.release(r);
     }

@@ -31,10 +31,15 @@ final class RequestPool {
         }
         BlkRequest r = free[--freeCount];
         r.clear();
+        r.stage = BlkRequest.CLAIMED;
         return r;
     }
 
     void release(BlkRequest r) {
+        if (r.stage == BlkRequest.FREE) {
+            return; // never twice: a second copy in the stack would hand one slot out twice
+        }
+        r.stage = BlkRequest.FREE;
         free[freeCount++] = r;
     }
 

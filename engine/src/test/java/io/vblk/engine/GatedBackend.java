@@ -36,8 +36,13 @@ final class GatedBackend implements IoBackend {
         }
     }
 
-    void close(boolean value) {
-        open = !value;
+    /** Opens ({@code true}) or closes the gate without waking anyone. */
+    void set(boolean value) {
+        open = value;
+    }
+
+    boolean isOpen() {
+        return open;
     }
 
     @Override
