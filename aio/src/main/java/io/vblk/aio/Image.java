@@ -45,7 +45,8 @@ public final class Image implements AutoCloseable {
     private final Path path;
     private final ImageOptions options;
     private final PosixFile file;
-    private final long sizeBytes;
+    /** Grows only, through {@link #extendTo(long)} on the submitting thread (image formats). */
+    private volatile long sizeBytes;
     private final boolean blockDevice;
     private final int memoryAlignment;
     private final int offsetAlignment;
@@ -215,6 +216,29 @@ public final class Image implements AutoCloseable {
     /** The alignment O_DIRECT requires of file offsets and lengths (1 when buffered). */
     public int offsetAlignment() {
         return offsetAlignment;
+    }
+
+    /**
+     * Grows the file to {@code newSizeBytes} with allocated blocks (fallocate, falling back to
+     * ftruncate), for an image format that allocates clusters at the end of its file. One call
+     * per batch of clusters, never per request. Returns 0 or {@code -errno}; shrinking is refused.
+     */
+    public int extendTo(long newSizeBytes) {
+        long old = sizeBytes;
+        if (newSizeBytes <= old) {
+            return newSizeBytes == old ? 0 : -io.vblk.sys.Errno.EINVAL;
+        }
+        if (file == null || options.readOnly()) {
+            return -io.vblk.sys.Errno.EROFS;
+        }
+        int rc = file.fallocate(0, old, newSizeBytes - old);
+        if (rc < 0) {
+            rc = (int) Native.result(Native.libc().ftruncate(file.fd(), newSizeBytes));
+        }
+        if (rc == 0) {
+            sizeBytes = newSizeBytes;
+        }
+        return rc;
     }
 
     /** Whether {@code [offset, offset + length)} lies inside the image (overflow-safe). */

@@ -4,6 +4,8 @@ import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeException;
 
 /** Opens one I/O back end per I/O thread, with room for {@code depth} operations in flight. */
 @FunctionalInterface
@@ -11,8 +13,36 @@ public interface BackendFactory {
     /** Opens a back end; called once per I/O thread when the device is built. */
     IoBackend open(int depth);
 
+    /**
+     * Makes every completed write durable (the device's {@link BlockDevice#sync()}: a migration's
+     * source before it hands over, a backend before it lets go of the image). Nothing by default
+     * (a null disk).
+     */
+    default void sync() {
+    }
+
     /** Back ends of {@code kind} over {@code image} (the device does not close the image). */
     static BackendFactory of(BackendKind kind, Image image) {
-        return depth -> IoBackends.open(kind, image, depth);
+        return new BackendFactory() {
+            @Override
+            public IoBackend open(int depth) {
+                return IoBackends.open(kind, image, depth);
+            }
+
+            @Override
+            public void sync() {
+                syncImage(image);
+            }
+        };
+    }
+
+    /** fdatasync(2) of {@code image} unless it is null or read-only. */
+    static void syncImage(Image image) {
+        if (image != null && !image.readOnly() && !image.isClosed()) {
+            int rc = Native.libc().fdatasync(image.fd());
+            if (rc != 0) {
+                throw new NativeException(Native.errno(), "fdatasync", image.path());
+            }
+        }
     }
 }

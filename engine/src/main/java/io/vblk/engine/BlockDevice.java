@@ -1,5 +1,6 @@
 package io.vblk.engine;
 
+import java.util.Arrays;
 import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
@@ -7,7 +8,12 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 import org.HdrHistogram.Histogram;
+import org.agrona.concurrent.AtomicBuffer;
 
+import io.vblk.block.BlockDriver;
+import io.vblk.block.DriverFactory;
+import io.vblk.block.RawDriver;
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 
@@ -35,7 +41,15 @@ import io.vblk.sys.EventFd;
  * queue and is reported to the {@link DeviceListener}.
  */
 public final class BlockDevice implements AutoCloseable {
+    /** {@link #setUsedRingLog}: log used-ring writes at the ring's own guest address (the default). */
+    public static final long USED_LOG_AT_RING = -1;
+    /** {@link #setUsedRingLog}: do not log used-ring writes (vhost-user without VHOST_VRING_F_LOG). */
+    public static final long USED_LOG_OFF = -2;
+
     private final DeviceModel model;
+    private final BackendFactory backends;
+    /** The dirty log in force, or null (the usual case). */
+    private volatile DirtyLog dirtyLog;
     private final Tuning tuning;
     private final DeviceQueue[] queues;
     private final IoThread[] threads;
@@ -47,6 +61,7 @@ public final class BlockDevice implements AutoCloseable {
         this.model = new DeviceModel(b.config);
         this.tuning = b.tuning;
         this.memory = b.memory;
+        this.backends = b.backends;
         int numQueues = b.config.numQueues();
         int maxChainSegments = b.config.queueSize() + Math.max(1, b.config.segMax());
         queues = new DeviceQueue[numQueues];
@@ -65,7 +80,7 @@ public final class BlockDevice implements AutoCloseable {
                 }
                 int depth = tuning.backendDepth() > 0 ? tuning.backendDepth()
                         : Math.min(4096, mine.length * b.config.queueSize());
-                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, b.backends.open(depth));
+                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, b.openDriver(depth));
                 for (DeviceQueue q : mine) {
                     threadOfQueue[q.index] = threads[t];
                 }
@@ -306,6 +321,7 @@ public final class BlockDevice implements AutoCloseable {
             queue.ring.setNextAvail(layout.nextAvail());
             // A restarted backend resumes from used.idx in guest memory, never from 0.
             queue.ring.setNextUsed(layout.nextUsed() == QueueState.USED_FROM_RING ? queue.ring.usedIndexInRing() : layout.nextUsed());
+            applyLog(queue);
             queue.ring.disableNotifications();
             queue.brokenReason = null;
             queue.state = DeviceQueue.RUNNING;
@@ -438,6 +454,139 @@ public final class BlockDevice implements AutoCloseable {
         }
     }
 
+    // ------------------------------------------------------------ migration
+
+    /**
+     * Starts dirty logging into {@code bitmap}, a bitmap the VMM owns over guest-physical pages:
+     * bit {@code p % 64} of little-endian 64-bit word {@code p / 64} (= bit {@code p % 8} of byte
+     * {@code p / 8}) stands for the 4 KiB page {@code p}, as in KVM's and vhost's dirty logs.
+     * From now on every byte the device writes into guest memory marks its page, atomically:
+     * read data, GET_ID bytes, status bytes, used elements, {@code used.idx} and the ring's
+     * notification fields. The VMM may read and clear bits at any time (atomically: the device
+     * sets bits with compare-and-set on 64-bit words). Safe while queues run. Writes of
+     * requests already in flight are logged if they complete after this call; to be sure
+     * nothing was missed, start logging before the first copy pass (as a migration does).
+     *
+     * @return the log (its {@link DirtyLog#outOfRange()} counts marks beyond the bitmap)
+     * @throws IllegalArgumentException if the bitmap is empty, not a multiple of 8 bytes, or unaligned
+     */
+    public DirtyLog startDirtyLog(AtomicBuffer bitmap) {
+        DirtyLog log = new DirtyLog(bitmap);
+        startDirtyLog(log);
+        return log;
+    }
+
+    /** Starts (or switches) dirty logging into {@code log}; see {@link #startDirtyLog(AtomicBuffer)}. */
+    public synchronized void startDirtyLog(DirtyLog log) {
+        dirtyLog = Objects.requireNonNull(log, "log");
+        for (DeviceQueue q : queues) {
+            applyLog(q);
+        }
+    }
+
+    /**
+     * Stops dirty logging. Requests already completing may still mark the old log for a moment;
+     * once the queues have been stopped ({@link #stopQueue} drains) nothing touches it, so a VMM
+     * frees the bitmap after stopping the queues (the end of a migration stops them anyway).
+     */
+    public synchronized void stopDirtyLog() {
+        dirtyLog = null;
+        for (DeviceQueue q : queues) {
+            applyLog(q);
+        }
+    }
+
+    /** The dirty log in force, or null. */
+    public DirtyLog dirtyLog() {
+        return dirtyLog;
+    }
+
+    /**
+     * Where queue {@code q}'s used-ring writes are logged: {@link #USED_LOG_AT_RING} (default),
+     * {@link #USED_LOG_OFF}, or the guest address the ring's first byte is logged at (vhost-user's
+     * {@code log_guest_addr}). Applies at once, running or not.
+     */
+    public synchronized void setUsedRingLog(int q, long logGuestAddress) {
+        DeviceQueue queue = queue(q);
+        queue.usedLogAddress = logGuestAddress;
+        applyLog(queue);
+    }
+
+    /**
+     * Points queue {@code q}'s data and ring logging at the log in force. Volatile stores only:
+     * the data path picks them up at its next request.
+     */
+    private void applyLog(DeviceQueue q) {
+        DirtyLog log = dirtyLog;
+        long at = q.usedLogAddress;
+        q.log = log;
+        if (log == null || at == USED_LOG_OFF) {
+            q.ring.logUsedRing(null, 0);
+        } else if (at == USED_LOG_AT_RING) {
+            QueueState layout = q.layout;
+            q.ring.logUsedRing(layout == null ? null : log, layout == null ? 0 : layout.usedAddress());
+        } else {
+            q.ring.logUsedRing(log, at);
+        }
+    }
+
+    /**
+     * Makes every write the device has completed durable (fdatasync of the image, through
+     * {@link BackendFactory#sync()}): with the queues stopped, the image is then complete for
+     * whoever opens it next (a migration's destination, a restarted backend).
+     */
+    public void sync() {
+        backends.sync();
+    }
+
+    /**
+     * The device's state for a migration: negotiated features, the config space and each
+     * queue's {@link QueueState} (null for a queue never configured). Take it with every queue
+     * stopped ({@link #stop()} drains them): a running queue's indices move on.
+     *
+     * @throws IllegalStateException when a queue runs
+     */
+    public DeviceState saveState() {
+        requireAllStopped("save the device state");
+        QueueState[] states = new QueueState[queues.length];
+        for (DeviceQueue q : queues) {
+            states[q.index] = queueState(q.index);
+        }
+        return new DeviceState(model.negotiatedFeatures(), configSpace(), states);
+    }
+
+    /**
+     * Restores a state saved by {@link #saveState()} on another device of the same disk (a
+     * migration's destination): features and every queue's layout and indices; then
+     * {@link #start()} (after the interrupts and kicks are set) resumes where the source
+     * stopped. Queues must be stopped.
+     *
+     * @throws IllegalArgumentException when the config space or queue count differ (another
+     *         disk, or another shape), or a feature was not offered here
+     */
+    public void restoreState(DeviceState state) {
+        Objects.requireNonNull(state, "state");
+        requireAllStopped("restore the device state");
+        if (!Arrays.equals(state.config(), configSpace())) {
+            throw new IllegalArgumentException("saved config space differs from this device's: another disk or shape");
+        }
+        if (state.queues().length != queues.length) {
+            throw new IllegalArgumentException("saved state has " + state.queues().length + " queue(s), this device "
+                    + queues.length);
+        }
+        long unknown = state.features() & ~model.config().offeredFeatures();
+        if (unknown != 0) {
+            throw new IllegalArgumentException(String.format("saved features 0x%x include 0x%x, not offered here",
+                    state.features(), unknown));
+        }
+        model.negotiate(state.features());
+        for (DeviceQueue q : queues) {
+            QueueState s = state.queues()[q.index];
+            q.layout = s;
+            applyLog(q);
+        }
+    }
+
     // ------------------------------------------------------------ observability
 
     /** Queue {@code q}'s counters, live. */
@@ -558,6 +707,7 @@ public final class BlockDevice implements AutoCloseable {
     public static final class Builder {
         private final BlkConfig config;
         private final BackendFactory backends;
+        private DriverFactory drivers;
         private GuestMemory memory;
         private Tuning tuning = Tuning.defaults();
         private DeviceListener listener = DeviceListener.NONE;
@@ -582,6 +732,22 @@ public final class BlockDevice implements AutoCloseable {
         public Builder listener(DeviceListener value) {
             listener = Objects.requireNonNull(value, "listener");
             return this;
+        }
+
+        /**
+         * Serves the disk through block drivers from {@code value} (a qcow2 image, a network
+         * disk) instead of raw drivers over the builder's back ends.
+         */
+        public Builder drivers(DriverFactory value) {
+            drivers = Objects.requireNonNull(value, "drivers");
+            return this;
+        }
+
+        BlockDriver openDriver(int depth) {
+            if (drivers != null) {
+                return drivers.open(depth);
+            }
+            return new RawDriver(backends.open(depth), config.capacitySectors() << 9, config.readOnly(), true);
         }
 
         /** Prefix of the device's thread names. */

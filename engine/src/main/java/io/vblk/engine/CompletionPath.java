@@ -6,6 +6,9 @@ import static io.vblk.engine.BlkRequestDescriptor.S_UNSUPP;
 
 import org.agrona.UnsafeApi;
 
+import io.vblk.aio.IoVector;
+import io.vblk.hostmem.DirtyLog;
+import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.Errno;
 
 /**
@@ -67,6 +70,10 @@ final class CompletionPath {
                     UnsafeApi.putByte(r.statusAddress, status);
                     used = status == S_OK ? r.usedLength : 1;
                 }
+                DirtyLog log = q.log;
+                if (log != null) {
+                    logWrites(log, q, r);
+                }
                 InflightTracker tracker = q.inflightTracker;
                 if (tracker != null) {
                     tracker.used(r.head);
@@ -100,6 +107,26 @@ final class CompletionPath {
         r.queue.counters.increment(QueueCounters.ERRORS);
         r.finished = true;
         releaser.release(r);
+    }
+
+    /**
+     * Marks what {@code r} wrote into guest memory while a migration runs: the data of a read
+     * (whatever its status: a failed read may have written part of it; bounce buffers were
+     * copied back before the completion got here) and the status byte. GET_ID's bytes are
+     * marked by the parser, which writes them. The used element and used.idx are marked by the
+     * ring itself.
+     */
+    private static void logWrites(DirtyLog log, DeviceQueue q, BlkRequest r) {
+        GuestMemory memory = q.ring.memory();
+        if (r.type == BlkRequestDescriptor.T_IN) {
+            IoVector data = r.data;
+            for (int i = 0, n = data.count(); i < n; i++) {
+                log.markHost(memory, data.address(i), data.length(i));
+            }
+        }
+        if (r.statusAddress >= 0) {
+            log.markHost(memory, r.statusAddress, 1);
+        }
     }
 
     /** End of a completion batch: one used.idx publish and at most one interrupt per queue. */

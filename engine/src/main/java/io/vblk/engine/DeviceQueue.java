@@ -3,6 +3,7 @@ package io.vblk.engine;
 import org.HdrHistogram.Histogram;
 import org.HdrHistogram.SingleWriterRecorder;
 
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.sys.EventFd;
 import io.vblk.vring.SplitQueue;
 
@@ -48,6 +49,17 @@ final class DeviceQueue {
     /** Heads to resubmit before popping the ring (recovered in-flight requests): I/O thread owned. */
     int[] resubmit = new int[0];
     int resubmitCount;
+    /**
+     * The dirty log the device's writes into this queue's buffers (read data, GET_ID, status
+     * bytes) are marked in while a migration runs, or null. Read once per completed request.
+     */
+    volatile DirtyLog log;
+    /**
+     * Where this queue's used-ring writes are logged: {@link BlockDevice#USED_LOG_AT_RING} (the
+     * ring's own address), {@link BlockDevice#USED_LOG_OFF}, or a guest address (vhost-user's
+     * {@code log_guest_addr}).
+     */
+    volatile long usedLogAddress = BlockDevice.USED_LOG_AT_RING;
     /** Why the queue broke, for the owner. */
     volatile String brokenReason;
     /**

@@ -17,7 +17,7 @@ import com.lmax.disruptor.RingBuffer;
 import com.lmax.disruptor.YieldingWaitStrategy;
 
 import io.vblk.aio.CompletionSink;
-import io.vblk.aio.IoBackend;
+import io.vblk.block.BlockDriver;
 import io.vblk.sys.Epoll;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Linux;
@@ -36,8 +36,9 @@ import io.vblk.vring.SplitQueue;
  * epoll on the kick eventfds, the back end's completion eventfd and its own wake-up eventfd.
  */
 final class IoThread implements Runnable, CompletionSink {
-    private static final int TAG_COMPLETIONS = 1 << 16;
     private static final int TAG_WAKEUP = (1 << 16) + 1;
+    /** Completion source {@code i} of the driver is tagged {@code TAG_COMPLETIONS + i}. */
+    private static final int TAG_COMPLETIONS = 1 << 20;
     private static final int INBOX_SIZE = 4096;
     private static final int SPIN_ROUNDS = 100;
 
@@ -47,7 +48,7 @@ final class IoThread implements Runnable, CompletionSink {
     private final Throttle throttle;
     private final DeviceListener listener;
     private final DeviceQueue[] queues;
-    private final IoBackend backend;
+    private final BlockDriver backend;
     private final RequestPool pool;
     private final RequestParser parser;
     private final DescriptorChain chain;
@@ -76,7 +77,7 @@ final class IoThread implements Runnable, CompletionSink {
     private long submittedBatches;
 
     IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
-             DeviceQueue[] queues, IoBackend backend) {
+             DeviceQueue[] queues, BlockDriver backend) {
         this.id = id;
         this.model = model;
         this.tuning = tuning;
@@ -89,10 +90,12 @@ final class IoThread implements Runnable, CompletionSink {
         this.parser = new RequestParser(model);
         this.chain = new DescriptorChain(model.config().queueSize() + maxSegments + SplitQueue.CHAIN_SLACK_SEGMENTS);
         this.completions = new CompletionPath(queues.length, tuning.recordLatency());
-        this.epoll = new Epoll(queues.length + 2);
+        this.epoll = new Epoll(queues.length + 1 + backend.completionSources());
         this.wakeup = EventFd.create(true);
         epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
-        epoll.add(backend.completionEvent().fd(), Linux.EPOLLIN, TAG_COMPLETIONS);
+        for (int i = 0, n = backend.completionSources(); i < n; i++) {
+            epoll.add(backend.completionFd(i), Linux.EPOLLIN, TAG_COMPLETIONS + i);
+        }
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
@@ -172,7 +175,7 @@ final class IoThread implements Runnable, CompletionSink {
         return id;
     }
 
-    IoBackend backend() {
+    BlockDriver backend() {
         return backend;
     }
 
@@ -416,13 +419,13 @@ final class IoThread implements Runnable, CompletionSink {
         switch (r.type) {
             case BlkRequestDescriptor.T_IN:
                 r.pendingOps = 1;
-                return backend.prepareRead(offset, r.data, r.slot);
+                return backend.read(offset, r.data, r.slot);
             case BlkRequestDescriptor.T_OUT:
                 r.pendingOps = 1;
-                return backend.prepareWrite(offset, r.data, r.slot);
+                return backend.write(offset, r.data, r.slot);
             case BlkRequestDescriptor.T_FLUSH:
                 r.pendingOps = 1;
-                return backend.prepareFlush(r.slot);
+                return backend.flush(r.slot);
             default:
                 return prepareRanges(r);
         }
@@ -440,8 +443,8 @@ final class IoThread implements Runnable, CompletionSink {
                     & BlkRequestDescriptor.SEGMENT_FLAG_UNMAP) != 0;
             long offset = sector << BlkRequestDescriptor.SECTOR_SHIFT;
             long length = sectors << BlkRequestDescriptor.SECTOR_SHIFT;
-            int rc = discard ? backend.prepareDiscard(offset, length, r.slot)
-                    : backend.prepareWriteZeroes(offset, length, unmap, r.slot);
+            int rc = discard ? backend.discard(offset, length, r.slot)
+                    : backend.writeZeroes(offset, length, unmap, r.slot);
             if (rc != 0) {
                 if (i == 0) {
                     return rc;
@@ -463,7 +466,7 @@ final class IoThread implements Runnable, CompletionSink {
         }
     }
 
-    /** Back-end completion (from {@link IoBackend#poll}). */
+    /** Back-end completion (from {@link BlockDriver#poll}). */
     @Override
     public void complete(long userData, long result) {
         if (completionRing == null) {
@@ -610,8 +613,8 @@ final class IoThread implements Runnable, CompletionSink {
     private void acknowledge(int tag) {
         if (tag == TAG_WAKEUP) {
             wakeup.read();
-        } else if (tag == TAG_COMPLETIONS) {
-            backend.completionEvent().read();
+        } else if (tag >= TAG_COMPLETIONS) {
+            backend.acknowledge(tag - TAG_COMPLETIONS);
         } else {
             // Kick eventfds are edge-triggered and never read: a frontend's kick fd shares its
             // open file description with us, may be blocking, and a read could then hang this

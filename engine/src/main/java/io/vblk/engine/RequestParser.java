@@ -12,6 +12,7 @@ import static io.vblk.engine.BlkRequestDescriptor.S_UNSUPP;
 import org.agrona.UnsafeApi;
 import org.agrona.concurrent.UnsafeBuffer;
 
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.vring.DescriptorChain;
 
 /**
@@ -134,6 +135,10 @@ final class RequestParser {
             for (int k = 0; k < count; k++) {
                 int at = written + k;
                 UnsafeApi.putByte(address + k, at < id.length ? id[at] : 0);
+            }
+            DirtyLog log = r.queue == null ? null : r.queue.log;
+            if (log != null && count > 0) {
+                log.markHost(r.queue.ring.memory(), address, count);
             }
             written += Math.max(0, count);
         }

@@ -10,6 +10,7 @@ import org.agrona.UnsafeApi;
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
+import io.vblk.block.DriverFactory;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.vring.SplitQueueDriver;
@@ -36,7 +37,7 @@ final class DeviceRig implements AutoCloseable {
     private final long[][] statusOf;
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
-                      boolean readOnlyImage, boolean indirect, DeviceListener listener,
+                      boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory,
                       java.util.function.UnaryOperator<BackendFactory> backends) {
         this.imagePath = imagePath;
         this.kind = kind;
@@ -49,8 +50,12 @@ final class DeviceRig implements AutoCloseable {
         this.scratchHeader = new long[queues];
         this.scratchStatus = new long[queues];
         this.statusOf = new long[queues][config.queueSize()];
-        this.device = BlockDevice.builder(config, backends.apply(BackendFactory.of(kind, image)))
-                .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName()).build();
+        BlockDevice.Builder db = BlockDevice.builder(config, backends.apply(BackendFactory.of(kind, image)))
+                .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName());
+        if (driverFactory != null) {
+            db.drivers(driverFactory);
+        }
+        this.device = db.build();
         long features = config.offeredFeatures();
         if (!eventIdx) {
             features &= ~BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX);
@@ -212,6 +217,8 @@ final class DeviceRig implements AutoCloseable {
         private boolean readOnlyImage;
         private boolean indirect = true;
         private DeviceListener listener = DeviceListener.NONE;
+        private DriverFactory driverFactory;
+        private long capacityBytes = -1;
         private java.util.function.UnaryOperator<BackendFactory> backends = f -> f;
 
         Builder(Path dir, BackendKind kind) {
@@ -254,6 +261,13 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
+        /** Serves the image through {@code value}'s drivers (a format), with a disk of {@code capacity} bytes. */
+        Builder drivers(DriverFactory value, long capacity) {
+            driverFactory = value;
+            capacityBytes = capacity;
+            return this;
+        }
+
         /** Wraps the back ends the device opens (e.g. in a {@link GatedBackend}). */
         Builder backends(java.util.function.UnaryOperator<BackendFactory> value) {
             backends = value;
@@ -262,9 +276,10 @@ final class DeviceRig implements AutoCloseable {
 
         DeviceRig build() throws IOException {
             Path p = imagePath != null ? imagePath : createImage(dir, imageBytes);
-            BlkConfig.Builder b = BlkConfig.builder(Files.size(p)).readOnly(readOnlyImage);
+            BlkConfig.Builder b = BlkConfig.builder(capacityBytes >= 0 ? capacityBytes : Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
-            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, backends);
+            return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, driverFactory,
+                    backends);
         }
     }
 }

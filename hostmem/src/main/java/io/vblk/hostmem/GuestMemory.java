@@ -196,6 +196,22 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     /**
+     * The guest-physical address of a host address inside one of this table's regions, or -1:
+     * the reverse of {@link #hostAddress}, for dirty logging, which records what the device wrote
+     * by guest page while the data path only keeps host addresses. A linear scan (tables have a
+     * few regions); only called while logging is on.
+     */
+    public long hostToGuest(long hostAddress) {
+        for (int i = 0; i < hostBase.length; i++) {
+            long offset = hostAddress - hostBase[i];
+            if (Long.compareUnsigned(offset, sizeBytes[i]) < 0) {
+                return firstGpa[i] + offset;
+            }
+        }
+        return -1;
+    }
+
+    /**
      * The guest-physical address of a frontend virtual address (vhost-user gives ring addresses
      * in the frontend's address space), or -1 when no region's user range holds it.
      */

@@ -36,6 +36,10 @@ final class BenchOptions {
             "  --size BYTES         bytes of the device addressed, from offset 0 (default: all of it)",
             "  --image PATH         a file or block device to use instead of the cached 1 GiB image",
             "  --image null:SIZE    a null device of SIZE bytes: requests complete without any data",
+            "  --image ADDRESS      a network disk: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH,",
+            "                       rbd:POOL/IMAGE[@SNAP][:conf=PATH] (embedded, or vhost-user with --daemon)",
+            "  --format raw|qcow2   the format of --image (default raw; never guessed): vblk serves a qcow2",
+            "                       image through its qcow2 driver, qemu-storage-daemon through driver=qcow2",
             "  --allow-writes       permit write workloads on a user's --image or --socket (destroys data)",
             "  --guest block|poll   how the guest waits for completions: sleep until interrupted",
             "                       (default; a call eventfd in vhost-user mode) or spin on the used ring",
@@ -63,6 +67,8 @@ final class BenchOptions {
             "  --wait LIST          adaptive, blocking, sleeping, yielding, busy-spin (default adaptive)",
             "  --threading LIST     shared, dedicated (default shared; embedded only)",
             "  --io-threads N       I/O threads the queues are spread over (default 1; embedded only)",
+            "  --dirty-log          log every device write into a dirty bitmap, as during a live",
+            "                       migration (embedded only)",
             "",
             "Comparison:",
             "  --compare            data plane on/off, vblk/fio, vblk serve/qemu-storage-daemon (file and",
@@ -94,16 +100,20 @@ final class BenchOptions {
     long warmupNs = 1_000_000_000L;
     long sizeBytes;
     Path image;
+    /** A network disk's address (nbd://, nbd+unix://, rbd:) given as --image, or null. */
+    String network;
     long nullImageBytes = -1;
     boolean allowWrites;
     boolean guestPolls;
     boolean eventIdx = true;
     boolean indirect;
+    boolean dirtyLog;
     long rateIops;
     String mode = "embedded";
     Path socket;
     long backendPid = -1;
     String daemon = "vblk";
+    String format = "raw";
     String serveCommand;
     List<BackendKind> backends = List.of(BackendKind.IO_URING);
     List<WaitStrategy> waits = List.of(WaitStrategy.ADAPTIVE);
@@ -124,12 +134,12 @@ final class BenchOptions {
     private final List<String> given = new ArrayList<>();
 
     private static final List<String> VALUE_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues", "--runtime",
-            "--warmup", "--size", "--rate", "--image", "--guest", "--frontend", "--mode", "--socket", "--backend-pid", "--daemon", "--serve-cmd",
+            "--warmup", "--size", "--rate", "--image", "--format", "--guest", "--frontend", "--mode", "--socket", "--backend-pid", "--daemon", "--serve-cmd",
             "--backend", "--wait", "--threading", "--io-threads", "--only", "--rounds", "--fio-batch", "--qsd-poll-max-ns", "--json",
             "--markdown", "--hgrm", "--svg");
     private static final List<String> WORKLOAD_OPTIONS = List.of("--rw", "--rwmixread", "--bs", "--iodepth", "--queues",
             "--mode", "--socket", "--backend-pid", "--daemon", "--threading", "--io-threads", "--wait", "--guest", "--size",
-            "--no-event-idx", "--indirect", "--allow-writes", "--rate");
+            "--no-event-idx", "--indirect", "--dirty-log", "--allow-writes", "--rate");
 
     /**
      * Parses {@code args}.
@@ -174,7 +184,7 @@ final class BenchOptions {
 
     private static boolean isFlag(String name) {
         switch (name) {
-            case "-h": case "--help": case "--allow-writes": case "--no-event-idx": case "--indirect": case "--compare":
+            case "-h": case "--help": case "--allow-writes": case "--no-event-idx": case "--indirect": case "--dirty-log": case "--compare":
             case "--quiet":
                 return true;
             default:
@@ -188,6 +198,7 @@ final class BenchOptions {
             case "--allow-writes": allowWrites = true; break;
             case "--no-event-idx": eventIdx = false; break;
             case "--indirect": indirect = true; break;
+            case "--dirty-log": dirtyLog = true; break;
             case "--compare": compare = true; break;
             case "--quiet": quiet = true; break;
             default: throw new IllegalStateException(name);
@@ -211,6 +222,7 @@ final class BenchOptions {
             case "--socket": socket = nonEmptyPath(name, value); break;
             case "--backend-pid": backendPid = number(name, value, 1, Integer.MAX_VALUE); break;
             case "--daemon": daemon = choice(name, value, "vblk", "qsd"); break;
+            case "--format": format = choice(name, value, "raw", "qcow2"); break;
             case "--serve-cmd": serveCommand = value; break;
             case "--backend": backends = list(name, value, BackendKind::parse); break;
             case "--wait": waits = list(name, value, WaitStrategy::parse); break;
@@ -229,7 +241,11 @@ final class BenchOptions {
     }
 
     private void image(String value) {
-        if (value.startsWith("null:")) {
+        if (io.vblk.block.NetworkDisk.isAddress(value)) {
+            network = value;
+            image = null;
+            nullImageBytes = -1;
+        } else if (value.startsWith("null:")) {
             nullImageBytes = size("--image", value.substring("null:".length()), 4096);
             if (nullImageBytes % 4096 != 0) {
                 throw new UsageError("--image " + value + ": the size must be a multiple of 4096 bytes");
@@ -254,7 +270,7 @@ final class BenchOptions {
             if (backends.size() != 1 || backends.get(0) == BackendKind.NULL) {
                 throw new UsageError("--compare takes one file back end in --backend (io_uring, linux-aio or threads)");
             }
-            if (nullImageBytes >= 0) {
+            if (nullImageBytes >= 0 || network != null) {
                 throw new UsageError("--compare needs a file or block device in --image (it adds the null device itself)");
             }
         }
@@ -278,8 +294,8 @@ final class BenchOptions {
             }
         }
         boolean writes = rw.stream().anyMatch(RwMode::writes);
-        if (writes && !allowWrites && ((image != null && !compare) || socket != null)) {
-            throw new UsageError("the workload writes to " + (socket != null ? "the backend at " + socket : image)
+        if (writes && !allowWrites && ((image != null && !compare) || socket != null || network != null)) {
+            throw new UsageError("the workload writes to " + (socket != null ? "the backend at " + socket : image != null ? image : network)
                     + ", destroying its data: add --allow-writes");
         }
     }

@@ -61,12 +61,16 @@ final class WorkloadRun {
                         for (ThreadingMode t : o.threadings) {
                             String name = "embedded-" + b.cliName() + "-" + wait.cliName()
                                     + (o.threadings.size() > 1 || t != ThreadingMode.SHARED ? "-" + t.name().toLowerCase(Locale.ROOT) : "");
-                            runAll(name, new EmbeddedContender(disk, b, wait, t, o.ioThreads));
+                            runAll(name + (o.dirtyLog ? "-dirty-log" : ""),
+                                    new EmbeddedContender(disk, b, wait, t, o.ioThreads).dirtyLog(o.dirtyLog));
                         }
                     }
                 }
                 break;
             case "baseline":
+                if (disk.isQcow2()) {
+                    throw new UsageError("--mode baseline reads the file as raw: it cannot serve --format qcow2");
+                }
                 runAll("baseline", new BaselineContender(disk));
                 break;
             default:
@@ -162,7 +166,11 @@ final class WorkloadRun {
     }
 
     private static long capacity(DiskSpec disk) throws java.io.IOException {
-        return disk.isNull() ? disk.nullSizeBytes() : Files.size(disk.path());
+        if (disk.isNetwork()) {
+            return io.vblk.block.NetworkDisk.open(disk.network(), true).sizeBytes();
+        }
+        return disk.isNull() ? disk.nullSizeBytes()
+                : disk.isQcow2() ? io.vblk.block.qcow2.Qcow2.virtualSize(disk.path()) : Files.size(disk.path());
     }
 
     /** The device the options name: the user's image, a null device, or the cached bench image. */
@@ -170,11 +178,17 @@ final class WorkloadRun {
         if (o.nullImageBytes > 0) {
             return DiskSpec.nullDevice(o.nullImageBytes);
         }
+        if (o.network != null) {
+            return DiskSpec.network(o.network);
+        }
         if (o.image != null) {
             if (!Files.exists(o.image)) {
                 throw new UsageError("--image " + o.image + " does not exist");
             }
-            return DiskSpec.file(o.image);
+            return "qcow2".equals(o.format) ? DiskSpec.qcow2(o.image) : DiskSpec.file(o.image);
+        }
+        if ("qcow2".equals(o.format)) {
+            throw new UsageError("--format qcow2 needs --image PATH, a qcow2 image (qemu-img create -f qcow2 ...)");
         }
         if (o.socket != null) {
             return DiskSpec.nullDevice(0);

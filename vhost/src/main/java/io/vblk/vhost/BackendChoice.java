@@ -40,6 +40,12 @@ final class BackendChoice implements BackendFactory {
         }
     }
 
+    /** fdatasync of the image (nothing for the null disk or a read-only image). */
+    @Override
+    public void sync() {
+        BackendFactory.syncImage(image);
+    }
+
     /** The kind actually opened (after any fallback). */
     BackendKind inEffect() {
         return inEffect;

@@ -22,8 +22,12 @@ final class FeatureRequests {
      * vhost-user-blk backend (it is vhost-user's own bit, never passed to the device).
      */
     long offeredFeatures() {
-        return control.device().config().offeredFeatures() | BlkFeatures.bit(BlkFeatures.VHOST_USER_PROTOCOL_FEATURES);
+        return control.device().config().offeredFeatures() | BlkFeatures.bit(BlkFeatures.VHOST_USER_PROTOCOL_FEATURES)
+                | LOG_ALL;
     }
+
+    /** VHOST_F_LOG_ALL: vhost's own bit, switching dirty logging; never passed to the device. */
+    private static final long LOG_ALL = 1L << LogRequests.VHOST_F_LOG_ALL;
 
     void getFeatures(Message m) {
         m.requireSize(0);
@@ -32,8 +36,9 @@ final class FeatureRequests {
     }
 
     /**
-     * SET_FEATURES may come several times (QEMU sends it twice per start) and, in principle, while
-     * rings run: the device renegotiates with its queues stopped, so they are drained around it.
+     * SET_FEATURES may come several times (QEMU sends it twice per start) and while rings run (a
+     * migration sets and clears VHOST_F_LOG_ALL): the device renegotiates with its queues stopped,
+     * so they are drained around a change of its features; LOG_ALL alone switches logging.
      */
     void setFeatures(Message m) {
         m.requireSize(MessageDescriptor.U64_LENGTH);
@@ -52,7 +57,8 @@ final class FeatureRequests {
                 v.enabled = true;
             }
         }
-        control.negotiate(features & ~BlkFeatures.bit(BlkFeatures.VHOST_USER_PROTOCOL_FEATURES));
+        control.negotiate(features & ~BlkFeatures.bit(BlkFeatures.VHOST_USER_PROTOCOL_FEATURES) & ~LOG_ALL);
+        control.applyLogging();
         for (Vring v : state.vrings) {
             control.startIfReady(v);
         }

@@ -1,6 +1,7 @@
 package io.vblk.vhost;
 
 import io.vblk.engine.BlkFeatures;
+import io.vblk.sys.EventFd;
 
 /**
  * What one connected frontend has negotiated and set up: ownership, virtio and protocol
@@ -19,6 +20,10 @@ final class FrontendState {
     long protocolFeatures;
     /** The inflight buffer from the last SET_INFLIGHT_FD, or null (no tracking). */
     InflightBuffer inflight;
+    /** The dirty log of the last SET_LOG_BASE (and the logs it replaced, until nothing can use them). */
+    final LogArea logs = new LogArea();
+    /** The eventfd of SET_LOG_FD, or null. Kept for the frontend; vblk's log needs no signal. */
+    EventFd logFd;
 
     FrontendState(int numQueues) {
         vrings = new Vring[numQueues];
@@ -30,6 +35,16 @@ final class FrontendState {
     /** Whether REPLY_ACK was negotiated, so need_reply asks for an acknowledgement. */
     boolean replyAck() {
         return ProtocolFeatures.has(protocolFeatures, ProtocolFeatures.REPLY_ACK);
+    }
+
+    /** Whether LOG_SHMFD was negotiated, so SET_LOG_BASE brings the log as a memfd. */
+    boolean logShmfd() {
+        return ProtocolFeatures.has(protocolFeatures, ProtocolFeatures.LOG_SHMFD);
+    }
+
+    /** Whether the frontend asked for dirty logging (VHOST_F_LOG_ALL in SET_FEATURES). */
+    boolean logAll() {
+        return (ackedFeatures & (1L << LogRequests.VHOST_F_LOG_ALL)) != 0;
     }
 
     /** Whether INFLIGHT_SHMFD was negotiated, so GET/SET_INFLIGHT_FD may come. */

@@ -16,12 +16,13 @@ final class ProtocolFeatures {
 
     /**
      * What vblk offers: several queues, acknowledgements on demand, the config space (QEMU
-     * refuses a vhost-user-blk backend without it), inflight tracking in memory the frontend
+     * refuses a vhost-user-blk backend without it), the dirty log in a shared memfd (live
+     * migration: QEMU refuses to migrate without VHOST_F_LOG_ALL, and LOG_SHMFD), inflight tracking in memory the frontend
      * keeps (so a restarted backend redoes exactly the requests in flight when it died), a
      * device reset that keeps the connection, and memory regions added and removed one at a
      * time (so memory hot-plug does not rebuild the whole table and is not limited to 8 regions).
      */
-    static final long OFFERED = bit(MQ) | bit(REPLY_ACK) | bit(CONFIG) | bit(INFLIGHT_SHMFD) | bit(RESET_DEVICE)
+    static final long OFFERED = bit(MQ) | bit(LOG_SHMFD) | bit(REPLY_ACK) | bit(CONFIG) | bit(INFLIGHT_SHMFD) | bit(RESET_DEVICE)
             | bit(CONFIGURE_MEM_SLOTS);
 
     private ProtocolFeatures() {

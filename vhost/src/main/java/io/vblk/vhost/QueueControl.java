@@ -6,6 +6,7 @@ import java.util.List;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.Interrupt;
 import io.vblk.engine.QueueState;
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
@@ -76,6 +77,7 @@ final class QueueControl {
         device.setQueueState(q, new QueueState(v.num, desc, avail, used, nextAvail, QueueState.USED_FROM_RING));
         device.setKick(q, v.kick);
         device.setInterrupt(q, interruptOf(v.call));
+        device.setUsedRingLog(q, v.usedLogAddress);
         try {
             device.startQueue(q);
         } catch (IllegalStateException e) {
@@ -230,7 +232,68 @@ final class QueueControl {
         String broken = device.brokenReason(q);
         log.info(who + ": queue " + q + " stopped at avail index " + v.base
                 + (broken != null ? " (it was quarantined: " + broken + ")" : ""));
+        releaseLogsIfQuiet();
         return v.base;
+    }
+
+    /**
+     * Stops {@code v} for GET_VRING_BASE: drains it, then makes every write the device completed
+     * durable before the answer goes out. The answer is where a migration's destination (or a
+     * restarted backend) resumes, and it reads the image: it must find every write the guest
+     * was told had completed.
+     */
+    int stopForHandOver(Vring v) {
+        int base = stop(v);
+        device.sync();
+        return base;
+    }
+
+    /**
+     * Points the device at the frontend's dirty log while VHOST_F_LOG_ALL is on and a log is
+     * mapped, and away from it otherwise. Logging starts or stops at once, rings running.
+     */
+    void applyLogging() {
+        DirtyLog wanted = state.logAll() && !LOGGING_DISABLED ? state.logs.log() : null;
+        if (wanted == device.dirtyLog()) {
+            return;
+        }
+        if (wanted == null) {
+            device.stopDirtyLog();
+            log.info(who + ": dirty logging off" + outOfRangeNote());
+        } else if (LOGGING_DISABLED) {
+            log.info(who + ": dirty logging requested, NOT done (VBLK_UNSAFE_NO_DIRTY_LOG=1)");
+        } else {
+            device.startDirtyLog(wanted);
+            log.info(who + ": dirty logging on: " + state.logs);
+        }
+    }
+
+    /**
+     * VBLK_UNSAFE_NO_DIRTY_LOG=1: offer logging but never log. Only for showing that the
+     * migration test (scripts/e2e/migrate) catches a backend that does not log; it corrupts
+     * migrated guests.
+     */
+    private static final boolean LOGGING_DISABLED = "1".equals(System.getenv("VBLK_UNSAFE_NO_DIRTY_LOG"));
+
+    private String outOfRangeNote() {
+        long n = state.logs.outOfRange();
+        return n == 0 ? "" : " (" + n + " marks fell outside the log the frontend sized)";
+    }
+
+    /** Unmaps replaced logs once no ring runs: every stop drained the device, nothing holds them. */
+    private void releaseLogsIfQuiet() {
+        for (Vring r : state.vrings) {
+            if (r.running) {
+                return;
+            }
+        }
+        state.logs.releaseRetired();
+    }
+
+    /** Sets {@code v}'s used-ring log address (SET_VRING_ADDR's VHOST_VRING_F_LOG), running or not. */
+    void setUsedRingLog(Vring v, long logGuestAddress) {
+        v.usedLogAddress = logGuestAddress;
+        device.setUsedRingLog(v.index, logGuestAddress);
     }
 
     /** Stops every running ring; returns them, to resume with {@link #resume}. */
@@ -264,8 +327,15 @@ final class QueueControl {
         return failures;
     }
 
-    /** Applies negotiated features: the device renegotiates only with its queues stopped. */
+    /**
+     * Applies negotiated features: the device renegotiates only with its queues stopped. The same
+     * features again (QEMU repeats SET_FEATURES, and switches VHOST_F_LOG_ALL, which is not the
+     * device's, with rings running) leave the rings alone.
+     */
     void negotiate(long features) {
+        if (features == device.negotiatedFeatures()) {
+            return;
+        }
         List<Vring> running = stopRunning();
         device.negotiate(features);
         resume(running);
@@ -329,6 +399,8 @@ final class QueueControl {
             v.forgetSetup();
         }
         state.ackedFeatures = 0;
+        // VHOST_F_LOG_ALL went with the features; the log itself stays mapped for the next start.
+        applyLogging();
     }
 
     /**
@@ -355,5 +427,15 @@ final class QueueControl {
             v.forgetSetup();
         }
         state.memory.close();
+        device.stopDirtyLog();
+        long outside = state.logs.outOfRange();
+        if (outside != 0) {
+            log.info(who + ": " + outside + " dirty-log marks fell outside the log the frontend sized");
+        }
+        state.logs.close();
+        if (state.logFd != null) {
+            state.logFd.close();
+            state.logFd = null;
+        }
     }
 }

@@ -98,6 +98,7 @@ final class Request {
             case GET_FEATURES:
             case GET_PROTOCOL_FEATURES:
             case GET_VRING_BASE:
+            case SET_LOG_BASE:
             case GET_QUEUE_NUM:
             case GET_CONFIG:
             case GET_MAX_MEM_SLOTS:

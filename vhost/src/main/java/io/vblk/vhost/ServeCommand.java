@@ -61,12 +61,25 @@ final class ServeCommand {
         VhostUserServer server;
         BackendChoice backends;
         try {
-            image = options.image == null ? null : openImage(options);
-            long sizeBytes = image == null ? options.nullSizeBytes : image.sizeBytes();
             BackendKind kind = options.aio != null ? options.aio : BackendKind.IO_URING;
+            io.vblk.block.NetworkDisk network = options.network == null ? null : openNetwork(options);
+            if (network != null) {
+                options.readOnly = network.readOnly();
+            }
+            FormatChoice format = network != null || options.format == io.vblk.block.ImageFormat.RAW ? null
+                    : FormatChoice.open(options.image, options.format, kind, options.readOnly, options.direct, log);
+            image = options.image == null || format != null ? null : openImage(options, log);
+            long sizeBytes = network != null ? network.sizeBytes() : format != null ? format.sizeBytes() : image == null ? options.nullSizeBytes : image.sizeBytes();
             backends = new BackendChoice(kind, image, log);
-            VhostUserServer.Builder builder = VhostUserServer.builder(options.socket, config(options, image, sizeBytes), backends)
+            BlkConfig config = config(options, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
+            VhostUserServer.Builder builder = VhostUserServer.builder(options.socket, config, backends)
                     .tuning(tuning(options)).log(log).socketMode(options.socketMode);
+            if (format != null) {
+                builder.drivers(format);
+            }
+            if (network != null) {
+                builder.drivers(network);
+            }
             if (options.socketGroup != null) {
                 builder.socketGroup(options.socketGroup);
             }
@@ -99,8 +112,17 @@ final class ServeCommand {
         return 2;
     }
 
+    /** Connects to a network disk; a bad address or an unreachable server is one line, as a missing file is. */
+    private static io.vblk.block.NetworkDisk openNetwork(ServeOptions o) {
+        try {
+            return io.vblk.block.NetworkDisk.open(o.network, o.readOnly);
+        } catch (RuntimeException e) {
+            throw new UsageError("cannot open " + o.network + ": " + e.getMessage());
+        }
+    }
+
     /** Opens the image after checking what it is, so each mistake gets its own message. */
-    private static Image openImage(ServeOptions o) {
+    private static Image openImage(ServeOptions o, Log log) {
         Path path = o.image;
         if (!Files.exists(path)) {
             throw new UsageError("image not found: " + path);
@@ -117,6 +139,7 @@ final class ServeCommand {
         } catch (RuntimeException e) {
             throw new UsageError("cannot open image " + path + ": " + e.getMessage());
         }
+        FormatChoice.warnIfLooksLikeQcow2(path, log);
         long size = image.sizeBytes();
         if (size == 0 || size % 512 != 0) {
             image.close();
@@ -126,12 +149,15 @@ final class ServeCommand {
         return image;
     }
 
-    private static BlkConfig config(ServeOptions o, Image image, long sizeBytes) {
+    private static BlkConfig config(ServeOptions o, Image image, long sizeBytes, int networkBlockSize) {
         BlkConfig.Builder b = BlkConfig.builder(sizeBytes).numQueues(o.queues).queueSize(MAX_QUEUE_SIZE).segMax(SEG_MAX)
                 .readOnly(o.readOnly).serial(o.serial);
         if (image != null && sizeBytes % image.logicalBlockSize() == 0) {
             // O_DIRECT's alignment: a guest that respects the block size never needs a bounce.
             b.blockSize(image.logicalBlockSize());
+        }
+        if (networkBlockSize > 512 && networkBlockSize <= 4096 && sizeBytes % networkBlockSize == 0) {
+            b.blockSize(networkBlockSize); // the NBD server's minimum block size
         }
         return b.build();
     }
@@ -143,8 +169,10 @@ final class ServeCommand {
     private static String describe(ServeOptions o, VhostUserServer server, BackendChoice backends) {
         BlkConfig c = server.device().config();
         long bytes = c.capacitySectors() * 512;
-        return o.imageName() + " (" + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
-                + backends.inEffect() + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
+        String format = o.network != null ? (o.network.startsWith("rbd:") ? "rbd" : "nbd") + ", "
+                : o.format == io.vblk.block.ImageFormat.RAW ? "" : o.format + ", ";
+        return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
+                + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
                 + ")";

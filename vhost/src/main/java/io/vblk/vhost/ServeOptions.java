@@ -21,6 +21,10 @@ final class ServeOptions {
             "socket and exit with status 0.",
             "",
             "  --image PATH       raw disk image or block device; its size must be a multiple of 512",
+            "  --image nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH",
+            "                     a disk on an NBD server (TCP to loopback only; no TLS yet)",
+            "  --image rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=USER]",
+            "                     a Ceph RBD image (a snapshot is read-only)",
             "  --image null:SIZE  a disk of SIZE bytes (suffix K, M, G or T: powers of 1024) whose",
             "                     requests complete at once without touching any data (benchmarks)",
             "  --socket PATH      Unix socket to listen on, created with mode 0600; a stale socket",
@@ -34,6 +38,8 @@ final class ServeOptions {
             "                     serve only frontends whose uid (SO_PEERCRED) is listed; any other",
             "                     connection is logged in one line and closed, and the next one is",
             "                     served (default: the server's own uid and root)",
+            "  --format FORMAT    raw (default) or qcow2, never guessed; qcow2 follows the backing",
+            "                     chain named in the image (read-only, relative to its directory)",
             "  --queues N         request queues, 1 to 64 (default 1)",
             "  --read-only        open the image read-only (O_RDONLY) and offer a read-only disk",
             "  --serial ID        the disk's serial number, up to 20 ASCII characters (default vblk)",
@@ -53,6 +59,8 @@ final class ServeOptions {
     private static final String NULL_PREFIX = "null:";
 
     Path image;
+    /** A network disk's address (nbd://, nbd+unix://, rbd:), or null. */
+    String network;
     /** Size of a null disk, or -1 when {@link #image} names a file. */
     long nullSizeBytes = -1;
     Path socket;
@@ -72,6 +80,8 @@ final class ServeOptions {
     /** The uids whose connections are served, or null for the default (own uid and root). */
     int[] allowUids;
     boolean help;
+    /** The image format: named, never guessed. */
+    io.vblk.block.ImageFormat format = io.vblk.block.ImageFormat.RAW;
 
     /**
      * Parses {@code args} (what follows {@code serve}).
@@ -99,7 +109,7 @@ final class ServeOptions {
                     o.readOnly = true;
                 }
                 case "--image", "--socket", "--queues", "--serial", "--aio", "--cache", "--wait", "--iops-limit", "--bps-limit",
-                        "--socket-mode", "--socket-group", "--allow-uid" -> {
+                        "--socket-mode", "--socket-group", "--allow-uid", "--format" -> {
                     if (value == null) {
                         if (i + 1 >= args.length) {
                             throw new UsageError(name + " needs a value");
@@ -125,6 +135,9 @@ final class ServeOptions {
             throw new UsageError("--socket is required");
         }
         o.setImage(imageArg);
+        if (o.format != io.vblk.block.ImageFormat.RAW && o.image == null) {
+            throw new UsageError("--format " + o.format + " needs an image file, not " + imageArg);
+        }
         return o;
     }
 
@@ -174,6 +187,13 @@ final class ServeOptions {
                 socketGroup = value.trim();
             }
             case "--allow-uid" -> allowUids = uids(name, value);
+            case "--format" -> {
+                try {
+                    format = io.vblk.block.ImageFormat.parse(value);
+                } catch (IllegalArgumentException e) {
+                    throw new UsageError("--format: " + e.getMessage());
+                }
+            }
             default -> throw new IllegalStateException(name);
         }
     }
@@ -188,6 +208,8 @@ final class ServeOptions {
                 throw new UsageError("--aio " + aio + " needs an image file, not " + value);
             }
             aio = BackendKind.NULL;
+        } else if (io.vblk.block.NetworkDisk.isAddress(value)) {
+            network = value;
         } else if (value.isEmpty()) {
             throw new UsageError("--image needs a path");
         } else {
@@ -197,6 +219,9 @@ final class ServeOptions {
 
     /** What {@link #image} names, for messages. */
     String imageName() {
+        if (network != null) {
+            return network;
+        }
         return image != null ? image.toString() : NULL_PREFIX + nullSizeBytes;
     }
 

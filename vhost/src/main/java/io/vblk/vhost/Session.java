@@ -33,6 +33,7 @@ final class Session {
     private final VringRequests vrings;
     private final ConfigRequests config;
     private final InflightRequests inflight;
+    private final LogRequests logs;
     private final Log log;
     private long messages;
     /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
@@ -51,6 +52,7 @@ final class Session {
         this.vrings = new VringRequests(state, control, channel);
         this.config = new ConfigRequests(device.configSpace(), channel);
         this.inflight = new InflightRequests(state, control, channel);
+        this.logs = new LogRequests(state, control, channel);
     }
 
     int id() {
@@ -169,6 +171,8 @@ final class Session {
             case Request.SET_CONFIG -> config.setConfig(m);
             case Request.GET_INFLIGHT_FD -> inflight.getInflightFd(m);
             case Request.SET_INFLIGHT_FD -> inflight.setInflightFd(m);
+            case Request.SET_LOG_BASE -> logs.setLogBase(m);
+            case Request.SET_LOG_FD -> logs.setLogFd(m);
             default -> throw ProtocolError.rejected(m.name() + " is not supported (size " + Integer.toUnsignedString(m.size())
                     + ", " + m.fdCount() + " descriptor(s))");
         }

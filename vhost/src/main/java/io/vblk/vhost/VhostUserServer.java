@@ -60,7 +60,11 @@ public final class VhostUserServer implements AutoCloseable {
         SocketFile.check(b.socket);
         GroupPrincipal group = b.socketGroup == null ? null : SocketFile.group(b.socketGroup);
         this.errors = new QueueErrors(b.config.numQueues(), log);
-        this.device = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name).build();
+        BlockDevice.Builder devb = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name);
+        if (b.drivers != null) {
+            devb.drivers(b.drivers);
+        }
+        this.device = devb.build();
         this.poller = new KickPoller(device);
         try {
             this.socketFile = SocketFile.listen(b.socket, BACKLOG, b.socketMode, group);
@@ -192,6 +196,7 @@ public final class VhostUserServer implements AutoCloseable {
         private final Path socket;
         private final BlkConfig config;
         private final BackendFactory backends;
+        private io.vblk.block.DriverFactory drivers;
         private Tuning tuning = Tuning.defaults();
         private Log log = Log.to(System.err);
         private String name = "vblk";
@@ -203,6 +208,12 @@ public final class VhostUserServer implements AutoCloseable {
             this.socket = Objects.requireNonNull(socket, "socket");
             this.config = Objects.requireNonNull(config, "config");
             this.backends = Objects.requireNonNull(backends, "backends");
+        }
+
+        /** Serves the disk through these block drivers (e.g. qcow2) instead of raw ones. */
+        public Builder drivers(io.vblk.block.DriverFactory value) {
+            drivers = Objects.requireNonNull(value, "drivers");
+            return this;
         }
 
         /** The device's data-plane tuning (default {@link Tuning#defaults()}). */

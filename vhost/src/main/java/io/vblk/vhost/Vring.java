@@ -1,5 +1,6 @@
 package io.vblk.vhost;
 
+import io.vblk.engine.BlockDevice;
 import io.vblk.sys.EventFd;
 
 /**
@@ -37,6 +38,11 @@ final class Vring {
      * A restart after an internal stop does not: the device kept its own state then.
      */
     boolean recoverInflight;
+    /**
+     * Where the device logs its used-ring writes while logging is on: SET_VRING_ADDR's
+     * {@code log_guest_addr} when it had VHOST_VRING_F_LOG, else {@link BlockDevice.USED_LOG_OFF}.
+     */
+    long usedLogAddress = BlockDevice.USED_LOG_OFF;
 
     Vring(int index) {
         this.index = index;
@@ -53,6 +59,7 @@ final class Vring {
         kickReady = false;
         enabled = false;
         recoverInflight = false;
+        usedLogAddress = BlockDevice.USED_LOG_OFF;
     }
 
     @Override

@@ -1,5 +1,7 @@
 package io.vblk.vhost;
 
+import io.vblk.engine.BlockDevice;
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.vring.AvailRingDescriptor;
@@ -67,7 +69,7 @@ final class VringRequests {
     /** Stops and drains the ring, and answers where it stopped; only a new SET_VRING_KICK restarts it. */
     void getBase(Message m) {
         Vring v = stateTarget(m);
-        int base = control.stop(v);
+        int base = control.stopForHandOver(v);
         // The frontend reset this ring: the only way out of a quarantine short of a device reset.
         control.device().clearQuarantine(v.index);
         v.kickReady = false;
@@ -112,13 +114,48 @@ final class VringRequests {
         checkInMemory(memory, v, "descriptor table", desc, VirtqDescriptor.tableBytes(size));
         checkInMemory(memory, v, "available ring", avail, AvailRingDescriptor.bytes(size));
         checkInMemory(memory, v, "used ring", used, UsedRingDescriptor.bytes(size));
+        long usedLog = usedLogAddress(m, v, size);
+        if (v.running && v.addressed && v.descUser == desc && v.usedUser == used && v.availUser == avail) {
+            // A migration switching VHOST_VRING_F_LOG on the running ring: nothing to drain.
+            control.setUsedRingLog(v, usedLog);
+            return;
+        }
         control.stop(v);
         v.descUser = desc;
         v.usedUser = used;
         v.availUser = avail;
         v.addressed = true;
+        control.setUsedRingLog(v, usedLog);
         control.startIfReady(v);
     }
+
+    /**
+     * Where the used ring's writes are logged: with VHOST_VRING_F_LOG at {@code log_guest_addr}
+     * (vhost-user.rst, "Migration": it need not be in guest memory, but the ring's last byte must
+     * fall inside the log; a log too small only loses marks, counted), without it not at all.
+     * Any other flag is refused.
+     */
+    private static long usedLogAddress(Message m, Vring v, int size) {
+        int flags = m.u32(MessageDescriptor.ADDR_FLAGS_OFFSET);
+        if ((flags & ~VHOST_VRING_F_LOG) != 0) {
+            throw ProtocolError.rejected(String.format("SET_VRING_ADDR for vring %d: unknown flags 0x%x", v.index, flags));
+        }
+        if ((flags & VHOST_VRING_F_LOG) == 0) {
+            return BlockDevice.USED_LOG_OFF;
+        }
+        long logAddr = m.u64(MessageDescriptor.ADDR_LOG_OFFSET);
+        long last = logAddr + UsedRingDescriptor.bytes(size) - 1;
+        // The largest log (LogArea.MAX_LOG_BYTES) covers 2^45 bytes of guest addresses.
+        long limit = LogArea.MAX_LOG_BYTES * 8 * DirtyLog.PAGE_SIZE;
+        if (logAddr < 0 || Long.compareUnsigned(last, logAddr) < 0 || last >= limit) {
+            throw ProtocolError.rejected(String.format("SET_VRING_ADDR for vring %d: log_guest_addr 0x%x is beyond any"
+                    + " log", v.index, logAddr));
+        }
+        return logAddr;
+    }
+
+    /** SET_VRING_ADDR flag: log the used ring's writes at log_guest_addr. */
+    static final int VHOST_VRING_F_LOG = 1;
 
     private static void checkInMemory(GuestMemory memory, Vring v, String what, long userAddress, long bytes) {
         long gpa = memory.userToGuest(userAddress);

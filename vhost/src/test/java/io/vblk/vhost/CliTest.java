@@ -89,6 +89,11 @@ class CliTest {
         bad("multiple of 512", "serve", "--image", "null:1000", "--socket", sock);
         bad("--image must be at least 1", "serve", "--image", "null:0", "--socket", sock);
         bad("needs an image file", "serve", "--image", "null:1G", "--socket", sock, "--aio", "linux-aio");
+        bad("not supported", "serve", "--image", "nbds://127.0.0.1/x", "--socket", sock);
+        bad("socket=PATH", "serve", "--image", "nbd+unix:///x", "--socket", sock);
+        bad("cannot open nbd+unix", "serve", "--image", "nbd+unix:///x?socket=" + dir.resolve("none.sock"), "--socket", sock);
+        bad("loopback", "serve", "--image", "nbd://192.0.2.1/x", "--socket", sock);
+        bad("expected rbd:POOL/IMAGE", "serve", "--image", "rbd:justapool", "--socket", sock);
         bad("unknown command 'frob'", "frob");
         assertFalse(Files.exists(Path.of(sock)), "no socket was created along the way");
     }

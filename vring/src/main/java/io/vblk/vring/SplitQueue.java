@@ -6,6 +6,7 @@ import java.util.Objects;
 
 import org.agrona.UnsafeApi;
 
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 
 /**
@@ -397,6 +398,10 @@ public final class SplitQueue extends SplitQueueUsedSide {
             return;
         }
         UnsafeApi.putShort(usedRing + UsedRingDescriptor.FLAGS_OFFSET, (short) UsedRingDescriptor.F_NO_NOTIFY);
+        RingLog log = usedLog;
+        if (log != null) {
+            log.mark(UsedRingDescriptor.FLAGS_OFFSET, Short.BYTES);
+        }
     }
 
     /**
@@ -414,6 +419,10 @@ public final class SplitQueue extends SplitQueueUsedSide {
             UnsafeApi.putShort(availEventAddress, (short) next);
         } else {
             UnsafeApi.putShort(usedRing + UsedRingDescriptor.FLAGS_OFFSET, (short) 0);
+        }
+        RingLog log = usedLog;
+        if (log != null) {
+            log.mark(eventIdx ? UsedRingDescriptor.availEventOffset(size) : UsedRingDescriptor.FLAGS_OFFSET, Short.BYTES);
         }
         // Full fence: the store above must be globally visible before avail.idx is re-read.
         // Pairs with the driver's barrier between its avail.idx store and its read of
@@ -438,6 +447,10 @@ public final class SplitQueue extends SplitQueueUsedSide {
         }
         int slot = (int) nextUsed & mask;
         UnsafeApi.putLong(usedRing + UsedRingDescriptor.elementOffset(slot), UsedRingDescriptor.element(head, writtenLength));
+        RingLog log = usedLog;
+        if (log != null) {
+            log.mark(UsedRingDescriptor.elementOffset(slot), UsedRingDescriptor.ELEMENT_LENGTH);
+        }
         nextUsed = (nextUsed + 1) & 0xffff;
     }
 
@@ -463,6 +476,10 @@ public final class SplitQueue extends SplitQueueUsedSide {
         // driver's read barrier after it reads used.idx.
         VarHandle.releaseFence();
         UnsafeApi.putShort(usedRing + UsedRingDescriptor.IDX_OFFSET, (short) newIdx);
+        RingLog log = usedLog;
+        if (log != null) {
+            log.mark(UsedRingDescriptor.IDX_OFFSET, Short.BYTES);
+        }
         publishedUsed = newIdx;
         // Full fence: used.idx must be visible before used_event / avail.flags is read. Pairs
         // with the driver's barrier between writing used_event (or clearing NO_INTERRUPT) and
@@ -476,6 +493,40 @@ public final class SplitQueue extends SplitQueueUsedSide {
         }
         int flags = UnsafeApi.getShort(availRing + AvailRingDescriptor.FLAGS_OFFSET);
         return force || (flags & AvailRingDescriptor.F_NO_INTERRUPT) == 0;
+    }
+
+    // ---------------------------------------------------------------- dirty logging
+
+    /**
+     * Logs every write of the device into the used ring (flags, elements, {@code idx},
+     * {@code avail_event}) into {@code log}, at {@code logGuestAddress} plus the offset in the
+     * ring: the used ring's own guest address, or vhost-user's {@code log_guest_addr}
+     * (VHOST_VRING_F_LOG). {@code null} stops logging. Safe while the queue runs (one volatile
+     * reference); off, each ring write costs one load and a not-taken branch.
+     */
+    public void logUsedRing(DirtyLog log, long logGuestAddress) {
+        usedLog = log == null ? null : new RingLog(log, logGuestAddress);
+    }
+
+    /** The log used-ring writes go to, or null. */
+    public DirtyLog usedRingLog() {
+        RingLog log = usedLog;
+        return log == null ? null : log.log;
+    }
+
+    /** Where logging is on: the log and the guest address ring offsets are logged from. */
+    static final class RingLog {
+        final DirtyLog log;
+        final long base;
+
+        RingLog(DirtyLog log, long base) {
+            this.log = log;
+            this.base = base;
+        }
+
+        void mark(int offsetInRing, int length) {
+            log.mark(base + offsetInRing, length);
+        }
     }
 
     // ---------------------------------------------------------------- state
@@ -606,6 +657,8 @@ abstract class SplitQueueConfig {
     QueueError error;
     /** Written by the request side on corruption, read by the completion side. */
     volatile boolean quarantined;
+    /** Where used-ring writes are logged while a migration runs, or null (the usual case). */
+    volatile SplitQueue.RingLog usedLog;
 
     SplitQueueConfig(int index, int maxChainSegments, QueueErrorListener listener) {
         this.index = index;

@@ -1,5 +1,6 @@
 package io.vblk.perf.engine;
 
+import java.nio.ByteBuffer;
 import java.util.Locale;
 import java.util.Map;
 import java.util.TreeMap;
@@ -7,9 +8,12 @@ import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.locks.LockSupport;
 
 import org.HdrHistogram.Histogram;
+import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
+import io.vblk.block.qcow2.Qcow2;
+import io.vblk.block.qcow2.Qcow2Options;
 import io.vblk.aio.ImageOptions;
 import io.vblk.engine.BackendFactory;
 import io.vblk.engine.BlkConfig;
@@ -20,6 +24,7 @@ import io.vblk.engine.QueueCounters;
 import io.vblk.engine.ThreadingMode;
 import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.perf.load.LoadGenerator;
 import io.vblk.perf.load.Contender;
@@ -45,6 +50,7 @@ public final class EmbeddedContender implements Contender {
     private final WaitStrategy wait;
     private final ThreadingMode threading;
     private final int ioThreads;
+    private boolean dirtyLog;
 
     /**
      * @param ioThreads I/O threads the queues are spread over round-robin (1: all on one)
@@ -55,6 +61,15 @@ public final class EmbeddedContender implements Contender {
         this.wait = wait;
         this.threading = threading;
         this.ioThreads = ioThreads;
+    }
+
+    /**
+     * Runs with dirty logging on (every device write into guest memory marked in a bitmap, as
+     * during a live migration): the cost of logging.
+     */
+    public EmbeddedContender dirtyLog(boolean value) {
+        dirtyLog = value;
+        return this;
     }
 
     /** The device's own counters over the measured window, summed over its queues. */
@@ -100,25 +115,49 @@ public final class EmbeddedContender implements Contender {
 
     @Override
     public String label() {
-        return "vblk embedded (" + backend + ", " + wait.cliName() + ")";
+        return "vblk embedded (" + backend + ", " + wait.cliName() + (dirtyLog ? ", dirty log" : "") + ")";
     }
 
     @Override
     public BenchResult run(String name, Workload w, RunObserver observer) {
         String prefix = "vblk-bench-" + SEQUENCE.incrementAndGet();
-        try (Image image = disk.isNull() ? null
+        if (disk.isNetwork()) {
+            return runNetwork(name, w, observer, prefix);
+        }
+        try (Image image = disk.isNull() || disk.isQcow2() ? null
                 : Image.open(disk.path(), ImageOptions.defaults().direct(true).readOnly(!w.rw().writes()))) {
-            long capacity = (image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
+            long capacity = (disk.isQcow2() ? Qcow2.virtualSize(disk.path())
+                    : image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
             BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
                     .blockSize(image == null ? 512 : Math.min(4096, image.logicalBlockSize())).build();
             Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading)
                     .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
             long perQueue = w.guestBytesPerQueue();
+            BlockDevice.Builder builder = BlockDevice.builder(config, BackendFactory.of(backend, image))
+                    .tuning(tuning).name(prefix);
+            if (disk.isQcow2()) {
+                builder.drivers(Qcow2.factory(disk.path(), backend, Qcow2Options.defaults().readOnly(!w.rw().writes())));
+            }
             try (GuestMemory memory = GuestMemory.builder().addMemfd(0, perQueue * w.queues()).build();
-                 BlockDevice device = BlockDevice.builder(config, BackendFactory.of(backend, image))
-                         .memory(memory).tuning(tuning).name(prefix).build()) {
+                 BlockDevice device = builder.memory(memory).build()) {
                 return measure(name, w, observer, prefix, capacity, config, perQueue, memory, device);
             }
+        }
+    }
+
+    /** A network disk: one driver per I/O thread from its address (the back-end choice does not apply). */
+    private BenchResult runNetwork(String name, Workload w, RunObserver observer, String prefix) {
+        io.vblk.block.NetworkDisk net = io.vblk.block.NetworkDisk.open(disk.network(), !w.rw().writes());
+        long capacity = net.sizeBytes() & ~4095L;
+        BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
+                .readOnly(net.readOnly()).build();
+        Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading)
+                .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
+        long perQueue = w.guestBytesPerQueue();
+        try (GuestMemory memory = GuestMemory.builder().addMemfd(0, perQueue * w.queues()).build();
+             BlockDevice device = BlockDevice.builder(config, BackendFactory.of(BackendKind.NULL, null))
+                     .drivers(net).memory(memory).tuning(tuning).name(prefix).build()) {
+            return measure(name, w, observer, prefix, capacity, config, perQueue, memory, device);
         }
     }
 
@@ -129,6 +168,10 @@ public final class EmbeddedContender implements Contender {
             features &= ~BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX);
         }
         device.negotiate(features);
+        if (dirtyLog) {
+            int bytes = (int) DirtyLog.bitmapBytes(perQueue * w.queues());
+            device.startDirtyLog(new UnsafeBuffer(ByteBuffer.allocateDirect(bytes)));
+        }
         Thread guestThread = Thread.currentThread();
         Interrupt interrupt = () -> LockSupport.unpark(guestThread);
         long range = w.rangeBytes() > 0 ? Math.min(w.rangeBytes(), capacity) : capacity;

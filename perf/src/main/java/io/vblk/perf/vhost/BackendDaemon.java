@@ -43,10 +43,13 @@ public final class BackendDaemon implements AutoCloseable {
     public static BackendDaemon vblkServe(List<String> serveCommand, DiskSpec disk, Path socket, String aio, String wait,
                                           int queues) throws IOException {
         List<String> cmd = new ArrayList<>(serveCommand);
-        cmd.addAll(List.of("--image", disk.isNull() ? "null:" + disk.nullSizeBytes() : disk.path().toString(),
+        cmd.addAll(List.of("--image", disk.isNull() ? "null:" + disk.nullSizeBytes() : disk.isNetwork() ? disk.network() : disk.path().toString(),
                 "--socket", socket.toString(), "--queues", Integer.toString(queues)));
-        if (aio != null && !disk.isNull()) {
+        if (aio != null && !disk.isNull() && !disk.isNetwork()) {
             cmd.addAll(List.of("--aio", aio));
+        }
+        if (disk.isQcow2()) {
+            cmd.addAll(List.of("--format", "qcow2"));
         }
         if (wait != null) {
             cmd.addAll(List.of("--wait", wait));
@@ -65,17 +68,41 @@ public final class BackendDaemon implements AutoCloseable {
         String blockdev;
         if (disk.isNull()) {
             blockdev = "driver=null-co,node-name=disk0,size=" + disk.nullSizeBytes();
+        } else if (disk.isNetwork()) {
+            blockdev = networkBlockdev(disk.network());
         } else {
             String path = disk.path().toAbsolutePath().toString().replace(",", ",,");
             String driver = Files.isRegularFile(disk.path()) ? "file" : "host_device";
-            blockdev = "driver=" + driver + ",node-name=disk0,filename=" + path + ",cache.direct=on,aio=" + aio + ",locking=off";
+            blockdev = "driver=" + driver + ",node-name=" + (disk.isQcow2() ? "file0" : "disk0") + ",filename=" + path
+                    + ",cache.direct=on,aio=" + aio + ",locking=off";
         }
         String iothread = "iothread,id=iot0" + (pollMaxNs >= 0 ? ",poll-max-ns=" + pollMaxNs : "");
         String export = "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path="
                 + socket.toAbsolutePath().toString().replace(",", ",,") + ",writable=" + (writable ? "on" : "off")
                 + ",num-queues=" + queues + ",iothread=iot0";
-        List<String> cmd = List.of("qemu-storage-daemon", "--blockdev", blockdev, "--object", iothread, "--export", export);
+        List<String> cmd = new ArrayList<>(List.of("qemu-storage-daemon", "--blockdev", blockdev));
+        if (disk.isQcow2()) {
+            // QEMU's qcow2 driver over the file, with its default caches; it opens the backing chain itself.
+            cmd.addAll(List.of("--blockdev", "driver=qcow2,node-name=disk0,file=file0"));
+        }
+        cmd.addAll(List.of("--object", iothread, "--export", export));
         return new BackendDaemon("qemu-storage-daemon", cmd, socket, logFor(socket));
+    }
+
+    /** qemu-storage-daemon's own nbd or rbd driver on the disk a network address names. */
+    static String networkBlockdev(String address) {
+        if (io.vblk.block.rbd.RbdAddress.matches(address)) {
+            io.vblk.block.rbd.RbdAddress a = io.vblk.block.rbd.RbdAddress.parse(address);
+            return "driver=rbd,node-name=disk0,pool=" + a.pool() + ",image=" + a.image()
+                    + (a.namespace() != null ? ",namespace=" + a.namespace() : "")
+                    + (a.snapshot() != null ? ",snapshot=" + a.snapshot() : "")
+                    + (a.conf() != null ? ",conf=" + a.conf().replace(",", ",,") : "")
+                    + (a.id() != null ? ",user=" + a.id() : "");
+        }
+        io.vblk.block.nbd.NbdAddress a = io.vblk.block.nbd.NbdAddress.parse(address);
+        String server = a.socket() != null ? "server.type=unix,server.path=" + a.socket().toString().replace(",", ",,")
+                : "server.type=inet,server.host=" + a.host() + ",server.port=" + a.port();
+        return "driver=nbd,node-name=disk0," + server + ",export=" + a.exportName();
     }
 
     private static Path logFor(Path socket) {

@@ -1,5 +1,6 @@
 package io.vblk.perf.vring;
 
+import java.nio.ByteBuffer;
 import java.util.concurrent.TimeUnit;
 
 import org.openjdk.jmh.annotations.Benchmark;
@@ -17,6 +18,9 @@ import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.vring.DescriptorChain;
 import io.vblk.vring.SplitQueue;
@@ -37,6 +41,8 @@ import io.vblk.vring.SplitQueueDriver;
  * request: the worst case, queue depth 1);
  * <li>{@code popPushBatch32}: 32 requests per publish, as the engine does at end of batch.
  * </ul>
+ * With {@code dirtyLog=on} every write of the device is also marked in a dirty log, as during a
+ * live migration: the difference to {@code off} is logging's cost per request.
  *
  * <pre>
  * mvn -q -B -o package -pl perf -DskipTests
@@ -62,6 +68,15 @@ public class SplitQueueBenchmark {
     /** Whether VIRTIO_F_EVENT_IDX is negotiated. */
     @Param({"true", "false"})
     public boolean eventIdx;
+
+    /**
+     * {@code on}: dirty logging as during a live migration: the ring marks its used-ring writes
+     * and each request marks its data and status pages as the engine's completion path does.
+     */
+    @Param({"off", "on"})
+    public String dirtyLog;
+
+    private DirtyLog log;
 
     private GuestMemory memory;
     private SplitQueueDriver driver;
@@ -94,6 +109,10 @@ public class SplitQueueBenchmark {
         }
         chain = queue.newChain();
         availIdx = 0;
+        if (dirtyLog.equals("on")) {
+            log = new DirtyLog(new UnsafeBuffer(ByteBuffer.allocateDirect((int) DirtyLog.bitmapBytes(4 << 20))));
+            queue.logUsedRing(log, driver.usedGpa());
+        }
     }
 
     @TearDown(Level.Trial)
@@ -104,6 +123,16 @@ public class SplitQueueBenchmark {
     private int popAndPush() {
         if (queue.pop(chain) != 1) {
             throw new IllegalStateException("nothing popped: " + queue);
+        }
+        DirtyLog l = log;
+        if (l != null) {
+            // What CompletionPath.logWrites does for a read: its data segments and its status byte.
+            int n = chain.segmentCount();
+            for (int i = 0; i < n; i++) {
+                if (chain.writable(i)) {
+                    l.markHost(memory, chain.address(i), chain.length(i));
+                }
+            }
         }
         queue.addUsed(chain.head(), WRITTEN);
         return chain.segmentCount();

@@ -1,0 +1,147 @@
+package io.vblk.block;
+
+import io.vblk.aio.CompletionSink;
+import io.vblk.aio.IoVector;
+import io.vblk.sys.Errno;
+
+/**
+ * A block driver: turns guest requests (virtual-disk offsets) into operations on whatever holds
+ * the disk (a file through an {@link io.vblk.aio.IoBackend}, a qcow2 image and its backing
+ * chain, a network server). One driver serves one I/O thread; every method but
+ * {@link #inFlight()} and {@link #close()} is called on that thread.
+ *
+ * <h2>A round</h2>
+ * The I/O thread calls {@link #poll} (reap), then the request methods for every request it pops,
+ * then {@link #submit()} once. A driver whose request needs several steps (metadata read, data
+ * I/O, metadata update) advances them from {@link #poll}: each step it prepares there is
+ * submitted with the same round's {@link #submit()}, so metadata and data operations share one
+ * system call per round. Nothing here blocks, allocates in steady state, locks or logs.
+ *
+ * <h2>Contract</h2>
+ * <ul>
+ *   <li>A request method that returns 0 has accepted the request: exactly one completion with its
+ *       {@code tag} is delivered later through {@link #poll}, whatever happens (errors complete
+ *       with {@code -errno}). A request method that returns {@code -errno} changed nothing:
+ *       {@code -EAGAIN} no room now, {@code -EINVAL} out of range or misaligned, {@code -EROFS}
+ *       a change to a read-only disk, {@code -EIO} a corrupt image, {@code -EBADF} closed.</li>
+ *   <li>Offsets and lengths are in bytes of the virtual disk, multiples of 512.</li>
+ *   <li>The {@link IoVector} given to {@link #read} or {@link #write} and the memory it names
+ *       stay valid and unchanged until the request completes (the engine keeps one per request
+ *       slot), so a driver may keep the reference and carve it into back-end operations later;
+ *       it must not keep it after the completion.</li>
+ *   <li>A driver that finishes a request without a back-end event (zeros, a cached answer, an
+ *       error found later) delivers it from the next {@link #poll} and counts it in
+ *       {@link #pendingSubmit()} until then, so the I/O thread polls again before it sleeps.</li>
+ *   <li>{@link #freeSlots()} requests of the worst kind (a read, write or one discard range) are
+ *       guaranteed to be accepted.</li>
+ *   <li>Completion sources: file descriptors the I/O thread adds to its epoll set and sleeps on
+ *       (an aio back end's eventfd; a network driver's socket or its own eventfd). When one is
+ *       readable the thread calls {@link #acknowledge(int)} and then {@link #poll}. A driver must
+ *       leave no completion stranded: whenever work is ready that {@link #poll} did not deliver,
+ *       one of its sources stays or becomes readable (or {@link #pendingSubmit()} is non-zero).
+ *       A network driver typically exposes its socket (replies) and, if it has a sending thread,
+ *       an eventfd; level-triggered sources must be drained (or acknowledged) by
+ *       {@link #poll}/{@link #acknowledge} so they do not wake the thread forever.</li>
+ * </ul>
+ */
+public interface BlockDriver extends AutoCloseable {
+    /** How long {@link #drain} sleeps between looks when nothing completed. */
+    int DRAIN_WAIT_MS = 10;
+
+    /** The format name ({@code raw}, {@code qcow2}, {@code nbd}...). */
+    String format();
+
+    /** The size of the virtual disk in bytes. */
+    long sizeBytes();
+
+    /** Whether every change is refused with {@code -EROFS}. */
+    boolean readOnly();
+
+    /** The largest number of requests in flight at once. */
+    int depth();
+
+    /** Requests that can be accepted now (see the contract). */
+    int freeSlots();
+
+    /** Reads {@code buffers.totalLength()} bytes at {@code offset} into {@code buffers}. */
+    int read(long offset, IoVector buffers, long tag);
+
+    /** Writes {@code buffers} at {@code offset}. */
+    int write(long offset, IoVector buffers, long tag);
+
+    /** Completes once every write completed before it is durable. */
+    int flush(long tag);
+
+    /** Deallocates a range where possible; reads of it return zeros afterwards. */
+    int discard(long offset, long length, long tag);
+
+    /** Zeroes a range; with {@code mayUnmap} it may be deallocated. */
+    int writeZeroes(long offset, long length, boolean mayUnmap, long tag);
+
+    /**
+     * Hands everything prepared (by request methods and by {@link #poll}) to the back ends with
+     * one system call each. Returns the operations taken, or {@code -errno} when none could be
+     * (they stay pending).
+     */
+    int submit();
+
+    /** Operations prepared and not yet taken by {@link #submit()}. */
+    int pendingSubmit();
+
+    /** Requests accepted and not yet completed (any thread). */
+    int inFlight();
+
+    /**
+     * Reaps back-end completions, advances multi-step requests and delivers up to {@code max}
+     * finished requests to {@code sink} (with their tag and bytes or {@code -errno}); returns how
+     * many it delivered. Never blocks.
+     */
+    int poll(CompletionSink sink, int max);
+
+    /** How many completion sources the I/O thread should watch (0 or more). */
+    int completionSources();
+
+    /** The file descriptor of completion source {@code i}, watched for {@code EPOLLIN}. */
+    int completionFd(int i);
+
+    /** Resets completion source {@code i} after it woke the thread (e.g. reads an eventfd). */
+    void acknowledge(int i);
+
+    /**
+     * Blocks up to {@code timeoutMs} until completions may be available (drain and tests only;
+     * the I/O thread sleeps in epoll on the completion sources). 1, 0 on timeout, or -errno.
+     */
+    int awaitCompletions(int timeoutMs);
+
+    /**
+     * Submits and reaps until nothing is pending or in flight, delivering every completion to
+     * {@code sink}: the "stop means drain" step. Returns the number delivered or {@code -errno}.
+     */
+    default long drain(CompletionSink sink) {
+        long delivered = 0;
+        while (pendingSubmit() > 0 || inFlight() > 0) {
+            if (pendingSubmit() > 0) {
+                int rc = submit();
+                if (rc < 0 && rc != -Errno.EAGAIN && rc != -Errno.EINTR) {
+                    return rc;
+                }
+            }
+            for (int i = 0, n = completionSources(); i < n; i++) {
+                acknowledge(i);
+            }
+            int reaped = poll(sink, Math.max(1, depth()));
+            delivered += reaped;
+            if (reaped == 0 && (inFlight() > 0 || pendingSubmit() > 0)) {
+                awaitCompletions(DRAIN_WAIT_MS);
+            }
+        }
+        return delivered;
+    }
+
+    /**
+     * Waits for what is in flight, writes back what the format needs for a clean image, and frees
+     * everything the driver opened. Idempotent.
+     */
+    @Override
+    void close();
+}

@@ -1,0 +1,141 @@
+package io.vblk.block;
+
+import io.vblk.block.nbd.NbdAddress;
+import io.vblk.block.nbd.NbdBackend;
+import io.vblk.block.nbd.NbdOptions;
+import io.vblk.block.rbd.RbdAddress;
+import io.vblk.block.rbd.RbdBackend;
+import io.vblk.block.rbd.RbdOptions;
+
+/**
+ * A disk on a server, named by its address: an NBD URI ({@code nbd://HOST[:PORT]/EXPORT},
+ * {@code nbd+unix:///EXPORT?socket=PATH}) or a Ceph RBD image
+ * ({@code rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=USER]}). Opening one connects once to learn the
+ * size and whether it is read-only; each I/O thread then opens its own driver (its own NBD
+ * connection(s), its own librbd image handle).
+ *
+ * <pre>
+ * NetworkDisk disk = NetworkDisk.open("nbd+unix:///vol?socket=/run/nbd.sock", 2);
+ * BlockDevice device = BlockDevice.builder(BlkConfig.builder(disk.sizeBytes()).readOnly(disk.readOnly()).build(), ...)
+ *         .drivers(disk).build();
+ * </pre>
+ *
+ * <p>An NBD server that does not advertise CAN_MULTI_CONN cannot keep FLUSH's meaning across
+ * connections, and librbd handles each have their own writeback cache, so such a disk and an RBD
+ * image serve one I/O thread only; a second driver is refused.
+ */
+public final class NetworkDisk implements DriverFactory {
+    private final String address;
+    private final boolean nbd;
+    private final long sizeBytes;
+    private final boolean readOnly;
+    private final boolean multiConn;
+    private final int connections;
+    private final int retryTimeoutMs;
+    private final int blockSizeBytes;
+    private int opened;
+
+    private NetworkDisk(String address, boolean nbd, long sizeBytes, boolean readOnly, boolean multiConn, int connections,
+            int retryTimeoutMs, int blockSizeBytes) {
+        this.address = address;
+        this.nbd = nbd;
+        // A tail shorter than a sector cannot be addressed by a virtio-blk guest: not served.
+        this.sizeBytes = sizeBytes & ~511L;
+        this.blockSizeBytes = blockSizeBytes;
+        this.readOnly = readOnly;
+        this.multiConn = multiConn;
+        this.connections = connections;
+        this.retryTimeoutMs = retryTimeoutMs;
+    }
+
+    /** Whether {@code address} names a network disk (rather than a file). */
+    public static boolean isAddress(String address) {
+        return address != null && (NbdAddress.matches(address) || RbdAddress.matches(address));
+    }
+
+    /** Opens {@code address} with the default retry time (30 s) and one NBD connection per driver. */
+    public static NetworkDisk open(String address, boolean readOnly) {
+        return open(address, readOnly, 1, 30_000);
+    }
+
+    /**
+     * Connects to {@code address} once to learn its size and mode.
+     *
+     * @param readOnly       serve read-only even when the server allows writes
+     * @param connections    NBD connections per driver when the server allows several
+     * @param retryTimeoutMs how long requests wait for a lost server before failing with EIO
+     * @throws IllegalArgumentException when the address is malformed
+     * @throws RuntimeException (with the server's or librbd's reason) when it cannot be opened
+     */
+    public static NetworkDisk open(String address, boolean readOnly, int connections, int retryTimeoutMs) {
+        if (NbdAddress.matches(address)) {
+            NbdAddress.parse(address);
+            try (NbdBackend probe = NbdBackend.open(address, NbdOptions.defaults().withDepth(1))) {
+                return new NetworkDisk(address, true, probe.sizeBytes(), readOnly || probe.readOnly(),
+                        probe.allowsMultiConn(), connections, retryTimeoutMs, Math.max(512, probe.minBlockBytes()));
+            }
+        }
+        if (RbdAddress.matches(address)) {
+            RbdAddress.parse(address);
+            try (RbdBackend probe = RbdBackend.open(address, rbdOptions(1, readOnly, retryTimeoutMs))) {
+                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, retryTimeoutMs, 512);
+            }
+        }
+        throw new IllegalArgumentException("not a network disk address (nbd://, nbd+unix://, rbd:): " + address);
+    }
+
+    private static RbdOptions rbdOptions(int depth, boolean readOnly, int retryTimeoutMs) {
+        return RbdOptions.defaults().withDepth(depth).withReadOnly(readOnly)
+                .withRetryTimeoutSeconds(Math.max(1, (retryTimeoutMs + 999) / 1000));
+    }
+
+    /**
+     * The smallest request the server accepts, at least 512: the guest's logical block size
+     * (VIRTIO_BLK_F_BLK_SIZE), so that its requests are aligned as the server needs.
+     */
+    public int blockSizeBytes() {
+        return blockSizeBytes;
+    }
+
+    /** The disk's size in bytes (rounded down to a whole sector). */
+    public long sizeBytes() {
+        return sizeBytes;
+    }
+
+    /** Whether the disk is served read-only (asked for, a read-only export, or a snapshot). */
+    public boolean readOnly() {
+        return readOnly;
+    }
+
+    /** {@code nbd} or {@code rbd}. */
+    public String format() {
+        return nbd ? "nbd" : "rbd";
+    }
+
+    @Override
+    public synchronized BlockDriver open(int depth) {
+        if (nbd && !multiConn && opened > 0) {
+            throw new IllegalStateException("the NBD server at " + address + " does not allow several connections"
+                    + " (no CAN_MULTI_CONN): serve it with one I/O thread");
+        }
+        if (!nbd && opened > 0) {
+            // Each librbd handle has its own writeback cache: a flush on one would not cover
+            // writes another completed from its cache.
+            throw new IllegalStateException("an RBD image is served by one I/O thread (one librbd handle): " + address);
+        }
+        opened++;
+        if (nbd) {
+            NbdOptions options = NbdOptions.defaults().withDepth(depth).withConnections(connections)
+                    .withRetryTimeoutMs(retryTimeoutMs).withReadOnly(readOnly);
+            NbdBackend backend = NbdBackend.open(address, options);
+            return new BackendDriver("nbd", backend, sizeBytes, readOnly);
+        }
+        RbdBackend backend = RbdBackend.open(address, rbdOptions(depth, readOnly, retryTimeoutMs));
+        return new BackendDriver("rbd", backend, sizeBytes, readOnly);
+    }
+
+    @Override
+    public String toString() {
+        return format() + " " + address;
+    }
+}

@@ -1,0 +1,159 @@
+package io.vblk.block;
+
+import io.vblk.aio.CompletionSink;
+import io.vblk.aio.Image;
+import io.vblk.aio.IoBackend;
+import io.vblk.aio.IoVector;
+import io.vblk.sys.EventFd;
+
+/**
+ * The {@code raw} format: the virtual disk is the back end's file, byte for byte. Every request
+ * is one back-end operation with the request's tag as user data, so this driver adds one
+ * (inlinable, monomorphic per thread) call per operation and nothing else: today's path.
+ */
+public final class RawDriver implements BlockDriver {
+    private final IoBackend backend;
+    private final long sizeBytes;
+    private final boolean readOnly;
+    private final boolean ownsBackend;
+    private Image ownedImage;
+
+    /**
+     * A raw driver over {@code backend}, whose image holds {@code sizeBytes} bytes. With
+     * {@code ownsBackend} closing the driver closes the back end.
+     */
+    public RawDriver(IoBackend backend, long sizeBytes, boolean readOnly, boolean ownsBackend) {
+        this.backend = backend;
+        this.sizeBytes = sizeBytes;
+        this.readOnly = readOnly;
+        this.ownsBackend = ownsBackend;
+    }
+
+    /**
+     * A read-only or writable raw driver that owns both {@code backend} and {@code image}: closing
+     * it closes them (a backing file opened by another driver).
+     */
+    public static RawDriver owning(IoBackend backend, Image image) {
+        RawDriver d = new RawDriver(backend, image.sizeBytes(), image.readOnly(), true);
+        d.ownedImage = image;
+        return d;
+    }
+
+    /** The back end underneath (tests and the engine's counters). */
+    public IoBackend backend() {
+        return backend;
+    }
+
+    @Override
+    public String format() {
+        return "raw";
+    }
+
+    @Override
+    public long sizeBytes() {
+        return sizeBytes;
+    }
+
+    @Override
+    public boolean readOnly() {
+        return readOnly;
+    }
+
+    @Override
+    public int depth() {
+        return backend.depth();
+    }
+
+    @Override
+    public int freeSlots() {
+        return backend.freeSlots();
+    }
+
+    @Override
+    public int read(long offset, IoVector buffers, long tag) {
+        return backend.prepareRead(offset, buffers, tag);
+    }
+
+    @Override
+    public int write(long offset, IoVector buffers, long tag) {
+        return backend.prepareWrite(offset, buffers, tag);
+    }
+
+    @Override
+    public int flush(long tag) {
+        return backend.prepareFlush(tag);
+    }
+
+    @Override
+    public int discard(long offset, long length, long tag) {
+        return backend.prepareDiscard(offset, length, tag);
+    }
+
+    @Override
+    public int writeZeroes(long offset, long length, boolean mayUnmap, long tag) {
+        return backend.prepareWriteZeroes(offset, length, mayUnmap, tag);
+    }
+
+    @Override
+    public int submit() {
+        return backend.submit();
+    }
+
+    @Override
+    public int pendingSubmit() {
+        return backend.pendingSubmit();
+    }
+
+    @Override
+    public int inFlight() {
+        return backend.inFlight();
+    }
+
+    @Override
+    public int poll(CompletionSink sink, int max) {
+        return backend.poll(sink, max);
+    }
+
+    @Override
+    public int completionSources() {
+        return backend.completionEvent() == null ? 0 : 1;
+    }
+
+    @Override
+    public int completionFd(int i) {
+        return backend.completionEvent().fd();
+    }
+
+    @Override
+    public void acknowledge(int i) {
+        EventFd e = backend.completionEvent();
+        if (e != null) {
+            e.read();
+        }
+    }
+
+    @Override
+    public int awaitCompletions(int timeoutMs) {
+        return backend.awaitCompletions(timeoutMs);
+    }
+
+    @Override
+    public long drain(CompletionSink sink) {
+        return backend.drain(sink);
+    }
+
+    @Override
+    public void close() {
+        if (ownsBackend) {
+            backend.close();
+        }
+        if (ownedImage != null) {
+            ownedImage.close();
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "raw[" + backend + "]";
+    }
+}

@@ -1,0 +1,393 @@
+package io.vblk.block.nbd;
+
+import static io.vblk.block.nbd.NbdProtocol.*;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+
+import io.vblk.aio.CompletionSink;
+import io.vblk.aio.IoBackend;
+import io.vblk.aio.IoVector;
+import io.vblk.block.SlotRing;
+import io.vblk.sys.Errno;
+import io.vblk.sys.EventFd;
+
+/**
+ * A disk on an NBD server, as an {@link IoBackend}: requests are prepared into preallocated
+ * slots, {@link #submit()} hands the batch to the connection threads (round robin when the
+ * server allows several connections, one otherwise), each of which sends everything it was given
+ * with one {@code sendmsg}; completions come back through rings and one eventfd signal per
+ * batch. Nothing on the request path allocates or locks.
+ *
+ * <p>With CAN_MULTI_CONN the server promises that a flush on any connection makes every write
+ * completed on any connection durable (proto.md), so a FLUSH goes to one connection and keeps
+ * virtio's meaning. Without it only one connection is opened.
+ *
+ * <p>A read-only export gives a read-only disk: writes, discards and write-zeroes are refused
+ * with {@code -EROFS} before anything reaches the server.
+ */
+public final class NbdBackend implements IoBackend {
+    final NbdSlots slots;
+    final NbdOptions options;
+    private final NbdAddress address;
+    private final NbdExport export;
+    private final boolean readOnly;
+    private final NbdConnection[] connections;
+    private final SlotRing free;
+    private final SlotRing local;
+    private final EventFd completion = EventFd.create(true);
+    private final int[] pending;
+    private int pendingCount;
+    private int nextConnection;
+    private volatile long submitted;
+    private volatile long completed;
+    private volatile boolean closed;
+
+    private NbdBackend(NbdAddress address, NbdOptions options, NbdSocket first, NbdExport export) {
+        this.address = address;
+        this.options = options;
+        this.export = export;
+        readOnly = export.readOnly() || options.readOnly();
+        slots = new NbdSlots(options.depth(), options.maxSegments());
+        free = new SlotRing(options.depth());
+        local = new SlotRing(options.depth());
+        pending = new int[options.depth()];
+        for (int i = 0; i < options.depth(); i++) {
+            free.offer(i);
+        }
+        int count = export.has(FLAG_CAN_MULTI_CONN) ? options.connections() : 1;
+        connections = new NbdConnection[count];
+        connections[0] = new NbdConnection(this, 0, first, export);
+    }
+
+    /**
+     * Connects to {@code address} (an NBD URI, see {@link NbdAddress}) and negotiates the export.
+     *
+     * @throws UncheckedIOException when the server cannot be reached or refuses the export
+     */
+    public static NbdBackend open(String address, NbdOptions options) {
+        return open(NbdAddress.parse(address), options);
+    }
+
+    /** Connects to {@code address} and negotiates the export. */
+    public static NbdBackend open(NbdAddress address, NbdOptions options) {
+        NbdBackend disk = null;
+        try {
+            NbdSocket socket = NbdSocket.connect(address, options.connectTimeoutMs());
+            NbdExport export;
+            try {
+                export = NbdHandshake.negotiate(socket, address.exportName(), options.connectTimeoutMs());
+            } catch (IOException | RuntimeException e) {
+                socket.close();
+                throw e;
+            }
+            disk = new NbdBackend(address, options, socket, export);
+            for (int i = 1; i < disk.connections.length; i++) {
+                NbdSocket more = NbdSocket.connect(address, options.connectTimeoutMs());
+                try {
+                    NbdExport again = NbdHandshake.negotiate(more, address.exportName(), options.connectTimeoutMs());
+                    disk.connections[i] = new NbdConnection(disk, i, more, again);
+                } catch (IOException | RuntimeException e) {
+                    more.close();
+                    throw e;
+                }
+            }
+        } catch (IOException e) {
+            if (disk != null) {
+                disk.close();
+            }
+            throw new UncheckedIOException("NBD " + address + ": " + e.getMessage(), e);
+        }
+        for (NbdConnection c : disk.connections) {
+            c.start();
+        }
+        return disk;
+    }
+
+    /** The export's size in bytes, as the server announced it when the disk was opened. */
+    public long sizeBytes() {
+        return export.sizeBytes;
+    }
+
+    /** Whether the export is read-only (writes are refused with {@code -EROFS}). */
+    public boolean readOnly() {
+        return readOnly;
+    }
+
+    /** Whether the server allows several connections to the export (NBD_FLAG_CAN_MULTI_CONN). */
+    public boolean allowsMultiConn() {
+        return export.has(FLAG_CAN_MULTI_CONN);
+    }
+
+    /** The smallest block the server accepts (requests must be aligned to it). */
+    public int minBlockBytes() {
+        return export.minBlock;
+    }
+
+    /** The largest payload of one request. */
+    public int maxPayloadBytes() {
+        return export.maxPayload;
+    }
+
+    /** Whether the server takes FUA writes, flushes, trims and write-zeroes (the disk's features). */
+    public boolean supportsFua() {
+        return export.has(FLAG_SEND_FUA);
+    }
+
+    /** Whether discards reach the server (without it they complete at once, doing nothing). */
+    public boolean supportsDiscard() {
+        return export.has(FLAG_SEND_TRIM);
+    }
+
+    /** Whether write-zeroes is offered (without it, {@link #prepareWriteZeroes} returns {@code -EOPNOTSUPP}). */
+    public boolean supportsWriteZeroes() {
+        return export.has(FLAG_SEND_WRITE_ZEROES);
+    }
+
+    /** Connections in use. */
+    public int connectionCount() {
+        return connections.length;
+    }
+
+    NbdAddress address() {
+        return address;
+    }
+
+    void signalCompletions() {
+        completion.signal();
+    }
+
+    @Override
+    public int depth() {
+        return slots.depth;
+    }
+
+    @Override
+    public int freeSlots() {
+        return free.size();
+    }
+
+    @Override
+    public int prepareRead(long offset, IoVector buffers, long userData) {
+        return prepareTransfer(CMD_READ, offset, buffers, 0, userData);
+    }
+
+    @Override
+    public int prepareWrite(long offset, IoVector buffers, long userData) {
+        return prepareWrite(offset, buffers, false, userData);
+    }
+
+    /** A write that is durable when it completes when {@code fua} (NBD_CMD_FLAG_FUA). */
+    public int prepareWrite(long offset, IoVector buffers, boolean fua, long userData) {
+        if (readOnly) {
+            return -Errno.EROFS;
+        }
+        if (fua && !export.has(FLAG_SEND_FUA)) {
+            return -Errno.EOPNOTSUPP;
+        }
+        return prepareTransfer(CMD_WRITE, offset, buffers, fua ? CMD_FLAG_FUA : 0, userData);
+    }
+
+    private int prepareTransfer(int op, long offset, IoVector buffers, int flags, long userData) {
+        long length = buffers.totalLength();
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        if (buffers.count() > slots.maxSegments || length > export.maxPayload || !inRange(offset, length)) {
+            return -Errno.EINVAL;
+        }
+        int slot = take();
+        if (slot < 0) {
+            return -Errno.EAGAIN;
+        }
+        fill(slot, length == 0 ? NbdSlots.OP_LOCAL : op, offset, length, flags, userData);
+        slots.copySegments(slot, buffers);
+        return 0;
+    }
+
+    @Override
+    public int prepareFlush(long userData) {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        int slot = take();
+        if (slot < 0) {
+            return -Errno.EAGAIN;
+        }
+        // A server that offers no flush has nothing volatile to flush (proto.md, NBD_FLAG_SEND_FLUSH).
+        fill(slot, export.has(FLAG_SEND_FLUSH) ? CMD_FLUSH : NbdSlots.OP_LOCAL, 0, 0, 0, userData);
+        return 0;
+    }
+
+    @Override
+    public int prepareDiscard(long offset, long length, long userData) {
+        if (readOnly) {
+            return -Errno.EROFS;
+        }
+        return prepareRange(export.has(FLAG_SEND_TRIM) ? CMD_TRIM : NbdSlots.OP_LOCAL, offset, length, 0, userData);
+    }
+
+    @Override
+    public int prepareWriteZeroes(long offset, long length, boolean mayUnmap, long userData) {
+        if (readOnly) {
+            return -Errno.EROFS;
+        }
+        if (!export.has(FLAG_SEND_WRITE_ZEROES)) {
+            return -Errno.EOPNOTSUPP;
+        }
+        return prepareRange(CMD_WRITE_ZEROES, offset, length, mayUnmap ? 0 : CMD_FLAG_NO_HOLE, userData);
+    }
+
+    private int prepareRange(int op, long offset, long length, int flags, long userData) {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        // The wire length is a u32; a larger range is refused rather than split.
+        if (length > 0xffffffffL || !inRange(offset, length)) {
+            return -Errno.EINVAL;
+        }
+        int slot = take();
+        if (slot < 0) {
+            return -Errno.EAGAIN;
+        }
+        fill(slot, length == 0 ? NbdSlots.OP_LOCAL : op, offset, length, flags, userData);
+        return 0;
+    }
+
+    private boolean inRange(long offset, long length) {
+        int mask = export.minBlock - 1;
+        return offset >= 0 && length >= 0 && offset <= export.sizeBytes - length && ((offset | length) & mask) == 0;
+    }
+
+    private int take() {
+        return pendingCount == pending.length ? -1 : free.poll();
+    }
+
+    private void fill(int slot, int op, long offset, long length, int flags, long userData) {
+        slots.op[slot] = (byte) op;
+        slots.offset[slot] = offset;
+        slots.length[slot] = length;
+        slots.commandFlags[slot] = flags;
+        slots.userData[slot] = userData;
+        slots.segments[slot] = 0;
+        slots.result[slot] = 0;
+        pending[pendingCount++] = slot;
+    }
+
+    @Override
+    public int submit() {
+        if (pendingCount == 0) {
+            return 0;
+        }
+        int n = pendingCount;
+        boolean anyLocal = false;
+        long touched = 0;
+        for (int i = 0; i < n; i++) {
+            int slot = pending[i];
+            if (slots.op[slot] == NbdSlots.OP_LOCAL) {
+                local.offer(slot);
+                anyLocal = true;
+                continue;
+            }
+            int c = nextConnection;
+            nextConnection = c + 1 == connections.length ? 0 : c + 1;
+            connections[c].requests.offer(slot);
+            touched |= 1L << c;
+        }
+        pendingCount = 0;
+        submitted = submitted + n;
+        for (int c = 0; c < connections.length; c++) {
+            if ((touched & (1L << c)) != 0) {
+                connections[c].wakeIfSleeping();
+            }
+        }
+        if (anyLocal) {
+            completion.signal();
+        }
+        return n;
+    }
+
+    @Override
+    public int pendingSubmit() {
+        return pendingCount;
+    }
+
+    @Override
+    public int inFlight() {
+        return (int) (submitted - completed);
+    }
+
+    @Override
+    public int poll(CompletionSink sink, int max) {
+        int reaped = reap(local, sink, max, 0);
+        for (int c = 0; c < connections.length && reaped < max; c++) {
+            reaped = reap(connections[c].completions, sink, max, reaped);
+        }
+        if (reaped == max && hasCompletions()) {
+            completion.signal();
+        }
+        return reaped;
+    }
+
+    private int reap(SlotRing ring, CompletionSink sink, int max, int reaped) {
+        int n = reaped;
+        while (n < max) {
+            int slot = ring.poll();
+            if (slot < 0) {
+                break;
+            }
+            long userData = slots.userData[slot];
+            long result = slots.result[slot];
+            free.offer(slot);
+            completed = completed + 1;
+            n++;
+            sink.complete(userData, result);
+        }
+        return n;
+    }
+
+    private boolean hasCompletions() {
+        if (local.size() > 0) {
+            return true;
+        }
+        for (NbdConnection c : connections) {
+            if (c.completions.size() > 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    @Override
+    public EventFd completionEvent() {
+        return completion;
+    }
+
+    @Override
+    public int awaitCompletions(int timeoutMs) {
+        return completion.await(timeoutMs);
+    }
+
+    /**
+     * Stops the connection threads once the requests they hold completed (requests a lost server
+     * holds fail instead of waiting for it), says goodbye to the server, and closes. Idempotent.
+     */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        for (NbdConnection c : connections) {
+            if (c != null) {
+                c.stop();
+            }
+        }
+        completion.close();
+    }
+
+    @Override
+    public String toString() {
+        return "NbdBackend[" + address + ", " + export + ", " + connections.length + " connections]";
+    }
+}

@@ -1,0 +1,730 @@
+package io.vblk.block.nbd;
+
+import static io.vblk.block.nbd.NbdProtocol.*;
+
+import java.io.IOException;
+import java.lang.System.Logger.Level;
+import java.nio.ByteOrder;
+
+import org.agrona.UnsafeApi;
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.block.SlotRing;
+import io.vblk.sys.Errno;
+import io.vblk.sys.EventFd;
+import io.vblk.sys.Linux;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+
+/**
+ * One connection to the NBD server and the thread that drives it. Requests arrive through an
+ * {@link SlotRing}; every request taken in one pass goes out with one {@code sendmsg} of an iovec
+ * array (headers from the slots' header area, write payloads straight from guest memory);
+ * replies are read in bulk into a receive buffer and parsed in place, read payloads copied once
+ * into guest memory. Completions go back through another ring and one eventfd signal per pass.
+ *
+ * <p>Faults: a connection that breaks or stays silent past the request timeout is reopened and
+ * its requests are sent again (writes are idempotent: their buffers are untouched until they
+ * complete) until the retry timeout has passed since the outage began; then they fail with EIO.
+ * A server that breaks the protocol (bad magic, unknown cookie, a chunk outside its request, a
+ * read not fully covered) fails the requests it had with EIO, is logged and reconnected.
+ */
+final class NbdConnection implements Runnable {
+    private static final System.Logger LOG = System.getLogger("io.vblk.block.nbd");
+    private static final ByteOrder BE = ByteOrder.BIG_ENDIAN;
+    private static final int IOV_MAX = 1024;
+    private static final int RECEIVE_BYTES = 256 << 10;
+    private static final int TICK_MS = 100;
+    private static final short POLLOUT = 0x004;
+
+    private final NbdBackend disk;
+    private final NbdSlots slots;
+    private final int index;
+    final SlotRing requests;
+    final SlotRing completions;
+    private final EventFd wake = EventFd.create(true);
+    volatile boolean sleeping;
+    volatile boolean stopping;
+    private final Thread thread;
+    private boolean started;
+
+    private NbdSocket socket;
+    private NbdExport export;
+
+    // Requests waiting to be sent (connection-thread local), in order.
+    private final int[] sendQueue;
+    /** Which slots this connection owns (only this thread reads or writes it). */
+    private final boolean[] mine;
+    private int sendHead;
+    private int sendCount;
+    private int owned;
+
+    // The batch being sent: iovecs and a msghdr in native memory.
+    private final NativeBuffer iovecs = new NativeBuffer(IOV_MAX * 16);
+    private final UnsafeBuffer iov = iovecs.buffer();
+    private final UnsafeBuffer msghdr = new NativeBuffer(64).buffer();
+    private int iovFirst;
+    private int iovEnd;
+    private boolean wantWrite;
+
+    // Receive buffer [start, end) and the parser's state.
+    private final NativeBuffer receiveMemory = new NativeBuffer(RECEIVE_BYTES);
+    private final long receive = receiveMemory.address();
+    private final UnsafeBuffer rx = receiveMemory.buffer();
+    private int start;
+    private int end;
+    private int payloadSlot = -1;
+    private long payloadPosition;
+    private long payloadLeft;
+    private boolean payloadDone;
+
+    private final UnsafeBuffer pollfds = new NativeBuffer(16).buffer();
+    private boolean completedThisPass;
+    private long failingSinceNs;
+    private boolean outageLogged;
+    private long nextTimeoutCheckNs;
+
+    NbdConnection(NbdBackend disk, int index, NbdSocket socket, NbdExport export) {
+        this.disk = disk;
+        this.slots = disk.slots;
+        this.index = index;
+        this.socket = socket;
+        this.export = export;
+        requests = new SlotRing(slots.depth);
+        completions = new SlotRing(slots.depth);
+        sendQueue = new int[slots.depth];
+        mine = new boolean[slots.depth];
+        thread = new Thread(this, "vblk-nbd-" + index);
+        thread.setDaemon(true);
+    }
+
+    void start() {
+        started = true;
+        thread.start();
+    }
+
+    /** Wakes the thread if it sleeps (called by the submitter after offering requests). */
+    void wakeIfSleeping() {
+        if (sleeping) {
+            wake.signal();
+        }
+    }
+
+    /** Stops after the requests it owns completed (or failed, when the server is gone); joins. */
+    void stop() {
+        stopping = true;
+        wake.signal();
+        if (!started && socket != null) {
+            socket.close(); // opened, never served (a later connection of the disk failed)
+            socket = null;
+        }
+        try {
+            thread.join();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        wake.close();
+    }
+
+    @Override
+    public void run() {
+        while (true) {
+            completedThisPass = false;
+            takeRequests();
+            if (stopping && owned == 0) {
+                break;
+            }
+            if (socket == null) {
+                if (stopping) {
+                    failOwned(-Errno.ECANCELED);
+                    break;
+                }
+                reconnect();
+            } else if (sendCount > 0 || iovFirst < iovEnd) {
+                if (!wantWrite) {
+                    trySend();
+                }
+            }
+            if (socket != null) {
+                waitAndReceive();
+            }
+            if (completedThisPass) {
+                disk.signalCompletions();
+            }
+        }
+        if (socket != null) {
+            sendDisconnect();
+            socket.close();
+            socket = null;
+        }
+        if (completedThisPass) {
+            disk.signalCompletions();
+        }
+    }
+
+    private void takeRequests() {
+        int slot;
+        while ((slot = requests.poll()) >= 0) {
+            owned++;
+            mine[slot] = true;
+            if (socket == null && givenUp()) {
+                finish(slot, -Errno.EIO);
+                continue;
+            }
+            slots.state[slot] = NbdSlots.QUEUED;
+            enqueue(slot);
+        }
+    }
+
+    private void enqueue(int slot) {
+        sendQueue[(sendHead + sendCount) % sendQueue.length] = slot;
+        sendCount++;
+    }
+
+    // ---- sending ----
+
+    /** Sends what is queued: one sendmsg per batch of up to IOV_MAX iovecs. */
+    private void trySend() {
+        while (true) {
+            if (iovFirst == iovEnd && !buildBatch()) {
+                return;
+            }
+            msghdr.setMemory(0, 56, (byte) 0);
+            msghdr.putLong(16, iovecs.address() + 16L * iovFirst);
+            msghdr.putLong(24, iovEnd - iovFirst);
+            long rc = Native.libc().sendmsg(socket.fd(), msghdr.addressOffset(), Linux.MSG_NOSIGNAL);
+            if (rc < 0) {
+                int errno = Native.errno();
+                if (errno == Errno.EAGAIN) {
+                    wantWrite = true;
+                    return;
+                }
+                if (errno != Errno.EINTR) {
+                    connectionLost("send failed: " + Errno.describe(errno));
+                    return;
+                }
+                continue;
+            }
+            advance(rc);
+        }
+    }
+
+    private void advance(long sent) {
+        long left = sent;
+        while (left > 0 && iovFirst < iovEnd) {
+            long at = 16L * iovFirst;
+            long len = iov.getLong((int) at + 8);
+            if (left >= len) {
+                left -= len;
+                iovFirst++;
+            } else {
+                iov.putLong((int) at, iov.getLong((int) at) + left);
+                iov.putLong((int) at + 8, len - left);
+                left = 0;
+            }
+        }
+        if (iovFirst == iovEnd) {
+            iovFirst = 0;
+            iovEnd = 0;
+        }
+    }
+
+    /** Lays out queued requests as iovecs; false when nothing was queued. */
+    private boolean buildBatch() {
+        int used = 0;
+        long now = System.nanoTime();
+        while (sendCount > 0) {
+            int slot = sendQueue[sendHead];
+            int op = slots.op[slot];
+            int need = 1 + (op == CMD_WRITE ? slots.segments[slot] : 0);
+            if (used + need > IOV_MAX) {
+                break;
+            }
+            sendHead = (sendHead + 1) % sendQueue.length;
+            sendCount--;
+            if (!stillValid(slot, op)) {
+                finish(slot, -Errno.EIO);
+                continue;
+            }
+            int seq = ++slots.sequence[slot];
+            long cookie = ((long) seq << 32) | slot;
+            int h = slot * 32;
+            UnsafeBuffer headers = slots.headers.buffer();
+            headers.putInt(h, REQUEST_MAGIC, BE);
+            headers.putShort(h + 4, (short) slots.commandFlags[slot], BE);
+            headers.putShort(h + 6, (short) op, BE);
+            headers.putLong(h + 8, cookie, BE);
+            headers.putLong(h + 16, slots.offset[slot], BE);
+            headers.putInt(h + 24, (int) slots.length[slot], BE);
+            putIov(used++, slots.headers.address() + h, REQUEST_SIZE);
+            if (op == CMD_WRITE) {
+                int base = slot * slots.maxSegments;
+                for (int i = 0; i < slots.segments[slot]; i++) {
+                    putIov(used++, slots.segmentAddress[base + i], slots.segmentLength[base + i]);
+                }
+            }
+            slots.state[slot] = NbdSlots.SENT;
+            slots.covered[slot] = 0;
+            slots.error[slot] = 0;
+            slots.sentAtNs[slot] = now;
+        }
+        iovFirst = 0;
+        iovEnd = used;
+        return used > 0;
+    }
+
+    /** After a reconnect the export may have shrunk or turned read-only: such requests fail. */
+    private boolean stillValid(int slot, int op) {
+        if (op == CMD_FLUSH) {
+            return true;
+        }
+        if (op != CMD_READ && export.readOnly()) {
+            return false;
+        }
+        return slots.offset[slot] + slots.length[slot] <= export.sizeBytes;
+    }
+
+    private void putIov(int i, long address, long length) {
+        iov.putLong(16 * i, address);
+        iov.putLong(16 * i + 8, length);
+    }
+
+    private void sendDisconnect() {
+        UnsafeBuffer h = msghdr;
+        h.setMemory(0, 64, (byte) 0);
+        h.putInt(0, REQUEST_MAGIC, BE);
+        h.putShort(6, (short) CMD_DISC, BE);
+        NbdSocket.LIB.send(socket.fd(), h.addressOffset(), REQUEST_SIZE, Linux.MSG_NOSIGNAL);
+    }
+
+    // ---- receiving ----
+
+    private void waitAndReceive() {
+        boolean busy = requests.size() > 0 || (sendCount > 0 && !wantWrite);
+        int timeout = 0;
+        if (!busy) {
+            sleeping = true;
+            timeout = requests.size() > 0 ? 0 : TICK_MS;
+        }
+        pollfds.putInt(0, socket.fd());
+        pollfds.putShort(4, (short) (Linux.POLLIN | (wantWrite ? POLLOUT : 0)));
+        pollfds.putShort(6, (short) 0);
+        pollfds.putInt(8, wake.fd());
+        pollfds.putShort(12, Linux.POLLIN);
+        pollfds.putShort(14, (short) 0);
+        long rc = Native.libc().poll(pollfds.addressOffset(), 2, timeout);
+        sleeping = false;
+        if (rc > 0) {
+            if (pollfds.getShort(14) != 0) {
+                wake.read();
+            }
+            int revents = pollfds.getShort(6);
+            if ((revents & POLLOUT) != 0) {
+                wantWrite = false;
+            }
+            if ((revents & (Linux.POLLIN | Linux.POLLHUP | Linux.POLLERR)) != 0) {
+                receive();
+            }
+        }
+        checkTimeouts();
+    }
+
+    private void receive() {
+        while (socket != null) {
+            if (end == RECEIVE_BYTES) {
+                compact();
+                if (end == RECEIVE_BYTES) {
+                    protocolError("a reply header does not fit the receive buffer");
+                    return;
+                }
+            }
+            int room = RECEIVE_BYTES - end;
+            long rc = Native.libc().read(socket.fd(), receive + end, room);
+            if (rc > 0) {
+                end += (int) rc;
+                parse();
+                if (rc < room) {
+                    // The socket is drained: poll (level-triggered) says when more arrives, so
+                    // skip the read that would only answer EAGAIN.
+                    compact();
+                    return;
+                }
+                continue;
+            }
+            if (rc == 0) {
+                connectionLost("server closed the connection");
+                return;
+            }
+            int errno = Native.errno();
+            if (errno == Errno.EAGAIN) {
+                compact();
+                return;
+            }
+            if (errno != Errno.EINTR) {
+                connectionLost("read failed: " + Errno.describe(errno));
+                return;
+            }
+        }
+    }
+
+    private void compact() {
+        if (start == end) {
+            start = 0;
+            end = 0;
+        } else if (start >= end - start) {
+            // The regions do not overlap: what is left is at most one header plus a small chunk.
+            UnsafeApi.copyMemory(receive + start, receive, end - start);
+            end -= start;
+            start = 0;
+        }
+    }
+
+    /** Consumes whole replies (and payload as it arrives) from [start, end). */
+    private void parse() {
+        while (socket != null) {
+            if (payloadLeft > 0) {
+                long n = Math.min(payloadLeft, end - start);
+                if (n == 0) {
+                    return;
+                }
+                slots.scatter(payloadSlot, payloadPosition, receive + start, n);
+                start += (int) n;
+                payloadPosition += n;
+                payloadLeft -= n;
+                if (payloadLeft > 0) {
+                    return;
+                }
+                if (payloadDone) {
+                    finishRead(payloadSlot);
+                }
+                payloadSlot = -1;
+                continue;
+            }
+            int available = end - start;
+            if (available < 4) {
+                return;
+            }
+            int magic = rx.getInt(start, BE);
+            if (magic == SIMPLE_REPLY_MAGIC) {
+                if (available < SIMPLE_REPLY_SIZE) {
+                    return;
+                }
+                simpleReply();
+            } else if (magic == STRUCTURED_REPLY_MAGIC && export.structuredReplies) {
+                if (available < STRUCTURED_REPLY_SIZE || !structuredChunk(available)) {
+                    return;
+                }
+            } else {
+                protocolError("bad reply magic 0x" + Integer.toHexString(magic));
+                return;
+            }
+        }
+    }
+
+    private void simpleReply() {
+        int error = rx.getInt(start + 4, BE);
+        int slot = lookup(rx.getLong(start + 8, BE));
+        if (slot < 0) {
+            return;
+        }
+        start += SIMPLE_REPLY_SIZE;
+        if (error != 0) {
+            finish(slot, -errnoOf(error));
+        } else if (slots.op[slot] == CMD_READ) {
+            // A simple reply to a read carries the whole payload.
+            payloadSlot = slot;
+            payloadPosition = 0;
+            payloadLeft = slots.length[slot];
+            slots.covered[slot] = payloadLeft;
+            payloadDone = true;
+            if (payloadLeft == 0) {
+                finishRead(slot);
+                payloadSlot = -1;
+            }
+        } else {
+            finishOk(slot);
+        }
+    }
+
+    /** Handles one structured chunk when enough of it is buffered; false to wait for more bytes. */
+    private boolean structuredChunk(int available) {
+        int flags = rx.getShort(start + 4, BE) & 0xffff;
+        int type = rx.getShort(start + 6, BE) & 0xffff;
+        long cookie = rx.getLong(start + 8, BE);
+        long length = rx.getInt(start + 16, BE) & 0xffffffffL;
+        boolean done = (flags & REPLY_FLAG_DONE) != 0;
+        if (type == REPLY_TYPE_OFFSET_DATA) {
+            if (available < STRUCTURED_REPLY_SIZE + 8) {
+                return false;
+            }
+            int slot = lookup(cookie);
+            if (slot < 0) {
+                return false;
+            }
+            long dataLength = length - 8;
+            long relative = rx.getLong(start + STRUCTURED_REPLY_SIZE, BE) - slots.offset[slot];
+            if (slots.op[slot] != CMD_READ || length < 8 || relative < 0 || relative > slots.length[slot]
+                    || dataLength > slots.length[slot] - relative) {
+                protocolError("data chunk outside its read (" + length + " bytes at relative " + relative + ")");
+                return false;
+            }
+            start += STRUCTURED_REPLY_SIZE + 8;
+            slots.covered[slot] += dataLength;
+            payloadSlot = slot;
+            payloadPosition = relative;
+            payloadLeft = dataLength;
+            payloadDone = done;
+            if (dataLength == 0) {
+                payloadSlot = -1;
+                if (done) {
+                    finishRead(slot);
+                }
+            }
+            return true;
+        }
+        if (length > MAX_NON_DATA_CHUNK) {
+            protocolError("reply chunk type " + type + " of " + length + " bytes");
+            return false;
+        }
+        if (available < STRUCTURED_REPLY_SIZE + length) {
+            return false;
+        }
+        int slot = lookup(cookie);
+        if (slot < 0) {
+            return false;
+        }
+        int body = start + STRUCTURED_REPLY_SIZE;
+        if (type == REPLY_TYPE_OFFSET_HOLE) {
+            long relative = length == 12 ? rx.getLong(body, BE) - slots.offset[slot] : -1;
+            long holeLength = length == 12 ? rx.getInt(body + 8, BE) & 0xffffffffL : 0;
+            if (slots.op[slot] != CMD_READ || relative < 0 || relative > slots.length[slot]
+                    || holeLength > slots.length[slot] - relative) {
+                protocolError("hole chunk outside its read");
+                return false;
+            }
+            slots.scatter(slot, relative, 0, holeLength);
+            slots.covered[slot] += holeLength;
+        } else if ((type & REPLY_TYPE_ERROR_BIT) != 0) {
+            int error = length >= 4 ? rx.getInt(body, BE) : Errno.EIO;
+            slots.error[slot] = error == 0 ? Errno.EIO : error;
+        } else if (type != REPLY_TYPE_NONE) {
+            protocolError("unexpected reply chunk type " + type);
+            return false;
+        }
+        start += STRUCTURED_REPLY_SIZE + (int) length;
+        if (done) {
+            if (slots.op[slot] == CMD_READ) {
+                finishRead(slot);
+            } else if (slots.error[slot] != 0) {
+                finish(slot, -errnoOf(slots.error[slot]));
+            } else {
+                finishOk(slot);
+            }
+        }
+        return true;
+    }
+
+    /** The slot a cookie names, or -1 after a protocol error (it names no request we sent here). */
+    private int lookup(long cookie) {
+        int slot = (int) cookie;
+        int seq = (int) (cookie >>> 32);
+        if (slot < 0 || slot >= slots.depth || !mine[slot] || slots.state[slot] != NbdSlots.SENT || slots.sequence[slot] != seq
+                || (payloadSlot == slot && payloadLeft > 0)) {
+            protocolError("reply with unknown cookie 0x" + Long.toHexString(cookie));
+            return -1;
+        }
+        return slot;
+    }
+
+    private void finishRead(int slot) {
+        if (slots.error[slot] != 0) {
+            finish(slot, -errnoOf(slots.error[slot]));
+        } else if (slots.covered[slot] != slots.length[slot]) {
+            // A short read: the server said "done" before covering the whole range.
+            LOG.log(Level.WARNING, "nbd: {0} ended a read with {1} of {2} bytes; failing it and reconnecting",
+                    disk.address(), slots.covered[slot], slots.length[slot]);
+            finish(slot, -Errno.EIO);
+            protocolError("short read");
+        } else {
+            finishOk(slot);
+        }
+    }
+
+    private void finishOk(int slot) {
+        failingSinceNs = 0;
+        if (outageLogged) {
+            outageLogged = false;
+            LOG.log(Level.INFO, "nbd: {0} connection {1} serving again", disk.address(), index);
+        }
+        int op = slots.op[slot];
+        finish(slot, op == CMD_READ || op == CMD_WRITE ? slots.length[slot] : 0);
+    }
+
+    private void finish(int slot, long result) {
+        slots.state[slot] = NbdSlots.IDLE;
+        mine[slot] = false;
+        slots.result[slot] = result;
+        owned--;
+        completions.offer(slot);
+        completedThisPass = true;
+    }
+
+    private static int errnoOf(int nbdError) {
+        switch (nbdError) {
+            case Errno.EPERM:
+            case Errno.EIO:
+            case Errno.ENOMEM:
+            case Errno.EINVAL:
+            case Errno.ENOSPC:
+            case Errno.EOPNOTSUPP:
+                return nbdError;
+            default:
+                return Errno.EIO;
+        }
+    }
+
+    // ---- faults ----
+
+    private void checkTimeouts() {
+        long now = System.nanoTime();
+        if (now - nextTimeoutCheckNs < 0 || socket == null) {
+            return;
+        }
+        nextTimeoutCheckNs = now + TICK_MS * 1_000_000L;
+        long limit = disk.options.requestTimeoutMs() * 1_000_000L;
+        for (int slot = 0; slot < slots.depth; slot++) {
+            if (mine[slot] && slots.state[slot] == NbdSlots.SENT && now - slots.sentAtNs[slot] > limit) {
+                connectionLost("no reply in " + disk.options.requestTimeoutMs() + " ms");
+                return;
+            }
+        }
+    }
+
+    /** The server lied: the requests it had fail, the connection is reopened. */
+    private void protocolError(String what) {
+        int failed = 0;
+        for (int slot = 0; slot < slots.depth; slot++) {
+            if (mine[slot] && slots.state[slot] == NbdSlots.SENT) {
+                finish(slot, -Errno.EIO);
+                failed++;
+            }
+        }
+        LOG.log(Level.WARNING, "nbd: {0} broke the protocol ({1}); {2} requests failed with EIO; reconnecting",
+                disk.address(), what, failed);
+        dropSocket();
+    }
+
+    /** The connection broke: its requests go back to the queue and are sent again after a reconnect. */
+    private void connectionLost(String why) {
+        if (failingSinceNs == 0) {
+            failingSinceNs = System.nanoTime();
+        }
+        if (!outageLogged) {
+            outageLogged = true;
+            LOG.log(Level.WARNING, "nbd: {0} connection {1} lost ({2}); retrying for up to {3} ms",
+                    disk.address(), index, why, disk.options.retryTimeoutMs());
+        }
+        dropSocket();
+        if (givenUp()) {
+            LOG.log(Level.WARNING, "nbd: {0} failing for over {1} ms; failing {2} requests with EIO",
+                    disk.address(), disk.options.retryTimeoutMs(), owned);
+            failOwned(-Errno.EIO);
+        }
+    }
+
+    private void dropSocket() {
+        if (socket != null) {
+            socket.close();
+            socket = null;
+        }
+        start = 0;
+        end = 0;
+        payloadSlot = -1;
+        payloadLeft = 0;
+        iovFirst = 0;
+        iovEnd = 0;
+        wantWrite = false;
+        // Requeue everything still owned: requests sent (no reply yet) go first, in slot order.
+        sendHead = 0;
+        sendCount = 0;
+        for (int slot = 0; slot < slots.depth; slot++) {
+            if (mine[slot] && slots.state[slot] == NbdSlots.SENT) {
+                slots.state[slot] = NbdSlots.QUEUED;
+                enqueue(slot);
+            }
+        }
+        for (int slot = 0; slot < slots.depth; slot++) {
+            if (mine[slot] && slots.state[slot] == NbdSlots.QUEUED && !queued(slot)) {
+                enqueue(slot);
+            }
+        }
+    }
+
+    private boolean queued(int slot) {
+        for (int i = 0; i < sendCount; i++) {
+            if (sendQueue[(sendHead + i) % sendQueue.length] == slot) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private boolean givenUp() {
+        return failingSinceNs != 0
+                && System.nanoTime() - failingSinceNs > disk.options.retryTimeoutMs() * 1_000_000L;
+    }
+
+    private long backoffMs = 10;
+
+    private void reconnect() {
+        try {
+            NbdSocket fresh = NbdSocket.connect(disk.address(), disk.options.connectTimeoutMs());
+            try {
+                NbdExport next = NbdHandshake.negotiate(fresh, disk.address().exportName(), disk.options.connectTimeoutMs());
+                if (next.sizeBytes < export.sizeBytes) {
+                    LOG.log(Level.WARNING, "nbd: {0} shrank from {1} to {2} bytes; requests beyond the end fail",
+                            disk.address(), export.sizeBytes, next.sizeBytes);
+                }
+                if (next.readOnly() && !export.readOnly()) {
+                    LOG.log(Level.WARNING, "nbd: {0} came back read-only; writes fail", disk.address());
+                }
+                export = next;
+                socket = fresh;
+                backoffMs = 10;
+                LOG.log(Level.INFO, "nbd: {0} connection {1} reconnected; resending {2} requests",
+                        disk.address(), index, sendCount);
+                return;
+            } catch (IOException | RuntimeException e) {
+                fresh.close();
+                throw e;
+            }
+        } catch (IOException | RuntimeException e) {
+            if (failingSinceNs == 0) {
+                failingSinceNs = System.nanoTime();
+            }
+            if (givenUp() && owned > 0) {
+                LOG.log(Level.WARNING, "nbd: {0} still unreachable after {1} ms ({2}); failing {3} requests with EIO",
+                        disk.address(), disk.options.retryTimeoutMs(), e.getMessage(), owned);
+                failOwned(-Errno.EIO);
+            }
+        }
+        // Back off, but wake for new requests (they fail at once once the outage outlived the retry time).
+        sleeping = true;
+        if (requests.size() == 0 && !stopping) {
+            wake.await((int) backoffMs);
+            wake.read();
+        }
+        sleeping = false;
+        backoffMs = Math.min(backoffMs * 2, 500);
+    }
+
+    private void failOwned(long result) {
+        sendHead = 0;
+        sendCount = 0;
+        for (int slot = 0; slot < slots.depth; slot++) {
+            if (mine[slot]) {
+                finish(slot, result);
+            }
+        }
+    }
+}

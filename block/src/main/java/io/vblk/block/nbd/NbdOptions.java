@@ -1,0 +1,100 @@
+package io.vblk.block.nbd;
+
+/**
+ * How an NBD disk is driven: request slots, connections, and how long a dead or silent server
+ * is waited for before requests fail with an I/O error. Immutable; {@code with*} copies.
+ */
+public final class NbdOptions {
+    private final int depth;
+    private final int maxSegments;
+    private final int connections;
+    private final int retryTimeoutMs;
+    private final int requestTimeoutMs;
+    private final int connectTimeoutMs;
+    private final boolean readOnly;
+
+    private NbdOptions(int depth, int maxSegments, int connections, int retryTimeoutMs, int requestTimeoutMs,
+            int connectTimeoutMs, boolean readOnly) {
+        if (depth < 1 || depth > 4096 || maxSegments < 1 || maxSegments > 1023 || connections < 1 || connections > 16
+                || retryTimeoutMs < 0 || requestTimeoutMs < 1 || connectTimeoutMs < 1) {
+            throw new IllegalArgumentException("bad NBD options: depth " + depth + ", segments " + maxSegments
+                    + ", connections " + connections + ", retry " + retryTimeoutMs + " ms, request timeout "
+                    + requestTimeoutMs + " ms, connect timeout " + connectTimeoutMs + " ms");
+        }
+        this.depth = depth;
+        this.maxSegments = maxSegments;
+        this.connections = connections;
+        this.retryTimeoutMs = retryTimeoutMs;
+        this.requestTimeoutMs = requestTimeoutMs;
+        this.connectTimeoutMs = connectTimeoutMs;
+        this.readOnly = readOnly;
+    }
+
+    /** Depth 128, 256 segments per request (above QEMU's seg_max of 254), one connection, 30 s retry and request timeouts. */
+    public static NbdOptions defaults() {
+        return new NbdOptions(128, 256, 1, 30_000, 30_000, 5_000, false);
+    }
+
+    /** Requests in flight at once. */
+    public NbdOptions withDepth(int value) {
+        return new NbdOptions(value, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly);
+    }
+
+    /** Buffers per request. */
+    public NbdOptions withMaxSegments(int value) {
+        return new NbdOptions(depth, value, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly);
+    }
+
+    /** Connections to open when the server advertises CAN_MULTI_CONN (one otherwise). */
+    public NbdOptions withConnections(int value) {
+        return new NbdOptions(depth, maxSegments, value, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly);
+    }
+
+    /** How long requests wait for a lost server to come back before they fail with EIO. */
+    public NbdOptions withRetryTimeoutMs(int value) {
+        return new NbdOptions(depth, maxSegments, connections, value, requestTimeoutMs, connectTimeoutMs, readOnly);
+    }
+
+    /** How long a request waits for its reply before the connection is deemed dead. */
+    public NbdOptions withRequestTimeoutMs(int value) {
+        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, value, connectTimeoutMs, readOnly);
+    }
+
+    /** How long one connect plus handshake may take. */
+    public NbdOptions withConnectTimeoutMs(int value) {
+        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, value, readOnly);
+    }
+
+    /** Refuses changes with {@code -EROFS} even when the export allows them. */
+    public NbdOptions withReadOnly(boolean value) {
+        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, value);
+    }
+
+    public boolean readOnly() {
+        return readOnly;
+    }
+
+    public int depth() {
+        return depth;
+    }
+
+    public int maxSegments() {
+        return maxSegments;
+    }
+
+    public int connections() {
+        return connections;
+    }
+
+    public int retryTimeoutMs() {
+        return retryTimeoutMs;
+    }
+
+    public int requestTimeoutMs() {
+        return requestTimeoutMs;
+    }
+
+    public int connectTimeoutMs() {
+        return connectTimeoutMs;
+    }
+}

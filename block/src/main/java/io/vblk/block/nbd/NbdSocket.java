@@ -1,0 +1,203 @@
+package io.vblk.block.nbd;
+
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.Inet4Address;
+import java.net.UnknownHostException;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.sys.Errno;
+import io.vblk.sys.LibC;
+import io.vblk.sys.Linux;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+
+import jnr.ffi.LibraryLoader;
+
+/**
+ * A non-blocking stream socket to an NBD server (Unix, or TCP to a loopback address), with the
+ * blocking-with-deadline helpers the handshake needs. The transmission phase uses {@link #fd()}
+ * directly with sendmsg/read.
+ *
+ * <pre>
+ * struct sockaddr_un: family u16 @0, path[108] @2
+ * struct sockaddr_in: family u16 @0, port u16 (big-endian) @2, addr u32 (network order) @4, zero[8]
+ * struct pollfd:      fd i32 @0, events i16 @4, revents i16 @6
+ * </pre>
+ */
+final class NbdSocket implements AutoCloseable {
+    /** The calls libc offers that {@link LibC} does not bind. */
+    public interface SocketLib {
+        int setsockopt(int fd, int level, int option, long valueAddress, int length);
+
+        long send(int fd, long bufAddress, long length, int flags);
+    }
+
+    static final SocketLib LIB;
+
+    static {
+        Native.libc(); // loads libc with jnr-ffi's fast stubs disabled first
+        LIB = LibraryLoader.create(SocketLib.class).failImmediately().load("c");
+    }
+
+    private static final int AF_INET = 2;
+    private static final int IPPROTO_TCP = 6;
+    private static final int TCP_NODELAY = 1;
+    private static final int SO_ERROR = 4;
+    private static final int EINPROGRESS = 115;
+    private static final short POLLOUT = 0x004;
+    private static final int SUN_PATH_MAX = 108;
+
+    private final int fd;
+    private final UnsafeBuffer scratch = new NativeBuffer(128).buffer();
+    private boolean closed;
+
+    private NbdSocket(int fd) {
+        this.fd = fd;
+    }
+
+    /** Connects to {@code address} within {@code timeoutMs}. */
+    static NbdSocket connect(NbdAddress address, int timeoutMs) throws IOException {
+        return address.socket() != null ? connectUnix(address, timeoutMs) : connectTcp(address, timeoutMs);
+    }
+
+    private static NbdSocket connectUnix(NbdAddress address, int timeoutMs) throws IOException {
+        byte[] path = address.socket().toString().getBytes(StandardCharsets.UTF_8);
+        if (path.length >= SUN_PATH_MAX) {
+            throw new IOException("socket path longer than " + (SUN_PATH_MAX - 1) + " bytes: " + address.socket());
+        }
+        NbdSocket socket = open(Linux.AF_UNIX);
+        socket.scratch.setMemory(0, 112, (byte) 0);
+        socket.scratch.putShort(0, (short) Linux.AF_UNIX);
+        socket.scratch.putBytes(2, path);
+        socket.finishConnect(2 + SUN_PATH_MAX, address, timeoutMs);
+        return socket;
+    }
+
+    private static NbdSocket connectTcp(NbdAddress address, int timeoutMs) throws IOException {
+        Inet4Address ip = loopback(address.host());
+        NbdSocket socket = open(AF_INET);
+        socket.scratch.setMemory(0, 16, (byte) 0);
+        socket.scratch.putShort(0, (short) AF_INET);
+        socket.scratch.putShort(2, (short) address.port(), ByteOrder.BIG_ENDIAN);
+        socket.scratch.putBytes(4, ip.getAddress());
+        socket.scratch.putInt(64, 1);
+        // Requests and replies are small and latency-bound: never let Nagle hold one back.
+        LIB.setsockopt(socket.fd, IPPROTO_TCP, TCP_NODELAY, socket.scratch.addressOffset() + 64, 4);
+        socket.finishConnect(16, address, timeoutMs);
+        return socket;
+    }
+
+    /** Resolves {@code host} to an IPv4 loopback address; anything else is refused (no TLS, no remote). */
+    static Inet4Address loopback(String host) throws IOException {
+        try {
+            for (InetAddress candidate : InetAddress.getAllByName(host)) {
+                if (candidate instanceof Inet4Address && candidate.isLoopbackAddress()) {
+                    return (Inet4Address) candidate;
+                }
+            }
+        } catch (UnknownHostException e) {
+            throw new IOException("cannot resolve NBD host " + host, e);
+        }
+        throw new IOException("NBD over TCP is limited to IPv4 loopback addresses (no TLS): " + host);
+    }
+
+    private static NbdSocket open(int family) throws IOException {
+        int fd = Native.libc().socket(family, Linux.SOCK_STREAM | Linux.SOCK_CLOEXEC | Linux.O_NONBLOCK, 0);
+        if (fd < 0) {
+            throw new IOException("socket: " + Errno.describe(Native.errno()));
+        }
+        return new NbdSocket(fd);
+    }
+
+    private void finishConnect(int sockaddrLength, NbdAddress address, int timeoutMs) throws IOException {
+        int rc = Native.libc().connect(fd, scratch.addressOffset(), sockaddrLength);
+        int errno = rc < 0 ? Native.errno() : 0;
+        if (errno == EINPROGRESS || errno == Errno.EAGAIN) {
+            if (await(POLLOUT, timeoutMs) <= 0) {
+                close();
+                throw new IOException("connect to " + address + " timed out after " + timeoutMs + " ms");
+            }
+            scratch.putInt(64, 0);
+            scratch.putInt(72, 4);
+            Native.libc().getsockopt(fd, Linux.SOL_SOCKET, SO_ERROR, scratch.addressOffset() + 64, scratch.addressOffset() + 72);
+            errno = scratch.getInt(64);
+        }
+        if (errno != 0) {
+            close();
+            throw new IOException("connect to " + address + ": " + Errno.describe(errno));
+        }
+    }
+
+    /** The descriptor (non-blocking). */
+    int fd() {
+        return fd;
+    }
+
+    /** Polls for {@code events}; returns revents, 0 on timeout, or -errno. */
+    int await(short events, int timeoutMs) {
+        scratch.putInt(96, fd);
+        scratch.putShort(100, events);
+        scratch.putShort(102, (short) 0);
+        long rc = Native.libc().poll(scratch.addressOffset() + 96, 1, timeoutMs);
+        if (rc < 0) {
+            return (int) Native.result(rc);
+        }
+        return rc == 0 ? 0 : scratch.getShort(102) & 0xffff;
+    }
+
+    /** Writes {@code length} bytes at {@code address}, waiting for room until {@code deadlineNs}. */
+    void writeFully(long address, int length, long deadlineNs) throws IOException {
+        int done = 0;
+        while (done < length) {
+            long rc = LIB.send(fd, address + done, length - done, Linux.MSG_NOSIGNAL);
+            if (rc > 0) {
+                done += (int) rc;
+                continue;
+            }
+            int errno = rc < 0 ? Native.errno() : Errno.EPIPE;
+            if (errno != Errno.EAGAIN && errno != Errno.EINTR) {
+                throw new IOException("send: " + Errno.describe(errno));
+            }
+            waitFor(POLLOUT, deadlineNs);
+        }
+    }
+
+    /** Reads exactly {@code length} bytes into {@code address}, waiting until {@code deadlineNs}. */
+    void readFully(long address, int length, long deadlineNs) throws IOException {
+        int done = 0;
+        while (done < length) {
+            long rc = Native.libc().read(fd, address + done, length - done);
+            if (rc > 0) {
+                done += (int) rc;
+                continue;
+            }
+            if (rc == 0) {
+                throw new IOException("server closed the connection during the handshake");
+            }
+            int errno = Native.errno();
+            if (errno != Errno.EAGAIN && errno != Errno.EINTR) {
+                throw new IOException("read: " + Errno.describe(errno));
+            }
+            waitFor(Linux.POLLIN, deadlineNs);
+        }
+    }
+
+    private void waitFor(short events, long deadlineNs) throws IOException {
+        long leftMs = (deadlineNs - System.nanoTime()) / 1_000_000;
+        if (leftMs <= 0 || await(events, (int) Math.min(leftMs, Integer.MAX_VALUE)) == 0) {
+            throw new IOException("NBD server did not answer in time");
+        }
+    }
+
+    @Override
+    public void close() {
+        if (!closed) {
+            closed = true;
+            Native.libc().close(fd);
+        }
+    }
+}

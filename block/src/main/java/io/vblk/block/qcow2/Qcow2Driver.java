@@ -1,0 +1,1597 @@
+package io.vblk.block.qcow2;
+
+import static io.vblk.block.qcow2.Qcow2Descriptor.*;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
+import java.nio.file.StandardOpenOption;
+import java.util.zip.DataFormatException;
+import java.util.zip.Inflater;
+
+import org.agrona.UnsafeApi;
+import org.agrona.concurrent.UnsafeBuffer;
+
+import io.vblk.aio.CompletionSink;
+import io.vblk.aio.Image;
+import io.vblk.aio.IoBackend;
+import io.vblk.aio.IoVector;
+import io.vblk.block.BlockDriver;
+import io.vblk.sys.Errno;
+import io.vblk.sys.EventFd;
+import io.vblk.sys.NativeBuffer;
+
+/**
+ * The qcow2 driver: guest requests become state machines over one {@link IoBackend} on the
+ * image file (and a read-only {@link BlockDriver} for the backing file). Every step a request
+ * takes (an L2 table load, a copy-on-write read, the data write, the L2 update) is prepared on
+ * the I/O thread, either in the request method or in {@link #poll}, and reaches the kernel with
+ * the round's one {@link #submit()}. Requests, L2 cache slots and bounce buffers are
+ * preallocated or allocated once on first use; nothing is allocated per request afterwards.
+ *
+ * <h2>Crash-safe ordering of an allocating write</h2>
+ * <ol>
+ *   <li>Clusters are reserved in batches at the end of the file: their refcounts are set to 1 in
+ *       the refcount block, the block is written and flushed (a new refcount block is written and
+ *       flushed before the refcount table entry naming it is written). Only then are they handed
+ *       out. A crash leaves reserved, unreferenced clusters: leaks, never errors.</li>
+ *   <li>The data (with the copy-on-write parts from the backing file, zeros or the old
+ *       cluster) is written to the new cluster.</li>
+ *   <li>Only after that write completed is the L2 table written with the new entry (a new L2
+ *       table is written, all zeros but its entry, before the L1 entry naming it).</li>
+ *   <li>The guest sees its write completed only after the L2 (and L1) write completed, so a
+ *       later FLUSH (fdatasync) makes it durable.</li>
+ * </ol>
+ * A clean close returns unused reserved clusters (refcount 0) and truncates the file, so
+ * {@code qemu-img check} finds a cleanly closed image without leaks. The dirty bit is never set
+ * (refcounts are always ahead of references), so no repair is needed on open.
+ *
+ * <h2>Hostile images</h2>
+ * The header, L1 and refcount tables are checked at open ({@link Qcow2Image}); each L2 table is
+ * checked the first time it is loaded: reserved bits, alignment, offsets past the end of the
+ * file as opened, and data clusters in metadata mark the image corrupt (the corrupt bit is set
+ * in a writable v3 image) and every later request fails with EIO. In-place writes only go to
+ * clusters whose L2 entry passed that check and carries COPIED; every other write allocates.
+ *
+ * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
+ * than freeing them), internal snapshots (refused for writing), growing the refcount table.
+ */
+public final class Qcow2Driver implements BlockDriver {
+    static final int OP_READ = 0;
+    static final int OP_WRITE = 1;
+    static final int OP_FLUSH = 2;
+    static final int OP_DISCARD = 3;
+    static final int OP_WRITE_ZEROES = 4;
+
+    static final int PH_START = 0;
+    static final int PH_FINISH = 1;
+    static final int PH_DRAIN = 2;
+    static final int PH_DECOMPRESS = 3;
+    static final int PH_COW_FILL = 4;
+    static final int PH_COW_DECOMPRESS = 5;
+    static final int PH_DATA_WRITTEN = 6;
+    static final int PH_L2_WRITTEN = 7;
+    static final int PH_NEW_L2_WRITTEN = 8;
+    static final int PH_L1_WRITTEN = 9;
+
+    private static final long K_REQ = 1;
+    private static final long K_L2_LOAD = 2;
+    private static final long K_L2_WRITE = 3;
+    private static final long K_L1_WRITE = 4;
+    private static final long K_REFILL = 5;
+    private static final long K_HEADER = 6;
+    private static final long NO_LOCK = Long.MIN_VALUE;
+    /** Clusters reserved per refcount update (one refcount-block write and flush each). */
+    private static final int RESERVE_CLUSTERS = 256;
+
+    private final Qcow2Image meta;
+    private final Image image;
+    private final IoBackend io;
+    private final BlockDriver backing;
+    private final long backingSize;
+    private final boolean readOnly;
+    private final int clusterBits;
+    private final int cluster;
+    private final long clusterMask;
+    private final int l2Bits;
+    private final int alignment;
+    /** The unit an L2 table is written back in: the O_DIRECT alignment, at least a sector. */
+    private final int l2Chunk;
+    private final long virtualSize;
+    private final long openedFileSize;
+    private final boolean v3;
+    private final Req[] reqs;
+    private final int[] freeReqs;
+    private int freeReqCount;
+    private int accepted;
+    private final L2Slot[] slots;
+    private int clockHand;
+    private final long[] validatedL2;
+    private final ReqList runnable = new ReqList();
+    private final ReqList done = new ReqList();
+    private final ReqList cacheWaiters = new ReqList();
+    private final ReqList allocWaiters = new ReqList();
+    private final ReqList l1Waiters = new ReqList();
+    private final ReqList ioWaiters = new ReqList();
+    private final Inflater inflater = new Inflater(true);
+    private final UnsafeBuffer view = new UnsafeBuffer(0, 0);
+    private final CompletionSink ioSink = this::onIo;
+    private final CompletionSink backingSink = this::onBacking;
+
+    // L1 write-back
+    private final IoVector l1Vec = new IoVector(1);
+    private long l1Gen;
+    private long l1Written;
+    private boolean l1Writing;
+    private long l1WritingGen;
+
+    // cluster allocation (see the class comment)
+    private final Refill refill;
+
+    /** A metadata write met a full back end (EAGAIN): {@link #poll} tries it again. */
+    private boolean metadataRetry;
+    /** The slot the last lookup found: consecutive requests mostly share an L2 table. */
+    private L2Slot lastSlot;
+    private boolean corrupt;
+    private String corruptReason;
+    private int fatalError;
+    private final NativeBuffer headerSector;
+    private final IoVector headerVec = new IoVector(1);
+    private boolean closed;
+
+    Qcow2Driver(Qcow2Image meta, Image image, IoBackend io, BlockDriver backing, int depth, Qcow2Options options) {
+        this.meta = meta;
+        this.image = image;
+        this.io = io;
+        this.backing = backing;
+        this.backingSize = backing == null ? 0 : backing.sizeBytes();
+        this.readOnly = options.readOnly() || image.readOnly();
+        this.clusterBits = meta.clusterBits;
+        this.cluster = meta.clusterSize;
+        this.clusterMask = cluster - 1L;
+        this.l2Bits = meta.l2Bits;
+        this.alignment = Math.max(SECTOR_BYTES, image.offsetAlignment());
+        this.l2Chunk = alignment;
+        this.virtualSize = meta.header.virtualSize;
+        this.openedFileSize = meta.fileSize;
+        this.v3 = meta.header.version >= 3;
+        this.reqs = new Req[depth];
+        this.freeReqs = new int[depth];
+        for (int i = 0; i < depth; i++) {
+            reqs[i] = new Req(i);
+            freeReqs[i] = depth - 1 - i;
+        }
+        freeReqCount = depth;
+        this.slots = new L2Slot[options.l2CacheTables()];
+        for (int i = 0; i < slots.length; i++) {
+            slots[i] = new L2Slot(i, cluster, Math.max(alignment, 8));
+        }
+        this.validatedL2 = new long[(meta.header.l1Size + 63) / 64 + 1];
+        l1Vec.add(meta.l1.address(), meta.l1WriteBytes);
+        this.refill = new Refill();
+        this.headerSector = new NativeBuffer(alignment, alignment);
+        headerVec.add(headerSector.address(), alignment);
+        if (!readOnly) {
+            try (FileChannel ch = FileChannel.open(meta.path, StandardOpenOption.READ)) {
+                Qcow2Image.readInto(ch, headerSector, 0, alignment);
+            } catch (IOException e) {
+                throw new UncheckedIOException(e);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ identity
+
+    @Override
+    public String format() {
+        return "qcow2";
+    }
+
+    @Override
+    public long sizeBytes() {
+        return virtualSize;
+    }
+
+    @Override
+    public boolean readOnly() {
+        return readOnly;
+    }
+
+    @Override
+    public int depth() {
+        return reqs.length;
+    }
+
+    @Override
+    public int freeSlots() {
+        return freeReqCount;
+    }
+
+    /** Why the image was marked corrupt, or null. */
+    public String corruptReason() {
+        return corruptReason;
+    }
+
+    /** The header this driver opened (for tests and diagnostics). */
+    public String describe() {
+        return meta.header.toString();
+    }
+
+    // ------------------------------------------------------------------ requests
+
+    @Override
+    public int read(long offset, IoVector buffers, long tag) {
+        return accept(OP_READ, offset, buffers.totalLength(), buffers, tag);
+    }
+
+    @Override
+    public int write(long offset, IoVector buffers, long tag) {
+        if (readOnly) {
+            return -Errno.EROFS;
+        }
+        return accept(OP_WRITE, offset, buffers.totalLength(), buffers, tag);
+    }
+
+    @Override
+    public int flush(long tag) {
+        return accept(OP_FLUSH, 0, 0, null, tag);
+    }
+
+    @Override
+    public int discard(long offset, long length, long tag) {
+        if (readOnly) {
+            return -Errno.EROFS;
+        }
+        return accept(OP_DISCARD, offset, length, null, tag);
+    }
+
+    @Override
+    public int writeZeroes(long offset, long length, boolean mayUnmap, long tag) {
+        if (readOnly) {
+            return -Errno.EROFS;
+        }
+        return accept(OP_WRITE_ZEROES, offset, length, null, tag);
+    }
+
+    private int accept(int op, long offset, long length, IoVector buffers, long tag) {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        if (corrupt || fatalError != 0) {
+            return -Errno.EIO;
+        }
+        if (offset < 0 || length < 0 || offset > virtualSize || length > virtualSize - offset
+                || ((offset | length) & (SECTOR_BYTES - 1)) != 0) {
+            return -Errno.EINVAL;
+        }
+        if (freeReqCount == 0) {
+            return -Errno.EAGAIN;
+        }
+        Req r = reqs[freeReqs[--freeReqCount]];
+        r.begin(op, offset, length, buffers, tag);
+        accepted++;
+        run(r);
+        return 0;
+    }
+
+    // ------------------------------------------------------------------ the state machine
+
+    private void run(Req r) {
+        while (true) {
+            switch (r.phase) {
+                case PH_START:
+                    if (r.error == 0 && (corrupt || fatalError != 0)) {
+                        r.error = corrupt ? -Errno.EIO : fatalError;
+                    }
+                    if (r.error != 0 || r.pos >= r.end) {
+                        r.phase = PH_FINISH;
+                        continue;
+                    }
+                    if (r.op == OP_FLUSH) {
+                        prepare(r, io.prepareFlush(tag(K_REQ, r.index)));
+                        r.pos = r.end;
+                        continue;
+                    }
+                    if (!startPiece(r)) {
+                        return;
+                    }
+                    continue;
+                case PH_FINISH:
+                    if (r.pending > 0) {
+                        return;
+                    }
+                    finish(r);
+                    return;
+                default:
+                    if (r.pending > 0) {
+                        return;
+                    }
+                    if (r.error != 0) {
+                        unlock(r);
+                        r.phase = PH_FINISH;
+                        continue;
+                    }
+                    if (!resume(r)) {
+                        return;
+                    }
+            }
+        }
+    }
+
+    /** Continues a request whose operations all completed; false when it waits again. */
+    private boolean resume(Req r) {
+        switch (r.phase) {
+            case PH_DRAIN:
+                r.phase = PH_START;
+                return true;
+            case PH_DECOMPRESS:
+                if (inflateInto(r)) {
+                    copyToGuest(r, r.bounce.address() + (r.pos & clusterMask), r.pieceLen);
+                    r.pos += r.pieceLen;
+                }
+                r.phase = PH_START;
+                return true;
+            case PH_COW_DECOMPRESS:
+                if (!inflateInto(r)) {
+                    unlock(r);
+                    r.phase = PH_START;
+                    return true;
+                }
+                return cowWrite(r);
+            case PH_COW_FILL:
+                return cowWrite(r);
+            case PH_DATA_WRITTEN:
+                return updateL2(r);
+            case PH_L2_WRITTEN:
+                if (r.slot.l2Offset == r.l2Offset && r.slot.writtenGen < r.waitGen) {
+                    park(r, r.slot.waiters);
+                    return false;
+                }
+                r.slot = null;
+                endPiece(r);
+                return true;
+            case PH_NEW_L2_WRITTEN:
+                if (r.slot.l2Offset == r.l2Offset && r.slot.writtenGen < r.waitGen) {
+                    park(r, r.slot.waiters);
+                    return false;
+                }
+                r.slot = null;
+                meta.setL1Entry(r.l1Index, r.host | OFLAG_COPIED);
+                r.host = 0;
+                l1Gen++;
+                r.waitGen = l1Gen;
+                writeL1();
+                r.phase = PH_L1_WRITTEN;
+                park(r, l1Waiters);
+                return false;
+            case PH_L1_WRITTEN:
+                if (l1Written < r.waitGen) {
+                    park(r, l1Waiters);
+                    return false;
+                }
+                unlock(r);
+                r.phase = PH_START;
+                return true;
+            default:
+                throw new IllegalStateException("phase " + r.phase);
+        }
+    }
+
+    /** Starts the piece of {@code r} at {@code r.pos} (within one cluster); false when it waits. */
+    private boolean startPiece(Req r) {
+        long pos = r.pos;
+        int inOff = (int) (pos & clusterMask);
+        long len = Math.min(r.end - pos, cluster - inOff);
+        r.pieceLen = len;
+        int l1i = (int) (pos >>> (clusterBits + l2Bits));
+        int l2i = (int) ((pos >>> clusterBits) & ((1 << l2Bits) - 1));
+        r.l1Index = l1i;
+        r.l2Index = l2i;
+        long l1e = meta.l1Entry(l1i);
+        long entry = 0;
+        L2Slot slot = null;
+        if (l1e != 0) {
+            slot = lookup(r, l1e & L1E_OFFSET_MASK, l1i);
+            if (slot == null) {
+                return false;
+            }
+            entry = slot.entry(l2i);
+        }
+        if (r.op == OP_READ) {
+            return readPiece(r, entry, inOff, len);
+        }
+        return writePiece(r, l1e, entry, inOff, len);
+    }
+
+    private boolean readPiece(Req r, long entry, int inOff, long len) {
+        if ((entry & OFLAG_COMPRESSED) != 0) {
+            return readCompressed(r, entry, PH_DECOMPRESS);
+        }
+        long off = entry & L2E_OFFSET_MASK;
+        if ((entry & OFLAG_ZERO) != 0) {
+            zeroGuest(r, len);
+        } else if (off != 0) {
+            if (io.freeSlots() == 0) {
+                park(r, ioWaiters);
+                return false;
+            }
+            carve(r, len);
+            if (!prepare(r, io.prepareRead(off + inOff, r.vec, tag(K_REQ, r.index)))) {
+                return true;
+            }
+        } else if (backing != null && r.pos < backingSize) {
+            if (backing.freeSlots() == 0 || r.pending > 0) {
+                // The backing driver keeps the vector until it completes: one at a time.
+                if (r.pending > 0) {
+                    r.phase = PH_DRAIN;
+                } else {
+                    park(r, ioWaiters);
+                }
+                return false;
+            }
+            long n = Math.min(len, backingSize - r.pos);
+            carve(r, n);
+            // The backing driver may keep the vector until it completes: hand it a copy of its own.
+            r.backingVec.clear();
+            for (int i = 0, c = r.vec.count(); i < c; i++) {
+                r.backingVec.add(r.vec.address(i), r.vec.length(i));
+            }
+            int rc = backing.read(r.pos, r.backingVec, r.index);
+            if (rc < 0) {
+                r.error = rc;
+                return true;
+            }
+            r.pending++;
+            r.pos += n;
+            if (n < len) {
+                zeroGuest(r, len - n);
+                r.pos += len - n;
+            }
+            r.phase = PH_DRAIN;
+            return false;
+        } else {
+            zeroGuest(r, len);
+        }
+        r.pos += len;
+        return true;
+    }
+
+    private boolean writePiece(Req r, long l1e, long entry, int inOff, long len) {
+        boolean zeroOp = r.op != OP_WRITE;
+        boolean full = inOff == 0 && len == cluster;
+        boolean compressed = (entry & OFLAG_COMPRESSED) != 0;
+        long off = compressed ? 0 : entry & L2E_OFFSET_MASK;
+        boolean zeroFlag = !compressed && (entry & OFLAG_ZERO) != 0;
+        boolean copied = (entry & OFLAG_COPIED) != 0;
+        if (!compressed && !zeroFlag && off != 0 && copied && !(zeroOp && full && v3)) {
+            // In place: the cluster is ours alone (COPIED) and was checked when its table loaded.
+            if (io.freeSlots() == 0) {
+                park(r, ioWaiters);
+                return false;
+            }
+            int rc;
+            if (zeroOp) {
+                rc = io.prepareWriteZeroes(off + inOff, len, false, tag(K_REQ, r.index));
+            } else {
+                carve(r, len);
+                rc = io.prepareWrite(off + inOff, r.vec, tag(K_REQ, r.index));
+            }
+            if (!prepare(r, rc)) {
+                return true;
+            }
+            r.pos += len;
+            return true;
+        }
+        if (zeroOp && readsAsZero(r.pos, entry, compressed, zeroFlag, off)) {
+            r.pos += len;
+            return true;
+        }
+        if (l1e == 0) {
+            return newL2Table(r);
+        }
+        if (!lock(r, r.pos >>> clusterBits)) {
+            return false;
+        }
+        if (zeroOp && full && v3) {
+            // A whole cluster reads as zeros: keep an allocation of our own, drop anything else.
+            r.newEntry = (off != 0 && copied) ? (off | OFLAG_COPIED | OFLAG_ZERO) : OFLAG_ZERO;
+            r.phase = PH_DATA_WRITTEN;
+            return true;
+        }
+        if (r.host == 0) {
+            if (zeroFlag && off != 0 && copied) {
+                r.host = off;
+                r.hostFresh = false;
+            } else {
+                long host = allocate(r);
+                if (host == 0) {
+                    return false;
+                }
+                r.host = host;
+                r.hostFresh = true;
+            }
+        }
+        r.newEntry = r.host | OFLAG_COPIED;
+        // A cluster fresh from the allocator lies past the end of the file as opened and was
+        // never handed out before: it reads as zeros (fallocate or a hole), so when the old
+        // contents are zeros too there is nothing to copy, only the guest's piece to write.
+        boolean zeroSource = zeroFlag || (!compressed && off == 0
+                && (backing == null || (r.pos & ~clusterMask) >= backingSize));
+        if (!zeroOp && (full || (r.hostFresh && zeroSource))) {
+            if (io.freeSlots() == 0) {
+                park(r, ioWaiters);
+                return false;
+            }
+            carve(r, len);
+            r.phase = PH_DATA_WRITTEN;
+            return !prepare(r, io.prepareWrite(r.host + inOff, r.vec, tag(K_REQ, r.index)));
+        }
+        return cowRead(r, entry, compressed, zeroFlag, off);
+    }
+
+    /** Whether the guest already reads zeros at the piece starting at {@code pos}. */
+    private boolean readsAsZero(long pos, long entry, boolean compressed, boolean zeroFlag, long off) {
+        if (zeroFlag) {
+            return true;
+        }
+        return !compressed && off == 0 && (backing == null || pos >= backingSize);
+    }
+
+    /** Fills the bounce cluster with the old contents of the piece's cluster. */
+    private boolean cowRead(Req r, long entry, boolean compressed, boolean zeroFlag, long off) {
+        r.ensureBounce(cluster, alignment);
+        if (compressed) {
+            return readCompressed(r, entry, PH_COW_DECOMPRESS);
+        }
+        long clusterStart = r.pos & ~clusterMask;
+        r.phase = PH_COW_FILL;
+        if (!zeroFlag && off != 0) {
+            if (io.freeSlots() == 0) {
+                r.phase = PH_START;
+                park(r, ioWaiters);
+                return false;
+            }
+            r.bounceVec(0, cluster);
+            return !prepare(r, io.prepareRead(off, r.bounceVec, tag(K_REQ, r.index)));
+        }
+        if (!zeroFlag && backing != null && clusterStart < backingSize) {
+            if (backing.freeSlots() == 0) {
+                r.phase = PH_START;
+                park(r, ioWaiters);
+                return false;
+            }
+            int n = (int) Math.min(cluster, backingSize - clusterStart);
+            UnsafeApi.setMemory(r.bounce.address() + n, cluster - n, (byte) 0);
+            r.bounceVec(0, n);
+            int rc = backing.read(clusterStart, r.bounceVec, r.index);
+            if (rc < 0) {
+                r.error = rc;
+                return true;
+            }
+            r.pending++;
+            return false;
+        }
+        UnsafeApi.setMemory(r.bounce.address(), cluster, (byte) 0);
+        return true;
+    }
+
+    /** Overlays the guest's piece on the bounce cluster and writes it to the new cluster. */
+    private boolean cowWrite(Req r) {
+        long dst = r.bounce.address() + (r.pos & clusterMask);
+        if (r.op == OP_WRITE) {
+            carve(r, r.pieceLen);
+            for (int i = 0, n = r.vec.count(); i < n; i++) {
+                UnsafeApi.copyMemory(r.vec.address(i), dst, r.vec.length(i));
+                dst += r.vec.length(i);
+            }
+        } else {
+            UnsafeApi.setMemory(dst, r.pieceLen, (byte) 0);
+        }
+        if (io.freeSlots() == 0) {
+            // Rare (the back end is sized for the worst case): retry the whole piece later.
+            r.cursorBack(r.op == OP_WRITE ? r.pieceLen : 0);
+            r.phase = PH_COW_FILL;
+            park(r, ioWaiters);
+            return false;
+        }
+        r.bounceVec(0, cluster);
+        if (!prepare(r, io.prepareWrite(r.host, r.bounceVec, tag(K_REQ, r.index)))) {
+            return true;
+        }
+        r.phase = PH_DATA_WRITTEN;
+        return false;
+    }
+
+    /** After the data is on disk: points the L2 entry at it and writes the table. */
+    private boolean updateL2(Req r) {
+        long l1e = meta.l1Entry(r.l1Index);
+        L2Slot slot = lookup(r, l1e & L1E_OFFSET_MASK, r.l1Index);
+        if (slot == null) {
+            return false;
+        }
+        slot.setEntry(r.l2Index, r.newEntry);
+        slot.markDirty(r.l2Index * 8, l2Chunk);
+        slot.gen++;
+        writeSlot(slot);
+        r.slot = slot;
+        r.l2Offset = slot.l2Offset;
+        r.waitGen = slot.gen;
+        r.phase = PH_L2_WRITTEN;
+        park(r, slot.waiters);
+        return false;
+    }
+
+    private void endPiece(Req r) {
+        unlock(r);
+        r.host = 0;
+        r.pos += r.pieceLen;
+        r.phase = PH_START;
+    }
+
+    /** Creates the L2 table for {@code r.l1Index}: a zeroed cluster, written, then the L1 entry. */
+    private boolean newL2Table(Req r) {
+        if (!lock(r, -1L - r.l1Index)) {
+            return false;
+        }
+        if (r.host == 0) {
+            long host = allocate(r);
+            if (host == 0) {
+                return false;
+            }
+            r.host = host;
+        }
+        L2Slot slot = victim();
+        if (slot == null) {
+            park(r, cacheWaiters);
+            return false;
+        }
+        slot.assign(r.host);
+        UnsafeApi.setMemory(slot.buffer.address(), cluster, (byte) 0);
+        slot.loading = false;
+        markValidated(r.l1Index);
+        slot.dirtyLo = 0;
+        slot.dirtyHi = cluster;
+        slot.gen++;
+        writeSlot(slot);
+        r.slot = slot;
+        r.l2Offset = slot.l2Offset;
+        r.waitGen = slot.gen;
+        r.phase = PH_NEW_L2_WRITTEN;
+        park(r, slot.waiters);
+        return false;
+    }
+
+    private boolean readCompressed(Req r, long entry, int phase) {
+        int x = 62 - (clusterBits - 8);
+        long hostOff = entry & ((1L << x) - 1);
+        long sectors = (entry >>> x) & ((1L << (62 - x)) - 1);
+        long size = (sectors + 1) * SECTOR_BYTES - (hostOff & (SECTOR_BYTES - 1));
+        long end = Math.min(hostOff + size, openedFileSize);
+        if (hostOff <= 0 || size > 2L * cluster || end <= hostOff || meta.isMetadata(hostOff)
+                || meta.isMetadata(end - 1)) {
+            markCorrupt("compressed cluster descriptor 0x" + Long.toHexString(entry) + " out of bounds");
+            r.error = -Errno.EIO;
+            return true;
+        }
+        r.ensureBounce(cluster, alignment);
+        long start = hostOff & ~(long) (alignment - 1);
+        long alignedEnd = Math.min(Qcow2Image.roundUp(end, alignment), image.sizeBytes());
+        if (io.freeSlots() == 0) {
+            park(r, ioWaiters);
+            return false;
+        }
+        r.compressedStart = (int) (hostOff - start);
+        r.compressedLength = (int) (end - hostOff);
+        r.bounceVec(r.bounceInputOffset, (int) (alignedEnd - start));
+        if (!prepare(r, io.prepareRead(start, r.bounceVec, tag(K_REQ, r.index)))) {
+            return true;
+        }
+        r.phase = phase;
+        return false;
+    }
+
+    /** Inflates the compressed input in the bounce buffer into its first cluster; false on error. */
+    private boolean inflateInto(Req r) {
+        ByteBuffer in = r.bounceIn;
+        in.limit(r.bounceInputOffset + r.compressedStart + r.compressedLength);
+        in.position(r.bounceInputOffset + r.compressedStart);
+        ByteBuffer out = r.bounceOut;
+        out.clear();
+        inflater.reset();
+        inflater.setInput(in);
+        try {
+            int n = 0;
+            while (out.hasRemaining() && !inflater.finished()) {
+                int got = inflater.inflate(out);
+                n += got;
+                if (got == 0 && (inflater.needsInput() || inflater.needsDictionary())) {
+                    break;
+                }
+            }
+            if (n != cluster) {
+                markCorrupt("compressed cluster inflates to " + n + " bytes, not " + cluster);
+                r.error = -Errno.EIO;
+                return false;
+            }
+            return true;
+        } catch (DataFormatException e) {
+            markCorrupt("compressed cluster does not inflate: " + e.getMessage());
+            r.error = -Errno.EIO;
+            return false;
+        }
+    }
+
+    private void finish(Req r) {
+        unlock(r);
+        r.result = r.error != 0 ? r.error : (r.buffers != null ? r.buffers.totalLength() : 0);
+        done.add(r);
+    }
+
+    // ------------------------------------------------------------------ L2 cache
+
+    /** The loaded slot for the L2 table at {@code l2Offset}, or null with {@code r} parked. */
+    private L2Slot lookup(Req r, long l2Offset, int l1Index) {
+        L2Slot last = lastSlot;
+        if (last != null && last.l2Offset == l2Offset && !last.loading) {
+            last.referenced = true;
+            return last;
+        }
+        for (L2Slot s : slots) {
+            if (s.l2Offset == l2Offset) {
+                if (s.loading) {
+                    park(r, s.waiters);
+                    return null;
+                }
+                s.referenced = true;
+                lastSlot = s;
+                return s;
+            }
+        }
+        L2Slot s = victim();
+        if (s == null || io.freeSlots() == 0) {
+            park(r, s == null ? cacheWaiters : ioWaiters);
+            return null;
+        }
+        s.assign(l2Offset);
+        s.l1Index = l1Index;
+        s.loading = true;
+        int rc = io.prepareRead(l2Offset, s.vec, tag(K_L2_LOAD, s.index));
+        if (rc < 0) {
+            s.assign(0);
+            s.loading = false;
+            fatal(rc);
+            r.error = rc;
+            runnable.add(r); // runs again and finishes with the error
+            return null;
+        }
+        park(r, s.waiters);
+        return null;
+    }
+
+    /** A clean, idle slot to reuse (second-chance clock), or null when every slot is busy. */
+    private L2Slot victim() {
+        for (int n = 0; n < 2 * slots.length; n++) {
+            L2Slot s = slots[clockHand];
+            clockHand = clockHand + 1 == slots.length ? 0 : clockHand + 1;
+            if (s.loading || s.writing || s.gen != s.writtenGen || !s.waiters.isEmpty()) {
+                continue;
+            }
+            if (s.referenced && s.l2Offset != 0) {
+                s.referenced = false;
+                continue;
+            }
+            return s;
+        }
+        return null;
+    }
+
+    private void onL2Loaded(L2Slot s, long result) {
+        s.loading = false;
+        if (result != cluster) {
+            s.assign(0);
+            fatal(result < 0 ? (int) result : -Errno.EIO);
+        } else if (!isValidated(s.l1Index)) {
+            String problem = checkL2(s);
+            if (problem != null) {
+                s.assign(0);
+                markCorrupt(problem);
+            } else {
+                markValidated(s.l1Index);
+            }
+        }
+        wakeAll(s.waiters);
+        wakeAll(cacheWaiters);
+    }
+
+    /** Checks every entry of an L2 table read from the image as opened; null when sound. */
+    private String checkL2(L2Slot s) {
+        int entries = cluster / 8;
+        for (int i = 0; i < entries; i++) {
+            long e = s.entry(i);
+            if (e == 0 || (e & OFLAG_COMPRESSED) != 0) {
+                continue; // compressed descriptors are checked when read
+            }
+            long off = e & L2E_OFFSET_MASK;
+            if ((e & L2E_STD_RESERVED) != 0 || (!v3 && (e & OFLAG_ZERO) != 0)) {
+                return "L2 table at " + s.l2Offset + " entry " + i + " has reserved bits set: 0x" + Long.toHexString(e);
+            }
+            if (off != 0 && ((off & clusterMask) != 0 || off > openedFileSize - cluster || meta.isMetadata(off))) {
+                return "L2 table at " + s.l2Offset + " entry " + i + " points at " + off
+                        + ": misaligned, past the end of the file or into metadata";
+            }
+        }
+        return null;
+    }
+
+    private boolean isValidated(int l1Index) {
+        return (validatedL2[l1Index >>> 6] & (1L << l1Index)) != 0;
+    }
+
+    private void markValidated(int l1Index) {
+        validatedL2[l1Index >>> 6] |= 1L << l1Index;
+    }
+
+    private void writeSlot(L2Slot s) {
+        if (s.writing || s.gen == s.writtenGen) {
+            return;
+        }
+        // Only the aligned chunks that changed since the last write: usually one sector.
+        int lo = s.dirtyLo;
+        int hi = s.dirtyHi;
+        if (lo >= hi) {
+            s.writtenGen = s.gen;
+            return;
+        }
+        s.writeVec.clear();
+        s.writeVec.add(s.buffer.address() + lo, hi - lo);
+        int rc = io.prepareWrite(s.l2Offset + lo, s.writeVec, tag(K_L2_WRITE, s.index));
+        if (rc == -Errno.EAGAIN) {
+            s.writeWanted = true;
+            metadataRetry = true;
+            return;
+        }
+        if (rc < 0) {
+            fatal(rc);
+            return;
+        }
+        s.writingBytes = hi - lo;
+        s.dirtyLo = cluster;
+        s.dirtyHi = 0;
+        s.writeWanted = false;
+        s.writing = true;
+        s.writingGen = s.gen;
+    }
+
+    private void onL2Written(L2Slot s, long result) {
+        s.writing = false;
+        if (result != s.writingBytes) {
+            fatal(result < 0 ? (int) result : -Errno.EIO);
+            s.writtenGen = s.gen; // nothing waits forever: the requests see the fatal error
+        } else {
+            s.writtenGen = s.writingGen;
+            writeSlot(s);
+        }
+        wakeAll(s.waiters);
+        wakeAll(cacheWaiters);
+    }
+
+    private void writeL1() {
+        if (l1Writing || l1Gen == l1Written) {
+            return;
+        }
+        int rc = io.prepareWrite(meta.header.l1TableOffset, l1Vec, tag(K_L1_WRITE, 0));
+        if (rc == -Errno.EAGAIN) {
+            metadataRetry = true; // retried from poll
+            return;
+        }
+        if (rc < 0) {
+            fatal(rc);
+            return;
+        }
+        l1Writing = true;
+        l1WritingGen = l1Gen;
+    }
+
+    private void onL1Written(long result) {
+        l1Writing = false;
+        if (result != meta.l1WriteBytes) {
+            fatal(result < 0 ? (int) result : -Errno.EIO);
+            l1Written = l1Gen;
+        } else {
+            l1Written = l1WritingGen;
+            writeL1();
+        }
+        wakeAll(l1Waiters);
+    }
+
+    // ------------------------------------------------------------------ allocation
+
+    /** A reserved host cluster, or 0 with {@code r} parked until the next reservation. */
+    private long allocate(Req r) {
+        if (refill.next < refill.reservedEnd) {
+            long c = refill.next;
+            refill.next += cluster;
+            return c;
+        }
+        park(r, allocWaiters);
+        refill.start();
+        return 0;
+    }
+
+    /**
+     * Reserves clusters at the end of the file: refcounts set to 1 and made durable before any of
+     * them is handed out. A small state machine of its own, driven by back-end completions.
+     */
+    private final class Refill {
+        static final int IDLE = 0;
+        static final int LOADING = 1;
+        static final int BLOCK_WRITTEN = 2;
+        static final int BLOCK_FLUSHED = 3;
+        static final int TABLE_WRITTEN = 4;
+        static final int RESERVE_WRITTEN = 5;
+        static final int RESERVE_FLUSHED = 6;
+
+        final int entriesPerBlock = (int) (((long) cluster * 8) >>> meta.header.refcountOrder);
+        final NativeBuffer block = new NativeBuffer(cluster, Math.max(alignment, 8));
+        final IoVector blockVec = new IoVector(1);
+        final IoVector tableVec = new IoVector(1);
+        long next;
+        long reservedEnd;
+        long pendingEnd;
+        int blockIndex = -1;
+        long blockOffset;
+        int state = IDLE;
+        int failed;
+
+        Refill() {
+            next = Qcow2Image.roundUp(openedFileSize, cluster);
+            reservedEnd = next;
+            blockVec.add(block.address(), cluster);
+        }
+
+        void start() {
+            if (state != IDLE) {
+                return;
+            }
+            long c = next >>> clusterBits;
+            long bi = c / entriesPerBlock;
+            if (bi >= meta.reftableEntries) {
+                fail(-Errno.ENOSPC); // growing the refcount table is not implemented
+                return;
+            }
+            if (bi != blockIndex) {
+                long e = meta.reftableEntry((int) bi) & REFT_OFFSET_MASK;
+                if (e != 0) {
+                    blockIndex = (int) bi;
+                    blockOffset = e;
+                    issue(LOADING, io.prepareRead(e, blockVec, tag(K_REFILL, 0)));
+                    return;
+                }
+                // A new refcount block in the first free cluster, counting itself.
+                UnsafeApi.setMemory(block.address(), cluster, (byte) 0);
+                blockIndex = (int) bi;
+                blockOffset = next;
+                setRefcount((int) (c - bi * entriesPerBlock), 1);
+                next += cluster;
+                reservedEnd = next;
+                int rc = image.extendTo(next);
+                if (rc < 0) {
+                    fail(rc);
+                    return;
+                }
+                issue(BLOCK_WRITTEN, io.prepareWrite(blockOffset, blockVec, tag(K_REFILL, 0)));
+                return;
+            }
+            reserve();
+        }
+
+        private void reserve() {
+            long blockEnd = ((long) (blockIndex + 1) * entriesPerBlock) << clusterBits;
+            long end = Math.min(reservedEnd + ((long) RESERVE_CLUSTERS << clusterBits), blockEnd);
+            if (end <= reservedEnd) {
+                start(); // the block is full: move to the next one
+                return;
+            }
+            long first = (reservedEnd >>> clusterBits) - (long) blockIndex * entriesPerBlock;
+            long count = (end - reservedEnd) >>> clusterBits;
+            for (long i = 0; i < count; i++) {
+                setRefcount((int) (first + i), 1);
+            }
+            int rc = image.extendTo(end);
+            if (rc < 0) {
+                fail(rc);
+                return;
+            }
+            pendingEnd = end;
+            issue(RESERVE_WRITTEN, io.prepareWrite(blockOffset, blockVec, tag(K_REFILL, 0)));
+        }
+
+        void onComplete(long result) {
+            if (result < 0) {
+                fail((int) result);
+                return;
+            }
+            switch (state) {
+                case LOADING:
+                    state = IDLE;
+                    reserve();
+                    break;
+                case BLOCK_WRITTEN:
+                    issue(BLOCK_FLUSHED, io.prepareFlush(tag(K_REFILL, 0)));
+                    break;
+                case BLOCK_FLUSHED: {
+                    meta.setReftableEntry(blockIndex, blockOffset);
+                    int chunk = Math.max(alignment, 8);
+                    long entryByte = (long) blockIndex * 8;
+                    long chunkStart = entryByte & ~(long) (chunk - 1);
+                    tableVec.clear();
+                    tableVec.add(meta.reftable.address() + chunkStart, chunk);
+                    issue(TABLE_WRITTEN, io.prepareWrite(meta.header.refcountTableOffset + chunkStart, tableVec,
+                            tag(K_REFILL, 0)));
+                    break;
+                }
+                case TABLE_WRITTEN:
+                    state = IDLE;
+                    reserve();
+                    break;
+                case RESERVE_WRITTEN:
+                    issue(RESERVE_FLUSHED, io.prepareFlush(tag(K_REFILL, 0)));
+                    break;
+                case RESERVE_FLUSHED:
+                    state = IDLE;
+                    reservedEnd = pendingEnd;
+                    wakeAll(allocWaiters);
+                    break;
+                default:
+                    break;
+            }
+        }
+
+        private void issue(int nextState, int rc) {
+            if (rc < 0) {
+                fail(rc); // EAGAIN included: the waiting writes fail rather than hang
+                return;
+            }
+            state = nextState;
+        }
+
+        private void fail(int rc) {
+            state = IDLE;
+            blockIndex = -1; // reload the block from disk next time
+            failed = rc;
+            for (Req r = allocWaiters.head; r != null; r = r.next) {
+                if (r.error == 0) {
+                    r.error = rc;
+                }
+            }
+            wakeAll(allocWaiters);
+            failed = 0;
+        }
+
+        void setRefcount(int index, long value) {
+            int order = meta.header.refcountOrder;
+            UnsafeBuffer b = block.buffer();
+            switch (order) {
+                case 0:
+                case 1:
+                case 2: {
+                    int bits = 1 << order;
+                    int perByte = 8 / bits;
+                    int byteIndex = index / perByte;
+                    int shift = (index % perByte) * bits;
+                    int mask = ((1 << bits) - 1) << shift;
+                    int v = b.getByte(byteIndex) & 0xff;
+                    v = (v & ~mask) | (((int) value << shift) & mask);
+                    b.putByte(byteIndex, (byte) v);
+                    break;
+                }
+                case 3:
+                    b.putByte(index, (byte) value);
+                    break;
+                case 4:
+                    b.putShort(index * 2, (short) value, ByteOrder.BIG_ENDIAN);
+                    break;
+                case 5:
+                    b.putInt(index * 4, (int) value, ByteOrder.BIG_ENDIAN);
+                    break;
+                default:
+                    b.putLong(index * 8, value, ByteOrder.BIG_ENDIAN);
+            }
+        }
+
+        /** Returns unused reserved clusters (close, on the closing thread, synchronously). */
+        void release(FileChannel ch) throws IOException {
+            if (reservedEnd > next && blockIndex >= 0) {
+                long first = (next >>> clusterBits) - (long) blockIndex * entriesPerBlock;
+                long count = (reservedEnd - next) >>> clusterBits;
+                for (long i = 0; i < count; i++) {
+                    setRefcount((int) (first + i), 0);
+                }
+                ByteBuffer bb = block.buffer().byteBuffer().duplicate();
+                bb.clear().limit(cluster);
+                long pos = blockOffset;
+                while (bb.hasRemaining()) {
+                    pos += ch.write(bb, pos);
+                }
+                ch.force(false);
+                reservedEnd = next;
+            }
+            if (ch.size() > next && next >= openedFileSize) {
+                ch.truncate(next);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ corruption and errors
+
+    private void markCorrupt(String reason) {
+        if (corrupt) {
+            return;
+        }
+        corrupt = true;
+        corruptReason = reason;
+        // Once per image, never per request: the operator must learn why the disk fails.
+        System.err.println("vblk: qcow2 image " + meta.path + " is corrupt, failing its requests with EIO: " + reason);
+        if (!readOnly && v3) {
+            UnsafeBuffer h = headerSector.buffer();
+            long f = h.getLong(INCOMPATIBLE_FEATURES_OFFSET, ByteOrder.BIG_ENDIAN);
+            h.putLong(INCOMPATIBLE_FEATURES_OFFSET, f | INCOMPAT_CORRUPT, ByteOrder.BIG_ENDIAN);
+            io.prepareWrite(0, headerVec, tag(K_HEADER, 0));
+        }
+    }
+
+    private void fatal(int rc) {
+        if (fatalError == 0) {
+            fatalError = rc < 0 ? rc : -Errno.EIO;
+        }
+    }
+
+    // ------------------------------------------------------------------ locks and lists
+
+    /** Takes the allocation lock {@code key} (a guest cluster, or an L1 index as -1-i). */
+    private boolean lock(Req r, long key) {
+        if (r.lockKey == key) {
+            return true;
+        }
+        for (Req other : reqs) {
+            if (other != r && other.lockKey == key) {
+                park(r, other.lockWaiters);
+                return false;
+            }
+        }
+        r.lockKey = key;
+        return true;
+    }
+
+    private void unlock(Req r) {
+        if (r.lockKey != NO_LOCK) {
+            r.lockKey = NO_LOCK;
+            wakeAll(r.lockWaiters);
+        }
+    }
+
+    private void park(Req r, ReqList list) {
+        list.add(r);
+    }
+
+    private void wakeAll(ReqList list) {
+        Req r;
+        while ((r = list.poll()) != null) {
+            runnable.add(r);
+        }
+    }
+
+    /**
+     * Accounts for an operation prepared for {@code r}. On failure the error is recorded and the
+     * caller returns true, so the state machine runs on and finishes the request.
+     */
+    private boolean prepare(Req r, int rc) {
+        if (rc < 0) {
+            if (r.error == 0) {
+                r.error = rc;
+            }
+            return false;
+        }
+        r.pending++;
+        return true;
+    }
+
+    // ------------------------------------------------------------------ guest buffers
+
+    /** Fills {@code r.vec} with the next {@code len} bytes of the guest buffers. */
+    private void carve(Req r, long len) {
+        r.vec.clear();
+        IoVector src = r.buffers;
+        long left = len;
+        while (left > 0) {
+            int segLen = src.length(r.seg);
+            int take = (int) Math.min(left, segLen - r.segOff);
+            r.vec.add(src.address(r.seg) + r.segOff, take);
+            r.segOff += take;
+            left -= take;
+            if (r.segOff == segLen) {
+                r.seg++;
+                r.segOff = 0;
+            }
+        }
+    }
+
+    private void zeroGuest(Req r, long len) {
+        carve(r, len);
+        for (int i = 0, n = r.vec.count(); i < n; i++) {
+            UnsafeApi.setMemory(r.vec.address(i), r.vec.length(i), (byte) 0);
+        }
+    }
+
+    private void copyToGuest(Req r, long from, long len) {
+        carve(r, len);
+        long src = from;
+        for (int i = 0, n = r.vec.count(); i < n; i++) {
+            UnsafeApi.copyMemory(src, r.vec.address(i), r.vec.length(i));
+            src += r.vec.length(i);
+        }
+    }
+
+    // ------------------------------------------------------------------ completions
+
+    private static long tag(long kind, int index) {
+        return (kind << 32) | index;
+    }
+
+    private void onIo(long userData, long result) {
+        int index = (int) userData;
+        switch ((int) (userData >>> 32)) {
+            case (int) K_REQ:
+                onReqOp(reqs[index], result);
+                break;
+            case (int) K_L2_LOAD:
+                onL2Loaded(slots[index], result);
+                break;
+            case (int) K_L2_WRITE:
+                onL2Written(slots[index], result);
+                break;
+            case (int) K_L1_WRITE:
+                onL1Written(result);
+                break;
+            case (int) K_REFILL:
+                refill.onComplete(result);
+                break;
+            default:
+                break; // the corrupt-bit header write: best effort
+        }
+    }
+
+    private void onBacking(long userData, long result) {
+        onReqOp(reqs[(int) userData], result);
+    }
+
+    private void onReqOp(Req r, long result) {
+        if (result < 0 && r.error == 0) {
+            r.error = result;
+        }
+        if (--r.pending == 0 && !r.queued) {
+            runnable.add(r);
+        }
+    }
+
+    @Override
+    public int poll(CompletionSink sink, int max) {
+        int reaped = io.poll(ioSink, io.depth());
+        if (backing != null) {
+            reaped += backing.poll(backingSink, backing.depth());
+        }
+        if (reaped > 0) {
+            wakeAll(ioWaiters);
+        }
+        retryMetadataWrites();
+        Req r;
+        while ((r = runnable.poll()) != null) {
+            run(r);
+        }
+        int delivered = 0;
+        while (delivered < max && (r = done.poll()) != null) {
+            long tag = r.tag;
+            long result = r.result;
+            r.end();
+            freeReqs[freeReqCount++] = r.index;
+            accepted--;
+            delivered++;
+            sink.complete(tag, result);
+        }
+        return delivered;
+    }
+
+    private void retryMetadataWrites() {
+        if (!metadataRetry) {
+            return;
+        }
+        metadataRetry = false;
+        for (L2Slot s : slots) {
+            if (s.writeWanted) {
+                writeSlot(s);
+            }
+        }
+        if (!l1Writing && l1Gen != l1Written) {
+            writeL1();
+        }
+    }
+
+    @Override
+    public int submit() {
+        retryMetadataWrites();
+        int rc = io.submit();
+        if (backing != null && backing.pendingSubmit() > 0) {
+            int b = backing.submit();
+            if (b > 0) {
+                rc = Math.max(rc, 0) + b;
+            }
+        }
+        return rc;
+    }
+
+    @Override
+    public int pendingSubmit() {
+        // Finished or runnable requests count as pending so the I/O thread polls again before
+        // it sleeps: their completion comes from this driver, not from a kernel event.
+        return io.pendingSubmit() + (backing == null ? 0 : backing.pendingSubmit()) + done.size + runnable.size;
+    }
+
+    @Override
+    public int inFlight() {
+        return accepted;
+    }
+
+    @Override
+    public int completionSources() {
+        return 1 + (backing == null ? 0 : backing.completionSources());
+    }
+
+    @Override
+    public int completionFd(int i) {
+        return i == 0 ? io.completionEvent().fd() : backing.completionFd(i - 1);
+    }
+
+    @Override
+    public void acknowledge(int i) {
+        if (i == 0) {
+            EventFd e = io.completionEvent();
+            if (e != null) {
+                e.read();
+            }
+        } else {
+            backing.acknowledge(i - 1);
+        }
+    }
+
+    @Override
+    public int awaitCompletions(int timeoutMs) {
+        if (done.size > 0 || runnable.size > 0) {
+            return 1;
+        }
+        return io.awaitCompletions(backing == null ? timeoutMs : Math.min(timeoutMs < 0 ? 1 : timeoutMs, 1));
+    }
+
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        drain((tag, result) -> { });
+        io.drain(ioSink);
+        closed = true;
+        try {
+            if (!readOnly && !corrupt && fatalError == 0) {
+                try (FileChannel ch = FileChannel.open(meta.path, StandardOpenOption.WRITE)) {
+                    refill.release(ch);
+                }
+            }
+        } catch (IOException e) {
+            throw new UncheckedIOException("qcow2: cannot return reserved clusters of " + meta.path, e);
+        } finally {
+            io.close();
+            image.close();
+            if (backing != null) {
+                backing.close();
+            }
+            inflater.end();
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "qcow2[" + meta.path + ", " + meta.header + "]";
+    }
+
+    // ------------------------------------------------------------------ per-request and per-table state
+
+    /** One guest request in flight: preallocated, reused. */
+    static final class Req {
+        final int index;
+        final ReqList lockWaiters = new ReqList();
+        final IoVector bounceVec = new IoVector(1);
+        IoVector vec = new IoVector(16);
+        IoVector backingVec = new IoVector(16);
+        int op;
+        long tag;
+        long pos;
+        long end;
+        IoVector buffers;
+        int seg;
+        int segOff;
+        int pending;
+        long error;
+        long result;
+        int phase;
+        long pieceLen;
+        int l1Index;
+        int l2Index;
+        long host;
+        boolean hostFresh;
+        long newEntry;
+        long waitGen;
+        long l2Offset;
+        L2Slot slot;
+        long lockKey = NO_LOCK;
+        Req next;
+        boolean queued;
+        NativeBuffer bounce;
+        ByteBuffer bounceIn;
+        ByteBuffer bounceOut;
+        int bounceInputOffset;
+        int compressedStart;
+        int compressedLength;
+
+        Req(int index) {
+            this.index = index;
+        }
+
+        void begin(int op, long offset, long length, IoVector buffers, long tag) {
+            this.op = op;
+            this.tag = tag;
+            this.pos = offset;
+            this.end = offset + length;
+            this.buffers = buffers;
+            this.seg = 0;
+            this.segOff = 0;
+            this.pending = 0;
+            this.error = 0;
+            this.phase = PH_START;
+            this.host = 0;
+            if (buffers != null && vec.capacity() < buffers.count()) {
+                vec = new IoVector(buffers.capacity()); // once per slot, at the largest size seen
+                backingVec = new IoVector(buffers.capacity());
+            }
+            if (op == OP_FLUSH) {
+                this.end = 1;
+                this.pos = 0;
+            }
+        }
+
+        void end() {
+            buffers = null;
+            slot = null;
+        }
+
+        void ensureBounce(int cluster, int alignment) {
+            if (bounce == null) {
+                // Once per request slot: a decompressed cluster, then up to two clusters of input.
+                bounceInputOffset = cluster;
+                bounce = new NativeBuffer(3 * cluster + 2 * alignment, alignment);
+                bounceIn = bounce.buffer().byteBuffer().duplicate();
+                bounceOut = bounce.buffer().byteBuffer().duplicate();
+                bounceOut.limit(cluster);
+            }
+        }
+
+        void bounceVec(int offset, int length) {
+            bounceVec.clear();
+            bounceVec.add(bounce.address() + offset, length);
+        }
+
+        /** Moves the guest-buffer cursor back by {@code len} bytes (a piece to be retried). */
+        void cursorBack(long len) {
+            long left = len;
+            while (left > 0) {
+                if (segOff == 0) {
+                    seg--;
+                    segOff = buffers.length(seg);
+                }
+                int take = (int) Math.min(left, segOff);
+                segOff -= take;
+                left -= take;
+            }
+        }
+    }
+
+    /** A cached L2 table. */
+    static final class L2Slot {
+        final int index;
+        final NativeBuffer buffer;
+        final IoVector vec = new IoVector(1);
+        final IoVector writeVec = new IoVector(1);
+        final ReqList waiters = new ReqList();
+        /** Byte range of the table changed since the last write began (empty: lo >= hi). */
+        int dirtyLo = Integer.MAX_VALUE;
+        int dirtyHi;
+        int writingBytes;
+        long l2Offset;
+        int l1Index;
+        boolean loading;
+        boolean writing;
+        boolean writeWanted;
+        boolean referenced;
+        long gen;
+        long writtenGen;
+        long writingGen;
+
+        L2Slot(int index, int cluster, int alignment) {
+            this.index = index;
+            this.buffer = new NativeBuffer(cluster, alignment);
+            vec.add(buffer.address(), cluster);
+        }
+
+        void assign(long offset) {
+            l2Offset = offset;
+            referenced = true;
+            writtenGen = gen;
+            dirtyLo = Integer.MAX_VALUE;
+            dirtyHi = 0;
+        }
+
+        void markDirty(int byteOffset, int chunk) {
+            int lo = byteOffset & -chunk;
+            dirtyLo = Math.min(dirtyLo, lo);
+            dirtyHi = Math.max(dirtyHi, lo + chunk);
+        }
+
+        long entry(int i) {
+            return buffer.buffer().getLong(i * 8, ByteOrder.BIG_ENDIAN);
+        }
+
+        void setEntry(int i, long value) {
+            buffer.buffer().putLong(i * 8, value, ByteOrder.BIG_ENDIAN);
+        }
+    }
+
+    /** An intrusive FIFO of requests (each request is in at most one list). */
+    static final class ReqList {
+        Req head;
+        Req tail;
+        int size;
+
+        void add(Req r) {
+            if (r.queued) {
+                return;
+            }
+            r.queued = true;
+            r.next = null;
+            if (tail == null) {
+                head = r;
+            } else {
+                tail.next = r;
+            }
+            tail = r;
+            size++;
+        }
+
+        Req poll() {
+            Req r = head;
+            if (r != null) {
+                head = r.next;
+                if (head == null) {
+                    tail = null;
+                }
+                r.next = null;
+                r.queued = false;
+                size--;
+            }
+            return r;
+        }
+
+        boolean isEmpty() {
+            return head == null;
+        }
+    }
+}

@@ -1,0 +1,119 @@
+package io.vblk.block.nbd;
+
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * A real NBD server (qemu-nbd or nbdkit) started by a test, killed at the end. Output goes to a
+ * log file next to the socket so a failing test can show it.
+ */
+final class ServerProcess implements AutoCloseable {
+    final Process process;
+    final Path log;
+
+    private ServerProcess(Process process, Path log) {
+        this.process = process;
+        this.log = log;
+    }
+
+    static boolean available(String command) {
+        for (String dir : System.getenv().getOrDefault("PATH", "/usr/bin:/bin").split(":")) {
+            if (Files.isExecutable(Path.of(dir, command))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Starts {@code command} and waits until the Unix socket exists (or the TCP port listens). */
+    static ServerProcess start(List<String> command, Path socket, int port, Path dir) throws IOException {
+        Path log = dir.resolve("server-" + System.nanoTime() + ".log");
+        Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        ServerProcess server = new ServerProcess(p, log);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (System.nanoTime() < deadline) {
+            if (!p.isAlive()) {
+                throw new IOException("server exited: " + command + "\n" + Files.readString(log));
+            }
+            if (socket != null ? Files.exists(socket) : listening(port)) {
+                return server;
+            }
+            sleep(20);
+        }
+        server.close();
+        throw new IOException("server did not start in 10 s: " + command);
+    }
+
+    @SuppressWarnings("try")
+    private static boolean listening(int port) {
+        try (Socket s = new Socket("127.0.0.1", port)) {
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    static int freePort() throws IOException {
+        try (ServerSocket s = new ServerSocket(0)) {
+            return s.getLocalPort();
+        }
+    }
+
+    /** qemu-nbd serving a raw file on a Unix socket, persistent (survives client disconnects), shared. */
+    static ServerProcess qemuNbdUnix(Path image, Path socket, String export, boolean readOnly) throws IOException {
+        List<String> cmd = new ArrayList<>(List.of("qemu-nbd", "-f", "raw", "-k", socket.toString(), "-x", export,
+                "-t", "-e", "8", "--cache=none", "--aio=threads"));
+        if (readOnly) {
+            cmd.add("-r");
+        }
+        cmd.add(image.toString());
+        return start(cmd, socket, 0, socket.getParent());
+    }
+
+    /** qemu-nbd serving a raw file on 127.0.0.1:port. */
+    static ServerProcess qemuNbdTcp(Path image, int port, String export) throws IOException {
+        return start(List.of("qemu-nbd", "-f", "raw", "-b", "127.0.0.1", "-p", Integer.toString(port), "-x", export,
+                "-t", "-e", "8", image.toString()), null, port, image.getParent());
+    }
+
+    /** nbdkit with the memory plugin (and any filters/parameters) on a Unix socket, in the foreground. */
+    static ServerProcess nbdkit(Path socket, List<String> filters, String size, List<String> params) throws IOException {
+        List<String> cmd = new ArrayList<>(List.of("nbdkit", "-f", "-U", socket.toString()));
+        for (String f : filters) {
+            cmd.add("--filter=" + f);
+        }
+        cmd.add("memory");
+        cmd.add(size);
+        cmd.addAll(params);
+        return start(cmd, socket, 0, socket.getParent());
+    }
+
+    /** SIGKILL, as a crash. */
+    void kill() {
+        process.destroyForcibly();
+        try {
+            process.waitFor(10, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    static void sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    @Override
+    public void close() {
+        kill();
+    }
+}

@@ -1,0 +1,232 @@
+package io.vblk.block.rbd;
+
+import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.Map;
+
+import org.agrona.UnsafeApi;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+
+import io.vblk.aio.IoBackend;
+import io.vblk.aio.IoVector;
+import io.vblk.sys.Errno;
+import io.vblk.sys.NativeBuffer;
+
+/** The RBD driver against a real one-node Ceph cluster (scripts/ceph/start). */
+class RbdBackendTest {
+    private static final long MiB = 1 << 20;
+    private static CephCluster ceph;
+    private static Path dir;
+
+    @BeforeAll
+    static void startCluster() throws Exception {
+        assumeTrue(CephCluster.installed(),
+                "Ceph is not installed here (ceph-mon, ceph-osd, librbd1; .ci/run installs them): RBD tests skipped");
+        dir = Files.createTempDirectory("vblk-ceph");
+        ceph = CephCluster.start(dir.resolve("cluster"), "memstore");
+    }
+
+    @AfterAll
+    static void stopCluster() throws Exception {
+        if (ceph != null) {
+            ceph.close();
+        }
+    }
+
+    static NativeBuffer buffer(int size) {
+        return new NativeBuffer(size, 4096);
+    }
+
+    static void fill(NativeBuffer b, int seed) {
+        for (int i = 0; i < b.capacity(); i += 4) {
+            b.buffer().putInt(i, seed * 1_000_003 + i);
+        }
+    }
+
+    static boolean matches(NativeBuffer b, int seed) {
+        for (int i = 0; i < b.capacity(); i += 4) {
+            if (b.buffer().getInt(i) != seed * 1_000_003 + i) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    static IoVector vector(NativeBuffer... bs) {
+        IoVector v = new IoVector(bs.length);
+        for (NativeBuffer b : bs) {
+            v.add(b.address(), b.capacity());
+        }
+        return v;
+    }
+
+    static Map<Long, Long> await(IoBackend io, int count) {
+        Map<Long, Long> results = new HashMap<>();
+        io.submit();
+        long deadline = System.currentTimeMillis() + 60_000;
+        while (results.size() < count && System.currentTimeMillis() < deadline) {
+            io.completionEvent().read();
+            if (io.poll(results::put, 1024) == 0) {
+                io.awaitCompletions(50);
+            }
+        }
+        return results;
+    }
+
+    static long one(IoBackend io, int rc) {
+        assertEquals(0, rc, "prepare");
+        Map<Long, Long> r = await(io, 1);
+        assertEquals(1, r.size(), "completed");
+        return r.values().iterator().next();
+    }
+
+    @Test
+    void writesReadsAndFlushesWithSegmentsAndSizeComesFromTheImage() throws Exception {
+        ceph.run("rbd", "create", "rbd/rw", "--size", "64M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("rw"), RbdOptions.defaults())) {
+            assertEquals(64 * MiB, disk.sizeBytes());
+            assertFalse(disk.readOnly());
+            NativeBuffer a = buffer(4096);
+            NativeBuffer b = buffer(8192);
+            fill(a, 1);
+            fill(b, 2);
+            assertEquals(12288, one(disk, disk.prepareWrite(5 * MiB, vector(a, b), 7)));
+            assertEquals(0, one(disk, disk.prepareFlush(8)));
+            NativeBuffer r = buffer(12288);
+            assertEquals(12288, one(disk, disk.prepareRead(5 * MiB, vector(r), 9)));
+            for (int i = 0; i < 4096; i += 4) {
+                assertEquals(1 * 1_000_003 + i, r.buffer().getInt(i));
+            }
+            for (int i = 0; i < 8192; i += 4) {
+                assertEquals(2 * 1_000_003 + i, r.buffer().getInt(4096 + i));
+            }
+        }
+        // What rbd itself reads back.
+        Path out = dir.resolve("rw.raw");
+        ceph.run("rbd", "export", "rbd/rw", out.toString());
+        ByteBuffer bytes = ByteBuffer.wrap(Files.readAllBytes(out)).order(ByteOrder.LITTLE_ENDIAN);
+        assertEquals(1_000_003, bytes.getInt((int) (5 * MiB)));
+    }
+
+    @Test
+    void acceptsAsManySegmentsAsQemuOffersByDefault() throws Exception {
+        ceph.run("rbd", "create", "rbd/segs", "--size", "4M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("segs"), RbdOptions.defaults())) {
+            NativeBuffer[] w = new NativeBuffer[254];
+            NativeBuffer[] r = new NativeBuffer[254];
+            for (int i = 0; i < 254; i++) {
+                w[i] = buffer(4096);
+                fill(w[i], 300 + i);
+                r[i] = buffer(4096);
+            }
+            assertEquals(254 * 4096, one(disk, disk.prepareWrite(0, vector(w), 1)));
+            assertEquals(254 * 4096, one(disk, disk.prepareRead(0, vector(r), 2)));
+            for (int i = 0; i < 254; i++) {
+                assertTrue(matches(r[i], 300 + i), "segment " + i);
+            }
+        }
+    }
+
+    @Test
+    void manyRequestsInFlight() throws Exception {
+        ceph.run("rbd", "create", "rbd/deep", "--size", "64M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("deep"), RbdOptions.defaults().withDepth(64))) {
+            NativeBuffer[] bufs = new NativeBuffer[64];
+            for (int i = 0; i < 64; i++) {
+                bufs[i] = buffer(4096);
+                fill(bufs[i], 10 + i);
+                assertEquals(0, disk.prepareWrite(i * 1_048_576L + 4096L * i, vector(bufs[i]), i));
+            }
+            assertEquals(-Errno.EAGAIN, disk.prepareFlush(99));
+            Map<Long, Long> done = await(disk, 64);
+            assertEquals(64, done.size());
+            done.values().forEach(v -> assertEquals(4096L, v));
+            for (int i = 0; i < 64; i++) {
+                UnsafeApi.setMemory(bufs[i].address(), 4096, (byte) 0x5a);
+                assertEquals(0, disk.prepareRead(i * 1_048_576L + 4096L * i, vector(bufs[i]), 100 + i));
+            }
+            done = await(disk, 64);
+            assertEquals(64, done.size());
+            for (int i = 0; i < 64; i++) {
+                assertTrue(matches(bufs[i], 10 + i), "read " + i);
+            }
+            assertEquals(0, disk.inFlight());
+        }
+    }
+
+    @Test
+    void discardAndWriteZeroesReadBackAsZeros() throws Exception {
+        ceph.run("rbd", "create", "rbd/zero", "--size", "16M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("zero"), RbdOptions.defaults())) {
+            NativeBuffer w = buffer(4 << 20);
+            fill(w, 3);
+            assertEquals(4 << 20, one(disk, disk.prepareWrite(0, vector(w), 1)));
+            assertEquals(0, one(disk, disk.prepareWriteZeroes(65536, 65536, false, 2)));
+            assertEquals(0, one(disk, disk.prepareDiscard(0, 4 << 20, 3)), "a whole object");
+            assertEquals(4 << 20, one(disk, disk.prepareWrite(4 << 20, vector(w), 4)));
+            assertEquals(0, one(disk, disk.prepareWriteZeroes((4 << 20) + 8192, 4096, true, 5)));
+            NativeBuffer r = buffer(4 << 20);
+            assertEquals(4 << 20, one(disk, disk.prepareRead(0, vector(r), 6)));
+            for (int i = 0; i < r.capacity(); i++) {
+                assertEquals(0, r.buffer().getByte(i), "discarded byte " + i);
+            }
+            assertEquals(4 << 20, one(disk, disk.prepareRead(4 << 20, vector(r), 7)));
+            for (int i = 8192; i < 12288; i++) {
+                assertEquals(0, r.buffer().getByte(i), "zeroed byte " + i);
+            }
+            assertEquals(3 * 1_000_003 + 12288, r.buffer().getInt(12288));
+        }
+    }
+
+    @Test
+    void aSnapshotIsAReadOnlyDiskWithTheSnapshotsData() throws Exception {
+        ceph.run("rbd", "create", "rbd/snapped", "--size", "8M");
+        NativeBuffer w = buffer(4096);
+        try (RbdBackend disk = RbdBackend.open(ceph.address("snapped"), RbdOptions.defaults())) {
+            fill(w, 21);
+            assertEquals(4096, one(disk, disk.prepareWrite(0, vector(w), 1)));
+            assertEquals(0, one(disk, disk.prepareFlush(2)));
+        }
+        ceph.run("rbd", "snap", "create", "rbd/snapped@s1");
+        ceph.run("rbd", "resize", "rbd/snapped", "--size", "16M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("snapped"), RbdOptions.defaults())) {
+            assertEquals(16 * MiB, disk.sizeBytes(), "the image's new size");
+            fill(w, 22);
+            assertEquals(4096, one(disk, disk.prepareWrite(0, vector(w), 1)));
+        }
+        try (RbdBackend snap = RbdBackend.open("rbd:rbd/snapped@s1:conf=" + ceph.conf, RbdOptions.defaults())) {
+            assertTrue(snap.readOnly());
+            assertEquals(8 * MiB, snap.sizeBytes(), "the snapshot's size");
+            assertEquals(-Errno.EROFS, snap.prepareWrite(0, vector(w), 1));
+            assertEquals(-Errno.EROFS, snap.prepareDiscard(0, 4096, 1));
+            assertEquals(-Errno.EROFS, snap.prepareWriteZeroes(0, 4096, true, 1));
+            assertEquals(4096, one(snap, snap.prepareRead(0, vector(w), 2)));
+            assertTrue(matches(w, 21), "the data as it was at the snapshot");
+        }
+    }
+
+    @Test
+    void refusesOutOfRangeRequestsAndMissingImages() throws Exception {
+        ceph.run("rbd", "create", "rbd/small", "--size", "1M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("small"), RbdOptions.defaults().withMaxSegments(2))) {
+            NativeBuffer b = buffer(4096);
+            assertEquals(-Errno.EINVAL, disk.prepareRead(MiB - 2048, vector(b), 1));
+            assertEquals(-Errno.EINVAL, disk.prepareWrite(-4096, vector(b), 1));
+            assertEquals(-Errno.EINVAL, disk.prepareRead(Long.MAX_VALUE - 10, vector(b), 1));
+            assertEquals(-Errno.EINVAL, disk.prepareDiscard(0, 2 * MiB, 1));
+            assertEquals(-Errno.EINVAL, disk.prepareRead(0, vector(b, b, b), 1));
+            assertEquals(disk.depth(), disk.freeSlots());
+        }
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> RbdBackend.open(ceph.address("nope"), RbdOptions.defaults()));
+        assertTrue(e.getMessage().contains("nope"), e.getMessage());
+    }
+}

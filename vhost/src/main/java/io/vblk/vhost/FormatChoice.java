@@ -1,0 +1,81 @@
+package io.vblk.vhost;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.block.BlockDriver;
+import io.vblk.block.DriverFactory;
+import io.vblk.block.ImageFormat;
+import io.vblk.block.qcow2.Qcow2;
+import io.vblk.block.qcow2.Qcow2Options;
+
+/**
+ * The drivers for an image served in a format other than raw (named by {@code --format}, never
+ * guessed); io_uring falls back to linux-aio as for raw images.
+ */
+final class FormatChoice implements DriverFactory {
+    private static final int QCOW2_MAGIC = 0x514649fb;
+
+    private final DriverFactory primary;
+    private final DriverFactory fallback;
+    private final long sizeBytes;
+    private final Log log;
+
+    private FormatChoice(DriverFactory primary, DriverFactory fallback, long sizeBytes, Log log) {
+        this.primary = primary;
+        this.fallback = fallback;
+        this.sizeBytes = sizeBytes;
+        this.log = log;
+    }
+
+    static FormatChoice open(Path path, ImageFormat format, BackendKind kind, boolean readOnly, boolean direct, Log log) {
+        if (format != ImageFormat.QCOW2) {
+            throw new UsageError("format " + format + " is served as raw");
+        }
+        if (!Files.isRegularFile(path)) {
+            throw new UsageError("qcow2 image not found or not a file: " + path);
+        }
+        Qcow2Options options = Qcow2Options.defaults().readOnly(readOnly).direct(direct);
+        long size;
+        try {
+            size = Qcow2.virtualSize(path);
+        } catch (RuntimeException e) {
+            throw new UsageError("cannot open qcow2 image " + path + ": " + e.getMessage());
+        }
+        DriverFactory fallback = kind == BackendKind.IO_URING ? Qcow2.factory(path, BackendKind.LINUX_AIO, options) : null;
+        return new FormatChoice(Qcow2.factory(path, kind, options), fallback, size, log);
+    }
+
+    long sizeBytes() {
+        return sizeBytes;
+    }
+
+    @Override
+    public BlockDriver open(int depth) {
+        try {
+            return primary.open(depth);
+        } catch (io.vblk.sys.NativeException e) {
+            if (fallback == null) {
+                throw e;
+            }
+            log.info("io_uring cannot be set up (" + e.getMessage() + "); using linux-aio");
+            return fallback.open(depth);
+        }
+    }
+
+    /** One line when a file served as raw starts like a qcow2 image: it stays raw (a guest may write that). */
+    static void warnIfLooksLikeQcow2(Path path, Log log) {
+        try (InputStream in = Files.newInputStream(path)) {
+            byte[] b = in.readNBytes(4);
+            if (b.length == 4 && ((b[0] & 0xff) << 24 | (b[1] & 0xff) << 16 | (b[2] & 0xff) << 8 | (b[3] & 0xff)) == QCOW2_MAGIC) {
+                log.info("warning: " + path + " starts with a qcow2 header but is served as raw (pass --format qcow2"
+                        + " if it is a qcow2 image)");
+            }
+        } catch (IOException e) {
+            // Not readable as a stream (a block device with odd permissions): nothing to warn about.
+        }
+    }
+}
