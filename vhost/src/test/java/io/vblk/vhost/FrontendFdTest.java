@@ -55,8 +55,15 @@ class FrontendFdTest {
         BlkQueue q = guest.queue(0, 128, true, 3);
         qemu.init(ALL_PROTOCOL, q);
         qemu.start(qemu.linuxFeatures(), true, null, q);
-        assertEquals(0, qemu.f.acked(TestFrontend.SET_VRING_CALL, TestFrontend.u64(0), hostile));
-        assertEquals(0, qemu.f.acked(TestFrontend.SET_VRING_ERR, TestFrontend.u64(0), hostile));
+        // The daemon takes an eventfd and may refuse what is not one (pipes, sockets): either
+        // way the connection goes on.
+        long callAck = qemu.f.acked(TestFrontend.SET_VRING_CALL, TestFrontend.u64(0), hostile);
+        long errAck = qemu.f.acked(TestFrontend.SET_VRING_ERR, TestFrontend.u64(0), hostile);
+        assertTrue(callAck >= 0 && errAck >= 0, "the connection stays open");
+        if (kind == Kind.BLOCKING_FULL_EVENTFD) {
+            assertEquals(0, callAck);
+            assertEquals(0, errAck);
+        }
         // Every completion signals the hostile descriptor; the guest polls the used ring.
         for (int i = 0; i < 50; i++) {
             q.write(i * 8L, BlkQueue.pattern(i * 8L, 4096, 7));
