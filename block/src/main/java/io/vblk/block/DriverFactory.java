@@ -14,6 +14,15 @@ public interface DriverFactory {
     /** Opens a driver; called once per I/O thread when the device is built. */
     BlockDriver open(int depth);
 
+    /**
+     * Makes every write the device completed durable (a migration's source before it hands over,
+     * a backend before it lets go of the image); called with the queues stopped. Drivers write
+     * their metadata through before completing a request, so this is an fdatasync of the files
+     * written. Nothing by default.
+     */
+    default void sync() {
+    }
+
     /** Raw drivers over back ends of {@code kind} on {@code image}. */
     static DriverFactory raw(BackendKind kind, Image image) {
         return depth -> {

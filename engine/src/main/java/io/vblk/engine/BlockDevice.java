@@ -48,6 +48,8 @@ public final class BlockDevice implements AutoCloseable {
 
     private final DeviceModel model;
     private final BackendFactory backends;
+    /** The block drivers' factory when the disk is served in a format other than raw, else null. */
+    private final DriverFactory drivers;
     /** The dirty log in force, or null (the usual case). */
     private volatile DirtyLog dirtyLog;
     private final Tuning tuning;
@@ -62,6 +64,7 @@ public final class BlockDevice implements AutoCloseable {
         this.tuning = b.tuning;
         this.memory = b.memory;
         this.backends = b.backends;
+        this.drivers = b.drivers;
         int numQueues = b.config.numQueues();
         int maxChainSegments = b.config.queueSize() + Math.max(1, b.config.segMax());
         queues = new DeviceQueue[numQueues];
@@ -536,6 +539,10 @@ public final class BlockDevice implements AutoCloseable {
      * whoever opens it next (a migration's destination, a restarted backend).
      */
     public void sync() {
+        if (drivers != null) {
+            drivers.sync();
+            return;
+        }
         backends.sync();
     }
 

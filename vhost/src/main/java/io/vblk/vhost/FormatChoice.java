@@ -66,6 +66,11 @@ final class FormatChoice implements DriverFactory {
         }
     }
 
+    @Override
+    public void sync() {
+        primary.sync();
+    }
+
     /** One line when a file served as raw starts like a qcow2 image: it stays raw (a guest may write that). */
     static void warnIfLooksLikeQcow2(Path path, Log log) {
         try (InputStream in = Files.newInputStream(path)) {

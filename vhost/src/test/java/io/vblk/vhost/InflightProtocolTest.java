@@ -288,7 +288,12 @@ class InflightProtocolTest {
             qemu.protocol &= ~TestFrontend.PF_INFLIGHT_SHMFD;
             qemu.start(qemu.linuxFeatures(), false, null, fresh);
             assertArrayEquals(BlkQueue.pattern(0, 512, 4), fresh.read(0, 512));
+            // The session logs the start after the queue runs: the read can win the race.
             List<String> starts = rig.lines().stream().filter(l -> l.contains("queue 0 started")).toList();
+            for (long end = System.nanoTime() + 5_000_000_000L; starts.size() < 2 && System.nanoTime() < end; ) {
+                Thread.onSpinWait();
+                starts = rig.lines().stream().filter(l -> l.contains("queue 0 started")).toList();
+            }
             assertEquals(2, starts.size(), String.valueOf(starts));
             assertTrue(starts.get(0).contains("inflight tracked"), starts.get(0));
             assertTrue(!starts.get(1).contains("inflight tracked"), "after the reset: " + starts.get(1));

@@ -61,15 +61,30 @@ public final class Qcow2 {
 
     /** A factory for a device with one I/O thread serving {@code path}. */
     public static DriverFactory factory(Path path, BackendKind kind, Qcow2Options options) {
-        boolean[] opened = new boolean[1];
-        return depth -> {
-            synchronized (opened) {
-                if (opened[0]) {
+        return new DriverFactory() {
+            private boolean opened;
+
+            @Override
+            public synchronized BlockDriver open(int depth) {
+                if (opened) {
                     throw new IllegalArgumentException("a qcow2 image is served by one I/O thread: map every queue to thread 0");
                 }
-                opened[0] = true;
+                opened = true;
+                return Qcow2.open(path, kind, depth, options);
             }
-            return open(path, kind, depth, options);
+
+            @Override
+            public void sync() {
+                // Metadata is written through before requests complete: the file's data is all.
+                if (!options.readOnly()) {
+                    try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(path,
+                            java.nio.file.StandardOpenOption.WRITE)) {
+                        ch.force(false);
+                    } catch (IOException e) {
+                        throw new java.io.UncheckedIOException("qcow2: fdatasync of " + path, e);
+                    }
+                }
+            }
         };
     }
 
@@ -118,7 +133,7 @@ public final class Qcow2 {
             if (h.backingFile != null) {
                 backing = openBacking(real, h, kind, depth, options, level, chain);
             }
-            int ioDepth = Math.min(8192, depth * 4 + options.l2CacheTables() + 16);
+            int ioDepth = Math.min(8192, depth * 2 + options.l2CacheTables() + 16);
             io = IoBackends.open(kind, image, BackendOptions.depth(ioDepth));
             return new Qcow2Driver(meta, image, io, backing, depth, options);
         } catch (RuntimeException | Error e) {

@@ -86,7 +86,7 @@ public final class Qcow2Driver implements BlockDriver {
     /** Clusters reserved per refcount update (one refcount-block write and flush each). */
     private static final int RESERVE_CLUSTERS = 256;
 
-    private final Qcow2Image meta;
+    private Qcow2Image meta;
     private final Image image;
     private final IoBackend io;
     private final BlockDriver backing;
@@ -100,7 +100,7 @@ public final class Qcow2Driver implements BlockDriver {
     /** The unit an L2 table is written back in: the O_DIRECT alignment, at least a sector. */
     private final int l2Chunk;
     private final long virtualSize;
-    private final long openedFileSize;
+    private long openedFileSize;
     private final boolean v3;
     private final Req[] reqs;
     private final int[] freeReqs;
@@ -108,7 +108,7 @@ public final class Qcow2Driver implements BlockDriver {
     private int accepted;
     private final L2Slot[] slots;
     private int clockHand;
-    private final long[] validatedL2;
+    private long[] validatedL2;
     private final ReqList runnable = new ReqList();
     private final ReqList done = new ReqList();
     private final ReqList cacheWaiters = new ReqList();
@@ -128,7 +128,7 @@ public final class Qcow2Driver implements BlockDriver {
     private long l1WritingGen;
 
     // cluster allocation (see the class comment)
-    private final Refill refill;
+    private Refill refill;
 
     /** A metadata write met a full back end (EAGAIN): {@link #poll} tries it again. */
     private boolean metadataRetry;
@@ -140,6 +140,8 @@ public final class Qcow2Driver implements BlockDriver {
     private final NativeBuffer headerSector;
     private final IoVector headerVec = new IoVector(1);
     private boolean closed;
+    /** Whether the metadata was read again at the first request (see {@link #reloadAtStart}). */
+    private boolean started;
 
     Qcow2Driver(Qcow2Image meta, Image image, IoBackend io, BlockDriver backing, int depth, Qcow2Options options) {
         this.meta = meta;
@@ -259,6 +261,9 @@ public final class Qcow2Driver implements BlockDriver {
         if (closed) {
             return -Errno.EBADF;
         }
+        if (!started) {
+            reloadAtStart();
+        }
         if (corrupt || fatalError != 0) {
             return -Errno.EIO;
         }
@@ -274,6 +279,48 @@ public final class Qcow2Driver implements BlockDriver {
         accepted++;
         run(r);
         return 0;
+    }
+
+    /**
+     * Reads the metadata again when the first request arrives, once, on the I/O thread (a few
+     * small file reads). A migration's destination opens the image while the source still
+     * writes to it; the source stops, drains and syncs before the destination's guest runs, so
+     * the tables as they are at the first request are the ones to use. Nothing read at open
+     * (L1, refcount table, the end of the file where clusters are allocated) is trusted past it.
+     */
+    private void reloadAtStart() {
+        started = true;
+        Qcow2Image fresh;
+        try {
+            fresh = Qcow2Image.read(meta.path, alignment, image);
+        } catch (RuntimeException e) {
+            markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
+            return;
+        }
+        if (fresh.clusterSize != cluster || fresh.header.virtualSize != virtualSize) {
+            markCorrupt("cluster size or virtual size changed before the first request");
+            return;
+        }
+        if (fresh.fileSize > image.sizeBytes() && !readOnly) {
+            image.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
+        }
+        meta = fresh;
+        openedFileSize = fresh.fileSize;
+        validatedL2 = new long[validatedL2.length];
+        for (L2Slot s : slots) {
+            s.assign(0);
+        }
+        lastSlot = null;
+        l1Vec.clear();
+        l1Vec.add(meta.l1.address(), meta.l1WriteBytes);
+        refill = new Refill();
+        if (!readOnly) {
+            try (FileChannel ch = FileChannel.open(meta.path, StandardOpenOption.READ)) {
+                Qcow2Image.readInto(ch, headerSector, 0, alignment);
+            } catch (IOException e) {
+                markCorrupt("cannot read the header again: " + e.getMessage());
+            }
+        }
     }
 
     // ------------------------------------------------------------------ the state machine
@@ -913,6 +960,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (refill.next < refill.reservedEnd) {
             long c = refill.next;
             refill.next += cluster;
+            refill.prefetch();
             return c;
         }
         park(r, allocWaiters);
@@ -951,17 +999,36 @@ public final class Qcow2Driver implements BlockDriver {
             blockVec.add(block.address(), cluster);
         }
 
+        /**
+         * Starts the next reservation while half of the current one is left, so allocating writes
+         * rarely wait for its flush; only inside the current refcount block (a new block is
+         * placed at the allocation point, so it waits until the reservation is used up).
+         */
+        void prefetch() {
+            if (state == IDLE && reservedEnd - next < ((long) RESERVE_CLUSTERS << clusterBits) / 2
+                    && blockIndex >= 0 && reservedEnd < blockEnd()) {
+                start();
+            }
+        }
+
+        long blockEnd() {
+            return ((long) (blockIndex + 1) * entriesPerBlock) << clusterBits;
+        }
+
         void start() {
             if (state != IDLE) {
                 return;
             }
-            long c = next >>> clusterBits;
+            long c = reservedEnd >>> clusterBits;
             long bi = c / entriesPerBlock;
             if (bi >= meta.reftableEntries) {
                 fail(-Errno.ENOSPC); // growing the refcount table is not implemented
                 return;
             }
             if (bi != blockIndex) {
+                if (next < reservedEnd) {
+                    return; // moving to another block waits until this reservation is used up
+                }
                 long e = meta.reftableEntry((int) bi) & REFT_OFFSET_MASK;
                 if (e != 0) {
                     blockIndex = (int) bi;
@@ -988,8 +1055,7 @@ public final class Qcow2Driver implements BlockDriver {
         }
 
         private void reserve() {
-            long blockEnd = ((long) (blockIndex + 1) * entriesPerBlock) << clusterBits;
-            long end = Math.min(reservedEnd + ((long) RESERVE_CLUSTERS << clusterBits), blockEnd);
+            long end = Math.min(reservedEnd + ((long) RESERVE_CLUSTERS << clusterBits), blockEnd());
             if (end <= reservedEnd) {
                 start(); // the block is full: move to the next one
                 return;

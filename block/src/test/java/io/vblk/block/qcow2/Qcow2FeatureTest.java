@@ -116,6 +116,27 @@ class Qcow2FeatureTest {
     }
 
     @Test
+    void metadataIsReadAgainAtTheFirstRequestAsAMigrationDestinationNeeds() throws Exception {
+        Path img = DriverRig.create(dir, "m.qcow2", String.valueOf(4 * MIB));
+        try (Qcow2Driver d = Qcow2.open(img, BackendKind.IO_URING, 8, Qcow2Options.defaults())) {
+            // The source still writes after the destination opened: new clusters, a new L2 table.
+            DriverRig.Result r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P 0x3c 1M 192k", img.toString());
+            assertEquals(0, r.code(), r.output());
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(65536);
+            assertEquals(65536, rig.one(rig.read(MIB + 65536, b, 65536)));
+            byte[] want = new byte[65536];
+            Arrays.fill(want, (byte) 0x3c);
+            assertArrayEquals(want, DriverRig.bytes(b, 65536));
+            // And allocation continues after the clusters the source added.
+            DriverRig.fill(b, new byte[65536], 0, 0);
+            assertEquals(8192, rig.one(rig.write(3 * MIB, b, 8192)));
+        }
+        DriverRig.Result check = DriverRig.run("qemu-img", "check", img.toString());
+        assertEquals(0, check.code(), check.output());
+    }
+
+    @Test
     void readOnlyOpenRefusesChangesAndLeavesTheFileAlone() throws Exception {
         Path img = DriverRig.create(dir, "ro.qcow2", String.valueOf(MIB));
         byte[] before = Files.readAllBytes(img);
