@@ -11,6 +11,8 @@
 #   e2e.read=OFF:LEN:SHA256  a region the host filled; its checksum before the guest writes
 #   e2e.writes=OFF:LEN:BS,.. regions to fill with random data (dd block size BS); spread over CPUs
 #   e2e.discard=OFF:LEN      a region to discard at the end
+#   e2e.resize=N             print E2E-RESIZE-READY, then wait for the capacity to become N sectors
+#                            (the host resizes the disk online) and read the new last block
 #
 # Output on the console, one record per line (the host parses these):
 #   E2E-INFO key=value ...
@@ -209,5 +211,21 @@ mark written
 flush
 discard
 flush
+online_resize() {
+  local want i
+  want=$(param resize) || return 0
+  echo "E2E-RESIZE-READY"
+  i=0
+  while [ "$(cat $SYS/size)" != "$want" ]; do
+    i=$((i + 1))
+    [ $i -le 600 ] || fail "capacity still $(cat $SYS/size) sectors 60 s after E2E-RESIZE-READY, want $want"
+    sleep 0.1
+  done
+  dd if=$DEV of=/dev/null bs=4096 skip=$((want / 8 - 1)) count=1 iflag=direct 2>/dev/null \
+    || fail "cannot read the last block after the resize"
+  echo "E2E-INFO resized to $want sectors without a reboot"
+}
+
+online_resize
 mark finished
 finish ok

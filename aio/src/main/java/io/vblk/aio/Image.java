@@ -45,7 +45,7 @@ public final class Image implements AutoCloseable {
     private final Path path;
     private final ImageOptions options;
     private final PosixFile file;
-    /** Grows only, through {@link #extendTo(long)} on the submitting thread (image formats). */
+    /** Volatile: {@link #resize} and {@link #extendTo(long)} change it while back ends check requests against it. */
     private volatile long sizeBytes;
     private final boolean blockDevice;
     private final int memoryAlignment;
@@ -216,6 +216,26 @@ public final class Image implements AutoCloseable {
     /** The alignment O_DIRECT requires of file offsets and lengths (1 when buffered). */
     public int offsetAlignment() {
         return offsetAlignment;
+    }
+
+    /**
+     * Changes the size of the image file (ftruncate(2)): growing adds a hole that reads as zeros,
+     * shrinking drops the tail. Only for a writable regular file opened by path.
+     *
+     * @throws IllegalStateException for a block device, a read-only or a portable image
+     * @throws io.vblk.sys.NativeException when the kernel refuses (no space for the metadata, a
+     *         file size limit)
+     */
+    public synchronized void resize(long newSizeBytes) {
+        if (newSizeBytes <= 0 || newSizeBytes % SECTOR_BYTES != 0) {
+            throw new IllegalArgumentException("size must be a positive multiple of " + SECTOR_BYTES + ": " + newSizeBytes);
+        }
+        if (blockDevice || options.readOnly() || file == null) {
+            throw new IllegalStateException("cannot resize " + path + ": " + (blockDevice ? "a block device"
+                    : options.readOnly() ? "opened read-only" : "not a file"));
+        }
+        Native.check(Native.libc().ftruncate(file.fd(), newSizeBytes), "ftruncate", path, newSizeBytes);
+        sizeBytes = newSizeBytes;
     }
 
     /**

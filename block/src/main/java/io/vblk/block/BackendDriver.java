@@ -3,6 +3,7 @@ package io.vblk.block;
 import io.vblk.aio.CompletionSink;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
+import io.vblk.block.nbd.NbdBackend;
 import io.vblk.sys.EventFd;
 
 /**
@@ -112,6 +113,11 @@ public final class BackendDriver implements BlockDriver {
 
     @Override
     public void acknowledge(int i) {
+        if (backend instanceof NbdBackend) {
+            // Its source is an epoll descriptor over its sockets: nothing to read, only noted.
+            ((NbdBackend) backend).acknowledge();
+            return;
+        }
         EventFd e = backend.completionEvent();
         if (e != null) {
             e.read();

@@ -44,6 +44,32 @@ public final class BlkConfig {
         maxWriteZeroesSeg = b.maxWriteZeroesSeg;
     }
 
+    /** This config with another capacity, {@code capacityBytes} (a positive multiple of 512). */
+    public BlkConfig withCapacity(long capacityBytes) {
+        if (capacityBytes <= 0 || capacityBytes % 512 != 0) {
+            throw new IllegalArgumentException("capacity must be a positive multiple of 512 bytes: " + capacityBytes);
+        }
+        return new BlkConfig(this, capacityBytes >>> BlkRequestDescriptor.SECTOR_SHIFT);
+    }
+
+    private BlkConfig(BlkConfig o, long capacitySectors) {
+        this.capacitySectors = capacitySectors;
+        this.blockSize = o.blockSize;
+        this.physicalBlockExp = o.physicalBlockExp;
+        this.readOnly = o.readOnly;
+        this.serial = o.serial;
+        this.numQueues = o.numQueues;
+        this.queueSize = o.queueSize;
+        this.segMax = o.segMax;
+        this.sizeMax = o.sizeMax;
+        this.discard = o.discard;
+        this.writeZeroes = o.writeZeroes;
+        this.maxDiscardSectors = o.maxDiscardSectors;
+        this.maxWriteZeroesSectors = o.maxWriteZeroesSectors;
+        this.maxDiscardSeg = o.maxDiscardSeg;
+        this.maxWriteZeroesSeg = o.maxWriteZeroesSeg;
+    }
+
     /** A builder for a disk of {@code capacityBytes} (a multiple of 512). */
     public static Builder builder(long capacityBytes) {
         return new Builder(capacityBytes);

@@ -53,15 +53,19 @@ public final class BlockDevice implements AutoCloseable {
     /** The dirty log in force, or null (the usual case). */
     private volatile DirtyLog dirtyLog;
     private final Tuning tuning;
+    private final DeviceListener listener;
     private final DeviceQueue[] queues;
     private final IoThread[] threads;
     private final IoThread[] threadOfQueue;
+    /** Null when the device was built without limits and without {@code Tuning.adjustableLimits}. */
+    private final Throttle throttle;
     private volatile GuestMemory memory;
     private boolean closed;
 
     private BlockDevice(Builder b) {
         this.model = new DeviceModel(b.config);
         this.tuning = b.tuning;
+        this.listener = b.listener;
         this.memory = b.memory;
         this.backends = b.backends;
         this.drivers = b.drivers;
@@ -71,13 +75,19 @@ public final class BlockDevice implements AutoCloseable {
         for (int q = 0; q < numQueues; q++) {
             queues[q] = new DeviceQueue(q, maxChainSegments);
         }
-        Throttle throttle = Throttle.of(tuning.iopsLimit(), tuning.bytesPerSecondLimit(), tuning.burstMs());
-        int threadCount = tuning.threadCount(numQueues);
+        throttle = tuning.adjustableLimits() ? new Throttle(tuning.iopsLimit(), tuning.bytesPerSecondLimit(), tuning.burstMs())
+                : Throttle.of(tuning.iopsLimit(), tuning.bytesPerSecondLimit(), tuning.burstMs());
+        SharedIoThread[] shared = b.ioThreads;
+        if (shared != null && tuning.threadingMode() != ThreadingMode.SHARED) {
+            throw new IllegalArgumentException("shared I/O threads complete requests themselves: ThreadingMode.SHARED, not "
+                    + tuning.threadingMode());
+        }
+        int threadCount = shared != null ? Math.min(shared.length, numQueues) : tuning.threadCount(numQueues);
         threads = new IoThread[threadCount];
         threadOfQueue = new IoThread[numQueues];
         try {
             for (int t = 0; t < threadCount; t++) {
-                DeviceQueue[] mine = queuesOf(t, numQueues);
+                DeviceQueue[] mine = queuesOf(t, numQueues, shared == null ? 0 : threadCount);
                 if (mine.length == 0) {
                     throw new IllegalArgumentException("I/O thread " + t + " has no queue in mapping " + tuning);
                 }
@@ -97,21 +107,30 @@ public final class BlockDevice implements AutoCloseable {
             throw e;
         }
         for (IoThread t : threads) {
-            t.start(b.name + "-io" + t.id());
+            if (shared != null) {
+                t.startOn(shared[t.id()]);
+            } else {
+                t.start(b.name + "-io" + t.id());
+            }
         }
     }
 
-    private DeviceQueue[] queuesOf(int thread, int numQueues) {
+    /** The I/O thread of queue {@code q}: the tuning's mapping, or round robin over shared threads. */
+    private int threadOf(int q, int sharedCount) {
+        return sharedCount > 0 ? q % sharedCount : tuning.threadOf(q);
+    }
+
+    private DeviceQueue[] queuesOf(int thread, int numQueues, int sharedCount) {
         int count = 0;
         for (int q = 0; q < numQueues; q++) {
-            if (tuning.threadOf(q) == thread) {
+            if (threadOf(q, sharedCount) == thread) {
                 count++;
             }
         }
         DeviceQueue[] mine = new DeviceQueue[count];
         int i = 0;
         for (int q = 0; q < numQueues; q++) {
-            if (tuning.threadOf(q) == thread) {
+            if (threadOf(q, sharedCount) == thread) {
                 mine[i++] = queues[q];
             }
         }
@@ -457,6 +476,34 @@ public final class BlockDevice implements AutoCloseable {
         }
     }
 
+    /**
+     * Changes the capacity while the device runs (online resize): requests are checked against
+     * the new capacity from the next one on, {@link #configSpace()} shows it, and the listener's
+     * {@link DeviceListener#configChanged} is called so the VMM can raise the config-change
+     * interrupt. The back end's image must already have the new size (grown first, shrunk after).
+     *
+     * @throws IllegalArgumentException unless {@code capacityBytes} is a positive multiple of 512
+     */
+    public void resize(long capacityBytes) {
+        BlkConfig resized = model.config().withCapacity(capacityBytes);
+        model.setConfig(resized);
+        listener.configChanged(resized);
+    }
+
+    /**
+     * Changes the IOPS and bandwidth limits (0: none) while the device runs; they apply from the
+     * next pop pass of every queue.
+     *
+     * @throws IllegalStateException when the device was built with neither a limit nor
+     *         {@code Tuning.Builder.adjustableLimits(true)}
+     */
+    public void setLimits(long iopsLimit, long bytesPerSecond) {
+        if (throttle == null) {
+            throw new IllegalStateException("the device was built without a throttle: build it with Tuning.adjustableLimits(true)");
+        }
+        throttle.setLimits(iopsLimit, bytesPerSecond);
+    }
+
     // ------------------------------------------------------------ migration
 
     /**
@@ -719,6 +766,7 @@ public final class BlockDevice implements AutoCloseable {
         private Tuning tuning = Tuning.defaults();
         private DeviceListener listener = DeviceListener.NONE;
         private String name = "vblk";
+        private SharedIoThread[] ioThreads;
 
         private Builder(BlkConfig config, BackendFactory backends) {
             this.config = Objects.requireNonNull(config, "config");
@@ -728,6 +776,23 @@ public final class BlockDevice implements AutoCloseable {
         /** The guest memory (may also be set later with {@link BlockDevice#setMemory}). */
         public Builder memory(GuestMemory value) {
             memory = value;
+            return this;
+        }
+
+        /**
+         * Runs the device's queues on these shared I/O threads (queue q on thread q mod n, n
+         * capped at the queue count) instead of threads of its own; the tuning's thread mapping
+         * is then unused, and its threading mode must be {@link ThreadingMode#SHARED}. The
+         * threads stay the caller's: close the device before them.
+         */
+        public Builder ioThreads(SharedIoThread... value) {
+            if (value.length == 0) {
+                throw new IllegalArgumentException("ioThreads: at least one thread");
+            }
+            for (SharedIoThread t : value) {
+                Objects.requireNonNull(t, "ioThreads element");
+            }
+            ioThreads = value.clone();
             return this;
         }
 

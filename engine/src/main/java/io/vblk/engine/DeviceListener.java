@@ -14,4 +14,12 @@ public interface DeviceListener {
      */
     default void queueBroken(int queue, String reason) {
     }
+
+    /**
+     * The device's config space changed ({@link BlockDevice#resize}): the VMM should raise the
+     * configuration-change interrupt (virtio 1.2 4.1.4.5 ISR bit 1, or the MSI-X config vector)
+     * so the driver re-reads it. Called on the thread that changed it.
+     */
+    default void configChanged(BlkConfig config) {
+    }
 }

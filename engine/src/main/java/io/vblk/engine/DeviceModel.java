@@ -2,10 +2,12 @@ package io.vblk.engine;
 
 /**
  * The device as the data plane sees it: the offered config plus what the driver negotiated.
- * Read by the I/O threads on every request; written only while the device is stopped.
+ * Read by the I/O threads on every request; written only while the device is stopped, except
+ * the config as a whole, which a resize replaces (a volatile reference: a request is checked
+ * against either the old capacity or the new, never a mix).
  */
 final class DeviceModel {
-    private final BlkConfig config;
+    private volatile BlkConfig config;
     private volatile long negotiated;
 
     DeviceModel(BlkConfig config) {
@@ -15,6 +17,10 @@ final class DeviceModel {
 
     BlkConfig config() {
         return config;
+    }
+
+    void setConfig(BlkConfig value) {
+        config = value;
     }
 
     void negotiate(long driverFeatures) {

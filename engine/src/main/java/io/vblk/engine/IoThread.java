@@ -41,6 +41,8 @@ final class IoThread implements Runnable, CompletionSink {
     private static final int TAG_COMPLETIONS = 1 << 20;
     private static final int INBOX_SIZE = 4096;
     private static final int SPIN_ROUNDS = 100;
+    /** {@link #prepareSleep()}: there is work, do not sleep. */
+    static final int WAKE_NOW = -2;
 
     private final int id;
     private final DeviceModel model;
@@ -71,6 +73,8 @@ final class IoThread implements Runnable, CompletionSink {
     private volatile boolean sleeping;
     private volatile boolean running = true;
     private Thread thread;
+    /** The shared thread that runs this one's rounds, or null when it has a thread of its own. */
+    private SharedIoThread shared;
     private Thread completionThread;
     private int idleRounds;
     private long idleSinceNs;
@@ -169,6 +173,37 @@ final class IoThread implements Runnable, CompletionSink {
         thread = new Thread(this, name);
         thread.setDaemon(true);
         thread.start();
+    }
+
+    /**
+     * Runs this thread's rounds on {@code shared} instead of a thread of its own (shared threading
+     * only: the shared thread completes requests itself).
+     */
+    void startOn(SharedIoThread shared) {
+        if (completionProcessor != null) {
+            throw new IllegalArgumentException("a shared I/O thread needs ThreadingMode.SHARED, not dedicated completion threads");
+        }
+        this.shared = shared;
+        shared.attach(this);
+    }
+
+    /**
+     * One round on a shared thread: like {@link #run()}'s handler, a failure (a bug, a fault in
+     * this device's guest memory) quarantines this member's queues only, never the other devices
+     * on the thread.
+     */
+    int doWorkIsolated() {
+        try {
+            return doWork();
+        } catch (RuntimeException | Error e) {
+            quarantineAll("internal error: " + e);
+            return 0;
+        }
+    }
+
+    /** This member's epoll descriptor, which a shared thread watches for its kicks and completions. */
+    int epollFd() {
+        return epoll.fd();
     }
 
     int id() {
@@ -369,11 +404,16 @@ final class IoThread implements Runnable, CompletionSink {
                 r.startNs = nowNs;
                 q.inflight++;
                 popped++;
+                r.type = -1; // a chain refused before its header was read counts as no type
                 dispatch(r, parser.parse(chain, r));
                 if (r.stage == BlkRequest.CLAIMED) {
                     r.stage = BlkRequest.HANDED; // the back end's or the completion path's now
                 }
                 q.counters.add(QueueCounters.BYTES, r.bytes);
+                int byType = QueueCounters.ofType(r.type);
+                if (byType >= 0) {
+                    q.counters.increment(byType);
+                }
                 if (throttle != null) {
                     // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
                     // none, and charging its length (up to ~512 GiB) would stall the device.
@@ -569,6 +609,20 @@ final class IoThread implements Runnable, CompletionSink {
      * re-enabled first, and a ring that gained buffers meanwhile cancels the sleep.
      */
     private void sleep() {
+        int timeoutMs = prepareSleep();
+        if (timeoutMs != WAKE_NOW) {
+            awaitEvents(timeoutMs);
+        }
+        finishSleep();
+    }
+
+    /**
+     * First half of a sleep: marks the thread sleeping (so kicks and commands signal the wake-up
+     * eventfd), re-enables the rings' notifications and re-checks them. Returns {@link #WAKE_NOW}
+     * when there is work after all, else the epoll timeout (-1: none; a throttle deadline).
+     * A {@link SharedIoThread} calls it for each of its members before it sleeps for all.
+     */
+    int prepareSleep() {
         sleeping = true;
         int timeoutMs = -1;
         boolean abort = inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
@@ -594,12 +648,19 @@ final class IoThread implements Runnable, CompletionSink {
                 abort = true;
             }
         }
-        if (!abort) {
-            int ready = epoll.await(timeoutMs);
-            for (int i = 0; i < ready; i++) {
-                acknowledge((int) epoll.data(i));
-            }
+        return abort ? WAKE_NOW : timeoutMs;
+    }
+
+    /** Waits in this thread's epoll (0: only collects what is ready) and acknowledges what woke it. */
+    void awaitEvents(int timeoutMs) {
+        int ready = epoll.await(timeoutMs);
+        for (int i = 0; i < ready; i++) {
+            acknowledge((int) epoll.data(i));
         }
+    }
+
+    /** Second half of a sleep: no longer sleeping, notifications suppressed again while awake. */
+    void finishSleep() {
         sleeping = false;
         for (DeviceQueue q : queues) {
             if (q.state == DeviceQueue.RUNNING) {
@@ -691,6 +752,9 @@ final class IoThread implements Runnable, CompletionSink {
     /** Stops the thread after its queues were stopped; waits for in-flight I/O via the back end. */
     void shutdown() {
         running = false;
+        if (shared != null) {
+            shared.detach(this); // returns once the shared thread no longer runs this one
+        }
         wakeup.signal();
         joinQuietly(thread);
         if (completionProcessor != null) {
@@ -714,6 +778,6 @@ final class IoThread implements Runnable, CompletionSink {
     }
 
     Thread thread() {
-        return thread;
+        return shared != null ? shared.thread() : thread;
     }
 }

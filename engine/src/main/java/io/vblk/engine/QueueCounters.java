@@ -14,6 +14,7 @@ import org.agrona.concurrent.UnsafeBuffer;
  * <pre>
  *  line 0 (request side):    REQUESTS, BYTES, BATCHES, SUBMITS, QUARANTINES, THROTTLED, KICKS
  *  line 1 (completion side): COMPLETIONS, ERRORS, UNSUPPORTED, INTERRUPTS, INTERRUPTS_SUPPRESSED
+ *  line 2 (request side):    READS, WRITES, FLUSHES, DISCARDS, WRITE_ZEROES
  * </pre>
  */
 public final class QueueCounters {
@@ -42,7 +43,18 @@ public final class QueueCounters {
     /** used.idx publishes that the driver asked not to be interrupted for. */
     public static final int INTERRUPTS_SUPPRESSED = 12;
 
-    private static final int SLOTS = 16;
+    /** Read requests (VIRTIO_BLK_T_IN) popped. */
+    public static final int READS = 16;
+    /** Write requests (VIRTIO_BLK_T_OUT) popped. */
+    public static final int WRITES = 17;
+    /** Flush requests popped. */
+    public static final int FLUSHES = 18;
+    /** Discard requests popped. */
+    public static final int DISCARDS = 19;
+    /** Write-zeroes requests popped. */
+    public static final int WRITE_ZEROES = 20;
+
+    private static final int SLOTS = 24;
     private static final String[] NAMES = new String[SLOTS];
 
     static {
@@ -58,6 +70,23 @@ public final class QueueCounters {
         NAMES[UNSUPPORTED] = "unsupported";
         NAMES[INTERRUPTS] = "interrupts";
         NAMES[INTERRUPTS_SUPPRESSED] = "interrupts_suppressed";
+        NAMES[READS] = "reads";
+        NAMES[WRITES] = "writes";
+        NAMES[FLUSHES] = "flushes";
+        NAMES[DISCARDS] = "discards";
+        NAMES[WRITE_ZEROES] = "write_zeroes";
+    }
+
+    /** The counter of requests of virtio-blk request type {@code type}, or -1 for other types. */
+    static int ofType(int type) {
+        switch (type) {
+            case BlkRequestDescriptor.T_IN: return READS;
+            case BlkRequestDescriptor.T_OUT: return WRITES;
+            case BlkRequestDescriptor.T_FLUSH: return FLUSHES;
+            case BlkRequestDescriptor.T_DISCARD: return DISCARDS;
+            case BlkRequestDescriptor.T_WRITE_ZEROES: return WRITE_ZEROES;
+            default: return -1;
+        }
     }
 
     private final ByteBuffer owner = BufferUtil.allocateDirectAligned(SLOTS * Long.BYTES, 64);

@@ -17,6 +17,7 @@ public final class Tuning {
     private final long bytesPerSecondLimit;
     private final long burstMs;
     private final boolean recordLatency;
+    private final boolean adjustableLimits;
 
     private Tuning(Builder b) {
         waitStrategy = b.waitStrategy;
@@ -29,6 +30,12 @@ public final class Tuning {
         bytesPerSecondLimit = b.bytesPerSecondLimit;
         burstMs = b.burstMs;
         recordLatency = b.recordLatency;
+        adjustableLimits = b.adjustableLimits;
+    }
+
+    /** Whether the device keeps a throttle even without limits, so {@code BlockDevice.setLimits} works. */
+    public boolean adjustableLimits() {
+        return adjustableLimits;
     }
 
     /** Adaptive waiting (50 us of polling), shared threading, one I/O thread for all queues. */
@@ -116,6 +123,7 @@ public final class Tuning {
         private int backendDepth;
         private long iopsLimit;
         private long bytesPerSecondLimit;
+        private boolean adjustableLimits;
         private long burstMs = 100;
         private boolean recordLatency = true;
 
@@ -205,6 +213,15 @@ public final class Tuning {
 
         public Builder recordLatency(boolean value) {
             recordLatency = value;
+            return this;
+        }
+
+        /**
+         * Keep a throttle even while no limit is set, so that limits can be set and changed at
+         * run time ({@code BlockDevice.setLimits}); costs a clock read per round (default off).
+         */
+        public Builder adjustableLimits(boolean value) {
+            adjustableLimits = value;
             return this;
         }
 

@@ -38,7 +38,7 @@ final class DeviceRig implements AutoCloseable {
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
                       boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory,
-                      java.util.function.UnaryOperator<BackendFactory> backends) {
+                      SharedIoThread[] ioThreads, java.util.function.UnaryOperator<BackendFactory> backends) {
         this.imagePath = imagePath;
         this.kind = kind;
         int queues = config.numQueues();
@@ -52,6 +52,9 @@ final class DeviceRig implements AutoCloseable {
         this.statusOf = new long[queues][config.queueSize()];
         BlockDevice.Builder db = BlockDevice.builder(config, backends.apply(BackendFactory.of(kind, image)))
                 .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName());
+        if (ioThreads != null) {
+            db.ioThreads(ioThreads);
+        }
         if (driverFactory != null) {
             db.drivers(driverFactory);
         }
@@ -217,6 +220,7 @@ final class DeviceRig implements AutoCloseable {
         private boolean readOnlyImage;
         private boolean indirect = true;
         private DeviceListener listener = DeviceListener.NONE;
+        private SharedIoThread[] ioThreads;
         private DriverFactory driverFactory;
         private long capacityBytes = -1;
         private java.util.function.UnaryOperator<BackendFactory> backends = f -> f;
@@ -256,6 +260,11 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
+        Builder ioThreads(SharedIoThread... value) {
+            ioThreads = value;
+            return this;
+        }
+
         Builder listener(DeviceListener value) {
             listener = value;
             return this;
@@ -279,7 +288,7 @@ final class DeviceRig implements AutoCloseable {
             BlkConfig.Builder b = BlkConfig.builder(capacityBytes >= 0 ? capacityBytes : Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
             return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, driverFactory,
-                    backends);
+                    ioThreads, backends);
         }
     }
 }

@@ -6,6 +6,8 @@ import java.util.List;
 import java.util.Locale;
 import java.util.function.Function;
 
+import picocli.CommandLine;
+
 import io.vblk.aio.BackendKind;
 import io.vblk.engine.ByteSize;
 import io.vblk.engine.ThreadingMode;
@@ -60,7 +62,7 @@ final class BenchOptions {
             "                       socket's peer)",
             "  --daemon vblk|qsd    vhost-user without --socket: start vblk serve (default) or",
             "                       qemu-storage-daemon on the image",
-            "  --serve-cmd CMD      how to run vblk serve (default: java -jar vhost/target/vblk.jar serve)",
+            "  --serve-cmd CMD      how to run vblk serve (default: java -jar daemon/target/vblk.jar serve)",
             "",
             "Engine (embedded, and vblk serve when started here):",
             "  --backend LIST       io_uring, linux-aio, threads, null (default io_uring)",
@@ -148,38 +150,47 @@ final class BenchOptions {
      */
     static BenchOptions parse(String[] args) {
         BenchOptions o = new BenchOptions();
-        for (int i = 0; i < args.length; i++) {
-            String arg = args[i];
-            String name = arg;
-            String value = null;
-            int eq = arg.indexOf('=');
-            if (arg.startsWith("--") && eq > 0) {
-                name = arg.substring(0, eq);
-                value = arg.substring(eq + 1);
+        CommandLine.ParseResult parsed;
+        try {
+            parsed = new CommandLine(SPEC).parseArgs(args);
+        } catch (CommandLine.ParameterException e) {
+            throw new UsageError(e.getMessage());
+        }
+        // In the order given: a later --image replaces an earlier one, as before.
+        for (CommandLine.Model.OptionSpec option : parsed.matchedOptions()) {
+            String name = option.longestName();
+            for (String value : option.stringValues()) {
+                if (isFlag(name) || isFlag(option.shortestName())) {
+                    o.flag(option.shortestName().equals("-h") ? "--help" : name);
+                } else {
+                    o.set(name, value);
+                }
             }
-            if (isFlag(name)) {
-                if (value != null) {
-                    throw new UsageError(name + " takes no value");
-                }
-                o.flag(name);
-            } else if (name.startsWith("-")) {
-                if (!VALUE_OPTIONS.contains(name)) {
-                    throw new UsageError("unknown option " + name);
-                }
-                if (value == null) {
-                    if (i + 1 >= args.length) {
-                        throw new UsageError(name + " needs a value");
-                    }
-                    value = args[++i];
-                }
-                o.set(name, value);
-            } else {
-                throw new UsageError("unexpected argument '" + arg + "'");
+            if (option.stringValues().isEmpty() && (isFlag(name) || isFlag(option.shortestName()))) {
+                o.flag(option.shortestName().equals("-h") ? "--help" : name);
             }
             o.given.add(name);
         }
         o.check();
         return o;
+    }
+
+    /**
+     * The command-line grammar, for picocli: every option of {@link #USAGE}, values kept as text
+     * and checked by {@link #set}, so each message names the option and the value at fault.
+     */
+    private static final CommandLine.Model.CommandSpec SPEC = spec();
+
+    private static CommandLine.Model.CommandSpec spec() {
+        CommandLine.Model.CommandSpec spec = CommandLine.Model.CommandSpec.create().name("vblk bench");
+        for (String name : VALUE_OPTIONS) {
+            spec.addOption(CommandLine.Model.OptionSpec.builder(name).arity("1").type(String.class).build());
+        }
+        for (String name : List.of("--allow-writes", "--no-event-idx", "--indirect", "--compare", "--quiet")) {
+            spec.addOption(CommandLine.Model.OptionSpec.builder(name).arity("0").type(boolean.class).build());
+        }
+        spec.addOption(CommandLine.Model.OptionSpec.builder("-h", "--help").arity("0").type(boolean.class).build());
+        return spec;
     }
 
     private static boolean isFlag(String name) {

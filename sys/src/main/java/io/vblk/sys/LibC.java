@@ -86,6 +86,9 @@ public interface LibC {
 
     int getpid();
 
+    /** sched_setaffinity(2); pid 0 is the calling thread. */
+    int sched_setaffinity(int pid, long cpusetsize, long maskAddress);
+
     int getuid();
 
     int getgid();

@@ -10,14 +10,14 @@ import io.vblk.engine.BackendFactory;
  * Opens the back end the command asked for; io_uring falls back to Linux AIO, with one logged
  * line, where the kernel refuses to set it up (disabled by sysctl, seccomp, an old kernel).
  */
-final class BackendChoice implements BackendFactory {
+public final class BackendChoice implements BackendFactory {
     private final BackendKind wanted;
     private final Image image;
     private final Log log;
     private volatile BackendKind inEffect;
 
     /** Back ends of {@code wanted} over {@code image} (null only for the null back end). */
-    BackendChoice(BackendKind wanted, Image image, Log log) {
+    public BackendChoice(BackendKind wanted, Image image, Log log) {
         this.wanted = wanted;
         this.image = image;
         this.log = log;
@@ -47,7 +47,7 @@ final class BackendChoice implements BackendFactory {
     }
 
     /** The kind actually opened (after any fallback). */
-    BackendKind inEffect() {
+    public BackendKind inEffect() {
         return inEffect;
     }
 }

@@ -1,5 +1,7 @@
 package io.vblk.vhost;
 
+import io.vblk.engine.BlockDevice;
+
 import org.agrona.concurrent.UnsafeBuffer;
 
 /**
@@ -9,12 +11,15 @@ import org.agrona.concurrent.UnsafeBuffer;
  * writable field (CONFIG_WCE is not offered), so a write that would change a byte is refused.
  */
 final class ConfigRequests {
-    private final byte[] config;
+    private final BlockDevice device;
     private final MessageChannel channel;
+    /** The config space as of the current request: read from the device, which an online resize changes. */
+    private byte[] config;
 
-    ConfigRequests(byte[] config, MessageChannel channel) {
-        this.config = config.clone();
+    ConfigRequests(BlockDevice device, MessageChannel channel) {
+        this.device = device;
         this.channel = channel;
+        this.config = device.configSpace();
     }
 
     /** Checks the {offset, size, flags, payload} framing and returns the size. */
@@ -39,6 +44,7 @@ final class ConfigRequests {
 
     void getConfig(Message m) {
         int size = checkFraming(m);
+        config = device.configSpace();
         int offset = m.u32(MessageDescriptor.CONFIG_OFFSET_OFFSET);
         UnsafeBuffer reply = channel.replyPayload();
         reply.putInt(MessageDescriptor.CONFIG_OFFSET_OFFSET, offset);
@@ -52,6 +58,7 @@ final class ConfigRequests {
 
     void setConfig(Message m) {
         int size = checkFraming(m);
+        config = device.configSpace();
         int offset = m.u32(MessageDescriptor.CONFIG_OFFSET_OFFSET);
         for (int i = 0; i < size; i++) {
             if (m.payload().getByte(MessageDescriptor.CONFIG_PAYLOAD_OFFSET + i) != configByte(offset + i)) {

@@ -16,7 +16,7 @@ import io.vblk.block.qcow2.Qcow2Options;
  * The drivers for an image served in a format other than raw (named by {@code --format}, never
  * guessed); io_uring falls back to linux-aio as for raw images.
  */
-final class FormatChoice implements DriverFactory {
+public final class FormatChoice implements DriverFactory {
     private static final int QCOW2_MAGIC = 0x514649fb;
 
     private final DriverFactory primary;
@@ -31,25 +31,26 @@ final class FormatChoice implements DriverFactory {
         this.log = log;
     }
 
-    static FormatChoice open(Path path, ImageFormat format, BackendKind kind, boolean readOnly, boolean direct, Log log) {
+    public static FormatChoice open(Path path, ImageFormat format, BackendKind kind, boolean readOnly, boolean direct, Log log) {
         if (format != ImageFormat.QCOW2) {
-            throw new UsageError("format " + format + " is served as raw");
+            throw new IllegalArgumentException("format " + format + " is served as raw");
         }
         if (!Files.isRegularFile(path)) {
-            throw new UsageError("qcow2 image not found or not a file: " + path);
+            throw new IllegalArgumentException("qcow2 image not found or not a file: " + path);
         }
         Qcow2Options options = Qcow2Options.defaults().readOnly(readOnly).direct(direct);
         long size;
         try {
             size = Qcow2.virtualSize(path);
         } catch (RuntimeException e) {
-            throw new UsageError("cannot open qcow2 image " + path + ": " + e.getMessage());
+            throw new IllegalArgumentException("cannot open qcow2 image " + path + ": " + e.getMessage());
         }
         DriverFactory fallback = kind == BackendKind.IO_URING ? Qcow2.factory(path, BackendKind.LINUX_AIO, options) : null;
         return new FormatChoice(Qcow2.factory(path, kind, options), fallback, size, log);
     }
 
-    long sizeBytes() {
+    /** The virtual disk size in bytes. */
+    public long sizeBytes() {
         return sizeBytes;
     }
 
@@ -72,7 +73,7 @@ final class FormatChoice implements DriverFactory {
     }
 
     /** One line when a file served as raw starts like a qcow2 image: it stays raw (a guest may write that). */
-    static void warnIfLooksLikeQcow2(Path path, Log log) {
+    public static void warnIfLooksLikeQcow2(Path path, Log log) {
         try (InputStream in = Files.newInputStream(path)) {
             byte[] b = in.readNBytes(4);
             if (b.length == 4 && ((b[0] & 0xff) << 24 | (b[1] & 0xff) << 16 | (b[2] & 0xff) << 8 | (b[3] & 0xff)) == QCOW2_MAGIC) {

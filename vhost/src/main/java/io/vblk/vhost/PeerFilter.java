@@ -12,7 +12,7 @@ import io.vblk.sys.UnixSocket;
  * connect time; a frontend cannot forge it). The socket file's mode is the first gate; this one
  * still holds where the mode is opened for a group, or the file is reachable another way.
  */
-final class PeerFilter {
+public final class PeerFilter {
     private static final int ROOT = 0;
 
     private final int[] allowed;
@@ -23,13 +23,13 @@ final class PeerFilter {
     }
 
     /** The server's own uid and root. */
-    static PeerFilter defaults() {
+    public static PeerFilter defaults() {
         int self = Native.libc().getuid();
         return self == ROOT ? new PeerFilter(new int[] {ROOT}) : new PeerFilter(new int[] {ROOT, self});
     }
 
     /** Exactly {@code uids} (root too only if listed). */
-    static PeerFilter of(int... uids) {
+    public static PeerFilter of(int... uids) {
         if (uids.length == 0) {
             throw new IllegalArgumentException("no uid allowed: no frontend could ever connect");
         }
@@ -40,7 +40,7 @@ final class PeerFilter {
      * Null when {@code client} may be served, else the one-line reason it is not (its pid and
      * uid, and who is allowed).
      */
-    String refusal(UnixSocket client) {
+    public String refusal(UnixSocket client) {
         int[] cred;
         try {
             cred = client.peerCredentials();
@@ -56,7 +56,7 @@ final class PeerFilter {
     }
 
     /** The allowed uids, comma-separated. */
-    String describe() {
+    public String describe() {
         return Arrays.stream(allowed).mapToObj(Integer::toUnsignedString).collect(Collectors.joining(","));
     }
 }

@@ -20,10 +20,11 @@ final class ProtocolFeatures {
      * migration: QEMU refuses to migrate without VHOST_F_LOG_ALL, and LOG_SHMFD), inflight tracking in memory the frontend
      * keeps (so a restarted backend redoes exactly the requests in flight when it died), a
      * device reset that keeps the connection, and memory regions added and removed one at a
-     * time (so memory hot-plug does not rebuild the whole table and is not limited to 8 regions).
+     * time (so memory hot-plug does not rebuild the whole table and is not limited to 8 regions),
+     * and the backend request channel, on which an online resize is announced (CONFIG_CHANGE_MSG).
      */
-    static final long OFFERED = bit(MQ) | bit(LOG_SHMFD) | bit(REPLY_ACK) | bit(CONFIG) | bit(INFLIGHT_SHMFD) | bit(RESET_DEVICE)
-            | bit(CONFIGURE_MEM_SLOTS);
+    static final long OFFERED = bit(MQ) | bit(LOG_SHMFD) | bit(REPLY_ACK) | bit(BACKEND_REQ) | bit(CONFIG)
+            | bit(INFLIGHT_SHMFD) | bit(RESET_DEVICE) | bit(CONFIGURE_MEM_SLOTS);
 
     private ProtocolFeatures() {
     }

@@ -36,6 +36,8 @@ final class Session {
     private final LogRequests logs;
     private final Log log;
     private long messages;
+    /** The frontend's channel for backend requests (SET_BACKEND_REQ_FD), or null; guarded by this. */
+    private BackendChannel backend;
     /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
     private boolean closed;
 
@@ -50,7 +52,7 @@ final class Session {
         this.features = new FeatureRequests(state, control, channel);
         this.memory = new MemoryRequests(state, control, channel);
         this.vrings = new VringRequests(state, control, channel);
-        this.config = new ConfigRequests(device.configSpace(), channel);
+        this.config = new ConfigRequests(device, channel);
         this.inflight = new InflightRequests(state, control, channel);
         this.logs = new LogRequests(state, control, channel);
     }
@@ -91,6 +93,10 @@ final class Session {
             synchronized (this) {
                 closed = true;
                 channel.close();
+                if (backend != null) {
+                    backend.close();
+                    backend = null;
+                }
             }
         }
         log.info(end);
@@ -103,6 +109,31 @@ final class Session {
         } catch (RuntimeException e) {
             return "";
         }
+    }
+
+    /** SET_BACKEND_REQ_FD: keeps the socket on which backend requests go (replacing an earlier one). */
+    private void setBackendReqFd(Message m) {
+        if (!ProtocolFeatures.has(state.protocolFeatures, ProtocolFeatures.BACKEND_REQ)) {
+            throw ProtocolError.rejected("SET_BACKEND_REQ_FD without protocol feature BACKEND_REQ negotiated");
+        }
+        m.requireFds(1);
+        BackendChannel next = new BackendChannel(m.takeFd(0));
+        BackendChannel previous;
+        synchronized (this) {
+            previous = backend;
+            backend = next;
+        }
+        if (previous != null) {
+            previous.close();
+        }
+    }
+
+    /**
+     * Tells the frontend that the config space changed (BACKEND_CONFIG_CHANGE_MSG). Any thread.
+     * Returns false when this frontend gave no backend channel or has gone.
+     */
+    synchronized boolean notifyConfigChange() {
+        return !closed && backend != null && backend.configChanged();
     }
 
     /** Wakes {@link #run()} from another thread; it then ends the connection. */
@@ -171,6 +202,7 @@ final class Session {
             case Request.SET_CONFIG -> config.setConfig(m);
             case Request.GET_INFLIGHT_FD -> inflight.getInflightFd(m);
             case Request.SET_INFLIGHT_FD -> inflight.setInflightFd(m);
+            case Request.SET_BACKEND_REQ_FD -> setBackendReqFd(m);
             case Request.SET_LOG_BASE -> logs.setLogBase(m);
             case Request.SET_LOG_FD -> logs.setLogFd(m);
             default -> throw ProtocolError.rejected(m.name() + " is not supported (size " + Integer.toUnsignedString(m.size())

@@ -35,7 +35,7 @@ import io.vblk.sys.UnixSocket;
  * struct sockaddr_un (110 bytes): sun_family u16 @0, sun_path[108] @2 (NUL-terminated)
  * </pre>
  */
-final class SocketFile {
+public final class SocketFile {
     private static final int FAMILY_OFFSET = 0;
     private static final int PATH_OFFSET = 2;
     private static final int PATH_MAX = 108;
@@ -43,7 +43,7 @@ final class SocketFile {
     private static final int S_IFMT = 0170000;
     private static final int S_IFSOCK = 0140000;
     /** Owner read and write only: the frontend normally runs as the same user as the server. */
-    static final int DEFAULT_MODE = 0600;
+    public static final int DEFAULT_MODE = 0600;
 
     private final Path path;
     private final Object fileKey;
@@ -61,7 +61,7 @@ final class SocketFile {
      *
      * @throws IllegalArgumentException with a one-line reason otherwise
      */
-    static void check(Path path) {
+    public static void check(Path path) {
         Path dir = path.toAbsolutePath().getParent();
         if (dir == null || !Files.isDirectory(dir)) {
             throw new IllegalArgumentException("socket directory does not exist: " + dir);
@@ -75,7 +75,7 @@ final class SocketFile {
     }
 
     /** Whether {@code path} is a socket (not following links). */
-    static boolean isSocket(Path path) {
+    public static boolean isSocket(Path path) {
         try {
             int mode = (Integer) Files.getAttribute(path, "unix:mode", LinkOption.NOFOLLOW_LINKS);
             return (mode & S_IFMT) == S_IFSOCK;
@@ -90,7 +90,7 @@ final class SocketFile {
      *
      * @throws IllegalArgumentException when there is no such group
      */
-    static GroupPrincipal group(String nameOrGid) {
+    public static GroupPrincipal group(String nameOrGid) {
         try {
             return FileSystems.getDefault().getUserPrincipalLookupService().lookupPrincipalByGroupName(nameOrGid);
         } catch (IOException e) {
@@ -118,7 +118,7 @@ final class SocketFile {
      * @throws UncheckedIOException when the file cannot be replaced, its mode or group cannot be
      *         set, or socket, bind or listen fail
      */
-    static SocketFile listen(Path path, int backlog, int mode, GroupPrincipal group) {
+    public static SocketFile listen(Path path, int backlog, int mode, GroupPrincipal group) {
         check(path);
         try {
             if (isSocket(path)) {
@@ -167,16 +167,16 @@ final class SocketFile {
         }
     }
 
-    Path path() {
+    public Path path() {
         return path;
     }
 
-    UnixSocket socket() {
+    public UnixSocket socket() {
         return socket;
     }
 
     /** Closes the socket and removes its file, unless another process has put its own there since. */
-    void closeAndRemove() {
+    public void closeAndRemove() {
         socket.close();
         try {
             BasicFileAttributes now = Files.readAttributes(path, BasicFileAttributes.class, LinkOption.NOFOLLOW_LINKS);

@@ -9,6 +9,7 @@ import java.util.concurrent.TimeUnit;
 import io.vblk.engine.BackendFactory;
 import io.vblk.engine.BlkConfig;
 import io.vblk.engine.BlockDevice;
+import io.vblk.engine.SharedIoThread;
 import io.vblk.engine.Tuning;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeException;
@@ -60,11 +61,14 @@ public final class VhostUserServer implements AutoCloseable {
         SocketFile.check(b.socket);
         GroupPrincipal group = b.socketGroup == null ? null : SocketFile.group(b.socketGroup);
         this.errors = new QueueErrors(b.config.numQueues(), log);
-        BlockDevice.Builder devb = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name);
-        if (b.drivers != null) {
-            devb.drivers(b.drivers);
+        BlockDevice.Builder db = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name);
+        if (b.ioThreads != null) {
+            db.ioThreads(b.ioThreads);
         }
-        this.device = devb.build();
+        if (b.drivers != null) {
+            db.drivers(b.drivers);
+        }
+        this.device = db.build();
         this.poller = new KickPoller(device);
         try {
             this.socketFile = SocketFile.listen(b.socket, BACKLOG, b.socketMode, group);
@@ -82,6 +86,21 @@ public final class VhostUserServer implements AutoCloseable {
     /** The device served (for counters). */
     public BlockDevice device() {
         return device;
+    }
+
+    /**
+     * Online resize: the device takes the new capacity and the connected frontend, if it gave a
+     * backend channel, is told with BACKEND_CONFIG_CHANGE_MSG (QEMU then re-reads the config and
+     * interrupts the guest, whose driver picks up the new size). The image must already have
+     * the new size. Returns whether a frontend was told.
+     */
+    public boolean resize(long capacityBytes) {
+        device.resize(capacityBytes);
+        Session s = current;
+        boolean told = s != null && s.notifyConfigChange();
+        log.info("resized to " + capacityBytes + " bytes" + (told ? "; frontend " + s.id() + " told" : s != null
+                ? "; the frontend gave no backend channel and was not told" : ""));
+        return told;
     }
 
     /** Where the server listens. */
@@ -203,6 +222,7 @@ public final class VhostUserServer implements AutoCloseable {
         private int socketMode = SocketFile.DEFAULT_MODE;
         private String socketGroup;
         private int[] allowUids;
+        private SharedIoThread[] ioThreads;
 
         private Builder(Path socket, BlkConfig config, BackendFactory backends) {
             this.socket = Objects.requireNonNull(socket, "socket");
@@ -253,6 +273,15 @@ public final class VhostUserServer implements AutoCloseable {
                 throw new IllegalArgumentException("allowUids: at least one uid");
             }
             allowUids = uids.clone();
+            return this;
+        }
+
+        /**
+         * Runs the device's queues on these shared I/O threads instead of threads of its own
+         * (see {@code BlockDevice.Builder.ioThreads}).
+         */
+        public Builder ioThreads(SharedIoThread... value) {
+            ioThreads = value.clone();
             return this;
         }
 

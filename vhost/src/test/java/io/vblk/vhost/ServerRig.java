@@ -45,8 +45,8 @@ final class ServerRig implements AutoCloseable {
                 lines.notifyAll();
             }
         });
-        BlkConfig config = BlkConfig.builder(IMAGE_BYTES).numQueues(queues).queueSize(ServeCommand.MAX_QUEUE_SIZE)
-                .segMax(ServeCommand.SEG_MAX).readOnly(readOnly).serial(SERIAL).build();
+        BlkConfig config = BlkConfig.builder(IMAGE_BYTES).numQueues(queues).queueSize(1024)
+                .segMax(254).readOnly(readOnly).serial(SERIAL).build();
         BackendFactory real = new BackendChoice(BackendKind.IO_URING, image, log);
         server = VhostUserServer.builder(socket, config, backends.apply(real))
                 .tuning(Tuning.defaults()).log(log).name("rig").build();

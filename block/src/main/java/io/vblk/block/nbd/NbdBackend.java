@@ -5,19 +5,32 @@ import static io.vblk.block.nbd.NbdProtocol.*;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 
+import java.util.Arrays;
+import java.util.concurrent.locks.LockSupport;
+
 import io.vblk.aio.CompletionSink;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
 import io.vblk.block.SlotRing;
+import io.vblk.sys.Epoll;
 import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
+import io.vblk.sys.Linux;
 
 /**
- * A disk on an NBD server, as an {@link IoBackend}: requests are prepared into preallocated
- * slots, {@link #submit()} hands the batch to the connection threads (round robin when the
- * server allows several connections, one otherwise), each of which sends everything it was given
- * with one {@code sendmsg}; completions come back through rings and one eventfd signal per
- * batch. Nothing on the request path allocates or locks.
+ * A disk on an NBD server, as an {@link IoBackend} driven by the I/O thread itself: requests are
+ * prepared into preallocated slots, {@link #submit()} deals the round's batch to the connections
+ * (round robin when the server allows several, one otherwise) and each sends its share with one
+ * {@code sendmsg} on its non-blocking socket; {@link #poll} reads and parses the replies and
+ * delivers the completions directly. No thread hop, eventfd write, allocation or lock per request.
+ *
+ * <p>The completion source ({@link #completionEvent()}) is an epoll descriptor of the disk's own
+ * that watches the sockets (for {@code EPOLLOUT} too while a send waits for room) and a control
+ * eventfd: the socket's descriptor changes on a reconnect, the I/O thread's watch of this one
+ * does not. The control eventfd is written only by the helper thread, which does the blocking
+ * reconnects (connect and handshake) off the I/O thread, hands the new socket back, and wakes the
+ * I/O thread at most every 100 ms while requests make no progress, so that it checks the request
+ * timeout and the retry time even when it sleeps.
  *
  * <p>With CAN_MULTI_CONN the server promises that a flush on any connection makes every write
  * completed on any connection durable (proto.md), so a FLUSH goes to one connection and keeps
@@ -34,14 +47,22 @@ public final class NbdBackend implements IoBackend {
     private final boolean readOnly;
     private final NbdConnection[] connections;
     private final SlotRing free;
-    private final SlotRing local;
-    private final EventFd completion = EventFd.create(true);
+    /** Finished requests waiting for {@link #poll} to deliver them. */
+    private final SlotRing done;
+    private final Epoll epoll;
+    /** The epoll descriptor seen as an event (polled, never read or closed as one). */
+    private final EventFd completion;
+    private final EventFd control = EventFd.create(true);
+    private volatile boolean controlPending;
+    private boolean woken;
     private final int[] pending;
     private int pendingCount;
     private int nextConnection;
     private volatile long submitted;
     private volatile long completed;
     private volatile boolean closed;
+    private final Thread helper;
+    private volatile boolean helperStop;
 
     private NbdBackend(NbdAddress address, NbdOptions options, NbdSocket first, NbdExport export) {
         this.address = address;
@@ -50,14 +71,19 @@ public final class NbdBackend implements IoBackend {
         readOnly = export.readOnly() || options.readOnly();
         slots = new NbdSlots(options.depth(), options.maxSegments());
         free = new SlotRing(options.depth());
-        local = new SlotRing(options.depth());
+        done = new SlotRing(options.depth());
         pending = new int[options.depth()];
         for (int i = 0; i < options.depth(); i++) {
             free.offer(i);
         }
         int count = export.has(FLAG_CAN_MULTI_CONN) ? options.connections() : 1;
+        epoll = new Epoll(count + 1);
+        completion = EventFd.wrap(epoll.fd());
+        epoll.add(control.fd(), Linux.EPOLLIN, -1);
         connections = new NbdConnection[count];
         connections[0] = new NbdConnection(this, 0, first, export);
+        helper = new Thread(this::helperLoop, "vblk-nbd-reconnect");
+        helper.setDaemon(true);
     }
 
     /**
@@ -98,9 +124,7 @@ public final class NbdBackend implements IoBackend {
             }
             throw new UncheckedIOException("NBD " + address + ": " + e.getMessage(), e);
         }
-        for (NbdConnection c : disk.connections) {
-            c.start();
-        }
+        disk.helper.start();
         return disk;
     }
 
@@ -153,8 +177,95 @@ public final class NbdBackend implements IoBackend {
         return address;
     }
 
-    void signalCompletions() {
-        completion.signal();
+    // ---- for the connections (I/O thread) ----
+
+    void watchNew(int fd, int index) {
+        epoll.add(fd, Linux.EPOLLIN, index);
+    }
+
+    void watch(int fd, int index, boolean alsoOut) {
+        epoll.modify(fd, Linux.EPOLLIN | (alsoOut ? Linux.EPOLLOUT : 0), index);
+    }
+
+    void unwatch(int fd) {
+        epoll.remove(fd);
+    }
+
+    /** A request finished (its result is in its slot): delivered by the next {@link #poll}. */
+    void completed(int slot) {
+        done.offer(slot);
+    }
+
+    /** Asks the helper thread to reconnect now. */
+    void wakeHelper() {
+        LockSupport.unpark(helper);
+    }
+
+    /** The I/O thread was woken by the completion source (readable or writable sockets). */
+    public void acknowledge() {
+        woken = true;
+    }
+
+    // ---- the helper thread: blocking reconnects, and a tick while requests stall ----
+
+    private void helperLoop() {
+        long[] nextAttemptNs = new long[connections.length];
+        long[] backoffMs = new long[connections.length];
+        Arrays.fill(backoffMs, 10);
+        long lastCompleted = completed;
+        while (!helperStop) {
+            boolean reconnecting = false;
+            for (int i = 0; i < connections.length && !helperStop; i++) {
+                NbdConnection c = connections[i];
+                if (c == null || !c.wantReconnect || c.handoff != null) {
+                    continue;
+                }
+                reconnecting = true;
+                long now = System.nanoTime();
+                if (now - nextAttemptNs[i] < 0) {
+                    continue;
+                }
+                if (reconnect(c)) {
+                    backoffMs[i] = 10;
+                } else {
+                    nextAttemptNs[i] = System.nanoTime() + backoffMs[i] * 1_000_000L;
+                    backoffMs[i] = Math.min(backoffMs[i] * 2, 500);
+                }
+                signalControl();
+            }
+            long now = completed;
+            if (submitted != now && now == lastCompleted) {
+                // No progress for a tick: let the I/O thread check timeouts even if it sleeps.
+                signalControl();
+            }
+            lastCompleted = now;
+            LockSupport.parkNanos(reconnecting ? 10_000_000L : 100_000_000L);
+        }
+    }
+
+    private boolean reconnect(NbdConnection c) {
+        try {
+            NbdSocket fresh = NbdSocket.connect(address, options.connectTimeoutMs());
+            try {
+                NbdExport next = NbdHandshake.negotiate(fresh, address.exportName(), options.connectTimeoutMs());
+                c.reconnectFailed = false;
+                // Cleared before the hand-over: a drop after the adoption sets it again.
+                c.wantReconnect = false;
+                c.handoff = new NbdConnection.Fresh(fresh, next);
+                return true;
+            } catch (IOException | RuntimeException e) {
+                fresh.close();
+                throw e;
+            }
+        } catch (IOException | RuntimeException e) {
+            c.reconnectFailed = true;
+            return false;
+        }
+    }
+
+    private void signalControl() {
+        controlPending = true;
+        control.signal();
     }
 
     @Override
@@ -280,36 +391,32 @@ public final class NbdBackend implements IoBackend {
             return 0;
         }
         int n = pendingCount;
-        boolean anyLocal = false;
         long touched = 0;
+        pendingCount = 0;
+        submitted = submitted + n;
         for (int i = 0; i < n; i++) {
             int slot = pending[i];
             if (slots.op[slot] == NbdSlots.OP_LOCAL) {
-                local.offer(slot);
-                anyLocal = true;
+                done.offer(slot);
                 continue;
             }
             int c = nextConnection;
             nextConnection = c + 1 == connections.length ? 0 : c + 1;
-            connections[c].requests.offer(slot);
+            connections[c].accept(slot);
             touched |= 1L << c;
         }
-        pendingCount = 0;
-        submitted = submitted + n;
         for (int c = 0; c < connections.length; c++) {
             if ((touched & (1L << c)) != 0) {
-                connections[c].wakeIfSleeping();
+                connections[c].send();
             }
-        }
-        if (anyLocal) {
-            completion.signal();
         }
         return n;
     }
 
     @Override
     public int pendingSubmit() {
-        return pendingCount;
+        // Finished requests not delivered yet count too, so the I/O thread polls before it sleeps.
+        return pendingCount + done.size();
     }
 
     @Override
@@ -319,20 +426,18 @@ public final class NbdBackend implements IoBackend {
 
     @Override
     public int poll(CompletionSink sink, int max) {
-        int reaped = reap(local, sink, max, 0);
-        for (int c = 0; c < connections.length && reaped < max; c++) {
-            reaped = reap(connections[c].completions, sink, max, reaped);
+        if (controlPending) {
+            controlPending = false;
+            control.read();
         }
-        if (reaped == max && hasCompletions()) {
-            completion.signal();
+        boolean wake = woken;
+        woken = false;
+        for (NbdConnection c : connections) {
+            c.service(wake, closed);
         }
-        return reaped;
-    }
-
-    private int reap(SlotRing ring, CompletionSink sink, int max, int reaped) {
-        int n = reaped;
+        int n = 0;
         while (n < max) {
-            int slot = ring.poll();
+            int slot = done.poll();
             if (slot < 0) {
                 break;
             }
@@ -346,17 +451,6 @@ public final class NbdBackend implements IoBackend {
         return n;
     }
 
-    private boolean hasCompletions() {
-        if (local.size() > 0) {
-            return true;
-        }
-        for (NbdConnection c : connections) {
-            if (c.completions.size() > 0) {
-                return true;
-            }
-        }
-        return false;
-    }
 
     @Override
     public EventFd completionEvent() {
@@ -378,12 +472,30 @@ public final class NbdBackend implements IoBackend {
             return;
         }
         closed = true;
-        for (NbdConnection c : connections) {
-            if (c != null) {
-                c.stop();
+        // Called once the I/O thread stopped: finish what is in flight here (a lost server's
+        // requests fail with ECANCELED instead of waiting for it).
+        while (connections[connections.length - 1] != null && (inFlight() > 0 || pendingCount > 0)) {
+            submit();
+            if (poll((userData, result) -> { }, slots.depth) == 0 && inFlight() > 0) {
+                completion.await(DRAIN_WAIT_MS);
             }
         }
-        completion.close();
+        helperStop = true;
+        if (helper.isAlive()) {
+            LockSupport.unpark(helper);
+            try {
+                helper.join();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        for (NbdConnection c : connections) {
+            if (c != null) {
+                c.close();
+            }
+        }
+        epoll.close();
+        control.close();
     }
 
     @Override

@@ -9,51 +9,61 @@ import java.nio.ByteOrder;
 import org.agrona.UnsafeApi;
 import org.agrona.concurrent.UnsafeBuffer;
 
-import io.vblk.block.SlotRing;
 import io.vblk.sys.Errno;
-import io.vblk.sys.EventFd;
 import io.vblk.sys.Linux;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
 
 /**
- * One connection to the NBD server and the thread that drives it. Requests arrive through an
- * {@link SlotRing}; every request taken in one pass goes out with one {@code sendmsg} of an iovec
- * array (headers from the slots' header area, write payloads straight from guest memory);
- * replies are read in bulk into a receive buffer and parsed in place, read payloads copied once
- * into guest memory. Completions go back through another ring and one eventfd signal per pass.
+ * One connection to the NBD server, driven by the disk's I/O thread itself. {@link #send()}
+ * (from the disk's submit) puts every request queued in the round on the wire with one
+ * {@code sendmsg} of an iovec array (headers from the slots' header area, write payloads straight
+ * from guest memory) on the non-blocking socket; {@link #service} (from the disk's poll) reads
+ * replies in bulk into a receive buffer, parses them in place, copies read payloads once into
+ * guest memory and hands finished slots to the disk's completion ring. A send the socket cannot
+ * take whole (EAGAIN mid-batch) keeps its position and resumes when the socket is writable
+ * (EPOLLOUT on the disk's epoll) or on the next round.
  *
- * <p>Faults: a connection that breaks or stays silent past the request timeout is reopened and
- * its requests are sent again (writes are idempotent: their buffers are untouched until they
- * complete) until the retry timeout has passed since the outage began; then they fail with EIO.
- * A server that breaks the protocol (bad magic, unknown cookie, a chunk outside its request, a
- * read not fully covered) fails the requests it had with EIO, is logged and reconnected.
+ * <p>Faults: a connection that breaks or stays silent past the request timeout is dropped, its
+ * requests are queued again, and the disk's helper thread reconnects (the blocking connect and
+ * handshake never run on the I/O thread) and hands the new socket back; the requests are then sent
+ * again (writes are idempotent: their buffers are untouched until they complete) until the retry
+ * timeout has passed since the outage began; then they fail with EIO. A server that breaks the
+ * protocol (bad magic, unknown cookie, a chunk outside its request, a read not fully covered)
+ * fails the requests it had with EIO, is logged and reconnected.
+ *
+ * <p>Threads: everything here runs on the I/O thread (or, once that has stopped, on the thread
+ * that closes the disk) except the hand-over fields {@link #wantReconnect} and {@link #handoff}.
  */
-final class NbdConnection implements Runnable {
+final class NbdConnection {
     private static final System.Logger LOG = System.getLogger("io.vblk.block.nbd");
     private static final ByteOrder BE = ByteOrder.BIG_ENDIAN;
     private static final int IOV_MAX = 1024;
     private static final int RECEIVE_BYTES = 256 << 10;
     private static final int TICK_MS = 100;
-    private static final short POLLOUT = 0x004;
+
+    /** A socket the helper thread opened and negotiated, for the I/O thread to adopt. */
+    record Fresh(NbdSocket socket, NbdExport export) {
+    }
 
     private final NbdBackend disk;
     private final NbdSlots slots;
     private final int index;
-    final SlotRing requests;
-    final SlotRing completions;
-    private final EventFd wake = EventFd.create(true);
-    volatile boolean sleeping;
-    volatile boolean stopping;
-    private final Thread thread;
-    private boolean started;
+
+    /** Set by the I/O thread when the socket is gone; the helper reconnects while it is set. */
+    volatile boolean wantReconnect;
+    /** The helper's new socket, taken (and cleared) by the I/O thread. */
+    volatile Fresh handoff;
+    /** Set by the helper when an attempt to reconnect failed (cleared when one succeeds). */
+    volatile boolean reconnectFailed;
 
     private NbdSocket socket;
     private NbdExport export;
+    private boolean watchingOut;
 
-    // Requests waiting to be sent (connection-thread local), in order.
+    // Requests waiting to be sent, in order.
     private final int[] sendQueue;
-    /** Which slots this connection owns (only this thread reads or writes it). */
+    /** Which slots this connection owns. */
     private final boolean[] mine;
     private int sendHead;
     private int sendCount;
@@ -66,6 +76,8 @@ final class NbdConnection implements Runnable {
     private int iovFirst;
     private int iovEnd;
     private boolean wantWrite;
+    /** Every request owned was taken since the last {@link #service}: no reply can be due yet. */
+    private boolean allNew;
 
     // Receive buffer [start, end) and the parser's state.
     private final NativeBuffer receiveMemory = new NativeBuffer(RECEIVE_BYTES);
@@ -78,8 +90,6 @@ final class NbdConnection implements Runnable {
     private long payloadLeft;
     private boolean payloadDone;
 
-    private final UnsafeBuffer pollfds = new NativeBuffer(16).buffer();
-    private boolean completedThisPass;
     private long failingSinceNs;
     private boolean outageLogged;
     private long nextTimeoutCheckNs;
@@ -88,92 +98,25 @@ final class NbdConnection implements Runnable {
         this.disk = disk;
         this.slots = disk.slots;
         this.index = index;
-        this.socket = socket;
         this.export = export;
-        requests = new SlotRing(slots.depth);
-        completions = new SlotRing(slots.depth);
         sendQueue = new int[slots.depth];
         mine = new boolean[slots.depth];
-        thread = new Thread(this, "vblk-nbd-" + index);
-        thread.setDaemon(true);
+        adopt(socket);
     }
 
-    void start() {
-        started = true;
-        thread.start();
-    }
-
-    /** Wakes the thread if it sleeps (called by the submitter after offering requests). */
-    void wakeIfSleeping() {
-        if (sleeping) {
-            wake.signal();
+    /** Takes a request (called from the disk's submit); it goes out with the next {@link #send()}. */
+    void accept(int slot) {
+        if (owned == 0) {
+            allNew = true;
         }
-    }
-
-    /** Stops after the requests it owns completed (or failed, when the server is gone); joins. */
-    void stop() {
-        stopping = true;
-        wake.signal();
-        if (!started && socket != null) {
-            socket.close(); // opened, never served (a later connection of the disk failed)
-            socket = null;
+        owned++;
+        mine[slot] = true;
+        if (socket == null && givenUp()) {
+            finish(slot, -Errno.EIO);
+            return;
         }
-        try {
-            thread.join();
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
-        wake.close();
-    }
-
-    @Override
-    public void run() {
-        while (true) {
-            completedThisPass = false;
-            takeRequests();
-            if (stopping && owned == 0) {
-                break;
-            }
-            if (socket == null) {
-                if (stopping) {
-                    failOwned(-Errno.ECANCELED);
-                    break;
-                }
-                reconnect();
-            } else if (sendCount > 0 || iovFirst < iovEnd) {
-                if (!wantWrite) {
-                    trySend();
-                }
-            }
-            if (socket != null) {
-                waitAndReceive();
-            }
-            if (completedThisPass) {
-                disk.signalCompletions();
-            }
-        }
-        if (socket != null) {
-            sendDisconnect();
-            socket.close();
-            socket = null;
-        }
-        if (completedThisPass) {
-            disk.signalCompletions();
-        }
-    }
-
-    private void takeRequests() {
-        int slot;
-        while ((slot = requests.poll()) >= 0) {
-            owned++;
-            mine[slot] = true;
-            if (socket == null && givenUp()) {
-                finish(slot, -Errno.EIO);
-                continue;
-            }
-            slots.state[slot] = NbdSlots.QUEUED;
-            enqueue(slot);
-        }
+        slots.state[slot] = NbdSlots.QUEUED;
+        enqueue(slot);
     }
 
     private void enqueue(int slot) {
@@ -181,13 +124,106 @@ final class NbdConnection implements Runnable {
         sendCount++;
     }
 
+    /** Sends what is queued, unless the socket is full (then EPOLLOUT or the next round resumes it). */
+    void send() {
+        if (socket == null) {
+            takeHandoff();
+        }
+        if (socket != null && !wantWrite && (sendCount > 0 || iovFirst < iovEnd)) {
+            trySend();
+        }
+    }
+
+    /**
+     * Everything but sending new requests (called from the disk's poll): adopts a reconnected
+     * socket, resumes a partial send, reads and parses replies when any are due or the socket woke
+     * the thread, checks the request timeout, and fails what an outage held too long.
+     */
+    void service(boolean woken, boolean closing) {
+        if (socket == null) {
+            takeHandoff();
+            if (socket == null) {
+                if (reconnectFailed && failingSinceNs == 0) {
+                    // A lie dropped a working connection; the outage starts when reconnecting fails.
+                    failingSinceNs = System.nanoTime();
+                }
+                if (closing) {
+                    failOwned(-Errno.ECANCELED);
+                } else if (owned > 0 && givenUp()) {
+                    LOG.log(Level.WARNING, "nbd: {0} still unreachable after {1} ms; failing {2} requests with EIO",
+                            disk.address(), disk.options.retryTimeoutMs(), owned);
+                    failOwned(-Errno.EIO);
+                }
+                return;
+            }
+        }
+        if (wantWrite) {
+            wantWrite = false;
+            trySend();
+        } else if (sendCount > 0 || iovFirst < iovEnd) {
+            trySend();
+        }
+        // Right after the first send of an idle connection the reply is not there yet: a read
+        // would only answer EAGAIN. If it did arrive, the socket is readable (level-triggered) and
+        // wakes the sleeping thread; a polling thread reads it on its next poll.
+        if (socket != null && (woken || (owned > sendCount && !allNew))) {
+            receive();
+        }
+        allNew = false;
+        if (socket != null && owned > 0) {
+            checkTimeouts();
+        }
+    }
+
+    /** Says goodbye and closes (the disk is closing; nothing is owned any more). */
+    void close() {
+        if (socket != null) {
+            sendDisconnect();
+            disk.unwatch(socket.fd());
+            socket.close();
+            socket = null;
+        }
+        Fresh f = handoff;
+        handoff = null;
+        if (f != null) {
+            f.socket().close();
+        }
+    }
+
+    private void takeHandoff() {
+        Fresh f = handoff;
+        if (f == null) {
+            return;
+        }
+        handoff = null;
+        NbdExport next = f.export();
+        if (next.sizeBytes < export.sizeBytes) {
+            LOG.log(Level.WARNING, "nbd: {0} shrank from {1} to {2} bytes; requests beyond the end fail",
+                    disk.address(), export.sizeBytes, next.sizeBytes);
+        }
+        if (next.readOnly() && !export.readOnly()) {
+            LOG.log(Level.WARNING, "nbd: {0} came back read-only; writes fail", disk.address());
+        }
+        export = next;
+        adopt(f.socket());
+        LOG.log(Level.INFO, "nbd: {0} connection {1} reconnected; resending {2} requests",
+                disk.address(), index, sendCount);
+    }
+
+    private void adopt(NbdSocket fresh) {
+        socket = fresh;
+        watchingOut = false;
+        wantWrite = false;
+        disk.watchNew(fresh.fd(), index);
+    }
+
     // ---- sending ----
 
     /** Sends what is queued: one sendmsg per batch of up to IOV_MAX iovecs. */
     private void trySend() {
-        while (true) {
+        while (socket != null) {
             if (iovFirst == iovEnd && !buildBatch()) {
-                return;
+                break;
             }
             msghdr.setMemory(0, 56, (byte) 0);
             msghdr.putLong(16, iovecs.address() + 16L * iovFirst);
@@ -197,7 +233,7 @@ final class NbdConnection implements Runnable {
                 int errno = Native.errno();
                 if (errno == Errno.EAGAIN) {
                     wantWrite = true;
-                    return;
+                    break;
                 }
                 if (errno != Errno.EINTR) {
                     connectionLost("send failed: " + Errno.describe(errno));
@@ -206,6 +242,11 @@ final class NbdConnection implements Runnable {
                 continue;
             }
             advance(rc);
+        }
+        // Watch for room only while a send waits for it (an epoll_ctl on the rare full socket).
+        if (socket != null && wantWrite != watchingOut) {
+            watchingOut = wantWrite;
+            disk.watch(socket.fd(), index, wantWrite);
         }
     }
 
@@ -298,36 +339,6 @@ final class NbdConnection implements Runnable {
     }
 
     // ---- receiving ----
-
-    private void waitAndReceive() {
-        boolean busy = requests.size() > 0 || (sendCount > 0 && !wantWrite);
-        int timeout = 0;
-        if (!busy) {
-            sleeping = true;
-            timeout = requests.size() > 0 ? 0 : TICK_MS;
-        }
-        pollfds.putInt(0, socket.fd());
-        pollfds.putShort(4, (short) (Linux.POLLIN | (wantWrite ? POLLOUT : 0)));
-        pollfds.putShort(6, (short) 0);
-        pollfds.putInt(8, wake.fd());
-        pollfds.putShort(12, Linux.POLLIN);
-        pollfds.putShort(14, (short) 0);
-        long rc = Native.libc().poll(pollfds.addressOffset(), 2, timeout);
-        sleeping = false;
-        if (rc > 0) {
-            if (pollfds.getShort(14) != 0) {
-                wake.read();
-            }
-            int revents = pollfds.getShort(6);
-            if ((revents & POLLOUT) != 0) {
-                wantWrite = false;
-            }
-            if ((revents & (Linux.POLLIN | Linux.POLLHUP | Linux.POLLERR)) != 0) {
-                receive();
-            }
-        }
-        checkTimeouts();
-    }
 
     private void receive() {
         while (socket != null) {
@@ -565,8 +576,7 @@ final class NbdConnection implements Runnable {
         mine[slot] = false;
         slots.result[slot] = result;
         owned--;
-        completions.offer(slot);
-        completedThisPass = true;
+        disk.completed(slot);
     }
 
     private static int errnoOf(int nbdError) {
@@ -634,9 +644,13 @@ final class NbdConnection implements Runnable {
 
     private void dropSocket() {
         if (socket != null) {
+            disk.unwatch(socket.fd());
             socket.close();
             socket = null;
+            wantReconnect = true;
+            disk.wakeHelper();
         }
+        watchingOut = false;
         start = 0;
         end = 0;
         payloadSlot = -1;
@@ -672,50 +686,6 @@ final class NbdConnection implements Runnable {
     private boolean givenUp() {
         return failingSinceNs != 0
                 && System.nanoTime() - failingSinceNs > disk.options.retryTimeoutMs() * 1_000_000L;
-    }
-
-    private long backoffMs = 10;
-
-    private void reconnect() {
-        try {
-            NbdSocket fresh = NbdSocket.connect(disk.address(), disk.options.connectTimeoutMs());
-            try {
-                NbdExport next = NbdHandshake.negotiate(fresh, disk.address().exportName(), disk.options.connectTimeoutMs());
-                if (next.sizeBytes < export.sizeBytes) {
-                    LOG.log(Level.WARNING, "nbd: {0} shrank from {1} to {2} bytes; requests beyond the end fail",
-                            disk.address(), export.sizeBytes, next.sizeBytes);
-                }
-                if (next.readOnly() && !export.readOnly()) {
-                    LOG.log(Level.WARNING, "nbd: {0} came back read-only; writes fail", disk.address());
-                }
-                export = next;
-                socket = fresh;
-                backoffMs = 10;
-                LOG.log(Level.INFO, "nbd: {0} connection {1} reconnected; resending {2} requests",
-                        disk.address(), index, sendCount);
-                return;
-            } catch (IOException | RuntimeException e) {
-                fresh.close();
-                throw e;
-            }
-        } catch (IOException | RuntimeException e) {
-            if (failingSinceNs == 0) {
-                failingSinceNs = System.nanoTime();
-            }
-            if (givenUp() && owned > 0) {
-                LOG.log(Level.WARNING, "nbd: {0} still unreachable after {1} ms ({2}); failing {3} requests with EIO",
-                        disk.address(), disk.options.retryTimeoutMs(), e.getMessage(), owned);
-                failOwned(-Errno.EIO);
-            }
-        }
-        // Back off, but wake for new requests (they fail at once once the outage outlived the retry time).
-        sleeping = true;
-        if (requests.size() == 0 && !stopping) {
-            wake.await((int) backoffMs);
-            wake.read();
-        }
-        sleeping = false;
-        backoffMs = Math.min(backoffMs * 2, 500);
     }
 
     private void failOwned(long result) {

@@ -6,16 +6,16 @@ import io.vblk.aio.IoVector;
 import io.vblk.sys.NativeBuffer;
 
 /**
- * The preallocated request slots of one NBD disk, as parallel arrays. The submitting thread
- * fills a slot's request fields and hands the index to a connection through an {@link SlotRing};
- * the connection thread owns the slot (its progress fields) until it hands the index back with
- * the result. Nothing here allocates after construction.
+ * The preallocated request slots of one NBD disk, as parallel arrays. The disk fills a slot's
+ * request fields and hands the index to a connection, which owns the slot (its progress fields)
+ * until it hands the index back with the result; all of it on the disk's I/O thread. Nothing here
+ * allocates after construction.
  */
 final class NbdSlots {
     /** An operation completed without the server (a flush the server does not need, a zero-length transfer). */
     static final byte OP_LOCAL = -1;
 
-    // Connection-thread states of a slot.
+    // A connection's states of a slot.
     static final byte IDLE = 0;
     static final byte QUEUED = 1;
     static final byte SENT = 2;
@@ -23,7 +23,7 @@ final class NbdSlots {
     final int depth;
     final int maxSegments;
 
-    // Request, written by the submitter.
+    // Request, written when it is prepared.
     final byte[] op;
     final long[] offset;
     final long[] length;
@@ -33,7 +33,7 @@ final class NbdSlots {
     final long[] segmentAddress;
     final int[] segmentLength;
 
-    // Progress, owned by the connection thread.
+    // Progress, owned by the connection.
     final byte[] state;
     final int[] sequence;
     final long[] covered;
@@ -42,7 +42,7 @@ final class NbdSlots {
     /** Request headers, 32 bytes apart, sent straight from here. */
     final NativeBuffer headers;
 
-    // Result, written by whoever completes the slot, read by the reaper.
+    // Result, written by the connection that completes the slot, read by the disk's poll.
     final long[] result;
 
     NbdSlots(int depth, int maxSegments) {

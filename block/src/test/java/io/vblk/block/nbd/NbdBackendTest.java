@@ -16,6 +16,10 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.IoVector;
+import io.vblk.block.BlockDriver;
+import io.vblk.block.NetworkDisk;
+import io.vblk.sys.Epoll;
+import io.vblk.sys.Linux;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
 
@@ -136,6 +140,82 @@ class NbdBackendTest {
                 assertTrue(Io.matches(bufs[i], 100 + i), "read " + i);
             }
             assertEquals(0, disk.inFlight());
+        }
+    }
+
+    /**
+     * The I/O thread in blocking mode: it sleeps in epoll on the driver's completion sources only,
+     * acknowledges, polls, submits. A batch far larger than the socket buffer (a partial send that
+     * resumes on EPOLLOUT or the next wake), its replies, and the reconnect after the server died
+     * mid-I/O must all wake it; nothing may strand a request.
+     */
+    @Test
+    void aThreadSleepingOnlyOnTheCompletionSourceGetsEveryCompletion() throws Exception {
+        Path img = image(64 * MiB);
+        Path sock = dir.resolve("nbd.sock");
+        int depth = 64;
+        try (ServerProcess server = ServerProcess.qemuNbdUnix(img, sock, "", false);
+             BlockDriver driver = NetworkDisk.open("nbd+unix:///?socket=" + sock, false).open(depth);
+             Epoll epoll = new Epoll(4)) {
+            for (int i = 0; i < driver.completionSources(); i++) {
+                epoll.add(driver.completionFd(i), Linux.EPOLLIN, i);
+            }
+            NativeBuffer[] bufs = new NativeBuffer[depth];
+            for (int i = 0; i < depth; i++) {
+                bufs[i] = Io.buffer(512 << 10);
+                Io.fill(bufs[i], 300 + i);
+                assertEquals(0, driver.write(i * (512L << 10), Io.vector(bufs[i]), i));
+            }
+            Map<Long, Long> done = new java.util.HashMap<>();
+            driver.submit();
+            sleepUntil(driver, epoll, done, depth);
+            for (int i = 0; i < depth; i++) {
+                assertEquals(512 << 10, done.get((long) i), "write " + i);
+                Io.poison(bufs[i]);
+                assertEquals(0, driver.read(i * (512L << 10), Io.vector(bufs[i]), 1000 + i));
+            }
+            done.clear();
+            driver.submit();
+            sleepUntil(driver, epoll, done, depth);
+            for (int i = 0; i < depth; i++) {
+                assertEquals(512 << 10, done.get(1000L + i));
+                assertTrue(Io.matches(bufs[i], 300 + i), "read " + i);
+            }
+            assertEquals(0, driver.inFlight());
+            // The server dies mid-I/O and comes back: the helper's reconnect must wake the sleeper.
+            for (int i = 0; i < depth; i++) {
+                Io.fill(bufs[i], 700 + i);
+                assertEquals(0, driver.write(i * (512L << 10), Io.vector(bufs[i]), 2000 + i));
+            }
+            done.clear();
+            driver.submit();
+            server.kill();
+            java.nio.file.Files.deleteIfExists(sock);
+            ServerProcess.sleep(300);
+            try (ServerProcess again = ServerProcess.qemuNbdUnix(img, sock, "", false)) {
+                sleepUntil(driver, epoll, done, depth);
+                for (int i = 0; i < depth; i++) {
+                    assertEquals(512 << 10, done.get(2000L + i), "write " + i + " after the restart");
+                }
+                assertEquals(0, driver.inFlight());
+            }
+        }
+    }
+
+    /** Sleeps in epoll (up to 30 s a time) on the sources, then acknowledges and polls, until {@code count} completions. */
+    private static void sleepUntil(BlockDriver driver, Epoll epoll, Map<Long, Long> done, int count) {
+        while (done.size() < count) {
+            int before = done.size();
+            driver.poll(done::put, 1024);
+            if (done.size() > before || driver.pendingSubmit() > 0) {
+                driver.submit();
+                continue;
+            }
+            int ready = epoll.await(30_000);
+            assertTrue(ready > 0, "no completion source woke the thread with " + driver.inFlight() + " requests in flight");
+            for (int i = 0; i < ready; i++) {
+                driver.acknowledge((int) epoll.data(i));
+            }
         }
     }
 

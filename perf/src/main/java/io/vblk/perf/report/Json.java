@@ -1,251 +1,84 @@
 package io.vblk.perf.report;
 
+import java.io.IOException;
+import java.math.BigDecimal;
+import java.math.RoundingMode;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 
+import com.fasterxml.jackson.jr.ob.JSON;
+
 /**
- * Just enough JSON for the benchmark: rendering values (maps, lists, strings, numbers, booleans,
- * null) and parsing fio's {@code --output-format=json} into the same shapes. Numbers parse as
- * {@code Double}; non-finite doubles render as null.
+ * The benchmark's JSON, through jackson-jr: rendering values (maps, lists, strings, numbers,
+ * booleans, null) for {@code --json}, and parsing fio's {@code --output-format=json} into maps
+ * and lists. Doubles render with at most four decimals (whole ones as integers) and non-finite
+ * ones as null, so a report stays valid JSON and diffs stay readable.
  */
 public final class Json {
-    private final String text;
-    private int pos;
+    private static final JSON PRETTY = JSON.std.with(JSON.Feature.PRETTY_PRINT_OUTPUT).with(JSON.Feature.WRITE_NULL_PROPERTIES);
+    private static final JSON READER = JSON.std.with(JSON.Feature.USE_BIG_DECIMAL_FOR_FLOATS);
 
-    private Json(String text) {
-        this.text = text;
+    private Json() {
     }
 
-    /** Renders {@code value}, indenting nested maps and lists by two spaces. */
+    /** Renders {@code value}, indented, with a final newline. */
     public static String render(Object value) {
-        StringBuilder sb = new StringBuilder();
-        render(value, sb, 0);
-        return sb.append('\n').toString();
+        try {
+            return PRETTY.asString(normalize(value)) + "\n";
+        } catch (IOException e) {
+            throw new IllegalArgumentException("cannot render JSON: " + e.getMessage(), e);
+        }
     }
 
-    private static void render(Object value, StringBuilder sb, int indent) {
-        if (value == null) {
-            sb.append("null");
-        } else if (value instanceof String) {
-            quote((String) value, sb);
-        } else if (value instanceof Boolean) {
-            sb.append(value);
-        } else if (value instanceof Double || value instanceof Float) {
+    /** Numbers as the report wants them; anything that is not JSON already becomes its string. */
+    private static Object normalize(Object value) {
+        if (value == null || value instanceof String || value instanceof Boolean) {
+            return value;
+        }
+        if (value instanceof Double || value instanceof Float) {
             double d = ((Number) value).doubleValue();
             if (Double.isNaN(d) || Double.isInfinite(d)) {
-                sb.append("null");
-            } else if (d == Math.rint(d) && Math.abs(d) < 1e15) {
-                sb.append((long) d);
-            } else {
-                sb.append(String.format(Locale.ROOT, "%.4f", d));
+                return null;
             }
-        } else if (value instanceof Number) {
-            sb.append(((Number) value).longValue());
-        } else if (value instanceof Map) {
-            Map<?, ?> map = (Map<?, ?>) value;
-            if (map.isEmpty()) {
-                sb.append("{}");
-                return;
+            if (d == Math.rint(d) && Math.abs(d) < 1e15) {
+                return (long) d;
             }
-            sb.append("{\n");
-            int i = 0;
+            return BigDecimal.valueOf(d).setScale(4, RoundingMode.HALF_EVEN);
+        }
+        if (value instanceof Number) {
+            return ((Number) value).longValue();
+        }
+        if (value instanceof Map<?, ?> map) {
+            Map<String, Object> out = new LinkedHashMap<>();
             for (Map.Entry<?, ?> e : map.entrySet()) {
-                sb.append("  ".repeat(indent + 1));
-                quote(String.valueOf(e.getKey()), sb);
-                sb.append(": ");
-                render(e.getValue(), sb, indent + 1);
-                sb.append(++i < map.size() ? ",\n" : "\n");
+                out.put(String.valueOf(e.getKey()), normalize(e.getValue()));
             }
-            sb.append("  ".repeat(indent)).append('}');
-        } else if (value instanceof List) {
-            List<?> list = (List<?>) value;
-            if (list.isEmpty()) {
-                sb.append("[]");
-                return;
-            }
-            sb.append("[\n");
-            for (int i = 0; i < list.size(); i++) {
-                sb.append("  ".repeat(indent + 1));
-                render(list.get(i), sb, indent + 1);
-                sb.append(i + 1 < list.size() ? ",\n" : "\n");
-            }
-            sb.append("  ".repeat(indent)).append(']');
-        } else {
-            quote(value.toString(), sb);
+            return out;
         }
-    }
-
-    private static void quote(String s, StringBuilder sb) {
-        sb.append('"');
-        for (int i = 0; i < s.length(); i++) {
-            char c = s.charAt(i);
-            switch (c) {
-                case '"': sb.append("\\\""); break;
-                case '\\': sb.append("\\\\"); break;
-                case '\n': sb.append("\\n"); break;
-                case '\r': sb.append("\\r"); break;
-                case '\t': sb.append("\\t"); break;
-                default:
-                    if (c < 0x20) {
-                        sb.append(String.format(Locale.ROOT, "\\u%04x", (int) c));
-                    } else {
-                        sb.append(c);
-                    }
+        if (value instanceof List<?> list) {
+            List<Object> out = new ArrayList<>(list.size());
+            for (Object o : list) {
+                out.add(normalize(o));
             }
+            return out;
         }
-        sb.append('"');
+        return value.toString();
     }
 
     /**
-     * Parses a JSON document; text before the first '{' or '[' (fio may print notes first) is
-     * skipped.
+     * Parses {@code text}: objects as maps, arrays as lists, numbers as Integer, Long, BigInteger
+     * or BigDecimal.
      *
-     * @throws IllegalArgumentException with the offset of malformed input
+     * @throws IllegalArgumentException when it is not JSON
      */
     public static Object parse(String text) {
-        Json p = new Json(text);
-        int start = 0;
-        while (start < text.length() && text.charAt(start) != '{' && text.charAt(start) != '[') {
-            start++;
+        try {
+            return READER.anyFrom(text);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("bad JSON: " + e.getMessage(), e);
         }
-        p.pos = start;
-        return p.value();
-    }
-
-    private Object value() {
-        skipSpace();
-        if (pos >= text.length()) {
-            throw error("unexpected end");
-        }
-        char c = text.charAt(pos);
-        switch (c) {
-            case '{': return object();
-            case '[': return array();
-            case '"': return string();
-            case 't': return literal("true", Boolean.TRUE);
-            case 'f': return literal("false", Boolean.FALSE);
-            case 'n': return literal("null", null);
-            default: return number();
-        }
-    }
-
-    private Map<String, Object> object() {
-        Map<String, Object> map = new LinkedHashMap<>();
-        pos++;
-        skipSpace();
-        if (peek() == '}') {
-            pos++;
-            return map;
-        }
-        while (true) {
-            skipSpace();
-            String key = string();
-            skipSpace();
-            expect(':');
-            map.put(key, value());
-            skipSpace();
-            if (peek() == ',') {
-                pos++;
-            } else {
-                expect('}');
-                return map;
-            }
-        }
-    }
-
-    private List<Object> array() {
-        List<Object> list = new ArrayList<>();
-        pos++;
-        skipSpace();
-        if (peek() == ']') {
-            pos++;
-            return list;
-        }
-        while (true) {
-            list.add(value());
-            skipSpace();
-            if (peek() == ',') {
-                pos++;
-            } else {
-                expect(']');
-                return list;
-            }
-        }
-    }
-
-    private String string() {
-        expect('"');
-        StringBuilder sb = new StringBuilder();
-        while (pos < text.length()) {
-            char c = text.charAt(pos++);
-            if (c == '"') {
-                return sb.toString();
-            }
-            if (c == '\\' && pos < text.length()) {
-                char e = text.charAt(pos++);
-                switch (e) {
-                    case 'n': sb.append('\n'); break;
-                    case 't': sb.append('\t'); break;
-                    case 'r': sb.append('\r'); break;
-                    case 'b': sb.append('\b'); break;
-                    case 'f': sb.append('\f'); break;
-                    case 'u':
-                        if (pos + 4 > text.length()) {
-                            throw error("bad escape");
-                        }
-                        sb.append((char) Integer.parseInt(text.substring(pos, pos + 4), 16));
-                        pos += 4;
-                        break;
-                    default: sb.append(e);
-                }
-            } else {
-                sb.append(c);
-            }
-        }
-        throw error("unterminated string");
-    }
-
-    private Double number() {
-        int start = pos;
-        while (pos < text.length() && "+-0123456789.eE".indexOf(text.charAt(pos)) >= 0) {
-            pos++;
-        }
-        if (start == pos) {
-            throw error("unexpected character '" + text.charAt(pos) + "'");
-        }
-        return Double.valueOf(text.substring(start, pos));
-    }
-
-    private Object literal(String word, Object value) {
-        if (!text.startsWith(word, pos)) {
-            throw error("expected " + word);
-        }
-        pos += word.length();
-        return value;
-    }
-
-    private void expect(char c) {
-        if (peek() != c) {
-            throw error("expected '" + c + "'");
-        }
-        pos++;
-    }
-
-    private char peek() {
-        return pos < text.length() ? text.charAt(pos) : '\0';
-    }
-
-    private void skipSpace() {
-        while (pos < text.length() && Character.isWhitespace(text.charAt(pos))) {
-            pos++;
-        }
-    }
-
-    private IllegalArgumentException error(String what) {
-        return new IllegalArgumentException("bad JSON at offset " + pos + ": " + what);
     }
 
     /** {@code root.a.b.c} of nested maps, or null where a key is missing. */

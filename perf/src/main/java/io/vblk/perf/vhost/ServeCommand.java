@@ -9,7 +9,7 @@ import java.util.List;
 
 /**
  * Finds how to run {@code vblk serve}: an explicit command, else the vhost module's shaded jar
- * ({@code vhost/target/vblk.jar}, run with this JVM), else the launcher {@code scripts/vblk},
+ * ({@code daemon/target/vblk.jar}, run with this JVM), else the launcher {@code scripts/vblk},
  * looked up from the repository this benchmark was built in ({@code VBLK_HOME} overrides).
  */
 public final class ServeCommand {
@@ -28,7 +28,7 @@ public final class ServeCommand {
         }
         List<Path> looked = new ArrayList<>();
         for (Path root : roots()) {
-            Path jar = root.resolve("vhost/target/vblk.jar");
+            Path jar = root.resolve("daemon/target/vblk.jar");
             looked.add(jar);
             if (Files.isRegularFile(jar)) {
                 String java = ProcessHandle.current().info().command().orElse("java");
@@ -41,7 +41,7 @@ public final class ServeCommand {
             }
         }
         throw new IllegalStateException("cannot find vblk serve (looked at " + looked
-                + "): build the vhost module, or pass --serve-cmd 'COMMAND serve'");
+                + "): build the daemon module, or pass --serve-cmd 'COMMAND serve'");
     }
 
     private static List<Path> roots() {

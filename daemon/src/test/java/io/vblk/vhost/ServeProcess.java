@@ -1,5 +1,6 @@
 package io.vblk.vhost;
 
+import io.vblk.daemon.Main;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;

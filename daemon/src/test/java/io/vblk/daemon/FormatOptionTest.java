@@ -1,4 +1,4 @@
-package io.vblk.vhost;
+package io.vblk.daemon;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -8,33 +8,47 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.block.ImageFormat;
+import io.vblk.vhost.FormatChoice;
+import io.vblk.vhost.Log;
 
-/** {@code vblk serve --format}: named, never guessed; a raw file that looks like qcow2 is warned about. */
+/**
+ * {@code --format} of {@code vblk serve} and {@code export.add}: named, never guessed; a raw file
+ * that looks like qcow2 is warned about.
+ */
 class FormatOptionTest {
     @TempDir
     Path dir;
 
+    private static ExportSpec parse(String... keyValues) {
+        Map<String, Object> m = new java.util.LinkedHashMap<>();
+        for (int i = 0; i < keyValues.length; i += 2) {
+            m.put(keyValues[i], keyValues[i + 1]);
+        }
+        return ExportSpec.parse(Params.commandLine(m), "disk0");
+    }
+
     @Test
     void formatIsRawUnlessNamed() {
-        assertEquals(ImageFormat.RAW, ServeOptions.parse(new String[] {"--image", "x.img", "--socket", "s"}).format);
+        assertEquals(ImageFormat.RAW, parse("image", "x.img", "socket", "s").format);
         assertEquals(ImageFormat.QCOW2,
-                ServeOptions.parse(new String[] {"--image", "x.qcow2", "--socket", "s", "--format", "qcow2"}).format);
+                parse("image", "x.qcow2", "socket", "s", "format", "qcow2").format);
         assertEquals(ImageFormat.QCOW2,
-                ServeOptions.parse(new String[] {"--image", "x.qcow2", "--socket", "s", "--format=QCOW2"}).format);
+                parse("image", "x.qcow2", "socket", "s", "format", "QCOW2").format);
     }
 
     @Test
     void unknownFormatsAndQcow2OnANullDiskAreUsageErrors() {
-        UsageError e = assertThrows(UsageError.class,
-                () -> ServeOptions.parse(new String[] {"--image", "x", "--socket", "s", "--format", "vmdk"}));
+        InvalidParams e = assertThrows(InvalidParams.class, () -> parse("image", "x", "socket", "s", "format", "vmdk"));
         assertTrue(e.getMessage().contains("raw or qcow2"), e.getMessage());
-        assertThrows(UsageError.class,
-                () -> ServeOptions.parse(new String[] {"--image", "null:1M", "--socket", "s", "--format", "qcow2"}));
+        InvalidParams onNull = assertThrows(InvalidParams.class,
+                () -> parse("image", "null:1M", "socket", "s", "format", "qcow2"));
+        assertTrue(onNull.getMessage().contains("--format qcow2 needs an image file"), onNull.getMessage());
     }
 
     @Test

@@ -1,4 +1,4 @@
-package io.vblk.vhost.soak;
+package io.vblk.daemon.soak;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;

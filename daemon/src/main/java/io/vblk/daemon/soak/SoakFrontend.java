@@ -1,4 +1,4 @@
-package io.vblk.vhost.soak;
+package io.vblk.daemon.soak;
 
 import java.nio.file.Path;
 

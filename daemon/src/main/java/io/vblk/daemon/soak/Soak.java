@@ -1,4 +1,4 @@
-package io.vblk.vhost.soak;
+package io.vblk.daemon.soak;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -191,7 +191,7 @@ public final class Soak {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<String> cmd = new ArrayList<>(List.of(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
                 "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false", "-Xmx512m",
-                "-cp", System.getProperty("java.class.path"), "io.vblk.vhost.Main",
+                "-cp", System.getProperty("java.class.path"), "io.vblk.daemon.Main",
                 "serve", "--image", image.toString(), "--socket", socket.toString()));
         if (aio != null) {
             cmd.addAll(List.of("--aio", aio));

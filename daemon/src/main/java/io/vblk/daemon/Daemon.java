@@ -1,0 +1,418 @@
+package io.vblk.daemon;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+
+import io.vblk.engine.BlockDevice;
+import io.vblk.engine.SharedIoThread;
+import io.vblk.engine.Tuning;
+import io.vblk.engine.WaitStrategy;
+import io.vblk.sys.NativeException;
+import io.vblk.sys.UnixSocket;
+import io.vblk.vhost.Log;
+import io.vblk.vhost.SocketFile;
+
+/**
+ * The storage daemon: any number of exports, changed at run time through the methods of its
+ * control plane ({@link #call}). {@code vblk serve} is a daemon with one export and no control
+ * socket. Methods that change the set of exports are serialized; readers ({@code export.list},
+ * {@code export.stats}) never wait for them and never touch the data plane beyond reading its
+ * counters.
+ */
+final class Daemon implements AutoCloseable {
+    /** A control-plane method: checked parameters in, a JSON-ready result out. */
+    @FunctionalInterface
+    interface Method {
+        Object call(Params params);
+    }
+
+    private final Log log;
+    private final Map<String, Export> exports = new ConcurrentHashMap<>();
+    /** Ids in the order they were added, for listings. */
+    private final List<String> order = Collections.synchronizedList(new ArrayList<>());
+    private final Map<String, Method> methods = new LinkedHashMap<>();
+    private final Map<String, SharedIoThread> iothreads = new ConcurrentHashMap<>();
+    private final List<String> iothreadOrder = Collections.synchronizedList(new ArrayList<>());
+    private final CountDownLatch stopped = new CountDownLatch(1);
+    private final Object changes = new Object();
+    private volatile boolean shuttingDown;
+
+    Daemon(Log log) {
+        this.log = log;
+        methods.put("export.add", this::exportAdd);
+        methods.put("export.remove", this::exportRemove);
+        methods.put("export.list", p -> exportList(p));
+        methods.put("export.stats", p -> {
+            p.rejectUnknown(Set.of("id", "reset_latency"));
+            return Stats.of(export(p), p.bool("reset_latency"));
+        });
+        methods.put("export.resize", this::exportResize);
+        methods.put("export.set_limits", this::exportSetLimits);
+        methods.put("iothread.add", this::iothreadAdd);
+        methods.put("iothread.list", this::iothreadList);
+        methods.put("iothread.remove", this::iothreadRemove);
+        methods.put("methods.list", p -> {
+            p.rejectUnknown(Set.of());
+            return List.copyOf(methods.keySet());
+        });
+        methods.put("daemon.version", p -> {
+            p.rejectUnknown(Set.of());
+            return Map.of("version", Version.VBLK, "java", Runtime.version().toString());
+        });
+        methods.put("daemon.shutdown", p -> {
+            p.rejectUnknown(Set.of());
+            requestShutdown();
+            return Map.of("shutting_down", true);
+        });
+    }
+
+    /**
+     * Runs {@code method} with {@code params}.
+     *
+     * @throws RpcError with a code and a message for the caller
+     */
+    Object call(String method, Params params) {
+        Method m = methods.get(method);
+        if (m == null) {
+            throw new RpcError(RpcError.METHOD_NOT_FOUND, "unknown method '" + method + "' (methods.list lists them)");
+        }
+        try {
+            return m.call(params);
+        } catch (InvalidParams e) {
+            throw new RpcError(RpcError.INVALID_PARAMS, e.getMessage());
+        }
+    }
+
+    /** The method names, in the order {@code methods.list} gives them. */
+    Set<String> methodNames() {
+        return Collections.unmodifiableSet(methods.keySet());
+    }
+
+    // ------------------------------------------------------------ exports
+
+    /** Adds an I/O thread from {@code iothread.add} parameters (the configuration file). */
+    void addIoThread(Params p) {
+        call("iothread.add", p);
+    }
+
+    /** Adds an export from already-parsed parameters (the configuration file and vblk serve). */
+    Export add(ExportSpec spec) {
+        synchronized (changes) {
+            if (shuttingDown) {
+                throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
+            }
+            if (exports.containsKey(spec.id)) {
+                throw new RpcError(RpcError.ALREADY_EXISTS, "export '" + spec.id + "' already exists");
+            }
+            Path socket = spec.socket.toAbsolutePath().normalize();
+            for (Export e : exports.values()) {
+                if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
+                    throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + e.spec.id + "'");
+                }
+            }
+            if (listening(spec.socket)) {
+                throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
+            }
+            SharedIoThread[] threads = new SharedIoThread[spec.iothreads.size()];
+            for (int i = 0; i < threads.length; i++) {
+                threads[i] = iothreads.get(spec.iothreads.get(i));
+                if (threads[i] == null) {
+                    throw new RpcError(RpcError.NOT_FOUND, "iothreads: no I/O thread '" + spec.iothreads.get(i)
+                            + "' (iothread.add creates one)");
+                }
+            }
+            Export export = Export.open(spec, log, threads);
+            exports.put(spec.id, export);
+            order.add(spec.id);
+            log.info("export " + spec.id + ": serving " + export.describe() + " on " + export.socketPath());
+            return export;
+        }
+    }
+
+    /** Whether something accepts connections at {@code path} (a live socket, not a stale one). */
+    private static boolean listening(Path path) {
+        if (!SocketFile.isSocket(path)) {
+            return false;
+        }
+        try {
+            UnixSocket.connect(path).close();
+            return true;
+        } catch (NativeException | IllegalArgumentException e) {
+            return false;
+        }
+    }
+
+    private Object exportAdd(Params p) {
+        Export export = add(ExportSpec.parse(p, null));
+        return summary(export);
+    }
+
+    private static Map<String, Object> summary(Export e) {
+        Map<String, Object> m = e.spec.toParams();
+        m.put("size_bytes", e.device().config().capacitySectors() * 512);
+        m.put("backend", e.backend().cliName());
+        return m;
+    }
+
+    private Object exportRemove(Params p) {
+        p.rejectUnknown(Set.of("id"));
+        String id = p.requiredString("id");
+        synchronized (changes) {
+            Export e = exports.get(id);
+            if (e == null) {
+                throw notFound(id);
+            }
+            remove(e);
+            return Map.of("id", id, "removed", true);
+        }
+    }
+
+    private void remove(Export e) {
+        // Drain and close first, unlisting after: a stats reader may still see it while it goes.
+        e.close();
+        exports.remove(e.spec.id);
+        order.remove(e.spec.id);
+        log.info("export " + e.spec.id + ": removed");
+    }
+
+    private Object exportList(Params p) {
+        p.rejectUnknown(Set.of());
+        List<Object> out = new ArrayList<>();
+        for (String id : snapshotOrder()) {
+            Export e = exports.get(id);
+            if (e != null) {
+                out.add(summary(e));
+            }
+        }
+        return out;
+    }
+
+    private List<String> snapshotOrder() {
+        synchronized (order) {
+            return new ArrayList<>(order);
+        }
+    }
+
+    /** The exports, in the order they were added. */
+    List<Export> exports() {
+        List<Export> out = new ArrayList<>();
+        for (String id : snapshotOrder()) {
+            Export e = exports.get(id);
+            if (e != null) {
+                out.add(e);
+            }
+        }
+        return out;
+    }
+
+    private Export export(Params p) {
+        String id = p.requiredString("id");
+        Export e = exports.get(id);
+        if (e == null) {
+            throw notFound(id);
+        }
+        return e;
+    }
+
+    private static RpcError notFound(String id) {
+        return new RpcError(RpcError.NOT_FOUND, "no export '" + id + "' (export.list lists them)");
+    }
+
+    private Object exportResize(Params p) {
+        p.rejectUnknown(Set.of("id", "size", "allow_shrink"));
+        Export e = export(p);
+        if (!p.has("size")) {
+            throw new InvalidParams("size is required");
+        }
+        long size = p.size("size", 512, 0);
+        boolean allowShrink = p.bool("allow_shrink");
+        synchronized (changes) {
+            return e.resize(size, allowShrink);
+        }
+    }
+
+    private Object exportSetLimits(Params p) {
+        p.rejectUnknown(Set.of("id", "iops_limit", "bps_limit"));
+        Export e = export(p);
+        long iops = p.integer("iops_limit", 0, Long.MAX_VALUE, e.spec.iopsLimit);
+        long bps = p.size("bps_limit", 0, e.spec.bpsLimit);
+        synchronized (changes) {
+            e.setLimits(iops, bps);
+        }
+        return Map.of("id", e.spec.id, "iops_limit", iops, "bps_limit", bps);
+    }
+
+    // ------------------------------------------------------------ I/O threads
+
+    private Object iothreadAdd(Params p) {
+        p.rejectUnknown(Set.of("id", "cpus", "wait", "poll_ns"));
+        String id = p.requiredString("id");
+        if (!id.matches("[A-Za-z0-9_.-]{1,32}")) {
+            throw new InvalidParams("id must be 1 to 32 letters, digits, '.', '_' or '-', got '" + id + "'");
+        }
+        long[] cpuList = p.integers("cpus", 0, 1023);
+        int[] cpus = cpuList == null ? new int[0] : java.util.Arrays.stream(cpuList).mapToInt(c -> (int) c).toArray();
+        WaitStrategy wait = WaitStrategy.ADAPTIVE;
+        String waitName = p.string("wait", null);
+        if (waitName != null) {
+            try {
+                wait = WaitStrategy.parse(waitName);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams("wait: " + e.getMessage());
+            }
+        }
+        long pollNs = p.integer("poll_ns", 0, 1_000_000_000L, Tuning.defaults().pollNs());
+        synchronized (changes) {
+            if (shuttingDown) {
+                throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
+            }
+            if (iothreads.containsKey(id)) {
+                throw new RpcError(RpcError.ALREADY_EXISTS, "I/O thread '" + id + "' already exists");
+            }
+            SharedIoThread t;
+            try {
+                t = new SharedIoThread("vblk-iot-" + id, wait, pollNs, cpus);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams("cpus: " + e.getMessage());
+            }
+            iothreads.put(id, t);
+            iothreadOrder.add(id);
+            log.info("I/O thread " + id + " started (wait " + wait.cliName() + (cpus.length > 0 ? ", cpus "
+                    + java.util.Arrays.toString(cpus) : "") + ")");
+            return describe(id, t);
+        }
+    }
+
+    private Object iothreadRemove(Params p) {
+        p.rejectUnknown(Set.of("id"));
+        String id = p.requiredString("id");
+        synchronized (changes) {
+            SharedIoThread t = iothreads.get(id);
+            if (t == null) {
+                throw new RpcError(RpcError.NOT_FOUND, "no I/O thread '" + id + "' (iothread.list lists them)");
+            }
+            List<String> users = exports().stream().filter(e -> e.spec.iothreads.contains(id)).map(e -> e.spec.id).toList();
+            if (!users.isEmpty()) {
+                throw new RpcError(RpcError.IN_USE, "I/O thread '" + id + "' serves export(s) " + users + ": remove them first");
+            }
+            t.close();
+            iothreads.remove(id);
+            iothreadOrder.remove(id);
+            return Map.of("id", id, "removed", true);
+        }
+    }
+
+    private Map<String, Object> describe(String id, SharedIoThread t) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("id", id);
+        m.put("shared", true);
+        m.put("cpus", java.util.Arrays.stream(t.cpus()).boxed().toList());
+        m.put("wait", t.waitStrategy().cliName());
+        m.put("busy_fraction", Math.round(t.busyFraction() * 1000) / 1000.0);
+        List<Object> users = new ArrayList<>();
+        for (Export e : exports()) {
+            int n = Math.min(e.spec.iothreads.size(), e.spec.queues);
+            List<Integer> queues = new ArrayList<>();
+            for (int q = 0; q < e.spec.queues; q++) {
+                if (n > 0 && e.spec.iothreads.get(q % n).equals(id)) {
+                    queues.add(q);
+                }
+            }
+            if (!queues.isEmpty()) {
+                users.add(Map.of("id", e.spec.id, "queues", queues));
+            }
+        }
+        m.put("exports", users);
+        return m;
+    }
+
+    private Object iothreadList(Params p) {
+        p.rejectUnknown(Set.of());
+        List<Object> out = new ArrayList<>();
+        List<String> ids;
+        synchronized (iothreadOrder) {
+            ids = new ArrayList<>(iothreadOrder);
+        }
+        for (String id : ids) {
+            SharedIoThread t = iothreads.get(id);
+            if (t != null) {
+                out.add(describe(id, t));
+            }
+        }
+        // Exports without shared threads have threads of their own, listed for completeness.
+        for (Export e : exports()) {
+            if (!e.spec.iothreads.isEmpty()) {
+                continue;
+            }
+            BlockDevice d = e.device();
+            int threads = d.tuning().threadCount(d.numQueues());
+            for (int t = 0; t < threads; t++) {
+                List<Integer> queues = new ArrayList<>();
+                for (int q = 0; q < d.numQueues(); q++) {
+                    if (d.tuning().threadOf(q) == t) {
+                        queues.add(q);
+                    }
+                }
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("id", "vblk-" + e.spec.id + "-io" + t);
+                m.put("shared", false);
+                m.put("wait", d.tuning().waitStrategy().cliName());
+                m.put("exports", List.of(Map.of("id", e.spec.id, "queues", queues)));
+                out.add(m);
+            }
+        }
+        return out;
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    /** Asks the daemon to stop; {@link #awaitShutdownRequest} returns. Any thread. */
+    void requestShutdown() {
+        shuttingDown = true;
+        stopped.countDown();
+    }
+
+    boolean shuttingDown() {
+        return shuttingDown;
+    }
+
+    /** Waits until {@code daemon.shutdown} or {@link #requestShutdown()}. */
+    void awaitShutdownRequest() throws InterruptedException {
+        stopped.await();
+    }
+
+    /** Waits up to {@code timeout} for a shutdown request; true if one came. */
+    boolean awaitShutdownRequest(long timeout, TimeUnit unit) throws InterruptedException {
+        return stopped.await(timeout, unit);
+    }
+
+    /** Drains and removes every export, newest first. */
+    @Override
+    public void close() {
+        synchronized (changes) {
+            shuttingDown = true;
+            stopped.countDown();
+            List<String> ids = snapshotOrder();
+            Collections.reverse(ids);
+            for (String id : ids) {
+                Export e = exports.get(id);
+                if (e != null) {
+                    remove(e);
+                }
+            }
+            for (SharedIoThread t : iothreads.values()) {
+                t.close();
+            }
+            iothreads.clear();
+            iothreadOrder.clear();
+        }
+    }
+}

@@ -1,0 +1,157 @@
+package io.vblk.daemon;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ParentCommand;
+
+import io.vblk.vhost.Log;
+import io.vblk.vhost.SocketFile;
+
+/**
+ * {@code vblk daemon}: one JVM serving any number of exports, changed at run time over a
+ * JSON-RPC control socket. It starts with the exports of {@code --config}, or with none.
+ */
+@Command(name = "daemon", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = {"Serves any number of exports (an export is one disk on one vhost-user socket) from one JVM, "
+            + "changed at run time through a JSON-RPC 2.0 control socket: one request object per line, one response per "
+            + "line (vblk ctl talks to it; methods.list lists the methods). SIGINT, SIGTERM or daemon.shutdown drain "
+            + "every export and exit with status 0.",
+            "",
+            "The configuration file holds the objects the methods take: {\"iothreads\": [ {iothread.add params}, ... ], "
+            + "\"exports\": [ {export.add params}, ... ]}."},
+        footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument or configuration, 1 for any other failure."})
+final class DaemonCommand implements Callable<Integer> {
+    @ParentCommand
+    Main parent;
+
+    @Option(names = "--control", paramLabel = "PATH", required = true, description = "the control socket (created mode 0600)")
+    String control;
+
+    @Option(names = "--config", paramLabel = "FILE", description = "JSON configuration: {\"iothreads\": [ iothread.add params ], \"exports\": [ export.add params ]}")
+    Path config;
+
+    @Option(names = "--control-mode", paramLabel = "OCTAL", description = "permission bits of the control socket (default 0600)")
+    String controlMode;
+
+    @Option(names = "--control-group", paramLabel = "NAME|GID", description = "group of the control socket file")
+    String controlGroup;
+
+    @Option(names = {"--allow-uid", "--allow-uids"}, paramLabel = "UID[,UID...]", description = "control clients allowed "
+            + "(SO_PEERCRED; default: the daemon's own uid and root)")
+    String allowUids;
+
+    @Option(names = "--metrics", paramLabel = "ADDR:PORT", description = "serve Prometheus metrics at http://ADDR:PORT/metrics")
+    String metrics;
+
+    @Override
+    public Integer call() {
+        Main.Context ctx = parent.context;
+        Log log = Log.to(ctx.err());
+        Map<String, Object> controlParams = new java.util.LinkedHashMap<>();
+        if (controlMode != null) {
+            controlParams.put("socket_mode", controlMode);
+        }
+        if (allowUids != null) {
+            controlParams.put("allow_uids", allowUids);
+        }
+        controlParams.put("id", "control");
+        controlParams.put("image", "null:512");
+        controlParams.put("socket", control);
+        // The control socket's mode and uids go through the exports' checks: one set of rules.
+        ExportSpec access = ExportSpec.parse(Params.commandLine(controlParams), null);
+        Config conf = config == null ? new Config(List.of(), List.of()) : Config.read(config);
+        List<Map<String, Object>> exports = conf.exports();
+        MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
+        try {
+            SocketFile.check(access.socket);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams("--control: " + e.getMessage());
+        }
+        Daemon daemon = new Daemon(log);
+        ControlServer server = null;
+        MetricsEndpoint endpoint = null;
+        try {
+            for (int i = 0; i < conf.iothreads().size(); i++) {
+                try {
+                    daemon.addIoThread(Params.json(conf.iothreads().get(i)));
+                } catch (RpcError e) {
+                    throw new InvalidParams("--config " + config + ": iothreads[" + i + "]: " + e.getMessage());
+                }
+            }
+            for (int i = 0; i < exports.size(); i++) {
+                try {
+                    daemon.add(ExportSpec.parse(Params.json(exports.get(i)), null));
+                } catch (InvalidParams | RpcError e) {
+                    throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
+                }
+            }
+            try {
+                server = new ControlServer(access.socket, access.socketMode, controlGroup, access.allowUids,
+                        new JsonRpc(daemon, log), log);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams("--control: " + e.getMessage());
+            } catch (UncheckedIOException e) {
+                throw new InvalidParams("cannot listen on " + control + ": " + e.getCause().getMessage());
+            }
+            endpoint = address == null ? null : MetricsEndpoint.start(address, daemon);
+        } catch (RuntimeException e) {
+            daemon.close();
+            if (server != null) {
+                server.close();
+            }
+            throw e;
+        }
+        ctx.out().println("vblk: daemon listening on " + server.path() + " (" + exports.size()
+                + (exports.size() == 1 ? " export" : " exports") + (endpoint != null ? ", metrics on " + endpoint.url() : "")
+                + ")");
+        ctx.out().flush();
+        return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
+    }
+
+    /** The configuration file: the parameters of iothread.add and export.add calls, applied in that order. */
+    record Config(List<Map<String, Object>> iothreads, List<Map<String, Object>> exports) {
+        static Config read(Path file) {
+            Object doc;
+            try {
+                doc = JsonRpc.JSON_IN.anyFrom(Files.readString(file));
+            } catch (IOException e) {
+                throw new InvalidParams("--config " + file + ": " + (Files.exists(file) ? "not valid JSON: "
+                        + e.getMessage().lines().findFirst().orElse("") : "file not found"));
+            }
+            if (!(doc instanceof Map<?, ?> top)) {
+                throw new InvalidParams("--config " + file + ": expected an object {\"iothreads\": [...], \"exports\": [...]}");
+            }
+            for (Object key : top.keySet()) {
+                if (!"exports".equals(key) && !"iothreads".equals(key)) {
+                    throw new InvalidParams("--config " + file + ": unknown member \"" + key + "\" (expected \"iothreads\" and \"exports\")");
+                }
+            }
+            return new Config(objects(file, top, "iothreads"), objects(file, top, "exports"));
+        }
+
+        @SuppressWarnings("unchecked")
+        private static List<Map<String, Object>> objects(Path file, Map<?, ?> top, String key) {
+            Object list = top.get(key);
+            if (list == null) {
+                return List.of();
+            }
+            if (!(list instanceof List<?> items)) {
+                throw new InvalidParams("--config " + file + ": \"" + key + "\" must be a list of parameter objects");
+            }
+            for (int i = 0; i < items.size(); i++) {
+                if (!(items.get(i) instanceof Map<?, ?>)) {
+                    throw new InvalidParams("--config " + file + ": " + key + "[" + i + "] must be an object");
+                }
+            }
+            return (List<Map<String, Object>>) list;
+        }
+    }
+}

@@ -1,0 +1,293 @@
+package io.vblk.daemon;
+
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.aio.Image;
+import io.vblk.aio.ImageOptions;
+import io.vblk.block.ImageFormat;
+import io.vblk.block.NetworkDisk;
+import io.vblk.engine.BlkConfig;
+import io.vblk.engine.BlockDevice;
+import io.vblk.engine.SharedIoThread;
+import io.vblk.engine.Tuning;
+import io.vblk.sys.Errno;
+import io.vblk.sys.NativeException;
+import io.vblk.vhost.BackendChoice;
+import io.vblk.vhost.FormatChoice;
+import io.vblk.vhost.Log;
+import io.vblk.vhost.VhostUserServer;
+
+/**
+ * One export: an image served as a vhost-user-blk device on its own socket. Opening checks the
+ * image (each mistake its own message), builds the device and starts serving on a thread of its
+ * own; {@link #close()} drains in-flight I/O, closes the frontend's connection and the device,
+ * removes the socket and closes the image.
+ */
+final class Export implements AutoCloseable {
+    /**
+     * Segments per request offered (SEG_MAX): QEMU's default, and within what the back ends
+     * preallocate per operation.
+     */
+    static final int SEG_MAX = 254;
+    private static final long STOP_WAIT_SECONDS = 30;
+
+    final ExportSpec spec;
+    private final Image image;
+    private final BackendChoice backends;
+    private final VhostUserServer server;
+    private final Thread serving;
+    private final Log log;
+
+    private Export(ExportSpec spec, Image image, BackendChoice backends, VhostUserServer server, Log log) {
+        this.spec = spec;
+        this.image = image;
+        this.backends = backends;
+        this.server = server;
+        this.log = log;
+        this.serving = new Thread(this::serve, "vblk-" + spec.id + "-socket");
+        serving.setDaemon(true);
+    }
+
+    /**
+     * Opens the image, builds the device and starts serving.
+     *
+     * @throws InvalidParams for anything the caller can fix: a missing or unreadable image, a
+     *         bad size, an unusable socket path
+     */
+    static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads) {
+        BackendKind kind = spec.aio != null ? spec.aio : BackendKind.IO_URING;
+        NetworkDisk network = spec.network == null ? null : openNetwork(spec);
+        if (network != null) {
+            spec.readOnly = network.readOnly();
+        }
+        FormatChoice format;
+        try {
+            format = network != null || spec.format == ImageFormat.RAW ? null
+                    : FormatChoice.open(spec.image, spec.format, kind, spec.readOnly, spec.direct, log);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams(e.getMessage());
+        }
+        Image image = spec.image == null || format != null ? null : openImage(spec, log);
+        try {
+            long sizeBytes = network != null ? network.sizeBytes() : format != null ? format.sizeBytes()
+                    : image == null ? spec.nullSizeBytes : image.sizeBytes();
+            BackendChoice backends = new BackendChoice(kind, image, log);
+            BlkConfig config = config(spec, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
+            VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
+                    .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id);
+            if (format != null) {
+                builder.drivers(format);
+            }
+            if (network != null) {
+                builder.drivers(network);
+            }
+            if (spec.socketGroup != null) {
+                builder.socketGroup(spec.socketGroup);
+            }
+            if (spec.allowUids != null) {
+                builder.allowUids(spec.allowUids);
+            }
+            if (ioThreads != null && ioThreads.length > 0) {
+                builder.ioThreads(ioThreads);
+            }
+            VhostUserServer server = builder.build();
+            Export export = new Export(spec, image, backends, server, log);
+            export.serving.start();
+            return export;
+        } catch (IllegalArgumentException e) {
+            closeQuietly(image);
+            throw new InvalidParams(e.getMessage());
+        } catch (UncheckedIOException e) {
+            closeQuietly(image);
+            throw new InvalidParams("cannot listen on " + spec.socket + ": " + e.getCause().getMessage());
+        } catch (RuntimeException e) {
+            closeQuietly(image);
+            throw e;
+        }
+    }
+
+    /** Connects to a network disk; a bad address or an unreachable server is one line, as a missing file is. */
+    private static NetworkDisk openNetwork(ExportSpec s) {
+        try {
+            return NetworkDisk.open(s.network, s.readOnly);
+        } catch (RuntimeException e) {
+            throw new InvalidParams("cannot open " + s.network + ": " + e.getMessage());
+        }
+    }
+
+    private void serve() {
+        try {
+            server.serve();
+        } catch (RuntimeException e) {
+            log.info("export " + spec.id + ": serving failed: " + e);
+        }
+    }
+
+    /** Opens the image after checking what it is, so each mistake gets its own message. */
+    private static Image openImage(ExportSpec s, Log log) {
+        Path path = s.image;
+        if (!Files.exists(path)) {
+            throw new InvalidParams("image not found: " + path);
+        }
+        if (Files.isDirectory(path)) {
+            throw new InvalidParams("image is a directory: " + path);
+        }
+        Image image;
+        try {
+            image = Image.open(path, ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct));
+        } catch (NativeException e) {
+            String hint = e.errno() == Errno.EINVAL && s.direct ? "; the filesystem may refuse O_DIRECT, try cache writeback" : "";
+            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage() + hint);
+        } catch (RuntimeException e) {
+            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage());
+        }
+        FormatChoice.warnIfLooksLikeQcow2(path, log);
+        long size = image.sizeBytes();
+        if (size == 0 || size % 512 != 0) {
+            image.close();
+            throw new InvalidParams("image " + path + " is " + size + " bytes, " + (size == 0 ? "empty" : "not a multiple of 512"));
+        }
+        return image;
+    }
+
+    private static BlkConfig config(ExportSpec s, Image image, long sizeBytes, int networkBlockSize) {
+        BlkConfig.Builder b = BlkConfig.builder(sizeBytes).numQueues(s.queues).queueSize(s.queueSize).segMax(SEG_MAX)
+                .readOnly(s.readOnly).serial(s.serial);
+        if (image != null && sizeBytes % image.logicalBlockSize() == 0) {
+            // O_DIRECT's alignment: a guest that respects the block size never needs a bounce.
+            b.blockSize(image.logicalBlockSize());
+        }
+        if (networkBlockSize > 512 && networkBlockSize <= 4096 && sizeBytes % networkBlockSize == 0) {
+            b.blockSize(networkBlockSize); // the NBD server's minimum block size
+        }
+        return b.build();
+    }
+
+    private static Tuning tuning(ExportSpec s) {
+        return Tuning.builder().waitStrategy(s.wait).iopsLimit(s.iopsLimit).bytesPerSecondLimit(s.bpsLimit)
+                .backendDepth(s.backendDepth).adjustableLimits(true).build();
+    }
+
+    /** The device served, for counters and latency. */
+    BlockDevice device() {
+        return server.device();
+    }
+
+    Path socketPath() {
+        return server.socketPath();
+    }
+
+    /** One line describing the export, as {@code vblk serve} prints it at start. */
+    String describe() {
+        ExportSpec o = spec;
+        long bytes = device().config().capacitySectors() * 512;
+        String format = o.network != null ? (o.network.startsWith("rbd:") ? "rbd" : "nbd") + ", "
+                : o.format == ImageFormat.RAW ? "" : o.format + ", ";
+        return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
+                + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
+                + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
+                + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
+                + ")";
+    }
+
+    /**
+     * Online resize: the image file first when growing (so every sector the guest may address
+     * exists), the device and the frontend next, the file last when shrinking.
+     *
+     * @throws InvalidParams for a size that is not a multiple of 512, or smaller without
+     *         {@code allowShrink}
+     * @throws RpcError when the image cannot be resized (read-only, a block device)
+     */
+    Map<String, Object> resize(long sizeBytes, boolean allowShrink) {
+        long current = device().config().capacitySectors() * 512;
+        if (spec.network != null || spec.format != ImageFormat.RAW) {
+            throw new RpcError(RpcError.NOT_SUPPORTED, "online resize of " + (spec.network != null ? "a network disk"
+                    : "a " + spec.format + " image") + " is not supported yet (raw images and null disks only)");
+        }
+        if (sizeBytes % 512 != 0) {
+            throw new InvalidParams("size must be a multiple of 512 bytes, got " + sizeBytes);
+        }
+        if (sizeBytes < current && !allowShrink) {
+            throw new InvalidParams("size " + sizeBytes + " is below the current " + current
+                    + " bytes: shrinking loses the data beyond it; pass allow_shrink to do it anyway");
+        }
+        boolean told = false;
+        if (sizeBytes != current) {
+            if (image != null && sizeBytes > current) {
+                resizeImage(sizeBytes);
+            }
+            told = server.resize(sizeBytes);
+            if (image != null && sizeBytes < current) {
+                resizeImage(sizeBytes);
+            }
+            if (image == null) {
+                spec.nullSizeBytes = sizeBytes;
+            }
+        }
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("id", spec.id);
+        m.put("size_bytes", sizeBytes);
+        m.put("previous_size_bytes", current);
+        m.put("frontend_notified", told);
+        return m;
+    }
+
+    private void resizeImage(long sizeBytes) {
+        try {
+            image.resize(sizeBytes);
+        } catch (IllegalStateException e) {
+            throw new RpcError(RpcError.NOT_SUPPORTED, e.getMessage());
+        } catch (NativeException e) {
+            throw new RpcError(RpcError.INTERNAL_ERROR, "cannot resize " + image.path() + ": " + e.getMessage());
+        }
+    }
+
+    /** Changes the limits (0: none) while the export serves; no restart, no frontend disconnect. */
+    void setLimits(long iopsLimit, long bpsLimit) {
+        device().setLimits(iopsLimit, bpsLimit);
+        spec.iopsLimit = iopsLimit;
+        spec.bpsLimit = bpsLimit;
+    }
+
+    /** The back end in effect (after any io_uring fallback). */
+    BackendKind backend() {
+        return backends.inEffect();
+    }
+
+    /** Waits until the serving thread has returned; true if it did in time. */
+    boolean awaitStopped(long timeout, TimeUnit unit) throws InterruptedException {
+        return server.awaitStopped(timeout, unit);
+    }
+
+    /** Makes the serving thread return (any thread); {@link #close()} then finishes the job. */
+    void stop() {
+        server.stop();
+    }
+
+    /**
+     * Drains in-flight requests, closes the frontend's connection, the device and its I/O
+     * threads, removes the socket and closes the image.
+     */
+    @Override
+    public void close() {
+        server.close();
+        try {
+            serving.join(TimeUnit.SECONDS.toMillis(STOP_WAIT_SECONDS));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        closeQuietly(image);
+    }
+
+    private static void closeQuietly(Image image) {
+        if (image != null) {
+            image.close();
+        }
+    }
+}

@@ -1,0 +1,112 @@
+package io.vblk.daemon;
+
+import java.util.ArrayList;
+import java.util.List;
+
+import org.HdrHistogram.Histogram;
+
+import io.prometheus.metrics.model.registry.MultiCollector;
+import io.prometheus.metrics.model.snapshots.CounterSnapshot;
+import io.prometheus.metrics.model.snapshots.CounterSnapshot.CounterDataPointSnapshot;
+import io.prometheus.metrics.model.snapshots.GaugeSnapshot;
+import io.prometheus.metrics.model.snapshots.GaugeSnapshot.GaugeDataPointSnapshot;
+import io.prometheus.metrics.model.snapshots.Labels;
+import io.prometheus.metrics.model.snapshots.MetricSnapshots;
+import io.prometheus.metrics.model.snapshots.Quantile;
+import io.prometheus.metrics.model.snapshots.Quantiles;
+import io.prometheus.metrics.model.snapshots.SummarySnapshot;
+import io.prometheus.metrics.model.snapshots.SummarySnapshot.SummaryDataPointSnapshot;
+import io.prometheus.metrics.model.snapshots.Unit;
+
+import io.vblk.engine.BlockDevice;
+import io.vblk.engine.QueueCounters;
+
+/**
+ * The exports' counters as Prometheus metrics, named in the style of node_exporter's disk
+ * metrics ({@code node_disk_io_now}, {@code node_disk_read_bytes_total}) with a {@code vblk_}
+ * prefix and labels {@code export} and {@code queue}. Built from the live counters at each
+ * scrape, so nothing is recorded twice.
+ */
+final class ExportMetrics implements MultiCollector {
+    private static final double NS_PER_SECOND = 1e9;
+
+    private final Daemon daemon;
+
+    ExportMetrics(Daemon daemon) {
+        this.daemon = daemon;
+    }
+
+    /** One counter metric: its name (without _total), help, and which queue counter it reads. */
+    private record CounterMetric(String name, String help, int counter, Unit unit) {
+    }
+
+    private static final List<CounterMetric> COUNTERS = List.of(
+            new CounterMetric("vblk_disk_requests", "Requests popped from the virtqueue.", QueueCounters.REQUESTS, null),
+            new CounterMetric("vblk_disk_requests_completed", "Requests completed and pushed to the used ring.",
+                    QueueCounters.COMPLETIONS, null),
+            new CounterMetric("vblk_disk_bytes", "Data bytes of requests popped.", QueueCounters.BYTES, Unit.BYTES),
+            new CounterMetric("vblk_disk_reads", "Read requests popped.", QueueCounters.READS, null),
+            new CounterMetric("vblk_disk_writes", "Write requests popped.", QueueCounters.WRITES, null),
+            new CounterMetric("vblk_disk_flushes", "Flush requests popped.", QueueCounters.FLUSHES, null),
+            new CounterMetric("vblk_disk_discards", "Discard requests popped.", QueueCounters.DISCARDS, null),
+            new CounterMetric("vblk_disk_write_zeroes", "Write-zeroes requests popped.", QueueCounters.WRITE_ZEROES, null),
+            new CounterMetric("vblk_disk_errors", "Requests completed with VIRTIO_BLK_S_IOERR.", QueueCounters.ERRORS, null),
+            new CounterMetric("vblk_disk_unsupported", "Requests completed with VIRTIO_BLK_S_UNSUPP.",
+                    QueueCounters.UNSUPPORTED, null),
+            new CounterMetric("vblk_disk_quarantines", "Times the queue was quarantined for a corrupt ring.",
+                    QueueCounters.QUARANTINES, null),
+            new CounterMetric("vblk_disk_throttled", "Pop passes held back by the IOPS or bandwidth limit.",
+                    QueueCounters.THROTTLED, null),
+            new CounterMetric("vblk_disk_kicks", "Guest notifications received.", QueueCounters.KICKS, null),
+            new CounterMetric("vblk_disk_interrupts", "Interrupts signalled to the guest.", QueueCounters.INTERRUPTS, null));
+
+    @Override
+    public MetricSnapshots collect() {
+        List<Export> exports = daemon.exports();
+        List<CounterSnapshot.Builder> counters = new ArrayList<>();
+        for (CounterMetric m : COUNTERS) {
+            CounterSnapshot.Builder b = CounterSnapshot.builder().name(m.name()).help(m.help());
+            if (m.unit() != null) {
+                b.unit(m.unit());
+            }
+            counters.add(b);
+        }
+        GaugeSnapshot.Builder inFlight = GaugeSnapshot.builder().name("vblk_disk_io_now")
+                .help("Requests in flight (popped, not yet completed).");
+        GaugeSnapshot.Builder size = GaugeSnapshot.builder().name("vblk_disk_size_bytes").help("Capacity of the export.");
+        SummarySnapshot.Builder latency = SummarySnapshot.builder().name("vblk_disk_request_duration_seconds")
+                .help("Request latency, popped to pushed, since the export started.");
+        for (Export e : exports) {
+            BlockDevice d = e.device();
+            size.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
+                    .value(d.config().capacitySectors() * 512.0).build());
+            for (int q = 0; q < d.numQueues(); q++) {
+                Labels labels = Labels.of("export", e.spec.id, "queue", Integer.toString(q));
+                QueueCounters c = d.counters(q);
+                long completions = c.get(QueueCounters.COMPLETIONS);
+                long requests = c.get(QueueCounters.REQUESTS);
+                for (int i = 0; i < COUNTERS.size(); i++) {
+                    counters.get(i).dataPoint(CounterDataPointSnapshot.builder().labels(labels)
+                            .value(c.get(COUNTERS.get(i).counter())).build());
+                }
+                inFlight.dataPoint(GaugeDataPointSnapshot.builder().labels(labels)
+                        .value(Math.max(0, requests - completions)).build());
+                Histogram h = d.latency(q);
+                Quantiles quantiles = Quantiles.of(
+                        new Quantile(0.5, h.getValueAtPercentile(50) / NS_PER_SECOND),
+                        new Quantile(0.99, h.getValueAtPercentile(99) / NS_PER_SECOND),
+                        new Quantile(0.999, h.getValueAtPercentile(99.9) / NS_PER_SECOND));
+                latency.dataPoint(SummaryDataPointSnapshot.builder().labels(labels).quantiles(quantiles)
+                        .count(h.getTotalCount()).sum(h.getMean() * h.getTotalCount() / NS_PER_SECOND).build());
+            }
+        }
+        MetricSnapshots.Builder all = MetricSnapshots.builder();
+        for (CounterSnapshot.Builder b : counters) {
+            all.metricSnapshot(b.build());
+        }
+        all.metricSnapshot(inFlight.build());
+        all.metricSnapshot(size.build());
+        all.metricSnapshot(latency.build());
+        return all.build();
+    }
+}

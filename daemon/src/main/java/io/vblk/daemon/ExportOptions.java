@@ -1,0 +1,106 @@
+package io.vblk.daemon;
+
+import java.util.LinkedHashMap;
+import java.util.Map;
+
+import picocli.CommandLine.Option;
+
+/**
+ * The export options of {@code vblk serve}: the parameters of {@code export.add}, spelt
+ * {@code --kebab-case}. They are kept as typed text and checked by {@link ExportSpec#parse}, so
+ * the command line, the configuration file and JSON-RPC share one set of checks and messages.
+ * A new export parameter is one field here and one in {@link ExportSpec}.
+ */
+final class ExportOptions {
+    @Option(names = "--id", paramLabel = "ID", description = "the export's id in logs and metrics (default disk0)")
+    String id;
+
+    @Option(names = "--image", paramLabel = "PATH|null:SIZE", description = {
+        "raw disk image or block device; its size must be a multiple of 512.",
+        "--image null:SIZE: a disk of SIZE bytes (suffix K, M, G or T: powers of 1024) whose requests complete at once "
+            + "without touching any data (benchmarks)"})
+    String image;
+
+    @Option(names = "--socket", paramLabel = "PATH", description = "Unix socket to listen on, created with mode 0600; "
+            + "a stale socket there is replaced, any other file is an error")
+    String socket;
+
+    @Option(names = "--format", paramLabel = "FORMAT", description = "image format: raw (default)")
+    String format;
+
+    @Option(names = "--socket-mode", paramLabel = "OCTAL", description = "permission bits of the socket file, 0600 to 0777 "
+            + "(default 0600)")
+    String socketMode;
+
+    @Option(names = "--socket-group", paramLabel = "NAME|GID", description = "group of the socket file (default: the "
+            + "server's); with --socket-mode 0660 that group's members may connect")
+    String socketGroup;
+
+    @Option(names = {"--allow-uid", "--allow-uids"}, paramLabel = "UID[,UID...]", description = "serve only frontends whose "
+            + "uid (SO_PEERCRED) is listed; any other connection is logged in one line and closed (default: the server's "
+            + "own uid and root)")
+    String allowUids;
+
+    @Option(names = "--queues", paramLabel = "N", description = "request queues, 1 to 64 (default 1)")
+    String queues;
+
+    @Option(names = "--queue-size", paramLabel = "N", description = "largest ring a frontend may set up, a power of two "
+            + "up to 1024 (default 1024)")
+    String queueSize;
+
+    @Option(names = "--read-only", arity = "0", description = "open the image read-only (O_RDONLY) and offer a read-only disk")
+    boolean readOnly;
+
+    @Option(names = "--serial", paramLabel = "ID", description = "the disk's serial number, up to 20 ASCII characters "
+            + "(default vblk)")
+    String serial;
+
+    @Option(names = "--aio", paramLabel = "KIND", description = "I/O back end: io_uring (default; falls back to linux-aio "
+            + "with a note if io_uring cannot be set up), linux-aio, threads, or null")
+    String aio;
+
+    @Option(names = "--cache", paramLabel = "MODE", description = "none: O_DIRECT, bypassing the host page cache "
+            + "(default); writeback: buffered I/O through the host page cache")
+    String cache;
+
+    @Option(names = "--wait", paramLabel = "STRATEGY", description = "how an idle I/O thread waits: adaptive (default: "
+            + "polls 50 us, then sleeps until kicked), blocking, sleeping, yielding, busy-spin")
+    String wait;
+
+    @Option(names = "--iops-limit", paramLabel = "N", description = "at most N requests per second (default 0: no limit)")
+    String iopsLimit;
+
+    @Option(names = "--bps-limit", paramLabel = "N", description = "at most N bytes per second, suffix K, M or G allowed "
+            + "(default 0: no limit)")
+    String bpsLimit;
+
+    /** The options given, as export.add parameters (text, as typed). */
+    Map<String, Object> toParams() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        put(m, "id", id);
+        put(m, "image", image);
+        put(m, "socket", socket);
+        put(m, "format", format);
+        put(m, "socket_mode", socketMode);
+        put(m, "socket_group", socketGroup);
+        put(m, "allow_uids", allowUids);
+        put(m, "queues", queues);
+        put(m, "queue_size", queueSize);
+        if (readOnly) {
+            m.put("read_only", Boolean.TRUE);
+        }
+        put(m, "serial", serial);
+        put(m, "aio", aio);
+        put(m, "cache", cache);
+        put(m, "wait", wait);
+        put(m, "iops_limit", iopsLimit);
+        put(m, "bps_limit", bpsLimit);
+        return m;
+    }
+
+    private static void put(Map<String, Object> m, String key, String value) {
+        if (value != null) {
+            m.put(key, value);
+        }
+    }
+}

@@ -1,0 +1,225 @@
+package io.vblk.daemon;
+
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.block.ImageFormat;
+import io.vblk.block.NetworkDisk;
+import io.vblk.engine.WaitStrategy;
+import io.vblk.vhost.SocketFile;
+
+/**
+ * What one export is: the parameters of {@code export.add}, which are also the objects of the
+ * configuration file's "exports" list and, spelt {@code --kebab-case}, the options of
+ * {@code vblk serve}. One parser and one set of checks for all three, so a boot-time
+ * configuration and a runtime one are one schema. Files are checked when the export opens them.
+ *
+ * <p>Fields are plain and package-private so that a new parameter (another image format, an
+ * image address) is one field, one line in {@link #KEYS} and one line in {@link #parse}.
+ */
+final class ExportSpec {
+    /** Largest queue size a frontend may ask for (QEMU's queue-size limit). */
+    static final int MAX_QUEUE_SIZE = 1024;
+    static final String NULL_PREFIX = "null:";
+    /** Default in-flight requests of an export on shared I/O threads. */
+    static final int SHARED_BACKEND_DEPTH = 128;
+
+    static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
+            "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth");
+
+    String id;
+    /** The image as given: a path, or null:SIZE. */
+    String imageArg;
+    Path image;
+    /** Size of a null disk, or -1 when {@link #image} names a file. */
+    long nullSizeBytes = -1;
+    Path socket;
+    /** The image format: named, never guessed. */
+    ImageFormat format = ImageFormat.RAW;
+    /** A network disk's address (nbd://, nbd+unix://, rbd:), or null. */
+    String network;
+    int queues = 1;
+    int queueSize = MAX_QUEUE_SIZE;
+    boolean readOnly;
+    String serial = "vblk";
+    /** The back end asked for, or null for the default (io_uring with fallback). */
+    BackendKind aio;
+    boolean direct = true;
+    WaitStrategy wait = WaitStrategy.ADAPTIVE;
+    List<String> iothreads = List.of();
+    /**
+     * Requests in flight per device thread (request slots, each with room for SEG_MAX segments);
+     * 0: the engine's default, queues x queue_size. Exports on shared I/O threads default to
+     * {@link #SHARED_BACKEND_DEPTH}, which keeps an idle export's memory small.
+     */
+    int backendDepth;
+    long iopsLimit;
+    long bpsLimit;
+    int socketMode = SocketFile.DEFAULT_MODE;
+    String socketGroup;
+    int[] allowUids;
+
+    /**
+     * Parses and checks {@code p}; {@code defaultId} is used when no id is given (vblk serve).
+     *
+     * @throws InvalidParams naming the parameter at fault
+     */
+    static ExportSpec parse(Params p, String defaultId) {
+        p.rejectUnknown(KEYS);
+        ExportSpec s = new ExportSpec();
+        s.id = defaultId != null && !p.has("id") ? defaultId : p.requiredString("id");
+        if (!s.id.matches("[A-Za-z0-9_.-]{1,64}")) {
+            throw new InvalidParams(p.name("id") + " must be 1 to 64 letters, digits, '.', '_' or '-', got '" + s.id + "'");
+        }
+        String imageArg = p.requiredString("image");
+        s.socket = Path.of(p.requiredString("socket"));
+        String format = p.string("format", "raw");
+        try {
+            s.format = ImageFormat.parse(format);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams(p.name("format") + ": " + e.getMessage());
+        }
+        s.queues = (int) p.integer("queues", 1, 64, 1);
+        s.queueSize = (int) p.integer("queue_size", 1, MAX_QUEUE_SIZE, MAX_QUEUE_SIZE);
+        if (Integer.bitCount(s.queueSize) != 1) {
+            throw new InvalidParams(p.name("queue_size") + " must be a power of two, got " + s.queueSize);
+        }
+        s.readOnly = p.bool("read_only");
+        s.serial = p.string("serial", "vblk");
+        if (s.serial.length() > 20 || !s.serial.chars().allMatch(c -> c >= 0x20 && c < 0x7f)) {
+            throw new InvalidParams(p.name("serial") + " must be at most 20 printable ASCII characters: '" + s.serial + "'");
+        }
+        String aio = p.string("aio", null);
+        if (aio != null) {
+            try {
+                s.aio = BackendKind.parse(aio);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams(p.name("aio") + ": " + e.getMessage());
+            }
+        }
+        String cache = p.string("cache", "none");
+        switch (cache) {
+            case "none" -> s.direct = true;
+            case "writeback" -> s.direct = false;
+            default -> throw new InvalidParams(p.name("cache") + " must be none or writeback: '" + cache + "'");
+        }
+        String wait = p.string("wait", null);
+        if (wait != null) {
+            try {
+                s.wait = WaitStrategy.parse(wait);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams(p.name("wait") + ": " + e.getMessage());
+            }
+        }
+        s.iothreads = p.strings("iothreads");
+        s.backendDepth = (int) p.integer("backend_depth", 1, 4096, s.iothreads.isEmpty() ? 0 : SHARED_BACKEND_DEPTH);
+        s.iopsLimit = p.integer("iops_limit", 0, Long.MAX_VALUE, 0);
+        s.bpsLimit = p.size("bps_limit", 0, 0);
+        s.socketMode = socketMode(p);
+        String group = p.string("socket_group", null);
+        if (group != null) {
+            if (group.isBlank()) {
+                throw new InvalidParams(p.name("socket_group") + " needs a group name or number");
+            }
+            s.socketGroup = group.trim();
+        }
+        long[] uids = p.integers("allow_uids", 0, 0xFFFF_FFFEL);
+        if (uids != null) {
+            if (uids.length == 0) {
+                throw new InvalidParams(p.name("allow_uids") + " must list at least one uid");
+            }
+            s.allowUids = new int[uids.length];
+            for (int i = 0; i < uids.length; i++) {
+                s.allowUids[i] = (int) uids[i];
+            }
+        }
+        s.setImage(p, imageArg);
+        return s;
+    }
+
+    /**
+     * Permission bits, at most 0777: set-id and sticky bits mean nothing on a socket, and a mode
+     * the owner cannot write would lock the server's own user out. Octal text, or a JSON number
+     * (which is taken as the mode's value, so 384 is 0600).
+     */
+    private static int socketMode(Params p) {
+        if (!p.has("socket_mode")) {
+            return SocketFile.DEFAULT_MODE;
+        }
+        int mode;
+        String text;
+        if (p.isString("socket_mode")) {
+            text = p.string("socket_mode", null);
+            try {
+                mode = Integer.parseInt(text.trim(), 8);
+            } catch (NumberFormatException e) {
+                throw new InvalidParams(p.name("socket_mode") + " expects an octal mode such as 0600 or 660, got '" + text + "'");
+            }
+        } else {
+            mode = (int) p.integer("socket_mode", 0, 0777, 0600);
+            text = "0" + Integer.toOctalString(mode);
+        }
+        if (mode < 0 || mode > 0777) {
+            throw new InvalidParams(p.name("socket_mode") + " must be 0 to 0777 (permission bits only), got '" + text + "'");
+        }
+        if ((mode & 0600) != 0600) {
+            throw new InvalidParams(p.name("socket_mode") + " " + text + " must keep read and write for the owner (0600)");
+        }
+        return mode;
+    }
+
+    private void setImage(Params p, String value) {
+        imageArg = value;
+        if (value.startsWith(NULL_PREFIX)) {
+            Params size = Params.commandLine(Map.of("image", value.substring(NULL_PREFIX.length())));
+            nullSizeBytes = size.size("image", 1, 0);
+            if (nullSizeBytes % 512 != 0) {
+                throw new InvalidParams(p.name("image") + " " + value + ": the size must be a multiple of 512 bytes");
+            }
+            if (aio != null && aio != BackendKind.NULL) {
+                throw new InvalidParams(p.name("aio") + " " + aio.cliName() + " needs an image file, not " + value);
+            }
+            aio = BackendKind.NULL;
+        } else if (NetworkDisk.isAddress(value)) {
+            network = value;
+        } else {
+            image = Path.of(value);
+        }
+        if (format != ImageFormat.RAW && image == null) {
+            throw new InvalidParams(p.name("format") + " " + format + " needs an image file, not " + value);
+        }
+    }
+
+    /** What {@link #image} names, for messages. */
+    String imageName() {
+        if (network != null) {
+            return network;
+        }
+        return image != null ? image.toString() : NULL_PREFIX + nullSizeBytes;
+    }
+
+    /** The parameters as {@code export.list} shows them (the same names export.add takes). */
+    Map<String, Object> toParams() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("id", id);
+        m.put("image", imageArg);
+        m.put("socket", socket.toString());
+        m.put("format", format.toString());
+        m.put("queues", queues);
+        m.put("queue_size", queueSize);
+        m.put("read_only", readOnly);
+        m.put("serial", serial);
+        m.put("cache", direct ? "none" : "writeback");
+        m.put("aio", aio == null ? BackendKind.IO_URING.cliName() : aio.cliName());
+        m.put("wait", wait.cliName());
+        m.put("iops_limit", iopsLimit);
+        m.put("bps_limit", bpsLimit);
+        m.put("iothreads", iothreads);
+        m.put("socket_mode", "0" + Integer.toOctalString(socketMode));
+        return m;
+    }
+}

@@ -1,0 +1,210 @@
+package io.vblk.daemon;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+
+import io.vblk.engine.ByteSize;
+
+/**
+ * Typed, checked access to the parameters of one method call. The same schema comes from three
+ * places: a JSON-RPC request, the daemon's configuration file (both JSON: numbers are numbers,
+ * booleans are booleans) and the command line (everything is the text the user typed, and names
+ * are shown as {@code --queue-size} rather than {@code queue_size}). Every mistake becomes an
+ * {@link InvalidParams} that names the parameter and the offending value.
+ */
+final class Params {
+    private final Map<String, Object> values;
+    private final boolean commandLine;
+
+    private Params(Map<String, Object> values, boolean commandLine) {
+        this.values = values;
+        this.commandLine = commandLine;
+    }
+
+    /** Parameters decoded from JSON (a missing "params" is an empty object). */
+    static Params json(Map<String, Object> values) {
+        return new Params(values == null ? Map.of() : values, false);
+    }
+
+    /** Parameters as typed on a command line: strings, or {@link Boolean#TRUE} for a flag. */
+    static Params commandLine(Map<String, Object> values) {
+        return new Params(values, true);
+    }
+
+    /** How {@code key} is spelt where these parameters came from, for messages. */
+    String name(String key) {
+        return commandLine ? "--" + key.replace('_', '-') : key;
+    }
+
+    boolean isString(String key) {
+        return values.get(key) instanceof String;
+    }
+
+    boolean has(String key) {
+        return values.get(key) != null;
+    }
+
+    /** Refuses any parameter not in {@code known}: a typo must not be silently ignored. */
+    void rejectUnknown(Set<String> known) {
+        for (String key : values.keySet()) {
+            if (!known.contains(key)) {
+                throw new InvalidParams("unknown parameter '" + key + "' (expected one of " + new TreeSet<>(known) + ")");
+            }
+        }
+    }
+
+    String string(String key, String fallback) {
+        Object v = values.get(key);
+        if (v == null) {
+            return fallback;
+        }
+        if (!(v instanceof String s)) {
+            throw new InvalidParams(name(key) + " must be a string, got " + describe(v));
+        }
+        return s;
+    }
+
+    String requiredString(String key) {
+        String s = string(key, null);
+        if (s == null) {
+            throw new InvalidParams(name(key) + " is required");
+        }
+        if (s.isEmpty()) {
+            throw new InvalidParams(name(key) + " must not be empty");
+        }
+        return s;
+    }
+
+    long integer(String key, long min, long max, long fallback) {
+        Object v = values.get(key);
+        if (v == null) {
+            return fallback;
+        }
+        long n;
+        if (commandLine && v instanceof String s) {
+            try {
+                n = Long.parseLong(s.trim());
+            } catch (NumberFormatException e) {
+                throw new InvalidParams(name(key) + " expects a number, got '" + s + "'");
+            }
+        } else if (v instanceof Integer || v instanceof Long || v instanceof Short || v instanceof Byte) {
+            n = ((Number) v).longValue();
+        } else if (v instanceof java.math.BigInteger) {
+            throw new InvalidParams(name(key) + " is out of range: " + v);
+        } else {
+            throw new InvalidParams(name(key) + " must be an integer, got " + describe(v));
+        }
+        if (n < min || n > max) {
+            throw new InvalidParams(name(key) + " must be " + (max == Long.MAX_VALUE ? "at least " + min : min + " to " + max)
+                    + ", got " + n);
+        }
+        return n;
+    }
+
+    /** A byte count: a number, or (anywhere) a string with a binary suffix such as 512K or 1G. */
+    long size(String key, long min, long fallback) {
+        Object v = values.get(key);
+        if (v == null) {
+            return fallback;
+        }
+        if (!(v instanceof String s)) {
+            return integer(key, min, Long.MAX_VALUE, fallback);
+        }
+        long bytes;
+        try {
+            bytes = ByteSize.parse(s);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams(name(key) + " expects a size such as 4096, 512K or 1G, got '" + s + "'");
+        }
+        if (bytes < min) {
+            throw new InvalidParams(name(key) + " must be at least " + min + ", got '" + s + "'");
+        }
+        return bytes;
+    }
+
+    boolean bool(String key) {
+        Object v = values.get(key);
+        if (v == null) {
+            return false;
+        }
+        if (!(v instanceof Boolean b)) {
+            throw new InvalidParams(name(key) + (commandLine ? " takes no value" : " must be true or false, got " + describe(v)));
+        }
+        return b;
+    }
+
+    /** A list of strings; on the command line, one comma-separated string. */
+    List<String> strings(String key) {
+        Object v = values.get(key);
+        if (v == null) {
+            return List.of();
+        }
+        List<String> out = new ArrayList<>();
+        if (v instanceof String s && commandLine) {
+            for (String part : s.split(",", -1)) {
+                out.add(part.trim());
+            }
+            return out;
+        }
+        if (v instanceof String single) {
+            return List.of(single); // one item needs no brackets
+        }
+        if (!(v instanceof List<?> list)) {
+            throw new InvalidParams(name(key) + " must be a list, got " + describe(v));
+        }
+        for (Object item : list) {
+            if (!(item instanceof String s)) {
+                throw new InvalidParams(name(key) + " must be a list of strings, got an element " + describe(item));
+            }
+            out.add(s);
+        }
+        return out;
+    }
+
+    /** A list of integers; on the command line, one comma-separated string. */
+    long[] integers(String key, long min, long max) {
+        Object v = values.get(key);
+        if (v == null) {
+            return null;
+        }
+        List<?> items;
+        if (v instanceof String s && commandLine) {
+            items = List.of(s.split(",", -1));
+        } else if (v instanceof List<?> list) {
+            items = list;
+        } else if (v instanceof Number) {
+            items = List.of(v); // one item needs no brackets
+        } else {
+            throw new InvalidParams(name(key) + " must be a list of integers, got " + describe(v));
+        }
+        long[] out = new long[items.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = new Params(Map.of(key, items.get(i)), commandLine).integer(key, min, max, 0);
+        }
+        return out;
+    }
+
+    /** A JSON value as a person would name it in a message. */
+    static String describe(Object v) {
+        if (v == null) {
+            return "null";
+        }
+        if (v instanceof String s) {
+            return "the string \"" + s + "\"";
+        }
+        if (v instanceof Boolean || v instanceof Number) {
+            return (v instanceof Boolean ? "the boolean " : "the number ") + v;
+        }
+        if (v instanceof List<?>) {
+            return "a list";
+        }
+        if (v instanceof Map<?, ?>) {
+            return "an object";
+        }
+        return v.getClass().getSimpleName().toLowerCase(Locale.ROOT);
+    }
+}

@@ -1,0 +1,35 @@
+package io.vblk.daemon;
+
+/**
+ * A JSON-RPC 2.0 error object: the standard codes, and the daemon's own in the -32000 range
+ * the specification reserves for implementation-defined server errors. The message is written
+ * for the person reading it.
+ */
+final class RpcError extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
+    /** The line is not JSON. */
+    static final int PARSE_ERROR = -32700;
+    /** JSON, but not a JSON-RPC 2.0 request object. */
+    static final int INVALID_REQUEST = -32600;
+    static final int METHOD_NOT_FOUND = -32601;
+    static final int INVALID_PARAMS = -32602;
+    static final int INTERNAL_ERROR = -32603;
+    /** No export (or I/O thread) by that id. */
+    static final int NOT_FOUND = -32000;
+    /** An export by that id, or on that socket, exists already. */
+    static final int ALREADY_EXISTS = -32001;
+    /** The socket path is in use by another process. */
+    static final int IN_USE = -32002;
+    /** The request is understood but this build cannot do it. */
+    static final int NOT_SUPPORTED = -32003;
+    /** The daemon is shutting down and takes no new work. */
+    static final int SHUTTING_DOWN = -32004;
+
+    final int code;
+
+    RpcError(int code, String message) {
+        super(message, null, false, false);
+        this.code = code;
+    }
+}

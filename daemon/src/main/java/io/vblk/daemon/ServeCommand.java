@@ -1,0 +1,85 @@
+package io.vblk.daemon;
+
+import java.io.UncheckedIOException;
+import java.nio.file.Path;
+import java.util.concurrent.Callable;
+
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.ParentCommand;
+
+import io.vblk.vhost.Log;
+import io.vblk.vhost.SocketFile;
+
+/**
+ * {@code vblk serve}: the one-export shortcut of {@code vblk daemon}. The same code serves: a
+ * daemon with one export (id {@code disk0} unless {@code --id}), with no control socket unless
+ * {@code --control}.
+ */
+@Command(name = "serve", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
+        description = {"Serves a disk image as a vhost-user-blk backend on a Unix socket, to one frontend at a time "
+            + "(QEMU's vhost-user-blk-pci, Cloud Hypervisor, ...). After a frontend disconnects it keeps listening for "
+            + "the next. SIGINT or SIGTERM drain in-flight requests, remove the socket and exit with status 0."},
+        footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument, 1 for any other failure."})
+final class ServeCommand implements Callable<Integer> {
+    static final String DEFAULT_ID = "disk0";
+
+    @ParentCommand
+    Main parent;
+
+    @Mixin
+    ExportOptions export;
+
+    @Option(names = "--metrics", paramLabel = "ADDR:PORT", description = "serve Prometheus metrics at http://ADDR:PORT/metrics")
+    String metrics;
+
+    @Option(names = "--control", paramLabel = "PATH", description = "also listen for JSON-RPC requests at PATH (mode 0600), "
+            + "as vblk daemon does: export.stats, export.resize, export.set_limits, ... (vblk ctl)")
+    String control;
+
+    @Override
+    public Integer call() {
+        Main.Context ctx = parent.context;
+        Log log = Log.to(ctx.err());
+        if (export.image == null) {
+            throw new InvalidParams("--image is required");
+        }
+        if (export.socket == null) {
+            throw new InvalidParams("--socket is required");
+        }
+        ExportSpec spec = ExportSpec.parse(Params.commandLine(export.toParams()), DEFAULT_ID);
+        MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
+        Daemon daemon = new Daemon(log);
+        Export e;
+        try {
+            e = daemon.add(spec);
+        } catch (RpcError err) {
+            throw new InvalidParams(err.getMessage());
+        }
+        MetricsEndpoint endpoint = null;
+        ControlServer server = null;
+        try {
+            endpoint = address == null ? null : MetricsEndpoint.start(address, daemon);
+            if (control != null) {
+                try {
+                    server = new ControlServer(Path.of(control), SocketFile.DEFAULT_MODE, null, spec.allowUids,
+                            new JsonRpc(daemon, log), log);
+                } catch (IllegalArgumentException err) {
+                    throw new InvalidParams("--control: " + err.getMessage());
+                } catch (UncheckedIOException err) {
+                    throw new InvalidParams("cannot listen on " + control + ": " + err.getCause().getMessage());
+                }
+            }
+        } catch (InvalidParams err) {
+            daemon.close();
+            if (endpoint != null) {
+                endpoint.close();
+            }
+            throw err;
+        }
+        ctx.out().println("vblk: serving " + e.describe() + " on " + e.socketPath());
+        ctx.out().flush();
+        return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
+    }
+}

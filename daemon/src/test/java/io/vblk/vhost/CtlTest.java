@@ -1,0 +1,103 @@
+package io.vblk.vhost;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import com.fasterxml.jackson.jr.ob.JSON;
+
+import io.vblk.daemon.Main;
+
+/** {@code vblk ctl} and {@code vblk stat} against a running daemon. */
+class CtlTest {
+    @TempDir
+    Path dir;
+
+    record Result(int status, String out, String err) {
+    }
+
+    private static Result run(String... args) {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        int status = Main.run(args, new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8),
+                false);
+        return new Result(status, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    }
+
+    @Test
+    @SuppressWarnings("unchecked")
+    void ctlCallsEveryKindOfMethodAndStatShowsTheTraffic() throws Exception {
+        Path control = dir.resolve("c.sock");
+        Path img = dir.resolve("a.img");
+        Files.write(img, new byte[4 << 20]);
+        Path sock = dir.resolve("a.sock");
+        try (DaemonRig d = new DaemonRig(control)) {
+            String c = d.control.toString();
+            Result add = run("ctl", "--control", c, "export.add", "--id", "a", "--image", img.toString(), "--socket",
+                    sock.toString(), "--queues", "2", "--read-only");
+            assertEquals(0, add.status(), add.toString());
+            assertTrue(add.out().contains("queues: 2") && add.out().contains("read_only: true"), add.out());
+
+            Result table = run("ctl", "--control", c, "export.list");
+            assertEquals(0, table.status());
+            String[] lines = table.out().split("\n");
+            assertTrue(lines[0].startsWith("id") && lines[0].contains("socket") && lines[0].contains("queues"), table.out());
+            assertTrue(lines[1].startsWith("a "), table.out());
+
+            Result json = run("ctl", "--control", c, "export.list", "--json");
+            List<Map<String, Object>> list = (List<Map<String, Object>>) JSON.std.anyFrom(json.out());
+            assertEquals("a", list.get(0).get("id"));
+
+            Result byJson = run("ctl", "--control", c, "export.set_limits", "--json", "{\"id\":\"a\",\"iops_limit\":500}");
+            assertEquals(0, byJson.status(), byJson.toString());
+            assertEquals(500, ((Number) ((Map<String, Object>) JSON.std.anyFrom(byJson.out())).get("iops_limit")).intValue());
+
+            Result thread = run("ctl", "--control", c, "iothread.add", "--id", "t9", "--cpus", "0", "--wait", "blocking");
+            assertEquals(0, thread.status(), thread.toString());
+            assertTrue(thread.out().contains("cpus: [0]"), thread.out());
+            Result onIt = run("ctl", "--control", c, "export.add", "--id", "n", "--image", "null:1M", "--socket",
+                    dir.resolve("n.sock").toString(), "--iothreads", "t9");
+            assertEquals(0, onIt.status(), onIt.toString());
+            assertEquals(0, run("ctl", "--control", c, "export.remove", "--id", "n").status());
+            assertEquals(0, run("ctl", "--control", c, "iothread.remove", "--id", "t9").status());
+
+            Result error = run("ctl", "--control", c, "export.remove", "--id", "zz");
+            assertEquals(1, error.status());
+            assertTrue(error.err().contains("no export 'zz'") && error.err().contains("-32000"), error.err());
+            Result unreachable = run("ctl", "--control", dir.resolve("none.sock").toString(), "methods.list");
+            assertEquals(1, unreachable.status());
+            assertTrue(unreachable.err().contains("cannot reach the daemon"), unreachable.err());
+            assertEquals(2, run("ctl", "--control", c).status(), "METHOD is required");
+
+            Thread traffic = new Thread(() -> {
+                try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 2)) {
+                    BlkQueue q = g.queue(1, 128, true);
+                    qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, g.queue(0, 128, true), q);
+                    qemu.start(qemu.linuxFeatures(), true, null, q);
+                    for (int i = 0; i < 300; i++) {
+                        q.read(8L * (i % 64), 4096);
+                    }
+                    qemu.stop(q);
+                }
+            });
+            traffic.start();
+            Result stat = run("stat", "--control", c, "--interval", "0.3", "--count", "3");
+            traffic.join(30_000);
+            assertEquals(0, stat.status(), stat.toString());
+            assertTrue(stat.out().contains("IOPS") && stat.out().contains("MB/s") && stat.out().contains("p99 us"), stat.out());
+            assertTrue(stat.out().lines().filter(l -> l.startsWith("a ")).count() >= 6, "two queues, three reports: " + stat.out());
+            Result statOne = run("stat", "--control", c, "--id", "zz", "--count", "1", "--interval", "0.1");
+            assertEquals(1, statOne.status());
+        }
+    }
+}

@@ -1,0 +1,170 @@
+package io.vblk.vhost;
+
+import java.io.BufferedReader;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.io.OutputStream;
+import java.io.PrintStream;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.Channels;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+import com.fasterxml.jackson.jr.ob.JSON;
+
+import io.vblk.daemon.Main;
+
+/**
+ * {@code vblk daemon} running in this JVM on a thread of its own, as the command line starts it,
+ * and raw JSON-RPC clients of its control socket: the tests see exactly the bytes a client sees.
+ */
+final class DaemonRig implements AutoCloseable {
+    private final ByteArrayOutputStream out = new ByteArrayOutputStream();
+    private final ByteArrayOutputStream err = new ByteArrayOutputStream();
+    final Path control;
+    private final Thread thread;
+    private volatile int status = -1;
+
+    DaemonRig(Path control, String... extraArgs) throws InterruptedException {
+        this.control = control;
+        List<String> args = new ArrayList<>(List.of("daemon", "--control", control.toString()));
+        args.addAll(List.of(extraArgs));
+        PrintStream o = new PrintStream(out, true, StandardCharsets.UTF_8);
+        PrintStream e = new PrintStream(err, true, StandardCharsets.UTF_8);
+        thread = new Thread(() -> status = Main.run(args.toArray(new String[0]), o, e, false), "test-daemon");
+        thread.start();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (!(Files.exists(control) && stdout().contains("listening")) && thread.isAlive() && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+        }
+        if (!thread.isAlive() || !Files.exists(control)) {
+            throw new AssertionError("the daemon did not start: status " + status + ", stderr " + stderr());
+        }
+    }
+
+    String stdout() {
+        synchronized (out) {
+            return out.toString(StandardCharsets.UTF_8);
+        }
+    }
+
+    String stderr() {
+        synchronized (err) {
+            return err.toString(StandardCharsets.UTF_8);
+        }
+    }
+
+    /** Waits for the daemon's command to return; its exit status. */
+    int awaitExit() throws InterruptedException {
+        thread.join(TimeUnit.SECONDS.toMillis(60));
+        if (thread.isAlive()) {
+            throw new AssertionError("the daemon did not exit; stderr " + stderr());
+        }
+        return status;
+    }
+
+    Client client() throws IOException {
+        return new Client(control);
+    }
+
+    /** One call on a fresh connection; the decoded response. */
+    Map<String, Object> call(String method, String paramsJson) throws IOException {
+        try (Client c = client()) {
+            return c.call(method, paramsJson);
+        }
+    }
+
+    /** The result of a call that must succeed. */
+    Object result(String method, String paramsJson) throws IOException {
+        Map<String, Object> r = call(method, paramsJson);
+        if (r.containsKey("error")) {
+            throw new AssertionError(method + " " + paramsJson + " failed: " + r);
+        }
+        return r.get("result");
+    }
+
+    @Override
+    public void close() throws IOException {
+        if (thread.isAlive()) {
+            try {
+                call("daemon.shutdown", null);
+            } catch (IOException e) {
+                // already gone
+            }
+            try {
+                awaitExit();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+    }
+
+    /** A raw JSON-RPC connection. */
+    static final class Client implements AutoCloseable {
+        private final SocketChannel ch;
+        private final BufferedReader in;
+        private final OutputStream os;
+        private int nextId = 1;
+
+        Client(Path path) throws IOException {
+            ch = SocketChannel.open(StandardProtocolFamily.UNIX);
+            ch.connect(UnixDomainSocketAddress.of(path));
+            in = new BufferedReader(new InputStreamReader(Channels.newInputStream(ch), StandardCharsets.UTF_8));
+            os = Channels.newOutputStream(ch);
+        }
+
+        /** Sends {@code line} as is; the response line. */
+        String raw(String line) throws IOException {
+            os.write((line + "\n").getBytes(StandardCharsets.UTF_8));
+            os.flush();
+            return in.readLine();
+        }
+
+        @SuppressWarnings("unchecked")
+        Map<String, Object> call(String method, String paramsJson) throws IOException {
+            int id = nextId++;
+            String line = "{\"jsonrpc\":\"2.0\",\"method\":\"" + method + "\"" + (paramsJson == null ? "" : ",\"params\":" + paramsJson)
+                    + ",\"id\":" + id + "}";
+            String response = raw(line);
+            if (response == null) {
+                throw new IOException("connection closed");
+            }
+            Map<String, Object> r = (Map<String, Object>) JSON.std.anyFrom(response);
+            if (((Number) r.get("id")).intValue() != id) {
+                throw new AssertionError("response id " + r.get("id") + " for request " + id);
+            }
+            return r;
+        }
+
+        @Override
+        public void close() throws IOException {
+            ch.close();
+        }
+    }
+
+    /** The error object of a response that must be an error. */
+    @SuppressWarnings("unchecked")
+    static Map<String, Object> error(Map<String, Object> response) {
+        Object e = response.get("error");
+        if (!(e instanceof Map<?, ?>)) {
+            throw new AssertionError("expected an error, got " + response);
+        }
+        return (Map<String, Object>) e;
+    }
+
+    static String json(Object o) {
+        try {
+            return JSON.std.asString(o);
+        } catch (IOException e) {
+            throw new IllegalStateException(e);
+        }
+    }
+}

@@ -1,0 +1,320 @@
+package io.vblk.engine;
+
+import java.util.Arrays;
+import java.util.Objects;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+import io.vblk.sys.Epoll;
+import io.vblk.sys.EventFd;
+import io.vblk.sys.Linux;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+
+/**
+ * An I/O thread that several devices share (QEMU's iothread with {@code iothread-vq-mapping},
+ * SPDK's reactor): devices built with {@link BlockDevice.Builder#ioThreads} map their queues
+ * onto it instead of starting threads of their own, so 64 disks need not mean 64 threads.
+ *
+ * <p>Each device keeps its own per-thread state (a member: request slots, back end, throttle,
+ * inbox, epoll set); this thread runs every member's round in turn. Isolation holds per member:
+ * a quarantined ring or a fault stops only that member's queues ({@code doWorkIsolated}), a
+ * throttled member simply pops nothing until its deadline, and a member never blocks inside its
+ * round. To sleep, every member re-arms its notifications and re-checks its rings
+ * ({@code prepareSleep}); then this thread waits in one epoll set holding every member's own
+ * epoll descriptor (nested epoll), so any kick, completion or command of any member wakes it.
+ *
+ * <p>Members come and go while it runs ({@link #attach}/{@link #detach} are applied on this
+ * thread, between rounds, and return once applied). Threading mode must be
+ * {@link ThreadingMode#SHARED}.
+ */
+public final class SharedIoThread implements AutoCloseable {
+    private static final long TAG_WAKEUP = -1;
+    private static final long CHANGE_WAIT_SECONDS = 30;
+    /** CPUs a cpu_set_t of 128 bytes describes (glibc's CPU_SETSIZE). */
+    static final int MAX_CPUS = 1024;
+
+    private final String name;
+    private final WaitStrategy waitStrategy;
+    private final long pollNs;
+    private final Epoll epoll;
+    private final EventFd wakeup;
+    private final ConcurrentLinkedQueue<Runnable> changes = new ConcurrentLinkedQueue<>();
+    private final Thread thread;
+    private final int[] cpus;
+    /** Members, only touched by this thread. */
+    private IoThread[] members = new IoThread[0];
+    private volatile int memberCount;
+    private volatile boolean running = true;
+    private volatile boolean sleeping;
+    private volatile long sleptNs;
+    private final long startedNs = System.nanoTime();
+    private long idleSinceNs;
+
+    /**
+     * Starts a shared I/O thread named {@code name} that waits with {@code waitStrategy} when all
+     * its members are idle (adaptive: polls {@code pollNs}, then sleeps).
+     */
+    public SharedIoThread(String name, WaitStrategy waitStrategy, long pollNs) {
+        this(name, waitStrategy, pollNs, null);
+    }
+
+    /**
+     * As {@link #SharedIoThread(String, WaitStrategy, long)}, pinned to {@code cpus} (CPU numbers,
+     * sched_setaffinity(2)); null or empty: wherever the scheduler likes.
+     *
+     * @throws IllegalArgumentException when a CPU number is out of range or the kernel refuses
+     *         the set (no such CPU online, outside the process's cpuset)
+     */
+    public SharedIoThread(String name, WaitStrategy waitStrategy, long pollNs, int[] cpus) {
+        this.name = Objects.requireNonNull(name, "name");
+        this.waitStrategy = Objects.requireNonNull(waitStrategy, "waitStrategy");
+        if (pollNs < 0) {
+            throw new IllegalArgumentException("pollNs must not be negative: " + pollNs);
+        }
+        this.pollNs = pollNs;
+        this.epoll = new Epoll(64);
+        this.wakeup = EventFd.create(true);
+        epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
+        this.cpus = cpus == null ? new int[0] : cpus.clone();
+        for (int cpu : this.cpus) {
+            if (cpu < 0 || cpu >= MAX_CPUS) {
+                throw new IllegalArgumentException("CPU " + cpu + " out of range (0 to " + (MAX_CPUS - 1) + ")");
+            }
+        }
+        CompletableFuture<Void> pinned = new CompletableFuture<>();
+        this.thread = new Thread(() -> {
+            try {
+                pin();
+                pinned.complete(null);
+            } catch (RuntimeException e) {
+                pinned.completeExceptionally(e);
+                return;
+            }
+            run();
+        }, name);
+        thread.setDaemon(true);
+        thread.start();
+        try {
+            pinned.get();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while starting " + name, e);
+        } catch (ExecutionException e) {
+            epoll.close();
+            wakeup.close();
+            throw (RuntimeException) e.getCause();
+        }
+    }
+
+    /** Applies the CPU set to the calling (this) thread. */
+    private void pin() {
+        if (cpus.length == 0) {
+            return;
+        }
+        NativeBuffer mask = new NativeBuffer(MAX_CPUS / 8);
+        for (int cpu : cpus) {
+            int word = cpu / 64;
+            mask.buffer().putLong(word * 8, mask.buffer().getLong(word * 8) | (1L << (cpu % 64)));
+        }
+        int rc = Native.libc().sched_setaffinity(0, MAX_CPUS / 8, mask.address());
+        if (rc != 0) {
+            throw new IllegalArgumentException("cannot pin " + name + " to CPUs " + Arrays.toString(cpus) + ": "
+                    + Native.libc().strerror(Native.errno()));
+        }
+    }
+
+    /** The CPUs it is pinned to (empty: not pinned). */
+    public int[] cpus() {
+        return cpus.clone();
+    }
+
+    /** The thread's name. */
+    public String name() {
+        return name;
+    }
+
+    /** How it waits when idle. */
+    public WaitStrategy waitStrategy() {
+        return waitStrategy;
+    }
+
+    /** The number of device threads (members) it runs now. */
+    public int memberCount() {
+        return memberCount;
+    }
+
+    /** The fraction of its life spent awake (0 to 1): rounds and polling, not sleeping in epoll. */
+    public double busyFraction() {
+        long alive = Math.max(1, System.nanoTime() - startedNs);
+        return Math.max(0, Math.min(1, 1 - (double) sleptNs / alive));
+    }
+
+    Thread thread() {
+        return thread;
+    }
+
+    void attach(IoThread member) {
+        apply(() -> {
+            epoll.add(member.epollFd(), Linux.EPOLLIN, member.id());
+            members = Arrays.copyOf(members, members.length + 1);
+            members[members.length - 1] = member;
+            memberCount = members.length;
+        });
+    }
+
+    void detach(IoThread member) {
+        apply(() -> {
+            int at = -1;
+            for (int i = 0; i < members.length; i++) {
+                if (members[i] == member) {
+                    at = i;
+                }
+            }
+            if (at < 0) {
+                return;
+            }
+            epoll.remove(member.epollFd());
+            IoThread[] next = new IoThread[members.length - 1];
+            System.arraycopy(members, 0, next, 0, at);
+            System.arraycopy(members, at + 1, next, at, members.length - at - 1);
+            members = next;
+            memberCount = next.length;
+        });
+    }
+
+    /** Runs {@code change} on this thread between rounds and waits for it. */
+    private void apply(Runnable change) {
+        if (Thread.currentThread() == thread) {
+            change.run();
+            return;
+        }
+        if (!running) {
+            throw new IllegalStateException("shared I/O thread " + name + " is closed");
+        }
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        changes.add(() -> {
+            try {
+                change.run();
+                done.complete(null);
+            } catch (RuntimeException e) {
+                done.completeExceptionally(e);
+            }
+        });
+        wakeup.signal();
+        try {
+            done.get(CHANGE_WAIT_SECONDS, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while changing " + name, e);
+        } catch (ExecutionException | TimeoutException e) {
+            throw new IllegalStateException("cannot change the members of " + name + ": " + e, e);
+        }
+    }
+
+    private void run() {
+        while (running) {
+            Runnable change;
+            while ((change = changes.poll()) != null) {
+                change.run();
+            }
+            int work = 0;
+            for (IoThread m : members) {
+                work += m.doWorkIsolated();
+            }
+            idle(work);
+        }
+        Runnable change;
+        while ((change = changes.poll()) != null) {
+            change.run();
+        }
+    }
+
+    private void idle(int work) {
+        if (work > 0) {
+            idleSinceNs = 0;
+            return;
+        }
+        switch (waitStrategy) {
+            case BUSY_SPIN -> Thread.onSpinWait();
+            case YIELDING, SLEEPING -> Thread.yield();
+            case BLOCKING -> sleep();
+            default -> {
+                long now = System.nanoTime();
+                if (idleSinceNs == 0) {
+                    idleSinceNs = now;
+                }
+                if (now - idleSinceNs < pollNs) {
+                    Thread.onSpinWait();
+                } else {
+                    sleep();
+                }
+            }
+        }
+    }
+
+    /** Sleeps until any member has work: every member re-arms first, and any of them can veto. */
+    private void sleep() {
+        IoThread[] ms = members;
+        int prepared = 0;
+        int timeoutMs = -1;
+        boolean wakeNow = !changes.isEmpty() || !running;
+        sleeping = true;
+        for (; prepared < ms.length && !wakeNow; prepared++) {
+            int t = ms[prepared].prepareSleep();
+            if (t == IoThread.WAKE_NOW) {
+                wakeNow = true;
+            } else if (t >= 0) {
+                timeoutMs = timeoutMs < 0 ? t : Math.min(timeoutMs, t);
+            }
+        }
+        if (!wakeNow) {
+            long before = System.nanoTime();
+            int ready = epoll.await(timeoutMs);
+            sleptNs += System.nanoTime() - before;
+            for (int i = 0; i < ready; i++) {
+                if (epoll.data(i) == TAG_WAKEUP) {
+                    wakeup.read();
+                }
+            }
+        }
+        sleeping = false;
+        for (int i = 0; i < prepared; i++) {
+            if (!wakeNow) {
+                ms[i].awaitEvents(0); // collect and acknowledge what woke this member
+            }
+            ms[i].finishSleep();
+        }
+        idleSinceNs = 0;
+    }
+
+    /** Whether it sleeps in epoll now (for tests and diagnostics). */
+    boolean isSleeping() {
+        return sleeping;
+    }
+
+    /**
+     * Stops the thread. Devices still on it must have been closed first.
+     *
+     * @throws IllegalStateException while a device still uses it
+     */
+    @Override
+    public void close() {
+        if (memberCount > 0) {
+            throw new IllegalStateException("shared I/O thread " + name + " still runs " + memberCount
+                    + " device thread(s): close those devices first");
+        }
+        running = false;
+        wakeup.signal();
+        try {
+            thread.join(TimeUnit.SECONDS.toMillis(CHANGE_WAIT_SECONDS));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        epoll.close();
+        wakeup.close();
+    }
+}

@@ -1,0 +1,178 @@
+package io.vblk.engine;
+
+import static io.vblk.engine.BlkRequestDescriptor.S_OK;
+import static io.vblk.engine.BlkRequestDescriptor.T_IN;
+import static io.vblk.engine.BlkRequestDescriptor.T_OUT;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import io.vblk.aio.BackendKind;
+
+/**
+ * Devices sharing I/O threads ({@link SharedIoThread}): no thread per device, and one device's
+ * quarantined ring or throttle never stalls another device on the same thread.
+ */
+class SharedIoThreadTest {
+    @TempDir
+    Path dir;
+
+    private static Tuning blocking() {
+        return Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).build();
+    }
+
+    private static void quiesce(DeviceRig a) throws InterruptedException {
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (!a.device.isBroken(0) && System.nanoTime() < deadline) {
+            Thread.sleep(1);
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = WaitStrategy.class, names = {"BLOCKING", "ADAPTIVE", "YIELDING"})
+    void aQuarantinedRingStopsOnlyItsOwnDevice(WaitStrategy wait) throws Exception {
+        try (SharedIoThread shared = new SharedIoThread("shared-q", wait, 50_000)) {
+            try (DeviceRig a = DeviceRig.builder(dir, BackendKind.IO_URING).ioThreads(shared).build();
+                 DeviceRig b = DeviceRig.builder(dir, BackendKind.IO_URING).ioThreads(shared).build()) {
+                assertEquals(2, shared.memberCount());
+                long bufA = a.buffer(0, 4096);
+                long bufB = b.buffer(0, 4096);
+                assertEquals(S_OK, a.roundTrip(0, T_IN, 0, bufA, 4096, true));
+                // 2.7.13.3: avail.idx may run at most queue-size entries ahead of the device.
+                a.driver(0).writeAvailIdx(a.driver(0).availIdx() + a.driver(0).size() + 1);
+                a.kicks[0].signal();
+                quiesce(a);
+                assertTrue(a.device.isBroken(0), "device a's queue quarantined");
+                for (int i = 0; i < 200; i++) {
+                    assertEquals(S_OK, b.roundTrip(0, i % 2 == 0 ? T_OUT : T_IN, i, bufB, 4096, i % 2 == 1));
+                }
+                assertFalse(b.device.isBroken(0), "device b on the same thread unaffected");
+            }
+            assertEquals(0, shared.memberCount(), "closing the devices detached them");
+        }
+    }
+
+    @Test
+    void aThrottledDeviceNeverHoldsUpItsNeighbour() throws Exception {
+        try (SharedIoThread shared = new SharedIoThread("shared-t", WaitStrategy.ADAPTIVE, 50_000)) {
+            Tuning slow = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).iopsLimit(1).burstMs(0).build();
+            try (DeviceRig a = DeviceRig.builder(dir, BackendKind.NULL).tuning(slow).ioThreads(shared).build();
+                 DeviceRig b = DeviceRig.builder(dir, BackendKind.NULL).tuning(blocking()).ioThreads(shared).build()) {
+                long bufA = a.buffer(0, 4096);
+                for (int i = 0; i < 16; i++) {
+                    a.add(0, T_IN, i, bufA, 4096, true);
+                }
+                a.kick(0); // 16 requests at 1 per second: device a is busy for 16 s
+                long bufB = b.buffer(0, 4096);
+                for (int i = 0; i < 300; i++) {
+                    assertEquals(S_OK, b.roundTrip(0, T_IN, i, bufB, 4096, true));
+                }
+                long aDone = a.device.counters(0).get(QueueCounters.COMPLETIONS);
+                assertTrue(aDone < 16, "device a is still held back by its own limit: " + aDone);
+                assertTrue(a.device.counters(0).get(QueueCounters.THROTTLED) > 0);
+                a.device.setLimits(0, 0); // lifting the limit at run time lets the rest through
+                for (int i = 0; i < 16 - aDone; i++) {
+                    a.awaitUsed(0, 10_000);
+                }
+                assertEquals(16, a.device.counters(0).get(QueueCounters.COMPLETIONS));
+            }
+        }
+    }
+
+    /** A fault under one device (its image cut short underneath: I/O errors) leaves its neighbour alone. */
+    @Test
+    void aFaultingImageFailsOnlyItsOwnRequests() throws Exception {
+        try (SharedIoThread shared = new SharedIoThread("shared-f", WaitStrategy.ADAPTIVE, 50_000);
+             DeviceRig a = DeviceRig.builder(dir, BackendKind.IO_URING).ioThreads(shared).build();
+             DeviceRig b = DeviceRig.builder(dir, BackendKind.IO_URING).ioThreads(shared).build()) {
+            long bufA = a.buffer(0, 4096);
+            long bufB = b.buffer(0, 4096);
+            assertEquals(S_OK, a.roundTrip(0, T_IN, 64, bufA, 4096, true));
+            try (java.io.RandomAccessFile f = new java.io.RandomAccessFile(a.imagePath.toFile(), "rw")) {
+                f.setLength(0); // the image file cut short under the device
+            }
+            for (int i = 0; i < 50; i++) {
+                assertEquals(BlkRequestDescriptor.S_IOERR, a.roundTrip(0, T_IN, 64 + 8 * i, bufA, 4096, true));
+                assertEquals(S_OK, b.roundTrip(0, i % 2 == 0 ? T_OUT : T_IN, 8 * i, bufB, 4096, i % 2 == 1));
+            }
+            assertFalse(a.device.isBroken(0), "I/O errors are answered, not a reason to stop the queue");
+            assertEquals(50, a.device.counters(0).get(QueueCounters.ERRORS));
+            assertEquals(0, b.device.counters(0).get(QueueCounters.ERRORS));
+        }
+    }
+
+    @Test
+    void manyDevicesOnOneThreadStartNoThreadOfTheirOwn() throws Exception {
+        List<DeviceRig> rigs = new ArrayList<>();
+        try (SharedIoThread shared = new SharedIoThread("shared-n", WaitStrategy.BLOCKING, 0)) {
+            try {
+                for (int i = 0; i < 8; i++) {
+                    rigs.add(DeviceRig.builder(dir, BackendKind.NULL).imageBytes(1 << 20).ioThreads(shared).build());
+                }
+                long own = Thread.getAllStackTraces().keySet().stream().filter(t -> t.getName().startsWith("rig-")).count();
+                assertEquals(0, own, "no device started a thread of its own");
+                assertEquals(8, shared.memberCount());
+                for (int round = 0; round < 20; round++) {
+                    for (DeviceRig r : rigs) {
+                        assertEquals(S_OK, r.roundTrip(0, T_IN, round, r.buffer(0, 4096), 4096, true));
+                    }
+                }
+                // A device leaves while its neighbours keep going.
+                rigs.remove(0).close();
+                assertEquals(7, shared.memberCount());
+                for (DeviceRig r : rigs) {
+                    assertEquals(S_OK, r.roundTrip(0, T_IN, 0, r.buffer(0, 4096), 4096, true));
+                }
+                assertThrows(IllegalStateException.class, shared::close, "refused while devices use it");
+            } finally {
+                for (DeviceRig r : rigs) {
+                    r.close();
+                }
+            }
+        }
+    }
+
+    @Test
+    void pinnedToACpuAndRefusedForOneThatIsNotThere() throws Exception {
+        try (SharedIoThread pinned = new SharedIoThread("shared-p", WaitStrategy.BLOCKING, 0, new int[] {0});
+             DeviceRig r = DeviceRig.builder(dir, BackendKind.NULL).ioThreads(pinned).build()) {
+            assertEquals(S_OK, r.roundTrip(0, T_IN, 0, r.buffer(0, 4096), 4096, true));
+            String status = java.nio.file.Files.readString(Path.of("/proc/self/task/" + tid(pinned) + "/status"));
+            assertTrue(status.contains("Cpus_allowed_list:\t0\n"), status);
+        }
+        assertThrows(IllegalArgumentException.class, () -> new SharedIoThread("x", WaitStrategy.BLOCKING, 0, new int[] {1023}));
+        assertThrows(IllegalArgumentException.class, () -> new SharedIoThread("x", WaitStrategy.BLOCKING, 0, new int[] {1024}));
+    }
+
+    /** The kernel thread id of the shared thread, found by its name in /proc. */
+    private static String tid(SharedIoThread t) throws java.io.IOException {
+        try (var tasks = java.nio.file.Files.list(Path.of("/proc/self/task"))) {
+            for (Path task : (Iterable<Path>) tasks::iterator) {
+                if (java.nio.file.Files.readString(task.resolve("comm")).trim().equals(t.name())) {
+                    return task.getFileName().toString();
+                }
+            }
+        }
+        throw new AssertionError("no task named " + t.name());
+    }
+
+    @Test
+    void dedicatedCompletionThreadsAreRefused() {
+        try (SharedIoThread shared = new SharedIoThread("shared-d", WaitStrategy.BLOCKING, 0)) {
+            Tuning dedicated = Tuning.builder().threadingMode(ThreadingMode.DEDICATED).build();
+            assertThrows(IllegalArgumentException.class,
+                    () -> DeviceRig.builder(dir, BackendKind.NULL).tuning(dedicated).ioThreads(shared).build());
+            assertEquals(0, shared.memberCount());
+        }
+    }
+}
