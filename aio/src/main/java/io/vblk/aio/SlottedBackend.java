@@ -193,7 +193,17 @@ abstract class SlottedBackend implements IoBackend {
             return -Errno.EAGAIN;
         }
         slots.begin(slot, isWrite ? SlotTable.OP_WRITE : SlotTable.OP_READ, userData, offset, total);
-        if (!slots.stage(slot, buffers, plan == BOUNCE, isWrite)) {
+        boolean staged;
+        try {
+            staged = slots.stage(slot, buffers, plan == BOUNCE, isWrite);
+        } catch (InternalError e) {
+            // The guest's memory faulted under the bounce copy (the frontend shrank the file:
+            // SIGBUS, raised here when the copy was not compiled code): the operation fails
+            // alone with EFAULT, which the caller reads as a fault in guest memory.
+            failLocally(slot, -Errno.EFAULT);
+            return 0;
+        }
+        if (!staged) {
             failLocally(slot, -Errno.ENOMEM);
             return 0;
         }
@@ -354,7 +364,13 @@ abstract class SlottedBackend implements IoBackend {
      */
     final void complete(int slot, long result, CompletionSink sink) {
         if (result > 0 && slots.bounced(slot) && slots.op(slot) == SlotTable.OP_READ) {
-            slots.copyOut(slot, result);
+            try {
+                slots.copyOut(slot, result);
+            } catch (InternalError e) {
+                // The guest's memory faulted under the copy back: this read fails with EFAULT,
+                // and the reaping loop goes on with every other completion intact.
+                result = -Errno.EFAULT;
+            }
         }
         long userData = slots.userData(slot);
         slots.release(slot);

@@ -7,6 +7,13 @@ import io.vblk.aio.IoVector;
  * parsed -> submitted -> completed -> free, and is reused; nothing here is allocated per request.
  */
 final class BlkRequest {
+    /** In the pool. */
+    static final byte FREE = 0;
+    /** Claimed by the I/O thread and not yet handed on: reclaimed after an exception. */
+    static final byte CLAIMED = 1;
+    /** Owned by the back end or the completion path. */
+    static final byte HANDED = 2;
+
     /** Slot index, the user data handed to the back end. */
     final int slot;
     /** The guest data buffers, as host addresses. */
@@ -29,6 +36,10 @@ final class BlkRequest {
     long error;
     /** Status to write when the request completes without reaching the back end. */
     byte immediateStatus;
+    /** Where the request is (FREE, CLAIMED, HANDED); I/O thread only. */
+    byte stage;
+    /** Set when its completion gives it back (so a failure handler does not give it back twice). */
+    boolean finished;
 
     BlkRequest(int slot, int maxSegments) {
         this.slot = slot;
@@ -46,6 +57,7 @@ final class BlkRequest {
         pendingOps = 0;
         error = 0;
         immediateStatus = BlkRequestDescriptor.S_OK;
+        finished = false;
         data.clear();
     }
 }

@@ -4,6 +4,8 @@ import java.util.Arrays;
 import java.util.Objects;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
 
 import org.HdrHistogram.Histogram;
 import org.agrona.concurrent.AtomicBuffer;
@@ -175,7 +177,8 @@ public final class BlockDevice implements AutoCloseable {
 
     /**
      * Installs a new guest memory table. Running queues are drained, moved onto the new table
-     * and resumed where they stopped; the caller may unmap the old table when this returns.
+     * and resumed where they stopped; quarantined queues are drained too and stay quarantined.
+     * The caller may unmap the old table when this returns: nothing completes into it afterwards.
      */
     public void setMemory(GuestMemory newMemory) {
         Objects.requireNonNull(newMemory, "memory");
@@ -184,6 +187,10 @@ public final class BlockDevice implements AutoCloseable {
             if (q.state == DeviceQueue.RUNNING) {
                 wasRunning[q.index] = true;
                 stopQueue(q.index);
+            } else {
+                // A quarantined queue can still have reads in flight whose completion writes
+                // into the old table (issue 10, bug 4): wait for them, changing nothing else.
+                drain(q);
             }
         }
         memory = newMemory;
@@ -251,10 +258,26 @@ public final class BlockDevice implements AutoCloseable {
     public void setInterrupt(int q, Interrupt interrupt) {
         DeviceQueue queue = queue(q);
         Objects.requireNonNull(interrupt, "interrupt");
-        run(queue, t -> {
-            queue.interrupt = interrupt;
-            return null;
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        threadOfQueue[q].submitCommand(new InboxEvent.Command() {
+            private long fence = Long.MIN_VALUE;
+
+            @Override
+            public boolean run(IoThread t) {
+                if (fence == Long.MIN_VALUE) {
+                    queue.interrupt = interrupt;
+                    // Dedicated mode signals on the completion thread: wait until it has left
+                    // every batch that may still hold the old interrupt (issue 10, bug 5).
+                    fence = t.completionFence();
+                }
+                if (!t.completionPassed(fence)) {
+                    return false;
+                }
+                done.complete(null);
+                return true;
+            }
         });
+        await(done);
     }
 
     /**
@@ -307,6 +330,10 @@ public final class BlockDevice implements AutoCloseable {
         String error = run(queue, t -> {
             if (queue.state == DeviceQueue.RUNNING) {
                 return null;
+            }
+            if (queue.state == DeviceQueue.BROKEN) {
+                // Sticky: only a reset (reset(), clearQuarantine()) lets a broken ring run again.
+                return "queue " + q + " is quarantined until a reset: " + queue.brokenReason;
             }
             int rc = queue.ring.activate(mem, layout.size(), layout.descAddress(), layout.availAddress(),
                     layout.usedAddress(), eventIdx, indirect);
@@ -370,6 +397,39 @@ public final class BlockDevice implements AutoCloseable {
         return await(done);
     }
 
+    /**
+     * Lifts queue {@code q}'s quarantine after the driver reset that queue alone (vhost-user:
+     * GET_VRING_BASE stops a ring, and only a new set-up starts it). The queue must be stopped;
+     * waits for whatever it still has in flight. A no-op on a queue that is not quarantined.
+     */
+    public void clearQuarantine(int q) {
+        DeviceQueue queue = queue(q);
+        requireStopped(queue, "lift its quarantine");
+        drain(queue);
+        run(queue, t -> {
+            if (queue.state == DeviceQueue.BROKEN) {
+                queue.state = DeviceQueue.STOPPED;
+                queue.brokenReason = null;
+                queue.faultReason = null;
+            }
+            return null;
+        });
+    }
+
+    /** Waits until {@code queue} has nothing in flight and nothing unpublished; changes no state. */
+    private void drain(DeviceQueue queue) {
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        threadOfQueue[queue.index].submitCommand(t -> {
+            t.flushCompletions();
+            if (queue.inflight > 0 || queue.dirty) {
+                return false;
+            }
+            done.complete(null);
+            return true;
+        });
+        await(done);
+    }
+
     /** Starts every queue that has a ring layout. */
     public void start() {
         for (DeviceQueue q : queues) {
@@ -398,6 +458,7 @@ public final class BlockDevice implements AutoCloseable {
                 q.resubmitCount = 0;
                 q.layout = null;
                 q.brokenReason = null;
+                q.faultReason = null;
                 q.state = DeviceQueue.STOPPED;
                 return null;
             });
@@ -660,7 +721,8 @@ public final class BlockDevice implements AutoCloseable {
         CompletableFuture<T> done = new CompletableFuture<>();
         threadOfQueue[queue.index].submitCommand(t -> {
             try {
-                done.complete(body.apply(t));
+                T value = body.apply(t);
+                done.complete(value);
             } catch (RuntimeException | Error e) {
                 // An Error too: a fault in guest memory (a frontend shrank the file under the
                 // mapping: SIGBUS, which the JVM raises as InternalError) must fail this command,
@@ -674,7 +736,15 @@ public final class BlockDevice implements AutoCloseable {
 
     private static <T> T await(CompletableFuture<T> future) {
         try {
-            return future.get();
+            while (true) {
+                try {
+                    // Timed, and again: a guest-memory fault the JVM delivers on the I/O thread
+                    // inside complete() can leave the future done without waking its waiter.
+                    return future.get(1, TimeUnit.SECONDS);
+                } catch (TimeoutException e) {
+                    // not done yet: wait on
+                }
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             throw new IllegalStateException("interrupted while waiting for the I/O thread", e);

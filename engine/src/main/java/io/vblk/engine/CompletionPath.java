@@ -45,6 +45,11 @@ final class CompletionPath {
         if (result != IMMEDIATE) {
             if (result < 0) {
                 r.error = result;
+                if (result == -Errno.EFAULT && r.queue.faultReason == null) {
+                    // The kernel or a bounce copy hit guest memory that is gone: a guest-memory
+                    // fault like any other (see GuestFaults), so the queue stops using it.
+                    r.queue.faultReason = "guest memory fault: I/O on a buffer that faulted (EFAULT)";
+                }
             } else if ((r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT) && result != r.bytes) {
                 r.error = -Errno.EIO; // a short transfer is an I/O error to the guest
             }
@@ -58,23 +63,31 @@ final class CompletionPath {
     private void finish(BlkRequest r, byte status) {
         DeviceQueue q = r.queue;
         int used = 0;
-        if (r.statusAddress >= 0) {
-            // The address came from a validated writable descriptor (hostmem bounds-checked it).
-            UnsafeApi.putByte(r.statusAddress, status);
-            used = status == S_OK ? r.usedLength : 1;
-        }
-        DirtyLog log = q.log;
-        if (log != null) {
-            logWrites(log, q, r);
-        }
-        InflightTracker tracker = q.inflightTracker;
-        if (tracker != null) {
-            tracker.used(r.head);
-        }
-        q.ring.addUsed(r.head, used);
-        if (!q.dirty) {
-            q.dirty = true;
-            dirty[dirtyCount++] = q;
+        if (q.faultReason == null) {
+            try {
+                if (r.statusAddress >= 0) {
+                    // The address came from a validated writable descriptor (hostmem bounds-checked it).
+                    UnsafeApi.putByte(r.statusAddress, status);
+                    used = status == S_OK ? r.usedLength : 1;
+                }
+                DirtyLog log = q.log;
+                if (log != null) {
+                    logWrites(log, q, r);
+                }
+                InflightTracker tracker = q.inflightTracker;
+                if (tracker != null) {
+                    tracker.used(r.head);
+                }
+                q.ring.addUsed(r.head, used);
+                if (!q.dirty) {
+                    dirty[dirtyCount++] = q;
+                    q.dirty = true;
+                }
+            } catch (RuntimeException | Error e) {
+                // The slot is released all the same; the queue's guest memory is not touched
+                // again, and the I/O thread quarantines it (see GuestFaults).
+                q.faultReason = "guest memory fault completing head " + r.head + ": " + e;
+            }
         }
         q.counters.increment(QueueCounters.COMPLETIONS);
         if (status == S_UNSUPP) {
@@ -85,6 +98,14 @@ final class CompletionPath {
         if (recordLatency) {
             q.recordLatency(System.nanoTime() - r.startNs);
         }
+        r.finished = true;
+        releaser.release(r);
+    }
+
+    /** Gives {@code r} back without touching guest memory (its queue faulted under it). */
+    void abandon(BlkRequest r) {
+        r.queue.counters.increment(QueueCounters.ERRORS);
+        r.finished = true;
         releaser.release(r);
     }
 
@@ -113,14 +134,29 @@ final class CompletionPath {
         for (int i = 0; i < dirtyCount; i++) {
             DeviceQueue q = dirty[i];
             dirty[i] = null;
-            q.dirty = false;
-            boolean notify = q.ring.publishUsed();
-            InflightTracker tracker = q.inflightTracker;
-            if (tracker != null) {
-                tracker.published(q.ring.nextUsed());
+            boolean notify = false;
+            if (q.faultReason == null) {
+                try {
+                    notify = q.ring.publishUsed();
+                    InflightTracker tracker = q.inflightTracker;
+                    if (tracker != null) {
+                        tracker.published(q.ring.nextUsed());
+                    }
+                } catch (RuntimeException | Error e) {
+                    q.faultReason = "guest memory fault publishing used entries: " + e;
+                    notify = false;
+                }
             }
+            // Only now: a stop waiting for !dirty must not return before used.idx is stored.
+            q.dirty = false;
             if (notify) {
-                q.interrupt.signal();
+                try {
+                    q.interrupt.signal();
+                } catch (RuntimeException e) {
+                    // An embedder's interrupt that throws must not leave the rest of the batch
+                    // dirty (a stop would wait on it forever): this queue alone stops.
+                    q.faultReason = "interrupt failed: " + e;
+                }
                 q.counters.increment(QueueCounters.INTERRUPTS);
             } else {
                 q.counters.increment(QueueCounters.INTERRUPTS_SUPPRESSED);

@@ -62,6 +62,12 @@ final class DeviceQueue {
     volatile long usedLogAddress = BlockDevice.USED_LOG_AT_RING;
     /** Why the queue broke, for the owner. */
     volatile String brokenReason;
+    /**
+     * Set by whichever thread caught a fault in this queue's guest memory (see
+     * {@link GuestFaults}); from then on completions skip guest memory, and the I/O thread
+     * quarantines the queue at its next round. Cleared only by a reset.
+     */
+    volatile String faultReason;
 
     DeviceQueue(int index, int maxChainSegments) {
         this.index = index;

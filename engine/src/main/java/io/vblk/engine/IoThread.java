@@ -12,6 +12,7 @@ import org.agrona.concurrent.OneToOneConcurrentArrayQueue;
 import com.lmax.disruptor.BatchEventProcessor;
 import com.lmax.disruptor.BatchEventProcessorBuilder;
 import com.lmax.disruptor.EventPoller;
+import com.lmax.disruptor.ExceptionHandler;
 import com.lmax.disruptor.RingBuffer;
 import com.lmax.disruptor.YieldingWaitStrategy;
 
@@ -108,12 +109,17 @@ final class IoThread implements Runnable, CompletionSink {
             completionRing = RingBuffer.createSingleProducer(CompletionEvent::new, size, WaitStrategies.disruptor(tuning));
             completionProcessor = new BatchEventProcessorBuilder().build(completionRing, completionRing.newBarrier(),
                     (event, sequence, endOfBatch) -> {
-                        completions.complete(pool.get(event.slot), event.result);
+                        if (event.slot >= 0) { // a negative slot is a fence (see completionFence)
+                            completions.complete(pool.get(event.slot), event.result);
+                        }
                         if (endOfBatch) {
                             completions.endOfBatch();
                             wakeIfSleeping();
                         }
                     });
+            // The default handler ends the thread on any Throwable, and the I/O thread then
+            // waits in completionRing.next() forever: contain it instead.
+            completionProcessor.setExceptionHandler(new CompletionFailure());
             completionRing.addGatingSequences(completionProcessor.getSequence());
             returned = new OneToOneConcurrentArrayQueue<>(Integer.highestOneBit(pool.size() * 2 - 1) * 2);
             completions.releaser(this::returnFromCompletionThread);
@@ -122,6 +128,39 @@ final class IoThread implements Runnable, CompletionSink {
             completionProcessor = null;
             returned = null;
             completions.releaser(this::release);
+        }
+    }
+
+    /**
+     * What the completion thread does with a Throwable its checks did not catch (a guest-memory
+     * fault delivered at an unplaceable point, or a bug): every queue of this thread stops
+     * touching guest memory and is quarantined, the event's request is given back if it was not
+     * yet, and the thread lives on so that stops drain.
+     */
+    private final class CompletionFailure implements ExceptionHandler<CompletionEvent> {
+        @Override
+        public void handleEventException(Throwable ex, long sequence, CompletionEvent event) {
+            for (DeviceQueue q : queues) {
+                if (q.faultReason == null) {
+                    q.faultReason = "completion thread: " + ex;
+                }
+            }
+            if (event.slot >= 0) {
+                BlkRequest r = pool.get(event.slot);
+                if (!r.finished && r.queue != null) {
+                    completions.abandon(r);
+                }
+            }
+            completions.endOfBatch();
+            wakeIfSleeping();
+        }
+
+        @Override
+        public void handleOnStartException(Throwable ex) {
+        }
+
+        @Override
+        public void handleOnShutdownException(Throwable ex) {
         }
     }
 
@@ -219,8 +258,31 @@ final class IoThread implements Runnable, CompletionSink {
                 // A bug, or guest memory that faulted (a frontend shrank the file under the
                 // mapping: SIGBUS, raised by the JVM as InternalError): stop this thread's queues
                 // loudly rather than spin on the failure, and keep the thread for the next frontend.
+                reclaimStranded();
                 quarantineAll("internal error: " + e);
                 idle(0);
+            }
+        }
+    }
+
+    /**
+     * Gives back every request claimed and never handed on: after an exception on this thread
+     * (a guest-memory fault the JVM delivers at a later point, see {@link GuestFaults}, or a
+     * bug) no request can legitimately be in that stage, and one left there would hold its
+     * queue's in-flight count up forever (stop and close would never return).
+     */
+    private void reclaimStranded() {
+        for (int i = 0, n = pool.size(); i < n; i++) {
+            BlkRequest r = pool.get(i);
+            if (r.stage == BlkRequest.CLAIMED) {
+                DeviceQueue q = r.queue;
+                if (q != null) {
+                    if (q.faultReason == null) {
+                        q.faultReason = "a request was lost to an internal error";
+                    }
+                    q.inflight--;
+                }
+                pool.release(r);
             }
         }
     }
@@ -264,6 +326,9 @@ final class IoThread implements Runnable, CompletionSink {
         long nowNs = throttle != null || tuning.recordLatency() ? System.nanoTime() : 0;
         int prepared = 0;
         for (DeviceQueue q : queues) {
+            if (q.faultReason != null && q.state != DeviceQueue.BROKEN) {
+                quarantine(q, q.faultReason); // caught on the completion side
+            }
             if (q.state == DeviceQueue.RUNNING) {
                 prepared += popQueue(q, nowNs);
             }
@@ -319,38 +384,53 @@ final class IoThread implements Runnable, CompletionSink {
         int popped = 0;
         int reserve = Math.max(1, model.maxSegmentsPerRange());
         InflightTracker tracker = q.inflightTracker;
-        while (pool.available() > 0 && backend.freeSlots() >= reserve) {
-            // Recovered in-flight requests of a previous backend go first, in their old order.
-            int rc = q.resubmitCount > 0 ? q.ring.popHead(q.resubmit[q.resubmit.length - q.resubmitCount--], chain)
-                    : q.ring.pop(chain);
-            if (rc == 0) {
-                break;
-            }
-            if (rc < 0) {
-                quarantine(q, String.valueOf(q.ring.error()));
-                break;
-            }
-            if (tracker != null) {
-                tracker.popped(chain.head());
-            }
-            BlkRequest r = pool.claim();
-            r.queue = q;
-            r.startNs = nowNs;
-            q.inflight++;
-            popped++;
-            r.type = -1; // a chain refused before its header was read counts as no type
-            dispatch(r, parser.parse(chain, r));
-            q.counters.add(QueueCounters.BYTES, r.bytes);
-            int byType = QueueCounters.ofType(r.type);
-            if (byType >= 0) {
-                q.counters.increment(byType);
-            }
-            if (throttle != null) {
-                throttle.charge(nowNs, r.bytes);
-                if (throttle.delayNs(nowNs) > 0) {
+        try {
+            while (pool.available() > 0 && backend.freeSlots() >= reserve) {
+                // Recovered in-flight requests of a previous backend go first, in their old order.
+                int rc = q.resubmitCount > 0 ? q.ring.popHead(q.resubmit[q.resubmit.length - q.resubmitCount--], chain)
+                        : q.ring.pop(chain);
+                if (rc == 0) {
                     break;
                 }
+                if (rc < 0) {
+                    quarantine(q, String.valueOf(q.ring.error()));
+                    break;
+                }
+                if (tracker != null) {
+                    tracker.popped(chain.head());
+                }
+                BlkRequest r = pool.claim(); // stage CLAIMED until dispatch hands it on
+                r.queue = q;
+                r.startNs = nowNs;
+                q.inflight++;
+                popped++;
+                r.type = -1; // a chain refused before its header was read counts as no type
+                dispatch(r, parser.parse(chain, r));
+                if (r.stage == BlkRequest.CLAIMED) {
+                    r.stage = BlkRequest.HANDED; // the back end's or the completion path's now
+                }
+                q.counters.add(QueueCounters.BYTES, r.bytes);
+                int byType = QueueCounters.ofType(r.type);
+                if (byType >= 0) {
+                    q.counters.increment(byType);
+                }
+                if (throttle != null) {
+                    // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
+                    // none, and charging its length (up to ~512 GiB) would stall the device.
+                    boolean transfer = r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT;
+                    throttle.charge(nowNs, transfer ? r.bytes : 0);
+                    if (throttle.delayNs(nowNs) > 0) {
+                        break;
+                    }
+                }
             }
+        } catch (RuntimeException | Error e) {
+            // A fault in this queue's guest memory (or a bug): give back the request that never
+            // reached the back end, and stop this queue only.
+            reclaimStranded();
+            String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
+            q.faultReason = reason;
+            quarantine(q, reason);
         }
         if (popped > 0) {
             q.counters.add(QueueCounters.REQUESTS, popped);
@@ -440,9 +520,15 @@ final class IoThread implements Runnable, CompletionSink {
         // The ring holds every operation that can be outstanding, so next() never waits.
         long sequence = completionRing.next();
         CompletionEvent e = completionRing.get(sequence);
-        e.slot = slot;
-        e.result = result;
-        completionRing.publish(sequence);
+        e.slot = -1; // a no-op until filled in: see below
+        try {
+            e.result = result;
+            e.slot = slot;
+        } finally {
+            // Always: a claimed sequence left unpublished (an exception the JVM delivered right
+            // here) would stop the completion thread for good, and this thread with it.
+            completionRing.publish(sequence);
+        }
     }
 
     private void returnFromCompletionThread(BlkRequest r) {
@@ -451,6 +537,9 @@ final class IoThread implements Runnable, CompletionSink {
     }
 
     private void release(BlkRequest r) {
+        if (r.stage == BlkRequest.FREE) {
+            return; // already reclaimed after an exception: count it once
+        }
         r.queue.inflight--;
         pool.release(r);
     }
@@ -631,6 +720,29 @@ final class IoThread implements Runnable, CompletionSink {
         if (completionRing == null) {
             completions.endOfBatch();
         }
+    }
+
+    /**
+     * Dedicated mode: publishes a fence into the completion ring and returns its sequence; once
+     * {@link #completionPassed} says the completion thread is past it, that thread has finished
+     * every batch begun before, and reads queue fields (such as the interrupt) written before
+     * the fence anew. Shared mode: -1, already passed. I/O thread only.
+     */
+    long completionFence() {
+        if (completionRing == null) {
+            return -1;
+        }
+        long sequence = completionRing.next();
+        CompletionEvent e = completionRing.get(sequence);
+        e.slot = -1;
+        e.result = 0;
+        completionRing.publish(sequence);
+        return sequence;
+    }
+
+    /** Whether the completion thread has finished the batch holding fence {@code sequence}. */
+    boolean completionPassed(long sequence) {
+        return completionProcessor == null || completionProcessor.getSequence().get() >= sequence;
     }
 
     long submittedBatches() {

@@ -15,6 +15,10 @@ final class RequestPool {
         free = new BlkRequest[size];
         for (int i = 0; i < size; i++) {
             slots[i] = new BlkRequest(i, maxSegments);
+        }
+        // A second pass: the stack is filled top-down (slot 0 is claimed first), so it may only
+        // refer to slots that all exist (filling it in the first loop left half of it null).
+        for (int i = 0; i < size; i++) {
             free[i] = slots[size - 1 - i];
         }
         freeCount = size;
@@ -27,10 +31,15 @@ final class RequestPool {
         }
         BlkRequest r = free[--freeCount];
         r.clear();
+        r.stage = BlkRequest.CLAIMED;
         return r;
     }
 
     void release(BlkRequest r) {
+        if (r.stage == BlkRequest.FREE) {
+            return; // never twice: a second copy in the stack would hand one slot out twice
+        }
+        r.stage = BlkRequest.FREE;
         free[freeCount++] = r;
     }
 

@@ -38,7 +38,7 @@ final class DeviceRig implements AutoCloseable {
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
                       boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory,
-                      SharedIoThread[] ioThreads) {
+                      SharedIoThread[] ioThreads, java.util.function.UnaryOperator<BackendFactory> backends) {
         this.imagePath = imagePath;
         this.kind = kind;
         int queues = config.numQueues();
@@ -50,7 +50,7 @@ final class DeviceRig implements AutoCloseable {
         this.scratchHeader = new long[queues];
         this.scratchStatus = new long[queues];
         this.statusOf = new long[queues][config.queueSize()];
-        BlockDevice.Builder db = BlockDevice.builder(config, BackendFactory.of(kind, image))
+        BlockDevice.Builder db = BlockDevice.builder(config, backends.apply(BackendFactory.of(kind, image)))
                 .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName());
         if (ioThreads != null) {
             db.ioThreads(ioThreads);
@@ -112,6 +112,14 @@ final class DeviceRig implements AutoCloseable {
      * Returns the head, whose status lives at {@link #statusGpa(int, int)}.
      */
     int add(int q, int type, long sector, long dataGpa, int dataLength, boolean dataWritable) {
+        return add(q, type, sector, dataGpa, dataLength, dataWritable, false);
+    }
+
+    /**
+     * As {@link #add(int, int, long, long, int, boolean)}, the chain in one indirect table when
+     * {@code indirect} (one ring descriptor per request: a whole ring of requests fits).
+     */
+    int add(int q, int type, long sector, long dataGpa, int dataLength, boolean dataWritable, boolean indirect) {
         SplitQueueDriver d = drivers[q];
         int slot = d.availIdx() & (d.size() - 1);
         long header = scratchHeader[q] + 16L * slot;
@@ -121,7 +129,8 @@ final class DeviceRig implements AutoCloseable {
         long[] gpas = dataLength > 0 ? new long[] {header, dataGpa, status} : new long[] {header, status};
         int[] lengths = dataLength > 0 ? new int[] {16, dataLength, 1} : new int[] {16, 1};
         boolean[] writable = dataLength > 0 ? new boolean[] {false, dataWritable, true} : new boolean[] {false, true};
-        int head = d.addDirect(gpas, lengths, writable, gpas.length);
+        int head = indirect ? d.addIndirect(gpas, lengths, writable, gpas.length)
+                : d.addDirect(gpas, lengths, writable, gpas.length);
         if (head < 0) {
             throw new IllegalStateException("queue " + q + " full");
         }
@@ -214,6 +223,7 @@ final class DeviceRig implements AutoCloseable {
         private SharedIoThread[] ioThreads;
         private DriverFactory driverFactory;
         private long capacityBytes = -1;
+        private java.util.function.UnaryOperator<BackendFactory> backends = f -> f;
 
         Builder(Path dir, BackendKind kind) {
             this.dir = dir;
@@ -267,12 +277,18 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
+        /** Wraps the back ends the device opens (e.g. in a {@link GatedBackend}). */
+        Builder backends(java.util.function.UnaryOperator<BackendFactory> value) {
+            backends = value;
+            return this;
+        }
+
         DeviceRig build() throws IOException {
             Path p = imagePath != null ? imagePath : createImage(dir, imageBytes);
             BlkConfig.Builder b = BlkConfig.builder(capacityBytes >= 0 ? capacityBytes : Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
             return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, driverFactory,
-                    ioThreads);
+                    ioThreads, backends);
         }
     }
 }

@@ -23,6 +23,27 @@ class ThrottleTest {
     @TempDir
     Path dir;
 
+    /**
+     * Issue 10: the byte throttle charges bytes moved, not the length of a DISCARD range. A
+     * discard of the whole 64 MiB image under a 1 MiB/s limit used to stall the queue for a
+     * minute; now the read after it goes through without being throttled.
+     */
+    @Test
+    void aDiscardIsNotChargedToTheByteLimit() throws Exception {
+        Tuning tuning = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).bytesPerSecondLimit(1L << 20).burstMs(100).build();
+        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.NULL).imageBytes(64L << 20).tuning(tuning).build()) {
+            long seg = rig.buffer(0, 16);
+            long h = rig.host(seg, 16);
+            org.agrona.UnsafeApi.putLong(h, 0);
+            org.agrona.UnsafeApi.putInt(h + 8, (int) ((64L << 20) >> 9));
+            org.agrona.UnsafeApi.putInt(h + 12, 0);
+            assertEquals(S_OK, rig.roundTrip(0, BlkRequestDescriptor.T_DISCARD, 0, seg, 16, false));
+            long buf = rig.buffer(0, 4096);
+            assertEquals(S_OK, rig.roundTrip(0, T_IN, 0, buf, 4096, true));
+            assertEquals(0L, rig.device.counters(0).get(QueueCounters.THROTTLED), "the discard was charged");
+        }
+    }
+
     @Test
     void iopsLimitHeldWithinTenPercent() throws Exception {
         long limit = 4_000;

@@ -13,28 +13,36 @@ import org.agrona.concurrent.UnsafeBuffer;
 public final class EventFd implements AutoCloseable {
     private final int fd;
     private final boolean owned;
+    /** True for a descriptor from elsewhere, whose blocking-ness is not ours: signalled through io_uring. */
+    private final boolean foreign;
+    private UringSignal uring;
     private final NativeBuffer scratch = new NativeBuffer(16, 16);
     private final UnsafeBuffer pollfd = new NativeBuffer(8, 8).buffer();
     private volatile boolean closed;
 
-    private EventFd(int fd, boolean owned) {
+    private EventFd(int fd, boolean owned, boolean foreign) {
         this.fd = fd;
         this.owned = owned;
+        this.foreign = foreign;
     }
 
     /** Creates a close-on-exec eventfd, non-blocking if asked. */
     public static EventFd create(boolean nonBlocking) {
         int flags = Linux.EFD_CLOEXEC | (nonBlocking ? Linux.EFD_NONBLOCK : 0);
         int fd = (int) Native.check(Native.libc().eventfd(0, flags), "eventfd", 0, flags);
-        return new EventFd(fd, true);
+        return new EventFd(fd, true, false);
     }
 
-    /** Wraps a descriptor received from elsewhere; {@link #close()} closes it. */
+    /**
+     * Wraps a descriptor received from elsewhere; {@link #close()} closes it. Its
+     * {@link #signal()} never blocks, whatever the descriptor is and whatever its flags (see
+     * {@link UringSignal}).
+     */
     public static EventFd wrap(int fd) {
         if (fd < 0) {
             throw new IllegalArgumentException("bad eventfd descriptor: " + fd);
         }
-        return new EventFd(fd, true);
+        return new EventFd(fd, true, true);
     }
 
     /** The descriptor. */
@@ -44,12 +52,52 @@ public final class EventFd implements AutoCloseable {
 
     /**
      * Adds one to the counter, waking a reader. Returns 0 or {@code -errno}; EAGAIN (counter
-     * saturated) still means a reader will wake, so callers may ignore it.
+     * saturated) still means a reader will wake, so callers may ignore it. Never blocks on a
+     * {@link #wrap wrapped} descriptor: the write goes through a private io_uring, so a full
+     * counter or a blocking pipe parks a kernel worker, not this thread. One signalling thread
+     * at a time.
      */
     public int signal() {
+        if (foreign) {
+            return signalForeign();
+        }
         scratch.buffer().putLong(0, 1L);
         long rc = Native.libc().write(fd, scratch.address(), 8);
         return rc == 8 ? 0 : (int) Native.result(rc);
+    }
+
+    private int signalForeign() {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        if (uring == null) {
+            try {
+                uring = new UringSignal(fd);
+            } catch (NativeException e) {
+                // No io_uring here (disabled by sysctl, or seccomp): the best left is a
+                // readiness check, which a frontend filling the counter concurrently can beat.
+                return signalIfWritable();
+            }
+        }
+        return uring.signal();
+    }
+
+    private int signalIfWritable() {
+        pollfd.putInt(0, fd);
+        pollfd.putShort(4, Linux.POLLOUT);
+        pollfd.putShort(6, (short) 0);
+        long rc = Native.libc().poll(pollfd.addressOffset(), 1, 0);
+        if (rc <= 0 || (pollfd.getShort(6) & Linux.POLLOUT) == 0) {
+            return -Errno.EAGAIN;
+        }
+        scratch.buffer().putLong(0, 1L);
+        rc = Native.libc().write(fd, scratch.address(), 8);
+        return rc == 8 ? 0 : (int) Native.result(rc);
+    }
+
+    /** Whether a signal of this wrapped descriptor is still parked in the kernel (tests). */
+    public boolean signalPending() {
+        return uring != null && uring.pending();
     }
 
     /**
@@ -88,6 +136,9 @@ public final class EventFd implements AutoCloseable {
     public void close() {
         if (!closed) {
             closed = true;
+            if (uring != null) {
+                uring.close();
+            }
             if (owned) {
                 Native.libc().close(fd);
             }

@@ -32,6 +32,7 @@ public final class Linux {
 
     // poll(2)
     public static final short POLLIN = 0x001;
+    public static final short POLLOUT = 0x004;
     public static final short POLLERR = 0x008;
     public static final short POLLHUP = 0x010;
     public static final short POLLNVAL = 0x020;

@@ -70,6 +70,8 @@ final class VringRequests {
     void getBase(Message m) {
         Vring v = stateTarget(m);
         int base = control.stopForHandOver(v);
+        // The frontend reset this ring: the only way out of a quarantine short of a device reset.
+        control.device().clearQuarantine(v.index);
         v.kickReady = false;
         control.replaceKick(v, null);
         channel.replyPayload().putInt(MessageDescriptor.STATE_INDEX_OFFSET, v.index);

@@ -39,7 +39,15 @@ final class FrontendFuzzer {
     /** Descriptor kinds a message may carry. */
     enum FdKind {
         GUEST_MEMFD, RING_KICK, RING_CALL, EVENTFD, EVENTFD_CLOSED, SMALL_MEMFD, SHRINKING_MEMFD, REGULAR_FILE, DEV_NULL, DIRECTORY, PIPE,
-        SOCKET, EPOLL
+        SOCKET, EPOLL,
+        /** Issue 10: a blocking eventfd (no EFD_NONBLOCK), empty. */
+        BLOCKING_EVENTFD,
+        /** Issue 10: a blocking eventfd whose counter is full: a plain write(2) of 1 blocks forever. */
+        BLOCKING_FULL_EVENTFD,
+        /** Issue 10: the write end of a blocking pipe that is full, its reader idle. */
+        FULL_PIPE,
+        /** Issue 10: one end of a blocking socket pair whose buffers are full. */
+        FULL_SOCKET
     }
 
     /** How the bytes of a message reach the socket. */
@@ -463,6 +471,37 @@ final class FrontendFuzzer {
             case EPOLL:
                 fd = (int) Native.check(Native.libc().epoll_create1(Linux.EPOLL_CLOEXEC), "epoll_create1");
                 break;
+            case BLOCKING_EVENTFD, BLOCKING_FULL_EVENTFD:
+                fd = (int) Native.check(Native.libc().eventfd(0, Linux.EFD_CLOEXEC), "eventfd");
+                if (kind == FdKind.BLOCKING_FULL_EVENTFD) {
+                    NativeBuffer max = new NativeBuffer(8);
+                    max.buffer().putLong(0, 0xfffffffffffffffeL);
+                    Native.libc().write(fd, max.address(), 8);
+                }
+                break;
+            case FULL_PIPE: {
+                NativeBuffer pair = new NativeBuffer(8);
+                long rc = Native.syscall(293 /* pipe2 */, pair.address(), Linux.O_CLOEXEC, 0, 0, 0);
+                if (rc < 0) {
+                    throw new IllegalStateException("pipe2: " + Errno.describe((int) -rc));
+                }
+                toClose.add(pair.buffer().getInt(0)); // the reader stays open and idle
+                fd = pair.buffer().getInt(4);
+                fill(fd);
+                break;
+            }
+            case FULL_SOCKET: {
+                NativeBuffer pair = new NativeBuffer(8);
+                long rc = Native.syscall(53 /* socketpair */, Linux.AF_UNIX, Linux.SOCK_STREAM | Linux.SOCK_CLOEXEC, 0,
+                        pair.address(), 0);
+                if (rc < 0) {
+                    throw new IllegalStateException("socketpair: " + Errno.describe((int) -rc));
+                }
+                toClose.add(pair.buffer().getInt(1 * 4)); // the peer stays open and never reads
+                fd = pair.buffer().getInt(0);
+                fill(fd);
+                break;
+            }
             default:
                 throw new IllegalStateException(kind.toString());
         }
@@ -575,6 +614,20 @@ final class FrontendFuzzer {
     String summary() {
         return connections + " connections, " + messages + " messages, " + descriptorsSent + " descriptors sent, "
                 + closedByServer + " connections closed by the server; mutations " + mutations + "; descriptor kinds " + fdKinds;
+    }
+
+    /** Fills a blocking pipe or socket until a write would block, and leaves it blocking. */
+    private static void fill(int fd) {
+        int flags = Native.libc().fcntl(fd, 3 /* F_GETFL */, 0);
+        Native.libc().fcntl(fd, 4 /* F_SETFL */, flags | 04000 /* O_NONBLOCK */);
+        NativeBuffer b = new NativeBuffer(65536);
+        while (Native.libc().write(fd, b.address(), 65536) > 0) {
+            // until EAGAIN
+        }
+        while (Native.libc().write(fd, b.address(), 1) > 0) {
+            // to the last byte
+        }
+        Native.libc().fcntl(fd, 4 /* F_SETFL */, flags);
     }
 
     /** Empties the fuzzed ring's kick and call eventfds between connections. */

@@ -182,6 +182,7 @@ class DeviceFuzzTest {
     /** Drains queue q and starts it afresh on a re-initialised ring (a driver reset of the queue). */
     private static void restart(BlockDevice device, SplitQueueDriver d, int q, EventFd kick) {
         device.stopQueue(q);
+        device.clearQuarantine(q); // quarantine is sticky until the queue is reset
         d.initialise();
         device.setQueueState(q, new QueueState(QUEUE_SIZE, d.descGpa(), d.availGpa(), d.usedGpa(), 0, 0));
         device.startQueue(q);

@@ -1,0 +1,46 @@
+package io.vblk.engine;
+
+/**
+ * The fault model: what happens when guest memory faults under a request.
+ *
+ * <p>Guest memory (and the vhost-user inflight region) is a shared mapping of a file the
+ * frontend owns. If the frontend shrinks that file, or hugetlbfs runs out of pages, an access
+ * raises SIGBUS. HotSpot turns a SIGBUS in an {@code Unsafe} access into an
+ * {@link InternalError}, but on Java 17 not at the access: the faulting load yields garbage, the
+ * thread runs on, and the error is thrown later, at a point the engine does not control (tried
+ * here: neither a VM entry such as {@code Unsafe.setMemory} nor the return of a method that is
+ * never inlined or never compiled delivers it in compiled code; a safepoint does). So the model
+ * does not try to place the fault; it keeps the accounting exact wherever the error lands:
+ *
+ * <ul>
+ * <li>Every request slot carries its stage ({@link BlkRequest#stage}): claimed by the I/O
+ *     thread, or handed to the back end / completion path. After any exception on the I/O
+ *     thread (in a queue's pop loop or the round's catch-all) every slot still "claimed" is
+ *     given back and its queue's in-flight count restored; a slot is never given back twice.
+ *     So {@code stopQueue}, {@code setMemory} and {@code close} always return.</li>
+ * <li>A fault inside a queue's pop loop (avail ring, descriptors, header, segments, the
+ *     inflight region, a write's bounce copy) quarantines that queue; one that lands in the
+ *     round's catch-all quarantines the thread's queues (broader than needed, never wrong).</li>
+ * <li>Completion writes (status byte, used element, inflight region) and the used publish are
+ *     guarded: a fault there marks the queue faulted ({@link DeviceQueue#faultReason}); the
+ *     slot is still released; later completions of that queue skip guest memory; the I/O thread
+ *     quarantines it at its next round.</li>
+ * <li>Bounce copies in the back ends catch a fault raised there (interpreted code): that
+ *     operation fails with EFAULT, and an EFAULT result marks its queue faulted.</li>
+ * <li>The dedicated completion thread has an exception handler: it marks the thread's queues
+ *     faulted, gives back the event's request if its completion had not, and lives on (the
+ *     default handler let it die and the I/O thread then waited forever).</li>
+ * <li>A quarantined queue reports needs-reset through {@link DeviceListener#queueBroken} and
+ *     stays quarantined until a reset ({@link BlockDevice#reset}, {@link
+ *     BlockDevice#clearQuarantine}); other devices are unaffected.</li>
+ * </ul>
+ */
+final class GuestFaults {
+    private GuestFaults() {
+    }
+
+    /** Whether {@code e} is a fault in guest memory raised by the JVM (SIGBUS/SIGSEGV in Unsafe). */
+    static boolean isMemoryFault(Throwable e) {
+        return e instanceof InternalError && String.valueOf(e.getMessage()).contains("unsafe memory access");
+    }
+}
