@@ -8,6 +8,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.ByteBuffer;
 import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Predicate;
 
 import org.agrona.concurrent.UnsafeBuffer;
 import org.junit.jupiter.api.AfterEach;
@@ -138,6 +140,8 @@ class LogProtocolTest {
 
                 // On again, then the hand-over: GET_VRING_BASE drains (and syncs) the ring.
                 f.setFeatures(features | LOG_ALL);
+                // SET_FEATURES is not acknowledged: wait for the second "on" before relying on it.
+                awaitLines(l -> l.contains("dirty logging on"), 2);
                 assertArrayEquals(data, q.read(16, 8192));
                 assertTrue(countBits(log) > 0);
                 int[] bases = qemu.stop(q);
@@ -146,6 +150,22 @@ class LogProtocolTest {
                 Native.libc().close(fd);
             }
             assertEquals(0, rig.complaints(sessions).size(), String.valueOf(rig.complaints(sessions)));
+        }
+    }
+
+    /** Waits (up to 10 s) until {@code count} server log lines match {@code p}. */
+    private void awaitLines(Predicate<String> p, int count) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (rig.lines().stream().filter(p).count() < count) {
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("fewer than " + count + " matching log lines in " + rig.lines());
+            }
+            try {
+                Thread.sleep(5);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new AssertionError(e);
+            }
         }
     }
 
