@@ -87,6 +87,18 @@ public interface IoBackend extends AutoCloseable {
     EventFd completionEvent();
 
     /**
+     * Resets the completion source after it woke the caller, before {@link #poll}: reads the
+     * eventfd. A back end whose source is not an eventfd (an epoll descriptor over sockets)
+     * overrides this.
+     */
+    default void acknowledgeCompletion() {
+        EventFd event = completionEvent();
+        if (event != null) {
+            event.read();
+        }
+    }
+
+    /**
      * Blocks up to {@code timeoutMs} (-1: forever) until completions may be available, without
      * consuming them. Returns 1 if they may be, 0 on timeout, or {@code -errno}. Works on every
      * platform; on Linux it waits on {@link #completionEvent()}.
@@ -103,7 +115,6 @@ public interface IoBackend extends AutoCloseable {
      */
     default long drain(CompletionSink sink) {
         long delivered = 0;
-        EventFd event = completionEvent();
         while (pendingSubmit() > 0 || inFlight() > 0) {
             if (pendingSubmit() > 0) {
                 int rc = submit();
@@ -111,9 +122,7 @@ public interface IoBackend extends AutoCloseable {
                     return rc;
                 }
             }
-            if (event != null) {
-                event.read();
-            }
+            acknowledgeCompletion();
             int reaped = poll(sink, Math.max(1, depth()));
             delivered += reaped;
             if (reaped == 0 && (inFlight() > 0 || pendingSubmit() > 0)) {

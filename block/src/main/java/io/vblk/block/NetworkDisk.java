@@ -128,10 +128,10 @@ public final class NetworkDisk implements DriverFactory {
             NbdOptions options = NbdOptions.defaults().withDepth(depth).withConnections(connections)
                     .withRetryTimeoutMs(retryTimeoutMs).withReadOnly(readOnly);
             NbdBackend backend = NbdBackend.open(address, options);
-            return new BackendDriver("nbd", backend, sizeBytes, readOnly);
+            return new RawDriver("nbd", backend, sizeBytes, readOnly, true);
         }
         RbdBackend backend = RbdBackend.open(address, rbdOptions(depth, readOnly, retryTimeoutMs));
-        return new BackendDriver("rbd", backend, sizeBytes, readOnly);
+        return new RawDriver("rbd", backend, sizeBytes, readOnly, true);
     }
 
     @Override

@@ -4,14 +4,15 @@ import io.vblk.aio.CompletionSink;
 import io.vblk.aio.Image;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
-import io.vblk.sys.EventFd;
 
 /**
- * The {@code raw} format: the virtual disk is the back end's file, byte for byte. Every request
- * is one back-end operation with the request's tag as user data, so this driver adds one
- * (inlinable, monomorphic per thread) call per operation and nothing else: today's path.
+ * The {@code raw} format: the virtual disk is the back end's disk, byte for byte (a file, or a
+ * network disk: {@code nbd}, {@code rbd}, whose back ends talk to a server). Every request is one
+ * back-end operation with the request's tag as user data, so this driver adds one (inlinable,
+ * monomorphic per thread) call per operation and nothing else: today's path.
  */
 public final class RawDriver implements BlockDriver {
+    private final String format;
     private final IoBackend backend;
     private final long sizeBytes;
     private final boolean readOnly;
@@ -23,6 +24,12 @@ public final class RawDriver implements BlockDriver {
      * {@code ownsBackend} closing the driver closes the back end.
      */
     public RawDriver(IoBackend backend, long sizeBytes, boolean readOnly, boolean ownsBackend) {
+        this("raw", backend, sizeBytes, readOnly, ownsBackend);
+    }
+
+    /** The same, under the name of the back end's disk ({@code nbd}, {@code rbd}). */
+    public RawDriver(String format, IoBackend backend, long sizeBytes, boolean readOnly, boolean ownsBackend) {
+        this.format = format;
         this.backend = backend;
         this.sizeBytes = sizeBytes;
         this.readOnly = readOnly;
@@ -46,7 +53,7 @@ public final class RawDriver implements BlockDriver {
 
     @Override
     public String format() {
-        return "raw";
+        return format;
     }
 
     @Override
@@ -126,10 +133,7 @@ public final class RawDriver implements BlockDriver {
 
     @Override
     public void acknowledge(int i) {
-        EventFd e = backend.completionEvent();
-        if (e != null) {
-            e.read();
-        }
+        backend.acknowledgeCompletion();
     }
 
     @Override
@@ -154,6 +158,6 @@ public final class RawDriver implements BlockDriver {
 
     @Override
     public String toString() {
-        return "raw[" + backend + "]";
+        return format + "[" + backend + "]";
     }
 }

@@ -201,8 +201,12 @@ public final class NbdBackend implements IoBackend {
         LockSupport.unpark(helper);
     }
 
-    /** The I/O thread was woken by the completion source (readable or writable sockets). */
-    public void acknowledge() {
+    /**
+     * The I/O thread was woken by the completion source (readable or writable sockets): nothing
+     * to read (it is an epoll descriptor), only noted.
+     */
+    @Override
+    public void acknowledgeCompletion() {
         woken = true;
     }
 
