@@ -69,7 +69,7 @@ final class Export implements AutoCloseable {
         FormatChoice format;
         try {
             format = network != null || spec.format == ImageFormat.RAW ? null
-                    : FormatChoice.open(spec.image, spec.format, kind, spec.readOnly, spec.direct, log);
+                    : FormatChoice.open(spec.image, spec.format, kind, spec.readOnly, spec.direct, spec.l2CacheTables, log);
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(e.getMessage());
         }

@@ -25,8 +25,12 @@ final class ExportOptions {
             + "a stale socket there is replaced, any other file is an error")
     String socket;
 
-    @Option(names = "--format", paramLabel = "FORMAT", description = "image format: raw (default)")
+    @Option(names = "--format", paramLabel = "FORMAT", description = "image format, never guessed: raw (default) or qcow2")
     String format;
+
+    @Option(names = "--l2-cache-tables", paramLabel = "N", description = "qcow2: L2 tables cached per I/O thread, 2 to "
+            + "65536, each one cluster of memory (default 32)")
+    String l2CacheTables;
 
     @Option(names = "--socket-mode", paramLabel = "OCTAL", description = "permission bits of the socket file, 0600 to 0777 "
             + "(default 0600)")
@@ -81,6 +85,7 @@ final class ExportOptions {
         put(m, "image", image);
         put(m, "socket", socket);
         put(m, "format", format);
+        put(m, "l2_cache_tables", l2CacheTables);
         put(m, "socket_mode", socketMode);
         put(m, "socket_group", socketGroup);
         put(m, "allow_uids", allowUids);

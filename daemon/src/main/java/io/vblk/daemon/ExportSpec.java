@@ -9,6 +9,7 @@ import java.util.Set;
 import io.vblk.aio.BackendKind;
 import io.vblk.block.ImageFormat;
 import io.vblk.block.NetworkDisk;
+import io.vblk.block.qcow2.Qcow2Options;
 import io.vblk.engine.WaitStrategy;
 import io.vblk.vhost.SocketFile;
 
@@ -29,7 +30,8 @@ final class ExportSpec {
     static final int SHARED_BACKEND_DEPTH = 128;
 
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
-            "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth");
+            "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
+            "l2_cache_tables");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -40,6 +42,8 @@ final class ExportSpec {
     Path socket;
     /** The image format: named, never guessed. */
     ImageFormat format = ImageFormat.RAW;
+    /** qcow2: L2 tables the driver caches per I/O thread (each one cluster of memory). */
+    int l2CacheTables = Qcow2Options.DEFAULT_L2_CACHE_TABLES;
     /** A network disk's address (nbd://, nbd+unix://, rbd:), or null. */
     String network;
     int queues = 1;
@@ -82,6 +86,10 @@ final class ExportSpec {
             s.format = ImageFormat.parse(format);
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(p.name("format") + ": " + e.getMessage());
+        }
+        s.l2CacheTables = (int) p.integer("l2_cache_tables", 2, 65536, Qcow2Options.DEFAULT_L2_CACHE_TABLES);
+        if (p.has("l2_cache_tables") && s.format != ImageFormat.QCOW2) {
+            throw new InvalidParams(p.name("l2_cache_tables") + " applies to format qcow2 only");
         }
         s.queues = (int) p.integer("queues", 1, 64, 1);
         s.queueSize = (int) p.integer("queue_size", 1, MAX_QUEUE_SIZE, MAX_QUEUE_SIZE);
@@ -209,6 +217,9 @@ final class ExportSpec {
         m.put("image", imageArg);
         m.put("socket", socket.toString());
         m.put("format", format.toString());
+        if (format == ImageFormat.QCOW2) {
+            m.put("l2_cache_tables", l2CacheTables);
+        }
         m.put("queues", queues);
         m.put("queue_size", queueSize);
         m.put("read_only", readOnly);

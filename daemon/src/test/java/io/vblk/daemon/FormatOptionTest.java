@@ -52,6 +52,21 @@ class FormatOptionTest {
     }
 
     @Test
+    void theQcow2L2CacheSizeIsAnOptionCheckedAndForQcow2Only() {
+        assertEquals(32, parse("image", "x.qcow2", "socket", "s", "format", "qcow2").l2CacheTables);
+        ExportSpec big = parse("image", "x.qcow2", "socket", "s", "format", "qcow2", "l2_cache_tables", "1024");
+        assertEquals(1024, big.l2CacheTables);
+        assertEquals(1024, big.toParams().get("l2_cache_tables"));
+        InvalidParams tooSmall = assertThrows(InvalidParams.class,
+                () -> parse("image", "x.qcow2", "socket", "s", "format", "qcow2", "l2_cache_tables", "1"));
+        assertTrue(tooSmall.getMessage().contains("l2-cache-tables") || tooSmall.getMessage().contains("l2_cache_tables"),
+                tooSmall.getMessage());
+        InvalidParams onRaw = assertThrows(InvalidParams.class,
+                () -> parse("image", "x.img", "socket", "s", "l2_cache_tables", "64"));
+        assertTrue(onRaw.getMessage().contains("qcow2 only"), onRaw.getMessage());
+    }
+
+    @Test
     void aRawFileThatStartsLikeQcow2StaysRawWithOneWarning() throws Exception {
         Path p = dir.resolve("looks.img");
         byte[] data = new byte[4096];

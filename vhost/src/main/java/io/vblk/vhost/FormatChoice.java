@@ -31,14 +31,15 @@ public final class FormatChoice implements DriverFactory {
         this.log = log;
     }
 
-    public static FormatChoice open(Path path, ImageFormat format, BackendKind kind, boolean readOnly, boolean direct, Log log) {
+    public static FormatChoice open(Path path, ImageFormat format, BackendKind kind, boolean readOnly, boolean direct,
+            int l2CacheTables, Log log) {
         if (format != ImageFormat.QCOW2) {
             throw new IllegalArgumentException("format " + format + " is served as raw");
         }
         if (!Files.isRegularFile(path)) {
             throw new IllegalArgumentException("qcow2 image not found or not a file: " + path);
         }
-        Qcow2Options options = Qcow2Options.defaults().readOnly(readOnly).direct(direct);
+        Qcow2Options options = Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables);
         long size;
         try {
             size = Qcow2.virtualSize(path);
