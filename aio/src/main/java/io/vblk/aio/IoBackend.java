@@ -1,6 +1,5 @@
 package io.vblk.aio;
 
-import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
 
 /**
@@ -31,10 +30,7 @@ import io.vblk.sys.EventFd;
  * the two), and only then sleeps on it with poll/epoll. If {@link #poll} stopped at {@code max}
  * while more completions were ready, the event is signalled again so no completion is stranded.
  */
-public interface IoBackend extends AutoCloseable {
-    /** How long {@link #drain} sleeps between looks when nothing completed. */
-    int DRAIN_WAIT_MS = 10;
-
+public interface IoBackend extends Drainable, AutoCloseable {
     /** The most operations in flight at once (preallocated slots). */
     int depth();
 
@@ -91,7 +87,8 @@ public interface IoBackend extends AutoCloseable {
      * eventfd. A back end whose source is not an eventfd (an epoll descriptor over sockets)
      * overrides this.
      */
-    default void acknowledgeCompletion() {
+    @Override
+    default void acknowledgeCompletions() {
         EventFd event = completionEvent();
         if (event != null) {
             event.read();
@@ -104,33 +101,6 @@ public interface IoBackend extends AutoCloseable {
      * platform; on Linux it waits on {@link #completionEvent()}.
      */
     int awaitCompletions(int timeoutMs);
-
-    /**
-     * Submits whatever is pending and reaps until nothing is pending or in flight, delivering
-     * every completion to {@code sink}: the "stop means drain" step. Called on a thread that
-     * may both submit and poll (no other thread may be using the back end).
-     *
-     * @return the number of completions delivered, or {@code -errno} when submission failed
-     *         with something other than EAGAIN
-     */
-    default long drain(CompletionSink sink) {
-        long delivered = 0;
-        while (pendingSubmit() > 0 || inFlight() > 0) {
-            if (pendingSubmit() > 0) {
-                int rc = submit();
-                if (rc < 0 && rc != -Errno.EAGAIN && rc != -Errno.EINTR) {
-                    return rc;
-                }
-            }
-            acknowledgeCompletion();
-            int reaped = poll(sink, Math.max(1, depth()));
-            delivered += reaped;
-            if (reaped == 0 && (inFlight() > 0 || pendingSubmit() > 0)) {
-                awaitCompletions(DRAIN_WAIT_MS);
-            }
-        }
-        return delivered;
-    }
 
     /**
      * Waits for every operation in flight to complete (their completions are dropped: drain

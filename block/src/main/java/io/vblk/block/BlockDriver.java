@@ -1,8 +1,8 @@
 package io.vblk.block;
 
 import io.vblk.aio.CompletionSink;
+import io.vblk.aio.Drainable;
 import io.vblk.aio.IoVector;
-import io.vblk.sys.Errno;
 
 /**
  * A block driver: turns guest requests (virtual-disk offsets) into operations on whatever holds
@@ -44,10 +44,7 @@ import io.vblk.sys.Errno;
  *       {@link #poll}/{@link #acknowledge} so they do not wake the thread forever.</li>
  * </ul>
  */
-public interface BlockDriver extends AutoCloseable {
-    /** How long {@link #drain} sleeps between looks when nothing completed. */
-    int DRAIN_WAIT_MS = 10;
-
+public interface BlockDriver extends Drainable, AutoCloseable {
     /** The format name ({@code raw}, {@code qcow2}, {@code nbd}...). */
     String format();
 
@@ -113,29 +110,12 @@ public interface BlockDriver extends AutoCloseable {
      */
     int awaitCompletions(int timeoutMs);
 
-    /**
-     * Submits and reaps until nothing is pending or in flight, delivering every completion to
-     * {@code sink}: the "stop means drain" step. Returns the number delivered or {@code -errno}.
-     */
-    default long drain(CompletionSink sink) {
-        long delivered = 0;
-        while (pendingSubmit() > 0 || inFlight() > 0) {
-            if (pendingSubmit() > 0) {
-                int rc = submit();
-                if (rc < 0 && rc != -Errno.EAGAIN && rc != -Errno.EINTR) {
-                    return rc;
-                }
-            }
-            for (int i = 0, n = completionSources(); i < n; i++) {
-                acknowledge(i);
-            }
-            int reaped = poll(sink, Math.max(1, depth()));
-            delivered += reaped;
-            if (reaped == 0 && (inFlight() > 0 || pendingSubmit() > 0)) {
-                awaitCompletions(DRAIN_WAIT_MS);
-            }
+    /** Acknowledges every completion source (the drain loop's reset step). */
+    @Override
+    default void acknowledgeCompletions() {
+        for (int i = 0, n = completionSources(); i < n; i++) {
+            acknowledge(i);
         }
-        return delivered;
     }
 
     /**

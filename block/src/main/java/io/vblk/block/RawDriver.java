@@ -133,7 +133,7 @@ public final class RawDriver implements BlockDriver {
 
     @Override
     public void acknowledge(int i) {
-        backend.acknowledgeCompletion();
+        backend.acknowledgeCompletions();
     }
 
     @Override

@@ -206,7 +206,7 @@ public final class NbdBackend implements IoBackend {
      * to read (it is an epoll descriptor), only noted.
      */
     @Override
-    public void acknowledgeCompletion() {
+    public void acknowledgeCompletions() {
         woken = true;
     }
 
