@@ -40,6 +40,14 @@ public final class Image implements AutoCloseable {
 
     /** Zeros are written in chunks of this size when fallocate is refused. */
     static final int ZERO_CHUNK_BYTES = 1 << 20;
+    /**
+     * The most one zeroing step covers: a discard or write-zeroes (up to ~512 GiB from a guest)
+     * is done as fallocate calls, or written zeros, over chunks of this size, with a look at the
+     * caller's cancellation between chunks. Measured here (ext4 on /tmp, ImageTest prints it): a
+     * 64 MiB punch hole or zero range takes well under a millisecond to a few ms, 64 MiB of
+     * written zeros about 0.1-0.5 s; so a close waits at most that long for a zeroing.
+     */
+    static final long ZEROING_CHUNK_BYTES = 64L << 20;
     private static final int SECTOR_BYTES = 512;
 
     private final Path path;
@@ -296,25 +304,40 @@ public final class Image implements AutoCloseable {
     }
 
     /**
-     * Zeroes a range synchronously, starting with {@code mode} (0: write zeros) and falling back
-     * along the chain punch hole, zero range, written zeros when a mode is refused. Thread-safe.
-     * Returns 0 or {@code -errno}. Needs a descriptor (not portable).
+     * Zeroes a range synchronously, blocking the calling thread (never an I/O thread: back ends
+     * call it from a helper or worker thread), starting with {@code mode} (0: write zeros) and
+     * falling back along the chain punch hole, zero range, written zeros when a mode is refused.
+     * Works in {@link #ZEROING_CHUNK_BYTES} chunks and returns {@code -ECANCELED} when
+     * {@code cancelled} turns true between two. Thread-safe. Returns 0 or {@code -errno}. Needs a
+     * descriptor (not portable).
      */
-    int zeroRange(long offset, long length, int mode, boolean mayUnmap) {
-        if (length == 0) {
-            return 0;
-        }
+    int zeroRange(long offset, long length, int mode, boolean mayUnmap, java.util.function.BooleanSupplier cancelled) {
         int current = mode;
-        while (current != 0) {
-            int rc = (int) Native.result(Native.libc().fallocate(file.fd(), current, offset, length));
-            if (!isRefusal(rc)) {
+        for (long done = 0; done < length; ) {
+            if (cancelled.getAsBoolean()) {
+                return -Errno.ECANCELED;
+            }
+            long chunk = Math.min(ZEROING_CHUNK_BYTES, length - done);
+            int rc;
+            while (true) {
+                if (current == 0) {
+                    rc = writeZeros(offset + done, chunk);
+                    break;
+                }
+                rc = (int) Native.result(Native.libc().fallocate(file.fd(), current, offset + done, chunk));
+                if (!isRefusal(rc)) {
+                    break;
+                }
+                refused(current);
+                int next = writeZeroesMode(mayUnmap);
+                current = next == current ? 0 : next;
+            }
+            if (rc < 0) {
                 return rc;
             }
-            refused(current);
-            int next = writeZeroesMode(mayUnmap);
-            current = next == current ? 0 : next;
+            done += chunk;
         }
-        return writeZeros(offset, length);
+        return 0;
     }
 
     /** Writes zeros over a range with pwrite from a shared zero page run. Returns 0 or {@code -errno}. */

@@ -32,9 +32,10 @@ import io.vblk.sys.NativeException;
  * loses nothing. The number taken is read back from the SQ head, not trusted from the return
  * value.
  *
- * <p>A FALLOCATE the filesystem refuses (EOPNOTSUPP) is finished on the reaping thread by the
- * image's fallback (another mode, or written zeros), and the refusal is remembered so later
- * discards go straight to the synchronous fallback at submit.
+ * <p>A FALLOCATE the filesystem refuses (EOPNOTSUPP) is handed by the reaping thread to the back
+ * end's helper thread ({@link Offload}), which finishes it with the image's fallback (another
+ * mode, or written zeros in bounded chunks); the refusal is remembered so later zeroings go
+ * straight to the helper at submit. Neither the submitting nor the reaping thread writes zeros.
  */
 final class IoUringBackend extends SlottedBackend {
     private final int ringFd;
@@ -198,7 +199,7 @@ final class IoUringBackend extends SlottedBackend {
         int mode = op == SlotTable.OP_DISCARD ? image.discardMode()
                 : image.writeZeroesMode(op == SlotTable.OP_WRITE_ZEROES_UNMAP);
         if (mode == 0) {
-            queueLocally(slot);
+            queueOffloaded(slot);
             return;
         }
         int sqe = slot * SQE_LENGTH;
@@ -260,7 +261,10 @@ final class IoUringBackend extends SlottedBackend {
             // that throws cannot cause a completion to be delivered twice.
             cq.putIntOrdered(cqHead, head);
             if (Image.isRefusal(result) && isZeroing(slots.op(slot))) {
-                result = fallBack(slot);
+                // Still in flight: it completes later, from the helper thread.
+                image.refused(sqes.getInt(slot * SQE_LENGTH + SQE_LEN_OFFSET));
+                reOffload(slot);
+                continue;
             }
             complete(slot, result, sink);
             n++;
@@ -270,16 +274,6 @@ final class IoUringBackend extends SlottedBackend {
 
     private static boolean isZeroing(int op) {
         return op == SlotTable.OP_DISCARD || op == SlotTable.OP_WRITE_ZEROES || op == SlotTable.OP_WRITE_ZEROES_UNMAP;
-    }
-
-    /** The filesystem refused the FALLOCATE mode: remember it and finish the operation here. */
-    private long fallBack(int slot) {
-        int refusedMode = sqes.getInt(slot * SQE_LENGTH + SQE_LEN_OFFSET);
-        image.refused(refusedMode);
-        int op = slots.op(slot);
-        boolean mayUnmap = op != SlotTable.OP_WRITE_ZEROES;
-        int next = op == SlotTable.OP_DISCARD ? image.discardMode() : image.writeZeroesMode(mayUnmap);
-        return image.zeroRange(slots.offset(slot), slots.length(slot), next, mayUnmap);
     }
 
     private void flushOverflow() {

@@ -32,10 +32,12 @@ import io.vblk.sys.NativeException;
  * <p>{@code io_submit} may take only the first part of a batch, or refuse with EAGAIN: the rest
  * stays queued, in order, for the next {@link #submit()}. When it refuses the first iocb with
  * another error, that operation alone completes with the error (through {@link #poll}, like any
- * other) and the rest are submitted. Flush is IOCB_CMD_FDSYNC; if the kernel refuses it (EINVAL,
- * before 4.18), flushes become synchronous fdatasync calls. AIO has no discard or write-zeroes:
- * those run synchronously on the submitting thread during {@link #submit()} (fallocate, or
- * written zeros) and complete through the same path.
+ * other) and the rest are submitted. Flush is IOCB_CMD_FDSYNC (the kernel takes it where the
+ * filesystem has an fsync operation: ext4, xfs, btrfs, tmpfs here); if the kernel refuses it
+ * (EINVAL: before 4.18, or a file without one), flushes become fdatasync calls on the back end's
+ * helper thread ({@link Offload}). AIO has no discard or write-zeroes: those go to the helper
+ * thread too (fallocate, or written zeros, in bounded chunks), never run on the I/O thread, and
+ * complete through {@link #poll} like every other operation.
  */
 final class LinuxAioBackend extends SlottedBackend {
     /** The io_submit call, replaceable so tests can make the kernel take batches partly. */
@@ -134,7 +136,7 @@ final class LinuxAioBackend extends SlottedBackend {
     @Override
     void enqueueFlush(int slot) {
         if (!kernelFdsync) {
-            queueLocally(slot);
+            queueOffloaded(slot);
             return;
         }
         int iocb = slot * IOCB_LENGTH;
@@ -147,7 +149,12 @@ final class LinuxAioBackend extends SlottedBackend {
 
     @Override
     void enqueueZeroing(int slot) {
-        queueLocally(slot);
+        queueOffloaded(slot);
+    }
+
+    /** Whether flushes go to the kernel as IOCB_CMD_FDSYNC (false once it refused one). */
+    boolean kernelFdsync() {
+        return kernelFdsync;
     }
 
     private void enqueue(int iocbOffset) {
@@ -183,15 +190,17 @@ final class LinuxAioBackend extends SlottedBackend {
             }
             // The first queued iocb was refused: it alone completes with the error.
             int slot = (int) UnsafeApi.getLong(null, queue.getLong(0) + IOCB_DATA_OFFSET);
-            long result = rc;
+            dropFront(1);
             if (rc == -Errno.EINVAL && slots.op(slot) == SlotTable.OP_FLUSH) {
+                // No FDSYNC here: this flush and every later one go to the helper thread
+                // (handed over and counted by submit(), right after this returns).
                 kernelFdsync = false;
-                result = Native.result(Native.libc().fdatasync(image.fd()));
+                queueOffloaded(slot);
+                continue;
             }
-            slots.result(slot, result);
+            slots.result(slot, rc);
             deferCompletion(slot);
             deferredAny = true;
-            dropFront(1);
             taken++;
         }
         if (deferredAny) {

@@ -12,11 +12,17 @@ import io.vblk.sys.Native;
  * completion path. A back end supplies how an operation reaches the kernel ({@code enqueue*},
  * {@link #submitQueued()}) and how completions come back ({@link #reapQueued}).
  *
- * <p>Deferred completions are operations finished by the submitting thread itself: discard and
- * write-zeroes where the kernel interface has no asynchronous form (Linux AIO), operations whose
- * submission the kernel refused, everything of the null back end. They are performed in
- * {@link #submit()}, queued on an SPSC ring, and delivered by {@link #poll} exactly like kernel
- * completions, with the completion signal raised once per submit, never inline.
+ * <p>Deferred completions are operations finished by the submitting thread itself, all of them
+ * short: operations that failed before reaching the kernel, whose submission the kernel refused,
+ * everything of the null back end. They are performed in {@link #submit()}, queued on an SPSC
+ * ring, and delivered by {@link #poll} exactly like kernel completions, with the completion
+ * signal raised once per submit, never inline.
+ *
+ * <p>Offloaded operations are the long ones a kernel interface has no asynchronous form for
+ * (discard and write-zeroes under Linux AIO, a flush the kernel refused as IOCB_CMD_FDSYNC, a
+ * zeroing io_uring's FALLOCATE could not do): they go to the back end's {@link Offload} helper
+ * thread at submit, never run on the submitting or reaping thread, and come back through
+ * {@link #poll} like the others.
  */
 abstract class SlottedBackend implements IoBackend {
     /** Transfer plan: hand the guest segments to the kernel as they are. */
@@ -49,6 +55,13 @@ abstract class SlottedBackend implements IoBackend {
     /** Slots the submitter completes itself at the next submit (producer-owned). */
     private final int[] local;
     private int localCount;
+    /** Slots for the helper thread at the next submit (producer-owned). */
+    private final int[] blocking;
+    private int blockingCount;
+    /** Created on the first offloaded operation (once per back end, under a lock). */
+    private volatile Offload offload;
+    /** Cuts a long offloaded zeroing short at close; preallocated, so nothing per operation. */
+    private final java.util.function.BooleanSupplier closing = () -> this.closed;
 
     /** Written by the submitter (release), read anywhere. */
     private long submitted;
@@ -66,6 +79,7 @@ abstract class SlottedBackend implements IoBackend {
         this.maxBounceBytes = options.maxBounceBytes();
         this.deferred = new SpscIntRing(options.depth());
         this.local = new int[options.depth()];
+        this.blocking = new int[options.depth()];
     }
 
     // ---------------------------------------------------------------- back-end specific
@@ -127,24 +141,42 @@ abstract class SlottedBackend implements IoBackend {
     }
 
     /**
-     * Performs a deferred operation on the submitting thread and returns its result. The null
-     * back end overrides it; the default does flush, discard and write-zeroes synchronously.
+     * Performs a deferred operation on the submitting thread and returns its result: only what is
+     * short (a failure's stored result). The null back end overrides it.
      */
     long performLocally(int slot) {
+        return slots.op(slot) == SlotTable.OP_FAILED ? slots.result(slot) : -Errno.EINVAL;
+    }
+
+    /**
+     * Helper thread: performs an offloaded flush, discard or write-zeroes (the modes the image
+     * still accepts, falling back to written zeros; chunked, cut short at close) and stores its
+     * result in the slot.
+     */
+    final void performOffloaded(int slot) {
+        long result;
         switch (slots.op(slot)) {
-            case SlotTable.OP_FAILED:
-                return slots.result(slot);
             case SlotTable.OP_FLUSH:
-                return Native.result(Native.libc().fdatasync(image.fd()));
+                result = Native.result(Native.libc().fdatasync(image.fd()));
+                break;
             case SlotTable.OP_DISCARD:
-                return image.zeroRange(slots.offset(slot), slots.length(slot), image.discardMode(), true);
+                result = image.zeroRange(slots.offset(slot), slots.length(slot), image.discardMode(), true, closing);
+                break;
             case SlotTable.OP_WRITE_ZEROES:
-                return image.zeroRange(slots.offset(slot), slots.length(slot), image.writeZeroesMode(false), false);
+                result = image.zeroRange(slots.offset(slot), slots.length(slot), image.writeZeroesMode(false), false, closing);
+                break;
             case SlotTable.OP_WRITE_ZEROES_UNMAP:
-                return image.zeroRange(slots.offset(slot), slots.length(slot), image.writeZeroesMode(true), true);
+                result = image.zeroRange(slots.offset(slot), slots.length(slot), image.writeZeroesMode(true), true, closing);
+                break;
             default:
-                return -Errno.EINVAL;
+                result = -Errno.EINVAL;
         }
+        slots.result(slot, result);
+    }
+
+    /** What a thread-pool worker checks between zeroing chunks: whether the back end closes. */
+    final java.util.function.BooleanSupplier closing() {
+        return closing;
     }
 
     // ---------------------------------------------------------------- IoBackend
@@ -271,12 +303,59 @@ abstract class SlottedBackend implements IoBackend {
         local[localCount++] = slot;
     }
 
+    /** Submitter: {@code slot} goes to the helper thread ({@link #performOffloaded}) at the next submit. */
+    final void queueOffloaded(int slot) {
+        blocking[blockingCount++] = slot;
+    }
+
+    /**
+     * Reaper: an operation already counted in flight (it came back from the kernel) must be
+     * finished by the helper thread instead (io_uring's refused FALLOCATE).
+     */
+    final void reOffload(int slot) {
+        Offload helper = offload();
+        helper.offer(slot);
+        helper.wake();
+    }
+
+    private Offload offload() {
+        Offload helper = offload;
+        if (helper == null) {
+            synchronized (this) {
+                helper = offload;
+                if (helper == null) {
+                    helper = new Offload(this, slots.depth(), "vblk-aio-offload-" + getClass().getSimpleName());
+                    offload = helper;
+                }
+            }
+        }
+        return helper;
+    }
+
+    /** The helper thread, or null if nothing was ever offloaded (tests). */
+    final Thread offloadThread() {
+        Offload helper = offload;
+        return helper == null ? null : helper.thread();
+    }
+
     @Override
     public final int submit() {
         if (closed) {
             return -Errno.EBADF;
         }
         int taken = queuedCount() > 0 ? submitQueued() : 0;
+        if (blockingCount > 0) {
+            // After submitQueued: it may add a flush the kernel refused. Counted in flight as
+            // they are handed over, as a kernel submission is.
+            Offload helper = offload();
+            countSubmitted(blockingCount);
+            for (int i = 0; i < blockingCount; i++) {
+                helper.offer(blocking[i]);
+            }
+            helper.wake();
+            taken = Math.max(taken, 0) + blockingCount;
+            blockingCount = 0;
+        }
         int done = 0;
         if (localCount > 0) {
             for (int i = 0; i < localCount; i++) {
@@ -322,7 +401,7 @@ abstract class SlottedBackend implements IoBackend {
 
     @Override
     public final int pendingSubmit() {
-        return queuedCount() + localCount;
+        return queuedCount() + localCount + blockingCount;
     }
 
     @Override
@@ -348,10 +427,21 @@ abstract class SlottedBackend implements IoBackend {
             complete(slot, slots.result(slot), sink);
             n++;
         }
+        Offload helper = offload;
+        if (helper != null) {
+            while (n < max) {
+                int slot = helper.pollDone();
+                if (slot < 0) {
+                    break;
+                }
+                complete(slot, slots.result(slot), sink);
+                n++;
+            }
+        }
         if (n < max) {
             n += reapQueued(sink, max - n);
         }
-        if (n == max && (!deferred.isEmpty() || hasQueuedCompletions())) {
+        if (n == max && (!deferred.isEmpty() || hasQueuedCompletions() || (helper != null && helper.hasDone()))) {
             // The reaper may have reset the event before this poll: leave it set for the rest.
             signalCompletions();
         }
@@ -405,7 +495,8 @@ abstract class SlottedBackend implements IoBackend {
 
     @Override
     public final int awaitCompletions(int timeoutMs) {
-        if (!deferred.isEmpty() || hasQueuedCompletions()) {
+        Offload helper = offload;
+        if (!deferred.isEmpty() || hasQueuedCompletions() || (helper != null && helper.hasDone())) {
             return 1;
         }
         return signal.await(timeoutMs);
@@ -419,6 +510,13 @@ abstract class SlottedBackend implements IoBackend {
         closed = true;
         // Operations prepared but never submitted never reached the kernel: drop them.
         localCount = 0;
+        blockingCount = 0;
+        Offload helper = offload;
+        if (helper != null && !helper.stop(this::dropCompletion)) {
+            // A single fallocate or fdatasync the kernel did not finish in a minute: the slots
+            // stay pinned (leaked, not freed under the helper) and the rest closes.
+            return;
+        }
         awaitQueued();
         while (deferred.poll() >= 0) {
             REAPED.setRelease(this, (long) REAPED.getOpaque(this) + 1);

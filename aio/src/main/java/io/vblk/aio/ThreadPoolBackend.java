@@ -332,7 +332,7 @@ final class ThreadPoolBackend extends SlottedBackend {
             if (!image.portable()) {
                 int mode = op == SlotTable.OP_DISCARD ? image.discardMode()
                         : image.writeZeroesMode(op == SlotTable.OP_WRITE_ZEROES_UNMAP);
-                return image.zeroRange(offset, length, mode, op != SlotTable.OP_WRITE_ZEROES);
+                return image.zeroRange(offset, length, mode, op != SlotTable.OP_WRITE_ZEROES, closing());
             }
             if (zeros == null) {
                 // Aligned so that a DIRECT channel accepts it; made on first use (rare).

@@ -82,7 +82,7 @@ class ImageTest {
             try (Image image = Image.open(path, ImageOptions.defaults().direct(false))) {
                 int zeroRange = image.writeZeroesMode(false);
                 assertEquals(Linux.FALLOC_FL_ZERO_RANGE | Linux.FALLOC_FL_KEEP_SIZE, zeroRange);
-                assertEquals(0, image.zeroRange(4096, 8192, zeroRange, false));
+                assertEquals(0, image.zeroRange(4096, 8192, zeroRange, false, () -> false));
                 long refused = io.vblk.sys.Native.result(io.vblk.sys.Native.libc().fallocate(image.fd(), zeroRange, 0, 4096));
                 assumeTrue(Image.isRefusal(refused), "this tmpfs does zero range: nothing to fall back from");
                 assertEquals(0, image.writeZeroesMode(false), "the refusal is remembered");
