@@ -65,6 +65,7 @@ public final class Image implements AutoCloseable {
     private FileChannel channel;
     private FileChannel bufferedChannel;
     private volatile boolean closed;
+    private final BounceBudget bounceBudget;
 
     private Image(Path path, ImageOptions options, PosixFile file, long sizeBytes, boolean blockDevice,
                   int memoryAlignment, int offsetAlignment, int logicalBlockSize) {
@@ -78,6 +79,12 @@ public final class Image implements AutoCloseable {
         this.logicalBlockSize = logicalBlockSize;
         this.punchHoleSupported = options.fallocate() && file != null;
         this.zeroRangeSupported = options.fallocate() && file != null;
+        this.bounceBudget = new BounceBudget(options.bounceBudgetBytes());
+    }
+
+    /** The bounce memory this image's back ends (its device) may borrow at once. */
+    public BounceBudget bounceBudget() {
+        return bounceBudget;
     }
 
     /**

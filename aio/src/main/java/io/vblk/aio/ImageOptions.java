@@ -7,21 +7,24 @@ package io.vblk.aio;
  * ImageOptions.defaults()                  // read-write, O_DIRECT, fallocate for discard/write-zeroes
  * ImageOptions.defaults().readOnly(true)   // a read-only device: no write ever reaches the image
  * ImageOptions.defaults().direct(false)    // buffered: the host page cache is used
+ * ImageOptions.defaults().bounceBudgetBytes(16 &lt;&lt; 20) // at most 16 MiB of borrowed bounce memory
  * </pre>
  */
 public final class ImageOptions {
-    private static final ImageOptions DEFAULTS = new ImageOptions(false, true, true, !Image.LINUX);
+    private static final ImageOptions DEFAULTS = new ImageOptions(false, true, true, !Image.LINUX, BounceBudget.DEFAULT_BYTES);
 
     private final boolean readOnly;
     private final boolean direct;
     private final boolean fallocate;
     private final boolean portable;
+    private final long bounceBudgetBytes;
 
-    private ImageOptions(boolean readOnly, boolean direct, boolean fallocate, boolean portable) {
+    private ImageOptions(boolean readOnly, boolean direct, boolean fallocate, boolean portable, long bounceBudgetBytes) {
         this.readOnly = readOnly;
         this.direct = direct;
         this.fallocate = fallocate;
         this.portable = portable;
+        this.bounceBudgetBytes = bounceBudgetBytes;
     }
 
     /** Read-write, O_DIRECT, fallocate used for discard and write-zeroes, native on Linux. */
@@ -31,12 +34,12 @@ public final class ImageOptions {
 
     /** Opens read-only: writes, discards and write-zeroes are refused with {@code -EROFS}. */
     public ImageOptions readOnly(boolean value) {
-        return new ImageOptions(value, direct, fallocate, portable);
+        return new ImageOptions(value, direct, fallocate, portable, bounceBudgetBytes);
     }
 
     /** O_DIRECT (the default) bypasses the host page cache; false opens buffered. */
     public ImageOptions direct(boolean value) {
-        return new ImageOptions(readOnly, value, fallocate, portable);
+        return new ImageOptions(readOnly, value, fallocate, portable, bounceBudgetBytes);
     }
 
     /**
@@ -44,7 +47,7 @@ public final class ImageOptions {
      * writes zeros, as happens anyway where the filesystem refuses fallocate.
      */
     public ImageOptions fallocate(boolean value) {
-        return new ImageOptions(readOnly, direct, value, portable);
+        return new ImageOptions(readOnly, direct, value, portable, bounceBudgetBytes);
     }
 
     /**
@@ -53,7 +56,24 @@ public final class ImageOptions {
      * that path.
      */
     public ImageOptions portable(boolean value) {
-        return new ImageOptions(readOnly, direct, fallocate, value);
+        return new ImageOptions(readOnly, direct, fallocate, value, bounceBudgetBytes);
+    }
+
+    /**
+     * The bounce memory all of the image's back ends (one device) may borrow at once for
+     * operations larger than a slot's retained 64 KiB; see {@link BounceBudget} for the policy.
+     * Default {@link BounceBudget#DEFAULT_BYTES}; at least 4 MiB.
+     *
+     * @throws IllegalArgumentException below 4 MiB
+     */
+    public ImageOptions bounceBudgetBytes(long value) {
+        new BounceBudget(value); // validates
+        return new ImageOptions(readOnly, direct, fallocate, portable, value);
+    }
+
+    /** The device's bounce budget in bytes. */
+    public long bounceBudgetBytes() {
+        return bounceBudgetBytes;
     }
 
     /** Whether the image is opened read-only. */
@@ -79,6 +99,7 @@ public final class ImageOptions {
     @Override
     public String toString() {
         return "ImageOptions[" + (readOnly ? "ro" : "rw") + (direct ? ", direct" : ", buffered")
-                + (fallocate ? "" : ", no fallocate") + (portable ? ", portable" : "") + "]";
+                + (fallocate ? "" : ", no fallocate") + (portable ? ", portable" : "")
+                + (bounceBudgetBytes != BounceBudget.DEFAULT_BYTES ? ", bounce budget " + bounceBudgetBytes : "") + "]";
     }
 }

@@ -12,9 +12,11 @@ import io.vblk.sys.NativeException;
  *
  * <p>Each slot owns a run of iovecs in native memory, {@code maxSegments + 1} long: the guest
  * segments, then one spare entry that points at the slot's bounce buffer when the guest buffers
- * do not meet O_DIRECT's alignment. Bounce buffers are page-aligned off-heap regions made the first time
- * a slot needs one and grown (to a power of two) only when a larger operation needs bouncing, so
- * steady state allocates nothing.
+ * do not meet O_DIRECT's alignment. Bounce buffers are page-aligned off-heap regions. A slot
+ * keeps one of at most {@link #RETAINED_BOUNCE_BYTES}, made the first time it needs one and grown
+ * (to a power of two) up to that size, so small unaligned operations allocate nothing in steady
+ * state; a larger operation borrows a buffer of its own size from the device's
+ * {@link BounceBudget} and gives it back at {@link #release} (see there for the policy).
  *
  * <pre>
  *  iovecs: | slot 0: iov[0] .. iov[maxSegments-1] | bounce iov | slot 1: ... |
@@ -35,7 +37,16 @@ final class SlotTable implements AutoCloseable {
     static final int OP_FAILED = 7;
 
     /** Smallest bounce buffer made, so that small unaligned operations do not regrow it often. */
-    static final int MIN_BOUNCE_BYTES = 64 * 1024;
+    static final int MIN_BOUNCE_BYTES = 16 * 1024;
+    /** The most bounce memory a slot keeps between operations; larger ones borrow from the budget. */
+    static final int RETAINED_BOUNCE_BYTES = 64 * 1024;
+
+    /** {@link #stageBounce}: the bounce buffer is ready (a write's data copied in). */
+    static final int STAGED = 0;
+    /** {@link #stageBounce}: the budget cannot cover the operation now; try again later. */
+    static final int NO_BUDGET = 1;
+    /** {@link #stageBounce}: mapping the buffer failed (out of memory). */
+    static final int NO_MEMORY = 2;
 
     private final int depth;
     private final int maxSegments;
@@ -51,9 +62,19 @@ final class SlotTable implements AutoCloseable {
     private final int[] op;
     private final int[] guestSegments;
     private final boolean[] bounced;
+    /** The slot's retained buffer (at most {@link #RETAINED_BOUNCE_BYTES}). */
     private final OffHeap[] bounce;
+    /** The buffer the slot borrowed for its operation in flight, or null. */
+    private final OffHeap[] borrowed;
+    private final long[] borrowedBytes;
+    private final BounceBudget budget;
 
     SlotTable(int depth, int maxSegments) {
+        this(depth, maxSegments, null);
+    }
+
+    /** {@code budget} null: borrowing is unlimited (tests, the null back end without an image). */
+    SlotTable(int depth, int maxSegments, BounceBudget budget) {
         if (depth <= 0 || maxSegments <= 0 || maxSegments > IovecDescriptor.MAX_IOVECS) {
             throw new IllegalArgumentException("bad slot table: depth " + depth + ", maxSegments " + maxSegments
                     + " (both positive, maxSegments at most " + IovecDescriptor.MAX_IOVECS + ")");
@@ -72,6 +93,9 @@ final class SlotTable implements AutoCloseable {
         this.guestSegments = new int[depth];
         this.bounced = new boolean[depth];
         this.bounce = new OffHeap[depth];
+        this.borrowed = new OffHeap[depth];
+        this.borrowedBytes = new long[depth];
+        this.budget = budget;
         for (int slot = 0; slot < depth; slot++) {
             free.offer(slot);
         }
@@ -90,8 +114,17 @@ final class SlotTable implements AutoCloseable {
         return free.poll();
     }
 
-    /** Reaper: returns a slot to the free list. */
+    /** Reaper: returns a slot to the free list, and a borrowed bounce buffer to the budget (unmapped). */
     void release(int slot) {
+        OffHeap loan = borrowed[slot];
+        if (loan != null) {
+            borrowed[slot] = null;
+            long bytes = borrowedBytes[slot];
+            loan.close();
+            if (budget != null) {
+                budget.give(bytes);
+            }
+        }
         free.offer(slot);
     }
 
@@ -111,12 +144,8 @@ final class SlotTable implements AutoCloseable {
         result[slot] = 0;
     }
 
-    /**
-     * Submitter: records the guest segments of a read or write, and with {@code useBounce} routes
-     * the transfer through the slot's bounce buffer (copying a write's data in now). Returns
-     * false if a bounce buffer could not be mapped.
-     */
-    boolean stage(int slot, IoVector buffers, boolean useBounce, boolean isWrite) {
+    /** Submitter: records the guest segments of a read or write (the transfer goes as they are). */
+    void stageSegments(int slot, IoVector buffers) {
         int count = buffers.count();
         int base = slot * iovStride;
         for (int i = 0; i < count; i++) {
@@ -125,50 +154,87 @@ final class SlotTable implements AutoCloseable {
             iov.putLong(entry + IovecDescriptor.LENGTH_OFFSET, buffers.length(i));
         }
         guestSegments[slot] = count;
-        if (!useBounce) {
-            return true;
+    }
+
+    /**
+     * Submitter, after {@link #stageSegments}: routes the transfer through a bounce buffer (the
+     * retained one, or one borrowed from the budget), copying a write's data in now. Returns
+     * {@link #STAGED}, {@link #NO_BUDGET} (nothing changed: call again later) or
+     * {@link #NO_MEMORY}. A fault in guest memory under the copy propagates (InternalError).
+     */
+    int stageBounce(int slot, boolean isWrite) {
+        long total = length[slot];
+        OffHeap buffer;
+        if (total <= RETAINED_BOUNCE_BYTES) {
+            buffer = ensureRetained(slot, total);
+        } else {
+            long size = (total + PAGE - 1) & -PAGE;
+            if (budget != null && !budget.tryTake(size)) {
+                return NO_BUDGET;
+            }
+            buffer = allocateOrNull(size);
+            if (buffer == null && budget != null) {
+                budget.give(size);
+            }
+            borrowed[slot] = buffer;
+            borrowedBytes[slot] = size;
         }
-        long total = buffers.totalLength();
-        OffHeap buffer = ensureBounce(slot, total);
         if (buffer == null) {
-            return false;
+            return NO_MEMORY;
         }
         bounced[slot] = true;
+        int base = slot * iovStride;
         int spare = base + maxSegments * IovecDescriptor.LENGTH;
         iov.putLong(spare + IovecDescriptor.BASE_OFFSET, buffer.address());
         iov.putLong(spare + IovecDescriptor.LENGTH_OFFSET, total);
         if (isWrite) {
             long to = buffer.address();
-            for (int i = 0; i < count; i++) {
-                UnsafeApi.copyMemory(buffers.address(i), to, buffers.length(i));
-                to += buffers.length(i);
+            for (int i = 0, n = guestSegments[slot]; i < n; i++) {
+                int entry = base + i * IovecDescriptor.LENGTH;
+                long segmentLength = iov.getLong(entry + IovecDescriptor.LENGTH_OFFSET);
+                UnsafeApi.copyMemory(iov.getLong(entry + IovecDescriptor.BASE_OFFSET), to, segmentLength);
+                to += segmentLength;
             }
         }
-        return true;
+        return STAGED;
     }
 
-    private OffHeap ensureBounce(int slot, long total) {
+    private static final long PAGE = io.vblk.sys.Linux.PAGE_SIZE;
+
+    private OffHeap ensureRetained(int slot, long total) {
         OffHeap current = bounce[slot];
         if (current != null && current.length() >= total) {
             return current;
         }
-        long size = BitUtil.findNextPositivePowerOfTwo(Math.max(MIN_BOUNCE_BYTES, total));
-        try {
-            OffHeap grown = OffHeap.allocate(size);
+        long size = Math.min(RETAINED_BOUNCE_BYTES, BitUtil.findNextPositivePowerOfTwo(Math.max(MIN_BOUNCE_BYTES, total)));
+        OffHeap grown = allocateOrNull(size);
+        if (grown != null) {
             if (current != null) {
                 current.close();
             }
             bounce[slot] = grown;
-            return grown;
+        }
+        return grown;
+    }
+
+    private static OffHeap allocateOrNull(long size) {
+        try {
+            return OffHeap.allocate(size);
         } catch (NativeException | OutOfMemoryError e) {
             // Out of memory for this operation only: it completes with ENOMEM.
             return null;
         }
     }
 
+    /** The address of the buffer a bounced operation in {@code slot} uses. */
+    private long bounceAddress(int slot) {
+        OffHeap loan = borrowed[slot];
+        return loan != null ? loan.address() : bounce[slot].address();
+    }
+
     /** Reaper: after a bounced read, copies {@code bytes} from the bounce buffer to the guest segments. */
     void copyOut(int slot, long bytes) {
-        long from = bounce[slot].address();
+        long from = bounceAddress(slot);
         long left = Math.min(bytes, length[slot]);
         int base = slot * iovStride;
         for (int i = 0, n = guestSegments[slot]; i < n && left > 0; i++) {
@@ -244,6 +310,14 @@ final class SlotTable implements AutoCloseable {
             if (bounce[slot] != null) {
                 bounce[slot].close();
                 bounce[slot] = null;
+            }
+            if (borrowed[slot] != null) {
+                long bytes = borrowedBytes[slot];
+                borrowed[slot].close();
+                borrowed[slot] = null;
+                if (budget != null) {
+                    budget.give(bytes);
+                }
             }
         }
     }

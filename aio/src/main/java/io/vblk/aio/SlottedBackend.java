@@ -55,6 +55,13 @@ abstract class SlottedBackend implements IoBackend {
     /** Slots the submitter completes itself at the next submit (producer-owned). */
     private final int[] local;
     private int localCount;
+    /**
+     * Bounced transfers waiting for the device's {@link BounceBudget}, in arrival order: a ring
+     * of slots, [waitingHead, waitingHead + waitingCount) (submitter-owned).
+     */
+    private final int[] waiting;
+    private int waitingHead;
+    private int waitingCount;
     /** Slots for the helper thread at the next submit (producer-owned). */
     private final int[] blocking;
     private int blockingCount;
@@ -74,7 +81,8 @@ abstract class SlottedBackend implements IoBackend {
 
     SlottedBackend(Image image, BackendOptions options, CompletionSignal signal) {
         this.image = image;
-        this.slots = new SlotTable(options.depth(), options.maxSegments());
+        this.slots = new SlotTable(options.depth(), options.maxSegments(), image == null ? null : image.bounceBudget());
+        this.waiting = new int[options.depth()];
         this.signal = signal;
         this.maxBounceBytes = options.maxBounceBytes();
         this.deferred = new SpscIntRing(options.depth());
@@ -217,7 +225,9 @@ abstract class SlottedBackend implements IoBackend {
         if (plan < 0) {
             return plan;
         }
-        if (plan == BOUNCE && total > maxBounceBytes) {
+        if (plan == BOUNCE && (total > maxBounceBytes
+                || (image != null && total > image.bounceBudget().limitBytes()))) {
+            // More than may ever be bounced at once: waiting would never end.
             return -Errno.EINVAL;
         }
         int slot = slots.acquire();
@@ -225,22 +235,54 @@ abstract class SlottedBackend implements IoBackend {
             return -Errno.EAGAIN;
         }
         slots.begin(slot, isWrite ? SlotTable.OP_WRITE : SlotTable.OP_READ, userData, offset, total);
-        boolean staged;
+        slots.stageSegments(slot, buffers);
+        if (plan != BOUNCE) {
+            enqueueTransfer(slot, isWrite, plan);
+        } else if (waitingCount > 0 || !bounce(slot)) {
+            // Behind earlier waiters (arrival order), or the budget is spent: wait for it.
+            waiting[(waitingHead + waitingCount++) % waiting.length] = slot;
+        }
+        return 0;
+    }
+
+    /**
+     * Submitter: stages {@code slot}'s bounce buffer and queues the transfer, or fails it alone;
+     * false (nothing done) when the device's bounce budget cannot cover it now.
+     */
+    private boolean bounce(int slot) {
+        boolean isWrite = slots.op(slot) == SlotTable.OP_WRITE;
+        int staged;
         try {
-            staged = slots.stage(slot, buffers, plan == BOUNCE, isWrite);
+            staged = slots.stageBounce(slot, isWrite);
         } catch (InternalError e) {
             // The guest's memory faulted under the bounce copy (the frontend shrank the file:
             // SIGBUS, raised here when the copy was not compiled code): the operation fails
             // alone with EFAULT, which the caller reads as a fault in guest memory.
             failLocally(slot, -Errno.EFAULT);
-            return 0;
+            return true;
         }
-        if (!staged) {
+        if (staged == SlotTable.NO_BUDGET) {
+            return false;
+        }
+        if (staged == SlotTable.NO_MEMORY) {
             failLocally(slot, -Errno.ENOMEM);
-            return 0;
+        } else {
+            enqueueTransfer(slot, isWrite, BOUNCE);
         }
-        enqueueTransfer(slot, isWrite, plan);
-        return 0;
+        return true;
+    }
+
+    /** Submitter: stages waiting bounced transfers, in order, while the budget covers them. */
+    private void retryWaiting() {
+        while (waitingCount > 0 && bounce(waiting[waitingHead])) {
+            waitingHead = (waitingHead + 1) % waiting.length;
+            waitingCount--;
+        }
+    }
+
+    /** Bounced transfers waiting for bounce memory (tests). */
+    final int waitingForBounce() {
+        return waitingCount;
     }
 
     @Override
@@ -343,6 +385,9 @@ abstract class SlottedBackend implements IoBackend {
         if (closed) {
             return -Errno.EBADF;
         }
+        if (waitingCount > 0) {
+            retryWaiting();
+        }
         int taken = queuedCount() > 0 ? submitQueued() : 0;
         if (blockingCount > 0) {
             // After submitQueued: it may add a flush the kernel refused. Counted in flight as
@@ -401,7 +446,7 @@ abstract class SlottedBackend implements IoBackend {
 
     @Override
     public final int pendingSubmit() {
-        return queuedCount() + localCount + blockingCount;
+        return queuedCount() + localCount + blockingCount + waitingCount;
     }
 
     @Override
@@ -511,6 +556,7 @@ abstract class SlottedBackend implements IoBackend {
         // Operations prepared but never submitted never reached the kernel: drop them.
         localCount = 0;
         blockingCount = 0;
+        waitingCount = 0;
         Offload helper = offload;
         if (helper != null && !helper.stop(this::dropCompletion)) {
             // A single fallocate or fdatasync the kernel did not finish in a minute: the slots
