@@ -140,7 +140,7 @@ final class Export implements AutoCloseable {
         }
         Image image;
         try {
-            image = Image.open(path, ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct));
+            image = Image.open(path, ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct).bounceBudgetBytes(s.bounceBudget));
         } catch (NativeException e) {
             String hint = e.errno() == Errno.EINVAL && s.direct ? "; the filesystem may refuse O_DIRECT, try cache writeback" : "";
             throw new InvalidParams("cannot open image " + path + ": " + e.getMessage() + hint);

@@ -78,6 +78,11 @@ final class ExportOptions {
             + "(default 0: no limit)")
     String bpsLimit;
 
+    @Option(names = "--bounce-budget", paramLabel = "BYTES", description = "raw images: bounce memory the export may borrow "
+            + "at once for transfers over 64 KiB whose guest buffers miss O_DIRECT's alignment, suffix K, M or G allowed, at "
+            + "least 4M (default 64M); a transfer beyond it waits for memory, never fails")
+    String bounceBudget;
+
     /** The options given, as export.add parameters (text, as typed). */
     Map<String, Object> toParams() {
         Map<String, Object> m = new LinkedHashMap<>();
@@ -100,6 +105,7 @@ final class ExportOptions {
         put(m, "wait", wait);
         put(m, "iops_limit", iopsLimit);
         put(m, "bps_limit", bpsLimit);
+        put(m, "bounce_budget", bounceBudget);
         return m;
     }
 

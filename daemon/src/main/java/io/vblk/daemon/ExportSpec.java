@@ -31,7 +31,7 @@ final class ExportSpec {
 
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
-            "l2_cache_tables");
+            "l2_cache_tables", "bounce_budget");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -63,6 +63,8 @@ final class ExportSpec {
     int backendDepth;
     long iopsLimit;
     long bpsLimit;
+    /** Raw images: the bounce memory the export may borrow at once (aio BounceBudget). */
+    long bounceBudget = io.vblk.aio.BounceBudget.DEFAULT_BYTES;
     int socketMode = SocketFile.DEFAULT_MODE;
     String socketGroup;
     int[] allowUids;
@@ -127,6 +129,8 @@ final class ExportSpec {
         s.backendDepth = (int) p.integer("backend_depth", 1, 4096, s.iothreads.isEmpty() ? 0 : SHARED_BACKEND_DEPTH);
         s.iopsLimit = p.integer("iops_limit", 0, Long.MAX_VALUE, 0);
         s.bpsLimit = p.size("bps_limit", 0, 0);
+        s.bounceBudget = p.size("bounce_budget", io.vblk.aio.BackendOptions.DEFAULT_MAX_BOUNCE_BYTES,
+                io.vblk.aio.BounceBudget.DEFAULT_BYTES);
         s.socketMode = socketMode(p);
         String group = p.string("socket_group", null);
         if (group != null) {
@@ -229,6 +233,7 @@ final class ExportSpec {
         m.put("wait", wait.cliName());
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
+        m.put("bounce_budget", bounceBudget);
         m.put("iothreads", iothreads);
         m.put("socket_mode", "0" + Integer.toOctalString(socketMode));
         return m;
