@@ -188,6 +188,7 @@ final class SlotTable implements AutoCloseable {
         iov.putLong(spare + IovecDescriptor.BASE_OFFSET, buffer.address());
         iov.putLong(spare + IovecDescriptor.LENGTH_OFFSET, total);
         if (isWrite) {
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.BOUNCE_COPY); // tests only: see FaultPoints
             long to = buffer.address();
             for (int i = 0, n = guestSegments[slot]; i < n; i++) {
                 int entry = base + i * IovecDescriptor.LENGTH;
@@ -234,6 +235,7 @@ final class SlotTable implements AutoCloseable {
 
     /** Reaper: after a bounced read, copies {@code bytes} from the bounce buffer to the guest segments. */
     void copyOut(int slot, long bytes) {
+        io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.BOUNCE_COPY_BACK); // tests only: see FaultPoints
         long from = bounceAddress(slot);
         long left = Math.min(bytes, length[slot]);
         int base = slot * iovStride;

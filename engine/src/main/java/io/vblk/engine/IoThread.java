@@ -392,6 +392,7 @@ final class IoThread implements Runnable, CompletionSink {
                 if (rc == 0) {
                     break;
                 }
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.POP); // tests only: see FaultPoints
                 if (rc < 0) {
                     quarantine(q, String.valueOf(q.ring.error()));
                     break;

@@ -69,6 +69,7 @@ final class RequestParser {
         if (readable < HEADER_LENGTH) {
             return fail(r, S_IOERR);
         }
+        io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.PARSE); // tests only: see FaultPoints
         copyHeader(chain);
         r.type = header.getInt(BlkRequestDescriptor.TYPE_OFFSET);
         r.sector = header.getLong(BlkRequestDescriptor.SECTOR_OFFSET);

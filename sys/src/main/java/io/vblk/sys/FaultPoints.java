@@ -1,0 +1,68 @@
+package io.vblk.sys;
+
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+
+/**
+ * A fault-injection seam for tests of the guest-memory fault model (engine's GuestFaults):
+ * throws, at exactly one named point of a request's life, the {@link InternalError} HotSpot
+ * raises for a SIGBUS in an {@code Unsafe} access, so every point can be tested
+ * deterministically. A real SIGBUS (a memfd truncated under the mapping) cannot be placed: Java
+ * 17 delivers it from compiled code as an asynchronous error at a later safepoint, somewhere the
+ * test does not choose (engine's FaultPointTest keeps that variant, opt-in).
+ *
+ * <p>Cost when unused: {@link #at} is one read of a volatile int (a plain load on x86) and a
+ * branch never taken, at points that already read guest memory. Not for production use:
+ * nothing arms it but tests.
+ */
+public final class FaultPoints {
+    /** vring: popping the next available chain (before it is claimed). */
+    public static final int POP = 1;
+    /** engine: parsing a claimed request's header. */
+    public static final int PARSE = 2;
+    /** aio: copying a write's guest data into its bounce buffer. */
+    public static final int BOUNCE_COPY = 3;
+    /** aio: copying a bounced read's data back into guest memory. */
+    public static final int BOUNCE_COPY_BACK = 4;
+
+    /** The message HotSpot gives the error (engine's GuestFaults.isMemoryFault matches it). */
+    public static final String MESSAGE = "a fault occurred in an unsafe memory access operation (injected)";
+
+    private static final VarHandle ARMED;
+
+    static {
+        try {
+            ARMED = MethodHandles.lookup().findStaticVarHandle(FaultPoints.class, "armed", int.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
+
+    @SuppressWarnings("unused") // through ARMED
+    private static volatile int armed;
+
+    private FaultPoints() {
+    }
+
+    /** Arms {@code point}: the next thread that passes it throws, once. */
+    public static void arm(int point) {
+        armed = point;
+    }
+
+    /** Disarms. */
+    public static void disarm() {
+        armed = 0;
+    }
+
+    /** Whether the armed point has fired (or nothing was armed). */
+    public static boolean fired() {
+        return armed == 0;
+    }
+
+    /** Throws the JVM's guest-memory fault if {@code point} is armed (once). */
+    public static void at(int point) {
+        if (armed == point && ARMED.compareAndSet(point, 0)) {
+            throw new InternalError(MESSAGE);
+        }
+    }
+}
