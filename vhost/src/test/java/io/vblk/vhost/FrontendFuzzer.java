@@ -47,7 +47,12 @@ final class FrontendFuzzer {
         /** Issue 10: the write end of a blocking pipe that is full, its reader idle. */
         FULL_PIPE,
         /** Issue 10: one end of a blocking socket pair whose buffers are full. */
-        FULL_SOCKET
+        FULL_SOCKET,
+        /**
+         * Issue 10: a memfd of its own for the low (data-only) region, the rings staying in the
+         * intact guest memfd; a TRUNCATE_DATA step later cuts it at a random length.
+         */
+        DATA_MEMFD
     }
 
     /** How the bytes of a message reach the socket. */
@@ -63,11 +68,18 @@ final class FrontendFuzzer {
     /** The mutations, counted for the report. */
     enum Mutation {
         REORDER, DROP, DUPLICATE, TRUNCATE_SEQUENCE, CUT_MESSAGE, FRAGMENT, OVERSIZE, UNDERSIZE, WRONG_FLAGS,
-        RANDOM_REQUEST, DESCRIPTORS, PAYLOAD_FIELD, PAYLOAD_BYTES, SPLICE, GUEST_IO, RANDOM_STREAM
+        RANDOM_REQUEST, DESCRIPTORS, PAYLOAD_FIELD, PAYLOAD_BYTES, SPLICE, GUEST_IO,
+        /** Issue 10: the data region in a memfd of its own, truncated at a random point (before, during or after I/O). */
+        DATA_ONLY_TRUNCATE,
+        /** Issue 10: a memory table and an interrupt (call fd of any kind) swapped right after I/O is kicked. */
+        SWAP_IN_FLIGHT,
+        RANDOM_STREAM
     }
 
     /** Pseudo-request: the guest publishes requests on the fuzzed ring and kicks. */
     static final int GUEST_IO = -1000;
+    /** Pseudo-request: the frontend truncates its data-only memfd to the payload's u64 length. */
+    static final int TRUNCATE_DATA = -1001;
     private static final int MAX_FRAME = 12 + 8192;
     private static final int REPLY_WAIT_MS = 20;
     private static final long PF_ALL = VhostUserProtocolTest.ALL_PROTOCOL;
@@ -106,6 +118,9 @@ final class FrontendFuzzer {
         public String toString() {
             if (request == GUEST_IO) {
                 return "GUEST_IO";
+            }
+            if (request == TRUNCATE_DATA) {
+                return "TRUNCATE_DATA(to " + ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getLong(0) + " bytes)";
             }
             return Request.name(request) + "(flags 0x" + Integer.toHexString(flags) + ", size " + Integer.toUnsignedString(size())
                     + (declaredSize >= 0 ? " declared, " + payload.length + " sent" : "") + ", fds " + Arrays.toString(fds)
@@ -285,8 +300,78 @@ final class FrontendFuzzer {
                 s.add(r.nextInt(s.size() + 1), other.get(r.nextInt(other.size())).copy());
             }
             case GUEST_IO -> s.add(r.nextInt(s.size() + 1), new Msg(GUEST_IO, null));
+            case DATA_ONLY_TRUNCATE -> dataOnlyTruncate(r, s);
+            case SWAP_IN_FLIGHT -> swapInFlight(r, s);
             default -> throw new IllegalStateException(op.toString());
         }
+    }
+
+    /**
+     * Moves the low (data) region of the memory table into a memfd of its own and truncates that
+     * file at a random length: before the guest's I/O, right after its kick (requests in flight),
+     * or later. The rings and headers stay in the intact guest memfd, so the fault lands after a
+     * request was claimed (issue 10, bug 3), at a random point of its life.
+     */
+    private void dataOnlyTruncate(Random r, List<Msg> s) {
+        int table = -1;
+        for (int i = 0; i < s.size(); i++) {
+            Msg m = s.get(i);
+            if ((m.request == TestFrontend.SET_MEM_TABLE && m.fds.length > 0)
+                    || (m.request == TestFrontend.ADD_MEM_REG && m.fds.length > 0 && table < 0)) {
+                table = i;
+            }
+        }
+        if (table < 0) {
+            return;
+        }
+        s.get(table).fds[0] = FdKind.DATA_MEMFD;
+        long length = switch (r.nextInt(4)) {
+            case 0 -> 0;
+            case 1 -> (long) r.nextInt((int) (TestGuest.REGION_BYTES / 4096)) * 4096;
+            case 2 -> r.nextInt((int) TestGuest.REGION_BYTES);
+            default -> (1L << 20) + r.nextInt(1 << 20); // inside the data buffers
+        };
+        Msg cut = new Msg(TRUNCATE_DATA, ByteBuffer.allocate(8).order(ByteOrder.LITTLE_ENDIAN).putLong(0, length));
+        int io = indexOf(s, GUEST_IO, table + 1);
+        int at = io >= 0 && r.nextBoolean() ? io + 1 : table + 1 + r.nextInt(s.size() - table);
+        s.add(at, cut);
+    }
+
+    /** Right after a GUEST_IO (requests kicked, in flight): a new memory table, a new call fd, or both. */
+    private void swapInFlight(Random r, List<Msg> s) {
+        int io = indexOf(s, GUEST_IO, r.nextInt(s.size()));
+        if (io < 0) {
+            io = indexOf(s, GUEST_IO, 0);
+        }
+        if (io < 0) {
+            return;
+        }
+        List<Msg> swap = new ArrayList<>();
+        int what = r.nextInt(3);
+        if (what != 1) {
+            Msg table = new Msg(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()),
+                    r.nextInt(3) == 0 ? FdKind.DATA_MEMFD : FdKind.GUEST_MEMFD, FdKind.GUEST_MEMFD);
+            swap.add(acked(table, r.nextBoolean()));
+        }
+        if (what != 0) {
+            FdKind[] kinds = {FdKind.EVENTFD, FdKind.RING_CALL, FdKind.EVENTFD_CLOSED, FdKind.BLOCKING_EVENTFD,
+                FdKind.BLOCKING_FULL_EVENTFD, FdKind.FULL_PIPE, FdKind.FULL_SOCKET, FdKind.REGULAR_FILE};
+            swap.add(acked(new Msg(TestFrontend.SET_VRING_CALL, TestFrontend.u64(0), kinds[r.nextInt(kinds.length)]),
+                    r.nextBoolean()));
+        }
+        if (r.nextBoolean()) {
+            swap.add(new Msg(GUEST_IO, null)); // and more I/O on the swapped table
+        }
+        s.addAll(io + 1, swap);
+    }
+
+    private static int indexOf(List<Msg> s, int request, int from) {
+        for (int i = Math.max(0, from); i < s.size(); i++) {
+            if (s.get(i).request == request) {
+                return i;
+            }
+        }
+        return -1;
     }
 
     private FdKind[] randomFds(Random r, int n) {
@@ -378,11 +463,18 @@ final class FrontendFuzzer {
         int sent = 0;
         List<Integer> toClose = new ArrayList<>();
         int shrinkPending = -1;
+        int dataFd = -1;
         try (UnixSocket socket = UnixSocket.connect(socketPath); Epoll epoll = new Epoll(1)) {
             epoll.add(socket.fd(), Linux.EPOLLIN, 0);
             for (Msg m : sequence) {
                 if (m.request == GUEST_IO) {
                     guestIo(r);
+                    continue;
+                }
+                if (m.request == TRUNCATE_DATA) {
+                    if (dataFd >= 0) {
+                        Native.libc().ftruncate(dataFd, ByteBuffer.wrap(m.payload).order(ByteOrder.LITTLE_ENDIAN).getLong(0));
+                    }
                     continue;
                 }
                 int[] fds = new int[m.fds.length];
@@ -391,6 +483,9 @@ final class FrontendFuzzer {
                     fds[i] = open(m.fds[i], toClose);
                     if (m.fds[i] == FdKind.SHRINKING_MEMFD) {
                         shrink = fds[i];
+                    }
+                    if (m.fds[i] == FdKind.DATA_MEMFD) {
+                        dataFd = fds[i];
                     }
                 }
                 boolean delivered = send(socket, m, fds, r);
@@ -444,6 +539,10 @@ final class FrontendFuzzer {
                 break;
             case SHRINKING_MEMFD:
                 fd = Memfd.create("fuzz-shrinking", 2 * TestGuest.REGION_BYTES);
+                break;
+            case DATA_MEMFD:
+                // As large as the whole guest file, so the table's offsets stay valid for any region.
+                fd = Memfd.create("fuzz-data", 2 * TestGuest.REGION_BYTES);
                 break;
             case REGULAR_FILE:
                 fd = (int) Native.check(Native.libc().open(scratchFile.toString(), Linux.O_RDWR | Linux.O_CLOEXEC, 0), "open");

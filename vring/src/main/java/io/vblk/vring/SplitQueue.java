@@ -67,6 +67,12 @@ public final class SplitQueue extends SplitQueueUsedSide {
         if (ByteOrder.nativeOrder() != ByteOrder.LITTLE_ENDIAN) {
             throw new ExceptionInInitializerError("virtio rings are little-endian; this host is " + ByteOrder.nativeOrder());
         }
+        // Initialised now, with the queue, never first on the error path: a guest-memory fault
+        // (SIGBUS) that Java 17 delivers late, at a safepoint inside a class's static
+        // initialiser, fails that initialisation for the life of the JVM. Found by the frontend
+        // fuzzer (issue 10): QueueError was first used by a quarantine after a truncated memfd
+        // faulted, and every later quarantine then threw NoClassDefFoundError.
+        QueueError.values();
     }
 
     @SuppressWarnings("unused")
