@@ -136,6 +136,39 @@ class OffloadTest {
         }
     }
 
+    /**
+     * The time one zeroing chunk ({@link Image.ZEROING_CHUNK_BYTES}) takes in each mode on this
+     * filesystem, printed (not asserted: the machine is shared): the bound on how long a close
+     * waits for a zeroing. Each chunk is checked to read as zeros.
+     */
+    @Test
+    void eachZeroingChunkIsBoundedAndItsTimeIsPrinted() throws IOException {
+        long chunk = Image.ZEROING_CHUNK_BYTES;
+        Path path = sparse("chunks.img", 3 * chunk);
+        byte[] marks = IoBackendTest.random(BLOCK, 11);
+        StringBuilder report = new StringBuilder("zeroing chunk of " + (chunk >> 20) + " MiB:");
+        String[] names = {"punch hole", "zero range", "written zeros"};
+        int[] modes = {io.vblk.sys.Linux.FALLOC_FL_PUNCH_HOLE | io.vblk.sys.Linux.FALLOC_FL_KEEP_SIZE,
+            io.vblk.sys.Linux.FALLOC_FL_ZERO_RANGE | io.vblk.sys.Linux.FALLOC_FL_KEEP_SIZE, 0};
+        for (int i = 0; i < 3; i++) {
+            IoBackendTest.writeFile(path, i * chunk + chunk - BLOCK, marks);
+        }
+        try (Image image = Image.open(path, ImageOptions.defaults())) {
+            for (int i = 0; i < 3; i++) {
+                long start = System.nanoTime();
+                int rc = image.zeroRange(i * chunk, chunk, modes[i], i == 0, () -> false);
+                long tookUs = (System.nanoTime() - start) / 1000;
+                org.junit.jupiter.api.Assumptions.assumeTrue(rc != -Errno.EOPNOTSUPP, names[i] + " refused here");
+                assertEquals(0, rc, names[i]);
+                report.append(' ').append(names[i]).append(' ').append(tookUs).append(" us;");
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            assertArrayEquals(new byte[BLOCK], IoBackendTest.readFile(path, i * chunk + chunk - BLOCK, BLOCK), names[i]);
+        }
+        System.out.println(report);
+    }
+
     @Test
     void linuxAioFlushIsAKernelFdsyncOnExt4AndTmpfs() throws IOException {
         Path shm = Path.of("/dev/shm");
