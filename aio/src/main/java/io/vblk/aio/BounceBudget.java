@@ -23,6 +23,12 @@ import java.util.concurrent.atomic.AtomicLong;
  *       ({@link BackendOptions#DEFAULT_MAX_BOUNCE_BYTES}), so one operation always fits once
  *       others complete.</li>
  * </ul>
+ * Trade-off: while an operation waits, its back end reports it in {@code pendingSubmit()}, so the
+ * engine's I/O thread does not sleep and retries at every round (it spins until completions,
+ * on this or another of the device's threads, give memory back). The alternative, a wake-up
+ * from the completing thread, would put a cross-thread signal on every borrowed completion;
+ * waiting only happens when a guest keeps more large unaligned transfers in flight than the
+ * budget holds.
  * Thread-safe (a CAS per borrowed operation; none for retained buffers).
  */
 public final class BounceBudget {
