@@ -5,6 +5,7 @@ import static io.vblk.engine.BlkRequestDescriptor.S_OK;
 import static io.vblk.engine.BlkRequestDescriptor.S_UNSUPP;
 
 import org.agrona.UnsafeApi;
+import org.agrona.concurrent.NanoClock;
 
 import io.vblk.aio.IoVector;
 import io.vblk.hostmem.DirtyLog;
@@ -29,11 +30,14 @@ final class CompletionPath {
     private final DeviceQueue[] dirty;
     private int dirtyCount;
     private final boolean recordLatency;
+    private final NanoClock clock;
     private Releaser releaser;
 
-    CompletionPath(int maxQueues, boolean recordLatency) {
+    /** Latencies, when recorded, are read from {@code clock} (the I/O thread's, for tests). */
+    CompletionPath(int maxQueues, boolean recordLatency, NanoClock clock) {
         this.dirty = new DeviceQueue[maxQueues];
         this.recordLatency = recordLatency;
+        this.clock = clock;
     }
 
     void releaser(Releaser value) {
@@ -96,7 +100,7 @@ final class CompletionPath {
             q.counters.increment(QueueCounters.ERRORS);
         }
         if (recordLatency) {
-            q.recordLatency(System.nanoTime() - r.startNs);
+            q.recordLatency(clock.nanoTime() - r.startNs);
         }
         r.finished = true;
         releaser.release(r);

@@ -20,6 +20,7 @@ import io.vblk.aio.ImageOptions;
 import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
+import io.vblk.vring.QueueState;
 import io.vblk.vring.SplitQueueDriver;
 
 /** The README's embedding example, kept compiling and working. */

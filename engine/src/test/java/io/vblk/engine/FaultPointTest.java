@@ -27,6 +27,7 @@ import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
+import io.vblk.vring.QueueState;
 import io.vblk.vring.SplitQueueDriver;
 
 /**

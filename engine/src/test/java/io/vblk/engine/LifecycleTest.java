@@ -22,6 +22,7 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
+import io.vblk.vring.QueueState;
 import io.vblk.vring.SplitQueueDriver;
 
 /**

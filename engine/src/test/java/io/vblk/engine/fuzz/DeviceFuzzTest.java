@@ -20,7 +20,7 @@ import io.vblk.engine.BlkRequestDescriptor;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.Interrupt;
 import io.vblk.engine.QueueCounters;
-import io.vblk.engine.QueueState;
+import io.vblk.vring.QueueState;
 import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
 import io.vblk.hostmem.GuestMemory;

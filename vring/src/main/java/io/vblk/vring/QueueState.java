@@ -1,4 +1,4 @@
-package io.vblk.engine;
+package io.vblk.vring;
 
 /**
  * Everything needed to resume a queue elsewhere (another engine, a restarted backend, the other
