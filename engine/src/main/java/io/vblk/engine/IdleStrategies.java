@@ -26,7 +26,7 @@ final class IdleStrategies {
             case BLOCKING:
                 return new KernelIdleStrategy(sleeper);
             default:
-                return new PollThenSleepIdleStrategy(clock, tuning.pollNs(), sleeper);
+                return new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper);
         }
     }
 
@@ -41,7 +41,7 @@ final class IdleStrategies {
             case BLOCKING:
                 return new KernelIdleStrategy(sleeper);
             default:
-                return new PollThenSleepIdleStrategy(clock, pollNs, sleeper);
+                return new AdaptivePollIdleStrategy(clock, pollNs, Math.max(pollNs, AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS), sleeper);
         }
     }
 }

@@ -27,13 +27,34 @@ class IdleStrategyTest {
         assertEquals(2, sleeps);
     }
 
+    /** Time the fake kernel sleep takes: the clock moves on by this much while "asleep". */
+    private long sleepTakesNs;
+    private final KernelSleep timedSleeper = () -> {
+        sleeps++;
+        clock.advance(sleepTakesNs);
+    };
+
+    private AdaptivePollIdleStrategy adaptive(long initialNs, long maxNs) {
+        return new AdaptivePollIdleStrategy(clock, initialNs, maxNs, 20_000, timedSleeper);
+    }
+
+    /** Idle rounds every {@code stepNs} for {@code totalNs} (no work). */
+    private void idleFor(AdaptivePollIdleStrategy idle, long totalNs, long stepNs) {
+        for (long t = 0; t < totalNs; t += stepNs) {
+            idle.idle(0);
+            clock.advance(stepNs);
+        }
+    }
+
     @Test
-    @DisplayName("poll-then-sleep: spins for the window after the last work, then sleeps, then polls anew")
-    void pollThenSleep() {
-        PollThenSleepIdleStrategy idle = new PollThenSleepIdleStrategy(clock, 50_000, sleeper);
+    @DisplayName("adaptive: spins for the window after the last work, then sleeps; work restarts the window")
+    void adaptivePollsThenSleeps() {
+        AdaptivePollIdleStrategy idle = adaptive(50_000, 100_000);
         clock.update(1_000_000);
         idle.idle(0);
-        clock.advance(49_999);
+        clock.advance(10_000);
+        idle.idle(0);
+        clock.advance(39_999);
         idle.idle(0);
         assertEquals(0, sleeps, "inside the window");
         clock.advance(1);
@@ -41,13 +62,78 @@ class IdleStrategyTest {
         assertEquals(1, sleeps, "window over");
         idle.idle(0);
         assertEquals(1, sleeps, "a new window after the sleep");
-        clock.advance(40_000);
-        idle.idle(2); // work resets the window
-        clock.advance(40_000);
-        idle.idle(0);
-        clock.advance(40_000);
-        idle.idle(0);
+        idleFor(idle, 40_000, 2_000);
+        idle.idle(2); // work: the window caught it, and the next idle round starts a new one
+        idleFor(idle, 40_000, 2_000);
         assertEquals(1, sleeps, "80 us idle, but only 40 us since the work");
+        assertEquals(50_000, idle.windowNs(), "a window that caught the work stays as it is");
+    }
+
+    @Test
+    @DisplayName("adaptive: a wake-up soon after the window grows it (doubling, from 4 us), up to the maximum")
+    void adaptiveGrows() {
+        AdaptivePollIdleStrategy idle = adaptive(0, 60_000);
+        sleepTakesNs = 20_000; // woken 20 us after the window: within the maximum
+        idle.idle(0);
+        assertEquals(1, sleeps, "no window yet: straight to the kernel");
+        assertEquals(AdaptivePollIdleStrategy.GROW_START_NS, idle.windowNs());
+        long[] expected = {8_000, 16_000, 32_000, 60_000};
+        for (long w : expected) {
+            idleFor(idle, idle.windowNs() + 2_000, 2_000);
+            assertEquals(w, idle.windowNs());
+        }
+        assertEquals(5, idle.grows());
+        assertEquals(60_000, idle.windowNs(), "no growth past the maximum");
+    }
+
+    @Test
+    @DisplayName("adaptive: waits longer than the maximum shrink the window (halving) down to no polling")
+    void adaptiveShrinks() {
+        AdaptivePollIdleStrategy idle = adaptive(32_000, 100_000);
+        sleepTakesNs = 5_000_000; // an idle guest
+        long[] expected = {16_000, 8_000, 4_000, 0, 0};
+        for (long w : expected) {
+            idleFor(idle, idle.windowNs() + 2_000, 2_000);
+            assertEquals(w, idle.windowNs());
+        }
+        int before = sleeps;
+        idle.idle(0);
+        assertEquals(before + 1, sleeps, "window 0: sleeps on the first idle round");
+    }
+
+    @Test
+    @DisplayName("adaptive: yields once per yield interval while polling, and never sleeps inside the window")
+    void adaptiveYields() {
+        AdaptivePollIdleStrategy idle = adaptive(100_000, 100_000);
+        idleFor(idle, 90_000, 5_000);
+        assertEquals(0, sleeps);
+        assertEquals(4, idle.yields(), "at 20, 40, 60 and 80 us");
+    }
+
+    @Test
+    @DisplayName("adaptive: a long gap between idle rounds (the core was taken) shrinks the window and sleeps at once")
+    void adaptivePreempted() {
+        AdaptivePollIdleStrategy idle = adaptive(80_000, 100_000);
+        idle.idle(0);
+        clock.advance(2_000);
+        idle.idle(0);
+        clock.advance(AdaptivePollIdleStrategy.PREEMPTED_GAP_NS + 1);
+        idle.idle(0);
+        assertEquals(1, idle.preemptions());
+        assertEquals(1, sleeps, "slept instead of polling on for the rest of the window");
+        assertEquals(40_000, idle.windowNs());
+    }
+
+    @Test
+    @DisplayName("adaptive with a maximum of 0 never polls: it blocks like the kernel strategy")
+    void adaptiveMaxZero() {
+        AdaptivePollIdleStrategy idle = adaptive(50_000, 0);
+        sleepTakesNs = 10_000;
+        idle.idle(0);
+        idle.idle(0);
+        assertEquals(2, sleeps);
+        assertEquals(0, idle.windowNs());
+        assertEquals(0, idle.grows());
     }
 
     @Test
@@ -62,7 +148,7 @@ class IdleStrategyTest {
                 IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.SLEEPING).build(), clock, sleeper));
         assertInstanceOf(KernelIdleStrategy.class,
                 IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.BLOCKING).build(), clock, sleeper));
-        assertInstanceOf(PollThenSleepIdleStrategy.class,
+        assertInstanceOf(AdaptivePollIdleStrategy.class,
                 IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.ADAPTIVE).build(), clock, sleeper));
         assertInstanceOf(YieldingIdleStrategy.class,
                 IdleStrategies.forSharedThread(WaitStrategy.YIELDING, 0, clock, sleeper));

@@ -2,6 +2,7 @@ package io.vblk.vring;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -49,6 +50,37 @@ class SplitQueueStateTest {
         assertEquals(first, rig.chain.head());
         assertTrue(rig.queue.popHead(8, chain) < 0, "a head beyond the queue size is corrupt (2.7.5.3)");
         assertTrue(rig.queue.quarantined());
+    }
+
+    @Test
+    @DisplayName("state()/restore(): a queue restored from another's state pops and publishes where that one stopped")
+    void stateRestoresIntoAnotherQueue() {
+        int[] heads = {add(), add(), add()};
+        rig.driver.publishAvail();
+        assertEquals(1, rig.pop());
+        rig.queue.addUsed(heads[0], 1);
+        rig.queue.publishUsed();
+        QueueState state = rig.queue.state();
+        assertEquals(new QueueState(8, rig.driver.descGpa(), rig.driver.availGpa(), rig.driver.usedGpa(), 1, 1), state);
+        assertNull(new SplitQueue(1, 8).state(), "no state before activation");
+
+        SplitQueue restored = new SplitQueue(0, 8);
+        assertEquals(0, restored.restore(rig.mem, state, true, true));
+        assertEquals(1, restored.nextAvail());
+        DescriptorChain chain = restored.newChain();
+        assertEquals(1, restored.pop(chain));
+        assertEquals(heads[1], chain.head());
+
+        SplitQueue fromRing = new SplitQueue(0, 8);
+        assertEquals(0, fromRing.restore(rig.mem, state.withNextUsed(0).withNextAvail(2), true, true));
+        assertEquals(0, fromRing.nextUsed(), "an explicit next used index is taken as given");
+        SplitQueue usedFromRing = new SplitQueue(0, 8);
+        QueueState vhost = new QueueState(8, state.descAddress(), state.availAddress(), state.usedAddress(), 2,
+                QueueState.USED_FROM_RING);
+        assertEquals(0, usedFromRing.restore(rig.mem, vhost, true, true));
+        assertEquals(1, usedFromRing.nextUsed(), "USED_FROM_RING reads used.idx from guest memory");
+        assertTrue(new SplitQueue(0, 8).restore(rig.mem, new QueueState(3, 0, 0, 0, 0, 0), true, true) < 0,
+                "a size that is not a power of two is refused");
     }
 
     @Test
