@@ -35,7 +35,7 @@ class IdleStrategyTest {
     };
 
     private AdaptivePollIdleStrategy adaptive(long initialNs, long maxNs) {
-        return new AdaptivePollIdleStrategy(clock, initialNs, maxNs, 20_000, timedSleeper);
+        return new AdaptivePollIdleStrategy(clock, initialNs, maxNs, timedSleeper);
     }
 
     /** Idle rounds every {@code stepNs} for {@code totalNs} (no work). */
@@ -102,17 +102,9 @@ class IdleStrategyTest {
     }
 
     @Test
-    @DisplayName("adaptive: yields once per yield interval while polling, and never sleeps inside the window")
-    void adaptiveYields() {
-        AdaptivePollIdleStrategy idle = adaptive(100_000, 100_000);
-        idleFor(idle, 90_000, 5_000);
-        assertEquals(0, sleeps);
-        assertEquals(4, idle.yields(), "at 20, 40, 60 and 80 us");
-    }
-
-    @Test
-    @DisplayName("adaptive: a long gap between idle rounds (the core was taken) shrinks the window and sleeps at once")
-    void adaptivePreempted() {
+    @DisplayName("adaptive: a long gap between idle rounds (the core was taken) shuts the window, sleeps at once, "
+            + "and keeps it shut for the back-off")
+    void adaptiveGivesTheCoreAwayWhenPreempted() {
         AdaptivePollIdleStrategy idle = adaptive(80_000, 100_000);
         idle.idle(0);
         clock.advance(2_000);
@@ -121,7 +113,24 @@ class IdleStrategyTest {
         idle.idle(0);
         assertEquals(1, idle.preemptions());
         assertEquals(1, sleeps, "slept instead of polling on for the rest of the window");
-        assertEquals(40_000, idle.windowNs());
+        assertEquals(0, idle.windowNs());
+        sleepTakesNs = 10_000; // woken soon: would grow the window, but the core was contended
+        idle.idle(0);
+        assertEquals(2, sleeps);
+        assertEquals(0, idle.windowNs(), "no growth during the back-off");
+        clock.advance(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS);
+        idle.idle(0);
+        assertEquals(3, sleeps);
+        assertEquals(AdaptivePollIdleStrategy.GROW_START_NS, idle.windowNs(), "grows again after it");
+        assertEquals(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+
+        // Preempted again soon after the back-off ended: steady competition, the back-off doubles.
+        idle.idle(0);
+        clock.advance(AdaptivePollIdleStrategy.PREEMPTED_GAP_NS + 1);
+        idle.idle(0);
+        assertEquals(2, idle.preemptions());
+        assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+        assertEquals(0, idle.windowNs());
     }
 
     @Test
