@@ -22,6 +22,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.UnixSocket;
+import io.vblk.testkit.VhostUserFrontend;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.BlkQueue;
 
 /** The {@code vblk} command line: bad arguments, help, and {@code serve} as a real process. */
 class CliTest {
@@ -151,7 +154,7 @@ class CliTest {
                     && line.endsWith(" on " + sock), String.valueOf(line));
             assertEquals(PosixFilePermissions.fromString("rw-------"), Files.getPosixFilePermissions(sock));
 
-            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 1)) {
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), g, 1)) {
                 BlkQueue q = g.queue(0, 128, true);
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -160,7 +163,7 @@ class CliTest {
                 assertEquals(2, qemu.stop(q)[0]);
             }
             // A second frontend, left connected: SIGTERM must end its session too.
-            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 1)) {
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), g, 1)) {
                 BlkQueue q = g.queue(0, 128, true);
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);

@@ -13,7 +13,7 @@ import io.vblk.aio.ImageOptions;
 import io.vblk.block.DriverFactory;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * A device under test with a guest around it: guarded memfd guest memory, one

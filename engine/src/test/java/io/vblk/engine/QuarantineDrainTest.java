@@ -16,6 +16,7 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.testkit.RingTamperer;
 
 /**
  * Issue 10, bug 4: {@link BlockDevice#setMemory} lets the caller unmap the old table on return,
@@ -39,8 +40,8 @@ class QuarantineDrainTest {
             rig.kick(0);
             awaitCounter(rig, QueueCounters.REQUESTS, 1);
             // The guest corrupts its ring while the read is in flight: the queue is quarantined.
-            rig.driver(0).offerRaw(0xfff0);
-            rig.driver(0).writeAvailIdx(rig.driver(0).availIdx());
+            RingTamperer.of(rig.driver(0)).offerRaw(0xfff0);
+            RingTamperer.of(rig.driver(0)).writeAvailIdx(rig.driver(0).availIdx());
             rig.kicks[0].signal();
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
             while (!rig.device.isBroken(0) && System.nanoTime() < deadline) {

@@ -20,7 +20,10 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Native;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
+import io.vblk.testkit.VhostUserFrontend;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.BlkQueue;
 
 /**
  * Crash recovery with VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, as QEMU drives it with
@@ -35,7 +38,7 @@ import io.vblk.vring.SplitQueueDriver;
  * u64 counter @8}, 16 bytes each.
  */
 class CrashRecoveryTest {
-    static final long PROTOCOL = VhostUserProtocolTest.ALL_PROTOCOL | TestFrontend.PF_INFLIGHT_SHMFD;
+    static final long PROTOCOL = VhostUserProtocolTest.ALL_PROTOCOL | VhostUserFrontend.PF_INFLIGHT_SHMFD;
     static final int BLOCK = 4096;
 
     @TempDir
@@ -115,7 +118,7 @@ class CrashRecoveryTest {
                 BlkQueue q = g.queue(0, 64, true);
                 Set<Integer> heldHeads = new TreeSet<>();
                 Set<Integer> completedHeads = new TreeSet<>();
-                TestFrontend.Inflight buffer;
+                VhostUserFrontend.Inflight buffer;
                 try (QemuFlow first = new QemuFlow(a.connect(), g, 1)) {
                     first.init(PROTOCOL, q);
                     first.start(first.linuxFeatures(), true, null, q);
@@ -131,8 +134,8 @@ class CrashRecoveryTest {
                     assertEquals(completedHeads, done);
                     await("A to hold 4 writes", () -> backendA.held() == heldRequests.size());
                     // QEMU keeps the buffer: its own descriptor outlives the connection.
-                    TestFrontend.Inflight b = first.inflight;
-                    buffer = new TestFrontend.Inflight(b.mmapSize(), b.mmapOffset(), b.numQueues(), b.queueSize(),
+                    VhostUserFrontend.Inflight b = first.inflight;
+                    buffer = new VhostUserFrontend.Inflight(b.mmapSize(), b.mmapOffset(), b.numQueues(), b.queueSize(),
                             Native.libc().dup(b.fd()));
                 } // the connection drops as if A died: A stops popping, its four writes never complete
                 await("A to stop its ring", () -> !a.server.device().isRunning(0));
