@@ -25,6 +25,7 @@ import io.vblk.sys.UnixSocket;
 import io.vblk.testkit.VhostUserFrontend;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.JvmFlags;
 
 /** The {@code vblk} command line: bad arguments, help, and {@code serve} as a real process. */
 class CliTest {
@@ -141,8 +142,9 @@ class CliTest {
         UnixSocket.listen(sock, 1).close(); // a stale socket a dead server left behind
         assertTrue(SocketFile.isSocket(sock));
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        List<String> cmd = new ArrayList<>(List.of(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-                "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false", "-Xmx256m",
+        List<String> cmd = new ArrayList<>(List.of(java));
+        cmd.addAll(JvmFlags.list());
+        cmd.addAll(List.of("-Xmx256m",
                 "-cp", System.getProperty("java.class.path"), Main.class.getName(),
                 "serve", "--image", "null:64M", "--socket", sock.toString(), "--wait", "blocking", "--serial", "proc"));
         Path stdout = dir.resolve("stdout.txt");

@@ -16,6 +16,7 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.testkit.GatedBackend;
 import io.vblk.testkit.RingTamperer;
 
 /**
@@ -33,7 +34,7 @@ class QuarantineDrainTest {
         GatedBackend[] backend = new GatedBackend[1];
         Tuning tuning = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).threadingMode(mode).build();
         try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).tuning(tuning)
-                .backends(f -> GatedBackend.wrap(f, backend, false)).build();
+                .backends(f -> depth -> backend[0] = new GatedBackend(f.open(depth), false)).build();
              GuestMemory next = GuestMemory.builder().addMemfd(0, DeviceRig.QUEUE_AREA + DeviceRig.BUFFERS).build()) {
             long buf = rig.buffer(0, 4096);
             int head = rig.add(0, T_IN, 0, buf, 4096, true);

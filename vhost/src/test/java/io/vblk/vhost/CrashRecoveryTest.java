@@ -24,6 +24,7 @@ import io.vblk.testkit.SplitQueueDriver;
 import io.vblk.testkit.VhostUserFrontend;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.GatedBackend;
 
 /**
  * Crash recovery with VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, as QEMU drives it with
@@ -112,8 +113,8 @@ class CrashRecoveryTest {
         }
         Path dirA = Files.createDirectory(dir.resolve("a"));
         Path dirB = Files.createDirectory(dir.resolve("b"));
-        HoldingBackend.Factory backendA = new HoldingBackend.Factory(heldOffsets);
-        try (ServerRig a = ServerRig.start(dirA, 1, backendA::wrap); TestGuest g = new TestGuest()) {
+        GatedBackend.Holder backendA = new GatedBackend.Holder(heldOffsets);
+        try (ServerRig a = ServerRig.start(dirA, 1, f -> depth -> backendA.wrap(f.open(depth))); TestGuest g = new TestGuest()) {
             try {
                 BlkQueue q = g.queue(0, 64, true);
                 Set<Integer> heldHeads = new TreeSet<>();
@@ -143,8 +144,8 @@ class CrashRecoveryTest {
                 assertEquals(requests - heldRequests.size(), usedIdx);
 
                 Files.createSymbolicLink(dirB.resolve("disk.img"), dirA.resolve("disk.img"));
-                HoldingBackend.Factory backendB = new HoldingBackend.Factory(Set.of());
-                try (ServerRig b = ServerRig.start(dirB, 1, backendB::wrap);
+                GatedBackend.Holder backendB = new GatedBackend.Holder(Set.of());
+                try (ServerRig b = ServerRig.start(dirB, 1, f -> depth -> backendB.wrap(f.open(depth)));
                      QemuFlow second = new QemuFlow(b.connect(), g, 1)) {
                     second.inflight = buffer;
                     second.init(PROTOCOL, q);
@@ -193,8 +194,8 @@ class CrashRecoveryTest {
      */
     @Test
     void aBatchPublishedButNotRecordedIsNotRedone() throws Exception {
-        HoldingBackend.Factory recorder = new HoldingBackend.Factory(Set.of());
-        try (ServerRig rig = ServerRig.start(dir, 1, recorder::wrap); TestGuest g = new TestGuest();
+        GatedBackend.Holder recorder = new GatedBackend.Holder(Set.of());
+        try (ServerRig rig = ServerRig.start(dir, 1, f -> depth -> recorder.wrap(f.open(depth))); TestGuest g = new TestGuest();
              QemuFlow qemu = new QemuFlow(rig.connect(), g, 1)) {
             int size = 32; // six requests of three descriptors
             BlkQueue q = g.queue(0, size, true);
