@@ -26,9 +26,9 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.aio.BackendKind;
 import io.vblk.engine.BlkConfig;
 import io.vblk.sys.Native;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Who may reach the disk (issue 7, item 5): the socket file's mode and group, the peer-uid filter

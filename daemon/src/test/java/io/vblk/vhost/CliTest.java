@@ -22,10 +22,10 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.UnixSocket;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.JvmFlags;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /** The {@code vblk} command line: bad arguments, help, and {@code serve} as a real process. */
 class CliTest {

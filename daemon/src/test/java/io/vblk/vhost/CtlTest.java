@@ -17,9 +17,9 @@ import org.junit.jupiter.api.io.TempDir;
 import com.fasterxml.jackson.jr.ob.JSON;
 
 import io.vblk.daemon.Main;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /** {@code vblk ctl} and {@code vblk stat} against a running daemon. */
 class CtlTest {

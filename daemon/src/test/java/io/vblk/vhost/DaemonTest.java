@@ -30,9 +30,9 @@ import org.junit.jupiter.api.io.TempDir;
 import com.fasterxml.jackson.jr.ob.JSON;
 
 import io.vblk.sys.UnixSocket;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * {@code vblk daemon}: every control-plane method driven over its socket while real vhost-user

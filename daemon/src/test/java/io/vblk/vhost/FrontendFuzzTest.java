@@ -14,9 +14,9 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * The frontend fuzzer ({@link FrontendFuzzer}) against a real {@code vblk serve} process on a

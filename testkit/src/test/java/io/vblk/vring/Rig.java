@@ -7,8 +7,8 @@ import io.vblk.hostmem.GuestMemory;
 import io.vblk.hostmem.GuestRegion;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
-import io.vblk.testkit.SplitQueueDriver;
 import io.vblk.testkit.RingTamperer;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * A driver and a device on one queue in guarded guest memory (PROT_NONE pages around every

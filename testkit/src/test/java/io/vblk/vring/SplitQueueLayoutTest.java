@@ -12,8 +12,8 @@ import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
 
 import io.vblk.hostmem.GuestMemory;
-import io.vblk.testkit.SplitQueueDriver;
 import io.vblk.testkit.RingTamperer;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * The descriptor layouts real drivers produce for virtio-blk requests (virtio 1.2 2.7.4.1: the

@@ -20,11 +20,11 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Native;
-import io.vblk.testkit.SplitQueueDriver;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.GatedBackend;
+import io.vblk.testkit.SplitQueueDriver;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Crash recovery with VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, as QEMU drives it with

@@ -14,9 +14,9 @@ import org.junit.jupiter.params.provider.EnumSource;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Issue 10, bug 2: descriptors a frontend hands over for call and err notifications cannot

@@ -20,9 +20,9 @@ import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.UnixSocket;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * A structure-aware vhost-user frontend fuzzer. Each connection starts from the message sequence

@@ -19,9 +19,9 @@ import io.vblk.sys.EventFd;
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * GET/SET_INFLIGHT_FD as QEMU 7.2's vhost-user-blk sends them (GET once, SET at every start,

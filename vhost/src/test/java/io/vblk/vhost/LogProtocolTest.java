@@ -23,9 +23,9 @@ import io.vblk.sys.Linux;
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Live migration as QEMU 7.2 drives it (vhost-user.rst, "Migration"): VHOST_F_LOG_ALL and

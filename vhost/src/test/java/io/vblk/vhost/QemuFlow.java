@@ -8,9 +8,9 @@ import java.nio.ByteBuffer;
 
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Native;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * The message sequence QEMU 7.2's vhost-user-blk sends, message by message (facts.md):

@@ -20,10 +20,10 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
-import io.vblk.testkit.RingTamperer;
-import io.vblk.testkit.VhostUserFrontend;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.RingTamperer;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * The backend against a frontend that speaks as QEMU 7.2 does: real socket, memfd guest memory

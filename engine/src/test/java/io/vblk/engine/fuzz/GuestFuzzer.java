@@ -5,9 +5,9 @@ import java.util.Random;
 import org.agrona.UnsafeApi;
 
 import io.vblk.engine.BlkRequestDescriptor;
+import io.vblk.testkit.RingTamperer;
 import io.vblk.testkit.SplitQueueDriver;
 import io.vblk.vring.VirtqDescriptor;
-import io.vblk.testkit.RingTamperer;
 
 /**
  * Builds hostile guest requests on one queue, seeded and reproducible: well-formed virtio-blk
