@@ -14,6 +14,8 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.UnixSocket;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
 
 /**
  * Online resize over vhost-user: the frontend that gave a backend channel (protocol feature

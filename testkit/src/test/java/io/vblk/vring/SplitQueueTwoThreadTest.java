@@ -16,6 +16,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * A driver thread and a device thread move 10 million requests through a 256-entry queue in
