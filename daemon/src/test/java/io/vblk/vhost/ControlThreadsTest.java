@@ -4,10 +4,12 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
@@ -183,6 +185,101 @@ class ControlThreadsTest {
             deafFrontend.close();
             assertFalse(log.contains("\tat "), log);
         }
+    }
+
+    /** Whether a vhost handler thread is inside a ring drain (its stack passes through QueueControl). */
+    private static boolean handlerInDrain() {
+        for (Map.Entry<Thread, StackTraceElement[]> e : Thread.getAllStackTraces().entrySet()) {
+            if (e.getKey().getName().startsWith("vblk-vhost-")) {
+                for (StackTraceElement f : e.getValue()) {
+                    if (f.getClassName().equals(QueueControl.class.getName())) {
+                        return true;
+                    }
+                }
+            }
+        }
+        return false;
+    }
+
+    /**
+     * A drain that cannot finish (GET_VRING_BASE while the export's NBD server is stopped with a
+     * read in flight) holds one vhost handler: meanwhile another export's new frontend connects,
+     * negotiates and does verified I/O, and RPC clients get answers. Then the server resumes, the
+     * drain completes and the frontend gets its ring base.
+     */
+    @Test
+    void aBlockedDrainHoldsOneHandlerOnly() throws Exception {
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/nbdkit")) || Files.isExecutable(Path.of("/usr/sbin/nbdkit")),
+                "nbdkit is not installed (.ci/run installs it)");
+        Path nbd = dir.resolve("nbd.sock");
+        Process server = new ProcessBuilder("nbdkit", "-f", "-U", nbd.toString(), "memory", "8M")
+                .redirectErrorStream(true).redirectOutput(dir.resolve("nbdkit.log").toFile()).start();
+        Path control = dir.resolve("control.sock");
+        Path good = dir.resolve("good.sock");
+        Path slow = dir.resolve("slow.sock");
+        try (DaemonRig d = new DaemonRig(control)) {
+            for (int i = 0; i < 500 && !Files.exists(nbd); i++) {
+                Thread.sleep(20);
+            }
+            d.result("iothread.add", "{\"id\":\"t0\"}");
+            d.result("export.add", add("good", good));
+            d.result("export.add", DaemonRig.json(Map.of("id", "slow", "image", "nbd+unix:///?socket=" + nbd,
+                    "socket", slow.toString(), "iothreads", List.of("t0"))));
+            try (TestGuest g = new TestGuest(); TestFrontend f = TestFrontend.connect(slow); QemuFlow qemu = new QemuFlow(f, g, 1)) {
+                BlkQueue q = g.queue(0, 128, true);
+                qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
+                qemu.start(qemu.linuxFeatures(), true, null, q);
+                q.write(0, BlkQueue.pattern(0, 4096, 7)); // warm: the connection to the server works
+                new ProcessBuilder("kill", "-STOP", Long.toString(server.pid())).start().waitFor();
+                try {
+                    q.add(0 /* VIRTIO_BLK_T_IN */, 8, q.dataGpa, 4096, true);
+                    q.publish();
+                    // The device has popped it (else GET_VRING_BASE would stop the ring before it, with nothing to drain).
+                    assertTimeoutPreemptively(LIVENESS, () -> {
+                        while (inFlight(d, "slow") != 1) {
+                            Thread.sleep(5);
+                        }
+                    });
+                    f.send(Request.GET_VRING_BASE, TestFrontend.VERSION, TestFrontend.state(0, 0));
+                    for (int i = 0; i < 1000 && !handlerInDrain(); i++) {
+                        Thread.sleep(10);
+                    }
+                    assertTrue(handlerInDrain(), () -> "no handler in a drain: " + d.stderr() + dump());
+                    assertTimeoutPreemptively(LIVENESS, () -> {
+                        DaemonTest.verifiedIo(good, 10, 1);
+                        assertEquals(2, ((List<?>) d.result("export.list", null)).size());
+                    });
+                    assertTrue(handlerInDrain(), "the slow export's drain was still blocked while the other export served");
+                } finally {
+                    new ProcessBuilder("kill", "-CONT", Long.toString(server.pid())).start().waitFor();
+                }
+                TestFrontend.Reply base = f.receive();
+                assertEquals(Request.GET_VRING_BASE, base.request());
+                assertEquals(0, q.status(1), "the read held by the stopped server completed");
+            }
+            DaemonTest.verifiedIo(good, 5, 2);
+        } finally {
+            server.destroyForcibly();
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private static long inFlight(DaemonRig d, String id) throws IOException {
+        Map<String, Object> stats = (Map<String, Object>) d.result("export.stats", "{\"id\":\"" + id + "\"}");
+        return ((Number) ((List<Map<String, Object>>) stats.get("queues")).get(0).get("in_flight")).longValue();
+    }
+
+    private static String dump() {
+        StringBuilder b = new StringBuilder();
+        for (Map.Entry<Thread, StackTraceElement[]> e : Thread.getAllStackTraces().entrySet()) {
+            if (e.getKey().getName().startsWith("vblk")) {
+                b.append("\n").append(e.getKey().getName());
+                for (StackTraceElement f : e.getValue()) {
+                    b.append("\n  ").append(f);
+                }
+            }
+        }
+        return b.toString();
     }
 
     /** Writes all of {@code text} (blocking); false once the peer is gone. */
