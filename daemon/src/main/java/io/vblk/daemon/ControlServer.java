@@ -107,7 +107,12 @@ final class ControlServer implements AutoCloseable {
             }
             Client c = new Client(socket);
             clients.add(c);
-            c.start();
+            try {
+                c.start();
+            } catch (RuntimeException e) {
+                log.info("control: cannot serve a client: " + e);
+                c.close();
+            }
         }
         if (!closing) {
             listening.rearm();

@@ -90,6 +90,8 @@ public final class EventLoop implements AutoCloseable {
      * Watches {@code fd} (readable, end of stream or error) and, once it is ready, runs
      * {@code onReady} on {@code executor}. Armed at once; after each run, the handler re-arms or
      * cancels. The caller keeps {@code fd} open until after {@link Registration#cancel()}.
+     *
+     * @throws IllegalStateException once the loop is closed
      */
     public Registration register(int fd, Executor executor, Runnable onReady) {
         Registration r = new Registration(ids.incrementAndGet(), fd, Objects.requireNonNull(executor),
@@ -97,6 +99,9 @@ public final class EventLoop implements AutoCloseable {
         registrations.put(r.id, r);
         try {
             synchronized (epoll) {
+                if (closed) {
+                    throw new IllegalStateException(name + " is closed");
+                }
                 epoll.add(fd, ARMED, r.id);
             }
         } catch (RuntimeException e) {

@@ -228,7 +228,19 @@ public final class VhostUserServer implements AutoCloseable {
             if (stopping) {
                 session.shutdown();
             }
-            session.start(loop, handlers);
+            try {
+                session.start(loop, handlers);
+            } catch (RuntimeException e) {
+                // Not watched (the loop is closing, or epoll refused): nothing of it to tear down.
+                log.info("frontend " + session.id() + ": cannot be served: " + e);
+                current = null;
+                client.close();
+                if (stopping) {
+                    finishServing();
+                } else {
+                    listening.rearm();
+                }
+            }
         }
     }
 
