@@ -132,7 +132,8 @@ public final class VhostUserServer implements AutoCloseable {
      * at once: frontends are accepted and served one at a time until {@link #stop()}, their
      * messages read and handled by those threads, with no thread of this server's own.
      *
-     * @throws IllegalStateException without control threads, or when already started
+     * @throws IllegalStateException without control threads, or when already started (a
+     *         server closed before it started stays closed)
      */
     public void start() {
         if (sharedLoop == null) {
@@ -148,7 +149,9 @@ public final class VhostUserServer implements AutoCloseable {
      */
     public void serve() {
         if (sharedLoop != null) {
-            start();
+            if (!listen(sharedLoop, sharedHandlers)) {
+                return; // closed before it started
+            }
             try {
                 finished.await();
             } catch (InterruptedException e) {
@@ -159,17 +162,22 @@ public final class VhostUserServer implements AutoCloseable {
         EventLoop own = EventLoop.onCaller(name + "-socket", log);
         ownLoop = own;
         try {
-            listen(own, Runnable::run);
-            own.run();
+            if (listen(own, Runnable::run)) {
+                own.run();
+            }
         } finally {
             own.release();
         }
     }
 
-    private void listen(EventLoop loop, Executor handlers) {
+    /** Watches the listening socket; false (and nothing done) when the server is already closed. */
+    private boolean listen(EventLoop loop, Executor handlers) {
         synchronized (this) {
             if (serving) {
                 throw new IllegalStateException("already serving");
+            }
+            if (closed) {
+                return false;
             }
             serving = true;
         }
@@ -179,6 +187,7 @@ public final class VhostUserServer implements AutoCloseable {
         synchronized (listenLock) {
             listening = loop.register(socketFile.socket().fd(), handlers, this::acceptTurn);
         }
+        return true;
     }
 
     /**
