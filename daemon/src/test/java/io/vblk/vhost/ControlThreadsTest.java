@@ -24,6 +24,9 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.UnixSocket;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * The daemon's control threads (issue 12): every export's socket and vhost-user session and
@@ -110,10 +113,10 @@ class ControlThreadsTest {
                 d.result("export.add", add(id, p));
             }
             // Half a message, then silence: 6 of GET_FEATURES' 12 header bytes.
-            TestFrontend halfFrontend = TestFrontend.connect(half);
+            VhostUserFrontend halfFrontend = VhostUserFrontend.connect(half);
             halfFrontend.sendBytes(new byte[] {1, 0, 0, 0, 1, 0});
             // Requests whose replies are never read, until the socket buffers are full.
-            TestFrontend deafFrontend = TestFrontend.connect(deaf);
+            VhostUserFrontend deafFrontend = VhostUserFrontend.connect(deaf);
             AtomicLong deafSent = new AtomicLong();
             Thread deafSender = new Thread(() -> {
                 try {
@@ -130,7 +133,7 @@ class ControlThreadsTest {
             AtomicBoolean stopFlood = new AtomicBoolean();
             AtomicLong floodReplies = new AtomicLong();
             Thread flooder = new Thread(() -> {
-                try (TestFrontend f = TestFrontend.connect(flood)) {
+                try (VhostUserFrontend f = VhostUserFrontend.connect(flood)) {
                     while (!stopFlood.get()) {
                         f.getFeatures();
                         floodReplies.incrementAndGet();
@@ -225,7 +228,7 @@ class ControlThreadsTest {
             d.result("export.add", add("good", good));
             d.result("export.add", DaemonRig.json(Map.of("id", "slow", "image", "nbd+unix:///?socket=" + nbd,
                     "socket", slow.toString(), "iothreads", List.of("t0"))));
-            try (TestGuest g = new TestGuest(); TestFrontend f = TestFrontend.connect(slow); QemuFlow qemu = new QemuFlow(f, g, 1)) {
+            try (TestGuest g = new TestGuest(); VhostUserFrontend f = VhostUserFrontend.connect(slow); QemuFlow qemu = new QemuFlow(f, g, 1)) {
                 BlkQueue q = g.queue(0, 128, true);
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -240,7 +243,7 @@ class ControlThreadsTest {
                             Thread.sleep(5);
                         }
                     });
-                    f.send(Request.GET_VRING_BASE, TestFrontend.VERSION, TestFrontend.state(0, 0));
+                    f.send(Request.GET_VRING_BASE, VhostUserFrontend.VERSION, VhostUserFrontend.state(0, 0));
                     for (int i = 0; i < 1000 && !handlerInDrain(); i++) {
                         Thread.sleep(10);
                     }
@@ -253,7 +256,7 @@ class ControlThreadsTest {
                 } finally {
                     new ProcessBuilder("kill", "-CONT", Long.toString(server.pid())).start().waitFor();
                 }
-                TestFrontend.Reply base = f.receive();
+                VhostUserFrontend.Reply base = f.receive();
                 assertEquals(Request.GET_VRING_BASE, base.request());
                 assertEquals(0, q.status(1), "the read held by the stopped server completed");
             }

@@ -21,6 +21,10 @@ import org.junit.jupiter.api.io.TempDir;
 
 import com.fasterxml.jackson.jr.ob.JSON;
 
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
+
 /**
  * Every parameter of {@code export.add} that changes what a frontend sees, driven with a real
  * vhost-user frontend doing verified I/O (issue 12 items 2 and 8): format qcow2, queues and
@@ -69,7 +73,7 @@ class ExportParamsTest {
                     "iops_limit", 100000));
             assertEquals("linux-aio", mq.get("backend"));
             assertEquals(100000L, ((Number) mq.get("iops_limit")).longValue());
-            try (TestGuest g = new TestGuest(); TestFrontend f = TestFrontend.connect(mqSock); QemuFlow qemu = new QemuFlow(f, g, 2)) {
+            try (TestGuest g = new TestGuest(); VhostUserFrontend f = VhostUserFrontend.connect(mqSock); QemuFlow qemu = new QemuFlow(f, g, 2)) {
                 BlkQueue q0 = g.queue(0, 256, true);
                 BlkQueue q1 = g.queue(1, 256, true);
                 byte[] cfg = qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q0, q1);
@@ -97,7 +101,7 @@ class ExportParamsTest {
             }
             Path roSock = dir.resolve("ro.sock");
             d.result("export.add", params("id", "ro", "image", roImage.toString(), "socket", roSock.toString(), "read_only", true));
-            try (TestGuest g = new TestGuest(); TestFrontend f = TestFrontend.connect(roSock); QemuFlow qemu = new QemuFlow(f, g, 1)) {
+            try (TestGuest g = new TestGuest(); VhostUserFrontend f = VhostUserFrontend.connect(roSock); QemuFlow qemu = new QemuFlow(f, g, 1)) {
                 BlkQueue q = g.queue(0, 128, true);
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 assertTrue((qemu.linuxFeatures() & (1L << VIRTIO_BLK_F_RO)) != 0, "VIRTIO_BLK_F_RO offered");
