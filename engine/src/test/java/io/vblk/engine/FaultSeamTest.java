@@ -27,7 +27,8 @@ import io.vblk.aio.ImageOptions;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.FaultPoints;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
+import io.vblk.vring.QueueState;
 
 /**
  * The fault model ({@link GuestFaults}) at every point of a request's life, deterministically:
@@ -196,9 +197,9 @@ class FaultSeamTest {
         java.lang.reflect.Field threads = BlockDevice.class.getDeclaredField("threadOfQueue");
         threads.setAccessible(true);
         IoThread thread = ((IoThread[]) threads.get(device))[q];
-        java.lang.reflect.Field pool = IoThread.class.getDeclaredField("pool");
-        pool.setAccessible(true);
-        return (RequestPool) pool.get(thread);
+        java.lang.reflect.Field dispatcher = IoThread.class.getDeclaredField("dispatcher");
+        dispatcher.setAccessible(true);
+        return ((RequestDispatcher) dispatcher.get(thread)).pool();
     }
 
     /** Adds [header][4 KiB data][status]; the data misaligned for O_DIRECT when {@code misaligned}. */

@@ -22,13 +22,13 @@ import io.vblk.engine.BlkRequestDescriptor;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.Interrupt;
 import io.vblk.engine.QueueCounters;
-import io.vblk.engine.QueueState;
+import io.vblk.vring.QueueState;
 import io.vblk.engine.ThreadingMode;
 import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * The guest fuzzer at full depth and beyond (issue 10): three queues sharing one I/O thread; each
@@ -127,14 +127,14 @@ class FullDepthFuzzTest {
                             assertTrue(heads[q][i] >= 0, "ring full at chain " + i + " of " + chains + ", " + where);
                         }
                         for (int i = 0; i < reoffers; i++) {
-                            d.offerRaw(heads[q][random.nextInt(chains)]);
+                            io.vblk.testkit.RingTamperer.of(d).offerRaw(heads[q][random.nextInt(chains)]);
                         }
                         expectedUsed[q] = chains + reoffers;
                     }
                     // Publish everything, then kick: one round of the I/O thread sees all of it.
                     for (int q = 0; q < QUEUES; q++) {
                         if (touched[q]) {
-                            drivers[q].writeAvailIdx(drivers[q].availIdx());
+                            io.vblk.testkit.RingTamperer.of(drivers[q]).writeAvailIdx(drivers[q].availIdx());
                         }
                     }
                     for (int q = 0; q < QUEUES; q++) {
