@@ -5,6 +5,7 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
 
+import org.agrona.concurrent.Agent;
 import org.agrona.concurrent.IdleStrategy;
 import org.agrona.concurrent.NanoClock;
 import org.agrona.concurrent.SystemNanoClock;
@@ -33,7 +34,7 @@ import io.vblk.sys.Linux;
  * then blocks in epoll on the kick eventfds, the back end's completion eventfd and its own
  * wake-up eventfd. The clock is injected, so a test can drive rounds directly, without threads.
  */
-final class IoThread implements Runnable, KernelSleep {
+final class IoThread implements Agent, Runnable, KernelSleep {
     private static final int TAG_WAKEUP = (1 << 16) + 1;
     /** Completion source {@code i} of the driver is tagged {@code TAG_COMPLETIONS + i}. */
     private static final int TAG_COMPLETIONS = 1 << 20;
@@ -142,6 +143,11 @@ final class IoThread implements Runnable, KernelSleep {
         return id;
     }
 
+    @Override
+    public String roleName() {
+        return thread != null ? thread.getName() : "io-thread-" + id;
+    }
+
     BlockDriver backend() {
         return backend;
     }
@@ -229,7 +235,8 @@ final class IoThread implements Runnable, KernelSleep {
      * {@code doWork()}. Never blocks; a test may call it directly on a thread that was never
      * started.
      */
-    int doWork() {
+    @Override
+    public int doWork() {
         int work = 0;
         try {
             inboxPoller.poll(inboxHandler);
