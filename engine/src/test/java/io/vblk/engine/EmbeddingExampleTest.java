@@ -21,7 +21,7 @@ import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.vring.QueueState;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 
 /** The README's embedding example, kept compiling and working. */
 class EmbeddingExampleTest {

@@ -7,6 +7,8 @@ import org.HdrHistogram.Histogram;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
 
+import io.vblk.testkit.RingTamperer;
+
 /**
  * {@link IoThread#doWork()} driven directly, as Aeron tests its agents: no thread runs, the test
  * calls the rounds and sets the time through the injected clock.
@@ -86,7 +88,7 @@ class IoThreadRoundTest {
     @DisplayName("a ring error found in a round quarantines the queue, reports it, and later rounds leave it alone")
     void ringErrorInARoundQuarantines() {
         try (RoundRig rig = new RoundRig(inline(), null)) {
-            rig.driver.offerRaw(RoundRig.QUEUE_SIZE + 3); // a head beyond the queue size (2.7.5.3)
+            RingTamperer.of(rig.driver).offerRaw(RoundRig.QUEUE_SIZE + 3); // a head beyond the queue size (2.7.5.3)
             rig.driver.publishAvail();
             rig.thread.doWork();
             assertEquals(QueueLifecycle.BROKEN, rig.queue.state);

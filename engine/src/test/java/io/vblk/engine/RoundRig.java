@@ -12,7 +12,7 @@ import io.vblk.block.RawDriver;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.vring.QueueState;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * One {@link IoThread} that is never started, one running queue and a guest driver in real

@@ -27,7 +27,7 @@ import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * The structure-aware guest fuzzer against the real device, in process. Queue 0 gets random and

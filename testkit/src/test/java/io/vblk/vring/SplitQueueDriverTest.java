@@ -11,6 +11,7 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.testkit.SplitQueueDriver;
 
 class SplitQueueDriverTest {
     private final Rig rig = Rig.create(8, false, true);

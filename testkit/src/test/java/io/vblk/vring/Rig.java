@@ -7,6 +7,8 @@ import io.vblk.hostmem.GuestMemory;
 import io.vblk.hostmem.GuestRegion;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
+import io.vblk.testkit.RingTamperer;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * A driver and a device on one queue in guarded guest memory (PROT_NONE pages around every
@@ -27,6 +29,8 @@ final class Rig implements AutoCloseable {
 
     final GuestMemory mem;
     final SplitQueueDriver driver;
+    /** Writes the rings verbatim: corrupt rings for the device to meet. */
+    final RingTamperer tamper;
     final SplitQueue queue;
     final DescriptorChain chain;
     final List<QueueError> reported = new ArrayList<>();
@@ -34,6 +38,7 @@ final class Rig implements AutoCloseable {
     private Rig(GuestMemory mem, SplitQueueDriver driver, int size, boolean eventIdx, boolean indirect) {
         this.mem = mem;
         this.driver = driver;
+        this.tamper = RingTamperer.of(driver);
         this.queue = new SplitQueue(3, 16, (index, e) -> reported.add(e));
         int rc = queue.activate(mem, size, driver.descGpa(), driver.availGpa(), driver.usedGpa(), eventIdx, indirect);
         if (rc != 0) {
@@ -69,7 +74,7 @@ final class Rig implements AutoCloseable {
 
     /** Offers a raw head and publishes it. */
     void offer(int head) {
-        driver.offerRaw(head);
+        tamper.offerRaw(head);
         driver.publishAvail();
     }
 

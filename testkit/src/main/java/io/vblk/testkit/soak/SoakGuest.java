@@ -1,10 +1,10 @@
-package io.vblk.daemon.soak;
+package io.vblk.testkit.soak;
 
 import org.agrona.UnsafeApi;
 
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * The soak's guest: one memfd of RAM, one split queue driven by a {@link SplitQueueDriver}, and

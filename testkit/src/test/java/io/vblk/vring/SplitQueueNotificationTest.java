@@ -8,6 +8,8 @@ import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
 
+import io.vblk.testkit.SplitQueueDriver;
+
 /** Notification suppression both ways, with and without EVENT_IDX, and batched used publishing. */
 class SplitQueueNotificationTest {
     private Rig rig;
@@ -133,8 +135,8 @@ class SplitQueueNotificationTest {
         popAll(6);
         rig.queue.addUsed(heads[0], 1);
         assertTrue(rig.queue.publishUsed(), "first publish after set-up");
-        rig.driver.writeUsedEvent(3); // interrupt me when entry 3 is written
-        rig.driver.writeAvailFlags(AvailRingDescriptor.F_NO_INTERRUPT); // must be ignored (2.7.7.2)
+        rig.tamper.writeUsedEvent(3); // interrupt me when entry 3 is written
+        rig.tamper.writeAvailFlags(AvailRingDescriptor.F_NO_INTERRUPT); // must be ignored (2.7.7.2)
         rig.queue.addUsed(heads[1], 1);
         assertFalse(rig.queue.publishUsed(), "used.idx 1 -> 2 does not pass 3");
         rig.queue.addUsed(heads[2], 1);

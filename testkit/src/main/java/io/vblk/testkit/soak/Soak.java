@@ -1,4 +1,4 @@
-package io.vblk.daemon.soak;
+package io.vblk.testkit.soak;
 
 import java.io.IOException;
 import java.io.PrintStream;
@@ -14,6 +14,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
 import java.util.concurrent.TimeUnit;
+
+import io.vblk.testkit.JvmFlags;
 
 /**
  * The soak (issue 7, item 6): {@code vblk serve} on a file image, driven for a chosen time by a
@@ -189,9 +191,11 @@ public final class Soak {
     /** {@code vblk serve} as its own JVM, from the classpath this one runs on. */
     private static Process startDaemon(Path dir, Path image, Path socket, String aio) throws IOException {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        List<String> cmd = new ArrayList<>(List.of(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-                "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false", "-Xmx512m",
-                "-cp", System.getProperty("java.class.path"), "io.vblk.daemon.Main",
+        List<String> cmd = new ArrayList<>(List.of(java));
+        cmd.addAll(JvmFlags.list());
+        // io.vblk.daemon.Main is on the class path at run time (scripts/soak puts vblk.jar there,
+        // the daemon module's SoakTest its own classes): the test kit does not depend on it.
+        cmd.addAll(List.of("-Xmx512m", "-cp", System.getProperty("java.class.path"), "io.vblk.daemon.Main",
                 "serve", "--image", image.toString(), "--socket", socket.toString()));
         if (aio != null) {
             cmd.addAll(List.of("--aio", aio));

@@ -1,4 +1,4 @@
-package io.vblk.vring;
+package io.vblk.testkit;
 
 import java.lang.invoke.VarHandle;
 import java.util.Objects;
@@ -6,13 +6,18 @@ import java.util.Objects;
 import org.agrona.UnsafeApi;
 
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.vring.AvailRingDescriptor;
+import io.vblk.vring.EventIndex;
+import io.vblk.vring.SplitQueue;
+import io.vblk.vring.UsedRingDescriptor;
+import io.vblk.vring.VirtqDescriptor;
 
 /**
  * The driver side of a split virtqueue, as a guest driver sees it, in guest memory: lays out and
  * initialises the rings, adds chains (direct, indirect, or direct followed by one indirect table)
  * for given buffers, publishes them with one avail.idx store per batch, kicks only when the device
- * asks (EVENT_IDX aware), and reaps used elements. Production code: tests, benchmarks and the
- * vhost-user load generator drive real devices with it.
+ * asks (EVENT_IDX aware), and reaps used elements. Tests, the soak, benchmarks and the vhost-user
+ * load generator drive real devices with it (the test kit: never in a production jar).
  *
  * <p>It trusts nothing the device writes: descriptor bookkeeping (free list, chain order) lives
  * in private arrays, never in guest memory, and a used element whose id is not an outstanding
@@ -21,9 +26,9 @@ import io.vblk.hostmem.GuestMemory;
  * <p>Single-threaded: one thread adds, publishes and reaps. Allocation-free after
  * {@link Builder#build()}.
  *
- * <p>For tests of the device there are raw writers ({@link #writeDescriptor}, {@link #offerRaw},
- * {@link #writeAvailIdx}, ...) that bypass the bookkeeping to build corrupt rings; do not mix
- * them with {@link #add} on the same descriptors.
+ * <p>Rings corrupted on purpose are built with a {@link RingTamperer}, which writes them verbatim
+ * and bypasses this driver's bookkeeping; the readers here ({@link #usedIdx()},
+ * {@link #usedId(int)}, ...) only look.
  */
 public final class SplitQueueDriver {
     /** {@link #add} result: not enough free descriptors. */
@@ -186,13 +191,6 @@ public final class SplitQueueDriver {
         return head;
     }
 
-    private static void putDescriptor(long table, int index, long addr, int len, int flags, int next) {
-        long d = table + VirtqDescriptor.offset(index);
-        UnsafeApi.putLong(d + VirtqDescriptor.ADDR_OFFSET, addr);
-        UnsafeApi.putInt(d + VirtqDescriptor.LEN_OFFSET, len);
-        UnsafeApi.putInt(d + VirtqDescriptor.FLAGS_OFFSET, (flags & 0xffff) | (next << 16));
-    }
-
     /**
      * Makes every chain added since the last publish visible with ONE avail.idx store, and says
      * whether the device wants a kick for them (2.7.10): with EVENT_IDX, if avail.idx passed
@@ -322,49 +320,7 @@ public final class SplitQueueDriver {
         return hostOf(memory, gpa, bytes, "buffer");
     }
 
-    // ---------------------------------------------------------------- raw access for tests
-
-    /** Writes descriptor {@code index} of the table verbatim. */
-    public void writeDescriptor(int index, long addr, int len, int flags, int next) {
-        Objects.checkIndex(index, size);
-        putDescriptor(desc, index, addr, len, flags, next);
-    }
-
-    /** Writes entry {@code entry} of a table at {@code tableGpa} (an indirect table) verbatim. */
-    public void writeTableDescriptor(long tableGpa, int entry, long addr, int len, int flags, int next) {
-        long host = hostOf(memory, tableGpa + (long) entry * VirtqDescriptor.LENGTH, VirtqDescriptor.LENGTH, "descriptor");
-        putDescriptor(host, 0, addr, len, flags, next);
-    }
-
-    /** Writes avail.ring[idx % size] verbatim. */
-    public void writeAvailRing(int idx, int head) {
-        UnsafeApi.putShort(avail + AvailRingDescriptor.entryOffset(idx & mask), (short) head);
-    }
-
-    /** Offers {@code head} at the next ring slot without bookkeeping (publish with {@link #publishAvail()}). */
-    public void offerRaw(int head) {
-        writeAvailRing(availIdx, head);
-        availIdx = (availIdx + 1) & 0xffff;
-    }
-
-    /** Stores avail.idx verbatim (release), and takes it as the driver's own. */
-    public void writeAvailIdx(int idx) {
-        VarHandle.releaseFence();
-        UnsafeApi.putShort(avail + AvailRingDescriptor.IDX_OFFSET, (short) idx);
-        availIdx = idx & 0xffff;
-        publishedAvail = availIdx;
-    }
-
-    /** Stores avail.flags verbatim. */
-    public void writeAvailFlags(int flags) {
-        availFlags = flags & 0xffff;
-        UnsafeApi.putShort(avail + AvailRingDescriptor.FLAGS_OFFSET, (short) flags);
-    }
-
-    /** Stores used_event verbatim. */
-    public void writeUsedEvent(int idx) {
-        UnsafeApi.putShort(usedEventAddress, (short) idx);
-    }
+    // ---------------------------------------------------------------- what the device wrote
 
     /** used.idx in guest memory (acquire). */
     public int usedIdx() {
@@ -450,6 +406,47 @@ public final class SplitQueueDriver {
     /** The guest memory the rings live in. */
     public GuestMemory memory() {
         return memory;
+    }
+
+    // ---------------------------------------------------------------- hooks for RingTamperer
+
+    /** Writes descriptor {@code index} of the table at host address {@code table} verbatim. */
+    static void putDescriptor(long table, int index, long addr, int len, int flags, int next) {
+        long d = table + VirtqDescriptor.offset(index);
+        UnsafeApi.putLong(d + VirtqDescriptor.ADDR_OFFSET, addr);
+        UnsafeApi.putInt(d + VirtqDescriptor.LEN_OFFSET, len);
+        UnsafeApi.putInt(d + VirtqDescriptor.FLAGS_OFFSET, (flags & 0xffff) | (next << 16));
+    }
+
+    long descHost() {
+        return desc;
+    }
+
+    long availHost() {
+        return avail;
+    }
+
+    long usedEventHost() {
+        return usedEventAddress;
+    }
+
+    long hostOf(long gpa, long bytes, String what) {
+        return hostOf(memory, gpa, bytes, what);
+    }
+
+    /** Takes {@code idx} as the next avail index (chains offered without bookkeeping). */
+    void takeAvailIdx(int idx) {
+        availIdx = idx & 0xffff;
+    }
+
+    /** Takes {@code idx} as published (avail.idx stored verbatim). */
+    void takePublished(int idx) {
+        availIdx = idx & 0xffff;
+        publishedAvail = availIdx;
+    }
+
+    void takeAvailFlags(int flags) {
+        availFlags = flags & 0xffff;
     }
 
     @Override

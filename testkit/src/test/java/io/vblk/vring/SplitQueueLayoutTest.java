@@ -12,6 +12,8 @@ import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
 
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.testkit.RingTamperer;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * The descriptor layouts real drivers produce for virtio-blk requests (virtio 1.2 2.7.4.1: the
@@ -191,8 +193,8 @@ class SplitQueueLayoutTest {
             SplitQueueDriver d = SplitQueueDriver.builder(mem).size(4).area(0, 0x100000).build();
             SplitQueue q = new SplitQueue(0, 8);
             assertEquals(0, q.activate(mem, 4, d.descGpa(), d.availGpa(), d.usedGpa(), false, false));
-            d.writeDescriptor(0, 4 * gib, (int) (3 * gib + 1), VirtqDescriptor.F_WRITE, 0);
-            d.offerRaw(0);
+            RingTamperer.of(d).writeDescriptor(0, 4 * gib, (int) (3 * gib + 1), VirtqDescriptor.F_WRITE, 0);
+            RingTamperer.of(d).offerRaw(0);
             d.publishAvail();
             DescriptorChain c = q.newChain();
             assertEquals(1, q.pop(c));

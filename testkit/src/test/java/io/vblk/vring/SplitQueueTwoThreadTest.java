@@ -16,6 +16,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * A driver thread and a device thread move 10 million requests through a 256-entry queue in
@@ -39,6 +40,8 @@ class SplitQueueTwoThreadTest {
     static final class Counters {
         long notificationsSent;
         long sleeps;
+        /** Times this side went to sleep (counted before it waits, so the other side can see it). */
+        volatile long sleepsStarted;
     }
 
     @ParameterizedTest(name = "EVENT_IDX {0}")
@@ -56,20 +59,20 @@ class SplitQueueTwoThreadTest {
 
             AtomicReference<Throwable> failure = new AtomicReference<>();
             Counters device = new Counters();
+            Counters driverSide = new Counters();
             Thread deviceThread = new Thread(() -> {
                 try {
-                    runDevice(queue, kick, call, device);
+                    runDevice(queue, kick, call, device, driverSide);
                 } catch (Throwable t) {
                     failure.compareAndSet(null, t);
                     call.signal(); // do not leave the driver waiting for the timeout
                 }
             }, "device");
             deviceThread.start();
-            Counters driverSide = new Counters();
             long start = System.nanoTime();
             BitSet done;
             try {
-                done = runDriver(driver, kick, call, driverSide, failure);
+                done = runDriver(driver, kick, call, driverSide, device, failure);
             } finally {
                 stop = true;
                 kick.signal();
@@ -97,15 +100,24 @@ class SplitQueueTwoThreadTest {
      */
     private static final long PAUSE_EVERY = 250_000;
 
-    private static void pause() {
-        try {
-            Thread.sleep(3);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+    /**
+     * Holds this side back until the other side has gone to sleep (bounded, 2 s): a fixed pause
+     * is not enough on a loaded machine, where the other thread may not run at all meanwhile.
+     */
+    private static void pause(Counters other) {
+        long before = other.sleepsStarted;
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(2);
+        while (other.sleepsStarted == before && System.nanoTime() < deadline) {
+            try {
+                Thread.sleep(1);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return;
+            }
         }
     }
 
-    private void runDevice(SplitQueue queue, EventFd kick, EventFd call, Counters c) {
+    private void runDevice(SplitQueue queue, EventFd kick, EventFd call, Counters c, Counters driverSide) {
         DescriptorChain chain = queue.newChain();
         long popped = 0;
         int[] batch = new int[SIZE];
@@ -129,7 +141,7 @@ class SplitQueueTwoThreadTest {
             if (n > 0) {
                 popped += n;
                 if (popped / PAUSE_EVERY != (popped - n) / PAUSE_EVERY) {
-                    pause(); // hold completions back so the driver runs dry and must sleep
+                    pause(driverSide); // hold completions back so the driver runs dry and must sleep
                 }
                 for (int i = n - 1; i >= 0; i--) { // complete out of order
                     queue.addUsed(batch[i], 9);
@@ -154,6 +166,7 @@ class SplitQueueTwoThreadTest {
                 queue.disableNotifications();
                 continue;
             }
+            c.sleepsStarted++;
             int woken = kick.await(WAKE_UP_TIMEOUT_MS);
             if (stop) {
                 return;
@@ -167,7 +180,7 @@ class SplitQueueTwoThreadTest {
         }
     }
 
-    private BitSet runDriver(SplitQueueDriver driver, EventFd kick, EventFd call, Counters c,
+    private BitSet runDriver(SplitQueueDriver driver, EventFd kick, EventFd call, Counters c, Counters device,
             AtomicReference<Throwable> failure) {
         int[] freeSlots = new int[SIZE];
         long[] hdr = new long[SIZE];
@@ -214,7 +227,7 @@ class SplitQueueTwoThreadTest {
             }
             if (progress && sequence / PAUSE_EVERY != lastPause) {
                 lastPause = sequence / PAUSE_EVERY;
-                pause(); // stop feeding the device so it runs dry and must sleep
+                pause(device); // stop feeding the device so it runs dry and must sleep
             }
             int id;
             while ((id = driver.reap()) >= 0) {
@@ -252,6 +265,7 @@ class SplitQueueTwoThreadTest {
                 driver.disableInterrupts();
                 continue;
             }
+            c.sleepsStarted++;
             int woken = call.await(WAKE_UP_TIMEOUT_MS);
             if (woken != 1) {
                 throw new AssertionError("driver: lost interrupt (waited " + WAKE_UP_TIMEOUT_MS + " ms with "

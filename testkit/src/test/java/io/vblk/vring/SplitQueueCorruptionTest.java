@@ -45,7 +45,7 @@ class SplitQueueCorruptionTest {
     }
 
     private void offerValid() {
-        rig.driver.writeDescriptor(0, buf, 16, 0, 0);
+        rig.tamper.writeDescriptor(0, buf, 16, 0, 0);
         rig.offer(0);
     }
 
@@ -53,7 +53,7 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.6.1/2.7.13: avail.idx more than queue size ahead of next_avail")
     void availIndexTooFarAhead() {
         offerValid();
-        rig.driver.writeAvailIdx(9); // size 8
+        rig.tamper.writeAvailIdx(9); // size 8
         assertQuarantined(QueueError.AVAIL_INDEX_AHEAD);
     }
 
@@ -62,7 +62,7 @@ class SplitQueueCorruptionTest {
     void availIndexDecremented() {
         offerValid();
         assertEquals(1, rig.pop());
-        rig.driver.writeAvailIdx(0);
+        rig.tamper.writeAvailIdx(0);
         assertQuarantined(QueueError.AVAIL_INDEX_AHEAD);
     }
 
@@ -70,8 +70,8 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.6.1: exactly queue size ahead is a full ring, not corruption")
     void availIndexExactlyQueueSizeAheadIsFine() {
         for (int i = 0; i < 8; i++) {
-            rig.driver.writeDescriptor(i, buf, 16, 0, 0);
-            rig.driver.offerRaw(i);
+            rig.tamper.writeDescriptor(i, buf, 16, 0, 0);
+            rig.tamper.offerRaw(i);
         }
         rig.driver.publishAvail();
         for (int i = 0; i < 8; i++) {
@@ -91,7 +91,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5: next index >= queue size")
     void nextOutOfRange() {
-        rig.driver.writeDescriptor(0, buf, 16, F_NEXT, 8);
+        rig.tamper.writeDescriptor(0, buf, 16, F_NEXT, 8);
         rig.offer(0);
         assertQuarantined(QueueError.NEXT_OUT_OF_RANGE);
     }
@@ -99,8 +99,8 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5.2/2.7.5.3.1: a loop in a direct chain (0 -> 1 -> 0)")
     void loopInDirectChain() {
-        rig.driver.writeDescriptor(0, buf, 16, F_NEXT, 1);
-        rig.driver.writeDescriptor(1, buf, 16, F_NEXT, 0);
+        rig.tamper.writeDescriptor(0, buf, 16, F_NEXT, 1);
+        rig.tamper.writeDescriptor(1, buf, 16, F_NEXT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.CHAIN_TOO_LONG);
     }
@@ -108,7 +108,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5.2: a descriptor chained to itself")
     void selfLoop() {
-        rig.driver.writeDescriptor(5, buf, 0, F_NEXT, 5);
+        rig.tamper.writeDescriptor(5, buf, 0, F_NEXT, 5);
         rig.offer(5);
         assertQuarantined(QueueError.CHAIN_TOO_LONG);
     }
@@ -117,7 +117,7 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3.1: a chain of exactly queue size descriptors is fine")
     void chainOfQueueSizeIsFine() {
         for (int i = 0; i < 8; i++) {
-            rig.driver.writeDescriptor(i, buf + i * 16, 16, i < 7 ? F_NEXT : 0, i + 1);
+            rig.tamper.writeDescriptor(i, buf + i * 16, 16, i < 7 ? F_NEXT : 0, i + 1);
         }
         rig.offer(0);
         assertEquals(1, rig.pop());
@@ -128,8 +128,8 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.4.2: device-readable descriptor after a device-writable one")
     void readableAfterWritable() {
-        rig.driver.writeDescriptor(0, buf, 16, F_WRITE | F_NEXT, 1);
-        rig.driver.writeDescriptor(1, buf + 16, 16, 0, 0);
+        rig.tamper.writeDescriptor(0, buf, 16, F_WRITE | F_NEXT, 1);
+        rig.tamper.writeDescriptor(1, buf + 16, 16, 0, 0);
         rig.offer(0);
         assertQuarantined(QueueError.READABLE_AFTER_WRITABLE);
     }
@@ -138,9 +138,9 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.4.2: readable after writable inside an indirect table")
     void readableAfterWritableInIndirectTable() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeTableDescriptor(table, 0, buf, 16, F_WRITE | F_NEXT, 1);
-        rig.driver.writeTableDescriptor(table, 1, buf, 16, 0, 0);
-        rig.driver.writeDescriptor(0, table, 32, F_INDIRECT, 0);
+        rig.tamper.writeTableDescriptor(table, 0, buf, 16, F_WRITE | F_NEXT, 1);
+        rig.tamper.writeTableDescriptor(table, 1, buf, 16, 0, 0);
+        rig.tamper.writeDescriptor(0, table, 32, F_INDIRECT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.READABLE_AFTER_WRITABLE);
     }
@@ -148,7 +148,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5: buffer starting outside guest memory (in the hole)")
     void bufferInHole() {
-        rig.driver.writeDescriptor(0, Rig.HOLE + 512, 16, 0, 0);
+        rig.tamper.writeDescriptor(0, Rig.HOLE + 512, 16, 0, 0);
         rig.offer(0);
         assertQuarantined(QueueError.BUFFER_NOT_MAPPED);
     }
@@ -156,7 +156,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5: buffer running off the end of guest memory into the hole")
     void bufferRunningIntoHole() {
-        rig.driver.writeDescriptor(0, Rig.HOLE - 8, 16, 0, 0);
+        rig.tamper.writeDescriptor(0, Rig.HOLE - 8, 16, 0, 0);
         rig.offer(0);
         assertQuarantined(QueueError.BUFFER_NOT_MAPPED);
     }
@@ -164,7 +164,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5: addr + len wrapping past 2^64 back to guest address 0")
     void bufferWrappingTheAddressSpace() {
-        rig.driver.writeDescriptor(0, -16L, 32, 0, 0);
+        rig.tamper.writeDescriptor(0, -16L, 32, 0, 0);
         rig.offer(0);
         assertQuarantined(QueueError.BUFFER_NOT_MAPPED);
     }
@@ -172,7 +172,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5: a 4 GiB - 1 length from inside a region")
     void hugeLength() {
-        rig.driver.writeDescriptor(0, buf, -1, F_WRITE, 0);
+        rig.tamper.writeDescriptor(0, buf, -1, F_WRITE, 0);
         rig.offer(0);
         assertQuarantined(QueueError.BUFFER_NOT_MAPPED);
     }
@@ -180,7 +180,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5: device-writable buffer in read-only guest memory")
     void writableBufferInReadOnlyRegion() {
-        rig.driver.writeDescriptor(0, Rig.READ_ONLY, 16, F_WRITE, 0);
+        rig.tamper.writeDescriptor(0, Rig.READ_ONLY, 16, F_WRITE, 0);
         rig.offer(0);
         assertQuarantined(QueueError.BUFFER_READ_ONLY);
     }
@@ -188,7 +188,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5: device-readable buffer in read-only guest memory is fine")
     void readableBufferInReadOnlyRegionIsFine() {
-        rig.driver.writeDescriptor(0, Rig.READ_ONLY, 16, 0, 0);
+        rig.tamper.writeDescriptor(0, Rig.READ_ONLY, 16, 0, 0);
         rig.offer(0);
         assertEquals(1, rig.pop());
         assertEquals(List.of("R 0x300000+16"), rig.segments());
@@ -200,8 +200,8 @@ class SplitQueueCorruptionTest {
         rig.close();
         rig = Rig.create(8, false, false);
         long table = rig.driver.allocate(16, 16);
-        rig.driver.writeTableDescriptor(table, 0, table, 16, 0, 0);
-        rig.driver.writeDescriptor(0, table, 16, F_INDIRECT, 0);
+        rig.tamper.writeTableDescriptor(table, 0, table, 16, 0, 0);
+        rig.tamper.writeDescriptor(0, table, 16, F_INDIRECT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_NOT_NEGOTIATED);
     }
@@ -210,7 +210,7 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3: indirect table length not a multiple of 16")
     void indirectLengthNotMultipleOf16() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeDescriptor(0, table, 24, F_INDIRECT, 0);
+        rig.tamper.writeDescriptor(0, table, 24, F_INDIRECT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_BAD_LENGTH);
     }
@@ -219,7 +219,7 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3: indirect table of length 0")
     void indirectLengthZero() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeDescriptor(0, table, 0, F_INDIRECT, 0);
+        rig.tamper.writeDescriptor(0, table, 0, F_INDIRECT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_BAD_LENGTH);
     }
@@ -227,7 +227,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7/2.7.5.3: indirect table of more than 32768 entries")
     void indirectTooLarge() {
-        rig.driver.writeDescriptor(0, 0, 32769 * 16, F_INDIRECT, 0);
+        rig.tamper.writeDescriptor(0, 0, 32769 * 16, F_INDIRECT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_TOO_LARGE);
     }
@@ -236,8 +236,8 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3.1: INDIRECT inside an indirect table")
     void nestedIndirect() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeTableDescriptor(table, 0, table, 16, F_INDIRECT, 0);
-        rig.driver.writeDescriptor(0, table, 16, F_INDIRECT, 0);
+        rig.tamper.writeTableDescriptor(table, 0, table, 16, F_INDIRECT, 0);
+        rig.tamper.writeDescriptor(0, table, 16, F_INDIRECT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_NESTED);
     }
@@ -246,9 +246,9 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3.1: INDIRECT and NEXT on the same descriptor")
     void indirectWithNext() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeTableDescriptor(table, 0, buf, 16, 0, 0);
-        rig.driver.writeDescriptor(0, table, 16, F_INDIRECT | F_NEXT, 1);
-        rig.driver.writeDescriptor(1, buf, 16, 0, 0);
+        rig.tamper.writeTableDescriptor(table, 0, buf, 16, 0, 0);
+        rig.tamper.writeDescriptor(0, table, 16, F_INDIRECT | F_NEXT, 1);
+        rig.tamper.writeDescriptor(1, buf, 16, 0, 0);
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_WITH_NEXT);
     }
@@ -256,7 +256,7 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("virtio 1.2 2.7.5.3: indirect table outside guest memory")
     void indirectTableNotMapped() {
-        rig.driver.writeDescriptor(0, Rig.HOLE - 16, 32, F_INDIRECT, 0);
+        rig.tamper.writeDescriptor(0, Rig.HOLE - 16, 32, F_INDIRECT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_TABLE_NOT_MAPPED);
     }
@@ -265,8 +265,8 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3: next beyond the indirect table's entries")
     void indirectNextOutOfRange() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeTableDescriptor(table, 0, buf, 16, F_NEXT, 2);
-        rig.driver.writeDescriptor(0, table, 32, F_INDIRECT, 0); // 2 entries: next 2 is out
+        rig.tamper.writeTableDescriptor(table, 0, buf, 16, F_NEXT, 2);
+        rig.tamper.writeDescriptor(0, table, 32, F_INDIRECT, 0); // 2 entries: next 2 is out
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_NEXT_OUT_OF_RANGE);
     }
@@ -275,9 +275,9 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3: a loop inside an indirect table")
     void loopInIndirectTable() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeTableDescriptor(table, 0, buf, 16, F_NEXT, 1);
-        rig.driver.writeTableDescriptor(table, 1, buf, 16, F_NEXT, 0);
-        rig.driver.writeDescriptor(0, table, 32, F_INDIRECT, 0);
+        rig.tamper.writeTableDescriptor(table, 0, buf, 16, F_NEXT, 1);
+        rig.tamper.writeTableDescriptor(table, 1, buf, 16, F_NEXT, 0);
+        rig.tamper.writeDescriptor(0, table, 32, F_INDIRECT, 0);
         rig.offer(0);
         assertQuarantined(QueueError.INDIRECT_CHAIN_TOO_LONG);
     }
@@ -286,9 +286,9 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3.2: the WRITE flag of the descriptor pointing to a table is ignored")
     void writeFlagOnPointingDescriptorIsIgnored() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeTableDescriptor(table, 0, buf, 16, F_NEXT, 1);
-        rig.driver.writeTableDescriptor(table, 1, buf + 16, 1, F_WRITE, 0);
-        rig.driver.writeDescriptor(0, table, 32, F_INDIRECT | F_WRITE, 0);
+        rig.tamper.writeTableDescriptor(table, 0, buf, 16, F_NEXT, 1);
+        rig.tamper.writeTableDescriptor(table, 1, buf + 16, 1, F_WRITE, 0);
+        rig.tamper.writeDescriptor(0, table, 32, F_INDIRECT | F_WRITE, 0);
         rig.offer(0);
         assertEquals(1, rig.pop());
         assertEquals(List.of(String.format("R 0x%x+16", buf), String.format("W 0x%x+1", buf + 16)), rig.segments());
@@ -300,10 +300,10 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3.2: direct descriptors followed by one indirect table")
     void directThenIndirect() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeTableDescriptor(table, 0, buf + 16, 4096 - 32, F_WRITE | F_NEXT, 1);
-        rig.driver.writeTableDescriptor(table, 1, buf + 4096 - 1, 1, F_WRITE, 0);
-        rig.driver.writeDescriptor(6, buf, 16, F_NEXT, 2);
-        rig.driver.writeDescriptor(2, table, 32, F_INDIRECT, 0);
+        rig.tamper.writeTableDescriptor(table, 0, buf + 16, 4096 - 32, F_WRITE | F_NEXT, 1);
+        rig.tamper.writeTableDescriptor(table, 1, buf + 4096 - 1, 1, F_WRITE, 0);
+        rig.tamper.writeDescriptor(6, buf, 16, F_NEXT, 2);
+        rig.tamper.writeDescriptor(2, table, 32, F_INDIRECT, 0);
         rig.offer(6);
         assertEquals(1, rig.pop());
         assertEquals(6, rig.chain.head());
@@ -316,10 +316,10 @@ class SplitQueueCorruptionTest {
     @DisplayName("virtio 1.2 2.7.5.3: the indirect chain starts at entry 0, whatever the table order")
     void indirectChainStartsAtEntryZero() {
         long table = rig.driver.allocate(64, 16);
-        rig.driver.writeTableDescriptor(table, 0, buf, 16, F_NEXT, 2);
-        rig.driver.writeTableDescriptor(table, 1, Rig.HOLE, 16, 0, 0); // never reached
-        rig.driver.writeTableDescriptor(table, 2, buf + 16, 8, F_WRITE, 0);
-        rig.driver.writeDescriptor(0, table, 48, F_INDIRECT, 0);
+        rig.tamper.writeTableDescriptor(table, 0, buf, 16, F_NEXT, 2);
+        rig.tamper.writeTableDescriptor(table, 1, Rig.HOLE, 16, 0, 0); // never reached
+        rig.tamper.writeTableDescriptor(table, 2, buf + 16, 8, F_WRITE, 0);
+        rig.tamper.writeDescriptor(0, table, 48, F_INDIRECT, 0);
         rig.offer(0);
         assertEquals(1, rig.pop());
         assertEquals(2, rig.chain.segmentCount());
@@ -328,9 +328,9 @@ class SplitQueueCorruptionTest {
     @Test
     @DisplayName("zero-length descriptors are skipped, and still count for the chain length and order")
     void zeroLengthDescriptors() {
-        rig.driver.writeDescriptor(0, Rig.HOLE, 0, F_NEXT, 1); // addresses nothing: not checked
-        rig.driver.writeDescriptor(1, buf, 16, F_NEXT, 2);
-        rig.driver.writeDescriptor(2, 0, 0, F_WRITE, 0);
+        rig.tamper.writeDescriptor(0, Rig.HOLE, 0, F_NEXT, 1); // addresses nothing: not checked
+        rig.tamper.writeDescriptor(1, buf, 16, F_NEXT, 2);
+        rig.tamper.writeDescriptor(2, 0, 0, F_WRITE, 0);
         rig.offer(0);
         assertEquals(1, rig.pop());
         assertEquals(List.of(String.format("R 0x%x+16", buf)), rig.segments());
@@ -349,10 +349,10 @@ class SplitQueueCorruptionTest {
     @DisplayName("a chain with more segments than the view holds pops whole, flagged, last segment kept")
     void overflowingChainKeepsItsLastSegment() {
         DescriptorChain small = new DescriptorChain(2);
-        rig.driver.writeDescriptor(0, buf, 16, F_NEXT, 1);
-        rig.driver.writeDescriptor(1, buf + 16, 512, F_WRITE | F_NEXT, 2);
-        rig.driver.writeDescriptor(2, buf + 528, 512, F_WRITE | F_NEXT, 3);
-        rig.driver.writeDescriptor(3, buf + 1040, 1, F_WRITE, 0);
+        rig.tamper.writeDescriptor(0, buf, 16, F_NEXT, 1);
+        rig.tamper.writeDescriptor(1, buf + 16, 512, F_WRITE | F_NEXT, 2);
+        rig.tamper.writeDescriptor(2, buf + 528, 512, F_WRITE | F_NEXT, 3);
+        rig.tamper.writeDescriptor(3, buf + 1040, 1, F_WRITE, 0);
         rig.offer(0);
         assertEquals(1, rig.queue.pop(small));
         assertTrue(small.overflowed());

@@ -1,4 +1,4 @@
-package io.vblk.vhost;
+package io.vblk.testkit;
 
 import java.util.ArrayList;
 import java.util.List;
@@ -19,16 +19,22 @@ import io.vblk.sys.Native;
  *  guest:  gpa 0 (low: data buffers)   gpa 4 GiB (high: rings and request headers)
  * </pre>
  */
-final class TestGuest implements AutoCloseable {
-    static final long REGION_BYTES = 4L << 20;
-    static final long LOW_GPA = 0;
-    static final long HIGH_GPA = 4L << 30;
+public final class TestGuest implements AutoCloseable {
+    /** Bytes of each region. */
+    public static final long REGION_BYTES = 4L << 20;
+    /** Guest address of the low region (data buffers). */
+    public static final long LOW_GPA = 0;
+    /** Guest address of the high region (rings and request headers). */
+    public static final long HIGH_GPA = 4L << 30;
 
-    final int fd;
-    final GuestMemory memory;
+    /** The memfd of the guest's RAM (the frontend sends it with the memory table). */
+    public final int fd;
+    /** The guest's RAM as this process maps it. */
+    public final GuestMemory memory;
     private final List<BlkQueue> queues = new ArrayList<>();
 
-    TestGuest() {
+    /** Creates the memfd and maps both regions. */
+    public TestGuest() {
         fd = Memfd.create("test-guest", 2 * REGION_BYTES);
         memory = GuestMemory.builder()
                 .addRegion(LOW_GPA, REGION_BYTES, fd, 0, 0, false)
@@ -37,17 +43,17 @@ final class TestGuest implements AutoCloseable {
     }
 
     /** The regions as the protocol describes them (user address = where this process mapped them). */
-    TestFrontend.Region[] regions() {
-        TestFrontend.Region[] r = new TestFrontend.Region[memory.regionCount()];
+    public VhostUserFrontend.Region[] regions() {
+        VhostUserFrontend.Region[] r = new VhostUserFrontend.Region[memory.regionCount()];
         for (int i = 0; i < r.length; i++) {
             GuestRegion g = memory.region(i);
-            r[i] = new TestFrontend.Region(g.guestAddress(), g.size(), g.hostAddress(), g.fdOffset());
+            r[i] = new VhostUserFrontend.Region(g.guestAddress(), g.size(), g.hostAddress(), g.fdOffset());
         }
         return r;
     }
 
     /** The frontend's virtual address of {@code gpa}. */
-    long user(long gpa) {
+    public long user(long gpa) {
         return memory.hostAddress(gpa, 1, false);
     }
 
@@ -55,14 +61,15 @@ final class TestGuest implements AutoCloseable {
      * A driver for queue {@code q} whose rings lie at 256 KiB steps in high memory, with data
      * buffers at 256 KiB steps in low memory.
      */
-    BlkQueue queue(int q, int size, boolean eventIdx) {
+    public BlkQueue queue(int q, int size, boolean eventIdx) {
         return queue(q, size, eventIdx, q);
     }
 
     /** A driver for queue {@code q} in ring area {@code slot} (0 to 15): a driver that moves its rings uses another slot. */
-    BlkQueue queue(int q, int size, boolean eventIdx, int slot) {
-        BlkQueue b = new BlkQueue(this, q, size, eventIdx, HIGH_GPA + slot * (256L << 10), 256L << 10,
-                LOW_GPA + (1L << 20) + slot * (128L << 10));
+    public BlkQueue queue(int q, int size, boolean eventIdx, int slot) {
+        SplitQueueDriver driver = SplitQueueDriver.builder(memory).size(size).eventIdx(eventIdx)
+                .area(HIGH_GPA + slot * (256L << 10), 256L << 10).build();
+        BlkQueue b = new BlkQueue(memory, q, driver, LOW_GPA + (1L << 20) + slot * (128L << 10));
         queues.add(b);
         return b;
     }

@@ -1,11 +1,14 @@
-package io.vblk.daemon.soak;
+package io.vblk.testkit.soak;
 
 import java.io.PrintStream;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.util.ArrayDeque;
 import java.util.Random;
 
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * The soak's frontend and guest together: keeps {@code depth} tagged one-block reads and writes
@@ -32,7 +35,7 @@ final class SoakWorkload implements AutoCloseable {
     private final long[] blockOfSlot;
     private final int[] typeOfSlot;
     private final long[] tagOfSlot;
-    private SoakFrontend frontend;
+    private VhostUserFrontend frontend;
     private long features;
     private long nextTag;
     private int inFlight;
@@ -66,22 +69,25 @@ final class SoakWorkload implements AutoCloseable {
 
     /** Connects and runs the start-up QEMU does, the ring starting at {@code used.idx} (never assumed 0). */
     void connect() throws InterruptedException {
-        frontend = SoakFrontend.connect(socket, 30_000);
-        features = frontend.getU64(SoakFrontend.GET_FEATURES);
-        if ((features & SoakFrontend.F_PROTOCOL_FEATURES) == 0) {
+        frontend = VhostUserFrontend.connect(socket, 30_000);
+        frontend.replyTimeoutMs(30_000);
+        features = frontend.getU64(VhostUserFrontend.GET_FEATURES);
+        if ((features & VhostUserFrontend.F_PROTOCOL_FEATURES) == 0) {
             throw new IllegalStateException("the backend does not offer PROTOCOL_FEATURES");
         }
-        long pf = frontend.getU64(SoakFrontend.GET_PROTOCOL_FEATURES) & (SoakFrontend.PF_REPLY_ACK | SoakFrontend.PF_CONFIG);
-        frontend.setU64(SoakFrontend.SET_PROTOCOL_FEATURES, pf);
-        frontend.useReplyAck((pf & SoakFrontend.PF_REPLY_ACK) != 0);
-        frontend.request(SoakFrontend.SET_OWNER);
-        frontend.setVringFd(SoakFrontend.SET_VRING_CALL, 0, guest.call.fd());
-        frontend.setVringFd(SoakFrontend.SET_VRING_ERR, 0, guest.err.fd());
-        long capacity = frontend.capacitySectors();
+        long pf = frontend.getU64(VhostUserFrontend.GET_PROTOCOL_FEATURES)
+                & (VhostUserFrontend.PF_REPLY_ACK | VhostUserFrontend.PF_CONFIG);
+        frontend.setU64(VhostUserFrontend.SET_PROTOCOL_FEATURES, pf);
+        frontend.useReplyAck((pf & VhostUserFrontend.PF_REPLY_ACK) != 0);
+        frontend.request(VhostUserFrontend.SET_OWNER);
+        frontend.setVringFd(VhostUserFrontend.SET_VRING_CALL, 0, guest.call.fd());
+        frontend.setVringFd(VhostUserFrontend.SET_VRING_ERR, 0, guest.err.fd());
+        long capacity = ByteBuffer.wrap(frontend.getConfig(VhostUserFrontend.BLK_CONFIG_LENGTH))
+                .order(ByteOrder.LITTLE_ENDIAN).getLong(0); // virtio_blk_config.capacity, in sectors
         if (capacity < blocks * SoakGuest.SECTORS_PER_BLOCK) {
             throw new IllegalStateException("the disk has " + capacity + " sectors, the soak needs " + blocks * SoakGuest.SECTORS_PER_BLOCK);
         }
-        frontend.setU64(SoakFrontend.SET_FEATURES, features);
+        frontend.setU64(VhostUserFrontend.SET_FEATURES, features);
         frontend.setMemTable(0, guest.memoryBytes(), guest.user(0), 0, guest.memfd());
         // The previous connection's teardown is over (this one is being served): used.idx is final.
         startRing(guest.driver.usedIdx());
@@ -89,11 +95,11 @@ final class SoakWorkload implements AutoCloseable {
 
     private void startRing(int base) {
         SplitQueueDriver d = guest.driver;
-        frontend.setVringState(SoakFrontend.SET_VRING_NUM, 0, d.size());
-        frontend.setVringState(SoakFrontend.SET_VRING_BASE, 0, base);
+        frontend.setVringState(VhostUserFrontend.SET_VRING_NUM, 0, d.size());
+        frontend.setVringState(VhostUserFrontend.SET_VRING_BASE, 0, base);
         frontend.setVringAddr(0, guest.user(d.descGpa()), guest.user(d.usedGpa()), guest.user(d.availGpa()));
-        frontend.setVringFd(SoakFrontend.SET_VRING_KICK, 0, guest.kick.fd());
-        frontend.setVringState(SoakFrontend.SET_VRING_ENABLE, 0, 1);
+        frontend.setVringFd(VhostUserFrontend.SET_VRING_KICK, 0, guest.kick.fd());
+        frontend.setVringState(VhostUserFrontend.SET_VRING_ENABLE, 0, 1);
         // Requests published while the ring was stopped: a driver's next kick (the device may
         // have asked not to be kicked when it stopped).
         guest.kick.signal();
@@ -105,7 +111,7 @@ final class SoakWorkload implements AutoCloseable {
      * from the base.
      */
     void stopAndResume() {
-        frontend.setVringState(SoakFrontend.SET_VRING_ENABLE, 0, 0);
+        frontend.setVringState(VhostUserFrontend.SET_VRING_ENABLE, 0, 0);
         int base = frontend.getVringBase(0);
         reapReady();
         int used = guest.driver.usedIdx();
@@ -242,7 +248,7 @@ final class SoakWorkload implements AutoCloseable {
 
     /** Stops the ring as QEMU does at a device reset, and hangs up. */
     void stop() {
-        frontend.setVringState(SoakFrontend.SET_VRING_ENABLE, 0, 0);
+        frontend.setVringState(VhostUserFrontend.SET_VRING_ENABLE, 0, 0);
         frontend.getVringBase(0);
         frontend.close();
     }
