@@ -150,6 +150,13 @@ class FaultSeamTest {
                 DeviceQueue dq = queue(device, 0);
                 assertEquals(0, dq.inflight, "queue 0's in-flight count");
                 RequestPool pool = pool(device, 0);
+                // In dedicated mode a finished slot travels back through the return queue, which
+                // the I/O thread drains at its next round: wait (bounded) for it; a leaked slot
+                // never comes back.
+                long poolDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (pool.available() != pool.size() && System.nanoTime() < poolDeadline) {
+                    Thread.sleep(1);
+                }
                 assertEquals(pool.size(), pool.available(), "every request slot of the I/O thread is back in the pool");
                 assertEquals(S_OK, roundTrip(q1, kick1, irq1, T_IN, false));
                 assertEquals(List.of(0), broken);
