@@ -163,6 +163,11 @@ final class BenchOptions {
             description = "contention rows: repeats per cell, order rotated each repeat, the best kept (default ${DEFAULT-VALUE})")
     int bestOf;
 
+    @Option(names = "--serve-cmd-b", paramLabel = "CMD", description = {"contention rows: a second vblk serve (another build, "
+            + "e.g. java -jar OTHER/daemon/target/vblk.jar serve) measured as vblk-b in the same cells, alternating with the "
+            + "others, so two builds meet the same load"})
+    String serveCommandB;
+
     @Option(names = "--fio-batch", paramLabel = "N", defaultValue = "32",
             description = "fio's iodepth_batch_submit / _complete_max (default ${DEFAULT-VALUE})")
     int fioBatch;
@@ -314,6 +319,9 @@ final class BenchOptions {
             }
         } else if (contention) {
             throw usageError("--contention adds rows to --compare: give --compare too");
+        }
+        if (serveCommandB != null && (!compare || !only.contains("contention"))) {
+            throw usageError("--serve-cmd-b is for the contention rows: give --compare --contention (or --only contention)");
         }
         for (String o : List.of("--socket", "--backend-pid", "--daemon")) {
             if (given(o) && !"vhost-user".equals(mode)) {

@@ -94,6 +94,7 @@ class BenchOptionsTest {
         assertEquals(List.of("contention"), c.only);
         assertEquals(3, c.bestOf);
         assertEquals(List.of("dataplane", "fio", "vhost", "wait", "contention"), parse("--compare", "--contention").only);
+        assertEquals("java -jar b.jar serve", parse("--compare", "--contention", "--serve-cmd-b", "java -jar b.jar serve").serveCommandB);
     }
 
     @Test
@@ -120,7 +121,8 @@ class BenchOptionsTest {
         "--guest sometimes|--guest must be block or poll", "--queues|Missing required parameter for option '--queues'",
         "--size 10|--size must be at least 4096", "--best-of 0|--best-of must be 1 to 100", "--only everything|--only must be",
         "--socket /s|--socket needs --mode vhost-user", "--rw randwrite --image /x|add --allow-writes",
-        "--queues lots|'lots'", "--compare --backend null|one file back end", "--rate 0|--rate must be 1 to"})
+        "--queues lots|'lots'", "--compare --backend null|one file back end", "--rate 0|--rate must be 1 to",
+        "--serve-cmd-b x|--serve-cmd-b is for the contention rows"})
     void aBadValueIsOneLineAndStatus2(String caseText) {
         String[] parts = caseText.split("\\|");
         Outcome r = run(parts[0].split(" "));
