@@ -28,7 +28,7 @@ import io.vblk.daemon.Version;
  */
 @Command(name = "bench", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
         usageHelpWidth = 110,
-        customSynopsis = {"Usage: vblk bench [options]             a short default profile, or the workload the options give",
+        customSynopsis = {"vblk bench [options]             a short default profile, or the workload the options give",
             "       vblk bench --compare [options]   vblk against its contenders, alternating them", ""},
         description = {"Benchmarks the data plane: a short default profile, the workload the options give, or (--compare) vblk "
             + "against its contenders, alternating them.",

@@ -33,7 +33,7 @@ final class BenchOptions {
 
     // ------------------------------------------------------------------ workload
 
-    @Option(names = "--rw", split = ",", paramLabel = "LIST", defaultValue = "randread", converter = RwConverter.class,
+    @Option(names = "--rw", split = ",", paramLabel = "MODE", defaultValue = "randread", converter = RwConverter.class,
             description = "randread, randwrite, read, write, randrw (default ${DEFAULT-VALUE})")
     List<RwMode> rw;
 
@@ -41,11 +41,11 @@ final class BenchOptions {
             description = "percentage of reads in randrw (default ${DEFAULT-VALUE})")
     int readPercent;
 
-    @Option(names = "--bs", split = ",", paramLabel = "LIST", defaultValue = "4k", converter = ByteSizeConverter.class,
+    @Option(names = "--bs", split = ",", paramLabel = "SIZE", defaultValue = "4k", converter = ByteSizeConverter.class,
             description = "request size: 4k, 64k, 1m ... a multiple of 512 (default ${DEFAULT-VALUE})")
     List<Long> bs;
 
-    @Option(names = "--iodepth", split = ",", paramLabel = "LIST", defaultValue = "32,128",
+    @Option(names = "--iodepth", split = ",", paramLabel = "N", defaultValue = "32,128",
             description = "requests in flight per queue (with --rate: at most) (default ${DEFAULT-VALUE})")
     List<Integer> iodepth;
 
@@ -120,15 +120,15 @@ final class BenchOptions {
 
     // ------------------------------------------------------------------ engine
 
-    @Option(names = "--backend", split = ",", paramLabel = "LIST", defaultValue = "io_uring", converter = BackendConverter.class,
+    @Option(names = "--backend", split = ",", paramLabel = "NAME", defaultValue = "io_uring", converter = BackendConverter.class,
             description = "io_uring, linux-aio, threads, null (default ${DEFAULT-VALUE})")
     List<BackendKind> backends;
 
-    @Option(names = "--wait", split = ",", paramLabel = "LIST", defaultValue = "adaptive", converter = WaitConverter.class,
+    @Option(names = "--wait", split = ",", paramLabel = "NAME", defaultValue = "adaptive", converter = WaitConverter.class,
             description = "adaptive, blocking, sleeping, yielding, busy-spin (default ${DEFAULT-VALUE})")
     List<WaitStrategy> waits;
 
-    @Option(names = "--threading", split = ",", paramLabel = "LIST", defaultValue = "shared", converter = ThreadingConverter.class,
+    @Option(names = "--threading", split = ",", paramLabel = "NAME", defaultValue = "shared", converter = ThreadingConverter.class,
             description = "shared, dedicated (default ${DEFAULT-VALUE}; embedded only)")
     List<ThreadingMode> threadings;
 
@@ -151,7 +151,7 @@ final class BenchOptions {
             + "idle and with 1 and 2 competing busy processes): 27 x --best-of runs, about 6 minutes more"})
     boolean contention;
 
-    @Option(names = "--only", split = ",", paramLabel = "LIST", defaultValue = "dataplane,fio,vhost,wait",
+    @Option(names = "--only", split = ",", paramLabel = "GROUP", defaultValue = "dataplane,fio,vhost,wait",
             description = "groups to run: dataplane, fio, vhost, wait, contention (default ${DEFAULT-VALUE})")
     List<String> only;
 
