@@ -5,6 +5,7 @@ import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
 
+import org.agrona.concurrent.Agent;
 import org.agrona.concurrent.IdleStrategy;
 import org.agrona.concurrent.NanoClock;
 import org.agrona.concurrent.SystemNanoClock;
@@ -14,16 +15,14 @@ import com.lmax.disruptor.RingBuffer;
 import com.lmax.disruptor.YieldingWaitStrategy;
 
 import io.vblk.block.BlockDriver;
-import io.vblk.sys.Epoll;
-import io.vblk.sys.EventFd;
-import io.vblk.sys.Linux;
 
 /**
  * One data-plane thread (QEMU's iothread), an Agrona-style agent: it owns a set of queues and one
  * back end, and runs {@link #doWork()} rounds, each followed by its {@link IdleStrategy} (chosen
  * by the {@link WaitStrategy}). Its state is split by owner: the {@link RequestDispatcher} (pool,
  * parser, chain, throttle), the {@link CompletionRoute} (inline, or a dedicated completion thread
- * with its ring and return queue) and, here, the inbox, the epoll set and the sleep protocol.
+ * with its ring and return queue), the {@link EpollWait} (the epoll set it sleeps in) and, here,
+ * the inbox, the sleep protocol and the control commands.
  *
  * <p>A round: drain the inbox ring (kicks and control commands, published by other threads into
  * a Disruptor ring), take back requests finished elsewhere, reap finished operations, pop every
@@ -33,10 +32,7 @@ import io.vblk.sys.Linux;
  * then blocks in epoll on the kick eventfds, the back end's completion eventfd and its own
  * wake-up eventfd. The clock is injected, so a test can drive rounds directly, without threads.
  */
-final class IoThread implements Runnable, KernelSleep {
-    private static final int TAG_WAKEUP = (1 << 16) + 1;
-    /** Completion source {@code i} of the driver is tagged {@code TAG_COMPLETIONS + i}. */
-    private static final int TAG_COMPLETIONS = 1 << 20;
+final class IoThread implements Agent, Runnable, KernelSleep {
     private static final int INBOX_SIZE = 4096;
     /** {@link #prepareSleep()}: there is work, do not sleep. */
     static final int WAKE_NOW = -2;
@@ -49,15 +45,13 @@ final class IoThread implements Runnable, KernelSleep {
     private final RequestDispatcher dispatcher;
     private final CompletionRoute route;
     private final IdleStrategy idle;
-    private final Epoll epoll;
-    private final EventFd wakeup;
+    private final EpollWait events;
     private final RingBuffer<InboxEvent> inbox;
     private final EventPoller<InboxEvent> inboxPoller;
     private final EventPoller.Handler<InboxEvent> inboxHandler = this::onInboxEvent;
     private final Predicate<InboxEvent.Command> runCommand = c -> c.run(this);
     private final List<InboxEvent.Command> pendingCommands = new ArrayList<>();
 
-    private volatile boolean sleeping;
     private volatile boolean running = true;
     private Thread thread;
     /** The shared thread that runs this one's rounds, or null when it has a thread of its own. */
@@ -89,12 +83,7 @@ final class IoThread implements Runnable, KernelSleep {
         }
         dispatcher.route(route);
         this.idle = IdleStrategies.forIoThread(tuning, clock, this);
-        this.epoll = new Epoll(queues.length + 1 + backend.completionSources());
-        this.wakeup = EventFd.create(true);
-        epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
-        for (int i = 0, n = backend.completionSources(); i < n; i++) {
-            epoll.add(backend.completionFd(i), Linux.EPOLLIN, TAG_COMPLETIONS + i);
-        }
+        this.events = new EpollWait(queues, backend);
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
@@ -135,11 +124,16 @@ final class IoThread implements Runnable, KernelSleep {
 
     /** This member's epoll descriptor, which a shared thread watches for its kicks and completions. */
     int epollFd() {
-        return epoll.fd();
+        return events.fd();
     }
 
     int id() {
         return id;
+    }
+
+    @Override
+    public String roleName() {
+        return thread != null ? thread.getName() : "io-thread-" + id;
     }
 
     BlockDriver backend() {
@@ -182,11 +176,7 @@ final class IoThread implements Runnable, KernelSleep {
     }
 
     private void wakeIfSleeping() {
-        // Pairs with the volatile store of 'sleeping' before the thread's last check of the
-        // inbox: either it sees our event, or we see it sleeping and wake it.
-        if (sleeping) {
-            wakeup.signal();
-        }
+        events.wakeIfSleeping();
     }
 
     // ---------------------------------------------------------------- the loop
@@ -229,7 +219,8 @@ final class IoThread implements Runnable, KernelSleep {
      * {@code doWork()}. Never blocks; a test may call it directly on a thread that was never
      * started.
      */
-    int doWork() {
+    @Override
+    public int doWork() {
         int work = 0;
         try {
             inboxPoller.poll(inboxHandler);
@@ -319,7 +310,7 @@ final class IoThread implements Runnable, KernelSleep {
      * A {@link SharedIoThread} calls it for each of its members before it sleeps for all.
      */
     int prepareSleep() {
-        sleeping = true;
+        events.sleeping(true);
         int timeoutMs = -1;
         boolean abort = inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
                 || backend.pendingSubmit() > 0 || route.hasReturns();
@@ -349,35 +340,15 @@ final class IoThread implements Runnable, KernelSleep {
 
     /** Waits in this thread's epoll (0: only collects what is ready) and acknowledges what woke it. */
     void awaitEvents(int timeoutMs) {
-        int ready = epoll.await(timeoutMs);
-        for (int i = 0; i < ready; i++) {
-            acknowledge((int) epoll.data(i));
-        }
+        events.await(timeoutMs);
     }
 
     /** Second half of a sleep: no longer sleeping, notifications suppressed again while awake. */
     void finishSleep() {
-        sleeping = false;
+        events.sleeping(false);
         for (DeviceQueue q : queues) {
             if (q.state == QueueLifecycle.RUNNING) {
                 q.ring.disableNotifications();
-            }
-        }
-    }
-
-    private void acknowledge(int tag) {
-        if (tag == TAG_WAKEUP) {
-            wakeup.read();
-        } else if (tag >= TAG_COMPLETIONS) {
-            backend.acknowledge(tag - TAG_COMPLETIONS);
-        } else {
-            // Kick eventfds are edge-triggered and never read: a frontend's kick fd shares its
-            // open file description with us, may be blocking, and a read could then hang this
-            // thread; every write raises a new edge anyway, and it saves a syscall per wake-up.
-            for (DeviceQueue q : queues) {
-                if (q.index == tag) {
-                    q.counters.increment(QueueCounters.KICKS);
-                }
             }
         }
     }
@@ -395,18 +366,12 @@ final class IoThread implements Runnable, KernelSleep {
 
     /** Starts watching {@code q}'s kick eventfd (I/O thread only). */
     void watchKick(DeviceQueue q) {
-        EventFd k = q.kick;
-        if (k != null) {
-            epoll.add(k.fd(), Linux.EPOLLIN | Linux.EPOLLET, q.index);
-        }
+        events.watchKick(q);
     }
 
     /** Stops watching {@code q}'s kick eventfd (I/O thread only). */
     void unwatchKick(DeviceQueue q) {
-        EventFd k = q.kick;
-        if (k != null) {
-            epoll.remove(k.fd());
-        }
+        events.unwatchKick(q);
     }
 
     /** Publishes immediate completions left from control work (I/O thread only). */
@@ -439,12 +404,11 @@ final class IoThread implements Runnable, KernelSleep {
         if (shared != null) {
             shared.detach(this); // returns once the shared thread no longer runs this one
         }
-        wakeup.signal();
+        events.wake();
         joinQuietly(thread);
         route.close();
         backend.close();
-        epoll.close();
-        wakeup.close();
+        events.close();
     }
 
     static void joinQuietly(Thread t) {

@@ -77,7 +77,15 @@ class LifecycleTest {
                     device.get().setQueueState(0, state);
                     migrations++;
                 }
+                long before = guest.completed;
                 device.get().startQueue(0);
+                // A start must serve the guest again: every 4th cycle waits for its next completion
+                // (bounded, so a start that never resumes fails here) rather than count on timing.
+                long deadline = System.nanoTime() + 10_000_000_000L;
+                while (cycle % 4 == 0 && guest.completed == before && guest.failure.get() == null) {
+                    assertTrue(System.nanoTime() < deadline, "no completion after start in cycle " + cycle);
+                    Thread.onSpinWait();
+                }
                 if (cycle % 50 == 0) {
                     Thread.sleep(1);
                 }
@@ -87,7 +95,7 @@ class LifecycleTest {
             device.get().close();
             assertNull(guest.failure.get(), () -> "guest saw: " + guest.failure.get());
             assertEquals(CYCLES / 10, migrations);
-            assertTrue(guest.completed > 1_000, "the guest made progress through the cycles: " + guest.completed);
+            assertTrue(guest.completed >= CYCLES / 4, "the guest made progress through the cycles: " + guest.completed);
         }
     }
 
@@ -137,7 +145,8 @@ class LifecycleTest {
         final int[] generation = new int[SLOTS];
         final boolean[] reading = new boolean[SLOTS];
         final int[] headSlot = new int[128];
-        long completed;
+        /** Written by the guest thread only; read by the test thread to wait for progress. */
+        volatile long completed;
 
         Guest(SplitQueueDriver driver, EventFd kick, EventFd irq) {
             this.driver = driver;
