@@ -223,6 +223,11 @@ public final class Qcow2Driver implements BlockDriver {
         return corruptReason;
     }
 
+    /** Where the L1 table lies in the image (tests and diagnostics). */
+    long l1TableOffset() {
+        return meta.header.l1TableOffset;
+    }
+
     /** The header this driver opened (for tests and diagnostics). */
     public String describe() {
         return meta.header.toString();

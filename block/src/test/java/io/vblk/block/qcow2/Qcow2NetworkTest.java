@@ -97,6 +97,15 @@ class Qcow2NetworkTest {
         expect(rig, b, 4096, 8192, 0x11);
         expect(rig, b, 63L * MIB + 4096, 4096, 0x33);
         expect(rig, b, 63L * MIB, 4096, 0);
+        // Online resize: the header and L1 table on the network disk, then I/O past the old end.
+        try {
+            d.resize(128L * MIB);
+        } catch (java.io.IOException e) {
+            throw new AssertionError(e);
+        }
+        assertEquals(128L * MIB, d.sizeBytes());
+        write(rig, b, 100L * MIB, 65536, 0x44);
+        expect(rig, b, 100L * MIB, 65536, 0x44);
     }
 
     private static void verifyWith(Path img) throws Exception {
@@ -109,6 +118,9 @@ class Qcow2NetworkTest {
         qemuIo(img, "read -P 0x22 32M 1M");
         qemuIo(img, "read -P 0x33 " + (63L * MIB + 4096) + " 4096");
         qemuIo(img, "read -P 0 63M 4096");
+        qemuIo(img, "read -P 0x44 100M 64k");
+        DriverRig.Result info = DriverRig.run("qemu-img", "info", "--output=json", img.toString());
+        assertTrue(info.output().contains("\"virtual-size\": " + 128L * MIB), info.output());
     }
 
     @Test
@@ -150,6 +162,19 @@ class Qcow2NetworkTest {
         assertEquals(0, DriverRig.run("qemu-img", "check", img.toString()).code());
         qemuIo(img, "read -P 0x55 0 64k");
         qemuIo(img, "read -P 0 40M 64k");
+    }
+
+    @Test
+    void aRawNbdDiskRefusesAnOnlineResizeWithTheReason() throws Exception {
+        Path img = dir.resolve("raw.img");
+        DriverRig.run("truncate", "-s", "16M", img.toString());
+        NetworkDisk disk = NetworkDisk.open(serveNbd(img), false);
+        try (io.vblk.block.BlockDriver d = disk.open(4)) {
+            UnsupportedOperationException e = org.junit.jupiter.api.Assertions.assertThrows(
+                    UnsupportedOperationException.class, () -> d.resize(32L * MIB));
+            assertTrue(e.getMessage().contains("the server owns the size"), e.getMessage());
+            assertEquals(16L * MIB, d.sizeBytes());
+        }
     }
 
     @Test
