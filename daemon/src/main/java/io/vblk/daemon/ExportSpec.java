@@ -197,8 +197,8 @@ final class ExportSpec {
         } else {
             image = Path.of(value);
         }
-        if (format != ImageFormat.RAW && image == null) {
-            throw new InvalidParams(p.name("format") + " " + format + " needs an image file, not " + value);
+        if (format != ImageFormat.RAW && image == null && network == null) {
+            throw new InvalidParams(p.name("format") + " " + format + " needs an image file or a network disk, not " + value);
         }
     }
 

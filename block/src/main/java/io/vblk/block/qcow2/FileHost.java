@@ -108,15 +108,6 @@ final class FileHost extends Qcow2Host {
     }
 
     @Override
-    void sync() throws IOException {
-        if (!image.readOnly()) {
-            try (FileChannel ch = FileChannel.open(path, StandardOpenOption.WRITE)) {
-                ch.force(false);
-            }
-        }
-    }
-
-    @Override
     public void close() {
         if (closed) {
             return;

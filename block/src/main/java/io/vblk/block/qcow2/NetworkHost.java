@@ -122,13 +122,6 @@ final class NetworkHost extends Qcow2Host {
         // A network disk keeps its size: the unused tail stays (QEMU does not shrink it either).
     }
 
-    @Override
-    void sync() throws IOException {
-        if (!readOnly && io != null) {
-            complete(io.prepareFlush(SYNC_TAG), "flush");
-        }
-    }
-
     /** Grows the disk itself (an RBD image) for a qcow2 resize whose metadata needs room. */
     NetworkDisk disk() {
         return disk;

@@ -147,18 +147,11 @@ public final class Qcow2 {
                 return opened;
             }
 
-            @Override
-            public void sync() {
-                // Metadata is written through before requests complete; the queues are stopped,
-                // so the driver's back end is idle and a flush through it covers everything.
-                Qcow2Driver d;
-                synchronized (this) {
-                    d = opened;
-                }
-                if (d != null) {
-                    d.syncHost();
-                }
-            }
+            // sync(): nothing, as for a raw network disk (NetworkDisk). The driver's back end
+            // belongs to its I/O thread, so no flush can be sent through it from here; the
+            // guest's FLUSH (which the driver passes on after its metadata writes) is what makes
+            // writes durable on the server, and librbd without its cache completes writes that
+            // are on the OSDs already.
         };
     }
 

@@ -1691,21 +1691,6 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
-    /**
-     * Makes every completed write durable on the host (fdatasync of a file, a flush to the
-     * server); called with the queues stopped, so nothing else is in flight.
-     */
-    void syncHost() {
-        if (readOnly || closed) {
-            return;
-        }
-        try {
-            host.sync();
-        } catch (IOException e) {
-            throw new UncheckedIOException("qcow2: cannot sync " + meta.path, e);
-        }
-    }
-
     @Override
     public String toString() {
         return "qcow2[" + meta.path + ", " + meta.header + "]";

@@ -59,9 +59,6 @@ abstract class Qcow2Host implements AutoCloseable {
     /** Drops what lies past {@code sizeBytes} where the host can (a file); others keep their size. */
     abstract void truncate(long sizeBytes) throws IOException;
 
-    /** Makes every completed write durable (fdatasync, a flush to the server). */
-    abstract void sync() throws IOException;
-
     /** Closes the back end and whatever the host opened. Idempotent. */
     @Override
     public abstract void close();
