@@ -198,7 +198,8 @@ final class Export implements AutoCloseable {
     String describe() {
         ExportSpec o = spec;
         long bytes = device().config().capacitySectors() * 512;
-        String format = o.network != null ? (o.network.startsWith("rbd:") ? "rbd" : "nbd") + ", "
+        String format = o.network != null ? (o.format == ImageFormat.QCOW2 ? "qcow2 on " : "")
+                + (o.network.startsWith("rbd:") ? "rbd" : "nbd") + ", "
                 : o.format == ImageFormat.RAW ? "" : o.format + ", ";
         return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
                 + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
