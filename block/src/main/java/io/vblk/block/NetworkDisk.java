@@ -127,6 +127,22 @@ public final class NetworkDisk implements DriverFactory {
      * caller closes it. The same one-thread rules as {@link #open} apply.
      */
     public synchronized IoBackend openBackend(int depth) {
+        return openBackend(depth, true);
+    }
+
+    /**
+     * Opens a back end for a look at the disk before any driver serves it (a format's header),
+     * closed by the caller before the first {@link #open}; it does not count as an I/O thread's.
+     */
+    public synchronized IoBackend openProbe() {
+        return openBackend(4, false);
+    }
+
+    private IoBackend openBackend(int depth, boolean counted) {
+        if (!counted) {
+            return nbd ? NbdBackend.open(address, NbdOptions.defaults().withDepth(depth).withReadOnly(true))
+                    : RbdBackend.open(address, rbdOptions(depth, true, retryTimeoutMs));
+        }
         if (nbd && !multiConn && opened > 0) {
             throw new IllegalStateException("the NBD server at " + address + " does not allow several connections"
                     + " (no CAN_MULTI_CONN): serve it with one I/O thread");

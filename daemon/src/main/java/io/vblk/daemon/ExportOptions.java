@@ -68,7 +68,7 @@ final class ExportOptions {
     String cache;
 
     @Option(names = "--wait", paramLabel = "STRATEGY", description = "how an idle I/O thread waits: adaptive (default: "
-            + "polls 50 us, then sleeps until kicked), blocking, sleeping, yielding, busy-spin")
+            + "polls 50 us, then sleeps until kicked; blocking for a network disk), blocking, sleeping, yielding, busy-spin")
     String wait;
 
     @Option(names = "--iops-limit", paramLabel = "N", description = "at most N requests per second (default 0: no limit)")

@@ -77,6 +77,14 @@ final class NetworkHost extends Qcow2Host {
         return io;
     }
 
+    /** Opens a read-only back end for a look at the header ({@link Qcow2#virtualSize(NetworkDisk)}). */
+    void openProbe() {
+        if (io != null) {
+            throw new IllegalStateException("the back end of " + disk.address() + " is open already");
+        }
+        io = disk.openProbe();
+    }
+
     @Override
     void read(long position, NativeBuffer dst, int length) throws IOException {
         UnsafeApi.setMemory(dst.address(), length, (byte) 0);

@@ -126,7 +126,7 @@ public final class Qcow2 {
      */
     public static long virtualSize(NetworkDisk disk) {
         try (NetworkHost host = new NetworkHost(disk, true)) {
-            host.openBackend(4);
+            host.openProbe();
             return Qcow2Image.read(host, host.offsetAlignment()).header.virtualSize;
         } catch (java.io.UncheckedIOException e) {
             throw new IllegalArgumentException("qcow2: cannot read " + disk.address() + ": " + e.getMessage(), e);

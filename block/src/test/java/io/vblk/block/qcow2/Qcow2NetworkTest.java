@@ -205,7 +205,9 @@ class Qcow2NetworkTest {
             long imported = Long.parseLong(ceph.run("rbd", "info", "--format", "json", "rbd/q2")
                     .replaceAll("(?s).*\"size\":\\s*(\\d+).*", "$1"));
             NetworkDisk disk = NetworkDisk.open(ceph.address("q2"), false);
-            try (Qcow2Driver d = Qcow2.open(disk, 32, Qcow2Options.defaults())) {
+            // As the daemon opens it: the header first (a probe), then the one driver of the factory.
+            assertEquals(64L * MIB, Qcow2.virtualSize(disk));
+            try (Qcow2Driver d = (Qcow2Driver) Qcow2.factory(disk, Qcow2Options.defaults()).open(32)) {
                 exercise(d);
             }
             long grown = Long.parseLong(ceph.run("rbd", "info", "--format", "json", "rbd/q2")
