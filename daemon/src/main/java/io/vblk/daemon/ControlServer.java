@@ -6,6 +6,7 @@ import java.nio.file.Path;
 import java.nio.file.attribute.GroupPrincipal;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executor;
 
 import org.agrona.concurrent.UnsafeBuffer;
 
@@ -13,6 +14,7 @@ import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.NativeException;
 import io.vblk.sys.UnixSocket;
+import io.vblk.vhost.EventLoop;
 import io.vblk.vhost.Log;
 import io.vblk.vhost.PeerFilter;
 import io.vblk.vhost.SocketFile;
@@ -20,13 +22,19 @@ import io.vblk.vhost.SocketFile;
 /**
  * The daemon's control socket: a Unix socket (mode 0600 unless told otherwise, and the same
  * peer-uid filter as the data sockets) carrying JSON-RPC 2.0, one request per line and one
- * response per line. Each client gets a thread of its own, so a slow or stuck client holds up
- * nobody else; at most {@link #MAX_CLIENTS} at once, further ones get one error line and are
- * closed. A line longer than {@link #MAX_LINE_BYTES} ends its connection with an error.
+ * response per line. No thread per client: the daemon's event loop watches the listening socket
+ * and every client ({@link ControlThreads}), and a bounded pool reads what has come and answers
+ * each whole line, one client turn at a time (each client's requests in order). A client that
+ * sends half a line and stops holds no thread; one that reads no responses is closed after
+ * {@link #WRITE_WAIT_MS} with its socket buffer full; one that floods is served in turn with the
+ * rest. At most {@link #MAX_CLIENTS} at once, further ones get one error line and are closed. A
+ * line longer than {@link #MAX_LINE_BYTES} ends its connection with an error.
  */
 final class ControlServer implements AutoCloseable {
     static final int MAX_CLIENTS = 256;
     static final int MAX_LINE_BYTES = 1 << 20;
+    /** How long a response may wait for a client to make room in its socket buffer. */
+    static final int WRITE_WAIT_MS = 5_000;
     private static final int BACKLOG = 128;
     private static final int READ_BYTES = 64 << 10;
 
@@ -34,61 +42,80 @@ final class ControlServer implements AutoCloseable {
     private final PeerFilter peers;
     private final JsonRpc rpc;
     private final Log log;
-    private final Set<UnixSocket> clients = ConcurrentHashMap.newKeySet();
-    private final Thread acceptor;
+    private final EventLoop loop;
+    private final Executor handlers;
+    private final Set<Client> clients = ConcurrentHashMap.newKeySet();
+    private final EventLoop.Registration listening;
     private volatile boolean closing;
 
     /**
-     * Listens on {@code path}.
+     * Listens on {@code path}, served by {@code threads}.
      *
      * @throws IllegalArgumentException when the path is unusable (see {@link SocketFile#check})
      * @throws java.io.UncheckedIOException when the socket cannot be created
      */
-    ControlServer(Path path, int mode, String group, int[] allowUids, JsonRpc rpc, Log log) {
+    ControlServer(Path path, int mode, String group, int[] allowUids, JsonRpc rpc, Log log, ControlThreads threads) {
         this.rpc = rpc;
         this.log = log;
+        this.loop = threads.loop();
+        this.handlers = threads.rpcHandlers();
         this.peers = allowUids == null ? PeerFilter.defaults() : PeerFilter.of(allowUids);
         GroupPrincipal principal = group == null ? null : SocketFile.group(group);
         this.socketFile = SocketFile.listen(path, BACKLOG, mode, principal);
-        this.acceptor = new Thread(this::acceptLoop, "vblk-control");
-        acceptor.setDaemon(true);
-        acceptor.start();
+        try {
+            socketFile.socket().setNonBlocking();
+            this.listening = loop.register(socketFile.socket().fd(), handlers, this::acceptTurn);
+        } catch (RuntimeException e) {
+            socketFile.closeAndRemove();
+            throw e;
+        }
     }
 
     Path path() {
         return socketFile.path();
     }
 
-    private void acceptLoop() {
+    /** Accepts every client waiting, then watches for more. */
+    private void acceptTurn() {
         while (!closing) {
-            UnixSocket client;
+            UnixSocket socket;
             try {
-                client = socketFile.socket().accept();
+                socket = socketFile.socket().acceptNonBlocking();
             } catch (NativeException e) {
-                if (!closing && e.errno() != Errno.EINTR) {
+                if (!closing) {
                     log.info("control: accept failed: " + e.getMessage());
-                    pause();
+                    pause(); // out of descriptors or similar: do not spin while it lasts
                 }
-                continue;
+                break;
             }
-            String refusal = peers.refusal(client);
+            if (socket == null) {
+                break;
+            }
+            String refusal = peers.refusal(socket);
             if (refusal != null || closing) {
                 if (refusal != null) {
                     log.info("control: " + refusal);
                 }
-                client.close();
+                socket.close();
                 continue;
             }
             if (clients.size() >= MAX_CLIENTS) {
-                write(client, JsonRpc.error(null, RpcError.INTERNAL_ERROR, "too many control clients (at most "
+                write(socket, JsonRpc.error(null, RpcError.INTERNAL_ERROR, "too many control clients (at most "
                         + MAX_CLIENTS + "); try again later"));
-                client.close();
+                socket.close();
                 continue;
             }
-            clients.add(client);
-            Thread t = new Thread(() -> serve(client), "vblk-control-client");
-            t.setDaemon(true);
-            t.start();
+            Client c = new Client(socket);
+            clients.add(c);
+            try {
+                c.start();
+            } catch (RuntimeException e) {
+                log.info("control: cannot serve a client: " + e);
+                c.close();
+            }
+        }
+        if (!closing) {
+            listening.rearm();
         }
     }
 
@@ -100,48 +127,99 @@ final class ControlServer implements AutoCloseable {
         }
     }
 
-    /** Reads lines until the client goes; answers each. */
-    private void serve(UnixSocket client) {
-        NativeBuffer native_ = new NativeBuffer(READ_BYTES);
-        UnsafeBuffer buf = native_.buffer();
-        byte[] chunk = new byte[READ_BYTES];
-        int[] fds = new int[UnixSocket.MAX_FDS];
-        int[] fdCount = new int[1];
-        ByteArrayOutputStream line = new ByteArrayOutputStream();
-        try {
-            while (!closing) {
-                long n = client.receive(native_.address(), READ_BYTES, fds, fdCount);
-                for (int i = 0; i < fdCount[0]; i++) {
-                    io.vblk.sys.Native.libc().close(fds[i]); // a control client has no business sending descriptors
-                }
-                if (n == -Errno.EINTR) {
-                    continue;
-                }
-                if (n <= 0) {
-                    return;
-                }
-                buf.getBytes(0, chunk, 0, (int) n);
-                int start = 0;
-                for (int i = 0; i < n; i++) {
-                    if (chunk[i] == '\n') {
-                        line.write(chunk, start, i - start);
-                        if (!answer(client, line)) {
-                            return;
-                        }
-                        line.reset();
-                        start = i + 1;
+    /** One client connection: its partial line between turns. */
+    private final class Client {
+        private final UnixSocket socket;
+        private final NativeBuffer in = new NativeBuffer(READ_BYTES);
+        private final byte[] chunk = new byte[READ_BYTES];
+        private final int[] fds = new int[UnixSocket.MAX_FDS];
+        private final int[] fdCount = new int[1];
+        private final ByteArrayOutputStream line = new ByteArrayOutputStream();
+        private EventLoop.Registration registration;
+        private boolean closed;
+        /** Guards the descriptor against a shutdown after close (its number may be reused); never held long. */
+        private final Object fdLock = new Object();
+        private boolean fdClosed;
+
+        Client(UnixSocket socket) {
+            this.socket = socket;
+        }
+
+        synchronized void start() {
+            registration = loop.register(socket.fd(), handlers, this::turn);
+        }
+
+        /** Reads what has come, answers each whole line, and watches for more. */
+        private synchronized void turn() {
+            if (closed) {
+                return;
+            }
+            if (closing || !readAndAnswer()) {
+                close();
+                return;
+            }
+            try {
+                registration.rearm();
+            } catch (RuntimeException e) {
+                close();
+            }
+        }
+
+        /** False when the connection is over. */
+        private boolean readAndAnswer() {
+            long n = socket.receive(in.address(), READ_BYTES, fds, fdCount);
+            for (int i = 0; i < fdCount[0]; i++) {
+                io.vblk.sys.Native.libc().close(fds[i]); // a control client has no business sending descriptors
+            }
+            if (n == -Errno.EINTR || n == -Errno.EAGAIN) {
+                return true;
+            }
+            if (n <= 0) {
+                return false;
+            }
+            in.buffer().getBytes(0, chunk, 0, (int) n);
+            int start = 0;
+            for (int i = 0; i < n; i++) {
+                if (chunk[i] == '\n') {
+                    line.write(chunk, start, i - start);
+                    if (!answer(socket, line)) {
+                        return false;
                     }
-                }
-                line.write(chunk, start, (int) n - start);
-                if (line.size() > MAX_LINE_BYTES) {
-                    write(client, JsonRpc.error(null, RpcError.INVALID_REQUEST, "request line longer than "
-                            + MAX_LINE_BYTES + " bytes; closing the connection"));
-                    return;
+                    line.reset();
+                    start = i + 1;
                 }
             }
-        } finally {
-            clients.remove(client);
-            client.close();
+            line.write(chunk, start, (int) n - start);
+            if (line.size() > MAX_LINE_BYTES) {
+                write(socket, JsonRpc.error(null, RpcError.INVALID_REQUEST, "request line longer than "
+                        + MAX_LINE_BYTES + " bytes; closing the connection"));
+                return false;
+            }
+            return true;
+        }
+
+        synchronized void close() {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            if (registration != null) {
+                registration.cancel();
+            }
+            clients.remove(this);
+            synchronized (fdLock) {
+                fdClosed = true;
+                socket.close();
+            }
+        }
+
+        /** Wakes a turn in progress (its next read or write fails); any thread. */
+        void shutdown() {
+            synchronized (fdLock) {
+                if (!fdClosed) {
+                    socket.shutdown();
+                }
+            }
         }
     }
 
@@ -154,7 +232,7 @@ final class ControlServer implements AutoCloseable {
         return response == null || write(client, response);
     }
 
-    /** Writes {@code response} and a newline; false when the client has gone. */
+    /** Writes {@code response} and a newline; false when the client has gone or reads nothing. */
     private static boolean write(UnixSocket client, String response) {
         byte[] bytes = (response + "\n").getBytes(StandardCharsets.UTF_8);
         NativeBuffer out = new NativeBuffer(bytes.length);
@@ -163,6 +241,12 @@ final class ControlServer implements AutoCloseable {
         while (sent < bytes.length) {
             long n = client.send(out.address() + sent, bytes.length - sent, null, 0);
             if (n == -Errno.EINTR) {
+                continue;
+            }
+            if (n == -Errno.EAGAIN) {
+                if (!client.awaitWritable(WRITE_WAIT_MS)) {
+                    return false; // it reads no responses: drop it rather than hold a handler
+                }
                 continue;
             }
             if (n <= 0) {
@@ -177,14 +261,10 @@ final class ControlServer implements AutoCloseable {
     @Override
     public void close() {
         closing = true;
-        socketFile.socket().shutdown();
-        for (UnixSocket c : clients) {
-            c.shutdown();
-        }
-        try {
-            acceptor.join(5_000);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
+        listening.cancel();
+        for (Client c : clients) {
+            c.shutdown(); // a turn in progress ends at its next read or write
+            c.close();
         }
         socketFile.closeAndRemove();
     }

@@ -44,9 +44,11 @@ final class Daemon implements AutoCloseable {
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final Object changes = new Object();
     private volatile boolean shuttingDown;
+    private final ControlThreads control;
 
     Daemon(Log log) {
         this.log = log;
+        this.control = new ControlThreads(log);
         methods.put("export.add", this::exportAdd);
         methods.put("export.remove", this::exportRemove);
         methods.put("export.list", p -> exportList(p));
@@ -91,6 +93,11 @@ final class Daemon implements AutoCloseable {
         }
     }
 
+    /** The threads that serve every export's socket and every control client. */
+    ControlThreads controlThreads() {
+        return control;
+    }
+
     /** The method names, in the order {@code methods.list} gives them. */
     Set<String> methodNames() {
         return Collections.unmodifiableSet(methods.keySet());
@@ -129,7 +136,7 @@ final class Daemon implements AutoCloseable {
                             + "' (iothread.add creates one)");
                 }
             }
-            Export export = Export.open(spec, log, threads);
+            Export export = Export.open(spec, log, threads, control);
             exports.put(spec.id, export);
             order.add(spec.id);
             log.info("export " + spec.id + ": serving " + export.describe() + " on " + export.socketPath());
@@ -394,9 +401,14 @@ final class Daemon implements AutoCloseable {
         return stopped.await(timeout, unit);
     }
 
-    /** Drains and removes every export, newest first. */
+    /** Drains and removes every export, newest first, then ends the control threads. */
     @Override
     public void close() {
+        closeExports();
+        control.close();
+    }
+
+    private void closeExports() {
         synchronized (changes) {
             shuttingDown = true;
             stopped.countDown();

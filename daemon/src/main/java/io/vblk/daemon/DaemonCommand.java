@@ -95,7 +95,7 @@ final class DaemonCommand implements Callable<Integer> {
             }
             try {
                 server = new ControlServer(access.socket, access.socketMode, controlGroup, access.allowUids,
-                        new JsonRpc(daemon, log), log);
+                        new JsonRpc(daemon, log), log, daemon.controlThreads());
             } catch (IllegalArgumentException e) {
                 throw new InvalidParams("--control: " + e.getMessage());
             } catch (UncheckedIOException e) {

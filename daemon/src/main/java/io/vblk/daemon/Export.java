@@ -28,8 +28,8 @@ import io.vblk.vhost.VhostUserServer;
 
 /**
  * One export: an image served as a vhost-user-blk device on its own socket. Opening checks the
- * image (each mistake its own message), builds the device and starts serving on a thread of its
- * own; {@link #close()} drains in-flight I/O, closes the frontend's connection and the device,
+ * image (each mistake its own message), builds the device and starts serving on the daemon's
+ * {@link ControlThreads} (no thread of its own); {@link #close()} drains in-flight I/O, closes the frontend's connection and the device,
  * removes the socket and closes the image.
  */
 final class Export implements AutoCloseable {
@@ -38,23 +38,17 @@ final class Export implements AutoCloseable {
      * preallocate per operation.
      */
     static final int SEG_MAX = 254;
-    private static final long STOP_WAIT_SECONDS = 30;
 
     final ExportSpec spec;
     private final Image image;
     private final BackendChoice backends;
     private final VhostUserServer server;
-    private final Thread serving;
-    private final Log log;
 
-    private Export(ExportSpec spec, Image image, BackendChoice backends, VhostUserServer server, Log log) {
+    private Export(ExportSpec spec, Image image, BackendChoice backends, VhostUserServer server) {
         this.spec = spec;
         this.image = image;
         this.backends = backends;
         this.server = server;
-        this.log = log;
-        this.serving = new Thread(this::serve, "vblk-" + spec.id + "-socket");
-        serving.setDaemon(true);
     }
 
     /**
@@ -63,7 +57,7 @@ final class Export implements AutoCloseable {
      * @throws InvalidParams for anything the caller can fix: a missing or unreadable image, a
      *         bad size, an unusable socket path
      */
-    static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads) {
+    static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads, ControlThreads control) {
         BackendKind kind = spec.aio != null ? spec.aio : BackendKind.IO_URING;
         NetworkDisk network = spec.network == null ? null : openNetwork(spec);
         if (network != null) {
@@ -91,7 +85,8 @@ final class Export implements AutoCloseable {
             BackendChoice backends = new BackendChoice(kind, image, log);
             BlkConfig config = config(spec, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
             VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
-                    .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id);
+                    .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id)
+                    .controlThreads(control.loop(), control.vhostHandlers());
             if (format != null) {
                 builder.drivers(format);
             }
@@ -108,8 +103,8 @@ final class Export implements AutoCloseable {
                 builder.ioThreads(ioThreads);
             }
             VhostUserServer server = builder.build();
-            Export export = new Export(spec, image, backends, server, log);
-            export.serving.start();
+            Export export = new Export(spec, image, backends, server);
+            server.start(); // on the daemon's control threads: no thread of the export's own
             return export;
         } catch (IllegalArgumentException e) {
             closeQuietly(image);
@@ -129,14 +124,6 @@ final class Export implements AutoCloseable {
             return NetworkDisk.open(s.network, s.readOnly);
         } catch (RuntimeException e) {
             throw new InvalidParams("cannot open " + s.network + ": " + e.getMessage());
-        }
-    }
-
-    private void serve() {
-        try {
-            server.serve();
-        } catch (RuntimeException e) {
-            log.info("export " + spec.id + ": serving failed: " + e);
         }
     }
 
@@ -181,7 +168,7 @@ final class Export implements AutoCloseable {
     }
 
     private static Tuning tuning(ExportSpec s) {
-        return Tuning.builder().waitStrategy(s.wait).iopsLimit(s.iopsLimit).bytesPerSecondLimit(s.bpsLimit)
+        return Tuning.builder().waitStrategy(s.wait).pollMaxNs(s.pollMaxUs * 1000).iopsLimit(s.iopsLimit).bytesPerSecondLimit(s.bpsLimit)
                 .backendDepth(s.backendDepth).adjustableLimits(true).build();
     }
 
@@ -295,12 +282,12 @@ final class Export implements AutoCloseable {
         return backends.inEffect();
     }
 
-    /** Waits until the serving thread has returned; true if it did in time. */
+    /** Waits until the export serves no frontend and accepts none; true if it did in time. */
     boolean awaitStopped(long timeout, TimeUnit unit) throws InterruptedException {
         return server.awaitStopped(timeout, unit);
     }
 
-    /** Makes the serving thread return (any thread); {@link #close()} then finishes the job. */
+    /** Stops serving (any thread): the frontend's connection ends and drains; {@link #close()} then finishes the job. */
     void stop() {
         server.stop();
     }
@@ -311,12 +298,7 @@ final class Export implements AutoCloseable {
      */
     @Override
     public void close() {
-        server.close();
-        try {
-            serving.join(TimeUnit.SECONDS.toMillis(STOP_WAIT_SECONDS));
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
+        server.close(); // waits for the drain
         closeQuietly(image);
     }
 

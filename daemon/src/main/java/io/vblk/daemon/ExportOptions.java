@@ -71,6 +71,11 @@ final class ExportOptions {
             + "polls 50 us, then sleeps until kicked; blocking for a network disk), blocking, sleeping, yielding, busy-spin")
     String wait;
 
+    @Option(names = "--poll-max-us", paramLabel = "US", description = "adaptive waiting: the longest poll window in "
+            + "microseconds (default 100); the window grows while polling catches work and shrinks when it does not, "
+            + "0 never polls")
+    String pollMaxUs;
+
     @Option(names = "--iops-limit", paramLabel = "N", description = "at most N requests per second (default 0: no limit)")
     String iopsLimit;
 
@@ -98,6 +103,7 @@ final class ExportOptions {
         put(m, "aio", aio);
         put(m, "cache", cache);
         put(m, "wait", wait);
+        put(m, "poll_max_us", pollMaxUs);
         put(m, "iops_limit", iopsLimit);
         put(m, "bps_limit", bpsLimit);
         return m;

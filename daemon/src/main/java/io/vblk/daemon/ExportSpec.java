@@ -10,6 +10,7 @@ import io.vblk.aio.BackendKind;
 import io.vblk.block.ImageFormat;
 import io.vblk.block.NetworkDisk;
 import io.vblk.block.qcow2.Qcow2Options;
+import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
 import io.vblk.vhost.SocketFile;
 
@@ -31,7 +32,7 @@ final class ExportSpec {
 
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
-            "l2_cache_tables");
+            "l2_cache_tables", "poll_max_us");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -54,6 +55,8 @@ final class ExportSpec {
     BackendKind aio;
     boolean direct = true;
     WaitStrategy wait = WaitStrategy.ADAPTIVE;
+    /** Adaptive waiting's longest poll window. */
+    long pollMaxUs = Tuning.defaults().pollMaxNs() / 1000;
     List<String> iothreads = List.of();
     /**
      * Requests in flight per device thread (request slots, each with room for SEG_MAX segments);
@@ -123,6 +126,7 @@ final class ExportSpec {
                 throw new InvalidParams(p.name("wait") + ": " + e.getMessage());
             }
         }
+        s.pollMaxUs = p.integer("poll_max_us", 0, 1_000_000, s.pollMaxUs);
         s.iothreads = p.strings("iothreads");
         s.backendDepth = (int) p.integer("backend_depth", 1, 4096, s.iothreads.isEmpty() ? 0 : SHARED_BACKEND_DEPTH);
         s.iopsLimit = p.integer("iops_limit", 0, Long.MAX_VALUE, 0);
@@ -232,6 +236,7 @@ final class ExportSpec {
         m.put("cache", direct ? "none" : "writeback");
         m.put("aio", aio == null ? BackendKind.IO_URING.cliName() : aio.cliName());
         m.put("wait", wait.cliName());
+        m.put("poll_max_us", pollMaxUs);
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
         m.put("iothreads", iothreads);

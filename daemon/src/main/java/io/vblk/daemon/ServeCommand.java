@@ -64,7 +64,7 @@ final class ServeCommand implements Callable<Integer> {
             if (control != null) {
                 try {
                     server = new ControlServer(Path.of(control), SocketFile.DEFAULT_MODE, null, spec.allowUids,
-                            new JsonRpc(daemon, log), log);
+                            new JsonRpc(daemon, log), log, daemon.controlThreads());
                 } catch (IllegalArgumentException err) {
                     throw new InvalidParams("--control: " + err.getMessage());
                 } catch (UncheckedIOException err) {

@@ -26,6 +26,9 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.aio.BackendKind;
 import io.vblk.engine.BlkConfig;
 import io.vblk.sys.Native;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Who may reach the disk (issue 7, item 5): the socket file's mode and group, the peer-uid filter
@@ -114,7 +117,7 @@ class AccessTest {
             assertEquals(PosixFilePermissions.fromString("rw-rw-rw-"), Files.getPosixFilePermissions(sock, LinkOption.NOFOLLOW_LINKS));
             assertEquals(BARE_GID, Files.getAttribute(sock, "unix:gid", LinkOption.NOFOLLOW_LINKS));
 
-            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 1)) {
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), g, 1)) {
                 BlkQueue q = g.queue(0, 64, true);
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -221,9 +224,9 @@ class AccessTest {
             Thread serving = new Thread(server::serve, "access-serve");
             serving.start();
             for (int i = 0; i < 3; i++) {
-                try (TestFrontend f = TestFrontend.connect(sock)) {
+                try (VhostUserFrontend f = VhostUserFrontend.connect(sock)) {
                     try {
-                        f.send(TestFrontend.GET_FEATURES, TestFrontend.VERSION, null);
+                        f.send(VhostUserFrontend.GET_FEATURES, VhostUserFrontend.VERSION, null);
                     } catch (IllegalStateException alreadyClosed) {
                         continue; // EPIPE: the server closed it before the request went out
                     }
@@ -237,7 +240,7 @@ class AccessTest {
     }
 
     private static void goodFrontendDoesIo(Path sock) {
-        try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 1)) {
+        try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), g, 1)) {
             BlkQueue q = g.queue(0, 64, true);
             qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);

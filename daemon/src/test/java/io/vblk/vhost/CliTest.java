@@ -22,6 +22,10 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.UnixSocket;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.JvmFlags;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /** The {@code vblk} command line: bad arguments, help, and {@code serve} as a real process. */
 class CliTest {
@@ -138,8 +142,9 @@ class CliTest {
         UnixSocket.listen(sock, 1).close(); // a stale socket a dead server left behind
         assertTrue(SocketFile.isSocket(sock));
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        List<String> cmd = new ArrayList<>(List.of(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-                "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false", "-Xmx256m",
+        List<String> cmd = new ArrayList<>(List.of(java));
+        cmd.addAll(JvmFlags.list());
+        cmd.addAll(List.of("-Xmx256m",
                 "-cp", System.getProperty("java.class.path"), Main.class.getName(),
                 "serve", "--image", "null:64M", "--socket", sock.toString(), "--wait", "blocking", "--serial", "proc"));
         Path stdout = dir.resolve("stdout.txt");
@@ -151,7 +156,7 @@ class CliTest {
                     && line.endsWith(" on " + sock), String.valueOf(line));
             assertEquals(PosixFilePermissions.fromString("rw-------"), Files.getPosixFilePermissions(sock));
 
-            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 1)) {
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), g, 1)) {
                 BlkQueue q = g.queue(0, 128, true);
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -160,7 +165,7 @@ class CliTest {
                 assertEquals(2, qemu.stop(q)[0]);
             }
             // A second frontend, left connected: SIGTERM must end its session too.
-            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 1)) {
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), g, 1)) {
                 BlkQueue q = g.queue(0, 128, true);
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);

@@ -17,6 +17,9 @@ import org.junit.jupiter.api.io.TempDir;
 import com.fasterxml.jackson.jr.ob.JSON;
 
 import io.vblk.daemon.Main;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /** {@code vblk ctl} and {@code vblk stat} against a running daemon. */
 class CtlTest {
@@ -80,7 +83,7 @@ class CtlTest {
             assertEquals(2, run("ctl", "--control", c).status(), "METHOD is required");
 
             Thread traffic = new Thread(() -> {
-                try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), g, 2)) {
+                try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), g, 2)) {
                     BlkQueue q = g.queue(1, 128, true);
                     qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, g.queue(0, 128, true), q);
                     qemu.start(qemu.linuxFeatures(), true, null, q);

@@ -128,6 +128,11 @@ final class DaemonRig implements AutoCloseable {
             return in.readLine();
         }
 
+        /** The next response line (after a {@link #raw} that sent several requests). */
+        String readLine() throws IOException {
+            return in.readLine();
+        }
+
         @SuppressWarnings("unchecked")
         Map<String, Object> call(String method, String paramsJson) throws IOException {
             int id = nextId++;

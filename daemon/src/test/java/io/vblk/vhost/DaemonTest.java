@@ -30,6 +30,9 @@ import org.junit.jupiter.api.io.TempDir;
 import com.fasterxml.jackson.jr.ob.JSON;
 
 import io.vblk.sys.UnixSocket;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * {@code vblk daemon}: every control-plane method driven over its socket while real vhost-user
@@ -54,7 +57,7 @@ class DaemonTest {
 
     /** A frontend (the QEMU message sequence) on {@code socket}: writes, reads back and compares {@code rounds} blocks. */
     static void verifiedIo(Path socket, int rounds, int seed) {
-        try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(socket), g, 1)) {
+        try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(socket), g, 1)) {
             BlkQueue q = g.queue(0, 128, true);
             qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -145,7 +148,7 @@ class DaemonTest {
             assertEquals(8L << 20, Files.size(dir.resolve("a.img")), "the image file grew");
             assertEquals(-32602, num(DaemonRig.error(d.call("export.resize", "{\"id\":\"a\",\"size\":4194304}")).get("code")));
             assertEquals(-32602, num(DaemonRig.error(d.call("export.resize", "{\"id\":\"a\",\"size\":1000}")).get("code")));
-            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sockA), g, 1)) {
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sockA), g, 1)) {
                 BlkQueue q = g.queue(0, 128, true);
                 byte[] cfg = qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 assertEquals((8L << 20) / 512, java.nio.ByteBuffer.wrap(cfg).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong(0));
@@ -162,7 +165,7 @@ class DaemonTest {
             // Removing an export while its frontend has I/O going: drained, socket gone, the other export unaffected.
             AtomicLong done = new AtomicLong();
             Thread busy = new Thread(() -> {
-                try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(sockA), g, 1)) {
+                try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sockA), g, 1)) {
                     BlkQueue q = g.queue(0, 128, true);
                     qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                     qemu.start(qemu.linuxFeatures(), true, null, q);

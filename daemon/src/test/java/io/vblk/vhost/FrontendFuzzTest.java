@@ -14,6 +14,9 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * The frontend fuzzer ({@link FrontendFuzzer}) against a real {@code vblk serve} process on a
@@ -44,7 +47,7 @@ class FrontendFuzzTest {
         try (ServeProcess serve = ServeProcess.start(dir, sock, "--image", image.toString(), "--socket", sock.toString());
              TestGuest guest = new TestGuest()) {
             FrontendFuzzer fuzzer = new FrontendFuzzer(sock, guest, scratch);
-            try (TestFrontend probe = TestFrontend.connect(sock)) {
+            try (VhostUserFrontend probe = VhostUserFrontend.connect(sock)) {
                 fuzzer.offeredFeatures = probe.getFeatures();
             }
             BlkQueue good = guest.queue(0, 64, true, 15);
@@ -98,29 +101,29 @@ class FrontendFuzzTest {
             for (boolean beforeStart : new boolean[] {true, false}) {
                 int shrinking = Memfd.create("shrinking", 2 * TestGuest.REGION_BYTES);
                 BlkQueue q = guest.queue(0, 64, true, 4);
-                try (TestFrontend f = TestFrontend.connect(sock)) {
+                try (VhostUserFrontend f = VhostUserFrontend.connect(sock)) {
                     long offered = f.getFeatures();
-                    f.setProtocolFeatures(TestFrontend.PF_CONFIG | TestFrontend.PF_REPLY_ACK);
+                    f.setProtocolFeatures(VhostUserFrontend.PF_CONFIG | VhostUserFrontend.PF_REPLY_ACK);
                     f.setOwner();
-                    f.setVringFd(TestFrontend.SET_VRING_CALL, 0, q.call);
+                    f.setVringFd(VhostUserFrontend.SET_VRING_CALL, 0, q.call);
                     f.setFeatures(offered);
-                    assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), shrinking,
+                    assertEquals(0, f.acked(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(guest.regions()), shrinking,
                             shrinking));
                     if (beforeStart) {
                         Native.libc().ftruncate(shrinking, 0);
                     }
-                    f.acked(TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 64));
-                    f.acked(TestFrontend.SET_VRING_BASE, TestFrontend.state(0, 0));
-                    f.acked(TestFrontend.SET_VRING_ADDR, TestFrontend.addr(0, q.descUser(), q.usedUser(), q.availUser()));
-                    f.acked(TestFrontend.SET_VRING_KICK, TestFrontend.u64(0), q.kick.fd());
-                    f.acked(TestFrontend.SET_VRING_ENABLE, TestFrontend.state(0, 1));
+                    f.acked(VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(0, 64));
+                    f.acked(VhostUserFrontend.SET_VRING_BASE, VhostUserFrontend.state(0, 0));
+                    f.acked(VhostUserFrontend.SET_VRING_ADDR, VhostUserFrontend.addr(0, q.descUser(), q.usedUser(), q.availUser()));
+                    f.acked(VhostUserFrontend.SET_VRING_KICK, VhostUserFrontend.u64(0), q.kick.fd());
+                    f.acked(VhostUserFrontend.SET_VRING_ENABLE, VhostUserFrontend.state(0, 1));
                     if (!beforeStart) {
                         Native.libc().ftruncate(shrinking, 0);
                     }
                     q.add(BlkQueue.T_IN, 0, q.dataGpa, 4096, true);
                     q.kick.signal();
                     Thread.sleep(100);
-                } catch (AssertionError e) {
+                } catch (AssertionError | IllegalStateException e) {
                     throw new AssertionError("daemon " + (serve.alive() ? "alive" : "dead") + ", log:\n" + tail(serve.stderr(), 40), e);
                 } finally {
                     Native.libc().close(shrinking);
@@ -128,7 +131,7 @@ class FrontendFuzzTest {
                 assertTrue(serve.alive(), "vblk serve died: " + tail(serve.stderr(), 30));
                 try {
                     goodFrontendWritesAndReads(sock, guest, guest.queue(0, 64, true, 15), beforeStart ? 1 : 2);
-                } catch (AssertionError e) {
+                } catch (AssertionError | IllegalStateException e) {
                     throw new AssertionError("shrunk " + (beforeStart ? "before" : "after") + " the ring started; daemon log:\n"
                             + tail(serve.stderr(), 40), e);
                 }
@@ -142,7 +145,7 @@ class FrontendFuzzTest {
     static void goodFrontendWritesAndReads(Path sock, TestGuest guest, BlkQueue q, long connection) {
         q.driver.initialise();
         q.call.read();
-        try (QemuFlow qemu = new QemuFlow(TestFrontend.connect(sock), guest, 1)) {
+        try (QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), guest, 1)) {
             qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
             long sector = (connection % 2048) * 8;

@@ -1,6 +1,7 @@
 package io.vblk.vhost;
 
 import io.vblk.daemon.Main;
+import io.vblk.testkit.JvmFlags;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -34,8 +35,9 @@ final class ServeProcess implements AutoCloseable {
     static List<String> command(List<String> prefix, String... args) {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<String> cmd = new ArrayList<>(prefix);
-        cmd.addAll(List.of(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-                "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false", "-Xmx256m", "-XX:+UseSerialGC",
+        cmd.add(java);
+        cmd.addAll(JvmFlags.list());
+        cmd.addAll(List.of("-Xmx256m", "-XX:+UseSerialGC",
                 "-XX:TieredStopAtLevel=1", "-cp", System.getProperty("java.class.path"), Main.class.getName()));
         cmd.addAll(List.of(args));
         return cmd;

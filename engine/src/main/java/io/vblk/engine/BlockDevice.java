@@ -16,6 +16,7 @@ import io.vblk.block.RawDriver;
 import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
+import io.vblk.vring.QueueState;
 
 /**
  * A virtio-blk device data plane: the embedding API. A VMM (or the vhost-user backend) builds
@@ -184,7 +185,7 @@ public final class BlockDevice implements AutoCloseable {
         Objects.requireNonNull(newMemory, "memory");
         boolean[] wasRunning = new boolean[queues.length];
         for (DeviceQueue q : queues) {
-            if (q.state == DeviceQueue.RUNNING) {
+            if (q.state == QueueLifecycle.RUNNING) {
                 wasRunning[q.index] = true;
                 stopQueue(q.index);
             } else {
@@ -229,7 +230,7 @@ public final class BlockDevice implements AutoCloseable {
         if (layout == null) {
             return null;
         }
-        if (queue.state == DeviceQueue.STOPPED && !queue.ring.active()) {
+        if (queue.state == QueueLifecycle.STOPPED && !queue.ring.active()) {
             return layout;
         }
         return layout.withNextAvail(queue.ring.nextAvail()).withNextUsed(queue.ring.nextUsed());
@@ -239,7 +240,7 @@ public final class BlockDevice implements AutoCloseable {
     public void setKick(int q, EventFd kick) {
         DeviceQueue queue = queue(q);
         run(queue, t -> {
-            boolean watching = queue.state == DeviceQueue.RUNNING;
+            boolean watching = queue.state == QueueLifecycle.RUNNING;
             if (watching) {
                 t.unwatchKick(queue);
             }
@@ -328,25 +329,20 @@ public final class BlockDevice implements AutoCloseable {
         boolean eventIdx = BlkFeatures.has(model.negotiatedFeatures(), BlkFeatures.RING_EVENT_IDX);
         boolean indirect = BlkFeatures.has(model.negotiatedFeatures(), BlkFeatures.RING_INDIRECT_DESC);
         String error = run(queue, t -> {
-            if (queue.state == DeviceQueue.RUNNING) {
+            if (queue.state == QueueLifecycle.RUNNING) {
                 return null;
             }
-            if (queue.state == DeviceQueue.BROKEN) {
+            if (queue.state == QueueLifecycle.BROKEN) {
                 // Sticky: only a reset (reset(), clearQuarantine()) lets a broken ring run again.
                 return "queue " + q + " is quarantined until a reset: " + queue.brokenReason;
             }
-            int rc = queue.ring.activate(mem, layout.size(), layout.descAddress(), layout.availAddress(),
-                    layout.usedAddress(), eventIdx, indirect);
-            if (rc != 0) {
+            if (queue.ring.restore(mem, layout, eventIdx, indirect) != 0) {
                 return "queue " + q + " ring layout rejected (" + queue.ring.error() + "): " + layout;
             }
-            queue.ring.setNextAvail(layout.nextAvail());
-            // A restarted backend resumes from used.idx in guest memory, never from 0.
-            queue.ring.setNextUsed(layout.nextUsed() == QueueState.USED_FROM_RING ? queue.ring.usedIndexInRing() : layout.nextUsed());
             applyLog(queue);
             queue.ring.disableNotifications();
             queue.brokenReason = null;
-            queue.state = DeviceQueue.RUNNING;
+            queue.state = QueueLifecycle.RUNNING;
             t.watchKick(queue);
             return null;
         });
@@ -372,8 +368,8 @@ public final class BlockDevice implements AutoCloseable {
             public boolean run(IoThread t) {
                 if (!begun) {
                     begun = true;
-                    if (queue.state == DeviceQueue.RUNNING) {
-                        queue.state = DeviceQueue.STOPPING;
+                    if (queue.state == QueueLifecycle.RUNNING) {
+                        queue.state = QueueLifecycle.STOPPING;
                     }
                     t.flushCompletions();
                 }
@@ -382,13 +378,11 @@ public final class BlockDevice implements AutoCloseable {
                 if (queue.inflight > 0 || queue.dirty) {
                     return false;
                 }
-                if (queue.state == DeviceQueue.STOPPING) {
-                    queue.state = DeviceQueue.STOPPED;
+                if (queue.state == QueueLifecycle.STOPPING) {
+                    queue.state = QueueLifecycle.STOPPED;
                 }
                 t.unwatchKick(queue);
-                QueueState layout = queue.layout;
-                QueueState state = layout == null || !queue.ring.active() ? layout
-                        : layout.withNextAvail(queue.ring.nextAvail()).withNextUsed(queue.ring.nextUsed());
+                QueueState state = queue.ring.active() ? queue.ring.state() : queue.layout;
                 queue.layout = state;
                 done.complete(state);
                 return true;
@@ -407,8 +401,8 @@ public final class BlockDevice implements AutoCloseable {
         requireStopped(queue, "lift its quarantine");
         drain(queue);
         run(queue, t -> {
-            if (queue.state == DeviceQueue.BROKEN) {
-                queue.state = DeviceQueue.STOPPED;
+            if (queue.state == QueueLifecycle.BROKEN) {
+                queue.state = QueueLifecycle.STOPPED;
                 queue.brokenReason = null;
                 queue.faultReason = null;
             }
@@ -459,7 +453,7 @@ public final class BlockDevice implements AutoCloseable {
                 q.layout = null;
                 q.brokenReason = null;
                 q.faultReason = null;
-                q.state = DeviceQueue.STOPPED;
+                q.state = QueueLifecycle.STOPPED;
                 return null;
             });
         }
@@ -703,12 +697,12 @@ public final class BlockDevice implements AutoCloseable {
 
     /** Whether queue {@code q} is quarantined for a corrupt ring. */
     public boolean isBroken(int q) {
-        return queue(q).state == DeviceQueue.BROKEN;
+        return queue(q).state == QueueLifecycle.BROKEN;
     }
 
     /** Whether queue {@code q} is processing requests. */
     public boolean isRunning(int q) {
-        return queue(q).state == DeviceQueue.RUNNING;
+        return queue(q).state == QueueLifecycle.RUNNING;
     }
 
     /** Why queue {@code q} was quarantined, or null. */
@@ -744,7 +738,7 @@ public final class BlockDevice implements AutoCloseable {
     }
 
     private void requireStopped(DeviceQueue q, String what) {
-        if (q.state == DeviceQueue.RUNNING || q.state == DeviceQueue.STOPPING) {
+        if (q.state == QueueLifecycle.RUNNING || q.state == QueueLifecycle.STOPPING) {
             throw new IllegalStateException("queue " + q.index + " must be stopped to " + what);
         }
     }

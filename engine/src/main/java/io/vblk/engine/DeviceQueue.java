@@ -5,6 +5,7 @@ import org.HdrHistogram.SingleWriterRecorder;
 
 import io.vblk.hostmem.DirtyLog;
 import io.vblk.sys.EventFd;
+import io.vblk.vring.QueueState;
 import io.vblk.vring.SplitQueue;
 
 /**
@@ -13,11 +14,6 @@ import io.vblk.vring.SplitQueue;
  * plane changes them only through commands run on that thread.
  */
 final class DeviceQueue {
-    static final int STOPPED = 0;
-    static final int RUNNING = 1;
-    static final int STOPPING = 2;
-    static final int BROKEN = 3;
-
     private static final long HIGHEST_LATENCY_NS = 60_000_000_000L;
 
     final int index;
@@ -33,7 +29,7 @@ final class DeviceQueue {
     /** Kick eventfd watched while the I/O thread sleeps; null for method-call kicks only. */
     volatile EventFd kick;
     /** I/O thread owned. */
-    volatile int state = STOPPED;
+    volatile QueueLifecycle state = QueueLifecycle.STOPPED;
     /** Requests popped and not yet returned to the pool: I/O thread owned. */
     int inflight;
     /**
@@ -93,6 +89,6 @@ final class DeviceQueue {
     }
 
     boolean running() {
-        return state == RUNNING;
+        return state == QueueLifecycle.RUNNING;
     }
 }

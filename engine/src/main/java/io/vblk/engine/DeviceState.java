@@ -3,6 +3,8 @@ package io.vblk.engine;
 import java.util.Arrays;
 import java.util.Objects;
 
+import io.vblk.vring.QueueState;
+
 /**
  * What a migration carries of a virtio-blk device besides guest memory and the disk: the
  * negotiated features, the config space (to check the destination serves the same disk), and

@@ -3,97 +3,92 @@ package io.vblk.engine;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.locks.LockSupport;
-import java.util.function.Consumer;
 import java.util.function.Predicate;
 
-import org.agrona.concurrent.OneToOneConcurrentArrayQueue;
+import org.agrona.concurrent.IdleStrategy;
+import org.agrona.concurrent.NanoClock;
+import org.agrona.concurrent.SystemNanoClock;
 
-import com.lmax.disruptor.BatchEventProcessor;
-import com.lmax.disruptor.BatchEventProcessorBuilder;
 import com.lmax.disruptor.EventPoller;
-import com.lmax.disruptor.ExceptionHandler;
 import com.lmax.disruptor.RingBuffer;
 import com.lmax.disruptor.YieldingWaitStrategy;
 
-import io.vblk.aio.CompletionSink;
 import io.vblk.block.BlockDriver;
 import io.vblk.sys.Epoll;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Linux;
-import io.vblk.vring.DescriptorChain;
-import io.vblk.vring.SplitQueue;
 
 /**
- * One data-plane thread (QEMU's iothread): owns a set of queues and one back end, and runs a
- * loop of {@link #doWork()} rounds followed by the configured {@link WaitStrategy}.
+ * One data-plane thread (QEMU's iothread), an Agrona-style agent: it owns a set of queues and one
+ * back end, and runs {@link #doWork()} rounds, each followed by its {@link IdleStrategy} (chosen
+ * by the {@link WaitStrategy}). Its state is split by owner: the {@link RequestDispatcher} (pool,
+ * parser, chain, throttle), the {@link CompletionRoute} (inline, or a dedicated completion thread
+ * with its ring and return queue) and, here, the inbox, the epoll set and the sleep protocol.
  *
  * <p>A round: drain the inbox ring (kicks and control commands, published by other threads into
- * a Disruptor ring), reap finished operations, pop every available chain of every running queue
- * into preallocated requests, and submit everything prepared with one back-end call. While the
- * thread is awake the queues' notifications stay disabled, so a busy guest does not kick; before
- * it sleeps it re-enables them and re-checks the rings (the no-lost-kick pattern), then blocks in
- * epoll on the kick eventfds, the back end's completion eventfd and its own wake-up eventfd.
+ * a Disruptor ring), take back requests finished elsewhere, reap finished operations, pop every
+ * available chain of every running queue, and submit everything prepared with one back-end call.
+ * While the thread is awake the queues' notifications stay disabled, so a busy guest does not
+ * kick; before it sleeps it re-enables them and re-checks the rings (the no-lost-kick pattern),
+ * then blocks in epoll on the kick eventfds, the back end's completion eventfd and its own
+ * wake-up eventfd. The clock is injected, so a test can drive rounds directly, without threads.
  */
-final class IoThread implements Runnable, CompletionSink {
+final class IoThread implements Runnable, KernelSleep {
     private static final int TAG_WAKEUP = (1 << 16) + 1;
     /** Completion source {@code i} of the driver is tagged {@code TAG_COMPLETIONS + i}. */
     private static final int TAG_COMPLETIONS = 1 << 20;
     private static final int INBOX_SIZE = 4096;
-    private static final int SPIN_ROUNDS = 100;
     /** {@link #prepareSleep()}: there is work, do not sleep. */
     static final int WAKE_NOW = -2;
 
     private final int id;
-    private final DeviceModel model;
     private final Tuning tuning;
-    private final Throttle throttle;
-    private final DeviceListener listener;
     private final DeviceQueue[] queues;
     private final BlockDriver backend;
-    private final RequestPool pool;
-    private final RequestParser parser;
-    private final DescriptorChain chain;
-    private final CompletionPath completions;
+    private final NanoClock clock;
+    private final RequestDispatcher dispatcher;
+    private final CompletionRoute route;
+    private final IdleStrategy idle;
     private final Epoll epoll;
     private final EventFd wakeup;
     private final RingBuffer<InboxEvent> inbox;
     private final EventPoller<InboxEvent> inboxPoller;
     private final EventPoller.Handler<InboxEvent> inboxHandler = this::onInboxEvent;
-    private final Consumer<BlkRequest> releaseFn = this::release;
     private final Predicate<InboxEvent.Command> runCommand = c -> c.run(this);
     private final List<InboxEvent.Command> pendingCommands = new ArrayList<>();
-
-    // Dedicated mode: completions go to the completion thread through a Disruptor ring, and
-    // finished requests come back through a single-producer single-consumer queue.
-    private final RingBuffer<CompletionEvent> completionRing;
-    private final BatchEventProcessor<CompletionEvent> completionProcessor;
-    private final OneToOneConcurrentArrayQueue<BlkRequest> returned;
 
     private volatile boolean sleeping;
     private volatile boolean running = true;
     private Thread thread;
     /** The shared thread that runs this one's rounds, or null when it has a thread of its own. */
     private SharedIoThread shared;
-    private Thread completionThread;
-    private int idleRounds;
-    private long idleSinceNs;
     private long submittedBatches;
 
     IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
              DeviceQueue[] queues, BlockDriver backend) {
+        this(id, model, tuning, throttle, listener, queues, backend, SystemNanoClock.INSTANCE);
+    }
+
+    /** As above, reading the time (throttle, latency, poll window) from {@code clock}. */
+    IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
+             DeviceQueue[] queues, BlockDriver backend, NanoClock clock) {
         this.id = id;
-        this.model = model;
         this.tuning = tuning;
-        this.throttle = throttle;
-        this.listener = listener;
         this.queues = queues;
         this.backend = backend;
-        int maxSegments = Math.max(1, model.segMax());
-        this.pool = new RequestPool(backend.depth(), maxSegments);
-        this.parser = new RequestParser(model);
-        this.chain = new DescriptorChain(model.config().queueSize() + maxSegments + SplitQueue.CHAIN_SLACK_SEGMENTS);
-        this.completions = new CompletionPath(queues.length, tuning.recordLatency());
+        this.clock = clock;
+        this.dispatcher = new RequestDispatcher(model, throttle, listener, backend);
+        RequestPool pool = dispatcher.pool();
+        CompletionPath completions = new CompletionPath(queues.length, tuning.recordLatency(), clock);
+        if (tuning.threadingMode() == ThreadingMode.DEDICATED) {
+            route = new DedicatedCompletionRoute(pool, completions, queues,
+                    DedicatedCompletionRoute.ringSize(pool.size(), model.maxSegmentsPerRange()),
+                    WaitStrategies.disruptor(tuning), dispatcher::release, this::wakeIfSleeping);
+        } else {
+            route = new InlineCompletionRoute(pool, completions, dispatcher::release);
+        }
+        dispatcher.route(route);
+        this.idle = IdleStrategies.forIoThread(tuning, clock, this);
         this.epoll = new Epoll(queues.length + 1 + backend.completionSources());
         this.wakeup = EventFd.create(true);
         epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
@@ -103,73 +98,10 @@ final class IoThread implements Runnable, CompletionSink {
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
-
-        if (tuning.threadingMode() == ThreadingMode.DEDICATED) {
-            int size = Integer.highestOneBit(Math.max(2, pool.size() * Math.max(1, model.maxSegmentsPerRange())) * 2 - 1);
-            completionRing = RingBuffer.createSingleProducer(CompletionEvent::new, size, WaitStrategies.disruptor(tuning));
-            completionProcessor = new BatchEventProcessorBuilder().build(completionRing, completionRing.newBarrier(),
-                    (event, sequence, endOfBatch) -> {
-                        if (event.slot >= 0) { // a negative slot is a fence (see completionFence)
-                            completions.complete(pool.get(event.slot), event.result);
-                        }
-                        if (endOfBatch) {
-                            completions.endOfBatch();
-                            wakeIfSleeping();
-                        }
-                    });
-            // The default handler ends the thread on any Throwable, and the I/O thread then
-            // waits in completionRing.next() forever: contain it instead.
-            completionProcessor.setExceptionHandler(new CompletionFailure());
-            completionRing.addGatingSequences(completionProcessor.getSequence());
-            returned = new OneToOneConcurrentArrayQueue<>(Integer.highestOneBit(pool.size() * 2 - 1) * 2);
-            completions.releaser(this::returnFromCompletionThread);
-        } else {
-            completionRing = null;
-            completionProcessor = null;
-            returned = null;
-            completions.releaser(this::release);
-        }
-    }
-
-    /**
-     * What the completion thread does with a Throwable its checks did not catch (a guest-memory
-     * fault delivered at an unplaceable point, or a bug): every queue of this thread stops
-     * touching guest memory and is quarantined, the event's request is given back if it was not
-     * yet, and the thread lives on so that stops drain.
-     */
-    private final class CompletionFailure implements ExceptionHandler<CompletionEvent> {
-        @Override
-        public void handleEventException(Throwable ex, long sequence, CompletionEvent event) {
-            for (DeviceQueue q : queues) {
-                if (q.faultReason == null) {
-                    q.faultReason = "completion thread: " + ex;
-                }
-            }
-            if (event.slot >= 0) {
-                BlkRequest r = pool.get(event.slot);
-                if (!r.finished && r.queue != null) {
-                    completions.abandon(r);
-                }
-            }
-            completions.endOfBatch();
-            wakeIfSleeping();
-        }
-
-        @Override
-        public void handleOnStartException(Throwable ex) {
-        }
-
-        @Override
-        public void handleOnShutdownException(Throwable ex) {
-        }
     }
 
     void start(String name) {
-        if (completionProcessor != null) {
-            completionThread = new Thread(completionProcessor, name + "-completion");
-            completionThread.setDaemon(true);
-            completionThread.start();
-        }
+        route.start(name);
         thread = new Thread(this, name);
         thread.setDaemon(true);
         thread.start();
@@ -180,7 +112,7 @@ final class IoThread implements Runnable, CompletionSink {
      * only: the shared thread completes requests itself).
      */
     void startOn(SharedIoThread shared) {
-        if (completionProcessor != null) {
+        if (route.ownsThread()) {
             throw new IllegalArgumentException("a shared I/O thread needs ThreadingMode.SHARED, not dedicated completion threads");
         }
         this.shared = shared;
@@ -212,6 +144,16 @@ final class IoThread implements Runnable, CompletionSink {
 
     BlockDriver backend() {
         return backend;
+    }
+
+    /** The completion route (for tests). */
+    CompletionRoute route() {
+        return route;
+    }
+
+    /** The idle strategy its own thread runs between rounds (for tests). */
+    IdleStrategy idleStrategy() {
+        return idle;
     }
 
     // ---------------------------------------------------------------- inbox (any thread)
@@ -258,31 +200,9 @@ final class IoThread implements Runnable, CompletionSink {
                 // A bug, or guest memory that faulted (a frontend shrank the file under the
                 // mapping: SIGBUS, raised by the JVM as InternalError): stop this thread's queues
                 // loudly rather than spin on the failure, and keep the thread for the next frontend.
-                reclaimStranded();
+                dispatcher.reclaimStranded();
                 quarantineAll("internal error: " + e);
-                idle(0);
-            }
-        }
-    }
-
-    /**
-     * Gives back every request claimed and never handed on: after an exception on this thread
-     * (a guest-memory fault the JVM delivers at a later point, see {@link GuestFaults}, or a
-     * bug) no request can legitimately be in that stage, and one left there would hold its
-     * queue's in-flight count up forever (stop and close would never return).
-     */
-    private void reclaimStranded() {
-        for (int i = 0, n = pool.size(); i < n; i++) {
-            BlkRequest r = pool.get(i);
-            if (r.stage == BlkRequest.CLAIMED) {
-                DeviceQueue q = r.queue;
-                if (q != null) {
-                    if (q.faultReason == null) {
-                        q.faultReason = "a request was lost to an internal error";
-                    }
-                    q.inflight--;
-                }
-                pool.release(r);
+                idle.idle(0);
             }
         }
     }
@@ -300,11 +220,15 @@ final class IoThread implements Runnable, CompletionSink {
      */
     private void loop() {
         while (running) {
-            idle(doWork());
+            idle.idle(doWork());
         }
     }
 
-    /** One round of work; returns how much was done (0: idle). */
+    /**
+     * One round of work; returns how much was done (0: idle), as an Agrona agent's
+     * {@code doWork()}. Never blocks; a test may call it directly on a thread that was never
+     * started.
+     */
     int doWork() {
         int work = 0;
         try {
@@ -315,26 +239,24 @@ final class IoThread implements Runnable, CompletionSink {
         if (!pendingCommands.isEmpty()) {
             pendingCommands.removeIf(runCommand);
         }
-        if (returned != null) {
-            work += returned.drain(releaseFn);
-        }
-        int reaped = backend.poll(this, pool.size());
-        if (reaped > 0 && completionRing == null) {
-            completions.endOfBatch();
+        work += route.reclaim();
+        int reaped = backend.poll(route, dispatcher.pool().size());
+        if (reaped > 0) {
+            route.endOfBatch();
         }
         work += reaped;
-        long nowNs = throttle != null || tuning.recordLatency() ? System.nanoTime() : 0;
+        long nowNs = dispatcher.throttled() || tuning.recordLatency() ? clock.nanoTime() : 0;
         int prepared = 0;
         for (DeviceQueue q : queues) {
-            if (q.faultReason != null && q.state != DeviceQueue.BROKEN) {
+            if (q.faultReason != null && q.state != QueueLifecycle.BROKEN) {
                 quarantine(q, q.faultReason); // caught on the completion side
             }
-            if (q.state == DeviceQueue.RUNNING) {
-                prepared += popQueue(q, nowNs);
+            if (q.state == QueueLifecycle.RUNNING) {
+                prepared += dispatcher.popQueue(q, nowNs);
             }
         }
-        if (prepared > 0 && completionRing == null) {
-            completions.endOfBatch(); // immediate completions of this round
+        if (prepared > 0) {
+            route.endOfBatch(); // immediate completions of this round
         }
         if (backend.pendingSubmit() > 0) {
             backend.submit();
@@ -370,245 +292,19 @@ final class IoThread implements Runnable, CompletionSink {
         return true;
     }
 
-    /** Pops every available chain of {@code q} that slots and the throttle allow. */
-    private int popQueue(DeviceQueue q, long nowNs) {
-        if (throttle != null) {
-            long delay = throttle.delayNs(nowNs);
-            if (delay > 0) {
-                q.throttledUntilNs = nowNs + delay;
-                q.counters.increment(QueueCounters.THROTTLED);
-                return 0;
-            }
-            q.throttledUntilNs = 0;
-        }
-        int popped = 0;
-        int reserve = Math.max(1, model.maxSegmentsPerRange());
-        InflightTracker tracker = q.inflightTracker;
-        try {
-            while (pool.available() > 0 && backend.freeSlots() >= reserve) {
-                // Recovered in-flight requests of a previous backend go first, in their old order.
-                int rc = q.resubmitCount > 0 ? q.ring.popHead(q.resubmit[q.resubmit.length - q.resubmitCount--], chain)
-                        : q.ring.pop(chain);
-                if (rc == 0) {
-                    break;
-                }
-                if (rc < 0) {
-                    quarantine(q, String.valueOf(q.ring.error()));
-                    break;
-                }
-                if (tracker != null) {
-                    tracker.popped(chain.head());
-                }
-                BlkRequest r = pool.claim(); // stage CLAIMED until dispatch hands it on
-                r.queue = q;
-                r.startNs = nowNs;
-                q.inflight++;
-                popped++;
-                r.type = -1; // a chain refused before its header was read counts as no type
-                dispatch(r, parser.parse(chain, r));
-                if (r.stage == BlkRequest.CLAIMED) {
-                    r.stage = BlkRequest.HANDED; // the back end's or the completion path's now
-                }
-                q.counters.add(QueueCounters.BYTES, r.bytes);
-                int byType = QueueCounters.ofType(r.type);
-                if (byType >= 0) {
-                    q.counters.increment(byType);
-                }
-                if (throttle != null) {
-                    // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
-                    // none, and charging its length (up to ~512 GiB) would stall the device.
-                    boolean transfer = r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT;
-                    throttle.charge(nowNs, transfer ? r.bytes : 0);
-                    if (throttle.delayNs(nowNs) > 0) {
-                        break;
-                    }
-                }
-            }
-        } catch (RuntimeException | Error e) {
-            // A fault in this queue's guest memory (or a bug): give back the request that never
-            // reached the back end, and stop this queue only.
-            reclaimStranded();
-            String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
-            q.faultReason = reason;
-            quarantine(q, reason);
-        }
-        if (popped > 0) {
-            q.counters.add(QueueCounters.REQUESTS, popped);
-            q.counters.increment(QueueCounters.BATCHES);
-            q.counters.increment(QueueCounters.SUBMITS);
-        }
-        return popped;
-    }
-
-    private void dispatch(BlkRequest r, int action) {
-        if (action == RequestParser.SUBMIT) {
-            int rc = prepare(r);
-            if (rc == 0) {
-                return;
-            }
-            // Nothing of this request reached the back end: fail it alone.
-            r.immediateStatus = BlkRequestDescriptor.S_IOERR;
-        } else if (action == RequestParser.NO_STATUS) {
-            r.statusAddress = -1;
-        }
-        completeImmediately(r);
-    }
-
-    private int prepare(BlkRequest r) {
-        long offset = r.sector << BlkRequestDescriptor.SECTOR_SHIFT;
-        switch (r.type) {
-            case BlkRequestDescriptor.T_IN:
-                r.pendingOps = 1;
-                return backend.read(offset, r.data, r.slot);
-            case BlkRequestDescriptor.T_OUT:
-                r.pendingOps = 1;
-                return backend.write(offset, r.data, r.slot);
-            case BlkRequestDescriptor.T_FLUSH:
-                r.pendingOps = 1;
-                return backend.flush(r.slot);
-            default:
-                return prepareRanges(r);
-        }
-    }
-
-    /** One back-end operation per DISCARD / WRITE_ZEROES segment; the request ends with the last. */
-    private int prepareRanges(BlkRequest r) {
-        boolean discard = r.type == BlkRequestDescriptor.T_DISCARD;
-        int count = r.pendingOps;
-        for (int i = 0; i < count; i++) {
-            int base = i * BlkRequestDescriptor.SEGMENT_LENGTH;
-            long sector = parser.segments().getLong(base + BlkRequestDescriptor.SEGMENT_SECTOR_OFFSET);
-            long sectors = parser.segments().getInt(base + BlkRequestDescriptor.SEGMENT_NUM_SECTORS_OFFSET) & 0xFFFF_FFFFL;
-            boolean unmap = (parser.segments().getInt(base + BlkRequestDescriptor.SEGMENT_FLAGS_OFFSET)
-                    & BlkRequestDescriptor.SEGMENT_FLAG_UNMAP) != 0;
-            long offset = sector << BlkRequestDescriptor.SECTOR_SHIFT;
-            long length = sectors << BlkRequestDescriptor.SECTOR_SHIFT;
-            int rc = discard ? backend.discard(offset, length, r.slot)
-                    : backend.writeZeroes(offset, length, unmap, r.slot);
-            if (rc != 0) {
-                if (i == 0) {
-                    return rc;
-                }
-                // Earlier segments are in flight: account for the ones that never will be.
-                r.error = rc;
-                r.pendingOps = i;
-                return 0;
-            }
-        }
-        return 0;
-    }
-
-    private void completeImmediately(BlkRequest r) {
-        if (completionRing == null) {
-            completions.complete(r, CompletionPath.IMMEDIATE);
-        } else {
-            publishCompletion(r.slot, CompletionPath.IMMEDIATE);
-        }
-    }
-
-    /** Back-end completion (from {@link BlockDriver#poll}). */
-    @Override
-    public void complete(long userData, long result) {
-        if (completionRing == null) {
-            completions.complete(pool.get((int) userData), result);
-        } else {
-            publishCompletion((int) userData, result);
-        }
-    }
-
-    private void publishCompletion(int slot, long result) {
-        // The ring holds every operation that can be outstanding, so next() never waits.
-        long sequence = completionRing.next();
-        CompletionEvent e = completionRing.get(sequence);
-        e.slot = -1; // a no-op until filled in: see below
-        try {
-            e.result = result;
-            e.slot = slot;
-        } finally {
-            // Always: a claimed sequence left unpublished (an exception the JVM delivered right
-            // here) would stop the completion thread for good, and this thread with it.
-            completionRing.publish(sequence);
-        }
-    }
-
-    private void returnFromCompletionThread(BlkRequest r) {
-        // Capacity exceeds the pool, so offer cannot fail.
-        returned.offer(r);
-    }
-
-    private void release(BlkRequest r) {
-        if (r.stage == BlkRequest.FREE) {
-            return; // already reclaimed after an exception: count it once
-        }
-        r.queue.inflight--;
-        pool.release(r);
-    }
-
+    /** Stops {@code q} popping (sticky until a reset); its owner hears why first. */
     void quarantine(DeviceQueue q, String reason) {
-        if (q.state == DeviceQueue.RUNNING || q.state == DeviceQueue.STOPPING) {
-            q.brokenReason = reason;
-            q.counters.increment(QueueCounters.QUARANTINES);
-            // The owner hears of it before anyone can observe BROKEN, so a poller that sees the
-            // state knows the needs-reset report has gone out.
-            listener.queueBroken(q.index, reason);
-            q.state = DeviceQueue.BROKEN;
-        }
+        dispatcher.quarantine(q, reason);
     }
 
     // ---------------------------------------------------------------- waiting
-
-    private void idle(int work) {
-        if (work > 0) {
-            idleRounds = 0;
-            idleSinceNs = 0;
-            return;
-        }
-        idleRounds++;
-        switch (tuning.waitStrategy()) {
-            case BUSY_SPIN:
-                Thread.onSpinWait();
-                break;
-            case YIELDING:
-                spinThenYield();
-                break;
-            case SLEEPING:
-                if (idleRounds < 2 * SPIN_ROUNDS) {
-                    spinThenYield();
-                } else {
-                    LockSupport.parkNanos(tuning.sleepNs());
-                }
-                break;
-            case BLOCKING:
-                sleep();
-                break;
-            default:
-                long now = System.nanoTime();
-                if (idleSinceNs == 0) {
-                    idleSinceNs = now;
-                }
-                if (now - idleSinceNs < tuning.pollNs()) {
-                    // Pure spinning for a bounded time: a yield here is a syscall (over 1 us on
-                    // this VM class) that a profile showed costing 14% of the thread at depth 128.
-                    Thread.onSpinWait();
-                } else {
-                    sleep();
-                }
-        }
-    }
-
-    private void spinThenYield() {
-        if (idleRounds < SPIN_ROUNDS) {
-            Thread.onSpinWait();
-        } else {
-            Thread.yield();
-        }
-    }
 
     /**
      * Blocks until a kick, a completion, a command or the throttle's deadline. Notifications are
      * re-enabled first, and a ring that gained buffers meanwhile cancels the sleep.
      */
-    private void sleep() {
+    @Override
+    public void sleep() {
         int timeoutMs = prepareSleep();
         if (timeoutMs != WAKE_NOW) {
             awaitEvents(timeoutMs);
@@ -626,11 +322,11 @@ final class IoThread implements Runnable, CompletionSink {
         sleeping = true;
         int timeoutMs = -1;
         boolean abort = inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
-                || backend.pendingSubmit() > 0 || (returned != null && !returned.isEmpty());
-        long now = System.nanoTime();
+                || backend.pendingSubmit() > 0 || route.hasReturns();
+        long now = clock.nanoTime();
         for (int i = 0; i < queues.length && !abort; i++) {
             DeviceQueue q = queues[i];
-            if (q.state != DeviceQueue.RUNNING) {
+            if (q.state != QueueLifecycle.RUNNING) {
                 continue;
             }
             if (q.throttledUntilNs != 0) {
@@ -644,7 +340,7 @@ final class IoThread implements Runnable, CompletionSink {
                 continue;
             }
             // Without free slots pending chains must wait for a completion, which wakes us anyway.
-            if ((q.ring.enableNotifications() || q.resubmitCount > 0) && pool.available() > 0) {
+            if ((q.ring.enableNotifications() || q.resubmitCount > 0) && dispatcher.pool().available() > 0) {
                 abort = true;
             }
         }
@@ -663,12 +359,10 @@ final class IoThread implements Runnable, CompletionSink {
     void finishSleep() {
         sleeping = false;
         for (DeviceQueue q : queues) {
-            if (q.state == DeviceQueue.RUNNING) {
+            if (q.state == QueueLifecycle.RUNNING) {
                 q.ring.disableNotifications();
             }
         }
-        idleSinceNs = 0;
-        idleRounds = 0;
     }
 
     private void acknowledge(int tag) {
@@ -717,9 +411,7 @@ final class IoThread implements Runnable, CompletionSink {
 
     /** Publishes immediate completions left from control work (I/O thread only). */
     void flushCompletions() {
-        if (completionRing == null) {
-            completions.endOfBatch();
-        }
+        route.endOfBatch();
     }
 
     /**
@@ -729,20 +421,12 @@ final class IoThread implements Runnable, CompletionSink {
      * the fence anew. Shared mode: -1, already passed. I/O thread only.
      */
     long completionFence() {
-        if (completionRing == null) {
-            return -1;
-        }
-        long sequence = completionRing.next();
-        CompletionEvent e = completionRing.get(sequence);
-        e.slot = -1;
-        e.result = 0;
-        completionRing.publish(sequence);
-        return sequence;
+        return route.fence();
     }
 
     /** Whether the completion thread has finished the batch holding fence {@code sequence}. */
     boolean completionPassed(long sequence) {
-        return completionProcessor == null || completionProcessor.getSequence().get() >= sequence;
+        return route.passed(sequence);
     }
 
     long submittedBatches() {
@@ -757,16 +441,13 @@ final class IoThread implements Runnable, CompletionSink {
         }
         wakeup.signal();
         joinQuietly(thread);
-        if (completionProcessor != null) {
-            completionProcessor.halt();
-            joinQuietly(completionThread);
-        }
+        route.close();
         backend.close();
         epoll.close();
         wakeup.close();
     }
 
-    private static void joinQuietly(Thread t) {
+    static void joinQuietly(Thread t) {
         if (t == null || t == Thread.currentThread()) {
             return;
         }

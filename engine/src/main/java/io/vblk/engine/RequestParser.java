@@ -22,12 +22,15 @@ import io.vblk.vring.DescriptorChain;
  * a status; nothing here throws or allocates.
  */
 final class RequestParser {
-    /** Hand the request to the back end. */
-    static final int SUBMIT = 0;
-    /** Complete now with {@link BlkRequest#immediateStatus}. */
-    static final int IMMEDIATE = 1;
-    /** No writable byte for a status: push the chain back with used length 0. */
-    static final int NO_STATUS = 2;
+    /** What the dispatcher does with a parsed request. */
+    enum Outcome {
+        /** Hand the request to the back end. */
+        SUBMIT,
+        /** Complete now with {@link BlkRequest#immediateStatus}. */
+        IMMEDIATE,
+        /** No writable byte for a status: push the chain back with used length 0. */
+        NO_STATUS
+    }
 
     private final DeviceModel model;
     private final UnsafeBuffer header = new UnsafeBuffer(new byte[HEADER_LENGTH]);
@@ -48,15 +51,15 @@ final class RequestParser {
     }
 
     /**
-     * Parses {@code chain} into {@code r}. Returns {@link #SUBMIT}, {@link #IMMEDIATE} or
-     * {@link #NO_STATUS}; for DISCARD / WRITE_ZEROES {@code r.pendingOps} is the segment count.
+     * Parses {@code chain} into {@code r}. Returns {@link Outcome#SUBMIT}, {@link Outcome#IMMEDIATE}
+     * or {@link Outcome#NO_STATUS}; for DISCARD / WRITE_ZEROES {@code r.pendingOps} is the segment count.
      */
-    int parse(DescriptorChain chain, BlkRequest r) {
+    Outcome parse(DescriptorChain chain, BlkRequest r) {
         r.head = chain.head();
         int n = chain.segmentCount();
         // 5.2.6: the status is the last byte of the last device-writable descriptor.
         if (n == 0 || !chain.writable(n - 1) || chain.length(n - 1) <= 0) {
-            return NO_STATUS;
+            return Outcome.NO_STATUS;
         }
         r.statusAddress = chain.address(n - 1) + chain.length(n - 1) - 1;
         r.usedLength = 1;
@@ -91,7 +94,7 @@ final class RequestParser {
         }
     }
 
-    private int parseIn(DescriptorChain chain, BlkRequest r, long readableData, long writableData) {
+    private Outcome parseIn(DescriptorChain chain, BlkRequest r, long readableData, long writableData) {
         if (readableData != 0 || !dataRangeValid(r.sector, writableData)) {
             return fail(r, S_IOERR);
         }
@@ -100,10 +103,10 @@ final class RequestParser {
         }
         r.bytes = writableData;
         r.usedLength = (int) writableData + 1;
-        return SUBMIT;
+        return Outcome.SUBMIT;
     }
 
-    private int parseOut(DescriptorChain chain, BlkRequest r, long readableData, long writableData) {
+    private Outcome parseOut(DescriptorChain chain, BlkRequest r, long readableData, long writableData) {
         // 5.2.6.2: a write to a read-only device fails and writes nothing.
         if (model.readOnly() || writableData != 0 || !dataRangeValid(r.sector, readableData)) {
             return fail(r, S_IOERR);
@@ -112,18 +115,18 @@ final class RequestParser {
             return fail(r, S_IOERR);
         }
         r.bytes = readableData;
-        return SUBMIT;
+        return Outcome.SUBMIT;
     }
 
-    private int parseFlush(BlkRequest r) {
+    private Outcome parseFlush(BlkRequest r) {
         if (!model.negotiated(BlkFeatures.FLUSH)) {
             return fail(r, S_UNSUPP);
         }
         // Nothing can be dirty on a read-only device: durable already.
-        return model.readOnly() ? fail(r, S_OK) : SUBMIT;
+        return model.readOnly() ? fail(r, S_OK) : Outcome.SUBMIT;
     }
 
-    private int parseGetId(DescriptorChain chain, BlkRequest r, long writableData) {
+    private Outcome parseGetId(DescriptorChain chain, BlkRequest r, long writableData) {
         byte[] id = model.serial();
         int remaining = (int) Math.min(ID_LENGTH, writableData);
         int written = 0;
@@ -146,7 +149,7 @@ final class RequestParser {
         return fail(r, S_OK);
     }
 
-    private int parseRanges(DescriptorChain chain, BlkRequest r, long readableData, long writableData) {
+    private Outcome parseRanges(DescriptorChain chain, BlkRequest r, long readableData, long writableData) {
         boolean discard = r.type == BlkRequestDescriptor.T_DISCARD;
         if (!model.negotiated(discard ? BlkFeatures.DISCARD : BlkFeatures.WRITE_ZEROES)) {
             return fail(r, S_UNSUPP);
@@ -175,7 +178,7 @@ final class RequestParser {
             r.bytes += sectors << SECTOR_SHIFT;
         }
         r.pendingOps = (int) count;
-        return SUBMIT;
+        return Outcome.SUBMIT;
     }
 
     /** IN/OUT data: a whole number of sectors inside the capacity (5.2.6.2), overflow-safe. */
@@ -191,9 +194,9 @@ final class RequestParser {
         return sector >= 0 && sectors >= 0 && sectors <= capacity && sector <= capacity - sectors;
     }
 
-    private int fail(BlkRequest r, byte status) {
+    private Outcome fail(BlkRequest r, byte status) {
         r.immediateStatus = status;
-        return IMMEDIATE;
+        return Outcome.IMMEDIATE;
     }
 
     private void copyHeader(DescriptorChain chain) {

@@ -8,6 +8,9 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
+import org.agrona.concurrent.IdleStrategy;
+import org.agrona.concurrent.SystemNanoClock;
+
 import io.vblk.sys.Epoll;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Linux;
@@ -39,7 +42,7 @@ public final class SharedIoThread implements AutoCloseable {
 
     private final String name;
     private final WaitStrategy waitStrategy;
-    private final long pollNs;
+    private final IdleStrategy idle;
     private final Epoll epoll;
     private final EventFd wakeup;
     private final ConcurrentLinkedQueue<Runnable> changes = new ConcurrentLinkedQueue<>();
@@ -52,7 +55,6 @@ public final class SharedIoThread implements AutoCloseable {
     private volatile boolean sleeping;
     private volatile long sleptNs;
     private final long startedNs = System.nanoTime();
-    private long idleSinceNs;
 
     /**
      * Starts a shared I/O thread named {@code name} that waits with {@code waitStrategy} when all
@@ -75,7 +77,7 @@ public final class SharedIoThread implements AutoCloseable {
         if (pollNs < 0) {
             throw new IllegalArgumentException("pollNs must not be negative: " + pollNs);
         }
-        this.pollNs = pollNs;
+        this.idle = IdleStrategies.forSharedThread(waitStrategy, pollNs, SystemNanoClock.INSTANCE, this::sleep);
         this.epoll = new Epoll(64);
         this.wakeup = EventFd.create(true);
         epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
@@ -225,34 +227,11 @@ public final class SharedIoThread implements AutoCloseable {
             for (IoThread m : members) {
                 work += m.doWorkIsolated();
             }
-            idle(work);
+            idle.idle(work);
         }
         Runnable change;
         while ((change = changes.poll()) != null) {
             change.run();
-        }
-    }
-
-    private void idle(int work) {
-        if (work > 0) {
-            idleSinceNs = 0;
-            return;
-        }
-        switch (waitStrategy) {
-            case BUSY_SPIN -> Thread.onSpinWait();
-            case YIELDING, SLEEPING -> Thread.yield();
-            case BLOCKING -> sleep();
-            default -> {
-                long now = System.nanoTime();
-                if (idleSinceNs == 0) {
-                    idleSinceNs = now;
-                }
-                if (now - idleSinceNs < pollNs) {
-                    Thread.onSpinWait();
-                } else {
-                    sleep();
-                }
-            }
         }
     }
 
@@ -288,7 +267,6 @@ public final class SharedIoThread implements AutoCloseable {
             }
             ms[i].finishSleep();
         }
-        idleSinceNs = 0;
     }
 
     /** Whether it sleeps in epoll now (for tests and diagnostics). */

@@ -9,6 +9,7 @@ import java.util.Arrays;
 public final class Tuning {
     private final WaitStrategy waitStrategy;
     private final long pollNs;
+    private final long pollMaxNs;
     private final long sleepNs;
     private final ThreadingMode threadingMode;
     private final int[] queueThreads;
@@ -22,6 +23,7 @@ public final class Tuning {
     private Tuning(Builder b) {
         waitStrategy = b.waitStrategy;
         pollNs = b.pollNs;
+        pollMaxNs = b.pollMaxNs;
         sleepNs = b.sleepNs;
         threadingMode = b.threadingMode;
         queueThreads = b.queueThreads == null ? null : b.queueThreads.clone();
@@ -51,9 +53,21 @@ public final class Tuning {
         return waitStrategy;
     }
 
-    /** How long {@link WaitStrategy#ADAPTIVE} polls after the last work before it blocks. */
+    /**
+     * How long {@link WaitStrategy#ADAPTIVE} first polls after the last work before it blocks;
+     * the window then adapts between 0 and {@link #pollMaxNs()}.
+     */
     public long pollNs() {
         return pollNs;
+    }
+
+    /**
+     * The longest poll window {@link WaitStrategy#ADAPTIVE} grows to (0: never poll, block at
+     * once). The window grows while wake-ups come soon after it ends and shrinks when they come
+     * later than this, or when the thread loses its core while polling.
+     */
+    public long pollMaxNs() {
+        return pollMaxNs;
     }
 
     /** How long {@link WaitStrategy#SLEEPING} parks per idle round. */
@@ -106,7 +120,8 @@ public final class Tuning {
 
     @Override
     public String toString() {
-        return "Tuning[" + waitStrategy.cliName() + (waitStrategy == WaitStrategy.ADAPTIVE ? " " + pollNs / 1000 + "us" : "")
+        return "Tuning[" + waitStrategy.cliName() + (waitStrategy == WaitStrategy.ADAPTIVE
+                ? " " + Math.min(pollNs, pollMaxNs) / 1000 + "-" + pollMaxNs / 1000 + "us" : "")
                 + ", " + threadingMode.name().toLowerCase(java.util.Locale.ROOT)
                 + (queueThreads == null ? "" : ", threads " + Arrays.toString(queueThreads))
                 + (iopsLimit > 0 ? ", iops<=" + iopsLimit : "") + (bytesPerSecondLimit > 0 ? ", bps<=" + bytesPerSecondLimit : "")
@@ -117,6 +132,7 @@ public final class Tuning {
     public static final class Builder {
         private WaitStrategy waitStrategy = WaitStrategy.ADAPTIVE;
         private long pollNs = 50_000;
+        private long pollMaxNs = AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS;
         private long sleepNs = 50_000;
         private ThreadingMode threadingMode = ThreadingMode.SHARED;
         private int[] queueThreads;
@@ -137,6 +153,15 @@ public final class Tuning {
                 throw new IllegalArgumentException("poll time must not be negative: " + value);
             }
             pollNs = value;
+            return this;
+        }
+
+        /** The adaptive poll window's upper bound (default 100 us); 0 never polls. */
+        public Builder pollMaxNs(long value) {
+            if (value < 0) {
+                throw new IllegalArgumentException("poll maximum must not be negative: " + value);
+            }
+            pollMaxNs = value;
             return this;
         }
 

@@ -5,20 +5,19 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.function.Consumer;
 
-import org.agrona.UnsafeApi;
-
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.block.DriverFactory;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
- * A device under test with a guest around it: guarded memfd guest memory, one
- * {@link SplitQueueDriver} per queue acting as the guest driver, a real image file, real
- * eventfds for kicks and interrupts. Requests are built as Linux builds them.
+ * A device under test with a guest around it: guarded memfd guest memory, one test-kit
+ * {@link BlkQueue} per queue acting as the guest driver (requests built as Linux builds them),
+ * a real image file, real eventfds for kicks and interrupts.
  */
 final class DeviceRig implements AutoCloseable {
     static final long QUEUE_AREA = 8L << 20;
@@ -27,14 +26,12 @@ final class DeviceRig implements AutoCloseable {
     final Path imagePath;
     final Image image;
     final GuestMemory memory;
+    final BlkQueue[] queues;
     final SplitQueueDriver[] drivers;
     final EventFd[] kicks;
     final EventFd[] interrupts;
     final BlockDevice device;
     final BackendKind kind;
-    private final long[] scratchHeader;
-    private final long[] scratchStatus;
-    private final long[][] statusOf;
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
                       boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory,
@@ -44,12 +41,10 @@ final class DeviceRig implements AutoCloseable {
         int queues = config.numQueues();
         this.image = Image.open(imagePath, ImageOptions.defaults().readOnly(readOnlyImage));
         this.memory = GuestMemory.builder().guarded(true).addMemfd(0, queues * QUEUE_AREA + BUFFERS).build();
+        this.queues = new BlkQueue[queues];
         this.drivers = new SplitQueueDriver[queues];
         this.kicks = new EventFd[queues];
         this.interrupts = new EventFd[queues];
-        this.scratchHeader = new long[queues];
-        this.scratchStatus = new long[queues];
-        this.statusOf = new long[queues][config.queueSize()];
         BlockDevice.Builder db = BlockDevice.builder(config, backends.apply(BackendFactory.of(kind, image)))
                 .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName());
         if (ioThreads != null) {
@@ -67,13 +62,12 @@ final class DeviceRig implements AutoCloseable {
         for (int q = 0; q < queues; q++) {
             drivers[q] = SplitQueueDriver.builder(memory).size(config.queueSize()).eventIdx(eventIdx)
                     .indirectEntries(indirect ? 8 : 0).area(q * QUEUE_AREA, QUEUE_AREA).build();
-            kicks[q] = EventFd.create(true);
-            interrupts[q] = EventFd.create(true);
+            this.queues[q] = new BlkQueue(memory, q, drivers[q], 0);
+            kicks[q] = this.queues[q].kick;
+            interrupts[q] = this.queues[q].call;
             device.configureQueue(q, config.queueSize(), drivers[q].descGpa(), drivers[q].availGpa(), drivers[q].usedGpa());
             device.setKick(q, kicks[q]);
             device.setInterrupt(q, Interrupt.of(interrupts[q]));
-            scratchHeader[q] = drivers[q].allocate(16L * config.queueSize(), 16);
-            scratchStatus[q] = drivers[q].allocate(config.queueSize(), 1);
         }
         device.start();
     }
@@ -120,42 +114,21 @@ final class DeviceRig implements AutoCloseable {
      * {@code indirect} (one ring descriptor per request: a whole ring of requests fits).
      */
     int add(int q, int type, long sector, long dataGpa, int dataLength, boolean dataWritable, boolean indirect) {
-        SplitQueueDriver d = drivers[q];
-        int slot = d.availIdx() & (d.size() - 1);
-        long header = scratchHeader[q] + 16L * slot;
-        long status = scratchStatus[q] + slot;
-        writeHeader(header, type, sector);
-        UnsafeApi.putByte(host(status, 1), (byte) 0x7f);
-        long[] gpas = dataLength > 0 ? new long[] {header, dataGpa, status} : new long[] {header, status};
-        int[] lengths = dataLength > 0 ? new int[] {16, dataLength, 1} : new int[] {16, 1};
-        boolean[] writable = dataLength > 0 ? new boolean[] {false, dataWritable, true} : new boolean[] {false, true};
-        int head = indirect ? d.addIndirect(gpas, lengths, writable, gpas.length)
-                : d.addDirect(gpas, lengths, writable, gpas.length);
-        if (head < 0) {
-            throw new IllegalStateException("queue " + q + " full");
-        }
-        statusOf[q][head] = status;
-        return head;
+        return queues[q].add(type, sector, dataGpa, dataLength, dataWritable, indirect);
     }
 
-
     void writeHeader(long headerGpa, int type, long sector) {
-        long h = host(headerGpa, 16);
-        UnsafeApi.putInt(h, type);
-        UnsafeApi.putInt(h + 4, 0);
-        UnsafeApi.putLong(h + 8, sector);
+        queues[0].writeHeader(headerGpa, type, sector);
     }
 
     /** Publishes added chains and kicks if the device asks. */
     void kick(int q) {
-        if (drivers[q].publishAvail()) {
-            kicks[q].signal();
-        }
+        queues[q].publish();
     }
 
     /** The status byte of request {@code head} on queue q. */
     byte status(int q, int head) {
-        return UnsafeApi.getByte(host(statusOf[q][head], 1));
+        return queues[q].statusOfHead(head);
     }
 
     /**
@@ -163,27 +136,7 @@ final class DeviceRig implements AutoCloseable {
      * device says so) and returns its head; fails after {@code timeoutMs}.
      */
     int awaitUsed(int q, long timeoutMs) {
-        SplitQueueDriver d = drivers[q];
-        long deadline = System.nanoTime() + timeoutMs * 1_000_000L;
-        while (true) {
-            int head = d.reap();
-            if (head >= 0) {
-                return head;
-            }
-            if (head != SplitQueueDriver.NONE) {
-                throw new AssertionError("driver saw a bad used ring: " + head);
-            }
-            if (d.enableInterrupts()) {
-                continue;
-            }
-            long left = deadline - System.nanoTime();
-            if (left <= 0) {
-                throw new AssertionError("no completion on queue " + q + " within " + timeoutMs + " ms; counters "
-                        + device.counters(q) + "; broken: " + device.brokenReason(q));
-            }
-            interrupts[q].await((int) Math.max(1, Math.min(left / 1_000_000L, 100)));
-            interrupts[q].read();
-        }
+        return queues[q].awaitUsed(timeoutMs, () -> "counters " + device.counters(q) + "; broken: " + device.brokenReason(q));
     }
 
     /** Submits one request and waits for it; returns its status. */
@@ -200,9 +153,8 @@ final class DeviceRig implements AutoCloseable {
     @Override
     public void close() {
         device.close();
-        for (int q = 0; q < drivers.length; q++) {
-            kicks[q].close();
-            interrupts[q].close();
+        for (BlkQueue q : queues) {
+            q.close();
         }
         memory.close();
         image.close();
@@ -277,7 +229,7 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
-        /** Wraps the back ends the device opens (e.g. in a {@link GatedBackend}). */
+        /** Wraps the back ends the device opens (e.g. in a {@link io.vblk.testkit.GatedBackend}). */
         Builder backends(java.util.function.UnaryOperator<BackendFactory> value) {
             backends = value;
             return this;

@@ -29,7 +29,7 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.hostmem.DirtyLog;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 import io.vblk.vring.UsedRingDescriptor;
 
 /**

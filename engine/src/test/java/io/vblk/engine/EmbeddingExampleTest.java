@@ -20,7 +20,8 @@ import io.vblk.aio.ImageOptions;
 import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.vring.QueueState;
+import io.vblk.testkit.SplitQueueDriver;
 
 /** The README's embedding example, kept compiling and working. */
 class EmbeddingExampleTest {

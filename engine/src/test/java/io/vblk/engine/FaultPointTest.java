@@ -27,7 +27,9 @@ import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.vring.QueueState;
+import io.vblk.testkit.GatedBackend;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * The fault model ({@link GuestFaults}), point by point: guest memory a frontend truncates under
@@ -98,7 +100,7 @@ class FaultPointTest {
         EventFd kick1 = EventFd.create(true);
         EventFd irq1 = EventFd.create(true);
         try {
-            BlockDevice device = BlockDevice.builder(config, GatedBackend.wrap(BackendFactory.of(BackendKind.IO_URING, image), gate, !inFlight))
+            BlockDevice device = BlockDevice.builder(config, gated(BackendFactory.of(BackendKind.IO_URING, image), gate, !inFlight))
                     .memory(memory).tuning(tuning).listener(new DeviceListener() {
                         @Override
                         public void queueBroken(int q, String reason) {
@@ -238,6 +240,11 @@ class FaultPointTest {
     }
 
     /** Runs {@code WARM_UP} reads on queue 0, {@code BATCH} at a time, polling the used ring. */
+    /** Wraps each back end {@code real} opens in a gate; the last one opened is in {@code last}. */
+    private static BackendFactory gated(BackendFactory real, GatedBackend[] last, boolean open) {
+        return depth -> last[0] = new GatedBackend(real.open(depth), open);
+    }
+
     private static void warmUp(SplitQueueDriver q, EventFd kick, GatedBackend gate, int requests) {
         final int batch = 4; // three descriptors each: 12 of the ring's 16
         boolean wasOpen = gate.isOpen();

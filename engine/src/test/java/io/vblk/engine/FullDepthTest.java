@@ -12,6 +12,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.testkit.RingTamperer;
 
 /**
  * Queues at full depth and beyond (issue 10, bug 1): every slot of an I/O thread's pool in flight
@@ -71,9 +72,9 @@ class FullDepthTest {
             }
             // Every head again: 64 avail entries for 32 chains, each in flight twice.
             for (int i = 0; i < 32; i++) {
-                d.offerRaw(heads[i]);
+                RingTamperer.of(d).offerRaw(heads[i]);
             }
-            d.writeAvailIdx(d.availIdx());
+            RingTamperer.of(d).writeAvailIdx(d.availIdx());
             rig.kicks[0].signal();
             long deadline = System.nanoTime() + 20_000_000_000L;
             while ((d.usedIdx() & 0xffff) != 64 && !rig.device.isBroken(0) && System.nanoTime() < deadline) {

@@ -17,6 +17,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.vring.QueueState;
 
 /**
  * The hooks crash recovery stands on: every popped request is reported before its I/O and

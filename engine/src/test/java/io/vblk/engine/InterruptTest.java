@@ -13,6 +13,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.testkit.RingTamperer;
 
 /**
  * Interrupts: at most one per completion batch, suppressed when the driver asks (NO_INTERRUPT,
@@ -69,7 +70,7 @@ class InterruptTest {
             for (int round = 0; round < 200; round++) {
                 int batch = 1 + random.nextInt(64);
                 int first = d.lastUsed();
-                d.writeUsedEvent(first + batch - 1);
+                RingTamperer.of(d).writeUsedEvent(first + batch - 1);
                 for (int i = 0; i < batch; i++) {
                     rig.add(0, T_IN, i * 8L, buf + i * 4096L, 4096, true);
                 }

@@ -22,7 +22,8 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.vring.QueueState;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * Stop drains, state survives stop/start and moves between engines, under load: a guest thread

@@ -16,6 +16,8 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.testkit.GatedBackend;
+import io.vblk.testkit.RingTamperer;
 
 /**
  * Issue 10, bug 4: {@link BlockDevice#setMemory} lets the caller unmap the old table on return,
@@ -32,15 +34,15 @@ class QuarantineDrainTest {
         GatedBackend[] backend = new GatedBackend[1];
         Tuning tuning = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).threadingMode(mode).build();
         try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).tuning(tuning)
-                .backends(f -> GatedBackend.wrap(f, backend, false)).build();
+                .backends(f -> depth -> backend[0] = new GatedBackend(f.open(depth), false)).build();
              GuestMemory next = GuestMemory.builder().addMemfd(0, DeviceRig.QUEUE_AREA + DeviceRig.BUFFERS).build()) {
             long buf = rig.buffer(0, 4096);
             int head = rig.add(0, T_IN, 0, buf, 4096, true);
             rig.kick(0);
             awaitCounter(rig, QueueCounters.REQUESTS, 1);
             // The guest corrupts its ring while the read is in flight: the queue is quarantined.
-            rig.driver(0).offerRaw(0xfff0);
-            rig.driver(0).writeAvailIdx(rig.driver(0).availIdx());
+            RingTamperer.of(rig.driver(0)).offerRaw(0xfff0);
+            RingTamperer.of(rig.driver(0)).writeAvailIdx(rig.driver(0).availIdx());
             rig.kicks[0].signal();
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
             while (!rig.device.isBroken(0) && System.nanoTime() < deadline) {

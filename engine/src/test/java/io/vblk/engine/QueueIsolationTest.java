@@ -15,6 +15,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.testkit.RingTamperer;
 
 /** A corrupt ring quarantines its own queue only (virtio 1.2 2.7 rules; design: hostile guest). */
 class QueueIsolationTest {
@@ -36,7 +37,7 @@ class QueueIsolationTest {
             long buf1 = rig.buffer(1, 4096);
             assertEquals(S_OK, rig.roundTrip(0, T_IN, 0, buf0, 4096, true));
             // 2.7.13.3: avail.idx may run at most queue-size entries ahead of the device.
-            rig.driver(0).writeAvailIdx(rig.driver(0).availIdx() + rig.driver(0).size() + 1);
+            RingTamperer.of(rig.driver(0)).writeAvailIdx(rig.driver(0).availIdx() + rig.driver(0).size() + 1);
             rig.kicks[0].signal();
             long deadline = System.nanoTime() + 10_000_000_000L;
             while (!rig.device.isBroken(0) && System.nanoTime() < deadline) {
@@ -65,9 +66,9 @@ class QueueIsolationTest {
             var d = rig.driver(0);
             long buf = rig.buffer(0, 4096);
             // 2.7.5.3.1: a chain longer than the queue size is a loop.
-            d.writeDescriptor(0, buf, 16, 1, 1);
-            d.writeDescriptor(1, buf, 16, 1, 0);
-            d.offerRaw(0);
+            RingTamperer.of(d).writeDescriptor(0, buf, 16, 1, 1);
+            RingTamperer.of(d).writeDescriptor(1, buf, 16, 1, 0);
+            RingTamperer.of(d).offerRaw(0);
             d.publishAvail();
             rig.kicks[0].signal();
             long deadline = System.nanoTime() + 10_000_000_000L;

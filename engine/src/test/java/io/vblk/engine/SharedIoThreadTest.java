@@ -18,6 +18,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.testkit.RingTamperer;
 
 /**
  * Devices sharing I/O threads ({@link SharedIoThread}): no thread per device, and one device's
@@ -49,7 +50,7 @@ class SharedIoThreadTest {
                 long bufB = b.buffer(0, 4096);
                 assertEquals(S_OK, a.roundTrip(0, T_IN, 0, bufA, 4096, true));
                 // 2.7.13.3: avail.idx may run at most queue-size entries ahead of the device.
-                a.driver(0).writeAvailIdx(a.driver(0).availIdx() + a.driver(0).size() + 1);
+                RingTamperer.of(a.driver(0)).writeAvailIdx(a.driver(0).availIdx() + a.driver(0).size() + 1);
                 a.kicks[0].signal();
                 quiesce(a);
                 assertTrue(a.device.isBroken(0), "device a's queue quarantined");

@@ -27,6 +27,10 @@ public final class Linux {
     public static final int EPOLLOUT = 0x004;
     public static final int EPOLLERR = 0x008;
     public static final int EPOLLHUP = 0x010;
+    /** The peer shut its writing side down (a stream socket's end of stream). */
+    public static final int EPOLLRDHUP = 0x2000;
+    /** Reported once, then disarmed until EPOLL_CTL_MOD re-arms it: one handler per descriptor at a time. */
+    public static final int EPOLLONESHOT = 0x40000000;
     /** Edge-triggered: one event per change (for an eventfd, per write), no need to read it. */
     public static final int EPOLLET = 0x80000000;
 
@@ -76,6 +80,7 @@ public final class Linux {
     public static final int AF_UNIX = 1;
     public static final int SOCK_STREAM = 1;
     public static final int SOCK_CLOEXEC = O_CLOEXEC;
+    public static final int SOCK_NONBLOCK = O_NONBLOCK;
     public static final int SOL_SOCKET = 1;
     public static final int SO_PEERCRED = 17;
     public static final int SCM_RIGHTS = 1;

@@ -75,6 +75,48 @@ public final class UnixSocket implements AutoCloseable {
         return new UnixSocket(client);
     }
 
+    /**
+     * Accepts one connection if one waits, without blocking (the listening socket must be
+     * {@link #setNonBlocking() non-blocking}); the new socket is non-blocking too. Returns null
+     * when none waits (EAGAIN, or a connection that went away before it was accepted).
+     *
+     * @throws NativeException for any other failure (EMFILE, a shut-down listener: EINVAL)
+     */
+    public UnixSocket acceptNonBlocking() {
+        int client = Native.libc().accept4(fd, 0, 0, Linux.SOCK_CLOEXEC | Linux.SOCK_NONBLOCK);
+        if (client == -1) {
+            int errno = Native.errno();
+            if (errno == Errno.EAGAIN || errno == Errno.EINTR || errno == ECONNABORTED) {
+                return null;
+            }
+            throw new NativeException(errno, "accept4", fd);
+        }
+        return new UnixSocket(client);
+    }
+
+    private static final int ECONNABORTED = 103;
+
+    /**
+     * Makes {@link #send} and {@link #receive} return {@code -EAGAIN} instead of blocking (and
+     * {@link #acceptNonBlocking} null), for sockets served from an event loop.
+     */
+    public void setNonBlocking() {
+        int flags = (int) Native.check(Native.libc().fcntl(fd, Linux.F_GETFL, 0), "fcntl(F_GETFL)", fd);
+        Native.check(Native.libc().fcntl(fd, Linux.F_SETFL, flags | Linux.O_NONBLOCK), "fcntl(F_SETFL)", fd);
+    }
+
+    /**
+     * Waits up to {@code timeoutMs} until a {@link #send} can make progress. Returns true when it
+     * can (or the socket failed, which the send then reports), false on timeout.
+     */
+    public boolean awaitWritable(int timeoutMs) {
+        NativeBuffer pollfd = new NativeBuffer(8);
+        pollfd.buffer().putInt(0, fd);
+        pollfd.buffer().putShort(4, Linux.POLLOUT);
+        long rc = Native.libc().poll(pollfd.address(), 1, timeoutMs);
+        return rc != 0;
+    }
+
     /** The descriptor. */
     public int fd() {
         return fd;

@@ -11,11 +11,13 @@ import io.vblk.sys.UnixSocket;
  * config space (GET_CONFIG) and raises the guest's config-change interrupt.
  *
  * <p>No reply is asked for (NEED_REPLY clear): the frontend's answer would arrive on this socket
- * while the session thread reads the other, and nothing here depends on it.
+ * while the session's handler reads the other, and nothing here depends on it.
  */
 final class BackendChannel implements AutoCloseable {
     /** vhost-user backend request: the device's config space changed. */
     static final int CONFIG_CHANGE_MSG = 2;
+    /** How long a request may wait for room on the channel. */
+    static final int SEND_WAIT_MS = 1_000;
 
     private final UnixSocket socket;
     private final NativeBuffer header = new NativeBuffer(MessageDescriptor.HEADER_LENGTH);
@@ -24,8 +26,15 @@ final class BackendChannel implements AutoCloseable {
         this.socket = UnixSocket.wrap(fd);
     }
 
-    /** Sends BACKEND_CONFIG_CHANGE_MSG; false when the frontend has gone. */
+    /**
+     * Sends BACKEND_CONFIG_CHANGE_MSG; false when the frontend has gone, or has left this channel
+     * full for {@link #SEND_WAIT_MS} (it reads none of it): the caller, an RPC handler holding the
+     * daemon's lock for changes, never waits on a frontend for longer.
+     */
     synchronized boolean configChanged() {
+        if (!socket.awaitWritable(SEND_WAIT_MS)) {
+            return false; // writable means room for far more than one header: the send below cannot block
+        }
         header.buffer().putInt(MessageDescriptor.REQUEST_OFFSET, CONFIG_CHANGE_MSG);
         header.buffer().putInt(MessageDescriptor.FLAGS_OFFSET, MessageDescriptor.VERSION);
         header.buffer().putInt(MessageDescriptor.SIZE_OFFSET, 0);

@@ -5,7 +5,7 @@ import java.util.List;
 
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.Interrupt;
-import io.vblk.engine.QueueState;
+import io.vblk.vring.QueueState;
 import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.Errno;

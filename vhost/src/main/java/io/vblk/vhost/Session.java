@@ -1,5 +1,8 @@
 package io.vblk.vhost;
 
+import java.util.concurrent.Executor;
+import java.util.function.Consumer;
+
 import io.vblk.engine.BlockDevice;
 import io.vblk.sys.UnixSocket;
 
@@ -35,18 +38,25 @@ final class Session {
     private final InflightRequests inflight;
     private final LogRequests logs;
     private final Log log;
+    private final Consumer<Session> onEnd;
+    /** Held for a whole turn (one message); not the session's monitor, so a resize never waits for a drain. */
+    private final Object turnLock = new Object();
+    private EventLoop.Registration registration;
+    private boolean ended;
     private long messages;
     /** The frontend's channel for backend requests (SET_BACKEND_REQ_FD), or null; guarded by this. */
     private BackendChannel backend;
     /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
     private boolean closed;
 
-    Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log) {
+    Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
+            Consumer<Session> onEnd) {
         this.id = id;
         this.who = "frontend " + id;
         this.socket = socket;
         this.channel = new MessageChannel(socket);
         this.log = log;
+        this.onEnd = onEnd;
         this.state = new FrontendState(device.numQueues());
         this.control = new QueueControl(device, state, errors, poller, log, who);
         this.features = new FeatureRequests(state, control, channel);
@@ -62,29 +72,63 @@ final class Session {
     }
 
     /**
-     * Serves the connection until it ends, then tears its state down. Never throws for anything
-     * the frontend did.
+     * Serves the connection from {@code loop}: each time the (non-blocking) socket is readable,
+     * one turn runs on {@code handlers} (see {@link #turn()}). Returns at once; when the
+     * connection has ended and its state is torn down, {@code onEnd} is called (on a handler
+     * thread). Never throws for anything the frontend does.
+     */
+    void start(EventLoop loop, Executor handlers) {
+        log.info(who + " connected" + peer());
+        synchronized (turnLock) { // the first turn may come at once: let it find the registration
+            registration = loop.register(socket.fd(), handlers, this::turn);
+        }
+    }
+
+    /**
+     * One turn: reads what has come, handles the message if it is whole, and watches the socket
+     * again. One message per turn, so a frontend flooding requests is served in turn with every
+     * other connection of the loop, and half a message waits in the channel without a thread.
+     * Turns of one session never overlap (one-shot registration); the lock orders their memory.
      *
      * <p>The rings are drained before the socket closes: a frontend that sees the connection drop
      * (QEMU) rewinds its available index to {@code used.idx} and offers the rest again on
      * reconnect, so every request the device popped must be in the used ring by then. The last
      * log line comes after the teardown, when the device is free for the next frontend.
      */
-    void run() {
-        log.info(who + " connected" + peer());
-        String end;
-        try {
-            while (channel.receive(message)) {
-                messages++;
-                dispatch(message);
-                message.closeFds();
+    private void turn() {
+        synchronized (turnLock) {
+            if (ended) {
+                return;
             }
-            end = who + " disconnected after " + messages + " messages";
-        } catch (ProtocolError e) {
-            end = who + ": connection closed: " + e.getMessage();
-        } finally {
-            message.closeFds();
+            String end = null;
+            try {
+                int got = channel.receive(message);
+                if (got == MessageChannel.MESSAGE) {
+                    messages++;
+                    dispatch(message);
+                    message.closeFds();
+                } else if (got == MessageChannel.END) {
+                    end = who + " disconnected after " + messages + " messages";
+                }
+            } catch (ProtocolError e) {
+                end = who + ": connection closed: " + e.getMessage();
+            }
+            if (end == null) {
+                try {
+                    registration.rearm();
+                    return;
+                } catch (RuntimeException e) {
+                    end = who + ": connection closed: cannot watch its socket: " + e;
+                }
+            }
+            finish(end);
         }
+    }
+
+    private void finish(String end) {
+        ended = true;
+        registration.cancel();
+        message.closeFds();
         try {
             control.teardown();
         } catch (RuntimeException e) {
@@ -100,6 +144,7 @@ final class Session {
             }
         }
         log.info(end);
+        onEnd.accept(this);
     }
 
     private String peer() {
@@ -136,7 +181,7 @@ final class Session {
         return !closed && backend != null && backend.configChanged();
     }
 
-    /** Wakes {@link #run()} from another thread; it then ends the connection. */
+    /** Ends the connection from another thread: its next turn sees the end of the stream and tears down. */
     synchronized void shutdown() {
         if (!closed) {
             channel.shutdown();

@@ -4,7 +4,9 @@ import java.nio.file.Path;
 import java.nio.file.attribute.GroupPrincipal;
 import java.util.Objects;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.Executor;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import io.vblk.engine.BackendFactory;
 import io.vblk.engine.BlkConfig;
@@ -29,8 +31,12 @@ import io.vblk.sys.UnixSocket;
  * }</pre>
  *
  * <p>{@link #serve()} runs on the caller's thread, which handles the socket: every control
- * message is handled there, the data plane runs on the device's own threads. Nothing a frontend
- * sends ends {@link #serve()}: a bad request is refused or ends that connection only.
+ * message is handled there, the data plane runs on the device's own threads. A daemon with many
+ * servers gives them all one {@link EventLoop} and a small handler pool
+ * ({@link Builder#controlThreads}) and calls {@link #start()}: no thread per server. Either
+ * way the socket is read without blocking, so a frontend that stops in the middle of a message
+ * holds no thread. Nothing a frontend sends ends serving: a bad request is refused or ends that
+ * connection only.
  *
  * <p>Access: the socket file is mode 0600 unless {@link Builder#socketMode} and
  * {@link Builder#socketGroup} open it to a group, and a connection whose peer uid (SO_PEERCRED)
@@ -52,11 +58,24 @@ public final class VhostUserServer implements AutoCloseable {
     private volatile boolean stopping;
     private volatile boolean serving;
     private volatile Session current;
-    private int sessions;
+    private final AtomicInteger sessions = new AtomicInteger();
     private boolean closed;
+    private final String name;
+    private final EventLoop sharedLoop;
+    private final Executor sharedHandlers;
+    /** The caller's loop in {@link #serve()} without control threads; closed when serving ends. */
+    private volatile EventLoop ownLoop;
+    private EventLoop loop;
+    private Executor handlers;
+    /** Orders the listener's turns, session ends and stop; never held across a drain. */
+    private final Object listenLock = new Object();
+    private EventLoop.Registration listening;
 
     private VhostUserServer(Builder b) {
         this.log = b.log;
+        this.name = b.name;
+        this.sharedLoop = b.loop;
+        this.sharedHandlers = b.handlers;
         this.peers = b.allowUids == null ? PeerFilter.defaults() : PeerFilter.of(b.allowUids);
         SocketFile.check(b.socket);
         GroupPrincipal group = b.socketGroup == null ? null : SocketFile.group(b.socketGroup);
@@ -108,51 +127,141 @@ public final class VhostUserServer implements AutoCloseable {
         return socketFile.path();
     }
 
-    /** Accepts and serves frontends one at a time until {@link #stop()}. */
+    /**
+     * Starts serving on the control threads given to {@link Builder#controlThreads} and returns
+     * at once: frontends are accepted and served one at a time until {@link #stop()}, their
+     * messages read and handled by those threads, with no thread of this server's own.
+     *
+     * @throws IllegalStateException without control threads, or when already started (a
+     *         server closed before it started stays closed)
+     */
+    public void start() {
+        if (sharedLoop == null) {
+            throw new IllegalStateException("start() needs control threads (Builder.controlThreads); serve() runs on the caller's");
+        }
+        listen(sharedLoop, sharedHandlers);
+    }
+
+    /**
+     * Accepts and serves frontends one at a time until {@link #stop()}. With control threads
+     * ({@link Builder#controlThreads}) it starts on them and waits; without, the caller's thread
+     * is the event loop and handles every message.
+     */
     public void serve() {
-        serving = true;
+        if (sharedLoop != null) {
+            if (!listen(sharedLoop, sharedHandlers)) {
+                return; // closed before it started
+            }
+            try {
+                finished.await();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+            return;
+        }
+        EventLoop own = EventLoop.onCaller(name + "-socket", log);
+        ownLoop = own;
         try {
-            while (!stopping) {
-                UnixSocket client = accept();
-                if (client == null) {
-                    continue;
-                }
-                Session session = new Session(++sessions, client, device, errors, poller, log);
-                current = session;
-                // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
-                // then read 'stopping', so one of us sees the other.
-                if (stopping) {
-                    session.shutdown();
-                }
-                session.run();
-                current = null;
+            if (listen(own, Runnable::run)) {
+                own.run();
             }
         } finally {
-            finished.countDown();
+            own.release();
         }
     }
 
-    private UnixSocket accept() {
-        try {
-            UnixSocket client = socketFile.socket().accept();
+    /** Watches the listening socket; false (and nothing done) when the server is already closed. */
+    private boolean listen(EventLoop loop, Executor handlers) {
+        synchronized (this) {
+            if (serving) {
+                throw new IllegalStateException("already serving");
+            }
+            if (closed) {
+                return false;
+            }
+            serving = true;
+        }
+        this.loop = loop;
+        this.handlers = handlers;
+        socketFile.socket().setNonBlocking();
+        synchronized (listenLock) {
+            listening = loop.register(socketFile.socket().fd(), handlers, this::acceptTurn);
+        }
+        return true;
+    }
+
+    /**
+     * The listening socket is ready: accepts one frontend and serves it. The listening socket is
+     * not watched again until that frontend has gone, so further ones wait in the backlog.
+     */
+    private void acceptTurn() {
+        synchronized (listenLock) {
+            if (stopping) {
+                finishServing();
+                return;
+            }
+            UnixSocket client;
+            try {
+                client = socketFile.socket().acceptNonBlocking();
+            } catch (NativeException e) {
+                if (stopping) {
+                    finishServing();
+                    return;
+                }
+                log.info("accept failed: " + e.getMessage());
+                // Out of descriptors or similar: do not spin while it lasts.
+                sleepQuietly(100);
+                listening.rearm();
+                return;
+            }
+            if (client == null) {
+                listening.rearm();
+                return;
+            }
             if (stopping) {
                 client.close();
-                return null;
+                finishServing();
+                return;
             }
             String refusal = peers.refusal(client);
             if (refusal != null) {
                 log.info(refusal);
                 client.close();
-                return null;
+                listening.rearm();
+                return;
             }
-            return client;
-        } catch (NativeException e) {
-            if (!stopping && e.errno() != Errno.EINTR) {
-                log.info("accept failed: " + e.getMessage());
-                // Out of descriptors or similar: do not spin while it lasts.
-                sleepQuietly(100);
+            Session session = new Session(sessions.incrementAndGet(), client, device, errors, poller, log, this::sessionEnded);
+            current = session;
+            // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
+            // then read 'stopping', so one of us sees the other.
+            if (stopping) {
+                session.shutdown();
             }
-            return null;
+            try {
+                session.start(loop, handlers);
+            } catch (RuntimeException e) {
+                // Not watched (the loop is closing, or epoll refused): nothing of it to tear down.
+                log.info("frontend " + session.id() + ": cannot be served: " + e);
+                current = null;
+                client.close();
+                if (stopping) {
+                    finishServing();
+                } else {
+                    listening.rearm();
+                }
+            }
+        }
+    }
+
+    /** The frontend has gone and the device is reset: the next one may come. */
+    private void sessionEnded(Session s) {
+        synchronized (listenLock) {
+            current = null;
+            if (stopping) {
+                finishServing();
+            } else {
+                listening.rearm();
+            }
         }
     }
 
@@ -161,6 +270,19 @@ public final class VhostUserServer implements AutoCloseable {
             Thread.sleep(ms);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
+        }
+    }
+
+    /** No frontend is served and none will be. */
+    private void finishServing() {
+        if (finished.getCount() == 0) {
+            return;
+        }
+        listening.cancel();
+        finished.countDown();
+        EventLoop own = ownLoop;
+        if (own != null) {
+            own.close();
         }
     }
 
@@ -178,7 +300,8 @@ public final class VhostUserServer implements AutoCloseable {
         if (s != null) {
             s.shutdown();
         }
-        // shutdown(2) on a listening socket makes a blocked accept fail at once on Linux.
+        // shutdown(2) on a listening socket makes it ready (and accept fail) at once on Linux:
+        // an armed listener's turn comes and sees 'stopping'.
         socketFile.socket().shutdown();
     }
 
@@ -205,6 +328,11 @@ public final class VhostUserServer implements AutoCloseable {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
+        synchronized (listenLock) {
+            if (listening != null) {
+                listening.cancel(); // before the descriptor closes, even after a stuck drain
+            }
+        }
         poller.close();
         device.close();
         socketFile.closeAndRemove();
@@ -223,6 +351,8 @@ public final class VhostUserServer implements AutoCloseable {
         private String socketGroup;
         private int[] allowUids;
         private SharedIoThread[] ioThreads;
+        private EventLoop loop;
+        private Executor handlers;
 
         private Builder(Path socket, BlkConfig config, BackendFactory backends) {
             this.socket = Objects.requireNonNull(socket, "socket");
@@ -282,6 +412,17 @@ public final class VhostUserServer implements AutoCloseable {
          */
         public Builder ioThreads(SharedIoThread... value) {
             ioThreads = value.clone();
+            return this;
+        }
+
+        /**
+         * Serves the socket and its frontends' control messages from {@code loop}, handling them
+         * on {@code handlers} (a small pool shared by many servers: a handler may block while a
+         * ring drains), instead of a thread of the server's own; then {@link #start()} serves.
+         */
+        public Builder controlThreads(EventLoop loop, Executor handlers) {
+            this.loop = Objects.requireNonNull(loop, "loop");
+            this.handlers = Objects.requireNonNull(handlers, "handlers");
             return this;
         }
 

@@ -16,6 +16,9 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Frontends that break the protocol. Each case checks what the frontend sees (a failure answer,
@@ -44,15 +47,15 @@ class BadFrontendTest {
     }
 
     /** A connection as far as SET_OWNER, with REPLY_ACK negotiated. */
-    private TestFrontend owned() {
+    private VhostUserFrontend owned() {
         sessions++;
-        TestFrontend f = rig.connect();
+        VhostUserFrontend f = rig.connect();
         f.setProtocolFeatures(ALL_PROTOCOL);
         f.setOwner();
         return f;
     }
 
-    private TestFrontend fresh() {
+    private VhostUserFrontend fresh() {
         sessions++;
         return rig.connect();
     }
@@ -68,13 +71,13 @@ class BadFrontendTest {
         return qemu;
     }
 
-    private void refused(TestFrontend f, int request, ByteBuffer payload, int... fds) {
+    private void refused(VhostUserFrontend f, int request, ByteBuffer payload, int... fds) {
         long ack = f.acked(request, payload, fds);
         assertTrue(ack > 0, "request " + request + " answered " + ack + " (-1: connection closed)");
     }
 
     /** The frontend is closed; the server said one thing about it and serves the next frontend. */
-    private void thenGood(TestFrontend f) {
+    private void thenGood(VhostUserFrontend f) {
         f.close();
         rig.awaitGone(sessions);
         List<String> complaints = rig.complaints(sessions);
@@ -88,32 +91,32 @@ class BadFrontendTest {
 
     @Test
     void aHeaderOfAnotherVersionClosesTheConnection() {
-        TestFrontend f = fresh();
-        f.send(TestFrontend.GET_FEATURES, 0x2, null);
+        VhostUserFrontend f = fresh();
+        f.send(VhostUserFrontend.GET_FEATURES, 0x2, null);
         assertTrue(f.closedByBackend());
         thenGood(f);
     }
 
     @Test
     void aReplyFlagFromTheFrontendClosesTheConnection() {
-        TestFrontend f = fresh();
-        f.send(TestFrontend.GET_FEATURES, TestFrontend.VERSION | TestFrontend.REPLY, null);
+        VhostUserFrontend f = fresh();
+        f.send(VhostUserFrontend.GET_FEATURES, VhostUserFrontend.VERSION | VhostUserFrontend.REPLY, null);
         assertTrue(f.closedByBackend());
         thenGood(f);
     }
 
     @Test
     void unknownFlagBitsCloseTheConnection() {
-        TestFrontend f = fresh();
-        f.send(TestFrontend.GET_FEATURES, TestFrontend.VERSION | 0x100, null);
+        VhostUserFrontend f = fresh();
+        f.send(VhostUserFrontend.GET_FEATURES, VhostUserFrontend.VERSION | 0x100, null);
         assertTrue(f.closedByBackend());
         thenGood(f);
     }
 
     @Test
     void aPayloadLargerThanAnyRequestClosesTheConnection() {
-        TestFrontend f = fresh();
-        ByteBuffer header = TestFrontend.payload(12).putInt(0, TestFrontend.SET_FEATURES).putInt(4, 1).putInt(8, 0x10_0000);
+        VhostUserFrontend f = fresh();
+        ByteBuffer header = VhostUserFrontend.payload(12).putInt(0, VhostUserFrontend.SET_FEATURES).putInt(4, 1).putInt(8, 0x10_0000);
         f.sendBytes(header.array());
         assertTrue(f.closedByBackend());
         thenGood(f);
@@ -121,8 +124,8 @@ class BadFrontendTest {
 
     @Test
     void aMessageCutShortByAHangUp() {
-        TestFrontend f = fresh();
-        ByteBuffer partial = TestFrontend.payload(16).putInt(0, TestFrontend.SET_FEATURES).putInt(4, 1).putInt(8, 8);
+        VhostUserFrontend f = fresh();
+        ByteBuffer partial = VhostUserFrontend.payload(16).putInt(0, VhostUserFrontend.SET_FEATURES).putInt(4, 1).putInt(8, 8);
         f.sendBytes(partial.array());
         thenGood(f);
     }
@@ -131,31 +134,31 @@ class BadFrontendTest {
 
     @Test
     void aSizeThatDoesNotMatchIsRefusedAndTheConnectionGoesOn() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.SET_FEATURES, TestFrontend.payload(4));
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.SET_FEATURES, VhostUserFrontend.payload(4));
         f.getFeatures();
         thenGood(f);
     }
 
     @Test
     void aSizeThatDoesNotMatchWithoutNeedReplyClosesTheConnection() {
-        TestFrontend f = owned();
-        f.send(TestFrontend.SET_VRING_NUM, TestFrontend.VERSION, TestFrontend.payload(12).putInt(4, 64));
+        VhostUserFrontend f = owned();
+        f.send(VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.VERSION, VhostUserFrontend.payload(12).putInt(4, 64));
         assertTrue(f.closedByBackend());
         thenGood(f);
     }
 
     @Test
     void aGetRequestWithAPayloadClosesTheConnection() {
-        TestFrontend f = owned();
-        f.send(TestFrontend.GET_FEATURES, TestFrontend.VERSION, TestFrontend.u64(0));
+        VhostUserFrontend f = owned();
+        f.send(VhostUserFrontend.GET_FEATURES, VhostUserFrontend.VERSION, VhostUserFrontend.u64(0));
         assertTrue(f.closedByBackend());
         thenGood(f);
     }
 
     @Test
     void aConfigRequestLargerThanTheConfigSpaceGetsAnEmptyAnswer() {
-        TestFrontend f = owned();
+        VhostUserFrontend f = owned();
         assertEquals(null, f.getConfig(250, 16));
         thenGood(f);
     }
@@ -164,27 +167,27 @@ class BadFrontendTest {
 
     @Test
     void anUnknownRequestIsRefused() {
-        TestFrontend f = owned();
-        refused(f, 99, TestFrontend.u64(1));
+        VhostUserFrontend f = owned();
+        refused(f, 99, VhostUserFrontend.u64(1));
         thenGood(f);
     }
 
     @Test
     void anUnsupportedRequestWithoutNeedReplyClosesTheConnection() {
-        TestFrontend f = owned();
-        f.send(6 /* SET_LOG_BASE */, TestFrontend.VERSION, TestFrontend.payload(16));
+        VhostUserFrontend f = owned();
+        f.send(6 /* SET_LOG_BASE */, VhostUserFrontend.VERSION, VhostUserFrontend.payload(16));
         assertTrue(f.closedByBackend());
         thenGood(f);
     }
 
     @Test
     void requestZeroAndTheLargestRequestNumberCloseTheConnection() {
-        TestFrontend f = fresh();
-        f.send(0, TestFrontend.VERSION, null);
+        VhostUserFrontend f = fresh();
+        f.send(0, VhostUserFrontend.VERSION, null);
         assertTrue(f.closedByBackend());
         thenGood(f);
-        TestFrontend g = fresh();
-        g.send(-1, TestFrontend.VERSION, null);
+        VhostUserFrontend g = fresh();
+        g.send(-1, VhostUserFrontend.VERSION, null);
         assertTrue(g.closedByBackend());
         thenGood(g);
     }
@@ -193,31 +196,31 @@ class BadFrontendTest {
 
     @Test
     void memoryBeforeSetOwnerIsRefused() {
-        TestFrontend f = fresh();
+        VhostUserFrontend f = fresh();
         f.setProtocolFeatures(ALL_PROTOCOL);
-        refused(f, TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd, guest.fd);
+        refused(f, VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(guest.regions()), guest.fd, guest.fd);
         thenGood(f);
     }
 
     @Test
     void ringAddressesBeforeAnyMemoryAreRefused() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.SET_VRING_ADDR, TestFrontend.addr(0, 0x1000, 0x3000, 0x2000));
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.SET_VRING_ADDR, VhostUserFrontend.addr(0, 0x1000, 0x3000, 0x2000));
         thenGood(f);
     }
 
     @Test
     void aSecondSetOwnerIsRefused() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.SET_OWNER, null);
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.SET_OWNER, null);
         thenGood(f);
     }
 
     @Test
     void changingTheRingSizeWhileItRunsIsRefusedAndTheRingKeepsRunning() {
         QemuFlow qemu = running();
-        refused(qemu.f, TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 64));
-        refused(qemu.f, TestFrontend.SET_VRING_BASE, TestFrontend.state(0, 7));
+        refused(qemu.f, VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(0, 64));
+        refused(qemu.f, VhostUserFrontend.SET_VRING_BASE, VhostUserFrontend.state(0, 7));
         rig.awaitLine(l -> l.contains("SET_VRING_BASE refused"));
         assertEquals(2, rig.complaints(sessions).size());
         qemu.close();
@@ -227,11 +230,11 @@ class BadFrontendTest {
 
     @Test
     void featuresThatWereNotOfferedAreRefused() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.SET_FEATURES, TestFrontend.u64(1L << 34));
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.SET_FEATURES, VhostUserFrontend.u64(1L << 34));
         thenGood(f);
-        TestFrontend g = owned();
-        refused(g, TestFrontend.SET_PROTOCOL_FEATURES, TestFrontend.u64(ALL_PROTOCOL | 1L << 14)); // INBAND_NOTIFICATIONS
+        VhostUserFrontend g = owned();
+        refused(g, VhostUserFrontend.SET_PROTOCOL_FEATURES, VhostUserFrontend.u64(ALL_PROTOCOL | 1L << 14)); // INBAND_NOTIFICATIONS
         thenGood(g);
     }
 
@@ -239,16 +242,16 @@ class BadFrontendTest {
 
     @Test
     void aKickWithoutItsDescriptorIsRefused() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.SET_VRING_KICK, TestFrontend.u64(0));
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.SET_VRING_KICK, VhostUserFrontend.u64(0));
         thenGood(f);
     }
 
     @Test
     void aDescriptorWithTheNoFdFlagIsRefused() {
         try (EventFd e = EventFd.create(true)) {
-            TestFrontend f = owned();
-            refused(f, TestFrontend.SET_VRING_CALL, TestFrontend.u64(TestFrontend.NOFD), e.fd());
+            VhostUserFrontend f = owned();
+            refused(f, VhostUserFrontend.SET_VRING_CALL, VhostUserFrontend.u64(VhostUserFrontend.NOFD), e.fd());
             thenGood(f);
         }
     }
@@ -256,31 +259,31 @@ class BadFrontendTest {
     @Test
     void aDescriptorWhereNoneBelongsIsRefused() {
         try (EventFd e = EventFd.create(true)) {
-            TestFrontend f = owned();
-            refused(f, TestFrontend.SET_FEATURES, TestFrontend.u64(0), e.fd());
+            VhostUserFrontend f = owned();
+            refused(f, VhostUserFrontend.SET_FEATURES, VhostUserFrontend.u64(0), e.fd());
             thenGood(f);
         }
     }
 
     @Test
     void aMemoryTableWithFewerDescriptorsThanRegionsIsRefused() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd);
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(guest.regions()), guest.fd);
         thenGood(f);
     }
 
     @Test
     void aKickThatIsNotAnEventfdIsRefused() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.SET_VRING_KICK, TestFrontend.u64(0), guest.fd);
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.SET_VRING_KICK, VhostUserFrontend.u64(0), guest.fd);
         thenGood(f);
     }
 
     @Test
     void aMemoryDescriptorThatIsNotAFileIsRefused() {
         try (EventFd e = EventFd.create(true)) {
-            TestFrontend f = owned();
-            refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(guest.regions()[0]), e.fd());
+            VhostUserFrontend f = owned();
+            refused(f, VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(guest.regions()[0]), e.fd());
             thenGood(f);
         }
     }
@@ -289,14 +292,14 @@ class BadFrontendTest {
 
     @Test
     void moreRegionsThanOneMemoryTableHoldsAreRefused() {
-        TestFrontend f = owned();
-        TestFrontend.Region[] nine = new TestFrontend.Region[9];
+        VhostUserFrontend f = owned();
+        VhostUserFrontend.Region[] nine = new VhostUserFrontend.Region[9];
         int[] fds = new int[9];
         for (int i = 0; i < 9; i++) {
-            nine[i] = new TestFrontend.Region(i * (1L << 20), 1L << 20, 0x7f00_0000_0000L + i * (1L << 20), i * (1L << 20) % (8L << 20));
+            nine[i] = new VhostUserFrontend.Region(i * (1L << 20), 1L << 20, 0x7f00_0000_0000L + i * (1L << 20), i * (1L << 20) % (8L << 20));
             fds[i] = guest.fd;
         }
-        refused(f, TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(nine), fds);
+        refused(f, VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(nine), fds);
         thenGood(f);
     }
 
@@ -304,14 +307,14 @@ class BadFrontendTest {
     void moreRegionsThanMemorySlotsAreRefused() {
         int fd = Memfd.create("slots", 1L << 20);
         try {
-            TestFrontend f = owned();
-            long slots = f.getU64(TestFrontend.GET_MAX_MEM_SLOTS);
+            VhostUserFrontend f = owned();
+            long slots = f.getU64(VhostUserFrontend.GET_MAX_MEM_SLOTS);
             for (long i = 0; i < slots; i++) {
-                TestFrontend.Region r = new TestFrontend.Region(i << 20, 1L << 20, 0x7f00_0000_0000L + (i << 20), 0);
-                assertEquals(0, f.acked(TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(r), fd));
+                VhostUserFrontend.Region r = new VhostUserFrontend.Region(i << 20, 1L << 20, 0x7f00_0000_0000L + (i << 20), 0);
+                assertEquals(0, f.acked(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(r), fd));
             }
-            TestFrontend.Region extra = new TestFrontend.Region(slots << 20, 1L << 20, 0x7f00_0000_0000L + (slots << 20), 0);
-            refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(extra), fd);
+            VhostUserFrontend.Region extra = new VhostUserFrontend.Region(slots << 20, 1L << 20, 0x7f00_0000_0000L + (slots << 20), 0);
+            refused(f, VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(extra), fd);
             thenGood(f);
         } finally {
             Native.libc().close(fd);
@@ -320,15 +323,15 @@ class BadFrontendTest {
 
     @Test
     void aRegionRunningPastTheEndOfItsFileIsRefused() {
-        TestFrontend f = owned();
-        TestFrontend.Region tooLong = new TestFrontend.Region(0, 16L << 20, 0x7f00_0000_0000L, 0);
-        refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(tooLong), guest.fd);
-        TestFrontend.Region pastEnd = new TestFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, 6L << 20);
-        refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(pastEnd), guest.fd);
-        TestFrontend.Region negativeOffset = new TestFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, -4096);
-        refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(negativeOffset), guest.fd);
-        TestFrontend.Region empty = new TestFrontend.Region(0, 0, 0x7f00_0000_0000L, 0);
-        refused(f, TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(empty), guest.fd);
+        VhostUserFrontend f = owned();
+        VhostUserFrontend.Region tooLong = new VhostUserFrontend.Region(0, 16L << 20, 0x7f00_0000_0000L, 0);
+        refused(f, VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(tooLong), guest.fd);
+        VhostUserFrontend.Region pastEnd = new VhostUserFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, 6L << 20);
+        refused(f, VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(pastEnd), guest.fd);
+        VhostUserFrontend.Region negativeOffset = new VhostUserFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, -4096);
+        refused(f, VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(negativeOffset), guest.fd);
+        VhostUserFrontend.Region empty = new VhostUserFrontend.Region(0, 0, 0x7f00_0000_0000L, 0);
+        refused(f, VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(empty), guest.fd);
         f.close();
         rig.awaitGone(sessions);
         assertEquals(4, rig.complaints(sessions).size());
@@ -337,17 +340,17 @@ class BadFrontendTest {
 
     @Test
     void overlappingRegionsAreRefused() {
-        TestFrontend f = owned();
-        TestFrontend.Region a = new TestFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, 0);
-        TestFrontend.Region b = new TestFrontend.Region(2L << 20, 4L << 20, 0x7f10_0000_0000L, 0);
-        refused(f, TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(a, b), guest.fd, guest.fd);
+        VhostUserFrontend f = owned();
+        VhostUserFrontend.Region a = new VhostUserFrontend.Region(0, 4L << 20, 0x7f00_0000_0000L, 0);
+        VhostUserFrontend.Region b = new VhostUserFrontend.Region(2L << 20, 4L << 20, 0x7f10_0000_0000L, 0);
+        refused(f, VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(a, b), guest.fd, guest.fd);
         thenGood(f);
     }
 
     @Test
     void removingARegionThatIsNotThereIsRefused() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.REM_MEM_REG, TestFrontend.singleRegion(guest.regions()[0]));
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.REM_MEM_REG, VhostUserFrontend.singleRegion(guest.regions()[0]));
         thenGood(f);
     }
 
@@ -355,37 +358,37 @@ class BadFrontendTest {
 
     @Test
     void aRingOutsideGuestMemoryIsRefused() {
-        TestFrontend f = owned();
-        assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd, guest.fd));
-        f.ackEverything = true;
+        VhostUserFrontend f = owned();
+        assertEquals(0, f.acked(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(guest.regions()), guest.fd, guest.fd));
+        f.ackEverything(true);
         f.setVringNum(0, 256);
-        refused(f, TestFrontend.SET_VRING_ADDR, TestFrontend.addr(0, 0x1000, 0x3000, 0x2000));
+        refused(f, VhostUserFrontend.SET_VRING_ADDR, VhostUserFrontend.addr(0, 0x1000, 0x3000, 0x2000));
         thenGood(f);
     }
 
     @Test
     void aRingRunningPastTheEndOfItsRegionIsRefused() {
-        TestFrontend f = owned();
-        assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd, guest.fd));
-        f.ackEverything = true;
+        VhostUserFrontend f = owned();
+        assertEquals(0, f.acked(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(guest.regions()), guest.fd, guest.fd));
+        f.ackEverything(true);
         f.setVringNum(0, 256);
         long lastPage = guest.user(TestGuest.HIGH_GPA + TestGuest.REGION_BYTES - 4096);
-        refused(f, TestFrontend.SET_VRING_ADDR, TestFrontend.addr(0, lastPage + 2048, lastPage - 8192, lastPage - 16384));
+        refused(f, VhostUserFrontend.SET_VRING_ADDR, VhostUserFrontend.addr(0, lastPage + 2048, lastPage - 8192, lastPage - 16384));
         thenGood(f);
     }
 
     @Test
     void aMisalignedRingIsRefusedWhenItWouldStart() {
-        TestFrontend f = owned();
-        f.ackEverything = true;
+        VhostUserFrontend f = owned();
+        f.ackEverything(true);
         try (EventFd kick = EventFd.create(true)) {
             f.setFeatures(f.getFeatures());
-            assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(guest.regions()), guest.fd, guest.fd));
+            assertEquals(0, f.acked(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(guest.regions()), guest.fd, guest.fd));
             long base = guest.user(TestGuest.HIGH_GPA);
             f.setVringNum(0, 64);
             f.setVringAddr(0, base + 8, base + 8192, base + 4096);
-            f.setVringFd(TestFrontend.SET_VRING_KICK, 0, kick);
-            refused(f, TestFrontend.SET_VRING_ENABLE, TestFrontend.state(0, 1));
+            f.setVringFd(VhostUserFrontend.SET_VRING_KICK, 0, kick);
+            refused(f, VhostUserFrontend.SET_VRING_ENABLE, VhostUserFrontend.state(0, 1));
             thenGood(f);
         }
     }
@@ -393,10 +396,10 @@ class BadFrontendTest {
     @Test
     void aQueueIndexBeyondTheDeviceIsRefused() {
         try (EventFd e = EventFd.create(true)) {
-            TestFrontend f = owned();
-            refused(f, TestFrontend.SET_VRING_NUM, TestFrontend.state(5, 64));
-            refused(f, TestFrontend.SET_VRING_CALL, TestFrontend.u64(200), e.fd());
-            refused(f, TestFrontend.SET_VRING_KICK, TestFrontend.u64(0x1_0000_0000L), e.fd());
+            VhostUserFrontend f = owned();
+            refused(f, VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(5, 64));
+            refused(f, VhostUserFrontend.SET_VRING_CALL, VhostUserFrontend.u64(200), e.fd());
+            refused(f, VhostUserFrontend.SET_VRING_KICK, VhostUserFrontend.u64(0x1_0000_0000L), e.fd());
             f.close();
             rig.awaitGone(sessions);
             assertEquals(3, rig.complaints(sessions).size());
@@ -406,20 +409,20 @@ class BadFrontendTest {
 
     @Test
     void getVringBaseOfAQueueThatDoesNotExistClosesTheConnection() {
-        TestFrontend f = owned();
-        f.send(TestFrontend.GET_VRING_BASE, TestFrontend.VERSION, TestFrontend.state(9, 0));
+        VhostUserFrontend f = owned();
+        f.send(VhostUserFrontend.GET_VRING_BASE, VhostUserFrontend.VERSION, VhostUserFrontend.state(9, 0));
         assertTrue(f.closedByBackend());
         thenGood(f);
     }
 
     @Test
     void ringSizesThatAreNotPowersOfTwoOrTooLargeAreRefused() {
-        TestFrontend f = owned();
-        refused(f, TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 100));
-        refused(f, TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 2048));
-        refused(f, TestFrontend.SET_VRING_NUM, TestFrontend.state(0, 0));
-        refused(f, TestFrontend.SET_VRING_BASE, TestFrontend.state(0, 0x10000));
-        refused(f, TestFrontend.SET_VRING_ENABLE, TestFrontend.state(0, 2));
+        VhostUserFrontend f = owned();
+        refused(f, VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(0, 100));
+        refused(f, VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(0, 2048));
+        refused(f, VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(0, 0));
+        refused(f, VhostUserFrontend.SET_VRING_BASE, VhostUserFrontend.state(0, 0x10000));
+        refused(f, VhostUserFrontend.SET_VRING_ENABLE, VhostUserFrontend.state(0, 2));
         f.close();
         rig.awaitGone(sessions);
         assertEquals(5, rig.complaints(sessions).size());
@@ -440,13 +443,13 @@ class BadFrontendTest {
         try (EventFd e = EventFd.create(true)) {
             for (int connection = 0; connection < 24; connection++) {
                 QemuFlow qemu = connection % 4 == 0 ? running() : null;
-                TestFrontend f = qemu != null ? qemu.f : owned();
+                VhostUserFrontend f = qemu != null ? qemu.f : owned();
                 for (int i = 0; i < 25; i++) {
                     int request = random.nextInt(46);
-                    int flags = random.nextInt(8) == 0 ? random.nextInt(16) : TestFrontend.VERSION
-                            | (random.nextBoolean() ? TestFrontend.NEED_REPLY : 0);
+                    int flags = random.nextInt(8) == 0 ? random.nextInt(16) : VhostUserFrontend.VERSION
+                            | (random.nextBoolean() ? VhostUserFrontend.NEED_REPLY : 0);
                     int size = random.nextInt(4) == 0 ? random.nextInt(300) : new int[] {0, 8, 12, 40, 72}[random.nextInt(5)];
-                    ByteBuffer payload = TestFrontend.payload(size);
+                    ByteBuffer payload = VhostUserFrontend.payload(size);
                     for (int b = 0; b < size; b++) {
                         payload.put(b, (byte) (random.nextInt(4) == 0 ? random.nextInt(256) : random.nextInt(3)));
                     }

@@ -20,7 +20,11 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Native;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.GatedBackend;
+import io.vblk.testkit.SplitQueueDriver;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Crash recovery with VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD, as QEMU drives it with
@@ -35,7 +39,7 @@ import io.vblk.vring.SplitQueueDriver;
  * u64 counter @8}, 16 bytes each.
  */
 class CrashRecoveryTest {
-    static final long PROTOCOL = VhostUserProtocolTest.ALL_PROTOCOL | TestFrontend.PF_INFLIGHT_SHMFD;
+    static final long PROTOCOL = VhostUserProtocolTest.ALL_PROTOCOL | VhostUserFrontend.PF_INFLIGHT_SHMFD;
     static final int BLOCK = 4096;
 
     @TempDir
@@ -109,13 +113,13 @@ class CrashRecoveryTest {
         }
         Path dirA = Files.createDirectory(dir.resolve("a"));
         Path dirB = Files.createDirectory(dir.resolve("b"));
-        HoldingBackend.Factory backendA = new HoldingBackend.Factory(heldOffsets);
-        try (ServerRig a = ServerRig.start(dirA, 1, backendA::wrap); TestGuest g = new TestGuest()) {
+        GatedBackend.Holder backendA = new GatedBackend.Holder(heldOffsets);
+        try (ServerRig a = ServerRig.start(dirA, 1, f -> depth -> backendA.wrap(f.open(depth))); TestGuest g = new TestGuest()) {
             try {
                 BlkQueue q = g.queue(0, 64, true);
                 Set<Integer> heldHeads = new TreeSet<>();
                 Set<Integer> completedHeads = new TreeSet<>();
-                TestFrontend.Inflight buffer;
+                VhostUserFrontend.Inflight buffer;
                 try (QemuFlow first = new QemuFlow(a.connect(), g, 1)) {
                     first.init(PROTOCOL, q);
                     first.start(first.linuxFeatures(), true, null, q);
@@ -131,8 +135,8 @@ class CrashRecoveryTest {
                     assertEquals(completedHeads, done);
                     await("A to hold 4 writes", () -> backendA.held() == heldRequests.size());
                     // QEMU keeps the buffer: its own descriptor outlives the connection.
-                    TestFrontend.Inflight b = first.inflight;
-                    buffer = new TestFrontend.Inflight(b.mmapSize(), b.mmapOffset(), b.numQueues(), b.queueSize(),
+                    VhostUserFrontend.Inflight b = first.inflight;
+                    buffer = new VhostUserFrontend.Inflight(b.mmapSize(), b.mmapOffset(), b.numQueues(), b.queueSize(),
                             Native.libc().dup(b.fd()));
                 } // the connection drops as if A died: A stops popping, its four writes never complete
                 await("A to stop its ring", () -> !a.server.device().isRunning(0));
@@ -140,8 +144,8 @@ class CrashRecoveryTest {
                 assertEquals(requests - heldRequests.size(), usedIdx);
 
                 Files.createSymbolicLink(dirB.resolve("disk.img"), dirA.resolve("disk.img"));
-                HoldingBackend.Factory backendB = new HoldingBackend.Factory(Set.of());
-                try (ServerRig b = ServerRig.start(dirB, 1, backendB::wrap);
+                GatedBackend.Holder backendB = new GatedBackend.Holder(Set.of());
+                try (ServerRig b = ServerRig.start(dirB, 1, f -> depth -> backendB.wrap(f.open(depth)));
                      QemuFlow second = new QemuFlow(b.connect(), g, 1)) {
                     second.inflight = buffer;
                     second.init(PROTOCOL, q);
@@ -190,8 +194,8 @@ class CrashRecoveryTest {
      */
     @Test
     void aBatchPublishedButNotRecordedIsNotRedone() throws Exception {
-        HoldingBackend.Factory recorder = new HoldingBackend.Factory(Set.of());
-        try (ServerRig rig = ServerRig.start(dir, 1, recorder::wrap); TestGuest g = new TestGuest();
+        GatedBackend.Holder recorder = new GatedBackend.Holder(Set.of());
+        try (ServerRig rig = ServerRig.start(dir, 1, f -> depth -> recorder.wrap(f.open(depth))); TestGuest g = new TestGuest();
              QemuFlow qemu = new QemuFlow(rig.connect(), g, 1)) {
             int size = 32; // six requests of three descriptors
             BlkQueue q = g.queue(0, size, true);

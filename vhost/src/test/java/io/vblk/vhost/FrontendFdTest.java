@@ -14,6 +14,9 @@ import org.junit.jupiter.params.provider.EnumSource;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Issue 10, bug 2: descriptors a frontend hands over for call and err notifications cannot
@@ -57,8 +60,8 @@ class FrontendFdTest {
         qemu.start(qemu.linuxFeatures(), true, null, q);
         // The daemon takes an eventfd and may refuse what is not one (pipes, sockets): either
         // way the connection goes on.
-        long callAck = qemu.f.acked(TestFrontend.SET_VRING_CALL, TestFrontend.u64(0), hostile);
-        long errAck = qemu.f.acked(TestFrontend.SET_VRING_ERR, TestFrontend.u64(0), hostile);
+        long callAck = qemu.f.acked(VhostUserFrontend.SET_VRING_CALL, VhostUserFrontend.u64(0), hostile);
+        long errAck = qemu.f.acked(VhostUserFrontend.SET_VRING_ERR, VhostUserFrontend.u64(0), hostile);
         assertTrue(callAck >= 0 && errAck >= 0, "the connection stays open");
         if (kind == Kind.BLOCKING_FULL_EVENTFD) {
             assertEquals(0, callAck);

@@ -20,6 +20,9 @@ import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.UnixSocket;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * A structure-aware vhost-user frontend fuzzer. Each connection starts from the message sequence
@@ -76,7 +79,7 @@ final class FrontendFuzzer {
     /** One message of a sequence. */
     static final class Msg {
         int request;
-        int flags = TestFrontend.VERSION;
+        int flags = VhostUserFrontend.VERSION;
         byte[] payload = new byte[0];
         /** Size announced in the header; -1: the payload's length. */
         int declaredSize = -1;
@@ -122,7 +125,7 @@ final class FrontendFuzzer {
     private final Map<Mutation, Long> mutations = new EnumMap<>(Mutation.class);
     private final Map<FdKind, Long> fdKinds = new EnumMap<>(FdKind.class);
     /** What the daemon offers (GET_FEATURES), acked whole as Linux does; set before the first connection. */
-    long offeredFeatures = 0x1_7000_6e46L | TestFrontend.F_PROTOCOL_FEATURES;
+    long offeredFeatures = 0x1_7000_6e46L | VhostUserFrontend.F_PROTOCOL_FEATURES;
     long connections;
     long messages;
     long descriptorsSent;
@@ -144,63 +147,63 @@ final class FrontendFuzzer {
     /** The QEMU 7.2 sequence for one connection, with this connection's protocol features. */
     List<Msg> template(Random r) {
         long pf = switch (r.nextInt(4)) {
-            case 0 -> TestFrontend.PF_CONFIG;
-            case 1 -> TestFrontend.PF_CONFIG | TestFrontend.PF_REPLY_ACK;
+            case 0 -> VhostUserFrontend.PF_CONFIG;
+            case 1 -> VhostUserFrontend.PF_CONFIG | VhostUserFrontend.PF_REPLY_ACK;
             default -> PF_ALL | (r.nextBoolean() ? RESET_DEVICE_PF : 0);
         };
-        boolean ack = (pf & TestFrontend.PF_REPLY_ACK) != 0;
+        boolean ack = (pf & VhostUserFrontend.PF_REPLY_ACK) != 0;
         long features = offeredFeatures;
         queue.driver.initialise();
         List<Msg> s = new ArrayList<>();
-        s.add(new Msg(TestFrontend.GET_FEATURES, null));
-        s.add(new Msg(TestFrontend.GET_PROTOCOL_FEATURES, null));
-        s.add(new Msg(TestFrontend.SET_PROTOCOL_FEATURES, TestFrontend.u64(pf)));
-        if ((pf & TestFrontend.PF_MQ) != 0) {
-            s.add(new Msg(TestFrontend.GET_QUEUE_NUM, null));
+        s.add(new Msg(VhostUserFrontend.GET_FEATURES, null));
+        s.add(new Msg(VhostUserFrontend.GET_PROTOCOL_FEATURES, null));
+        s.add(new Msg(VhostUserFrontend.SET_PROTOCOL_FEATURES, VhostUserFrontend.u64(pf)));
+        if ((pf & VhostUserFrontend.PF_MQ) != 0) {
+            s.add(new Msg(VhostUserFrontend.GET_QUEUE_NUM, null));
         }
-        if ((pf & TestFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
-            s.add(new Msg(TestFrontend.GET_MAX_MEM_SLOTS, null));
+        if ((pf & VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
+            s.add(new Msg(VhostUserFrontend.GET_MAX_MEM_SLOTS, null));
         }
-        s.add(acked(new Msg(TestFrontend.SET_OWNER, null), ack));
-        s.add(new Msg(TestFrontend.GET_FEATURES, null));
-        s.add(acked(new Msg(TestFrontend.SET_VRING_CALL, TestFrontend.u64(0), FdKind.RING_CALL), ack));
-        s.add(acked(new Msg(TestFrontend.SET_VRING_ERR, TestFrontend.u64(0), FdKind.EVENTFD), ack));
-        s.add(new Msg(TestFrontend.GET_CONFIG, TestFrontend.config(0, 57, null)));
-        s.add(acked(new Msg(TestFrontend.SET_FEATURES, TestFrontend.u64(features)), ack));
-        s.add(acked(new Msg(TestFrontend.SET_VRING_CALL, TestFrontend.u64(0), FdKind.RING_CALL), ack));
-        s.add(acked(new Msg(TestFrontend.SET_FEATURES, TestFrontend.u64(features)), ack));
-        TestFrontend.Region[] regions = guest.regions();
-        if ((pf & TestFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
-            for (TestFrontend.Region region : regions) {
-                s.add(acked(new Msg(TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(region), FdKind.GUEST_MEMFD), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_OWNER, null), ack));
+        s.add(new Msg(VhostUserFrontend.GET_FEATURES, null));
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_CALL, VhostUserFrontend.u64(0), FdKind.RING_CALL), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_ERR, VhostUserFrontend.u64(0), FdKind.EVENTFD), ack));
+        s.add(new Msg(VhostUserFrontend.GET_CONFIG, VhostUserFrontend.config(0, 57, null)));
+        s.add(acked(new Msg(VhostUserFrontend.SET_FEATURES, VhostUserFrontend.u64(features)), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_CALL, VhostUserFrontend.u64(0), FdKind.RING_CALL), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_FEATURES, VhostUserFrontend.u64(features)), ack));
+        VhostUserFrontend.Region[] regions = guest.regions();
+        if ((pf & VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
+            for (VhostUserFrontend.Region region : regions) {
+                s.add(acked(new Msg(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(region), FdKind.GUEST_MEMFD), ack));
             }
         } else {
-            s.add(acked(new Msg(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(regions), FdKind.GUEST_MEMFD,
+            s.add(acked(new Msg(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(regions), FdKind.GUEST_MEMFD,
                     FdKind.GUEST_MEMFD), ack));
         }
-        s.add(acked(new Msg(TestFrontend.SET_VRING_NUM, TestFrontend.state(0, queue.driver.size())), ack));
-        s.add(acked(new Msg(TestFrontend.SET_VRING_BASE, TestFrontend.state(0, 0)), ack));
-        s.add(acked(new Msg(TestFrontend.SET_VRING_ADDR, TestFrontend.addr(0, queue.descUser(), queue.usedUser(),
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(0, queue.driver.size())), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_BASE, VhostUserFrontend.state(0, 0)), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_ADDR, VhostUserFrontend.addr(0, queue.descUser(), queue.usedUser(),
                 queue.availUser())), ack));
-        s.add(acked(new Msg(TestFrontend.SET_VRING_KICK, TestFrontend.u64(0), FdKind.RING_KICK), ack));
-        s.add(acked(new Msg(TestFrontend.SET_VRING_ENABLE, TestFrontend.state(0, 1)), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_KICK, VhostUserFrontend.u64(0), FdKind.RING_KICK), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_ENABLE, VhostUserFrontend.state(0, 1)), ack));
         s.add(new Msg(GUEST_IO, null));
-        s.add(new Msg(TestFrontend.GET_CONFIG, TestFrontend.config(0, 57, null)));
+        s.add(new Msg(VhostUserFrontend.GET_CONFIG, VhostUserFrontend.config(0, 57, null)));
         s.add(new Msg(GUEST_IO, null));
-        s.add(acked(new Msg(TestFrontend.SET_VRING_ENABLE, TestFrontend.state(0, 0)), ack));
-        s.add(new Msg(TestFrontend.GET_VRING_BASE, TestFrontend.state(0, 0)));
-        if ((pf & TestFrontend.PF_CONFIGURE_MEM_SLOTS) != 0 && r.nextBoolean()) {
-            s.add(acked(new Msg(TestFrontend.REM_MEM_REG, TestFrontend.singleRegion(regions[0])), ack));
+        s.add(acked(new Msg(VhostUserFrontend.SET_VRING_ENABLE, VhostUserFrontend.state(0, 0)), ack));
+        s.add(new Msg(VhostUserFrontend.GET_VRING_BASE, VhostUserFrontend.state(0, 0)));
+        if ((pf & VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS) != 0 && r.nextBoolean()) {
+            s.add(acked(new Msg(VhostUserFrontend.REM_MEM_REG, VhostUserFrontend.singleRegion(regions[0])), ack));
         }
         if ((pf & RESET_DEVICE_PF) != 0 && r.nextBoolean()) {
-            s.add(acked(new Msg(TestFrontend.RESET_DEVICE, null), ack));
+            s.add(acked(new Msg(VhostUserFrontend.RESET_DEVICE, null), ack));
         }
         return s;
     }
 
     private static Msg acked(Msg m, boolean ack) {
         if (ack) {
-            m.flags |= TestFrontend.NEED_REPLY;
+            m.flags |= VhostUserFrontend.NEED_REPLY;
         }
         return m;
     }
@@ -226,7 +229,7 @@ final class FrontendFuzzer {
         int n = 5 + r.nextInt(30);
         for (int i = 0; i < n; i++) {
             Msg m = new Msg(r.nextInt(50), null);
-            m.flags = r.nextInt(8) == 0 ? r.nextInt(16) : TestFrontend.VERSION | (r.nextBoolean() ? TestFrontend.NEED_REPLY : 0);
+            m.flags = r.nextInt(8) == 0 ? r.nextInt(16) : VhostUserFrontend.VERSION | (r.nextBoolean() ? VhostUserFrontend.NEED_REPLY : 0);
             m.payload = new byte[r.nextInt(4) == 0 ? r.nextInt(300) : new int[] {0, 8, 40, 69, 72}[r.nextInt(5)]];
             r.nextBytes(m.payload);
             m.fds = randomFds(r, r.nextInt(6) == 0 ? 1 + r.nextInt(3) : 0);
@@ -266,9 +269,9 @@ final class FrontendFuzzer {
                 }
             }
             case WRONG_FLAGS -> m.flags = switch (r.nextInt(5)) {
-                case 0 -> m.flags ^ TestFrontend.NEED_REPLY;
+                case 0 -> m.flags ^ VhostUserFrontend.NEED_REPLY;
                 case 1 -> (m.flags & ~3) | r.nextInt(4);
-                case 2 -> m.flags | TestFrontend.REPLY;
+                case 2 -> m.flags | VhostUserFrontend.REPLY;
                 case 3 -> m.flags | (1 << (4 + r.nextInt(28)));
                 default -> r.nextInt();
             };
@@ -300,7 +303,7 @@ final class FrontendFuzzer {
     /** The fields of each payload layout the backend parses: {offset, width in bytes}. */
     private static int[][] fields(Msg m) {
         switch (m.request) {
-            case TestFrontend.SET_MEM_TABLE: {
+            case VhostUserFrontend.SET_MEM_TABLE: {
                 int regions = Math.max(0, Math.min(8, (m.payload.length - 8) / 32));
                 int[][] f = new int[2 + 4 * regions][];
                 f[0] = new int[] {0, 4};
@@ -312,13 +315,13 @@ final class FrontendFuzzer {
                 }
                 return f;
             }
-            case TestFrontend.ADD_MEM_REG:
-            case TestFrontend.REM_MEM_REG:
+            case VhostUserFrontend.ADD_MEM_REG:
+            case VhostUserFrontend.REM_MEM_REG:
                 return new int[][] {{0, 8}, {8, 8}, {16, 8}, {24, 8}, {32, 8}};
-            case TestFrontend.SET_VRING_ADDR:
+            case VhostUserFrontend.SET_VRING_ADDR:
                 return new int[][] {{0, 4}, {4, 4}, {8, 8}, {16, 8}, {24, 8}, {32, 8}};
-            case TestFrontend.GET_CONFIG:
-            case TestFrontend.SET_CONFIG:
+            case VhostUserFrontend.GET_CONFIG:
+            case VhostUserFrontend.SET_CONFIG:
                 return new int[][] {{0, 4}, {4, 4}, {8, 4}};
             default:
                 return m.payload.length >= 8 ? new int[][] {{0, 4}, {4, 4}, {0, 8}} : new int[0][];
@@ -422,7 +425,7 @@ final class FrontendFuzzer {
     }
 
     private static boolean expectsReply(Msg m) {
-        return Request.hasOwnReply(m.request) || (m.flags & TestFrontend.NEED_REPLY) != 0;
+        return Request.hasOwnReply(m.request) || (m.flags & VhostUserFrontend.NEED_REPLY) != 0;
     }
 
     /** A descriptor of {@code kind}; the ones to close after the connection go to {@code toClose}. */

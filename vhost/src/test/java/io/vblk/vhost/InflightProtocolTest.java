@@ -19,6 +19,9 @@ import io.vblk.sys.EventFd;
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * GET/SET_INFLIGHT_FD as QEMU 7.2's vhost-user-blk sends them (GET once, SET at every start,
@@ -64,7 +67,7 @@ class InflightProtocolTest {
             qemu.init(PROTOCOL, q);
             assertEquals(PROTOCOL, qemu.protocol, "INFLIGHT_SHMFD is offered");
             qemu.start(qemu.linuxFeatures(), true, null, q);
-            TestFrontend.Inflight b = qemu.inflight;
+            VhostUserFrontend.Inflight b = qemu.inflight;
             assertEquals(2112, b.mmapSize(), "one region of 16 + 16 x 128 bytes, rounded up to 64");
             assertEquals(0, b.mmapOffset());
             assertEquals(1, b.numQueues());
@@ -133,7 +136,7 @@ class InflightProtocolTest {
         try (QemuFlow qemu = connect()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
-            TestFrontend.Inflight b = qemu.f.getInflightFd(1, 64);
+            VhostUserFrontend.Inflight b = qemu.f.getInflightFd(1, 64);
             assertEquals(0, b.mmapSize());
             assertEquals(-1, b.fd());
             complained("without the INFLIGHT_SHMFD protocol feature negotiated");
@@ -148,27 +151,27 @@ class InflightProtocolTest {
             qemu.init(PROTOCOL, guest.queue(0, 64, true));
             int[][] shapes = {{0, 128}, {2, 128}, {1, 0}, {1, 1025}, {0xffff, 0xffff}};
             for (int[] shape : shapes) {
-                TestFrontend.Inflight b = qemu.f.getInflightFd(shape[0], shape[1]);
+                VhostUserFrontend.Inflight b = qemu.f.getInflightFd(shape[0], shape[1]);
                 assertEquals(0, b.mmapSize(), "GET_INFLIGHT_FD " + shape[0] + " x " + shape[1]);
                 assertEquals(-1, b.fd());
             }
             assertEquals(shapes.length, rig.complaints(sessions).size(), String.valueOf(rig.complaints(sessions)));
-            TestFrontend.Reply r = qemu.f.request(TestFrontend.GET_INFLIGHT_FD, TestFrontend.payload(20));
+            VhostUserFrontend.Reply r = qemu.f.request(VhostUserFrontend.GET_INFLIGHT_FD, VhostUserFrontend.payload(20));
             assertEquals(0, r.payload().getLong(0), "a short payload gets no buffer either");
             complained("GET_INFLIGHT_FD payload is 20 bytes, expected 24");
         }
     }
 
     private static ByteBuffer inflight(long size, long offset, int queues, int queueSize) {
-        return new TestFrontend.Inflight(size, offset, queues, queueSize, -1).payload();
+        return new VhostUserFrontend.Inflight(size, offset, queues, queueSize, -1).payload();
     }
 
     @Test
     void setWithABufferThatDoesNotFitIsRefused() {
         try (QemuFlow qemu = connect()) {
             qemu.init(PROTOCOL, guest.queue(0, 64, true));
-            TestFrontend f = qemu.f;
-            TestFrontend.Inflight good = f.getInflightFd(1, 64);
+            VhostUserFrontend f = qemu.f;
+            VhostUserFrontend.Inflight good = f.getInflightFd(1, 64);
             int fd = good.fd();
             long size = good.mmapSize();
             assertEquals(1088, size);
@@ -190,16 +193,16 @@ class InflightProtocolTest {
                     {inflight(size, 0, 1, 2048), new int[] {fd}, "for queues of 2048"},
                     {inflight(size, 0, 1, 64), new int[0], "came with 0 descriptor(s), expected 1"},
                     {inflight(size, 0, 1, 64), new int[] {fd, fd}, "came with 2 descriptor(s), expected 1"},
-                    {TestFrontend.payload(16), new int[] {fd}, "payload is 16 bytes, expected 24"},
+                    {VhostUserFrontend.payload(16), new int[] {fd}, "payload is 16 bytes, expected 24"},
                 };
                 for (Object[] c : cases) {
-                    long ack = f.acked(TestFrontend.SET_INFLIGHT_FD, (ByteBuffer) c[0], (int[]) c[1]);
+                    long ack = f.acked(VhostUserFrontend.SET_INFLIGHT_FD, (ByteBuffer) c[0], (int[]) c[1]);
                     assertTrue(ack > 0, c[2] + ": answered " + ack);
                     String reason = (String) c[2];
                     complained(reason);
                 }
                 assertEquals(cases.length, rig.complaints(sessions).size());
-                assertEquals(0, f.acked(TestFrontend.SET_INFLIGHT_FD, inflight(size, 0, 1, 64), fd), "the right one");
+                assertEquals(0, f.acked(VhostUserFrontend.SET_INFLIGHT_FD, inflight(size, 0, 1, 64), fd), "the right one");
             } finally {
                 Native.libc().close(small);
                 Native.libc().close(unsealed);
@@ -214,7 +217,7 @@ class InflightProtocolTest {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
-            long ack = qemu.f.acked(TestFrontend.SET_INFLIGHT_FD, qemu.inflight.payload(), qemu.inflight.fd());
+            long ack = qemu.f.acked(VhostUserFrontend.SET_INFLIGHT_FD, qemu.inflight.payload(), qemu.inflight.fd());
             assertTrue(ack > 0);
             complained("SET_INFLIGHT_FD while vring 0 runs");
             q.write(0, BlkQueue.pattern(0, 512, 9));
@@ -255,7 +258,7 @@ class InflightProtocolTest {
             sessions++;
             BlkQueue q = shrinking.queue(0, 64, true);
             qemu.init(PROTOCOL, q);
-            TestFrontend f = qemu.f;
+            VhostUserFrontend f = qemu.f;
             f.setFeatures(qemu.linuxFeatures());
             qemu.inflight = f.getInflightFd(1, 64);
             f.setInflightFd(qemu.inflight);
@@ -263,7 +266,7 @@ class InflightProtocolTest {
             f.setVringNum(0, 64);
             f.setVringBase(0, 0);
             f.setVringAddr(0, q.descUser(), q.usedUser(), q.availUser());
-            f.setVringFd(TestFrontend.SET_VRING_KICK, 0, q.kick);
+            f.setVringFd(VhostUserFrontend.SET_VRING_KICK, 0, q.kick);
             assertEquals(0, Native.libc().ftruncate(shrinking.fd, 0));
             f.setVringEnable(0, true);
             assertTrue(f.closedByBackend());
@@ -282,10 +285,10 @@ class InflightProtocolTest {
             qemu.init(PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
             q.write(0, BlkQueue.pattern(0, 512, 4));
-            qemu.f.post(TestFrontend.RESET_DEVICE, null);
+            qemu.f.post(VhostUserFrontend.RESET_DEVICE, null);
             // A new driver: new rings, from index 0, and no SET_INFLIGHT_FD yet.
             BlkQueue fresh = guest.queue(0, 64, true, 5);
-            qemu.protocol &= ~TestFrontend.PF_INFLIGHT_SHMFD;
+            qemu.protocol &= ~VhostUserFrontend.PF_INFLIGHT_SHMFD;
             qemu.start(qemu.linuxFeatures(), false, null, fresh);
             assertArrayEquals(BlkQueue.pattern(0, 512, 4), fresh.read(0, 512));
             // The session logs the start after the queue runs: the read can win the race.

@@ -23,6 +23,9 @@ import io.vblk.sys.Linux;
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * Live migration as QEMU 7.2 drives it (vhost-user.rst, "Migration"): VHOST_F_LOG_ALL and
@@ -80,11 +83,11 @@ class LogProtocolTest {
     }
 
     static ByteBuffer logDescription(long size, long offset) {
-        return TestFrontend.payload(16).putLong(0, size).putLong(8, offset);
+        return VhostUserFrontend.payload(16).putLong(0, size).putLong(8, offset);
     }
 
     static ByteBuffer addrWithLog(int index, long desc, long used, long avail, int flags, long logGpa) {
-        return TestFrontend.payload(40).putInt(0, index).putInt(4, flags).putLong(8, desc).putLong(16, used)
+        return VhostUserFrontend.payload(40).putInt(0, index).putInt(4, flags).putLong(8, desc).putLong(16, used)
                 .putLong(24, avail).putLong(32, logGpa);
     }
 
@@ -115,14 +118,14 @@ class LogProtocolTest {
 
             int fd = sealedMemfd(logBytes());
             try (Mapping log = Mapping.map(fd, 0, logBytes(), false, false)) {
-                TestFrontend f = qemu.f;
+                VhostUserFrontend f = qemu.f;
                 // Migration starts: the log, LOG_ALL, then each ring's addresses with VHOST_VRING_F_LOG.
-                TestFrontend.Reply reply = f.request(SET_LOG_BASE, logDescription(logBytes(), 0), fd);
+                VhostUserFrontend.Reply reply = f.request(SET_LOG_BASE, logDescription(logBytes(), 0), fd);
                 assertNotNull(reply, "SET_LOG_BASE answered");
                 assertEquals(SET_LOG_BASE, reply.request());
                 f.setFeatures(features | LOG_ALL);
                 long usedGpa = q.driver.usedGpa();
-                f.post(TestFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 1, usedGpa));
+                f.post(VhostUserFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 1, usedGpa));
                 rig.awaitLine(l -> l.contains("dirty logging on"));
 
                 assertArrayEquals(data, q.read(16, 8192), "the ring ran on");
@@ -191,12 +194,12 @@ class LogProtocolTest {
                 {logDescription(size, 0), new int[] {eventfd}, "not a regular file"},
                 {logDescription(size, 0), new int[0], "came with 0 descriptor(s), expected 1"},
                 {logDescription(size, 0), new int[] {good, good}, "came with 2 descriptor(s), expected 1"},
-                {TestFrontend.payload(8), new int[] {good}, "payload is 8 bytes, expected 16"},
+                {VhostUserFrontend.payload(8), new int[] {good}, "payload is 8 bytes, expected 16"},
             };
             for (Object[] c : cases) {
                 try (QemuFlow qemu = connect()) {
                     qemu.init(PROTOCOL, guest.queue(0, 64, true));
-                    qemu.f.send(SET_LOG_BASE, TestFrontend.VERSION, (ByteBuffer) c[0], (int[]) c[1]);
+                    qemu.f.send(SET_LOG_BASE, VhostUserFrontend.VERSION, (ByteBuffer) c[0], (int[]) c[1]);
                     assertTrue(qemu.f.closedByBackend(), c[2] + ": connection ended");
                     String expected = (String) c[2];
                     rig.awaitLine(l -> l.startsWith("frontend " + sessions + ": ") && l.contains(expected));
@@ -205,7 +208,7 @@ class LogProtocolTest {
             // Without LOG_SHMFD negotiated the log cannot come as shared memory.
             try (QemuFlow qemu = connect()) {
                 qemu.init(PROTOCOL & ~PF_LOG_SHMFD, guest.queue(0, 64, true));
-                qemu.f.send(SET_LOG_BASE, TestFrontend.VERSION, logDescription(size, 0), good);
+                qemu.f.send(SET_LOG_BASE, VhostUserFrontend.VERSION, logDescription(size, 0), good);
                 assertTrue(qemu.f.closedByBackend());
                 rig.awaitLine(l -> l.startsWith("frontend " + sessions + ": ") && l.contains("without the LOG_SHMFD"));
             }
@@ -214,7 +217,7 @@ class LogProtocolTest {
                 BlkQueue q = guest.queue(0, 64, true);
                 qemu.init(PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
-                TestFrontend.Reply reply = qemu.f.request(SET_LOG_BASE, logDescription(size, 0), good);
+                VhostUserFrontend.Reply reply = qemu.f.request(SET_LOG_BASE, logDescription(size, 0), good);
                 assertNotNull(reply);
                 byte[] data = BlkQueue.pattern(0, 4096, 9);
                 q.write(0, data);
@@ -234,19 +237,19 @@ class LogProtocolTest {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
-            TestFrontend f = qemu.f;
-            long ack = f.acked(TestFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 2, 0));
+            VhostUserFrontend f = qemu.f;
+            long ack = f.acked(VhostUserFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 2, 0));
             assertTrue(ack != 0, "unknown flag refused");
-            ack = f.acked(TestFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 1, -16));
+            ack = f.acked(VhostUserFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 1, -16));
             assertTrue(ack != 0, "log_guest_addr that wraps refused");
-            ack = f.acked(TestFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 1, 1L << 50));
+            ack = f.acked(VhostUserFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 1, 1L << 50));
             assertTrue(ack != 0, "log_guest_addr beyond any log refused");
             EventFd logFd = EventFd.create(true);
             try {
-                assertEquals(0, f.acked(SET_LOG_FD, TestFrontend.payload(0), logFd.fd()), "an eventfd is taken");
+                assertEquals(0, f.acked(SET_LOG_FD, VhostUserFrontend.payload(0), logFd.fd()), "an eventfd is taken");
                 int notEventfd = Memfd.create("not-eventfd", 4096);
                 try {
-                    assertTrue(f.acked(SET_LOG_FD, TestFrontend.payload(0), notEventfd) != 0, "a memfd is not");
+                    assertTrue(f.acked(SET_LOG_FD, VhostUserFrontend.payload(0), notEventfd) != 0, "a memfd is not");
                 } finally {
                     Native.libc().close(notEventfd);
                 }

@@ -3,17 +3,21 @@ package io.vblk.vhost;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.UnixSocket;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
 
 /**
  * Online resize over vhost-user: the frontend that gave a backend channel (protocol feature
@@ -64,6 +68,40 @@ class OnlineResizeTest {
             q.write(beyond, data);
             assertArrayEquals(data, q.read(beyond, 4096));
             qemu.stop(q);
+        }
+    }
+
+    /**
+     * A frontend that never reads its backend channel: once the channel is full, a resize is
+     * not told (after {@link BackendChannel#SEND_WAIT_MS}) instead of blocking the caller (an RPC
+     * handler holding the daemon's lock) for ever; the session itself goes on serving.
+     */
+    @Test
+    void aFrontendThatReadsNoBackendRequestsNeverBlocksAResize() throws Exception {
+        Path pairPath = dir.resolve("pair.sock");
+        try (ServerRig rig = ServerRig.start(dir, 1); TestGuest g = new TestGuest();
+             QemuFlow qemu = new QemuFlow(rig.connect(), g, 1);
+             UnixSocket listener = UnixSocket.listen(pairPath, 1);
+             UnixSocket frontendEnd = UnixSocket.connect(pairPath);
+             UnixSocket backendEnd = listener.accept()) {
+            BlkQueue q = g.queue(0, 128, true);
+            qemu.init(VhostUserProtocolTest.ALL_PROTOCOL | PF_BACKEND_REQ, q);
+            assertEquals(0, qemu.f.acked(SET_BACKEND_REQ_FD, null, backendEnd.fd()));
+            // The bound is a failure guard for a caller blocked for ever, not a speed measurement.
+            int told = assertTimeoutPreemptively(Duration.ofSeconds(60), () -> {
+                for (int i = 0; i < 100_000; i++) {
+                    if (!rig.server.resize(ServerRig.IMAGE_BYTES - 512L * (i % 2))) {
+                        return i;
+                    }
+                }
+                return -1;
+            });
+            boolean refused = told >= 0;
+            assertTrue(refused, "a full channel ends in a resize that is not told, not a blocked caller");
+            assertTrue(told > 0, "the first ones were told");
+            assertEquals(ServerRig.IMAGE_BYTES / 512 - (told % 2), capacity(qemu.f.getConfig(0, 57)),
+                    "the session still answers, with the last capacity");
+            assertTrue(frontendEnd.fd() >= 0);
         }
     }
 

@@ -8,6 +8,9 @@ import java.nio.ByteBuffer;
 
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Native;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * The message sequence QEMU 7.2's vhost-user-blk sends, message by message (facts.md):
@@ -22,7 +25,7 @@ final class QemuFlow implements AutoCloseable {
     /** What SeaBIOS acks through a legacy virtio-blk: no VERSION_1, no EVENT_IDX. */
     static final long LEGACY_MASK = ~(VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | VIRTIO_RING_F_INDIRECT_DESC);
 
-    final TestFrontend f;
+    final VhostUserFrontend f;
     final TestGuest guest;
     final int queues;
     final EventFd[] errs;
@@ -32,11 +35,11 @@ final class QemuFlow implements AutoCloseable {
      * The inflight buffer (INFLIGHT_SHMFD): asked for at the first start and sent at every start,
      * as QEMU keeps it across backend restarts. Set it to hand a buffer over from another flow.
      */
-    TestFrontend.Inflight inflight;
+    VhostUserFrontend.Inflight inflight;
     /** The queue size announced in GET_INFLIGHT_FD (QEMU's queue-size property); 0: the first ring's size. */
     int inflightQueueSize;
 
-    QemuFlow(TestFrontend f, TestGuest guest, int queues) {
+    QemuFlow(VhostUserFrontend f, TestGuest guest, int queues) {
         this.f = f;
         this.guest = guest;
         this.queues = queues;
@@ -53,21 +56,21 @@ final class QemuFlow implements AutoCloseable {
      */
     byte[] init(long protocolWanted, BlkQueue... qs) {
         offered = f.getFeatures();
-        assertTrue((offered & TestFrontend.F_PROTOCOL_FEATURES) != 0, "PROTOCOL_FEATURES offered");
+        assertTrue((offered & VhostUserFrontend.F_PROTOCOL_FEATURES) != 0, "PROTOCOL_FEATURES offered");
         long offeredProtocol = f.getProtocolFeatures();
         protocol = offeredProtocol & protocolWanted;
         f.setProtocolFeatures(protocol);
-        if ((protocol & TestFrontend.PF_MQ) != 0) {
-            assertTrue(f.getU64(TestFrontend.GET_QUEUE_NUM) >= queues, "enough queues");
+        if ((protocol & VhostUserFrontend.PF_MQ) != 0) {
+            assertTrue(f.getU64(VhostUserFrontend.GET_QUEUE_NUM) >= queues, "enough queues");
         }
-        if ((protocol & TestFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
-            assertTrue(f.getU64(TestFrontend.GET_MAX_MEM_SLOTS) >= 2, "memory slots");
+        if ((protocol & VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
+            assertTrue(f.getU64(VhostUserFrontend.GET_MAX_MEM_SLOTS) >= 2, "memory slots");
         }
         f.setOwner();
         assertEquals(offered, f.getFeatures());
         for (int q = 0; q < queues; q++) {
-            f.setVringFd(TestFrontend.SET_VRING_CALL, q, qs[q].call);
-            f.setVringFd(TestFrontend.SET_VRING_ERR, q, errs[q]);
+            f.setVringFd(VhostUserFrontend.SET_VRING_CALL, q, qs[q].call);
+            f.setVringFd(VhostUserFrontend.SET_VRING_ERR, q, errs[q]);
         }
         byte[] config = f.getConfig(0, 57);
         assertNotEquals(null, config);
@@ -93,7 +96,7 @@ final class QemuFlow implements AutoCloseable {
      */
     void start(long features, boolean sendMemory, int[] bases, BlkQueue... qs) {
         f.setFeatures(features);
-        if ((protocol & TestFrontend.PF_INFLIGHT_SHMFD) != 0) {
+        if ((protocol & VhostUserFrontend.PF_INFLIGHT_SHMFD) != 0) {
             if (inflight == null) {
                 inflight = f.getInflightFd(queues, inflightQueueSize > 0 ? inflightQueueSize : qs[0].driver.size());
                 assertTrue(inflight.fd() >= 0, "GET_INFLIGHT_FD answered with a buffer: " + inflight);
@@ -101,7 +104,7 @@ final class QemuFlow implements AutoCloseable {
             f.setInflightFd(inflight);
         }
         for (BlkQueue q : qs) {
-            f.setVringFd(TestFrontend.SET_VRING_CALL, q.index, q.call);
+            f.setVringFd(VhostUserFrontend.SET_VRING_CALL, q.index, q.call);
         }
         f.setFeatures(features);
         if (sendMemory) {
@@ -112,35 +115,35 @@ final class QemuFlow implements AutoCloseable {
             f.setVringNum(q.index, q.driver.size());
             f.setVringBase(q.index, bases == null ? 0 : bases[i]);
             f.setVringAddr(q.index, q.descUser(), q.usedUser(), q.availUser());
-            f.setVringFd(TestFrontend.SET_VRING_KICK, q.index, q.polled ? null : q.kick);
+            f.setVringFd(VhostUserFrontend.SET_VRING_KICK, q.index, q.polled ? null : q.kick);
         }
         for (int q = 0; q < queues; q++) {
             f.setVringEnable(q, true);
         }
     }
 
-    void sendMemory(TestFrontend.Region[] memory) {
-        boolean ack = (protocol & TestFrontend.PF_REPLY_ACK) != 0;
-        if ((protocol & TestFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
-            for (TestFrontend.Region r : memory) {
-                assertEquals(0, f.acked(TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(r), fdOf(r)), "ADD_MEM_REG " + r);
+    void sendMemory(VhostUserFrontend.Region[] memory) {
+        boolean ack = (protocol & VhostUserFrontend.PF_REPLY_ACK) != 0;
+        if ((protocol & VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS) != 0) {
+            for (VhostUserFrontend.Region r : memory) {
+                assertEquals(0, f.acked(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(r), fdOf(r)), "ADD_MEM_REG " + r);
             }
         } else {
-            ByteBuffer table = TestFrontend.memTable(memory);
+            ByteBuffer table = VhostUserFrontend.memTable(memory);
             int[] fds = new int[memory.length];
             for (int i = 0; i < fds.length; i++) {
                 fds[i] = fdOf(memory[i]);
             }
             if (ack) {
-                assertEquals(0, f.acked(TestFrontend.SET_MEM_TABLE, table, fds), "SET_MEM_TABLE");
+                assertEquals(0, f.acked(VhostUserFrontend.SET_MEM_TABLE, table, fds), "SET_MEM_TABLE");
             } else {
-                f.send(TestFrontend.SET_MEM_TABLE, TestFrontend.VERSION, table, fds);
+                f.send(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.VERSION, table, fds);
             }
         }
     }
 
     /** The descriptor backing region {@code r}: every region of a test guest is in its memfd. */
-    private int fdOf(TestFrontend.Region r) {
+    private int fdOf(VhostUserFrontend.Region r) {
         return guest.fd;
     }
 

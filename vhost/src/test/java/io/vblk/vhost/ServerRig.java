@@ -15,6 +15,7 @@ import io.vblk.aio.ImageOptions;
 import io.vblk.engine.BackendFactory;
 import io.vblk.engine.BlkConfig;
 import io.vblk.engine.Tuning;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * A vhost-user-blk server under test: a real image file (written, so every block is allocated),
@@ -67,8 +68,8 @@ final class ServerRig implements AutoCloseable {
         return new ServerRig(dir, 1, true, UnaryOperator.identity());
     }
 
-    TestFrontend connect() {
-        return TestFrontend.connect(socket);
+    VhostUserFrontend connect() {
+        return VhostUserFrontend.connect(socket);
     }
 
     /** The log so far. */

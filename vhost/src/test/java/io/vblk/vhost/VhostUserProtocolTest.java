@@ -20,14 +20,18 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.RingTamperer;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * The backend against a frontend that speaks as QEMU 7.2 does: real socket, memfd guest memory
  * in two regions of one file, real eventfds, a split-ring driver in guest memory, a real image.
  */
 class VhostUserProtocolTest {
-    static final long ALL_PROTOCOL = TestFrontend.PF_MQ | TestFrontend.PF_REPLY_ACK | TestFrontend.PF_CONFIG
-            | TestFrontend.PF_CONFIGURE_MEM_SLOTS;
+    static final long ALL_PROTOCOL = VhostUserFrontend.PF_MQ | VhostUserFrontend.PF_REPLY_ACK | VhostUserFrontend.PF_CONFIG
+            | VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS;
 
     @TempDir
     Path dir;
@@ -73,7 +77,7 @@ class VhostUserProtocolTest {
         try (ServerRig rig = ServerRig.start(dir, 1); TestGuest g = new TestGuest();
              QemuFlow qemu = new QemuFlow(rig.connect(), g, 1)) {
             BlkQueue q = g.queue(0, 256, true);
-            qemu.init(TestFrontend.PF_CONFIG, q);
+            qemu.init(VhostUserFrontend.PF_CONFIG, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
             byte[] data = BlkQueue.pattern(64, 4096, 2);
             q.write(64, data);
@@ -118,8 +122,8 @@ class VhostUserProtocolTest {
 
             try (EventFd old = q.call) {
                 EventFd replacement = EventFd.create(true);
-                qemu.f.ackEverything = true;
-                qemu.f.setVringFd(TestFrontend.SET_VRING_CALL, 0, replacement);
+                qemu.f.ackEverything(true);
+                qemu.f.setVringFd(VhostUserFrontend.SET_VRING_CALL, 0, replacement);
                 q.call = replacement;
                 old.read();
                 q.driver.enableInterrupts();
@@ -227,27 +231,27 @@ class VhostUserProtocolTest {
             q.write(16, BlkQueue.pattern(16, 4096, 7));
 
             // Hot-plugged memory arrives while requests are in flight.
-            TestFrontend.Region extra = new TestFrontend.Region(8L << 30, 1 << 20, 0x7000_0000_0000L, 0);
+            VhostUserFrontend.Region extra = new VhostUserFrontend.Region(8L << 30, 1 << 20, 0x7000_0000_0000L, 0);
             int requests = 64;
             for (int i = 0; i < requests; i++) {
                 q.add(BlkQueue.T_IN, 16, q.dataGpa, 4096, true);
             }
             q.publish();
-            assertEquals(0, qemu.f.acked(TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(extra), extraFd));
+            assertEquals(0, qemu.f.acked(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(extra), extraFd));
             for (int i = 0; i < requests; i++) {
                 q.awaitUsed();
             }
             assertArrayEquals(BlkQueue.pattern(16, 4096, 7), q.read(16, 4096));
-            assertEquals(0, qemu.f.acked(TestFrontend.REM_MEM_REG, TestFrontend.singleRegion(extra)));
+            assertEquals(0, qemu.f.acked(VhostUserFrontend.REM_MEM_REG, VhostUserFrontend.singleRegion(extra)));
 
             // The low region (the data buffers) goes and comes back; the rings live in the high one.
-            TestFrontend.Region low = g.regions()[0];
-            assertEquals(0, qemu.f.acked(TestFrontend.REM_MEM_REG, TestFrontend.singleRegion(low)));
-            assertEquals(0, qemu.f.acked(TestFrontend.ADD_MEM_REG, TestFrontend.singleRegion(low), g.fd));
+            VhostUserFrontend.Region low = g.regions()[0];
+            assertEquals(0, qemu.f.acked(VhostUserFrontend.REM_MEM_REG, VhostUserFrontend.singleRegion(low)));
+            assertEquals(0, qemu.f.acked(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(low), g.fd));
             assertArrayEquals(BlkQueue.pattern(16, 4096, 7), q.read(16, 4096));
 
             // A whole new table (the SET_MEM_TABLE path) while the ring runs.
-            assertEquals(0, qemu.f.acked(TestFrontend.SET_MEM_TABLE, TestFrontend.memTable(g.regions()), g.fd, g.fd));
+            assertEquals(0, qemu.f.acked(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(g.regions()), g.fd, g.fd));
             assertArrayEquals(BlkQueue.pattern(16, 4096, 7), q.read(16, 4096));
         } finally {
             Native.libc().close(extraFd);
@@ -285,7 +289,7 @@ class VhostUserProtocolTest {
 
     @Test
     void configSpaceEchoesTheAskedSizeAndRefusesWrites() throws Exception {
-        try (ServerRig rig = ServerRig.start(dir, 1); TestFrontend f = rig.connect()) {
+        try (ServerRig rig = ServerRig.start(dir, 1); VhostUserFrontend f = rig.connect()) {
             f.setProtocolFeatures(ALL_PROTOCOL);
             f.setOwner();
             byte[] full = f.getConfig(0, 60);
@@ -296,9 +300,9 @@ class VhostUserProtocolTest {
                     "bytes past the device's config read as zero");
             assertNull(f.getConfig(0, 300), "more than 256 bytes: an empty answer, which QEMU takes as failure");
 
-            assertEquals(0, f.acked(TestFrontend.SET_CONFIG, TestFrontend.config(32, 1, new byte[] {full[32]})),
+            assertEquals(0, f.acked(VhostUserFrontend.SET_CONFIG, VhostUserFrontend.config(32, 1, new byte[] {full[32]})),
                     "writing the value already there is harmless");
-            assertNotEquals(0, f.acked(TestFrontend.SET_CONFIG, TestFrontend.config(0, 8, new byte[8])),
+            assertNotEquals(0, f.acked(VhostUserFrontend.SET_CONFIG, VhostUserFrontend.config(0, 8, new byte[8])),
                     "capacity is read-only");
             assertEquals(ServerRig.IMAGE_BYTES / 512, capacity(f.getConfig(0, 60)));
         }
@@ -307,11 +311,11 @@ class VhostUserProtocolTest {
     @Test
     void aSecondFrontendWaitsUntilTheFirstLeaves() throws Exception {
         try (ServerRig rig = ServerRig.start(dir, 1); TestGuest g = new TestGuest()) {
-            TestFrontend first = rig.connect();
+            VhostUserFrontend first = rig.connect();
             first.setOwner();
             assertNotEquals(0, first.getFeatures());
-            try (TestFrontend second = rig.connect()) {
-                second.send(TestFrontend.GET_FEATURES, TestFrontend.VERSION, null);
+            try (VhostUserFrontend second = rig.connect()) {
+                second.send(VhostUserFrontend.GET_FEATURES, VhostUserFrontend.VERSION, null);
                 Thread.sleep(200);
                 first.close();
                 assertNotEquals(0, second.receive().u64(), "answered once the first frontend left");
@@ -329,7 +333,7 @@ class VhostUserProtocolTest {
             qemu.init(ALL_PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
             q.write(5, BlkQueue.pattern(5, 512, 9));
-            assertEquals(0, qemu.f.acked(TestFrontend.RESET_DEVICE, null));
+            assertEquals(0, qemu.f.acked(VhostUserFrontend.RESET_DEVICE, null));
             assertEquals(0, qemu.f.getVringBase(0), "the reset forgot the ring");
             assertEquals(1, q.driver.usedIdx());
 
@@ -359,7 +363,7 @@ class VhostUserProtocolTest {
             BlkQueue q = g.queue(0, 128, true);
             qemu.init(ALL_PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
-            q.driver.offerRaw(1000); // a head beyond the queue size
+            RingTamperer.of(q.driver).offerRaw(1000); // a head beyond the queue size
             q.publish();
             assertEquals(1, qemu.errs[0].await(10_000), "SET_VRING_ERR's eventfd signalled");
             rig.awaitLine(l -> l.startsWith("queue 0 quarantined"));

@@ -531,6 +531,37 @@ public final class SplitQueue extends SplitQueueUsedSide {
 
     // ---------------------------------------------------------------- state
 
+    /**
+     * Where the device has got to, with the ring layout: what a stop hands to whoever resumes
+     * the queue (another engine, a restarted backend, the other end of a migration). Null
+     * before activation.
+     */
+    public QueueState state() {
+        if (!active) {
+            return null;
+        }
+        return new QueueState(size, descGpa, availGpa, usedGpa, nextAvail(), nextUsed());
+    }
+
+    /**
+     * Activates the queue from {@code state} (see {@link #activate}) and resumes at its indices;
+     * {@link QueueState#USED_FROM_RING} takes the next used index from {@code used.idx} in guest
+     * memory (a restarted backend never resumes from 0).
+     *
+     * @return 0, or the negative code of the {@link QueueError} that refused the layout
+     */
+    public int restore(GuestMemory mem, QueueState state, boolean eventIdx, boolean indirect) {
+        int rc = activate(mem, state.size(), state.descAddress(), state.availAddress(), state.usedAddress(),
+                eventIdx, indirect);
+        if (rc != 0) {
+            return rc;
+        }
+        setNextAvail(state.nextAvail());
+        setNextUsed(state.nextUsed() == QueueState.USED_FROM_RING ? usedIndexInRing() : state.nextUsed());
+        return 0;
+    }
+
+
     /** The next available-ring index to pop (u16): what vhost-user GET_VRING_BASE returns. */
     public int nextAvail() {
         return (int) nextAvail;

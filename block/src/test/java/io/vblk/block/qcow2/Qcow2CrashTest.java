@@ -18,6 +18,7 @@ import org.junit.jupiter.params.provider.CsvSource;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.JvmFlags;
 
 /**
  * Crash consistency: a process doing allocating writes (copy-on-write from a raw backing file)
@@ -43,9 +44,10 @@ class Qcow2CrashTest {
         Path overlay = DriverRig.create(dir, "crash.qcow2", String.valueOf(DISK), "-o", "cluster_size=65536",
                 "-b", "base.raw", "-F", "raw");
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        Process p = new ProcessBuilder(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-                "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false",
-                "-cp", System.getProperty("java.class.path"), CrashWriter.class.getName(), overlay.toString(), backend)
+        List<String> cmd = new ArrayList<>(List.of(java));
+        cmd.addAll(JvmFlags.list());
+        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), CrashWriter.class.getName(), overlay.toString(), backend));
+        Process p = new ProcessBuilder(cmd)
                 .redirectError(ProcessBuilder.Redirect.INHERIT).start();
         List<Integer> done = new ArrayList<>();
         try (BufferedReader in = new BufferedReader(new InputStreamReader(p.getInputStream(), StandardCharsets.UTF_8))) {

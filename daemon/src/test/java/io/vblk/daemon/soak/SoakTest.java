@@ -9,6 +9,8 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import io.vblk.testkit.soak.Soak;
+
 /**
  * The soak at CI size: 20 s of {@code vblk serve} (a real process on a real image file) under
  * mixed tagged I/O, with a stop/resume every second and a reconnect at 10 s; nothing lost, no

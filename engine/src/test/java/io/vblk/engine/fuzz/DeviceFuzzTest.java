@@ -20,14 +20,14 @@ import io.vblk.engine.BlkRequestDescriptor;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.Interrupt;
 import io.vblk.engine.QueueCounters;
-import io.vblk.engine.QueueState;
+import io.vblk.vring.QueueState;
 import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * The structure-aware guest fuzzer against the real device, in process. Queue 0 gets random and

@@ -5,7 +5,8 @@ import java.util.Random;
 import org.agrona.UnsafeApi;
 
 import io.vblk.engine.BlkRequestDescriptor;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.RingTamperer;
+import io.vblk.testkit.SplitQueueDriver;
 import io.vblk.vring.VirtqDescriptor;
 
 /**
@@ -262,10 +263,10 @@ final class GuestFuzzer {
     /** Corrupts the available ring itself: a random head entry, or an avail.idx far ahead. */
     private void mutateRing() {
         if (random.nextBoolean()) {
-            driver.writeAvailRing(driver.availIdx() - 1 - random.nextInt(Math.max(1, added)),
+            RingTamperer.of(driver).writeAvailRing(driver.availIdx() - 1 - random.nextInt(Math.max(1, added)),
                     random.nextInt(random.nextBoolean() ? driver.size() : 65536));
         } else {
-            driver.writeAvailIdx(driver.availIdx() + driver.size() + 1 + random.nextInt(1000));
+            RingTamperer.of(driver).writeAvailIdx(driver.availIdx() + driver.size() + 1 + random.nextInt(1000));
         }
     }
 }

@@ -5,7 +5,7 @@ import org.agrona.UnsafeApi;
 
 import io.vblk.engine.BlkRequestDescriptor;
 import io.vblk.hostmem.GuestMemory;
-import io.vblk.vring.SplitQueueDriver;
+import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * One virtqueue as the benchmark's guest drives it: a {@link SplitQueueDriver} in guest memory

@@ -9,9 +9,9 @@ import org.HdrHistogram.Histogram;
 import io.vblk.engine.BlkConfigDescriptor;
 import io.vblk.engine.BlkFeatures;
 import io.vblk.hostmem.GuestMemory;
-import io.vblk.perf.load.LoadGenerator;
 import io.vblk.perf.load.Contender;
 import io.vblk.perf.load.GuestQueue;
+import io.vblk.perf.load.LoadGenerator;
 import io.vblk.perf.load.ProcessMeter;
 import io.vblk.perf.load.RunObserver;
 import io.vblk.perf.load.Workload;
@@ -20,6 +20,7 @@ import io.vblk.perf.report.Latency;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
+import io.vblk.testkit.VhostUserFrontend;
 
 /**
  * A vhost-user-blk backend behind a socket, driven by this process as the frontend and guest at
@@ -78,15 +79,15 @@ public final class VhostUserContender implements Contender {
             for (int q = 0; q < queues; q++) {
                 calls[q] = EventFd.create(false);
                 errs[q] = EventFd.create(false);
-                frontend.setVringFd(VhostUserDescriptor.SET_VRING_CALL, q, calls[q].fd());
-                frontend.setVringFd(VhostUserDescriptor.SET_VRING_ERR, q, errs[q].fd());
+                frontend.setVringFd(VhostUserFrontend.SET_VRING_CALL, q, calls[q].fd());
+                frontend.setVringFd(VhostUserFrontend.SET_VRING_ERR, q, errs[q].fd());
             }
-            ByteBuffer config = ByteBuffer.wrap(frontend.getConfig(VhostUserDescriptor.BLK_CONFIG_LENGTH)).order(ByteOrder.LITTLE_ENDIAN);
+            ByteBuffer config = ByteBuffer.wrap(frontend.getConfig(VhostUserFrontend.BLK_CONFIG_LENGTH)).order(ByteOrder.LITTLE_ENDIAN);
             long capacity = config.getLong(BlkConfigDescriptor.CAPACITY) * 512;
             if (w.rw().writes() && BlkFeatures.has(features, BlkFeatures.RO)) {
                 throw new IllegalStateException("the backend at " + socket + " offers a read-only disk; the workload writes");
             }
-            frontend.setU64(VhostUserDescriptor.SET_FEATURES, features);
+            frontend.setU64(VhostUserFrontend.SET_FEATURES, features);
             long perQueue = w.guestBytesPerQueue();
             long memBytes = (perQueue * queues + 2L * MIB - 1) & -(2L * MIB);
             memfd = Memfd.create("vblk-bench-guest", memBytes);
@@ -97,15 +98,15 @@ public final class VhostUserContender implements Contender {
                 GuestQueue[] guestQueues = new GuestQueue[queues];
                 for (int q = 0; q < queues; q++) {
                     guestQueues[q] = new GuestQueue(q, memory, q * perQueue, perQueue, w, range);
-                    frontend.setVringState(VhostUserDescriptor.SET_VRING_NUM, q, guestQueues[q].driver().size());
-                    frontend.setVringState(VhostUserDescriptor.SET_VRING_BASE, q, 0);
+                    frontend.setVringState(VhostUserFrontend.SET_VRING_NUM, q, guestQueues[q].driver().size());
+                    frontend.setVringState(VhostUserFrontend.SET_VRING_BASE, q, 0);
                     frontend.setVringAddr(q, host + guestQueues[q].driver().descGpa(), host + guestQueues[q].driver().usedGpa(),
                             host + guestQueues[q].driver().availGpa());
                     kicks[q] = EventFd.create(false);
-                    frontend.setVringFd(VhostUserDescriptor.SET_VRING_KICK, q, kicks[q].fd());
+                    frontend.setVringFd(VhostUserFrontend.SET_VRING_KICK, q, kicks[q].fd());
                 }
                 for (int q = 0; q < queues; q++) {
-                    frontend.setVringState(VhostUserDescriptor.SET_VRING_ENABLE, q, 1);
+                    frontend.setVringState(VhostUserFrontend.SET_VRING_ENABLE, q, 1);
                 }
                 return drive(name, w, observer, frontend, pid, kicks, calls, errs, guestQueues);
             }
@@ -121,30 +122,30 @@ public final class VhostUserContender implements Contender {
 
     /** GET_FEATURES .. SET_OWNER; returns the virtio features to set (SET_FEATURES comes after GET_CONFIG, as QEMU does). */
     private long negotiate(VhostUserFrontend frontend, Workload w) {
-        long offered = frontend.getU64(VhostUserDescriptor.GET_FEATURES);
-        if (!BlkFeatures.has(offered, BlkFeatures.VERSION_1) || !BlkFeatures.has(offered, VhostUserDescriptor.F_PROTOCOL_FEATURES)) {
+        long offered = frontend.getU64(VhostUserFrontend.GET_FEATURES);
+        if (!BlkFeatures.has(offered, BlkFeatures.VERSION_1) || (offered & VhostUserFrontend.F_PROTOCOL_FEATURES) == 0) {
             throw new IllegalStateException(String.format("backend at %s offers features 0x%x without VERSION_1 or PROTOCOL_FEATURES",
                     socket, offered));
         }
-        long protocol = frontend.getU64(VhostUserDescriptor.GET_PROTOCOL_FEATURES);
-        long wantProtocol = protocol & (bit(VhostUserDescriptor.PROTOCOL_CONFIG) | bit(VhostUserDescriptor.PROTOCOL_REPLY_ACK)
-                | (w.queues() > 1 ? bit(VhostUserDescriptor.PROTOCOL_MQ) : 0));
-        if ((wantProtocol & bit(VhostUserDescriptor.PROTOCOL_CONFIG)) == 0) {
+        long protocol = frontend.getU64(VhostUserFrontend.GET_PROTOCOL_FEATURES);
+        long wantProtocol = protocol & (VhostUserFrontend.PF_CONFIG | VhostUserFrontend.PF_REPLY_ACK
+                | (w.queues() > 1 ? VhostUserFrontend.PF_MQ : 0));
+        if ((wantProtocol & VhostUserFrontend.PF_CONFIG) == 0) {
             throw new IllegalStateException(String.format("backend at %s lacks protocol feature CONFIG (offers 0x%x)", socket, protocol));
         }
-        frontend.setU64(VhostUserDescriptor.SET_PROTOCOL_FEATURES, wantProtocol);
-        frontend.useReplyAck((wantProtocol & bit(VhostUserDescriptor.PROTOCOL_REPLY_ACK)) != 0);
+        frontend.setU64(VhostUserFrontend.SET_PROTOCOL_FEATURES, wantProtocol);
+        frontend.useReplyAck((wantProtocol & VhostUserFrontend.PF_REPLY_ACK) != 0);
         if (w.queues() > 1) {
-            if ((wantProtocol & bit(VhostUserDescriptor.PROTOCOL_MQ)) == 0) {
+            if ((wantProtocol & VhostUserFrontend.PF_MQ) == 0) {
                 throw new IllegalStateException("backend at " + socket + " does not offer several queues (protocol feature MQ)");
             }
-            long max = frontend.getU64(VhostUserDescriptor.GET_QUEUE_NUM);
+            long max = frontend.getU64(VhostUserFrontend.GET_QUEUE_NUM);
             if (max < w.queues()) {
                 throw new IllegalStateException("backend at " + socket + " offers " + max + " queues; the workload needs " + w.queues());
             }
         }
-        frontend.request(VhostUserDescriptor.SET_OWNER);
-        long want = BlkFeatures.bit(BlkFeatures.VERSION_1) | bit(VhostUserDescriptor.F_PROTOCOL_FEATURES)
+        frontend.request(VhostUserFrontend.SET_OWNER);
+        long want = BlkFeatures.bit(BlkFeatures.VERSION_1) | VhostUserFrontend.F_PROTOCOL_FEATURES
                 | BlkFeatures.bit(BlkFeatures.BLK_SIZE) | BlkFeatures.bit(BlkFeatures.SEG_MAX) | BlkFeatures.bit(BlkFeatures.SIZE_MAX)
                 | BlkFeatures.bit(BlkFeatures.RO) | BlkFeatures.bit(BlkFeatures.FLUSH)
                 | (w.eventIdx() ? BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX) : 0)
@@ -172,7 +173,7 @@ public final class VhostUserContender implements Contender {
             observer.finished();
         }
         for (int q = 0; q < guestQueues.length; q++) {
-            frontend.setVringState(VhostUserDescriptor.SET_VRING_ENABLE, q, 0);
+            frontend.setVringState(VhostUserFrontend.SET_VRING_ENABLE, q, 0);
         }
         for (int q = 0; q < guestQueues.length; q++) {
             int base = frontend.getVringBase(q);
@@ -189,10 +190,6 @@ public final class VhostUserContender implements Contender {
         return new BenchResult(name, "vhost-user", target, backend, waitDescription, "-", device, w, stats.requests(),
                 stats.requests() * w.blockSize(), stats.seconds(), stats.errors(), Latency.of(latency), meter.cpuNs(),
                 pid > 0 ? "backend process " + pid : "n/a", Double.NaN, stats.perIo());
-    }
-
-    private static long bit(int bit) {
-        return 1L << bit;
     }
 
     private static void closeAll(EventFd[] fds) {

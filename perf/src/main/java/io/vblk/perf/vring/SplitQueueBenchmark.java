@@ -22,9 +22,10 @@ import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.hostmem.DirtyLog;
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.testkit.RingTamperer;
+import io.vblk.testkit.SplitQueueDriver;
 import io.vblk.vring.DescriptorChain;
 import io.vblk.vring.SplitQueue;
-import io.vblk.vring.SplitQueueDriver;
 
 /**
  * Device-side cost of one virtio-blk request on a split queue: pop the chain (validate and
@@ -80,6 +81,7 @@ public class SplitQueueBenchmark {
 
     private GuestMemory memory;
     private SplitQueueDriver driver;
+    private RingTamperer rings;
     private SplitQueue queue;
     private DescriptorChain chain;
     private int availIdx;
@@ -89,6 +91,7 @@ public class SplitQueueBenchmark {
         memory = GuestMemory.builder().addMemfd(0, 4 << 20).build();
         driver = SplitQueueDriver.builder(memory).size(SIZE).eventIdx(eventIdx).indirectEntries(4)
                 .area(0, 4 << 20).build();
+        rings = RingTamperer.of(driver);
         boolean indirect = layout.equals("indirect");
         int chains = indirect ? SIZE : SIZE / 3;
         int[] heads = new int[chains];
@@ -99,9 +102,9 @@ public class SplitQueueBenchmark {
             heads[i] = indirect ? driver.addIndirect(gpas, lens, writable, 3) : driver.addDirect(gpas, lens, writable, 3);
         }
         for (int slot = 0; slot < SIZE; slot++) { // every ring slot names a prepared chain, forever
-            driver.writeAvailRing(slot, heads[slot % chains]);
+            rings.writeAvailRing(slot, heads[slot % chains]);
         }
-        driver.writeAvailIdx(0);
+        rings.writeAvailIdx(0);
         queue = new SplitQueue(0, 4);
         int rc = queue.activate(memory, SIZE, driver.descGpa(), driver.availGpa(), driver.usedGpa(), eventIdx, true);
         if (rc != 0) {
@@ -141,7 +144,7 @@ public class SplitQueueBenchmark {
     @Benchmark
     public int popPushOne() {
         availIdx = (availIdx + 1) & 0xffff;
-        driver.writeAvailIdx(availIdx);
+        rings.writeAvailIdx(availIdx);
         int segments = popAndPush();
         return queue.publishUsed() ? segments + 1 : segments;
     }
@@ -150,7 +153,7 @@ public class SplitQueueBenchmark {
     @OperationsPerInvocation(BATCH)
     public int popPushBatch32() {
         availIdx = (availIdx + BATCH) & 0xffff;
-        driver.writeAvailIdx(availIdx);
+        rings.writeAvailIdx(availIdx);
         int segments = 0;
         for (int i = 0; i < BATCH; i++) {
             segments += popAndPush();

@@ -1,0 +1,45 @@
+package io.vblk.engine;
+
+import io.vblk.aio.CompletionSink;
+
+/**
+ * How finished requests get from an I/O thread's back end to the guest: on the I/O thread itself
+ * ({@link InlineCompletionRoute}, shared threading) or on a completion thread of their own
+ * ({@link DedicatedCompletionRoute}). The I/O thread calls every method; only the dedicated route
+ * has a second thread behind it.
+ */
+interface CompletionRoute extends CompletionSink {
+    /** A request that reached no back end (refused by the parser, or its submit failed) ends now. */
+    void completeImmediately(BlkRequest r);
+
+    /**
+     * End of a batch of completions on the I/O thread: the inline route publishes used.idx and
+     * signals each touched queue once; the dedicated route's own thread does that per batch.
+     */
+    void endOfBatch();
+
+    /** Takes back requests finished on another thread into the pool; returns how many. */
+    int reclaim();
+
+    /** Whether finished requests wait for {@link #reclaim()} (the I/O thread must not sleep then). */
+    boolean hasReturns();
+
+    /**
+     * Publishes a fence and returns its sequence; once {@link #passed} says so, every batch begun
+     * before it has finished, and queue fields written before it (such as the interrupt) are
+     * read anew. -1 for the inline route: always passed.
+     */
+    long fence();
+
+    /** Whether fence {@code sequence} has been passed. */
+    boolean passed(long sequence);
+
+    /** Whether it runs a thread of its own (and so cannot run on a {@link SharedIoThread}). */
+    boolean ownsThread();
+
+    /** Starts its thread, if any, named after the I/O thread. */
+    void start(String ioThreadName);
+
+    /** Stops its thread, if any, and waits for it. */
+    void close();
+}

@@ -1,0 +1,47 @@
+package io.vblk.engine;
+
+import org.agrona.concurrent.BackoffIdleStrategy;
+import org.agrona.concurrent.BusySpinIdleStrategy;
+import org.agrona.concurrent.IdleStrategy;
+import org.agrona.concurrent.NanoClock;
+import org.agrona.concurrent.YieldingIdleStrategy;
+
+/** The Agrona {@link IdleStrategy} a data-plane thread runs for each {@link WaitStrategy}. */
+final class IdleStrategies {
+    /** Rounds spun before yielding, and yields before parking ({@link WaitStrategy#SLEEPING}). */
+    static final int SPIN_ROUNDS = 100;
+
+    private IdleStrategies() {
+    }
+
+    /** For a device's own I/O thread. */
+    static IdleStrategy forIoThread(Tuning tuning, NanoClock clock, KernelSleep sleeper) {
+        switch (tuning.waitStrategy()) {
+            case BUSY_SPIN:
+                return new BusySpinIdleStrategy();
+            case YIELDING:
+                return new BackoffIdleStrategy(SPIN_ROUNDS, Long.MAX_VALUE, tuning.sleepNs(), tuning.sleepNs());
+            case SLEEPING:
+                return new BackoffIdleStrategy(SPIN_ROUNDS, SPIN_ROUNDS, tuning.sleepNs(), tuning.sleepNs());
+            case BLOCKING:
+                return new KernelIdleStrategy(sleeper);
+            default:
+                return new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper);
+        }
+    }
+
+    /** For a {@link SharedIoThread}, which never parks blind: it yields or sleeps in the kernel. */
+    static IdleStrategy forSharedThread(WaitStrategy strategy, long pollNs, NanoClock clock, KernelSleep sleeper) {
+        switch (strategy) {
+            case BUSY_SPIN:
+                return new BusySpinIdleStrategy();
+            case YIELDING:
+            case SLEEPING:
+                return new YieldingIdleStrategy();
+            case BLOCKING:
+                return new KernelIdleStrategy(sleeper);
+            default:
+                return new AdaptivePollIdleStrategy(clock, pollNs, Math.max(pollNs, AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS), sleeper);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+package io.vblk.engine;
+
+import io.vblk.block.BlockDriver;
+import io.vblk.vring.DescriptorChain;
+import io.vblk.vring.SplitQueue;
+
+/**
+ * The request side of an I/O thread: pops chains from its running queues into preallocated
+ * requests, parses them, hands them to the back end (or straight to the completion route when
+ * nothing is to be done on disk) and charges the throttle. Owns the request pool, the parser,
+ * the one reusable descriptor chain and the throttle state; I/O thread only, allocates nothing.
+ */
+final class RequestDispatcher {
+    private final DeviceModel model;
+    private final Throttle throttle;
+    private final DeviceListener listener;
+    private final BlockDriver backend;
+    private final RequestPool pool;
+    private final RequestParser parser;
+    private final DescriptorChain chain;
+    private CompletionRoute route;
+
+    RequestDispatcher(DeviceModel model, Throttle throttle, DeviceListener listener, BlockDriver backend) {
+        this.model = model;
+        this.throttle = throttle;
+        this.listener = listener;
+        this.backend = backend;
+        int maxSegments = Math.max(1, model.segMax());
+        this.pool = new RequestPool(backend.depth(), maxSegments);
+        this.parser = new RequestParser(model);
+        this.chain = new DescriptorChain(model.config().queueSize() + maxSegments + SplitQueue.CHAIN_SLACK_SEGMENTS);
+    }
+
+    /** Where requests that never reach the back end complete; set once, before the first round. */
+    void route(CompletionRoute value) {
+        route = value;
+    }
+
+    RequestPool pool() {
+        return pool;
+    }
+
+    /** Whether the rounds need the time (a throttle to charge). */
+    boolean throttled() {
+        return throttle != null;
+    }
+
+    /** Pops every available chain of {@code q} that slots and the throttle allow; returns how many. */
+    int popQueue(DeviceQueue q, long nowNs) {
+        if (throttle != null) {
+            long delay = throttle.delayNs(nowNs);
+            if (delay > 0) {
+                q.throttledUntilNs = nowNs + delay;
+                q.counters.increment(QueueCounters.THROTTLED);
+                return 0;
+            }
+            q.throttledUntilNs = 0;
+        }
+        int popped = 0;
+        int reserve = Math.max(1, model.maxSegmentsPerRange());
+        InflightTracker tracker = q.inflightTracker;
+        try {
+            while (pool.available() > 0 && backend.freeSlots() >= reserve) {
+                // Recovered in-flight requests of a previous backend go first, in their old order.
+                int rc = q.resubmitCount > 0 ? q.ring.popHead(q.resubmit[q.resubmit.length - q.resubmitCount--], chain)
+                        : q.ring.pop(chain);
+                if (rc == 0) {
+                    break;
+                }
+                if (rc < 0) {
+                    quarantine(q, String.valueOf(q.ring.error()));
+                    break;
+                }
+                if (tracker != null) {
+                    tracker.popped(chain.head());
+                }
+                BlkRequest r = pool.claim(); // stage CLAIMED until dispatch hands it on
+                r.queue = q;
+                r.startNs = nowNs;
+                q.inflight++;
+                popped++;
+                r.type = -1; // a chain refused before its header was read counts as no type
+                dispatch(r, parser.parse(chain, r));
+                if (r.stage == BlkRequest.CLAIMED) {
+                    r.stage = BlkRequest.HANDED; // the back end's or the completion route's now
+                }
+                q.counters.add(QueueCounters.BYTES, r.bytes);
+                int byType = QueueCounters.ofType(r.type);
+                if (byType >= 0) {
+                    q.counters.increment(byType);
+                }
+                if (throttle != null) {
+                    // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
+                    // none, and charging its length (up to ~512 GiB) would stall the device.
+                    boolean transfer = r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT;
+                    throttle.charge(nowNs, transfer ? r.bytes : 0);
+                    if (throttle.delayNs(nowNs) > 0) {
+                        break;
+                    }
+                }
+            }
+        } catch (RuntimeException | Error e) {
+            // A fault in this queue's guest memory (or a bug): give back the request that never
+            // reached the back end, and stop this queue only.
+            reclaimStranded();
+            String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
+            q.faultReason = reason;
+            quarantine(q, reason);
+        }
+        if (popped > 0) {
+            q.counters.add(QueueCounters.REQUESTS, popped);
+            q.counters.increment(QueueCounters.BATCHES);
+            q.counters.increment(QueueCounters.SUBMITS);
+        }
+        return popped;
+    }
+
+    private void dispatch(BlkRequest r, RequestParser.Outcome outcome) {
+        if (outcome == RequestParser.Outcome.SUBMIT) {
+            int rc = prepare(r);
+            if (rc == 0) {
+                return;
+            }
+            // Nothing of this request reached the back end: fail it alone.
+            r.immediateStatus = BlkRequestDescriptor.S_IOERR;
+        } else if (outcome == RequestParser.Outcome.NO_STATUS) {
+            r.statusAddress = -1;
+        }
+        route.completeImmediately(r);
+    }
+
+    private int prepare(BlkRequest r) {
+        long offset = r.sector << BlkRequestDescriptor.SECTOR_SHIFT;
+        switch (r.type) {
+            case BlkRequestDescriptor.T_IN:
+                r.pendingOps = 1;
+                return backend.read(offset, r.data, r.slot);
+            case BlkRequestDescriptor.T_OUT:
+                r.pendingOps = 1;
+                return backend.write(offset, r.data, r.slot);
+            case BlkRequestDescriptor.T_FLUSH:
+                r.pendingOps = 1;
+                return backend.flush(r.slot);
+            default:
+                return prepareRanges(r);
+        }
+    }
+
+    /** One back-end operation per DISCARD / WRITE_ZEROES segment; the request ends with the last. */
+    private int prepareRanges(BlkRequest r) {
+        boolean discard = r.type == BlkRequestDescriptor.T_DISCARD;
+        int count = r.pendingOps;
+        for (int i = 0; i < count; i++) {
+            int base = i * BlkRequestDescriptor.SEGMENT_LENGTH;
+            long sector = parser.segments().getLong(base + BlkRequestDescriptor.SEGMENT_SECTOR_OFFSET);
+            long sectors = parser.segments().getInt(base + BlkRequestDescriptor.SEGMENT_NUM_SECTORS_OFFSET) & 0xFFFF_FFFFL;
+            boolean unmap = (parser.segments().getInt(base + BlkRequestDescriptor.SEGMENT_FLAGS_OFFSET)
+                    & BlkRequestDescriptor.SEGMENT_FLAG_UNMAP) != 0;
+            long offset = sector << BlkRequestDescriptor.SECTOR_SHIFT;
+            long length = sectors << BlkRequestDescriptor.SECTOR_SHIFT;
+            int rc = discard ? backend.discard(offset, length, r.slot)
+                    : backend.writeZeroes(offset, length, unmap, r.slot);
+            if (rc != 0) {
+                if (i == 0) {
+                    return rc;
+                }
+                // Earlier segments are in flight: account for the ones that never will be.
+                r.error = rc;
+                r.pendingOps = i;
+                return 0;
+            }
+        }
+        return 0;
+    }
+
+    /** Gives a finished request back to the pool (I/O thread only). */
+    void release(BlkRequest r) {
+        if (r.stage == BlkRequest.FREE) {
+            return; // already reclaimed after an exception: count it once
+        }
+        r.queue.inflight--;
+        pool.release(r);
+    }
+
+    /**
+     * Gives back every request claimed and never handed on: after an exception on the I/O
+     * thread (a guest-memory fault the JVM delivers at a later point, see {@link GuestFaults},
+     * or a bug) no request can legitimately be in that stage, and one left there would hold its
+     * queue's in-flight count up forever (stop and close would never return).
+     */
+    void reclaimStranded() {
+        for (int i = 0, n = pool.size(); i < n; i++) {
+            BlkRequest r = pool.get(i);
+            if (r.stage == BlkRequest.CLAIMED) {
+                DeviceQueue q = r.queue;
+                if (q != null) {
+                    if (q.faultReason == null) {
+                        q.faultReason = "a request was lost to an internal error";
+                    }
+                    q.inflight--;
+                }
+                pool.release(r);
+            }
+        }
+    }
+
+    /** Stops {@code q} popping (sticky until a reset); its owner hears why first. */
+    void quarantine(DeviceQueue q, String reason) {
+        if (q.state.live()) {
+            q.brokenReason = reason;
+            q.counters.increment(QueueCounters.QUARANTINES);
+            // The owner hears of it before anyone can observe BROKEN, so a poller that sees the
+            // state knows the needs-reset report has gone out.
+            listener.queueBroken(q.index, reason);
+            q.state = QueueLifecycle.BROKEN;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+package io.vblk.engine;
+
+import java.util.ArrayList;
+import java.util.List;
+
+import org.agrona.UnsafeApi;
+import org.agrona.concurrent.CachedNanoClock;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.aio.IoBackends;
+import io.vblk.block.RawDriver;
+import io.vblk.hostmem.GuestMemory;
+import io.vblk.sys.EventFd;
+import io.vblk.vring.QueueState;
+import io.vblk.testkit.SplitQueueDriver;
+
+/**
+ * One {@link IoThread} that is never started, one running queue and a guest driver in real
+ * memfd guest memory, over the null back end (every operation completes at the next poll): a
+ * test drives the rounds itself by calling {@link IoThread#doWork()}, and sets the time with
+ * the injected {@link CachedNanoClock}. No thread runs unless the test starts the completion
+ * route.
+ */
+final class RoundRig implements AutoCloseable {
+    static final int QUEUE_SIZE = 64;
+    static final long CAPACITY = 64L << 20;
+
+    final CachedNanoClock clock = new CachedNanoClock();
+    final GuestMemory memory = GuestMemory.builder().guarded(true).addMemfd(0, 8L << 20).build();
+    final SplitQueueDriver driver = SplitQueueDriver.builder(memory).size(QUEUE_SIZE).eventIdx(true)
+            .area(0, 8L << 20).build();
+    final EventFd interrupt = EventFd.create(true);
+    final DeviceQueue queue;
+    final IoThread thread;
+    final List<String> broken = new ArrayList<>();
+    private final long headers = driver.allocate(16L * QUEUE_SIZE, 16);
+    private final long statuses = driver.allocate(QUEUE_SIZE, 1);
+    private final long data = driver.allocate(4096L * QUEUE_SIZE, 4096);
+
+    RoundRig(Tuning tuning, Throttle throttle) {
+        BlkConfig config = BlkConfig.builder(CAPACITY).queueSize(QUEUE_SIZE).build();
+        DeviceModel model = new DeviceModel(config);
+        model.negotiate(config.offeredFeatures());
+        queue = new DeviceQueue(0, QUEUE_SIZE + Math.max(1, config.segMax()));
+        int rc = queue.ring.restore(memory, new QueueState(QUEUE_SIZE, driver.descGpa(), driver.availGpa(),
+                driver.usedGpa(), 0, 0), true, true);
+        if (rc != 0) {
+            throw new IllegalStateException("ring refused: " + queue.ring.error());
+        }
+        queue.ring.disableNotifications();
+        queue.interrupt = Interrupt.of(interrupt);
+        queue.state = QueueLifecycle.RUNNING;
+        DeviceListener listener = new DeviceListener() {
+            @Override
+            public void queueBroken(int q, String reason) {
+                broken.add(reason);
+            }
+        };
+        RawDriver backend = new RawDriver(IoBackends.open(BackendKind.NULL, null, 64), CAPACITY, false, true);
+        thread = new IoThread(0, model, tuning, throttle, listener, new DeviceQueue[] {queue}, backend, clock);
+    }
+
+    /** Offers a 4 KiB read of {@code sector} (not yet published); returns its head. */
+    int addRead(long sector) {
+        return add(BlkRequestDescriptor.T_IN, sector);
+    }
+
+    /** Offers a request of {@code type} with a 4 KiB device-writable buffer (not yet published). */
+    int add(int type, long sector) {
+        int slot = driver.availIdx() & (QUEUE_SIZE - 1);
+        long header = headers + 16L * slot;
+        long h = driver.hostAddress(header, 16);
+        UnsafeApi.putInt(h, type);
+        UnsafeApi.putInt(h + 4, 0);
+        UnsafeApi.putLong(h + 8, sector);
+        UnsafeApi.putByte(driver.hostAddress(statuses + slot, 1), (byte) 0x7f);
+        int head = driver.addDirect(new long[] {header, data + 4096L * slot, statuses + slot},
+                new int[] {16, 4096, 1}, new boolean[] {false, true, true}, 3);
+        if (head < 0) {
+            throw new IllegalStateException("queue full");
+        }
+        return head;
+    }
+
+    /** Adds and publishes {@code count} reads. */
+    void offerReads(int count) {
+        for (int i = 0; i < count; i++) {
+            addRead(i * 8L);
+        }
+        driver.publishAvail();
+    }
+
+    /** The status byte of the request at avail slot {@code slot}. */
+    byte status(int slot) {
+        return UnsafeApi.getByte(driver.hostAddress(statuses + slot, 1));
+    }
+
+    /** Reaps every used element the device published; returns how many. */
+    int reapAll() {
+        int n = 0;
+        while (driver.reap() >= 0) {
+            n++;
+        }
+        return n;
+    }
+
+    @Override
+    public void close() {
+        thread.shutdown();
+        interrupt.close();
+        memory.close();
+    }
+}
