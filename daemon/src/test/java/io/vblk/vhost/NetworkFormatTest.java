@@ -14,6 +14,10 @@ import java.util.Map;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
+
 /**
  * The daemon serving a qcow2 image whose bytes qemu-nbd serves as a raw export
  * ({@code export.add} with {@code format: qcow2} and an {@code nbd+unix://} image), verified
@@ -67,7 +71,7 @@ class NetworkFormatTest {
             DaemonTest.verifiedIo(vq, 10, 5);
             Map<String, Object> resized = (Map<String, Object>) d.result("export.resize", "{\"id\":\"q\",\"size\":\"8M\"}");
             assertEquals(8 * MIB, ((Number) resized.get("size_bytes")).longValue());
-            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(TestFrontend.connect(vq), g, 1)) {
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(vq), g, 1)) {
                 BlkQueue q = g.queue(0, 128, true);
                 byte[] cfg = qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 assertEquals(8 * MIB / 512, ByteBuffer.wrap(cfg).order(ByteOrder.LITTLE_ENDIAN).getLong(0));
