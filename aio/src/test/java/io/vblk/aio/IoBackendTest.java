@@ -24,6 +24,7 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
+import io.vblk.sys.PosixFile;
 
 /**
  * The back-end contract, run against every back end on real files (O_DIRECT unless a test says
@@ -500,10 +501,17 @@ class IoBackendTest {
             assertEquals(0, io.prepareRead(0, one(guest.address(0), BLOCK), 0));
             submitAndDrain(io, rec);
             assertEquals(BLOCK, rec.result(0));
+            int closedFd = image.fd();
             image.close();
-            assertEquals(0, io.prepareRead(0, one(guest.address(0), BLOCK), 1));
-            assertEquals(0, io.prepareRead(BLOCK, one(guest.address(BLOCK), BLOCK), 2));
-            submitAndDrain(io, rec);
+            // The number is free now, and the next open in this JVM (any thread) takes it. Take it
+            // at once with a directory, which no read can succeed on: an unrelated file or pipe
+            // reusing it would make the reads succeed or block, which says nothing about the back end.
+            try (PosixFile placeholder = PosixFile.open(dir, true, false)) {
+                assumeTrue(placeholder.fd() == closedFd, "another thread reused descriptor " + closedFd + " first");
+                assertEquals(0, io.prepareRead(0, one(guest.address(0), BLOCK), 1));
+                assertEquals(0, io.prepareRead(BLOCK, one(guest.address(BLOCK), BLOCK), 2));
+                submitAndDrain(io, rec);
+            }
             assertTrue(rec.result(1) < 0, "read on a closed descriptor gave " + rec.result(1));
             assertTrue(rec.result(2) < 0, "read on a closed descriptor gave " + rec.result(2));
             assertEquals(4, io.freeSlots());

@@ -110,6 +110,24 @@ public interface BlockDriver extends Drainable, AutoCloseable {
      */
     int awaitCompletions(int timeoutMs);
 
+    /**
+     * Online resize: gives the virtual disk {@code newSizeBytes} bytes (a multiple of 512).
+     * Called on the driver's I/O thread between rounds (the device runs it as a command there),
+     * before the device announces a larger size and after it announced a smaller one. Growing
+     * keeps every byte; shrinking drops the tail, and a format refuses it where that is not
+     * trivially safe. Synchronous: a resize is rare and may wait for its metadata writes.
+     *
+     * @throws UnsupportedOperationException when this kind of disk cannot be resized here, with
+     *         a reason a person understands
+     * @throws IllegalArgumentException for a size the format cannot take
+     * @throws java.io.IOException when the resize was attempted and failed (the disk keeps its
+     *         old size)
+     */
+    default void resize(long newSizeBytes) throws java.io.IOException {
+        String owner = "nbd".equals(format()) ? " (the server owns the size)" : "";
+        throw new UnsupportedOperationException("online resize is not supported for " + format() + " images" + owner);
+    }
+
     /** Acknowledges every completion source (the drain loop's reset step). */
     @Override
     default void acknowledgeCompletions() {

@@ -27,8 +27,9 @@ public interface DriverFactory {
     static DriverFactory raw(BackendKind kind, Image image) {
         return depth -> {
             IoBackend backend = IoBackends.open(kind, image, depth);
-            return new RawDriver(backend, image == null ? 0 : image.sizeBytes(),
+            RawDriver driver = new RawDriver(backend, image == null ? 0 : image.sizeBytes(),
                     image != null && image.readOnly(), true);
+            return image == null ? driver : driver.resizableBy(image::resize);
         };
     }
 }

@@ -1,5 +1,6 @@
 package io.vblk.block;
 
+import io.vblk.aio.IoBackend;
 import io.vblk.block.nbd.NbdAddress;
 import io.vblk.block.nbd.NbdBackend;
 import io.vblk.block.nbd.NbdOptions;
@@ -27,7 +28,8 @@ import io.vblk.block.rbd.RbdOptions;
 public final class NetworkDisk implements DriverFactory {
     private final String address;
     private final boolean nbd;
-    private final long sizeBytes;
+    /** Volatile: an online resize of an RBD image changes it. */
+    private volatile long sizeBytes;
     private final boolean readOnly;
     private final boolean multiConn;
     private final int connections;
@@ -113,7 +115,34 @@ public final class NetworkDisk implements DriverFactory {
     }
 
     @Override
-    public synchronized BlockDriver open(int depth) {
+    public BlockDriver open(int depth) {
+        IoBackend backend = openBackend(depth);
+        RawDriver driver = new RawDriver(format(), backend, sizeBytes, readOnly, true);
+        return nbd ? driver : driver.resizableBy(size -> resizeBackend(backend, size));
+    }
+
+    /**
+     * Opens the back end of one I/O thread (its own NBD connection(s), its own librbd handle) for
+     * a driver that lays a format over the disk (qcow2); {@link #open} wraps it as raw. The
+     * caller closes it. The same one-thread rules as {@link #open} apply.
+     */
+    public synchronized IoBackend openBackend(int depth) {
+        return openBackend(depth, true);
+    }
+
+    /**
+     * Opens a back end for a look at the disk before any driver serves it (a format's header),
+     * closed by the caller before the first {@link #open}; it does not count as an I/O thread's.
+     */
+    public synchronized IoBackend openProbe() {
+        return openBackend(4, false);
+    }
+
+    private IoBackend openBackend(int depth, boolean counted) {
+        if (!counted) {
+            return nbd ? NbdBackend.open(address, NbdOptions.defaults().withDepth(depth).withReadOnly(true))
+                    : RbdBackend.open(address, rbdOptions(depth, true, retryTimeoutMs));
+        }
         if (nbd && !multiConn && opened > 0) {
             throw new IllegalStateException("the NBD server at " + address + " does not allow several connections"
                     + " (no CAN_MULTI_CONN): serve it with one I/O thread");
@@ -127,11 +156,30 @@ public final class NetworkDisk implements DriverFactory {
         if (nbd) {
             NbdOptions options = NbdOptions.defaults().withDepth(depth).withConnections(connections)
                     .withRetryTimeoutMs(retryTimeoutMs).withReadOnly(readOnly);
-            NbdBackend backend = NbdBackend.open(address, options);
-            return new RawDriver("nbd", backend, sizeBytes, readOnly, true);
+            return NbdBackend.open(address, options);
         }
-        RbdBackend backend = RbdBackend.open(address, rbdOptions(depth, readOnly, retryTimeoutMs));
-        return new RawDriver("rbd", backend, sizeBytes, readOnly, true);
+        return RbdBackend.open(address, rbdOptions(depth, readOnly, retryTimeoutMs));
+    }
+
+    /**
+     * Resizes the disk through {@code backend} (one this disk opened): {@code rbd_resize} for an
+     * RBD image; refused for an NBD export, whose size the server owns.
+     *
+     * @throws UnsupportedOperationException for NBD, with the reason
+     * @throws java.io.IOException when librbd refuses
+     */
+    public void resizeBackend(IoBackend backend, long newSizeBytes) throws java.io.IOException {
+        if (!(backend instanceof RbdBackend)) {
+            throw new UnsupportedOperationException("online resize is not supported for nbd disks (the server owns the"
+                    + " export's size: resize it there, then reconnect): " + address);
+        }
+        ((RbdBackend) backend).resize(newSizeBytes);
+        sizeBytes = newSizeBytes & ~511L;
+    }
+
+    /** The address this disk was opened with. */
+    public String address() {
+        return address;
     }
 
     @Override

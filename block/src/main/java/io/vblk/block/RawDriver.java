@@ -14,10 +14,19 @@ import io.vblk.aio.IoVector;
 public final class RawDriver implements BlockDriver {
     private final String format;
     private final IoBackend backend;
-    private final long sizeBytes;
+    /** Volatile: {@link #resize} runs on the I/O thread, {@link #sizeBytes()} is read anywhere. */
+    private volatile long sizeBytes;
     private final boolean readOnly;
     private final boolean ownsBackend;
     private Image ownedImage;
+    private Resizer resizer;
+
+    /** What changes the size of a raw driver's disk (the file's ftruncate, {@code rbd_resize}). */
+    @FunctionalInterface
+    public interface Resizer {
+        /** Gives the disk {@code newSizeBytes} bytes, or throws with the reason. */
+        void resize(long newSizeBytes) throws java.io.IOException;
+    }
 
     /**
      * A raw driver over {@code backend}, whose image holds {@code sizeBytes} bytes. With
@@ -43,7 +52,32 @@ public final class RawDriver implements BlockDriver {
     public static RawDriver owning(IoBackend backend, Image image) {
         RawDriver d = new RawDriver(backend, image.sizeBytes(), image.readOnly(), true);
         d.ownedImage = image;
-        return d;
+        return d.resizableBy(image::resize);
+    }
+
+    /** Lets {@link #resize} change the disk's size through {@code value}; returns this driver. */
+    public RawDriver resizableBy(Resizer value) {
+        resizer = value;
+        return this;
+    }
+
+    /**
+     * Online resize: the disk underneath takes the new size (a file grows or shrinks, an RBD
+     * image is resized), then this driver reports it.
+     *
+     * @throws UnsupportedOperationException when nothing can resize this disk (an NBD export)
+     */
+    @Override
+    public void resize(long newSizeBytes) throws java.io.IOException {
+        if (resizer == null) {
+            BlockDriver.super.resize(newSizeBytes);
+        }
+        try {
+            resizer.resize(newSizeBytes);
+        } catch (IllegalStateException | io.vblk.sys.NativeException e) {
+            throw new java.io.IOException(e.getMessage(), e);
+        }
+        sizeBytes = newSizeBytes;
     }
 
     /** The back end underneath (tests and the engine's counters). */

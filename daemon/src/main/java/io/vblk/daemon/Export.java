@@ -10,8 +10,11 @@ import java.util.concurrent.TimeUnit;
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
+import io.vblk.block.DriverFactory;
 import io.vblk.block.ImageFormat;
 import io.vblk.block.NetworkDisk;
+import io.vblk.block.qcow2.Qcow2;
+import io.vblk.block.qcow2.Qcow2Options;
 import io.vblk.engine.BlkConfig;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.SharedIoThread;
@@ -61,15 +64,23 @@ final class Export implements AutoCloseable {
             spec.readOnly = network.readOnly();
         }
         FormatChoice format;
+        DriverFactory networkFormat = null;
+        long networkFormatSize = 0;
         try {
             format = network != null || spec.format == ImageFormat.RAW ? null
                     : FormatChoice.open(spec.image, spec.format, kind, spec.readOnly, spec.direct, spec.l2CacheTables, log);
+            if (network != null && spec.format == ImageFormat.QCOW2) {
+                // A qcow2 image whose bytes lie on the server (qemu-nbd -f raw, rbd import).
+                networkFormatSize = Qcow2.virtualSize(network);
+                networkFormat = Qcow2.factory(network, Qcow2Options.defaults().readOnly(spec.readOnly)
+                        .l2CacheTables(spec.l2CacheTables));
+            }
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(e.getMessage());
         }
         Image image = spec.image == null || format != null ? null : openImage(spec, log);
         try {
-            long sizeBytes = network != null ? network.sizeBytes() : format != null ? format.sizeBytes()
+            long sizeBytes = networkFormat != null ? networkFormatSize : network != null ? network.sizeBytes() : format != null ? format.sizeBytes()
                     : image == null ? spec.nullSizeBytes : image.sizeBytes();
             BackendChoice backends = new BackendChoice(kind, image, log);
             BlkConfig config = config(spec, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
@@ -80,7 +91,7 @@ final class Export implements AutoCloseable {
                 builder.drivers(format);
             }
             if (network != null) {
-                builder.drivers(network);
+                builder.drivers(networkFormat != null ? networkFormat : network);
             }
             if (spec.socketGroup != null) {
                 builder.socketGroup(spec.socketGroup);
@@ -174,7 +185,8 @@ final class Export implements AutoCloseable {
     String describe() {
         ExportSpec o = spec;
         long bytes = device().config().capacitySectors() * 512;
-        String format = o.network != null ? (o.network.startsWith("rbd:") ? "rbd" : "nbd") + ", "
+        String format = o.network != null ? (o.format == ImageFormat.QCOW2 ? "qcow2 on " : "")
+                + (o.network.startsWith("rbd:") ? "rbd" : "nbd") + ", "
                 : o.format == ImageFormat.RAW ? "" : o.format + ", ";
         return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
                 + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
@@ -193,10 +205,6 @@ final class Export implements AutoCloseable {
      */
     Map<String, Object> resize(long sizeBytes, boolean allowShrink) {
         long current = device().config().capacitySectors() * 512;
-        if (spec.network != null || spec.format != ImageFormat.RAW) {
-            throw new RpcError(RpcError.NOT_SUPPORTED, "online resize of " + (spec.network != null ? "a network disk"
-                    : "a " + spec.format + " image") + " is not supported yet (raw images and null disks only)");
-        }
         if (sizeBytes % 512 != 0) {
             throw new InvalidParams("size must be a multiple of 512 bytes, got " + sizeBytes);
         }
@@ -205,7 +213,22 @@ final class Export implements AutoCloseable {
                     + " bytes: shrinking loses the data beyond it; pass allow_shrink to do it anyway");
         }
         boolean told = false;
-        if (sizeBytes != current) {
+        boolean drivers = spec.network != null || spec.format != ImageFormat.RAW;
+        if (sizeBytes != current && drivers) {
+            // qcow2, RBD (NBD refuses): the block driver resizes on its I/O thread.
+            if (sizeBytes > current) {
+                resizeDrivers(sizeBytes);
+            }
+            told = server.resize(sizeBytes);
+            if (sizeBytes < current) {
+                try {
+                    resizeDrivers(sizeBytes);
+                } catch (RuntimeException e) {
+                    server.resize(current); // the image refused to shrink: the guest sees its old size again
+                    throw e;
+                }
+            }
+        } else if (sizeBytes != current) {
             if (image != null && sizeBytes > current) {
                 resizeImage(sizeBytes);
             }
@@ -223,6 +246,18 @@ final class Export implements AutoCloseable {
         m.put("previous_size_bytes", current);
         m.put("frontend_notified", told);
         return m;
+    }
+
+    private void resizeDrivers(long sizeBytes) {
+        try {
+            device().resizeDrivers(sizeBytes);
+        } catch (UnsupportedOperationException e) {
+            throw new RpcError(RpcError.NOT_SUPPORTED, e.getMessage());
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams(e.getMessage());
+        } catch (java.io.IOException e) {
+            throw new RpcError(RpcError.INTERNAL_ERROR, "cannot resize " + spec.imageName() + ": " + e.getMessage());
+        }
     }
 
     private void resizeImage(long sizeBytes) {

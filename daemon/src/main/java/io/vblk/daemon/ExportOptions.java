@@ -68,7 +68,7 @@ final class ExportOptions {
     String cache;
 
     @Option(names = "--wait", paramLabel = "STRATEGY", description = "how an idle I/O thread waits: adaptive (default: "
-            + "polls 50 us, then sleeps until kicked), blocking, sleeping, yielding, busy-spin")
+            + "polls 50 us, then sleeps until kicked; blocking for a network disk), blocking, sleeping, yielding, busy-spin")
     String wait;
 
     @Option(names = "--poll-max-us", paramLabel = "US", description = "adaptive waiting: the longest poll window in "

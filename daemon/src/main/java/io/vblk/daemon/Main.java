@@ -3,6 +3,7 @@ package io.vblk.daemon;
 import java.io.PrintStream;
 import java.io.PrintWriter;
 import java.nio.charset.StandardCharsets;
+import java.util.ServiceLoader;
 import java.util.concurrent.Callable;
 
 import picocli.AutoComplete;
@@ -15,7 +16,8 @@ import picocli.CommandLine.Spec;
 /**
  * The {@code vblk} command line: {@code serve} (one export), {@code daemon} (many, changed at
  * run time), {@code ctl} and {@code stat} (talk to a daemon), and a completion script generator.
- * {@code bench} lives in the perf module; {@code scripts/vblk} dispatches it there.
+ * {@code bench} lives in the perf module, above this one: it joins as a {@link VblkCommand}
+ * when perf is on the class path (perf's jar; {@code scripts/vblk bench} runs that).
  *
  * <p>Every bad argument is one line on stderr naming it, and exit status 2.
  */
@@ -23,7 +25,7 @@ import picocli.CommandLine.Spec;
         description = "A virtio-blk data plane for the JVM: vhost-user-blk exports and their control plane.",
         subcommands = {ServeCommand.class, DaemonCommand.class, CtlCommand.class, StatCommand.class,
             AutoComplete.GenerateCompletion.class},
-        footer = {"", "vblk bench (the benchmarks) runs through scripts/vblk, which starts the perf module."})
+        footer = {"", "vblk bench (the benchmarks) is listed when the perf module is on the class path; scripts/vblk bench runs it."})
 public final class Main implements Callable<Integer> {
     /** Where commands write, and whether serve and daemon install their SIGINT/SIGTERM hook. */
     record Context(PrintStream out, PrintStream err, boolean signals) {
@@ -61,8 +63,20 @@ public final class Main implements Callable<Integer> {
         return cl.execute(args);
     }
 
+    /**
+     * The whole command line, with every {@link VblkCommand} on the class path as a subcommand,
+     * writing to {@code out} and {@code err}; bad arguments are one line on {@code err} and
+     * status 2. Without {@code signals}, serve and daemon install no shutdown hook (for tests).
+     */
+    public static CommandLine commandLine(PrintStream out, PrintStream err, boolean signals) {
+        return commandLine(new Context(out, err, signals));
+    }
+
     static CommandLine commandLine(Context context) {
         CommandLine cl = new CommandLine(new Main(context));
+        for (VblkCommand extra : ServiceLoader.load(VblkCommand.class, Main.class.getClassLoader())) {
+            cl.addSubcommand(extra.create(context.out(), context.err()));
+        }
         cl.setOut(new PrintWriter(context.out(), true, StandardCharsets.UTF_8));
         cl.setErr(new PrintWriter(context.err(), true, StandardCharsets.UTF_8));
         cl.setParameterExceptionHandler(Main::usageError);

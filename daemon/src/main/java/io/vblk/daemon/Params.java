@@ -7,8 +7,6 @@ import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
 
-import io.vblk.engine.ByteSize;
-
 /**
  * Typed, checked access to the parameters of one method call. The same schema comes from three
  * places: a JSON-RPC request, the daemon's configuration file (both JSON: numbers are numbers,
@@ -116,7 +114,7 @@ final class Params {
         }
         long bytes;
         try {
-            bytes = ByteSize.parse(s);
+            bytes = ByteSizeConverter.parse(s);
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(name(key) + " expects a size such as 4096, 512K or 1G, got '" + s + "'");
         }

@@ -485,6 +485,49 @@ public final class BlockDevice implements AutoCloseable {
     }
 
     /**
+     * Online resize of the disk under the device: each I/O thread's block driver takes the new
+     * size ({@link BlockDriver#resize}) on its own thread, between rounds. Call it before
+     * {@link #resize} when growing and after it when shrinking.
+     *
+     * @throws UnsupportedOperationException when the driver cannot resize its disk (an NBD export)
+     * @throws IllegalArgumentException for a size the format cannot take
+     * @throws java.io.IOException when the resize failed (the disk keeps its old size)
+     */
+    public void resizeDrivers(long sizeBytes) throws java.io.IOException {
+        for (IoThread thread : threads) {
+            CompletableFuture<Void> done = new CompletableFuture<>();
+            thread.submitCommand(t -> {
+                try {
+                    t.backend().resize(sizeBytes);
+                    done.complete(null);
+                } catch (java.io.IOException | RuntimeException e) {
+                    done.completeExceptionally(e);
+                }
+                return true;
+            });
+            try {
+                while (true) {
+                    try {
+                        done.get(1, TimeUnit.SECONDS); // timed, as in await()
+                        break;
+                    } catch (TimeoutException e) {
+                        // not done yet: wait on
+                    }
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new java.io.IOException("interrupted while the I/O thread resized the disk", e);
+            } catch (java.util.concurrent.ExecutionException e) {
+                Throwable c = e.getCause();
+                if (c instanceof java.io.IOException) {
+                    throw (java.io.IOException) c;
+                }
+                throw (RuntimeException) c;
+            }
+        }
+    }
+
+    /**
      * Changes the IOPS and bandwidth limits (0: none) while the device runs; they apply from the
      * next pop pass of every queue.
      *

@@ -43,6 +43,10 @@ import io.vblk.perf.vhost.VhostUserContender;
  *     eventfd (EVENT_IDX) and polling.
  * <li>wait: the wait strategies, embedded, null back end: depth 128 with the guest blocking and
  *     polling, depth 1 with the guest polling.
+ * <li>contention ({@code --contention} or {@code --only contention}; not in the default set, it
+ *     adds about 27 x {@code --best-of} runs): vblk serve vs qemu-storage-daemon (default iothread,
+ *     and poll-max-ns=0) on a null device, idle and with one and two competing busy processes
+ *     ({@link ContentionGroup}).
  * </ol>
  */
 final class CompareSuite {
@@ -76,16 +80,18 @@ final class CompareSuite {
     int run() throws Exception {
         Path image = o.image != null ? o.image : BenchImage.ensure(BenchImage.DEFAULT_BYTES, err);
         if (!Files.exists(image)) {
-            throw new UsageError("--image " + image + " does not exist");
+            throw o.usageError("--image " + image + " does not exist");
         }
         DiskSpec file = DiskSpec.file(image);
         DiskSpec nul = DiskSpec.nullDevice(NULL_BYTES);
         Workload base = Workload.randomReads(32, o.warmupNs, o.runtimeNs);
         int cells = (o.only.contains("dataplane") ? 2 : 0) + (o.only.contains("fio") ? 2 : 0) + (o.only.contains("vhost") ? 16 : 0)
                 + (o.only.contains("wait") ? 15 : 0);
-        out.printf(Locale.ROOT, "4 KiB random reads; file %s (%s back end), null device %s; %d runs x %d rounds x (%.1f + %.1f s)"
-                + " = about %.0f s%n", image, fileBackend, ResultTable.size(NULL_BYTES), cells, o.rounds, o.warmupNs / 1e9,
-                o.runtimeNs / 1e9, cells * o.rounds * (o.warmupNs + o.runtimeNs) / 1e9 * 1.1 + 4 + (o.only.contains("vhost") ? 12 : 0));
+        int runs = cells * o.rounds + (o.only.contains("contention") ? ContentionGroup.runs(o.bestOf, o.serveCommandB != null) : 0);
+        out.printf(Locale.ROOT, "4 KiB random reads; file %s (%s back end), null device %s; %d runs x (%.1f + %.1f s)"
+                + " = about %.0f s%n", image, fileBackend, ResultTable.size(NULL_BYTES), runs, o.warmupNs / 1e9,
+                o.runtimeNs / 1e9, runs * (o.warmupNs + o.runtimeNs) / 1e9 * 1.1 + 4 + (o.only.contains("vhost") ? 12 : 0)
+                + (o.only.contains("contention") ? 10 : 0));
         if (o.only.contains("dataplane") || o.only.contains("fio") || o.only.contains("wait")) {
             warmUpEngine(file);
         }
@@ -100,6 +106,9 @@ final class CompareSuite {
         }
         if (o.only.contains("wait")) {
             group("wait", () -> waits(nul, base));
+        }
+        if (o.only.contains("contention")) {
+            group("contention", () -> new ContentionGroup(o, out, err, progress, this::addResult, this::compare).run());
         }
         goals();
         ResultTable table = new ResultTable(out, 10);
@@ -299,6 +308,11 @@ final class CompareSuite {
         merged.forEach(table::row);
         outputs.panels.add(new SvgChart.Panel(title, merged));
         return merged;
+    }
+
+    private void addResult(BenchResult r) {
+        byName.put(r.name(), r);
+        outputs.results.add(r);
     }
 
     private void compare(Comparison c) {

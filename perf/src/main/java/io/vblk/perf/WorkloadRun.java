@@ -69,7 +69,7 @@ final class WorkloadRun {
                 break;
             case "baseline":
                 if (disk.isQcow2()) {
-                    throw new UsageError("--mode baseline reads the file as raw: it cannot serve --format qcow2");
+                    throw o.usageError("--mode baseline reads the file as raw: it cannot serve --format qcow2");
                 }
                 runAll("baseline", new BaselineContender(disk));
                 break;
@@ -183,12 +183,12 @@ final class WorkloadRun {
         }
         if (o.image != null) {
             if (!Files.exists(o.image)) {
-                throw new UsageError("--image " + o.image + " does not exist");
+                throw o.usageError("--image " + o.image + " does not exist");
             }
             return "qcow2".equals(o.format) ? DiskSpec.qcow2(o.image) : DiskSpec.file(o.image);
         }
         if ("qcow2".equals(o.format)) {
-            throw new UsageError("--format qcow2 needs --image PATH, a qcow2 image (qemu-img create -f qcow2 ...)");
+            throw o.usageError("--format qcow2 needs --image PATH, a qcow2 image (qemu-img create -f qcow2 ...)");
         }
         if (o.socket != null) {
             return DiskSpec.nullDevice(0);

@@ -7,13 +7,13 @@ import java.util.HashSet;
 import java.util.Set;
 
 import io.vblk.aio.BackendKind;
-import io.vblk.aio.BackendOptions;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
 import io.vblk.block.BlockDriver;
 import io.vblk.block.DriverFactory;
+import io.vblk.block.NetworkDisk;
 import io.vblk.block.RawDriver;
 
 /**
@@ -39,7 +39,7 @@ public final class Qcow2 {
      * @throws IllegalArgumentException when the image is not acceptable, with the reason
      */
     public static Qcow2Driver open(Path path, BackendKind kind, int depth, Qcow2Options options) {
-        return open(path, kind, depth, options, 0, new HashSet<>());
+        return open(path, kind, depth, options, 0, new HashSet<String>());
     }
 
     /**
@@ -89,7 +89,7 @@ public final class Qcow2 {
     }
 
     private static Qcow2Driver open(Path path, BackendKind kind, int depth, Qcow2Options options, int level,
-                                    Set<Path> chain) {
+                                    Set<String> chain) {
         if (kind == BackendKind.NULL) {
             throw new IllegalArgumentException("the null back end serves raw only");
         }
@@ -99,50 +99,101 @@ public final class Qcow2 {
         } catch (IOException e) {
             throw new IllegalArgumentException("qcow2: cannot open " + path + ": " + e.getMessage(), e);
         }
-        if (!chain.add(real)) {
+        if (!chain.add(real.toString())) {
             throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
         }
-        Image image = Image.open(real, ImageOptions.defaults().readOnly(options.readOnly()).direct(options.direct()));
+        return open(new FileHost(real, kind, options.readOnly(), options.direct()), kind, depth, options, level, chain);
+    }
+
+    /**
+     * Opens the qcow2 image held by a network disk (an NBD export or an RBD image holding the
+     * bytes of a qcow2 file), with its backing chain where the image names one by a network
+     * address or an absolute path.
+     *
+     * @throws IllegalArgumentException when the image is not acceptable, with the reason
+     */
+    public static Qcow2Driver open(NetworkDisk disk, int depth, Qcow2Options options) {
+        Set<String> chain = new HashSet<>();
+        chain.add(disk.address());
+        return open(new NetworkHost(disk, options.readOnly()), BackendKind.IO_URING, depth, options, 0, chain);
+    }
+
+    /**
+     * The virtual disk size recorded in the header of the qcow2 image on {@code disk} (checked
+     * like at open).
+     *
+     * @throws IllegalArgumentException when the disk does not hold an acceptable qcow2 image
+     */
+    public static long virtualSize(NetworkDisk disk) {
+        try (NetworkHost host = new NetworkHost(disk, true)) {
+            host.openProbe();
+            return Qcow2Image.read(host, host.offsetAlignment()).header.virtualSize;
+        } catch (java.io.UncheckedIOException e) {
+            throw new IllegalArgumentException("qcow2: cannot read " + disk.address() + ": " + e.getMessage(), e);
+        }
+    }
+
+    /** A factory for a device with one I/O thread serving the qcow2 image on {@code disk}. */
+    public static DriverFactory factory(NetworkDisk disk, Qcow2Options options) {
+        return new DriverFactory() {
+            private Qcow2Driver opened;
+
+            @Override
+            public synchronized BlockDriver open(int depth) {
+                if (opened != null) {
+                    throw new IllegalArgumentException("a qcow2 image is served by one I/O thread: map every queue to thread 0");
+                }
+                opened = Qcow2.open(disk, depth, options);
+                return opened;
+            }
+
+            // sync(): nothing, as for a raw network disk (NetworkDisk). The driver's back end
+            // belongs to its I/O thread, so no flush can be sent through it from here; the
+            // guest's FLUSH (which the driver passes on after its metadata writes) is what makes
+            // writes durable on the server, and librbd without its cache completes writes that
+            // are on the OSDs already.
+        };
+    }
+
+    private static Qcow2Driver open(Qcow2Host host, BackendKind kind, int depth, Qcow2Options options, int level,
+                                    Set<String> chain) {
         BlockDriver backing = null;
-        IoBackend io = null;
         try {
-            Qcow2Image meta = Qcow2Image.read(real, image.offsetAlignment(), image);
+            int ioDepth = Math.min(8192, depth * 2 + options.l2CacheTables() + 16);
+            IoBackend io = host.openBackend(ioDepth);
+            Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()));
             Qcow2Header h = meta.header;
+            String name = host.name();
             if (h.compressionType == Qcow2Descriptor.COMPRESSION_ZSTD) {
-                loadZstd(real);
+                loadZstd(name);
             }
             if (!options.readOnly()) {
                 if (h.corrupt()) {
-                    throw new IllegalArgumentException("qcow2: " + real + " is marked corrupt; run qemu-img check -r all"
+                    throw new IllegalArgumentException("qcow2: " + name + " is marked corrupt; run qemu-img check -r all"
                             + " or open it read-only");
                 }
                 if (h.dirty()) {
-                    throw new IllegalArgumentException("qcow2: " + real + " has the dirty bit set (lazy refcounts not"
+                    throw new IllegalArgumentException("qcow2: " + name + " has the dirty bit set (lazy refcounts not"
                             + " written back); run qemu-img check -r all first");
                 }
                 if (h.nbSnapshots > 0) {
-                    throw new IllegalArgumentException("qcow2: " + real + " has " + h.nbSnapshots
+                    throw new IllegalArgumentException("qcow2: " + name + " has " + h.nbSnapshots
                             + " internal snapshots; images with snapshots are served read-only");
                 }
                 if (h.autoclearFeatures != 0) {
-                    System.err.println("vblk: qcow2 " + real + ": autoclear features 0x"
+                    System.err.println("vblk: qcow2 " + name + ": autoclear features 0x"
                             + Long.toHexString(h.autoclearFeatures) + " left as they are (bitmaps are not maintained)");
                 }
             }
             if (h.backingFile != null) {
-                backing = openBacking(real, h, kind, depth, options, level, chain);
+                backing = openBacking(host, h, kind, depth, options, level, chain);
             }
-            int ioDepth = Math.min(8192, depth * 2 + options.l2CacheTables() + 16);
-            io = IoBackends.open(kind, image, BackendOptions.depth(ioDepth));
-            return new Qcow2Driver(meta, image, io, backing, depth, options);
+            return new Qcow2Driver(meta, host, io, backing, depth, options);
         } catch (RuntimeException | Error e) {
-            if (io != null) {
-                io.close();
-            }
             if (backing != null) {
                 backing.close();
             }
-            image.close();
+            host.close();
             throw e;
         }
     }
@@ -152,7 +203,7 @@ public final class Qcow2 {
      * clusters are zstd-compressed is refused at open, with a reason, where the library cannot
      * load, rather than failing its first compressed read.
      */
-    private static void loadZstd(Path image) {
+    private static void loadZstd(String image) {
         try {
             com.github.luben.zstd.util.Native.load();
         } catch (LinkageError | RuntimeException e) {
@@ -162,46 +213,58 @@ public final class Qcow2 {
         }
     }
 
-    private static BlockDriver openBacking(Path overlay, Qcow2Header h, BackendKind kind, int depth,
-                                           Qcow2Options options, int level, Set<Path> chain) {
+    private static BlockDriver openBacking(Qcow2Host overlay, Qcow2Header h, BackendKind kind, int depth,
+                                           Qcow2Options options, int level, Set<String> chain) {
         if (level + 1 > options.maxBackingDepth()) {
             throw new IllegalArgumentException("qcow2: backing chain deeper than " + options.maxBackingDepth());
         }
-        Path name = Path.of(h.backingFile);
-        Path file = name.isAbsolute() ? name : overlay.getParent().resolve(name);
-        if (!Files.exists(file)) {
-            throw new IllegalArgumentException("qcow2: backing file " + file + " of " + overlay + " does not exist");
-        }
         String format = h.backingFormat;
         if (format == null) {
-            throw new IllegalArgumentException("qcow2: " + overlay + " does not record its backing file's format and"
+            throw new IllegalArgumentException("qcow2: " + overlay.name() + " does not record its backing file's format and"
                     + " vblk never guesses one; set it with qemu-img rebase -u -F raw|qcow2 -b " + h.backingFile);
         }
+        if (!"qcow2".equals(format) && !"raw".equals(format)) {
+            throw new IllegalArgumentException("qcow2: backing format '" + format + "' is not supported (raw, qcow2)");
+        }
         Qcow2Options ro = options.readOnly(true);
-        switch (format) {
-            case "qcow2":
-                return open(file, kind, depth, ro, level + 1, chain);
-            case "raw": {
-                Path real;
-                try {
-                    real = file.toRealPath();
-                } catch (IOException e) {
-                    throw new IllegalArgumentException("qcow2: cannot open backing file " + file, e);
-                }
-                if (!chain.add(real)) {
-                    throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
-                }
-                Image image = Image.open(real, ImageOptions.defaults().readOnly(true).direct(options.direct()));
-                try {
-                    IoBackend io = IoBackends.open(kind, image, depth);
-                    return RawDriver.owning(io, image);
-                } catch (RuntimeException e) {
-                    image.close();
-                    throw e;
-                }
+        if (NetworkDisk.isAddress(h.backingFile)) {
+            // A backing image on a server: an NBD export or an RBD image, read-only.
+            if (!chain.add(h.backingFile)) {
+                throw new IllegalArgumentException("qcow2: backing chain loops back to " + h.backingFile);
             }
-            default:
-                throw new IllegalArgumentException("qcow2: backing format '" + format + "' is not supported (raw, qcow2)");
+            NetworkDisk disk = NetworkDisk.open(h.backingFile, true);
+            return "qcow2".equals(format) ? open(new NetworkHost(disk, true), kind, depth, ro, level + 1, chain)
+                    : disk.open(depth);
+        }
+        Path name = Path.of(h.backingFile);
+        if (!name.isAbsolute() && !overlay.file()) {
+            throw new IllegalArgumentException("qcow2: " + overlay.name() + " names its backing file " + h.backingFile
+                    + " relative to a network disk; name it by an absolute path or an nbd:// / rbd: address"
+                    + " (qemu-img rebase -u)");
+        }
+        Path file = name.isAbsolute() ? name : Path.of(overlay.name()).getParent().resolve(name);
+        if (!Files.exists(file)) {
+            throw new IllegalArgumentException("qcow2: backing file " + file + " of " + overlay.name() + " does not exist");
+        }
+        if ("qcow2".equals(format)) {
+            return open(file, kind == BackendKind.NULL ? BackendKind.IO_URING : kind, depth, ro, level + 1, chain);
+        }
+        Path real;
+        try {
+            real = file.toRealPath();
+        } catch (IOException e) {
+            throw new IllegalArgumentException("qcow2: cannot open backing file " + file, e);
+        }
+        if (!chain.add(real.toString())) {
+            throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
+        }
+        Image image = Image.open(real, ImageOptions.defaults().readOnly(true).direct(options.direct()));
+        try {
+            IoBackend io = IoBackends.open(kind, image, depth);
+            return RawDriver.owning(io, image);
+        } catch (RuntimeException e) {
+            image.close();
+            throw e;
         }
     }
 }

@@ -6,8 +6,6 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.channels.FileChannel;
-import java.nio.file.StandardOpenOption;
 import java.util.zip.DataFormatException;
 import java.util.zip.Inflater;
 
@@ -18,7 +16,6 @@ import org.agrona.UnsafeApi;
 import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.aio.CompletionSink;
-import io.vblk.aio.Image;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
 import io.vblk.block.BlockDriver;
@@ -90,7 +87,7 @@ public final class Qcow2Driver implements BlockDriver {
     private static final int RESERVE_CLUSTERS = 256;
 
     private Qcow2Image meta;
-    private final Image image;
+    private final Qcow2Host host;
     private final IoBackend io;
     private final BlockDriver backing;
     private final long backingSize;
@@ -102,7 +99,8 @@ public final class Qcow2Driver implements BlockDriver {
     private final int alignment;
     /** The unit an L2 table is written back in: the O_DIRECT alignment, at least a sector. */
     private final int l2Chunk;
-    private final long virtualSize;
+    /** Volatile: {@link #resize} changes it on the I/O thread, {@link #sizeBytes()} is read anywhere. */
+    private volatile long virtualSize;
     private long openedFileSize;
     private final boolean v3;
     private final Req[] reqs;
@@ -150,18 +148,18 @@ public final class Qcow2Driver implements BlockDriver {
     /** Whether the metadata was read again at the first request (see {@link #reloadAtStart}). */
     private boolean started;
 
-    Qcow2Driver(Qcow2Image meta, Image image, IoBackend io, BlockDriver backing, int depth, Qcow2Options options) {
+    Qcow2Driver(Qcow2Image meta, Qcow2Host host, IoBackend io, BlockDriver backing, int depth, Qcow2Options options) {
         this.meta = meta;
-        this.image = image;
+        this.host = host;
         this.io = io;
         this.backing = backing;
         this.backingSize = backing == null ? 0 : backing.sizeBytes();
-        this.readOnly = options.readOnly() || image.readOnly();
+        this.readOnly = options.readOnly() || host.readOnly();
         this.clusterBits = meta.clusterBits;
         this.cluster = meta.clusterSize;
         this.clusterMask = cluster - 1L;
         this.l2Bits = meta.l2Bits;
-        this.alignment = Math.max(SECTOR_BYTES, image.offsetAlignment());
+        this.alignment = Math.max(SECTOR_BYTES, host.offsetAlignment());
         this.l2Chunk = alignment;
         this.virtualSize = meta.header.virtualSize;
         this.openedFileSize = meta.fileSize;
@@ -185,8 +183,8 @@ public final class Qcow2Driver implements BlockDriver {
         this.headerSector = new NativeBuffer(alignment, alignment);
         headerVec.add(headerSector.address(), alignment);
         if (!readOnly) {
-            try (FileChannel ch = FileChannel.open(meta.path, StandardOpenOption.READ)) {
-                Qcow2Image.readInto(ch, headerSector, 0, alignment);
+            try {
+                host.read(0, headerSector, alignment);
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
@@ -223,6 +221,11 @@ public final class Qcow2Driver implements BlockDriver {
     /** Why the image was marked corrupt, or null. */
     public String corruptReason() {
         return corruptReason;
+    }
+
+    /** Where the L1 table lies in the image (tests and diagnostics). */
+    long l1TableOffset() {
+        return meta.header.l1TableOffset;
     }
 
     /** The header this driver opened (for tests and diagnostics). */
@@ -301,7 +304,7 @@ public final class Qcow2Driver implements BlockDriver {
         started = true;
         Qcow2Image fresh;
         try {
-            fresh = Qcow2Image.read(meta.path, alignment, image);
+            fresh = Qcow2Image.read(host, alignment);
         } catch (RuntimeException e) {
             markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
             return;
@@ -311,12 +314,17 @@ public final class Qcow2Driver implements BlockDriver {
             markCorrupt("cluster size, virtual size or compression type changed before the first request");
             return;
         }
-        if (fresh.fileSize > image.sizeBytes() && !readOnly) {
-            image.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
+        if (fresh.fileSize > host.sizeBytes() && !readOnly) {
+            host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
         }
+        adopt(fresh);
+    }
+
+    /** Takes metadata read afresh: caches emptied, allocation restarting where the image now ends. */
+    private void adopt(Qcow2Image fresh) {
         meta = fresh;
         openedFileSize = fresh.fileSize;
-        validatedL2 = new long[validatedL2.length];
+        validatedL2 = new long[(fresh.header.l1Size + 63) / 64 + 1];
         for (L2Slot s : slots) {
             s.assign(0);
         }
@@ -325,10 +333,164 @@ public final class Qcow2Driver implements BlockDriver {
         l1Vec.add(meta.l1.address(), meta.l1WriteBytes);
         refill = new Refill();
         if (!readOnly) {
-            try (FileChannel ch = FileChannel.open(meta.path, StandardOpenOption.READ)) {
-                Qcow2Image.readInto(ch, headerSector, 0, alignment);
+            try {
+                host.read(0, headerSector, alignment);
             } catch (IOException e) {
                 markCorrupt("cannot read the header again: " + e.getMessage());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ online resize
+
+    /**
+     * Online resize (qcow2.txt): growing writes the new L1 entries (zeros) durably, in the L1
+     * table's clusters when they have room, else in a new table at the end of the image whose
+     * clusters are counted first (the old table's are freed last, so a crash leaks at most);
+     * then the header's {@code size}, {@code l1_size} and {@code l1_table_offset} in one sector
+     * write, made durable. Shrinking only drops a tail that holds no L2 table (nothing allocated
+     * past the new end); anything else is refused: {@code qemu-img resize --shrink} offline does
+     * it. Runs on the I/O thread: requests in flight finish first (their completions are
+     * delivered by the next {@link #poll}).
+     */
+    @Override
+    public void resize(long newSizeBytes) throws IOException {
+        if (closed) {
+            throw new IOException("qcow2 " + meta.path + " is closed");
+        }
+        if (readOnly) {
+            throw new IOException("qcow2 " + meta.path + " is read-only: it cannot be resized");
+        }
+        if (newSizeBytes <= 0 || (newSizeBytes & (SECTOR_BYTES - 1)) != 0 || newSizeBytes > MAX_VIRTUAL_SIZE) {
+            throw new IllegalArgumentException("qcow2: size " + newSizeBytes + " is not a positive multiple of 512 up to "
+                    + MAX_VIRTUAL_SIZE);
+        }
+        if (!started) {
+            reloadAtStart();
+        }
+        if (corrupt || fatalError != 0) {
+            throw new IOException("qcow2 " + meta.path + " failed earlier (" + (corrupt ? corruptReason : "errno "
+                    + -fatalError) + "): not resized");
+        }
+        if (meta.header.nbSnapshots > 0) {
+            throw new IOException("qcow2 " + meta.path + " has internal snapshots: not resized");
+        }
+        if (newSizeBytes == virtualSize) {
+            return;
+        }
+        quiesce();
+        refill.release(); // reserved clusters back to refcount 0: allocation restarts after the resize
+        long l2Span = (long) cluster << l2Bits;
+        int oldL1 = meta.header.l1Size;
+        long neededL1 = (newSizeBytes + l2Span - 1) / l2Span;
+        long l1Offset = meta.header.l1TableOffset;
+        int newL1 = oldL1;
+        if (newSizeBytes < virtualSize) {
+            for (long i = newSizeBytes / l2Span; i < oldL1; i++) {
+                if (meta.l1Entry((int) i) != 0) {
+                    throw new IOException("qcow2 " + meta.path + ": shrinking to " + newSizeBytes + " bytes would drop"
+                            + " allocated clusters (an L2 table at L1 index " + i + "); online shrink only drops an"
+                            + " unallocated tail: use qemu-img resize --shrink on the stopped image");
+                }
+            }
+        } else if (neededL1 > oldL1) {
+            if (neededL1 * 8 > MAX_L1_BYTES) {
+                throw new IllegalArgumentException("qcow2: " + newSizeBytes + " bytes need an L1 table over QEMU's limit");
+            }
+            newL1 = (int) neededL1;
+            l1Offset = growL1(oldL1, newL1);
+        }
+        UnsafeBuffer h = headerSector.buffer();
+        h.putLong(SIZE_OFFSET, newSizeBytes, ByteOrder.BIG_ENDIAN);
+        h.putInt(L1_SIZE_OFFSET, newL1, ByteOrder.BIG_ENDIAN);
+        h.putLong(L1_TABLE_OFFSET_OFFSET, l1Offset, ByteOrder.BIG_ENDIAN);
+        host.writeDurably(0, headerSector, alignment);
+        if (l1Offset != meta.header.l1TableOffset) {
+            long oldClusters = Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits;
+            setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
+        }
+        Qcow2Image fresh;
+        try {
+            fresh = Qcow2Image.read(host, alignment);
+        } catch (RuntimeException e) {
+            markCorrupt("metadata unacceptable after a resize: " + e.getMessage());
+            throw new IOException("qcow2 " + meta.path + ": " + corruptReason, e);
+        }
+        virtualSize = fresh.header.virtualSize;
+        adopt(fresh);
+    }
+
+    /**
+     * Writes an L1 table of {@code newL1} entries (the old ones, then zeros) durably and returns
+     * its offset: in place when the old table's clusters hold it, else in new clusters at the
+     * end of the image, counted before the table is written.
+     */
+    private long growL1(int oldL1, int newL1) throws IOException {
+        long oldBytes = Qcow2Image.roundUp((long) oldL1 * 8, cluster);
+        long newBytes = Qcow2Image.roundUp((long) newL1 * 8, cluster);
+        int writeBytes = (int) Math.max(alignment, Qcow2Image.roundUp((long) newL1 * 8, alignment));
+        NativeBuffer table = new NativeBuffer(writeBytes, Math.max(alignment, 8));
+        UnsafeApi.copyMemory(meta.l1.address(), table.address(), Math.min((long) oldL1 * 8, meta.l1.capacity()));
+        long at = meta.header.l1TableOffset;
+        if (newBytes > oldBytes) {
+            at = Qcow2Image.roundUp(host.file() ? host.storedBytes() : refill.next, cluster);
+            int rc = host.extendTo(at + newBytes);
+            if (rc < 0) {
+                throw new IOException("qcow2 " + meta.path + ": no room for a larger L1 table (" + Errno.describe(-rc) + ")");
+            }
+            setRefcountsDurably(at, newBytes >>> clusterBits, 1);
+        } else if (host.extendTo(at + newBytes) < 0) {
+            throw new IOException("qcow2 " + meta.path + ": the L1 table's cluster lies past the end of the disk");
+        }
+        host.writeDurably(at, table, writeBytes);
+        return at;
+    }
+
+    /**
+     * Sets the refcounts of {@code count} clusters from {@code first} to {@code value}, block by
+     * block, each written durably. Only within refcount blocks that exist: placing a new one
+     * during a resize is not done (refused, the image unchanged).
+     */
+    private void setRefcountsDurably(long first, long count, long value) throws IOException {
+        long entriesPerBlock = ((long) cluster * 8) >>> meta.header.refcountOrder;
+        NativeBuffer block = new NativeBuffer(cluster, Math.max(alignment, 8));
+        long c = first >>> clusterBits;
+        long end = c + count;
+        while (c < end) {
+            long bi = c / entriesPerBlock;
+            long blockOffset = bi < meta.reftableEntries ? meta.reftableEntry((int) bi) & REFT_OFFSET_MASK : 0;
+            if (blockOffset == 0) {
+                throw new IOException("qcow2 " + meta.path + ": clusters at " + (c << clusterBits) + " have no refcount"
+                        + " block yet; this online resize would need a new one: resize the stopped image with qemu-img resize");
+            }
+            host.read(blockOffset, block, cluster);
+            long last = Math.min(end, (bi + 1) * entriesPerBlock);
+            for (; c < last; c++) {
+                setRefcount(block.buffer(), meta.header.refcountOrder, (int) (c - bi * entriesPerBlock), value);
+            }
+            host.writeDurably(blockOffset, block, cluster);
+        }
+    }
+
+    /**
+     * Lets every accepted request and metadata write finish (completions stay queued for the
+     * next {@link #poll}), so the metadata can change under nobody.
+     */
+    private void quiesce() throws IOException {
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while (accepted > done.size || io.inFlight() > 0 || io.pendingSubmit() > 0 || l1Writing
+                || refill.state != Refill.IDLE || (backing != null && backing.inFlight() > 0)) {
+            submit();
+            poll((tag, result) -> { }, 0);
+            if (accepted <= done.size && io.inFlight() == 0 && io.pendingSubmit() == 0 && !l1Writing
+                    && refill.state == Refill.IDLE) {
+                break;
+            }
+            if (System.nanoTime() > deadline) {
+                throw new IOException("qcow2 " + meta.path + ": requests in flight did not finish in 120 s: not resized");
+            }
+            if (io.awaitCompletions(5) > 0) {
+                io.acknowledgeCompletions();
             }
         }
     }
@@ -734,7 +896,7 @@ public final class Qcow2Driver implements BlockDriver {
         }
         r.ensureBounce(cluster, alignment);
         long start = hostOff & ~(long) (alignment - 1);
-        long alignedEnd = Math.min(Qcow2Image.roundUp(end, alignment), image.sizeBytes());
+        long alignedEnd = Math.min(Qcow2Image.roundUp(end, alignment), host.sizeBytes());
         if (io.freeSlots() == 0) {
             park(r, ioWaiters);
             return false;
@@ -1051,7 +1213,7 @@ public final class Qcow2Driver implements BlockDriver {
         int failed;
 
         Refill() {
-            next = Qcow2Image.roundUp(openedFileSize, cluster);
+            next = Qcow2Image.roundUp(meta.allocationEnd, cluster);
             reservedEnd = next;
             blockVec.add(block.address(), cluster);
         }
@@ -1100,7 +1262,7 @@ public final class Qcow2Driver implements BlockDriver {
                 setRefcount((int) (c - bi * entriesPerBlock), 1);
                 next += cluster;
                 reservedEnd = next;
-                int rc = image.extendTo(next);
+                int rc = host.extendTo(next);
                 if (rc < 0) {
                     fail(rc);
                     return;
@@ -1117,12 +1279,22 @@ public final class Qcow2Driver implements BlockDriver {
                 start(); // the block is full: move to the next one
                 return;
             }
+            if (host.fixedSize()) {
+                // An NBD export cannot grow: reserve what is left of it, then fail with ENOSPC.
+                end = Math.min(end, host.sizeBytes() & ~clusterMask);
+                if (end <= reservedEnd) {
+                    if (next >= reservedEnd) {
+                        fail(-Errno.ENOSPC); // writes wait for clusters that will never come
+                    }
+                    return; // a prefetch: what is reserved still serves
+                }
+            }
             long first = (reservedEnd >>> clusterBits) - (long) blockIndex * entriesPerBlock;
             long count = (end - reservedEnd) >>> clusterBits;
             for (long i = 0; i < count; i++) {
                 setRefcount((int) (first + i), 1);
             }
-            int rc = image.extendTo(end);
+            int rc = host.extendTo(end);
             if (rc < 0) {
                 fail(rc);
                 return;
@@ -1194,56 +1366,53 @@ public final class Qcow2Driver implements BlockDriver {
         }
 
         void setRefcount(int index, long value) {
-            int order = meta.header.refcountOrder;
-            UnsafeBuffer b = block.buffer();
-            switch (order) {
-                case 0:
-                case 1:
-                case 2: {
-                    int bits = 1 << order;
-                    int perByte = 8 / bits;
-                    int byteIndex = index / perByte;
-                    int shift = (index % perByte) * bits;
-                    int mask = ((1 << bits) - 1) << shift;
-                    int v = b.getByte(byteIndex) & 0xff;
-                    v = (v & ~mask) | (((int) value << shift) & mask);
-                    b.putByte(byteIndex, (byte) v);
-                    break;
-                }
-                case 3:
-                    b.putByte(index, (byte) value);
-                    break;
-                case 4:
-                    b.putShort(index * 2, (short) value, ByteOrder.BIG_ENDIAN);
-                    break;
-                case 5:
-                    b.putInt(index * 4, (int) value, ByteOrder.BIG_ENDIAN);
-                    break;
-                default:
-                    b.putLong(index * 8, value, ByteOrder.BIG_ENDIAN);
-            }
+            Qcow2Driver.setRefcount(block.buffer(), meta.header.refcountOrder, index, value);
         }
 
         /** Returns unused reserved clusters (close, on the closing thread, synchronously). */
-        void release(FileChannel ch) throws IOException {
+        void release() throws IOException {
             if (reservedEnd > next && blockIndex >= 0) {
                 long first = (next >>> clusterBits) - (long) blockIndex * entriesPerBlock;
                 long count = (reservedEnd - next) >>> clusterBits;
                 for (long i = 0; i < count; i++) {
                     setRefcount((int) (first + i), 0);
                 }
-                ByteBuffer bb = block.buffer().byteBuffer().duplicate();
-                bb.clear().limit(cluster);
-                long pos = blockOffset;
-                while (bb.hasRemaining()) {
-                    pos += ch.write(bb, pos);
-                }
-                ch.force(false);
+                host.writeDurably(blockOffset, block, cluster);
                 reservedEnd = next;
             }
-            if (ch.size() > next && next >= openedFileSize) {
-                ch.truncate(next);
+            if (next >= openedFileSize) {
+                host.truncate(next);
             }
+        }
+    }
+
+    /** Sets entry {@code index} of a refcount block of {@code 2^order}-bit entries (big-endian). */
+    static void setRefcount(UnsafeBuffer b, int order, int index, long value) {
+        switch (order) {
+            case 0:
+            case 1:
+            case 2: {
+                int bits = 1 << order;
+                int perByte = 8 / bits;
+                int byteIndex = index / perByte;
+                int shift = (index % perByte) * bits;
+                int mask = ((1 << bits) - 1) << shift;
+                int v = b.getByte(byteIndex) & 0xff;
+                v = (v & ~mask) | (((int) value << shift) & mask);
+                b.putByte(byteIndex, (byte) v);
+                break;
+            }
+            case 3:
+                b.putByte(index, (byte) value);
+                break;
+            case 4:
+                b.putShort(index * 2, (short) value, ByteOrder.BIG_ENDIAN);
+                break;
+            case 5:
+                b.putInt(index * 4, (int) value, ByteOrder.BIG_ENDIAN);
+                break;
+            default:
+                b.putLong(index * 8, value, ByteOrder.BIG_ENDIAN);
         }
     }
 
@@ -1506,15 +1675,12 @@ public final class Qcow2Driver implements BlockDriver {
         closed = true;
         try {
             if (!readOnly && !corrupt && fatalError == 0) {
-                try (FileChannel ch = FileChannel.open(meta.path, StandardOpenOption.WRITE)) {
-                    refill.release(ch);
-                }
+                refill.release();
             }
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot return reserved clusters of " + meta.path, e);
         } finally {
-            io.close();
-            image.close();
+            host.close(); // and the back end it opened
             if (backing != null) {
                 backing.close();
             }

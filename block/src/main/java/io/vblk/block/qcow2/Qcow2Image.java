@@ -7,8 +7,6 @@ import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
-import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 import java.util.Arrays;
 
 import org.agrona.concurrent.UnsafeBuffer;
@@ -22,9 +20,13 @@ import io.vblk.sys.NativeBuffer;
  * access into metadata. The per-request work (L2 tables, data) happens in {@link Qcow2Driver}.
  */
 final class Qcow2Image {
-    final Path path;
+    /** The file's path or the network disk's address, for messages. */
+    final String path;
     final Qcow2Header header;
+    /** The bytes the host held at open: offsets in the image's tables must lie below. */
     final long fileSize;
+    /** Where new clusters are allocated from: the file's end, or a network disk's last used cluster. */
+    final long allocationEnd;
     final int clusterBits;
     final int clusterSize;
     final int l2Bits;
@@ -37,11 +39,12 @@ final class Qcow2Image {
     /** Sorted cluster offsets that hold metadata (header, tables, L2 tables, refcount blocks). */
     private final long[] metadata;
 
-    private Qcow2Image(Path path, Qcow2Header header, long fileSize, NativeBuffer l1, int l1WriteBytes,
+    private Qcow2Image(String path, Qcow2Header header, long fileSize, long allocationEnd, NativeBuffer l1, int l1WriteBytes,
                        NativeBuffer reftable, long[] metadata) {
         this.path = path;
         this.header = header;
         this.fileSize = fileSize;
+        this.allocationEnd = allocationEnd;
         this.clusterBits = header.clusterBits;
         this.clusterSize = header.clusterSize;
         this.l2Bits = clusterBits - 3;
@@ -53,31 +56,34 @@ final class Qcow2Image {
     }
 
     /**
-     * Reads and checks {@code path}'s metadata. {@code alignment} is the O_DIRECT alignment the
-     * L1 write-back must respect.
+     * Reads and checks the metadata of the image {@code host} holds. {@code alignment} is the
+     * alignment the L1 write-back must respect (O_DIRECT, the NBD block size).
      *
      * @throws IllegalArgumentException naming what is wrong with the image
      */
-    static Qcow2Image read(Path path, int alignment, io.vblk.aio.Image image) {
-        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
-            long fileSize = ch.size();
-            ByteBuffer first = ByteBuffer.allocate((int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS));
-            readFully(ch, first, 0);
-            first.flip();
-            Qcow2Header h = Qcow2Header.parse(first, fileSize);
+    static Qcow2Image read(Qcow2Host host, int alignment) {
+        try {
+            long fileSize = host.storedBytes();
+            int firstBytes = (int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS);
+            NativeBuffer firstBuf = new NativeBuffer(Math.max(8, (int) roundUp(firstBytes, Math.max(alignment, 8))),
+                    Math.max(alignment, 8));
+            host.read(0, firstBuf, firstBuf.capacity());
+            ByteBuffer first = firstBuf.buffer().byteBuffer().duplicate();
+            first.clear().limit(firstBytes);
+            Qcow2Header h = Qcow2Header.parse(first.slice(), fileSize);
             int cluster = h.clusterSize;
-            if (!image.readOnly() && (fileSize & (cluster - 1)) != 0) {
+            if (host.file() && !host.readOnly() && (fileSize & (cluster - 1)) != 0) {
                 // QEMU leaves the file ending inside the L1 table's cluster; whole clusters let
                 // the L1 table be written back with O_DIRECT.
-                int rc = image.extendTo(roundUp(fileSize, cluster));
+                int rc = host.extendTo(roundUp(fileSize, cluster));
                 if (rc < 0) {
-                    throw Qcow2Header.bad("cannot extend " + path + " to whole clusters: errno " + -rc);
+                    throw Qcow2Header.bad("cannot extend " + host.name() + " to whole clusters: errno " + -rc);
                 }
-                fileSize = image.sizeBytes();
+                fileSize = host.storedBytes();
             }
             if (cluster < alignment) {
                 throw Qcow2Header.bad(cluster + "-byte clusters are smaller than the " + alignment
-                        + "-byte O_DIRECT alignment: open the image without O_DIRECT");
+                        + "-byte alignment of " + host.name() + (host.file() ? ": open the image without O_DIRECT" : ""));
             }
             long l1Bytes = (long) h.l1Size * 8;
             int l1WriteBytes = (int) Math.max(alignment, roundUp(l1Bytes, alignment));
@@ -85,15 +91,59 @@ final class Qcow2Image {
                 l1WriteBytes = (int) roundUp(l1Bytes, cluster);
             }
             NativeBuffer l1 = new NativeBuffer(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
-            readInto(ch, l1, h.l1TableOffset, l1WriteBytes);
+            host.read(h.l1TableOffset, l1, l1WriteBytes);
             int reftableBytes = h.refcountTableClusters * cluster;
             NativeBuffer reftable = new NativeBuffer(reftableBytes, Math.max(alignment, 8));
-            readInto(ch, reftable, h.refcountTableOffset, reftableBytes);
+            host.read(h.refcountTableOffset, reftable, reftableBytes);
             long[] meta = collectMetadata(h, fileSize, l1, reftable);
-            return new Qcow2Image(path, h, fileSize, l1, l1WriteBytes, reftable, meta);
+            long allocationEnd = host.file() ? fileSize : allocationEnd(host, h, fileSize, reftable, meta, alignment);
+            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta);
         } catch (IOException e) {
-            throw new UncheckedIOException("qcow2: cannot read " + path + ": " + e.getMessage(), e);
+            throw new UncheckedIOException("qcow2: cannot read " + host.name() + ": " + e.getMessage(), e);
         }
+    }
+
+    /**
+     * Where the image's allocated clusters end on a network disk, whose size is its own: one past
+     * the last cluster with a non-zero refcount (and past every metadata cluster), read from the
+     * refcount blocks. Clusters are allocated from there, never over a cluster in use.
+     */
+    private static long allocationEnd(Qcow2Host host, Qcow2Header h, long diskSize, NativeBuffer reftable,
+                                      long[] meta, int alignment) throws IOException {
+        int cluster = h.clusterSize;
+        long end = meta.length == 0 ? cluster : meta[meta.length - 1] + cluster;
+        long entriesPerBlock = ((long) cluster * 8) >>> h.refcountOrder;
+        int bits = 1 << h.refcountOrder;
+        NativeBuffer block = new NativeBuffer(cluster, Math.max(alignment, 8));
+        UnsafeBuffer r = reftable.buffer();
+        int entries = h.refcountTableClusters * (cluster / 8);
+        for (int i = entries - 1; i >= 0; i--) {
+            long off = r.getLong(i * 8, ByteOrder.BIG_ENDIAN) & REFT_OFFSET_MASK;
+            if (off == 0) {
+                continue;
+            }
+            host.read(off, block, cluster);
+            UnsafeBuffer b = block.buffer();
+            for (long j = entriesPerBlock - 1; j >= 0; j--) {
+                long bit = j * bits;
+                boolean used;
+                if (bits >= 8) {
+                    int bytes = bits / 8;
+                    used = false;
+                    for (int k = 0; k < bytes && !used; k++) {
+                        used = b.getByte((int) (bit / 8) + k) != 0;
+                    }
+                } else {
+                    int v = b.getByte((int) (bit / 8)) & 0xff;
+                    used = ((v >>> (bit % 8)) & ((1 << bits) - 1)) != 0;
+                }
+                if (used) {
+                    long c = ((long) i * entriesPerBlock + j + 1) * cluster;
+                    return Math.min(Math.max(end, c), roundUp(diskSize, cluster));
+                }
+            }
+        }
+        return Math.min(end, roundUp(diskSize, cluster));
     }
 
     private static long[] collectMetadata(Qcow2Header h, long fileSize, NativeBuffer l1, NativeBuffer reftable) {

@@ -44,6 +44,9 @@ final class Librbd {
 
         int rbd_get_size(long image, long sizeOut);
 
+        /** Grows or shrinks the image (synchronous; a shrink drops the data past the new end). */
+        int rbd_resize(long image, long size);
+
         int rbd_set_image_notification(long image, int fd, int type);
 
         int rbd_aio_create_completion(long callbackArg, long callback, long completionOut);

@@ -40,7 +40,8 @@ public final class RbdBackend implements IoBackend {
     private final long cluster;
     private final long ioctx;
     private final long image;
-    private final long sizeBytes;
+    /** Volatile: {@link #resize} changes it on the control thread while requests are checked against it. */
+    private volatile long sizeBytes;
     private final boolean readOnly;
     private final int depth;
     private final int maxSegments;
@@ -173,6 +174,37 @@ public final class RbdBackend implements IoBackend {
     /** The image's size in bytes (the snapshot's, for a snapshot). */
     public long sizeBytes() {
         return sizeBytes;
+    }
+
+    /**
+     * Changes the image's size with {@code rbd_resize} (synchronous: a round trip to the cluster,
+     * so never on the data path; QEMU's rbd driver does the same). Requests are checked against
+     * the new size once it returns. Growing adds space that reads as zeros; shrinking drops the
+     * data past the new end.
+     *
+     * @throws java.io.IOException when librbd refuses (a snapshot or read-only image, a cluster
+     *         that does not answer), with its reason
+     */
+    public synchronized void resize(long newSizeBytes) throws java.io.IOException {
+        if (newSizeBytes < 0) {
+            throw new IllegalArgumentException("size must not be negative: " + newSizeBytes);
+        }
+        if (closed) {
+            throw new java.io.IOException("RBD " + address + " is closed");
+        }
+        if (readOnly) {
+            throw new java.io.IOException("RBD " + address + " is read-only" + (address.snapshot() != null
+                    ? " (a snapshot)" : "") + ": it cannot be resized");
+        }
+        if (newSizeBytes == sizeBytes) {
+            return;
+        }
+        int rc = lib.rbd.rbd_resize(image, newSizeBytes);
+        if (rc < 0) {
+            throw new java.io.IOException("RBD " + address + ": rbd_resize to " + newSizeBytes + " bytes failed: "
+                    + Errno.describe(-rc) + " (" + rc + ")");
+        }
+        sizeBytes = newSizeBytes;
     }
 
     /** Whether changes are refused (a snapshot, or opened read-only). */

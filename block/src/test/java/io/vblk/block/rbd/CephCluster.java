@@ -12,7 +12,7 @@ import java.util.concurrent.TimeUnit;
  * A one-node Ceph cluster (mon + one OSD on 127.0.0.1, authentication off) brought up by
  * {@code scripts/ceph/start} for a test class, and stopped with {@code scripts/ceph/stop}.
  */
-final class CephCluster implements AutoCloseable {
+public final class CephCluster implements AutoCloseable {
     final Path dir;
     final Path conf;
 
@@ -21,7 +21,7 @@ final class CephCluster implements AutoCloseable {
         this.conf = conf;
     }
 
-    static boolean installed() {
+    public static boolean installed() {
         return Files.isExecutable(Path.of("/usr/bin/ceph-mon")) && Files.isExecutable(Path.of("/usr/bin/ceph-osd"))
                 && Librbd.available();
     }
@@ -36,7 +36,7 @@ final class CephCluster implements AutoCloseable {
         throw new IllegalStateException("scripts/ceph/start not found above " + here);
     }
 
-    static CephCluster start(Path dir, String store) throws Exception {
+    public static CephCluster start(Path dir, String store) throws Exception {
         int port;
         try (ServerSocket s = new ServerSocket(0)) {
             port = s.getLocalPort();
@@ -53,7 +53,7 @@ final class CephCluster implements AutoCloseable {
     }
 
     /** Runs a ceph/rbd command against this cluster; returns its output, throws on failure. */
-    String run(String... command) throws Exception {
+    public String run(String... command) throws Exception {
         List<String> cmd = new ArrayList<>(List.of(command));
         ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
         pb.environment().put("CEPH_CONF", conf.toString());
@@ -65,7 +65,7 @@ final class CephCluster implements AutoCloseable {
         return new String(out);
     }
 
-    String address(String image) {
+    public String address(String image) {
         return "rbd:rbd/" + image + ":conf=" + conf;
     }
 

@@ -116,6 +116,50 @@ class RbdBackendTest {
         assertEquals(1_000_003, bytes.getInt((int) (5 * MiB)));
     }
 
+    /** Online resize of a raw RBD disk through its block driver: rbd_resize, then I/O past the old end. */
+    @Test
+    void aRawRbdDriverGrowsTheImageOnline() throws Exception {
+        ceph.run("rbd", "create", "rbd/grow", "--size", "8M");
+        io.vblk.block.NetworkDisk disk = io.vblk.block.NetworkDisk.open(ceph.address("grow"), false);
+        try (io.vblk.block.BlockDriver d = disk.open(8)) {
+            NativeBuffer w = buffer(4096);
+            fill(w, 41);
+            IoVector v = vector(w);
+            assertEquals(-Errno.EINVAL, d.write(12 * MiB, v, 1), "past the end before the resize");
+            d.resize(16 * MiB);
+            assertEquals(16 * MiB, d.sizeBytes());
+            assertEquals(16 * MiB, disk.sizeBytes());
+            assertEquals(0, d.write(12 * MiB, v, 2));
+            d.submit();
+            Map<Long, Long> done = new HashMap<>();
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (done.isEmpty() && System.currentTimeMillis() < deadline) {
+                if (d.poll(done::put, 4) == 0) {
+                    d.awaitCompletions(50);
+                    d.acknowledgeCompletions();
+                }
+            }
+            assertEquals(4096L, done.get(2L));
+        }
+        assertTrue(ceph.run("rbd", "info", "rbd/grow").contains("16 MiB"), "rbd info shows the new size");
+        Path out = dir.resolve("grow.raw");
+        ceph.run("rbd", "export", "rbd/grow", out.toString());
+        ByteBuffer bytes = ByteBuffer.wrap(Files.readAllBytes(out)).order(ByteOrder.LITTLE_ENDIAN);
+        assertEquals(41 * 1_000_003, bytes.getInt((int) (12 * MiB)));
+    }
+
+    /** An NBD-style refusal does not apply: a snapshot cannot be resized, with the reason. */
+    @Test
+    void aSnapshotRefusesAResize() throws Exception {
+        ceph.run("rbd", "create", "rbd/snapgrow", "--size", "4M");
+        ceph.run("rbd", "snap", "create", "rbd/snapgrow@s");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("snapgrow@s"), RbdOptions.defaults())) {
+            java.io.IOException e = assertThrows(java.io.IOException.class, () -> disk.resize(8 * MiB));
+            assertTrue(e.getMessage().contains("read-only"), e.getMessage());
+            assertEquals(4 * MiB, disk.sizeBytes());
+        }
+    }
+
     @Test
     void acceptsAsManySegmentsAsQemuOffersByDefault() throws Exception {
         ceph.run("rbd", "create", "rbd/segs", "--size", "4M");

@@ -1,14 +1,31 @@
-package io.vblk.engine;
+package io.vblk.daemon;
 
 import java.util.Locale;
+
+import picocli.CommandLine.ITypeConverter;
+import picocli.CommandLine.TypeConversionException;
 
 /**
  * Byte counts as people write them on command lines: {@code 4096}, {@code 512K}, {@code 1g},
  * {@code 4KiB}; suffixes K, M, G, T are powers of 1024, case-insensitive, optionally followed by
- * B or iB. One parser for every vblk command.
+ * B or iB. One parser for every vblk command: picocli options declare it as their converter
+ * ({@code vblk bench --size}, {@code --bs}), and the daemon's parameters ({@link Params#size})
+ * call {@link #parse} for JSON strings and command-line values alike.
  */
-public final class ByteSize {
-    private ByteSize() {
+public final class ByteSizeConverter implements ITypeConverter<Long> {
+    /**
+     * Converts an option's value; picocli reports a failure as "Invalid value for option
+     * '--NAME': MESSAGE" on one line.
+     *
+     * @throws TypeConversionException naming {@code value} when it is not a size or overflows
+     */
+    @Override
+    public Long convert(String value) {
+        try {
+            return parse(value);
+        } catch (IllegalArgumentException e) {
+            throw new TypeConversionException(e.getMessage());
+        }
     }
 
     /**

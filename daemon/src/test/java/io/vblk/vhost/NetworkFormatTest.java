@@ -1,0 +1,102 @@
+package io.vblk.vhost;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
+
+/**
+ * The daemon serving a qcow2 image whose bytes qemu-nbd serves as a raw export
+ * ({@code export.add} with {@code format: qcow2} and an {@code nbd+unix://} image), verified
+ * I/O from a vhost-user frontend, an online resize through the qcow2 driver, and the refusal of
+ * a resize of a raw NBD export; then {@code qemu-img check} of the file.
+ */
+class NetworkFormatTest {
+    private static final long MIB = 1 << 20;
+
+    @TempDir
+    Path dir;
+
+    private static String run(String... cmd) throws Exception {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes());
+        assertEquals(0, p.waitFor(), String.join(" ", cmd) + ": " + out);
+        return out;
+    }
+
+    private Process serve(Path file, Path sock) throws Exception {
+        Process p = new ProcessBuilder(List.of("qemu-nbd", "-f", "raw", "-k", sock.toString(), "-x", "q", "-t", "-e", "4",
+                file.toString())).redirectErrorStream(true).redirectOutput(dir.resolve(sock.getFileName() + ".log").toFile())
+                .start();
+        for (int i = 0; i < 200 && !Files.exists(sock); i++) {
+            Thread.sleep(25);
+        }
+        assertTrue(Files.exists(sock), "qemu-nbd did not start");
+        return p;
+    }
+
+    @Test
+    @SuppressWarnings("unchecked")
+    void aQcow2ImageOnAnNbdExportServesAndGrowsOnline() throws Exception {
+        Path img = dir.resolve("q.qcow2");
+        run("qemu-img", "create", "-q", "-f", "qcow2", img.toString(), "4M");
+        run("qemu-io", "-f", "qcow2", "-c", "write -P 0x3d 1M 64k", img.toString());
+        run("truncate", "-s", "+4M", img.toString()); // room for the clusters the guest allocates
+        Path raw = dir.resolve("raw.img");
+        run("truncate", "-s", "4M", raw.toString());
+        Path nbdSock = dir.resolve("q.nbd");
+        Path rawSock = dir.resolve("r.nbd");
+        Process nbd = serve(img, nbdSock);
+        Process rawNbd = serve(raw, rawSock);
+        Path control = dir.resolve("control.sock");
+        Path vq = dir.resolve("q.sock");
+        try (DaemonRig d = new DaemonRig(control)) {
+            d.result("export.add", DaemonRig.json(Map.of("id", "q", "image", "nbd+unix:///q?socket=" + nbdSock,
+                    "format", "qcow2", "socket", vq.toString())));
+            d.result("export.add", DaemonRig.json(Map.of("id", "r", "image", "nbd+unix:///q?socket=" + rawSock,
+                    "socket", dir.resolve("r.sock").toString())));
+            DaemonTest.verifiedIo(vq, 10, 5);
+            Map<String, Object> resized = (Map<String, Object>) d.result("export.resize", "{\"id\":\"q\",\"size\":\"8M\"}");
+            assertEquals(8 * MIB, ((Number) resized.get("size_bytes")).longValue());
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(vq), g, 1)) {
+                BlkQueue q = g.queue(0, 128, true);
+                byte[] cfg = qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
+                assertEquals(8 * MIB / 512, ByteBuffer.wrap(cfg).order(ByteOrder.LITTLE_ENDIAN).getLong(0));
+                qemu.start(qemu.linuxFeatures(), true, null, q);
+                byte[] data = BlkQueue.pattern(14_000, 4096, 21);
+                q.write(14_000, data); // past the old 4 MiB end
+                assertArrayEquals(data, q.read(14_000, 4096));
+                byte[] old = q.read(2048, 4096); // 1 MiB: qemu-io's pattern
+                for (byte b : old) {
+                    assertEquals((byte) 0x3d, b);
+                }
+                qemu.stop(q);
+            }
+            Map<String, Object> refused = DaemonRig.error(d.call("export.resize", "{\"id\":\"r\",\"size\":\"8M\"}"));
+            assertEquals(-32003, ((Number) refused.get("code")).longValue(), refused.toString());
+            assertTrue(refused.get("message").toString().contains("the server owns the size"), refused.toString());
+            d.result("export.remove", "{\"id\":\"q\"}");
+        } finally {
+            nbd.destroy();
+            rawNbd.destroy();
+            nbd.waitFor();
+            rawNbd.waitFor();
+        }
+        run("qemu-img", "check", img.toString());
+        assertTrue(run("qemu-img", "info", "--output=json", img.toString()).contains("\"virtual-size\": " + 8 * MIB));
+        assertTrue(run("qemu-io", "-f", "qcow2", "-c", "read -P 0x3d 1M 64k", img.toString()).contains("read 65536"));
+    }
+}
