@@ -89,7 +89,7 @@ final class EpollWait implements AutoCloseable {
     void watchKick(DeviceQueue q) {
         EventFd k = q.kick;
         if (k != null) {
-            epoll.add(k.fd(), Linux.EPOLLIN | Linux.EPOLLET, q.index);
+            epoll.watch(k.fd(), Linux.EPOLLIN | Linux.EPOLLET, q.index);
         }
     }
 

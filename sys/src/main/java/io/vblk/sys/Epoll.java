@@ -34,6 +34,25 @@ public final class Epoll implements AutoCloseable {
         control(Linux.EPOLL_CTL_ADD, target, eventMask, data);
     }
 
+    /**
+     * Watches {@code target} like {@link #add}, or updates its registration if the kernel still
+     * holds one for the same descriptor number and open file. That happens when a descriptor was
+     * closed without {@link #remove} while another process still held its file (a frontend's
+     * eventfd), and the same file came back under the same number: epoll keeps a registration
+     * until the file itself is released, so a plain add fails with EEXIST.
+     */
+    public void watch(int target, int eventMask, long data) {
+        ctl.putInt(EVENTS_OFFSET, eventMask);
+        ctl.putLong(DATA_OFFSET, data);
+        if (Native.libc().epoll_ctl(fd, Linux.EPOLL_CTL_ADD, target, ctl.addressOffset()) == -1) {
+            int errno = Native.errno();
+            if (errno != Errno.EEXIST) {
+                throw new NativeException(errno, "epoll_ctl", fd, Linux.EPOLL_CTL_ADD, target);
+            }
+            modify(target, eventMask, data);
+        }
+    }
+
     /** Changes what {@code target} is watched for. */
     public void modify(int target, int eventMask, long data) {
         control(Linux.EPOLL_CTL_MOD, target, eventMask, data);
