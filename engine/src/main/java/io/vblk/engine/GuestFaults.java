@@ -30,6 +30,14 @@ package io.vblk.engine;
  * <li>The dedicated completion thread has an exception handler: it marks the thread's queues
  *     faulted, gives back the event's request if its completion had not, and lives on (the
  *     default handler let it die and the I/O thread then waited forever).</li>
+ * <li>A fault the JVM delivers inside the back end's reap or submit, or between the reap and
+ *     the completion route, can lose a request's completion, which no stage can see. A drain of
+ *     a quarantined queue therefore gives such requests up ({@link IoThread#settleLost}): once
+ *     the back end reports nothing in flight and nothing pending (their slots go back to the
+ *     pool), or once the queue's count has not moved for {@link IoThread#LOST_STALL_NS} while the
+ *     back end still reports work (its own bookkeeping may be what the fault broke: the slots
+ *     stay pinned until a late completion, which touches no guest memory). They are counted
+ *     {@link QueueCounters#LOST}, never completed, and the queue stays quarantined.</li>
  * <li>A quarantined queue reports needs-reset through {@link DeviceListener#queueBroken} and
  *     stays quarantined until a reset ({@link BlockDevice#reset}, {@link
  *     BlockDevice#clearQuarantine}); other devices are unaffected.</li>
