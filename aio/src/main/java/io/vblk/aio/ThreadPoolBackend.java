@@ -1,6 +1,7 @@
 package io.vblk.aio;
 
 import java.io.IOException;
+import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.nio.channels.ClosedChannelException;
 import java.nio.channels.FileChannel;
@@ -148,10 +149,22 @@ final class ThreadPoolBackend extends SlottedBackend {
         int n = pendingCount;
         countSubmitted(n);
         for (int i = 0; i < n; i++) {
-            // Never full: the queue holds as many entries as there are slots.
-            work.offer(boxes[pending[i]]);
+            Integer box = boxes[pending[i]];
+            // Never logically full (as many entries as slots), but Agrona's many-to-many queue
+            // refuses an offer onto the entry a worker has claimed and not yet released: a
+            // worker preempted inside poll() while the others cycle the ring round to it. The
+            // offer must not be dropped (the operation would be in flight for ever, and close
+            // would wait for it); the worker finishes its release as soon as it runs again.
+            while (!work.offer(box)) {
+                Thread.yield();
+            }
         }
         pendingCount = 0;
+        // Dekker with the workers (they set their idle bit, then look at the queue again): the
+        // queue's publish is a release store, which may pass our load of the idle mask; without
+        // a full fence a worker can miss the entry while we miss its bit, and everyone sleeps
+        // with work queued. Once per batch.
+        VarHandle.fullFence();
         wakeWorkers(n);
         return n;
     }
