@@ -38,6 +38,11 @@ package io.vblk.engine;
  *     back end still reports work (its own bookkeeping may be what the fault broke: the slots
  *     stay pinned until a late completion, which touches no guest memory). They are counted
  *     {@link QueueCounters#LOST}, never completed, and the queue stays quarantined.</li>
+ * <li>A fault delivered inside the I/O thread's publish into the dedicated completion ring,
+ *     between the lite blocking strategy's flag and its notify, would leave the completion thread
+ *     asleep with events published: its wait times out ({@link WaitStrategies}) and it wakes.</li>
+ * <li>io_uring's close stops waiting once the kernel owes no completion (SQ head == CQ tail),
+ *     whatever the back end's own count, which a fault inside its reap or submit may have broken.</li>
  * <li>A quarantined queue reports needs-reset through {@link DeviceListener#queueBroken} and
  *     stays quarantined until a reset ({@link BlockDevice#reset}, {@link
  *     BlockDevice#clearQuarantine}); other devices are unaffected.</li>
