@@ -34,10 +34,11 @@ package io.vblk.engine;
  *     the completion route, can lose a request's completion, which no stage can see. A drain of
  *     a quarantined queue therefore gives such requests up ({@link IoThread#settleLost}): once
  *     the back end reports nothing in flight and nothing pending (their slots go back to the
- *     pool), or once the queue's count has not moved for {@link IoThread#LOST_STALL_NS} while the
- *     back end still reports work (its own bookkeeping may be what the fault broke: the slots
- *     stay pinned until a late completion, which touches no guest memory). They are counted
- *     {@link QueueCounters#LOST}, never completed, and the queue stays quarantined.</li>
+ *     pool). They are counted {@link QueueCounters#LOST}, never completed, and the queue stays
+ *     quarantined. Never while the back end still reports work: if the fault broke the back
+ *     end's own bookkeeping, the drain keeps waiting (a hang of that queue's stop, the case
+ *     issue 10 leaves open), because giving up on an operation that may really still be
+ *     running would let the VMM unmap memory it is about to write (a JVM crash).</li>
  * <li>A fault delivered inside the I/O thread's publish into the dedicated completion ring,
  *     between the lite blocking strategy's flag and its notify, would leave the completion thread
  *     asleep with events published: its wait times out ({@link WaitStrategies}) and it wakes.</li>

@@ -374,19 +374,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         events.unwatchKick(q);
     }
 
-    /**
-     * How long a quarantined queue's drain waits without its in-flight count moving while the
-     * back end still reports work, before it gives those requests up without freeing their
-     * slots (see {@link #settleLost}).
-     */
-    static final long LOST_STALL_NS = TimeUnit.SECONDS.toNanos(10);
-
     /** One drain's view of a quarantined queue across rounds (see {@link #settleLost}). */
     static final class LostWatch {
         private static final long NO_FENCE = Long.MIN_VALUE;
         private long fence = NO_FENCE;
         private int lastInflight = -1;
-        private long sinceNs;
     }
 
     /**
@@ -400,10 +392,13 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * <ul>
      * <li>when the back end reports nothing in flight and nothing pending submit (so nothing
      *     can complete, and no I/O can touch their buffers: their slots go back to the pool);
-     * <li>or, when the back end still reports work but the queue's count has not moved for
-     *     {@link #LOST_STALL_NS} (the fault may have lost the back end's own bookkeeping):
-     *     their slots stay pinned, and a completion that still comes only frees the slot.
      * </ul>
+     * Never while the back end still reports work, however long the count has not moved: an
+     * operation that is really still running (a long zeroing ahead of it on the thread pool, a
+     * network server that stalls) may yet write into guest memory, and a drain that returned
+     * would let the VMM unmap that memory under it (a SIGSEGV the JVM cannot survive). A fault
+     * that broke the back end's own bookkeeping therefore still leaves the drain waiting: a
+     * hang of that queue, not a crash (issue 10 keeps that case open).
      * Either way only after a completion fence has passed (dedicated mode: the completion
      * thread finished every batch handed to it) and its returns were taken back. A lost
      * request is never completed into guest memory.
@@ -414,14 +409,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             w.lastInflight = -1;
             return false;
         }
-        long now = System.nanoTime();
         if (q.inflight != w.lastInflight) {
             w.lastInflight = q.inflight;
-            w.sinceNs = now;
             w.fence = LostWatch.NO_FENCE;
         }
         boolean idle = backend.inFlight() == 0 && backend.pendingSubmit() == 0;
-        if (!idle && now - w.sinceNs < LOST_STALL_NS) {
+        if (!idle) {
             w.fence = LostWatch.NO_FENCE;
             return false;
         }
