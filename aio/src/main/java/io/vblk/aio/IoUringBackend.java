@@ -293,6 +293,14 @@ final class IoUringBackend extends SlottedBackend {
     void awaitQueued() {
         while (inFlight() - deferredCount() > 0) {
             if (!hasQueuedCompletions()) {
+                flushOverflow();
+                if (sq.getIntVolatile(sqHead) - cq.getIntVolatile(cqTail) <= 0) {
+                    // The kernel owes no completion (every SQE it consumed has posted its CQE:
+                    // one each, nothing linked or skipped), yet our count says some are in
+                    // flight: a guest-memory fault the JVM delivered inside a reap or submit
+                    // broke the count (see engine GuestFaults). Waiting would never end.
+                    break;
+                }
                 long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, IoUringDescriptor.ENTER_GETEVENTS, 0);
                 if (rc < 0 && rc != -Errno.EINTR && rc != -Errno.EAGAIN && rc != -Errno.EBUSY) {
                     return;

@@ -55,6 +55,8 @@ final class ExportMetrics implements MultiCollector {
                     QueueCounters.UNSUPPORTED, null),
             new CounterMetric("vblk_disk_quarantines", "Times the queue was quarantined for a corrupt ring.",
                     QueueCounters.QUARANTINES, null),
+            new CounterMetric("vblk_disk_lost", "Requests a quarantined queue gave up: a guest-memory fault lost their completion.",
+                    QueueCounters.LOST, null),
             new CounterMetric("vblk_disk_throttled", "Pop passes held back by the IOPS or bandwidth limit.",
                     QueueCounters.THROTTLED, null),
             new CounterMetric("vblk_disk_kicks", "Guest notifications received.", QueueCounters.KICKS, null),

@@ -13,6 +13,12 @@ final class BlkRequest {
     static final byte CLAIMED = 1;
     /** Owned by the back end or the completion path. */
     static final byte HANDED = 2;
+    /**
+     * Given up by a quarantined queue's drain while the back end may still hold it (see
+     * {@link IoThread#settleLost}): pinned, out of its queue's in-flight count; a late completion
+     * only gives the slot back, never touches guest memory.
+     */
+    static final byte LOST = 3;
 
     /** Slot index, the user data handed to the back end. */
     final int slot;
@@ -36,7 +42,7 @@ final class BlkRequest {
     long error;
     /** Status to write when the request completes without reaching the back end. */
     byte immediateStatus;
-    /** Where the request is (FREE, CLAIMED, HANDED); I/O thread only. */
+    /** Where the request is (FREE, CLAIMED, HANDED, LOST); I/O thread only. */
     byte stage;
     /** Set when its completion gives it back (so a failure handler does not give it back twice). */
     boolean finished;

@@ -355,7 +355,8 @@ public final class BlockDevice implements AutoCloseable {
     /**
      * Stops queue {@code q} and drains it: returns only when every request it had popped has
      * completed and been pushed to the used ring. Returns the state to resume from. A quarantined
-     * queue stops too (and stays quarantined).
+     * queue stops too (and stays quarantined); requests a guest-memory fault made impossible to
+     * complete are given up and counted {@link QueueCounters#LOST} instead (see {@link GuestFaults}).
      */
     public QueueState stopQueue(int q) {
         DeviceQueue queue = queue(q);
@@ -363,6 +364,7 @@ public final class BlockDevice implements AutoCloseable {
         CompletableFuture<QueueState> done = new CompletableFuture<>();
         thread.submitCommand(new InboxEvent.Command() {
             private boolean begun;
+            private final IoThread.LostWatch lost = new IoThread.LostWatch();
 
             @Override
             public boolean run(IoThread t) {
@@ -375,7 +377,7 @@ public final class BlockDevice implements AutoCloseable {
                 }
                 // Drained means completed AND pushed: in dedicated mode the completion thread
                 // may still owe the used.idx publish of requests already back in the pool.
-                if (queue.inflight > 0 || queue.dirty) {
+                if ((queue.inflight > 0 || queue.dirty) && !t.settleLost(queue, lost)) {
                     return false;
                 }
                 if (queue.state == QueueLifecycle.STOPPING) {
@@ -413,9 +415,10 @@ public final class BlockDevice implements AutoCloseable {
     /** Waits until {@code queue} has nothing in flight and nothing unpublished; changes no state. */
     private void drain(DeviceQueue queue) {
         CompletableFuture<Void> done = new CompletableFuture<>();
+        IoThread.LostWatch lost = new IoThread.LostWatch();
         threadOfQueue[queue.index].submitCommand(t -> {
             t.flushCompletions();
-            if (queue.inflight > 0 || queue.dirty) {
+            if ((queue.inflight > 0 || queue.dirty) && !t.settleLost(queue, lost)) {
                 return false;
             }
             done.complete(null);

@@ -53,6 +53,15 @@ final class CompletionPath {
 
     /** One back-end operation of {@code r} finished with {@code result} (bytes, or -errno). */
     void complete(BlkRequest r, long result) {
+        if (r.stage == BlkRequest.LOST) {
+            // Its queue's drain gave it up (see IoThread#settleLost): the guest no longer waits
+            // for it, and its memory may have been reset since; only the slot comes back.
+            if (result == IMMEDIATE || --r.pendingOps <= 0) {
+                r.finished = true;
+                releaser.release(r);
+            }
+            return;
+        }
         if (result != IMMEDIATE) {
             if (result < 0) {
                 r.error = result;
@@ -149,6 +158,9 @@ final class CompletionPath {
         batchClockRead = false;
         for (int i = 0; i < dirtyCount; i++) {
             DeviceQueue q = dirty[i];
+            if (q == null) {
+                continue; // a fault the JVM delivered in an earlier pass, after it cleared the entry
+            }
             dirty[i] = null;
             boolean notify = false;
             if (q.faultReason == null) {

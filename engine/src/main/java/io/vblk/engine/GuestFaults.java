@@ -30,6 +30,20 @@ package io.vblk.engine;
  * <li>The dedicated completion thread has an exception handler: it marks the thread's queues
  *     faulted, gives back the event's request if its completion had not, and lives on (the
  *     default handler let it die and the I/O thread then waited forever).</li>
+ * <li>A fault the JVM delivers inside the back end's reap or submit, or between the reap and
+ *     the completion route, can lose a request's completion, which no stage can see. A drain of
+ *     a quarantined queue therefore gives such requests up ({@link IoThread#settleLost}): once
+ *     the back end reports nothing in flight and nothing pending (their slots go back to the
+ *     pool). They are counted {@link QueueCounters#LOST}, never completed, and the queue stays
+ *     quarantined. Never while the back end still reports work: if the fault broke the back
+ *     end's own bookkeeping, the drain keeps waiting (a hang of that queue's stop, the case
+ *     issue 10 leaves open), because giving up on an operation that may really still be
+ *     running would let the VMM unmap memory it is about to write (a JVM crash).</li>
+ * <li>A fault delivered inside the I/O thread's publish into the dedicated completion ring,
+ *     between the lite blocking strategy's flag and its notify, would leave the completion thread
+ *     asleep with events published: its wait times out ({@link WaitStrategies}) and it wakes.</li>
+ * <li>io_uring's close stops waiting once the kernel owes no completion (SQ head == CQ tail),
+ *     whatever the back end's own count, which a fault inside its reap or submit may have broken.</li>
  * <li>A quarantined queue reports needs-reset through {@link DeviceListener#queueBroken} and
  *     stays quarantined until a reset ({@link BlockDevice#reset}, {@link
  *     BlockDevice#clearQuarantine}); other devices are unaffected.</li>

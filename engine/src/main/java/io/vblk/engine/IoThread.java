@@ -374,6 +374,70 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         events.unwatchKick(q);
     }
 
+    /** One drain's view of a quarantined queue across rounds (see {@link #settleLost}). */
+    static final class LostWatch {
+        private static final long NO_FENCE = Long.MIN_VALUE;
+        private long fence = NO_FENCE;
+        private int lastInflight = -1;
+    }
+
+    /**
+     * Called by a drain (stop, drain, close) each round while {@code q} still counts requests in
+     * flight or unpublished (I/O thread only). A guest-memory fault the JVM delivers late (see
+     * {@link GuestFaults}) can land inside the back end's reap or submit, or between the reap
+     * and the completion route, and lose a completion: the request then stays counted in
+     * flight and the drain would wait forever. So, on a quarantined queue only (the fault
+     * quarantined it), returns true once it has given such requests up as {@link
+     * QueueCounters#LOST} (the queue stays quarantined: needs-reset):
+     * <ul>
+     * <li>when the back end reports nothing in flight and nothing pending submit (so nothing
+     *     can complete, and no I/O can touch their buffers: their slots go back to the pool);
+     * </ul>
+     * Never while the back end still reports work, however long the count has not moved: an
+     * operation that is really still running (a long zeroing ahead of it on the thread pool, a
+     * network server that stalls) may yet write into guest memory, and a drain that returned
+     * would let the VMM unmap that memory under it (a SIGSEGV the JVM cannot survive). A fault
+     * that broke the back end's own bookkeeping therefore still leaves the drain waiting: a
+     * hang of that queue, not a crash (issue 10 keeps that case open).
+     * Either way only after a completion fence has passed (dedicated mode: the completion
+     * thread finished every batch handed to it) and its returns were taken back. A lost
+     * request is never completed into guest memory.
+     */
+    boolean settleLost(DeviceQueue q, LostWatch w) {
+        if (q.state != QueueLifecycle.BROKEN) {
+            w.fence = LostWatch.NO_FENCE;
+            w.lastInflight = -1;
+            return false;
+        }
+        if (q.inflight != w.lastInflight) {
+            w.lastInflight = q.inflight;
+            w.fence = LostWatch.NO_FENCE;
+        }
+        boolean idle = backend.inFlight() == 0 && backend.pendingSubmit() == 0;
+        if (!idle) {
+            w.fence = LostWatch.NO_FENCE;
+            return false;
+        }
+        if (w.fence == LostWatch.NO_FENCE) {
+            w.fence = route.fence();
+            return false;
+        }
+        if (!route.passed(w.fence)) {
+            return false;
+        }
+        route.reclaim();
+        route.endOfBatch();
+        if (q.inflight > 0) {
+            // Re-read: nothing was submitted since (the queue pops nothing), so idle still holds
+            // unless the back end finished something of another queue meanwhile.
+            boolean free = backend.inFlight() == 0 && backend.pendingSubmit() == 0;
+            dispatcher.giveUpLost(q, free);
+        }
+        // A used.idx publish a fault cut short stays undone: the queue's memory is not touched again.
+        q.dirty = false;
+        return true;
+    }
+
     /** Publishes immediate completions left from control work (I/O thread only). */
     void flushCompletions() {
         route.endOfBatch();

@@ -12,7 +12,7 @@ import org.agrona.concurrent.UnsafeBuffer;
  * separate cache lines so that dedicated threads do not false-share.
  *
  * <pre>
- *  line 0 (request side):    REQUESTS, BYTES, BATCHES, SUBMITS, QUARANTINES, THROTTLED, KICKS
+ *  line 0 (request side):    REQUESTS, BYTES, BATCHES, SUBMITS, QUARANTINES, THROTTLED, KICKS, LOST
  *  line 1 (completion side): COMPLETIONS, ERRORS, UNSUPPORTED, INTERRUPTS, INTERRUPTS_SUPPRESSED
  *  line 2 (request side):    READS, WRITES, FLUSHES, DISCARDS, WRITE_ZEROES
  * </pre>
@@ -32,6 +32,12 @@ public final class QueueCounters {
     public static final int THROTTLED = 5;
     /** Kicks received (method calls and eventfd wake-ups). */
     public static final int KICKS = 6;
+    /**
+     * Requests a quarantined queue's drain gave up on: a guest-memory fault the JVM delivered
+     * inside the back end's reap or submit lost their completion (see {@code GuestFaults}).
+     * Never completed into guest memory; the queue stays quarantined until a reset.
+     */
+    public static final int LOST = 7;
     /** Requests completed and pushed to the used ring. */
     public static final int COMPLETIONS = 8;
     /** Requests completed with IOERR (or without a status byte). */
@@ -65,6 +71,7 @@ public final class QueueCounters {
         NAMES[QUARANTINES] = "quarantines";
         NAMES[THROTTLED] = "throttled";
         NAMES[KICKS] = "kicks";
+        NAMES[LOST] = "lost";
         NAMES[COMPLETIONS] = "completions";
         NAMES[ERRORS] = "errors";
         NAMES[UNSUPPORTED] = "unsupported";

@@ -179,7 +179,9 @@ final class RequestDispatcher {
         if (r.stage == BlkRequest.FREE) {
             return; // already reclaimed after an exception: count it once
         }
-        r.queue.inflight--;
+        if (r.stage != BlkRequest.LOST) { // a lost one left its queue's count when it was given up
+            r.queue.inflight--;
+        }
         pool.release(r);
     }
 
@@ -203,6 +205,31 @@ final class RequestDispatcher {
                 pool.release(r);
             }
         }
+    }
+
+    /**
+     * Gives up every request {@code q} still counts in flight (I/O thread, on a quarantined
+     * queue whose drain found they can never complete, see {@link IoThread#settleLost}): counts
+     * them {@link QueueCounters#LOST} and zeroes the queue's in-flight count. With {@code free}
+     * (the back end has nothing in flight: no I/O can touch their buffers) their slots go back
+     * to the pool; without, they stay pinned as {@link BlkRequest#LOST} until a late completion
+     * returns them. Returns how many were given up.
+     */
+    int giveUpLost(DeviceQueue q, boolean free) {
+        for (int i = 0, n = pool.size(); i < n; i++) {
+            BlkRequest r = pool.get(i);
+            if (r.queue == q && (r.stage == BlkRequest.HANDED || r.stage == BlkRequest.CLAIMED)) {
+                if (free) {
+                    pool.release(r);
+                } else {
+                    r.stage = BlkRequest.LOST;
+                }
+            }
+        }
+        int lost = Math.max(0, q.inflight);
+        q.counters.add(QueueCounters.LOST, lost);
+        q.inflight = 0;
+        return lost;
     }
 
     /** Stops {@code q} popping (sticky until a reset); its owner hears why first. */

@@ -3,7 +3,7 @@ package io.vblk.engine;
 import java.util.concurrent.TimeUnit;
 
 import com.lmax.disruptor.BusySpinWaitStrategy;
-import com.lmax.disruptor.LiteBlockingWaitStrategy;
+import com.lmax.disruptor.LiteTimeoutBlockingWaitStrategy;
 import com.lmax.disruptor.PhasedBackoffWaitStrategy;
 import com.lmax.disruptor.SleepingWaitStrategy;
 import com.lmax.disruptor.YieldingWaitStrategy;
@@ -22,10 +22,24 @@ final class WaitStrategies {
             case SLEEPING:
                 return new SleepingWaitStrategy(200, tuning.sleepNs());
             case BLOCKING:
-                return new LiteBlockingWaitStrategy();
+                return liteBlocking();
             default:
                 long spinNs = Math.max(1_000, tuning.pollNs() / 2);
-                return PhasedBackoffWaitStrategy.withLiteLock(spinNs, spinNs, TimeUnit.NANOSECONDS);
+                return new PhasedBackoffWaitStrategy(spinNs, spinNs, TimeUnit.NANOSECONDS, liteBlocking());
         }
     }
+
+    /**
+     * The lite blocking wait, with a timeout: a guest-memory fault the JVM delivers on the I/O
+     * thread inside a publish, after the lite strategy cleared its "signal needed" flag and
+     * before it notified (see GuestFaults), would otherwise leave the completion thread asleep
+     * for good with events published, and every drain waiting on it. The timeout bounds that
+     * to {@link #BLOCKING_WAKE_MS}; the signalling cost per publish is unchanged.
+     */
+    private static com.lmax.disruptor.WaitStrategy liteBlocking() {
+        return new LiteTimeoutBlockingWaitStrategy(BLOCKING_WAKE_MS, TimeUnit.MILLISECONDS);
+    }
+
+    /** The longest a blocked completion thread sleeps without a signal. */
+    static final long BLOCKING_WAKE_MS = 100;
 }
