@@ -20,10 +20,10 @@ import io.vblk.aio.CompletionSink;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.aio.IoBackend;
-import io.vblk.aio.IoVector;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.FaultPoints;
+import io.vblk.testkit.ForwardingBackend;
 import io.vblk.testkit.SplitQueueDriver;
 
 /**
@@ -108,12 +108,11 @@ class LostCompletionTest {
     }
 
     /** A real back end whose completion sink throws the JVM's guest-memory fault once, when armed. */
-    private static final class LosingBackend implements IoBackend {
-        private final IoBackend real;
+    private static final class LosingBackend extends ForwardingBackend {
         volatile boolean armed;
 
         LosingBackend(IoBackend real) {
-            this.real = real;
+            super(real);
         }
 
         @Override
@@ -125,71 +124,6 @@ class LostCompletionTest {
                 }
                 sink.complete(userData, result);
             }, max);
-        }
-
-        @Override
-        public int depth() {
-            return real.depth();
-        }
-
-        @Override
-        public int freeSlots() {
-            return real.freeSlots();
-        }
-
-        @Override
-        public int prepareRead(long offset, IoVector buffers, long userData) {
-            return real.prepareRead(offset, buffers, userData);
-        }
-
-        @Override
-        public int prepareWrite(long offset, IoVector buffers, long userData) {
-            return real.prepareWrite(offset, buffers, userData);
-        }
-
-        @Override
-        public int prepareFlush(long userData) {
-            return real.prepareFlush(userData);
-        }
-
-        @Override
-        public int prepareDiscard(long offset, long length, long userData) {
-            return real.prepareDiscard(offset, length, userData);
-        }
-
-        @Override
-        public int prepareWriteZeroes(long offset, long length, boolean mayUnmap, long userData) {
-            return real.prepareWriteZeroes(offset, length, mayUnmap, userData);
-        }
-
-        @Override
-        public int submit() {
-            return real.submit();
-        }
-
-        @Override
-        public int pendingSubmit() {
-            return real.pendingSubmit();
-        }
-
-        @Override
-        public int inFlight() {
-            return real.inFlight();
-        }
-
-        @Override
-        public EventFd completionEvent() {
-            return real.completionEvent();
-        }
-
-        @Override
-        public int awaitCompletions(int timeoutMs) {
-            return real.awaitCompletions(timeoutMs);
-        }
-
-        @Override
-        public void close() {
-            real.close();
         }
     }
 

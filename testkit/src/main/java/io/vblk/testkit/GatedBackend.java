@@ -25,11 +25,10 @@ import io.vblk.sys.EventFd;
  * </ul>
  * Everything else goes to the real back end.
  */
-public final class GatedBackend implements IoBackend {
+public final class GatedBackend extends ForwardingBackend {
     private record Held(long userData, long length) {
     }
 
-    private final IoBackend real;
     private final Set<Long> heldOffsets;
     private final Queue<Long> writeOffsets;
     private final Queue<Held> held = new ConcurrentLinkedQueue<>();
@@ -42,7 +41,7 @@ public final class GatedBackend implements IoBackend {
     }
 
     private GatedBackend(IoBackend real, boolean open, Set<Long> heldOffsets, Queue<Long> writeOffsets) {
-        this.real = real;
+        super(real);
         this.open = open;
         this.heldOffsets = heldOffsets;
         this.writeOffsets = writeOffsets;
@@ -78,21 +77,6 @@ public final class GatedBackend implements IoBackend {
     }
 
     @Override
-    public int depth() {
-        return real.depth();
-    }
-
-    @Override
-    public int freeSlots() {
-        return real.freeSlots();
-    }
-
-    @Override
-    public int prepareRead(long offset, IoVector buffers, long userData) {
-        return real.prepareRead(offset, buffers, userData);
-    }
-
-    @Override
     public int prepareWrite(long offset, IoVector buffers, long userData) {
         if (writeOffsets != null) {
             writeOffsets.add(offset);
@@ -102,31 +86,6 @@ public final class GatedBackend implements IoBackend {
             return 0;
         }
         return real.prepareWrite(offset, buffers, userData);
-    }
-
-    @Override
-    public int prepareFlush(long userData) {
-        return real.prepareFlush(userData);
-    }
-
-    @Override
-    public int prepareDiscard(long offset, long length, long userData) {
-        return real.prepareDiscard(offset, length, userData);
-    }
-
-    @Override
-    public int prepareWriteZeroes(long offset, long length, boolean mayUnmap, long userData) {
-        return real.prepareWriteZeroes(offset, length, mayUnmap, userData);
-    }
-
-    @Override
-    public int submit() {
-        return real.submit();
-    }
-
-    @Override
-    public int pendingSubmit() {
-        return real.pendingSubmit();
     }
 
     @Override
@@ -148,11 +107,6 @@ public final class GatedBackend implements IoBackend {
             }
         }
         return done + real.poll(sink, max - done);
-    }
-
-    @Override
-    public EventFd completionEvent() {
-        return real.completionEvent();
     }
 
     @Override
