@@ -83,6 +83,27 @@ public interface IoBackend extends Drainable, AutoCloseable {
     EventFd completionEvent();
 
     /**
+     * Offers to reap on the submitting thread: the caller promises to call {@link #poll} on the
+     * thread that submits and to check {@link #completionsReady()} before it sleeps on
+     * {@link #completionEvent()}. A back end that accepts (returns true) then no longer raises its
+     * completion event for operations it finishes inside {@link #submit()} (everything of the null
+     * back end, operations that failed before reaching the kernel): the submitter finds them
+     * through {@link #completionsReady()}, which saves an eventfd write per submit and the
+     * wake-up it causes. Call once, before the first prepare. By default the offer is declined.
+     */
+    default boolean reapOnSubmittingThread() {
+        return false;
+    }
+
+    /**
+     * Whether completions wait for {@link #poll} that raised no completion event (only after
+     * {@link #reapOnSubmittingThread()} accepted; false otherwise). Submitting thread.
+     */
+    default boolean completionsReady() {
+        return false;
+    }
+
+    /**
      * Resets the completion source after it woke the caller, before {@link #poll}: reads the
      * eventfd. A back end whose source is not an eventfd (an epoll descriptor over sockets)
      * overrides this.

@@ -95,6 +95,22 @@ public interface BlockDriver extends Drainable, AutoCloseable {
      */
     int poll(CompletionSink sink, int max);
 
+    /**
+     * Offers to reap on the I/O thread that submits (see {@link
+     * io.vblk.aio.IoBackend#reapOnSubmittingThread()}): the I/O thread checks {@link
+     * #completionsReady()} after it submits and before it sleeps. A driver that accepts (true)
+     * may then leave requests it finished inside {@link #submit()} without raising a completion
+     * source. Declined by default.
+     */
+    default boolean reapOnSubmittingThread() {
+        return false;
+    }
+
+    /** Whether finished requests wait for {@link #poll} without a raised completion source. */
+    default boolean completionsReady() {
+        return false;
+    }
+
     /** How many completion sources the I/O thread should watch (0 or more). */
     int completionSources();
 

@@ -156,6 +156,16 @@ public final class RawDriver implements BlockDriver {
     }
 
     @Override
+    public boolean reapOnSubmittingThread() {
+        return backend.reapOnSubmittingThread();
+    }
+
+    @Override
+    public boolean completionsReady() {
+        return backend.completionsReady();
+    }
+
+    @Override
     public int completionSources() {
         return backend.completionEvent() == null ? 0 : 1;
     }

@@ -57,6 +57,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     /** The shared thread that runs this one's rounds, or null when it has a thread of its own. */
     private SharedIoThread shared;
     private long submittedBatches;
+    /**
+     * The back end accepted to leave what it finishes inside {@code submit()} unsignalled: this
+     * thread reaps it in the same round (and checks before it sleeps) instead of taking an
+     * eventfd round trip through epoll.
+     */
+    private final boolean reapsOnSubmit;
 
     IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
              DeviceQueue[] queues, BlockDriver backend) {
@@ -84,6 +90,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         dispatcher.route(route);
         this.idle = IdleStrategies.forIoThread(tuning, clock, this);
         this.events = new EpollWait(queues, backend);
+        this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
@@ -246,14 +253,21 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 prepared += dispatcher.popQueue(q, nowNs);
             }
         }
-        if (prepared > 0) {
-            route.endOfBatch(); // immediate completions of this round
-        }
+        int finished = 0;
         if (backend.pendingSubmit() > 0) {
             backend.submit();
             submittedBatches++;
+            if (reapsOnSubmit && backend.completionsReady()) {
+                // Finished inside submit (the null back end, a refused operation): complete them
+                // in this round, in one used.idx publish and interrupt with the immediate
+                // completions, instead of an eventfd write, an epoll wake-up and another round.
+                finished = backend.poll(route, dispatcher.pool().size());
+            }
         }
-        return work + prepared;
+        if (prepared > 0 || finished > 0) {
+            route.endOfBatch(); // immediate completions of this round, and those finished in submit
+        }
+        return work + prepared + finished;
     }
 
     private boolean onInboxEvent(InboxEvent event, long sequence, boolean endOfBatch) {
@@ -313,7 +327,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         events.sleeping(true);
         int timeoutMs = -1;
         boolean abort = inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
-                || backend.pendingSubmit() > 0 || route.hasReturns();
+                || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady();
         long now = clock.nanoTime();
         for (int i = 0; i < queues.length && !abort; i++) {
             DeviceQueue q = queues[i];
