@@ -117,4 +117,38 @@ class SmallPartsTest {
         }
         assertThrows(IllegalArgumentException.class, () -> IoBackends.open(BackendKind.THREADS, null, 4));
     }
+
+    @Test
+    void aSubmitterThatReapsGetsTheNullBackEndsCompletionsWithoutAnEventfdWrite() {
+        IoVector v = new IoVector(1);
+        v.add(0, 4096);
+        try (IoBackend io = IoBackends.open(BackendKind.NULL, null, 4)) {
+            // Declined offer (the default): a submit that finished operations raises the eventfd.
+            assertEquals(0, io.prepareRead(0, v, 0));
+            assertEquals(1, io.submit());
+            assertFalse(io.completionsReady(), "nothing promised without the offer");
+            assertEquals(1, io.completionEvent().await(0), "the eventfd was written");
+            assertEquals(1, io.poll(new Recorder(4), 4));
+        }
+        try (IoBackend io = IoBackends.open(BackendKind.NULL, null, 4)) {
+            assertTrue(io.reapOnSubmittingThread(), "the null back end takes the offer");
+            assertFalse(io.completionsReady());
+            assertEquals(0, io.prepareRead(0, v, 0));
+            assertEquals(0, io.prepareFlush(1));
+            assertFalse(io.completionsReady(), "prepared, not yet performed");
+            assertEquals(2, io.pendingSubmit());
+            assertEquals(2, io.submit());
+            assertTrue(io.completionsReady(), "finished inside submit, waiting for poll");
+            assertEquals(0, io.completionEvent().await(0), "and no eventfd write for them");
+            assertEquals(2, io.inFlight(), "counted in flight until reaped");
+            Recorder rec = new Recorder(4);
+            assertEquals(1, io.poll(rec, 1), "a poll stopped at max");
+            assertTrue(io.completionsReady(), "the rest is still reported");
+            assertEquals(1, io.poll(rec, 4));
+            assertFalse(io.completionsReady());
+            assertEquals(0, io.inFlight());
+            assertEquals(4096, rec.result(0));
+            assertEquals(0, rec.result(1));
+        }
+    }
 }

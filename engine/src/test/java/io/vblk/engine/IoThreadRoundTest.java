@@ -1,6 +1,7 @@
 package io.vblk.engine;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.HdrHistogram.Histogram;
@@ -39,6 +40,43 @@ class IoThreadRoundTest {
             assertEquals(0, rig.thread.doWork(), "idle again");
             assertEquals(3, rig.queue.counters.get(QueueCounters.COMPLETIONS));
             assertEquals(1, rig.queue.counters.get(QueueCounters.INTERRUPTS), "one interrupt for the batch");
+        }
+    }
+
+    @Test
+    @DisplayName("a back end that finishes in submit (null): popped, submitted and completed in one round, one interrupt, no eventfd")
+    void nullBackEndCompletesInTheSubmittingRound() {
+        try (RoundRig rig = new RoundRig(inline(), null, true)) {
+            rig.offerReads(3);
+            rig.clock.update(1_000_000);
+            assertEquals(6, rig.thread.doWork(), "three popped and three completed");
+            assertEquals(0, rig.queue.inflight, "every slot back in the pool");
+            assertEquals(3, rig.reapAll(), "used.idx published in the same round");
+            for (int slot = 0; slot < 3; slot++) {
+                assertEquals(BlkRequestDescriptor.S_OK, rig.status(slot));
+            }
+            assertEquals(1, rig.queue.counters.get(QueueCounters.INTERRUPTS), "one interrupt for the round");
+            assertEquals(1, rig.interrupt.read(), "the call eventfd was written once");
+            assertFalse(rig.io.completionsReady());
+            assertEquals(0, rig.io.completionEvent().await(0), "no completion eventfd write, so no epoll wake-up to come");
+            assertEquals(0, rig.thread.doWork(), "idle: nothing left for a later round");
+            assertEquals(-1, rig.thread.prepareSleep(), "and the thread may sleep without a timeout");
+            rig.thread.finishSleep();
+        }
+    }
+
+    @Test
+    @DisplayName("a refused request and a null-back-end read in one round share one used.idx publish and one interrupt")
+    void immediateAndSubmitFinishedShareOneBatch() {
+        try (RoundRig rig = new RoundRig(inline(), null, true)) {
+            rig.addRead(0);
+            rig.add(0x7fff, 0); // an unsupported type: refused by the parser, completed immediately
+            rig.driver.publishAvail();
+            rig.thread.doWork();
+            assertEquals(2, rig.reapAll());
+            assertEquals(BlkRequestDescriptor.S_OK, rig.status(0));
+            assertEquals(BlkRequestDescriptor.S_UNSUPP, rig.status(1));
+            assertEquals(1, rig.queue.counters.get(QueueCounters.INTERRUPTS), "one interrupt for both");
         }
     }
 

@@ -7,19 +7,25 @@ import org.agrona.UnsafeApi;
 import org.agrona.concurrent.CachedNanoClock;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
 import io.vblk.block.RawDriver;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.vring.QueueState;
+import io.vblk.testkit.ForwardingBackend;
 import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * One {@link IoThread} that is never started, one running queue and a guest driver in real
- * memfd guest memory, over the null back end (every operation completes at the next poll): a
- * test drives the rounds itself by calling {@link IoThread#doWork()}, and sets the time with
- * the injected {@link CachedNanoClock}. No thread runs unless the test starts the completion
- * route.
+ * memfd guest memory, over the null back end: a test drives the rounds itself by calling
+ * {@link IoThread#doWork()}, and sets the time with the injected {@link CachedNanoClock}. No
+ * thread runs unless the test starts the completion route.
+ *
+ * <p>By default the null back end sits behind a {@link ForwardingBackend} that declines {@link
+ * IoBackend#reapOnSubmittingThread()}, so every operation completes at the next round's poll
+ * (through its eventfd), as a kernel back end's would; {@code sameRound} gives the I/O thread
+ * the null back end itself, which finishes operations in the round that submitted them.
  */
 final class RoundRig implements AutoCloseable {
     static final int QUEUE_SIZE = 64;
@@ -37,7 +43,13 @@ final class RoundRig implements AutoCloseable {
     private final long statuses = driver.allocate(QUEUE_SIZE, 1);
     private final long data = driver.allocate(4096L * QUEUE_SIZE, 4096);
 
+    final IoBackend io;
+
     RoundRig(Tuning tuning, Throttle throttle) {
+        this(tuning, throttle, false);
+    }
+
+    RoundRig(Tuning tuning, Throttle throttle, boolean sameRound) {
         BlkConfig config = BlkConfig.builder(CAPACITY).queueSize(QUEUE_SIZE).build();
         DeviceModel model = new DeviceModel(config);
         model.negotiate(config.offeredFeatures());
@@ -56,7 +68,10 @@ final class RoundRig implements AutoCloseable {
                 broken.add(reason);
             }
         };
-        RawDriver backend = new RawDriver(IoBackends.open(BackendKind.NULL, null, 64), CAPACITY, false, true);
+        IoBackend nul = IoBackends.open(BackendKind.NULL, null, 64);
+        io = sameRound ? nul : new ForwardingBackend(nul) {
+        };
+        RawDriver backend = new RawDriver(io, CAPACITY, false, true);
         thread = new IoThread(0, model, tuning, throttle, listener, new DeviceQueue[] {queue}, backend, clock);
     }
 
