@@ -13,6 +13,7 @@ import picocli.CommandLine.Spec;
 
 import io.vblk.daemon.VblkCommand;
 import io.vblk.daemon.Version;
+import io.vblk.perf.vhost.VhostUserContender;
 
 /**
  * {@code vblk bench}: measures vblk's data plane the way fio measures a disk. Without options it
@@ -72,6 +73,7 @@ public final class BenchCommand implements Callable<Integer> {
     @Override
     public Integer call() {
         options.check();
+        VhostUserContender.blockingEventFds(options.blockingEventFds);
         List<String> args = arguments();
         try {
             return options.compare ? new CompareSuite(options, args, out, err).run() : new WorkloadRun(options, args, out, err).run();

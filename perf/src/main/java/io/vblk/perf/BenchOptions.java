@@ -168,6 +168,10 @@ final class BenchOptions {
             + "others, so two builds meet the same load"})
     String serveCommandB;
 
+    @Option(names = "--blocking-eventfds", description = {"vhost-user: give the backend blocking kick/call eventfds "
+            + "(default: non-blocking, as QEMU and Cloud Hypervisor create them)"})
+    boolean blockingEventFds;
+
     @Option(names = "--fio-batch", paramLabel = "N", defaultValue = "32",
             description = "fio's iodepth_batch_submit / _complete_max (default ${DEFAULT-VALUE})")
     int fioBatch;

@@ -37,6 +37,17 @@ import io.vblk.testkit.VhostUserFrontend;
 public final class VhostUserContender implements Contender {
     private static final long CONNECT_TIMEOUT_MS = 20_000;
     private static final int MIB = 1 << 20;
+    /**
+     * Whether the guest's kick, call and error eventfds are blocking (process-wide, set once by
+     * the command). Non-blocking by default, as every real frontend creates them (QEMU's
+     * event_notifier_init and Cloud Hypervisor's EventFd both pass EFD_NONBLOCK). The difference
+     * matters to a backend that signals a descriptor it does not own without ever blocking:
+     * {@code vblk serve} writes the call eventfd through io_uring, which performs a write to a
+     * non-blocking eventfd inline but hands one to a blocking eventfd to a kernel worker thread
+     * (a wake-up and two context switches per interrupt), while qemu-storage-daemon writes it
+     * directly.
+     */
+    private static volatile boolean blockingEventFds;
 
     private final Path socket;
     private final String target;
@@ -61,6 +72,11 @@ public final class VhostUserContender implements Contender {
         this.backendPid = backendPid;
     }
 
+    /** Makes the guest's eventfds of every later run blocking (true) or non-blocking (false, the default). */
+    public static void blockingEventFds(boolean value) {
+        blockingEventFds = value;
+    }
+
     @Override
     public String label() {
         return target + " at " + socket;
@@ -76,9 +92,10 @@ public final class VhostUserContender implements Contender {
         try (VhostUserFrontend frontend = VhostUserFrontend.connect(socket, CONNECT_TIMEOUT_MS)) {
             long pid = backendPid > 0 ? backendPid : frontend.peerPid();
             long features = negotiate(frontend, w);
+            boolean nonBlocking = !blockingEventFds;
             for (int q = 0; q < queues; q++) {
-                calls[q] = EventFd.create(false);
-                errs[q] = EventFd.create(false);
+                calls[q] = EventFd.create(nonBlocking);
+                errs[q] = EventFd.create(nonBlocking);
                 frontend.setVringFd(VhostUserFrontend.SET_VRING_CALL, q, calls[q].fd());
                 frontend.setVringFd(VhostUserFrontend.SET_VRING_ERR, q, errs[q].fd());
             }
@@ -102,7 +119,7 @@ public final class VhostUserContender implements Contender {
                     frontend.setVringState(VhostUserFrontend.SET_VRING_BASE, q, 0);
                     frontend.setVringAddr(q, host + guestQueues[q].driver().descGpa(), host + guestQueues[q].driver().usedGpa(),
                             host + guestQueues[q].driver().availGpa());
-                    kicks[q] = EventFd.create(false);
+                    kicks[q] = EventFd.create(nonBlocking);
                     frontend.setVringFd(VhostUserFrontend.SET_VRING_KICK, q, kicks[q].fd());
                 }
                 for (int q = 0; q < queues; q++) {
