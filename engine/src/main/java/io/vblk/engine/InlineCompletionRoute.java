@@ -52,6 +52,11 @@ final class InlineCompletionRoute implements CompletionRoute {
     }
 
     @Override
+    public long interruptsSignalled() {
+        return completions.interruptsSignalled();
+    }
+
+    @Override
     public boolean ownsThread() {
         return false;
     }
