@@ -56,7 +56,6 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private long grows;
     private long shrinks;
     private long preemptions;
-    private long driverWaits;
 
     AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper) {
         if (initialPollNs < 0 || maxPollNs < 0) {
@@ -84,14 +83,6 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         if (!polling) {
             polling = true;
             pollStartNs = now;
-            if (sleeper.driverMustRunFirst()) {
-                // The driver was just interrupted and nothing is in flight: no poll can find
-                // work before it has run, so give the CPU up at once, window untouched.
-                driverWaits++;
-                lastRoundNs = now;
-                sleep(false);
-                return;
-            }
         } else if (now - lastRoundNs > PREEMPTED_GAP_NS) {
             preemptions++;
             if (windowNs > 0) {
@@ -166,11 +157,6 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
 
     long preemptions() {
         return preemptions;
-    }
-
-    /** Sleeps taken at once because the driver had to run first ({@link KernelSleep#driverMustRunFirst()}). */
-    long driverWaits() {
-        return driverWaits;
     }
 
     @Override

@@ -39,8 +39,6 @@ final class CompletionPath {
      */
     private long batchNowNs;
     private boolean batchClockRead;
-    /** Interrupts signalled so far (the thread that runs this path writes and reads it). */
-    private long interruptsSignalled;
 
     /** Latencies, when recorded, are read from {@code clock} (the I/O thread's, for tests). */
     CompletionPath(int maxQueues, boolean recordLatency, NanoClock clock) {
@@ -155,11 +153,6 @@ final class CompletionPath {
         }
     }
 
-    /** Interrupts signalled so far (on the thread that runs this path). */
-    long interruptsSignalled() {
-        return interruptsSignalled;
-    }
-
     /** End of a completion batch: one used.idx publish and at most one interrupt per queue. */
     void endOfBatch() {
         batchClockRead = false;
@@ -193,7 +186,6 @@ final class CompletionPath {
                     q.faultReason = "interrupt failed: " + e;
                 }
                 q.counters.increment(QueueCounters.INTERRUPTS);
-                interruptsSignalled++;
             } else {
                 q.counters.increment(QueueCounters.INTERRUPTS_SUPPRESSED);
             }

@@ -34,12 +34,6 @@ interface CompletionRoute extends CompletionSink {
     /** Whether fence {@code sequence} has been passed. */
     boolean passed(long sequence);
 
-    /**
-     * Interrupts this route signalled on the I/O thread so far (the inline route's count; 0 for
-     * the dedicated route, whose own thread signals).
-     */
-    long interruptsSignalled();
-
     /** Whether it runs a thread of its own (and so cannot run on a {@link SharedIoThread}). */
     boolean ownsThread();
 

@@ -157,11 +157,6 @@ final class DedicatedCompletionRoute implements CompletionRoute {
     }
 
     @Override
-    public long interruptsSignalled() {
-        return 0; // signalled on the completion thread: no hint for the I/O thread
-    }
-
-    @Override
     public boolean ownsThread() {
         return true;
     }

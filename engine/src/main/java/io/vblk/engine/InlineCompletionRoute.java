@@ -52,11 +52,6 @@ final class InlineCompletionRoute implements CompletionRoute {
     }
 
     @Override
-    public long interruptsSignalled() {
-        return completions.interruptsSignalled();
-    }
-
-    @Override
     public boolean ownsThread() {
         return false;
     }

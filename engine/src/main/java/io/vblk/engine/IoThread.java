@@ -63,9 +63,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * eventfd round trip through epoll.
      */
     private final boolean reapsOnSubmit;
-    /** The route's interrupt count after the last round, and whether that round signalled. */
-    private long interruptsSeen;
-    private boolean roundSignalled;
 
     IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
              DeviceQueue[] queues, BlockDriver backend) {
@@ -270,9 +267,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (prepared > 0 || finished > 0) {
             route.endOfBatch(); // immediate completions of this round, and those finished in submit
         }
-        long interrupts = route.interruptsSignalled();
-        roundSignalled = interrupts != interruptsSeen;
-        interruptsSeen = interrupts;
         return work + prepared + finished;
     }
 
@@ -309,16 +303,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     // ---------------------------------------------------------------- waiting
-
-    /**
-     * True when the last round signalled an interrupt (a driver that sleeps until it comes) and
-     * left nothing in the back end or ready to pop: the next request can only come after that
-     * driver was woken and ran, and on a host without a spare core it may need this one.
-     */
-    @Override
-    public boolean driverMustRunFirst() {
-        return roundSignalled && backend.inFlight() == 0 && backend.pendingSubmit() == 0;
-    }
 
     /**
      * Blocks until a kick, a completion, a command or the throttle's deadline. Notifications are

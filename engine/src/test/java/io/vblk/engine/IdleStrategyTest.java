@@ -134,37 +134,6 @@ class IdleStrategyTest {
     }
 
     @Test
-    @DisplayName("adaptive: right after interrupting a waiting driver with nothing in flight it sleeps at once, window untouched")
-    void adaptiveSleepsAtOnceWhenTheDriverMustRunFirst() {
-        boolean[] driverFirst = {true};
-        KernelSleep sleeper = new KernelSleep() {
-            @Override
-            public void sleep() {
-                sleeps++;
-                clock.advance(sleepTakesNs);
-            }
-
-            @Override
-            public boolean driverMustRunFirst() {
-                return driverFirst[0];
-            }
-        };
-        AdaptivePollIdleStrategy idle = new AdaptivePollIdleStrategy(clock, 50_000, 100_000, sleeper);
-        sleepTakesNs = 15_000; // the driver's next request, 15 us later: would grow a shorter window
-        idle.idle(0);
-        assertEquals(1, sleeps, "no polling: the first idle round sleeps");
-        assertEquals(1, idle.driverWaits());
-        assertEquals(50_000, idle.windowNs(), "such a sleep says nothing about the window");
-        assertEquals(0, idle.grows() + idle.shrinks());
-        driverFirst[0] = false; // e.g. requests in flight again: polling may find their completions
-        idle.idle(0);
-        clock.advance(2_000);
-        idle.idle(0);
-        assertEquals(1, sleeps, "polls within the window again");
-        assertEquals(1, idle.driverWaits());
-    }
-
-    @Test
     @DisplayName("adaptive with a maximum of 0 never polls: it blocks like the kernel strategy")
     void adaptiveMaxZero() {
         AdaptivePollIdleStrategy idle = adaptive(50_000, 0);

@@ -66,27 +66,6 @@ class IoThreadRoundTest {
     }
 
     @Test
-    @DisplayName("the driver must run first only after a round that interrupted it and left nothing in flight")
-    void driverMustRunFirstAfterAnInterruptWithNothingInFlight() {
-        try (RoundRig rig = new RoundRig(inline(), null)) { // completes at the next round's poll
-            assertFalse(rig.thread.driverMustRunFirst(), "nothing happened yet");
-            rig.offerReads(1);
-            rig.thread.doWork();
-            assertFalse(rig.thread.driverMustRunFirst(), "a read in flight: polling may reap it");
-            rig.thread.doWork();
-            assertEquals(1, rig.queue.counters.get(QueueCounters.INTERRUPTS));
-            assertTrue(rig.thread.driverMustRunFirst(), "interrupted, nothing in flight: the driver is next");
-            rig.thread.doWork();
-            assertFalse(rig.thread.driverMustRunFirst(), "an idle round signalled nothing");
-        }
-        try (RoundRig rig = new RoundRig(inline(), null, true)) {
-            rig.offerReads(2);
-            rig.thread.doWork();
-            assertTrue(rig.thread.driverMustRunFirst(), "popped, completed and interrupted in one round");
-        }
-    }
-
-    @Test
     @DisplayName("a refused request and a null-back-end read in one round share one used.idx publish and one interrupt")
     void immediateAndSubmitFinishedShareOneBatch() {
         try (RoundRig rig = new RoundRig(inline(), null, true)) {
