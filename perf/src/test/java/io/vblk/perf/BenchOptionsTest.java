@@ -63,6 +63,7 @@ class BenchOptionsTest {
         assertEquals(0, o.qsdPollMaxNs);
         assertTrue(o.eventIdx);
         assertFalse(o.guestPolls);
+        assertFalse(o.blockingEventFds, "non-blocking eventfds, as QEMU and Cloud Hypervisor give them");
         assertFalse(o.compare);
         assertNull(o.image);
         assertEquals(-1, o.nullImageBytes);
@@ -95,6 +96,7 @@ class BenchOptionsTest {
         assertEquals(3, c.bestOf);
         assertEquals(List.of("dataplane", "fio", "vhost", "wait", "contention"), parse("--compare", "--contention").only);
         assertEquals("java -jar b.jar serve", parse("--compare", "--contention", "--serve-cmd-b", "java -jar b.jar serve").serveCommandB);
+        assertTrue(parse("--compare", "--only", "contention", "--blocking-eventfds").blockingEventFds);
     }
 
     @Test
