@@ -63,6 +63,14 @@ final class Offload implements Runnable {
         return slot == null ? -1 : slot;
     }
 
+    /**
+     * Operations handed over and not yet taken back by the reaper: counted by the queues
+     * themselves as each offer and each poll happens, so no exception can leave it off.
+     */
+    int inFlight() {
+        return (int) (requests.addedCount() - done.removedCount());
+    }
+
     /** Reaper: whether finished slots wait. */
     boolean hasDone() {
         return !done.isEmpty();
