@@ -62,6 +62,8 @@ final class IoUringBackend extends SlottedBackend {
     private int localCqHead;
     /** Caps to_submit, so tests can make the kernel take batches partly. */
     private int submitLimit = Integer.MAX_VALUE;
+    /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
+    private volatile boolean ringsReleased;
 
     IoUringBackend(Image image, BackendOptions options) {
         super(image, options, CompletionSignal.overEventFd());
@@ -229,7 +231,9 @@ final class IoUringBackend extends SlottedBackend {
      */
     @Override
     int kernelInFlight() {
-        return sq.getIntVolatile(sqHead) - localCqHead;
+        // After close nothing is in flight (close waited) and the ring is gone. A reader on
+        // another thread than the closing one must not race close (as with any other call).
+        return ringsReleased ? 0 : sq.getIntVolatile(sqHead) - localCqHead;
     }
 
     @Override
@@ -322,6 +326,7 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     void release() {
+        ringsReleased = true;
         sqeMap.close();
         if (cqRingMap != sqRingMap) {
             cqRingMap.close();

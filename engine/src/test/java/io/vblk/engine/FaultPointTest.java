@@ -215,6 +215,23 @@ class FaultPointTest {
                     close.get(30, TimeUnit.SECONDS);
                 } catch (java.util.concurrent.TimeoutException e) {
                     StringBuilder dump = new StringBuilder("close hangs: " + device.counters(0) + "\n");
+                    dump.append("TMPDEBUG backend inFlight ").append(gate[0].inFlight()).append(" pending ").append(gate[0].pendingSubmit())
+                            .append(" free ").append(gate[0].freeSlots()).append('\n');
+                    try {
+                        java.lang.reflect.Field rf = io.vblk.testkit.ForwardingBackend.class.getDeclaredField("real");
+                        rf.setAccessible(true);
+                        Object real = rf.get(gate[0]);
+                        for (Class<?> c = real.getClass(); c != null; c = c.getSuperclass()) {
+                            for (java.lang.reflect.Field f : c.getDeclaredFields()) {
+                                if (f.getType().isPrimitive() && !java.lang.reflect.Modifier.isStatic(f.getModifiers())) {
+                                    f.setAccessible(true);
+                                    dump.append("TMPDEBUG ").append(c.getSimpleName()).append('.').append(f.getName()).append('=').append(f.get(real)).append('\n');
+                                }
+                            }
+                        }
+                    } catch (ReflectiveOperationException | RuntimeException x) {
+                        dump.append(x);
+                    }
                     try {
                         java.lang.reflect.Field f = BlockDevice.class.getDeclaredField("queues");
                         f.setAccessible(true);
