@@ -9,7 +9,7 @@ import java.lang.invoke.VarHandle;
  * raises for a SIGBUS in an {@code Unsafe} access, so every point can be tested
  * deterministically. A real SIGBUS (a memfd truncated under the mapping) cannot be placed: Java
  * 17 delivers it from compiled code as an asynchronous error at a later safepoint, somewhere the
- * test does not choose (engine's FaultPointTest keeps that variant, opt-in).
+ * test does not choose (engine's FaultPointTest runs that variant).
  *
  * <p>Cost when unused: {@link #at} is one read of a volatile int (a plain load on x86) and a
  * branch never taken, at points that already read guest memory. Not for production use:
