@@ -31,7 +31,8 @@ import io.vblk.sys.ProcessVm;
  * code) still fails that operation with EFAULT, but one HotSpot delivers later is not caught here
  * (engine GuestFaults describes what then holds).
  *
- * <p>Submitting/reaping thread only (the one thread that calls {@code submit} and {@code poll}).
+ * <p>One thread per instance: a back end has one for its submitting thread (writes in) and one
+ * for its reaping thread (reads back).
  */
 final class BounceCopier {
     private static final System.Logger LOG = System.getLogger("io.vblk.aio");

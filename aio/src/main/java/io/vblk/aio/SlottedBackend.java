@@ -73,6 +73,8 @@ abstract class SlottedBackend implements IoBackend {
     private final IntFifo blocking;
     /** Bounced reads reaped in this poll, copied back and delivered at its end (reaper-owned). */
     private final IntFifo copyOuts;
+    /** The submitter's copier (writes in) and the reaper's (reads back): each owns its iovec arrays. */
+    private final BounceCopier stager;
     private final BounceCopier copier;
     /** Created on the first offloaded operation (once per back end, under a lock). */
     private volatile Offload offload;
@@ -90,6 +92,7 @@ abstract class SlottedBackend implements IoBackend {
         this.waiting = new IntFifo(options.depth());
         this.staging = new IntFifo(options.depth());
         this.copyOuts = new IntFifo(options.depth());
+        this.stager = new BounceCopier(slots);
         this.copier = new BounceCopier(slots);
         this.signal = signal;
         this.maxBounceBytes = options.maxBounceBytes();
@@ -298,10 +301,10 @@ abstract class SlottedBackend implements IoBackend {
      */
     private void stageWrites() {
         int n = staging.size();
-        copier.stageWrites(staging, n);
+        stager.stageWrites(staging, n);
         for (int i = 0; i < n; i++) {
             int slot = staging.take();
-            long result = copier.result(slot);
+            long result = stager.result(slot);
             if (result == 0) {
                 enqueueTransfer(slot, true, BOUNCE);
             } else {
