@@ -179,6 +179,29 @@ public final class RbdBackend implements IoBackend {
         }
     }
 
+    /**
+     * The value of Ceph client option {@code name} this disk's cluster handle runs with (what the
+     * driver set, overridden by the address), or null when librados does not know it. Control
+     * path only: it allocates.
+     */
+    String clientOption(String name) {
+        if (closed) {
+            return null;
+        }
+        NativeBuffer value = new NativeBuffer(256); // freed with it by the collector
+        int rc = lib.rados.rados_conf_get(cluster, name, value.address(), value.capacity());
+        if (rc < 0) {
+            return null;
+        }
+        byte[] bytes = new byte[value.capacity()];
+        value.buffer().getBytes(0, bytes);
+        int end = 0;
+        while (end < bytes.length && bytes[end] != 0) {
+            end++;
+        }
+        return new String(bytes, 0, end, java.nio.charset.StandardCharsets.US_ASCII);
+    }
+
     /** The image's size in bytes (the snapshot's, for a snapshot). */
     public long sizeBytes() {
         return sizeBytes;
