@@ -77,8 +77,11 @@ public final class VhostUserContender implements Contender {
             long pid = backendPid > 0 ? backendPid : frontend.peerPid();
             long features = negotiate(frontend, w);
             for (int q = 0; q < queues; q++) {
-                calls[q] = EventFd.create(false);
-                errs[q] = EventFd.create(false);
+                // Non-blocking, as QEMU makes every eventfd it hands a backend (event_notifier_init:
+                // EFD_NONBLOCK): a backend that signals through io_uring writes a blocking eventfd
+                // through a kernel worker thread, a hop per completion no QEMU guest would cost it.
+                calls[q] = EventFd.create(true);
+                errs[q] = EventFd.create(true);
                 frontend.setVringFd(VhostUserFrontend.SET_VRING_CALL, q, calls[q].fd());
                 frontend.setVringFd(VhostUserFrontend.SET_VRING_ERR, q, errs[q].fd());
             }
@@ -102,7 +105,7 @@ public final class VhostUserContender implements Contender {
                     frontend.setVringState(VhostUserFrontend.SET_VRING_BASE, q, 0);
                     frontend.setVringAddr(q, host + guestQueues[q].driver().descGpa(), host + guestQueues[q].driver().usedGpa(),
                             host + guestQueues[q].driver().availGpa());
-                    kicks[q] = EventFd.create(false);
+                    kicks[q] = EventFd.create(true);
                     frontend.setVringFd(VhostUserFrontend.SET_VRING_KICK, q, kicks[q].fd());
                 }
                 for (int q = 0; q < queues; q++) {
