@@ -782,6 +782,7 @@ final class NbdConnection {
             disk.unwatch(socket.fd());
             socket.close();
             socket = null;
+            tls = null;
             wantReconnect = true;
             disk.wakeHelper();
         }

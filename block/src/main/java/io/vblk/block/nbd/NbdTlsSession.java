@@ -161,11 +161,10 @@ final class NbdTlsSession {
     private void flushBlocking(long deadlineNs) throws IOException {
         while (sendPosition < sendEnd) {
             int rc = flush();
-            if (rc < 0) {
-                throw new IOException("send: " + Errno.describe(-rc));
-            }
-            if (sendPosition < sendEnd) {
+            if (rc == -Errno.EAGAIN) {
                 socket.waitUntil(NbdSocket.POLLOUT, deadlineNs);
+            } else if (rc < 0) {
+                throw new IOException("send: " + Errno.describe(-rc));
             }
         }
     }
