@@ -19,37 +19,7 @@
 #   E2E-WRITE off=OFF len=LEN sha256=SUM     what the guest wrote, and where
 #   E2E-RESULT ok | E2E-RESULT fail: REASON  always the last record
 
-export PATH=/bin
-mount -t devtmpfs dev /dev 2>/dev/null
-# The console may not be open yet if the initramfs had no /dev/console node.
-exec </dev/console >/dev/console 2>&1
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-
-DEV=/dev/vda
-SYS=/sys/block/vda
-
-finish() {
-  echo "E2E-RESULT $*"
-  sync
-  poweroff -f
-  sleep 10   # poweroff -f does not return; if it did, panic=-1 and -no-reboot end QEMU
-  exit 1
-}
-fail() {
-  # Kernel messages (I/O errors, virtio complaints) explain most failures.
-  dmesg | tail -n 15 | sed 's/^/E2E-DMESG /'
-  finish "fail: $*"
-}
-
-# Reads key from /proc/cmdline: e2e.KEY=VALUE (values have no spaces).
-param() {
-  local kv
-  for kv in $(cat /proc/cmdline); do
-    case "$kv" in "e2e.$1="*) echo "${kv#e2e."$1"=}"; return 0 ;; esac
-  done
-  return 1
-}
+. /lib/e2e-guest.sh   # console, /proc, /sys, DEV, SYS, finish, fail, param, mark, load_modules, wait_for_disk
 
 # Field N (1-based) of /sys/block/vda/stat: 12 discard I/Os, 16 flush I/Os (Linux 5.5+).
 stat_field() { set -- "$1" $(cat $SYS/stat); shift "$1"; echo "$1"; }
@@ -65,25 +35,6 @@ dd_span() {
 # sha256 of LEN bytes at OFF, read with O_DIRECT.
 read_sum() {
   dd if=$DEV $(dd_span "$1" "$2") iflag=direct 2>/dev/null | sha256sum | cut -d' ' -f1
-}
-
-load_modules() {
-  local m
-  for m in $(cat /lib/modules/order); do
-    # Built in or absent in this kernel: nothing to load.
-    [ -f /lib/modules/$m.ko ] || continue
-    insmod /lib/modules/$m.ko || fail "insmod $m failed"
-  done
-}
-
-wait_for_disk() {
-  local i=0
-  # Under TCG probing can take a moment after insmod returns.
-  while [ ! -b $DEV ] || [ ! -e $SYS/size ]; do
-    i=$((i + 1))
-    [ $i -le 150 ] || fail "no $DEV after 15 s"
-    sleep 0.1
-  done
 }
 
 check_identity() {
@@ -195,9 +146,6 @@ discard() {
   [ "$after" -gt "$before" ] || fail "blkdiscard sent no discard (count $before -> $after)"
   echo "E2E-DISCARD off=$off len=$len"
 }
-
-# Seconds since boot, to see where the guest's time goes.
-mark() { echo "E2E-INFO t=$(cut -d' ' -f1 /proc/uptime) $1"; }
 
 mark init
 load_modules

@@ -25,51 +25,8 @@
 #   E2E-WRITE off=OFF len=LEN sha256=SUM   what the region holds at the end
 #   E2E-RESULT ok | E2E-RESULT fail: REASON
 
-export PATH=/bin
-mount -t devtmpfs dev /dev 2>/dev/null
-exec </dev/console >/dev/console 2>&1
-mount -t proc proc /proc
-mount -t sysfs sys /sys
+. /lib/e2e-guest.sh   # console, /proc, /sys, DEV, SYS, finish, fail, param, mark, load_modules, wait_for_disk
 mount -t tmpfs tmp /tmp
-
-DEV=/dev/vda
-
-finish() {
-  echo "E2E-RESULT $*"
-  sync
-  poweroff -f
-  sleep 10
-  exit 1
-}
-fail() {
-  dmesg | tail -n 15 | sed 's/^/E2E-DMESG /'
-  finish "fail: $*"
-}
-
-param() {
-  local kv
-  for kv in $(cat /proc/cmdline); do
-    case "$kv" in "e2e.$1="*) echo "${kv#e2e."$1"=}"; return 0 ;; esac
-  done
-  return 1
-}
-
-load_modules() {
-  local m
-  for m in $(cat /lib/modules/order); do
-    [ -f /lib/modules/$m.ko ] || continue
-    insmod /lib/modules/$m.ko || fail "insmod $m failed"
-  done
-}
-
-wait_for_disk() {
-  local i=0
-  while [ ! -b $DEV ] || [ ! -e /sys/block/vda/size ]; do
-    i=$((i + 1))
-    [ $i -le 150 ] || fail "no $DEV after 15 s"
-    sleep 0.1
-  done
-}
 
 # Which block differs between the region as read and the expected copy, for the failure report.
 first_bad_block() {

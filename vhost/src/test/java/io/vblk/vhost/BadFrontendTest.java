@@ -4,14 +4,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.ByteBuffer;
-import java.nio.file.Path;
 import java.util.List;
 import java.util.Random;
 
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
@@ -25,45 +21,20 @@ import io.vblk.testkit.VhostUserFrontend;
  * or the connection closed where it cannot be told), that the server logged exactly one line
  * about it, and that a good frontend then does I/O on the same server.
  */
-class BadFrontendTest {
+class BadFrontendTest extends OneServerCase {
     static final long ALL_PROTOCOL = VhostUserProtocolTest.ALL_PROTOCOL;
-
-    @TempDir
-    Path dir;
-    private ServerRig rig;
-    private TestGuest guest;
-    private int sessions;
-
-    @BeforeEach
-    void start() throws Exception {
-        rig = ServerRig.start(dir, 1);
-        guest = new TestGuest();
-    }
-
-    @AfterEach
-    void stop() throws Exception {
-        guest.close();
-        rig.close();
-    }
 
     /** A connection as far as SET_OWNER, with REPLY_ACK negotiated. */
     private VhostUserFrontend owned() {
-        sessions++;
-        VhostUserFrontend f = rig.connect();
+        VhostUserFrontend f = newSession();
         f.setProtocolFeatures(ALL_PROTOCOL);
         f.setOwner();
         return f;
     }
 
-    private VhostUserFrontend fresh() {
-        sessions++;
-        return rig.connect();
-    }
-
     /** A connection with memory and a running ring, the state QEMU leaves after DRIVER_OK. */
     private QemuFlow running() {
-        sessions++;
-        QemuFlow qemu = new QemuFlow(rig.connect(), guest, 1);
+        QemuFlow qemu = qemuSession();
         BlkQueue q = guest.queue(0, 128, true, 3);
         qemu.init(ALL_PROTOCOL, q);
         qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -91,7 +62,7 @@ class BadFrontendTest {
 
     @Test
     void aHeaderOfAnotherVersionClosesTheConnection() {
-        VhostUserFrontend f = fresh();
+        VhostUserFrontend f = newSession();
         f.send(VhostUserFrontend.GET_FEATURES, 0x2, null);
         assertTrue(f.closedByBackend());
         thenGood(f);
@@ -99,7 +70,7 @@ class BadFrontendTest {
 
     @Test
     void aReplyFlagFromTheFrontendClosesTheConnection() {
-        VhostUserFrontend f = fresh();
+        VhostUserFrontend f = newSession();
         f.send(VhostUserFrontend.GET_FEATURES, VhostUserFrontend.VERSION | VhostUserFrontend.REPLY, null);
         assertTrue(f.closedByBackend());
         thenGood(f);
@@ -107,7 +78,7 @@ class BadFrontendTest {
 
     @Test
     void unknownFlagBitsCloseTheConnection() {
-        VhostUserFrontend f = fresh();
+        VhostUserFrontend f = newSession();
         f.send(VhostUserFrontend.GET_FEATURES, VhostUserFrontend.VERSION | 0x100, null);
         assertTrue(f.closedByBackend());
         thenGood(f);
@@ -115,7 +86,7 @@ class BadFrontendTest {
 
     @Test
     void aPayloadLargerThanAnyRequestClosesTheConnection() {
-        VhostUserFrontend f = fresh();
+        VhostUserFrontend f = newSession();
         ByteBuffer header = VhostUserFrontend.payload(12).putInt(0, VhostUserFrontend.SET_FEATURES).putInt(4, 1).putInt(8, 0x10_0000);
         f.sendBytes(header.array());
         assertTrue(f.closedByBackend());
@@ -124,7 +95,7 @@ class BadFrontendTest {
 
     @Test
     void aMessageCutShortByAHangUp() {
-        VhostUserFrontend f = fresh();
+        VhostUserFrontend f = newSession();
         ByteBuffer partial = VhostUserFrontend.payload(16).putInt(0, VhostUserFrontend.SET_FEATURES).putInt(4, 1).putInt(8, 8);
         f.sendBytes(partial.array());
         thenGood(f);
@@ -182,11 +153,11 @@ class BadFrontendTest {
 
     @Test
     void requestZeroAndTheLargestRequestNumberCloseTheConnection() {
-        VhostUserFrontend f = fresh();
+        VhostUserFrontend f = newSession();
         f.send(0, VhostUserFrontend.VERSION, null);
         assertTrue(f.closedByBackend());
         thenGood(f);
-        VhostUserFrontend g = fresh();
+        VhostUserFrontend g = newSession();
         g.send(-1, VhostUserFrontend.VERSION, null);
         assertTrue(g.closedByBackend());
         thenGood(g);
@@ -196,7 +167,7 @@ class BadFrontendTest {
 
     @Test
     void memoryBeforeSetOwnerIsRefused() {
-        VhostUserFrontend f = fresh();
+        VhostUserFrontend f = newSession();
         f.setProtocolFeatures(ALL_PROTOCOL);
         refused(f, VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(guest.regions()), guest.fd, guest.fd);
         thenGood(f);

@@ -3,11 +3,6 @@ package io.vblk.vhost;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.nio.file.Path;
-
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
-import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
@@ -15,7 +10,6 @@ import io.vblk.sys.EventFd;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.testkit.BlkQueue;
-import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 
 /**
@@ -24,7 +18,7 @@ import io.vblk.testkit.VhostUserFrontend;
  * blocked the I/O thread forever, then GET_VRING_BASE and every later frontend), a full pipe, a
  * full socket. The ring keeps completing, GET_VRING_BASE answers, and the next frontend is served.
  */
-class FrontendFdTest {
+class FrontendFdTest extends OneServerCase {
     static final long ALL_PROTOCOL = VhostUserProtocolTest.ALL_PROTOCOL;
 
     /** What the frontend passes as its call and err descriptors. */
@@ -32,29 +26,12 @@ class FrontendFdTest {
         BLOCKING_FULL_EVENTFD, FULL_PIPE, FULL_SOCKET
     }
 
-    @TempDir
-    Path dir;
-    private ServerRig rig;
-    private TestGuest guest;
-
-    @BeforeEach
-    void start() throws Exception {
-        rig = ServerRig.start(dir, 1);
-        guest = new TestGuest();
-    }
-
-    @AfterEach
-    void stop() throws Exception {
-        guest.close();
-        rig.close();
-    }
-
     @ParameterizedTest
     @EnumSource(Kind.class)
     void aCallFdThatWouldBlockNeverStopsTheDaemon(Kind kind) {
         int[] pair = open(kind);
         int hostile = pair[0];
-        QemuFlow qemu = new QemuFlow(rig.connect(), guest, 1);
+        QemuFlow qemu = qemuSession();
         BlkQueue q = guest.queue(0, 128, true, 3);
         qemu.init(ALL_PROTOCOL, q);
         qemu.start(qemu.linuxFeatures(), true, null, q);

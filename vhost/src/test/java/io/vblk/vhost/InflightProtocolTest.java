@@ -10,10 +10,7 @@ import java.nio.file.Path;
 import java.util.List;
 
 import org.agrona.UnsafeApi;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Mapping;
@@ -29,40 +26,12 @@ import io.vblk.testkit.VhostUserFrontend;
  * is refused (GET answered with no buffer, SET with a failed acknowledgement or, where the
  * frontend cannot be told, the connection closed), logged, and the server goes on.
  */
-class InflightProtocolTest {
+class InflightProtocolTest extends OneServerCase {
     static final long PROTOCOL = CrashRecoveryTest.PROTOCOL;
-
-    @TempDir
-    Path dir;
-    private ServerRig rig;
-    private TestGuest guest;
-    private int sessions;
-
-    @BeforeEach
-    void start() throws Exception {
-        rig = ServerRig.start(dir, 1);
-        guest = new TestGuest();
-    }
-
-    @AfterEach
-    void stop() {
-        guest.close();
-        rig.close();
-    }
-
-    private QemuFlow connect() {
-        sessions++;
-        return new QemuFlow(rig.connect(), guest, 1);
-    }
-
-    /** The server logged exactly one complaint about this session, containing {@code expected}. */
-    private void complained(String expected) {
-        rig.awaitLine(l -> l.startsWith("frontend " + sessions + ": ") && l.contains(expected));
-    }
 
     @Test
     void inflightShmfdIsOfferedAndTracksEveryRequestOfAQemuSession() throws Exception {
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             BlkQueue q = guest.queue(0, 128, true);
             qemu.init(PROTOCOL, q);
             assertEquals(PROTOCOL, qemu.protocol, "INFLIGHT_SHMFD is offered");
@@ -133,7 +102,7 @@ class InflightProtocolTest {
 
     @Test
     void withoutTheFeatureNegotiatedGetIsAnsweredWithNoBuffer() {
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
             VhostUserFrontend.Inflight b = qemu.f.getInflightFd(1, 64);
@@ -147,7 +116,7 @@ class InflightProtocolTest {
 
     @Test
     void getForQueuesTheDeviceDoesNotHaveIsAnsweredWithNoBuffer() {
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             qemu.init(PROTOCOL, guest.queue(0, 64, true));
             int[][] shapes = {{0, 128}, {2, 128}, {1, 0}, {1, 1025}, {0xffff, 0xffff}};
             for (int[] shape : shapes) {
@@ -168,7 +137,7 @@ class InflightProtocolTest {
 
     @Test
     void setWithABufferThatDoesNotFitIsRefused() {
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             qemu.init(PROTOCOL, guest.queue(0, 64, true));
             VhostUserFrontend f = qemu.f;
             VhostUserFrontend.Inflight good = f.getInflightFd(1, 64);
@@ -213,7 +182,7 @@ class InflightProtocolTest {
 
     @Test
     void setWhileTheRingRunsIsRefusedAndTheRingRunsOn() {
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -230,7 +199,7 @@ class InflightProtocolTest {
      */
     @Test
     void aRingWhoseRegionIsCorruptDoesNotStart() {
-        QemuFlow qemu = connect();
+        QemuFlow qemu = qemuSession();
         BlkQueue q = guest.queue(0, 64, true);
         qemu.init(PROTOCOL, q);
         qemu.inflight = qemu.f.getInflightFd(1, 64);
@@ -280,7 +249,7 @@ class InflightProtocolTest {
 
     @Test
     void aDeviceResetDropsTheBuffer() {
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);

@@ -7,15 +7,11 @@ import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.ByteBuffer;
-import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
 
 import org.agrona.concurrent.UnsafeBuffer;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
-import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.hostmem.DirtyLog;
 import io.vblk.sys.EventFd;
@@ -35,7 +31,7 @@ import io.vblk.testkit.VhostUserFrontend;
  * description is refused (the connection ends: SET_LOG_BASE's reply carries no status), the
  * server going on with the next frontend.
  */
-class LogProtocolTest {
+class LogProtocolTest extends OneServerCase {
     static final long PF_LOG_SHMFD = 1L << 1;
     static final long PROTOCOL = CrashRecoveryTest.PROTOCOL | PF_LOG_SHMFD;
     static final long LOG_ALL = 1L << 26;
@@ -45,29 +41,6 @@ class LogProtocolTest {
     static final int F_ADD_SEALS = 1033;
     static final int F_SEAL_SHRINK = 0x2;
     static final int F_SEAL_GROW = 0x4;
-
-    @TempDir
-    Path dir;
-    private ServerRig rig;
-    private TestGuest guest;
-    private int sessions;
-
-    @BeforeEach
-    void start() throws Exception {
-        rig = ServerRig.start(dir, 1);
-        guest = new TestGuest();
-    }
-
-    @AfterEach
-    void stop() {
-        guest.close();
-        rig.close();
-    }
-
-    private QemuFlow connect() {
-        sessions++;
-        return new QemuFlow(rig.connect(), guest, 1);
-    }
 
     /** The log QEMU would allocate for the test guest: a sealed memfd covering up to its highest address. */
     static long logBytes() {
@@ -106,7 +79,7 @@ class LogProtocolTest {
 
     @Test
     void logAllAndLogShmfdAreOfferedAndAMigrationLogsEveryDeviceWrite() {
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(PROTOCOL, q);
             assertTrue((qemu.offered & LOG_ALL) != 0, "VHOST_F_LOG_ALL offered (QEMU refuses to migrate without it)");
@@ -197,7 +170,7 @@ class LogProtocolTest {
                 {VhostUserFrontend.payload(8), new int[] {good}, "payload is 8 bytes, expected 16"},
             };
             for (Object[] c : cases) {
-                try (QemuFlow qemu = connect()) {
+                try (QemuFlow qemu = qemuSession()) {
                     qemu.init(PROTOCOL, guest.queue(0, 64, true));
                     qemu.f.send(SET_LOG_BASE, VhostUserFrontend.VERSION, (ByteBuffer) c[0], (int[]) c[1]);
                     assertTrue(qemu.f.closedByBackend(), c[2] + ": connection ended");
@@ -206,14 +179,14 @@ class LogProtocolTest {
                 }
             }
             // Without LOG_SHMFD negotiated the log cannot come as shared memory.
-            try (QemuFlow qemu = connect()) {
+            try (QemuFlow qemu = qemuSession()) {
                 qemu.init(PROTOCOL & ~PF_LOG_SHMFD, guest.queue(0, 64, true));
                 qemu.f.send(SET_LOG_BASE, VhostUserFrontend.VERSION, logDescription(size, 0), good);
                 assertTrue(qemu.f.closedByBackend());
                 rig.awaitLine(l -> l.startsWith("frontend " + sessions + ": ") && l.contains("without the LOG_SHMFD"));
             }
             // And the server still serves a good frontend, log included.
-            try (QemuFlow qemu = connect()) {
+            try (QemuFlow qemu = qemuSession()) {
                 BlkQueue q = guest.queue(0, 64, true);
                 qemu.init(PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -233,7 +206,7 @@ class LogProtocolTest {
 
     @Test
     void badVringLogFlagsAndAddressesAreRefusedAndSetLogFdTakesOnlyAnEventfd() {
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
@@ -283,7 +256,7 @@ class LogProtocolTest {
                 f.sync();
             }
         });
-        try (QemuFlow qemu = connect()) {
+        try (QemuFlow qemu = qemuSession()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(PROTOCOL, q);
             qemu.start(qemu.linuxFeatures(), true, null, q);
