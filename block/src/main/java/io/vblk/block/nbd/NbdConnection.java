@@ -26,7 +26,10 @@ import io.vblk.sys.NativeBuffer;
  * replies in bulk into a receive buffer, parses them in place, copies read payloads once into
  * guest memory and hands finished slots to the disk's completion ring. A send the socket cannot
  * take whole (EAGAIN mid-batch) keeps its position and resumes when the socket is writable
- * (EPOLLOUT on the disk's epoll) or on the next round.
+ * (EPOLLOUT on the disk's epoll) or on the next round. Over TLS the same batch is staged into the
+ * session's preallocated buffer instead (headers and write payloads copied once), sealed into
+ * records and written with one {@code send}; replies are read in bulk as records and opened
+ * straight into the receive buffer, where the same parser reads them ({@link NbdTlsSession}).
  *
  * <p>Faults: a connection that breaks or stays silent past the request timeout is dropped, its
  * requests are queued again, and the disk's helper thread reconnects (the blocking connect and
