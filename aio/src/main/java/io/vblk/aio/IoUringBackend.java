@@ -62,6 +62,8 @@ final class IoUringBackend extends SlottedBackend {
     private int localCqHead;
     /** Caps to_submit, so tests can make the kernel take batches partly. */
     private int submitLimit = Integer.MAX_VALUE;
+    /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
+    private volatile boolean ringsReleased;
 
     IoUringBackend(Image image, BackendOptions options) {
         super(image, options, CompletionSignal.overEventFd());
@@ -222,6 +224,18 @@ final class IoUringBackend extends SlottedBackend {
         return localTail - sq.getIntVolatile(sqHead);
     }
 
+    /**
+     * The kernel's truth: SQEs it consumed (its SQ head) minus CQEs we took (our CQ head); every
+     * consumed SQE yields exactly one CQE. Neither index is ours to miscount: an exception
+     * between the enter and anything after it changes neither.
+     */
+    @Override
+    int kernelInFlight() {
+        // After close nothing is in flight (close waited) and the ring is gone. A reader on
+        // another thread than the closing one must not race close (as with any other call).
+        return ringsReleased ? 0 : sq.getIntVolatile(sqHead) - localCqHead;
+    }
+
     @Override
     int submitQueued() {
         int head = sq.getIntVolatile(sqHead);
@@ -229,12 +243,11 @@ final class IoUringBackend extends SlottedBackend {
         // Release: the SQEs and array entries written since the last submit are visible to the
         // kernel before the tail that covers them.
         sq.putIntOrdered(sqTail, localTail);
-        countSubmitted(toSubmit);
         long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, toSubmit, 0, 0, 0);
+        io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SUBMIT_RETURNED); // tests only: see FaultPoints
         // Trust the head, not the return value: every consumed SQE yields exactly one CQE (an
         // SQE that failed at submission gets an error CQE).
         int consumed = sq.getIntVolatile(sqHead) - head;
-        countSubmitted(consumed - toSubmit);
         if (consumed > 0) {
             return consumed;
         }
@@ -256,10 +269,12 @@ final class IoUringBackend extends SlottedBackend {
             int slot = (int) cq.getLong(cqe + CQE_USER_DATA_OFFSET);
             long result = cq.getInt(cqe + CQE_RES_OFFSET);
             head++;
+            // Taken (one store: what kernelInFlight counts), then released to the kernel.
             localCqHead = head;
             // Release: the CQE is read before the kernel may overwrite it. Per entry, so a sink
             // that throws cannot cause a completion to be delivered twice.
             cq.putIntOrdered(cqHead, head);
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.REAP_TAKEN); // tests only: see FaultPoints
             if (Image.isRefusal(result) && isZeroing(slots.op(slot))) {
                 // Still in flight: it completes later, from the helper thread.
                 image.refused(sqes.getInt(slot * SQE_LENGTH + SQE_LEN_OFFSET));
@@ -291,16 +306,9 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     void awaitQueued() {
-        while (inFlight() - deferredCount() > 0) {
+        while (kernelInFlight() > 0) {
             if (!hasQueuedCompletions()) {
                 flushOverflow();
-                if (sq.getIntVolatile(sqHead) - cq.getIntVolatile(cqTail) <= 0) {
-                    // The kernel owes no completion (every SQE it consumed has posted its CQE:
-                    // one each, nothing linked or skipped), yet our count says some are in
-                    // flight: a guest-memory fault the JVM delivered inside a reap or submit
-                    // broke the count (see engine GuestFaults). Waiting would never end.
-                    break;
-                }
                 long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, IoUringDescriptor.ENTER_GETEVENTS, 0);
                 if (rc < 0 && rc != -Errno.EINTR && rc != -Errno.EAGAIN && rc != -Errno.EBUSY) {
                     return;
@@ -318,6 +326,7 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     void release() {
+        ringsReleased = true;
         sqeMap.close();
         if (cqRingMap != sqRingMap) {
             cqRingMap.close();

@@ -38,6 +38,16 @@ import io.vblk.sys.NativeException;
  * helper thread ({@link Offload}). AIO has no discard or write-zeroes: those go to the helper
  * thread too (fallocate, or written zeros, in bounded chunks), never run on the I/O thread, and
  * complete through {@link #poll} like every other operation.
+ *
+ * <p>In flight is {@code taken - reaped}, kept by this code, since AIO shows no count of what it
+ * holds. A batch is removed from the queue and counted before {@code io_submit} (the kernel
+ * takes whole batches: the ring has room for every slot), and what the kernel did not take is
+ * put back after it. An exception the JVM throws on the way back from the call (a guest-memory
+ * fault delivered late, engine GuestFaults) therefore neither submits a batch twice nor leaves it
+ * uncounted; only if the kernel took part of a batch (EAGAIN midway, rare) and the exception
+ * lands right then are the untaken operations lost and still counted, so a drain of their queue
+ * waits (a hang, never a crash). Reaped is one store per event, and the ring's head is derived
+ * from it, so an event is never taken twice nor left counted.
  */
 final class LinuxAioBackend extends SlottedBackend {
     /** The io_submit call, replaceable so tests can make the kernel take batches partly. */
@@ -57,6 +67,25 @@ final class LinuxAioBackend extends SlottedBackend {
     private final UnsafeBuffer queue;
     private int queued;
     private boolean kernelFdsync = true;
+    /** iocbs counted as taken by the kernel (submitter; release store, read anywhere). */
+    private long taken;
+    /** Events taken from the kernel (reaper; release store, read anywhere). */
+    private long reaped;
+    /** The ring's head when this back end started: the head is {@code (headBase + reaped) mod entries}. */
+    private final int headBase;
+
+    private static final java.lang.invoke.VarHandle TAKEN;
+    private static final java.lang.invoke.VarHandle REAPED;
+
+    static {
+        try {
+            java.lang.invoke.MethodHandles.Lookup lookup = java.lang.invoke.MethodHandles.lookup();
+            TAKEN = lookup.findVarHandle(LinuxAioBackend.class, "taken", long.class);
+            REAPED = lookup.findVarHandle(LinuxAioBackend.class, "reaped", long.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
 
     /** The kernel's completion ring, or null to reap with io_getevents. */
     private final UnsafeBuffer ring;
@@ -103,6 +132,25 @@ final class LinuxAioBackend extends SlottedBackend {
         UnsafeBuffer mapped = userSpaceReaping ? mapRing(context) : null;
         this.ring = mapped;
         this.ringEntries = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_NR_OFFSET);
+        this.headBase = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_HEAD_OFFSET);
+    }
+
+    @Override
+    int kernelInFlight() {
+        return (int) ((long) TAKEN.getAcquire(this) - (long) REAPED.getAcquire(this));
+    }
+
+    private void countTaken(int n) {
+        TAKEN.setRelease(this, (long) TAKEN.getOpaque(this) + n);
+    }
+
+    private void countReaped(long n) {
+        REAPED.setRelease(this, (long) REAPED.getOpaque(this) + n);
+    }
+
+    /** The ring index of the next event to reap. */
+    private int ringHead() {
+        return (int) ((headBase + (long) REAPED.getOpaque(this)) % ringEntries);
     }
 
     /** The completion ring at the context address, if its header is one we can safely read. */
@@ -169,22 +217,26 @@ final class LinuxAioBackend extends SlottedBackend {
 
     @Override
     int submitQueued() {
-        int taken = 0;
+        int submitted = 0;
         boolean deferredAny = false;
         long rc = 0;
         while (queued > 0) {
             int count = queued;
-            // Counted before the call so inFlight() never reads low while the kernel already
-            // completes; what is not taken is subtracted again below.
-            countSubmitted(count);
+            // Removed, then counted, before the call (see the class comment): inFlight() never
+            // reads low while the kernel already completes, and nothing is submitted twice.
+            queued = 0;
+            countTaken(count);
             rc = submitCall.submit(context, count, queue.addressOffset());
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SUBMIT_RETURNED); // tests only: see FaultPoints
+            int accepted = rc > 0 ? (int) Math.min(rc, count) : 0;
+            if (accepted < count) {
+                countTaken(accepted - count);
+                putBack(accepted, count);
+            }
             if (rc > 0) {
-                countSubmitted((int) rc - count);
-                taken += (int) rc;
-                dropFront((int) rc);
+                submitted += accepted;
                 continue;
             }
-            countSubmitted(-count);
             if (rc == 0 || rc == -Errno.EAGAIN || rc == -Errno.EINTR) {
                 break;
             }
@@ -201,12 +253,21 @@ final class LinuxAioBackend extends SlottedBackend {
             slots.result(slot, rc);
             deferCompletion(slot);
             deferredAny = true;
-            taken++;
+            submitted++;
         }
         if (deferredAny) {
             signalCompletions();
         }
-        return taken > 0 || queued == 0 ? taken : (int) (rc == 0 ? -Errno.EAGAIN : rc);
+        return submitted > 0 || queued == 0 ? submitted : (int) (rc == 0 ? -Errno.EAGAIN : rc);
+    }
+
+    /** The kernel took [0, accepted) of the {@code count} iocbs removed: queue the rest again, in order. */
+    private void putBack(int accepted, int count) {
+        if (accepted > 0) {
+            UnsafeApi.copyMemory(queue.addressOffset() + (long) accepted * Long.BYTES, queue.addressOffset(),
+                    (long) (count - accepted) * Long.BYTES);
+        }
+        queued = count - accepted;
     }
 
     private void dropFront(int n) {
@@ -224,7 +285,7 @@ final class LinuxAioBackend extends SlottedBackend {
     }
 
     private int reapRing(CompletionSink sink, int max) {
-        int head = ring.getInt(LinuxAioDescriptor.RING_HEAD_OFFSET);
+        int head = ringHead();
         // Acquire: pairs with the kernel's write barrier between writing an event and the tail.
         int tail = ring.getIntVolatile(LinuxAioDescriptor.RING_TAIL_OFFSET);
         int n = 0;
@@ -232,10 +293,13 @@ final class LinuxAioBackend extends SlottedBackend {
             int event = LinuxAioDescriptor.RING_HEADER_LENGTH + head * EVENT_LENGTH;
             int slot = (int) ring.getLong(event + EVENT_DATA_OFFSET);
             long result = ring.getLong(event + EVENT_RES_OFFSET);
-            head = head + 1 == ringEntries ? 0 : head + 1;
+            // Taken: one store, from which the head is derived.
+            countReaped(1);
+            head = ringHead();
             // Release: the event is read before the kernel may reuse its entry. Published per
             // event, so a sink that throws cannot cause an event to be delivered twice.
             ring.putIntOrdered(LinuxAioDescriptor.RING_HEAD_OFFSET, head);
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.REAP_TAKEN); // tests only: see FaultPoints
             complete(slot, result, sink);
             n++;
         }
@@ -249,6 +313,9 @@ final class LinuxAioBackend extends SlottedBackend {
         if (rc <= 0) {
             return 0;
         }
+        // The kernel moved the ring's head by rc (the one window AIO leaves: an exception right
+        // after the call would leave these counted in flight; only without the mapped ring, and at close).
+        countReaped(rc);
         for (int i = 0; i < rc; i++) {
             int event = i * EVENT_LENGTH;
             int slot = (int) events.getLong(event + EVENT_DATA_OFFSET);
@@ -263,8 +330,7 @@ final class LinuxAioBackend extends SlottedBackend {
 
     @Override
     boolean hasQueuedCompletions() {
-        return ring != null
-                && ring.getInt(LinuxAioDescriptor.RING_HEAD_OFFSET) != ring.getIntVolatile(LinuxAioDescriptor.RING_TAIL_OFFSET);
+        return ring != null && ringHead() != ring.getIntVolatile(LinuxAioDescriptor.RING_TAIL_OFFSET);
     }
 
     @Override
@@ -272,7 +338,7 @@ final class LinuxAioBackend extends SlottedBackend {
         // io_getevents also reads the mapped ring (under the kernel's lock), so it is safe here
         // where nobody else reaps.
         int idleRounds = 0;
-        while (inFlight() - deferredCount() > 0 && idleRounds < CLOSE_IDLE_ROUNDS) {
+        while (kernelInFlight() > 0 && idleRounds < CLOSE_IDLE_ROUNDS) {
             int n = reapSyscall(null, depth(), closeTimeout, 1);
             idleRounds = n == 0 ? idleRounds + 1 : 0;
         }

@@ -32,6 +32,8 @@ final class Offload implements Runnable {
     private final OneToOneConcurrentArrayQueue<Integer> done;
     private final Thread thread;
     private volatile boolean stopping;
+    /** The thread has ended and every slot it held was dropped ({@link #stop}). */
+    private volatile boolean stopped;
 
     Offload(SlottedBackend backend, int depth, String name) {
         this.backend = backend;
@@ -61,6 +63,14 @@ final class Offload implements Runnable {
     int pollDone() {
         Integer slot = done.poll();
         return slot == null ? -1 : slot;
+    }
+
+    /**
+     * Operations handed over and not yet taken back by the reaper: counted by the queues
+     * themselves as each offer and each poll happens, so no exception can leave it off.
+     */
+    int inFlight() {
+        return stopped ? 0 : (int) (requests.addedCount() - done.removedCount());
     }
 
     /** Reaper: whether finished slots wait. */
@@ -112,6 +122,7 @@ final class Offload implements Runnable {
         for (Integer slot; (slot = requests.poll()) != null; ) {
             drop.accept(slot);
         }
+        stopped = true;
         return true;
     }
 

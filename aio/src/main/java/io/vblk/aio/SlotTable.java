@@ -1,7 +1,6 @@
 package io.vblk.aio;
 
 import org.agrona.BitUtil;
-import org.agrona.UnsafeApi;
 import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.sys.NativeException;
@@ -158,11 +157,11 @@ final class SlotTable implements AutoCloseable {
 
     /**
      * Submitter, after {@link #stageSegments}: routes the transfer through a bounce buffer (the
-     * retained one, or one borrowed from the budget), copying a write's data in now. Returns
-     * {@link #STAGED}, {@link #NO_BUDGET} (nothing changed: call again later) or
-     * {@link #NO_MEMORY}. A fault in guest memory under the copy propagates (InternalError).
+     * retained one, or one borrowed from the budget). Returns {@link #STAGED}, {@link #NO_BUDGET}
+     * (nothing changed: call again later) or {@link #NO_MEMORY}. Copies nothing: a write's data
+     * goes in with the rest of its batch ({@link BounceCopier}).
      */
-    int stageBounce(int slot, boolean isWrite) {
+    int stageBounce(int slot) {
         long total = length[slot];
         OffHeap buffer;
         if (total <= RETAINED_BOUNCE_BYTES) {
@@ -187,16 +186,6 @@ final class SlotTable implements AutoCloseable {
         int spare = base + maxSegments * IovecDescriptor.LENGTH;
         iov.putLong(spare + IovecDescriptor.BASE_OFFSET, buffer.address());
         iov.putLong(spare + IovecDescriptor.LENGTH_OFFSET, total);
-        if (isWrite) {
-            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.BOUNCE_COPY); // tests only: see FaultPoints
-            long to = buffer.address();
-            for (int i = 0, n = guestSegments[slot]; i < n; i++) {
-                int entry = base + i * IovecDescriptor.LENGTH;
-                long segmentLength = iov.getLong(entry + IovecDescriptor.LENGTH_OFFSET);
-                UnsafeApi.copyMemory(iov.getLong(entry + IovecDescriptor.BASE_OFFSET), to, segmentLength);
-                to += segmentLength;
-            }
-        }
         return STAGED;
     }
 
@@ -228,25 +217,24 @@ final class SlotTable implements AutoCloseable {
     }
 
     /** The address of the buffer a bounced operation in {@code slot} uses. */
-    private long bounceAddress(int slot) {
+    long bounceAddress(int slot) {
         OffHeap loan = borrowed[slot];
         return loan != null ? loan.address() : bounce[slot].address();
     }
 
-    /** Reaper: after a bounced read, copies {@code bytes} from the bounce buffer to the guest segments. */
-    void copyOut(int slot, long bytes) {
-        io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.BOUNCE_COPY_BACK); // tests only: see FaultPoints
-        long from = bounceAddress(slot);
-        long left = Math.min(bytes, length[slot]);
-        int base = slot * iovStride;
-        for (int i = 0, n = guestSegments[slot]; i < n && left > 0; i++) {
-            int entry = base + i * IovecDescriptor.LENGTH;
-            long to = iov.getLong(entry + IovecDescriptor.BASE_OFFSET);
-            long chunk = Math.min(left, iov.getLong(entry + IovecDescriptor.LENGTH_OFFSET));
-            UnsafeApi.copyMemory(from, to, chunk);
-            from += chunk;
-            left -= chunk;
-        }
+    /** How many guest segments {@code slot}'s read or write has. */
+    int guestSegments(int slot) {
+        return guestSegments[slot];
+    }
+
+    /** The address of guest segment {@code i} of {@code slot}. */
+    long guestAddress(int slot, int i) {
+        return iov.getLong(slot * iovStride + i * IovecDescriptor.LENGTH + IovecDescriptor.BASE_OFFSET);
+    }
+
+    /** The length of guest segment {@code i} of {@code slot}. */
+    long guestLength(int slot, int i) {
+        return iov.getLong(slot * iovStride + i * IovecDescriptor.LENGTH + IovecDescriptor.LENGTH_OFFSET);
     }
 
     /** The address of the iovecs the kernel should use for {@code slot}'s transfer. */

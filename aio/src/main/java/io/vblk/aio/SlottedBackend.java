@@ -23,6 +23,21 @@ import io.vblk.sys.Native;
  * zeroing io_uring's FALLOCATE could not do): they go to the back end's {@link Offload} helper
  * thread at submit, never run on the submitting or reaping thread, and come back through
  * {@link #poll} like the others.
+ *
+ * <p>Bounce copies go through {@link BounceCopier}, a batch at a time: the writes one submit
+ * stages (copied just before they are queued for the kernel) and the reads one poll copies back
+ * (delivered at the end of that poll); guest memory that faults fails its operation with EFAULT
+ * and raises nothing.
+ *
+ * <p>{@link #inFlight()} is derived, never kept as a running count: what the kernel (or the
+ * workers, or the helper thread) has taken and not given back, read from the kernel's own
+ * indices or from the hand-over queues' own counters, plus finished operations not yet delivered.
+ * The submitter's lists hand a slot on only after removing it. So an exception the JVM throws
+ * anywhere on the submitting/reaping thread (a guest-memory fault delivered late: engine
+ * GuestFaults) can lose a completion (its request is then given up by the engine's drain, its
+ * slot stays out of the pool until close), but never leaves the count above what can still
+ * complete (a drain waiting for ever) or below what may still touch memory, and never hands an
+ * operation on twice. Linux AIO is the one exception, see {@link LinuxAioBackend}.
  */
 abstract class SlottedBackend implements IoBackend {
     /** Transfer plan: hand the guest segments to the kernel as they are. */
@@ -33,15 +48,11 @@ abstract class SlottedBackend implements IoBackend {
     static final long MAX_TRANSFER_BYTES = 0x7ffff000L;
 
     private static final VarHandle SIGNALLED;
-    private static final VarHandle SUBMITTED;
-    private static final VarHandle REAPED;
 
     static {
         try {
             MethodHandles.Lookup lookup = MethodHandles.lookup();
             SIGNALLED = lookup.findVarHandle(SlottedBackend.class, "signalled", boolean.class);
-            SUBMITTED = lookup.findVarHandle(SlottedBackend.class, "submitted", long.class);
-            REAPED = lookup.findVarHandle(SlottedBackend.class, "reaped", long.class);
         } catch (ReflectiveOperationException e) {
             throw new ExceptionInInitializerError(e);
         }
@@ -52,28 +63,24 @@ abstract class SlottedBackend implements IoBackend {
     protected final CompletionSignal signal;
     private final long maxBounceBytes;
     private final SpscIntRing deferred;
-    /** Slots the submitter completes itself at the next submit (producer-owned). */
-    private final int[] local;
-    private int localCount;
-    /**
-     * Bounced transfers waiting for the device's {@link BounceBudget}, in arrival order: a ring
-     * of slots, [waitingHead, waitingHead + waitingCount) (submitter-owned).
-     */
-    private final int[] waiting;
-    private int waitingHead;
-    private int waitingCount;
-    /** Slots for the helper thread at the next submit (producer-owned). */
-    private final int[] blocking;
-    private int blockingCount;
+    /** Slots the submitter completes itself at the next submit (submitter-owned). */
+    private final IntFifo local;
+    /** Bounced transfers waiting for the device's {@link BounceBudget}, in arrival order (submitter-owned). */
+    private final IntFifo waiting;
+    /** Bounced writes whose data is copied in at the next submit, then queued (submitter-owned). */
+    private final IntFifo staging;
+    /** Slots for the helper thread at the next submit (submitter-owned). */
+    private final IntFifo blocking;
+    /** Bounced reads reaped in this poll, copied back and delivered at its end (reaper-owned). */
+    private final IntFifo copyOuts;
+    /** The submitter's copier (writes in) and the reaper's (reads back): each owns its iovec arrays. */
+    private final BounceCopier stager;
+    private final BounceCopier copier;
     /** Created on the first offloaded operation (once per back end, under a lock). */
     private volatile Offload offload;
     /** Cuts a long offloaded zeroing short at close; preallocated, so nothing per operation. */
     private final java.util.function.BooleanSupplier closing = () -> this.closed;
 
-    /** Written by the submitter (release), read anywhere. */
-    private long submitted;
-    /** Written by the reaper (release), read anywhere. */
-    private long reaped;
     /** True from a signal until the reaper's next poll: coalesces signals to one per poll. */
     @SuppressWarnings("unused")
     private boolean signalled;
@@ -82,12 +89,16 @@ abstract class SlottedBackend implements IoBackend {
     SlottedBackend(Image image, BackendOptions options, CompletionSignal signal) {
         this.image = image;
         this.slots = new SlotTable(options.depth(), options.maxSegments(), image == null ? null : image.bounceBudget());
-        this.waiting = new int[options.depth()];
+        this.waiting = new IntFifo(options.depth());
+        this.staging = new IntFifo(options.depth());
+        this.copyOuts = new IntFifo(options.depth());
+        this.stager = new BounceCopier(slots);
+        this.copier = new BounceCopier(slots);
         this.signal = signal;
         this.maxBounceBytes = options.maxBounceBytes();
         this.deferred = new SpscIntRing(options.depth());
-        this.local = new int[options.depth()];
-        this.blocking = new int[options.depth()];
+        this.local = new IntFifo(options.depth());
+        this.blocking = new IntFifo(options.depth());
     }
 
     // ---------------------------------------------------------------- back-end specific
@@ -106,6 +117,13 @@ abstract class SlottedBackend implements IoBackend {
 
     /** Operations queued for the kernel and not yet taken. */
     abstract int queuedCount();
+
+    /**
+     * Operations the kernel (or the back end's workers) has taken and not yet given back through
+     * {@link #reapQueued}, derived from state an exception cannot leave half-updated (see the
+     * class comment). Never below what may still run.
+     */
+    abstract int kernelInFlight();
 
     /** Reaps up to {@code max} kernel completions through {@link #complete}. */
     abstract int reapQueued(CompletionSink sink, int max);
@@ -238,51 +256,66 @@ abstract class SlottedBackend implements IoBackend {
         slots.stageSegments(slot, buffers);
         if (plan != BOUNCE) {
             enqueueTransfer(slot, isWrite, plan);
-        } else if (waitingCount > 0 || !bounce(slot)) {
-            // Behind earlier waiters (arrival order), or the budget is spent: wait for it.
-            waiting[(waitingHead + waitingCount++) % waiting.length] = slot;
+        } else if (!waiting.isEmpty()) {
+            waiting.add(slot); // behind earlier waiters: arrival order
+        } else {
+            int staged = slots.stageBounce(slot);
+            if (staged == SlotTable.NO_BUDGET) {
+                waiting.add(slot); // the budget is spent: wait for it
+            } else {
+                bounced(slot, staged);
+            }
         }
         return 0;
     }
 
     /**
-     * Submitter: stages {@code slot}'s bounce buffer and queues the transfer, or fails it alone;
-     * false (nothing done) when the device's bounce budget cannot cover it now.
+     * Submitter: {@code slot}'s bounce buffer is staged ({@code staged} from
+     * {@link SlotTable#stageBounce}, not NO_BUDGET): a write waits for its copy at the next
+     * submit, a read is queued; out of memory fails it alone.
      */
-    private boolean bounce(int slot) {
-        boolean isWrite = slots.op(slot) == SlotTable.OP_WRITE;
-        int staged;
-        try {
-            staged = slots.stageBounce(slot, isWrite);
-        } catch (InternalError e) {
-            // The guest's memory faulted under the bounce copy (the frontend shrank the file:
-            // SIGBUS, raised here when the copy was not compiled code): the operation fails
-            // alone with EFAULT, which the caller reads as a fault in guest memory.
-            failLocally(slot, -Errno.EFAULT);
-            return true;
-        }
-        if (staged == SlotTable.NO_BUDGET) {
-            return false;
-        }
+    private void bounced(int slot, int staged) {
         if (staged == SlotTable.NO_MEMORY) {
             failLocally(slot, -Errno.ENOMEM);
+        } else if (slots.op(slot) == SlotTable.OP_WRITE) {
+            staging.add(slot);
         } else {
-            enqueueTransfer(slot, isWrite, BOUNCE);
+            enqueueTransfer(slot, false, BOUNCE);
         }
-        return true;
     }
 
     /** Submitter: stages waiting bounced transfers, in order, while the budget covers them. */
     private void retryWaiting() {
-        while (waitingCount > 0 && bounce(waiting[waitingHead])) {
-            waitingHead = (waitingHead + 1) % waiting.length;
-            waitingCount--;
+        while (!waiting.isEmpty()) {
+            int staged = slots.stageBounce(waiting.peek());
+            if (staged == SlotTable.NO_BUDGET) {
+                return;
+            }
+            bounced(waiting.take(), staged);
+        }
+    }
+
+    /**
+     * Submitter: copies the staged writes' data into their bounce buffers, one batch, and queues
+     * each, or fails it alone (EFAULT: its guest memory faulted).
+     */
+    private void stageWrites() {
+        int n = staging.size();
+        stager.stageWrites(staging, n);
+        for (int i = 0; i < n; i++) {
+            int slot = staging.take();
+            long result = stager.result(slot);
+            if (result == 0) {
+                enqueueTransfer(slot, true, BOUNCE);
+            } else {
+                failLocally(slot, result);
+            }
         }
     }
 
     /** Bounced transfers waiting for bounce memory (tests). */
     final int waitingForBounce() {
-        return waitingCount;
+        return waiting.size();
     }
 
     @Override
@@ -342,12 +375,12 @@ abstract class SlottedBackend implements IoBackend {
 
     /** Submitter: {@code slot} will be performed by {@link #performLocally} at the next submit. */
     final void queueLocally(int slot) {
-        local[localCount++] = slot;
+        local.add(slot);
     }
 
     /** Submitter: {@code slot} goes to the helper thread ({@link #performOffloaded}) at the next submit. */
     final void queueOffloaded(int slot) {
-        blocking[blockingCount++] = slot;
+        blocking.add(slot);
     }
 
     /**
@@ -385,31 +418,32 @@ abstract class SlottedBackend implements IoBackend {
         if (closed) {
             return -Errno.EBADF;
         }
-        if (waitingCount > 0) {
+        if (!waiting.isEmpty()) {
             retryWaiting();
         }
+        if (!staging.isEmpty()) {
+            stageWrites();
+        }
         int taken = queuedCount() > 0 ? submitQueued() : 0;
-        if (blockingCount > 0) {
-            // After submitQueued: it may add a flush the kernel refused. Counted in flight as
-            // they are handed over, as a kernel submission is.
+        io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SUBMIT_RETURNED); // tests only: see FaultPoints
+        if (!blocking.isEmpty()) {
+            // After submitQueued: it may add a flush the kernel refused. Counted in flight by
+            // the helper's queue as each is handed over.
             Offload helper = offload();
-            countSubmitted(blockingCount);
-            for (int i = 0; i < blockingCount; i++) {
-                helper.offer(blocking[i]);
+            int handed = 0;
+            while (!blocking.isEmpty()) {
+                helper.offer(blocking.take());
+                handed++;
             }
             helper.wake();
-            taken = Math.max(taken, 0) + blockingCount;
-            blockingCount = 0;
+            taken = Math.max(taken, 0) + handed;
         }
         int done = 0;
-        if (localCount > 0) {
-            for (int i = 0; i < localCount; i++) {
-                int slot = local[i];
-                slots.result(slot, performLocally(slot));
-                deferCompletion(slot);
-            }
-            done = localCount;
-            localCount = 0;
+        while (!local.isEmpty()) {
+            int slot = local.take();
+            slots.result(slot, performLocally(slot));
+            deferred.offer(slot);
+            done++;
         }
         if (done > 0) {
             signalCompletions();
@@ -421,12 +455,11 @@ abstract class SlottedBackend implements IoBackend {
     }
 
     /**
-     * Submitter: queues a finished slot (result stored) for the reaper and counts it as
-     * submitted. The caller signals once for all it deferred.
+     * Submitter: queues a finished slot (result stored) for the reaper (counted in flight until
+     * reaped). The caller signals once for all it deferred.
      */
     final void deferCompletion(int slot) {
         deferred.offer(slot);
-        countSubmitted(1);
     }
 
     /** The largest operation that may be bounced. */
@@ -434,24 +467,25 @@ abstract class SlottedBackend implements IoBackend {
         return maxBounceBytes;
     }
 
-    /** Deferred completions not yet reaped. */
-    final int deferredCount() {
-        return deferred.size();
-    }
-
-    /** Submitter: {@code n} more operations are in flight. */
-    final void countSubmitted(int n) {
-        SUBMITTED.setRelease(this, (long) SUBMITTED.getOpaque(this) + n);
+    /** Whether bounce copies go through the kernel (tests). */
+    final boolean kernelCopy() {
+        return copier.kernelCopy();
     }
 
     @Override
     public final int pendingSubmit() {
-        return queuedCount() + localCount + blockingCount + waitingCount;
+        return queuedCount() + local.size() + blocking.size() + waiting.size() + staging.size();
     }
 
+    /**
+     * Derived (see the class comment): taken by the kernel, the workers or the helper thread and
+     * not given back, plus finished and not yet delivered (deferred, or a bounced read's copy
+     * back). Exact on the submitting/reaping thread; from another thread a moment's view.
+     */
     @Override
     public final int inFlight() {
-        return (int) ((long) SUBMITTED.getAcquire(this) - (long) REAPED.getAcquire(this));
+        Offload helper = offload;
+        return kernelInFlight() + deferred.size() + (helper == null ? 0 : helper.inFlight()) + copyOuts.size();
     }
 
     @Override
@@ -463,12 +497,16 @@ abstract class SlottedBackend implements IoBackend {
         // so nothing queued after our last look can go unsignalled (Dekker with SC volatiles).
         SIGNALLED.setVolatile(this, false);
         signal.onPoll();
+        if (!copyOuts.isEmpty()) {
+            finishCopyOuts(sink); // left by a poll an exception cut short; counted there
+        }
         int n = 0;
         while (n < max) {
             int slot = deferred.poll();
             if (slot < 0) {
                 break;
             }
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.REAP_TAKEN); // tests only: see FaultPoints
             complete(slot, slots.result(slot), sink);
             n++;
         }
@@ -486,6 +524,9 @@ abstract class SlottedBackend implements IoBackend {
         if (n < max) {
             n += reapQueued(sink, max - n);
         }
+        if (!copyOuts.isEmpty()) {
+            finishCopyOuts(sink);
+        }
         if (n == max && (!deferred.isEmpty() || hasQueuedCompletions() || (helper != null && helper.hasDone()))) {
             // The reaper may have reset the event before this poll: leave it set for the rest.
             signalCompletions();
@@ -494,23 +535,39 @@ abstract class SlottedBackend implements IoBackend {
     }
 
     /**
-     * Reaper: finishes {@code slot}: copies a bounced read out, frees the slot, then tells the
-     * sink (so a sink that prepares at once finds the slot free).
+     * Reaper: finishes {@code slot}, which the caller has already taken from wherever it was
+     * (the kernel's ring, a queue): frees the slot, then tells the sink (so a sink that prepares
+     * at once finds the slot free). A bounced read with data waits for the copy back at the end
+     * of this poll ({@link #finishCopyOuts}).
      */
     final void complete(int slot, long result, CompletionSink sink) {
         if (result > 0 && slots.bounced(slot) && slots.op(slot) == SlotTable.OP_READ) {
-            try {
-                slots.copyOut(slot, result);
-            } catch (InternalError e) {
-                // The guest's memory faulted under the copy back: this read fails with EFAULT,
-                // and the reaping loop goes on with every other completion intact.
-                result = -Errno.EFAULT;
-            }
+            slots.result(slot, result);
+            copier.expect(slot, result);
+            copyOuts.add(slot);
+            return;
         }
         long userData = slots.userData(slot);
         slots.release(slot);
-        REAPED.setRelease(this, (long) REAPED.getOpaque(this) + 1);
         sink.complete(userData, result);
+    }
+
+    /**
+     * Reaper: copies the bounced reads of this poll back into guest memory, one batch, and
+     * delivers them: each with its read's result, or EFAULT when its guest memory faulted (the
+     * caller reads that as a fault in guest memory); every other one intact.
+     */
+    private void finishCopyOuts(CompletionSink sink) {
+        int n = copyOuts.size();
+        copier.copyOut(copyOuts, n);
+        for (int i = 0; i < n; i++) {
+            int slot = copyOuts.take();
+            long copied = copier.result(slot);
+            long result = copied < 0 ? copied : slots.result(slot);
+            long userData = slots.userData(slot);
+            slots.release(slot);
+            sink.complete(userData, result);
+        }
     }
 
     /**
@@ -541,7 +598,7 @@ abstract class SlottedBackend implements IoBackend {
     @Override
     public final int awaitCompletions(int timeoutMs) {
         Offload helper = offload;
-        if (!deferred.isEmpty() || hasQueuedCompletions() || (helper != null && helper.hasDone())) {
+        if (!deferred.isEmpty() || hasQueuedCompletions() || (helper != null && helper.hasDone()) || !copyOuts.isEmpty()) {
             return 1;
         }
         return signal.await(timeoutMs);
@@ -554,9 +611,10 @@ abstract class SlottedBackend implements IoBackend {
         }
         closed = true;
         // Operations prepared but never submitted never reached the kernel: drop them.
-        localCount = 0;
-        blockingCount = 0;
-        waitingCount = 0;
+        local.clear();
+        blocking.clear();
+        waiting.clear();
+        staging.clear();
         Offload helper = offload;
         if (helper != null && !helper.stop(this::dropCompletion)) {
             // A single fallocate or fdatasync the kernel did not finish in a minute: the slots
@@ -565,17 +623,19 @@ abstract class SlottedBackend implements IoBackend {
         }
         awaitQueued();
         while (deferred.poll() >= 0) {
-            REAPED.setRelease(this, (long) REAPED.getOpaque(this) + 1);
+            // Finished, and nobody will receive it.
+        }
+        while (!copyOuts.isEmpty()) {
+            slots.release(copyOuts.take());
         }
         release();
         slots.close();
         signal.close();
     }
 
-    /** Reaper during close: counts a completion nobody will receive. */
+    /** Reaper during close: a completion, taken, that nobody will receive. */
     final void dropCompletion(int slot) {
         slots.release(slot);
-        REAPED.setRelease(this, (long) REAPED.getOpaque(this) + 1);
     }
 
     @Override

@@ -48,8 +48,14 @@ final class ThreadPoolBackend extends SlottedBackend {
     private final ManyToManyConcurrentArrayQueue<Integer> work;
     private final ManyToOneConcurrentArrayQueue<Integer> done;
     private final boolean[] buffered;
+    /**
+     * Slots prepared for the workers, indexed by their number among everything ever offered: the
+     * next to hand over is number {@code work.addedCount()} (the submitter is the queue's only
+     * producer), so handing one over and counting it are the same step.
+     */
     private final int[] pending;
-    private int pendingCount;
+    private final int pendingMask;
+    private long pendingTail;
     private final long channelAlignmentMask;
     private final FileChannel channel;
     private final FileChannel bufferedChannel;
@@ -75,7 +81,8 @@ final class ThreadPoolBackend extends SlottedBackend {
         this.work = new ManyToManyConcurrentArrayQueue<>(Math.max(2, depth));
         this.done = new ManyToOneConcurrentArrayQueue<>(Math.max(2, depth));
         this.buffered = new boolean[depth];
-        this.pending = new int[depth];
+        this.pending = new int[org.agrona.BitUtil.findNextPositivePowerOfTwo(depth)];
+        this.pendingMask = pending.length - 1;
         this.channelAlignmentMask = channelAlignment(image) - 1;
         this.workers = new Worker[threads];
         try {
@@ -126,30 +133,44 @@ final class ThreadPoolBackend extends SlottedBackend {
     @Override
     void enqueueTransfer(int slot, boolean isWrite, int plan) {
         buffered[slot] = plan == BUFFERED;
-        pending[pendingCount++] = slot;
+        enqueue(slot);
     }
 
     @Override
     void enqueueFlush(int slot) {
-        pending[pendingCount++] = slot;
+        enqueue(slot);
     }
 
     @Override
     void enqueueZeroing(int slot) {
-        pending[pendingCount++] = slot;
+        enqueue(slot);
+    }
+
+    private void enqueue(int slot) {
+        pending[(int) pendingTail & pendingMask] = slot;
+        pendingTail++;
     }
 
     @Override
     int queuedCount() {
-        return pendingCount;
+        return (int) (pendingTail - work.addedCount());
+    }
+
+    /**
+     * Offered to the workers and not taken back: both counted by the queues themselves as each
+     * offer and each poll happens, so no exception can leave the count off.
+     */
+    @Override
+    int kernelInFlight() {
+        return (int) (work.addedCount() - done.removedCount());
     }
 
     @Override
     int submitQueued() {
-        int n = pendingCount;
-        countSubmitted(n);
-        for (int i = 0; i < n; i++) {
-            Integer box = boxes[pending[i]];
+        int n = 0;
+        for (long next = work.addedCount(); next != pendingTail; next = work.addedCount()) {
+            n++;
+            Integer box = boxes[pending[(int) next & pendingMask]];
             // Never logically full (as many entries as slots), but Agrona's many-to-many queue
             // refuses an offer onto the entry a worker has claimed and not yet released: a
             // worker preempted inside poll() while the others cycle the ring round to it. The
@@ -159,7 +180,6 @@ final class ThreadPoolBackend extends SlottedBackend {
                 Thread.yield();
             }
         }
-        pendingCount = 0;
         // Dekker with the workers (they set their idle bit, then look at the queue again): the
         // queue's publish is a release store, which may pass our load of the idle mask; without
         // a full fence a worker can miss the entry while we miss its bit, and everyone sleeps
@@ -192,6 +212,7 @@ final class ThreadPoolBackend extends SlottedBackend {
             if (slot == null) {
                 break;
             }
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.REAP_TAKEN); // tests only: see FaultPoints
             complete(slot, slots.result(slot), sink);
             n++;
         }
@@ -205,7 +226,7 @@ final class ThreadPoolBackend extends SlottedBackend {
 
     @Override
     void awaitQueued() {
-        while (inFlight() - deferredCount() > 0) {
+        while (kernelInFlight() > 0) {
             Integer slot = done.poll();
             if (slot != null) {
                 dropCompletion(slot);

@@ -4,4 +4,6 @@ package io.vblk.engine;
 final class CompletionEvent {
     int slot;
     long result;
+    /** Set by the completion thread before it acts on the event: an event seen again is a no-op. */
+    boolean consumed;
 }

@@ -18,7 +18,14 @@ import com.lmax.disruptor.WaitStrategy;
  * and a second thread; buys an I/O thread that only pops and submits.
  *
  * <p>The processor has an exception handler of its own: the Disruptor's default ends the thread
- * on any Throwable, and the I/O thread would then wait in {@code next()} forever.
+ * on any Throwable, and the I/O thread would then wait in {@code next()} forever. A Throwable can
+ * still escape the processor (a guest-memory fault the JVM delivers late lands wherever a
+ * safepoint poll is, also outside the processor's try, or inside the handler itself: seen in
+ * engine FaultPointTest, COMPLETION_WRITE, dedicated): the thread then runs the processor again
+ * ({@link #runCompletions}), after the same quarantine. Each event is marked consumed before its
+ * request is completed, so an event the processor sees again is a no-op: a request is never
+ * completed twice; one an escaped exception cut short is lost, and its quarantined queue's drain
+ * gives it up ({@link IoThread#settleLost}).
  */
 final class DedicatedCompletionRoute implements CompletionRoute {
     private final RequestPool pool;
@@ -30,6 +37,7 @@ final class DedicatedCompletionRoute implements CompletionRoute {
     private final OneToOneConcurrentArrayQueue<BlkRequest> returned;
     private final Consumer<BlkRequest> release;
     private Thread thread;
+    private volatile boolean closing;
 
     /**
      * @param ringSize a power of two no smaller than every operation that can be outstanding
@@ -59,7 +67,8 @@ final class DedicatedCompletionRoute implements CompletionRoute {
     }
 
     private void onEvent(CompletionEvent event, long sequence, boolean endOfBatch) {
-        if (event.slot >= 0) { // a negative slot is a fence (see fence())
+        if (event.slot >= 0 && !event.consumed) { // a negative slot is a fence (see fence())
+            event.consumed = true; // before acting on it: see the class comment
             completions.complete(pool.get(event.slot), event.result);
         }
         if (endOfBatch) {
@@ -77,19 +86,7 @@ final class DedicatedCompletionRoute implements CompletionRoute {
     private final class CompletionFailure implements ExceptionHandler<CompletionEvent> {
         @Override
         public void handleEventException(Throwable ex, long sequence, CompletionEvent event) {
-            for (DeviceQueue q : queues) {
-                if (q.faultReason == null) {
-                    q.faultReason = "completion thread: " + ex;
-                }
-            }
-            if (event.slot >= 0) {
-                BlkRequest r = pool.get(event.slot);
-                if (!r.finished && r.queue != null) {
-                    completions.abandon(r);
-                }
-            }
-            completions.endOfBatch();
-            wakeIoThread.run();
+            failed(ex, event);
         }
 
         @Override
@@ -117,6 +114,7 @@ final class DedicatedCompletionRoute implements CompletionRoute {
         CompletionEvent e = ring.get(sequence);
         e.slot = -1; // a no-op until filled in: see below
         try {
+            e.consumed = false;
             e.result = result;
             e.slot = slot;
         } finally {
@@ -161,9 +159,46 @@ final class DedicatedCompletionRoute implements CompletionRoute {
         return true;
     }
 
+    /**
+     * What follows a Throwable on the completion thread: every queue of the I/O thread stops
+     * touching guest memory and is quarantined, and the request of {@code event} (null: not
+     * known), whose completion it cut short, is given back if it was not yet.
+     */
+    private void failed(Throwable ex, CompletionEvent event) {
+        for (DeviceQueue q : queues) {
+            if (q.faultReason == null) {
+                q.faultReason = "completion thread: " + ex;
+            }
+        }
+        if (event != null && event.slot >= 0) {
+            BlkRequest r = pool.get(event.slot);
+            if (!r.finished && r.queue != null) {
+                completions.abandon(r);
+            }
+        }
+        completions.endOfBatch();
+        wakeIoThread.run();
+    }
+
+    /** The completion thread: the processor, run again after a Throwable escaped it (see the class comment). */
+    private void runCompletions() {
+        while (!closing) {
+            try {
+                processor.run();
+                return; // halted
+            } catch (Throwable ex) {
+                try {
+                    failed(ex, null);
+                } catch (Throwable again) {
+                    // A second late fault inside the quarantine: the next round tries again.
+                }
+            }
+        }
+    }
+
     @Override
     public void start(String ioThreadName) {
-        thread = new Thread(processor, ioThreadName + "-completion");
+        thread = new Thread(this::runCompletions, ioThreadName + "-completion");
         thread.setDaemon(true);
         thread.start();
     }
@@ -175,6 +210,7 @@ final class DedicatedCompletionRoute implements CompletionRoute {
 
     @Override
     public void close() {
+        closing = true;
         processor.halt();
         IoThread.joinQuietly(thread);
     }

@@ -25,8 +25,12 @@ package io.vblk.engine;
  *     guarded: a fault there marks the queue faulted ({@link DeviceQueue#faultReason}); the
  *     slot is still released; later completions of that queue skip guest memory; the I/O thread
  *     quarantines it at its next round.</li>
- * <li>Bounce copies in the back ends catch a fault raised there (interpreted code): that
- *     operation fails with EFAULT, and an EFAULT result marks its queue faulted.</li>
+ * <li>Bounce copies in the back ends cannot fault: they go through the kernel
+ *     ({@code process_vm_readv}/{@code process_vm_writev} on our own pid, aio BounceCopier),
+ *     which answers a cut page with EFAULT and sends no signal; exactly that operation fails
+ *     with EFAULT, and an EFAULT result marks its queue faulted. (Where seccomp refuses those
+ *     calls the copies fall back to Unsafe, with one log line: a fault there is then caught at
+ *     the copy only in interpreted code, and otherwise lands like any other late fault.)</li>
  * <li>The dedicated completion thread has an exception handler: it marks the thread's queues
  *     faulted, gives back the event's request if its completion had not, and lives on (the
  *     default handler let it die and the I/O thread then waited forever).</li>
@@ -35,15 +39,20 @@ package io.vblk.engine;
  *     a quarantined queue therefore gives such requests up ({@link IoThread#settleLost}): once
  *     the back end reports nothing in flight and nothing pending (their slots go back to the
  *     pool). They are counted {@link QueueCounters#LOST}, never completed, and the queue stays
- *     quarantined. Never while the back end still reports work: if the fault broke the back
- *     end's own bookkeeping, the drain keeps waiting (a hang of that queue's stop, the case
- *     issue 10 leaves open), because giving up on an operation that may really still be
- *     running would let the VMM unmap memory it is about to write (a JVM crash).</li>
+ *     quarantined. Never while the back end still reports work: giving up on an operation that
+ *     may really still be running would let the VMM unmap memory it is about to write (a JVM
+ *     crash). The back ends keep that report exact whatever point the fault lands at: their
+ *     in-flight counts are derived from the kernel's own indices (io_uring: SQ head consumed
+ *     against CQ head taken) or from their hand-over queues' own counters, and their lists hand
+ *     an operation on only after removing it, so a fault can lose a completion (given up here;
+ *     the back-end slot stays out of its pool until close) but neither hide an operation still
+ *     running nor keep one counted that has finished. Linux AIO keeps one narrow exception
+ *     (aio LinuxAioBackend: a batch the kernel took only partly, with the fault landing right
+ *     after io_submit returned): that queue's drain then waits, a hang, never a crash.</li>
  * <li>A fault delivered inside the I/O thread's publish into the dedicated completion ring,
  *     between the lite blocking strategy's flag and its notify, would leave the completion thread
  *     asleep with events published: its wait times out ({@link WaitStrategies}) and it wakes.</li>
- * <li>io_uring's close stops waiting once the kernel owes no completion (SQ head == CQ tail),
- *     whatever the back end's own count, which a fault inside its reap or submit may have broken.</li>
+ * <li>io_uring's close waits exactly for what the kernel owes (SQ head against CQ head).</li>
  * <li>A quarantined queue reports needs-reset through {@link DeviceListener#queueBroken} and
  *     stays quarantined until a reset ({@link BlockDevice#reset}, {@link
  *     BlockDevice#clearQuarantine}); other devices are unaffected.</li>
@@ -52,8 +61,10 @@ package io.vblk.engine;
  * <p>Tested point by point, deterministically, by FaultSeamTest: the same InternalError is thrown
  * at exactly the point through {@link io.vblk.sys.FaultPoints} (pop, parse, bounce copy in and
  * back) or a throwing {@link InflightTracker} (inflight-region write, completion write, used
- * publish). FaultPointTest, opt-in ({@code -Dfaultpoint=ALL}), truncates a real memfd instead;
- * it cannot choose where Java 17 delivers the error, so it stays out of CI.
+ * publish). FaultPointTest truncates a real memfd instead, at every point, cold and hot; it
+ * cannot choose where Java 17 delivers the error, and checks that wherever it lands the model
+ * holds. aio LateFaultAccountingTest throws at the back ends' own worst points (right after the
+ * submit call, right after a completion is taken).
  */
 final class GuestFaults {
     private GuestFaults() {

@@ -396,9 +396,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * Never while the back end still reports work, however long the count has not moved: an
      * operation that is really still running (a long zeroing ahead of it on the thread pool, a
      * network server that stalls) may yet write into guest memory, and a drain that returned
-     * would let the VMM unmap that memory under it (a SIGSEGV the JVM cannot survive). A fault
-     * that broke the back end's own bookkeeping therefore still leaves the drain waiting: a
-     * hang of that queue, not a crash (issue 10 keeps that case open).
+     * would let the VMM unmap that memory under it (a SIGSEGV the JVM cannot survive). The aio
+     * back ends derive that report from the kernel's and their queues' own indices, so a fault
+     * landing inside them cannot leave it wrong (see {@link GuestFaults}; Linux AIO keeps one
+     * narrow window, which would leave this drain waiting: a hang, not a crash).
      * Either way only after a completion fence has passed (dedicated mode: the completion
      * thread finished every batch handed to it) and its returns were taken back. A lost
      * request is never completed into guest memory.

@@ -101,4 +101,25 @@ class CompletionRouteTest {
             assertNotNull(rig.queue.brokenReason);
         }
     }
+
+    @Test
+    @DisplayName("dedicated: a Throwable that escapes the processor itself (here: its handler throws too) runs the processor again")
+    void dedicatedRunsAgainWhenAThrowableEscapesTheProcessor() {
+        try (RoundRig rig = new RoundRig(mode(ThreadingMode.DEDICATED), null)) {
+            DedicatedCompletionRoute route = (DedicatedCompletionRoute) rig.thread.route();
+            route.start("route-test");
+            rig.offerReads(1);
+            assertEquals(1, rig.thread.doWork());
+            // A slot outside the pool: finishing it throws, and so does the handler that looks
+            // the request up: the Throwable leaves the Disruptor's processor (as a late
+            // guest-memory fault outside its try does). Before, that ended the completion thread.
+            route.complete(1 << 20, 4096);
+            roundsUntil(rig, () -> rig.queue.faultReason != null, "the fault seen");
+            roundsUntil(rig, () -> rig.queue.inflight == 0, "the real read still comes back");
+            assertEquals(QueueLifecycle.BROKEN, rig.queue.state, "quarantined by the next round");
+            long fence = route.fence();
+            roundsUntil(rig, () -> route.passed(fence), "a later fence passed: the processor runs again");
+            assertTrue(route.threadAlive(), "the completion thread survived");
+        }
+    }
 }

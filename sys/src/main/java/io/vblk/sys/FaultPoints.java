@@ -9,7 +9,7 @@ import java.lang.invoke.VarHandle;
  * raises for a SIGBUS in an {@code Unsafe} access, so every point can be tested
  * deterministically. A real SIGBUS (a memfd truncated under the mapping) cannot be placed: Java
  * 17 delivers it from compiled code as an asynchronous error at a later safepoint, somewhere the
- * test does not choose (engine's FaultPointTest keeps that variant, opt-in).
+ * test does not choose (engine's FaultPointTest runs that variant).
  *
  * <p>Cost when unused: {@link #at} is one read of a volatile int (a plain load on x86) and a
  * branch never taken, at points that already read guest memory. Not for production use:
@@ -24,6 +24,13 @@ public final class FaultPoints {
     public static final int BOUNCE_COPY = 3;
     /** aio: copying a bounced read's data back into guest memory. */
     public static final int BOUNCE_COPY_BACK = 4;
+    /**
+     * aio: just after the submit system call returned, before its answer is used: where a fault
+     * the JVM delivers late lands if it lands in a native-call transition of the submit.
+     */
+    public static final int SUBMIT_RETURNED = 5;
+    /** aio: just after a completion was taken from the kernel (or a queue), before it is finished. */
+    public static final int REAP_TAKEN = 6;
 
     /** The message HotSpot gives the error (engine's GuestFaults.isMemoryFault matches it). */
     public static final String MESSAGE = "a fault occurred in an unsafe memory access operation (injected)";

@@ -66,6 +66,16 @@ public interface LibC {
     /** Raw system call with up to five arguments (six parameters: see the class comment). */
     long syscall(long number, long a1, long a2, long a3, long a4, long a5);
 
+    /**
+     * process_vm_readv(2): copies from {@code remoteIov} in process {@code pid} into
+     * {@code localIov}. Six parameters: {@code flags} (the sixth, which must be 0) arrives intact
+     * only with jnr-ffi's x86 stubs disabled ({@link Native} does that; SixthArgumentTest checks it).
+     */
+    long process_vm_readv(int pid, long localIov, long localCount, long remoteIov, long remoteCount, long flags);
+
+    /** process_vm_writev(2): copies {@code localIov} into {@code remoteIov} of {@code pid}; as {@link #process_vm_readv}. */
+    long process_vm_writev(int pid, long localIov, long localCount, long remoteIov, long remoteCount, long flags);
+
     int socket(int domain, int type, int protocol);
 
     int bind(int fd, long sockaddrAddress, int addrlen);

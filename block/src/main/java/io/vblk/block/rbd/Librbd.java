@@ -23,6 +23,9 @@ final class Librbd {
 
         int rados_conf_set(long cluster, String option, String value);
 
+        /** Copies option {@code option}'s value, NUL-terminated, into {@code buf} ({@code -ENAMETOOLONG} when it does not fit). */
+        int rados_conf_get(long cluster, String option, long buf, long len);
+
         int rados_connect(long cluster);
 
         void rados_shutdown(long cluster);

@@ -128,6 +128,14 @@ public final class RbdBackend implements IoBackend {
             // the OSDs and any other handle of the image (a migration's destination) reads it.
             // An address may turn it back on (:rbd_cache=true), overriding this below.
             check(lib.rados.rados_conf_set(cluster, "rbd_cache", "false"), "rbd_cache", address);
+            // One librados completion thread instead of two: every completion passes through
+            // this pool (msgr-worker -> io_context_pool -> our eventfd), and with two threads
+            // the idle one is woken for nearly every reply. One thread that finds several
+            // completions queued when it wakes measured ~0.4 fewer context switches per 4 KiB
+            // read at depth 64 (scripts/bench-network, issue 14); context switches dominate the
+            // client's CPU on a VM. One I/O thread per disk feeds it, so more threads do not
+            // add parallelism here. An address may set it back (:librados_thread_count=2).
+            check(lib.rados.rados_conf_set(cluster, "librados_thread_count", "1"), "librados_thread_count", address);
             for (Map.Entry<String, String> e : address.options().entrySet()) {
                 check(lib.rados.rados_conf_set(cluster, e.getKey(), e.getValue()), "option " + e.getKey(), address);
             }
@@ -169,6 +177,29 @@ public final class RbdBackend implements IoBackend {
         if (rc < 0) {
             throw new IllegalStateException("RBD " + address + ": " + what + " failed: " + Errno.describe(-rc) + " (" + rc + ")");
         }
+    }
+
+    /**
+     * The value of Ceph client option {@code name} this disk's cluster handle runs with (what the
+     * driver set, overridden by the address), or null when librados does not know it. Control
+     * path only: it allocates.
+     */
+    String clientOption(String name) {
+        if (closed) {
+            return null;
+        }
+        NativeBuffer value = new NativeBuffer(256); // freed with it by the collector
+        int rc = lib.rados.rados_conf_get(cluster, name, value.address(), value.capacity());
+        if (rc < 0) {
+            return null;
+        }
+        byte[] bytes = new byte[value.capacity()];
+        value.buffer().getBytes(0, bytes);
+        int end = 0;
+        while (end < bytes.length && bytes[end] != 0) {
+            end++;
+        }
+        return new String(bytes, 0, end, java.nio.charset.StandardCharsets.US_ASCII);
     }
 
     /** The image's size in bytes (the snapshot's, for a snapshot). */

@@ -116,6 +116,34 @@ class RbdBackendTest {
         assertEquals(1_000_003, bytes.getInt((int) (5 * MiB)));
     }
 
+    /**
+     * The client configuration the data plane sets (issue 14): no librbd cache (QEMU's
+     * cache=none) and one librados completion thread; an address option overrides either.
+     */
+    @Test
+    void setsTheDataPlanesClientOptionsAndTheAddressOverridesThem() throws Exception {
+        ceph.run("rbd", "create", "rbd/conf", "--size", "4M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("conf"), RbdOptions.defaults())) {
+            assertEquals("false", disk.clientOption("rbd_cache"));
+            assertEquals("1", disk.clientOption("librados_thread_count"));
+            assertNull(disk.clientOption("no_such_ceph_option"));
+            NativeBuffer b = buffer(4096);
+            fill(b, 5);
+            assertEquals(4096, one(disk, disk.prepareWrite(0, vector(b), 1)));
+            NativeBuffer r = buffer(4096);
+            assertEquals(4096, one(disk, disk.prepareRead(0, vector(r), 2)));
+            assertTrue(matches(r, 5));
+        }
+        try (RbdBackend disk = RbdBackend.open(ceph.address("conf") + ":librados_thread_count=2:rbd_cache=true",
+                RbdOptions.defaults())) {
+            assertEquals("2", disk.clientOption("librados_thread_count"));
+            assertEquals("true", disk.clientOption("rbd_cache"));
+            NativeBuffer r = buffer(4096);
+            assertEquals(4096, one(disk, disk.prepareRead(0, vector(r), 3)));
+            assertTrue(matches(r, 5));
+        }
+    }
+
     /** Online resize of a raw RBD disk through its block driver: rbd_resize, then I/O past the old end. */
     @Test
     void aRawRbdDriverGrowsTheImageOnline() throws Exception {
