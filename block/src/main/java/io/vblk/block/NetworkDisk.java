@@ -4,13 +4,15 @@ import io.vblk.aio.IoBackend;
 import io.vblk.block.nbd.NbdAddress;
 import io.vblk.block.nbd.NbdBackend;
 import io.vblk.block.nbd.NbdOptions;
+import io.vblk.block.nbd.NbdTls;
 import io.vblk.block.rbd.RbdAddress;
 import io.vblk.block.rbd.RbdBackend;
 import io.vblk.block.rbd.RbdOptions;
 
 /**
  * A disk on a server, named by its address: an NBD URI ({@code nbd://HOST[:PORT]/EXPORT},
- * {@code nbd+unix:///EXPORT?socket=PATH}) or a Ceph RBD image
+ * {@code nbd+unix:///EXPORT?socket=PATH}, or over TLS {@code nbds://...} and
+ * {@code nbds+unix://...} with {@code tls-certificates=DIR} or an {@link NbdTls}) or a Ceph RBD image
  * ({@code rbd:POOL/IMAGE[@SNAP][:conf=PATH][:id=USER]}). Opening one connects once to learn the
  * size and whether it is read-only; each I/O thread then opens its own driver (its own NBD
  * connection(s), its own librbd image handle).
@@ -35,11 +37,14 @@ public final class NetworkDisk implements DriverFactory {
     private final int connections;
     private final int retryTimeoutMs;
     private final int blockSizeBytes;
+    /** TLS credentials for an nbds:// address (null: the URI's own, or plain). */
+    private final NbdTls tls;
     private int opened;
 
     private NetworkDisk(String address, boolean nbd, long sizeBytes, boolean readOnly, boolean multiConn, int connections,
-            int retryTimeoutMs, int blockSizeBytes) {
+            int retryTimeoutMs, int blockSizeBytes, NbdTls tls) {
         this.address = address;
+        this.tls = tls;
         this.nbd = nbd;
         // A tail shorter than a sector cannot be addressed by a virtio-blk guest: not served.
         this.sizeBytes = sizeBytes & ~511L;
@@ -70,17 +75,35 @@ public final class NetworkDisk implements DriverFactory {
      * @throws RuntimeException (with the server's or librbd's reason) when it cannot be opened
      */
     public static NetworkDisk open(String address, boolean readOnly, int connections, int retryTimeoutMs) {
+        return open(address, readOnly, connections, retryTimeoutMs, null);
+    }
+
+    /**
+     * {@link #open(String, boolean, int, int)} with TLS credentials for an {@code nbds://} or
+     * {@code nbds+unix://} address: {@code tls} (null: the URI's {@code tls-certificates=DIR},
+     * else the JVM's trust store) serves every connection and reconnect of the disk.
+     *
+     * @throws IllegalArgumentException when TLS credentials are given for an address that does not use TLS
+     */
+    public static NetworkDisk open(String address, boolean readOnly, int connections, int retryTimeoutMs, NbdTls tls) {
         if (NbdAddress.matches(address)) {
-            NbdAddress.parse(address);
-            try (NbdBackend probe = NbdBackend.open(address, NbdOptions.defaults().withDepth(1))) {
-                return new NetworkDisk(address, true, probe.sizeBytes(), readOnly || probe.readOnly(),
-                        probe.allowsMultiConn(), connections, retryTimeoutMs, Math.max(512, probe.minBlockBytes()));
+            NbdAddress parsed = NbdAddress.parse(address);
+            if (tls != null && !parsed.tls()) {
+                throw new IllegalArgumentException("TLS credentials given for a plain NBD address (use nbds:// or"
+                        + " nbds+unix://): " + address);
             }
+            try (NbdBackend probe = NbdBackend.open(parsed, NbdOptions.defaults().withDepth(1).withTls(tls))) {
+                return new NetworkDisk(address, true, probe.sizeBytes(), readOnly || probe.readOnly(),
+                        probe.allowsMultiConn(), connections, retryTimeoutMs, Math.max(512, probe.minBlockBytes()), tls);
+            }
+        }
+        if (tls != null) {
+            throw new IllegalArgumentException("TLS credentials apply to nbds:// addresses only: " + address);
         }
         if (RbdAddress.matches(address)) {
             RbdAddress.parse(address);
             try (RbdBackend probe = RbdBackend.open(address, rbdOptions(1, readOnly, retryTimeoutMs))) {
-                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, retryTimeoutMs, 512);
+                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, retryTimeoutMs, 512, null);
             }
         }
         throw new IllegalArgumentException("not a network disk address (nbd://, nbd+unix://, rbd:): " + address);
@@ -140,7 +163,7 @@ public final class NetworkDisk implements DriverFactory {
 
     private IoBackend openBackend(int depth, boolean counted) {
         if (!counted) {
-            return nbd ? NbdBackend.open(address, NbdOptions.defaults().withDepth(depth).withReadOnly(true))
+            return nbd ? NbdBackend.open(address, NbdOptions.defaults().withDepth(depth).withReadOnly(true).withTls(tls))
                     : RbdBackend.open(address, rbdOptions(depth, true, retryTimeoutMs));
         }
         if (nbd && !multiConn && opened > 0) {
@@ -155,7 +178,7 @@ public final class NetworkDisk implements DriverFactory {
         opened++;
         if (nbd) {
             NbdOptions options = NbdOptions.defaults().withDepth(depth).withConnections(connections)
-                    .withRetryTimeoutMs(retryTimeoutMs).withReadOnly(readOnly);
+                    .withRetryTimeoutMs(retryTimeoutMs).withReadOnly(readOnly).withTls(tls);
             return NbdBackend.open(address, options);
         }
         return RbdBackend.open(address, rbdOptions(depth, readOnly, retryTimeoutMs));

@@ -121,7 +121,16 @@ final class Export implements AutoCloseable {
     /** Connects to a network disk; a bad address or an unreachable server is one line, as a missing file is. */
     private static NetworkDisk openNetwork(ExportSpec s) {
         try {
-            return NetworkDisk.open(s.network, s.readOnly);
+            io.vblk.block.nbd.NbdTls tls = null;
+            if (s.tlsCertificates != null || s.tlsHostname != null) {
+                // The URI's own credentials directory, unless the parameter names one.
+                tls = s.tlsCertificates != null ? io.vblk.block.nbd.NbdTls.certificates(s.tlsCertificates)
+                        : io.vblk.block.nbd.NbdAddress.parse(s.network).tlsCredentials(null);
+                if (s.tlsHostname != null) {
+                    tls = tls.withHostname(s.tlsHostname);
+                }
+            }
+            return NetworkDisk.open(s.network, s.readOnly, 1, 30_000, tls);
         } catch (RuntimeException e) {
             throw new InvalidParams("cannot open " + s.network + ": " + e.getMessage());
         }

@@ -88,6 +88,17 @@ final class ExportOptions {
             + "least 4M (default 64M); a transfer beyond it waits for memory, never fails")
     String bounceBudget;
 
+    @Option(names = "--tls-certificates", paramLabel = "DIR", description = "nbds:// and nbds+unix:// images: TLS "
+            + "credentials directory holding ca-cert.pem (the CA that signed the server's certificate) and, for a server "
+            + "that verifies clients, client-cert.pem and client-key.pem (default: the URI's tls-certificates=DIR, else "
+            + "the JVM's trust store)")
+    String tlsCertificates;
+
+    @Option(names = "--tls-hostname", paramLabel = "NAME", description = "nbds:// and nbds+unix:// images: the name the "
+            + "server's certificate must carry (default: the URI's host; over a Unix socket only the CA is checked "
+            + "unless a name is given)")
+    String tlsHostname;
+
     /** The options given, as export.add parameters (text, as typed). */
     Map<String, Object> toParams() {
         Map<String, Object> m = new LinkedHashMap<>();
@@ -112,6 +123,8 @@ final class ExportOptions {
         put(m, "iops_limit", iopsLimit);
         put(m, "bps_limit", bpsLimit);
         put(m, "bounce_budget", bounceBudget);
+        put(m, "tls_certificates", tlsCertificates);
+        put(m, "tls_hostname", tlsHostname);
         return m;
     }
 

@@ -32,7 +32,7 @@ final class ExportSpec {
 
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
-            "l2_cache_tables", "poll_max_us", "bounce_budget");
+            "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -45,8 +45,12 @@ final class ExportSpec {
     ImageFormat format = ImageFormat.RAW;
     /** qcow2: L2 tables the driver caches per I/O thread (each one cluster of memory). */
     int l2CacheTables = Qcow2Options.DEFAULT_L2_CACHE_TABLES;
-    /** A network disk's address (nbd://, nbd+unix://, rbd:), or null. */
+    /** A network disk's address (nbd://, nbd+unix://, nbds://, nbds+unix://, rbd:), or null. */
     String network;
+    /** nbds:// and nbds+unix:// disks: the TLS credentials directory (ca-cert.pem, client-cert.pem, client-key.pem), or null. */
+    Path tlsCertificates;
+    /** nbds:// and nbds+unix:// disks: the name the server's certificate must carry, or null. */
+    String tlsHostname;
     int queues = 1;
     int queueSize = MAX_QUEUE_SIZE;
     boolean readOnly;
@@ -154,6 +158,7 @@ final class ExportSpec {
             }
         }
         s.setImage(p, imageArg);
+        s.setTls(p);
         if (wait == null && s.network != null) {
             // A network disk answers in tens of microseconds or more: polling for it only burns
             // a core (measured: 3x the CPU per I/O at depth 64 on a busy host, no IOPS gained).
@@ -215,6 +220,31 @@ final class ExportSpec {
         }
     }
 
+    private void setTls(Params p) {
+        String dir = p.string("tls_certificates", null);
+        String name = p.string("tls_hostname", null);
+        if (dir == null && name == null) {
+            return;
+        }
+        boolean tlsAddress = network != null && network.startsWith("nbds");
+        if (!tlsAddress) {
+            throw new InvalidParams(p.name(dir != null ? "tls_certificates" : "tls_hostname")
+                    + " applies to nbds:// and nbds+unix:// images, not " + imageArg);
+        }
+        if (dir != null) {
+            if (dir.isBlank()) {
+                throw new InvalidParams(p.name("tls_certificates") + " needs a directory");
+            }
+            tlsCertificates = Path.of(dir);
+        }
+        if (name != null) {
+            if (name.isBlank()) {
+                throw new InvalidParams(p.name("tls_hostname") + " needs a host name");
+            }
+            tlsHostname = name.trim();
+        }
+    }
+
     /** What {@link #image} names, for messages. */
     String imageName() {
         if (network != null) {
@@ -244,6 +274,12 @@ final class ExportSpec {
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
         m.put("bounce_budget", bounceBudget);
+        if (tlsCertificates != null) {
+            m.put("tls_certificates", tlsCertificates.toString());
+        }
+        if (tlsHostname != null) {
+            m.put("tls_hostname", tlsHostname);
+        }
         m.put("iothreads", iothreads);
         m.put("socket_mode", "0" + Integer.toOctalString(socketMode));
         return m;

@@ -94,10 +94,13 @@ class CliTest {
         bad("multiple of 512", "serve", "--image", "null:1000", "--socket", sock);
         bad("--image must be at least 1", "serve", "--image", "null:0", "--socket", sock);
         bad("needs an image file", "serve", "--image", "null:1G", "--socket", sock, "--aio", "linux-aio");
-        bad("not supported", "serve", "--image", "nbds://127.0.0.1/x", "--socket", sock);
+        bad("Connection refused", "serve", "--image", "nbds://127.0.0.1:1/x", "--socket", sock);
+        bad("applies to nbds://", "serve", "--image", "nbd+unix:///x?socket=/s", "--tls-certificates", dir.toString(),
+                "--socket", sock);
         bad("socket=PATH", "serve", "--image", "nbd+unix:///x", "--socket", sock);
         bad("cannot open nbd+unix", "serve", "--image", "nbd+unix:///x?socket=" + dir.resolve("none.sock"), "--socket", sock);
-        bad("loopback", "serve", "--image", "nbd://192.0.2.1/x", "--socket", sock);
+        bad("TLS parameters on a plain NBD URI", "serve", "--image", "nbd://127.0.0.1/x?tls-certificates=/etc",
+                "--socket", sock);
         bad("expected rbd:POOL/IMAGE", "serve", "--image", "rbd:justapool", "--socket", sock);
         bad("Unmatched argument at index 0: 'frob'", "frob");
         assertFalse(Files.exists(Path.of(sock)), "no socket was created along the way");

@@ -40,9 +40,14 @@ import io.vblk.sys.Linux;
  * with {@code -EROFS} before anything reaches the server.
  */
 public final class NbdBackend implements IoBackend {
+    private static final System.Logger LOG = System.getLogger("io.vblk.block.nbd");
+    private static final java.util.concurrent.atomic.AtomicBoolean PLAIN_REMOTE_WARNED =
+            new java.util.concurrent.atomic.AtomicBoolean();
     final NbdSlots slots;
     final NbdOptions options;
     private final NbdAddress address;
+    /** TLS credentials for every connection and reconnect, or null (plain). */
+    private final NbdTls tls;
     private final NbdExport export;
     private final boolean readOnly;
     private final NbdConnection[] connections;
@@ -64,8 +69,9 @@ public final class NbdBackend implements IoBackend {
     private final Thread helper;
     private volatile boolean helperStop;
 
-    private NbdBackend(NbdAddress address, NbdOptions options, NbdSocket first, NbdExport export) {
+    private NbdBackend(NbdAddress address, NbdTls tls, NbdOptions options, NbdSocket first, NbdExport export) {
         this.address = address;
+        this.tls = tls;
         this.options = options;
         this.export = export;
         readOnly = export.readOnly() || options.readOnly();
@@ -95,28 +101,27 @@ public final class NbdBackend implements IoBackend {
         return open(NbdAddress.parse(address), options);
     }
 
-    /** Connects to {@code address} and negotiates the export. */
+    /**
+     * Connects to {@code address} and negotiates the export; over TLS when the address is
+     * {@code nbds://} or {@code nbds+unix://} (with {@link NbdOptions#tls()}, else the URI's
+     * credentials). Every failure (unreachable, refused export, TLS refused or required, an
+     * untrusted, expired or wrongly named certificate) is an error within the connect timeout.
+     */
     public static NbdBackend open(NbdAddress address, NbdOptions options) {
         NbdBackend disk = null;
+        NbdTls tls;
         try {
-            NbdSocket socket = NbdSocket.connect(address, options.connectTimeoutMs());
-            NbdExport export;
-            try {
-                export = NbdHandshake.negotiate(socket, address.exportName(), options.connectTimeoutMs());
-            } catch (IOException | RuntimeException e) {
-                socket.close();
-                throw e;
-            }
-            disk = new NbdBackend(address, options, socket, export);
+            tls = address.tlsCredentials(options.tls());
+        } catch (IllegalArgumentException e) {
+            throw new UncheckedIOException("NBD " + address + ": " + e.getMessage(), new IOException(e));
+        }
+        try {
+            NbdSocket socket = connect(address, tls, options);
+            NbdExport export = negotiate(socket, address, tls, options);
+            disk = new NbdBackend(address, tls, options, socket, export);
             for (int i = 1; i < disk.connections.length; i++) {
-                NbdSocket more = NbdSocket.connect(address, options.connectTimeoutMs());
-                try {
-                    NbdExport again = NbdHandshake.negotiate(more, address.exportName(), options.connectTimeoutMs());
-                    disk.connections[i] = new NbdConnection(disk, i, more, again);
-                } catch (IOException | RuntimeException e) {
-                    more.close();
-                    throw e;
-                }
+                NbdSocket more = connect(address, tls, options);
+                disk.connections[i] = new NbdConnection(disk, i, more, negotiate(more, address, tls, options));
             }
         } catch (IOException e) {
             if (disk != null) {
@@ -126,6 +131,26 @@ public final class NbdBackend implements IoBackend {
         }
         disk.helper.start();
         return disk;
+    }
+
+    private static NbdSocket connect(NbdAddress address, NbdTls tls, NbdOptions options) throws IOException {
+        if (tls == null && address.socket() == null && !PLAIN_REMOTE_WARNED.get() && !NbdSocket.isLoopback(address.host())
+                && PLAIN_REMOTE_WARNED.compareAndSet(false, true)) {
+            LOG.log(System.Logger.Level.WARNING, "nbd: {0} is plain NBD to a remote host: the disk's data crosses the"
+                    + " network unencrypted and the server unauthenticated (nbds:// uses TLS)", address);
+        }
+        return NbdSocket.connect(address, options.connectTimeoutMs());
+    }
+
+    /** Negotiates on a fresh socket; closes it when that fails. */
+    private static NbdExport negotiate(NbdSocket socket, NbdAddress address, NbdTls tls, NbdOptions options)
+            throws IOException {
+        try {
+            return NbdHandshake.negotiate(socket, address, tls, options.connectTimeoutMs());
+        } catch (IOException | RuntimeException e) {
+            socket.close();
+            throw e;
+        }
     }
 
     /** The export's size in bytes, as the server announced it when the disk was opened. */
@@ -166,6 +191,11 @@ public final class NbdBackend implements IoBackend {
     /** Whether write-zeroes is offered (without it, {@link #prepareWriteZeroes} returns {@code -EOPNOTSUPP}). */
     public boolean supportsWriteZeroes() {
         return export.has(FLAG_SEND_WRITE_ZEROES);
+    }
+
+    /** Whether the connections run TLS ({@code nbds://}, {@code nbds+unix://}). */
+    public boolean tls() {
+        return tls != null;
     }
 
     /** Connections in use. */
@@ -249,19 +279,18 @@ public final class NbdBackend implements IoBackend {
 
     private boolean reconnect(NbdConnection c) {
         try {
+            // A new TLS session each time: a restarted server knows nothing of the old one.
             NbdSocket fresh = NbdSocket.connect(address, options.connectTimeoutMs());
-            try {
-                NbdExport next = NbdHandshake.negotiate(fresh, address.exportName(), options.connectTimeoutMs());
-                c.reconnectFailed = false;
-                // Cleared before the hand-over: a drop after the adoption sets it again.
-                c.wantReconnect = false;
-                c.handoff = new NbdConnection.Fresh(fresh, next);
-                return true;
-            } catch (IOException | RuntimeException e) {
-                fresh.close();
-                throw e;
-            }
+            NbdExport next = negotiate(fresh, address, tls, options);
+            c.reconnectFailed = false;
+            // Cleared before the hand-over: a drop after the adoption sets it again.
+            c.wantReconnect = false;
+            c.handoff = new NbdConnection.Fresh(fresh, next);
+            return true;
         } catch (IOException | RuntimeException e) {
+            if (!c.reconnectFailed) {
+                LOG.log(System.Logger.Level.WARNING, "nbd: {0} reconnect failed: {1}", address, e.getMessage());
+            }
             c.reconnectFailed = true;
             return false;
         }

@@ -4,7 +4,11 @@ import static io.vblk.block.nbd.NbdProtocol.*;
 
 import java.io.IOException;
 import java.lang.System.Logger.Level;
+import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+
+import javax.net.ssl.SSLEngineResult;
+import javax.net.ssl.SSLException;
 
 import org.agrona.UnsafeApi;
 import org.agrona.concurrent.UnsafeBuffer;
@@ -22,7 +26,10 @@ import io.vblk.sys.NativeBuffer;
  * replies in bulk into a receive buffer, parses them in place, copies read payloads once into
  * guest memory and hands finished slots to the disk's completion ring. A send the socket cannot
  * take whole (EAGAIN mid-batch) keeps its position and resumes when the socket is writable
- * (EPOLLOUT on the disk's epoll) or on the next round.
+ * (EPOLLOUT on the disk's epoll) or on the next round. Over TLS the same batch is staged into the
+ * session's preallocated buffer instead (headers and write payloads copied once), sealed into
+ * records and written with one {@code send}; replies are read in bulk as records and opened
+ * straight into the receive buffer, where the same parser reads them ({@link NbdTlsSession}).
  *
  * <p>Faults: a connection that breaks or stays silent past the request timeout is dropped, its
  * requests are queued again, and the disk's helper thread reconnects (the blocking connect and
@@ -58,6 +65,8 @@ final class NbdConnection {
     volatile boolean reconnectFailed;
 
     private NbdSocket socket;
+    /** The socket's TLS session, or null (plain: sendmsg straight from guest memory). */
+    private NbdTlsSession tls;
     private NbdExport export;
     private boolean watchingOut;
 
@@ -80,9 +89,10 @@ final class NbdConnection {
     private boolean allNew;
 
     // Receive buffer [start, end) and the parser's state.
-    private final NativeBuffer receiveMemory = new NativeBuffer(RECEIVE_BYTES);
-    private final long receive = receiveMemory.address();
-    private final UnsafeBuffer rx = receiveMemory.buffer();
+    /** Direct, so that a TLS record can be opened straight into it. */
+    private final ByteBuffer receiveMemory = ByteBuffer.allocateDirect(RECEIVE_BYTES);
+    private final UnsafeBuffer rx = new UnsafeBuffer(receiveMemory);
+    private final long receive = rx.addressOffset();
     private int start;
     private int end;
     private int payloadSlot = -1;
@@ -212,6 +222,7 @@ final class NbdConnection {
 
     private void adopt(NbdSocket fresh) {
         socket = fresh;
+        tls = fresh.tls();
         watchingOut = false;
         wantWrite = false;
         disk.watchNew(fresh.fd(), index);
@@ -221,6 +232,10 @@ final class NbdConnection {
 
     /** Sends what is queued: one sendmsg per batch of up to IOV_MAX iovecs. */
     private void trySend() {
+        if (tls != null) {
+            trySendTls();
+            return;
+        }
         while (socket != null) {
             if (iovFirst == iovEnd && !buildBatch()) {
                 break;
@@ -243,11 +258,54 @@ final class NbdConnection {
             }
             advance(rc);
         }
-        // Watch for room only while a send waits for it (an epoll_ctl on the rare full socket).
+        watchForRoom();
+    }
+
+    /** Watches for room only while a send waits for it (an epoll_ctl on the rare full socket). */
+    private void watchForRoom() {
         if (socket != null && wantWrite != watchingOut) {
             watchingOut = wantWrite;
             disk.watch(socket.fd(), index, wantWrite);
         }
+    }
+
+    /**
+     * The TLS form of {@link #trySend}: the batch's headers and write payloads are copied into
+     * the session's staging buffer, sealed into records and written with one send; a batch
+     * larger than the staging buffer takes one send per staging buffer. What the socket cannot
+     * take waits, sealed, for EPOLLOUT.
+     */
+    private void trySendTls() {
+        NbdTlsSession t = tls;
+        try {
+            while (socket != null) {
+                if (t.sendPending()) {
+                    int rc = t.flush();
+                    if (rc == -Errno.EAGAIN) {
+                        wantWrite = true;
+                        break;
+                    }
+                    if (rc < 0) {
+                        connectionLost("send failed: " + Errno.describe(-rc));
+                        return;
+                    }
+                }
+                if (iovFirst == iovEnd && !buildBatch()) {
+                    break;
+                }
+                while (iovFirst < iovEnd && t.stageRoom() > 0) {
+                    int at = 16 * iovFirst;
+                    int n = (int) Math.min(iov.getLong(at + 8), t.stageRoom());
+                    t.stage(iov.getLong(at), n);
+                    advance(n);
+                }
+                t.sealStaged();
+            }
+        } catch (SSLException e) {
+            connectionLost("TLS failed: " + e.getMessage());
+            return;
+        }
+        watchForRoom();
     }
 
     private void advance(long sent) {
@@ -335,12 +393,30 @@ final class NbdConnection {
         h.setMemory(0, 64, (byte) 0);
         h.putInt(0, REQUEST_MAGIC, BE);
         h.putShort(6, (short) CMD_DISC, BE);
+        if (tls != null) {
+            // Best effort, as for a plain socket: NBD_CMD_DISC, then TLS's close_notify.
+            if (tls.stageRoom() >= REQUEST_SIZE) {
+                tls.stage(h.addressOffset(), REQUEST_SIZE);
+                try {
+                    tls.sealStaged();
+                } catch (SSLException e) {
+                    // closing anyway
+                }
+            }
+            tls.flush();
+            tls.closeOutbound();
+            return;
+        }
         NbdSocket.LIB.send(socket.fd(), h.addressOffset(), REQUEST_SIZE, Linux.MSG_NOSIGNAL);
     }
 
     // ---- receiving ----
 
     private void receive() {
+        if (tls != null) {
+            receiveTls();
+            return;
+        }
         while (socket != null) {
             if (end == RECEIVE_BYTES) {
                 compact();
@@ -374,6 +450,68 @@ final class NbdConnection {
             if (errno != Errno.EINTR) {
                 connectionLost("read failed: " + Errno.describe(errno));
                 return;
+            }
+        }
+    }
+
+    /**
+     * The TLS form of {@link #receive}: records are read in bulk into the session's input
+     * buffer, opened one by one straight into the receive buffer and parsed in place; every whole
+     * record read is opened before the next read (nothing waits, decrypted or not, behind a
+     * socket that poll would call idle).
+     */
+    private void receiveTls() {
+        NbdTlsSession t = tls;
+        try {
+            while (socket != null) {
+                while (socket != null && t.inputPending()) {
+                    if (RECEIVE_BYTES - end < t.recordPlainBytes) {
+                        compact();
+                        if (RECEIVE_BYTES - end < t.recordPlainBytes) {
+                            protocolError("a reply header does not fit the receive buffer");
+                            return;
+                        }
+                    }
+                    receiveMemory.limit(RECEIVE_BYTES).position(end);
+                    SSLEngineResult.Status status = t.open(receiveMemory);
+                    int opened = receiveMemory.position() - end;
+                    if (opened > 0) {
+                        end += opened;
+                        parse();
+                    }
+                    if (status == SSLEngineResult.Status.CLOSED) {
+                        connectionLost("server ended the TLS session");
+                        return;
+                    }
+                    if (status == SSLEngineResult.Status.BUFFER_UNDERFLOW) {
+                        break;
+                    }
+                }
+                if (socket == null || t.drained) {
+                    t.drained = false;
+                    break;
+                }
+                int rc = t.fill();
+                if (rc == 0) {
+                    connectionLost("server closed the connection");
+                    return;
+                }
+                if (rc == -Errno.EAGAIN) {
+                    break;
+                }
+                if (rc < 0) {
+                    connectionLost("read failed: " + Errno.describe(-rc));
+                    return;
+                }
+            }
+        } catch (SSLException e) {
+            connectionLost("TLS failed: " + e.getMessage());
+            return;
+        }
+        if (socket != null) {
+            compact();
+            if (t.sendPending() && !wantWrite) {
+                trySendTls(); // a key update the server asked for
             }
         }
     }
@@ -647,6 +785,7 @@ final class NbdConnection {
             disk.unwatch(socket.fd());
             socket.close();
             socket = null;
+            tls = null;
             wantReconnect = true;
             disk.wakeHelper();
         }

@@ -6,6 +6,8 @@ import java.io.IOException;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
 
+import javax.net.ssl.SSLException;
+
 import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.sys.NativeBuffer;
@@ -13,7 +15,8 @@ import io.vblk.sys.NativeBuffer;
 /**
  * The fixed newstyle negotiation (proto.md, "Fixed newstyle negotiation"): structured replies,
  * then NBD_OPT_GO asking for block-size information, falling back to NBD_OPT_EXPORT_NAME when
- * the server does not know GO. Every length the server sends is checked before it is used.
+ * the server does not know GO; with TLS, NBD_OPT_STARTTLS and the TLS handshake before all of
+ * them. Every length the server sends is checked before it is used.
  */
 final class NbdHandshake {
     private static final ByteOrder BE = ByteOrder.BIG_ENDIAN;
@@ -27,14 +30,29 @@ final class NbdHandshake {
     private final UnsafeBuffer buf = memory.buffer();
     private boolean noZeroes;
 
-    private NbdHandshake(NbdSocket socket, long deadlineNs) {
+    private final NbdAddress address;
+    private final NbdTls tls;
+
+    private NbdHandshake(NbdSocket socket, NbdAddress address, NbdTls tls, long deadlineNs) {
         this.socket = socket;
+        this.address = address;
+        this.tls = tls;
         this.deadlineNs = deadlineNs;
     }
 
-    /** Negotiates {@code exportName} on a freshly connected socket within {@code timeoutMs}. */
-    static NbdExport negotiate(NbdSocket socket, String exportName, int timeoutMs) throws IOException {
-        return new NbdHandshake(socket, System.nanoTime() + timeoutMs * 1_000_000L).run(exportName);
+    /**
+     * Negotiates the export {@code address} names on a freshly connected socket within
+     * {@code timeoutMs}; with {@code tls}, NBD_OPT_STARTTLS first (proto.md: a client that wants
+     * only TLS sends it as the first option and ends the session if it is refused), then the
+     * TLS handshake, then every other option inside TLS.
+     */
+    static NbdExport negotiate(NbdSocket socket, NbdAddress address, NbdTls tls, int timeoutMs) throws IOException {
+        NbdHandshake h = new NbdHandshake(socket, address, tls, System.nanoTime() + timeoutMs * 1_000_000L);
+        try {
+            return h.run(address.exportName());
+        } catch (SSLException e) {
+            throw new IOException("TLS with " + address + " failed: " + tls.explain(e), e);
+        }
     }
 
     private NbdExport run(String exportName) throws IOException {
@@ -56,15 +74,55 @@ final class NbdHandshake {
         noZeroes = (serverFlags & FLAG_NO_ZEROES) != 0;
         buf.putInt(0, FLAG_C_FIXED_NEWSTYLE | (noZeroes ? FLAG_C_NO_ZEROES : 0), BE);
         write(4);
+        if (tls != null) {
+            startTls();
+        }
 
         sendOption(OPT_STRUCTURED_REPLY, 0);
-        int type = readOptionReply(OPT_STRUCTURED_REPLY);
+        int type;
+        try {
+            type = readOptionReply(OPT_STRUCTURED_REPLY);
+        } catch (IOException e) {
+            if (tls == null || e instanceof SSLException) {
+                throw e;
+            }
+            // TLS 1.3: the server checks the client's certificate after the client's handshake
+            // ended; a server that refuses it (or wanted one) may just hang up here.
+            throw new IOException(e.getMessage() + " right after the TLS handshake: the server may require a client"
+                    + " certificate (" + NbdTls.CLIENT_CERT + " and " + NbdTls.CLIENT_KEY + ") or refuse this one", e);
+        }
+        requireNoTls(type);
         boolean structured = type == REP_ACK;
         if (!structured && (type & REP_FLAG_ERROR) == 0) {
             throw new IOException("unexpected reply type 0x" + Integer.toHexString(type) + " to NBD_OPT_STRUCTURED_REPLY");
         }
         NbdExport export = go(name, structured);
         return export != null ? export : exportName(name, structured);
+    }
+
+    /** NBD_OPT_STARTTLS, then the TLS handshake; any refusal ends the session with an error. */
+    private void startTls() throws IOException {
+        sendOption(OPT_STARTTLS, 0);
+        int type = readOptionReply(OPT_STARTTLS);
+        if (type != REP_ACK) {
+            String why = type == REP_ERR_POLICY ? "refused by policy" : type == REP_ERR_UNSUP ? "not supported"
+                    : "reply 0x" + Integer.toHexString(type);
+            throw new IOException("the NBD server at " + address + " does not offer TLS (" + why
+                    + (lastReplyLength > 0 ? ": " + replyText(lastReplyLength) : "")
+                    + "); an nbds:// address never falls back to plain NBD");
+        }
+        String host = address.socket() != null ? null : address.host();
+        NbdTlsSession session = new NbdTlsSession(tls.engine(host, address.port()), socket, address.toString());
+        session.handshake(deadlineNs);
+        socket.startTls(session);
+    }
+
+    /** A plain client met a server that requires TLS: say so, rather than "export refused". */
+    private void requireNoTls(int type) throws IOException {
+        if (type == REP_ERR_TLS_REQD) {
+            throw new IOException("the NBD server at " + address + " requires TLS: use an nbds:// (or nbds+unix://)"
+                    + " address with the server's CA (tls-certificates=DIR)");
+        }
     }
 
     /** NBD_OPT_GO; null when the server does not support it (fall back to EXPORT_NAME). */
@@ -89,6 +147,7 @@ final class NbdHandshake {
             if (type == REP_ERR_UNSUP) {
                 return null;
             }
+            requireNoTls(type);
             if ((type & REP_FLAG_ERROR) != 0) {
                 throw new IOException("NBD server refused export '" + new String(name, StandardCharsets.UTF_8)
                         + "': error 0x" + Integer.toHexString(type) + " " + replyText(length));

@@ -12,9 +12,10 @@ public final class NbdOptions {
     private final int requestTimeoutMs;
     private final int connectTimeoutMs;
     private final boolean readOnly;
+    private final NbdTls tls;
 
     private NbdOptions(int depth, int maxSegments, int connections, int retryTimeoutMs, int requestTimeoutMs,
-            int connectTimeoutMs, boolean readOnly) {
+            int connectTimeoutMs, boolean readOnly, NbdTls tls) {
         if (depth < 1 || depth > 4096 || maxSegments < 1 || maxSegments > 1023 || connections < 1 || connections > 16
                 || retryTimeoutMs < 0 || requestTimeoutMs < 1 || connectTimeoutMs < 1) {
             throw new IllegalArgumentException("bad NBD options: depth " + depth + ", segments " + maxSegments
@@ -28,46 +29,60 @@ public final class NbdOptions {
         this.requestTimeoutMs = requestTimeoutMs;
         this.connectTimeoutMs = connectTimeoutMs;
         this.readOnly = readOnly;
+        this.tls = tls;
     }
 
     /** Depth 128, 256 segments per request (above QEMU's seg_max of 254), one connection, 30 s retry and request timeouts. */
     public static NbdOptions defaults() {
-        return new NbdOptions(128, 256, 1, 30_000, 30_000, 5_000, false);
+        return new NbdOptions(128, 256, 1, 30_000, 30_000, 5_000, false, null);
     }
 
     /** Requests in flight at once. */
     public NbdOptions withDepth(int value) {
-        return new NbdOptions(value, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly);
+        return new NbdOptions(value, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly, tls);
     }
 
     /** Buffers per request. */
     public NbdOptions withMaxSegments(int value) {
-        return new NbdOptions(depth, value, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly);
+        return new NbdOptions(depth, value, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly, tls);
     }
 
     /** Connections to open when the server advertises CAN_MULTI_CONN (one otherwise). */
     public NbdOptions withConnections(int value) {
-        return new NbdOptions(depth, maxSegments, value, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly);
+        return new NbdOptions(depth, maxSegments, value, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly, tls);
     }
 
     /** How long requests wait for a lost server to come back before they fail with EIO. */
     public NbdOptions withRetryTimeoutMs(int value) {
-        return new NbdOptions(depth, maxSegments, connections, value, requestTimeoutMs, connectTimeoutMs, readOnly);
+        return new NbdOptions(depth, maxSegments, connections, value, requestTimeoutMs, connectTimeoutMs, readOnly, tls);
     }
 
     /** How long a request waits for its reply before the connection is deemed dead. */
     public NbdOptions withRequestTimeoutMs(int value) {
-        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, value, connectTimeoutMs, readOnly);
+        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, value, connectTimeoutMs, readOnly, tls);
     }
 
     /** How long one connect plus handshake may take. */
     public NbdOptions withConnectTimeoutMs(int value) {
-        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, value, readOnly);
+        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, value, readOnly, tls);
     }
 
     /** Refuses changes with {@code -EROFS} even when the export allows them. */
     public NbdOptions withReadOnly(boolean value) {
-        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, value);
+        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, value, tls);
+    }
+
+    /**
+     * TLS credentials and policy for an {@code nbds://} or {@code nbds+unix://} address (they
+     * take the place of the URI's {@code tls-certificates}); ignored for a plain address.
+     */
+    public NbdOptions withTls(NbdTls value) {
+        return new NbdOptions(depth, maxSegments, connections, retryTimeoutMs, requestTimeoutMs, connectTimeoutMs, readOnly, value);
+    }
+
+    /** The TLS credentials given with {@link #withTls}, or null. */
+    public NbdTls tls() {
+        return tls;
     }
 
     public boolean readOnly() {

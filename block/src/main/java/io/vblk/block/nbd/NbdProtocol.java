@@ -28,6 +28,7 @@ final class NbdProtocol {
     // Options.
     static final int OPT_EXPORT_NAME = 1;
     static final int OPT_ABORT = 2;
+    static final int OPT_STARTTLS = 5;
     static final int OPT_GO = 7;
     static final int OPT_STRUCTURED_REPLY = 8;
 
@@ -36,6 +37,8 @@ final class NbdProtocol {
     static final int REP_INFO = 3;
     static final int REP_FLAG_ERROR = 1 << 31;
     static final int REP_ERR_UNSUP = REP_FLAG_ERROR | 1;
+    static final int REP_ERR_POLICY = REP_FLAG_ERROR | 2;
+    static final int REP_ERR_TLS_REQD = REP_FLAG_ERROR | 5;
 
     // NBD_OPT_INFO/GO information types.
     static final int INFO_EXPORT = 0;

@@ -2,7 +2,7 @@ package io.vblk.block.nbd;
 
 import java.io.IOException;
 import java.net.InetAddress;
-import java.net.Inet4Address;
+import java.net.Inet6Address;
 import java.net.UnknownHostException;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
@@ -18,13 +18,15 @@ import io.vblk.sys.NativeBuffer;
 import jnr.ffi.LibraryLoader;
 
 /**
- * A non-blocking stream socket to an NBD server (Unix, or TCP to a loopback address), with the
- * blocking-with-deadline helpers the handshake needs. The transmission phase uses {@link #fd()}
- * directly with sendmsg/read.
+ * A non-blocking stream socket to an NBD server (Unix, or TCP over IPv4 or IPv6), with the
+ * blocking-with-deadline helpers the handshake needs, and the TLS session once one is started.
+ * The transmission phase uses {@link #fd()} directly with sendmsg/read (plain) or through
+ * {@link #tls()}.
  *
  * <pre>
  * struct sockaddr_un: family u16 @0, path[108] @2
- * struct sockaddr_in: family u16 @0, port u16 (big-endian) @2, addr u32 (network order) @4, zero[8]
+ * struct sockaddr_in:  family u16 @0, port u16 (big-endian) @2, addr u32 (network order) @4, zero[8]
+ * struct sockaddr_in6: family u16 @0, port u16 (big-endian) @2, flowinfo u32 @4, addr[16] @8, scope_id u32 @24
  * struct pollfd:      fd i32 @0, events i16 @4, revents i16 @6
  * </pre>
  */
@@ -44,16 +46,19 @@ final class NbdSocket implements AutoCloseable {
     }
 
     private static final int AF_INET = 2;
+    private static final int AF_INET6 = 10;
     private static final int IPPROTO_TCP = 6;
     private static final int TCP_NODELAY = 1;
     private static final int SO_ERROR = 4;
     private static final int EINPROGRESS = 115;
-    private static final short POLLOUT = 0x004;
+    static final short POLLOUT = 0x004;
     private static final int SUN_PATH_MAX = 108;
 
     private final int fd;
     private final UnsafeBuffer scratch = new NativeBuffer(128).buffer();
     private boolean closed;
+    /** The TLS session once NBD_OPT_STARTTLS succeeded, or null (plain). */
+    private NbdTlsSession tls;
 
     private NbdSocket(int fd) {
         this.fd = fd;
@@ -78,31 +83,68 @@ final class NbdSocket implements AutoCloseable {
     }
 
     private static NbdSocket connectTcp(NbdAddress address, int timeoutMs) throws IOException {
-        Inet4Address ip = loopback(address.host());
-        NbdSocket socket = open(AF_INET);
-        socket.scratch.setMemory(0, 16, (byte) 0);
-        socket.scratch.putShort(0, (short) AF_INET);
+        InetAddress[] candidates = resolve(address.host());
+        IOException last = null;
+        long deadlineNs = System.nanoTime() + timeoutMs * 1_000_000L;
+        for (InetAddress ip : candidates) {
+            int leftMs = (int) Math.max(1, (deadlineNs - System.nanoTime()) / 1_000_000);
+            try {
+                return connectTcp(ip, address, leftMs);
+            } catch (IOException e) {
+                last = e;
+            }
+        }
+        throw last != null ? last : new IOException("no address for NBD host " + address.host());
+    }
+
+    private static NbdSocket connectTcp(InetAddress ip, NbdAddress address, int timeoutMs) throws IOException {
+        boolean v6 = ip instanceof Inet6Address;
+        NbdSocket socket = open(v6 ? AF_INET6 : AF_INET);
+        socket.scratch.setMemory(0, 28, (byte) 0);
+        socket.scratch.putShort(0, (short) (v6 ? AF_INET6 : AF_INET));
         socket.scratch.putShort(2, (short) address.port(), ByteOrder.BIG_ENDIAN);
-        socket.scratch.putBytes(4, ip.getAddress());
+        if (v6) {
+            socket.scratch.putBytes(8, ip.getAddress());
+            socket.scratch.putInt(24, ((Inet6Address) ip).getScopeId());
+        } else {
+            socket.scratch.putBytes(4, ip.getAddress());
+        }
         socket.scratch.putInt(64, 1);
         // Requests and replies are small and latency-bound: never let Nagle hold one back.
         LIB.setsockopt(socket.fd, IPPROTO_TCP, TCP_NODELAY, socket.scratch.addressOffset() + 64, 4);
-        socket.finishConnect(16, address, timeoutMs);
+        socket.finishConnect(v6 ? 28 : 16, address, timeoutMs);
         return socket;
     }
 
-    /** Resolves {@code host} to an IPv4 loopback address; anything else is refused (no TLS, no remote). */
-    static Inet4Address loopback(String host) throws IOException {
+    /**
+     * Resolves {@code host} (a name, an IPv4 or an IPv6 address), IPv4 addresses first. Any host
+     * is allowed: with TLS ({@code nbds://}) a remote server is authenticated and the data
+     * encrypted; a plain {@code nbd://} to a remote host is allowed too (as QEMU allows it), and
+     * {@link #isLoopback} lets the caller warn about it.
+     */
+    static InetAddress[] resolve(String host) throws IOException {
+        String bare = host.startsWith("[") && host.endsWith("]") ? host.substring(1, host.length() - 1) : host;
         try {
-            for (InetAddress candidate : InetAddress.getAllByName(host)) {
-                if (candidate instanceof Inet4Address && candidate.isLoopbackAddress()) {
-                    return (Inet4Address) candidate;
-                }
-            }
+            InetAddress[] all = InetAddress.getAllByName(bare);
+            java.util.Arrays.sort(all, (a, b) -> Boolean.compare(a instanceof Inet6Address, b instanceof Inet6Address));
+            return all;
         } catch (UnknownHostException e) {
             throw new IOException("cannot resolve NBD host " + host, e);
         }
-        throw new IOException("NBD over TCP is limited to IPv4 loopback addresses (no TLS): " + host);
+    }
+
+    /** Whether every address of {@code host} is a loopback address (false when it does not resolve). */
+    static boolean isLoopback(String host) {
+        try {
+            for (InetAddress a : resolve(host)) {
+                if (!a.isLoopbackAddress()) {
+                    return false;
+                }
+            }
+            return true;
+        } catch (IOException e) {
+            return false;
+        }
     }
 
     private static NbdSocket open(int family) throws IOException {
@@ -132,6 +174,16 @@ final class NbdSocket implements AutoCloseable {
         }
     }
 
+    /** The TLS session over this socket, or null. */
+    NbdTlsSession tls() {
+        return tls;
+    }
+
+    /** Switches the socket to TLS: every byte from now on goes through {@code session}. */
+    void startTls(NbdTlsSession session) {
+        tls = session;
+    }
+
     /** The descriptor (non-blocking). */
     int fd() {
         return fd;
@@ -151,6 +203,10 @@ final class NbdSocket implements AutoCloseable {
 
     /** Writes {@code length} bytes at {@code address}, waiting for room until {@code deadlineNs}. */
     void writeFully(long address, int length, long deadlineNs) throws IOException {
+        if (tls != null) {
+            tls.writeFully(address, length, deadlineNs);
+            return;
+        }
         int done = 0;
         while (done < length) {
             long rc = LIB.send(fd, address + done, length - done, Linux.MSG_NOSIGNAL);
@@ -168,6 +224,10 @@ final class NbdSocket implements AutoCloseable {
 
     /** Reads exactly {@code length} bytes into {@code address}, waiting until {@code deadlineNs}. */
     void readFully(long address, int length, long deadlineNs) throws IOException {
+        if (tls != null) {
+            tls.readFully(address, length, deadlineNs);
+            return;
+        }
         int done = 0;
         while (done < length) {
             long rc = Native.libc().read(fd, address + done, length - done);
@@ -184,6 +244,11 @@ final class NbdSocket implements AutoCloseable {
             }
             waitFor(Linux.POLLIN, deadlineNs);
         }
+    }
+
+    /** Waits until {@code events} (POLLIN, POLLOUT) or throws once {@code deadlineNs} passed. */
+    void waitUntil(short events, long deadlineNs) throws IOException {
+        waitFor(events, deadlineNs);
     }
 
     private void waitFor(short events, long deadlineNs) throws IOException {

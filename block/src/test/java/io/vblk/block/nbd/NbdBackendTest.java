@@ -112,6 +112,38 @@ class NbdBackendTest {
         }
     }
 
+    /** TCP is not limited to 127.0.0.1: an IPv6 address (here ::1, when the host has one) works too. */
+    @Test
+    void servesOverTcpOnIpv6() throws Exception {
+        assumeTrue(java.net.NetworkInterface.networkInterfaces().flatMap(i -> i.inetAddresses())
+                .anyMatch(a -> a instanceof java.net.Inet6Address && a.isLoopbackAddress()), "no IPv6 loopback address here");
+        Path img = image(8 * MiB);
+        int port = ServerProcess.freePort();
+        Process p = new ProcessBuilder(List.of("qemu-nbd", "-f", "raw", "-b", "::1", "-p", Integer.toString(port), "-x", "v6",
+                "-t", img.toString())).redirectErrorStream(true).redirectOutput(dir.resolve("v6.log").toFile()).start();
+        try {
+            for (int i = 0; i < 400; i++) {
+                try (java.net.Socket probe = new java.net.Socket("::1", port)) {
+                    break;
+                } catch (java.io.IOException e) {
+                    Thread.sleep(25);
+                }
+            }
+            try (NbdBackend disk = NbdBackend.open("nbd://[::1]:" + port + "/v6", NbdOptions.defaults())) {
+                Io io = new Io(disk);
+                NativeBuffer w = Io.buffer(65536);
+                Io.fill(w, 6);
+                assertEquals(65536, io.write(MiB, w));
+                NativeBuffer r = Io.buffer(65536);
+                assertEquals(65536, io.read(MiB, r));
+                assertTrue(Io.matches(r, 6));
+            }
+        } finally {
+            p.destroyForcibly();
+            p.waitFor();
+        }
+    }
+
     @Test
     void manyRequestsInFlightOnOneConnection() throws Exception {
         Path img = image(32 * MiB);

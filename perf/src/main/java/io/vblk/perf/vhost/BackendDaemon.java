@@ -80,7 +80,12 @@ public final class BackendDaemon implements AutoCloseable {
         String export = "type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path="
                 + socket.toAbsolutePath().toString().replace(",", ",,") + ",writable=" + (writable ? "on" : "off")
                 + ",num-queues=" + queues + ",iothread=iot0";
-        List<String> cmd = new ArrayList<>(List.of("qemu-storage-daemon", "--blockdev", blockdev));
+        List<String> cmd = new ArrayList<>(List.of("qemu-storage-daemon"));
+        String tlsCreds = disk.isNetwork() ? networkTlsObject(disk.network()) : null;
+        if (tlsCreds != null) {
+            cmd.addAll(List.of("--object", tlsCreds));
+        }
+        cmd.addAll(List.of("--blockdev", blockdev));
         if (disk.isQcow2()) {
             // QEMU's qcow2 driver over the file, with its default caches; it opens the backing chain itself.
             cmd.addAll(List.of("--blockdev", "driver=qcow2,node-name=disk0,file=file0"));
@@ -102,7 +107,29 @@ public final class BackendDaemon implements AutoCloseable {
         io.vblk.block.nbd.NbdAddress a = io.vblk.block.nbd.NbdAddress.parse(address);
         String server = a.socket() != null ? "server.type=unix,server.path=" + a.socket().toString().replace(",", ",,")
                 : "server.type=inet,server.host=" + a.host() + ",server.port=" + a.port();
-        return "driver=nbd,node-name=disk0," + server + ",export=" + a.exportName();
+        io.vblk.block.nbd.NbdTls tls = a.tlsCredentials(null);
+        String tlsOptions = "";
+        if (tls != null && tls.caFile() != null) {
+            // The same credentials and name as vblk's: QEMU checks the name even over a Unix socket.
+            String name = tls.hostname() != null ? tls.hostname() : a.host() != null ? a.host() : "localhost";
+            tlsOptions = ",tls-creds=tls0,tls-hostname=" + name;
+        }
+        return "driver=nbd,node-name=disk0," + server + ",export=" + a.exportName() + tlsOptions;
+    }
+
+    /**
+     * For an {@code nbds://} address, QEMU's client credentials object: the directory of the
+     * URI's {@code tls-certificates} (QEMU's layout, ca-cert.pem and the client's pair); null otherwise.
+     */
+    static String networkTlsObject(String address) {
+        if (!io.vblk.block.nbd.NbdAddress.matches(address)) {
+            return null;
+        }
+        io.vblk.block.nbd.NbdTls tls = io.vblk.block.nbd.NbdAddress.parse(address).tlsCredentials(null);
+        if (tls == null || tls.caFile() == null) {
+            return null;
+        }
+        return "tls-creds-x509,id=tls0,endpoint=client,dir=" + tls.caFile().getParent().toString().replace(",", ",,");
     }
 
     private static Path logFor(Path socket) {
