@@ -132,8 +132,22 @@ class FrontendFuzzTest {
                 try {
                     goodFrontendWritesAndReads(sock, guest, guest.queue(0, 64, true, 15), beforeStart ? 1 : 2);
                 } catch (AssertionError | IllegalStateException e) {
-                    throw new AssertionError("shrunk " + (beforeStart ? "before" : "after") + " the ring started; daemon log:\n"
-                            + tail(serve.stderr(), 40), e);
+                    // The known limit (GuestFaults, "late faults"): Java 17 delivers a SIGBUS taken in
+                    // compiled code at a later safepoint, so the shrunk frontend's fault can reach the
+                    // I/O thread while it already serves the next frontend's queue, which is then
+                    // quarantined. Only that, reported as such, is tolerated, once; the frontend after
+                    // it must be served.
+                    String log = serve.stderr();
+                    if (beforeStart || !log.contains("quarantined: internal error: java.lang.InternalError: a fault occurred in a recent "
+                            + "unsafe memory access operation in compiled Java code")) {
+                        throw new AssertionError("shrunk " + (beforeStart ? "before" : "after") + " the ring started; daemon log:\n"
+                                + tail(log, 40), e);
+                    }
+                    try {
+                        goodFrontendWritesAndReads(sock, guest, guest.queue(0, 64, true, 15), 3);
+                    } catch (AssertionError | IllegalStateException again) {
+                        throw new AssertionError("the second good frontend after a late fault; daemon log:\n" + tail(serve.stderr(), 40), again);
+                    }
                 }
             }
             System.out.println(serve.stderr());

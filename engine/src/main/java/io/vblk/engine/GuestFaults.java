@@ -56,6 +56,13 @@ package io.vblk.engine;
  * <li>A quarantined queue reports needs-reset through {@link DeviceListener#queueBroken} and
  *     stays quarantined until a reset ({@link BlockDevice#reset}, {@link
  *     BlockDevice#clearQuarantine}); other devices are unaffected.</li>
+ * <li>Known limit, late faults: because the error comes at a later safepoint, it can come after
+ *     the faulting queue has already stopped, and land in whatever the same I/O thread serves
+ *     then: the queue of the frontend that connects next (seen in FrontendFuzzTest) or of
+ *     another device sharing that I/O thread. That queue is then quarantined (needs-reset) with
+ *     the same "unsafe memory access" reason; nothing crashes or hangs, and the frontend after it
+ *     is served. Not built yet: attributing the error by evidence (which device's memory table
+ *     now maps a file shorter than the mapping) instead of by where it lands.</li>
  * </ul>
  *
  * <p>Tested point by point, deterministically, by FaultSeamTest: the same InternalError is thrown
