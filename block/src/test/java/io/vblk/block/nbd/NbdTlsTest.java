@@ -243,35 +243,17 @@ class NbdTlsTest {
         Path img = image(64 * MiB);
         Path sock = dir.resolve("tls.sock");
         Path creds = certs.serverDir("server");
-        ServerProcess server = qemuNbdTls(img, sock, 0, creds, true);
+        ServerProcess[] server = {qemuNbdTls(img, sock, 0, creds, true)};
         try (NbdBackend disk = NbdBackend.open("nbds+unix:///d?socket=" + sock,
                 options(certs.clientDir("ca", true)).withRetryTimeoutMs(20_000))) {
-            Io io = new Io(disk);
-            int count = 96;
-            NativeBuffer[] bufs = new NativeBuffer[count];
-            for (int i = 0; i < count; i++) {
-                bufs[i] = Io.buffer(256 * 1024);
-                Io.fill(bufs[i], 40 + i);
-                Io.check(disk.prepareWrite(i * 512L * 1024, Io.vector(bufs[i]), i));
-            }
-            disk.submit();
-            server.kill(); // mid-I/O: some writes done, some not
-            Files.deleteIfExists(sock);
-            ServerProcess.sleep(300);
-            server = qemuNbdTls(img, sock, 0, creds, true);
-            Map<Long, Long> done = io.await(count, 30_000);
-            assertEquals(count, done.size(), "every write completed");
-            for (int i = 0; i < count; i++) {
-                assertEquals(256 * 1024L, done.get((long) i), "write " + i + " succeeded after the restart");
-            }
-            assertEquals(0, io.flush());
-            for (int i = 0; i < count; i++) {
-                Io.poison(bufs[i]);
-                assertEquals(256 * 1024, io.read(i * 512L * 1024, bufs[i]));
-                assertTrue(Io.matches(bufs[i], 40 + i), "data of write " + i);
-            }
+            Io.writesInFlightSurviveARestart(disk, () -> {
+                server[0].kill(); // mid-I/O: some writes done, some not
+                Files.deleteIfExists(sock);
+                ServerProcess.sleep(300);
+                server[0] = qemuNbdTls(img, sock, 0, creds, true);
+            });
         } finally {
-            server.close();
+            server[0].close();
         }
     }
 
