@@ -126,6 +126,38 @@ class NbdTlsTest {
         }
     }
 
+    /**
+     * A TLS stream damaged in transit (a relay flips a byte of the next records the server sends:
+     * first a record header, then ciphertext under the record's authentication tag): the session
+     * fails, the request is failed with EIO or resent on a new connection, never completed with
+     * damaged data, and the disk is served again after one reconnect.
+     */
+    @Test
+    void aDamagedTlsRecordCostsAReconnectNeverDamagedData() throws Exception {
+        Path img = image(16 * MiB);
+        int port = ServerProcess.freePort();
+        try (ServerProcess server = qemuNbdTls(img, null, port, certs.serverDir("server"), true);
+             CorruptingProxy proxy = new CorruptingProxy(port);
+             NbdBackend disk = NbdBackend.open("nbds://127.0.0.1:" + proxy.port() + "/d",
+                     options(certs.clientDir("ca", true)).withConnections(1))) {
+            Io io = new Io(disk);
+            NativeBuffer b = Io.buffer(4096);
+            Io.fill(b, 7);
+            assertEquals(4096, io.write(0, b));
+            for (int mode : new int[] {CorruptingProxy.BAD_MAGIC, CorruptingProxy.UNKNOWN_COOKIE}) {
+                int before = proxy.connections.get();
+                proxy.arm(mode);
+                Io.poison(b);
+                long r = io.read(0, b);
+                assertTrue(r == -Errno.EIO || (r == 4096 && Io.matches(b, 7)), "mode " + mode + ": " + r);
+                Io.poison(b);
+                assertEquals(4096, io.read(0, b), "served again after a reconnect (mode " + mode + ")");
+                assertTrue(Io.matches(b, 7));
+                assertEquals(before + 1, proxy.connections.get(), "one reconnect (mode " + mode + ")");
+            }
+        }
+    }
+
     @Test
     void qemuNbdOverUnixChecksTheGivenHostName() throws Exception {
         Path img = image(16 * MiB);
