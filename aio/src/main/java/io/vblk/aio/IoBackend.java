@@ -69,6 +69,17 @@ public interface IoBackend extends Drainable, AutoCloseable {
     int inFlight();
 
     /**
+     * Reaping thread: when nothing is in flight and nothing pending submit, every slot still
+     * taken belongs to a completion lost to an exception the JVM threw inside {@link #poll} or
+     * {@link #submit} (a guest-memory fault delivered late: engine GuestFaults); gives those
+     * back to the pool and returns how many. Otherwise, or when none is lost, returns 0. Off
+     * the data path (a drain that gave requests up).
+     */
+    default int reclaimLostSlots() {
+        return 0;
+    }
+
+    /**
      * Reaps up to {@code max} completions without blocking, calling {@code sink} for each, and
      * returns how many. A slot is free again before its completion reaches the sink, so the sink
      * may prepare the next operation (in shared mode).

@@ -127,6 +127,32 @@ final class SlotTable implements AutoCloseable {
         free.offer(slot);
     }
 
+    /**
+     * Gives back every slot not in the free list; returns how many. Only when nothing can be in
+     * flight, on the one thread that both takes and frees slots (the back end's reclaim of
+     * completions lost to an exception). Allocates: off the data path.
+     */
+    int reclaimTaken() {
+        int freeNow = free.size();
+        if (freeNow == depth) {
+            return 0;
+        }
+        boolean[] isFree = new boolean[depth];
+        for (int i = 0; i < freeNow; i++) {
+            int slot = free.poll();
+            isFree[slot] = true;
+            free.offer(slot);
+        }
+        int reclaimed = 0;
+        for (int slot = 0; slot < depth; slot++) {
+            if (!isFree[slot]) {
+                release(slot);
+                reclaimed++;
+            }
+        }
+        return reclaimed;
+    }
+
     /** Free slots as the submitter sees them. */
     int freeCount() {
         return free.size();

@@ -36,8 +36,8 @@ import io.vblk.sys.Native;
  * indices or from the hand-over queues' own counters, plus finished operations not yet delivered.
  * The submitter's lists hand a slot on only after removing it. So an exception the JVM throws
  * anywhere on the submitting/reaping thread (a guest-memory fault delivered late: engine
- * GuestFaults) can lose a completion (its request is then given up by the engine's drain, its
- * slot stays out of the pool until close), but never leaves the count above what can still
+ * GuestFaults) can lose a completion (its request is then given up by the engine's drain, and
+ * its slot comes back once nothing is in flight: {@link #reclaimLostSlots()}), but never leaves the count above what can still
  * complete (a drain waiting for ever) or below what may still touch memory, and never hands an
  * operation on twice. Linux AIO is the one exception, see {@link LinuxAioBackend}.
  */
@@ -506,6 +506,20 @@ abstract class SlottedBackend implements IoBackend {
         return kernelInFlight() + deferred.size() + (helper == null ? 0 : helper.inFlight()) + copyOuts.size();
     }
 
+    /**
+     * Derived like {@link #inFlight()}: with nothing in flight, pending, waiting or staged, a
+     * slot still out of the pool can only be one whose completion an exception cut off (taken
+     * from the kernel or a queue and never finished), so it goes back. Covers every way a slot
+     * travels here: the kernel (io_uring, Linux AIO), the workers, the helper thread.
+     */
+    @Override
+    public final int reclaimLostSlots() {
+        if (closed || inFlight() != 0 || pendingSubmit() != 0) {
+            return 0;
+        }
+        return slots.reclaimTaken();
+    }
+
     @Override
     public final int poll(CompletionSink sink, int max) {
         if (max <= 0) {
@@ -535,6 +549,7 @@ abstract class SlottedBackend implements IoBackend {
                 if (slot < 0) {
                     break;
                 }
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.REAP_TAKEN); // tests only: see FaultPoints
                 complete(slot, slots.result(slot), sink);
                 n++;
             }

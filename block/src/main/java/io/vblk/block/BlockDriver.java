@@ -89,6 +89,16 @@ public interface BlockDriver extends Drainable, AutoCloseable {
     int inFlight();
 
     /**
+     * Gives back the slots of completions lost to an exception the JVM threw inside the reap or
+     * submit (a guest-memory fault delivered late: engine GuestFaults), when nothing is in flight
+     * and nothing pending (then every slot still taken is lost). Returns how many came back.
+     * Reaping thread only. By default nothing: a driver that cannot tell keeps them out.
+     */
+    default int reclaimLostSlots() {
+        return 0;
+    }
+
+    /**
      * Reaps back-end completions, advances multi-step requests and delivers up to {@code max}
      * finished requests to {@code sink} (with their tag and bytes or {@code -errno}); returns how
      * many it delivered. Never blocks.

@@ -151,6 +151,11 @@ public final class RawDriver implements BlockDriver {
     }
 
     @Override
+    public int reclaimLostSlots() {
+        return backend.reclaimLostSlots();
+    }
+
+    @Override
     public int poll(CompletionSink sink, int max) {
         return backend.poll(sink, max);
     }

@@ -339,6 +339,7 @@ public final class BlockDevice implements AutoCloseable {
             if (queue.ring.restore(mem, layout, eventIdx, indirect) != 0) {
                 return "queue " + q + " ring layout rejected (" + queue.ring.error() + "): " + layout;
             }
+            t.evidence().note(mem); // evidence for a fault the JVM delivers late (GuestFaults)
             applyLog(queue);
             queue.ring.disableNotifications();
             queue.brokenReason = null;

@@ -16,6 +16,14 @@ public interface DeviceListener {
     }
 
     /**
+     * A guest-memory fault was caught and attributed (see GuestFaults, "late faults"): which
+     * memory showed the evidence, which queues were quarantined for it, or that none showed any
+     * and the queue where the fault landed was quarantined. Rare; for the owner's log.
+     */
+    default void faultAttributed(String report) {
+    }
+
+    /**
      * The device's config space changed ({@link BlockDevice#resize}): the VMM should raise the
      * configuration-change interrupt (virtio 1.2 4.1.4.5 ISR bit 1, or the MSI-X config vector)
      * so the driver re-reads it. Called on the thread that changed it.

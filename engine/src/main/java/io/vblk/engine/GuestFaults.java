@@ -81,4 +81,46 @@ final class GuestFaults {
     static boolean isMemoryFault(Throwable e) {
         return e instanceof InternalError && String.valueOf(e.getMessage()).contains("unsafe memory access");
     }
+
+    /**
+     * Attributes {@code e}, caught on {@code landed}'s OS thread, by evidence ({@link
+     * FaultEvidence}): every live queue of the devices that thread runs whose memory table now
+     * maps past the end of its file is quarantined here, with the evidence in its reason, and
+     * the owner hears one report. Returns true when the fault is attributed: the caller then
+     * quarantines nothing more (the queue where it landed is either one of those, or spared,
+     * provided it lost nothing). Returns false when {@code e} is no memory fault, or when no
+     * table shows evidence (hugetlbfs out of pages; a file grown back): the caller quarantines
+     * where it landed, as before, and the report says so. Fault path only (allocates).
+     */
+    static boolean attribute(IoThread landed, Throwable e) {
+        if (!isMemoryFault(e)) {
+            return false;
+        }
+        FaultEvidence.Verdict v = FaultEvidence.judge(landed.sharedMembers(), landed.retiredEvidence());
+        if (!v.anyEvidence()) {
+            landed.report("guest memory fault on I/O thread " + landed.roleName() + " with no evidence of a file shorter than"
+                    + " its mapping: quarantined where the JVM delivered it (" + e.getMessage() + ")");
+            return false;
+        }
+        StringBuilder report = new StringBuilder("guest memory fault on I/O thread ").append(landed.roleName())
+                .append(" attributed by evidence: ");
+        if (v.culprits.isEmpty()) {
+            report.append("only memory no running queue uses (").append(v.staleEvidence)
+                    .append("): a late fault of a stopped queue or a frontend that has gone; nothing quarantined");
+        } else {
+            String reason = "guest memory fault: " + v.liveEvidence + " (" + e + ")";
+            report.append(v.liveEvidence).append("; quarantined:");
+            for (int i = 0; i < v.culprits.size(); i++) {
+                DeviceQueue q = v.culprits.get(i);
+                IoThread t = v.culpritThreads.get(i);
+                if (q.faultReason == null) {
+                    q.faultReason = reason; // its completions no longer touch that memory
+                }
+                t.quarantine(q, reason);
+                report.append(' ').append(t.roleName()).append(" queue ").append(q.index);
+            }
+        }
+        landed.report(report.toString());
+        return true;
+    }
 }

@@ -63,6 +63,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * eventfd round trip through epoll.
      */
     private final boolean reapsOnSubmit;
+    /** The memory tables its queues used, for a late fault's evidence (see {@link GuestFaults}). */
+    private final FaultEvidence evidence = new FaultEvidence();
+    private final DeviceListener listener;
 
     IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
              DeviceQueue[] queues, BlockDriver backend) {
@@ -77,7 +80,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.queues = queues;
         this.backend = backend;
         this.clock = clock;
+        this.listener = listener;
         this.dispatcher = new RequestDispatcher(model, throttle, listener, backend);
+        dispatcher.attributor(e -> GuestFaults.attribute(this, e));
         RequestPool pool = dispatcher.pool();
         CompletionPath completions = new CompletionPath(queues.length, tuning.recordLatency(), clock);
         if (tuning.threadingMode() == ThreadingMode.DEDICATED) {
@@ -124,8 +129,24 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         try {
             return doWork();
         } catch (RuntimeException | Error e) {
-            quarantineAll("internal error: " + e);
+            caughtInRound(e);
             return 0;
+        }
+    }
+
+    /**
+     * A failure outside a pop loop: a bug, or a guest-memory fault. One attributed by evidence
+     * to other memory (see {@link GuestFaults}) quarantines only the queues that use that
+     * memory; this thread's queues then stay, but the fault may have cost a completion (in a
+     * reap, a submit), so the thread turns suspect until they have nothing in flight. Anything
+     * else stops this thread's queues, as before.
+     */
+    private void caughtInRound(Throwable e) {
+        dispatcher.reclaimStranded();
+        if (GuestFaults.attribute(this, e)) {
+            evidence.suspect = true;
+        } else {
+            quarantineAll("internal error: " + e);
         }
     }
 
@@ -145,6 +166,33 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     BlockDriver backend() {
         return backend;
+    }
+
+    DeviceQueue[] queues() {
+        return queues;
+    }
+
+    FaultEvidence evidence() {
+        return evidence;
+    }
+
+    /** The I/O threads run by this one's OS thread: the shared thread's members, or itself. */
+    IoThread[] sharedMembers() {
+        return shared != null ? shared.members() : new IoThread[] {this};
+    }
+
+    /** Evidence of devices that left this one's shared thread, or null. */
+    FaultEvidence retiredEvidence() {
+        return shared != null ? shared.retired : null;
+    }
+
+    /** Tells the owner how a fault was attributed. */
+    void report(String text) {
+        try {
+            listener.faultAttributed(text);
+        } catch (RuntimeException e) {
+            // an owner's log that fails must not turn a fault into a second one
+        }
     }
 
     /** The completion route (for tests). */
@@ -197,8 +245,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 // A bug, or guest memory that faulted (a frontend shrank the file under the
                 // mapping: SIGBUS, raised by the JVM as InternalError): stop this thread's queues
                 // loudly rather than spin on the failure, and keep the thread for the next frontend.
-                dispatcher.reclaimStranded();
-                quarantineAll("internal error: " + e);
+                caughtInRound(e);
                 idle.idle(0);
             }
         }
@@ -267,6 +314,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (prepared > 0 || finished > 0) {
             route.endOfBatch(); // immediate completions of this round, and those finished in submit
         }
+        if (evidence.suspect) {
+            clearSuspectWhenSettled();
+        }
         return work + prepared + finished;
     }
 
@@ -287,7 +337,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 // Guest memory that faulted under a command (e.g. used.idx published into a file
                 // the frontend shrank): the queues stop and the command runs again next round.
                 // Never let it out of the handler: the poller would deliver this event again.
-                quarantineAll("internal error: " + e);
+                caughtInRound(e);
                 finished = false;
             }
             if (!finished) {
@@ -388,6 +438,19 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         events.unwatchKick(q);
     }
 
+    /**
+     * Suspect (a fault attributed elsewhere landed outside a pop loop): once every queue of the
+     * thread has nothing in flight, nothing was lost, and the thread is trusted again.
+     */
+    private void clearSuspectWhenSettled() {
+        for (DeviceQueue q : queues) {
+            if (q.inflight != 0) {
+                return;
+            }
+        }
+        evidence.suspect = false;
+    }
+
     /** One drain's view of a quarantined queue across rounds (see {@link #settleLost}). */
     static final class LostWatch {
         private static final long NO_FENCE = Long.MIN_VALUE;
@@ -400,9 +463,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * flight or unpublished (I/O thread only). A guest-memory fault the JVM delivers late (see
      * {@link GuestFaults}) can land inside the back end's reap or submit, or between the reap
      * and the completion route, and lose a completion: the request then stays counted in
-     * flight and the drain would wait forever. So, on a quarantined queue only (the fault
-     * quarantined it), returns true once it has given such requests up as {@link
-     * QueueCounters#LOST} (the queue stays quarantined: needs-reset):
+     * flight and the drain would wait forever. So, on a quarantined queue (the fault
+     * quarantined it), or on any queue of a thread made suspect by a fault attributed elsewhere
+     * ({@link FaultEvidence#suspect}: the queue is quarantined first, since it lost a request),
+     * returns true once it has given such requests up as {@link QueueCounters#LOST} (the queue
+     * stays quarantined: needs-reset), and the back end's slots they held go back
+     * ({@code reclaimLostSlots}):
      * <ul>
      * <li>when the back end reports nothing in flight and nothing pending submit (so nothing
      *     can complete, and no I/O can touch their buffers: their slots go back to the pool);
@@ -419,7 +485,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * request is never completed into guest memory.
      */
     boolean settleLost(DeviceQueue q, LostWatch w) {
-        if (q.state != QueueLifecycle.BROKEN) {
+        // A live queue of a suspect thread is looked at only for requests in flight: its
+        // unpublished used entries are published by the rounds as usual.
+        if (q.state != QueueLifecycle.BROKEN && (!evidence.suspect || q.inflight == 0)) {
             w.fence = LostWatch.NO_FENCE;
             w.lastInflight = -1;
             return false;
@@ -442,11 +510,26 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         route.reclaim();
         route.endOfBatch();
+        if (q.state != QueueLifecycle.BROKEN && q.inflight == 0) {
+            return false; // a suspect thread's queue that lost nothing: its drain goes on as usual
+        }
+        if (q.inflight > 0 && q.state != QueueLifecycle.BROKEN) {
+            // Suspect thread: requests nothing can complete any more were lost to the fault
+            // attributed elsewhere; this queue lost them, so it needs a reset after all.
+            String reason = "a completion was lost to a guest memory fault delivered on this thread";
+            q.faultReason = reason;
+            quarantine(q, reason);
+        }
         if (q.inflight > 0) {
             // Re-read: nothing was submitted since (the queue pops nothing), so idle still holds
             // unless the back end finished something of another queue meanwhile.
             boolean free = backend.inFlight() == 0 && backend.pendingSubmit() == 0;
             dispatcher.giveUpLost(q, free);
+            if (free) {
+                // The back end's slots of those lost completions are lost too: nothing is in
+                // flight or pending, so every slot it still counts taken can go back.
+                backend.reclaimLostSlots();
+            }
         }
         // A used.idx publish a fault cut short stays undone: the queue's memory is not touched again.
         q.dirty = false;

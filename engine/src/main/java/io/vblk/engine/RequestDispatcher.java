@@ -19,6 +19,14 @@ final class RequestDispatcher {
     private final RequestParser parser;
     private final DescriptorChain chain;
     private CompletionRoute route;
+    /** Attributes a caught fault by evidence (see {@link GuestFaults#attribute}); set once. */
+    private java.util.function.Predicate<Throwable> attributor = e -> false;
+
+    /** Where a pop loop is, for a fault that lands in it (see {@link #spare}). */
+    private static final int NOTHING_IN_HAND = 0;
+    private static final int POPPING = 1;
+    private static final int PARSING = 2;
+    private static final int DISPATCHING = 3;
 
     RequestDispatcher(DeviceModel model, Throttle throttle, DeviceListener listener, BlockDriver backend) {
         this.model = model;
@@ -34,6 +42,11 @@ final class RequestDispatcher {
     /** Where requests that never reach the back end complete; set once, before the first round. */
     void route(CompletionRoute value) {
         route = value;
+    }
+
+    /** Sets how a caught fault is attributed (the I/O thread's {@link GuestFaults#attribute}). */
+    void attributor(java.util.function.Predicate<Throwable> value) {
+        attributor = value;
     }
 
     RequestPool pool() {
@@ -59,8 +72,18 @@ final class RequestDispatcher {
         int popped = 0;
         int reserve = Math.max(1, model.maxSegmentsPerRange());
         InflightTracker tracker = q.inflightTracker;
+        // Where the loop is, in locals (no memory traffic): a fault the JVM delivers here late,
+        // from another device's memory, must not cost this queue the chain in hand (see spare).
+        int phase = NOTHING_IN_HAND;
+        int availBefore = 0;
+        int resubmitBefore = 0;
+        BlkRequest current = null;
         try {
             while (pool.available() > 0 && backend.freeSlots() >= reserve) {
+                availBefore = q.ring.nextAvail();
+                resubmitBefore = q.resubmitCount;
+                current = null;
+                phase = POPPING;
                 // Recovered in-flight requests of a previous backend go first, in their old order.
                 int rc = q.resubmitCount > 0 ? q.ring.popHead(q.resubmit[q.resubmit.length - q.resubmitCount--], chain)
                         : q.ring.pop(chain);
@@ -80,11 +103,16 @@ final class RequestDispatcher {
                 r.startNs = nowNs;
                 q.inflight++;
                 popped++;
+                current = r;
+                phase = PARSING;
                 r.type = -1; // a chain refused before its header was read counts as no type
-                dispatch(r, parser.parse(chain, r));
+                RequestParser.Outcome outcome = parser.parse(chain, r);
+                phase = DISPATCHING;
+                dispatch(r, outcome);
                 if (r.stage == BlkRequest.CLAIMED) {
                     r.stage = BlkRequest.HANDED; // the back end's or the completion route's now
                 }
+                phase = NOTHING_IN_HAND;
                 q.counters.add(QueueCounters.BYTES, r.bytes);
                 int byType = QueueCounters.ofType(r.type);
                 if (byType >= 0) {
@@ -101,7 +129,12 @@ final class RequestDispatcher {
                 }
             }
         } catch (RuntimeException | Error e) {
-            // A fault in this queue's guest memory (or a bug): give back the request that never
+            if (attributor.test(e) && q.state != QueueLifecycle.BROKEN && spare(q, phase, current, availBefore, resubmitBefore)) {
+                // Another memory's fault, delivered here late: this queue lost nothing.
+                return popped - (phase == PARSING ? 1 : 0);
+            }
+            // A fault in this queue's guest memory (or a bug, or a fault of other memory that
+            // landed where this queue cannot be made whole): give back the request that never
             // reached the back end, and stop this queue only.
             reclaimStranded();
             String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
@@ -114,6 +147,37 @@ final class RequestDispatcher {
             q.counters.increment(QueueCounters.SUBMITS);
         }
         return popped;
+    }
+
+    /**
+     * After a fault attributed by evidence to other memory landed in {@code q}'s pop loop:
+     * puts back what the loop had in hand, so the queue loses nothing, and returns true; or
+     * returns false when that cannot be known exactly (the request was being handed to the back
+     * end or the completion route, or a request is claimed that the loop does not know), and the
+     * caller quarantines {@code q} as before. Popping again is safe: the chain was only read (a
+     * GET_ID string written by the parser is written again, the same), and an inflight region
+     * records the head as in flight once more.
+     */
+    private boolean spare(DeviceQueue q, int phase, BlkRequest current, int availBefore, int resubmitBefore) {
+        if (phase == DISPATCHING) {
+            return false;
+        }
+        for (int i = 0, n = pool.size(); i < n; i++) {
+            BlkRequest r = pool.get(i);
+            if (r.stage == BlkRequest.CLAIMED && !(phase == PARSING && r == current && r.queue == q)) {
+                return false;
+            }
+        }
+        if (phase == PARSING) {
+            q.inflight--;
+            pool.release(current);
+        }
+        if (phase != NOTHING_IN_HAND) {
+            // The chain goes back to the ring (or to the resubmit list) and is popped again.
+            q.ring.setNextAvail(availBefore);
+            q.resubmitCount = resubmitBefore;
+        }
+        return true;
     }
 
     private void dispatch(BlkRequest r, RequestParser.Outcome outcome) {

@@ -50,6 +50,8 @@ public final class SharedIoThread implements AutoCloseable {
     private final int[] cpus;
     /** Members, only touched by this thread. */
     private IoThread[] members = new IoThread[0];
+    /** The guest memory tables of members that left, for a late fault's evidence (this thread only). */
+    final FaultEvidence retired = new FaultEvidence();
     private volatile int memberCount;
     private volatile boolean running = true;
     private volatile boolean sleeping;
@@ -159,6 +161,11 @@ public final class SharedIoThread implements AutoCloseable {
         return thread;
     }
 
+    /** The members (on this thread only: a late fault's evidence covers every device it runs). */
+    IoThread[] members() {
+        return members;
+    }
+
     void attach(IoThread member) {
         apply(() -> {
             epoll.add(member.epollFd(), Linux.EPOLLIN, member.id());
@@ -180,6 +187,8 @@ public final class SharedIoThread implements AutoCloseable {
                 return;
             }
             epoll.remove(member.epollFd());
+            // Its tables may yet be blamed for a fault the JVM delivers late, on this thread.
+            member.evidence().handOver(retired);
             IoThread[] next = new IoThread[members.length - 1];
             System.arraycopy(members, 0, next, 0, at);
             System.arraycopy(members, at + 1, next, at, members.length - at - 1);

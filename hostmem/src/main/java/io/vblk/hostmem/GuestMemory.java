@@ -5,6 +5,7 @@ import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 
+import io.vblk.sys.FileSize;
 import io.vblk.sys.Linux;
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Memfd;
@@ -54,13 +55,25 @@ public final class GuestMemory implements AutoCloseable {
     private final Mapping[] mappings;
     private final PosixFile[] ownedFiles;
     private final int[] ownedFds;
+    /**
+     * Per region, a descriptor of the file it maps, kept only to read the file's size when a
+     * fault asks for evidence ({@link #shrinkEvidence()}): the table's own memfd or file, or a
+     * duplicate of a caller's descriptor (closed with the table); -1 for host memory.
+     */
+    private final int[] evidenceFds;
+    private final boolean[] evidenceOwned;
+    /** What {@link #shrinkEvidence()} found when the table was closed (null: nothing). */
+    private String evidenceAtClose;
     private boolean closed;
 
-    private GuestMemory(GuestRegion[] regions, Mapping[] mappings, PosixFile[] ownedFiles, int[] ownedFds) {
+    private GuestMemory(GuestRegion[] regions, Mapping[] mappings, PosixFile[] ownedFiles, int[] ownedFds,
+            int[] evidenceFds, boolean[] evidenceOwned) {
         this.regions = regions;
         this.mappings = mappings;
         this.ownedFiles = ownedFiles;
         this.ownedFds = ownedFds;
+        this.evidenceFds = evidenceFds;
+        this.evidenceOwned = evidenceOwned;
         int n = regions.length;
         firstGpa = new long[n];
         lastGpa = new long[n];
@@ -228,16 +241,54 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     /**
+     * Evidence that this table maps past the end of a file: a description of the first region
+     * whose file is now shorter than the region's end in it (a frontend truncated it, so touching
+     * the rest raises SIGBUS), or null. Reads each file's size with fstat(2), which changes
+     * nothing of a file a frontend shares. Once the table is {@linkplain #close() closed},
+     * answers what was true when it was unmapped: nothing of it can fault after that.
+     *
+     * <p>For the fault path only (engine GuestFaults: a guest-memory fault the JVM delivers late
+     * is attributed to the table that shows this evidence, not to whatever ran when it landed);
+     * never called per request. Host memory an embedder mapped itself shows no evidence, nor
+     * does a hugetlbfs mapping that ran out of pages (its file keeps its size).
+     */
+    public synchronized String shrinkEvidence() {
+        return closed ? evidenceAtClose : probeShrink();
+    }
+
+    private String probeShrink() {
+        for (int i = 0; i < regions.length; i++) {
+            int fd = evidenceFds[i];
+            if (fd < 0) {
+                continue;
+            }
+            long fileSize = FileSize.of(fd);
+            long end = regions[i].fdOffset() + regions[i].size(); // validated: no wrap
+            if (fileSize >= 0 && fileSize < end) {
+                return regions[i] + " maps up to byte " + end + " of a file now " + fileSize + " bytes long";
+            }
+        }
+        return null;
+    }
+
+    /**
      * Unmaps every region this table mapped and closes the descriptors it opened (descriptors
      * handed to {@link Builder#addRegion} stay the caller's). Idempotent. Only call it once no
-     * thread can use an address from this table: see {@link MemoryMap}.
+     * thread can use an address from this table: see {@link MemoryMap}. What {@link
+     * #shrinkEvidence()} finds now is kept.
      */
     @Override
     public synchronized void close() {
         if (closed) {
             return;
         }
+        evidenceAtClose = probeShrink();
         closed = true;
+        for (int i = 0; i < evidenceFds.length; i++) {
+            if (evidenceOwned[i] && evidenceFds[i] >= 0) {
+                Native.libc().close(evidenceFds[i]);
+            }
+        }
         for (Mapping m : mappings) {
             if (m != null) {
                 m.close();
@@ -351,6 +402,9 @@ public final class GuestMemory implements AutoCloseable {
             int n = sorted.size();
             GuestRegion[] regions = new GuestRegion[n];
             Mapping[] mappings = new Mapping[n];
+            int[] evidenceFds = new int[n];
+            boolean[] evidenceOwned = new boolean[n];
+            java.util.Arrays.fill(evidenceFds, -1);
             List<PosixFile> files = new ArrayList<>();
             List<Integer> fds = new ArrayList<>();
             try {
@@ -377,6 +431,16 @@ public final class GuestMemory implements AutoCloseable {
                         long slack = s.fdOffset & (Linux.PAGE_SIZE - 1);
                         mappings[i] = Mapping.map(fd, s.fdOffset - slack, s.size + slack, s.readOnly, guarded);
                         host = mappings[i].address() + slack;
+                        if (s.kind == Kind.FD) {
+                            // The caller may close its descriptor while the table lives (and the
+                            // number be reused): keep our own reference to the file. Without
+                            // one (EMFILE) the region just shows no evidence.
+                            int dup = FileSize.duplicate(fd);
+                            evidenceFds[i] = dup;
+                            evidenceOwned[i] = dup >= 0;
+                        } else {
+                            evidenceFds[i] = fd;
+                        }
                     }
                     regions[i] = new GuestRegion(s.gpa, s.size, host, s.readOnly, s.userAddress, fd, s.fdOffset);
                 }
@@ -388,10 +452,15 @@ public final class GuestMemory implements AutoCloseable {
                 }
                 files.forEach(PosixFile::close);
                 fds.forEach(fd -> Native.libc().close(fd));
+                for (int i = 0; i < n; i++) {
+                    if (evidenceOwned[i]) {
+                        Native.libc().close(evidenceFds[i]);
+                    }
+                }
                 throw e;
             }
             return new GuestMemory(regions, mappings, files.toArray(new PosixFile[0]),
-                    fds.stream().mapToInt(Integer::intValue).toArray());
+                    fds.stream().mapToInt(Integer::intValue).toArray(), evidenceFds, evidenceOwned);
         }
     }
 

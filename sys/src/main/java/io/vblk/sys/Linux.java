@@ -69,6 +69,8 @@ public final class Linux {
     // fcntl(2)
     public static final int F_GETFL = 3;
     public static final int F_SETFL = 4;
+    /** fcntl(2): duplicate to the lowest free descriptor at or above the argument, close-on-exec. */
+    public static final int F_DUPFD_CLOEXEC = 1030;
 
     // ioctl(2) on block devices
     public static final long BLKGETSIZE64 = 0x80081272L;
@@ -100,6 +102,7 @@ public final class Linux {
     public static final long SYS_IO_URING_REGISTER = 427;
     public static final long SYS_GETPID = 39;
     public static final long SYS_GETTID = 186;
+    public static final long SYS_FSTAT = 5;
 
     /** The page size everything here assumes (x86-64 base pages). */
     public static final int PAGE_SIZE = 4096;

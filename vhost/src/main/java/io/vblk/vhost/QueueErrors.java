@@ -34,6 +34,11 @@ final class QueueErrors implements DeviceListener {
     }
 
     @Override
+    public void faultAttributed(String report) {
+        log.info(report);
+    }
+
+    @Override
     public void queueBroken(int queue, String reason) {
         log.info("queue " + queue + " quarantined: " + reason);
         signal(queue);
