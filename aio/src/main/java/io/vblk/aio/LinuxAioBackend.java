@@ -7,6 +7,7 @@ import static io.vblk.aio.LinuxAioDescriptor.IOCB_BUF_OFFSET;
 import static io.vblk.aio.LinuxAioDescriptor.IOCB_DATA_OFFSET;
 import static io.vblk.aio.LinuxAioDescriptor.IOCB_FILDES_OFFSET;
 import static io.vblk.aio.LinuxAioDescriptor.IOCB_FLAGS_OFFSET;
+import static io.vblk.aio.LinuxAioDescriptor.IOCB_KEY_OFFSET;
 import static io.vblk.aio.LinuxAioDescriptor.IOCB_LENGTH;
 import static io.vblk.aio.LinuxAioDescriptor.IOCB_NBYTES_OFFSET;
 import static io.vblk.aio.LinuxAioDescriptor.IOCB_OFFSET_OFFSET;
@@ -44,10 +45,12 @@ import io.vblk.sys.NativeException;
  * takes whole batches: the ring has room for every slot), and what the kernel did not take is
  * put back after it. An exception the JVM throws on the way back from the call (a guest-memory
  * fault delivered late, engine GuestFaults) therefore neither submits a batch twice nor leaves it
- * uncounted; only if the kernel took part of a batch (EAGAIN midway, rare) and the exception
- * lands right then are the untaken operations lost and still counted, so a drain of their queue
- * waits (a hang, never a crash). Reaped is one store per event, and the ring's head is derived
- * from it, so an event is never taken twice nor left counted.
+ * uncounted. If the kernel took only part of a batch (EAGAIN midway, rare) and the exception
+ * lands right then, the answer is recovered from the iocbs (the kernel writes each one's key as
+ * it takes it, see {@link #resolveCall}) before anything else is queued or counted: the untaken
+ * operations are submitted again, not left counted (their queue's drain used to wait for ever).
+ * Reaped is one store per event, and the ring's head is derived from it, so an event is never
+ * taken twice nor left counted.
  */
 final class LinuxAioBackend extends SlottedBackend {
     /** The io_submit call, replaceable so tests can make the kernel take batches partly. */
@@ -66,6 +69,14 @@ final class LinuxAioBackend extends SlottedBackend {
     /** The iocb pointers handed to io_submit, in preparation order; [0, queued) are pending. */
     private final UnsafeBuffer queue;
     private int queued;
+    /**
+     * The iocb pointers of the batch handed to the last io_submit, kept until its answer is
+     * applied ({@link #applyCall}); [0, inCallCount) while unresolved, else inCallCount is 0.
+     */
+    private final UnsafeBuffer inCall;
+    private int inCallCount;
+    /** {@link #taken} before the unresolved call counted its batch. */
+    private long takenBeforeCall;
     private boolean kernelFdsync = true;
     /** iocbs counted as taken by the kernel (submitter; release store, read anywhere). */
     private long taken;
@@ -116,6 +127,7 @@ final class LinuxAioBackend extends SlottedBackend {
         this.iocbMemory = Mapping.anonymous((long) depth * IOCB_LENGTH, false);
         this.iocbs = new UnsafeBuffer(iocbMemory.address(), depth * IOCB_LENGTH);
         this.queue = new NativeBuffer(depth * Long.BYTES).buffer();
+        this.inCall = new NativeBuffer(depth * Long.BYTES).buffer();
         this.events = new NativeBuffer(depth * EVENT_LENGTH).buffer();
         this.zeroTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
         this.closeTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
@@ -206,33 +218,46 @@ final class LinuxAioBackend extends SlottedBackend {
     }
 
     private void enqueue(int iocbOffset) {
+        if (inCallCount != 0) {
+            resolveCall();
+        }
+        // The kernel overwrites the key with 0 (KIOCB_KEY) when it takes the iocb: how an
+        // answer lost to an exception is recovered (resolveCall).
+        iocbs.putInt(IOCB_KEY_OFFSET + iocbOffset, KEY_NOT_TAKEN);
         queue.putLong(queued * Long.BYTES, iocbMemory.address() + iocbOffset);
         queued++;
     }
 
     @Override
     int queuedCount() {
+        if (inCallCount != 0) {
+            resolveCall(); // pendingSubmit(): the submitting thread asks every round
+        }
         return queued;
     }
 
     @Override
     int submitQueued() {
+        if (inCallCount != 0) {
+            resolveCall();
+        }
         int submitted = 0;
         boolean deferredAny = false;
         long rc = 0;
         while (queued > 0) {
             int count = queued;
             // Removed, then counted, before the call (see the class comment): inFlight() never
-            // reads low while the kernel already completes, and nothing is submitted twice.
+            // reads low while the kernel already completes, and nothing is submitted twice. The
+            // batch is kept in inCall until the answer is applied.
+            UnsafeApi.copyMemory(queue.addressOffset(), inCall.addressOffset(), (long) count * Long.BYTES);
+            takenBeforeCall = (long) TAKEN.getOpaque(this);
+            inCallCount = count;
             queued = 0;
             countTaken(count);
-            rc = submitCall.submit(context, count, queue.addressOffset());
+            rc = submitCall.submit(context, count, inCall.addressOffset());
             io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SUBMIT_RETURNED); // tests only: see FaultPoints
             int accepted = rc > 0 ? (int) Math.min(rc, count) : 0;
-            if (accepted < count) {
-                countTaken(accepted - count);
-                putBack(accepted, count);
-            }
+            applyCall(accepted);
             if (rc > 0) {
                 submitted += accepted;
                 continue;
@@ -261,14 +286,44 @@ final class LinuxAioBackend extends SlottedBackend {
         return submitted > 0 || queued == 0 ? submitted : (int) (rc == 0 ? -Errno.EAGAIN : rc);
     }
 
-    /** The kernel took [0, accepted) of the {@code count} iocbs removed: queue the rest again, in order. */
-    private void putBack(int accepted, int count) {
-        if (accepted > 0) {
-            UnsafeApi.copyMemory(queue.addressOffset() + (long) accepted * Long.BYTES, queue.addressOffset(),
+    /**
+     * The kernel took [0, accepted) of the unresolved call's batch: counts exactly those taken
+     * and queues the rest again, in order, at the front. Idempotent (absolute stores, the batch
+     * read from inCall), so an exception anywhere in it is repaired by {@link #resolveCall}.
+     */
+    private void applyCall(int accepted) {
+        int count = inCallCount;
+        TAKEN.setRelease(this, takenBeforeCall + accepted);
+        if (accepted < count) {
+            UnsafeApi.copyMemory(inCall.addressOffset() + (long) accepted * Long.BYTES, queue.addressOffset(),
                     (long) (count - accepted) * Long.BYTES);
         }
         queued = count - accepted;
+        inCallCount = 0;
     }
+
+    /**
+     * An exception (a guest-memory fault the JVM delivers late, engine GuestFaults) cut an
+     * io_submit's answer off: recovers it from the iocbs themselves. The kernel takes a batch in
+     * order and writes each iocb's key (0) as it takes it, so the taken ones are the leading
+     * iocbs whose key is 0; the rest are queued again and submitted as usual, not left counted
+     * (the drain of their queue waited for ever before). One case stays ambiguous: the kernel
+     * writes the key and can then still refuse that last iocb synchronously (IOCB_CMD_FDSYNC on
+     * a file without fsync: the back end's first flush there; or its own ENOMEM). It is counted
+     * taken, never given up while it may run: a flush waits, the safe side.
+     */
+    private void resolveCall() {
+        int count = inCallCount;
+        int reached = 0;
+        while (reached < count
+                && UnsafeApi.getInt(null, inCall.getLong(reached * Long.BYTES) + IOCB_KEY_OFFSET) != KEY_NOT_TAKEN) {
+            reached++;
+        }
+        applyCall(reached);
+    }
+
+    /** A key the kernel never writes (it writes KIOCB_KEY, 0, into every iocb it takes). */
+    private static final int KEY_NOT_TAKEN = 0x7ab1e;
 
     private void dropFront(int n) {
         queued -= n;
@@ -335,6 +390,9 @@ final class LinuxAioBackend extends SlottedBackend {
 
     @Override
     void awaitQueued() {
+        if (inCallCount != 0) {
+            resolveCall(); // what the kernel never took is not waited for
+        }
         // io_getevents also reads the mapped ring (under the kernel's lock), so it is safe here
         // where nobody else reaps.
         int idleRounds = 0;
