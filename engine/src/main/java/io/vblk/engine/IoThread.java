@@ -172,6 +172,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return queues;
     }
 
+    /** The request pool (for tests). */
+    RequestPool dispatcherPool() {
+        return dispatcher.pool();
+    }
+
     FaultEvidence evidence() {
         return evidence;
     }

@@ -210,6 +210,50 @@ class LateFaultAttributionTest {
         }
     }
 
+    /**
+     * The error lands in device B's reap (a completion of B's taken from the kernel and lost),
+     * while A's file is the one that shrank. A is quarantined at once; B is not (a fault of
+     * other memory), but it did lose a request: its drain finds what nothing can complete, and
+     * only then quarantines B (needs-reset), gives the request up as LOST, and takes back both
+     * the request's slot and the back end's (before, the back end's stayed out until close).
+     */
+    @Test
+    void aCompletionLostToAnotherDevicesLateFaultIsGivenUpAtTheDrainAndItsBackEndSlotComesBack() throws Exception {
+        try (Image image = Image.open(DeviceRig.createImage(dir, 4L << 20), ImageOptions.defaults());
+             SharedIoThread shared = new SharedIoThread("lost", WaitStrategy.BLOCKING, 0);
+             Dev a = new Dev("dev-a", image, shared);
+             Dev b = new Dev("dev-b", image, shared)) {
+            assertEquals(S_OK, roundTrip(a.q, a.kick, a.irq, T_IN));
+            assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_IN));
+            a.shrink();
+            FaultPoints.arm(FaultPoints.REAP_TAKEN);
+            add(b.q, T_IN);
+            b.q.publishAvail();
+            b.kick.signal();
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (!FaultPoints.fired() || !a.device.isBroken(0)) {
+                assertTrue(System.nanoTime() < deadline, "the reap never met the error, or A never quarantined");
+                Thread.sleep(1);
+            }
+            assertFalse(b.device.isBroken(0), "B is not quarantined for A's fault: " + b.broken);
+            stopWithin(b.device);
+            assertTrue(b.device.isBroken(0), "B lost a request: needs-reset after all");
+            assertTrue(b.broken.get(0).contains("completion was lost"), b.broken.toString());
+            assertEquals(1, b.device.counters(0).get(QueueCounters.LOST));
+            assertEquals(0, queue(b.device).inflight);
+            IoThread t = thread(b.device);
+            assertEquals(t.backend().depth(), t.backend().freeSlots(), "the back end's slot of the lost completion came back");
+            RequestPool pool = t.dispatcherPool();
+            assertEquals(pool.size(), pool.available(), "every request slot back in the pool");
+        }
+    }
+
+    private static IoThread thread(BlockDevice device) throws ReflectiveOperationException {
+        java.lang.reflect.Field threads = BlockDevice.class.getDeclaredField("threadOfQueue");
+        threads.setAccessible(true);
+        return ((IoThread[]) threads.get(device))[0];
+    }
+
     private static void stopWithin(BlockDevice device) throws Exception {
         CompletableFuture.supplyAsync(() -> device.stopQueue(0), r -> new Thread(r).start()).get(30, TimeUnit.SECONDS);
     }
