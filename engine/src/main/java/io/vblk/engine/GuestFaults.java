@@ -9,22 +9,52 @@ package io.vblk.engine;
  * {@link InternalError}, but on Java 17 not at the access: the faulting load yields garbage, the
  * thread runs on, and the error is thrown later, at a point the engine does not control (tried
  * here: neither a VM entry such as {@code Unsafe.setMemory} nor the return of a method that is
- * never inlined or never compiled delivers it in compiled code; a safepoint does). So the model
- * does not try to place the fault; it keeps the accounting exact wherever the error lands:
+ * never inlined or never compiled delivers it in compiled code; a safepoint does). It can even
+ * come after the faulting queue has stopped, while the same I/O thread serves the next
+ * frontend's queue or another device's. So the model does not try to place the fault: it
+ * attributes it by evidence, and keeps the accounting exact wherever it lands:
  *
  * <ul>
+ * <li><b>Attribution by evidence</b> ({@link #attribute}, {@link FaultEvidence}). When a
+ *     memory fault is caught on an I/O thread, every memory table the devices on that OS thread
+ *     use, and the last few they used (a frontend that has gone, a device detached from a shared
+ *     thread), is asked whether it now maps past the end of its file (hostmem
+ *     {@code GuestMemory.shrinkEvidence()}: fstat of a descriptor the table keeps per region,
+ *     which changes nothing of the frontend's file; a closed table answers what was true when
+ *     it was unmapped, after which nothing of it can fault). Nothing of this runs per request:
+ *     tables are noted at queue start and asked only on the fault path.
+ *     <ul>
+ *     <li>Live queues (running or stopping) whose table shows evidence are quarantined, with the
+ *         evidence in the reason; the queue where the error landed is not, unless it is one of
+ *         them.</li>
+ *     <li>Evidence only on tables no live queue uses (a stopped or quarantined queue, a
+ *         frontend that has gone): nothing live is quarantined.</li>
+ *     <li>No table shows evidence (hugetlbfs out of pages, a file shrunk and grown back, an
+ *         inflight region, memory an embedder mapped itself): the queue where the error landed
+ *         is quarantined, as before attribution existed (the catch-all: the thread's queues).</li>
+ *     </ul>
+ *     Each verdict is reported once to the owner ({@link DeviceListener#faultAttributed}; the
+ *     daemon logs it).</li>
+ * <li><b>A spared queue loses nothing.</b> The pop loop keeps, in locals, where it is: between
+ *     requests, popping, parsing. A fault attributed elsewhere that lands there puts the chain
+ *     back (next_avail, or the resubmit list, restored; a claimed request released) and it is
+ *     popped again. Landing while a request is handed to the back end or the completion route
+ *     (whether the back end took it cannot be known exactly), the queue is quarantined as
+ *     before. Landing outside a pop loop (a reap, a submit, a command), the queues stay, but a
+ *     completion may have been lost with the error: the thread turns suspect until its queues
+ *     have nothing in flight, and a drain that meanwhile finds requests nothing can complete
+ *     quarantines their queue then and gives them up (below).</li>
  * <li>Every request slot carries its stage ({@link BlkRequest#stage}): claimed by the I/O
  *     thread, or handed to the back end / completion path. After any exception on the I/O
- *     thread (in a queue's pop loop or the round's catch-all) every slot still "claimed" is
- *     given back and its queue's in-flight count restored; a slot is never given back twice.
- *     So {@code stopQueue}, {@code setMemory} and {@code close} always return.</li>
- * <li>A fault inside a queue's pop loop (avail ring, descriptors, header, segments, the
- *     inflight region, a write's bounce copy) quarantines that queue; one that lands in the
- *     round's catch-all quarantines the thread's queues (broader than needed, never wrong).</li>
+ *     thread every slot still "claimed" is given back (or, spared, popped again) and its
+ *     queue's in-flight count restored; a slot is never given back twice. So {@code stopQueue},
+ *     {@code setMemory} and {@code close} always return.</li>
  * <li>Completion writes (status byte, used element, inflight region) and the used publish are
  *     guarded: a fault there marks the queue faulted ({@link DeviceQueue#faultReason}); the
  *     slot is still released; later completions of that queue skip guest memory; the I/O thread
- *     quarantines it at its next round.</li>
+ *     quarantines it at its next round. Not attributed: a completion half written cannot be
+ *     redone safely (the used element may already count), so a late fault of other memory that
+ *     lands exactly there still costs that queue a reset.</li>
  * <li>Bounce copies in the back ends cannot fault: they go through the kernel
  *     ({@code process_vm_readv}/{@code process_vm_writev} on our own pid, aio BounceCopier),
  *     which answers a cut page with EFAULT and sends no signal; exactly that operation fails
@@ -36,19 +66,31 @@ package io.vblk.engine;
  *     default handler let it die and the I/O thread then waited forever).</li>
  * <li>A fault the JVM delivers inside the back end's reap or submit, or between the reap and
  *     the completion route, can lose a request's completion, which no stage can see. A drain of
- *     a quarantined queue therefore gives such requests up ({@link IoThread#settleLost}): once
- *     the back end reports nothing in flight and nothing pending (their slots go back to the
- *     pool). They are counted {@link QueueCounters#LOST}, never completed, and the queue stays
+ *     a quarantined queue (or of any queue of a suspect thread) therefore gives such requests
+ *     up ({@link IoThread#settleLost}): once the back end reports nothing in flight and nothing
+ *     pending, their request slots go back to the pool, and so do the back end's own slots of
+ *     those completions (aio {@code IoBackend.reclaimLostSlots}: with nothing in flight, every
+ *     slot still taken is lost; io_uring, Linux AIO, the thread pool and the helper thread
+ *     alike). They are counted {@link QueueCounters#LOST}, never completed, and the queue stays
  *     quarantined. Never while the back end still reports work: giving up on an operation that
  *     may really still be running would let the VMM unmap memory it is about to write (a JVM
  *     crash). The back ends keep that report exact whatever point the fault lands at: their
  *     in-flight counts are derived from the kernel's own indices (io_uring: SQ head consumed
  *     against CQ head taken) or from their hand-over queues' own counters, and their lists hand
- *     an operation on only after removing it, so a fault can lose a completion (given up here;
- *     the back-end slot stays out of its pool until close) but neither hide an operation still
- *     running nor keep one counted that has finished. Linux AIO keeps one narrow exception
- *     (aio LinuxAioBackend: a batch the kernel took only partly, with the fault landing right
- *     after io_submit returned): that queue's drain then waits, a hang, never a crash.</li>
+ *     an operation on only after removing it, so a fault can lose a completion but neither hide
+ *     an operation still running nor keep one counted that has finished.</li>
+ * <li>Linux AIO counts itself what the kernel took (AIO shows no count), so an io_submit whose
+ *     answer a late fault cut off (the kernel took part of a batch) would leave the untaken
+ *     operations counted for ever, and their queue's drain waiting. The answer is recovered
+ *     from the iocbs instead: the kernel writes each iocb's key as it takes it, so the leading
+ *     iocbs with the key written are the taken ones; the rest are queued again and submitted
+ *     (aio LinuxAioBackend). Recovery runs before anything else is queued or counted, and
+ *     counts absolutely, so it is exact wherever in the bookkeeping the error landed. One case
+ *     stays ambiguous and is resolved to the safe side: the kernel can refuse the last iocb it
+ *     reached after writing its key (IOCB_CMD_FDSYNC on a file without fsync, the back end's
+ *     first flush there; or the kernel's own ENOMEM). It is counted taken: its queue's drain
+ *     then waits (a hang in that double coincidence, never a crash), because an operation the
+ *     kernel may be running is never given up.</li>
  * <li>A fault delivered inside the I/O thread's publish into the dedicated completion ring,
  *     between the lite blocking strategy's flag and its notify, would leave the completion thread
  *     asleep with events published: its wait times out ({@link WaitStrategies}) and it wakes.</li>
@@ -56,22 +98,25 @@ package io.vblk.engine;
  * <li>A quarantined queue reports needs-reset through {@link DeviceListener#queueBroken} and
  *     stays quarantined until a reset ({@link BlockDevice#reset}, {@link
  *     BlockDevice#clearQuarantine}); other devices are unaffected.</li>
- * <li>Known limit, late faults: because the error comes at a later safepoint, it can come after
- *     the faulting queue has already stopped, and land in whatever the same I/O thread serves
- *     then: the queue of the frontend that connects next (seen in FrontendFuzzTest) or of
- *     another device sharing that I/O thread. That queue is then quarantined (needs-reset) with
- *     the same "unsafe memory access" reason; nothing crashes or hangs, and the frontend after it
- *     is served. Not built yet: attributing the error by evidence (which device's memory table
- *     now maps a file shorter than the mapping) instead of by where it lands.</li>
+ * <li>Not done on purpose: sealing a frontend's memfd with F_SEAL_SHRINK. It would stop only
+ *     memfds created with MFD_ALLOW_SEALING (not files, not hugetlbfs exhaustion), a seal can
+ *     never be removed, so the daemon would permanently change a file the frontend owns (and
+ *     may want to resize, e.g. after unplugging memory), and QEMU already seals its own memfds
+ *     where it can. The evidence covers every file kind without touching any.</li>
  * </ul>
  *
  * <p>Tested point by point, deterministically, by FaultSeamTest: the same InternalError is thrown
  * at exactly the point through {@link io.vblk.sys.FaultPoints} (pop, parse, bounce copy in and
  * back) or a throwing {@link InflightTracker} (inflight-region write, completion write, used
- * publish). FaultPointTest truncates a real memfd instead, at every point, cold and hot; it
- * cannot choose where Java 17 delivers the error, and checks that wherever it lands the model
- * holds. aio LateFaultAccountingTest throws at the back ends' own worst points (right after the
- * submit call, right after a completion is taken).
+ * publish); no file shrank there, so the queue where it lands is quarantined. LateFaultAttributionTest
+ * truncates one device's memfd for real and throws the error while the thread serves another
+ * device (in its pop loop, after its submit, in its reap) or the next memory table of the same
+ * device; vhost LateFaultNextFrontendTest does the latter through the protocol. FaultPointTest
+ * truncates a real memfd instead, at every point, cold and hot; it cannot choose where Java 17
+ * delivers the error, and checks that wherever it lands the model holds. aio
+ * LateFaultAccountingTest throws at the back ends' own worst points (right after the submit
+ * call, right after a completion is taken, Linux AIO's partly taken batch) and checks the lost
+ * slots come back.
  */
 final class GuestFaults {
     private GuestFaults() {
