@@ -78,6 +78,7 @@ class FrontendFuzzTest {
             internal.stream().limit(10).forEach(System.out::println);
             System.out.println("faults attributed by evidence: " + serve.logLines("attributed by evidence").size()
                     + "; faults without evidence (quarantined where they landed): " + serve.logLines("with no evidence").size());
+            serve.logLines("guest memory fault on I/O thread").stream().limit(10).forEach(System.out::println);
             assertEquals(List.of(), serve.logLines("\tat "), "no stack trace in the daemon's log");
             assertEquals(0, serve.stop(), "a clean shutdown after the fuzzing");
         }

@@ -64,6 +64,7 @@ public final class Linux {
 
     // lseek(2)
     public static final int SEEK_SET = 0;
+    public static final int SEEK_CUR = 1;
     public static final int SEEK_END = 2;
 
     // fcntl(2)
