@@ -129,9 +129,13 @@ final class RequestDispatcher {
                 }
             }
         } catch (RuntimeException | Error e) {
-            if (attributor.test(e) && q.state != QueueLifecycle.BROKEN && spare(q, phase, current, availBefore, resubmitBefore)) {
-                // Another memory's fault, delivered here late: this queue lost nothing.
-                return popped - (phase == PARSING ? 1 : 0);
+            if (attributor.test(e) && q.state != QueueLifecycle.BROKEN) {
+                if (spare(q, phase, current, availBefore, resubmitBefore)) {
+                    // Another memory's fault, delivered here late: this queue lost nothing.
+                    return popped - (phase == PARSING ? 1 : 0);
+                }
+                listener.faultAttributed("queue " + q.index + " is quarantined where the fault landed all the same: it was"
+                        + " handing a request on, which cannot be undone exactly");
             }
             // A fault in this queue's guest memory (or a bug, or a fault of other memory that
             // landed where this queue cannot be made whole): give back the request that never
