@@ -29,9 +29,10 @@ package io.vblk.engine;
  *         them.</li>
  *     <li>Evidence only on tables no live queue uses (a stopped or quarantined queue, a
  *         frontend that has gone): nothing live is quarantined.</li>
- *     <li>No table shows evidence (hugetlbfs out of pages, a file shrunk and grown back, an
- *         inflight region, memory an embedder mapped itself): the queue where the error landed
- *         is quarantined, as before attribution existed (the catch-all: the thread's queues).</li>
+ *     <li>No table shows evidence (hugetlbfs out of pages, a file shrunk and grown back,
+ *         memory an embedder mapped itself): the queue where the error landed is quarantined,
+ *         as before attribution existed (the catch-all: the thread's queues). (vhost's inflight
+ *         buffers need no evidence: only buffers sealed against shrinking are mapped.)</li>
  *     </ul>
  *     Each verdict is reported once to the owner ({@link DeviceListener#faultAttributed}; the
  *     daemon logs it).</li>
