@@ -186,6 +186,30 @@ class LateFaultAttributionTest {
         }
     }
 
+    /**
+     * A device detached from the shared thread (closed) after its file shrank: its tables were
+     * handed to the thread, so its fault, delivered late in the remaining device, is still
+     * attributed to it, and quarantines nothing live.
+     */
+    @Test
+    void aLateFaultOfADeviceDetachedFromTheSharedThreadQuarantinesNothing() throws Exception {
+        try (Image image = Image.open(DeviceRig.createImage(dir, 4L << 20), ImageOptions.defaults());
+             SharedIoThread shared = new SharedIoThread("detached", WaitStrategy.BLOCKING, 0);
+             Dev b = new Dev("dev-b", image, shared)) {
+            Dev a = new Dev("dev-a", image, shared);
+            assertEquals(S_OK, roundTrip(a.q, a.kick, a.irq, T_IN));
+            a.shrink();
+            a.close(); // detached: gone from the shared thread, its table unmapped
+            FaultPoints.arm(FaultPoints.POP);
+            assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_OUT));
+            assertTrue(FaultPoints.fired());
+            assertFalse(b.device.isBroken(0), b.broken.toString());
+            assertEquals(1, b.reports.size(), b.reports.toString());
+            assertTrue(b.reports.get(0).contains("nothing quarantined"), b.reports.get(0));
+            assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_IN));
+        }
+    }
+
     /** No file shrank (hugetlbfs out of pages looks like this): quarantined where it landed, as before, and said so. */
     @Test
     void withoutEvidenceTheQueueWhereItLandedIsQuarantinedAndTheReportSaysSo() throws Exception {
