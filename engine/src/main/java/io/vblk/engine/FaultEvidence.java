@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Consumer;
 
 import io.vblk.hostmem.GuestMemory;
 
@@ -50,7 +51,8 @@ final class FaultEvidence {
         }
     }
 
-    void forEachEarlier(java.util.function.Consumer<GuestMemory> action) {
+    /** Runs {@code action} on every remembered table. */
+    void forEachEarlier(Consumer<GuestMemory> action) {
         for (GuestMemory m : earlier) {
             if (m != null) {
                 action.accept(m);

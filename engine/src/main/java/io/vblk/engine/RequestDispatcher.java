@@ -1,5 +1,7 @@
 package io.vblk.engine;
 
+import java.util.function.Predicate;
+
 import io.vblk.block.BlockDriver;
 import io.vblk.vring.DescriptorChain;
 import io.vblk.vring.SplitQueue;
@@ -20,7 +22,7 @@ final class RequestDispatcher {
     private final DescriptorChain chain;
     private CompletionRoute route;
     /** Attributes a caught fault by evidence (see {@link GuestFaults#attribute}); set once. */
-    private java.util.function.Predicate<Throwable> attributor = e -> false;
+    private Predicate<Throwable> attributor = e -> false;
 
     /** Where a pop loop is, for a fault that lands in it (see {@link #spare}). */
     private static final int NOTHING_IN_HAND = 0;
@@ -45,7 +47,7 @@ final class RequestDispatcher {
     }
 
     /** Sets how a caught fault is attributed (the I/O thread's {@link GuestFaults#attribute}). */
-    void attributor(java.util.function.Predicate<Throwable> value) {
+    void attributor(Predicate<Throwable> value) {
         attributor = value;
     }
 

@@ -2,6 +2,7 @@ package io.vblk.hostmem;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
 import java.util.List;
 
@@ -404,7 +405,7 @@ public final class GuestMemory implements AutoCloseable {
             Mapping[] mappings = new Mapping[n];
             int[] evidenceFds = new int[n];
             boolean[] evidenceOwned = new boolean[n];
-            java.util.Arrays.fill(evidenceFds, -1);
+            Arrays.fill(evidenceFds, -1);
             List<PosixFile> files = new ArrayList<>();
             List<Integer> fds = new ArrayList<>();
             try {
