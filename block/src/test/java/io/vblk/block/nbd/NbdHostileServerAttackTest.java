@@ -1,0 +1,234 @@
+package io.vblk.block.nbd;
+
+import static io.vblk.block.nbd.NbdProtocol.*;
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.ByteBuffer;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * An NBD server written to attack the client's negotiation: each case is a real TCP server on
+ * the loopback whose handshake is hostile (no real server misbehaves on purpose, so this one is
+ * hand-written; the client side is the production code, over a real socket). The contract under
+ * test: opening a disk is bounded by the connect timeout whatever the server sends, whether it
+ * stalls, trickles or never stops talking.
+ */
+class NbdHostileServerAttackTest {
+    private static final int CONNECT_TIMEOUT_MS = 1500;
+    /** How long a test waits before calling the open hung: far beyond the connect timeout. */
+    private static final long HUNG_S = 60;
+
+    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
+        Thread t = new Thread(r, "hostile-nbd");
+        t.setDaemon(true);
+        return t;
+    });
+    private ServerSocket listener;
+    private volatile boolean closed;
+
+    interface Script {
+        void run(DataInputStream in, DataOutputStream out) throws IOException;
+    }
+
+    @AfterEach
+    void stop() throws IOException {
+        closed = true;
+        if (listener != null) {
+            listener.close();
+        }
+        pool.shutdownNow();
+    }
+
+    private String serve(Script script) throws IOException {
+        listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+        pool.submit(() -> {
+            while (!closed) {
+                try (Socket s = listener.accept()) {
+                    s.setTcpNoDelay(true);
+                    DataInputStream in = new DataInputStream(s.getInputStream());
+                    DataOutputStream out = new DataOutputStream(s.getOutputStream());
+                    script.run(in, out);
+                } catch (IOException e) {
+                    // the client hung up or the test ended
+                }
+            }
+            return null;
+        });
+        return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
+    }
+
+    /** The greeting and the client's flags (fixed newstyle, no zeroes). */
+    private static void greet(DataInputStream in, DataOutputStream out) throws IOException {
+        out.writeLong(NBDMAGIC);
+        out.writeLong(IHAVEOPT);
+        out.writeShort(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+        out.flush();
+        in.readInt();
+    }
+
+    /** Reads one option; returns its code. */
+    private static int option(DataInputStream in) throws IOException {
+        long magic = in.readLong();
+        if (magic != IHAVEOPT) {
+            throw new IOException("bad option magic");
+        }
+        int code = in.readInt();
+        int length = in.readInt();
+        in.skipNBytes(length);
+        return code;
+    }
+
+    private static void reply(DataOutputStream out, int option, int type, int length) throws IOException {
+        out.writeLong(OPTION_REPLY_MAGIC);
+        out.writeInt(option);
+        out.writeInt(type);
+        out.writeInt(length);
+    }
+
+    /** Opens {@code address} on another thread; returns the failure, or fails the test if it hangs or succeeds. */
+    private UncheckedIOException openFails(String address) throws Exception {
+        NbdOptions options = NbdOptions.defaults().withConnectTimeoutMs(CONNECT_TIMEOUT_MS);
+        Future<Object> open = pool.submit(() -> {
+            try (NbdBackend disk = NbdBackend.open(address, options)) {
+                return disk;
+            } catch (UncheckedIOException e) {
+                return e;
+            }
+        });
+        Object result;
+        try {
+            result = open.get(HUNG_S, TimeUnit.SECONDS);
+        } catch (TimeoutException e) {
+            open.cancel(true);
+            closed = true;
+            listener.close();
+            throw new AssertionError("the open is still negotiating " + HUNG_S + " s after a connect timeout of "
+                    + CONNECT_TIMEOUT_MS + " ms: a hostile server holds the opening thread for as long as it likes");
+        }
+        assertInstanceOf(UncheckedIOException.class, result, "the open of a hostile server must fail");
+        return (UncheckedIOException) result;
+    }
+
+    @Test
+    void aServerThatNeverEndsItsGoRepliesCannotHoldTheOpenPastTheConnectTimeout() throws Exception {
+        // proto.md: replies before the final ACK of NBD_OPT_GO may be of any number; a server
+        // that sends them without end (here: zero-length REP_INFO, 20 bytes each, written in
+        // bulk, so the client's socket never runs dry and the client never waits) must still
+        // cost the client no more than its connect timeout.
+        byte[] block = new byte[20 * 4096];
+        ByteBuffer b = ByteBuffer.wrap(block);
+        for (int i = 0; i < 4096; i++) {
+            b.putLong(OPTION_REPLY_MAGIC).putInt(OPT_GO).putInt(REP_INFO).putInt(0);
+        }
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            reply(out, code, REP_ACK, 0); // structured replies
+            out.flush();
+            option(in); // NBD_OPT_GO
+            while (!closed) {
+                out.write(block);
+            }
+        });
+        UncheckedIOException e = openFails(address);
+        assertTrue(e.getMessage().contains("in time"), e.getMessage());
+    }
+
+    @Test
+    void aServerThatTricklesItsGreetingIsCutOffAtTheConnectTimeout() throws Exception {
+        String address = serve((in, out) -> {
+            byte[] greeting = ByteBuffer.allocate(18).putLong(NBDMAGIC).putLong(IHAVEOPT)
+                    .putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).array();
+            for (byte g : greeting) {
+                out.write(g);
+                out.flush();
+                sleep(400);
+            }
+            in.readInt();
+            sleep(HUNG_S * 1000);
+        });
+        UncheckedIOException e = openFails(address);
+        assertTrue(e.getMessage().contains("in time"), e.getMessage());
+    }
+
+    @Test
+    void anOptionReplyAnnouncingGigabytesIsSkippedOnlyWithinTheConnectTimeout() throws Exception {
+        // A reply longer than the client reads is skipped; the server streams its 2 GiB as fast
+        // as it can, then garbage: the open fails (at the deadline or at the garbage), never hangs.
+        byte[] block = new byte[256 << 10];
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            reply(out, code, REP_ACK, Integer.MAX_VALUE);
+            while (!closed) {
+                out.write(block);
+            }
+        });
+        openFails(address);
+    }
+
+    @Test
+    void aServerThatAcceptsStartTlsThenFallsSilentIsCutOffAtTheConnectTimeout() throws Exception {
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            assertEquals(OPT_STARTTLS, code);
+            reply(out, code, REP_ACK, 0);
+            out.flush();
+            in.readNBytes(1 << 20); // swallows the ClientHello, answers nothing
+        });
+        UncheckedIOException e = openFails(address.replace("nbd://", "nbds://"));
+        assertTrue(e.getMessage().contains("in time"), e.getMessage());
+    }
+
+    @Test
+    void aServerThatAnswersStartTlsWithGarbageFailsTheOpenNeverHangsIt() throws Exception {
+        byte[] garbage = new byte[64 << 10];
+        java.util.Arrays.fill(garbage, (byte) 0x16); // a handshake record type, then nonsense lengths
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            reply(out, code, REP_ACK, 0);
+            while (!closed) {
+                out.write(garbage);
+            }
+        });
+        openFails(address.replace("nbd://", "nbds://"));
+    }
+
+    @Test
+    void aNegativeOptionReplyLengthIsRefused() throws Exception {
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            reply(out, code, REP_ACK, -4);
+            out.flush();
+            sleep(HUNG_S * 1000);
+        });
+        UncheckedIOException e = openFails(address);
+        assertTrue(e.getMessage().contains("out of range"), e.getMessage());
+    }
+
+    private static void sleep(long ms) throws IOException {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted");
+        }
+    }
+}
