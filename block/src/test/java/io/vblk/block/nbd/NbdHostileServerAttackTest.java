@@ -223,6 +223,68 @@ class NbdHostileServerAttackTest {
         assertTrue(e.getMessage().contains("out of range"), e.getMessage());
     }
 
+    /** A normal negotiation: structured replies, NBD_OPT_GO with a 1 MiB export; returns after the ACK. */
+    private static void negotiate(DataInputStream in, DataOutputStream out) throws IOException {
+        greet(in, out);
+        int code = option(in);
+        reply(out, code, REP_ACK, 0); // structured replies
+        code = option(in);
+        reply(out, code, REP_INFO, 12);
+        out.writeShort(INFO_EXPORT);
+        out.writeLong(1 << 20);
+        out.writeShort(FLAG_HAS_FLAGS);
+        reply(out, code, REP_ACK, 0);
+        out.flush();
+    }
+
+    @Test
+    void aServerThatFloodsChunksForOneReadCannotHoldTheIoThreadsPoll() throws Exception {
+        // In the transmission phase the server answers a read with structured NONE chunks that
+        // never say DONE, as fast as it can (proto.md allows several chunks per request). Each
+        // is well formed, so nothing ends the connection; the I/O thread must still return from
+        // its poll (other queues and devices share that thread) and time the read out.
+        byte[] flood = new byte[20 * 8192];
+        String address = serve((in, out) -> {
+            negotiate(in, out);
+            in.readInt(); // request magic
+            in.readShort();
+            in.readShort();
+            long cookie = in.readLong();
+            in.readLong();
+            in.readInt();
+            ByteBuffer b = ByteBuffer.wrap(flood);
+            while (b.hasRemaining()) {
+                b.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) 0).putShort((short) REPLY_TYPE_NONE).putLong(cookie)
+                        .putInt(0);
+            }
+            while (!closed) {
+                out.write(flood);
+            }
+        });
+        NbdOptions options = NbdOptions.defaults().withConnectTimeoutMs(CONNECT_TIMEOUT_MS).withRequestTimeoutMs(1000)
+                .withRetryTimeoutMs(0);
+        try (NbdBackend disk = NbdBackend.open(address, options)) {
+            io.vblk.sys.NativeBuffer buffer = Io.buffer(4096);
+            assertEquals(0, disk.prepareRead(0, Io.vector(buffer), 7));
+            disk.submit();
+            Future<Long> polls = pool.submit(() -> {
+                java.util.Map<Long, Long> results = new java.util.HashMap<>();
+                while (results.isEmpty()) {
+                    disk.poll(results::put, 16);
+                }
+                return results.get(7L);
+            });
+            try {
+                assertEquals(-io.vblk.sys.Errno.EIO, polls.get(HUNG_S, TimeUnit.SECONDS), "the flooded read times out");
+            } catch (TimeoutException e) {
+                closed = true;
+                listener.close();
+                throw new AssertionError("a server flooding well-formed chunks held the I/O thread's poll for " + HUNG_S
+                        + " s, past a request timeout of 1 s");
+            }
+        }
+    }
+
     private static void sleep(long ms) throws IOException {
         try {
             Thread.sleep(ms);
