@@ -43,6 +43,11 @@ public final class NbdBackend implements IoBackend {
     private static final System.Logger LOG = System.getLogger("io.vblk.block.nbd");
     private static final java.util.concurrent.atomic.AtomicBoolean PLAIN_REMOTE_WARNED =
             new java.util.concurrent.atomic.AtomicBoolean();
+    /**
+     * The largest request taken (u32, the wire's length): larger than one NBD command may carry
+     * when the server's maximum block size is small; the connection sends it in parts.
+     */
+    static final long MAX_REQUEST_BYTES = 0xffffffffL;
     final NbdSlots slots;
     final NbdOptions options;
     private final NbdAddress address;
@@ -337,7 +342,8 @@ public final class NbdBackend implements IoBackend {
         if (closed) {
             return -Errno.EBADF;
         }
-        if (buffers.count() > slots.maxSegments || length > export.maxPayload || !inRange(offset, length)) {
+        // A request above the server's maximum block size goes in parts (the connection splits it).
+        if (buffers.count() > slots.maxSegments || length > MAX_REQUEST_BYTES || !inRange(offset, length)) {
             return -Errno.EINVAL;
         }
         int slot = take();
@@ -386,8 +392,8 @@ public final class NbdBackend implements IoBackend {
         if (closed) {
             return -Errno.EBADF;
         }
-        // The wire length is a u32; a larger range is refused rather than split.
-        if (length > 0xffffffffL || !inRange(offset, length)) {
+        // A range above what one command may carry goes in parts (the connection splits it).
+        if (length > MAX_REQUEST_BYTES || !inRange(offset, length)) {
             return -Errno.EINVAL;
         }
         int slot = take();
@@ -409,8 +415,11 @@ public final class NbdBackend implements IoBackend {
 
     private void fill(int slot, int op, long offset, long length, int flags, long userData) {
         slots.op[slot] = (byte) op;
+        slots.requestOffset[slot] = offset;
+        slots.requestLength[slot] = length;
         slots.offset[slot] = offset;
         slots.length[slot] = length;
+        slots.partStart[slot] = 0;
         slots.commandFlags[slot] = flags;
         slots.userData[slot] = userData;
         slots.segments[slot] = 0;
