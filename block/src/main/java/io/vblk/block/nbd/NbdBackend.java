@@ -36,6 +36,11 @@ import io.vblk.sys.Linux;
  * completed on any connection durable (proto.md), so a FLUSH goes to one connection and keeps
  * virtio's meaning. Without it only one connection is opened.
  *
+ * <p>A request larger than the server's maximum block size (NBD_INFO_BLOCK_SIZE; a guest knows
+ * nothing of it) is sent in parts of at most that size, one after the other in the slot it
+ * holds (no extra slot, no allocation), each write part with the request's FUA; it completes once,
+ * after its last part, or at its first failed part. A part a reconnect interrupted is sent again.
+ *
  * <p>A read-only export gives a read-only disk: writes, discards and write-zeroes are refused
  * with {@code -EROFS} before anything reaches the server.
  */
@@ -178,7 +183,10 @@ public final class NbdBackend implements IoBackend {
         return export.minBlock;
     }
 
-    /** The largest payload of one request. */
+    /**
+     * The largest payload of one NBD command (the server's maximum block size, at most 32 MiB);
+     * a larger request is still taken and sent in parts of at most this size.
+     */
     public int maxPayloadBytes() {
         return export.maxPayload;
     }

@@ -36,8 +36,8 @@ import io.vblk.sys.NativeBuffer;
  * handshake never run on the I/O thread) and hands the new socket back; the requests are then sent
  * again (writes are idempotent: their buffers are untouched until they complete) until the retry
  * timeout has passed since the outage began; then they fail with EIO. A server that breaks the
- * protocol (bad magic, unknown cookie, a chunk outside its request, a read not fully covered)
- * fails the requests it had with EIO, is logged and reconnected.
+ * protocol (bad magic, unknown cookie, a chunk outside its request, chunks that overlap, a read
+ * not fully covered) fails the requests it had with EIO, is logged and reconnected.
  *
  * <p>Threads: everything here runs on the I/O thread (or, once that has stopped, on the thread
  * that closes the disk) except the hand-over fields {@link #wantReconnect} and {@link #handoff}.
