@@ -40,7 +40,7 @@ class NbdSplitRequestTest {
     void splitWritesAndReadsLandInTheirPlaceAcrossOddSegments() throws Exception {
         Path sock = dir.resolve("s.sock");
         try (ServerProcess server = small(sock);
-             NbdBackend disk = NbdBackend.open("nbd+unix:///?socket=" + sock, NbdOptions.defaults().withDepth(8))) {
+             NbdBackend disk = open("nbd+unix:///?socket=" + sock, NbdOptions.defaults().withDepth(8))) {
             assertEquals(4096, disk.maxPayloadBytes(), "the server's maximum");
             Io io = new Io(disk);
             // 3 segments whose boundaries fall inside 4 KiB parts: 1536 + 9728 + 5120 = 16 KiB.
@@ -78,9 +78,22 @@ class NbdSplitRequestTest {
 
     @Test
     void manySplitRequestsInFlightEachCompleteOnceWithItsData() throws Exception {
-        Path sock = dir.resolve("m.sock");
+        manySplitRequests(1);
+    }
+
+    @Test
+    void splitRequestsOverSeveralConnectionsEachCompleteOnceWithItsData() throws Exception {
+        // nbdkit's memory plugin allows multi-conn: requests are dealt over 4 connections, and
+        // each keeps all the parts of the requests it took.
+        manySplitRequests(4);
+    }
+
+    private void manySplitRequests(int connections) throws Exception {
+        Path sock = dir.resolve("m" + connections + ".sock");
         try (ServerProcess server = small(sock);
-             NbdBackend disk = NbdBackend.open("nbd+unix:///?socket=" + sock, NbdOptions.defaults().withDepth(16))) {
+             NbdBackend disk = open("nbd+unix:///?socket=" + sock,
+                     NbdOptions.defaults().withDepth(16).withConnections(connections))) {
+            assertEquals(connections, disk.connectionCount(), "connections in use");
             Io io = new Io(disk);
             int n = 16;
             NativeBuffer[] w = new NativeBuffer[n];
@@ -114,23 +127,20 @@ class NbdSplitRequestTest {
     void writeZeroesAndTrimAboveTheMaximumSucceed() throws Exception {
         Path sock = dir.resolve("z.sock");
         try (ServerProcess server = small(sock);
-             NbdBackend disk = NbdBackend.open("nbd+unix:///?socket=" + sock, NbdOptions.defaults().withDepth(4))) {
+             NbdBackend disk = open("nbd+unix:///?socket=" + sock, NbdOptions.defaults().withDepth(4))) {
             Io io = new Io(disk);
+            assertTrue(disk.supportsWriteZeroes() && disk.supportsDiscard(), "nbdkit's memory plugin zeroes and trims");
             NativeBuffer w = Io.buffer(65536);
             Io.fill(w, 5);
             assertEquals(65536, io.write(0, w));
-            if (disk.supportsWriteZeroes()) {
-                Io.check(disk.prepareWriteZeroes(0, 32768, false, 1));
-                assertEquals(0L, io.one(30_000), "a 32 KiB write-zeroes on a 4 KiB maximum");
-                NativeBuffer r = Io.buffer(32768);
-                Io.poison(r);
-                assertEquals(32768, io.read(0, r));
-                assertTrue(Io.zero(r), "zeroed");
-            }
-            if (disk.supportsDiscard()) {
-                Io.check(disk.prepareDiscard(32768, 32768, 2));
-                assertEquals(0L, io.one(30_000), "a 32 KiB trim on a 4 KiB maximum");
-            }
+            Io.check(disk.prepareWriteZeroes(0, 32768, false, 1));
+            assertEquals(0L, io.one(30_000), "a 32 KiB write-zeroes on a 4 KiB maximum");
+            NativeBuffer r = Io.buffer(32768);
+            Io.poison(r);
+            assertEquals(32768, io.read(0, r));
+            assertTrue(Io.zero(r), "zeroed");
+            Io.check(disk.prepareDiscard(32768, 32768, 2));
+            assertEquals(0L, io.one(30_000), "a 32 KiB trim on a 4 KiB maximum");
         }
     }
 
@@ -146,7 +156,7 @@ class NbdSplitRequestTest {
                 "file", img.toString()));
         cmd.addAll(SMALL);
         ServerProcess[] server = {ServerProcess.start(cmd, sock, 0, dir)};
-        try (NbdBackend disk = NbdBackend.open("nbd+unix:///?socket=" + sock,
+        try (NbdBackend disk = open("nbd+unix:///?socket=" + sock,
                 NbdOptions.defaults().withRetryTimeoutMs(20_000))) {
             // 96 writes of 256 KiB, 64 parts each: the server dies with parts of every kind in
             // flight (done, sent, not yet sent); each part not answered is sent again.
@@ -158,6 +168,24 @@ class NbdSplitRequestTest {
             });
         } finally {
             server[0].close();
+        }
+    }
+
+    /**
+     * Opens the disk; nbdkit's socket file exists a moment before it accepts (bind, then
+     * listen), so a refused first connection is tried again for a few seconds.
+     */
+    private static NbdBackend open(String address, NbdOptions options) throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (true) {
+            try {
+                return NbdBackend.open(address, options);
+            } catch (java.io.UncheckedIOException e) {
+                if (!String.valueOf(e.getMessage()).contains("refused") || System.nanoTime() > deadline) {
+                    throw e;
+                }
+                Thread.sleep(20);
+            }
         }
     }
 
