@@ -17,6 +17,14 @@ public final class BlkConfig {
     private final byte[] serial;
     private final int numQueues;
     private final int queueSize;
+    /**
+     * The default SEG_MAX for rings above 256 entries: what the back ends and network drivers
+     * take per operation by default ({@link io.vblk.aio.BackendOptions#DEFAULT_MAX_SEGMENTS}, 256)
+     * less two, as the daemon offers. A SEG_MAX of queue size - 2 on a 1024-entry ring offered
+     * 1022 segments that the back end then refused with IOERR (Linux sizes its scatter lists
+     * from SEG_MAX), and preallocated that many iovec entries per request slot.
+     */
+    public static final int DEFAULT_SEG_MAX_CAP = io.vblk.aio.BackendOptions.DEFAULT_MAX_SEGMENTS - 2;
     private final int segMax;
     private final int sizeMax;
     private final boolean discard;
@@ -34,7 +42,7 @@ public final class BlkConfig {
         serial = b.serial;
         numQueues = b.numQueues;
         queueSize = b.queueSize;
-        segMax = b.segMax > 0 ? b.segMax : Math.max(1, b.queueSize - 2);
+        segMax = b.segMax > 0 ? b.segMax : Math.max(1, Math.min(b.queueSize - 2, DEFAULT_SEG_MAX_CAP));
         sizeMax = b.sizeMax;
         discard = b.discard && !b.readOnly;
         writeZeroes = b.writeZeroes && !b.readOnly;
@@ -267,7 +275,11 @@ public final class BlkConfig {
             return this;
         }
 
-        /** Most data segments per request; default queue size - 2 (as QEMU). */
+        /**
+         * Most data segments per request; default queue size - 2 (as QEMU), at most
+         * {@link #DEFAULT_SEG_MAX_CAP}. A larger value must not exceed what the back ends or
+         * drivers take per operation (their {@code maxSegments}), or requests within it fail.
+         */
         public Builder segMax(int value) {
             if (value < 1) {
                 throw new IllegalArgumentException("seg_max must be positive: " + value);

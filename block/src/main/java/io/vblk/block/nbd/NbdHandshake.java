@@ -242,6 +242,7 @@ final class NbdHandshake {
     private void skip(int length) throws IOException {
         int left = length;
         while (left > 0) {
+            checkDeadline();
             int n = Math.min(left, memory.capacity());
             socket.readFully(memory.address(), n, deadlineNs);
             left -= n;
@@ -249,7 +250,18 @@ final class NbdHandshake {
     }
 
     private void read(int length) throws IOException {
+        checkDeadline();
         socket.readFully(memory.address(), length, deadlineNs);
+    }
+
+    /**
+     * The socket checks the deadline only when it has to wait: a server that never stops
+     * sending (endless replies before NBD_OPT_GO's ACK) would otherwise hold the open for ever.
+     */
+    private void checkDeadline() throws IOException {
+        if (System.nanoTime() - deadlineNs > 0) {
+            throw new IOException("NBD server did not answer in time (negotiation still going at the connect timeout)");
+        }
     }
 
     private void write(int length) throws IOException {

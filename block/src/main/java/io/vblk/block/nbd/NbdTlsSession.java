@@ -89,6 +89,7 @@ final class NbdTlsSession {
     void handshake(long deadlineNs) throws IOException {
         engine.beginHandshake();
         while (true) {
+            checkDeadline(deadlineNs);
             switch (engine.getHandshakeStatus()) {
                 case NEED_WRAP:
                     seal(EMPTY);
@@ -141,6 +142,7 @@ final class NbdTlsSession {
                 done += n;
                 continue;
             }
+            checkDeadline(deadlineNs); // records without plaintext never make the socket wait
             appIn.clear();
             SSLEngineResult.Status status = openInto(appIn, false);
             appIn.flip();
@@ -156,6 +158,13 @@ final class NbdTlsSession {
     /** Plaintext the handshake read ahead of what it consumed (there is none when it ends: NBD takes turns). */
     int readAhead() {
         return appIn.remaining();
+    }
+
+    /** The socket checks the deadline only when it waits; a server that keeps sending must meet it too. */
+    private static void checkDeadline(long deadlineNs) throws IOException {
+        if (System.nanoTime() - deadlineNs > 0) {
+            throw new IOException("NBD server did not answer in time (TLS still going at the connect timeout)");
+        }
     }
 
     private void flushBlocking(long deadlineNs) throws IOException {

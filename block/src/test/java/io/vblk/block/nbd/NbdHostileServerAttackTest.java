@@ -1,0 +1,436 @@
+package io.vblk.block.nbd;
+
+import static io.vblk.block.nbd.NbdProtocol.*;
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.nio.ByteBuffer;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * An NBD server written to attack the client's negotiation: each case is a real TCP server on
+ * the loopback whose handshake is hostile (no real server misbehaves on purpose, so this one is
+ * hand-written; the client side is the production code, over a real socket). The contract under
+ * test: opening a disk is bounded by the connect timeout whatever the server sends, whether it
+ * stalls, trickles or never stops talking.
+ */
+class NbdHostileServerAttackTest {
+    private static final int CONNECT_TIMEOUT_MS = 1500;
+    /** How long a test waits before calling the open hung: far beyond the connect timeout. */
+    private static final long HUNG_S = 60;
+
+    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
+        Thread t = new Thread(r, "hostile-nbd");
+        t.setDaemon(true);
+        return t;
+    });
+    private ServerSocket listener;
+    private volatile boolean closed;
+
+    interface Script {
+        void run(DataInputStream in, DataOutputStream out) throws IOException;
+    }
+
+    @AfterEach
+    void stop() throws IOException {
+        closed = true;
+        if (listener != null) {
+            listener.close();
+        }
+        pool.shutdownNow();
+    }
+
+    private String serve(Script script) throws IOException {
+        listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+        pool.submit(() -> {
+            while (!closed) {
+                try (Socket s = listener.accept()) {
+                    s.setTcpNoDelay(true);
+                    DataInputStream in = new DataInputStream(s.getInputStream());
+                    DataOutputStream out = new DataOutputStream(s.getOutputStream());
+                    script.run(in, out);
+                } catch (IOException e) {
+                    // the client hung up or the test ended
+                }
+            }
+            return null;
+        });
+        return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
+    }
+
+    /** The greeting and the client's flags (fixed newstyle, no zeroes). */
+    private static void greet(DataInputStream in, DataOutputStream out) throws IOException {
+        out.writeLong(NBDMAGIC);
+        out.writeLong(IHAVEOPT);
+        out.writeShort(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+        out.flush();
+        in.readInt();
+    }
+
+    /** Reads one option; returns its code. */
+    private static int option(DataInputStream in) throws IOException {
+        long magic = in.readLong();
+        if (magic != IHAVEOPT) {
+            throw new IOException("bad option magic");
+        }
+        int code = in.readInt();
+        int length = in.readInt();
+        in.skipNBytes(length);
+        return code;
+    }
+
+    private static void reply(DataOutputStream out, int option, int type, int length) throws IOException {
+        out.writeLong(OPTION_REPLY_MAGIC);
+        out.writeInt(option);
+        out.writeInt(type);
+        out.writeInt(length);
+    }
+
+    /** Opens {@code address} on another thread; returns the failure, or fails the test if it hangs or succeeds. */
+    private UncheckedIOException openFails(String address) throws Exception {
+        NbdOptions options = NbdOptions.defaults().withConnectTimeoutMs(CONNECT_TIMEOUT_MS);
+        Future<Object> open = pool.submit(() -> {
+            try (NbdBackend disk = NbdBackend.open(address, options)) {
+                return disk;
+            } catch (UncheckedIOException e) {
+                return e;
+            }
+        });
+        Object result;
+        try {
+            result = open.get(HUNG_S, TimeUnit.SECONDS);
+        } catch (TimeoutException e) {
+            open.cancel(true);
+            closed = true;
+            listener.close();
+            throw new AssertionError("the open is still negotiating " + HUNG_S + " s after a connect timeout of "
+                    + CONNECT_TIMEOUT_MS + " ms: a hostile server holds the opening thread for as long as it likes");
+        }
+        assertInstanceOf(UncheckedIOException.class, result, "the open of a hostile server must fail");
+        return (UncheckedIOException) result;
+    }
+
+    @Test
+    void aServerThatNeverEndsItsGoRepliesCannotHoldTheOpenPastTheConnectTimeout() throws Exception {
+        // proto.md: replies before the final ACK of NBD_OPT_GO may be of any number; a server
+        // that sends them without end (here: zero-length REP_INFO, 20 bytes each, written in
+        // bulk, so the client's socket never runs dry and the client never waits) must still
+        // cost the client no more than its connect timeout.
+        byte[] block = new byte[20 * 4096];
+        ByteBuffer b = ByteBuffer.wrap(block);
+        for (int i = 0; i < 4096; i++) {
+            b.putLong(OPTION_REPLY_MAGIC).putInt(OPT_GO).putInt(REP_INFO).putInt(0);
+        }
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            reply(out, code, REP_ACK, 0); // structured replies
+            out.flush();
+            option(in); // NBD_OPT_GO
+            while (!closed) {
+                out.write(block);
+            }
+        });
+        UncheckedIOException e = openFails(address);
+        assertTrue(e.getMessage().contains("in time"), e.getMessage());
+    }
+
+    @Test
+    void aServerThatTricklesItsGreetingIsCutOffAtTheConnectTimeout() throws Exception {
+        String address = serve((in, out) -> {
+            byte[] greeting = ByteBuffer.allocate(18).putLong(NBDMAGIC).putLong(IHAVEOPT)
+                    .putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).array();
+            for (byte g : greeting) {
+                out.write(g);
+                out.flush();
+                sleep(400);
+            }
+            in.readInt();
+            sleep(HUNG_S * 1000);
+        });
+        UncheckedIOException e = openFails(address);
+        assertTrue(e.getMessage().contains("in time"), e.getMessage());
+    }
+
+    @Test
+    void anOptionReplyAnnouncingGigabytesIsSkippedOnlyWithinTheConnectTimeout() throws Exception {
+        // A reply longer than the client reads is skipped; the server streams its 2 GiB as fast
+        // as it can, then garbage: the open fails (at the deadline or at the garbage), never hangs.
+        byte[] block = new byte[256 << 10];
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            reply(out, code, REP_ACK, Integer.MAX_VALUE);
+            while (!closed) {
+                out.write(block);
+            }
+        });
+        openFails(address);
+    }
+
+    @Test
+    void aServerThatAcceptsStartTlsThenFallsSilentIsCutOffAtTheConnectTimeout() throws Exception {
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            assertEquals(OPT_STARTTLS, code);
+            reply(out, code, REP_ACK, 0);
+            out.flush();
+            in.readNBytes(1 << 20); // swallows the ClientHello, answers nothing
+        });
+        UncheckedIOException e = openFails(address.replace("nbd://", "nbds://"));
+        assertTrue(e.getMessage().contains("in time"), e.getMessage());
+    }
+
+    @Test
+    void aServerThatAnswersStartTlsWithGarbageFailsTheOpenNeverHangsIt() throws Exception {
+        byte[] garbage = new byte[64 << 10];
+        java.util.Arrays.fill(garbage, (byte) 0x16); // a handshake record type, then nonsense lengths
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            reply(out, code, REP_ACK, 0);
+            while (!closed) {
+                out.write(garbage);
+            }
+        });
+        openFails(address.replace("nbd://", "nbds://"));
+    }
+
+    @Test
+    void aNegativeOptionReplyLengthIsRefused() throws Exception {
+        String address = serve((in, out) -> {
+            greet(in, out);
+            int code = option(in);
+            reply(out, code, REP_ACK, -4);
+            out.flush();
+            sleep(HUNG_S * 1000);
+        });
+        UncheckedIOException e = openFails(address);
+        assertTrue(e.getMessage().contains("out of range"), e.getMessage());
+    }
+
+    /** A normal negotiation: structured replies, NBD_OPT_GO with a 1 MiB export; returns after the ACK. */
+    private static void negotiate(DataInputStream in, DataOutputStream out) throws IOException {
+        greet(in, out);
+        int code = option(in);
+        reply(out, code, REP_ACK, 0); // structured replies
+        code = option(in);
+        reply(out, code, REP_INFO, 12);
+        out.writeShort(INFO_EXPORT);
+        out.writeLong(1 << 20);
+        out.writeShort(FLAG_HAS_FLAGS);
+        reply(out, code, REP_ACK, 0);
+        out.flush();
+    }
+
+    @Test
+    void aServerThatFloodsChunksForOneReadCannotHoldTheIoThreadsPoll() throws Exception {
+        // In the transmission phase the server answers a read with structured NONE chunks that
+        // never say DONE, as fast as it can (proto.md allows several chunks per request). Each
+        // is well formed, so nothing ends the connection; the I/O thread must still return from
+        // its poll (other queues and devices share that thread) and time the read out.
+        byte[] flood = new byte[20 * 8192];
+        String address = serve((in, out) -> {
+            negotiate(in, out);
+            in.readInt(); // request magic
+            in.readShort();
+            in.readShort();
+            long cookie = in.readLong();
+            in.readLong();
+            in.readInt();
+            ByteBuffer b = ByteBuffer.wrap(flood);
+            while (b.hasRemaining()) {
+                b.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) 0).putShort((short) REPLY_TYPE_NONE).putLong(cookie)
+                        .putInt(0);
+            }
+            while (!closed) {
+                out.write(flood);
+            }
+        });
+        NbdOptions options = NbdOptions.defaults().withConnectTimeoutMs(CONNECT_TIMEOUT_MS).withRequestTimeoutMs(1000)
+                .withRetryTimeoutMs(0);
+        try (NbdBackend disk = NbdBackend.open(address, options)) {
+            io.vblk.sys.NativeBuffer buffer = Io.buffer(4096);
+            assertEquals(0, disk.prepareRead(0, Io.vector(buffer), 7));
+            disk.submit();
+            Future<Long> polls = pool.submit(() -> {
+                java.util.Map<Long, Long> results = new java.util.HashMap<>();
+                while (results.isEmpty()) {
+                    disk.poll(results::put, 16);
+                }
+                return results.get(7L);
+            });
+            try {
+                assertEquals(-io.vblk.sys.Errno.EIO, polls.get(HUNG_S, TimeUnit.SECONDS), "the flooded read times out");
+            } catch (TimeoutException e) {
+                closed = true;
+                listener.close();
+                throw new AssertionError("a server flooding well-formed chunks held the I/O thread's poll for " + HUNG_S
+                        + " s, past a request timeout of 1 s");
+            }
+        }
+    }
+
+    /** One chunk of a structured reply. */
+    private static void chunk(DataOutputStream out, int flags, int type, long cookie, int length) throws IOException {
+        out.writeInt(STRUCTURED_REPLY_MAGIC);
+        out.writeShort(flags);
+        out.writeShort(type);
+        out.writeLong(cookie);
+        out.writeInt(length);
+    }
+
+    interface Reply {
+        /** Answers the read of {@code length} bytes at {@code offset} with {@code cookie}. */
+        void answer(DataOutputStream out, long cookie, long offset, int length) throws IOException;
+    }
+
+    private static final int READ_OFFSET = 64 << 10;
+    private static final int READ_LENGTH = 4096;
+
+    /**
+     * Reads 4 KiB at 64 KiB from a server that answers with {@code reply}, into the middle page
+     * of three poisoned pages; returns the read's result and checks that neither neighbour page
+     * was touched (a chunk outside its read must never reach memory outside the read).
+     */
+    private long readAnsweredBy(Reply reply) throws Exception {
+        String address = serve((in, out) -> {
+            negotiate(in, out);
+            while (!closed) {
+                in.readInt();
+                in.readShort();
+                int type = in.readShort();
+                long cookie = in.readLong();
+                long offset = in.readLong();
+                int length = in.readInt();
+                if (type != CMD_READ) {
+                    continue; // a disconnect
+                }
+                reply.answer(out, cookie, offset, length);
+                out.flush();
+            }
+        });
+        NbdOptions options = NbdOptions.defaults().withConnectTimeoutMs(CONNECT_TIMEOUT_MS).withRequestTimeoutMs(2000)
+                .withRetryTimeoutMs(0);
+        try (NbdBackend disk = NbdBackend.open(address, options)) {
+            io.vblk.sys.NativeBuffer pages = Io.buffer(3 * 4096);
+            Io.poison(pages);
+            io.vblk.aio.IoVector v = new io.vblk.aio.IoVector(1);
+            v.add(pages.address() + 4096, READ_LENGTH);
+            assertEquals(0, disk.prepareRead(READ_OFFSET, v, 9));
+            Io io = new Io(disk);
+            long result = io.await(1, 30_000).getOrDefault(9L, Long.MIN_VALUE);
+            assertTrue(result != Long.MIN_VALUE, "the read completed");
+            for (int i = 0; i < 4096; i++) {
+                assertEquals((byte) 0x5a, pages.buffer().getByte(i), "byte " + i + " before the read's buffer");
+                assertEquals((byte) 0x5a, pages.buffer().getByte(8192 + i), "byte " + i + " after the read's buffer");
+            }
+            return result;
+        }
+    }
+
+    private static void data(DataOutputStream out, int flags, long cookie, long offset, int payload) throws IOException {
+        chunk(out, flags, REPLY_TYPE_OFFSET_DATA, cookie, 8 + payload);
+        out.writeLong(offset);
+        out.write(new byte[payload]);
+    }
+
+    @Test
+    void aDataChunkBeforeItsReadFailsTheReadAndTouchesNothing() throws Exception {
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) ->
+                data(out, REPLY_FLAG_DONE, cookie, offset - 512, length)));
+    }
+
+    @Test
+    void aDataChunkPastTheEndOfItsReadFailsTheReadAndTouchesNothing() throws Exception {
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) ->
+                data(out, REPLY_FLAG_DONE, cookie, offset + 512, length)));
+    }
+
+    @Test
+    void aDataChunkShorterThanItsOffsetFieldFailsTheRead() throws Exception {
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) -> {
+            chunk(out, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, cookie, 4);
+            out.writeInt((int) offset);
+        }));
+    }
+
+    @Test
+    void aDataChunkAnnouncing4GiBFailsTheRead() throws Exception {
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) -> {
+            chunk(out, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, cookie, -1);
+            out.writeLong(offset);
+            out.write(new byte[length]);
+        }));
+    }
+
+    @Test
+    void aHoleChunkOutsideItsReadOrOfTheWrongLengthFailsTheRead() throws Exception {
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) -> {
+            chunk(out, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_HOLE, cookie, 12);
+            out.writeLong(offset + 2048);
+            out.writeInt(length); // 2 KiB past the read's end
+        }));
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) -> {
+            chunk(out, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_HOLE, cookie, 8);
+            out.writeLong(offset);
+        }));
+    }
+
+    @Test
+    void aReadDoneBeforeItIsCoveredFails() throws Exception {
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) ->
+                data(out, REPLY_FLAG_DONE, cookie, offset, length / 2)));
+    }
+
+    @Test
+    void anErrorChunkWithoutItsErrorFieldFailsTheReadWithEio() throws Exception {
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) ->
+                chunk(out, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, 0)));
+    }
+
+    @Test
+    void aReadCoveredByChunksInAnyOrderSucceeds() throws Exception {
+        // The control case: the same server, well-behaved (two chunks, second half first).
+        assertEquals(READ_LENGTH, readAnsweredBy((out, cookie, offset, length) -> {
+            data(out, 0, cookie, offset + length / 2, length / 2);
+            data(out, REPLY_FLAG_DONE, cookie, offset, length / 2);
+        }));
+    }
+
+    @Test
+    @org.junit.jupiter.api.Disabled("finding for i14s (block/nbd): overlapping chunks that add up to the read's length"
+            + " pass the covered-bytes check; the read succeeds with its second half never written. Enable when fixed.")
+    void overlappingChunksThatAddUpToTheReadDoNotPassForAWholeRead() throws Exception {
+        // proto.md: a server MUST NOT send overlapping chunks for a read; a client that counts
+        // bytes only is fooled: [0, 2 KiB) twice "covers" 4 KiB, and [2 KiB, 4 KiB) keeps
+        // whatever the guest's buffer held before.
+        assertEquals(-io.vblk.sys.Errno.EIO, readAnsweredBy((out, cookie, offset, length) -> {
+            data(out, 0, cookie, offset, length / 2);
+            data(out, REPLY_FLAG_DONE, cookie, offset, length / 2);
+        }));
+    }
+
+    private static void sleep(long ms) throws IOException {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted");
+        }
+    }
+}
