@@ -43,6 +43,8 @@ final class Daemon implements AutoCloseable {
     private final List<String> iothreadOrder = Collections.synchronizedList(new ArrayList<>());
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final Object changes = new Object();
+    /** Exports being opened outside the lock: their ids and sockets are taken (guarded by {@link #changes}). */
+    private final Map<String, ExportSpec> opening = new LinkedHashMap<>();
     private volatile boolean shuttingDown;
     private final ControlThreads control;
 
@@ -110,25 +112,41 @@ final class Daemon implements AutoCloseable {
         call("iothread.add", p);
     }
 
-    /** Adds an export from already-parsed parameters (the configuration file and vblk serve). */
+    /**
+     * Adds an export from already-parsed parameters (the configuration file and vblk serve).
+     *
+     * <p>The export is opened outside the lock that serializes changes: opening a network disk
+     * connects and negotiates (up to the connect timeout per connection, seconds for a server
+     * that stalls), and one slow server must not hold every other export change, listing or the
+     * shutdown. Its id and socket are reserved under the lock first (a second add of either is
+     * refused at once), and installed under it after; when the daemon began shutting down
+     * meanwhile, the just-opened export is closed and the add fails.
+     */
     Export add(ExportSpec spec) {
+        Path socket = spec.socket.toAbsolutePath().normalize();
+        SharedIoThread[] threads;
         synchronized (changes) {
             if (shuttingDown) {
                 throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
             }
-            if (exports.containsKey(spec.id)) {
+            if (exports.containsKey(spec.id) || opening.containsKey(spec.id)) {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "export '" + spec.id + "' already exists");
             }
-            Path socket = spec.socket.toAbsolutePath().normalize();
             for (Export e : exports.values()) {
                 if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
                     throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + e.spec.id + "'");
                 }
             }
+            for (ExportSpec o : opening.values()) {
+                if (o.socket.toAbsolutePath().normalize().equals(socket)) {
+                    throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + o.id
+                            + "' (being added)");
+                }
+            }
             if (listening(spec.socket)) {
                 throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
             }
-            SharedIoThread[] threads = new SharedIoThread[spec.iothreads.size()];
+            threads = new SharedIoThread[spec.iothreads.size()];
             for (int i = 0; i < threads.length; i++) {
                 threads[i] = iothreads.get(spec.iothreads.get(i));
                 if (threads[i] == null) {
@@ -136,12 +154,32 @@ final class Daemon implements AutoCloseable {
                             + "' (iothread.add creates one)");
                 }
             }
-            Export export = Export.open(spec, log, threads, control);
-            exports.put(spec.id, export);
-            order.add(spec.id);
-            log.info("export " + spec.id + ": serving " + export.describe() + " on " + export.socketPath());
-            return export;
+            opening.put(spec.id, spec);
         }
+        Export export = null;
+        boolean installed = false;
+        try {
+            export = Export.open(spec, log, threads, control);
+            synchronized (changes) {
+                if (!shuttingDown) {
+                    exports.put(spec.id, export);
+                    order.add(spec.id);
+                    installed = true;
+                    log.info("export " + spec.id + ": serving " + export.describe() + " on " + export.socketPath());
+                }
+            }
+        } finally {
+            synchronized (changes) {
+                opening.remove(spec.id);
+            }
+            if (export != null && !installed) {
+                export.close(); // the daemon began shutting down while it opened
+            }
+        }
+        if (!installed) {
+            throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
+        }
+        return export;
     }
 
     /** Whether something accepts connections at {@code path} (a live socket, not a stale one). */
@@ -306,7 +344,8 @@ final class Daemon implements AutoCloseable {
             if (t == null) {
                 throw new RpcError(RpcError.NOT_FOUND, "no I/O thread '" + id + "' (iothread.list lists them)");
             }
-            List<String> users = exports().stream().filter(e -> e.spec.iothreads.contains(id)).map(e -> e.spec.id).toList();
+            List<String> users = new ArrayList<>(exports().stream().filter(e -> e.spec.iothreads.contains(id)).map(e -> e.spec.id).toList());
+            opening.values().stream().filter(o -> o.iothreads.contains(id)).forEach(o -> users.add(o.id));
             if (!users.isEmpty()) {
                 throw new RpcError(RpcError.IN_USE, "I/O thread '" + id + "' serves export(s) " + users + ": remove them first");
             }

@@ -24,10 +24,10 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * export.add of a disk on a hostile NBD server: one that answers NBD_OPT_GO with replies that
- * never end. The daemon opens the disk while it holds the lock every export change takes, so an
- * open the server could hold for ever would stop the daemon's whole control plane (every later
- * export.add, export.remove, daemon.shutdown). The add must fail within the connect timeout and
- * the daemon must go on answering. The server is a hand-written Java TCP server (no real server
+ * never end. An open the server could hold for ever would hold that export's id and socket for
+ * ever (and, when the daemon still opened disks under its export lock, its whole control plane:
+ * every later export.add, export.remove, daemon.shutdown; SlowNbdExportAddTest covers the lock
+ * now). The add must fail within the connect timeout and the daemon must go on answering. The server is a hand-written Java TCP server (no real server
  * misbehaves on purpose); the daemon runs as the command line starts it.
  */
 class HostileNbdExportAttackTest {
@@ -93,12 +93,12 @@ class HostileNbdExportAttackTest {
             try {
                 response = add.get(90, TimeUnit.SECONDS);
             } catch (TimeoutException e) {
-                throw new AssertionError("export.add of a hostile NBD server has not returned after 90 s: it holds the"
-                        + " daemon's export lock");
+                throw new AssertionError("export.add of a hostile NBD server has not returned after 90 s: the open is"
+                        + " not bounded in time");
             }
             Map<String, Object> error = DaemonRig.error(response);
             assertTrue(error.get("message").toString().contains("in time"), error.toString());
-            // The lock was given back: the daemon still changes its exports.
+            // The failed add gave everything back: the daemon still changes its exports.
             assertEquals(List.of(), d.result("export.list", null));
             d.result("export.add", DaemonRig.json(Map.of("id", "n", "image", "null:1M",
                     "socket", dir.resolve("n.sock").toString())));

@@ -36,6 +36,11 @@ import io.vblk.sys.Linux;
  * completed on any connection durable (proto.md), so a FLUSH goes to one connection and keeps
  * virtio's meaning. Without it only one connection is opened.
  *
+ * <p>A request larger than the server's maximum block size (NBD_INFO_BLOCK_SIZE; a guest knows
+ * nothing of it) is sent in parts of at most that size, one after the other in the slot it
+ * holds (no extra slot, no allocation), each write part with the request's FUA; it completes once,
+ * after its last part, or at its first failed part. A part a reconnect interrupted is sent again.
+ *
  * <p>A read-only export gives a read-only disk: writes, discards and write-zeroes are refused
  * with {@code -EROFS} before anything reaches the server.
  */
@@ -43,6 +48,11 @@ public final class NbdBackend implements IoBackend {
     private static final System.Logger LOG = System.getLogger("io.vblk.block.nbd");
     private static final java.util.concurrent.atomic.AtomicBoolean PLAIN_REMOTE_WARNED =
             new java.util.concurrent.atomic.AtomicBoolean();
+    /**
+     * The largest request taken (u32, the wire's length): larger than one NBD command may carry
+     * when the server's maximum block size is small; the connection sends it in parts.
+     */
+    static final long MAX_REQUEST_BYTES = 0xffffffffL;
     final NbdSlots slots;
     final NbdOptions options;
     private final NbdAddress address;
@@ -173,7 +183,10 @@ public final class NbdBackend implements IoBackend {
         return export.minBlock;
     }
 
-    /** The largest payload of one request. */
+    /**
+     * The largest payload of one NBD command (the server's maximum block size, at most 32 MiB);
+     * a larger request is still taken and sent in parts of at most this size.
+     */
     public int maxPayloadBytes() {
         return export.maxPayload;
     }
@@ -337,7 +350,8 @@ public final class NbdBackend implements IoBackend {
         if (closed) {
             return -Errno.EBADF;
         }
-        if (buffers.count() > slots.maxSegments || length > export.maxPayload || !inRange(offset, length)) {
+        // A request above the server's maximum block size goes in parts (the connection splits it).
+        if (buffers.count() > slots.maxSegments || length > MAX_REQUEST_BYTES || !inRange(offset, length)) {
             return -Errno.EINVAL;
         }
         int slot = take();
@@ -386,8 +400,8 @@ public final class NbdBackend implements IoBackend {
         if (closed) {
             return -Errno.EBADF;
         }
-        // The wire length is a u32; a larger range is refused rather than split.
-        if (length > 0xffffffffL || !inRange(offset, length)) {
+        // A range above what one command may carry goes in parts (the connection splits it).
+        if (length > MAX_REQUEST_BYTES || !inRange(offset, length)) {
             return -Errno.EINVAL;
         }
         int slot = take();
@@ -409,8 +423,11 @@ public final class NbdBackend implements IoBackend {
 
     private void fill(int slot, int op, long offset, long length, int flags, long userData) {
         slots.op[slot] = (byte) op;
+        slots.requestOffset[slot] = offset;
+        slots.requestLength[slot] = length;
         slots.offset[slot] = offset;
         slots.length[slot] = length;
+        slots.partStart[slot] = 0;
         slots.commandFlags[slot] = flags;
         slots.userData[slot] = userData;
         slots.segments[slot] = 0;

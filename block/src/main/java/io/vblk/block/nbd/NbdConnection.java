@@ -36,8 +36,8 @@ import io.vblk.sys.NativeBuffer;
  * handshake never run on the I/O thread) and hands the new socket back; the requests are then sent
  * again (writes are idempotent: their buffers are untouched until they complete) until the retry
  * timeout has passed since the outage began; then they fail with EIO. A server that breaks the
- * protocol (bad magic, unknown cookie, a chunk outside its request, a read not fully covered)
- * fails the requests it had with EIO, is logged and reconnected.
+ * protocol (bad magic, unknown cookie, a chunk outside its request, chunks that overlap, a read
+ * not fully covered) fails the requests it had with EIO, is logged and reconnected.
  *
  * <p>Threads: everything here runs on the I/O thread (or, once that has stopped, on the thread
  * that closes the disk) except the hand-over fields {@link #wantReconnect} and {@link #handoff}.
@@ -47,6 +47,13 @@ final class NbdConnection {
     private static final ByteOrder BE = ByteOrder.BIG_ENDIAN;
     private static final int IOV_MAX = 1024;
     private static final int RECEIVE_BYTES = 256 << 10;
+    /**
+     * Full reads (or TLS fills) one {@link #receive} call makes at most: a round's worth. A server
+     * that keeps the socket full would otherwise hold the I/O thread in the loop and starve the
+     * other devices on it; what is left stays in the socket, which (level-triggered) wakes the
+     * thread again for the next round.
+     */
+    static final int READS_PER_CALL = 8;
     private static final int TICK_MS = 100;
 
     /** A socket the helper thread opened and negotiated, for the I/O thread to adopt. */
@@ -178,6 +185,9 @@ final class NbdConnection {
         // wakes the sleeping thread; a polling thread reads it on its next poll.
         if (socket != null && (woken || (owned > sendCount && !allNew))) {
             receive();
+            if (socket != null && sendCount > 0 && !wantWrite) {
+                trySend(); // the next parts of split requests whose part just finished
+            }
         }
         allNew = false;
         if (socket != null && owned > 0) {
@@ -341,6 +351,7 @@ final class NbdConnection {
             }
             sendHead = (sendHead + 1) % sendQueue.length;
             sendCount--;
+            nextPart(slot, op);
             if (!stillValid(slot, op)) {
                 finish(slot, -Errno.EIO);
                 continue;
@@ -357,19 +368,58 @@ final class NbdConnection {
             headers.putInt(h + 24, (int) slots.length[slot], BE);
             putIov(used++, slots.headers.address() + h, REQUEST_SIZE);
             if (op == CMD_WRITE) {
-                int base = slot * slots.maxSegments;
-                for (int i = 0; i < slots.segments[slot]; i++) {
-                    putIov(used++, slots.segmentAddress[base + i], slots.segmentLength[base + i]);
-                }
+                used = putPayload(used, slot);
             }
             slots.state[slot] = NbdSlots.SENT;
-            slots.covered[slot] = 0;
+            slots.resetCovered(slot);
             slots.error[slot] = 0;
             slots.sentAtNs[slot] = now;
         }
         iovFirst = 0;
         iovEnd = used;
         return used > 0;
+    }
+
+    /**
+     * Sets the slot's part on the wire: the rest of the request from {@link NbdSlots#partStart},
+     * at most what one command may carry on this connection's export (its maximum block size,
+     * rounded down to the preferred size; for a trim QEMU's bound, INT_MAX rounded down to the
+     * minimum). Parts go one after the other on the slot, so a part retried after a reconnect is
+     * laid out again here from where the request stands.
+     */
+    private void nextPart(int slot, int op) {
+        long at = slots.partStart[slot];
+        long rest = slots.requestLength[slot] - at;
+        long limit;
+        if (op == CMD_TRIM) {
+            limit = Integer.MAX_VALUE - Integer.MAX_VALUE % export.minBlock;
+        } else {
+            limit = export.maxPayload;
+            if (export.preferredBlock <= limit) {
+                limit -= limit % export.preferredBlock;
+            }
+        }
+        slots.offset[slot] = slots.requestOffset[slot] + at;
+        slots.length[slot] = Math.min(rest, limit);
+    }
+
+    /** Lays out the iovecs of a write part's payload: bytes [partStart, partStart + length) of its buffers. */
+    private int putPayload(int used, int slot) {
+        int base = slot * slots.maxSegments;
+        long skip = slots.partStart[slot];
+        long left = slots.length[slot];
+        for (int i = 0; i < slots.segments[slot] && left > 0; i++) {
+            long segLength = slots.segmentLength[base + i];
+            if (skip >= segLength) {
+                skip -= segLength;
+                continue;
+            }
+            long take = Math.min(segLength - skip, left);
+            putIov(used++, slots.segmentAddress[base + i] + skip, take);
+            left -= take;
+            skip = 0;
+        }
+        return used;
     }
 
     /** After a reconnect the export may have shrunk or turned read-only: such requests fail. */
@@ -417,7 +467,11 @@ final class NbdConnection {
             receiveTls();
             return;
         }
-        while (socket != null) {
+        for (int reads = 0; socket != null; ) {
+            if (reads == READS_PER_CALL) {
+                compact();
+                return;
+            }
             if (end == RECEIVE_BYTES) {
                 compact();
                 if (end == RECEIVE_BYTES) {
@@ -427,6 +481,7 @@ final class NbdConnection {
             }
             int room = RECEIVE_BYTES - end;
             long rc = Native.libc().read(socket.fd(), receive + end, room);
+            reads++;
             if (rc > 0) {
                 end += (int) rc;
                 parse();
@@ -463,7 +518,7 @@ final class NbdConnection {
     private void receiveTls() {
         NbdTlsSession t = tls;
         try {
-            while (socket != null) {
+            for (int fills = 0; socket != null; fills++) {
                 while (socket != null && t.inputPending()) {
                     if (RECEIVE_BYTES - end < t.recordPlainBytes) {
                         compact();
@@ -489,6 +544,10 @@ final class NbdConnection {
                 }
                 if (socket == null || t.drained) {
                     t.drained = false;
+                    break;
+                }
+                if (fills == READS_PER_CALL) {
+                    // Every whole record read is opened; the rest waits in the (readable) socket.
                     break;
                 }
                 int rc = t.fill();
@@ -584,7 +643,10 @@ final class NbdConnection {
             payloadSlot = slot;
             payloadPosition = 0;
             payloadLeft = slots.length[slot];
-            slots.covered[slot] = payloadLeft;
+            if (!slots.cover(slot, 0, payloadLeft)) {
+                protocolError("simple reply to a read that chunks already covered");
+                return;
+            }
             payloadDone = true;
             if (payloadLeft == 0) {
                 finishRead(slot);
@@ -617,8 +679,11 @@ final class NbdConnection {
                 protocolError("data chunk outside its read (" + length + " bytes at relative " + relative + ")");
                 return false;
             }
+            if (!slots.cover(slot, relative, dataLength)) {
+                protocolError("data chunk overlapping another of its read, or too fragmented");
+                return false;
+            }
             start += STRUCTURED_REPLY_SIZE + 8;
-            slots.covered[slot] += dataLength;
             payloadSlot = slot;
             payloadPosition = relative;
             payloadLeft = dataLength;
@@ -651,8 +716,11 @@ final class NbdConnection {
                 protocolError("hole chunk outside its read");
                 return false;
             }
+            if (!slots.cover(slot, relative, holeLength)) {
+                protocolError("hole chunk overlapping another of its read, or too fragmented");
+                return false;
+            }
             slots.scatter(slot, relative, 0, holeLength);
-            slots.covered[slot] += holeLength;
         } else if ((type & REPLY_TYPE_ERROR_BIT) != 0) {
             int error = length >= 4 ? rx.getInt(body, BE) : Errno.EIO;
             slots.error[slot] = error == 0 ? Errno.EIO : error;
@@ -706,7 +774,17 @@ final class NbdConnection {
             LOG.log(Level.INFO, "nbd: {0} connection {1} serving again", disk.address(), index);
         }
         int op = slots.op[slot];
-        finish(slot, op == CMD_READ || op == CMD_WRITE ? slots.length[slot] : 0);
+        long next = slots.partStart[slot] + slots.length[slot];
+        if (op != CMD_FLUSH && next < slots.requestLength[slot]) {
+            // A part of a request above the server's maximum: the next part goes out (from
+            // service, after the round's replies are parsed); the request completes once, with
+            // the last part (an error in any part fails it at once).
+            slots.partStart[slot] = next;
+            slots.state[slot] = NbdSlots.QUEUED;
+            enqueue(slot);
+            return;
+        }
+        finish(slot, op == CMD_READ || op == CMD_WRITE ? slots.requestLength[slot] : 0);
     }
 
     private void finish(int slot, long result) {

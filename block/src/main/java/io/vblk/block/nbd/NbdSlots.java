@@ -20,13 +20,25 @@ final class NbdSlots {
     static final byte QUEUED = 1;
     static final byte SENT = 2;
 
+    /**
+     * Disjoint covered ranges kept per slot: servers send a read's chunks in order (each one
+     * merges with the last), so a few are plenty; a read that would need more fails.
+     */
+    static final int MAX_RANGES = 8;
+
     final int depth;
     final int maxSegments;
 
     // Request, written when it is prepared.
     final byte[] op;
+    /** The guest request's offset and length (a request above the server's maximum goes in parts). */
+    final long[] requestOffset;
+    final long[] requestLength;
+    /** The part on the wire now: its offset and length, set by the connection when it sends it. */
     final long[] offset;
     final long[] length;
+    /** Where the current part starts within the request (the parts before it are done). */
+    final long[] partStart;
     final int[] commandFlags;
     final long[] userData;
     final int[] segments;
@@ -37,6 +49,10 @@ final class NbdSlots {
     final byte[] state;
     final int[] sequence;
     final long[] covered;
+    /** The byte ranges of the read's part covered so far: at most {@link #MAX_RANGES} disjoint [from, to) per slot. */
+    final long[] coveredFrom;
+    final long[] coveredTo;
+    final int[] ranges;
     final int[] error;
     final long[] sentAtNs;
     /** Request headers, 32 bytes apart, sent straight from here. */
@@ -49,8 +65,11 @@ final class NbdSlots {
         this.depth = depth;
         this.maxSegments = maxSegments;
         op = new byte[depth];
+        requestOffset = new long[depth];
+        requestLength = new long[depth];
         offset = new long[depth];
         length = new long[depth];
+        partStart = new long[depth];
         commandFlags = new int[depth];
         userData = new long[depth];
         segments = new int[depth];
@@ -59,6 +78,9 @@ final class NbdSlots {
         state = new byte[depth];
         sequence = new int[depth];
         covered = new long[depth];
+        coveredFrom = new long[depth * MAX_RANGES];
+        coveredTo = new long[depth * MAX_RANGES];
+        ranges = new int[depth];
         error = new int[depth];
         sentAtNs = new long[depth];
         headers = new NativeBuffer(depth * 32);
@@ -76,15 +98,70 @@ final class NbdSlots {
         segments[slot] = n;
     }
 
+    /** Forgets what a read's chunks covered (before the request is sent). */
+    void resetCovered(int slot) {
+        covered[slot] = 0;
+        ranges[slot] = 0;
+    }
+
+    /**
+     * Records that a chunk covered [{@code from}, {@code from + n}) of the request (checked by
+     * the caller to lie within it). False when it overlaps what an earlier chunk covered
+     * (proto.md: a server MUST NOT send overlapping chunks; counting bytes alone would let two
+     * overlapping chunks pass for a whole read) or when the slot's ranges are all in use.
+     */
+    boolean cover(int slot, long from, long n) {
+        if (n == 0) {
+            return true;
+        }
+        long to = from + n;
+        int base = slot * MAX_RANGES;
+        int count = ranges[slot];
+        int before = -1;
+        int after = -1;
+        for (int i = 0; i < count; i++) {
+            long f = coveredFrom[base + i];
+            long t = coveredTo[base + i];
+            if (from < t && f < to) {
+                return false;
+            }
+            if (t == from) {
+                before = i;
+            } else if (f == to) {
+                after = i;
+            }
+        }
+        if (before >= 0 && after >= 0) {
+            // The chunk fills the gap between two ranges: they become one.
+            coveredTo[base + before] = coveredTo[base + after];
+            count--;
+            coveredFrom[base + after] = coveredFrom[base + count];
+            coveredTo[base + after] = coveredTo[base + count];
+            ranges[slot] = count;
+        } else if (before >= 0) {
+            coveredTo[base + before] = to;
+        } else if (after >= 0) {
+            coveredFrom[base + after] = from;
+        } else if (count == MAX_RANGES) {
+            return false;
+        } else {
+            coveredFrom[base + count] = from;
+            coveredTo[base + count] = to;
+            ranges[slot] = count + 1;
+        }
+        covered[slot] += n;
+        return true;
+    }
+
     /**
      * Copies {@code n} bytes from {@code source} into the slot's buffers starting at byte
-     * {@code position} of the request (checked by the caller to lie within the request), or
+     * {@code position} of the current part (checked by the caller to lie within the part), or
      * zero-fills them when {@code source} is 0.
      */
     void scatter(int slot, long position, long source, long n) {
         int base = slot * maxSegments;
         int count = segments[slot];
-        long skip = position;
+        long skip = partStart[slot] + position;
         long left = n;
         long from = source;
         for (int i = 0; i < count && left > 0; i++) {

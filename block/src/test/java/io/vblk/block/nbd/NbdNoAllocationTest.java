@@ -83,14 +83,36 @@ class NbdNoAllocationTest {
         }
     }
 
-    /** Runs warm-up then {@code requests} 4 KiB random reads and writes at {@code depth}; returns the bytes allocated. */
+    @Test
+    void requestsSplitInPartsAllocateNothingPerRequest() throws Exception {
+        // 16 KiB requests on a server whose maximum block size is 4 KiB (nbdkit's
+        // blocksize-policy filter): each goes in 4 parts, laid out in the slot it already holds.
+        assumeTrue(ServerProcess.available("nbdkit"), "nbdkit is not installed (.ci/run installs it)");
+        Path sock = dir.resolve("small.sock");
+        try (ServerProcess server = ServerProcess.nbdkit(sock, java.util.List.of("blocksize-policy"), "64M",
+                java.util.List.of("blocksize-minimum=512", "blocksize-preferred=4096", "blocksize-maximum=4096",
+                        "blocksize-error-policy=error"));
+             NbdBackend disk = NbdBackend.open("nbd+unix:///?socket=" + sock, NbdOptions.defaults().withDepth(16))) {
+            assertEquals(4096, disk.maxPayloadBytes());
+            for (int depth : new int[] {1, 16}) {
+                long bytes = measure(disk, depth, 5_000, 16384);
+                assertTrue(bytes < 20_000, "depth " + depth + ": " + bytes + " bytes allocated over 5,000 split requests");
+            }
+        }
+    }
+
     private long measure(NbdBackend disk, int depth, int requests) {
+        return measure(disk, depth, requests, 4096);
+    }
+
+    /** Runs warm-up then {@code requests} random reads and writes of {@code size} bytes at {@code depth}; returns the bytes allocated. */
+    private long measure(NbdBackend disk, int depth, int requests, int size) {
         var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
         long tid = Thread.currentThread().getId();
         NativeBuffer[] bufs = new NativeBuffer[depth];
         IoVector[] vecs = new IoVector[depth];
         for (int i = 0; i < depth; i++) {
-            bufs[i] = Io.buffer(4096);
+            bufs[i] = Io.buffer(size);
             vecs[i] = Io.vector(bufs[i]);
         }
         Random rnd = new Random(depth);
@@ -110,7 +132,7 @@ class NbdNoAllocationTest {
         int next = 0;
         while (completed < target) {
             while (inFlight < depth && issued < requests) {
-                long off = 4096L * rnd.nextInt((int) (64 * MiB / 4096));
+                long off = 4096L * rnd.nextInt((int) ((64 * MiB - vecs[0].totalLength()) / 4096 + 1));
                 IoVector v = vecs[next];
                 next = (next + 1) % depth;
                 int rc = (issued & 1) == 0 ? d.prepareWrite(off, v, issued) : d.prepareRead(off, v, issued);

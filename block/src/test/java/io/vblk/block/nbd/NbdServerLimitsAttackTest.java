@@ -29,9 +29,6 @@ class NbdServerLimitsAttackTest {
     Path dir;
 
     @Test
-    @org.junit.jupiter.api.Disabled("finding for i14s (block/nbd): a request above the server's announced maximum block"
-            + " size fails with EINVAL (NbdBackend.prepareRead/Write), so a guest on such a server gets IOERR for"
-            + " every request above it; enable when NbdBackend (or NetworkDisk) splits them")
     void aRequestAboveTheServersMaximumBlockSizeIsServed() throws Exception {
         assumeTrue(ServerProcess.available("nbdkit"), "nbdkit is not installed (.ci/run installs it)");
         Path sock = dir.resolve("small.sock");
