@@ -114,7 +114,13 @@ final class IoUringDescriptor {
     // sq ring flags
     static final int SQ_CQ_OVERFLOW = 1 << 1;
 
+    // sqe flags
+    /** {@code fd} is an index into the ring's registered file table, not a descriptor. */
+    static final byte SQE_FIXED_FILE = 1;
+
     // io_uring_register opcodes
+    /** Registers a file table (an int array of descriptors); SQEs name them by index. */
+    static final int REGISTER_FILES = 2;
     static final int REGISTER_EVENTFD = 4;
 
     /** The most entries io_uring_setup accepts. */

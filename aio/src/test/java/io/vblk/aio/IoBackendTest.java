@@ -512,8 +512,15 @@ class IoBackendTest {
                 assertEquals(0, io.prepareRead(BLOCK, one(guest.address(BLOCK), BLOCK), 2));
                 submitAndDrain(io, rec);
             }
-            assertTrue(rec.result(1) < 0, "read on a closed descriptor gave " + rec.result(1));
-            assertTrue(rec.result(2) < 0, "read on a closed descriptor gave " + rec.result(2));
+            if (kind == BackendKind.IO_URING) {
+                // The image is the ring's registered file: the ring holds its own reference, so
+                // its operations still reach the image, never what reuses the number.
+                assertEquals(BLOCK, rec.result(1), "read through the registered file");
+                assertEquals(BLOCK, rec.result(2), "read through the registered file");
+            } else {
+                assertTrue(rec.result(1) < 0, "read on a closed descriptor gave " + rec.result(1));
+                assertTrue(rec.result(2) < 0, "read on a closed descriptor gave " + rec.result(2));
+            }
             assertEquals(4, io.freeSlots());
         } finally {
             image.close();

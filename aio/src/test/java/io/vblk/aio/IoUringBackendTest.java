@@ -1,11 +1,14 @@
 package io.vblk.aio;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.io.RandomAccessFile;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Random;
 
 
 import org.junit.jupiter.api.Test;
@@ -53,5 +56,61 @@ class IoUringBackendTest {
                 assertEquals(i % 5 == 4 ? 0 : BLOCK, rec.result(i), "op " + i);
             }
         }
+    }
+
+    /**
+     * The image is the ring's registered file 0: every slot's SQE names index 0 with
+     * IOSQE_FIXED_FILE (no per-operation descriptor lookup), and O_DIRECT writes and reads
+     * through it reach the image itself: what is written through the ring is in the file, and
+     * what the file holds is read back through the ring.
+     */
+    @Test
+    void operationsNameTheImageAsRegisteredFileZero() throws IOException {
+        int blocks = 32;
+        Path path = dir.resolve("img");
+        byte[] content = new byte[blocks * BLOCK];
+        new Random(11).nextBytes(content);
+        Files.write(path, content);
+        int depth = 16;
+        byte[] written;
+        try (Image image = Image.open(path, ImageOptions.defaults().direct(true));
+             IoUringBackend io = new IoUringBackend(image, BackendOptions.depth(depth));
+             GuestMemory guest = new GuestMemory(depth * BLOCK)) {
+            assertTrue(io.registeredFile(), "Linux 5.1+ registers files; this kernel refused");
+            for (int slot = 0; slot < depth; slot++) {
+                assertEquals(IoUringDescriptor.SQE_FIXED_FILE, io.sqeFlags(slot) & IoUringDescriptor.SQE_FIXED_FILE, "slot " + slot);
+                assertEquals(0, io.sqeFd(slot), "slot " + slot);
+            }
+            Recorder rec = new Recorder(blocks * 2);
+            IoVector v = new IoVector(1);
+            // Reads of blocks 0..15 into guest memory.
+            for (int i = 0; i < depth; i++) {
+                v.clear();
+                v.add(guest.address(i * BLOCK), BLOCK);
+                assertEquals(0, io.prepareRead((long) i * BLOCK, v, i));
+            }
+            io.submit();
+            io.drain(rec);
+            rec.assertAll(0, depth, BLOCK);
+            for (int i = 0; i < depth; i++) {
+                assertArrayEquals(java.util.Arrays.copyOfRange(content, i * BLOCK, (i + 1) * BLOCK), guest.copy(i * BLOCK, BLOCK),
+                        "block " + i);
+            }
+            // Writes of new data over blocks 16..31.
+            guest.fillRandom(0, depth * BLOCK, 7);
+            written = guest.copy(0, depth * BLOCK);
+            for (int i = 0; i < depth; i++) {
+                v.clear();
+                v.add(guest.address(i * BLOCK), BLOCK);
+                assertEquals(0, io.prepareWrite((long) (depth + i) * BLOCK, v, depth + i));
+            }
+            io.submit();
+            io.drain(rec);
+            rec.assertAll(depth, 2 * depth, BLOCK);
+        }
+        byte[] after = Files.readAllBytes(path);
+        assertEquals(blocks * BLOCK, after.length);
+        assertArrayEquals(written, java.util.Arrays.copyOfRange(after, depth * BLOCK, blocks * BLOCK));
+        assertArrayEquals(java.util.Arrays.copyOfRange(content, 0, depth * BLOCK), java.util.Arrays.copyOfRange(after, 0, depth * BLOCK));
     }
 }

@@ -130,7 +130,7 @@ final class Export implements AutoCloseable {
                     tls = tls.withHostname(s.tlsHostname);
                 }
             }
-            return NetworkDisk.open(s.network, s.readOnly, 1, 30_000, tls);
+            return NetworkDisk.open(s.network, s.readOnly, s.nbdConnections, 30_000, tls);
         } catch (RuntimeException e) {
             throw new InvalidParams("cannot open " + s.network + ": " + e.getMessage());
         }

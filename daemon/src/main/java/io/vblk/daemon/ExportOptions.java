@@ -99,6 +99,12 @@ final class ExportOptions {
             + "unless a name is given)")
     String tlsHostname;
 
+    @Option(names = "--nbd-connections", paramLabel = "N", description = "NBD images: connections each I/O thread opens "
+            + "to the export when the server allows several (CAN_MULTI_CONN), its requests dealt round robin over them; "
+            + "1 to 16 (default 1). A server that serves each connection from its own thread (nbdkit) then serves one "
+            + "disk from several; without CAN_MULTI_CONN one connection is opened")
+    String nbdConnections;
+
     /** The options given, as export.add parameters (text, as typed). */
     Map<String, Object> toParams() {
         Map<String, Object> m = new LinkedHashMap<>();
@@ -125,6 +131,7 @@ final class ExportOptions {
         put(m, "bounce_budget", bounceBudget);
         put(m, "tls_certificates", tlsCertificates);
         put(m, "tls_hostname", tlsHostname);
+        put(m, "nbd_connections", nbdConnections);
         return m;
     }
 

@@ -32,7 +32,8 @@ final class ExportSpec {
 
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
-            "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname");
+            "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname",
+            "nbd_connections");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -51,6 +52,8 @@ final class ExportSpec {
     Path tlsCertificates;
     /** nbds:// and nbds+unix:// disks: the name the server's certificate must carry, or null. */
     String tlsHostname;
+    /** NBD disks: connections per I/O thread when the server allows several (CAN_MULTI_CONN). */
+    int nbdConnections = 1;
     int queues = 1;
     int queueSize = MAX_QUEUE_SIZE;
     boolean readOnly;
@@ -158,6 +161,10 @@ final class ExportSpec {
             }
         }
         s.setImage(p, imageArg);
+        s.nbdConnections = (int) p.integer("nbd_connections", 1, 16, 1);
+        if (p.has("nbd_connections") && (s.network == null || s.network.startsWith("rbd:"))) {
+            throw new InvalidParams(p.name("nbd_connections") + " applies to nbd:// images only, not " + imageArg);
+        }
         s.setTls(p);
         if (wait == null && s.network != null) {
             // A network disk answers in tens of microseconds or more: polling for it only burns
@@ -279,6 +286,9 @@ final class ExportSpec {
         }
         if (tlsHostname != null) {
             m.put("tls_hostname", tlsHostname);
+        }
+        if (network != null && !network.startsWith("rbd:")) {
+            m.put("nbd_connections", nbdConnections);
         }
         m.put("iothreads", iothreads);
         m.put("socket_mode", "0" + Integer.toOctalString(socketMode));

@@ -6,6 +6,8 @@ import org.agrona.concurrent.IdleStrategy;
 import org.agrona.concurrent.NanoClock;
 import org.agrona.concurrent.YieldingIdleStrategy;
 
+import io.vblk.sys.ThreadSwitches;
+
 /** The Agrona {@link IdleStrategy} a data-plane thread runs for each {@link WaitStrategy}. */
 final class IdleStrategies {
     /** Rounds spun before yielding, and yields before parking ({@link WaitStrategy#SLEEPING}). */
@@ -26,7 +28,8 @@ final class IdleStrategies {
             case BLOCKING:
                 return new KernelIdleStrategy(sleeper);
             default:
-                return new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper);
+                return new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
+                        new ThreadSwitches()::involuntary);
         }
     }
 
@@ -41,7 +44,8 @@ final class IdleStrategies {
             case BLOCKING:
                 return new KernelIdleStrategy(sleeper);
             default:
-                return new AdaptivePollIdleStrategy(clock, pollNs, Math.max(pollNs, AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS), sleeper);
+                return new AdaptivePollIdleStrategy(clock, pollNs, Math.max(pollNs, AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS), sleeper,
+                        new ThreadSwitches()::involuntary);
         }
     }
 }

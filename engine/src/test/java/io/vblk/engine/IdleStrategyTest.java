@@ -2,6 +2,7 @@ package io.vblk.engine;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.agrona.concurrent.BackoffIdleStrategy;
 import org.agrona.concurrent.BusySpinIdleStrategy;
@@ -131,6 +132,121 @@ class IdleStrategyTest {
         assertEquals(2, idle.preemptions());
         assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
         assertEquals(0, idle.windowNs());
+    }
+
+    /** The thread's involuntary context switches, as the fake getrusage reports them, and how often it was read. */
+    private long involuntary;
+    private int switchReads;
+
+    private AdaptivePollIdleStrategy adaptiveCountingSwitches(long initialNs, long maxNs) {
+        return new AdaptivePollIdleStrategy(clock, initialNs, maxNs, timedSleeper, () -> {
+            switchReads++;
+            return involuntary;
+        });
+    }
+
+    /**
+     * {@code n} I/Os at depth 1: a poll window starts, the next request arrives {@code gapNs} later
+     * and the poll catches it; {@code preemptedEvery} > 0: every that many windows the scheduler
+     * took the core once meanwhile (an involuntary switch too short to leave a gap).
+     */
+    private void ios(AdaptivePollIdleStrategy idle, int n, long gapNs, int preemptedEvery) {
+        for (int i = 1; i <= n; i++) {
+            idle.idle(0);
+            clock.advance(gapNs);
+            if (preemptedEvery > 0 && i % preemptedEvery == 0) {
+                involuntary++;
+            }
+            idle.idle(1);
+        }
+    }
+
+    @Test
+    @DisplayName("adaptive: poll windows the scheduler keeps cutting short (involuntary switches, no visible gap) shut "
+            + "the window and back off; switches are read once per sample, never per request")
+    void adaptiveYieldsWhenItsPollsArePreempted() {
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(50_000, 100_000);
+        clock.update(1_000_000);
+        ios(idle, 200, 12_000, 0); // 2.4 ms of I/Os, the core to itself
+        assertEquals(0, sleeps, "every poll caught its request");
+        assertEquals(50_000, idle.windowNs());
+        assertEquals(0, idle.preemptions());
+        assertTrue(switchReads <= 4, "one read per sample of >= 1 ms, not per window: " + switchReads);
+
+        ios(idle, 100, 12_000, 1); // now every window is preempted by the guest it woke
+        assertEquals(1, idle.contendedSamples());
+        assertEquals(1, idle.preemptions());
+        assertEquals(0, idle.windowNs(), "polling stopped");
+        assertEquals(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+        int sleptAt = sleeps;
+        assertTrue(sleptAt >= 1);
+
+        // Blocking through the back-off: each wake-up 12 us after the sleep would grow the window, but not now.
+        sleepTakesNs = 12_000;
+        for (int i = 0; i < 100; i++) {
+            idle.idle(0);
+            idle.idle(1);
+        }
+        assertEquals(sleptAt + 100, sleeps, "sleeps in the kernel on every idle round");
+        assertEquals(0, idle.windowNs());
+        int readsWhileBlocking = switchReads;
+        idle.idle(0);
+        assertEquals(readsWhileBlocking, switchReads, "no switch reads while the window is shut");
+
+        // After the back-off, polling comes back (QEMU's grow) and is measured again.
+        clock.advance(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS);
+        idle.idle(0);
+        assertEquals(AdaptivePollIdleStrategy.GROW_START_NS, idle.windowNs(), "grows again after the back-off");
+        for (int i = 0; i < 3; i++) { // 4 -> 8 -> 16 us: now the window catches the 12 us gap
+            idle.idle(0);
+            clock.advance(idle.windowNs() + 1_000);
+            idle.idle(0);
+        }
+        assertTrue(idle.windowNs() >= 12_000, "window " + idle.windowNs());
+        ios(idle, 100, 12_000, 1); // still contended, right after the back-off: it doubles
+        assertEquals(2, idle.contendedSamples());
+        assertEquals(0, idle.windowNs());
+        assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+    }
+
+    @Test
+    @DisplayName("adaptive: a switch now and then (fewer than one per four windows) keeps polling")
+    void adaptiveKeepsPollingThroughRareSwitches() {
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(50_000, 100_000);
+        ios(idle, 1_000, 12_000, AdaptivePollIdleStrategy.PREEMPTED_WINDOWS_PER_SWITCH + 1); // 12 ms
+        assertEquals(0, idle.contendedSamples());
+        assertEquals(0, sleeps);
+        assertEquals(50_000, idle.windowNs());
+        assertTrue(switchReads <= 13, "one read per 1 ms sample: " + switchReads);
+    }
+
+    @Test
+    @DisplayName("adaptive: a sample needs enough windows; switches while the window was shut by idleness do not count")
+    void adaptiveSamplesOnlyPolling() {
+        AdaptivePollIdleStrategy few = adaptiveCountingSwitches(8_000, 100_000);
+        ios(few, AdaptivePollIdleStrategy.MIN_SAMPLE_WINDOWS - 1, 200_000, 1); // few windows over > 1 ms, all preempted
+        assertEquals(0, few.contendedSamples(), "too few windows to judge");
+        ios(few, 1, 200_000, 1);
+        assertEquals(1, few.contendedSamples(), "judged at the window that makes the sample big enough");
+
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(8_000, 100_000);
+        ios(idle, 20, 12_000, 0);
+        // The guest goes idle: long waits shrink the window to 0, while the thread is preempted often.
+        sleepTakesNs = 5_000_000;
+        while (idle.windowNs() > 0) {
+            idleFor(idle, idle.windowNs() + 2_000, 2_000);
+        }
+        involuntary += 1_000;
+        // The guest gets busy again: the window grows back (12 us wake-ups) and polls uncontended.
+        sleepTakesNs = 12_000;
+        while (idle.windowNs() < 16_000) {
+            idle.idle(0);
+            clock.advance(idle.windowNs() + 1_000);
+            idle.idle(0);
+        }
+        ios(idle, 200, 12_000, 0);
+        assertEquals(0, idle.contendedSamples(), "the switches of the idle stretch were not charged to the polling");
+        assertEquals(16_000, idle.windowNs());
     }
 
     @Test

@@ -160,6 +160,11 @@ final class CompareSuite {
                 new Entry("embedded-qd" + w.depth(), embedded(file, fileBackend, WaitStrategy.ADAPTIVE), w),
                 new Entry("fio-qd" + w.depth(), fio, w)));
         out.println("  fio: " + fio.lastCommand());
+        // fio drives the disk from one thread; the embedded device needs a guest thread too, on
+        // the same cores: the CPU both spend per I/O, side by side.
+        double guest = r.get(0).perIo().getOrDefault("guest_cpu_us_per_io", Double.NaN);
+        out.printf(Locale.ROOT, "  CPU per I/O: vblk device %.2f us + guest %.2f us = %.2f us; fio %.2f us%n", r.get(0).cpuUsPerIo(),
+                guest, r.get(0).cpuUsPerIo() + guest, r.get(1).cpuUsPerIo());
         compare(Comparison.goal("vblk embedded / fio, file qd" + w.depth(), "iops", r.get(0), r.get(1), 0.95, true));
     }
 

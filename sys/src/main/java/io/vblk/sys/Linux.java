@@ -102,6 +102,7 @@ public final class Linux {
     public static final long SYS_IO_URING_ENTER = 426;
     public static final long SYS_IO_URING_REGISTER = 427;
     public static final long SYS_GETPID = 39;
+    public static final long SYS_GETRUSAGE = 98;
     public static final long SYS_GETTID = 186;
     public static final long SYS_FSTAT = 5;
 

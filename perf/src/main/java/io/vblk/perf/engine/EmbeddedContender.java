@@ -188,6 +188,9 @@ public final class EmbeddedContender implements Contender {
         LoadGenerator guest = new LoadGenerator(queues, device::kick, LockSupport::parkNanos, w);
         Histogram latency = new Histogram(GuestQueue.MAX_LATENCY_NS, 3);
         ThreadMeter threads = ThreadMeter.named(prefix + "-io");
+        // The guest (the load generator on this thread) is not part of the device's CPU, but it
+        // shares the machine's cores with it: a second thread fio does not have.
+        ThreadMeter guestCpu = ThreadMeter.current();
         DeviceCounters counters = new DeviceCounters(device);
         LoadGenerator.Stats stats;
         observer.started(name, guest::completedSoFar, w.warmupNs(), w.runtimeNs());
@@ -195,6 +198,7 @@ public final class EmbeddedContender implements Contender {
             stats = guest.run(w.warmupNs(), w.runtimeNs(), latency, new LoadGenerator.Meter() {
                 @Override
                 public void begin() {
+                    guestCpu.begin();
                     threads.begin();
                     counters.begin();
                 }
@@ -203,6 +207,7 @@ public final class EmbeddedContender implements Contender {
                 public void end() {
                     threads.end();
                     counters.end();
+                    guestCpu.end();
                 }
             });
         } finally {
@@ -211,6 +216,7 @@ public final class EmbeddedContender implements Contender {
         device.stop();
         Map<String, Double> perIo = new TreeMap<>(stats.perIo());
         perIo.putAll(counters.perIo(stats.requests()));
+        perIo.put("guest_cpu_us_per_io", stats.requests() > 0 ? guestCpu.cpuNs() / 1e3 / stats.requests() : Double.NaN);
         return new BenchResult(name, "embedded", "vblk", backend.cliName(), wait.cliName(),
                 threading.name().toLowerCase(Locale.ROOT), disk.describe(), w, stats.requests(),
                 stats.requests() * w.blockSize(), stats.seconds(), stats.errors(), Latency.of(latency), threads.cpuNs(),
