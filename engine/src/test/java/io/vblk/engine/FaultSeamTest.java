@@ -231,16 +231,7 @@ class FaultSeamTest {
         long status = lastStatus;
         q.publishAvail();
         kick.signal();
-        long deadline = System.nanoTime() + 10_000_000_000L;
-        int got;
-        while ((got = q.reap()) < 0) {
-            if (!q.enableInterrupts()) {
-                irq.await(10);
-                irq.read();
-            }
-            assertTrue(System.nanoTime() < deadline, "no completion");
-        }
-        assertEquals(head, got);
+        assertEquals(head, q.awaitUsed(irq, 10_000));
         return UnsafeApi.getByte(q.hostAddress(status, 1));
     }
 }

@@ -6,6 +6,7 @@ import java.util.Objects;
 import org.agrona.UnsafeApi;
 
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.sys.EventFd;
 import io.vblk.vring.AvailRingDescriptor;
 import io.vblk.vring.EventIndex;
 import io.vblk.vring.SplitQueue;
@@ -260,6 +261,28 @@ public final class SplitQueueDriver {
         freeHead = head;
         numFree += chainLength[head];
         chainLength[head] = 0;
+    }
+
+    /**
+     * Takes the next used element, sleeping on {@code call} (the device's interrupt) between
+     * tries with interrupts enabled, as a guest driver does.
+     *
+     * @return the head, {@link #BAD_USED_ID} or {@link #BAD_USED_INDEX}
+     * @throws AssertionError if nothing was used within {@code timeoutMs}
+     */
+    public int awaitUsed(EventFd call, int timeoutMs) {
+        long deadline = System.nanoTime() + timeoutMs * 1_000_000L;
+        int got;
+        while ((got = reap()) == NONE) {
+            if (!enableInterrupts()) {
+                call.await(10);
+                call.read();
+            }
+            if (System.nanoTime() - deadline > 0) {
+                throw new AssertionError("no used element within " + timeoutMs + " ms");
+            }
+        }
+        return got;
     }
 
     /** len of the element {@link #reap()} returned last. */
