@@ -35,31 +35,11 @@ class SlowNbdExportAddTest {
     @Test
     @SuppressWarnings("unchecked")
     void whileOneAddWaitsOnAStalledServerTheOtherChangesProceed() throws Exception {
-        ExecutorService pool = Executors.newCachedThreadPool(r -> {
-            Thread t = new Thread(r, "stalled-nbd");
-            t.setDaemon(true);
-            return t;
-        });
-        CountDownLatch accepted = new CountDownLatch(1);
-        CountDownLatch release = new CountDownLatch(1);
-        try (ServerSocket listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+        try (StalledServer server = new StalledServer();
              DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
-            pool.submit(() -> {
-                while (true) {
-                    Socket s = listener.accept();
-                    accepted.countDown();
-                    pool.submit(() -> {
-                        try (s) {
-                            release.await(); // no greeting: the handshake stalls
-                        }
-                        return null;
-                    });
-                }
-            });
-            String image = "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
-            Future<Map<String, Object>> slow = pool.submit(() -> d.call("export.add", DaemonRig.json(Map.of("id", "slow",
-                    "image", image, "socket", dir.resolve("slow.sock").toString()))));
-            assertTrue(accepted.await(60, TimeUnit.SECONDS), "the daemon connected to the stalled server");
+            Future<Map<String, Object>> slow = server.pool.submit(() -> d.call("export.add", DaemonRig.json(Map.of("id", "slow",
+                    "image", server.address(), "socket", dir.resolve("slow.sock").toString()))));
+            assertTrue(server.accepted.await(60, TimeUnit.SECONDS), "the daemon connected to the stalled server");
 
             // The open is under way (the server holds its handshake): the rest of the daemon goes on.
             d.result("export.add", DaemonRig.json(Map.of("id", "n", "image", "null:1M",
@@ -82,41 +62,18 @@ class SlowNbdExportAddTest {
             // Its id and socket are free again.
             d.result("export.add", DaemonRig.json(Map.of("id", "slow", "image", "null:1M",
                     "socket", dir.resolve("slow.sock").toString())));
-        } finally {
-            release.countDown();
-            pool.shutdownNow();
         }
     }
 
     @Test
     void aShutdownIsNotHeldByAnAddWaitingOnAStalledServer() throws Exception {
-        ExecutorService pool = Executors.newCachedThreadPool(r -> {
-            Thread t = new Thread(r, "stalled-nbd");
-            t.setDaemon(true);
-            return t;
-        });
-        CountDownLatch accepted = new CountDownLatch(1);
-        CountDownLatch release = new CountDownLatch(1);
-        try (ServerSocket listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+        try (StalledServer server = new StalledServer();
              DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
-            pool.submit(() -> {
-                while (true) {
-                    Socket s = listener.accept();
-                    accepted.countDown();
-                    pool.submit(() -> {
-                        try (s) {
-                            release.await();
-                        }
-                        return null;
-                    });
-                }
-            });
             Path other = dir.resolve("n.sock");
             d.result("export.add", DaemonRig.json(Map.of("id", "n", "image", "null:1M", "socket", other.toString())));
-            String image = "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
-            Future<Map<String, Object>> slow = pool.submit(() -> d.call("export.add", DaemonRig.json(Map.of("id", "slow",
-                    "image", image, "socket", dir.resolve("slow.sock").toString()))));
-            assertTrue(accepted.await(60, TimeUnit.SECONDS), "the daemon connected to the stalled server");
+            Future<Map<String, Object>> slow = server.pool.submit(() -> d.call("export.add", DaemonRig.json(Map.of("id", "slow",
+                    "image", server.address(), "socket", dir.resolve("slow.sock").toString()))));
+            assertTrue(server.accepted.await(60, TimeUnit.SECONDS), "the daemon connected to the stalled server");
             Map<String, Object> r = d.call("daemon.shutdown", null);
             assertEquals(Boolean.TRUE, ((Map<?, ?>) r.get("result")).get("shutting_down"));
             // The shutdown closes the other export (its socket file goes) without waiting for the
@@ -135,9 +92,47 @@ class SlowNbdExportAddTest {
                 assertTrue(e.getCause() instanceof IOException, e.toString());
             }
             assertFalse(java.nio.file.Files.exists(dir.resolve("slow.sock")), "and leaves no socket behind");
-        } finally {
+        }
+    }
+
+    /**
+     * An NBD server that accepts connections and never greets, so a client's handshake stalls
+     * until the client gives up; closing it lets the held connections go.
+     */
+    private static final class StalledServer implements AutoCloseable {
+        final ExecutorService pool = Executors.newCachedThreadPool(r -> {
+            Thread t = new Thread(r, "stalled-nbd");
+            t.setDaemon(true);
+            return t;
+        });
+        final CountDownLatch accepted = new CountDownLatch(1);
+        private final CountDownLatch release = new CountDownLatch(1);
+        private final ServerSocket listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+
+        StalledServer() throws IOException {
+            pool.submit(() -> {
+                while (true) {
+                    Socket s = listener.accept();
+                    accepted.countDown();
+                    pool.submit(() -> {
+                        try (s) {
+                            release.await(); // no greeting: the handshake stalls
+                        }
+                        return null;
+                    });
+                }
+            });
+        }
+
+        String address() {
+            return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
+        }
+
+        @Override
+        public void close() throws IOException {
             release.countDown();
             pool.shutdownNow();
+            listener.close();
         }
     }
 }
