@@ -34,6 +34,11 @@ package io.vblk.engine;
  *         as before attribution existed (the catch-all: the thread's queues). (vhost's inflight
  *         buffers need no evidence: only buffers sealed against shrinking are mapped.)</li>
  *     </ul>
+ *     Evidence attributes one fault: one shrink costs one late fault per thread, delivered
+ *     once, while the evidence stays visible as long as the table is remembered. A later fault
+ *     with only evidence that already attributed one (and no queue started on that table since)
+ *     is handled as one without evidence; otherwise a queue whose own memory keeps faulting
+ *     without evidence would be spared and pop again for ever (irev2 SpentEvidenceAttackTest).
  *     Each verdict is reported once to the owner ({@link DeviceListener#faultAttributed}; the
  *     daemon logs it).</li>
  * <li><b>A spared queue loses nothing.</b> The pop loop keeps, in locals, where it is: between
@@ -146,6 +151,27 @@ final class GuestFaults {
         if (!v.anyEvidence()) {
             landed.report("guest memory fault on I/O thread " + landed.roleName() + " with no evidence of a file shorter than"
                     + " its mapping: quarantined where the JVM delivered it (" + e.getMessage() + ")");
+            return false;
+        }
+        for (int i = 0; i < v.evidenceTables.size(); i++) {
+            IoThread owner = v.evidenceOwners.get(i);
+            (owner != null ? owner : landed).evidence().spend(v.evidenceTables.get(i));
+        }
+        if (!v.fresh) {
+            // Every table showing evidence already attributed a fault, which one shrink causes
+            // once: this one is not its (a queue's own memory faulting without evidence, again
+            // and again). Live culprits still go; the queue where it landed is not spared.
+            String reason = "guest memory fault: " + v.liveEvidence + " (" + e + ")";
+            for (int i = 0; i < v.culprits.size(); i++) {
+                DeviceQueue q = v.culprits.get(i);
+                if (q.faultReason == null) {
+                    q.faultReason = reason; // its completions no longer touch that memory
+                }
+                v.culpritThreads.get(i).quarantine(q, reason);
+            }
+            landed.report("guest memory fault on I/O thread " + landed.roleName() + " with only evidence that already"
+                    + " attributed a fault (" + (v.liveEvidence != null ? v.liveEvidence : v.staleEvidence)
+                    + "): quarantined where the JVM delivered it (" + e.getMessage() + ")");
             return false;
         }
         StringBuilder report = new StringBuilder("guest memory fault on I/O thread ").append(landed.roleName())
