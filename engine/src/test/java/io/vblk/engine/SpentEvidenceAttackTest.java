@@ -88,6 +88,34 @@ class SpentEvidenceAttackTest {
         }
     }
 
+    /**
+     * The other side of spending evidence: attacker A, quarantined for its shrink, is reset and
+     * started again on the same (still short) table, and faults again; that fault lands in
+     * victim B. A queue started on the table made its evidence fresh: A is quarantined again and
+     * B is spared, as the first time. (Were the spent mark sticky, a reset attacker could get
+     * its victim quarantined with every later fault.)
+     */
+    @org.junit.jupiter.api.Test
+    void anAttackerStartedAgainOnItsShortTableIsBlamedAgainAndItsVictimSpared() throws Exception {
+        try (Image image = Image.open(DeviceRig.createImage(dir, 4L << 20), ImageOptions.defaults());
+             SharedIoThread shared = new SharedIoThread("fresh", WaitStrategy.BLOCKING, 0);
+             Dev a = new Dev("dev-a", image, shared);
+             Dev b = new Dev("dev-b", image, shared)) {
+            assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_IN));
+            a.shrink();
+            for (int round = 0; round < 3; round++) {
+                FaultPoints.arm(FaultPoints.POP);
+                assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_OUT));
+                assertTrue(FaultPoints.fired());
+                assertTrue(a.device.isBroken(0), "round " + round + ": A blamed");
+                assertFalse(b.device.isBroken(0), "round " + round + ": B spared: " + b.reports);
+                stopWithin(a.device);
+                a.device.clearQuarantine(0);
+                a.device.startQueue(0); // same table, file still short
+            }
+        }
+    }
+
     /** A device on one queue whose guest memory is a memfd this test can truncate. */
     private static final class Dev implements AutoCloseable {
         final int fd;
