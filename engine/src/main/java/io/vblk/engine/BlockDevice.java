@@ -383,6 +383,12 @@ public final class BlockDevice implements AutoCloseable {
                 }
                 if (queue.state == QueueLifecycle.STOPPING) {
                     queue.state = QueueLifecycle.STOPPED;
+                } else if (queue.state == QueueLifecycle.BROKEN) {
+                    // A fault can cut a back-end slot off with no request lost (landing in the
+                    // back end's prepare, after the slot was taken): settleLost then reclaims
+                    // nothing, and the slot would be gone for good. Guarded: only with nothing
+                    // in flight or pending (aio IoBackend.reclaimLostSlots).
+                    t.backend().reclaimLostSlots();
                 }
                 t.unwatchKick(queue);
                 QueueState state = queue.ring.active() ? queue.ring.state() : queue.layout;

@@ -31,6 +31,8 @@ public final class FaultPoints {
     public static final int SUBMIT_RETURNED = 5;
     /** aio: just after a completion was taken from the kernel (or a queue), before it is finished. */
     public static final int REAP_TAKEN = 6;
+    /** aio: just after a request took a back-end slot, before the slot is queued anywhere. */
+    public static final int PREPARE_TAKEN = 7;
 
     /** The message HotSpot gives the error (engine's GuestFaults.isMemoryFault matches it). */
     public static final String MESSAGE = "a fault occurred in an unsafe memory access operation (injected)";
