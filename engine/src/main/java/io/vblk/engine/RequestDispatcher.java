@@ -101,9 +101,14 @@ final class RequestDispatcher {
                     tracker.popped(chain.head());
                 }
                 BlkRequest r = pool.claim(); // stage CLAIMED until dispatch hands it on
+                // Counted before it names its queue: a fault landing in between (reclaimStranded
+                // then takes nothing off) leaves the count one high, which the quarantined queue's
+                // drain gives up; the other order left it one low, and a drain returned with a
+                // request in flight (irev2 HalfClaimedAttackTest).
+                q.inflight++;
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.CLAIMING); // tests only: see FaultPoints
                 r.queue = q;
                 r.startNs = nowNs;
-                q.inflight++;
                 popped++;
                 current = r;
                 phase = PARSING;
