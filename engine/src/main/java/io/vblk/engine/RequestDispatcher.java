@@ -116,6 +116,7 @@ final class RequestDispatcher {
                 RequestParser.Outcome outcome = parser.parse(chain, r);
                 phase = DISPATCHING;
                 dispatch(r, outcome);
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.HANDING); // tests only: see FaultPoints
                 if (r.stage == BlkRequest.CLAIMED) {
                     r.stage = BlkRequest.HANDED; // the back end's or the completion route's now
                 }
@@ -143,6 +144,14 @@ final class RequestDispatcher {
                 }
                 listener.faultAttributed("queue " + q.index + " is quarantined where the fault landed all the same: it was"
                         + " handing a request on, which cannot be undone exactly");
+            }
+            if (phase == DISPATCHING && current != null && current.stage == BlkRequest.CLAIMED) {
+                // The back end or the completion route may hold it already (the fault can land
+                // at the return from its prepare): never back to the pool while its operation
+                // may run, or another queue's request takes the slot and gets its completion
+                // (irev2 HandedOnAttackTest). Held and counted until that completion, or until
+                // the quarantined queue's drain gives it up with nothing in flight.
+                current.stage = BlkRequest.HANDED;
             }
             // A fault in this queue's guest memory (or a bug, or a fault of other memory that
             // landed where this queue cannot be made whole): give back the request that never

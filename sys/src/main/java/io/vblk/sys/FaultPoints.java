@@ -35,6 +35,8 @@ public final class FaultPoints {
     public static final int PREPARE_TAKEN = 7;
     /** engine: a request half claimed: between counting it in flight and naming its queue. */
     public static final int CLAIMING = 8;
+    /** engine: a request just handed to the back end or the completion route, before its stage says so. */
+    public static final int HANDING = 9;
 
     /** The message HotSpot gives the error (engine's GuestFaults.isMemoryFault matches it). */
     public static final String MESSAGE = "a fault occurred in an unsafe memory access operation (injected)";
