@@ -53,7 +53,12 @@ package io.vblk.engine;
  * <li>Every request slot carries its stage ({@link BlkRequest#stage}): claimed by the I/O
  *     thread, or handed to the back end / completion path. After any exception on the I/O
  *     thread every slot still "claimed" is given back (or, spared, popped again) and its
- *     queue's in-flight count restored; a slot is never given back twice. So {@code stopQueue},
+ *     queue's in-flight count restored; a slot is never given back twice. The one caught while
+ *     it was being handed on is held as handed instead (the back end may have queued its
+ *     operation: the fault can land at the return from the prepare), until its completion or
+ *     the quarantined queue's drain gives it up; and a request is counted in flight before it
+ *     names its queue, so a fault inside the claim leaves the count high (given up at the
+ *     drain), never low (a drain returning with a request in flight). So {@code stopQueue},
  *     {@code setMemory} and {@code close} always return.</li>
  * <li>Completion writes (status byte, used element, inflight region) and the used publish are
  *     guarded: a fault there marks the queue faulted ({@link DeviceQueue#faultReason}); the
