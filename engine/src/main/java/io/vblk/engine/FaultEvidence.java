@@ -36,7 +36,7 @@ final class FaultEvidence {
      * A fault landed outside a pop loop (inside a reap, a submit, a command) and was attributed
      * elsewhere: a completion of this thread may have been lost with it. While set, a drain that
      * finds requests nothing can complete gives them up and quarantines their queue ({@link
-     * IoThread#settleLost}); cleared once every queue of the thread has nothing in flight.
+     * FaultRecovery#settleLost}); cleared once every queue of the thread has nothing in flight.
      */
     boolean suspect;
 

@@ -78,7 +78,7 @@ package io.vblk.engine;
  * <li>A fault the JVM delivers inside the back end's reap or submit, or between the reap and
  *     the completion route, can lose a request's completion, which no stage can see. A drain of
  *     a quarantined queue (or of any queue of a suspect thread) therefore gives such requests
- *     up ({@link IoThread#settleLost}): once the back end reports nothing in flight and nothing
+ *     up ({@link FaultRecovery#settleLost}): once the back end reports nothing in flight and nothing
  *     pending, their request slots go back to the pool, and so do the back end's own slots of
  *     those completions (aio {@code IoBackend.reclaimLostSlots}: with nothing in flight, every
  *     slot still taken is lost; io_uring, Linux AIO, the thread pool and the helper thread

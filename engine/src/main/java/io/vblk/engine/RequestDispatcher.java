@@ -293,7 +293,7 @@ final class RequestDispatcher {
 
     /**
      * Gives up every request {@code q} still counts in flight (I/O thread, on a quarantined
-     * queue whose drain found they can never complete, see {@link IoThread#settleLost}): counts
+     * queue whose drain found they can never complete, see {@link FaultRecovery#settleLost}): counts
      * them {@link QueueCounters#LOST} and zeroes the queue's in-flight count. With {@code free}
      * (the back end has nothing in flight: no I/O can touch their buffers) their slots go back
      * to the pool; without, they stay pinned as {@link BlkRequest#LOST} until a late completion
