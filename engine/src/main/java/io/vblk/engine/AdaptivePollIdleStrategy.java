@@ -9,25 +9,32 @@ import org.agrona.concurrent.NanoClock;
  * Polls for a window after the last work, then sleeps in the kernel ({@link WaitStrategy#ADAPTIVE}),
  * with a window that pays for itself. Polling catches the next request of a busy guest without a
  * kick or a wake-up; it is worth it only while wake-ups come soon after the window would have
- * ended, and only while the thread has a core to itself.
+ * ended, and only while the thread has a core to itself most of the time.
  *
  * <ul>
  * <li><b>Grow</b> (QEMU's poll-grow): the wait ended (in the kernel) later than the window but
  *     within {@code maxPollNs}: a longer window would have caught it; double it (from 4 us).
  * <li><b>Shrink</b> (poll-shrink): the wait lasted longer than {@code maxPollNs}, so the poll
  *     was wasted CPU: halve it (below 4 us: 0, block at once).
- * <li><b>Yield to whoever needs the core</b>: a gap of more than {@link #PREEMPTED_GAP_NS}
- *     between two idle rounds means the thread lost its core while polling: another runnable
- *     thread (a vCPU that must run before it can post the request polled for, a neighbour on an
- *     oversubscribed host) needs it. The window drops to 0 and the thread sleeps in the kernel
- *     at once, and the window does not grow again for a back-off ({@link #CONTENDED_BACKOFF_NS},
- *     doubling up to {@link #MAX_CONTENDED_BACKOFF_NS} while preemptions keep coming within a
- *     back-off of the last one: a host with steady competition ends up blocking): the core is
- *     handed over, and a kick (notifications are re-enabled before sleeping) brings the thread
- *     back with the scheduler's wake-up preference. A plain {@code sched_yield} while polling
- *     measured far worse (depth 1, guest polling, loaded host: p50 3.9 ms against 0.12 ms for a
- *     fixed window): the yielding thread queues behind every runnable thread while the guest's
- *     kicks stay suppressed, so nothing brings it back early.
+ * <li><b>Yield when the core is shared for good</b>: a gap of more than {@link #PREEMPTED_GAP_NS}
+ *     between two idle rounds means the thread lost its core while polling. One such gap says
+ *     nothing: on a machine that is otherwise idle a JIT compiler thread, a GC, another
+ *     process's burst takes the core now and then, and a thread that stopped polling for each
+ *     of them (as this class did until 2026-12-05) spent most of its time blocking: 177k-618k
+ *     IOPS at depth 1 where busy-spinning made 640k-760k, one back-off after another. So the
+ *     time lost in gaps is summed per sample of polling (below), and the share of wall time it
+ *     makes is averaged over about {@link #LOST_TAU_NS}: only when that share reaches {@link
+ *     #LOST_SHARE_CONTENDED} (two competing busy loops on two cores take half of it; one takes
+ *     a third, and polling still paid there) does the thread stop polling. The window drops to
+ *     0, it sleeps in the kernel at once, and the window does not grow again for a back-off
+ *     ({@link #CONTENDED_BACKOFF_NS}, doubling up to {@link #MAX_CONTENDED_BACKOFF_NS} while
+ *     contention keeps being found within a back-off of the last: a host with steady
+ *     competition ends up blocking). A thread that sleeps keeps the scheduler's wake-up
+ *     preference, and a kick (notifications are re-enabled before sleeping) brings it back at
+ *     once, where a polling thread waits out the competitor's time slice. A plain {@code
+ *     sched_yield} while polling measured far worse (depth 1, guest polling, loaded host: p50
+ *     3.9 ms against 0.12 ms for a fixed window): the yielding thread queues behind every
+ *     runnable thread while the guest's kicks stay suppressed, so nothing brings it back early.
  * <li><b>Yield when the scheduler keeps taking the core</b>: a preemption shorter than the gap
  *     above (the guest thread this one just interrupted runs 10-20 us on its core, then sleeps)
  *     leaves no visible gap, yet it is the common case on a host with one runnable thread too
@@ -36,9 +43,8 @@ import org.agrona.concurrent.NanoClock;
  *     against 35 us sleeping in the kernel, and twice the CPU per I/O). So the thread counts
  *     its involuntary context switches (one {@code getrusage} per sample of at least {@link
  *     #SAMPLE_NS}, never per request): when at least one poll window in {@link
- *     #PREEMPTED_WINDOWS_PER_SWITCH} of a sample was matched by an involuntary switch, it treats
- *     the sample as one preemption above (window 0, back-off). A thread that sleeps instead
- *     keeps the scheduler's wake-up preference, which on a contended host is what makes it fast.
+ *     #PREEMPTED_WINDOWS_PER_SWITCH} of a sample was matched by an involuntary switch, it stops
+ *     polling as above.
  * </ul>
  *
  * A window that caught the work (no kernel sleep) is left alone: that is the sweet spot. Owned
@@ -51,11 +57,11 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     static final long GROW_START_NS = 4_000;
     /** A gap between idle rounds this long means the thread was not running. */
     static final long PREEMPTED_GAP_NS = 50_000;
-    /** How long the window stays shut after the thread lost its core while polling. */
+    /** How long the window stays shut after polling was found contended. */
     static final long CONTENDED_BACKOFF_NS = 20_000_000;
-    /** The longest back-off, reached by preemptions in a row. */
+    /** The longest back-off, reached by contention found again and again. */
     static final long MAX_CONTENDED_BACKOFF_NS = 1_000_000_000;
-    /** The shortest stretch of polling over which involuntary switches are counted. */
+    /** The shortest stretch of polling over which involuntary switches and lost time are counted. */
     static final long SAMPLE_NS = 1_000_000;
     /** Poll windows a sample needs before its switch count says anything. */
     static final int MIN_SAMPLE_WINDOWS = 8;
@@ -63,6 +69,16 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     static final int PREEMPTED_WINDOWS_PER_SWITCH = 4;
     /** A sample open this long without enough windows is dropped (its switches may not be polling's). */
     static final long STALE_SAMPLE_NS = 64 * SAMPLE_NS;
+    /** The time over which the share of wall time lost in gaps is averaged (the weight of a sample is its length over this). */
+    static final long LOST_TAU_NS = 16_000_000;
+    /** The averaged share of wall time lost in gaps while polling at which polling stops. */
+    static final double LOST_SHARE_CONTENDED = 0.45;
+    /**
+     * Where the averaged share restarts after polling stopped: below the threshold, so that
+     * polling that finds no loss after the back-off goes on, and near it, so that polling that
+     * finds the competition still there stops again within a few samples.
+     */
+    static final double LOST_SHARE_AFTER_BACKOFF = 0.40;
 
     private final NanoClock clock;
     private final long maxPollNs;
@@ -80,13 +96,18 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private long shrinks;
     private long preemptions;
     private long contendedSamples;
-    /** A switch-count sample is open: it started at {@link #sampleStartNs} with {@link #sampleSwitches}. */
+    private long lostSamples;
+    private long gaps;
+    /** The averaged share of wall time lost in gaps while polling (0 to 1). */
+    private double lostShare;
+    /** A sample is open: it started at {@link #sampleStartNs} with {@link #sampleSwitches}. */
     private boolean sampleOpen;
     private long sampleStartNs;
     private long sampleSwitches;
     private int sampleWindows;
+    private long sampleLostNs;
 
-    /** As below, without the switch count: only a visible gap between rounds shows a preemption. */
+    /** As below, without the switch count: only gaps between rounds show a preemption. */
     AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper) {
         this(clock, initialPollNs, maxPollNs, sleeper, () -> 0);
     }
@@ -129,9 +150,13 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
                 return;
             }
         } else if (now - lastRoundNs > PREEMPTED_GAP_NS) {
-            contended(now);
-            sleep(false);
-            return;
+            // The core was taken while polling: charged to the sample, judged at its end. The
+            // window counts polling, not time off the core: it starts again.
+            gaps++;
+            if (sampleOpen) {
+                sampleLostNs += now - lastRoundNs;
+            }
+            pollStartNs = now;
         }
         lastRoundNs = now;
         if (now - pollStartNs >= windowNs) {
@@ -141,7 +166,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         }
     }
 
-    /** The core was taken from the polling thread: shut the window and start (or double) the back-off. */
+    /** Polling was found contended: shut the window and start (or double) the back-off. */
     private void contended(long now) {
         preemptions++;
         if (windowNs > 0) {
@@ -149,17 +174,19 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             windowNs = 0;
         }
         sampleOpen = false;
-        // Preempted again within a back-off of the last one ending: the competition is steady.
+        lostShare = Math.min(lostShare, LOST_SHARE_AFTER_BACKOFF);
+        // Contended again within a back-off of the last one ending: the competition is steady.
         backoffNs = now - contendedUntilNs < backoffNs ? Math.min(MAX_CONTENDED_BACKOFF_NS, backoffNs * 2)
                 : CONTENDED_BACKOFF_NS;
         contendedUntilNs = now + backoffNs;
     }
 
     /**
-     * Counts a poll window starting at {@code now} into the switch-count sample; at the end of a
-     * sample (at least {@link #SAMPLE_NS} and {@link #MIN_SAMPLE_WINDOWS} windows) reads the
-     * switch count once and returns whether the windows were preempted often enough to stop
-     * polling. The same read opens the next sample.
+     * Counts a poll window starting at {@code now} into the sample; at the end of a sample (at
+     * least {@link #SAMPLE_NS} and {@link #MIN_SAMPLE_WINDOWS} windows) reads the switch count
+     * once, folds the time lost in gaps into the averaged share, and returns whether polling is
+     * contended: the windows were preempted often enough, or the share reached {@link
+     * #LOST_SHARE_CONTENDED}. The same read opens the next sample.
      */
     private boolean sampleWindow(long now) {
         if (!sampleOpen || now - sampleStartNs > STALE_SAMPLE_NS) {
@@ -167,16 +194,22 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             return false;
         }
         sampleWindows++;
-        if (now - sampleStartNs < SAMPLE_NS || sampleWindows < MIN_SAMPLE_WINDOWS) {
+        long wallNs = now - sampleStartNs;
+        if (wallNs < SAMPLE_NS || sampleWindows < MIN_SAMPLE_WINDOWS) {
             return false;
         }
         long switches = involuntarySwitches.getAsLong();
         boolean preempted = (switches - sampleSwitches) * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows;
+        double share = Math.min(1.0, sampleLostNs / (double) wallNs);
+        lostShare += (share - lostShare) * wallNs / (double) (wallNs + LOST_TAU_NS);
+        boolean lost = lostShare >= LOST_SHARE_CONTENDED;
         if (preempted) {
             contendedSamples++;
+        } else if (lost) {
+            lostSamples++;
         }
         openSample(now, switches);
-        return preempted;
+        return preempted || lost;
     }
 
     private void openSample(long now, long switches) {
@@ -184,6 +217,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         sampleStartNs = now;
         sampleSwitches = switches;
         sampleWindows = 1;
+        sampleLostNs = 0;
     }
 
     /** Sleeps in the kernel; then, when {@code adjust}, sizes the window by how long the wait was. */
@@ -235,11 +269,12 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         return shrinks;
     }
 
-    /** The back-off the last preemption started. */
+    /** The back-off the last contended sample started. */
     long backoffNs() {
         return backoffNs;
     }
 
+    /** How often polling was found contended and stopped. */
     long preemptions() {
         return preemptions;
     }
@@ -247,6 +282,21 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** Samples whose involuntary switches stopped polling (a subset of {@link #preemptions()}). */
     long contendedSamples() {
         return contendedSamples;
+    }
+
+    /** Samples whose averaged lost share stopped polling (the rest of {@link #preemptions()}). */
+    long lostSamples() {
+        return lostSamples;
+    }
+
+    /** Gaps between idle rounds seen while polling (each charged to its sample, none acted on alone). */
+    long gaps() {
+        return gaps;
+    }
+
+    /** The averaged share of wall time lost in gaps while polling. */
+    double lostShare() {
+        return lostShare;
     }
 
     @Override
