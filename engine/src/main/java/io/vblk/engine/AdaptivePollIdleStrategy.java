@@ -43,8 +43,9 @@ import org.agrona.concurrent.NanoClock;
  *     against 35 us sleeping in the kernel, and twice the CPU per I/O). So the thread counts
  *     its involuntary context switches (one {@code getrusage} per sample of at least {@link
  *     #SAMPLE_NS}, never per request): when at least one poll window in {@link
- *     #PREEMPTED_WINDOWS_PER_SWITCH} of a sample was matched by an involuntary switch, it stops
- *     polling as above.
+ *     #PREEMPTED_WINDOWS_PER_SWITCH} of a sample was matched by an involuntary switch (and the
+ *     sample is big enough to say so: {@link #MIN_SAMPLE_SWITCHES}, {@link
+ *     #MIN_WINDOWS_PER_SAMPLE_NS}), it stops polling as above.
  * </ul>
  *
  * A window that caught the work (no kernel sleep) is left alone: that is the sweet spot. Owned
@@ -67,6 +68,15 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     static final int MIN_SAMPLE_WINDOWS = 8;
     /** One involuntary switch per this many poll windows (or more) means the core is contended. */
     static final int PREEMPTED_WINDOWS_PER_SWITCH = 4;
+    /**
+     * Involuntary switches a sample needs before their ratio to windows says anything: a few
+     * switches (another process's burst, a JIT thread) over a sample with few windows (a guest
+     * that was itself off the core) made the ratio, and stopped polling on a loaded but
+     * uncontended machine (depth 1, guest polling: 9k IOPS where busy-spinning made 362k).
+     */
+    static final int MIN_SAMPLE_SWITCHES = 8;
+    /** Poll windows per {@link #SAMPLE_NS} a sample needs before its switches are judged (a busy guest, not an idle one). */
+    static final int MIN_WINDOWS_PER_SAMPLE_NS = 8;
     /** A sample open this long without enough windows is dropped (its switches may not be polling's). */
     static final long STALE_SAMPLE_NS = 64 * SAMPLE_NS;
     /** The time over which the share of wall time lost in gaps is averaged (the weight of a sample is its length over this). */
@@ -199,7 +209,10 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             return false;
         }
         long switches = involuntarySwitches.getAsLong();
-        boolean preempted = (switches - sampleSwitches) * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows;
+        long sampleSwitchCount = switches - sampleSwitches;
+        boolean preempted = sampleSwitchCount >= MIN_SAMPLE_SWITCHES
+                && sampleSwitchCount * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows
+                && (long) sampleWindows * SAMPLE_NS >= MIN_WINDOWS_PER_SAMPLE_NS * wallNs;
         double share = Math.min(1.0, sampleLostNs / (double) wallNs);
         lostShare += (share - lostShare) * wallNs / (double) (wallNs + LOST_TAU_NS);
         boolean lost = lostShare >= LOST_SHARE_CONTENDED;

@@ -301,13 +301,24 @@ class IdleStrategyTest {
     }
 
     @Test
-    @DisplayName("adaptive: a sample needs enough windows; switches while the window was shut by idleness do not count")
+    @DisplayName("adaptive: a sample needs enough windows and switches; switches while the window was shut by idleness do not count")
     void adaptiveSamplesOnlyPolling() {
+        AdaptivePollIdleStrategy slow = adaptiveCountingSwitches(8_000, 100_000);
+        ios(slow, 80, 200_000, 1); // 16 ms, every window preempted, but a window only every 200 us
+        assertEquals(0, slow.contendedSamples(), "too few windows a millisecond: the guest itself is slow, not judged");
+
         AdaptivePollIdleStrategy few = adaptiveCountingSwitches(8_000, 100_000);
-        ios(few, AdaptivePollIdleStrategy.MIN_SAMPLE_WINDOWS - 1, 200_000, 1); // few windows over > 1 ms, all preempted
-        assertEquals(0, few.contendedSamples(), "too few windows to judge");
-        ios(few, 1, 200_000, 1);
-        assertEquals(1, few.contendedSamples(), "judged at the window that makes the sample big enough");
+        ios(few, 80, 100_000, 2); // 8 ms, a window every 100 us, every other one preempted: ~5 switches a sample
+        assertEquals(0, few.contendedSamples(), "too few switches to judge");
+        ios(few, 80, 100_000, 1); // every one preempted: ~10 switches a sample
+        assertTrue(few.contendedSamples() >= 1, "judged once a sample has enough switches");
+
+        AdaptivePollIdleStrategy quick = adaptiveCountingSwitches(8_000, 100_000);
+        ios(quick, 8, 125_000, 0); // windows at 0 .. 875 us
+        involuntary += 10;
+        assertEquals(0, quick.contendedSamples(), "a sample shorter than 1 ms is not judged");
+        ios(quick, 1, 125_000, 0); // the 9th window, at 1 ms
+        assertEquals(1, quick.contendedSamples(), "judged at the window that makes the sample long enough");
 
         AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(8_000, 100_000);
         ios(idle, 20, 12_000, 0);
