@@ -160,13 +160,21 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
                 return;
             }
         } else if (now - lastRoundNs > PREEMPTED_GAP_NS) {
-            // The core was taken while polling: charged to the sample, judged at its end. The
-            // window counts polling, not time off the core: it starts again.
+            // The core was taken while polling: someone else needed it (perhaps the guest this
+            // thread waits for). Hand it over for this wait: the window shuts and regrows with
+            // the next short waits (one wake-up's cost when it was noise), and the lost time is
+            // charged to the sample, whose average decides whether to stop polling for longer.
             gaps++;
             if (sampleOpen) {
                 sampleLostNs += now - lastRoundNs;
             }
-            pollStartNs = now;
+            if (windowNs > 0) {
+                shrinks++;
+                windowNs = 0;
+            }
+            lastRoundNs = now;
+            sleep(false);
+            return;
         }
         lastRoundNs = now;
         if (now - pollStartNs >= windowNs) {
@@ -209,10 +217,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             return false;
         }
         long switches = involuntarySwitches.getAsLong();
-        long sampleSwitchCount = switches - sampleSwitches;
-        boolean preempted = sampleSwitchCount >= MIN_SAMPLE_SWITCHES
-                && sampleSwitchCount * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows
-                && (long) sampleWindows * SAMPLE_NS >= MIN_WINDOWS_PER_SAMPLE_NS * wallNs;
+        boolean preempted = preempted(switches - sampleSwitches, wallNs);
         double share = Math.min(1.0, sampleLostNs / (double) wallNs);
         lostShare += (share - lostShare) * wallNs / (double) (wallNs + LOST_TAU_NS);
         boolean lost = lostShare >= LOST_SHARE_CONTENDED;
@@ -223,6 +228,13 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         }
         openSample(now, switches);
         return preempted || lost;
+    }
+
+    /** Whether the open sample's windows were cut short by the scheduler often enough to stop polling. */
+    private boolean preempted(long switches, long wallNs) {
+        return sampleWindows >= MIN_SAMPLE_WINDOWS && switches >= MIN_SAMPLE_SWITCHES
+                && switches * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows
+                && (long) sampleWindows * SAMPLE_NS >= MIN_WINDOWS_PER_SAMPLE_NS * wallNs;
     }
 
     private void openSample(long now, long switches) {
@@ -254,8 +266,17 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         if (windowNs > 0) {
             shrinks++;
             windowNs = windowNs / 2 < GROW_START_NS ? 0 : windowNs / 2;
-            if (windowNs == 0) {
-                sampleOpen = false; // the next sample starts when polling does, not with this idle time in it
+            if (windowNs == 0 && sampleOpen) {
+                // Long waits shut the window before the sample reached its length: judge what it
+                // has (a guest that sleeps between requests, waking on this thread's core, cuts
+                // every window short and makes the waits long too), then close it: the next
+                // sample starts when polling does, not with this idle time in it.
+                long now = clock.nanoTime();
+                if (preempted(involuntarySwitches.getAsLong() - sampleSwitches, now - sampleStartNs)) {
+                    contendedSamples++;
+                    contended(now);
+                }
+                sampleOpen = false;
             }
         }
     }

@@ -128,6 +128,7 @@ class IdleStrategyTest {
     void adaptiveKeepsPollingThroughOccasionalPreemption() {
         AdaptivePollIdleStrategy idle = adaptive(50_000, 100_000);
         clock.update(1_000_000);
+        sleepTakesNs = 5_000; // a kick wakes the thread 5 us into a kernel sleep
         // 2 us per I/O; every 2,000 I/Os (4 ms) a 3 ms preemption: 43% of the time lost, but
         // only now and then, and each gap is followed by stretches without.
         for (int burst = 0; burst < 20; burst++) {
@@ -137,8 +138,8 @@ class IdleStrategyTest {
         }
         assertEquals(20, idle.gaps());
         assertEquals(0, idle.preemptions(), "share " + idle.lostShare());
-        assertEquals(0, sleeps, "the window stayed open: every request caught by polling");
-        assertEquals(50_000, idle.windowNs());
+        assertEquals(40, sleeps, "each gap hands the core over for its wait and the next (window 0), no more: the window regrows at once");
+        assertTrue(idle.windowNs() >= AdaptivePollIdleStrategy.GROW_START_NS, "window " + idle.windowNs());
     }
 
     @Test
@@ -147,6 +148,7 @@ class IdleStrategyTest {
     void adaptiveGivesTheCoreAwayWhenPreemptedForGood() {
         AdaptivePollIdleStrategy idle = adaptive(80_000, 100_000);
         clock.update(1_000_000);
+        sleepTakesNs = 5_000;
         // A third of the time lost (one competing thread): polling still pays, it goes on.
         iosWithGaps(idle, 3_000, 10_000, 100, 500_000);
         assertEquals(0, idle.preemptions(), "share " + idle.lostShare());
@@ -185,7 +187,7 @@ class IdleStrategyTest {
             iosWithGaps(idle, 50, 10_000, 50, 500_000);
         }
         assertEquals(2, idle.preemptions());
-        assertTrue(clock.nanoTime() - polledFrom < AdaptivePollIdleStrategy.LOST_TAU_NS,
+        assertTrue(clock.nanoTime() - polledFrom < 2 * AdaptivePollIdleStrategy.LOST_TAU_NS,
                 "stopped again within " + (clock.nanoTime() - polledFrom) + " ns of polling");
         assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
         assertEquals(0, idle.windowNs());
@@ -196,6 +198,7 @@ class IdleStrategyTest {
     void adaptiveResumesWhenTheCompetitionLeaves() {
         AdaptivePollIdleStrategy idle = adaptive(16_000, 100_000);
         clock.update(1_000_000);
+        sleepTakesNs = 5_000;
         for (int i = 0; i < 100 && idle.preemptions() == 0; i++) {
             iosWithGaps(idle, 50, 10_000, 25, 1_000_000); // 80% lost
         }
@@ -338,6 +341,35 @@ class IdleStrategyTest {
         ios(idle, 200, 12_000, 0);
         assertEquals(0, idle.contendedSamples(), "the switches of the idle stretch were not charged to the polling");
         assertEquals(16_000, idle.windowNs());
+    }
+
+    @Test
+    @DisplayName("adaptive: long waits that shut the window before its sample ends still judge the sample's switches "
+            + "(a sleeping guest that wakes on this thread's core)")
+    void adaptiveJudgesTheSampleWhenLongWaitsShutTheWindow() {
+        AdaptivePollIdleStrategy quiet = adaptiveCountingSwitches(16_000, 100_000);
+        clock.update(1_000_000);
+        ios(quiet, 20, 12_000, 0);
+        sleepTakesNs = 150_000; // waits longer than the maximum: 16 -> 8 -> 4 -> 0 us
+        while (quiet.windowNs() > 0) {
+            idleFor(quiet, quiet.windowNs() + 2_000, 2_000);
+        }
+        assertEquals(0, quiet.preemptions(), "no switches: only shrunk");
+
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(16_000, 100_000);
+        sleepTakesNs = 0;
+        ios(idle, 20, 12_000, 1); // 20 windows in 240 us, each cut short: a sample shorter than 1 ms
+        assertEquals(0, idle.contendedSamples());
+        sleepTakesNs = 150_000;
+        while (idle.windowNs() > 0) {
+            idleFor(idle, idle.windowNs() + 2_000, 2_000);
+        }
+        assertEquals(1, idle.contendedSamples(), "judged when the window shut");
+        assertEquals(1, idle.preemptions());
+        assertEquals(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+        sleepTakesNs = 10_000;
+        idle.idle(0);
+        assertEquals(0, idle.windowNs(), "the back-off holds: a short wait does not regrow it");
     }
 
     @Test
