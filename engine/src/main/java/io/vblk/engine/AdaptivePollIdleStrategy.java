@@ -44,8 +44,7 @@ import org.agrona.concurrent.NanoClock;
  *     its involuntary context switches (one {@code getrusage} per sample of at least {@link
  *     #SAMPLE_NS}, never per request): when at least one poll window in {@link
  *     #PREEMPTED_WINDOWS_PER_SWITCH} of a sample was matched by an involuntary switch (and the
- *     sample is big enough to say so: {@link #MIN_SAMPLE_SWITCHES}, {@link
- *     #MIN_WINDOWS_PER_SAMPLE_NS}), it stops polling as above.
+ *     sample has at least {@link #MIN_SAMPLE_SWITCHES}), it stops polling as above.
  * </ul>
  *
  * A window that caught the work (no kernel sleep) is left alone: that is the sweet spot. Owned
@@ -71,12 +70,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /**
      * Involuntary switches a sample needs before their ratio to windows says anything: a few
      * switches (another process's burst, a JIT thread) over a sample with few windows (a guest
-     * that was itself off the core) made the ratio, and stopped polling on a loaded but
-     * uncontended machine (depth 1, guest polling: 9k IOPS where busy-spinning made 362k).
+     * that was itself off the core) make the ratio without saying anything.
      */
     static final int MIN_SAMPLE_SWITCHES = 8;
-    /** Poll windows per {@link #SAMPLE_NS} a sample needs before its switches are judged (a busy guest, not an idle one). */
-    static final int MIN_WINDOWS_PER_SAMPLE_NS = 8;
     /** A sample open this long without enough windows is dropped (its switches may not be polling's). */
     static final long STALE_SAMPLE_NS = 64 * SAMPLE_NS;
     /** The time over which the share of wall time lost in gaps is averaged (the weight of a sample is its length over this). */
@@ -233,8 +229,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** Whether the open sample's windows were cut short by the scheduler often enough to stop polling. */
     private boolean preempted(long switches, long wallNs) {
         return sampleWindows >= MIN_SAMPLE_WINDOWS && switches >= MIN_SAMPLE_SWITCHES
-                && switches * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows
-                && (long) sampleWindows * SAMPLE_NS >= MIN_WINDOWS_PER_SAMPLE_NS * wallNs;
+                && switches * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows;
     }
 
     private void openSample(long now, long switches) {

@@ -306,10 +306,6 @@ class IdleStrategyTest {
     @Test
     @DisplayName("adaptive: a sample needs enough windows and switches; switches while the window was shut by idleness do not count")
     void adaptiveSamplesOnlyPolling() {
-        AdaptivePollIdleStrategy slow = adaptiveCountingSwitches(8_000, 100_000);
-        ios(slow, 80, 200_000, 1); // 16 ms, every window preempted, but a window only every 200 us
-        assertEquals(0, slow.contendedSamples(), "too few windows a millisecond: the guest itself is slow, not judged");
-
         AdaptivePollIdleStrategy few = adaptiveCountingSwitches(8_000, 100_000);
         ios(few, 80, 100_000, 2); // 8 ms, a window every 100 us, every other one preempted: ~5 switches a sample
         assertEquals(0, few.contendedSamples(), "too few switches to judge");
