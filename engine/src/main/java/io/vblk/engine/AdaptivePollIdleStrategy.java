@@ -16,25 +16,27 @@ import org.agrona.concurrent.NanoClock;
  *     within {@code maxPollNs}: a longer window would have caught it; double it (from 4 us).
  * <li><b>Shrink</b> (poll-shrink): the wait lasted longer than {@code maxPollNs}, so the poll
  *     was wasted CPU: halve it (below 4 us: 0, block at once).
- * <li><b>Yield when the core is shared for good</b>: a gap of more than {@link #PREEMPTED_GAP_NS}
- *     between two idle rounds means the thread lost its core while polling. One such gap says
- *     nothing: on a machine that is otherwise idle a JIT compiler thread, a GC, another
- *     process's burst takes the core now and then, and a thread that stopped polling for each
- *     of them (as this class did until 2026-12-05) spent most of its time blocking: 177k-618k
- *     IOPS at depth 1 where busy-spinning made 640k-760k, one back-off after another. So the
- *     time lost in gaps is summed per sample of polling (below), and the share of wall time it
- *     makes is averaged over about {@link #LOST_TAU_NS}: only when that share reaches {@link
- *     #LOST_SHARE_CONTENDED} (two competing busy loops on two cores take half of it; one takes
- *     a third, and polling still paid there) does the thread stop polling. The window drops to
- *     0, it sleeps in the kernel at once, and the window does not grow again for a back-off
- *     ({@link #CONTENDED_BACKOFF_NS}, doubling up to {@link #MAX_CONTENDED_BACKOFF_NS} while
- *     contention keeps being found within a back-off of the last: a host with steady
- *     competition ends up blocking). A thread that sleeps keeps the scheduler's wake-up
- *     preference, and a kick (notifications are re-enabled before sleeping) brings it back at
- *     once, where a polling thread waits out the competitor's time slice. A plain {@code
- *     sched_yield} while polling measured far worse (depth 1, guest polling, loaded host: p50
- *     3.9 ms against 0.12 ms for a fixed window): the yielding thread queues behind every
- *     runnable thread while the guest's kicks stay suppressed, so nothing brings it back early.
+ * <li><b>Hand the core over when it was taken</b>: a gap of more than {@link #PREEMPTED_GAP_NS}
+ *     between two idle rounds means the thread lost its core while polling: another runnable
+ *     thread needed it, perhaps the guest this one waits for. The window drops to 0 and the
+ *     thread sleeps in the kernel for this wait; a kick (notifications are re-enabled before
+ *     sleeping) brings it back with the scheduler's wake-up preference, and the window regrows
+ *     with the next short waits. That is all one gap does: on a machine that is otherwise idle
+ *     a JIT compiler thread, a GC or another process's burst takes the core now and then, and
+ *     a thread that also stopped polling for a back-off after each of them (as this class did
+ *     until 2026-12-05) spent most of its time blocking: 177k-618k IOPS at depth 1 where
+ *     busy-spinning made 640k-760k, one back-off doubling the last up to a second.
+ * <li><b>Yield when the core is shared for good</b>: the time lost in gaps is summed per sample
+ *     of polling (below) and the share of wall time it makes is averaged over about {@link
+ *     #LOST_TAU_NS}: when it reaches {@link #LOST_SHARE_CONTENDED} (two competing busy loops on
+ *     two cores take half of it; one takes a third, and polling still paid there) the thread
+ *     stops polling for a back-off ({@link #CONTENDED_BACKOFF_NS}, doubling up to {@link
+ *     #MAX_CONTENDED_BACKOFF_NS} while contention keeps being found within a back-off of the
+ *     last: a host with steady competition ends up blocking), during which the window does not
+ *     regrow. A plain {@code sched_yield} while polling measured far worse (depth 1, guest
+ *     polling, loaded host: p50 3.9 ms against 0.12 ms for a fixed window): the yielding thread
+ *     queues behind every runnable thread while the guest's kicks stay suppressed, so nothing
+ *     brings it back early.
  * <li><b>Yield when the scheduler keeps taking the core</b>: a preemption shorter than the gap
  *     above (the guest thread this one just interrupted runs 10-20 us on its core, then sleeps)
  *     leaves no visible gap, yet it is the common case on a host with one runnable thread too
@@ -44,7 +46,10 @@ import org.agrona.concurrent.NanoClock;
  *     its involuntary context switches (one {@code getrusage} per sample of at least {@link
  *     #SAMPLE_NS}, never per request): when at least one poll window in {@link
  *     #PREEMPTED_WINDOWS_PER_SWITCH} of a sample was matched by an involuntary switch (and the
- *     sample has at least {@link #MIN_SAMPLE_SWITCHES}), it stops polling as above.
+ *     sample has at least {@link #MIN_SAMPLE_SWITCHES}), it stops polling as above. A sample
+ *     that long waits cut short (they shrank the window to 0 first: a guest that sleeps between
+ *     requests and wakes on this core makes them long too) is judged when the window shuts,
+ *     else it would never be judged at all.
  * </ul>
  *
  * A window that caught the work (no kernel sleep) is left alone: that is the sweet spot. Owned
