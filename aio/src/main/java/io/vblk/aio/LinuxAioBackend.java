@@ -297,6 +297,12 @@ final class LinuxAioBackend extends SlottedBackend {
         if (accepted < count) {
             UnsafeApi.copyMemory(inCall.addressOffset() + (long) accepted * Long.BYTES, queue.addressOffset(),
                     (long) (count - accepted) * Long.BYTES);
+            // The kernel may have written the key of the iocb it refused (it writes the key before
+            // it dispatches the opcode): queued again, its key must say "not taken", or a later
+            // call's lost answer would count it taken for ever (irev2 AioKeyRecoveryAttackTest).
+            for (int i = accepted; i < count; i++) {
+                UnsafeApi.putInt(null, inCall.getLong(i * Long.BYTES) + IOCB_KEY_OFFSET, KEY_NOT_TAKEN);
+            }
         }
         queued = count - accepted;
         inCallCount = 0;

@@ -259,6 +259,7 @@ abstract class SlottedBackend implements IoBackend {
         if (slot < 0) {
             return -Errno.EAGAIN;
         }
+        io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.PREPARE_TAKEN); // tests only: see FaultPoints
         slots.begin(slot, isWrite ? SlotTable.OP_WRITE : SlotTable.OP_READ, userData, offset, total);
         slots.stageSegments(slot, buffers);
         if (plan != BOUNCE) {

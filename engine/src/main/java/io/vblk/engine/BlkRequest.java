@@ -15,7 +15,7 @@ final class BlkRequest {
     static final byte HANDED = 2;
     /**
      * Given up by a quarantined queue's drain while the back end may still hold it (see
-     * {@link IoThread#settleLost}): pinned, out of its queue's in-flight count; a late completion
+     * {@link FaultRecovery#settleLost}): pinned, out of its queue's in-flight count; a late completion
      * only gives the slot back, never touches guest memory.
      */
     static final byte LOST = 3;

@@ -365,7 +365,7 @@ public final class BlockDevice implements AutoCloseable {
         CompletableFuture<QueueState> done = new CompletableFuture<>();
         thread.submitCommand(new InboxEvent.Command() {
             private boolean begun;
-            private final IoThread.LostWatch lost = new IoThread.LostWatch();
+            private final FaultRecovery.LostWatch lost = new FaultRecovery.LostWatch();
 
             @Override
             public boolean run(IoThread t) {
@@ -378,11 +378,17 @@ public final class BlockDevice implements AutoCloseable {
                 }
                 // Drained means completed AND pushed: in dedicated mode the completion thread
                 // may still owe the used.idx publish of requests already back in the pool.
-                if ((queue.inflight > 0 || queue.dirty) && !t.settleLost(queue, lost)) {
+                if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
                     return false;
                 }
                 if (queue.state == QueueLifecycle.STOPPING) {
                     queue.state = QueueLifecycle.STOPPED;
+                } else if (queue.state == QueueLifecycle.BROKEN) {
+                    // A fault can cut a back-end slot off with no request lost (landing in the
+                    // back end's prepare, after the slot was taken): settleLost then reclaims
+                    // nothing, and the slot would be gone for good. Guarded: only with nothing
+                    // in flight or pending (aio IoBackend.reclaimLostSlots).
+                    t.backend().reclaimLostSlots();
                 }
                 t.unwatchKick(queue);
                 QueueState state = queue.ring.active() ? queue.ring.state() : queue.layout;
@@ -416,10 +422,10 @@ public final class BlockDevice implements AutoCloseable {
     /** Waits until {@code queue} has nothing in flight and nothing unpublished; changes no state. */
     private void drain(DeviceQueue queue) {
         CompletableFuture<Void> done = new CompletableFuture<>();
-        IoThread.LostWatch lost = new IoThread.LostWatch();
+        FaultRecovery.LostWatch lost = new FaultRecovery.LostWatch();
         threadOfQueue[queue.index].submitCommand(t -> {
             t.flushCompletions();
-            if ((queue.inflight > 0 || queue.dirty) && !t.settleLost(queue, lost)) {
+            if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
                 return false;
             }
             done.complete(null);

@@ -54,7 +54,7 @@ final class CompletionPath {
     /** One back-end operation of {@code r} finished with {@code result} (bytes, or -errno). */
     void complete(BlkRequest r, long result) {
         if (r.stage == BlkRequest.LOST) {
-            // Its queue's drain gave it up (see IoThread#settleLost): the guest no longer waits
+            // Its queue's drain gave it up (see FaultRecovery#settleLost): the guest no longer waits
             // for it, and its memory may have been reset since; only the slot comes back.
             if (result == IMMEDIATE || --r.pendingOps <= 0) {
                 r.finished = true;

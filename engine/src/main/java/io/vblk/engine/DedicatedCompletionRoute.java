@@ -25,7 +25,7 @@ import com.lmax.disruptor.WaitStrategy;
  * ({@link #runCompletions}), after the same quarantine. Each event is marked consumed before its
  * request is completed, so an event the processor sees again is a no-op: a request is never
  * completed twice; one an escaped exception cut short is lost, and its quarantined queue's drain
- * gives it up ({@link IoThread#settleLost}).
+ * gives it up ({@link FaultRecovery#settleLost}).
  */
 final class DedicatedCompletionRoute implements CompletionRoute {
     private final RequestPool pool;

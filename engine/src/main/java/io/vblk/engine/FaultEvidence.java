@@ -23,10 +23,20 @@ final class FaultEvidence {
     private final GuestMemory[] earlier = new GuestMemory[REMEMBERED];
     private int nextEarlier;
     /**
+     * Tables whose evidence already attributed a fault (a ring: the oldest is forgotten). One
+     * shrink costs one late fault per thread, delivered once; the evidence stays visible for as
+     * long as the table is remembered, so without this every later fault on the thread, whatever
+     * its cause, would be "attributed" to it and spare the queue where it landed (a queue whose
+     * own memory keeps faulting without evidence then re-popped for ever). A queue starting on
+     * the table again ({@link #note}) makes its evidence fresh again.
+     */
+    private final GuestMemory[] spent = new GuestMemory[2 * REMEMBERED];
+    private int nextSpent;
+    /**
      * A fault landed outside a pop loop (inside a reap, a submit, a command) and was attributed
      * elsewhere: a completion of this thread may have been lost with it. While set, a drain that
      * finds requests nothing can complete gives them up and quarantines their queue ({@link
-     * IoThread#settleLost}); cleared once every queue of the thread has nothing in flight.
+     * FaultRecovery#settleLost}); cleared once every queue of the thread has nothing in flight.
      */
     boolean suspect;
 
@@ -34,6 +44,11 @@ final class FaultEvidence {
     void note(GuestMemory table) {
         if (table == null) {
             return;
+        }
+        for (int i = 0; i < spent.length; i++) {
+            if (spent[i] == table) {
+                spent[i] = null; // a queue runs on it again: a new shrink would be new evidence
+            }
         }
         for (GuestMemory m : earlier) {
             if (m == table) {
@@ -49,6 +64,29 @@ final class FaultEvidence {
         for (GuestMemory m : earlier) {
             into.note(m);
         }
+        for (GuestMemory m : spent) {
+            if (m != null) {
+                into.spend(m);
+            }
+        }
+    }
+
+    /** Records that {@code table}'s evidence attributed a fault. */
+    void spend(GuestMemory table) {
+        if (isSpent(table)) {
+            return;
+        }
+        spent[nextSpent] = table;
+        nextSpent = (nextSpent + 1) % spent.length;
+    }
+
+    boolean isSpent(GuestMemory table) {
+        for (GuestMemory m : spent) {
+            if (m == table) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Runs {@code action} on every remembered table. */
@@ -69,6 +107,11 @@ final class FaultEvidence {
         String staleEvidence;
         /** The first evidence on a live table. */
         String liveEvidence;
+        /** Tables showing evidence, and the thread that spends it (a live culprit's, else the landing one). */
+        final List<GuestMemory> evidenceTables = new ArrayList<>();
+        final List<IoThread> evidenceOwners = new ArrayList<>();
+        /** Whether some table showing evidence has not attributed a fault yet. */
+        boolean fresh;
 
         boolean anyEvidence() {
             return liveEvidence != null || staleEvidence != null;
@@ -98,6 +141,11 @@ final class FaultEvidence {
                 if (evidence == null) {
                     continue;
                 }
+                if (!v.evidenceTables.contains(table)) {
+                    v.evidenceTables.add(table);
+                    v.evidenceOwners.add(m);
+                    v.fresh |= !spentAnywhere(table, members, retired);
+                }
                 if (isLive) {
                     v.culprits.add(q);
                     v.culpritThreads.add(m);
@@ -121,11 +169,28 @@ final class FaultEvidence {
                 continue;
             }
             String evidence = asked.computeIfAbsent(table, FaultEvidence::ask);
-            if (evidence != null && v.staleEvidence == null) {
+            if (evidence == null) {
+                continue;
+            }
+            if (v.staleEvidence == null) {
                 v.staleEvidence = evidence;
+            }
+            if (!v.evidenceTables.contains(table)) {
+                v.evidenceTables.add(table);
+                v.evidenceOwners.add(null); // the landing thread spends it
+                v.fresh |= !spentAnywhere(table, members, retired);
             }
         }
         return v;
+    }
+
+    private static boolean spentAnywhere(GuestMemory table, IoThread[] members, FaultEvidence retired) {
+        for (IoThread m : members) {
+            if (m.evidence().isSpent(table)) {
+                return true;
+            }
+        }
+        return retired != null && retired.isSpent(table);
     }
 
     private static String ask(GuestMemory table) {

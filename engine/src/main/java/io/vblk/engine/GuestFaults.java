@@ -34,6 +34,11 @@ package io.vblk.engine;
  *         as before attribution existed (the catch-all: the thread's queues). (vhost's inflight
  *         buffers need no evidence: only buffers sealed against shrinking are mapped.)</li>
  *     </ul>
+ *     Evidence attributes one fault: one shrink costs one late fault per thread, delivered
+ *     once, while the evidence stays visible as long as the table is remembered. A later fault
+ *     with only evidence that already attributed one (and no queue started on that table since)
+ *     is handled as one without evidence; otherwise a queue whose own memory keeps faulting
+ *     without evidence would be spared and pop again for ever (irev2 SpentEvidenceAttackTest).
  *     Each verdict is reported once to the owner ({@link DeviceListener#faultAttributed}; the
  *     daemon logs it).</li>
  * <li><b>A spared queue loses nothing.</b> The pop loop keeps, in locals, where it is: between
@@ -48,7 +53,12 @@ package io.vblk.engine;
  * <li>Every request slot carries its stage ({@link BlkRequest#stage}): claimed by the I/O
  *     thread, or handed to the back end / completion path. After any exception on the I/O
  *     thread every slot still "claimed" is given back (or, spared, popped again) and its
- *     queue's in-flight count restored; a slot is never given back twice. So {@code stopQueue},
+ *     queue's in-flight count restored; a slot is never given back twice. The one caught while
+ *     it was being handed on is held as handed instead (the back end may have queued its
+ *     operation: the fault can land at the return from the prepare), until its completion or
+ *     the quarantined queue's drain gives it up; and a request is counted in flight before it
+ *     names its queue, so a fault inside the claim leaves the count high (given up at the
+ *     drain), never low (a drain returning with a request in flight). So {@code stopQueue},
  *     {@code setMemory} and {@code close} always return.</li>
  * <li>Completion writes (status byte, used element, inflight region) and the used publish are
  *     guarded: a fault there marks the queue faulted ({@link DeviceQueue#faultReason}); the
@@ -68,7 +78,7 @@ package io.vblk.engine;
  * <li>A fault the JVM delivers inside the back end's reap or submit, or between the reap and
  *     the completion route, can lose a request's completion, which no stage can see. A drain of
  *     a quarantined queue (or of any queue of a suspect thread) therefore gives such requests
- *     up ({@link IoThread#settleLost}): once the back end reports nothing in flight and nothing
+ *     up ({@link FaultRecovery#settleLost}): once the back end reports nothing in flight and nothing
  *     pending, their request slots go back to the pool, and so do the back end's own slots of
  *     those completions (aio {@code IoBackend.reclaimLostSlots}: with nothing in flight, every
  *     slot still taken is lost; io_uring, Linux AIO, the thread pool and the helper thread
@@ -146,6 +156,27 @@ final class GuestFaults {
         if (!v.anyEvidence()) {
             landed.report("guest memory fault on I/O thread " + landed.roleName() + " with no evidence of a file shorter than"
                     + " its mapping: quarantined where the JVM delivered it (" + e.getMessage() + ")");
+            return false;
+        }
+        for (int i = 0; i < v.evidenceTables.size(); i++) {
+            IoThread owner = v.evidenceOwners.get(i);
+            (owner != null ? owner : landed).evidence().spend(v.evidenceTables.get(i));
+        }
+        if (!v.fresh) {
+            // Every table showing evidence already attributed a fault, which one shrink causes
+            // once: this one is not its (a queue's own memory faulting without evidence, again
+            // and again). Live culprits still go; the queue where it landed is not spared.
+            String reason = "guest memory fault: " + v.liveEvidence + " (" + e + ")";
+            for (int i = 0; i < v.culprits.size(); i++) {
+                DeviceQueue q = v.culprits.get(i);
+                if (q.faultReason == null) {
+                    q.faultReason = reason; // its completions no longer touch that memory
+                }
+                v.culpritThreads.get(i).quarantine(q, reason);
+            }
+            landed.report("guest memory fault on I/O thread " + landed.roleName() + " with only evidence that already"
+                    + " attributed a fault (" + (v.liveEvidence != null ? v.liveEvidence : v.staleEvidence)
+                    + "): quarantined where the JVM delivered it (" + e.getMessage() + ")");
             return false;
         }
         StringBuilder report = new StringBuilder("guest memory fault on I/O thread ").append(landed.roleName())

@@ -5,10 +5,15 @@ package io.vblk.engine;
  * control-plane command. Preallocated by the ring; kicks carry no object.
  */
 final class InboxEvent {
-    static final int KICK = 0;
-    static final int COMMAND = 1;
+    /** What an entry carries. */
+    enum Type {
+        /** A queue's kick ({@link #queue}): counted; the round polls every running queue anyway. */
+        KICK,
+        /** A control-plane {@link #command} to run on the I/O thread. */
+        COMMAND
+    }
 
-    int type;
+    Type type;
     int queue;
     Command command;
 

@@ -21,8 +21,9 @@ import io.vblk.block.BlockDriver;
  * back end, and runs {@link #doWork()} rounds, each followed by its {@link IdleStrategy} (chosen
  * by the {@link WaitStrategy}). Its state is split by owner: the {@link RequestDispatcher} (pool,
  * parser, chain, throttle), the {@link CompletionRoute} (inline, or a dedicated completion thread
- * with its ring and return queue), the {@link EpollWait} (the epoll set it sleeps in) and, here,
- * the inbox, the sleep protocol and the control commands.
+ * with its ring and return queue), the {@link EpollWait} (the epoll set it sleeps in), the
+ * {@link FaultRecovery} (a caught failure, the suspect state, lost requests given up by a drain)
+ * and, here, the loop, the inbox, the sleep protocol and the control commands.
  *
  * <p>A round: drain the inbox ring (kicks and control commands, published by other threads into
  * a Disruptor ring), take back requests finished elsewhere, reap finished operations, pop every
@@ -65,6 +66,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final boolean reapsOnSubmit;
     /** The memory tables its queues used, for a late fault's evidence (see {@link GuestFaults}). */
     private final FaultEvidence evidence = new FaultEvidence();
+    private final FaultRecovery faults;
     private final DeviceListener listener;
 
     IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
@@ -95,6 +97,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         dispatcher.route(route);
         this.idle = IdleStrategies.forIoThread(tuning, clock, this);
         this.events = new EpollWait(queues, backend);
+        this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
@@ -134,20 +137,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
     }
 
-    /**
-     * A failure outside a pop loop: a bug, or a guest-memory fault. One attributed by evidence
-     * to other memory (see {@link GuestFaults}) quarantines only the queues that use that
-     * memory; this thread's queues then stay, but the fault may have cost a completion (in a
-     * reap, a submit), so the thread turns suspect until they have nothing in flight. Anything
-     * else stops this thread's queues, as before.
-     */
+    /** A failure outside a pop loop: see {@link FaultRecovery#caught}. */
     private void caughtInRound(Throwable e) {
-        dispatcher.reclaimStranded();
-        if (GuestFaults.attribute(this, e)) {
-            evidence.suspect = true;
-        } else {
-            quarantineAll("internal error: " + e);
-        }
+        faults.caught(e);
     }
 
     /** This member's epoll descriptor, which a shared thread watches for its kicks and completions. */
@@ -179,6 +171,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     FaultEvidence evidence() {
         return evidence;
+    }
+
+    /** What a drain asks to give up requests a late fault lost ({@link FaultRecovery#settleLost}). */
+    FaultRecovery faults() {
+        return faults;
     }
 
     /** The I/O threads run by this one's OS thread: the shared thread's members, or itself. */
@@ -220,7 +217,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     private static void translateKick(InboxEvent event, long sequence, int queue) {
-        event.type = InboxEvent.KICK;
+        event.type = InboxEvent.Type.KICK;
         event.queue = queue;
         event.command = null;
     }
@@ -229,7 +226,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     void submitCommand(InboxEvent.Command command) {
         long sequence = inbox.next();
         InboxEvent event = inbox.get(sequence);
-        event.type = InboxEvent.COMMAND;
+        event.type = InboxEvent.Type.COMMAND;
         event.command = command;
         inbox.publish(sequence);
         wakeIfSleeping();
@@ -253,12 +250,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 caughtInRound(e);
                 idle.idle(0);
             }
-        }
-    }
-
-    private void quarantineAll(String reason) {
-        for (DeviceQueue q : queues) {
-            quarantine(q, reason);
         }
     }
 
@@ -326,7 +317,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     private boolean onInboxEvent(InboxEvent event, long sequence, boolean endOfBatch) {
-        if (event.type == InboxEvent.KICK) {
+        if (event.type == InboxEvent.Type.KICK) {
             for (DeviceQueue q : queues) {
                 if (q.index == event.queue) {
                     q.counters.increment(QueueCounters.KICKS);
@@ -443,102 +434,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         events.unwatchKick(q);
     }
 
-    /**
-     * Suspect (a fault attributed elsewhere landed outside a pop loop): once every queue of the
-     * thread has nothing in flight, nothing was lost, and the thread is trusted again.
-     */
+    /** The rounds' check of a suspect thread: see {@link FaultRecovery#clearSuspectWhenSettled}. */
     private void clearSuspectWhenSettled() {
-        for (DeviceQueue q : queues) {
-            if (q.inflight != 0) {
-                return;
-            }
-        }
-        evidence.suspect = false;
-    }
-
-    /** One drain's view of a quarantined queue across rounds (see {@link #settleLost}). */
-    static final class LostWatch {
-        private static final long NO_FENCE = Long.MIN_VALUE;
-        private long fence = NO_FENCE;
-        private int lastInflight = -1;
-    }
-
-    /**
-     * Called by a drain (stop, drain, close) each round while {@code q} still counts requests in
-     * flight or unpublished (I/O thread only). A guest-memory fault the JVM delivers late (see
-     * {@link GuestFaults}) can land inside the back end's reap or submit, or between the reap
-     * and the completion route, and lose a completion: the request then stays counted in
-     * flight and the drain would wait forever. So, on a quarantined queue (the fault
-     * quarantined it), or on any queue of a thread made suspect by a fault attributed elsewhere
-     * ({@link FaultEvidence#suspect}: the queue is quarantined first, since it lost a request),
-     * returns true once it has given such requests up as {@link QueueCounters#LOST} (the queue
-     * stays quarantined: needs-reset), and the back end's slots they held go back
-     * ({@code reclaimLostSlots}):
-     * <ul>
-     * <li>when the back end reports nothing in flight and nothing pending submit (so nothing
-     *     can complete, and no I/O can touch their buffers: their slots go back to the pool);
-     * </ul>
-     * Never while the back end still reports work, however long the count has not moved: an
-     * operation that is really still running (a long zeroing ahead of it on the thread pool, a
-     * network server that stalls) may yet write into guest memory, and a drain that returned
-     * would let the VMM unmap that memory under it (a SIGSEGV the JVM cannot survive). The aio
-     * back ends derive that report from the kernel's and their queues' own indices, so a fault
-     * landing inside them cannot leave it wrong (see {@link GuestFaults}; Linux AIO keeps one
-     * narrow window, which would leave this drain waiting: a hang, not a crash).
-     * Either way only after a completion fence has passed (dedicated mode: the completion
-     * thread finished every batch handed to it) and its returns were taken back. A lost
-     * request is never completed into guest memory.
-     */
-    boolean settleLost(DeviceQueue q, LostWatch w) {
-        // A live queue of a suspect thread is looked at only for requests in flight: its
-        // unpublished used entries are published by the rounds as usual.
-        if (q.state != QueueLifecycle.BROKEN && (!evidence.suspect || q.inflight == 0)) {
-            w.fence = LostWatch.NO_FENCE;
-            w.lastInflight = -1;
-            return false;
-        }
-        if (q.inflight != w.lastInflight) {
-            w.lastInflight = q.inflight;
-            w.fence = LostWatch.NO_FENCE;
-        }
-        boolean idle = backend.inFlight() == 0 && backend.pendingSubmit() == 0;
-        if (!idle) {
-            w.fence = LostWatch.NO_FENCE;
-            return false;
-        }
-        if (w.fence == LostWatch.NO_FENCE) {
-            w.fence = route.fence();
-            return false;
-        }
-        if (!route.passed(w.fence)) {
-            return false;
-        }
-        route.reclaim();
-        route.endOfBatch();
-        if (q.state != QueueLifecycle.BROKEN && q.inflight == 0) {
-            return false; // a suspect thread's queue that lost nothing: its drain goes on as usual
-        }
-        if (q.inflight > 0 && q.state != QueueLifecycle.BROKEN) {
-            // Suspect thread: requests nothing can complete any more were lost to the fault
-            // attributed elsewhere; this queue lost them, so it needs a reset after all.
-            String reason = "a completion was lost to a guest memory fault delivered on this thread";
-            q.faultReason = reason;
-            quarantine(q, reason);
-        }
-        if (q.inflight > 0) {
-            // Re-read: nothing was submitted since (the queue pops nothing), so idle still holds
-            // unless the back end finished something of another queue meanwhile.
-            boolean free = backend.inFlight() == 0 && backend.pendingSubmit() == 0;
-            dispatcher.giveUpLost(q, free);
-            if (free) {
-                // The back end's slots of those lost completions are lost too: nothing is in
-                // flight or pending, so every slot it still counts taken can go back.
-                backend.reclaimLostSlots();
-            }
-        }
-        // A used.idx publish a fault cut short stays undone: the queue's memory is not touched again.
-        q.dirty = false;
-        return true;
+        faults.clearSuspectWhenSettled();
     }
 
     /** Publishes immediate completions left from control work (I/O thread only). */

@@ -101,9 +101,14 @@ final class RequestDispatcher {
                     tracker.popped(chain.head());
                 }
                 BlkRequest r = pool.claim(); // stage CLAIMED until dispatch hands it on
+                // Counted before it names its queue: a fault landing in between (reclaimStranded
+                // then takes nothing off) leaves the count one high, which the quarantined queue's
+                // drain gives up; the other order left it one low, and a drain returned with a
+                // request in flight (irev2 HalfClaimedAttackTest).
+                q.inflight++;
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.CLAIMING); // tests only: see FaultPoints
                 r.queue = q;
                 r.startNs = nowNs;
-                q.inflight++;
                 popped++;
                 current = r;
                 phase = PARSING;
@@ -111,6 +116,7 @@ final class RequestDispatcher {
                 RequestParser.Outcome outcome = parser.parse(chain, r);
                 phase = DISPATCHING;
                 dispatch(r, outcome);
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.HANDING); // tests only: see FaultPoints
                 if (r.stage == BlkRequest.CLAIMED) {
                     r.stage = BlkRequest.HANDED; // the back end's or the completion route's now
                 }
@@ -138,6 +144,14 @@ final class RequestDispatcher {
                 }
                 listener.faultAttributed("queue " + q.index + " is quarantined where the fault landed all the same: it was"
                         + " handing a request on, which cannot be undone exactly");
+            }
+            if (phase == DISPATCHING && current != null && current.stage == BlkRequest.CLAIMED) {
+                // The back end or the completion route may hold it already (the fault can land
+                // at the return from its prepare): never back to the pool while its operation
+                // may run, or another queue's request takes the slot and gets its completion
+                // (irev2 HandedOnAttackTest). Held and counted until that completion, or until
+                // the quarantined queue's drain gives it up with nothing in flight.
+                current.stage = BlkRequest.HANDED;
             }
             // A fault in this queue's guest memory (or a bug, or a fault of other memory that
             // landed where this queue cannot be made whole): give back the request that never
@@ -279,7 +293,7 @@ final class RequestDispatcher {
 
     /**
      * Gives up every request {@code q} still counts in flight (I/O thread, on a quarantined
-     * queue whose drain found they can never complete, see {@link IoThread#settleLost}): counts
+     * queue whose drain found they can never complete, see {@link FaultRecovery#settleLost}): counts
      * them {@link QueueCounters#LOST} and zeroes the queue's in-flight count. With {@code free}
      * (the back end has nothing in flight: no I/O can touch their buffers) their slots go back
      * to the pool; without, they stay pinned as {@link BlkRequest#LOST} until a late completion

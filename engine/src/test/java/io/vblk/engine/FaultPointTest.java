@@ -63,7 +63,7 @@ class FaultPointTest {
 
     /**
      * Every point cold and hot, 28 cases, about 25 s; one point with {@code -Dfaultpoint=PARSE}.
-     * Before the drain gave up lost requests ({@link IoThread#settleLost}) about one run in two
+     * Before the drain gave up lost requests ({@link FaultRecovery#settleLost}) about one run in two
      * had a case hang in stop or close: the fault, delivered inside the back end's reap or submit,
      * lost that request's completion. After that, BOUNCE_COPY hot still hung in most runs: the
      * SIGBUS of the bounce copy, thrown late inside the reap between taking the CQE and counting

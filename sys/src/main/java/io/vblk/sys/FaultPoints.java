@@ -31,6 +31,12 @@ public final class FaultPoints {
     public static final int SUBMIT_RETURNED = 5;
     /** aio: just after a completion was taken from the kernel (or a queue), before it is finished. */
     public static final int REAP_TAKEN = 6;
+    /** aio: just after a request took a back-end slot, before the slot is queued anywhere. */
+    public static final int PREPARE_TAKEN = 7;
+    /** engine: a request half claimed: between counting it in flight and naming its queue. */
+    public static final int CLAIMING = 8;
+    /** engine: a request just handed to the back end or the completion route, before its stage says so. */
+    public static final int HANDING = 9;
 
     /** The message HotSpot gives the error (engine's GuestFaults.isMemoryFault matches it). */
     public static final String MESSAGE = "a fault occurred in an unsafe memory access operation (injected)";

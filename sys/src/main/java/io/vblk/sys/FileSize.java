@@ -11,6 +11,9 @@ public final class FileSize {
     /** {@code struct stat} on x86-64: 144 bytes, {@code st_size} at 48. */
     private static final int STAT_LENGTH = 144;
     private static final int STAT_SIZE_OFFSET = 48;
+    private static final int STAT_MODE_OFFSET = 24;
+    private static final int S_IFMT = 0170000;
+    private static final int S_IFREG = 0100000;
 
     private FileSize() {
     }
@@ -20,6 +23,20 @@ public final class FileSize {
         UnsafeBuffer stat = new NativeBuffer(STAT_LENGTH, 8).buffer();
         long rc = Native.syscall(Linux.SYS_FSTAT, fd, stat.addressOffset(), 0, 0, 0);
         return rc < 0 ? rc : stat.getLong(STAT_SIZE_OFFSET);
+    }
+
+    /**
+     * The size of the regular file behind {@code fd} (memfd, tmpfs, hugetlbfs and disk files
+     * are regular), {@code -ENODEV} for anything else (a character or block device such as
+     * /dev/zero, whose st_size is 0 whatever it maps), or {@code -errno}. Allocates its buffer.
+     */
+    public static long ofRegularFile(int fd) {
+        UnsafeBuffer stat = new NativeBuffer(STAT_LENGTH, 8).buffer();
+        long rc = Native.syscall(Linux.SYS_FSTAT, fd, stat.addressOffset(), 0, 0, 0);
+        if (rc < 0) {
+            return rc;
+        }
+        return (stat.getInt(STAT_MODE_OFFSET) & S_IFMT) == S_IFREG ? stat.getLong(STAT_SIZE_OFFSET) : -Errno.ENODEV;
     }
 
     /** A close-on-exec duplicate of {@code fd} (same open file description), or {@code -errno}. */

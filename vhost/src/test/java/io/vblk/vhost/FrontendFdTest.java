@@ -72,29 +72,17 @@ class FrontendFdTest extends OneServerCase {
                 assertEquals(0, Native.syscall(293 /* pipe2 */, b.address(), 0, 0, 0, 0));
                 int read = b.buffer().getInt(0);
                 int write = b.buffer().getInt(4);
-                fill(write);
+                FrontendFuzzer.fill(write);
                 return new int[] {write, read};
             }
             default: {
                 assertEquals(0, Native.syscall(53 /* socketpair */, 1, 1, 0, b.address(), 0));
                 int mine = b.buffer().getInt(0);
                 int peer = b.buffer().getInt(4);
-                fill(mine);
+                FrontendFuzzer.fill(mine);
                 return new int[] {mine, peer};
             }
         }
     }
 
-    private static void fill(int fd) {
-        int flags = Native.libc().fcntl(fd, 3 /* F_GETFL */, 0);
-        Native.libc().fcntl(fd, 4 /* F_SETFL */, flags | 04000 /* O_NONBLOCK */);
-        NativeBuffer b = new NativeBuffer(65536);
-        while (Native.libc().write(fd, b.address(), 65536) > 0) {
-            // until EAGAIN
-        }
-        while (Native.libc().write(fd, b.address(), 1) > 0) {
-            // to the last byte
-        }
-        Native.libc().fcntl(fd, 4 /* F_SETFL */, flags);
-    }
 }

@@ -718,8 +718,8 @@ final class FrontendFuzzer {
                 + closedByServer + " connections closed by the server; mutations " + mutations + "; descriptor kinds " + fdKinds;
     }
 
-    /** Fills a blocking pipe or socket until a write would block, and leaves it blocking. */
-    private static void fill(int fd) {
+    /** Fills a blocking pipe or socket until a write would block, and leaves it blocking (also FrontendFdTest). */
+    static void fill(int fd) {
         int flags = Native.libc().fcntl(fd, 3 /* F_GETFL */, 0);
         Native.libc().fcntl(fd, 4 /* F_SETFL */, flags | 04000 /* O_NONBLOCK */);
         NativeBuffer b = new NativeBuffer(65536);

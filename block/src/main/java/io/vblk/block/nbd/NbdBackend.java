@@ -491,6 +491,7 @@ public final class NbdBackend implements IoBackend {
             if (slot < 0) {
                 break;
             }
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.REAP_TAKEN); // tests only: see FaultPoints
             long userData = slots.userData[slot];
             long result = slots.result[slot];
             free.offer(slot);

@@ -36,8 +36,7 @@ import io.vblk.sys.PosixFile;
  * worker thread for threads (a synchronous engine has no queue depth of its own), null for null.
  *
  * <pre>
- * java --add-exports java.base/jdk.internal.misc=ALL-UNNAMED --enable-native-access=ALL-UNNAMED \
- *      -cp perf/target/vblk-perf.jar io.vblk.perf.aio.BackendBench [options]
+ * java $(scripts/jvm-flags) -cp perf/target/vblk-perf.jar io.vblk.perf.aio.BackendBench [options]
  *   --image PATH       the 1 GiB image, created and filled with random data once, then reused
  *                      (default /var/tmp/vblk-bench-1g.img)
  *   --seconds N        measured seconds per cell (default 5), after --warmup N (default 1)

@@ -47,7 +47,7 @@ import io.vblk.vring.SplitQueue;
  *
  * <pre>
  * mvn -q -B -o package -pl perf -DskipTests
- * java -jar perf/target/vblk-perf.jar 'io.vblk.perf.vring.SplitQueueBenchmark' -f 1 -wi 3 -i 5 -w 1s -r 1s
+ * java $(scripts/jvm-flags) -cp perf/target/vblk-perf.jar org.openjdk.jmh.Main 'io.vblk.perf.vring.SplitQueueBenchmark' -f 1 -wi 3 -i 5 -w 1s -r 1s
  * </pre>
  */
 @State(Scope.Thread)
@@ -55,8 +55,8 @@ import io.vblk.vring.SplitQueue;
 @OutputTimeUnit(TimeUnit.NANOSECONDS)
 @Warmup(iterations = 3, time = 1)
 @Measurement(iterations = 5, time = 1)
-@Fork(value = 1, jvmArgsAppend = {"--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-        "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false"})
+// No JVM arguments here: a JMH fork inherits the launching JVM's, which scripts/jvm-flags gives.
+@Fork(1)
 public class SplitQueueBenchmark {
     private static final int SIZE = 256;
     private static final int BATCH = 32;

@@ -1,0 +1,146 @@
+package io.vblk.engine;
+
+import io.vblk.block.BlockDriver;
+
+/**
+ * An I/O thread's side of the fault model ({@link GuestFaults}): what it does with a failure
+ * caught in a round, its suspect state ({@link FaultEvidence#suspect}), and, for a drain, giving
+ * up requests a late guest-memory fault lost ({@link #settleLost}). Owns no state of the round
+ * itself: it reads the queues, the back end and the completion route, and quarantines through
+ * the dispatcher. Nothing here runs per request. I/O thread only.
+ */
+final class FaultRecovery {
+    private final IoThread thread;
+    private final DeviceQueue[] queues;
+    private final BlockDriver backend;
+    private final RequestDispatcher dispatcher;
+    private final CompletionRoute route;
+    private final FaultEvidence evidence;
+
+    FaultRecovery(IoThread thread, DeviceQueue[] queues, BlockDriver backend, RequestDispatcher dispatcher,
+                  CompletionRoute route, FaultEvidence evidence) {
+        this.thread = thread;
+        this.queues = queues;
+        this.backend = backend;
+        this.dispatcher = dispatcher;
+        this.route = route;
+        this.evidence = evidence;
+    }
+
+    /**
+     * A failure outside a pop loop: a bug, or a guest-memory fault. One attributed by evidence
+     * to other memory (see {@link GuestFaults}) quarantines only the queues that use that
+     * memory; this thread's queues then stay, but the fault may have cost a completion (in a
+     * reap, a submit), so the thread turns suspect until they have nothing in flight. Anything
+     * else stops this thread's queues.
+     */
+    void caught(Throwable e) {
+        dispatcher.reclaimStranded();
+        if (GuestFaults.attribute(thread, e)) {
+            evidence.suspect = true;
+        } else {
+            String reason = "internal error: " + e;
+            for (DeviceQueue q : queues) {
+                dispatcher.quarantine(q, reason);
+            }
+        }
+    }
+
+    /**
+     * Suspect (a fault attributed elsewhere landed outside a pop loop): once every queue of the
+     * thread has nothing in flight, nothing was lost, and the thread is trusted again.
+     */
+    void clearSuspectWhenSettled() {
+        for (DeviceQueue q : queues) {
+            if (q.inflight != 0) {
+                return;
+            }
+        }
+        evidence.suspect = false;
+    }
+
+    /** One drain's view of a quarantined queue across rounds (see {@link #settleLost}). */
+    static final class LostWatch {
+        private static final long NO_FENCE = Long.MIN_VALUE;
+        private long fence = NO_FENCE;
+        private int lastInflight = -1;
+    }
+
+    /**
+     * Called by a drain (stop, drain, close) each round while {@code q} still counts requests in
+     * flight or unpublished (I/O thread only). A guest-memory fault the JVM delivers late (see
+     * {@link GuestFaults}) can land inside the back end's reap or submit, or between the reap
+     * and the completion route, and lose a completion: the request then stays counted in
+     * flight and the drain would wait forever. So, on a quarantined queue (the fault
+     * quarantined it), or on any queue of a thread made suspect by a fault attributed elsewhere
+     * ({@link FaultEvidence#suspect}: the queue is quarantined first, since it lost a request),
+     * returns true once it has given such requests up as {@link QueueCounters#LOST} (the queue
+     * stays quarantined: needs-reset), and the back end's slots they held go back
+     * ({@code reclaimLostSlots}):
+     * <ul>
+     * <li>when the back end reports nothing in flight and nothing pending submit (so nothing
+     *     can complete, and no I/O can touch their buffers: their slots go back to the pool);
+     * </ul>
+     * Never while the back end still reports work, however long the count has not moved: an
+     * operation that is really still running (a long zeroing ahead of it on the thread pool, a
+     * network server that stalls) may yet write into guest memory, and a drain that returned
+     * would let the VMM unmap that memory under it (a SIGSEGV the JVM cannot survive). The aio
+     * back ends derive that report from the kernel's and their queues' own indices, so a fault
+     * landing inside them cannot leave it wrong (see {@link GuestFaults}; Linux AIO keeps one
+     * narrow window, which would leave this drain waiting: a hang, not a crash).
+     * Either way only after a completion fence has passed (dedicated mode: the completion
+     * thread finished every batch handed to it) and its returns were taken back. A lost
+     * request is never completed into guest memory.
+     */
+    boolean settleLost(DeviceQueue q, LostWatch w) {
+        // A live queue of a suspect thread is looked at only for requests in flight: its
+        // unpublished used entries are published by the rounds as usual.
+        if (q.state != QueueLifecycle.BROKEN && (!evidence.suspect || q.inflight == 0)) {
+            w.fence = LostWatch.NO_FENCE;
+            w.lastInflight = -1;
+            return false;
+        }
+        if (q.inflight != w.lastInflight) {
+            w.lastInflight = q.inflight;
+            w.fence = LostWatch.NO_FENCE;
+        }
+        boolean idle = backend.inFlight() == 0 && backend.pendingSubmit() == 0;
+        if (!idle) {
+            w.fence = LostWatch.NO_FENCE;
+            return false;
+        }
+        if (w.fence == LostWatch.NO_FENCE) {
+            w.fence = route.fence();
+            return false;
+        }
+        if (!route.passed(w.fence)) {
+            return false;
+        }
+        route.reclaim();
+        route.endOfBatch();
+        if (q.state != QueueLifecycle.BROKEN && q.inflight == 0) {
+            return false; // a suspect thread's queue that lost nothing: its drain goes on as usual
+        }
+        if (q.inflight > 0 && q.state != QueueLifecycle.BROKEN) {
+            // Suspect thread: requests nothing can complete any more were lost to the fault
+            // attributed elsewhere; this queue lost them, so it needs a reset after all.
+            String reason = "a completion was lost to a guest memory fault delivered on this thread";
+            q.faultReason = reason;
+            dispatcher.quarantine(q, reason);
+        }
+        if (q.inflight > 0) {
+            // Re-read: nothing was submitted since (the queue pops nothing), so idle still holds
+            // unless the back end finished something of another queue meanwhile.
+            boolean free = backend.inFlight() == 0 && backend.pendingSubmit() == 0;
+            dispatcher.giveUpLost(q, free);
+            if (free) {
+                // The back end's slots of those lost completions are lost too: nothing is in
+                // flight or pending, so every slot it still counts taken can go back.
+                backend.reclaimLostSlots();
+            }
+        }
+        // A used.idx publish a fault cut short stays undone: the queue's memory is not touched again.
+        q.dirty = false;
+        return true;
+    }
+}
