@@ -27,7 +27,7 @@ import org.agrona.concurrent.NanoClock;
  *     until 2026-12-05) spent most of its time blocking: 177k-618k IOPS at depth 1 where
  *     busy-spinning made 640k-760k, one back-off doubling the last up to a second.
  * <li><b>Yield when the core is shared for good</b>: the time lost in gaps is summed per sample
- *     of polling (below) and the share of wall time it makes is averaged over about {@link
+ *     of polling (below) and the share of polling time it makes is averaged over about {@link
  *     #LOST_TAU_NS}: when it reaches {@link #LOST_SHARE_CONTENDED} (two competing busy loops on
  *     two cores take half of it; one takes a third, and polling still paid there) the thread
  *     stops polling for a back-off ({@link #CONTENDED_BACKOFF_NS}, doubling up to {@link
@@ -80,9 +80,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     static final int MIN_SAMPLE_SWITCHES = 8;
     /** A sample open this long without enough windows is dropped (its switches may not be polling's). */
     static final long STALE_SAMPLE_NS = 64 * SAMPLE_NS;
-    /** The time over which the share of wall time lost in gaps is averaged (the weight of a sample is its length over this). */
+    /** The polling time over which the share lost in gaps is averaged (a sample weighs its polling and lost time over this). */
     static final long LOST_TAU_NS = 16_000_000;
-    /** The averaged share of wall time lost in gaps while polling at which polling stops. */
+    /** The averaged share of polling time lost in gaps at which polling stops. */
     static final double LOST_SHARE_CONTENDED = 0.45;
     /**
      * Where the averaged share restarts after polling stopped: below the threshold, so that
@@ -109,7 +109,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private long contendedSamples;
     private long lostSamples;
     private long gaps;
-    /** The averaged share of wall time lost in gaps while polling (0 to 1). */
+    /** The averaged share of polling time lost in gaps (0 to 1). */
     private double lostShare;
     /** A sample is open: it started at {@link #sampleStartNs} with {@link #sampleSwitches}. */
     private boolean sampleOpen;
@@ -117,6 +117,8 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private long sampleSwitches;
     private int sampleWindows;
     private long sampleLostNs;
+    /** Time spent polling (on the core) in the sample: the share lost is of polling time, not of wall time. */
+    private long samplePolledNs;
 
     /** As below, without the switch count: only gaps between rounds show a preemption. */
     AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper) {
@@ -177,6 +179,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             sleep(false);
             return;
         }
+        if (now != pollStartNs) {
+            samplePolledNs += now - lastRoundNs;
+        }
         lastRoundNs = now;
         if (now - pollStartNs >= windowNs) {
             sleep(true);
@@ -219,8 +224,11 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         }
         long switches = involuntarySwitches.getAsLong();
         boolean preempted = preempted(switches - sampleSwitches, wallNs);
-        double share = Math.min(1.0, sampleLostNs / (double) wallNs);
-        lostShare += (share - lostShare) * wallNs / (double) (wallNs + LOST_TAU_NS);
+        long spentNs = sampleLostNs + samplePolledNs;
+        if (spentNs > 0) {
+            double share = sampleLostNs / (double) spentNs;
+            lostShare += (share - lostShare) * spentNs / (double) (spentNs + LOST_TAU_NS);
+        }
         boolean lost = lostShare >= LOST_SHARE_CONTENDED;
         if (preempted) {
             contendedSamples++;
@@ -243,6 +251,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         sampleSwitches = switches;
         sampleWindows = 1;
         sampleLostNs = 0;
+        samplePolledNs = 0;
     }
 
     /** Sleeps in the kernel; then, when {@code adjust}, sizes the window by how long the wait was. */
@@ -328,7 +337,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         return gaps;
     }
 
-    /** The averaged share of wall time lost in gaps while polling. */
+    /** The averaged share of polling time lost in gaps. */
     double lostShare() {
         return lostShare;
     }
