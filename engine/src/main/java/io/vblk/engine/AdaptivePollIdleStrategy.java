@@ -9,25 +9,34 @@ import org.agrona.concurrent.NanoClock;
  * Polls for a window after the last work, then sleeps in the kernel ({@link WaitStrategy#ADAPTIVE}),
  * with a window that pays for itself. Polling catches the next request of a busy guest without a
  * kick or a wake-up; it is worth it only while wake-ups come soon after the window would have
- * ended, and only while the thread has a core to itself.
+ * ended, and only while the thread has a core to itself most of the time.
  *
  * <ul>
  * <li><b>Grow</b> (QEMU's poll-grow): the wait ended (in the kernel) later than the window but
  *     within {@code maxPollNs}: a longer window would have caught it; double it (from 4 us).
  * <li><b>Shrink</b> (poll-shrink): the wait lasted longer than {@code maxPollNs}, so the poll
  *     was wasted CPU: halve it (below 4 us: 0, block at once).
- * <li><b>Yield to whoever needs the core</b>: a gap of more than {@link #PREEMPTED_GAP_NS}
+ * <li><b>Hand the core over when it was taken</b>: a gap of more than {@link #PREEMPTED_GAP_NS}
  *     between two idle rounds means the thread lost its core while polling: another runnable
- *     thread (a vCPU that must run before it can post the request polled for, a neighbour on an
- *     oversubscribed host) needs it. The window drops to 0 and the thread sleeps in the kernel
- *     at once, and the window does not grow again for a back-off ({@link #CONTENDED_BACKOFF_NS},
- *     doubling up to {@link #MAX_CONTENDED_BACKOFF_NS} while preemptions keep coming within a
- *     back-off of the last one: a host with steady competition ends up blocking): the core is
- *     handed over, and a kick (notifications are re-enabled before sleeping) brings the thread
- *     back with the scheduler's wake-up preference. A plain {@code sched_yield} while polling
- *     measured far worse (depth 1, guest polling, loaded host: p50 3.9 ms against 0.12 ms for a
- *     fixed window): the yielding thread queues behind every runnable thread while the guest's
- *     kicks stay suppressed, so nothing brings it back early.
+ *     thread needed it, perhaps the guest this one waits for. The window drops to 0 and the
+ *     thread sleeps in the kernel for this wait; a kick (notifications are re-enabled before
+ *     sleeping) brings it back with the scheduler's wake-up preference, and the window regrows
+ *     with the next short waits. That is all one gap does: on a machine that is otherwise idle
+ *     a JIT compiler thread, a GC or another process's burst takes the core now and then, and
+ *     a thread that also stopped polling for a back-off after each of them (as this class did
+ *     until 2026-12-05) spent most of its time blocking: 177k-618k IOPS at depth 1 where
+ *     busy-spinning made 640k-760k, one back-off doubling the last up to a second.
+ * <li><b>Yield when the core is shared for good</b>: the time lost in gaps is summed per sample
+ *     of polling (below) and the share of polling time it makes is averaged over about {@link
+ *     #LOST_TAU_NS}: when it reaches {@link #LOST_SHARE_CONTENDED} (two competing busy loops on
+ *     two cores take half of it; one takes a third, and polling still paid there) the thread
+ *     stops polling for a back-off ({@link #CONTENDED_BACKOFF_NS}, doubling up to {@link
+ *     #MAX_CONTENDED_BACKOFF_NS} while contention keeps being found within a back-off of the
+ *     last: a host with steady competition ends up blocking), during which the window does not
+ *     regrow. A plain {@code sched_yield} while polling measured far worse (depth 1, guest
+ *     polling, loaded host: p50 3.9 ms against 0.12 ms for a fixed window): the yielding thread
+ *     queues behind every runnable thread while the guest's kicks stay suppressed, so nothing
+ *     brings it back early.
  * <li><b>Yield when the scheduler keeps taking the core</b>: a preemption shorter than the gap
  *     above (the guest thread this one just interrupted runs 10-20 us on its core, then sleeps)
  *     leaves no visible gap, yet it is the common case on a host with one runnable thread too
@@ -36,9 +45,11 @@ import org.agrona.concurrent.NanoClock;
  *     against 35 us sleeping in the kernel, and twice the CPU per I/O). So the thread counts
  *     its involuntary context switches (one {@code getrusage} per sample of at least {@link
  *     #SAMPLE_NS}, never per request): when at least one poll window in {@link
- *     #PREEMPTED_WINDOWS_PER_SWITCH} of a sample was matched by an involuntary switch, it treats
- *     the sample as one preemption above (window 0, back-off). A thread that sleeps instead
- *     keeps the scheduler's wake-up preference, which on a contended host is what makes it fast.
+ *     #PREEMPTED_WINDOWS_PER_SWITCH} of a sample was matched by an involuntary switch (and the
+ *     sample has at least {@link #MIN_SAMPLE_SWITCHES}), it stops polling as above. A sample
+ *     that long waits cut short (they shrank the window to 0 first: a guest that sleeps between
+ *     requests and wakes on this core makes them long too) is judged when the window shuts,
+ *     else it would never be judged at all.
  * </ul>
  *
  * A window that caught the work (no kernel sleep) is left alone: that is the sweet spot. Owned
@@ -51,18 +62,34 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     static final long GROW_START_NS = 4_000;
     /** A gap between idle rounds this long means the thread was not running. */
     static final long PREEMPTED_GAP_NS = 50_000;
-    /** How long the window stays shut after the thread lost its core while polling. */
+    /** How long the window stays shut after polling was found contended. */
     static final long CONTENDED_BACKOFF_NS = 20_000_000;
-    /** The longest back-off, reached by preemptions in a row. */
+    /** The longest back-off, reached by contention found again and again. */
     static final long MAX_CONTENDED_BACKOFF_NS = 1_000_000_000;
-    /** The shortest stretch of polling over which involuntary switches are counted. */
+    /** The shortest stretch of polling over which involuntary switches and lost time are counted. */
     static final long SAMPLE_NS = 1_000_000;
     /** Poll windows a sample needs before its switch count says anything. */
     static final int MIN_SAMPLE_WINDOWS = 8;
     /** One involuntary switch per this many poll windows (or more) means the core is contended. */
     static final int PREEMPTED_WINDOWS_PER_SWITCH = 4;
+    /**
+     * Involuntary switches a sample needs before their ratio to windows says anything: a few
+     * switches (another process's burst, a JIT thread) over a sample with few windows (a guest
+     * that was itself off the core) make the ratio without saying anything.
+     */
+    static final int MIN_SAMPLE_SWITCHES = 8;
     /** A sample open this long without enough windows is dropped (its switches may not be polling's). */
     static final long STALE_SAMPLE_NS = 64 * SAMPLE_NS;
+    /** The polling time over which the share lost in gaps is averaged (a sample weighs its polling and lost time over this). */
+    static final long LOST_TAU_NS = 16_000_000;
+    /** The averaged share of polling time lost in gaps at which polling stops. */
+    static final double LOST_SHARE_CONTENDED = 0.45;
+    /**
+     * Where the averaged share restarts after polling stopped: below the threshold, so that
+     * polling that finds no loss after the back-off goes on, and near it, so that polling that
+     * finds the competition still there stops again within a few samples.
+     */
+    static final double LOST_SHARE_AFTER_BACKOFF = 0.40;
 
     private final NanoClock clock;
     private final long maxPollNs;
@@ -80,13 +107,20 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private long shrinks;
     private long preemptions;
     private long contendedSamples;
-    /** A switch-count sample is open: it started at {@link #sampleStartNs} with {@link #sampleSwitches}. */
+    private long lostSamples;
+    private long gaps;
+    /** The averaged share of polling time lost in gaps (0 to 1). */
+    private double lostShare;
+    /** A sample is open: it started at {@link #sampleStartNs} with {@link #sampleSwitches}. */
     private boolean sampleOpen;
     private long sampleStartNs;
     private long sampleSwitches;
     private int sampleWindows;
+    private long sampleLostNs;
+    /** Time spent polling (on the core) in the sample: the share lost is of polling time, not of wall time. */
+    private long samplePolledNs;
 
-    /** As below, without the switch count: only a visible gap between rounds shows a preemption. */
+    /** As below, without the switch count: only gaps between rounds show a preemption. */
     AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper) {
         this(clock, initialPollNs, maxPollNs, sleeper, () -> 0);
     }
@@ -129,9 +163,24 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
                 return;
             }
         } else if (now - lastRoundNs > PREEMPTED_GAP_NS) {
-            contended(now);
+            // The core was taken while polling: someone else needed it (perhaps the guest this
+            // thread waits for). Hand it over for this wait: the window shuts and regrows with
+            // the next short waits (one wake-up's cost when it was noise), and the lost time is
+            // charged to the sample, whose average decides whether to stop polling for longer.
+            gaps++;
+            if (sampleOpen) {
+                sampleLostNs += now - lastRoundNs;
+            }
+            if (windowNs > 0) {
+                shrinks++;
+                windowNs = 0;
+            }
+            lastRoundNs = now;
             sleep(false);
             return;
+        }
+        if (now != pollStartNs) {
+            samplePolledNs += now - lastRoundNs;
         }
         lastRoundNs = now;
         if (now - pollStartNs >= windowNs) {
@@ -141,7 +190,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         }
     }
 
-    /** The core was taken from the polling thread: shut the window and start (or double) the back-off. */
+    /** Polling was found contended: shut the window and start (or double) the back-off. */
     private void contended(long now) {
         preemptions++;
         if (windowNs > 0) {
@@ -149,17 +198,19 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             windowNs = 0;
         }
         sampleOpen = false;
-        // Preempted again within a back-off of the last one ending: the competition is steady.
+        lostShare = Math.min(lostShare, LOST_SHARE_AFTER_BACKOFF);
+        // Contended again within a back-off of the last one ending: the competition is steady.
         backoffNs = now - contendedUntilNs < backoffNs ? Math.min(MAX_CONTENDED_BACKOFF_NS, backoffNs * 2)
                 : CONTENDED_BACKOFF_NS;
         contendedUntilNs = now + backoffNs;
     }
 
     /**
-     * Counts a poll window starting at {@code now} into the switch-count sample; at the end of a
-     * sample (at least {@link #SAMPLE_NS} and {@link #MIN_SAMPLE_WINDOWS} windows) reads the
-     * switch count once and returns whether the windows were preempted often enough to stop
-     * polling. The same read opens the next sample.
+     * Counts a poll window starting at {@code now} into the sample; at the end of a sample (at
+     * least {@link #SAMPLE_NS} and {@link #MIN_SAMPLE_WINDOWS} windows) reads the switch count
+     * once, folds the time lost in gaps into the averaged share, and returns whether polling is
+     * contended: the windows were preempted often enough, or the share reached {@link
+     * #LOST_SHARE_CONTENDED}. The same read opens the next sample.
      */
     private boolean sampleWindow(long now) {
         if (!sampleOpen || now - sampleStartNs > STALE_SAMPLE_NS) {
@@ -167,16 +218,31 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             return false;
         }
         sampleWindows++;
-        if (now - sampleStartNs < SAMPLE_NS || sampleWindows < MIN_SAMPLE_WINDOWS) {
+        long wallNs = now - sampleStartNs;
+        if (wallNs < SAMPLE_NS || sampleWindows < MIN_SAMPLE_WINDOWS) {
             return false;
         }
         long switches = involuntarySwitches.getAsLong();
-        boolean preempted = (switches - sampleSwitches) * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows;
+        boolean preempted = preempted(switches - sampleSwitches, wallNs);
+        long spentNs = sampleLostNs + samplePolledNs;
+        if (spentNs > 0) {
+            double share = sampleLostNs / (double) spentNs;
+            lostShare += (share - lostShare) * spentNs / (double) (spentNs + LOST_TAU_NS);
+        }
+        boolean lost = lostShare >= LOST_SHARE_CONTENDED;
         if (preempted) {
             contendedSamples++;
+        } else if (lost) {
+            lostSamples++;
         }
         openSample(now, switches);
-        return preempted;
+        return preempted || lost;
+    }
+
+    /** Whether the open sample's windows were cut short by the scheduler often enough to stop polling. */
+    private boolean preempted(long switches, long wallNs) {
+        return sampleWindows >= MIN_SAMPLE_WINDOWS && switches >= MIN_SAMPLE_SWITCHES
+                && switches * PREEMPTED_WINDOWS_PER_SWITCH >= sampleWindows;
     }
 
     private void openSample(long now, long switches) {
@@ -184,6 +250,8 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         sampleStartNs = now;
         sampleSwitches = switches;
         sampleWindows = 1;
+        sampleLostNs = 0;
+        samplePolledNs = 0;
     }
 
     /** Sleeps in the kernel; then, when {@code adjust}, sizes the window by how long the wait was. */
@@ -207,8 +275,17 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         if (windowNs > 0) {
             shrinks++;
             windowNs = windowNs / 2 < GROW_START_NS ? 0 : windowNs / 2;
-            if (windowNs == 0) {
-                sampleOpen = false; // the next sample starts when polling does, not with this idle time in it
+            if (windowNs == 0 && sampleOpen) {
+                // Long waits shut the window before the sample reached its length: judge what it
+                // has (a guest that sleeps between requests, waking on this thread's core, cuts
+                // every window short and makes the waits long too), then close it: the next
+                // sample starts when polling does, not with this idle time in it.
+                long now = clock.nanoTime();
+                if (preempted(involuntarySwitches.getAsLong() - sampleSwitches, now - sampleStartNs)) {
+                    contendedSamples++;
+                    contended(now);
+                }
+                sampleOpen = false;
             }
         }
     }
@@ -235,11 +312,12 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         return shrinks;
     }
 
-    /** The back-off the last preemption started. */
+    /** The back-off the last contended sample started. */
     long backoffNs() {
         return backoffNs;
     }
 
+    /** How often polling was found contended and stopped. */
     long preemptions() {
         return preemptions;
     }
@@ -247,6 +325,21 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** Samples whose involuntary switches stopped polling (a subset of {@link #preemptions()}). */
     long contendedSamples() {
         return contendedSamples;
+    }
+
+    /** Samples whose averaged lost share stopped polling (the rest of {@link #preemptions()}). */
+    long lostSamples() {
+        return lostSamples;
+    }
+
+    /** Gaps between idle rounds seen while polling (each charged to its sample, none acted on alone). */
+    long gaps() {
+        return gaps;
+    }
+
+    /** The averaged share of polling time lost in gaps. */
+    double lostShare() {
+        return lostShare;
     }
 
     @Override

@@ -11,6 +11,8 @@ import org.agrona.concurrent.YieldingIdleStrategy;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
 
+import static io.vblk.engine.AdaptivePollIdleStrategy.LOST_SHARE_CONTENDED;
+
 /** Each idle strategy's decisions, under an injected clock and a counting kernel sleep. */
 class IdleStrategyTest {
     private final CachedNanoClock clock = new CachedNanoClock();
@@ -102,36 +104,117 @@ class IdleStrategyTest {
         assertEquals(before + 1, sleeps, "window 0: sleeps on the first idle round");
     }
 
+    /**
+     * {@code n} I/Os at depth 1, the next request {@code gapNs} after each poll window starts;
+     * every {@code preemptedEvery} windows (0: never) the core is taken for {@code lostNs} in the
+     * middle of the window, a gap between two idle rounds.
+     */
+    private void iosWithGaps(AdaptivePollIdleStrategy idle, int n, long gapNs, int preemptedEvery, long lostNs) {
+        for (int i = 1; i <= n; i++) {
+            idle.idle(0);
+            clock.advance(gapNs / 2);
+            idle.idle(0);
+            if (preemptedEvery > 0 && i % preemptedEvery == 0) {
+                clock.advance(lostNs);
+                idle.idle(0);
+            }
+            clock.advance(gapNs - gapNs / 2);
+            idle.idle(1);
+        }
+    }
+
     @Test
-    @DisplayName("adaptive: a long gap between idle rounds (the core was taken) shuts the window, sleeps at once, "
-            + "and keeps it shut for the back-off")
-    void adaptiveGivesTheCoreAwayWhenPreempted() {
+    @DisplayName("adaptive: the core taken now and then while polling (JIT, GC, another process's burst) does not stop polling")
+    void adaptiveKeepsPollingThroughOccasionalPreemption() {
+        AdaptivePollIdleStrategy idle = adaptive(50_000, 100_000);
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000; // a kick wakes the thread 5 us into a kernel sleep
+        // 2 us per I/O (1 us of it polling); every 10,000 I/Os (20 ms) a 3 ms preemption: a
+        // thread that runs an eighth of the time, now and then, on a machine otherwise idle.
+        for (int burst = 0; burst < 20; burst++) {
+            iosWithGaps(idle, 4_999, 2_000, 0, 0);
+            iosWithGaps(idle, 1, 2_000, 1, 3_000_000);
+            iosWithGaps(idle, 5_000, 2_000, 0, 0);
+        }
+        assertEquals(20, idle.gaps());
+        assertEquals(0, idle.preemptions(), "share " + idle.lostShare());
+        assertEquals(40, sleeps, "each gap hands the core over for its wait and the next (window 0), no more: the window regrows at once");
+        assertTrue(idle.windowNs() >= AdaptivePollIdleStrategy.GROW_START_NS, "window " + idle.windowNs());
+    }
+
+    @Test
+    @DisplayName("adaptive: the core taken half the time while polling (two busy loops on two cores) shuts the window, "
+            + "sleeps at once, and keeps it shut for a back-off that doubles while the competition stays")
+    void adaptiveGivesTheCoreAwayWhenPreemptedForGood() {
         AdaptivePollIdleStrategy idle = adaptive(80_000, 100_000);
-        idle.idle(0);
-        clock.advance(2_000);
-        idle.idle(0);
-        clock.advance(AdaptivePollIdleStrategy.PREEMPTED_GAP_NS + 1);
-        idle.idle(0);
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000;
+        // A third of the time lost (one competing thread): polling still pays, it goes on.
+        iosWithGaps(idle, 3_000, 10_000, 100, 500_000);
+        assertEquals(0, idle.preemptions(), "share " + idle.lostShare());
+        assertTrue(idle.lostShare() > 0.25 && idle.lostShare() < LOST_SHARE_CONTENDED, "share " + idle.lostShare());
+        // Half of it lost: within about the averaging time polling stops.
+        int before = sleeps;
+        long from = clock.nanoTime();
+        while (idle.preemptions() == 0 && clock.nanoTime() - from < 5 * AdaptivePollIdleStrategy.LOST_TAU_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
         assertEquals(1, idle.preemptions());
-        assertEquals(1, sleeps, "slept instead of polling on for the rest of the window");
+        assertTrue(clock.nanoTime() - from < 3 * AdaptivePollIdleStrategy.LOST_TAU_NS, "took " + (clock.nanoTime() - from));
+        assertEquals(1, idle.lostSamples());
         assertEquals(0, idle.windowNs());
-        sleepTakesNs = 10_000; // woken soon: would grow the window, but the core was contended
+        assertTrue(sleeps > before, "slept instead of polling on");
+        assertEquals(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+        assertEquals(AdaptivePollIdleStrategy.LOST_SHARE_AFTER_BACKOFF, idle.lostShare(), 1e-9);
+
+        sleepTakesNs = 10_000; // woken soon: would grow the window, but polling was contended
+        int sleptAt = sleeps;
         idle.idle(0);
-        assertEquals(2, sleeps);
+        idle.idle(1);
+        assertEquals(sleptAt + 1, sleeps);
         assertEquals(0, idle.windowNs(), "no growth during the back-off");
         clock.advance(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS);
         idle.idle(0);
-        assertEquals(3, sleeps);
         assertEquals(AdaptivePollIdleStrategy.GROW_START_NS, idle.windowNs(), "grows again after it");
-        assertEquals(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
-
-        // Preempted again soon after the back-off ended: steady competition, the back-off doubles.
-        idle.idle(0);
-        clock.advance(AdaptivePollIdleStrategy.PREEMPTED_GAP_NS + 1);
-        idle.idle(0);
+        while (idle.windowNs() < 16_000) {
+            idle.idle(0);
+            clock.advance(idle.windowNs() + 1_000);
+            idle.idle(0);
+        }
+        // Still half the time lost right after the back-off: stops again soon, and the back-off doubles.
+        long polledFrom = clock.nanoTime();
+        while (idle.preemptions() == 1 && clock.nanoTime() - polledFrom < 5 * AdaptivePollIdleStrategy.LOST_TAU_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
         assertEquals(2, idle.preemptions());
+        assertTrue(clock.nanoTime() - polledFrom < 2 * AdaptivePollIdleStrategy.LOST_TAU_NS,
+                "stopped again within " + (clock.nanoTime() - polledFrom) + " ns of polling");
         assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
         assertEquals(0, idle.windowNs());
+    }
+
+    @Test
+    @DisplayName("adaptive: after a back-off, polling that finds the core free again keeps going and the share decays")
+    void adaptiveResumesWhenTheCompetitionLeaves() {
+        AdaptivePollIdleStrategy idle = adaptive(16_000, 100_000);
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000;
+        for (int i = 0; i < 100 && idle.preemptions() == 0; i++) {
+            iosWithGaps(idle, 50, 10_000, 25, 1_000_000); // 80% lost
+        }
+        assertEquals(1, idle.preemptions());
+        clock.advance(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS);
+        sleepTakesNs = 10_000;
+        while (idle.windowNs() < 16_000) {
+            idle.idle(0);
+            clock.advance(idle.windowNs() + 1_000);
+            idle.idle(0);
+        }
+        int sleptAt = sleeps;
+        iosWithGaps(idle, 10_000, 10_000, 0, 0); // 100 ms, the core to itself
+        assertEquals(1, idle.preemptions());
+        assertEquals(sleptAt, sleeps);
+        assertTrue(idle.lostShare() < 0.05, "share " + idle.lostShare());
     }
 
     /** The thread's involuntary context switches, as the fake getrusage reports them, and how often it was read. */
@@ -221,13 +304,20 @@ class IdleStrategyTest {
     }
 
     @Test
-    @DisplayName("adaptive: a sample needs enough windows; switches while the window was shut by idleness do not count")
+    @DisplayName("adaptive: a sample needs enough windows and switches; switches while the window was shut by idleness do not count")
     void adaptiveSamplesOnlyPolling() {
         AdaptivePollIdleStrategy few = adaptiveCountingSwitches(8_000, 100_000);
-        ios(few, AdaptivePollIdleStrategy.MIN_SAMPLE_WINDOWS - 1, 200_000, 1); // few windows over > 1 ms, all preempted
-        assertEquals(0, few.contendedSamples(), "too few windows to judge");
-        ios(few, 1, 200_000, 1);
-        assertEquals(1, few.contendedSamples(), "judged at the window that makes the sample big enough");
+        ios(few, 80, 100_000, 2); // 8 ms, a window every 100 us, every other one preempted: ~5 switches a sample
+        assertEquals(0, few.contendedSamples(), "too few switches to judge");
+        ios(few, 80, 100_000, 1); // every one preempted: ~10 switches a sample
+        assertTrue(few.contendedSamples() >= 1, "judged once a sample has enough switches");
+
+        AdaptivePollIdleStrategy quick = adaptiveCountingSwitches(8_000, 100_000);
+        ios(quick, 8, 125_000, 0); // windows at 0 .. 875 us
+        involuntary += 10;
+        assertEquals(0, quick.contendedSamples(), "a sample shorter than 1 ms is not judged");
+        ios(quick, 1, 125_000, 0); // the 9th window, at 1 ms
+        assertEquals(1, quick.contendedSamples(), "judged at the window that makes the sample long enough");
 
         AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(8_000, 100_000);
         ios(idle, 20, 12_000, 0);
@@ -247,6 +337,35 @@ class IdleStrategyTest {
         ios(idle, 200, 12_000, 0);
         assertEquals(0, idle.contendedSamples(), "the switches of the idle stretch were not charged to the polling");
         assertEquals(16_000, idle.windowNs());
+    }
+
+    @Test
+    @DisplayName("adaptive: long waits that shut the window before its sample ends still judge the sample's switches "
+            + "(a sleeping guest that wakes on this thread's core)")
+    void adaptiveJudgesTheSampleWhenLongWaitsShutTheWindow() {
+        AdaptivePollIdleStrategy quiet = adaptiveCountingSwitches(16_000, 100_000);
+        clock.update(1_000_000);
+        ios(quiet, 20, 12_000, 0);
+        sleepTakesNs = 150_000; // waits longer than the maximum: 16 -> 8 -> 4 -> 0 us
+        while (quiet.windowNs() > 0) {
+            idleFor(quiet, quiet.windowNs() + 2_000, 2_000);
+        }
+        assertEquals(0, quiet.preemptions(), "no switches: only shrunk");
+
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(16_000, 100_000);
+        sleepTakesNs = 0;
+        ios(idle, 20, 12_000, 1); // 20 windows in 240 us, each cut short: a sample shorter than 1 ms
+        assertEquals(0, idle.contendedSamples());
+        sleepTakesNs = 150_000;
+        while (idle.windowNs() > 0) {
+            idleFor(idle, idle.windowNs() + 2_000, 2_000);
+        }
+        assertEquals(1, idle.contendedSamples(), "judged when the window shut");
+        assertEquals(1, idle.preemptions());
+        assertEquals(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+        sleepTakesNs = 10_000;
+        idle.idle(0);
+        assertEquals(0, idle.windowNs(), "the back-off holds: a short wait does not regrow it");
     }
 
     @Test
