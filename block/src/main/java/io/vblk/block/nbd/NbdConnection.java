@@ -230,6 +230,7 @@ final class NbdConnection {
             LOG.log(Level.WARNING, "nbd: {0} came back read-only; writes fail", disk.address());
         }
         export = next;
+        forgetStream();
         adopt(f.socket());
         LOG.log(Level.INFO, "nbd: {0} connection {1} reconnected; resending {2} requests",
                 disk.address(), index, sendCount);
@@ -883,6 +884,9 @@ final class NbdConnection {
 
     /** The server lied: the requests it had fail, the connection is reopened. */
     private void protocolError(String what) {
+        // Closed before the failures are handed on: once a slot is delivered it may be reused at
+        // once, so no reply may land any more (nor an exception cut this short with it open).
+        closeSocket();
         int failed = 0;
         for (int slot = 0; slot < slots.depth; slot++) {
             if (mine[slot] && slots.state[slot] == NbdSlots.SENT) {
@@ -914,14 +918,17 @@ final class NbdConnection {
     }
 
     private void dropSocket() {
-        if (socket != null) {
-            disk.unwatch(socket.fd());
-            socket.close();
-            socket = null;
-            tls = null;
-            wantReconnect = true;
-            disk.wakeHelper();
-        }
+        closeSocket();
+        forgetStream();
+    }
+
+    /**
+     * Forgets the old socket's stream (a partial reply, a partial batch) and requeues everything
+     * still held. On a drop, and again before a new socket is adopted: a drop an exception cut
+     * short must not leave the new stream parsed from the old one's bytes, or a request sent on
+     * the old socket waiting for a reply that can never come.
+     */
+    private void forgetStream() {
         watchingOut = false;
         start = 0;
         end = 0;
@@ -943,6 +950,18 @@ final class NbdConnection {
             if (mine[slot] && slots.state[slot] == NbdSlots.QUEUED && !queued(slot)) {
                 enqueue(slot);
             }
+        }
+    }
+
+    /** Closes the socket (nothing more is read from it) and asks the helper for a new one. */
+    private void closeSocket() {
+        if (socket != null) {
+            disk.unwatch(socket.fd());
+            socket.close();
+            socket = null;
+            tls = null;
+            wantReconnect = true;
+            disk.wakeHelper();
         }
     }
 
