@@ -160,7 +160,53 @@ class NbdLateFaultAttackTest {
         }
     }
 
+    /**
+     * Across a reconnect: the server drops the connection instead of answering a command; that
+     * command stays held (requeued, sent again on the new connection), so the lost completion's
+     * slot is not reclaimed until the command is answered there.
+     */
+    @Test
+    void aCommandADroppedConnectionLeftUnansweredStaysHeldAcrossTheReconnect() throws Exception {
+        dropOnce.set(true);
+        NbdBackend disk = NbdBackend.open(serve(), options());
+        try {
+            Completions got = new Completions();
+            assertEquals(0, disk.prepareRead(0, vector(), 1));
+            assertEquals(0, disk.prepareRead(HELD_OFFSET, vector(), 2));
+            disk.submit();
+            FaultPoints.arm(FaultPoints.REAP_TAKEN);
+            long deadline = System.currentTimeMillis() + 10_000;
+            boolean thrown = false;
+            while (!thrown && System.currentTimeMillis() < deadline) {
+                try {
+                    if (disk.poll(got, 8) == 0) {
+                        disk.awaitCompletions(20);
+                    }
+                } catch (InternalError e) {
+                    thrown = true;
+                }
+            }
+            assertTrue(thrown, "the fault landed in the poll");
+            assertEquals(0, got.count);
+            // The fault came in the poll that read the first reply: the other command is sent
+            // (or already requeued by the drop), answered only after a reconnect.
+            assertEquals(1, disk.inFlight(), "the dropped command is held");
+            assertEquals(0, disk.reclaimLostSlots(), "nothing is reclaimed while the dropped command is held");
+            assertFalse(driveUntilIdle(disk, got));
+            assertFalse(dropOnce.get(), "the server dropped the connection");
+            assertEquals(1, got.count, "the dropped command was sent again and answered, once");
+            assertEquals(2L, got.lastUserData);
+            assertEquals(4096L, got.lastResult);
+            assertEquals(1, disk.reclaimLostSlots(), "now the lost one comes back");
+            assertWorksWithEverySlot(disk);
+        } finally {
+            closeWithin30s(disk);
+        }
+    }
+
     private static final long HELD_OFFSET = 8192;
+    /** The test server drops the connection at the first read of {@link #HELD_OFFSET}, once. */
+    private final java.util.concurrent.atomic.AtomicBoolean dropOnce = new java.util.concurrent.atomic.AtomicBoolean();
 
     private static NbdOptions options() {
         return NbdOptions.defaults().withConnectTimeoutMs(1500).withRequestTimeoutMs(5000);
@@ -287,6 +333,9 @@ class NbdLateFaultAttackTest {
                         int length = in.readInt();
                         if (type != CMD_READ) {
                             break;
+                        }
+                        if (offset == HELD_OFFSET && dropOnce.compareAndSet(true, false)) {
+                            break; // the connection ends unanswered
                         }
                         if (hold != null && offset == HELD_OFFSET) {
                             hold.await(); // answered only when the test says so
