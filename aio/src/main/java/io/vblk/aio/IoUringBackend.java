@@ -21,7 +21,8 @@ import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.NativeException;
 
 /**
- * io_uring through raw syscalls, its rings mapped into {@link UnsafeBuffer}s: READV/WRITEV,
+ * io_uring through raw syscalls, its rings mapped into {@link UnsafeBuffer}s: READ/WRITE for one
+ * segment, READV/WRITEV for more,
  * FSYNC with DATASYNC, FALLOCATE; one {@code io_uring_enter} per batch; completions read from
  * the CQ ring without a syscall and announced on a registered eventfd.
  *
@@ -69,6 +70,13 @@ final class IoUringBackend extends SlottedBackend {
      * if the kernel refused the registration, and SQEs then carry the descriptor.
      */
     private final boolean registeredFile;
+    /**
+     * The kernel has IORING_OP_READ/WRITE (Linux 5.6, told by its FEAT_RW_CUR_POS): a transfer of
+     * one segment (a 4 KiB read from a Linux guest) goes as a plain read or write of that buffer,
+     * so the kernel neither copies nor checks an iovec array for it (fio's io_uring engine does
+     * the same unless told {@code nonvectored=0}).
+     */
+    private final boolean plainReadWrite;
     /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
     private volatile boolean ringsReleased;
 
@@ -87,8 +95,10 @@ final class IoUringBackend extends SlottedBackend {
         Mapping cqMap = null;
         Mapping sqeMem = null;
         boolean fixed;
+        boolean plain;
         try {
             int features = params.getInt(IoUringDescriptor.PARAMS_FEATURES_OFFSET);
+            plain = (features & IoUringDescriptor.FEAT_RW_CUR_POS) != 0;
             int sqEntries = params.getInt(IoUringDescriptor.PARAMS_SQ_ENTRIES_OFFSET);
             int cqEntries = params.getInt(IoUringDescriptor.PARAMS_CQ_ENTRIES_OFFSET);
             int sqOff = IoUringDescriptor.PARAMS_SQ_OFF_OFFSET;
@@ -118,6 +128,7 @@ final class IoUringBackend extends SlottedBackend {
         }
         this.ringFd = fd;
         this.registeredFile = fixed;
+        this.plainReadWrite = plain;
         this.sqRingMap = sqMap;
         this.cqRingMap = cqMap;
         this.sqeMap = sqeMem;
@@ -215,13 +226,27 @@ final class IoUringBackend extends SlottedBackend {
         submitLimit = limit;
     }
 
+    /** The opcode of {@code slot}'s SQE (for tests). */
+    int sqeOpcode(int slot) {
+        return sqes.getByte(slot * SQE_LENGTH + SQE_OPCODE_OFFSET);
+    }
+
     @Override
     void enqueueTransfer(int slot, boolean isWrite, int plan) {
         int sqe = slot * SQE_LENGTH;
-        sqes.putByte(sqe + SQE_OPCODE_OFFSET, isWrite ? IoUringDescriptor.OP_WRITEV : IoUringDescriptor.OP_READV);
+        int count = slots.submissionIovecCount(slot);
+        if (count == 1 && plainReadWrite) {
+            // The one segment's buffer itself (already checked against guest memory and
+            // MAX_TRANSFER_BYTES at prepare, so its length fits len's 32 bits).
+            sqes.putByte(sqe + SQE_OPCODE_OFFSET, isWrite ? IoUringDescriptor.OP_WRITE : IoUringDescriptor.OP_READ);
+            sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.submissionAddress(slot, 0));
+            sqes.putInt(sqe + SQE_LEN_OFFSET, (int) slots.submissionLength(slot, 0));
+        } else {
+            sqes.putByte(sqe + SQE_OPCODE_OFFSET, isWrite ? IoUringDescriptor.OP_WRITEV : IoUringDescriptor.OP_READV);
+            sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.submissionIovecs(slot));
+            sqes.putInt(sqe + SQE_LEN_OFFSET, count);
+        }
         sqes.putLong(sqe + SQE_OFF_OFFSET, slots.offset(slot));
-        sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.submissionIovecs(slot));
-        sqes.putInt(sqe + SQE_LEN_OFFSET, slots.submissionIovecCount(slot));
         sqes.putInt(sqe + SQE_OP_FLAGS_OFFSET, 0);
         enqueue(slot);
     }

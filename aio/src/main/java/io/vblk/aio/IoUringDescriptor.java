@@ -93,6 +93,10 @@ final class IoUringDescriptor {
     static final byte OP_WRITEV = 2;
     static final byte OP_FSYNC = 3;
     static final byte OP_FALLOCATE = 17;
+    /** Read into one buffer (addr, len): no iovec for the kernel to copy in. Linux 5.6. */
+    static final byte OP_READ = 22;
+    /** Write from one buffer. Linux 5.6. */
+    static final byte OP_WRITE = 23;
 
     /** fsync_flags: fdatasync rather than fsync. */
     static final int FSYNC_DATASYNC = 1;
@@ -107,6 +111,8 @@ final class IoUringDescriptor {
     static final int SETUP_SUBMIT_ALL = 1 << 7;
     static final int FEAT_SINGLE_MMAP = 1;
     static final int FEAT_NODROP = 1 << 1;
+    /** Linux 5.6, the release that added {@link #OP_READ} and {@link #OP_WRITE}. */
+    static final int FEAT_RW_CUR_POS = 1 << 3;
 
     // io_uring_enter flags
     static final int ENTER_GETEVENTS = 1;

@@ -113,4 +113,55 @@ class IoUringBackendTest {
         assertArrayEquals(written, java.util.Arrays.copyOfRange(after, depth * BLOCK, blocks * BLOCK));
         assertArrayEquals(java.util.Arrays.copyOfRange(content, 0, depth * BLOCK), java.util.Arrays.copyOfRange(after, 0, depth * BLOCK));
     }
+
+    /**
+     * A transfer of one segment goes to the kernel as IORING_OP_READ/WRITE of that buffer (no
+     * iovec); one of several segments as READV/WRITEV, and a bounced one (misaligned for
+     * O_DIRECT) as a plain read of its bounce buffer. All move the right bytes.
+     */
+    @Test
+    void oneSegmentIsAPlainReadOrWriteAndSeveralAreVectored() throws IOException {
+        int blocks = 8;
+        Path path = dir.resolve("img");
+        byte[] content = new byte[blocks * BLOCK];
+        new Random(5).nextBytes(content);
+        Files.write(path, content);
+        try (Image image = Image.open(path, ImageOptions.defaults().direct(true));
+             IoUringBackend io = new IoUringBackend(image, BackendOptions.depth(4));
+             GuestMemory guest = new GuestMemory(8 * BLOCK)) {
+            Recorder rec = new Recorder(8);
+            IoVector one = new IoVector(2);
+            one.add(guest.address(0), BLOCK);
+            assertEquals(0, io.prepareRead(BLOCK, one, 0));
+            IoVector two = new IoVector(2);
+            two.add(guest.address(2 * BLOCK), BLOCK);
+            two.add(guest.address(4 * BLOCK), BLOCK);
+            assertEquals(0, io.prepareRead(2L * BLOCK, two, 1));
+            // Misaligned guest buffer: bounced through one aligned buffer, itself one segment.
+            IoVector odd = new IoVector(2);
+            odd.add(guest.address(6 * BLOCK) + 8, BLOCK);
+            assertEquals(0, io.prepareRead(5L * BLOCK, odd, 2));
+            io.submit();
+            assertEquals(IoUringDescriptor.OP_READ, io.sqeOpcode(0));
+            assertEquals(IoUringDescriptor.OP_READV, io.sqeOpcode(1));
+            assertEquals(IoUringDescriptor.OP_READ, io.sqeOpcode(2));
+            io.drain(rec);
+            assertEquals(BLOCK, rec.result(0));
+            assertEquals(2 * BLOCK, rec.result(1));
+            assertEquals(BLOCK, rec.result(2));
+            assertArrayEquals(java.util.Arrays.copyOfRange(content, BLOCK, 2 * BLOCK), guest.copy(0, BLOCK));
+            assertArrayEquals(java.util.Arrays.copyOfRange(content, 2 * BLOCK, 3 * BLOCK), guest.copy(2 * BLOCK, BLOCK));
+            assertArrayEquals(java.util.Arrays.copyOfRange(content, 3 * BLOCK, 4 * BLOCK), guest.copy(4 * BLOCK, BLOCK));
+            assertArrayEquals(java.util.Arrays.copyOfRange(content, 5 * BLOCK, 6 * BLOCK), guest.copy(6 * BLOCK + 8, BLOCK));
+            // A one-segment write lands in the file.
+            guest.fillRandom(0, BLOCK, 9);
+            byte[] written = guest.copy(0, BLOCK);
+            assertEquals(0, io.prepareWrite(7L * BLOCK, one, 3));
+            io.submit();
+            assertEquals(IoUringDescriptor.OP_WRITE, io.sqeOpcode(3), "the fourth slot, first free (a FIFO of slots)");
+            io.drain(rec);
+            assertEquals(BLOCK, rec.result(3));
+            assertArrayEquals(written, java.util.Arrays.copyOfRange(Files.readAllBytes(path), 7 * BLOCK, 8 * BLOCK));
+        }
+    }
 }

@@ -193,6 +193,10 @@ public final class EmbeddedContender implements Contender {
         ThreadMeter guestCpu = ThreadMeter.current();
         DeviceCounters counters = new DeviceCounters(device);
         LoadGenerator.Stats stats;
+        OccupancySampler occupancy = w.rateIops() > 0 ? null : new OccupancySampler(device, queues, w.depth(), prefix + "-sampler");
+        if (occupancy != null) {
+            occupancy.start();
+        }
         observer.started(name, guest::completedSoFar, w.warmupNs(), w.runtimeNs());
         try {
             stats = guest.run(w.warmupNs(), w.runtimeNs(), latency, new LoadGenerator.Meter() {
@@ -201,10 +205,16 @@ public final class EmbeddedContender implements Contender {
                     guestCpu.begin();
                     threads.begin();
                     counters.begin();
+                    if (occupancy != null) {
+                        occupancy.measuring(true);
+                    }
                 }
 
                 @Override
                 public void end() {
+                    if (occupancy != null) {
+                        occupancy.measuring(false);
+                    }
                     threads.end();
                     counters.end();
                     guestCpu.end();
@@ -212,10 +222,16 @@ public final class EmbeddedContender implements Contender {
             });
         } finally {
             observer.finished();
+            if (occupancy != null) {
+                occupancy.close();
+            }
         }
         device.stop();
         Map<String, Double> perIo = new TreeMap<>(stats.perIo());
         perIo.putAll(counters.perIo(stats.requests()));
+        if (occupancy != null) {
+            occupancy.report(perIo);
+        }
         perIo.put("guest_cpu_us_per_io", stats.requests() > 0 ? guestCpu.cpuNs() / 1e3 / stats.requests() : Double.NaN);
         return new BenchResult(name, "embedded", "vblk", backend.cliName(), wait.cliName(),
                 threading.name().toLowerCase(Locale.ROOT), disk.describe(), w, stats.requests(),

@@ -27,6 +27,15 @@ import io.vblk.perf.report.Latency;
  * threads to psync with one job per worker thread; null (or a null device) to fio's null engine.
  * Latency is fio's total latency (submission to completion, {@code lat_percentiles=1}); CPU is
  * fio's own user + system time.
+ *
+ * <p>What fio 3.33's io_uring engine does with these options (its defaults, seen with strace):
+ * one thread that submits and reaps itself, waiting in {@code io_uring_enter(GETEVENTS)};
+ * {@code nonvectored} unset, so IORING_OP_READ/WRITE (vblk's back end sends one-segment transfers
+ * the same way); no registered files ({@code registerfiles=0}; vblk registers its image, a small
+ * advantage to vblk), no registered buffers ({@code fixedbufs=0}), no polled completions
+ * ({@code hipri=0}), no SQ thread; the ring set up with CQSIZE, COOP_TASKRUN, SINGLE_ISSUER and
+ * DEFER_TASKRUN (completions posted only when fio asks, no task-work interruptions; vblk's ring
+ * posts them as they come and signals an eventfd, since its I/O thread also waits for kicks).
  */
 public final class FioContender implements Contender {
     private static final String PERCENTILES = "1:10:25:50:75:90:95:99:99.5:99.9:99.95:99.99:99.999";
