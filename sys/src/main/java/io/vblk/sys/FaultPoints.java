@@ -37,6 +37,10 @@ public final class FaultPoints {
     public static final int CLAIMING = 8;
     /** engine: a request just handed to the back end or the completion route, before its stage says so. */
     public static final int HANDING = 9;
+    /** block/nbd: submit just took a prepared request off its pending list, before a connection holds it. */
+    public static final int HANDING_OVER = 10;
+    /** block/nbd: a connection just finished a request (no longer holds its slot), before it is listed for delivery. */
+    public static final int FINISHING = 11;
 
     /** The message HotSpot gives the error (engine's GuestFaults.isMemoryFault matches it). */
     public static final String MESSAGE = "a fault occurred in an unsafe memory access operation (injected)";

@@ -41,6 +41,16 @@ import io.vblk.sys.Linux;
  * holds (no extra slot, no allocation), each write part with the request's FUA; it completes once,
  * after its last part, or at its first failed part. A part a reconnect interrupted is sent again.
  *
+ * <p>{@link #inFlight()} is derived, never kept as a running count: the slots a connection
+ * holds (their own state says so, from the moment a connection takes one until it finishes it)
+ * plus the finished ones not yet delivered. Every hand-over removes a slot from where it was
+ * before the next holder counts it, so an exception the JVM throws at any call on the I/O thread
+ * (a guest-memory fault delivered late: engine GuestFaults) can lose a completion (the engine's
+ * drain gives its request up with IOERR, and {@link #reclaimLostSlots()} brings its slot back
+ * once nothing is in flight), but never leaves the count above what can still complete (a drain
+ * waiting for ever), never hands a slot on twice, and never frees a slot a connection still holds
+ * (a command sent and not answered stays held across reconnects, until its reply or its failure).
+ *
  * <p>A read-only export gives a read-only disk: writes, discards and write-zeroes are refused
  * with {@code -EROFS} before anything reaches the server.
  */
@@ -72,9 +82,11 @@ public final class NbdBackend implements IoBackend {
     private boolean woken;
     private final int[] pending;
     private int pendingCount;
+    /** How many of {@link #pending} submit handed on so far (each one leaves the list as it goes). */
+    private int pendingHead;
     private int nextConnection;
-    private volatile long submitted;
-    private volatile long completed;
+    /** Completions delivered so far: the helper's sign of progress only (never an in-flight count). */
+    private volatile long delivered;
     private volatile boolean closed;
     private final Thread helper;
     private volatile boolean helperStop;
@@ -259,7 +271,7 @@ public final class NbdBackend implements IoBackend {
         long[] nextAttemptNs = new long[connections.length];
         long[] backoffMs = new long[connections.length];
         Arrays.fill(backoffMs, 10);
-        long lastCompleted = completed;
+        long lastDelivered = delivered;
         while (!helperStop) {
             boolean reconnecting = false;
             for (int i = 0; i < connections.length && !helperStop; i++) {
@@ -280,12 +292,12 @@ public final class NbdBackend implements IoBackend {
                 }
                 signalControl();
             }
-            long now = completed;
-            if (submitted != now && now == lastCompleted) {
+            long now = delivered;
+            if (now == lastDelivered && inFlight() > 0) {
                 // No progress for a tick: let the I/O thread check timeouts even if it sleeps.
                 signalControl();
             }
-            lastCompleted = now;
+            lastDelivered = now;
             LockSupport.parkNanos(reconnecting ? 10_000_000L : 100_000_000L);
         }
     }
@@ -360,6 +372,8 @@ public final class NbdBackend implements IoBackend {
         }
         fill(slot, length == 0 ? NbdSlots.OP_LOCAL : op, offset, length, flags, userData);
         slots.copySegments(slot, buffers);
+        // Listed last, whole: an exception while it was filled loses the slot, never sends half a request.
+        pending[pendingCount++] = slot;
         return 0;
     }
 
@@ -374,6 +388,7 @@ public final class NbdBackend implements IoBackend {
         }
         // A server that offers no flush has nothing volatile to flush (proto.md, NBD_FLAG_SEND_FLUSH).
         fill(slot, export.has(FLAG_SEND_FLUSH) ? CMD_FLUSH : NbdSlots.OP_LOCAL, 0, 0, 0, userData);
+        pending[pendingCount++] = slot;
         return 0;
     }
 
@@ -409,6 +424,7 @@ public final class NbdBackend implements IoBackend {
             return -Errno.EAGAIN;
         }
         fill(slot, length == 0 ? NbdSlots.OP_LOCAL : op, offset, length, flags, userData);
+        pending[pendingCount++] = slot;
         return 0;
     }
 
@@ -418,6 +434,11 @@ public final class NbdBackend implements IoBackend {
     }
 
     private int take() {
+        if (pendingHead == pendingCount) {
+            // Empty (a submit an exception cut short may have left both indices past 0).
+            pendingCount = 0;
+            pendingHead = 0;
+        }
         return pendingCount == pending.length ? -1 : free.poll();
     }
 
@@ -432,20 +453,21 @@ public final class NbdBackend implements IoBackend {
         slots.userData[slot] = userData;
         slots.segments[slot] = 0;
         slots.result[slot] = 0;
-        pending[pendingCount++] = slot;
     }
 
     @Override
     public int submit() {
-        if (pendingCount == 0) {
+        if (pendingHead == pendingCount) {
             return 0;
         }
-        int n = pendingCount;
+        int n = pendingCount - pendingHead;
         long touched = 0;
-        pendingCount = 0;
-        submitted = submitted + n;
-        for (int i = 0; i < n; i++) {
-            int slot = pending[i];
+        // Each request leaves the list before its next holder takes it: an exception between the
+        // two loses that one request (the engine gives it up), never counts it twice or for ever,
+        // and leaves the rest of the list to the next submit.
+        while (pendingHead < pendingCount) {
+            int slot = pending[pendingHead++];
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.HANDING_OVER); // tests only: see FaultPoints
             if (slots.op[slot] == NbdSlots.OP_LOCAL) {
                 done.offer(slot);
                 continue;
@@ -455,6 +477,8 @@ public final class NbdBackend implements IoBackend {
             connections[c].accept(slot);
             touched |= 1L << c;
         }
+        pendingCount = 0;
+        pendingHead = 0;
         for (int c = 0; c < connections.length; c++) {
             if ((touched & (1L << c)) != 0) {
                 connections[c].send();
@@ -466,12 +490,56 @@ public final class NbdBackend implements IoBackend {
     @Override
     public int pendingSubmit() {
         // Finished requests not delivered yet count too, so the I/O thread polls before it sleeps.
-        return pendingCount + done.size();
+        return pendingCount - pendingHead + done.size();
     }
 
+    /**
+     * Derived (see the class comment): the slots a connection holds, by their own state, plus
+     * the finished ones not yet delivered. A scan of the slots' states: off the data path (the
+     * engine asks while it drains). Exact on the I/O thread; from another thread a moment's view.
+     */
     @Override
     public int inFlight() {
-        return (int) (submitted - completed);
+        int n = done.size();
+        byte[] state = slots.state;
+        for (int slot = 0; slot < state.length; slot++) {
+            if (state[slot] != NbdSlots.IDLE) {
+                n++;
+            }
+        }
+        return n;
+    }
+
+    /**
+     * Derived like {@link #inFlight()}: with nothing held by a connection, finished or pending,
+     * every slot out of the pool belongs to a completion an exception cut off (taken from the done
+     * list and never delivered, finished and never listed, or handed on by submit and never
+     * taken), so the pool is made whole again. A slot whose command a server may still answer is
+     * held by its connection (counted in flight), so none can be reused under a late reply.
+     */
+    @Override
+    public int reclaimLostSlots() {
+        if (closed || inFlight() != 0 || pendingSubmit() != 0) {
+            return 0;
+        }
+        int lost = slots.depth - free.size();
+        if (lost <= 0) {
+            return 0;
+        }
+        for (NbdConnection c : connections) {
+            if (c != null) {
+                c.forgetLost();
+            }
+        }
+        while (free.poll() >= 0) {
+            // emptied, then refilled with every slot: none is held anywhere
+        }
+        for (int slot = 0; slot < slots.depth; slot++) {
+            free.offer(slot);
+        }
+        pendingCount = 0;
+        pendingHead = 0;
+        return lost;
     }
 
     @Override
@@ -495,7 +563,7 @@ public final class NbdBackend implements IoBackend {
             long userData = slots.userData[slot];
             long result = slots.result[slot];
             free.offer(slot);
-            completed = completed + 1;
+            delivered = delivered + 1;
             n++;
             sink.complete(userData, result);
         }
@@ -525,7 +593,7 @@ public final class NbdBackend implements IoBackend {
         closed = true;
         // Called once the I/O thread stopped: finish what is in flight here (a lost server's
         // requests fail with ECANCELED instead of waiting for it).
-        while (connections[connections.length - 1] != null && (inFlight() > 0 || pendingCount > 0)) {
+        while (connections[connections.length - 1] != null && (inFlight() > 0 || pendingCount > pendingHead)) {
             submit();
             if (poll((userData, result) -> { }, slots.depth) == 0 && inFlight() > 0) {
                 completion.await(DRAIN_WAIT_MS);

@@ -123,17 +123,22 @@ final class NbdConnection {
 
     /** Takes a request (called from the disk's submit); it goes out with the next {@link #send()}. */
     void accept(int slot) {
+        // Decided before the slot is held: from here to the end only plain stores, so an
+        // exception the JVM throws at a call cannot leave it held half-way (counted, never sent).
+        boolean fail = socket == null && givenUp();
         if (owned == 0) {
             allNew = true;
         }
+        if (!fail) {
+            sendQueue[(sendHead + sendCount) % sendQueue.length] = slot;
+            sendCount++;
+        }
         owned++;
         mine[slot] = true;
-        if (socket == null && givenUp()) {
-            finish(slot, -Errno.EIO);
-            return;
-        }
         slots.state[slot] = NbdSlots.QUEUED;
-        enqueue(slot);
+        if (fail) {
+            finish(slot, -Errno.EIO);
+        }
     }
 
     private void enqueue(int slot) {
@@ -225,6 +230,7 @@ final class NbdConnection {
             LOG.log(Level.WARNING, "nbd: {0} came back read-only; writes fail", disk.address());
         }
         export = next;
+        forgetStream();
         adopt(f.socket());
         LOG.log(Level.INFO, "nbd: {0} connection {1} reconnected; resending {2} requests",
                 disk.address(), index, sendCount);
@@ -342,6 +348,12 @@ final class NbdConnection {
     private boolean buildBatch() {
         int used = 0;
         long now = System.nanoTime();
+        iovFirst = 0;
+        iovEnd = 0;
+        // A request leaves the queue only together with its SENT state and its place in the
+        // batch (plain stores, no call between): an exception the JVM throws at a call in here
+        // leaves it queued (laid out again next time) or in the batch (sent next time), never
+        // held and forgotten.
         while (sendCount > 0) {
             int slot = sendQueue[sendHead];
             int op = slots.op[slot];
@@ -349,13 +361,14 @@ final class NbdConnection {
             if (used + need > IOV_MAX) {
                 break;
             }
-            sendHead = (sendHead + 1) % sendQueue.length;
-            sendCount--;
             nextPart(slot, op);
             if (!stillValid(slot, op)) {
+                sendHead = (sendHead + 1) % sendQueue.length;
+                sendCount--;
                 finish(slot, -Errno.EIO);
                 continue;
             }
+            slots.resetCovered(slot);
             int seq = ++slots.sequence[slot];
             long cookie = ((long) seq << 32) | slot;
             int h = slot * 32;
@@ -370,13 +383,13 @@ final class NbdConnection {
             if (op == CMD_WRITE) {
                 used = putPayload(used, slot);
             }
-            slots.state[slot] = NbdSlots.SENT;
-            slots.resetCovered(slot);
             slots.error[slot] = 0;
             slots.sentAtNs[slot] = now;
+            sendHead = (sendHead + 1) % sendQueue.length;
+            sendCount--;
+            slots.state[slot] = NbdSlots.SENT;
+            iovEnd = used;
         }
-        iovFirst = 0;
-        iovEnd = used;
         return used > 0;
     }
 
@@ -602,10 +615,11 @@ final class NbdConnection {
                 if (payloadLeft > 0) {
                     return;
                 }
+                int slot = payloadSlot;
+                payloadSlot = -1; // first: an exception in the finish cannot leave it named
                 if (payloadDone) {
-                    finishRead(payloadSlot);
+                    finishRead(slot);
                 }
-                payloadSlot = -1;
                 continue;
             }
             int available = end - start;
@@ -787,12 +801,41 @@ final class NbdConnection {
         finish(slot, op == CMD_READ || op == CMD_WRITE ? slots.requestLength[slot] : 0);
     }
 
+    /**
+     * Hands a finished request to the disk. The slot stops being held (its state, which the
+     * disk's in-flight count reads) in the same run of plain stores that records the result; an
+     * exception before it is listed loses the completion, never counts it for ever.
+     */
     private void finish(int slot, long result) {
+        slots.result[slot] = result;
         slots.state[slot] = NbdSlots.IDLE;
         mine[slot] = false;
-        slots.result[slot] = result;
         owned--;
+        io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.FINISHING); // tests only: see FaultPoints
         disk.completed(slot);
+    }
+
+    /**
+     * The disk found nothing held by any connection (every slot IDLE) and takes its lost slots
+     * back: forgets any trace of them here (an exception may have cut a hand-over short) so that
+     * none is taken for this connection's when it is reused. Off the data path.
+     */
+    void forgetLost() {
+        int held = 0;
+        for (int slot = 0; slot < slots.depth; slot++) {
+            if (slots.state[slot] == NbdSlots.IDLE) {
+                mine[slot] = false;
+            } else if (mine[slot]) {
+                held++;
+            }
+        }
+        owned = held;
+        sendHead = 0;
+        sendCount = 0;
+        if (payloadSlot >= 0 && !mine[payloadSlot]) {
+            payloadSlot = -1;
+            payloadLeft = 0;
+        }
     }
 
     private static int errnoOf(int nbdError) {
@@ -818,16 +861,32 @@ final class NbdConnection {
         }
         nextTimeoutCheckNs = now + TICK_MS * 1_000_000L;
         long limit = disk.options.requestTimeoutMs() * 1_000_000L;
+        int queuedHere = 0;
         for (int slot = 0; slot < slots.depth; slot++) {
             if (mine[slot] && slots.state[slot] == NbdSlots.SENT && now - slots.sentAtNs[slot] > limit) {
                 connectionLost("no reply in " + disk.options.requestTimeoutMs() + " ms");
                 return;
+            }
+            if (mine[slot] && slots.state[slot] == NbdSlots.QUEUED) {
+                queuedHere++;
+            }
+        }
+        if (queuedHere > sendCount) {
+            // A requeue an exception cut short (dropSocket) left requests held and queued
+            // nowhere: they would count in flight for ever. They go back in the queue.
+            for (int slot = 0; slot < slots.depth; slot++) {
+                if (mine[slot] && slots.state[slot] == NbdSlots.QUEUED && !queued(slot)) {
+                    enqueue(slot);
+                }
             }
         }
     }
 
     /** The server lied: the requests it had fail, the connection is reopened. */
     private void protocolError(String what) {
+        // Closed before the failures are handed on: once a slot is delivered it may be reused at
+        // once, so no reply may land any more (nor an exception cut this short with it open).
+        closeSocket();
         int failed = 0;
         for (int slot = 0; slot < slots.depth; slot++) {
             if (mine[slot] && slots.state[slot] == NbdSlots.SENT) {
@@ -859,14 +918,17 @@ final class NbdConnection {
     }
 
     private void dropSocket() {
-        if (socket != null) {
-            disk.unwatch(socket.fd());
-            socket.close();
-            socket = null;
-            tls = null;
-            wantReconnect = true;
-            disk.wakeHelper();
-        }
+        closeSocket();
+        forgetStream();
+    }
+
+    /**
+     * Forgets the old socket's stream (a partial reply, a partial batch) and requeues everything
+     * still held. On a drop, and again before a new socket is adopted: a drop an exception cut
+     * short must not leave the new stream parsed from the old one's bytes, or a request sent on
+     * the old socket waiting for a reply that can never come.
+     */
+    private void forgetStream() {
         watchingOut = false;
         start = 0;
         end = 0;
@@ -888,6 +950,18 @@ final class NbdConnection {
             if (mine[slot] && slots.state[slot] == NbdSlots.QUEUED && !queued(slot)) {
                 enqueue(slot);
             }
+        }
+    }
+
+    /** Closes the socket (nothing more is read from it) and asks the helper for a new one. */
+    private void closeSocket() {
+        if (socket != null) {
+            disk.unwatch(socket.fd());
+            socket.close();
+            socket = null;
+            tls = null;
+            wantReconnect = true;
+            disk.wakeHelper();
         }
     }
 

@@ -13,7 +13,6 @@ import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 
 import io.vblk.aio.IoVector;
@@ -25,12 +24,15 @@ import io.vblk.sys.NativeBuffer;
  * shared I/O thread it can come from another device's memory and land in this disk's poll).
  * The engine's drain gives a lost completion up only once the back end reports nothing in
  * flight; the aio back ends derive that count from the kernel's and their queues' own indices
- * (aio LateFaultAccountingTest). NbdBackend counts {@code submitted - completed}, two counters
- * updated beside its lists: a fault right after a completion was taken from the done list
- * (here, through {@link FaultPoints#REAP_TAKEN}) leaves the count at 1 for ever, and so would
- * one inside NbdConnection.finish (between {@code owned--} and the hand-over to the done list)
- * or inside submit's hand-over to the connections. The drain of that disk's queue (vhost
- * GET_VRING_BASE, device stop) then waits for ever: a hang another device's guest can cause.
+ * (aio LateFaultAccountingTest). NbdBackend used to count {@code submitted - completed}, two
+ * counters updated beside its lists: a fault right after a completion was taken from the done
+ * list, inside NbdConnection.finish (the slot no longer held, not yet listed) or in submit's
+ * hand-over to the connections left the count above 0 for ever, and the drain of that disk's
+ * queue (vhost GET_VRING_BASE, device stop) waited for ever: a hang another device's guest could
+ * cause. It now derives the count from the slots' states; each window is armed here through its
+ * {@link FaultPoints} seam (REAP_TAKEN, FINISHING, HANDING_OVER): the completion is lost (never
+ * delivered, never twice), nothing stays counted, the slot comes back through
+ * {@code reclaimLostSlots()} and the disk then serves a whole depth of requests.
  */
 class NbdLateFaultAttackTest {
     private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
@@ -52,25 +54,90 @@ class NbdLateFaultAttackTest {
     }
 
     @Test
-    @Disabled("finding (irev2): NbdBackend's in-flight count is not derived from its lists; a late fault in its poll, "
-            + "in NbdConnection.finish or in submit's hand-over leaves it above 0 for ever, so the engine never gives the "
-            + "lost completion up and the queue's drain hangs. Needs the count derived from the slots' own states (not a small fix)")
     void aCompletionLostInsideThePollLeavesNothingCountedInFlight() throws Exception {
-        String address = serve();
-        NbdOptions options = NbdOptions.defaults().withConnectTimeoutMs(1500).withRequestTimeoutMs(2000);
-        NbdBackend disk = NbdBackend.open(address, options);
+        NbdBackend disk = NbdBackend.open(serve(), options());
         try {
-            NativeBuffer b = Io.buffer(4096);
-            IoVector v = new IoVector(1);
-            v.add(b.address(), 4096);
-            assertEquals(0, disk.prepareRead(0, v, 1));
+            Completions got = new Completions();
+            assertEquals(0, disk.prepareRead(0, vector(), 1));
             disk.submit();
             FaultPoints.arm(FaultPoints.REAP_TAKEN);
-            boolean thrown = false;
+            assertTrue(driveUntilIdle(disk, got), "the fault landed in the poll");
+            assertEquals(0, disk.inFlight(), "a completion the fault took is still counted in flight: the drain would wait for ever");
+            assertEquals(0, got.count, "the lost completion is never delivered");
+            assertEquals(1, disk.reclaimLostSlots(), "its slot comes back");
+            assertWorksWithEverySlot(disk);
+        } finally {
+            closeWithin30s(disk);
+        }
+    }
+
+    /** The window inside NbdConnection.finish: the slot no longer held, not yet listed for delivery. */
+    @Test
+    void aCompletionLostAsTheConnectionFinishesItLeavesNothingCountedInFlight() throws Exception {
+        NbdBackend disk = NbdBackend.open(serve(), options());
+        try {
+            Completions got = new Completions();
+            assertEquals(0, disk.prepareRead(0, vector(), 1));
+            disk.submit();
+            FaultPoints.arm(FaultPoints.FINISHING);
+            assertTrue(driveUntilIdle(disk, got), "the fault landed in the connection's finish");
+            assertEquals(0, disk.inFlight(), "the finished request is still counted in flight");
+            assertEquals(0, disk.pendingSubmit());
+            assertEquals(0, got.count, "the lost completion is never delivered");
+            assertEquals(1, disk.reclaimLostSlots(), "its slot comes back");
+            assertEquals(0, disk.reclaimLostSlots(), "once");
+            assertWorksWithEverySlot(disk);
+        } finally {
+            closeWithin30s(disk);
+        }
+    }
+
+    /**
+     * The window in submit's hand-over: the request taken off the pending list, not yet held by
+     * a connection. Only that one is lost; the rest of the batch goes with the next submit.
+     */
+    @Test
+    void aRequestLostInSubmitsHandOverLeavesNothingCountedAndTheRestOfTheBatchGoesOut() throws Exception {
+        NbdBackend disk = NbdBackend.open(serve(), options());
+        try {
+            Completions got = new Completions();
+            assertEquals(0, disk.prepareRead(0, vector(), 1));
+            assertEquals(0, disk.prepareRead(4096, vector(), 2));
+            FaultPoints.arm(FaultPoints.HANDING_OVER);
+            assertThrows(InternalError.class, disk::submit, "the fault lands in the hand-over");
+            assertEquals(0, disk.inFlight(), "the request the fault cut off is counted in flight");
+            assertEquals(1, disk.pendingSubmit(), "the rest of the batch is still pending");
+            assertFalse(driveUntilIdle(disk, got));
+            assertEquals(1, got.count, "the rest of the batch completed");
+            assertEquals(2L, got.lastUserData);
+            assertEquals(4096L, got.lastResult);
+            assertEquals(1, disk.reclaimLostSlots(), "the lost request's slot comes back");
+            assertWorksWithEverySlot(disk);
+        } finally {
+            closeWithin30s(disk);
+        }
+    }
+
+    /**
+     * A lost completion's slot comes back only once nothing is in flight: a command sent and not
+     * answered keeps its slot held (a late reply would land in its buffers), so nothing is
+     * reclaimed while it waits.
+     */
+    @Test
+    void nothingIsReclaimedWhileACommandAwaitsItsReply() throws Exception {
+        java.util.concurrent.CountDownLatch hold = new java.util.concurrent.CountDownLatch(1);
+        NbdBackend disk = NbdBackend.open(serve(hold), options());
+        try {
+            Completions got = new Completions();
+            assertEquals(0, disk.prepareRead(0, vector(), 1));
+            assertEquals(0, disk.prepareRead(HELD_OFFSET, vector(), 2));
+            disk.submit();
+            FaultPoints.arm(FaultPoints.REAP_TAKEN);
             long deadline = System.currentTimeMillis() + 10_000;
-            while ((disk.inFlight() > 0 || disk.pendingSubmit() > 0) && System.currentTimeMillis() < deadline) {
+            boolean thrown = false;
+            while (!thrown && System.currentTimeMillis() < deadline) {
                 try {
-                    if (disk.poll((userData, result) -> { }, 8) == 0) {
+                    if (disk.poll(got, 8) == 0) {
                         disk.awaitCompletions(20);
                     }
                 } catch (InternalError e) {
@@ -78,21 +145,155 @@ class NbdLateFaultAttackTest {
                 }
             }
             assertTrue(thrown, "the fault landed in the poll");
-            assertEquals(0, disk.inFlight(), "a completion the fault took is still counted in flight: the drain would wait for ever");
-            assertEquals(1, disk.reclaimLostSlots(), "its slot comes back");
+            assertEquals(1, disk.inFlight(), "the unanswered command is held");
+            assertEquals(0, disk.reclaimLostSlots(), "nothing is reclaimed while a reply can still land");
+            hold.countDown();
+            assertFalse(driveUntilIdle(disk, got));
+            assertEquals(1, got.count);
+            assertEquals(2L, got.lastUserData);
+            assertEquals(4096L, got.lastResult);
+            assertEquals(1, disk.reclaimLostSlots(), "now the lost one comes back");
+            assertWorksWithEverySlot(disk);
         } finally {
-            // close waits for what is counted in flight: on a daemon thread, so a hang fails the test only
-            java.util.concurrent.Future<?> close = pool.submit(disk::close);
-            try {
-                close.get(30, java.util.concurrent.TimeUnit.SECONDS);
-            } catch (java.util.concurrent.TimeoutException e) {
-                fail("close never returned: it waits for the completion counted in flight for ever");
-            }
+            hold.countDown();
+            closeWithin30s(disk);
         }
     }
 
-    /** A minimal honest server: simple replies, every read answered with zeros. */
+    /**
+     * Across a reconnect: the server drops the connection instead of answering a command; that
+     * command stays held (requeued, sent again on the new connection), so the lost completion's
+     * slot is not reclaimed until the command is answered there.
+     */
+    @Test
+    void aCommandADroppedConnectionLeftUnansweredStaysHeldAcrossTheReconnect() throws Exception {
+        dropOnce.set(true);
+        NbdBackend disk = NbdBackend.open(serve(), options());
+        try {
+            Completions got = new Completions();
+            assertEquals(0, disk.prepareRead(0, vector(), 1));
+            assertEquals(0, disk.prepareRead(HELD_OFFSET, vector(), 2));
+            disk.submit();
+            FaultPoints.arm(FaultPoints.REAP_TAKEN);
+            long deadline = System.currentTimeMillis() + 10_000;
+            boolean thrown = false;
+            while (!thrown && System.currentTimeMillis() < deadline) {
+                try {
+                    if (disk.poll(got, 8) == 0) {
+                        disk.awaitCompletions(20);
+                    }
+                } catch (InternalError e) {
+                    thrown = true;
+                }
+            }
+            assertTrue(thrown, "the fault landed in the poll");
+            assertEquals(0, got.count);
+            // The fault came in the poll that read the first reply: the other command is sent
+            // (or already requeued by the drop), answered only after a reconnect.
+            assertEquals(1, disk.inFlight(), "the dropped command is held");
+            assertEquals(0, disk.reclaimLostSlots(), "nothing is reclaimed while the dropped command is held");
+            assertFalse(driveUntilIdle(disk, got));
+            assertFalse(dropOnce.get(), "the server dropped the connection");
+            assertEquals(1, got.count, "the dropped command was sent again and answered, once");
+            assertEquals(2L, got.lastUserData);
+            assertEquals(4096L, got.lastResult);
+            assertEquals(1, disk.reclaimLostSlots(), "now the lost one comes back");
+            assertWorksWithEverySlot(disk);
+        } finally {
+            closeWithin30s(disk);
+        }
+    }
+
+    private static final long HELD_OFFSET = 8192;
+    /** The test server drops the connection at the first read of {@link #HELD_OFFSET}, once. */
+    private final java.util.concurrent.atomic.AtomicBoolean dropOnce = new java.util.concurrent.atomic.AtomicBoolean();
+
+    private static NbdOptions options() {
+        return NbdOptions.defaults().withConnectTimeoutMs(1500).withRequestTimeoutMs(5000);
+    }
+
+    private static IoVector vector() {
+        NativeBuffer b = Io.buffer(4096);
+        IoVector v = new IoVector(1);
+        v.add(b.address(), 4096);
+        return v;
+    }
+
+    /** Counts what the disk delivers. */
+    private static final class Completions implements io.vblk.aio.CompletionSink {
+        int count;
+        long lastUserData = -1;
+        long lastResult;
+
+        @Override
+        public void complete(long userData, long result) {
+            count++;
+            lastUserData = userData;
+            lastResult = result;
+        }
+    }
+
+    /** Polls (and submits) until nothing is in flight or pending; true when the armed fault was thrown. */
+    private static boolean driveUntilIdle(NbdBackend disk, Completions got) {
+        boolean thrown = false;
+        long deadline = System.currentTimeMillis() + 10_000;
+        while ((disk.inFlight() > 0 || disk.pendingSubmit() > 0) && System.currentTimeMillis() < deadline) {
+            try {
+                disk.submit();
+                if (disk.poll(got, 8) == 0) {
+                    disk.awaitCompletions(20);
+                }
+            } catch (InternalError e) {
+                thrown = true;
+            }
+        }
+        assertEquals(0, disk.inFlight(), "nothing left in flight");
+        return thrown;
+    }
+
+    /** Every slot is usable once: a whole depth of reads completes, each exactly once. */
+    private static void assertWorksWithEverySlot(NbdBackend disk) {
+        assertEquals(disk.depth(), disk.freeSlots(), "every slot is free");
+        Completions got = new Completions();
+        java.util.BitSet seen = new java.util.BitSet();
+        io.vblk.aio.CompletionSink sink = (userData, result) -> {
+            assertFalse(seen.get((int) userData), "completed twice: " + userData);
+            seen.set((int) userData);
+            assertEquals(4096L, result);
+            got.complete(userData, result);
+        };
+        IoVector v = vector();
+        for (int i = 0; i < disk.depth(); i++) {
+            assertEquals(0, disk.prepareRead(0, v, 100 + i));
+        }
+        disk.submit();
+        long deadline = System.currentTimeMillis() + 10_000;
+        while (got.count < disk.depth() && System.currentTimeMillis() < deadline) {
+            if (disk.poll(sink, 64) == 0) {
+                disk.awaitCompletions(20);
+            }
+        }
+        assertEquals(disk.depth(), got.count, "every request completed");
+        assertEquals(0, disk.inFlight());
+        assertEquals(0, disk.reclaimLostSlots(), "nothing lost");
+    }
+
+    /** close waits for what is counted in flight: on a daemon thread, so a hang fails the test only. */
+    private void closeWithin30s(NbdBackend disk) throws Exception {
+        java.util.concurrent.Future<?> close = pool.submit(disk::close);
+        try {
+            close.get(30, java.util.concurrent.TimeUnit.SECONDS);
+        } catch (java.util.concurrent.TimeoutException e) {
+            fail("close never returned: it waits for the completion counted in flight for ever");
+        }
+    }
+
     private String serve() throws IOException {
+        return serve(null);
+    }
+
+    /** A minimal honest server: simple replies, every read answered with zeros. */
+    private String serve(java.util.concurrent.CountDownLatch hold) throws IOException {
         listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
         pool.submit(() -> {
             while (!closed) {
@@ -128,10 +329,16 @@ class NbdLateFaultAttackTest {
                         in.readShort();
                         int type = in.readShort();
                         long cookie = in.readLong();
-                        in.readLong();
+                        long offset = in.readLong();
                         int length = in.readInt();
                         if (type != CMD_READ) {
                             break;
+                        }
+                        if (offset == HELD_OFFSET && dropOnce.compareAndSet(true, false)) {
+                            break; // the connection ends unanswered
+                        }
+                        if (hold != null && offset == HELD_OFFSET) {
+                            hold.await(); // answered only when the test says so
                         }
                         out.writeInt(SIMPLE_REPLY_MAGIC);
                         out.writeInt(0);
@@ -139,7 +346,7 @@ class NbdLateFaultAttackTest {
                         out.write(new byte[length]);
                         out.flush();
                     }
-                } catch (IOException e) {
+                } catch (IOException | InterruptedException e) {
                     // the client hung up or the test ended
                 }
             }

@@ -3,6 +3,9 @@ package io.vblk.block.nbd;
 import java.io.IOException;
 import java.net.ServerSocket;
 import java.net.Socket;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -31,7 +34,13 @@ final class ServerProcess implements AutoCloseable {
         return false;
     }
 
-    /** Starts {@code command} and waits until the Unix socket exists (or the TCP port listens). */
+    /**
+     * Starts {@code command} and waits until its Unix socket (or TCP port) takes connections: a
+     * probe connects and hangs up. The socket file alone is not enough: a server creates it at
+     * bind, before listen (a connect in between is refused), and a file left by a killed server
+     * exists before the new one binds. The servers started here are persistent ({@code -t},
+     * nbdkit's default), so the probe's connection does not end them.
+     */
     static ServerProcess start(List<String> command, Path socket, int port, Path dir) throws IOException {
         Path log = dir.resolve("server-" + System.nanoTime() + ".log");
         Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
@@ -41,7 +50,7 @@ final class ServerProcess implements AutoCloseable {
             if (!p.isAlive()) {
                 throw new IOException("server exited: " + command + "\n" + Files.readString(log));
             }
-            if (socket != null ? Files.exists(socket) : listening(port)) {
+            if (socket != null ? listening(socket) : listening(port)) {
                 return server;
             }
             sleep(20);
@@ -54,6 +63,17 @@ final class ServerProcess implements AutoCloseable {
     private static boolean listening(int port) {
         try (Socket s = new Socket("127.0.0.1", port)) {
             return true;
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    private static boolean listening(Path socket) {
+        if (!Files.exists(socket)) {
+            return false;
+        }
+        try (SocketChannel s = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            return s.connect(UnixDomainSocketAddress.of(socket));
         } catch (IOException e) {
             return false;
         }
