@@ -221,9 +221,7 @@ class ControlThreadsTest {
         Path good = dir.resolve("good.sock");
         Path slow = dir.resolve("slow.sock");
         try (DaemonRig d = new DaemonRig(control)) {
-            for (int i = 0; i < 500 && !Files.exists(nbd); i++) {
-                Thread.sleep(20);
-            }
+            DaemonRig.awaitListening(nbd, "nbdkit");
             d.result("iothread.add", "{\"id\":\"t0\"}");
             d.result("export.add", add("good", good));
             d.result("export.add", DaemonRig.json(Map.of("id", "slow", "image", "nbd+unix:///?socket=" + nbd,

@@ -165,6 +165,26 @@ final class DaemonRig implements AutoCloseable {
         return (Map<String, Object>) e;
     }
 
+    /**
+     * Waits until a server takes connections on the Unix socket {@code sock} (a probe connect,
+     * closed at once), for at most 10 s. The file alone is not enough: a server creates it at
+     * bind, before it listens, and a connect in between is refused.
+     */
+    static void awaitListening(Path sock, String server) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        IOException last = null;
+        while (System.nanoTime() < deadline) {
+            try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+                probe.connect(UnixDomainSocketAddress.of(sock));
+                return;
+            } catch (IOException e) {
+                last = e;
+            }
+            Thread.sleep(20);
+        }
+        throw new AssertionError(server + " does not take connections on " + sock + ": " + last);
+    }
+
     static String json(Object o) {
         try {
             return JSON.std.asString(o);

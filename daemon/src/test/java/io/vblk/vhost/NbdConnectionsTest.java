@@ -39,10 +39,7 @@ class NbdConnectionsTest {
         }
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true)
                 .redirectOutput(dir.resolve(sock.getFileName() + ".out").toFile()).start();
-        for (int i = 0; i < 200 && !Files.exists(sock); i++) {
-            Thread.sleep(25);
-        }
-        assertTrue(Files.exists(sock), "nbdkit did not start");
+        DaemonRig.awaitListening(sock, "nbdkit");
         return p;
     }
 

@@ -74,9 +74,7 @@ class NbdTlsExportTest {
         Path control = dir.resolve("control.sock");
         Path vq = dir.resolve("d.sock");
         try (DaemonRig d = new DaemonRig(control)) {
-            for (int i = 0; i < 200 && !Files.exists(nbdSock); i++) {
-                Thread.sleep(25);
-            }
+            DaemonRig.awaitListening(nbdSock, "qemu-nbd");
             String address = "nbds+unix:///d?socket=" + nbdSock;
             d.result("export.add", DaemonRig.json(Map.of("id", "d", "image", address, "socket", vq.toString(),
                     "tls_certificates", client.toString(), "tls_hostname", "localhost")));

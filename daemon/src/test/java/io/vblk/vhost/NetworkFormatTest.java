@@ -41,10 +41,7 @@ class NetworkFormatTest {
         Process p = new ProcessBuilder(List.of("qemu-nbd", "-f", "raw", "-k", sock.toString(), "-x", "q", "-t", "-e", "4",
                 file.toString())).redirectErrorStream(true).redirectOutput(dir.resolve(sock.getFileName() + ".log").toFile())
                 .start();
-        for (int i = 0; i < 200 && !Files.exists(sock); i++) {
-            Thread.sleep(25);
-        }
-        assertTrue(Files.exists(sock), "qemu-nbd did not start");
+        DaemonRig.awaitListening(sock, "qemu-nbd");
         return p;
     }
 

@@ -1,5 +1,7 @@
 package io.vblk.engine;
 
+import java.util.function.IntSupplier;
+
 import org.agrona.concurrent.BackoffIdleStrategy;
 import org.agrona.concurrent.BusySpinIdleStrategy;
 import org.agrona.concurrent.IdleStrategy;
@@ -16,8 +18,12 @@ final class IdleStrategies {
     private IdleStrategies() {
     }
 
-    /** For a device's own I/O thread. */
-    static IdleStrategy forIoThread(Tuning tuning, NanoClock clock, KernelSleep sleeper) {
+    /**
+     * For a device's own I/O thread. Adaptive with a poll window ({@link Tuning#pollMaxNs()} above
+     * 0) also yields between rounds while the back end holds operations ({@code inFlight}), see
+     * {@link InFlightYieldIdleStrategy}; {@code --poll-max-us 0} turns both kinds of polling off.
+     */
+    static IdleStrategy forIoThread(Tuning tuning, NanoClock clock, KernelSleep sleeper, IntSupplier inFlight) {
         switch (tuning.waitStrategy()) {
             case BUSY_SPIN:
                 return new BusySpinIdleStrategy();
@@ -28,8 +34,11 @@ final class IdleStrategies {
             case BLOCKING:
                 return new KernelIdleStrategy(sleeper);
             default:
-                return new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
+                IdleStrategy adaptive = new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
                         new ThreadSwitches()::involuntary);
+                return tuning.pollMaxNs() > 0
+                        ? new InFlightYieldIdleStrategy(adaptive, inFlight, clock, InFlightYieldIdleStrategy.DEFAULT_MAX_YIELD_NS)
+                        : adaptive;
         }
     }
 

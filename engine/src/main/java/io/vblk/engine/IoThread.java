@@ -95,10 +95,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             route = new InlineCompletionRoute(pool, completions, dispatcher::release);
         }
         dispatcher.route(route);
-        IdleStrategy chosen = IdleStrategies.forIoThread(tuning, clock, this);
-        // Adaptive: with operations on the disk, yield between rounds rather than sleep (i11f, see the class).
-        this.idle = tuning.waitStrategy() == WaitStrategy.ADAPTIVE
-                ? new InFlightYieldIdleStrategy(chosen, backend::inFlight, clock, InFlightYieldIdleStrategy.DEFAULT_MAX_YIELD_NS) : chosen;
+        this.idle = IdleStrategies.forIoThread(tuning, clock, this, backend::inFlight);
         this.events = new EpollWait(queues, backend);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();

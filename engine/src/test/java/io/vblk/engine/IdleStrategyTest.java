@@ -7,6 +7,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import org.agrona.concurrent.BackoffIdleStrategy;
 import org.agrona.concurrent.BusySpinIdleStrategy;
 import org.agrona.concurrent.CachedNanoClock;
+import org.agrona.concurrent.IdleStrategy;
 import org.agrona.concurrent.YieldingIdleStrategy;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
@@ -385,15 +386,19 @@ class IdleStrategyTest {
     void mapping() {
         Tuning.Builder b = Tuning.builder();
         assertInstanceOf(BusySpinIdleStrategy.class,
-                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.BUSY_SPIN).build(), clock, sleeper));
+                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.BUSY_SPIN).build(), clock, sleeper, () -> 0));
         assertInstanceOf(BackoffIdleStrategy.class,
-                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.YIELDING).build(), clock, sleeper));
+                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.YIELDING).build(), clock, sleeper, () -> 0));
         assertInstanceOf(BackoffIdleStrategy.class,
-                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.SLEEPING).build(), clock, sleeper));
+                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.SLEEPING).build(), clock, sleeper, () -> 0));
         assertInstanceOf(KernelIdleStrategy.class,
-                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.BLOCKING).build(), clock, sleeper));
+                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.BLOCKING).build(), clock, sleeper, () -> 0));
+        IdleStrategy adaptive = IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.ADAPTIVE).build(), clock, sleeper, () -> 0);
+        assertInstanceOf(InFlightYieldIdleStrategy.class, adaptive);
+        assertInstanceOf(AdaptivePollIdleStrategy.class, ((InFlightYieldIdleStrategy) adaptive).delegate());
+        // --poll-max-us 0 never polls: neither the window nor the yield while operations are in flight
         assertInstanceOf(AdaptivePollIdleStrategy.class,
-                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.ADAPTIVE).build(), clock, sleeper));
+                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.ADAPTIVE).pollMaxNs(0).build(), clock, sleeper, () -> 1));
         assertInstanceOf(YieldingIdleStrategy.class,
                 IdleStrategies.forSharedThread(WaitStrategy.YIELDING, 0, clock, sleeper));
     }
