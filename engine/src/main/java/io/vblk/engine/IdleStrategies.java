@@ -20,8 +20,9 @@ final class IdleStrategies {
 
     /**
      * For a device's own I/O thread. Adaptive with a poll window ({@link Tuning#pollMaxNs()} above
-     * 0) also yields between rounds while the back end holds operations ({@code inFlight}), see
-     * {@link InFlightYieldIdleStrategy}; {@code --poll-max-us 0} turns both kinds of polling off.
+     * 0) and {@link Tuning#inFlightYieldNs()} set also yields between rounds while the back end
+     * holds operations ({@code inFlight}), see {@link InFlightYieldIdleStrategy}; a poll maximum
+     * of 0 turns both kinds of polling off.
      */
     static IdleStrategy forIoThread(Tuning tuning, NanoClock clock, KernelSleep sleeper, IntSupplier inFlight) {
         switch (tuning.waitStrategy()) {
@@ -36,8 +37,8 @@ final class IdleStrategies {
             default:
                 IdleStrategy adaptive = new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
                         new ThreadSwitches()::involuntary);
-                return tuning.pollMaxNs() > 0
-                        ? new InFlightYieldIdleStrategy(adaptive, inFlight, clock, InFlightYieldIdleStrategy.DEFAULT_MAX_YIELD_NS)
+                return tuning.pollMaxNs() > 0 && tuning.inFlightYieldNs() > 0
+                        ? new InFlightYieldIdleStrategy(adaptive, inFlight, clock, tuning.inFlightYieldNs())
                         : adaptive;
         }
     }

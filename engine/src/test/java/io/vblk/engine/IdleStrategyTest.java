@@ -393,12 +393,16 @@ class IdleStrategyTest {
                 IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.SLEEPING).build(), clock, sleeper, () -> 0));
         assertInstanceOf(KernelIdleStrategy.class,
                 IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.BLOCKING).build(), clock, sleeper, () -> 0));
-        IdleStrategy adaptive = IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.ADAPTIVE).build(), clock, sleeper, () -> 0);
-        assertInstanceOf(InFlightYieldIdleStrategy.class, adaptive);
-        assertInstanceOf(AdaptivePollIdleStrategy.class, ((InFlightYieldIdleStrategy) adaptive).delegate());
-        // --poll-max-us 0 never polls: neither the window nor the yield while operations are in flight
         assertInstanceOf(AdaptivePollIdleStrategy.class,
-                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.ADAPTIVE).pollMaxNs(0).build(), clock, sleeper, () -> 1));
+                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.ADAPTIVE).build(), clock, sleeper, () -> 1),
+                "the in-flight yield is off by default");
+        IdleStrategy yielding = IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.ADAPTIVE).inFlightYieldNs(1_000_000).build(),
+                clock, sleeper, () -> 0);
+        assertInstanceOf(InFlightYieldIdleStrategy.class, yielding);
+        assertInstanceOf(AdaptivePollIdleStrategy.class, ((InFlightYieldIdleStrategy) yielding).delegate());
+        // a poll maximum of 0 never polls: neither the window nor the yield while operations are in flight
+        assertInstanceOf(AdaptivePollIdleStrategy.class, IdleStrategies.forIoThread(
+                b.waitStrategy(WaitStrategy.ADAPTIVE).inFlightYieldNs(1_000_000).pollMaxNs(0).build(), clock, sleeper, () -> 1));
         assertInstanceOf(YieldingIdleStrategy.class,
                 IdleStrategies.forSharedThread(WaitStrategy.YIELDING, 0, clock, sleeper));
     }
