@@ -209,6 +209,64 @@ class FrontendAttackTest extends OneServerCase {
         VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest);
     }
 
+    /**
+     * A frontend that churns the ring's control while the guest does I/O on it: disables and
+     * enables the ring, replaces the memory table with the same regions through new descriptors,
+     * repeats SET_FEATURES and replaces the call eventfd, 60 times, with every change
+     * acknowledged. Each change stops (drains) and restarts the ring under the guest's feet. The
+     * guest's writes and read-backs must all complete and verify, no change may hang, and the
+     * ring must end where the guest's avail index is.
+     */
+    @Test
+    void controlChurnUnderGuestIoLosesNoRequestAndHangsNothing() throws Exception {
+        try (QemuFlow qemu = qemuSession()) {
+            BlkQueue q = guest.queue(0, 128, true, 5);
+            qemu.init(ALL_PROTOCOL, q);
+            long features = qemu.linuxFeatures();
+            qemu.start(features, true, null, q);
+            qemu.f.ackEverything(true);
+            java.util.concurrent.atomic.AtomicReference<Throwable> failure = new java.util.concurrent.atomic.AtomicReference<>();
+            java.util.concurrent.atomic.AtomicInteger rounds = new java.util.concurrent.atomic.AtomicInteger();
+            java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+            Thread io = new Thread(() -> {
+                try {
+                    for (int i = 0; !stop.get(); i++) {
+                        long sector = (i % 64) * 8L;
+                        byte[] data = BlkQueue.pattern(sector, 4096, i);
+                        q.write(sector, data);
+                        assertArrayEquals(data, q.read(sector, 4096), "round " + i);
+                        rounds.incrementAndGet();
+                    }
+                } catch (Throwable t) {
+                    failure.set(t);
+                }
+            }, "guest-io");
+            io.start();
+            VhostUserFrontend f = qemu.f;
+            for (int i = 0; i < 60 && failure.get() == null; i++) {
+                switch (i % 4) {
+                    case 0 -> {
+                        f.setVringEnable(0, false);
+                        f.setVringEnable(0, true);
+                    }
+                    case 1 -> assertEquals(0, f.acked(VhostUserFrontend.SET_MEM_TABLE,
+                            VhostUserFrontend.memTable(guest.regions()), guest.fd, guest.fd));
+                    case 2 -> f.setFeatures(features);
+                    default -> f.setVringFd(VhostUserFrontend.SET_VRING_CALL, 0, q.call);
+                }
+            }
+            stop.set(true);
+            io.join(30_000);
+            assertTrue(!io.isAlive(), "the guest's I/O finished");
+            if (failure.get() != null) {
+                throw new AssertionError("guest I/O failed after " + rounds.get() + " rounds", failure.get());
+            }
+            assertTrue(rounds.get() > 0);
+            assertEquals(q.driver.availIdx(), qemu.stop(q)[0], "every request made available was processed");
+            assertEquals(0, rig.complaints(sessions).size(), String.valueOf(rig.complaints(sessions)));
+        }
+    }
+
     private void connectUseAndHangUp() {
         int logFd = LogProtocolTest.sealedMemfd(LogProtocolTest.logBytes());
         try (QemuFlow qemu = qemuSession(); EventFd logEvent = EventFd.create(true);
