@@ -17,6 +17,7 @@ import org.junit.jupiter.api.Test;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Mapping;
 import io.vblk.sys.Native;
+import io.vblk.sys.UnixSocket;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
@@ -265,6 +266,44 @@ class FrontendAttackTest extends OneServerCase {
             assertEquals(q.driver.availIdx(), qemu.stop(q)[0], "every request made available was processed");
             assertEquals(0, rig.complaints(sessions).size(), String.valueOf(rig.complaints(sessions)));
         }
+    }
+
+    /**
+     * Descriptors that never make a whole message: a header with four descriptors whose payload
+     * is cut short by a hang-up, and one message whose two parts carry 32 descriptors each (more
+     * than a message may have, each part within what one sendmsg carries). The connection ends
+     * and every one of those descriptors is closed by the server: the process holds as many as
+     * before.
+     */
+    @Test
+    void descriptorsOfMessagesThatNeverCompleteAreAllClosed() throws IOException {
+        VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest); // warm up
+        sessions++;
+        long before = count(Path.of("/proc/self/fd"));
+        try (EventFd e = EventFd.create(true)) {
+            int[] four = {e.fd(), e.fd(), e.fd(), e.fd()};
+            VhostUserFrontend f = newSession();
+            java.nio.ByteBuffer cut = VhostUserFrontend.payload(22).putInt(0, VhostUserFrontend.SET_MEM_TABLE)
+                    .putInt(4, VhostUserFrontend.VERSION).putInt(8, 40);
+            f.sendBytes(cut.array(), four);
+            f.close();
+            rig.awaitGone(sessions);
+
+            int[] many = new int[UnixSocket.MAX_FDS];
+            java.util.Arrays.fill(many, e.fd());
+            VhostUserFrontend g = newSession();
+            java.nio.ByteBuffer header = VhostUserFrontend.payload(16).putInt(0, VhostUserFrontend.SET_MEM_TABLE)
+                    .putInt(4, VhostUserFrontend.VERSION).putInt(8, 8).putInt(12, 1);
+            g.sendBytes(header.array(), many);
+            g.sendBytes(new byte[4], many);
+            assertTrue(g.closedByBackend(), "64 descriptors in one message end the connection");
+            g.close();
+            rig.awaitGone(sessions);
+            complained("more than " + UnixSocket.MAX_FDS + " descriptors in one message");
+        }
+        assertTrue(count(Path.of("/proc/self/fd")) <= before + 2, "descriptors " + before + " -> "
+                + count(Path.of("/proc/self/fd")));
+        VhostUserProtocolTest.assertGoodFrontendDoesIo(rig, guest);
     }
 
     private void connectUseAndHangUp() {
