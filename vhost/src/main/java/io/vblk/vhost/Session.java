@@ -101,6 +101,7 @@ final class Session {
                 return;
             }
             String end = null;
+            Throwable error = null;
             try {
                 int got = channel.receive(message);
                 if (got == MessageChannel.MESSAGE) {
@@ -112,6 +113,15 @@ final class Session {
                 }
             } catch (ProtocolError e) {
                 end = who + ": connection closed: " + e.getMessage();
+            } catch (Throwable e) {
+                // An Error (dispatch turns RuntimeExceptions into ProtocolErrors): an
+                // OutOfMemoryError mapping or answering, a StackOverflowError. Without this the
+                // session would never turn again and never tear down (fds, mappings, its device
+                // held). Torn down first; a VirtualMachineError is then rethrown, not swallowed,
+                // so the pool thread's uncaught handling (and -XX:+ExitOnOutOfMemoryError if
+                // set) sees it; the event loop is not on this thread and goes on.
+                end = who + ": connection closed: internal error: " + e;
+                error = e;
             }
             if (end == null) {
                 try {
@@ -122,6 +132,9 @@ final class Session {
                 }
             }
             finish(end);
+            if (error instanceof VirtualMachineError) {
+                throw (VirtualMachineError) error;
+            }
         }
     }
 
@@ -129,10 +142,14 @@ final class Session {
         ended = true;
         registration.cancel();
         message.closeFds();
+        Throwable fatal = null;
         try {
             control.teardown();
-        } catch (RuntimeException e) {
+        } catch (Throwable e) {
             end += "; teardown failed: " + e;
+            if (e instanceof VirtualMachineError) {
+                fatal = e; // rethrown once the session is closed and its owner told
+            }
         } finally {
             synchronized (this) {
                 closed = true;
@@ -145,6 +162,9 @@ final class Session {
         }
         log.info(end);
         onEnd.accept(this);
+        if (fatal != null) {
+            throw (VirtualMachineError) fatal;
+        }
     }
 
     private String peer() {
