@@ -138,23 +138,15 @@ final class ControlServer implements AutoCloseable {
     }
 
     /**
-     * Closes {@code c} after its turn threw {@code e}, then rethrows {@code e} if it is a
-     * {@link VirtualMachineError}. Policy: the client is closed first whatever was thrown (its
-     * socket, registration and partial line would otherwise leak, and its turns would never run
-     * again); an OutOfMemoryError or StackOverflowError is not swallowed after that, so that the
-     * pool thread's uncaught-exception handling (and -XX:+ExitOnOutOfMemoryError, if the
-     * operator set it) still sees it; the event loop survives it (handlers run on pool threads,
-     * and the pool replaces a thread that dies). Other throwables are a bug in this turn only:
-     * logged, the client closed, the server goes on.
+     * Closes {@code c} after its turn threw {@code e} (the caller logged it). Policy: the client
+     * is closed whatever was thrown, an Error included (its socket, registration and partial line
+     * would otherwise leak, and its turns would never run again), and the server goes on. The
+     * Error is not rethrown: the JVM's own OOM options (-XX:+ExitOnOutOfMemoryError,
+     * HeapDumpOnOutOfMemoryError) act when it is thrown, not when it is caught, a rethrow would
+     * only end a pool thread, and closing the client frees what its turn held.
      */
-    private void endTurn(Client c, Throwable e) {
-        try {
-            c.close();
-        } finally {
-            if (e instanceof VirtualMachineError) {
-                throw (VirtualMachineError) e;
-            }
-        }
+    private static void endTurn(Client c, Throwable e) {
+        c.close();
     }
 
     private static void pause() {

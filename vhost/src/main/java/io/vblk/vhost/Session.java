@@ -101,7 +101,6 @@ final class Session {
                 return;
             }
             String end = null;
-            Throwable error = null;
             try {
                 int got = channel.receive(message);
                 if (got == MessageChannel.MESSAGE) {
@@ -117,11 +116,11 @@ final class Session {
                 // An Error (dispatch turns RuntimeExceptions into ProtocolErrors): an
                 // OutOfMemoryError mapping or answering, a StackOverflowError. Without this the
                 // session would never turn again and never tear down (fds, mappings, its device
-                // held). Torn down first; a VirtualMachineError is then rethrown, not swallowed,
-                // so the pool thread's uncaught handling (and -XX:+ExitOnOutOfMemoryError if
-                // set) sees it; the event loop is not on this thread and goes on.
+                // held). Torn down and logged, not rethrown: the JVM's own OOM options
+                // (-XX:+ExitOnOutOfMemoryError, HeapDumpOnOutOfMemoryError) act when it is
+                // thrown, not when it is caught, and a rethrow would only end this thread, which
+                // for `vblk serve` (handlers on the caller's loop) is the event loop itself.
                 end = who + ": connection closed: internal error: " + e;
-                error = e;
             }
             if (end == null) {
                 try {
@@ -132,9 +131,6 @@ final class Session {
                 }
             }
             finish(end);
-            if (error instanceof VirtualMachineError) {
-                throw (VirtualMachineError) error;
-            }
         }
     }
 
@@ -142,14 +138,10 @@ final class Session {
         ended = true;
         registration.cancel();
         message.closeFds();
-        Throwable fatal = null;
         try {
             control.teardown();
-        } catch (Throwable e) {
+        } catch (Throwable e) { // an Error too: the session is closed and its owner told whatever happens
             end += "; teardown failed: " + e;
-            if (e instanceof VirtualMachineError) {
-                fatal = e; // rethrown once the session is closed and its owner told
-            }
         } finally {
             synchronized (this) {
                 closed = true;
@@ -162,9 +154,6 @@ final class Session {
         }
         log.info(end);
         onEnd.accept(this);
-        if (fatal != null) {
-            throw (VirtualMachineError) fatal;
-        }
     }
 
     private String peer() {
