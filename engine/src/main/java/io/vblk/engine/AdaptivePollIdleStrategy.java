@@ -1,5 +1,6 @@
 package io.vblk.engine;
 
+import java.util.function.IntSupplier;
 import java.util.function.LongSupplier;
 
 import org.agrona.concurrent.IdleStrategy;
@@ -91,8 +92,21 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
      */
     static final double LOST_SHARE_AFTER_BACKOFF = 0.40;
 
+    /**
+     * Operations in flight at or above which a wait goes to the kernel at once: the next event is
+     * most likely one of their completions, which the completion eventfd signals anyway, and the
+     * device stays busy with the rest while the wake-up takes its time.
+     */
+    static final int DEEP_IN_FLIGHT = 8;
+    /** A sample whose windows caught work fewer than once per this many did not pay for its polling. */
+    static final int UNPAID_WINDOWS_PER_CATCH = 8;
+
     private final NanoClock clock;
     private final long maxPollNs;
+    /** The back end's operations in flight (read once per wait, at its start). */
+    private final IntSupplier inFlight;
+    private final int deepInFlight;
+    private long deepWaits;
     private final KernelSleep sleeper;
     /** The thread's involuntary context switches so far ({@code getrusage(RUSAGE_THREAD)}). */
     private final LongSupplier involuntarySwitches;
@@ -116,6 +130,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private long sampleStartNs;
     private long sampleSwitches;
     private int sampleWindows;
+    /** Windows of the sample that caught work without a sleep. */
+    private int sampleCatches;
+    private long unpaidSamples;
     private long sampleLostNs;
     /** Time spent polling (on the core) in the sample: the share lost is of polling time, not of wall time. */
     private long samplePolledNs;
@@ -125,12 +142,17 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         this(clock, initialPollNs, maxPollNs, sleeper, () -> 0);
     }
 
+    AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper,
+                             LongSupplier involuntarySwitches) {
+        this(clock, initialPollNs, maxPollNs, sleeper, involuntarySwitches, () -> 0, DEEP_IN_FLIGHT);
+    }
+
     /**
      * @param involuntarySwitches the calling thread's involuntary context switches so far (read
      *                            at most once per {@link #SAMPLE_NS} of polling, on this thread)
      */
     AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper,
-                             LongSupplier involuntarySwitches) {
+                             LongSupplier involuntarySwitches, IntSupplier inFlight, int deepInFlight) {
         if (initialPollNs < 0 || maxPollNs < 0) {
             throw new IllegalArgumentException("poll " + initialPollNs + " ns, max " + maxPollNs + " ns: must not be negative");
         }
@@ -138,6 +160,8 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         this.maxPollNs = maxPollNs;
         this.sleeper = sleeper;
         this.involuntarySwitches = involuntarySwitches;
+        this.inFlight = inFlight;
+        this.deepInFlight = deepInFlight;
         this.windowNs = Math.min(initialPollNs, maxPollNs);
         this.contendedUntilNs = clock.nanoTime() - MAX_CONTENDED_BACKOFF_NS; // no back-off running
     }
@@ -145,6 +169,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     @Override
     public void idle(int workCount) {
         if (workCount > 0) {
+            if (polling && windowNs > 0) {
+                sampleCatches++;
+            }
             polling = false; // the window caught it: the sweet spot, nothing to adjust
         } else {
             idle();
@@ -157,6 +184,11 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         if (!polling) {
             polling = true;
             pollStartNs = now;
+            if (maxPollNs > 0 && inFlight.getAsInt() >= deepInFlight) {
+                deepWaits++;
+                sleep(false);
+                return;
+            }
             if (windowNs > 0 && sampleWindow(now)) {
                 contended(now);
                 sleep(false);
@@ -230,13 +262,16 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             lostShare += (share - lostShare) * spentNs / (double) (spentNs + LOST_TAU_NS);
         }
         boolean lost = lostShare >= LOST_SHARE_CONTENDED;
+        boolean unpaid = (long) sampleCatches * UNPAID_WINDOWS_PER_CATCH < sampleWindows;
         if (preempted) {
             contendedSamples++;
         } else if (lost) {
             lostSamples++;
+        } else if (unpaid) {
+            unpaidSamples++;
         }
         openSample(now, switches);
-        return preempted || lost;
+        return preempted || lost || unpaid;
     }
 
     /** Whether the open sample's windows were cut short by the scheduler often enough to stop polling. */
@@ -250,6 +285,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         sampleStartNs = now;
         sampleSwitches = switches;
         sampleWindows = 1;
+        sampleCatches = 0;
         sampleLostNs = 0;
         samplePolledNs = 0;
     }
@@ -335,6 +371,16 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** Gaps between idle rounds seen while polling (each charged to its sample, none acted on alone). */
     long gaps() {
         return gaps;
+    }
+
+    /** Samples whose windows caught too little work to pay for their polling (the rest of {@link #preemptions()}). */
+    long unpaidSamples() {
+        return unpaidSamples;
+    }
+
+    /** Waits that started with a deep queue in flight and went to the kernel at once. */
+    long deepWaits() {
+        return deepWaits;
     }
 
     /** The averaged share of polling time lost in gaps. */

@@ -36,7 +36,7 @@ final class IdleStrategies {
                 return new KernelIdleStrategy(sleeper);
             default:
                 IdleStrategy adaptive = new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
-                        new ThreadSwitches()::involuntary);
+                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT);
                 return tuning.pollMaxNs() > 0 && tuning.inFlightYieldNs() > 0
                         ? new InFlightYieldIdleStrategy(adaptive, inFlight, clock, tuning.inFlightYieldNs())
                         : adaptive;
