@@ -498,6 +498,30 @@ class IdleStrategyTest {
     }
 
     @Test
+    @DisplayName("adaptive: small windows that miss while the thread mostly sleeps (a guest often off its core) cost "
+            + "little: they grow and shrink, no back-off")
+    void adaptiveKeepsCheapMisses() {
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(4_000, 100_000);
+        clock.update(1_000_000);
+        // Waits alternate: 10 us (grows the window) and 200 us (shrinks it): 4 and 8 us windows
+        // that never catch anything, polling about 3% of the time.
+        for (int i = 0; i < 2_000; i++) { // ~210 ms
+            sleepTakesNs = (i % 2 == 0 ? 10_000 : 200_000) - idle.windowNs();
+            int before = sleeps;
+            while (sleeps == before) {
+                idle.idle(0);
+                if (sleeps == before) {
+                    clock.advance(1_000);
+                }
+            }
+            idle.idle(1);
+        }
+        assertTrue(idle.windowNs() <= 8_000, "window " + idle.windowNs());
+        assertEquals(0, idle.unpaidSamples());
+        assertEquals(0, idle.preemptions());
+    }
+
+    @Test
     @DisplayName("adaptive with a maximum of 0 never polls: it blocks like the kernel strategy")
     void adaptiveMaxZero() {
         AdaptivePollIdleStrategy idle = adaptive(50_000, 0);
