@@ -422,7 +422,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         return gaps;
     }
 
-    /** Samples whose windows caught too little work to pay for their polling (each shut the window for {@link #UNPAID_BACKOFF_NS}). */
+    /** Samples whose windows caught too little work to pay for their polling (each shut the window for a back-off). */
     long unpaidSamples() {
         return unpaidSamples;
     }
