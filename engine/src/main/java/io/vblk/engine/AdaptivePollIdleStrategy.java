@@ -123,7 +123,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
      * A sample whose windows caught work fewer than once per this many, polling at least half of
      * its time, did not pay for its polling.
      */
-    static final int UNPAID_WINDOWS_PER_CATCH = 8;
+    static final int UNPAID_WINDOWS_PER_CATCH = 32;
     /**
      * How long the window stays shut after a sample that did not pay; never doubled: the guest
      * that waited for this core may have moved to another one since, and then every I/O of a

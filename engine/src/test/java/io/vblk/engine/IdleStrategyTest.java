@@ -477,6 +477,28 @@ class IdleStrategyTest {
     }
 
     @Test
+    @DisplayName("adaptive: a window that catches one request in ten keeps polling (on a contended host the wake-up "
+            + "a catch saves waits for a core)")
+    void adaptiveKeepsAWindowThatCatchesNowAndThen() {
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(0, 100_000);
+        clock.update(1_000_000);
+        sleepTakesNs = 3_000;
+        for (int i = 1; i <= 500; i++) { // ~40 ms
+            if (i % 10 == 0 && idle.windowNs() > 2_000) {
+                idle.idle(0);
+                clock.advance(2_000); // the guest got a core of its own this time: caught 2 us in
+                idle.idle(0);
+                idle.idle(1);
+            } else {
+                iosPostedAfterTheSleep(idle, 1);
+            }
+        }
+        assertEquals(0, idle.unpaidSamples());
+        assertEquals(0, idle.preemptions());
+        assertTrue(idle.windowNs() >= 50_000, "window " + idle.windowNs());
+    }
+
+    @Test
     @DisplayName("adaptive: a window that misses while it grows, then catches the guest's requests, pays: it keeps polling")
     void adaptiveKeepsAWindowThatCatchesAfterGrowing() {
         // The guest posts 90 us after each wait starts, whether this thread polls or sleeps (a
