@@ -116,6 +116,8 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList allocWaiters = new ReqList();
     private final ReqList l1Waiters = new ReqList();
     private final ReqList ioWaiters = new ReqList();
+    /** The lists of requests that wait for something (all but {@link #done}). */
+    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters};
     private final Inflater inflater = new Inflater(true);
     /** The header's compression_type, fixed for the driver's life (a reload that changes it is corruption). */
     private final int compressionType;
@@ -287,8 +289,9 @@ public final class Qcow2Driver implements BlockDriver {
             return -Errno.EAGAIN;
         }
         Req r = reqs[freeReqs[--freeReqCount]];
-        r.begin(op, offset, length, buffers, tag);
+        r.busy = true;
         accepted++;
+        r.begin(op, offset, length, buffers, tag);
         run(r);
         return 0;
     }
@@ -497,7 +500,29 @@ public final class Qcow2Driver implements BlockDriver {
 
     // ------------------------------------------------------------------ the state machine
 
+    /**
+     * Advances {@code r} as far as it can go now. An exception out of a step (a guest-memory
+     * fault the JVM delivered late: engine GuestFaults; it can land in a prepare after the back
+     * end took a slot, or in a copy into guest memory) leaves the request half advanced: its
+     * cursor, phase and locks can no longer be trusted, so it is poisoned and finishes with EIO
+     * once the operations it has in flight complete (never resumed: a resumed piece could write
+     * the wrong guest bytes). Free when nothing is thrown (an exception table entry).
+     */
     private void run(Req r) {
+        try {
+            step(r);
+        } catch (RuntimeException | Error e) {
+            if (r.error == 0) {
+                r.error = -Errno.EIO;
+            }
+            if (r.pending == 0) {
+                runnable.add(r); // no-op when it is parked: waking it finishes it
+            }
+            throw e;
+        }
+    }
+
+    private void step(Req r) {
         while (true) {
             switch (r.phase) {
                 case PH_START:
@@ -1238,6 +1263,33 @@ public final class Qcow2Driver implements BlockDriver {
             if (state != IDLE) {
                 return;
             }
+            try {
+                startIdle();
+            } catch (RuntimeException | Error e) {
+                // Cut off between choosing a block and issuing its step (a late fault in a
+                // prepare): the block in memory may not be the one on disk. Read it again.
+                abandon();
+                throw e;
+            }
+        }
+
+        /**
+         * Drops the reservation under way, whose step lost its prepare or completion to an
+         * exception (the back end is idle, so nothing of it is still running): the refcount
+         * block is read from the disk again at the next start. A new block whose reftable entry
+         * may not have reached the disk is forgotten (its cluster leaks), so the next one is
+         * never used unreferenced. Clusters it may have marked on disk leak, never err.
+         */
+        void abandon() {
+            if ((state == BLOCK_WRITTEN || state == BLOCK_FLUSHED || state == TABLE_WRITTEN) && blockIndex >= 0
+                    && (meta.reftableEntry(blockIndex) & REFT_OFFSET_MASK) == blockOffset) {
+                meta.setReftableEntry(blockIndex, 0);
+            }
+            state = IDLE;
+            blockIndex = -1;
+        }
+
+        private void startIdle() {
             long c = reservedEnd >>> clusterBits;
             long bi = c / entriesPerBlock;
             if (bi >= meta.reftableEntries) {
@@ -1582,10 +1634,14 @@ public final class Qcow2Driver implements BlockDriver {
         while ((r = runnable.poll()) != null) {
             run(r);
         }
+        if (reaped == 0 && accepted > done.size && backEndsIdle()) {
+            failStalled();
+        }
         int delivered = 0;
         while (delivered < max && (r = done.poll()) != null) {
             long tag = r.tag;
             long result = r.result;
+            r.busy = false;
             r.end();
             freeReqs[freeReqCount++] = r.index;
             accepted--;
@@ -1593,6 +1649,122 @@ public final class Qcow2Driver implements BlockDriver {
             sink.complete(tag, result);
         }
         return delivered;
+    }
+
+    /** Whether the back ends (image and backing file) have nothing in flight and nothing pending. */
+    private boolean backEndsIdle() {
+        return io.inFlight() == 0 && io.pendingSubmit() == 0
+                && (backing == null || (backing.inFlight() == 0 && backing.pendingSubmit() == 0));
+    }
+
+    /**
+     * Every accepted request waits, directly or through a metadata step or another request's
+     * lock, for a back-end completion; so with the back ends idle, nothing runnable and requests
+     * still accepted, those requests wait for completions an exception cut off (a fault the JVM
+     * delivered inside a reap, or in a prepare after the back end took its slot: engine
+     * GuestFaults), which will never come. One lost operation of a request that fanned out
+     * into several (an L2 load, copy-on-write read, data write, L2 write...) is enough. They
+     * finish with EIO through {@link #poll} like any request: the engine still counts them in
+     * flight and hears of each exactly once, and with the back ends idle no operation can touch
+     * their buffers any more. The metadata steps that lost their completion start over
+     * ({@link #recoverLostMetadata()}). Reaping thread; off the data path (a poll that reaped
+     * nothing while requests are accepted, then a few reads of counters).
+     */
+    private void failStalled() {
+        // Unpark everyone (each request is in at most one list): every waiter is stalled too.
+        for (ReqList list : waitLists) {
+            while (list.poll() != null) {
+                // dropped: failed below
+            }
+        }
+        for (L2Slot s : slots) {
+            while (s.waiters.poll() != null) {
+                // dropped: failed below
+            }
+        }
+        for (Req r : reqs) {
+            while (r.lockWaiters.poll() != null) {
+                // dropped: failed below
+            }
+        }
+        for (Req r : reqs) {
+            if (r.busy && !r.queued) { // queued now means listed in done: finished already
+                r.lockKey = NO_LOCK;
+                r.pending = 0;
+                r.result = r.error != 0 ? r.error : -Errno.EIO;
+                r.phase = PH_FINISH;
+                done.add(r);
+            }
+        }
+        recoverLostMetadata();
+    }
+
+    /**
+     * With the back ends idle, metadata steps still marked under way lost their completion (or
+     * their prepare) to an exception: each starts over. A lost L2 load forgets the table; a lost
+     * L2 or L1 write is written again (the tables in memory are the truth, and were only ever
+     * changed after the data they name was written); a cluster reservation is abandoned and the
+     * refcount block read again from the disk (clusters it may have reserved on disk leak, never
+     * err). Reaping thread, back ends idle.
+     */
+    private void recoverLostMetadata() {
+        for (L2Slot s : slots) {
+            if (s.loading) {
+                s.loading = false;
+                s.assign(0);
+            }
+            if (s.writing) {
+                s.writing = false;
+                int lo = (int) (s.writeVec.address(0) - s.buffer.address());
+                s.dirtyLo = Math.min(s.dirtyLo, lo);
+                s.dirtyHi = Math.max(s.dirtyHi, lo + s.writeVec.length(0));
+            }
+            if (s.gen != s.writtenGen) {
+                s.writeWanted = true;
+                metadataRetry = true;
+            }
+        }
+        if (l1Writing) {
+            l1Writing = false;
+        }
+        if (l1Gen != l1Written) {
+            metadataRetry = true;
+        }
+        refill.abandon();
+    }
+
+    /**
+     * Passes the engine's reclaim on (see {@link BlockDriver#reclaimLostSlots()}): with no request
+     * accepted and the back ends idle, the metadata steps that lost their completion start over,
+     * and the image's and backing file's back ends give back the slots whose completion an
+     * exception cut off. Requests never lose their slot here: one whose completion was lost
+     * finishes with EIO from {@link #poll} once the back ends are idle (see {@link #failStalled}),
+     * so the engine sees it leave the count. Returns the back-end slots that came back.
+     */
+    @Override
+    public int reclaimLostSlots() {
+        if (closed || accepted != 0 || done.size != 0 || runnable.size != 0 || !backEndsIdle()) {
+            return 0;
+        }
+        if (freeReqCount != reqs.length) {
+            // Only a fault inside accept's own bookkeeping can leave a request slot out unaccepted.
+            for (int i = 0; i < reqs.length; i++) {
+                reqs[i].busy = false;
+                freeReqs[i] = reqs.length - 1 - i;
+            }
+            freeReqCount = reqs.length;
+        }
+        recoverLostMetadata();
+        int n = io.reclaimLostSlots();
+        if (backing != null) {
+            n += backing.reclaimLostSlots();
+        }
+        return n;
+    }
+
+    /** The back end on the image file (tests). */
+    IoBackend imageBackend() {
+        return io;
     }
 
     private void retryMetadataWrites() {
@@ -1728,6 +1900,8 @@ public final class Qcow2Driver implements BlockDriver {
         long lockKey = NO_LOCK;
         Req next;
         boolean queued;
+        /** Accepted and not yet delivered. */
+        boolean busy;
         NativeBuffer bounce;
         ByteBuffer bounceIn;
         ByteBuffer bounceOut;
