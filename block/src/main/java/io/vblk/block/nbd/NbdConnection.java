@@ -75,6 +75,12 @@ final class NbdConnection {
     /** The socket's TLS session, or null (plain: sendmsg straight from guest memory). */
     private NbdTlsSession tls;
     private NbdExport export;
+    /**
+     * The server refused a write-zeroes longer than its maximum payload (EOVERFLOW or EINVAL,
+     * which proto.md allows): from then on, on this connection, zeroing goes in parts of at most
+     * the maximum payload, like a write. Sticky across reconnects (the same server).
+     */
+    private boolean zeroesCapped;
     private boolean watchingOut;
 
     // Requests waiting to be sent, in order.
@@ -406,6 +412,13 @@ final class NbdConnection {
         long limit;
         if (op == CMD_TRIM) {
             limit = Integer.MAX_VALUE - Integer.MAX_VALUE % export.minBlock;
+        } else if (op == CMD_WRITE_ZEROES && !zeroesCapped) {
+            // proto.md (block size constraints): a command with no payload may ask for an effect
+            // larger than the maximum payload. The 32-bit length field bounds it: INT_MAX (QEMU's
+            // bound too) rounded down to the preferred size, so every part but the last keeps the
+            // request's alignment. A 4 GiB zeroing is three commands, not thousands of round
+            // trips at the maximum payload.
+            limit = Integer.MAX_VALUE - Integer.MAX_VALUE % Math.max(export.minBlock, export.preferredBlock);
         } else {
             limit = export.maxPayload;
             if (export.preferredBlock <= limit) {
@@ -651,7 +664,7 @@ final class NbdConnection {
         }
         start += SIMPLE_REPLY_SIZE;
         if (error != 0) {
-            finish(slot, -errnoOf(error));
+            partFailed(slot, error);
         } else if (slots.op[slot] == CMD_READ) {
             // A simple reply to a read carries the whole payload.
             payloadSlot = slot;
@@ -747,7 +760,7 @@ final class NbdConnection {
             if (slots.op[slot] == CMD_READ) {
                 finishRead(slot);
             } else if (slots.error[slot] != 0) {
-                finish(slot, -errnoOf(slots.error[slot]));
+                partFailed(slot, slots.error[slot]);
             } else {
                 finishOk(slot);
             }
@@ -779,6 +792,24 @@ final class NbdConnection {
         } else {
             finishOk(slot);
         }
+    }
+
+    /**
+     * A part failed with the server's error {@code nbdError}: the request fails with it, unless
+     * the part is a write-zeroes above the maximum payload that the server refused as too large
+     * (proto.md: it MAY answer such a request with EOVERFLOW or EINVAL). That part is sent again,
+     * from where the request stands, in parts of at most the maximum payload (and every later
+     * zeroing on this connection too): nothing before it is redone, nothing after it skipped.
+     */
+    private void partFailed(int slot, int nbdError) {
+        if (slots.op[slot] == CMD_WRITE_ZEROES && !zeroesCapped && slots.length[slot] > export.maxPayload
+                && (nbdError == NBD_EOVERFLOW || nbdError == Errno.EINVAL)) {
+            zeroesCapped = true;
+            slots.state[slot] = NbdSlots.QUEUED;
+            enqueue(slot);
+            return;
+        }
+        finish(slot, -errnoOf(nbdError));
     }
 
     private void finishOk(int slot) {
