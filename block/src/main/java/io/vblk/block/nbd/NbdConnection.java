@@ -97,6 +97,11 @@ final class NbdConnection {
     private final UnsafeBuffer msghdr = new NativeBuffer(64).buffer();
     private int iovFirst;
     private int iovEnd;
+    /** Counts the batches laid out; {@link #batchOf} names the one each slot was last laid out in. */
+    private int batch;
+    /** Per slot: the batch it was last laid out in, and the iovec index just past its bytes there. */
+    private final int[] batchOf;
+    private final int[] iovEndOf;
     private boolean wantWrite;
     /** Every request owned was taken since the last {@link #service}: no reply can be due yet. */
     private boolean allNew;
@@ -124,6 +129,8 @@ final class NbdConnection {
         this.export = export;
         sendQueue = new int[slots.depth];
         mine = new boolean[slots.depth];
+        batchOf = new int[slots.depth];
+        iovEndOf = new int[slots.depth];
         adopt(socket);
     }
 
@@ -356,6 +363,7 @@ final class NbdConnection {
         long now = System.nanoTime();
         iovFirst = 0;
         iovEnd = 0;
+        batch++;
         // A request leaves the queue only together with its SENT state and its place in the
         // batch (plain stores, no call between): an exception the JVM throws at a call in here
         // leaves it queued (laid out again next time) or in the batch (sent next time), never
@@ -394,6 +402,8 @@ final class NbdConnection {
             sendHead = (sendHead + 1) % sendQueue.length;
             sendCount--;
             slots.state[slot] = NbdSlots.SENT;
+            batchOf[slot] = batch;
+            iovEndOf[slot] = used;
             iovEnd = used;
         }
         return used > 0;
@@ -768,6 +778,15 @@ final class NbdConnection {
         return true;
     }
 
+    /**
+     * Whether bytes of {@code slot}'s request (header or payload) are still in the batch being
+     * sent: laid out in the current batch at or after its first iovec not yet fully sent (over
+     * TLS: not yet copied into the session, which owns what it staged).
+     */
+    private boolean stillSending(int slot) {
+        return iovFirst < iovEnd && batchOf[slot] == batch && iovEndOf[slot] > iovFirst;
+    }
+
     /** The slot a cookie names, or -1 after a protocol error (it names no request we sent here). */
     private int lookup(long cookie) {
         int slot = (int) cookie;
@@ -775,6 +794,14 @@ final class NbdConnection {
         if (slot < 0 || slot >= slots.depth || !mine[slot] || slots.state[slot] != NbdSlots.SENT || slots.sequence[slot] != seq
                 || (payloadSlot == slot && payloadLeft > 0)) {
             protocolError("reply with unknown cookie 0x" + Long.toHexString(cookie));
+            return -1;
+        }
+        if (stillSending(slot)) {
+            // No server can answer a request it has not read whole (a write's payload still
+            // leaving): finishing it would free the slot, and the guest reuse its buffer and
+            // the slot its header, while the socket still sends from them. The connection is
+            // closed (nothing more is sent from the batch), its requests fail, it reconnects.
+            protocolError("reply to a request still being sent");
             return -1;
         }
         return slot;

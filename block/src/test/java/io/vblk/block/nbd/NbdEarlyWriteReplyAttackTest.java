@@ -1,0 +1,255 @@
+package io.vblk.block.nbd;
+
+import static io.vblk.block.nbd.NbdProtocol.*;
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.net.InetAddress;
+import java.net.ServerSocket;
+import java.net.Socket;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
+
+import org.agrona.UnsafeApi;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
+
+import io.vblk.aio.IoVector;
+import io.vblk.sys.Errno;
+import io.vblk.sys.NativeBuffer;
+
+/**
+ * A hostile NBD server that answers a write as soon as it has read the command's header, while
+ * the payload (24 MiB, more than the loopback socket buffers hold) is still leaving the client.
+ * Before the fix the reply was taken: the write completed successfully with its payload half
+ * sent, its slot and buffer went back for reuse, and the socket went on sending from them (the
+ * next request's bytes, or a reused header, in the middle of the old payload). The contract: a
+ * reply to a request still being sent is a protocol error; the connection is closed at once (no
+ * byte of the buffer is sent after the request completed), the write fails with EIO exactly
+ * once, and the disk reconnects and serves the next write whole. A real loopback socket and the
+ * production client; the server is hand-written because no real server can be made to lie this
+ * way.
+ */
+class NbdEarlyWriteReplyAttackTest {
+    private static final int WRITE = 24 << 20;
+    private static final byte DATA = 0x11;
+    private static final byte REUSED = 0x66;
+
+    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
+        Thread t = new Thread(r, "hostile-nbd-early-reply");
+        t.setDaemon(true);
+        return t;
+    });
+    private ServerSocket listener;
+    private volatile boolean closed;
+    private final AtomicInteger connections = new AtomicInteger();
+    /** Released by the test once the first write completed: the lying connection reads on. */
+    private final CountDownLatch drain = new CountDownLatch(1);
+    /** Payload bytes the lying connection received after the release, and how many were the reused buffer's. */
+    private final AtomicLong drained = new AtomicLong(-1);
+    private final AtomicLong reusedBytesSent = new AtomicLong();
+    /** Writes the honest connections received whole: {offset, length, first byte}. */
+    private final List<long[]> honestWrites = new ArrayList<>();
+
+    @AfterEach
+    void stop() throws IOException {
+        closed = true;
+        if (listener != null) {
+            listener.close();
+        }
+        pool.shutdownNow();
+    }
+
+    private String serve() throws IOException {
+        listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+        pool.submit(() -> {
+            while (!closed) {
+                try (Socket s = listener.accept()) {
+                    int n = connections.incrementAndGet();
+                    DataInputStream in = new DataInputStream(s.getInputStream());
+                    DataOutputStream out = new DataOutputStream(s.getOutputStream());
+                    negotiate(in, out);
+                    if (n == 1) {
+                        lie(in, out);
+                    } else {
+                        honest(in, out);
+                    }
+                } catch (IOException | InterruptedException e) {
+                    // the client hung up or the test ended
+                }
+            }
+            return null;
+        });
+        return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
+    }
+
+    /** Reads the write's header only, answers it at once, then (released) reads what still comes. */
+    private void lie(DataInputStream in, DataOutputStream out) throws IOException, InterruptedException {
+        in.readInt();
+        in.readShort();
+        int type = in.readShort();
+        long cookie = in.readLong();
+        in.readLong();
+        in.readInt();
+        if (type != CMD_WRITE) {
+            return;
+        }
+        out.writeInt(SIMPLE_REPLY_MAGIC);
+        out.writeInt(0);
+        out.writeLong(cookie);
+        out.flush();
+        drain.await(60, TimeUnit.SECONDS);
+        // Whatever is still in flight from before the completion is the old payload; anything
+        // the client sends after it from the reused buffer would carry REUSED.
+        long total = 0;
+        byte[] b = new byte[1 << 16];
+        int r;
+        while ((r = in.read(b)) > 0) {
+            for (int i = 0; i < r; i++) {
+                if (b[i] == REUSED) {
+                    reusedBytesSent.incrementAndGet();
+                }
+            }
+            total += r;
+        }
+        drained.set(total);
+    }
+
+    private void honest(DataInputStream in, DataOutputStream out) throws IOException {
+        while (!closed) {
+            in.readInt();
+            in.readShort();
+            int type = in.readShort();
+            long cookie = in.readLong();
+            long offset = in.readLong();
+            int length = in.readInt();
+            if (type != CMD_WRITE) {
+                return; // a disconnect
+            }
+            byte[] payload = in.readNBytes(length);
+            boolean uniform = true;
+            for (byte x : payload) {
+                uniform &= x == payload[0];
+            }
+            synchronized (honestWrites) {
+                honestWrites.add(new long[] {offset, payload.length, uniform ? payload[0] : -1});
+            }
+            out.writeInt(SIMPLE_REPLY_MAGIC);
+            out.writeInt(0);
+            out.writeLong(cookie);
+            out.flush();
+        }
+    }
+
+    private static void negotiate(DataInputStream in, DataOutputStream out) throws IOException {
+        out.writeLong(NBDMAGIC);
+        out.writeLong(IHAVEOPT);
+        out.writeShort(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+        out.flush();
+        in.readInt();
+        int code = option(in);
+        reply(out, code, REP_ACK, 0); // structured replies
+        code = option(in);
+        reply(out, code, REP_INFO, 12);
+        out.writeShort(INFO_EXPORT);
+        out.writeLong(64 << 20);
+        out.writeShort(FLAG_HAS_FLAGS);
+        reply(out, code, REP_INFO, 14);
+        out.writeShort(INFO_BLOCK_SIZE);
+        out.writeInt(512);
+        out.writeInt(4096);
+        out.writeInt(32 << 20); // the write goes in one command
+        reply(out, code, REP_ACK, 0);
+        out.flush();
+    }
+
+    private static int option(DataInputStream in) throws IOException {
+        if (in.readLong() != IHAVEOPT) {
+            throw new IOException("bad option magic");
+        }
+        int code = in.readInt();
+        in.skipNBytes(in.readInt());
+        return code;
+    }
+
+    private static void reply(DataOutputStream out, int option, int type, int length) throws IOException {
+        out.writeLong(OPTION_REPLY_MAGIC);
+        out.writeInt(option);
+        out.writeInt(type);
+        out.writeInt(length);
+    }
+
+    @Test
+    void aReplyToAWriteStillBeingSentFailsItClosesTheConnectionAndNothingMoreIsSentFromItsBuffer()
+            throws Exception {
+        String address = serve();
+        NbdOptions options = NbdOptions.defaults().withConnectTimeoutMs(1500).withRequestTimeoutMs(10_000)
+                .withRetryTimeoutMs(10_000);
+        try (NbdBackend disk = NbdBackend.open(address, options)) {
+            assertEquals(32 << 20, disk.maxPayloadBytes());
+            NativeBuffer buf = Io.buffer(WRITE);
+            UnsafeApi.setMemory(buf.address(), WRITE, DATA);
+            IoVector v = new IoVector(1);
+            v.add(buf.address(), WRITE);
+            assertEquals(0, disk.prepareWrite(0, v, 5));
+            disk.submit();
+            List<long[]> done = new ArrayList<>();
+            long deadline = System.currentTimeMillis() + 30_000;
+            while (done.isEmpty() && System.currentTimeMillis() < deadline) {
+                disk.completionEvent().read();
+                if (disk.poll((userData, result) -> done.add(new long[] {userData, result}), 64) == 0) {
+                    disk.awaitCompletions(20);
+                }
+            }
+            assertEquals(1, done.size(), "the write completed");
+            assertEquals(5, done.get(0)[0]);
+            assertEquals(-Errno.EIO, done.get(0)[1], "a write whose reply came before its payload left must fail");
+            // The guest reuses the buffer at once; the lying connection reads on.
+            UnsafeApi.setMemory(buf.address(), WRITE, REUSED);
+            drain.countDown();
+            for (int i = 0; i < 50; i++) {
+                disk.poll((userData, result) -> done.add(new long[] {userData, result}), 64);
+                disk.awaitCompletions(10);
+            }
+            assertEquals(1, done.size(), "completed exactly once");
+            long waitUntil = System.currentTimeMillis() + 10_000;
+            while (drained.get() < 0 && System.currentTimeMillis() < waitUntil) {
+                Thread.sleep(10);
+            }
+            assertTrue(drained.get() >= 0, "the client never closed the lying connection");
+            assertTrue(drained.get() < WRITE, "the payload was not fully sent (" + drained.get() + " bytes)");
+            assertEquals(0, reusedBytesSent.get(), "bytes of the reused buffer went out after the completion");
+            // The disk reconnects (an honest server now) and the next write goes whole.
+            NativeBuffer next = Io.buffer(65536);
+            UnsafeApi.setMemory(next.address(), 65536, (byte) 0x22);
+            IoVector w = new IoVector(1);
+            w.add(next.address(), 65536);
+            assertEquals(0, disk.prepareWrite(1 << 20, w, 6));
+            done.clear();
+            disk.submit();
+            deadline = System.currentTimeMillis() + 30_000;
+            while (done.isEmpty() && System.currentTimeMillis() < deadline) {
+                disk.submit();
+                disk.completionEvent().read();
+                if (disk.poll((userData, result) -> done.add(new long[] {userData, result}), 64) == 0) {
+                    disk.awaitCompletions(20);
+                }
+            }
+            assertEquals(1, done.size(), "the next write completed");
+            assertEquals(65536, done.get(0)[1], "the next write, over the new connection");
+            assertTrue(connections.get() >= 2, "reconnected");
+            synchronized (honestWrites) {
+                assertEquals(1, honestWrites.size());
+                assertArrayEquals(new long[] {1 << 20, 65536, 0x22}, honestWrites.get(0));
+            }
+        }
+    }
+}
