@@ -6,16 +6,10 @@ import static org.junit.jupiter.api.Assertions.*;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
-import java.net.InetAddress;
-import java.net.ServerSocket;
-import java.net.Socket;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 
 import org.agrona.UnsafeApi;
@@ -43,14 +37,7 @@ class NbdEarlyWriteReplyAttackTest {
     private static final byte DATA = 0x11;
     private static final byte REUSED = 0x66;
 
-    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
-        Thread t = new Thread(r, "hostile-nbd-early-reply");
-        t.setDaemon(true);
-        return t;
-    });
-    private ServerSocket listener;
-    private volatile boolean closed;
-    private final AtomicInteger connections = new AtomicInteger();
+    private final HostileNbdServer server = new HostileNbdServer("hostile-nbd-early-reply");
     /** Released by the test once the first write completed: the lying connection reads on. */
     private final CountDownLatch drain = new CountDownLatch(1);
     /** Payload bytes the lying connection received after the release, and how many were the reused buffer's. */
@@ -61,34 +48,18 @@ class NbdEarlyWriteReplyAttackTest {
 
     @AfterEach
     void stop() throws IOException {
-        closed = true;
-        if (listener != null) {
-            listener.close();
-        }
-        pool.shutdownNow();
+        server.close();
     }
 
     private String serve() throws IOException {
-        listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
-        pool.submit(() -> {
-            while (!closed) {
-                try (Socket s = listener.accept()) {
-                    int n = connections.incrementAndGet();
-                    DataInputStream in = new DataInputStream(s.getInputStream());
-                    DataOutputStream out = new DataOutputStream(s.getOutputStream());
-                    negotiate(in, out);
-                    if (n == 1) {
-                        lie(in, out);
-                    } else {
-                        honest(in, out);
-                    }
-                } catch (IOException | InterruptedException e) {
-                    // the client hung up or the test ended
-                }
+        return server.serve((n, in, out) -> {
+            HostileNbdServer.negotiate(in, out, 64 << 20, 512, 4096, 32 << 20); // the write goes in one command
+            if (n == 1) {
+                lie(in, out);
+            } else {
+                honest(in, out);
             }
-            return null;
         });
-        return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
     }
 
     /** Reads the write's header only, answers it at once, then (released) reads what still comes. */
@@ -124,7 +95,7 @@ class NbdEarlyWriteReplyAttackTest {
     }
 
     private void honest(DataInputStream in, DataOutputStream out) throws IOException {
-        while (!closed) {
+        while (true) {
             in.readInt();
             in.readShort();
             int type = in.readShort();
@@ -147,44 +118,6 @@ class NbdEarlyWriteReplyAttackTest {
             out.writeLong(cookie);
             out.flush();
         }
-    }
-
-    private static void negotiate(DataInputStream in, DataOutputStream out) throws IOException {
-        out.writeLong(NBDMAGIC);
-        out.writeLong(IHAVEOPT);
-        out.writeShort(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
-        out.flush();
-        in.readInt();
-        int code = option(in);
-        reply(out, code, REP_ACK, 0); // structured replies
-        code = option(in);
-        reply(out, code, REP_INFO, 12);
-        out.writeShort(INFO_EXPORT);
-        out.writeLong(64 << 20);
-        out.writeShort(FLAG_HAS_FLAGS);
-        reply(out, code, REP_INFO, 14);
-        out.writeShort(INFO_BLOCK_SIZE);
-        out.writeInt(512);
-        out.writeInt(4096);
-        out.writeInt(32 << 20); // the write goes in one command
-        reply(out, code, REP_ACK, 0);
-        out.flush();
-    }
-
-    private static int option(DataInputStream in) throws IOException {
-        if (in.readLong() != IHAVEOPT) {
-            throw new IOException("bad option magic");
-        }
-        int code = in.readInt();
-        in.skipNBytes(in.readInt());
-        return code;
-    }
-
-    private static void reply(DataOutputStream out, int option, int type, int length) throws IOException {
-        out.writeLong(OPTION_REPLY_MAGIC);
-        out.writeInt(option);
-        out.writeInt(type);
-        out.writeInt(length);
     }
 
     @Test
@@ -245,7 +178,7 @@ class NbdEarlyWriteReplyAttackTest {
             }
             assertEquals(1, done.size(), "the next write completed");
             assertEquals(65536, done.get(0)[1], "the next write, over the new connection");
-            assertTrue(connections.get() >= 2, "reconnected");
+            assertTrue(server.connections() >= 2, "reconnected");
             synchronized (honestWrites) {
                 assertEquals(1, honestWrites.size());
                 assertArrayEquals(new long[] {1 << 20, 65536, 0x22}, honestWrites.get(0));
