@@ -118,6 +118,28 @@ final class HostileNbdServer implements AutoCloseable {
         out.flush();
     }
 
+    /** A request's header (proto.md "Request message"); a write's payload follows it on the stream. */
+    record Request(int type, long cookie, long offset, int length) {
+    }
+
+    /** Reads the next request's header (the magic and command flags are not checked). */
+    static Request request(DataInputStream in) throws IOException {
+        in.readInt();
+        in.readShort();
+        int type = in.readShort();
+        long cookie = in.readLong();
+        long offset = in.readLong();
+        return new Request(type, cookie, offset, in.readInt());
+    }
+
+    /** A simple reply (proto.md) with {@code error} for {@code cookie}, flushed. */
+    static void simpleReply(DataOutputStream out, long cookie, int error) throws IOException {
+        out.writeInt(SIMPLE_REPLY_MAGIC);
+        out.writeInt(error);
+        out.writeLong(cookie);
+        out.flush();
+    }
+
     /** Stops accepting, closes the listener and ends the server's threads. */
     @Override
     public void close() throws IOException {

@@ -64,59 +64,43 @@ class NbdEarlyWriteReplyAttackTest {
 
     /** Reads the write's header only, answers it at once, then (released) reads what still comes. */
     private void lie(DataInputStream in, DataOutputStream out) throws IOException, InterruptedException {
-        in.readInt();
-        in.readShort();
-        int type = in.readShort();
-        long cookie = in.readLong();
-        in.readLong();
-        in.readInt();
-        if (type != CMD_WRITE) {
+        HostileNbdServer.Request r = HostileNbdServer.request(in);
+        if (r.type() != CMD_WRITE) {
             return;
         }
-        out.writeInt(SIMPLE_REPLY_MAGIC);
-        out.writeInt(0);
-        out.writeLong(cookie);
-        out.flush();
+        HostileNbdServer.simpleReply(out, r.cookie(), 0);
         drain.await(60, TimeUnit.SECONDS);
         // Whatever is still in flight from before the completion is the old payload; anything
         // the client sends after it from the reused buffer would carry REUSED.
         long total = 0;
         byte[] b = new byte[1 << 16];
-        int r;
-        while ((r = in.read(b)) > 0) {
-            for (int i = 0; i < r; i++) {
+        int got;
+        while ((got = in.read(b)) > 0) {
+            for (int i = 0; i < got; i++) {
                 if (b[i] == REUSED) {
                     reusedBytesSent.incrementAndGet();
                 }
             }
-            total += r;
+            total += got;
         }
         drained.set(total);
     }
 
     private void honest(DataInputStream in, DataOutputStream out) throws IOException {
         while (true) {
-            in.readInt();
-            in.readShort();
-            int type = in.readShort();
-            long cookie = in.readLong();
-            long offset = in.readLong();
-            int length = in.readInt();
-            if (type != CMD_WRITE) {
+            HostileNbdServer.Request r = HostileNbdServer.request(in);
+            if (r.type() != CMD_WRITE) {
                 return; // a disconnect
             }
-            byte[] payload = in.readNBytes(length);
+            byte[] payload = in.readNBytes(r.length());
             boolean uniform = true;
             for (byte x : payload) {
                 uniform &= x == payload[0];
             }
             synchronized (honestWrites) {
-                honestWrites.add(new long[] {offset, payload.length, uniform ? payload[0] : -1});
+                honestWrites.add(new long[] {r.offset(), payload.length, uniform ? payload[0] : -1});
             }
-            out.writeInt(SIMPLE_REPLY_MAGIC);
-            out.writeInt(0);
-            out.writeLong(cookie);
-            out.flush();
+            HostileNbdServer.simpleReply(out, r.cookie(), 0);
         }
     }
 

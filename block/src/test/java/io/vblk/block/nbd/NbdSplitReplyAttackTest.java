@@ -50,17 +50,12 @@ class NbdSplitReplyAttackTest {
             HostileNbdServer.negotiate(in, out, 1 << 20, 512, PART, PART);
             int index = 0;
             while (true) {
-                in.readInt();
-                in.readShort();
-                int type = in.readShort();
-                long cookie = in.readLong();
-                long offset = in.readLong();
-                int length = in.readInt();
-                if (type != CMD_READ) {
+                HostileNbdServer.Request r = HostileNbdServer.request(in);
+                if (r.type() != CMD_READ) {
                     break; // a disconnect
                 }
-                commands.add(new long[] {offset, length});
-                reply.answer(out, cookie, offset, length, index++);
+                commands.add(new long[] {r.offset(), r.length()});
+                reply.answer(out, r.cookie(), r.offset(), r.length(), index++);
                 out.flush();
             }
         });
