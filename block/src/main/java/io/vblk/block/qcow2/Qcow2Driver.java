@@ -137,6 +137,12 @@ public final class Qcow2Driver implements BlockDriver {
     // cluster allocation (see the class comment)
     private Refill refill;
 
+    /**
+     * An exception went through this driver (a late guest-memory fault: engine GuestFaults) and
+     * may have cut a completion off: {@link #poll} recovers once the back ends are idle
+     * ({@link #recoverAfterFault}). Reaping thread.
+     */
+    private boolean faulted;
     /** A metadata write met a full back end (EAGAIN): {@link #poll} tries it again. */
     private boolean metadataRetry;
     /** The slot the last lookup found: consecutive requests mostly share an L2 table. */
@@ -512,6 +518,7 @@ public final class Qcow2Driver implements BlockDriver {
         try {
             step(r);
         } catch (RuntimeException | Error e) {
+            faulted = true;
             if (r.error == 0) {
                 r.error = -Errno.EIO;
             }
@@ -1622,21 +1629,13 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int poll(CompletionSink sink, int max) {
-        int reaped = io.poll(ioSink, io.depth());
-        if (backing != null) {
-            reaped += backing.poll(backingSink, backing.depth());
+        try {
+            advance();
+        } catch (RuntimeException | Error e) {
+            faulted = true; // a completion may be lost: see recoverAfterFault
+            throw e;
         }
-        if (reaped > 0) {
-            wakeAll(ioWaiters);
-        }
-        retryMetadataWrites();
         Req r;
-        while ((r = runnable.poll()) != null) {
-            run(r);
-        }
-        if (reaped == 0 && accepted > done.size && backEndsIdle()) {
-            failStalled();
-        }
         int delivered = 0;
         while (delivered < max && (r = done.poll()) != null) {
             long tag = r.tag;
@@ -1651,6 +1650,46 @@ public final class Qcow2Driver implements BlockDriver {
         return delivered;
     }
 
+    /** Reaps the back ends and moves every request as far as it can go. */
+    private void advance() {
+        int reaped = io.poll(ioSink, io.depth());
+        if (backing != null) {
+            reaped += backing.poll(backingSink, backing.depth());
+        }
+        if (reaped > 0) {
+            wakeAll(ioWaiters);
+        }
+        retryMetadataWrites();
+        Req r;
+        while ((r = runnable.poll()) != null) {
+            run(r);
+        }
+        if (faulted && reaped == 0 && backEndsIdle()) {
+            recoverAfterFault();
+        }
+    }
+
+    /**
+     * After an exception went through this driver (a request step, a reap, a submit: a
+     * guest-memory fault the JVM delivered late, engine GuestFaults), once the back ends are
+     * idle so nothing of ours can still complete or touch memory: requests still waiting can
+     * only wait for a completion the exception cut off, and fail with EIO ({@link #failStalled});
+     * metadata steps under way start over ({@link #recoverLostMetadata}); and the back ends give
+     * back the slots of operations whose completion (or hand-over, in a prepare) was lost, as
+     * {@link #reclaimLostSlots()} does for the engine. Off the data path: only after a fault.
+     */
+    private void recoverAfterFault() {
+        faulted = false;
+        if (accepted > done.size) {
+            failStalled();
+        }
+        recoverLostMetadata();
+        io.reclaimLostSlots();
+        if (backing != null) {
+            backing.reclaimLostSlots();
+        }
+    }
+
     /** Whether the back ends (image and backing file) have nothing in flight and nothing pending. */
     private boolean backEndsIdle() {
         return io.inFlight() == 0 && io.pendingSubmit() == 0
@@ -1659,16 +1698,13 @@ public final class Qcow2Driver implements BlockDriver {
 
     /**
      * Every accepted request waits, directly or through a metadata step or another request's
-     * lock, for a back-end completion; so with the back ends idle, nothing runnable and requests
-     * still accepted, those requests wait for completions an exception cut off (a fault the JVM
-     * delivered inside a reap, or in a prepare after the back end took its slot: engine
-     * GuestFaults), which will never come. One lost operation of a request that fanned out
-     * into several (an L2 load, copy-on-write read, data write, L2 write...) is enough. They
-     * finish with EIO through {@link #poll} like any request: the engine still counts them in
-     * flight and hears of each exactly once, and with the back ends idle no operation can touch
-     * their buffers any more. The metadata steps that lost their completion start over
-     * ({@link #recoverLostMetadata()}). Reaping thread; off the data path (a poll that reaped
-     * nothing while requests are accepted, then a few reads of counters).
+     * lock, for a back-end completion; so after a fault, with the back ends idle, nothing
+     * runnable and requests still accepted, those requests wait for completions the exception
+     * cut off (in a reap, or in a prepare after the back end took its slot), which will never
+     * come. One lost operation of a request that fanned out into several (an L2 load,
+     * copy-on-write read, data write, L2 write...) is enough. They finish with EIO through
+     * {@link #poll} like any request: the engine still counts them in flight and hears of each
+     * exactly once, and with the back ends idle no operation can touch their buffers any more.
      */
     private void failStalled() {
         // Unpark everyone (each request is in at most one list): every waiter is stalled too.
@@ -1696,7 +1732,6 @@ public final class Qcow2Driver implements BlockDriver {
                 done.add(r);
             }
         }
-        recoverLostMetadata();
     }
 
     /**
@@ -1784,6 +1819,15 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int submit() {
+        try {
+            return submitAll();
+        } catch (RuntimeException | Error e) {
+            faulted = true; // a completion may be lost: see recoverAfterFault
+            throw e;
+        }
+    }
+
+    private int submitAll() {
         retryMetadataWrites();
         int rc = io.submit();
         if (backing != null && backing.pendingSubmit() > 0) {
@@ -1798,8 +1842,10 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public int pendingSubmit() {
         // Finished or runnable requests count as pending so the I/O thread polls again before
-        // it sleeps: their completion comes from this driver, not from a kernel event.
-        return io.pendingSubmit() + (backing == null ? 0 : backing.pendingSubmit()) + done.size + runnable.size;
+        // it sleeps: their completion comes from this driver, not from a kernel event. So does
+        // a fault not yet recovered from: a request it stranded fails at a poll, not at a drain.
+        return io.pendingSubmit() + (backing == null ? 0 : backing.pendingSubmit()) + done.size + runnable.size
+                + (faulted ? 1 : 0);
     }
 
     @Override
@@ -1831,7 +1877,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int awaitCompletions(int timeoutMs) {
-        if (done.size > 0 || runnable.size > 0) {
+        if (done.size > 0 || runnable.size > 0 || faulted) {
             return 1;
         }
         return io.awaitCompletions(backing == null ? timeoutMs : Math.min(timeoutMs < 0 ? 1 : timeoutMs, 1));
