@@ -19,10 +19,12 @@ final class IdleStrategies {
     }
 
     /**
-     * For a device's own I/O thread. Adaptive with a poll window ({@link Tuning#pollMaxNs()} above
-     * 0) and {@link Tuning#inFlightYieldNs()} set also yields between rounds while the back end
-     * holds operations ({@code inFlight}), see {@link InFlightYieldIdleStrategy}; a poll maximum
-     * of 0 turns both kinds of polling off.
+     * For a device's own I/O thread. Adaptive does not poll while the back end holds a deep queue
+     * ({@code inFlight} at least {@link AdaptivePollIdleStrategy#DEEP_IN_FLIGHT}: the completions
+     * wake it); with a poll window ({@link Tuning#pollMaxNs()} above 0) and {@link
+     * Tuning#inFlightYieldNs()} set it also yields between rounds while the back end holds
+     * operations, see {@link InFlightYieldIdleStrategy}; a poll maximum of 0 turns both kinds of
+     * polling off.
      */
     static IdleStrategy forIoThread(Tuning tuning, NanoClock clock, KernelSleep sleeper, IntSupplier inFlight) {
         switch (tuning.waitStrategy()) {
@@ -36,7 +38,7 @@ final class IdleStrategies {
                 return new KernelIdleStrategy(sleeper);
             default:
                 IdleStrategy adaptive = new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
-                        new ThreadSwitches()::involuntary);
+                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT);
                 return tuning.pollMaxNs() > 0 && tuning.inFlightYieldNs() > 0
                         ? new InFlightYieldIdleStrategy(adaptive, inFlight, clock, tuning.inFlightYieldNs())
                         : adaptive;

@@ -16,6 +16,7 @@ import org.agrona.UnsafeApi;
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
+import io.vblk.block.DriverFactory;
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
@@ -44,6 +45,14 @@ final class FaultPointRig implements AutoCloseable {
     private long lastStatus;
 
     FaultPointRig(Path dir, String name, int queues) throws Exception {
+        this(dir, name, queues, null);
+    }
+
+    /**
+     * As above, served through block drivers from {@code drivers} (a qcow2 image; the 4 MiB raw
+     * image is then only the back ends' unused default) instead of raw drivers.
+     */
+    FaultPointRig(Path dir, String name, int queues, DriverFactory blockDrivers) throws Exception {
         fd = Memfd.create(name, queues * AREA);
         kicks = new EventFd[queues];
         irqs = new EventFd[queues];
@@ -52,8 +61,12 @@ final class FaultPointRig implements AutoCloseable {
         memory = GuestMemory.builder().addRegion(0, queues * AREA, fd, 0, 0, false).build();
         BlkConfig config = BlkConfig.builder(4L << 20).numQueues(queues).queueSize(SIZE).build();
         Tuning tuning = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).queueThreads(new int[queues]).build();
-        device = BlockDevice.builder(config, BackendFactory.of(BackendKind.IO_URING, image)).memory(memory)
-                .tuning(tuning).name(name).build();
+        BlockDevice.Builder b = BlockDevice.builder(config, BackendFactory.of(BackendKind.IO_URING, image)).memory(memory)
+                .tuning(tuning).name(name);
+        if (blockDrivers != null) {
+            b.drivers(blockDrivers);
+        }
+        device = b.build();
         device.negotiate(config.offeredFeatures() & ~BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX));
         for (int q = 0; q < queues; q++) {
             kicks[q] = EventFd.create(true);

@@ -369,6 +369,189 @@ class IdleStrategyTest {
         assertEquals(0, idle.windowNs(), "the back-off holds: a short wait does not regrow it");
     }
 
+    /** The back end's operations in flight, as the fake back end reports them. */
+    private int inFlight;
+
+    private AdaptivePollIdleStrategy adaptiveWithInFlight(long initialNs, long maxNs) {
+        return new AdaptivePollIdleStrategy(clock, initialNs, maxNs, timedSleeper, () -> {
+            switchReads++;
+            return involuntary;
+        }, () -> inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT);
+    }
+
+    @Test
+    @DisplayName("adaptive: a wait that starts with a deep queue in flight sleeps at once (the completion wakes it) "
+            + "and leaves the window as the guest's requests sized it")
+    void adaptiveSleepsAtOnceWithADeepQueueInFlight() {
+        AdaptivePollIdleStrategy idle = adaptiveWithInFlight(50_000, 100_000);
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000; // a completion 5 us into the sleep: would grow a window, or be polled for
+        inFlight = AdaptivePollIdleStrategy.DEEP_IN_FLIGHT;
+        for (int i = 0; i < 1_000; i++) {
+            idle.idle(0);
+            assertEquals(i + 1, sleeps, "no polling with " + inFlight + " operations in flight");
+            idle.idle(3);
+        }
+        assertEquals(50_000, idle.windowNs(), "completion waits neither grow nor shrink the window");
+        assertEquals(0, idle.grows());
+        assertEquals(0, idle.shrinks());
+        assertEquals(0, switchReads, "no samples of polling that did not happen");
+        assertEquals(1_000, idle.deepWaits());
+
+        // Fewer in flight (depth 1 on a file, or the guest's next request with nothing in flight): polls as before.
+        for (int depth : new int[] {AdaptivePollIdleStrategy.DEEP_IN_FLIGHT - 1, 1, 0}) {
+            inFlight = depth;
+            int before = sleeps;
+            idle.idle(0);
+            clock.advance(10_000);
+            idle.idle(0);
+            idle.idle(1);
+            assertEquals(before, sleeps, "polls with " + depth + " in flight");
+        }
+
+        // The I/O thread's strategy reads the back end's operations in flight.
+        Tuning adaptiveTuning = Tuning.builder().waitStrategy(WaitStrategy.ADAPTIVE).build();
+        int before = sleeps;
+        IdleStrategies.forIoThread(adaptiveTuning, clock, timedSleeper, () -> 128).idle(0);
+        assertEquals(before + 1, sleeps, "128 in flight: to the kernel at once");
+        IdleStrategies.forIoThread(adaptiveTuning, clock, timedSleeper, () -> 0).idle(0);
+        assertEquals(before + 1, sleeps, "nothing in flight: polls");
+    }
+
+    /**
+     * {@code n} I/Os where the guest posts its next request only once this thread sleeps (it
+     * waits for the core this thread polls on), {@code sleepTakesNs} later; an idle round every 1 us.
+     * Returns the time spent polling.
+     */
+    private long iosPostedAfterTheSleep(AdaptivePollIdleStrategy idle, int n) {
+        long polledNs = 0;
+        for (int i = 0; i < n; i++) {
+            int before = sleeps;
+            while (true) {
+                idle.idle(0);
+                if (sleeps != before) {
+                    break;
+                }
+                clock.advance(1_000);
+                polledNs += 1_000;
+            }
+            idle.idle(1);
+        }
+        return polledNs;
+    }
+
+    @Test
+    @DisplayName("adaptive: a window that keeps running out just before the guest posts (the guest waits for this "
+            + "thread's core: starvation by its own polling) shuts for a back-off that does not double")
+    void adaptiveStopsPollingThatStarvesTheGuest() {
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(0, 100_000);
+        clock.update(1_000_000);
+        sleepTakesNs = 3_000; // each wait ends 3 us after the sleep, however long the window was
+        // Grows (each wait ended soon after the window) and, under QEMU's rules alone, swings
+        // between 50 and 100 us for good: every I/O polls 50-100 us and catches nothing.
+        iosPostedAfterTheSleep(idle, 40);
+        assertEquals(1, idle.unpaidSamples(), "a sample of windows that caught nothing");
+        assertEquals(0, idle.windowNs());
+        assertEquals(0, idle.preemptions(), "not contention: no involuntary switch, no gap");
+        long polled = iosPostedAfterTheSleep(idle, 1_000); // 3 ms: within the back-off
+        assertEquals(0, polled, "sleeps at once: the guest gets the core");
+        assertEquals(0, idle.windowNs());
+        clock.advance(AdaptivePollIdleStrategy.UNPAID_BACKOFF_NS);
+
+        // After the back-off the window regrows, finds the same, and shuts again for the same back-off.
+        iosPostedAfterTheSleep(idle, 40);
+        assertEquals(2, idle.unpaidSamples());
+        assertEquals(0, idle.windowNs());
+        assertEquals(0, iosPostedAfterTheSleep(idle, 1_000));
+        clock.advance(AdaptivePollIdleStrategy.UNPAID_BACKOFF_NS);
+        // The guest has moved to another core: it posts 2 us into each wait; the window regrows and catches.
+        for (int i = 0; i < 1_000; i++) {
+            idle.idle(0);
+            clock.advance(2_000);
+            idle.idle(0);
+            idle.idle(1);
+        }
+        assertTrue(idle.windowNs() >= AdaptivePollIdleStrategy.GROW_START_NS, "window " + idle.windowNs());
+        assertEquals(2, idle.unpaidSamples());
+        assertEquals(0, idle.preemptions());
+    }
+
+    @Test
+    @DisplayName("adaptive: a window that catches one request in ten keeps polling (on a contended host the wake-up "
+            + "a catch saves waits for a core)")
+    void adaptiveKeepsAWindowThatCatchesNowAndThen() {
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(0, 100_000);
+        clock.update(1_000_000);
+        sleepTakesNs = 3_000;
+        for (int i = 1; i <= 500; i++) { // ~40 ms
+            if (i % 10 == 0 && idle.windowNs() > 2_000) {
+                idle.idle(0);
+                clock.advance(2_000); // the guest got a core of its own this time: caught 2 us in
+                idle.idle(0);
+                idle.idle(1);
+            } else {
+                iosPostedAfterTheSleep(idle, 1);
+            }
+        }
+        assertEquals(0, idle.unpaidSamples());
+        assertEquals(0, idle.preemptions());
+        assertTrue(idle.windowNs() >= 50_000, "window " + idle.windowNs());
+    }
+
+    @Test
+    @DisplayName("adaptive: a window that misses while it grows, then catches the guest's requests, pays: it keeps polling")
+    void adaptiveKeepsAWindowThatCatchesAfterGrowing() {
+        // The guest posts 90 us after each wait starts, whether this thread polls or sleeps (a
+        // sleep ends then): 4, 8, 16, 32 and 64 us windows miss it (each wait grows the window),
+        // 100 us windows catch it.
+        long[] postAt = new long[1];
+        AdaptivePollIdleStrategy idle = new AdaptivePollIdleStrategy(clock, 0, 100_000, () -> {
+            sleeps++;
+            clock.update(Math.max(clock.nanoTime(), postAt[0]));
+        }, () -> involuntary);
+        clock.update(1_000_000);
+        int caught = 0;
+        for (int i = 0; i < 300; i++) { // 27 ms
+            postAt[0] = clock.nanoTime() + 90_000;
+            int before = sleeps;
+            idle.idle(0);
+            while (sleeps == before && clock.nanoTime() < postAt[0]) {
+                clock.advance(1_000);
+                idle.idle(0);
+            }
+            caught += sleeps == before ? 1 : 0;
+            idle.idle(1);
+        }
+        assertTrue(caught > 290, "caught " + caught);
+        assertEquals(0, idle.unpaidSamples());
+        assertEquals(0, idle.preemptions());
+        assertEquals(100_000, idle.windowNs());
+    }
+
+    @Test
+    @DisplayName("adaptive: small windows that miss while the thread mostly sleeps (a guest often off its core) cost "
+            + "little: they grow and shrink, no back-off")
+    void adaptiveKeepsCheapMisses() {
+        AdaptivePollIdleStrategy idle = adaptiveCountingSwitches(4_000, 100_000);
+        clock.update(1_000_000);
+        // Waits alternate: 10 us (grows the window) and 200 us (shrinks it): 4 and 8 us windows
+        // that never catch anything, polling about 3% of the time.
+        for (int i = 0; i < 2_000; i++) { // ~210 ms
+            sleepTakesNs = (i % 2 == 0 ? 10_000 : 200_000) - idle.windowNs();
+            int before = sleeps;
+            while (sleeps == before) {
+                idle.idle(0);
+                if (sleeps == before) {
+                    clock.advance(1_000);
+                }
+            }
+            idle.idle(1);
+        }
+        assertTrue(idle.windowNs() <= 8_000, "window " + idle.windowNs());
+        assertEquals(0, idle.unpaidSamples());
+        assertEquals(0, idle.preemptions());
+    }
+
     @Test
     @DisplayName("adaptive with a maximum of 0 never polls: it blocks like the kernel strategy")
     void adaptiveMaxZero() {

@@ -8,26 +8,16 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Path;
-import java.util.List;
-import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 
-import org.agrona.UnsafeApi;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
-import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
-import io.vblk.hostmem.GuestMemory;
-import io.vblk.sys.EventFd;
 import io.vblk.sys.FaultPoints;
-import io.vblk.sys.Memfd;
-import io.vblk.sys.Native;
-import io.vblk.testkit.SplitQueueDriver;
 
 /**
  * An attacker against attribution by evidence (GuestFaults, FaultEvidence): one shrink of
@@ -44,9 +34,6 @@ import io.vblk.testkit.SplitQueueDriver;
  * {@link FaultPoints}, with A's memfd really truncated, as in LateFaultAttributionTest.
  */
 class SpentEvidenceAttackTest {
-    private static final long AREA = 4L << 20;
-    private static final int SIZE = 16;
-
     @TempDir
     Path dir;
 
@@ -60,23 +47,22 @@ class SpentEvidenceAttackTest {
     void aSecondFaultWithOnlySpentEvidenceQuarantinesWhereItLands(int point) throws Exception {
         try (Image image = Image.open(DeviceRig.createImage(dir, 4L << 20), ImageOptions.defaults());
              SharedIoThread shared = new SharedIoThread("spent", WaitStrategy.BLOCKING, 0);
-             Dev a = new Dev("dev-a", image, shared);
-             Dev b = new Dev("dev-b", image, shared)) {
-            assertEquals(S_OK, roundTrip(a.q, a.kick, a.irq, T_IN));
-            assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_IN));
+             ShrinkableDeviceRig a = new ShrinkableDeviceRig("dev-a", image, shared);
+             ShrinkableDeviceRig b = new ShrinkableDeviceRig("dev-b", image, shared)) {
+            assertEquals(S_OK, a.roundTrip(T_IN));
+            assertEquals(S_OK, b.roundTrip(T_IN));
             a.shrink();
             // A's one late fault lands in B: attributed to A, B spared (LateFaultAttributionTest).
             FaultPoints.arm(point);
-            assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_OUT));
+            assertEquals(S_OK, b.roundTrip(T_OUT));
             assertTrue(FaultPoints.fired());
             assertTrue(a.device.isBroken(0));
             assertFalse(b.device.isBroken(0), b.broken.toString());
             // Now B's own memory faults (no evidence of its own); A's evidence is still there,
             // but spent: B must be quarantined, not spared again.
             FaultPoints.arm(point);
-            add(b.q, T_IN);
-            b.q.publishAvail();
-            b.kick.signal();
+            b.add(T_IN);
+            b.publishAndKick();
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
             while (!FaultPoints.fired() || (!b.device.isBroken(0) && b.q.reap() < 0)) {
                 assertTrue(System.nanoTime() < deadline, "the second fault never fired");
@@ -84,7 +70,7 @@ class SpentEvidenceAttackTest {
             }
             assertTrue(b.device.isBroken(0), "B's second fault had only spent evidence, yet B was spared: " + b.reports);
             assertTrue(b.reports.size() <= 2, "one report per fault: " + b.reports);
-            stopWithin(b.device);
+            b.stop();
         }
     }
 
@@ -99,108 +85,20 @@ class SpentEvidenceAttackTest {
     void anAttackerStartedAgainOnItsShortTableIsBlamedAgainAndItsVictimSpared() throws Exception {
         try (Image image = Image.open(DeviceRig.createImage(dir, 4L << 20), ImageOptions.defaults());
              SharedIoThread shared = new SharedIoThread("fresh", WaitStrategy.BLOCKING, 0);
-             Dev a = new Dev("dev-a", image, shared);
-             Dev b = new Dev("dev-b", image, shared)) {
-            assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_IN));
+             ShrinkableDeviceRig a = new ShrinkableDeviceRig("dev-a", image, shared);
+             ShrinkableDeviceRig b = new ShrinkableDeviceRig("dev-b", image, shared)) {
+            assertEquals(S_OK, b.roundTrip(T_IN));
             a.shrink();
             for (int round = 0; round < 3; round++) {
                 FaultPoints.arm(FaultPoints.POP);
-                assertEquals(S_OK, roundTrip(b.q, b.kick, b.irq, T_OUT));
+                assertEquals(S_OK, b.roundTrip(T_OUT));
                 assertTrue(FaultPoints.fired());
                 assertTrue(a.device.isBroken(0), "round " + round + ": A blamed");
                 assertFalse(b.device.isBroken(0), "round " + round + ": B spared: " + b.reports);
-                stopWithin(a.device);
+                a.stop();
                 a.device.clearQuarantine(0);
                 a.device.startQueue(0); // same table, file still short
             }
         }
-    }
-
-    /** A device on one queue whose guest memory is a memfd this test can truncate. */
-    private static final class Dev implements AutoCloseable {
-        final int fd;
-        final GuestMemory memory;
-        final BlockDevice device;
-        final SplitQueueDriver q;
-        final EventFd kick = EventFd.create(true);
-        final EventFd irq = EventFd.create(true);
-        final List<String> broken = new CopyOnWriteArrayList<>();
-        final List<String> reports = new CopyOnWriteArrayList<>();
-
-        Dev(String name, Image image, SharedIoThread shared) {
-            fd = Memfd.create(name, 2 * AREA);
-            memory = GuestMemory.builder().addRegion(0, 2 * AREA, fd, 0, 0, false).build();
-            BlkConfig config = BlkConfig.builder(4L << 20).numQueues(1).queueSize(SIZE).build();
-            Tuning tuning = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).threadingMode(ThreadingMode.SHARED).build();
-            device = BlockDevice.builder(config, BackendFactory.of(BackendKind.IO_URING, image)).memory(memory)
-                    .tuning(tuning).listener(new DeviceListener() {
-                        @Override
-                        public void queueBroken(int queue, String reason) {
-                            broken.add(reason);
-                        }
-
-                        @Override
-                        public void faultAttributed(String report) {
-                            reports.add(report);
-                        }
-                    }).name(name).ioThreads(shared).build();
-            device.negotiate(config.offeredFeatures() & ~BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX));
-            q = SplitQueueDriver.builder(memory).size(SIZE).eventIdx(false).area(0, AREA).build();
-            device.configureQueue(0, SIZE, q.descGpa(), q.availGpa(), q.usedGpa());
-            device.setKick(0, kick);
-            device.setInterrupt(0, Interrupt.of(irq));
-            device.start();
-        }
-
-        /** The file shrinks under the mapping: its second half (data only, no ring) is gone. */
-        void shrink() {
-            assertEquals(0, Native.libc().ftruncate(fd, AREA));
-        }
-
-        @Override
-        public void close() {
-            CompletableFuture<Void> close = CompletableFuture.runAsync(device::close, r -> new Thread(r).start());
-            try {
-                close.get(30, TimeUnit.SECONDS);
-            } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
-                throw new AssertionError("close did not return", e);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-            }
-            memory.close();
-            Native.libc().close(fd);
-            kick.close();
-            irq.close();
-        }
-    }
-
-    private static void stopWithin(BlockDevice device) throws Exception {
-        CompletableFuture.supplyAsync(() -> device.stopQueue(0), r -> new Thread(r).start()).get(30, TimeUnit.SECONDS);
-    }
-
-    private static long lastStatus;
-
-    /** Adds [header][4 KiB data][status] in the ring's area (the first half of the file). */
-    private static int add(SplitQueueDriver q, int type) {
-        long header = q.allocate(16, 16);
-        long data = q.allocate(4096, 4096);
-        long status = q.allocate(1, 1);
-        long h = q.hostAddress(header, 16);
-        UnsafeApi.putInt(h, type);
-        UnsafeApi.putInt(h + 4, 0);
-        UnsafeApi.putLong(h + 8, 16);
-        UnsafeApi.putByte(q.hostAddress(status, 1), (byte) 0x7f);
-        lastStatus = status;
-        return q.addDirect(new long[] {header, data, status}, new int[] {16, 4096, 1},
-                new boolean[] {false, type == T_IN, true}, 3);
-    }
-
-    private static byte roundTrip(SplitQueueDriver q, EventFd kick, EventFd irq, int type) {
-        int head = add(q, type);
-        long status = lastStatus;
-        q.publishAvail();
-        kick.signal();
-        assertEquals(head, q.awaitUsed(irq, 10_000));
-        return UnsafeApi.getByte(q.hostAddress(status, 1));
     }
 }

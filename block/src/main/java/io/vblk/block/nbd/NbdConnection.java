@@ -75,6 +75,12 @@ final class NbdConnection {
     /** The socket's TLS session, or null (plain: sendmsg straight from guest memory). */
     private NbdTlsSession tls;
     private NbdExport export;
+    /**
+     * The server refused a write-zeroes longer than its maximum payload (EOVERFLOW or EINVAL,
+     * which proto.md allows): from then on, on this connection, zeroing goes in parts of at most
+     * the maximum payload, like a write. Sticky across reconnects (the same server).
+     */
+    private boolean zeroesCapped;
     private boolean watchingOut;
 
     // Requests waiting to be sent, in order.
@@ -91,6 +97,11 @@ final class NbdConnection {
     private final UnsafeBuffer msghdr = new NativeBuffer(64).buffer();
     private int iovFirst;
     private int iovEnd;
+    /** Counts the batches laid out; {@link #batchOf} names the one each slot was last laid out in. */
+    private int batch;
+    /** Per slot: the batch it was last laid out in, and the iovec index just past its bytes there. */
+    private final int[] batchOf;
+    private final int[] iovEndOf;
     private boolean wantWrite;
     /** Every request owned was taken since the last {@link #service}: no reply can be due yet. */
     private boolean allNew;
@@ -118,6 +129,8 @@ final class NbdConnection {
         this.export = export;
         sendQueue = new int[slots.depth];
         mine = new boolean[slots.depth];
+        batchOf = new int[slots.depth];
+        iovEndOf = new int[slots.depth];
         adopt(socket);
     }
 
@@ -350,6 +363,7 @@ final class NbdConnection {
         long now = System.nanoTime();
         iovFirst = 0;
         iovEnd = 0;
+        batch++;
         // A request leaves the queue only together with its SENT state and its place in the
         // batch (plain stores, no call between): an exception the JVM throws at a call in here
         // leaves it queued (laid out again next time) or in the batch (sent next time), never
@@ -388,6 +402,8 @@ final class NbdConnection {
             sendHead = (sendHead + 1) % sendQueue.length;
             sendCount--;
             slots.state[slot] = NbdSlots.SENT;
+            batchOf[slot] = batch;
+            iovEndOf[slot] = used;
             iovEnd = used;
         }
         return used > 0;
@@ -406,6 +422,13 @@ final class NbdConnection {
         long limit;
         if (op == CMD_TRIM) {
             limit = Integer.MAX_VALUE - Integer.MAX_VALUE % export.minBlock;
+        } else if (op == CMD_WRITE_ZEROES && !zeroesCapped) {
+            // proto.md (block size constraints): a command with no payload may ask for an effect
+            // larger than the maximum payload. The 32-bit length field bounds it: INT_MAX (QEMU's
+            // bound too) rounded down to the preferred size, so every part but the last keeps the
+            // request's alignment. A 4 GiB zeroing is three commands, not thousands of round
+            // trips at the maximum payload.
+            limit = Integer.MAX_VALUE - Integer.MAX_VALUE % Math.max(export.minBlock, export.preferredBlock);
         } else {
             limit = export.maxPayload;
             if (export.preferredBlock <= limit) {
@@ -651,7 +674,7 @@ final class NbdConnection {
         }
         start += SIMPLE_REPLY_SIZE;
         if (error != 0) {
-            finish(slot, -errnoOf(error));
+            partFailed(slot, error);
         } else if (slots.op[slot] == CMD_READ) {
             // A simple reply to a read carries the whole payload.
             payloadSlot = slot;
@@ -747,12 +770,21 @@ final class NbdConnection {
             if (slots.op[slot] == CMD_READ) {
                 finishRead(slot);
             } else if (slots.error[slot] != 0) {
-                finish(slot, -errnoOf(slots.error[slot]));
+                partFailed(slot, slots.error[slot]);
             } else {
                 finishOk(slot);
             }
         }
         return true;
+    }
+
+    /**
+     * Whether bytes of {@code slot}'s request (header or payload) are still in the batch being
+     * sent: laid out in the current batch at or after its first iovec not yet fully sent (over
+     * TLS: not yet copied into the session, which owns what it staged).
+     */
+    private boolean stillSending(int slot) {
+        return iovFirst < iovEnd && batchOf[slot] == batch && iovEndOf[slot] > iovFirst;
     }
 
     /** The slot a cookie names, or -1 after a protocol error (it names no request we sent here). */
@@ -762,6 +794,14 @@ final class NbdConnection {
         if (slot < 0 || slot >= slots.depth || !mine[slot] || slots.state[slot] != NbdSlots.SENT || slots.sequence[slot] != seq
                 || (payloadSlot == slot && payloadLeft > 0)) {
             protocolError("reply with unknown cookie 0x" + Long.toHexString(cookie));
+            return -1;
+        }
+        if (stillSending(slot)) {
+            // No server can answer a request it has not read whole (a write's payload still
+            // leaving): finishing it would free the slot, and the guest reuse its buffer and
+            // the slot its header, while the socket still sends from them. The connection is
+            // closed (nothing more is sent from the batch), its requests fail, it reconnects.
+            protocolError("reply to a request still being sent");
             return -1;
         }
         return slot;
@@ -779,6 +819,24 @@ final class NbdConnection {
         } else {
             finishOk(slot);
         }
+    }
+
+    /**
+     * A part failed with the server's error {@code nbdError}: the request fails with it, unless
+     * the part is a write-zeroes above the maximum payload that the server refused as too large
+     * (proto.md: it MAY answer such a request with EOVERFLOW or EINVAL). That part is sent again,
+     * from where the request stands, in parts of at most the maximum payload (and every later
+     * zeroing on this connection too): nothing before it is redone, nothing after it skipped.
+     */
+    private void partFailed(int slot, int nbdError) {
+        if (slots.op[slot] == CMD_WRITE_ZEROES && !zeroesCapped && slots.length[slot] > export.maxPayload
+                && (nbdError == NBD_EOVERFLOW || nbdError == Errno.EINVAL)) {
+            zeroesCapped = true;
+            slots.state[slot] = NbdSlots.QUEUED;
+            enqueue(slot);
+            return;
+        }
+        finish(slot, -errnoOf(nbdError));
     }
 
     private void finishOk(int slot) {

@@ -77,6 +77,8 @@ final class NbdProtocol {
     static final int REPLY_TYPE_ERROR_BIT = 1 << 15;
     static final int REPLY_TYPE_ERROR = REPLY_TYPE_ERROR_BIT | 1;
     static final int REPLY_TYPE_ERROR_OFFSET = REPLY_TYPE_ERROR_BIT | 2;
+    /** The NBD error for a request too large to serve (proto.md "Error values"). */
+    static final int NBD_EOVERFLOW = 75;
 
     /** The payload limit a server that states none must accept (proto.md, "Block size constraints"). */
     static final int DEFAULT_MAX_PAYLOAD = 32 << 20;

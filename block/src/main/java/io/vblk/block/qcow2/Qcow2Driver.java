@@ -116,6 +116,8 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList allocWaiters = new ReqList();
     private final ReqList l1Waiters = new ReqList();
     private final ReqList ioWaiters = new ReqList();
+    /** The lists of requests that wait for something (all but {@link #done}). */
+    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters};
     private final Inflater inflater = new Inflater(true);
     /** The header's compression_type, fixed for the driver's life (a reload that changes it is corruption). */
     private final int compressionType;
@@ -135,6 +137,12 @@ public final class Qcow2Driver implements BlockDriver {
     // cluster allocation (see the class comment)
     private Refill refill;
 
+    /**
+     * An exception went through this driver (a late guest-memory fault: engine GuestFaults) and
+     * may have cut a completion off: {@link #poll} recovers once the back ends are idle
+     * ({@link #recoverAfterFault}). Reaping thread.
+     */
+    private boolean faulted;
     /** A metadata write met a full back end (EAGAIN): {@link #poll} tries it again. */
     private boolean metadataRetry;
     /** The slot the last lookup found: consecutive requests mostly share an L2 table. */
@@ -287,8 +295,9 @@ public final class Qcow2Driver implements BlockDriver {
             return -Errno.EAGAIN;
         }
         Req r = reqs[freeReqs[--freeReqCount]];
-        r.begin(op, offset, length, buffers, tag);
+        r.busy = true;
         accepted++;
+        r.begin(op, offset, length, buffers, tag);
         run(r);
         return 0;
     }
@@ -497,7 +506,30 @@ public final class Qcow2Driver implements BlockDriver {
 
     // ------------------------------------------------------------------ the state machine
 
+    /**
+     * Advances {@code r} as far as it can go now. An exception out of a step (a guest-memory
+     * fault the JVM delivered late: engine GuestFaults; it can land in a prepare after the back
+     * end took a slot, or in a copy into guest memory) leaves the request half advanced: its
+     * cursor, phase and locks can no longer be trusted, so it is poisoned and finishes with EIO
+     * once the operations it has in flight complete (never resumed: a resumed piece could write
+     * the wrong guest bytes). Free when nothing is thrown (an exception table entry).
+     */
     private void run(Req r) {
+        try {
+            step(r);
+        } catch (RuntimeException | Error e) {
+            faulted = true;
+            if (r.error == 0) {
+                r.error = -Errno.EIO;
+            }
+            if (r.pending == 0) {
+                runnable.add(r); // no-op when it is parked: waking it finishes it
+            }
+            throw e;
+        }
+    }
+
+    private void step(Req r) {
         while (true) {
             switch (r.phase) {
                 case PH_START:
@@ -1238,6 +1270,33 @@ public final class Qcow2Driver implements BlockDriver {
             if (state != IDLE) {
                 return;
             }
+            try {
+                startIdle();
+            } catch (RuntimeException | Error e) {
+                // Cut off between choosing a block and issuing its step (a late fault in a
+                // prepare): the block in memory may not be the one on disk. Read it again.
+                abandon();
+                throw e;
+            }
+        }
+
+        /**
+         * Drops the reservation under way, whose step lost its prepare or completion to an
+         * exception (the back end is idle, so nothing of it is still running): the refcount
+         * block is read from the disk again at the next start. A new block whose reftable entry
+         * may not have reached the disk is forgotten (its cluster leaks), so the next one is
+         * never used unreferenced. Clusters it may have marked on disk leak, never err.
+         */
+        void abandon() {
+            if ((state == BLOCK_WRITTEN || state == BLOCK_FLUSHED || state == TABLE_WRITTEN) && blockIndex >= 0
+                    && (meta.reftableEntry(blockIndex) & REFT_OFFSET_MASK) == blockOffset) {
+                meta.setReftableEntry(blockIndex, 0);
+            }
+            state = IDLE;
+            blockIndex = -1;
+        }
+
+        private void startIdle() {
             long c = reservedEnd >>> clusterBits;
             long bi = c / entriesPerBlock;
             if (bi >= meta.reftableEntries) {
@@ -1570,6 +1629,29 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int poll(CompletionSink sink, int max) {
+        try {
+            advance();
+        } catch (RuntimeException | Error e) {
+            faulted = true; // a completion may be lost: see recoverAfterFault
+            throw e;
+        }
+        Req r;
+        int delivered = 0;
+        while (delivered < max && (r = done.poll()) != null) {
+            long tag = r.tag;
+            long result = r.result;
+            r.busy = false;
+            r.end();
+            freeReqs[freeReqCount++] = r.index;
+            accepted--;
+            delivered++;
+            sink.complete(tag, result);
+        }
+        return delivered;
+    }
+
+    /** Reaps the back ends and moves every request as far as it can go. */
+    private void advance() {
         int reaped = io.poll(ioSink, io.depth());
         if (backing != null) {
             reaped += backing.poll(backingSink, backing.depth());
@@ -1582,17 +1664,142 @@ public final class Qcow2Driver implements BlockDriver {
         while ((r = runnable.poll()) != null) {
             run(r);
         }
-        int delivered = 0;
-        while (delivered < max && (r = done.poll()) != null) {
-            long tag = r.tag;
-            long result = r.result;
-            r.end();
-            freeReqs[freeReqCount++] = r.index;
-            accepted--;
-            delivered++;
-            sink.complete(tag, result);
+        if (faulted && reaped == 0 && backEndsIdle()) {
+            recoverAfterFault();
         }
-        return delivered;
+    }
+
+    /**
+     * After an exception went through this driver (a request step, a reap, a submit: a
+     * guest-memory fault the JVM delivered late, engine GuestFaults), once the back ends are
+     * idle so nothing of ours can still complete or touch memory: requests still waiting can
+     * only wait for a completion the exception cut off, and fail with EIO ({@link #failStalled});
+     * metadata steps under way start over ({@link #recoverLostMetadata}); and the back ends give
+     * back the slots of operations whose completion (or hand-over, in a prepare) was lost, as
+     * {@link #reclaimLostSlots()} does for the engine. Off the data path: only after a fault.
+     */
+    private void recoverAfterFault() {
+        faulted = false;
+        if (accepted > done.size) {
+            failStalled();
+        }
+        recoverLostMetadata();
+        io.reclaimLostSlots();
+        if (backing != null) {
+            backing.reclaimLostSlots();
+        }
+    }
+
+    /** Whether the back ends (image and backing file) have nothing in flight and nothing pending. */
+    private boolean backEndsIdle() {
+        return io.inFlight() == 0 && io.pendingSubmit() == 0
+                && (backing == null || (backing.inFlight() == 0 && backing.pendingSubmit() == 0));
+    }
+
+    /**
+     * Every accepted request waits, directly or through a metadata step or another request's
+     * lock, for a back-end completion; so after a fault, with the back ends idle, nothing
+     * runnable and requests still accepted, those requests wait for completions the exception
+     * cut off (in a reap, or in a prepare after the back end took its slot), which will never
+     * come. One lost operation of a request that fanned out into several (an L2 load,
+     * copy-on-write read, data write, L2 write...) is enough. They finish with EIO through
+     * {@link #poll} like any request: the engine still counts them in flight and hears of each
+     * exactly once, and with the back ends idle no operation can touch their buffers any more.
+     */
+    private void failStalled() {
+        // Unpark everyone (each request is in at most one list): every waiter is stalled too.
+        for (ReqList list : waitLists) {
+            while (list.poll() != null) {
+                // dropped: failed below
+            }
+        }
+        for (L2Slot s : slots) {
+            while (s.waiters.poll() != null) {
+                // dropped: failed below
+            }
+        }
+        for (Req r : reqs) {
+            while (r.lockWaiters.poll() != null) {
+                // dropped: failed below
+            }
+        }
+        for (Req r : reqs) {
+            if (r.busy && !r.queued) { // queued now means listed in done: finished already
+                r.lockKey = NO_LOCK;
+                r.pending = 0;
+                r.result = r.error != 0 ? r.error : -Errno.EIO;
+                r.phase = PH_FINISH;
+                done.add(r);
+            }
+        }
+    }
+
+    /**
+     * With the back ends idle, metadata steps still marked under way lost their completion (or
+     * their prepare) to an exception: each starts over. A lost L2 load forgets the table; a lost
+     * L2 or L1 write is written again (the tables in memory are the truth, and were only ever
+     * changed after the data they name was written); a cluster reservation is abandoned and the
+     * refcount block read again from the disk (clusters it may have reserved on disk leak, never
+     * err). Reaping thread, back ends idle.
+     */
+    private void recoverLostMetadata() {
+        for (L2Slot s : slots) {
+            if (s.loading) {
+                s.loading = false;
+                s.assign(0);
+            }
+            if (s.writing) {
+                s.writing = false;
+                int lo = (int) (s.writeVec.address(0) - s.buffer.address());
+                s.dirtyLo = Math.min(s.dirtyLo, lo);
+                s.dirtyHi = Math.max(s.dirtyHi, lo + s.writeVec.length(0));
+            }
+            if (s.gen != s.writtenGen) {
+                s.writeWanted = true;
+                metadataRetry = true;
+            }
+        }
+        if (l1Writing) {
+            l1Writing = false;
+        }
+        if (l1Gen != l1Written) {
+            metadataRetry = true;
+        }
+        refill.abandon();
+    }
+
+    /**
+     * Passes the engine's reclaim on (see {@link BlockDriver#reclaimLostSlots()}): with no request
+     * accepted and the back ends idle, the metadata steps that lost their completion start over,
+     * and the image's and backing file's back ends give back the slots whose completion an
+     * exception cut off. Requests never lose their slot here: one whose completion was lost
+     * finishes with EIO from {@link #poll} once the back ends are idle (see {@link #failStalled}),
+     * so the engine sees it leave the count. Returns the back-end slots that came back.
+     */
+    @Override
+    public int reclaimLostSlots() {
+        if (closed || accepted != 0 || done.size != 0 || runnable.size != 0 || !backEndsIdle()) {
+            return 0;
+        }
+        if (freeReqCount != reqs.length) {
+            // Only a fault inside accept's own bookkeeping can leave a request slot out unaccepted.
+            for (int i = 0; i < reqs.length; i++) {
+                reqs[i].busy = false;
+                freeReqs[i] = reqs.length - 1 - i;
+            }
+            freeReqCount = reqs.length;
+        }
+        recoverLostMetadata();
+        int n = io.reclaimLostSlots();
+        if (backing != null) {
+            n += backing.reclaimLostSlots();
+        }
+        return n;
+    }
+
+    /** The back end on the image file (tests). */
+    IoBackend imageBackend() {
+        return io;
     }
 
     private void retryMetadataWrites() {
@@ -1612,6 +1819,15 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int submit() {
+        try {
+            return submitAll();
+        } catch (RuntimeException | Error e) {
+            faulted = true; // a completion may be lost: see recoverAfterFault
+            throw e;
+        }
+    }
+
+    private int submitAll() {
         retryMetadataWrites();
         int rc = io.submit();
         if (backing != null && backing.pendingSubmit() > 0) {
@@ -1626,8 +1842,10 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public int pendingSubmit() {
         // Finished or runnable requests count as pending so the I/O thread polls again before
-        // it sleeps: their completion comes from this driver, not from a kernel event.
-        return io.pendingSubmit() + (backing == null ? 0 : backing.pendingSubmit()) + done.size + runnable.size;
+        // it sleeps: their completion comes from this driver, not from a kernel event. So does
+        // a fault not yet recovered from: a request it stranded fails at a poll, not at a drain.
+        return io.pendingSubmit() + (backing == null ? 0 : backing.pendingSubmit()) + done.size + runnable.size
+                + (faulted ? 1 : 0);
     }
 
     @Override
@@ -1659,7 +1877,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int awaitCompletions(int timeoutMs) {
-        if (done.size > 0 || runnable.size > 0) {
+        if (done.size > 0 || runnable.size > 0 || faulted) {
             return 1;
         }
         return io.awaitCompletions(backing == null ? timeoutMs : Math.min(timeoutMs < 0 ? 1 : timeoutMs, 1));
@@ -1728,6 +1946,8 @@ public final class Qcow2Driver implements BlockDriver {
         long lockKey = NO_LOCK;
         Req next;
         boolean queued;
+        /** Accepted and not yet delivered. */
+        boolean busy;
         NativeBuffer bounce;
         ByteBuffer bounceIn;
         ByteBuffer bounceOut;

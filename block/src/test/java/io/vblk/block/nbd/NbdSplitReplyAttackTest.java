@@ -3,17 +3,11 @@ package io.vblk.block.nbd;
 import static io.vblk.block.nbd.NbdProtocol.*;
 import static org.junit.jupiter.api.Assertions.*;
 
-import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
-import java.net.InetAddress;
-import java.net.ServerSocket;
-import java.net.Socket;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
@@ -37,13 +31,7 @@ class NbdSplitReplyAttackTest {
     private static final int READ = 4 * PART;
     private static final long READ_OFFSET = 64 << 10;
 
-    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
-        Thread t = new Thread(r, "hostile-nbd-split");
-        t.setDaemon(true);
-        return t;
-    });
-    private ServerSocket listener;
-    private volatile boolean closed;
+    private final HostileNbdServer server = new HostileNbdServer("hostile-nbd-split");
     /** Offsets and lengths of the read commands the server received, in order. */
     private final List<long[]> commands = new CopyOnWriteArrayList<>();
 
@@ -53,82 +41,24 @@ class NbdSplitReplyAttackTest {
 
     @AfterEach
     void stop() throws IOException {
-        closed = true;
-        if (listener != null) {
-            listener.close();
-        }
-        pool.shutdownNow();
+        server.close();
     }
 
     private String serve(Reply reply) throws IOException {
-        listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
-        pool.submit(() -> {
-            while (!closed) {
-                try (Socket s = listener.accept()) {
-                    s.setTcpNoDelay(true);
-                    DataInputStream in = new DataInputStream(s.getInputStream());
-                    DataOutputStream out = new DataOutputStream(s.getOutputStream());
-                    negotiate(in, out);
-                    int index = 0;
-                    while (!closed) {
-                        in.readInt();
-                        in.readShort();
-                        int type = in.readShort();
-                        long cookie = in.readLong();
-                        long offset = in.readLong();
-                        int length = in.readInt();
-                        if (type != CMD_READ) {
-                            break; // a disconnect
-                        }
-                        commands.add(new long[] {offset, length});
-                        reply.answer(out, cookie, offset, length, index++);
-                        out.flush();
-                    }
-                } catch (IOException e) {
-                    // the client hung up or the test ended
+        return server.serve((n, in, out) -> {
+            // The maximum is a part: a 16 KiB read goes in four parts.
+            HostileNbdServer.negotiate(in, out, 1 << 20, 512, PART, PART);
+            int index = 0;
+            while (true) {
+                HostileNbdServer.Request r = HostileNbdServer.request(in);
+                if (r.type() != CMD_READ) {
+                    break; // a disconnect
                 }
+                commands.add(new long[] {r.offset(), r.length()});
+                reply.answer(out, r.cookie(), r.offset(), r.length(), index++);
+                out.flush();
             }
-            return null;
         });
-        return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
-    }
-
-    private static void negotiate(DataInputStream in, DataOutputStream out) throws IOException {
-        out.writeLong(NBDMAGIC);
-        out.writeLong(IHAVEOPT);
-        out.writeShort(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
-        out.flush();
-        in.readInt();
-        int code = option(in);
-        reply(out, code, REP_ACK, 0); // structured replies
-        code = option(in);
-        reply(out, code, REP_INFO, 12);
-        out.writeShort(INFO_EXPORT);
-        out.writeLong(1 << 20);
-        out.writeShort(FLAG_HAS_FLAGS);
-        reply(out, code, REP_INFO, 14);
-        out.writeShort(INFO_BLOCK_SIZE);
-        out.writeInt(512);
-        out.writeInt(PART);
-        out.writeInt(PART); // the maximum: a 16 KiB read goes in four parts
-        reply(out, code, REP_ACK, 0);
-        out.flush();
-    }
-
-    private static int option(DataInputStream in) throws IOException {
-        if (in.readLong() != IHAVEOPT) {
-            throw new IOException("bad option magic");
-        }
-        int code = in.readInt();
-        in.skipNBytes(in.readInt());
-        return code;
-    }
-
-    private static void reply(DataOutputStream out, int option, int type, int length) throws IOException {
-        out.writeLong(OPTION_REPLY_MAGIC);
-        out.writeInt(option);
-        out.writeInt(type);
-        out.writeInt(length);
     }
 
     private static void data(DataOutputStream out, int flags, long cookie, long offset, int payload, int fill)
