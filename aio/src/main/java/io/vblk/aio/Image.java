@@ -214,9 +214,27 @@ public final class Image implements AutoCloseable {
         return file == null;
     }
 
-    /** The descriptor, or -1 for a portable image. */
+    /**
+     * The descriptor, or -1 for a portable image. Back ends take it once, at setup.
+     *
+     * @throws IllegalStateException once closed: the number may already belong to another file
+     */
     public int fd() {
-        return file == null ? -1 : file.fd();
+        if (file == null) {
+            if (closed) {
+                throw new IllegalStateException("closed: " + path);
+            }
+            return -1;
+        }
+        return file.fd();
+    }
+
+    /**
+     * fdatasync(2) of the image; returns 0 or {@code -errno}, {@code -EBADF} once closed (never
+     * a sync of whatever file reuses the number), {@code -EINVAL} for a portable image.
+     */
+    public int fdatasync() {
+        return file == null ? -Errno.EINVAL : file.fdatasync();
     }
 
     /** The block size the device should advertise: a sector, or the O_DIRECT offset alignment if larger. */
@@ -238,7 +256,7 @@ public final class Image implements AutoCloseable {
      * Changes the size of the image file (ftruncate(2)): growing adds a hole that reads as zeros,
      * shrinking drops the tail. Only for a writable regular file opened by path.
      *
-     * @throws IllegalStateException for a block device, a read-only or a portable image
+     * @throws IllegalStateException for a block device, a read-only, a portable or a closed image
      * @throws io.vblk.sys.NativeException when the kernel refuses (no space for the metadata, a
      *         file size limit)
      */
@@ -246,9 +264,11 @@ public final class Image implements AutoCloseable {
         if (newSizeBytes <= 0 || newSizeBytes % SECTOR_BYTES != 0) {
             throw new IllegalArgumentException("size must be a positive multiple of " + SECTOR_BYTES + ": " + newSizeBytes);
         }
-        if (blockDevice || options.readOnly() || file == null) {
-            throw new IllegalStateException("cannot resize " + path + ": " + (blockDevice ? "a block device"
-                    : options.readOnly() ? "opened read-only" : "not a file"));
+        if (blockDevice || options.readOnly() || file == null || closed) {
+            // Closed: the descriptor number may belong to another disk by now. Synchronized
+            // with close, so no close slips between this check and the ftruncate.
+            throw new IllegalStateException("cannot resize " + path + ": " + (closed ? "closed"
+                    : blockDevice ? "a block device" : options.readOnly() ? "opened read-only" : "not a file"));
         }
         Native.check(Native.libc().ftruncate(file.fd(), newSizeBytes), "ftruncate", path, newSizeBytes);
         sizeBytes = newSizeBytes;
@@ -257,7 +277,8 @@ public final class Image implements AutoCloseable {
     /**
      * Grows the file to {@code newSizeBytes} with allocated blocks (fallocate, falling back to
      * ftruncate), for an image format that allocates clusters at the end of its file. One call
-     * per batch of clusters, never per request. Returns 0 or {@code -errno}; shrinking is refused.
+     * per batch of clusters, never per request. Returns 0 or {@code -errno} ({@code -EBADF} once
+     * closed); shrinking is refused.
      */
     public int extendTo(long newSizeBytes) {
         long old = sizeBytes;
@@ -268,8 +289,8 @@ public final class Image implements AutoCloseable {
             return -io.vblk.sys.Errno.EROFS;
         }
         int rc = file.fallocate(0, old, newSizeBytes - old);
-        if (rc < 0) {
-            rc = (int) Native.result(Native.libc().ftruncate(file.fd(), newSizeBytes));
+        if (rc < 0 && rc != -Errno.EBADF) {
+            rc = file.ftruncate(newSizeBytes);
         }
         if (rc == 0) {
             sizeBytes = newSizeBytes;
@@ -332,7 +353,7 @@ public final class Image implements AutoCloseable {
                     rc = writeZeros(offset + done, chunk, cancelled);
                     break;
                 }
-                rc = (int) Native.result(Native.libc().fallocate(file.fd(), current, offset + done, chunk));
+                rc = file.fallocate(current, offset + done, chunk);
                 if (!isRefusal(rc)) {
                     break;
                 }
@@ -356,14 +377,18 @@ public final class Image implements AutoCloseable {
         if (((offset | length) & (offsetAlignment - 1)) != 0) {
             return -Errno.EINVAL;
         }
-        long zeroAddress = zeros().address();
+        Mapping zeroRun = zeros();
+        if (zeroRun == null) {
+            return -Errno.EBADF;
+        }
+        long zeroAddress = zeroRun.address();
         long done = 0;
         while (done < length) {
             if (cancelled.getAsBoolean()) {
                 return -Errno.ECANCELED;
             }
             long chunk = Math.min(ZERO_CHUNK_BYTES, length - done);
-            long rc = Native.result(Native.libc().pwrite(file.fd(), zeroAddress, chunk, offset + done));
+            long rc = file.pwrite(zeroAddress, chunk, offset + done);
             if (rc < 0) {
                 if (rc == -Errno.EINTR) {
                     continue;
@@ -378,7 +403,11 @@ public final class Image implements AutoCloseable {
         return 0;
     }
 
+    /** The shared zero run, mapped on first use; null once closed (nothing is mapped after close). */
     private synchronized Mapping zeros() {
+        if (closed) {
+            return null;
+        }
         if (zeros == null) {
             zeros = Mapping.anonymous(ZERO_CHUNK_BYTES, false);
         }
@@ -390,6 +419,9 @@ public final class Image implements AutoCloseable {
      * is direct, else buffered. Opened on first use; closed with the image.
      */
     synchronized FileChannel channel() throws IOException {
+        if (closed) {
+            throw new java.nio.channels.ClosedChannelException();
+        }
         if (channel == null) {
             channel = options.direct() ? openChannel(true) : bufferedChannel();
         }
@@ -398,6 +430,9 @@ public final class Image implements AutoCloseable {
 
     /** A buffered channel on the same file, for operations O_DIRECT cannot express. */
     synchronized FileChannel bufferedChannel() throws IOException {
+        if (closed) {
+            throw new java.nio.channels.ClosedChannelException();
+        }
         if (bufferedChannel == null) {
             bufferedChannel = openChannel(false);
         }

@@ -190,7 +190,7 @@ abstract class SlottedBackend implements IoBackend {
         long result;
         switch (slots.op(slot)) {
             case SlotTable.OP_FLUSH:
-                result = Native.result(Native.libc().fdatasync(image.fd()));
+                result = image.fdatasync();
                 break;
             case SlotTable.OP_DISCARD:
                 result = image.zeroRange(slots.offset(slot), slots.length(slot), image.discardMode(), true, closing);

@@ -1,6 +1,5 @@
 package io.vblk.daemon;
 
-import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.nio.file.attribute.GroupPrincipal;
@@ -28,9 +27,20 @@ import io.vblk.vhost.SocketFile;
  * sends half a line and stops holds no thread; one that reads no responses is closed after
  * {@link #WRITE_WAIT_MS} with its socket buffer full; one that floods is served in turn with the
  * rest. At most {@link #MAX_CLIENTS} at once, further ones get one error line and are closed. A
- * line longer than {@link #MAX_LINE_BYTES} ends its connection with an error.
+ * line longer than {@link #MAX_LINE_BYTES} ends its connection with an error; a client's partial
+ * line never holds more than that ({@link LineBuffer}), so all clients together hold at most
+ * {@code MAX_CLIENTS * MAX_LINE_BYTES} (256 MiB) of heap, not twice that.
+ *
+ * <p>A turn that throws, an {@link Error} included (an OutOfMemoryError while a request builds
+ * its answer, a StackOverflowError), still closes its client; see {@link #endTurn}.
  */
 final class ControlServer implements AutoCloseable {
+    /** What answers one request line: the response line, or null for none. */
+    interface LineHandler {
+        /** The response (without newline) to one request line, or null when none is due. */
+        String handle(String line);
+    }
+
     static final int MAX_CLIENTS = 256;
     static final int MAX_LINE_BYTES = 1 << 20;
     /** How long a response may wait for a client to make room in its socket buffer. */
@@ -40,7 +50,7 @@ final class ControlServer implements AutoCloseable {
 
     private final SocketFile socketFile;
     private final PeerFilter peers;
-    private final JsonRpc rpc;
+    private final LineHandler rpc;
     private final Log log;
     private final EventLoop loop;
     private final Executor handlers;
@@ -54,7 +64,7 @@ final class ControlServer implements AutoCloseable {
      * @throws IllegalArgumentException when the path is unusable (see {@link SocketFile#check})
      * @throws java.io.UncheckedIOException when the socket cannot be created
      */
-    ControlServer(Path path, int mode, String group, int[] allowUids, JsonRpc rpc, Log log, ControlThreads threads) {
+    ControlServer(Path path, int mode, String group, int[] allowUids, LineHandler rpc, Log log, ControlThreads threads) {
         this.rpc = rpc;
         this.log = log;
         this.loop = threads.loop();
@@ -75,8 +85,19 @@ final class ControlServer implements AutoCloseable {
         return socketFile.path();
     }
 
-    /** Accepts every client waiting, then watches for more. */
+    /** Accepts every client waiting, then watches for more (even when a step throws). */
     private void acceptTurn() {
+        try {
+            acceptAll();
+        } finally {
+            // Rearmed whatever happened: without it the socket would accept no client again.
+            if (!closing) {
+                listening.rearm();
+            }
+        }
+    }
+
+    private void acceptAll() {
         while (!closing) {
             UnixSocket socket;
             try {
@@ -109,14 +130,23 @@ final class ControlServer implements AutoCloseable {
             clients.add(c);
             try {
                 c.start();
-            } catch (RuntimeException e) {
+            } catch (Throwable e) {
                 log.info("control: cannot serve a client: " + e);
-                c.close();
+                endTurn(c, e);
             }
         }
-        if (!closing) {
-            listening.rearm();
-        }
+    }
+
+    /**
+     * Closes {@code c} after its turn threw {@code e} (the caller logged it). Policy: the client
+     * is closed whatever was thrown, an Error included (its socket, registration and partial line
+     * would otherwise leak, and its turns would never run again), and the server goes on. The
+     * Error is not rethrown: the JVM's own OOM options (-XX:+ExitOnOutOfMemoryError,
+     * HeapDumpOnOutOfMemoryError) act when it is thrown, not when it is caught, a rethrow would
+     * only end a pool thread, and closing the client frees what its turn held.
+     */
+    private static void endTurn(Client c, Throwable e) {
+        c.close();
     }
 
     private static void pause() {
@@ -134,7 +164,7 @@ final class ControlServer implements AutoCloseable {
         private final byte[] chunk = new byte[READ_BYTES];
         private final int[] fds = new int[UnixSocket.MAX_FDS];
         private final int[] fdCount = new int[1];
-        private final ByteArrayOutputStream line = new ByteArrayOutputStream();
+        private final LineBuffer line = new LineBuffer(MAX_LINE_BYTES);
         private EventLoop.Registration registration;
         private boolean closed;
         /** Guards the descriptor against a shutdown after close (its number may be reused); never held long. */
@@ -154,14 +184,15 @@ final class ControlServer implements AutoCloseable {
             if (closed) {
                 return;
             }
-            if (closing || !readAndAnswer()) {
-                close();
-                return;
-            }
             try {
+                if (closing || !readAndAnswer()) {
+                    close();
+                    return;
+                }
                 registration.rearm();
-            } catch (RuntimeException e) {
-                close();
+            } catch (Throwable e) {
+                log.info("control: client turn failed, closing it: " + e);
+                endTurn(this, e);
             }
         }
 
@@ -181,21 +212,28 @@ final class ControlServer implements AutoCloseable {
             int start = 0;
             for (int i = 0; i < n; i++) {
                 if (chunk[i] == '\n') {
-                    line.write(chunk, start, i - start);
-                    if (!answer(socket, line)) {
+                    if (!line.append(chunk, start, i - start)) {
+                        return tooLong();
+                    }
+                    if (!answer(socket, line.text())) {
                         return false;
                     }
                     line.reset();
                     start = i + 1;
                 }
             }
-            line.write(chunk, start, (int) n - start);
-            if (line.size() > MAX_LINE_BYTES) {
-                write(socket, JsonRpc.error(null, RpcError.INVALID_REQUEST, "request line longer than "
-                        + MAX_LINE_BYTES + " bytes; closing the connection"));
-                return false;
-            }
-            return true;
+            return line.append(chunk, start, (int) n - start) || tooLong();
+        }
+
+        private boolean tooLong() {
+            write(socket, JsonRpc.error(null, RpcError.INVALID_REQUEST, "request line longer than "
+                    + MAX_LINE_BYTES + " bytes; closing the connection"));
+            return false;
+        }
+
+        /** The capacity of the partial-line buffer, for tests. */
+        synchronized int lineCapacity() {
+            return line.capacity();
         }
 
         synchronized void close() {
@@ -207,6 +245,7 @@ final class ControlServer implements AutoCloseable {
                 registration.cancel();
             }
             clients.remove(this);
+            line.release();
             synchronized (fdLock) {
                 fdClosed = true;
                 socket.close();
@@ -223,8 +262,8 @@ final class ControlServer implements AutoCloseable {
         }
     }
 
-    private boolean answer(UnixSocket client, ByteArrayOutputStream line) {
-        String text = line.toString(StandardCharsets.UTF_8).strip();
+    private boolean answer(UnixSocket client, String line) {
+        String text = line.strip();
         if (text.isEmpty()) {
             return true;
         }
@@ -255,6 +294,73 @@ final class ControlServer implements AutoCloseable {
             sent += (int) n;
         }
         return true;
+    }
+
+    /** The largest partial-line buffer of the clients connected now, for tests. */
+    int largestLineCapacity() {
+        int largest = 0;
+        for (Client c : clients) {
+            largest = Math.max(largest, c.lineCapacity());
+        }
+        return largest;
+    }
+
+    /** The clients connected now. */
+    int clientCount() {
+        return clients.size();
+    }
+
+    /**
+     * One client's partial line: grows by doubling up to {@code limit} and never past it (a plain
+     * ByteArrayOutputStream would double a 1 MiB line to 2 MiB); an append that would pass the
+     * limit is refused and leaves the buffer as it was.
+     */
+    static final class LineBuffer {
+        private static final int INITIAL_BYTES = 256;
+        private final int limit;
+        private byte[] bytes = new byte[0];
+        private int length;
+
+        LineBuffer(int limit) {
+            this.limit = limit;
+        }
+
+        /** Appends {@code n} bytes; false (nothing appended) when the line would pass the limit. */
+        boolean append(byte[] from, int offset, int n) {
+            if (n > limit - length) {
+                return false;
+            }
+            int need = length + n;
+            if (need > bytes.length) {
+                int grown = (int) Math.min(limit, Math.max(need, Math.max(INITIAL_BYTES, 2L * bytes.length)));
+                bytes = java.util.Arrays.copyOf(bytes, grown);
+            }
+            System.arraycopy(from, offset, bytes, length, n);
+            length = need;
+            return true;
+        }
+
+        String text() {
+            return new String(bytes, 0, length, StandardCharsets.UTF_8);
+        }
+
+        void reset() {
+            length = 0;
+        }
+
+        /** Drops the memory (a closed client may stay referenced for a while). */
+        void release() {
+            length = 0;
+            bytes = new byte[0];
+        }
+
+        int length() {
+            return length;
+        }
+
+        int capacity() {
+            return bytes.length;
+        }
     }
 
     /** Stops accepting, ends every client's connection and removes the socket file. */

@@ -45,6 +45,12 @@ final class Daemon implements AutoCloseable {
     private final Object changes = new Object();
     /** Exports being opened outside the lock: their ids and sockets are taken (guarded by {@link #changes}). */
     private final Map<String, ExportSpec> opening = new LinkedHashMap<>();
+    /**
+     * Exports unlisted by export.remove whose drain and close run outside {@link #changes} (a
+     * network back end whose server stalls may hold a drain for as long as it stalls): their id,
+     * socket and I/O threads stay reserved until the close ends. Guarded by {@code changes}.
+     */
+    private final Map<String, Export> removing = new LinkedHashMap<>();
     private volatile boolean shuttingDown;
     private final ControlThreads control;
 
@@ -132,6 +138,15 @@ final class Daemon implements AutoCloseable {
             if (exports.containsKey(spec.id) || opening.containsKey(spec.id)) {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "export '" + spec.id + "' already exists");
             }
+            if (removing.containsKey(spec.id)) {
+                throw new RpcError(RpcError.ALREADY_EXISTS, "export '" + spec.id + "' is being removed (its drain has not ended)");
+            }
+            for (Export e : removing.values()) {
+                if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
+                    throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is still used by export '"
+                            + e.spec.id + "' (being removed)");
+                }
+            }
             for (Export e : exports.values()) {
                 if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
                     throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + e.spec.id + "'");
@@ -207,17 +222,39 @@ final class Daemon implements AutoCloseable {
         return m;
     }
 
+    /**
+     * Unlists the export under the change lock, then drains and closes it outside the lock: a
+     * drain waits for the export's requests in flight, which a stalled network server may hold
+     * indefinitely, and every other change (add, remove, resize, I/O threads) and the shutdown
+     * must not wait for it. Once unlisted, operations on the export answer "no export" (resize
+     * and limits look it up again under the lock), and its id, socket and I/O threads stay
+     * reserved ({@link #removing}) until the close ends. The call itself answers after the drain.
+     */
     private Object exportRemove(Params p) {
         p.rejectUnknown(Set.of("id"));
         String id = p.requiredString("id");
+        Export e;
         synchronized (changes) {
-            Export e = exports.get(id);
+            e = exports.get(id);
             if (e == null) {
-                throw notFound(id);
+                throw removing.containsKey(id)
+                        ? new RpcError(RpcError.NOT_FOUND, "export '" + id + "' is already being removed")
+                        : notFound(id);
             }
-            remove(e);
-            return Map.of("id", id, "removed", true);
+            exports.remove(id);
+            order.remove(id);
+            removing.put(id, e);
         }
+        try {
+            e.close();
+        } finally {
+            synchronized (changes) {
+                removing.remove(id);
+                changes.notifyAll(); // a shutdown may wait for this close
+            }
+        }
+        log.info("export " + id + ": removed");
+        return Map.of("id", id, "removed", true);
     }
 
     private void remove(Export e) {
@@ -350,6 +387,7 @@ final class Daemon implements AutoCloseable {
             }
             List<String> users = new ArrayList<>(exports().stream().filter(e -> e.spec.iothreads.contains(id)).map(e -> e.spec.id).toList());
             opening.values().stream().filter(o -> o.iothreads.contains(id)).forEach(o -> users.add(o.id));
+            removing.values().stream().filter(e -> e.spec.iothreads.contains(id)).forEach(e -> users.add(e.spec.id + " (being removed)"));
             if (!users.isEmpty()) {
                 throw new RpcError(RpcError.IN_USE, "I/O thread '" + id + "' serves export(s) " + users + ": remove them first");
             }
@@ -462,6 +500,19 @@ final class Daemon implements AutoCloseable {
                 if (e != null) {
                     remove(e);
                 }
+            }
+            // An export.remove still draining outside the lock uses its I/O threads until its
+            // close ends: wait for it (stop drains) before the threads close under it.
+            boolean interrupted = false;
+            while (!removing.isEmpty()) {
+                try {
+                    changes.wait();
+                } catch (InterruptedException ie) {
+                    interrupted = true;
+                }
+            }
+            if (interrupted) {
+                Thread.currentThread().interrupt();
             }
             for (SharedIoThread t : iothreads.values()) {
                 t.close();

@@ -16,7 +16,7 @@ import io.vblk.vhost.Log;
  * an id, gets none, as the specification says) and the daemon goes on. Batches are not
  * supported: a line holding an array is answered with one "invalid request" error.
  */
-final class JsonRpc {
+final class JsonRpc implements ControlServer.LineHandler {
     /** The jackson-jr instance every JSON document of the daemon goes through. */
     static final JSON JSON_OUT = JSON.std.without(JSON.Feature.PRETTY_PRINT_OUTPUT).with(JSON.Feature.WRITE_NULL_PROPERTIES);
     static final JSON JSON_IN = JSON.std.with(JSON.Feature.USE_BIG_DECIMAL_FOR_FLOATS)
@@ -31,7 +31,8 @@ final class JsonRpc {
     }
 
     /** The response line (without newline) for one request line, or null for a notification. */
-    String handle(String line) {
+    @Override
+    public String handle(String line) {
         Object id = null;
         try {
             Object parsed;

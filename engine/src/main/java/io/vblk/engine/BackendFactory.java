@@ -39,9 +39,11 @@ public interface BackendFactory {
     /** fdatasync(2) of {@code image} unless it is null or read-only. */
     static void syncImage(Image image) {
         if (image != null && !image.readOnly() && !image.isClosed()) {
-            int rc = Native.libc().fdatasync(image.fd());
-            if (rc != 0) {
-                throw new NativeException(Native.errno(), "fdatasync", image.path());
+            // Image.fdatasync, not fdatasync(image.fd()): a close racing this check answers
+            // EBADF instead of syncing whatever file reuses the number.
+            int rc = image.fdatasync();
+            if (rc < 0) {
+                throw new NativeException(-rc, "fdatasync", image.path());
             }
         }
     }

@@ -5,10 +5,18 @@ import java.nio.file.Path;
 /**
  * A file or block device opened with open(2), for the I/O back ends: raw descriptor, size, and
  * the synchronous calls (fallocate, fdatasync) that the back ends use off their batched paths.
+ *
+ * <p>After {@link #close()} nothing here touches the old descriptor number, which the kernel
+ * hands to the next open (another disk): {@link #fd()} and {@link #sizeBytes()} throw
+ * {@link IllegalStateException}, the calls that answer {@code -errno} answer {@code -EBADF}
+ * without a syscall. A call racing close on another thread may still reach the number; the
+ * owner closes only after the users of the file stopped (back ends take the number once, at
+ * setup, and submit from their own registered state).
  */
 public final class PosixFile implements AutoCloseable {
     private final Path path;
-    private final int fd;
+    /** The descriptor, -1 once closed (so a late call never reaches a reused number). */
+    private volatile int fd;
     private final boolean readOnly;
     private final boolean direct;
     private volatile boolean closed;
@@ -34,9 +42,21 @@ public final class PosixFile implements AutoCloseable {
         return new PosixFile(path, fd, readOnly, direct);
     }
 
-    /** The descriptor. */
+    /**
+     * The descriptor.
+     *
+     * @throws IllegalStateException once closed
+     */
     public int fd() {
-        return fd;
+        int f = fd;
+        if (f < 0) {
+            throw closedException();
+        }
+        return f;
+    }
+
+    private IllegalStateException closedException() {
+        return new IllegalStateException("closed: " + path);
     }
 
     /** The path it was opened from. */
@@ -56,27 +76,38 @@ public final class PosixFile implements AutoCloseable {
 
     /** The size in bytes: of the file, or of the block device (lseek to the end works for both). */
     public long sizeBytes() {
-        return Native.check(Native.libc().lseek(fd, 0, Linux.SEEK_END), "lseek", fd, 0, "SEEK_END");
+        int f = fd();
+        return Native.check(Native.libc().lseek(f, 0, Linux.SEEK_END), "lseek", f, 0, "SEEK_END");
     }
 
-    /** fallocate(2); returns 0 or {@code -errno}. */
+    /** fallocate(2); returns 0 or {@code -errno} ({@code -EBADF} once closed). */
     public int fallocate(int mode, long offset, long length) {
-        return (int) Native.result(Native.libc().fallocate(fd, mode, offset, length));
+        int f = fd;
+        return f < 0 ? -Errno.EBADF : (int) Native.result(Native.libc().fallocate(f, mode, offset, length));
     }
 
-    /** fdatasync(2); returns 0 or {@code -errno}. */
+    /** fdatasync(2); returns 0 or {@code -errno} ({@code -EBADF} once closed). */
     public int fdatasync() {
-        return (int) Native.result(Native.libc().fdatasync(fd));
+        int f = fd;
+        return f < 0 ? -Errno.EBADF : (int) Native.result(Native.libc().fdatasync(f));
     }
 
-    /** pread(2) into native memory; returns bytes read or {@code -errno}. */
+    /** ftruncate(2); returns 0 or {@code -errno} ({@code -EBADF} once closed). */
+    public int ftruncate(long length) {
+        int f = fd;
+        return f < 0 ? -Errno.EBADF : (int) Native.result(Native.libc().ftruncate(f, length));
+    }
+
+    /** pread(2) into native memory; returns bytes read or {@code -errno} ({@code -EBADF} once closed). */
     public long pread(long address, long length, long offset) {
-        return Native.result(Native.libc().pread(fd, address, length, offset));
+        int f = fd;
+        return f < 0 ? -Errno.EBADF : Native.result(Native.libc().pread(f, address, length, offset));
     }
 
-    /** pwrite(2) from native memory; returns bytes written or {@code -errno}. */
+    /** pwrite(2) from native memory; returns bytes written or {@code -errno} ({@code -EBADF} once closed). */
     public long pwrite(long address, long length, long offset) {
-        return Native.result(Native.libc().pwrite(fd, address, length, offset));
+        int f = fd;
+        return f < 0 ? -Errno.EBADF : Native.result(Native.libc().pwrite(f, address, length, offset));
     }
 
     /** Whether {@link #close()} was called. */
@@ -88,12 +119,14 @@ public final class PosixFile implements AutoCloseable {
     public synchronized void close() {
         if (!closed) {
             closed = true;
-            Native.libc().close(fd);
+            int f = fd;
+            fd = -1;
+            Native.libc().close(f);
         }
     }
 
     @Override
     public String toString() {
-        return "PosixFile[" + path + ", fd " + fd + (readOnly ? ", ro" : "") + (direct ? ", direct" : "") + "]";
+        return "PosixFile[" + path + (closed ? ", closed" : ", fd " + fd) + (readOnly ? ", ro" : "") + (direct ? ", direct" : "") + "]";
     }
 }

@@ -195,8 +195,11 @@ public final class EventLoop implements AutoCloseable {
             }
             try {
                 onReady.run();
-            } catch (RuntimeException e) {
-                // A handler's own bug must not end the loop or the pool thread; its owner logs details.
+            } catch (Throwable e) {
+                // A handler's own bug must not end the loop or the pool thread; its owner logs
+                // details. An Error too (its owner tore down what it could): handlers may run on
+                // the loop's own thread (serve() without control threads), and an Error escaping
+                // here would end the loop, and with it every connection it watches.
                 log.info(name + ": handler for descriptor " + fd + " failed: " + e);
             }
         }

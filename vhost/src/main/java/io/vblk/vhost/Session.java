@@ -112,6 +112,15 @@ final class Session {
                 }
             } catch (ProtocolError e) {
                 end = who + ": connection closed: " + e.getMessage();
+            } catch (Throwable e) {
+                // An Error (dispatch turns RuntimeExceptions into ProtocolErrors): an
+                // OutOfMemoryError mapping or answering, a StackOverflowError. Without this the
+                // session would never turn again and never tear down (fds, mappings, its device
+                // held). Torn down and logged, not rethrown: the JVM's own OOM options
+                // (-XX:+ExitOnOutOfMemoryError, HeapDumpOnOutOfMemoryError) act when it is
+                // thrown, not when it is caught, and a rethrow would only end this thread, which
+                // for `vblk serve` (handlers on the caller's loop) is the event loop itself.
+                end = who + ": connection closed: internal error: " + e;
             }
             if (end == null) {
                 try {
@@ -131,7 +140,7 @@ final class Session {
         message.closeFds();
         try {
             control.teardown();
-        } catch (RuntimeException e) {
+        } catch (Throwable e) { // an Error too: the session is closed and its owner told whatever happens
             end += "; teardown failed: " + e;
         } finally {
             synchronized (this) {
