@@ -231,7 +231,7 @@ class ControlThreadsTest {
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
                 q.write(0, BlkQueue.pattern(0, 4096, 7)); // warm: the connection to the server works
-                new ProcessBuilder("kill", "-STOP", Long.toString(server.pid())).start().waitFor();
+                DaemonRig.stopProcess(server.pid());
                 try {
                     q.add(0 /* VIRTIO_BLK_T_IN */, 8, q.dataGpa, 4096, true);
                     q.publish();

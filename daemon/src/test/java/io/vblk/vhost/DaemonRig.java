@@ -166,6 +166,33 @@ final class DaemonRig implements AutoCloseable {
     }
 
     /**
+     * Stops process {@code pid} (SIGSTOP) and returns once every one of its threads is stopped
+     * (state T in /proc): {@code kill} returns once the signal is sent, not once it took effect,
+     * and a request sent in between would still be served.
+     */
+    static void stopProcess(long pid) throws Exception {
+        new ProcessBuilder("kill", "-STOP", Long.toString(pid)).start().waitFor();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        while (true) {
+            boolean all = true;
+            try (var tasks = Files.list(Path.of("/proc/" + pid + "/task"))) {
+                for (Path t : (Iterable<Path>) tasks::iterator) {
+                    String stat = Files.readString(t.resolve("stat"));
+                    char state = stat.charAt(stat.lastIndexOf(')') + 2);
+                    all &= state == 'T' || state == 't';
+                }
+            }
+            if (all) {
+                return;
+            }
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("process " + pid + " did not stop within 20 s");
+            }
+            Thread.sleep(5);
+        }
+    }
+
+    /**
      * Waits until a server takes connections on the Unix socket {@code sock} (a probe connect,
      * closed at once), for at most 10 s. The file alone is not enough: a server creates it at
      * bind, before it listens, and a connect in between is refused.

@@ -79,8 +79,7 @@ class RemoveDuringStalledDrainTest {
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
                 q.write(0, BlkQueue.pattern(0, 4096, 7)); // warm: the connection to the server works
-                new ProcessBuilder("kill", "-STOP", Long.toString(server.pid())).start().waitFor();
-                awaitStopped(server.pid()); // kill returns once the signal is sent, not once it took effect
+                DaemonRig.stopProcess(server.pid());
                 CompletableFuture<Map<String, Object>> removal = null;
                 try {
                     q.add(0 /* VIRTIO_BLK_T_IN */, 8, q.dataGpa, 4096, true);
@@ -129,26 +128,6 @@ class RemoveDuringStalledDrainTest {
         } finally {
             server.destroyForcibly();
         }
-    }
-
-    /** Waits until every thread of process {@code pid} is stopped (state T in /proc). */
-    private static void awaitStopped(long pid) throws Exception {
-        assertTimeoutPreemptively(GUARD, () -> {
-            while (true) {
-                boolean all = true;
-                try (var tasks = Files.list(Path.of("/proc/" + pid + "/task"))) {
-                    for (Path t : (Iterable<Path>) tasks::iterator) {
-                        String stat = Files.readString(t.resolve("stat"));
-                        char state = stat.charAt(stat.lastIndexOf(')') + 2);
-                        all &= state == 'T' || state == 't';
-                    }
-                }
-                if (all) {
-                    return;
-                }
-                Thread.sleep(5);
-            }
-        });
     }
 
     private static String statsText(DaemonRig d) {
