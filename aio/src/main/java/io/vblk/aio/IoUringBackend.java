@@ -77,6 +77,16 @@ final class IoUringBackend extends SlottedBackend {
      * the same unless told {@code nonvectored=0}).
      */
     private final boolean plainReadWrite;
+    /** Experiment switch (removed before merge). */
+    private static final boolean COOP = !Boolean.getBoolean("vblk.noCoop");
+    /**
+     * {@link IoUringDescriptor#SQ_TASKRUN} when the ring runs completions cooperatively (else 0):
+     * the kernel then posts what finished while this thread ran in user space only when it next
+     * enters the kernel, instead of interrupting it with an inter-processor interrupt per batch
+     * (in a VM an exit on both sides), and sets this SQ flag so that a poll that finds the CQ
+     * empty knows to enter for them.
+     */
+    private final int taskRunFlag;
     /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
     private volatile boolean ringsReleased;
 
@@ -90,7 +100,8 @@ final class IoUringBackend extends SlottedBackend {
             throw new IllegalArgumentException("io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES);
         }
         UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
-        int fd = setup(entries, params);
+        int fd = setup(entries, params, COOP);
+        boolean coopTaskRun = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_TASKRUN_FLAG) != 0;
         Mapping sqMap = null;
         Mapping cqMap = null;
         Mapping sqeMem = null;
@@ -127,6 +138,7 @@ final class IoUringBackend extends SlottedBackend {
             throw e;
         }
         this.ringFd = fd;
+        this.taskRunFlag = coopTaskRun ? IoUringDescriptor.SQ_TASKRUN : 0;
         this.registeredFile = fixed;
         this.plainReadWrite = plain;
         this.sqRingMap = sqMap;
@@ -163,9 +175,22 @@ final class IoUringBackend extends SlottedBackend {
         }
     }
 
-    private static int setup(int entries, UnsafeBuffer params) {
-        params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, IoUringDescriptor.SETUP_SUBMIT_ALL);
-        long fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
+    /**
+     * Sets the ring up with the newest flags the kernel knows: cooperative task running (5.19)
+     * and SUBMIT_ALL (5.18), else SUBMIT_ALL, else none.
+     */
+    private static int setup(int entries, UnsafeBuffer params, boolean coop) {
+        long fd = -Errno.EINVAL;
+        if (coop) {
+            params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, IoUringDescriptor.SETUP_SUBMIT_ALL
+                    | IoUringDescriptor.SETUP_COOP_TASKRUN | IoUringDescriptor.SETUP_TASKRUN_FLAG);
+            fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
+        }
+        if (fd == -Errno.EINVAL) {
+            params.setMemory(0, IoUringDescriptor.PARAMS_LENGTH, (byte) 0);
+            params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, IoUringDescriptor.SETUP_SUBMIT_ALL);
+            fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
+        }
         if (fd == -Errno.EINVAL) {
             // A kernel before 5.18 does not know SUBMIT_ALL: then submission stops at a failed
             // SQE, which is also handled (the rest stays queued).
@@ -324,6 +349,10 @@ final class IoUringBackend extends SlottedBackend {
     @Override
     int reapQueued(CompletionSink sink, int max) {
         int head = localCqHead;
+        if ((sq.getIntVolatile(sqFlags) & taskRunFlag) != 0) {
+            // Completions wait for us to enter the kernel: one enter posts them all.
+            Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 0, IoUringDescriptor.ENTER_GETEVENTS, 0);
+        }
         // Acquire: pairs with the kernel's release of the tail after it wrote the CQEs.
         int tail = cq.getIntVolatile(cqTail);
         if (head == tail) {
@@ -368,13 +397,14 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     boolean hasQueuedCompletions() {
-        return localCqHead != cq.getIntVolatile(cqTail);
+        return localCqHead != cq.getIntVolatile(cqTail) || (sq.getIntVolatile(sqFlags) & taskRunFlag) != 0;
     }
 
     @Override
     void awaitQueued() {
         while (kernelInFlight() > 0) {
-            if (!hasQueuedCompletions()) {
+            if (localCqHead == cq.getIntVolatile(cqTail)) {
+                // Also runs completions waiting for this thread (cooperative task running).
                 flushOverflow();
                 long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, IoUringDescriptor.ENTER_GETEVENTS, 0);
                 if (rc < 0 && rc != -Errno.EINTR && rc != -Errno.EAGAIN && rc != -Errno.EBUSY) {
