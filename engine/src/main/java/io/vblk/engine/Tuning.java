@@ -170,7 +170,7 @@ public final class Tuning {
         private boolean adjustableLimits;
         private long burstMs = 100;
         private boolean recordLatency = true;
-        private int submitBatch = Integer.getInteger("vblk.submitBatch", DEFAULT_SUBMIT_BATCH);
+        private int submitBatch = DEFAULT_SUBMIT_BATCH;
 
         public Builder waitStrategy(WaitStrategy value) {
             waitStrategy = value;
