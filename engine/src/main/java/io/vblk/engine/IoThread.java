@@ -27,7 +27,9 @@ import io.vblk.block.BlockDriver;
  *
  * <p>A round: drain the inbox ring (kicks and control commands, published by other threads into
  * a Disruptor ring), take back requests finished elsewhere, reap finished operations, pop every
- * available chain of every running queue, and submit everything prepared with one back-end call.
+ * available chain of every running queue (at most {@link Tuning#submitBatch()} in all, when set:
+ * the next round then starts at the queue after the one the budget ran out in), and submit
+ * everything prepared with one back-end call.
  * While the thread is awake the queues' notifications stay disabled, so a busy guest does not
  * kick; before it sleeps it re-enables them and re-checks the rings (the no-lost-kick pattern),
  * then blocks in epoll on the kick eventfds, the back end's completion eventfd and its own
