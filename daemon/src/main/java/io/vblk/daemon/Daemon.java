@@ -273,26 +273,30 @@ final class Daemon implements AutoCloseable {
 
     private Object exportResize(Params p) {
         p.rejectUnknown(Set.of("id", "size", "allow_shrink"));
-        Export e = export(p);
+        export(p); // names the missing export before any parameter error
         if (!p.has("size")) {
             throw new InvalidParams("size is required");
         }
         long size = p.size("size", 512, 0);
         boolean allowShrink = p.bool("allow_shrink");
         synchronized (changes) {
-            return e.resize(size, allowShrink);
+            // Looked up again under the lock: an export removed since the look-up above has a
+            // closed image whose descriptor number another export's image may hold by now, and a
+            // resize through it would cut that disk (irev3 RemovedExportAttackTest).
+            return export(p).resize(size, allowShrink);
         }
     }
 
     private Object exportSetLimits(Params p) {
         p.rejectUnknown(Set.of("id", "iops_limit", "bps_limit"));
-        Export e = export(p);
-        long iops = p.integer("iops_limit", 0, Long.MAX_VALUE, e.spec.iopsLimit);
-        long bps = p.size("bps_limit", 0, e.spec.bpsLimit);
         synchronized (changes) {
+            // Under the lock, look-up included: never the limits of an export removed meanwhile.
+            Export e = export(p);
+            long iops = p.integer("iops_limit", 0, Long.MAX_VALUE, e.spec.iopsLimit);
+            long bps = p.size("bps_limit", 0, e.spec.bpsLimit);
             e.setLimits(iops, bps);
+            return Map.of("id", e.spec.id, "iops_limit", iops, "bps_limit", bps);
         }
-        return Map.of("id", e.spec.id, "iops_limit", iops, "bps_limit", bps);
     }
 
     // ------------------------------------------------------------ I/O threads

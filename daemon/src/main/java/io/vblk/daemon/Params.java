@@ -186,13 +186,18 @@ final class Params {
         return out;
     }
 
+    /** How much of a string {@link #describe} shows. */
+    static final int DESCRIBED_CHARS = 100;
+
     /** A JSON value as a person would name it in a message. */
     static String describe(Object v) {
         if (v == null) {
             return "null";
         }
         if (v instanceof String s) {
-            return "the string \"" + s + "\"";
+            // A client's string is echoed in an error: only its start, a line may hold 1 MiB.
+            return "the string \"" + (s.length() > DESCRIBED_CHARS ? s.substring(0, DESCRIBED_CHARS) + "\"... ("
+                    + s.length() + " characters)" : s + "\"");
         }
         if (v instanceof Boolean || v instanceof Number) {
             return (v instanceof Boolean ? "the boolean " : "the number ") + v;

@@ -89,6 +89,8 @@ public final class Linux {
     public static final int SCM_RIGHTS = 1;
     public static final int MSG_CTRUNC = 0x08;
     public static final int MSG_NOSIGNAL = 0x4000;
+    /** send(2) flag: fail with EAGAIN instead of blocking, whatever the descriptor's own mode. */
+    public static final int MSG_DONTWAIT = 0x40;
     public static final int MSG_CMSG_CLOEXEC = 0x40000000;
     public static final int SHUT_RDWR = 2;
 

@@ -139,6 +139,19 @@ public final class UnixSocket implements AutoCloseable {
      * {@code fds}. Returns bytes sent or {@code -errno}.
      */
     public synchronized long send(long address, int length, int[] fds, int fdCount) {
+        return send(address, length, fds, fdCount, Linux.MSG_NOSIGNAL);
+    }
+
+    /**
+     * Sends like {@link #send(long, int, int[], int)} but never blocks, even on a blocking socket:
+     * {@code -EAGAIN} when there is no room. For sockets a peer handed over and shares (its
+     * file description's blocking mode is the peer's, and so is what else writes into it).
+     */
+    public long sendNonBlocking(long address, int length) {
+        return send(address, length, null, 0, Linux.MSG_NOSIGNAL | Linux.MSG_DONTWAIT);
+    }
+
+    private synchronized long send(long address, int length, int[] fds, int fdCount, int flags) {
         if (fdCount < 0 || fdCount > MAX_FDS || (fdCount > 0 && fds.length < fdCount)) {
             throw new IllegalArgumentException("bad descriptor count " + fdCount);
         }
@@ -154,7 +167,7 @@ public final class UnixSocket implements AutoCloseable {
             msghdr.putLong(32, msghdr.addressOffset() + control);
             msghdr.putLong(40, align8(cmsgLen));
         }
-        return Native.result(Native.libc().sendmsg(fd, msghdr.addressOffset(), Linux.MSG_NOSIGNAL));
+        return Native.result(Native.libc().sendmsg(fd, msghdr.addressOffset(), flags));
     }
 
     /**

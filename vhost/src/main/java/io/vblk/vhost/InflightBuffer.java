@@ -86,17 +86,20 @@ final class InflightBuffer implements AutoCloseable {
             throw ProtocolError.rejected("SET_INFLIGHT_FD mmap_offset " + Long.toUnsignedString(mmapOffset)
                     + " is not a page-aligned file offset");
         }
-        Descriptors.RegularFile file = Descriptors.regularFile(fd);
-        long fileSize = file.sizeBytes();
-        if (mmapOffset > fileSize || mmapSize > fileSize - mmapOffset) {
-            throw ProtocolError.rejected("SET_INFLIGHT_FD range [" + mmapOffset + ", +" + mmapSize
-                    + ") runs past the end of its file (" + fileSize + " bytes)");
-        }
+        Descriptors.regularFile(fd); // what it is: a regular file or memfd (its size is read below)
+        // The seal first, the size after (as in LogArea.check): a size read before the seal could
+        // be cut short in between by a frontend that seals only then, and a store would fault.
         int seals = Native.libc().fcntl(fd, F_GET_SEALS, 0);
         if (seals == -1 || (seals & F_SEAL_SHRINK) == 0) {
             throw ProtocolError.rejected("SET_INFLIGHT_FD buffer is not sealed against shrinking (seals "
                     + (seals == -1 ? "unsupported" : "0x" + Integer.toHexString(seals))
                     + "); it could be cut short under this process: only buffers from GET_INFLIGHT_FD are taken");
+        }
+        Descriptors.RegularFile file = Descriptors.regularFile(fd);
+        long fileSize = file.sizeBytes();
+        if (mmapOffset > fileSize || mmapSize > fileSize - mmapOffset) {
+            throw ProtocolError.rejected("SET_INFLIGHT_FD range [" + mmapOffset + ", +" + mmapSize
+                    + ") runs past the end of its file (" + fileSize + " bytes)");
         }
         if (current != null && current.file.sameFile(file) && current.mmapOffset == mmapOffset
                 && current.regions.length == numQueues && current.queueSize == queueSize) {

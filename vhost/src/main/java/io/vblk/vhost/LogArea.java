@@ -81,16 +81,20 @@ final class LogArea implements AutoCloseable {
             throw ProtocolError.rejected("SET_LOG_BASE mmap_offset " + Long.toUnsignedString(offset)
                     + " is not a page-aligned file offset");
         }
-        long fileSize = Descriptors.regularFileSize(fd);
-        if (offset > fileSize || size > fileSize - offset) {
-            throw ProtocolError.rejected("SET_LOG_BASE range [" + offset + ", +" + size
-                    + ") runs past the end of its file (" + fileSize + " bytes)");
-        }
+        Descriptors.regularFile(fd); // what it is: a regular file or memfd (its size is read below)
+        // The seal first, the size after: a size read before the seal could be cut short by the
+        // frontend in between, sealing the file only then, and the mapping would fault (SIGBUS).
+        // Once F_SEAL_SHRINK is set it stays, so the size read after it holds for good.
         int seals = Native.libc().fcntl(fd, F_GET_SEALS, 0);
         if (seals == -1 || (seals & F_SEAL_SHRINK) == 0) {
             throw ProtocolError.rejected("SET_LOG_BASE log is not sealed against shrinking (seals "
                     + (seals == -1 ? "unsupported" : "0x" + Integer.toHexString(seals))
                     + "); it could be cut short under this process");
+        }
+        long fileSize = Descriptors.regularFileSize(fd);
+        if (offset > fileSize || size > fileSize - offset) {
+            throw ProtocolError.rejected("SET_LOG_BASE range [" + offset + ", +" + size
+                    + ") runs past the end of its file (" + fileSize + " bytes)");
         }
     }
 

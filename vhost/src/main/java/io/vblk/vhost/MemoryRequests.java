@@ -104,6 +104,20 @@ final class MemoryRequests {
             }
             throw e;
         }
-        control.installMemory(wanted, mapped);
+        try {
+            control.installMemory(wanted, mapped);
+        } catch (RuntimeException e) {
+            if (state.memory.memory() != mapped && control.device().memory() != mapped) {
+                // Never installed: unmap it, give its bytes back, close the descriptors only it had.
+                mapped.close();
+                MemoryTable.release(MemoryTable.bytes(wanted));
+                for (MemoryTable.Region r : wanted) {
+                    if (!state.memory.regions().contains(r)) {
+                        Descriptors.close(r.fd());
+                    }
+                }
+            }
+            throw e;
+        }
     }
 }

@@ -2,6 +2,7 @@ package io.vblk.vhost;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
 
 import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.NativeException;
@@ -33,6 +34,21 @@ final class MemoryTable implements AutoCloseable {
         }
     }
 
+    /**
+     * Most bytes one table may map (16 TiB, far above any guest's RAM). A frontend's memfd can be
+     * sparse and as large as it likes, costing it nothing, while every byte mapped here takes
+     * this process's address space (128 TiB): without a bound one frontend could leave the JVM
+     * none for its heap, thread stacks or native buffers, and the JVM aborts when an mmap fails.
+     */
+    static final long MAX_TABLE_BYTES = 1L << 44;
+    /**
+     * Most bytes the tables of all connections of this process may map at once (64 TiB): half the
+     * address space stays for the JVM whatever any number of frontends do. A table being
+     * replaced counts until it is unmapped.
+     */
+    static final long MAX_MAPPED_BYTES = 1L << 46;
+    private static final AtomicLong MAPPED = new AtomicLong();
+
     private List<Region> regions = List.of();
     private GuestMemory memory;
 
@@ -56,11 +72,53 @@ final class MemoryTable implements AutoCloseable {
             check(r);
             b.addRegion(r.guestAddress, r.size, r.fd, r.mmapOffset, r.userAddress, false);
         }
+        long bytes = reserve(wanted);
         try {
             return b.build();
         } catch (IllegalArgumentException | NativeException e) {
+            release(bytes);
             throw ProtocolError.rejected("memory table cannot be mapped: " + e.getMessage());
+        } catch (RuntimeException e) {
+            release(bytes);
+            throw e;
         }
+    }
+
+    /** The bytes {@code regions} map (each size checked positive, so the sum is capped before it can wrap). */
+    static long bytes(List<Region> regions) {
+        long total = 0;
+        for (Region r : regions) {
+            total = r.size > MAX_MAPPED_BYTES || total > MAX_MAPPED_BYTES ? Long.MAX_VALUE : total + r.size;
+        }
+        return total;
+    }
+
+    /** Takes {@code wanted}'s bytes from the process's budget, or refuses the table. */
+    private static long reserve(List<Region> wanted) {
+        long bytes = bytes(wanted);
+        if (bytes > MAX_TABLE_BYTES) {
+            throw ProtocolError.rejected("memory table of " + (bytes == Long.MAX_VALUE ? "more than 2^63" : bytes)
+                    + " bytes: at most " + MAX_TABLE_BYTES + " bytes are mapped for one frontend");
+        }
+        long now;
+        do {
+            now = MAPPED.get();
+            if (now + bytes > MAX_MAPPED_BYTES) {
+                throw ProtocolError.rejected("memory table of " + bytes + " bytes: the frontends of this process have "
+                        + now + " bytes mapped, and at most " + MAX_MAPPED_BYTES + " are");
+            }
+        } while (!MAPPED.compareAndSet(now, now + bytes));
+        return bytes;
+    }
+
+    /** Gives back what {@link #reserve} took, once the table is unmapped (or was never mapped). */
+    static void release(long bytes) {
+        MAPPED.addAndGet(-bytes);
+    }
+
+    /** Bytes mapped for all frontends of this process (tables in force and being replaced). */
+    static long mappedBytes() {
+        return MAPPED.get();
     }
 
     private static void check(Region r) {
@@ -85,6 +143,7 @@ final class MemoryTable implements AutoCloseable {
         memory = newMemory;
         if (old != null) {
             old.close();
+            release(bytes(oldRegions));
         }
         for (Region r : oldRegions) {
             if (!newRegions.contains(r)) {

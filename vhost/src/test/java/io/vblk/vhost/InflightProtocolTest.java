@@ -144,7 +144,7 @@ class InflightProtocolTest extends OneServerCase {
             int fd = good.fd();
             long size = good.mmapSize();
             assertEquals(1088, size);
-            int small = Memfd.create("small", 512);
+            int small = LogProtocolTest.sealedMemfd(512); // sealed: the size check is what refuses it
             int unsealed = Memfd.create("unsealed", size);
             int[] eventfd = {EventFd.create(true).fd()};
             try {
