@@ -109,6 +109,13 @@ final class IoUringDescriptor {
     // setup flags and features
     /** Keep submitting after an SQE fails at submission (it gets an error CQE). Linux 5.18. */
     static final int SETUP_SUBMIT_ALL = 1 << 7;
+    /**
+     * Completions are not forced onto a running submitter with an inter-processor interrupt: they
+     * are posted when it next enters or leaves the kernel. Linux 5.19.
+     */
+    static final int SETUP_COOP_TASKRUN = 1 << 8;
+    /** With {@link #SETUP_COOP_TASKRUN}: {@link #SQ_TASKRUN} tells that completions wait to be posted. Linux 5.19. */
+    static final int SETUP_TASKRUN_FLAG = 1 << 9;
     static final int FEAT_SINGLE_MMAP = 1;
     static final int FEAT_NODROP = 1 << 1;
     /** Linux 5.6, the release that added {@link #OP_READ} and {@link #OP_WRITE}. */
@@ -119,6 +126,8 @@ final class IoUringDescriptor {
 
     // sq ring flags
     static final int SQ_CQ_OVERFLOW = 1 << 1;
+    /** Completions wait for the submitter to enter the kernel (see {@link #SETUP_TASKRUN_FLAG}). */
+    static final int SQ_TASKRUN = 1 << 2;
 
     // sqe flags
     /** {@code fd} is an index into the ring's registered file table, not a descriptor. */

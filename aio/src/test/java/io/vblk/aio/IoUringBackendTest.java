@@ -14,6 +14,9 @@ import java.util.Random;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
+
 /**
  * io_uring specifics: a kernel that takes only part of the SQ per enter loses nothing; close
  * returns when its count says operations are in flight that the kernel does not owe.
@@ -163,5 +166,71 @@ class IoUringBackendTest {
             assertEquals(BLOCK, rec.result(3));
             assertArrayEquals(written, java.util.Arrays.copyOfRange(Files.readAllBytes(path), 7 * BLOCK, 8 * BLOCK));
         }
+    }
+
+    /**
+     * Cooperative task running (Linux 5.19+): the kernel does not interrupt the submitting thread
+     * to post its completions; a read finished while the thread spins in user space (no syscall)
+     * waits, flagged in the SQ ring, and a poll posts it with one enter and reaps it. A poll that
+     * only read the CQ would find it empty and this test would fail. Each try ends one of two
+     * ways, depending on which vCPU took the disk's interrupt: flagged and not posted (the case
+     * this is about), or already posted by an interrupt that returned to this thread.
+     */
+    @Test
+    void aPollPostsCompletionsThatWaitForTheSubmittingThread() throws IOException {
+        Path path = dir.resolve("img");
+        byte[] content = new byte[64 * BLOCK];
+        new Random(3).nextBytes(content);
+        Files.write(path, content);
+        try (Image image = Image.open(path, ImageOptions.defaults().direct(true));
+             IoUringBackend io = new IoUringBackend(image, BackendOptions.depth(4));
+             GuestMemory guest = new GuestMemory(BLOCK)) {
+            String[] version = System.getProperty("os.version").split("[.-]");
+            int kernel = Integer.parseInt(version[0]) * 1000 + Integer.parseInt(version[1]);
+            assertEquals(kernel >= 5019, io.cooperative(), "cooperative on Linux 5.19+, kernel " + System.getProperty("os.version"));
+            org.junit.jupiter.api.Assumptions.assumeTrue(io.cooperative(), "kernel before 5.19");
+            IoVector v = new IoVector(1);
+            v.add(guest.address(0), BLOCK);
+            int waited = 0;
+            // Pinned to each CPU in turn: on the CPU that takes the disk's interrupt its return
+            // posts the completion, on the others it waits for this thread.
+            int cpus = Math.min(64, Runtime.getRuntime().availableProcessors());
+            NativeBuffer mask = new NativeBuffer(Long.BYTES);
+            try {
+                for (int cpu = 0; cpu < cpus; cpu++) {
+                    mask.buffer().putLong(0, 1L << cpu);
+                    Native.libc().sched_setaffinity(0, Long.BYTES, mask.address());
+                    for (int attempt = 0; attempt < 100; attempt++) {
+                        waited += readOnce(io, guest, v, content, attempt % 64) ? 1 : 0;
+                    }
+                }
+            } finally {
+                mask.buffer().putLong(0, cpus == 64 ? -1L : (1L << cpus) - 1);
+                Native.libc().sched_setaffinity(0, Long.BYTES, mask.address());
+            }
+            // Not a failure of the back end: every interrupt came back to this thread's vCPU.
+            org.junit.jupiter.api.Assumptions.assumeTrue(waited > 0, "no completion waited for this thread in 400 reads");
+        }
+    }
+
+    /** Reads {@code block} and reaps it with one poll; true if the completion waited for this thread. */
+    private static boolean readOnce(IoUringBackend io, GuestMemory guest, IoVector v, byte[] content, int block) {
+        assertEquals(0, io.prepareRead((long) block * BLOCK, v, 0));
+        assertEquals(1, io.submit());
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (!io.completionsAwaitEntry() && !io.completionsPosted()) {
+            assertTrue(System.nanoTime() < deadline, "the read never finished");
+            Thread.onSpinWait();
+        }
+        boolean waited = io.completionsAwaitEntry() && !io.completionsPosted();
+        if (waited) {
+            assertTrue(io.hasQueuedCompletions(), "a completion waiting for this thread counts as queued (no sleep)");
+        }
+        Recorder rec = new Recorder(1);
+        assertEquals(1, io.poll(rec, 4), "block " + block + (waited ? ", waiting for this thread" : "") + ": one poll reaps the read");
+        assertEquals(BLOCK, rec.result(0));
+        assertArrayEquals(java.util.Arrays.copyOfRange(content, block * BLOCK, (block + 1) * BLOCK), guest.copy(0, BLOCK));
+        assertEquals(0, io.inFlight());
+        return waited;
     }
 }

@@ -27,7 +27,9 @@ import io.vblk.block.BlockDriver;
  *
  * <p>A round: drain the inbox ring (kicks and control commands, published by other threads into
  * a Disruptor ring), take back requests finished elsewhere, reap finished operations, pop every
- * available chain of every running queue, and submit everything prepared with one back-end call.
+ * available chain of every running queue (at most {@link Tuning#submitBatch()} in all, when set:
+ * the next round then starts at the queue after the one the budget ran out in), and submit
+ * everything prepared with one back-end call.
  * While the thread is awake the queues' notifications stay disabled, so a busy guest does not
  * kick; before it sleeps it re-enables them and re-checks the rings (the no-lost-kick pattern),
  * then blocks in epoll on the kick eventfds, the back end's completion eventfd and its own
@@ -58,6 +60,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     /** The shared thread that runs this one's rounds, or null when it has a thread of its own. */
     private SharedIoThread shared;
     private long submittedBatches;
+    /** The most chains one round pops ({@link Tuning#submitBatch()}; no limit: MAX_VALUE). */
+    private final int submitBatch;
+    /** Where the next round starts popping: after the queue a full round stopped in. */
+    private int nextQueue;
     /**
      * The back end accepted to leave what it finishes inside {@code submit()} unsignalled: this
      * thread reaps it in the same round (and checks before it sleeps) instead of taking an
@@ -99,6 +105,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.events = new EpollWait(queues, backend);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
+        this.submitBatch = tuning.submitBatch() > 0 ? tuning.submitBatch() : Integer.MAX_VALUE;
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
@@ -287,15 +294,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         work += reaped;
         long nowNs = dispatcher.throttled() || tuning.recordLatency() ? clock.nanoTime() : 0;
-        int prepared = 0;
-        for (DeviceQueue q : queues) {
-            if (q.faultReason != null && q.state != QueueLifecycle.BROKEN) {
-                quarantine(q, q.faultReason); // caught on the completion side
-            }
-            if (q.state == QueueLifecycle.RUNNING) {
-                prepared += dispatcher.popQueue(q, nowNs);
-            }
-        }
+        int prepared = popQueues(nowNs);
         int finished = 0;
         if (backend.pendingSubmit() > 0) {
             backend.submit();
@@ -314,6 +313,31 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             clearSuspectWhenSettled();
         }
         return work + prepared + finished;
+    }
+
+    /**
+     * Pops the running queues, at most {@link Tuning#submitBatch()} chains in all; a round that
+     * ends on the budget makes the next one start at the queue after the one it stopped in, so
+     * that every queue gets its turn. Quarantines queues the completion side found faulty.
+     */
+    private int popQueues(long nowNs) {
+        int n = queues.length;
+        int prepared = 0;
+        int start = nextQueue;
+        for (int i = 0; i < n; i++) {
+            int index = start + i < n ? start + i : start + i - n;
+            DeviceQueue q = queues[index];
+            if (q.faultReason != null && q.state != QueueLifecycle.BROKEN) {
+                quarantine(q, q.faultReason); // caught on the completion side
+            }
+            if (q.state == QueueLifecycle.RUNNING && prepared < submitBatch) {
+                prepared += dispatcher.popQueue(q, nowNs, submitBatch - prepared);
+                if (prepared >= submitBatch) {
+                    nextQueue = index + 1 < n ? index + 1 : 0;
+                }
+            }
+        }
+        return prepared;
     }
 
     private boolean onInboxEvent(InboxEvent event, long sequence, boolean endOfBatch) {

@@ -62,6 +62,11 @@ final class RequestDispatcher {
 
     /** Pops every available chain of {@code q} that slots and the throttle allow; returns how many. */
     int popQueue(DeviceQueue q, long nowNs) {
+        return popQueue(q, nowNs, Integer.MAX_VALUE);
+    }
+
+    /** As {@link #popQueue(DeviceQueue, long)}, popping at most {@code max} chains. */
+    int popQueue(DeviceQueue q, long nowNs, int max) {
         if (throttle != null) {
             long delay = throttle.delayNs(nowNs);
             if (delay > 0) {
@@ -81,7 +86,7 @@ final class RequestDispatcher {
         int resubmitBefore = 0;
         BlkRequest current = null;
         try {
-            while (pool.available() > 0 && backend.freeSlots() >= reserve) {
+            while (popped < max && pool.available() > 0 && backend.freeSlots() >= reserve) {
                 availBefore = q.ring.nextAvail();
                 resubmitBefore = q.resubmitCount;
                 current = null;

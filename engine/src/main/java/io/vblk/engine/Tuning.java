@@ -7,6 +7,8 @@ import java.util.Arrays;
  * throttling. Immutable; {@link #defaults()} suits a 2-core machine.
  */
 public final class Tuning {
+    /** {@link #submitBatch()}'s default. */
+    public static final int DEFAULT_SUBMIT_BATCH = 0;
     private final WaitStrategy waitStrategy;
     private final long pollNs;
     private final long pollMaxNs;
@@ -20,6 +22,7 @@ public final class Tuning {
     private final long burstMs;
     private final boolean recordLatency;
     private final boolean adjustableLimits;
+    private final int submitBatch;
 
     private Tuning(Builder b) {
         waitStrategy = b.waitStrategy;
@@ -35,6 +38,19 @@ public final class Tuning {
         burstMs = b.burstMs;
         recordLatency = b.recordLatency;
         adjustableLimits = b.adjustableLimits;
+        submitBatch = b.submitBatch;
+    }
+
+    /**
+     * The most chains one I/O thread round pops (over all its queues, starting where the last
+     * full round stopped) and hands to its back end in one submission; 0: every available chain.
+     * A round that hits it is followed at once by another, which first reaps and publishes what
+     * finished meanwhile: a deep queue then moves in steady batches of about this size (as fio's
+     * {@code iodepth_batch_submit}) instead of one convoy of the whole depth, where the guest
+     * waits for a long submission before it sees completions and the disk for the guest.
+     */
+    public int submitBatch() {
+        return submitBatch;
     }
 
     /** Whether the device keeps a throttle even without limits, so {@code BlockDevice.setLimits} works. */
@@ -154,6 +170,7 @@ public final class Tuning {
         private boolean adjustableLimits;
         private long burstMs = 100;
         private boolean recordLatency = true;
+        private int submitBatch = DEFAULT_SUBMIT_BATCH;
 
         public Builder waitStrategy(WaitStrategy value) {
             waitStrategy = value;
@@ -273,6 +290,15 @@ public final class Tuning {
          */
         public Builder adjustableLimits(boolean value) {
             adjustableLimits = value;
+            return this;
+        }
+
+        /** See {@link Tuning#submitBatch()}: 0 (every available chain) or 1..65536. */
+        public Builder submitBatch(int value) {
+            if (value < 0 || value > 65536) {
+                throw new IllegalArgumentException("submit batch must be 0..65536: " + value);
+            }
+            submitBatch = value;
             return this;
         }
 

@@ -4,6 +4,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.util.List;
+
 import org.HdrHistogram.Histogram;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
@@ -133,6 +135,89 @@ class IoThreadRoundTest {
             assertEquals(1, rig.broken.size(), "the owner heard of it once");
             rig.offerReads(1);
             assertEquals(0, rig.thread.doWork(), "a broken queue is not popped");
+        }
+    }
+
+    @Test
+    @DisplayName("a round with a submit budget pops at most that many; the rest follow in later rounds, each chain completed once")
+    void submitBudgetSplitsTheRoundsAndLosesNothing() {
+        Tuning tuning = Tuning.builder().threadingMode(ThreadingMode.SHARED).submitBatch(4).build();
+        try (RoundRig rig = new RoundRig(tuning, null)) {
+            rig.offerReads(10);
+            rig.clock.update(1_000_000);
+            assertEquals(4, rig.thread.doWork(), "four popped: the budget");
+            assertEquals(4, rig.queue.inflight);
+            assertEquals(IoThread.WAKE_NOW, rig.thread.prepareSleep(), "chains left in the ring: no sleep");
+            rig.thread.finishSleep();
+            assertEquals(8, rig.thread.doWork(), "the first four completed, four more popped");
+            assertEquals(4, rig.reapAll(), "the first four published before the next pop");
+            assertEquals(6, rig.thread.doWork(), "four completed, the last two popped");
+            assertEquals(2, rig.thread.doWork(), "the last two completed");
+            assertEquals(0, rig.thread.doWork(), "idle");
+            assertEquals(6, rig.reapAll());
+            assertEquals(0, rig.queue.inflight);
+            assertEquals(10, rig.queue.counters.get(QueueCounters.REQUESTS));
+            assertEquals(10, rig.queue.counters.get(QueueCounters.COMPLETIONS), "each once");
+            assertEquals(3, rig.queue.counters.get(QueueCounters.BATCHES), "4 + 4 + 2");
+            for (int slot = 0; slot < 10; slot++) {
+                assertEquals(BlkRequestDescriptor.S_OK, rig.status(slot), "slot " + slot);
+            }
+        }
+    }
+
+    @Test
+    @DisplayName("without a budget (the default) one round pops every available chain")
+    void noBudgetPopsEverything() {
+        try (RoundRig rig = new RoundRig(inline(), null)) {
+            assertEquals(Tuning.DEFAULT_SUBMIT_BATCH, Tuning.defaults().submitBatch());
+            rig.offerReads(20);
+            assertEquals(20, rig.thread.doWork());
+            assertEquals(20, rig.thread.doWork());
+            assertEquals(20, rig.reapAll());
+        }
+    }
+
+    @Test
+    @DisplayName("a budget is shared fairly: a round that ends on it makes the next start at the following queue")
+    void submitBudgetTakesTheQueuesInTurn() {
+        Tuning tuning = Tuning.builder().threadingMode(ThreadingMode.SHARED).submitBatch(4).build();
+        try (RoundRig rig = new RoundRig(tuning, null, false, 2)) {
+            rig.lanes[0].offerReads(8);
+            rig.lanes[1].offerReads(8);
+            long[][] expected = {{4, 0}, {4, 4}, {8, 4}, {8, 8}, {8, 8}};
+            for (long[] popped : expected) {
+                rig.thread.doWork();
+                for (int q = 0; q < 2; q++) {
+                    assertEquals(popped[q], rig.lanes[q].queue.counters.get(QueueCounters.REQUESTS), "queue " + q);
+                }
+            }
+            rig.thread.doWork();
+            for (int q = 0; q < 2; q++) {
+                RoundRig.Lane lane = rig.lanes[q];
+                assertEquals(8, lane.queue.counters.get(QueueCounters.COMPLETIONS), "queue " + q);
+                java.util.Set<Integer> heads = new java.util.HashSet<>();
+                for (int head = lane.driver.reap(); head >= 0; head = lane.driver.reap()) {
+                    assertTrue(heads.add(head), "queue " + q + ": head " + head + " completed twice");
+                }
+                assertEquals(8, heads.size(), "queue " + q);
+                for (int slot = 0; slot < 8; slot++) {
+                    assertEquals(BlkRequestDescriptor.S_OK, lane.status(slot), "queue " + q + " slot " + slot);
+                }
+            }
+        }
+    }
+
+    @Test
+    @DisplayName("a queue the budget leaves unpopped is still quarantined in that round when the completion side found it faulty")
+    void budgetDoesNotDelayQuarantine() {
+        Tuning tuning = Tuning.builder().threadingMode(ThreadingMode.SHARED).submitBatch(4).build();
+        try (RoundRig rig = new RoundRig(tuning, null, false, 2)) {
+            rig.lanes[0].offerReads(8);
+            rig.lanes[1].queue.faultReason = "a fault found while completing";
+            rig.thread.doWork();
+            assertEquals(4, rig.lanes[0].queue.counters.get(QueueCounters.REQUESTS));
+            assertEquals(QueueLifecycle.BROKEN, rig.lanes[1].queue.state);
+            assertEquals(List.of("a fault found while completing"), rig.broken);
         }
     }
 }

@@ -31,17 +31,75 @@ final class RoundRig implements AutoCloseable {
     static final int QUEUE_SIZE = 64;
     static final long CAPACITY = 64L << 20;
 
+    static final long LANE_BYTES = 8L << 20;
+
     final CachedNanoClock clock = new CachedNanoClock();
-    final GuestMemory memory = GuestMemory.builder().guarded(true).addMemfd(0, 8L << 20).build();
-    final SplitQueueDriver driver = SplitQueueDriver.builder(memory).size(QUEUE_SIZE).eventIdx(true)
-            .area(0, 8L << 20).build();
-    final EventFd interrupt = EventFd.create(true);
+    final GuestMemory memory;
+    /** Queue 0's guest side (the one-queue tests' only queue). */
+    final SplitQueueDriver driver;
+    final EventFd interrupt;
     final DeviceQueue queue;
+    /** Every queue's guest side and device queue, by queue index. */
+    final Lane[] lanes;
     final IoThread thread;
     final List<String> broken = new ArrayList<>();
-    private final long headers = driver.allocate(16L * QUEUE_SIZE, 16);
-    private final long statuses = driver.allocate(QUEUE_SIZE, 1);
-    private final long data = driver.allocate(4096L * QUEUE_SIZE, 4096);
+
+    /** One queue: its guest driver in its own 8 MiB of guest memory, its device queue and interrupt. */
+    static final class Lane {
+        final SplitQueueDriver driver;
+        final DeviceQueue queue;
+        final EventFd interrupt = EventFd.create(true);
+        private final long headers;
+        private final long statuses;
+        private final long data;
+
+        Lane(GuestMemory memory, int index, BlkConfig config) {
+            driver = SplitQueueDriver.builder(memory).size(QUEUE_SIZE).eventIdx(true)
+                    .area(index * LANE_BYTES, LANE_BYTES).build();
+            headers = driver.allocate(16L * QUEUE_SIZE, 16);
+            statuses = driver.allocate(QUEUE_SIZE, 1);
+            data = driver.allocate(4096L * QUEUE_SIZE, 4096);
+            queue = new DeviceQueue(index, QUEUE_SIZE + Math.max(1, config.segMax()));
+            int rc = queue.ring.restore(memory, new QueueState(QUEUE_SIZE, driver.descGpa(), driver.availGpa(),
+                    driver.usedGpa(), 0, 0), true, true);
+            if (rc != 0) {
+                throw new IllegalStateException("ring refused: " + queue.ring.error());
+            }
+            queue.ring.disableNotifications();
+            queue.interrupt = Interrupt.of(interrupt);
+            queue.state = QueueLifecycle.RUNNING;
+        }
+
+        /** Offers a request of {@code type} with a 4 KiB device-writable buffer (not yet published). */
+        int add(int type, long sector) {
+            int slot = driver.availIdx() & (QUEUE_SIZE - 1);
+            long header = headers + 16L * slot;
+            long h = driver.hostAddress(header, 16);
+            UnsafeApi.putInt(h, type);
+            UnsafeApi.putInt(h + 4, 0);
+            UnsafeApi.putLong(h + 8, sector);
+            UnsafeApi.putByte(driver.hostAddress(statuses + slot, 1), (byte) 0x7f);
+            int head = driver.addDirect(new long[] {header, data + 4096L * slot, statuses + slot},
+                    new int[] {16, 4096, 1}, new boolean[] {false, true, true}, 3);
+            if (head < 0) {
+                throw new IllegalStateException("queue full");
+            }
+            return head;
+        }
+
+        /** Adds and publishes {@code count} reads. */
+        void offerReads(int count) {
+            for (int i = 0; i < count; i++) {
+                add(BlkRequestDescriptor.T_IN, i * 8L);
+            }
+            driver.publishAvail();
+        }
+
+        /** The status byte of the request at avail slot {@code slot}. */
+        byte status(int slot) {
+            return UnsafeApi.getByte(driver.hostAddress(statuses + slot, 1));
+        }
+    }
 
     final IoBackend io;
 
@@ -50,18 +108,24 @@ final class RoundRig implements AutoCloseable {
     }
 
     RoundRig(Tuning tuning, Throttle throttle, boolean sameRound) {
-        BlkConfig config = BlkConfig.builder(CAPACITY).queueSize(QUEUE_SIZE).build();
+        this(tuning, throttle, sameRound, 1);
+    }
+
+    /** As above with {@code queues} queues on the one I/O thread. */
+    RoundRig(Tuning tuning, Throttle throttle, boolean sameRound, int queues) {
+        BlkConfig config = BlkConfig.builder(CAPACITY).queueSize(QUEUE_SIZE).numQueues(queues).build();
         DeviceModel model = new DeviceModel(config);
         model.negotiate(config.offeredFeatures());
-        queue = new DeviceQueue(0, QUEUE_SIZE + Math.max(1, config.segMax()));
-        int rc = queue.ring.restore(memory, new QueueState(QUEUE_SIZE, driver.descGpa(), driver.availGpa(),
-                driver.usedGpa(), 0, 0), true, true);
-        if (rc != 0) {
-            throw new IllegalStateException("ring refused: " + queue.ring.error());
+        memory = GuestMemory.builder().guarded(true).addMemfd(0, queues * LANE_BYTES).build();
+        lanes = new Lane[queues];
+        DeviceQueue[] deviceQueues = new DeviceQueue[queues];
+        for (int q = 0; q < queues; q++) {
+            lanes[q] = new Lane(memory, q, config);
+            deviceQueues[q] = lanes[q].queue;
         }
-        queue.ring.disableNotifications();
-        queue.interrupt = Interrupt.of(interrupt);
-        queue.state = QueueLifecycle.RUNNING;
+        driver = lanes[0].driver;
+        queue = lanes[0].queue;
+        interrupt = lanes[0].interrupt;
         DeviceListener listener = new DeviceListener() {
             @Override
             public void queueBroken(int q, String reason) {
@@ -72,7 +136,7 @@ final class RoundRig implements AutoCloseable {
         io = sameRound ? nul : new ForwardingBackend(nul) {
         };
         RawDriver backend = new RawDriver(io, CAPACITY, false, true);
-        thread = new IoThread(0, model, tuning, throttle, listener, new DeviceQueue[] {queue}, backend, clock);
+        thread = new IoThread(0, model, tuning, throttle, listener, deviceQueues, backend, clock);
     }
 
     /** Offers a 4 KiB read of {@code sector} (not yet published); returns its head. */
@@ -80,34 +144,19 @@ final class RoundRig implements AutoCloseable {
         return add(BlkRequestDescriptor.T_IN, sector);
     }
 
-    /** Offers a request of {@code type} with a 4 KiB device-writable buffer (not yet published). */
+    /** Offers a request of {@code type} on queue 0 with a 4 KiB device-writable buffer (not yet published). */
     int add(int type, long sector) {
-        int slot = driver.availIdx() & (QUEUE_SIZE - 1);
-        long header = headers + 16L * slot;
-        long h = driver.hostAddress(header, 16);
-        UnsafeApi.putInt(h, type);
-        UnsafeApi.putInt(h + 4, 0);
-        UnsafeApi.putLong(h + 8, sector);
-        UnsafeApi.putByte(driver.hostAddress(statuses + slot, 1), (byte) 0x7f);
-        int head = driver.addDirect(new long[] {header, data + 4096L * slot, statuses + slot},
-                new int[] {16, 4096, 1}, new boolean[] {false, true, true}, 3);
-        if (head < 0) {
-            throw new IllegalStateException("queue full");
-        }
-        return head;
+        return lanes[0].add(type, sector);
     }
 
-    /** Adds and publishes {@code count} reads. */
+    /** Adds and publishes {@code count} reads on queue 0. */
     void offerReads(int count) {
-        for (int i = 0; i < count; i++) {
-            addRead(i * 8L);
-        }
-        driver.publishAvail();
+        lanes[0].offerReads(count);
     }
 
-    /** The status byte of the request at avail slot {@code slot}. */
+    /** The status byte of queue 0's request at avail slot {@code slot}. */
     byte status(int slot) {
-        return UnsafeApi.getByte(driver.hostAddress(statuses + slot, 1));
+        return lanes[0].status(slot);
     }
 
     /** Reaps every used element the device published; returns how many. */
@@ -122,7 +171,9 @@ final class RoundRig implements AutoCloseable {
     @Override
     public void close() {
         thread.shutdown();
-        interrupt.close();
+        for (Lane lane : lanes) {
+            lane.interrupt.close();
+        }
         memory.close();
     }
 }

@@ -44,6 +44,8 @@ import io.vblk.perf.report.Latency;
  */
 public final class EmbeddedContender implements Contender {
     private static final AtomicInteger SEQUENCE = new AtomicInteger();
+    /** Tuning.submitBatch for A/B runs ({@code -Dvblk.bench.submitBatch=N}); default: the engine's. */
+    private static final int SUBMIT_BATCH = Integer.getInteger("vblk.bench.submitBatch", Tuning.DEFAULT_SUBMIT_BATCH);
 
     private final DiskSpec disk;
     private final BackendKind backend;
@@ -130,7 +132,7 @@ public final class EmbeddedContender implements Contender {
                     : image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
             BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
                     .blockSize(image == null ? 512 : Math.min(4096, image.logicalBlockSize())).build();
-            Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading)
+            Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading).submitBatch(SUBMIT_BATCH)
                     .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
             long perQueue = w.guestBytesPerQueue();
             BlockDevice.Builder builder = BlockDevice.builder(config, BackendFactory.of(backend, image))

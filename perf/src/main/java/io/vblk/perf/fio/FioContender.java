@@ -35,7 +35,8 @@ import io.vblk.perf.report.Latency;
  * advantage to vblk), no registered buffers ({@code fixedbufs=0}), no polled completions
  * ({@code hipri=0}), no SQ thread; the ring set up with CQSIZE, COOP_TASKRUN, SINGLE_ISSUER and
  * DEFER_TASKRUN (completions posted only when fio asks, no task-work interruptions; vblk's ring
- * posts them as they come and signals an eventfd, since its I/O thread also waits for kicks).
+ * has COOP_TASKRUN, no interruptions either, but posts completions whenever its thread enters the
+ * kernel and signals an eventfd, since its I/O thread also waits for kicks).
  */
 public final class FioContender implements Contender {
     private static final String PERCENTILES = "1:10:25:50:75:90:95:99:99.5:99.9:99.95:99.99:99.999";
