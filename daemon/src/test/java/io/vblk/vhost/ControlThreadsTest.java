@@ -7,7 +7,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
-import java.io.RandomAccessFile;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -42,17 +41,8 @@ class ControlThreadsTest {
     @TempDir
     Path dir;
 
-    private Path image(String name) throws IOException {
-        Path p = dir.resolve(name);
-        try (RandomAccessFile f = new RandomAccessFile(p.toFile(), "rw")) {
-            f.setLength(4 << 20);
-        }
-        return p;
-    }
-
     private String add(String id, Path socket) throws IOException {
-        return DaemonRig.json(Map.of("id", id, "image", image(id + ".img").toString(), "socket", socket.toString(),
-                "iothreads", List.of("t0")));
+        return DaemonRig.exportOnT0(dir, id, socket);
     }
 
     /** The names of this JVM's live vblk threads. */

@@ -6,6 +6,7 @@ import java.io.IOException;
 import java.io.InputStreamReader;
 import java.io.OutputStream;
 import java.io.PrintStream;
+import java.io.RandomAccessFile;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.channels.Channels;
@@ -163,6 +164,21 @@ final class DaemonRig implements AutoCloseable {
             throw new AssertionError("expected an error, got " + response);
         }
         return (Map<String, Object>) e;
+    }
+
+    /** A 4 MiB sparse raw image {@code name} in {@code dir}. */
+    static Path image(Path dir, String name) throws IOException {
+        Path p = dir.resolve(name);
+        try (RandomAccessFile f = new RandomAccessFile(p.toFile(), "rw")) {
+            f.setLength(4 << 20);
+        }
+        return p;
+    }
+
+    /** {@code export.add} parameters: export {@code id} of a new image in {@code dir} on {@code socket}, I/O thread t0. */
+    static String exportOnT0(Path dir, String id, Path socket) throws IOException {
+        return json(Map.of("id", id, "image", image(dir, id + ".img").toString(), "socket", socket.toString(),
+                "iothreads", List.of("t0")));
     }
 
     /**

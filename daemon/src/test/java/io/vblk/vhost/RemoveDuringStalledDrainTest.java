@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
-import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -42,17 +41,8 @@ class RemoveDuringStalledDrainTest {
     @TempDir
     Path dir;
 
-    private Path image(String name) throws IOException {
-        Path p = dir.resolve(name);
-        try (RandomAccessFile f = new RandomAccessFile(p.toFile(), "rw")) {
-            f.setLength(4 << 20);
-        }
-        return p;
-    }
-
     private String add(String id, Path socket) throws IOException {
-        return DaemonRig.json(Map.of("id", id, "image", image(id + ".img").toString(), "socket", socket.toString(),
-                "iothreads", List.of("t0")));
+        return DaemonRig.exportOnT0(dir, id, socket);
     }
 
     private static int code(Map<String, Object> response) {
@@ -110,7 +100,7 @@ class RemoveDuringStalledDrainTest {
                         assertEquals(NOT_FOUND, code(d.call("export.remove", "{\"id\":\"slow\"}")));
                         assertEquals(ALREADY_EXISTS, code(d.call("export.add", slowSpec)), "its id stays reserved");
                         assertEquals(ALREADY_EXISTS, code(d.call("export.add", DaemonRig.json(Map.of("id", "x",
-                                "image", image("x.img").toString(), "socket", slow.toString())))), "its socket stays reserved");
+                                "image", DaemonRig.image(dir, "x.img").toString(), "socket", slow.toString())))), "its socket stays reserved");
                         assertEquals(IN_USE, code(d.call("iothread.remove", "{\"id\":\"t0\"}")), "its I/O thread stays in use");
                     });
                     assertFalse(removal.isDone(), "the remove was still waiting for the stalled drain: " + (removal.isDone() ? removal.get() : ""));
