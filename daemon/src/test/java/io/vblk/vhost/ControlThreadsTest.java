@@ -4,7 +4,6 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -202,11 +201,8 @@ class ControlThreadsTest {
      */
     @Test
     void aBlockedDrainHoldsOneHandlerOnly() throws Exception {
-        assumeTrue(Files.isExecutable(Path.of("/usr/bin/nbdkit")) || Files.isExecutable(Path.of("/usr/sbin/nbdkit")),
-                "nbdkit is not installed (.ci/run installs it)");
         Path nbd = dir.resolve("nbd.sock");
-        Process server = new ProcessBuilder("nbdkit", "-f", "-U", nbd.toString(), "memory", "8M")
-                .redirectErrorStream(true).redirectOutput(dir.resolve("nbdkit.log").toFile()).start();
+        Process server = DaemonRig.nbdkitMemory(dir, nbd);
         Path control = dir.resolve("control.sock");
         Path good = dir.resolve("good.sock");
         Path slow = dir.resolve("slow.sock");

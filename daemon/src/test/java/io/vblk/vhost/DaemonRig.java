@@ -1,5 +1,7 @@
 package io.vblk.vhost;
 
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
 import java.io.BufferedReader;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -164,6 +166,18 @@ final class DaemonRig implements AutoCloseable {
             throw new AssertionError("expected an error, got " + response);
         }
         return (Map<String, Object>) e;
+    }
+
+    /**
+     * Starts nbdkit's 8 MiB memory plugin on unix socket {@code sock} (log in {@code dir}), or
+     * skips the test where nbdkit is not installed ({@code .ci/run} installs it). The caller waits
+     * with {@link #awaitListening} and destroys the process.
+     */
+    static Process nbdkitMemory(Path dir, Path sock) throws IOException {
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/nbdkit")) || Files.isExecutable(Path.of("/usr/sbin/nbdkit")),
+                "nbdkit is not installed (.ci/run installs it)");
+        return new ProcessBuilder("nbdkit", "-f", "-U", sock.toString(), "memory", "8M")
+                .redirectErrorStream(true).redirectOutput(dir.resolve("nbdkit.log").toFile()).start();
     }
 
     /** A 4 MiB sparse raw image {@code name} in {@code dir}. */
