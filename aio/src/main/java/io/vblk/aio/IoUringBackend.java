@@ -93,6 +93,12 @@ final class IoUringBackend extends SlottedBackend {
      * empty knows to enter for them.
      */
     private final int taskRunFlag;
+    /** The ring set-up flags to try, newest kernel first. */
+    private static final int[] SETUP_FLAGS = {
+        IoUringDescriptor.SETUP_SUBMIT_ALL | IoUringDescriptor.SETUP_COOP_TASKRUN | IoUringDescriptor.SETUP_TASKRUN_FLAG,
+        IoUringDescriptor.SETUP_SUBMIT_ALL,
+        0,
+    };
     /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
     private volatile boolean ringsReleased;
 
@@ -106,7 +112,7 @@ final class IoUringBackend extends SlottedBackend {
             throw new IllegalArgumentException("io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES);
         }
         UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
-        int fd = setup(entries, params, true);
+        int fd = setup(entries, params);
         boolean coopTaskRun = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_TASKRUN_FLAG) != 0;
         Mapping sqMap = null;
         Mapping cqMap = null;
@@ -185,22 +191,14 @@ final class IoUringBackend extends SlottedBackend {
      * Sets the ring up with the newest flags the kernel knows: cooperative task running (5.19)
      * and SUBMIT_ALL (5.18), else SUBMIT_ALL, else none.
      */
-    private static int setup(int entries, UnsafeBuffer params, boolean coop) {
+    private static int setup(int entries, UnsafeBuffer params) {
         long fd = -Errno.EINVAL;
-        if (coop) {
-            params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, IoUringDescriptor.SETUP_SUBMIT_ALL
-                    | IoUringDescriptor.SETUP_COOP_TASKRUN | IoUringDescriptor.SETUP_TASKRUN_FLAG);
-            fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
-        }
-        if (fd == -Errno.EINVAL) {
+        // A kernel that does not know a flag answers EINVAL: before 5.19 no cooperative task
+        // running; before 5.18 no SUBMIT_ALL either, and submission then stops at a failed SQE,
+        // which is also handled (the rest stays queued).
+        for (int i = 0; i < SETUP_FLAGS.length && fd == -Errno.EINVAL; i++) {
             params.setMemory(0, IoUringDescriptor.PARAMS_LENGTH, (byte) 0);
-            params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, IoUringDescriptor.SETUP_SUBMIT_ALL);
-            fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
-        }
-        if (fd == -Errno.EINVAL) {
-            // A kernel before 5.18 does not know SUBMIT_ALL: then submission stops at a failed
-            // SQE, which is also handled (the rest stays queued).
-            params.setMemory(0, IoUringDescriptor.PARAMS_LENGTH, (byte) 0);
+            params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, SETUP_FLAGS[i]);
             fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
         }
         if (fd < 0) {
@@ -236,12 +234,12 @@ final class IoUringBackend extends SlottedBackend {
         return taskRunFlag != 0;
     }
 
-    /** Whether completions wait for this thread to enter the kernel (for tests). */
+    /** Whether completions wait for this thread to enter the kernel (cooperative task running). */
     boolean completionsAwaitEntry() {
         return (sq.getIntVolatile(sqFlags) & taskRunFlag) != 0;
     }
 
-    /** Whether the CQ holds completions not yet reaped (for tests). */
+    /** Whether the CQ holds completions not yet reaped. */
     boolean completionsPosted() {
         return localCqHead != cq.getIntVolatile(cqTail);
     }
@@ -370,7 +368,7 @@ final class IoUringBackend extends SlottedBackend {
     @Override
     int reapQueued(CompletionSink sink, int max) {
         int head = localCqHead;
-        if ((sq.getIntVolatile(sqFlags) & taskRunFlag) != 0) {
+        if (completionsAwaitEntry()) {
             // Completions wait for us to enter the kernel: one enter posts them all.
             Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 0, IoUringDescriptor.ENTER_GETEVENTS, 0);
         }
@@ -418,13 +416,13 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     boolean hasQueuedCompletions() {
-        return localCqHead != cq.getIntVolatile(cqTail) || (sq.getIntVolatile(sqFlags) & taskRunFlag) != 0;
+        return completionsPosted() || completionsAwaitEntry();
     }
 
     @Override
     void awaitQueued() {
         while (kernelInFlight() > 0) {
-            if (localCqHead == cq.getIntVolatile(cqTail)) {
+            if (!completionsPosted()) {
                 // Also runs completions waiting for this thread (cooperative task running).
                 flushOverflow();
                 long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, IoUringDescriptor.ENTER_GETEVENTS, 0);

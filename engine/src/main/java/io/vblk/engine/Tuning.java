@@ -43,11 +43,12 @@ public final class Tuning {
 
     /**
      * The most chains one I/O thread round pops (over all its queues, starting where the last
-     * full round stopped) and hands to its back end in one submission; 0: every available chain.
-     * A round that hits it is followed at once by another, which first reaps and publishes what
-     * finished meanwhile: a deep queue then moves in steady batches of about this size (as fio's
-     * {@code iodepth_batch_submit}) instead of one convoy of the whole depth, where the guest
-     * waits for a long submission before it sees completions and the disk for the guest.
+     * full round stopped) and hands to its back end in one submission; 0 (the default): every
+     * available chain. A round that hits it is followed at once by another, which first reaps and
+     * publishes what finished meanwhile, so a deep queue moves in batches of about this size (as
+     * fio's {@code iodepth_batch_submit}). Measured on a filled file at depth 128 (2026-12-05):
+     * budgets of 16, 32 and 64 gave no more IOPS than none and cost CPU per I/O, since the chains
+     * left behind wait in the avail ring instead; hence off by default.
      */
     public int submitBatch() {
         return submitBatch;
