@@ -133,18 +133,7 @@ class NbdLateFaultAttackTest {
             assertEquals(0, disk.prepareRead(HELD_OFFSET, vector(), 2));
             disk.submit();
             FaultPoints.arm(FaultPoints.REAP_TAKEN);
-            long deadline = System.currentTimeMillis() + 10_000;
-            boolean thrown = false;
-            while (!thrown && System.currentTimeMillis() < deadline) {
-                try {
-                    if (disk.poll(got, 8) == 0) {
-                        disk.awaitCompletions(20);
-                    }
-                } catch (InternalError e) {
-                    thrown = true;
-                }
-            }
-            assertTrue(thrown, "the fault landed in the poll");
+            assertTrue(pollUntilTheFaultLands(disk, got), "the fault landed in the poll");
             assertEquals(1, disk.inFlight(), "the unanswered command is held");
             assertEquals(0, disk.reclaimLostSlots(), "nothing is reclaimed while a reply can still land");
             hold.countDown();
@@ -175,18 +164,7 @@ class NbdLateFaultAttackTest {
             assertEquals(0, disk.prepareRead(HELD_OFFSET, vector(), 2));
             disk.submit();
             FaultPoints.arm(FaultPoints.REAP_TAKEN);
-            long deadline = System.currentTimeMillis() + 10_000;
-            boolean thrown = false;
-            while (!thrown && System.currentTimeMillis() < deadline) {
-                try {
-                    if (disk.poll(got, 8) == 0) {
-                        disk.awaitCompletions(20);
-                    }
-                } catch (InternalError e) {
-                    thrown = true;
-                }
-            }
-            assertTrue(thrown, "the fault landed in the poll");
+            assertTrue(pollUntilTheFaultLands(disk, got), "the fault landed in the poll");
             assertEquals(0, got.count);
             // The fault came in the poll that read the first reply: the other command is sent
             // (or already requeued by the drop), answered only after a reconnect.
@@ -360,5 +338,20 @@ class NbdLateFaultAttackTest {
         out.writeInt(option);
         out.writeInt(type);
         out.writeInt(length);
+    }
+
+    /** Polls (waiting between empty polls) until the armed fault throws in a poll, for up to 10 s; whether it did. */
+    private static boolean pollUntilTheFaultLands(NbdBackend disk, Completions got) throws Exception {
+        long deadline = System.currentTimeMillis() + 10_000;
+        while (System.currentTimeMillis() < deadline) {
+            try {
+                if (disk.poll(got, 8) == 0) {
+                    disk.awaitCompletions(20);
+                }
+            } catch (InternalError e) {
+                return true;
+            }
+        }
+        return false;
     }
 }
