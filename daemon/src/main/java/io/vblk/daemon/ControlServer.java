@@ -132,20 +132,20 @@ final class ControlServer implements AutoCloseable {
                 c.start();
             } catch (Throwable e) {
                 log.info("control: cannot serve a client: " + e);
-                endTurn(c, e);
+                endTurn(c);
             }
         }
     }
 
     /**
-     * Closes {@code c} after its turn threw {@code e} (the caller logged it). Policy: the client
+     * Closes {@code c} after its turn threw (the caller logged what). Policy: the client
      * is closed whatever was thrown, an Error included (its socket, registration and partial line
      * would otherwise leak, and its turns would never run again), and the server goes on. The
      * Error is not rethrown: the JVM's own OOM options (-XX:+ExitOnOutOfMemoryError,
      * HeapDumpOnOutOfMemoryError) act when it is thrown, not when it is caught, a rethrow would
      * only end a pool thread, and closing the client frees what its turn held.
      */
-    private static void endTurn(Client c, Throwable e) {
+    private static void endTurn(Client c) {
         c.close();
     }
 
@@ -192,7 +192,7 @@ final class ControlServer implements AutoCloseable {
                 registration.rearm();
             } catch (Throwable e) {
                 log.info("control: client turn failed, closing it: " + e);
-                endTurn(this, e);
+                endTurn(this);
             }
         }
 

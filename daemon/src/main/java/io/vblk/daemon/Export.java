@@ -307,8 +307,13 @@ final class Export implements AutoCloseable {
      */
     @Override
     public void close() {
-        server.close(); // waits for the drain
-        closeQuietly(image);
+        try {
+            server.close(); // waits for the drain
+        } finally {
+            // Also when the server's close threw: the export is already unlisted (export.remove)
+            // and nothing else would ever close its image.
+            closeQuietly(image);
+        }
     }
 
     private static void closeQuietly(Image image) {

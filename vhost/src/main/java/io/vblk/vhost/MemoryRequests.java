@@ -91,26 +91,22 @@ final class MemoryRequests {
                 fd);
     }
 
-    /** Maps {@code wanted} and installs it; on failure closes the descriptors not already in the table. */
+    /**
+     * Maps {@code wanted} and installs it; on any failure (an Error too: the session survives it)
+     * a table never installed is unmapped, its bytes given back, and the descriptors not already
+     * in the table closed.
+     */
     private void install(List<MemoryTable.Region> wanted) {
-        GuestMemory mapped;
+        GuestMemory mapped = null;
         try {
             mapped = MemoryTable.map(wanted);
-        } catch (RuntimeException e) {
-            for (MemoryTable.Region r : wanted) {
-                if (!state.memory.regions().contains(r)) {
-                    Descriptors.close(r.fd());
-                }
-            }
-            throw e;
-        }
-        try {
             control.installMemory(wanted, mapped);
-        } catch (RuntimeException e) {
-            if (state.memory.memory() != mapped && control.device().memory() != mapped) {
-                // Never installed: unmap it, give its bytes back, close the descriptors only it had.
-                mapped.close();
-                MemoryTable.release(MemoryTable.bytes(wanted));
+        } catch (Throwable e) {
+            if (mapped == null || (state.memory.memory() != mapped && control.device().memory() != mapped)) {
+                if (mapped != null) {
+                    mapped.close();
+                    MemoryTable.release(MemoryTable.bytes(wanted));
+                }
                 for (MemoryTable.Region r : wanted) {
                     if (!state.memory.regions().contains(r)) {
                         Descriptors.close(r.fd());

@@ -73,14 +73,17 @@ final class MemoryTable implements AutoCloseable {
             b.addRegion(r.guestAddress, r.size, r.fd, r.mmapOffset, r.userAddress, false);
         }
         long bytes = reserve(wanted);
+        boolean mapped = false;
         try {
-            return b.build();
+            GuestMemory memory = b.build();
+            mapped = true;
+            return memory;
         } catch (IllegalArgumentException | NativeException e) {
-            release(bytes);
             throw ProtocolError.rejected("memory table cannot be mapped: " + e.getMessage());
-        } catch (RuntimeException e) {
-            release(bytes);
-            throw e;
+        } finally {
+            if (!mapped) {
+                release(bytes); // whatever failed, an Error too: the session survives it, the budget must
+            }
         }
     }
 
