@@ -213,6 +213,50 @@ class IoUringBackendTest {
         }
     }
 
+    /**
+     * Cooperative task running skips the interrupt to a running thread, never the wake-up of a
+     * sleeping one: a thread that submits and then sleeps on the completion eventfd is woken by
+     * the completion (an await that timed out instead would answer 0), on every CPU in turn.
+     */
+    @Test
+    void aThreadSleepingForTheCompletionIsWoken() throws IOException {
+        Path path = dir.resolve("img");
+        byte[] content = new byte[64 * BLOCK];
+        new Random(4).nextBytes(content);
+        Files.write(path, content);
+        try (Image image = Image.open(path, ImageOptions.defaults().direct(true));
+             IoUringBackend io = new IoUringBackend(image, BackendOptions.depth(4));
+             GuestMemory guest = new GuestMemory(BLOCK)) {
+            IoVector v = new IoVector(1);
+            v.add(guest.address(0), BLOCK);
+            int cpus = Math.min(64, Runtime.getRuntime().availableProcessors());
+            NativeBuffer mask = new NativeBuffer(Long.BYTES);
+            try {
+                for (int cpu = 0; cpu < cpus; cpu++) {
+                    mask.buffer().putLong(0, 1L << cpu);
+                    Native.libc().sched_setaffinity(0, Long.BYTES, mask.address());
+                    for (int attempt = 0; attempt < 20; attempt++) {
+                        int block = attempt % 64;
+                        assertEquals(0, io.prepareRead((long) block * BLOCK, v, 0));
+                        assertEquals(1, io.submit());
+                        assertEquals(1, io.awaitCompletions(30_000), "cpu " + cpu + ": the sleeping thread was woken");
+                        Recorder rec = new Recorder(1);
+                        long deadline = System.nanoTime() + 10_000_000_000L;
+                        while (io.poll(rec, 4) == 0) {
+                            assertTrue(System.nanoTime() < deadline, "the read never finished");
+                            io.awaitCompletions(100);
+                        }
+                        assertEquals(BLOCK, rec.result(0));
+                        assertArrayEquals(java.util.Arrays.copyOfRange(content, block * BLOCK, (block + 1) * BLOCK), guest.copy(0, BLOCK));
+                    }
+                }
+            } finally {
+                mask.buffer().putLong(0, cpus == 64 ? -1L : (1L << cpus) - 1);
+                Native.libc().sched_setaffinity(0, Long.BYTES, mask.address());
+            }
+        }
+    }
+
     /** Reads {@code block} and reaps it with one poll; true if the completion waited for this thread. */
     private static boolean readOnce(IoUringBackend io, GuestMemory guest, IoVector v, byte[] content, int block) {
         assertEquals(0, io.prepareRead((long) block * BLOCK, v, 0));

@@ -19,7 +19,6 @@ public final class PosixFile implements AutoCloseable {
     private volatile int fd;
     private final boolean readOnly;
     private final boolean direct;
-    private volatile boolean closed;
 
     private PosixFile(Path path, int fd, boolean readOnly, boolean direct) {
         this.path = path;
@@ -112,14 +111,13 @@ public final class PosixFile implements AutoCloseable {
 
     /** Whether {@link #close()} was called. */
     public boolean isClosed() {
-        return closed;
+        return fd < 0;
     }
 
     @Override
     public synchronized void close() {
-        if (!closed) {
-            closed = true;
-            int f = fd;
+        int f = fd;
+        if (f >= 0) {
             fd = -1;
             Native.libc().close(f);
         }
@@ -127,6 +125,6 @@ public final class PosixFile implements AutoCloseable {
 
     @Override
     public String toString() {
-        return "PosixFile[" + path + (closed ? ", closed" : ", fd " + fd) + (readOnly ? ", ro" : "") + (direct ? ", direct" : "") + "]";
+        return "PosixFile[" + path + (fd < 0 ? ", closed" : ", fd " + fd) + (readOnly ? ", ro" : "") + (direct ? ", direct" : "") + "]";
     }
 }

@@ -428,7 +428,7 @@ final class NbdConnection {
             // bound too) rounded down to the preferred size, so every part but the last keeps the
             // request's alignment. A 4 GiB zeroing is three commands, not thousands of round
             // trips at the maximum payload.
-            limit = Integer.MAX_VALUE - Integer.MAX_VALUE % Math.max(export.minBlock, export.preferredBlock);
+            limit = Integer.MAX_VALUE - Integer.MAX_VALUE % export.preferredBlock; // the handshake checked preferred >= min
         } else {
             limit = export.maxPayload;
             if (export.preferredBlock <= limit) {

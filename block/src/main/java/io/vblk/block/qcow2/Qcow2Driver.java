@@ -1759,9 +1759,7 @@ public final class Qcow2Driver implements BlockDriver {
                 metadataRetry = true;
             }
         }
-        if (l1Writing) {
-            l1Writing = false;
-        }
+        l1Writing = false;
         if (l1Gen != l1Written) {
             metadataRetry = true;
         }
