@@ -67,6 +67,48 @@ class NbdWriteZeroesSizeTest {
         }
     }
 
+    /**
+     * Above the 32-bit length field: 3 GiB go out as two commands, the first INT_MAX rounded down
+     * to the preferred size (2 GiB - 4 KiB), the second the rest; the bytes on both sides of the
+     * split are zeroed and nothing past the range is touched.
+     */
+    @Test
+    void zeroingAboveTheLengthFieldIsSplitAtItsAlignedMaximum() throws Exception {
+        assumeTrue(ServerProcess.available("nbdkit"), "nbdkit is not installed (.ci/run installs it)");
+        Path sock = dir.resolve("z3.sock");
+        Path log = dir.resolve("zero3.log");
+        long length = 3 * GIB;
+        long first = Integer.MAX_VALUE - Integer.MAX_VALUE % 4096;
+        try (ServerProcess server = ServerProcess.nbdkit(sock, List.of("log", "blocksize-policy"), "4G",
+                List.of("blocksize-preferred=4K", "blocksize-maximum=64K", "logfile=" + log));
+             NbdBackend disk = NbdBackend.open("nbd+unix:///?socket=" + sock, NbdOptions.defaults().withDepth(4))) {
+            Io io = new Io(disk);
+            long[] inside = {0, first - 65536, first, length - 65536};
+            NativeBuffer data = Io.buffer(65536);
+            Io.fill(data, 5);
+            for (long at : inside) {
+                assertEquals(65536, io.write(at, data));
+            }
+            assertEquals(65536, io.write(length, data)); // just past the range
+            long before = zeroCommands(log);
+            Io.check(disk.prepareWriteZeroes(0, length, false, 1));
+            assertEquals(0L, io.one(120_000), "3 GiB zeroed");
+            assertEquals(2, zeroCommands(log) - before, "NBD commands for 3 GiB of write-zeroes");
+            List<Long> counts = Files.readAllLines(log).stream().filter(l -> l.contains(" Zero id="))
+                    .map(l -> l.replaceAll(".*count=(0x[0-9a-fA-F]+).*", "$1")).map(Long::decode).toList();
+            assertEquals(List.of(first, length - first), counts.subList(counts.size() - 2, counts.size()), "the two parts");
+            for (long at : inside) {
+                NativeBuffer back = Io.buffer(65536);
+                Io.poison(back);
+                assertEquals(65536, io.read(at, back));
+                assertTrue(Io.zero(back), "zeros at " + at);
+            }
+            NativeBuffer past = Io.buffer(65536);
+            assertEquals(65536, io.read(length, past));
+            assertTrue(Io.matches(past, 5), "the data just past the range is untouched");
+        }
+    }
+
     /** The same against qemu-nbd (32 MiB maximum payload), counting the commands its trace decoded. */
     @Test
     void qemuNbdTakesAGibibyteOfZeroesInOneCommand() throws Exception {
