@@ -128,6 +128,39 @@ public interface IoBackend extends Drainable, AutoCloseable {
     }
 
     /**
+     * Registers host memory ranges (guest memory: {@code addresses[i]}, {@code lengths[i]} bytes)
+     * as the back end's fixed buffers, replacing any registered before: a one-segment transfer
+     * whose buffer lies wholly inside one of them then goes without the kernel pinning its pages
+     * per operation (io_uring READ_FIXED/WRITE_FIXED). Everything else goes as before, so the
+     * ranges are a hint, never a condition of correctness. Registration pins the ranges' pages
+     * (resident, unmovable) until {@link #unregisterBuffers()} or {@link #close()}; the caller
+     * decides whether that is acceptable ({@link FixedBufferMode}).
+     *
+     * <p>Submitting thread. Operations prepared and not yet submitted, and those in flight, are
+     * unaffected (they keep the memory they were prepared with). Re-register (or unregister) before the ranges are unmapped and
+     * before new memory may appear at their addresses: the registration holds the pages that
+     * were mapped at registration time.
+     *
+     * @return the number of buffers registered (ranges above 1 GiB count one per GiB), or
+     *         {@code -errno} when nothing was registered: {@code -EOPNOTSUPP} for a back end
+     *         without fixed buffers (the default), or the kernel's refusal ({@code -EFAULT}, {@code -ENOMEM}, ...); see
+     *         {@link #bufferRegistration()} for why
+     * @throws IllegalArgumentException for a non-positive address or length or a range that wraps
+     */
+    default int registerBuffers(long[] addresses, long[] lengths) {
+        return -io.vblk.sys.Errno.EOPNOTSUPP;
+    }
+
+    /** Drops the fixed buffers (their pages are unpinned); submitting thread. Nothing by default. */
+    default void unregisterBuffers() {
+    }
+
+    /** What is registered as fixed buffers now, or why nothing is (for logs and tests). */
+    default String bufferRegistration() {
+        return "not supported by this back end";
+    }
+
+    /**
      * Blocks up to {@code timeoutMs} (-1: forever) until completions may be available, without
      * consuming them. Returns 1 if they may be, 0 on timeout, or {@code -errno}. Works on every
      * platform; on Linux it waits on {@link #completionEvent()}.

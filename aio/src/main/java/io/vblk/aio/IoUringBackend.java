@@ -22,7 +22,8 @@ import io.vblk.sys.NativeException;
 
 /**
  * io_uring through raw syscalls, its rings mapped into {@link UnsafeBuffer}s: READ/WRITE for one
- * segment, READV/WRITEV for more,
+ * segment (READ_FIXED/WRITE_FIXED when it lies in memory registered with {@link
+ * #registerBuffers}), READV/WRITEV for more,
  * FSYNC with DATASYNC, FALLOCATE; one {@code io_uring_enter} per batch; completions read from
  * the CQ ring without a syscall and announced on a registered eventfd.
  *
@@ -99,6 +100,8 @@ final class IoUringBackend extends SlottedBackend {
         IoUringDescriptor.SETUP_SUBMIT_ALL,
         0,
     };
+    /** Guest memory registered as fixed buffers, and the lookup per transfer (submitting thread). */
+    private final FixedBuffers fixedBuffers = new FixedBuffers();
     /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
     private volatile boolean ringsReleased;
 
@@ -279,7 +282,15 @@ final class IoUringBackend extends SlottedBackend {
     void enqueueTransfer(int slot, boolean isWrite, int plan) {
         int sqe = slot * SQE_LENGTH;
         int count = slots.submissionIovecCount(slot);
-        if (count == 1 && plainReadWrite) {
+        int buffer = count == 1 ? fixedBuffers.indexOf(slots.submissionAddress(slot, 0), slots.submissionLength(slot, 0)) : -1;
+        if (buffer >= 0) {
+            // Inside registered buffer `buffer` (guest memory, not a bounce buffer): the kernel
+            // uses the pages it pinned at registration; addr stays the absolute address.
+            sqes.putByte(sqe + SQE_OPCODE_OFFSET, isWrite ? IoUringDescriptor.OP_WRITE_FIXED : IoUringDescriptor.OP_READ_FIXED);
+            sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.submissionAddress(slot, 0));
+            sqes.putInt(sqe + SQE_LEN_OFFSET, (int) slots.submissionLength(slot, 0));
+            sqes.putShort(sqe + IoUringDescriptor.SQE_BUF_INDEX_OFFSET, (short) buffer);
+        } else if (count == 1 && plainReadWrite) {
             // The one segment's buffer itself (already checked against guest memory and
             // MAX_TRANSFER_BYTES at prepare, so its length fits len's 32 bits).
             sqes.putByte(sqe + SQE_OPCODE_OFFSET, isWrite ? IoUringDescriptor.OP_WRITE : IoUringDescriptor.OP_READ);
@@ -293,6 +304,58 @@ final class IoUringBackend extends SlottedBackend {
         sqes.putLong(sqe + SQE_OFF_OFFSET, slots.offset(slot));
         sqes.putInt(sqe + SQE_OP_FLAGS_OFFSET, 0);
         enqueue(slot);
+    }
+
+    /**
+     * Registers the ranges as the ring's fixed buffers ({@link FixedBuffers}). SQEs prepared and
+     * not yet submitted that name a buffer become READV/WRITEV of their one iovec first: the
+     * index they carry would mean nothing (or another range) in the new table.
+     */
+    @Override
+    public int registerBuffers(long[] addresses, long[] lengths) {
+        if (closed) {
+            return -Errno.EBADF;
+        }
+        unfixQueued();
+        return fixedBuffers.register(ringFd, addresses, lengths);
+    }
+
+    @Override
+    public void unregisterBuffers() {
+        if (!closed) {
+            unfixQueued();
+            fixedBuffers.unregister(ringFd);
+        }
+    }
+
+    /** Turns queued READ_FIXED/WRITE_FIXED SQEs into READV/WRITEV of the slot's one iovec. */
+    private void unfixQueued() {
+        for (int i = sq.getIntVolatile(sqHead); i != localTail; i++) {
+            int slot = sq.getInt(sqArray + (i & sqMask) * Integer.BYTES);
+            int sqe = slot * SQE_LENGTH;
+            byte op = sqes.getByte(sqe + SQE_OPCODE_OFFSET);
+            if (op == IoUringDescriptor.OP_READ_FIXED || op == IoUringDescriptor.OP_WRITE_FIXED) {
+                sqes.putByte(sqe + SQE_OPCODE_OFFSET, op == IoUringDescriptor.OP_READ_FIXED ? IoUringDescriptor.OP_READV
+                        : IoUringDescriptor.OP_WRITEV);
+                sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.submissionIovecs(slot));
+                sqes.putInt(sqe + SQE_LEN_OFFSET, 1);
+            }
+        }
+    }
+
+    @Override
+    public String bufferRegistration() {
+        return fixedBuffers.toString();
+    }
+
+    /** The buf_index field of {@code slot}'s SQE (for tests). */
+    int sqeBufIndex(int slot) {
+        return sqes.getShort(slot * SQE_LENGTH + IoUringDescriptor.SQE_BUF_INDEX_OFFSET) & 0xffff;
+    }
+
+    /** Fixed buffers registered now (for tests). */
+    int fixedBufferCount() {
+        return fixedBuffers.count();
     }
 
     @Override

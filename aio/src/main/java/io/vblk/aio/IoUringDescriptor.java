@@ -92,6 +92,14 @@ final class IoUringDescriptor {
     static final byte OP_READV = 1;
     static final byte OP_WRITEV = 2;
     static final byte OP_FSYNC = 3;
+    /**
+     * Read into a registered buffer: {@code buf_index} names it, {@code addr} is the absolute
+     * address inside it. The kernel uses the pages it pinned at registration instead of pinning
+     * and importing the user pages per operation. Linux 5.1.
+     */
+    static final byte OP_READ_FIXED = 4;
+    /** Write from a registered buffer (see {@link #OP_READ_FIXED}). Linux 5.1. */
+    static final byte OP_WRITE_FIXED = 5;
     static final byte OP_FALLOCATE = 17;
     /** Read into one buffer (addr, len): no iovec for the kernel to copy in. Linux 5.6. */
     static final byte OP_READ = 22;
@@ -134,9 +142,18 @@ final class IoUringDescriptor {
     static final byte SQE_FIXED_FILE = 1;
 
     // io_uring_register opcodes
+    /** Registers buffers (an iovec array); fails with EBUSY while some are registered. Linux 5.1. */
+    static final int REGISTER_BUFFERS = 0;
+    /** Drops the registered buffers (their pages are unpinned once no operation uses them). */
+    static final int UNREGISTER_BUFFERS = 1;
     /** Registers a file table (an int array of descriptors); SQEs name them by index. */
     static final int REGISTER_FILES = 2;
     static final int REGISTER_EVENTFD = 4;
+
+    /** The largest registered buffer: each iovec given to {@link #REGISTER_BUFFERS} is at most 1 GiB (SZ_1G). */
+    static final long MAX_REGISTERED_BUFFER_BYTES = 1L << 30;
+    /** The most registered buffers one ring holds (IORING_MAX_REG_BUFFERS). */
+    static final int MAX_REGISTERED_BUFFERS = 1 << 14;
 
     /** The most entries io_uring_setup accepts. */
     static final int MAX_ENTRIES = 32768;

@@ -154,6 +154,25 @@ public interface BlockDriver extends Drainable, AutoCloseable {
         throw new UnsupportedOperationException("online resize is not supported for " + format() + " images" + owner);
     }
 
+    /**
+     * Registers guest memory ranges with the driver's back end as fixed buffers (see {@link
+     * io.vblk.aio.IoBackend#registerBuffers}); I/O thread, with nothing prepared and not
+     * submitted. Returns the buffers registered or {@code -errno}; by default {@code
+     * -EOPNOTSUPP} (a format or network driver that does not use them).
+     */
+    default int registerBuffers(long[] addresses, long[] lengths) {
+        return -io.vblk.sys.Errno.EOPNOTSUPP;
+    }
+
+    /** Drops the fixed buffers (I/O thread). Nothing by default. */
+    default void unregisterBuffers() {
+    }
+
+    /** What is registered as fixed buffers, or why nothing is. */
+    default String bufferRegistration() {
+        return "not supported by the " + format() + " driver";
+    }
+
     /** Acknowledges every completion source (the drain loop's reset step). */
     @Override
     default void acknowledgeCompletions() {

@@ -86,6 +86,21 @@ public final class RawDriver implements BlockDriver {
     }
 
     @Override
+    public int registerBuffers(long[] addresses, long[] lengths) {
+        return backend.registerBuffers(addresses, lengths);
+    }
+
+    @Override
+    public void unregisterBuffers() {
+        backend.unregisterBuffers();
+    }
+
+    @Override
+    public String bufferRegistration() {
+        return backend.bufferRegistration();
+    }
+
+    @Override
     public String format() {
         return format;
     }

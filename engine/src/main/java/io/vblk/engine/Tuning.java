@@ -2,6 +2,8 @@ package io.vblk.engine;
 
 import java.util.Arrays;
 
+import io.vblk.aio.FixedBufferMode;
+
 /**
  * Data-plane tuning: wait strategy, threading mode, queue-to-thread mapping, back-end depth and
  * throttling. Immutable; {@link #defaults()} suits a 2-core machine.
@@ -23,6 +25,7 @@ public final class Tuning {
     private final boolean recordLatency;
     private final boolean adjustableLimits;
     private final int submitBatch;
+    private final FixedBufferMode fixedBuffers;
 
     private Tuning(Builder b) {
         waitStrategy = b.waitStrategy;
@@ -39,6 +42,16 @@ public final class Tuning {
         recordLatency = b.recordLatency;
         adjustableLimits = b.adjustableLimits;
         submitBatch = b.submitBatch;
+        fixedBuffers = b.fixedBuffers;
+    }
+
+    /**
+     * Whether the device registers its guest memory with each I/O thread's back end as fixed
+     * buffers (io_uring READ_FIXED/WRITE_FIXED: no page pinning per I/O, at the price of pinning
+     * the whole table); default {@link FixedBufferMode#AUTO}, see there for the trade-off.
+     */
+    public FixedBufferMode fixedBuffers() {
+        return fixedBuffers;
     }
 
     /**
@@ -153,7 +166,7 @@ public final class Tuning {
                 + ", " + threadingMode.name().toLowerCase(java.util.Locale.ROOT)
                 + (queueThreads == null ? "" : ", threads " + Arrays.toString(queueThreads))
                 + (iopsLimit > 0 ? ", iops<=" + iopsLimit : "") + (bytesPerSecondLimit > 0 ? ", bps<=" + bytesPerSecondLimit : "")
-                + "]";
+                + (fixedBuffers != FixedBufferMode.AUTO ? ", fixed buffers " + fixedBuffers : "") + "]";
     }
 
     /** Builder for {@link Tuning}. */
@@ -172,6 +185,13 @@ public final class Tuning {
         private long burstMs = 100;
         private boolean recordLatency = true;
         private int submitBatch = DEFAULT_SUBMIT_BATCH;
+        private FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
+
+        /** See {@link Tuning#fixedBuffers()} (default {@link FixedBufferMode#AUTO}). */
+        public Builder fixedBuffers(FixedBufferMode value) {
+            fixedBuffers = java.util.Objects.requireNonNull(value, "fixedBuffers");
+            return this;
+        }
 
         public Builder waitStrategy(WaitStrategy value) {
             waitStrategy = value;

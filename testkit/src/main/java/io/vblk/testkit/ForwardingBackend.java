@@ -87,4 +87,19 @@ public abstract class ForwardingBackend implements IoBackend {
     public void close() {
         real.close();
     }
+
+    @Override
+    public int registerBuffers(long[] addresses, long[] lengths) {
+        return real.registerBuffers(addresses, lengths);
+    }
+
+    @Override
+    public void unregisterBuffers() {
+        real.unregisterBuffers();
+    }
+
+    @Override
+    public String bufferRegistration() {
+        return real.bufferRegistration();
+    }
 }
