@@ -61,6 +61,8 @@ public final class BlockDevice implements AutoCloseable {
     /** Null when the device was built without limits and without {@code Tuning.adjustableLimits}. */
     private final Throttle throttle;
     private volatile GuestMemory memory;
+    /** Per I/O thread: what its driver has registered as fixed buffers, or why nothing (control thread). */
+    private final String[] bufferRegistration;
     private boolean closed;
 
     private BlockDevice(Builder b) {
@@ -112,6 +114,18 @@ public final class BlockDevice implements AutoCloseable {
                 t.startOn(shared[t.id()]);
             } else {
                 t.start(b.name + "-io" + t.id());
+            }
+        }
+        bufferRegistration = new String[threadCount];
+        java.util.Arrays.fill(bufferRegistration, "none (no guest memory)");
+        if (memory != null) {
+            try {
+                registerBuffers(memory);
+            } catch (RuntimeException e) {
+                for (IoThread t : threads) {
+                    t.shutdown();
+                }
+                throw e;
             }
         }
     }
@@ -195,10 +209,38 @@ public final class BlockDevice implements AutoCloseable {
             }
         }
         memory = newMemory;
+        // Nothing is in flight: the old table's registration goes (its pages unpinned) before
+        // the caller may unmap it, and the new one is registered before any queue runs on it.
+        registerBuffers(newMemory);
         for (DeviceQueue q : queues) {
             if (wasRunning[q.index]) {
                 startQueue(q.index);
             }
+        }
+    }
+
+    /**
+     * What each I/O thread's back end has registered of the guest memory as fixed buffers, or
+     * why nothing ({@link Tuning#fixedBuffers()}), one line per thread: for logs and tests.
+     */
+    public String fixedBuffers() {
+        return String.join("; ", bufferRegistration);
+    }
+
+    /** Registers {@code mem} with every I/O thread's driver, on that thread (see {@link GuestBufferRegistration}). */
+    private void registerBuffers(GuestMemory mem) {
+        for (IoThread thread : threads) {
+            CompletableFuture<String> done = new CompletableFuture<>();
+            String who = "I/O thread " + thread.id();
+            thread.submitCommand(t -> {
+                try {
+                    done.complete(GuestBufferRegistration.apply(t.backend(), mem, tuning.fixedBuffers(), who));
+                } catch (RuntimeException | Error e) {
+                    done.completeExceptionally(e);
+                }
+                return true;
+            });
+            bufferRegistration[thread.id()] = who + ": " + await(done);
         }
     }
 
