@@ -76,6 +76,12 @@ final class ExportOptions {
             + "0 never polls")
     String pollMaxUs;
 
+    @Option(names = "--fixed-buffers", paramLabel = "MODE", description = "io_uring: register the guest's memory as "
+            + "fixed buffers, so one-segment transfers skip pinning the guest pages per I/O, at the price of pinning the whole "
+            + "memory table (resident, no ballooning) while it is in use: auto (default: only when the table is at most "
+            + "min(2 GiB, MemTotal/8)), on (any table that fits io_uring's limits and the host's memory), off")
+    String fixedBuffers;
+
     @Option(names = "--iops-limit", paramLabel = "N", description = "at most N requests per second (default 0: no limit)")
     String iopsLimit;
 
@@ -126,6 +132,7 @@ final class ExportOptions {
         put(m, "cache", cache);
         put(m, "wait", wait);
         put(m, "poll_max_us", pollMaxUs);
+        put(m, "fixed_buffers", fixedBuffers);
         put(m, "iops_limit", iopsLimit);
         put(m, "bps_limit", bpsLimit);
         put(m, "bounce_budget", bounceBudget);

@@ -7,6 +7,7 @@ import java.util.Map;
 import java.util.Set;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.aio.FixedBufferMode;
 import io.vblk.block.ImageFormat;
 import io.vblk.block.NetworkDisk;
 import io.vblk.block.qcow2.Qcow2Options;
@@ -33,7 +34,7 @@ final class ExportSpec {
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
             "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname",
-            "nbd_connections");
+            "nbd_connections", "fixed_buffers");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -64,6 +65,8 @@ final class ExportSpec {
     WaitStrategy wait = WaitStrategy.ADAPTIVE;
     /** Adaptive waiting's longest poll window. */
     long pollMaxUs = Tuning.defaults().pollMaxNs() / 1000;
+    /** Whether guest memory is registered with io_uring as fixed buffers (auto: small tables only). */
+    FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
     List<String> iothreads = List.of();
     /**
      * Requests in flight per device thread (request slots, each with room for SEG_MAX segments);
@@ -136,6 +139,14 @@ final class ExportSpec {
             }
         }
         s.pollMaxUs = p.integer("poll_max_us", 0, 1_000_000, s.pollMaxUs);
+        String fixed = p.string("fixed_buffers", null);
+        if (fixed != null) {
+            try {
+                s.fixedBuffers = FixedBufferMode.parse(fixed);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams(p.name("fixed_buffers") + ": " + e.getMessage());
+            }
+        }
         s.iothreads = p.strings("iothreads");
         s.backendDepth = (int) p.integer("backend_depth", 1, 4096, s.iothreads.isEmpty() ? 0 : SHARED_BACKEND_DEPTH);
         s.iopsLimit = p.integer("iops_limit", 0, Long.MAX_VALUE, 0);
@@ -278,6 +289,7 @@ final class ExportSpec {
         m.put("aio", aio == null ? BackendKind.IO_URING.cliName() : aio.cliName());
         m.put("wait", wait.cliName());
         m.put("poll_max_us", pollMaxUs);
+        m.put("fixed_buffers", fixedBuffers.cliName());
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
         m.put("bounce_budget", bounceBudget);

@@ -349,7 +349,7 @@ final class QueueControl {
         List<Vring> running = stopRunning();
         device.setMemory(newMemory);
         state.memory.replace(regions, newMemory);
-        log.info(who + ": memory table " + regions);
+        log.info(who + ": memory table " + regions + "; fixed buffers: " + device.fixedBuffers());
         resume(running);
     }
 

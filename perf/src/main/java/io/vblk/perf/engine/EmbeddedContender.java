@@ -11,6 +11,7 @@ import org.HdrHistogram.Histogram;
 import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.aio.FixedBufferMode;
 import io.vblk.aio.Image;
 import io.vblk.block.qcow2.Qcow2;
 import io.vblk.block.qcow2.Qcow2Options;
@@ -46,6 +47,12 @@ public final class EmbeddedContender implements Contender {
     private static final AtomicInteger SEQUENCE = new AtomicInteger();
     /** Tuning.submitBatch for A/B runs ({@code -Dvblk.bench.submitBatch=N}); default: the engine's. */
     private static final int SUBMIT_BATCH = Integer.getInteger("vblk.bench.submitBatch", Tuning.DEFAULT_SUBMIT_BATCH);
+    /**
+     * Tuning.fixedBuffers for A/B runs ({@code -Dvblk.bench.fixedBuffers=auto|on|off}); default:
+     * the engine's (auto, which registers the benchmark's small memfd with io_uring).
+     */
+    public static final FixedBufferMode FIXED_BUFFERS = FixedBufferMode.parse(System.getProperty("vblk.bench.fixedBuffers",
+            Tuning.defaults().fixedBuffers().cliName()));
 
     private final DiskSpec disk;
     private final BackendKind backend;
@@ -133,6 +140,7 @@ public final class EmbeddedContender implements Contender {
             BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
                     .blockSize(image == null ? 512 : Math.min(4096, image.logicalBlockSize())).build();
             Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading).submitBatch(SUBMIT_BATCH)
+                    .fixedBuffers(FIXED_BUFFERS)
                     .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
             long perQueue = w.guestBytesPerQueue();
             BlockDevice.Builder builder = BlockDevice.builder(config, BackendFactory.of(backend, image))
@@ -234,6 +242,8 @@ public final class EmbeddedContender implements Contender {
         if (occupancy != null) {
             occupancy.report(perIo);
         }
+        // 1 when every I/O thread registered the guest memory as fixed buffers (io_uring, auto).
+        perIo.put("device_fixed_buffers", device.fixedBuffers().contains(": registered ") ? 1.0 : 0.0);
         perIo.put("guest_cpu_us_per_io", stats.requests() > 0 ? guestCpu.cpuNs() / 1e3 / stats.requests() : Double.NaN);
         return new BenchResult(name, "embedded", "vblk", backend.cliName(), wait.cliName(),
                 threading.name().toLowerCase(Locale.ROOT), disk.describe(), w, stats.requests(),

@@ -54,6 +54,11 @@ public final class BackendDaemon implements AutoCloseable {
         if (wait != null) {
             cmd.addAll(List.of("--wait", wait));
         }
+        String fixed = System.getProperty("vblk.bench.fixedBuffers");
+        if (fixed != null) {
+            // A/B runs of io_uring fixed buffers; unset: vblk serve's default (auto).
+            cmd.addAll(List.of("--fixed-buffers", fixed));
+        }
         return new BackendDaemon("vblk serve", cmd, socket, logFor(socket));
     }
 
