@@ -244,6 +244,20 @@ public final class BlockDevice implements AutoCloseable {
         }
     }
 
+    /**
+     * Forgets the guest memory table (a frontend went away): every queue must be stopped; the
+     * fixed-buffer registrations are dropped, so the table's pages are no longer pinned, and the
+     * caller may unmap it. A queue starts again only after {@link #setMemory}.
+     */
+    public void clearMemory() {
+        requireAllStopped("forget the guest memory");
+        for (DeviceQueue q : queues) {
+            drain(q);
+        }
+        memory = null;
+        registerBuffers(null);
+    }
+
     /** The guest memory table in use, or null before one was set. */
     public GuestMemory memory() {
         return memory;

@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.RandomAccessFile;
@@ -144,6 +145,27 @@ class FixedBuffersDeviceTest {
             } finally {
                 Native.libc().close(fd);
             }
+        }
+    }
+
+    /**
+     * A frontend that goes away: clearMemory drops the registration (nothing stays pinned), no
+     * queue starts without memory, and a new table registers and serves again.
+     */
+    @Test
+    void clearingTheMemoryDropsTheRegistration() throws Exception {
+        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).tuning(BLOCKING).build()) {
+            writeAndReadBack(rig, 8, 4096, 11);
+            assertThrows(IllegalStateException.class, () -> rig.device.clearMemory(), "queues must be stopped first");
+            rig.device.stop();
+            rig.device.clearMemory();
+            assertNull(rig.device.memory());
+            assertEquals("I/O thread 0: none (no guest memory)", rig.device.fixedBuffers());
+            assertThrows(IllegalStateException.class, () -> rig.device.startQueue(0));
+            rig.device.setMemory(rig.memory);
+            assertTrue(rig.device.fixedBuffers().contains("registered 1 buffer(s)"), rig.device.fixedBuffers());
+            rig.device.start();
+            writeAndReadBack(rig, 16, 4096, 12);
         }
     }
 

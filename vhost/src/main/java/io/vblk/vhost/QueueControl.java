@@ -426,6 +426,8 @@ final class QueueControl {
             replaceError(v.index, null);
             v.forgetSetup();
         }
+        // The device lets go of the table (and its fixed-buffer pins) before it is unmapped.
+        device.clearMemory();
         state.memory.close();
         device.stopDirtyLog();
         long outside = state.logs.outOfRange();
