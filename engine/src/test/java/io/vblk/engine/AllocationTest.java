@@ -36,6 +36,10 @@ class AllocationTest {
         int total = kind == BackendKind.NULL ? MEASURED : MEASURED / 10;
         try (DeviceRig rig = DeviceRig.builder(dir, kind).tuning(tuning).config(b -> b.queueSize(512)).build()) {
             long buf = rig.buffer(0, 4096L * DEPTH);
+            if (kind == BackendKind.IO_URING) {
+                // The fixed-buffer path (READ_FIXED/WRITE_FIXED, a lookup per transfer) is measured too.
+                assertTrue(rig.device.fixedBuffers().contains(": registered "), rig.device.fixedBuffers());
+            }
             run(rig, buf, WARM_UP / (kind == BackendKind.NULL ? 1 : 10));
             com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
             List<Thread> plane = dataPlaneThreads("rig-" + kind.cliName());
