@@ -42,12 +42,15 @@ import io.vblk.sys.PosixFile;
  *   --seconds N        measured seconds per cell (default 5), after --warmup N (default 1)
  *   --depths 1,32,128  --batch 32  --rounds 1
  *   --backends linux-aio,io_uring,threads,null
+ *   -Dvblk.bench.fixedBuffers=on  registers the buffers as io_uring fixed buffers (fio stays fixedbufs=0)
  * </pre>
  *
  * Not a test: it never runs in the build.
  */
 public final class BackendBench {
     static final int BLOCK = 4096;
+    /** {@code -Dvblk.bench.fixedBuffers=on}: register the buffers with the back end (io_uring READ_FIXED). */
+    private static final boolean FIXED_BUFFERS = "on".equals(System.getProperty("vblk.bench.fixedBuffers"));
     private static final com.sun.management.OperatingSystemMXBean OS =
             (com.sun.management.OperatingSystemMXBean) java.lang.management.ManagementFactory.getOperatingSystemMXBean();
     static final long IMAGE_BYTES = 1L << 30;
@@ -282,6 +285,13 @@ public final class BackendBench {
         try (Image img = Image.open(image, ImageOptions.defaults().readOnly(true));
              IoBackend io = IoBackends.open(kind, img, BackendOptions.depth(depth));
              Mapping buffers = Mapping.anonymous((long) depth * BLOCK, false)) {
+            if (FIXED_BUFFERS) {
+                // io_uring fixed buffers for the loop's buffers (fio's fixedbufs=1)
+                int rc = io.registerBuffers(new long[] {buffers.address()}, new long[] {buffers.length()});
+                if (rc <= 0) {
+                    System.err.println("fixed buffers not registered: " + io.bufferRegistration());
+                }
+            }
             Loop loop = new Loop(io, buffers, depth);
             int reapBatch = Math.min(batch, depth);
             EventFd event = io.completionEvent();
