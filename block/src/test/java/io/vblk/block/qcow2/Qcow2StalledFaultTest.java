@@ -12,7 +12,6 @@ import java.util.Set;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
-import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -42,16 +41,8 @@ class Qcow2StalledFaultTest {
     /** The thread's wait for a completion: a sleeping thread polls about once per wait. */
     private static final int WAIT_MS = 50;
 
-    @TempDir
-    Path dir;
-
-    @AfterEach
-    void disarm() {
-        FaultPoints.disarm();
-    }
-
     @Test
-    void aFaultWhileTheBackEndStallsSleepsUntilTheBackEndIsIdleThenRecovers() throws Exception {
+    void aFaultWhileTheBackEndStallsSleepsUntilTheBackEndIsIdleThenRecovers(@TempDir Path dir) throws Exception {
         byte[] raw = new byte[4 << 20];
         new Random(5).nextBytes(raw); // every cluster allocated
         Path rawFile = dir.resolve("data.raw");
@@ -135,6 +126,7 @@ class Qcow2StalledFaultTest {
             assertEquals(io.depth(), io.freeSlots(), "the slot the fault cut off came back once the back end was idle");
             assertEquals(0, d.reclaimLostSlots(), "the driver took the lost slot back itself: nothing left for the engine");
         } finally {
+            FaultPoints.disarm();
             holder.release();
             d.close();
         }
