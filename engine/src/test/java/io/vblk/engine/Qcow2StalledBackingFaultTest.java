@@ -34,7 +34,7 @@ import io.vblk.sys.FaultPoints;
  * nothing, a spinning one all the CPU it is given).
  */
 class Qcow2StalledBackingFaultTest {
-    private static final int READ_DELAY_S = 4;
+    private static final int READ_DELAY_S = 6;
     private static final long WATCH_MS = 1_000;
 
     @Test
@@ -65,7 +65,7 @@ class Qcow2StalledBackingFaultTest {
                 rig.addRead(0, 2 * 128); // cluster 2: the backing file's, held by the server
                 rig.publishAndKick(0);
                 long deadline = System.nanoTime() + 10_000_000_000L;
-                while (driver.inFlight() == 0) {
+                while (rig.device.counters(0).get(QueueCounters.REQUESTS) < 2) {
                     assertTrue(System.nanoTime() < deadline, "the backing read never started");
                     Thread.sleep(1);
                 }
