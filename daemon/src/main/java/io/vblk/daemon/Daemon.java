@@ -101,6 +101,11 @@ final class Daemon implements AutoCloseable {
         }
     }
 
+    /** Where the daemon logs (the metrics endpoint logs there too). */
+    Log log() {
+        return log;
+    }
+
     /** The threads that serve every export's socket and every control client. */
     ControlThreads controlThreads() {
         return control;
