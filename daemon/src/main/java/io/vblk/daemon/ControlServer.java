@@ -166,11 +166,21 @@ final class ControlServer implements AutoCloseable {
         }
     }
 
+    /**
+     * What a turn reads into, one pair per handler thread rather than per client: a turn runs on
+     * one thread and keeps nothing in them after it ends (the partial line is copied out), so 256
+     * idle clients do not hold 256 * 128 KiB. A pool thread that ends lets its pair go.
+     */
+    private static final class ReadBuffers {
+        final NativeBuffer in = new NativeBuffer(READ_BYTES);
+        final byte[] chunk = new byte[READ_BYTES];
+    }
+
+    private static final ThreadLocal<ReadBuffers> READ_BUFFERS = ThreadLocal.withInitial(ReadBuffers::new);
+
     /** One client connection: its partial line between turns. */
     private final class Client {
         private final UnixSocket socket;
-        private final NativeBuffer in = new NativeBuffer(READ_BYTES);
-        private final byte[] chunk = new byte[READ_BYTES];
         private final int[] fds = new int[UnixSocket.MAX_FDS];
         private final int[] fdCount = new int[1];
         private final LineBuffer line = new LineBuffer(MAX_LINE_BYTES, OWN_LINE_BYTES, linePool);
@@ -207,6 +217,9 @@ final class ControlServer implements AutoCloseable {
 
         /** False when the connection is over. */
         private boolean readAndAnswer() {
+            ReadBuffers b = READ_BUFFERS.get();
+            NativeBuffer in = b.in;
+            byte[] chunk = b.chunk;
             long n = socket.receive(in.address(), READ_BYTES, fds, fdCount);
             for (int i = 0; i < fdCount[0]; i++) {
                 io.vblk.sys.Native.libc().close(fds[i]); // a control client has no business sending descriptors
