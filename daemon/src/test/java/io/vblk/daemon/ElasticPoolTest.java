@@ -56,7 +56,9 @@ class ElasticPoolTest {
             for (int i = 0; i < 50; i++) {
                 pool.submit(() -> threads.add(Thread.currentThread().getName())).get(10, TimeUnit.SECONDS);
             }
-            assertTrue(threads.size() <= 2, "threads " + threads);
+            // A task submitted just as the last one returned may find it not yet finished and
+            // start a thread: a few, never one per task.
+            assertTrue(threads.size() <= 4, "threads " + threads);
         } finally {
             pool.shutdownNow();
         }
