@@ -26,7 +26,8 @@ import io.vblk.vhost.SocketFile;
  * each whole line, one client turn at a time (each client's requests in order). A client that
  * sends half a line and stops holds no thread; one that reads no responses is closed after
  * {@link #WRITE_WAIT_MS} with its socket buffer full; one that floods is served in turn with the
- * rest. At most {@link #MAX_CLIENTS} at once, further ones get one error line and are closed. A
+ * rest. At most {@link #MAX_CLIENTS} at once: a further one takes the place of the client idle
+ * longest, or, when every client is in a turn, gets one error line and is closed. A
  * line longer than {@link #MAX_LINE_BYTES} ends its connection with an error; a client's partial
  * line never holds more than that ({@link LineBuffer}). Together: each client's first
  * {@link #OWN_LINE_BYTES} are its own, and beyond that a line grows from one pool of
@@ -129,9 +130,9 @@ final class ControlServer implements AutoCloseable {
                 socket.close();
                 continue;
             }
-            if (clients.size() >= MAX_CLIENTS) {
+            if (clients.size() >= MAX_CLIENTS && !evictLongestIdle()) {
                 write(socket, JsonRpc.error(null, RpcError.INTERNAL_ERROR, "too many control clients (at most "
-                        + MAX_CLIENTS + "); try again later"));
+                        + MAX_CLIENTS + "), all busy; try again later"));
                 socket.close();
                 continue;
             }
@@ -144,6 +145,28 @@ final class ControlServer implements AutoCloseable {
                 endTurn(c);
             }
         }
+    }
+
+    /**
+     * Makes room for a new client when all places are taken: closes the client whose last turn
+     * ended longest ago (none in a turn now). Without it, {@link #MAX_CLIENTS} connections that
+     * never send a byte kept every other client out (irev4 ControlTotalBoundTest). False when
+     * every client is in a turn.
+     */
+    private boolean evictLongestIdle() {
+        Client oldest = null;
+        for (Client c : clients) {
+            if (!c.inTurn && (oldest == null || c.lastActive < oldest.lastActive)) {
+                oldest = c;
+            }
+        }
+        if (oldest == null) {
+            return false;
+        }
+        log.info("control: " + MAX_CLIENTS + " clients connected: closing the one idle longest for a new one");
+        oldest.shutdown(); // a turn that starts meanwhile ends at its first read or write
+        oldest.close();
+        return true;
     }
 
     /**
@@ -186,6 +209,10 @@ final class ControlServer implements AutoCloseable {
         private final LineBuffer line = new LineBuffer(MAX_LINE_BYTES, OWN_LINE_BYTES, linePool);
         private EventLoop.Registration registration;
         private boolean closed;
+        /** When its last turn ended (or it connected), in System.nanoTime; for {@link #evictLongestIdle}. */
+        volatile long lastActive = System.nanoTime();
+        /** Whether a turn runs now. */
+        volatile boolean inTurn;
         /** Guards the descriptor against a shutdown after close (its number may be reused); never held long. */
         private final Object fdLock = new Object();
         private boolean fdClosed;
@@ -203,6 +230,7 @@ final class ControlServer implements AutoCloseable {
             if (closed) {
                 return;
             }
+            inTurn = true;
             try {
                 if (closing || !readAndAnswer()) {
                     close();
@@ -212,6 +240,9 @@ final class ControlServer implements AutoCloseable {
             } catch (Throwable e) {
                 log.info("control: client turn failed, closing it: " + e);
                 endTurn(this);
+            } finally {
+                lastActive = System.nanoTime();
+                inTurn = false;
             }
         }
 

@@ -135,6 +135,37 @@ class ControlTotalBoundTest {
         }
     }
 
+    /**
+     * 256 clients that connect and never send a byte took every place, and the administrator's
+     * own client got "too many control clients" for as long as they stayed. Now a new client
+     * takes the place of the one idle longest.
+     */
+    @Test
+    void idleClientsDoNotLockOutANewOne() throws Exception {
+        List<SocketChannel> idle = new ArrayList<>();
+        try {
+            for (int i = 0; i < ControlServer.MAX_CLIENTS; i++) {
+                idle.add(connect());
+            }
+            assertTimeoutPreemptively(GUARD, () -> {
+                while (server.clientCount() < ControlServer.MAX_CLIENTS) {
+                    Thread.sleep(10);
+                }
+            });
+            for (int round = 0; round < 3; round++) {
+                try (SocketChannel admin = connect()) {
+                    assertEquals("pong", ask(admin, "ping"), "round " + round + ": a new client is served");
+                }
+            }
+            assertEquals(null, assertTimeoutPreemptively(GUARD, () -> readLine(idle.get(0))), "the longest idle was closed");
+            assertTrue(server.clientCount() <= ControlServer.MAX_CLIENTS);
+        } finally {
+            for (SocketChannel c : idle) {
+                c.close();
+            }
+        }
+    }
+
     @Test
     void theSharedPoolIsGivenBackByResetAndRelease() {
         ControlServer.LinePool pool = new ControlServer.LinePool(512 << 10);
