@@ -133,7 +133,8 @@ final class MetricsHttp implements AutoCloseable {
     private void run() {
         while (!closing) {
             try {
-                selector.select(TICK_MS);
+                // Deadlines need a tick only while connections are open: an idle endpoint sleeps.
+                selector.select(connectionCount() == 0 ? 0 : TICK_MS);
                 if (closing) {
                     break;
                 }
