@@ -31,6 +31,8 @@ import io.vblk.vhost.Log;
 final class ControlThreads implements AutoCloseable {
     static final int VHOST_HANDLERS = 4;
     static final int RPC_HANDLERS = 32;
+    /** Threads an elastic pool starts before it looks for an idle one (the RPC pool's old fixed size). */
+    static final int CORE_THREADS = 4;
     private static final int IDLE_SECONDS = 30;
 
     private final EventLoop loop;
@@ -73,7 +75,12 @@ final class ControlThreads implements AutoCloseable {
 
         ElasticPool(int max, int idleSeconds, ElasticQueue queue, java.util.concurrent.ThreadFactory threads,
                 java.util.concurrent.RejectedExecutionHandler full) {
-            super(0, max, idleSeconds, TimeUnit.SECONDS, queue, threads, full);
+            // The first few threads start as tasks come, like a fixed pool of that size: a client
+            // that sends its next request the moment it reads an answer (before the answering
+            // thread has returned to the pool) then finds one idle, and ordinary traffic keeps the
+            // few threads the daemon always had. Beyond them a thread starts only while all are busy.
+            super(Math.min(CORE_THREADS, max), max, idleSeconds, TimeUnit.SECONDS, queue, threads, full);
+            allowCoreThreadTimeOut(true);
         }
 
         @Override
