@@ -700,6 +700,15 @@ public final class BlockDevice implements AutoCloseable {
         return queue(q).latency();
     }
 
+    /**
+     * What queue {@code q}'s recorded latencies say (count, mean, maximum, p50, p99, p99.9), read
+     * in place: what scrapes and stats should use, since {@link #latency(int)} copies the
+     * histogram.
+     */
+    public LatencySummary latencySummary(int q) {
+        return queue(q).latencySummary();
+    }
+
     /** Forgets queue {@code q}'s recorded latencies. */
     public void resetLatency(int q) {
         queue(q).resetLatency();
