@@ -499,12 +499,13 @@ final class IoUringBackend extends SlottedBackend {
         if (toSubmit > 0) {
             sq.putIntOrdered(sqTail, localTail);
         }
+        long rc;
         if ((flags & IoUringDescriptor.ENTER_EXT_ARG) != 0) {
             // Six arguments: the sixth (the argument's size) only survives jnr-ffi's slow path.
-            Native.syscall6(Linux.SYS_IO_URING_ENTER, ringFd, toSubmit, minComplete, flags, arg,
+            rc = Native.syscall6(Linux.SYS_IO_URING_ENTER, ringFd, toSubmit, minComplete, flags, arg,
                     IoUringDescriptor.GETEVENTS_ARG_LENGTH);
         } else {
-            Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, toSubmit, minComplete, flags, 0);
+            rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, toSubmit, minComplete, flags, 0);
         }
         int taken = sq.getIntVolatile(sqHead) - head;
         extraSqesTaken = extraSqesTaken + taken;

@@ -4,6 +4,7 @@ import java.util.Arrays;
 
 import org.agrona.concurrent.UnsafeBuffer;
 
+import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
 
 /**
@@ -19,6 +20,9 @@ import io.vblk.sys.NativeBuffer;
  * ignored. A multishot poll that ends (no {@link IoUringDescriptor#CQE_F_MORE}: removed, the CQ
  * overflowed, an error) is re-armed by the next sleep; re-arming a readable descriptor fires at
  * once, so no wake-up is lost in between.
+ *
+ * <p>Polls belong to the thread that armed them (the kernel cancels them when it exits), so they
+ * are armed by {@link #sleep}, on the sleeping thread, never by {@link #watch}.
  *
  * <p>Watched descriptors are never read here: a kick eventfd shares its open file description
  * with the frontend and may block, and a multishot poll fires per write (per wake-up of the
@@ -221,7 +225,10 @@ final class RingPolls implements RingSleep {
             }
             if ((flags & IoUringDescriptor.CQE_F_MORE) == 0) {
                 armed[e] = 0; // ended: the next sleep arms it again
-                if (result < 0) {
+                // ECANCELED: the thread that armed it exited (the kernel cancels a task's polls
+                // then), or it was removed; anything else is a refusal, and repeated ones bound
+                // the sleeps so that a thread never sleeps on a poll that cannot fire.
+                if (result < 0 && result != -Errno.ECANCELED) {
                     failures++;
                 }
             }

@@ -130,7 +130,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * thread starts, so the ring's SQ is still this thread's to write; a shared thread keeps epoll
      * (it nests the members' epoll descriptors).
      */
-    private void chooseSleep() {
+    void chooseSleep() {
         if (!tuning.ringSleep() || route.ownsThread()) {
             return;
         }
