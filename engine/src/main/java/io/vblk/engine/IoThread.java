@@ -425,7 +425,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     int prepareSleep() {
         events.sleeping(true);
         int timeoutMs = -1;
-        boolean abort = inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
+        // !running: a shutdown's wake-up may already have been consumed (a ring sleep's poll CQE
+        // is reaped by the round, unlike epoll's eventfd, which stays readable until the wait).
+        boolean abort = !running || inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
                 || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady();
         long now = clock.nanoTime();
         for (int i = 0; i < queues.length && !abort; i++) {

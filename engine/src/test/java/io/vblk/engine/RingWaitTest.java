@@ -161,6 +161,31 @@ class RingWaitTest {
     }
 
     @Test
+    @DisplayName("closing a device whose thread sleeps in its ring wakes the thread and it ends (every wait strategy that sleeps)")
+    void closeEndsAThreadSleepingInTheRing() throws IOException {
+        for (WaitStrategy wait : new WaitStrategy[] {WaitStrategy.BLOCKING, WaitStrategy.ADAPTIVE}) {
+            for (int round = 0; round < 3; round++) {
+                Thread io;
+                try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).imageBytes(1 << 20)
+                        .tuning(Tuning.builder().waitStrategy(wait).build()).build()) {
+                    assertTrue(rig.device.ioThread(0).sleepsInRing());
+                    long buf = rig.buffer(0, 4096);
+                    assertEquals(0, rig.roundTrip(0, BlkRequestDescriptor.T_IN, 0, buf, 4096, true));
+                    if (round > 0) {
+                        rig.device.stopQueue(0);
+                    }
+                    if (round > 1) {
+                        rig.device.startQueue(0);
+                        assertEquals(0, rig.roundTrip(0, BlkRequestDescriptor.T_IN, 0, buf, 4096, true));
+                    }
+                    io = rig.device.ioThread(0).thread();
+                }
+                assertFalse(io.isAlive(), wait + " round " + round + ": the I/O thread ended when the device closed");
+            }
+        }
+    }
+
+    @Test
     @DisplayName("linux-aio, epoll forced, a dedicated completion thread: the thread keeps epoll and still serves")
     void fallsBackToEpollWhereTheRingCannotServe() throws IOException {
         Tuning blocking = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).build();
