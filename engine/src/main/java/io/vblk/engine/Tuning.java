@@ -55,8 +55,16 @@ public final class Tuning {
         return ringSleep;
     }
 
-    /** {@link #ringSleep()}'s default when the {@code vblk.ringSleep} property is not set. */
-    public static final boolean RING_SLEEP_DEFAULT = true;
+    /**
+     * {@link #ringSleep()}'s default when the {@code vblk.ringSleep} property is not set: off.
+     * Measured 2026-12-05 (load 3-9, three alternating pairs of {@code vblk bench --compare
+     * --only fio}): at depth 128 on the filled file no IOPS gain showed through the noise
+     * (embedded / fio 0.71x, 0.90x, 0.93x sleeping in the ring against 0.90x, 0.83x, 1.05x in
+     * epoll), nor in the device's CPU per I/O (3.29 against 3.31 us on average); depth 1 with a
+     * blocking I/O thread was better in the ring (p50 69-74 against 80-119 us, CPU per I/O 40-45
+     * against 47-75 us). Until it shows a gain, epoll stays the default.
+     */
+    public static final boolean RING_SLEEP_DEFAULT = false;
 
     /**
      * The most chains one I/O thread round pops (over all its queues, starting where the last

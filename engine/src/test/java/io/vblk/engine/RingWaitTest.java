@@ -12,6 +12,8 @@ import java.util.Random;
 import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.BackendKind;
@@ -39,7 +41,7 @@ class RingWaitTest {
     Path dir;
 
     private static Tuning inline() {
-        return Tuning.builder().threadingMode(ThreadingMode.SHARED).waitStrategy(WaitStrategy.BLOCKING).build();
+        return Tuning.builder().threadingMode(ThreadingMode.SHARED).waitStrategy(WaitStrategy.BLOCKING).ringSleep(true).build();
     }
 
     private Image filledImage() throws IOException {
@@ -130,7 +132,8 @@ class RingWaitTest {
     @Test
     @DisplayName("a device whose thread sleeps in its ring serves round trips and a stop drains requests in flight")
     void stopDrainsRequestsInFlightWhileTheThreadSleepsInTheRing() throws IOException {
-        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).imageBytes(4 << 20).build()) {
+        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).imageBytes(4 << 20)
+                .tuning(Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).ringSleep(true).build()).build()) {
             assertTrue(rig.device.ioThread(0).sleepsInRing());
             long buf = rig.buffer(0, 4096L * 32);
             assertEquals(0, rig.roundTrip(0, BlkRequestDescriptor.T_OUT, 0, buf, 4096, false));
@@ -167,7 +170,7 @@ class RingWaitTest {
             for (int round = 0; round < 3; round++) {
                 Thread io;
                 try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).imageBytes(1 << 20)
-                        .tuning(Tuning.builder().waitStrategy(wait).build()).build()) {
+                        .tuning(Tuning.builder().waitStrategy(wait).ringSleep(true).build()).build()) {
                     assertTrue(rig.device.ioThread(0).sleepsInRing());
                     long buf = rig.buffer(0, 4096);
                     assertEquals(0, rig.roundTrip(0, BlkRequestDescriptor.T_IN, 0, buf, 4096, true));
@@ -188,9 +191,10 @@ class RingWaitTest {
     @Test
     @DisplayName("linux-aio, epoll forced, a dedicated completion thread: the thread keeps epoll and still serves")
     void fallsBackToEpollWhereTheRingCannotServe() throws IOException {
-        Tuning blocking = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).build();
+        Tuning blocking = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).ringSleep(true).build();
         Tuning forced = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).ringSleep(false).build();
-        Tuning dedicated = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).threadingMode(ThreadingMode.DEDICATED).build();
+        Tuning dedicated = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).ringSleep(true)
+                .threadingMode(ThreadingMode.DEDICATED).build();
         Object[][] cases = {
             {BackendKind.LINUX_AIO, blocking}, {BackendKind.THREADS, blocking}, {BackendKind.IO_URING, forced},
             {BackendKind.IO_URING, dedicated},
@@ -204,11 +208,37 @@ class RingWaitTest {
         }
     }
 
+    @ParameterizedTest
+    @EnumSource(BackendKind.class)
+    @DisplayName("with ring sleep asked for, every back end serves writes and reads (io_uring in its ring, the rest in epoll)")
+    void everyBackEndServesWithRingSleepAskedFor(BackendKind kind) throws IOException {
+        Tuning tuning = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).ringSleep(true).build();
+        try (DeviceRig rig = DeviceRig.builder(dir, kind).imageBytes(1 << 20).tuning(tuning).build()) {
+            assertEquals(kind == BackendKind.IO_URING, rig.device.ioThread(0).sleepsInRing(), kind.cliName());
+            long out = rig.buffer(0, 4096);
+            long in = rig.buffer(0, 4096);
+            for (int i = 0; i < 4096; i++) {
+                org.agrona.UnsafeApi.putByte(rig.host(out, 4096) + i, (byte) (i * 7 + 1));
+            }
+            for (int sector = 0; sector < 64; sector += 8) {
+                assertEquals(0, rig.roundTrip(0, BlkRequestDescriptor.T_OUT, sector, out, 4096, false));
+                assertEquals(0, rig.roundTrip(0, BlkRequestDescriptor.T_IN, sector, in, 4096, true));
+                if (kind != BackendKind.NULL) {
+                    for (int i = 0; i < 4096; i++) {
+                        assertEquals(org.agrona.UnsafeApi.getByte(rig.host(out, 4096) + i),
+                                org.agrona.UnsafeApi.getByte(rig.host(in, 4096) + i), "byte " + i);
+                    }
+                }
+            }
+        }
+    }
+
     @Test
     @DisplayName("a shared I/O thread (several devices' back ends) keeps epoll")
     void aSharedThreadKeepsEpoll() throws IOException {
         SharedIoThread shared = new SharedIoThread("ring-wait-shared", WaitStrategy.BLOCKING, 0);
-        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).imageBytes(1 << 20).ioThreads(shared).build()) {
+        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).imageBytes(1 << 20).ioThreads(shared)
+                .tuning(Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).ringSleep(true).build()).build()) {
             assertFalse(rig.device.ioThread(0).sleepsInRing());
             long buf = rig.buffer(0, 4096);
             assertEquals(0, rig.roundTrip(0, BlkRequestDescriptor.T_IN, 0, buf, 4096, true));
