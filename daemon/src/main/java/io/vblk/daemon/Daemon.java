@@ -2,6 +2,7 @@ package io.vblk.daemon;
 
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Collection;
 import java.util.Collections;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -141,16 +142,14 @@ final class Daemon implements AutoCloseable {
             if (removing.containsKey(spec.id)) {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "export '" + spec.id + "' is being removed (its drain has not ended)");
             }
-            for (Export e : removing.values()) {
-                if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
-                    throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is still used by export '"
-                            + e.spec.id + "' (being removed)");
-                }
+            Export user = servingOn(removing.values(), socket);
+            if (user != null) {
+                throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is still used by export '"
+                        + user.spec.id + "' (being removed)");
             }
-            for (Export e : exports.values()) {
-                if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
-                    throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + e.spec.id + "'");
-                }
+            user = servingOn(exports.values(), socket);
+            if (user != null) {
+                throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + user.spec.id + "'");
             }
             for (ExportSpec o : opening.values()) {
                 if (o.socket.toAbsolutePath().normalize().equals(socket)) {
@@ -195,6 +194,16 @@ final class Daemon implements AutoCloseable {
             throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
         }
         return export;
+    }
+
+    /** The first of {@code among} that serves on {@code socket} (absolute and normalized), or null. */
+    private static Export servingOn(Collection<Export> among, Path socket) {
+        for (Export e : among) {
+            if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
+                return e;
+            }
+        }
+        return null;
     }
 
     /** Whether something accepts connections at {@code path} (a live socket, not a stale one). */
@@ -268,11 +277,8 @@ final class Daemon implements AutoCloseable {
     private Object exportList(Params p) {
         p.rejectUnknown(Set.of());
         List<Object> out = new ArrayList<>();
-        for (String id : snapshotOrder()) {
-            Export e = exports.get(id);
-            if (e != null) {
-                out.add(summary(e));
-            }
+        for (Export e : exports()) {
+            out.add(summary(e));
         }
         return out;
     }

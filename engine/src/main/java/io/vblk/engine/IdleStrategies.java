@@ -45,8 +45,15 @@ final class IdleStrategies {
         }
     }
 
-    /** For a {@link SharedIoThread}, which never parks blind: it yields or sleeps in the kernel. */
-    static IdleStrategy forSharedThread(WaitStrategy strategy, long pollNs, NanoClock clock, KernelSleep sleeper) {
+    /**
+     * For a {@link SharedIoThread}, which never parks blind: it yields or sleeps in the kernel.
+     * Adaptive follows the I/O thread's deep-queue rule with {@code inFlight} the operations in
+     * flight summed over every back end the thread serves: with {@link
+     * AdaptivePollIdleStrategy#DEEP_IN_FLIGHT} or more a wait goes to the kernel at once (any
+     * member's completion eventfd wakes the thread) and does not size the window.
+     */
+    static IdleStrategy forSharedThread(WaitStrategy strategy, long pollNs, NanoClock clock, KernelSleep sleeper,
+                                        IntSupplier inFlight) {
         switch (strategy) {
             case BUSY_SPIN:
                 return new BusySpinIdleStrategy();
@@ -57,7 +64,7 @@ final class IdleStrategies {
                 return new KernelIdleStrategy(sleeper);
             default:
                 return new AdaptivePollIdleStrategy(clock, pollNs, Math.max(pollNs, AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS), sleeper,
-                        new ThreadSwitches()::involuntary);
+                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT);
         }
     }
 }

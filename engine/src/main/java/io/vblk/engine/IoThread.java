@@ -159,6 +159,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         shared.attach(this);
     }
 
+    /** Operations its back end holds in flight (for a shared thread's deep-queue rule; on the running thread). */
+    int backendInFlight() {
+        return backend.inFlight();
+    }
+
     /**
      * One round on a shared thread: like {@link #run()}'s handler, a failure (a bug, a fault in
      * this device's guest memory) quarantines this member's queues only, never the other devices

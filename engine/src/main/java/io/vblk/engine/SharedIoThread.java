@@ -79,7 +79,7 @@ public final class SharedIoThread implements AutoCloseable {
         if (pollNs < 0) {
             throw new IllegalArgumentException("pollNs must not be negative: " + pollNs);
         }
-        this.idle = IdleStrategies.forSharedThread(waitStrategy, pollNs, SystemNanoClock.INSTANCE, this::sleep);
+        this.idle = IdleStrategies.forSharedThread(waitStrategy, pollNs, SystemNanoClock.INSTANCE, this::sleep, this::inFlight);
         this.epoll = new Epoll(64);
         this.wakeup = EventFd.create(true);
         epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
@@ -242,6 +242,24 @@ public final class SharedIoThread implements AutoCloseable {
         while ((change = changes.poll()) != null) {
             change.run();
         }
+    }
+
+    /**
+     * The operations in flight summed over every member's back end (this thread only; read once
+     * per wait by the idle strategy: a deep sum sleeps in the kernel at once, since any member's
+     * completion wakes this thread).
+     */
+    private int inFlight() {
+        int sum = 0;
+        for (IoThread m : members) {
+            sum += m.backendInFlight();
+        }
+        return sum;
+    }
+
+    /** The idle strategy it runs (for tests: the adaptive one's counters). */
+    IdleStrategy idleStrategy() {
+        return idle;
     }
 
     /** Sleeps until any member has work: every member re-arms first, and any of them can veto. */

@@ -85,6 +85,11 @@ final class FaultPointRig implements AutoCloseable {
 
     /** Puts a 4 KiB read of sector 16 in {@code q}'s ring (not yet published); returns its head. */
     int addRead(int q) {
+        return addRead(q, 16);
+    }
+
+    /** Puts a 4 KiB read of {@code sector} in {@code q}'s ring (not yet published); returns its head. */
+    int addRead(int q, long sector) {
         SplitQueueDriver d = drivers[q];
         long header = d.allocate(16, 16);
         long data = d.allocate(4096, 4096);
@@ -92,7 +97,7 @@ final class FaultPointRig implements AutoCloseable {
         long h = d.hostAddress(header, 16);
         UnsafeApi.putInt(h, T_IN);
         UnsafeApi.putInt(h + 4, 0);
-        UnsafeApi.putLong(h + 8, 16);
+        UnsafeApi.putLong(h + 8, sector);
         UnsafeApi.putByte(d.hostAddress(status, 1), (byte) 0x7f);
         lastStatus = status;
         return d.addDirect(new long[] {header, data, status}, new int[] {16, 4096, 1}, new boolean[] {false, true, true}, 3);

@@ -418,6 +418,40 @@ class IdleStrategyTest {
         assertEquals(before + 1, sleeps, "nothing in flight: polls");
     }
 
+    @Test
+    @DisplayName("adaptive on a shared thread: the deep-queue rule reads the thread's in-flight sum once per wait")
+    void sharedThreadSleepsAtOnceWithADeepQueueInFlight() {
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000;
+        int[] reads = new int[1];
+        AdaptivePollIdleStrategy idle = (AdaptivePollIdleStrategy) IdleStrategies.forSharedThread(WaitStrategy.ADAPTIVE,
+                50_000, clock, timedSleeper, () -> {
+                    reads[0]++;
+                    return inFlight;
+                });
+        inFlight = AdaptivePollIdleStrategy.DEEP_IN_FLIGHT;
+        for (int i = 0; i < 100; i++) {
+            idle.idle(0);
+            assertEquals(i + 1, sleeps, inFlight + " in flight over the members: no polling");
+            idle.idle(2);
+        }
+        assertEquals(100, reads[0], "one read of the sum per wait");
+        assertEquals(100, idle.deepWaits());
+        assertEquals(50_000, idle.windowNs(), "completion waits leave the window alone");
+        assertEquals(0, idle.grows());
+
+        inFlight = AdaptivePollIdleStrategy.DEEP_IN_FLIGHT - 1;
+        int before = sleeps;
+        idle.idle(0);
+        clock.advance(10_000);
+        idle.idle(0);
+        clock.advance(10_000);
+        idle.idle(0);
+        assertEquals(before, sleeps, "a shallow sum polls the window");
+        assertEquals(101, reads[0], "still one read for the whole wait");
+        idle.idle(1);
+    }
+
     /**
      * {@code n} I/Os where the guest posts its next request only once this thread sleeps (it
      * waits for the core this thread polls on), {@code sleepTakesNs} later; an idle round every 1 us.
@@ -587,6 +621,6 @@ class IdleStrategyTest {
         assertInstanceOf(AdaptivePollIdleStrategy.class, IdleStrategies.forIoThread(
                 b.waitStrategy(WaitStrategy.ADAPTIVE).inFlightYieldNs(1_000_000).pollMaxNs(0).build(), clock, sleeper, () -> 1));
         assertInstanceOf(YieldingIdleStrategy.class,
-                IdleStrategies.forSharedThread(WaitStrategy.YIELDING, 0, clock, sleeper));
+                IdleStrategies.forSharedThread(WaitStrategy.YIELDING, 0, clock, sleeper, () -> 0));
     }
 }

@@ -101,7 +101,7 @@ class Qcow2DeviceTest {
         UnsafeApi.putInt(h + 12, flags);
     }
 
-    private static String exec(String... cmd) throws Exception {
+    static String exec(String... cmd) throws Exception {
         Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
         String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         assertEquals(0, p.waitFor(), String.join(" ", cmd) + ": " + out);

@@ -82,7 +82,7 @@ class Qcow2LostSlotDrainAttackTest {
     }
 
     /** The qcow2 driver's back end on the image file (package-private there: read reflectively). */
-    private static IoBackend imageBackend(BlockDriver driver) throws ReflectiveOperationException {
+    static IoBackend imageBackend(BlockDriver driver) throws ReflectiveOperationException {
         java.lang.reflect.Field f = driver.getClass().getDeclaredField("io");
         f.setAccessible(true);
         return (IoBackend) f.get(driver);

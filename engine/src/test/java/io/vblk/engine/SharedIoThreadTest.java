@@ -18,6 +18,7 @@ import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.testkit.GatedBackend;
 import io.vblk.testkit.RingTamperer;
 
 /**
@@ -175,5 +176,61 @@ class SharedIoThreadTest {
                     () -> DeviceRig.builder(dir, BackendKind.NULL).tuning(dedicated).ioThreads(shared).build());
             assertEquals(0, shared.memberCount());
         }
+    }
+
+    /**
+     * The deep-queue rule on a shared thread: the operations in flight are summed over its
+     * members, so two devices with 4 reads in flight each (neither deep on its own) make a wait
+     * that goes to the kernel at once; one device's 4 alone still poll.
+     */
+    @Test
+    void aDeepQueueSummedOverItsDevicesSleepsAtOnce() throws Exception {
+        GatedBackend[] gates = new GatedBackend[2];
+        int half = AdaptivePollIdleStrategy.DEEP_IN_FLIGHT / 2;
+        try (SharedIoThread shared = new SharedIoThread("shared-deep", WaitStrategy.ADAPTIVE, 50_000)) {
+            try (DeviceRig a = DeviceRig.builder(dir, BackendKind.IO_URING).ioThreads(shared)
+                         .backends(f -> depth -> gates[0] = new GatedBackend(f.open(depth), false)).build();
+                 DeviceRig b = DeviceRig.builder(dir, BackendKind.IO_URING).ioThreads(shared)
+                         .backends(f -> depth -> gates[1] = new GatedBackend(f.open(depth), false)).build()) {
+                AdaptivePollIdleStrategy idle = (AdaptivePollIdleStrategy) shared.idleStrategy();
+                try {
+                    submitReads(a, half);
+                    awaitSleeping(shared, a, half);
+                    assertEquals(0, idle.deepWaits(), half + " in flight on one device: the waits poll");
+                    submitReads(b, half);
+                    awaitSleeping(shared, b, half);
+                    long deadline = System.nanoTime() + 10_000_000_000L;
+                    while (idle.deepWaits() == 0 && System.nanoTime() < deadline) {
+                        Thread.sleep(1);
+                    }
+                    assertTrue(idle.deepWaits() > 0, 2 * half + " in flight over two devices: a wait went to the kernel at once");
+                } finally {
+                    gates[0].open(); // before the rigs close: they drain
+                    gates[1].open();
+                }
+                for (int i = 0; i < half; i++) {
+                    a.awaitUsed(0, 10_000);
+                    b.awaitUsed(0, 10_000);
+                }
+            }
+        }
+    }
+
+    private static void submitReads(DeviceRig rig, int count) {
+        long buf = rig.buffer(0, 4096L * count);
+        for (int i = 0; i < count; i++) {
+            rig.add(0, T_IN, 8L * i, buf + 4096L * i, 4096, true);
+        }
+        rig.kick(0);
+    }
+
+    /** Waits until {@code rig} took {@code requests} and the shared thread sleeps in epoll. */
+    private static void awaitSleeping(SharedIoThread shared, DeviceRig rig, long requests) throws InterruptedException {
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while ((rig.device.counters(0).get(QueueCounters.REQUESTS) < requests || !shared.isSleeping())
+                && System.nanoTime() < deadline) {
+            Thread.sleep(1);
+        }
+        assertTrue(shared.isSleeping(), "shared thread asleep with the reads in flight");
     }
 }

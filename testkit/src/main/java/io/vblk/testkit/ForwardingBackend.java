@@ -69,6 +69,11 @@ public abstract class ForwardingBackend implements IoBackend {
     }
 
     @Override
+    public int reclaimLostSlots() {
+        return real.reclaimLostSlots();
+    }
+
+    @Override
     public int poll(CompletionSink sink, int max) {
         return real.poll(sink, max);
     }

@@ -140,7 +140,8 @@ public final class Qcow2Driver implements BlockDriver {
     /**
      * An exception went through this driver (a late guest-memory fault: engine GuestFaults) and
      * may have cut a completion off: {@link #poll} recovers once the back ends are idle
-     * ({@link #recoverAfterFault}). Reaping thread.
+     * ({@link #recoverAfterFault}); until then the thread sleeps for their completions
+     * ({@link #recoverable}). Reaping thread.
      */
     private boolean faulted;
     /** A metadata write met a full back end (EAGAIN): {@link #poll} tries it again. */
@@ -1841,9 +1842,22 @@ public final class Qcow2Driver implements BlockDriver {
     public int pendingSubmit() {
         // Finished or runnable requests count as pending so the I/O thread polls again before
         // it sleeps: their completion comes from this driver, not from a kernel event. So does
-        // a fault not yet recovered from: a request it stranded fails at a poll, not at a drain.
+        // a fault not yet recovered from once the back ends are idle: a request it stranded
+        // fails at a poll, not at a drain.
         return io.pendingSubmit() + (backing == null ? 0 : backing.pendingSubmit()) + done.size + runnable.size
-                + (faulted ? 1 : 0);
+                + (recoverable() ? 1 : 0);
+    }
+
+    /**
+     * A fault not yet recovered from that the next {@link #poll} can recover from: the back ends
+     * are idle. While they still hold operations (a stalled disk or server can hold them for
+     * long) there is nothing to do but wait for their completions, which raise the completion
+     * sources like any other: counting the fault as pending then kept the I/O thread polling
+     * the whole time (a core at 100 % while the operations stalled). The poll that reaps the
+     * last of them finds this true afterwards, so the thread polls once more and recovers.
+     */
+    private boolean recoverable() {
+        return faulted && backEndsIdle();
     }
 
     @Override
@@ -1875,7 +1889,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int awaitCompletions(int timeoutMs) {
-        if (done.size > 0 || runnable.size > 0 || faulted) {
+        if (done.size > 0 || runnable.size > 0 || recoverable()) {
             return 1;
         }
         return io.awaitCompletions(backing == null ? timeoutMs : Math.min(timeoutMs < 0 ? 1 : timeoutMs, 1));

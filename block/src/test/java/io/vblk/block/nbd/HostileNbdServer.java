@@ -57,6 +57,11 @@ final class HostileNbdServer implements AutoCloseable {
         return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
     }
 
+    /** Whether {@link #close()} was called: a session that writes without end stops on it. */
+    boolean closed() {
+        return closed;
+    }
+
     /** Connections accepted so far. */
     int connections() {
         return connections.get();
@@ -101,6 +106,28 @@ final class HostileNbdServer implements AutoCloseable {
      */
     static void negotiate(DataInputStream in, DataOutputStream out, long sizeBytes, int min, int preferred, int max)
             throws IOException {
+        int code = exportInfo(in, out, sizeBytes);
+        reply(out, code, REP_INFO, 14);
+        out.writeShort(INFO_BLOCK_SIZE);
+        out.writeInt(min);
+        out.writeInt(preferred);
+        out.writeInt(max);
+        reply(out, code, REP_ACK, 0);
+        out.flush();
+    }
+
+    /** As above without NBD_INFO_BLOCK_SIZE: the client keeps its default block sizes. */
+    static void negotiate(DataInputStream in, DataOutputStream out, long sizeBytes) throws IOException {
+        int code = exportInfo(in, out, sizeBytes);
+        reply(out, code, REP_ACK, 0);
+        out.flush();
+    }
+
+    /**
+     * The greeting, structured replies accepted, and the NBD_OPT_GO's NBD_INFO_EXPORT ({@code
+     * sizeBytes}, HAS_FLAGS only); returns the option's code for the replies that end it.
+     */
+    private static int exportInfo(DataInputStream in, DataOutputStream out, long sizeBytes) throws IOException {
         greet(in, out);
         int code = option(in);
         reply(out, code, REP_ACK, 0); // structured replies
@@ -109,13 +136,7 @@ final class HostileNbdServer implements AutoCloseable {
         out.writeShort(INFO_EXPORT);
         out.writeLong(sizeBytes);
         out.writeShort(FLAG_HAS_FLAGS);
-        reply(out, code, REP_INFO, 14);
-        out.writeShort(INFO_BLOCK_SIZE);
-        out.writeInt(min);
-        out.writeInt(preferred);
-        out.writeInt(max);
-        reply(out, code, REP_ACK, 0);
-        out.flush();
+        return code;
     }
 
     /** A request's header (proto.md "Request message"); a write's payload follows it on the stream. */

@@ -1,5 +1,10 @@
 package io.vblk.block.nbd;
 
+import static io.vblk.block.nbd.HostileNbdServer.greet;
+import static io.vblk.block.nbd.HostileNbdServer.negotiate;
+import static io.vblk.block.nbd.HostileNbdServer.option;
+import static io.vblk.block.nbd.HostileNbdServer.reply;
+import static io.vblk.block.nbd.HostileNbdServer.request;
 import static io.vblk.block.nbd.NbdProtocol.*;
 import static org.junit.jupiter.api.Assertions.*;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
@@ -8,12 +13,7 @@ import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.net.InetAddress;
-import java.net.ServerSocket;
-import java.net.Socket;
 import java.nio.ByteBuffer;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -24,86 +24,35 @@ import org.junit.jupiter.api.Test;
 /**
  * An NBD server written to attack the client's negotiation: each case is a real TCP server on
  * the loopback whose handshake is hostile (no real server misbehaves on purpose, so this one is
- * hand-written; the client side is the production code, over a real socket). The contract under
- * test: opening a disk is bounded by the connect timeout whatever the server sends, whether it
- * stalls, trickles or never stops talking.
+ * scripted on the {@link HostileNbdServer} rig; the client side is the production code, over a
+ * real socket). The contract under test: opening a disk is bounded by the connect timeout
+ * whatever the server sends, whether it stalls, trickles or never stops talking.
  */
 class NbdHostileServerAttackTest {
     private static final int CONNECT_TIMEOUT_MS = 1500;
     /** How long a test waits before calling the open hung: far beyond the connect timeout. */
     private static final long HUNG_S = 60;
 
-    private final ExecutorService pool = Executors.newCachedThreadPool(r -> {
-        Thread t = new Thread(r, "hostile-nbd");
-        t.setDaemon(true);
-        return t;
-    });
-    private ServerSocket listener;
-    private volatile boolean closed;
+    private final HostileNbdServer server = new HostileNbdServer("hostile-nbd");
 
+    /** What a connection says (one connection's script: every connection runs the same). */
     interface Script {
-        void run(DataInputStream in, DataOutputStream out) throws IOException;
+        void run(DataInputStream in, DataOutputStream out) throws IOException, InterruptedException;
     }
 
     @AfterEach
     void stop() throws IOException {
-        closed = true;
-        if (listener != null) {
-            listener.close();
-        }
-        pool.shutdownNow();
+        server.close();
     }
 
     private String serve(Script script) throws IOException {
-        listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
-        pool.submit(() -> {
-            while (!closed) {
-                try (Socket s = listener.accept()) {
-                    s.setTcpNoDelay(true);
-                    DataInputStream in = new DataInputStream(s.getInputStream());
-                    DataOutputStream out = new DataOutputStream(s.getOutputStream());
-                    script.run(in, out);
-                } catch (IOException e) {
-                    // the client hung up or the test ended
-                }
-            }
-            return null;
-        });
-        return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
-    }
-
-    /** The greeting and the client's flags (fixed newstyle, no zeroes). */
-    private static void greet(DataInputStream in, DataOutputStream out) throws IOException {
-        out.writeLong(NBDMAGIC);
-        out.writeLong(IHAVEOPT);
-        out.writeShort(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
-        out.flush();
-        in.readInt();
-    }
-
-    /** Reads one option; returns its code. */
-    private static int option(DataInputStream in) throws IOException {
-        long magic = in.readLong();
-        if (magic != IHAVEOPT) {
-            throw new IOException("bad option magic");
-        }
-        int code = in.readInt();
-        int length = in.readInt();
-        in.skipNBytes(length);
-        return code;
-    }
-
-    private static void reply(DataOutputStream out, int option, int type, int length) throws IOException {
-        out.writeLong(OPTION_REPLY_MAGIC);
-        out.writeInt(option);
-        out.writeInt(type);
-        out.writeInt(length);
+        return server.serve((connection, in, out) -> script.run(in, out));
     }
 
     /** Opens {@code address} on another thread; returns the failure, or fails the test if it hangs or succeeds. */
     private UncheckedIOException openFails(String address) throws Exception {
         NbdOptions options = NbdOptions.defaults().withConnectTimeoutMs(CONNECT_TIMEOUT_MS);
-        Future<Object> open = pool.submit(() -> {
+        Future<Object> open = server.pool().submit(() -> {
             try (NbdBackend disk = NbdBackend.open(address, options)) {
                 return disk;
             } catch (UncheckedIOException e) {
@@ -115,8 +64,7 @@ class NbdHostileServerAttackTest {
             result = open.get(HUNG_S, TimeUnit.SECONDS);
         } catch (TimeoutException e) {
             open.cancel(true);
-            closed = true;
-            listener.close();
+            server.close();
             throw new AssertionError("the open is still negotiating " + HUNG_S + " s after a connect timeout of "
                     + CONNECT_TIMEOUT_MS + " ms: a hostile server holds the opening thread for as long as it likes");
         }
@@ -141,7 +89,7 @@ class NbdHostileServerAttackTest {
             reply(out, code, REP_ACK, 0); // structured replies
             out.flush();
             option(in); // NBD_OPT_GO
-            while (!closed) {
+            while (!server.closed()) {
                 out.write(block);
             }
         });
@@ -157,10 +105,10 @@ class NbdHostileServerAttackTest {
             for (byte g : greeting) {
                 out.write(g);
                 out.flush();
-                sleep(400);
+                Thread.sleep(400);
             }
             in.readInt();
-            sleep(HUNG_S * 1000);
+            Thread.sleep(HUNG_S * 1000);
         });
         UncheckedIOException e = openFails(address);
         assertTrue(e.getMessage().contains("in time"), e.getMessage());
@@ -175,7 +123,7 @@ class NbdHostileServerAttackTest {
             greet(in, out);
             int code = option(in);
             reply(out, code, REP_ACK, Integer.MAX_VALUE);
-            while (!closed) {
+            while (!server.closed()) {
                 out.write(block);
             }
         });
@@ -204,7 +152,7 @@ class NbdHostileServerAttackTest {
             greet(in, out);
             int code = option(in);
             reply(out, code, REP_ACK, 0);
-            while (!closed) {
+            while (!server.closed()) {
                 out.write(garbage);
             }
         });
@@ -218,24 +166,10 @@ class NbdHostileServerAttackTest {
             int code = option(in);
             reply(out, code, REP_ACK, -4);
             out.flush();
-            sleep(HUNG_S * 1000);
+            Thread.sleep(HUNG_S * 1000);
         });
         UncheckedIOException e = openFails(address);
         assertTrue(e.getMessage().contains("out of range"), e.getMessage());
-    }
-
-    /** A normal negotiation: structured replies, NBD_OPT_GO with a 1 MiB export; returns after the ACK. */
-    private static void negotiate(DataInputStream in, DataOutputStream out) throws IOException {
-        greet(in, out);
-        int code = option(in);
-        reply(out, code, REP_ACK, 0); // structured replies
-        code = option(in);
-        reply(out, code, REP_INFO, 12);
-        out.writeShort(INFO_EXPORT);
-        out.writeLong(1 << 20);
-        out.writeShort(FLAG_HAS_FLAGS);
-        reply(out, code, REP_ACK, 0);
-        out.flush();
     }
 
     @Test
@@ -246,19 +180,14 @@ class NbdHostileServerAttackTest {
         // its poll (other queues and devices share that thread) and time the read out.
         byte[] flood = new byte[20 * 8192];
         String address = serve((in, out) -> {
-            negotiate(in, out);
-            in.readInt(); // request magic
-            in.readShort();
-            in.readShort();
-            long cookie = in.readLong();
-            in.readLong();
-            in.readInt();
+            negotiate(in, out, 1 << 20);
+            long cookie = request(in).cookie();
             ByteBuffer b = ByteBuffer.wrap(flood);
             while (b.hasRemaining()) {
                 b.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) 0).putShort((short) REPLY_TYPE_NONE).putLong(cookie)
                         .putInt(0);
             }
-            while (!closed) {
+            while (!server.closed()) {
                 out.write(flood);
             }
         });
@@ -268,7 +197,7 @@ class NbdHostileServerAttackTest {
             io.vblk.sys.NativeBuffer buffer = Io.buffer(4096);
             assertEquals(0, disk.prepareRead(0, Io.vector(buffer), 7));
             disk.submit();
-            Future<Long> polls = pool.submit(() -> {
+            Future<Long> polls = server.pool().submit(() -> {
                 java.util.Map<Long, Long> results = new java.util.HashMap<>();
                 while (results.isEmpty()) {
                     disk.poll(results::put, 16);
@@ -278,8 +207,7 @@ class NbdHostileServerAttackTest {
             try {
                 assertEquals(-io.vblk.sys.Errno.EIO, polls.get(HUNG_S, TimeUnit.SECONDS), "the flooded read times out");
             } catch (TimeoutException e) {
-                closed = true;
-                listener.close();
+                server.close();
                 throw new AssertionError("a server flooding well-formed chunks held the I/O thread's poll for " + HUNG_S
                         + " s, past a request timeout of 1 s");
             }
@@ -298,19 +226,16 @@ class NbdHostileServerAttackTest {
         assumeTrue(ServerProcess.available("nbdkit"), "nbdkit is not installed (.ci/run installs it)");
         byte[] flood = new byte[28 * 8192]; // whole 28-byte chunks
         String address = serve((in, out) -> {
-            negotiate(in, out);
-            in.readInt(); // request magic
-            in.readShort();
-            in.readShort();
-            long cookie = in.readLong();
-            long offset = in.readLong();
-            in.readInt();
+            negotiate(in, out, 1 << 20);
+            HostileNbdServer.Request read = request(in);
+            long cookie = read.cookie();
+            long offset = read.offset();
             ByteBuffer b = ByteBuffer.wrap(flood);
             while (b.hasRemaining()) {
                 b.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) 0).putShort((short) REPLY_TYPE_OFFSET_DATA)
                         .putLong(cookie).putInt(8).putLong(offset);
             }
-            while (!closed) {
+            while (!server.closed()) {
                 out.write(flood);
             }
         });
@@ -318,7 +243,7 @@ class NbdHostileServerAttackTest {
         java.nio.file.Path sock = dir.resolve("b.sock");
         NbdOptions flooded = NbdOptions.defaults().withConnectTimeoutMs(CONNECT_TIMEOUT_MS).withRequestTimeoutMs(120_000)
                 .withRetryTimeoutMs(0);
-        try (ServerProcess server = ServerProcess.nbdkit(sock, java.util.List.of(), "1M", java.util.List.of());
+        try (ServerProcess nbdkit = ServerProcess.nbdkit(sock, java.util.List.of(), "1M", java.util.List.of());
              NbdBackend a = NbdBackend.open(address, flooded);
              NbdBackend b = NbdBackend.open("nbd+unix:///?socket=" + sock, NbdOptions.defaults())) {
             io.vblk.sys.NativeBuffer abuf = Io.buffer(4096);
@@ -326,7 +251,7 @@ class NbdHostileServerAttackTest {
             assertEquals(0, a.prepareRead(0, Io.vector(abuf), 1));
             a.submit();
             int reads = 200;
-            Future<Integer> thread = pool.submit(() -> {
+            Future<Integer> thread = server.pool().submit(() -> {
                 java.util.Map<Long, Long> results = new java.util.HashMap<>();
                 int done = 0;
                 for (int i = 0; i < reads; i++) {
@@ -347,12 +272,11 @@ class NbdHostileServerAttackTest {
             try {
                 assertEquals(reads, thread.get(HUNG_S, TimeUnit.SECONDS));
             } catch (TimeoutException e) {
-                closed = true;
-                listener.close();
+                server.close();
                 throw new AssertionError("a server flooding disk A held the shared thread: disk B's reads did not"
                         + " complete in " + HUNG_S + " s");
             }
-            closed = true;
+            server.close();
         }
     }
 
@@ -380,18 +304,13 @@ class NbdHostileServerAttackTest {
      */
     private long readAnsweredBy(Reply reply) throws Exception {
         String address = serve((in, out) -> {
-            negotiate(in, out);
-            while (!closed) {
-                in.readInt();
-                in.readShort();
-                int type = in.readShort();
-                long cookie = in.readLong();
-                long offset = in.readLong();
-                int length = in.readInt();
-                if (type != CMD_READ) {
+            negotiate(in, out, 1 << 20);
+            while (!server.closed()) {
+                HostileNbdServer.Request r = request(in);
+                if (r.type() != CMD_READ) {
                     continue; // a disconnect
                 }
-                reply.answer(out, cookie, offset, length);
+                reply.answer(out, r.cookie(), r.offset(), r.length());
                 out.flush();
             }
         });
@@ -516,14 +435,5 @@ class NbdHostileServerAttackTest {
                 data(out, i == 63 ? REPLY_FLAG_DONE : 0, cookie, offset + 64L * i, 64);
             }
         }));
-    }
-
-    private static void sleep(long ms) throws IOException {
-        try {
-            Thread.sleep(ms);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            throw new IOException("interrupted");
-        }
     }
 }
