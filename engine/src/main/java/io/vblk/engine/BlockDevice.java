@@ -434,6 +434,11 @@ public final class BlockDevice implements AutoCloseable {
         await(done);
     }
 
+    /** I/O thread {@code t} (for tests). */
+    IoThread ioThread(int t) {
+        return threads[t];
+    }
+
     /** Starts every queue that has a ring layout. */
     public void start() {
         for (DeviceQueue q : queues) {
