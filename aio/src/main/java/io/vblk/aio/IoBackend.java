@@ -161,6 +161,18 @@ public interface IoBackend extends Drainable, AutoCloseable {
     }
 
     /**
+     * Switches the reaping thread's sleep into this back end's ring ({@link RingSleep}), where the
+     * back end is a kernel ring that supports it (io_uring on Linux 5.13+); null otherwise, and
+     * then nothing changes. After a switch the kernel's completions no longer signal
+     * {@link #completionEvent()}: the thread must sleep through the returned {@link RingSleep}
+     * (and {@link #awaitCompletions} waits in the ring). Call once, on the thread that submits and
+     * reaps, or before it starts.
+     */
+    default RingSleep sleepInRing() {
+        return null;
+    }
+
+    /**
      * Blocks up to {@code timeoutMs} (-1: forever) until completions may be available, without
      * consuming them. Returns 1 if they may be, 0 on timeout, or {@code -errno}. Works on every
      * platform; on Linux it waits on {@link #completionEvent()}.

@@ -104,19 +104,31 @@ final class IoUringBackend extends SlottedBackend {
     private final FixedBuffers fixedBuffers = new FixedBuffers();
     /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
     private volatile boolean ringsReleased;
+    /** The kernel has what {@link RingPolls} needs: multishot poll (5.13) and EXT_ARG (5.11). */
+    private final boolean ringSleepSupported;
+    /** The thread's sleep in this ring, once {@link #sleepInRing()} switched it on; else null. */
+    private RingPolls polls;
+    /** Poll SQEs ({@link RingPolls}) the kernel took: not I/O, so not in flight. */
+    private volatile int extraSqesTaken;
+    /** Poll CQEs reaped: not I/O either. */
+    private volatile int extraCqesReaped;
 
     IoUringBackend(Image image, BackendOptions options) {
         super(image, options, CompletionSignal.overEventFd());
         if (image.portable()) {
             throw new IllegalArgumentException("io_uring needs a native image, not " + image);
         }
-        int entries = BitUtil.findNextPositivePowerOfTwo(options.depth());
+        // Spare entries beyond the slots' own: the SQEs of a ring sleep's polls (RingPolls).
+        int entries = BitUtil.findNextPositivePowerOfTwo(options.depth() + RingPolls.SPARE_SQES);
         if (entries > IoUringDescriptor.MAX_ENTRIES) {
             throw new IllegalArgumentException("io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES);
         }
         UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
         int fd = setup(entries, params);
         boolean coopTaskRun = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_TASKRUN_FLAG) != 0;
+        int setupFeatures = params.getInt(IoUringDescriptor.PARAMS_FEATURES_OFFSET);
+        this.ringSleepSupported = (setupFeatures & IoUringDescriptor.FEAT_EXT_ARG) != 0
+                && (setupFeatures & IoUringDescriptor.FEAT_RSRC_TAGS) != 0;
         Mapping sqMap = null;
         Mapping cqMap = null;
         Mapping sqeMem = null;
@@ -407,7 +419,9 @@ final class IoUringBackend extends SlottedBackend {
     int kernelInFlight() {
         // After close nothing is in flight (close waited) and the ring is gone. A reader on
         // another thread than the closing one must not race close (as with any other call).
-        return ringsReleased ? 0 : sq.getIntVolatile(sqHead) - localCqHead;
+        // Poll SQEs and CQEs of a ring sleep are not I/O: taken out (each counter is raised
+        // before the index it corrects, so another thread may see one too many, never too few).
+        return ringsReleased ? 0 : (sq.getIntVolatile(sqHead) - extraSqesTaken) - (localCqHead - extraCqesReaped);
     }
 
     @Override
@@ -444,7 +458,12 @@ final class IoUringBackend extends SlottedBackend {
         int n = 0;
         while (n < max && head != tail) {
             int cqe = cqes + (head & cqMask) * CQE_LENGTH;
-            int slot = (int) cq.getLong(cqe + CQE_USER_DATA_OFFSET);
+            long userData = cq.getLong(cqe + CQE_USER_DATA_OFFSET);
+            if (userData < 0) {
+                head = takePollCqe(cqe, head);
+                continue; // a ring sleep's poll (RingPolls): never a request's completion
+            }
+            int slot = (int) userData;
             long result = cq.getInt(cqe + CQE_RES_OFFSET);
             head++;
             // Taken (one store: what kernelInFlight counts), then released to the kernel.
@@ -477,6 +496,99 @@ final class IoUringBackend extends SlottedBackend {
         }
     }
 
+    /**
+     * Takes the poll CQE at {@code head} (user data with the sign bit: {@link RingPolls}) and
+     * returns the next head. Counted as not I/O before the head moves past it.
+     */
+    private int takePollCqe(int cqe, int head) {
+        long userData = cq.getLong(cqe + CQE_USER_DATA_OFFSET);
+        int result = cq.getInt(cqe + CQE_RES_OFFSET);
+        int flags = cq.getInt(cqe + IoUringDescriptor.CQE_FLAGS_OFFSET);
+        extraCqesReaped = extraCqesReaped + 1;
+        int next = head + 1;
+        localCqHead = next;
+        cq.putIntOrdered(cqHead, next);
+        RingPolls p = polls;
+        if (p != null) {
+            p.onCqe(userData, result, flags);
+        }
+        return next;
+    }
+
+    /**
+     * Switches this ring to {@link RingSleep}: the kernel stops signalling the completion eventfd
+     * (IORING_UNREGISTER_EVENTFD), which stays for user-space signals (the helper thread, a poll
+     * that stopped at its maximum) and is itself watched by a poll in the ring. Null when the
+     * kernel lacks multishot poll or EXT_ARG (before 5.13) or refuses; the caller then keeps epoll.
+     * Submitting thread, before it sleeps (or before that thread starts).
+     */
+    @Override
+    public RingSleep sleepInRing() {
+        if (polls != null) {
+            return polls;
+        }
+        if (!ringSleepSupported || signal.eventFd() == null) {
+            return null;
+        }
+        long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.UNREGISTER_EVENTFD, 0, 0, 0);
+        if (rc < 0) {
+            return null;
+        }
+        RingPolls p = new RingPolls(this, sqes, slots.depth());
+        p.watch(signal.eventFd().fd(), RingPolls.COMPLETION_TAG);
+        polls = p;
+        return p;
+    }
+
+    /** Once the ring sleeps: the kernel's completions no longer reach the eventfd, so wait in the ring. */
+    @Override
+    int awaitSignal(int timeoutMs) {
+        RingPolls p = polls;
+        return p == null ? super.awaitSignal(timeoutMs) : p.await(timeoutMs);
+    }
+
+    /** Queues SQE {@code index} (a {@link RingPolls} spare) at the SQ tail. Submitting thread. */
+    void enqueueSqe(int index) {
+        enqueue(index);
+    }
+
+    /**
+     * {@link RingPolls}' enter: submits the {@code toSubmit} poll SQEs queued last (nothing else
+     * is queued then), waits for {@code minComplete} CQEs, and takes back what the kernel did not
+     * consume, so a later I/O submission never carries one. Returns how many it took.
+     */
+    int enterExtras(int toSubmit, int minComplete, int flags, long arg) {
+        int head = sq.getIntVolatile(sqHead);
+        if (toSubmit > 0) {
+            sq.putIntOrdered(sqTail, localTail);
+        }
+        long rc;
+        if ((flags & IoUringDescriptor.ENTER_EXT_ARG) != 0) {
+            // Six arguments: the sixth (the argument's size) only survives jnr-ffi's slow path.
+            rc = Native.syscall6(Linux.SYS_IO_URING_ENTER, ringFd, toSubmit, minComplete, flags, arg,
+                    IoUringDescriptor.GETEVENTS_ARG_LENGTH);
+        } else {
+            rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, toSubmit, minComplete, flags, 0);
+        }
+        int taken = sq.getIntVolatile(sqHead) - head;
+        extraSqesTaken = extraSqesTaken + taken;
+        if (localTail - head > taken) {
+            // Only our enters consume SQEs (no SQPOLL), so the untaken tail can be withdrawn.
+            localTail = head + taken;
+            sq.putIntOrdered(sqTail, localTail);
+        }
+        return taken;
+    }
+
+    /** Waits in the ring for a CQE without touching the SQ (a drain on any reaping thread). */
+    void enterWait(int flags, long arg) {
+        if ((flags & IoUringDescriptor.ENTER_EXT_ARG) != 0) {
+            Native.syscall6(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, flags, arg, IoUringDescriptor.GETEVENTS_ARG_LENGTH);
+        } else {
+            Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, flags, 0);
+        }
+    }
+
     @Override
     boolean hasQueuedCompletions() {
         return completionsPosted() || completionsAwaitEntry();
@@ -495,7 +607,13 @@ final class IoUringBackend extends SlottedBackend {
             }
             int tail = cq.getIntVolatile(cqTail);
             while (localCqHead != tail) {
-                int slot = (int) cq.getLong(cqes + (localCqHead & cqMask) * CQE_LENGTH + CQE_USER_DATA_OFFSET);
+                int cqe = cqes + (localCqHead & cqMask) * CQE_LENGTH;
+                long userData = cq.getLong(cqe + CQE_USER_DATA_OFFSET);
+                if (userData < 0) {
+                    takePollCqe(cqe, localCqHead);
+                    continue;
+                }
+                int slot = (int) userData;
                 localCqHead++;
                 cq.putIntOrdered(cqHead, localCqHead);
                 dropCompletion(slot);

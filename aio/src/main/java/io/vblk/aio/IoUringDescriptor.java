@@ -154,6 +154,28 @@ final class IoUringDescriptor {
     static final long MAX_REGISTERED_BUFFER_BYTES = 1L << 30;
     /** The most registered buffers one ring holds (IORING_MAX_REG_BUFFERS). */
     static final int MAX_REGISTERED_BUFFERS = 1 << 14;
+    // ring sleep (see RingPolls): readiness polls sharing the ring with the I/O
+    /** Poll a descriptor (addr unused, len: {@link #POLL_ADD_MULTI}, op flags: the poll mask). Linux 5.1. */
+    static final byte OP_POLL_ADD = 6;
+    /** Remove a poll by its user data (in addr). Linux 5.1. */
+    static final byte OP_POLL_REMOVE = 7;
+    /** POLL_ADD's len flag: stay armed and post a CQE per wake-up (multishot). Linux 5.13. */
+    static final int POLL_ADD_MULTI = 1;
+    /** CQE flag: the multishot request that posted this CQE stays armed. */
+    static final int CQE_F_MORE = 1 << 1;
+    /** poll(2)'s POLLIN. */
+    static final int POLLIN = 1;
+    /** io_uring_enter takes a {@code struct io_uring_getevents_arg} (with a timeout). Linux 5.11. */
+    static final int ENTER_EXT_ARG = 1 << 3;
+    /** The kernel accepts {@link #ENTER_EXT_ARG}. Linux 5.11. */
+    static final int FEAT_EXT_ARG = 1 << 8;
+    /** Resource tags (Linux 5.13, the release with multishot poll, {@link #POLL_ADD_MULTI}). */
+    static final int FEAT_RSRC_TAGS = 1 << 10;
+    /** struct io_uring_getevents_arg: u64 sigmask, u32 sigmask_sz, u32 pad, u64 ts (a timespec pointer). */
+    static final int GETEVENTS_ARG_LENGTH = 24;
+    static final int GETEVENTS_ARG_TS_OFFSET = 16;
+    /** io_uring_register: stops the kernel signalling the registered eventfd. */
+    static final int UNREGISTER_EVENTFD = 5;
 
     /** The most entries io_uring_setup accepts. */
     static final int MAX_ENTRIES = 32768;

@@ -635,6 +635,11 @@ abstract class SlottedBackend implements IoBackend {
         if (!deferred.isEmpty() || hasQueuedCompletions() || (helper != null && helper.hasDone()) || !copyOuts.isEmpty()) {
             return 1;
         }
+        return awaitSignal(timeoutMs);
+    }
+
+    /** Waits for the completion signal (io_uring waits in its ring once it sleeps there). */
+    int awaitSignal(int timeoutMs) {
         return signal.await(timeoutMs);
     }
 

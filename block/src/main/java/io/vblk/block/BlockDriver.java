@@ -121,6 +121,17 @@ public interface BlockDriver extends Drainable, AutoCloseable {
         return false;
     }
 
+    /**
+     * Switches the I/O thread's sleep into the driver's one io_uring ring (see {@link
+     * io.vblk.aio.IoBackend#sleepInRing()}); null where the driver has no single ring that can
+     * (several back ends, linux-aio, threads, a network server): the thread then keeps epoll
+     * over {@link #completionSources()}. After a switch those sources are no longer watched.
+     * Call once, before the I/O thread starts or on it.
+     */
+    default io.vblk.aio.RingSleep sleepInRing() {
+        return null;
+    }
+
     /** How many completion sources the I/O thread should watch (0 or more). */
     int completionSources();
 

@@ -200,6 +200,12 @@ public final class RawDriver implements BlockDriver {
         backend.acknowledgeCompletions();
     }
 
+    /** The back end's own ring, when it has one that can (one back end: a raw image). */
+    @Override
+    public io.vblk.aio.RingSleep sleepInRing() {
+        return backend.sleepInRing();
+    }
+
     @Override
     public int awaitCompletions(int timeoutMs) {
         return backend.awaitCompletions(timeoutMs);

@@ -26,10 +26,15 @@ import io.vblk.vhost.SocketFile;
  * each whole line, one client turn at a time (each client's requests in order). A client that
  * sends half a line and stops holds no thread; one that reads no responses is closed after
  * {@link #WRITE_WAIT_MS} with its socket buffer full; one that floods is served in turn with the
- * rest. At most {@link #MAX_CLIENTS} at once, further ones get one error line and are closed. A
+ * rest. At most {@link #MAX_CLIENTS} at once: a further one takes the place of the client idle
+ * longest, or, when every client is in a turn, gets one error line and is closed. A
  * line longer than {@link #MAX_LINE_BYTES} ends its connection with an error; a client's partial
- * line never holds more than that ({@link LineBuffer}), so all clients together hold at most
- * {@code MAX_CLIENTS * MAX_LINE_BYTES} (256 MiB) of heap, not twice that.
+ * line never holds more than that ({@link LineBuffer}). Together: each client's first
+ * {@link #OWN_LINE_BYTES} are its own, and beyond that a line grows from one pool of
+ * {@link #SHARED_LINE_BYTES} for all clients ({@link LinePool}); a client whose line would need
+ * more than the pool has left gets an error and is closed. So all partial lines hold at most
+ * {@code MAX_CLIENTS * OWN_LINE_BYTES + SHARED_LINE_BYTES} (32 MiB) of heap, not 256 MiB, and
+ * clients that hog the pool never stop another client's ordinary (short) requests.
  *
  * <p>A turn that throws, an {@link Error} included (an OutOfMemoryError while a request builds
  * its answer, a StackOverflowError), still closes its client; see {@link #endTurn}.
@@ -43,6 +48,10 @@ final class ControlServer implements AutoCloseable {
 
     static final int MAX_CLIENTS = 256;
     static final int MAX_LINE_BYTES = 1 << 20;
+    /** The part of a client's partial line that needs nothing from the shared pool (every request vblk ctl sends fits). */
+    static final int OWN_LINE_BYTES = 64 << 10;
+    /** The pool all clients' longer lines grow from. */
+    static final int SHARED_LINE_BYTES = 16 << 20;
     /** How long a response may wait for a client to make room in its socket buffer. */
     static final int WRITE_WAIT_MS = 5_000;
     private static final int BACKLOG = 128;
@@ -55,6 +64,7 @@ final class ControlServer implements AutoCloseable {
     private final EventLoop loop;
     private final Executor handlers;
     private final Set<Client> clients = ConcurrentHashMap.newKeySet();
+    private final LinePool linePool = new LinePool(SHARED_LINE_BYTES);
     private final EventLoop.Registration listening;
     private volatile boolean closing;
 
@@ -120,9 +130,9 @@ final class ControlServer implements AutoCloseable {
                 socket.close();
                 continue;
             }
-            if (clients.size() >= MAX_CLIENTS) {
+            if (clients.size() >= MAX_CLIENTS && !evictLongestIdle()) {
                 write(socket, JsonRpc.error(null, RpcError.INTERNAL_ERROR, "too many control clients (at most "
-                        + MAX_CLIENTS + "); try again later"));
+                        + MAX_CLIENTS + "), all busy; try again later"));
                 socket.close();
                 continue;
             }
@@ -135,6 +145,28 @@ final class ControlServer implements AutoCloseable {
                 endTurn(c);
             }
         }
+    }
+
+    /**
+     * Makes room for a new client when all places are taken: closes the client whose last turn
+     * ended longest ago (none in a turn now). Without it, {@link #MAX_CLIENTS} connections that
+     * never send a byte kept every other client out (irev4 ControlTotalBoundTest). False when
+     * every client is in a turn.
+     */
+    private boolean evictLongestIdle() {
+        Client oldest = null;
+        for (Client c : clients) {
+            if (!c.inTurn && (oldest == null || c.lastActive < oldest.lastActive)) {
+                oldest = c;
+            }
+        }
+        if (oldest == null) {
+            return false;
+        }
+        log.info("control: " + MAX_CLIENTS + " clients connected: closing the one idle longest for a new one");
+        oldest.shutdown(); // a turn that starts meanwhile ends at its first read or write
+        oldest.close();
+        return true;
     }
 
     /**
@@ -157,16 +189,30 @@ final class ControlServer implements AutoCloseable {
         }
     }
 
+    /**
+     * What a turn reads into, one pair per handler thread rather than per client: a turn runs on
+     * one thread and keeps nothing in them after it ends (the partial line is copied out), so 256
+     * idle clients do not hold 256 * 128 KiB. A pool thread that ends lets its pair go.
+     */
+    private static final class ReadBuffers {
+        final NativeBuffer in = new NativeBuffer(READ_BYTES);
+        final byte[] chunk = new byte[READ_BYTES];
+    }
+
+    private static final ThreadLocal<ReadBuffers> READ_BUFFERS = ThreadLocal.withInitial(ReadBuffers::new);
+
     /** One client connection: its partial line between turns. */
     private final class Client {
         private final UnixSocket socket;
-        private final NativeBuffer in = new NativeBuffer(READ_BYTES);
-        private final byte[] chunk = new byte[READ_BYTES];
         private final int[] fds = new int[UnixSocket.MAX_FDS];
         private final int[] fdCount = new int[1];
-        private final LineBuffer line = new LineBuffer(MAX_LINE_BYTES);
+        private final LineBuffer line = new LineBuffer(MAX_LINE_BYTES, OWN_LINE_BYTES, linePool);
         private EventLoop.Registration registration;
         private boolean closed;
+        /** When its last turn ended (or it connected), in System.nanoTime; for {@link #evictLongestIdle}. */
+        volatile long lastActive = System.nanoTime();
+        /** Whether a turn runs now. */
+        volatile boolean inTurn;
         /** Guards the descriptor against a shutdown after close (its number may be reused); never held long. */
         private final Object fdLock = new Object();
         private boolean fdClosed;
@@ -184,6 +230,7 @@ final class ControlServer implements AutoCloseable {
             if (closed) {
                 return;
             }
+            inTurn = true;
             try {
                 if (closing || !readAndAnswer()) {
                     close();
@@ -193,11 +240,17 @@ final class ControlServer implements AutoCloseable {
             } catch (Throwable e) {
                 log.info("control: client turn failed, closing it: " + e);
                 endTurn(this);
+            } finally {
+                lastActive = System.nanoTime();
+                inTurn = false;
             }
         }
 
         /** False when the connection is over. */
         private boolean readAndAnswer() {
+            ReadBuffers b = READ_BUFFERS.get();
+            NativeBuffer in = b.in;
+            byte[] chunk = b.chunk;
             long n = socket.receive(in.address(), READ_BYTES, fds, fdCount);
             for (int i = 0; i < fdCount[0]; i++) {
                 io.vblk.sys.Native.libc().close(fds[i]); // a control client has no business sending descriptors
@@ -226,6 +279,11 @@ final class ControlServer implements AutoCloseable {
         }
 
         private boolean tooLong() {
+            if (line.refusedForPool()) {
+                write(socket, JsonRpc.error(null, RpcError.INTERNAL_ERROR, "the control clients' long request lines use "
+                        + "all the memory they may (" + SHARED_LINE_BYTES + " bytes together); closing the connection"));
+                return false;
+            }
             write(socket, JsonRpc.error(null, RpcError.INVALID_REQUEST, "request line longer than "
                     + MAX_LINE_BYTES + " bytes; closing the connection"));
             return false;
@@ -305,27 +363,87 @@ final class ControlServer implements AutoCloseable {
         return largest;
     }
 
+    /** The bytes all clients' partial-line buffers hold now, for tests. */
+    long totalLineCapacity() {
+        long total = 0;
+        for (Client c : clients) {
+            total += c.lineCapacity();
+        }
+        return total;
+    }
+
+    /** The bytes of the shared pool that clients' lines hold now, for tests. */
+    long sharedLineBytesInUse() {
+        return linePool.inUse();
+    }
+
     /** The clients connected now. */
     int clientCount() {
         return clients.size();
     }
 
     /**
+     * The bytes all clients' partial lines may hold beyond their own allowance. Taken when a
+     * buffer grows past its allowance, given back when it shrinks or its client closes.
+     */
+    static final class LinePool {
+        private final long size;
+        private final java.util.concurrent.atomic.AtomicLong used = new java.util.concurrent.atomic.AtomicLong();
+
+        LinePool(long size) {
+            this.size = size;
+        }
+
+        /** Takes {@code n} bytes; false (nothing taken) when fewer are left. */
+        boolean take(long n) {
+            while (true) {
+                long u = used.get();
+                if (n > size - u) {
+                    return false;
+                }
+                if (used.compareAndSet(u, u + n)) {
+                    return true;
+                }
+            }
+        }
+
+        void give(long n) {
+            used.addAndGet(-n);
+        }
+
+        long inUse() {
+            return used.get();
+        }
+    }
+
+    /**
      * One client's partial line: grows by doubling up to {@code limit} and never past it (a plain
      * ByteArrayOutputStream would double a 1 MiB line to 2 MiB); an append that would pass the
-     * limit is refused and leaves the buffer as it was.
+     * limit is refused and leaves the buffer as it was. Capacity beyond {@code own} bytes is taken
+     * from {@code pool}: an append that needs more than the pool has left is refused too
+     * ({@link #refusedForPool} tells which). A reset after a long line gives the memory back.
      */
     static final class LineBuffer {
         private static final int INITIAL_BYTES = 256;
         private final int limit;
+        private final int own;
+        private final LinePool pool;
         private byte[] bytes = new byte[0];
         private int length;
+        private boolean refusedForPool;
 
+        /** A buffer that takes nothing from a pool (tests). */
         LineBuffer(int limit) {
-            this.limit = limit;
+            this(limit, limit, new LinePool(0));
         }
 
-        /** Appends {@code n} bytes; false (nothing appended) when the line would pass the limit. */
+        LineBuffer(int limit, int own, LinePool pool) {
+            this.limit = limit;
+            this.own = own;
+            this.pool = pool;
+        }
+
+        /** Appends {@code n} bytes; false (nothing appended) when the line would pass the limit or the pool. */
         boolean append(byte[] from, int offset, int n) {
             if (n > limit - length) {
                 return false;
@@ -333,6 +451,16 @@ final class ControlServer implements AutoCloseable {
             int need = length + n;
             if (need > bytes.length) {
                 int grown = (int) Math.min(limit, Math.max(need, Math.max(INITIAL_BYTES, 2L * bytes.length)));
+                long charge = pooled(grown) - pooled(bytes.length);
+                if (charge > 0 && !pool.take(charge)) {
+                    // Doubling may ask more than needed: try for exactly what this append needs.
+                    grown = need;
+                    charge = pooled(grown) - pooled(bytes.length);
+                    if (charge > 0 && !pool.take(charge)) {
+                        refusedForPool = true;
+                        return false;
+                    }
+                }
                 bytes = java.util.Arrays.copyOf(bytes, grown);
             }
             System.arraycopy(from, offset, bytes, length, n);
@@ -340,17 +468,34 @@ final class ControlServer implements AutoCloseable {
             return true;
         }
 
+        /** The part of {@code capacity} charged to the pool. */
+        private long pooled(int capacity) {
+            return Math.max(0, capacity - own);
+        }
+
+        /** Whether the last refused append was refused for the shared pool, not the limit. */
+        boolean refusedForPool() {
+            return refusedForPool;
+        }
+
         String text() {
             return new String(bytes, 0, length, StandardCharsets.UTF_8);
         }
 
+        /** Empties the line; a buffer grown into the pool gives that memory back. */
         void reset() {
             length = 0;
+            refusedForPool = false;
+            if (bytes.length > own) {
+                pool.give(pooled(bytes.length));
+                bytes = new byte[0];
+            }
         }
 
         /** Drops the memory (a closed client may stay referenced for a while). */
         void release() {
             length = 0;
+            pool.give(pooled(bytes.length));
             bytes = new byte[0];
         }
 

@@ -1,7 +1,11 @@
 package io.vblk.daemon;
 
 import java.util.concurrent.ExecutorService;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import io.vblk.vhost.EventLoop;
 import io.vblk.vhost.Log;
@@ -19,10 +23,16 @@ import io.vblk.vhost.Log;
  * so one slow or hostile frontend holds at most one of them and the others keep serving every
  * other export's messages. RPC clients: at most {@link #RPC_HANDLERS} requests run at once, each
  * client's in order; the rest wait their turn (methods that change exports are serialized anyway).
+ * That bound is high because a call may wait on a server outside the daemon for as long as the
+ * server stalls (an export.add's connect and handshake, an export.remove's drain) and holds its
+ * handler meanwhile: with four handlers, four such calls left every other client, daemon.shutdown
+ * included, waiting behind them (irev4 StalledCallsAttackTest). The threads exist only while busy.
  */
 final class ControlThreads implements AutoCloseable {
     static final int VHOST_HANDLERS = 4;
-    static final int RPC_HANDLERS = 4;
+    static final int RPC_HANDLERS = 32;
+    /** Threads an elastic pool starts before it looks for an idle one (the RPC pool's old fixed size). */
+    static final int CORE_THREADS = 4;
     private static final int IDLE_SECONDS = 30;
 
     private final EventLoop loop;
@@ -32,7 +42,81 @@ final class ControlThreads implements AutoCloseable {
     ControlThreads(Log log) {
         this.loop = EventLoop.start("vblk-control-loop", log);
         this.vhost = EventLoop.pool("vblk-vhost", VHOST_HANDLERS, IDLE_SECONDS);
-        this.rpc = EventLoop.pool("vblk-rpc", RPC_HANDLERS, IDLE_SECONDS);
+        this.rpc = elasticPool("vblk-rpc", RPC_HANDLERS, IDLE_SECONDS);
+    }
+
+    /**
+     * A pool that hands a task to an idle thread when there is one, starts another thread (up to
+     * {@code max}) when there is none, and queues only when {@code max} are busy; idle threads
+     * end after {@code idleSeconds}. (A plain ThreadPoolExecutor either queues as soon as its
+     * core threads exist, or starts a core thread per task until there are {@code max}, idle
+     * ones or not.) Sequential calls keep using one thread; calls that block each get their own.
+     */
+    static ExecutorService elasticPool(String name, int max, int idleSeconds) {
+        AtomicInteger n = new AtomicInteger();
+        ElasticQueue queue = new ElasticQueue();
+        ElasticPool p = new ElasticPool(max, idleSeconds, queue, r -> {
+            Thread t = new Thread(r, name + "-" + n.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        }, (task, pool) -> {
+            if (pool.isShutdown()) {
+                throw new RejectedExecutionException(name + " is shut down");
+            }
+            queue.force(task); // all max threads busy: the task waits its turn
+        });
+        queue.pool = p;
+        return p;
+    }
+
+    /** Counts the tasks submitted and not finished (the pool's own active count lags a thread's start). */
+    private static final class ElasticPool extends ThreadPoolExecutor {
+        final AtomicInteger unfinished = new AtomicInteger();
+
+        ElasticPool(int max, int idleSeconds, ElasticQueue queue, java.util.concurrent.ThreadFactory threads,
+                java.util.concurrent.RejectedExecutionHandler full) {
+            // The first few threads start as tasks come, like a fixed pool of that size: a client
+            // that sends its next request the moment it reads an answer (before the answering
+            // thread has returned to the pool) then finds one idle, and ordinary traffic keeps the
+            // few threads the daemon always had. Beyond them a thread starts only while all are busy.
+            super(Math.min(CORE_THREADS, max), max, idleSeconds, TimeUnit.SECONDS, queue, threads, full);
+            allowCoreThreadTimeOut(true);
+        }
+
+        @Override
+        public void execute(Runnable task) {
+            unfinished.incrementAndGet();
+            try {
+                super.execute(task);
+            } catch (RuntimeException | Error e) {
+                unfinished.decrementAndGet();
+                throw e;
+            }
+        }
+
+        @Override
+        protected void afterExecute(Runnable task, Throwable thrown) {
+            unfinished.decrementAndGet();
+        }
+    }
+
+    /** Refuses a task (so that the pool starts a thread) while every thread has a task and there is room for one more. */
+    private static final class ElasticQueue extends LinkedBlockingQueue<Runnable> {
+        private static final long serialVersionUID = 1L;
+        private transient volatile ElasticPool pool;
+
+        @Override
+        public boolean offer(Runnable task) {
+            ElasticPool p = pool;
+            if (p != null && p.getPoolSize() < p.getMaximumPoolSize() && p.unfinished.get() > p.getPoolSize()) {
+                return false;
+            }
+            return super.offer(task);
+        }
+
+        void force(Runnable task) {
+            super.offer(task);
+        }
     }
 
     EventLoop loop() {

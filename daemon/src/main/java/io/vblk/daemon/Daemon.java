@@ -52,6 +52,16 @@ final class Daemon implements AutoCloseable {
      * socket and I/O threads stay reserved until the close ends. Guarded by {@code changes}.
      */
     private final Map<String, Export> removing = new LinkedHashMap<>();
+    /**
+     * The image file of every export listed, being opened or being removed, by id (guarded by
+     * {@code changes}): a file is exported once while either export is writable (irev4
+     * ImageSharingAttackTest).
+     */
+    private final Map<String, ImageUse> images = new LinkedHashMap<>();
+
+    /** An export's image file, identified as the kernel does (not by name), and whether it is written. */
+    private record ImageUse(Object file, boolean readOnly) {
+    }
     private volatile boolean shuttingDown;
     private final ControlThreads control;
 
@@ -102,6 +112,11 @@ final class Daemon implements AutoCloseable {
         }
     }
 
+    /** Where the daemon logs (the metrics endpoint logs there too). */
+    Log log() {
+        return log;
+    }
+
     /** The threads that serve every export's socket and every control client. */
     ControlThreads controlThreads() {
         return control;
@@ -131,6 +146,7 @@ final class Daemon implements AutoCloseable {
      */
     Export add(ExportSpec spec) {
         Path socket = spec.socket.toAbsolutePath().normalize();
+        Object imageFile = imageFile(spec);
         SharedIoThread[] threads;
         synchronized (changes) {
             if (shuttingDown) {
@@ -168,6 +184,16 @@ final class Daemon implements AutoCloseable {
                             + "' (iothread.add creates one)");
                 }
             }
+            if (imageFile != null) {
+                for (Map.Entry<String, ImageUse> u : images.entrySet()) {
+                    if (u.getValue().file().equals(imageFile) && !(spec.readOnly && u.getValue().readOnly())) {
+                        throw new RpcError(RpcError.IN_USE, "image " + spec.imageName() + " is already exported by '" + u.getKey()
+                                + "'" + (u.getValue().readOnly() ? " read-only" : "") + ": one file is exported once unless every"
+                                + " export of it is read-only (two writers, or a reader beside a writer, corrupt it for both)");
+                    }
+                }
+                images.put(spec.id, new ImageUse(imageFile, spec.readOnly));
+            }
             opening.put(spec.id, spec);
         }
         Export export = null;
@@ -185,6 +211,9 @@ final class Daemon implements AutoCloseable {
         } finally {
             synchronized (changes) {
                 opening.remove(spec.id);
+                if (!installed) {
+                    images.remove(spec.id);
+                }
             }
             if (export != null && !installed) {
                 export.close(); // the daemon began shutting down while it opened
@@ -194,6 +223,27 @@ final class Daemon implements AutoCloseable {
             throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
         }
         return export;
+    }
+
+    /**
+     * What identifies {@code spec}'s image file whatever its name (a symlink, a hard link, ..):
+     * its device and inode, or for a block device the device it names; null for a network or
+     * null disk, or when the file cannot be examined (its open then says why).
+     */
+    private static Object imageFile(ExportSpec spec) {
+        if (spec.image == null) {
+            return null;
+        }
+        try {
+            Map<String, Object> a = java.nio.file.Files.readAttributes(spec.image, "unix:dev,ino,mode,rdev");
+            int mode = (Integer) a.get("mode");
+            if ((mode & 0170000) == 0060000) { // S_IFBLK: two nodes may name one device
+                return "block device " + a.get("rdev");
+            }
+            return a.get("dev") + ":" + a.get("ino");
+        } catch (java.io.IOException | RuntimeException e) {
+            return null;
+        }
     }
 
     /** The first of {@code among} that serves on {@code socket} (absolute and normalized), or null. */
@@ -259,6 +309,7 @@ final class Daemon implements AutoCloseable {
         } finally {
             synchronized (changes) {
                 removing.remove(id);
+                images.remove(id); // its file is free once its close ended
                 changes.notifyAll(); // a shutdown may wait for this close
             }
         }
@@ -271,6 +322,7 @@ final class Daemon implements AutoCloseable {
         e.close();
         exports.remove(e.spec.id);
         order.remove(e.spec.id);
+        images.remove(e.spec.id);
         log.info("export " + e.spec.id + ": removed");
     }
 

@@ -118,13 +118,33 @@ final class DaemonCommand implements Callable<Integer> {
 
     /** The configuration file: the parameters of iothread.add and export.add calls, applied in that order. */
     record Config(List<Map<String, Object>> iothreads, List<Map<String, Object>> exports) {
+        /** Far above any real configuration (a few hundred bytes per export); the file is read whole into the heap. */
+        static final int MAX_BYTES = 16 << 20;
+
+        /**
+         * Reads and checks {@code file}: a regular file (a FIFO would block the start until a
+         * writer came, a device such as /dev/zero never ends) of at most {@link #MAX_BYTES}, in
+         * UTF-8. Nothing larger is ever read into memory.
+         */
         static Config read(Path file) {
+            if (!Files.exists(file)) {
+                throw new InvalidParams("--config " + file + ": file not found");
+            }
+            if (!Files.isRegularFile(file)) {
+                throw new InvalidParams("--config " + file + ": not a regular file (a directory, FIFO, socket or device is refused)");
+            }
             Object doc;
-            try {
-                doc = JsonRpc.JSON_IN.anyFrom(Files.readString(file));
+            try (java.io.InputStream in = Files.newInputStream(file)) {
+                byte[] bytes = in.readNBytes(MAX_BYTES + 1);
+                if (bytes.length > MAX_BYTES) {
+                    throw new InvalidParams("--config " + file + ": larger than " + MAX_BYTES + " bytes");
+                }
+                String text = java.nio.charset.StandardCharsets.UTF_8.newDecoder()
+                        .onMalformedInput(java.nio.charset.CodingErrorAction.REPORT)
+                        .decode(java.nio.ByteBuffer.wrap(bytes)).toString();
+                doc = JsonRpc.JSON_IN.anyFrom(text);
             } catch (IOException e) {
-                throw new InvalidParams("--config " + file + ": " + (Files.exists(file) ? "not valid JSON: "
-                        + e.getMessage().lines().findFirst().orElse("") : "file not found"));
+                throw new InvalidParams("--config " + file + ": not valid JSON: " + String.valueOf(e.getMessage()).lines().findFirst().orElse(""));
             }
             if (!(doc instanceof Map<?, ?> top)) {
                 throw new InvalidParams("--config " + file + ": expected an object {\"iothreads\": [...], \"exports\": [...]}");

@@ -3,8 +3,6 @@ package io.vblk.daemon;
 import java.util.ArrayList;
 import java.util.List;
 
-import org.HdrHistogram.Histogram;
-
 import io.prometheus.metrics.model.registry.MultiCollector;
 import io.prometheus.metrics.model.snapshots.CounterSnapshot;
 import io.prometheus.metrics.model.snapshots.CounterSnapshot.CounterDataPointSnapshot;
@@ -19,6 +17,7 @@ import io.prometheus.metrics.model.snapshots.SummarySnapshot.SummaryDataPointSna
 import io.prometheus.metrics.model.snapshots.Unit;
 
 import io.vblk.engine.BlockDevice;
+import io.vblk.engine.LatencySummary;
 import io.vblk.engine.QueueCounters;
 
 /**
@@ -93,13 +92,13 @@ final class ExportMetrics implements MultiCollector {
                 }
                 inFlight.dataPoint(GaugeDataPointSnapshot.builder().labels(labels)
                         .value(Math.max(0, requests - completions)).build());
-                Histogram h = d.latency(q);
+                LatencySummary h = d.latencySummary(q);
                 Quantiles quantiles = Quantiles.of(
-                        new Quantile(0.5, h.getValueAtPercentile(50) / NS_PER_SECOND),
-                        new Quantile(0.99, h.getValueAtPercentile(99) / NS_PER_SECOND),
-                        new Quantile(0.999, h.getValueAtPercentile(99.9) / NS_PER_SECOND));
+                        new Quantile(0.5, h.p50Ns() / NS_PER_SECOND),
+                        new Quantile(0.99, h.p99Ns() / NS_PER_SECOND),
+                        new Quantile(0.999, h.p999Ns() / NS_PER_SECOND));
                 latency.dataPoint(SummaryDataPointSnapshot.builder().labels(labels).quantiles(quantiles)
-                        .count(h.getTotalCount()).sum(h.getMean() * h.getTotalCount() / NS_PER_SECOND).build());
+                        .count(h.count()).sum(h.meanNs() * h.count() / NS_PER_SECOND).build());
             }
         }
         MetricSnapshots.Builder all = MetricSnapshots.builder();

@@ -1,22 +1,27 @@
 package io.vblk.daemon;
 
+import java.io.ByteArrayOutputStream;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
 import java.net.UnknownHostException;
 
-import io.prometheus.metrics.exporter.httpserver.HTTPServer;
+import io.prometheus.metrics.expositionformats.PrometheusTextFormatWriter;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
 
 /**
- * {@code --metrics ADDR:PORT}: Prometheus text exposition at {@code /metrics}, served by the
- * Prometheus Java client's HTTP server from a registry of its own (no JVM-wide default state).
+ * {@code --metrics ADDR:PORT}: Prometheus text exposition at {@code /metrics}, written by the
+ * Prometheus Java client's text format writer from a registry of its own (no JVM-wide default
+ * state) and served by {@link MetricsHttp}, a one-thread server whose limits a hostile client
+ * cannot pass (the client's own HTTPServer, the JDK's, can be stopped by ten stalled clients).
  * A scrape reads the counters as {@code export.stats} does; the data plane never waits for it.
  */
 final class MetricsEndpoint implements AutoCloseable {
-    private final HTTPServer server;
+    private final MetricsHttp server;
     private final String url;
 
-    private MetricsEndpoint(HTTPServer server, String url) {
+    private MetricsEndpoint(MetricsHttp server, String url) {
         this.server = server;
         this.url = url;
     }
@@ -54,14 +59,28 @@ final class MetricsEndpoint implements AutoCloseable {
         } catch (UnknownHostException e) {
             throw new InvalidParams("--metrics: unknown host '" + address.host() + "'");
         }
+        PrometheusTextFormatWriter writer = PrometheusTextFormatWriter.create();
         try {
-            HTTPServer server = HTTPServer.builder().hostname(address.host()).port(address.port()).registry(registry)
-                    .buildAndStart();
+            MetricsHttp server = new MetricsHttp(new InetSocketAddress(address.host(), address.port()), () -> {
+                ByteArrayOutputStream out = new ByteArrayOutputStream(16 << 10);
+                try {
+                    writer.write(out, registry.scrape());
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e); // a ByteArrayOutputStream does not throw
+                }
+                return out.toByteArray();
+            }, daemon.log());
             String host = address.host().contains(":") ? "[" + address.host() + "]" : address.host();
-            return new MetricsEndpoint(server, "http://" + host + ":" + server.getPort() + "/metrics");
-        } catch (IOException e) {
-            throw new InvalidParams("--metrics: cannot listen on " + address.host() + ":" + address.port() + ": " + e.getMessage());
+            return new MetricsEndpoint(server, "http://" + host + ":" + server.port() + "/metrics");
+        } catch (UncheckedIOException e) {
+            throw new InvalidParams("--metrics: cannot listen on " + address.host() + ":" + address.port() + ": "
+                    + e.getCause().getMessage());
         }
+    }
+
+    /** The server, for tests. */
+    MetricsHttp server() {
+        return server;
     }
 
     /** Where the metrics are, e.g. {@code http://127.0.0.1:9100/metrics}. */
@@ -70,7 +89,7 @@ final class MetricsEndpoint implements AutoCloseable {
     }
 
     int port() {
-        return server.getPort();
+        return server.port();
     }
 
     @Override

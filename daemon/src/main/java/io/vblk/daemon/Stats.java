@@ -5,14 +5,13 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
-import org.HdrHistogram.Histogram;
-
 import io.vblk.engine.BlockDevice;
+import io.vblk.engine.LatencySummary;
 import io.vblk.engine.QueueCounters;
 
 /**
  * {@code export.stats}: every counter of every queue, in flight, and latency percentiles. Reads
- * the counters with volatile loads and copies the latency histogram: the data plane is never
+ * the counters with volatile loads and the latency histogram in place: the data plane is never
  * stopped or slowed to be observed.
  */
 final class Stats {
@@ -50,16 +49,16 @@ final class Stats {
                     : counter == QueueCounters.REQUESTS ? requests : c.get(counter));
         }
         m.put("in_flight", Math.max(0, requests - completions));
-        Histogram h = d.latency(q);
+        LatencySummary h = d.latencySummary(q);
         if (resetLatency) {
             d.resetLatency(q);
         }
         Map<String, Object> lat = new LinkedHashMap<>();
-        lat.put("count", h.getTotalCount());
-        lat.put("p50_us", micros(h.getValueAtPercentile(50)));
-        lat.put("p99_us", micros(h.getValueAtPercentile(99)));
-        lat.put("p99_9_us", micros(h.getValueAtPercentile(99.9)));
-        lat.put("max_us", micros(h.getMaxValue()));
+        lat.put("count", h.count());
+        lat.put("p50_us", micros(h.p50Ns()));
+        lat.put("p99_us", micros(h.p99Ns()));
+        lat.put("p99_9_us", micros(h.p999Ns()));
+        lat.put("max_us", micros(h.maxNs()));
         m.put("latency", lat);
         if (d.isBroken(q)) {
             m.put("quarantine_reason", d.brokenReason(q));

@@ -65,6 +65,11 @@ final class DaemonRig implements AutoCloseable {
         }
     }
 
+    /** Whether the daemon's command is still running. */
+    boolean running() {
+        return thread.isAlive();
+    }
+
     /** Waits for the daemon's command to return; its exit status. */
     int awaitExit() throws InterruptedException {
         thread.join(TimeUnit.SECONDS.toMillis(60));

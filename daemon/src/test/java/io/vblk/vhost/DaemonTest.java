@@ -235,7 +235,7 @@ class DaemonTest {
             assertError(c.call("export.add", addParams("b", dir.resolve("missing.img"), dir.resolve("b.sock"))), -32602,
                     "image not found");
             assertError(c.call("export.add", addParams("b", dir, dir.resolve("b.sock"))), -32602, "image is a directory");
-            assertError(c.call("export.add", addParams("b", img, dir.resolve("no/such/dir/b.sock"))), -32602,
+            assertError(c.call("export.add", addParams("b", image("b.img"), dir.resolve("no/such/dir/b.sock"))), -32602,
                     "socket directory does not exist");
             assertError(c.call("export.remove", "{\"id\":\"zz\"}"), -32000, "no export 'zz'");
             assertError(c.call("export.stats", "{\"id\":5}"), -32602, "id must be a string, got the number 5");

@@ -490,6 +490,11 @@ public final class BlockDevice implements AutoCloseable {
         await(done);
     }
 
+    /** I/O thread {@code t} (for tests). */
+    IoThread ioThread(int t) {
+        return threads[t];
+    }
+
     /** Starts every queue that has a ring layout. */
     public void start() {
         for (DeviceQueue q : queues) {
@@ -754,6 +759,15 @@ public final class BlockDevice implements AutoCloseable {
     /** All latencies (ns, popped to pushed) queue {@code q} recorded, as a copy. */
     public Histogram latency(int q) {
         return queue(q).latency();
+    }
+
+    /**
+     * What queue {@code q}'s recorded latencies say (count, mean, maximum, p50, p99, p99.9), read
+     * in place: what scrapes and stats should use, since {@link #latency(int)} copies the
+     * histogram.
+     */
+    public LatencySummary latencySummary(int q) {
+        return queue(q).latencySummary();
     }
 
     /** Forgets queue {@code q}'s recorded latencies. */

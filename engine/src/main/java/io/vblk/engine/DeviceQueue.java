@@ -77,9 +77,20 @@ final class DeviceQueue {
 
     /** All latencies recorded so far (a copy); safe while running. */
     synchronized Histogram latency() {
+        collect();
+        return total.copy();
+    }
+
+    /** What all latencies recorded so far say, read in place (no copy); safe while running. */
+    synchronized LatencySummary latencySummary() {
+        collect();
+        return LatencySummary.of(total);
+    }
+
+    /** Folds what the recorder holds into the total; caller holds the lock. */
+    private void collect() {
         interval = recorder.getIntervalHistogram(interval);
         total.add(interval);
-        return total.copy();
     }
 
     /** Forgets recorded latencies. */

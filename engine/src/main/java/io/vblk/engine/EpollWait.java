@@ -12,7 +12,7 @@ import io.vblk.sys.Linux;
  * syscall per kick saved while it is awake). The I/O thread owns it; {@link #wakeIfSleeping()}
  * may be called from any thread.
  */
-final class EpollWait implements AutoCloseable {
+final class EpollWait implements ThreadWait {
     private static final int TAG_WAKEUP = (1 << 16) + 1;
     /** Completion source {@code i} of the driver is tagged {@code TAG_COMPLETIONS + i}. */
     private static final int TAG_COMPLETIONS = 1 << 20;
@@ -44,24 +44,28 @@ final class EpollWait implements AutoCloseable {
      * {@link #wakeIfSleeping()}: a publisher either sees the mark and signals, or published
      * before the thread's last re-check of its inbox.
      */
-    void sleeping(boolean value) {
+    @Override
+    public void sleeping(boolean value) {
         sleeping = value;
     }
 
     /** Wakes the thread if it is marked sleeping (any thread). */
-    void wakeIfSleeping() {
+    @Override
+    public void wakeIfSleeping() {
         if (sleeping) {
             wakeup.signal();
         }
     }
 
     /** Wakes the thread whatever it is doing (shutdown). */
-    void wake() {
+    @Override
+    public void wake() {
         wakeup.signal();
     }
 
     /** Waits up to {@code timeoutMs} (-1: no limit, 0: only collects) and acknowledges what woke it. */
-    void await(int timeoutMs) {
+    @Override
+    public void await(int timeoutMs) {
         int ready = epoll.await(timeoutMs);
         for (int i = 0; i < ready; i++) {
             acknowledge((int) epoll.data(i));
@@ -86,7 +90,8 @@ final class EpollWait implements AutoCloseable {
     }
 
     /** Starts watching {@code q}'s kick eventfd (I/O thread only). */
-    void watchKick(DeviceQueue q) {
+    @Override
+    public void watchKick(DeviceQueue q) {
         EventFd k = q.kick;
         if (k != null) {
             epoll.watch(k.fd(), Linux.EPOLLIN | Linux.EPOLLET, q.index);
@@ -94,7 +99,8 @@ final class EpollWait implements AutoCloseable {
     }
 
     /** Stops watching {@code q}'s kick eventfd (I/O thread only). */
-    void unwatchKick(DeviceQueue q) {
+    @Override
+    public void unwatchKick(DeviceQueue q) {
         EventFd k = q.kick;
         if (k != null) {
             epoll.remove(k.fd());

@@ -48,7 +48,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final RequestDispatcher dispatcher;
     private final CompletionRoute route;
     private final IdleStrategy idle;
-    private final EpollWait events;
+    /**
+     * Where it sleeps: {@link EpollWait}, or {@link RingWait} chosen at {@link #start} (volatile:
+     * other threads' kicks read it to wake the thread).
+     */
+    private volatile ThreadWait events;
     private final RingBuffer<InboxEvent> inbox;
     private final EventPoller<InboxEvent> inboxPoller;
     private final EventPoller.Handler<InboxEvent> inboxHandler = this::onInboxEvent;
@@ -113,9 +117,34 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     void start(String name) {
         route.start(name);
+        chooseSleep();
         thread = new Thread(this, name);
         thread.setDaemon(true);
         thread.start();
+    }
+
+    /**
+     * Sleeps in the back end's io_uring ({@link RingWait}) instead of epoll when it can: the
+     * tuning allows it, this thread reaps its own completions (a dedicated completion thread
+     * waits for them instead) and the driver is one ring that supports it. Runs before the
+     * thread starts, so the ring's SQ is still this thread's to write; a shared thread keeps epoll
+     * (it nests the members' epoll descriptors).
+     */
+    void chooseSleep() {
+        if (!tuning.ringSleep() || route.ownsThread()) {
+            return;
+        }
+        io.vblk.aio.RingSleep ring = backend.sleepInRing();
+        if (ring != null) {
+            ThreadWait epoll = events;
+            events = new RingWait(queues, ring);
+            epoll.close();
+        }
+    }
+
+    /** Whether the thread sleeps in its back end's ring rather than epoll (for tests). */
+    boolean sleepsInRing() {
+        return events instanceof RingWait;
     }
 
     /**
@@ -156,7 +185,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     /** This member's epoll descriptor, which a shared thread watches for its kicks and completions. */
     int epollFd() {
-        return events.fd();
+        return ((EpollWait) events).fd(); // a shared member never switches to RingWait
     }
 
     int id() {
@@ -401,7 +430,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     int prepareSleep() {
         events.sleeping(true);
         int timeoutMs = -1;
-        boolean abort = inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
+        // !running: a shutdown's wake-up may already have been consumed (a ring sleep's poll CQE
+        // is reaped by the round, unlike epoll's eventfd, which stays readable until the wait).
+        boolean abort = !running || inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
                 || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady();
         long now = clock.nanoTime();
         for (int i = 0; i < queues.length && !abort; i++) {

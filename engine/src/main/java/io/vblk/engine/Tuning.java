@@ -26,6 +26,7 @@ public final class Tuning {
     private final boolean adjustableLimits;
     private final int submitBatch;
     private final FixedBufferMode fixedBuffers;
+    private final boolean ringSleep;
 
     private Tuning(Builder b) {
         waitStrategy = b.waitStrategy;
@@ -43,6 +44,7 @@ public final class Tuning {
         adjustableLimits = b.adjustableLimits;
         submitBatch = b.submitBatch;
         fixedBuffers = b.fixedBuffers;
+        ringSleep = b.ringSleep;
     }
 
     /**
@@ -53,6 +55,29 @@ public final class Tuning {
     public FixedBufferMode fixedBuffers() {
         return fixedBuffers;
     }
+
+    /**
+     * Whether an I/O thread whose back end is one io_uring ring sleeps in that ring
+     * ({@code io_uring_enter} with GETEVENTS, polls on its eventfds) rather than in epoll plus the
+     * ring's completion eventfd; it falls back to epoll by itself where that does not apply
+     * (several rings, other back ends, a shared or dedicated-completion thread, a kernel before
+     * 5.13). Default: the system property {@code vblk.ringSleep} ({@value #RING_SLEEP_DEFAULT}
+     * when unset), so that a benchmark can compare both without new options.
+     */
+    public boolean ringSleep() {
+        return ringSleep;
+    }
+
+    /**
+     * {@link #ringSleep()}'s default when the {@code vblk.ringSleep} property is not set: off.
+     * Measured 2026-12-05 (load 3-9, three alternating pairs of {@code vblk bench --compare
+     * --only fio}): at depth 128 on the filled file no IOPS gain showed through the noise
+     * (embedded / fio 0.71x, 0.90x, 0.93x sleeping in the ring against 0.90x, 0.83x, 1.05x in
+     * epoll), nor in the device's CPU per I/O (3.29 against 3.31 us on average); depth 1 with a
+     * blocking I/O thread was better in the ring (p50 69-74 against 80-119 us, CPU per I/O 40-45
+     * against 47-75 us). Until it shows a gain, epoll stays the default.
+     */
+    public static final boolean RING_SLEEP_DEFAULT = false;
 
     /**
      * The most chains one I/O thread round pops (over all its queues, starting where the last
@@ -190,6 +215,14 @@ public final class Tuning {
         /** See {@link Tuning#fixedBuffers()} (default {@link FixedBufferMode#AUTO}). */
         public Builder fixedBuffers(FixedBufferMode value) {
             fixedBuffers = java.util.Objects.requireNonNull(value, "fixedBuffers");
+            return this;
+        }
+
+        private boolean ringSleep = Boolean.parseBoolean(System.getProperty("vblk.ringSleep", Boolean.toString(RING_SLEEP_DEFAULT)));
+
+        /** See {@link Tuning#ringSleep()}: false forces epoll (for comparison, or as a fallback). */
+        public Builder ringSleep(boolean value) {
+            ringSleep = value;
             return this;
         }
 

@@ -113,6 +113,15 @@ final class RoundRig implements AutoCloseable {
 
     /** As above with {@code queues} queues on the one I/O thread. */
     RoundRig(Tuning tuning, Throttle throttle, boolean sameRound, int queues) {
+        this(tuning, throttle, sameRound, queues, null);
+    }
+
+    /** One queue over {@code given} (e.g. io_uring on a real file) instead of the null back end. */
+    RoundRig(Tuning tuning, Throttle throttle, IoBackend given) {
+        this(tuning, throttle, false, 1, given);
+    }
+
+    private RoundRig(Tuning tuning, Throttle throttle, boolean sameRound, int queues, IoBackend given) {
         BlkConfig config = BlkConfig.builder(CAPACITY).queueSize(QUEUE_SIZE).numQueues(queues).build();
         DeviceModel model = new DeviceModel(config);
         model.negotiate(config.offeredFeatures());
@@ -132,9 +141,13 @@ final class RoundRig implements AutoCloseable {
                 broken.add(reason);
             }
         };
-        IoBackend nul = IoBackends.open(BackendKind.NULL, null, 64);
-        io = sameRound ? nul : new ForwardingBackend(nul) {
-        };
+        if (given != null) {
+            io = given;
+        } else {
+            IoBackend nul = IoBackends.open(BackendKind.NULL, null, 64);
+            io = sameRound ? nul : new ForwardingBackend(nul) {
+            };
+        }
         RawDriver backend = new RawDriver(io, CAPACITY, false, true);
         thread = new IoThread(0, model, tuning, throttle, listener, deviceQueues, backend, clock);
     }

@@ -67,6 +67,13 @@ public interface LibC {
     long syscall(long number, long a1, long a2, long a3, long a4, long a5);
 
     /**
+     * Raw system call with six arguments: seven parameters, so jnr-ffi takes its slower generic
+     * path (about 80 ns), which passes the sixth argument intact. Only for calls that need it
+     * (io_uring_enter with EXT_ARG: the sixth is the argument's size).
+     */
+    long syscall(long number, long a1, long a2, long a3, long a4, long a5, long a6);
+
+    /**
      * process_vm_readv(2): copies from {@code remoteIov} in process {@code pid} into
      * {@code localIov}. Six parameters: {@code flags} (the sixth, which must be 0) arrives intact
      * only with jnr-ffi's x86 stubs disabled ({@link Native} does that; SixthArgumentTest checks it).

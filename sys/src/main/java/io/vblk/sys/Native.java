@@ -56,4 +56,9 @@ public final class Native {
     public static long syscall(long number, long a1, long a2, long a3, long a4, long a5) {
         return result(LIBC.syscall(number, a1, a2, a3, a4, a5));
     }
+
+    /** Raw {@code syscall(2)} with six arguments (the slower path that keeps the sixth intact). */
+    public static long syscall6(long number, long a1, long a2, long a3, long a4, long a5, long a6) {
+        return result(LIBC.syscall(number, a1, a2, a3, a4, a5, a6));
+    }
 }
