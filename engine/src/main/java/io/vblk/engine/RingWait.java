@@ -22,47 +22,17 @@ import io.vblk.sys.EventFd;
  * the read epoll needed is a system call saved per inbox wake-up (its counter cannot saturate:
  * 2^64 - 2 signals).
  */
-final class RingWait implements ThreadWait {
+final class RingWait extends AbstractThreadWait {
     /** The wake-up eventfd's tag (queue indices are 0..65535). */
     private static final int TAG_WAKEUP = -1;
 
-    private final DeviceQueue[] queues;
     private final RingSleep ring;
-    private final EventFd wakeup;
-    private volatile boolean sleeping;
 
     RingWait(DeviceQueue[] queues, RingSleep ring) {
-        this.queues = queues;
+        super(queues);
         this.ring = ring;
-        this.wakeup = EventFd.create(true);
-        ring.onWake(this::woken);
+        ring.onWake(this::countKick);
         ring.watch(wakeup.fd(), TAG_WAKEUP);
-    }
-
-    /** Reaping thread, from the back end's poll: counts a queue's kick as epoll did. */
-    private void woken(int tag) {
-        for (DeviceQueue q : queues) {
-            if (q.index == tag) {
-                q.counters.increment(QueueCounters.KICKS);
-            }
-        }
-    }
-
-    @Override
-    public void sleeping(boolean value) {
-        sleeping = value;
-    }
-
-    @Override
-    public void wakeIfSleeping() {
-        if (sleeping) {
-            wakeup.signal();
-        }
-    }
-
-    @Override
-    public void wake() {
-        wakeup.signal();
     }
 
     @Override
