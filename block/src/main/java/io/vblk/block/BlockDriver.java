@@ -185,6 +185,16 @@ public interface BlockDriver extends Drainable, AutoCloseable {
     }
 
     /** Acknowledges every completion source (the drain loop's reset step). */
+    /**
+     * The local files this driver opened and keeps open, the image first and then every backing
+     * file of its chain (those opened read-only): what a caller that must not export one file
+     * twice identifies by descriptor, whatever names they had when opened. Empty for a network
+     * disk and for a driver over a back end it was handed (its caller opened the file).
+     */
+    default java.util.List<io.vblk.aio.Image> files() {
+        return java.util.List.of();
+    }
+
     @Override
     default void acknowledgeCompletions() {
         for (int i = 0, n = completionSources(); i < n; i++) {

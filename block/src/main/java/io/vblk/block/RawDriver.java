@@ -55,6 +55,12 @@ public final class RawDriver implements BlockDriver {
         return d.resizableBy(image::resize);
     }
 
+    /** The image this driver owns (a backing file), if it owns one. */
+    @Override
+    public java.util.List<Image> files() {
+        return ownedImage == null ? java.util.List.of() : java.util.List.of(ownedImage);
+    }
+
     /** Lets {@link #resize} change the disk's size through {@code value}; returns this driver. */
     public RawDriver resizableBy(Resizer value) {
         resizer = value;

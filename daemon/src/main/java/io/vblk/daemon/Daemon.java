@@ -12,6 +12,7 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 
+import io.vblk.aio.Image;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.SharedIoThread;
 import io.vblk.engine.Tuning;
@@ -53,15 +54,30 @@ final class Daemon implements AutoCloseable {
      */
     private final Map<String, Export> removing = new LinkedHashMap<>();
     /**
-     * The image file of every export listed, being opened or being removed, by id (guarded by
-     * {@code changes}): a file is exported once while either export is writable (irev4
-     * ImageSharingAttackTest).
+     * The files of every export listed, being opened or being removed, by id (guarded by
+     * {@code changes}): its image and every backing file of its qcow2 chain (read-only uses). A
+     * file is used by two exports only when both uses are read-only (irev4 and irev5
+     * ImageSharingAttackTest). While an export opens, its entry holds the image as its path
+     * named it then (a quick refusal before opening); once open, the files as opened.
      */
-    private final Map<String, ImageUse> images = new LinkedHashMap<>();
+    private final Map<String, List<ImageUse>> images = new LinkedHashMap<>();
 
-    /** An export's image file, identified as the kernel does (not by name), and whether it is written. */
-    private record ImageUse(Object file, boolean readOnly) {
+    /**
+     * A file identified as the kernel does (not by name): its device and inode. A block device is
+     * keyed by the device it is ({@code st_rdev}, inode -1), whatever node names it.
+     */
+    record FileId(long dev, long ino) {
     }
+
+    /** One file an export uses, and whether it only reads it. */
+    private record ImageUse(FileId file, boolean readOnly) {
+    }
+
+    /**
+     * Test hook (ImageSharingRaceTest): runs after the quick check by name and before the image
+     * is opened, where a rename may swap the path. Does nothing in the daemon.
+     */
+    volatile Runnable beforeOpen = () -> { };
     private volatile boolean shuttingDown;
     private final ControlThreads control;
 
@@ -146,7 +162,7 @@ final class Daemon implements AutoCloseable {
      */
     Export add(ExportSpec spec) {
         Path socket = spec.socket.toAbsolutePath().normalize();
-        Object imageFile = imageFile(spec);
+        FileId imageFile = imageFile(spec);
         SharedIoThread[] threads;
         synchronized (changes) {
             if (shuttingDown) {
@@ -184,23 +200,21 @@ final class Daemon implements AutoCloseable {
                             + "' (iothread.add creates one)");
                 }
             }
-            if (imageFile != null) {
-                for (Map.Entry<String, ImageUse> u : images.entrySet()) {
-                    if (u.getValue().file().equals(imageFile) && !(spec.readOnly && u.getValue().readOnly())) {
-                        throw new RpcError(RpcError.IN_USE, "image " + spec.imageName() + " is already exported by '" + u.getKey()
-                                + "'" + (u.getValue().readOnly() ? " read-only" : "") + ": one file is exported once unless every"
-                                + " export of it is read-only (two writers, or a reader beside a writer, corrupt it for both)");
-                    }
-                }
-                images.put(spec.id, new ImageUse(imageFile, spec.readOnly));
-            }
+            List<ImageUse> named = imageFile == null ? List.of() : List.of(new ImageUse(imageFile, spec.readOnly));
+            checkShared(spec, named);
+            images.put(spec.id, named);
             opening.put(spec.id, spec);
         }
         Export export = null;
         boolean installed = false;
         try {
+            beforeOpen.run();
             export = Export.open(spec, log, threads, control);
+            // The files as opened (a path renamed since the check above, a backing chain).
+            List<ImageUse> opened = uses(export, spec.readOnly);
             synchronized (changes) {
+                checkShared(spec, opened); // on a refusal the finally below closes the export
+                images.put(spec.id, opened);
                 if (!shuttingDown) {
                     exports.put(spec.id, export);
                     order.add(spec.id);
@@ -216,7 +230,7 @@ final class Daemon implements AutoCloseable {
                 }
             }
             if (export != null && !installed) {
-                export.close(); // the daemon began shutting down while it opened
+                export.close(); // refused (a file shared), or the daemon began shutting down while it opened
             }
         }
         if (!installed) {
@@ -226,21 +240,68 @@ final class Daemon implements AutoCloseable {
     }
 
     /**
-     * What identifies {@code spec}'s image file whatever its name (a symlink, a hard link, ..):
-     * its device and inode, or for a block device the device it names; null for a network or
-     * null disk, or when the file cannot be examined (its open then says why).
+     * Refuses {@code spec} when one of {@code uses} shares a file with another export's uses and
+     * either use writes it (two writers, or a reader beside a writer, corrupt it for both; an
+     * overlay reads its backing file, so the base may not be written under it). Under {@code changes}.
      */
-    private static Object imageFile(ExportSpec spec) {
-        if (spec.image == null) {
-            return null;
+    private void checkShared(ExportSpec spec, List<ImageUse> uses) {
+        for (Map.Entry<String, List<ImageUse>> other : images.entrySet()) {
+            if (other.getKey().equals(spec.id)) {
+                continue; // its own reservation while it opened
+            }
+            for (ImageUse mine : uses) {
+                for (ImageUse theirs : other.getValue()) {
+                    if (mine.file().equals(theirs.file()) && !(mine.readOnly() && theirs.readOnly())) {
+                        throw new RpcError(RpcError.IN_USE, "image " + spec.imageName() + " (or a backing file of it) is already"
+                                + " used by export '" + other.getKey() + "'" + (theirs.readOnly() ? " read-only" : "")
+                                + ": one file is exported once unless every use of it is read-only (two writers, or a"
+                                + " reader beside a writer, corrupt it for both)");
+                    }
+                }
+            }
         }
+    }
+
+    /**
+     * The files {@code export} holds open, identified by their descriptors (not their names: a
+     * path renamed between the check and the open names another file), each read-only when the
+     * export or the file is (backing files are).
+     */
+    private static List<ImageUse> uses(Export export, boolean readOnly) {
+        List<ImageUse> uses = new ArrayList<>();
+        for (Image f : export.files()) {
+            int fd = f.fd();
+            // /proc/self/fd/N resolves to the open file itself (fstat); a portable image has no
+            // descriptor: its path, as opened just now, is the best there is.
+            FileId id = fileId(fd >= 0 ? Path.of("/proc/self/fd/" + fd) : f.path());
+            if (id != null) {
+                uses.add(new ImageUse(id, readOnly || f.readOnly()));
+            }
+        }
+        return uses;
+    }
+
+    /**
+     * What identifies {@code spec}'s image file by its name before it is opened (a quick refusal
+     * of the usual mistake; the files as opened are checked after): null for a network or null
+     * disk, or when the file cannot be examined (its open then says why).
+     */
+    private static FileId imageFile(ExportSpec spec) {
+        return spec.image == null ? null : fileId(spec.image);
+    }
+
+    /**
+     * The device and inode of the file {@code path} names whatever the name (a symlink, a hard
+     * link, {@code ..}), or for a block device the device it names; null when it cannot be examined.
+     */
+    static FileId fileId(Path path) {
         try {
-            Map<String, Object> a = java.nio.file.Files.readAttributes(spec.image, "unix:dev,ino,mode,rdev");
+            Map<String, Object> a = java.nio.file.Files.readAttributes(path, "unix:dev,ino,mode,rdev");
             int mode = (Integer) a.get("mode");
             if ((mode & 0170000) == 0060000) { // S_IFBLK: two nodes may name one device
-                return "block device " + a.get("rdev");
+                return new FileId((Long) a.get("rdev"), -1);
             }
-            return a.get("dev") + ":" + a.get("ino");
+            return new FileId((Long) a.get("dev"), (Long) a.get("ino"));
         } catch (java.io.IOException | RuntimeException e) {
             return null;
         }

@@ -3,13 +3,16 @@ package io.vblk.daemon;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
+import io.vblk.block.BlockDriver;
 import io.vblk.block.DriverFactory;
 import io.vblk.block.ImageFormat;
 import io.vblk.block.NetworkDisk;
@@ -43,12 +46,52 @@ final class Export implements AutoCloseable {
     private final Image image;
     private final BackendChoice backends;
     private final VhostUserServer server;
+    /** The drivers opened by the export's driver factory (qcow2, a network disk), for {@link #files()}. */
+    private final List<BlockDriver> drivers;
 
-    private Export(ExportSpec spec, Image image, BackendChoice backends, VhostUserServer server) {
+    private Export(ExportSpec spec, Image image, BackendChoice backends, VhostUserServer server, List<BlockDriver> drivers) {
         this.spec = spec;
         this.image = image;
         this.backends = backends;
         this.server = server;
+        this.drivers = drivers;
+    }
+
+    /**
+     * Every local file the export holds open, as opened (its image, every backing file of a
+     * qcow2 chain): the daemon identifies them by descriptor to export a file once (irev5).
+     * Empty for a network disk without local backing files, and for a null disk.
+     */
+    List<Image> files() {
+        List<Image> all = new ArrayList<>();
+        if (image != null) {
+            all.add(image);
+        }
+        synchronized (drivers) {
+            for (BlockDriver d : drivers) {
+                all.addAll(d.files());
+            }
+        }
+        return all;
+    }
+
+    /** A factory that gives {@code opened} every driver {@code f} opens (and syncs as {@code f}). */
+    private static DriverFactory recording(DriverFactory f, List<BlockDriver> opened) {
+        return new DriverFactory() {
+            @Override
+            public BlockDriver open(int depth) {
+                BlockDriver d = f.open(depth);
+                synchronized (opened) {
+                    opened.add(d);
+                }
+                return d;
+            }
+
+            @Override
+            public void sync() {
+                f.sync();
+            }
+        };
     }
 
     /**
@@ -79,6 +122,7 @@ final class Export implements AutoCloseable {
             throw new InvalidParams(e.getMessage());
         }
         Image image = spec.image == null || format != null ? null : openImage(spec, log);
+        List<BlockDriver> drivers = new ArrayList<>();
         try {
             long sizeBytes = networkFormat != null ? networkFormatSize : network != null ? network.sizeBytes() : format != null ? format.sizeBytes()
                     : image == null ? spec.nullSizeBytes : image.sizeBytes();
@@ -88,10 +132,10 @@ final class Export implements AutoCloseable {
                     .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id)
                     .controlThreads(control.loop(), control.vhostHandlers());
             if (format != null) {
-                builder.drivers(format);
+                builder.drivers(recording(format, drivers));
             }
             if (network != null) {
-                builder.drivers(networkFormat != null ? networkFormat : network);
+                builder.drivers(recording(networkFormat != null ? networkFormat : network, drivers));
             }
             if (spec.socketGroup != null) {
                 builder.socketGroup(spec.socketGroup);
@@ -103,7 +147,7 @@ final class Export implements AutoCloseable {
                 builder.ioThreads(ioThreads);
             }
             VhostUserServer server = builder.build();
-            Export export = new Export(spec, image, backends, server);
+            Export export = new Export(spec, image, backends, server, drivers);
             server.start(); // on the daemon's control threads: no thread of the export's own
             return export;
         } catch (IllegalArgumentException e) {

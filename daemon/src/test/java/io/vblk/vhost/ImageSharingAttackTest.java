@@ -2,6 +2,7 @@ package io.vblk.vhost;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -19,6 +20,11 @@ import org.junit.jupiter.api.io.TempDir;
  * same device and inode, however it is named: another path, a symlink, a hard link, {@code ..})
  * while either is writable; read-only exports of one file may share it; the file is free again
  * once the writable export is removed. Before the check every add below succeeded.
+ *
+ * <p>irev5 (outside review): the check looked at the image's path only, before the open. A qcow2
+ * overlay reads its backing file, so the base exported writable beside a live overlay (either
+ * order) corrupts the overlay's guest silently; the backing files the driver opened now count as
+ * read-only uses. And the file is identified as opened, not by the name it had before.
  */
 class ImageSharingAttackTest {
     private static final int IN_USE = -32002;
@@ -32,6 +38,97 @@ class ImageSharingAttackTest {
             m.put("read_only", true);
         }
         return DaemonRig.json(m);
+    }
+
+    private static void run(String... cmd) throws Exception {
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/qemu-img")), "qemu-img is not installed (.ci/run installs qemu-utils)");
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes());
+        assertEquals(0, p.waitFor(), String.join(" ", cmd) + ": " + out);
+    }
+
+    /** {@code name}: a qcow2 overlay on the raw {@code base} (qemu-img create -b base -F raw). */
+    private Path overlay(String name, Path base) throws Exception {
+        Path o = dir.resolve(name);
+        run("qemu-img", "create", "-q", "-f", "qcow2", "-b", base.toString(), "-F", "raw", o.toString());
+        return o;
+    }
+
+    private static String qcow2(String id, Path image, Path socket, boolean readOnly) {
+        Map<String, Object> m = new HashMap<>(Map.of("id", id, "image", image.toString(), "socket", socket.toString(),
+                "format", "qcow2"));
+        if (readOnly) {
+            m.put("read_only", true);
+        }
+        return DaemonRig.json(m);
+    }
+
+    private static void assertInUse(Map<String, Object> r, String holder) {
+        Map<String, Object> e = DaemonRig.error(r);
+        assertEquals(IN_USE, ((Number) e.get("code")).intValue(), r.toString());
+        assertTrue(String.valueOf(e.get("message")).contains("'" + holder + "'"), "names the export holding it: " + e);
+    }
+
+    @Test
+    void theBaseOfALiveOverlayIsNotExportedWritable() throws Exception {
+        Path base = DaemonRig.image(dir, "base.img");
+        Path over = overlay("overlay.qcow2", base);
+        try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
+            d.result("export.add", qcow2("o", over, dir.resolve("o.sock"), false));
+            assertInUse(d.call("export.add", spec("b", base, dir.resolve("b.sock"), false)), "o");
+            // Reading the base beside the overlay is fine: both only read it.
+            d.result("export.add", spec("r", base, dir.resolve("r.sock"), true));
+            assertEquals(2, ((List<?>) d.result("export.list", null)).size());
+            d.result("export.remove", "{\"id\":\"r\"}");
+            d.result("export.remove", "{\"id\":\"o\"}");
+            d.result("export.add", spec("b", base, dir.resolve("b.sock"), false));
+        }
+    }
+
+    @Test
+    void noOverlayIsPutOnABaseExportedWritable() throws Exception {
+        Path base = DaemonRig.image(dir, "base.img");
+        Path over = overlay("overlay.qcow2", base);
+        try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
+            d.result("export.add", spec("b", base, dir.resolve("b.sock"), false));
+            assertInUse(d.call("export.add", qcow2("o", over, dir.resolve("o.sock"), false)), "b");
+            assertInUse(d.call("export.add", qcow2("o", over, dir.resolve("o.sock"), true)), "b");
+            assertEquals(1, ((List<?>) d.result("export.list", null)).size());
+            // The refused export's socket and id are free again.
+            d.result("export.remove", "{\"id\":\"b\"}");
+            d.result("export.add", qcow2("o", over, dir.resolve("o.sock"), false));
+        }
+    }
+
+    @Test
+    void overlaysShareTheirBase() throws Exception {
+        Path base = DaemonRig.image(dir, "base.img");
+        Path o1 = overlay("o1.qcow2", base);
+        Path o2 = overlay("o2.qcow2", base);
+        try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
+            // Read-only overlays over one base, and writable ones (each writes its own file only).
+            d.result("export.add", qcow2("r1", o1, dir.resolve("r1.sock"), true));
+            d.result("export.add", qcow2("r2", o2, dir.resolve("r2.sock"), true));
+            d.result("export.remove", "{\"id\":\"r1\"}");
+            d.result("export.remove", "{\"id\":\"r2\"}");
+            d.result("export.add", qcow2("w1", o1, dir.resolve("w1.sock"), false));
+            d.result("export.add", qcow2("w2", o2, dir.resolve("w2.sock"), false));
+            // But one overlay is still written by one export only.
+            assertInUse(d.call("export.add", qcow2("w3", o1, dir.resolve("w3.sock"), true)), "w1");
+        }
+    }
+
+    @Test
+    void theFileIsTheOneOpenedNotTheName() throws Exception {
+        Path x = DaemonRig.image(dir, "x.img");
+        Path y = dir.resolve("y.img");
+        try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
+            d.result("export.add", spec("a", x, dir.resolve("a.sock"), false));
+            Files.move(x, y); // 'a' still writes the file, now named y.img
+            DaemonRig.image(dir, "x.img");
+            assertInUse(d.call("export.add", spec("y", y, dir.resolve("y.sock"), false)), "a");
+            d.result("export.add", spec("x", x, dir.resolve("x.sock"), false));
+        }
     }
 
     @Test

@@ -37,6 +37,11 @@ final class FileHost extends Qcow2Host {
     }
 
     @Override
+    Image image() {
+        return image;
+    }
+
+    @Override
     long sizeBytes() {
         return image.sizeBytes();
     }

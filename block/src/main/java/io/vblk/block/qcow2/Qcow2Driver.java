@@ -1921,6 +1921,19 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
+    /** The image file (unless the image lies on a network disk), then the backing chain's files. */
+    @Override
+    public java.util.List<io.vblk.aio.Image> files() {
+        java.util.List<io.vblk.aio.Image> all = new java.util.ArrayList<>();
+        if (host.image() != null) {
+            all.add(host.image());
+        }
+        if (backing != null) {
+            all.addAll(backing.files());
+        }
+        return all;
+    }
+
     @Override
     public String toString() {
         return "qcow2[" + meta.path + ", " + meta.header + "]";

@@ -41,6 +41,11 @@ abstract class Qcow2Host implements AutoCloseable {
         return false;
     }
 
+    /** The local file the host opened, or null (a network disk). */
+    io.vblk.aio.Image image() {
+        return null;
+    }
+
     /** Opens the back end for the driver, once; the host closes it. */
     abstract IoBackend openBackend(int depth);
 
