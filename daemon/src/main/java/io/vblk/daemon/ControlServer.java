@@ -67,6 +67,11 @@ final class ControlServer implements AutoCloseable {
     private final LinePool linePool = new LinePool(SHARED_LINE_BYTES);
     private final EventLoop.Registration listening;
     private volatile boolean closing;
+    /**
+     * Test hook (ControlEvictionRaceTest): runs after the acceptor picked the client to evict and
+     * before it closes it, where that client's turn may start. Does nothing in the daemon.
+     */
+    volatile Runnable beforeEvict = () -> { };
 
     /**
      * Listens on {@code path}, served by {@code threads}.
@@ -154,19 +159,27 @@ final class ControlServer implements AutoCloseable {
      * every client is in a turn.
      */
     private boolean evictLongestIdle() {
-        Client oldest = null;
-        for (Client c : clients) {
-            if (!c.inTurn && (oldest == null || c.lastActive < oldest.lastActive)) {
-                oldest = c;
+        Set<Client> busy = new java.util.HashSet<>();
+        while (true) {
+            Client oldest = null;
+            for (Client c : clients) {
+                if (!c.inTurn && !busy.contains(c) && (oldest == null || c.lastActive < oldest.lastActive)) {
+                    oldest = c;
+                }
             }
+            if (oldest == null) {
+                return false;
+            }
+            beforeEvict.run();
+            // Never wait for the client: a turn that started since inTurn was read (an
+            // export.add stalled on an NBD handshake) would hold the acceptor until it ends, and
+            // no client would be accepted meanwhile (irev5). Such a client is passed over.
+            if (oldest.closeUnlessInTurn()) {
+                log.info("control: " + MAX_CLIENTS + " clients connected: closed the one idle longest for a new one");
+                return true;
+            }
+            busy.add(oldest);
         }
-        if (oldest == null) {
-            return false;
-        }
-        log.info("control: " + MAX_CLIENTS + " clients connected: closing the one idle longest for a new one");
-        oldest.shutdown(); // a turn that starts meanwhile ends at its first read or write
-        oldest.close();
-        return true;
     }
 
     /**
@@ -207,6 +220,11 @@ final class ControlServer implements AutoCloseable {
         private final int[] fds = new int[UnixSocket.MAX_FDS];
         private final int[] fdCount = new int[1];
         private final LineBuffer line = new LineBuffer(MAX_LINE_BYTES, OWN_LINE_BYTES, linePool);
+        /**
+         * Held by a turn and by close: one at a time. A lock rather than the monitor so that the
+         * acceptor can try it without waiting ({@link #closeUnlessInTurn}).
+         */
+        private final java.util.concurrent.locks.ReentrantLock lock = new java.util.concurrent.locks.ReentrantLock();
         private EventLoop.Registration registration;
         private boolean closed;
         /** When its last turn ended (or it connected), in System.nanoTime; for {@link #evictLongestIdle}. */
@@ -221,12 +239,26 @@ final class ControlServer implements AutoCloseable {
             this.socket = socket;
         }
 
-        synchronized void start() {
-            registration = loop.register(socket.fd(), handlers, this::turn);
+        void start() {
+            lock.lock();
+            try {
+                registration = loop.register(socket.fd(), handlers, this::turn);
+            } finally {
+                lock.unlock();
+            }
         }
 
         /** Reads what has come, answers each whole line, and watches for more. */
-        private synchronized void turn() {
+        private void turn() {
+            lock.lock();
+            try {
+                turnLocked();
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        private void turnLocked() {
             if (closed) {
                 return;
             }
@@ -290,11 +322,41 @@ final class ControlServer implements AutoCloseable {
         }
 
         /** The capacity of the partial-line buffer, for tests. */
-        synchronized int lineCapacity() {
-            return line.capacity();
+        int lineCapacity() {
+            lock.lock();
+            try {
+                return line.capacity();
+            } finally {
+                lock.unlock();
+            }
         }
 
-        synchronized void close() {
+        /**
+         * Closes the client unless a turn holds it now (then it is left alone); never waits.
+         * True when it is closed (by this call or before).
+         */
+        boolean closeUnlessInTurn() {
+            if (!lock.tryLock()) {
+                return false;
+            }
+            try {
+                closeLocked();
+                return true;
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        void close() {
+            lock.lock();
+            try {
+                closeLocked();
+            } finally {
+                lock.unlock();
+            }
+        }
+
+        private void closeLocked() {
             if (closed) {
                 return;
             }
