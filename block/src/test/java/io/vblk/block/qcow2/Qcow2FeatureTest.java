@@ -111,6 +111,30 @@ class Qcow2FeatureTest {
         assertEquals(0, cmp.code(), cmp.output());
     }
 
+    /**
+     * irev5: {@link Qcow2Driver#files()} lists the files the driver opened, the image and then its
+     * backing chain (read-only), so that the daemon identifies them by descriptor.
+     */
+    @Test
+    void filesListTheImageAndItsBackingChainAsOpened() throws Exception {
+        Path base = dir.resolve("base.raw");
+        randomRaw(base, 2 * MIB, 5);
+        Path mid = DriverRig.create(dir, "mid.qcow2", String.valueOf(2 * MIB), "-b", "base.raw", "-F", "raw");
+        Path top = DriverRig.create(dir, "top.qcow2", String.valueOf(2 * MIB), "-b", "mid.qcow2", "-F", "qcow2");
+        try (Qcow2Driver d = Qcow2.open(top, BackendKind.THREADS, 16, Qcow2Options.defaults())) {
+            java.util.List<io.vblk.aio.Image> files = d.files();
+            assertEquals(3, files.size(), files.toString());
+            assertEquals(top.toRealPath(), files.get(0).path());
+            assertEquals(mid.toRealPath(), files.get(1).path());
+            assertEquals(base.toRealPath(), files.get(2).path());
+            assertTrue(!files.get(0).readOnly(), "the image is opened for writing");
+            assertTrue(files.get(1).readOnly() && files.get(2).readOnly(), "backing files are opened read-only");
+            for (io.vblk.aio.Image f : files) {
+                assertTrue(f.fd() >= 0, "an open descriptor: " + f);
+            }
+        }
+    }
+
     @Test
     void version2ImagesWriteZerosInsteadOfZeroFlags() throws Exception {
         Path base = dir.resolve("b.raw");
