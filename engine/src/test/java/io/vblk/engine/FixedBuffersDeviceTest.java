@@ -2,6 +2,7 @@ package io.vblk.engine;
 
 import static io.vblk.engine.BlkRequestDescriptor.S_IOERR;
 import static io.vblk.engine.BlkRequestDescriptor.S_OK;
+import static io.vblk.engine.BlkRequestDescriptor.T_FLUSH;
 import static io.vblk.engine.BlkRequestDescriptor.T_IN;
 import static io.vblk.engine.BlkRequestDescriptor.T_OUT;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
@@ -144,6 +145,35 @@ class FixedBuffersDeviceTest {
                 }
             } finally {
                 Native.libc().close(fd);
+            }
+        }
+    }
+
+    /**
+     * Regression (review of 2026-12-05): with a table of two regions (QEMU's RAM below and above
+     * the PCI hole), transfers in the second registered buffer left buf_index 1 in their slot's
+     * SQE, and the next FLUSH through that slot failed with EINVAL: 515 of 600 flushes came back
+     * IOERR. Writes and flushes in turn so that flushes land on every slot.
+     */
+    @Test
+    void flushesAfterTransfersInTheSecondRegionSucceed() throws Exception {
+        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).tuning(BLOCKING).build()) {
+            GuestRegion region = rig.memory.region(0);
+            long cut = 4096;
+            try (GuestMemory two = GuestMemory.builder().addHostMemory(0, cut, region.hostAddress(), false)
+                    .addHostMemory(cut, region.size() - cut, region.hostAddress() + cut, false).build()) {
+                rig.device.setMemory(two);
+                assertTrue(rig.device.fixedBuffers().contains("registered 2 buffer(s)"), rig.device.fixedBuffers());
+                long out = rig.buffer(0, 4096);
+                int failed = 0;
+                for (int i = 0; i < 200; i++) {
+                    assertEquals(S_OK, rig.roundTrip(0, T_OUT, 8, out, 4096, false));
+                    assertEquals(S_OK, rig.roundTrip(0, T_OUT, 16, out, 4096, false));
+                    if (rig.roundTrip(0, T_FLUSH, 0, 0, 0, false) != S_OK) {
+                        failed++;
+                    }
+                }
+                assertEquals(0, failed, "flushes that failed");
             }
         }
     }
