@@ -241,6 +241,9 @@ final class IoUringBackend extends SlottedBackend {
         NativeBuffer arg = new NativeBuffer(Integer.BYTES);
         arg.buffer().putInt(0, fileFd);
         long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_FILES, arg.address(), 1, 0);
+        // The kernel reads arg during the call: a collector that saw it unreachable after
+        // address() could free it under the syscall.
+        java.lang.ref.Reference.reachabilityFence(arg);
         return rc >= 0;
     }
 
@@ -501,8 +504,9 @@ final class IoUringBackend extends SlottedBackend {
     }
 
     private void flushOverflow() {
-        // Cannot happen while the CQ (twice the SQ) outnumbers the slots, but if the kernel ever
-        // parks CQEs on its overflow list, only an enter with GETEVENTS moves them to the ring.
+        // The slots alone cannot fill the CQ (twice the SQ), but with the ring sleep's multishot
+        // polls a flood of kicks can post more CQEs than it holds; the kernel then parks them on
+        // its overflow list, and only an enter with GETEVENTS moves them to the ring.
         if ((sq.getIntVolatile(sqFlags) & IoUringDescriptor.SQ_CQ_OVERFLOW) != 0) {
             Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 0, IoUringDescriptor.ENTER_GETEVENTS, 0);
         }
