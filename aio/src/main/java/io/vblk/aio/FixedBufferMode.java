@@ -21,9 +21,10 @@ import java.util.Locale;
  *   <li>{@link #AUTO} (the default): register only a table whose total size is at most
  *       {@link #autoLimitBytes()}: min(2 GiB, an eighth of the host's MemTotal). Small guests
  *       (test and appliance VMs, the benchmark's guests of a few MiB) gain the speed at the cost
- *       of at most that much resident memory per table; a large guest, the kind that relies on
- *       ballooning and overcommit, and any oversized or hostile table (pinning faults in every
- *       page: 1 GiB of untouched memfd took about 4.6 s here) are left unpinned.</li>
+ *       of at most that much resident memory per table, and of a quarter of MemTotal for all
+ *       the tables of the process ({@link #processLimitBytes()}); a large guest, the kind that
+ *       relies on ballooning and overcommit, and any oversized or hostile table (pinning faults
+ *       in every page: 1 GiB of untouched memfd took about 4.6 s here) are left unpinned.</li>
  *   <li>{@link #ON}: register any table the kernel can take (at most 16384 pieces of 1 GiB) and
  *       that fits in the host's memory (MemTotal); for trusted frontends whose memory should
  *       be resident anyway (hugepages, no ballooning).</li>
@@ -73,6 +74,24 @@ public enum FixedBufferMode {
                 }
                 return host > 0 && totalBytes > host
                         ? "on: guest memory of " + totalBytes + " bytes is above the host's MemTotal " + host : null;
+        }
+    }
+
+    /**
+     * The most guest memory all tables registered at once in this process may total under this
+     * mode: for {@link #AUTO} a quarter of MemTotal (8 GiB when it cannot be read), so that many
+     * small guests served by one daemon cannot pin the host's memory between them; for {@link #ON}
+     * MemTotal (no bound when it cannot be read); 0 for {@link #OFF}.
+     */
+    public long processLimitBytes() {
+        long host = HostMemory.TOTAL_BYTES;
+        switch (this) {
+            case OFF:
+                return 0;
+            case AUTO:
+                return host > 0 ? host / 4 : 4 * AUTO_MAX_BYTES;
+            default:
+                return host > 0 ? host : Long.MAX_VALUE;
         }
     }
 

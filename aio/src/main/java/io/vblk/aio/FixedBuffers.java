@@ -127,6 +127,8 @@ final class FixedBuffers {
             bytes += newEnds[i] - newStarts[i];
         }
         long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_BUFFERS, iovecs.address(), n, 0);
+        // The kernel reads the iovecs during the call: keep them from being freed under it.
+        java.lang.ref.Reference.reachabilityFence(iovecs);
         if (rc < 0) {
             state = "refused by the kernel: " + Errno.describe((int) -rc) + " (" + n + " pieces, " + bytes + " bytes)";
             return (int) rc;

@@ -241,6 +241,9 @@ final class IoUringBackend extends SlottedBackend {
         NativeBuffer arg = new NativeBuffer(Integer.BYTES);
         arg.buffer().putInt(0, fileFd);
         long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_FILES, arg.address(), 1, 0);
+        // The kernel reads arg during the call: a collector that saw it unreachable after
+        // address() could free it under the syscall.
+        java.lang.ref.Reference.reachabilityFence(arg);
         return rc >= 0;
     }
 
@@ -301,7 +304,6 @@ final class IoUringBackend extends SlottedBackend {
             sqes.putByte(sqe + SQE_OPCODE_OFFSET, isWrite ? IoUringDescriptor.OP_WRITE_FIXED : IoUringDescriptor.OP_READ_FIXED);
             sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.submissionAddress(slot, 0));
             sqes.putInt(sqe + SQE_LEN_OFFSET, (int) slots.submissionLength(slot, 0));
-            sqes.putShort(sqe + IoUringDescriptor.SQE_BUF_INDEX_OFFSET, (short) buffer);
         } else if (count == 1 && plainReadWrite) {
             // The one segment's buffer itself (already checked against guest memory and
             // MAX_TRANSFER_BYTES at prepare, so its length fits len's 32 bits).
@@ -315,7 +317,17 @@ final class IoUringBackend extends SlottedBackend {
         }
         sqes.putLong(sqe + SQE_OFF_OFFSET, slots.offset(slot));
         sqes.putInt(sqe + SQE_OP_FLAGS_OFFSET, 0);
+        bufIndex(sqe, Math.max(buffer, 0));
         enqueue(slot);
+    }
+
+    /**
+     * Writes {@code slot}'s buf_index. Every opcode writes it (0 when it names no buffer): a slot's
+     * SQE is reused, and FSYNC, FALLOCATE and READV refuse a stale non-zero index with EINVAL, so
+     * a flush after a fixed read of buffer 1 on the same slot would fail.
+     */
+    private void bufIndex(int sqe, int index) {
+        sqes.putShort(sqe + IoUringDescriptor.SQE_BUF_INDEX_OFFSET, (short) index);
     }
 
     /**
@@ -351,6 +363,7 @@ final class IoUringBackend extends SlottedBackend {
                         : IoUringDescriptor.OP_WRITEV);
                 sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.submissionIovecs(slot));
                 sqes.putInt(sqe + SQE_LEN_OFFSET, 1);
+                bufIndex(sqe, 0);
             }
         }
     }
@@ -378,6 +391,7 @@ final class IoUringBackend extends SlottedBackend {
         sqes.putLong(sqe + SQE_ADDR_OFFSET, 0);
         sqes.putInt(sqe + SQE_LEN_OFFSET, 0);
         sqes.putInt(sqe + SQE_OP_FLAGS_OFFSET, IoUringDescriptor.FSYNC_DATASYNC);
+        bufIndex(sqe, 0);
         enqueue(slot);
     }
 
@@ -397,6 +411,7 @@ final class IoUringBackend extends SlottedBackend {
         sqes.putLong(sqe + SQE_ADDR_OFFSET, slots.length(slot));
         sqes.putInt(sqe + SQE_LEN_OFFSET, mode);
         sqes.putInt(sqe + SQE_OP_FLAGS_OFFSET, 0);
+        bufIndex(sqe, 0);
         enqueue(slot);
     }
 
@@ -489,8 +504,9 @@ final class IoUringBackend extends SlottedBackend {
     }
 
     private void flushOverflow() {
-        // Cannot happen while the CQ (twice the SQ) outnumbers the slots, but if the kernel ever
-        // parks CQEs on its overflow list, only an enter with GETEVENTS moves them to the ring.
+        // The slots alone cannot fill the CQ (twice the SQ), but with the ring sleep's multishot
+        // polls a flood of kicks can post more CQEs than it holds; the kernel then parks them on
+        // its overflow list, and only an enter with GETEVENTS moves them to the ring.
         if ((sq.getIntVolatile(sqFlags) & IoUringDescriptor.SQ_CQ_OVERFLOW) != 0) {
             Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 0, IoUringDescriptor.ENTER_GETEVENTS, 0);
         }

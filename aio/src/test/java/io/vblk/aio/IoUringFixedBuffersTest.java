@@ -180,6 +180,50 @@ class IoUringFixedBuffersTest {
     }
 
     /**
+     * Regression (review of 2026-12-05): a slot's SQE is reused, and FSYNC and FALLOCATE refuse a
+     * non-zero buf_index with EINVAL. A fixed read of buffer 1 left its index in slot 0's SQE, so
+     * the next flush, discard or write-zeroes through that slot failed: with QEMU's two-region
+     * table most of a guest's flushes did. Every operation through slot 0 here follows a fixed
+     * transfer of buffer 1.
+     */
+    @Test
+    void flushAndZeroingAfterAFixedTransferOfBufferOneSucceed() throws IOException {
+        Path path = image(16, 5);
+        try (Image image = Image.open(path, ImageOptions.defaults().direct(false));
+             IoUringBackend io = new IoUringBackend(image, BackendOptions.depth(1));
+             Shared a = new Shared(4L * BLOCK);
+             Shared b = new Shared(4L * BLOCK)) {
+            assertEquals(2, io.registerBuffers(new long[] {a.address(0), b.address(0)}, new long[] {4L * BLOCK, 4L * BLOCK}),
+                    io.bufferRegistration());
+            long second = Math.max(a.address(0), b.address(0));
+            for (int op = 0; op < 4; op++) {
+                assertEquals(IoUringDescriptor.OP_READ_FIXED, transfer(io, false, 0, second, BLOCK));
+                assertEquals(1, io.sqeBufIndex(0));
+                int rc;
+                switch (op) {
+                    case 0: rc = io.prepareFlush(1); break;
+                    case 1: rc = io.prepareDiscard(BLOCK, BLOCK, 1); break;
+                    case 2: rc = io.prepareWriteZeroes(2L * BLOCK, BLOCK, false, 1); break;
+                    default:
+                        IoVector two = new IoVector(2);
+                        two.add(second, BLOCK);
+                        two.add(second + BLOCK, BLOCK);
+                        rc = io.prepareRead(0, two, 1);
+                        break;
+                }
+                assertEquals(0, rc);
+                int index = io.sqeBufIndex(0);
+                assertEquals(1, io.submit());
+                Recorder rec = new Recorder(2);
+                io.drain(rec);
+                assertEquals(op == 3 ? 2 * BLOCK : 0, rec.result(1), "operation " + op);
+                assertEquals(0, index, "operation " + op);
+            }
+            assertArrayEquals(new byte[BLOCK], fileBytes(path, 2L * BLOCK, BLOCK));
+        }
+    }
+
+    /**
      * Re-registration: I/O on table A, then B replaces it (A's range now goes unregistered, B's
      * fixed), then unregistering leaves everything unregistered; all of it moves the right bytes.
      */

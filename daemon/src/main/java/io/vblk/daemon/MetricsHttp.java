@@ -52,9 +52,9 @@ final class MetricsHttp implements AutoCloseable {
     private static final long LINGER_MS = 1_000;
     /**
      * A flood of scrapes builds the body at most this often, and answers within it share one
-     * body. A body costs more than its bytes: each queue's latency summary copies that queue's
-     * histogram (about 200 KiB), so 16 queues of 10 exports allocate some 32 MiB per scrape, and
-     * the collections that garbage costs pause the I/O threads too. Prometheus scrapes every few
+     * body. A body costs more than its bytes: each queue's latency summary reads that queue's
+     * histogram under its lock (no longer a copy of about 200 KiB per queue since
+     * {@code BlockDevice.latencySummary}), and each body is garbage. Prometheus scrapes every few
      * seconds at most; {@code export.stats} gives fresh figures.
      */
     static final long MIN_SCRAPE_INTERVAL_NS = TimeUnit.SECONDS.toNanos(1);

@@ -63,6 +63,7 @@ public final class BlockDevice implements AutoCloseable {
     private volatile GuestMemory memory;
     /** Per I/O thread: what its driver has registered as fixed buffers, or why nothing (control thread). */
     private final String[] bufferRegistration;
+    private final GuestBufferRegistration registration;
     private boolean closed;
 
     private BlockDevice(Builder b) {
@@ -117,6 +118,7 @@ public final class BlockDevice implements AutoCloseable {
             }
         }
         bufferRegistration = new String[threadCount];
+        registration = new GuestBufferRegistration(tuning.fixedBuffers(), tuning.fixedBuffers().processLimitBytes());
         java.util.Arrays.fill(bufferRegistration, "none (no guest memory)");
         if (memory != null) {
             try {
@@ -125,6 +127,7 @@ public final class BlockDevice implements AutoCloseable {
                 for (IoThread t : threads) {
                     t.shutdown();
                 }
+                registration.release();
                 throw e;
             }
         }
@@ -227,21 +230,9 @@ public final class BlockDevice implements AutoCloseable {
         return String.join("; ", bufferRegistration);
     }
 
-    /** Registers {@code mem} with every I/O thread's driver, on that thread (see {@link GuestBufferRegistration}). */
+    /** Registers {@code mem} with every I/O thread's driver (see {@link GuestBufferRegistration}). */
     private void registerBuffers(GuestMemory mem) {
-        for (IoThread thread : threads) {
-            CompletableFuture<String> done = new CompletableFuture<>();
-            String who = "I/O thread " + thread.id();
-            thread.submitCommand(t -> {
-                try {
-                    done.complete(GuestBufferRegistration.apply(t.backend(), mem, tuning.fixedBuffers(), who));
-                } catch (RuntimeException | Error e) {
-                    done.completeExceptionally(e);
-                }
-                return true;
-            });
-            bufferRegistration[thread.id()] = who + ": " + await(done);
-        }
+        registration.apply(threads, mem, bufferRegistration);
     }
 
     /**
@@ -806,6 +797,7 @@ public final class BlockDevice implements AutoCloseable {
         for (IoThread t : threads) {
             t.shutdown();
         }
+        registration.release();
     }
 
     // ------------------------------------------------------------ internals

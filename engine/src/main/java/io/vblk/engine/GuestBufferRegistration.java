@@ -1,5 +1,7 @@
 package io.vblk.engine;
 
+import java.util.concurrent.atomic.AtomicLong;
+
 import io.vblk.aio.FixedBufferMode;
 import io.vblk.block.BlockDriver;
 import io.vblk.hostmem.GuestMemory;
@@ -7,42 +9,113 @@ import io.vblk.hostmem.GuestRegion;
 import io.vblk.sys.Errno;
 
 /**
- * Registers a device's guest memory with one I/O thread's driver as fixed buffers (io_uring
- * READ_FIXED/WRITE_FIXED for one-segment transfers), under the tuning's {@link FixedBufferMode}.
- * Runs on the I/O thread (a ring's registration belongs to its submitter), when the device gets
- * its first table and on every {@link BlockDevice#setMemory} after the queues drained, so the
- * registration never outlives the mapping it pinned. Writable regions only: the kernel pins for
- * writing, which a read-only mapping refuses, and the device never reads into one anyway.
+ * Registers a device's guest memory with its I/O threads' drivers as fixed buffers (io_uring
+ * READ_FIXED/WRITE_FIXED for one-segment transfers), under the tuning's {@link FixedBufferMode},
+ * when the device gets its first table and on every {@link BlockDevice#setMemory} after the
+ * queues drained, so the registration never outlives the mapping it pinned. Writable regions
+ * only: the kernel pins for writing, which a read-only mapping refuses, and the device never
+ * reads into one anyway.
+ *
+ * <p>It runs on the control thread that changes the table, not on the I/O thread: pinning
+ * faults in every page (seconds for a fresh GiB), and an I/O thread shared with other devices
+ * would stall their queues for that long (2.3 s of latency on a neighbour for 1.5 GiB, in a
+ * review). That is safe because every queue of the device is stopped and drained meanwhile, so
+ * its rings take no transfer; the queues' restart, a command through the I/O thread's inbox,
+ * publishes the new table to that thread.
+ *
+ * <p>What one process pins is bounded too, not only each table: the tables registered at once
+ * may total at most {@link FixedBufferMode#processLimitBytes()}; a table that would pass it goes
+ * unregistered. A table counts once however many I/O threads register it (the same pages).
  */
 final class GuestBufferRegistration {
     private static final System.Logger LOG = System.getLogger("io.vblk.engine");
+    /** Bytes of guest memory registered by all devices of this process. */
+    private static final AtomicLong PINNED = new AtomicLong();
 
-    private GuestBufferRegistration() {
+    private final FixedBufferMode mode;
+    private final long processLimitBytes;
+    /** What this device holds of {@link #PINNED} (control thread). */
+    private long reserved;
+
+    /** Under {@code mode}, with the process bound {@code processLimitBytes} ({@link FixedBufferMode#processLimitBytes()}). */
+    GuestBufferRegistration(FixedBufferMode mode, long processLimitBytes) {
+        this.mode = mode;
+        this.processLimitBytes = processLimitBytes;
+    }
+
+    /** Bytes of guest memory registered by all devices of this process (for tests and metrics). */
+    static long pinnedBytes() {
+        return PINNED.get();
     }
 
     /**
-     * Replaces what {@code driver} has registered with {@code memory}'s writable regions (or
-     * nothing: null memory, or a table the mode refuses) and returns the outcome for logs.
+     * Replaces what every driver has registered with {@code memory}'s writable regions (or
+     * nothing: null memory, a table the mode or the process budget refuses) and writes each
+     * thread's outcome into {@code outcomes}. Control thread; every queue stopped and drained.
      */
-    static String apply(BlockDriver driver, GuestMemory memory, FixedBufferMode mode, String who) {
-        if (memory == null) {
-            driver.unregisterBuffers();
-            return "none (no guest memory)";
+    void apply(IoThread[] threads, GuestMemory memory, String[] outcomes) {
+        release();
+        String refusal = memory == null ? "none (no guest memory)" : decide(memory);
+        boolean any = false;
+        for (IoThread thread : threads) {
+            String who = "I/O thread " + thread.id();
+            String outcome = refusal != null ? refusal : register(thread.backend(), memory, who);
+            if (refusal != null) {
+                thread.backend().unregisterBuffers();
+            }
+            any |= outcome.startsWith("registered ");
+            outcomes[thread.id()] = who + ": " + outcome;
         }
+        if (!any) {
+            release(); // no back end took it (linux-aio, threads, a refusal): nothing is pinned
+        }
+    }
+
+    /** Gives this device's share of the budget back (its table is unregistered or going). */
+    void release() {
+        PINNED.addAndGet(-reserved);
+        reserved = 0;
+    }
+
+    /** Null when {@code memory} is to be registered (its bytes then reserved), else why not. */
+    String decide(GuestMemory memory) {
         long total = 0;
-        int writable = 0;
+        long writable = 0;
         for (int i = 0; i < memory.regionCount(); i++) {
             GuestRegion r = memory.region(i);
             // Saturating: a hostile table's sizes may sum past 2^63.
-            total = total > Long.MAX_VALUE - r.size() ? Long.MAX_VALUE : total + r.size();
+            total = saturatingAdd(total, r.size());
             if (!r.readOnly()) {
-                writable++;
+                writable = saturatingAdd(writable, r.size());
             }
         }
         String refusal = mode.refusal(total);
         if (refusal != null || writable == 0) {
-            driver.unregisterBuffers();
             return "not registered: " + (refusal != null ? refusal : "no writable region");
+        }
+        long limit = processLimitBytes;
+        for (long now = PINNED.get(); ; now = PINNED.get()) {
+            if (writable > limit - now) {
+                return "not registered: " + mode + ": " + writable + " bytes would take what this process pins past "
+                        + limit + " (" + now + " pinned by other devices)";
+            }
+            if (PINNED.compareAndSet(now, now + writable)) {
+                reserved = writable;
+                return null;
+            }
+        }
+    }
+
+    private static long saturatingAdd(long a, long b) {
+        return a > Long.MAX_VALUE - b ? Long.MAX_VALUE : a + b;
+    }
+
+    private String register(BlockDriver driver, GuestMemory memory, String who) {
+        int writable = 0;
+        for (int i = 0; i < memory.regionCount(); i++) {
+            if (!memory.region(i).readOnly()) {
+                writable++;
+            }
         }
         long[] addresses = new long[writable];
         long[] lengths = new long[writable];
