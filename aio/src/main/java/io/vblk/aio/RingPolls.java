@@ -232,8 +232,11 @@ final class RingPolls implements RingSleep {
                     failures++;
                 }
             }
-            if (result > 0 && tags[e] != COMPLETION_TAG) {
-                listener.woken(tags[e]);
+            if (result > 0) {
+                failures = 0; // a poll that fires shows polls work: stray refusals do not bound sleeps for good
+                if (tags[e] != COMPLETION_TAG) {
+                    listener.woken(tags[e]);
+                }
             }
             return;
         }

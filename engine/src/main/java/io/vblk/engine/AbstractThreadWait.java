@@ -9,11 +9,13 @@ import io.vblk.sys.EventFd;
  */
 abstract class AbstractThreadWait implements ThreadWait {
     final DeviceQueue[] queues;
-    final EventFd wakeup = EventFd.create(true);
+    final EventFd wakeup;
     private volatile boolean sleeping;
 
-    AbstractThreadWait(DeviceQueue[] queues) {
+    /** Over {@code queues}, woken through {@code wakeup} (which it then owns). */
+    AbstractThreadWait(DeviceQueue[] queues, EventFd wakeup) {
         this.queues = queues;
+        this.wakeup = wakeup;
     }
 
     /**

@@ -21,7 +21,7 @@ final class EpollWait extends AbstractThreadWait {
     private final Epoll epoll;
 
     EpollWait(DeviceQueue[] queues, BlockDriver backend) {
-        super(queues);
+        super(queues, EventFd.create(true));
         this.backend = backend;
         this.epoll = new Epoll(queues.length + 1 + backend.completionSources());
         epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);

@@ -134,12 +134,17 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (!tuning.ringSleep() || route.ownsThread()) {
             return;
         }
+        // The wake-up eventfd first: once the ring has given up its completion eventfd there is
+        // no going back to epoll, so nothing that can fail (EMFILE) may come after that.
+        io.vblk.sys.EventFd wakeup = io.vblk.sys.EventFd.create(true);
         io.vblk.aio.RingSleep ring = backend.sleepInRing();
-        if (ring != null) {
-            ThreadWait epoll = events;
-            events = new RingWait(queues, ring);
-            epoll.close();
+        if (ring == null) {
+            wakeup.close();
+            return;
         }
+        ThreadWait epoll = events;
+        events = new RingWait(queues, ring, wakeup);
+        epoll.close();
     }
 
     /** Whether the thread sleeps in its back end's ring rather than epoll (for tests). */

@@ -28,8 +28,9 @@ final class RingWait extends AbstractThreadWait {
 
     private final RingSleep ring;
 
-    RingWait(DeviceQueue[] queues, RingSleep ring) {
-        super(queues);
+    /** Sleeps in {@code ring}, woken through {@code wakeup} (which it then owns). */
+    RingWait(DeviceQueue[] queues, RingSleep ring, EventFd wakeup) {
+        super(queues, wakeup);
         this.ring = ring;
         ring.onWake(this::countKick);
         ring.watch(wakeup.fd(), TAG_WAKEUP);
