@@ -42,8 +42,10 @@ final class RingPolls implements RingSleep {
     private final IoUringBackend ring;
     private final UnsafeBuffer sqes;
     private final int firstSpare;
-    /** struct io_uring_getevents_arg at 0, its struct __kernel_timespec after it. */
-    private final NativeBuffer arg = new NativeBuffer(IoUringDescriptor.GETEVENTS_ARG_LENGTH + 16, 8);
+    /** struct io_uring_getevents_arg at 0, its struct __kernel_timespec after it: the sleeping thread's. */
+    private final NativeBuffer arg = newGetEventsArg();
+    /** The same for {@link #await}, which another thread (a drain) may call while this one sleeps. */
+    private final NativeBuffer awaitArg = newGetEventsArg();
 
     // Watched descriptors, by entry: fd (-1: free), tag, the armed poll's user data (0: not armed).
     private int[] fds = new int[4];
@@ -65,7 +67,21 @@ final class RingPolls implements RingSleep {
         this.sqes = sqes;
         this.firstSpare = firstSpare;
         Arrays.fill(fds, -1);
-        arg.buffer().putLong(IoUringDescriptor.GETEVENTS_ARG_TS_OFFSET, arg.address() + IoUringDescriptor.GETEVENTS_ARG_LENGTH);
+    }
+
+    private static NativeBuffer newGetEventsArg() {
+        NativeBuffer b = new NativeBuffer(IoUringDescriptor.GETEVENTS_ARG_LENGTH + 16, 8);
+        b.buffer().putLong(IoUringDescriptor.GETEVENTS_ARG_TS_OFFSET, b.address() + IoUringDescriptor.GETEVENTS_ARG_LENGTH);
+        return b;
+    }
+
+    /** Writes a timeout of {@code ns} into {@code a}'s timespec; returns {@code a}'s address for EXT_ARG. */
+    private static long timeout(NativeBuffer a, long ns) {
+        UnsafeBuffer b = a.buffer();
+        int ts = IoUringDescriptor.GETEVENTS_ARG_LENGTH;
+        b.putLong(ts, ns / 1_000_000_000L);
+        b.putLong(ts + 8, ns % 1_000_000_000L);
+        return a.address();
     }
 
     @Override
@@ -123,12 +139,8 @@ final class RingPolls implements RingSleep {
         int flags = IoUringDescriptor.ENTER_GETEVENTS;
         long argAddress = 0;
         if (ns >= 0) {
-            UnsafeBuffer b = arg.buffer();
-            int ts = IoUringDescriptor.GETEVENTS_ARG_LENGTH;
-            b.putLong(ts, ns / 1_000_000_000L);
-            b.putLong(ts + 8, ns % 1_000_000_000L);
             flags |= IoUringDescriptor.ENTER_EXT_ARG;
-            argAddress = arg.address();
+            argAddress = timeout(arg, ns);
         }
         settle(queued, ring.enterExtras(queued, 1, flags, argAddress));
     }
@@ -141,12 +153,8 @@ final class RingPolls implements RingSleep {
         int flags = IoUringDescriptor.ENTER_GETEVENTS;
         long argAddress = 0;
         if (timeoutMs >= 0) {
-            UnsafeBuffer b = arg.buffer();
-            int ts = IoUringDescriptor.GETEVENTS_ARG_LENGTH;
-            b.putLong(ts, timeoutMs / 1000);
-            b.putLong(ts + 8, (timeoutMs % 1000) * 1_000_000L);
             flags |= IoUringDescriptor.ENTER_EXT_ARG;
-            argAddress = arg.address();
+            argAddress = timeout(awaitArg, timeoutMs * 1_000_000L);
         }
         ring.enterWait(flags, argAddress);
         return ring.completionsPosted() ? 1 : 0;

@@ -6,9 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
-import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -60,38 +57,12 @@ class ControlClientBoundsTest {
     }
 
     private SocketChannel connect() throws IOException {
-        SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
-        ch.connect(UnixDomainSocketAddress.of(server.path()));
-        return ch;
-    }
-
-    private static void send(SocketChannel ch, byte[] bytes) throws IOException {
-        ByteBuffer b = ByteBuffer.wrap(bytes);
-        while (b.hasRemaining()) {
-            ch.write(b);
-        }
-    }
-
-    /** One response line, or null at end of stream. */
-    private static String readLine(SocketChannel ch) throws IOException {
-        StringBuilder sb = new StringBuilder();
-        ByteBuffer one = ByteBuffer.allocate(1);
-        while (true) {
-            one.clear();
-            if (ch.read(one) < 0) {
-                return sb.length() == 0 ? null : sb.toString();
-            }
-            char c = (char) one.get(0);
-            if (c == '\n') {
-                return sb.toString();
-            }
-            sb.append(c);
-        }
+        return ControlSocket.connect(server.path());
     }
 
     private String ask(SocketChannel ch, String line) throws IOException {
-        send(ch, (line + "\n").getBytes(StandardCharsets.US_ASCII));
-        return assertTimeoutPreemptively(GUARD, () -> readLine(ch));
+        ControlSocket.send(ch, (line + "\n").getBytes(StandardCharsets.US_ASCII));
+        return assertTimeoutPreemptively(GUARD, () -> ControlSocket.readLine(ch));
     }
 
     @Test
@@ -121,8 +92,8 @@ class ControlClientBoundsTest {
             byte[] line = new byte[ControlServer.MAX_LINE_BYTES + 1];
             Arrays.fill(line, (byte) 'x');
             line[line.length - 1] = '\n';
-            send(ch, line);
-            assertEquals("other " + ControlServer.MAX_LINE_BYTES, assertTimeoutPreemptively(GUARD, () -> readLine(ch)));
+            ControlSocket.send(ch, line);
+            assertEquals("other " + ControlServer.MAX_LINE_BYTES, assertTimeoutPreemptively(GUARD, () -> ControlSocket.readLine(ch)));
             int capacity = server.largestLineCapacity();
             assertTrue(capacity <= ControlServer.MAX_LINE_BYTES, "partial-line buffer " + capacity
                     + " bytes for a limit of " + ControlServer.MAX_LINE_BYTES);
@@ -138,12 +109,12 @@ class ControlClientBoundsTest {
             byte[] part = new byte[ControlServer.MAX_LINE_BYTES + 1];
             Arrays.fill(part, (byte) 'x');
             String response = assertTimeoutPreemptively(GUARD, () -> {
-                send(ch, part);
-                return readLine(ch);
+                ControlSocket.send(ch, part);
+                return ControlSocket.readLine(ch);
             });
             assertTrue(response != null && response.contains("\"error\"") && response.contains("longer than"),
                     "an error response, got " + response);
-            assertEquals(null, assertTimeoutPreemptively(GUARD, () -> readLine(ch)), "then end of stream");
+            assertEquals(null, assertTimeoutPreemptively(GUARD, () -> ControlSocket.readLine(ch)), "then end of stream");
         }
     }
 

@@ -5,11 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
-import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -74,32 +70,7 @@ class ControlEvictionRaceTest {
     }
 
     private SocketChannel connect() throws IOException {
-        SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
-        ch.connect(UnixDomainSocketAddress.of(server.path()));
-        return ch;
-    }
-
-    private static void send(SocketChannel ch, String line) throws IOException {
-        ByteBuffer b = ByteBuffer.wrap((line + "\n").getBytes(StandardCharsets.US_ASCII));
-        while (b.hasRemaining()) {
-            ch.write(b);
-        }
-    }
-
-    private static String readLine(SocketChannel ch) throws IOException {
-        StringBuilder sb = new StringBuilder();
-        ByteBuffer one = ByteBuffer.allocate(1);
-        while (true) {
-            one.clear();
-            if (ch.read(one) < 0) {
-                return sb.length() == 0 ? null : sb.toString();
-            }
-            char c = (char) one.get(0);
-            if (c == '\n') {
-                return sb.toString();
-            }
-            sb.append(c);
-        }
+        return ControlSocket.connect(server.path());
     }
 
     private void awaitClients(int n) {
@@ -127,7 +98,7 @@ class ControlEvictionRaceTest {
                 if (once.compareAndSet(false, true)) {
                     try {
                         // The picked client's turn starts now and stalls in its request.
-                        send(first, "stall");
+                        ControlSocket.sendLine(first, "stall");
                         assertTrue(stalled.await(30, TimeUnit.SECONDS), "the stalled request began");
                     } catch (IOException | InterruptedException e) {
                         throw new AssertionError(e);
@@ -135,14 +106,14 @@ class ControlEvictionRaceTest {
                 }
             };
             try (SocketChannel admin = connect()) {
-                send(admin, "ping");
-                assertEquals("pong", assertTimeoutPreemptively(GUARD, () -> readLine(admin)),
+                ControlSocket.sendLine(admin, "ping");
+                assertEquals("pong", assertTimeoutPreemptively(GUARD, () -> ControlSocket.readLine(admin)),
                         "a new client is served while the picked victim's request stalls");
                 assertEquals(0, stalled.getCount(), "the race was run");
                 release.countDown();
-                assertEquals("stalled", assertTimeoutPreemptively(GUARD, () -> readLine(first)),
+                assertEquals("stalled", assertTimeoutPreemptively(GUARD, () -> ControlSocket.readLine(first)),
                         "the passed-over client was not closed: its request is answered");
-                assertEquals(null, assertTimeoutPreemptively(GUARD, () -> readLine(idle.get(1))),
+                assertEquals(null, assertTimeoutPreemptively(GUARD, () -> ControlSocket.readLine(idle.get(1))),
                         "the next idle client made room instead");
             }
         } finally {

@@ -5,9 +5,6 @@ import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
-import java.nio.ByteBuffer;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -53,37 +50,12 @@ class ControlTotalBoundTest {
     }
 
     private SocketChannel connect() throws IOException {
-        SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX);
-        ch.connect(UnixDomainSocketAddress.of(server.path()));
-        return ch;
-    }
-
-    private static void send(SocketChannel ch, byte[] bytes) throws IOException {
-        ByteBuffer b = ByteBuffer.wrap(bytes);
-        while (b.hasRemaining()) {
-            ch.write(b);
-        }
-    }
-
-    private static String readLine(SocketChannel ch) throws IOException {
-        StringBuilder sb = new StringBuilder();
-        ByteBuffer one = ByteBuffer.allocate(1);
-        while (true) {
-            one.clear();
-            if (ch.read(one) < 0) {
-                return sb.length() == 0 ? null : sb.toString();
-            }
-            char c = (char) one.get(0);
-            if (c == '\n') {
-                return sb.toString();
-            }
-            sb.append(c);
-        }
+        return ControlSocket.connect(server.path());
     }
 
     private String ask(SocketChannel ch, String line) throws IOException {
-        send(ch, (line + "\n").getBytes(StandardCharsets.US_ASCII));
-        return assertTimeoutPreemptively(GUARD, () -> readLine(ch));
+        ControlSocket.send(ch, (line + "\n").getBytes(StandardCharsets.US_ASCII));
+        return assertTimeoutPreemptively(GUARD, () -> ControlSocket.readLine(ch));
     }
 
     @Test
@@ -97,7 +69,7 @@ class ControlTotalBoundTest {
                 SocketChannel ch = connect();
                 hogs.add(ch);
                 try {
-                    assertTimeoutPreemptively(GUARD, () -> send(ch, almost));
+                    assertTimeoutPreemptively(GUARD, () -> ControlSocket.send(ch, almost));
                 } catch (Exception closed) { // an IOException, rethrown unchecked by the guard
                     // refused for the total: what the bound does
                 }
@@ -157,7 +129,7 @@ class ControlTotalBoundTest {
                     assertEquals("pong", ask(admin, "ping"), "round " + round + ": a new client is served");
                 }
             }
-            assertEquals(null, assertTimeoutPreemptively(GUARD, () -> readLine(idle.get(0))), "the longest idle was closed");
+            assertEquals(null, assertTimeoutPreemptively(GUARD, () -> ControlSocket.readLine(idle.get(0))), "the longest idle was closed");
             assertTrue(server.clientCount() <= ControlServer.MAX_CLIENTS);
         } finally {
             for (SocketChannel c : idle) {
