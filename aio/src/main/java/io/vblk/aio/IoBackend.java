@@ -136,8 +136,12 @@ public interface IoBackend extends Drainable, AutoCloseable {
      * (resident, unmovable) until {@link #unregisterBuffers()} or {@link #close()}; the caller
      * decides whether that is acceptable ({@link FixedBufferMode}).
      *
-     * <p>Submitting thread. Operations prepared and not yet submitted, and those in flight, are
-     * unaffected (they keep the memory they were prepared with). Re-register (or unregister) before the ranges are unmapped and
+     * <p>The submitting thread, or another thread while the submitting thread prepares nothing
+     * (the engine registers from the control thread with every queue of the device stopped, since
+     * pinning a fresh table takes seconds, and publishes the result through the I/O thread's
+     * inbox when the queues restart). Operations prepared and not yet submitted, and those in
+     * flight, are unaffected (they keep the memory they were prepared with). Re-register (or
+     * unregister) before the ranges are unmapped and
      * before new memory may appear at their addresses: the registration holds the pages that
      * were mapped at registration time.
      *
