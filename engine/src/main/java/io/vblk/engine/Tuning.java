@@ -110,12 +110,13 @@ public final class Tuning {
 
     /**
      * {@link #subBatch()}'s default when the {@code vblk.subBatch} property is not set: off.
-     * Measured 2026-12-05 22:12-22:45 UTC on a machine at load 4-13 (other sessions' tests and
-     * benchmarks): at depth 128 on the filled file, {@code BenchMain --iodepth 128}, five
-     * alternating rounds, 0 gave 108k/115k/77k/84k/98k IOPS and 32 gave 101k/135k/95k/122k/81k
-     * (32 with the reaping capped to 32 per poll, and 16 so capped, no better); two alternating
-     * {@code vblk bench --compare --only fio} runs gave embedded/fio 0.80x and 0.68x with 0 against
-     * 1.03x and 0.94x with 32, serve/fio 0.73x/0.77x against 0.90x/0.71x: within the noise. The
+     * Measured 2026-12-05 22:12-23:00 UTC on a machine at load 4-13 (other sessions' tests and
+     * benchmarks): at depth 128 on the filled file, {@code BenchMain --iodepth 128}, eight
+     * alternating rounds, 0 gave 108k/115k/77k/84k/98k/109k/116k/167k IOPS (median 109k) and 32
+     * gave 101k/135k/95k/122k/81k/85k/136k/114k (median 108k; 32 with the reaping capped to 32 per
+     * poll, and 16 so capped, no better); three alternating {@code vblk bench --compare --only
+     * fio} runs gave embedded/fio 0.80x, 0.68x, 0.90x with 0 against 1.03x, 0.94x, 0.90x with 32,
+     * serve/fio 0.73x, 0.77x, 0.65x against 0.90x, 0.71x, 0.82x: a hint, within the noise. The
      * sub-batches doubled the submissions per I/O (0.035 against 0.014), moved requests from the
      * device to the avail ring in the occupancy samples (device 69-93 against 83-103), and on the
      * null back end at depth 128 cost CPU per I/O (0.28 against 0.18-0.19 us). Until a quiet
