@@ -1,6 +1,7 @@
 package io.vblk.engine;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.aio.BackendOptions;
 import io.vblk.aio.Image;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
@@ -23,10 +24,19 @@ public interface BackendFactory {
 
     /** Back ends of {@code kind} over {@code image} (the device does not close the image). */
     static BackendFactory of(BackendKind kind, Image image) {
+        return of(kind, image, BackendOptions.SINGLE_ISSUER_DEFAULT);
+    }
+
+    /**
+     * As {@link #of(BackendKind, Image)}, an io_uring ring set up single-issuer with deferred task
+     * running when {@code singleIssuer} ({@link BackendOptions#singleIssuer()}; the device's I/O
+     * thread then owns it; needs {@link ThreadingMode#SHARED}).
+     */
+    static BackendFactory of(BackendKind kind, Image image, boolean singleIssuer) {
         return new BackendFactory() {
             @Override
             public IoBackend open(int depth) {
-                return IoBackends.open(kind, image, depth);
+                return IoBackends.open(kind, image, BackendOptions.depth(depth).singleIssuer(singleIssuer));
             }
 
             @Override
