@@ -11,8 +11,9 @@ package io.vblk.aio;
  *       O_DIRECT's alignment (default 4 MiB); larger ones are refused with {@code -EINVAL}.</li>
  *   <li>{@code workerThreads}: threads of the thread back end (default min(depth, 8)).</li>
  *   <li>{@code singleIssuer}: io_uring only: set the ring up as fio does, SINGLE_ISSUER with
- *       DEFER_TASKRUN, owned by the first thread that enters it (default: the system property
- *       {@code vblk.uring.singleIssuer}, else off). Only for a back end whose one thread both
+ *       DEFER_TASKRUN, owned by the first thread that enters it (default off; the engine asks
+ *       for it where its I/O thread reaps, when the system property {@code vblk.uring.singleIssuer}
+ *       is true: {@link #SINGLE_ISSUER_DEFAULT}). Only for a back end whose one thread both
  *       submits and reaps: completions are then posted only when that thread enters the ring.
  *       A kernel that refuses the flags gets the usual ring.</li>
  * </ul>
@@ -33,11 +34,14 @@ public final class BackendOptions {
     private final int workerThreads;
     private final boolean singleIssuer;
 
-    /** {@link #singleIssuer()}'s default: the system property {@code vblk.uring.singleIssuer}. */
+    /**
+     * Whether the engine asks for single-issuer rings where its I/O thread reaps: the system
+     * property {@code vblk.uring.singleIssuer} (default false).
+     */
     public static final boolean SINGLE_ISSUER_DEFAULT = Boolean.getBoolean("vblk.uring.singleIssuer");
 
     private BackendOptions(int depth, int maxSegments, long maxBounceBytes, int workerThreads) {
-        this(depth, maxSegments, maxBounceBytes, workerThreads, SINGLE_ISSUER_DEFAULT);
+        this(depth, maxSegments, maxBounceBytes, workerThreads, false);
     }
 
     private BackendOptions(int depth, int maxSegments, long maxBounceBytes, int workerThreads, boolean singleIssuer) {

@@ -163,8 +163,8 @@ final class GuestBufferRegistration {
             }
         }
         int rc = driver.registerBuffers(addresses, lengths);
-        if (rc >= 0 && driver.singleIssuer()) {
-            ownerTakes(thread);
+        if (driver.singleIssuer()) {
+            ownerTakes(thread); // a refusal still drops the old table there
         }
         if (rc >= 0) {
             return "registered " + driver.bufferRegistration();
