@@ -222,8 +222,9 @@ class IoUringSingleIssuerTest {
     }
 
     /**
-     * Close on the owner with reads in flight: its enter posts their deferred completions, and
-     * everything is waited for. Close on another thread after the owner left with reads in
+     * A drain on the owner delivers every deferred completion. Close on the owner with reads in
+     * flight: its enter posts their deferred completions, and
+     * everything is waited for. Close on another thread while reads the owner submitted are in
      * flight: only the owner can have them posted, so the close returns without them (their
      * slots stay allocated) instead of waiting for ever.
      */
@@ -233,6 +234,11 @@ class IoUringSingleIssuerTest {
              GuestMemory guest = new GuestMemory(16 * BLOCK)) {
             IoUringBackend first = singleIssuer(image, 16);
             onOwner(() -> {
+                // A drain (stop) on the owner: every deferred completion is posted and delivered.
+                submitReads(first, guest, 16);
+                Recorder drained = new Recorder(16);
+                assertEquals(16, first.drain(drained));
+                drained.assertAll(0, 16, BLOCK);
                 submitReads(first, guest, 16);
                 first.close();
                 assertEquals(0, first.inFlight());
