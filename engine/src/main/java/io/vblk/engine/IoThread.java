@@ -105,6 +105,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         RequestPool pool = dispatcher.pool();
         CompletionPath completions = new CompletionPath(queues.length, tuning.recordLatency(), clock);
         if (tuning.threadingMode() == ThreadingMode.DEDICATED) {
+            if (backend.singleIssuer()) {
+                // Its completions are posted only when the submitting thread enters the ring.
+                throw new IllegalArgumentException("a single-issuer io_uring ring (vblk.uring.singleIssuer) is reaped by the"
+                        + " thread that submits: ThreadingMode.SHARED, not dedicated completion threads");
+            }
             route = new DedicatedCompletionRoute(pool, completions, queues,
                     DedicatedCompletionRoute.ringSize(pool.size(), model.maxSegmentsPerRange()),
                     WaitStrategies.disruptor(tuning), dispatcher::release, this::wakeIfSleeping);
