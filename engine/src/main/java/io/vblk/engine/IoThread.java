@@ -406,6 +406,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (subBatch == 0) {
             return dispatcher.popQueue(q, nowNs, max);
         }
+        // Completions published between sub-batches let the guest post anew within the round:
+        // without this bound a guest reposting per completion keeps one round (and the inbox's
+        // stop, drain and memory commands, and every other queue) waiting for ever. One ring's
+        // worth per queue per round is what a round pops without sub-batches at most.
+        max = Math.min(max, Math.max(1, q.ring.size()));
         int popped = 0;
         while (popped < max && q.state == QueueLifecycle.RUNNING) {
             int want = Math.min(max - popped, subBatch - sinceSubmit);
