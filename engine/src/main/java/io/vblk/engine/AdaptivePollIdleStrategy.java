@@ -72,6 +72,26 @@ import org.agrona.concurrent.NanoClock;
  *     guest sees each completion that much later. No gap and no involuntary switch shows it;
  *     only that polling never catches anything. Small windows that miss while the thread
  *     mostly sleeps cost little and are left to grow and shrink.
+ * <li><b>Poll only for a guest that answers at once while the machine is oversubscribed</b>:
+ *     at the start of a wait, at most once per {@link #SAMPLE_NS}, the thread reads its own run
+ *     delay (the time it spent runnable but waiting for a CPU, {@link ThreadRunDelay}), whether
+ *     it polled meanwhile or slept. When that delay grew by {@link #RUN_DELAY_SHARE_OVERSUBSCRIBED}
+ *     of the wall time or more, more threads want the CPUs than there are, and every microsecond
+ *     spun is taken from one of them (perhaps from the guest the thread waits for). Then the
+ *     window is at most {@link #OVERSUBSCRIBED_WINDOW_NS}: long enough for a polling guest's next
+ *     request, which follows the completion within a microsecond or two, too short to spin
+ *     through a blocking guest's wake-up. A window that still misses shuts (the next request
+ *     needed a wake-up anyway) and reopens only after {@link #OVERSUBSCRIBED_MISS_BACKOFF_NS}.
+ *     Why: depth 1, guest blocking, two competing busy loops on two cores (the contention
+ *     table's cell vblk kept missing against qsd with {@code poll-max-ns=0}). Measured
+ *     2026-12-05 22:14-22:17 ({@code vblk bench --compare --only contention --contention-cell
+ *     qd1-block:2}): the I/O thread spent 24-41% of the wall time on a run queue even while
+ *     blocking, with 10-18k involuntary switches a second; the rules above kept the window shut
+ *     most of the time, but each back-off's end let it regrow to 32-100 us (95-167 grows per
+ *     half second in those stretches) until a sample of mostly-polling judged it again, about
+ *     five times a second. None of the rules above could see the oversubscription without
+ *     polling first, and the lost-share rule saw none at all (share 0.00-0.01: the preemptions
+ *     come at wake-ups, not as gaps while polling).
  * </ul>
  *
  * A window that caught the work (no kernel sleep) is left alone: that is the sweet spot. Owned
@@ -131,6 +151,13 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
      */
     static final long UNPAID_BACKOFF_NS = CONTENDED_BACKOFF_NS;
 
+    /** The share of wall time spent waiting on a run queue at or above which the machine is oversubscribed. */
+    static final double RUN_DELAY_SHARE_OVERSUBSCRIBED = 0.10;
+    /** The longest window while oversubscribed: a polling guest's next request, not a blocking guest's wake-up. */
+    static final long OVERSUBSCRIBED_WINDOW_NS = GROW_START_NS;
+    /** How long a window that missed while oversubscribed stays shut. */
+    static final long OVERSUBSCRIBED_MISS_BACKOFF_NS = 5_000_000;
+
     private final NanoClock clock;
     private final long maxPollNs;
     /** The back end's operations in flight (read once per wait, at its start). */
@@ -139,6 +166,14 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private final KernelSleep sleeper;
     /** The thread's involuntary context switches so far ({@code getrusage(RUSAGE_THREAD)}). */
     private final LongSupplier involuntarySwitches;
+    /** The thread's run delay so far in ns ({@link ThreadRunDelay}), negative when unknown. */
+    private final LongSupplier runDelay;
+    private long runDelayReadNs;
+    private long lastRunDelayNs = -1;
+    private boolean oversubscribed;
+    private long oversubscribedMissUntilNs;
+    private long oversubscribedReads;
+    private long oversubscribedMisses;
     private long windowNs;
     private boolean polling;
     private long pollStartNs;
@@ -187,6 +222,15 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
      */
     AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper,
                              LongSupplier involuntarySwitches, IntSupplier inFlight, int deepInFlight) {
+        this(clock, initialPollNs, maxPollNs, sleeper, involuntarySwitches, inFlight, deepInFlight, () -> -1);
+    }
+
+    /**
+     * @param runDelay the calling thread's run delay so far in ns, negative when unknown (read at
+     *                 most once per {@link #SAMPLE_NS}, at the start of a wait, on this thread)
+     */
+    AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper,
+                             LongSupplier involuntarySwitches, IntSupplier inFlight, int deepInFlight, LongSupplier runDelay) {
         if (initialPollNs < 0 || maxPollNs < 0) {
             throw new IllegalArgumentException("poll " + initialPollNs + " ns, max " + maxPollNs + " ns: must not be negative");
         }
@@ -196,6 +240,8 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         this.involuntarySwitches = involuntarySwitches;
         this.inFlight = inFlight;
         this.deepInFlight = deepInFlight;
+        this.runDelay = runDelay;
+        this.runDelayReadNs = clock.nanoTime();
         this.windowNs = Math.min(initialPollNs, maxPollNs);
         this.contendedUntilNs = clock.nanoTime() - MAX_CONTENDED_BACKOFF_NS; // no back-off running
         this.unpaidUntilNs = clock.nanoTime();
@@ -219,6 +265,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         if (!polling) {
             polling = true;
             pollStartNs = now;
+            if (now - runDelayReadNs >= SAMPLE_NS) {
+                readRunDelay(now);
+            }
             if (maxPollNs > 0 && inFlight.getAsInt() >= deepInFlight) {
                 deepWaits++;
                 sleep(false);
@@ -254,6 +303,30 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         } else {
             Thread.onSpinWait();
         }
+    }
+
+    /**
+     * Reads the thread's run delay and judges the interval since the last read: oversubscribed
+     * when the delay grew by {@link #RUN_DELAY_SHARE_OVERSUBSCRIBED} of it or more. Then a
+     * longer window is cut to {@link #OVERSUBSCRIBED_WINDOW_NS}.
+     */
+    private void readRunDelay(long now) {
+        long delay = runDelay.getAsLong();
+        long wallNs = now - runDelayReadNs;
+        if (delay >= 0 && lastRunDelayNs >= 0) {
+            oversubscribed = (delay - lastRunDelayNs) >= RUN_DELAY_SHARE_OVERSUBSCRIBED * wallNs;
+            if (oversubscribed) {
+                oversubscribedReads++;
+                if (windowNs > OVERSUBSCRIBED_WINDOW_NS) {
+                    shrinks++;
+                    windowNs = OVERSUBSCRIBED_WINDOW_NS;
+                }
+            }
+        } else {
+            oversubscribed = false;
+        }
+        lastRunDelayNs = delay;
+        runDelayReadNs = now;
     }
 
     /** Polling was found contended: shut the window and start (or double) the back-off. */
@@ -350,6 +423,18 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         }
         if (waitedNs > maxPollNs) {
             shrink();
+        } else if (oversubscribed) {
+            // Oversubscribed: a window that missed shuts for a while; one shut reopens small.
+            long now = clock.nanoTime();
+            if (windowNs > 0) {
+                oversubscribedMisses++;
+                shrinks++;
+                windowNs = 0;
+                oversubscribedMissUntilNs = now + OVERSUBSCRIBED_MISS_BACKOFF_NS;
+            } else if (now - oversubscribedMissUntilNs >= 0 && now - contendedUntilNs >= 0 && now - unpaidUntilNs >= 0) {
+                grows++;
+                windowNs = Math.min(OVERSUBSCRIBED_WINDOW_NS, maxPollNs);
+            }
         } else if (windowNs < maxPollNs && clock.nanoTime() - contendedUntilNs >= 0 && clock.nanoTime() - unpaidUntilNs >= 0) {
             grows++;
             windowNs = windowNs == 0 ? Math.min(GROW_START_NS, maxPollNs) : Math.min(maxPollNs, windowNs * 2);
@@ -430,6 +515,21 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** Waits that started with a deep queue in flight and went to the kernel at once. */
     long deepWaits() {
         return deepWaits;
+    }
+
+    /** Whether the last run-delay read found the machine oversubscribed. */
+    boolean oversubscribed() {
+        return oversubscribed;
+    }
+
+    /** Run-delay reads that found the machine oversubscribed. */
+    long oversubscribedReads() {
+        return oversubscribedReads;
+    }
+
+    /** Windows that missed while oversubscribed (each shut the window for {@link #OVERSUBSCRIBED_MISS_BACKOFF_NS}). */
+    long oversubscribedMisses() {
+        return oversubscribedMisses;
     }
 
     /** The averaged share of polling time lost in gaps. */

@@ -38,7 +38,8 @@ final class IdleStrategies {
                 return new KernelIdleStrategy(sleeper);
             default:
                 IdleStrategy adaptive = new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
-                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT);
+                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT,
+                        new ThreadRunDelay()::nanos);
                 return tuning.pollMaxNs() > 0 && tuning.inFlightYieldNs() > 0
                         ? new InFlightYieldIdleStrategy(adaptive, inFlight, clock, tuning.inFlightYieldNs())
                         : adaptive;
@@ -64,7 +65,8 @@ final class IdleStrategies {
                 return new KernelIdleStrategy(sleeper);
             default:
                 return new AdaptivePollIdleStrategy(clock, pollNs, Math.max(pollNs, AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS), sleeper,
-                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT);
+                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT,
+                        new ThreadRunDelay()::nanos);
         }
     }
 }
