@@ -155,6 +155,13 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     static final double RUN_DELAY_SHARE_OVERSUBSCRIBED = 0.10;
     /** The longest window while oversubscribed: a polling guest's next request, not a blocking guest's wake-up. */
     static final long OVERSUBSCRIBED_WINDOW_NS = GROW_START_NS;
+    /**
+     * How long the run delay must stay below {@link #RUN_DELAY_SHARE_OVERSUBSCRIBED} before the
+     * machine counts as no longer oversubscribed: one millisecond's read flickers (measured:
+     * reads alternating on a machine with a load of 8, each clear one regrowing the window to
+     * 32-64 us), the competition does not come and go that fast.
+     */
+    static final long OVERSUBSCRIBED_HOLD_NS = 50_000_000;
     /** How long a window that missed while oversubscribed stays shut. */
     static final long OVERSUBSCRIBED_MISS_BACKOFF_NS = 5_000_000;
 
@@ -171,6 +178,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private long runDelayReadNs;
     private long lastRunDelayNs = -1;
     private boolean oversubscribed;
+    /** When the reads started to find the machine no longer oversubscribed (valid while {@link #clearRun}). */
+    private long clearSinceNs;
+    private boolean clearRun;
     private long oversubscribedMissUntilNs;
     private long oversubscribedReads;
     private long oversubscribedMisses;
@@ -314,7 +324,16 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         long delay = runDelay.getAsLong();
         long wallNs = now - runDelayReadNs;
         if (delay >= 0 && lastRunDelayNs >= 0) {
-            oversubscribed = (delay - lastRunDelayNs) >= RUN_DELAY_SHARE_OVERSUBSCRIBED * wallNs;
+            if ((delay - lastRunDelayNs) >= RUN_DELAY_SHARE_OVERSUBSCRIBED * wallNs) {
+                oversubscribed = true;
+                clearRun = false;
+            } else if (oversubscribed) {
+                if (!clearRun) {
+                    clearRun = true;
+                    clearSinceNs = runDelayReadNs; // the clear interval started at the last read
+                }
+                oversubscribed = now - clearSinceNs < OVERSUBSCRIBED_HOLD_NS;
+            }
             if (oversubscribed) {
                 oversubscribedReads++;
                 if (windowNs > OVERSUBSCRIBED_WINDOW_NS) {
@@ -324,6 +343,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             }
         } else {
             oversubscribed = false;
+            clearRun = false;
         }
         lastRunDelayNs = delay;
         runDelayReadNs = now;

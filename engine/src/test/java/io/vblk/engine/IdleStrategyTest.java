@@ -616,9 +616,13 @@ class IdleStrategyTest {
         assertTrue(idle.oversubscribed());
         assertTrue(idle.windowNs() <= AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, "window " + idle.windowNs());
 
-        runDelayShare = 0; // and leaves: the next read clears it, the window regrows
-        iosPostedAt(idle, 300, 50_000);
+        runDelayShare = 0; // and leaves: 50 ms of clear reads clear it (one clear read does not), the window regrows
+        iosPostedAt(idle, 60, 50_000); // 3 ms
+        assertTrue(idle.oversubscribed(), "held through a short lull");
+        assertTrue(idle.windowNs() <= AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, "window " + idle.windowNs());
+        iosPostedAt(idle, 1_000, 50_000); // 50 ms
         assertFalse(idle.oversubscribed());
+        iosPostedAt(idle, 300, 50_000);
         assertEquals(60_000, idle.windowNs());
 
         AdaptivePollIdleStrategy unknown = new AdaptivePollIdleStrategy(clock, 0, 60_000, timedSleeper, () -> 0, () -> 0,
