@@ -582,7 +582,8 @@ class IdleStrategyTest {
         long reopened = idle.oversubscribedMisses() - missesBefore;
         assertTrue(reopened >= 5 && reopened <= 60_000_000 / AdaptivePollIdleStrategy.OVERSUBSCRIBED_MISS_BACKOFF_NS + 1,
                 "reopened " + reopened + " times");
-        assertTrue(polled <= reopened * AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, "polled " + polled + " ns");
+        assertTrue(polled <= reopened * AdaptivePollIdleStrategy.OVERSUBSCRIBED_MISSES_TO_SHUT
+                * AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, "polled " + polled + " ns");
         assertTrue(runDelayReads <= 2_200 * 30_000 / AdaptivePollIdleStrategy.SAMPLE_NS + 2, "read at most once per ms: " + runDelayReads);
     }
 
@@ -597,6 +598,17 @@ class IdleStrategyTest {
         assertEquals(AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, idle.windowNs());
         assertEquals(0, idle.oversubscribedMisses());
         assertEquals(0, sleeps, "every request caught by polling");
+        // The guest loses its core now and then (one request in five waits 30 us): the window stays.
+        for (int i = 1; i <= 500; i++) {
+            if (i % 5 == 0) {
+                iosPostedAfterTheSleep(idle, 1);
+            } else {
+                iosPostedAfter2Us(idle, 1);
+            }
+        }
+        assertEquals(AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, idle.windowNs());
+        assertEquals(0, idle.oversubscribedMisses());
+        assertEquals(100, sleeps);
     }
 
     @Test
