@@ -30,7 +30,7 @@ final class IdleStrategies {
 
     /** The calling thread's run delay, or none (-1: the rule is off) unless {@link #RUN_DELAY}. */
     private static java.util.function.LongSupplier runDelay() {
-        return RUN_DELAY ? runDelay() : () -> -1;
+        return RUN_DELAY ? new ThreadRunDelay()::nanos : () -> -1;
     }
 
     /**
