@@ -20,8 +20,8 @@ final class IdleStrategies {
      * answers at once while the machine is oversubscribed ({@link AdaptivePollIdleStrategy}).
      * Off by default ({@code -Dvblk.adaptive.runDelay=true} turns it on): measured 2026-12-05
      * 22:33-22:46 on the contention cell it was written for (depth 1, guest blocking, two busy
-     * loops) it did not beat the rules without it (IOPS 23-36k against 28-50k for the build
-     * without it, alternating, load 6.5-11), see the README's Performance section.
+     * loops) it did not beat the rules without it (median 32.4k IOPS against 40.4k for the build
+     * without it over 11 same-run pairs, load 4.6-11), see the README's Performance section.
      */
     static final boolean RUN_DELAY = Boolean.getBoolean("vblk.adaptive.runDelay");
 
