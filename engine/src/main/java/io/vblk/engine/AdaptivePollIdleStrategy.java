@@ -72,6 +72,31 @@ import org.agrona.concurrent.NanoClock;
  *     guest sees each completion that much later. No gap and no involuntary switch shows it;
  *     only that polling never catches anything. Small windows that miss while the thread
  *     mostly sleeps cost little and are left to grow and shrink.
+ * <li><b>Poll only for a guest that answers at once while the machine is oversubscribed</b>:
+ *     at the start of a wait, at most once per {@link #SAMPLE_NS}, the thread reads its own run
+ *     delay (the time it spent runnable but waiting for a CPU, {@link ThreadRunDelay}), whether
+ *     it polled meanwhile or slept. When that delay grew by {@link #RUN_DELAY_SHARE_OVERSUBSCRIBED}
+ *     of the wall time or more, more threads want the CPUs than there are, and every microsecond
+ *     spun is taken from one of them (perhaps from the guest the thread waits for). Then the
+ *     window is at most {@link #OVERSUBSCRIBED_WINDOW_NS}: long enough for a polling guest's next
+ *     request, which follows the completion within a microsecond or two, too short to spin
+ *     through a blocking guest's wake-up. A window that still misses shuts (the next request
+ *     needed a wake-up anyway) and reopens only after {@link #OVERSUBSCRIBED_MISS_BACKOFF_NS}.
+ *     Why: depth 1, guest blocking, two competing busy loops on two cores (the contention
+ *     table's cell vblk kept missing against qsd with {@code poll-max-ns=0}). Measured
+ *     2026-12-05 22:14-22:17 ({@code vblk bench --compare --only contention --contention-cell
+ *     qd1-block:2}): the I/O thread spent 24-41% of the wall time on a run queue even while
+ *     blocking, with 10-18k involuntary switches a second; the rules above kept the window shut
+ *     most of the time, but each back-off's end let it regrow to 32-100 us (95-167 grows per
+ *     half second in those stretches) until a sample of mostly-polling judged it again, about
+ *     five times a second. None of the rules above could see the oversubscription without
+ *     polling first, and the lost-share rule saw none at all (share 0.00-0.01: the preemptions
+ *     come at wake-ups, not as gaps while polling). <b>Off by default</b> ({@link
+ *     IdleStrategies#RUN_DELAY}): with it on, that cell measured no better than without it, the
+ *     run-delay reads flicker at one-millisecond intervals, and shutting a polling guest's window
+ *     at its first miss cost depth 1 with the guest polling most of its IOPS (79k against 834k
+ *     on a machine loaded by other work); the rule above holds the state for {@link
+ *     #OVERSUBSCRIBED_HOLD_NS} and shuts after {@link #OVERSUBSCRIBED_MISSES_TO_SHUT} misses since.
  * </ul>
  *
  * A window that caught the work (no kernel sleep) is left alone: that is the sweet spot. Owned
@@ -131,6 +156,27 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
      */
     static final long UNPAID_BACKOFF_NS = CONTENDED_BACKOFF_NS;
 
+    /** The share of wall time spent waiting on a run queue at or above which the machine is oversubscribed. */
+    static final double RUN_DELAY_SHARE_OVERSUBSCRIBED = 0.10;
+    /** The longest window while oversubscribed: a polling guest's next request, not a blocking guest's wake-up. */
+    static final long OVERSUBSCRIBED_WINDOW_NS = GROW_START_NS;
+    /**
+     * How long the run delay must stay below {@link #RUN_DELAY_SHARE_OVERSUBSCRIBED} before the
+     * machine counts as no longer oversubscribed: one millisecond's read flickers (measured:
+     * reads alternating on a machine with a load of 8, each clear one regrowing the window to
+     * 32-64 us), the competition does not come and go that fast.
+     */
+    static final long OVERSUBSCRIBED_HOLD_NS = 50_000_000;
+    /**
+     * Misses in a row of the small window, while oversubscribed, that shut it: a polling guest's
+     * window misses now and then (the guest lost its core for a moment; the 2026-12-05 22:33 table,
+     * which shut it at the first miss, fell from 834k to 79k IOPS at depth 1 with the guest
+     * polling on a machine with a load of 7), a blocking guest's misses every time.
+     */
+    static final int OVERSUBSCRIBED_MISSES_TO_SHUT = 8;
+    /** How long a window that missed {@link #OVERSUBSCRIBED_MISSES_TO_SHUT} times in a row while oversubscribed stays shut. */
+    static final long OVERSUBSCRIBED_MISS_BACKOFF_NS = 5_000_000;
+
     private final NanoClock clock;
     private final long maxPollNs;
     /** The back end's operations in flight (read once per wait, at its start). */
@@ -139,6 +185,19 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private final KernelSleep sleeper;
     /** The thread's involuntary context switches so far ({@code getrusage(RUSAGE_THREAD)}). */
     private final LongSupplier involuntarySwitches;
+    /** The thread's run delay so far in ns ({@link ThreadRunDelay}), negative when unknown. */
+    private final LongSupplier runDelay;
+    private long runDelayReadNs;
+    private long lastRunDelayNs = -1;
+    private boolean oversubscribed;
+    /** When the reads started to find the machine no longer oversubscribed (valid while {@link #clearRun}). */
+    private long clearSinceNs;
+    private boolean clearRun;
+    private long oversubscribedMissUntilNs;
+    private long oversubscribedReads;
+    private long oversubscribedMisses;
+    /** Misses in a row of the small window while oversubscribed. */
+    private int oversubscribedMissStreak;
     private long windowNs;
     private boolean polling;
     private long pollStartNs;
@@ -187,6 +246,15 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
      */
     AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper,
                              LongSupplier involuntarySwitches, IntSupplier inFlight, int deepInFlight) {
+        this(clock, initialPollNs, maxPollNs, sleeper, involuntarySwitches, inFlight, deepInFlight, () -> -1);
+    }
+
+    /**
+     * @param runDelay the calling thread's run delay so far in ns, negative when unknown (read at
+     *                 most once per {@link #SAMPLE_NS}, at the start of a wait, on this thread)
+     */
+    AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper,
+                             LongSupplier involuntarySwitches, IntSupplier inFlight, int deepInFlight, LongSupplier runDelay) {
         if (initialPollNs < 0 || maxPollNs < 0) {
             throw new IllegalArgumentException("poll " + initialPollNs + " ns, max " + maxPollNs + " ns: must not be negative");
         }
@@ -196,6 +264,8 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         this.involuntarySwitches = involuntarySwitches;
         this.inFlight = inFlight;
         this.deepInFlight = deepInFlight;
+        this.runDelay = runDelay;
+        this.runDelayReadNs = clock.nanoTime();
         this.windowNs = Math.min(initialPollNs, maxPollNs);
         this.contendedUntilNs = clock.nanoTime() - MAX_CONTENDED_BACKOFF_NS; // no back-off running
         this.unpaidUntilNs = clock.nanoTime();
@@ -206,6 +276,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         if (workCount > 0) {
             if (polling && windowNs > 0) {
                 sampleCatches++;
+                oversubscribedMissStreak = 0;
             }
             polling = false; // the window caught it: the sweet spot, nothing to adjust
         } else {
@@ -219,6 +290,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         if (!polling) {
             polling = true;
             pollStartNs = now;
+            if (now - runDelayReadNs >= SAMPLE_NS) {
+                readRunDelay(now);
+            }
             if (maxPollNs > 0 && inFlight.getAsInt() >= deepInFlight) {
                 deepWaits++;
                 sleep(false);
@@ -254,6 +328,40 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         } else {
             Thread.onSpinWait();
         }
+    }
+
+    /**
+     * Reads the thread's run delay and judges the interval since the last read: oversubscribed
+     * when the delay grew by {@link #RUN_DELAY_SHARE_OVERSUBSCRIBED} of it or more. Then a
+     * longer window is cut to {@link #OVERSUBSCRIBED_WINDOW_NS}.
+     */
+    private void readRunDelay(long now) {
+        long delay = runDelay.getAsLong();
+        long wallNs = now - runDelayReadNs;
+        if (delay >= 0 && lastRunDelayNs >= 0) {
+            if ((delay - lastRunDelayNs) >= RUN_DELAY_SHARE_OVERSUBSCRIBED * wallNs) {
+                oversubscribed = true;
+                clearRun = false;
+            } else if (oversubscribed) {
+                if (!clearRun) {
+                    clearRun = true;
+                    clearSinceNs = runDelayReadNs; // the clear interval started at the last read
+                }
+                oversubscribed = now - clearSinceNs < OVERSUBSCRIBED_HOLD_NS;
+            }
+            if (oversubscribed) {
+                oversubscribedReads++;
+                if (windowNs > OVERSUBSCRIBED_WINDOW_NS) {
+                    shrinks++;
+                    windowNs = OVERSUBSCRIBED_WINDOW_NS;
+                }
+            }
+        } else {
+            oversubscribed = false;
+            clearRun = false;
+        }
+        lastRunDelayNs = delay;
+        runDelayReadNs = now;
     }
 
     /** Polling was found contended: shut the window and start (or double) the back-off. */
@@ -350,6 +458,21 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         }
         if (waitedNs > maxPollNs) {
             shrink();
+        } else if (oversubscribed) {
+            // Oversubscribed: a window that keeps missing shuts for a while; one shut reopens small.
+            long now = clock.nanoTime();
+            if (windowNs > 0) {
+                if (++oversubscribedMissStreak >= OVERSUBSCRIBED_MISSES_TO_SHUT) {
+                    oversubscribedMissStreak = 0;
+                    oversubscribedMisses++;
+                    shrinks++;
+                    windowNs = 0;
+                    oversubscribedMissUntilNs = now + OVERSUBSCRIBED_MISS_BACKOFF_NS;
+                }
+            } else if (now - oversubscribedMissUntilNs >= 0 && now - contendedUntilNs >= 0 && now - unpaidUntilNs >= 0) {
+                grows++;
+                windowNs = Math.min(OVERSUBSCRIBED_WINDOW_NS, maxPollNs);
+            }
         } else if (windowNs < maxPollNs && clock.nanoTime() - contendedUntilNs >= 0 && clock.nanoTime() - unpaidUntilNs >= 0) {
             grows++;
             windowNs = windowNs == 0 ? Math.min(GROW_START_NS, maxPollNs) : Math.min(maxPollNs, windowNs * 2);
@@ -430,6 +553,21 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** Waits that started with a deep queue in flight and went to the kernel at once. */
     long deepWaits() {
         return deepWaits;
+    }
+
+    /** Whether the last run-delay read found the machine oversubscribed. */
+    boolean oversubscribed() {
+        return oversubscribed;
+    }
+
+    /** Run-delay reads that found the machine oversubscribed. */
+    long oversubscribedReads() {
+        return oversubscribedReads;
+    }
+
+    /** Windows shut by misses in a row while oversubscribed (each for {@link #OVERSUBSCRIBED_MISS_BACKOFF_NS}). */
+    long oversubscribedMisses() {
+        return oversubscribedMisses;
     }
 
     /** The averaged share of polling time lost in gaps. */

@@ -15,7 +15,22 @@ final class IdleStrategies {
     /** Rounds spun before yielding, and yields before parking ({@link WaitStrategy#SLEEPING}). */
     static final int SPIN_ROUNDS = 100;
 
+    /**
+     * Whether the adaptive strategy reads its thread's run delay and polls only for a guest that
+     * answers at once while the machine is oversubscribed ({@link AdaptivePollIdleStrategy}).
+     * Off by default ({@code -Dvblk.adaptive.runDelay=true} turns it on): measured 2026-12-05
+     * 22:33-22:46 on the contention cell it was written for (depth 1, guest blocking, two busy
+     * loops) it did not beat the rules without it (median 32.4k IOPS against 40.4k for the build
+     * without it over 11 same-run pairs, load 4.6-11), see the README's Performance section.
+     */
+    static final boolean RUN_DELAY = Boolean.getBoolean("vblk.adaptive.runDelay");
+
     private IdleStrategies() {
+    }
+
+    /** The calling thread's run delay, or none (-1: the rule is off) unless {@link #RUN_DELAY}. */
+    private static java.util.function.LongSupplier runDelay() {
+        return RUN_DELAY ? new ThreadRunDelay()::nanos : () -> -1;
     }
 
     /**
@@ -38,7 +53,8 @@ final class IdleStrategies {
                 return new KernelIdleStrategy(sleeper);
             default:
                 IdleStrategy adaptive = new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
-                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT);
+                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT,
+                        runDelay());
                 return tuning.pollMaxNs() > 0 && tuning.inFlightYieldNs() > 0
                         ? new InFlightYieldIdleStrategy(adaptive, inFlight, clock, tuning.inFlightYieldNs())
                         : adaptive;
@@ -64,7 +80,8 @@ final class IdleStrategies {
                 return new KernelIdleStrategy(sleeper);
             default:
                 return new AdaptivePollIdleStrategy(clock, pollNs, Math.max(pollNs, AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS), sleeper,
-                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT);
+                        new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT,
+                        runDelay());
         }
     }
 }

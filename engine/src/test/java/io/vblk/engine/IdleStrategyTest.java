@@ -1,6 +1,7 @@
 package io.vblk.engine;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -508,6 +509,139 @@ class IdleStrategyTest {
         assertTrue(idle.windowNs() >= AdaptivePollIdleStrategy.GROW_START_NS, "window " + idle.windowNs());
         assertEquals(2, idle.unpaidSamples());
         assertEquals(0, idle.preemptions());
+    }
+
+    /** The share of wall time the fake thread spends on a run queue (its run delay grows by this). */
+    private double runDelayShare;
+    private long runDelayNs;
+    private long runDelayAt;
+    private int runDelayReads;
+
+    private long runDelay() {
+        runDelayReads++;
+        long now = clock.nanoTime();
+        runDelayNs += (long) ((now - runDelayAt) * runDelayShare);
+        runDelayAt = now;
+        return runDelayNs;
+    }
+
+    private AdaptivePollIdleStrategy adaptiveReadingRunDelay(long initialNs, long maxNs) {
+        clock.update(1_000_000);
+        runDelayAt = clock.nanoTime();
+        return new AdaptivePollIdleStrategy(clock, initialNs, maxNs, timedSleeper, () -> 0, () -> 0,
+                AdaptivePollIdleStrategy.DEEP_IN_FLIGHT, this::runDelay);
+    }
+
+    /**
+     * {@code n} I/Os at depth 1, each request posted {@code atNs} after its wait starts, whether
+     * this thread polls (a window that long catches it) or sleeps (the kick ends the sleep then).
+     */
+    private void iosPostedAt(AdaptivePollIdleStrategy idle, int n, long atNs) {
+        for (int i = 0; i < n; i++) {
+            long postedAt = clock.nanoTime() + atNs;
+            int before = sleeps;
+            while (clock.nanoTime() < postedAt) {
+                sleepTakesNs = postedAt - clock.nanoTime();
+                idle.idle(0);
+                if (sleeps != before) {
+                    break;
+                }
+                clock.advance(Math.min(1_000, postedAt - clock.nanoTime()));
+            }
+            idle.idle(1);
+        }
+    }
+
+    /** {@code n} I/Os of a polling guest: each request posted 2 us into the wait. */
+    private void iosPostedAfter2Us(AdaptivePollIdleStrategy idle, int n) {
+        for (int i = 0; i < n; i++) {
+            idle.idle(0);
+            clock.advance(2_000);
+            idle.idle(0);
+            idle.idle(1);
+        }
+    }
+
+    @Test
+    @DisplayName("adaptive, oversubscribed (its run delay grows by 10% of the wall time or more): a blocking guest's "
+            + "wake-up is not spun through; the window is cut to 4 us, shuts when it misses and reopens 5 ms later")
+    void adaptiveOversubscribedSleepsForABlockingGuest() {
+        AdaptivePollIdleStrategy idle = adaptiveReadingRunDelay(50_000, 100_000);
+        runDelayShare = 0.3; // two busy loops, a guest and this thread on two cores: 24-41% measured
+        sleepTakesNs = 30_000; // a blocking guest: the next request comes 30 us after the wait starts, after a wake-up
+        // The first read (1 ms in, on the I/O thread) starts the count, the second judges it.
+        iosPostedAfterTheSleep(idle, 100);
+        assertTrue(idle.oversubscribed());
+        assertTrue(idle.oversubscribedReads() >= 1);
+        assertEquals(0, idle.windowNs(), "shut (by the unpaid rule first: the windows never caught)");
+        long polled = iosPostedAfterTheSleep(idle, 100); // 3 ms: inside the back-off
+        assertEquals(0, polled, "sleeps at once: no spin while other threads wait for the cores");
+        // Over 60 ms the window reopens once per back-off, for one small window each time.
+        int missesBefore = (int) idle.oversubscribedMisses();
+        polled = iosPostedAfterTheSleep(idle, 2_000);
+        long reopened = idle.oversubscribedMisses() - missesBefore;
+        assertTrue(reopened >= 5 && reopened <= 60_000_000 / AdaptivePollIdleStrategy.OVERSUBSCRIBED_MISS_BACKOFF_NS + 1,
+                "reopened " + reopened + " times");
+        assertTrue(polled <= reopened * AdaptivePollIdleStrategy.OVERSUBSCRIBED_MISSES_TO_SHUT
+                * AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, "polled " + polled + " ns");
+        assertTrue(runDelayReads <= 2_200 * 30_000 / AdaptivePollIdleStrategy.SAMPLE_NS + 2, "read at most once per ms: " + runDelayReads);
+    }
+
+    @Test
+    @DisplayName("adaptive, oversubscribed: a polling guest's next request, 2 us into the wait, is still caught by a 4 us window")
+    void adaptiveOversubscribedStillCatchesAPollingGuest() {
+        AdaptivePollIdleStrategy idle = adaptiveReadingRunDelay(50_000, 100_000);
+        runDelayShare = 0.5;
+        sleepTakesNs = 30_000;
+        iosPostedAfter2Us(idle, 2_000); // 4 ms
+        assertTrue(idle.oversubscribed());
+        assertEquals(AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, idle.windowNs());
+        assertEquals(0, idle.oversubscribedMisses());
+        assertEquals(0, sleeps, "every request caught by polling");
+        // The guest loses its core now and then (one request in five waits 30 us): the window stays.
+        for (int i = 1; i <= 500; i++) {
+            if (i % 5 == 0) {
+                iosPostedAfterTheSleep(idle, 1);
+            } else {
+                iosPostedAfter2Us(idle, 1);
+            }
+        }
+        assertEquals(AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, idle.windowNs());
+        assertEquals(0, idle.oversubscribedMisses());
+        assertEquals(100, sleeps);
+    }
+
+    @Test
+    @DisplayName("adaptive: a run delay below 10% of the wall time (or none readable) leaves QEMU's grow rule alone, "
+            + "and the window grows again once oversubscription ends")
+    void adaptiveGrowsWhenNotOversubscribed() {
+        // The guest posts 50 us into each wait: 4-32 us windows miss it, 60 us windows catch it.
+        AdaptivePollIdleStrategy idle = adaptiveReadingRunDelay(0, 60_000);
+        runDelayShare = 0.05;
+        iosPostedAt(idle, 200, 50_000);
+        assertTrue(runDelayReads >= 2);
+        assertFalse(idle.oversubscribed());
+        assertEquals(60_000, idle.windowNs(), "grown to the maximum");
+
+        runDelayShare = 0.3; // the competition arrives
+        iosPostedAt(idle, 100, 50_000);
+        assertTrue(idle.oversubscribed());
+        assertTrue(idle.windowNs() <= AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, "window " + idle.windowNs());
+
+        runDelayShare = 0; // and leaves: 50 ms of clear reads clear it (one clear read does not), the window regrows
+        iosPostedAt(idle, 60, 50_000); // 3 ms
+        assertTrue(idle.oversubscribed(), "held through a short lull");
+        assertTrue(idle.windowNs() <= AdaptivePollIdleStrategy.OVERSUBSCRIBED_WINDOW_NS, "window " + idle.windowNs());
+        iosPostedAt(idle, 1_000, 50_000); // 50 ms
+        assertFalse(idle.oversubscribed());
+        iosPostedAt(idle, 300, 50_000);
+        assertEquals(60_000, idle.windowNs());
+
+        AdaptivePollIdleStrategy unknown = new AdaptivePollIdleStrategy(clock, 0, 60_000, timedSleeper, () -> 0, () -> 0,
+                AdaptivePollIdleStrategy.DEEP_IN_FLIGHT, () -> -1);
+        iosPostedAt(unknown, 200, 50_000);
+        assertFalse(unknown.oversubscribed());
+        assertEquals(60_000, unknown.windowNs(), "no run delay readable: the rules as before");
     }
 
     @Test

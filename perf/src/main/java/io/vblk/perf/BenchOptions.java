@@ -163,6 +163,11 @@ final class BenchOptions {
             description = "contention rows: repeats per cell, order rotated each repeat, the best kept (default ${DEFAULT-VALUE})")
     int bestOf;
 
+    @Option(names = "--contention-cell", split = ",", paramLabel = "ROW:BUSY", description = {"contention rows: run only "
+            + "these cells (ROW qd128-poll, qd1-poll or qd1-block; BUSY 0, 1 or 2; e.g. qd1-block:2), so one cell can be "
+            + "run again and again (default: every cell)"})
+    List<String> contentionCells = new java.util.ArrayList<>();
+
     @Option(names = "--serve-cmd-b", paramLabel = "CMD", description = {"contention rows: a second vblk serve (another build, "
             + "e.g. java -jar OTHER/daemon/target/vblk.jar serve) measured as vblk-b in the same cells, alternating with the "
             + "others, so two builds meet the same load"})
@@ -323,6 +328,14 @@ final class BenchOptions {
             }
         } else if (contention) {
             throw usageError("--contention adds rows to --compare: give --compare too");
+        }
+        for (String cell : contentionCells) {
+            if (!ContentionGroup.isCell(cell)) {
+                throw usageError("--contention-cell " + cell + ": expected ROW:BUSY, ROW qd128-poll, qd1-poll or qd1-block, BUSY 0, 1 or 2");
+            }
+        }
+        if (!contentionCells.isEmpty() && (!compare || !only.contains("contention"))) {
+            throw usageError("--contention-cell is for the contention rows: give --compare --contention (or --only contention)");
         }
         if (serveCommandB != null && (!compare || !only.contains("contention"))) {
             throw usageError("--serve-cmd-b is for the contention rows: give --compare --contention (or --only contention)");

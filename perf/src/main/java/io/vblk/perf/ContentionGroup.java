@@ -60,9 +60,27 @@ final class ContentionGroup {
     private static final int QSD = 1;
     private static final int QSD_POLL0 = 2;
 
-    /** Measured runs for {@code bestOf} repeats: every backend in every cell. */
-    static int runs(int bestOf, boolean secondBuild) {
-        return ROWS.size() * BUSY_COUNTS.length * (secondBuild ? 4 : 3) * bestOf;
+    /** Measured runs for {@code bestOf} repeats: every backend in every cell (or in the {@code cells} chosen, when any). */
+    static int runs(int bestOf, boolean secondBuild, List<String> cells) {
+        int n = cells.isEmpty() ? ROWS.size() * BUSY_COUNTS.length : (int) cells.stream().distinct().count();
+        return n * (secondBuild ? 4 : 3) * bestOf;
+    }
+
+    /** Whether {@code cell} names a cell as {@code --contention-cell} takes it: {@code ROW:BUSY}, e.g. {@code qd1-block:2}. */
+    static boolean isCell(String cell) {
+        for (Row row : ROWS) {
+            for (int busy : BUSY_COUNTS) {
+                if (cell.equals(row.key() + ":" + busy)) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    /** Whether the cell runs: every cell when none was chosen. */
+    private boolean chosen(Row row, int busy) {
+        return o.contentionCells.isEmpty() || o.contentionCells.contains(row.key() + ":" + busy);
     }
 
     /** One measured run and the load when it started. */
@@ -126,9 +144,15 @@ final class ContentionGroup {
                 c.run("warm-up", warm, RunObserver.NONE);
             }
             for (int busy : BUSY_COUNTS) {
+                if (ROWS.stream().noneMatch(row -> chosen(row, busy))) {
+                    continue;
+                }
                 try (BusyLoad load = BusyLoad.start(busy)) {
                     Thread.sleep(BUSY_SETTLE_MS);
                     for (Row row : ROWS) {
+                        if (!chosen(row, busy)) {
+                            continue;
+                        }
                         Workload w = base.withDepth(row.depth()).withGuestPolls(row.guestPolls());
                         cells.add(cell(row, busy, w, contenders, daemons, load));
                     }
@@ -208,6 +232,10 @@ final class ContentionGroup {
                     StringBuilder line = new StringBuilder("| " + row.title() + " |");
                     for (int busy : BUSY_COUNTS) {
                         Cell c = find(cells, row, busy);
+                        if (c == null) {
+                            line.append(" - |");
+                            continue;
+                        }
                         Run mine = c.best().get(v);
                         Run theirs = c.best().get(peer);
                         line.append(String.format(Locale.ROOT, " %.2fx (load %.1f/%.1f) |", mine.result().iops() / theirs.result().iops(),
@@ -235,6 +263,6 @@ final class ContentionGroup {
                 return c;
             }
         }
-        throw new IllegalStateException("no cell " + row.key() + " busy " + busy);
+        return null; // not chosen (--contention-cell)
     }
 }

@@ -97,6 +97,10 @@ class BenchOptionsTest {
         assertEquals(List.of("dataplane", "fio", "vhost", "wait", "contention"), parse("--compare", "--contention").only);
         assertEquals("java -jar b.jar serve", parse("--compare", "--contention", "--serve-cmd-b", "java -jar b.jar serve").serveCommandB);
         assertTrue(parse("--compare", "--only", "contention", "--blocking-eventfds").blockingEventFds);
+        // one cell, again and again
+        assertEquals(List.of("qd1-block:2", "qd128-poll:0"),
+                parse("--compare", "--only", "contention", "--contention-cell", "qd1-block:2,qd128-poll:0").contentionCells);
+        assertEquals(List.of(), c.contentionCells, "every cell by default");
     }
 
     @Test
@@ -124,7 +128,9 @@ class BenchOptionsTest {
         "--size 10|--size must be at least 4096", "--best-of 0|--best-of must be 1 to 100", "--only everything|--only must be",
         "--socket /s|--socket needs --mode vhost-user", "--rw randwrite --image /x|add --allow-writes",
         "--queues lots|'lots'", "--compare --backend null|one file back end", "--rate 0|--rate must be 1 to",
-        "--serve-cmd-b x|--serve-cmd-b is for the contention rows"})
+        "--serve-cmd-b x|--serve-cmd-b is for the contention rows",
+        "--compare --only contention --contention-cell qd1-block:3|expected ROW:BUSY",
+        "--contention-cell qd1-block:2|--contention-cell is for the contention rows"})
     void aBadValueIsOneLineAndStatus2(String caseText) {
         String[] parts = caseText.split("\\|");
         Outcome r = run(parts[0].split(" "));
