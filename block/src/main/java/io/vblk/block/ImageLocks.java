@@ -43,6 +43,23 @@ public final class ImageLocks {
                 System.err::println);
     }
 
+    /**
+     * Drops the locks of {@code image} now, for an owner about to close it. Closing the descriptor
+     * alone is not always enough at once: an io_uring ring that registered the file holds the
+     * open file description until the kernel's asynchronous ring teardown ends, and the locks
+     * with it. Call after the back ends are closed, before {@link Image#close()}. Nothing for a
+     * portable or closed image.
+     */
+    public static void release(Image image) {
+        if (image != null && !image.portable() && !image.isClosed()) {
+            try {
+                ImageLock.release(image.fd());
+            } catch (IllegalStateException e) {
+                // Closed meanwhile: the locks went with the descriptor.
+            }
+        }
+    }
+
     /** Opens and locks in one step, closing the image when the lock is refused. */
     public static Image openLocked(java.nio.file.Path path, io.vblk.aio.ImageOptions options, Locking locking) {
         Image image = Image.open(path, options);

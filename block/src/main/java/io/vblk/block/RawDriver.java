@@ -228,6 +228,7 @@ public final class RawDriver implements BlockDriver {
             backend.close();
         }
         if (ownedImage != null) {
+            ImageLocks.release(ownedImage);
             ownedImage.close();
         }
     }

@@ -367,6 +367,7 @@ final class Export implements AutoCloseable {
 
     private static void closeQuietly(Image image) {
         if (image != null) {
+            io.vblk.block.ImageLocks.release(image); // at once, not when a ring's teardown lets go of the file
             image.close();
         }
     }

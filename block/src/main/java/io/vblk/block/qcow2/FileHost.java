@@ -135,6 +135,7 @@ final class FileHost extends Qcow2Host {
                 io.close();
             }
         } finally {
+            ImageLocks.release(image); // now, not when the ring's teardown lets go of the file
             image.close();
         }
     }
