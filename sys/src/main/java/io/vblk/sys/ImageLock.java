@@ -36,6 +36,8 @@ public final class ImageLock {
     public static final long PERM_BASE = 100;
     /** Byte {@code SHARED_BASE + i}: "I do not share permission i". */
     public static final long SHARED_BASE = 200;
+    /** How long a conflict whose holder no process shows is looked at again (a dead process's ring teardown). */
+    static final long UNSEEN_HOLDER_WAIT_NS = 3_000_000_000L;
     private static final String[] NAMES = {"consistent read", "write", "write unchanged", "resize"};
 
     /** A writer's use (a writable export): reads, writes and resizes; others may only read. */
@@ -151,6 +153,28 @@ public final class ImageLock {
         if (locking == Locking.OFF) {
             return false;
         }
+        long deadline = System.nanoTime() + UNSEEN_HOLDER_WAIT_NS;
+        while (true) {
+            try {
+                return attempt(fd, path, use, locking, log);
+            } catch (LockedException e) {
+                // A holder no process shows: most often the open file description of a process
+                // that just died (SIGKILL) whose io_uring ring still holds the file until the
+                // kernel's asynchronous ring teardown ends. Gone within milliseconds: look again.
+                if (!e.holder().equals(LockHolder.UNKNOWN) || System.nanoTime() - deadline > 0) {
+                    throw e;
+                }
+                try {
+                    Thread.sleep(50);
+                } catch (InterruptedException ie) {
+                    Thread.currentThread().interrupt();
+                    throw e;
+                }
+            }
+        }
+    }
+
+    private static boolean attempt(int fd, Path path, Use use, Locking locking, Consumer<String> log) {
         for (int i = 0; i < PERM_COUNT; i++) {
             int bit = 1 << i;
             int rc = 0;
