@@ -10,6 +10,12 @@ package io.vblk.aio;
  *   <li>{@code maxBounceBytes}: the largest operation that may be bounced when its buffers miss
  *       O_DIRECT's alignment (default 4 MiB); larger ones are refused with {@code -EINVAL}.</li>
  *   <li>{@code workerThreads}: threads of the thread back end (default min(depth, 8)).</li>
+ *   <li>{@code singleIssuer}: io_uring only: set the ring up as fio does, SINGLE_ISSUER with
+ *       DEFER_TASKRUN, owned by the first thread that enters it (default off; the engine asks
+ *       for it where its I/O thread reaps, when the system property {@code vblk.uring.singleIssuer}
+ *       is true: {@link #SINGLE_ISSUER_DEFAULT}). Only for a back end whose one thread both
+ *       submits and reaps: completions are then posted only when that thread enters the ring.
+ *       A kernel that refuses the flags gets the usual ring.</li>
  * </ul>
  */
 public final class BackendOptions {
@@ -26,8 +32,19 @@ public final class BackendOptions {
     private final int maxSegments;
     private final long maxBounceBytes;
     private final int workerThreads;
+    private final boolean singleIssuer;
+
+    /**
+     * Whether the engine asks for single-issuer rings where its I/O thread reaps: the system
+     * property {@code vblk.uring.singleIssuer} (default false).
+     */
+    public static final boolean SINGLE_ISSUER_DEFAULT = Boolean.getBoolean("vblk.uring.singleIssuer");
 
     private BackendOptions(int depth, int maxSegments, long maxBounceBytes, int workerThreads) {
+        this(depth, maxSegments, maxBounceBytes, workerThreads, false);
+    }
+
+    private BackendOptions(int depth, int maxSegments, long maxBounceBytes, int workerThreads, boolean singleIssuer) {
         if (depth <= 0 || maxSegments <= 0 || maxSegments > IovecDescriptor.MAX_IOVECS || maxBounceBytes < 0
                 || workerThreads < 0) {
             throw new IllegalArgumentException("bad back-end options: depth " + depth + ", maxSegments " + maxSegments
@@ -38,6 +55,7 @@ public final class BackendOptions {
         this.maxSegments = maxSegments;
         this.maxBounceBytes = maxBounceBytes;
         this.workerThreads = workerThreads;
+        this.singleIssuer = singleIssuer;
     }
 
     /** Defaults with the given depth. */
@@ -47,17 +65,27 @@ public final class BackendOptions {
 
     /** Returns a copy with {@code value} segments per operation. */
     public BackendOptions maxSegments(int value) {
-        return new BackendOptions(depth, value, maxBounceBytes, workerThreads);
+        return new BackendOptions(depth, value, maxBounceBytes, workerThreads, singleIssuer);
     }
 
     /** Returns a copy whose largest bounced operation is {@code value} bytes. */
     public BackendOptions maxBounceBytes(long value) {
-        return new BackendOptions(depth, maxSegments, value, workerThreads);
+        return new BackendOptions(depth, maxSegments, value, workerThreads, singleIssuer);
     }
 
     /** Returns a copy with {@code value} worker threads (thread back end; 0: the default). */
     public BackendOptions workerThreads(int value) {
-        return new BackendOptions(depth, maxSegments, maxBounceBytes, value);
+        return new BackendOptions(depth, maxSegments, maxBounceBytes, value, singleIssuer);
+    }
+
+    /** Returns a copy whose io_uring ring is single-issuer with deferred task running, or not. */
+    public BackendOptions singleIssuer(boolean value) {
+        return new BackendOptions(depth, maxSegments, maxBounceBytes, workerThreads, value);
+    }
+
+    /** Whether an io_uring ring is set up single-issuer with deferred task running. */
+    public boolean singleIssuer() {
+        return singleIssuer;
     }
 
     /** Slots. */
@@ -83,6 +111,6 @@ public final class BackendOptions {
     @Override
     public String toString() {
         return "BackendOptions[depth " + depth + ", maxSegments " + maxSegments + ", maxBounceBytes " + maxBounceBytes
-                + ", workers " + workerThreads() + "]";
+                + ", workers " + workerThreads() + (singleIssuer ? ", single issuer" : "") + "]";
     }
 }

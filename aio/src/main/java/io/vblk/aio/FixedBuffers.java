@@ -179,6 +179,16 @@ final class FixedBuffers {
         state = "none registered";
     }
 
+    /**
+     * Lookups miss from now on, and the kernel's table stays until {@link #unregister(int)}:
+     * another thread than the ring's owner is replacing it ({@link IoUringBackend}).
+     */
+    void suspend() {
+        count = 0;
+        starts = NONE;
+        ends = NONE;
+    }
+
     /** What is registered, or why nothing is. */
     @Override
     public String toString() {

@@ -165,6 +165,25 @@ public interface IoBackend extends Drainable, AutoCloseable {
     }
 
     /**
+     * Whether this back end is an io_uring ring set up single-issuer with deferred task running
+     * ({@link BackendOptions#singleIssuer()}, accepted by the kernel): the first thread that
+     * submits or sleeps in it owns it, and only that thread can submit, have completions posted
+     * and reap; the kernel refuses the others (EEXIST). Registrations from another thread go
+     * through a staging ring and reach the ring at the owner's next {@link #poll}. False by default.
+     */
+    default boolean singleIssuer() {
+        return false;
+    }
+
+    /**
+     * Whether a registration (or unregistration) made by another thread than a single-issuer
+     * ring's owner still waits for the owner's next {@link #poll} to reach the ring. Any thread.
+     */
+    default boolean registrationPending() {
+        return false;
+    }
+
+    /**
      * Switches the reaping thread's sleep into this back end's ring ({@link RingSleep}), where the
      * back end is a kernel ring that supports it (io_uring on Linux 5.13+); null otherwise, and
      * then nothing changes. After a switch the kernel's completions no longer signal

@@ -100,8 +100,32 @@ final class IoUringBackend extends SlottedBackend {
         IoUringDescriptor.SETUP_SUBMIT_ALL,
         0,
     };
+    /**
+     * Tried first when {@link BackendOptions#singleIssuer()} asks: fio's ring (SINGLE_ISSUER,
+     * DEFER_TASKRUN, COOP_TASKRUN), started disabled so that the thread that first enters it, not
+     * the one that builds the back end, becomes its issuer (IORING_REGISTER_ENABLE_RINGS).
+     */
+    private static final int SINGLE_ISSUER_FLAGS = SETUP_FLAGS[0] | IoUringDescriptor.SETUP_SINGLE_ISSUER
+            | IoUringDescriptor.SETUP_DEFER_TASKRUN | IoUringDescriptor.SETUP_R_DISABLED;
+    /**
+     * The ring is SINGLE_ISSUER with DEFER_TASKRUN: completions are posted only when its owner
+     * enters with GETEVENTS, and registrations from another thread are refused (EEXIST) once it
+     * is enabled, so they go through a staging ring ({@link #registerBuffers}).
+     */
+    private final boolean singleIssuer;
+    /** Whether the disabled ring was enabled (by its owner's first enter); submitting thread. */
+    private boolean enabled;
+    /** The thread that enabled a single-issuer ring (null before): it alone may enter or register. */
+    private volatile Thread owner;
+    /**
+     * A fixed-buffer table registered by another thread than the owner into a staging ring,
+     * waiting for the owner to clone it into this ring at its next poll; null when none.
+     */
+    private final java.util.concurrent.atomic.AtomicReference<StagedBuffers> staged = new java.util.concurrent.atomic.AtomicReference<>();
+    /** SQEs beyond the slots' own, for a ring sleep's polls (0 at the largest depths: no ring sleep). */
+    private final int spareSqes;
     /** Guest memory registered as fixed buffers, and the lookup per transfer (submitting thread). */
-    private final FixedBuffers fixedBuffers = new FixedBuffers();
+    private FixedBuffers fixedBuffers = new FixedBuffers();
     /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
     private volatile boolean ringsReleased;
     /** The kernel has what {@link RingPolls} needs: multishot poll (5.13) and EXT_ARG (5.11). */
@@ -118,13 +142,18 @@ final class IoUringBackend extends SlottedBackend {
         if (image.portable()) {
             throw new IllegalArgumentException("io_uring needs a native image, not " + image);
         }
-        // Spare entries beyond the slots' own: the SQEs of a ring sleep's polls (RingPolls).
-        int entries = BitUtil.findNextPositivePowerOfTwo(options.depth() + RingPolls.SPARE_SQES);
-        if (entries > IoUringDescriptor.MAX_ENTRIES) {
-            throw new IllegalArgumentException("io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES);
+        if (options.depth() > IoUringDescriptor.MAX_ENTRIES) {
+            throw new IllegalArgumentException("io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES
+                    + " (the most SQ entries io_uring_setup accepts)");
         }
+        // Spare entries beyond the slots' own: the SQEs of a ring sleep's polls (RingPolls). At
+        // the largest depths there is no room for them, and the thread keeps epoll.
+        int spares = options.depth() <= IoUringDescriptor.MAX_ENTRIES - RingPolls.SPARE_SQES ? RingPolls.SPARE_SQES : 0;
+        this.spareSqes = spares;
+        int entries = BitUtil.findNextPositivePowerOfTwo(options.depth() + spares);
         UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
-        int fd = setup(entries, params);
+        int fd = setup(entries, params, options.singleIssuer() ? SINGLE_ISSUER_FLAGS : 0);
+        this.singleIssuer = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_SINGLE_ISSUER) != 0;
         boolean coopTaskRun = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_TASKRUN_FLAG) != 0;
         int setupFeatures = params.getInt(IoUringDescriptor.PARAMS_FEATURES_OFFSET);
         this.ringSleepSupported = (setupFeatures & IoUringDescriptor.FEAT_EXT_ARG) != 0
@@ -203,23 +232,74 @@ final class IoUringBackend extends SlottedBackend {
     }
 
     /**
-     * Sets the ring up with the newest flags the kernel knows: cooperative task running (5.19)
-     * and SUBMIT_ALL (5.18), else SUBMIT_ALL, else none.
+     * Sets the ring up with {@code firstFlags} if not 0 and the kernel takes them (the
+     * single-issuer ring), else with the newest flags the kernel knows: cooperative task running
+     * (5.19) and SUBMIT_ALL (5.18), else SUBMIT_ALL, else none.
      */
-    private static int setup(int entries, UnsafeBuffer params) {
+    static int setup(int entries, UnsafeBuffer params, int firstFlags) {
         long fd = -Errno.EINVAL;
+        if (firstFlags != 0) {
+            // The single-issuer ring: before 6.1 (no DEFER_TASKRUN) EINVAL, and the usual ring below.
+            fd = trySetup(entries, params, firstFlags);
+        }
         // A kernel that does not know a flag answers EINVAL: before 5.19 no cooperative task
         // running; before 5.18 no SUBMIT_ALL either, and submission then stops at a failed SQE,
         // which is also handled (the rest stays queued).
         for (int i = 0; i < SETUP_FLAGS.length && fd == -Errno.EINVAL; i++) {
-            params.setMemory(0, IoUringDescriptor.PARAMS_LENGTH, (byte) 0);
-            params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, SETUP_FLAGS[i]);
-            fd = Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
+            fd = trySetup(entries, params, SETUP_FLAGS[i]);
         }
         if (fd < 0) {
             throw new NativeException((int) -fd, "io_uring_setup", entries, "params");
         }
         return (int) fd;
+    }
+
+    private static long trySetup(int entries, UnsafeBuffer params, int flags) {
+        params.setMemory(0, IoUringDescriptor.PARAMS_LENGTH, (byte) 0);
+        params.putInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET, flags);
+        return Native.syscall(Linux.SYS_IO_URING_SETUP, entries, params.addressOffset(), 0, 0, 0);
+    }
+
+    /**
+     * Before any enter: a disabled single-issuer ring is enabled by the calling thread, which
+     * becomes its issuer (the kernel takes the enabling task as submitter). A plain field read
+     * per enter otherwise.
+     */
+    private void ensureEnabled() {
+        if (!enabled) {
+            enable();
+        }
+    }
+
+    private void enable() {
+        if (singleIssuer) {
+            long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_ENABLE_RINGS, 0, 0, 0);
+            if (rc < 0) {
+                throw new NativeException((int) -rc, "io_uring_register", ringFd, "IORING_REGISTER_ENABLE_RINGS", 0, 0);
+            }
+            owner = Thread.currentThread();
+        }
+        enabled = true;
+    }
+
+    @Override
+    public boolean registrationPending() {
+        return staged.get() != null;
+    }
+
+    @Override
+    public boolean singleIssuer() {
+        return singleIssuer;
+    }
+
+    /** The thread that owns a single-issuer ring, or null (not single-issuer, or not yet entered; for tests). */
+    Thread owner() {
+        return owner;
+    }
+
+    /** The spare SQEs beyond the slots' own, for a ring sleep's polls (0: none, no ring sleep; for tests). */
+    int spareSqes() {
+        return spareSqes;
     }
 
     private static void registerEventFd(int ringFd, int eventFd) {
@@ -340,15 +420,120 @@ final class IoUringBackend extends SlottedBackend {
         if (closed) {
             return -Errno.EBADF;
         }
+        if (foreignToOwner()) {
+            return stageBuffers(addresses, lengths);
+        }
         unfixQueued();
         return fixedBuffers.register(ringFd, addresses, lengths);
     }
 
     @Override
     public void unregisterBuffers() {
-        if (!closed) {
-            unfixQueued();
-            fixedBuffers.unregister(ringFd);
+        if (closed) {
+            return;
+        }
+        if (foreignToOwner()) {
+            stageBuffers(null, null);
+            return;
+        }
+        unfixQueued();
+        fixedBuffers.unregister(ringFd);
+    }
+
+    /** Whether the caller is not the owner of an enabled single-issuer ring, which refuses its registrations. */
+    private boolean foreignToOwner() {
+        Thread t = owner;
+        return t != null && t != Thread.currentThread();
+    }
+
+    /**
+     * Another thread than a single-issuer ring's owner registers (the engine's control thread,
+     * which pins a table outside the I/O thread because that takes seconds): the pages are pinned
+     * here, into a small staging ring of our own, and the owner clones that table into its ring
+     * (IORING_REGISTER_CLONE_BUFFERS: the same pinned pages, no second pinning) at its next poll.
+     * Lookups miss from now on until then, so no transfer names a buffer of the old table (whose
+     * mapping may be going) or of the new one before the ring holds it. Null ranges: only drop
+     * the old table. Returns the pieces staged, or {@code -errno}.
+     */
+    private int stageBuffers(long[] addresses, long[] lengths) {
+        // The submitting thread prepares nothing meanwhile (registerBuffers' contract).
+        fixedBuffers.suspend();
+        StagedBuffers next;
+        int rc = 0;
+        if (addresses == null) {
+            next = new StagedBuffers(null, -1);
+            stagingRefusal = null;
+        } else {
+            UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
+            long fd = trySetup(1, params, 0);
+            if (fd < 0) {
+                next = new StagedBuffers(null, -1);
+                rc = (int) fd;
+            } else {
+                FixedBuffers table = new FixedBuffers();
+                rc = table.register((int) fd, addresses, lengths);
+                next = rc > 0 ? new StagedBuffers(table, (int) fd) : new StagedBuffers(null, -1);
+                if (rc <= 0) {
+                    Native.libc().close((int) fd);
+                    stagingRefusal = table.toString();
+                }
+            }
+        }
+        StagedBuffers old = staged.getAndSet(next);
+        if (old != null) {
+            old.discard();
+        }
+        return rc;
+    }
+
+    /** Why the last staged table was refused, for {@link #bufferRegistration()}. */
+    private volatile String stagingRefusal;
+
+    /**
+     * Owner, at each poll: takes a table another thread staged. The old table goes first (every
+     * queued SQE that names one of its buffers becomes READV/WRITEV), then the staged one is
+     * cloned in and the staging ring closed. A kernel without cloning (before 6.12) leaves the
+     * ring without fixed buffers: transfers go unregistered, as with any refusal.
+     */
+    private void adoptStaged() {
+        StagedBuffers s = staged.getAndSet(null);
+        if (s == null) {
+            return;
+        }
+        unfixQueued();
+        fixedBuffers.unregister(ringFd);
+        if (s.table == null) {
+            return;
+        }
+        NativeBuffer arg = new NativeBuffer(IoUringDescriptor.CLONE_BUFFERS_LENGTH);
+        arg.buffer().putInt(0, s.stagingFd); // src_fd; flags, offsets and nr 0: the whole table
+        long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_CLONE_BUFFERS, arg.address(), 1, 0);
+        java.lang.ref.Reference.reachabilityFence(arg);
+        Native.libc().close(s.stagingFd); // the ring keeps the cloned pages pinned
+        if (rc < 0) {
+            stagingRefusal = "not registered: the kernel refused cloning the staged table into the single-issuer ring: "
+                    + Errno.describe((int) -rc);
+            return;
+        }
+        fixedBuffers = s.table;
+        stagingRefusal = null;
+    }
+
+    /** A fixed-buffer table pinned in a staging ring by another thread, for the owner to clone. */
+    private static final class StagedBuffers {
+        final FixedBuffers table;
+        final int stagingFd;
+
+        StagedBuffers(FixedBuffers table, int stagingFd) {
+            this.table = table;
+            this.stagingFd = stagingFd;
+        }
+
+        /** Replaced before the owner took it, or closing: the staging ring (and its pins) goes. */
+        void discard() {
+            if (stagingFd >= 0) {
+                Native.libc().close(stagingFd);
+            }
         }
     }
 
@@ -370,7 +555,13 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     public String bufferRegistration() {
-        return fixedBuffers.toString();
+        StagedBuffers s = staged.get();
+        if (s != null) {
+            return s.table == null ? "none registered (the old table goes at the ring owner's next round)"
+                    : s.table + " (staged: the ring's owner takes it at its next round)";
+        }
+        String refusal = stagingRefusal;
+        return refusal != null && fixedBuffers.count() == 0 ? refusal : fixedBuffers.toString();
     }
 
     /** The buf_index field of {@code slot}'s SQE (for tests). */
@@ -441,6 +632,7 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     int submitQueued() {
+        ensureEnabled();
         int head = sq.getIntVolatile(sqHead);
         int toSubmit = Math.min(localTail - head, submitLimit);
         // Release: the SQEs and array entries written since the last submit are visible to the
@@ -459,6 +651,9 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     int reapQueued(CompletionSink sink, int max) {
+        if (staged.get() != null) {
+            adoptStaged();
+        }
         int head = localCqHead;
         if (completionsAwaitEntry()) {
             // Completions wait for us to enter the kernel: one enter posts them all.
@@ -543,7 +738,7 @@ final class IoUringBackend extends SlottedBackend {
         if (polls != null) {
             return polls;
         }
-        if (!ringSleepSupported || signal.eventFd() == null) {
+        if (!ringSleepSupported || signal.eventFd() == null || spareSqes == 0) {
             return null;
         }
         long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.UNREGISTER_EVENTFD, 0, 0, 0);
@@ -574,6 +769,7 @@ final class IoUringBackend extends SlottedBackend {
      * consume, so a later I/O submission never carries one. Returns how many it took.
      */
     int enterExtras(int toSubmit, int minComplete, int flags, long arg) {
+        ensureEnabled();
         int head = sq.getIntVolatile(sqHead);
         if (toSubmit > 0) {
             sq.putIntOrdered(sqTail, localTail);
@@ -598,6 +794,7 @@ final class IoUringBackend extends SlottedBackend {
 
     /** Waits in the ring for a CQE without touching the SQ (a drain on any reaping thread). */
     void enterWait(int flags, long arg) {
+        ensureEnabled();
         if ((flags & IoUringDescriptor.ENTER_EXT_ARG) != 0) {
             Native.syscall6(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, flags, arg, IoUringDescriptor.GETEVENTS_ARG_LENGTH);
         } else {
@@ -617,6 +814,9 @@ final class IoUringBackend extends SlottedBackend {
                 // Also runs completions waiting for this thread (cooperative task running).
                 flushOverflow();
                 long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, IoUringDescriptor.ENTER_GETEVENTS, 0);
+                // EEXIST: a single-issuer ring closed by another thread than its owner while
+                // operations were in flight (a drain gave them up): only the owner can have their
+                // completions posted. The close then leaves their slots allocated (see close).
                 if (rc < 0 && rc != -Errno.EINTR && rc != -Errno.EAGAIN && rc != -Errno.EBUSY) {
                     return;
                 }
@@ -639,6 +839,10 @@ final class IoUringBackend extends SlottedBackend {
 
     @Override
     void release() {
+        StagedBuffers s = staged.getAndSet(null);
+        if (s != null) {
+            s.discard();
+        }
         ringsReleased = true;
         sqeMap.close();
         if (cqRingMap != sqRingMap) {

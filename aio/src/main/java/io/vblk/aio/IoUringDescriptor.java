@@ -124,6 +124,18 @@ final class IoUringDescriptor {
     static final int SETUP_COOP_TASKRUN = 1 << 8;
     /** With {@link #SETUP_COOP_TASKRUN}: {@link #SQ_TASKRUN} tells that completions wait to be posted. Linux 5.19. */
     static final int SETUP_TASKRUN_FLAG = 1 << 9;
+    /** The ring starts disabled: registrations may be made, nothing entered, until {@link #REGISTER_ENABLE_RINGS}. Linux 5.10. */
+    static final int SETUP_R_DISABLED = 1 << 6;
+    /**
+     * One task submits: the one that created the ring, or (with {@link #SETUP_R_DISABLED}) the one
+     * that enabled it; io_uring_register and submissions from any other task fail with EEXIST. Linux 6.0.
+     */
+    static final int SETUP_SINGLE_ISSUER = 1 << 12;
+    /**
+     * Completions run only when the issuer enters with GETEVENTS (no task work interrupts it, and
+     * a GETEVENTS enter from another task fails with EEXIST); needs {@link #SETUP_SINGLE_ISSUER}. Linux 6.1.
+     */
+    static final int SETUP_DEFER_TASKRUN = 1 << 13;
     static final int FEAT_SINGLE_MMAP = 1;
     static final int FEAT_NODROP = 1 << 1;
     /** Linux 5.6, the release that added {@link #OP_READ} and {@link #OP_WRITE}. */
@@ -149,6 +161,15 @@ final class IoUringDescriptor {
     /** Registers a file table (an int array of descriptors); SQEs name them by index. */
     static final int REGISTER_FILES = 2;
     static final int REGISTER_EVENTFD = 4;
+    /** Enables a ring set up with {@link #SETUP_R_DISABLED}; the calling task becomes a single issuer's owner. Linux 5.10. */
+    static final int REGISTER_ENABLE_RINGS = 12;
+    /**
+     * Copies another ring's fixed-buffer table into this one, sharing its pinned pages (no new
+     * pinning; struct io_uring_clone_buffers). Linux 6.12.
+     */
+    static final int REGISTER_CLONE_BUFFERS = 30;
+    /** struct io_uring_clone_buffers: u32 src_fd, u32 flags, u32 src_off, u32 dst_off, u32 nr, u32 pad[3]. */
+    static final int CLONE_BUFFERS_LENGTH = 32;
 
     /** The largest registered buffer: each iovec given to {@link #REGISTER_BUFFERS} is at most 1 GiB (SZ_1G). */
     static final long MAX_REGISTERED_BUFFER_BYTES = 1L << 30;

@@ -661,6 +661,11 @@ abstract class SlottedBackend implements IoBackend {
             return;
         }
         awaitQueued();
+        // Still in flight after the wait: the wait was refused (io_uring's single-issuer ring
+        // closed by another thread than its owner, which alone can have completions posted, after
+        // a drain gave requests up). The kernel may still write into those slots' buffers, so they
+        // stay allocated (leaked, never freed under it); the ring itself closes.
+        boolean stranded = kernelInFlight() > 0;
         while (deferred.poll() >= 0) {
             // Finished, and nobody will receive it.
         }
@@ -668,6 +673,9 @@ abstract class SlottedBackend implements IoBackend {
             slots.release(copyOuts.take());
         }
         release();
+        if (stranded) {
+            return;
+        }
         slots.close();
         signal.close();
     }

@@ -122,6 +122,20 @@ public interface BlockDriver extends Drainable, AutoCloseable {
     }
 
     /**
+     * Whether the driver's one back end is a single-issuer io_uring ring (see {@link
+     * io.vblk.aio.IoBackend#singleIssuer()}): only the thread that first entered it submits and
+     * reaps. False by default.
+     */
+    default boolean singleIssuer() {
+        return false;
+    }
+
+    /** See {@link io.vblk.aio.IoBackend#registrationPending()}. False by default. */
+    default boolean registrationPending() {
+        return false;
+    }
+
+    /**
      * Switches the I/O thread's sleep into the driver's one io_uring ring (see {@link
      * io.vblk.aio.IoBackend#sleepInRing()}); null where the driver has no single ring that can
      * (several back ends, linux-aio, threads, a network server): the thread then keeps epoll

@@ -208,6 +208,16 @@ public final class RawDriver implements BlockDriver {
 
     /** The back end's own ring, when it has one that can (one back end: a raw image). */
     @Override
+    public boolean singleIssuer() {
+        return backend.singleIssuer();
+    }
+
+    @Override
+    public boolean registrationPending() {
+        return backend.registrationPending();
+    }
+
+    @Override
     public io.vblk.aio.RingSleep sleepInRing() {
         return backend.sleepInRing();
     }

@@ -1,6 +1,7 @@
 package io.vblk.engine;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.aio.BackendOptions;
 import io.vblk.aio.Image;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
@@ -14,6 +15,15 @@ public interface BackendFactory {
     IoBackend open(int depth);
 
     /**
+     * As {@link #open(int)}, told whether the I/O thread that submits will also reap ({@link
+     * ThreadingMode#SHARED}): only then may an io_uring ring be single-issuer ({@link
+     * BackendOptions#singleIssuer()}). By default {@link #open(int)}.
+     */
+    default IoBackend open(int depth, boolean submitterReaps) {
+        return open(depth);
+    }
+
+    /**
      * Makes every completed write durable (the device's {@link BlockDevice#sync()}: a migration's
      * source before it hands over, a backend before it lets go of the image). Nothing by default
      * (a null disk).
@@ -21,12 +31,29 @@ public interface BackendFactory {
     default void sync() {
     }
 
-    /** Back ends of {@code kind} over {@code image} (the device does not close the image). */
+    /**
+     * Back ends of {@code kind} over {@code image} (the device does not close the image); io_uring
+     * rings single-issuer where the I/O thread reaps if {@link BackendOptions#SINGLE_ISSUER_DEFAULT}.
+     */
     static BackendFactory of(BackendKind kind, Image image) {
+        return of(kind, image, BackendOptions.SINGLE_ISSUER_DEFAULT);
+    }
+
+    /**
+     * As {@link #of(BackendKind, Image)}, an io_uring ring set up single-issuer with deferred task
+     * running when {@code singleIssuer} and the I/O thread reaps ({@link BackendOptions#singleIssuer()};
+     * that thread then owns it).
+     */
+    static BackendFactory of(BackendKind kind, Image image, boolean singleIssuer) {
         return new BackendFactory() {
             @Override
             public IoBackend open(int depth) {
                 return IoBackends.open(kind, image, depth);
+            }
+
+            @Override
+            public IoBackend open(int depth, boolean submitterReaps) {
+                return IoBackends.open(kind, image, BackendOptions.depth(depth).singleIssuer(singleIssuer && submitterReaps));
             }
 
             @Override

@@ -928,7 +928,8 @@ public final class BlockDevice implements AutoCloseable {
             if (drivers != null) {
                 return drivers.open(depth);
             }
-            return new RawDriver(backends.open(depth), config.capacitySectors() << 9, config.readOnly(), true);
+            return new RawDriver(backends.open(depth, tuning.threadingMode() == ThreadingMode.SHARED),
+                    config.capacitySectors() << 9, config.readOnly(), true);
         }
 
         /** Prefix of the device's thread names. */

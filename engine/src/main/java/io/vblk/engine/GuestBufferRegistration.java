@@ -59,9 +59,12 @@ final class GuestBufferRegistration {
         boolean any = false;
         for (IoThread thread : threads) {
             String who = "I/O thread " + thread.id();
-            String outcome = refusal != null ? refusal : register(thread.backend(), memory, who);
+            String outcome = refusal != null ? refusal : register(thread, memory, who);
             if (refusal != null) {
                 thread.backend().unregisterBuffers();
+                if (thread.backend().singleIssuer()) {
+                    ownerTakes(thread);
+                }
             }
             any |= outcome.startsWith("registered ");
             outcomes[thread.id()] = who + ": " + outcome;
@@ -70,6 +73,38 @@ final class GuestBufferRegistration {
             release(); // no back end took it (linux-aio, threads, a refusal): nothing is pinned
         }
     }
+
+    /**
+     * A single-issuer ring refuses this thread's registrations: the back end pinned the table into
+     * a staging ring (or only dropped the old one), and the ring's owner, the I/O thread, clones
+     * it in (or drops it) at its next poll. This makes that poll happen now and waits for it (a
+     * round: the clone pins nothing, so a shared thread's neighbours do not wait for it), so that
+     * when the queues restart, or the caller unmaps the old table, the ring holds the new one.
+     * Bounded: a thread that is not running (never started, stuck) takes it at its next round.
+     */
+    private static void ownerTakes(IoThread thread) {
+        Thread t = thread.thread();
+        if (t == null || !t.isAlive() || t == Thread.currentThread()) {
+            return;
+        }
+        java.util.concurrent.CountDownLatch polled = new java.util.concurrent.CountDownLatch(1);
+        // A command runs before the round's poll: it runs again each round (and keeps the thread
+        // awake) until a poll took the table.
+        thread.submitCommand(io -> {
+            if (io.backend().registrationPending()) {
+                return false;
+            }
+            polled.countDown();
+            return true;
+        });
+        try {
+            polled.await(OWNER_WAIT_SECONDS, java.util.concurrent.TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    private static final long OWNER_WAIT_SECONDS = 5;
 
     /** Gives this device's share of the budget back (its table is unregistered or going). */
     void release() {
@@ -110,7 +145,8 @@ final class GuestBufferRegistration {
         return a > Long.MAX_VALUE - b ? Long.MAX_VALUE : a + b;
     }
 
-    private String register(BlockDriver driver, GuestMemory memory, String who) {
+    private String register(IoThread thread, GuestMemory memory, String who) {
+        BlockDriver driver = thread.backend();
         int writable = 0;
         for (int i = 0; i < memory.regionCount(); i++) {
             if (!memory.region(i).readOnly()) {
@@ -127,6 +163,9 @@ final class GuestBufferRegistration {
             }
         }
         int rc = driver.registerBuffers(addresses, lengths);
+        if (driver.singleIssuer()) {
+            ownerTakes(thread); // a refusal still drops the old table there
+        }
         if (rc >= 0) {
             return "registered " + driver.bufferRegistration();
         }

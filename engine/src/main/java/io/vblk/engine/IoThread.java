@@ -29,7 +29,8 @@ import io.vblk.block.BlockDriver;
  * a Disruptor ring), take back requests finished elsewhere, reap finished operations, pop every
  * available chain of every running queue (at most {@link Tuning#submitBatch()} in all, when set:
  * the next round then starts at the queue after the one the budget ran out in), and submit
- * everything prepared with one back-end call.
+ * everything prepared with one back-end call; or, with a {@link Tuning#subBatch()}, one call per
+ * that many chains, reaping and publishing completions between them.
  * While the thread is awake the queues' notifications stay disabled, so a busy guest does not
  * kick; before it sleeps it re-enables them and re-checks the rings (the no-lost-kick pattern),
  * then blocks in epoll on the kick eventfds, the back end's completion eventfd and its own
@@ -68,6 +69,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final int submitBatch;
     /** Where the next round starts popping: after the queue a full round stopped in. */
     private int nextQueue;
+    /** The most chains per submission within a round ({@link Tuning#subBatch()}; 0: one per round). */
+    private final int subBatch;
+    /** Chains popped in this round since its last submission (sub-batches only). */
+    private int sinceSubmit;
+    /** Operations reaped between this round's sub-batches (its work, for the idle strategy). */
+    private int reapedBetween;
     /**
      * The back end accepted to leave what it finishes inside {@code submit()} unsignalled: this
      * thread reaps it in the same round (and checks before it sleeps) instead of taking an
@@ -98,6 +105,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         RequestPool pool = dispatcher.pool();
         CompletionPath completions = new CompletionPath(queues.length, tuning.recordLatency(), clock);
         if (tuning.threadingMode() == ThreadingMode.DEDICATED) {
+            if (backend.singleIssuer()) {
+                // Its completions are posted only when the submitting thread enters the ring.
+                throw new IllegalArgumentException("a single-issuer io_uring ring (vblk.uring.singleIssuer) is reaped by the"
+                        + " thread that submits: ThreadingMode.SHARED, not dedicated completion threads");
+            }
             route = new DedicatedCompletionRoute(pool, completions, queues,
                     DedicatedCompletionRoute.ringSize(pool.size(), model.maxSegmentsPerRange()),
                     WaitStrategies.disruptor(tuning), dispatcher::release, this::wakeIfSleeping);
@@ -110,6 +122,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submitBatch = tuning.submitBatch() > 0 ? tuning.submitBatch() : Integer.MAX_VALUE;
+        this.subBatch = tuning.subBatch();
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
@@ -333,7 +346,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         work += reaped;
         long nowNs = dispatcher.throttled() || tuning.recordLatency() ? clock.nanoTime() : 0;
+        reapedBetween = 0;
         int prepared = popQueues(nowNs);
+        work += reapedBetween;
         int finished = 0;
         if (backend.pendingSubmit() > 0) {
             backend.submit();
@@ -362,6 +377,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private int popQueues(long nowNs) {
         int n = queues.length;
         int prepared = 0;
+        sinceSubmit = 0;
         int start = nextQueue;
         for (int i = 0; i < n; i++) {
             int index = start + i < n ? start + i : start + i - n;
@@ -370,13 +386,51 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 quarantine(q, q.faultReason); // caught on the completion side
             }
             if (q.state == QueueLifecycle.RUNNING && prepared < submitBatch) {
-                prepared += dispatcher.popQueue(q, nowNs, submitBatch - prepared);
+                prepared += popQueue(q, nowNs, submitBatch - prepared);
                 if (prepared >= submitBatch) {
                     nextQueue = index + 1 < n ? index + 1 : 0;
                 }
             }
         }
         return prepared;
+    }
+
+    /**
+     * Pops at most {@code max} chains of {@code q}. With a {@link Tuning#subBatch()}, every that
+     * many chains popped in the round (over its queues) go to the back end at once, and what
+     * finished meanwhile is reaped and published before popping on: the disk starts on the first
+     * requests while the rest are parsed, and the guest gets completions (and posts anew) within
+     * the round rather than once per round. One submission and one publish per sub-batch.
+     */
+    private int popQueue(DeviceQueue q, long nowNs, int max) {
+        if (subBatch == 0) {
+            return dispatcher.popQueue(q, nowNs, max);
+        }
+        int popped = 0;
+        while (popped < max && q.state == QueueLifecycle.RUNNING) {
+            int want = Math.min(max - popped, subBatch - sinceSubmit);
+            int got = dispatcher.popQueue(q, nowNs, want);
+            popped += got;
+            sinceSubmit += got;
+            if (sinceSubmit >= subBatch) {
+                submitSubBatch();
+            }
+            if (got < want) {
+                break; // the ring is empty, the pool or the back end is full, or the throttle says wait
+            }
+        }
+        return popped;
+    }
+
+    /** Submits what this round prepared so far, then reaps and publishes what has finished. */
+    private void submitSubBatch() {
+        sinceSubmit = 0;
+        if (backend.pendingSubmit() > 0) {
+            backend.submit();
+            submittedBatches++;
+        }
+        reapedBetween += backend.poll(route, dispatcher.pool().size());
+        route.endOfBatch(); // this sub-batch's immediate completions and what was reaped
     }
 
     private boolean onInboxEvent(InboxEvent event, long sequence, boolean endOfBatch) {

@@ -35,7 +35,8 @@ final class DeviceRig implements AutoCloseable {
 
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
                       boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory,
-                      SharedIoThread[] ioThreads, java.util.function.UnaryOperator<BackendFactory> backends) {
+                      SharedIoThread[] ioThreads, java.util.function.UnaryOperator<BackendFactory> backends,
+                      boolean singleIssuer) {
         this.imagePath = imagePath;
         this.kind = kind;
         int queues = config.numQueues();
@@ -45,7 +46,7 @@ final class DeviceRig implements AutoCloseable {
         this.drivers = new SplitQueueDriver[queues];
         this.kicks = new EventFd[queues];
         this.interrupts = new EventFd[queues];
-        BlockDevice.Builder db = BlockDevice.builder(config, backends.apply(BackendFactory.of(kind, image)))
+        BlockDevice.Builder db = BlockDevice.builder(config, backends.apply(BackendFactory.of(kind, image, singleIssuer)))
                 .memory(memory).tuning(tuning).listener(listener).name("rig-" + kind.cliName());
         if (ioThreads != null) {
             db.ioThreads(ioThreads);
@@ -229,6 +230,14 @@ final class DeviceRig implements AutoCloseable {
             return this;
         }
 
+        /** Asks for single-issuer io_uring rings ({@link io.vblk.aio.BackendOptions#singleIssuer()}). */
+        Builder singleIssuer(boolean value) {
+            singleIssuer = value;
+            return this;
+        }
+
+        private boolean singleIssuer = io.vblk.aio.BackendOptions.SINGLE_ISSUER_DEFAULT;
+
         /** Wraps the back ends the device opens (e.g. in a {@link io.vblk.testkit.GatedBackend}). */
         Builder backends(java.util.function.UnaryOperator<BackendFactory> value) {
             backends = value;
@@ -240,7 +249,7 @@ final class DeviceRig implements AutoCloseable {
             BlkConfig.Builder b = BlkConfig.builder(capacityBytes >= 0 ? capacityBytes : Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
             return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, driverFactory,
-                    ioThreads, backends);
+                    ioThreads, backends, singleIssuer);
         }
     }
 }

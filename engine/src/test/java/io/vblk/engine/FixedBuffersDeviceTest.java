@@ -150,6 +150,65 @@ class FixedBuffersDeviceTest {
     }
 
     /**
+     * Every back end asked for a single-issuer ring: io_uring's is owned by the I/O thread (the
+     * kernel took the flags on 6.1+), the others ignore the request. The first table goes straight
+     * in; a new table at the same addresses, set by this (control) thread after the I/O thread
+     * owns the ring, is staged and taken by the I/O thread before setMemory returns, so reads land
+     * in the new pages; stop and start drain and go on; the device closes with the ring.
+     */
+    @ParameterizedTest
+    @EnumSource(BackendKind.class)
+    void aSingleIssuerRingTakesEveryTableFromTheControlThread(BackendKind kind) throws Exception {
+        try (DeviceRig rig = DeviceRig.builder(dir, kind).tuning(BLOCKING).singleIssuer(true).build()) {
+            boolean ring = rig.device.ioThread(0).backend().singleIssuer();
+            String os = System.getProperty("os.version");
+            String[] v = os.split("[.-]");
+            boolean deferTaskRun = Integer.parseInt(v[0]) * 1000 + Integer.parseInt(v[1]) >= 6001;
+            assertEquals(kind == BackendKind.IO_URING && deferTaskRun, ring, "single-issuer ring on " + kind + ", kernel " + os);
+            if (kind == BackendKind.NULL) {
+                return;
+            }
+            writeAndReadBack(rig, 8, 4096, 7);
+            if (kind != BackendKind.IO_URING) {
+                return;
+            }
+            assertTrue(rig.device.fixedBuffers().contains("registered 1 buffer(s)"), rig.device.fixedBuffers());
+            GuestRegion region = rig.memory.region(0);
+            int fd = Memfd.create("replacement", region.size());
+            try {
+                remap(region, fd);
+                try (GuestMemory same = GuestMemory.builder().addHostMemory(0, region.size(), region.hostAddress(), false).build()) {
+                    rig.device.setMemory(same);
+                    String state = rig.device.fixedBuffers();
+                    boolean cloned = Integer.parseInt(v[0]) * 1000 + Integer.parseInt(v[1]) >= 6012;
+                    assertTrue(state.contains(cloned ? "registered 1 buffer(s)" : "not registered"), state);
+                    assertFalse(rig.device.ioThread(0).backend().registrationPending(), "the I/O thread took the table");
+                    writeAndReadBack(rig, 24, 4096, 8);
+                    writeAndReadBack(rig, 40, 64 * 1024, 9);
+                    rig.device.stop();
+                    rig.device.start();
+                    writeAndReadBack(rig, 56, 4096, 10);
+                }
+            } finally {
+                Native.libc().close(fd);
+            }
+        }
+    }
+
+    /**
+     * Dedicated completion threads cannot reap a single-issuer ring (only the submitting thread
+     * can have its completions posted): asked for one, such a device keeps the usual ring, and works.
+     */
+    @Test
+    void dedicatedCompletionThreadsKeepTheUsualRing() throws Exception {
+        Tuning dedicated = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).threadingMode(ThreadingMode.DEDICATED).build();
+        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).tuning(dedicated).singleIssuer(true).build()) {
+            assertFalse(rig.device.ioThread(0).backend().singleIssuer());
+            writeAndReadBack(rig, 8, 4096, 11);
+        }
+    }
+
+    /**
      * Regression (review of 2026-12-05): with a table of two regions (QEMU's RAM below and above
      * the PCI hole), transfers in the second registered buffer left buf_index 1 in their slot's
      * SQE, and the next FLUSH through that slot failed with EINVAL: 515 of 600 flushes came back

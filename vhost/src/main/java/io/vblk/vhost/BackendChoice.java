@@ -1,6 +1,7 @@
 package io.vblk.vhost;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.aio.BackendOptions;
 import io.vblk.aio.Image;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
@@ -26,11 +27,18 @@ public final class BackendChoice implements BackendFactory {
 
     @Override
     public IoBackend open(int depth) {
+        return open(depth, false);
+    }
+
+    /** io_uring rings single-issuer where the I/O thread reaps, if asked ({@link BackendOptions#SINGLE_ISSUER_DEFAULT}). */
+    @Override
+    public IoBackend open(int depth, boolean submitterReaps) {
         if (wanted != BackendKind.IO_URING) {
             return IoBackends.open(wanted, image, depth);
         }
         try {
-            return IoBackends.open(BackendKind.IO_URING, image, depth);
+            return IoBackends.open(BackendKind.IO_URING, image,
+                    BackendOptions.depth(depth).singleIssuer(BackendOptions.SINGLE_ISSUER_DEFAULT && submitterReaps));
         } catch (RuntimeException e) {
             if (inEffect == BackendKind.IO_URING) {
                 log.info("io_uring cannot be set up (" + e.getMessage() + "); using linux-aio");
