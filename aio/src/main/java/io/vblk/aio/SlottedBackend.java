@@ -87,6 +87,8 @@ abstract class SlottedBackend implements IoBackend {
     @SuppressWarnings("unused")
     private boolean signalled;
     protected volatile boolean closed;
+    /** Set by a close that found operations still with the kernel: their slots stay allocated. */
+    private boolean slotsKept;
     /**
      * The submitter reaps and checks {@link #completionsReady()} before it sleeps (see {@link
      * #reapOnSubmittingThread()}): operations finished inside {@link #submit()} raise no signal.
@@ -674,10 +676,16 @@ abstract class SlottedBackend implements IoBackend {
         }
         release();
         if (stranded) {
+            slotsKept = true;
             return;
         }
         slots.close();
         signal.close();
+    }
+
+    /** Whether {@link #close()} left the slots allocated because the kernel still held some (tests). */
+    final boolean slotsKeptAfterClose() {
+        return slotsKept;
     }
 
     /** Reaper during close: a completion, taken, that nobody will receive. */

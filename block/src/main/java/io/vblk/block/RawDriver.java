@@ -206,7 +206,6 @@ public final class RawDriver implements BlockDriver {
         backend.acknowledgeCompletions();
     }
 
-    /** The back end's own ring, when it has one that can (one back end: a raw image). */
     @Override
     public boolean singleIssuer() {
         return backend.singleIssuer();
@@ -217,6 +216,7 @@ public final class RawDriver implements BlockDriver {
         return backend.registrationPending();
     }
 
+    /** The back end's own ring, when it has one that can (one back end: a raw image). */
     @Override
     public io.vblk.aio.RingSleep sleepInRing() {
         return backend.sleepInRing();

@@ -310,6 +310,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 idle.idle(0);
             }
         }
+        if (!exit.compareAndSet(RUNS, EXITED)) {
+            closeResources(); // shutdown gave up waiting for us: the last round is over only now
+        }
     }
 
     /**
@@ -406,6 +409,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (subBatch == 0) {
             return dispatcher.popQueue(q, nowNs, max);
         }
+        // Completions published between sub-batches let the guest post anew within the round:
+        // without this bound a guest reposting per completion keeps one round (and the inbox's
+        // stop, drain and memory commands, and every other queue) waiting for ever. One ring's
+        // worth per queue per round is what a round pops without sub-batches at most.
+        max = Math.min(max, Math.max(1, q.ring.size()));
         int popped = 0;
         while (popped < max && q.state == QueueLifecycle.RUNNING) {
             int want = Math.min(max - popped, subBatch - sinceSubmit);
@@ -589,18 +597,43 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             shared.detach(this); // returns once the shared thread no longer runs this one
         }
         events.wake();
-        joinQuietly(thread);
+        joinQuietly(thread, shutdownWaitMs);
+        if (thread != null && thread != Thread.currentThread() && thread.isAlive() && exit.compareAndSet(RUNS, ABANDONED)) {
+            // Still in a round after the join's deadline (a stalled back end call, a guest that
+            // kept the round busy): closing the back end now would unmap its ring under that
+            // round. The thread closes them itself when the round ends.
+            System.getLogger(IoThread.class.getName()).log(System.Logger.Level.WARNING,
+                    thread.getName() + " still runs a round after shutdown's wait: it closes its back end when the round ends");
+            return;
+        }
+        closeResources();
+    }
+
+    private void closeResources() {
         route.close();
         backend.close();
         events.close();
     }
 
+    /** Who closes the resources of a dedicated thread: shutdown, or the thread if shutdown gave up waiting. */
+    private static final int RUNS = 0;
+    private static final int EXITED = 1;
+    private static final int ABANDONED = 2;
+    private final java.util.concurrent.atomic.AtomicInteger exit = new java.util.concurrent.atomic.AtomicInteger(RUNS);
+
+    /** How long {@link #shutdown()} waits for a dedicated thread's last round (tests shorten it). */
+    long shutdownWaitMs = 10_000;
+
     static void joinQuietly(Thread t) {
+        joinQuietly(t, 10_000);
+    }
+
+    private static void joinQuietly(Thread t, long ms) {
         if (t == null || t == Thread.currentThread()) {
             return;
         }
         try {
-            t.join(10_000);
+            t.join(ms);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }

@@ -121,7 +121,7 @@ final class RoundRig implements AutoCloseable {
         this(tuning, throttle, false, 1, given);
     }
 
-    private RoundRig(Tuning tuning, Throttle throttle, boolean sameRound, int queues, IoBackend given) {
+    RoundRig(Tuning tuning, Throttle throttle, boolean sameRound, int queues, IoBackend given) {
         BlkConfig config = BlkConfig.builder(CAPACITY).queueSize(QUEUE_SIZE).numQueues(queues).build();
         DeviceModel model = new DeviceModel(config);
         model.negotiate(config.offeredFeatures());

@@ -158,4 +158,49 @@ class SubBatchRoundTest {
         assertThrows(IllegalArgumentException.class, () -> Tuning.builder().subBatch(-1));
         assertThrows(IllegalArgumentException.class, () -> Tuning.builder().subBatch(65537));
     }
+
+    /**
+     * Regression (review 9a): completions published between sub-batches let a guest post anew
+     * within the round; one reposting a request per completion (as a vCPU on another core does)
+     * kept one round going for ever, so the inbox (stop, drain, memory commands) and the thread's
+     * other queues waited. A round now pops at most one ring's worth of each queue. The guest here
+     * reacts at every submit and gives up after {@code LIMIT} reposts only so that a failure ends.
+     */
+    @Test
+    @DisplayName("a guest reposting per completion cannot keep one round going")
+    void aRoundEndsWhateverTheGuestPosts() {
+        final int limit = 20_000;
+        RoundRig[] rigRef = new RoundRig[1];
+        int[] reposted = new int[1];
+        ForwardingBackend io = new ForwardingBackend(IoBackends.open(BackendKind.NULL, null, 64)) {
+            @Override
+            public int submit() {
+                int rc = super.submit();
+                RoundRig rig = rigRef[0];
+                if (rig != null && reposted[0] < limit) {
+                    int seen = 0;
+                    while (rig.lanes[0].driver.reap() >= 0) {
+                        seen++;
+                    }
+                    if (seen > 0) {
+                        rig.lanes[0].offerReads(seen);
+                        reposted[0] += seen;
+                    }
+                }
+                return rc;
+            }
+        };
+        Tuning tuning = Tuning.builder().threadingMode(ThreadingMode.SHARED).subBatch(4).submitBatch(0).build();
+        try (RoundRig rig = new RoundRig(tuning, null, false, 2, io)) {
+            rigRef[0] = rig;
+            rig.lanes[0].offerReads(8);
+            rig.lanes[1].offerReads(3);
+            rig.thread.doWork();
+            long q0 = rig.lanes[0].queue.counters.get(QueueCounters.REQUESTS);
+            long q1 = rig.lanes[1].queue.counters.get(QueueCounters.REQUESTS);
+            assertTrue(q0 <= RoundRig.QUEUE_SIZE, "one round popped " + q0 + " chains of queue 0 (queue size "
+                    + RoundRig.QUEUE_SIZE + ")");
+            assertEquals(3, q1, "the other queue had its turn in the same round");
+        }
+    }
 }
