@@ -238,6 +238,7 @@ public final class RawDriver implements BlockDriver {
             backend.close();
         }
         if (ownedImage != null) {
+            ImageLocks.release(ownedImage);
             ownedImage.close();
         }
     }

@@ -209,7 +209,12 @@ final class Daemon implements AutoCloseable {
         boolean installed = false;
         try {
             beforeOpen.run();
-            export = Export.open(spec, log, threads, control);
+            try {
+                export = Export.open(spec, log, threads, control);
+            } catch (RuntimeException e) {
+                refuseSharedInProcess(spec, e);
+                throw e;
+            }
             // The files as opened (a path renamed since the check above, a backing chain).
             List<ImageUse> opened = uses(export, spec.readOnly);
             synchronized (changes) {
@@ -237,6 +242,22 @@ final class Daemon implements AutoCloseable {
             throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
         }
         return export;
+    }
+
+    /**
+     * An image lock refused because another export of this daemon holds the file (a backing file
+     * of an overlay, a path renamed since the check by name): answered as the sharing check
+     * answers, naming that export.
+     */
+    private void refuseSharedInProcess(ExportSpec spec, Throwable failure) {
+        for (Throwable t = failure; t != null; t = t.getCause()) {
+            if (t instanceof io.vblk.sys.ImageLock.LockedException locked && locked.heldByThisProcess() && locked.ino() >= 0) {
+                synchronized (changes) {
+                    checkShared(spec, List.of(new ImageUse(new FileId(locked.dev(), locked.ino()), locked.reader())));
+                }
+                return;
+            }
+        }
     }
 
     /**

@@ -111,7 +111,8 @@ final class Export implements AutoCloseable {
         long networkFormatSize = 0;
         try {
             format = network != null || spec.format == ImageFormat.RAW ? null
-                    : FormatChoice.open(spec.image, spec.format, kind, spec.readOnly, spec.direct, spec.l2CacheTables, log);
+                    : FormatChoice.open(spec.image, spec.format, kind, spec.readOnly, spec.direct, spec.l2CacheTables,
+                            spec.locking, log);
             if (network != null && spec.format == ImageFormat.QCOW2) {
                 // A qcow2 image whose bytes lie on the server (qemu-nbd -f raw, rbd import).
                 networkFormatSize = Qcow2.virtualSize(network);
@@ -152,7 +153,7 @@ final class Export implements AutoCloseable {
             return export;
         } catch (IllegalArgumentException e) {
             closeQuietly(image);
-            throw new InvalidParams(e.getMessage());
+            throw new InvalidParams(e.getMessage(), e);
         } catch (UncheckedIOException e) {
             closeQuietly(image);
             throw new InvalidParams("cannot listen on " + spec.socket + ": " + e.getCause().getMessage());
@@ -191,7 +192,11 @@ final class Export implements AutoCloseable {
         }
         Image image;
         try {
-            image = Image.open(path, ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct).bounceBudgetBytes(s.bounceBudget));
+            // Locked at once: nothing reads or writes the image before QEMU's lock check.
+            image = io.vblk.block.ImageLocks.openLocked(path,
+                    ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct).bounceBudgetBytes(s.bounceBudget), s.locking);
+        } catch (io.vblk.sys.ImageLock.LockedException e) {
+            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage(), e);
         } catch (NativeException e) {
             String hint = e.errno() == Errno.EINVAL && s.direct ? "; the filesystem may refuse O_DIRECT, try cache writeback" : "";
             throw new InvalidParams("cannot open image " + path + ": " + e.getMessage() + hint);
@@ -362,6 +367,7 @@ final class Export implements AutoCloseable {
 
     private static void closeQuietly(Image image) {
         if (image != null) {
+            io.vblk.block.ImageLocks.release(image); // at once, not when a ring's teardown lets go of the file
             image.close();
         }
     }

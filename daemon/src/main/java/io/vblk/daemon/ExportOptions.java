@@ -82,6 +82,12 @@ final class ExportOptions {
             + "min(2 GiB, MemTotal/8)), on (any table that fits io_uring's limits and the host's memory), off")
     String fixedBuffers;
 
+    @Option(names = "--locking", paramLabel = "MODE", description = "QEMU-compatible image locking (the OFD locks of "
+            + "QEMU's file driver) of the image and its backing files: on (default: refuse an image QEMU, qemu-img or another "
+            + "vblk uses in a conflicting way), off (no locks: a filesystem without OFD locks, or a deliberate second user such "
+            + "as a migration's destination), auto (on, but go on unlocked where the filesystem refuses OFD locks)")
+    String locking;
+
     @Option(names = "--iops-limit", paramLabel = "N", description = "at most N requests per second (default 0: no limit)")
     String iopsLimit;
 
@@ -133,6 +139,7 @@ final class ExportOptions {
         put(m, "wait", wait);
         put(m, "poll_max_us", pollMaxUs);
         put(m, "fixed_buffers", fixedBuffers);
+        put(m, "locking", locking);
         put(m, "iops_limit", iopsLimit);
         put(m, "bps_limit", bpsLimit);
         put(m, "bounce_budget", bounceBudget);

@@ -34,7 +34,7 @@ final class ExportSpec {
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
             "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname",
-            "nbd_connections", "fixed_buffers");
+            "nbd_connections", "fixed_buffers", "locking");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -67,6 +67,8 @@ final class ExportSpec {
     long pollMaxUs = Tuning.defaults().pollMaxNs() / 1000;
     /** Whether guest memory is registered with io_uring as fixed buffers (auto: small tables only). */
     FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
+    /** QEMU-compatible image locking of image files (and qcow2 backing files): on, off or auto. */
+    io.vblk.sys.ImageLock.Locking locking = io.vblk.sys.ImageLock.Locking.ON;
     List<String> iothreads = List.of();
     /**
      * Requests in flight per device thread (request slots, each with room for SEG_MAX segments);
@@ -145,6 +147,14 @@ final class ExportSpec {
                 s.fixedBuffers = FixedBufferMode.parse(fixed);
             } catch (IllegalArgumentException e) {
                 throw new InvalidParams(p.name("fixed_buffers") + ": " + e.getMessage());
+            }
+        }
+        String locking = p.string("locking", null);
+        if (locking != null) {
+            try {
+                s.locking = io.vblk.sys.ImageLock.Locking.parse(locking);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams(p.name("locking") + ": " + e.getMessage());
             }
         }
         s.iothreads = p.strings("iothreads");
@@ -290,6 +300,7 @@ final class ExportSpec {
         m.put("wait", wait.cliName());
         m.put("poll_max_us", pollMaxUs);
         m.put("fixed_buffers", fixedBuffers.cliName());
+        m.put("locking", locking.cliName());
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
         m.put("bounce_budget", bounceBudget);

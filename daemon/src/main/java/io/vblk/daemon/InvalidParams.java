@@ -11,4 +11,9 @@ final class InvalidParams extends RuntimeException {
     InvalidParams(String message) {
         super(message, null, false, false);
     }
+
+    /** With the exception it translates, for a caller that tells refusals apart (an image lock held in this process). */
+    InvalidParams(String message, Throwable cause) {
+        super(message, cause, false, false);
+    }
 }

@@ -2,6 +2,7 @@ package io.vblk.daemon;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
+import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
@@ -11,7 +12,9 @@ import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
 
@@ -28,9 +31,15 @@ import io.vblk.vhost.Log;
  *
  * <p>The rules, each one a bound:
  * <ul>
- * <li>At most {@link #MAX_CONNECTIONS} connections. A new one beyond that evicts the oldest
- * connection still waiting for its request (the likeliest to be a stalled or hostile client); when
- * every connection is being answered, the new one is closed at once.
+ * <li>At most {@link #MAX_CONNECTIONS} connections. A new one beyond that evicts a connection of
+ * the source address that holds the most (the new one counted with its own source): the oldest of
+ * them still waiting for a complete request head (a stalled or hostile client), else the oldest of
+ * them being answered (a client that does not read its answer). So a flood from one address
+ * competes only with itself, and a scraper from another address, holding one connection, is
+ * answered during the flood (irob: before, 32 connections that sent a request and read nothing
+ * made every new connection be closed at once for the whole response deadline, and silent ones
+ * evicted a scraper before it was heard). When every source holds one connection, only one
+ * without a complete head is evicted; otherwise the new connection is closed.
  * <li>A request (request line and headers) must arrive whole within {@link #requestDeadlineMs} of
  * the accept and fit in {@link #MAX_REQUEST_BYTES}; otherwise 431 or the connection is closed.
  * <li>One request per connection: the answer says {@code Connection: close}, anything sent after
@@ -185,14 +194,21 @@ final class MetricsHttp implements AutoCloseable {
             if (ch == null) {
                 return;
             }
-            if (!makeRoom()) {
+            InetAddress source;
+            try {
+                source = ((InetSocketAddress) ch.getRemoteAddress()).getAddress();
+            } catch (IOException | RuntimeException e) {
+                ch.close(); // already gone
+                continue;
+            }
+            if (!makeRoom(source)) {
                 ch.close();
                 continue;
             }
             try {
                 ch.configureBlocking(false);
                 ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
-                Conn c = new Conn(ch, System.nanoTime());
+                Conn c = new Conn(ch, source, System.nanoTime());
                 c.key = ch.register(selector, SelectionKey.OP_READ, c);
                 synchronized (this) {
                     conns.add(c);
@@ -203,25 +219,65 @@ final class MetricsHttp implements AutoCloseable {
         }
     }
 
-    /** Whether a new connection may stay, after evicting the oldest one still waiting for its request. */
-    private boolean makeRoom() {
-        Conn oldest = null;
+    /**
+     * Whether a new connection from {@code source} may stay, after evicting one connection of
+     * the source holding the most (see the class comment). O(connections), at most 32, per
+     * accept beyond the limit.
+     */
+    private boolean makeRoom(InetAddress source) {
+        Conn victim;
         synchronized (this) {
             if (conns.size() < MAX_CONNECTIONS) {
                 return true;
             }
+            Map<InetAddress, Integer> held = new HashMap<>();
             for (Conn c : conns) {
-                if (c.out == null && (oldest == null || c.since < oldest.since)) {
-                    oldest = c;
+                held.merge(c.source, 1, Integer::sum);
+            }
+            held.merge(source, 1, Integer::sum); // the newcomer counts with its own source
+            InetAddress hog = null;
+            int most = 0;
+            for (Map.Entry<InetAddress, Integer> e : held.entrySet()) {
+                if (e.getValue() > most && (!e.getKey().equals(source) || e.getValue() > 1)) {
+                    hog = e.getKey();
+                    most = e.getValue();
                 }
             }
+            victim = most > 1 ? oldestOf(hog) : oldestWithoutHead(null);
         }
-        if (oldest == null) {
+        if (victim == null) {
             return false;
         }
         evicted++;
-        oldest.close();
+        victim.close();
         return true;
+    }
+
+    /** {@code source}'s oldest connection without a complete request head, else its oldest. Under this. */
+    private Conn oldestOf(InetAddress source) {
+        Conn waiting = oldestWithoutHead(source);
+        if (waiting != null) {
+            return waiting;
+        }
+        Conn oldest = null;
+        for (Conn c : conns) {
+            if (c.source.equals(source) && (oldest == null || c.since < oldest.since)) {
+                oldest = c;
+            }
+        }
+        return oldest;
+    }
+
+    /** The oldest connection (of {@code source}, or of any when null) still reading its request head. Under this. */
+    private Conn oldestWithoutHead(InetAddress source) {
+        Conn oldest = null;
+        for (Conn c : conns) {
+            if (c.out == null && (source == null || c.source.equals(source))
+                    && (oldest == null || c.since < oldest.since)) {
+                oldest = c;
+            }
+        }
+        return oldest;
     }
 
     private void expire(long now) {
@@ -271,6 +327,8 @@ final class MetricsHttp implements AutoCloseable {
     /** One connection: its request bytes, then its answer, then a short wait for the client's close. */
     private final class Conn {
         private final SocketChannel ch;
+        /** The client's address: evictions go to the address holding the most connections. */
+        private final InetAddress source;
         private final long since;
         private long deadline;
         private SelectionKey key;
@@ -282,8 +340,9 @@ final class MetricsHttp implements AutoCloseable {
         private boolean lingering;
         private boolean closed;
 
-        Conn(SocketChannel ch, long since) {
+        Conn(SocketChannel ch, InetAddress source, long since) {
             this.ch = ch;
+            this.source = source;
             this.since = since;
             this.deadline = since + TimeUnit.MILLISECONDS.toNanos(requestDeadlineMs);
         }

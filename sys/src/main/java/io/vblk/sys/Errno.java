@@ -21,6 +21,7 @@ public final class Errno {
     public static final int ESPIPE = 29;
     public static final int EROFS = 30;
     public static final int EPIPE = 32;
+    public static final int ENOLCK = 37;
     public static final int ENOSYS = 38;
     public static final int EOPNOTSUPP = 95;
     public static final int ECONNRESET = 104;

@@ -1,24 +1,51 @@
 package io.vblk.sys;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.nio.file.Path;
 
 /**
  * A file or block device opened with open(2), for the I/O back ends: raw descriptor, size, and
- * the synchronous calls (fallocate, fdatasync) that the back ends use off their batched paths.
+ * the synchronous calls (fallocate, fdatasync, pread, pwrite, ftruncate) that the back ends use
+ * off their batched paths.
  *
- * <p>After {@link #close()} nothing here touches the old descriptor number, which the kernel
- * hands to the next open (another disk): {@link #fd()} and {@link #sizeBytes()} throw
- * {@link IllegalStateException}, the calls that answer {@code -errno} answer {@code -EBADF}
- * without a syscall. A call racing close on another thread may still reach the number; the
- * owner closes only after the users of the file stopped (back ends take the number once, at
- * setup, and submit from their own registered state).
+ * <p><b>Close against calls on other threads.</b> Each call holds a use of the descriptor for
+ * the length of its system call: a use count and a closed flag share one int, changed by
+ * compare-and-set (no lock, no allocation). A call that starts after {@link #close()} answers
+ * {@code -EBADF} without a syscall; a close while calls are in flight marks the file closed at
+ * once and leaves the close(2) to the last call to finish, so no call ever reaches a number the
+ * kernel has handed to another file meanwhile (another disk's image, a socket). So {@code close}
+ * returns before the descriptor is released when a call is in flight (a pread stuck on a hung
+ * NFS server would otherwise hang the closer too); {@link #isClosed()} is true from the start.
+ * {@link #fd()} hands the number out without a use: back ends that submit by number take it once,
+ * at setup, and are closed before the file.
+ *
+ * <p>Locks taken on the descriptor (QEMU's image locks, {@link ImageLock}) belong to its open
+ * file description and go when the descriptor does.
  */
 public final class PosixFile implements AutoCloseable {
+    /** state: bit 0 closed, bits 1.. the calls in flight. */
+    private static final VarHandle STATE;
+    private static final int CLOSED = 1;
+    private static final int ONE_USE = 2;
+
+    static {
+        try {
+            STATE = MethodHandles.lookup().findVarHandle(PosixFile.class, "state", int.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
+
+    /** Test seam: runs inside a use, just before the system call (null in production). */
+    static volatile Runnable beforeCall;
+
     private final Path path;
-    /** The descriptor, -1 once closed (so a late call never reaches a reused number). */
-    private volatile int fd;
+    private final int fd;
     private final boolean readOnly;
     private final boolean direct;
+    @SuppressWarnings("unused") // through STATE
+    private volatile int state;
 
     private PosixFile(Path path, int fd, boolean readOnly, boolean direct) {
         this.path = path;
@@ -47,11 +74,35 @@ public final class PosixFile implements AutoCloseable {
      * @throws IllegalStateException once closed
      */
     public int fd() {
-        int f = fd;
-        if (f < 0) {
+        if (((int) STATE.getVolatile(this) & CLOSED) != 0) {
             throw closedException();
         }
-        return f;
+        return fd;
+    }
+
+    /** Takes a use unless closed; true when taken (then {@link #release()} must follow). */
+    private boolean acquire() {
+        while (true) {
+            int s = (int) STATE.getVolatile(this);
+            if ((s & CLOSED) != 0) {
+                return false;
+            }
+            if (STATE.compareAndSet(this, s, s + ONE_USE)) {
+                Runnable hook = beforeCall;
+                if (hook != null) {
+                    hook.run();
+                }
+                return true;
+            }
+        }
+    }
+
+    /** Gives a use back; the last use after a close releases the descriptor. */
+    private void release() {
+        int s = (int) STATE.getAndAdd(this, -ONE_USE) - ONE_USE;
+        if (s == CLOSED) {
+            Native.libc().close(fd);
+        }
     }
 
     private IllegalStateException closedException() {
@@ -75,56 +126,95 @@ public final class PosixFile implements AutoCloseable {
 
     /** The size in bytes: of the file, or of the block device (lseek to the end works for both). */
     public long sizeBytes() {
-        int f = fd();
-        return Native.check(Native.libc().lseek(f, 0, Linux.SEEK_END), "lseek", f, 0, "SEEK_END");
+        if (!acquire()) {
+            throw closedException();
+        }
+        try {
+            return Native.check(Native.libc().lseek(fd, 0, Linux.SEEK_END), "lseek", fd, 0, "SEEK_END");
+        } finally {
+            release();
+        }
     }
 
     /** fallocate(2); returns 0 or {@code -errno} ({@code -EBADF} once closed). */
     public int fallocate(int mode, long offset, long length) {
-        int f = fd;
-        return f < 0 ? -Errno.EBADF : (int) Native.result(Native.libc().fallocate(f, mode, offset, length));
+        if (!acquire()) {
+            return -Errno.EBADF;
+        }
+        try {
+            return (int) Native.result(Native.libc().fallocate(fd, mode, offset, length));
+        } finally {
+            release();
+        }
     }
 
     /** fdatasync(2); returns 0 or {@code -errno} ({@code -EBADF} once closed). */
     public int fdatasync() {
-        int f = fd;
-        return f < 0 ? -Errno.EBADF : (int) Native.result(Native.libc().fdatasync(f));
+        if (!acquire()) {
+            return -Errno.EBADF;
+        }
+        try {
+            return (int) Native.result(Native.libc().fdatasync(fd));
+        } finally {
+            release();
+        }
     }
 
     /** ftruncate(2); returns 0 or {@code -errno} ({@code -EBADF} once closed). */
     public int ftruncate(long length) {
-        int f = fd;
-        return f < 0 ? -Errno.EBADF : (int) Native.result(Native.libc().ftruncate(f, length));
+        if (!acquire()) {
+            return -Errno.EBADF;
+        }
+        try {
+            return (int) Native.result(Native.libc().ftruncate(fd, length));
+        } finally {
+            release();
+        }
     }
 
     /** pread(2) into native memory; returns bytes read or {@code -errno} ({@code -EBADF} once closed). */
     public long pread(long address, long length, long offset) {
-        int f = fd;
-        return f < 0 ? -Errno.EBADF : Native.result(Native.libc().pread(f, address, length, offset));
+        if (!acquire()) {
+            return -Errno.EBADF;
+        }
+        try {
+            return Native.result(Native.libc().pread(fd, address, length, offset));
+        } finally {
+            release();
+        }
     }
 
     /** pwrite(2) from native memory; returns bytes written or {@code -errno} ({@code -EBADF} once closed). */
     public long pwrite(long address, long length, long offset) {
-        int f = fd;
-        return f < 0 ? -Errno.EBADF : Native.result(Native.libc().pwrite(f, address, length, offset));
+        if (!acquire()) {
+            return -Errno.EBADF;
+        }
+        try {
+            return Native.result(Native.libc().pwrite(fd, address, length, offset));
+        } finally {
+            release();
+        }
     }
 
     /** Whether {@link #close()} was called. */
     public boolean isClosed() {
-        return fd < 0;
+        return ((int) STATE.getVolatile(this) & CLOSED) != 0;
     }
 
+    /**
+     * Marks the file closed and closes the descriptor, at once when no call is in flight, else
+     * when the last of them returns. Idempotent.
+     */
     @Override
-    public synchronized void close() {
-        int f = fd;
-        if (f >= 0) {
-            fd = -1;
-            Native.libc().close(f);
+    public void close() {
+        int s = (int) STATE.getAndBitwiseOr(this, CLOSED);
+        if ((s & CLOSED) == 0 && s == 0) {
+            Native.libc().close(fd);
         }
     }
 
     @Override
     public String toString() {
-        return "PosixFile[" + path + (fd < 0 ? ", closed" : ", fd " + fd) + (readOnly ? ", ro" : "") + (direct ? ", direct" : "") + "]";
+        return "PosixFile[" + path + (isClosed() ? ", closed" : ", fd " + fd) + (readOnly ? ", ro" : "") + (direct ? ", direct" : "") + "]";
     }
 }

@@ -33,13 +33,20 @@ public final class FormatChoice implements DriverFactory {
 
     public static FormatChoice open(Path path, ImageFormat format, BackendKind kind, boolean readOnly, boolean direct,
             int l2CacheTables, Log log) {
+        return open(path, format, kind, readOnly, direct, l2CacheTables, io.vblk.sys.ImageLock.Locking.ON, log);
+    }
+
+    /** As above, with QEMU-compatible image locking {@code locking} of the image and its backing files. */
+    public static FormatChoice open(Path path, ImageFormat format, BackendKind kind, boolean readOnly, boolean direct,
+            int l2CacheTables, io.vblk.sys.ImageLock.Locking locking, Log log) {
         if (format != ImageFormat.QCOW2) {
             throw new IllegalArgumentException("format " + format + " is served as raw");
         }
         if (!Files.isRegularFile(path)) {
             throw new IllegalArgumentException("qcow2 image not found or not a file: " + path);
         }
-        Qcow2Options options = Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables);
+        Qcow2Options options = Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables)
+                .locking(locking);
         long size;
         try {
             size = Qcow2.virtualSize(path);

@@ -1,5 +1,8 @@
 package io.vblk.block.qcow2;
 
+import io.vblk.block.ImageLocks;
+import io.vblk.sys.ImageLock.Locking;
+
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
@@ -26,9 +29,18 @@ final class FileHost extends Qcow2Host {
     private boolean closed;
 
     FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct) {
+        this(path, kind, readOnly, direct, Locking.ON);
+    }
+
+    /**
+     * Opens the file and takes QEMU's image locks on it at once (a reader's use when read-only):
+     * nothing is read into a cache or written (not even the rounding of the file to whole
+     * clusters) before the check, and a refused image is closed again.
+     */
+    FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct, Locking locking) {
         this.path = path;
         this.kind = kind;
-        this.image = Image.open(path, ImageOptions.defaults().readOnly(readOnly).direct(direct));
+        this.image = ImageLocks.openLocked(path, ImageOptions.defaults().readOnly(readOnly).direct(direct), locking);
     }
 
     @Override
@@ -123,6 +135,7 @@ final class FileHost extends Qcow2Host {
                 io.close();
             }
         } finally {
+            ImageLocks.release(image); // now, not when the ring's teardown lets go of the file
             image.close();
         }
     }

@@ -102,7 +102,8 @@ public final class Qcow2 {
         if (!chain.add(real.toString())) {
             throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
         }
-        return open(new FileHost(real, kind, options.readOnly(), options.direct()), kind, depth, options, level, chain);
+        return open(new FileHost(real, kind, options.readOnly(), options.direct(), options.locking()), kind, depth, options, level,
+                chain);
     }
 
     /**
@@ -258,7 +259,9 @@ public final class Qcow2 {
         if (!chain.add(real.toString())) {
             throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
         }
-        Image image = Image.open(real, ImageOptions.defaults().readOnly(true).direct(options.direct()));
+        // A backing file is a reader's use (QEMU's backing child): it may be read by others, never written.
+        Image image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(options.direct()),
+                options.locking());
         try {
             IoBackend io = IoBackends.open(kind, image, depth);
             return RawDriver.owning(io, image);

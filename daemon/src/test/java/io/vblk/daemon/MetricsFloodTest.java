@@ -1,0 +1,109 @@
+package io.vblk.daemon;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.IOException;
+import java.io.InputStream;
+import java.net.InetSocketAddress;
+import java.net.Socket;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicBoolean;
+
+import org.junit.jupiter.api.Test;
+
+import io.vblk.vhost.Log;
+
+/**
+ * irob: a flood of connections that never read their answer (or never send a request) from one
+ * address, while a well-behaved scraper from another address scrapes. Before the per-source
+ * eviction, 32 connections that sent a request and read nothing filled the table with
+ * connections that could not be evicted, and every new connection (the scraper's) was closed at
+ * once until their response deadline; silent ones evicted the scraper before it was heard.
+ */
+class MetricsFloodTest {
+    private static final Log QUIET = Log.to(line -> { });
+    /** Large enough that an unread answer stays unsent (loopback buffers hold a few MiB). */
+    private static final byte[] BODY = new byte[16 << 20];
+
+    static {
+        Arrays.fill(BODY, (byte) 'x');
+    }
+
+    @Test
+    void aScraperIsAnsweredWhileAnotherAddressFloodsWithNonReadingConnections() throws Exception {
+        List<Socket> flood = new ArrayList<>();
+        AtomicBoolean stop = new AtomicBoolean();
+        try (MetricsHttp s = new MetricsHttp(new InetSocketAddress("127.0.0.1", 0), () -> BODY, QUIET, 30_000, 30_000)) {
+            // 64 connections from 127.0.0.2 that send a request and never read the answer.
+            for (int i = 0; i < 2 * MetricsHttp.MAX_CONNECTIONS; i++) {
+                Socket c = floodConnection(s.port());
+                c.getOutputStream().write("GET /metrics HTTP/1.1\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+                flood.add(c);
+            }
+            // And a flooder that keeps opening silent connections meanwhile.
+            Thread flooder = new Thread(() -> {
+                List<Socket> mine = new ArrayList<>();
+                while (!stop.get()) {
+                    try {
+                        mine.add(floodConnection(s.port()));
+                        if (mine.size() > 200) {
+                            mine.remove(0).close();
+                        }
+                    } catch (IOException e) {
+                        // refused or reset: keep flooding
+                    }
+                }
+                for (Socket m : mine) {
+                    try {
+                        m.close();
+                    } catch (IOException e) {
+                        // closing
+                    }
+                }
+            });
+            flooder.start();
+            try {
+                Thread.sleep(200);
+                for (int i = 0; i < 5; i++) {
+                    assertEquals(BODY.length, scrape(s.port()), "scrape " + i + " during the flood");
+                }
+            } finally {
+                stop.set(true);
+                flooder.join(30_000);
+            }
+            assertTrue(s.evicted() > 0, "the flood was evicted");
+            assertTrue(s.connectionCount() <= MetricsHttp.MAX_CONNECTIONS);
+        } finally {
+            for (Socket c : flood) {
+                c.close();
+            }
+        }
+    }
+
+    private static Socket floodConnection(int port) throws IOException {
+        Socket c = new Socket();
+        c.setReceiveBufferSize(4096);
+        c.bind(new InetSocketAddress("127.0.0.2", 0));
+        c.connect(new InetSocketAddress("127.0.0.1", port), 5_000);
+        return c;
+    }
+
+    /** One scrape from 127.0.0.1: the length of the body answered. */
+    private static int scrape(int port) throws IOException {
+        try (Socket c = new Socket()) {
+            c.connect(new InetSocketAddress("127.0.0.1", port), 5_000);
+            c.setSoTimeout(20_000);
+            c.getOutputStream().write("GET /metrics HTTP/1.1\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+            InputStream in = c.getInputStream();
+            byte[] all = in.readAllBytes();
+            String text = new String(all, 0, Math.min(all.length, 200), StandardCharsets.ISO_8859_1);
+            assertTrue(text.startsWith("HTTP/1.1 200"), "answer: " + text);
+            int head = MetricsHttp.headEnd(all, 0, all.length);
+            return all.length - head;
+        }
+    }
+}
