@@ -128,7 +128,8 @@ public final class ImageLock {
 
         /** Whether the conflicting lock is held by this process (another export, another open). */
         public boolean heldByThisProcess() {
-            return holder.startsWith(LockHolder.THIS_PROCESS);
+            // The whole name with our pid: another process may call itself "this process".
+            return holder.equals(LockHolder.thisProcess());
         }
 
         /** Who holds the conflicting lock, e.g. {@code "qemu-storage-daemon (pid 4242)"}. */
@@ -154,18 +155,22 @@ public final class ImageLock {
             return false;
         }
         long deadline = System.nanoTime() + UNSEEN_HOLDER_WAIT_NS;
+        long pauseMs = 50;
         while (true) {
             try {
                 return attempt(fd, path, use, locking, log);
             } catch (LockedException e) {
                 // A holder no process shows: most often the open file description of a process
                 // that just died (SIGKILL) whose io_uring ring still holds the file until the
-                // kernel's asynchronous ring teardown ends. Gone within milliseconds: look again.
+                // kernel's asynchronous ring teardown ends. Gone within milliseconds: look again,
+                // less and less often (each look walks /proc: a holder that never shows, e.g. a
+                // description passed over a socket nobody reads, costs a few walks, not 60).
                 if (!e.holder().equals(LockHolder.UNKNOWN) || System.nanoTime() - deadline > 0) {
                     throw e;
                 }
                 try {
-                    Thread.sleep(50);
+                    Thread.sleep(pauseMs);
+                    pauseMs = Math.min(pauseMs * 2, 800);
                 } catch (InterruptedException ie) {
                     Thread.currentThread().interrupt();
                     throw e;
@@ -234,7 +239,7 @@ public final class ImageLock {
             Map<String, Object> a = Files.readAttributes(Path.of("/proc/self/fd/" + fd), "unix:dev,ino");
             dev = (Long) a.get("dev");
             ino = (Long) a.get("ino");
-            holder = LockHolder.describe(dev, ino, offset);
+            holder = LockHolder.describe(LockHolder.kernelDev(fd, dev), ino, offset);
         } catch (IOException | RuntimeException e) {
             // The holder stays unknown; the refusal stands.
         }
