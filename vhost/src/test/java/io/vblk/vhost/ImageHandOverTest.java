@@ -118,7 +118,7 @@ class ImageHandOverTest {
         try (QemuFlow qemu = session()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(CrashRecoveryTest.PROTOCOL, q);
-            qemu.start(qemu.linuxFeatures(), true, null, q);
+            qemu.start(qemu.linuxFeatures() & ~LOG_ALL, true, null, q);
             rig.awaitLine(l -> l.contains("active (writer's locks taken) at the device's start"));
             assertTrue(rig.activation.active());
             assertWriterLocks(true);
@@ -145,7 +145,7 @@ class ImageHandOverTest {
         try (QemuFlow qemu = session()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(CrashRecoveryTest.PROTOCOL, q);
-            qemu.start(qemu.linuxFeatures(), true, null, q);
+            qemu.start(qemu.linuxFeatures() & ~LOG_ALL, true, null, q);
             String line = rig.awaitLine(l -> l.contains("NOT started"));
             assertTrue(line.contains("Failed to get") && line.contains("held by"), line);
             assertFalse(rig.activation.active());
@@ -197,6 +197,7 @@ class ImageHandOverTest {
             assertWriterLocks(false);
             // The destination's backend takes the image over and finds what the guest wrote.
             try (PosixFile destination = otherWriter()) {
+                assertTrue(destination.fd() >= 0);
                 byte[] image = Files.readAllBytes(image());
                 assertArrayEquals(data, Arrays.copyOfRange(image, 32 * 512, 32 * 512 + data.length));
             }
@@ -217,7 +218,7 @@ class ImageHandOverTest {
         try (QemuFlow qemu = session()) {
             BlkQueue q = guest.queue(0, 64, true);
             qemu.init(CrashRecoveryTest.PROTOCOL, q);
-            qemu.start(qemu.linuxFeatures(), true, null, q);
+            qemu.start(qemu.linuxFeatures() & ~LOG_ALL, true, null, q);
             q.write(0, BlkQueue.pattern(0, 4096, 1));
             int[] bases = qemu.stop(q);
             assertNotEquals(0, bases[0]);
