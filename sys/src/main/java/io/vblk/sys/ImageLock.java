@@ -160,17 +160,24 @@ public final class ImageLock {
         if (locking == Locking.OFF) {
             return false;
         }
+        return whileHolderUnseen(() -> attempt(fd, path, use, locking, log));
+    }
+
+    /**
+     * Runs {@code attempt} again while it is refused by a holder no process shows: most often
+     * the open file description of a process that just died (SIGKILL) whose io_uring ring still
+     * holds the file until the kernel's asynchronous ring teardown ends, gone within
+     * milliseconds. Looks less and less often (each refusal walks /proc: a holder that never
+     * shows, e.g. a description passed over a socket nobody reads, costs a few walks, not 60),
+     * for at most {@link #UNSEEN_HOLDER_WAIT_NS}.
+     */
+    private static <T> T whileHolderUnseen(java.util.function.Supplier<T> attempt) {
         long deadline = System.nanoTime() + UNSEEN_HOLDER_WAIT_NS;
         long pauseMs = 50;
         while (true) {
             try {
-                return attempt(fd, path, use, locking, log);
+                return attempt.get();
             } catch (LockedException e) {
-                // A holder no process shows: most often the open file description of a process
-                // that just died (SIGKILL) whose io_uring ring still holds the file until the
-                // kernel's asynchronous ring teardown ends. Gone within milliseconds: look again,
-                // less and less often (each look walks /proc: a holder that never shows, e.g. a
-                // description passed over a socket nobody reads, costs a few walks, not 60).
                 if (!e.holder().equals(LockHolder.UNKNOWN) || System.nanoTime() - deadline > 0) {
                     throw e;
                 }
@@ -268,23 +275,10 @@ public final class ImageLock {
         if (locking == Locking.OFF) {
             return;
         }
-        long deadline = System.nanoTime() + UNSEEN_HOLDER_WAIT_NS;
-        while (true) {
-            try {
-                changeOnce(fd, path, from, to);
-                return;
-            } catch (LockedException e) {
-                if (!e.holder().equals(LockHolder.UNKNOWN) || System.nanoTime() - deadline > 0) {
-                    throw e;
-                }
-                try {
-                    Thread.sleep(50);
-                } catch (InterruptedException ie) {
-                    Thread.currentThread().interrupt();
-                    throw e;
-                }
-            }
-        }
+        whileHolderUnseen(() -> {
+            changeOnce(fd, path, from, to);
+            return null;
+        });
     }
 
     private static void changeOnce(int fd, Path path, Use from, Use to) {
