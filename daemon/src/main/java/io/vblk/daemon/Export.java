@@ -157,7 +157,18 @@ final class Export implements AutoCloseable {
             }
             VhostUserServer server = builder.build();
             Export export = new Export(spec, image, backends, server, drivers);
-            server.start(); // on the daemon's control threads: no thread of the export's own
+            try {
+                server.start(); // on the daemon's control threads: no thread of the export's own
+            } catch (RuntimeException e) {
+                // Its device and drivers (a qcow2 driver holds its image's locks) go with it, or
+                // the next export.add of the image is refused as "held by this process" (review 9b).
+                try {
+                    server.close();
+                } catch (RuntimeException suppressed) {
+                    e.addSuppressed(suppressed);
+                }
+                throw e;
+            }
             return export;
         } catch (IllegalArgumentException e) {
             closeQuietly(image);
@@ -370,18 +381,27 @@ final class Export implements AutoCloseable {
      */
     @Override
     public void close() {
+        boolean drained = false;
         try {
             server.close(); // waits for the drain
+            drained = true;
         } finally {
             // Also when the server's close threw: the export is already unlisted (export.remove)
-            // and nothing else would ever close its image.
-            closeQuietly(image);
+            // and nothing else would ever close its image. Its locks are dropped at once only
+            // after a drain; otherwise writes may still be with the kernel, and the locks go with
+            // the descriptor when the kernel lets go of it (review 9b).
+            if (image != null) {
+                if (drained) {
+                    io.vblk.block.ImageLocks.release(image);
+                }
+                image.close();
+            }
         }
     }
 
     private static void closeQuietly(Image image) {
         if (image != null) {
-            io.vblk.block.ImageLocks.release(image); // at once, not when a ring's teardown lets go of the file
+            io.vblk.block.ImageLocks.release(image); // nothing was served: at once, not when a ring's teardown lets go of the file
             image.close();
         }
     }
