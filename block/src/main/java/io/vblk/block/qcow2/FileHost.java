@@ -195,15 +195,22 @@ final class FileHost extends Qcow2Host {
             return;
         }
         closed = true;
+        boolean drained = false;
         try {
             if (io != null) {
                 io.close();
             }
+            drained = io == null || io.closedDrained();
         } finally {
             if (sync != null) {
                 sync.close();
             }
-            ImageLocks.release(image); // now, not when the ring's teardown lets go of the file
+            if (drained) {
+                ImageLocks.release(image); // now, not when the ring's teardown lets go of the file
+            }
+            // Else the back end left operations with the kernel (a stranded slot, a stuck
+            // fdatasync): the locks stay on the descriptor until the kernel lets go of it, so
+            // that nobody opens the image for writing while stale writes may still land.
             image.close();
         }
     }
