@@ -69,8 +69,15 @@ final class Daemon implements AutoCloseable {
     record FileId(long dev, long ino) {
     }
 
-    /** One file an export uses, and whether it only reads it. */
-    private record ImageUse(FileId file, boolean readOnly) {
+    /**
+     * One file an export uses, whether it only reads it, and whether it is a migration's
+     * destination ({@code incoming}, locked): such a use may share the file with a writer, since
+     * the image locks hand it over (only one of them holds the writer's locks at a time).
+     */
+    private record ImageUse(FileId file, boolean readOnly, boolean handOver) {
+        ImageUse(FileId file, boolean readOnly) {
+            this(file, readOnly, false);
+        }
     }
 
     /**
@@ -200,7 +207,7 @@ final class Daemon implements AutoCloseable {
                             + "' (iothread.add creates one)");
                 }
             }
-            List<ImageUse> named = imageFile == null ? List.of() : List.of(new ImageUse(imageFile, spec.readOnly));
+            List<ImageUse> named = imageFile == null ? List.of() : List.of(new ImageUse(imageFile, spec.readOnly, handOver(spec)));
             checkShared(spec, named);
             images.put(spec.id, named);
             opening.put(spec.id, spec);
@@ -216,7 +223,7 @@ final class Daemon implements AutoCloseable {
                 throw e;
             }
             // The files as opened (a path renamed since the check above, a backing chain).
-            List<ImageUse> opened = uses(export, spec.readOnly);
+            List<ImageUse> opened = uses(export, spec.readOnly, handOver(spec));
             synchronized (changes) {
                 checkShared(spec, opened); // on a refusal the finally below closes the export
                 images.put(spec.id, opened);
@@ -260,6 +267,11 @@ final class Daemon implements AutoCloseable {
         }
     }
 
+    /** Whether {@code spec}'s image is handed over by its locks (a locked migration destination). */
+    private static boolean handOver(ExportSpec spec) {
+        return spec.incoming && spec.locking != io.vblk.sys.ImageLock.Locking.OFF;
+    }
+
     /**
      * Refuses {@code spec} when one of {@code uses} shares a file with another export's uses and
      * either use writes it (two writers, or a reader beside a writer, corrupt it for both; an
@@ -272,7 +284,8 @@ final class Daemon implements AutoCloseable {
             }
             for (ImageUse mine : uses) {
                 for (ImageUse theirs : other.getValue()) {
-                    if (mine.file().equals(theirs.file()) && !(mine.readOnly() && theirs.readOnly())) {
+                    if (mine.file().equals(theirs.file()) && !(mine.readOnly() && theirs.readOnly())
+                            && !mine.handOver() && !theirs.handOver()) {
                         throw new RpcError(RpcError.IN_USE, "image " + spec.imageName() + " (or a backing file of it) is already"
                                 + " used by export '" + other.getKey() + "'" + (theirs.readOnly() ? " read-only" : "")
                                 + ": one file is exported once unless every use of it is read-only (two writers, or a"
@@ -288,7 +301,7 @@ final class Daemon implements AutoCloseable {
      * path renamed between the check and the open names another file), each read-only when the
      * export or the file is (backing files are).
      */
-    private static List<ImageUse> uses(Export export, boolean readOnly) {
+    private static List<ImageUse> uses(Export export, boolean readOnly, boolean handOver) {
         List<ImageUse> uses = new ArrayList<>();
         for (Image f : export.files()) {
             int fd = f.fd();
@@ -296,7 +309,7 @@ final class Daemon implements AutoCloseable {
             // descriptor: its path, as opened just now, is the best there is.
             FileId id = fileId(fd >= 0 ? Path.of("/proc/self/fd/" + fd) : f.path());
             if (id != null) {
-                uses.add(new ImageUse(id, readOnly || f.readOnly()));
+                uses.add(new ImageUse(id, readOnly || f.readOnly(), handOver));
             }
         }
         return uses;

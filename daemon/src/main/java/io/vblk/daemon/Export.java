@@ -122,7 +122,12 @@ final class Export implements AutoCloseable {
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(e.getMessage());
         }
-        Image image = spec.image == null || format != null ? null : openImage(spec, log);
+        if (spec.incoming && (network != null || format != null)) {
+            throw new InvalidParams("incoming: only a raw image file is handed over between backends (qcow2 and network"
+                    + " disks: locking off on the destination)");
+        }
+        io.vblk.block.ImageActivation activation = spec.image == null || format != null ? null : openImage(spec, log);
+        Image image = activation == null ? null : activation.image();
         List<BlockDriver> drivers = new ArrayList<>();
         try {
             long sizeBytes = networkFormat != null ? networkFormatSize : network != null ? network.sizeBytes() : format != null ? format.sizeBytes()
@@ -132,6 +137,9 @@ final class Export implements AutoCloseable {
             VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
                     .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id)
                     .controlThreads(control.loop(), control.vhostHandlers());
+            if (activation != null && activation.handsOver()) {
+                builder.activation(activation);
+            }
             if (format != null) {
                 builder.drivers(recording(format, drivers));
             }
@@ -182,7 +190,7 @@ final class Export implements AutoCloseable {
     }
 
     /** Opens the image after checking what it is, so each mistake gets its own message. */
-    private static Image openImage(ExportSpec s, Log log) {
+    private static io.vblk.block.ImageActivation openImage(ExportSpec s, Log log) {
         Path path = s.image;
         if (!Files.exists(path)) {
             throw new InvalidParams("image not found: " + path);
@@ -190,17 +198,22 @@ final class Export implements AutoCloseable {
         if (Files.isDirectory(path)) {
             throw new InvalidParams("image is a directory: " + path);
         }
-        Image image;
+        Image image = null;
+        io.vblk.block.ImageActivation activation;
         try {
-            // Locked at once: nothing reads or writes the image before QEMU's lock check.
-            image = io.vblk.block.ImageLocks.openLocked(path,
-                    ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct).bounceBudgetBytes(s.bounceBudget), s.locking);
+            // Locked at once: nothing reads or writes the image before QEMU's lock check; an
+            // incoming export holds the inactive set until its device starts.
+            image = Image.open(path, ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct).bounceBudgetBytes(s.bounceBudget));
+            activation = io.vblk.block.ImageActivation.lock(image, s.locking, s.incoming, log::info);
         } catch (io.vblk.sys.ImageLock.LockedException e) {
+            closeQuietly(image);
             throw new InvalidParams("cannot open image " + path + ": " + e.getMessage(), e);
         } catch (NativeException e) {
+            closeQuietly(image);
             String hint = e.errno() == Errno.EINVAL && s.direct ? "; the filesystem may refuse O_DIRECT, try cache writeback" : "";
             throw new InvalidParams("cannot open image " + path + ": " + e.getMessage() + hint);
         } catch (RuntimeException e) {
+            closeQuietly(image);
             throw new InvalidParams("cannot open image " + path + ": " + e.getMessage());
         }
         FormatChoice.warnIfLooksLikeQcow2(path, log);
@@ -209,7 +222,7 @@ final class Export implements AutoCloseable {
             image.close();
             throw new InvalidParams("image " + path + " is " + size + " bytes, " + (size == 0 ? "empty" : "not a multiple of 512"));
         }
-        return image;
+        return activation;
     }
 
     private static BlkConfig config(ExportSpec s, Image image, long sizeBytes, int networkBlockSize) {
@@ -249,6 +262,7 @@ final class Export implements AutoCloseable {
         return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
                 + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
+                + (o.incoming ? ", incoming: inactive until its device starts" : "")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
                 + ")";
     }

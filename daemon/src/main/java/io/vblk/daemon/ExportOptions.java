@@ -85,8 +85,14 @@ final class ExportOptions {
     @Option(names = "--locking", paramLabel = "MODE", description = "QEMU-compatible image locking (the OFD locks of "
             + "QEMU's file driver) of the image and its backing files: on (default: refuse an image QEMU, qemu-img or another "
             + "vblk uses in a conflicting way), off (no locks: a filesystem without OFD locks, or a deliberate second user such "
-            + "as a migration's destination), auto (on, but go on unlocked where the filesystem refuses OFD locks)")
+            + "as a migration's destination without --incoming), auto (on, but go on unlocked where the filesystem refuses OFD locks)")
     String locking;
+
+    @Option(names = "--incoming", arity = "0", description = "a live migration's destination (as QEMU's -incoming): open "
+            + "the image inactive (the locks of a reader that lets others write) while the source's backend still writes it, "
+            + "and take the writer's locks when the frontend starts the device after the migration; a start while another "
+            + "process still holds them is refused and logged")
+    boolean incoming;
 
     @Option(names = "--iops-limit", paramLabel = "N", description = "at most N requests per second (default 0: no limit)")
     String iopsLimit;
@@ -140,6 +146,9 @@ final class ExportOptions {
         put(m, "poll_max_us", pollMaxUs);
         put(m, "fixed_buffers", fixedBuffers);
         put(m, "locking", locking);
+        if (incoming) {
+            m.put("incoming", Boolean.TRUE);
+        }
         put(m, "iops_limit", iopsLimit);
         put(m, "bps_limit", bpsLimit);
         put(m, "bounce_budget", bounceBudget);

@@ -34,7 +34,7 @@ final class ExportSpec {
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
             "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname",
-            "nbd_connections", "fixed_buffers", "locking");
+            "nbd_connections", "fixed_buffers", "locking", "incoming");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -69,6 +69,8 @@ final class ExportSpec {
     FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
     /** QEMU-compatible image locking of image files (and qcow2 backing files): on, off or auto. */
     io.vblk.sys.ImageLock.Locking locking = io.vblk.sys.ImageLock.Locking.ON;
+    /** A migration's destination: the image opens inactive and becomes active at the device's start. */
+    boolean incoming;
     List<String> iothreads = List.of();
     /**
      * Requests in flight per device thread (request slots, each with room for SEG_MAX segments);
@@ -157,6 +159,7 @@ final class ExportSpec {
                 throw new InvalidParams(p.name("locking") + ": " + e.getMessage());
             }
         }
+        s.incoming = p.bool("incoming");
         s.iothreads = p.strings("iothreads");
         s.backendDepth = (int) p.integer("backend_depth", 1, 4096, s.iothreads.isEmpty() ? 0 : SHARED_BACKEND_DEPTH);
         s.iopsLimit = p.integer("iops_limit", 0, Long.MAX_VALUE, 0);
@@ -301,6 +304,7 @@ final class ExportSpec {
         m.put("poll_max_us", pollMaxUs);
         m.put("fixed_buffers", fixedBuffers.cliName());
         m.put("locking", locking.cliName());
+        m.put("incoming", incoming);
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
         m.put("bounce_budget", bounceBudget);

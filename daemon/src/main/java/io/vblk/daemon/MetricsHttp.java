@@ -38,8 +38,9 @@ import io.vblk.vhost.Log;
  * competes only with itself, and a scraper from another address, holding one connection, is
  * answered during the flood (irob: before, 32 connections that sent a request and read nothing
  * made every new connection be closed at once for the whole response deadline, and silent ones
- * evicted a scraper before it was heard). When every source holds one connection, only one
- * without a complete head is evicted; otherwise the new connection is closed.
+ * evicted a scraper before it was heard). When every source holds one connection, the oldest
+ * without a complete head is evicted, else the oldest of all (32 addresses that send a request
+ * and never read). IPv6 sources count by /64.
  * <li>A request (request line and headers) must arrive whole within {@link #requestDeadlineMs} of
  * the accept and fit in {@link #MAX_REQUEST_BYTES}; otherwise 431 or the connection is closed.
  * <li>One request per connection: the answer says {@code Connection: close}, anything sent after
@@ -196,7 +197,7 @@ final class MetricsHttp implements AutoCloseable {
             }
             InetAddress source;
             try {
-                source = ((InetSocketAddress) ch.getRemoteAddress()).getAddress();
+                source = sourceOf(((InetSocketAddress) ch.getRemoteAddress()).getAddress());
             } catch (IOException | RuntimeException e) {
                 ch.close(); // already gone
                 continue;
@@ -217,6 +218,23 @@ final class MetricsHttp implements AutoCloseable {
                 ch.close();
             }
         }
+    }
+
+    /**
+     * The source a connection counts against: its IPv4 address, or the /64 of its IPv6 address
+     * (one host commonly holds a whole /64, review 9b).
+     */
+    static InetAddress sourceOf(InetAddress address) {
+        if (address instanceof java.net.Inet6Address) {
+            byte[] a = address.getAddress();
+            java.util.Arrays.fill(a, 8, 16, (byte) 0);
+            try {
+                return InetAddress.getByAddress(a);
+            } catch (java.net.UnknownHostException e) {
+                throw new IllegalStateException(e); // 16 bytes are always an address
+            }
+        }
+        return address;
     }
 
     /**
@@ -244,6 +262,13 @@ final class MetricsHttp implements AutoCloseable {
                 }
             }
             victim = most > 1 ? oldestOf(hog) : oldestWithoutHead(null);
+            if (victim == null) {
+                // Every source holds one connection and every one has sent its request (a flood
+                // from as many addresses that does not read its answers, review 9b): the oldest
+                // goes. A scraper that reads is answered in milliseconds, long before its
+                // connection is the oldest of 32, so only a flood faster than that outruns it.
+                victim = oldestOf(null);
+            }
         }
         if (victim == null) {
             return false;
@@ -253,7 +278,10 @@ final class MetricsHttp implements AutoCloseable {
         return true;
     }
 
-    /** {@code source}'s oldest connection without a complete request head, else its oldest. Under this. */
+    /**
+     * {@code source}'s (or, when null, anyone's) oldest connection without a complete request
+     * head, else its oldest. Under this.
+     */
     private Conn oldestOf(InetAddress source) {
         Conn waiting = oldestWithoutHead(source);
         if (waiting != null) {
@@ -261,7 +289,7 @@ final class MetricsHttp implements AutoCloseable {
         }
         Conn oldest = null;
         for (Conn c : conns) {
-            if (c.source.equals(source) && (oldest == null || c.since < oldest.since)) {
+            if ((source == null || c.source.equals(source)) && (oldest == null || c.since < oldest.since)) {
                 oldest = c;
             }
         }

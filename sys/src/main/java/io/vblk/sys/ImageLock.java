@@ -47,6 +47,12 @@ public final class ImageLock {
      * write or resize under it (as a QEMU guest device without share-rw, and a qcow2 backing child).
      */
     public static final Use READER = new Use(CONSISTENT_READ, CONSISTENT_READ | WRITE_UNCHANGED);
+    /**
+     * An inactive image's use (QEMU's BDRV_O_INACTIVE: a migration's destination before it runs,
+     * its source after it handed over): consistent read only, sharing everything, so that the
+     * one active writer keeps its image while another backend waits to take it over.
+     */
+    public static final Use INACTIVE = new Use(CONSISTENT_READ, CONSISTENT_READ | WRITE | WRITE_UNCHANGED | RESIZE);
 
     /** What a user takes ({@code perm}) and what it lets others take ({@code shared}). */
     public static final class Use {
@@ -128,7 +134,8 @@ public final class ImageLock {
 
         /** Whether the conflicting lock is held by this process (another export, another open). */
         public boolean heldByThisProcess() {
-            return holder.startsWith(LockHolder.THIS_PROCESS);
+            // The whole name with our pid: another process may call itself "this process".
+            return holder.equals(LockHolder.thisProcess());
         }
 
         /** Who holds the conflicting lock, e.g. {@code "qemu-storage-daemon (pid 4242)"}. */
@@ -153,19 +160,30 @@ public final class ImageLock {
         if (locking == Locking.OFF) {
             return false;
         }
+        return whileHolderUnseen(() -> attempt(fd, path, use, locking, log));
+    }
+
+    /**
+     * Runs {@code attempt} again while it is refused by a holder no process shows: most often
+     * the open file description of a process that just died (SIGKILL) whose io_uring ring still
+     * holds the file until the kernel's asynchronous ring teardown ends, gone within
+     * milliseconds. Looks less and less often (each refusal walks /proc: a holder that never
+     * shows, e.g. a description passed over a socket nobody reads, costs a few walks, not 60),
+     * for at most {@link #UNSEEN_HOLDER_WAIT_NS}.
+     */
+    private static <T> T whileHolderUnseen(java.util.function.Supplier<T> attempt) {
         long deadline = System.nanoTime() + UNSEEN_HOLDER_WAIT_NS;
+        long pauseMs = 50;
         while (true) {
             try {
-                return attempt(fd, path, use, locking, log);
+                return attempt.get();
             } catch (LockedException e) {
-                // A holder no process shows: most often the open file description of a process
-                // that just died (SIGKILL) whose io_uring ring still holds the file until the
-                // kernel's asynchronous ring teardown ends. Gone within milliseconds: look again.
                 if (!e.holder().equals(LockHolder.UNKNOWN) || System.nanoTime() - deadline > 0) {
                     throw e;
                 }
                 try {
-                    Thread.sleep(50);
+                    Thread.sleep(pauseMs);
+                    pauseMs = Math.min(pauseMs * 2, 800);
                 } catch (InterruptedException ie) {
                     Thread.currentThread().interrupt();
                     throw e;
@@ -234,13 +252,92 @@ public final class ImageLock {
             Map<String, Object> a = Files.readAttributes(Path.of("/proc/self/fd/" + fd), "unix:dev,ino");
             dev = (Long) a.get("dev");
             ino = (Long) a.get("ino");
-            holder = LockHolder.describe(dev, ino, offset);
+            holder = LockHolder.describe(LockHolder.kernelDev(fd, dev), ino, offset);
         } catch (IOException | RuntimeException e) {
             // The holder stays unknown; the refusal stands.
         }
         return new LockedException("Failed to get " + (shared ? "shared " : "") + "\"" + NAMES[perm] + "\" lock on "
                 + path + ": held by " + holder + ". Is another process using the image? (locking=off skips this check)",
                 holder, dev, ino, use.perm == CONSISTENT_READ);
+    }
+
+    /**
+     * Switches the file open as {@code fd} from the use {@code from} (held, taken by
+     * {@link #acquire}) to {@code to}: the bytes {@code to} needs are locked first, then its
+     * conflicts tested, and only then the bytes {@code from} held and {@code to} does not are
+     * dropped. A refusal leaves exactly {@code from}'s locks in place, so an inactive image stays
+     * inactive when another process still writes. Nothing for {@link Locking#OFF}.
+     *
+     * @throws LockedException when another user's locks conflict with {@code to} (the holder named)
+     * @throws NativeException when the kernel refuses a lock or a test
+     */
+    public static void change(int fd, Path path, Use from, Use to, Locking locking) {
+        if (locking == Locking.OFF) {
+            return;
+        }
+        whileHolderUnseen(() -> {
+            changeOnce(fd, path, from, to);
+            return null;
+        });
+    }
+
+    private static void changeOnce(int fd, Path path, Use from, Use to) {
+        for (int i = 0; i < PERM_COUNT; i++) {
+            int bit = 1 << i;
+            if ((to.perm & bit) != 0) {
+                lockOrRestore(fd, path, PERM_BASE + i, i, false, from, to);
+            }
+            if ((to.shared & bit) == 0) {
+                lockOrRestore(fd, path, SHARED_BASE + i, i, true, from, to);
+            }
+        }
+        for (int i = 0; i < PERM_COUNT; i++) {
+            int bit = 1 << i;
+            if ((to.perm & bit) != 0 && (from.perm & bit) == 0) {
+                testOrRestore(fd, path, SHARED_BASE + i, i, false, from, to);
+            }
+            if ((to.shared & bit) == 0 && (from.shared & bit) != 0) {
+                testOrRestore(fd, path, PERM_BASE + i, i, true, from, to);
+            }
+        }
+        dropUnused(fd, to);
+    }
+
+    private static void lockOrRestore(int fd, Path path, long offset, int perm, boolean shared, Use from, Use to) {
+        int rc = OfdLock.lockShared(fd, offset, 1);
+        if (rc == 0) {
+            return;
+        }
+        dropUnused(fd, from);
+        if (rc == -Errno.EAGAIN || rc == -Errno.EACCES) {
+            throw refusal(fd, path, offset, perm, shared, to);
+        }
+        throw new NativeException(-rc, "fcntl", fd, "F_OFD_SETLK", path, "(image locking)");
+    }
+
+    private static void testOrRestore(int fd, Path path, long offset, int perm, boolean shared, Use from, Use to) {
+        int rc = OfdLock.test(fd, offset, 1);
+        if (rc == OfdLock.F_UNLCK) {
+            return;
+        }
+        dropUnused(fd, from);
+        if (rc < 0) {
+            throw new NativeException(-rc, "fcntl", fd, "F_OFD_GETLK", path, offset);
+        }
+        throw refusal(fd, path, offset, perm, shared, to);
+    }
+
+    /** Drops the lock bytes {@code use} does not hold (taking none). */
+    private static void dropUnused(int fd, Use use) {
+        for (int i = 0; i < PERM_COUNT; i++) {
+            int bit = 1 << i;
+            if ((use.perm & bit) == 0) {
+                OfdLock.unlock(fd, PERM_BASE + i, 1);
+            }
+            if ((use.shared & bit) != 0) {
+                OfdLock.unlock(fd, SHARED_BASE + i, 1);
+            }
+        }
     }
 
     /** Drops every lock byte this description holds (the file stays open). */

@@ -49,6 +49,45 @@ public final class LockHolder {
         return UNKNOWN;
     }
 
+    /** How this process is named as a holder, with its pid. */
+    static String thisProcess() {
+        return THIS_PROCESS + " (pid " + ProcessHandle.current().pid() + ")";
+    }
+
+    /**
+     * The device the kernel names the file open as {@code fd} by in lock lines: its superblock's,
+     * from the mount the descriptor is on ({@code mnt_id} in its fdinfo, field 3 of that line of
+     * {@code /proc/self/mountinfo}). stat(2) gives another one on btrfs (a subvolume's anonymous
+     * device), which no lock line carries (review 9b). {@code statDev} when it cannot be read.
+     */
+    public static long kernelDev(int fd, long statDev) {
+        try {
+            String mnt = null;
+            for (String line : Files.readAllLines(Path.of("/proc/self/fdinfo/" + fd), StandardCharsets.ISO_8859_1)) {
+                if (line.startsWith("mnt_id:")) {
+                    mnt = line.substring("mnt_id:".length()).trim();
+                }
+            }
+            if (mnt == null) {
+                return statDev;
+            }
+            for (String line : Files.readAllLines(Path.of("/proc/self/mountinfo"), StandardCharsets.ISO_8859_1)) {
+                String[] t = line.split(" ", 4);
+                if (t.length >= 3 && t[0].equals(mnt)) {
+                    String[] mm = t[2].split(":");
+                    long major = Long.parseLong(mm[0]);
+                    long minor = Long.parseLong(mm[1]);
+                    // glibc's makedev layout, as stat(2) reports st_dev (major() and minor() below).
+                    return ((major & 0xfffff000L) << 32) | ((major & 0xfffL) << 8)
+                            | ((minor & 0xffffff00L) << 12) | (minor & 0xffL);
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            // Fall back to what stat said.
+        }
+        return statDev;
+    }
+
     private static boolean holds(Path proc, String key, long offset, int[] budget) {
         try (DirectoryStream<Path> fds = Files.newDirectoryStream(proc.resolve("fdinfo"))) {
             for (Path fd : fds) {

@@ -11,11 +11,18 @@ public final class NativeException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     private final int errno;
+    private final String call;
 
     /** Creates the exception for {@code call(args)} failing with {@code errno}. */
     public NativeException(int errno, String call, Object... args) {
         super(describe(errno, call, args));
         this.errno = errno;
+        this.call = call;
+    }
+
+    /** The native call that failed, e.g. {@code "io_uring_setup"} or {@code "fcntl"}. */
+    public String call() {
+        return call;
     }
 
     /** The errno the call failed with. */

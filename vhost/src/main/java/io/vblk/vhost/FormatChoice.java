@@ -67,7 +67,10 @@ public final class FormatChoice implements DriverFactory {
         try {
             return primary.open(depth);
         } catch (io.vblk.sys.NativeException e) {
-            if (fallback == null) {
+            // Only io_uring's own refusals (its calls, its rings' mmap) fall back; anything else
+            // (a refused image lock's fcntl, an open) fails the same with linux-aio and must be
+            // reported as itself (review 9b).
+            if (fallback == null || !(e.call().startsWith("io_uring") || e.call().equals("mmap"))) {
                 throw e;
             }
             log.info("io_uring cannot be set up (" + e.getMessage() + "); using linux-aio");

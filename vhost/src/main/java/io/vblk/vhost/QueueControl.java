@@ -40,7 +40,16 @@ final class QueueControl {
     /** Where {@link #ringIndex} reads a ring index to. */
     private final NativeBuffer indexBuffer = new NativeBuffer(Long.BYTES);
 
+    /** The image's hand-over between two backends in a migration, or null (nothing to hand over). */
+    private final io.vblk.block.ImageActivation activation;
+
     QueueControl(BlockDevice device, FrontendState state, QueueErrors errors, KickPoller poller, Log log, String who) {
+        this(device, state, errors, poller, log, who, null);
+    }
+
+    QueueControl(BlockDevice device, FrontendState state, QueueErrors errors, KickPoller poller, Log log, String who,
+            io.vblk.block.ImageActivation activation) {
+        this.activation = activation;
         this.device = device;
         this.state = state;
         this.errors = errors;
@@ -73,6 +82,9 @@ final class QueueControl {
         long avail = guestAddress(memory, v, "available ring", v.availUser);
         long used = guestAddress(memory, v, "used ring", v.usedUser);
         int q = v.index;
+        if (!activateImage(q)) {
+            return;
+        }
         int nextAvail = state.inflight != null ? trackInflight(v, state.inflight, avail, used) : v.base;
         device.setQueueState(q, new QueueState(v.num, desc, avail, used, nextAvail, QueueState.USED_FROM_RING));
         device.setKick(q, v.kick);
@@ -89,6 +101,28 @@ final class QueueControl {
         log.info(String.format("%s: queue %d started: size %d, avail index %d, desc 0x%x avail 0x%x used 0x%x%s%s", who,
                 q, v.num, nextAvail, desc, avail, used, v.kick == null ? ", polled" : "",
                 state.inflight != null ? ", inflight tracked" : ""));
+    }
+
+    /**
+     * The device starts (its first ring): an inactive image (a migration's destination, or a
+     * source that handed over and resumes) takes the writer's locks first. Refused while another
+     * backend still holds them: the ring does not start (its error eventfd is signalled and the
+     * holder logged), so nothing is ever written unlocked; the next SET_VRING_KICK tries again.
+     */
+    private boolean activateImage(int q) {
+        if (activation == null || activation.active()) {
+            return true;
+        }
+        try {
+            if (activation.activate()) {
+                log.info(who + ": image " + activation.image().path() + " active (writer's locks taken) at the device's start");
+            }
+            return true;
+        } catch (RuntimeException e) {
+            log.info(who + ": vring " + q + " NOT started: the inactive image cannot be activated: " + e.getMessage());
+            errors.signal(q);
+            return false;
+        }
     }
 
     /**
@@ -245,7 +279,29 @@ final class QueueControl {
     int stopForHandOver(Vring v) {
         int base = stop(v);
         device.sync();
+        if (activation != null && state.logAll() && !anyRunning()) {
+            // A migration's source handing over: drained and durable, it lets the destination's
+            // backend take the writer's locks; it takes them back at its next start (a failed
+            // migration resumes here, or the guest comes back).
+            try {
+                if (activation.inactivate()) {
+                    log.info(who + ": image " + activation.image().path()
+                            + " inactive (writer's locks dropped) after a stop with dirty logging on");
+                }
+            } catch (RuntimeException e) {
+                log.info(who + ": image stays active, its locks could not be changed: " + e.getMessage());
+            }
+        }
         return base;
+    }
+
+    private boolean anyRunning() {
+        for (Vring r : state.vrings) {
+            if (r.running) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /**

@@ -51,6 +51,11 @@ final class Session {
 
     Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
             Consumer<Session> onEnd) {
+        this(id, socket, device, errors, poller, log, onEnd, null);
+    }
+
+    Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
+            Consumer<Session> onEnd, io.vblk.block.ImageActivation activation) {
         this.id = id;
         this.who = "frontend " + id;
         this.socket = socket;
@@ -58,7 +63,7 @@ final class Session {
         this.log = log;
         this.onEnd = onEnd;
         this.state = new FrontendState(device.numQueues());
-        this.control = new QueueControl(device, state, errors, poller, log, who);
+        this.control = new QueueControl(device, state, errors, poller, log, who, activation);
         this.features = new FeatureRequests(state, control, channel);
         this.memory = new MemoryRequests(state, control, channel);
         this.vrings = new VringRequests(state, control, channel);

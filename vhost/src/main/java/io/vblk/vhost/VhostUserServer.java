@@ -61,6 +61,8 @@ public final class VhostUserServer implements AutoCloseable {
     private final AtomicInteger sessions = new AtomicInteger();
     private boolean closed;
     private final String name;
+    /** The image's hand-over in a migration (inactive until the device starts), or null. */
+    private final io.vblk.block.ImageActivation activation;
     private final EventLoop sharedLoop;
     private final Executor sharedHandlers;
     /** The caller's loop in {@link #serve()} without control threads; closed when serving ends. */
@@ -74,6 +76,7 @@ public final class VhostUserServer implements AutoCloseable {
     private VhostUserServer(Builder b) {
         this.log = b.log;
         this.name = b.name;
+        this.activation = b.activation;
         this.sharedLoop = b.loop;
         this.sharedHandlers = b.handlers;
         this.peers = b.allowUids == null ? PeerFilter.defaults() : PeerFilter.of(b.allowUids);
@@ -230,7 +233,8 @@ public final class VhostUserServer implements AutoCloseable {
                 listening.rearm();
                 return;
             }
-            Session session = new Session(sessions.incrementAndGet(), client, device, errors, poller, log, this::sessionEnded);
+            Session session = new Session(sessions.incrementAndGet(), client, device, errors, poller, log, this::sessionEnded,
+                    activation);
             current = session;
             // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
             // then read 'stopping', so one of us sees the other.
@@ -344,6 +348,7 @@ public final class VhostUserServer implements AutoCloseable {
         private final BlkConfig config;
         private final BackendFactory backends;
         private io.vblk.block.DriverFactory drivers;
+        private io.vblk.block.ImageActivation activation;
         private Tuning tuning = Tuning.defaults();
         private Log log = Log.to(System.err);
         private String name = "vblk";
@@ -363,6 +368,17 @@ public final class VhostUserServer implements AutoCloseable {
         /** Serves the disk through these block drivers (e.g. qcow2) instead of raw ones. */
         public Builder drivers(io.vblk.block.DriverFactory value) {
             drivers = Objects.requireNonNull(value, "drivers");
+            return this;
+        }
+
+        /**
+         * Hands the image over in live migrations ({@link io.vblk.block.ImageActivation}): an
+         * inactive image takes the writer's locks when the device starts (the ring does not start
+         * while another backend holds them), and drops them back after a stop for a frontend
+         * that logged dirty pages (a migration's source). Default: none.
+         */
+        public Builder activation(io.vblk.block.ImageActivation value) {
+            activation = Objects.requireNonNull(value, "activation");
             return this;
         }
 

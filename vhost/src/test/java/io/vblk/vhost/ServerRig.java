@@ -32,7 +32,19 @@ final class ServerRig implements AutoCloseable {
     private final Thread thread;
     private final List<String> lines = new ArrayList<>();
 
+    /** The image's hand-over (locked as QEMU does), or null for a rig without image locking. */
+    final io.vblk.block.ImageActivation activation;
+
     private ServerRig(Path dir, int queues, boolean readOnly, UnaryOperator<BackendFactory> backends)
+            throws IOException {
+        this(dir, queues, readOnly, backends, null);
+    }
+
+    /**
+     * {@code incoming}: null for no image locking; else the image is locked as vblk serve locks it,
+     * inactive until its device starts when true.
+     */
+    private ServerRig(Path dir, int queues, boolean readOnly, UnaryOperator<BackendFactory> backends, Boolean incoming)
             throws IOException {
         Path imagePath = dir.resolve("disk.img");
         if (!Files.exists(imagePath)) {
@@ -40,6 +52,8 @@ final class ServerRig implements AutoCloseable {
         }
         socket = dir.resolve("vhost.sock");
         image = Image.open(imagePath, ImageOptions.defaults().readOnly(readOnly));
+        activation = incoming == null ? null
+                : io.vblk.block.ImageActivation.lock(image, io.vblk.sys.ImageLock.Locking.ON, incoming, s -> { });
         Log log = Log.to(line -> {
             synchronized (lines) {
                 lines.add(line);
@@ -49,8 +63,12 @@ final class ServerRig implements AutoCloseable {
         BlkConfig config = BlkConfig.builder(IMAGE_BYTES).numQueues(queues).queueSize(1024)
                 .segMax(254).readOnly(readOnly).serial(SERIAL).build();
         BackendFactory real = new BackendChoice(BackendKind.IO_URING, image, log);
-        server = VhostUserServer.builder(socket, config, backends.apply(real))
-                .tuning(Tuning.defaults()).log(log).name("rig").build();
+        VhostUserServer.Builder b = VhostUserServer.builder(socket, config, backends.apply(real))
+                .tuning(Tuning.defaults()).log(log).name("rig");
+        if (activation != null) {
+            b.activation(activation);
+        }
+        server = b.build();
         thread = new Thread(server::serve, "rig-server");
         thread.start();
     }
@@ -62,6 +80,11 @@ final class ServerRig implements AutoCloseable {
     /** A server whose back ends are {@code backends} applied to the default ones (to hold or count I/O). */
     static ServerRig start(Path dir, int queues, UnaryOperator<BackendFactory> backends) throws IOException {
         return new ServerRig(dir, queues, false, backends);
+    }
+
+    /** A server whose image is locked as QEMU does; {@code incoming}: inactive until the device starts. */
+    static ServerRig startLocked(Path dir, boolean incoming) throws IOException {
+        return new ServerRig(dir, 1, false, UnaryOperator.identity(), incoming);
     }
 
     static ServerRig startReadOnly(Path dir) throws IOException {

@@ -1,0 +1,154 @@
+package io.vblk.vhost;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import io.vblk.sys.Native;
+import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.TestGuest;
+import io.vblk.testkit.VhostUserFrontend;
+
+/**
+ * {@code export.add} with {@code incoming: true}, the destination of a live migration, with
+ * image locking on: one daemon serves the source's and the destination's export of one image at
+ * once and hands the image over when the source's frontend stops with dirty logging on and the
+ * destination's starts (real OFD locks; qemu-io as the third writer that stays refused); an
+ * incoming export beside a writer qemu-storage-daemon opens, and its device's start is refused
+ * naming that process, its ring left stopped.
+ */
+class IncomingExportTest {
+    static final long LOG_ALL = LogProtocolTest.LOG_ALL;
+
+    @TempDir
+    Path dir;
+
+    private static String spec(String id, Path image, Path socket, Map<String, Object> extra) {
+        Map<String, Object> m = new HashMap<>(Map.of("id", id, "image", image.toString(), "socket", socket.toString()));
+        m.putAll(extra);
+        return DaemonRig.json(m);
+    }
+
+    private static String qemuIoWrite(Path image) throws Exception {
+        Process p = new ProcessBuilder("qemu-io", "-f", "raw", "-c", "write 0 512", image.toString())
+                .redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes());
+        assertTrue(p.waitFor(60, TimeUnit.SECONDS));
+        return p.exitValue() + ": " + out;
+    }
+
+    private static boolean qemuIo() {
+        return Files.isExecutable(Path.of("/usr/bin/qemu-io"));
+    }
+
+    /** Waits (up to 10 s) until the daemon's output has {@code count} lines containing {@code text}. */
+    private static String awaitLog(DaemonRig d, String text, int count) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        while (true) {
+            String all = d.stdout() + d.stderr();
+            List<String> lines = all.lines().filter(l -> l.contains(text)).toList();
+            if (lines.size() >= count) {
+                return lines.get(count - 1);
+            }
+            if (System.nanoTime() > deadline) {
+                throw new AssertionError("fewer than " + count + " lines with '" + text + "' in:\n" + all);
+            }
+            Thread.sleep(10);
+        }
+    }
+
+    @Test
+    @SuppressWarnings("unchecked")
+    void oneDaemonHandsAnImageOverFromItsSourceExportToItsIncomingExport() throws Exception {
+        Path img = DaemonRig.image(dir, "m.img");
+        Path sockA = dir.resolve("a.sock");
+        Path sockB = dir.resolve("b.sock");
+        try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
+            d.result("export.add", spec("a", img, sockA, Map.of()));
+            d.result("export.add", spec("b", img, sockB, Map.of("incoming", true)));
+            // A second writer of the image is still refused by name.
+            Map<String, Object> third = DaemonRig.error(d.call("export.add", spec("c", img, dir.resolve("c.sock"), Map.of())));
+            assertTrue(String.valueOf(third.get("message")).contains("already used by export 'a'"), third.toString());
+            List<Map<String, Object>> list = (List<Map<String, Object>>) d.result("export.list", null);
+            assertEquals(Boolean.TRUE, list.get(1).get("incoming"), list.toString());
+            assertEquals(Boolean.FALSE, list.get(0).get("incoming"), list.toString());
+            if (qemuIo()) {
+                String w = qemuIoWrite(img);
+                assertTrue(w.contains("Failed to get \"write\" lock"), w);
+            }
+            byte[] data = BlkQueue.pattern(8, 8192, 7);
+            int logFd = LogProtocolTest.sealedMemfd(LogProtocolTest.logBytes());
+            try (TestGuest g = new TestGuest(); QemuFlow src = new QemuFlow(VhostUserFrontend.connect(sockA), g, 1);
+                    QemuFlow dst = new QemuFlow(VhostUserFrontend.connect(sockB), g, 1)) {
+                BlkQueue q = g.queue(0, 64, true);
+                src.init(LogProtocolTest.PROTOCOL, q);
+                long features = src.linuxFeatures() & ~LOG_ALL;
+                src.start(features, true, null, q);
+                q.write(8, data);
+                // The destination's frontend connects (no start) while the source runs.
+                dst.init(LogProtocolTest.PROTOCOL, q);
+                // Migration: the log, LOG_ALL, the hand-over.
+                assertTrue(src.f.request(LogProtocolTest.SET_LOG_BASE,
+                        LogProtocolTest.logDescription(LogProtocolTest.logBytes(), 0), logFd) != null);
+                src.f.setFeatures(features | LOG_ALL);
+                awaitLog(d, "dirty logging on", 1);
+                int[] bases = src.stop(q);
+                awaitLog(d, "inactive (writer's locks dropped)", 1);
+                dst.start(features, true, bases, q);
+                awaitLog(d, "active (writer's locks taken) at the device's start", 1);
+                assertArrayEquals(data, q.read(8, 8192), "the destination reads what the source wrote");
+                if (qemuIo()) {
+                    String w = qemuIoWrite(img);
+                    assertTrue(w.contains("Failed to get \"write\" lock"), "refused while b is active: " + w);
+                }
+                // The old source starting again while b is active is refused: ring stopped, holder named.
+                src.start(features, false, bases, q);
+                String refused = awaitLog(d, "NOT started", 1);
+                assertTrue(refused.contains("Failed to get") && refused.contains("held by"), refused);
+            } finally {
+                Native.libc().close(logFd);
+            }
+        }
+    }
+
+    @Test
+    void anIncomingExportOpensBesideAWritingQemuStorageDaemonAndItsStartIsRefusedNamingIt() throws Exception {
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/qemu-storage-daemon")), "qemu-storage-daemon is not installed");
+        Path img = DaemonRig.image(dir, "qsd.img");
+        Path qsdSock = dir.resolve("qsd.sock");
+        Process qsd = new ProcessBuilder("qemu-storage-daemon",
+                "--blockdev", "driver=file,node-name=f0,filename=" + img,
+                "--export", "type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path=" + qsdSock + ",writable=on")
+                .redirectErrorStream(true).redirectOutput(dir.resolve("qsd.log").toFile()).start();
+        Path sock = dir.resolve("v.sock");
+        try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
+            DaemonRig.awaitListening(qsdSock, "qemu-storage-daemon");
+            // Without incoming the writer qsd refuses it; incoming opens beside it.
+            Map<String, Object> e = DaemonRig.error(d.call("export.add", spec("v", img, sock, Map.of())));
+            assertTrue(String.valueOf(e.get("message")).contains("lock"), e.toString());
+            d.result("export.add", spec("v", img, sock, Map.of("incoming", true)));
+            try (TestGuest g = new TestGuest(); QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), g, 1)) {
+                BlkQueue q = g.queue(0, 64, true);
+                qemu.init(LogProtocolTest.PROTOCOL, q);
+                qemu.start(qemu.linuxFeatures() & ~LOG_ALL, true, null, q);
+                String refused = awaitLog(d, "NOT started", 1);
+                assertTrue(refused.contains("qemu-storage-daemon (pid " + qsd.pid() + ")"), refused);
+                assertNotEquals(-1, refused.indexOf("\"write\""), refused);
+            }
+        } finally {
+            qsd.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+        }
+    }
+}
