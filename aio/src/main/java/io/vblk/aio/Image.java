@@ -445,7 +445,11 @@ public final class Image implements AutoCloseable {
                         : new OpenOption[] {StandardOpenOption.READ, StandardOpenOption.WRITE, ExtendedOpenOption.DIRECT})
                 : (options.readOnly() ? new OpenOption[] {StandardOpenOption.READ}
                         : new OpenOption[] {StandardOpenOption.READ, StandardOpenOption.WRITE});
-        return FileChannel.open(path, opts);
+        // Through the open descriptor, never by path: the image's locks are held on that
+        // descriptor, and the path may name another file by now (renamed and replaced).
+        // /proc/self/fd/N reaches the same inode; the caller holds this image's monitor, which
+        // close takes, so the number is still ours.
+        return FileChannel.open(file == null ? path : Path.of("/proc/self/fd/" + file.fd()), opts);
     }
 
     /** Whether {@link #close()} was called. */

@@ -69,6 +69,19 @@ public interface IoBackend extends Drainable, AutoCloseable {
     int inFlight();
 
     /**
+     * After {@link #close()}: whether the close confirmed that nothing this back end handed to
+     * the kernel can still reach the image (every operation finished, or was dropped before the
+     * kernel saw it). False before close, and when close left operations with the kernel (a
+     * stranded ring slot, a fallocate or fdatasync that did not finish): then the image's locks
+     * must not be released explicitly, but go with the descriptor when the kernel lets go of
+     * it, so that nobody opens the image for writing while stale writes may still land.
+     * True by default (back ends with no kernel I/O of their own on a local image).
+     */
+    default boolean closedDrained() {
+        return true;
+    }
+
+    /**
      * Reaping thread: when nothing is in flight and nothing pending submit, every slot still
      * taken belongs to a completion lost to an exception the JVM threw inside {@link #poll} or
      * {@link #submit} (a guest-memory fault delivered late: engine GuestFaults); gives those

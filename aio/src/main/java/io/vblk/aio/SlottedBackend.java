@@ -89,6 +89,8 @@ abstract class SlottedBackend implements IoBackend {
     protected volatile boolean closed;
     /** Set by a close that found operations still with the kernel: their slots stay allocated. */
     private boolean slotsKept;
+    /** Set by a close that left operations with the kernel (slots kept, or a stuck helper call). */
+    private volatile boolean undrained;
     /**
      * The submitter reaps and checks {@link #completionsReady()} before it sleeps (see {@link
      * #reapOnSubmittingThread()}): operations finished inside {@link #submit()} raise no signal.
@@ -660,6 +662,7 @@ abstract class SlottedBackend implements IoBackend {
         if (helper != null && !helper.stop(this::dropCompletion)) {
             // A single fallocate or fdatasync the kernel did not finish in a minute: the slots
             // stay pinned (leaked, not freed under the helper) and the rest closes.
+            undrained = true;
             return;
         }
         awaitQueued();
@@ -677,10 +680,16 @@ abstract class SlottedBackend implements IoBackend {
         release();
         if (stranded) {
             slotsKept = true;
+            undrained = true;
             return;
         }
         slots.close();
         signal.close();
+    }
+
+    @Override
+    public final boolean closedDrained() {
+        return closed && !undrained;
     }
 
     /** Whether {@link #close()} left the slots allocated because the kernel still held some (tests). */

@@ -253,6 +253,9 @@ class IoUringSingleIssuerTest {
             second.close();
             assertTrue(second.slotsKeptAfterClose(), "the kernel still held slots: they must stay allocated (review 9a)");
             assertFalse(first.slotsKeptAfterClose(), "a drained ring frees its slots");
+            // rev9b: only a drained close lets the owner release the image's locks at once.
+            assertFalse(second.closedDrained(), "the kernel still held slots: not drained");
+            assertTrue(first.closedDrained(), "drained");
             assertEquals(0, second.inFlight(), "closed");
             assertEquals(-Errno.EBADF, second.submit());
         }

@@ -234,12 +234,22 @@ public final class RawDriver implements BlockDriver {
 
     @Override
     public void close() {
-        if (ownsBackend) {
-            backend.close();
-        }
-        if (ownedImage != null) {
-            ImageLocks.release(ownedImage);
-            ownedImage.close();
+        boolean drained = false;
+        try {
+            if (ownsBackend) {
+                backend.close();
+            }
+            drained = !ownsBackend || backend.closedDrained();
+        } finally {
+            if (ownedImage != null) {
+                // Released at once only when the back end confirmed that nothing of it is still
+                // with the kernel; otherwise the locks go with the descriptor when the kernel lets
+                // go of it, so that QEMU cannot open the image for writing while stale writes land.
+                if (drained) {
+                    ImageLocks.release(ownedImage);
+                }
+                ownedImage.close();
+            }
         }
     }
 

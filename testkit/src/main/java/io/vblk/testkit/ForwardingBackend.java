@@ -69,6 +69,11 @@ public abstract class ForwardingBackend implements IoBackend {
     }
 
     @Override
+    public boolean closedDrained() {
+        return real.closedDrained();
+    }
+
+    @Override
     public int reclaimLostSlots() {
         return real.reclaimLostSlots();
     }

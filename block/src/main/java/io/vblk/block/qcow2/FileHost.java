@@ -4,10 +4,7 @@ import io.vblk.block.ImageLocks;
 import io.vblk.sys.ImageLock.Locking;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
 import java.nio.file.Path;
-import java.nio.file.StandardOpenOption;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.BackendOptions;
@@ -15,16 +12,28 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
+import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.sys.PosixFile;
 
 /**
  * A qcow2 image in a local file: per-request I/O through an aio back end of the chosen kind
  * (io_uring, linux-aio, threads), the synchronous steps with ordinary positional file I/O.
+ *
+ * <p><b>Never by path once open.</b> QEMU's image locks are held on the descriptor opened at
+ * open; the path may name another file a moment later (renamed, replaced, another VM's image
+ * that QEMU has locked). So the synchronous steps (metadata reads, write-through, truncate, the
+ * stored size) go through a second, buffered descriptor opened from {@code /proc/self/fd/N} of
+ * the locked one: the same inode whatever the path names by then, and no O_DIRECT alignment
+ * rules for metadata of any length. It is a {@link PosixFile} (use-counted, no close by
+ * interrupt as a shared {@code FileChannel} would suffer).
  */
 final class FileHost extends Qcow2Host {
     private final Path path;
     private final Image image;
     private final BackendKind kind;
+    /** The buffered descriptor on the locked image's inode for the synchronous steps; null for a portable image. */
+    private final PosixFile sync;
     private IoBackend io;
     private boolean closed;
 
@@ -41,6 +50,29 @@ final class FileHost extends Qcow2Host {
         this.path = path;
         this.kind = kind;
         this.image = ImageLocks.openLocked(path, ImageOptions.defaults().readOnly(readOnly).direct(direct), locking);
+        PosixFile second = null;
+        if (!image.portable()) {
+            try {
+                second = PosixFile.open(Path.of("/proc/self/fd/" + image.fd()), image.readOnly(), false);
+            } catch (RuntimeException | Error e) {
+                ImageLocks.release(image);
+                image.close();
+                throw e;
+            }
+        }
+        this.sync = second;
+    }
+
+    /** The synchronous steps' descriptor; a portable image (no descriptor, no locks) has none. */
+    private PosixFile sync() throws IOException {
+        if (sync == null) {
+            throw new IOException("no descriptor for the synchronous steps of " + path + " (portable image)");
+        }
+        return sync;
+    }
+
+    private IOException failed(String call, long rc, long position) {
+        return new IOException(call + " of " + path + " at " + position + ": " + Errno.describe((int) -rc));
     }
 
     @Override
@@ -60,7 +92,11 @@ final class FileHost extends Qcow2Host {
 
     @Override
     long storedBytes() throws IOException {
-        return java.nio.file.Files.size(path);
+        try {
+            return sync().sizeBytes();
+        } catch (IllegalStateException e) {
+            throw new IOException(e.getMessage(), e);
+        }
     }
 
     @Override
@@ -89,22 +125,49 @@ final class FileHost extends Qcow2Host {
 
     @Override
     void read(long position, NativeBuffer dst, int length) throws IOException {
-        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
-            Qcow2Image.readInto(ch, dst, position, length);
+        PosixFile f = sync();
+        long done = 0;
+        while (done < length) {
+            long n = f.pread(dst.address() + done, length - done, position + done);
+            if (n == -Errno.EINTR) {
+                continue;
+            }
+            if (n < 0) {
+                throw failed("pread", n, position + done);
+            }
+            if (n == 0) {
+                break; // the end of the file: as before, the rest of dst is left as it is
+            }
+            done += n;
         }
     }
 
     @Override
     void writeDurably(long position, NativeBuffer src, int length) throws IOException {
-        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.WRITE)) {
-            ByteBuffer bb = src.buffer().byteBuffer().duplicate();
-            bb.clear().limit(length);
-            long pos = position;
-            while (bb.hasRemaining()) {
-                pos += ch.write(bb, pos);
+        PosixFile f = sync();
+        long done = 0;
+        while (done < length) {
+            long n = f.pwrite(src.address() + done, length - done, position + done);
+            if (n == -Errno.EINTR) {
+                continue;
             }
-            ch.force(false);
+            if (n < 0) {
+                throw failed("pwrite", n, position + done);
+            }
+            if (n == 0) {
+                throw new IOException("pwrite of " + path + " at " + (position + done) + " wrote nothing");
+            }
+            done += n;
         }
+        int rc = f.fdatasync(); // the inode's: the same file as the locked descriptor's
+        if (rc < 0) {
+            throw failed("fdatasync", rc, position);
+        }
+    }
+
+    /** fdatasync(2) of the image (a device's sync before a hand-over); 0 or {@code -errno}. */
+    int fdatasync() {
+        return sync == null ? -Errno.EINVAL : sync.fdatasync();
     }
 
     @Override
@@ -117,9 +180,11 @@ final class FileHost extends Qcow2Host {
 
     @Override
     void truncate(long sizeBytes) throws IOException {
-        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.WRITE)) {
-            if (ch.size() > sizeBytes) {
-                ch.truncate(sizeBytes);
+        PosixFile f = sync();
+        if (storedBytes() > sizeBytes) {
+            int rc = f.ftruncate(sizeBytes);
+            if (rc < 0) {
+                throw failed("ftruncate", rc, sizeBytes);
             }
         }
     }
@@ -130,12 +195,22 @@ final class FileHost extends Qcow2Host {
             return;
         }
         closed = true;
+        boolean drained = false;
         try {
             if (io != null) {
                 io.close();
             }
+            drained = io == null || io.closedDrained();
         } finally {
-            ImageLocks.release(image); // now, not when the ring's teardown lets go of the file
+            if (sync != null) {
+                sync.close();
+            }
+            if (drained) {
+                ImageLocks.release(image); // now, not when the ring's teardown lets go of the file
+            }
+            // Else the back end left operations with the kernel (a stranded slot, a stuck
+            // fdatasync): the locks stay on the descriptor until the kernel lets go of it, so
+            // that nobody opens the image for writing while stale writes may still land.
             image.close();
         }
     }

@@ -63,6 +63,7 @@ public final class Qcow2 {
     public static DriverFactory factory(Path path, BackendKind kind, Qcow2Options options) {
         return new DriverFactory() {
             private boolean opened;
+            private Qcow2Driver driver;
 
             @Override
             public synchronized BlockDriver open(int depth) {
@@ -70,18 +71,24 @@ public final class Qcow2 {
                     throw new IllegalArgumentException("a qcow2 image is served by one I/O thread: map every queue to thread 0");
                 }
                 opened = true;
-                return Qcow2.open(path, kind, depth, options);
+                driver = Qcow2.open(path, kind, depth, options);
+                return driver;
             }
 
             @Override
             public void sync() {
                 // Metadata is written through before requests complete: the file's data is all.
-                if (!options.readOnly()) {
-                    try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(path,
-                            java.nio.file.StandardOpenOption.WRITE)) {
-                        ch.force(false);
-                    } catch (IOException e) {
-                        throw new java.io.UncheckedIOException("qcow2: fdatasync of " + path, e);
+                // Through the descriptor the driver opened and locked, never by path (the path
+                // may name another file by now, and syncing that one makes nothing durable).
+                Qcow2Driver d;
+                synchronized (this) {
+                    d = driver;
+                }
+                if (!options.readOnly() && d != null && d.image() != null) {
+                    int rc = d.image().fdatasync();
+                    if (rc < 0) {
+                        throw new java.io.UncheckedIOException(new IOException("qcow2: fdatasync of " + path + ": "
+                                + io.vblk.sys.Errno.describe(-rc)));
                     }
                 }
             }

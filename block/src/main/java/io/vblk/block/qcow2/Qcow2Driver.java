@@ -1921,6 +1921,11 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
+    /** The image file opened (and locked) for this driver; null when the image lies on a network disk. */
+    io.vblk.aio.Image image() {
+        return host.image();
+    }
+
     /** The image file (unless the image lies on a network disk), then the backing chain's files. */
     @Override
     public java.util.List<io.vblk.aio.Image> files() {
