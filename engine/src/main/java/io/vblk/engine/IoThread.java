@@ -81,6 +81,14 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * eventfd round trip through epoll.
      */
     private final boolean reapsOnSubmit;
+    /** {@link Tuning#answerWindowNs()}: how long to wait for the guest's answer to published completions (0: never). */
+    private final long answerWindowNs;
+    /** When the last round that reaped completions published them. */
+    private long publishedAtNs;
+    /** Completions were published and no sleep has waited for the guest's answer since. */
+    private boolean awaitingAnswer;
+    /** Sleeps that the guest's answer (or a completion) cancelled within the window (for tests and diagnostics). */
+    private long answersCaught;
     /** The memory tables its queues used, for a late fault's evidence (see {@link GuestFaults}). */
     private final FaultEvidence evidence = new FaultEvidence();
     private final FaultRecovery faults;
@@ -123,6 +131,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submitBatch = tuning.submitBatch() > 0 ? tuning.submitBatch() : Integer.MAX_VALUE;
         this.subBatch = tuning.subBatch();
+        this.answerWindowNs = tuning.answerWindowNs();
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
@@ -334,6 +343,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     @Override
     public int doWork() {
         int work = 0;
+        if (RoundTrace.ON) {
+            RoundTrace.event(RoundTrace.ROUND, 0);
+        }
         try {
             inboxPoller.poll(inboxHandler);
         } catch (Exception e) {
@@ -344,17 +356,36 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         work += route.reclaim();
         int reaped = backend.poll(route, dispatcher.pool().size());
+        if (RoundTrace.ON) {
+            RoundTrace.event(RoundTrace.REAPED, reaped);
+        }
         if (reaped > 0) {
             route.endOfBatch();
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.PUBLISHED, 0);
+            }
+            if (answerWindowNs > 0) {
+                publishedAtNs = clock.nanoTime(); // once per reaping round, not per request
+                awaitingAnswer = true;
+            }
         }
         work += reaped;
         long nowNs = dispatcher.throttled() || tuning.recordLatency() ? clock.nanoTime() : 0;
         reapedBetween = 0;
         int prepared = popQueues(nowNs);
+        if (RoundTrace.ON) {
+            RoundTrace.event(RoundTrace.POPPED, prepared);
+        }
         work += reapedBetween;
         int finished = 0;
         if (backend.pendingSubmit() > 0) {
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.SUBMIT_START, backend.pendingSubmit());
+            }
             backend.submit();
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.SUBMIT_END, backend.inFlight());
+            }
             submittedBatches++;
             if (reapsOnSubmit && backend.completionsReady()) {
                 // Finished inside submit (the null back end, a refused operation): complete them
@@ -481,11 +512,66 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      */
     @Override
     public void sleep() {
+        if (awaitingAnswer && awaitAnswer()) {
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.ANSWER, 0);
+            }
+            return;
+        }
         int timeoutMs = prepareSleep();
         if (timeoutMs != WAKE_NOW) {
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.SLEEP_START, backend.inFlight());
+            }
             awaitEvents(timeoutMs);
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.SLEEP_END, 0);
+            }
+        } else if (RoundTrace.ON) {
+            RoundTrace.event(RoundTrace.WAKE_NOW, 0);
         }
         finishSleep();
+    }
+
+    /**
+     * {@link Tuning#answerWindowNs()}: after a round that published completions, with a deep
+     * queue at the back end, waits until the window (counted from that publish) closes for the
+     * guest to post new buffers or for a completion, yielding the CPU between looks, with the
+     * notifications still disabled (the guest does not kick for what it posts meanwhile).
+     * Returns true when there is work: the caller skips the sleep and the next round takes it.
+     * One wait per publish: a window that closed empty is not waited again before the next one.
+     */
+    boolean awaitAnswer() {
+        awaitingAnswer = false;
+        long deadline = publishedAtNs + answerWindowNs;
+        if (!running || backend.inFlight() < AdaptivePollIdleStrategy.DEEP_IN_FLIGHT
+                || dispatcher.pool().available() == 0 || clock.nanoTime() - deadline >= 0) {
+            return false;
+        }
+        do {
+            if (backend.completionsReady() || inbox.getCursor() != inboxPoller.getSequence().get() || guestPosted()) {
+                answersCaught++;
+                return true;
+            }
+            Thread.yield();
+        } while (clock.nanoTime() - deadline < 0 && running);
+        return false;
+    }
+
+    /** Whether a running, unthrottled queue's avail ring holds buffers not yet popped (a read of avail.idx each). */
+    private boolean guestPosted() {
+        for (DeviceQueue q : queues) {
+            if (q.state == QueueLifecycle.RUNNING && q.throttledUntilNs == 0
+                    && q.ring.availIndexInRing() != (q.ring.nextAvail() & 0xffff)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** Sleeps that {@link #awaitAnswer()} cancelled because the guest answered (or a completion came) within the window. */
+    long answersCaught() {
+        return answersCaught;
     }
 
     /**

@@ -26,6 +26,7 @@ public final class Tuning {
     private final boolean adjustableLimits;
     private final int submitBatch;
     private final int subBatch;
+    private final long answerWindowNs;
     private final FixedBufferMode fixedBuffers;
     private final boolean ringSleep;
 
@@ -45,6 +46,7 @@ public final class Tuning {
         adjustableLimits = b.adjustableLimits;
         submitBatch = b.submitBatch;
         subBatch = b.subBatch;
+        answerWindowNs = b.answerWindowNs;
         fixedBuffers = b.fixedBuffers;
         ringSleep = b.ringSleep;
     }
@@ -123,6 +125,28 @@ public final class Tuning {
      * machine shows a gain, one submission per round stays the default.
      */
     public static final int DEFAULT_SUB_BATCH = 0;
+
+    /**
+     * How long an I/O thread whose back end holds a deep queue (at least
+     * {@link AdaptivePollIdleStrategy#DEEP_IN_FLIGHT} operations) waits for the guest's answer
+     * after a round that published completions, before it re-enables notifications and sleeps
+     * in the kernel (0: never waits). A guest interrupted with a lump of completions re-posts
+     * their slots within microseconds (a Linux virtio-blk guest re-issues as it reaps); if the
+     * I/O thread has gone to sleep meanwhile, that lump costs a kick and a kernel wake-up of
+     * the I/O thread, each exposed to the scheduler's delay, before it reaches the disk. Within
+     * the window the thread yields the CPU between looks at the avail rings (a guest thread
+     * woken on the same core runs) and returns to its rounds at the first new buffer or
+     * completion. Only for a deep queue: there the completions already wake the thread, so a
+     * kernel sleep costs nothing but the guest's answer; a shallow queue is left to the wait
+     * strategy. Default: the system property {@code vblk.answerWindowNs}
+     * ({@value #DEFAULT_ANSWER_WINDOW_NS} when unset).
+     */
+    public long answerWindowNs() {
+        return answerWindowNs;
+    }
+
+    /** {@link #answerWindowNs()}'s default when the {@code vblk.answerWindowNs} property is not set. */
+    public static final long DEFAULT_ANSWER_WINDOW_NS = 0;
 
     /** Whether the device keeps a throttle even without limits, so {@code BlockDevice.setLimits} works. */
     public boolean adjustableLimits() {
@@ -223,7 +247,8 @@ public final class Tuning {
                 + ", " + threadingMode.name().toLowerCase(java.util.Locale.ROOT)
                 + (queueThreads == null ? "" : ", threads " + Arrays.toString(queueThreads))
                 + (iopsLimit > 0 ? ", iops<=" + iopsLimit : "") + (bytesPerSecondLimit > 0 ? ", bps<=" + bytesPerSecondLimit : "")
-                + (fixedBuffers != FixedBufferMode.AUTO ? ", fixed buffers " + fixedBuffers : "") + "]";
+                + (fixedBuffers != FixedBufferMode.AUTO ? ", fixed buffers " + fixedBuffers : "")
+                + (answerWindowNs > 0 ? ", answer window " + answerWindowNs / 1000 + "us" : "") + "]";
     }
 
     /** Builder for {@link Tuning}. */
@@ -244,6 +269,20 @@ public final class Tuning {
         private int submitBatch = DEFAULT_SUBMIT_BATCH;
         private int subBatch = checkedSubBatch(Integer.getInteger("vblk.subBatch", DEFAULT_SUB_BATCH));
         private FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
+        private long answerWindowNs = checkedAnswerWindow(Long.getLong("vblk.answerWindowNs", DEFAULT_ANSWER_WINDOW_NS));
+
+        /** See {@link Tuning#answerWindowNs()}: 0 (never wait for the guest's answer) up to one second. */
+        public Builder answerWindowNs(long value) {
+            answerWindowNs = checkedAnswerWindow(value);
+            return this;
+        }
+
+        private static long checkedAnswerWindow(long value) {
+            if (value < 0 || value > 1_000_000_000L) {
+                throw new IllegalArgumentException("answer window must be 0..1000000000 ns: " + value);
+            }
+            return value;
+        }
 
         /** See {@link Tuning#fixedBuffers()} (default {@link FixedBufferMode#AUTO}). */
         public Builder fixedBuffers(FixedBufferMode value) {

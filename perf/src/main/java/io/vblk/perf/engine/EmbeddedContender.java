@@ -22,6 +22,7 @@ import io.vblk.engine.BlkFeatures;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.Interrupt;
 import io.vblk.engine.QueueCounters;
+import io.vblk.engine.RoundTrace;
 import io.vblk.engine.ThreadingMode;
 import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
@@ -183,7 +184,15 @@ public final class EmbeddedContender implements Contender {
             device.startDirtyLog(new UnsafeBuffer(ByteBuffer.allocateDirect(bytes)));
         }
         Thread guestThread = Thread.currentThread();
-        Interrupt interrupt = () -> LockSupport.unpark(guestThread);
+        Interrupt interrupt = () -> {
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.INTERRUPT, 0);
+            }
+            LockSupport.unpark(guestThread);
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.INTERRUPT_END, 0);
+            }
+        };
         long range = w.rangeBytes() > 0 ? Math.min(w.rangeBytes(), capacity) : capacity;
         GuestQueue[] queues = new GuestQueue[w.queues()];
         for (int q = 0; q < queues.length; q++) {
@@ -218,10 +227,12 @@ public final class EmbeddedContender implements Contender {
                     if (occupancy != null) {
                         occupancy.measuring(true);
                     }
+                    RoundTrace.recording(true);
                 }
 
                 @Override
                 public void end() {
+                    RoundTrace.recording(false);
                     if (occupancy != null) {
                         occupancy.measuring(false);
                     }
@@ -235,6 +246,11 @@ public final class EmbeddedContender implements Contender {
             if (occupancy != null) {
                 occupancy.close();
             }
+        }
+        if (RoundTrace.ON) {
+            // The measured window's timeline (-Dvblk.roundTrace=true), for scripts/round-trace-report.
+            RoundTrace.dump(java.nio.file.Path.of(System.getProperty("vblk.roundTrace.file",
+                    System.getProperty("java.io.tmpdir") + "/vblk-round-trace-" + name + ".txt")));
         }
         device.stop();
         Map<String, Double> perIo = new TreeMap<>(stats.perIo());

@@ -6,6 +6,8 @@ import java.util.concurrent.atomic.AtomicLong;
 
 import org.HdrHistogram.Histogram;
 
+import io.vblk.engine.RoundTrace;
+
 /**
  * The benchmark's guest: one thread drives every {@link GuestQueue}, notifies the device only
  * when a ring asks for it, and waits for completions either by spinning on the used rings or by
@@ -156,6 +158,9 @@ public final class LoadGenerator {
             for (GuestQueue q : queues) {
                 reaped += q.reap(now, latency);
             }
+            if (RoundTrace.ON && reaped > 0) {
+                RoundTrace.event(RoundTrace.GUEST_REAPED, reaped);
+            }
             int issued = schedule(now);
             if (reaped > 0 || issued > 0) {
                 publishAll();
@@ -199,6 +204,9 @@ public final class LoadGenerator {
         for (GuestQueue q : queues) {
             if (q.publish()) {
                 kicks++;
+                if (RoundTrace.ON) {
+                    RoundTrace.event(RoundTrace.GUEST_KICK, 0);
+                }
                 doorbell.ring(q.index());
             }
         }
@@ -223,7 +231,13 @@ public final class LoadGenerator {
         }
         if (!pending) {
             sleeps++;
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.GUEST_SLEEP, 0);
+            }
             interruptWait.await(Math.min(WAIT_SLICE_NS, untilDue - SPIN_BEFORE_DUE_NS));
+            if (RoundTrace.ON) {
+                RoundTrace.event(RoundTrace.GUEST_WAKE, 0);
+            }
         }
         for (GuestQueue q : queues) {
             q.driver().disableInterrupts();

@@ -1,0 +1,133 @@
+package io.vblk.engine;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import org.junit.jupiter.api.DisplayName;
+import org.junit.jupiter.api.Test;
+
+/**
+ * {@link Tuning#answerWindowNs()} in rounds driven directly on a thread that never started, under
+ * the injected clock: after a round that published completions, with a deep queue at the back end,
+ * a sleep first waits for the guest's answer with notifications still off; it does not wait when
+ * the window has passed, when the back end holds a shallow queue, or twice for one publish. No
+ * test here blocks: every sleep either finds work in the window or ends in {@link
+ * IoThread#prepareSleep()}'s re-check, which finds the buffers offered (so the epoll wait is never
+ * entered).
+ */
+class AnswerWindowTest {
+    private static final long WINDOW_NS = 50_000;
+
+    private static Tuning window(long ns) {
+        return Tuning.builder().threadingMode(ThreadingMode.SHARED).answerWindowNs(ns).build();
+    }
+
+    /**
+     * Round 1 submits {@code first} reads; the guest offers {@code second} more; round 2 reaps and
+     * publishes the first lot (the window opens) and submits the second, which stay in flight
+     * (the null back end behind a forwarder completes them at the next poll).
+     */
+    private static void publishWithInFlight(RoundRig rig, int first, int second) {
+        rig.clock.update(1_000_000);
+        rig.offerReads(first);
+        assertEquals(first, rig.thread.doWork(), "round 1 pops the first lot");
+        for (int i = 0; i < second; i++) {
+            rig.addRead(1000 + i * 8L);
+        }
+        rig.driver.publishAvail();
+        rig.thread.doWork();
+        assertEquals(first, rig.reapAll(), "round 2 published the first lot");
+        assertEquals(second, rig.thread.backend().inFlight(), "the second lot is with the back end");
+    }
+
+    /** Where the device last asked to be kicked (EVENT_IDX avail_event), as the guest reads it. */
+    private static int availEvent(RoundRig rig) {
+        return rig.driver.availEvent() & 0xffff;
+    }
+
+    @Test
+    @DisplayName("the guest's answer within the window cancels the sleep before notifications are re-enabled")
+    void theGuestsAnswerCancelsTheSleep() {
+        try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
+            publishWithInFlight(rig, 10, 10);
+            int before = availEvent(rig);
+            assertNotEquals(rig.queue.ring.nextAvail() & 0xffff, before, "precondition: avail_event is not yet next_avail");
+            rig.addRead(4096);
+            rig.driver.publishAvail(); // the guest re-posts a slot it reaped
+            rig.clock.advance(WINDOW_NS / 2);
+            rig.thread.sleep();
+            assertEquals(1, rig.thread.answersCaught(), "the window saw the answer");
+            assertEquals(before, availEvent(rig), "notifications were never re-enabled: no kick asked for");
+            assertEquals(1 + 10, rig.thread.doWork(), "the next round pops the answer (and reaps the second lot)");
+        }
+    }
+
+    @Test
+    @DisplayName("a window that has passed, a shallow queue, or no window at all: the usual sleep protocol at once")
+    void noWaitOutsideTheWindow() {
+        try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
+            publishWithInFlight(rig, 10, 10);
+            rig.addRead(4096);
+            rig.driver.publishAvail();
+            rig.clock.advance(WINDOW_NS);
+            rig.thread.sleep(); // prepareSleep's re-check finds the buffer: no epoll wait
+            assertEquals(0, rig.thread.answersCaught(), "the window had closed");
+            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig), "notifications re-enabled (avail_event = next_avail)");
+        }
+        try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
+            publishWithInFlight(rig, 10, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT - 1);
+            rig.addRead(4096);
+            rig.driver.publishAvail();
+            rig.thread.sleep();
+            assertEquals(0, rig.thread.answersCaught(), "a shallow queue is left to the wait strategy");
+            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig));
+        }
+        try (RoundRig rig = new RoundRig(window(0), null)) {
+            publishWithInFlight(rig, 10, 10);
+            rig.addRead(4096);
+            rig.driver.publishAvail();
+            rig.thread.sleep();
+            assertEquals(0, rig.thread.answersCaught(), "off");
+            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig));
+        }
+    }
+
+    @Test
+    @DisplayName("one wait per publish: a second sleep without new completions goes to the kernel's protocol")
+    void oneWaitPerPublish() {
+        try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
+            publishWithInFlight(rig, 10, 10);
+            rig.addRead(4096);
+            rig.driver.publishAvail();
+            rig.thread.sleep();
+            assertEquals(1, rig.thread.answersCaught());
+            rig.thread.sleep(); // no round in between: the buffer is still there, found by the re-check
+            assertEquals(1, rig.thread.answersCaught(), "not waited again for the same publish");
+            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig), "the usual protocol re-enabled notifications");
+        }
+    }
+
+    @Test
+    @DisplayName("a command in the inbox ends the wait as the guest's answer does")
+    void aCommandEndsTheWait() {
+        try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
+            publishWithInFlight(rig, 10, 10);
+            boolean[] ran = new boolean[1];
+            rig.thread.submitCommand(t -> ran[0] = true);
+            rig.thread.sleep();
+            assertEquals(1, rig.thread.answersCaught(), "the command ended the wait");
+            rig.thread.doWork();
+            assertTrue(ran[0], "the next round ran it");
+        }
+    }
+
+    @Test
+    @DisplayName("the window is bounded: negative or above a second is refused")
+    void theWindowIsChecked() {
+        assertEquals(0, Tuning.builder().answerWindowNs(0).build().answerWindowNs());
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> Tuning.builder().answerWindowNs(-1));
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> Tuning.builder().answerWindowNs(1_000_000_001L));
+    }
+}
