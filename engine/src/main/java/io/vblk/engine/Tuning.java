@@ -145,7 +145,19 @@ public final class Tuning {
         return answerWindowNs;
     }
 
-    /** {@link #answerWindowNs()}'s default when the {@code vblk.answerWindowNs} property is not set. */
+    /**
+     * {@link #answerWindowNs()}'s default when the {@code vblk.answerWindowNs} property is not
+     * set: off. Measured 2026-12-06 01:09-01:40 UTC at depth 128 on the filled file, the machine
+     * at load 4-12 from other sessions' work: it does what it is for (with 50 us, guest kicks per
+     * I/O 0.009 to 0.006, sleeps that end in a kick 855 to 442 in 3 s, {@code
+     * scripts/round-trace-report}), but the I/O thread yielding in the window competes with the
+     * guest thread for the two CPUs (interrupt to the guest's re-post p50 16 to 48 us in the same
+     * traced pair), and IOPS showed no direction through the noise: {@code BenchMain --iodepth 128
+     * --runtime 2}, alternating, 50 us better in 5 of 5 rounds of one run (load 4-7) and worse in 7
+     * of 8 of the next (load 5-8.5); {@code vblk bench --compare --only fio} twice each,
+     * alternating (load 6-12): embedded/fio 0.80x and 1.14x off, 0.91x and 1.21x with 50 us;
+     * serve/fio 0.71x and 0.70x off, 0.83x and 1.17x with. Left off until a quiet machine ranks it.
+     */
     public static final long DEFAULT_ANSWER_WINDOW_NS = 0;
 
     /** Whether the device keeps a throttle even without limits, so {@code BlockDevice.setLimits} works. */
