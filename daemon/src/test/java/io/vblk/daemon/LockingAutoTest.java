@@ -7,10 +7,6 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.LinkedHashMap;
-import java.util.List;
-import java.util.Map;
-import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.AfterEach;
@@ -21,7 +17,6 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.ImageLock;
 import io.vblk.testkit.QemuTools;
-import io.vblk.vhost.Log;
 
 /**
  * {@code locking: "auto"} ({@code vblk serve --locking auto}, {@code export.add}) on a file system
@@ -34,26 +29,16 @@ class LockingAutoTest {
     @TempDir
     Path dir;
 
-    private final List<String> lines = new CopyOnWriteArrayList<>();
-    private ControlThreads control;
+    private ExportFixture x;
 
     @BeforeEach
-    void threads() {
-        control = new ControlThreads(Log.to(lines::add));
+    void fixture() {
+        x = new ExportFixture(dir);
     }
 
     @AfterEach
     void close() {
-        control.close();
-    }
-
-    /** The spec {@code vblk serve --image IMG --socket S --locking MODE} and {@code export.add} make. */
-    private ExportSpec spec(Path image, String locking) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        m.put("image", image.toString());
-        m.put("socket", dir.resolve(locking + ".sock").toString());
-        m.put("locking", locking);
-        return ExportSpec.parse(Params.commandLine(m), locking);
+        x.close();
     }
 
     @Test
@@ -63,11 +48,11 @@ class LockingAutoTest {
         Path on = dir.resolve("on.img");
         Files.write(auto, new byte[1 << 20]);
         Files.write(on, new byte[1 << 20]);
-        ExportSpec spec = spec(auto, "auto");
+        ExportSpec spec = x.spec("auto", auto, "locking", "auto");
         assertEquals(ImageLock.Locking.AUTO, spec.locking);
         assertEquals("auto", spec.toParams().get("locking"));
-        try (Export a = Export.open(spec, Log.to(lines::add), null, control);
-             Export o = Export.open(spec(on, "on"), Log.to(lines::add), null, control)) {
+        try (Export a = Export.open(spec, x.log, null, x.control);
+             Export o = Export.open(x.spec("on", on, "locking", "on"), x.log, null, x.control)) {
             assertEquals(QemuTools.WRITER_BYTES, QemuTools.heldLockBytes(auto), "a writer's locks, as QEMU's");
             assertEquals(QemuTools.heldLockBytes(on), QemuTools.heldLockBytes(auto), "auto takes what on takes");
             QemuTools.Run w = QemuTools.qemuIoWrite(auto);
@@ -78,6 +63,6 @@ class LockingAutoTest {
         }
         assertEquals(0, QemuTools.heldLockBytes(auto), "released with the export");
         assertEquals(0, QemuTools.qemuIoWrite(auto).code());
-        assertFalse(lines.stream().anyMatch(l -> l.contains("refuses OFD locks")), "nothing to say: " + lines);
+        assertFalse(x.said("refuses OFD locks"), "nothing to say: " + x.lines);
     }
 }

@@ -7,10 +7,6 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.LinkedHashMap;
-import java.util.List;
-import java.util.Map;
-import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.function.UnaryOperator;
 
@@ -25,7 +21,6 @@ import io.vblk.sys.FileSize;
 import io.vblk.sys.Native;
 import io.vblk.testkit.ForwardingBackend;
 import io.vblk.testkit.QemuTools;
-import io.vblk.vhost.Log;
 
 /**
  * Session 10: an export whose back ends did not close drained keeps its image's locks. Before,
@@ -44,24 +39,16 @@ class UndrainedExportLocksTest {
     @TempDir
     Path dir;
 
-    private final List<String> lines = new CopyOnWriteArrayList<>();
-    private ControlThreads control;
+    private ExportFixture x;
 
     @BeforeEach
-    void threads() {
-        control = new ControlThreads(Log.to(lines::add));
+    void fixture() {
+        x = new ExportFixture(dir);
     }
 
     @AfterEach
     void close() {
-        control.close();
-    }
-
-    private ExportSpec spec(Path image) {
-        Map<String, Object> m = new LinkedHashMap<>();
-        m.put("image", image.toString());
-        m.put("socket", dir.resolve("d.sock").toString());
-        return ExportSpec.parse(Params.commandLine(m), "d0");
+        x.close();
     }
 
     private Path image() throws Exception {
@@ -85,7 +72,7 @@ class UndrainedExportLocksTest {
         assumeTrue(QemuTools.installed("qemu-io"), "qemu-utils is not installed (.ci/run installs it)");
         Path img = image();
         boolean[] undrained = {true};
-        Export export = Export.open(spec(img), Log.to(lines::add), null, control, reporting(undrained));
+        Export export = Export.open(x.spec("d0", img), x.log, null, x.control, reporting(undrained));
         int kernelRef = FileSize.duplicate(export.files().get(0).fd()); // the ring's registered file, as it were
         assertTrue(kernelRef >= 0);
         try {
@@ -95,7 +82,7 @@ class UndrainedExportLocksTest {
             assertTrue(meanwhile.writeLockRefused(),
                     "QEMU opened the image for writing while the kernel still held vblk's file: " + meanwhile);
             assertTrue(export.locksKept(), "a back end did not close drained");
-            assertTrue(lines.stream().anyMatch(l -> l.contains("locks kept after an undrained close")), lines.toString());
+            assertTrue(x.said("locks kept after an undrained close"), x.lines.toString());
         } finally {
             Native.libc().close(kernelRef);
         }
@@ -110,7 +97,7 @@ class UndrainedExportLocksTest {
         assumeTrue(QemuTools.installed("qemu-io"), "qemu-utils is not installed (.ci/run installs it)");
         Path img = image();
         boolean[] undrained = {false};
-        Export export = Export.open(spec(img), Log.to(lines::add), null, control, reporting(undrained));
+        Export export = Export.open(x.spec("d0", img), x.log, null, x.control, reporting(undrained));
         int kernelRef = FileSize.duplicate(export.files().get(0).fd()); // an io_uring teardown still under way
         try {
             export.close();

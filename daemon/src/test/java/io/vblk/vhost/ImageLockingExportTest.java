@@ -80,10 +80,7 @@ class ImageLockingExportTest {
         assumeTrue(QemuTools.installed("qemu-storage-daemon"), "qemu-storage-daemon is not installed");
         Path img = DaemonRig.image(dir, "qsd.img");
         Path qsdSock = dir.resolve("qsd.sock");
-        Process qsd = new ProcessBuilder("qemu-storage-daemon",
-                "--blockdev", "driver=file,node-name=f0,filename=" + img,
-                "--export", "type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path=" + qsdSock + ",writable=on")
-                .redirectErrorStream(true).redirectOutput(dir.resolve("qsd.log").toFile()).start();
+        Process qsd = QemuTools.storageDaemon(img, qsdSock, dir.resolve("qsd.log"));
         try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             DaemonRig.awaitListening(qsdSock, "qemu-storage-daemon");
             Map<String, Object> e = DaemonRig.error(d.call("export.add", spec("v", img, dir.resolve("v.sock"), Map.of())));

@@ -83,6 +83,22 @@ public final class QemuTools {
         return qemuIo("-f", "raw", "-c", "write 0 512", image.toString());
     }
 
+    /**
+     * Starts {@code qemu-storage-daemon} exporting the raw file {@code image} writable as a
+     * vhost-user-blk device on {@code socket}, its output to {@code log}: a QEMU writer holding
+     * the image's locks. The caller destroys it.
+     */
+    public static Process storageDaemon(Path image, Path socket, Path log) {
+        try {
+            return new ProcessBuilder("qemu-storage-daemon",
+                    "--blockdev", "driver=file,node-name=f0,filename=" + image,
+                    "--export", "type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path=" + socket + ",writable=on")
+                    .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
     private static String[] prepend(String tool, String[] args) {
         String[] cmd = new String[args.length + 1];
         cmd[0] = tool;
