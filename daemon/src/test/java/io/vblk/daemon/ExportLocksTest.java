@@ -18,12 +18,15 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.IoBackend;
 import io.vblk.sys.FileSize;
+import io.vblk.sys.ImageLock;
 import io.vblk.sys.Native;
 import io.vblk.testkit.ForwardingBackend;
 import io.vblk.testkit.QemuTools;
 
 /**
- * Session 10: an export whose back ends did not close drained keeps its image's locks. Before,
+ * Session 10: an export's image locks at its close, and {@code locking: "auto"}.
+ *
+ * <p>An export whose back ends did not close drained keeps its image's locks. Before,
  * {@link Export#close()} dropped them explicitly after the server's drain without asking the back
  * ends, so QEMU could open the image for writing while a ring the kernel had not torn down (or
  * an I/O thread's abandoned round) could still write it.
@@ -33,9 +36,13 @@ import io.vblk.testkit.QemuTools;
  * neither can be produced on demand here) and holds, like the ring's registered file, a
  * duplicate of the image's descriptor, i.e. a kernel reference to its open file description,
  * until the test lets go of it. QEMU (qemu-io) is the other writer.
+ *
+ * <p>{@code locking: "auto"} ({@code vblk serve --locking auto}, {@code export.add}) on a file
+ * system that has OFD locks: the same locks as {@code on}, taken silently, and QEMU refused the
+ * same way. A file system that refuses OFD locks could not be made here (see the report).
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS) // a hang guard, not a timed assertion
-class UndrainedExportLocksTest {
+class ExportLocksTest {
     @TempDir
     Path dir;
 
@@ -107,5 +114,30 @@ class UndrainedExportLocksTest {
         } finally {
             Native.libc().close(kernelRef);
         }
+    }
+
+    @Test
+    void autoOnAFileSystemWithOfdLocksLocksExactlyAsOn() throws Exception {
+        assumeTrue(QemuTools.installed("qemu-io"), "qemu-utils is not installed (.ci/run installs it)");
+        Path auto = dir.resolve("auto.img");
+        Path on = dir.resolve("on.img");
+        Files.write(auto, new byte[1 << 20]);
+        Files.write(on, new byte[1 << 20]);
+        ExportSpec spec = x.spec("auto", auto, "locking", "auto");
+        assertEquals(ImageLock.Locking.AUTO, spec.locking);
+        assertEquals("auto", spec.toParams().get("locking"));
+        try (Export a = Export.open(spec, x.log, null, x.control);
+             Export o = Export.open(x.spec("on", on, "locking", "on"), x.log, null, x.control)) {
+            assertEquals(QemuTools.WRITER_BYTES, QemuTools.heldLockBytes(auto), "a writer's locks, as QEMU's");
+            assertEquals(QemuTools.heldLockBytes(on), QemuTools.heldLockBytes(auto), "auto takes what on takes");
+            QemuTools.Run w = QemuTools.qemuIoWrite(auto);
+            assertTrue(w.writeLockRefused(), w.toString());
+            assertEquals(0, QemuTools.qemuIo("-r", "-f", "raw", "-c", "read 0 512", auto.toString()).code(), "a reader fits");
+            assertEquals("auto", a.spec.locking.cliName());
+            assertEquals("on", o.spec.locking.cliName());
+        }
+        assertEquals(0, QemuTools.heldLockBytes(auto), "released with the export");
+        assertEquals(0, QemuTools.qemuIoWrite(auto).code());
+        assertFalse(x.said("refuses OFD locks"), "nothing to say: " + x.lines);
     }
 }
