@@ -39,7 +39,7 @@ import io.vblk.testkit.QemuTools;
  *
  * <p>{@code locking: "auto"} ({@code vblk serve --locking auto}, {@code export.add}) on a file
  * system that has OFD locks: the same locks as {@code on}, taken silently, and QEMU refused the
- * same way. A file system that refuses OFD locks could not be made here (see the report).
+ * same way. On a file system that refuses OFD locks (a FUSE one): sys {@code LockingAutoFuseTest}.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS) // a hang guard, not a timed assertion
 class ExportLocksTest {
