@@ -55,9 +55,16 @@ class StalledRoundUnmapTest {
         final AtomicBoolean armed = new AtomicBoolean();
         final CountDownLatch inSubmit = new CountDownLatch(1);
         final CountDownLatch release = new CountDownLatch(1);
+        /** Report an undrained close (what a stranded io_uring slot or a stuck helper call reports). */
+        volatile boolean undrained;
 
         StallingBackend(IoBackend real) {
             super(real);
+        }
+
+        @Override
+        public boolean closedDrained() {
+            return !undrained && super.closedDrained();
         }
 
         @Override
@@ -165,6 +172,73 @@ class StalledRoundUnmapTest {
                 assertArrayEquals(data, q.read(SECTOR, BLOCK));
             } finally {
                 backend.get().release.countDown();
+            }
+        }
+    }
+
+    /**
+     * The server closes (export.remove) while a disconnect's teardown waits for the stalled
+     * round: after its wait it closes the device anyway, which waits for the round too. When the
+     * round ends, both finish: the device's close ends its I/O thread, and the teardown, whose
+     * next device call would wait for that thread for ever, still ends, and unmaps the table only
+     * because the device's back ends closed drained.
+     */
+    @Test
+    void aServerClosedWhileTheTeardownWaitsForTheStalledRoundEndsAndUnmapsOnlyAfterIt() throws Exception {
+        closeUnderATeardown(false);
+    }
+
+    /** As above, but a back end closed undrained: the kernel may still write the guest's pages, so the table stays mapped. */
+    @Test
+    void aDeviceClosedUndrainedUnderATeardownLeavesTheTableMapped() throws Exception {
+        closeUnderATeardown(true);
+    }
+
+    private void closeUnderATeardown(boolean undrained) throws Exception {
+        AtomicReference<StallingBackend> backend = new AtomicReference<>();
+        try (ServerRig rig = ServerRig.start(dir, 1, f -> depth -> {
+            StallingBackend b = new StallingBackend(f.open(depth));
+            backend.set(b);
+            return b;
+        }); TestGuest g = new TestGuest()) {
+            BlkQueue q = g.queue(0, 64, true);
+            byte[] data = BlkQueue.pattern(SECTOR, BLOCK, 5);
+            QemuFlow flow = new QemuFlow(rig.connect(), g, 1);
+            Thread closer = new Thread(rig.server::close, "export-remove");
+            try {
+                flow.init(PROTOCOL, q);
+                flow.start(flow.linuxFeatures(), true, null, q);
+                q.write(SECTOR, data);
+                long mapped = MemoryTable.mappedBytes();
+                int head = stalledRead(q, backend.get());
+                backend.get().undrained = undrained;
+                flow.close();
+                flow = null;
+                rig.server.closeWaitMs = 100;
+                closer.start();
+                rig.awaitLine(l -> l.contains("closing anyway"));
+                Thread.sleep(WATCH_MS);
+                assertTrue(closer.isAlive(), "the device closed under the stalled round");
+                assertEquals(mapped, MemoryTable.mappedBytes(), "the table was unmapped under the stalled round");
+                backend.get().release.countDown();
+                closer.join(30_000);
+                assertFalse(closer.isAlive(), "the server's close ended with the round");
+                rig.awaitLine(l -> l.contains("disconnected")); // the teardown ended too (it used to wait for ever)
+                assertEquals(head, q.driver.reap(), "the stalled read completed into the used ring");
+                assertEquals(0, q.statusOfHead(head));
+                assertArrayEquals(data, guestBytes(q, q.dataGpa, BLOCK));
+                if (undrained) {
+                    assertEquals(mapped, MemoryTable.mappedBytes(), "unmapped while the kernel may still write into it");
+                    assertTrue(rig.lines().stream().anyMatch(l -> l.contains("the guest memory table stays mapped")), rig.lines()::toString);
+                } else {
+                    assertTrue(MemoryTable.mappedBytes() < mapped, "the table is unmapped once the device's back ends closed drained");
+                }
+            } finally {
+                backend.get().release.countDown();
+                if (flow != null) {
+                    flow.close();
+                }
+                closer.join(30_000);
             }
         }
     }
