@@ -29,9 +29,7 @@ class ImageLockingExportTest {
     Path dir;
 
     private static String spec(String id, Path image, Path socket, Map<String, Object> extra) {
-        Map<String, Object> m = new HashMap<>(Map.of("id", id, "image", image.toString(), "socket", socket.toString()));
-        m.putAll(extra);
-        return DaemonRig.json(m);
+        return DaemonRig.exportSpec(id, image, socket, extra);
     }
 
     private static QemuTools.Run run(String... cmd) {

@@ -37,9 +37,7 @@ class IncomingExportTest {
     Path dir;
 
     private static String spec(String id, Path image, Path socket, Map<String, Object> extra) {
-        Map<String, Object> m = new HashMap<>(Map.of("id", id, "image", image.toString(), "socket", socket.toString()));
-        m.putAll(extra);
-        return DaemonRig.json(m);
+        return DaemonRig.exportSpec(id, image, socket, extra);
     }
 
     private static String qemuIoWrite(Path image) {

@@ -97,21 +97,31 @@ class StalledRoundUnmapTest {
         return head;
     }
 
-    @Test
-    void aDisconnectUnmapsTheGuestMemoryOnlyAfterTheStalledRoundCompletedIntoIt() throws Exception {
-        AtomicReference<StallingBackend> backend = new AtomicReference<>();
-        try (ServerRig rig = ServerRig.start(dir, 1, f -> depth -> {
+    /** A server over a real file whose back ends stall when armed ({@code backend}: the one opened). */
+    private ServerRig stallingRig(AtomicReference<StallingBackend> backend) throws java.io.IOException {
+        return ServerRig.start(dir, 1, f -> depth -> {
             StallingBackend b = new StallingBackend(f.open(depth));
             backend.set(b);
             return b;
-        }); TestGuest g = new TestGuest()) {
+        });
+    }
+
+    /** QEMU's start of queue {@code q}, then {@code data} written at {@link #SECTOR} (what the stalled read reads back). */
+    private static void started(QemuFlow flow, BlkQueue q, byte[] data) {
+        flow.init(PROTOCOL, q);
+        flow.start(flow.linuxFeatures(), true, null, q);
+        q.write(SECTOR, data);
+    }
+
+    @Test
+    void aDisconnectUnmapsTheGuestMemoryOnlyAfterTheStalledRoundCompletedIntoIt() throws Exception {
+        AtomicReference<StallingBackend> backend = new AtomicReference<>();
+        try (ServerRig rig = stallingRig(backend); TestGuest g = new TestGuest()) {
             BlkQueue q = g.queue(0, 64, true);
             byte[] data = BlkQueue.pattern(SECTOR, BLOCK, 3);
             QemuFlow flow = new QemuFlow(rig.connect(), g, 1);
             try {
-                flow.init(PROTOCOL, q);
-                flow.start(flow.linuxFeatures(), true, null, q);
-                q.write(SECTOR, data);
+                started(flow, q, data);
                 long mapped = MemoryTable.mappedBytes();
                 assertTrue(mapped > 0, "the table is mapped");
                 int head = stalledRead(q, backend.get());
@@ -142,17 +152,11 @@ class StalledRoundUnmapTest {
     @Test
     void aNewMemoryTableReplacesTheOldOnlyAfterTheStalledRoundCompletedIntoIt() throws Exception {
         AtomicReference<StallingBackend> backend = new AtomicReference<>();
-        try (ServerRig rig = ServerRig.start(dir, 1, f -> depth -> {
-            StallingBackend b = new StallingBackend(f.open(depth));
-            backend.set(b);
-            return b;
-        }); TestGuest g = new TestGuest(); QemuFlow flow = new QemuFlow(rig.connect(), g, 1)) {
+        try (ServerRig rig = stallingRig(backend); TestGuest g = new TestGuest(); QemuFlow flow = new QemuFlow(rig.connect(), g, 1)) {
             try {
                 BlkQueue q = g.queue(0, 64, true);
                 byte[] data = BlkQueue.pattern(SECTOR, BLOCK, 4);
-                flow.init(PROTOCOL, q);
-                flow.start(flow.linuxFeatures(), true, null, q);
-                q.write(SECTOR, data);
+                started(flow, q, data);
                 long mapped = MemoryTable.mappedBytes();
                 int head = stalledRead(q, backend.get());
                 Thread setter = new Thread(() -> flow.sendMemory(g.regions()), "set-mem-table");
@@ -196,19 +200,13 @@ class StalledRoundUnmapTest {
 
     private void closeUnderATeardown(boolean undrained) throws Exception {
         AtomicReference<StallingBackend> backend = new AtomicReference<>();
-        try (ServerRig rig = ServerRig.start(dir, 1, f -> depth -> {
-            StallingBackend b = new StallingBackend(f.open(depth));
-            backend.set(b);
-            return b;
-        }); TestGuest g = new TestGuest()) {
+        try (ServerRig rig = stallingRig(backend); TestGuest g = new TestGuest()) {
             BlkQueue q = g.queue(0, 64, true);
             byte[] data = BlkQueue.pattern(SECTOR, BLOCK, 5);
             QemuFlow flow = new QemuFlow(rig.connect(), g, 1);
             Thread closer = new Thread(rig.server::close, "export-remove");
             try {
-                flow.init(PROTOCOL, q);
-                flow.start(flow.linuxFeatures(), true, null, q);
-                q.write(SECTOR, data);
+                started(flow, q, data);
                 long mapped = MemoryTable.mappedBytes();
                 int head = stalledRead(q, backend.get());
                 backend.get().undrained = undrained;
