@@ -87,10 +87,13 @@ abstract class SlottedBackend implements IoBackend {
     @SuppressWarnings("unused")
     private boolean signalled;
     protected volatile boolean closed;
-    /** Set by a close that found operations still with the kernel: their slots stay allocated. */
-    private boolean slotsKept;
-    /** Set by a close that left operations with the kernel (slots kept, or a stuck helper call). */
-    private volatile boolean undrained;
+    /** What {@link #close()} left with the kernel: nothing, a helper call that did not finish, or slots. */
+    private volatile int undrained = DRAINED;
+    private static final int DRAINED = 0;
+    /** A fallocate or fdatasync of the helper thread did not finish: its slots stay pinned. */
+    private static final int HELPER_STUCK = 1;
+    /** Operations still with the kernel: their slots stay allocated. */
+    private static final int SLOTS_KEPT = 2;
     /**
      * The submitter reaps and checks {@link #completionsReady()} before it sleeps (see {@link
      * #reapOnSubmittingThread()}): operations finished inside {@link #submit()} raise no signal.
@@ -662,7 +665,7 @@ abstract class SlottedBackend implements IoBackend {
         if (helper != null && !helper.stop(this::dropCompletion)) {
             // A single fallocate or fdatasync the kernel did not finish in a minute: the slots
             // stay pinned (leaked, not freed under the helper) and the rest closes.
-            undrained = true;
+            undrained = HELPER_STUCK;
             return;
         }
         awaitQueued();
@@ -679,8 +682,7 @@ abstract class SlottedBackend implements IoBackend {
         }
         release();
         if (stranded) {
-            slotsKept = true;
-            undrained = true;
+            undrained = SLOTS_KEPT;
             return;
         }
         slots.close();
@@ -689,12 +691,12 @@ abstract class SlottedBackend implements IoBackend {
 
     @Override
     public final boolean closedDrained() {
-        return closed && !undrained;
+        return closed && undrained == DRAINED;
     }
 
     /** Whether {@link #close()} left the slots allocated because the kernel still held some (tests). */
     final boolean slotsKeptAfterClose() {
-        return slotsKept;
+        return undrained == SLOTS_KEPT;
     }
 
     /** Reaper during close: a completion, taken, that nobody will receive. */

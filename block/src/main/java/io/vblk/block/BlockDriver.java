@@ -130,6 +130,15 @@ public interface BlockDriver extends Drainable, AutoCloseable {
         return false;
     }
 
+    /**
+     * After {@link #close()}: whether nothing this driver handed the kernel can still read or
+     * write guest memory or its files (see {@link io.vblk.aio.IoBackend#closedDrained()}). True by
+     * default: a driver with no kernel I/O of its own (a network disk copies on the I/O thread).
+     */
+    default boolean closedDrained() {
+        return true;
+    }
+
     /** See {@link io.vblk.aio.IoBackend#registrationPending()}. False by default. */
     default boolean registrationPending() {
         return false;

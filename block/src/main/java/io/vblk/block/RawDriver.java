@@ -233,6 +233,11 @@ public final class RawDriver implements BlockDriver {
     }
 
     @Override
+    public boolean closedDrained() {
+        return backend.closedDrained();
+    }
+
+    @Override
     public void close() {
         boolean drained = false;
         try {

@@ -22,6 +22,7 @@ import io.vblk.aio.IoBackends;
 import io.vblk.sys.ImageLock.Locking;
 import io.vblk.sys.Native;
 import io.vblk.testkit.ForwardingBackend;
+import io.vblk.testkit.QemuTools;
 
 /**
  * Review rev9b (MEDIUM): a driver that owns its image released QEMU's image locks explicitly at
@@ -39,7 +40,7 @@ class UndrainedCloseLocksTest {
 
     @Test
     void locksAreReleasedAtCloseOnlyWhenTheBackEndDrained() throws Exception {
-        assumeTrue(Files.isExecutable(Path.of("/usr/bin/qemu-io")), "qemu-utils is not installed (.ci/run installs it)");
+        assumeTrue(QemuTools.installed("qemu-io"), "qemu-utils is not installed (.ci/run installs it)");
         assertEquals(0, qemuWrite(closeHoldingTheFile(true)), "a drained close releases the locks at once");
         assertNotEquals(0, qemuWrite(closeHoldingTheFile(false)),
                 "an undrained close leaves the locks with the file the kernel still holds");
@@ -67,11 +68,7 @@ class UndrainedCloseLocksTest {
 
     private int qemuWrite(Path img) throws Exception {
         try {
-            Process p = new ProcessBuilder("qemu-io", "-f", "raw", "-c", "write 0 512", img.toString())
-                    .redirectErrorStream(true).start();
-            p.getInputStream().readAllBytes();
-            assertTrue(p.waitFor(60, TimeUnit.SECONDS));
-            return p.exitValue();
+            return QemuTools.qemuIoWrite(img).code();
         } finally {
             Native.libc().close(held);
             held = -1;

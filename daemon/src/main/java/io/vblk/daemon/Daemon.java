@@ -53,6 +53,8 @@ final class Daemon implements AutoCloseable {
      * socket and I/O threads stay reserved until the close ends. Guarded by {@code changes}.
      */
     private final Map<String, Export> removing = new LinkedHashMap<>();
+    /** Exports closed with their image's locks kept (an undrained close, {@link Export#locksKept()}), for metrics. */
+    private final java.util.concurrent.atomic.AtomicLong locksKept = new java.util.concurrent.atomic.AtomicLong();
     /**
      * The files of every export listed, being opened or being removed, by id (guarded by
      * {@code changes}): its image and every backing file of its qcow2 chain (read-only uses). A
@@ -243,6 +245,7 @@ final class Daemon implements AutoCloseable {
             }
             if (export != null && !installed) {
                 export.close(); // refused (a file shared), or the daemon began shutting down while it opened
+                counted(export);
             }
         }
         if (!installed) {
@@ -409,12 +412,16 @@ final class Daemon implements AutoCloseable {
             }
         }
         log.info("export " + id + ": removed");
+        if (counted(e)) {
+            return Map.of("id", id, "removed", true, "locks_kept", true);
+        }
         return Map.of("id", id, "removed", true);
     }
 
     private void remove(Export e) {
         // Drain and close first, unlisting after: a stats reader may still see it while it goes.
         e.close();
+        counted(e);
         exports.remove(e.spec.id);
         order.remove(e.spec.id);
         images.remove(e.spec.id);
@@ -633,6 +640,23 @@ final class Daemon implements AutoCloseable {
     /** Waits up to {@code timeout} for a shutdown request; true if one came. */
     boolean awaitShutdownRequest(long timeout, TimeUnit unit) throws InterruptedException {
         return stopped.await(timeout, unit);
+    }
+
+    /** Counts an export whose close kept its image's locks; returns whether it did. */
+    private boolean counted(Export e) {
+        if (e.locksKept()) {
+            locksKept.incrementAndGet();
+            return true;
+        }
+        return false;
+    }
+
+    /**
+     * Exports closed since start whose image's locks were kept because a back end did not close
+     * drained (they last until the kernel lets go of the file): {@code vblk_image_locks_kept_total}.
+     */
+    long locksKeptCount() {
+        return locksKept.get();
     }
 
     /** Drains and removes every export, newest first, then ends the control threads. */

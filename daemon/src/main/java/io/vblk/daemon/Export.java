@@ -48,13 +48,18 @@ final class Export implements AutoCloseable {
     private final VhostUserServer server;
     /** The drivers opened by the export's driver factory (qcow2, a network disk), for {@link #files()}. */
     private final List<BlockDriver> drivers;
+    private final Log log;
+    /** Set by a {@link #close()} that left the image's locks to the kernel's last reference. */
+    private volatile boolean locksKept;
 
-    private Export(ExportSpec spec, Image image, BackendChoice backends, VhostUserServer server, List<BlockDriver> drivers) {
+    private Export(ExportSpec spec, Image image, BackendChoice backends, VhostUserServer server, List<BlockDriver> drivers,
+            Log log) {
         this.spec = spec;
         this.image = image;
         this.backends = backends;
         this.server = server;
         this.drivers = drivers;
+        this.log = log;
     }
 
     /**
@@ -101,6 +106,15 @@ final class Export implements AutoCloseable {
      *         bad size, an unusable socket path
      */
     static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads, ControlThreads control) {
+        return open(spec, log, ioThreads, control, java.util.function.UnaryOperator.identity());
+    }
+
+    /**
+     * As {@link #open(ExportSpec, Log, SharedIoThread[], ControlThreads)}, every back end the
+     * device opens passed through {@code wrap} (tests: one that reports an undrained close).
+     */
+    static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads, ControlThreads control,
+            java.util.function.UnaryOperator<io.vblk.aio.IoBackend> wrap) {
         BackendKind kind = spec.aio != null ? spec.aio : BackendKind.IO_URING;
         NetworkDisk network = spec.network == null ? null : openNetwork(spec);
         if (network != null) {
@@ -132,7 +146,7 @@ final class Export implements AutoCloseable {
         try {
             long sizeBytes = networkFormat != null ? networkFormatSize : network != null ? network.sizeBytes() : format != null ? format.sizeBytes()
                     : image == null ? spec.nullSizeBytes : image.sizeBytes();
-            BackendChoice backends = new BackendChoice(kind, image, log);
+            BackendChoice backends = new BackendChoice(kind, image, log, wrap);
             BlkConfig config = config(spec, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
             VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
                     .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id)
@@ -156,7 +170,7 @@ final class Export implements AutoCloseable {
                 builder.ioThreads(ioThreads);
             }
             VhostUserServer server = builder.build();
-            Export export = new Export(spec, image, backends, server, drivers);
+            Export export = new Export(spec, image, backends, server, drivers, log);
             try {
                 server.start(); // on the daemon's control threads: no thread of the export's own
             } catch (RuntimeException e) {
@@ -377,7 +391,9 @@ final class Export implements AutoCloseable {
 
     /**
      * Drains in-flight requests, closes the frontend's connection, the device and its I/O
-     * threads, removes the socket and closes the image.
+     * threads, removes the socket and closes the image. The image's locks are dropped at once
+     * only when the drain ended and every back end closed drained ({@link
+     * BackendChoice#closedDrained()}); otherwise they stay (one log line, {@link #locksKept()}).
      */
     @Override
     public void close() {
@@ -388,15 +404,35 @@ final class Export implements AutoCloseable {
         } finally {
             // Also when the server's close threw: the export is already unlisted (export.remove)
             // and nothing else would ever close its image. Its locks are dropped at once only
-            // after a drain; otherwise writes may still be with the kernel, and the locks go with
-            // the descriptor when the kernel lets go of it (review 9b).
+            // when nothing this export handed the kernel can still reach the image (review 9b,
+            // session 10): otherwise they stay with the open file description, which the kernel
+            // holds (a ring's registered file, a request in flight, a helper's fallocate) until
+            // the last such write is done, and go when it lets go of it. The descriptor itself
+            // is closed here: later submissions by number fail (Image.fd() refuses once closed)
+            // instead of reaching whatever file reuses the number.
             if (image != null) {
-                if (drained) {
+                String why = !drained ? "the drain did not end"
+                        : !backends.closedDrained() ? "a back end closed with operations still with the kernel, or is still"
+                                + " in use by an I/O thread's last round" : null;
+                if (why == null) {
                     io.vblk.block.ImageLocks.release(image);
+                } else {
+                    locksKept = true;
+                    log.info("export " + spec.id + ": image " + image.path() + ": locks kept after an undrained close (" + why
+                            + "); they go when the kernel lets go of the file, so that no late write lands under another"
+                            + " writer's lock");
                 }
                 image.close();
             }
         }
+    }
+
+    /**
+     * Whether {@link #close()} kept the image's locks because the export did not close drained:
+     * they last until the kernel lets go of the file (see {@link BackendChoice#closedDrained()}).
+     */
+    boolean locksKept() {
+        return locksKept;
     }
 
     private static void closeQuietly(Image image) {

@@ -108,6 +108,10 @@ final class ExportMetrics implements MultiCollector {
         all.metricSnapshot(inFlight.build());
         all.metricSnapshot(size.build());
         all.metricSnapshot(latency.build());
+        all.metricSnapshot(CounterSnapshot.builder().name("vblk_image_locks_kept")
+                .help("Exports closed with the image's locks kept: a back end did not close drained, so the locks last until the"
+                        + " kernel lets go of the file.")
+                .dataPoint(CounterDataPointSnapshot.builder().value(daemon.locksKeptCount()).build()).build());
         return all.build();
     }
 }

@@ -247,6 +247,13 @@ final class DaemonRig implements AutoCloseable {
         throw new AssertionError(server + " does not take connections on " + sock + ": " + last);
     }
 
+    /** The export.add parameters {@code {id, image, socket}} and {@code extra}, as JSON. */
+    static String exportSpec(String id, Path image, Path socket, Map<String, Object> extra) {
+        Map<String, Object> m = new java.util.HashMap<>(Map.of("id", id, "image", image.toString(), "socket", socket.toString()));
+        m.putAll(extra);
+        return json(m);
+    }
+
     static String json(Object o) {
         try {
             return JSON.std.asString(o);

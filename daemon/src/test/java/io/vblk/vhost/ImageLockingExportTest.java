@@ -14,6 +14,8 @@ import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import io.vblk.testkit.QemuTools;
+
 /**
  * irob: the daemon's exports take QEMU's image locks, with real qemu-img, qemu-io and
  * qemu-storage-daemon: QEMU is refused what a vblk export writes and may read what it only
@@ -27,20 +29,12 @@ class ImageLockingExportTest {
     Path dir;
 
     private static String spec(String id, Path image, Path socket, Map<String, Object> extra) {
-        Map<String, Object> m = new HashMap<>(Map.of("id", id, "image", image.toString(), "socket", socket.toString()));
-        m.putAll(extra);
-        return DaemonRig.json(m);
+        return DaemonRig.exportSpec(id, image, socket, extra);
     }
 
-    record Run(int code, String output) {
-    }
-
-    private static Run run(String... cmd) throws Exception {
-        assumeTrue(Files.isExecutable(Path.of("/usr/bin/qemu-img")), "qemu-utils is not installed (.ci/run installs it)");
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes());
-        assertTrue(p.waitFor(60, TimeUnit.SECONDS));
-        return new Run(p.exitValue(), out);
+    private static QemuTools.Run run(String... cmd) {
+        assumeTrue(QemuTools.installed("qemu-img"), "qemu-utils is not installed (.ci/run installs it)");
+        return QemuTools.run(cmd);
     }
 
     @Test
@@ -48,12 +42,12 @@ class ImageLockingExportTest {
         Path img = DaemonRig.image(dir, "w.img");
         try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             d.result("export.add", spec("w", img, dir.resolve("w.sock"), Map.of()));
-            Run rw = run("qemu-io", "-f", "raw", "-c", "write 0 512", img.toString());
+            QemuTools.Run rw = run("qemu-io", "-f", "raw", "-c", "write 0 512", img.toString());
             assertNotEquals(0, rw.code(), rw.output());
             assertTrue(rw.output().contains("Failed to get \"write\" lock"), rw.output());
             assertEquals(0, run("qemu-img", "info", "-U", img.toString()).code());
             d.result("export.remove", DaemonRig.json(Map.of("id", "w")));
-            Run after = run("qemu-io", "-f", "raw", "-c", "write 0 512", img.toString());
+            QemuTools.Run after = run("qemu-io", "-f", "raw", "-c", "write 0 512", img.toString());
             assertEquals(0, after.code(), "released with the export: " + after.output());
         }
     }
@@ -65,29 +59,26 @@ class ImageLockingExportTest {
         Path r = DaemonRig.image(dir, "r.img");
         try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             d.result("export.add", spec("q", q, dir.resolve("q.sock"), Map.of("format", "qcow2")));
-            Run info = run("qemu-img", "info", q.toString());
+            QemuTools.Run info = run("qemu-img", "info", q.toString());
             assertNotEquals(0, info.code(), info.output());
             assertTrue(info.output().contains("Failed to get shared \"write\" lock"), info.output());
             assertEquals(0, run("qemu-img", "info", "-U", q.toString()).code());
 
             d.result("export.add", spec("r", r, dir.resolve("r.sock"), Map.of("read_only", true)));
-            Run roInfo = run("qemu-img", "info", "-f", "raw", r.toString());
+            QemuTools.Run roInfo = run("qemu-img", "info", "-f", "raw", r.toString());
             assertEquals(0, roInfo.code(), roInfo.output());
             assertEquals(0, run("qemu-io", "-r", "-f", "raw", "-c", "read 0 512", r.toString()).code());
-            Run rw = run("qemu-io", "-f", "raw", "-c", "write 0 512", r.toString());
+            QemuTools.Run rw = run("qemu-io", "-f", "raw", "-c", "write 0 512", r.toString());
             assertTrue(rw.output().contains("Failed to get \"write\" lock"), rw.output());
         }
     }
 
     @Test
     void anImageQemuStorageDaemonExportsWritableIsRefusedNamingIt() throws Exception {
-        assumeTrue(Files.isExecutable(Path.of("/usr/bin/qemu-storage-daemon")), "qemu-storage-daemon is not installed");
+        assumeTrue(QemuTools.installed("qemu-storage-daemon"), "qemu-storage-daemon is not installed");
         Path img = DaemonRig.image(dir, "qsd.img");
         Path qsdSock = dir.resolve("qsd.sock");
-        Process qsd = new ProcessBuilder("qemu-storage-daemon",
-                "--blockdev", "driver=file,node-name=f0,filename=" + img,
-                "--export", "type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path=" + qsdSock + ",writable=on")
-                .redirectErrorStream(true).redirectOutput(dir.resolve("qsd.log").toFile()).start();
+        Process qsd = QemuTools.storageDaemon(img, qsdSock, dir.resolve("qsd.log"));
         try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             DaemonRig.awaitListening(qsdSock, "qemu-storage-daemon");
             Map<String, Object> e = DaemonRig.error(d.call("export.add", spec("v", img, dir.resolve("v.sock"), Map.of())));

@@ -20,6 +20,7 @@ import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
+import io.vblk.testkit.QemuTools;
 
 /**
  * {@code export.add} with {@code incoming: true}, the destination of a live migration, with
@@ -36,37 +37,20 @@ class IncomingExportTest {
     Path dir;
 
     private static String spec(String id, Path image, Path socket, Map<String, Object> extra) {
-        Map<String, Object> m = new HashMap<>(Map.of("id", id, "image", image.toString(), "socket", socket.toString()));
-        m.putAll(extra);
-        return DaemonRig.json(m);
+        return DaemonRig.exportSpec(id, image, socket, extra);
     }
 
-    private static String qemuIoWrite(Path image) throws Exception {
-        Process p = new ProcessBuilder("qemu-io", "-f", "raw", "-c", "write 0 512", image.toString())
-                .redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes());
-        assertTrue(p.waitFor(60, TimeUnit.SECONDS));
-        return p.exitValue() + ": " + out;
+    private static String qemuIoWrite(Path image) {
+        return QemuTools.qemuIoWrite(image).toString();
     }
 
     private static boolean qemuIo() {
-        return Files.isExecutable(Path.of("/usr/bin/qemu-io"));
+        return QemuTools.installed("qemu-io");
     }
 
     /** Waits (up to 10 s) until the daemon's output has {@code count} lines containing {@code text}. */
-    private static String awaitLog(DaemonRig d, String text, int count) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        while (true) {
-            String all = d.stdout() + d.stderr();
-            List<String> lines = all.lines().filter(l -> l.contains(text)).toList();
-            if (lines.size() >= count) {
-                return lines.get(count - 1);
-            }
-            if (System.nanoTime() > deadline) {
-                throw new AssertionError("fewer than " + count + " lines with '" + text + "' in:\n" + all);
-            }
-            Thread.sleep(10);
-        }
+    private static String awaitLog(DaemonRig d, String text, int count) {
+        return QemuTools.awaitLine(() -> d.stdout() + d.stderr(), text, count, 10);
     }
 
     @Test
@@ -125,13 +109,10 @@ class IncomingExportTest {
 
     @Test
     void anIncomingExportOpensBesideAWritingQemuStorageDaemonAndItsStartIsRefusedNamingIt() throws Exception {
-        assumeTrue(Files.isExecutable(Path.of("/usr/bin/qemu-storage-daemon")), "qemu-storage-daemon is not installed");
+        assumeTrue(QemuTools.installed("qemu-storage-daemon"), "qemu-storage-daemon is not installed");
         Path img = DaemonRig.image(dir, "qsd.img");
         Path qsdSock = dir.resolve("qsd.sock");
-        Process qsd = new ProcessBuilder("qemu-storage-daemon",
-                "--blockdev", "driver=file,node-name=f0,filename=" + img,
-                "--export", "type=vhost-user-blk,id=e0,node-name=f0,addr.type=unix,addr.path=" + qsdSock + ",writable=on")
-                .redirectErrorStream(true).redirectOutput(dir.resolve("qsd.log").toFile()).start();
+        Process qsd = QemuTools.storageDaemon(img, qsdSock, dir.resolve("qsd.log"));
         Path sock = dir.resolve("v.sock");
         try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             DaemonRig.awaitListening(qsdSock, "qemu-storage-daemon");

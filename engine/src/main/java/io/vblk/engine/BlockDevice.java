@@ -64,7 +64,7 @@ public final class BlockDevice implements AutoCloseable {
     /** Per I/O thread: what its driver has registered as fixed buffers, or why nothing (control thread). */
     private final String[] bufferRegistration;
     private final GuestBufferRegistration registration;
-    private boolean closed;
+    private volatile boolean closed;
 
     private BlockDevice(Builder b) {
         this.model = new DeviceModel(b.config);
@@ -800,6 +800,38 @@ public final class BlockDevice implements AutoCloseable {
         registration.release();
     }
 
+    /** Whether {@link #close()} has begun. */
+    public boolean isClosed() {
+        return closed;
+    }
+
+    /**
+     * Whether the device is closed and nothing of it can touch guest memory any more: every I/O
+     * thread has ended (no round, no command) and closed its back end drained, so no operation
+     * the kernel was handed can still read or write the guest's pages. Until then a caller that
+     * gave up waiting for the device must not unmap the memory it was given.
+     */
+    public boolean quiesced() {
+        if (!closed) {
+            return false;
+        }
+        for (IoThread t : threads) {
+            if (!t.endedDrained()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private boolean threadsEnded() {
+        for (IoThread t : threads) {
+            if (!t.ended()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     // ------------------------------------------------------------ internals
 
     private DeviceQueue queue(int q) {
@@ -843,7 +875,7 @@ public final class BlockDevice implements AutoCloseable {
         return await(done);
     }
 
-    private static <T> T await(CompletableFuture<T> future) {
+    private <T> T await(CompletableFuture<T> future) {
         try {
             while (true) {
                 try {
@@ -851,7 +883,12 @@ public final class BlockDevice implements AutoCloseable {
                     // inside complete() can leave the future done without waking its waiter.
                     return future.get(1, TimeUnit.SECONDS);
                 } catch (TimeoutException e) {
-                    // not done yet: wait on
+                    if (closed && threadsEnded() && !future.isDone()) {
+                        // A control call that raced close() (a frontend's teardown that the
+                        // server stopped waiting for): its command will never run. Without this
+                        // its caller waited for ever, holding a handler thread.
+                        throw new IllegalStateException("the device is closed: its I/O threads have ended");
+                    }
                 }
             }
         } catch (InterruptedException e) {

@@ -39,6 +39,16 @@ final class CompletionPath {
      */
     private long batchNowNs;
     private boolean batchClockRead;
+    /**
+     * A run of equal latencies of one queue not yet recorded: requests popped in one round carry
+     * one start time and finish in one batch with one end time, so a batch's latencies come in
+     * runs (a null device's whole batch is one). One recording per run instead of one per request
+     * (the histogram's recorder takes two atomic instructions per call); lossless: the same
+     * counts at the same values. Recorded at the end of the batch at the latest.
+     */
+    private DeviceQueue runQueue;
+    private long runLatencyNs;
+    private long runCount;
 
     /** Latencies, when recorded, are read from {@code clock} (the I/O thread's, for tests). */
     CompletionPath(int maxQueues, boolean recordLatency, NanoClock clock) {
@@ -120,7 +130,15 @@ final class CompletionPath {
                 batchNowNs = clock.nanoTime();
                 batchClockRead = true;
             }
-            q.recordLatency(batchNowNs - r.startNs);
+            long latencyNs = batchNowNs - r.startNs;
+            if (q == runQueue && latencyNs == runLatencyNs) {
+                runCount++;
+            } else {
+                recordRun();
+                runQueue = q;
+                runLatencyNs = latencyNs;
+                runCount = 1;
+            }
         }
         r.finished = true;
         releaser.release(r);
@@ -153,9 +171,18 @@ final class CompletionPath {
         }
     }
 
+    private void recordRun() {
+        if (runCount > 0) {
+            runQueue.recordLatency(runLatencyNs, runCount);
+            runCount = 0;
+            runQueue = null;
+        }
+    }
+
     /** End of a completion batch: one used.idx publish and at most one interrupt per queue. */
     void endOfBatch() {
         batchClockRead = false;
+        recordRun();
         for (int i = 0; i < dirtyCount; i++) {
             DeviceQueue q = dirty[i];
             if (q == null) {

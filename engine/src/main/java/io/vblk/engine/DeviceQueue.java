@@ -75,6 +75,11 @@ final class DeviceQueue {
         recorder.recordValue(Math.min(Math.max(latencyNs, 0), HIGHEST_LATENCY_NS));
     }
 
+    /** Records {@code count} requests that each took {@code latencyNs} (one recorder call). */
+    void recordLatency(long latencyNs, long count) {
+        recorder.recordValueWithCount(Math.min(Math.max(latencyNs, 0), HIGHEST_LATENCY_NS), count);
+    }
+
     /** All latencies recorded so far (a copy); safe while running. */
     synchronized Histogram latency() {
         collect();

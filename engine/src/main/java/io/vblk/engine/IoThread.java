@@ -714,9 +714,26 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     private void closeResources() {
-        route.close();
-        backend.close();
-        events.close();
+        try {
+            route.close();
+            backend.close();
+            events.close();
+        } finally {
+            ended = true;
+        }
+    }
+
+    /** Set once the thread runs no round or command again and its resources were closed (either by shutdown or by the thread). */
+    private volatile boolean ended;
+
+    /** Whether this thread has ended for good: a command submitted now never runs. */
+    boolean ended() {
+        return ended;
+    }
+
+    /** Whether it has ended and its back end closed drained: nothing of it can reach guest memory any more. */
+    boolean endedDrained() {
+        return ended && backend.closedDrained();
     }
 
     /** Who closes the resources of a dedicated thread: shutdown, or the thread if shutdown gave up waiting. */

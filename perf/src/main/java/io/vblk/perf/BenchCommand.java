@@ -74,6 +74,7 @@ public final class BenchCommand implements Callable<Integer> {
     public Integer call() {
         options.check();
         VhostUserContender.blockingEventFds(options.blockingEventFds);
+        io.vblk.perf.load.LoadGenerator.exposeEachRequest("each".equals(options.guestPublish));
         List<String> args = arguments();
         try {
             return options.compare ? new CompareSuite(options, args, out, err).run() : new WorkloadRun(options, args, out, err).run();

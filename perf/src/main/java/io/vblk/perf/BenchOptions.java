@@ -168,6 +168,10 @@ final class BenchOptions {
             + "run again and again (default: every cell)"})
     List<String> contentionCells = new java.util.ArrayList<>();
 
+    @Option(names = "--vhost-cell", split = ",", paramLabel = "KEY", description = {"vhost rows: run only these cells "
+            + "(file|null-qd128|qd1-block|poll, e.g. null-qd128-block), so one row can be run again and again (default: every cell)"})
+    List<String> vhostCells = new java.util.ArrayList<>();
+
     @Option(names = "--serve-cmd-b", paramLabel = "CMD", description = {"contention rows: a second vblk serve (another build, "
             + "e.g. java -jar OTHER/daemon/target/vblk.jar serve) measured as vblk-b in the same cells, alternating with the "
             + "others, so two builds meet the same load"})
@@ -176,6 +180,11 @@ final class BenchOptions {
     @Option(names = "--blocking-eventfds", description = {"vhost-user: give the backend blocking kick/call eventfds "
             + "(default: non-blocking, as QEMU and Cloud Hypervisor create them)"})
     boolean blockingEventFds;
+
+    @Option(names = "--guest-publish", paramLabel = "each|pass", defaultValue = "pass", description = {"how the guest "
+            + "exposes the requests it issues: each (an avail.idx store per request, as Linux's virtqueue_add_split) or pass "
+            + "(one store per pass over its queues); kicks are decided once per pass either way (default ${DEFAULT-VALUE})"})
+    String guestPublish;
 
     @Option(names = "--fio-batch", paramLabel = "N", defaultValue = "32",
             description = "fio's iodepth_batch_submit / _complete_max (default ${DEFAULT-VALUE})")
@@ -336,6 +345,17 @@ final class BenchOptions {
         }
         if (!contentionCells.isEmpty() && (!compare || !only.contains("contention"))) {
             throw usageError("--contention-cell is for the contention rows: give --compare --contention (or --only contention)");
+        }
+        if (!"each".equals(guestPublish) && !"pass".equals(guestPublish)) {
+            throw usageError("--guest-publish " + guestPublish + ": expected each or pass");
+        }
+        for (String cell : vhostCells) {
+            if (!cell.matches("(file|null)-qd(128|1)-(block|poll)")) {
+                throw usageError("--vhost-cell " + cell + ": expected (file or null)-(qd128 or qd1)-(block or poll), e.g. null-qd128-block");
+            }
+        }
+        if (!vhostCells.isEmpty() && (!compare || !only.contains("vhost"))) {
+            throw usageError("--vhost-cell is for the vhost rows: give --compare (with the vhost group)");
         }
         if (serveCommandB != null && (!compare || !only.contains("contention"))) {
             throw usageError("--serve-cmd-b is for the contention rows: give --compare --contention (or --only contention)");

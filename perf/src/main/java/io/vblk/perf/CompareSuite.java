@@ -87,7 +87,7 @@ final class CompareSuite {
         DiskSpec file = DiskSpec.file(image);
         DiskSpec nul = DiskSpec.nullDevice(NULL_BYTES);
         Workload base = Workload.randomReads(32, o.warmupNs, o.runtimeNs);
-        int cells = (o.only.contains("dataplane") ? 2 : 0) + (o.only.contains("fio") ? 4 : 0) + (o.only.contains("vhost") ? 16 : 0)
+        int cells = (o.only.contains("dataplane") ? 2 : 0) + (o.only.contains("fio") ? 4 : 0) + (o.only.contains("vhost") ? 2 * (o.vhostCells.isEmpty() ? 8 : o.vhostCells.size()) : 0)
                 + (o.only.contains("wait") ? 15 : 0);
         int runs = cells * o.rounds + (o.only.contains("contention") ? ContentionGroup.runs(o.bestOf, o.serveCommandB != null, o.contentionCells) : 0);
         out.printf(Locale.ROOT, "4 KiB random reads; file %s (%s back end), null device %s; %d runs x (%.1f + %.1f s)"
@@ -253,6 +253,9 @@ final class CompareSuite {
                     for (boolean poll : new boolean[] {false, true}) {
                         Workload w = base.withDepth(depth).withGuestPolls(poll);
                         String key = (isNull ? "null" : "file") + "-qd" + depth + "-" + (poll ? "poll" : "block");
+                        if (!o.vhostCells.isEmpty() && !o.vhostCells.contains(key)) {
+                            continue;
+                        }
                         List<BenchResult> r = alternate("vblk serve vs qemu-storage-daemon: " + (isNull ? "null device" : "file")
                                 + ", depth " + depth + ", guest " + (poll ? "polling" : "blocking (call eventfd)"), List.of(
                                 new Entry("serve-" + key, vc, w), new Entry("qsd-" + key, qc, w)));

@@ -101,6 +101,11 @@ class BenchOptionsTest {
         assertEquals(List.of("qd1-block:2", "qd128-poll:0"),
                 parse("--compare", "--only", "contention", "--contention-cell", "qd1-block:2,qd128-poll:0").contentionCells);
         assertEquals(List.of(), c.contentionCells, "every cell by default");
+        // one row of the vhost group, again and again
+        assertEquals(List.of("null-qd128-block"), parse("--compare", "--only", "vhost", "--vhost-cell", "null-qd128-block").vhostCells);
+        assertEquals(List.of(), c.vhostCells, "every vhost cell by default");
+        assertEquals("pass", c.guestPublish, "the guest publishes once per pass by default");
+        assertEquals("each", parse("--compare", "--only", "vhost", "--guest-publish", "each").guestPublish);
     }
 
     @Test
@@ -130,7 +135,11 @@ class BenchOptionsTest {
         "--queues lots|'lots'", "--compare --backend null|one file back end", "--rate 0|--rate must be 1 to",
         "--serve-cmd-b x|--serve-cmd-b is for the contention rows",
         "--compare --only contention --contention-cell qd1-block:3|expected ROW:BUSY",
-        "--contention-cell qd1-block:2|--contention-cell is for the contention rows"})
+        "--contention-cell qd1-block:2|--contention-cell is for the contention rows",
+        "--compare --only vhost --vhost-cell null-qd64-block|expected (file or null)-(qd128 or qd1)-(block or poll)",
+        "--vhost-cell null-qd128-block|--vhost-cell is for the vhost rows",
+        "--compare --only fio --vhost-cell null-qd128-block|--vhost-cell is for the vhost rows",
+        "--guest-publish sometimes|--guest-publish sometimes: expected each or pass"})
     void aBadValueIsOneLineAndStatus2(String caseText) {
         String[] parts = caseText.split("\\|");
         Outcome r = run(parts[0].split(" "));

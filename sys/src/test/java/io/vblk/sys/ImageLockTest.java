@@ -115,6 +115,23 @@ class ImageLockTest {
     }
 
     @Test
+    void autoTakesTheLocksSilentlyWhereTheFileSystemHasThem() throws Exception {
+        Path image = raw("auto.raw");
+        java.util.List<String> said = new java.util.ArrayList<>();
+        try (PosixFile auto = PosixFile.open(image, false, false)) {
+            assertTrue(ImageLock.acquire(auto.fd(), image, ImageLock.WRITER, Locking.AUTO, said::add), "locked, as on");
+            LockedException w = refused(image, false, ImageLock.WRITER);
+            assertTrue(w.getMessage().startsWith("Failed to get \"write\" lock on " + image), w.getMessage());
+            if (Files.isExecutable(Path.of("/usr/bin/qemu-io"))) {
+                Result rw = run("qemu-io", "-f", "raw", "-c", "write 0 512", image.toString());
+                assertTrue(rw.output().contains("Failed to get \"write\" lock"), rw.output());
+            }
+        }
+        assertEquals(java.util.List.of(), said, "nothing to report where the locks work");
+        assertEquals(Locking.AUTO, Locking.parse("auto"));
+    }
+
+    @Test
     void qemuIsRefusedWhileVblkWritesAndLetInWithForceShare() throws Exception {
         assumeQemu();
         Path image = raw("q.raw");

@@ -68,6 +68,7 @@ public final class SplitQueueDriver {
     private int usedIdxShadow;
     private int lastLength;
     private int availFlags;
+    private boolean exposeEachAdd;
     private long heapNext;
     private final long heapEnd;
 
@@ -147,7 +148,8 @@ public final class SplitQueueDriver {
      * Adds a chain of {@code count} buffers {@code (gpas[i], lengths[i], writable[i])}, device-
      * readable ones first: the first {@code directCount} as direct descriptors, the rest in one
      * indirect table that a final direct descriptor points to (2.7.5.3.2). The chain is placed in
-     * the available ring but invisible to the device until {@link #publishAvail()}.
+     * the available ring but invisible to the device until {@link #publishAvail()}, unless
+     * {@link #exposeEachAdd(boolean)} is on.
      *
      * @return the head descriptor index, or {@link #NO_SPACE} when too few descriptors are free
      * @throws IllegalArgumentException for counts the layout cannot hold (a caller bug)
@@ -189,13 +191,32 @@ public final class SplitQueueDriver {
         chainLength[head] = needed;
         UnsafeApi.putShort(avail + AvailRingDescriptor.entryOffset(availIdx & mask), (short) head);
         availIdx = (availIdx + 1) & 0xffff;
+        if (exposeEachAdd) {
+            // Release: the chain's descriptors and ring entry before the idx that exposes it
+            // (2.7.13.3.1), as Linux's virtqueue_add_split does with virtio_wmb before its store.
+            VarHandle.releaseFence();
+            UnsafeApi.putShort(avail + AvailRingDescriptor.IDX_OFFSET, (short) availIdx);
+        }
         return head;
     }
 
     /**
-     * Makes every chain added since the last publish visible with ONE avail.idx store, and says
-     * whether the device wants a kick for them (2.7.10): with EVENT_IDX, if avail.idx passed
-     * avail_event; otherwise unless used.flags has NO_NOTIFY.
+     * Whether each added chain becomes visible to the device at once (one avail.idx store per
+     * add, as a Linux guest's {@code virtqueue_add_split} does) instead of at the next
+     * {@link #publishAvail()}. Either way {@link #publishAvail()} decides the kick once for every
+     * chain added since its last call (Linux's {@code virtqueue_kick_prepare} over
+     * {@code num_added}), so a device that polls the ring can start on the first chains while
+     * the driver is still adding the rest, and the kicks are the same. Off by default.
+     */
+    public void exposeEachAdd(boolean value) {
+        exposeEachAdd = value;
+    }
+
+    /**
+     * Makes every chain added since the last publish visible with ONE avail.idx store (already
+     * done per chain under {@link #exposeEachAdd(boolean)}), and says whether the device wants a
+     * kick for them (2.7.10): with EVENT_IDX, if avail.idx passed avail_event anywhere in that
+     * window; otherwise unless used.flags has NO_NOTIFY.
      *
      * @return true if the caller should kick the device
      */

@@ -1,6 +1,7 @@
 package io.vblk.vring;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -73,6 +74,40 @@ class SplitQueueDriverTest {
             assertTrue(add(2, 2) >= 0);
         }
         assertEquals(0, rig.driver.freeDescriptors());
+    }
+
+    @Test
+    void exposeEachAddShowsEveryChainAtOnceAndDecidesTheKickOncePerPublish() {
+        try (Rig r = Rig.create(16, true, true)) {
+            long b = r.driver.allocate(4096, 64);
+            long[] gpas = {b, b + 64};
+            int[] lens = {16, 1};
+            boolean[] wr = {false, true};
+            // Default: nothing is visible before publishAvail.
+            r.driver.addDirect(gpas, lens, wr, 2);
+            assertEquals(0, r.pop(), "a chain is invisible until publishAvail");
+            assertTrue(r.driver.publishAvail(), "avail_event 0 is in the window [0, 1)");
+            assertEquals(1, r.pop());
+            // Linux's virtqueue_add_split: each add stores avail.idx.
+            r.driver.exposeEachAdd(true);
+            r.driver.addDirect(gpas, lens, wr, 2);
+            assertEquals(1, r.pop(), "visible as soon as it is added");
+            r.driver.addDirect(gpas, lens, wr, 2);
+            // The device, awake, asked for no kick (avail_event stays 0 until it sleeps): the
+            // publish of the window [1, 3) does not kick although its chains were seen one by one.
+            assertFalse(r.driver.publishAvail(), "the device did not ask (avail_event is behind the window)");
+            // The device goes to sleep: avail_event = next_avail (2); the chain still unseen is found.
+            assertTrue(r.queue.enableNotifications());
+            assertEquals(1, r.pop());
+            assertFalse(r.queue.enableNotifications(), "now avail_event 3 and nothing available");
+            r.driver.addDirect(gpas, lens, wr, 2);
+            r.driver.addDirect(gpas, lens, wr, 2);
+            assertTrue(r.driver.publishAvail(), "one kick for the window [3, 5), which passed avail_event 3");
+            assertFalse(r.driver.publishAvail(), "nothing added since");
+            assertEquals(1, r.pop());
+            assertEquals(1, r.pop());
+            assertEquals(0, r.pop());
+        }
     }
 
     @Test

@@ -1,5 +1,9 @@
 package io.vblk.vhost;
 
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.UnaryOperator;
+
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.BackendOptions;
 import io.vblk.aio.Image;
@@ -16,13 +20,29 @@ public final class BackendChoice implements BackendFactory {
     private final Image image;
     private final Log log;
     private volatile BackendKind inEffect;
+    /** Applied to every back end opened (the identity, but in tests). */
+    private final UnaryOperator<IoBackend> wrap;
+    /**
+     * The back ends opened and not known to have closed drained, for {@link #closedDrained()}
+     * (pruned at each open, so a long-lived export that reconnects often keeps few).
+     */
+    private final List<IoBackend> opened = new ArrayList<>();
 
     /** Back ends of {@code wanted} over {@code image} (null only for the null back end). */
     public BackendChoice(BackendKind wanted, Image image, Log log) {
+        this(wanted, image, log, UnaryOperator.identity());
+    }
+
+    /**
+     * As {@link #BackendChoice(BackendKind, Image, Log)}, each back end passed through {@code
+     * wrap} before the device gets it (tests: a back end that reports an undrained close).
+     */
+    public BackendChoice(BackendKind wanted, Image image, Log log, UnaryOperator<IoBackend> wrap) {
         this.wanted = wanted;
         this.image = image;
         this.log = log;
         this.inEffect = wanted;
+        this.wrap = wrap;
     }
 
     @Override
@@ -33,6 +53,34 @@ public final class BackendChoice implements BackendFactory {
     /** io_uring rings single-issuer where the I/O thread reaps, if asked ({@link BackendOptions#SINGLE_ISSUER_DEFAULT}). */
     @Override
     public IoBackend open(int depth, boolean submitterReaps) {
+        IoBackend b = wrap.apply(openKind(depth, submitterReaps));
+        synchronized (opened) {
+            opened.removeIf(IoBackend::closedDrained);
+            opened.add(b);
+        }
+        return b;
+    }
+
+    /**
+     * Whether every back end opened so far was closed and its close confirmed that nothing it
+     * handed to the kernel can still reach the image ({@link IoBackend#closedDrained()}). False
+     * while one is open (a device not closed, or an I/O thread whose last round outlived its
+     * shutdown and closes its back end only when that round ends) and after a close that left
+     * operations with the kernel: the image's locks must then stay with the file until the
+     * kernel lets go of it. True when none was opened.
+     */
+    public boolean closedDrained() {
+        synchronized (opened) {
+            for (IoBackend b : opened) {
+                if (!b.closedDrained()) {
+                    return false;
+                }
+            }
+            return true;
+        }
+    }
+
+    private IoBackend openKind(int depth, boolean submitterReaps) {
         if (wanted != BackendKind.IO_URING) {
             return IoBackends.open(wanted, image, depth);
         }

@@ -459,6 +459,28 @@ final class QueueControl {
         applyLogging();
     }
 
+    /** Teardown's end after the device closed under it: the frontend's descriptors go without the device. */
+    private void releaseAfterDeviceClose() {
+        InflightBuffer inflight = state.inflight;
+        state.inflight = null;
+        if (inflight != null && device.quiesced()) {
+            inflight.close();
+        }
+        for (Vring v : state.vrings) {
+            if (v.kick != null) {
+                v.kick.close();
+                v.kick = null;
+            }
+            if (v.call != null) {
+                v.call.close();
+                v.call = null;
+            }
+            replaceError(v.index, null);
+            v.running = false;
+            v.forgetSetup();
+        }
+    }
+
     /**
      * Ends the connection's use of the device: drains and stops every ring, resets the device,
      * and closes every descriptor the frontend sent, its memory and its inflight buffer. Safe
@@ -473,19 +495,40 @@ final class QueueControl {
                 v.kick.signal();
             }
         }
-        stopRunning();
-        device.reset();
-        dropInflight();
-        for (Vring v : state.vrings) {
-            replaceKick(v, null);
-            replaceCall(v, null);
-            replaceError(v.index, null);
-            v.forgetSetup();
+        boolean closedUnderUs = false;
+        try {
+            stopRunning();
+            device.reset();
+            dropInflight();
+            for (Vring v : state.vrings) {
+                replaceKick(v, null);
+                replaceCall(v, null);
+                replaceError(v.index, null);
+                v.forgetSetup();
+            }
+            // The device lets go of the table (and its fixed-buffer pins) before it is unmapped.
+            device.clearMemory();
+        } catch (IllegalStateException e) {
+            if (!device.isClosed()) {
+                throw e;
+            }
+            // The server closed the device meanwhile (its close stopped waiting for this
+            // teardown): its I/O threads have ended, so nothing of the device uses these any more.
+            closedUnderUs = true;
+            releaseAfterDeviceClose();
         }
-        // The device lets go of the table (and its fixed-buffer pins) before it is unmapped.
-        device.clearMemory();
+        if (closedUnderUs && !device.quiesced()) {
+            // A back end closed with operations still with the kernel (or an I/O thread's last
+            // round has not ended): the kernel may yet write into the guest's pages, so the
+            // table stays mapped (leaked) rather than let a later mapping at its address take
+            // those writes.
+            log.info(who + ": the device closed without draining: the guest memory table stays mapped");
+            return;
+        }
         state.memory.close();
-        device.stopDirtyLog();
+        if (!closedUnderUs) {
+            device.stopDirtyLog();
+        }
         long outside = state.logs.outOfRange();
         if (outside != 0) {
             log.info(who + ": " + outside + " dirty-log marks fell outside the log the frontend sized");

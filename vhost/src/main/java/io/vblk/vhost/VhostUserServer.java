@@ -56,6 +56,8 @@ public final class VhostUserServer implements AutoCloseable {
     /** Frontends that may wait while one is served; more are refused by the kernel. */
     static final int BACKLOG = 4;
     private static final long CLOSE_WAIT_SECONDS = 30;
+    /** How long {@link #close()} waits for the serving thread's drain (tests shorten it). */
+    long closeWaitMs = TimeUnit.SECONDS.toMillis(CLOSE_WAIT_SECONDS);
 
     private final SocketFile socketFile;
     private final BlockDevice device;
@@ -335,8 +337,8 @@ public final class VhostUserServer implements AutoCloseable {
         stop();
         closed = true;
         try {
-            if (!awaitStopped(CLOSE_WAIT_SECONDS, TimeUnit.SECONDS)) {
-                log.info("the serving thread did not stop within " + CLOSE_WAIT_SECONDS + " s; closing anyway");
+            if (!awaitStopped(closeWaitMs, TimeUnit.MILLISECONDS)) {
+                log.info("the serving thread did not stop within " + closeWaitMs + " ms; closing anyway");
             }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();

@@ -24,6 +24,7 @@ import io.vblk.sys.PosixFile;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
+import io.vblk.testkit.QemuTools;
 
 /**
  * The image hand-over of a live migration, on real OFD locks of a real image file (and qemu-io
@@ -83,17 +84,11 @@ class ImageHandOverTest {
     }
 
     private static boolean qemuIo() {
-        return Files.isExecutable(Path.of("/usr/bin/qemu-io"));
+        return QemuTools.installed("qemu-io");
     }
 
-    private static String runQemuIo(String... args) throws Exception {
-        String[] cmd = new String[args.length + 1];
-        cmd[0] = "qemu-io";
-        System.arraycopy(args, 0, cmd, 1, args.length);
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes());
-        assertTrue(p.waitFor(60, TimeUnit.SECONDS));
-        return p.exitValue() + ": " + out;
+    private static String runQemuIo(String... args) {
+        return QemuTools.qemuIo(args).toString();
     }
 
     private QemuFlow session() {

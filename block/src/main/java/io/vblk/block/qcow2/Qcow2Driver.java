@@ -1921,6 +1921,11 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
+    @Override
+    public boolean closedDrained() {
+        return closed && io.closedDrained() && (backing == null || backing.closedDrained());
+    }
+
     /** The image file opened (and locked) for this driver; null when the image lies on a network disk. */
     io.vblk.aio.Image image() {
         return host.image();

@@ -16,6 +16,7 @@ import org.agrona.UnsafeApi;
 import io.vblk.aio.IoVector;
 import io.vblk.block.BlockDriver;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * Drives a {@link BlockDriver} the way the engine's I/O thread does (request methods, one submit,
@@ -133,19 +134,14 @@ final class DriverRig {
         UnsafeApi.setMemory(b.address(), b.capacity(), (byte) 0x5a);
     }
 
-    /** Runs a command, returns exit code and output. */
-    static Result run(String... cmd) throws IOException, InterruptedException {
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
-        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-        return new Result(p.waitFor(), out);
+    /** Runs a command, returns exit code and output (testkit {@link QemuTools#run}). */
+    static QemuTools.Run run(String... cmd) {
+        return QemuTools.run(cmd);
     }
 
-    static void qemuImg(String... args) throws IOException, InterruptedException {
-        String[] cmd = new String[args.length + 1];
-        cmd[0] = "qemu-img";
-        System.arraycopy(args, 0, cmd, 1, args.length);
-        Result r = run(cmd);
-        assertEquals(0, r.code, String.join(" ", cmd) + ": " + r.output);
+    static void qemuImg(String... args) {
+        QemuTools.Run r = QemuTools.qemuImg(args);
+        assertEquals(0, r.code(), "qemu-img " + String.join(" ", args) + ": " + r.output());
     }
 
     /** {@code qemu-img create -f qcow2 OPTIONS dir/name size}. */
@@ -159,6 +155,4 @@ final class DriverRig {
         return p;
     }
 
-    record Result(int code, String output) {
-    }
 }

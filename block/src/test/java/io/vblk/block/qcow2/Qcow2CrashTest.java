@@ -19,6 +19,7 @@ import org.junit.jupiter.params.provider.CsvSource;
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.testkit.JvmFlags;
+import io.vblk.testkit.QemuTools;
 
 /**
  * Crash consistency: a process doing allocating writes (copy-on-write from a raw backing file)
@@ -66,7 +67,7 @@ class Qcow2CrashTest {
         }
         assertTrue(done.size() >= killAfter, "the writer stopped early: " + done.size());
         awaitLocksGone(overlay);
-        DriverRig.Result check = DriverRig.run("qemu-img", "check", overlay.toString());
+        QemuTools.Run check = DriverRig.run("qemu-img", "check", overlay.toString());
         assertTrue(check.code() == 0 || check.code() == 3, "qemu-img check found errors: " + check.output());
         assertTrue(!check.output().contains("ERROR"), check.output());
 

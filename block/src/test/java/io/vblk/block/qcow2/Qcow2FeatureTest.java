@@ -17,6 +17,7 @@ import org.junit.jupiter.params.provider.ValueSource;
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /** Compressed clusters, every refcount width, version 2 images, read-only opens. */
 class Qcow2FeatureTest {
@@ -80,7 +81,7 @@ class Qcow2FeatureTest {
         assertEquals(0, DriverRig.run("qemu-img", "check", img.toString()).code() & ~3); // leaks allowed: the old compressed cluster
         Path expected = dir.resolve("expected.raw");
         Files.write(expected, model);
-        DriverRig.Result cmp = DriverRig.run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", expected.toString(), img.toString());
+        QemuTools.Run cmp = DriverRig.run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", expected.toString(), img.toString());
         assertEquals(0, cmp.code(), cmp.output());
     }
 
@@ -103,11 +104,11 @@ class Qcow2FeatureTest {
                 System.arraycopy(data, 0, model, off, data.length);
             }
         }
-        DriverRig.Result check = DriverRig.run("qemu-img", "check", img.toString());
+        QemuTools.Run check = DriverRig.run("qemu-img", "check", img.toString());
         assertEquals(0, check.code(), check.output());
         Path expected = dir.resolve("expected.raw");
         Files.write(expected, model);
-        DriverRig.Result cmp = DriverRig.run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", expected.toString(), img.toString());
+        QemuTools.Run cmp = DriverRig.run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", expected.toString(), img.toString());
         assertEquals(0, cmp.code(), cmp.output());
     }
 
@@ -147,11 +148,11 @@ class Qcow2FeatureTest {
             Arrays.fill(model, 65536, 4 * 65536, (byte) 0);
             Arrays.fill(model, 512 * 1024 + 512, 512 * 1024 + 512 + 70000 - 70000 % 512, (byte) 0);
         }
-        DriverRig.Result check = DriverRig.run("qemu-img", "check", img.toString());
+        QemuTools.Run check = DriverRig.run("qemu-img", "check", img.toString());
         assertEquals(0, check.code(), check.output());
         Path expected = dir.resolve("expected.raw");
         Files.write(expected, model);
-        DriverRig.Result cmp = DriverRig.run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", expected.toString(), img.toString());
+        QemuTools.Run cmp = DriverRig.run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", expected.toString(), img.toString());
         assertEquals(0, cmp.code(), cmp.output());
     }
 
@@ -162,7 +163,7 @@ class Qcow2FeatureTest {
         try (Qcow2Driver d = Qcow2.open(img, BackendKind.IO_URING, 8, Qcow2Options.defaults()
                 .locking(io.vblk.sys.ImageLock.Locking.OFF))) {
             // The source still writes after the destination opened: new clusters, a new L2 table.
-            DriverRig.Result r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P 0x3c 1M 192k", img.toString());
+            QemuTools.Run r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P 0x3c 1M 192k", img.toString());
             assertEquals(0, r.code(), r.output());
             DriverRig rig = new DriverRig(d);
             NativeBuffer b = DriverRig.buffer(65536);
@@ -174,7 +175,7 @@ class Qcow2FeatureTest {
             DriverRig.fill(b, new byte[65536], 0, 0);
             assertEquals(8192, rig.one(rig.write(3 * MIB, b, 8192)));
         }
-        DriverRig.Result check = DriverRig.run("qemu-img", "check", img.toString());
+        QemuTools.Run check = DriverRig.run("qemu-img", "check", img.toString());
         assertEquals(0, check.code(), check.output());
     }
 

@@ -19,6 +19,7 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * qcow2 files are untrusted input: each test damages one field of an image qemu-img made and
@@ -34,7 +35,7 @@ class Qcow2HostileImageTest {
     private Path image(String... options) throws Exception {
         Path p = DriverRig.create(dir, "h.qcow2", String.valueOf(8 * MIB), options);
         // A few clusters of data so there is an L2 table to damage.
-        DriverRig.Result r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 256k", p.toString());
+        QemuTools.Run r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 256k", p.toString());
         assertEquals(0, r.code(), r.output());
         return p;
     }

@@ -14,6 +14,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.ImageLock;
+import io.vblk.testkit.QemuTools;
 
 /**
  * QEMU's image locks on a qcow2 image and its backing chain, with real qemu-img and qemu-io: the
@@ -31,13 +32,13 @@ class Qcow2LockingTest {
         Path over = DriverRig.create(dir, "over.qcow2", String.valueOf(4 << 20), "-b", base.toString(), "-F", "raw");
         try (Qcow2Driver d = Qcow2.open(over, BackendKind.IO_URING, 8, Qcow2Options.defaults())) {
             assertEquals(2, d.files().size());
-            DriverRig.Result info = DriverRig.run("qemu-img", "info", over.toString());
+            QemuTools.Run info = DriverRig.run("qemu-img", "info", over.toString());
             assertNotEquals(0, info.code(), info.output());
             assertTrue(info.output().contains("Failed to get shared \"write\" lock"), info.output());
             assertEquals(0, DriverRig.run("qemu-img", "info", "-U", over.toString()).code(), "force-share reads it");
             // The base: readable beside the overlay, never writable.
             assertEquals(0, DriverRig.run("qemu-img", "info", "-f", "raw", base.toString()).code());
-            DriverRig.Result w = DriverRig.run("qemu-io", "-f", "raw", "-c", "write 0 512", base.toString());
+            QemuTools.Run w = DriverRig.run("qemu-io", "-f", "raw", "-c", "write 0 512", base.toString());
             assertTrue(w.output().contains("Failed to get \"write\" lock"), w.output());
         }
         // Released with the driver (and its io_uring ring).
@@ -68,13 +69,7 @@ class Qcow2LockingTest {
         Qcow2.open(img, BackendKind.IO_URING, 8, Qcow2Options.defaults()).close(); // free once qemu-io died
     }
 
-    private static void awaitHeld(Path img) throws Exception {
-        for (int i = 0; i < 300; i++) {
-            if (DriverRig.run("qemu-img", "info", img.toString()).code() != 0) {
-                return;
-            }
-            Thread.sleep(50);
-        }
-        throw new AssertionError("qemu-io never locked " + img);
+    private static void awaitHeld(Path img) {
+        QemuTools.awaitLockBytes(img, m -> (m & 0x02) != 0, 15); // byte 101: "write" in use, what qemu-img info is refused for
     }
 }

@@ -16,6 +16,7 @@ import org.junit.jupiter.params.provider.CsvSource;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * Random writes, discards and write-zeroes, several in flight at once, over a qcow2 overlay of a
@@ -119,11 +120,11 @@ class Qcow2ModelTest {
             }
             assertEquals(0, rig.one(rig.flush()));
         }
-        DriverRig.Result check = DriverRig.run("qemu-img", "check", overlay.toString());
+        QemuTools.Run check = DriverRig.run("qemu-img", "check", overlay.toString());
         assertEquals(0, check.code(), "qemu-img check: " + check.output());
         Path expected = dir.resolve("model.raw");
         Files.write(expected, model);
-        DriverRig.Result cmp = DriverRig.run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", expected.toString(),
+        QemuTools.Run cmp = DriverRig.run("qemu-img", "compare", "-f", "raw", "-F", "qcow2", expected.toString(),
                 overlay.toString());
         assertEquals(0, cmp.code(), "qemu-img compare: " + cmp.output());
     }

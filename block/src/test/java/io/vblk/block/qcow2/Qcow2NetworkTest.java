@@ -17,6 +17,7 @@ import io.vblk.block.NetworkDisk;
 import io.vblk.block.rbd.CephCluster;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * qcow2 images whose bytes lie on a network disk, with real servers: a qcow2 file served as raw
@@ -49,7 +50,7 @@ class Qcow2NetworkTest {
     }
 
     private static String qemuIo(Path img, String command) throws Exception {
-        DriverRig.Result r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", command, img.toString());
+        QemuTools.Run r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", command, img.toString());
         assertEquals(0, r.code(), "qemu-io " + command + ": " + r.output());
         assertFalse(r.output().contains("Pattern verification failed"), "qemu-io " + command + ": " + r.output());
         return r.output();
@@ -109,7 +110,7 @@ class Qcow2NetworkTest {
     }
 
     private static void verifyWith(Path img) throws Exception {
-        DriverRig.Result check = DriverRig.run("qemu-img", "check", img.toString());
+        QemuTools.Run check = DriverRig.run("qemu-img", "check", img.toString());
         assertEquals(0, check.code(), "qemu-img check: " + check.output());
         qemuIo(img, "read -P 0xab 0 4096");
         qemuIo(img, "read -P 0x11 4096 8192");
@@ -119,7 +120,7 @@ class Qcow2NetworkTest {
         qemuIo(img, "read -P 0x33 " + (63L * MIB + 4096) + " 4096");
         qemuIo(img, "read -P 0 63M 4096");
         qemuIo(img, "read -P 0x44 100M 64k");
-        DriverRig.Result info = DriverRig.run("qemu-img", "info", "--output=json", img.toString());
+        QemuTools.Run info = DriverRig.run("qemu-img", "info", "--output=json", img.toString());
         assertTrue(info.output().contains("\"virtual-size\": " + 128L * MIB), info.output());
     }
 

@@ -16,6 +16,7 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * Online resize of qcow2 images (BlockDriver.resize): growth within the L1 table's clusters and
@@ -30,15 +31,15 @@ class Qcow2ResizeTest {
     Path dir;
 
     private static void qemuIo(Path img, String command) throws Exception {
-        DriverRig.Result r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", command, img.toString());
+        QemuTools.Run r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", command, img.toString());
         assertEquals(0, r.code(), "qemu-io " + command + ": " + r.output());
         assertFalse(r.output().contains("Pattern verification failed"), "qemu-io " + command + ": " + r.output());
     }
 
     private static void checkClean(Path img, long virtualSize) throws Exception {
-        DriverRig.Result check = DriverRig.run("qemu-img", "check", img.toString());
+        QemuTools.Run check = DriverRig.run("qemu-img", "check", img.toString());
         assertEquals(0, check.code(), "qemu-img check: " + check.output());
-        DriverRig.Result info = DriverRig.run("qemu-img", "info", "--output=json", img.toString());
+        QemuTools.Run info = DriverRig.run("qemu-img", "info", "--output=json", img.toString());
         assertTrue(info.output().contains("\"virtual-size\": " + virtualSize), info.output());
     }
 

@@ -21,6 +21,7 @@ import io.vblk.aio.IoVector;
 import io.vblk.sys.FaultPoints;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.testkit.GatedBackend;
+import io.vblk.testkit.QemuTools;
 
 /**
  * A late fault (engine GuestFaults) goes through the qcow2 driver while its back end holds an
@@ -134,7 +135,7 @@ class Qcow2StalledFaultTest {
 
     /** Where guest offset {@code guest} lies in the image file ({@code qemu-img map}). */
     private static long hostOffset(Path img, long guest) throws Exception {
-        DriverRig.Result r = DriverRig.run("qemu-img", "map", "--output=json", img.toString());
+        QemuTools.Run r = DriverRig.run("qemu-img", "map", "--output=json", img.toString());
         assertEquals(0, r.code(), r.output());
         Matcher m = Pattern.compile("\"start\": (\\d+), \"length\": (\\d+),[^}]*\"data\": true[^}]*\"offset\": (\\d+)")
                 .matcher(r.output());

@@ -19,6 +19,7 @@ import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
 import io.vblk.sys.FaultPoints;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * irev4 (a limit the last closing note listed as untested): {@code Qcow2Driver.failStalled} with
@@ -109,7 +110,7 @@ class Qcow2StalledWaitersAttackTest {
             } finally {
                 closeWithin(d);
             }
-            DriverRig.Result r = DriverRig.run("qemu-img", "check", img.toString());
+            QemuTools.Run r = DriverRig.run("qemu-img", "check", img.toString());
             assertTrue(r.code() == 0 || r.code() == 3, where + ": " + r.output());
         }
         assertTrue(faults >= 4, "the fault landed in only " + faults + " steps");

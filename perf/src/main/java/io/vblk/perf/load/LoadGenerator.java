@@ -81,6 +81,13 @@ public final class LoadGenerator {
         }
     }
 
+    /**
+     * Whether the guest exposes each re-issued request at once (one avail.idx store per request,
+     * as Linux's virtqueue_add_split) rather than once per pass; kicks are decided once per pass
+     * either way. Process-wide, set once by the command before any run.
+     */
+    private static volatile boolean exposeEachRequest;
+
     private final GuestQueue[] queues;
     private final Doorbell doorbell;
     private final InterruptWait interruptWait;
@@ -105,8 +112,22 @@ public final class LoadGenerator {
         this.intervalNs = workload.rateIops() > 0 ? Math.max(1, 1_000_000_000L / workload.rateIops()) : 0;
         for (GuestQueue q : queues) {
             q.driver().disableInterrupts();
+            q.driver().exposeEachAdd(exposeEachRequest);
             q.openLoop(intervalNs > 0);
         }
+    }
+
+    /**
+     * Makes the guests of every later run expose each request as it is added (true: a Linux
+     * guest's avail.idx store per request) or once per pass (false).
+     */
+    public static void exposeEachRequest(boolean value) {
+        exposeEachRequest = value;
+    }
+
+    /** See {@link #exposeEachRequest(boolean)}. */
+    public static boolean exposesEachRequest() {
+        return exposeEachRequest;
     }
 
     /** Requests completed so far (warm-up included), readable from any thread for a progress line. */
