@@ -156,7 +156,12 @@ public final class Tuning {
      * --runtime 2}, alternating, 50 us better in 5 of 5 rounds of one run (load 4-7) and worse in 7
      * of 8 of the next (load 5-8.5); {@code vblk bench --compare --only fio} twice each,
      * alternating (load 6-12): embedded/fio 0.80x and 1.14x off, 0.91x and 1.21x with 50 us;
-     * serve/fio 0.71x and 0.70x off, 0.83x and 1.17x with. Left off until a quiet machine ranks it.
+     * serve/fio 0.71x and 0.70x off, 0.83x and 1.17x with. Three more such pairs on a quieter
+     * machine (02:05-02:12, load 1.0-4.3): embedded/fio 0.81x, 0.83x, 0.90x off against 0.96x,
+     * 0.86x, 0.97x with (better in each pair), but serve/fio 0.86x, 0.81x, 0.89x off against
+     * 0.78x, 0.93x, 0.72x with (worse in two), and device CPU per I/O higher with it (embedded
+     * 2.85-3.61 against 2.47-3.11 us, serve 3.72-3.95 against 2.33-3.33 us). Left off: it helps
+     * the embedded guest and hurts {@code vblk serve} more often than not.
      */
     public static final long DEFAULT_ANSWER_WINDOW_NS = 0;
 
