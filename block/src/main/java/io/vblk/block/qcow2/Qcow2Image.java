@@ -107,30 +107,55 @@ final class Qcow2Image {
      * Where the image's allocated clusters end on a network disk, whose size is its own: one past
      * the last cluster with a non-zero refcount (and past every metadata cluster), read from the
      * refcount blocks. Clusters are allocated from there, never over a cluster in use.
+     *
+     * <p>Only the refcount blocks that describe clusters below the disk's end are read: the
+     * result is capped there anyway, and a hostile refcount table may name a million blocks. So
+     * the bytes read are bounded by the disk's real size over the entries per block (one block
+     * of 2 MiB clusters with 1-bit refcounts covers 32 TiB), never by a header field. Each block
+     * is tested 8 bytes at a time, from its end.
      */
     private static long allocationEnd(Qcow2Host host, Qcow2Header h, long diskSize, NativeBuffer reftable,
                                       long[] meta, int alignment) throws IOException {
         int cluster = h.clusterSize;
+        long diskEnd = roundUp(diskSize, cluster);
         long end = meta.length == 0 ? cluster : meta[meta.length - 1] + cluster;
         long entriesPerBlock = ((long) cluster * 8) >>> h.refcountOrder;
         int bits = 1 << h.refcountOrder;
-        NativeBuffer block = new NativeBuffer(cluster, Math.max(alignment, 8));
         UnsafeBuffer r = reftable.buffer();
         int entries = h.refcountTableClusters * (cluster / 8);
-        for (int i = entries - 1; i >= 0; i--) {
+        long diskClusters = diskEnd / cluster;
+        int useful = (int) Math.min(entries, (diskClusters + entriesPerBlock - 1) / entriesPerBlock);
+        NativeBuffer block = null;
+        for (int i = useful - 1; i >= 0; i--) {
             long off = r.getLong(i * 8, ByteOrder.BIG_ENDIAN) & REFT_OFFSET_MASK;
             if (off == 0) {
                 continue;
             }
+            if (block == null) {
+                block = new NativeBuffer(cluster, Math.max(alignment, 8));
+            }
             host.read(off, block, cluster);
-            UnsafeBuffer b = block.buffer();
-            for (long j = entriesPerBlock - 1; j >= 0; j--) {
+            long last = lastUsedEntry(block.buffer(), cluster, bits);
+            if (last >= 0) {
+                long c = ((long) i * entriesPerBlock + last + 1) * cluster;
+                return Math.min(Math.max(end, c), diskEnd);
+            }
+        }
+        return Math.min(end, diskEnd);
+    }
+
+    /** The index of the last non-zero refcount in a block of {@code bits}-bit entries, or -1. */
+    static long lastUsedEntry(UnsafeBuffer b, int cluster, int bits) {
+        int perWord = 64 / bits;
+        for (int q = cluster / 8 - 1; q >= 0; q--) {
+            if (b.getLong(q * 8) == 0) {
+                continue;
+            }
+            for (long j = (long) q * perWord + perWord - 1; j >= (long) q * perWord; j--) {
                 long bit = j * bits;
-                boolean used;
+                boolean used = false;
                 if (bits >= 8) {
-                    int bytes = bits / 8;
-                    used = false;
-                    for (int k = 0; k < bytes && !used; k++) {
+                    for (int k = 0; k < bits / 8 && !used; k++) {
                         used = b.getByte((int) (bit / 8) + k) != 0;
                     }
                 } else {
@@ -138,12 +163,11 @@ final class Qcow2Image {
                     used = ((v >>> (bit % 8)) & ((1 << bits) - 1)) != 0;
                 }
                 if (used) {
-                    long c = ((long) i * entriesPerBlock + j + 1) * cluster;
-                    return Math.min(Math.max(end, c), roundUp(diskSize, cluster));
+                    return j;
                 }
             }
         }
-        return Math.min(end, roundUp(diskSize, cluster));
+        return -1;
     }
 
     private static long[] collectMetadata(Qcow2Header h, long fileSize, NativeBuffer l1, NativeBuffer reftable) {
