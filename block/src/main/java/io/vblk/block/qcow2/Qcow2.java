@@ -302,6 +302,16 @@ public final class Qcow2 {
         // A backing file is a reader's use (QEMU's backing child): it may be read by others, never written.
         Image image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(options.direct()),
                 options.locking());
+        if (options.direct() && !image.portable() && image.sizeBytes() % image.logicalBlockSize() != 0) {
+            // A size that is not a multiple of the O_DIRECT alignment (QEMU reads the tail as
+            // padded with zeros): the last piece's read would be refused with EINVAL, so the
+            // file is read through the page cache, where a read of the tail is short and the
+            // driver zero-fills the rest of the cluster. Read-only, so nothing is lost.
+            io.vblk.block.ImageLocks.release(image);
+            image.close();
+            image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(false),
+                    options.locking());
+        }
         try {
             IoBackend io = IoBackends.open(kind, image, depth);
             return RawDriver.owning(io, image);
