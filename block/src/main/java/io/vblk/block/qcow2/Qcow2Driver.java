@@ -117,9 +117,20 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList l1Waiters = new ReqList();
     private final ReqList ioWaiters = new ReqList();
     /** The lists of requests that wait for something (all but {@link #done}). */
+    /**
+     * Requests that used up the round's piece budget ({@link #PIECES_PER_ROUND}): a DISCARD or
+     * WRITE_ZEROES of 2 GiB over clusters that need no I/O would otherwise walk millions of
+     * pieces in one call, holding an I/O thread other disks share. They go on at the next poll.
+     */
+    private final ReqList yielded = new ReqList();
+    /** Pieces one round may still start before requests yield (reset by every {@link #poll}). */
+    private int piecesLeft = PIECES_PER_ROUND;
+    /** About a quarter of a millisecond of pieces that need no I/O. */
+    static final int PIECES_PER_ROUND = 1 << 16;
     /** Requests waiting for a bounce buffer ({@link #acquireBounce}). */
     private final ReqList bounceWaiters = new ReqList();
-    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters, bounceWaiters};
+    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters, bounceWaiters,
+        yielded};
     /**
      * Bounce buffers (a decompressed cluster and up to two clusters of compressed input each),
      * shared by the requests: a request takes one for a copy-on-write or a compressed read and
@@ -564,6 +575,10 @@ public final class Qcow2Driver implements BlockDriver {
                         prepare(r, io.prepareFlush(tag(K_REQ, r.index)));
                         r.pos = r.end;
                         continue;
+                    }
+                    if (--piecesLeft < 0 && r.pending == 0) {
+                        yielded.add(r); // the round's budget is spent: on at the next poll
+                        return;
                     }
                     if (!startPiece(r)) {
                         return;
@@ -1732,6 +1747,8 @@ public final class Qcow2Driver implements BlockDriver {
             wakeAll(ioWaiters);
         }
         retryMetadataWrites();
+        piecesLeft = PIECES_PER_ROUND;
+        wakeAll(yielded);
         Req r;
         while ((r = runnable.poll()) != null) {
             run(r);
@@ -1852,7 +1869,7 @@ public final class Qcow2Driver implements BlockDriver {
      */
     @Override
     public int reclaimLostSlots() {
-        if (closed || accepted != 0 || done.size != 0 || runnable.size != 0 || !backEndsIdle()) {
+        if (closed || accepted != 0 || done.size != 0 || runnable.size != 0 || yielded.size != 0 || !backEndsIdle()) {
             return 0;
         }
         if (freeReqCount != reqs.length) {
@@ -1920,7 +1937,7 @@ public final class Qcow2Driver implements BlockDriver {
         // a fault not yet recovered from once the back ends are idle: a request it stranded
         // fails at a poll, not at a drain.
         return io.pendingSubmit() + (backing == null ? 0 : backing.pendingSubmit()) + done.size + runnable.size
-                + (recoverable() ? 1 : 0);
+                + yielded.size + (recoverable() ? 1 : 0);
     }
 
     /**
@@ -1964,7 +1981,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int awaitCompletions(int timeoutMs) {
-        if (done.size > 0 || runnable.size > 0 || recoverable()) {
+        if (done.size > 0 || runnable.size > 0 || yielded.size > 0 || recoverable()) {
             return 1;
         }
         return io.awaitCompletions(backing == null ? timeoutMs : Math.min(timeoutMs < 0 ? 1 : timeoutMs, 1));
