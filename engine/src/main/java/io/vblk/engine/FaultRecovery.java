@@ -47,6 +47,22 @@ final class FaultRecovery {
     }
 
     /**
+     * A failure on a shared I/O thread that no member can be named for (it landed between
+     * members' rounds): quarantines by evidence only ({@link GuestFaults#attribute}), and turns
+     * this thread suspect, as a fault attributed elsewhere does, since it may have cost a
+     * completion; never stops this member's queues on no evidence, since it may not be theirs.
+     * The evidence covers every member of the shared thread, so one member {@code attribute}s.
+     */
+    void caughtUnplaced(Throwable e, boolean attribute) {
+        dispatcher.reclaimStranded();
+        if (attribute && !GuestFaults.attribute(thread, e)) {
+            thread.report("failure on shared I/O thread " + thread.roleName() + " outside any device's round, no device"
+                    + " named by evidence; its devices go on: " + e);
+        }
+        evidence.suspect = true;
+    }
+
+    /**
      * Suspect (a fault attributed elsewhere landed outside a pop loop): once every queue of the
      * thread has nothing in flight, nothing was lost, and the thread is trusted again.
      */

@@ -196,6 +196,20 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
     }
 
+    /**
+     * A failure a shared thread caught outside this member's isolated round: {@code here} when
+     * it came from this member's own sleep checks (handled as one in its round), otherwise
+     * attributed by evidence only, by the one member told to {@code attribute} (see
+     * {@link FaultRecovery#caughtUnplaced}).
+     */
+    void caughtBesideRound(Throwable e, boolean here, boolean attribute) {
+        if (here) {
+            faults.caught(e);
+        } else {
+            faults.caughtUnplaced(e, attribute);
+        }
+    }
+
     /** A failure outside a pop loop: see {@link FaultRecovery#caught}. */
     private void caughtInRound(Throwable e) {
         faults.caught(e);
@@ -307,7 +321,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 // mapping: SIGBUS, raised by the JVM as InternalError): stop this thread's queues
                 // loudly rather than spin on the failure, and keep the thread for the next frontend.
                 caughtInRound(e);
-                idle.idle(0);
+                try {
+                    idle.idle(0);
+                } catch (RuntimeException | Error again) {
+                    caughtInRound(again); // a late fault can land in the idle path too
+                }
             }
         }
         if (!exit.compareAndSet(RUNS, EXITED)) {

@@ -55,6 +55,9 @@ public final class SharedIoThread implements AutoCloseable {
     private volatile int memberCount;
     private volatile boolean running = true;
     private volatile boolean sleeping;
+    private static final int NO_MEMBER = -1;
+    /** The member whose sleep checks run now, or NO_MEMBER (this thread only: names a fault's member). */
+    private int current = NO_MEMBER;
     private volatile long sleptNs;
     private final long startedNs = System.nanoTime();
 
@@ -228,6 +231,25 @@ public final class SharedIoThread implements AutoCloseable {
 
     private void run() {
         while (running) {
+            try {
+                loop();
+            } catch (RuntimeException | Error e) {
+                // A late guest-memory fault (SIGBUS in Unsafe, raised by the JVM as InternalError
+                // at a later safepoint poll) can land outside every member's isolated round: in
+                // the sleep's checks, at a loop back-edge. It must not end this thread: the other
+                // members' devices would stop with it.
+                caughtOutsideRounds(e);
+            }
+        }
+        Runnable change;
+        while ((change = changes.poll()) != null) {
+            change.run();
+        }
+    }
+
+    /** The rounds, in a method of their own so that a fault delivered anywhere lands in run()'s handler. */
+    private void loop() {
+        while (running) {
             Runnable change;
             while ((change = changes.poll()) != null) {
                 change.run();
@@ -238,9 +260,32 @@ public final class SharedIoThread implements AutoCloseable {
             }
             idle.idle(work);
         }
-        Runnable change;
-        while ((change = changes.poll()) != null) {
-            change.run();
+    }
+
+    /**
+     * A failure outside the members' isolated rounds. In a member's sleep checks it is that
+     * member's (as a failure in its round); elsewhere no member can be named, so it is
+     * attributed by evidence only, and every member turns suspect (a drain then looks for
+     * requests it may have lost) without quarantining anyone on no evidence.
+     */
+    private void caughtOutsideRounds(Throwable e) {
+        IoThread[] ms = members;
+        int at = current;
+        current = NO_MEMBER;
+        sleeping = false;
+        try {
+            if (at >= 0 && at < ms.length) {
+                ms[at].caughtBesideRound(e, true, true);
+            } else if (ms.length > 0) {
+                for (int i = 0; i < ms.length; i++) {
+                    ms[i].caughtBesideRound(e, false, i == 0);
+                }
+            }
+            for (IoThread m : ms) {
+                m.finishSleep(); // whatever a sleep prepared: at worst notifications stay on
+            }
+        } catch (RuntimeException | Error again) {
+            // A second fault while handling the first: the next pass of run() handles it, if it recurs.
         }
     }
 
@@ -270,6 +315,7 @@ public final class SharedIoThread implements AutoCloseable {
         boolean wakeNow = !changes.isEmpty() || !running;
         sleeping = true;
         for (; prepared < ms.length && !wakeNow; prepared++) {
+            current = prepared;
             int t = ms[prepared].prepareSleep();
             if (t == IoThread.WAKE_NOW) {
                 wakeNow = true;
@@ -289,11 +335,13 @@ public final class SharedIoThread implements AutoCloseable {
         }
         sleeping = false;
         for (int i = 0; i < prepared; i++) {
+            current = i;
             if (!wakeNow) {
                 ms[i].awaitEvents(0); // collect and acknowledge what woke this member
             }
             ms[i].finishSleep();
         }
+        current = NO_MEMBER;
     }
 
     /** Whether it sleeps in epoll now (for tests and diagnostics). */

@@ -33,6 +33,13 @@ final class Descriptors {
     private static final int STAT_SIZE_OFFSET = 48;
     private static final int S_IFMT = 0170000;
     private static final int S_IFREG = 0100000;
+    private static final long SYS_FSTATFS = 138;
+    /** struct statfs on x86-64 is 120 bytes; f_type (a long) comes first. */
+    private static final int STATFS_LENGTH = 120;
+    /** shmem: tmpfs files, /dev/shm, and every non-hugetlb memfd. */
+    static final long TMPFS_MAGIC = 0x01021994L;
+    /** hugetlbfs: /dev/hugepages files and hugetlb memfds. */
+    static final long HUGETLBFS_MAGIC = 0x958458f6L;
 
     private Descriptors() {
     }
@@ -80,6 +87,30 @@ final class Descriptors {
         }
         return new RegularFile(stat.getLong(STAT_DEV_OFFSET), stat.getLong(STAT_INO_OFFSET),
                 stat.getLong(STAT_SIZE_OFFSET));
+    }
+
+    /**
+     * The file system type (statfs {@code f_type}, a magic number) of the file {@code fd} refers to.
+     *
+     * @throws ProtocolError (rejected) when fstatfs fails
+     */
+    static long fileSystemType(int fd) {
+        UnsafeBuffer statfs = new NativeBuffer(STATFS_LENGTH).buffer();
+        long rc = Native.syscall(SYS_FSTATFS, fd, statfs.addressOffset(), 0, 0, 0);
+        if (rc < 0) {
+            throw ProtocolError.rejected("fstatfs of descriptor failed: errno " + -rc + " (" + Errno.describe((int) -rc) + ")");
+        }
+        return statfs.getLong(0);
+    }
+
+    /**
+     * Whether a page fault on a file of this type is served from memory and ends: shmem (memfd,
+     * tmpfs) and hugetlbfs. A fault on any other file system may wait on I/O, and on FUSE, NFS or
+     * 9p for a server that never answers; a thread blocked in such a fault inside Java code never
+     * reaches a safepoint, and the next safepoint then stops every thread of the JVM.
+     */
+    static boolean isMemoryFileSystem(long type) {
+        return type == TMPFS_MAGIC || type == HUGETLBFS_MAGIC;
     }
 
     /** Closes a descriptor we own, ignoring errors (there is nothing to do about them). */

@@ -48,6 +48,7 @@ final class MemoryTable implements AutoCloseable {
      */
     static final long MAX_MAPPED_BYTES = 1L << 46;
     private static final AtomicLong MAPPED = new AtomicLong();
+    private static final String ANY_FILE_SYSTEM_PROPERTY = VhostUserServer.GUEST_MEMORY_ANY_FILE_SYSTEM;
 
     private List<Region> regions = List.of();
     private GuestMemory memory;
@@ -132,6 +133,13 @@ final class MemoryTable implements AutoCloseable {
         long fileSize = Descriptors.regularFileSize(r.fd);
         if (r.mmapOffset < 0 || r.mmapOffset > fileSize || r.size > fileSize - r.mmapOffset) {
             throw ProtocolError.rejected("memory region " + r + " runs past the end of its file (" + fileSize + " bytes)");
+        }
+        long type = Descriptors.fileSystemType(r.fd);
+        if (!Descriptors.isMemoryFileSystem(type) && !Boolean.getBoolean(ANY_FILE_SYSTEM_PROPERTY)) {
+            throw ProtocolError.rejected(String.format("memory region %s is a file on a file system of type 0x%x, not"
+                    + " shared memory (memfd, tmpfs) or hugetlbfs: a fault on it could wait for ever on the file's"
+                    + " server and stop the whole process (-D%s=true maps it anyway)", r, type,
+                    ANY_FILE_SYSTEM_PROPERTY));
         }
     }
 

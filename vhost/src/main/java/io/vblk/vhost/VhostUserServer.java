@@ -44,6 +44,15 @@ import io.vblk.sys.UnixSocket;
  * in one line and closed before a single message is read.
  */
 public final class VhostUserServer implements AutoCloseable {
+    /**
+     * System property that lets memory regions be files on any file system. By default a region
+     * must be shared memory (memfd, tmpfs such as /dev/shm) or hugetlbfs, what QEMU's
+     * memory-backend-memfd and memory-backend-file on /dev/shm or /dev/hugepages send: a page
+     * fault on a file served by FUSE, NFS or 9p can wait for ever, and a data-plane thread
+     * blocked in it keeps the whole JVM from its next safepoint.
+     */
+    public static final String GUEST_MEMORY_ANY_FILE_SYSTEM = "vblk.vhost.guestMemoryAnyFileSystem";
+
     /** Frontends that may wait while one is served; more are refused by the kernel. */
     static final int BACKLOG = 4;
     private static final long CLOSE_WAIT_SECONDS = 30;

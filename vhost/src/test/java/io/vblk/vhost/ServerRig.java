@@ -46,6 +46,22 @@ final class ServerRig implements AutoCloseable {
      */
     private ServerRig(Path dir, int queues, boolean readOnly, UnaryOperator<BackendFactory> backends, Boolean incoming)
             throws IOException {
+        this(dir, queues, readOnly, backends, incoming, null);
+    }
+
+    /** A server whose queues run on {@code shared} (as `vblk daemon` exports with iothreads). */
+    static ServerRig startShared(Path dir, io.vblk.engine.SharedIoThread shared) throws IOException {
+        return new ServerRig(dir, 1, false, UnaryOperator.identity(), null, shared);
+    }
+
+    /** As {@link #startShared(Path, io.vblk.engine.SharedIoThread)}, back ends wrapped by {@code backends}. */
+    static ServerRig startShared(Path dir, io.vblk.engine.SharedIoThread shared, UnaryOperator<BackendFactory> backends)
+            throws IOException {
+        return new ServerRig(dir, 1, false, backends, null, shared);
+    }
+
+    private ServerRig(Path dir, int queues, boolean readOnly, UnaryOperator<BackendFactory> backends, Boolean incoming,
+            io.vblk.engine.SharedIoThread shared) throws IOException {
         Path imagePath = dir.resolve("disk.img");
         if (!Files.exists(imagePath)) {
             Files.write(imagePath, new byte[(int) IMAGE_BYTES]);
@@ -67,6 +83,9 @@ final class ServerRig implements AutoCloseable {
                 .tuning(Tuning.defaults()).log(log).name("rig");
         if (activation != null) {
             b.activation(activation);
+        }
+        if (shared != null) {
+            b.ioThreads(shared);
         }
         server = b.build();
         thread = new Thread(server::serve, "rig-server");
