@@ -12,6 +12,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * Copy-on-write and compressed reads need a bounce buffer of 3 clusters: with 2 MiB clusters a
@@ -81,7 +82,7 @@ class Qcow2BouncePoolTest {
             }
             assertTrue(d.bounceBuffers() * (3L * CLUSTER) <= Qcow2Driver.BOUNCE_BUDGET_BYTES, d.bounceBuffers() + " buffers");
         }
-        DriverRig.Result check = DriverRig.run("qemu-img", "check", img.toString());
+        QemuTools.Run check = QemuTools.qemuImg("check", img.toString());
         // 3: leaked clusters only (the compressed clusters copied away are not freed; the file only grows)
         assertTrue(check.code() == 0 || check.code() == 3 && !check.output().contains("ERROR"), check.output());
     }
