@@ -92,13 +92,16 @@ public final class Image implements AutoCloseable {
      * Opens a raw file or block device.
      *
      * @throws NativeException when open(2) or statx(2) fails (errno and path in the message)
+     * @throws IllegalArgumentException when {@code path} is neither a regular file nor a block device
      * @throws UncheckedIOException when a portable open fails
      */
     public static Image open(Path path, ImageOptions options) {
         if (options.portable() || !LINUX) {
             return openPortable(path, options);
         }
-        PosixFile file = PosixFile.open(path, options.readOnly(), options.direct());
+        // Only a regular file or a block device: a FIFO (its open would block for ever), a
+        // character device or a socket is refused, whoever named it (a qcow2 backing name too).
+        PosixFile file = PosixFile.openFileOrBlockDevice(path, options.readOnly(), options.direct());
         try {
             return describe(path, options, file);
         } catch (RuntimeException e) {

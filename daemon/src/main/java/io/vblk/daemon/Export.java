@@ -17,7 +17,6 @@ import io.vblk.block.DriverFactory;
 import io.vblk.block.ImageFormat;
 import io.vblk.block.NetworkDisk;
 import io.vblk.block.qcow2.Qcow2;
-import io.vblk.block.qcow2.Qcow2Options;
 import io.vblk.engine.BlkConfig;
 import io.vblk.engine.BlockDevice;
 import io.vblk.engine.SharedIoThread;
@@ -125,13 +124,11 @@ final class Export implements AutoCloseable {
         long networkFormatSize = 0;
         try {
             format = network != null || spec.format == ImageFormat.RAW ? null
-                    : FormatChoice.open(spec.image, spec.format, kind, spec.readOnly, spec.direct, spec.l2CacheTables,
-                            spec.locking, log);
+                    : FormatChoice.open(spec.image, kind, spec.qcow2Options(), log);
             if (network != null && spec.format == ImageFormat.QCOW2) {
                 // A qcow2 image whose bytes lie on the server (qemu-nbd -f raw, rbd import).
                 networkFormatSize = Qcow2.virtualSize(network);
-                networkFormat = Qcow2.factory(network, Qcow2Options.defaults().readOnly(spec.readOnly)
-                        .l2CacheTables(spec.l2CacheTables));
+                networkFormat = Qcow2.factory(network, spec.qcow2Options());
             }
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(e.getMessage());

@@ -88,6 +88,15 @@ final class ExportOptions {
             + "as a migration's destination without --incoming), auto (on, but go on unlocked where the filesystem refuses OFD locks)")
     String locking;
 
+    @Option(names = "--network-backing", arity = "0", description = "qcow2: follow a backing name the image records "
+            + "that is a network address (nbd://, nbd+unix://, rbd:POOL/IMAGE without options); refused by default, since the "
+            + "image, not the operator, chose where the daemon connects")
+    boolean networkBacking;
+
+    @Option(names = "--backing-dir", paramLabel = "DIR", description = "qcow2: every local backing file (links and .. "
+            + "resolved) must lie under DIR (default: anywhere the daemon may read, as QEMU)")
+    String backingDir;
+
     @Option(names = "--incoming", arity = "0", description = "a live migration's destination (as QEMU's -incoming): open "
             + "the image inactive (the locks of a reader that lets others write) while the source's backend still writes it, "
             + "and take the writer's locks when the frontend starts the device after the migration; a start while another "
@@ -146,6 +155,10 @@ final class ExportOptions {
         put(m, "poll_max_us", pollMaxUs);
         put(m, "fixed_buffers", fixedBuffers);
         put(m, "locking", locking);
+        if (networkBacking) {
+            m.put("network_backing", Boolean.TRUE);
+        }
+        put(m, "backing_dir", backingDir);
         if (incoming) {
             m.put("incoming", Boolean.TRUE);
         }

@@ -34,7 +34,7 @@ final class ExportSpec {
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
             "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname",
-            "nbd_connections", "fixed_buffers", "locking", "incoming");
+            "nbd_connections", "fixed_buffers", "locking", "incoming", "network_backing", "backing_dir");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -45,6 +45,12 @@ final class ExportSpec {
     Path socket;
     /** The image format: named, never guessed. */
     ImageFormat format = ImageFormat.RAW;
+    /** The qcow2 options this export opens its image with. */
+    Qcow2Options qcow2Options() {
+        return Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables).locking(locking)
+                .networkBacking(networkBacking).backingDir(backingDir);
+    }
+
     /** qcow2: L2 tables the driver caches per I/O thread (each one cluster of memory). */
     int l2CacheTables = Qcow2Options.DEFAULT_L2_CACHE_TABLES;
     /** A network disk's address (nbd://, nbd+unix://, nbds://, nbds+unix://, rbd:), or null. */
@@ -69,6 +75,10 @@ final class ExportSpec {
     FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
     /** QEMU-compatible image locking of image files (and qcow2 backing files): on, off or auto. */
     io.vblk.sys.ImageLock.Locking locking = io.vblk.sys.ImageLock.Locking.ON;
+    /** qcow2: whether a network backing name read from the image (nbd://, rbd:) is followed (never with Ceph options). */
+    boolean networkBacking;
+    /** qcow2: the directory every local backing file must lie under, or null for anywhere (as QEMU). */
+    Path backingDir;
     /** A migration's destination: the image opens inactive and becomes active at the device's start. */
     boolean incoming;
     List<String> iothreads = List.of();
@@ -160,6 +170,18 @@ final class ExportSpec {
             }
         }
         s.incoming = p.bool("incoming");
+        s.networkBacking = p.bool("network_backing");
+        String backingDir = p.string("backing_dir", null);
+        if (backingDir != null) {
+            s.backingDir = Path.of(backingDir);
+            if (!s.backingDir.isAbsolute() || !java.nio.file.Files.isDirectory(s.backingDir)) {
+                throw new InvalidParams(p.name("backing_dir") + " must name an existing directory by an absolute path: "
+                        + backingDir);
+            }
+        }
+        if ((p.has("network_backing") || backingDir != null) && s.format != ImageFormat.QCOW2) {
+            throw new InvalidParams("network_backing and backing_dir apply to format qcow2 only");
+        }
         s.iothreads = p.strings("iothreads");
         s.backendDepth = (int) p.integer("backend_depth", 1, 4096, s.iothreads.isEmpty() ? 0 : SHARED_BACKEND_DEPTH);
         s.iopsLimit = p.integer("iops_limit", 0, Long.MAX_VALUE, 0);
@@ -305,6 +327,12 @@ final class ExportSpec {
         m.put("fixed_buffers", fixedBuffers.cliName());
         m.put("locking", locking.cliName());
         m.put("incoming", incoming);
+        if (format == ImageFormat.QCOW2) {
+            m.put("network_backing", networkBacking);
+            if (backingDir != null) {
+                m.put("backing_dir", backingDir.toString());
+            }
+        }
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
         m.put("bounce_budget", bounceBudget);

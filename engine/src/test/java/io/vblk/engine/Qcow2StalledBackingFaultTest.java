@@ -58,7 +58,7 @@ class Qcow2StalledBackingFaultTest {
             }
             assertTrue(Files.exists(sock), "nbdkit never listened");
             try (FaultPointRig rig = new FaultPointRig(dir, "qcow2-stalled", 1,
-                    Qcow2.factory(overlay, BackendKind.IO_URING, Qcow2Options.defaults()))) {
+                    Qcow2.factory(overlay, BackendKind.IO_URING, Qcow2Options.defaults().networkBacking(true)))) {
                 assertEquals(S_OK, rig.roundTrip(0), "a read of the overlay");
                 BlockDriver driver = rig.thread().backend();
                 IoBackend io = Qcow2LostSlotDrainAttackTest.imageBackend(driver);

@@ -39,6 +39,13 @@ public final class FileSize {
         return (stat.getInt(STAT_MODE_OFFSET) & S_IFMT) == S_IFREG ? stat.getLong(STAT_SIZE_OFFSET) : -Errno.ENODEV;
     }
 
+    /** The {@code st_mode} (type and permission bits) of what {@code fd} refers to, or {@code -errno}. Allocates. */
+    public static int mode(int fd) {
+        UnsafeBuffer stat = new NativeBuffer(STAT_LENGTH, 8).buffer();
+        long rc = Native.syscall(Linux.SYS_FSTAT, fd, stat.addressOffset(), 0, 0, 0);
+        return rc < 0 ? (int) rc : stat.getInt(STAT_MODE_OFFSET);
+    }
+
     /** A close-on-exec duplicate of {@code fd} (same open file description), or {@code -errno}. */
     public static int duplicate(int fd) {
         int dup = Native.libc().fcntl(fd, Linux.F_DUPFD_CLOEXEC, 0);

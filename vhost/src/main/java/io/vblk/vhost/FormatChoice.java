@@ -42,11 +42,15 @@ public final class FormatChoice implements DriverFactory {
         if (format != ImageFormat.QCOW2) {
             throw new IllegalArgumentException("format " + format + " is served as raw");
         }
+        return open(path, kind, Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables)
+                .locking(locking), log);
+    }
+
+    /** A qcow2 image opened with {@code options} (backing policy included). */
+    public static FormatChoice open(Path path, BackendKind kind, Qcow2Options options, Log log) {
         if (!Files.isRegularFile(path)) {
             throw new IllegalArgumentException("qcow2 image not found or not a file: " + path);
         }
-        Qcow2Options options = Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables)
-                .locking(locking);
         long size;
         try {
             size = Qcow2.virtualSize(path);

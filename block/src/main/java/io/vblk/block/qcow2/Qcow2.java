@@ -221,6 +221,22 @@ public final class Qcow2 {
         }
     }
 
+    /** Refuses a backing file that does not lie under {@code dir} once links and {@code ..} are resolved. */
+    private static void confine(Path file, Path dir, String overlay) {
+        Path real;
+        Path root;
+        try {
+            real = file.toRealPath();
+            root = dir.toRealPath();
+        } catch (IOException e) {
+            throw new IllegalArgumentException("qcow2: cannot resolve backing file " + file + " of " + overlay + ": " + e, e);
+        }
+        if (!real.startsWith(root)) {
+            throw new IllegalArgumentException("qcow2: backing file " + real + " of " + overlay + " lies outside the"
+                    + " backing directory " + root);
+        }
+    }
+
     private static BlockDriver openBacking(Qcow2Host overlay, Qcow2Header h, BackendKind kind, int depth,
                                            Qcow2Options options, int level, Set<String> chain) {
         if (level + 1 > options.maxBackingDepth()) {
@@ -236,7 +252,21 @@ public final class Qcow2 {
         }
         Qcow2Options ro = options.readOnly(true);
         if (NetworkDisk.isAddress(h.backingFile)) {
-            // A backing image on a server: an NBD export or an RBD image, read-only.
+            // A backing image on a server: an NBD export or an RBD image, read-only. The image
+            // chose the address, so only when the operator allows it, and never with options.
+            if (!options.networkBacking()) {
+                throw new IllegalArgumentException("qcow2: " + overlay.name() + " names the network backing image "
+                        + h.backingFile + "; network backing names read from an image are refused unless allowed"
+                        + " (export.add network_backing: true, Qcow2Options.networkBacking)");
+            }
+            if (io.vblk.block.rbd.RbdAddress.matches(h.backingFile)) {
+                io.vblk.block.rbd.RbdAddress a = io.vblk.block.rbd.RbdAddress.parse(h.backingFile);
+                if (!a.options().isEmpty() || a.conf() != null || a.id() != null) {
+                    throw new IllegalArgumentException("qcow2: " + overlay.name() + " names the backing image "
+                            + h.backingFile + " with Ceph options; a backing name read from an image may only be"
+                            + " rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]");
+                }
+            }
             if (!chain.add(h.backingFile)) {
                 throw new IllegalArgumentException("qcow2: backing chain loops back to " + h.backingFile);
             }
@@ -254,6 +284,9 @@ public final class Qcow2 {
         if (!Files.exists(file)) {
             throw new IllegalArgumentException("qcow2: backing file " + file + " of " + overlay.name() + " does not exist");
         }
+        if (options.backingDir() != null) {
+            confine(file, options.backingDir(), overlay.name());
+        }
         if ("qcow2".equals(format)) {
             return open(file, kind == BackendKind.NULL ? BackendKind.IO_URING : kind, depth, ro, level + 1, chain);
         }
@@ -269,6 +302,16 @@ public final class Qcow2 {
         // A backing file is a reader's use (QEMU's backing child): it may be read by others, never written.
         Image image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(options.direct()),
                 options.locking());
+        if (options.direct() && !image.portable() && image.sizeBytes() % image.logicalBlockSize() != 0) {
+            // A size that is not a multiple of the O_DIRECT alignment (QEMU reads the tail as
+            // padded with zeros): the last piece's read would be refused with EINVAL, so the
+            // file is read through the page cache, where a read of the tail is short and the
+            // driver zero-fills the rest of the cluster. Read-only, so nothing is lost.
+            io.vblk.block.ImageLocks.release(image);
+            image.close();
+            image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(false),
+                    options.locking());
+        }
         try {
             IoBackend io = IoBackends.open(kind, image, depth);
             return RawDriver.owning(io, image);

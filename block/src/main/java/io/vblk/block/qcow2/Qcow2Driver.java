@@ -117,7 +117,34 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList l1Waiters = new ReqList();
     private final ReqList ioWaiters = new ReqList();
     /** The lists of requests that wait for something (all but {@link #done}). */
-    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters};
+    /**
+     * Requests that used up the round's piece budget ({@link #PIECES_PER_ROUND}): a DISCARD or
+     * WRITE_ZEROES of 2 GiB over clusters that need no I/O would otherwise walk millions of
+     * pieces in one call, holding an I/O thread other disks share. They go on at the next poll.
+     */
+    private final ReqList yielded = new ReqList();
+    /** Pieces one round may still start before requests yield (reset by every {@link #poll}). */
+    private int piecesLeft = PIECES_PER_ROUND;
+    /** About a quarter of a millisecond of pieces that need no I/O. */
+    static final int PIECES_PER_ROUND = 1 << 16;
+    /** Requests waiting for a bounce buffer ({@link #acquireBounce}). */
+    private final ReqList bounceWaiters = new ReqList();
+    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters, bounceWaiters,
+        yielded};
+    /**
+     * Bounce buffers (a decompressed cluster and up to two clusters of compressed input each),
+     * shared by the requests: a request takes one for a copy-on-write or a compressed read and
+     * gives it back as soon as the piece's data is written or copied to the guest. At most
+     * {@link #bounceMax} exist (within {@link #BOUNCE_BUDGET_BYTES}), created on first need and
+     * kept; a request that finds none free waits in {@link #bounceWaiters}. A holder only waits
+     * for back-end completions and slots, never for a lock or a table, so the wait always ends.
+     */
+    private final Bounce[] bouncePool;
+    private int bounceFree;
+    private int bounceCreated;
+    private final int bounceMax;
+    /** Direct memory one driver's bounce buffers may take (2 MiB clusters: 5 buffers of 6 MiB). */
+    static final long BOUNCE_BUDGET_BYTES = 32L << 20;
     private final Inflater inflater = new Inflater(true);
     /** The header's compression_type, fixed for the driver's life (a reload that changes it is corruption). */
     private final int compressionType;
@@ -182,6 +209,9 @@ public final class Qcow2Driver implements BlockDriver {
             freeReqs[i] = depth - 1 - i;
         }
         freeReqCount = depth;
+        long bounceBytes = 3L * cluster + 2L * alignment;
+        this.bounceMax = (int) Math.max(1, Math.min(depth, Math.max(2, BOUNCE_BUDGET_BYTES / bounceBytes)));
+        this.bouncePool = new Bounce[bounceMax];
         this.slots = new L2Slot[options.l2CacheTables()];
         for (int i = 0; i < slots.length; i++) {
             slots[i] = new L2Slot(i, cluster, Math.max(alignment, 8));
@@ -546,6 +576,10 @@ public final class Qcow2Driver implements BlockDriver {
                         r.pos = r.end;
                         continue;
                     }
+                    if (--piecesLeft < 0 && r.pending == 0) {
+                        yielded.add(r); // the round's budget is spent: on at the next poll
+                        return;
+                    }
                     if (!startPiece(r)) {
                         return;
                     }
@@ -562,6 +596,7 @@ public final class Qcow2Driver implements BlockDriver {
                     }
                     if (r.error != 0) {
                         unlock(r);
+                        releaseBounce(r);
                         r.phase = PH_FINISH;
                         continue;
                     }
@@ -583,11 +618,13 @@ public final class Qcow2Driver implements BlockDriver {
                     copyToGuest(r, r.bounce.address() + (r.pos & clusterMask), r.pieceLen);
                     r.pos += r.pieceLen;
                 }
+                releaseBounce(r);
                 r.phase = PH_START;
                 return true;
             case PH_COW_DECOMPRESS:
                 if (!decompressInto(r)) {
                     unlock(r);
+                    releaseBounce(r);
                     r.phase = PH_START;
                     return true;
                 }
@@ -595,6 +632,7 @@ public final class Qcow2Driver implements BlockDriver {
             case PH_COW_FILL:
                 return cowWrite(r);
             case PH_DATA_WRITTEN:
+                releaseBounce(r); // the piece's data is on disk: the copy-on-write buffer is free
                 return updateL2(r);
             case PH_L2_WRITTEN:
                 if (r.slot.l2Offset == r.l2Offset && r.slot.writtenGen < r.waitGen) {
@@ -793,7 +831,9 @@ public final class Qcow2Driver implements BlockDriver {
 
     /** Fills the bounce cluster with the old contents of the piece's cluster. */
     private boolean cowRead(Req r, long entry, boolean compressed, boolean zeroFlag, long off) {
-        r.ensureBounce(cluster, alignment);
+        if (!acquireBounce(r)) {
+            return false; // the piece starts over (PH_START) when a buffer is given back
+        }
         if (compressed) {
             return readCompressed(r, entry, PH_COW_DECOMPRESS);
         }
@@ -802,6 +842,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (!zeroFlag && off != 0) {
             if (io.freeSlots() == 0) {
                 r.phase = PH_START;
+                releaseBounce(r);
                 park(r, ioWaiters);
                 return false;
             }
@@ -811,6 +852,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (!zeroFlag && backing != null && clusterStart < backingSize) {
             if (backing.freeSlots() == 0) {
                 r.phase = PH_START;
+                releaseBounce(r);
                 park(r, ioWaiters);
                 return false;
             }
@@ -927,11 +969,14 @@ public final class Qcow2Driver implements BlockDriver {
             r.error = -Errno.EIO;
             return true;
         }
-        r.ensureBounce(cluster, alignment);
         long start = hostOff & ~(long) (alignment - 1);
         long alignedEnd = Math.min(Qcow2Image.roundUp(end, alignment), host.sizeBytes());
         if (io.freeSlots() == 0) {
+            releaseBounce(r);
             park(r, ioWaiters);
+            return false;
+        }
+        if (!acquireBounce(r)) {
             return false;
         }
         r.compressedStart = (int) (hostOff - start);
@@ -1024,6 +1069,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     private void finish(Req r) {
         unlock(r);
+        releaseBounce(r);
         r.result = r.error != 0 ? r.error : (r.buffers != null ? r.buffers.totalLength() : 0);
         done.add(r);
     }
@@ -1524,6 +1570,46 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
+    /**
+     * Gives {@code r} a bounce buffer (kept until {@link #releaseBounce}); false with {@code r}
+     * parked until one is given back. Allocates only while the pool is below its bound.
+     */
+    private boolean acquireBounce(Req r) {
+        if (r.bounce != null) {
+            return true;
+        }
+        Bounce b;
+        if (bounceFree > 0) {
+            b = bouncePool[--bounceFree];
+            bouncePool[bounceFree] = null;
+        } else if (bounceCreated < bounceMax) {
+            b = new Bounce(cluster, alignment);
+            bounceCreated++;
+        } else {
+            park(r, bounceWaiters);
+            return false;
+        }
+        r.attach(b);
+        return true;
+    }
+
+    /** Gives back the bounce buffer of {@code r}, if it holds one, and wakes one waiter. */
+    private void releaseBounce(Req r) {
+        Bounce b = r.detach();
+        if (b != null) {
+            bouncePool[bounceFree++] = b;
+            Req w = bounceWaiters.poll();
+            if (w != null) {
+                runnable.add(w);
+            }
+        }
+    }
+
+    /** Bounce buffers in existence (at most {@link #bounceMax}); for tests. */
+    int bounceBuffers() {
+        return bounceCreated;
+    }
+
     private void park(Req r, ReqList list) {
         list.add(r);
     }
@@ -1661,6 +1747,8 @@ public final class Qcow2Driver implements BlockDriver {
             wakeAll(ioWaiters);
         }
         retryMetadataWrites();
+        piecesLeft = PIECES_PER_ROUND;
+        wakeAll(yielded);
         Req r;
         while ((r = runnable.poll()) != null) {
             run(r);
@@ -1726,6 +1814,10 @@ public final class Qcow2Driver implements BlockDriver {
         }
         for (Req r : reqs) {
             if (r.busy && !r.queued) { // queued now means listed in done: finished already
+                Bounce b = r.detach(); // back to the pool, waking no one (every waiter fails here)
+                if (b != null) {
+                    bouncePool[bounceFree++] = b;
+                }
                 r.lockKey = NO_LOCK;
                 r.pending = 0;
                 r.result = r.error != 0 ? r.error : -Errno.EIO;
@@ -1777,7 +1869,7 @@ public final class Qcow2Driver implements BlockDriver {
      */
     @Override
     public int reclaimLostSlots() {
-        if (closed || accepted != 0 || done.size != 0 || runnable.size != 0 || !backEndsIdle()) {
+        if (closed || accepted != 0 || done.size != 0 || runnable.size != 0 || yielded.size != 0 || !backEndsIdle()) {
             return 0;
         }
         if (freeReqCount != reqs.length) {
@@ -1845,7 +1937,7 @@ public final class Qcow2Driver implements BlockDriver {
         // a fault not yet recovered from once the back ends are idle: a request it stranded
         // fails at a poll, not at a drain.
         return io.pendingSubmit() + (backing == null ? 0 : backing.pendingSubmit()) + done.size + runnable.size
-                + (recoverable() ? 1 : 0);
+                + yielded.size + (recoverable() ? 1 : 0);
     }
 
     /**
@@ -1889,7 +1981,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int awaitCompletions(int timeoutMs) {
-        if (done.size > 0 || runnable.size > 0 || recoverable()) {
+        if (done.size > 0 || runnable.size > 0 || yielded.size > 0 || recoverable()) {
             return 1;
         }
         return io.awaitCompletions(backing == null ? timeoutMs : Math.min(timeoutMs < 0 ? 1 : timeoutMs, 1));
@@ -1983,6 +2075,8 @@ public final class Qcow2Driver implements BlockDriver {
         boolean queued;
         /** Accepted and not yet delivered. */
         boolean busy;
+        /** The pool's buffer this request holds, or null; {@link #bounce} and the views are its. */
+        Bounce held;
         NativeBuffer bounce;
         ByteBuffer bounceIn;
         ByteBuffer bounceOut;
@@ -2021,15 +2115,22 @@ public final class Qcow2Driver implements BlockDriver {
             slot = null;
         }
 
-        void ensureBounce(int cluster, int alignment) {
-            if (bounce == null) {
-                // Once per request slot: a decompressed cluster, then up to two clusters of input.
-                bounceInputOffset = cluster;
-                bounce = new NativeBuffer(3 * cluster + 2 * alignment, alignment);
-                bounceIn = bounce.buffer().byteBuffer().duplicate();
-                bounceOut = bounce.buffer().byteBuffer().duplicate();
-                bounceOut.limit(cluster);
-            }
+        void attach(Bounce b) {
+            held = b;
+            bounce = b.buffer;
+            bounceIn = b.in;
+            bounceOut = b.out;
+            bounceInputOffset = b.inputOffset;
+        }
+
+        /** Lets go of the bounce buffer; returns it, or null when none was held. */
+        Bounce detach() {
+            Bounce b = held;
+            held = null;
+            bounce = null;
+            bounceIn = null;
+            bounceOut = null;
+            return b;
         }
 
         void bounceVec(int offset, int length) {
@@ -2049,6 +2150,25 @@ public final class Qcow2Driver implements BlockDriver {
                 segOff -= take;
                 left -= take;
             }
+        }
+    }
+
+    /** One bounce buffer of the pool: a decompressed cluster, then up to two clusters of input. */
+    static final class Bounce {
+        final NativeBuffer buffer;
+        /** The whole buffer, for the compressed input (position and limit set per use). */
+        final ByteBuffer in;
+        /** The first cluster only: decompression can never write past it. */
+        final ByteBuffer out;
+        final int inputOffset;
+
+        Bounce(int cluster, int alignment) {
+            buffer = new NativeBuffer(3 * cluster + 2 * alignment, alignment);
+            in = buffer.buffer().byteBuffer().duplicate();
+            ByteBuffer first = buffer.buffer().byteBuffer().duplicate();
+            first.clear().limit(cluster);
+            out = first.slice();
+            inputOffset = cluster;
         }
     }
 

@@ -81,9 +81,16 @@ final class Qcow2Header {
         if (b.limit() < Math.min(clusterSize, fileSize)) {
             throw bad("short header read");
         }
+        if (version >= 3 && b.limit() < V3_MIN_HEADER_LENGTH) {
+            throw bad("version 3 header cut short: the file holds " + b.limit() + " of its " + V3_MIN_HEADER_LENGTH
+                    + " bytes");
+        }
         int headerLength = version >= 3 ? b.getInt(HEADER_LENGTH_OFFSET) : V2_HEADER_LENGTH;
         if (version >= 3 && (headerLength < V3_MIN_HEADER_LENGTH || headerLength > clusterSize || (headerLength & 7) != 0)) {
             throw bad("header_length " + headerLength + " invalid (104 or more, a multiple of 8, within the first cluster)");
+        }
+        if (headerLength > b.limit()) {
+            throw bad("header_length " + headerLength + " runs past the end of the file (" + b.limit() + " bytes)");
         }
         String[] backing = readBacking(b, clusterSize, headerLength, version);
         Qcow2Header h = new Qcow2Header(b, fileSize, backing[0], backing[1]);

@@ -36,11 +36,16 @@ final class Qcow2Image {
     /** The refcount table, big-endian as on disk. */
     final NativeBuffer reftable;
     final int reftableEntries;
-    /** Sorted cluster offsets that hold metadata (header, tables, L2 tables, refcount blocks). */
-    private final long[] metadata;
+    /**
+     * Sorted indexes of the clusters that hold metadata (header, tables, L2 tables, refcount
+     * blocks): ints when every index fits (files below 2^31 clusters: half the memory of longs;
+     * QEMU's largest tables name 5 Mi clusters, 20 MiB), else longs. Exactly sized: no growth.
+     */
+    private final int[] metadataInts;
+    private final long[] metadataLongs;
 
     private Qcow2Image(String path, Qcow2Header header, long fileSize, long allocationEnd, NativeBuffer l1, int l1WriteBytes,
-                       NativeBuffer reftable, long[] metadata) {
+                       NativeBuffer reftable, Object metadata) {
         this.path = path;
         this.header = header;
         this.fileSize = fileSize;
@@ -52,7 +57,8 @@ final class Qcow2Image {
         this.l1WriteBytes = l1WriteBytes;
         this.reftable = reftable;
         this.reftableEntries = header.refcountTableClusters * (clusterSize / 8);
-        this.metadata = metadata;
+        this.metadataInts = metadata instanceof int[] ? (int[]) metadata : null;
+        this.metadataLongs = metadata instanceof long[] ? (long[]) metadata : null;
     }
 
     /**
@@ -95,8 +101,10 @@ final class Qcow2Image {
             int reftableBytes = h.refcountTableClusters * cluster;
             NativeBuffer reftable = new NativeBuffer(reftableBytes, Math.max(alignment, 8));
             host.read(h.refcountTableOffset, reftable, reftableBytes);
-            long[] meta = collectMetadata(h, fileSize, l1, reftable);
-            long allocationEnd = host.file() ? fileSize : allocationEnd(host, h, fileSize, reftable, meta, alignment);
+            Object meta = collectMetadata(h, fileSize, l1, reftable);
+            long lastMeta = (meta instanceof int[] ? ((int[]) meta)[((int[]) meta).length - 1]
+                    : ((long[]) meta)[((long[]) meta).length - 1]) * (long) cluster;
+            long allocationEnd = host.file() ? fileSize : allocationEnd(host, h, fileSize, reftable, lastMeta, alignment);
             return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta);
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot read " + host.name() + ": " + e.getMessage(), e);
@@ -107,30 +115,55 @@ final class Qcow2Image {
      * Where the image's allocated clusters end on a network disk, whose size is its own: one past
      * the last cluster with a non-zero refcount (and past every metadata cluster), read from the
      * refcount blocks. Clusters are allocated from there, never over a cluster in use.
+     *
+     * <p>Only the refcount blocks that describe clusters below the disk's end are read: the
+     * result is capped there anyway, and a hostile refcount table may name a million blocks. So
+     * the bytes read are bounded by the disk's real size over the entries per block (one block
+     * of 2 MiB clusters with 1-bit refcounts covers 32 TiB), never by a header field. Each block
+     * is tested 8 bytes at a time, from its end.
      */
     private static long allocationEnd(Qcow2Host host, Qcow2Header h, long diskSize, NativeBuffer reftable,
-                                      long[] meta, int alignment) throws IOException {
+                                      long lastMeta, int alignment) throws IOException {
         int cluster = h.clusterSize;
-        long end = meta.length == 0 ? cluster : meta[meta.length - 1] + cluster;
+        long diskEnd = roundUp(diskSize, cluster);
+        long end = lastMeta + cluster;
         long entriesPerBlock = ((long) cluster * 8) >>> h.refcountOrder;
         int bits = 1 << h.refcountOrder;
-        NativeBuffer block = new NativeBuffer(cluster, Math.max(alignment, 8));
         UnsafeBuffer r = reftable.buffer();
         int entries = h.refcountTableClusters * (cluster / 8);
-        for (int i = entries - 1; i >= 0; i--) {
+        long diskClusters = diskEnd / cluster;
+        int useful = (int) Math.min(entries, (diskClusters + entriesPerBlock - 1) / entriesPerBlock);
+        NativeBuffer block = null;
+        for (int i = useful - 1; i >= 0; i--) {
             long off = r.getLong(i * 8, ByteOrder.BIG_ENDIAN) & REFT_OFFSET_MASK;
             if (off == 0) {
                 continue;
             }
+            if (block == null) {
+                block = new NativeBuffer(cluster, Math.max(alignment, 8));
+            }
             host.read(off, block, cluster);
-            UnsafeBuffer b = block.buffer();
-            for (long j = entriesPerBlock - 1; j >= 0; j--) {
+            long last = lastUsedEntry(block.buffer(), cluster, bits);
+            if (last >= 0) {
+                long c = ((long) i * entriesPerBlock + last + 1) * cluster;
+                return Math.min(Math.max(end, c), diskEnd);
+            }
+        }
+        return Math.min(end, diskEnd);
+    }
+
+    /** The index of the last non-zero refcount in a block of {@code bits}-bit entries, or -1. */
+    static long lastUsedEntry(UnsafeBuffer b, int cluster, int bits) {
+        int perWord = 64 / bits;
+        for (int q = cluster / 8 - 1; q >= 0; q--) {
+            if (b.getLong(q * 8) == 0) {
+                continue;
+            }
+            for (long j = (long) q * perWord + perWord - 1; j >= (long) q * perWord; j--) {
                 long bit = j * bits;
-                boolean used;
+                boolean used = false;
                 if (bits >= 8) {
-                    int bytes = bits / 8;
-                    used = false;
-                    for (int k = 0; k < bytes && !used; k++) {
+                    for (int k = 0; k < bits / 8 && !used; k++) {
                         used = b.getByte((int) (bit / 8) + k) != 0;
                     }
                 } else {
@@ -138,28 +171,22 @@ final class Qcow2Image {
                     used = ((v >>> (bit % 8)) & ((1 << bits) - 1)) != 0;
                 }
                 if (used) {
-                    long c = ((long) i * entriesPerBlock + j + 1) * cluster;
-                    return Math.min(Math.max(end, c), roundUp(diskSize, cluster));
+                    return j;
                 }
             }
         }
-        return Math.min(end, roundUp(diskSize, cluster));
+        return -1;
     }
 
-    private static long[] collectMetadata(Qcow2Header h, long fileSize, NativeBuffer l1, NativeBuffer reftable) {
+    /** The sorted metadata cluster indexes, an int[] or a long[] ({@link #metadataInts}); checks every entry. */
+    private static Object collectMetadata(Qcow2Header h, long fileSize, NativeBuffer l1, NativeBuffer reftable) {
         int cluster = h.clusterSize;
-        long[] meta = new long[16];
-        int n = 0;
-        meta[n++] = 0;
-        for (long c = 0; c < roundUp((long) h.l1Size * 8, cluster); c += cluster) {
-            meta = grow(meta, n);
-            meta[n++] = h.l1TableOffset + c;
-        }
-        for (long c = 0; c < (long) h.refcountTableClusters * cluster; c += cluster) {
-            meta = grow(meta, n);
-            meta[n++] = h.refcountTableOffset + c;
-        }
+        int bits = h.clusterBits;
         UnsafeBuffer b = l1.buffer();
+        UnsafeBuffer r = reftable.buffer();
+        int reftableEntries = h.refcountTableClusters * (cluster / 8);
+        long l1Clusters = roundUp((long) h.l1Size * 8, cluster) / cluster;
+        long n = 1 + l1Clusters + h.refcountTableClusters;
         for (int i = 0; i < h.l1Size; i++) {
             long e = b.getLong(i * 8, ByteOrder.BIG_ENDIAN);
             if (e == 0) {
@@ -170,11 +197,9 @@ final class Qcow2Image {
                 throw Qcow2Header.bad("L1 entry " + i + " (0x" + Long.toHexString(e)
                         + ") has reserved bits set or points past the end of the file");
             }
-            meta = grow(meta, n);
-            meta[n++] = off;
+            n++;
         }
-        UnsafeBuffer r = reftable.buffer();
-        for (int i = 0; i < h.refcountTableClusters * (cluster / 8); i++) {
+        for (int i = 0; i < reftableEntries; i++) {
             long e = r.getLong(i * 8, ByteOrder.BIG_ENDIAN);
             if (e == 0) {
                 continue;
@@ -184,22 +209,65 @@ final class Qcow2Image {
                 throw Qcow2Header.bad("refcount table entry " + i + " (0x" + Long.toHexString(e)
                         + ") is misaligned or points past the end of the file");
             }
-            meta = grow(meta, n);
-            meta[n++] = off;
+            n++;
         }
-        long[] sorted = Arrays.copyOf(meta, n);
-        Arrays.sort(sorted);
-        for (int i = 1; i < n; i++) {
-            if (sorted[i] == sorted[i - 1]) {
-                throw Qcow2Header.bad("metadata structures overlap at cluster offset " + sorted[i]);
+        // Every index lies below the file's end (checked above and by the header's checks).
+        boolean ints = (roundUp(fileSize, cluster) >>> bits) < Integer.MAX_VALUE;
+        int[] is = ints ? new int[(int) n] : null;
+        long[] ls = ints ? null : new long[(int) n];
+        int k = 0;
+        k = put(is, ls, k, 0);
+        for (long c = 0; c < l1Clusters; c++) {
+            k = put(is, ls, k, (h.l1TableOffset >>> bits) + c);
+        }
+        for (long c = 0; c < h.refcountTableClusters; c++) {
+            k = put(is, ls, k, (h.refcountTableOffset >>> bits) + c);
+        }
+        for (int i = 0; i < h.l1Size; i++) {
+            long e = b.getLong(i * 8, ByteOrder.BIG_ENDIAN);
+            if (e != 0) {
+                k = put(is, ls, k, (e & L1E_OFFSET_MASK) >>> bits);
             }
         }
-        return sorted;
+        for (int i = 0; i < reftableEntries; i++) {
+            long e = r.getLong(i * 8, ByteOrder.BIG_ENDIAN);
+            if (e != 0) {
+                k = put(is, ls, k, (e & REFT_OFFSET_MASK) >>> bits);
+            }
+        }
+        if (ints) {
+            Arrays.sort(is);
+        } else {
+            Arrays.sort(ls);
+        }
+        for (int i = 1; i < n; i++) {
+            long cur = ints ? is[i] : ls[i];
+            if (cur == (ints ? is[i - 1] : ls[i - 1])) {
+                throw Qcow2Header.bad("metadata structures overlap at cluster offset " + (cur << bits));
+            }
+        }
+        return ints ? is : ls;
+    }
+
+    private static int put(int[] is, long[] ls, int k, long clusterIndex) {
+        if (is != null) {
+            if (clusterIndex >= Integer.MAX_VALUE) {
+                throw Qcow2Header.bad("metadata at cluster " + clusterIndex + " lies past the end of the file");
+            }
+            is[k] = (int) clusterIndex;
+        } else {
+            ls[k] = clusterIndex;
+        }
+        return k + 1;
     }
 
     /** Whether the cluster at {@code hostOffset} holds metadata known at open. */
     boolean isMetadata(long hostOffset) {
-        return Arrays.binarySearch(metadata, hostOffset & ~(long) (clusterSize - 1)) >= 0;
+        long c = hostOffset >>> clusterBits;
+        if (metadataInts != null) {
+            return c < Integer.MAX_VALUE && Arrays.binarySearch(metadataInts, (int) c) >= 0;
+        }
+        return Arrays.binarySearch(metadataLongs, c) >= 0;
     }
 
     long l1Entry(int index) {

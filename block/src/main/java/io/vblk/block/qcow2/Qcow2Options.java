@@ -14,8 +14,15 @@ public final class Qcow2Options {
     private final int l2CacheTables;
     private final int maxBackingDepth;
     private final Locking locking;
+    private final boolean networkBacking;
+    private final java.nio.file.Path backingDir;
 
     private Qcow2Options(boolean readOnly, boolean direct, int l2CacheTables, int maxBackingDepth, Locking locking) {
+        this(readOnly, direct, l2CacheTables, maxBackingDepth, locking, false, null);
+    }
+
+    private Qcow2Options(boolean readOnly, boolean direct, int l2CacheTables, int maxBackingDepth, Locking locking,
+                         boolean networkBacking, java.nio.file.Path backingDir) {
         if (l2CacheTables < 2 || l2CacheTables > 65536) {
             throw new IllegalArgumentException("l2CacheTables must be 2..65536: " + l2CacheTables);
         }
@@ -27,6 +34,8 @@ public final class Qcow2Options {
         this.l2CacheTables = l2CacheTables;
         this.maxBackingDepth = maxBackingDepth;
         this.locking = java.util.Objects.requireNonNull(locking, "locking");
+        this.networkBacking = networkBacking;
+        this.backingDir = backingDir;
     }
 
     /** Writable, O_DIRECT, the default cache and chain depth. */
@@ -35,20 +44,20 @@ public final class Qcow2Options {
     }
 
     public Qcow2Options readOnly(boolean value) {
-        return new Qcow2Options(value, direct, l2CacheTables, maxBackingDepth, locking);
+        return new Qcow2Options(value, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir);
     }
 
     public Qcow2Options direct(boolean value) {
-        return new Qcow2Options(readOnly, value, l2CacheTables, maxBackingDepth, locking);
+        return new Qcow2Options(readOnly, value, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir);
     }
 
     /** L2 tables cached per driver: the bound on metadata memory is this times the cluster size. */
     public Qcow2Options l2CacheTables(int value) {
-        return new Qcow2Options(readOnly, direct, value, maxBackingDepth, locking);
+        return new Qcow2Options(readOnly, direct, value, maxBackingDepth, locking, networkBacking, backingDir);
     }
 
     public Qcow2Options maxBackingDepth(int value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, value, locking);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, value, locking, networkBacking, backingDir);
     }
 
     /**
@@ -56,7 +65,39 @@ public final class Qcow2Options {
      * on (the default), off, or auto (on, unless the filesystem refuses OFD locks).
      */
     public Qcow2Options locking(Locking value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, value);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, value, networkBacking, backingDir);
+    }
+
+    /**
+     * Whether a backing name that is a network address ({@code nbd://}, {@code nbd+unix://},
+     * {@code rbd:}), read from an image's header, is followed. Off by default: the image chose
+     * the address, so following it lets an image make the daemon connect to any host or Unix
+     * socket. When on, an {@code rbd:} backing name must still carry no options ({@code :KEY=VALUE},
+     * {@code conf}, {@code id}: those would be Ceph settings chosen by the image); it is opened
+     * with librados' default configuration.
+     */
+    public Qcow2Options networkBacking(boolean value) {
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, value, backingDir);
+    }
+
+    /**
+     * Confines local backing files to {@code dir}: a backing file (after symbolic links and
+     * {@code ..} are resolved) must lie under it, or the open is refused. Null (the default)
+     * follows a backing name to any regular file or block device the process may read, as
+     * QEMU does.
+     */
+    public Qcow2Options backingDir(java.nio.file.Path dir) {
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, dir);
+    }
+
+    /** Whether network backing names are followed ({@link #networkBacking(boolean)}). */
+    public boolean networkBacking() {
+        return networkBacking;
+    }
+
+    /** The directory local backing files are confined to, or null ({@link #backingDir(java.nio.file.Path)}). */
+    public java.nio.file.Path backingDir() {
+        return backingDir;
     }
 
     public Locking locking() {
@@ -82,6 +123,7 @@ public final class Qcow2Options {
     @Override
     public String toString() {
         return (readOnly ? "ro" : "rw") + (direct ? ",direct" : ",buffered") + ",l2-cache=" + l2CacheTables
-                + ",max-backing-depth=" + maxBackingDepth + ",locking=" + locking.cliName();
+                + ",max-backing-depth=" + maxBackingDepth + ",locking=" + locking.cliName()
+                + (networkBacking ? ",network-backing" : "") + (backingDir == null ? "" : ",backing-dir=" + backingDir);
     }
 }

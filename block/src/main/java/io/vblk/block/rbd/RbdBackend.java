@@ -425,7 +425,7 @@ public final class RbdBackend implements IoBackend {
                     continue; // not ours: cannot happen, but a bad index must not touch the slots
                 }
                 int s = (int) arg;
-                long value = rc < 0 ? rc : (op[s] == OP_READ || op[s] == OP_WRITE ? length[s] : 0);
+                long value = rc < 0 ? rc : (op[s] == OP_READ ? readResult(s, rc) : op[s] == OP_WRITE ? length[s] : 0);
                 reaped += deliver(s, value, sink);
             }
             if (n == want) {
@@ -433,6 +433,36 @@ public final class RbdBackend implements IoBackend {
             }
         }
         return reaped;
+    }
+
+    /**
+     * A read's result from librbd's: the bytes it read. librbd clips a read that straddles the
+     * end another client shrank the image to and returns the shorter length; the tail it did not
+     * read is zero-filled (as QEMU's rbd driver does), so the guest never sees its buffer's stale
+     * bytes as disk contents. A length beyond the request's is EIO.
+     */
+    private long readResult(int slot, long rc) {
+        long len = length[slot];
+        if (rc == len) {
+            return len;
+        }
+        if (rc > len) {
+            return -Errno.EIO;
+        }
+        UnsafeBuffer iov = iovecs.buffer();
+        int base = slot * maxSegments * 16;
+        long skip = rc;
+        for (int i = 0; i < segments[slot]; i++) {
+            long addr = iov.getLong(base + 16 * i);
+            long n = iov.getLong(base + 16 * i + 8);
+            if (skip >= n) {
+                skip -= n;
+                continue;
+            }
+            org.agrona.UnsafeApi.setMemory(addr + skip, n - skip, (byte) 0);
+            skip = 0;
+        }
+        return len;
     }
 
     private int deliver(int slot, long value, CompletionSink sink) {

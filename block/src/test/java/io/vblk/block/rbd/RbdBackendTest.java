@@ -301,4 +301,45 @@ class RbdBackendTest {
                 () -> RbdBackend.open(ceph.address("nope"), RbdOptions.defaults()));
         assertTrue(e.getMessage().contains("nope"), e.getMessage());
     }
+
+    /**
+     * Another client shrinks the image under an open disk. A read wholly past the new end fails;
+     * a read straddling it is clipped by librbd, which returns the shorter length: the tail must
+     * come back as zeros, never as the guest buffer's stale bytes behind a full-length success.
+     */
+    @Test
+    void aReadStraddlingAnEndAnotherClientShrankZeroFillsTheTail() throws Exception {
+        ceph.run("rbd", "create", "rbd/shrink", "--size", "64M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("shrink"), RbdOptions.defaults())) {
+            NativeBuffer w = buffer(65536);
+            fill(w, 3);
+            assertEquals(65536, one(disk, disk.prepareWrite(32 * MiB - 4096, vector(w), 1)));
+            ceph.run("rbd", "resize", "--allow-shrink", "--size", "32M", "rbd/shrink");
+            NativeBuffer r = buffer(65536);
+            long deadline = System.currentTimeMillis() + 30_000;
+            long past;
+            do { // the watch tells the open image of the new size soon after
+                past = one(disk, disk.prepareRead(40 * MiB, vector(r), 2));
+            } while (past >= 0 && System.currentTimeMillis() < deadline && sleep(100));
+            assertTrue(past < 0, "a read wholly past the shrunk end: " + past);
+            UnsafeApi.setMemory(r.address(), r.capacity(), (byte) 0x5a);
+            long rc = one(disk, disk.prepareRead(32 * MiB - 4096, vector(r), 3));
+            assertTrue(rc == 65536 || rc < 0, "rc " + rc);
+            if (rc == 65536) {
+                for (int i = 0; i < 4096; i += 4) {
+                    assertEquals(3 * 1_000_003 + i, r.buffer().getInt(i), "byte " + i + " before the end");
+                }
+                int stale = 0;
+                for (int i = 4096; i < 65536; i++) {
+                    stale += r.buffer().getByte(i) != 0 ? 1 : 0;
+                }
+                assertEquals(0, stale, "bytes past the shrunk end not zero");
+            }
+        }
+    }
+
+    private static boolean sleep(long ms) throws InterruptedException {
+        Thread.sleep(ms);
+        return true;
+    }
 }
