@@ -79,6 +79,9 @@ public final class RoundTrace {
         if (!recording) {
             return;
         }
+        if (NEXT.get() >= CAPACITY) {
+            return; // full: counting on would wrap the index negative after 2^31 events (review 10c)
+        }
         int i = NEXT.getAndIncrement();
         if (i < CAPACITY) {
             TIMES[i] = System.nanoTime();

@@ -10,6 +10,8 @@ public final class Linux {
     public static final int O_EXCL = 0200;
     public static final int O_TRUNC = 01000;
     public static final int O_NONBLOCK = 04000;
+    /** Opens a name without opening the file: only for fstat and reopening through /proc/self/fd. */
+    public static final int O_PATH = 010000000;
     public static final int O_DIRECT = 040000;
     public static final int O_CLOEXEC = 02000000;
 

@@ -70,45 +70,41 @@ public final class PosixFile implements AutoCloseable {
 
     /**
      * Opens {@code path} as {@link #open} does, but only when it is a regular file or a block
-     * device: the open itself is non-blocking (a FIFO with no writer would block open(2) for
-     * ever), the kind is read with fstat(2) on the descriptor just opened, and O_NONBLOCK is
-     * cleared again before the file is used (io_uring would otherwise answer EAGAIN). For image
+     * device: the name is first opened with O_PATH, which opens nothing (no FIFO open that waits
+     * for a writer, no device driver's open with its side effects: a watchdog armed, a tape
+     * rewound), its kind read with fstat(2), and only then is that very inode opened for I/O,
+     * through {@code /proc/self/fd/N} (so a name swapped in between is not followed). For image
      * files whose name an untrusted party chose (a qcow2 image's backing file).
      *
      * @throws IllegalArgumentException for a FIFO, socket, character device or directory
-     * @throws NativeException carrying errno and the path when open or fcntl fails
+     * @throws NativeException carrying errno and the path when an open or fstat fails
      */
     public static PosixFile openFileOrBlockDevice(Path path, boolean readOnly, boolean direct) {
-        // O_DIRECT is set after the check: open(2) of a FIFO or character device with it fails
-        // with a bare EINVAL, which says nothing of the reason.
-        int flags = (readOnly ? Linux.O_RDONLY : Linux.O_RDWR) | Linux.O_CLOEXEC | Linux.O_NONBLOCK;
-        int fd = Native.libc().open(path.toString(), flags, 0);
-        if (fd == -1) {
-            throw new NativeException(Native.errno(), "open", path, "0" + Integer.toOctalString(flags), 0);
+        int pathFlags = Linux.O_PATH | Linux.O_CLOEXEC;
+        int pathFd = Native.libc().open(path.toString(), pathFlags, 0);
+        if (pathFd == -1) {
+            throw new NativeException(Native.errno(), "open", path, "0" + Integer.toOctalString(pathFlags), 0);
         }
         try {
-            int mode = FileSize.mode(fd);
+            int mode = FileSize.mode(pathFd);
             if (mode < 0) {
-                throw new NativeException(-mode, "fstat", fd);
+                throw new NativeException(-mode, "fstat", pathFd);
             }
             int type = mode & 0170000;
             if (type != 0100000 && type != 0060000) {
                 throw new IllegalArgumentException(path + " is not a regular file or a block device (a FIFO, socket,"
                         + " character device or directory is refused)");
             }
-            int fl = Native.libc().fcntl(fd, Linux.F_GETFL, 0);
-            if (fl == -1) {
-                throw new NativeException(Native.errno(), "fcntl(F_GETFL)", fd);
+            int flags = (readOnly ? Linux.O_RDONLY : Linux.O_RDWR) | Linux.O_CLOEXEC | (direct ? Linux.O_DIRECT : 0);
+            String self = "/proc/self/fd/" + pathFd;
+            int fd = Native.libc().open(self, flags, 0);
+            if (fd == -1) {
+                throw new NativeException(Native.errno(), "open", path + " (" + self + ")", "0" + Integer.toOctalString(flags), 0);
             }
-            int want = (fl & ~Linux.O_NONBLOCK) | (direct ? Linux.O_DIRECT : 0);
-            if (Native.libc().fcntl(fd, Linux.F_SETFL, want) == -1) {
-                throw new NativeException(Native.errno(), "fcntl(F_SETFL)", fd, "0" + Integer.toOctalString(want), path);
-            }
-        } catch (RuntimeException e) {
-            Native.libc().close(fd);
-            throw e;
+            return new PosixFile(path, fd, readOnly, direct);
+        } finally {
+            Native.libc().close(pathFd);
         }
-        return new PosixFile(path, fd, readOnly, direct);
     }
 
     /**

@@ -463,16 +463,24 @@ final class QueueControl {
     private void releaseAfterDeviceClose() {
         InflightBuffer inflight = state.inflight;
         state.inflight = null;
-        if (inflight != null && device.quiesced()) {
+        // close() marks the device closed before its I/O threads end: until they have (and their
+        // back ends closed drained), they may still signal these eventfds or write the inflight
+        // region, so those stay open (leaked) rather than close under them (review 10c).
+        boolean quiesced = device.quiesced();
+        if (inflight != null && quiesced) {
             inflight.close();
         }
         for (Vring v : state.vrings) {
             if (v.kick != null) {
-                v.kick.close();
+                if (quiesced) {
+                    v.kick.close();
+                }
                 v.kick = null;
             }
             if (v.call != null) {
-                v.call.close();
+                if (quiesced) {
+                    v.call.close();
+                }
                 v.call = null;
             }
             replaceError(v.index, null);

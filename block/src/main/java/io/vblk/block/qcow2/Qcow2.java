@@ -221,8 +221,14 @@ public final class Qcow2 {
         }
     }
 
-    /** Refuses a backing file that does not lie under {@code dir} once links and {@code ..} are resolved. */
-    private static void confine(Path file, Path dir, String overlay) {
+    /**
+     * Refuses a backing file that does not lie under {@code dir} once links and {@code ..} are
+     * resolved; returns the resolved path, which the caller opens (opening the name again would
+     * follow a link swapped in after the check). A directory component replaced by a link after
+     * that is still followed: only openat2's RESOLVE_BENEATH would close that, and it needs write
+     * access under the directory.
+     */
+    private static Path confine(Path file, Path dir, String overlay) {
         Path real;
         Path root;
         try {
@@ -235,6 +241,7 @@ public final class Qcow2 {
             throw new IllegalArgumentException("qcow2: backing file " + real + " of " + overlay + " lies outside the"
                     + " backing directory " + root);
         }
+        return real;
     }
 
     private static BlockDriver openBacking(Qcow2Host overlay, Qcow2Header h, BackendKind kind, int depth,
@@ -280,13 +287,11 @@ public final class Qcow2 {
                     + " relative to a network disk; name it by an absolute path or an nbd:// / rbd: address"
                     + " (qemu-img rebase -u)");
         }
-        Path file = name.isAbsolute() ? name : Path.of(overlay.name()).getParent().resolve(name);
-        if (!Files.exists(file)) {
-            throw new IllegalArgumentException("qcow2: backing file " + file + " of " + overlay.name() + " does not exist");
+        Path named = name.isAbsolute() ? name : Path.of(overlay.name()).getParent().resolve(name);
+        if (!Files.exists(named)) {
+            throw new IllegalArgumentException("qcow2: backing file " + named + " of " + overlay.name() + " does not exist");
         }
-        if (options.backingDir() != null) {
-            confine(file, options.backingDir(), overlay.name());
-        }
+        Path file = options.backingDir() != null ? confine(named, options.backingDir(), overlay.name()) : named;
         if ("qcow2".equals(format)) {
             return open(file, kind == BackendKind.NULL ? BackendKind.IO_URING : kind, depth, ro, level + 1, chain);
         }

@@ -116,7 +116,6 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList allocWaiters = new ReqList();
     private final ReqList l1Waiters = new ReqList();
     private final ReqList ioWaiters = new ReqList();
-    /** The lists of requests that wait for something (all but {@link #done}). */
     /**
      * Requests that used up the round's piece budget ({@link #PIECES_PER_ROUND}): a DISCARD or
      * WRITE_ZEROES of 2 GiB over clusters that need no I/O would otherwise walk millions of
@@ -125,12 +124,17 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList yielded = new ReqList();
     /** Pieces one round may still start before requests yield (reset by every {@link #poll}). */
     private int piecesLeft = PIECES_PER_ROUND;
+    /** Counts {@link #advance} rounds, so that a request knows whether it started a piece in this one. */
+    private int round;
     /** About a quarter of a millisecond of pieces that need no I/O. */
     static final int PIECES_PER_ROUND = 1 << 16;
     /** Requests waiting for a bounce buffer ({@link #acquireBounce}). */
     private final ReqList bounceWaiters = new ReqList();
-    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters, bounceWaiters,
-        yielded};
+    /**
+     * The lists of requests that wait for a completion, directly or not (all but {@link #done}
+     * and {@link #yielded}, whose requests wait only for the next poll).
+     */
+    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters, bounceWaiters};
     /**
      * Bounce buffers (a decompressed cluster and up to two clusters of compressed input each),
      * shared by the requests: a request takes one for a copy-on-write or a compressed read and
@@ -576,10 +580,14 @@ public final class Qcow2Driver implements BlockDriver {
                         r.pos = r.end;
                         continue;
                     }
-                    if (--piecesLeft < 0 && r.pending == 0) {
+                    if (piecesLeft <= 0 && r.pending == 0 && r.pieceRound == round) {
                         yielded.add(r); // the round's budget is spent: on at the next poll
                         return;
                     }
+                    // Each request starts at least one piece a round, so that a small one never
+                    // waits behind a large one that spends the budget first (review 10c).
+                    piecesLeft--;
+                    r.pieceRound = round;
                     if (!startPiece(r)) {
                         return;
                     }
@@ -1593,15 +1601,17 @@ public final class Qcow2Driver implements BlockDriver {
         return true;
     }
 
-    /** Gives back the bounce buffer of {@code r}, if it holds one, and wakes one waiter. */
+    /**
+     * Gives back the bounce buffer of {@code r}, if it holds one, and wakes every waiter: the
+     * first that can use it takes it and the rest park again. Waking one only lost the buffer
+     * when that one finished without taking it (the image turned corrupt, its request failed):
+     * the others then waited for ever, and the drain with them (review 10c).
+     */
     private void releaseBounce(Req r) {
         Bounce b = r.detach();
         if (b != null) {
             bouncePool[bounceFree++] = b;
-            Req w = bounceWaiters.poll();
-            if (w != null) {
-                runnable.add(w);
-            }
+            wakeAll(bounceWaiters);
         }
     }
 
@@ -1748,6 +1758,7 @@ public final class Qcow2Driver implements BlockDriver {
         }
         retryMetadataWrites();
         piecesLeft = PIECES_PER_ROUND;
+        round++;
         wakeAll(yielded);
         Req r;
         while ((r = runnable.poll()) != null) {
@@ -1813,7 +1824,9 @@ public final class Qcow2Driver implements BlockDriver {
             }
         }
         for (Req r : reqs) {
-            if (r.busy && !r.queued) { // queued now means listed in done: finished already
+            // queued now means listed in done (finished already) or in yielded: a request that
+            // only waits for the next poll lost nothing and goes on (review 10c).
+            if (r.busy && !r.queued) {
                 Bounce b = r.detach(); // back to the pool, waking no one (every waiter fails here)
                 if (b != null) {
                     bouncePool[bounceFree++] = b;
@@ -2072,6 +2085,8 @@ public final class Qcow2Driver implements BlockDriver {
         L2Slot slot;
         long lockKey = NO_LOCK;
         Req next;
+        /** The driver round in which it last started a piece. */
+        int pieceRound = -1;
         boolean queued;
         /** Accepted and not yet delivered. */
         boolean busy;
