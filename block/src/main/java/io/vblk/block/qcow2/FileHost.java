@@ -123,42 +123,40 @@ final class FileHost extends Qcow2Host {
         return io;
     }
 
-    @Override
-    void read(long position, NativeBuffer dst, int length) throws IOException {
-        PosixFile f = sync();
+    /**
+     * pread or pwrite of {@code length} bytes at {@code position}, again after EINTR and short
+     * counts; a read stops at the end of the file, a write that makes no progress fails.
+     */
+    private void transfer(PosixFile f, boolean write, long position, NativeBuffer b, int length) throws IOException {
         long done = 0;
         while (done < length) {
-            long n = f.pread(dst.address() + done, length - done, position + done);
+            long n = write ? f.pwrite(b.address() + done, length - done, position + done)
+                    : f.pread(b.address() + done, length - done, position + done);
             if (n == -Errno.EINTR) {
                 continue;
             }
             if (n < 0) {
-                throw failed("pread", n, position + done);
+                throw failed(write ? "pwrite" : "pread", n, position + done);
             }
             if (n == 0) {
-                break; // the end of the file: as before, the rest of dst is left as it is
+                if (write) {
+                    throw new IOException("pwrite of " + path + " at " + (position + done) + " wrote nothing");
+                }
+                return;
             }
             done += n;
         }
     }
 
     @Override
+    void read(long position, NativeBuffer dst, int length) throws IOException {
+        transfer(sync(), false, position, dst, length); // short at the end of the file: the rest of dst is left as it is
+    }
+
+    @Override
     void writeDurably(long position, NativeBuffer src, int length) throws IOException {
         PosixFile f = sync();
-        long done = 0;
-        while (done < length) {
-            long n = f.pwrite(src.address() + done, length - done, position + done);
-            if (n == -Errno.EINTR) {
-                continue;
-            }
-            if (n < 0) {
-                throw failed("pwrite", n, position + done);
-            }
-            if (n == 0) {
-                throw new IOException("pwrite of " + path + " at " + (position + done) + " wrote nothing");
-            }
-            done += n;
-        }
+        transfer(f, true, position, src, length);
         int rc = f.fdatasync(); // the inode's: the same file as the locked descriptor's
         if (rc < 0) {
             throw failed("fdatasync", rc, position);
