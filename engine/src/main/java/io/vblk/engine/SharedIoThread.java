@@ -7,6 +7,7 @@ import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.locks.LockSupport;
 
 import org.agrona.concurrent.IdleStrategy;
 import org.agrona.concurrent.SystemNanoClock;
@@ -56,6 +57,8 @@ public final class SharedIoThread implements AutoCloseable {
     private volatile boolean running = true;
     private volatile boolean sleeping;
     private static final int NO_MEMBER = -1;
+    /** Pause after a failure outside the rounds: at most a thousand a second are handled and logged. */
+    private static final long FAULT_BACKOFF_NS = 1_000_000;
     /** The member whose sleep checks run now, or NO_MEMBER (this thread only: names a fault's member). */
     private int current = NO_MEMBER;
     private volatile long sleptNs;
@@ -239,6 +242,8 @@ public final class SharedIoThread implements AutoCloseable {
                 // the sleep's checks, at a loop back-edge. It must not end this thread: the other
                 // members' devices would stop with it.
                 caughtOutsideRounds(e);
+                // A failure that recurs (a bug) must not spin the thread or flood the log.
+                LockSupport.parkNanos(FAULT_BACKOFF_NS);
             }
         }
         Runnable change;
