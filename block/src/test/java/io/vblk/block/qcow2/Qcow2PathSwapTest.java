@@ -13,6 +13,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * Regression (review rev9b, data corruption): the image locks are held on the descriptor opened
@@ -39,8 +40,14 @@ class Qcow2PathSwapTest {
             Process qemu = new ProcessBuilder("qemu-io", "-f", "qcow2", "-c", "sleep 60000", img.toString())
                     .redirectErrorStream(true).start();
             try {
-                for (int i = 0; i < 200 && DriverRig.run("qemu-img", "info", img.toString()).code() == 0; i++) {
-                    Thread.sleep(50);
+                // Wait for qemu-io's writer locks by reading the lock bytes (a CI run once saw 10 s
+                // of polling with qemu-img info pass on a loaded 2-core machine); a qemu-io that
+                // died instead shows its output.
+                try {
+                    QemuTools.awaitLockBytes(img, m -> (m & QemuTools.WRITER_BYTES) == QemuTools.WRITER_BYTES, 60);
+                } catch (AssertionError e) {
+                    String out = qemu.isAlive() ? "still running" : new String(qemu.getInputStream().readAllBytes());
+                    throw new AssertionError(e.getMessage() + "; qemu-io: " + out, e);
                 }
                 assertNotEquals(0, DriverRig.run("qemu-img", "info", img.toString()).code(), "QEMU holds the new file's locks");
                 byte[] before = Files.readAllBytes(img);
