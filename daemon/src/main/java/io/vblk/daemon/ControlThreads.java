@@ -17,11 +17,19 @@ import io.vblk.vhost.Log;
  * only when there is work and end them when idle, so an idle daemon holds the loop thread alone.
  *
  * <p>Why two pools: an RPC handler may wait for a vhost-user handler (export.remove waits for the
- * frontend's rings to drain, which runs on a vhost handler), so they never share threads. Why
- * {@link #VHOST_HANDLERS} vhost handlers: one session's handler may block while its rings drain
- * (GET_VRING_BASE, SET_MEM_TABLE, teardown) and a session is handled one message at a time,
- * so one slow or hostile frontend holds at most one of them and the others keep serving every
- * other export's messages. RPC clients: at most {@link #RPC_HANDLERS} requests run at once, each
+ * frontend's rings to drain, which runs on a vhost handler), so they never share threads. Why the
+ * vhost pool grows (up to {@link #VHOST_HANDLERS}): one session's handler may block while its
+ * rings drain (GET_VRING_BASE, SET_MEM_TABLE, teardown), for as long as its back end takes to
+ * complete what is in flight, which a stuck back end (an NBD server that stopped answering, a
+ * hung FUSE file) never does, and the drain may not be cut short (answering GET_VRING_BASE with
+ * requests in flight loses them in a migration). A session is handled one message at a time
+ * and a listener accepts one frontend at a time, so each export occupies at most two handlers
+ * at once: a pool that starts a thread whenever all are busy gives a stuck export's wait a
+ * thread of its own, and every other export's messages still find one (with a fixed four, four
+ * stuck exports stalled every other export's control messages). Such a drain is logged after
+ * 10 s and counted (BlockDevice.stalledControlCalls), and export.remove gives up on it after its
+ * deadline (the device closes undrained, the frontend's GET_VRING_BASE goes unanswered).
+ * RPC clients: at most {@link #RPC_HANDLERS} requests run at once, each
  * client's in order; the rest wait their turn (methods that change exports are serialized anyway).
  * That bound is high because a call may wait on a server outside the daemon for as long as the
  * server stalls (an export.add's connect and handshake, an export.remove's drain) and holds its
@@ -29,7 +37,8 @@ import io.vblk.vhost.Log;
  * included, waiting behind them (irev4 StalledCallsAttackTest). The threads exist only while busy.
  */
 final class ControlThreads implements AutoCloseable {
-    static final int VHOST_HANDLERS = 4;
+    /** At most this many vhost handlers at once: two per export for 512 exports; idle ones end. */
+    static final int VHOST_HANDLERS = 1024;
     static final int RPC_HANDLERS = 32;
     /** Threads an elastic pool starts before it looks for an idle one (the RPC pool's old fixed size). */
     static final int CORE_THREADS = 4;
@@ -41,7 +50,7 @@ final class ControlThreads implements AutoCloseable {
 
     ControlThreads(Log log) {
         this.loop = EventLoop.start("vblk-control-loop", log);
-        this.vhost = EventLoop.pool("vblk-vhost", VHOST_HANDLERS, IDLE_SECONDS);
+        this.vhost = elasticPool("vblk-vhost", VHOST_HANDLERS, IDLE_SECONDS);
         this.rpc = elasticPool("vblk-rpc", RPC_HANDLERS, IDLE_SECONDS);
     }
 

@@ -77,8 +77,12 @@ final class ExportMetrics implements MultiCollector {
         GaugeSnapshot.Builder size = GaugeSnapshot.builder().name("vblk_disk_size_bytes").help("Capacity of the export.");
         SummarySnapshot.Builder latency = SummarySnapshot.builder().name("vblk_disk_request_duration_seconds")
                 .help("Request latency, popped to pushed, since the export started.");
+        GaugeSnapshot.Builder stalled = GaugeSnapshot.builder().name("vblk_disk_stalled_control_calls")
+                .help("Control calls (a ring's drain) waiting more than 10 s for the back end to complete requests in flight.");
         for (Export e : exports) {
             BlockDevice d = e.device();
+            stalled.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
+                    .value(d.stalledControlCalls()).build());
             size.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
                     .value(d.config().capacitySectors() * 512.0).build());
             for (int q = 0; q < d.numQueues(); q++) {
@@ -107,6 +111,7 @@ final class ExportMetrics implements MultiCollector {
         }
         all.metricSnapshot(inFlight.build());
         all.metricSnapshot(size.build());
+        all.metricSnapshot(stalled.build());
         all.metricSnapshot(latency.build());
         all.metricSnapshot(CounterSnapshot.builder().name("vblk_image_locks_kept")
                 .help("Exports closed with the image's locks kept: a back end did not close drained, so the locks last until the"

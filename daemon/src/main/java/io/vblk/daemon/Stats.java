@@ -33,6 +33,8 @@ final class Stats {
         m.put("id", e.spec.id);
         m.put("size_bytes", d.config().capacitySectors() * 512);
         m.put("queues", queues);
+        // Drains waiting past 10 s on a back end that does not complete what is in flight.
+        m.put("stalled_control_calls", d.stalledControlCalls());
         return m;
     }
 

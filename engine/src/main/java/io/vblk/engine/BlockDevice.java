@@ -407,6 +407,11 @@ public final class BlockDevice implements AutoCloseable {
      * complete are given up and counted {@link QueueCounters#LOST} instead (see {@link GuestFaults}).
      */
     public QueueState stopQueue(int q) {
+        return await(submitStop(q), "stopping queue " + q + " (draining its requests)");
+    }
+
+    /** Hands queue {@code q}'s stop-and-drain to its I/O thread; the future completes once it is drained. */
+    private CompletableFuture<QueueState> submitStop(int q) {
         DeviceQueue queue = queue(q);
         IoThread thread = threadOfQueue[q];
         CompletableFuture<QueueState> done = new CompletableFuture<>();
@@ -444,7 +449,7 @@ public final class BlockDevice implements AutoCloseable {
                 return true;
             }
         });
-        return await(done);
+        return done;
     }
 
     /**
@@ -478,7 +483,7 @@ public final class BlockDevice implements AutoCloseable {
             done.complete(null);
             return true;
         });
-        await(done);
+        await(done, "draining queue " + queue.index);
     }
 
     /** I/O thread {@code t} (for tests). */
@@ -794,10 +799,60 @@ public final class BlockDevice implements AutoCloseable {
         }
         closed = true;
         stop();
+        shutdownThreads();
+    }
+
+    /**
+     * As {@link #close()}, but waits at most {@code drainWaitMs} for the queues to drain: a back
+     * end that never completes (an NBD server that stopped answering, a stalled io_uring, a file
+     * on a hung FUSE server) must not hold its closer for ever. Past the deadline the I/O threads
+     * are shut down with requests still in flight: {@link #quiesced()} then stays false (the
+     * caller keeps the guest memory mapped and the image's locks), and every control call still
+     * waiting on the device (a frontend's GET_VRING_BASE) fails instead of answering. Returns
+     * whether every queue drained; false also when the device was already closed.
+     */
+    public synchronized boolean close(long drainWaitMs) {
+        if (closed) {
+            return false;
+        }
+        closed = true;
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(Math.max(0, drainWaitMs));
+        boolean drained = true;
+        for (DeviceQueue q : queues) {
+            try {
+                if (!awaitUntil(submitStop(q.index), deadline)) {
+                    drained = false;
+                    break;
+                }
+            } catch (IllegalStateException e) {
+                drained = false;
+                break;
+            }
+        }
+        shutdownThreads();
+        return drained;
+    }
+
+    private void shutdownThreads() {
         for (IoThread t : threads) {
             t.shutdown();
         }
         registration.release();
+    }
+
+    /** Control calls waiting on an I/O thread for longer than {@link #STALL_REPORT_MS} right now. */
+    private final java.util.concurrent.atomic.AtomicInteger stalledCalls = new java.util.concurrent.atomic.AtomicInteger();
+
+    /** How long a control call waits on an I/O thread before it is reported stalled. */
+    static final long STALL_REPORT_MS = 10_000;
+
+    /**
+     * Control calls (stop, drain, reset of a queue) waiting right now for longer than 10 s on an
+     * I/O thread: a back end that does not complete the requests in flight. For metrics: each
+     * one also goes to {@link DeviceListener#controlCallStalled} when it is reported and when it ends.
+     */
+    public int stalledControlCalls() {
+        return stalledCalls.get();
     }
 
     /** Whether {@link #close()} has begun. */
@@ -875,7 +930,41 @@ public final class BlockDevice implements AutoCloseable {
         return await(done);
     }
 
+    /** Waits for {@code future} until {@code deadlineNs} (System.nanoTime); false when it passed first. */
+    private <T> boolean awaitUntil(CompletableFuture<T> future, long deadlineNs) {
+        while (!future.isDone()) {
+            long left = deadlineNs - System.nanoTime();
+            if (left <= 0) {
+                return false;
+            }
+            try {
+                future.get(Math.min(left, TimeUnit.SECONDS.toNanos(1)), TimeUnit.NANOSECONDS);
+            } catch (TimeoutException e) {
+                // again, until the deadline
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return false;
+            } catch (ExecutionException e) {
+                return true; // done, if badly: the queue is not waiting on anything
+            }
+        }
+        return true;
+    }
+
     private <T> T await(CompletableFuture<T> future) {
+        return await(future, "a control call");
+    }
+
+    /**
+     * Waits for a command of the I/O thread, as long as it takes: the contract (a drain answers
+     * only once every request is back) allows no deadline here. A wait past {@link
+     * #STALL_REPORT_MS} is reported to the listener ({@code what}) and counted in {@link
+     * #stalledControlCalls()} until it ends, so a stuck back end is visible; only {@link
+     * #close(long)} gives up on it (and then this call fails).
+     */
+    private <T> T await(CompletableFuture<T> future, String what) {
+        long start = System.nanoTime();
+        boolean stalled = false;
         try {
             while (true) {
                 try {
@@ -889,6 +978,12 @@ public final class BlockDevice implements AutoCloseable {
                         // its caller waited for ever, holding a handler thread.
                         throw new IllegalStateException("the device is closed: its I/O threads have ended");
                     }
+                    long waitedMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
+                    if (!stalled && waitedMs >= STALL_REPORT_MS) {
+                        stalled = true;
+                        stalledCalls.incrementAndGet();
+                        reportStall(what, waitedMs, false);
+                    }
                 }
             }
         } catch (InterruptedException e) {
@@ -900,6 +995,19 @@ public final class BlockDevice implements AutoCloseable {
                 throw (RuntimeException) cause;
             }
             throw new IllegalStateException(cause);
+        } finally {
+            if (stalled) {
+                stalledCalls.decrementAndGet();
+                reportStall(what, TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start), true);
+            }
+        }
+    }
+
+    private void reportStall(String what, long waitedMs, boolean ended) {
+        try {
+            listener.controlCallStalled(what, waitedMs, ended);
+        } catch (RuntimeException e) {
+            // the owner's report must not change the outcome of the call
         }
     }
 

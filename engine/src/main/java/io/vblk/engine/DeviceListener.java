@@ -30,4 +30,14 @@ public interface DeviceListener {
      */
     default void configChanged(BlkConfig config) {
     }
+
+    /**
+     * A control call ({@code what}: a queue's stop or drain) has waited {@code waitedMs} on an
+     * I/O thread, past the device's report threshold: a back end does not complete the requests
+     * in flight. Called once when the wait is reported ({@code ended} false) and once when it
+     * ends ({@code ended} true, done or failed), on the waiting control thread; for the owner's
+     * log. See {@link BlockDevice#stalledControlCalls()}.
+     */
+    default void controlCallStalled(String what, long waitedMs, boolean ended) {
+    }
 }

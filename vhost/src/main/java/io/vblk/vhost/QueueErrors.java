@@ -38,6 +38,18 @@ final class QueueErrors implements DeviceListener {
         log.info(report);
     }
 
+    /**
+     * A drain the back end does not finish (an NBD server that stopped answering, a hung FUSE
+     * file): logged, so that a stuck export shows; the frontend's answer (GET_VRING_BASE) waits
+     * on, since answering with requests in flight would lose them in a migration (facts.md).
+     */
+    @Override
+    public void controlCallStalled(String what, long waitedMs, boolean ended) {
+        log.info(ended ? what + ": ended after " + waitedMs + " ms"
+                : what + ": STALLED, waiting " + waitedMs + " ms so far for the back end to complete the requests in"
+                        + " flight (the frontend's answer waits too; export.remove gives up on it after its deadline)");
+    }
+
     @Override
     public void queueBroken(int queue, String reason) {
         log.info("queue " + queue + " quarantined: " + reason);

@@ -56,8 +56,13 @@ public final class VhostUserServer implements AutoCloseable {
     /** Frontends that may wait while one is served; more are refused by the kernel. */
     static final int BACKLOG = 4;
     private static final long CLOSE_WAIT_SECONDS = 30;
-    /** How long {@link #close()} waits for the serving thread's drain (tests shorten it). */
-    long closeWaitMs = TimeUnit.SECONDS.toMillis(CLOSE_WAIT_SECONDS);
+    /**
+     * System property: milliseconds {@link #close()} waits for the frontend's drain, and then
+     * again for the device's (default 30 s each). Past them the device closes undrained.
+     */
+    public static final String CLOSE_WAIT_MS = "vblk.vhost.closeWaitMs";
+    /** How long {@link #close()} waits for the serving thread's drain, and then the device's (tests shorten it). */
+    long closeWaitMs = Long.getLong(CLOSE_WAIT_MS, TimeUnit.SECONDS.toMillis(CLOSE_WAIT_SECONDS));
 
     private final SocketFile socketFile;
     private final BlockDevice device;
@@ -349,7 +354,14 @@ public final class VhostUserServer implements AutoCloseable {
             }
         }
         poller.close();
-        device.close();
+        // Bounded: a back end that never completes what is in flight must not hold export.remove
+        // (or the daemon's shutdown) for ever. Undrained, the device stays unquiesced: the
+        // session's teardown keeps the guest memory mapped, and its pending GET_VRING_BASE fails
+        // (the connection closes unanswered) rather than answer with requests in flight.
+        if (!device.close(closeWaitMs)) {
+            log.info("the device did not drain within " + closeWaitMs + " ms: closed with requests still in flight"
+                    + " (a back end that does not complete them)");
+        }
         socketFile.closeAndRemove();
     }
 
