@@ -63,6 +63,8 @@ public final class VhostUserServer implements AutoCloseable {
     public static final String CLOSE_WAIT_MS = "vblk.vhost.closeWaitMs";
     /** How long {@link #close()} waits for the serving thread's drain, and then the device's (tests shorten it). */
     long closeWaitMs = Long.getLong(CLOSE_WAIT_MS, TimeUnit.SECONDS.toMillis(CLOSE_WAIT_SECONDS));
+    /** How long {@link #close()} then waits for the device's own drain before closing it undrained. */
+    long deviceDrainWaitMs = closeWaitMs;
 
     private final SocketFile socketFile;
     private final BlockDevice device;
@@ -358,8 +360,8 @@ public final class VhostUserServer implements AutoCloseable {
         // (or the daemon's shutdown) for ever. Undrained, the device stays unquiesced: the
         // session's teardown keeps the guest memory mapped, and its pending GET_VRING_BASE fails
         // (the connection closes unanswered) rather than answer with requests in flight.
-        if (!device.close(closeWaitMs)) {
-            log.info("the device did not drain within " + closeWaitMs + " ms: closed with requests still in flight"
+        if (!device.close(deviceDrainWaitMs)) {
+            log.info("the device did not drain within " + deviceDrainWaitMs + " ms: closed with requests still in flight"
                     + " (a back end that does not complete them)");
         }
         socketFile.closeAndRemove();
