@@ -497,9 +497,10 @@ final class QueueControl {
     void teardown() {
         for (Vring v : state.vrings) {
             if (v.running && v.kick != null) {
-                // The frontend is gone, so a spurious kick is harmless; it frees an I/O thread
-                // that may be blocked reading a kick eventfd the frontend emptied itself (the
-                // description is shared, and blocking is the frontend's choice).
+                // The connection is ending, so a spurious kick is harmless: the ring takes what
+                // the frontend made available without kicking, and the stop below drains it all.
+                // (Not to free a blocked I/O thread: kick eventfds are never read, EpollWait
+                // watches them edge-triggered, and the stop command wakes the thread itself.)
                 v.kick.signal();
             }
         }
@@ -521,7 +522,10 @@ final class QueueControl {
                 throw e;
             }
             // The server closed the device meanwhile (its close stopped waiting for this
-            // teardown): its I/O threads have ended, so nothing of the device uses these any more.
+            // teardown, or gave up on a drain the back end never finished). Its I/O threads
+            // may still be in a last round, or have ended with requests still with the kernel:
+            // releaseAfterDeviceClose and the quiesced() check below decide what may be closed
+            // and unmapped, and what must be leaked.
             closedUnderUs = true;
             releaseAfterDeviceClose();
         }
