@@ -96,12 +96,18 @@ public final class Image implements AutoCloseable {
      * @throws UncheckedIOException when a portable open fails
      */
     public static Image open(Path path, ImageOptions options) {
+        if (options.beneath() != null && (options.portable() || !LINUX)) {
+            throw new IllegalArgumentException("cannot confine " + path + " to " + options.beneath()
+                    + ": that needs the native open (openat2, Linux)");
+        }
         if (options.portable() || !LINUX) {
             return openPortable(path, options);
         }
         // Only a regular file or a block device: a FIFO (its open would block for ever), a
         // character device or a socket is refused, whoever named it (a qcow2 backing name too).
-        PosixFile file = PosixFile.openFileOrBlockDevice(path, options.readOnly(), options.direct());
+        PosixFile file = options.beneath() != null
+                ? PosixFile.openFileOrBlockDeviceBeneath(options.beneath(), path, options.readOnly(), options.direct())
+                : PosixFile.openFileOrBlockDevice(path, options.readOnly(), options.direct());
         try {
             return describe(path, options, file);
         } catch (RuntimeException e) {

@@ -11,15 +11,18 @@ package io.vblk.aio;
  * </pre>
  */
 public final class ImageOptions {
-    private static final ImageOptions DEFAULTS = new ImageOptions(false, true, true, !Image.LINUX, BounceBudget.DEFAULT_BYTES);
+    private static final ImageOptions DEFAULTS = new ImageOptions(false, true, true, !Image.LINUX, BounceBudget.DEFAULT_BYTES, null);
 
     private final boolean readOnly;
     private final boolean direct;
     private final boolean fallocate;
     private final boolean portable;
     private final long bounceBudgetBytes;
+    private final java.nio.file.Path beneath;
 
-    private ImageOptions(boolean readOnly, boolean direct, boolean fallocate, boolean portable, long bounceBudgetBytes) {
+    private ImageOptions(boolean readOnly, boolean direct, boolean fallocate, boolean portable, long bounceBudgetBytes,
+            java.nio.file.Path beneath) {
+        this.beneath = beneath;
         this.readOnly = readOnly;
         this.direct = direct;
         this.fallocate = fallocate;
@@ -34,12 +37,12 @@ public final class ImageOptions {
 
     /** Opens read-only: writes, discards and write-zeroes are refused with {@code -EROFS}. */
     public ImageOptions readOnly(boolean value) {
-        return new ImageOptions(value, direct, fallocate, portable, bounceBudgetBytes);
+        return new ImageOptions(value, direct, fallocate, portable, bounceBudgetBytes, beneath);
     }
 
     /** O_DIRECT (the default) bypasses the host page cache; false opens buffered. */
     public ImageOptions direct(boolean value) {
-        return new ImageOptions(readOnly, value, fallocate, portable, bounceBudgetBytes);
+        return new ImageOptions(readOnly, value, fallocate, portable, bounceBudgetBytes, beneath);
     }
 
     /**
@@ -47,7 +50,7 @@ public final class ImageOptions {
      * writes zeros, as happens anyway where the filesystem refuses fallocate.
      */
     public ImageOptions fallocate(boolean value) {
-        return new ImageOptions(readOnly, direct, value, portable, bounceBudgetBytes);
+        return new ImageOptions(readOnly, direct, value, portable, bounceBudgetBytes, beneath);
     }
 
     /**
@@ -56,7 +59,7 @@ public final class ImageOptions {
      * that path.
      */
     public ImageOptions portable(boolean value) {
-        return new ImageOptions(readOnly, direct, fallocate, value, bounceBudgetBytes);
+        return new ImageOptions(readOnly, direct, fallocate, value, bounceBudgetBytes, beneath);
     }
 
     /**
@@ -68,7 +71,25 @@ public final class ImageOptions {
      */
     public ImageOptions bounceBudgetBytes(long value) {
         new BounceBudget(value); // validates
-        return new ImageOptions(readOnly, direct, fallocate, portable, value);
+        return new ImageOptions(readOnly, direct, fallocate, portable, value, beneath);
+    }
+
+    /**
+     * Opens the image only if its name resolves beneath {@code dir} (an absolute directory, e.g.
+     * a qcow2 image's backing directory), in one step by the kernel (openat2 RESOLVE_BENEATH,
+     * see {@code PosixFile.openFileOrBlockDeviceBeneath}), so that no component swapped for a
+     * link after a check can lead elsewhere. Null (the default): opened as named. Linux only.
+     */
+    public ImageOptions beneath(java.nio.file.Path dir) {
+        if (dir != null && !dir.isAbsolute()) {
+            throw new IllegalArgumentException("beneath: not an absolute directory: " + dir);
+        }
+        return new ImageOptions(readOnly, direct, fallocate, portable, bounceBudgetBytes, dir);
+    }
+
+    /** The directory the image must lie beneath, or null. */
+    public java.nio.file.Path beneath() {
+        return beneath;
     }
 
     /** The device's bounce budget in bytes. */
@@ -100,6 +121,7 @@ public final class ImageOptions {
     public String toString() {
         return "ImageOptions[" + (readOnly ? "ro" : "rw") + (direct ? ", direct" : ", buffered")
                 + (fallocate ? "" : ", no fallocate") + (portable ? ", portable" : "")
-                + (bounceBudgetBytes != BounceBudget.DEFAULT_BYTES ? ", bounce budget " + bounceBudgetBytes : "") + "]";
+                + (bounceBudgetBytes != BounceBudget.DEFAULT_BYTES ? ", bounce budget " + bounceBudgetBytes : "")
+                + (beneath != null ? ", beneath " + beneath : "") + "]";
     }
 }

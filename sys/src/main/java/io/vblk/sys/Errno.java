@@ -13,6 +13,8 @@ public final class Errno {
     public static final int EFAULT = 14;
     public static final int EBUSY = 16;
     public static final int EEXIST = 17;
+    /** openat2 RESOLVE_BENEATH: the name would leave the directory. */
+    public static final int EXDEV = 18;
     public static final int ENODEV = 19;
     public static final int ENOTDIR = 20;
     public static final int EINVAL = 22;
@@ -23,6 +25,8 @@ public final class Errno {
     public static final int EPIPE = 32;
     public static final int ENOLCK = 37;
     public static final int ENOSYS = 38;
+    /** Too many links, or (openat2 RESOLVE_NO_MAGICLINKS, O_NOFOLLOW) a link refused. */
+    public static final int ELOOP = 40;
     public static final int EOPNOTSUPP = 95;
     public static final int ECONNRESET = 104;
     public static final int ETIME = 62;

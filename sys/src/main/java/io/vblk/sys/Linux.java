@@ -13,6 +13,10 @@ public final class Linux {
     /** Opens a name without opening the file: only for fstat and reopening through /proc/self/fd. */
     public static final int O_PATH = 010000000;
     public static final int O_DIRECT = 040000;
+    /** Fails (ELOOP) when the last component is a symbolic link; with O_PATH, opens the link itself. */
+    public static final int O_NOFOLLOW = 0400000;
+    /** Fails (ENOTDIR) unless the name is a directory. */
+    public static final int O_DIRECTORY = 0200000;
     public static final int O_CLOEXEC = 02000000;
 
     // eventfd(2)
@@ -109,6 +113,12 @@ public final class Linux {
     public static final long SYS_GETRUSAGE = 98;
     public static final long SYS_GETTID = 186;
     public static final long SYS_FSTAT = 5;
+    /** openat2(2) (Linux 5.6): openat with {@code struct open_how} {u64 flags, u64 mode, u64 resolve}. */
+    public static final long SYS_OPENAT2 = 437;
+    /** openat2 resolve: no component may leave the directory (no "..", no absolute link, no absolute name). */
+    public static final long RESOLVE_BENEATH = 0x08;
+    /** openat2 resolve: no /proc magic link ({@code /proc/self/fd/N}) is followed. */
+    public static final long RESOLVE_NO_MAGICLINKS = 0x02;
 
     /** The page size everything here assumes (x86-64 base pages). */
     public static final int PAGE_SIZE = 4096;

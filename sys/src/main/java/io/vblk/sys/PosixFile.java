@@ -85,6 +85,79 @@ public final class PosixFile implements AutoCloseable {
         if (pathFd == -1) {
             throw new NativeException(Native.errno(), "open", path, "0" + Integer.toOctalString(pathFlags), 0);
         }
+        return reopenFileOrBlockDevice(pathFd, path, readOnly, direct);
+    }
+
+    /** Test seam: the system call number used for openat2 (a kernel without it answers ENOSYS). */
+    static volatile long openat2Number = Linux.SYS_OPENAT2;
+
+    /**
+     * As {@link #openFileOrBlockDevice}, but {@code path} is resolved by the kernel in one step
+     * beneath {@code dir} (openat2(2) with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS): no
+     * component may leave {@code dir}, whether by {@code ..}, an absolute symbolic link, a link
+     * pointing above it or a /proc magic link, and that holds for the components as they are at
+     * the open, not as a check before it saw them (a directory swapped for a link meanwhile is
+     * refused, not followed). Links that stay beneath {@code dir} are followed. For backing
+     * files confined to a directory whose name an untrusted image chose.
+     *
+     * @param dir the confining directory (the operator's; itself opened as named)
+     * @param path a name under {@code dir}: relative to it, or absolute and starting with it
+     * @throws IllegalArgumentException when {@code path} leaves {@code dir} (EXDEV, ELOOP), is
+     *         not a regular file or block device, or the kernel lacks openat2 (Linux before 5.6,
+     *         or a seccomp filter that refuses it: ENOSYS), each with its reason
+     * @throws NativeException carrying errno and the path when an open or fstat fails otherwise
+     */
+    public static PosixFile openFileOrBlockDeviceBeneath(Path dir, Path path, boolean readOnly, boolean direct) {
+        Path name = path;
+        if (path.isAbsolute()) {
+            if (!path.startsWith(dir)) {
+                throw new IllegalArgumentException(path + " lies outside the directory " + dir);
+            }
+            name = dir.relativize(path);
+        }
+        if (name.toString().isEmpty()) {
+            throw new IllegalArgumentException(path + " names the directory " + dir + " itself");
+        }
+        int dirFlags = Linux.O_PATH | Linux.O_DIRECTORY | Linux.O_CLOEXEC;
+        int dirFd = Native.libc().open(dir.toString(), dirFlags, 0);
+        if (dirFd == -1) {
+            throw new NativeException(Native.errno(), "open", dir, "0" + Integer.toOctalString(dirFlags), 0);
+        }
+        int pathFd;
+        try {
+            byte[] bytes = name.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8);
+            NativeBuffer cName = new NativeBuffer(bytes.length + 1);
+            cName.buffer().putBytes(0, bytes);
+            cName.buffer().putByte(bytes.length, (byte) 0);
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            NativeBuffer how = new NativeBuffer(OPEN_HOW_SIZE, 8);
+            how.buffer().putLong(0, Linux.O_PATH | Linux.O_CLOEXEC);
+            how.buffer().putLong(8, 0);
+            how.buffer().putLong(16, Linux.RESOLVE_BENEATH | Linux.RESOLVE_NO_MAGICLINKS);
+            long rc = Native.syscall(openat2Number, dirFd, cName.address(), how.address(), OPEN_HOW_SIZE, 0);
+            if (rc == -Errno.ENOSYS) {
+                throw new IllegalArgumentException("cannot confine " + path + " to " + dir + ": this kernel has no"
+                        + " openat2(2) (Linux 5.6 or later, not refused by a seccomp filter, is needed for a"
+                        + " backing directory)");
+            }
+            if (rc == -Errno.EXDEV || rc == -Errno.ELOOP) {
+                throw new IllegalArgumentException(path + " lies outside the directory " + dir + " (openat2"
+                        + " RESOLVE_BENEATH: " + Errno.describe((int) -rc) + ")");
+            }
+            if (rc < 0) {
+                throw new NativeException((int) -rc, "openat2", dir, name, "RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS");
+            }
+            pathFd = (int) rc;
+        } finally {
+            Native.libc().close(dirFd);
+        }
+        return reopenFileOrBlockDevice(pathFd, path, readOnly, direct);
+    }
+
+    private static final int OPEN_HOW_SIZE = 24;
+
+    /** Checks what the O_PATH descriptor {@code pathFd} refers to and opens that inode for I/O; closes {@code pathFd}. */
+    private static PosixFile reopenFileOrBlockDevice(int pathFd, Path path, boolean readOnly, boolean direct) {
         try {
             int mode = FileSize.mode(pathFd);
             if (mode < 0) {

@@ -47,9 +47,15 @@ final class FileHost extends Qcow2Host {
      * clusters) before the check, and a refused image is closed again.
      */
     FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct, Locking locking) {
+        this(path, kind, readOnly, direct, locking, null);
+    }
+
+    /** As above, the file opened only if it resolves beneath {@code beneath} (a backing directory; null: as named). */
+    FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct, Locking locking, Path beneath) {
         this.path = path;
         this.kind = kind;
-        this.image = ImageLocks.openLocked(path, ImageOptions.defaults().readOnly(readOnly).direct(direct), locking);
+        this.image = ImageLocks.openLocked(path, ImageOptions.defaults().readOnly(readOnly).direct(direct).beneath(beneath),
+                locking);
         PosixFile second = null;
         if (!image.portable()) {
             try {

@@ -97,6 +97,12 @@ public final class Qcow2 {
 
     private static Qcow2Driver open(Path path, BackendKind kind, int depth, Qcow2Options options, int level,
                                     Set<String> chain) {
+        return open(path, kind, depth, options, level, chain, null);
+    }
+
+    /** As above; a backing file confined to a directory is opened beneath {@code beneath} (null: as named). */
+    private static Qcow2Driver open(Path path, BackendKind kind, int depth, Qcow2Options options, int level,
+                                    Set<String> chain, Path beneath) {
         if (kind == BackendKind.NULL) {
             throw new IllegalArgumentException("the null back end serves raw only");
         }
@@ -109,8 +115,8 @@ public final class Qcow2 {
         if (!chain.add(real.toString())) {
             throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
         }
-        return open(new FileHost(real, kind, options.readOnly(), options.direct(), options.locking()), kind, depth, options, level,
-                chain);
+        return open(new FileHost(real, kind, options.readOnly(), options.direct(), options.locking(), beneath), kind, depth,
+                options, level, chain);
     }
 
     /**
@@ -223,10 +229,10 @@ public final class Qcow2 {
 
     /**
      * Refuses a backing file that does not lie under {@code dir} once links and {@code ..} are
-     * resolved; returns the resolved path, which the caller opens (opening the name again would
-     * follow a link swapped in after the check). A directory component replaced by a link after
-     * that is still followed: only openat2's RESOLVE_BENEATH would close that, and it needs write
-     * access under the directory.
+     * resolved; returns the resolved path, which the caller opens beneath {@code dir}'s real path
+     * ({@link #backingRoot}) with openat2 RESOLVE_BENEATH (ImageOptions.beneath): a directory
+     * component swapped for a link between this check and the open is then refused by the
+     * kernel, not followed. This check gives the clear message for the ordinary case.
      */
     private static Path confine(Path file, Path dir, String overlay) {
         Path real;
@@ -243,6 +249,18 @@ public final class Qcow2 {
         }
         return real;
     }
+
+    /** The backing directory's real path, which confined backing files are opened beneath. */
+    private static Path backingRoot(Path dir) {
+        try {
+            return dir.toRealPath();
+        } catch (IOException e) {
+            throw new IllegalArgumentException("qcow2: cannot resolve the backing directory " + dir + ": " + e, e);
+        }
+    }
+
+    /** Test seam: runs after a confined backing name was checked, before it is opened (null in production). */
+    static volatile Runnable afterConfine;
 
     private static BlockDriver openBacking(Qcow2Host overlay, Qcow2Header h, BackendKind kind, int depth,
                                            Qcow2Options options, int level, Set<String> chain) {
@@ -292,8 +310,13 @@ public final class Qcow2 {
             throw new IllegalArgumentException("qcow2: backing file " + named + " of " + overlay.name() + " does not exist");
         }
         Path file = options.backingDir() != null ? confine(named, options.backingDir(), overlay.name()) : named;
+        Path beneath = options.backingDir() != null ? backingRoot(options.backingDir()) : null;
+        Runnable hook = afterConfine;
+        if (hook != null && beneath != null) {
+            hook.run();
+        }
         if ("qcow2".equals(format)) {
-            return open(file, kind == BackendKind.NULL ? BackendKind.IO_URING : kind, depth, ro, level + 1, chain);
+            return open(file, kind == BackendKind.NULL ? BackendKind.IO_URING : kind, depth, ro, level + 1, chain, beneath);
         }
         Path real;
         try {
@@ -305,8 +328,8 @@ public final class Qcow2 {
             throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
         }
         // A backing file is a reader's use (QEMU's backing child): it may be read by others, never written.
-        Image image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(options.direct()),
-                options.locking());
+        Image image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(options.direct())
+                .beneath(beneath), options.locking());
         if (options.direct() && !image.portable() && image.sizeBytes() % image.logicalBlockSize() != 0) {
             // A size that is not a multiple of the O_DIRECT alignment (QEMU reads the tail as
             // padded with zeros): the last piece's read would be refused with EINVAL, so the
@@ -314,8 +337,8 @@ public final class Qcow2 {
             // driver zero-fills the rest of the cluster. Read-only, so nothing is lost.
             io.vblk.block.ImageLocks.release(image);
             image.close();
-            image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(false),
-                    options.locking());
+            image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(false)
+                    .beneath(beneath), options.locking());
         }
         try {
             IoBackend io = IoBackends.open(kind, image, depth);

@@ -130,6 +130,54 @@ class Qcow2BackingPolicyTest {
         }
     }
 
+    /**
+     * The backing name is checked under the backing directory, then a writer of that directory
+     * swaps a directory component for a link out of it before the open: the open must not follow
+     * it (openat2 RESOLVE_BENEATH). Before, the check passed and the open read the outside file.
+     */
+    @Test
+    void aDirectoryComponentSwappedForALinkAfterTheCheckIsNotFollowed() throws Exception {
+        Path secretDir = Files.createDirectories(dir.resolve("elsewhere"));
+        Path images = Files.createDirectories(dir.resolve("images"));
+        Path sub = Files.createDirectories(images.resolve("sub"));
+        byte[] inside = new byte[4096];
+        byte[] secret = new byte[4096];
+        System.arraycopy("inside".getBytes(StandardCharsets.US_ASCII), 0, inside, 0, 6);
+        System.arraycopy("SECRET".getBytes(StandardCharsets.US_ASCII), 0, secret, 0, 6);
+        Files.write(sub.resolve("base.raw"), inside);
+        Files.write(secretDir.resolve("base.raw"), secret);
+        Path raw = DriverRig.create(images, "raw-over.qcow2", String.valueOf(MIB), "-u", "-b", "sub/base.raw", "-F", "raw");
+        DriverRig.create(sub, "base.qcow2", String.valueOf(MIB));
+        Files.copy(sub.resolve("base.qcow2"), secretDir.resolve("base.qcow2"));
+        Path q2 = DriverRig.create(images, "q-over.qcow2", String.valueOf(MIB), "-u", "-b", "sub/base.qcow2", "-F", "qcow2");
+        Qcow2Options confined = Qcow2Options.defaults().backingDir(images);
+        try (Qcow2Driver d = Qcow2.open(raw, BackendKind.THREADS, 8, confined)) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(4096);
+            assertEquals(4096, rig.one(rig.read(0, b, 4096)));
+            assertEquals("inside", new String(DriverRig.bytes(b, 6), StandardCharsets.US_ASCII), "unswapped, it opens");
+        }
+        Qcow2.afterConfine = () -> {
+            try {
+                Files.move(sub, images.resolve("sub.old"));
+                Files.createSymbolicLink(sub, secretDir);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        };
+        try {
+            for (Path o : new Path[] {raw, q2}) {
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                        () -> Qcow2.open(o, BackendKind.THREADS, 8, confined).close(), o.toString());
+                assertTrue(e.getMessage().contains("outside"), e.getMessage());
+                Files.delete(sub);
+                Files.move(images.resolve("sub.old"), sub);
+            }
+        } finally {
+            Qcow2.afterConfine = null;
+        }
+    }
+
     @Test
     void aNetworkBackingNameIsRefusedUnlessAllowed() throws Exception {
         Path sock = dir.resolve("any.sock");
