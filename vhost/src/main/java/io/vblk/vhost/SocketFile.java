@@ -16,6 +16,8 @@ import java.util.Set;
 
 import org.agrona.concurrent.UnsafeBuffer;
 
+import io.vblk.sys.Errno;
+import io.vblk.sys.FileSize;
 import io.vblk.sys.Linux;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
@@ -139,7 +141,11 @@ public final class SocketFile {
             Native.check(Native.libc().bind(fd, addr.addressOffset(), SOCKADDR_LENGTH), "bind", path);
             bound = true;
             // bind created the file with the umask's mode; nobody can connect before listen.
-            Files.setPosixFilePermissions(path, permissions(mode));
+            Runnable hook = afterBind;
+            if (hook != null) {
+                hook.run();
+            }
+            chmodNoFollow(path, mode);
             if (group != null) {
                 Files.getFileAttributeView(path, PosixFileAttributeView.class, LinkOption.NOFOLLOW_LINKS).setGroup(group);
             }
@@ -152,6 +158,38 @@ public final class SocketFile {
         } catch (NativeException e) {
             abandon(fd, bound ? path : null);
             throw new UncheckedIOException(new IOException(e.getMessage(), e));
+        }
+    }
+
+    /** Test seam: runs between bind and the mode change (null in production). */
+    static volatile Runnable afterBind;
+
+    /**
+     * Sets the permission bits of the socket file at {@code path} without following a symbolic
+     * link: chmod(2) follows one, so a writer of the directory that swapped the new socket for a
+     * link between bind and chmod would have had the mode (0660, 0666) put on the link's target,
+     * any file of ours. The name is opened with O_PATH|O_NOFOLLOW (a link is opened as itself),
+     * its kind checked with fstat(2), and only a socket is changed, through
+     * {@code /proc/self/fd/N} (that very inode). The group is set with lchown (NOFOLLOW) already.
+     */
+    static void chmodNoFollow(Path path, int mode) throws IOException {
+        int flags = Linux.O_PATH | Linux.O_NOFOLLOW | Linux.O_CLOEXEC;
+        int fd = Native.libc().open(path.toString(), flags, 0);
+        if (fd == -1) {
+            throw new IOException("cannot open " + path + " to set its mode: " + Errno.describe(Native.errno()));
+        }
+        try {
+            int st = FileSize.mode(fd);
+            if (st < 0) {
+                throw new IOException("cannot fstat " + path + ": " + Errno.describe(-st));
+            }
+            if ((st & S_IFMT) != S_IFSOCK) {
+                throw new IOException(path + " is no longer the socket just bound (replaced by a symbolic link or"
+                        + " another file): its mode is left alone");
+            }
+            Files.setPosixFilePermissions(Path.of("/proc/self/fd/" + fd), permissions(mode));
+        } finally {
+            Native.libc().close(fd);
         }
     }
 
