@@ -672,6 +672,14 @@ final class Daemon implements AutoCloseable {
             stopped.countDown();
             List<String> ids = snapshotOrder();
             Collections.reverse(ids);
+            // Every frontend's connection ends now, so their rings drain at once rather than one
+            // export after the other; each close below then waits only for what is left.
+            for (String id : ids) {
+                Export e = exports.get(id);
+                if (e != null) {
+                    e.stop();
+                }
+            }
             for (String id : ids) {
                 Export e = exports.get(id);
                 if (e != null) {

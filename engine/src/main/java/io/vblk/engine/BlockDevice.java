@@ -578,7 +578,11 @@ public final class BlockDevice implements AutoCloseable {
                         done.get(1, TimeUnit.SECONDS); // timed, as in await()
                         break;
                     } catch (TimeoutException e) {
-                        // not done yet: wait on
+                        if (closed && threadsEnded() && !done.isDone()) {
+                            // As in await(): closed (an export.remove that gave up on a stalled
+                            // thread) and the command will never run; do not wait for ever.
+                            throw new java.io.IOException("the device closed before its I/O thread resized the disk");
+                        }
                     }
                 }
             } catch (InterruptedException e) {
@@ -833,11 +837,26 @@ public final class BlockDevice implements AutoCloseable {
         return drained;
     }
 
+    /**
+     * Shuts every I/O thread down, each whatever happened to the others: a shared thread that
+     * stays in a stalled round refuses to let its member go (after its change deadline), and
+     * that must not leave the device's other threads running. The first failure is rethrown.
+     */
     private void shutdownThreads() {
+        RuntimeException first = null;
         for (IoThread t : threads) {
-            t.shutdown();
+            try {
+                t.shutdown();
+            } catch (RuntimeException e) {
+                if (first == null) {
+                    first = e;
+                }
+            }
         }
         registration.release();
+        if (first != null) {
+            throw first;
+        }
     }
 
     /** Control calls waiting on an I/O thread for longer than {@link #STALL_REPORT_MS} right now. */
