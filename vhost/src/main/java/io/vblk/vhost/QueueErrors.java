@@ -47,7 +47,7 @@ final class QueueErrors implements DeviceListener {
     public void controlCallStalled(String what, long waitedMs, boolean ended) {
         log.info(ended ? what + ": ended after " + waitedMs + " ms"
                 : what + ": STALLED, waiting " + waitedMs + " ms so far for the back end to complete the requests in"
-                        + " flight (the frontend's answer waits too; export.remove gives up on it after its deadline)");
+                        + " flight (the frontend's answer waits too; closing the export gives up on it after its deadline)");
     }
 
     @Override
