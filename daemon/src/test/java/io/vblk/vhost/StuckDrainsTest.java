@@ -27,8 +27,10 @@ import io.vblk.testkit.VhostUserFrontend;
  * frontend got no answer at all. Now: the other export connects and does verified I/O meanwhile,
  * no frontend is answered early (the answer would lose the read in a migration), the stuck drains
  * show in export.stats (stalled_control_calls) and the log, export.remove of a stuck export answers
- * after its deadline and its frontend's connection closes unanswered, and once the server resumes
- * the other four drains finish and are answered, their reads completed.
+ * after its deadline (while the back end still holds the reads) and its frontend's connection
+ * closes unanswered, and once the server resumes the other four drains finish and are answered,
+ * their reads completed. (The NBD client itself fails a request after 30 s without a reply and
+ * 30 s of retries; the server resumes well before that.)
  * The guards are failure guards against a stalled control plane, not speed measurements.
  */
 class StuckDrainsTest {
@@ -113,6 +115,9 @@ class StuckDrainsTest {
                 assertTimeoutPreemptively(LIVENESS, () -> assertNull(frontends.get(0).receive(),
                         "s0's connection closes with its GET_VRING_BASE unanswered"));
                 assertTrue(d.stderr().contains("the device did not drain within 2000 ms"), d.stderr());
+                // It answered while the back end still held the reads (not after the NBD client's
+                // own request and retry timeouts, 30 s each, failed them): s1's drain still waits.
+                assertEquals(1, stalled(d, "s1"), "the remove waited for the back end's own timeouts");
                 assertTimeoutPreemptively(LIVENESS, () -> DaemonTest.verifiedIo(good, 5, 2));
             } finally {
                 new ProcessBuilder("kill", "-CONT", Long.toString(server.pid())).start().waitFor();
