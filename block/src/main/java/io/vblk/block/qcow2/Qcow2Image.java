@@ -68,6 +68,15 @@ final class Qcow2Image {
      * @throws IllegalArgumentException naming what is wrong with the image
      */
     static Qcow2Image read(Qcow2Host host, int alignment) {
+        return read(host, alignment, true);
+    }
+
+    /**
+     * As {@link #read(Qcow2Host, int)}; with {@code mayWrite} false (an inactive image, a
+     * migration's destination before it takes over) the file is not even rounded to whole
+     * clusters: nothing is written.
+     */
+    static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite) {
         try {
             long fileSize = host.storedBytes();
             int firstBytes = (int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS);
@@ -78,7 +87,7 @@ final class Qcow2Image {
             first.clear().limit(firstBytes);
             Qcow2Header h = Qcow2Header.parse(first.slice(), fileSize);
             int cluster = h.clusterSize;
-            if (host.file() && !host.readOnly() && (fileSize & (cluster - 1)) != 0) {
+            if (mayWrite && host.file() && !host.readOnly() && (fileSize & (cluster - 1)) != 0) {
                 // QEMU leaves the file ending inside the L1 table's cluster; whole clusters let
                 // the L1 table be written back with O_DIRECT.
                 int rc = host.extendTo(roundUp(fileSize, cluster));
