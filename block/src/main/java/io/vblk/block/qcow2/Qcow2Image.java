@@ -110,6 +110,12 @@ final class Qcow2Image {
             int reftableBytes = h.refcountTableClusters * cluster;
             NativeBuffer reftable = new NativeBuffer(reftableBytes, Math.max(alignment, 8));
             host.read(h.refcountTableOffset, reftable, reftableBytes);
+            if (!mayWrite) {
+                // An inactive open races the source's backend, which writes a cluster (growing
+                // the file) before the L1 or refcount table entry naming it: the size read after
+                // the tables covers every entry they hold.
+                fileSize = Math.max(fileSize, host.storedBytes());
+            }
             Object meta = collectMetadata(h, fileSize, l1, reftable);
             long lastMeta = (meta instanceof int[] ? ((int[]) meta)[((int[]) meta).length - 1]
                     : ((long[]) meta)[((long[]) meta).length - 1]) * (long) cluster;
