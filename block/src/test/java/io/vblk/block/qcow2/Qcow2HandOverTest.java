@@ -29,8 +29,8 @@ import io.vblk.testkit.QemuTools;
  * clusters returned, durable, writer's locks dropped) and writes nothing after, not even at its
  * close; the destination's activation takes the writer's locks and reads all metadata again,
  * so it sees clusters and L2 tables the source allocated after it opened, and in a migration
- * back and forth neither side keeps an L2 table cached from before. Real qemu-img and qemu-io
- * check the result.
+ * back and forth neither side keeps an L2 table cached from before; QEMU (qemu-io) as the
+ * writing source works the same. Real qemu-img and qemu-io check the result.
  */
 class Qcow2HandOverTest {
     private static final int CLUSTER = 4096; // one L2 table maps 2 MiB: new tables are easy to make
@@ -231,6 +231,28 @@ class Qcow2HandOverTest {
             dst.close();
         }
         assertCheckClean(img);
+    }
+
+    @Test
+    void anIncomingDriverTakesOverWhatQemuWroteBesideIt() throws Exception {
+        Path img = DriverRig.create(dir, "q.qcow2", String.valueOf(SIZE), "-o", "cluster_size=" + CLUSTER);
+        Qcow2Driver dst = open(img, true);
+        try {
+            // QEMU (qemu-io, a writer's locks) allocates beside the inactive driver, then closes.
+            QemuTools.Run w = QemuTools.qemuIo("-f", "qcow2", "-c", "write -P 0x42 0 64k", "-c",
+                    "write -P 0x43 " + (32L << 20) + " 4k", img.toString());
+            assertEquals(0, w.code(), w.output());
+            assertFalse(w.output().contains("lock"), w.output());
+            assertTrue(dst.activate());
+            assertReads(dst, 0, 65536, 0x42);
+            assertReads(dst, 32L << 20, CLUSTER, 0x43);
+            write(dst, 16L << 20, CLUSTER, 0x44);
+        } finally {
+            dst.close();
+        }
+        assertCheckClean(img);
+        qemuIoPattern(img, 0, 65536, 0x42);
+        qemuIoPattern(img, 16L << 20, CLUSTER, 0x44);
     }
 
     /** The header's incompatible feature bit 0 (dirty), at byte 72+7. */
