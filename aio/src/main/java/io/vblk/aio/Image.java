@@ -284,6 +284,19 @@ public final class Image implements AutoCloseable {
     }
 
     /**
+     * Learns the file's size afresh, for an image format whose file another process grew or
+     * shrank meanwhile (a migration's source wrote it while this image was inactive). Control
+     * path only; nothing for a portable or closed image. Returns the size now known.
+     */
+    public synchronized long refreshSize() {
+        if (file == null || closed || blockDevice) {
+            return sizeBytes;
+        }
+        sizeBytes = file.sizeBytes();
+        return sizeBytes;
+    }
+
+    /**
      * Grows the file to {@code newSizeBytes} with allocated blocks (fallocate, falling back to
      * ftruncate), for an image format that allocates clusters at the end of its file. One call
      * per batch of clusters, never per request. Returns 0 or {@code -errno} ({@code -EBADF} once

@@ -189,6 +189,43 @@ public interface BlockDriver extends Drainable, AutoCloseable {
     }
 
     /**
+     * Whether the driver may use (and write) its image: false for a format image opened inactive
+     * (a live migration's destination, BDRV_O_INACTIVE) or handed over, until {@link #activate}.
+     * True by default: a driver without state of its own about the image has nothing to hand over.
+     */
+    default boolean active() {
+        return true;
+    }
+
+    /**
+     * Takes the image over (a migration's destination at its device's start, or a source taking
+     * it back): the writer's locks, then every piece of metadata read afresh, nothing cached
+     * from before trusted, since another backend wrote the file meanwhile. Driver's I/O thread,
+     * with no request in flight. Returns whether the state changed; nothing by default.
+     *
+     * @throws io.vblk.sys.ImageLock.LockedException while another user still holds a writer's
+     *         lock (the driver stays inactive)
+     * @throws java.io.IOException when the image cannot be read again (the driver stays inactive)
+     */
+    default boolean activate() throws java.io.IOException {
+        return false;
+    }
+
+    /**
+     * Hands the image over (a migration's source, its queues stopped and drained): metadata
+     * written back, reserved space returned, everything durable, then the writer's locks
+     * dropped to the inactive set; from then on the driver writes nothing (not even at close)
+     * until {@link #activate}. Driver's I/O thread. Returns whether the state changed; nothing
+     * by default.
+     *
+     * @throws java.io.IOException when the metadata cannot be written back or made durable (the
+     *         driver stays active)
+     */
+    default boolean inactivate() throws java.io.IOException {
+        return false;
+    }
+
+    /**
      * Registers guest memory ranges with the driver's back end as fixed buffers (see {@link
      * io.vblk.aio.IoBackend#registerBuffers}); I/O thread, with nothing prepared and not
      * submitted. Returns the buffers registered or {@code -errno}; by default {@code

@@ -115,6 +115,17 @@ final class Export implements AutoCloseable {
     static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads, ControlThreads control,
             java.util.function.UnaryOperator<io.vblk.aio.IoBackend> wrap) {
         BackendKind kind = spec.aio != null ? spec.aio : BackendKind.IO_URING;
+        // Before connecting: nothing to undo.
+        if (spec.incoming && spec.network != null) {
+            throw new InvalidParams(spec.format == ImageFormat.QCOW2
+                    ? "incoming: a qcow2 image on a network disk is not handed over between backends (whichever backend"
+                            + " writes it caches its metadata); let the server own the format (qemu-nbd -f qcow2) and add"
+                            + " both exports as raw network disks, the destination's without incoming"
+                    : "incoming: a network disk is not opened inactive: this backend takes no image locks on it and caches"
+                            + " nothing of it, so add the destination's export without incoming (both backends may be"
+                            + " connected to the server at once; the destination's device starts only after the source's"
+                            + " drained)");
+        }
         NetworkDisk network = spec.network == null ? null : openNetwork(spec);
         if (network != null) {
             spec.readOnly = network.readOnly();
@@ -133,10 +144,7 @@ final class Export implements AutoCloseable {
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(e.getMessage());
         }
-        if (spec.incoming && (network != null || format != null)) {
-            throw new InvalidParams("incoming: only a raw image file is handed over between backends (qcow2 and network"
-                    + " disks: locking off on the destination)");
-        }
+        // A qcow2 image's drivers open and lock its file (inactive when incoming): no raw image here.
         io.vblk.block.ImageActivation activation = spec.image == null || format != null ? null : openImage(spec, log);
         Image image = activation == null ? null : activation.image();
         List<BlockDriver> drivers = new ArrayList<>();
@@ -153,6 +161,11 @@ final class Export implements AutoCloseable {
             }
             if (format != null) {
                 builder.drivers(recording(format, drivers));
+                if (!spec.readOnly) {
+                    // qcow2 in a file: its drivers hand the image over (locks, cached metadata,
+                    // reserved clusters), an incoming one opened it inactive.
+                    builder.driversHandOver(spec.incoming, spec.image.toString());
+                }
             }
             if (network != null) {
                 builder.drivers(recording(networkFormat != null ? networkFormat : network, drivers));

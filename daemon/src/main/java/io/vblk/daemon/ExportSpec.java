@@ -48,7 +48,7 @@ final class ExportSpec {
     /** The qcow2 options this export opens its image with. */
     Qcow2Options qcow2Options() {
         return Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables).locking(locking)
-                .networkBacking(networkBacking).backingDir(backingDir);
+                .networkBacking(networkBacking).backingDir(backingDir).incoming(incoming && network == null);
     }
 
     /** qcow2: L2 tables the driver caches per I/O thread (each one cluster of memory). */

@@ -561,12 +561,51 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the resize failed (the disk keeps its old size)
      */
     public void resizeDrivers(long sizeBytes) throws java.io.IOException {
+        onDriverThreads(d -> {
+            d.resize(sizeBytes);
+            return false;
+        }, "resized the disk");
+    }
+
+    /**
+     * A live migration's hand-over, destination side: each I/O thread's block driver takes its
+     * image over ({@link BlockDriver#activate}: the writer's locks, every piece of metadata read
+     * afresh) on its own thread, between rounds. Call it with the queues stopped, before they
+     * start. Returns whether any driver changed state (false for drivers with nothing to hand over).
+     *
+     * @throws io.vblk.sys.ImageLock.LockedException while another backend still holds the image
+     * @throws java.io.IOException when the image cannot be read again
+     */
+    public boolean activateDrivers() throws java.io.IOException {
+        return onDriverThreads(BlockDriver::activate, "activated the image");
+    }
+
+    /**
+     * A live migration's hand-over, source side: each I/O thread's block driver hands its image
+     * over ({@link BlockDriver#inactivate}: metadata and reserved space written back, durable,
+     * the writer's locks dropped) on its own thread. Call it with the queues stopped and drained.
+     * Returns whether any driver changed state.
+     *
+     * @throws java.io.IOException when the image could not be made durable (its driver stays active)
+     */
+    public boolean inactivateDrivers() throws java.io.IOException {
+        return onDriverThreads(BlockDriver::inactivate, "inactivated the image");
+    }
+
+    /** A step on one block driver, on its I/O thread; returns whether it changed anything. */
+    @FunctionalInterface
+    private interface DriverStep {
+        boolean run(BlockDriver driver) throws java.io.IOException;
+    }
+
+    /** Runs {@code step} on every I/O thread's driver in turn, waiting for each; whether any changed. */
+    private boolean onDriverThreads(DriverStep step, String what) throws java.io.IOException {
+        boolean changed = false;
         for (IoThread thread : threads) {
-            CompletableFuture<Void> done = new CompletableFuture<>();
+            CompletableFuture<Boolean> done = new CompletableFuture<>();
             thread.submitCommand(t -> {
                 try {
-                    t.backend().resize(sizeBytes);
-                    done.complete(null);
+                    done.complete(step.run(t.backend()));
                 } catch (java.io.IOException | RuntimeException e) {
                     done.completeExceptionally(e);
                 }
@@ -575,7 +614,7 @@ public final class BlockDevice implements AutoCloseable {
             try {
                 while (true) {
                     try {
-                        done.get(1, TimeUnit.SECONDS); // timed, as in await()
+                        changed |= done.get(1, TimeUnit.SECONDS); // timed, as in await()
                         break;
                     } catch (TimeoutException e) {
                         if (closed && threadsEnded() && !done.isDone()) {
@@ -587,7 +626,7 @@ public final class BlockDevice implements AutoCloseable {
                 }
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
-                throw new java.io.IOException("interrupted while the I/O thread resized the disk", e);
+                throw new java.io.IOException("interrupted while the I/O thread " + what, e);
             } catch (java.util.concurrent.ExecutionException e) {
                 Throwable c = e.getCause();
                 if (c instanceof java.io.IOException) {
@@ -596,6 +635,7 @@ public final class BlockDevice implements AutoCloseable {
                 throw (RuntimeException) c;
             }
         }
+        return changed;
     }
 
     /**

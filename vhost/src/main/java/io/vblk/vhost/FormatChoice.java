@@ -85,6 +85,9 @@ public final class FormatChoice implements DriverFactory {
     @Override
     public void sync() {
         primary.sync();
+        if (fallback != null) {
+            fallback.sync(); // the driver may have been opened by the fallback (each syncs only its own)
+        }
     }
 
     /** One line when a file served as raw starts like a qcow2 image: it stays raw (a guest may write that). */

@@ -41,14 +41,14 @@ final class QueueControl {
     private final NativeBuffer indexBuffer = new NativeBuffer(Long.BYTES);
 
     /** The image's hand-over between two backends in a migration, or null (nothing to hand over). */
-    private final io.vblk.block.ImageActivation activation;
+    private final HandOver activation;
 
     QueueControl(BlockDevice device, FrontendState state, QueueErrors errors, KickPoller poller, Log log, String who) {
         this(device, state, errors, poller, log, who, null);
     }
 
     QueueControl(BlockDevice device, FrontendState state, QueueErrors errors, KickPoller poller, Log log, String who,
-            io.vblk.block.ImageActivation activation) {
+            HandOver activation) {
         this.activation = activation;
         this.device = device;
         this.state = state;
@@ -115,7 +115,7 @@ final class QueueControl {
         }
         try {
             if (activation.activate()) {
-                log.info(who + ": image " + activation.image().path() + " active (writer's locks taken) at the device's start");
+                log.info(who + ": image " + activation.image() + " active (writer's locks taken) at the device's start");
             }
             return true;
         } catch (RuntimeException e) {
@@ -285,7 +285,7 @@ final class QueueControl {
             // migration resumes here, or the guest comes back).
             try {
                 if (activation.inactivate()) {
-                    log.info(who + ": image " + activation.image().path()
+                    log.info(who + ": image " + activation.image()
                             + " inactive (writer's locks dropped) after a stop with dirty logging on");
                 }
             } catch (RuntimeException e) {

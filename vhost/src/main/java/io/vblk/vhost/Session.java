@@ -55,7 +55,7 @@ final class Session {
     }
 
     Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
-            Consumer<Session> onEnd, io.vblk.block.ImageActivation activation) {
+            Consumer<Session> onEnd, HandOver activation) {
         this.id = id;
         this.who = "frontend " + id;
         this.socket = socket;

@@ -80,7 +80,7 @@ public final class VhostUserServer implements AutoCloseable {
     private boolean closed;
     private final String name;
     /** The image's hand-over in a migration (inactive until the device starts), or null. */
-    private final io.vblk.block.ImageActivation activation;
+    private final HandOver activation;
     private final EventLoop sharedLoop;
     private final Executor sharedHandlers;
     /** The caller's loop in {@link #serve()} without control threads; closed when serving ends. */
@@ -94,7 +94,6 @@ public final class VhostUserServer implements AutoCloseable {
     private VhostUserServer(Builder b) {
         this.log = b.log;
         this.name = b.name;
-        this.activation = b.activation;
         this.sharedLoop = b.loop;
         this.sharedHandlers = b.handlers;
         this.peers = b.allowUids == null ? PeerFilter.defaults() : PeerFilter.of(b.allowUids);
@@ -109,6 +108,8 @@ public final class VhostUserServer implements AutoCloseable {
             db.drivers(b.drivers);
         }
         this.device = db.build();
+        this.activation = b.activation != null ? HandOver.of(b.activation)
+                : b.driversHandOver ? HandOver.ofDrivers(device, b.handOverImage, b.incoming) : null;
         this.poller = new KickPoller(device);
         try {
             this.socketFile = SocketFile.listen(b.socket, BACKLOG, b.socketMode, group);
@@ -374,6 +375,9 @@ public final class VhostUserServer implements AutoCloseable {
         private final BackendFactory backends;
         private io.vblk.block.DriverFactory drivers;
         private io.vblk.block.ImageActivation activation;
+        private boolean driversHandOver;
+        private boolean incoming;
+        private String handOverImage;
         private Tuning tuning = Tuning.defaults();
         private Log log = Log.to(System.err);
         private String name = "vblk";
@@ -404,6 +408,21 @@ public final class VhostUserServer implements AutoCloseable {
          */
         public Builder activation(io.vblk.block.ImageActivation value) {
             activation = Objects.requireNonNull(value, "activation");
+            return this;
+        }
+
+        /**
+         * Hands a format image (qcow2) over in live migrations through its block drivers
+         * ({@link io.vblk.block.BlockDriver#activate}, {@link io.vblk.block.BlockDriver#inactivate}),
+         * at the same points as {@link #activation}: inactive at first when {@code incoming}
+         * (the drivers opened the image inactive), activated before the first ring starts,
+         * inactivated after a stop for a frontend that logged dirty pages. {@code image} names it
+         * in log lines. Default: none.
+         */
+        public Builder driversHandOver(boolean incoming, String image) {
+            driversHandOver = true;
+            this.incoming = incoming;
+            handOverImage = Objects.requireNonNull(image, "image");
             return this;
         }
 

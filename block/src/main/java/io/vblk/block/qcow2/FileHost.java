@@ -1,5 +1,6 @@
 package io.vblk.block.qcow2;
 
+import io.vblk.block.ImageActivation;
 import io.vblk.block.ImageLocks;
 import io.vblk.sys.ImageLock.Locking;
 
@@ -34,28 +35,42 @@ final class FileHost extends Qcow2Host {
     private final BackendKind kind;
     /** The buffered descriptor on the locked image's inode for the synchronous steps; null for a portable image. */
     private final PosixFile sync;
+    /** The image's locks: the writer's (or a reader's), or the inactive set until {@link #activateLocks}. */
+    private final ImageActivation activation;
     private IoBackend io;
     private boolean closed;
 
     FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct) {
-        this(path, kind, readOnly, direct, Locking.ON);
+        this(path, kind, readOnly, direct, Locking.ON, false);
+    }
+
+    FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct, Locking locking) {
+        this(path, kind, readOnly, direct, locking, false);
     }
 
     /**
      * Opens the file and takes QEMU's image locks on it at once (a reader's use when read-only):
      * nothing is read into a cache or written (not even the rounding of the file to whole
-     * clusters) before the check, and a refused image is closed again.
+     * clusters) before the check, and a refused image is closed again. A writable image opened
+     * {@code incoming} (a migration's destination) takes the inactive set instead of the
+     * writer's locks: a reader that lets the source's backend go on writing.
      */
-    FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct, Locking locking) {
-        this(path, kind, readOnly, direct, locking, null);
+    FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct, Locking locking, boolean incoming) {
+        this(path, kind, readOnly, direct, locking, incoming, null);
     }
 
     /** As above, the file opened only if it resolves beneath {@code beneath} (a backing directory; null: as named). */
-    FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct, Locking locking, Path beneath) {
+    FileHost(Path path, BackendKind kind, boolean readOnly, boolean direct, Locking locking, boolean incoming, Path beneath) {
         this.path = path;
         this.kind = kind;
-        this.image = ImageLocks.openLocked(path, ImageOptions.defaults().readOnly(readOnly).direct(direct).beneath(beneath),
-                locking);
+        Image opened = Image.open(path, ImageOptions.defaults().readOnly(readOnly).direct(direct).beneath(beneath));
+        try {
+            this.activation = ImageActivation.lock(opened, locking, incoming, System.err::println);
+        } catch (RuntimeException | Error e) {
+            opened.close();
+            throw e;
+        }
+        this.image = opened;
         PosixFile second = null;
         if (!image.portable()) {
             try {
@@ -172,6 +187,28 @@ final class FileHost extends Qcow2Host {
     /** fdatasync(2) of the image (a device's sync before a hand-over); 0 or {@code -errno}. */
     int fdatasync() {
         return sync == null ? -Errno.EINVAL : sync.fdatasync();
+    }
+
+    @Override
+    int syncData() {
+        return sync == null ? image.fdatasync() : sync.fdatasync();
+    }
+
+    @Override
+    void activateLocks() {
+        activation.activate();
+    }
+
+    @Override
+    void inactivateLocks() {
+        activation.inactivate();
+    }
+
+    @Override
+    void refreshSize() {
+        if (!image.readOnly()) {
+            image.refreshSize();
+        }
     }
 
     @Override

@@ -115,8 +115,8 @@ public final class Qcow2 {
         if (!chain.add(real.toString())) {
             throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
         }
-        return open(new FileHost(real, kind, options.readOnly(), options.direct(), options.locking(), beneath), kind, depth,
-                options, level, chain);
+        return open(new FileHost(real, kind, options.readOnly(), options.direct(), options.locking(),
+                options.incoming() && !options.readOnly(), beneath), kind, depth, options, level, chain);
     }
 
     /**
@@ -175,7 +175,14 @@ public final class Qcow2 {
         try {
             int ioDepth = Math.min(8192, depth * 2 + options.l2CacheTables() + 16);
             IoBackend io = host.openBackend(ioDepth);
-            Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()));
+            // An incoming image writes nothing before it is activated, not even the rounding of
+            // the file to whole clusters; the source still writes it.
+            boolean inactive = options.incoming() && !options.readOnly();
+            if (inactive && !host.file()) {
+                throw new IllegalArgumentException("qcow2: " + host.name() + " lies on a network disk, which is not handed"
+                        + " over between backends in a migration");
+            }
+            Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()), !inactive);
             Qcow2Header h = meta.header;
             String name = host.name();
             if (h.compressionType == Qcow2Descriptor.COMPRESSION_ZSTD) {
@@ -186,7 +193,9 @@ public final class Qcow2 {
                     throw new IllegalArgumentException("qcow2: " + name + " is marked corrupt; run qemu-img check -r all"
                             + " or open it read-only");
                 }
-                if (h.dirty()) {
+                // An incoming image's source may hold the bit set (lazy refcounts) until it
+                // hands over: checked again at activation, as QEMU does.
+                if (h.dirty() && !inactive) {
                     throw new IllegalArgumentException("qcow2: " + name + " has the dirty bit set (lazy refcounts not"
                             + " written back); run qemu-img check -r all first");
                 }
@@ -275,6 +284,9 @@ public final class Qcow2 {
         if (!"qcow2".equals(format) && !"raw".equals(format)) {
             throw new IllegalArgumentException("qcow2: backing format '" + format + "' is not supported (raw, qcow2)");
         }
+        // Read-only, also under an incoming image: a backing file is never written, so it keeps a
+        // reader's locks (consistent read, no writer) from the open on, which the source's own
+        // reader's locks on it share; nothing of it changes hands in a migration.
         Qcow2Options ro = options.readOnly(true);
         if (NetworkDisk.isAddress(h.backingFile)) {
             // A backing image on a server: an NBD export or an RBD image, read-only. The image

@@ -187,6 +187,12 @@ public final class Qcow2Driver implements BlockDriver {
     private boolean closed;
     /** Whether the metadata was read again at the first request (see {@link #reloadAtStart}). */
     private boolean started;
+    /**
+     * Whether the driver owns the image (BDRV_O_INACTIVE's opposite): false for an image opened
+     * {@link Qcow2Options#incoming} and after {@link #inactivate}, when it writes nothing,
+     * refuses requests and trusts none of its metadata until {@link #activate}.
+     */
+    private boolean active;
 
     Qcow2Driver(Qcow2Image meta, Qcow2Host host, IoBackend io, BlockDriver backing, int depth, Qcow2Options options) {
         this.meta = meta;
@@ -225,6 +231,7 @@ public final class Qcow2Driver implements BlockDriver {
         this.refill = new Refill();
         this.headerSector = new NativeBuffer(alignment, alignment);
         headerVec.add(headerSector.address(), alignment);
+        this.active = readOnly || !options.incoming();
         if (!readOnly) {
             try {
                 host.read(0, headerSector, alignment);
@@ -316,6 +323,10 @@ public final class Qcow2Driver implements BlockDriver {
         if (closed) {
             return -Errno.EBADF;
         }
+        if (!active) {
+            // Inactive: another backend owns the image and the tables here may be stale.
+            return op == OP_READ || op == OP_FLUSH ? -Errno.EIO : -Errno.EROFS;
+        }
         if (!started) {
             reloadAtStart();
         }
@@ -366,23 +377,161 @@ public final class Qcow2Driver implements BlockDriver {
 
     /** Takes metadata read afresh: caches emptied, allocation restarting where the image now ends. */
     private void adopt(Qcow2Image fresh) {
+        try {
+            resetTo(fresh);
+        } catch (IOException e) {
+            markCorrupt("cannot read the header again: " + e.getMessage());
+        }
+    }
+
+    /**
+     * Replaces every piece of state derived from the image's metadata with one built from
+     * {@code fresh} (as a new driver would open it): the header, the L1 and refcount tables,
+     * every L2 cache slot emptied and zeroed, the tables checked so far, the L1 write-back's
+     * generations, the allocation point and its reservation, the header sector. Only with
+     * nothing in flight (the first request, or an activation with the queues stopped).
+     */
+    private void resetTo(Qcow2Image fresh) throws IOException {
         meta = fresh;
         openedFileSize = fresh.fileSize;
         validatedL2 = new long[(fresh.header.l1Size + 63) / 64 + 1];
         for (L2Slot s : slots) {
-            s.assign(0);
+            s.forget();
         }
         lastSlot = null;
+        clockHand = 0;
         l1Vec.clear();
         l1Vec.add(meta.l1.address(), meta.l1WriteBytes);
+        l1Gen = 0;
+        l1Written = 0;
+        l1Writing = false;
+        l1WritingGen = 0;
+        metadataRetry = false;
         refill = new Refill();
         if (!readOnly) {
+            host.read(0, headerSector, alignment);
+        }
+    }
+
+    // ------------------------------------------------------------------ migration hand-over
+
+    @Override
+    public boolean active() {
+        return active;
+    }
+
+    /**
+     * Takes the image over (QEMU's bdrv_activate, qcow2_co_invalidate_cache): the writer's
+     * locks first (refused while another backend holds them: the driver stays inactive), then
+     * the header, L1 and refcount tables read afresh and checked as at open, and every cached
+     * L2 table, checked-table mark and allocation point dropped ({@link #resetTo}): the source
+     * changed the file while this driver was inactive. Nothing read before is trusted. A header
+     * that changed shape (cluster size, virtual size, compression), a dirty or corrupt image, or
+     * internal snapshots refuse the activation and give the locks back.
+     */
+    @Override
+    public boolean activate() throws IOException {
+        if (active) {
+            return false;
+        }
+        if (closed) {
+            throw new IOException("qcow2 " + meta.path + ": closed");
+        }
+        host.activateLocks();
+        try {
+            host.refreshSize();
+            Qcow2Image fresh = readAgain(false); // nothing written until the image is found acceptable
+            Qcow2Header h = fresh.header;
+            String refused = fresh.clusterSize != cluster ? "its cluster size changed"
+                    : h.virtualSize != virtualSize ? "its virtual size changed from " + virtualSize + " to " + h.virtualSize
+                    : h.compressionType != compressionType ? "its compression type changed"
+                    : h.corrupt() ? "it is marked corrupt"
+                    : h.dirty() ? "the dirty bit is set (the source did not write its refcounts back)"
+                    : h.nbSnapshots > 0 ? "it has internal snapshots now" : null;
+            if (refused != null) {
+                throw new IOException("qcow2 " + meta.path + " not activated: " + refused);
+            }
+            if ((fresh.fileSize & clusterMask) != 0) {
+                fresh = readAgain(true); // now the file may be rounded to whole clusters, as at an open
+            }
+            if (fresh.fileSize > host.sizeBytes()) {
+                host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
+            }
+            resetTo(fresh);
+        } catch (IOException | RuntimeException e) {
             try {
-                host.read(0, headerSector, alignment);
-            } catch (IOException e) {
-                markCorrupt("cannot read the header again: " + e.getMessage());
+                host.inactivateLocks();
+            } catch (RuntimeException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
+        started = true;
+        active = true;
+        return true;
+    }
+
+    /** Whether an L1 or L2 table in memory has changes not yet written to the image. */
+    private boolean metadataUnwritten() {
+        if (metadataRetry || l1Writing || l1Gen != l1Written) {
+            return true;
+        }
+        for (L2Slot s : slots) {
+            if (s.writing || s.writeWanted || s.gen != s.writtenGen) {
+                return true;
             }
         }
+        return false;
+    }
+
+    private Qcow2Image readAgain(boolean mayWrite) throws IOException {
+        try {
+            return Qcow2Image.read(host, alignment, mayWrite);
+        } catch (RuntimeException e) {
+            throw new IOException("qcow2 " + meta.path + ": cannot read the image again at activation: " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Hands the image over (QEMU's bdrv_inactivate, qcow2_inactivate): requests and metadata
+     * writes finished, the clusters reserved but unused returned (their refcounts back to 0,
+     * the file cut back to the allocation point), all of it made durable, then the writer's
+     * locks dropped to the inactive set. An inactive driver writes nothing, not even at close
+     * (a close after the hand-over would otherwise cut off clusters the destination allocated).
+     * The dirty bit is never set by this driver, so there is none to clear.
+     */
+    @Override
+    public boolean inactivate() throws IOException {
+        if (!active || readOnly) {
+            return false;
+        }
+        if (closed) {
+            throw new IOException("qcow2 " + meta.path + ": closed");
+        }
+        quiesce();
+        // A table write that met a full back end waits for a retry, which quiesce does not
+        // wait for: written now, or the image is not handed over (its tables would be lost).
+        for (int i = 0; metadataUnwritten() && !corrupt && fatalError == 0; i++) {
+            if (i == 100) {
+                throw new IOException("qcow2 " + meta.path + ": metadata could not be written back: not handed over");
+            }
+            for (L2Slot s : slots) {
+                s.writeWanted |= !s.writing && s.gen != s.writtenGen;
+            }
+            metadataRetry = true;
+            retryMetadataWrites();
+            quiesce();
+        }
+        if (!corrupt && fatalError == 0) {
+            refill.release();
+        }
+        int rc = host.syncData();
+        if (rc < 0) {
+            throw new IOException("qcow2 " + meta.path + ": fdatasync before the hand-over: " + Errno.describe(-rc));
+        }
+        host.inactivateLocks();
+        active = false;
+        return true;
     }
 
     // ------------------------------------------------------------------ online resize
@@ -404,6 +553,9 @@ public final class Qcow2Driver implements BlockDriver {
         }
         if (readOnly) {
             throw new IOException("qcow2 " + meta.path + " is read-only: it cannot be resized");
+        }
+        if (!active) {
+            throw new IOException("qcow2 " + meta.path + " is inactive (a migration's other side owns it): it cannot be resized");
         }
         if (newSizeBytes <= 0 || (newSizeBytes & (SECTOR_BYTES - 1)) != 0 || newSizeBytes > MAX_VIRTUAL_SIZE) {
             throw new IllegalArgumentException("qcow2: size " + newSizeBytes + " is not a positive multiple of 512 up to "
@@ -1907,8 +2059,8 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     private void retryMetadataWrites() {
-        if (!metadataRetry) {
-            return;
+        if (!metadataRetry || !active) {
+            return; // inactive: the file is another backend's (stale state is dropped at activation)
         }
         metadataRetry = false;
         for (L2Slot s : slots) {
@@ -2009,8 +2161,8 @@ public final class Qcow2Driver implements BlockDriver {
         io.drain(ioSink);
         closed = true;
         try {
-            if (!readOnly && !corrupt && fatalError == 0) {
-                refill.release();
+            if (!readOnly && active && !corrupt && fatalError == 0) {
+                refill.release(); // never while inactive: the file is another backend's
             }
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot return reserved clusters of " + meta.path, e);
@@ -2212,6 +2364,23 @@ public final class Qcow2Driver implements BlockDriver {
             this.index = index;
             this.buffer = new NativeBuffer(cluster, alignment);
             vec.add(buffer.address(), cluster);
+        }
+
+        /** Back to a new slot's state, its table bytes zeroed: nothing of the old table survives. */
+        void forget() {
+            UnsafeApi.setMemory(buffer.address(), buffer.capacity(), (byte) 0);
+            l2Offset = 0;
+            l1Index = 0;
+            loading = false;
+            writing = false;
+            writeWanted = false;
+            referenced = false;
+            gen = 0;
+            writtenGen = 0;
+            writingGen = 0;
+            writingBytes = 0;
+            dirtyLo = Integer.MAX_VALUE;
+            dirtyHi = 0;
         }
 
         void assign(long offset) {

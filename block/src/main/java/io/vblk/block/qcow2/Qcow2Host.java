@@ -46,6 +46,29 @@ abstract class Qcow2Host implements AutoCloseable {
         return null;
     }
 
+    /**
+     * Takes the writer's locks of an image opened inactive (a migration's destination, or a
+     * source taking its image back). Nothing where the host holds no locks of its own.
+     *
+     * @throws io.vblk.sys.ImageLock.LockedException while another user holds a conflicting lock;
+     *         the inactive locks stay
+     */
+    void activateLocks() {
+    }
+
+    /** Drops the writer's locks back to the inactive set (a migration's hand-over). Nothing without locks. */
+    void inactivateLocks() {
+    }
+
+    /** Makes every write to the host durable (fdatasync of a file); 0 or {@code -errno}. */
+    int syncData() {
+        return 0;
+    }
+
+    /** Learns the host's size afresh (another process grew or shrank the file while the image was inactive). */
+    void refreshSize() {
+    }
+
     /** Opens the back end for the driver, once; the host closes it. */
     abstract IoBackend openBackend(int depth);
 

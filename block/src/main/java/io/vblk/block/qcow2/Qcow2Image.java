@@ -68,6 +68,15 @@ final class Qcow2Image {
      * @throws IllegalArgumentException naming what is wrong with the image
      */
     static Qcow2Image read(Qcow2Host host, int alignment) {
+        return read(host, alignment, true);
+    }
+
+    /**
+     * As {@link #read(Qcow2Host, int)}; with {@code mayWrite} false (an inactive image, a
+     * migration's destination before it takes over) the file is not even rounded to whole
+     * clusters: nothing is written.
+     */
+    static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite) {
         try {
             long fileSize = host.storedBytes();
             int firstBytes = (int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS);
@@ -78,7 +87,7 @@ final class Qcow2Image {
             first.clear().limit(firstBytes);
             Qcow2Header h = Qcow2Header.parse(first.slice(), fileSize);
             int cluster = h.clusterSize;
-            if (host.file() && !host.readOnly() && (fileSize & (cluster - 1)) != 0) {
+            if (mayWrite && host.file() && !host.readOnly() && (fileSize & (cluster - 1)) != 0) {
                 // QEMU leaves the file ending inside the L1 table's cluster; whole clusters let
                 // the L1 table be written back with O_DIRECT.
                 int rc = host.extendTo(roundUp(fileSize, cluster));
@@ -101,6 +110,12 @@ final class Qcow2Image {
             int reftableBytes = h.refcountTableClusters * cluster;
             NativeBuffer reftable = new NativeBuffer(reftableBytes, Math.max(alignment, 8));
             host.read(h.refcountTableOffset, reftable, reftableBytes);
+            if (!mayWrite) {
+                // An inactive open races the source's backend, which writes a cluster (growing
+                // the file) before the L1 or refcount table entry naming it: the size read after
+                // the tables covers every entry they hold.
+                fileSize = Math.max(fileSize, host.storedBytes());
+            }
             Object meta = collectMetadata(h, fileSize, l1, reftable);
             long lastMeta = (meta instanceof int[] ? ((int[]) meta)[((int[]) meta).length - 1]
                     : ((long[]) meta)[((long[]) meta).length - 1]) * (long) cluster;

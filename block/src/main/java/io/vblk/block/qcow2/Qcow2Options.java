@@ -16,13 +16,15 @@ public final class Qcow2Options {
     private final Locking locking;
     private final boolean networkBacking;
     private final java.nio.file.Path backingDir;
+    /** A migration's destination: opened inactive (see {@link #incoming(boolean)}). */
+    private final boolean incoming;
 
     private Qcow2Options(boolean readOnly, boolean direct, int l2CacheTables, int maxBackingDepth, Locking locking) {
-        this(readOnly, direct, l2CacheTables, maxBackingDepth, locking, false, null);
+        this(readOnly, direct, l2CacheTables, maxBackingDepth, locking, false, null, false);
     }
 
     private Qcow2Options(boolean readOnly, boolean direct, int l2CacheTables, int maxBackingDepth, Locking locking,
-                         boolean networkBacking, java.nio.file.Path backingDir) {
+                         boolean networkBacking, java.nio.file.Path backingDir, boolean incoming) {
         if (l2CacheTables < 2 || l2CacheTables > 65536) {
             throw new IllegalArgumentException("l2CacheTables must be 2..65536: " + l2CacheTables);
         }
@@ -36,6 +38,7 @@ public final class Qcow2Options {
         this.locking = java.util.Objects.requireNonNull(locking, "locking");
         this.networkBacking = networkBacking;
         this.backingDir = backingDir;
+        this.incoming = incoming;
     }
 
     /** Writable, O_DIRECT, the default cache and chain depth. */
@@ -44,20 +47,20 @@ public final class Qcow2Options {
     }
 
     public Qcow2Options readOnly(boolean value) {
-        return new Qcow2Options(value, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir);
+        return new Qcow2Options(value, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, incoming);
     }
 
     public Qcow2Options direct(boolean value) {
-        return new Qcow2Options(readOnly, value, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir);
+        return new Qcow2Options(readOnly, value, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, incoming);
     }
 
     /** L2 tables cached per driver: the bound on metadata memory is this times the cluster size. */
     public Qcow2Options l2CacheTables(int value) {
-        return new Qcow2Options(readOnly, direct, value, maxBackingDepth, locking, networkBacking, backingDir);
+        return new Qcow2Options(readOnly, direct, value, maxBackingDepth, locking, networkBacking, backingDir, incoming);
     }
 
     public Qcow2Options maxBackingDepth(int value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, value, locking, networkBacking, backingDir);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, value, locking, networkBacking, backingDir, incoming);
     }
 
     /**
@@ -65,7 +68,7 @@ public final class Qcow2Options {
      * on (the default), off, or auto (on, unless the filesystem refuses OFD locks).
      */
     public Qcow2Options locking(Locking value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, value, networkBacking, backingDir);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, value, networkBacking, backingDir, incoming);
     }
 
     /**
@@ -77,7 +80,7 @@ public final class Qcow2Options {
      * with librados' default configuration.
      */
     public Qcow2Options networkBacking(boolean value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, value, backingDir);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, value, backingDir, incoming);
     }
 
     /**
@@ -87,10 +90,28 @@ public final class Qcow2Options {
      * QEMU does.
      */
     public Qcow2Options backingDir(java.nio.file.Path dir) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, dir);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, dir, incoming);
     }
 
     /** Whether network backing names are followed ({@link #networkBacking(boolean)}). */
+    /**
+     * A live migration's destination (QEMU's {@code -incoming}, BDRV_O_INACTIVE): a writable
+     * image opens inactive. It takes the locks of a reader that lets others write
+     * ({@link io.vblk.sys.ImageLock#INACTIVE}) while the source still writes the file, writes
+     * nothing (not the rounding of the file to whole clusters, no header, no refcount), refuses
+     * requests, and trusts none of the metadata it read: {@link Qcow2Driver#activate()} takes
+     * the writer's locks and reads everything again. Backing files are read-only either way.
+     * Ignored for a read-only image.
+     */
+    public Qcow2Options incoming(boolean value) {
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, value);
+    }
+
+    /** See {@link #incoming(boolean)}. */
+    public boolean incoming() {
+        return incoming;
+    }
+
     public boolean networkBacking() {
         return networkBacking;
     }
@@ -124,6 +145,6 @@ public final class Qcow2Options {
     public String toString() {
         return (readOnly ? "ro" : "rw") + (direct ? ",direct" : ",buffered") + ",l2-cache=" + l2CacheTables
                 + ",max-backing-depth=" + maxBackingDepth + ",locking=" + locking.cliName()
-                + (networkBacking ? ",network-backing" : "") + (backingDir == null ? "" : ",backing-dir=" + backingDir);
+                + (networkBacking ? ",network-backing" : "") + (incoming ? ",incoming" : "") + (backingDir == null ? "" : ",backing-dir=" + backingDir);
     }
 }
