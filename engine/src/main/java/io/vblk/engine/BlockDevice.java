@@ -401,8 +401,9 @@ public final class BlockDevice implements AutoCloseable {
     }
 
     /**
-     * Stops queue {@code q} and drains it: returns only when every request it had popped has
-     * completed and been pushed to the used ring. Returns the state to resume from. A quarantined
+     * Stops queue {@code q} and drains it: returns only when every request it had popped, and
+     * every request queued by {@link #resubmitOnStart}, has completed and been pushed to the used
+     * ring (a quarantined queue resubmits nothing). Returns the state to resume from. A quarantined
      * queue stops too (and stays quarantined); requests a guest-memory fault made impossible to
      * complete are given up and counted {@link QueueCounters#LOST} instead (see {@link GuestFaults}).
      */
@@ -426,6 +427,14 @@ public final class BlockDevice implements AutoCloseable {
                 // Drained means completed AND pushed: in dedicated mode the completion thread
                 // may still owe the used.idx publish of requests already back in the pool.
                 if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
+                    return false;
+                }
+                // The index answered counts the recovered requests queued for resubmission
+                // (resubmitOnStart): they run first, whatever the throttle says (the I/O thread
+                // pops them while the queue is STOPPING). Rewinding the index instead is not
+                // sound: after out-of-order completions the avail entries behind it hold
+                // completed heads as well as the recovered ones. A quarantined queue runs none.
+                if (queue.state == QueueLifecycle.STOPPING && queue.resubmitCount > 0) {
                     return false;
                 }
                 if (queue.state == QueueLifecycle.STOPPING) {

@@ -67,7 +67,12 @@ final class RequestDispatcher {
 
     /** As {@link #popQueue(DeviceQueue, long)}, popping at most {@code max} chains. */
     int popQueue(DeviceQueue q, long nowNs, int max) {
-        if (throttle != null) {
+        // A stopping queue pops only its recovered requests, unthrottled: the stop answers an
+        // avail index that counts them all, so they must run before it returns (see stopQueue).
+        boolean running = q.state == QueueLifecycle.RUNNING;
+        if (!running) {
+            max = Math.min(max, q.resubmitCount);
+        } else if (throttle != null) {
             long delay = throttle.delayNs(nowNs);
             if (delay > 0) {
                 q.throttledUntilNs = nowNs + delay;
@@ -131,7 +136,7 @@ final class RequestDispatcher {
                 if (byType >= 0) {
                     q.counters.increment(byType);
                 }
-                if (throttle != null) {
+                if (throttle != null && running) {
                     // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
                     // none, and charging its length (up to ~512 GiB) would stall the device.
                     boolean transfer = r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT;
