@@ -654,6 +654,41 @@ public final class BlockDevice implements AutoCloseable {
         }
     }
 
+    /**
+     * Returns once every I/O thread of the device, and in dedicated mode its completion thread,
+     * has finished all the work it began before this call: whatever the device stopped
+     * referencing before the call (a replaced dirty log after {@link #startDirtyLog} or
+     * {@link #stopDirtyLog}) is no longer touched by the data path, and may be unmapped. Queues
+     * may run; a command on each thread between its rounds, as {@link #setInterrupt} does.
+     */
+    public void awaitDataPathPass() {
+        java.util.List<CompletableFuture<Void>> passes = new java.util.ArrayList<>(threads.length);
+        for (IoThread thread : threads) {
+            CompletableFuture<Void> passed = new CompletableFuture<>();
+            thread.submitCommand(new InboxEvent.Command() {
+                private long fence = Long.MIN_VALUE;
+
+                @Override
+                public boolean run(IoThread t) {
+                    if (fence == Long.MIN_VALUE) {
+                        // Between rounds: this thread holds no log; the completion thread may,
+                        // in a batch begun before the fence.
+                        fence = t.completionFence();
+                    }
+                    if (!t.completionPassed(fence)) {
+                        return false;
+                    }
+                    passed.complete(null);
+                    return true;
+                }
+            });
+            passes.add(passed);
+        }
+        for (CompletableFuture<Void> passed : passes) {
+            await(passed);
+        }
+    }
+
     /** The dirty log in force, or null. */
     public DirtyLog dirtyLog() {
         return dirtyLog;

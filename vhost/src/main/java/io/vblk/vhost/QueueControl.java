@@ -336,6 +336,16 @@ final class QueueControl {
         return n == 0 ? "" : " (" + n + " marks fell outside the log the frontend sized)";
     }
 
+    /**
+     * Unmaps the replaced logs, rings running or not: {@link #applyLogging} pointed the device
+     * away from them, and once every data-plane thread has passed a round boundary (and the
+     * completion thread the batch it was in) nothing can still be marking them.
+     */
+    void releaseReplacedLogs() {
+        device.awaitDataPathPass();
+        state.logs.releaseRetired();
+    }
+
     /** Unmaps replaced logs once no ring runs: every stop drained the device, nothing holds them. */
     private void releaseLogsIfQuiet() {
         for (Vring r : state.vrings) {
