@@ -634,12 +634,21 @@ public final class BlockDevice implements AutoCloseable {
         return log;
     }
 
-    /** Starts (or switches) dirty logging into {@code log}; see {@link #startDirtyLog(AtomicBuffer)}. */
-    public synchronized void startDirtyLog(DirtyLog log) {
-        dirtyLog = Objects.requireNonNull(log, "log");
-        for (DeviceQueue q : queues) {
-            applyLog(q);
+    /**
+     * Starts (or switches) dirty logging into {@code log}; see {@link #startDirtyLog(AtomicBuffer)}.
+     * Returns once every data-plane thread passed a round ({@link #awaitDataPathPass}): a
+     * completion that had read the log before (none, or the one replaced) has then finished its
+     * guest-memory writes and marks, so every write still to come is marked in {@code log}.
+     */
+    public void startDirtyLog(DirtyLog log) {
+        Objects.requireNonNull(log, "log");
+        synchronized (this) {
+            dirtyLog = log;
+            for (DeviceQueue q : queues) {
+                applyLog(q);
+            }
         }
+        awaitDataPathPass();
     }
 
     /**

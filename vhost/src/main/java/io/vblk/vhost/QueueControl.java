@@ -137,6 +137,13 @@ final class QueueControl {
             throw ProtocolError.rejected("vring " + q + " cannot start: the inflight buffer covers only "
                     + inflight.numQueues() + " queue(s)");
         }
+        InflightRegion tracked = inflight.region(q);
+        if (v.num > tracked.queueSize()) {
+            // A restart keeps the region it was given: a ring grown since (SET_VRING_NUM without
+            // a new SET_INFLIGHT_FD) would have heads the region cannot record, run untracked.
+            throw ProtocolError.rejected("vring " + q + " cannot start: it has " + v.num
+                    + " entries, its inflight region only " + tracked.queueSize());
+        }
         if (!v.recoverInflight) {
             return v.base;
         }
