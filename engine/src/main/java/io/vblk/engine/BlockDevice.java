@@ -401,8 +401,9 @@ public final class BlockDevice implements AutoCloseable {
     }
 
     /**
-     * Stops queue {@code q} and drains it: returns only when every request it had popped has
-     * completed and been pushed to the used ring. Returns the state to resume from. A quarantined
+     * Stops queue {@code q} and drains it: returns only when every request it had popped, and
+     * every request queued by {@link #resubmitOnStart}, has completed and been pushed to the used
+     * ring (a quarantined queue resubmits nothing). Returns the state to resume from. A quarantined
      * queue stops too (and stays quarantined); requests a guest-memory fault made impossible to
      * complete are given up and counted {@link QueueCounters#LOST} instead (see {@link GuestFaults}).
      */
@@ -431,6 +432,14 @@ public final class BlockDevice implements AutoCloseable {
                 // Drained means completed AND pushed: in dedicated mode the completion thread
                 // may still owe the used.idx publish of requests already back in the pool.
                 if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
+                    return false;
+                }
+                // The index answered counts the recovered requests queued for resubmission
+                // (resubmitOnStart): they run first, whatever the throttle says (the I/O thread
+                // pops them while the queue is STOPPING). Rewinding the index instead is not
+                // sound: after out-of-order completions the avail entries behind it hold
+                // completed heads as well as the recovered ones. A quarantined queue runs none.
+                if (queue.state == QueueLifecycle.STOPPING && queue.resubmitCount > 0) {
                     return false;
                 }
                 if (queue.state == QueueLifecycle.STOPPING) {
@@ -674,12 +683,21 @@ public final class BlockDevice implements AutoCloseable {
         return log;
     }
 
-    /** Starts (or switches) dirty logging into {@code log}; see {@link #startDirtyLog(AtomicBuffer)}. */
-    public synchronized void startDirtyLog(DirtyLog log) {
-        dirtyLog = Objects.requireNonNull(log, "log");
-        for (DeviceQueue q : queues) {
-            applyLog(q);
+    /**
+     * Starts (or switches) dirty logging into {@code log}; see {@link #startDirtyLog(AtomicBuffer)}.
+     * Returns once every data-plane thread passed a round ({@link #awaitDataPathPass}): a
+     * completion that had read the log before (none, or the one replaced) has then finished its
+     * guest-memory writes and marks, so every write still to come is marked in {@code log}.
+     */
+    public void startDirtyLog(DirtyLog log) {
+        Objects.requireNonNull(log, "log");
+        synchronized (this) {
+            dirtyLog = log;
+            for (DeviceQueue q : queues) {
+                applyLog(q);
+            }
         }
+        awaitDataPathPass();
     }
 
     /**
@@ -691,6 +709,41 @@ public final class BlockDevice implements AutoCloseable {
         dirtyLog = null;
         for (DeviceQueue q : queues) {
             applyLog(q);
+        }
+    }
+
+    /**
+     * Returns once every I/O thread of the device, and in dedicated mode its completion thread,
+     * has finished all the work it began before this call: whatever the device stopped
+     * referencing before the call (a replaced dirty log after {@link #startDirtyLog} or
+     * {@link #stopDirtyLog}) is no longer touched by the data path, and may be unmapped. Queues
+     * may run; a command on each thread between its rounds, as {@link #setInterrupt} does.
+     */
+    public void awaitDataPathPass() {
+        java.util.List<CompletableFuture<Void>> passes = new java.util.ArrayList<>(threads.length);
+        for (IoThread thread : threads) {
+            CompletableFuture<Void> passed = new CompletableFuture<>();
+            thread.submitCommand(new InboxEvent.Command() {
+                private long fence = Long.MIN_VALUE;
+
+                @Override
+                public boolean run(IoThread t) {
+                    if (fence == Long.MIN_VALUE) {
+                        // Between rounds: this thread holds no log; the completion thread may,
+                        // in a batch begun before the fence.
+                        fence = t.completionFence();
+                    }
+                    if (!t.completionPassed(fence)) {
+                        return false;
+                    }
+                    passed.complete(null);
+                    return true;
+                }
+            });
+            passes.add(passed);
+        }
+        for (CompletableFuture<Void> passed : passes) {
+            await(passed);
         }
     }
 

@@ -191,15 +191,25 @@ final class CompletionPath {
             dirty[i] = null;
             boolean notify = false;
             if (q.faultReason == null) {
+                InflightTracker tracker = q.inflightTracker;
                 try {
+                    if (tracker != null) {
+                        // Before used.idx (publishUsed's release fence orders this volatile
+                        // store before it): the I/O thread pops nothing of q until published()
+                        // cleared this batch's flags (see RequestDispatcher.popQueue).
+                        q.publishing = true;
+                    }
                     notify = q.ring.publishUsed();
-                    InflightTracker tracker = q.inflightTracker;
                     if (tracker != null) {
                         tracker.published(q.ring.nextUsed());
                     }
                 } catch (RuntimeException | Error e) {
                     q.faultReason = "guest memory fault publishing used entries: " + e;
                     notify = false;
+                } finally {
+                    if (tracker != null) {
+                        q.publishing = false; // volatile: after published()'s stores
+                    }
                 }
             }
             // Only now: a stop waiting for !dirty must not return before used.idx is stored.

@@ -42,6 +42,14 @@ final class DeviceQueue {
     long throttledUntilNs;
     /** Inflight tracking for crash recovery, or null. Set while stopped. */
     volatile InflightTracker inflightTracker;
+    /**
+     * Set by the completion side (only with an inflight tracker) from before it stores used.idx
+     * until {@link InflightTracker#published} returned: while set, the I/O thread pops nothing of
+     * this queue, so a head the guest re-posts on seeing the new used.idx is never popped (its
+     * inflight flag set) before published() cleared the old batch's flags (see
+     * RequestDispatcher.popQueue).
+     */
+    volatile boolean publishing;
     /** Heads to resubmit before popping the ring (recovered in-flight requests): I/O thread owned. */
     int[] resubmit = new int[0];
     int resubmitCount;

@@ -442,6 +442,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 if (prepared >= submitBatch) {
                     nextQueue = index + 1 < n ? index + 1 : 0;
                 }
+            } else if (q.state == QueueLifecycle.STOPPING && q.resubmitCount > 0 && prepared < submitBatch) {
+                // A stop drains recovered requests too (BlockDevice.stopQueue).
+                prepared += dispatcher.popQueue(q, nowNs, submitBatch - prepared);
             }
         }
         return prepared;

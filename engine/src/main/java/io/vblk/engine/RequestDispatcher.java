@@ -67,7 +67,12 @@ final class RequestDispatcher {
 
     /** As {@link #popQueue(DeviceQueue, long)}, popping at most {@code max} chains. */
     int popQueue(DeviceQueue q, long nowNs, int max) {
-        if (throttle != null) {
+        // A stopping queue pops only its recovered requests, unthrottled: the stop answers an
+        // avail index that counts them all, so they must run before it returns (see stopQueue).
+        boolean running = q.state == QueueLifecycle.RUNNING;
+        if (!running) {
+            max = Math.min(max, q.resubmitCount);
+        } else if (throttle != null) {
             long delay = throttle.delayNs(nowNs);
             if (delay > 0) {
                 q.throttledUntilNs = nowNs + delay;
@@ -76,9 +81,12 @@ final class RequestDispatcher {
             }
             q.throttledUntilNs = 0;
         }
+        InflightTracker tracker = q.inflightTracker;
+        if (tracker != null) {
+            max = inflightBound(q, max);
+        }
         int popped = 0;
         int reserve = Math.max(1, model.maxSegmentsPerRange());
-        InflightTracker tracker = q.inflightTracker;
         // Where the loop is, in locals (no memory traffic): a fault the JVM delivers here late,
         // from another device's memory, must not cost this queue the chain in hand (see spare).
         int phase = NOTHING_IN_HAND;
@@ -131,7 +139,7 @@ final class RequestDispatcher {
                 if (byType >= 0) {
                     q.counters.increment(byType);
                 }
-                if (throttle != null) {
+                if (throttle != null && running) {
                     // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
                     // none, and charging its length (up to ~512 GiB) would stall the device.
                     boolean transfer = r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT;
@@ -172,6 +180,29 @@ final class RequestDispatcher {
             q.counters.increment(QueueCounters.SUBMITS);
         }
         return popped;
+    }
+
+    /**
+     * With an inflight tracker in dedicated mode the completion thread stores used.idx before
+     * {@link InflightTracker#published} clears the batch's inflight flags; a head the guest
+     * re-posts on seeing used.idx, popped (flag set) in between, would have its new flag cleared
+     * and be lost by a crash. So: avail.idx first (an acquire load), then the completion side's
+     * {@link DeviceQueue#publishing} flag (volatile). A re-post is in avail.idx only after the
+     * guest saw used.idx, which was stored after the flag was set: if the idx read covers a
+     * re-post, the flag read after it sees it set, or cleared after published() (whose stores
+     * then happen-before our pop). So pop nothing while it is set, and never beyond the avail
+     * index read (a later re-post may belong to a batch being published now); resubmissions
+     * are not re-posts and come on top. Per round, not per request; x86 TSO keeps the loads and
+     * the completion side's stores in order anyway, the acquire/volatile accesses keep the JIT
+     * from reordering them.
+     */
+    private static int inflightBound(DeviceQueue q, int max) {
+        int availIdx = q.ring.availIndexInRing(); // acquire
+        if (q.publishing) {
+            return 0; // popped next round
+        }
+        int ahead = (availIdx - q.ring.nextAvail()) & 0xffff;
+        return (int) Math.min(max, (long) ahead + q.resubmitCount);
     }
 
     /**

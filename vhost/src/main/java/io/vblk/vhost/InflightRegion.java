@@ -34,8 +34,13 @@ import io.vblk.engine.InflightTracker;
  * {@link #used} and {@link #published} run on the completion side (the same thread in shared
  * mode, the completion thread in dedicated mode) and alone write the batch state, {@code next},
  * {@code last_batch_head} and {@code used_idx}. {@code desc[head].inflight} is set by the one and
- * cleared by the other, but for one head at a time: the request carries the ownership from pop to
- * completion, and the head is popped again only after the guest saw it completed.
+ * cleared by the other. The guest sees a head completed (and may post it again) as soon as
+ * {@code used.idx} is stored, BEFORE {@link #published} clears the batch's flags: a re-pop in
+ * between would have its new flag cleared and be lost by a crash. The device rules that out (in
+ * dedicated mode its I/O thread pops nothing of a queue whose completion side is between the
+ * {@code used.idx} store and the return of {@link #published}: engine RequestDispatcher
+ * .inflightBound); as a second line, {@link #published} leaves the flag of a head popped again
+ * since its completion set.
  * {@link #resume} and the accessors are for the control thread while the queue is stopped; the
  * device hands the region to its threads when it starts the queue.
  *
@@ -53,6 +58,10 @@ final class InflightRegion implements InflightTracker {
     private int lastBatchHead;
     /** The next pop's {@code counter}; I/O thread. */
     private long counter;
+    /** Low 32 bits of each head's last pop counter; written by {@link #popped} (I/O thread). */
+    private final int[] poppedAs;
+    /** {@link #poppedAs} of each {@link #batch} entry when it completed; completion side. */
+    private final int[] batchPoppedAs;
 
     /**
      * A region of {@code queueSize} entries at {@code address}, which must stay mapped for
@@ -62,6 +71,8 @@ final class InflightRegion implements InflightTracker {
         this.address = address;
         this.queueSize = queueSize;
         this.batch = new int[queueSize];
+        this.poppedAs = new int[queueSize];
+        this.batchPoppedAs = new int[queueSize];
     }
 
     /** The queue size the region was mapped for: {@code desc[]} has this many entries. */
@@ -89,6 +100,7 @@ final class InflightRegion implements InflightTracker {
             return;
         }
         long entry = entry(head);
+        poppedAs[head] = (int) counter;
         UnsafeApi.putLong(entry + COUNTER_OFFSET, counter++);
         // The request's I/O is submitted after this returns, through a release store of a
         // submission-queue tail or a syscall; neither lets this store move after it.
@@ -106,6 +118,7 @@ final class InflightRegion implements InflightTracker {
         // A guest that made one head available twice could complete more than queueSize at
         // once; the extra flags then stay set, which only means a redundant resubmission.
         if (batchCount < batch.length) {
+            batchPoppedAs[batchCount] = poppedAs[head];
             batch[batchCount++] = head;
         }
     }
@@ -116,7 +129,11 @@ final class InflightRegion implements InflightTracker {
         // before the guest can see the batch, or a crash in between would lose its requests.
         VarHandle.releaseFence();
         for (int i = 0; i < batchCount; i++) {
-            UnsafeApi.putByte(entry(batch[i]) + INFLIGHT_OFFSET, (byte) 0);
+            int head = batch[i];
+            // A head popped again since it completed is a new request in flight: its flag stays.
+            if (poppedAs[head] == batchPoppedAs[i]) {
+                UnsafeApi.putByte(entry(head) + INFLIGHT_OFFSET, (byte) 0);
+            }
         }
         batchCount = 0;
         // used_idx says "the flags of the last batch are cleared": only after they are, or a

@@ -19,10 +19,12 @@ import io.vblk.sys.NativeException;
  * sealed against shrinking (QEMU creates its log memfd sealed; an unsealed one could be cut
  * short under the mapping and make this process fault with SIGBUS on its next mark).
  *
- * <p>Replacement (QEMU resizes the log when guest memory grows) cannot unmap the old log at
- * once: a data-plane thread may hold it. Replaced logs are kept until {@link #releaseRetired()}
- * is called with no ring running (every ring stop drains the device), or until the connection
- * ends; at most {@link #MAX_RETIRED} wait, beyond that SET_LOG_BASE is refused.
+ * <p>Replacement (QEMU sends a new log at every migration attempt, and resizes it when guest
+ * memory grows) cannot unmap the old log at once: a data-plane thread may hold it. Replaced logs
+ * are kept until {@link #releaseRetired()} is called once nothing can mark them: after every
+ * data-plane thread passed a round (SET_LOG_BASE does this before it answers), with no ring
+ * running, or when the connection ends. {@link #MAX_RETIRED} is a last resort, never reached
+ * that way: beyond it SET_LOG_BASE is refused.
  */
 final class LogArea implements AutoCloseable {
     /** The largest log accepted: 1 GiB of bitmap, 2^33 pages of 4 KiB. */

@@ -51,6 +51,9 @@ final class LogRequests {
             Descriptors.close(fd);
         }
         control.applyLogging();
+        // QEMU sends a new log at every migration attempt, rings running: the replaced one goes
+        // now, not when the rings stop, or cancelled attempts pile them up to LogArea's bound.
+        control.releaseReplacedLogs();
         channel.replyU64(m.request(), 0);
     }
 

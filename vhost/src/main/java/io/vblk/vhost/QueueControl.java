@@ -137,6 +137,13 @@ final class QueueControl {
             throw ProtocolError.rejected("vring " + q + " cannot start: the inflight buffer covers only "
                     + inflight.numQueues() + " queue(s)");
         }
+        InflightRegion tracked = inflight.region(q);
+        if (v.num > tracked.queueSize()) {
+            // A restart keeps the region it was given: a ring grown since (SET_VRING_NUM without
+            // a new SET_INFLIGHT_FD) would have heads the region cannot record, run untracked.
+            throw ProtocolError.rejected("vring " + q + " cannot start: it has " + v.num
+                    + " entries, its inflight region only " + tracked.queueSize());
+        }
         if (!v.recoverInflight) {
             return v.base;
         }
@@ -334,6 +341,16 @@ final class QueueControl {
     private String outOfRangeNote() {
         long n = state.logs.outOfRange();
         return n == 0 ? "" : " (" + n + " marks fell outside the log the frontend sized)";
+    }
+
+    /**
+     * Unmaps the replaced logs, rings running or not: {@link #applyLogging} pointed the device
+     * away from them, and once every data-plane thread has passed a round boundary (and the
+     * completion thread the batch it was in) nothing can still be marking them.
+     */
+    void releaseReplacedLogs() {
+        device.awaitDataPathPass();
+        state.logs.releaseRetired();
     }
 
     /** Unmaps replaced logs once no ring runs: every stop drained the device, nothing holds them. */
