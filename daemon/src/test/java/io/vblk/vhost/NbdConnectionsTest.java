@@ -64,8 +64,7 @@ class NbdConnectionsTest {
             DaemonTest.verifiedIo(vq, 12, 7);
             d.result("export.remove", "{\"id\":\"n\"}");
         } finally {
-            server.destroy();
-            server.waitFor();
+            io.vblk.testkit.QemuTools.stop(server);
         }
         assertEquals(3, connectionsThatCarriedIo(log).size(), "connections that carried I/O: " + connectionsThatCarriedIo(log));
     }
@@ -82,8 +81,7 @@ class NbdConnectionsTest {
             DaemonTest.verifiedIo(vq, 8, 3);
             d.result("export.remove", "{\"id\":\"n\"}");
         } finally {
-            server.destroy();
-            server.waitFor();
+            io.vblk.testkit.QemuTools.stop(server);
         }
         assertEquals(1, connectionsThatCarriedIo(log).size());
     }

@@ -89,8 +89,7 @@ class NbdTlsExportTest {
             assertTrue(plain.get("message").toString().contains("applies to nbds://"), plain.toString());
             d.result("export.remove", "{\"id\":\"d\"}");
         } finally {
-            nbd.destroy();
-            nbd.waitFor();
+            io.vblk.testkit.QemuTools.stop(nbd);
         }
     }
 }

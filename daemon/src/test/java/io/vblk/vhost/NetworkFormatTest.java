@@ -87,10 +87,8 @@ class NetworkFormatTest {
             assertTrue(refused.get("message").toString().contains("the server owns the size"), refused.toString());
             d.result("export.remove", "{\"id\":\"q\"}");
         } finally {
-            nbd.destroy();
-            rawNbd.destroy();
-            nbd.waitFor();
-            rawNbd.waitFor();
+            io.vblk.testkit.QemuTools.stop(nbd);
+            io.vblk.testkit.QemuTools.stop(rawNbd);
         }
         run("qemu-img", "check", img.toString());
         assertTrue(run("qemu-img", "info", "--output=json", img.toString()).contains("\"virtual-size\": " + 8 * MIB));

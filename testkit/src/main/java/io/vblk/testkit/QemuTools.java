@@ -146,6 +146,23 @@ public final class QemuTools {
         }
     }
 
+    /**
+     * Ends a server process a test started (qemu-nbd, nbdkit, qemu-storage-daemon): SIGTERM, up
+     * to 10 s to exit, then SIGKILL. A bare {@code destroy(); waitFor()} hung a test run for good
+     * when a qemu-nbd did not act on SIGTERM.
+     */
+    public static void stop(Process p) {
+        p.destroy();
+        try {
+            if (!p.waitFor(10, TimeUnit.SECONDS)) {
+                p.destroyForcibly().waitFor(10, TimeUnit.SECONDS);
+            }
+        } catch (InterruptedException e) {
+            p.destroyForcibly();
+            Thread.currentThread().interrupt();
+        }
+    }
+
     /** Waits until someone holds byte 100 of {@code image} (a QEMU process that has opened it). */
     public static void awaitLocked(Path image) {
         awaitLockBytes(image, m -> (m & INACTIVE_BYTES) != 0, 15);

@@ -36,8 +36,7 @@ class Qcow2NetworkTest {
     @AfterEach
     void stopServer() throws Exception {
         if (nbd != null) {
-            nbd.destroy();
-            nbd.waitFor();
+            io.vblk.testkit.QemuTools.stop(nbd);
         }
     }
 
@@ -137,8 +136,7 @@ class Qcow2NetworkTest {
         try (Qcow2Driver d = Qcow2.open(disk, 32, Qcow2Options.defaults())) {
             exercise(d);
         }
-        nbd.destroy();
-        nbd.waitFor();
+        io.vblk.testkit.QemuTools.stop(nbd);
         nbd = null;
         assertEquals(used + 8 * MIB, Files.size(img), "an NBD export keeps its size");
         verifyWith(img);
@@ -157,8 +155,7 @@ class Qcow2NetworkTest {
             write(rig, b, 0, 65536, 0x55); // in place still works
             expect(rig, b, 0, 65536, 0x55);
         }
-        nbd.destroy();
-        nbd.waitFor();
+        io.vblk.testkit.QemuTools.stop(nbd);
         nbd = null;
         assertEquals(0, DriverRig.run("qemu-img", "check", img.toString()).code());
         qemuIo(img, "read -P 0x55 0 64k");
