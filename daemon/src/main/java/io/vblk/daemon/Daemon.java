@@ -193,13 +193,10 @@ final class Daemon implements AutoCloseable {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + user.spec.id + "'");
             }
             for (ExportSpec o : opening.values()) {
-                if (o.socket.toAbsolutePath().normalize().equals(socket)) {
+                if (sameSocket(o.socket.toAbsolutePath().normalize(), socket)) {
                     throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + o.id
                             + "' (being added)");
                 }
-            }
-            if (listening(spec.socket)) {
-                throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
             }
             threads = new SharedIoThread[spec.iothreads.size()];
             for (int i = 0; i < threads.length; i++) {
@@ -217,6 +214,10 @@ final class Daemon implements AutoCloseable {
         Export export = null;
         boolean installed = false;
         try {
+            // Outside the lock, and bounded: a listener that accepts nobody must hold no other change.
+            if (listening(spec.socket)) {
+                throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
+            }
             beforeOpen.run();
             try {
                 export = Export.open(spec, log, threads, control);
@@ -347,21 +348,39 @@ final class Daemon implements AutoCloseable {
     /** The first of {@code among} that serves on {@code socket} (absolute and normalized), or null. */
     private static Export servingOn(Collection<Export> among, Path socket) {
         for (Export e : among) {
-            if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
+            if (sameSocket(e.socketPath().toAbsolutePath().normalize(), socket)) {
                 return e;
             }
         }
         return null;
     }
 
-    /** Whether something accepts connections at {@code path} (a live socket, not a stale one). */
+    /**
+     * Whether two absolute, normalized socket paths name one socket: the same string, or the
+     * same name in the same directory reached by other names (a symlinked directory, a bind
+     * mount): the directory's device and inode decide, not its spelling.
+     */
+    static boolean sameSocket(Path a, Path b) {
+        if (a.equals(b)) {
+            return true;
+        }
+        if (a.getFileName() == null || !a.getFileName().equals(b.getFileName()) || a.getParent() == null || b.getParent() == null) {
+            return false;
+        }
+        FileId da = fileId(a.getParent());
+        return da != null && da.equals(fileId(b.getParent()));
+    }
+
+    /**
+     * Whether something accepts connections at {@code path} (a live socket, not a stale one):
+     * never waits, even for a listener whose backlog is full ({@link UnixSocket#listening}).
+     */
     private static boolean listening(Path path) {
         if (!SocketFile.isSocket(path)) {
             return false;
         }
         try {
-            UnixSocket.connect(path).close();
-            return true;
+            return UnixSocket.listening(path);
         } catch (NativeException | IllegalArgumentException e) {
             return false;
         }
