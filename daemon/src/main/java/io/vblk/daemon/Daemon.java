@@ -53,6 +53,11 @@ final class Daemon implements AutoCloseable {
      * socket and I/O threads stay reserved until the close ends. Guarded by {@code changes}.
      */
     private final Map<String, Export> removing = new LinkedHashMap<>();
+    /**
+     * Exports whose resize runs outside the change lock (it waits for the disk, its server, a
+     * drain): no second resize, no removal until it ends; a shutdown waits for it. Under {@code changes}.
+     */
+    private final Set<String> resizing = new java.util.HashSet<>();
     /** Exports closed with their image's locks kept (an undrained close, {@link Export#locksKept()}), for metrics. */
     private final java.util.concurrent.atomic.AtomicLong locksKept = new java.util.concurrent.atomic.AtomicLong();
     /**
@@ -417,6 +422,9 @@ final class Daemon implements AutoCloseable {
                         ? new RpcError(RpcError.NOT_FOUND, "export '" + id + "' is already being removed")
                         : notFound(id);
             }
+            if (resizing.contains(id)) {
+                throw new RpcError(RpcError.IN_USE, "export '" + id + "' is being resized: remove it once the resize has ended");
+            }
             exports.remove(id);
             order.remove(id);
             removing.put(id, e);
@@ -495,11 +503,26 @@ final class Daemon implements AutoCloseable {
         }
         long size = p.size("size", 512, 0);
         boolean allowShrink = p.bool("allow_shrink");
+        Export e;
         synchronized (changes) {
             // Looked up again under the lock: an export removed since the look-up above has a
             // closed image whose descriptor number another export's image may hold by now, and a
-            // resize through it would cut that disk (irev3 RemovedExportAttackTest).
-            return export(p).resize(size, allowShrink);
+            // resize through it would cut that disk (irev3 RemovedExportAttackTest). Marked
+            // resizing, it cannot be removed (nor closed by a shutdown) until the resize ends.
+            e = export(p);
+            if (!resizing.add(e.spec.id)) {
+                throw new RpcError(RpcError.IN_USE, "export '" + e.spec.id + "' is already being resized");
+            }
+        }
+        // Outside the lock: a resize waits for its disk or server (a qcow2 header written
+        // durably to a stalled NBD server), and no other export's change may wait with it.
+        try {
+            return e.resize(size, allowShrink);
+        } finally {
+            synchronized (changes) {
+                resizing.remove(e.spec.id);
+                changes.notifyAll(); // a shutdown may wait for this resize
+            }
         }
     }
 
@@ -689,6 +712,18 @@ final class Daemon implements AutoCloseable {
         synchronized (changes) {
             shuttingDown = true;
             stopped.countDown();
+            // A resize runs outside the lock on its export's device: it ends before the device closes.
+            boolean interruptedByResize = false;
+            while (!resizing.isEmpty()) {
+                try {
+                    changes.wait();
+                } catch (InterruptedException ie) {
+                    interruptedByResize = true;
+                }
+            }
+            if (interruptedByResize) {
+                Thread.currentThread().interrupt();
+            }
             List<String> ids = snapshotOrder();
             Collections.reverse(ids);
             for (String id : ids) {
