@@ -178,6 +178,9 @@ final class Daemon implements AutoCloseable {
         Path socket = spec.socket.toAbsolutePath().normalize();
         FileId imageFile = imageFile(spec);
         SharedIoThread[] threads;
+        // Probed before the lock (and never waiting: a listener that accepts nobody must hold no
+        // other change), answered in the checks' order: a socket of this daemon's is named as such.
+        boolean live = listening(spec.socket);
         synchronized (changes) {
             if (shuttingDown) {
                 throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
@@ -203,6 +206,9 @@ final class Daemon implements AutoCloseable {
                             + "' (being added)");
                 }
             }
+            if (live) {
+                throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
+            }
             threads = new SharedIoThread[spec.iothreads.size()];
             for (int i = 0; i < threads.length; i++) {
                 threads[i] = iothreads.get(spec.iothreads.get(i));
@@ -219,10 +225,6 @@ final class Daemon implements AutoCloseable {
         Export export = null;
         boolean installed = false;
         try {
-            // Outside the lock, and bounded: a listener that accepts nobody must hold no other change.
-            if (listening(spec.socket)) {
-                throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
-            }
             beforeOpen.run();
             try {
                 export = Export.open(spec, log, threads, control);
