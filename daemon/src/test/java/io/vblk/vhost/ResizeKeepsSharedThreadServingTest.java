@@ -2,6 +2,7 @@ package io.vblk.vhost;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.nio.file.Path;
@@ -69,11 +70,20 @@ class ResizeKeepsSharedThreadServingTest {
                         "export.add of an unrelated export (threads of its own) waited for the stalled resize (change lock held)");
                 assertTimeoutPreemptively(GUARD, () -> DaemonTest.verifiedIo(good, 5, 2),
                         "an export on the shared I/O thread stopped serving while another export's resize waited for its NBD server");
+                // The export being resized is neither removed nor resized again meanwhile: a clear refusal, at once.
+                Map<String, Object> removeError = assertTimeoutPreemptively(GUARD, () -> DaemonRig.error(d.call("export.remove",
+                        "{\"id\":\"q\"}")));
+                assertEquals(-32002, ((Number) removeError.get("code")).intValue(), removeError.toString());
+                assertTrue(String.valueOf(removeError.get("message")).contains("being resized"), removeError.toString());
+                Map<String, Object> resizeError = assertTimeoutPreemptively(GUARD, () -> DaemonRig.error(d.call("export.resize",
+                        "{\"id\":\"q\",\"size\":\"12M\"}")));
+                assertEquals(-32002, ((Number) resizeError.get("code")).intValue(), resizeError.toString());
             } finally {
                 new ProcessBuilder("kill", "-CONT", Long.toString(nbd.pid())).start().waitFor();
             }
             if (resize != null) {
-                resize.get();
+                Map<String, Object> resized = resize.get();
+                assertTrue(resized.containsKey("result"), "the resize ends once the server answers: " + resized);
             }
         } finally {
             nbd.destroy();
