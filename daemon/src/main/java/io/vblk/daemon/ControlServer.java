@@ -24,9 +24,10 @@ import io.vblk.vhost.SocketFile;
  * response per line. No thread per client: the daemon's event loop watches the listening socket
  * and every client ({@link ControlThreads}), and a bounded pool reads what has come and answers
  * each whole line, one client turn at a time (each client's requests in order). A client that
- * sends half a line and stops holds no thread; one that reads no responses is closed after
- * {@link #WRITE_WAIT_MS} with its socket buffer full; one that floods is served in turn with the
- * rest. At most {@link #MAX_CLIENTS} at once: a further one takes the place of the client idle
+ * sends half a line and stops holds no thread; nor does one that reads no responses: an answer
+ * that does not fit its socket buffer is kept (one per client), what it sends meanwhile is kept
+ * unanswered, and it is answered on once its socket has room; past {@link #MAX_UNANSWERED_BYTES}
+ * kept it is closed. One that floods is served in turn with the rest. At most {@link #MAX_CLIENTS} at once: a further one takes the place of the client idle
  * longest, or, when every client is in a turn, gets one error line and is closed. A
  * line longer than {@link #MAX_LINE_BYTES} ends its connection with an error; a client's partial
  * line never holds more than that ({@link LineBuffer}). Together: each client's first
@@ -52,8 +53,11 @@ final class ControlServer implements AutoCloseable {
     static final int OWN_LINE_BYTES = 64 << 10;
     /** The pool all clients' longer lines grow from. */
     static final int SHARED_LINE_BYTES = 16 << 20;
-    /** How long a response may wait for a client to make room in its socket buffer. */
-    static final int WRITE_WAIT_MS = 5_000;
+    /**
+     * What a client whose answer waits for room in its socket may send meanwhile (kept, answered
+     * once it reads); a client that sends more reads none of its answers, and is closed.
+     */
+    static final int MAX_UNANSWERED_BYTES = 64 << 10;
     private static final int BACKLOG = 128;
     private static final int READ_BYTES = 64 << 10;
 
@@ -234,6 +238,13 @@ final class ControlServer implements AutoCloseable {
         /** Guards the descriptor against a shutdown after close (its number may be reused); never held long. */
         private final Object fdLock = new Object();
         private boolean fdClosed;
+        /** An answer its socket had no room for, sent from {@link #unsentAt} when it becomes writable; or null. */
+        private byte[] unsent;
+        private int unsentAt;
+        /** What it sent after the line whose answer is {@link #unsent}, answered after that one; or null. */
+        private byte[] unread;
+        /** It closed its sending side (end of stream read) while answers were still due. */
+        private boolean inputEnded;
 
         Client(UnixSocket socket) {
             this.socket = socket;
@@ -264,11 +275,16 @@ final class ControlServer implements AutoCloseable {
             }
             inTurn = true;
             try {
-                if (closing || !readAndAnswer()) {
+                int next = closing ? CLOSE : serve();
+                if (next == CLOSE) {
                     close();
                     return;
                 }
-                registration.rearm();
+                if (next == WAIT_WRITABLE) {
+                    registration.rearmWritable(!inputEnded);
+                } else {
+                    registration.rearm();
+                }
             } catch (Throwable e) {
                 log.info("control: client turn failed, closing it: " + e);
                 endTurn(this);
@@ -278,8 +294,76 @@ final class ControlServer implements AutoCloseable {
             }
         }
 
-        /** False when the connection is over. */
-        private boolean readAndAnswer() {
+        /**
+         * Sends what was kept for it, answers what it sent before, then reads what has come;
+         * returns what to wait for next. Never waits for the client.
+         */
+        private int serve() {
+            if (unsent != null) {
+                if (!flush()) {
+                    return CLOSE;
+                }
+                if (unsent != null) {
+                    return keepReading();
+                }
+            }
+            if (unread != null) {
+                byte[] rest = unread;
+                unread = null;
+                int next = answerLines(rest, rest.length);
+                if (next != WAIT_READABLE) {
+                    return next;
+                }
+            }
+            return inputEnded ? CLOSE : readAndAnswer();
+        }
+
+        /**
+         * While its answer waits for room in its socket: keeps what it sends meanwhile (to be
+         * answered in order), up to {@link #MAX_UNANSWERED_BYTES}; a client past that reads
+         * none of its answers and is closed.
+         */
+        private int keepReading() {
+            if (inputEnded) {
+                return WAIT_WRITABLE;
+            }
+            ReadBuffers b = READ_BUFFERS.get();
+            long n = socket.receive(b.in.address(), READ_BYTES, fds, fdCount);
+            for (int i = 0; i < fdCount[0]; i++) {
+                io.vblk.sys.Native.libc().close(fds[i]);
+            }
+            if (n == -Errno.EINTR || n == -Errno.EAGAIN) {
+                return WAIT_WRITABLE;
+            }
+            if (n <= 0) {
+                inputEnded = true; // it may still read what is due: wait for room only
+                return WAIT_WRITABLE;
+            }
+            int kept = unread == null ? 0 : unread.length;
+            if (kept + n > MAX_UNANSWERED_BYTES) {
+                log.info("control: a client sent " + (kept + n) + " bytes of requests while reading none of its answers: closed");
+                return CLOSE;
+            }
+            byte[] more = unread == null ? new byte[(int) n] : java.util.Arrays.copyOf(unread, kept + (int) n);
+            b.in.buffer().getBytes(0, more, kept, (int) n);
+            unread = more;
+            return WAIT_WRITABLE;
+        }
+
+        /** Sends {@link #unsent} as far as the socket takes it now; false when the client has gone. */
+        private boolean flush() {
+            int n = sendSome(socket, unsent, unsentAt);
+            if (n < 0) {
+                return false;
+            }
+            unsentAt += n;
+            if (unsentAt == unsent.length) {
+                unsent = null;
+            }
+            return true;
+        }
+
+        private int readAndAnswer() {
             ReadBuffers b = READ_BUFFERS.get();
             NativeBuffer in = b.in;
             byte[] chunk = b.chunk;
@@ -288,26 +372,44 @@ final class ControlServer implements AutoCloseable {
                 io.vblk.sys.Native.libc().close(fds[i]); // a control client has no business sending descriptors
             }
             if (n == -Errno.EINTR || n == -Errno.EAGAIN) {
-                return true;
+                return WAIT_READABLE;
             }
             if (n <= 0) {
-                return false;
+                return CLOSE;
             }
             in.buffer().getBytes(0, chunk, 0, (int) n);
+            return answerLines(chunk, (int) n);
+        }
+
+        /**
+         * Answers each whole line of {@code bytes[0, n)} and keeps a partial one. When an answer
+         * does not fit the socket, it is kept with the bytes after its line, and the client waits
+         * until it is writable.
+         */
+        private int answerLines(byte[] bytes, int n) {
             int start = 0;
             for (int i = 0; i < n; i++) {
-                if (chunk[i] == '\n') {
-                    if (!line.append(chunk, start, i - start)) {
-                        return tooLong();
+                if (bytes[i] == '\n') {
+                    if (!line.append(bytes, start, i - start)) {
+                        return tooLong() ? WAIT_READABLE : CLOSE;
                     }
-                    if (!answer(socket, line.text())) {
-                        return false;
-                    }
+                    String response = answer(line.text());
                     line.reset();
                     start = i + 1;
+                    if (response != null) {
+                        unsent = (response + "\n").getBytes(StandardCharsets.UTF_8);
+                        unsentAt = 0;
+                        if (!flush()) {
+                            return CLOSE;
+                        }
+                        if (unsent != null) {
+                            unread = start < n ? java.util.Arrays.copyOfRange(bytes, start, n) : null;
+                            return WAIT_WRITABLE;
+                        }
+                    }
                 }
             }
-            return line.append(chunk, start, (int) n - start) || tooLong();
+            return line.append(bytes, start, n - start) || tooLong() ? WAIT_READABLE : CLOSE;
         }
 
         private boolean tooLong() {
@@ -382,38 +484,44 @@ final class ControlServer implements AutoCloseable {
         }
     }
 
-    private boolean answer(UnixSocket client, String line) {
+    /** What a turn waits for next: the client is closed, has something to read, has room to write. */
+    private static final int CLOSE = 0;
+    private static final int WAIT_READABLE = 1;
+    private static final int WAIT_WRITABLE = 2;
+
+    /** The response to one request line, or null for none (an empty line, a notification). */
+    private String answer(String line) {
         String text = line.strip();
-        if (text.isEmpty()) {
-            return true;
-        }
-        String response = rpc.handle(text);
-        return response == null || write(client, response);
+        return text.isEmpty() ? null : rpc.handle(text);
     }
 
-    /** Writes {@code response} and a newline; false when the client has gone or reads nothing. */
-    private static boolean write(UnixSocket client, String response) {
-        byte[] bytes = (response + "\n").getBytes(StandardCharsets.UTF_8);
-        NativeBuffer out = new NativeBuffer(bytes.length);
-        out.buffer().putBytes(0, bytes);
+    /**
+     * Sends {@code bytes} from {@code from} as far as the (non-blocking) socket takes it now,
+     * never waiting; the bytes sent, or -1 when the client has gone.
+     */
+    private static int sendSome(UnixSocket client, byte[] bytes, int from) {
+        NativeBuffer out = new NativeBuffer(bytes.length - from);
+        out.buffer().putBytes(0, bytes, from, bytes.length - from);
         int sent = 0;
-        while (sent < bytes.length) {
-            long n = client.send(out.address() + sent, bytes.length - sent, null, 0);
+        while (from + sent < bytes.length) {
+            long n = client.send(out.address() + sent, bytes.length - from - sent, null, 0);
             if (n == -Errno.EINTR) {
                 continue;
             }
             if (n == -Errno.EAGAIN) {
-                if (!client.awaitWritable(WRITE_WAIT_MS)) {
-                    return false; // it reads no responses: drop it rather than hold a handler
-                }
-                continue;
+                break;
             }
             if (n <= 0) {
-                return false;
+                return -1;
             }
             sent += (int) n;
         }
-        return true;
+        return sent;
+    }
+
+    /** Sends a last line to a client about to be closed, as far as its socket takes it now (never waits). */
+    private static void write(UnixSocket client, String response) {
+        sendSome(client, (response + "\n").getBytes(StandardCharsets.UTF_8), 0);
     }
 
     /** The largest partial-line buffer of the clients connected now, for tests. */

@@ -53,6 +53,11 @@ final class Daemon implements AutoCloseable {
      * socket and I/O threads stay reserved until the close ends. Guarded by {@code changes}.
      */
     private final Map<String, Export> removing = new LinkedHashMap<>();
+    /**
+     * Exports whose resize runs outside the change lock (it waits for the disk, its server, a
+     * drain): no second resize, no removal until it ends; a shutdown waits for it. Under {@code changes}.
+     */
+    private final Set<String> resizing = new java.util.HashSet<>();
     /** Exports closed with their image's locks kept (an undrained close, {@link Export#locksKept()}), for metrics. */
     private final java.util.concurrent.atomic.AtomicLong locksKept = new java.util.concurrent.atomic.AtomicLong();
     /**
@@ -173,6 +178,9 @@ final class Daemon implements AutoCloseable {
         Path socket = spec.socket.toAbsolutePath().normalize();
         FileId imageFile = imageFile(spec);
         SharedIoThread[] threads;
+        // Probed before the lock (and never waiting: a listener that accepts nobody must hold no
+        // other change), answered in the checks' order: a socket of this daemon's is named as such.
+        boolean live = listening(spec.socket);
         synchronized (changes) {
             if (shuttingDown) {
                 throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
@@ -193,12 +201,12 @@ final class Daemon implements AutoCloseable {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + user.spec.id + "'");
             }
             for (ExportSpec o : opening.values()) {
-                if (o.socket.toAbsolutePath().normalize().equals(socket)) {
+                if (sameSocket(o.socket.toAbsolutePath().normalize(), socket)) {
                     throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + o.id
                             + "' (being added)");
                 }
             }
-            if (listening(spec.socket)) {
+            if (live) {
                 throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
             }
             threads = new SharedIoThread[spec.iothreads.size()];
@@ -347,21 +355,39 @@ final class Daemon implements AutoCloseable {
     /** The first of {@code among} that serves on {@code socket} (absolute and normalized), or null. */
     private static Export servingOn(Collection<Export> among, Path socket) {
         for (Export e : among) {
-            if (e.socketPath().toAbsolutePath().normalize().equals(socket)) {
+            if (sameSocket(e.socketPath().toAbsolutePath().normalize(), socket)) {
                 return e;
             }
         }
         return null;
     }
 
-    /** Whether something accepts connections at {@code path} (a live socket, not a stale one). */
+    /**
+     * Whether two absolute, normalized socket paths name one socket: the same string, or the
+     * same name in the same directory reached by other names (a symlinked directory, a bind
+     * mount): the directory's device and inode decide, not its spelling.
+     */
+    static boolean sameSocket(Path a, Path b) {
+        if (a.equals(b)) {
+            return true;
+        }
+        if (a.getFileName() == null || !a.getFileName().equals(b.getFileName()) || a.getParent() == null || b.getParent() == null) {
+            return false;
+        }
+        FileId da = fileId(a.getParent());
+        return da != null && da.equals(fileId(b.getParent()));
+    }
+
+    /**
+     * Whether something accepts connections at {@code path} (a live socket, not a stale one):
+     * never waits, even for a listener whose backlog is full ({@link UnixSocket#listening}).
+     */
     private static boolean listening(Path path) {
         if (!SocketFile.isSocket(path)) {
             return false;
         }
         try {
-            UnixSocket.connect(path).close();
-            return true;
+            return UnixSocket.listening(path);
         } catch (NativeException | IllegalArgumentException e) {
             return false;
         }
@@ -397,6 +423,9 @@ final class Daemon implements AutoCloseable {
                 throw removing.containsKey(id)
                         ? new RpcError(RpcError.NOT_FOUND, "export '" + id + "' is already being removed")
                         : notFound(id);
+            }
+            if (resizing.contains(id)) {
+                throw new RpcError(RpcError.IN_USE, "export '" + id + "' is being resized: remove it once the resize has ended");
             }
             exports.remove(id);
             order.remove(id);
@@ -476,11 +505,26 @@ final class Daemon implements AutoCloseable {
         }
         long size = p.size("size", 512, 0);
         boolean allowShrink = p.bool("allow_shrink");
+        Export e;
         synchronized (changes) {
             // Looked up again under the lock: an export removed since the look-up above has a
             // closed image whose descriptor number another export's image may hold by now, and a
-            // resize through it would cut that disk (irev3 RemovedExportAttackTest).
-            return export(p).resize(size, allowShrink);
+            // resize through it would cut that disk (irev3 RemovedExportAttackTest). Marked
+            // resizing, it cannot be removed (nor closed by a shutdown) until the resize ends.
+            e = export(p);
+            if (!resizing.add(e.spec.id)) {
+                throw new RpcError(RpcError.IN_USE, "export '" + e.spec.id + "' is already being resized");
+            }
+        }
+        // Outside the lock: a resize waits for its disk or server (a qcow2 header written
+        // durably to a stalled NBD server), and no other export's change may wait with it.
+        try {
+            return e.resize(size, allowShrink);
+        } finally {
+            synchronized (changes) {
+                resizing.remove(e.spec.id);
+                changes.notifyAll(); // a shutdown may wait for this resize
+            }
         }
     }
 
@@ -670,6 +714,18 @@ final class Daemon implements AutoCloseable {
         synchronized (changes) {
             shuttingDown = true;
             stopped.countDown();
+            // A resize runs outside the lock on its export's device: it ends before the device closes.
+            boolean interruptedByResize = false;
+            while (!resizing.isEmpty()) {
+                try {
+                    changes.wait();
+                } catch (InterruptedException ie) {
+                    interruptedByResize = true;
+                }
+            }
+            if (interruptedByResize) {
+                Thread.currentThread().interrupt();
+            }
             List<String> ids = snapshotOrder();
             Collections.reverse(ids);
             // Every frontend's connection ends now, so their rings drain at once rather than one

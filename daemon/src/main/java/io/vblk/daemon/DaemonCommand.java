@@ -72,6 +72,7 @@ final class DaemonCommand implements Callable<Integer> {
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         try {
             SocketFile.check(access.socket);
+            SocketFile.refuseLive(access.socket); // before any export opens: a running daemon keeps its socket
         } catch (IllegalArgumentException e) {
             throw new InvalidParams("--control: " + e.getMessage());
         }

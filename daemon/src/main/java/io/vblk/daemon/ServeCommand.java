@@ -50,6 +50,13 @@ final class ServeCommand implements Callable<Integer> {
         }
         ExportSpec spec = ExportSpec.parse(Params.commandLine(export.toParams()), DEFAULT_ID);
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
+        if (control != null) {
+            try {
+                SocketFile.refuseLive(Path.of(control)); // before the export opens: a running daemon keeps its socket
+            } catch (IllegalArgumentException err) {
+                throw new InvalidParams("--control: " + err.getMessage());
+            }
+        }
         Daemon daemon = new Daemon(log);
         Export e;
         try {

@@ -41,8 +41,11 @@ final class StatCommand implements Callable<Integer> {
     @Option(names = "--count", paramLabel = "N", defaultValue = "0", description = "stop after N reports (default 0: run until interrupted)")
     int count;
 
-    /** Counters at the previous report, by export and queue. */
-    private final Map<String, long[]> previous = new HashMap<>();
+    /**
+     * Counters at the previous report, by export and queue: only what that report saw (an
+     * export removed since is forgotten, so the map does not grow with every id ever seen).
+     */
+    private Map<String, long[]> previous = new HashMap<>();
 
     @Override
     public Integer call() throws InterruptedException {
@@ -86,14 +89,28 @@ final class StatCommand implements Callable<Integer> {
             out.printf(Locale.ROOT, "%s%n%-16s %5s %10s %9s %6s %9s %9s %9s  %s%n", LocalTime.now().format(TIME),
                     "export", "queue", "IOPS", "MB/s", "depth", "p50 us", "p99 us", "max us", "state");
         }
+        Map<String, long[]> seen = new HashMap<>();
         for (String exportId : ids) {
-            Map<String, Object> stats = (Map<String, Object>) client.result("export.stats", Map.of("id", exportId));
+            Map<String, Object> stats;
+            try {
+                stats = (Map<String, Object>) client.result("export.stats", Map.of("id", exportId));
+            } catch (RpcError e) {
+                if (id == null && e.code == RpcError.NOT_FOUND) {
+                    continue; // removed since export.list (another client's change): not this report's
+                }
+                throw e;
+            }
             for (Map<String, Object> q : (List<Map<String, Object>>) stats.get("queues")) {
                 int queue = ((Number) q.get("queue")).intValue();
                 long completions = ((Number) q.get("completions")).longValue();
                 long bytes = ((Number) q.get("bytes")).longValue();
                 long[] now = {completions, bytes};
-                long[] before = previous.put(exportId + "/" + queue, now);
+                String key = exportId + "/" + queue;
+                seen.put(key, now);
+                long[] before = previous.get(key);
+                if (before != null && (completions < before[0] || bytes < before[1])) {
+                    before = null; // counters went back: the id names a new export (removed and added again)
+                }
                 if (seconds <= 0) {
                     continue;
                 }
@@ -105,6 +122,7 @@ final class StatCommand implements Callable<Integer> {
                         num(lat.get("max_us")), q.get("state"));
             }
         }
+        previous = seen;
         if (seconds > 0) {
             out.println();
             out.flush();

@@ -158,8 +158,14 @@ class ControlThreadsTest {
                 deafClientSender.join();
             });
             assertTrue(deafSent.get() > 0);
+            // Logged as the connection ends: the sender may see the close first.
+            String wanted = "has read no reply for " + MessageChannel.REPLY_WAIT_MS + " ms";
+            long logDeadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(20);
+            while (!d.stderr().contains(wanted) && System.nanoTime() < logDeadline) {
+                Thread.sleep(20);
+            }
             String log = d.stderr();
-            assertTrue(log.contains("has read no reply for " + MessageChannel.REPLY_WAIT_MS + " ms"), log);
+            assertTrue(log.contains(wanted), log);
 
             // Removing the export whose frontend sent half a message ends that connection at once.
             assertTimeoutPreemptively(LIVENESS, () -> assertEquals(Map.of("id", "half", "removed", true),

@@ -560,20 +560,49 @@ public final class BlockDevice implements AutoCloseable {
         listener.configChanged(resized);
     }
 
+    /** How long a resize waits for a shared member's requests in flight before it gives up (as qcow2's quiesce). */
+    private static final long RESIZE_DRAIN_NS = TimeUnit.SECONDS.toNanos(120);
+
     /**
      * Online resize of the disk under the device: each I/O thread's block driver takes the new
-     * size ({@link BlockDriver#resize}) on its own thread, between rounds. Call it before
-     * {@link #resize} when growing and after it when shrinking.
+     * size ({@link BlockDriver#resize}). Call it before {@link #resize} when growing and after
+     * it when shrinking.
+     *
+     * <p>A driver's resize is synchronous (qcow2 writes its header and L1 table durably, waiting
+     * for the disk or its server; RBD calls librbd). On a thread of the device's own it runs
+     * there, between rounds. On a shared thread it must not: a round that waits stops every
+     * other device on the thread. There, the device's queues pause (not popped; what they have
+     * in flight completes, the thread never blocking), the driver is lent to the caller, which
+     * resizes on its own thread, and the queues resume after ({@link IoThread#lendBackend}).
+     * The resize is durable when this returns; the guest hears of it only after ({@link #resize}).
      *
      * @throws UnsupportedOperationException when the driver cannot resize its disk (an NBD export)
      * @throws IllegalArgumentException for a size the format cannot take
      * @throws java.io.IOException when the resize failed (the disk keeps its old size)
      */
     public void resizeDrivers(long sizeBytes) throws java.io.IOException {
+        java.util.List<IoThread> lent = new java.util.ArrayList<>();
+        try {
+            for (IoThread thread : threads) {
+                if (thread.isShared()) {
+                    thread.lendBackend(RESIZE_DRAIN_NS);
+                    lent.add(thread);
+                }
+            }
+            for (IoThread thread : threads) {
+                if (thread.isShared()) {
+                    thread.backend().resize(sizeBytes); // this thread owns it now (lent)
+                }
+            }
+        } finally {
+            for (IoThread thread : lent) {
+                thread.returnBackend();
+            }
+        }
         onDriverThreads(d -> {
             d.resize(sizeBytes);
             return false;
-        }, "resized the disk");
+        }, "resized the disk", false);
     }
 
     /**
@@ -586,7 +615,7 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the image cannot be read again
      */
     public boolean activateDrivers() throws java.io.IOException {
-        return onDriverThreads(BlockDriver::activate, "activated the image");
+        return onDriverThreads(BlockDriver::activate, "activated the image", true);
     }
 
     /**
@@ -598,7 +627,7 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the image could not be made durable (its driver stays active)
      */
     public boolean inactivateDrivers() throws java.io.IOException {
-        return onDriverThreads(BlockDriver::inactivate, "inactivated the image");
+        return onDriverThreads(BlockDriver::inactivate, "inactivated the image", true);
     }
 
     /** A step on one block driver, on its I/O thread; returns whether it changed anything. */
@@ -607,10 +636,16 @@ public final class BlockDevice implements AutoCloseable {
         boolean run(BlockDriver driver) throws java.io.IOException;
     }
 
-    /** Runs {@code step} on every I/O thread's driver in turn, waiting for each; whether any changed. */
-    private boolean onDriverThreads(DriverStep step, String what) throws java.io.IOException {
+    /**
+     * Runs {@code step} on the I/O threads' drivers in turn (the shared threads' too only when
+     * {@code shared}), each on its own thread, waiting for each; whether any changed.
+     */
+    private boolean onDriverThreads(DriverStep step, String what, boolean shared) throws java.io.IOException {
         boolean changed = false;
         for (IoThread thread : threads) {
+            if (!shared && thread.isShared()) {
+                continue;
+            }
             CompletableFuture<Boolean> done = new CompletableFuture<>();
             thread.submitCommand(t -> {
                 try {
@@ -629,7 +664,7 @@ public final class BlockDevice implements AutoCloseable {
                         if (closed && threadsEnded() && !done.isDone()) {
                             // As in await(): closed (an export.remove that gave up on a stalled
                             // thread) and the command will never run; do not wait for ever.
-                            throw new java.io.IOException("the device closed before its I/O thread resized the disk");
+                            throw new java.io.IOException("the device closed before its I/O thread " + what);
                         }
                     }
                 }

@@ -44,11 +44,23 @@ final class EpollWait extends AbstractThreadWait {
         }
     }
 
+    /**
+     * While true, the back end is lent to another thread ({@link IoThread#lendBackend}): its
+     * completion sources are that thread's to acknowledge, not this one's.
+     */
+    private volatile boolean backendLent;
+
+    void backendLent(boolean value) {
+        backendLent = value;
+    }
+
     private void acknowledge(int tag) {
         if (tag == TAG_WAKEUP) {
             wakeup.read();
         } else if (tag >= TAG_COMPLETIONS) {
-            backend.acknowledge(tag - TAG_COMPLETIONS);
+            if (!backendLent) {
+                backend.acknowledge(tag - TAG_COMPLETIONS);
+            }
         } else {
             // Kick eventfds are edge-triggered and never read: a frontend's kick fd shares its
             // open file description with us, may be blocking, and a read could then hang this

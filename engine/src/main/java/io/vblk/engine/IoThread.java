@@ -2,6 +2,7 @@ package io.vblk.engine;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
 
@@ -64,6 +65,16 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private Thread thread;
     /** The shared thread that runs this one's rounds, or null when it has a thread of its own. */
     private SharedIoThread shared;
+    /**
+     * {@link #lendBackend}: {@link #SERVING}, {@link #PAUSING} (its queues are not popped while
+     * what they have in flight finishes) or {@link #LENT} (its rounds leave the back end alone:
+     * another thread uses it). Written by this thread to pause and lend, by the borrower to hand
+     * it back (the volatile write and read order the borrower's use before this thread's).
+     */
+    private volatile int lending = SERVING;
+    static final int SERVING = 0;
+    static final int PAUSING = 1;
+    static final int LENT = 2;
     private long submittedBatches;
     /** The most chains one round pops ({@link Tuning#submitBatch()}; no limit: MAX_VALUE). */
     private final int submitBatch;
@@ -188,7 +199,109 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     /** Operations its back end holds in flight (for a shared thread's deep-queue rule; on the running thread). */
     int backendInFlight() {
-        return backend.inFlight();
+        return lending == LENT ? 0 : backend.inFlight();
+    }
+
+    /** Whether a shared thread runs its rounds (see {@link #lendBackend}). */
+    boolean isShared() {
+        return shared != null;
+    }
+
+    /**
+     * Lends this member's back end to the calling thread, for a synchronous operation that may
+     * wait for the disk or its server (an online resize's metadata update) and must not wait
+     * inside a shared thread's round, where it would stop every other member: its queues stop
+     * being popped, a command re-run each round (never blocking the thread) waits until what
+     * they have in flight has completed and been published, and from then on this member's
+     * rounds leave the back end alone until {@link #returnBackend}. Shared members only (their
+     * rounds run on the shared thread, which waits in an {@link EpollWait}).
+     *
+     * @throws java.io.IOException when requests in flight did not finish within {@code timeoutNs}
+     *         (nothing lent: the queues serve on)
+     */
+    void lendBackend(long timeoutNs) throws java.io.IOException {
+        if (shared == null) {
+            throw new IllegalStateException("only a shared thread's member lends its back end");
+        }
+        CompletableFuture<Void> lent = new CompletableFuture<>();
+        java.util.concurrent.atomic.AtomicBoolean cancelled = new java.util.concurrent.atomic.AtomicBoolean();
+        submitCommand(new InboxEvent.Command() {
+            private boolean begun;
+
+            @Override
+            public boolean run(IoThread t) {
+                if (!begun) {
+                    begun = true;
+                    lending = PAUSING;
+                }
+                if (cancelled.get()) {
+                    lending = SERVING;
+                    lent.completeExceptionally(new java.io.IOException("requests in flight did not finish in time"));
+                    return true;
+                }
+                for (DeviceQueue q : queues) {
+                    if (q.inflight > 0 || q.dirty) {
+                        return false;
+                    }
+                }
+                if (backend.inFlight() > 0 || backend.pendingSubmit() > 0 || route.hasReturns()) {
+                    return false;
+                }
+                flushCompletions();
+                ((EpollWait) events).backendLent(true);
+                lending = LENT;
+                lent.complete(null);
+                return true;
+            }
+        });
+        try {
+            try {
+                lent.get(timeoutNs, TimeUnit.NANOSECONDS);
+            } catch (java.util.concurrent.TimeoutException e) {
+                cancelled.set(true);
+                wakeIfSleeping();
+                lent.get(); // ends at the command's next run: lent after all, or cancelled
+            }
+        } catch (InterruptedException e) {
+            cancelled.set(true);
+            Thread.currentThread().interrupt();
+            awaitQuietly(lent);
+            throw new java.io.IOException("interrupted while the I/O thread drained for a resize", e);
+        } catch (java.util.concurrent.ExecutionException e) {
+            throw new java.io.IOException("requests in flight did not finish in " + TimeUnit.NANOSECONDS.toSeconds(timeoutNs)
+                    + " s", e.getCause());
+        }
+        if (cancelled.get() && lent.isDone() && !lent.isCompletedExceptionally()) {
+            returnBackend(); // lent in the same round the caller gave up: handed back at once
+            throw new java.io.IOException("requests in flight did not finish in " + TimeUnit.NANOSECONDS.toSeconds(timeoutNs) + " s");
+        }
+    }
+
+    private static void awaitQuietly(CompletableFuture<Void> f) {
+        boolean interrupted = false;
+        while (true) {
+            try {
+                f.get();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true;
+            } catch (java.util.concurrent.ExecutionException e) {
+                break;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /**
+     * Hands the back end lent by {@link #lendBackend} back: this member's rounds use it and pop
+     * its queues again, from the next round on (woken now).
+     */
+    void returnBackend() {
+        ((EpollWait) events).backendLent(false);
+        lending = SERVING;
+        submitCommand(t -> true); // wakes the thread: its queues may have gained requests meanwhile
     }
 
     /**
@@ -369,6 +482,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         } catch (Exception e) {
             throw new IllegalStateException(e);
         }
+        if (lending == LENT) {
+            return work; // the back end is another thread's (lendBackend): commands wait with the queues
+        }
         if (!pendingCommands.isEmpty()) {
             pendingCommands.removeIf(runCommand);
         }
@@ -390,7 +506,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         work += reaped;
         long nowNs = dispatcher.throttled() || tuning.recordLatency() ? clock.nanoTime() : 0;
         reapedBetween = 0;
-        int prepared = popQueues(nowNs);
+        int prepared = lending == SERVING ? popQueues(nowNs) : 0;
         if (RoundTrace.ON) {
             RoundTrace.event(RoundTrace.POPPED, prepared);
         }
@@ -503,6 +619,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         } else {
             InboxEvent.Command c = event.command;
             event.command = null;
+            if (lending == LENT) {
+                pendingCommands.add(c); // after the back end is handed back (returnBackend)
+                return true;
+            }
             boolean finished;
             try {
                 finished = c.run(this);
@@ -606,8 +726,13 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         int timeoutMs = -1;
         // !running: a shutdown's wake-up may already have been consumed (a ring sleep's poll CQE
         // is reaped by the round, unlike epoll's eventfd, which stays readable until the wait).
+        int lend = lending;
+        if (lend == LENT) {
+            // Nothing of this member runs until the back end comes back (returnBackend wakes it).
+            return !running || inbox.getCursor() != inboxPoller.getSequence().get() ? WAKE_NOW : -1;
+        }
         boolean abort = !running || inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
-                || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady();
+                || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady() || lend != SERVING;
         long now = clock.nanoTime();
         for (int i = 0; i < queues.length && !abort; i++) {
             DeviceQueue q = queues[i];

@@ -64,6 +64,31 @@ public final class UnixSocket implements AutoCloseable {
         return new UnixSocket(fd);
     }
 
+    /**
+     * Whether a process listens on the socket at {@code path}, without ever waiting: a
+     * non-blocking connect(2) that is closed at once. A listener whose backlog is full and that
+     * accepts nobody (a stopped or stuck process) makes a blocking connect wait for ever; on a
+     * Unix socket the non-blocking one answers EAGAIN at once instead, and that, like an
+     * accepted connection, means someone listens. Only ECONNREFUSED (a stale socket: its server
+     * is gone) or ENOENT (no file) mean nobody does; any other failure (EACCES: a socket of
+     * another user) is answered as "listens", so a caller never replaces what it cannot tell is dead.
+     */
+    public static boolean listening(Path path) {
+        int fd = (int) Native.check(Native.libc().socket(Linux.AF_UNIX, Linux.SOCK_STREAM | Linux.SOCK_CLOEXEC
+                | Linux.SOCK_NONBLOCK, 0), "socket", "AF_UNIX", "SOCK_STREAM");
+        try (Sockaddr addr = new Sockaddr(path)) {
+            if (Native.libc().connect(fd, addr.address(), SOCKADDR_UN_SIZE) == 0) {
+                return true;
+            }
+            int errno = Native.errno();
+            return errno != ECONNREFUSED && errno != Errno.ENOENT && errno != Errno.ENOTDIR;
+        } finally {
+            Native.libc().close(fd);
+        }
+    }
+
+    private static final int ECONNREFUSED = 111;
+
     private static int newSocket() {
         return (int) Native.check(Native.libc().socket(Linux.AF_UNIX, Linux.SOCK_STREAM | Linux.SOCK_CLOEXEC, 0),
                 "socket", "AF_UNIX", "SOCK_STREAM");

@@ -38,6 +38,7 @@ public final class EventLoop implements AutoCloseable {
     private static final int MAX_EVENTS = 64;
     private static final long WAKEUP = 0;
     private static final int ARMED = Linux.EPOLLIN | Linux.EPOLLRDHUP | Linux.EPOLLONESHOT;
+    private static final int WRITABLE = Linux.EPOLLOUT | Linux.EPOLLONESHOT;
 
     private final String name;
     private final Log log;
@@ -209,6 +210,19 @@ public final class EventLoop implements AutoCloseable {
             synchronized (epoll) { // Epoll's control buffer is one per instance
                 if (!cancelled && !closed) {
                     epoll.modify(fd, ARMED, id);
+                }
+            }
+        }
+
+        /**
+         * Watches the descriptor for room to write (or an error), and unless {@code readable}
+         * is false for something to read too: the handler runs once more then. For a peer whose
+         * answers back up: waiting for it never holds an executor thread.
+         */
+        public void rearmWritable(boolean readable) {
+            synchronized (epoll) {
+                if (!cancelled && !closed) {
+                    epoll.modify(fd, readable ? WRITABLE | ARMED : WRITABLE, id);
                 }
             }
         }

@@ -114,9 +114,9 @@ public final class SocketFile {
 
     /**
      * Creates the listening socket at {@code path} with permission bits {@code mode} and, unless
-     * null, group {@code group}, replacing a stale socket.
+     * null, group {@code group}, replacing a stale socket (never a live one: {@link #refuseLive}).
      *
-     * @throws IllegalArgumentException when the path is unusable (see {@link #check})
+     * @throws IllegalArgumentException when the path is unusable (see {@link #check}) or a process listens on it
      * @throws UncheckedIOException when the file cannot be replaced, its mode or group cannot be
      *         set, or socket, bind or listen fail
      */
@@ -124,6 +124,7 @@ public final class SocketFile {
         check(path);
         try {
             if (isSocket(path)) {
+                refuseLive(path); // only a stale socket is replaced: a live one is another server's
                 Files.delete(path);
             }
         } catch (IOException e) {
@@ -190,6 +191,19 @@ public final class SocketFile {
             Files.setPosixFilePermissions(Path.of("/proc/self/fd/" + fd), permissions(mode));
         } finally {
             Native.libc().close(fd);
+        }
+    }
+
+    /**
+     * Refuses {@code path} when a process listens on it ({@link UnixSocket#listening}: a bounded
+     * probe that never waits for a listener that accepts nobody). Deleting a live socket file
+     * would take it over: its server keeps running but nobody can reach it again.
+     *
+     * @throws IllegalArgumentException "another process listens on PATH"
+     */
+    public static void refuseLive(Path path) {
+        if (isSocket(path) && UnixSocket.listening(path)) {
+            throw new IllegalArgumentException("another process listens on " + path);
         }
     }
 
