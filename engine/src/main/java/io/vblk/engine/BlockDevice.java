@@ -560,8 +560,8 @@ public final class BlockDevice implements AutoCloseable {
         listener.configChanged(resized);
     }
 
-    /** How long a resize waits for a shared member's requests in flight before it gives up (as qcow2's quiesce). */
-    private static final long RESIZE_DRAIN_NS = TimeUnit.SECONDS.toNanos(120);
+    /** How long a driver step on a shared thread (resize, hand-over) waits for the device's requests in flight before it gives up (as qcow2's quiesce). */
+    private static final long LEND_DRAIN_NS = TimeUnit.SECONDS.toNanos(120);
 
     /**
      * Online resize of the disk under the device: each I/O thread's block driver takes the new
@@ -581,28 +581,10 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the resize failed (the disk keeps its old size)
      */
     public void resizeDrivers(long sizeBytes) throws java.io.IOException {
-        java.util.List<IoThread> lent = new java.util.ArrayList<>();
-        try {
-            for (IoThread thread : threads) {
-                if (thread.isShared()) {
-                    thread.lendBackend(RESIZE_DRAIN_NS);
-                    lent.add(thread);
-                }
-            }
-            for (IoThread thread : threads) {
-                if (thread.isShared()) {
-                    thread.backend().resize(sizeBytes); // this thread owns it now (lent)
-                }
-            }
-        } finally {
-            for (IoThread thread : lent) {
-                thread.returnBackend();
-            }
-        }
-        onDriverThreads(d -> {
+        onDrivers(d -> {
             d.resize(sizeBytes);
             return false;
-        }, "resized the disk", false);
+        }, "resized the disk");
     }
 
     /**
@@ -615,7 +597,7 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the image cannot be read again
      */
     public boolean activateDrivers() throws java.io.IOException {
-        return onDriverThreads(BlockDriver::activate, "activated the image", true);
+        return onDrivers(BlockDriver::activate, "activated the image");
     }
 
     /**
@@ -627,7 +609,7 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the image could not be made durable (its driver stays active)
      */
     public boolean inactivateDrivers() throws java.io.IOException {
-        return onDriverThreads(BlockDriver::inactivate, "inactivated the image", true);
+        return onDrivers(BlockDriver::inactivate, "inactivated the image");
     }
 
     /** A step on one block driver, on its I/O thread; returns whether it changed anything. */
@@ -637,13 +619,38 @@ public final class BlockDevice implements AutoCloseable {
     }
 
     /**
-     * Runs {@code step} on the I/O threads' drivers in turn (the shared threads' too only when
-     * {@code shared}), each on its own thread, waiting for each; whether any changed.
+     * Runs a synchronous {@code step} (it may wait for the disk or its server) on every I/O
+     * thread's driver. A shared thread's driver is lent to the caller's thread for it
+     * ({@link IoThread#lendBackend}: this device's queues pause, their requests in flight
+     * complete), so the wait never stops the other devices on that thread; a thread of the
+     * device's own runs it between rounds. Returns whether any driver changed state.
      */
-    private boolean onDriverThreads(DriverStep step, String what, boolean shared) throws java.io.IOException {
+    private boolean onDrivers(DriverStep step, String what) throws java.io.IOException {
+        boolean changed = false;
+        java.util.List<IoThread> lent = new java.util.ArrayList<>();
+        try {
+            for (IoThread thread : threads) {
+                if (thread.isShared()) {
+                    thread.lendBackend(LEND_DRAIN_NS);
+                    lent.add(thread);
+                }
+            }
+            for (IoThread thread : lent) {
+                changed |= step.run(thread.backend()); // this thread owns it now (lent)
+            }
+        } finally {
+            for (IoThread thread : lent) {
+                thread.returnBackend();
+            }
+        }
+        return onDriverThreads(step, what) | changed;
+    }
+
+    /** Runs {@code step} on the drivers of the device's own I/O threads, each on its thread, waiting for each. */
+    private boolean onDriverThreads(DriverStep step, String what) throws java.io.IOException {
         boolean changed = false;
         for (IoThread thread : threads) {
-            if (!shared && thread.isShared()) {
+            if (thread.isShared()) {
                 continue;
             }
             CompletableFuture<Boolean> done = new CompletableFuture<>();
