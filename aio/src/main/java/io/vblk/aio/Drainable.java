@@ -40,8 +40,25 @@ public interface Drainable {
      *         with something other than EAGAIN
      */
     default long drain(CompletionSink sink) {
+        return drainUntil(sink, 0, false);
+    }
+
+    /**
+     * As {@link #drain}, giving up after {@code timeoutNs} (a back end that never answers).
+     *
+     * @return whether nothing is pending or in flight any more
+     */
+    default boolean drainWithin(CompletionSink sink, long timeoutNs) {
+        drainUntil(sink, System.nanoTime() + timeoutNs, true);
+        return pendingSubmit() == 0 && inFlight() == 0;
+    }
+
+    private long drainUntil(CompletionSink sink, long deadlineNs, boolean bounded) {
         long delivered = 0;
         while (pendingSubmit() > 0 || inFlight() > 0) {
+            if (bounded && System.nanoTime() - deadlineNs > 0) {
+                return delivered;
+            }
             if (pendingSubmit() > 0) {
                 int rc = submit();
                 if (rc < 0 && rc != -Errno.EAGAIN && rc != -Errno.EINTR) {

@@ -134,15 +134,26 @@ public final class PosixFile implements AutoCloseable {
             how.buffer().putLong(0, Linux.O_PATH | Linux.O_CLOEXEC);
             how.buffer().putLong(8, 0);
             how.buffer().putLong(16, Linux.RESOLVE_BENEATH | Linux.RESOLVE_NO_MAGICLINKS);
-            long rc = Native.syscall(openat2Number, dirFd, cName.address(), how.address(), OPEN_HOW_SIZE, 0);
+            long rc;
+            int tries = 0;
+            do {
+                // EAGAIN: a rename or mount raced the lookup of ".." under RESOLVE_BENEATH; the
+                // kernel asks for a retry.
+                rc = Native.syscall(openat2Number, dirFd, cName.address(), how.address(), OPEN_HOW_SIZE, 0);
+            } while ((rc == -Errno.EAGAIN || rc == -Errno.EINTR) && ++tries < 100);
+            // Only the addresses reached the kernel: the buffers (freed with their owners by the
+            // collector) must stay reachable until the call returned.
+            java.lang.ref.Reference.reachabilityFence(cName);
+            java.lang.ref.Reference.reachabilityFence(how);
             if (rc == -Errno.ENOSYS) {
                 throw new IllegalArgumentException("cannot confine " + path + " to " + dir + ": this kernel has no"
                         + " openat2(2) (Linux 5.6 or later, not refused by a seccomp filter, is needed for a"
                         + " backing directory)");
             }
             if (rc == -Errno.EXDEV || rc == -Errno.ELOOP) {
-                throw new IllegalArgumentException(path + " lies outside the directory " + dir + " (openat2"
-                        + " RESOLVE_BENEATH: " + Errno.describe((int) -rc) + ")");
+                // ELOOP also stands for too many levels of links (40), hence both in the message.
+                throw new IllegalArgumentException(path + " lies outside the directory " + dir + " or has too many"
+                        + " levels of links (openat2 RESOLVE_BENEATH: " + Errno.describe((int) -rc) + ")");
             }
             if (rc < 0) {
                 throw new NativeException((int) -rc, "openat2", dir, name, "RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS");

@@ -6,6 +6,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.util.concurrent.TimeUnit;
 import java.util.zip.DataFormatException;
 import java.util.zip.Inflater;
 
@@ -442,7 +443,8 @@ public final class Qcow2Driver implements BlockDriver {
             host.refreshSize();
             Qcow2Image fresh = readAgain(false); // nothing written until the image is found acceptable
             Qcow2Header h = fresh.header;
-            String refused = fresh.clusterSize != cluster ? "its cluster size changed"
+            String refused = (h.version >= 3) != v3 ? "its version changed to " + h.version
+                    : fresh.clusterSize != cluster ? "its cluster size changed"
                     : h.virtualSize != virtualSize ? "its virtual size changed from " + virtualSize + " to " + h.virtualSize
                     : h.compressionType != compressionType ? "its compression type changed"
                     : h.corrupt() ? "it is marked corrupt"
@@ -2152,16 +2154,38 @@ public final class Qcow2Driver implements BlockDriver {
         return io.awaitCompletions(backing == null ? timeoutMs : Math.min(timeoutMs < 0 ? 1 : timeoutMs, 1));
     }
 
+    /**
+     * How long {@link #close()} waits for what is in flight ({@code vblk.qcow2.closeDrainMs},
+     * default 10 s). Past it the driver closes undrained: a back end that never answers (a hung
+     * FUSE or NFS file, a frozen disk) must not hold an export.remove or a shutdown for ever.
+     */
+    private static final long CLOSE_DRAIN_NS = TimeUnit.MILLISECONDS.toNanos(Long.getLong("vblk.qcow2.closeDrainMs", 10_000));
+
+    /**
+     * Drivers closed with operations still in flight: kept reachable for the JVM's life, because
+     * their L2 tables and bounce buffers are freed with them by the garbage collector and the
+     * kernel may still write into them.
+     */
+    private static final java.util.Set<Qcow2Driver> UNDRAINED = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    private boolean undrainedAtClose;
+
     @Override
     public void close() {
         if (closed) {
             return;
         }
-        drain((tag, result) -> { });
-        io.drain(ioSink);
+        boolean drained = drainWithin((tag, result) -> { }, CLOSE_DRAIN_NS) && io.drainWithin(ioSink, CLOSE_DRAIN_NS);
         closed = true;
+        if (!drained) {
+            undrainedAtClose = true;
+            UNDRAINED.add(this);
+            System.getLogger(Qcow2Driver.class.getName()).log(System.Logger.Level.WARNING, "qcow2 " + meta.path
+                    + ": closed with " + (io.inFlight() + io.pendingSubmit()) + " operation(s) still in flight after "
+                    + TimeUnit.NANOSECONDS.toMillis(CLOSE_DRAIN_NS) + " ms: reserved clusters not returned, buffers kept");
+        }
         try {
-            if (!readOnly && active && !corrupt && fatalError == 0) {
+            if (drained && !readOnly && active && !corrupt && fatalError == 0) {
                 refill.release(); // never while inactive: the file is another backend's
             }
         } catch (IOException e) {
@@ -2180,7 +2204,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public boolean closedDrained() {
-        return closed && io.closedDrained() && (backing == null || backing.closedDrained());
+        return closed && !undrainedAtClose && io.closedDrained() && (backing == null || backing.closedDrained());
     }
 
     /** The image file opened (and locked) for this driver; null when the image lies on a network disk. */
