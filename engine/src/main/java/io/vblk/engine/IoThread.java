@@ -82,6 +82,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private int nextQueue;
     /** The most chains per submission within a round ({@link Tuning#subBatch()}; 0: one per round). */
     private final int subBatch;
+    /** {@link Tuning#earlySignal()}: when a round publishes once to a guest awaiting its next completion, per queue (null: never). */
+    private final EarlySignal[] earlySignal;
+    /** Rounds that published early to a guest awaiting its next completion (for tests and diagnostics). */
+    private long earlyPublishes;
     /** Chains popped in this round since its last submission (sub-batches only). */
     private int sinceSubmit;
     /** Operations reaped between this round's sub-batches (its work, for the idle strategy). */
@@ -142,6 +146,14 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submitBatch = tuning.submitBatch() > 0 ? tuning.submitBatch() : Integer.MAX_VALUE;
         this.subBatch = tuning.subBatch();
+        if (tuning.earlySignal() != 0 && subBatch == 0) {
+            earlySignal = new EarlySignal[queues.length];
+            for (int i = 0; i < queues.length; i++) {
+                earlySignal[i] = new EarlySignal(tuning.earlySignal(), io.vblk.vring.SplitQueue.MAX_QUEUE_SIZE);
+            }
+        } else {
+            earlySignal = null;
+        }
         this.answerWindowNs = tuning.answerWindowNs();
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
@@ -554,7 +566,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 quarantine(q, q.faultReason); // caught on the completion side
             }
             if (q.state == QueueLifecycle.RUNNING && prepared < submitBatch) {
-                prepared += popQueue(q, nowNs, submitBatch - prepared);
+                prepared += popQueue(q, index, nowNs, submitBatch - prepared);
                 if (prepared >= submitBatch) {
                     nextQueue = index + 1 < n ? index + 1 : 0;
                 }
@@ -573,8 +585,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * requests while the rest are parsed, and the guest gets completions (and posts anew) within
      * the round rather than once per round. One submission and one publish per sub-batch.
      */
-    private int popQueue(DeviceQueue q, long nowNs, int max) {
+    private int popQueue(DeviceQueue q, int index, long nowNs, int max) {
         if (subBatch == 0) {
+            if (earlySignal != null) {
+                return popSignallingEarly(q, earlySignal[index], nowNs, max);
+            }
             return dispatcher.popQueue(q, nowNs, max);
         }
         // Completions published between sub-batches let the guest post anew within the round:
@@ -596,6 +611,56 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             }
         }
         return popped;
+    }
+
+    /**
+     * {@link Tuning#earlySignal()}: pops {@code early}'s number of chains of {@code q}; if the
+     * guest then waits for its very next completion (asked at this point, not at the round's
+     * start: a guest re-arms its interrupt only after it has re-posted, and a polling I/O thread
+     * sees the re-posts first), submits them, reaps and publishes what finished (the interrupt
+     * goes out now, so the guest's wake-up overlaps the rest of the round), then pops the rest
+     * as usual, and tells {@code early} whether the guest had answered by then. At most one
+     * early publish per queue per round; the round's end publishes the rest, and {@link
+     * io.vblk.vring.SplitQueue#publishUsed()} decides that interrupt as ever (none unless the
+     * guest re-armed since).
+     */
+    private int popSignallingEarly(DeviceQueue q, EarlySignal early, long nowNs, int max) {
+        int point = Math.min(early.chains(), q.ring.size());
+        if (max <= point) {
+            return dispatcher.popQueue(q, nowNs, max); // a budget this small ends the round first
+        }
+        int got = dispatcher.popQueue(q, nowNs, point);
+        if (got < point || q.state != QueueLifecycle.RUNNING) {
+            if (got > 0) {
+                early.roundTooShort();
+            }
+            return got; // the ring is empty, the pool or back end is full, the throttle says wait, or it broke
+        }
+        if (!q.ring.driverAwaitsNextUsed()) {
+            return got + dispatcher.popQueue(q, nowNs, max - got); // the guest is awake: one lump at the end
+        }
+        earlyPublishes++;
+        if (RoundTrace.ON) {
+            RoundTrace.event(RoundTrace.EARLY_PUBLISH, got);
+        }
+        int availAtPublish = q.ring.availIndexInRing();
+        submitSubBatch();
+        got += dispatcher.popQueue(q, nowNs, max - got);
+        if (q.state == QueueLifecycle.RUNNING) {
+            // Answered: re-posted, or re-armed for the next completion after taking the early ones.
+            early.judged(q.ring.availIndexInRing() != availAtPublish || q.ring.driverAwaitsNextUsed());
+        }
+        return got;
+    }
+
+    /** Rounds that published early (see {@link Tuning#earlySignal()}; for tests and diagnostics). */
+    long earlyPublishes() {
+        return earlyPublishes;
+    }
+
+    /** The early-publish point {@code position}'s queue uses next (for tests). */
+    int earlySignalChains(int position) {
+        return earlySignal[position].chains();
     }
 
     /** Submits what this round prepared so far, then reaps and publishes what has finished. */

@@ -33,6 +33,8 @@ public final class RoundTrace {
     public static final int SUBMIT_START = 5;
     /** I/O thread: it returned ({@code value}: operations in flight). */
     public static final int SUBMIT_END = 6;
+    /** I/O thread: a round publishes early to a guest awaiting its next completion ({@code value}: chains popped so far). */
+    public static final int EARLY_PUBLISH = 7;
     /** I/O thread: it blocks in the kernel ({@code value}: operations in flight). */
     public static final int SLEEP_START = 10;
     /** I/O thread: it woke. */

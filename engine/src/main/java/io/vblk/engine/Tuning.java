@@ -26,6 +26,7 @@ public final class Tuning {
     private final boolean adjustableLimits;
     private final int submitBatch;
     private final int subBatch;
+    private final int earlySignal;
     private final long answerWindowNs;
     private final FixedBufferMode fixedBuffers;
     private final boolean ringSleep;
@@ -46,6 +47,7 @@ public final class Tuning {
         adjustableLimits = b.adjustableLimits;
         submitBatch = b.submitBatch;
         subBatch = b.subBatch;
+        earlySignal = b.earlySignal;
         answerWindowNs = b.answerWindowNs;
         fixedBuffers = b.fixedBuffers;
         ringSleep = b.ringSleep;
@@ -125,6 +127,30 @@ public final class Tuning {
      * machine shows a gain, one submission per round stays the default.
      */
     public static final int DEFAULT_SUB_BATCH = 0;
+
+    /**
+     * After how many chains a round publishes what it completed so far and interrupts the guest,
+     * once, when the guest waits for its very next completion (with EVENT_IDX used_event equals
+     * used.idx; without, NO_INTERRUPT is clear), then pops on (0: never, one publish at the
+     * round's end). A guest that sleeps until interrupted then wakes (10-20 us of the kernel's
+     * wake-up on this machine) while the round finishes its other chains, instead of after it:
+     * a blocking guest's cycle is the device's round, the wake-up and the guest's pass one after
+     * the other, and this overlaps the first two. Unlike {@link #subBatch()} it publishes once
+     * per round and only to a guest that asked to be woken: a guest already awake (used_event
+     * behind) gets one lump at the round's end, as without it. Applies when {@link #subBatch()}
+     * is 0. {@link #EARLY_SIGNAL_ADAPTIVE} (-1): the point adapts per queue, later when the
+     * guest answered before the round ended, earlier when it had not. Default: the system property {@code vblk.earlySignal} ({@value #DEFAULT_EARLY_SIGNAL}
+     * when unset).
+     */
+    public int earlySignal() {
+        return earlySignal;
+    }
+
+    /** {@link #earlySignal()}: the point adapts to how fast the guest wakes (see {@code EarlySignal}). */
+    public static final int EARLY_SIGNAL_ADAPTIVE = -1;
+
+    /** {@link #earlySignal()}'s default when the {@code vblk.earlySignal} property is not set. */
+    public static final int DEFAULT_EARLY_SIGNAL = 0;
 
     /**
      * How long an I/O thread whose back end holds a deep queue (at least
@@ -265,7 +291,9 @@ public final class Tuning {
                 + (queueThreads == null ? "" : ", threads " + Arrays.toString(queueThreads))
                 + (iopsLimit > 0 ? ", iops<=" + iopsLimit : "") + (bytesPerSecondLimit > 0 ? ", bps<=" + bytesPerSecondLimit : "")
                 + (fixedBuffers != FixedBufferMode.AUTO ? ", fixed buffers " + fixedBuffers : "")
-                + (answerWindowNs > 0 ? ", answer window " + answerWindowNs / 1000 + "us" : "") + "]";
+                + (answerWindowNs > 0 ? ", answer window " + answerWindowNs / 1000 + "us" : "")
+                + (earlySignal > 0 ? ", early signal " + earlySignal
+                        : earlySignal == EARLY_SIGNAL_ADAPTIVE ? ", early signal adaptive" : "") + "]";
     }
 
     /** Builder for {@link Tuning}. */
@@ -285,6 +313,7 @@ public final class Tuning {
         private boolean recordLatency = true;
         private int submitBatch = DEFAULT_SUBMIT_BATCH;
         private int subBatch = checkedSubBatch(Integer.getInteger("vblk.subBatch", DEFAULT_SUB_BATCH));
+        private int earlySignal = checkedEarlySignal(Integer.getInteger("vblk.earlySignal", DEFAULT_EARLY_SIGNAL));
         private FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
         private long answerWindowNs = checkedAnswerWindow(Long.getLong("vblk.answerWindowNs", DEFAULT_ANSWER_WINDOW_NS));
 
@@ -449,6 +478,19 @@ public final class Tuning {
         public Builder subBatch(int value) {
             subBatch = checkedSubBatch(value);
             return this;
+        }
+
+        /** See {@link Tuning#earlySignal()}: 0 (one publish at the round's end), 1..65536 chains, or -1 (adaptive). */
+        public Builder earlySignal(int value) {
+            earlySignal = checkedEarlySignal(value);
+            return this;
+        }
+
+        private static int checkedEarlySignal(int value) {
+            if (value < EARLY_SIGNAL_ADAPTIVE || value > 65536) {
+                throw new IllegalArgumentException("early signal must be -1 (adaptive) or 0..65536 chains: " + value);
+            }
+            return value;
         }
 
         private static int checkedSubBatch(int value) {

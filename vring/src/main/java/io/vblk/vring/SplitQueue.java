@@ -501,6 +501,28 @@ public final class SplitQueue extends SplitQueueUsedSide {
         return force || (flags & AvailRingDescriptor.F_NO_INTERRUPT) == 0;
     }
 
+    /**
+     * Whether the driver asks to be notified of the very next used buffer published: with
+     * EVENT_IDX, used_event equals used.idx as last published (a driver that re-armed before
+     * sleeping); without, NO_INTERRUPT is clear; and after set-up, always. A hint for when
+     * publishing early pays (one read of the driver's field, no fence): any value a hostile
+     * driver writes there only changes when the device publishes, never what it publishes, and
+     * {@link #publishUsed()} still decides each notification. False on a quarantined or inactive queue.
+     */
+    public boolean driverAwaitsNextUsed() {
+        if (quarantined || !active) {
+            return false;
+        }
+        if (forceInterrupt != 0) {
+            return true;
+        }
+        if (eventIdx) {
+            return (UnsafeApi.getShortVolatile(null, usedEventAddress) & 0xffff) == (int) publishedUsed;
+        }
+        return (UnsafeApi.getShortVolatile(null, availRing + AvailRingDescriptor.FLAGS_OFFSET)
+                & AvailRingDescriptor.F_NO_INTERRUPT) == 0;
+    }
+
     // ---------------------------------------------------------------- dirty logging
 
     /**
