@@ -27,6 +27,7 @@ public final class Tuning {
     private final int submitBatch;
     private final int subBatch;
     private final long answerWindowNs;
+    private final boolean answerWindowAdaptive;
     private final FixedBufferMode fixedBuffers;
     private final boolean ringSleep;
 
@@ -47,6 +48,7 @@ public final class Tuning {
         submitBatch = b.submitBatch;
         subBatch = b.subBatch;
         answerWindowNs = b.answerWindowNs;
+        answerWindowAdaptive = b.answerWindowAdaptive;
         fixedBuffers = b.fixedBuffers;
         ringSleep = b.ringSleep;
     }
@@ -165,6 +167,17 @@ public final class Tuning {
      */
     public static final long DEFAULT_ANSWER_WINDOW_NS = 0;
 
+    /**
+     * Whether the {@link #answerWindowNs() answer window} adapts to whether waiting pays (see
+     * {@code AnswerWindow}): it opens to its bound when a wait caught the guest's re-post, halves
+     * on each wait that closed empty, closes below a quarter of the bound, and probes once in 16
+     * publishes while closed; false waits the whole bound after every publish. Default: the
+     * system property {@code vblk.answerWindowAdaptive} (true when unset).
+     */
+    public boolean answerWindowAdaptive() {
+        return answerWindowAdaptive;
+    }
+
     /** Whether the device keeps a throttle even without limits, so {@code BlockDevice.setLimits} works. */
     public boolean adjustableLimits() {
         return adjustableLimits;
@@ -265,7 +278,7 @@ public final class Tuning {
                 + (queueThreads == null ? "" : ", threads " + Arrays.toString(queueThreads))
                 + (iopsLimit > 0 ? ", iops<=" + iopsLimit : "") + (bytesPerSecondLimit > 0 ? ", bps<=" + bytesPerSecondLimit : "")
                 + (fixedBuffers != FixedBufferMode.AUTO ? ", fixed buffers " + fixedBuffers : "")
-                + (answerWindowNs > 0 ? ", answer window " + answerWindowNs / 1000 + "us" : "") + "]";
+                + (answerWindowNs > 0 ? ", answer window " + answerWindowNs / 1000 + "us" + (answerWindowAdaptive ? " adaptive" : "") : "") + "]";
     }
 
     /** Builder for {@link Tuning}. */
@@ -291,6 +304,14 @@ public final class Tuning {
         /** See {@link Tuning#answerWindowNs()}: 0 (never wait for the guest's answer) up to one second. */
         public Builder answerWindowNs(long value) {
             answerWindowNs = checkedAnswerWindow(value);
+            return this;
+        }
+
+        private boolean answerWindowAdaptive = Boolean.parseBoolean(System.getProperty("vblk.answerWindowAdaptive", "true"));
+
+        /** See {@link Tuning#answerWindowAdaptive()}. */
+        public Builder answerWindowAdaptive(boolean value) {
+            answerWindowAdaptive = value;
             return this;
         }
 

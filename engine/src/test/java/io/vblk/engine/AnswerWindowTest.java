@@ -123,6 +123,41 @@ class AnswerWindowTest {
     }
 
     @Test
+    @DisplayName("adaptive: a wait that runs out halves the window, the guest's next answer within it restores the bound")
+    void theWindowAdapts() {
+        try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
+            publishWithInFlight(rig, 10, 10);
+            assertEquals(WINDOW_NS, rig.thread.currentAnswerWindowNs(), "open at first");
+            rig.clock.stepNs = 1_000; // each look at the clock moves it: the wait runs out
+            assertEquals(false, rig.thread.awaitAnswer(), "no answer in the window");
+            rig.clock.stepNs = 0;
+            assertEquals(WINDOW_NS / 2, rig.thread.currentAnswerWindowNs(), "halved");
+            // The guest answers the next publish within the window: a new lot in, the second reaped.
+            rig.offerReads(10);
+            rig.thread.doWork();
+            assertEquals(10, rig.reapAll(), "the second lot published");
+            rig.addRead(4096);
+            rig.driver.publishAvail();
+            rig.thread.sleep();
+            assertEquals(1, rig.thread.answersCaught(), "the halved window still caught the answer");
+            assertEquals(WINDOW_NS, rig.thread.currentAnswerWindowNs(), "back to the bound");
+        }
+    }
+
+    @Test
+    @DisplayName("not adaptive: a wait that runs out leaves the window at its bound")
+    void aFixedWindowStays() {
+        Tuning fixed = Tuning.builder().threadingMode(ThreadingMode.SHARED).answerWindowNs(WINDOW_NS).answerWindowAdaptive(false).build();
+        try (RoundRig rig = new RoundRig(fixed, null)) {
+            publishWithInFlight(rig, 10, 10);
+            rig.clock.stepNs = 1_000;
+            assertEquals(false, rig.thread.awaitAnswer());
+            rig.clock.stepNs = 0;
+            assertEquals(WINDOW_NS, rig.thread.currentAnswerWindowNs());
+        }
+    }
+
+    @Test
     @DisplayName("the window is bounded: negative or above a second is refused")
     void theWindowIsChecked() {
         assertEquals(0, Tuning.builder().answerWindowNs(0).build().answerWindowNs());
