@@ -1,36 +1,39 @@
 package io.vblk.engine;
 
 /**
- * How long an I/O thread waits for the guest's answer to published completions
- * ({@link Tuning#answerWindowNs()}), adapted to whether waiting pays (as QEMU grows and shrinks
- * its poll time): a wait that caught the guest's re-post opens the window to its bound, each wait
- * that closed empty halves it, and below a quarter of the bound it closes. A closed window is
- * opened again for one probe every {@link #PROBE_EVERY} publishes, so a guest that starts to
- * answer promptly is noticed. A guest that answers within the window keeps it open; one that
- * answers late (it waits for a CPU others hold) or not at all (its queue is drained) costs at
- * most three empty waits and then one in {@value #PROBE_EVERY} publishes. Not adaptive: every
- * publish waits the whole bound (the fixed window). Decisions only: the I/O thread does the
- * waiting and reports each wait's outcome; no clock, no allocation.
+ * Whether an I/O thread waits for the guest's answer to published completions
+ * ({@link Tuning#answerWindowNs()}), adapted to whether waiting pays (as QEMU stops polling
+ * that finds nothing): the window stays open while its waits catch the guest's re-post, closes
+ * after {@value #CLOSE_AFTER} waits in a row that ran out, and while closed waits once (a probe)
+ * in {@value #PROBE_EVERY} publishes; a probe that catches the answer opens it again. A guest
+ * that answers late (it waits for a CPU others hold) or not at all (its queue is drained) so
+ * costs {@value #CLOSE_AFTER} empty waits and then one in {@value #PROBE_EVERY} publishes. The
+ * window is all or nothing: a shorter one would end before answers that come at a typical
+ * delay (under load, the guest's re-post p50 20-30 us, not far below a 50 us bound), miss
+ * more, and close for good. Not adaptive: every publish waits. Decisions only: the I/O thread
+ * does the waiting and reports each wait's outcome; no clock, no allocation.
  */
 final class AnswerWindow {
-    /** A closed window waits once (the whole bound) in this many publishes. */
+    /** An open window closes after this many waits in a row that ran out. */
+    static final int CLOSE_AFTER = 4;
+    /** A closed window waits once (a probe) in this many publishes. */
     static final int PROBE_EVERY = 16;
 
     private final long maxNs;
     private final boolean adaptive;
-    /** The current window; 0 when closed. */
-    private long windowNs;
+    private boolean open = true;
+    /** Waits in a row that ran out while open. */
+    private int misses;
     /** Publishes since the window closed (or since the last probe). */
     private int skipped;
 
     /**
-     * @param maxNs    the bound (0: never wait)
-     * @param adaptive whether the window adapts; false waits {@code maxNs} after every publish
+     * @param maxNs    the window (0: never wait)
+     * @param adaptive whether it closes while waits do not pay; false waits after every publish
      */
     AnswerWindow(long maxNs, boolean adaptive) {
         this.maxNs = maxNs;
         this.adaptive = adaptive;
-        this.windowNs = maxNs;
     }
 
     /**
@@ -38,8 +41,8 @@ final class AnswerWindow {
      * wait); called once per publish that found the back end deep.
      */
     long next() {
-        if (!adaptive || windowNs > 0) {
-            return windowNs;
+        if (!adaptive || open) {
+            return maxNs;
         }
         if (++skipped >= PROBE_EVERY) {
             skipped = 0;
@@ -48,23 +51,24 @@ final class AnswerWindow {
         return 0;
     }
 
-    /** The wait {@link #next()} asked for found the guest's answer (or other work): open it fully. */
+    /** The wait {@link #next()} asked for found the guest's answer (or other work): the window stays or becomes open. */
     void caught() {
-        windowNs = maxNs;
+        open = true;
+        misses = 0;
         skipped = 0;
     }
 
-    /** The wait {@link #next()} asked for closed empty: halve the window, closing it below a quarter of the bound. */
+    /** The wait {@link #next()} asked for ran out: a closed window stays closed, an open one closes after {@value #CLOSE_AFTER} in a row. */
     void missed() {
-        if (!adaptive) {
-            return;
+        if (adaptive && open && ++misses >= CLOSE_AFTER) {
+            open = false;
+            misses = 0;
+            skipped = 0;
         }
-        long half = windowNs / 2;
-        windowNs = half < maxNs / 4 || half == 0 ? 0 : half;
     }
 
-    /** The current window (0: closed), for tests and diagnostics. */
+    /** The window the next publish would wait outside a probe (0: closed), for tests and diagnostics. */
     long windowNs() {
-        return windowNs;
+        return !adaptive || open ? maxNs : 0;
     }
 }

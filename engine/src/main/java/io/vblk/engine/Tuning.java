@@ -169,10 +169,10 @@ public final class Tuning {
 
     /**
      * Whether the {@link #answerWindowNs() answer window} adapts to whether waiting pays (see
-     * {@code AnswerWindow}): it opens to its bound when a wait caught the guest's re-post, halves
-     * on each wait that closed empty, closes below a quarter of the bound, and probes once in 16
-     * publishes while closed; false waits the whole bound after every publish. Default: the
-     * system property {@code vblk.answerWindowAdaptive} (true when unset).
+     * {@code AnswerWindow}): it stays open while its waits catch the guest's re-post, closes
+     * after 4 waits in a row that ran out, and while closed waits once in 16 publishes (a probe
+     * that catches the answer opens it); false waits after every publish. Default: the system
+     * property {@code vblk.answerWindowAdaptive} (true when unset).
      */
     public boolean answerWindowAdaptive() {
         return answerWindowAdaptive;

@@ -6,36 +6,43 @@ import org.junit.jupiter.api.DisplayName;
 import org.junit.jupiter.api.Test;
 
 /**
- * {@link AnswerWindow}'s decisions: an adaptive window opens to its bound when a wait caught the
- * guest's answer, halves on each wait that ran out, closes below a quarter of the bound, and
- * while closed waits once (the whole bound) in {@link AnswerWindow#PROBE_EVERY} publishes; a
- * fixed window waits the bound every time.
+ * {@link AnswerWindow}'s decisions: an adaptive window stays open while its waits catch the
+ * guest's answer, closes after {@link AnswerWindow#CLOSE_AFTER} waits in a row that ran out, and
+ * while closed waits once (the whole window) in {@link AnswerWindow#PROBE_EVERY} publishes, a
+ * caught probe opening it again; a fixed window waits every time.
  */
 class AnswerWindowDecisionTest {
     private static final long MAX = 40_000;
 
     @Test
-    @DisplayName("waits that run out halve the window and close it below a quarter of the bound")
-    void missesCloseTheWindow() {
+    @DisplayName("waits that run out in a row close the window; a catch in between resets the count")
+    void missesInARowCloseTheWindow() {
         AnswerWindow w = new AnswerWindow(MAX, true);
-        assertEquals(MAX, w.next(), "open at first");
+        for (int i = 1; i < AnswerWindow.CLOSE_AFTER; i++) {
+            assertEquals(MAX, w.next(), "still open after " + (i - 1) + " misses");
+            w.missed();
+        }
+        assertEquals(MAX, w.next());
+        w.caught(); // the count starts again
+        for (int i = 1; i < AnswerWindow.CLOSE_AFTER; i++) {
+            assertEquals(MAX, w.next());
+            w.missed();
+        }
+        assertEquals(MAX, w.next(), "open: the catch reset the count");
         w.missed();
-        assertEquals(MAX / 2, w.next());
-        w.missed();
-        assertEquals(MAX / 4, w.next(), "a quarter of the bound still waits");
-        w.missed();
-        assertEquals(0, w.windowNs(), "closed after the third wait that ran out");
+        assertEquals(0, w.windowNs(), "closed after " + AnswerWindow.CLOSE_AFTER + " misses in a row");
+        assertEquals(0, w.next(), "a closed window does not wait");
     }
 
     @Test
-    @DisplayName("a closed window waits only for its probe, once in PROBE_EVERY publishes; a caught probe opens it fully")
+    @DisplayName("a closed window waits only for its probe, once in PROBE_EVERY publishes; a caught probe opens it")
     void aClosedWindowProbes() {
         AnswerWindow w = closed();
         for (int round = 0; round < 3; round++) {
             for (int i = 1; i < AnswerWindow.PROBE_EVERY; i++) {
                 assertEquals(0, w.next(), "publish " + i + " of round " + round + " does not wait");
             }
-            assertEquals(MAX, w.next(), "the probe waits the whole bound");
+            assertEquals(MAX, w.next(), "the probe waits the whole window");
             w.missed();
             assertEquals(0, w.windowNs(), "a probe that ran out leaves it closed");
         }
@@ -45,24 +52,12 @@ class AnswerWindowDecisionTest {
         assertEquals(MAX, w.next());
         w.caught();
         assertEquals(MAX, w.next(), "open again: the next publish waits without a probe");
-        assertEquals(MAX, w.next());
+        w.missed();
+        assertEquals(MAX, w.next(), "and one miss does not close it");
     }
 
     @Test
-    @DisplayName("a caught wait restores a shrunk window to the bound")
-    void aCatchRestoresTheBound() {
-        AnswerWindow w = new AnswerWindow(MAX, true);
-        w.next();
-        w.missed();
-        w.next();
-        w.missed();
-        assertEquals(MAX / 4, w.next());
-        w.caught();
-        assertEquals(MAX, w.next());
-    }
-
-    @Test
-    @DisplayName("not adaptive: every publish waits the bound, however many waits ran out")
+    @DisplayName("not adaptive: every publish waits, however many waits ran out")
     void aFixedWindowAlwaysWaits() {
         AnswerWindow w = new AnswerWindow(MAX, false);
         for (int i = 0; i < 3 * AnswerWindow.PROBE_EVERY; i++) {
@@ -72,7 +67,7 @@ class AnswerWindowDecisionTest {
     }
 
     @Test
-    @DisplayName("a bound of 0 never waits, adaptive or not")
+    @DisplayName("a window of 0 never waits, adaptive or not")
     void zeroNeverWaits() {
         for (boolean adaptive : new boolean[] {true, false}) {
             AnswerWindow w = new AnswerWindow(0, adaptive);
@@ -85,7 +80,7 @@ class AnswerWindowDecisionTest {
 
     private static AnswerWindow closed() {
         AnswerWindow w = new AnswerWindow(MAX, true);
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < AnswerWindow.CLOSE_AFTER; i++) {
             w.next();
             w.missed();
         }
