@@ -149,7 +149,14 @@ public final class Tuning {
 
     /**
      * {@link #answerWindowNs()}'s default when the {@code vblk.answerWindowNs} property is not
-     * set: off. Measured 2026-12-06 01:09-01:40 UTC at depth 128 on the filled file, the machine
+     * set: 50 us, adaptive ({@link #answerWindowAdaptive()}). Measured 2026-12-06 04:49-05:12 UTC,
+     * {@code vblk bench --compare --only fio --rounds 3 --runtime 4}, off and adaptive 50 us
+     * alternating (order reversed each pair), seven pairs, load 10 falling to 2: embedded/fio
+     * 1.20, 1.02, 0.91, 0.93, 1.05, 0.94, 0.93x off against 1.08, 0.88, 1.08, 1.02, 1.03, 0.97,
+     * 1.06x adaptive (0.95x goal met 3 and 6 times of 7), serve/fio 1.05, 1.03, 0.81, 0.93, 0.99,
+     * 1.00, 0.96x against 0.94, 0.94, 1.06, 1.09, 0.93, 0.90, 1.03x (0.9x goal met 6 and 7 times),
+     * device CPU per I/O alike (2.4-2.9 us). The fixed window (every publish waits), left off then:
+     * measured 2026-12-06 01:09-01:40 UTC at depth 128 on the filled file, the machine
      * at load 4-12 from other sessions' work: it does what it is for (with 50 us, guest kicks per
      * I/O 0.009 to 0.006, sleeps that end in a kick 855 to 442 in 3 s, {@code
      * scripts/round-trace-report}), but the I/O thread yielding in the window competes with the
@@ -162,10 +169,10 @@ public final class Tuning {
      * machine (02:05-02:12, load 1.0-4.3): embedded/fio 0.81x, 0.83x, 0.90x off against 0.96x,
      * 0.86x, 0.97x with (better in each pair), but serve/fio 0.86x, 0.81x, 0.89x off against
      * 0.78x, 0.93x, 0.72x with (worse in two), and device CPU per I/O higher with it (embedded
-     * 2.85-3.61 against 2.47-3.11 us, serve 3.72-3.95 against 2.33-3.33 us). Left off: it helps
-     * the embedded guest and hurts {@code vblk serve} more often than not.
+     * 2.85-3.61 against 2.47-3.11 us, serve 3.72-3.95 against 2.33-3.33 us): it helped the
+     * embedded guest and hurt {@code vblk serve} more often than not.
      */
-    public static final long DEFAULT_ANSWER_WINDOW_NS = 0;
+    public static final long DEFAULT_ANSWER_WINDOW_NS = 50_000;
 
     /**
      * Whether the {@link #answerWindowNs() answer window} adapts to whether waiting pays (see
