@@ -98,6 +98,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final boolean reapsOnSubmit;
     /** {@link Tuning#answerWindowNs()}: how long to wait for the guest's answer to published completions (0: never). */
     private final long answerWindowNs;
+    /** Whether the next wait for the guest's answer pays ({@link Tuning#answerWindowAdaptive()}). */
+    private final AnswerWindow answerWindow;
     /** When the last round that reaped completions published them. */
     private long publishedAtNs;
     /** Completions were published and no sleep has waited for the guest's answer since. */
@@ -155,6 +157,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             earlySignal = null;
         }
         this.answerWindowNs = tuning.answerWindowNs();
+        this.answerWindow = new AnswerWindow(answerWindowNs, tuning.answerWindowAdaptive());
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
@@ -749,19 +752,29 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      */
     boolean awaitAnswer() {
         awaitingAnswer = false;
-        long deadline = publishedAtNs + answerWindowNs;
-        if (!running || backend.inFlight() < AdaptivePollIdleStrategy.DEEP_IN_FLIGHT
-                || dispatcher.pool().available() == 0 || clock.nanoTime() - deadline >= 0) {
+        if (!running || backend.inFlight() < AdaptivePollIdleStrategy.DEEP_IN_FLIGHT || dispatcher.pool().available() == 0) {
             return false;
+        }
+        long window = answerWindow.next();
+        long deadline = publishedAtNs + window;
+        if (window == 0 || clock.nanoTime() - deadline >= 0) {
+            return false; // closed, or the round outlasted it: its pop already took any answer
         }
         do {
             if (backend.completionsReady() || inbox.getCursor() != inboxPoller.getSequence().get() || guestPosted()) {
                 answersCaught++;
+                answerWindow.caught();
                 return true;
             }
             Thread.yield();
         } while (clock.nanoTime() - deadline < 0 && running);
+        answerWindow.missed();
         return false;
+    }
+
+    /** The adaptive answer window's current length (0: closed), for tests. */
+    long currentAnswerWindowNs() {
+        return answerWindow.windowNs();
     }
 
     /** Whether a running, unthrottled queue's avail ring holds buffers not yet popped (a read of avail.idx each). */

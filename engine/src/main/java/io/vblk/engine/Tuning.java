@@ -28,6 +28,7 @@ public final class Tuning {
     private final int subBatch;
     private final int earlySignal;
     private final long answerWindowNs;
+    private final boolean answerWindowAdaptive;
     private final FixedBufferMode fixedBuffers;
     private final boolean ringSleep;
 
@@ -49,6 +50,7 @@ public final class Tuning {
         subBatch = b.subBatch;
         earlySignal = b.earlySignal;
         answerWindowNs = b.answerWindowNs;
+        answerWindowAdaptive = b.answerWindowAdaptive;
         fixedBuffers = b.fixedBuffers;
         ringSleep = b.ringSleep;
     }
@@ -173,7 +175,15 @@ public final class Tuning {
 
     /**
      * {@link #answerWindowNs()}'s default when the {@code vblk.answerWindowNs} property is not
-     * set: off. Measured 2026-12-06 01:09-01:40 UTC at depth 128 on the filled file, the machine
+     * set: 50 us, adaptive ({@link #answerWindowAdaptive()}). Measured 2026-12-06 04:49-05:16 UTC,
+     * {@code vblk bench --compare --only fio --rounds 3 --runtime 4}, off and adaptive 50 us
+     * alternating (order reversed each pair), eight pairs, load 2-10: embedded/fio 1.20, 1.02,
+     * 0.91, 0.93, 1.05, 0.94, 0.93, 1.34x off against 1.08, 0.88, 1.08, 1.02, 1.03, 0.97, 1.06,
+     * 0.91x adaptive (0.95x goal met 4 and 6 times of 8), serve/fio 1.05, 1.03, 0.81, 0.93, 0.99,
+     * 1.00, 0.96, 1.25x against 0.94, 0.94, 1.06, 1.09, 0.93, 0.90, 1.03, 0.81x (0.9x goal met 7
+     * times each), device CPU per I/O alike (2.4-2.9 us): no direction pair by pair, on because
+     * it met the embedded goal more often. The fixed window (every publish waits), left off then:
+     * measured 2026-12-06 01:09-01:40 UTC at depth 128 on the filled file, the machine
      * at load 4-12 from other sessions' work: it does what it is for (with 50 us, guest kicks per
      * I/O 0.009 to 0.006, sleeps that end in a kick 855 to 442 in 3 s, {@code
      * scripts/round-trace-report}), but the I/O thread yielding in the window competes with the
@@ -186,10 +196,21 @@ public final class Tuning {
      * machine (02:05-02:12, load 1.0-4.3): embedded/fio 0.81x, 0.83x, 0.90x off against 0.96x,
      * 0.86x, 0.97x with (better in each pair), but serve/fio 0.86x, 0.81x, 0.89x off against
      * 0.78x, 0.93x, 0.72x with (worse in two), and device CPU per I/O higher with it (embedded
-     * 2.85-3.61 against 2.47-3.11 us, serve 3.72-3.95 against 2.33-3.33 us). Left off: it helps
-     * the embedded guest and hurts {@code vblk serve} more often than not.
+     * 2.85-3.61 against 2.47-3.11 us, serve 3.72-3.95 against 2.33-3.33 us): it helped the
+     * embedded guest and hurt {@code vblk serve} more often than not.
      */
-    public static final long DEFAULT_ANSWER_WINDOW_NS = 0;
+    public static final long DEFAULT_ANSWER_WINDOW_NS = 50_000;
+
+    /**
+     * Whether the {@link #answerWindowNs() answer window} adapts to whether waiting pays (see
+     * {@code AnswerWindow}): it stays open while its waits catch the guest's re-post, closes
+     * after 4 waits in a row that ran out, and while closed waits once in 16 publishes (a probe
+     * that catches the answer opens it); false waits after every publish. Default: the system
+     * property {@code vblk.answerWindowAdaptive} (true when unset).
+     */
+    public boolean answerWindowAdaptive() {
+        return answerWindowAdaptive;
+    }
 
     /** Whether the device keeps a throttle even without limits, so {@code BlockDevice.setLimits} works. */
     public boolean adjustableLimits() {
@@ -291,7 +312,7 @@ public final class Tuning {
                 + (queueThreads == null ? "" : ", threads " + Arrays.toString(queueThreads))
                 + (iopsLimit > 0 ? ", iops<=" + iopsLimit : "") + (bytesPerSecondLimit > 0 ? ", bps<=" + bytesPerSecondLimit : "")
                 + (fixedBuffers != FixedBufferMode.AUTO ? ", fixed buffers " + fixedBuffers : "")
-                + (answerWindowNs > 0 ? ", answer window " + answerWindowNs / 1000 + "us" : "")
+                + (answerWindowNs > 0 ? ", answer window " + answerWindowNs / 1000 + "us" + (answerWindowAdaptive ? " adaptive" : "") : "")
                 + (earlySignal > 0 ? ", early signal " + earlySignal
                         : earlySignal == EARLY_SIGNAL_ADAPTIVE ? ", early signal adaptive" : "") + "]";
     }
@@ -320,6 +341,14 @@ public final class Tuning {
         /** See {@link Tuning#answerWindowNs()}: 0 (never wait for the guest's answer) up to one second. */
         public Builder answerWindowNs(long value) {
             answerWindowNs = checkedAnswerWindow(value);
+            return this;
+        }
+
+        private boolean answerWindowAdaptive = Boolean.parseBoolean(System.getProperty("vblk.answerWindowAdaptive", "true"));
+
+        /** See {@link Tuning#answerWindowAdaptive()}. */
+        public Builder answerWindowAdaptive(boolean value) {
+            answerWindowAdaptive = value;
             return this;
         }
 

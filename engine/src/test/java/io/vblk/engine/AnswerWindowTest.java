@@ -123,6 +123,62 @@ class AnswerWindowTest {
     }
 
     @Test
+    @DisplayName("adaptive: waits that run out close the window, and a closed window goes to the kernel's protocol at once")
+    void theWindowCloses() {
+        try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
+            rig.clock.update(1_000_000);
+            rig.offerReads(10);
+            rig.thread.doWork();
+            for (int i = 0; i < AnswerWindow.CLOSE_AFTER; i++) {
+                // Each round publishes the last lot and submits a new one: the window opens anew.
+                rig.offerReads(10);
+                rig.thread.doWork();
+                assertEquals(10, rig.reapAll(), "lot " + i + " published");
+                assertEquals(WINDOW_NS, rig.thread.currentAnswerWindowNs(), "open before wait " + i);
+                rig.clock.stepNs = 1_000; // each look at the clock moves it: the wait runs out
+                assertEquals(false, rig.thread.awaitAnswer(), "no answer in window " + i);
+                rig.clock.stepNs = 0;
+            }
+            assertEquals(0, rig.thread.currentAnswerWindowNs(), "closed");
+            rig.offerReads(10);
+            rig.thread.doWork();
+            assertEquals(10, rig.reapAll());
+            rig.addRead(4096);
+            rig.driver.publishAvail(); // the guest answers, but the closed window does not look
+            rig.thread.sleep(); // prepareSleep's re-check finds the buffer: no epoll wait
+            assertEquals(0, rig.thread.answersCaught(), "no wait: closed");
+            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig), "notifications re-enabled (avail_event = next_avail)");
+        }
+    }
+
+    @Test
+    @DisplayName("not adaptive: waits that run out leave the window open")
+    void aFixedWindowStays() {
+        Tuning fixed = Tuning.builder().threadingMode(ThreadingMode.SHARED).answerWindowNs(WINDOW_NS).answerWindowAdaptive(false).build();
+        try (RoundRig rig = new RoundRig(fixed, null)) {
+            rig.clock.update(1_000_000);
+            rig.offerReads(10);
+            rig.thread.doWork();
+            for (int i = 0; i < AnswerWindow.CLOSE_AFTER; i++) {
+                rig.offerReads(10);
+                rig.thread.doWork();
+                assertEquals(10, rig.reapAll());
+                rig.clock.stepNs = 1_000;
+                assertEquals(false, rig.thread.awaitAnswer());
+                rig.clock.stepNs = 0;
+            }
+            assertEquals(WINDOW_NS, rig.thread.currentAnswerWindowNs());
+            rig.offerReads(10);
+            rig.thread.doWork();
+            assertEquals(10, rig.reapAll());
+            rig.addRead(4096);
+            rig.driver.publishAvail();
+            rig.thread.sleep();
+            assertEquals(1, rig.thread.answersCaught(), "still waits, and catches the answer");
+        }
+    }
+
+    @Test
     @DisplayName("the window is bounded: negative or above a second is refused")
     void theWindowIsChecked() {
         assertEquals(0, Tuning.builder().answerWindowNs(0).build().answerWindowNs());

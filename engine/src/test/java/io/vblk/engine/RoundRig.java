@@ -33,7 +33,24 @@ final class RoundRig implements AutoCloseable {
 
     static final long LANE_BYTES = 8L << 20;
 
-    final CachedNanoClock clock = new CachedNanoClock();
+    final SteppingClock clock = new SteppingClock();
+
+    /**
+     * The injected clock, moved by hand; with a {@code stepNs} it also moves that much at each
+     * read, so a wait bounded by it (the answer window) runs out without a real wait.
+     */
+    static final class SteppingClock extends CachedNanoClock {
+        long stepNs;
+
+        @Override
+        public long nanoTime() {
+            long now = super.nanoTime();
+            if (stepNs > 0) {
+                advance(stepNs);
+            }
+            return now;
+        }
+    }
     final GuestMemory memory;
     /** Queue 0's guest side (the one-queue tests' only queue). */
     final SplitQueueDriver driver;
