@@ -520,6 +520,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         if (!pendingCommands.isEmpty()) {
             pendingCommands.removeIf(runCommand);
+            if (lending == LENT) {
+                return work; // lent in this pass: from now on the borrower's, not this round's to reap
+            }
         }
         work += route.reclaim();
         int reaped = backend.poll(route, dispatcher.pool().size());

@@ -1,6 +1,7 @@
 package io.vblk.engine;
 
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Path;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -66,8 +67,10 @@ class LendCloseTest {
             while (!inStep.get()) {
                 Thread.sleep(1);
             }
-            rig.device.close(100); // as VhostUserServer.close does
+            assertFalse(rig.device.close(100), "the queues' stops waited behind the lend"); // as VhostUserServer.close does
+            assertFalse(rig.device.quiesced(), "quiesced while the borrower still holds the driver");
             resizer.join(30_000);
+            assertTrue(rig.device.quiesced(), "the borrower's return closed the driver, drained");
             rig.close();
             assertFalse(closedUnderStep.get(), "the lent driver's back end was closed while the borrower used it");
         }
