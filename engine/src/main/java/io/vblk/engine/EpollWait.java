@@ -50,7 +50,27 @@ final class EpollWait extends AbstractThreadWait {
      */
     private volatile boolean backendLent;
 
+    /**
+     * Lends the back end's completion sources away, or takes them back: while lent they leave
+     * this epoll set, since a level-triggered eventfd this thread may not acknowledge (the
+     * borrower's own metadata I/O signals it) would wake it again and again; a pending signal
+     * wakes it once they are back. Control path (a syscall per source); never concurrently with
+     * another change of this set (commands do not run while the back end is lent).
+     */
     void backendLent(boolean value) {
+        if (value == backendLent) {
+            return;
+        }
+        if (value) {
+            backendLent = true;
+        }
+        for (int i = 0, n = backend.completionSources(); i < n; i++) {
+            if (value) {
+                epoll.remove(backend.completionFd(i));
+            } else {
+                epoll.watch(backend.completionFd(i), Linux.EPOLLIN, TAG_COMPLETIONS + i);
+            }
+        }
         backendLent = value;
     }
 

@@ -58,7 +58,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final RingBuffer<InboxEvent> inbox;
     private final EventPoller<InboxEvent> inboxPoller;
     private final EventPoller.Handler<InboxEvent> inboxHandler = this::onInboxEvent;
-    private final Predicate<InboxEvent.Command> runCommand = c -> c.run(this);
+    /**
+     * Runs a pending command unless the back end is lent: checked per command, since one of them
+     * (a lend) may lend it within the pass, and from then on nothing that may touch the driver
+     * (a second lend, a stop's reclaim of lost slots) runs until it is handed back.
+     */
+    private final Predicate<InboxEvent.Command> runCommand = c -> this.lending != LENT && c.run(this);
     private final List<InboxEvent.Command> pendingCommands = new ArrayList<>();
 
     private volatile boolean running = true;
@@ -75,6 +80,17 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     static final int SERVING = 0;
     static final int PAUSING = 1;
     static final int LENT = 2;
+    /** Lend commands begun and not yet finished (lent or cancelled); this thread only. */
+    private int lendsWaiting;
+    /**
+     * Orders a borrower's {@link #returnBackend} against {@link #closeResources}: a lent back end
+     * is never closed under its borrower (control path only, never per request).
+     */
+    private final Object lendLock = new Object();
+    /** {@link #closeResources} ran while the back end was lent: the borrower closes them on return (under lendLock). */
+    private boolean closeOnReturn;
+    /** How often a borrower waiting for its lend looks whether the device closed meanwhile. */
+    private static final long LEND_POLL_NS = TimeUnit.SECONDS.toNanos(1);
     private long submittedBatches;
     /** The most chains one round pops ({@link Tuning#submitBatch()}; no limit: MAX_VALUE). */
     private final int submitBatch;
@@ -245,15 +261,20 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
             @Override
             public boolean run(IoThread t) {
+                // Never runs while LENT (runCommand, onInboxEvent): a second lend waits for the
+                // first one's return, and pauses the queues anew once it runs again.
                 if (!begun) {
                     begun = true;
-                    lending = PAUSING;
+                    lendsWaiting++;
                 }
                 if (cancelled.get()) {
-                    lending = SERVING;
+                    if (--lendsWaiting == 0) {
+                        lending = SERVING; // no other lend waits for the queues to drain
+                    }
                     lent.completeExceptionally(new java.io.IOException("requests in flight did not finish in time"));
                     return true;
                 }
+                lending = PAUSING;
                 for (DeviceQueue q : queues) {
                     if (q.inflight > 0 || q.dirty) {
                         return false;
@@ -265,48 +286,48 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 flushCompletions();
                 ((EpollWait) events).backendLent(true);
                 lending = LENT;
+                lendsWaiting--;
                 lent.complete(null);
                 return true;
             }
         });
-        try {
-            try {
-                lent.get(timeoutNs, TimeUnit.NANOSECONDS);
-            } catch (java.util.concurrent.TimeoutException e) {
-                cancelled.set(true);
-                wakeIfSleeping();
-                lent.get(); // ends at the command's next run: lent after all, or cancelled
-            }
-        } catch (InterruptedException e) {
-            cancelled.set(true);
-            Thread.currentThread().interrupt();
-            awaitQuietly(lent);
-            throw new java.io.IOException("interrupted while the I/O thread drained for a resize", e);
-        } catch (java.util.concurrent.ExecutionException e) {
-            throw new java.io.IOException("requests in flight did not finish in " + TimeUnit.NANOSECONDS.toSeconds(timeoutNs)
-                    + " s", e.getCause());
-        }
-        if (cancelled.get() && lent.isDone() && !lent.isCompletedExceptionally()) {
-            returnBackend(); // lent in the same round the caller gave up: handed back at once
-            throw new java.io.IOException("requests in flight did not finish in " + TimeUnit.NANOSECONDS.toSeconds(timeoutNs) + " s");
-        }
-    }
-
-    private static void awaitQuietly(CompletableFuture<Void> f) {
-        boolean interrupted = false;
+        long deadline = System.nanoTime() + timeoutNs;
+        String failure;
+        Throwable cause = null;
         while (true) {
-            try {
-                f.get();
-                break;
-            } catch (InterruptedException e) {
-                interrupted = true;
-            } catch (java.util.concurrent.ExecutionException e) {
+            long left = deadline - System.nanoTime();
+            if (left <= 0) {
+                failure = "requests in flight did not finish in " + TimeUnit.NANOSECONDS.toSeconds(timeoutNs) + " s";
                 break;
             }
+            try {
+                lent.get(Math.min(left, LEND_POLL_NS), TimeUnit.NANOSECONDS);
+                return; // lent: the caller's until returnBackend
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                failure = "interrupted while the I/O thread drained for a driver step";
+                cause = e;
+                break;
+            } catch (java.util.concurrent.ExecutionException e) {
+                failure = "the I/O thread did not lend its driver";
+                cause = e.getCause();
+                break;
+            } catch (java.util.concurrent.TimeoutException e) {
+                if (ended) {
+                    // Closed meanwhile (its thread let this member go): the command never runs.
+                    failure = "the device closed before its I/O thread lent its driver";
+                    break;
+                }
+            }
         }
-        if (interrupted) {
-            Thread.currentThread().interrupt();
+        // Given up. The command cancels at its next run; if it lent already (or lends in the run
+        // that reads the flag too late), the driver is handed back at once, never left lent.
+        cancelled.set(true);
+        lent.thenRun(this::returnBackend);
+        if (!ended) {
+            wakeIfSleeping();
         }
+        throw new java.io.IOException(failure, cause);
     }
 
     /**
@@ -314,9 +335,21 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * its queues again, from the next round on (woken now).
      */
     void returnBackend() {
-        ((EpollWait) events).backendLent(false);
-        lending = SERVING;
-        submitCommand(t -> true); // wakes the thread: its queues may have gained requests meanwhile
+        synchronized (lendLock) {
+            if (closeOnReturn) {
+                // The device closed while lent: its shutdown left the back end (and the epoll set,
+                // the route) to the borrower, who is done with them only now.
+                closeOnReturn = false;
+                closeResourcesNow();
+                return;
+            }
+            ((EpollWait) events).backendLent(false); // before SERVING: commands may use the epoll set then
+            lending = SERVING;
+            // Wakes the thread (its queues may have gained requests meanwhile) without blocking on
+            // a full inbox: an empty kick, which a round that polls every queue takes anyway.
+            inbox.tryPublishEvent(IoThread::translateKick, -1);
+            wakeIfSleeping();
+        }
     }
 
     /**
@@ -502,6 +535,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         if (!pendingCommands.isEmpty()) {
             pendingCommands.removeIf(runCommand);
+            if (lending == LENT) {
+                return work; // lent in this pass: from now on the borrower's, not this round's to reap
+            }
         }
         work += route.reclaim();
         int reaped = backend.poll(route, dispatcher.pool().size());
@@ -920,6 +956,19 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     private void closeResources() {
+        synchronized (lendLock) {
+            if (lending == LENT) {
+                // Lent (a hand-over's inactivate while export.remove closes the device): closing
+                // the driver now would free it under the borrower. returnBackend closes it;
+                // until then the thread has not ended (quiesced() stays false).
+                closeOnReturn = true;
+                return;
+            }
+            closeResourcesNow();
+        }
+    }
+
+    private void closeResourcesNow() {
         try {
             route.close();
             backend.close();
