@@ -19,7 +19,7 @@ import io.vblk.vhost.Log;
 import io.vblk.vhost.SocketFile;
 
 /**
- * rev11b: a control client that pipelines requests and reads none of the answers holds an RPC
+ * Review rev11b: a control client that pipelines requests and reads none of the answers holds an RPC
  * handler thread for {@link ControlServer#WRITE_WAIT_MS} (5 s) in a blocking wait for room in its
  * socket buffer (ControlServer.write). There are {@link ControlThreads#RPC_HANDLERS} (32) of them
  * for every client: 200 such clients (below MAX_CLIENTS, so none is evicted for the honest one)

@@ -15,7 +15,7 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.vhost.Log;
 
 /**
- * rev11b: 100 cycles of iothread.add, an export.add that fails after its image and device were
+ * Review rev11b: 100 cycles of iothread.add, an export.add that fails after its image and device were
  * opened (the socket cannot be bound: a directory of /proc), raw and qcow2 in turn, an export
  * that succeeds and is removed, and iothread.remove. Descriptors and threads come back.
  */

@@ -18,7 +18,7 @@ import io.vblk.vhost.Log;
 import io.vblk.vhost.SocketFile;
 
 /**
- * rev11b: a second {@code vblk daemon} started with the control socket of a daemon that still
+ * Review rev11b: a second {@code vblk daemon} started with the control socket of a daemon that still
  * runs (a restart while the old one drains, two units pointing at one path, an operator's
  * mistake) deletes the live socket file and binds its own (SocketFile.listen replaces any socket,
  * stale or not; DaemonCommand checks no liveness, unlike export.add). The first daemon keeps

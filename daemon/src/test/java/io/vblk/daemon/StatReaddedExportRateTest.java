@@ -21,7 +21,7 @@ import io.vblk.vhost.Log;
 import io.vblk.vhost.SocketFile;
 
 /**
- * rev11b: {@code vblk stat} kept the counters of every export id it ever saw and took the rate
+ * Review rev11b: {@code vblk stat} kept the counters of every export id it ever saw and took the rate
  * of an id from its last counters whatever happened since: an export removed and added again
  * under the same id starts its counters from zero, and stat printed a negative IOPS and MB/s.
  * Here a scripted control socket answers export a with 1000 completions, then (re-added) with 10.

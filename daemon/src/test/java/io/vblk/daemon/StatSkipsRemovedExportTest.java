@@ -17,7 +17,7 @@ import io.vblk.vhost.Log;
 import io.vblk.vhost.SocketFile;
 
 /**
- * rev11b: {@code vblk stat} (all exports) lists the exports, then asks export.stats of each.
+ * Review rev11b: {@code vblk stat} (all exports) lists the exports, then asks export.stats of each.
  * In a daemon whose exports come and go (another client's export.remove between the two calls)
  * the stats call answers "no export" and stat ends with status 1 for the whole daemon, instead
  * of leaving that export out. The removal is made to fall exactly between the two calls (the

@@ -16,7 +16,7 @@ import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 
 /**
- * rev11b: 100 export.add / export.remove cycles of a daemon, each with a frontend that maps its
+ * Review rev11b: 100 export.add / export.remove cycles of a daemon, each with a frontend that maps its
  * memory, does I/O, and is either stopped cleanly or left connected mid-I/O when the export is
  * removed; exports on a shared I/O thread and with threads of their own. Descriptors, threads
  * and mappings of the JVM must come back to where they were after the warm-up cycles.

@@ -15,7 +15,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * rev11b: export.resize of a qcow2 export runs the qcow2 driver's resize as a command on the
+ * Review rev11b: export.resize of a qcow2 export runs the qcow2 driver's resize as a command on the
  * export's I/O thread (BlockDevice.resizeDrivers -> Qcow2Driver.resize), and that resize is
  * synchronous: quiesce() polls up to 120 s for requests in flight, and the header and L1 writes
  * (NetworkHost.writeDurably) wait for the server's reply. On a SHARED I/O thread that wait is

@@ -18,7 +18,7 @@ import io.vblk.block.RawDriver;
 import io.vblk.testkit.ForwardingBackend;
 
 /**
- * Review rev11d: a bounded device close (VhostUserServer.close's close(deviceDrainWaitMs), e.g. an
+ * Regression (review rev11d): a bounded device close (VhostUserServer.close's close(deviceDrainWaitMs), e.g. an
  * export.remove during a hand-over's inactivate on a slow disk) while the shared thread's driver
  * is lent: the stop commands wait behind the lend, the deadline passes, shutdown closes the
  * member's resources - the driver and its back end - under the borrower still using it.

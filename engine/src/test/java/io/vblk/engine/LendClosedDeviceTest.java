@@ -18,7 +18,7 @@ import io.vblk.block.RawDriver;
 import io.vblk.testkit.GatedBackend;
 
 /**
- * Review rev11d: a borrower waiting for a lend (the device's queues pausing behind a request in
+ * Regression (review rev11d): a borrower waiting for a lend (the device's queues pausing behind a request in
  * flight) while the device closes: the member leaves its shared thread, so the lend command never
  * runs again. The borrower must give up once the device has ended, not wait for it for ever.
  */

@@ -17,7 +17,7 @@ import io.vblk.block.RawDriver;
 import io.vblk.testkit.GatedBackend;
 
 /**
- * Review rev11d: two driver steps (resizeDrivers, activate/inactivate) on one shared-thread device at
+ * Regression (review rev11d): two driver steps (resizeDrivers, activate/inactivate) on one shared-thread device at
  * once. Both lend commands wait in pendingCommands while a request is in flight; once it
  * completes, one removeIf pass runs both and lends the driver to both callers together.
  */

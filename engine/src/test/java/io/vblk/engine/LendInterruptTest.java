@@ -18,7 +18,7 @@ import io.vblk.block.RawDriver;
 import io.vblk.testkit.GatedBackend;
 
 /**
- * Review rev11d: a borrower interrupted just as its lend completes (the request it waited for
+ * Regression (review rev11d): a borrower interrupted just as its lend completes (the request it waited for
  * finishes, the shared thread lends the driver, the interrupt lands before the borrower runs
  * again) gives up, yet the lend happened: the driver must be handed back, not left lent for ever
  * (the device's queues would never be popped again). Many tries, since each is a race.

@@ -18,7 +18,7 @@ import io.vblk.block.RawDriver;
 import io.vblk.sys.EventFd;
 
 /**
- * Review rev11d: while the driver is lent, EpollWait leaves its completion eventfd unacknowledged; the
+ * Regression (review rev11d): while the driver is lent, EpollWait leaves its completion eventfd unacknowledged; the
  * eventfd is level-triggered in the member's epoll, nested in the shared thread's, so a
  * completion signal pending when the lend starts (or raised meanwhile) makes the shared thread
  * spin for the whole lend instead of sleeping.
