@@ -61,9 +61,9 @@ final class EpollWait extends AbstractThreadWait {
         if (value == backendLent) {
             return;
         }
-        if (value) {
-            backendLent = true;
-        }
+        // The flag changes only once every source is out (or back): a late guest-memory fault in
+        // the loop runs the lend again, which must remove what is still watched (remove takes
+        // ENOENT, watch EEXIST).
         for (int i = 0, n = backend.completionSources(); i < n; i++) {
             if (value) {
                 epoll.remove(backend.completionFd(i));

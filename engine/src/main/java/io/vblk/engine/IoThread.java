@@ -83,6 +83,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     /** Lend commands begun and not yet finished (lent or cancelled); this thread only. */
     private int lendsWaiting;
     /**
+     * The future of the lend that set {@link #LENT} last: a borrower that gives up recognises a
+     * lend of its own that a late guest-memory fault cut off before it was completed.
+     */
+    private volatile CompletableFuture<Void> lentTo;
+    /**
      * Orders a borrower's {@link #returnBackend} against {@link #closeResources}: a lent back end
      * is never closed under its borrower (control path only, never per request).
      */
@@ -263,6 +268,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             public boolean run(IoThread t) {
                 // Never runs while LENT (runCommand, onInboxEvent): a second lend waits for the
                 // first one's return, and pauses the queues anew once it runs again.
+                if (lent.isDone()) {
+                    // Run again after a late guest-memory fault landed past the lend: it must not
+                    // lend a second time with no borrower to hand it back.
+                    return true;
+                }
                 if (!begun) {
                     begun = true;
                     lendsWaiting++;
@@ -285,6 +295,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 }
                 flushCompletions();
                 ((EpollWait) events).backendLent(true);
+                lentTo = lent; // before LENT: see the borrower's give-up
                 lending = LENT;
                 lendsWaiting--;
                 lent.complete(null);
@@ -323,6 +334,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         // Given up. The command cancels at its next run; if it lent already (or lends in the run
         // that reads the flag too late), the driver is handed back at once, never left lent.
         cancelled.set(true);
+        if (lentTo == lent && lending == LENT) {
+            // It lent, but a late fault kept it from saying so (commands do not run while LENT,
+            // so it never will): hand the driver back now rather than leave the member lent.
+            lent.complete(null);
+        }
         lent.thenRun(this::returnBackend);
         if (!ended) {
             wakeIfSleeping();
