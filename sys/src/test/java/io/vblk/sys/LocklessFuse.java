@@ -62,7 +62,6 @@ final class LocklessFuse implements AutoCloseable {
         this.lockErrno = lockErrno;
         this.server = new Thread(this::serve, "lockless-fuse");
         this.server.setDaemon(true);
-        this.server.start();
     }
 
     /**
@@ -79,7 +78,7 @@ final class LocklessFuse implements AutoCloseable {
         NativeBuffer target = cString(at.toString());
         NativeBuffer type = cString("fuse");
         NativeBuffer data = cString(options);
-        LocklessFuse fs = new LocklessFuse(at, dev, lockErrno); // serving before the mount's INIT
+        LocklessFuse fs = new LocklessFuse(at, dev, lockErrno);
         long rc = Native.syscall(SYS_MOUNT, source.address(), target.address(), type.address(),
                 MS_NOSUID | MS_NODEV, data.address());
         java.lang.ref.Reference.reachabilityFence(source);
@@ -91,6 +90,10 @@ final class LocklessFuse implements AutoCloseable {
             Native.libc().close(dev);
             return null;
         }
+        // Served only from now on: a read of /dev/fuse before the mount attached it fails with
+        // EPERM, which ended the server thread and left the first open on the mount waiting for
+        // ever (a CI run hung so). The kernel queues INIT until someone reads it.
+        fs.server.start();
         return fs;
     }
 
