@@ -175,7 +175,14 @@ public final class Tuning {
 
     /**
      * {@link #answerWindowNs()}'s default when the {@code vblk.answerWindowNs} property is not
-     * set: 50 us, adaptive ({@link #answerWindowAdaptive()}). Measured 2026-12-06 04:49-05:16 UTC,
+     * set: off. It was 50 us, adaptive ({@link #answerWindowAdaptive()}), from 05:15 to 06:41 on
+     * 2026-12-06, and went off again when the contention row it should not touch showed it: {@code
+     * vblk bench --compare --only contention --contention --contention-cell qd1-poll:2 --best-of 2}
+     * with the window off as vblk and the default (50 us adaptive) as vblk-b, same jar, two runs:
+     * 305,898 and 353,438 IOPS (p99 7.09 and 1.47 us) off against 163,406 and 179,522 (p99 7.87
+     * and 5.74 us) on; the base build without it had made 1.4-2x the final one's IOPS in that cell
+     * in three of four runs before. For the fio goals it measured within the noise, as below.
+     * Measured 2026-12-06 04:49-05:16 UTC,
      * {@code vblk bench --compare --only fio --rounds 3 --runtime 4}, off and adaptive 50 us
      * alternating (order reversed each pair), eight pairs, load 2-10: embedded/fio 1.20, 1.02,
      * 0.91, 0.93, 1.05, 0.94, 0.93, 1.34x off against 1.08, 0.88, 1.08, 1.02, 1.03, 0.97, 1.06,
@@ -199,7 +206,7 @@ public final class Tuning {
      * 2.85-3.61 against 2.47-3.11 us, serve 3.72-3.95 against 2.33-3.33 us): it helped the
      * embedded guest and hurt {@code vblk serve} more often than not.
      */
-    public static final long DEFAULT_ANSWER_WINDOW_NS = 50_000;
+    public static final long DEFAULT_ANSWER_WINDOW_NS = 0;
 
     /**
      * Whether the {@link #answerWindowNs() answer window} adapts to whether waiting pays (see
