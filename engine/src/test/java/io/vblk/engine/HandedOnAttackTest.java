@@ -40,12 +40,15 @@ class HandedOnAttackTest {
             assertEquals(S_OK, rig.roundTrip(0));
             assertEquals(S_OK, rig.roundTrip(1));
             // Both queues have a request when the thread wakes: queue 0's meets the fault
-            // after its back end queued it; queue 1's is popped in the same round.
+            // after its back end queued it; queue 1's is popped in the same round. Queue 0's is
+            // published first: a thread still ending its last round re-checks the rings before
+            // it sleeps, and had it found queue 1's alone, the one armed fault would have landed
+            // on queue 1 (a CI run on a loaded machine did, and waited for queue 1 in vain).
             FaultPoints.arm(FaultPoints.HANDING);
-            rig.addRead(1);
-            rig.driver(1).publishAvail();
             rig.addRead(0);
             rig.driver(0).publishAvail();
+            rig.addRead(1);
+            rig.driver(1).publishAvail();
             rig.kick(0);
             rig.kick(1);
             assertTrue(rig.awaitUsed(1) >= 0, "queue 1's request completed");
