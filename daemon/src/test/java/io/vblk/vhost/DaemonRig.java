@@ -229,11 +229,12 @@ final class DaemonRig implements AutoCloseable {
 
     /**
      * Waits until a server takes connections on the Unix socket {@code sock} (a probe connect,
-     * closed at once), for at most 10 s. The file alone is not enough: a server creates it at
-     * bind, before it listens, and a connect in between is refused.
+     * closed at once), for at most 60 s (a hang guard: a server's start took seconds on a loaded
+     * CI machine). The file alone is not enough: a server creates it at bind, before it listens,
+     * and a connect in between is refused.
      */
     static void awaitListening(Path sock, String server) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         IOException last = null;
         while (System.nanoTime() < deadline) {
             try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
