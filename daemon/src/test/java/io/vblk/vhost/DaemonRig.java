@@ -44,7 +44,7 @@ final class DaemonRig implements AutoCloseable {
         PrintStream e = new PrintStream(err, true, StandardCharsets.UTF_8);
         thread = new Thread(() -> status = Main.run(args.toArray(new String[0]), o, e, false), "test-daemon");
         thread.start();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60); // a hang guard, sized for a loaded CI machine
         while (!(Files.exists(control) && stdout().contains("listening")) && thread.isAlive() && System.nanoTime() < deadline) {
             Thread.sleep(10);
         }
