@@ -50,10 +50,11 @@ load_modules() {
 
 wait_for_disk() {
   local i=0
-  # Under TCG probing can take a moment after insmod returns.
+  # Under TCG probing can take a moment after insmod returns; up to 60 s (a hang guard: TCG on
+  # a loaded 2-core host is slow, and the host's own timeout bounds the whole run anyway).
   while [ ! -b $DEV ] || [ ! -e $SYS/size ]; do
     i=$((i + 1))
-    [ $i -le 150 ] || fail "no $DEV after 15 s"
+    [ $i -le 600 ] || fail "no $DEV after 60 s"
     sleep 0.1
   done
 }

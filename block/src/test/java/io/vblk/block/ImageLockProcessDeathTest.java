@@ -41,7 +41,7 @@ class ImageLockProcessDeathTest {
                     () -> ImageLocks.openLocked(image, ImageOptions.defaults().direct(false), Locking.ON).close());
             assertTrue(e.holder().startsWith("vblk (pid " + child.pid() + ")"), e.getMessage());
             child.destroyForcibly();
-            assertTrue(child.waitFor(10, TimeUnit.SECONDS));
+            assertTrue(child.waitFor(60, TimeUnit.SECONDS), "the killed holder JVM never ended"); // a hang guard
             try (Image again = ImageLocks.openLocked(image, ImageOptions.defaults().direct(false), Locking.ON)) {
                 assertFalse(again.isClosed());
             }

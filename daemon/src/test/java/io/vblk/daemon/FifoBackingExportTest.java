@@ -47,14 +47,15 @@ class FifoBackingExportTest {
         });
         String got;
         try {
-            got = add.get(5, TimeUnit.SECONDS);
+            // 30 s: a hang guard (the open of a FIFO blocks for ever; a loaded machine only slows a refusal).
+            got = add.get(30, TimeUnit.SECONDS);
         } catch (java.util.concurrent.TimeoutException e) {
             got = null;
         }
         CompletableFuture<Void> close = CompletableFuture.runAsync(daemon::close);
         boolean closed;
         try {
-            close.get(10, TimeUnit.SECONDS);
+            close.get(30, TimeUnit.SECONDS);
             closed = true;
         } catch (java.util.concurrent.TimeoutException e) {
             closed = false;
@@ -67,9 +68,9 @@ class FifoBackingExportTest {
                 // the reader has gone
             }
         }
-        assertTrue(got != null, "export.add of an overlay whose backing file is a FIFO did not answer within 5 s"
-                + " (daemon.close within 10 s after: " + closed + ")");
-        assertTrue(closed, "daemon.close did not end within 10 s while the add was blocked");
+        assertTrue(got != null, "export.add of an overlay whose backing file is a FIFO did not answer within 30 s"
+                + " (daemon.close within 30 s after: " + closed + ")");
+        assertTrue(closed, "daemon.close did not end within 30 s while the add was blocked");
         assertTrue(got.startsWith("refused") && got.contains("not a regular file or a block device"), got);
     }
 }

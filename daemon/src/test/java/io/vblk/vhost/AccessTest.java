@@ -258,7 +258,7 @@ class AccessTest {
     }
 
     private static void awaitLines(List<String> lines, String text, int count) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30); // a hang guard
         while (matching(lines, text).size() < count && System.nanoTime() < deadline) {
             Thread.sleep(10);
         }

@@ -44,7 +44,7 @@ final class DaemonRig implements AutoCloseable {
         PrintStream e = new PrintStream(err, true, StandardCharsets.UTF_8);
         thread = new Thread(() -> status = Main.run(args.toArray(new String[0]), o, e, false), "test-daemon");
         thread.start();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60); // a hang guard, sized for a loaded CI machine
         while (!(Files.exists(control) && stdout().contains("listening")) && thread.isAlive() && System.nanoTime() < deadline) {
             Thread.sleep(10);
         }
@@ -229,11 +229,12 @@ final class DaemonRig implements AutoCloseable {
 
     /**
      * Waits until a server takes connections on the Unix socket {@code sock} (a probe connect,
-     * closed at once), for at most 10 s. The file alone is not enough: a server creates it at
-     * bind, before it listens, and a connect in between is refused.
+     * closed at once), for at most 60 s (a hang guard: a server's start took seconds on a loaded
+     * CI machine). The file alone is not enough: a server creates it at bind, before it listens,
+     * and a connect in between is refused.
      */
     static void awaitListening(Path sock, String server) throws InterruptedException {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
         IOException last = null;
         while (System.nanoTime() < deadline) {
             try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {

@@ -48,9 +48,9 @@ class IncomingExportTest {
         return QemuTools.installed("qemu-io");
     }
 
-    /** Waits (up to 10 s) until the daemon's output has {@code count} lines containing {@code text}. */
+    /** Waits (up to 30 s, a hang guard) until the daemon's output has {@code count} lines containing {@code text}. */
     private static String awaitLog(DaemonRig d, String text, int count) {
-        return QemuTools.awaitLine(() -> d.stdout() + d.stderr(), text, count, 10);
+        return QemuTools.awaitLine(() -> d.stdout() + d.stderr(), text, count, 30);
     }
 
     @Test

@@ -47,7 +47,7 @@ class IncomingQcow2ExportTest {
     }
 
     private static String awaitLog(DaemonRig d, String text, int count) {
-        return QemuTools.awaitLine(() -> d.stdout() + d.stderr(), text, count, 10);
+        return QemuTools.awaitLine(() -> d.stdout() + d.stderr(), text, count, 30);
     }
 
     private Path overlay() throws Exception {

@@ -14,6 +14,8 @@ import java.util.concurrent.CompletableFuture;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
+import io.vblk.testkit.QemuTools;
+
 /**
  * Review rev11b: export.resize of a qcow2 export runs the qcow2 driver's resize as a command on the
  * export's I/O thread (BlockDevice.resizeDrivers -> Qcow2Driver.resize), and that resize is
@@ -65,7 +67,7 @@ class ResizeKeepsSharedThreadServingTest {
                         throw new java.io.UncheckedIOException(e);
                     }
                 });
-                Thread.sleep(1000); // the resize command is on the shared thread, waiting for the server
+                awaitResizeWaiting(resize);
                 assertTimeoutPreemptively(GUARD, () -> d.result("export.add", DaemonRig.exportSpec("other", DaemonRig.image(dir, "o.img"), dir.resolve("o.sock"), Map.of())),
                         "export.add of an unrelated export (threads of its own) waited for the stalled resize (change lock held)");
                 assertTimeoutPreemptively(GUARD, () -> DaemonTest.verifiedIo(good, 5, 2),
@@ -86,8 +88,31 @@ class ResizeKeepsSharedThreadServingTest {
                 assertTrue(resized.containsKey("result"), "the resize ends once the server answers: " + resized);
             }
         } finally {
-            nbd.destroy();
-            nbd.waitFor();
+            QemuTools.stop(nbd); // SIGKILL if SIGTERM does not end it: a bare waitFor() could hang the run
+        }
+    }
+
+    /**
+     * Waits (up to 60 s) until the resize is past the daemon's marking and waits in the drivers'
+     * resize (Export.resizeDrivers on the RPC thread's stack), where the stalled server holds it.
+     * A fixed pause here was a race: on a loaded machine the resize might not have been marked
+     * yet, and the export.remove below, expected to be refused, would have removed the export.
+     */
+    private static void awaitResizeWaiting(CompletableFuture<Map<String, Object>> resize) throws InterruptedException {
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(60);
+        while (true) {
+            for (StackTraceElement[] stack : Thread.getAllStackTraces().values()) {
+                for (StackTraceElement f : stack) {
+                    if (f.getClassName().equals("io.vblk.daemon.Export") && f.getMethodName().equals("resizeDrivers")) {
+                        return;
+                    }
+                }
+            }
+            if (resize.isDone() || System.nanoTime() > deadline) {
+                throw new AssertionError("the resize never waited for the stalled server: "
+                        + (resize.isDone() ? resize.join() : "not in Export.resizeDrivers after 60 s"));
+            }
+            Thread.sleep(10);
         }
     }
 }

@@ -15,7 +15,8 @@ import java.util.concurrent.TimeUnit;
  * error) shows as {@link #alive()} turning false, with the cause in {@link #stderr()}.
  */
 final class ServeProcess implements AutoCloseable {
-    private static final long START_TIMEOUT_S = 30;
+    /** A hang guard: a JVM's start on a loaded 2-core CI machine took seconds. */
+    private static final long START_TIMEOUT_S = 60;
 
     final Process process;
     final Path socket;

@@ -8,9 +8,13 @@ import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.lang.management.ManagementFactory;
 import java.lang.management.ThreadMXBean;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.SocketChannel;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -53,10 +57,19 @@ class Qcow2StalledBackingFaultTest {
         Process server = new ProcessBuilder("nbdkit", "-f", "-U", sock.toString(), "--filter=delay", "file", base.toString(),
                 "rdelay=" + READ_DELAY_S).redirectErrorStream(true).redirectOutput(dir.resolve("nbdkit.log").toFile()).start();
         try {
-            for (int i = 0; i < 2000 && !Files.exists(sock); i++) {
-                Thread.sleep(5);
+            // Until nbdkit takes connections (a probe connect), for up to 60 s: its start took
+            // seconds on a loaded CI machine, and its socket file exists from bind, before listen.
+            long listenDeadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (true) {
+                try (SocketChannel probe = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+                    probe.connect(UnixDomainSocketAddress.of(sock));
+                    break;
+                } catch (java.io.IOException e) {
+                    assertTrue(server.isAlive() && System.nanoTime() < listenDeadline, "nbdkit never listened: " + e
+                            + "\n" + Files.readString(dir.resolve("nbdkit.log")));
+                }
+                Thread.sleep(20);
             }
-            assertTrue(Files.exists(sock), "nbdkit never listened");
             try (FaultPointRig rig = new FaultPointRig(dir, "qcow2-stalled", 1,
                     Qcow2.factory(overlay, BackendKind.IO_URING, Qcow2Options.defaults().networkBacking(true)))) {
                 assertEquals(S_OK, rig.roundTrip(0), "a read of the overlay");

@@ -83,7 +83,11 @@ class ShrinkEvidenceAttackTest {
                 }
                 GuestMemory m = b.build();
                 if (round > 0) {
-                    assertEquals(before + regions, openDescriptors(), "one duplicate per region while the table lives");
+                    // The test's own memfds are counted exactly: the process-wide count also moves
+                    // with the JVM's own descriptors (a cleaner closing one, a jar opened), which
+                    // failed a CI run once.
+                    assertEquals(2 * regions, memfdDescriptors("many-"), () -> "one duplicate per region while the table lives: "
+                            + describe());
                 }
                 assertEquals(0, Native.libc().ftruncate(fds[regions - 1], 4096));
                 assertNotNull(m.shrinkEvidence());
@@ -91,8 +95,10 @@ class ShrinkEvidenceAttackTest {
                 m.close();
                 m.close(); // idempotent: nothing closed twice
                 if (round > 0) {
-                    long expected = before;
-                    assertEquals(expected, openDescriptors(), () -> "every duplicate closed with the table: " + describe());
+                    assertEquals(regions, memfdDescriptors("many-"), () -> "every duplicate closed with the table: " + describe());
+                    long base = before;
+                    long now = openDescriptors();
+                    assertTrue(now <= base, () -> "no other descriptor kept: " + base + " -> " + now + ": " + describe());
                 }
             }
         } finally {
@@ -121,7 +127,11 @@ class ShrinkEvidenceAttackTest {
                     // refused
                 }
             }
-            assertEquals(before, openDescriptors());
+            // The test's own memfd counted exactly (no duplicate of it left), and nothing else kept;
+            // the process-wide count may drop meanwhile (the JVM closing one of its own).
+            assertEquals(1, memfdDescriptors("fails"), ShrinkEvidenceAttackTest::describe);
+            long now = openDescriptors();
+            assertTrue(now <= before, () -> "descriptors " + before + " -> " + now + ": " + describe());
         } finally {
             Native.libc().close(fd);
         }
@@ -149,6 +159,19 @@ class ShrinkEvidenceAttackTest {
             b.append(e);
         }
         return b.toString();
+    }
+
+    /** This process's descriptors of memfds whose name starts with {@code name}. */
+    private static long memfdDescriptors(String name) throws IOException {
+        try (Stream<Path> s = Files.list(Path.of("/proc/self/fd"))) {
+            return s.filter(p -> {
+                try {
+                    return Files.readSymbolicLink(p).toString().startsWith("/memfd:" + name);
+                } catch (IOException e) {
+                    return false; // closed meanwhile (the listing's own descriptor)
+                }
+            }).count();
+        }
     }
 
     private static long openDescriptors() throws IOException {

@@ -215,10 +215,13 @@ class ImageLockTest {
         return p;
     }
 
-    /** Waits until someone holds byte 100 of {@code image} (qemu-storage-daemon's start). */
+    /**
+     * Waits (up to 60 s, a hang guard: a QEMU process's start took seconds on a loaded CI machine,
+     * and 15 s was tight) until someone holds byte 100 of {@code image} (qemu-storage-daemon's start).
+     */
     private static void awaitLock(Path image) throws Exception {
         try (PosixFile probe = PosixFile.open(image, true, false)) {
-            for (int i = 0; i < 300; i++) {
+            for (int i = 0; i < 1200; i++) {
                 if (OfdLock.test(probe.fd(), ImageLock.PERM_BASE, 1) != OfdLock.F_UNLCK) {
                     return;
                 }

@@ -25,8 +25,8 @@ public final class BlkQueue implements AutoCloseable {
     public static final int T_OUT = 1;
     public static final int T_FLUSH = 4;
     public static final int T_GET_ID = 8;
-    /** The default wait for a completion. */
-    public static final int TIMEOUT_MS = 10_000;
+    /** The default wait for a completion: a hang guard, sized for a loaded 2-core CI machine. */
+    public static final int TIMEOUT_MS = 30_000;
     /** The status byte written before the device answers, so an unanswered request shows. */
     public static final byte STATUS_UNSET = 0x7f;
     private static final int HEADER_BYTES = 16;

@@ -163,9 +163,12 @@ public final class QemuTools {
         }
     }
 
-    /** Waits until someone holds byte 100 of {@code image} (a QEMU process that has opened it). */
+    /**
+     * Waits (up to 60 s: a QEMU process's start took seconds on a loaded CI machine) until
+     * someone holds byte 100 of {@code image} (a QEMU process that has opened it).
+     */
     public static void awaitLocked(Path image) {
-        awaitLockBytes(image, m -> (m & INACTIVE_BYTES) != 0, 15);
+        awaitLockBytes(image, m -> (m & INACTIVE_BYTES) != 0, 60);
     }
 
     /**

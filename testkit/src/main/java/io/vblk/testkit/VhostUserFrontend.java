@@ -88,8 +88,11 @@ public final class VhostUserFrontend implements AutoCloseable {
 
     /** The virtio-blk config size QEMU asks for in GET_CONFIG. */
     public static final int BLK_CONFIG_LENGTH = 57;
-    /** Default wait for a reply. */
-    public static final int TIMEOUT_MS = 10_000;
+    /**
+     * Default wait for a reply: a hang guard, sized for a loaded 2-core CI machine (a reply may wait
+     * for a drain of real I/O); a test that expects no reply sets its own with {@link #replyTimeoutMs}.
+     */
+    public static final int TIMEOUT_MS = 30_000;
     private static final int HEADER = 12;
     private static final int MAX_PAYLOAD = 4096;
     private static final int CONNECT_RETRY_MS = 50;

@@ -63,7 +63,8 @@ class BackendChannelAttackTest {
             CompletableFuture<Boolean> sent = CompletableFuture.supplyAsync(channel::sendConfigChange);
             boolean returned;
             try {
-                assertFalse(sent.get(3, TimeUnit.SECONDS), "nothing sent into a full channel");
+                // 30 s: a hang guard (a blocking send waits for ever; a loaded machine only slows the refusal).
+                assertFalse(sent.get(30, TimeUnit.SECONDS), "nothing sent into a full channel");
                 returned = true;
             } catch (TimeoutException e) {
                 returned = false;
@@ -114,8 +115,9 @@ class BackendChannelAttackTest {
                     // Room: the resize's poll and the frontend's writer wake together.
                     Native.libc().read(frontendEnd.fd(), sink.address(), 1 << 20);
                     try {
-                        // Past the channel's own wait (1 s) only a send blocked for good keeps it.
-                        told += resize.get(BackendChannel.SEND_WAIT_MS + 3_000, TimeUnit.MILLISECONDS) ? 1 : 0;
+                        // Past the channel's own wait (1 s) only a send blocked for good keeps it; 30 s
+                        // more (a hang guard): a loaded machine may be seconds late to run the resize.
+                        told += resize.get(BackendChannel.SEND_WAIT_MS + 30_000, TimeUnit.MILLISECONDS) ? 1 : 0;
                     } catch (TimeoutException e) {
                         hung++;
                         // Let it go, so the rig can close: read until the resize returns.

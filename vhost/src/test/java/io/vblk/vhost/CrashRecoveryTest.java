@@ -67,9 +67,9 @@ class CrashRecoveryTest {
         return q.add(BlkQueue.T_OUT, sector(i), data, BLOCK, false);
     }
 
-    /** Waits up to 10 s for {@code condition}. */
+    /** Waits up to 30 s (a hang guard) for {@code condition}. */
     private static void await(String what, java.util.function.BooleanSupplier condition) throws InterruptedException {
-        long deadline = System.nanoTime() + 10_000_000_000L;
+        long deadline = System.nanoTime() + 30_000_000_000L;
         while (!condition.getAsBoolean()) {
             if (System.nanoTime() > deadline) {
                 throw new AssertionError("timed out waiting for " + what);

@@ -262,8 +262,10 @@ class InflightProtocolTest extends OneServerCase {
             assertArrayEquals(BlkQueue.pattern(0, 512, 4), fresh.read(0, 512));
             // The session logs the start after the queue runs: the read can win the race.
             List<String> starts = rig.lines().stream().filter(l -> l.contains("queue 0 started")).toList();
-            for (long end = System.nanoTime() + 5_000_000_000L; starts.size() < 2 && System.nanoTime() < end; ) {
-                Thread.onSpinWait();
+            // Up to 30 s (a hang guard), pausing between looks: a spinning test thread takes the CPU
+            // the session's thread needs to log on a loaded 2-core machine.
+            for (long end = System.nanoTime() + 30_000_000_000L; starts.size() < 2 && System.nanoTime() < end; ) {
+                java.util.concurrent.locks.LockSupport.parkNanos(1_000_000L);
                 starts = rig.lines().stream().filter(l -> l.contains("queue 0 started")).toList();
             }
             assertEquals(2, starts.size(), String.valueOf(starts));

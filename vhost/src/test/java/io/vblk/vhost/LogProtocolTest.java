@@ -129,9 +129,9 @@ class LogProtocolTest extends OneServerCase {
         }
     }
 
-    /** Waits (up to 10 s) until {@code count} server log lines match {@code p}. */
+    /** Waits (up to 30 s, a hang guard) until {@code count} server log lines match {@code p}. */
     private void awaitLines(Predicate<String> p, int count) {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
         while (rig.lines().stream().filter(p).count() < count) {
             if (System.nanoTime() > deadline) {
                 throw new AssertionError("fewer than " + count + " matching log lines in " + rig.lines());

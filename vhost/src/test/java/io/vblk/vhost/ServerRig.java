@@ -121,9 +121,9 @@ final class ServerRig implements AutoCloseable {
         }
     }
 
-    /** Waits (up to 10 s) for a log line matching {@code p} and returns it. */
+    /** Waits (up to 30 s, a hang guard sized for a loaded CI machine) for a log line matching {@code p} and returns it. */
     String awaitLine(Predicate<String> p) {
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
         synchronized (lines) {
             while (true) {
                 for (String l : lines) {

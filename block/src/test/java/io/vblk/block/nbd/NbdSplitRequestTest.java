@@ -173,10 +173,10 @@ class NbdSplitRequestTest {
 
     /**
      * Opens the disk; nbdkit's socket file exists a moment before it accepts (bind, then
-     * listen), so a refused first connection is tried again for a few seconds.
+     * listen), so a refused first connection is tried again, for up to 30 s (a hang guard).
      */
     private static NbdBackend open(String address, NbdOptions options) throws InterruptedException {
-        long deadline = System.nanoTime() + 5_000_000_000L;
+        long deadline = System.nanoTime() + 30_000_000_000L;
         while (true) {
             try {
                 return NbdBackend.open(address, options);

@@ -41,11 +41,15 @@ final class ServerProcess implements AutoCloseable {
      * exists before the new one binds. The servers started here are persistent ({@code -t},
      * nbdkit's default), so the probe's connection does not end them.
      */
+    private static final int START_SECONDS = 60;
+
     static ServerProcess start(List<String> command, Path socket, int port, Path dir) throws IOException {
         Path log = dir.resolve("server-" + System.nanoTime() + ".log");
         Process p = new ProcessBuilder(command).redirectErrorStream(true).redirectOutput(log.toFile()).start();
         ServerProcess server = new ServerProcess(p, log);
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        // 60 s: a hang guard, not a measure; a server's start (nbdkit's plugin load, qemu-nbd's
+        // image open) took seconds on a loaded 2-core CI machine.
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(START_SECONDS);
         while (System.nanoTime() < deadline) {
             if (!p.isAlive()) {
                 throw new IOException("server exited: " + command + "\n" + Files.readString(log));
@@ -56,7 +60,7 @@ final class ServerProcess implements AutoCloseable {
             sleep(20);
         }
         server.close();
-        throw new IOException("server did not start in 10 s: " + command);
+        throw new IOException("server did not start in " + START_SECONDS + " s: " + command + "\n" + Files.readString(log));
     }
 
     @SuppressWarnings("try")

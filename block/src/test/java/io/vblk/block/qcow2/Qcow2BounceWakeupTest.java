@@ -57,7 +57,7 @@ class Qcow2BounceWakeupTest {
                 assertEquals(0, d.write((long) i * CLUSTER + 4096, v, i));
             }
             Map<Long, Long> results = new HashMap<>();
-            long deadline = System.nanoTime() + 15_000_000_000L;
+            long deadline = System.nanoTime() + 60_000_000_000L; // a hang guard: a lost wake-up never completes
             while (results.size() < N && System.nanoTime() < deadline) {
                 d.submit();
                 d.poll((tag, r) -> results.put(tag, r), 64);

@@ -70,6 +70,8 @@ class Qcow2LockingTest {
     }
 
     private static void awaitHeld(Path img) {
-        QemuTools.awaitLockBytes(img, m -> (m & 0x02) != 0, 15); // byte 101: "write" in use, what qemu-img info is refused for
+        // byte 101: "write" in use, what qemu-img info is refused for. Up to 60 s for qemu-io to
+        // start and open the image (a hang guard: 10 s ran out for Qcow2PathSwapTest on a loaded CI run).
+        QemuTools.awaitLockBytes(img, m -> (m & 0x02) != 0, 60);
     }
 }

@@ -1,12 +1,10 @@
 package io.vblk.block.qcow2;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.ByteBuffer;
 import java.nio.channels.FileChannel;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
 import java.util.List;
@@ -73,9 +71,7 @@ class Qcow2NetworkAllocationScanTest {
             return t;
         });
         try {
-            for (int i = 0; i < 200 && !Files.exists(sock); i++) {
-                Thread.sleep(50);
-            }
+            Qcow2NetworkTest.awaitListening(nbd, sock, dir.resolve("qemu-nbd.log"));
             Future<Long> f = ex.submit(() -> Qcow2.virtualSize(NetworkDisk.open("nbd+unix:///q?socket=" + sock, true)));
             try {
                 assertEquals(1L << 30, f.get(60, TimeUnit.SECONDS));
@@ -86,8 +82,7 @@ class Qcow2NetworkAllocationScanTest {
             }
         } finally {
             ex.shutdownNow();
-            nbd.destroy();
-            assertTrue(nbd.waitFor(10, TimeUnit.SECONDS));
+            io.vblk.testkit.QemuTools.stop(nbd); // SIGKILL after 10 s if SIGTERM did not end it
         }
     }
 }

@@ -60,11 +60,30 @@ class Qcow2NetworkTest {
         nbd = new ProcessBuilder(List.of("qemu-nbd", "-f", "raw", "-k", sock.toString(), "-x", "q", "-t", "-e", "4",
                 "--cache=none", "--aio=threads", file.toString())).redirectErrorStream(true)
                 .redirectOutput(dir.resolve("qemu-nbd.log").toFile()).start();
-        for (int i = 0; i < 200 && !Files.exists(sock); i++) {
-            Thread.sleep(25);
-        }
-        assertTrue(Files.exists(sock), "qemu-nbd did not start: " + Files.readString(dir.resolve("qemu-nbd.log")));
+        awaitListening(nbd, sock, dir.resolve("qemu-nbd.log"));
         return "nbd+unix:///q?socket=" + sock;
+    }
+
+    /**
+     * Waits until {@code server} takes connections on {@code sock} (a probe connect), for up to
+     * 60 s: a qemu-nbd's start took seconds on a loaded CI machine (5 s of waiting for the file was
+     * tight), and the file alone is not enough, since it exists from bind, before listen, and a
+     * connect in between is refused.
+     */
+    static void awaitListening(Process server, Path sock, Path log) throws Exception {
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(60);
+        while (true) {
+            try (java.nio.channels.SocketChannel probe = java.nio.channels.SocketChannel.open(java.net.StandardProtocolFamily.UNIX)) {
+                probe.connect(java.net.UnixDomainSocketAddress.of(sock));
+                return;
+            } catch (java.io.IOException e) {
+                if (!server.isAlive() || System.nanoTime() > deadline) {
+                    throw new AssertionError("qemu-nbd does not take connections on " + sock + " (" + e + "): "
+                            + (Files.exists(log) ? Files.readString(log) : ""), e);
+                }
+            }
+            Thread.sleep(20);
+        }
     }
 
     private static void expect(DriverRig rig, NativeBuffer b, long offset, int len, int value) {
@@ -181,9 +200,7 @@ class Qcow2NetworkTest {
         Path sock = dir.resolve("nbd.sock");
         nbd = new ProcessBuilder(List.of("qemu-nbd", "-r", "-f", "raw", "-k", sock.toString(), "-x", "q", "-t",
                 img.toString())).redirectErrorStream(true).redirectOutput(dir.resolve("qemu-nbd.log").toFile()).start();
-        for (int i = 0; i < 200 && !Files.exists(sock); i++) {
-            Thread.sleep(25);
-        }
+        awaitListening(nbd, sock, dir.resolve("qemu-nbd.log"));
         try (Qcow2Driver d = Qcow2.open(NetworkDisk.open("nbd+unix:///q?socket=" + sock, false), 8,
                 Qcow2Options.defaults())) {
             assertTrue(d.readOnly());

@@ -45,8 +45,11 @@ public final class CephCluster implements AutoCloseable {
         pb.environment().put("CEPH_STORE", store);
         Path log = Files.createTempFile("ceph-start", ".log");
         Process p = pb.redirectErrorStream(true).redirectOutput(log.toFile()).start();
-        if (!p.waitFor(120, TimeUnit.SECONDS) || p.exitValue() != 0) {
+        // 300 s: a hang guard; a monitor's and an OSD's start (bluestore's mkfs) took a good part of
+        // the old 120 s on a loaded 2-core CI machine.
+        if (!p.waitFor(300, TimeUnit.SECONDS) || p.exitValue() != 0) {
             p.destroyForcibly();
+            new CephCluster(dir, dir.resolve("ceph.conf")).close(); // no daemon it started keeps running
             throw new IOException("scripts/ceph/start failed:\n" + Files.readString(log));
         }
         return new CephCluster(dir, dir.resolve("ceph.conf"));
