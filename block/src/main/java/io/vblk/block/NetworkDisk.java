@@ -35,14 +35,14 @@ public final class NetworkDisk implements DriverFactory {
     private final boolean readOnly;
     private final boolean multiConn;
     private final int connections;
-    private final int retryTimeoutMs;
+    private final NetworkTimeouts timeouts;
     private final int blockSizeBytes;
     /** TLS credentials for an nbds:// address (null: the URI's own, or plain). */
     private final NbdTls tls;
     private int opened;
 
     private NetworkDisk(String address, boolean nbd, long sizeBytes, boolean readOnly, boolean multiConn, int connections,
-            int retryTimeoutMs, int blockSizeBytes, NbdTls tls) {
+            NetworkTimeouts timeouts, int blockSizeBytes, NbdTls tls) {
         this.address = address;
         this.tls = tls;
         this.nbd = nbd;
@@ -52,7 +52,7 @@ public final class NetworkDisk implements DriverFactory {
         this.readOnly = readOnly;
         this.multiConn = multiConn;
         this.connections = connections;
-        this.retryTimeoutMs = retryTimeoutMs;
+        this.timeouts = timeouts;
     }
 
     /** Whether {@code address} names a network disk (rather than a file). */
@@ -86,15 +86,23 @@ public final class NetworkDisk implements DriverFactory {
      * @throws IllegalArgumentException when TLS credentials are given for an address that does not use TLS
      */
     public static NetworkDisk open(String address, boolean readOnly, int connections, int retryTimeoutMs, NbdTls tls) {
+        return open(address, readOnly, connections, NetworkTimeouts.DEFAULTS.withRetryMs(retryTimeoutMs), tls);
+    }
+
+    /**
+     * {@link #open(String, boolean, int, int, NbdTls)} with every {@link NetworkTimeouts time}
+     * given: the first connect (this call) and every later connection of the disk keep them.
+     */
+    public static NetworkDisk open(String address, boolean readOnly, int connections, NetworkTimeouts timeouts, NbdTls tls) {
         if (NbdAddress.matches(address)) {
             NbdAddress parsed = NbdAddress.parse(address);
             if (tls != null && !parsed.tls()) {
                 throw new IllegalArgumentException("TLS credentials given for a plain NBD address (use nbds:// or"
                         + " nbds+unix://): " + address);
             }
-            try (NbdBackend probe = NbdBackend.open(parsed, NbdOptions.defaults().withDepth(1).withTls(tls))) {
+            try (NbdBackend probe = NbdBackend.open(parsed, nbdOptions(timeouts).withDepth(1).withTls(tls))) {
                 return new NetworkDisk(address, true, probe.sizeBytes(), readOnly || probe.readOnly(),
-                        probe.allowsMultiConn(), connections, retryTimeoutMs, Math.max(512, probe.minBlockBytes()), tls);
+                        probe.allowsMultiConn(), connections, timeouts, Math.max(512, probe.minBlockBytes()), tls);
             }
         }
         if (tls != null) {
@@ -102,11 +110,16 @@ public final class NetworkDisk implements DriverFactory {
         }
         if (RbdAddress.matches(address)) {
             RbdAddress.parse(address);
-            try (RbdBackend probe = RbdBackend.open(address, rbdOptions(1, readOnly, retryTimeoutMs))) {
-                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, retryTimeoutMs, 512, null);
+            try (RbdBackend probe = RbdBackend.open(address, rbdOptions(1, readOnly, timeouts.retryMs()))) {
+                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, timeouts, 512, null);
             }
         }
         throw new IllegalArgumentException("not a network disk address (nbd://, nbd+unix://, rbd:): " + address);
+    }
+
+    private static NbdOptions nbdOptions(NetworkTimeouts t) {
+        return NbdOptions.defaults().withConnectTimeoutMs(t.connectMs()).withRequestTimeoutMs(t.requestMs())
+                .withRetryTimeoutMs(t.retryMs());
     }
 
     private static RbdOptions rbdOptions(int depth, boolean readOnly, int retryTimeoutMs) {
@@ -163,8 +176,8 @@ public final class NetworkDisk implements DriverFactory {
 
     private IoBackend openBackend(int depth, boolean counted) {
         if (!counted) {
-            return nbd ? NbdBackend.open(address, NbdOptions.defaults().withDepth(depth).withReadOnly(true).withTls(tls))
-                    : RbdBackend.open(address, rbdOptions(depth, true, retryTimeoutMs));
+            return nbd ? NbdBackend.open(address, nbdOptions(timeouts).withDepth(depth).withReadOnly(true).withTls(tls))
+                    : RbdBackend.open(address, rbdOptions(depth, true, timeouts.retryMs()));
         }
         if (nbd && !multiConn && opened > 0) {
             throw new IllegalStateException("the NBD server at " + address + " does not allow several connections"
@@ -177,11 +190,11 @@ public final class NetworkDisk implements DriverFactory {
         }
         opened++;
         if (nbd) {
-            NbdOptions options = NbdOptions.defaults().withDepth(depth).withConnections(connections)
-                    .withRetryTimeoutMs(retryTimeoutMs).withReadOnly(readOnly).withTls(tls);
+            NbdOptions options = nbdOptions(timeouts).withDepth(depth).withConnections(connections)
+                    .withReadOnly(readOnly).withTls(tls);
             return NbdBackend.open(address, options);
         }
-        return RbdBackend.open(address, rbdOptions(depth, readOnly, retryTimeoutMs));
+        return RbdBackend.open(address, rbdOptions(depth, readOnly, timeouts.retryMs()));
     }
 
     /**

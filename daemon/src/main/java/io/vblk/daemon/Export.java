@@ -218,7 +218,7 @@ final class Export implements AutoCloseable {
                     tls = tls.withHostname(s.tlsHostname);
                 }
             }
-            return NetworkDisk.open(s.network, s.readOnly, s.nbdConnections, 30_000, tls);
+            return NetworkDisk.open(s.network, s.readOnly, s.nbdConnections, s.timeouts, tls);
         } catch (RuntimeException e) {
             throw new InvalidParams("cannot open " + s.network + ": " + e.getMessage());
         }

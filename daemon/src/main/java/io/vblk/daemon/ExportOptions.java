@@ -133,6 +133,19 @@ final class ExportOptions {
             + "disk from several; without CAN_MULTI_CONN one connection is opened")
     String nbdConnections;
 
+    @Option(names = "--connect-timeout-ms", paramLabel = "MS", description = "NBD images: how long one connect and "
+            + "handshake with the server may take, the first and every reconnect (default 5000; at most 3600000)")
+    String connectTimeoutMs;
+
+    @Option(names = "--request-timeout-ms", paramLabel = "MS", description = "NBD images: how long a request waits for "
+            + "its reply before the connection counts as dead and is reopened (default 30000)")
+    String requestTimeoutMs;
+
+    @Option(names = "--retry-timeout-ms", paramLabel = "MS", description = "Network images (NBD, RBD): how long requests "
+            + "wait for a lost server to come back before they fail with EIO (default 30000; 0 fails them at once; "
+            + "RBD rounds up to whole seconds)")
+    String retryTimeoutMs;
+
     /** The options given, as export.add parameters (text, as typed). */
     Map<String, Object> toParams() {
         Map<String, Object> m = new LinkedHashMap<>();
@@ -169,6 +182,9 @@ final class ExportOptions {
         put(m, "tls_certificates", tlsCertificates);
         put(m, "tls_hostname", tlsHostname);
         put(m, "nbd_connections", nbdConnections);
+        put(m, "connect_timeout_ms", connectTimeoutMs);
+        put(m, "request_timeout_ms", requestTimeoutMs);
+        put(m, "retry_timeout_ms", retryTimeoutMs);
         return m;
     }
 

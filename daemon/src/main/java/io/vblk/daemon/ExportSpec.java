@@ -10,6 +10,7 @@ import io.vblk.aio.BackendKind;
 import io.vblk.aio.FixedBufferMode;
 import io.vblk.block.ImageFormat;
 import io.vblk.block.NetworkDisk;
+import io.vblk.block.NetworkTimeouts;
 import io.vblk.block.qcow2.Qcow2Options;
 import io.vblk.engine.Tuning;
 import io.vblk.engine.WaitStrategy;
@@ -34,7 +35,8 @@ final class ExportSpec {
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
             "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname",
-            "nbd_connections", "fixed_buffers", "locking", "incoming", "network_backing", "backing_dir");
+            "nbd_connections", "fixed_buffers", "locking", "incoming", "network_backing", "backing_dir",
+            "connect_timeout_ms", "request_timeout_ms", "retry_timeout_ms");
 
     String id;
     /** The image as given: a path, or null:SIZE. */
@@ -61,6 +63,8 @@ final class ExportSpec {
     String tlsHostname;
     /** NBD disks: connections per I/O thread when the server allows several (CAN_MULTI_CONN). */
     int nbdConnections = 1;
+    /** Network disks: how long to wait for the server (connect, a request's reply, a lost server's return). */
+    NetworkTimeouts timeouts = NetworkTimeouts.DEFAULTS;
     int queues = 1;
     int queueSize = MAX_QUEUE_SIZE;
     boolean readOnly;
@@ -212,12 +216,34 @@ final class ExportSpec {
             throw new InvalidParams(p.name("nbd_connections") + " applies to nbd:// images only, not " + imageArg);
         }
         s.setTls(p);
+        s.setTimeouts(p);
         if (wait == null && s.network != null) {
             // A network disk answers in tens of microseconds or more: polling for it only burns
             // a core (measured: 3x the CPU per I/O at depth 64 on a busy host, no IOPS gained).
             s.wait = WaitStrategy.BLOCKING;
         }
         return s;
+    }
+
+    /**
+     * Network disks' waits for their server. Connect and request times apply to NBD only (librbd
+     * has its own); the retry time to NBD and RBD. Refused for a file or null image, where they
+     * would silently mean nothing.
+     */
+    private void setTimeouts(Params p) {
+        boolean nbdImage = network != null && !network.startsWith("rbd:");
+        for (String key : new String[] {"connect_timeout_ms", "request_timeout_ms"}) {
+            if (p.has(key) && !nbdImage) {
+                throw new InvalidParams(p.name(key) + " applies to nbd:// images only, not " + imageArg);
+            }
+        }
+        if (p.has("retry_timeout_ms") && network == null) {
+            throw new InvalidParams(p.name("retry_timeout_ms") + " applies to network images (nbd://, rbd:) only, not " + imageArg);
+        }
+        NetworkTimeouts d = NetworkTimeouts.DEFAULTS;
+        timeouts = new NetworkTimeouts((int) p.integer("connect_timeout_ms", 1, NetworkTimeouts.MAX_MS, d.connectMs()),
+                (int) p.integer("request_timeout_ms", 1, NetworkTimeouts.MAX_MS, d.requestMs()),
+                (int) p.integer("retry_timeout_ms", 0, NetworkTimeouts.MAX_MS, d.retryMs()));
     }
 
     /**
@@ -344,6 +370,11 @@ final class ExportSpec {
         }
         if (network != null && !network.startsWith("rbd:")) {
             m.put("nbd_connections", nbdConnections);
+            m.put("connect_timeout_ms", timeouts.connectMs());
+            m.put("request_timeout_ms", timeouts.requestMs());
+        }
+        if (network != null) {
+            m.put("retry_timeout_ms", timeouts.retryMs());
         }
         m.put("iothreads", iothreads);
         m.put("socket_mode", "0" + Integer.toOctalString(socketMode));

@@ -29,6 +29,13 @@ import org.junit.jupiter.api.io.TempDir;
  * real server stalls on purpose); the daemon runs as the command line starts it.
  */
 class SlowNbdExportAddTest {
+    /**
+     * The stalled add's connect timeout: far longer than the test (the server hangs up when the
+     * test is done with it), so that a loaded machine's slow control calls all land while the
+     * add still waits; with the default 5 s they could not be sure to.
+     */
+    private static final int HELD_MS = 600_000;
+
     @TempDir
     Path dir;
 
@@ -38,7 +45,8 @@ class SlowNbdExportAddTest {
         try (StalledServer server = new StalledServer();
              DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             Future<Map<String, Object>> slow = server.pool.submit(() -> d.call("export.add", DaemonRig.json(Map.of("id", "slow",
-                    "image", server.address(), "socket", dir.resolve("slow.sock").toString()))));
+                    "image", server.address(), "socket", dir.resolve("slow.sock").toString(),
+                    "connect_timeout_ms", HELD_MS))));
             assertTrue(server.accepted.await(60, TimeUnit.SECONDS), "the daemon connected to the stalled server");
 
             // The open is under way (the server holds its handshake): the rest of the daemon goes on.
@@ -55,6 +63,7 @@ class SlowNbdExportAddTest {
             d.result("export.remove", DaemonRig.json(Map.of("id", "n")));
             // Before the fix each call above waited for the stalled open (the connect timeout) to end.
             assertFalse(slow.isDone(), "the other changes finished while the stalled add still waited");
+            server.release(); // the server hangs up: the add fails now, not at its connect timeout
 
             Map<String, Object> failed = DaemonRig.error(slow.get(90, TimeUnit.SECONDS));
             assertTrue(failed.get("message").toString().contains("cannot open"), failed.toString());
@@ -72,7 +81,8 @@ class SlowNbdExportAddTest {
             Path other = dir.resolve("n.sock");
             d.result("export.add", DaemonRig.json(Map.of("id", "n", "image", "null:1M", "socket", other.toString())));
             Future<Map<String, Object>> slow = server.pool.submit(() -> d.call("export.add", DaemonRig.json(Map.of("id", "slow",
-                    "image", server.address(), "socket", dir.resolve("slow.sock").toString()))));
+                    "image", server.address(), "socket", dir.resolve("slow.sock").toString(),
+                    "connect_timeout_ms", HELD_MS))));
             assertTrue(server.accepted.await(60, TimeUnit.SECONDS), "the daemon connected to the stalled server");
             Map<String, Object> r = d.call("daemon.shutdown", null);
             assertEquals(Boolean.TRUE, ((Map<?, ?>) r.get("result")).get("shutting_down"));
@@ -84,6 +94,7 @@ class SlowNbdExportAddTest {
             }
             assertFalse(java.nio.file.Files.exists(other), "the shutdown closed export n");
             assertFalse(slow.isDone(), "export n was closed while the stalled add still waited");
+            server.release();
             try {
                 Map<String, Object> late = slow.get(90, TimeUnit.SECONDS);
                 assertTrue(late.containsKey("error"), "an add that ends after the shutdown fails: " + late);
@@ -126,6 +137,11 @@ class SlowNbdExportAddTest {
 
         String address() {
             return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
+        }
+
+        /** Hangs up on every connection it holds (and on any it accepts later). */
+        void release() {
+            release.countDown();
         }
 
         @Override
