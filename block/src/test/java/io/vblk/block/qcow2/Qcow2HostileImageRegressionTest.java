@@ -1,5 +1,6 @@
 package io.vblk.block.qcow2;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -14,6 +15,8 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.sys.NativeBuffer;
+import io.vblk.testkit.QemuTools;
 
 /**
  * The cases {@link Qcow2HostileImagePropertyTest} found, each replayed with its exact mutation
@@ -62,6 +65,46 @@ class Qcow2HostileImageRegressionTest {
         truncate(p, 187);
         assertTrue(refused(p, true).getMessage().contains("extension"));
         assertThrows(IllegalArgumentException.class, () -> Qcow2.virtualSize(p));
+    }
+
+    /**
+     * An L1 entry that names its L2 table 512 bytes into a cluster ({@code put64 L1[0] = T + 512},
+     * the property's "misaligned" table value): the table then spans two clusters, and only the
+     * first was known as metadata. Here the second is guest cluster 192's data (its first sector
+     * zeros, so the 64 entries read from it say "unallocated"). A write to guest cluster 448
+     * wrote its new L2 entry into that sector: guest cluster 192 changed under a write to
+     * another. QEMU marks such an image corrupt ("L2 table offset unaligned"); vblk refuses it
+     * at open, like a misaligned refcount block.
+     */
+    @Test
+    void l2TableOffsetNotClusterAlignedIsRefusedOrHarmless() throws Exception {
+        Path p = DriverRig.create(dir, "t.qcow2", String.valueOf(8 * MIB), "-o", "compat=0.10,cluster_size=4096");
+        QemuTools.Run r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -q -P 0x11 1M 4k", "-c",
+                "write -q -P 0 1M 512", p.toString());
+        assertEquals(0, r.code(), r.output());
+        long l1 = getLong(p, Qcow2Descriptor.L1_TABLE_OFFSET_OFFSET);
+        long table = getLong(p, l1) & Qcow2Descriptor.L1E_OFFSET_MASK;
+        assertEquals(table + 4096, getLong(p, table + 256 * 8) & Qcow2Descriptor.L2E_OFFSET_MASK,
+                "guest cluster 256's data follows its L2 table");
+        putLong(p, l1, (table + 512) | Qcow2Descriptor.OFLAG_COPIED);
+        Qcow2Driver d;
+        try {
+            d = Qcow2.open(p, BackendKind.IO_URING, 8, Qcow2Options.defaults());
+        } catch (IllegalArgumentException e) {
+            assertTrue(e.getMessage().contains("L1 entry 0"), e.getMessage());
+            return;
+        }
+        try (d) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(4096);
+            // Entry 192 of the misaligned table is entry 256 of the real one: guest 768 KiB reads 1 MiB's data.
+            assertEquals(512, rig.one(rig.read(768 << 10, b, 512)));
+            byte[] before = DriverRig.bytes(b, 512);
+            DriverRig.fill(b, new byte[4096], 0, 4096);
+            assertEquals(4096, rig.one(rig.write(1792 << 10, b, 4096)));
+            assertEquals(512, rig.one(rig.read(768 << 10, b, 512)));
+            assertArrayEquals(before, DriverRig.bytes(b, 512), "a write to guest cluster 448 changed guest cluster 192");
+        }
     }
 
     /** The same with the backing file name: the file ends inside it. */
