@@ -107,6 +107,54 @@ class Qcow2HostileImageRegressionTest {
         }
     }
 
+    /**
+     * {@code convert-c rw seed -1150}, a clean image: a read of 64 allocated 4 KiB clusters takes
+     * every slot of the back end (a piece each), and a FLUSH in the same batch was prepared
+     * into the full back end and completed with EAGAIN: a guest's flush failed under load.
+     */
+    @Test
+    void flushBehindALargeReadWaitsForASlot() throws Exception {
+        Path p = busyImage();
+        try (Qcow2Driver d = Qcow2.open(p, BackendKind.IO_URING, 8, Qcow2Options.defaults().l2CacheTables(2))) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(256 << 10);
+            assertEquals(512, rig.one(rig.read(0, b, 512))); // the L2 table in the cache: the read's pieces start at once
+            long read = rig.read(0, b, 256 << 10);
+            long flush = rig.flush();
+            java.util.Map<Long, Long> results = rig.awaitAll();
+            assertEquals(256 << 10, results.get(read));
+            assertEquals(0, results.get(flush), "the flush failed");
+        }
+    }
+
+    /**
+     * The same for a write that allocates: the cluster reservation's refcount-block read met
+     * the full back end and failed every write waiting for a cluster with EAGAIN.
+     */
+    @Test
+    void allocatingWriteBehindALargeReadWaitsForASlot() throws Exception {
+        Path p = busyImage();
+        try (Qcow2Driver d = Qcow2.open(p, BackendKind.IO_URING, 8, Qcow2Options.defaults().l2CacheTables(2))) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(256 << 10);
+            NativeBuffer w = DriverRig.buffer(4096);
+            assertEquals(512, rig.one(rig.read(0, b, 512)));
+            long read = rig.read(0, b, 256 << 10);
+            long write = rig.write(1 << 20, w, 4096);
+            java.util.Map<Long, Long> results = rig.awaitAll();
+            assertEquals(256 << 10, results.get(read));
+            assertEquals(4096, results.get(write), "the allocating write failed");
+        }
+    }
+
+    /** 4 KiB clusters, the first 256 KiB allocated: a 256 KiB read is 64 back-end reads. */
+    private Path busyImage() throws Exception {
+        Path p = DriverRig.create(dir, "busy.qcow2", String.valueOf(4 * MIB), "-o", "cluster_size=4096");
+        QemuTools.Run r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -q -P 0x22 0 256k", p.toString());
+        assertEquals(0, r.code(), r.output());
+        return p;
+    }
+
     /** The same with the backing file name: the file ends inside it. */
     @Test
     void fileEndingInsideTheBackingNameIsRefused() throws Exception {
