@@ -1131,8 +1131,7 @@ public final class Qcow2Driver implements BlockDriver {
         long sectors = (entry >>> x) & ((1L << (62 - x)) - 1);
         long size = (sectors + 1) * SECTOR_BYTES - (hostOff & (SECTOR_BYTES - 1));
         long end = Math.min(hostOff + size, openedFileSize);
-        if (hostOff <= 0 || size > 2L * cluster || end <= hostOff || meta.isMetadata(hostOff)
-                || meta.isMetadata(end - 1)) {
+        if (hostOff <= 0 || size > 2L * cluster || end <= hostOff || touchesMetadata(hostOff, end)) {
             markCorrupt("compressed cluster descriptor 0x" + Long.toHexString(entry) + " out of bounds");
             r.error = -Errno.EIO;
             return true;
@@ -1154,6 +1153,21 @@ public final class Qcow2Driver implements BlockDriver {
             return true;
         }
         r.phase = phase;
+        return false;
+    }
+
+    /**
+     * Whether any cluster of the host bytes {@code [from, to)} holds metadata. Every one, not
+     * only the first and the last: a compressed descriptor of up to two clusters that starts
+     * late in one spans three, and a deflate stored block in the first can copy the whole middle
+     * one (an L2 table) into the guest's read. At most three binary searches.
+     */
+    private boolean touchesMetadata(long from, long to) {
+        for (long c = from & ~clusterMask; c < to; c += cluster) {
+            if (meta.isMetadata(c)) {
+                return true;
+            }
+        }
         return false;
     }
 

@@ -15,6 +15,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.testkit.QemuTools;
 
@@ -153,6 +154,41 @@ class Qcow2HostileImageRegressionTest {
         QemuTools.Run r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -q -P 0x22 0 256k", p.toString());
         assertEquals(0, r.code(), r.output());
         return p;
+    }
+
+    /**
+     * Found by reading {@code readCompressed}: a compressed descriptor's bytes may span three
+     * clusters (up to two clusters long, starting anywhere), and only the first and the last
+     * were checked against the metadata. Here the descriptor starts 5 bytes before the end of a
+     * data cluster with a deflate stored block of one cluster, whose bytes are the next cluster:
+     * an L2 table. The guest read that table as its data. Now every cluster of the range is
+     * checked: the image is marked corrupt and the read fails.
+     */
+    @Test
+    void compressedClusterSpanningMetadataIsRefused() throws Exception {
+        Path p = DriverRig.create(dir, "t.qcow2", String.valueOf(4 * MIB), "-o", "cluster_size=4096");
+        QemuTools.Run r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -q -P 0x11 0 4k", "-c",
+                "write -q -P 0x22 2M 4k", p.toString());
+        assertEquals(0, r.code(), r.output());
+        long l1 = getLong(p, Qcow2Descriptor.L1_TABLE_OFFSET_OFFSET);
+        long table0 = getLong(p, l1) & Qcow2Descriptor.L1E_OFFSET_MASK;
+        long data0 = getLong(p, table0) & Qcow2Descriptor.L2E_OFFSET_MASK;
+        long table1 = getLong(p, l1 + 8) & Qcow2Descriptor.L1E_OFFSET_MASK;
+        assertEquals(data0 + 4096, table1, "the second L2 table follows guest cluster 0's data");
+        // BFINAL stored block: LEN 4096, NLEN ~4096, then 4096 literal bytes: the L2 table.
+        long start = table1 - 5;
+        try (FileChannel ch = FileChannel.open(p, StandardOpenOption.WRITE)) {
+            ch.write(ByteBuffer.wrap(new byte[] {0x01, 0x00, 0x10, (byte) 0xff, (byte) 0xef}), start);
+        }
+        int x = 62 - (12 - 8);
+        long sectors = 9; // (9 + 1) * 512 - (start % 512) bytes: ends inside the cluster after the table
+        putLong(p, table0 + 8, Qcow2Descriptor.OFLAG_COMPRESSED | (sectors << x) | start);
+        try (Qcow2Driver d = Qcow2.open(p, BackendKind.IO_URING, 8, Qcow2Options.defaults().readOnly(true))) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(4096);
+            assertEquals(-Errno.EIO, rig.one(rig.read(4096, b, 4096)), "guest cluster 1 read the L2 table");
+            assertTrue(d.corruptReason().contains("compressed"), d.corruptReason());
+        }
     }
 
     /** The same with the backing file name: the file ends inside it. */
