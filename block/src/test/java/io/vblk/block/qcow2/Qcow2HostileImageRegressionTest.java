@@ -191,6 +191,36 @@ class Qcow2HostileImageRegressionTest {
         }
     }
 
+    /**
+     * Found by reading {@code readCompressed}: a read-only image cut short 100 bytes before its
+     * end, a size that is no multiple of 512, its last compressed cluster ending in the last
+     * partial block. The O_DIRECT read of that cluster was cut at the file's end (a length the
+     * back end refuses) and the guest's read failed with EINVAL. Every read now answers with
+     * its length or EIO: such an image is read through the page cache.
+     */
+    @Test
+    void compressedClusterCutShortAtAnUnalignedSizeFailsWithEio() throws Exception {
+        Path raw = dir.resolve("src.raw");
+        byte[] data = new byte[MIB];
+        new java.util.Random(3).nextBytes(data);
+        for (int i = 0; i < data.length; i++) {
+            data[i] = (byte) ('a' + (data[i] & 15)); // compressible, not trivially
+        }
+        java.nio.file.Files.write(raw, data);
+        Path p = dir.resolve("c.qcow2");
+        DriverRig.qemuImg("convert", "-q", "-c", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4096", raw.toString(),
+                p.toString());
+        truncate(p, java.nio.file.Files.size(p) - 100);
+        try (Qcow2Driver d = Qcow2.open(p, BackendKind.IO_URING, 8, Qcow2Options.defaults().readOnly(true))) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(4096);
+            for (long off = 0; off < MIB; off += 4096) {
+                long rc = rig.one(rig.read(off, b, 4096));
+                assertTrue(rc == 4096 || rc == -Errno.EIO, "read at " + off + " gave " + rc);
+            }
+        }
+    }
+
     /** The same with the backing file name: the file ends inside it. */
     @Test
     void fileEndingInsideTheBackingNameIsRefused() throws Exception {
