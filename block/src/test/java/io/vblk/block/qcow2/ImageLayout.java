@@ -67,6 +67,20 @@ final class ImageLayout {
         return at >= 0 && at + 8 <= bytes.length ? ByteBuffer.wrap(bytes).getLong((int) at) : 0;
     }
 
+    /**
+     * Byte ranges {offset, length} of the metadata the driver uses (header cluster, L1,
+     * refcount table and blocks, active L2 tables), which no guest read may return. The
+     * snapshot table and the snapshots' tables are left out: the driver never reads them
+     * (images with snapshots are served read-only), so it does not know them as metadata.
+     */
+    List<long[]> activeMetadataRanges() {
+        List<long[]> r = metadataRanges();
+        if (nbSnapshots > 0) {
+            r.removeIf(x -> x[0] == snapshotsOffset);
+        }
+        return r;
+    }
+
     /** Byte ranges {offset, length} of the metadata: header cluster, L1, refcount table and blocks, L2 tables, snapshot table. */
     List<long[]> metadataRanges() {
         List<long[]> r = new ArrayList<>();
