@@ -20,8 +20,9 @@ import io.vblk.sys.NativeBuffer;
 import io.vblk.testkit.QemuTools;
 
 /**
- * The cases {@link Qcow2HostileImagePropertyTest} found, each replayed with its exact mutation
- * (the property's log of it in the javadoc) and checked for the driver's clean answer.
+ * The bugs hostile images showed, each replayed exactly and checked for the driver's clean
+ * answer: those {@link Qcow2HostileImagePropertyTest} found (its log of the case in the
+ * javadoc), and those found reading the driver while writing it (said so).
  */
 class Qcow2HostileImageRegressionTest {
     private static final int MIB = 1 << 20;
