@@ -115,8 +115,18 @@ public final class Qcow2 {
         if (!chain.add(real.toString())) {
             throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
         }
-        return open(new FileHost(real, kind, options.readOnly(), options.direct(), options.locking(),
-                options.incoming() && !options.readOnly(), beneath), kind, depth, options, level, chain);
+        FileHost host = new FileHost(real, kind, options.readOnly(), options.direct(), options.locking(),
+                options.incoming() && !options.readOnly(), beneath);
+        io.vblk.aio.Image file = host.image();
+        if (options.direct() && host.readOnly() && !file.portable() && file.sizeBytes() % file.logicalBlockSize() != 0) {
+            // A read-only image whose size is no multiple of the O_DIRECT alignment (cut short:
+            // a writable one is rounded to whole clusters at open): the read of a compressed
+            // cluster that ends in its last partial block failed with EINVAL. Read through the
+            // page cache instead, as a raw backing file of such a size is; nothing is written.
+            host.close();
+            host = new FileHost(real, kind, options.readOnly(), false, options.locking(), false, beneath);
+        }
+        return open(host, kind, depth, options, level, chain);
     }
 
     /**

@@ -730,6 +730,12 @@ public final class Qcow2Driver implements BlockDriver {
                         continue;
                     }
                     if (r.op == OP_FLUSH) {
+                        if (io.freeSlots() == 0) {
+                            // Another request's pieces fill the back end: prepared into it, the
+                            // flush failed with EAGAIN (a guest's FLUSH failing under load).
+                            park(r, ioWaiters);
+                            return;
+                        }
                         prepare(r, io.prepareFlush(tag(K_REQ, r.index)));
                         r.pos = r.end;
                         continue;
@@ -1125,8 +1131,7 @@ public final class Qcow2Driver implements BlockDriver {
         long sectors = (entry >>> x) & ((1L << (62 - x)) - 1);
         long size = (sectors + 1) * SECTOR_BYTES - (hostOff & (SECTOR_BYTES - 1));
         long end = Math.min(hostOff + size, openedFileSize);
-        if (hostOff <= 0 || size > 2L * cluster || end <= hostOff || meta.isMetadata(hostOff)
-                || meta.isMetadata(end - 1)) {
+        if (hostOff <= 0 || size > 2L * cluster || end <= hostOff || touchesMetadata(hostOff, end)) {
             markCorrupt("compressed cluster descriptor 0x" + Long.toHexString(entry) + " out of bounds");
             r.error = -Errno.EIO;
             return true;
@@ -1148,6 +1153,21 @@ public final class Qcow2Driver implements BlockDriver {
             return true;
         }
         r.phase = phase;
+        return false;
+    }
+
+    /**
+     * Whether any cluster of the host bytes {@code [from, to)} holds metadata. Every one, not
+     * only the first and the last: a compressed descriptor of up to two clusters that starts
+     * late in one spans three, and a deflate stored block in the first can copy the whole middle
+     * one (an L2 table) into the guest's read. At most three binary searches.
+     */
+    private boolean touchesMetadata(long from, long to) {
+        for (long c = from & ~clusterMask; c < to; c += cluster) {
+            if (meta.isMetadata(c)) {
+                return true;
+            }
+        }
         return false;
     }
 
@@ -1452,6 +1472,10 @@ public final class Qcow2Driver implements BlockDriver {
         long blockOffset;
         int state = IDLE;
         int failed;
+        /** The step's operation waiting for a back-end slot ({@link #issue}), or -1. */
+        int retryOp = -1;
+        long retryOffset;
+        IoVector retryVec;
 
         Refill() {
             next = Qcow2Image.roundUp(meta.allocationEnd, cluster);
@@ -1503,6 +1527,7 @@ public final class Qcow2Driver implements BlockDriver {
             }
             state = IDLE;
             blockIndex = -1;
+            retryOp = -1;
         }
 
         private void startIdle() {
@@ -1520,7 +1545,7 @@ public final class Qcow2Driver implements BlockDriver {
                 if (e != 0) {
                     blockIndex = (int) bi;
                     blockOffset = e;
-                    issue(LOADING, io.prepareRead(e, blockVec, tag(K_REFILL, 0)));
+                    issue(LOADING, OP_READ, e, blockVec);
                     return;
                 }
                 // A new refcount block in the first free cluster, counting itself.
@@ -1535,7 +1560,7 @@ public final class Qcow2Driver implements BlockDriver {
                     fail(rc);
                     return;
                 }
-                issue(BLOCK_WRITTEN, io.prepareWrite(blockOffset, blockVec, tag(K_REFILL, 0)));
+                issue(BLOCK_WRITTEN, OP_WRITE, blockOffset, blockVec);
                 return;
             }
             reserve();
@@ -1568,7 +1593,7 @@ public final class Qcow2Driver implements BlockDriver {
                 return;
             }
             pendingEnd = end;
-            issue(RESERVE_WRITTEN, io.prepareWrite(blockOffset, blockVec, tag(K_REFILL, 0)));
+            issue(RESERVE_WRITTEN, OP_WRITE, blockOffset, blockVec);
         }
 
         void onComplete(long result) {
@@ -1582,7 +1607,7 @@ public final class Qcow2Driver implements BlockDriver {
                     reserve();
                     break;
                 case BLOCK_WRITTEN:
-                    issue(BLOCK_FLUSHED, io.prepareFlush(tag(K_REFILL, 0)));
+                    issue(BLOCK_FLUSHED, OP_FLUSH, 0, null);
                     break;
                 case BLOCK_FLUSHED: {
                     meta.setReftableEntry(blockIndex, blockOffset);
@@ -1591,8 +1616,7 @@ public final class Qcow2Driver implements BlockDriver {
                     long chunkStart = entryByte & ~(long) (chunk - 1);
                     tableVec.clear();
                     tableVec.add(meta.reftable.address() + chunkStart, chunk);
-                    issue(TABLE_WRITTEN, io.prepareWrite(meta.header.refcountTableOffset + chunkStart, tableVec,
-                            tag(K_REFILL, 0)));
+                    issue(TABLE_WRITTEN, OP_WRITE, meta.header.refcountTableOffset + chunkStart, tableVec);
                     break;
                 }
                 case TABLE_WRITTEN:
@@ -1600,7 +1624,7 @@ public final class Qcow2Driver implements BlockDriver {
                     reserve();
                     break;
                 case RESERVE_WRITTEN:
-                    issue(RESERVE_FLUSHED, io.prepareFlush(tag(K_REFILL, 0)));
+                    issue(RESERVE_FLUSHED, OP_FLUSH, 0, null);
                     break;
                 case RESERVE_FLUSHED:
                     state = IDLE;
@@ -1612,16 +1636,43 @@ public final class Qcow2Driver implements BlockDriver {
             }
         }
 
-        private void issue(int nextState, int rc) {
+        /**
+         * Prepares the step's operation ({@code OP_READ}, {@code OP_WRITE} or {@code OP_FLUSH}
+         * of {@code vec} at {@code offset}) and moves to {@code nextState}, whose completion
+         * continues. A back end full of other requests' pieces (EAGAIN) is no failure: the step
+         * waits in {@code nextState} and is prepared again from the next submit or poll
+         * ({@link #retry}); failing it failed every write waiting for a cluster with EAGAIN.
+         */
+        private void issue(int nextState, int op, long offset, IoVector vec) {
+            long tag = tag(K_REFILL, 0);
+            int rc = op == OP_READ ? io.prepareRead(offset, vec, tag)
+                    : op == OP_WRITE ? io.prepareWrite(offset, vec, tag) : io.prepareFlush(tag);
+            if (rc == -Errno.EAGAIN) {
+                state = nextState;
+                retryOp = op;
+                retryOffset = offset;
+                retryVec = vec;
+                metadataRetry = true;
+                return;
+            }
+            retryOp = -1;
             if (rc < 0) {
-                fail(rc); // EAGAIN included: the waiting writes fail rather than hang
+                fail(rc);
                 return;
             }
             state = nextState;
         }
 
+        /** Prepares again the step that met a full back end, if one waits. */
+        void retry() {
+            if (retryOp >= 0) {
+                issue(state, retryOp, retryOffset, retryVec);
+            }
+        }
+
         private void fail(int rc) {
             state = IDLE;
+            retryOp = -1;
             blockIndex = -1; // reload the block from disk next time
             failed = rc;
             for (Req r = allocWaiters.head; r != null; r = r.next) {
@@ -2073,6 +2124,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (!l1Writing && l1Gen != l1Written) {
             writeL1();
         }
+        refill.retry();
     }
 
     @Override

@@ -156,12 +156,17 @@ final class Qcow2Header {
     private static String[] readBacking(ByteBuffer b, int clusterSize, int headerLength, int version) {
         long backingOffset = b.getLong(BACKING_FILE_OFFSET_OFFSET);
         int backingSize = b.getInt(BACKING_FILE_SIZE_OFFSET);
+        // The header's extensions and the backing name lie in the first cluster, as far as the
+        // file holds it: a file cut short inside them (the buffer ends with the file) is read
+        // no further than its end, never past the buffer's limit (an IndexOutOfBoundsException
+        // out of the open, found by Qcow2HostileImagePropertyTest).
+        int held = Math.min(clusterSize, b.limit());
         String file = null;
         if (backingOffset != 0) {
             if (backingSize <= 0 || backingSize > 1023 || backingOffset < headerLength
-                    || backingOffset > clusterSize - backingSize) {
+                    || backingOffset > held - backingSize) {
                 throw bad("backing file name at " + backingOffset + " (" + backingSize
-                        + " bytes) is not inside the first cluster or longer than 1023 bytes");
+                        + " bytes) is not inside the first cluster and the file, or longer than 1023 bytes");
             }
             byte[] name = new byte[backingSize];
             b.get((int) backingOffset, name);
@@ -172,7 +177,7 @@ final class Qcow2Header {
         }
         String format = null;
         int pos = headerLength;
-        int end = backingOffset != 0 ? (int) backingOffset : clusterSize;
+        int end = backingOffset != 0 ? (int) backingOffset : held;
         for (int n = 0; pos + 8 <= end; n++) {
             if (n > 1024) {
                 throw bad("too many header extensions");

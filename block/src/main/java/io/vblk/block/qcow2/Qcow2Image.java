@@ -208,9 +208,12 @@ final class Qcow2Image {
                 continue;
             }
             long off = e & L1E_OFFSET_MASK;
-            if ((e & L1E_RESERVED) != 0 || off == 0 || off > fileSize - cluster) {
+            // A table that does not start a cluster spans two, and only the first would be known
+            // as metadata: a data cluster in the second got the table's entries written into it
+            // (a write to one guest cluster changed another). QEMU calls that corruption too.
+            if ((e & L1E_RESERVED) != 0 || off == 0 || (off & (cluster - 1)) != 0 || off > fileSize - cluster) {
                 throw Qcow2Header.bad("L1 entry " + i + " (0x" + Long.toHexString(e)
-                        + ") has reserved bits set or points past the end of the file");
+                        + ") has reserved bits set, is misaligned or points past the end of the file");
             }
             n++;
         }
