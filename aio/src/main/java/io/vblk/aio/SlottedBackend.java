@@ -88,12 +88,15 @@ abstract class SlottedBackend implements IoBackend {
     @SuppressWarnings("unused")
     private boolean signalled;
     protected volatile boolean closed;
-    /** What {@link #close()} left with the kernel: nothing, a helper call that did not finish, or slots. */
+    /**
+     * What {@link #close()} left with the kernel: nothing, a helper call that did not finish, or
+     * slots; back to DRAINED once the reaper saw the kernel finish them ({@link Undrained}).
+     */
     private volatile int undrained = DRAINED;
     private static final int DRAINED = 0;
-    /** A fallocate or fdatasync of the helper thread did not finish: its slots stay pinned. */
+    /** A fallocate or fdatasync of the helper thread did not finish: everything stays (the reaper waits). */
     private static final int HELPER_STUCK = 1;
-    /** Operations still with the kernel: their slots stay allocated. */
+    /** Operations still with the kernel: their slots stay allocated (until the reaper saw them finish). */
     private static final int SLOTS_KEPT = 2;
     /**
      * The submitter reaps and checks {@link #completionsReady()} before it sleeps (see {@link
@@ -689,14 +692,10 @@ abstract class SlottedBackend implements IoBackend {
         long waitNs = Undrained.closeDrainNs();
         long start = System.nanoTime();
         Offload helper = offload;
-        if (helper != null && !helper.stop(this::dropCompletion, TimeUnit.NANOSECONDS.toMillis(waitNs))) {
-            // A fallocate or fdatasync the kernel did not finish in time: the slots stay pinned
-            // (leaked, not freed under the helper) and the rest stays too.
-            undrained = HELPER_STUCK;
-            Undrained.kept(this, inFlight(), System.nanoTime() - start, null);
-            return;
-        }
-        int awaited = awaitQueued(Math.max(0, waitNs - (System.nanoTime() - start)));
+        // A fallocate or fdatasync of the helper thread the kernel does not finish in time keeps
+        // its slot (and the rest) for the reaper, like an operation with the kernel.
+        boolean helperStopped = helper == null || helper.stop(this::dropCompletion, TimeUnit.NANOSECONDS.toMillis(waitNs));
+        int awaited = helperStopped ? awaitQueued(Math.max(0, waitNs - (System.nanoTime() - start))) : TIMED_OUT;
         while (deferred.poll() >= 0) {
             // Finished, and nobody will receive it.
         }
@@ -710,8 +709,8 @@ abstract class SlottedBackend implements IoBackend {
             return;
         }
         // Still in flight: the kernel may still write into those slots' buffers.
-        undrained = SLOTS_KEPT;
-        int inFlight = kernelInFlight();
+        undrained = helperStopped ? SLOTS_KEPT : HELPER_STUCK;
+        int inFlight = inFlight();
         if (awaited == REFUSED) {
             // io_uring's single-issuer ring closed by another thread than its owner, which alone
             // can have completions posted, after a drain gave requests up: no thread here can
@@ -724,13 +723,18 @@ abstract class SlottedBackend implements IoBackend {
     }
 
     /**
-     * The reaper of an undrained close ({@link Undrained}): waits without limit for what the
-     * kernel holds, then frees everything. If the wait is refused (a single-issuer ring's
-     * non-owner) the kernel resources go (the kernel keeps its own references to the ring and
-     * file until its exit work has finished them) but the slots stay allocated for ever. Runs
-     * alone: the back end is closed, and its closer handed it over by starting this thread.
+     * The reaper of an undrained close ({@link Undrained}): waits without limit for the helper
+     * thread's call and what the kernel holds, then frees everything. If the wait is refused (a
+     * single-issuer ring's non-owner) the kernel resources go (the kernel keeps its own
+     * references to the ring and file until its exit work has finished them) but the slots stay
+     * allocated for ever. Runs alone: the back end is closed, and its closer handed it over by
+     * starting this thread.
      */
     private boolean reapUndrained() {
+        Offload helper = offload;
+        if (helper != null) {
+            helper.stop(this::dropCompletion, Long.MAX_VALUE);
+        }
         boolean drained = awaitQueued(-1) == AWAITED && kernelInFlight() == 0;
         release();
         if (!drained) {
