@@ -30,12 +30,13 @@ import io.vblk.testkit.TestFuse;
  * A raw back end whose read the kernel never finishes (a FUSE file whose server stopped
  * answering, {@link TestFuse#holdReads}, as a hung FUSE, NFS or iSCSI device) used to hold its
  * close for ever: io_uring waited in io_uring_enter without limit; Linux AIO waited 60 s and then
- * in io_destroy, which waits in the kernel for what is in flight. So BlockDevice.close(ms),
+ * in io_destroy, which waits in the kernel for what is in flight; the thread back end waited for
+ * its worker, stuck in preadv. So BlockDevice.close(ms),
  * export.remove and shutdown hung with it. Now close waits {@code vblk.aio.closeDrainMs} and
  * returns undrained, counted, freeing nothing the kernel may still write: once the server
  * answers, the kernel completes the read into the caller's buffer (still mapped, the JVM alive)
  * and the back end's reaper releases the rest. Real parts: a FUSE mount served from this JVM,
- * the kernel's io_uring and AIO. The 20 s join is a hang guard, not a timed assertion.
+ * the kernel's io_uring and AIO, the thread back end's workers. The 20 s join is a hang guard, not a timed assertion.
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS) // a hang guard
 class StuckKernelCloseTest {
@@ -51,7 +52,7 @@ class StuckKernelCloseTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = BackendKind.class, names = {"IO_URING", "LINUX_AIO"})
+    @EnumSource(value = BackendKind.class, names = {"IO_URING", "LINUX_AIO", "THREADS"})
     void closeReturnsWhileTheKernelHoldsAReadAndFreesNothingItWrites(BackendKind kind) throws Exception {
         Path at = Files.createDirectory(dir.resolve("mnt"));
         try (TestFuse fs = TestFuse.stalling(at, 1 << 20)) {
