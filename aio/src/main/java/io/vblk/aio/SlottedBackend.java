@@ -522,10 +522,16 @@ abstract class SlottedBackend implements IoBackend {
     /**
      * Derived (see the class comment): taken by the kernel, the workers or the helper thread and
      * not given back, plus finished and not yet delivered (deferred, or a bounced read's copy
-     * back). Exact on the submitting/reaping thread; from another thread a moment's view.
+     * back). Exact on the submitting/reaping thread; from another thread a moment's view. 0
+     * once closed.
      */
     @Override
     public final int inFlight() {
+        if (closed) {
+            // Nothing will be reaped any more; and an undrained close's reaper (Undrained) may
+            // unmap the rings at any time, so they are not read from another thread after close.
+            return 0;
+        }
         Offload helper = offload;
         return kernelInFlight() + deferred.size() + (helper == null ? 0 : helper.inFlight()) + copyOuts.size();
     }
@@ -710,7 +716,7 @@ abstract class SlottedBackend implements IoBackend {
         }
         // Still in flight: the kernel may still write into those slots' buffers.
         undrained = helperStopped ? SLOTS_KEPT : HELPER_STUCK;
-        int inFlight = inFlight();
+        int inFlight = kernelInFlight() + (helperStopped ? 0 : helper.inFlight());
         if (awaited == REFUSED) {
             // io_uring's single-issuer ring closed by another thread than its owner, which alone
             // can have completions posted, after a drain gave requests up: no thread here can
