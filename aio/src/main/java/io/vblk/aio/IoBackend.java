@@ -74,8 +74,10 @@ public interface IoBackend extends Drainable, AutoCloseable {
      * kernel saw it). False before close, and when close left operations with the kernel (a
      * stranded ring slot, a fallocate or fdatasync that did not finish): then the image's locks
      * must not be released explicitly, but go with the descriptor when the kernel lets go of
-     * it, so that nobody opens the image for writing while stale writes may still land.
-     * True by default (back ends with no kernel I/O of their own on a local image).
+     * it, so that nobody opens the image for writing while stale writes may still land. It
+     * turns true once a reaper has seen the kernel finish what such a close left (see {@link
+     * IoBackends#undrainedBackends()}). True by default (back ends with no kernel I/O of their
+     * own on a local image).
      */
     default boolean closedDrained() {
         return true;
@@ -218,7 +220,10 @@ public interface IoBackend extends Drainable, AutoCloseable {
     /**
      * Waits for every operation in flight to complete (their completions are dropped: drain
      * first to receive them), discards operations never submitted, and frees the slots, rings
-     * and descriptors. Idempotent.
+     * and descriptors. Idempotent. The kernel back ends wait at most {@code vblk.aio.closeDrainMs}
+     * (10 s): past it they return undrained ({@link #closedDrained()} false), keeping whatever
+     * the kernel may still write until it has finished, and the caller must keep the memory the
+     * operations point into (the guest's) mapped.
      */
     @Override
     void close();

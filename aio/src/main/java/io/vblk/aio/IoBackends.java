@@ -48,6 +48,16 @@ public final class IoBackends {
         }
     }
 
+    /**
+     * Back ends whose {@link IoBackend#close()} gave up waiting for the kernel ({@code
+     * vblk.aio.closeDrainMs}, 10 s) and whose operations the kernel has not finished since: each
+     * keeps its slots, buffers and rings (and its device the guest memory) until it does. For
+     * metrics: above 0 means I/O stuck in the kernel (a hung FUSE or NFS file, a frozen disk).
+     */
+    public static int undrainedBackends() {
+        return SlottedBackend.undrainedCount();
+    }
+
     private static void requireNative(BackendKind kind, Image image) {
         if (!Image.LINUX || image.portable()) {
             throw new IllegalArgumentException(kind + " needs Linux and a natively opened image; use threads: " + image);

@@ -823,17 +823,22 @@ final class IoUringBackend extends SlottedBackend {
     }
 
     @Override
-    void awaitQueued() {
+    int awaitQueued(long timeoutNs) {
+        long deadline = System.nanoTime() + timeoutNs;
         while (kernelInFlight() > 0) {
             if (!completionsPosted()) {
+                long left = timeoutNs < 0 ? -1 : deadline - System.nanoTime();
+                if (timeoutNs >= 0 && left <= 0) {
+                    return TIMED_OUT;
+                }
                 // Also runs completions waiting for this thread (cooperative task running).
                 flushOverflow();
-                long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, IoUringDescriptor.ENTER_GETEVENTS, 0);
+                long rc = awaitCqe(left);
                 // EEXIST: a single-issuer ring closed by another thread than its owner while
                 // operations were in flight (a drain gave them up): only the owner can have their
                 // completions posted. The close then leaves their slots allocated (see close).
-                if (rc < 0 && rc != -Errno.EINTR && rc != -Errno.EAGAIN && rc != -Errno.EBUSY) {
-                    return;
+                if (rc < 0 && rc != -Errno.EINTR && rc != -Errno.EAGAIN && rc != -Errno.EBUSY && rc != -Errno.ETIME) {
+                    return REFUSED;
                 }
             }
             int tail = cq.getIntVolatile(cqTail);
@@ -850,7 +855,41 @@ final class IoUringBackend extends SlottedBackend {
                 dropCompletion(slot);
             }
         }
+        return AWAITED;
     }
+
+    /** Close's wait argument (EXT_ARG with a timeout), made on the first bounded wait. */
+    private NativeBuffer closeWaitArg;
+
+    /**
+     * Close and its reaper: waits for a CQE, at most {@code timeoutNs} (negative: without
+     * limit), in the ring when the kernel takes a timeout there (EXT_ARG), else by entering
+     * without waiting (which posts what waits for this thread) and sleeping a slice. Returns
+     * the enter's result.
+     */
+    private long awaitCqe(long timeoutNs) {
+        if (timeoutNs < 0) {
+            return Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1, IoUringDescriptor.ENTER_GETEVENTS, 0);
+        }
+        if (ringSleepSupported) {
+            if (closeWaitArg == null) {
+                closeWaitArg = RingPolls.newGetEventsArg();
+            }
+            long arg = RingPolls.timeout(closeWaitArg, timeoutNs);
+            long rc = Native.syscall6(Linux.SYS_IO_URING_ENTER, ringFd, 0, 1,
+                    IoUringDescriptor.ENTER_GETEVENTS | IoUringDescriptor.ENTER_EXT_ARG, arg, IoUringDescriptor.GETEVENTS_ARG_LENGTH);
+            java.lang.ref.Reference.reachabilityFence(closeWaitArg);
+            return rc;
+        }
+        long rc = Native.syscall(Linux.SYS_IO_URING_ENTER, ringFd, 0, 0, IoUringDescriptor.ENTER_GETEVENTS, 0);
+        if (rc >= 0 && !completionsPosted()) {
+            java.util.concurrent.locks.LockSupport.parkNanos(Math.min(timeoutNs, CLOSE_WAIT_SLICE_NS));
+        }
+        return rc;
+    }
+
+    /** The longest sleep between looks of a bounded close wait on a kernel without EXT_ARG. */
+    private static final long CLOSE_WAIT_SLICE_NS = 10_000_000L;
 
     @Override
     void release() {
@@ -864,7 +903,9 @@ final class IoUringBackend extends SlottedBackend {
             cqRingMap.close();
         }
         sqRingMap.close();
-        // Closing the ring cancels nothing here: awaitQueued left nothing in flight.
+        // Closing the ring cancels nothing here when awaitQueued left nothing in flight; after a
+        // refused wait (a single-issuer ring's non-owner) the kernel's exit work cancels and waits
+        // for the rest with its own references to the ring, while the slots stay allocated.
         Native.libc().close(ringFd);
     }
 }

@@ -131,7 +131,6 @@ final class LinuxAioBackend extends SlottedBackend {
         this.events = new NativeBuffer(depth * EVENT_LENGTH).buffer();
         this.zeroTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
         this.closeTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
-        closeTimeout.putLong(LinuxAioDescriptor.TIMESPEC_NSEC_OFFSET, 100_000_000L);
         int eventFd = signal.eventFd().fd();
         for (int slot = 0; slot < depth; slot++) {
             // The fields that never change for a slot are written once, here.
@@ -395,25 +394,33 @@ final class LinuxAioBackend extends SlottedBackend {
     }
 
     @Override
-    void awaitQueued() {
+    int awaitQueued(long timeoutNs) {
         if (inCallCount != 0) {
             resolveCall(); // what the kernel never took is not waited for
         }
         // io_getevents also reads the mapped ring (under the kernel's lock), so it is safe here
-        // where nobody else reaps.
-        int idleRounds = 0;
-        while (kernelInFlight() > 0 && idleRounds < CLOSE_IDLE_ROUNDS) {
-            int n = reapSyscall(null, depth(), closeTimeout, 1);
-            idleRounds = n == 0 ? idleRounds + 1 : 0;
+        // where nobody else reaps. Bounded waits: io_destroy (release) must never be what waits
+        // for a stuck device, since it waits in the kernel, uninterruptibly and without limit.
+        long deadline = System.nanoTime() + timeoutNs;
+        while (kernelInFlight() > 0) {
+            long left = timeoutNs < 0 ? CLOSE_WAIT_SLICE_NS : deadline - System.nanoTime();
+            if (left <= 0) {
+                return TIMED_OUT;
+            }
+            long slice = Math.min(left, CLOSE_WAIT_SLICE_NS);
+            closeTimeout.putLong(LinuxAioDescriptor.TIMESPEC_SEC_OFFSET, slice / 1_000_000_000L);
+            closeTimeout.putLong(LinuxAioDescriptor.TIMESPEC_NSEC_OFFSET, slice % 1_000_000_000L);
+            reapSyscall(null, depth(), closeTimeout, 1);
         }
+        return AWAITED;
     }
 
-    /** Give up waiting at close after this many empty 100 ms waits (a stuck device). */
-    private static final int CLOSE_IDLE_ROUNDS = 600;
+    /** The longest single io_getevents wait at close and in its reaper (it rechecks between). */
+    private static final long CLOSE_WAIT_SLICE_NS = 1_000_000_000L;
 
     @Override
     void release() {
-        // io_destroy itself waits for anything still running.
+        // Only once nothing is in flight (awaitQueued said so), or the wait would be here.
         Native.syscall(Linux.SYS_IO_DESTROY, context, 0, 0, 0, 0);
         iocbMemory.close();
     }

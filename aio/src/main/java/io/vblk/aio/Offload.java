@@ -102,14 +102,14 @@ final class Offload implements Runnable {
     /**
      * At close, after the back end marked itself closed (which cuts a long zeroing short at its
      * next chunk): stops the thread, waits for the operation it is in, and hands every slot still
-     * queued or finished to {@code drop}. Returns false if the thread did not stop in time (a
-     * single fallocate or fdatasync the kernel does not finish).
+     * queued or finished to {@code drop}. Returns false if the thread did not stop within {@code timeoutMs}
+     * (a single fallocate or fdatasync the kernel does not finish).
      */
-    boolean stop(java.util.function.IntConsumer drop) {
+    boolean stop(java.util.function.IntConsumer drop, long timeoutMs) {
         stopping = true;
         LockSupport.unpark(thread);
         try {
-            thread.join(STOP_TIMEOUT_MS);
+            thread.join(Math.max(1, timeoutMs));
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
@@ -125,6 +125,4 @@ final class Offload implements Runnable {
         stopped = true;
         return true;
     }
-
-    private static final long STOP_TIMEOUT_MS = 60_000;
 }

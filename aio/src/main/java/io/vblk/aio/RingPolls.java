@@ -69,14 +69,14 @@ final class RingPolls implements RingSleep {
         Arrays.fill(fds, -1);
     }
 
-    private static NativeBuffer newGetEventsArg() {
+    static NativeBuffer newGetEventsArg() {
         NativeBuffer b = new NativeBuffer(IoUringDescriptor.GETEVENTS_ARG_LENGTH + 16, 8);
         b.buffer().putLong(IoUringDescriptor.GETEVENTS_ARG_TS_OFFSET, b.address() + IoUringDescriptor.GETEVENTS_ARG_LENGTH);
         return b;
     }
 
     /** Writes a timeout of {@code ns} into {@code a}'s timespec; returns {@code a}'s address for EXT_ARG. */
-    private static long timeout(NativeBuffer a, long ns) {
+    static long timeout(NativeBuffer a, long ns) {
         UnsafeBuffer b = a.buffer();
         int ts = IoUringDescriptor.GETEVENTS_ARG_LENGTH;
         b.putLong(ts, ns / 1_000_000_000L);

@@ -2,6 +2,7 @@ package io.vblk.aio;
 
 import java.lang.invoke.MethodHandles;
 import java.lang.invoke.VarHandle;
+import java.util.concurrent.TimeUnit;
 
 import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
@@ -87,12 +88,15 @@ abstract class SlottedBackend implements IoBackend {
     @SuppressWarnings("unused")
     private boolean signalled;
     protected volatile boolean closed;
-    /** What {@link #close()} left with the kernel: nothing, a helper call that did not finish, or slots. */
+    /**
+     * What {@link #close()} left with the kernel: nothing, a helper call that did not finish, or
+     * slots; back to DRAINED once the reaper saw the kernel finish them ({@link Undrained}).
+     */
     private volatile int undrained = DRAINED;
     private static final int DRAINED = 0;
-    /** A fallocate or fdatasync of the helper thread did not finish: its slots stay pinned. */
+    /** A fallocate or fdatasync of the helper thread did not finish: everything stays (the reaper waits). */
     private static final int HELPER_STUCK = 1;
-    /** Operations still with the kernel: their slots stay allocated. */
+    /** Operations still with the kernel: their slots stay allocated (until the reaper saw them finish). */
     private static final int SLOTS_KEPT = 2;
     /**
      * The submitter reaps and checks {@link #completionsReady()} before it sleeps (see {@link
@@ -145,8 +149,20 @@ abstract class SlottedBackend implements IoBackend {
     /** Whether kernel completions are waiting to be reaped (cheap, reaper thread). */
     abstract boolean hasQueuedCompletions();
 
-    /** Waits for every kernel operation in flight and drops its completion (close only). */
-    abstract void awaitQueued();
+    /**
+     * Waits up to {@code timeoutNs} (negative: without limit) for every kernel operation in
+     * flight and drops its completion (close and its reaper only). Returns {@link #AWAITED},
+     * {@link #TIMED_OUT} (operations still in flight) or {@link #REFUSED} (the kernel refuses
+     * this thread the wait: io_uring's single-issuer ring and a thread not its owner).
+     */
+    abstract int awaitQueued(long timeoutNs);
+
+    /** {@link #awaitQueued}: nothing in flight any more. */
+    static final int AWAITED = 0;
+    /** {@link #awaitQueued}: the time ran out with operations in flight. */
+    static final int TIMED_OUT = 1;
+    /** {@link #awaitQueued}: the kernel refused the wait; operations in flight. */
+    static final int REFUSED = 2;
 
     /** Frees kernel resources once nothing is in flight. */
     abstract void release();
@@ -506,10 +522,16 @@ abstract class SlottedBackend implements IoBackend {
     /**
      * Derived (see the class comment): taken by the kernel, the workers or the helper thread and
      * not given back, plus finished and not yet delivered (deferred, or a bounced read's copy
-     * back). Exact on the submitting/reaping thread; from another thread a moment's view.
+     * back). Exact on the submitting/reaping thread; from another thread a moment's view. 0
+     * once closed.
      */
     @Override
     public final int inFlight() {
+        if (closed) {
+            // Nothing will be reaped any more; and an undrained close's reaper (Undrained) may
+            // unmap the rings at any time, so they are not read from another thread after close.
+            return 0;
+        }
         Offload helper = offload;
         return kernelInFlight() + deferred.size() + (helper == null ? 0 : helper.inFlight()) + copyOuts.size();
     }
@@ -650,6 +672,18 @@ abstract class SlottedBackend implements IoBackend {
         return signal.await(timeoutMs);
     }
 
+    /**
+     * Waits at most {@link Undrained#closeDrainNs()} ({@code vblk.aio.closeDrainMs}, 10 s) for
+     * what the kernel holds: a back end whose kernel never answers (a hung FUSE or NFS file, a
+     * frozen disk) must not hold its closer, and with it an export.remove or a shutdown, for
+     * ever. Past that it returns undrained ({@link #closedDrained()} false) having freed nothing
+     * the kernel may still write: slots, bounce buffers, rings, iocbs and the completion eventfd
+     * stay, reachable in {@link Undrained}, until a reaper thread has seen the kernel finish them
+     * (io_uring: its ring stays open, since closing it would only hand the wait to the kernel's
+     * exit work; Linux AIO: io_destroy waits in the kernel for what is in flight, so it runs on
+     * the reaper, never on the closer). The caller must leave the guest memory mapped (the engine
+     * reports the device not quiesced).
+     */
     @Override
     public final void close() {
         if (closed) {
@@ -661,32 +695,69 @@ abstract class SlottedBackend implements IoBackend {
         blocking.clear();
         waiting.clear();
         staging.clear();
+        long waitNs = Undrained.closeDrainNs();
+        long start = System.nanoTime();
         Offload helper = offload;
-        if (helper != null && !helper.stop(this::dropCompletion)) {
-            // A single fallocate or fdatasync the kernel did not finish in a minute: the slots
-            // stay pinned (leaked, not freed under the helper) and the rest closes.
-            undrained = HELPER_STUCK;
-            return;
-        }
-        awaitQueued();
-        // Still in flight after the wait: the wait was refused (io_uring's single-issuer ring
-        // closed by another thread than its owner, which alone can have completions posted, after
-        // a drain gave requests up). The kernel may still write into those slots' buffers, so they
-        // stay allocated (leaked, never freed under it); the ring itself closes.
-        boolean stranded = kernelInFlight() > 0;
+        // A fallocate or fdatasync of the helper thread the kernel does not finish in time keeps
+        // its slot (and the rest) for the reaper, like an operation with the kernel.
+        boolean helperStopped = helper == null || helper.stop(this::dropCompletion, TimeUnit.NANOSECONDS.toMillis(waitNs));
+        int awaited = helperStopped ? awaitQueued(Math.max(0, waitNs - (System.nanoTime() - start))) : TIMED_OUT;
         while (deferred.poll() >= 0) {
             // Finished, and nobody will receive it.
         }
         while (!copyOuts.isEmpty()) {
             slots.release(copyOuts.take());
         }
-        release();
-        if (stranded) {
-            undrained = SLOTS_KEPT;
+        if (awaited == AWAITED && kernelInFlight() == 0) {
+            release();
+            slots.close();
+            signal.close();
             return;
+        }
+        // Still in flight: the kernel may still write into those slots' buffers.
+        undrained = helperStopped ? SLOTS_KEPT : HELPER_STUCK;
+        int inFlight = kernelInFlight() + (helperStopped ? 0 : helper.inFlight());
+        if (awaited == REFUSED) {
+            // io_uring's single-issuer ring closed by another thread than its owner, which alone
+            // can have completions posted, after a drain gave requests up: no thread here can
+            // wait. The ring goes (the kernel's exit work finishes what it holds); the slots stay.
+            release();
+            Undrained.kept(this, inFlight, System.nanoTime() - start, null);
+            return;
+        }
+        Undrained.kept(this, inFlight, System.nanoTime() - start, this::reapUndrained);
+    }
+
+    /**
+     * The reaper of an undrained close ({@link Undrained}): waits without limit for the helper
+     * thread's call and what the kernel holds, then frees everything. If the wait is refused (a
+     * single-issuer ring's non-owner) the kernel resources go (the kernel keeps its own
+     * references to the ring and file until its exit work has finished them) but the slots stay
+     * allocated for ever. Runs alone: the back end is closed, and its closer handed it over by
+     * starting this thread.
+     */
+    private boolean reapUndrained() {
+        Offload helper = offload;
+        if (helper != null) {
+            helper.stop(this::dropCompletion, Long.MAX_VALUE);
+        }
+        boolean drained = awaitQueued(-1) == AWAITED && kernelInFlight() == 0;
+        release();
+        if (!drained) {
+            return false;
         }
         slots.close();
         signal.close();
+        undrained = DRAINED;
+        return true;
+    }
+
+    /**
+     * Back ends closed with operations still with the kernel that it has not finished yet (or
+     * that stay for the JVM's life); see {@link #close()}. For metrics.
+     */
+    static int undrainedCount() {
+        return Undrained.count();
     }
 
     @Override

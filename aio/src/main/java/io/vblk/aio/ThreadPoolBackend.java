@@ -8,6 +8,7 @@ import java.nio.channels.FileChannel;
 import java.nio.channels.NonWritableChannelException;
 import java.nio.file.Files;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
 
 import org.agrona.BufferUtil;
@@ -225,18 +226,26 @@ final class ThreadPoolBackend extends SlottedBackend {
     }
 
     @Override
-    void awaitQueued() {
+    int awaitQueued(long timeoutNs) {
+        // A worker stuck in a call (a hung FUSE or NFS file) holds the close no longer than the
+        // deadline; the reaper then waits on (its slots and the caller's memory stay).
+        long deadline = System.nanoTime() + timeoutNs;
         while (kernelInFlight() > 0) {
             Integer slot = done.poll();
             if (slot != null) {
                 dropCompletion(slot);
             } else {
+                long left = timeoutNs < 0 ? Long.MAX_VALUE : deadline - System.nanoTime();
+                if (left <= 0) {
+                    return TIMED_OUT;
+                }
                 rearmSignal();
                 if (done.isEmpty()) {
-                    signal.await(CLOSE_WAIT_MS);
+                    signal.await((int) Math.max(1, Math.min(CLOSE_WAIT_MS, TimeUnit.NANOSECONDS.toMillis(left))));
                 }
             }
         }
+        return AWAITED;
     }
 
     @Override

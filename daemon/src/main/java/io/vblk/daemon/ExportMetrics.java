@@ -117,6 +117,10 @@ final class ExportMetrics implements MultiCollector {
                 .help("Exports closed with the image's locks kept: a back end did not close drained, so the locks last until the"
                         + " kernel lets go of the file.")
                 .dataPoint(CounterDataPointSnapshot.builder().value(daemon.locksKeptCount()).build()).build());
+        all.metricSnapshot(GaugeSnapshot.builder().name("vblk_undrained_backends")
+                .help("Back ends closed with operations the kernel has not finished (a hung FUSE or NFS file, a frozen disk):"
+                        + " each keeps its buffers, and its export the guest memory, until the kernel does.")
+                .dataPoint(GaugeDataPointSnapshot.builder().value(io.vblk.aio.IoBackends.undrainedBackends()).build()).build());
         return all.build();
     }
 }

@@ -320,6 +320,7 @@ class DaemonTest {
             assertTrue(body.contains("vblk_disk_bytes_total{export=\"a\",queue=\"0\"} 81920.0"), body);
             assertTrue(body.contains("vblk_disk_io_now{export=\"a\",queue=\"0\"} 0.0"), body);
             assertTrue(body.contains("vblk_image_locks_kept_total 0.0"), body); // no undrained close (session 10)
+            assertTrue(body.contains("vblk_undrained_backends "), body); // session 12: back ends the kernel holds after close
             assertTrue(body.contains("vblk_disk_reads_total{export=\"a\",queue=\"0\"} 10.0"), body);
             assertTrue(body.contains("vblk_disk_writes_total{export=\"a\",queue=\"0\"} 10.0"), body);
             assertTrue(body.contains("vblk_disk_size_bytes{export=\"a\"} " + (double) IMAGE_BYTES), body);

@@ -551,6 +551,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         if (!pendingCommands.isEmpty()) {
             pendingCommands.removeIf(runCommand);
+            if (pendingCommands.isEmpty()) {
+                commandsWaiting = false; // the next command that waits spins first again
+            }
             if (lending == LENT) {
                 return work; // lent in this pass: from now on the borrower's, not this round's to reap
             }
@@ -861,9 +864,19 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             // Nothing of this member runs until the back end comes back (returnBackend wakes it).
             return !running || inbox.getCursor() != inboxPoller.getSequence().get() ? WAKE_NOW : -1;
         }
-        boolean abort = !running || inbox.getCursor() != inboxPoller.getSequence().get() || !pendingCommands.isEmpty()
-                || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady() || lend != SERVING;
+        boolean abort = !running || inbox.getCursor() != inboxPoller.getSequence().get()
+                || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady();
         long now = clock.nanoTime();
+        if (!pendingCommands.isEmpty() || lend != SERVING) {
+            int waitMs = commandBackoffMs(now);
+            if (waitMs == WAKE_NOW) {
+                abort = true;
+            } else {
+                timeoutMs = waitMs;
+            }
+        } else {
+            commandsWaiting = false;
+        }
         for (int i = 0; i < queues.length && !abort; i++) {
             DeviceQueue q = queues[i];
             if (q.state != QueueLifecycle.RUNNING) {
@@ -886,6 +899,37 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         return abort ? WAKE_NOW : timeoutMs;
     }
+
+    /**
+     * A command is pending (a stop's or a lend's drain waiting for what is in flight, a fence
+     * of the completion thread): returns {@link #WAKE_NOW} for its first {@link
+     * #COMMAND_SPIN_NS} (what usually ends at once, as a fence, is re-run at once), then a sleep
+     * growing with the wait, a tenth of it, from 1 ms to {@link #COMMAND_BACKOFF_MAX_MS}. The
+     * sleep ends early on what a drain waits for: a completion (the back end's eventfd, watched
+     * while the member is not lent) or the completion thread's wake-up after each batch. Before,
+     * every sleep was vetoed, so a drain stuck in a stalled back end (a hung FUSE or NFS file)
+     * polled the thread, shared by other devices, at full CPU for as long as it stalled (up to
+     * a lend's 120 s).
+     */
+    private int commandBackoffMs(long now) {
+        if (!commandsWaiting) {
+            commandsWaiting = true;
+            commandsWaitingSinceNs = now;
+        }
+        long waited = now - commandsWaitingSinceNs;
+        if (waited < COMMAND_SPIN_NS) {
+            return WAKE_NOW;
+        }
+        return (int) Math.max(1, Math.min(COMMAND_BACKOFF_MAX_MS, TimeUnit.NANOSECONDS.toMillis(waited) / 10));
+    }
+
+    /** Whether {@link #commandBackoffMs} counts a wait (since {@link #commandsWaitingSinceNs}). */
+    private boolean commandsWaiting;
+    private long commandsWaitingSinceNs;
+    /** How long pending commands are re-run without sleeping. */
+    static final long COMMAND_SPIN_NS = TimeUnit.MILLISECONDS.toNanos(1);
+    /** The longest sleep between re-runs of a pending command that no event ends. */
+    static final int COMMAND_BACKOFF_MAX_MS = 100;
 
     /** Waits in this thread's epoll (0: only collects what is ready) and acknowledges what woke it. */
     void awaitEvents(int timeoutMs) {

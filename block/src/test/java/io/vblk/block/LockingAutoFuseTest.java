@@ -1,4 +1,4 @@
-package io.vblk.sys;
+package io.vblk.block;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
@@ -16,11 +16,16 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
+import io.vblk.sys.Errno;
+import io.vblk.sys.ImageLock;
 import io.vblk.sys.ImageLock.Locking;
+import io.vblk.sys.NativeException;
+import io.vblk.sys.PosixFile;
+import io.vblk.testkit.TestFuse;
 
 /**
- * {@code locking=auto} on a file system that refuses OFD locks ({@link LocklessFuse}, a FUSE file
- * system that answers every lock request with an errno, as one without lock support does): auto
+ * {@code locking=auto} on a file system that refuses OFD locks ({@link TestFuse#refusingLocks}, a
+ * FUSE file system that answers every lock request with an errno, as one without lock support does): auto
  * serves the image unlocked and says so once; on refuses it with the errno and the hint.
  */
 @Timeout(value = 60, unit = TimeUnit.SECONDS) // a hang guard, not a timed assertion
@@ -28,9 +33,9 @@ class LockingAutoFuseTest {
     @TempDir
     Path dir;
 
-    private LocklessFuse mount(int errno) throws Exception {
+    private TestFuse mount(int errno) throws Exception {
         Path at = Files.createDirectory(dir.resolve("mnt" + errno));
-        LocklessFuse fs = LocklessFuse.mount(at, errno);
+        TestFuse fs = TestFuse.refusingLocks(at, errno);
         assumeTrue(fs != null, "FUSE cannot be mounted here (no /dev/fuse or no CAP_SYS_ADMIN)");
         return fs;
     }
@@ -38,11 +43,11 @@ class LockingAutoFuseTest {
     @Test
     void autoServesUnlockedWhereTheFileSystemRefusesLocksAndOnRefusesTheImage() throws Exception {
         for (int errno : new int[] {Errno.EOPNOTSUPP, Errno.ENOLCK, Errno.EINVAL}) {
-            try (LocklessFuse fs = mount(errno); PosixFile f = PosixFile.open(fs.file(), false, false)) {
+            try (TestFuse fs = mount(errno); PosixFile f = PosixFile.open(fs.file(), false, false)) {
                 List<String> said = new ArrayList<>();
                 assertFalse(ImageLock.acquire(f.fd(), fs.file(), ImageLock.WRITER, Locking.AUTO, said::add),
                         "auto takes no lock where the file system has none (errno " + errno + ")");
-                assertTrue(fs.lockRequests > 0, "the refusal came from the file system");
+                assertTrue(fs.lockRequests() > 0, "the refusal came from the file system");
                 assertEquals(1, said.size(), said.toString());
                 assertTrue(said.get(0).contains("refuses OFD locks (errno " + errno + ")")
                         && said.get(0).contains("locking=auto"), said.get(0));

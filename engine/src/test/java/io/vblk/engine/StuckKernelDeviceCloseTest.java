@@ -1,0 +1,103 @@
+package io.vblk.engine;
+
+import static io.vblk.engine.BlkRequestDescriptor.T_IN;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+
+import org.agrona.UnsafeApi;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.aio.IoBackends;
+import io.vblk.testkit.TestFuse;
+
+/**
+ * BlockDevice.close(drainWaitMs) promises that a back end which never completes what is in
+ * flight does not hold its closer for ever (the control plane's export.remove and shutdown rest
+ * on it). For a raw disk whose read the kernel holds (a FUSE file whose server stopped
+ * answering, as a hung FUSE, NFS or iSCSI device) it did not: after the queue drain gave up, the
+ * I/O thread's shutdown closed the io_uring or AIO back end, whose close waited for the kernel
+ * without limit. Now the device closes undrained within its deadline plus the back end's
+ * ({@code vblk.aio.closeDrainMs}), says it is not quiesced (so vhost keeps the guest memory
+ * mapped), and when the server answers the kernel completes the read into the guest's memory,
+ * still mapped; the back end's reaper then releases it and the device is quiesced. The 20 s
+ * wait is a hang guard, not a timed assertion.
+ */
+@Timeout(value = 120, unit = TimeUnit.SECONDS) // a hang guard
+class StuckKernelDeviceCloseTest {
+    private static final byte FILL = 0x6b;
+
+    @TempDir
+    Path dir;
+
+    @AfterEach
+    void clear() {
+        System.clearProperty("vblk.aio.closeDrainMs");
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = BackendKind.class, names = {"IO_URING", "LINUX_AIO"})
+    void closeWithADeadlineReturnsWhileTheKernelHoldsARead(BackendKind kind) throws Exception {
+        Path at = Files.createDirectory(dir.resolve("mnt"));
+        try (TestFuse fs = TestFuse.stalling(at, 1 << 20)) {
+            assumeTrue(fs != null, "FUSE cannot be mounted here (no /dev/fuse or no CAP_SYS_ADMIN)");
+            System.setProperty("vblk.aio.closeDrainMs", "500");
+            try (DeviceRig rig = DeviceRig.builder(dir, kind).image(fs.file()).readOnly(true).build()) {
+                long warm = rig.buffer(0, 4096);
+                assertEquals(0, rig.roundTrip(0, T_IN, 0, warm, 4096, true), "served while the server answers");
+                fs.fill(FILL);
+                fs.holdReads(true);
+                long data = rig.buffer(0, 4096);
+                long host = rig.host(data, 4096);
+                UnsafeApi.setMemory(host, 4096, (byte) 0);
+                rig.add(0, T_IN, 8, data, 4096, true);
+                rig.kick(0);
+                assertEquals(1, fs.awaitHeld(1, 30_000), "the read reached the FUSE server");
+                int undrainedBefore = IoBackends.undrainedBackends();
+
+                CompletableFuture<Boolean> closed = new CompletableFuture<>();
+                Thread closer = new Thread(() -> closed.complete(rig.device.close(500)), "closer");
+                closer.setDaemon(true);
+                closer.start();
+                try {
+                    assertFalse(closed.get(20, TimeUnit.SECONDS), "the read is still in flight");
+                    assertFalse(rig.device.quiesced(), "the kernel may still write the guest's memory");
+                    assertEquals(undrainedBefore + 1, IoBackends.undrainedBackends(), "counted undrained");
+                } catch (TimeoutException e) {
+                    StringBuilder where = new StringBuilder();
+                    for (StackTraceElement s : closer.getStackTrace()) {
+                        where.append("\n  at ").append(s);
+                    }
+                    fail(kind + ": BlockDevice.close(500) still waits after 20 s for a read the kernel holds:" + where);
+                } finally {
+                    fs.answerHeld(); // the kernel completes the read (and a hung close, before the fix, returns)
+                    closer.join(30_000);
+                }
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (UnsafeApi.getByte(host) != FILL || UnsafeApi.getByte(host + 4095) != FILL) {
+                    assertTrue(System.nanoTime() < deadline, "the kernel never completed the read into guest memory");
+                    Thread.sleep(5);
+                }
+                // Released by the reaper: now nothing can touch the guest's memory, which the rig unmaps.
+                while (!rig.device.quiesced()) {
+                    assertTrue(System.nanoTime() < deadline, "the device never became quiesced");
+                    Thread.sleep(5);
+                }
+                assertEquals(undrainedBefore, IoBackends.undrainedBackends());
+            }
+        }
+    }
+}
