@@ -1842,6 +1842,20 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
+    /** L2 cache slots, and how many of them have their table allocated; for tests. */
+    int[] l2Cache() {
+        int allocated = 0;
+        for (L2Slot s : slots) {
+            allocated += s.buffer == null ? 0 : 1;
+        }
+        return new int[] {slots.length, allocated};
+    }
+
+    /** The backing file's driver, or null; for tests. */
+    BlockDriver backing() {
+        return backing;
+    }
+
     /** Bounce buffers in existence (at most {@link #bounceMax}); for tests. */
     int bounceBuffers() {
         return bounceCreated;

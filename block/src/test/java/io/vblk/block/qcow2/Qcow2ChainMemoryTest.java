@@ -73,4 +73,41 @@ class Qcow2ChainMemoryTest {
             assertTrue(used - opened <= LEVELS * 3L * CLUSTER + 4 * MIB, "reads took " + (used - opened) / MIB + " MiB");
         }
     }
+
+    /**
+     * A backing level's cache is its small share, whatever the top's setting: a 2 TiB base of
+     * 2 MiB clusters read through four L2 tables keeps at most two of them (1 MiB' worth, at
+     * least 2), a 64 KiB-cluster level gets 16; the top keeps its 32, allocated as used.
+     */
+    @Test
+    void backingLevelsCacheTheirShareOnly() throws Exception {
+        long span = 512L << 30; // what one L2 table of 2 MiB clusters maps
+        Path base = DriverRig.create(dir, "base.qcow2", "2T", "-o", "cluster_size=" + CLUSTER);
+        for (int t = 0; t < 4; t++) {
+            var r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P " + (t + 1) + " " + t * span + " 4k",
+                    base.toString());
+            assertEquals(0, r.code(), r.output());
+        }
+        Path mid = DriverRig.create(dir, "mid.qcow2", "2T", "-o", "cluster_size=65536", "-b", "base.qcow2", "-F", "qcow2");
+        Path top = DriverRig.create(dir, "top.qcow2", "2T", "-o", "cluster_size=65536", "-b", "mid.qcow2", "-F", "qcow2");
+        try (Qcow2Driver d = Qcow2.open(top, BackendKind.IO_URING, 8, Qcow2Options.defaults())) {
+            Qcow2Driver m = (Qcow2Driver) d.backing();
+            Qcow2Driver b = (Qcow2Driver) m.backing();
+            assertArrayEquals(new int[] {32, 0}, d.l2Cache(), "the top opens with no table");
+            assertArrayEquals(new int[] {16, 0}, m.l2Cache(), "1 MiB of 64 KiB tables");
+            assertArrayEquals(new int[] {2, 0}, b.l2Cache(), "at least 2 tables of 2 MiB");
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer buf = DriverRig.buffer(4096);
+            for (int round = 0; round < 2; round++) {
+                for (int t = 0; t < 4; t++) {
+                    DriverRig.poison(buf);
+                    assertEquals(4096, rig.one(rig.read(t * span, buf, 4096)));
+                    byte[] want = new byte[4096];
+                    Arrays.fill(want, (byte) (t + 1));
+                    assertArrayEquals(want, DriverRig.bytes(buf, 4096), "table " + t + ", round " + round);
+                }
+            }
+            assertArrayEquals(new int[] {2, 2}, b.l2Cache(), "the base's four tables went through two slots");
+        }
+    }
 }
