@@ -221,7 +221,7 @@ public final class Qcow2 {
             if (h.backingFile != null) {
                 backing = openBacking(host, h, kind, depth, options, level, chain);
             }
-            return new Qcow2Driver(meta, host, io, backing, depth, options);
+            return new Qcow2Driver(meta, host, io, backing, depth, options, level > 0);
         } catch (RuntimeException | Error e) {
             if (backing != null) {
                 backing.close();

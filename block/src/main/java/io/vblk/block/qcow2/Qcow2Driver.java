@@ -150,6 +150,11 @@ public final class Qcow2Driver implements BlockDriver {
     private final int bounceMax;
     /** Direct memory one driver's bounce buffers may take (2 MiB clusters: 5 buffers of 6 MiB). */
     static final long BOUNCE_BUDGET_BYTES = 32L << 20;
+    /**
+     * The same for a backing level, which needs a bounce buffer only to read a compressed
+     * cluster (never for copy-on-write): at least one buffer (2 MiB clusters: one of 6 MiB).
+     */
+    static final long BACKING_BOUNCE_BUDGET_BYTES = 4L << 20;
     private final Inflater inflater = new Inflater(true);
     /** The header's compression_type, fixed for the driver's life (a reload that changes it is corruption). */
     private final int compressionType;
@@ -195,7 +200,18 @@ public final class Qcow2Driver implements BlockDriver {
      */
     private boolean active;
 
+    /** A driver for the top image {@code meta} (see below). */
     Qcow2Driver(Qcow2Image meta, Qcow2Host host, IoBackend io, BlockDriver backing, int depth, Qcow2Options options) {
+        this(meta, host, io, backing, depth, options, false);
+    }
+
+    /**
+     * A driver for {@code meta}; {@code backingLevel} for an image read as another's backing
+     * file, which gets a backing level's small share of the cache and bounce buffers
+     * ({@link Qcow2Options#backingL2CacheTables}, {@link #BACKING_BOUNCE_BUDGET_BYTES}).
+     */
+    Qcow2Driver(Qcow2Image meta, Qcow2Host host, IoBackend io, BlockDriver backing, int depth, Qcow2Options options,
+                boolean backingLevel) {
         this.meta = meta;
         this.host = host;
         this.io = io;
@@ -221,9 +237,11 @@ public final class Qcow2Driver implements BlockDriver {
         }
         freeReqCount = depth;
         long bounceBytes = 3L * cluster + 2L * alignment;
-        this.bounceMax = (int) Math.max(1, Math.min(depth, Math.max(2, BOUNCE_BUDGET_BYTES / bounceBytes)));
+        this.bounceMax = (int) (backingLevel ? Math.max(1, Math.min(depth, BACKING_BOUNCE_BUDGET_BYTES / bounceBytes))
+                : Math.max(1, Math.min(depth, Math.max(2, BOUNCE_BUDGET_BYTES / bounceBytes))));
         this.bouncePool = new Bounce[bounceMax];
-        this.slots = new L2Slot[options.l2CacheTables()];
+        // The slots' tables are allocated when first used (victim): a driver opens with none.
+        this.slots = new L2Slot[backingLevel ? options.backingL2CacheTables(cluster) : options.l2CacheTables()];
         for (int i = 0; i < slots.length; i++) {
             slots[i] = new L2Slot(i, cluster, Math.max(alignment, 8));
         }
@@ -1266,7 +1284,7 @@ public final class Qcow2Driver implements BlockDriver {
             return last;
         }
         for (L2Slot s : slots) {
-            if (s.l2Offset == l2Offset) {
+            if (s.l2Offset == l2Offset && s.buffer != null) {
                 if (s.loading) {
                     park(r, s.waiters);
                     return null;
@@ -1309,6 +1327,7 @@ public final class Qcow2Driver implements BlockDriver {
                 s.referenced = false;
                 continue;
             }
+            s.allocate();
             return s;
         }
         return null;
@@ -1462,7 +1481,8 @@ public final class Qcow2Driver implements BlockDriver {
         static final int RESERVE_FLUSHED = 6;
 
         final int entriesPerBlock = (int) (((long) cluster * 8) >>> meta.header.refcountOrder);
-        final NativeBuffer block = new NativeBuffer(cluster, Math.max(alignment, 8));
+        /** The refcount block being updated; none for a read-only image, which never allocates. */
+        final NativeBuffer block = readOnly ? null : new NativeBuffer(cluster, Math.max(alignment, 8));
         final IoVector blockVec = new IoVector(1);
         final IoVector tableVec = new IoVector(1);
         long next;
@@ -1480,7 +1500,9 @@ public final class Qcow2Driver implements BlockDriver {
         Refill() {
             next = Qcow2Image.roundUp(meta.allocationEnd, cluster);
             reservedEnd = next;
-            blockVec.add(block.address(), cluster);
+            if (block != null) {
+                blockVec.add(block.address(), cluster);
+            }
         }
 
         /**
@@ -1818,6 +1840,20 @@ public final class Qcow2Driver implements BlockDriver {
             bouncePool[bounceFree++] = b;
             wakeAll(bounceWaiters);
         }
+    }
+
+    /** L2 cache slots, and how many of them have their table allocated; for tests. */
+    int[] l2Cache() {
+        int allocated = 0;
+        for (L2Slot s : slots) {
+            allocated += s.buffer == null ? 0 : 1;
+        }
+        return new int[] {slots.length, allocated};
+    }
+
+    /** The backing file's driver, or null; for tests. */
+    BlockDriver backing() {
+        return backing;
     }
 
     /** Bounce buffers in existence (at most {@link #bounceMax}); for tests. */
@@ -2418,7 +2454,10 @@ public final class Qcow2Driver implements BlockDriver {
     /** A cached L2 table. */
     static final class L2Slot {
         final int index;
-        final NativeBuffer buffer;
+        private final int cluster;
+        private final int alignment;
+        /** The table's memory, null until the slot is first used ({@link #allocate}). */
+        NativeBuffer buffer;
         final IoVector vec = new IoVector(1);
         final IoVector writeVec = new IoVector(1);
         final ReqList waiters = new ReqList();
@@ -2438,13 +2477,27 @@ public final class Qcow2Driver implements BlockDriver {
 
         L2Slot(int index, int cluster, int alignment) {
             this.index = index;
-            this.buffer = new NativeBuffer(cluster, alignment);
-            vec.add(buffer.address(), cluster);
+            this.cluster = cluster;
+            this.alignment = alignment;
+        }
+
+        /**
+         * Allocates the table's memory on the slot's first use: a chain's levels open with no
+         * table, and a level that is never read through (or a cache larger than the image
+         * needs) takes none. Once per slot, so the steady state allocates nothing.
+         */
+        void allocate() {
+            if (buffer == null) {
+                buffer = new NativeBuffer(cluster, alignment);
+                vec.add(buffer.address(), cluster);
+            }
         }
 
         /** Back to a new slot's state, its table bytes zeroed: nothing of the old table survives. */
         void forget() {
-            UnsafeApi.setMemory(buffer.address(), buffer.capacity(), (byte) 0);
+            if (buffer != null) {
+                UnsafeApi.setMemory(buffer.address(), buffer.capacity(), (byte) 0);
+            }
             l2Offset = 0;
             l1Index = 0;
             loading = false;

@@ -2,10 +2,39 @@ package io.vblk.block.qcow2;
 
 import io.vblk.sys.ImageLock.Locking;
 
-/** How a qcow2 image is opened. Immutable; {@code with*} methods return copies. */
+/**
+ * How a qcow2 image is opened. Immutable; {@code with*} methods return copies.
+ *
+ * <h2>Memory of a backing chain</h2>
+ * An image decides its cluster size (up to 2 MiB) and its chain depth (up to
+ * {@link #maxBackingDepth()}), so the driver's direct memory is bounded by these options, not by
+ * the images. Each L2 table and bounce buffer is allocated on first use, so an open allocates
+ * none: per level, an open takes the L1 and refcount tables the header names (bounded at open:
+ * {@code Qcow2AllocationBoundsTest}), a header sector and, for the writable top image only, one
+ * refcount block. In use:
+ * <ul>
+ *   <li>the top image caches at most {@link #l2CacheTables()} L2 tables (cluster size each) and
+ *       32 MiB of bounce buffers;</li>
+ *   <li>each backing level, read only where the layers above have no cluster, caches at most
+ *       {@link #backingL2CacheTables(int)} tables ({@value #BACKING_L2_CACHE_BYTES} bytes' worth, at
+ *       least 2, at most {@link #l2CacheTables()}) and 4 MiB of bounce buffers (at least one:
+ *       compressed clusters only).</li>
+ * </ul>
+ * A chain of 16 backing levels of 2 MiB-cluster images with the defaults: at open, no L2 table
+ * and no bounce buffer (71 MiB for the 17 levels' L1 and refcount tables and first clusters when
+ * the images are small, was 1191 MiB: {@code Qcow2ChainMemoryTest}); in use, L2 tables and bounce
+ * buffers take at most 64 + 32 MiB for the top image and 4 + 6 MiB per backing level, 256 MiB
+ * in all (was 96 MiB per level, 1.6 GiB). The L1 tables stay as large as the images make them
+ * (each at most 32 MiB and inside its file).
+ */
 public final class Qcow2Options {
     /** Default L2 tables kept in memory (32 tables of 64 KiB clusters map 16 GiB). */
     public static final int DEFAULT_L2_CACHE_TABLES = 32;
+    /**
+     * The L2 cache of one backing level in bytes (rounded to whole tables, at least 2): 16 tables
+     * of 64 KiB clusters (8 GiB mapped), 2 tables of 2 MiB clusters (1 TiB mapped).
+     */
+    public static final int BACKING_L2_CACHE_BYTES = 1 << 20;
     /** Longest backing chain followed (QEMU has no fixed limit; loops are refused anyway). */
     public static final int DEFAULT_MAX_BACKING_DEPTH = 16;
 
@@ -54,7 +83,11 @@ public final class Qcow2Options {
         return new Qcow2Options(readOnly, value, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, incoming);
     }
 
-    /** L2 tables cached per driver: the bound on metadata memory is this times the cluster size. */
+    /**
+     * L2 tables the top image caches: its bound on L2 memory is this times its cluster size. Each
+     * backing level caches far fewer ({@link #backingL2CacheTables(int)}); tables are allocated
+     * on first use.
+     */
     public Qcow2Options l2CacheTables(int value) {
         return new Qcow2Options(readOnly, direct, value, maxBackingDepth, locking, networkBacking, backingDir, incoming);
     }
@@ -135,6 +168,15 @@ public final class Qcow2Options {
 
     public int l2CacheTables() {
         return l2CacheTables;
+    }
+
+    /**
+     * L2 tables cached by a backing level of {@code clusterSize}-byte clusters: a backing file is
+     * read-only and read only where the layers above have no cluster, so it gets a small fixed
+     * share ({@link #BACKING_L2_CACHE_BYTES}, at least 2 tables, at most {@link #l2CacheTables()}).
+     */
+    public int backingL2CacheTables(int clusterSize) {
+        return Math.max(2, Math.min(l2CacheTables, BACKING_L2_CACHE_BYTES / clusterSize));
     }
 
     public int maxBackingDepth() {
