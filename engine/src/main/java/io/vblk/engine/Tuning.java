@@ -31,6 +31,7 @@ public final class Tuning {
     private final boolean answerWindowAdaptive;
     private final FixedBufferMode fixedBuffers;
     private final boolean ringSleep;
+    private final long schedSliceNs;
 
     private Tuning(Builder b) {
         waitStrategy = b.waitStrategy;
@@ -53,7 +54,28 @@ public final class Tuning {
         answerWindowAdaptive = b.answerWindowAdaptive;
         fixedBuffers = b.fixedBuffers;
         ringSleep = b.ringSleep;
+        schedSliceNs = b.schedSliceNs;
     }
+
+    /**
+     * The scheduler slice each of the device's own I/O threads asks the kernel for when it
+     * starts (0: the kernel's default, nothing asked). Under EEVDF (Linux 6.12 and later) a
+     * {@code SCHED_OTHER} thread may ask for a slice of 0.1 to 100 ms ({@code sched_setattr} with
+     * {@code sched_runtime}, see {@code io.vblk.sys.SchedSlice}); a thread with a shorter slice
+     * than the one running on its CPU gets an earlier deadline when it wakes, and preempts a
+     * thread that would otherwise keep the CPU for the rest of its own slice (1.4 ms by default
+     * on 2 CPUs). An I/O thread runs for microseconds per wake-up, so a short slice costs it
+     * nothing and puts its wake-ups (a kick, a completion) ahead of busy threads on an
+     * oversubscribed host. Kernels without custom slices ignore it (the thread runs as before).
+     * Default: the system property {@code vblk.schedSliceNs} ({@value #DEFAULT_SCHED_SLICE_NS}
+     * when unset).
+     */
+    public long schedSliceNs() {
+        return schedSliceNs;
+    }
+
+    /** {@link #schedSliceNs()}'s default when the {@code vblk.schedSliceNs} property is not set. */
+    public static final long DEFAULT_SCHED_SLICE_NS = 0;
 
     /**
      * Whether the device registers its guest memory with each I/O thread's back end as fixed
@@ -321,7 +343,8 @@ public final class Tuning {
                 + (fixedBuffers != FixedBufferMode.AUTO ? ", fixed buffers " + fixedBuffers : "")
                 + (answerWindowNs > 0 ? ", answer window " + answerWindowNs / 1000 + "us" + (answerWindowAdaptive ? " adaptive" : "") : "")
                 + (earlySignal > 0 ? ", early signal " + earlySignal
-                        : earlySignal == EARLY_SIGNAL_ADAPTIVE ? ", early signal adaptive" : "") + "]";
+                        : earlySignal == EARLY_SIGNAL_ADAPTIVE ? ", early signal adaptive" : "")
+                + (schedSliceNs > 0 ? ", slice " + schedSliceNs / 1000 + "us" : "") + "]";
     }
 
     /** Builder for {@link Tuning}. */
@@ -344,6 +367,21 @@ public final class Tuning {
         private int earlySignal = checkedEarlySignal(Integer.getInteger("vblk.earlySignal", DEFAULT_EARLY_SIGNAL));
         private FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
         private long answerWindowNs = checkedAnswerWindow(Long.getLong("vblk.answerWindowNs", DEFAULT_ANSWER_WINDOW_NS));
+        private long schedSliceNs = checkedSchedSlice(Long.getLong("vblk.schedSliceNs", DEFAULT_SCHED_SLICE_NS));
+
+        /** See {@link Tuning#schedSliceNs()}: 0 (the kernel's default) or 100,000..100,000,000 ns. */
+        public Builder schedSliceNs(long value) {
+            schedSliceNs = checkedSchedSlice(value);
+            return this;
+        }
+
+        private static long checkedSchedSlice(long value) {
+            if (value != 0 && (value < io.vblk.sys.SchedSlice.MIN_SLICE_NS || value > io.vblk.sys.SchedSlice.MAX_SLICE_NS)) {
+                throw new IllegalArgumentException("scheduler slice must be 0 or " + io.vblk.sys.SchedSlice.MIN_SLICE_NS
+                        + ".." + io.vblk.sys.SchedSlice.MAX_SLICE_NS + " ns: " + value);
+            }
+            return value;
+        }
 
         /** See {@link Tuning#answerWindowNs()}: 0 (never wait for the guest's answer) up to one second. */
         public Builder answerWindowNs(long value) {
