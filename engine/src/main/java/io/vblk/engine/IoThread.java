@@ -499,6 +499,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     @Override
     public void run() {
+        askForSlice();
         while (running) {
             try {
                 loop();
@@ -517,6 +518,34 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (!exit.compareAndSet(RUNS, EXITED)) {
             closeResources(); // shutdown gave up waiting for us: the last round is over only now
         }
+    }
+
+    /**
+     * {@link Tuning#schedSliceNs()}: asks the kernel for the slice on this thread, once, before
+     * the first round, and keeps what the kernel reports back ({@link #schedSliceNs()}). A
+     * refusal (a kernel without custom slices, a real-time policy) leaves the thread as it was.
+     */
+    private void askForSlice() {
+        threadId = io.vblk.sys.Native.syscall(io.vblk.sys.Linux.SYS_GETTID, 0, 0, 0, 0, 0);
+        long slice = tuning.schedSliceNs();
+        if (slice > 0 && io.vblk.sys.SchedSlice.request(slice) == 0) {
+            schedSliceNs = io.vblk.sys.SchedSlice.current();
+        }
+    }
+
+    /** The slice the kernel reported after {@link #askForSlice()} took (0: none asked, or refused). */
+    private volatile long schedSliceNs;
+
+    /** The Linux thread id of the running thread (0 before it started), for tests. */
+    private volatile long threadId;
+
+    long threadId() {
+        return threadId;
+    }
+
+    /** The scheduler slice this thread asked for and the kernel reported back (0: none), for tests and stats. */
+    long schedSliceNs() {
+        return schedSliceNs;
     }
 
     /**
