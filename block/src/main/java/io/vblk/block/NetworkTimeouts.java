@@ -10,9 +10,14 @@ package io.vblk.block;
  * <p>NBD honours all three; an RBD image honours the retry time (librbd's operation timeouts,
  * in whole seconds) and leaves connecting and single operations to librbd's own settings.
  *
- * @param connectMs one connect plus handshake (NBD), in ms
+ * <p>RBD rounds the retry time up to whole seconds, at least 1 (librados' operation timeouts
+ * are in seconds, and 0 there means none): a retry time of 0 fails NBD requests at once and RBD
+ * requests after a second.
+ *
+ * @param connectMs one connect plus handshake together (NBD), in ms
  * @param requestMs one request's reply (NBD), in ms
- * @param retryMs   a lost server's return before requests fail, in ms (0: fail at once)
+ * @param retryMs   a lost server's return before requests fail, in ms (0: NBD fails at once,
+ *                  RBD after 1 s)
  */
 public record NetworkTimeouts(int connectMs, int requestMs, int retryMs) {
     /** 5 s to connect, 30 s per request, 30 s for a lost server to return. */

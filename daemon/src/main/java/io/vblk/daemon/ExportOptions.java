@@ -133,17 +133,18 @@ final class ExportOptions {
             + "disk from several; without CAN_MULTI_CONN one connection is opened")
     String nbdConnections;
 
-    @Option(names = "--connect-timeout-ms", paramLabel = "MS", description = "NBD images: how long one connect and "
-            + "handshake with the server may take, the first and every reconnect (default 5000; at most 3600000)")
+    @Option(names = "--connect-timeout-ms", paramLabel = "MS", description = "NBD images (and a qcow2 image's "
+            + "network backing): how long one connect and handshake together may take, the first and every reconnect "
+            + "(default 5000; at most 3600000)")
     String connectTimeoutMs;
 
-    @Option(names = "--request-timeout-ms", paramLabel = "MS", description = "NBD images: how long a request waits for "
-            + "its reply before the connection counts as dead and is reopened (default 30000)")
+    @Option(names = "--request-timeout-ms", paramLabel = "MS", description = "NBD images (and a qcow2 image's network "
+            + "backing): how long a request waits for its reply before the connection counts as dead and is reopened (default 30000)")
     String requestTimeoutMs;
 
-    @Option(names = "--retry-timeout-ms", paramLabel = "MS", description = "Network images (NBD, RBD): how long requests "
-            + "wait for a lost server to come back before they fail with EIO (default 30000; 0 fails them at once; "
-            + "RBD rounds up to whole seconds)")
+    @Option(names = "--retry-timeout-ms", paramLabel = "MS", description = "Network images (NBD, RBD, and a qcow2 "
+            + "image's network backing): how long requests wait for a lost server to come back before they fail with "
+            + "EIO (default 30000; NBD: 0 fails them at once; RBD rounds up to whole seconds, at least 1)")
     String retryTimeoutMs;
 
     /** The options given, as export.add parameters (text, as typed). */

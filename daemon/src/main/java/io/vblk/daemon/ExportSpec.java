@@ -50,7 +50,9 @@ final class ExportSpec {
     /** The qcow2 options this export opens its image with. */
     Qcow2Options qcow2Options() {
         return Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables).locking(locking)
-                .networkBacking(networkBacking).backingDir(backingDir).incoming(incoming && network == null);
+                .networkBacking(networkBacking).backingDir(backingDir).incoming(incoming && network == null)
+                // A network backing image waits for its server as long as the export was told to.
+                .networkTimeouts(timeouts);
     }
 
     /** qcow2: L2 tables the driver caches per I/O thread (each one cluster of memory). */
@@ -227,23 +229,33 @@ final class ExportSpec {
 
     /**
      * Network disks' waits for their server. Connect and request times apply to NBD only (librbd
-     * has its own); the retry time to NBD and RBD. Refused for a file or null image, where they
-     * would silently mean nothing.
+     * has its own); the retry time to NBD and RBD. A qcow2 image with {@code network_backing}
+     * takes all three whatever its own kind: its backing image may be an NBD or RBD disk the
+     * image names, and it waits as the export says (which kind it is is known only at open).
+     * Refused for any other file or null image, where they would silently mean nothing.
      */
     private void setTimeouts(Params p) {
+        boolean backing = backingOnNetwork();
         boolean nbdImage = network != null && !network.startsWith("rbd:");
         for (String key : new String[] {"connect_timeout_ms", "request_timeout_ms"}) {
-            if (p.has(key) && !nbdImage) {
-                throw new InvalidParams(p.name(key) + " applies to nbd:// images only, not " + imageArg);
+            if (p.has(key) && !nbdImage && !backing) {
+                throw new InvalidParams(p.name(key) + " applies to nbd:// images only (and to a qcow2 image"
+                        + " with network_backing), not " + imageArg);
             }
         }
-        if (p.has("retry_timeout_ms") && network == null) {
-            throw new InvalidParams(p.name("retry_timeout_ms") + " applies to network images (nbd://, rbd:) only, not " + imageArg);
+        if (p.has("retry_timeout_ms") && network == null && !backing) {
+            throw new InvalidParams(p.name("retry_timeout_ms") + " applies to network images (nbd://, rbd:) only (and to a"
+                    + " qcow2 image with network_backing), not " + imageArg);
         }
         NetworkTimeouts d = NetworkTimeouts.DEFAULTS;
         timeouts = new NetworkTimeouts((int) p.integer("connect_timeout_ms", 1, NetworkTimeouts.MAX_MS, d.connectMs()),
                 (int) p.integer("request_timeout_ms", 1, NetworkTimeouts.MAX_MS, d.requestMs()),
                 (int) p.integer("retry_timeout_ms", 0, NetworkTimeouts.MAX_MS, d.retryMs()));
+    }
+
+    /** Whether a qcow2 image may follow a network backing name (the timeouts reach its connections). */
+    private boolean backingOnNetwork() {
+        return format == ImageFormat.QCOW2 && networkBacking;
     }
 
     /**
@@ -370,10 +382,13 @@ final class ExportSpec {
         }
         if (network != null && !network.startsWith("rbd:")) {
             m.put("nbd_connections", nbdConnections);
+        }
+        // Listed wherever they apply: an NBD image, or a qcow2 image's network backing.
+        if ((network != null && !network.startsWith("rbd:")) || backingOnNetwork()) {
             m.put("connect_timeout_ms", timeouts.connectMs());
             m.put("request_timeout_ms", timeouts.requestMs());
         }
-        if (network != null) {
+        if (network != null || backingOnNetwork()) {
             m.put("retry_timeout_ms", timeouts.retryMs());
         }
         m.put("iothreads", iothreads);

@@ -52,6 +52,43 @@ class NetworkTimeoutsTest {
     }
 
     @Test
+    void aQcow2ImagesNetworkBackingWaitsAsTheExportSays() throws Exception {
+        // The backing image's server accepts and never greets: the backing's open ends at the
+        // export's connect timeout (it used the 5 s default, and the setting was refused for a
+        // file image before).
+        try (ServerSocket listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+             DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
+            Thread holder = new Thread(() -> {
+                try (Socket s = listener.accept(); InputStream in = s.getInputStream()) {
+                    while (in.read() >= 0) {
+                        // held open until the client hangs up
+                    }
+                } catch (Exception e) {
+                    // the listener closed
+                }
+            }, "held-nbd");
+            holder.setDaemon(true);
+            holder.start();
+            Path overlay = dir.resolve("o.qcow2");
+            QemuTools.Run made = QemuTools.qemuImg("create", "-f", "qcow2", "-u", "-b",
+                    "nbd://127.0.0.1:" + listener.getLocalPort() + "/x", "-F", "raw", overlay.toString(), "1M");
+            assertEquals(0, made.code(), made.output());
+            Map<String, Object> e = DaemonRig.error(d.call("export.add", DaemonRig.json(Map.of("id", "q",
+                    "image", overlay.toString(), "format", "qcow2", "network_backing", true,
+                    "socket", dir.resolve("q.sock").toString(), "connect_timeout_ms", 300, "retry_timeout_ms", 0))));
+            String message = e.get("message").toString();
+            assertTrue(message.contains("connect timeout 300 ms"), message);
+            assertEquals(List.of(), d.result("export.list", null), "nothing left of the failed add");
+            // Without network_backing the image follows no network name: the settings mean nothing there.
+            Map<String, Object> refused = DaemonRig.error(d.call("export.add", DaemonRig.json(Map.of("id", "q",
+                    "image", overlay.toString(), "format", "qcow2", "socket", dir.resolve("q.sock").toString(),
+                    "connect_timeout_ms", 300))));
+            assertTrue(refused.get("message").toString().contains("connect_timeout_ms applies to nbd:// images only"),
+                    refused.toString());
+        }
+    }
+
+    @Test
     @SuppressWarnings("unchecked")
     void theTimeoutsGivenAreListed() throws Exception {
         Path sock = dir.resolve("m.nbd");

@@ -63,6 +63,8 @@ public final class NbdBackend implements IoBackend {
      * when the server's maximum block size is small; the connection sends it in parts.
      */
     static final long MAX_REQUEST_BYTES = 0xffffffffL;
+    /** How long close waits for the reconnect thread once told to stop (it stops in ms unless a DNS lookup holds it). */
+    private static final long HELPER_JOIN_MS = 2_000;
     final NbdSlots slots;
     final NbdOptions options;
     private final NbdAddress address;
@@ -78,6 +80,11 @@ public final class NbdBackend implements IoBackend {
     /** The epoll descriptor seen as an event (polled, never read or closed as one). */
     private final EventFd completion;
     private final EventFd control = EventFd.create(true);
+    /**
+     * Signalled once by {@link #close()} and never read: while it is, every wait of a
+     * reconnect in progress ends at once, so close does not wait out the server's handshake.
+     */
+    private final EventFd stop = EventFd.create(true);
     private volatile boolean controlPending;
     private boolean woken;
     private final int[] pending;
@@ -138,12 +145,15 @@ public final class NbdBackend implements IoBackend {
             throw new UncheckedIOException("NBD " + address + ": " + e.getMessage(), new IOException(e));
         }
         try {
-            NbdSocket socket = connect(address, tls, options);
-            NbdExport export = negotiate(socket, address, tls, options);
+            long deadlineNs = deadline(options);
+            NbdSocket socket = connect(address, tls, options, deadlineNs, -1);
+            NbdExport export = negotiate(socket, address, tls, options, deadlineNs);
             disk = new NbdBackend(address, tls, options, socket, export);
             for (int i = 1; i < disk.connections.length; i++) {
-                NbdSocket more = connect(address, tls, options);
-                disk.connections[i] = new NbdConnection(disk, i, more, negotiate(more, address, tls, options));
+                // Each connection gets the connect timeout for its own connect and handshake.
+                deadlineNs = deadline(options);
+                NbdSocket more = connect(address, tls, options, deadlineNs, -1);
+                disk.connections[i] = new NbdConnection(disk, i, more, negotiate(more, address, tls, options, deadlineNs));
             }
         } catch (IOException e) {
             if (disk != null) {
@@ -155,20 +165,29 @@ public final class NbdBackend implements IoBackend {
         return disk;
     }
 
-    private static NbdSocket connect(NbdAddress address, NbdTls tls, NbdOptions options) throws IOException {
+    /**
+     * The end of one connect plus handshake: one deadline for both, so that the connect timeout
+     * is what the documentation says (a connect and a handshake), not twice it.
+     */
+    private static long deadline(NbdOptions options) {
+        return System.nanoTime() + options.connectTimeoutMs() * 1_000_000L;
+    }
+
+    private static NbdSocket connect(NbdAddress address, NbdTls tls, NbdOptions options, long deadlineNs, int cancelFd)
+            throws IOException {
         if (tls == null && address.socket() == null && !PLAIN_REMOTE_WARNED.get() && !NbdSocket.isLoopback(address.host())
                 && PLAIN_REMOTE_WARNED.compareAndSet(false, true)) {
             LOG.log(System.Logger.Level.WARNING, "nbd: {0} is plain NBD to a remote host: the disk's data crosses the"
                     + " network unencrypted and the server unauthenticated (nbds:// uses TLS)", address);
         }
-        return NbdSocket.connect(address, options.connectTimeoutMs());
+        return NbdSocket.connect(address, deadlineNs, options.connectTimeoutMs(), cancelFd);
     }
 
     /** Negotiates on a fresh socket; closes it when that fails. */
-    private static NbdExport negotiate(NbdSocket socket, NbdAddress address, NbdTls tls, NbdOptions options)
-            throws IOException {
+    private static NbdExport negotiate(NbdSocket socket, NbdAddress address, NbdTls tls, NbdOptions options,
+            long deadlineNs) throws IOException {
         try {
-            return NbdHandshake.negotiate(socket, address, tls, options.connectTimeoutMs());
+            return NbdHandshake.negotiate(socket, address, tls, deadlineNs, options.connectTimeoutMs());
         } catch (IOException | RuntimeException e) {
             socket.close();
             throw e;
@@ -305,15 +324,26 @@ public final class NbdBackend implements IoBackend {
     private boolean reconnect(NbdConnection c) {
         try {
             // A new TLS session each time: a restarted server knows nothing of the old one.
-            NbdSocket fresh = NbdSocket.connect(address, options.connectTimeoutMs());
-            NbdExport next = negotiate(fresh, address, tls, options);
+            // One deadline for connect and handshake, and the stop eventfd on the socket: close
+            // signals it, so a server that accepts and never greets holds close for no time
+            // instead of up to the connect timeout (which may be an hour).
+            long deadlineNs = deadline(options);
+            NbdSocket fresh = connect(address, tls, options, deadlineNs, stop.fd());
+            NbdExport next = negotiate(fresh, address, tls, options, deadlineNs);
+            fresh.stopCancel(); // the transmission phase (and its goodbye at close) waits as before
+            if (helperStop) {
+                // Closing: close may already have closed the connections, so a hand-over now
+                // would leak this socket.
+                fresh.close();
+                return false;
+            }
             c.reconnectFailed = false;
             // Cleared before the hand-over: a drop after the adoption sets it again.
             c.wantReconnect = false;
             c.handoff = new NbdConnection.Fresh(fresh, next);
             return true;
         } catch (IOException | RuntimeException e) {
-            if (!c.reconnectFailed) {
+            if (!c.reconnectFailed && !helperStop) { // a reconnect close gave up is no failure to report
                 LOG.log(System.Logger.Level.WARNING, "nbd: {0} reconnect failed: {1}", address, e.getMessage());
             }
             c.reconnectFailed = true;
@@ -600,12 +630,22 @@ public final class NbdBackend implements IoBackend {
             }
         }
         helperStop = true;
+        // Ends a reconnect's connect or handshake at once (it polls this eventfd with its socket):
+        // without it close waited for the server up to the connect timeout (rev12a M2).
+        stop.signal();
+        boolean helperGone = true;
         if (helper.isAlive()) {
             LockSupport.unpark(helper);
             try {
-                helper.join();
+                // Bounded all the same: a reconnect may sit in what no eventfd ends (a DNS lookup).
+                helper.join(HELPER_JOIN_MS);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
+            }
+            helperGone = !helper.isAlive();
+            if (!helperGone) {
+                LOG.log(System.Logger.Level.WARNING, "nbd: {0} reconnect thread still busy after {1} ms at close;"
+                        + " closing without it (it drops what it connects)", address, HELPER_JOIN_MS);
             }
         }
         for (NbdConnection c : connections) {
@@ -614,7 +654,13 @@ public final class NbdBackend implements IoBackend {
             }
         }
         epoll.close();
-        control.close();
+        if (helperGone) {
+            // A helper still running polls these descriptors (stop) or signals them (control):
+            // left open (two descriptors) rather than closed under it, where their numbers could
+            // be reused by another file and written to or polled.
+            control.close();
+            stop.close();
+        }
     }
 
     @Override

@@ -41,13 +41,15 @@ final class NbdHandshake {
     }
 
     /**
-     * Negotiates the export {@code address} names on a freshly connected socket within
-     * {@code timeoutMs}; with {@code tls}, NBD_OPT_STARTTLS first (proto.md: a client that wants
+     * Negotiates the export {@code address} names on a freshly connected socket by
+     * {@code deadlineNs}: the deadline the connect began with, so that connect and handshake
+     * together take at most the connect timeout ({@code timeoutMs}, named when it runs out), not
+     * twice it; with {@code tls}, NBD_OPT_STARTTLS first (proto.md: a client that wants
      * only TLS sends it as the first option and ends the session if it is refused), then the
      * TLS handshake, then every other option inside TLS.
      */
-    static NbdExport negotiate(NbdSocket socket, NbdAddress address, NbdTls tls, int timeoutMs) throws IOException {
-        long deadlineNs = System.nanoTime() + timeoutMs * 1_000_000L;
+    static NbdExport negotiate(NbdSocket socket, NbdAddress address, NbdTls tls, long deadlineNs, int timeoutMs)
+            throws IOException {
         NbdHandshake h = new NbdHandshake(socket, address, tls, deadlineNs);
         try {
             return h.run(address.exportName());

@@ -57,6 +57,12 @@ final class NbdSocket implements AutoCloseable {
     private final int fd;
     private final UnsafeBuffer scratch = new NativeBuffer(128).buffer();
     private boolean closed;
+    /**
+     * An eventfd that ends every wait of this socket while signalled, or -1: a reconnect's
+     * socket carries the closing disk's so that close need not wait out a server that accepts
+     * and never greets (up to the connect timeout, which may be an hour).
+     */
+    private volatile int cancelFd = -1;
     /** The TLS session once NBD_OPT_STARTTLS succeeded, or null (plain). */
     private NbdTlsSession tls;
 
@@ -64,32 +70,37 @@ final class NbdSocket implements AutoCloseable {
         this.fd = fd;
     }
 
-    /** Connects to {@code address} within {@code timeoutMs}. */
-    static NbdSocket connect(NbdAddress address, int timeoutMs) throws IOException {
-        return address.socket() != null ? connectUnix(address, timeoutMs) : connectTcp(address, timeoutMs);
+    /**
+     * Connects to {@code address} by {@code deadlineNs} (the deadline of the connect and the
+     * handshake together: {@code timeoutMs} is that limit, named when it runs out). While
+     * {@code cancelFd} (an eventfd, or -1 for none) is signalled, every wait of this socket (the
+     * connect, the handshake's reads and writes) ends at once with an error: a closing disk so
+     * stops a reconnect in progress instead of waiting out the server.
+     */
+    static NbdSocket connect(NbdAddress address, long deadlineNs, int timeoutMs, int cancelFd) throws IOException {
+        return address.socket() != null ? connectUnix(address, deadlineNs, timeoutMs, cancelFd)
+                : connectTcp(address, deadlineNs, timeoutMs, cancelFd);
     }
 
-    private static NbdSocket connectUnix(NbdAddress address, int timeoutMs) throws IOException {
+    private static NbdSocket connectUnix(NbdAddress address, long deadlineNs, int timeoutMs, int cancelFd) throws IOException {
         byte[] path = address.socket().toString().getBytes(StandardCharsets.UTF_8);
         if (path.length >= SUN_PATH_MAX) {
             throw new IOException("socket path longer than " + (SUN_PATH_MAX - 1) + " bytes: " + address.socket());
         }
-        NbdSocket socket = open(Linux.AF_UNIX);
+        NbdSocket socket = open(Linux.AF_UNIX, cancelFd);
         socket.scratch.setMemory(0, 112, (byte) 0);
         socket.scratch.putShort(0, (short) Linux.AF_UNIX);
         socket.scratch.putBytes(2, path);
-        socket.finishConnect(2 + SUN_PATH_MAX, address, timeoutMs);
+        socket.finishConnect(2 + SUN_PATH_MAX, address, deadlineNs, timeoutMs);
         return socket;
     }
 
-    private static NbdSocket connectTcp(NbdAddress address, int timeoutMs) throws IOException {
+    private static NbdSocket connectTcp(NbdAddress address, long deadlineNs, int timeoutMs, int cancelFd) throws IOException {
         InetAddress[] candidates = resolve(address.host());
         IOException last = null;
-        long deadlineNs = System.nanoTime() + timeoutMs * 1_000_000L;
         for (InetAddress ip : candidates) {
-            int leftMs = (int) Math.max(1, (deadlineNs - System.nanoTime()) / 1_000_000);
             try {
-                return connectTcp(ip, address, leftMs);
+                return connectTcp(ip, address, deadlineNs, timeoutMs, cancelFd);
             } catch (IOException e) {
                 last = e;
             }
@@ -97,9 +108,10 @@ final class NbdSocket implements AutoCloseable {
         throw last != null ? last : new IOException("no address for NBD host " + address.host());
     }
 
-    private static NbdSocket connectTcp(InetAddress ip, NbdAddress address, int timeoutMs) throws IOException {
+    private static NbdSocket connectTcp(InetAddress ip, NbdAddress address, long deadlineNs, int timeoutMs, int cancelFd)
+            throws IOException {
         boolean v6 = ip instanceof Inet6Address;
-        NbdSocket socket = open(v6 ? AF_INET6 : AF_INET);
+        NbdSocket socket = open(v6 ? AF_INET6 : AF_INET, cancelFd);
         socket.scratch.setMemory(0, 28, (byte) 0);
         socket.scratch.putShort(0, (short) (v6 ? AF_INET6 : AF_INET));
         socket.scratch.putShort(2, (short) address.port(), ByteOrder.BIG_ENDIAN);
@@ -112,7 +124,7 @@ final class NbdSocket implements AutoCloseable {
         socket.scratch.putInt(64, 1);
         // Requests and replies are small and latency-bound: never let Nagle hold one back.
         LIB.setsockopt(socket.fd, IPPROTO_TCP, TCP_NODELAY, socket.scratch.addressOffset() + 64, 4);
-        socket.finishConnect(v6 ? 28 : 16, address, timeoutMs);
+        socket.finishConnect(v6 ? 28 : 16, address, deadlineNs, timeoutMs);
         return socket;
     }
 
@@ -147,26 +159,42 @@ final class NbdSocket implements AutoCloseable {
         }
     }
 
-    private static NbdSocket open(int family) throws IOException {
+    private static NbdSocket open(int family, int cancelFd) throws IOException {
         int fd = Native.libc().socket(family, Linux.SOCK_STREAM | Linux.SOCK_CLOEXEC | Linux.O_NONBLOCK, 0);
         if (fd < 0) {
             throw new IOException("socket: " + Errno.describe(Native.errno()));
         }
-        return new NbdSocket(fd);
+        NbdSocket socket = new NbdSocket(fd);
+        socket.cancelFd = cancelFd;
+        return socket;
     }
 
-    private void finishConnect(int sockaddrLength, NbdAddress address, int timeoutMs) throws IOException {
+    private void finishConnect(int sockaddrLength, NbdAddress address, long deadlineNs, int timeoutMs) throws IOException {
         int rc = Native.libc().connect(fd, scratch.addressOffset(), sockaddrLength);
         int errno = rc < 0 ? Native.errno() : 0;
-        if (errno == EINPROGRESS || errno == Errno.EAGAIN) {
-            if (await(POLLOUT, timeoutMs) <= 0) {
+        while (errno == EINPROGRESS || errno == Errno.EAGAIN) {
+            long leftMs = (deadlineNs - System.nanoTime()) / 1_000_000;
+            int ready = leftMs <= 0 ? 0 : await(POLLOUT, (int) Math.min(leftMs, Integer.MAX_VALUE));
+            if (ready == -Errno.ECANCELED) {
                 close();
-                throw new IOException("connect to " + address + " timed out after " + timeoutMs + " ms");
+                throw new IOException("connect to " + address + " given up: the disk is closing");
+            }
+            if (ready == 0) {
+                close();
+                throw new IOException("connect to " + address + " timed out (connect timeout " + timeoutMs + " ms)");
+            }
+            if (ready == -Errno.EINTR) {
+                continue; // wait again, within the same deadline
+            }
+            if (ready < 0) {
+                close();
+                throw new IOException("connect to " + address + ": poll: " + Errno.describe(-ready));
             }
             scratch.putInt(64, 0);
             scratch.putInt(72, 4);
             Native.libc().getsockopt(fd, Linux.SOL_SOCKET, SO_ERROR, scratch.addressOffset() + 64, scratch.addressOffset() + 72);
             errno = scratch.getInt(64);
+            break;
         }
         if (errno != 0) {
             close();
@@ -189,14 +217,31 @@ final class NbdSocket implements AutoCloseable {
         return fd;
     }
 
-    /** Polls for {@code events}; returns revents, 0 on timeout, or -errno. */
+    /** No longer ends waits early: the handshake is done, the socket belongs to the transmission phase. */
+    void stopCancel() {
+        cancelFd = -1;
+    }
+
+    /**
+     * Polls for {@code events}; returns revents, 0 on timeout, -ECANCELED when the cancel eventfd
+     * is signalled, or -errno.
+     */
     int await(short events, int timeoutMs) {
         scratch.putInt(96, fd);
         scratch.putShort(100, events);
         scratch.putShort(102, (short) 0);
-        long rc = Native.libc().poll(scratch.addressOffset() + 96, 1, timeoutMs);
+        // The cancel eventfd in the same poll: a closing disk ends the wait without a timeout of
+        // its own (the connect timeout may be an hour).
+        int cancel = cancelFd;
+        scratch.putInt(104, cancel);
+        scratch.putShort(108, Linux.POLLIN);
+        scratch.putShort(110, (short) 0);
+        long rc = Native.libc().poll(scratch.addressOffset() + 96, cancel >= 0 ? 2 : 1, timeoutMs);
         if (rc < 0) {
             return (int) Native.result(rc);
+        }
+        if (rc > 0 && cancel >= 0 && scratch.getShort(110) != 0) {
+            return -Errno.ECANCELED;
         }
         return rc == 0 ? 0 : scratch.getShort(102) & 0xffff;
     }
@@ -253,8 +298,12 @@ final class NbdSocket implements AutoCloseable {
 
     private void waitFor(short events, long deadlineNs) throws IOException {
         long leftMs = (deadlineNs - System.nanoTime()) / 1_000_000;
-        if (leftMs <= 0 || await(events, (int) Math.min(leftMs, Integer.MAX_VALUE)) == 0) {
+        int ready = leftMs <= 0 ? 0 : await(events, (int) Math.min(leftMs, Integer.MAX_VALUE));
+        if (ready == 0) {
             throw new IOException("NBD server did not answer in time");
+        }
+        if (ready == -Errno.ECANCELED) {
+            throw new IOException("NBD handshake given up: the disk is closing");
         }
     }
 

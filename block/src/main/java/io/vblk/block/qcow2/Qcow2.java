@@ -317,7 +317,9 @@ public final class Qcow2 {
             if (!chain.add(h.backingFile)) {
                 throw new IllegalArgumentException("qcow2: backing chain loops back to " + h.backingFile);
             }
-            NetworkDisk disk = NetworkDisk.open(h.backingFile, true);
+            // The export's waits, not the defaults: a backing server is as far away as the top
+            // image's and the operator's connect, request and retry times are meant for both.
+            NetworkDisk disk = NetworkDisk.open(h.backingFile, true, 1, options.networkTimeouts(), null);
             return "qcow2".equals(format) ? open(new NetworkHost(disk, true), kind, depth, ro, level + 1, chain)
                     : disk.open(depth);
         }

@@ -1,5 +1,6 @@
 package io.vblk.block.qcow2;
 
+import io.vblk.block.NetworkTimeouts;
 import io.vblk.sys.ImageLock.Locking;
 
 /**
@@ -47,13 +48,16 @@ public final class Qcow2Options {
     private final java.nio.file.Path backingDir;
     /** A migration's destination: opened inactive (see {@link #incoming(boolean)}). */
     private final boolean incoming;
+    /** How a network backing image waits for its server ({@link #networkTimeouts(NetworkTimeouts)}). */
+    private final NetworkTimeouts networkTimeouts;
 
     private Qcow2Options(boolean readOnly, boolean direct, int l2CacheTables, int maxBackingDepth, Locking locking) {
-        this(readOnly, direct, l2CacheTables, maxBackingDepth, locking, false, null, false);
+        this(readOnly, direct, l2CacheTables, maxBackingDepth, locking, false, null, false, NetworkTimeouts.DEFAULTS);
     }
 
     private Qcow2Options(boolean readOnly, boolean direct, int l2CacheTables, int maxBackingDepth, Locking locking,
-                         boolean networkBacking, java.nio.file.Path backingDir, boolean incoming) {
+                         boolean networkBacking, java.nio.file.Path backingDir, boolean incoming,
+                         NetworkTimeouts networkTimeouts) {
         if (l2CacheTables < 2 || l2CacheTables > 65536) {
             throw new IllegalArgumentException("l2CacheTables must be 2..65536: " + l2CacheTables);
         }
@@ -68,6 +72,7 @@ public final class Qcow2Options {
         this.networkBacking = networkBacking;
         this.backingDir = backingDir;
         this.incoming = incoming;
+        this.networkTimeouts = java.util.Objects.requireNonNull(networkTimeouts, "networkTimeouts");
     }
 
     /** Writable, O_DIRECT, the default cache and chain depth. */
@@ -76,11 +81,11 @@ public final class Qcow2Options {
     }
 
     public Qcow2Options readOnly(boolean value) {
-        return new Qcow2Options(value, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, incoming);
+        return new Qcow2Options(value, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, incoming, networkTimeouts);
     }
 
     public Qcow2Options direct(boolean value) {
-        return new Qcow2Options(readOnly, value, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, incoming);
+        return new Qcow2Options(readOnly, value, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, incoming, networkTimeouts);
     }
 
     /**
@@ -89,11 +94,11 @@ public final class Qcow2Options {
      * on first use.
      */
     public Qcow2Options l2CacheTables(int value) {
-        return new Qcow2Options(readOnly, direct, value, maxBackingDepth, locking, networkBacking, backingDir, incoming);
+        return new Qcow2Options(readOnly, direct, value, maxBackingDepth, locking, networkBacking, backingDir, incoming, networkTimeouts);
     }
 
     public Qcow2Options maxBackingDepth(int value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, value, locking, networkBacking, backingDir, incoming);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, value, locking, networkBacking, backingDir, incoming, networkTimeouts);
     }
 
     /**
@@ -101,7 +106,7 @@ public final class Qcow2Options {
      * on (the default), off, or auto (on, unless the filesystem refuses OFD locks).
      */
     public Qcow2Options locking(Locking value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, value, networkBacking, backingDir, incoming);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, value, networkBacking, backingDir, incoming, networkTimeouts);
     }
 
     /**
@@ -113,7 +118,7 @@ public final class Qcow2Options {
      * with librados' default configuration.
      */
     public Qcow2Options networkBacking(boolean value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, value, backingDir, incoming);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, value, backingDir, incoming, networkTimeouts);
     }
 
     /**
@@ -123,7 +128,7 @@ public final class Qcow2Options {
      * QEMU does.
      */
     public Qcow2Options backingDir(java.nio.file.Path dir) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, dir, incoming);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, dir, incoming, networkTimeouts);
     }
 
     /** Whether network backing names are followed ({@link #networkBacking(boolean)}). */
@@ -137,7 +142,22 @@ public final class Qcow2Options {
      * Ignored for a read-only image.
      */
     public Qcow2Options incoming(boolean value) {
-        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, value);
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, value, networkTimeouts);
+    }
+
+    /**
+     * How a network backing image ({@link #networkBacking(boolean)}) waits for its server: the
+     * export's own settings, so that an operator's connect, request and retry times reach every
+     * connection the export makes, not only those to its top image (the defaults otherwise).
+     */
+    public Qcow2Options networkTimeouts(NetworkTimeouts value) {
+        return new Qcow2Options(readOnly, direct, l2CacheTables, maxBackingDepth, locking, networkBacking, backingDir, incoming,
+                value);
+    }
+
+    /** See {@link #networkTimeouts(NetworkTimeouts)}. */
+    public NetworkTimeouts networkTimeouts() {
+        return networkTimeouts;
     }
 
     /** See {@link #incoming(boolean)}. */
