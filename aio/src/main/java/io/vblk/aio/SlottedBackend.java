@@ -91,6 +91,7 @@ abstract class SlottedBackend implements IoBackend {
     /**
      * What {@link #close()} left with the kernel: nothing, a helper call that did not finish, or
      * slots; back to DRAINED once the reaper saw the kernel finish them ({@link Undrained}).
+     * CLOSING while close waits.
      */
     private volatile int undrained = DRAINED;
     private static final int DRAINED = 0;
@@ -98,6 +99,13 @@ abstract class SlottedBackend implements IoBackend {
     private static final int HELPER_STUCK = 1;
     /** Operations still with the kernel: their slots stay allocated (until the reaper saw them finish). */
     private static final int SLOTS_KEPT = 2;
+    /**
+     * {@link #close()} is waiting for the kernel: not drained (yet). Set before {@code closed}, so
+     * that {@link #closedDrained()} is never true while close may still return undrained (an
+     * abandoned I/O thread still closing its back end while Export.close asks would otherwise
+     * have the image's locks released and the image closed under the kernel's I/O).
+     */
+    private static final int CLOSING = 3;
     /**
      * The submitter reaps and checks {@link #completionsReady()} before it sleeps (see {@link
      * #reapOnSubmittingThread()}): operations finished inside {@link #submit()} raise no signal.
@@ -689,6 +697,7 @@ abstract class SlottedBackend implements IoBackend {
         if (closed) {
             return;
         }
+        undrained = CLOSING; // before closed: see CLOSING
         closed = true;
         // Operations prepared but never submitted never reached the kernel: drop them.
         local.clear();
@@ -712,6 +721,7 @@ abstract class SlottedBackend implements IoBackend {
             release();
             slots.close();
             signal.close();
+            undrained = DRAINED;
             return;
         }
         // Still in flight: the kernel may still write into those slots' buffers.
