@@ -176,6 +176,22 @@ abstract class SlottedBackend implements IoBackend {
     abstract void release();
 
     /**
+     * Close, before its wait: drops operations handed over but not yet started (a queue the
+     * back end's own threads take from), completing nothing, so that the wait is only for what
+     * is really in progress and nothing starts on the file after close. Default: none.
+     */
+    void dropUnstarted() {
+    }
+
+    /**
+     * Close, returning undrained: keeps whatever the reaper still needs past the caller's
+     * next steps (which close the image). Released in {@link #release()}. Default: nothing (the
+     * kernel holds its own reference to the file for what it has in flight).
+     */
+    void keepForReaper() {
+    }
+
+    /**
      * Decides how a transfer reaches the kernel under the image's O_DIRECT rules: {@link #AS_IS},
      * {@link #BOUNCE}, or {@code -EINVAL} when the offset or total length is misaligned (no
      * buffer copy can fix the position in the file).
@@ -704,6 +720,7 @@ abstract class SlottedBackend implements IoBackend {
         blocking.clear();
         waiting.clear();
         staging.clear();
+        dropUnstarted();
         long waitNs = Undrained.closeDrainNs();
         long start = System.nanoTime();
         Offload helper = offload;
@@ -726,6 +743,7 @@ abstract class SlottedBackend implements IoBackend {
         }
         // Still in flight: the kernel may still write into those slots' buffers.
         undrained = helperStopped ? SLOTS_KEPT : HELPER_STUCK;
+        keepForReaper();
         int inFlight = kernelInFlight() + (helperStopped ? 0 : helper.inFlight());
         if (awaited == REFUSED) {
             // io_uring's single-issuer ring closed by another thread than its owner, which alone
