@@ -176,11 +176,14 @@ abstract class SlottedBackend implements IoBackend {
     abstract void release();
 
     /**
-     * Close, before its wait: drops operations handed over but not yet started (a queue the
-     * back end's own threads take from), completing nothing, so that the wait is only for what
-     * is really in progress and nothing starts on the file after close. Default: none.
+     * Close, when its wait ran out: drops operations handed over but not yet started (a queue
+     * the back end's own threads take from), so that the reaper waits only for what is really
+     * in progress and nothing starts on the file after an undrained close. They come back as
+     * completions that close drops. Returns how many. Default: none (what the kernel took has
+     * started).
      */
-    void dropUnstarted() {
+    int dropUnstarted() {
+        return 0;
     }
 
     /**
@@ -720,7 +723,6 @@ abstract class SlottedBackend implements IoBackend {
         blocking.clear();
         waiting.clear();
         staging.clear();
-        dropUnstarted();
         long waitNs = Undrained.closeDrainNs();
         long start = System.nanoTime();
         Offload helper = offload;
@@ -728,6 +730,11 @@ abstract class SlottedBackend implements IoBackend {
         // its slot (and the rest) for the reaper, like an operation with the kernel.
         boolean helperStopped = helper == null || helper.stop(this::dropCompletion, TimeUnit.NANOSECONDS.toMillis(waitNs));
         int awaited = helperStopped ? awaitQueued(Math.max(0, waitNs - (System.nanoTime() - start))) : TIMED_OUT;
+        if (awaited == TIMED_OUT && dropUnstarted() > 0 && helperStopped) {
+            // Only now, past the wait: a close that drains still performs everything submitted.
+            // The dropped ones came back as completions: drop those, and see whether that was all.
+            awaited = awaitQueued(0);
+        }
         while (deferred.poll() >= 0) {
             // Finished, and nobody will receive it.
         }

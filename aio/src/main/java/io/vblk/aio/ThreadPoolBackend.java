@@ -251,18 +251,21 @@ final class ThreadPoolBackend extends SlottedBackend {
     }
 
     /**
-     * Operations queued for the workers and not yet taken never touched the file: close takes
-     * them back (they go to {@code done}, which close's wait drops), so that only the ones a
-     * worker is performing are waited for, and none starts after close (an undrained close's
-     * workers run until the reaper's release: a queued write could otherwise reach the file
-     * after the server recovered, when another writer may hold its locks).
+     * Operations queued for the workers and not yet taken never touched the file: an undrained
+     * close takes them back (they go to {@code done}, which close drops), so that the reaper
+     * waits only for the ones a worker is performing, and none starts after close (the workers
+     * run until the reaper's release: a queued write could otherwise reach the file after the
+     * server recovered, when another writer may hold its locks).
      */
     @Override
-    void dropUnstarted() {
+    int dropUnstarted() {
+        int n = 0;
         for (Integer slot = work.poll(); slot != null; slot = work.poll()) {
             slots.result(slot, -Errno.ECANCELED);
             done.offer(slot); // never full: as many entries as slots
+            n++;
         }
+        return n;
     }
 
     /**
