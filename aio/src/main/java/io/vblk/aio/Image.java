@@ -66,6 +66,17 @@ public final class Image implements AutoCloseable {
     private FileChannel channel;
     private FileChannel bufferedChannel;
     private volatile boolean closed;
+    /**
+     * Back ends that still reach the file after their close returned undrained (the thread back
+     * end: a worker stuck in a read on a hung FUSE/NFS file, through the channels). While any
+     * holds the image, {@link #close()} defers closing the descriptor and channels to the last
+     * {@link #releaseHold()}: closing a channel waits (FileChannelImpl's signalAndWait) for every
+     * thread blocked in it, which held the closer (an export.remove) for ever; and the image's
+     * OFD locks live on the descriptor's open file description (the workers' channels are other
+     * descriptions, opened via /proc/self/fd/N), so closing it dropped the locks while the
+     * workers could still write. Guarded by this.
+     */
+    private int holds;
     private final BounceBudget bounceBudget;
 
     private Image(Path path, ImageOptions options, PosixFile file, long sizeBytes, boolean blockDevice,
@@ -481,7 +492,9 @@ public final class Image implements AutoCloseable {
 
     /**
      * Closes the descriptor and channels. Back ends using the image must be closed first; an
-     * operation submitted after this completes with an error (EBADF) instead.
+     * operation submitted after this completes with an error (EBADF) instead. While a back end
+     * closed undrained still holds the image ({@link #hold()}), the descriptor, its locks and the
+     * channels stay open until that back end's reaper lets go; this returns at once.
      */
     @Override
     public synchronized void close() {
@@ -489,6 +502,33 @@ public final class Image implements AutoCloseable {
             return;
         }
         closed = true;
+        if (holds > 0) {
+            // An undrained back end still reaches the file: the last releaseHold closes (see holds).
+            return;
+        }
+        closeNow();
+    }
+
+    /**
+     * An undrained back end's close: keeps the descriptor (and its locks) and channels open past
+     * {@link #close()} until {@link #releaseHold()}. False when the image is already closed.
+     */
+    synchronized boolean hold() {
+        if (closed) {
+            return false;
+        }
+        holds++;
+        return true;
+    }
+
+    /** The back end of a {@link #hold()} is done with the file: a deferred close happens now. */
+    synchronized void releaseHold() {
+        if (--holds == 0 && closed) {
+            closeNow();
+        }
+    }
+
+    private void closeNow() {
         if (file != null) {
             file.close();
         }

@@ -91,6 +91,7 @@ abstract class SlottedBackend implements IoBackend {
     /**
      * What {@link #close()} left with the kernel: nothing, a helper call that did not finish, or
      * slots; back to DRAINED once the reaper saw the kernel finish them ({@link Undrained}).
+     * CLOSING while close waits.
      */
     private volatile int undrained = DRAINED;
     private static final int DRAINED = 0;
@@ -98,6 +99,13 @@ abstract class SlottedBackend implements IoBackend {
     private static final int HELPER_STUCK = 1;
     /** Operations still with the kernel: their slots stay allocated (until the reaper saw them finish). */
     private static final int SLOTS_KEPT = 2;
+    /**
+     * {@link #close()} is waiting for the kernel: not drained (yet). Set before {@code closed}, so
+     * that {@link #closedDrained()} is never true while close may still return undrained (an
+     * abandoned I/O thread still closing its back end while Export.close asks would otherwise
+     * have the image's locks released and the image closed under the kernel's I/O).
+     */
+    private static final int CLOSING = 3;
     /**
      * The submitter reaps and checks {@link #completionsReady()} before it sleeps (see {@link
      * #reapOnSubmittingThread()}): operations finished inside {@link #submit()} raise no signal.
@@ -166,6 +174,25 @@ abstract class SlottedBackend implements IoBackend {
 
     /** Frees kernel resources once nothing is in flight. */
     abstract void release();
+
+    /**
+     * Close, when its wait ran out: drops operations handed over but not yet started (a queue
+     * the back end's own threads take from), so that the reaper waits only for what is really
+     * in progress and nothing starts on the file after an undrained close. They come back as
+     * completions that close drops. Returns how many. Default: none (what the kernel took has
+     * started).
+     */
+    int dropUnstarted() {
+        return 0;
+    }
+
+    /**
+     * Close, returning undrained: keeps whatever the reaper still needs past the caller's
+     * next steps (which close the image). Released in {@link #release()}. Default: nothing (the
+     * kernel holds its own reference to the file for what it has in flight).
+     */
+    void keepForReaper() {
+    }
 
     /**
      * Decides how a transfer reaches the kernel under the image's O_DIRECT rules: {@link #AS_IS},
@@ -689,6 +716,7 @@ abstract class SlottedBackend implements IoBackend {
         if (closed) {
             return;
         }
+        undrained = CLOSING; // before closed: see CLOSING
         closed = true;
         // Operations prepared but never submitted never reached the kernel: drop them.
         local.clear();
@@ -702,6 +730,11 @@ abstract class SlottedBackend implements IoBackend {
         // its slot (and the rest) for the reaper, like an operation with the kernel.
         boolean helperStopped = helper == null || helper.stop(this::dropCompletion, TimeUnit.NANOSECONDS.toMillis(waitNs));
         int awaited = helperStopped ? awaitQueued(Math.max(0, waitNs - (System.nanoTime() - start))) : TIMED_OUT;
+        if (awaited == TIMED_OUT && dropUnstarted() > 0 && helperStopped) {
+            // Only now, past the wait: a close that drains still performs everything submitted.
+            // The dropped ones came back as completions: drop those, and see whether that was all.
+            awaited = awaitQueued(0);
+        }
         while (deferred.poll() >= 0) {
             // Finished, and nobody will receive it.
         }
@@ -712,10 +745,12 @@ abstract class SlottedBackend implements IoBackend {
             release();
             slots.close();
             signal.close();
+            undrained = DRAINED;
             return;
         }
         // Still in flight: the kernel may still write into those slots' buffers.
         undrained = helperStopped ? SLOTS_KEPT : HELPER_STUCK;
+        keepForReaper();
         int inFlight = kernelInFlight() + (helperStopped ? 0 : helper.inFlight());
         if (awaited == REFUSED) {
             // io_uring's single-issuer ring closed by another thread than its owner, which alone

@@ -64,6 +64,8 @@ final class ThreadPoolBackend extends SlottedBackend {
     /** Bit i set: worker i is parked, or about to park after one more look at the queue. */
     private final AtomicLong idle = new AtomicLong();
     private volatile boolean running = true;
+    /** Whether an undrained close holds the image open for the workers ({@link #keepForReaper()}). */
+    private volatile boolean imageHeld;
 
     ThreadPoolBackend(Image image, BackendOptions options) {
         super(image, options, Image.LINUX && !image.portable() ? CompletionSignal.overEventFd() : CompletionSignal.parking());
@@ -248,6 +250,34 @@ final class ThreadPoolBackend extends SlottedBackend {
         return AWAITED;
     }
 
+    /**
+     * Operations queued for the workers and not yet taken never touched the file: an undrained
+     * close takes them back (they go to {@code done}, which close drops), so that the reaper
+     * waits only for the ones a worker is performing, and none starts after close (the workers
+     * run until the reaper's release: a queued write could otherwise reach the file after the
+     * server recovered, when another writer may hold its locks).
+     */
+    @Override
+    int dropUnstarted() {
+        int n = 0;
+        for (Integer slot = work.poll(); slot != null; slot = work.poll()) {
+            slots.result(slot, -Errno.ECANCELED);
+            done.offer(slot); // never full: as many entries as slots
+            n++;
+        }
+        return n;
+    }
+
+    /**
+     * The workers reach the file through the image's channels, which are other open file
+     * descriptions than the locked descriptor, and closing a channel waits for a worker stuck
+     * in it: the image stays open (descriptor, locks, channels) until the reaper's release.
+     */
+    @Override
+    void keepForReaper() {
+        imageHeld = image.hold();
+    }
+
     @Override
     void release() {
         running = false;
@@ -261,6 +291,15 @@ final class ThreadPoolBackend extends SlottedBackend {
                 Thread.currentThread().interrupt();
                 return;
             }
+        }
+        for (Worker worker : workers) {
+            if (worker.thread.isAlive()) {
+                return; // still in the file: the image stays held (leaked rather than unlocked under it)
+            }
+        }
+        if (imageHeld) {
+            imageHeld = false;
+            image.releaseHold();
         }
     }
 
