@@ -1,11 +1,8 @@
 package io.vblk.block;
 
-import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 
@@ -20,7 +17,6 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
-import io.vblk.aio.IoVector;
 import io.vblk.sys.Mapping;
 import io.vblk.testkit.TestFuse;
 
@@ -33,36 +29,23 @@ import io.vblk.testkit.TestFuse;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class ClosedDrainedWhileClosingTest {
-    private static final int BLOCK = 4096;
-
     @TempDir
     Path dir;
 
     @AfterEach
     void clear() {
-        System.clearProperty("vblk.aio.closeDrainMs");
+        System.clearProperty(StuckReads.CLOSE_DRAIN_PROPERTY);
     }
 
     @ParameterizedTest
     @EnumSource(value = BackendKind.class, names = {"IO_URING", "LINUX_AIO", "THREADS"})
     void closedDrainedIsFalseWhileCloseWaitsForTheKernel(BackendKind kind) throws Exception {
-        Path at = Files.createDirectory(dir.resolve("mnt"));
-        try (TestFuse fs = TestFuse.stalling(at, 1 << 20)) {
-            assumeTrue(fs != null, "FUSE cannot be mounted here");
-            fs.fill((byte) 0x5a);
-            fs.holdReads(true);
-            System.setProperty("vblk.aio.closeDrainMs", "5000");
+        try (TestFuse fs = StuckReads.mount(dir, 5000)) {
             Image image = Image.open(fs.file(), ImageOptions.defaults().readOnly(true));
             IoBackend io = IoBackends.open(kind, image, 8);
-            Mapping buffer = Mapping.anonymous(BLOCK, false);
-            IoVector v = new IoVector(1);
-            v.add(buffer.address(), BLOCK);
-            assertEquals(0, io.prepareRead(0, v, 7));
-            assertEquals(1, io.submit());
-            assertEquals(1, fs.awaitHeld(1, 30_000));
-            Thread closer = new Thread(io::close, "closer");
-            closer.setDaemon(true);
-            closer.start();
+            Mapping buffer = Mapping.anonymous(StuckReads.BLOCK, false);
+            StuckReads.stuckRead(io, fs, buffer);
+            Thread closer = StuckReads.startCloser(io::close);
             boolean sawTrue = false;
             try {
                 long until = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(2000);
@@ -72,8 +55,8 @@ class ClosedDrainedWhileClosingTest {
                 }
                 assertTrue(closer.isAlive(), "close is still in its wait");
             } finally {
+                fs.answerHeld(); // the kernel finishes the read: close returns drained, at once
                 closer.join(30_000);
-                fs.answerHeld();
             }
             assertFalse(sawTrue, kind + ": closedDrained() was true while close still waited for a read the kernel holds");
             buffer.close();

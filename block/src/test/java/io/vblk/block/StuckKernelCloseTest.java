@@ -3,10 +3,7 @@ package io.vblk.block;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assertions.fail;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 
@@ -22,7 +19,6 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
-import io.vblk.aio.IoVector;
 import io.vblk.sys.Mapping;
 import io.vblk.testkit.TestFuse;
 
@@ -40,49 +36,31 @@ import io.vblk.testkit.TestFuse;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS) // a hang guard
 class StuckKernelCloseTest {
-    private static final int BLOCK = 4096;
-    private static final byte FILL = 0x5a;
+    private static final int BLOCK = StuckReads.BLOCK;
+    private static final byte FILL = StuckReads.FILL;
 
     @TempDir
     Path dir;
 
     @AfterEach
     void clear() {
-        System.clearProperty("vblk.aio.closeDrainMs");
+        System.clearProperty(StuckReads.CLOSE_DRAIN_PROPERTY);
     }
 
     @ParameterizedTest
     @EnumSource(value = BackendKind.class, names = {"IO_URING", "LINUX_AIO", "THREADS"})
     void closeReturnsWhileTheKernelHoldsAReadAndFreesNothingItWrites(BackendKind kind) throws Exception {
-        Path at = Files.createDirectory(dir.resolve("mnt"));
-        try (TestFuse fs = TestFuse.stalling(at, 1 << 20)) {
-            assumeTrue(fs != null, "FUSE cannot be mounted here (no /dev/fuse or no CAP_SYS_ADMIN)");
-            fs.fill(FILL);
-            fs.holdReads(true);
-            System.setProperty("vblk.aio.closeDrainMs", "500");
+        try (TestFuse fs = StuckReads.mount(dir, 500)) {
             Image image = Image.open(fs.file(), ImageOptions.defaults().readOnly(true));
             IoBackend io = IoBackends.open(kind, image, 8);
             // The caller's memory (a guest's, in a device): the kernel reads into it.
             Mapping buffer = Mapping.anonymous(BLOCK, false);
-            IoVector v = new IoVector(1);
-            v.add(buffer.address(), BLOCK);
-            assertEquals(0, io.prepareRead(0, v, 7));
-            assertEquals(1, io.submit());
-            assertEquals(1, fs.awaitHeld(1, 30_000), "the read reached the FUSE server");
+            StuckReads.stuckRead(io, fs, buffer);
             int undrainedBefore = IoBackends.undrainedBackends();
 
-            Thread closer = new Thread(io::close, "closer");
-            closer.setDaemon(true);
-            closer.start();
-            closer.join(20_000);
+            Thread closer = StuckReads.startCloser(io::close);
             try {
-                if (closer.isAlive()) {
-                    StringBuilder where = new StringBuilder();
-                    for (StackTraceElement s : closer.getStackTrace()) {
-                        where.append("\n  at ").append(s);
-                    }
-                    fail(kind + ": close still waits after 20 s for a read the kernel never finishes:" + where);
-                }
+                StuckReads.assertCloserEnds(closer, kind + ": a close with a read the kernel never finishes");
                 assertFalse(io.closedDrained(), "the read is still with the kernel");
                 assertEquals(undrainedBefore + 1, IoBackends.undrainedBackends(), "counted undrained");
                 assertEquals(0, UnsafeApi.getByte(buffer.address()), "nothing read yet");

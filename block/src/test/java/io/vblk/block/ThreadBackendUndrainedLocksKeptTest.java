@@ -1,12 +1,9 @@
 package io.vblk.block;
 
-import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 
@@ -20,7 +17,6 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
-import io.vblk.aio.IoVector;
 import io.vblk.sys.ImageLock;
 import io.vblk.sys.Mapping;
 import io.vblk.testkit.TestFuse;
@@ -35,24 +31,17 @@ import io.vblk.testkit.TestFuse;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class ThreadBackendUndrainedLocksKeptTest {
-    private static final int BLOCK = 4096;
-
     @TempDir
     Path dir;
 
     @AfterEach
     void clear() {
-        System.clearProperty("vblk.aio.closeDrainMs");
+        System.clearProperty(StuckReads.CLOSE_DRAIN_PROPERTY);
     }
 
     @Test
     void locksStayWhileAWorkerIsStuckAfterAnUndrainedClose() throws Exception {
-        Path at = Files.createDirectory(dir.resolve("mnt"));
-        try (TestFuse fs = TestFuse.stalling(at, 1 << 20)) {
-            assumeTrue(fs != null, "FUSE cannot be mounted here");
-            fs.fill((byte) 0x5a);
-            fs.holdReads(true);
-            System.setProperty("vblk.aio.closeDrainMs", "500");
+        try (TestFuse fs = StuckReads.mount(dir, 500)) {
             Image image = Image.open(fs.file(), ImageOptions.defaults());
             assertTrue(ImageLocks.lock(image, ImageLock.Locking.ON));
             // Control: the locks do conflict on this mount while the image is open.
@@ -63,19 +52,13 @@ class ThreadBackendUndrainedLocksKeptTest {
                 probe.close();
             }
             IoBackend io = IoBackends.open(BackendKind.THREADS, image, 8);
-            Mapping buffer = Mapping.anonymous(BLOCK, false);
-            IoVector v = new IoVector(1);
-            v.add(buffer.address(), BLOCK);
-            assertEquals(0, io.prepareRead(0, v, 7));
-            assertEquals(1, io.submit());
-            assertEquals(1, fs.awaitHeld(1, 30_000));
-            Thread closer = new Thread(() -> {
+            Mapping buffer = Mapping.anonymous(StuckReads.BLOCK, false);
+            StuckReads.stuckRead(io, fs, buffer);
+            Thread closer = StuckReads.startCloser(() -> {
                 io.close();
                 // RawDriver.close / Export.close: no ImageLocks.release (undrained), then this.
                 image.close();
-            }, "closer");
-            closer.setDaemon(true);
-            closer.start();
+            });
             try {
                 long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
                 while (!image.isClosed()) {

@@ -3,9 +3,7 @@ package io.vblk.block;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 
@@ -21,7 +19,6 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
-import io.vblk.aio.IoVector;
 import io.vblk.sys.Mapping;
 import io.vblk.testkit.TestFuse;
 
@@ -35,38 +32,26 @@ import io.vblk.testkit.TestFuse;
  */
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class ThreadBackendUndrainedQueuedDroppedTest {
-    private static final int BLOCK = 4096;
-    private static final byte FILL = 0x5a;
+    private static final int BLOCK = StuckReads.BLOCK;
+    private static final byte FILL = StuckReads.FILL;
 
     @TempDir
     Path dir;
 
     @AfterEach
     void clear() {
-        System.clearProperty("vblk.aio.closeDrainMs");
+        System.clearProperty(StuckReads.CLOSE_DRAIN_PROPERTY);
     }
 
     @Test
     void anOperationQueuedBehindAStuckWorkerNeverRunsAfterAnUndrainedClose() throws Exception {
-        Path at = Files.createDirectory(dir.resolve("mnt"));
-        try (TestFuse fs = TestFuse.stalling(at, 1 << 20)) {
-            assumeTrue(fs != null, "FUSE cannot be mounted here");
-            fs.fill(FILL);
-            fs.holdReads(true);
-            System.setProperty("vblk.aio.closeDrainMs", "500");
+        try (TestFuse fs = StuckReads.mount(dir, 500)) {
             Image image = Image.open(fs.file(), ImageOptions.defaults().readOnly(true));
             IoBackend io = IoBackends.open(BackendKind.THREADS, image, BackendOptions.depth(8).workerThreads(1));
             Mapping stuck = Mapping.anonymous(BLOCK, false);
             Mapping queued = Mapping.anonymous(BLOCK, false);
-            IoVector v = new IoVector(1);
-            v.add(stuck.address(), BLOCK);
-            assertEquals(0, io.prepareRead(0, v, 1));
-            assertEquals(1, io.submit());
-            assertEquals(1, fs.awaitHeld(1, 30_000), "the one worker is in the read");
-            v.clear();
-            v.add(queued.address(), BLOCK);
-            assertEquals(0, io.prepareRead(8 * BLOCK, v, 2));
-            assertEquals(1, io.submit());
+            StuckReads.stuckRead(io, fs, stuck); // the one worker is in the read
+            StuckReads.read(io, queued, 8 * BLOCK, 2);
 
             io.close(); // returns undrained after 0.5 s: the worker is still in the first read
             assertFalse(io.closedDrained());
