@@ -235,6 +235,16 @@ class StalledRoundUnmapTest {
                 rig.server.closeWaitMs = 100;
                 closer.start();
                 rig.awaitLine(l -> l.contains("closing anyway"));
+                // The device's close has begun (it marks the device closed first, then waits for
+                // the stalled round) before the round goes on, so the teardown, waiting on that
+                // round too, finds the device closed under it. A fixed pause was not enough on a
+                // loaded machine: the closer had not reached the device when the round ended, the
+                // teardown finished first and unmapped the table as a drained one (CI, 08:50).
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+                while (!rig.server.device().isClosed()) {
+                    assertTrue(System.nanoTime() < deadline, "the server's close never reached the device");
+                    Thread.sleep(5);
+                }
                 Thread.sleep(WATCH_MS);
                 assertTrue(closer.isAlive(), "the device closed under the stalled round");
                 assertEquals(mapped, serverMapped(g), "the table was unmapped under the stalled round");
