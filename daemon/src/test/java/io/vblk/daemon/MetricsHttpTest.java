@@ -58,6 +58,12 @@ class MetricsHttpTest {
             c.setReceiveBufferSize(4096);
             c.connect(new InetSocketAddress("127.0.0.1", s.port()));
             c.getOutputStream().write("GET /metrics HTTP/1.1\r\n\r\n".getBytes(StandardCharsets.US_ASCII));
+            // The server has the connection first (a CI run looked before the server had accepted
+            // it, saw no connection, and read the whole answer as it was sent), then drops it.
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30); // a hang guard
+            while (s.served() == 0 && s.connectionCount() == 0 && System.nanoTime() < deadline) {
+                Thread.sleep(5);
+            }
             awaitNoConnections(s);
             // What the client reads now ends early: the server gave up on it.
             long got = 0;
