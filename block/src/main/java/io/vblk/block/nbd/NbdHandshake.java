@@ -56,7 +56,9 @@ final class NbdHandshake {
         } catch (SSLException e) {
             throw new IOException("TLS with " + address + " failed: " + tls.explain(e), e);
         } catch (IOException e) {
-            if (System.nanoTime() - deadlineNs > 0) {
+            // The socket's waits count whole milliseconds and give up when less than one is
+            // left, so a wait that ran out may end up to a millisecond before the deadline.
+            if (System.nanoTime() - deadlineNs > -2_000_000L) {
                 // Name the limit that ran out: the operator who finds it too short can raise it.
                 throw new IOException(e.getMessage() + " (connect timeout " + timeoutMs + " ms)", e);
             }
