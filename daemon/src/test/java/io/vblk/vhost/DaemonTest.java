@@ -191,7 +191,9 @@ class DaemonTest {
             assertEquals(Map.of("id", "a", "removed", true), d.result("export.remove", "{\"id\":\"a\"}"));
             assertFalse(Files.exists(sockA), "socket removed");
             verifiedIo(sockB, 5, 4);
-            busy.join(30_000);
+            // Its frontend's waits for a reply or a completion that the removal cut off end after
+            // testkit's 30 s default: this join must outlast them (it was 30 s too, and lost).
+            busy.join(90_000);
             assertFalse(busy.isAlive());
             assertEquals(List.of("b"), ((List<Map<String, Object>>) d.result("export.list", null)).stream().map(m -> m.get("id")).toList());
 
