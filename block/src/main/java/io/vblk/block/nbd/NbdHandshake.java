@@ -56,9 +56,8 @@ final class NbdHandshake {
         } catch (SSLException e) {
             throw new IOException("TLS with " + address + " failed: " + tls.explain(e), e);
         } catch (IOException e) {
-            // The socket's waits count whole milliseconds and give up when less than one is
-            // left, so a wait that ran out may end up to a millisecond before the deadline.
-            if (System.nanoTime() - deadlineNs > -2_000_000L) {
+            // The socket's waits end at or after the deadline when it runs out (NbdSocket.awaitUntil).
+            if (System.nanoTime() - deadlineNs >= 0) {
                 // Name the limit that ran out: the operator who finds it too short can raise it.
                 throw new IOException(e.getMessage() + " (connect timeout " + timeoutMs + " ms)", e);
             }

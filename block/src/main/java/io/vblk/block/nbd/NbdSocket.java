@@ -173,8 +173,7 @@ final class NbdSocket implements AutoCloseable {
         int rc = Native.libc().connect(fd, scratch.addressOffset(), sockaddrLength);
         int errno = rc < 0 ? Native.errno() : 0;
         while (errno == EINPROGRESS || errno == Errno.EAGAIN) {
-            long leftMs = (deadlineNs - System.nanoTime()) / 1_000_000;
-            int ready = leftMs <= 0 ? 0 : await(POLLOUT, (int) Math.min(leftMs, Integer.MAX_VALUE));
+            int ready = awaitUntil(POLLOUT, deadlineNs);
             if (ready == -Errno.ECANCELED) {
                 close();
                 throw new IOException("connect to " + address + " given up: the disk is closing");
@@ -297,14 +296,26 @@ final class NbdSocket implements AutoCloseable {
     }
 
     private void waitFor(short events, long deadlineNs) throws IOException {
-        long leftMs = (deadlineNs - System.nanoTime()) / 1_000_000;
-        int ready = leftMs <= 0 ? 0 : await(events, (int) Math.min(leftMs, Integer.MAX_VALUE));
+        int ready = awaitUntil(events, deadlineNs);
         if (ready == 0) {
             throw new IOException("NBD server did not answer in time");
         }
         if (ready == -Errno.ECANCELED) {
             throw new IOException("NBD handshake given up: the disk is closing");
         }
+    }
+
+    /**
+     * {@link #await} until {@code deadlineNs}; 0 once it has passed. The wait is rounded up to
+     * whole milliseconds, so a wait that ends without the event ends at or after the deadline,
+     * never in its last millisecond (callers name the timeout when they see it has passed).
+     */
+    private int awaitUntil(short events, long deadlineNs) {
+        long leftNs = deadlineNs - System.nanoTime();
+        if (leftNs <= 0) {
+            return 0;
+        }
+        return await(events, (int) Math.min((leftNs + 999_999) / 1_000_000, Integer.MAX_VALUE));
     }
 
     @Override
