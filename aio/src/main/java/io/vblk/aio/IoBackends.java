@@ -55,7 +55,7 @@ public final class IoBackends {
      * metrics: above 0 means I/O stuck in the kernel (a hung FUSE or NFS file, a frozen disk).
      */
     public static int undrainedBackends() {
-        return SlottedBackend.undrainedCount();
+        return Undrained.count();
     }
 
     private static void requireNative(BackendKind kind, Image image) {

@@ -787,14 +787,6 @@ abstract class SlottedBackend implements IoBackend {
         return true;
     }
 
-    /**
-     * Back ends closed with operations still with the kernel that it has not finished yet (or
-     * that stay for the JVM's life); see {@link #close()}. For metrics.
-     */
-    static int undrainedCount() {
-        return Undrained.count();
-    }
-
     @Override
     public final boolean closedDrained() {
         return closed && undrained == DRAINED;

@@ -32,10 +32,10 @@ final class Undrained {
 
     /**
      * {@code backend}'s close left {@code inFlight} operations with the kernel after {@code
-     * waitedNs}: keeps it, says so once, and starts its reaper ({@code reap}, which returns
-     * whether it could wait for everything) unless {@code reap} is null.
+     * waitedNs}: keeps it, says so once, and starts its reaper ({@code reap}, which waits for what
+     * is in flight, frees, and returns whether it could) unless {@code reap} is null.
      */
-    static void kept(SlottedBackend backend, int inFlight, long waitedNs, Reaper reap) {
+    static void kept(SlottedBackend backend, int inFlight, long waitedNs, java.util.function.BooleanSupplier reap) {
         KEPT.add(backend);
         LOG.log(System.Logger.Level.WARNING, backend.getClass().getSimpleName() + " on " + backend.image + ": closed with "
                 + inFlight + " operation(s) still with the kernel after " + TimeUnit.NANOSECONDS.toMillis(waitedNs)
@@ -45,7 +45,7 @@ final class Undrained {
             return;
         }
         Thread t = new Thread(() -> {
-            if (reap.reap()) {
+            if (reap.getAsBoolean()) {
                 KEPT.remove(backend);
                 LOG.log(System.Logger.Level.INFO, backend.getClass().getSimpleName() + " on " + backend.image
                         + ": the kernel finished what an undrained close left; released");
@@ -61,10 +61,5 @@ final class Undrained {
     /** Back ends closed undrained whose operations the kernel has not finished (or never will be freed). */
     static int count() {
         return KEPT.size();
-    }
-
-    /** A reaper's body: waits for what is in flight, frees, and returns whether it could. */
-    interface Reaper {
-        boolean reap();
     }
 }

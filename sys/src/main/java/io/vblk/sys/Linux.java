@@ -112,6 +112,9 @@ public final class Linux {
     public static final long SYS_GETPID = 39;
     public static final long SYS_GETRUSAGE = 98;
     public static final long SYS_GETTID = 186;
+    /** sched_setattr(2) and sched_getattr(2) (Linux 3.14; a fair thread's slice in sched_runtime since 6.12). */
+    public static final long SYS_SCHED_SETATTR = 314;
+    public static final long SYS_SCHED_GETATTR = 315;
     public static final long SYS_FSTAT = 5;
     /** openat2(2) (Linux 5.6): openat with {@code struct open_how} {u64 flags, u64 mode, u64 resolve}. */
     public static final long SYS_OPENAT2 = 437;

@@ -10,9 +10,6 @@ package io.vblk.sys;
  * Set-up path (two system calls).
  */
 public final class SchedSlice {
-    /** x86-64 system call numbers. */
-    static final long SYS_SCHED_SETATTR = 314;
-    static final long SYS_SCHED_GETATTR = 315;
     /** {@code struct sched_attr} up to util_max (SCHED_ATTR_SIZE_VER1). */
     static final int ATTR_SIZE = 56;
     private static final int SIZE_OFFSET = 0;
@@ -36,7 +33,7 @@ public final class SchedSlice {
     public static long current() {
         NativeBuffer attr = new NativeBuffer(ATTR_SIZE);
         try {
-            long rc = Native.syscall(SYS_SCHED_GETATTR, 0, attr.address(), ATTR_SIZE, 0, 0);
+            long rc = Native.syscall(Linux.SYS_SCHED_GETATTR, 0, attr.address(), ATTR_SIZE, 0, 0);
             return rc < 0 ? rc : attr.buffer().getLong(RUNTIME_OFFSET);
         } finally {
             java.lang.ref.Reference.reachabilityFence(attr); // the memory lives until the call returned
@@ -56,7 +53,7 @@ public final class SchedSlice {
         }
         NativeBuffer attr = new NativeBuffer(ATTR_SIZE);
         try {
-            long rc = Native.syscall(SYS_SCHED_GETATTR, 0, attr.address(), ATTR_SIZE, 0, 0);
+            long rc = Native.syscall(Linux.SYS_SCHED_GETATTR, 0, attr.address(), ATTR_SIZE, 0, 0);
             if (rc < 0) {
                 return rc;
             }
@@ -69,7 +66,7 @@ public final class SchedSlice {
             attr.buffer().putInt(SIZE_OFFSET, ATTR_SIZE);
             attr.buffer().putLong(FLAGS_OFFSET, 0);
             attr.buffer().putLong(RUNTIME_OFFSET, sliceNs);
-            return Native.syscall(SYS_SCHED_SETATTR, 0, attr.address(), 0, 0, 0);
+            return Native.syscall(Linux.SYS_SCHED_SETATTR, 0, attr.address(), 0, 0, 0);
         } finally {
             java.lang.ref.Reference.reachabilityFence(attr); // the memory lives until the call returned
         }
