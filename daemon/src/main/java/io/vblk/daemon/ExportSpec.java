@@ -214,7 +214,7 @@ final class ExportSpec {
         }
         s.setImage(p, imageArg);
         s.nbdConnections = (int) p.integer("nbd_connections", 1, 16, 1);
-        if (p.has("nbd_connections") && (s.network == null || s.network.startsWith("rbd:"))) {
+        if (p.has("nbd_connections") && !s.nbdImage()) {
             throw new InvalidParams(p.name("nbd_connections") + " applies to nbd:// images only, not " + imageArg);
         }
         s.setTls(p);
@@ -236,9 +236,8 @@ final class ExportSpec {
      */
     private void setTimeouts(Params p) {
         boolean backing = backingOnNetwork();
-        boolean nbdImage = network != null && !network.startsWith("rbd:");
         for (String key : new String[] {"connect_timeout_ms", "request_timeout_ms"}) {
-            if (p.has(key) && !nbdImage && !backing) {
+            if (p.has(key) && !nbdImage() && !backing) {
                 throw new InvalidParams(p.name(key) + " applies to nbd:// images only (and to a qcow2 image"
                         + " with network_backing), not " + imageArg);
             }
@@ -251,6 +250,11 @@ final class ExportSpec {
         timeouts = new NetworkTimeouts((int) p.integer("connect_timeout_ms", 1, NetworkTimeouts.MAX_MS, d.connectMs()),
                 (int) p.integer("request_timeout_ms", 1, NetworkTimeouts.MAX_MS, d.requestMs()),
                 (int) p.integer("retry_timeout_ms", 0, NetworkTimeouts.MAX_MS, d.retryMs()));
+    }
+
+    /** Whether the image is an NBD disk (nbd://, nbd+unix://, nbds://, nbds+unix://). */
+    private boolean nbdImage() {
+        return network != null && !network.startsWith("rbd:");
     }
 
     /** Whether a qcow2 image may follow a network backing name (the timeouts reach its connections). */
@@ -380,11 +384,11 @@ final class ExportSpec {
         if (tlsHostname != null) {
             m.put("tls_hostname", tlsHostname);
         }
-        if (network != null && !network.startsWith("rbd:")) {
+        if (nbdImage()) {
             m.put("nbd_connections", nbdConnections);
         }
         // Listed wherever they apply: an NBD image, or a qcow2 image's network backing.
-        if ((network != null && !network.startsWith("rbd:")) || backingOnNetwork()) {
+        if (nbdImage() || backingOnNetwork()) {
             m.put("connect_timeout_ms", timeouts.connectMs());
             m.put("request_timeout_ms", timeouts.requestMs());
         }
