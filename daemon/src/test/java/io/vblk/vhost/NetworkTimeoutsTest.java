@@ -3,10 +3,6 @@ package io.vblk.vhost;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.io.InputStream;
-import java.net.InetAddress;
-import java.net.ServerSocket;
-import java.net.Socket;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
@@ -29,21 +25,10 @@ class NetworkTimeoutsTest {
     @Test
     void aStalledHandshakeEndsAtTheConnectTimeoutGivenAndNamesIt() throws Exception {
         // A server that accepts and never greets: the handshake waits until the client gives up.
-        try (ServerSocket listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+        try (StalledNbdServer server = new StalledNbdServer();
              DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
-            Thread holder = new Thread(() -> {
-                try (Socket s = listener.accept(); InputStream in = s.getInputStream()) {
-                    while (in.read() >= 0) {
-                        // held open until the client hangs up
-                    }
-                } catch (Exception e) {
-                    // the listener closed
-                }
-            }, "held-nbd");
-            holder.setDaemon(true);
-            holder.start();
             Map<String, Object> e = DaemonRig.error(d.call("export.add", DaemonRig.json(Map.of("id", "x",
-                    "image", "nbd://127.0.0.1:" + listener.getLocalPort() + "/x", "socket", dir.resolve("x.sock").toString(),
+                    "image", server.address(), "socket", dir.resolve("x.sock").toString(),
                     "connect_timeout_ms", 300))));
             String message = e.get("message").toString();
             assertTrue(message.contains("cannot open") && message.contains("connect timeout 300 ms"), message);
@@ -56,22 +41,11 @@ class NetworkTimeoutsTest {
         // The backing image's server accepts and never greets: the backing's open ends at the
         // export's connect timeout (it used the 5 s default, and the setting was refused for a
         // file image before).
-        try (ServerSocket listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
+        try (StalledNbdServer server = new StalledNbdServer();
              DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
-            Thread holder = new Thread(() -> {
-                try (Socket s = listener.accept(); InputStream in = s.getInputStream()) {
-                    while (in.read() >= 0) {
-                        // held open until the client hangs up
-                    }
-                } catch (Exception e) {
-                    // the listener closed
-                }
-            }, "held-nbd");
-            holder.setDaemon(true);
-            holder.start();
             Path overlay = dir.resolve("o.qcow2");
             QemuTools.Run made = QemuTools.qemuImg("create", "-f", "qcow2", "-u", "-b",
-                    "nbd://127.0.0.1:" + listener.getLocalPort() + "/x", "-F", "raw", overlay.toString(), "1M");
+                    server.address(), "-F", "raw", overlay.toString(), "1M");
             assertEquals(0, made.code(), made.output());
             Map<String, Object> e = DaemonRig.error(d.call("export.add", DaemonRig.json(Map.of("id", "q",
                     "image", overlay.toString(), "format", "qcow2", "network_backing", true,

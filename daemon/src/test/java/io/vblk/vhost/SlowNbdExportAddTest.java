@@ -5,15 +5,9 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.net.InetAddress;
-import java.net.ServerSocket;
-import java.net.Socket;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.CountDownLatch;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 
@@ -41,8 +35,8 @@ class SlowNbdExportAddTest {
 
     @Test
     @SuppressWarnings("unchecked")
-    void whileOneAddWaitsOnAStalledServerTheOtherChangesProceed() throws Exception {
-        try (StalledServer server = new StalledServer();
+    void whileOneAddWaitsOnAStalledNbdServerTheOtherChangesProceed() throws Exception {
+        try (StalledNbdServer server = new StalledNbdServer();
              DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             Future<Map<String, Object>> slow = server.pool.submit(() -> d.call("export.add", DaemonRig.json(Map.of("id", "slow",
                     "image", server.address(), "socket", dir.resolve("slow.sock").toString(),
@@ -75,8 +69,8 @@ class SlowNbdExportAddTest {
     }
 
     @Test
-    void aShutdownIsNotHeldByAnAddWaitingOnAStalledServer() throws Exception {
-        try (StalledServer server = new StalledServer();
+    void aShutdownIsNotHeldByAnAddWaitingOnAStalledNbdServer() throws Exception {
+        try (StalledNbdServer server = new StalledNbdServer();
              DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             Path other = dir.resolve("n.sock");
             d.result("export.add", DaemonRig.json(Map.of("id", "n", "image", "null:1M", "socket", other.toString())));
@@ -103,52 +97,6 @@ class SlowNbdExportAddTest {
                 assertTrue(e.getCause() instanceof IOException, e.toString());
             }
             assertFalse(java.nio.file.Files.exists(dir.resolve("slow.sock")), "and leaves no socket behind");
-        }
-    }
-
-    /**
-     * An NBD server that accepts connections and never greets, so a client's handshake stalls
-     * until the client gives up; closing it lets the held connections go.
-     */
-    private static final class StalledServer implements AutoCloseable {
-        final ExecutorService pool = Executors.newCachedThreadPool(r -> {
-            Thread t = new Thread(r, "stalled-nbd");
-            t.setDaemon(true);
-            return t;
-        });
-        final CountDownLatch accepted = new CountDownLatch(1);
-        private final CountDownLatch release = new CountDownLatch(1);
-        private final ServerSocket listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
-
-        StalledServer() throws IOException {
-            pool.submit(() -> {
-                while (true) {
-                    Socket s = listener.accept();
-                    accepted.countDown();
-                    pool.submit(() -> {
-                        try (s) {
-                            release.await(); // no greeting: the handshake stalls
-                        }
-                        return null;
-                    });
-                }
-            });
-        }
-
-        String address() {
-            return "nbd://127.0.0.1:" + listener.getLocalPort() + "/x";
-        }
-
-        /** Hangs up on every connection it holds (and on any it accepts later). */
-        void release() {
-            release.countDown();
-        }
-
-        @Override
-        public void close() throws IOException {
-            release.countDown();
-            pool.shutdownNow();
-            listener.close();
         }
     }
 }
