@@ -7,6 +7,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.BitSet;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.concurrent.locks.LockSupport;
+import java.util.function.BooleanSupplier;
 
 import org.agrona.UnsafeApi;
 import org.junit.jupiter.api.DisplayName;
@@ -22,11 +24,20 @@ import io.vblk.testkit.SplitQueueDriver;
  * A driver thread and a device thread move 10 million requests through a 256-entry queue in
  * guarded guest memory. Each side polls briefly, then goes idle the only safe way (enable
  * notifications, re-check, and sleep in poll(2) on an eventfd only if nothing arrived); kicks and
- * interrupts are eventfd writes sent only when the other side asked. A lost wake-up leaves both
- * sides asleep: the 10 s wait times out and the test fails. Every request carries a sequence
- * number the device echoes back; each must complete exactly once (a BitSet, plus the driver's
- * check that every used id is an outstanding head), in whatever order the device completes them
- * (it reverses every batch).
+ * interrupts are eventfd writes sent only when the other side asked. A publish the other side
+ * slept through, armed, from before to after, must notify: a lost wake-up fails the test there
+ * and then (and a side left asleep fails after 30 s). Every request carries a
+ * sequence number the device echoes back; each must complete exactly once (a BitSet, plus the
+ * driver's check that every used id is an outstanding head), in whatever order the device
+ * completes them (it reverses every batch).
+ *
+ * <p>Whether a side ever runs dry while the other is busy is the scheduler's, so the wake-up paths
+ * are exercised on purpose: every {@value #PAUSE_EVERY} requests one side (the device at even
+ * multiples, holding the batch it popped; the driver at odd ones, after publishing) holds back
+ * until the other has gone to sleep armed, by a handshake ({@link #pause}). Its next publish must
+ * then notify: if {@code publishUsed()} or {@code publishAvail()} says no, that is a lost wake-up
+ * and the test fails at once. Only one side pauses at a boundary: two sides pausing together each
+ * wait for the other to sleep, which neither can while it pauses.
  */
 class SplitQueueTwoThreadTest {
     private static final int REQUESTS = 10_000_000;
@@ -34,14 +45,39 @@ class SplitQueueTwoThreadTest {
     private static final int SLOT_BYTES = 64;
     private static final int SPIN_POLLS = 64;
     private static final int YIELD_POLLS = 8;
-    private static final int WAKE_UP_TIMEOUT_MS = 10_000;
+    /** How long a side sleeps, or a pause waits for the other side to sleep, before failing. */
+    private static final int WAKE_UP_TIMEOUT_MS = 30_000;
+    /** A pause every this many requests (popped by the device, posted by the driver). */
+    private static final long PAUSE_EVERY = 100_000;
+    /** Pauses of each side per run: the boundaries alternate between them. */
+    private static final long PAUSES_EACH = REQUESTS / PAUSE_EVERY / 2;
 
-    /** Counts of one side's notifications, for the report and the "really slept" check. */
-    static final class Counters {
+    /** One side's counts, and what the other side's pauses read of it. */
+    static final class Side {
+        final String name;
         long notificationsSent;
+        /** Sleeps ended by a signal (a notification, or a pause's poke). */
         long sleeps;
-        /** Times this side went to sleep (counted before it waits, so the other side can see it). */
-        volatile long sleepsStarted;
+        /** Times this side held back until the other one was asleep. */
+        long pauses;
+        /** Pauses whose next publish notified the sleeping side (each must). */
+        long wakeUps;
+        /** Publishes the other side slept through, armed, from before to after (each must notify). */
+        long sleepersNotified;
+        /** Times a pause found the other side asleep from before and woke it to re-arm. */
+        long pokes;
+        /** Set by a pause: the next publish must notify. */
+        boolean mustNotify;
+        /** This side's pause count, bumped after each of its signals during a pause too. */
+        volatile long pauseEpoch;
+        /** While asleep: the other side's {@link #pauseEpoch} read before this sleep drained its eventfd; -1 awake. */
+        volatile long asleepAt = -1;
+        /** Twice the sleeps begun, plus 1 while asleep (armed): the same odd value before and after a publish means slept through it. */
+        volatile long sleepState;
+
+        Side(String name) {
+            this.name = name;
+        }
     }
 
     @ParameterizedTest(name = "EVENT_IDX {0}")
@@ -50,16 +86,16 @@ class SplitQueueTwoThreadTest {
     @DisplayName("10M requests, driver and device on two threads, every one completed exactly once, no lost wake-up")
     void tenMillionRequests(boolean eventIdx) throws Exception {
         try (GuestMemory mem = GuestMemory.builder().guarded(true).addMemfd(0, 1 << 20).build();
-                EventFd kick = EventFd.create(false);
-                EventFd call = EventFd.create(false)) {
+                EventFd kick = EventFd.create(true);
+                EventFd call = EventFd.create(true)) {
             SplitQueueDriver driver = SplitQueueDriver.builder(mem).size(SIZE).eventIdx(eventIdx).indirectEntries(4)
                     .area(0, 1 << 20).build();
             SplitQueue queue = new SplitQueue(0, 4);
             assertEquals(0, queue.activate(mem, SIZE, driver.descGpa(), driver.availGpa(), driver.usedGpa(), eventIdx, true));
 
             AtomicReference<Throwable> failure = new AtomicReference<>();
-            Counters device = new Counters();
-            Counters driverSide = new Counters();
+            Side device = new Side("device");
+            Side driverSide = new Side("driver");
             Thread deviceThread = new Thread(() -> {
                 try {
                     runDevice(queue, kick, call, device, driverSide);
@@ -79,20 +115,23 @@ class SplitQueueTwoThreadTest {
                 deviceThread.join();
             }
             long elapsedMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start);
-            System.out.printf("EVENT_IDX %s: %d requests in %d ms (%.0f k/s); kicks %d, interrupts %d, "
-                    + "driver slept %d times, device slept %d times%n", eventIdx, REQUESTS, elapsedMs,
-                    REQUESTS / (double) Math.max(1, elapsedMs), driverSide.notificationsSent, device.notificationsSent,
-                    driverSide.sleeps, device.sleeps);
+            System.out.printf("EVENT_IDX %s: %d requests in %d ms (%.0f k/s); kicks %d (%d to a sleeping device), "
+                    + "interrupts %d (%d to a sleeping driver); driver slept %d times, device %d; "
+                    + "pauses (pokes) driver %d (%d), device %d (%d)%n", eventIdx, REQUESTS, elapsedMs,
+                    REQUESTS / (double) Math.max(1, elapsedMs), driverSide.notificationsSent, driverSide.sleepersNotified,
+                    device.notificationsSent, device.sleepersNotified, driverSide.sleeps, device.sleeps,
+                    driverSide.pauses, driverSide.pokes, device.pauses, device.pokes);
             assertNull(failure.get());
             assertEquals(REQUESTS, done.cardinality());
             assertEquals(0, driver.outstanding());
-            // The sleep path is what this test is for, but whether a side ever reaches it is the
-            // scheduler's: on this 2-core VM (Linux 6.18) a CI run went 10 million requests with
-            // one side never asleep (each 2 s pause timed out). Such a run exercised the rest
-            // (exactly-once completion, suppression) but not the wake-ups: reported as skipped, not passed.
-            org.junit.jupiter.api.Assumptions.assumeTrue(driverSide.sleeps > 0 && device.sleeps > 0,
-                    "a side never slept in this run (driver " + driverSide.sleeps + ", device " + device.sleeps
-                    + "): the lost-wake-up path was not exercised");
+            assertEquals(PAUSES_EACH, device.pauses, "device pauses");
+            assertEquals(PAUSES_EACH, driverSide.pauses, "driver pauses");
+            // each pause ended with the sleeping side notified and woken (else it timed out above)
+            assertEquals(device.pauses, device.wakeUps, "interrupts to a sleeping driver");
+            assertEquals(driverSide.pauses, driverSide.wakeUps, "kicks to a sleeping device");
+            assertTrue(driverSide.sleeps >= device.pauses && device.sleeps >= driverSide.pauses, "each side woke from its sleeps");
+            assertTrue(device.sleepersNotified >= device.pauses && driverSide.sleepersNotified >= driverSide.pauses,
+                    "each pause left the other side asleep through the next publish");
             assertTrue(driverSide.notificationsSent < REQUESTS / 10 && device.notificationsSent < REQUESTS / 10,
                     "notifications must be suppressed while the other side is busy");
         }
@@ -101,29 +140,106 @@ class SplitQueueTwoThreadTest {
     private volatile boolean stop;
 
     /**
-     * Each side pauses this often (in requests), so the other one runs dry and has to take the
-     * sleep path however the scheduler interleaves them: the lost-wake-up check must be exercised.
+     * Holds this side back until the other side is asleep, armed, with no signal pending but the
+     * one this side sends next: then that publish must notify, and the sleeper can only wake by
+     * it. The other side cannot make progress meanwhile (the device holds what it popped; the
+     * driver posts nothing), so it reaches its sleep within its polls; a side already asleep
+     * from before the pause may have one of our earlier signals pending, so it is woken (a
+     * spurious wake-up, which both sides must tolerate) to drain and re-arm.
+     *
+     * <p>The epoch makes "nothing pending" exact: this side bumps {@link Side#pauseEpoch} after
+     * every signal it sends in the pause, and a sleeper reads the epoch before draining its
+     * eventfd, so a sleep at the current epoch drained after all of them.
      */
-    private static final long PAUSE_EVERY = 250_000;
-
-    /**
-     * Holds this side back until the other side has gone to sleep (bounded, 2 s): a fixed pause
-     * is not enough on a loaded machine, where the other thread may not run at all meanwhile.
-     */
-    private static void pause(Counters other) {
-        long before = other.sleepsStarted;
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(2);
-        while (other.sleepsStarted == before && System.nanoTime() < deadline) {
-            try {
-                Thread.sleep(1);
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
+    private static void pause(Side self, Side other, EventFd otherWake, BooleanSupplier abandoned) {
+        self.pauses++;
+        long epoch = ++self.pauseEpoch;
+        long poked = -1;
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(WAKE_UP_TIMEOUT_MS);
+        for (int polls = 0;; polls++) {
+            long at = other.asleepAt;
+            if (at == epoch) {
+                self.mustNotify = true;
                 return;
+            }
+            if (at >= 0 && at != poked) {
+                otherWake.signal();
+                self.pokes++;
+                poked = at;
+                epoch = ++self.pauseEpoch;
+            }
+            if (abandoned.getAsBoolean()) {
+                return;
+            }
+            if (System.nanoTime() - deadline > 0) {
+                throw new AssertionError(self.name + " held back " + WAKE_UP_TIMEOUT_MS + " ms, " + other.name
+                        + " never went to sleep (asleep at " + at + ", epoch " + epoch + ")");
+            }
+            if (polls < 100) {
+                Thread.yield();
+            } else {
+                LockSupport.parkNanos(50_000);
             }
         }
     }
 
-    private void runDevice(SplitQueue queue, EventFd kick, EventFd call, Counters c, Counters driverSide) {
+    /**
+     * Before arming a sleep: the other side's pause epoch (read first), then drops any signal left
+     * in {@code wake} (non-blocking read): what it was sent for is visible to the re-check that follows.
+     */
+    private static long prepareSleep(Side other, EventFd wake) {
+        long epoch = other.pauseEpoch;
+        wake.read();
+        return epoch;
+    }
+
+    /**
+     * Sleeps armed (the caller has enabled notifications and re-checked), published to the other
+     * side (set after arming, cleared before disarming); returns what {@link EventFd#await} did.
+     */
+    private static int sleep(Side self, long epoch, EventFd wake) {
+        self.sleepState++;
+        self.asleepAt = epoch;
+        int woken = wake.await(WAKE_UP_TIMEOUT_MS);
+        self.asleepAt = -1;
+        self.sleepState++;
+        return woken;
+    }
+
+    /**
+     * Whether {@code other} was asleep, armed, from before a publish ({@code before}, its
+     * {@link Side#sleepState} then) until now. Read before signalling: the signal ends the sleep.
+     */
+    private static boolean sleptThrough(Side other, long before) {
+        return (before & 1) == 1 && other.sleepState == before;
+    }
+
+    /**
+     * Checks a publish: if the other side slept through it, armed, it must have notified, pause
+     * or not; and the first publish after a pause must notify the side the pause left asleep.
+     */
+    private static void published(Side self, Side other, boolean sleptThrough, boolean notify) {
+        if (notify) {
+            self.notificationsSent++;
+        }
+        if (sleptThrough) {
+            if (!notify) {
+                throw new AssertionError(self.name + ": " + other.name + " slept armed through a publish that said "
+                        + "no notification: a lost wake-up");
+            }
+            self.sleepersNotified++;
+        }
+        if (self.mustNotify) {
+            if (!notify) {
+                throw new AssertionError(self.name + ": the other side is asleep and armed, yet publishing said "
+                        + "no notification: a lost wake-up");
+            }
+            self.mustNotify = false;
+            self.wakeUps++;
+        }
+    }
+
+    private void runDevice(SplitQueue queue, EventFd kick, EventFd call, Side c, Side driverSide) {
         DescriptorChain chain = queue.newChain();
         long popped = 0;
         int[] batch = new int[SIZE];
@@ -146,16 +262,21 @@ class SplitQueueTwoThreadTest {
             }
             if (n > 0) {
                 popped += n;
-                if (popped / PAUSE_EVERY != (popped - n) / PAUSE_EVERY) {
-                    pause(driverSide); // hold completions back so the driver runs dry and must sleep
+                long boundary = popped / PAUSE_EVERY;
+                if (boundary != (popped - n) / PAUSE_EVERY && boundary % 2 == 0) {
+                    // hold completions back so the driver runs dry and must sleep
+                    pause(c, driverSide, call, () -> stop);
                 }
                 for (int i = n - 1; i >= 0; i--) { // complete out of order
                     queue.addUsed(batch[i], 9);
                 }
-                if (queue.publishUsed()) {
+                long driverBefore = driverSide.sleepState;
+                boolean notify = queue.publishUsed();
+                boolean sleptThrough = sleptThrough(driverSide, driverBefore);
+                if (notify) {
                     call.signal();
-                    c.notificationsSent++;
                 }
+                published(c, driverSide, sleptThrough, notify);
                 idle = 0;
                 continue;
             }
@@ -168,12 +289,12 @@ class SplitQueueTwoThreadTest {
                 continue;
             }
             idle = 0;
+            long epoch = prepareSleep(driverSide, kick);
             if (queue.enableNotifications()) { // arrived meanwhile: no kick will come for it
                 queue.disableNotifications();
                 continue;
             }
-            c.sleepsStarted++;
-            int woken = kick.await(WAKE_UP_TIMEOUT_MS);
+            int woken = sleep(c, epoch, kick);
             if (stop) {
                 return;
             }
@@ -186,7 +307,7 @@ class SplitQueueTwoThreadTest {
         }
     }
 
-    private BitSet runDriver(SplitQueueDriver driver, EventFd kick, EventFd call, Counters c, Counters device,
+    private BitSet runDriver(SplitQueueDriver driver, EventFd kick, EventFd call, Side c, Side device,
             AtomicReference<Throwable> failure) {
         int[] freeSlots = new int[SIZE];
         long[] hdr = new long[SIZE];
@@ -201,7 +322,7 @@ class SplitQueueTwoThreadTest {
             freeSlots[s] = s;
         }
         int free = SIZE;
-        long lastPause = 0;
+        long lastBoundary = 0;
         BitSet done = new BitSet(REQUESTS);
         long sequence = 0;
         long completed = 0;
@@ -227,13 +348,22 @@ class SplitQueueTwoThreadTest {
                 sequence++;
                 progress = true;
             }
-            if (progress && driver.publishAvail()) {
-                kick.signal();
-                c.notificationsSent++;
-            }
-            if (progress && sequence / PAUSE_EVERY != lastPause) {
-                lastPause = sequence / PAUSE_EVERY;
-                pause(device); // stop feeding the device so it runs dry and must sleep
+            if (progress) {
+                long deviceBefore = device.sleepState;
+                boolean notify = driver.publishAvail();
+                boolean sleptThrough = sleptThrough(device, deviceBefore);
+                if (notify) {
+                    kick.signal();
+                }
+                published(c, device, sleptThrough, notify);
+                long boundary = sequence / PAUSE_EVERY;
+                if (boundary != lastBoundary) {
+                    lastBoundary = boundary;
+                    if (boundary % 2 == 1) {
+                        // stop feeding the device so it runs dry and must sleep
+                        pause(c, device, kick, () -> failure.get() != null);
+                    }
+                }
             }
             int id;
             while ((id = driver.reap()) >= 0) {
@@ -267,12 +397,12 @@ class SplitQueueTwoThreadTest {
                 continue;
             }
             idle = 0;
+            long epoch = prepareSleep(device, call);
             if (driver.enableInterrupts()) {
                 driver.disableInterrupts();
                 continue;
             }
-            c.sleepsStarted++;
-            int woken = call.await(WAKE_UP_TIMEOUT_MS);
+            int woken = sleep(c, epoch, call);
             if (woken != 1) {
                 throw new AssertionError("driver: lost interrupt (waited " + WAKE_UP_TIMEOUT_MS + " ms with "
                         + (sequence - completed) + " in flight, rc " + woken + ")");
