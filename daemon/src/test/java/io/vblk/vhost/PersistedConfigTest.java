@@ -297,6 +297,38 @@ class PersistedConfigTest {
         }
     }
 
+    /**
+     * An NBD disk whose server exports read-only is served read-only, but saved as it was asked
+     * for (read_only false): the server decides again at the restart, and may allow writes by then.
+     */
+    @Test
+    @SuppressWarnings("unchecked")
+    void aNetworkDiskIsSavedAsAskedNotAsItsServerMadeIt() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(Files.isExecutable(Path.of("/usr/bin/nbdkit")), "nbdkit is not installed");
+        Path nbd = dir.resolve("nbd.sock");
+        Process server = new ProcessBuilder("nbdkit", "-r", "-f", "-U", nbd.toString(), "memory", "8M")
+                .redirectErrorStream(true).redirectOutput(dir.resolve("nbdkit.log").toFile()).start();
+        Path config = dir.resolve("vblk.json");
+        try {
+            DaemonRig.awaitListening(nbd, "nbdkit");
+            Object exports;
+            try (DaemonRig d = persisting(config)) {
+                d.result("export.add", add("net", "nbd+unix:///?socket=" + nbd, "nbd_connections", 2, "retry_timeout_ms", 1000));
+                exports = d.result("export.list", null);
+                assertEquals(true, ((List<Map<String, Object>>) exports).get(0).get("read_only"), exports.toString());
+                Map<String, Object> saved = ((List<Map<String, Object>>) read(config).get("exports")).get(0);
+                assertEquals(false, saved.get("read_only"), saved.toString());
+                assertEquals(1000, ((Number) saved.get("retry_timeout_ms")).intValue());
+            }
+            try (DaemonRig d = persisting(config)) {
+                assertEquals(exports, d.result("export.list", null));
+            }
+        } finally {
+            server.destroy();
+            server.waitFor();
+        }
+    }
+
     @Test
     void persistNeedsAConfigFile() {
         ByteArrayOutputStream err = new ByteArrayOutputStream();
