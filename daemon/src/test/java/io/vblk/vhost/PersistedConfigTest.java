@@ -128,6 +128,36 @@ class PersistedConfigTest {
         }
     }
 
+    /** The daemon as its own JVM, killed with SIGKILL after its changes: a restart from the same command line brings them back. */
+    @Test
+    void aKilledDaemonComesBackWithItsDisks() throws Exception {
+        Path config = dir.resolve("vblk.json");
+        Path control = dir.resolve("control.sock");
+        Process p = new ProcessBuilder(ServeProcess.command(List.of(), "daemon", "--control", control.toString(), "--config",
+                config.toString(), "--persist")).redirectErrorStream(true).redirectOutput(dir.resolve("daemon.log").toFile()).start();
+        Object exports;
+        try {
+            DaemonRig.awaitListening(control, "vblk daemon");
+            try (DaemonRig.Client c = new DaemonRig.Client(control)) {
+                for (String[] call : List.of(new String[] {"iothread.add", "{\"id\":\"t0\"}"},
+                        new String[] {"export.add", add("a", image("a.img"), "iothreads", List.of("t0"))},
+                        new String[] {"export.add", add("n", "null:1M")},
+                        new String[] {"export.resize", "{\"id\":\"n\",\"size\":\"3M\"}"},
+                        new String[] {"export.set_limits", "{\"id\":\"a\",\"bps_limit\":\"2M\"}"})) {
+                    Map<String, Object> r = c.call(call[0], call[1]);
+                    assertTrue(r.containsKey("result"), call[0] + ": " + r);
+                }
+                exports = c.call("export.list", null).get("result");
+            }
+        } finally {
+            p.destroyForcibly(); // SIGKILL: no shutdown, no last write
+            p.waitFor();
+        }
+        try (DaemonRig d = persisting(config)) {
+            assertEquals(exports, d.result("export.list", null));
+        }
+    }
+
     @Test
     @SuppressWarnings("unchecked")
     void refusedChangesLeaveTheFileUntouched() throws Exception {
