@@ -285,6 +285,14 @@ class PersistedConfigTest {
                     dir.resolve("no/such/dir.json").toString()))));
             assertTrue(e.get("message").toString().contains("cannot write"), e.toString());
             assertTrue(Files.isSymbolicLink(link) && Files.isDirectory(dir));
+
+            // vblk ctl: the same call from the command line.
+            Path byCtl = dir.resolve("by-ctl.json");
+            ByteArrayOutputStream out = new ByteArrayOutputStream();
+            int status = Main.run(new String[] {"ctl", "--control", d.control.toString(), "config.save", "--path", byCtl.toString()},
+                    new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(out, true, StandardCharsets.UTF_8), false);
+            assertEquals(0, status, out.toString(StandardCharsets.UTF_8));
+            assertEquals(first, read(byCtl));
         }
         try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"), "--config", saved.toString())) {
             assertEquals(first, d.result("config.save", null));
