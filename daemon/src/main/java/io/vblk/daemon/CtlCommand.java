@@ -29,7 +29,8 @@ import picocli.CommandLine.Unmatched;
             "Examples:",
             "  vblk ctl --control /run/vblk.sock export.add --id d1 --image null:1G --socket /run/d1.sock",
             "  vblk ctl --control /run/vblk.sock export.stats --id d1 --json",
-            "  vblk ctl --control /run/vblk.sock methods.list"},
+            "  vblk ctl --control /run/vblk.sock methods.list",
+            "  vblk ctl --control /run/vblk.sock config.save --path /etc/vblk/vblk.json   # what vblk daemon --config takes"},
         footer = {"", "Exit status: 0 on a result, 1 when the daemon answers with an error or cannot be reached, 2 for a "
             + "bad argument."})
 final class CtlCommand implements Callable<Integer> {

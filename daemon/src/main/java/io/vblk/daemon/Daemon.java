@@ -43,6 +43,8 @@ final class Daemon implements AutoCloseable {
     private final Map<String, Method> methods = new LinkedHashMap<>();
     private final Map<String, SharedIoThread> iothreads = new ConcurrentHashMap<>();
     private final List<String> iothreadOrder = Collections.synchronizedList(new ArrayList<>());
+    /** Each I/O thread's iothread.add parameters, in effect (for config.save). */
+    private final Map<String, Map<String, Object>> iothreadParams = new ConcurrentHashMap<>();
     private final CountDownLatch stopped = new CountDownLatch(1);
     private final Object changes = new Object();
     /** Exports being opened outside the lock: their ids and sockets are taken (guarded by {@link #changes}). */
@@ -94,10 +96,21 @@ final class Daemon implements AutoCloseable {
     volatile Runnable beforeOpen = () -> { };
     private volatile boolean shuttingDown;
     private final ControlThreads control;
+    /** config.save's and --persist's file writes. */
+    private final ConfigFile configFile;
+    /**
+     * The configuration when the shutdown began closing the exports (under {@code changes}), or
+     * null: the exports a shutdown closes stay in the persisted file, so a restart brings them back.
+     */
+    private Map<String, Object> closedConfiguration;
+    /** Methods after which the persisted configuration is brought up to date. */
+    private static final Set<String> CHANGES = Set.of("export.add", "export.remove", "export.resize", "export.set_limits",
+            "iothread.add", "iothread.remove");
 
     Daemon(Log log) {
         this.log = log;
         this.control = new ControlThreads(log);
+        this.configFile = new ConfigFile(log);
         methods.put("export.add", this::exportAdd);
         methods.put("export.remove", this::exportRemove);
         methods.put("export.list", p -> exportList(p));
@@ -110,6 +123,11 @@ final class Daemon implements AutoCloseable {
         methods.put("iothread.add", this::iothreadAdd);
         methods.put("iothread.list", this::iothreadList);
         methods.put("iothread.remove", this::iothreadRemove);
+        methods.put("config.save", this::configSave);
+        methods.put("config.status", p -> {
+            p.rejectUnknown(Set.of());
+            return configFile.status();
+        });
         methods.put("methods.list", p -> {
             p.rejectUnknown(Set.of());
             return List.copyOf(methods.keySet());
@@ -135,11 +153,84 @@ final class Daemon implements AutoCloseable {
         if (m == null) {
             throw new RpcError(RpcError.METHOD_NOT_FOUND, "unknown method '" + method + "' (methods.list lists them)");
         }
+        Object result;
         try {
-            return m.call(params);
+            result = m.call(params);
         } catch (InvalidParams e) {
             throw new RpcError(RpcError.INVALID_PARAMS, e.getMessage());
+        } catch (RuntimeException e) {
+            if (CHANGES.contains(method)) {
+                persist(); // one that failed part way (a remove whose close threw) may have changed the state: the file follows
+            }
+            throw e;
         }
+        if (CHANGES.contains(method)) {
+            String failed = persist();
+            if (failed != null && result instanceof Map<?, ?> answer) {
+                // The change stands; the caller learns it is not saved (and config.status, the metrics, the log).
+                Map<String, Object> m2 = new LinkedHashMap<>();
+                answer.forEach((k, v) -> m2.put(String.valueOf(k), v));
+                m2.put("persist_error", failed);
+                result = m2;
+            }
+        }
+        return result;
+    }
+
+    // ------------------------------------------------------------ configuration
+
+    /**
+     * The configuration that makes the daemon again as it is now, in the {@code --config} form:
+     * the I/O threads (first: exports name them), then the exports, each in the order added.
+     * Exports still opening or being removed are not in it; after a shutdown began, the
+     * configuration it closed.
+     */
+    Map<String, Object> configuration() {
+        synchronized (changes) {
+            if (closedConfiguration != null) {
+                return closedConfiguration;
+            }
+            List<Map<String, Object>> threads = new ArrayList<>();
+            List<String> ids;
+            synchronized (iothreadOrder) {
+                ids = new ArrayList<>(iothreadOrder);
+            }
+            for (String id : ids) {
+                Map<String, Object> p = iothreadParams.get(id);
+                if (p != null) {
+                    threads.add(p);
+                }
+            }
+            List<Map<String, Object>> exportList = new ArrayList<>();
+            for (Export e : exports()) {
+                exportList.add(e.spec.toConfig());
+            }
+            return ConfigFile.document(threads, exportList);
+        }
+    }
+
+    /** {@code vblk daemon --persist}: keeps {@code file} up to date from now on (written at once). */
+    void persistTo(Path file) {
+        configFile.persistTo(file, this::configuration);
+    }
+
+    /** Brings the persisted file up to date, if any; null, or why it failed. */
+    private String persist() {
+        return configFile.persist(this::configuration);
+    }
+
+    /** config.save's file writes and their status (metrics). */
+    ConfigFile configFile() {
+        return configFile;
+    }
+
+    private Object configSave(Params p) {
+        p.rejectUnknown(Set.of("path"));
+        String path = p.string("path", null);
+        if (path == null) {
+            return configuration();
+        }
+        return configFile.saveTo(ConfigFile.target(path), this::configuration);
     }
 
     /** Where the daemon logs (the metrics endpoint logs there too). */
@@ -575,6 +666,7 @@ final class Daemon implements AutoCloseable {
             }
             iothreads.put(id, t);
             iothreadOrder.add(id);
+            iothreadParams.put(id, iothreadConfig(p, id, cpus, wait, pollNs));
             log.info("I/O thread " + id + " started (wait " + wait.cliName() + (cpus.length > 0 ? ", cpus "
                     + java.util.Arrays.toString(cpus) : "") + ")");
             return describe(id, t);
@@ -598,8 +690,19 @@ final class Daemon implements AutoCloseable {
             t.close();
             iothreads.remove(id);
             iothreadOrder.remove(id);
+            iothreadParams.remove(id);
             return Map.of("id", id, "removed", true);
         }
+    }
+
+    /** An I/O thread's iothread.add parameters in effect: as given, with the known ones written out. */
+    private static Map<String, Object> iothreadConfig(Params p, String id, int[] cpus, WaitStrategy wait, long pollNs) {
+        Map<String, Object> m = new LinkedHashMap<>(p.values());
+        m.put("id", id);
+        m.put("cpus", java.util.Arrays.stream(cpus).boxed().toList());
+        m.put("wait", wait.cliName());
+        m.put("poll_ns", pollNs);
+        return m;
     }
 
     private Map<String, Object> describe(String id, SharedIoThread t) {
@@ -707,6 +810,7 @@ final class Daemon implements AutoCloseable {
     @Override
     public void close() {
         closeExports();
+        persist(); // the configuration as the shutdown found it, if a change's own write had not come yet
         control.close();
     }
 
@@ -726,6 +830,7 @@ final class Daemon implements AutoCloseable {
             if (interruptedByResize) {
                 Thread.currentThread().interrupt();
             }
+            closedConfiguration = configuration();
             List<String> ids = snapshotOrder();
             Collections.reverse(ids);
             // Every frontend's connection ends now, so their rings drain at once rather than one

@@ -38,6 +38,12 @@ final class DaemonCommand implements Callable<Integer> {
     @Option(names = "--config", paramLabel = "FILE", description = "JSON configuration: {\"iothreads\": [ iothread.add params ], \"exports\": [ export.add params ]}")
     Path config;
 
+    @Option(names = "--persist", description = "keep the --config file up to date: after every change (export.add, "
+            + "export.remove, export.resize, export.set_limits, iothread.add, iothread.remove) it is replaced atomically "
+            + "(mode 0600), so a restart with the same command line brings every export and I/O thread back; a missing "
+            + "file starts the daemon with none and is created")
+    boolean persist;
+
     @Option(names = "--control-mode", paramLabel = "OCTAL", description = "permission bits of the control socket (default 0600)")
     String controlMode;
 
@@ -67,7 +73,7 @@ final class DaemonCommand implements Callable<Integer> {
         controlParams.put("socket", control);
         // The control socket's mode and uids go through the exports' checks: one set of rules.
         ExportSpec access = ExportSpec.parse(Params.commandLine(controlParams), null);
-        Config conf = config == null ? new Config(List.of(), List.of()) : Config.read(config);
+        Config conf = persist ? ConfigFile.readPersisted(config) : config == null ? new Config(List.of(), List.of()) : Config.read(config);
         List<Map<String, Object>> exports = conf.exports();
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         try {
@@ -93,6 +99,9 @@ final class DaemonCommand implements Callable<Integer> {
                 } catch (InvalidParams | RpcError e) {
                     throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
                 }
+            }
+            if (persist) {
+                daemon.persistTo(config); // before the control socket: no change can race the first write
             }
             try {
                 server = new ControlServer(access.socket, access.socketMode, controlGroup, access.allowUids,

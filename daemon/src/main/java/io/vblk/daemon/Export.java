@@ -345,6 +345,7 @@ final class Export implements AutoCloseable {
             }
             if (image == null) {
                 spec.nullSizeBytes = sizeBytes;
+                spec.imageArg = ExportSpec.NULL_PREFIX + sizeBytes; // listed as it is now, as config.save saves it
             }
         }
         Map<String, Object> m = new LinkedHashMap<>();

@@ -121,6 +121,13 @@ final class ExportMetrics implements MultiCollector {
                 .help("Back ends closed with operations the kernel has not finished (a hung FUSE or NFS file, a frozen disk):"
                         + " each keeps its buffers, and its export the guest memory, until the kernel does.")
                 .dataPoint(GaugeDataPointSnapshot.builder().value(io.vblk.aio.IoBackends.undrainedBackends()).build()).build());
+        all.metricSnapshot(GaugeSnapshot.builder().name("vblk_config_persist_failing")
+                .help("1 while the last write of the --persist configuration file failed: changes since are in effect but a"
+                        + " restart would lose them (config.status says why); else 0.")
+                .dataPoint(GaugeDataPointSnapshot.builder().value(daemon.configFile().failing() ? 1 : 0).build()).build());
+        all.metricSnapshot(CounterSnapshot.builder().name("vblk_config_persist_failures")
+                .help("Writes of the --persist configuration file that failed.")
+                .dataPoint(CounterDataPointSnapshot.builder().value(daemon.configFile().failures()).build()).build());
         return all.build();
     }
 }

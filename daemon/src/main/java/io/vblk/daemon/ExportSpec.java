@@ -39,11 +39,11 @@ final class ExportSpec {
             "connect_timeout_ms", "request_timeout_ms", "retry_timeout_ms");
 
     String id;
-    /** The image as given: a path, or null:SIZE. */
-    String imageArg;
+    /** The image as given: a path, or null:SIZE (a null disk's size once resized). */
+    volatile String imageArg;
     Path image;
-    /** Size of a null disk, or -1 when {@link #image} names a file. */
-    long nullSizeBytes = -1;
+    /** Size of a null disk (export.resize changes it), or -1 when {@link #image} names a file. */
+    volatile long nullSizeBytes = -1;
     Path socket;
     /** The image format: named, never guessed. */
     ImageFormat format = ImageFormat.RAW;
@@ -70,6 +70,8 @@ final class ExportSpec {
     int queues = 1;
     int queueSize = MAX_QUEUE_SIZE;
     boolean readOnly;
+    /** read_only as given: a network disk's server may make {@link #readOnly} true at open, and tomorrow may not. */
+    boolean readOnlyGiven;
     String serial = "vblk";
     /** The back end asked for, or null for the default (io_uring with fallback). */
     BackendKind aio;
@@ -132,6 +134,7 @@ final class ExportSpec {
             throw new InvalidParams(p.name("queue_size") + " must be a power of two, got " + s.queueSize);
         }
         s.readOnly = p.bool("read_only");
+        s.readOnlyGiven = s.readOnly;
         s.serial = p.string("serial", "vblk");
         if (s.serial.length() > 20 || !s.serial.chars().allMatch(c -> c >= 0x20 && c < 0x7f)) {
             throw new InvalidParams(p.name("serial") + " must be at most 20 printable ASCII characters: '" + s.serial + "'");
@@ -397,6 +400,74 @@ final class ExportSpec {
         }
         m.put("iothreads", iothreads);
         m.put("socket_mode", "0" + Integer.toOctalString(socketMode));
+        return m;
+    }
+
+    /**
+     * The {@code export.add} parameters that make this export again as it is now: every
+     * parameter in effect (defaults written out, so a restart under a later version with other
+     * defaults serves the same disk), a null disk's size after {@code export.resize}, the limits
+     * after {@code export.set_limits}, paths made absolute (a restarted daemon may run elsewhere).
+     * What only applies to some images is written only for them, as {@link #parse} takes it; what
+     * the export merely found (the size of a file, the back end after a fallback) is not written.
+     * {@code incoming} stays as given (see the README's "Restarts").
+     */
+    Map<String, Object> toConfig() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("id", id);
+        m.put("image", nullSizeBytes >= 0 ? NULL_PREFIX + nullSizeBytes : network != null ? network : image.toAbsolutePath().toString());
+        m.put("socket", socket.toAbsolutePath().toString());
+        m.put("format", format.cliName());
+        if (format == ImageFormat.QCOW2) {
+            m.put("l2_cache_tables", l2CacheTables);
+            m.put("network_backing", networkBacking);
+            if (backingDir != null) {
+                m.put("backing_dir", backingDir.toString());
+            }
+        }
+        m.put("queues", queues);
+        m.put("queue_size", queueSize);
+        m.put("read_only", readOnlyGiven);
+        m.put("serial", serial);
+        m.put("cache", direct ? "none" : "writeback");
+        if (aio != null) {
+            m.put("aio", aio.cliName()); // unset: io_uring with its fallback, which an explicit io_uring is too
+        }
+        m.put("wait", wait.cliName());
+        m.put("poll_max_us", pollMaxUs);
+        m.put("fixed_buffers", fixedBuffers.cliName());
+        m.put("locking", locking.cliName());
+        m.put("incoming", incoming);
+        m.put("iothreads", List.copyOf(iothreads));
+        if (backendDepth > 0) {
+            m.put("backend_depth", backendDepth);
+        }
+        m.put("iops_limit", iopsLimit);
+        m.put("bps_limit", bpsLimit);
+        m.put("bounce_budget", bounceBudget);
+        m.put("socket_mode", "0" + Integer.toOctalString(socketMode));
+        if (socketGroup != null) {
+            m.put("socket_group", socketGroup);
+        }
+        if (allowUids != null) {
+            m.put("allow_uids", java.util.Arrays.stream(allowUids).mapToLong(Integer::toUnsignedLong).boxed().toList());
+        }
+        if (tlsCertificates != null) {
+            m.put("tls_certificates", tlsCertificates.toAbsolutePath().toString());
+        }
+        if (tlsHostname != null) {
+            m.put("tls_hostname", tlsHostname);
+        }
+        if (nbdImage()) {
+            m.put("nbd_connections", nbdConnections);
+        }
+        if (nbdImage() || backingOnNetwork()) {
+            m.put("connect_timeout_ms", timeouts.connectMs());
+            m.put("request_timeout_ms", timeouts.requestMs());
+        }
+        if (network != null || backingOnNetwork()) {
+            m.put("retry_timeout_ms", timeouts.retryMs());
+        }
         return m;
     }
 }

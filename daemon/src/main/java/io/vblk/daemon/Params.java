@@ -38,6 +38,11 @@ final class Params {
         return commandLine ? "--" + key.replace('_', '-') : key;
     }
 
+    /** The parameters as given (read-only), for a record of what made an object (config.save). */
+    Map<String, Object> values() {
+        return java.util.Collections.unmodifiableMap(values);
+    }
+
     boolean isString(String key) {
         return values.get(key) instanceof String;
     }
