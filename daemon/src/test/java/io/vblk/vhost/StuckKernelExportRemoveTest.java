@@ -90,6 +90,13 @@ class StuckKernelExportRemoveTest {
                             "export.remove hung on a back end whose read the kernel holds");
                     assertEquals(Map.of("id", "f", "removed", true, "locks_kept", true), removed);
                     assertEquals(undrainedBefore + 1, IoBackends.undrainedBackends(), "counted undrained");
+                    // The session's teardown found the device closed under it, undrained (its line),
+                    // before the server answers: the table's fate is then the teardown's to defer.
+                    assertTimeoutPreemptively(LIVENESS, () -> {
+                        while (!(d.stdout() + d.stderr()).contains("the guest memory table stays mapped")) {
+                            Thread.sleep(10);
+                        }
+                    }, "the teardown never found the device closed undrained: " + d.stderr());
                     assertEquals(mapped, StalledRoundUnmapTest.serverMapped(g), "unmapped while the kernel holds a read into it");
                 } finally {
                     fs.answerHeld(); // the kernel finishes the read (and a hung remove, before the fix, answers)
