@@ -84,6 +84,22 @@ public interface IoBackend extends Drainable, AutoCloseable {
     }
 
     /**
+     * Runs {@code action} once this back end is closed and {@link #closedDrained()} holds: at
+     * once, on this thread, when it already does; otherwise right after a close confirms it, or
+     * after the reaper of an undrained close (see {@link IoBackends#undrainedBackends()}) saw the
+     * kernel finish what the close left and released the back end, on the reaper's thread. Never
+     * for a back end kept for the JVM's life. For what must outlive everything the kernel may
+     * still write: the mapping of the memory the operations point into (a guest's), the account
+     * of the pages its ring pins. Control path only; {@code action} must be short and must not
+     * block. By default: at once when {@link #closedDrained()} holds, else never.
+     */
+    default void whenDrained(Runnable action) {
+        if (closedDrained()) {
+            action.run();
+        }
+    }
+
+    /**
      * Reaping thread: when nothing is in flight and nothing pending submit, every slot still
      * taken belongs to a completion lost to an exception the JVM threw inside {@link #poll} or
      * {@link #submit} (a guest-memory fault delivered late: engine GuestFaults); gives those
@@ -227,4 +243,14 @@ public interface IoBackend extends Drainable, AutoCloseable {
      */
     @Override
     void close();
+
+    /**
+     * As {@link #close()}, waiting at most {@code timeoutNs} for what the kernel holds (and never
+     * longer than {@link #close()} would): a caller with a deadline of its own (a device's
+     * {@code close(ms)}) passes what is left of it. Past it the back end returns undrained as
+     * {@link #close()} does, freeing nothing the kernel may still write. By default {@link #close()}.
+     */
+    default void closeWithin(long timeoutNs) {
+        close();
+    }
 }

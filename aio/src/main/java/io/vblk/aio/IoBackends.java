@@ -53,6 +53,8 @@ public final class IoBackends {
      * vblk.aio.closeDrainMs}, 10 s) and whose operations the kernel has not finished since: each
      * keeps its slots, buffers and rings (and its device the guest memory) until it does. For
      * metrics: above 0 means I/O stuck in the kernel (a hung FUSE or NFS file, a frozen disk).
+     * One reaper thread waits for them all; as it releases each, the back end's {@link
+     * IoBackend#whenDrained} actions run (the caller's memory may go then).
      */
     public static int undrainedBackends() {
         return Undrained.count();

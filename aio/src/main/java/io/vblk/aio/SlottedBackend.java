@@ -705,14 +705,20 @@ abstract class SlottedBackend implements IoBackend {
      * frozen disk) must not hold its closer, and with it an export.remove or a shutdown, for
      * ever. Past that it returns undrained ({@link #closedDrained()} false) having freed nothing
      * the kernel may still write: slots, bounce buffers, rings, iocbs and the completion eventfd
-     * stay, reachable in {@link Undrained}, until a reaper thread has seen the kernel finish them
+     * stay, reachable in {@link Undrained}, until its reaper has seen the kernel finish them
      * (io_uring: its ring stays open, since closing it would only hand the wait to the kernel's
      * exit work; Linux AIO: io_destroy waits in the kernel for what is in flight, so it runs on
      * the reaper, never on the closer). The caller must leave the guest memory mapped (the engine
-     * reports the device not quiesced).
+     * reports the device not quiesced) until {@link #whenDrained} says otherwise.
      */
     @Override
     public final void close() {
+        closeWithin(Long.MAX_VALUE);
+    }
+
+    /** As {@link #close()}, waiting at most {@code timeoutNs} (and at most {@link Undrained#closeDrainNs()}). */
+    @Override
+    public final void closeWithin(long timeoutNs) {
         if (closed) {
             return;
         }
@@ -723,7 +729,7 @@ abstract class SlottedBackend implements IoBackend {
         blocking.clear();
         waiting.clear();
         staging.clear();
-        long waitNs = Undrained.closeDrainNs();
+        long waitNs = Math.min(Math.max(0, timeoutNs), Undrained.closeDrainNs());
         long start = System.nanoTime();
         Offload helper = offload;
         // A fallocate or fdatasync of the helper thread the kernel does not finish in time keeps
@@ -746,6 +752,7 @@ abstract class SlottedBackend implements IoBackend {
             slots.close();
             signal.close();
             undrained = DRAINED;
+            runDrainedActions();
             return;
         }
         // Still in flight: the kernel may still write into those slots' buffers.
@@ -757,34 +764,88 @@ abstract class SlottedBackend implements IoBackend {
             // can have completions posted, after a drain gave requests up: no thread here can
             // wait. The ring goes (the kernel's exit work finishes what it holds); the slots stay.
             release();
-            Undrained.kept(this, inFlight, System.nanoTime() - start, null);
+            Undrained.kept(this, inFlight, System.nanoTime() - start, false);
             return;
         }
-        Undrained.kept(this, inFlight, System.nanoTime() - start, this::reapUndrained);
+        Undrained.kept(this, inFlight, System.nanoTime() - start, true);
     }
 
+    /** {@link #reapStep}: the kernel finished; everything was freed. */
+    static final int REAPED = 0;
+    /** {@link #reapStep}: still with the kernel; look again later. */
+    static final int STILL_HELD = 1;
+    /** {@link #reapStep}: cannot be awaited from here; kept for the JVM's life. */
+    static final int KEPT_FOR_EVER = 2;
+
     /**
-     * The reaper of an undrained close ({@link Undrained}): waits without limit for the helper
-     * thread's call and what the kernel holds, then frees everything. If the wait is refused (a
-     * single-issuer ring's non-owner) the kernel resources go (the kernel keeps its own
-     * references to the ring and file until its exit work has finished them) but the slots stay
-     * allocated for ever. Runs alone: the back end is closed, and its closer handed it over by
-     * starting this thread.
+     * One look of the shared reaper of undrained closes ({@link Undrained}): waits at most
+     * {@code sliceNs} for the helper thread's call and what the kernel holds; once nothing is
+     * in flight, frees everything (the reaper then runs the {@link #whenDrained} actions). If the wait is
+     * refused (a single-issuer ring's non-owner) the kernel resources go (the kernel keeps its
+     * own references to the ring and file until its exit work has finished them) but the slots
+     * stay allocated for ever. Only the reaper calls it: the back end is closed, and its closer
+     * handed it over.
      */
-    private boolean reapUndrained() {
+    final int reapStep(long sliceNs) {
         Offload helper = offload;
-        if (helper != null) {
-            helper.stop(this::dropCompletion, Long.MAX_VALUE);
+        if (helper != null && !helper.stop(this::dropCompletion, Math.max(1, TimeUnit.NANOSECONDS.toMillis(sliceNs)))) {
+            return STILL_HELD;
         }
-        boolean drained = awaitQueued(-1) == AWAITED && kernelInFlight() == 0;
+        int awaited = awaitQueued(sliceNs);
+        if (awaited == TIMED_OUT) {
+            return STILL_HELD;
+        }
+        boolean drained = awaited == AWAITED && kernelInFlight() == 0;
         release();
         if (!drained) {
-            return false;
+            return KEPT_FOR_EVER;
         }
         slots.close();
         signal.close();
         undrained = DRAINED;
-        return true;
+        return REAPED; // the reaper runs the whenDrained actions once it no longer counts it
+    }
+
+    /** {@link #whenDrained} actions waiting for the back end to be closed drained (under {@link #drainedLock}). */
+    private java.util.ArrayList<Runnable> drainedActions;
+    private final Object drainedLock = new Object();
+
+    @Override
+    public final void whenDrained(Runnable action) {
+        java.util.Objects.requireNonNull(action, "action");
+        synchronized (drainedLock) {
+            if (!closedDrained()) {
+                if (drainedActions == null) {
+                    drainedActions = new java.util.ArrayList<>();
+                }
+                drainedActions.add(action);
+                return;
+            }
+        }
+        action.run();
+    }
+
+    /**
+     * After {@code undrained} turned DRAINED (which a {@link #whenDrained} that finds it so no
+     * longer queues behind): runs the queued actions in order, each whatever the others did.
+     */
+    final void runDrainedActions() {
+        java.util.ArrayList<Runnable> actions;
+        synchronized (drainedLock) {
+            actions = drainedActions;
+            drainedActions = null;
+        }
+        if (actions == null) {
+            return;
+        }
+        for (Runnable action : actions) {
+            try {
+                action.run();
+            } catch (RuntimeException | Error e) {
+                System.getLogger(IoBackend.class.getName()).log(System.Logger.Level.WARNING,
+                        this + ": an action waiting for its drained close failed", e);
+            }
+        }
     }
 
     @Override

@@ -1,5 +1,7 @@
 package io.vblk.aio;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
@@ -7,17 +9,31 @@ import java.util.concurrent.TimeUnit;
 /**
  * Back ends whose {@link IoBackend#close()} gave up waiting for the kernel (a hung FUSE or NFS
  * file, a frozen disk): kept reachable here, so that nothing the kernel may still write (slots,
- * bounce buffers, rings, iocbs) is freed by the collector, and counted for metrics. Each is
- * handed to a reaper thread of its own that waits for the kernel without limit, off every
- * control path, and frees what the back end held once nothing is in flight; a back end the
- * reaper cannot wait for (a single-issuer ring closed by another thread than its owner) or
- * whose helper thread is stuck in a system call stays here for the JVM's life (leaked, never
- * freed under the kernel).
+ * bounce buffers, rings, iocbs) is freed by the collector, and counted for metrics. One reaper
+ * thread for them all (a daemon, started on the first one) looks at each in turn, waiting a
+ * short slice in each for the kernel, off every control path, and frees what a back end held
+ * once nothing of it is in flight (then its {@link IoBackend#whenDrained} actions run, on that
+ * thread). So a hung file that strands many back ends costs one thread, not one each. A back end
+ * the reaper cannot wait for (a single-issuer ring closed by another thread than its owner) stays
+ * here for the JVM's life (leaked, never freed under the kernel).
  */
 final class Undrained {
     private static final Set<SlottedBackend> KEPT = ConcurrentHashMap.newKeySet();
     private static final System.Logger LOG = System.getLogger(IoBackend.class.getName());
-    private static final java.util.concurrent.atomic.AtomicInteger REAPERS = new java.util.concurrent.atomic.AtomicInteger();
+    /** The reaper's name: one thread, whatever the number of back ends it waits for. */
+    static final String REAPER_NAME = "vblk-aio-undrained-reaper";
+    /** How long the reaper waits in one back end per look. */
+    private static final long SLICE_NS = TimeUnit.MILLISECONDS.toNanos(1);
+    /** The pause between rounds of looks that released nothing: doubles from the first to the last. */
+    private static final long FIRST_PAUSE_MS = 5;
+    private static final long LONGEST_PAUSE_MS = 500;
+
+    /** Back ends the reaper waits for (guarded by itself), in the order they came. */
+    private static final List<SlottedBackend> WAITING = new ArrayList<>();
+    /** The reaper, once started (guarded by {@link #WAITING}). */
+    private static Thread reaper;
+    /** A back end came since the reaper's last round (guarded by {@link #WAITING}): look soon. */
+    private static boolean fresh;
 
     /**
      * How long {@link IoBackend#close()} waits for operations still with the kernel
@@ -32,30 +48,92 @@ final class Undrained {
 
     /**
      * {@code backend}'s close left {@code inFlight} operations with the kernel after {@code
-     * waitedNs}: keeps it, says so once, and starts its reaper ({@code reap}, which waits for what
-     * is in flight, frees, and returns whether it could) unless {@code reap} is null.
+     * waitedNs}: keeps it, says so once, and hands it to the reaper ({@link
+     * SlottedBackend#reapStep}) unless it cannot be reaped ({@code reapable} false).
      */
-    static void kept(SlottedBackend backend, int inFlight, long waitedNs, java.util.function.BooleanSupplier reap) {
+    static void kept(SlottedBackend backend, int inFlight, long waitedNs, boolean reapable) {
         KEPT.add(backend);
         LOG.log(System.Logger.Level.WARNING, backend.getClass().getSimpleName() + " on " + backend.image + ": closed with "
                 + inFlight + " operation(s) still with the kernel after " + TimeUnit.NANOSECONDS.toMillis(waitedNs)
                 + " ms: its slots, buffers and rings are kept until the kernel finishes them"
-                + (reap == null ? " (never: they stay for the JVM's life)" : " (a reaper thread waits)"));
-        if (reap == null) {
+                + (reapable ? " (the reaper waits)" : " (never: they stay for the JVM's life)"));
+        if (!reapable) {
             return;
         }
-        Thread t = new Thread(() -> {
-            if (reap.getAsBoolean()) {
-                KEPT.remove(backend);
-                LOG.log(System.Logger.Level.INFO, backend.getClass().getSimpleName() + " on " + backend.image
-                        + ": the kernel finished what an undrained close left; released");
-            } else {
-                LOG.log(System.Logger.Level.WARNING, backend.getClass().getSimpleName() + " on " + backend.image
-                        + ": the kernel's operations cannot be awaited from here: kept for the JVM's life");
+        synchronized (WAITING) {
+            WAITING.add(backend);
+            fresh = true;
+            if (reaper == null) {
+                reaper = new Thread(Undrained::reap, REAPER_NAME);
+                reaper.setDaemon(true);
+                reaper.start();
             }
-        }, "vblk-aio-undrained-" + REAPERS.incrementAndGet());
-        t.setDaemon(true);
-        t.start();
+            WAITING.notifyAll();
+        }
+    }
+
+    /** The reaper's loop: a round of looks at every back end waiting, then a pause (longer while nothing ends). */
+    private static void reap() {
+        List<SlottedBackend> round = new ArrayList<>();
+        long pauseMs = FIRST_PAUSE_MS;
+        while (true) {
+            try {
+                synchronized (WAITING) {
+                    while (WAITING.isEmpty()) {
+                        WAITING.wait();
+                    }
+                    if (fresh) {
+                        fresh = false;
+                        pauseMs = FIRST_PAUSE_MS;
+                    }
+                    round.clear();
+                    round.addAll(WAITING);
+                }
+                boolean ended = false;
+                for (SlottedBackend backend : round) {
+                    ended |= look(backend);
+                }
+                round.clear();
+                synchronized (WAITING) {
+                    if (!ended && !fresh && !WAITING.isEmpty()) {
+                        WAITING.wait(pauseMs);
+                    }
+                }
+                pauseMs = ended ? FIRST_PAUSE_MS : Math.min(LONGEST_PAUSE_MS, pauseMs * 2);
+            } catch (InterruptedException e) {
+                // Nobody interrupts it on purpose; it must outlive anyone who tries.
+            } catch (RuntimeException | Error e) {
+                LOG.log(System.Logger.Level.WARNING, "the reaper of undrained back ends failed a round; it goes on", e);
+            }
+        }
+    }
+
+    /** One look at {@code backend}; true when it left the reaper's care (released, or kept for ever). */
+    private static boolean look(SlottedBackend backend) {
+        int outcome;
+        try {
+            outcome = backend.reapStep(SLICE_NS);
+        } catch (RuntimeException | Error e) {
+            LOG.log(System.Logger.Level.WARNING, backend.getClass().getSimpleName() + " on " + backend.image
+                    + ": reaping it failed: kept for the JVM's life", e);
+            outcome = SlottedBackend.KEPT_FOR_EVER;
+        }
+        if (outcome == SlottedBackend.STILL_HELD) {
+            return false;
+        }
+        synchronized (WAITING) {
+            WAITING.remove(backend);
+        }
+        if (outcome == SlottedBackend.REAPED) {
+            KEPT.remove(backend);
+            LOG.log(System.Logger.Level.INFO, backend.getClass().getSimpleName() + " on " + backend.image
+                    + ": the kernel finished what an undrained close left; released");
+            backend.runDrainedActions();
+        } else {
+            LOG.log(System.Logger.Level.WARNING, backend.getClass().getSimpleName() + " on " + backend.image
+                    + ": the kernel's operations cannot be awaited from here: kept for the JVM's life");
+        }
+        return true;
     }
 
     /** Back ends closed undrained whose operations the kernel has not finished (or never will be freed). */

@@ -139,6 +139,19 @@ public interface BlockDriver extends Drainable, AutoCloseable {
         return true;
     }
 
+    /**
+     * Runs {@code action} once the driver is closed and {@link #closedDrained()} holds: at once
+     * when it already does, else when the last back end that still had operations with the
+     * kernel is released (see {@link io.vblk.aio.IoBackend#whenDrained}), on the thread that
+     * releases it; never if none ever is. Call after {@link #close()}; control path. By
+     * default: at once when {@link #closedDrained()} holds, else never.
+     */
+    default void whenDrained(Runnable action) {
+        if (closedDrained()) {
+            action.run();
+        }
+    }
+
     /** See {@link io.vblk.aio.IoBackend#registrationPending()}. False by default. */
     default boolean registrationPending() {
         return false;
@@ -268,4 +281,14 @@ public interface BlockDriver extends Drainable, AutoCloseable {
      */
     @Override
     void close();
+
+    /**
+     * As {@link #close()}, waiting at most {@code timeoutNs} for what is in flight (a caller with
+     * a deadline of its own passes what is left of it): past it the driver closes undrained,
+     * freeing nothing the kernel may still write ({@link #closedDrained()} false). By default
+     * {@link #close()}.
+     */
+    default void closeWithin(long timeoutNs) {
+        close();
+    }
 }

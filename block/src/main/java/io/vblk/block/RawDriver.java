@@ -238,11 +238,21 @@ public final class RawDriver implements BlockDriver {
     }
 
     @Override
+    public void whenDrained(Runnable action) {
+        backend.whenDrained(action);
+    }
+
+    @Override
     public void close() {
+        closeWithin(Long.MAX_VALUE);
+    }
+
+    @Override
+    public void closeWithin(long timeoutNs) {
         boolean drained = false;
         try {
             if (ownsBackend) {
-                backend.close();
+                backend.closeWithin(timeoutNs);
             }
             drained = !ownsBackend || backend.closedDrained();
         } finally {

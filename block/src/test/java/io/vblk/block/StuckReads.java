@@ -33,7 +33,12 @@ final class StuckReads {
      * be mounted (no /dev/fuse or no CAP_SYS_ADMIN).
      */
     static TestFuse mount(Path dir, int closeDrainMs) throws IOException {
-        TestFuse fs = TestFuse.stalling(Files.createDirectory(dir.resolve("mnt")), 1 << 20);
+        return mount(dir, closeDrainMs, 1 << 20);
+    }
+
+    /** As {@link #mount(Path, int)}, the file {@code size} bytes. */
+    static TestFuse mount(Path dir, int closeDrainMs, long size) throws IOException {
+        TestFuse fs = TestFuse.stalling(Files.createDirectory(dir.resolve("mnt")), size);
         assumeTrue(fs != null, "FUSE cannot be mounted here (no /dev/fuse or no CAP_SYS_ADMIN)");
         fs.fill(FILL);
         fs.holdReads(true);

@@ -31,8 +31,9 @@ import io.vblk.testkit.VhostUserFrontend;
  * frontend's and the device's drain deadlines the device closed its io_uring or AIO back end,
  * whose close waited for the kernel without limit, so the control call (and a daemon shutdown
  * after it) hung for as long as the server did. Now it answers (locks kept: the back end closed
- * undrained, counted by {@link IoBackends#undrainedBackends()}); once the server answers the
- * kernel finishes the read and the back end's reaper releases it. StuckDrainsTest covers the
+ * undrained, counted by {@link IoBackends#undrainedBackends()}), the guest memory table still
+ * mapped; once the server answers the kernel finishes the read, the back end's reaper releases
+ * it, and the table is unmapped (it used to stay mapped for the JVM's life). StuckDrainsTest covers the
  * NBD driver's user-space stall; this one the kernel's. The guards are hang guards.
  */
 @Timeout(value = 180, unit = TimeUnit.SECONDS) // a hang guard
@@ -76,6 +77,8 @@ class StuckKernelExportRemoveTest {
                 byte[] expected = new byte[4096];
                 Arrays.fill(expected, (byte) 0x3c);
                 assertArrayEquals(expected, q.read(0, 4096), "served while the server answers");
+                long mapped = StalledRoundUnmapTest.serverMapped(g);
+                assertTrue(mapped > 0, "the guest memory table is mapped");
 
                 fs.holdReads(true);
                 q.add(0 /* VIRTIO_BLK_T_IN */, 8, q.dataGpa, 4096, true);
@@ -87,6 +90,14 @@ class StuckKernelExportRemoveTest {
                             "export.remove hung on a back end whose read the kernel holds");
                     assertEquals(Map.of("id", "f", "removed", true, "locks_kept", true), removed);
                     assertEquals(undrainedBefore + 1, IoBackends.undrainedBackends(), "counted undrained");
+                    // The session's teardown found the device closed under it, undrained (its line),
+                    // before the server answers: the table's fate is then the teardown's to defer.
+                    assertTimeoutPreemptively(LIVENESS, () -> {
+                        while (!(d.stdout() + d.stderr()).contains("the guest memory table stays mapped")) {
+                            Thread.sleep(10);
+                        }
+                    }, "the teardown never found the device closed undrained: " + d.stderr());
+                    assertEquals(mapped, StalledRoundUnmapTest.serverMapped(g), "unmapped while the kernel holds a read into it");
                 } finally {
                     fs.answerHeld(); // the kernel finishes the read (and a hung remove, before the fix, answers)
                 }
@@ -97,6 +108,12 @@ class StuckKernelExportRemoveTest {
                     }
                 });
                 assertTrue(((List<?>) d.result("export.list", null)).isEmpty());
+                // ... and then the guest memory table went: it stayed mapped for the JVM's life.
+                assertTimeoutPreemptively(LIVENESS, () -> {
+                    while (StalledRoundUnmapTest.serverMapped(g) > 0) {
+                        Thread.sleep(10);
+                    }
+                }, "the guest memory table stayed mapped after the back end was released");
             }
         }
     }

@@ -938,7 +938,7 @@ public final class BlockDevice implements AutoCloseable {
         }
         closed = true;
         stop();
-        shutdownThreads();
+        shutdownThreads(IoThread.NO_DEADLINE);
     }
 
     /**
@@ -947,8 +947,11 @@ public final class BlockDevice implements AutoCloseable {
      * on a hung FUSE server) must not hold its closer for ever. Past the deadline the I/O threads
      * are shut down with requests still in flight: {@link #quiesced()} then stays false (the
      * caller keeps the guest memory mapped and the image's locks), and every control call still
-     * waiting on the device (a frontend's GET_VRING_BASE) fails instead of answering. Returns
-     * whether every queue drained; false also when the device was already closed.
+     * waiting on the device (a frontend's GET_VRING_BASE) fails instead of answering. The whole
+     * close keeps to the deadline, give or take 200 ms ({@code CLOSE_GRACE_MS}): the I/O threads' ends
+     * and the back ends' waits for the kernel at close take what is left of it (a back end past
+     * it closes undrained, freeing nothing the kernel may still write). Returns whether every
+     * queue drained; false also when the device was already closed.
      */
     public synchronized boolean close(long drainWaitMs) {
         if (closed) {
@@ -968,29 +971,68 @@ public final class BlockDevice implements AutoCloseable {
                 break;
             }
         }
-        shutdownThreads();
+        // A queue that drained just at the deadline still gets its thread ended and its back end
+        // closed drained: a little past it, never the threads' own 10 s or the back ends'.
+        shutdownThreads(Math.max(deadline, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(CLOSE_GRACE_MS)));
         return drained;
     }
 
+    /** How far past its deadline {@link #close(long)} may go to end the I/O threads and close the back ends. */
+    static final long CLOSE_GRACE_MS = 200;
+
     /**
-     * Shuts every I/O thread down, each whatever happened to the others: a shared thread that
-     * stays in a stalled round refuses to let its member go (after its change deadline), and
-     * that must not leave the device's other threads running. The first failure is rethrown.
+     * Shuts every I/O thread down by {@code deadlineNs} (or {@link IoThread#NO_DEADLINE}), each
+     * whatever happened to the others: a shared thread that stays in a stalled round refuses to
+     * let its member go (after its change deadline), and that must not leave the device's other
+     * threads running. The first failure is rethrown. The fixed-buffer registration's share of
+     * the process's pinned-memory budget goes back once no back end can still hold the pages
+     * pinned ({@link #whenQuiesced}): an undrained io_uring ring keeps its registration until
+     * its reaper releases it.
      */
-    private void shutdownThreads() {
+    private void shutdownThreads(long deadlineNs) {
         RuntimeException first = null;
         for (IoThread t : threads) {
             try {
-                t.shutdown();
+                t.shutdown(deadlineNs);
             } catch (RuntimeException e) {
                 if (first == null) {
                     first = e;
                 }
             }
         }
-        registration.release();
+        whenQuiesced(registration::release);
         if (first != null) {
             throw first;
+        }
+    }
+
+    /**
+     * After {@link #close()}: runs {@code action} once {@link #quiesced()} holds, so that what the
+     * kernel may still write into (the guest memory's mapping) goes exactly when it no longer
+     * can: at once, on this thread, when the device is quiesced already; otherwise on the thread
+     * that ends the last I/O thread, or that releases the last back end a close left with
+     * operations in the kernel (aio's reaper, once the kernel finished them; see {@link
+     * io.vblk.aio.IoBackends#undrainedBackends()}). Never for a device that never quiesces (a
+     * back end kept for the JVM's life). {@code action} must be short and must not block.
+     *
+     * @throws IllegalStateException before {@link #close()}
+     */
+    public void whenQuiesced(Runnable action) {
+        Objects.requireNonNull(action, "action");
+        if (!closed) {
+            throw new IllegalStateException("the device is not closed");
+        }
+        java.util.concurrent.atomic.AtomicInteger left = new java.util.concurrent.atomic.AtomicInteger(threads.length);
+        Runnable oneEnded = () -> {
+            // Each thread's part is final once it ran (ended, its back ends drained for good),
+            // so the last one sees the device quiesced; one whose back end only says so (a
+            // wrapper reporting undrained) keeps the action from running, as it should.
+            if (left.decrementAndGet() == 0 && quiesced()) {
+                action.run();
+            }
+        };
+        for (IoThread t : threads) {
+            t.whenEndedDrained(oneEnded);
         }
     }
 

@@ -25,7 +25,9 @@ import io.vblk.sys.Errno;
  *
  * <p>What one process pins is bounded too, not only each table: the tables registered at once
  * may total at most {@link FixedBufferMode#processLimitBytes()}; a table that would pass it goes
- * unregistered. A table counts once however many I/O threads register it (the same pages).
+ * unregistered. A table counts once however many I/O threads register it (the same pages), and
+ * until no ring can hold it pinned: a device closed with a ring left undrained (the kernel still
+ * holding its operations) gives its share back only when aio's reaper has released that ring.
  */
 final class GuestBufferRegistration {
     private static final System.Logger LOG = System.getLogger("io.vblk.engine");
@@ -34,8 +36,12 @@ final class GuestBufferRegistration {
 
     private final FixedBufferMode mode;
     private final long processLimitBytes;
-    /** What this device holds of {@link #PINNED} (control thread). */
-    private long reserved;
+    /**
+     * What this device holds of {@link #PINNED}: set by the control thread, given back by it or,
+     * after a close that left a ring with operations in the kernel, by the thread that released
+     * the ring (aio's reaper).
+     */
+    private final AtomicLong reserved = new AtomicLong();
 
     /** Under {@code mode}, with the process bound {@code processLimitBytes} ({@link FixedBufferMode#processLimitBytes()}). */
     GuestBufferRegistration(FixedBufferMode mode, long processLimitBytes) {
@@ -106,10 +112,12 @@ final class GuestBufferRegistration {
 
     private static final long OWNER_WAIT_SECONDS = 5;
 
-    /** Gives this device's share of the budget back (its table is unregistered or going). */
+    /**
+     * Gives this device's share of the budget back: its table is unregistered, or no back end
+     * can hold its pages pinned any more (the device closed and quiesced). Any thread; once.
+     */
     void release() {
-        PINNED.addAndGet(-reserved);
-        reserved = 0;
+        PINNED.addAndGet(-reserved.getAndSet(0));
     }
 
     /** Null when {@code memory} is to be registered (its bytes then reserved), else why not. */
@@ -135,7 +143,7 @@ final class GuestBufferRegistration {
                         + limit + " (" + now + " pinned by other devices)";
             }
             if (PINNED.compareAndSet(now, now + writable)) {
-                reserved = writable;
+                reserved.set(writable);
                 return null;
             }
         }

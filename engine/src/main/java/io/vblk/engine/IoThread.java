@@ -1027,12 +1027,28 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     /** Stops the thread after its queues were stopped; waits for in-flight I/O via the back end. */
     void shutdown() {
+        shutdown(NO_DEADLINE);
+    }
+
+    /** {@link #shutdown(long)} without a deadline of the caller's: the join's and the back end's own bounds. */
+    static final long NO_DEADLINE = Long.MAX_VALUE;
+
+    /**
+     * As {@link #shutdown()}, done by {@code deadlineNs} ({@link System#nanoTime()}, or {@link
+     * #NO_DEADLINE}) as far as this thread's waits go: the join of a dedicated thread and the
+     * back end's wait for the kernel at close take what is left of it (a device's {@code
+     * close(ms)}); past it the thread is left to end its round, or the back end closes
+     * undrained, and nothing the kernel may still write is freed.
+     */
+    void shutdown(long deadlineNs) {
         running = false;
         if (shared != null) {
             shared.detach(this); // returns once the shared thread no longer runs this one
         }
         events.wake();
-        joinQuietly(thread, shutdownWaitMs);
+        long joinMs = deadlineNs == NO_DEADLINE ? shutdownWaitMs
+                : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadlineNs - System.nanoTime())));
+        joinQuietly(thread, joinMs);
         if (thread != null && thread != Thread.currentThread() && thread.isAlive() && exit.compareAndSet(RUNS, ABANDONED)) {
             // Still in a round after the join's deadline (a stalled back end call, a guest that
             // kept the round busy): closing the back end now would unmap its ring under that
@@ -1041,10 +1057,14 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                     thread.getName() + " still runs a round after shutdown's wait: it closes its back end when the round ends");
             return;
         }
-        closeResources();
+        closeResources(deadlineNs);
     }
 
     private void closeResources() {
+        closeResources(NO_DEADLINE);
+    }
+
+    private void closeResources(long deadlineNs) {
         synchronized (lendLock) {
             if (lending == LENT) {
                 // Lent (a hand-over's inactivate while export.remove closes the device): closing
@@ -1053,18 +1073,55 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 closeOnReturn = true;
                 return;
             }
-            closeResourcesNow();
+            closeResourcesNow(deadlineNs);
         }
     }
 
     private void closeResourcesNow() {
+        closeResourcesNow(NO_DEADLINE);
+    }
+
+    private void closeResourcesNow(long deadlineNs) {
         try {
             route.close();
-            backend.close();
+            if (deadlineNs == NO_DEADLINE) {
+                backend.close();
+            } else {
+                backend.closeWithin(Math.max(0, deadlineNs - System.nanoTime()));
+            }
             events.close();
         } finally {
             ended = true;
+            List<Runnable> waiting = afterEnd;
+            afterEnd = null;
+            if (waiting != null) {
+                for (Runnable action : waiting) {
+                    backend.whenDrained(action);
+                }
+            }
         }
+    }
+
+    /** {@link #whenEndedDrained} actions waiting for the thread to end (under lendLock). */
+    private List<Runnable> afterEnd;
+
+    /**
+     * Runs {@code action} once {@link #endedDrained()} holds: at once when it does, else when the
+     * thread has ended and its driver's last back end with operations still in the kernel is
+     * released ({@link BlockDriver#whenDrained}), on the thread that ends or releases it; never
+     * if that never happens. Control path.
+     */
+    void whenEndedDrained(Runnable action) {
+        synchronized (lendLock) {
+            if (!ended) {
+                if (afterEnd == null) {
+                    afterEnd = new ArrayList<>();
+                }
+                afterEnd.add(action);
+                return;
+            }
+        }
+        backend.whenDrained(action);
     }
 
     /** Set once the thread runs no round or command again and its resources were closed (either by shutdown or by the thread). */

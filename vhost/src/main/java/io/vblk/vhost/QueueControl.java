@@ -476,28 +476,27 @@ final class QueueControl {
         applyLogging();
     }
 
-    /** Teardown's end after the device closed under it: the frontend's descriptors go without the device. */
-    private void releaseAfterDeviceClose() {
+    /**
+     * Teardown's end after the device closed under it: the frontend's descriptors go without the
+     * device. close() marks the device closed before its I/O threads end: until they have (and
+     * their back ends closed drained, or were released by aio's reaper once the kernel finished
+     * what they left), they may still signal these eventfds or write the inflight region, so
+     * closing them is left to {@code later}, which the caller runs once the device is quiesced
+     * (review 10c).
+     */
+    private void releaseAfterDeviceClose(List<Runnable> later) {
         InflightBuffer inflight = state.inflight;
         state.inflight = null;
-        // close() marks the device closed before its I/O threads end: until they have (and their
-        // back ends closed drained), they may still signal these eventfds or write the inflight
-        // region, so those stay open (leaked) rather than close under them (review 10c).
-        boolean quiesced = device.quiesced();
-        if (inflight != null && quiesced) {
-            inflight.close();
+        if (inflight != null) {
+            later.add(inflight::close);
         }
         for (Vring v : state.vrings) {
             if (v.kick != null) {
-                if (quiesced) {
-                    v.kick.close();
-                }
+                later.add(v.kick::close);
                 v.kick = null;
             }
             if (v.call != null) {
-                if (quiesced) {
-                    v.call.close();
-                }
+                later.add(v.call::close);
                 v.call = null;
             }
             replaceError(v.index, null);
@@ -522,6 +521,7 @@ final class QueueControl {
             }
         }
         boolean closedUnderUs = false;
+        List<Runnable> later = new ArrayList<>();
         try {
             stopRunning();
             device.reset();
@@ -541,21 +541,54 @@ final class QueueControl {
             // The server closed the device meanwhile (its close stopped waiting for this
             // teardown, or gave up on a drain the back end never finished). Its I/O threads
             // may still be in a last round, or have ended with requests still with the kernel:
-            // releaseAfterDeviceClose and the quiesced() check below decide what may be closed
-            // and unmapped, and what must be leaked.
+            // what they may still write or signal goes only once the device is quiesced.
             closedUnderUs = true;
-            releaseAfterDeviceClose();
+            releaseAfterDeviceClose(later);
         }
+        boolean stopLog = !closedUnderUs;
+        later.add(() -> releaseMemory(stopLog));
         if (closedUnderUs && !device.quiesced()) {
             // A back end closed with operations still with the kernel (or an I/O thread's last
             // round has not ended): the kernel may yet write into the guest's pages, so the
-            // table stays mapped (leaked) rather than let a later mapping at its address take
-            // those writes.
-            log.info(who + ": the device closed without draining: the guest memory table stays mapped");
+            // table stays mapped rather than let a later mapping at its address take those
+            // writes, until the last such back end is released (aio's reaper saw the kernel
+            // finish) or the round ended. A back end kept for the JVM's life keeps it for good.
+            log.info(who + ": the device closed without draining: the guest memory table stays mapped until the kernel"
+                    + " has finished what it holds");
+            device.whenQuiesced(() -> {
+                runAll(later);
+                log.info(who + ": the kernel finished what the undrained device left: the guest memory table is unmapped");
+            });
             return;
         }
+        runAll(later);
+    }
+
+    /** Runs each of {@code actions}, whatever the others did; the first failure is rethrown. */
+    private static void runAll(List<Runnable> actions) {
+        RuntimeException first = null;
+        for (Runnable action : actions) {
+            try {
+                action.run();
+            } catch (RuntimeException e) {
+                if (first == null) {
+                    first = e;
+                }
+            }
+        }
+        if (first != null) {
+            throw first;
+        }
+    }
+
+    /**
+     * Unmaps the guest memory table and the dirty log and closes the log's eventfd: nothing of
+     * the device can touch them any more. {@code stopLog}: the device still runs (it was not
+     * closed under the teardown), and its dirty log is stopped too.
+     */
+    private void releaseMemory(boolean stopLog) {
         state.memory.close();
-        if (!closedUnderUs) {
+        if (stopLog) {
             device.stopDirtyLog();
         }
         long outside = state.logs.outOfRange();

@@ -359,7 +359,8 @@ public final class VhostUserServer implements AutoCloseable {
         poller.close();
         // Bounded: a back end that never completes what is in flight must not hold export.remove
         // (or the daemon's shutdown) for ever. Undrained, the device stays unquiesced: the
-        // session's teardown keeps the guest memory mapped, and its pending GET_VRING_BASE fails
+        // session's teardown keeps the guest memory mapped until the kernel has finished what the
+        // back ends left (BlockDevice.whenQuiesced), and its pending GET_VRING_BASE fails
         // (the connection closes unanswered) rather than answer with requests in flight.
         if (!device.close(deviceDrainWaitMs)) {
             log.info("the device did not drain within " + deviceDrainWaitMs + " ms: closed with requests still in flight"

@@ -120,7 +120,7 @@ class StalledRoundUnmapTest {
      * test's table goes (an undrained device keeps its table for the JVM's life, and a torn-down
      * session may unmap late), which made this test fail in a full run.
      */
-    private static long serverMapped(TestGuest g) throws java.io.IOException {
+    static long serverMapped(TestGuest g) throws java.io.IOException {
         long inode = (Long) java.nio.file.Files.getAttribute(Path.of("/proc/self/fd/" + g.fd), "unix:ino");
         long bytes = 0;
         for (String line : java.nio.file.Files.readAllLines(Path.of("/proc/self/maps"))) {

@@ -232,6 +232,11 @@ final class FileHost extends Qcow2Host {
 
     @Override
     public void close() {
+        closeWithin(Long.MAX_VALUE);
+    }
+
+    @Override
+    void closeWithin(long timeoutNs) {
         if (closed) {
             return;
         }
@@ -239,7 +244,7 @@ final class FileHost extends Qcow2Host {
         boolean drained = false;
         try {
             if (io != null) {
-                io.close();
+                io.closeWithin(timeoutNs);
             }
             drained = io == null || io.closedDrained();
         } finally {

@@ -2244,33 +2244,53 @@ public final class Qcow2Driver implements BlockDriver {
 
     /**
      * How long {@link #close()} waits for what is in flight ({@code vblk.qcow2.closeDrainMs},
-     * default 10 s). Past it the driver closes undrained: a back end that never answers (a hung
-     * FUSE or NFS file, a frozen disk) must not hold an export.remove or a shutdown for ever.
+     * default 10 s; read at each close). Past it the driver closes undrained: a back end that
+     * never answers (a hung FUSE or NFS file, a frozen disk) must not hold an export.remove or a
+     * shutdown for ever.
      */
-    private static final long CLOSE_DRAIN_NS = TimeUnit.MILLISECONDS.toNanos(Long.getLong("vblk.qcow2.closeDrainMs", 10_000));
+    private static long closeDrainNs() {
+        return TimeUnit.MILLISECONDS.toNanos(Math.max(0, Long.getLong("vblk.qcow2.closeDrainMs", 10_000)));
+    }
 
     /**
-     * Drivers closed with operations still in flight: kept reachable for the JVM's life, because
-     * their L2 tables and bounce buffers are freed with them by the garbage collector and the
-     * kernel may still write into them.
+     * Drivers closed with operations still in flight: kept reachable, because their L2 tables
+     * and bounce buffers are freed with them by the garbage collector and the kernel may still
+     * write into them; each leaves once its back ends (its file's and its backing chain's) are
+     * released, the kernel done with them ({@link #whenBackEndsDrained}).
      */
     private static final java.util.Set<Qcow2Driver> UNDRAINED = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
-    private boolean undrainedAtClose;
+    /** Whether close left operations in flight that its back ends have not yet been seen to finish. */
+    private volatile boolean undrainedAtClose;
+
+    /** Drivers closed undrained whose back ends still hold operations (tests). */
+    static int undrainedDrivers() {
+        return UNDRAINED.size();
+    }
 
     @Override
     public void close() {
+        closeWithin(Long.MAX_VALUE);
+    }
+
+    /** As {@link #close()}, every wait within {@code timeoutNs} (and each at most {@code vblk.qcow2.closeDrainMs}). */
+    @Override
+    public void closeWithin(long timeoutNs) {
         if (closed) {
             return;
         }
-        boolean drained = drainWithin((tag, result) -> { }, CLOSE_DRAIN_NS) && io.drainWithin(ioSink, CLOSE_DRAIN_NS);
+        long start = System.nanoTime();
+        long waitNs = Math.min(Math.max(0, timeoutNs), closeDrainNs());
+        boolean drained = drainWithin((tag, result) -> { }, waitNs)
+                && io.drainWithin(ioSink, Math.max(0, waitNs - (System.nanoTime() - start)));
         closed = true;
         if (!drained) {
             undrainedAtClose = true;
             UNDRAINED.add(this);
             System.getLogger(Qcow2Driver.class.getName()).log(System.Logger.Level.WARNING, "qcow2 " + meta.path
                     + ": closed with " + (io.inFlight() + io.pendingSubmit()) + " operation(s) still in flight after "
-                    + TimeUnit.NANOSECONDS.toMillis(CLOSE_DRAIN_NS) + " ms: reserved clusters not returned, buffers kept");
+                    + TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - start)
+                    + " ms: reserved clusters not returned, buffers kept until the kernel has finished with them");
         }
         try {
             if (drained && !readOnly && active && !corrupt && fatalError == 0) {
@@ -2279,15 +2299,55 @@ public final class Qcow2Driver implements BlockDriver {
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot return reserved clusters of " + meta.path, e);
         } finally {
-            host.close(); // and the back end it opened
-            if (backing != null) {
-                backing.close();
-            }
-            inflater.end();
-            if (zstd != null) {
-                zstd.close();
+            try {
+                host.closeWithin(left(start, timeoutNs)); // and the back end it opened
+                if (backing != null) {
+                    backing.closeWithin(left(start, timeoutNs));
+                }
+            } finally {
+                inflater.end();
+                if (zstd != null) {
+                    zstd.close();
+                }
+                if (!drained) {
+                    // Once every back end below is released the kernel writes nothing more into
+                    // this driver's buffers: it may go (at once when they closed drained).
+                    whenBackEndsDrained(this::forgetUndrained);
+                }
             }
         }
+    }
+
+    /** What is left of {@code timeoutNs} since {@code start}, never negative; MAX_VALUE stays unbounded. */
+    private static long left(long start, long timeoutNs) {
+        return timeoutNs == Long.MAX_VALUE ? Long.MAX_VALUE : Math.max(0, timeoutNs - (System.nanoTime() - start));
+    }
+
+    /** Runs {@code action} once this driver's back end and then its backing chain's are closed drained. */
+    private void whenBackEndsDrained(Runnable action) {
+        io.whenDrained(() -> {
+            if (backing == null) {
+                action.run();
+            } else {
+                backing.whenDrained(action);
+            }
+        });
+    }
+
+    private void forgetUndrained() {
+        undrainedAtClose = false;
+        UNDRAINED.remove(this);
+    }
+
+    @Override
+    public void whenDrained(Runnable action) {
+        // Registered after close's forgetUndrained, so it runs after it (each back end runs its
+        // actions in order).
+        whenBackEndsDrained(() -> {
+            if (closedDrained()) {
+                action.run();
+            }
+        });
     }
 
     @Override

@@ -91,6 +91,14 @@ abstract class Qcow2Host implements AutoCloseable {
     @Override
     public abstract void close();
 
+    /**
+     * As {@link #close()}, the back end's wait for the kernel within {@code timeoutNs} ({@link
+     * IoBackend#closeWithin}). By default {@link #close()}.
+     */
+    void closeWithin(long timeoutNs) {
+        close();
+    }
+
     static long roundUp(long v, long to) {
         return (v + to - 1) / to * to;
     }
