@@ -93,6 +93,13 @@ public final class Qcow2Driver implements BlockDriver {
     private final BlockDriver backing;
     private final long backingSize;
     private final boolean readOnly;
+    /** Read as another image's backing file: its L1 table counts against the chain's budget. */
+    private final boolean backingLevel;
+    /**
+     * The bytes of L1 tables the open charged to the chain's budget for this image
+     * ({@link Qcow2Image#l1Charge}): the metadata read again at the first request may take no more.
+     */
+    private final long l1Allowance;
     private final int clusterBits;
     private final int cluster;
     private final long clusterMask;
@@ -218,6 +225,8 @@ public final class Qcow2Driver implements BlockDriver {
         this.backing = backing;
         this.backingSize = backing == null ? 0 : backing.sizeBytes();
         this.readOnly = options.readOnly() || host.readOnly();
+        this.backingLevel = backingLevel;
+        this.l1Allowance = meta.l1Charge;
         this.clusterBits = meta.clusterBits;
         this.cluster = meta.clusterSize;
         this.clusterMask = cluster - 1L;
@@ -378,7 +387,7 @@ public final class Qcow2Driver implements BlockDriver {
         started = true;
         Qcow2Image fresh;
         try {
-            fresh = Qcow2Image.read(host, alignment);
+            fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance);
         } catch (RuntimeException e) {
             markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
             return;
