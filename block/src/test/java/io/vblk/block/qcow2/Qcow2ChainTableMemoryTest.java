@@ -118,7 +118,8 @@ class Qcow2ChainTableMemoryTest {
         try (Qcow2Driver d = Qcow2.open(top, BackendKind.IO_URING, 8, Qcow2Options.defaults().readOnly(true))) {
             long opened = Qcow2HostileImagePropertyTest.directBytes() - before;
             System.out.println("Qcow2ChainTableMemoryTest: 3 levels of 32 MiB L1 tables took " + opened / MIB + " MiB direct");
-            assertTrue(opened <= 3 * Qcow2Descriptor.MAX_L1_BYTES + 4 * MIB, "the open took " + opened / MIB + " MiB");
+            // The three L1 tables and, per level, a first cluster, a 64 KiB window, the back end's rings.
+            assertTrue(opened <= 3 * Qcow2Descriptor.MAX_L1_BYTES + 8 * MIB, "the open took " + opened / MIB + " MiB");
             readEveryLevel(d, 3, cluster);
         }
     }
@@ -146,13 +147,12 @@ class Qcow2ChainTableMemoryTest {
      */
     static long settledDirectBytes() throws InterruptedException {
         long last = -1;
-        for (int i = 0; i < 20; i++) {
+        int same = 0;
+        for (int i = 0; i < 40 && same < 2; i++) {
             System.gc();
-            Thread.sleep(20);
+            Thread.sleep(50);
             long now = Qcow2HostileImagePropertyTest.directBytes();
-            if (now == last) {
-                return now;
-            }
+            same = now == last ? same + 1 : 0;
             last = now;
         }
         return last;
