@@ -101,6 +101,22 @@ class Qcow2SnapshotMetadataTest {
         }
     }
 
+    /**
+     * The active L1 entry aimed at the snapshot's L1 table, read as an L2 table: its entries
+     * name the snapshot's L2 tables, which a read returned as data.
+     * {@link Qcow2HostileImagePropertyTest} found it ({@code snap ro seed -416}: {@code L1[0]} set
+     * to the snapshot's L1 table) once its mutations aimed at snapshots' tables.
+     */
+    @Test
+    void anActiveL1EntryAtTheSnapshotsL1TableFailsTheRead() throws Exception {
+        Path p = snapshotImage("snap.qcow2");
+        putLong(p, getLong(p, Qcow2Descriptor.L1_TABLE_OFFSET_OFFSET),
+                offsetOf(p, Target.SNAPSHOT_L1) | Qcow2Descriptor.OFLAG_COPIED);
+        try (Qcow2Driver d = Qcow2.open(p, BackendKind.IO_URING, 8, Qcow2Options.defaults().readOnly(true))) {
+            assertEquals(-Errno.EIO, readClusterZero(d), "the read returned the snapshot's L2 table");
+        }
+    }
+
     /** The sound image reads as QEMU wrote it: the snapshot's tables are no obstacle. */
     @Test
     void aSoundImageWithASnapshotReadsItsData() throws Exception {
