@@ -328,19 +328,20 @@ final class Qcow2Image {
      * the active L1 table names too (shared until written), so a cluster in both is no overlap.
      * Every extra cluster lies below the file's end, so ints still hold it where main is ints.
      */
-    private static Object merge(Object main, long[] extra) {
+    private static Object merge(Object main, Qcow2Snapshots.ClusterSet extra) {
         int[] is = main instanceof int[] ? (int[]) main : null;
         long[] ls = is == null ? (long[]) main : null;
         int m = is != null ? is.length : ls.length;
-        int[] ois = is != null ? new int[m + extra.length] : null;
-        long[] ols = is != null ? null : new long[m + extra.length];
+        int x = extra.size();
+        int[] ois = is != null ? new int[m + x] : null;
+        long[] ols = is != null ? null : new long[m + x];
         int i = 0;
         int j = 0;
         int k = 0;
         long last = -1;
-        while (i < m || j < extra.length) {
+        while (i < m || j < x) {
             long a = i < m ? (is != null ? is[i] : ls[i]) : Long.MAX_VALUE;
-            long c = j < extra.length ? extra[j] : Long.MAX_VALUE;
+            long c = j < x ? extra.get(j) : Long.MAX_VALUE;
             long next = Math.min(a, c);
             if (a == next) {
                 i++;

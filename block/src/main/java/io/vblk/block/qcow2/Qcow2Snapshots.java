@@ -28,12 +28,12 @@ final class Qcow2Snapshots {
     /** The fixed part of a snapshot table entry (up to extra_data_size). */
     private static final int ENTRY_FIXED_BYTES = 40;
 
-    /** Sorted, distinct indexes of the clusters the snapshots' metadata occupies. */
-    final long[] clusters;
+    /** Sorted, distinct indexes of the clusters the snapshots' metadata occupies ({@link ClusterSet#get}). */
+    final ClusterSet clusters;
     /** The bytes of the snapshots' L1 tables (what was charged to the chain's budget). */
     final long l1Bytes;
 
-    private Qcow2Snapshots(long[] clusters, long l1Bytes) {
+    private Qcow2Snapshots(ClusterSet clusters, long l1Bytes) {
         this.clusters = clusters;
         this.l1Bytes = l1Bytes;
     }
@@ -83,7 +83,7 @@ final class Qcow2Snapshots {
                     + l1Budget + " left of the " + Qcow2Options.CHAIN_L1_BUDGET_BYTES + " bytes of L1 tables a chain may"
                     + " read beyond its top image's own (Qcow2Options.CHAIN_L1_BUDGET_BYTES)");
         }
-        ClusterSet set = new ClusterSet(h.clusterBits);
+        ClusterSet set = new ClusterSet(h.clusterBits, fileSize);
         set.addRange(h.snapshotsOffset, pos);
         for (int i = 0; i < n; i++) {
             long at = l1Offsets[i];
@@ -97,7 +97,7 @@ final class Qcow2Snapshots {
                 }
             }
         }
-        return new Qcow2Snapshots(set.toSortedArray(), l1Bytes);
+        return new Qcow2Snapshots(set.sorted(), l1Bytes);
     }
 
     private static IllegalArgumentException tableEnd(String name, Qcow2Header h, long pos, long fileSize) {
@@ -109,17 +109,25 @@ final class Qcow2Snapshots {
     /**
      * Cluster indexes collected with duplicates (the L2 tables snapshots share), sorted and made
      * distinct whenever the array fills, so it grows with the distinct clusters, not the entries.
+     * Ints while every index fits (files below 2^31 clusters), as the image's own set
+     * ({@link Qcow2Image}): the budget's 8 Mi L1 entries, all distinct, take 32 MiB, not 64.
      */
     static final class ClusterSet {
         private final int clusterBits;
-        private long[] a = new long[1024];
+        private int[] ints;
+        private long[] longs;
         private int n;
 
-        ClusterSet(int clusterBits) {
+        ClusterSet(int clusterBits, long fileSize) {
             this.clusterBits = clusterBits;
+            if (Qcow2Image.roundUp(fileSize, 1L << clusterBits) >>> clusterBits < Integer.MAX_VALUE) {
+                ints = new int[1024];
+            } else {
+                longs = new long[1024];
+            }
         }
 
-        /** Every cluster the bytes {@code [from, to)} touch. */
+        /** Every cluster the bytes {@code [from, to)} touch (all below the file's end). */
         void addRange(long from, long to) {
             for (long c = from >>> clusterBits; c << clusterBits < to; c++) {
                 add(c);
@@ -127,29 +135,57 @@ final class Qcow2Snapshots {
         }
 
         void add(long c) {
-            if (n == a.length) {
+            int capacity = ints != null ? ints.length : longs.length;
+            if (n == capacity) {
                 compact();
-                if (n > a.length / 2) {
-                    a = Arrays.copyOf(a, a.length * 2);
+                if (n > capacity / 2) {
+                    if (ints != null) {
+                        ints = Arrays.copyOf(ints, capacity * 2);
+                    } else {
+                        longs = Arrays.copyOf(longs, capacity * 2);
+                    }
                 }
             }
-            a[n++] = c;
+            if (ints != null) {
+                ints[n++] = (int) c;
+            } else {
+                longs[n++] = c;
+            }
         }
 
         private void compact() {
-            Arrays.sort(a, 0, n);
             int k = 0;
-            for (int i = 0; i < n; i++) {
-                if (k == 0 || a[i] != a[k - 1]) {
-                    a[k++] = a[i];
+            if (ints != null) {
+                Arrays.sort(ints, 0, n);
+                for (int i = 0; i < n; i++) {
+                    if (k == 0 || ints[i] != ints[k - 1]) {
+                        ints[k++] = ints[i];
+                    }
+                }
+            } else {
+                Arrays.sort(longs, 0, n);
+                for (int i = 0; i < n; i++) {
+                    if (k == 0 || longs[i] != longs[k - 1]) {
+                        longs[k++] = longs[i];
+                    }
                 }
             }
             n = k;
         }
 
-        long[] toSortedArray() {
+        int size() {
+            return n;
+        }
+
+        /** The i-th cluster index, in order once {@link #sorted} ran. */
+        long get(int i) {
+            return ints != null ? ints[i] : longs[i];
+        }
+
+        /** Sorts and drops duplicates; returns this. */
+        ClusterSet sorted() {
             compact();
-            return Arrays.copyOf(a, n);
+            return this;
         }
     }
 }

@@ -133,6 +133,34 @@ class Qcow2SnapshotMetadataTest {
     }
 
     /**
+     * Two snapshots sharing L2 tables with each other and with the active state (512-byte
+     * clusters: an L2 table maps 32 KiB, so 64 KiB of data takes two, and the write after the
+     * second snapshot copies only the first): a table named twice is no overlap, the image opens
+     * and reads as QEMU wrote it.
+     */
+    @Test
+    void snapshotsSharingL2TablesWithTheActiveStateOpenAndRead() throws Exception {
+        Path p = DriverRig.create(dir, "shared.qcow2", "1M", "-o", "compat=1.1,cluster_size=512");
+        assertEquals(0, DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P 1 0 64k", p.toString()).code());
+        DriverRig.qemuImg("snapshot", "-c", "s1", p.toString());
+        DriverRig.qemuImg("snapshot", "-c", "s2", p.toString());
+        assertEquals(0, DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P 2 0 4k", p.toString()).code());
+        long activeSecond = getLong(p, getLong(p, Qcow2Descriptor.L1_TABLE_OFFSET_OFFSET) + 8);
+        long snapshotSecond = getLong(p, getLong(p, getLong(p, Qcow2Descriptor.SNAPSHOTS_OFFSET_OFFSET)) + 8);
+        assertEquals(activeSecond & Qcow2Descriptor.L1E_OFFSET_MASK, snapshotSecond & Qcow2Descriptor.L1E_OFFSET_MASK,
+                "the second L2 table is shared");
+        try (Qcow2Driver d = Qcow2.open(p, BackendKind.IO_URING, 8, Qcow2Options.defaults().readOnly(true))) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer buf = DriverRig.buffer(64 << 10);
+            assertEquals(64 << 10, rig.one(rig.read(0, buf, 64 << 10)));
+            byte[] want = new byte[64 << 10];
+            Arrays.fill(want, (byte) 1);
+            Arrays.fill(want, 0, 4096, (byte) 2);
+            assertArrayEquals(want, DriverRig.bytes(buf, 64 << 10));
+        }
+    }
+
+    /**
      * 65536 snapshots (QEMU's most), each naming a 32 MiB L1 table (QEMU's largest): 2 TiB of
      * L1 tables, all in one 32 MiB stretch of a sparse file. Refused from the table, before any
      * is read, with the budget named; the open's direct memory stays small.
