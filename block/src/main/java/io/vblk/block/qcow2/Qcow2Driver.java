@@ -52,7 +52,8 @@ import io.vblk.sys.NativeBuffer;
  * <h2>Hostile images</h2>
  * The header, L1 and refcount tables are checked at open ({@link Qcow2Image}); each L2 table is
  * checked the first time it is loaded: reserved bits, alignment, offsets past the end of the
- * file as opened, and data clusters in metadata mark the image corrupt (the corrupt bit is set
+ * file as opened, and data clusters in metadata (the internal snapshots' tables included:
+ * {@link Qcow2Snapshots}) mark the image corrupt (the corrupt bit is set
  * in a writable v3 image) and every later request fails with EIO. In-place writes only go to
  * clusters whose L2 entry passed that check and carries COPIED; every other write allocates.
  *

@@ -22,8 +22,9 @@ import io.vblk.sys.ImageLock.Locking;
  *       compressed clusters only).</li>
  * </ul>
  * A chain of 16 backing levels of 2 MiB-cluster images with the defaults: at open, no L2 table
- * and no bounce buffer (71 MiB for the 17 levels' L1 and refcount tables and first clusters when
- * the images are small, was 1191 MiB: {@code Qcow2ChainMemoryTest}); in use, L2 tables and bounce
+ * and no bounce buffer (40 MiB for the 17 levels' L1 tables and first clusters and the writable
+ * top's refcount table when the images are small; 71 MiB while every level kept its refcount
+ * table, 1191 MiB with every level's cache: {@code Qcow2ChainMemoryTest}); in use, L2 tables and bounce
  * buffers take at most 64 + 32 MiB for the top image and 4 + 6 MiB per backing level, 256 MiB
  * in all (was 96 MiB per level, 1.6 GiB). The top image's L1 table is at most 32 MiB (QEMU's
  * limit); the backing levels' L1 tables and every level's snapshots' L1 tables together at most
