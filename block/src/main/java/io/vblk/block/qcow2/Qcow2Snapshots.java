@@ -46,8 +46,37 @@ final class Qcow2Snapshots {
      */
     static Qcow2Snapshots read(TableReader in, Qcow2Header h, long fileSize, long l1Budget, String name)
             throws IOException {
-        int n = h.nbSnapshots;
+        Table t = readTable(in, h, fileSize, name);
+        if (t.l1Bytes > l1Budget) {
+            throw Qcow2Header.bad(name + ": its " + h.nbSnapshots + " internal snapshots' L1 tables take " + t.l1Bytes
+                    + " bytes, over the " + l1Budget + " left of the " + Qcow2Options.CHAIN_L1_BUDGET_BYTES + " bytes of L1"
+                    + " tables a chain may read beyond its top image's own (Qcow2Options.CHAIN_L1_BUDGET_BYTES)");
+        }
         int cluster = h.clusterSize;
+        ClusterSet set = new ClusterSet(h.clusterBits, fileSize);
+        set.addRange(h.snapshotsOffset, t.end);
+        for (int i = 0; i < h.nbSnapshots; i++) {
+            long at = t.l1Offsets[i];
+            set.addRange(at, at + (long) t.l1Sizes[i] * 8);
+            for (int j = 0; j < t.l1Sizes[i]; j++) {
+                long l2 = in.getLong(at + 8L * j) & L1E_OFFSET_MASK;
+                // A table past the end holds nothing a data cluster (checked against the end) could
+                // reach; a misaligned one covers two clusters. QEMU checks neither at open.
+                if (l2 != 0 && l2 < fileSize) {
+                    set.addRange(l2, Math.min(l2 + cluster, fileSize));
+                }
+            }
+        }
+        return new Qcow2Snapshots(set.sorted(), t.l1Bytes);
+    }
+
+    /** The snapshot table's entries as far as they matter here, and where the table ends. */
+    private record Table(long[] l1Offsets, int[] l1Sizes, long l1Bytes, long end) {
+    }
+
+    /** Reads and checks the snapshot table's entries (QEMU's bounds), without their L1 tables. */
+    private static Table readTable(TableReader in, Qcow2Header h, long fileSize, String name) throws IOException {
+        int n = h.nbSnapshots;
         long[] l1Offsets = new long[n];
         int[] l1Sizes = new int[n];
         long l1Bytes = 0;
@@ -66,7 +95,8 @@ final class Qcow2Snapshots {
                         + MAX_EXTRA_DATA + ")");
             }
             if (l1Size < 0 || (long) l1Size * 8 > MAX_L1_BYTES || l1Size > 0 && (l1Offset <= 0
-                    || (l1Offset & (cluster - 1)) != 0 || l1Offset > fileSize || (long) l1Size * 8 > fileSize - l1Offset)) {
+                    || (l1Offset & (h.clusterSize - 1)) != 0 || l1Offset > fileSize
+                    || (long) l1Size * 8 > fileSize - l1Offset)) {
                 throw Qcow2Header.bad(name + ": snapshot " + i + "'s L1 table at " + l1Offset + " (" + l1Size
                         + " entries) is misaligned, past the end of the file or over QEMU's 32 MiB");
             }
@@ -78,26 +108,7 @@ final class Qcow2Snapshots {
         if (pos - h.snapshotsOffset > MAX_TABLE_BYTES || pos > fileSize) {
             throw tableEnd(name, h, pos, fileSize);
         }
-        if (l1Bytes > l1Budget) {
-            throw Qcow2Header.bad(name + ": its " + n + " internal snapshots' L1 tables take " + l1Bytes + " bytes, over the "
-                    + l1Budget + " left of the " + Qcow2Options.CHAIN_L1_BUDGET_BYTES + " bytes of L1 tables a chain may"
-                    + " read beyond its top image's own (Qcow2Options.CHAIN_L1_BUDGET_BYTES)");
-        }
-        ClusterSet set = new ClusterSet(h.clusterBits, fileSize);
-        set.addRange(h.snapshotsOffset, pos);
-        for (int i = 0; i < n; i++) {
-            long at = l1Offsets[i];
-            set.addRange(at, at + (long) l1Sizes[i] * 8);
-            for (int j = 0; j < l1Sizes[i]; j++) {
-                long l2 = in.getLong(at + 8L * j) & L1E_OFFSET_MASK;
-                // A table past the end holds nothing a data cluster (checked against the end) could
-                // reach; a misaligned one covers two clusters. QEMU checks neither at open.
-                if (l2 != 0 && l2 < fileSize) {
-                    set.addRange(l2, Math.min(l2 + cluster, fileSize));
-                }
-            }
-        }
-        return new Qcow2Snapshots(set.sorted(), l1Bytes);
+        return new Table(l1Offsets, l1Sizes, l1Bytes, pos);
     }
 
     private static IllegalArgumentException tableEnd(String name, Qcow2Header h, long pos, long fileSize) {
