@@ -39,7 +39,7 @@ public final class Qcow2 {
      * @throws IllegalArgumentException when the image is not acceptable, with the reason
      */
     public static Qcow2Driver open(Path path, BackendKind kind, int depth, Qcow2Options options) {
-        return open(path, kind, depth, options, 0, new HashSet<String>());
+        return open(path, kind, depth, options, 0, new Chain());
     }
 
     /**
@@ -95,14 +95,28 @@ public final class Qcow2 {
         };
     }
 
+    /**
+     * The files one open's chain took so far (a file met again is a loop) and what is left of
+     * its budget of L1 tables ({@link Qcow2Options#CHAIN_L1_BUDGET_BYTES}).
+     */
+    private static final class Chain {
+        private final Set<String> files = new HashSet<>();
+        long l1BytesLeft = Qcow2Options.CHAIN_L1_BUDGET_BYTES;
+
+        /** False when {@code file} is in the chain already. */
+        boolean add(String file) {
+            return files.add(file);
+        }
+    }
+
     private static Qcow2Driver open(Path path, BackendKind kind, int depth, Qcow2Options options, int level,
-                                    Set<String> chain) {
+                                    Chain chain) {
         return open(path, kind, depth, options, level, chain, null);
     }
 
     /** As above; a backing file confined to a directory is opened beneath {@code beneath} (null: as named). */
     private static Qcow2Driver open(Path path, BackendKind kind, int depth, Qcow2Options options, int level,
-                                    Set<String> chain, Path beneath) {
+                                    Chain chain, Path beneath) {
         if (kind == BackendKind.NULL) {
             throw new IllegalArgumentException("the null back end serves raw only");
         }
@@ -137,7 +151,7 @@ public final class Qcow2 {
      * @throws IllegalArgumentException when the image is not acceptable, with the reason
      */
     public static Qcow2Driver open(NetworkDisk disk, int depth, Qcow2Options options) {
-        Set<String> chain = new HashSet<>();
+        Chain chain = new Chain();
         chain.add(disk.address());
         return open(new NetworkHost(disk, options.readOnly()), BackendKind.IO_URING, depth, options, 0, chain);
     }
@@ -180,7 +194,7 @@ public final class Qcow2 {
     }
 
     private static Qcow2Driver open(Qcow2Host host, BackendKind kind, int depth, Qcow2Options options, int level,
-                                    Set<String> chain) {
+                                    Chain chain) {
         BlockDriver backing = null;
         try {
             int ioDepth = Math.min(8192, depth * 2 + options.l2CacheTables() + 16);
@@ -192,7 +206,9 @@ public final class Qcow2 {
                 throw new IllegalArgumentException("qcow2: " + host.name() + " lies on a network disk, which is not handed"
                         + " over between backends in a migration");
             }
-            Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()), !inactive);
+            Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()), !inactive, level > 0,
+                    chain.l1BytesLeft);
+            chain.l1BytesLeft -= meta.l1Charge;
             Qcow2Header h = meta.header;
             String name = host.name();
             if (h.compressionType == Qcow2Descriptor.COMPRESSION_ZSTD) {
@@ -282,7 +298,7 @@ public final class Qcow2 {
     static volatile Runnable afterConfine;
 
     private static BlockDriver openBacking(Qcow2Host overlay, Qcow2Header h, BackendKind kind, int depth,
-                                           Qcow2Options options, int level, Set<String> chain) {
+                                           Qcow2Options options, int level, Chain chain) {
         if (level + 1 > options.maxBackingDepth()) {
             throw new IllegalArgumentException("qcow2: backing chain deeper than " + options.maxBackingDepth());
         }

@@ -52,7 +52,8 @@ import io.vblk.sys.NativeBuffer;
  * <h2>Hostile images</h2>
  * The header, L1 and refcount tables are checked at open ({@link Qcow2Image}); each L2 table is
  * checked the first time it is loaded: reserved bits, alignment, offsets past the end of the
- * file as opened, and data clusters in metadata mark the image corrupt (the corrupt bit is set
+ * file as opened, and data clusters in metadata (the internal snapshots' tables included:
+ * {@link Qcow2Snapshots}) mark the image corrupt (the corrupt bit is set
  * in a writable v3 image) and every later request fails with EIO. In-place writes only go to
  * clusters whose L2 entry passed that check and carries COPIED; every other write allocates.
  *
@@ -93,6 +94,13 @@ public final class Qcow2Driver implements BlockDriver {
     private final BlockDriver backing;
     private final long backingSize;
     private final boolean readOnly;
+    /** Read as another image's backing file: its L1 table counts against the chain's budget. */
+    private final boolean backingLevel;
+    /**
+     * The bytes of L1 tables the open charged to the chain's budget for this image
+     * ({@link Qcow2Image#l1Charge}): the metadata read again at the first request may take no more.
+     */
+    private final long l1Allowance;
     private final int clusterBits;
     private final int cluster;
     private final long clusterMask;
@@ -218,6 +226,8 @@ public final class Qcow2Driver implements BlockDriver {
         this.backing = backing;
         this.backingSize = backing == null ? 0 : backing.sizeBytes();
         this.readOnly = options.readOnly() || host.readOnly();
+        this.backingLevel = backingLevel;
+        this.l1Allowance = meta.l1Charge;
         this.clusterBits = meta.clusterBits;
         this.cluster = meta.clusterSize;
         this.clusterMask = cluster - 1L;
@@ -378,7 +388,7 @@ public final class Qcow2Driver implements BlockDriver {
         started = true;
         Qcow2Image fresh;
         try {
-            fresh = Qcow2Image.read(host, alignment);
+            fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance);
         } catch (RuntimeException e) {
             markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
             return;

@@ -15,9 +15,11 @@ import io.vblk.sys.NativeBuffer;
 
 /**
  * The metadata of one qcow2 file read and checked at open, on the opening thread with ordinary
- * file reads: the header, the whole L1 table and the refcount table (both bounded by QEMU's
- * limits), and the set of clusters that hold metadata, so that no L2 entry can point a data
- * access into metadata. The per-request work (L2 tables, data) happens in {@link Qcow2Driver}.
+ * file reads: the header, the whole L1 table and, for a writable image, the refcount table (both
+ * bounded by QEMU's limits), and the set of clusters that hold metadata, so that no L2 entry can
+ * point a data access into metadata: the header, the tables, the L2 tables and refcount blocks
+ * they name, and the internal snapshots' table, L1 tables and L2 tables ({@link Qcow2Snapshots}).
+ * The per-request work (L2 tables, data) happens in {@link Qcow2Driver}.
  */
 final class Qcow2Image {
     /** The file's path or the network disk's address, for messages. */
@@ -33,7 +35,10 @@ final class Qcow2Image {
     /** The L1 table, big-endian as on disk, in a buffer aligned for O_DIRECT writes. */
     final NativeBuffer l1;
     final int l1WriteBytes;
-    /** The refcount table, big-endian as on disk. */
+    /**
+     * The refcount table, big-endian as on disk; null for a read-only image, which never
+     * allocates (its entries were read once, through a small window, for the metadata set).
+     */
     final NativeBuffer reftable;
     final int reftableEntries;
     /**
@@ -43,9 +48,14 @@ final class Qcow2Image {
      */
     private final int[] metadataInts;
     private final long[] metadataLongs;
+    /**
+     * The bytes of L1 tables this image charged to its chain's budget
+     * ({@link Qcow2Options#CHAIN_L1_BUDGET_BYTES}): its snapshots', and its own for a backing level.
+     */
+    final long l1Charge;
 
     private Qcow2Image(String path, Qcow2Header header, long fileSize, long allocationEnd, NativeBuffer l1, int l1WriteBytes,
-                       NativeBuffer reftable, Object metadata) {
+                       NativeBuffer reftable, Object metadata, long l1Charge) {
         this.path = path;
         this.header = header;
         this.fileSize = fileSize;
@@ -59,6 +69,7 @@ final class Qcow2Image {
         this.reftableEntries = header.refcountTableClusters * (clusterSize / 8);
         this.metadataInts = metadata instanceof int[] ? (int[]) metadata : null;
         this.metadataLongs = metadata instanceof long[] ? (long[]) metadata : null;
+        this.l1Charge = l1Charge;
     }
 
     /**
@@ -77,6 +88,17 @@ final class Qcow2Image {
      * clusters: nothing is written.
      */
     static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite) {
+        return read(host, alignment, mayWrite, false, Qcow2Options.CHAIN_L1_BUDGET_BYTES);
+    }
+
+    /**
+     * As {@link #read(Qcow2Host, int, boolean)}, allowed {@code l1Budget} bytes of L1 tables
+     * beyond a top image's own ({@link Qcow2Options#CHAIN_L1_BUDGET_BYTES}): the snapshots' L1
+     * tables, and for a {@code backingLevel} its own L1 table too. Checked before they are read.
+     *
+     * @throws IllegalArgumentException naming the image and what is wrong or over the budget
+     */
+    static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget) {
         try {
             long fileSize = host.storedBytes();
             int firstBytes = (int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS);
@@ -101,6 +123,12 @@ final class Qcow2Image {
                         + "-byte alignment of " + host.name() + (host.file() ? ": open the image without O_DIRECT" : ""));
             }
             long l1Bytes = (long) h.l1Size * 8;
+            long l1Charge = backingLevel ? l1Bytes : 0;
+            if (l1Charge > l1Budget) {
+                throw Qcow2Header.bad("backing file " + host.name() + ": its L1 table of " + l1Bytes + " bytes is over the "
+                        + l1Budget + " left of the " + Qcow2Options.CHAIN_L1_BUDGET_BYTES + " bytes of L1 tables a chain"
+                        + " may hold beyond its top image's own (Qcow2Options.CHAIN_L1_BUDGET_BYTES)");
+            }
             int l1WriteBytes = (int) Math.max(alignment, roundUp(l1Bytes, alignment));
             if (l1WriteBytes > roundUp(l1Bytes, cluster) && l1Bytes > 0) {
                 l1WriteBytes = (int) roundUp(l1Bytes, cluster);
@@ -108,19 +136,38 @@ final class Qcow2Image {
             NativeBuffer l1 = new NativeBuffer(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
             host.read(h.l1TableOffset, l1, l1WriteBytes);
             int reftableBytes = h.refcountTableClusters * cluster;
-            NativeBuffer reftable = new NativeBuffer(reftableBytes, Math.max(alignment, 8));
-            host.read(h.refcountTableOffset, reftable, reftableBytes);
+            // A read-only image never allocates: its refcount table (up to 8 MiB) is only read
+            // for the metadata set, through a window, and not kept.
+            NativeBuffer reftable = null;
+            TableReader window = null;
+            Entries refEntries;
+            if (host.readOnly()) {
+                TableReader w = window = new TableReader(host, alignment);
+                refEntries = i -> w.getLong(h.refcountTableOffset + 8L * i);
+            } else {
+                NativeBuffer r = reftable = new NativeBuffer(reftableBytes, Math.max(alignment, 8));
+                host.read(h.refcountTableOffset, reftable, reftableBytes);
+                refEntries = i -> r.buffer().getLong(i * 8, ByteOrder.BIG_ENDIAN);
+            }
             if (!mayWrite) {
                 // An inactive open races the source's backend, which writes a cluster (growing
                 // the file) before the L1 or refcount table entry naming it: the size read after
                 // the tables covers every entry they hold.
                 fileSize = Math.max(fileSize, host.storedBytes());
             }
-            Object meta = collectMetadata(h, fileSize, l1, reftable);
+            Object meta = collectMetadata(h, fileSize, l1, refEntries);
+            if (h.nbSnapshots > 0) {
+                Qcow2Snapshots snapshots = Qcow2Snapshots.read(window != null ? window : new TableReader(host, alignment), h,
+                        fileSize, l1Budget - l1Charge, host.name());
+                l1Charge += snapshots.l1Bytes;
+                meta = merge(meta, snapshots.clusters);
+            }
             long lastMeta = (meta instanceof int[] ? ((int[]) meta)[((int[]) meta).length - 1]
                     : ((long[]) meta)[((long[]) meta).length - 1]) * (long) cluster;
-            long allocationEnd = host.file() ? fileSize : allocationEnd(host, h, fileSize, reftable, lastMeta, alignment);
-            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta);
+            // A read-only image allocates nothing: where its clusters end does not matter.
+            long allocationEnd = host.file() || reftable == null ? fileSize
+                    : allocationEnd(host, h, fileSize, reftable, lastMeta, alignment);
+            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, l1Charge);
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot read " + host.name() + ": " + e.getMessage(), e);
         }
@@ -193,12 +240,20 @@ final class Qcow2Image {
         return -1;
     }
 
-    /** The sorted metadata cluster indexes, an int[] or a long[] ({@link #metadataInts}); checks every entry. */
-    private static Object collectMetadata(Qcow2Header h, long fileSize, NativeBuffer l1, NativeBuffer reftable) {
+    /** A table's entries by index, from memory or through a {@link TableReader}. */
+    @FunctionalInterface
+    private interface Entries {
+        long get(int index) throws IOException;
+    }
+
+    /**
+     * The sorted metadata cluster indexes, an int[] or a long[] ({@link #metadataInts}); checks every
+     * entry and refuses two structures in one cluster.
+     */
+    private static Object collectMetadata(Qcow2Header h, long fileSize, NativeBuffer l1, Entries r) throws IOException {
         int cluster = h.clusterSize;
         int bits = h.clusterBits;
         UnsafeBuffer b = l1.buffer();
-        UnsafeBuffer r = reftable.buffer();
         int reftableEntries = h.refcountTableClusters * (cluster / 8);
         long l1Clusters = roundUp((long) h.l1Size * 8, cluster) / cluster;
         long n = 1 + l1Clusters + h.refcountTableClusters;
@@ -218,7 +273,7 @@ final class Qcow2Image {
             n++;
         }
         for (int i = 0; i < reftableEntries; i++) {
-            long e = r.getLong(i * 8, ByteOrder.BIG_ENDIAN);
+            long e = r.get(i);
             if (e == 0) {
                 continue;
             }
@@ -248,7 +303,7 @@ final class Qcow2Image {
             }
         }
         for (int i = 0; i < reftableEntries; i++) {
-            long e = r.getLong(i * 8, ByteOrder.BIG_ENDIAN);
+            long e = r.get(i);
             if (e != 0) {
                 k = put(is, ls, k, (e & REFT_OFFSET_MASK) >>> bits);
             }
@@ -265,6 +320,41 @@ final class Qcow2Image {
             }
         }
         return ints ? is : ls;
+    }
+
+    /**
+     * {@code main} (an int[] or a long[], sorted, distinct) with the snapshots' sorted, distinct
+     * {@code extra} clusters, in the same representation. A snapshot's L2 table is usually one
+     * the active L1 table names too (shared until written), so a cluster in both is no overlap.
+     * Every extra cluster lies below the file's end, so ints still hold it where main is ints.
+     */
+    private static Object merge(Object main, Qcow2Snapshots.ClusterSet extra) {
+        int[] is = main instanceof int[] ? (int[]) main : null;
+        long[] ls = is == null ? (long[]) main : null;
+        int m = is != null ? is.length : ls.length;
+        int x = extra.size();
+        int[] ois = is != null ? new int[m + x] : null;
+        long[] ols = is != null ? null : new long[m + x];
+        int i = 0;
+        int j = 0;
+        int k = 0;
+        long last = -1;
+        while (i < m || j < x) {
+            long a = i < m ? (is != null ? is[i] : ls[i]) : Long.MAX_VALUE;
+            long c = j < x ? extra.get(j) : Long.MAX_VALUE;
+            long next = Math.min(a, c);
+            if (a == next) {
+                i++;
+            }
+            if (c == next) {
+                j++;
+            }
+            if (next != last) {
+                k = put(ois, ols, k, next);
+                last = next;
+            }
+        }
+        return ois != null ? Arrays.copyOf(ois, k) : Arrays.copyOf(ols, k);
     }
 
     private static int put(int[] is, long[] ls, int k, long clusterIndex) {

@@ -10,9 +10,9 @@ import io.vblk.sys.ImageLock.Locking;
  * An image decides its cluster size (up to 2 MiB) and its chain depth (up to
  * {@link #maxBackingDepth()}), so the driver's direct memory is bounded by these options, not by
  * the images. Each L2 table and bounce buffer is allocated on first use, so an open allocates
- * none: per level, an open takes the L1 and refcount tables the header names (bounded at open:
- * {@code Qcow2AllocationBoundsTest}), a header sector and, for the writable top image only, one
- * refcount block. In use:
+ * none: per level, an open takes the L1 table the header names, the refcount table for a
+ * writable image only (both bounded at open: {@code Qcow2AllocationBoundsTest}), a header sector
+ * and, for the writable top image only, one refcount block. In use:
  * <ul>
  *   <li>the top image caches at most {@link #l2CacheTables()} L2 tables (cluster size each) and
  *       32 MiB of bounce buffers;</li>
@@ -22,11 +22,15 @@ import io.vblk.sys.ImageLock.Locking;
  *       compressed clusters only).</li>
  * </ul>
  * A chain of 16 backing levels of 2 MiB-cluster images with the defaults: at open, no L2 table
- * and no bounce buffer (71 MiB for the 17 levels' L1 and refcount tables and first clusters when
- * the images are small, was 1191 MiB: {@code Qcow2ChainMemoryTest}); in use, L2 tables and bounce
+ * and no bounce buffer (40 MiB for the 17 levels' L1 tables and first clusters and the writable
+ * top's refcount table when the images are small; 71 MiB while every level kept its refcount
+ * table, 1191 MiB with every level's cache: {@code Qcow2ChainMemoryTest}); in use, L2 tables and bounce
  * buffers take at most 64 + 32 MiB for the top image and 4 + 6 MiB per backing level, 256 MiB
- * in all (was 96 MiB per level, 1.6 GiB). The L1 tables stay as large as the images make them
- * (each at most 32 MiB and inside its file).
+ * in all (was 96 MiB per level, 1.6 GiB). The top image's L1 table is at most 32 MiB (QEMU's
+ * limit); the backing levels' L1 tables and every level's snapshots' L1 tables together at most
+ * {@link #CHAIN_L1_BUDGET_BYTES} (a chain over it is refused at open, naming the image), where 16
+ * levels of 32 MiB used to take 544 MiB. A read-only level keeps no refcount table (it reads it
+ * once at open, through a 64 KiB window, to know its refcount blocks as metadata).
  */
 public final class Qcow2Options {
     /** Default L2 tables kept in memory (32 tables of 64 KiB clusters map 16 GiB). */
@@ -38,6 +42,17 @@ public final class Qcow2Options {
     public static final int BACKING_L2_CACHE_BYTES = 1 << 20;
     /** Longest backing chain followed (QEMU has no fixed limit; loops are refused anyway). */
     public static final int DEFAULT_MAX_BACKING_DEPTH = 16;
+    /**
+     * The bytes of L1 tables one chain reads at open beyond its top image's own (which QEMU
+     * bounds at 32 MiB): the backing levels' L1 tables, kept for the driver's life, and the
+     * internal snapshots' L1 tables of every level, read once to learn the L2 tables they name
+     * and not kept. Each may be 32 MiB (QEMU's limit), so 16 hostile levels, or one image's
+     * 65536 snapshots, would otherwise take 512 MiB (or read 2 TiB) at open. An image that
+     * takes the chain over this is refused at open, with its name. 64 MiB holds the L1 tables
+     * of 16 backing levels of 2 TiB disks with 64 KiB clusters 128 times over (32 KiB each);
+     * only 512-byte or 4 KiB clusters under very large disks come near it.
+     */
+    public static final long CHAIN_L1_BUDGET_BYTES = 64L << 20;
 
     private final boolean readOnly;
     private final boolean direct;

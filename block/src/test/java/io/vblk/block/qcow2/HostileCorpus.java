@@ -15,7 +15,8 @@ import io.vblk.testkit.QemuTools;
  * Real qcow2 images made by {@code qemu-img} and {@code qemu-io}, the starting points the hostile
  * image property ({@link Qcow2HostileImagePropertyTest}) mutates: data, zero, discarded and
  * compressed (deflate and zstd) clusters, compat 0.10 and 1.1, clusters of 512 B to 2 MiB,
- * refcount widths 1 to 64 bits, an internal snapshot, a backing chain of three. Built once per
+ * refcount widths 1 to 64 bits, an internal snapshot (in the top image and in a backing file), a
+ * backing chain of three. Built once per
  * run in a directory of their own; each image comes with what QEMU reads from it
  * ({@code qemu-img convert -O raw}).
  *
@@ -71,6 +72,7 @@ final class HostileCorpus {
         c.converted();
         c.chain();
         c.snapshot();
+        c.snapshotBase();
         return c;
     }
 
@@ -120,6 +122,23 @@ final class HostileCorpus {
         qemuImg("snapshot", "-c", "s1", p.toString());
         apply(p, 2, "data 64k 4k", "discard 512k 64k");
         add("snap", List.of(p), true);
+    }
+
+    /**
+     * A writable overlay on a base with an internal snapshot: a backing level keeps its
+     * snapshots (only the top is refused for them), and their tables are metadata there too.
+     */
+    private void snapshotBase() {
+        Path base = dir.resolve("snapbase-base.qcow2");
+        qemuImg("create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=65536", base.toString(), "1M");
+        apply(base, 1, "data 0 192k", "data 640k 64k");
+        qemuImg("snapshot", "-c", "s1", base.toString());
+        apply(base, 2, "data 64k 4k", "data 700k 4k");
+        Path top = dir.resolve("snapbase-top.qcow2");
+        qemuImg("create", "-q", "-f", "qcow2", "-o", "compat=1.1,cluster_size=4096", "-b", base.getFileName().toString(),
+                "-F", "qcow2", top.toString(), "1M");
+        apply(top, 3, "data 8k 8k", "zero 128k 4k");
+        add("snapbase", List.of(top, base), false);
     }
 
     /**

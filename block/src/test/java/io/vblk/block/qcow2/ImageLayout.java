@@ -32,6 +32,12 @@ final class ImageLayout {
     final List<Long> l2Tables = new ArrayList<>();
     /** Offsets of the refcount blocks the refcount table names. */
     final List<Long> refBlocks = new ArrayList<>();
+    /** The snapshot table's length in bytes as its entries say (0 without snapshots). */
+    long snapshotTableBytes;
+    /** {offset, bytes} of each snapshot's L1 table. */
+    final List<long[]> snapshotL1s = new ArrayList<>();
+    /** Offsets of the L2 tables the snapshots' L1 tables name (as read, masked). */
+    final List<Long> snapshotL2Tables = new ArrayList<>();
 
     ImageLayout(byte[] bytes) {
         this.bytes = bytes;
@@ -57,6 +63,33 @@ final class ImageLayout {
                 refBlocks.add(e);
             }
         }
+        readSnapshots();
+    }
+
+    /** The snapshot table's entries (qcow2.txt: L1 offset, L1 size, id and name lengths, extra data length). */
+    private void readSnapshots() {
+        long pos = snapshotsOffset;
+        for (int i = 0; i < Math.min(nbSnapshots, 1024) && pos >= 0 && pos + 40 <= bytes.length; i++) {
+            long l1 = i64(pos);
+            int size = i32(pos + 8);
+            int id = i32(pos + 12) >>> 16;
+            int name = i32(pos + 12) & 0xffff;
+            int extra = i32(pos + 36);
+            if (extra < 0 || extra > 1 << 16) {
+                break;
+            }
+            if (size > 0 && l1 > 0 && l1 < bytes.length) {
+                snapshotL1s.add(new long[] {l1, 8L * size});
+                for (int j = 0; j < Math.min(size, 1 << 16); j++) {
+                    long e = i64(l1 + 8L * j) & L1E_OFFSET_MASK;
+                    if (e != 0) {
+                        snapshotL2Tables.add(e);
+                    }
+                }
+            }
+            pos += (40L + extra + id + name + 7) & ~7L;
+        }
+        snapshotTableBytes = nbSnapshots > 0 ? pos - snapshotsOffset : 0;
     }
 
     int i32(long at) {
@@ -68,20 +101,32 @@ final class ImageLayout {
     }
 
     /**
-     * Byte ranges {offset, length} of the metadata the driver uses (header cluster, L1,
-     * refcount table and blocks, active L2 tables), which no guest read may return. The
-     * snapshot table and the snapshots' tables are left out: the driver never reads them
-     * (images with snapshots are served read-only), so it does not know them as metadata.
+     * Byte ranges {offset, length} of the metadata the driver knows (header cluster, L1,
+     * refcount table and blocks, active L2 tables, the snapshot table and the snapshots' L1 and
+     * L2 tables), which no guest read may return.
      */
     List<long[]> activeMetadataRanges() {
-        List<long[]> r = metadataRanges();
+        return metadataRanges();
+    }
+
+    /** Byte ranges {offset, length} of the snapshot table and the snapshots' L1 and L2 tables. */
+    List<long[]> snapshotRanges() {
+        List<long[]> r = new ArrayList<>();
         if (nbSnapshots > 0) {
-            r.removeIf(x -> x[0] == snapshotsOffset);
+            r.add(new long[] {snapshotsOffset, Math.max(8, snapshotTableBytes)});
         }
+        r.addAll(snapshotL1s);
+        for (long t : snapshotL2Tables) {
+            r.add(new long[] {t, cluster});
+        }
+        r.removeIf(x -> x[0] < 0 || x[0] >= bytes.length || x[1] <= 0 || x[1] > (64L << 20));
         return r;
     }
 
-    /** Byte ranges {offset, length} of the metadata: header cluster, L1, refcount table and blocks, L2 tables, snapshot table. */
+    /**
+     * Byte ranges {offset, length} of the metadata: header cluster, L1, refcount table and blocks,
+     * L2 tables, the snapshot table and the snapshots' L1 and L2 tables.
+     */
     List<long[]> metadataRanges() {
         List<long[]> r = new ArrayList<>();
         r.add(new long[] {0, cluster});
@@ -93,9 +138,7 @@ final class ImageLayout {
         for (long t : l2Tables) {
             r.add(new long[] {t, cluster});
         }
-        if (nbSnapshots > 0) {
-            r.add(new long[] {snapshotsOffset, cluster});
-        }
+        r.addAll(snapshotRanges());
         r.removeIf(x -> x[0] < 0 || x[0] >= bytes.length || x[1] <= 0 || x[1] > (64L << 20));
         return r;
     }

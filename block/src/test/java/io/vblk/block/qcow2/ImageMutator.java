@@ -143,7 +143,15 @@ final class ImageMutator {
         long at = t + 8L * i;
         long e = l.i64(at);
         long v;
-        if (rnd.nextInt(4) == 0) {
+        List<long[]> snapshots = l.snapshotRanges();
+        if (!snapshots.isEmpty() && rnd.nextInt(3) == 0) {
+            // Into a snapshot's metadata: the snapshot table, a snapshot's L1 table or an L2 table
+            // a snapshot names (the driver must know them all as metadata).
+            long[] r = snapshots.get(rnd.nextInt(snapshots.size()));
+            long into = r[0] + ((long) rnd.nextInt((int) Math.max(1, Math.min(r[1], 1 << 20) / l.cluster)) << l.clusterBits);
+            v = rnd.nextInt(4) == 0 ? OFLAG_COMPRESSED | (into & ((1L << (62 - (l.clusterBits - 8))) - 1))
+                    : (into & ~(long) (l.cluster - 1)) | OFLAG_COPIED;
+        } else if (rnd.nextInt(4) == 0) {
             // A compressed descriptor: host offset and sector count as the cluster size splits them.
             int x = 62 - (l.clusterBits - 8);
             long host = rnd.nextBoolean() ? pickOffset(l) + rnd.nextInt(l.cluster) : rnd.nextLong() & ((1L << x) - 1);

@@ -20,7 +20,8 @@ import io.vblk.aio.BackendKind;
  * (direct memory grows by far less than the field asks for). The bounds: L1 table (QEMU's
  * 32 MiB, and inside the file), refcount table (8 MiB, inside the file), refcount width
  * (64 bits), backing file name (1023 bytes), header extensions (1024, inside the first
- * cluster), internal snapshots (65536, never read), virtual size (2^55).
+ * cluster), internal snapshots (65536; their table and L1 tables: Qcow2SnapshotMetadataTest),
+ * virtual size (2^55).
  */
 class Qcow2AllocationBoundsTest {
     @TempDir

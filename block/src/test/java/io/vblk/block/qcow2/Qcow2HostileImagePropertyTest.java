@@ -46,8 +46,9 @@ import net.jqwik.api.statistics.Statistics;
  * by a header field;</li>
  * <li>every request completes (with its length, EIO or ENOSPC), and the close returns, within
  * a bound;</li>
- * <li>no read returns a sector of the metadata the driver uses (the data is tagged, so this is
- * seen; the snapshot table of a read-only image is not among it);</li>
+ * <li>no read returns a sector of the image's metadata (the data is tagged, so this is seen),
+ * the internal snapshots' table, L1 and L2 tables included, at which the mutations aim L2
+ * entries too;</li>
  * <li>what a clean image reads is what QEMU reads; after any write, a guest sector reads what
  * was last written to it, or what it read at first: a write to one guest cluster never changes
  * another (unless the image itself maps two guest clusters onto one host cluster, which QEMU
