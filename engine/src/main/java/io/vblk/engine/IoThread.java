@@ -673,17 +673,21 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * the round rather than once per round. One submission and one publish per sub-batch.
      */
     private int popQueue(DeviceQueue q, int index, long nowNs, int max) {
+        // One ring's worth per queue per round, on every path. A request that completes without
+        // the back end (UNSUPP, GET_ID, IOERR) writes its status and frees its slot inside the
+        // pop loop, and completions published between sub-batches or early let the guest post
+        // anew within the round: without the bound a guest re-posting on each status keeps one
+        // round (the inbox's stop, drain and memory commands, every other queue and every other
+        // device of a shared thread) waiting for ever (rev13a). A round that stops here did work,
+        // so the thread does not sleep: the next round pops the rest.
+        int bound = Math.max(1, q.ring.size());
         if (subBatch == 0) {
             if (earlySignal != null) {
-                return popSignallingEarly(q, earlySignal[index], nowNs, max);
+                return popSignallingEarly(q, earlySignal[index], nowNs, max, bound);
             }
-            return dispatcher.popQueue(q, nowNs, max);
+            return dispatcher.popQueue(q, nowNs, Math.min(max, bound));
         }
-        // Completions published between sub-batches let the guest post anew within the round:
-        // without this bound a guest reposting per completion keeps one round (and the inbox's
-        // stop, drain and memory commands, and every other queue) waiting for ever. One ring's
-        // worth per queue per round is what a round pops without sub-batches at most.
-        max = Math.min(max, Math.max(1, q.ring.size()));
+        max = Math.min(max, bound);
         int popped = 0;
         while (popped < max && q.state == QueueLifecycle.RUNNING) {
             int want = Math.min(max - popped, subBatch - sinceSubmit);
@@ -711,11 +715,16 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * io.vblk.vring.SplitQueue#publishUsed()} decides that interrupt as ever (none unless the
      * guest re-armed since).
      */
-    private int popSignallingEarly(DeviceQueue q, EarlySignal early, long nowNs, int max) {
+    private int popSignallingEarly(DeviceQueue q, EarlySignal early, long nowNs, int max, int bound) {
         int point = Math.min(early.chains(), q.ring.size());
         if (max <= point) {
-            return dispatcher.popQueue(q, nowNs, max); // a budget this small ends the round first
+            // A submit budget this small ends the round first (point is at most the ring's size,
+            // so this pops within the round's bound).
+            return dispatcher.popQueue(q, nowNs, max);
         }
+        // Bounded after the budget test, not before: the ring's size is no budget, and a round
+        // that pops fewer chains than the point is still one too short (EarlySignal).
+        max = Math.min(max, bound);
         int got = dispatcher.popQueue(q, nowNs, point);
         if (got < point || q.state != QueueLifecycle.RUNNING) {
             if (got > 0) {
