@@ -47,6 +47,18 @@ final class BlkRequest {
     /** Set when its completion gives it back (so a failure handler does not give it back twice). */
     boolean finished;
 
+    /**
+     * Host segments a request's data may have beyond SEG_MAX's descriptors: a buffer that
+     * crosses into an adjacent guest region (or is longer than a host segment) is split, one
+     * more segment per boundary. A request past it fails with IOERR (RequestParser).
+     */
+    static final int SPLIT_SEGMENTS = io.vblk.vring.SplitQueue.CHAIN_SLACK_SEGMENTS;
+
+    /** The data vector's size for a device offering {@code segMax}: its descriptors and their splits. */
+    static int dataCapacity(int segMax) {
+        return Math.max(1, Math.min(segMax, Integer.MAX_VALUE - SPLIT_SEGMENTS)) + SPLIT_SEGMENTS;
+    }
+
     BlkRequest(int slot, int maxSegments) {
         this.slot = slot;
         this.data = new IoVector(maxSegments);

@@ -36,7 +36,7 @@ final class RequestDispatcher {
         this.listener = listener;
         this.backend = backend;
         int maxSegments = Math.max(1, model.segMax());
-        this.pool = new RequestPool(backend.depth(), maxSegments);
+        this.pool = new RequestPool(backend.depth(), BlkRequest.dataCapacity(maxSegments));
         this.parser = new RequestParser(model);
         this.chain = new DescriptorChain(model.config().queueSize() + maxSegments + SplitQueue.CHAIN_SLACK_SEGMENTS);
     }
