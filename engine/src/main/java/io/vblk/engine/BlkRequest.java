@@ -46,6 +46,12 @@ final class BlkRequest {
     byte stage;
     /** Set when its completion gives it back (so a failure handler does not give it back twice). */
     boolean finished;
+    /** Operations finished and held for a write-through flush ({@link WriteThrough}); I/O thread only. */
+    int heldOps;
+    /** The last successful result among them. */
+    long heldResult;
+    /** The first failure among them, or 0. */
+    long heldError;
 
     /**
      * Host segments a request's data may have beyond SEG_MAX's descriptors: a buffer that
@@ -76,6 +82,9 @@ final class BlkRequest {
         error = 0;
         immediateStatus = BlkRequestDescriptor.S_OK;
         finished = false;
+        heldOps = 0;
+        heldResult = 0;
+        heldError = 0;
         data.clear();
     }
 }

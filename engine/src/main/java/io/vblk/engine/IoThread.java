@@ -49,6 +49,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final NanoClock clock;
     private final RequestDispatcher dispatcher;
     private final CompletionRoute route;
+    /** Between the back end's completions and the route: write-through without FLUSH. */
+    private final WriteThrough writeThrough;
     private final IdleStrategy idle;
     /**
      * Where it sleeps: {@link EpollWait}, or {@link RingWait} chosen at {@link #start} (volatile:
@@ -163,6 +165,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             route = new InlineCompletionRoute(pool, completions, dispatcher::release);
         }
         dispatcher.route(route);
+        this.writeThrough = new WriteThrough(model, backend, pool, route);
         this.idle = IdleStrategies.forIoThread(tuning, clock, this, backend::inFlight);
         this.events = new EpollWait(queues, backend);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
@@ -588,7 +591,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             }
         }
         work += route.reclaim();
-        int reaped = backend.poll(route, dispatcher.pool().size());
+        int reaped = backend.poll(writeThrough, dispatcher.pool().size());
+        writeThrough.afterPoll(); // submitted with the round's requests
         if (RoundTrace.ON) {
             RoundTrace.event(RoundTrace.REAPED, reaped);
         }
@@ -624,7 +628,16 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 // Finished inside submit (the null back end, a refused operation): complete them
                 // in this round, in one used.idx publish and interrupt with the immediate
                 // completions, instead of an eventfd write, an epoll wake-up and another round.
-                finished = backend.poll(route, dispatcher.pool().size());
+                finished = backend.poll(writeThrough, dispatcher.pool().size());
+                while (writeThrough.afterPoll()) {
+                    // The writes just finished need their flush, which may finish in submit too.
+                    backend.submit();
+                    submittedBatches++;
+                    if (!backend.completionsReady()) {
+                        break; // the flush's completion comes with a later poll
+                    }
+                    finished += backend.poll(writeThrough, dispatcher.pool().size());
+                }
             }
         }
         if (prepared > 0 || finished > 0) {
@@ -749,6 +762,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return got;
     }
 
+    /** Flushes issued to make writes durable without a negotiated FLUSH (for tests and diagnostics). */
+    long writeThroughSyncs() {
+        return writeThrough.syncs();
+    }
+
     /** Rounds that published early (see {@link Tuning#earlySignal()}; for tests and diagnostics). */
     long earlyPublishes() {
         return earlyPublishes;
@@ -766,7 +784,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             backend.submit();
             submittedBatches++;
         }
-        reapedBetween += backend.poll(route, dispatcher.pool().size());
+        reapedBetween += backend.poll(writeThrough, dispatcher.pool().size());
+        writeThrough.afterPoll(); // submitted with the next sub-batch or the round's end
         route.endOfBatch(); // this sub-batch's immediate completions and what was reaped
     }
 
