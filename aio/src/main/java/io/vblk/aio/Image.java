@@ -11,6 +11,7 @@ import java.util.Locale;
 
 import com.sun.nio.file.ExtendedOpenOption;
 
+import org.agrona.UnsafeApi;
 import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.sys.Errno;
@@ -338,7 +339,64 @@ public final class Image implements AutoCloseable {
 
     /** The fallocate mode for a discard, or 0 when zeros must be written instead. */
     int discardMode() {
-        return punchHoleSupported ? Linux.FALLOC_FL_PUNCH_HOLE | Linux.FALLOC_FL_KEEP_SIZE : 0;
+        return punchHoleSupported && !blockDevice ? Linux.FALLOC_FL_PUNCH_HOLE | Linux.FALLOC_FL_KEEP_SIZE : 0;
+    }
+
+    /**
+     * Whether a DISCARD has nothing to do here: a file whose file system does not punch holes (or
+     * fallocate is off). DISCARD is advisory (virtio-blk promises no zeroed reads after it, that
+     * is WRITE_ZEROES), so it then completes at once without writing (rev13a: it wrote zeros, up
+     * to 2 GiB per 16-byte request, outside the bytes/s throttle).
+     */
+    boolean discardIsNoOp() {
+        return !blockDevice && discardMode() == 0;
+    }
+
+    /** Bytes of the {@code uint64_t[2]} range BLKDISCARD reads. */
+    static final int DISCARD_RANGE_BYTES = 16;
+
+    /**
+     * Discards a range synchronously, blocking the calling thread (a helper or worker, never an
+     * I/O thread): BLKDISCARD on a block device (the range at {@code rangeScratch}, the caller's
+     * {@link #DISCARD_RANGE_BYTES} of native memory), a punched hole in a file. Never writes: a
+     * refused punch hole (remembered) or a device without discard completes with 0, as DISCARD
+     * is advisory. Chunked as {@link #zeroRange}, cut short with {@code -ECANCELED} when
+     * {@code cancelled} turns true between two chunks. Returns 0 or {@code -errno}.
+     */
+    int discard(long offset, long length, long rangeScratch, java.util.function.BooleanSupplier cancelled) {
+        if (file == null) {
+            return 0; // portable: no descriptor to punch or discard with
+        }
+        for (long done = 0; done < length; ) {
+            if (cancelled.getAsBoolean()) {
+                return -Errno.ECANCELED;
+            }
+            long chunk = Math.min(ZEROING_CHUNK_BYTES, length - done);
+            int rc;
+            if (blockDevice) {
+                UnsafeApi.putLong(rangeScratch, offset + done);
+                UnsafeApi.putLong(rangeScratch + 8, chunk);
+                rc = (int) io.vblk.sys.Native.result(io.vblk.sys.Native.libc().ioctl(file.fd(), Linux.BLKDISCARD, rangeScratch));
+            } else {
+                int mode = discardMode();
+                if (mode == 0) {
+                    return 0;
+                }
+                rc = file.fallocate(mode, offset + done, chunk);
+                if (isRefusal(rc)) {
+                    refused(mode);
+                    return 0;
+                }
+            }
+            if (rc == -Errno.EOPNOTSUPP) {
+                return 0; // the device does not discard: nothing to do
+            }
+            if (rc < 0) {
+                return rc;
+            }
+            done += chunk;
+        }
+        return 0;
     }
 
     /** The fallocate mode for a write-zeroes, or 0 when zeros must be written instead. */

@@ -46,7 +46,10 @@ public interface IoBackend extends Drainable, AutoCloseable {
     /** Prepares a flush: completes once every write completed before it is durable (fdatasync). */
     int prepareFlush(long userData);
 
-    /** Prepares a discard: the range is deallocated where possible, and reads of it return zeros. */
+    /**
+     * Prepares a discard: advisory, the range is deallocated where possible (a punched hole, BLKDISCARD)
+     * and never written; reads of it may return the old data or zeros afterwards.
+     */
     int prepareDiscard(long offset, long length, long userData);
 
     /**

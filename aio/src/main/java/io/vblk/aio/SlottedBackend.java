@@ -237,13 +237,16 @@ abstract class SlottedBackend implements IoBackend {
      * result in the slot.
      */
     final void performOffloaded(int slot) {
+        if (discardRange == null) {
+            discardRange = new io.vblk.sys.NativeBuffer(Image.DISCARD_RANGE_BYTES); // once: the helper's BLKDISCARD range
+        }
         long result;
         switch (slots.op(slot)) {
             case SlotTable.OP_FLUSH:
                 result = image.fdatasync();
                 break;
             case SlotTable.OP_DISCARD:
-                result = image.zeroRange(slots.offset(slot), slots.length(slot), image.discardMode(), true, closing);
+                result = image.discard(slots.offset(slot), slots.length(slot), discardRange.address(), closing);
                 break;
             case SlotTable.OP_WRITE_ZEROES:
                 result = image.zeroRange(slots.offset(slot), slots.length(slot), image.writeZeroesMode(false), false, closing);
@@ -261,6 +264,9 @@ abstract class SlottedBackend implements IoBackend {
     final java.util.function.BooleanSupplier closing() {
         return closing;
     }
+
+    /** The helper thread's BLKDISCARD range ({@link Image#discard}); made on its first operation. */
+    private io.vblk.sys.NativeBuffer discardRange;
 
     // ---------------------------------------------------------------- IoBackend
 
@@ -416,8 +422,8 @@ abstract class SlottedBackend implements IoBackend {
             return -Errno.EAGAIN;
         }
         slots.begin(slot, op, userData, offset, length);
-        if (length == 0) {
-            failLocally(slot, 0);
+        if (length == 0 || (op == SlotTable.OP_DISCARD && image != null && image.discardIsNoOp())) {
+            failLocally(slot, 0); // nothing to do (an advisory DISCARD where holes cannot be punched)
         } else {
             enqueueZeroing(slot);
         }

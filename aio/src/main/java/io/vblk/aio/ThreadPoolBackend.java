@@ -323,6 +323,8 @@ final class ThreadPoolBackend extends SlottedBackend {
         private final Thread thread;
         private final NativeWindow window = new NativeWindow();
         private ByteBuffer zeros;
+        /** This worker's BLKDISCARD range ({@link Image#discard}); made on its first discard. */
+        private io.vblk.sys.NativeBuffer discardRange;
 
         Worker(int index) {
             this.bit = 1L << index;
@@ -411,9 +413,15 @@ final class ThreadPoolBackend extends SlottedBackend {
             int op = slots.op(slot);
             long offset = slots.offset(slot);
             long length = slots.length(slot);
+            if (op == SlotTable.OP_DISCARD) {
+                // Advisory: a hole or BLKDISCARD, never written zeros (none at all when portable).
+                if (discardRange == null) {
+                    discardRange = new io.vblk.sys.NativeBuffer(Image.DISCARD_RANGE_BYTES); // once per worker
+                }
+                return image.portable() ? 0 : image.discard(offset, length, discardRange.address(), closing());
+            }
             if (!image.portable()) {
-                int mode = op == SlotTable.OP_DISCARD ? image.discardMode()
-                        : image.writeZeroesMode(op == SlotTable.OP_WRITE_ZEROES_UNMAP);
+                int mode = image.writeZeroesMode(op == SlotTable.OP_WRITE_ZEROES_UNMAP);
                 return image.zeroRange(offset, length, mode, op != SlotTable.OP_WRITE_ZEROES, closing());
             }
             if (zeros == null) {

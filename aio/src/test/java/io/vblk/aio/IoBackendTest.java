@@ -336,6 +336,7 @@ class IoBackendTest {
     private void zeroingReadsZeros(BackendKind kind, Path path, ImageOptions options) throws IOException {
         byte[] data = random(64 * BLOCK, 13);
         writeFile(path, 0, data);
+        boolean holes;
         try (Image image = Image.open(path, options);
              IoBackend io = open(kind, image, 8)) {
             Recorder rec = new Recorder(8);
@@ -350,9 +351,12 @@ class IoBackendTest {
             assertEquals(0, io.prepareDiscard(52 * BLOCK, 2 * BLOCK, 5));
             submitAndDrain(io, rec);
             rec.assertAll(4, 6, 0);
+            holes = image.discardMode() != 0;
         }
         byte[] expected = data.clone();
-        for (int[] range : new int[][] {{4, 8}, {20, 8}, {36, 8}, {48, 2}, {52, 2}}) {
+        // DISCARD is advisory: a punched hole reads zeros, where none can be punched nothing changes.
+        int[][] zeroed = holes ? new int[][] {{4, 8}, {20, 8}, {36, 8}, {48, 2}, {52, 2}} : new int[][] {{20, 8}, {36, 8}, {48, 2}};
+        for (int[] range : zeroed) {
             java.util.Arrays.fill(expected, range[0] * BLOCK, (range[0] + range[1]) * BLOCK, (byte) 0);
         }
         assertArrayEquals(expected, readFile(path, 0, 64 * BLOCK));

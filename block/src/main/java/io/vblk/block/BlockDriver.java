@@ -69,7 +69,7 @@ public interface BlockDriver extends Drainable, AutoCloseable {
     /** Completes once every write completed before it is durable. */
     int flush(long tag);
 
-    /** Deallocates a range where possible; reads of it return zeros afterwards. */
+    /** Deallocates a range where possible; advisory (WRITE_ZEROES zeroes): reads of it may return the old data or zeros. */
     int discard(long offset, long length, long tag);
 
     /** Zeroes a range; with {@code mayUnmap} it may be deallocated. */

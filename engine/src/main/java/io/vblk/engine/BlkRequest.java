@@ -46,6 +46,24 @@ final class BlkRequest {
     byte stage;
     /** Set when its completion gives it back (so a failure handler does not give it back twice). */
     boolean finished;
+    /** Operations finished and held for a write-through flush ({@link WriteThrough}); I/O thread only. */
+    int heldOps;
+    /** The last successful result among them. */
+    long heldResult;
+    /** The first failure among them, or 0. */
+    long heldError;
+
+    /**
+     * Host segments a request's data may have beyond SEG_MAX's descriptors: a buffer that
+     * crosses into an adjacent guest region (or is longer than a host segment) is split, one
+     * more segment per boundary. A request past it fails with IOERR (RequestParser).
+     */
+    static final int SPLIT_SEGMENTS = io.vblk.vring.SplitQueue.CHAIN_SLACK_SEGMENTS;
+
+    /** The data vector's size for a device offering {@code segMax}: its descriptors and their splits. */
+    static int dataCapacity(int segMax) {
+        return Math.max(1, Math.min(segMax, Integer.MAX_VALUE - SPLIT_SEGMENTS)) + SPLIT_SEGMENTS;
+    }
 
     BlkRequest(int slot, int maxSegments) {
         this.slot = slot;
@@ -64,6 +82,9 @@ final class BlkRequest {
         error = 0;
         immediateStatus = BlkRequestDescriptor.S_OK;
         finished = false;
+        heldOps = 0;
+        heldResult = 0;
+        heldError = 0;
         data.clear();
     }
 }

@@ -49,6 +49,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final NanoClock clock;
     private final RequestDispatcher dispatcher;
     private final CompletionRoute route;
+    /** Between the back end's completions and the route: write-through without FLUSH. */
+    private final WriteThrough writeThrough;
     private final IdleStrategy idle;
     /**
      * Where it sleeps: {@link EpollWait}, or {@link RingWait} chosen at {@link #start} (volatile:
@@ -163,6 +165,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             route = new InlineCompletionRoute(pool, completions, dispatcher::release);
         }
         dispatcher.route(route);
+        this.writeThrough = new WriteThrough(model, backend, pool, route);
         this.idle = IdleStrategies.forIoThread(tuning, clock, this, backend::inFlight);
         this.events = new EpollWait(queues, backend);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
@@ -588,7 +591,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             }
         }
         work += route.reclaim();
-        int reaped = backend.poll(route, dispatcher.pool().size());
+        int reaped = backend.poll(writeThrough, dispatcher.pool().size());
+        writeThrough.afterPoll(); // submitted with the round's requests
         if (RoundTrace.ON) {
             RoundTrace.event(RoundTrace.REAPED, reaped);
         }
@@ -624,7 +628,16 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 // Finished inside submit (the null back end, a refused operation): complete them
                 // in this round, in one used.idx publish and interrupt with the immediate
                 // completions, instead of an eventfd write, an epoll wake-up and another round.
-                finished = backend.poll(route, dispatcher.pool().size());
+                finished = backend.poll(writeThrough, dispatcher.pool().size());
+                while (writeThrough.afterPoll()) {
+                    // The writes just finished need their flush, which may finish in submit too.
+                    backend.submit();
+                    submittedBatches++;
+                    if (!backend.completionsReady()) {
+                        break; // the flush's completion comes with a later poll
+                    }
+                    finished += backend.poll(writeThrough, dispatcher.pool().size());
+                }
             }
         }
         if (prepared > 0 || finished > 0) {
@@ -673,17 +686,21 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * the round rather than once per round. One submission and one publish per sub-batch.
      */
     private int popQueue(DeviceQueue q, int index, long nowNs, int max) {
+        // One ring's worth per queue per round, on every path. A request that completes without
+        // the back end (UNSUPP, GET_ID, IOERR) writes its status and frees its slot inside the
+        // pop loop, and completions published between sub-batches or early let the guest post
+        // anew within the round: without the bound a guest re-posting on each status keeps one
+        // round (the inbox's stop, drain and memory commands, every other queue and every other
+        // device of a shared thread) waiting for ever (rev13a). A round that stops here did work,
+        // so the thread does not sleep: the next round pops the rest.
+        int bound = Math.max(1, q.ring.size());
         if (subBatch == 0) {
             if (earlySignal != null) {
-                return popSignallingEarly(q, earlySignal[index], nowNs, max);
+                return popSignallingEarly(q, earlySignal[index], nowNs, max, bound);
             }
-            return dispatcher.popQueue(q, nowNs, max);
+            return dispatcher.popQueue(q, nowNs, Math.min(max, bound));
         }
-        // Completions published between sub-batches let the guest post anew within the round:
-        // without this bound a guest reposting per completion keeps one round (and the inbox's
-        // stop, drain and memory commands, and every other queue) waiting for ever. One ring's
-        // worth per queue per round is what a round pops without sub-batches at most.
-        max = Math.min(max, Math.max(1, q.ring.size()));
+        max = Math.min(max, bound);
         int popped = 0;
         while (popped < max && q.state == QueueLifecycle.RUNNING) {
             int want = Math.min(max - popped, subBatch - sinceSubmit);
@@ -711,11 +728,16 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * io.vblk.vring.SplitQueue#publishUsed()} decides that interrupt as ever (none unless the
      * guest re-armed since).
      */
-    private int popSignallingEarly(DeviceQueue q, EarlySignal early, long nowNs, int max) {
+    private int popSignallingEarly(DeviceQueue q, EarlySignal early, long nowNs, int max, int bound) {
         int point = Math.min(early.chains(), q.ring.size());
         if (max <= point) {
-            return dispatcher.popQueue(q, nowNs, max); // a budget this small ends the round first
+            // A submit budget this small ends the round first (point is at most the ring's size,
+            // so this pops within the round's bound).
+            return dispatcher.popQueue(q, nowNs, max);
         }
+        // Bounded after the budget test, not before: the ring's size is no budget, and a round
+        // that pops fewer chains than the point is still one too short (EarlySignal).
+        max = Math.min(max, bound);
         int got = dispatcher.popQueue(q, nowNs, point);
         if (got < point || q.state != QueueLifecycle.RUNNING) {
             if (got > 0) {
@@ -740,6 +762,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return got;
     }
 
+    /** Flushes issued to make writes durable without a negotiated FLUSH (for tests and diagnostics). */
+    long writeThroughSyncs() {
+        return writeThrough.syncs();
+    }
+
     /** Rounds that published early (see {@link Tuning#earlySignal()}; for tests and diagnostics). */
     long earlyPublishes() {
         return earlyPublishes;
@@ -757,7 +784,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             backend.submit();
             submittedBatches++;
         }
-        reapedBetween += backend.poll(route, dispatcher.pool().size());
+        reapedBetween += backend.poll(writeThrough, dispatcher.pool().size());
+        writeThrough.afterPoll(); // submitted with the next sub-batch or the round's end
         route.endOfBatch(); // this sub-batch's immediate completions and what was reaped
     }
 

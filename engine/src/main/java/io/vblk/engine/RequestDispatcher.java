@@ -36,7 +36,7 @@ final class RequestDispatcher {
         this.listener = listener;
         this.backend = backend;
         int maxSegments = Math.max(1, model.segMax());
-        this.pool = new RequestPool(backend.depth(), maxSegments);
+        this.pool = new RequestPool(backend.depth(), BlkRequest.dataCapacity(maxSegments));
         this.parser = new RequestParser(model);
         this.chain = new DescriptorChain(model.config().queueSize() + maxSegments + SplitQueue.CHAIN_SLACK_SEGMENTS);
     }
@@ -60,7 +60,10 @@ final class RequestDispatcher {
         return throttle != null;
     }
 
-    /** Pops every available chain of {@code q} that slots and the throttle allow; returns how many. */
+    /**
+     * Pops every available chain of {@code q} that slots and the throttle allow, at most one
+     * ring's worth (plus recovered requests); returns how many.
+     */
     int popQueue(DeviceQueue q, long nowNs) {
         return popQueue(q, nowNs, Integer.MAX_VALUE);
     }
@@ -81,6 +84,10 @@ final class RequestDispatcher {
             }
             q.throttledUntilNs = 0;
         }
+        // Never more than one ring's worth (and the recovered requests) in one loop, whatever the
+        // caller asks: a request completed here frees its slot at once, and a guest re-posting
+        // on each status would otherwise keep the loop going for ever (IoThread bounds a round).
+        max = (int) Math.min(max, (long) Math.max(1, q.ring.size()) + q.resubmitCount);
         InflightTracker tracker = q.inflightTracker;
         if (tracker != null) {
             max = inflightBound(q, max);

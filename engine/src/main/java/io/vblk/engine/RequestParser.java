@@ -232,18 +232,30 @@ final class RequestParser {
     /**
      * Adds the data segments from the cursor through segment {@code lastSegment} (inclusive) to
      * {@code r.data}, leaving out {@code trimLastBytes} at the end (the status byte). False when
-     * there are more segments than the request may have (SEG_MAX).
+     * the data has more descriptors than SEG_MAX (virtio 1.2 5.2.4 counts descriptors: the pieces
+     * of a buffer split at a region boundary are one), or more host segments than the vector
+     * holds ({@link BlkRequest#SPLIT_SEGMENTS} splits past SEG_MAX at most).
      */
     private boolean addData(DescriptorChain chain, BlkRequest r, int lastSegment, int trimLastBytes) {
         int first = r.type == BlkRequestDescriptor.T_IN ? firstWritable(chain) : cursorSegment;
+        int segMax = model.segMax();
+        int descriptors = 0;
+        int lastDescriptor = -1;
         for (int i = first; i <= lastSegment; i++) {
             int offset = (r.type != BlkRequestDescriptor.T_IN && i == cursorSegment) ? cursorOffset : 0;
             int length = chain.length(i) - offset - (i == lastSegment ? trimLastBytes : 0);
             if (length <= 0) {
                 continue;
             }
-            if (r.data.count() >= model.segMax() || r.data.add(chain.address(i) + offset, length) != 0) {
-                return false;
+            int descriptor = chain.descriptor(i);
+            if (descriptor != lastDescriptor) {
+                lastDescriptor = descriptor;
+                if (++descriptors > segMax) {
+                    return false;
+                }
+            }
+            if (r.data.add(chain.address(i) + offset, length) != 0) {
+                return false; // more splits than the vector holds (or a vector refusal)
             }
         }
         return true;

@@ -36,7 +36,7 @@ final class DeviceRig implements AutoCloseable {
     private DeviceRig(Path imagePath, BackendKind kind, BlkConfig config, Tuning tuning, boolean eventIdx,
                       boolean readOnlyImage, boolean indirect, DeviceListener listener, DriverFactory driverFactory,
                       SharedIoThread[] ioThreads, java.util.function.UnaryOperator<BackendFactory> backends,
-                      boolean singleIssuer) {
+                      boolean singleIssuer, long withheld) {
         this.imagePath = imagePath;
         this.kind = kind;
         int queues = config.numQueues();
@@ -55,7 +55,7 @@ final class DeviceRig implements AutoCloseable {
             db.drivers(driverFactory);
         }
         this.device = db.build();
-        long features = config.offeredFeatures();
+        long features = config.offeredFeatures() & ~withheld;
         if (!eventIdx) {
             features &= ~BlkFeatures.bit(BlkFeatures.RING_EVENT_IDX);
         }
@@ -177,6 +177,13 @@ final class DeviceRig implements AutoCloseable {
         private DriverFactory driverFactory;
         private long capacityBytes = -1;
         private java.util.function.UnaryOperator<BackendFactory> backends = f -> f;
+        private long withheld;
+
+        /** The guest driver does not negotiate feature {@code bit} (e.g. {@link BlkFeatures#FLUSH}). */
+        Builder withhold(int bit) {
+            withheld |= BlkFeatures.bit(bit);
+            return this;
+        }
 
         Builder(Path dir, BackendKind kind) {
             this.dir = dir;
@@ -249,7 +256,7 @@ final class DeviceRig implements AutoCloseable {
             BlkConfig.Builder b = BlkConfig.builder(capacityBytes >= 0 ? capacityBytes : Files.size(p)).readOnly(readOnlyImage);
             config.accept(b);
             return new DeviceRig(p, kind, b.build(), tuning, eventIdx, readOnlyImage, indirect, listener, driverFactory,
-                    ioThreads, backends, singleIssuer);
+                    ioThreads, backends, singleIssuer, withheld);
         }
     }
 }

@@ -112,6 +112,19 @@ final class RoundRig implements AutoCloseable {
             driver.publishAvail();
         }
 
+        /**
+         * As a hostile guest that watches status bytes: puts {@code head} (whose request went out
+         * at avail slot {@code slot}) into the available ring again, status reset, without
+         * reaping its used entry, and publishes it.
+         */
+        void repost(int head, int slot) {
+            UnsafeApi.putByte(driver.hostAddress(statuses + slot, 1), (byte) 0x7f);
+            long avail = driver.hostAddress(driver.availGpa(), 4 + 2L * QUEUE_SIZE);
+            int idx = UnsafeApi.getShortVolatile(null, avail + 2) & 0xffff;
+            UnsafeApi.putShort(avail + 4 + 2L * (idx & (QUEUE_SIZE - 1)), (short) head);
+            UnsafeApi.putShortVolatile(null, avail + 2, (short) (idx + 1));
+        }
+
         /** The status byte of the request at avail slot {@code slot}. */
         byte status(int slot) {
             return UnsafeApi.getByte(driver.hostAddress(statuses + slot, 1));

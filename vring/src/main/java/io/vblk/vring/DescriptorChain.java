@@ -19,6 +19,8 @@ public final class DescriptorChain {
     private final long[] addresses;
     private final int[] lengths;
     private final boolean[] writable;
+    /** Which buffer descriptor (0-based, in chain order) each segment came from. */
+    private final int[] descriptors;
     private final int capacity;
     private int head = -1;
     private int segmentCount;
@@ -43,6 +45,7 @@ public final class DescriptorChain {
         addresses = new long[capacity];
         lengths = new int[capacity];
         writable = new boolean[capacity];
+        descriptors = new int[capacity];
     }
 
     /** The most segments this view holds. */
@@ -73,6 +76,15 @@ public final class DescriptorChain {
     /** Whether segment {@code i} is device-writable. */
     public boolean writable(int i) {
         return writable[i];
+    }
+
+    /**
+     * The buffer descriptor segment {@code i} came from, counted from 0 in chain order as {@link
+     * #descriptorCount()} counts them: the segments of a buffer split at a region boundary have
+     * the same one (limits such as virtio-blk's SEG_MAX count descriptors, not segments).
+     */
+    public int descriptor(int i) {
+        return descriptors[i];
     }
 
     /** Total bytes of the device-readable buffers. */
@@ -142,6 +154,7 @@ public final class DescriptorChain {
         addresses[i] = hostAddress;
         lengths[i] = length;
         writable[i] = isWritable;
+        descriptors[i] = descriptorCount - 1;
     }
 
     @Override
