@@ -58,17 +58,19 @@ public final class Tuning {
     }
 
     /**
-     * The scheduler slice each of the device's own I/O threads asks the kernel for when it
-     * starts (0: the kernel's default, nothing asked). Under EEVDF (Linux 6.12 and later) a
-     * {@code SCHED_OTHER} thread may ask for a slice of 0.1 to 100 ms ({@code sched_setattr} with
-     * {@code sched_runtime}, see {@code io.vblk.sys.SchedSlice}); a thread with a shorter slice
-     * than the one running on its CPU gets an earlier deadline when it wakes, and preempts a
-     * thread that would otherwise keep the CPU for the rest of its own slice (1.4 ms by default
-     * on 2 CPUs). An I/O thread runs for microseconds per wake-up, so a short slice costs it
-     * nothing and puts its wake-ups (a kick, a completion) ahead of busy threads on an
-     * oversubscribed host. Kernels without custom slices ignore it (the thread runs as before).
-     * Default: the system property {@code vblk.schedSliceNs} ({@value #DEFAULT_SCHED_SLICE_NS}
-     * when unset).
+     * The scheduler slice each of the device's own I/O threads runs with while it loses time
+     * waiting for a CPU and does not poll (0: the kernel's default slice always). Under EEVDF
+     * (Linux 6.12 and later) a {@code SCHED_OTHER} thread may ask for a slice of 0.1 to 100 ms
+     * ({@code sched_setattr} with {@code sched_runtime}, see {@code io.vblk.sys.SchedSlice}); a
+     * thread with a shorter slice than the one running on its CPU gets an earlier deadline when
+     * it wakes, and preempts a thread that would otherwise keep the CPU for the rest of its own
+     * slice (1.4 ms by default on 2 CPUs). That pays for a thread that sleeps and wakes for short
+     * rounds on an oversubscribed host, and costs a thread that polls: it is cut off every slice
+     * while another thread waits for its CPU. So the thread takes the slice only while its own
+     * scheduler statistics say it pays, and gives it back when they say otherwise ({@link
+     * SliceGovernor}: read at most every 10 ms, never per request). Kernels without custom
+     * slices ignore it (the thread runs as before). Default: the system property {@code
+     * vblk.schedSliceNs} ({@value #DEFAULT_SCHED_SLICE_NS} when unset).
      */
     public long schedSliceNs() {
         return schedSliceNs;
@@ -357,6 +359,15 @@ public final class Tuning {
                 + (schedSliceNs > 0 ? ", slice " + schedSliceNs / 1000 + "us" : "") + "]";
     }
 
+    /** {@code value} when it is 0 or a slice the kernel takes (0.1-100 ms). */
+    static long checkedSchedSlice(long value) {
+        if (value != 0 && (value < io.vblk.sys.SchedSlice.MIN_SLICE_NS || value > io.vblk.sys.SchedSlice.MAX_SLICE_NS)) {
+            throw new IllegalArgumentException("scheduler slice must be 0 or " + io.vblk.sys.SchedSlice.MIN_SLICE_NS
+                    + ".." + io.vblk.sys.SchedSlice.MAX_SLICE_NS + " ns: " + value);
+        }
+        return value;
+    }
+
     /** Builder for {@link Tuning}. */
     public static final class Builder {
         private WaitStrategy waitStrategy = WaitStrategy.ADAPTIVE;
@@ -386,11 +397,7 @@ public final class Tuning {
         }
 
         private static long checkedSchedSlice(long value) {
-            if (value != 0 && (value < io.vblk.sys.SchedSlice.MIN_SLICE_NS || value > io.vblk.sys.SchedSlice.MAX_SLICE_NS)) {
-                throw new IllegalArgumentException("scheduler slice must be 0 or " + io.vblk.sys.SchedSlice.MIN_SLICE_NS
-                        + ".." + io.vblk.sys.SchedSlice.MAX_SLICE_NS + " ns: " + value);
-            }
-            return value;
+            return Tuning.checkedSchedSlice(value);
         }
 
         /** See {@link Tuning#answerWindowNs()}: 0 (never wait for the guest's answer) up to one second. */
