@@ -85,7 +85,13 @@ public final class Tuning {
      * IOPS (better in 6 of 7), with one 1.29, 1.10, 0.96, 0.71, 0.86, 0.87, 0.86x (worse in 5 of
      * 7: with a CPU to spare, a polling thread with a short slice is preempted every slice);
      * the goals against qemu-storage-daemon were met as often with it as without (two busy loops
-     * 4 of 7 each) or less often (one busy loop 4 against 6 of 7).
+     * 4 of 7 each) or less often (one busy loop 4 against 6 of 7). Taken only while contended
+     * ({@link SliceGovernor}, 2026-12-06 11:04-11:30 UTC, load 12-26, same command with depth 1
+     * polling as well, 100 us against the build without it, ten pairs): with one busy loop
+     * better in 1 of 10 (guest blocking) and 2 of 10 (polling), with two in 4 and 7 of 10
+     * (README, Performance):
+     * on a loaded host the thread waits for a CPU in every case and rarely polls, so the
+     * governor cannot tell the cases apart. Off until a signal that does is found.
      */
     public static final long DEFAULT_SCHED_SLICE_NS = 0;
 
