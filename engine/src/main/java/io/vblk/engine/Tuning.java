@@ -86,9 +86,9 @@ public final class Tuning {
      * 7: with a CPU to spare, a polling thread with a short slice is preempted every slice);
      * the goals against qemu-storage-daemon were met as often with it as without (two busy loops
      * 4 of 7 each) or less often (one busy loop 4 against 6 of 7). Taken only while contended
-     * ({@link SliceGovernor}, 2026-12-06 11:04-11:30 UTC, load 12-26, same command with depth 1
-     * polling as well, 100 us against the build without it, ten pairs): with one busy loop
-     * better in 1 of 10 (guest blocking) and 2 of 10 (polling), with two in 4 and 7 of 10
+     * ({@link SliceGovernor}, 2026-12-06 11:04-11:37 UTC, load 5.6-26, same command with depth
+     * 1 polling as well, 100 us against the build without it, fourteen pairs): with one busy
+     * loop better in 2 of 14 (guest blocking) and 4 of 14 (polling), with two in 5 and 9 of 14
      * (README, Performance):
      * on a loaded host the thread waits for a CPU in every case and rarely polls, so the
      * governor cannot tell the cases apart. Off until a signal that does is found.
