@@ -634,7 +634,7 @@ final class Daemon implements AutoCloseable {
     // ------------------------------------------------------------ I/O threads
 
     private Object iothreadAdd(Params p) {
-        p.rejectUnknown(Set.of("id", "cpus", "wait", "poll_ns"));
+        p.rejectUnknown(Set.of("id", "cpus", "wait", "poll_ns", "sched_slice_us"));
         String id = p.requiredString("id");
         if (!id.matches("[A-Za-z0-9_.-]{1,32}")) {
             throw new InvalidParams("id must be 1 to 32 letters, digits, '.', '_' or '-', got '" + id + "'");
@@ -651,6 +651,7 @@ final class Daemon implements AutoCloseable {
             }
         }
         long pollNs = p.integer("poll_ns", 0, 1_000_000_000L, Tuning.defaults().pollNs());
+        long sliceUs = ExportSpec.schedSliceUs(p, "sched_slice_us", Tuning.defaults().schedSliceNs() / 1000);
         synchronized (changes) {
             if (shuttingDown) {
                 throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
@@ -660,7 +661,7 @@ final class Daemon implements AutoCloseable {
             }
             SharedIoThread t;
             try {
-                t = new SharedIoThread("vblk-iot-" + id, wait, pollNs, cpus);
+                t = new SharedIoThread("vblk-iot-" + id, wait, pollNs, cpus, sliceUs * 1000);
             } catch (IllegalArgumentException e) {
                 throw new InvalidParams("cpus: " + e.getMessage());
             }
@@ -711,6 +712,7 @@ final class Daemon implements AutoCloseable {
         m.put("shared", true);
         m.put("cpus", java.util.Arrays.stream(t.cpus()).boxed().toList());
         m.put("wait", t.waitStrategy().cliName());
+        m.put("sched_slice_us", t.schedSliceNs() / 1000);
         m.put("busy_fraction", Math.round(t.busyFraction() * 1000) / 1000.0);
         List<Object> users = new ArrayList<>();
         for (Export e : exports()) {

@@ -274,7 +274,7 @@ final class Export implements AutoCloseable {
     }
 
     private static Tuning tuning(ExportSpec s) {
-        return Tuning.builder().waitStrategy(s.wait).pollMaxNs(s.pollMaxUs * 1000).iopsLimit(s.iopsLimit).bytesPerSecondLimit(s.bpsLimit)
+        return Tuning.builder().waitStrategy(s.wait).pollMaxNs(s.pollMaxUs * 1000).schedSliceNs(s.schedSliceUs * 1000).iopsLimit(s.iopsLimit).bytesPerSecondLimit(s.bpsLimit)
                 .backendDepth(s.backendDepth).fixedBuffers(s.fixedBuffers).adjustableLimits(true).build();
     }
 

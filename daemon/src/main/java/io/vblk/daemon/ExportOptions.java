@@ -76,6 +76,12 @@ final class ExportOptions {
             + "0 never polls")
     String pollMaxUs;
 
+    @Option(names = "--sched-slice-us", paramLabel = "US", description = "the scheduler slice in microseconds the "
+            + "export's I/O threads ask for while they lose time waiting for a CPU and do not poll (EEVDF, Linux 6.12 or "
+            + "later: their wake-ups then preempt a busy process instead of waiting out its slice), 100 to 100000; 0 keeps "
+            + "the kernel's default slice (default: 0)")
+    String schedSliceUs;
+
     @Option(names = "--fixed-buffers", paramLabel = "MODE", description = "io_uring: register the guest's memory as "
             + "fixed buffers, so one-segment transfers skip pinning the guest pages per I/O, at the price of pinning the whole "
             + "memory table (resident, no ballooning) while it is in use: auto (default: only when the table is at most "
@@ -168,6 +174,7 @@ final class ExportOptions {
         put(m, "cache", cache);
         put(m, "wait", wait);
         put(m, "poll_max_us", pollMaxUs);
+        put(m, "sched_slice_us", schedSliceUs);
         put(m, "fixed_buffers", fixedBuffers);
         put(m, "locking", locking);
         if (networkBacking) {

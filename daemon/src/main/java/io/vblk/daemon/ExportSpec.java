@@ -34,7 +34,7 @@ final class ExportSpec {
 
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
-            "l2_cache_tables", "poll_max_us", "bounce_budget", "tls_certificates", "tls_hostname",
+            "l2_cache_tables", "poll_max_us", "sched_slice_us", "bounce_budget", "tls_certificates", "tls_hostname",
             "nbd_connections", "fixed_buffers", "locking", "incoming", "network_backing", "backing_dir",
             "connect_timeout_ms", "request_timeout_ms", "retry_timeout_ms");
 
@@ -79,6 +79,8 @@ final class ExportSpec {
     WaitStrategy wait = WaitStrategy.ADAPTIVE;
     /** Adaptive waiting's longest poll window. */
     long pollMaxUs = Tuning.defaults().pollMaxNs() / 1000;
+    /** The scheduler slice its I/O threads ask for while contended (0: the kernel's default always). */
+    long schedSliceUs = Tuning.defaults().schedSliceNs() / 1000;
     /** Whether guest memory is registered with io_uring as fixed buffers (auto: small tables only). */
     FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
     /** QEMU-compatible image locking of image files (and qcow2 backing files): on, off or auto. */
@@ -162,6 +164,7 @@ final class ExportSpec {
             }
         }
         s.pollMaxUs = p.integer("poll_max_us", 0, 1_000_000, s.pollMaxUs);
+        s.schedSliceUs = schedSliceUs(p, "sched_slice_us", s.schedSliceUs);
         String fixed = p.string("fixed_buffers", null);
         if (fixed != null) {
             try {
@@ -369,6 +372,7 @@ final class ExportSpec {
         m.put("aio", aio == null ? BackendKind.IO_URING.cliName() : aio.cliName());
         m.put("wait", wait.cliName());
         m.put("poll_max_us", pollMaxUs);
+        m.put("sched_slice_us", schedSliceUs);
         m.put("fixed_buffers", fixedBuffers.cliName());
         m.put("locking", locking.cliName());
         m.put("incoming", incoming);
@@ -435,6 +439,7 @@ final class ExportSpec {
         }
         m.put("wait", wait.cliName());
         m.put("poll_max_us", pollMaxUs);
+        m.put("sched_slice_us", schedSliceUs);
         m.put("fixed_buffers", fixedBuffers.cliName());
         m.put("locking", locking.cliName());
         m.put("incoming", incoming);
@@ -469,5 +474,17 @@ final class ExportSpec {
             m.put("retry_timeout_ms", timeouts.retryMs());
         }
         return m;
+    }
+
+    /**
+     * A scheduler slice in microseconds ({@code sched_slice_us} of export.add and iothread.add):
+     * 0, or one the kernel takes (100 to 100000).
+     */
+    static long schedSliceUs(Params p, String key, long defaultUs) {
+        long us = p.integer(key, 0, io.vblk.sys.SchedSlice.MAX_SLICE_NS / 1000, defaultUs);
+        if (us != 0 && us < io.vblk.sys.SchedSlice.MIN_SLICE_NS / 1000) {
+            throw new InvalidParams(p.name(key) + " must be 0 (the kernel's default slice) or 100 to 100000 microseconds, got " + us);
+        }
+        return us;
     }
 }

@@ -124,6 +124,7 @@ class SavedExportPropertyTest {
         }
         keys.add(opt("wait", Arbitraries.of("adaptive", "blocking", "sleeping", "yielding", "busy-spin")));
         keys.add(opt("poll_max_us", Arbitraries.longs().between(0, 1_000_000)));
+        keys.add(opt("sched_slice_us", Arbitraries.oneOf(Arbitraries.just(0L), Arbitraries.longs().between(100, 100_000))));
         keys.add(opt("fixed_buffers", Arbitraries.of("auto", "on", "off")));
         keys.add(opt("locking", Arbitraries.of("on", "off", "auto")));
         keys.add(opt("incoming", Arbitraries.of(false, true)));

@@ -34,6 +34,30 @@ final class IdleStrategies {
     }
 
     /**
+     * {@code idle} as it is when {@code sliceNs} is 0, else wrapped so that the thread runs with
+     * a slice of {@code sliceNs} only while it pays ({@link SliceGovernor}, fed by the thread's
+     * own {@code /proc/thread-self/schedstat} and changing its slice with {@code sched_setattr}).
+     */
+    static IdleStrategy sliced(IdleStrategy idle, long sliceNs, NanoClock clock) {
+        if (sliceNs <= 0) {
+            return idle;
+        }
+        return new SlicedIdleStrategy(idle, new SliceGovernor(sliceNs, schedstats.get(), new KernelSlice()), clock);
+    }
+
+    /**
+     * Where a sliced thread's scheduler statistics come from: its own {@code
+     * /proc/thread-self/schedstat}; a test puts a fake here (before the thread is built, and
+     * back after) to drive a real thread's slice without loading the machine.
+     */
+    static volatile java.util.function.Supplier<SliceGovernor.Schedstat> schedstats = ThreadRunDelay::new;
+
+    /** The slice the thread of {@code idle} runs with now as the kernel reported it (0: the default, or no governor). */
+    static long reportedSliceNs(IdleStrategy idle) {
+        return idle instanceof SlicedIdleStrategy s && s.governor().control() instanceof KernelSlice k ? k.reportedNs() : 0;
+    }
+
+    /**
      * For a device's own I/O thread. Adaptive does not poll while the back end holds a deep queue
      * ({@code inFlight} at least {@link AdaptivePollIdleStrategy#DEEP_IN_FLIGHT}: the completions
      * wake it); with a poll window ({@link Tuning#pollMaxNs()} above 0) and {@link

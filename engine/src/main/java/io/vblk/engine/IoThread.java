@@ -166,7 +166,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         dispatcher.route(route);
         this.writeThrough = new WriteThrough(model, backend, pool, route);
-        this.idle = IdleStrategies.forIoThread(tuning, clock, this, backend::inFlight);
+        this.idle = IdleStrategies.sliced(IdleStrategies.forIoThread(tuning, clock, this, backend::inFlight), tuning.schedSliceNs(), clock);
         this.events = new EpollWait(queues, backend);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
@@ -502,7 +502,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     @Override
     public void run() {
-        askForSlice();
+        noteThreadId();
         while (running) {
             try {
                 loop();
@@ -524,20 +524,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     /**
-     * {@link Tuning#schedSliceNs()}: asks the kernel for the slice on this thread, once, before
-     * the first round, and keeps what the kernel reports back ({@link #schedSliceNs()}). A
-     * refusal (a kernel without custom slices, a real-time policy) leaves the thread as it was.
+     * Notes the thread's id. {@link Tuning#schedSliceNs()} is applied by the idle strategy
+     * ({@link SliceGovernor}: only while the thread loses time waiting for a CPU and does not poll).
      */
-    private void askForSlice() {
+    private void noteThreadId() {
         threadId = io.vblk.sys.Native.syscall(io.vblk.sys.Linux.SYS_GETTID, 0, 0, 0, 0, 0);
-        long slice = tuning.schedSliceNs();
-        if (slice > 0 && io.vblk.sys.SchedSlice.request(slice) == 0) {
-            schedSliceNs = io.vblk.sys.SchedSlice.current();
-        }
     }
-
-    /** The slice the kernel reported after {@link #askForSlice()} took (0: none asked, or refused). */
-    private volatile long schedSliceNs;
 
     /** The Linux thread id of the running thread (0 before it started), for tests. */
     private volatile long threadId;
@@ -546,9 +538,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return threadId;
     }
 
-    /** The scheduler slice this thread asked for and the kernel reported back (0: none), for tests and stats. */
+    /**
+     * The custom scheduler slice this thread runs with now, as the kernel reported it after the
+     * last change (0: the kernel's default), for tests and stats.
+     */
     long schedSliceNs() {
-        return schedSliceNs;
+        return IdleStrategies.reportedSliceNs(idle);
     }
 
     /**

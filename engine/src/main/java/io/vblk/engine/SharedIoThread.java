@@ -44,6 +44,7 @@ public final class SharedIoThread implements AutoCloseable {
     private final String name;
     private final WaitStrategy waitStrategy;
     private final IdleStrategy idle;
+    private final long schedSliceNs;
     private final Epoll epoll;
     private final EventFd wakeup;
     private final ConcurrentLinkedQueue<Runnable> changes = new ConcurrentLinkedQueue<>();
@@ -80,12 +81,27 @@ public final class SharedIoThread implements AutoCloseable {
      *         the set (no such CPU online, outside the process's cpuset)
      */
     public SharedIoThread(String name, WaitStrategy waitStrategy, long pollNs, int[] cpus) {
+        this(name, waitStrategy, pollNs, cpus, 0);
+    }
+
+    /**
+     * As {@link #SharedIoThread(String, WaitStrategy, long, int[])}, running with a scheduler
+     * slice of {@code schedSliceNs} while it loses time waiting for a CPU and does not poll (as
+     * a device's own I/O thread with {@link Tuning#schedSliceNs()}); 0: the kernel's default
+     * slice always.
+     *
+     * @throws IllegalArgumentException also when {@code schedSliceNs} is neither 0 nor 0.1-100 ms
+     */
+    public SharedIoThread(String name, WaitStrategy waitStrategy, long pollNs, int[] cpus, long schedSliceNs) {
         this.name = Objects.requireNonNull(name, "name");
         this.waitStrategy = Objects.requireNonNull(waitStrategy, "waitStrategy");
         if (pollNs < 0) {
             throw new IllegalArgumentException("pollNs must not be negative: " + pollNs);
         }
-        this.idle = IdleStrategies.forSharedThread(waitStrategy, pollNs, SystemNanoClock.INSTANCE, this::sleep, this::inFlight);
+        this.schedSliceNs = Tuning.checkedSchedSlice(schedSliceNs);
+        this.idle = IdleStrategies.sliced(
+                IdleStrategies.forSharedThread(waitStrategy, pollNs, SystemNanoClock.INSTANCE, this::sleep, this::inFlight),
+                schedSliceNs, SystemNanoClock.INSTANCE);
         this.epoll = new Epoll(64);
         this.wakeup = EventFd.create(true);
         epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
@@ -147,6 +163,16 @@ public final class SharedIoThread implements AutoCloseable {
         return name;
     }
 
+    /** The scheduler slice it runs with while it loses time waiting for a CPU and does not poll (0: never). */
+    public long schedSliceNs() {
+        return schedSliceNs;
+    }
+
+    /** The custom slice the thread runs with now as the kernel reported it (0: the default), for tests. */
+    long reportedSliceNs() {
+        return IdleStrategies.reportedSliceNs(idle);
+    }
+
     /** How it waits when idle. */
     public WaitStrategy waitStrategy() {
         return waitStrategy;
@@ -161,6 +187,13 @@ public final class SharedIoThread implements AutoCloseable {
     public double busyFraction() {
         long alive = Math.max(1, System.nanoTime() - startedNs);
         return Math.max(0, Math.min(1, 1 - (double) sleptNs / alive));
+    }
+
+    /** The Linux thread id of the running thread (0 before it started), for tests. */
+    private volatile long threadId;
+
+    long threadId() {
+        return threadId;
     }
 
     Thread thread() {
@@ -233,6 +266,7 @@ public final class SharedIoThread implements AutoCloseable {
     }
 
     private void run() {
+        threadId = Native.syscall(Linux.SYS_GETTID, 0, 0, 0, 0, 0);
         while (running) {
             try {
                 loop();

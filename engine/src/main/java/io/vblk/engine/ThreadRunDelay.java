@@ -15,7 +15,7 @@ import io.vblk.sys.NativeBuffer;
  * always the one measured; nothing is allocated. Returns -1 when the file cannot be read (a
  * kernel without {@code CONFIG_SCHED_INFO}): the rule that uses it is then off.
  */
-final class ThreadRunDelay {
+final class ThreadRunDelay implements SliceGovernor.Schedstat {
     // x86-64 system call numbers (as sys/Linux's SYS_GETRUSAGE, the project runs on x86-64)
     private static final long SYS_READ = 0;
     private static final long SYS_CLOSE = 3;
@@ -36,31 +36,67 @@ final class ThreadRunDelay {
 
     /** The calling thread's run delay so far in nanoseconds, or -1 when it cannot be read. */
     long nanos() {
+        return read() ? delayNs : -1;
+    }
+
+    private long runNs;
+    private long delayNs;
+
+    /**
+     * Reads the calling thread's line once: afterwards {@link #runNs()} and {@link #delayNs()}
+     * hold its first two fields. False (and nothing changed) when the file cannot be read or
+     * parsed; then it is never read again.
+     */
+    @Override
+    public boolean read() {
         if (broken) {
-            return -1;
+            return false;
         }
         long fd = Native.syscall(SYS_OPENAT, AT_FDCWD, buffer.address() + PATH_OFFSET, O_RDONLY_CLOEXEC, 0, 0);
         if (fd < 0) {
             broken = true;
-            return -1;
+            return false;
         }
         long n = Native.syscall(SYS_READ, fd, buffer.address() + DATA_OFFSET, DATA_BYTES, 0, 0);
         Native.syscall(SYS_CLOSE, fd, 0, 0, 0, 0);
-        long delay = n > 0 ? secondField(buffer, DATA_OFFSET, (int) n) : -1;
-        if (delay < 0) {
+        long run = n > 0 ? field(buffer, DATA_OFFSET, (int) n, 0) : -1;
+        long delay = n > 0 ? field(buffer, DATA_OFFSET, (int) n, 1) : -1;
+        if (run < 0 || delay < 0) {
             broken = true;
+            return false;
         }
-        return delay;
+        runNs = run;
+        delayNs = delay;
+        return true;
+    }
+
+    /** The time the thread spent on a CPU so far (the first field), as of the last {@link #read()}. */
+    @Override
+    public long runNs() {
+        return runNs;
+    }
+
+    /** The time the thread spent runnable on a run queue so far (the second field), as of the last {@link #read()}. */
+    @Override
+    public long delayNs() {
+        return delayNs;
     }
 
     /** Parses "cpu_ns delay_ns slices\n": the second decimal field, or -1 when it is not there. */
     static long secondField(NativeBuffer b, int offset, int length) {
+        return field(b, offset, length, 1);
+    }
+
+    /** The decimal field {@code index} (0: the first) of a space-separated line, or -1 when it is not there. */
+    static long field(NativeBuffer b, int offset, int length, int index) {
         int i = offset;
         int end = offset + length;
-        while (i < end && b.buffer().getByte(i) != ' ') {
+        for (int skip = 0; skip < index; skip++) {
+            while (i < end && b.buffer().getByte(i) != ' ') {
+                i++;
+            }
             i++;
         }
-        i++;
         long value = 0;
         int digits = 0;
         for (; i < end; i++) {

@@ -58,17 +58,19 @@ public final class Tuning {
     }
 
     /**
-     * The scheduler slice each of the device's own I/O threads asks the kernel for when it
-     * starts (0: the kernel's default, nothing asked). Under EEVDF (Linux 6.12 and later) a
-     * {@code SCHED_OTHER} thread may ask for a slice of 0.1 to 100 ms ({@code sched_setattr} with
-     * {@code sched_runtime}, see {@code io.vblk.sys.SchedSlice}); a thread with a shorter slice
-     * than the one running on its CPU gets an earlier deadline when it wakes, and preempts a
-     * thread that would otherwise keep the CPU for the rest of its own slice (1.4 ms by default
-     * on 2 CPUs). An I/O thread runs for microseconds per wake-up, so a short slice costs it
-     * nothing and puts its wake-ups (a kick, a completion) ahead of busy threads on an
-     * oversubscribed host. Kernels without custom slices ignore it (the thread runs as before).
-     * Default: the system property {@code vblk.schedSliceNs} ({@value #DEFAULT_SCHED_SLICE_NS}
-     * when unset).
+     * The scheduler slice each of the device's own I/O threads runs with while it loses time
+     * waiting for a CPU and does not poll (0: the kernel's default slice always). Under EEVDF
+     * (Linux 6.12 and later) a {@code SCHED_OTHER} thread may ask for a slice of 0.1 to 100 ms
+     * ({@code sched_setattr} with {@code sched_runtime}, see {@code io.vblk.sys.SchedSlice}); a
+     * thread with a shorter slice than the one running on its CPU gets an earlier deadline when
+     * it wakes, and preempts a thread that would otherwise keep the CPU for the rest of its own
+     * slice (1.4 ms by default on 2 CPUs). That pays for a thread that sleeps and wakes for short
+     * rounds on an oversubscribed host, and costs a thread that polls: it is cut off every slice
+     * while another thread waits for its CPU. So the thread takes the slice only while its own
+     * scheduler statistics say it pays, and gives it back when they say otherwise ({@link
+     * SliceGovernor}: read at most every 10 ms, never per request). Kernels without custom
+     * slices ignore it (the thread runs as before). Default: the system property {@code
+     * vblk.schedSliceNs} ({@value #DEFAULT_SCHED_SLICE_NS} when unset).
      */
     public long schedSliceNs() {
         return schedSliceNs;
@@ -83,7 +85,13 @@ public final class Tuning {
      * IOPS (better in 6 of 7), with one 1.29, 1.10, 0.96, 0.71, 0.86, 0.87, 0.86x (worse in 5 of
      * 7: with a CPU to spare, a polling thread with a short slice is preempted every slice);
      * the goals against qemu-storage-daemon were met as often with it as without (two busy loops
-     * 4 of 7 each) or less often (one busy loop 4 against 6 of 7).
+     * 4 of 7 each) or less often (one busy loop 4 against 6 of 7). Taken only while contended
+     * ({@link SliceGovernor}, 2026-12-06 11:04-11:37 UTC, load 5.6-26, same command with depth
+     * 1 polling as well, 100 us against the build without it, fourteen pairs): with one busy
+     * loop better in 2 of 14 (guest blocking) and 4 of 14 (polling), with two in 5 and 9 of 14
+     * (README, Performance):
+     * on a loaded host the thread waits for a CPU in every case and rarely polls, so the
+     * governor cannot tell the cases apart. Off until a signal that does is found.
      */
     public static final long DEFAULT_SCHED_SLICE_NS = 0;
 
@@ -357,6 +365,15 @@ public final class Tuning {
                 + (schedSliceNs > 0 ? ", slice " + schedSliceNs / 1000 + "us" : "") + "]";
     }
 
+    /** {@code value} when it is 0 or a slice the kernel takes (0.1-100 ms). */
+    static long checkedSchedSlice(long value) {
+        if (value != 0 && (value < io.vblk.sys.SchedSlice.MIN_SLICE_NS || value > io.vblk.sys.SchedSlice.MAX_SLICE_NS)) {
+            throw new IllegalArgumentException("scheduler slice must be 0 or " + io.vblk.sys.SchedSlice.MIN_SLICE_NS
+                    + ".." + io.vblk.sys.SchedSlice.MAX_SLICE_NS + " ns: " + value);
+        }
+        return value;
+    }
+
     /** Builder for {@link Tuning}. */
     public static final class Builder {
         private WaitStrategy waitStrategy = WaitStrategy.ADAPTIVE;
@@ -386,11 +403,7 @@ public final class Tuning {
         }
 
         private static long checkedSchedSlice(long value) {
-            if (value != 0 && (value < io.vblk.sys.SchedSlice.MIN_SLICE_NS || value > io.vblk.sys.SchedSlice.MAX_SLICE_NS)) {
-                throw new IllegalArgumentException("scheduler slice must be 0 or " + io.vblk.sys.SchedSlice.MIN_SLICE_NS
-                        + ".." + io.vblk.sys.SchedSlice.MAX_SLICE_NS + " ns: " + value);
-            }
-            return value;
+            return Tuning.checkedSchedSlice(value);
         }
 
         /** See {@link Tuning#answerWindowNs()}: 0 (never wait for the guest's answer) up to one second. */

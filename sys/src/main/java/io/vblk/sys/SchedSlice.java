@@ -31,13 +31,7 @@ public final class SchedSlice {
      * those that do not), or {@code -errno} when the call failed.
      */
     public static long current() {
-        NativeBuffer attr = new NativeBuffer(ATTR_SIZE);
-        try {
-            long rc = Native.syscall(Linux.SYS_SCHED_GETATTR, 0, attr.address(), ATTR_SIZE, 0, 0);
-            return rc < 0 ? rc : attr.buffer().getLong(RUNTIME_OFFSET);
-        } finally {
-            java.lang.ref.Reference.reachabilityFence(attr); // the memory lives until the call returned
-        }
+        return new Changer().current();
     }
 
     /**
@@ -48,11 +42,56 @@ public final class SchedSlice {
      * @throws IllegalArgumentException when {@code sliceNs} is outside {@link #MIN_SLICE_NS}..{@link #MAX_SLICE_NS}
      */
     public static long request(long sliceNs) {
-        if (sliceNs < MIN_SLICE_NS || sliceNs > MAX_SLICE_NS) {
-            throw new IllegalArgumentException("slice must be " + MIN_SLICE_NS + ".." + MAX_SLICE_NS + " ns: " + sliceNs);
+        return new Changer().request(sliceNs);
+    }
+
+    /**
+     * Gives the calling thread the kernel's default slice back ({@code sched_runtime} 0: no
+     * custom slice), keeping its policy and nice value. Returns 0 or {@code -errno} as {@link #request}.
+     */
+    public static long reset() {
+        return new Changer().reset();
+    }
+
+    /**
+     * For a thread that changes its own slice now and then: owns its {@code struct sched_attr},
+     * so a change allocates nothing (two system calls). Use it on one thread at a time.
+     */
+    public static final class Changer {
+        private final NativeBuffer attr = new NativeBuffer(ATTR_SIZE);
+
+        /** As {@link SchedSlice#current()}. */
+        public long current() {
+            try {
+                long rc = Native.syscall(Linux.SYS_SCHED_GETATTR, 0, attr.address(), ATTR_SIZE, 0, 0);
+                return rc < 0 ? rc : attr.buffer().getLong(RUNTIME_OFFSET);
+            } finally {
+                java.lang.ref.Reference.reachabilityFence(attr); // the memory lives until the call returned
+            }
         }
-        NativeBuffer attr = new NativeBuffer(ATTR_SIZE);
-        try {
+
+        /** As {@link SchedSlice#request(long)}. */
+        public long request(long sliceNs) {
+            if (sliceNs < MIN_SLICE_NS || sliceNs > MAX_SLICE_NS) {
+                throw new IllegalArgumentException("slice must be " + MIN_SLICE_NS + ".." + MAX_SLICE_NS + " ns: " + sliceNs);
+            }
+            return set(sliceNs);
+        }
+
+        /** As {@link SchedSlice#reset()}. */
+        public long reset() {
+            return set(0);
+        }
+
+        private long set(long runtimeNs) {
+            try {
+                return setAttr(runtimeNs);
+            } finally {
+                java.lang.ref.Reference.reachabilityFence(attr); // the memory lives until the calls returned
+            }
+        }
+
+        private long setAttr(long runtimeNs) {
             long rc = Native.syscall(Linux.SYS_SCHED_GETATTR, 0, attr.address(), ATTR_SIZE, 0, 0);
             if (rc < 0) {
                 return rc;
@@ -61,14 +100,13 @@ public final class SchedSlice {
             if (policy != SCHED_OTHER && policy != SCHED_BATCH) {
                 return -Errno.EINVAL;
             }
-            // Same policy, nice and utilisation clamps as read; only the slice changes. Flags 0:
-            // the clamps are not touched (SCHED_FLAG_UTIL_CLAMP unset), reset-on-fork cleared.
+            // Same policy, nice and utilisation clamps as read; only the slice changes (0: the
+            // kernel's default again). Flags 0: the clamps are not touched (SCHED_FLAG_UTIL_CLAMP
+            // unset), reset-on-fork cleared.
             attr.buffer().putInt(SIZE_OFFSET, ATTR_SIZE);
             attr.buffer().putLong(FLAGS_OFFSET, 0);
-            attr.buffer().putLong(RUNTIME_OFFSET, sliceNs);
+            attr.buffer().putLong(RUNTIME_OFFSET, runtimeNs);
             return Native.syscall(Linux.SYS_SCHED_SETATTR, 0, attr.address(), 0, 0, 0);
-        } finally {
-            java.lang.ref.Reference.reachabilityFence(attr); // the memory lives until the call returned
         }
     }
 }

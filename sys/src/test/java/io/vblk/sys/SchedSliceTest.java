@@ -15,7 +15,7 @@ import org.junit.jupiter.api.Test;
 /** sched_setattr's custom slice on the calling thread, against the kernel's own per-thread sched file. */
 class SchedSliceTest {
     @Test
-    @DisplayName("a requested slice is the calling thread's, as sched_getattr and /proc/thread-self/sched report it; other threads keep theirs")
+    @DisplayName("a requested slice is the calling thread's, as sched_getattr and /proc/thread-self/sched report it, until reset; other threads keep theirs")
     void aRequestedSliceIsTheCallingThreads() throws Exception {
         long before = SchedSlice.current();
         assumeTrue(before > 0, "this kernel reports no slice (before Linux 6.12, no EEVDF custom slices): " + before);
@@ -24,7 +24,9 @@ class SchedSliceTest {
         Thread t = new Thread(() -> {
             try {
                 long rc = SchedSlice.request(200_000);
-                seen.set(new long[] {rc, SchedSlice.current(), procSlice()});
+                long[] asked = {rc, SchedSlice.current(), procSlice()};
+                long reset = SchedSlice.reset();
+                seen.set(new long[] {asked[0], asked[1], asked[2], reset, SchedSlice.current(), procSlice()});
             } catch (Throwable e) {
                 failed.set(e);
             }
@@ -37,6 +39,9 @@ class SchedSliceTest {
         assertEquals(0, seen.get()[0], "the kernel took the slice");
         assertEquals(200_000, seen.get()[1], "sched_getattr reports it back");
         assertEquals(200_000, seen.get()[2], "the scheduler uses it (se.slice)");
+        assertEquals(0, seen.get()[3], "the kernel took the reset");
+        assertEquals(before, seen.get()[4], "reset: the default slice again (sched_getattr)");
+        assertEquals(before, seen.get()[5], "reset: the default slice again (se.slice)");
         assertEquals(before, SchedSlice.current(), "the test's own thread is untouched");
     }
 
