@@ -108,10 +108,11 @@ final class Daemon implements AutoCloseable {
      * yet), by id, kept as the file holds them and at their place ({@link #order},
      * {@link #iothreadOrder}), so the file never loses them. An {@code export.add} (an
      * {@code iothread.add}) of the id that succeeds, or a remove of the id, clears one; so does
-     * {@code config.retry}. Guarded by {@code changes}.
+     * {@code config.retry}. Changed under {@code changes} (with the orders); read by config.status
+     * and the metrics without it (a shutdown holds it while it drains).
      */
-    private final Map<String, Failure> failedExports = new LinkedHashMap<>();
-    private final Map<String, Failure> failedIothreads = new LinkedHashMap<>();
+    private final Map<String, Failure> failedExports = Collections.synchronizedMap(new LinkedHashMap<>());
+    private final Map<String, Failure> failedIothreads = Collections.synchronizedMap(new LinkedHashMap<>());
 
     /** An entry of the persisted file that could not be applied: its parameters as the file holds them, and why. */
     private record Failure(Map<String, Object> params, String error) {
@@ -140,10 +141,8 @@ final class Daemon implements AutoCloseable {
         methods.put("config.status", p -> {
             p.rejectUnknown(Set.of());
             Map<String, Object> m = configFile.status();
-            synchronized (changes) {
-                m.put("failed_iothreads", failures(failedIothreads));
-                m.put("failed_exports", failures(failedExports));
-            }
+            m.put("failed_iothreads", failures(failedIothreads));
+            m.put("failed_exports", failures(failedExports));
             return m;
         });
         methods.put("config.retry", this::configRetry);
@@ -289,14 +288,14 @@ final class Daemon implements AutoCloseable {
 
     /** Entries of the file that failed at start and are kept: {@code vblk_config_entries_failed}. */
     int failedEntries() {
-        synchronized (changes) {
-            return failedExports.size() + failedIothreads.size();
-        }
+        return failedExports.size() + failedIothreads.size();
     }
 
     private static List<Object> failures(Map<String, Failure> failed) {
         List<Object> out = new ArrayList<>();
-        failed.forEach((id, f) -> out.add(Map.of("id", id, "error", f.error())));
+        synchronized (failed) {
+            failed.forEach((id, f) -> out.add(Map.of("id", id, "error", f.error())));
+        }
         return out;
     }
 
@@ -311,7 +310,7 @@ final class Daemon implements AutoCloseable {
         for (boolean export : new boolean[] {false, true}) {
             Map<String, Failure> failed = export ? failedExports : failedIothreads;
             Map<String, Failure> now;
-            synchronized (changes) {
+            synchronized (failed) {
                 now = new LinkedHashMap<>(failed);
             }
             for (Map.Entry<String, Failure> f : now.entrySet()) {
@@ -319,18 +318,14 @@ final class Daemon implements AutoCloseable {
                     applyStrict(export, f.getValue().params());
                     added.add(f.getKey());
                 } catch (InvalidParams | RpcError e) {
-                    synchronized (changes) {
-                        failed.computeIfPresent(f.getKey(), (id, old) -> new Failure(old.params(), e.getMessage()));
-                    }
+                    failed.computeIfPresent(f.getKey(), (id, old) -> new Failure(old.params(), e.getMessage()));
                 }
             }
         }
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("added", added);
-        synchronized (changes) {
-            m.put("failed_iothreads", failures(failedIothreads));
-            m.put("failed_exports", failures(failedExports));
-        }
+        m.put("failed_iothreads", failures(failedIothreads));
+        m.put("failed_exports", failures(failedExports));
         return m;
     }
 
@@ -713,7 +708,12 @@ final class Daemon implements AutoCloseable {
         return e;
     }
 
-    private static RpcError notFound(String id) {
+    private RpcError notFound(String id) {
+        Failure f = failedExports.get(id);
+        if (f != null) {
+            return new RpcError(RpcError.NOT_FOUND, "export '" + id + "' failed at start (" + f.error() + "): not served;"
+                    + " export.add it again, or export.remove it");
+        }
         return new RpcError(RpcError.NOT_FOUND, "no export '" + id + "' (export.list lists them)");
     }
 

@@ -388,6 +388,8 @@ class PersistedConfigTest {
             assertTrue(failed.get(0).get("error").toString().contains("b.img"), status.toString());
             assertTrue(metrics(d).contains("vblk_config_entries_failed 1.0"), metrics(d));
             assertTrue(d.stderr().contains("export b failed at start"), d.stderr());
+            assertTrue(DaemonRig.error(d.call("export.stats", "{\"id\":\"b\"}")).get("message").toString()
+                    .contains("failed at start"));
 
             // Another change rewrites the file with b still in it, at its place, as it was.
             d.result("export.set_limits", "{\"id\":\"a\",\"iops_limit\":5000}");
