@@ -255,14 +255,16 @@ final class Daemon implements AutoCloseable {
     String applyOrKeep(boolean export, Map<String, Object> params) {
         Object id = params.get("id");
         String what = export ? "export" : "I/O thread";
+        boolean broken;
         synchronized (changes) {
             Map<String, Failure> failed = export ? failedExports : failedIothreads;
             if (id instanceof String s && failed.containsKey(s)) {
                 throw new RpcError(RpcError.ALREADY_EXISTS, what + " '" + s + "' already exists (an earlier entry)");
             }
-            if (!(id instanceof String s) || s.isEmpty() || (export ? exports.containsKey(s) : iothreads.containsKey(s))) {
-                return applyStrict(export, params); // a broken file, answered as without --persist
-            }
+            broken = !(id instanceof String s) || s.isEmpty() || (export ? exports.containsKey(s) : iothreads.containsKey(s));
+        }
+        if (broken) {
+            return applyStrict(export, params); // answered (thrown) as without --persist
         }
         try {
             applyStrict(export, params);
@@ -629,7 +631,8 @@ final class Daemon implements AutoCloseable {
         Export e;
         synchronized (changes) {
             e = exports.get(id);
-            if (e == null && failedExports.remove(id) != null) {
+            // Not while an export.add of the id opens it (the failure is cleared once that ends).
+            if (e == null && !opening.containsKey(id) && failedExports.remove(id) != null) {
                 order.remove(id);
                 log.info("export " + id + ": failed at start, removed from the configuration");
                 return Map.of("id", id, "removed", true, "failed", true);
