@@ -474,6 +474,48 @@ class PersistedConfigTest {
         }
     }
 
+    /** An NBD server not up yet when the daemon restarts: the disk is failed, the others served; config.retry once it is up serves it. */
+    @Test
+    @SuppressWarnings("unchecked")
+    void aNetworkDiskWhoseServerIsNotUpYetIsServedByConfigRetry() throws Exception {
+        Path nbd = dir.resolve("nbd.sock");
+        Path config = dir.resolve("vblk.json");
+        Process server = DaemonRig.nbdkitMemory(dir, nbd);
+        try {
+            DaemonRig.awaitListening(nbd, "nbdkit");
+            try (DaemonRig d = persisting(config)) {
+                d.result("export.add", add("net", "nbd+unix:///?socket=" + nbd, "retry_timeout_ms", 500));
+                d.result("export.add", add("n", "null:1M"));
+            }
+        } finally {
+            server.destroy();
+            server.waitFor();
+        }
+        Files.deleteIfExists(nbd);
+        byte[] before = Files.readAllBytes(config);
+        Process[] up = {null};
+        try (DaemonRig d = persisting(config)) {
+            assertEquals(List.of("n"), ids(d.result("export.list", null)));
+            assertEquals(List.of("net"), ids(((Map<String, Object>) d.result("config.status", null)).get("failed_exports")));
+            assertArrayEquals(before, Files.readAllBytes(config));
+            Map<String, Object> retried = (Map<String, Object>) d.result("config.retry", null);
+            assertEquals(List.of(), retried.get("added"), "still down: " + retried);
+            assertEquals(List.of("net"), ids(retried.get("failed_exports")));
+
+            up[0] = DaemonRig.nbdkitMemory(dir, nbd);
+            DaemonRig.awaitListening(nbd, "nbdkit");
+            retried = (Map<String, Object>) d.result("config.retry", null);
+            assertEquals(List.of("net"), retried.get("added"), retried.toString());
+            assertEquals(List.of("net", "n"), ids(d.result("export.list", null)));
+            assertArrayEquals(before, Files.readAllBytes(config));
+        } finally {
+            if (up[0] != null) { // after the daemon's shutdown: its disk drains against a live server
+                up[0].destroy();
+                up[0].waitFor();
+            }
+        }
+    }
+
     /** A persisted file of exports a, b, c (raw images) written by a daemon, with b's image then deleted. */
     private Path threeExportsMiddleGone() throws Exception {
         Path config = dir.resolve("vblk.json");
