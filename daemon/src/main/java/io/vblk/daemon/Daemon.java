@@ -103,9 +103,23 @@ final class Daemon implements AutoCloseable {
      * null: the exports a shutdown closes stay in the persisted file, so a restart brings them back.
      */
     private Map<String, Object> closedConfiguration;
+    /**
+     * {@code --persist}: entries of the file that failed at start (an image gone, a server not up
+     * yet), by id, kept as the file holds them and at their place ({@link #order},
+     * {@link #iothreadOrder}), so the file never loses them. An {@code export.add} (an
+     * {@code iothread.add}) of the id that succeeds, or a remove of the id, clears one; so does
+     * {@code config.retry}. Changed under {@code changes} (with the orders); read by config.status
+     * and the metrics without it (a shutdown holds it while it drains).
+     */
+    private final Map<String, Failure> failedExports = Collections.synchronizedMap(new LinkedHashMap<>());
+    private final Map<String, Failure> failedIothreads = Collections.synchronizedMap(new LinkedHashMap<>());
+
+    /** An entry of the persisted file that could not be applied: its parameters as the file holds them, and why. */
+    private record Failure(Map<String, Object> params, String error) {
+    }
     /** Methods after which the persisted configuration is brought up to date. */
     private static final Set<String> CHANGES = Set.of("export.add", "export.remove", "export.resize", "export.set_limits",
-            "iothread.add", "iothread.remove");
+            "iothread.add", "iothread.remove", "config.retry");
 
     Daemon(Log log) {
         this.log = log;
@@ -126,8 +140,12 @@ final class Daemon implements AutoCloseable {
         methods.put("config.save", this::configSave);
         methods.put("config.status", p -> {
             p.rejectUnknown(Set.of());
-            return configFile.status();
+            Map<String, Object> m = configFile.status();
+            m.put("failed_iothreads", failures(failedIothreads));
+            m.put("failed_exports", failures(failedExports));
+            return m;
         });
+        methods.put("config.retry", this::configRetry);
         methods.put("methods.list", p -> {
             p.rejectUnknown(Set.of());
             return List.copyOf(methods.keySet());
@@ -197,13 +215,22 @@ final class Daemon implements AutoCloseable {
             }
             for (String id : ids) {
                 Map<String, Object> p = iothreadParams.get(id);
+                Failure f = failedIothreads.get(id);
                 if (p != null) {
                     threads.add(p);
+                } else if (f != null) {
+                    threads.add(f.params()); // as the file holds it: a restart tries it again
                 }
             }
             List<Map<String, Object>> exportList = new ArrayList<>();
-            for (Export e : exports()) {
-                exportList.add(e.spec.toConfig());
+            for (String id : snapshotOrder()) {
+                Export e = exports.get(id);
+                Failure f = failedExports.get(id);
+                if (e != null) {
+                    exportList.add(e.spec.toConfig());
+                } else if (f != null) {
+                    exportList.add(f.params());
+                }
             }
             return ConfigFile.document(threads, exportList);
         }
@@ -217,6 +244,91 @@ final class Daemon implements AutoCloseable {
     /** Brings the persisted file up to date, if any; null, or why it failed. */
     private String persist() {
         return configFile.persist(this::configuration);
+    }
+
+    /**
+     * {@code vblk daemon --persist} at start: applies iothread (or export, {@code export} true)
+     * entry {@code params} of the file; when it fails, keeps it as a failed entry at its place
+     * (logged, in config.status, in the file) and answers the error, or null. An entry without a
+     * string id, or with an id taken, is a broken file, not a disk that cannot open: thrown.
+     */
+    String applyOrKeep(boolean export, Map<String, Object> params) {
+        Object id = params.get("id");
+        String what = export ? "export" : "I/O thread";
+        boolean broken;
+        synchronized (changes) {
+            Map<String, Failure> failed = export ? failedExports : failedIothreads;
+            if (id instanceof String s && failed.containsKey(s)) {
+                throw new RpcError(RpcError.ALREADY_EXISTS, what + " '" + s + "' already exists (an earlier entry)");
+            }
+            broken = !(id instanceof String s) || s.isEmpty() || (export ? exports.containsKey(s) : iothreads.containsKey(s));
+        }
+        if (broken) {
+            return applyStrict(export, params); // answered (thrown) as without --persist
+        }
+        try {
+            applyStrict(export, params);
+            return null;
+        } catch (InvalidParams | RpcError e) {
+            synchronized (changes) {
+                (export ? failedExports : failedIothreads).put((String) id, new Failure(params, e.getMessage()));
+                (export ? order : iothreadOrder).add((String) id);
+            }
+            log.info("config: " + what + " " + id + " failed at start, kept in the file: " + e.getMessage());
+            return e.getMessage();
+        }
+    }
+
+    private String applyStrict(boolean export, Map<String, Object> params) {
+        if (export) {
+            add(ExportSpec.parse(Params.json(params), null));
+        } else {
+            addIoThread(Params.json(params));
+        }
+        return null;
+    }
+
+    /** Entries of the file that failed at start and are kept: {@code vblk_config_entries_failed}. */
+    int failedEntries() {
+        return failedExports.size() + failedIothreads.size();
+    }
+
+    private static List<Object> failures(Map<String, Failure> failed) {
+        List<Object> out = new ArrayList<>();
+        synchronized (failed) {
+            failed.forEach((id, f) -> out.add(Map.of("id", id, "error", f.error())));
+        }
+        return out;
+    }
+
+    /**
+     * {@code config.retry}: applies every failed entry again (I/O threads first: exports name
+     * them), each as its own iothread.add or export.add; one that fails again stays, with its
+     * new error.
+     */
+    private Object configRetry(Params p) {
+        p.rejectUnknown(Set.of());
+        List<Object> added = new ArrayList<>();
+        for (boolean export : new boolean[] {false, true}) {
+            Map<String, Failure> failed = export ? failedExports : failedIothreads;
+            Map<String, Failure> now;
+            synchronized (failed) {
+                now = new LinkedHashMap<>(failed);
+            }
+            for (Map.Entry<String, Failure> f : now.entrySet()) {
+                try {
+                    applyStrict(export, f.getValue().params());
+                    added.add(f.getKey());
+                } catch (InvalidParams | RpcError e) {
+                    failed.computeIfPresent(f.getKey(), (id, old) -> new Failure(old.params(), e.getMessage()));
+                }
+            }
+        }
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("added", added);
+        m.put("failed_iothreads", failures(failedIothreads));
+        m.put("failed_exports", failures(failedExports));
+        return m;
     }
 
     /** config.save's file writes and their status (metrics). */
@@ -303,6 +415,11 @@ final class Daemon implements AutoCloseable {
             threads = new SharedIoThread[spec.iothreads.size()];
             for (int i = 0; i < threads.length; i++) {
                 threads[i] = iothreads.get(spec.iothreads.get(i));
+                Failure thread = failedIothreads.get(spec.iothreads.get(i));
+                if (threads[i] == null && thread != null) {
+                    throw new RpcError(RpcError.NOT_FOUND, "iothreads: I/O thread '" + spec.iothreads.get(i) + "' failed at start ("
+                            + thread.error() + "): add it again with iothread.add (or config.retry), then this export");
+                }
                 if (threads[i] == null) {
                     throw new RpcError(RpcError.NOT_FOUND, "iothreads: no I/O thread '" + spec.iothreads.get(i)
                             + "' (iothread.add creates one)");
@@ -330,7 +447,11 @@ final class Daemon implements AutoCloseable {
                 images.put(spec.id, opened);
                 if (!shuttingDown) {
                     exports.put(spec.id, export);
-                    order.add(spec.id);
+                    if (failedExports.remove(spec.id) == null) {
+                        order.add(spec.id);
+                    } else {
+                        log.info("export " + spec.id + ": failed at start, now added");  // at its place in the file
+                    }
                     installed = true;
                     log.info("export " + spec.id + ": serving " + export.describe() + " on " + export.socketPath());
                 }
@@ -510,6 +631,12 @@ final class Daemon implements AutoCloseable {
         Export e;
         synchronized (changes) {
             e = exports.get(id);
+            // Not while an export.add of the id opens it (the failure is cleared once that ends).
+            if (e == null && !opening.containsKey(id) && failedExports.remove(id) != null) {
+                order.remove(id);
+                log.info("export " + id + ": failed at start, removed from the configuration");
+                return Map.of("id", id, "removed", true, "failed", true);
+            }
             if (e == null) {
                 throw removing.containsKey(id)
                         ? new RpcError(RpcError.NOT_FOUND, "export '" + id + "' is already being removed")
@@ -584,7 +711,12 @@ final class Daemon implements AutoCloseable {
         return e;
     }
 
-    private static RpcError notFound(String id) {
+    private RpcError notFound(String id) {
+        Failure f = failedExports.get(id);
+        if (f != null) {
+            return new RpcError(RpcError.NOT_FOUND, "export '" + id + "' failed at start (" + f.error() + "): not served;"
+                    + " export.add it again, or export.remove it");
+        }
         return new RpcError(RpcError.NOT_FOUND, "no export '" + id + "' (export.list lists them)");
     }
 
@@ -666,7 +798,9 @@ final class Daemon implements AutoCloseable {
                 throw new InvalidParams("cpus: " + e.getMessage());
             }
             iothreads.put(id, t);
-            iothreadOrder.add(id);
+            if (failedIothreads.remove(id) == null) {
+                iothreadOrder.add(id);
+            }
             iothreadParams.put(id, iothreadConfig(p, id, cpus, wait, pollNs));
             log.info("I/O thread " + id + " started (wait " + wait.cliName() + (cpus.length > 0 ? ", cpus "
                     + java.util.Arrays.toString(cpus) : "") + ")");
@@ -679,6 +813,10 @@ final class Daemon implements AutoCloseable {
         String id = p.requiredString("id");
         synchronized (changes) {
             SharedIoThread t = iothreads.get(id);
+            if (t == null && failedIothreads.remove(id) != null) {
+                iothreadOrder.remove(id);
+                return Map.of("id", id, "removed", true, "failed", true);
+            }
             if (t == null) {
                 throw new RpcError(RpcError.NOT_FOUND, "no I/O thread '" + id + "' (iothread.list lists them)");
             }

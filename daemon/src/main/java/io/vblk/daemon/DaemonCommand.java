@@ -41,8 +41,13 @@ final class DaemonCommand implements Callable<Integer> {
     @Option(names = "--persist", description = "keep the --config file up to date: after every change (export.add, "
             + "export.remove, export.resize, export.set_limits, iothread.add, iothread.remove) it is replaced atomically "
             + "(mode 0600), so a restart with the same command line brings every export and I/O thread back; a missing "
-            + "file starts the daemon with none and is created")
+            + "file starts the daemon with none and is created; at start an entry that fails (an image gone, a server "
+            + "not up) is kept in the file and reported by config.status, and the daemon serves the others")
     boolean persist;
+
+    /** Exports and I/O threads of the --persist file that failed at start. */
+    private int failedAtStart;
+    private int failedThreadsAtStart;
 
     @Option(names = "--control-mode", paramLabel = "OCTAL", description = "permission bits of the control socket (default 0600)")
     String controlMode;
@@ -86,20 +91,37 @@ final class DaemonCommand implements Callable<Integer> {
         ControlServer server = null;
         MetricsEndpoint endpoint = null;
         try {
+            // Without --persist an entry that fails stops the start (status 2): the operator's
+            // file is wrong or its disk is not there. With it, the file is the daemon's own state
+            // after a restart: one disk that cannot open (an image gone, a server not up yet) must
+            // not keep every other down, so it is kept as a failed entry (config.status, metrics,
+            // the file unchanged) and the start goes on.
+            int failedThreads = 0;
+            int failed = 0;
             for (int i = 0; i < conf.iothreads().size(); i++) {
                 try {
-                    daemon.addIoThread(Params.json(conf.iothreads().get(i)));
-                } catch (RpcError e) {
+                    if (persist) {
+                        failedThreads += daemon.applyOrKeep(false, conf.iothreads().get(i)) == null ? 0 : 1;
+                    } else {
+                        daemon.addIoThread(Params.json(conf.iothreads().get(i)));
+                    }
+                } catch (InvalidParams | RpcError e) {
                     throw new InvalidParams("--config " + config + ": iothreads[" + i + "]: " + e.getMessage());
                 }
             }
             for (int i = 0; i < exports.size(); i++) {
                 try {
-                    daemon.add(ExportSpec.parse(Params.json(exports.get(i)), null));
+                    if (persist) {
+                        failed += daemon.applyOrKeep(true, exports.get(i)) == null ? 0 : 1;
+                    } else {
+                        daemon.add(ExportSpec.parse(Params.json(exports.get(i)), null));
+                    }
                 } catch (InvalidParams | RpcError e) {
                     throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
                 }
             }
+            failedAtStart = failed;
+            failedThreadsAtStart = failedThreads;
             if (persist) {
                 daemon.persistTo(config); // before the control socket: no change can race the first write
             }
@@ -119,8 +141,11 @@ final class DaemonCommand implements Callable<Integer> {
             }
             throw e;
         }
-        ctx.out().println("vblk: daemon listening on " + server.path() + " (" + exports.size()
-                + (exports.size() == 1 ? " export" : " exports") + (endpoint != null ? ", metrics on " + endpoint.url() : "")
+        int serving = exports.size() - failedAtStart;
+        ctx.out().println("vblk: daemon listening on " + server.path() + " (" + serving
+                + (serving == 1 ? " export" : " exports") + (failedAtStart + failedThreadsAtStart > 0 ? ", "
+                + (failedAtStart + failedThreadsAtStart) + " failed entries of the configuration (config.status)" : "")
+                + (endpoint != null ? ", metrics on " + endpoint.url() : "")
                 + ")");
         ctx.out().flush();
         return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);

@@ -125,6 +125,11 @@ final class ExportMetrics implements MultiCollector {
                 .help("1 while the last write of the --persist configuration file failed: changes since are in effect but a"
                         + " restart would lose them (config.status says why); else 0.")
                 .dataPoint(GaugeDataPointSnapshot.builder().value(daemon.configFile().failing() ? 1 : 0).build()).build());
+        all.metricSnapshot(GaugeSnapshot.builder().name("vblk_config_entries_failed")
+                .help("Entries of the --persist configuration file (exports, I/O threads) that failed at start and are kept"
+                        + " in the file, not served (config.status says why; export.add of the id or config.retry adds one,"
+                        + " export.remove drops it).")
+                .dataPoint(GaugeDataPointSnapshot.builder().value(daemon.failedEntries()).build()).build());
         all.metricSnapshot(CounterSnapshot.builder().name("vblk_config_persist_failures")
                 .help("Writes of the --persist configuration file that failed.")
                 .dataPoint(CounterDataPointSnapshot.builder().value(daemon.configFile().failures()).build()).build());

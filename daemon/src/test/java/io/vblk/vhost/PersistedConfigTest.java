@@ -367,6 +367,172 @@ class PersistedConfigTest {
         }
     }
 
+    /**
+     * Three persisted exports, the middle one's image gone (a restart after a host reboot): the
+     * daemon starts and serves the other two, reports the failed one (config.status, the gauge),
+     * and never drops it from the file; once the image is back, export.add of the same
+     * parameters serves it at its place and clears the failure.
+     */
+    @Test
+    @SuppressWarnings("unchecked")
+    void aDiskThatCannotOpenAtStartIsKeptAndTheOthersServed() throws Exception {
+        Path config = threeExportsMiddleGone();
+        byte[] before = Files.readAllBytes(config);
+        Map<String, Object> entryB = ((List<Map<String, Object>>) read(config).get("exports")).get(1);
+        try (DaemonRig d = persisting(config, "--metrics", "127.0.0.1:0")) {
+            assertEquals(List.of("a", "c"), ids(d.result("export.list", null)));
+            assertArrayEquals(before, Files.readAllBytes(config), "the start keeps the failed entry");
+            Map<String, Object> status = (Map<String, Object>) d.result("config.status", null);
+            List<Map<String, Object>> failed = (List<Map<String, Object>>) status.get("failed_exports");
+            assertEquals(List.of("b"), ids(failed), status.toString());
+            assertTrue(failed.get(0).get("error").toString().contains("b.img"), status.toString());
+            assertTrue(metrics(d).contains("vblk_config_entries_failed 1.0"), metrics(d));
+            assertTrue(d.stderr().contains("export b failed at start"), d.stderr());
+            assertTrue(DaemonRig.error(d.call("export.stats", "{\"id\":\"b\"}")).get("message").toString()
+                    .contains("failed at start"));
+
+            // Another change rewrites the file with b still in it, at its place, as it was.
+            d.result("export.set_limits", "{\"id\":\"a\",\"iops_limit\":5000}");
+            List<Map<String, Object>> saved = (List<Map<String, Object>>) read(config).get("exports");
+            assertEquals(List.of("a", "b", "c"), ids(saved));
+            assertEquals(entryB, saved.get(1));
+            d.result("export.set_limits", "{\"id\":\"a\",\"iops_limit\":0}");
+            assertArrayEquals(before, Files.readAllBytes(config));
+
+            // Refused while the image is still gone: still failed, still in the file.
+            assertTrue(d.call("export.add", DaemonRig.json(entryB)).containsKey("error"));
+            assertArrayEquals(before, Files.readAllBytes(config));
+
+            image("b.img");
+            d.result("export.add", DaemonRig.json(entryB));
+            assertEquals(List.of("a", "b", "c"), ids(d.result("export.list", null)));
+            status = (Map<String, Object>) d.result("config.status", null);
+            assertEquals(List.of(), status.get("failed_exports"), status.toString());
+            assertArrayEquals(before, Files.readAllBytes(config));
+        }
+    }
+
+    @Test
+    @SuppressWarnings("unchecked")
+    void removingAFailedEntryDropsItFromTheFile() throws Exception {
+        Path config = threeExportsMiddleGone();
+        try (DaemonRig d = persisting(config)) {
+            Map<String, Object> answer = (Map<String, Object>) d.result("export.remove", "{\"id\":\"b\"}");
+            assertEquals(true, answer.get("removed"));
+            assertEquals(List.of("a", "c"), ids(read(config).get("exports")));
+            Map<String, Object> status = (Map<String, Object>) d.result("config.status", null);
+            assertEquals(List.of(), status.get("failed_exports"), status.toString());
+            assertTrue(d.call("export.remove", "{\"id\":\"b\"}").containsKey("error"), "gone for good");
+        }
+        try (DaemonRig d = persisting(config)) {
+            assertEquals(List.of("a", "c"), ids(d.result("export.list", null)));
+        }
+    }
+
+    /** Without --persist the file is the operator's: an entry that cannot open stops the start, as before. */
+    @Test
+    void withoutPersistAnEntryThatCannotOpenStillStopsTheStart() throws Exception {
+        Path config = threeExportsMiddleGone();
+        ByteArrayOutputStream err = new ByteArrayOutputStream();
+        int status = Main.run(new String[] {"daemon", "--control", dir.resolve("c.sock").toString(), "--config", config.toString()},
+                new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
+                new PrintStream(err, true, StandardCharsets.UTF_8), false);
+        assertEquals(2, status, err.toString(StandardCharsets.UTF_8));
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("exports[1]"), err.toString(StandardCharsets.UTF_8));
+    }
+
+    /**
+     * A persisted I/O thread that cannot start (a CPU this host lacks): the export on it fails
+     * naming it, the other export serves; once the thread is added as this host allows,
+     * config.retry brings the export back.
+     */
+    @Test
+    @SuppressWarnings("unchecked")
+    void anExportOnAFailedIothreadNamesItAndConfigRetryBringsItBack() throws Exception {
+        Path config = dir.resolve("vblk.json");
+        Files.writeString(config, DaemonRig.json(Map.of(
+                "iothreads", List.of(Map.of("id", "t9", "cpus", List.of(1000))),
+                "exports", List.of(Map.of("id", "x", "image", image("x.img").toString(), "socket", dir.resolve("x.sock").toString(),
+                        "iothreads", List.of("t9")), Map.of("id", "y", "image", "null:1M", "socket", dir.resolve("y.sock").toString())))));
+        try (DaemonRig d = persisting(config, "--metrics", "127.0.0.1:0")) {
+            assertEquals(List.of("y"), ids(d.result("export.list", null)));
+            Map<String, Object> status = (Map<String, Object>) d.result("config.status", null);
+            assertEquals(List.of("t9"), ids(status.get("failed_iothreads")), status.toString());
+            Map<String, Object> x = ((List<Map<String, Object>>) status.get("failed_exports")).get(0);
+            assertEquals("x", x.get("id"));
+            assertTrue(x.get("error").toString().contains("I/O thread 't9' failed at start"), x.toString());
+            assertTrue(metrics(d).contains("vblk_config_entries_failed 2.0"), metrics(d));
+            assertEquals(List.of("t9"), ids(read(config).get("iothreads")));
+            assertEquals(List.of("x", "y"), ids(read(config).get("exports")));
+
+            d.result("iothread.add", "{\"id\":\"t9\"}");
+            Map<String, Object> retried = (Map<String, Object>) d.result("config.retry", null);
+            assertEquals(List.of("x"), retried.get("added"), retried.toString());
+            assertEquals(List.of("x", "y"), ids(d.result("export.list", null)));
+            assertEquals(List.of("x", "y"), ids(read(config).get("exports")));
+            assertEquals(List.of(), ((Map<String, Object>) d.result("config.status", null)).get("failed_exports"));
+        }
+    }
+
+    /** An NBD server not up yet when the daemon restarts: the disk is failed, the others served; config.retry once it is up serves it. */
+    @Test
+    @SuppressWarnings("unchecked")
+    void aNetworkDiskWhoseServerIsNotUpYetIsServedByConfigRetry() throws Exception {
+        Path nbd = dir.resolve("nbd.sock");
+        Path config = dir.resolve("vblk.json");
+        Process server = DaemonRig.nbdkitMemory(dir, nbd);
+        try {
+            DaemonRig.awaitListening(nbd, "nbdkit");
+            try (DaemonRig d = persisting(config)) {
+                d.result("export.add", add("net", "nbd+unix:///?socket=" + nbd, "retry_timeout_ms", 500));
+                d.result("export.add", add("n", "null:1M"));
+            }
+        } finally {
+            server.destroy();
+            server.waitFor();
+        }
+        Files.deleteIfExists(nbd);
+        byte[] before = Files.readAllBytes(config);
+        Process[] up = {null};
+        try (DaemonRig d = persisting(config)) {
+            assertEquals(List.of("n"), ids(d.result("export.list", null)));
+            assertEquals(List.of("net"), ids(((Map<String, Object>) d.result("config.status", null)).get("failed_exports")));
+            assertArrayEquals(before, Files.readAllBytes(config));
+            Map<String, Object> retried = (Map<String, Object>) d.result("config.retry", null);
+            assertEquals(List.of(), retried.get("added"), "still down: " + retried);
+            assertEquals(List.of("net"), ids(retried.get("failed_exports")));
+
+            up[0] = DaemonRig.nbdkitMemory(dir, nbd);
+            DaemonRig.awaitListening(nbd, "nbdkit");
+            retried = (Map<String, Object>) d.result("config.retry", null);
+            assertEquals(List.of("net"), retried.get("added"), retried.toString());
+            assertEquals(List.of("net", "n"), ids(d.result("export.list", null)));
+            assertArrayEquals(before, Files.readAllBytes(config));
+        } finally {
+            if (up[0] != null) { // after the daemon's shutdown: its disk drains against a live server
+                up[0].destroy();
+                up[0].waitFor();
+            }
+        }
+    }
+
+    /** A persisted file of exports a, b, c (raw images) written by a daemon, with b's image then deleted. */
+    private Path threeExportsMiddleGone() throws Exception {
+        Path config = dir.resolve("vblk.json");
+        try (DaemonRig d = persisting(config)) {
+            for (String id : List.of("a", "b", "c")) {
+                d.result("export.add", add(id, image(id + ".img")));
+            }
+        }
+        Files.delete(dir.resolve("b.img"));
+        return config;
+    }
+
+    @SuppressWarnings("unchecked")
+    private static List<Object> ids(Object list) {
+        return ((List<Map<String, Object>>) list).stream().map(m -> m.get("id")).toList();
+    }
+
     @Test
     void persistNeedsAConfigFile() {
         ByteArrayOutputStream err = new ByteArrayOutputStream();
