@@ -119,7 +119,7 @@ class HostileFrontendPropertyTest {
             fuzzer.offeredFeatures = probe.getFeatures();
         }
         for (int i = 0; i < 2; i++) {
-            new Try(new Plan(Profile.QEMU, Layout.GUEST, -1, 0, List.of(), i)).run();
+            new Try(new Plan(Profile.QEMU, Layout.GUEST, false, -1, 0, List.of(), i)).run();
         }
         baseline = Resources.count();
     }
@@ -157,7 +157,7 @@ class HostileFrontendPropertyTest {
         } catch (ExecutionException e) {
             throw e.getCause();
         }
-        Statistics.label("profile").collect(plan.profile());
+        Statistics.label("profile").collect(plan.profile() + (plan.secondQueue() ? ", queue 1 on queue 0's rings" : ""));
         Statistics.label("memory layout").collect(plan.layout() + (plan.truncateTo() >= 0 && plan.layout() != Layout.GUEST
                 ? ", its own memfd truncated to " + plan.truncateTo() : ""));
         Statistics.label("deviations per try").collect(plan.deviations().size());
@@ -174,7 +174,7 @@ class HostileFrontendPropertyTest {
      */
     @Example
     void aDescriptorClosedAfterSendingIsClosedOnlyOnce() throws Exception {
-        Plan plan = new Plan(Profile.CONFIG_ONLY, Layout.GUEST, -1, 0, List.of(new Insert(0, new ProtocolRequest(Op.SET_OWNER, 0, 0,
+        Plan plan = new Plan(Profile.CONFIG_ONLY, Layout.GUEST, false, -1, 0, List.of(new Insert(0, new ProtocolRequest(Op.SET_OWNER, 0, 0,
                 true, List.of(FdKind.EVENTFD_CLOSED, FdKind.GUEST_MEMFD)))), 0);
         for (int i = 0; i < 5; i++) {
             runner.submit(() -> new Try(plan).run()).get(TRY_TIMEOUT_S, TimeUnit.SECONDS);
@@ -371,14 +371,15 @@ class HostileFrontendPropertyTest {
     }
 
     /**
-     * One generated frontend: the sequence of {@code profile}, its memory table as
-     * {@code layout} says, its own memfd truncated to {@code truncateTo} bytes before message
-     * {@code truncateAt} (-1: never), then the deviations applied in order; {@code seed} drives
+     * One generated frontend: the sequence of {@code profile} (for one queue, or two on the same
+     * rings with {@code secondQueue}), its memory table as {@code layout} says, its own memfd
+     * truncated to {@code truncateTo} bytes before message {@code truncateAt} (-1: never), then the deviations applied in order; {@code seed} drives
      * the sender's choices (fragment sizes, guest requests).
      */
-    record Plan(Profile profile, Layout layout, long truncateTo, int truncateAt, List<Deviation> deviations, long seed) {
+    record Plan(Profile profile, Layout layout, boolean secondQueue, long truncateTo, int truncateAt, List<Deviation> deviations,
+            long seed) {
         List<Msg> messages() {
-            List<Msg> s = template(profile, layout);
+            List<Msg> s = template(profile, layout, secondQueue);
             if (truncateTo >= 0 && layout != Layout.GUEST) {
                 s.add(Math.floorMod(truncateAt, s.size() + 1), pseudo(FrontendFuzzer.TRUNCATE_DATA, u64(truncateTo)));
             }
@@ -412,7 +413,7 @@ class HostileFrontendPropertyTest {
     }
 
     /** The QEMU 7.2 sequence of {@code p} (facts.md), with the guest I/O it carries. */
-    static List<Msg> template(Profile p, Layout layout) {
+    static List<Msg> template(Profile p, Layout layout, boolean secondQueue) {
         BlkQueue q = fuzzer.queue;
         q.driver.initialise();
         List<Msg> s = new ArrayList<>();
@@ -448,12 +449,15 @@ class HostileFrontendPropertyTest {
         } else {
             s.add(msg(p, VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(regions), layout.fds()));
         }
-        s.add(msg(p, VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(0, RING)));
-        s.add(msg(p, VhostUserFrontend.SET_VRING_BASE, VhostUserFrontend.state(0, 0)));
-        s.add(msg(p, VhostUserFrontend.SET_VRING_ADDR, VhostUserFrontend.addr(0, q.descUser(), q.usedUser(), q.availUser())));
-        s.add(msg(p, VhostUserFrontend.SET_VRING_KICK, u64(0), FdKind.RING_KICK));
-        if (p != Profile.LEGACY) {
-            s.add(msg(p, VhostUserFrontend.SET_VRING_ENABLE, VhostUserFrontend.state(0, 1)));
+        // With secondQueue, queue 1 is set up on the very same rings: two I/O threads on one ring.
+        for (int i = 0; i < (secondQueue ? 2 : 1); i++) {
+            s.add(msg(p, VhostUserFrontend.SET_VRING_NUM, VhostUserFrontend.state(i, RING)));
+            s.add(msg(p, VhostUserFrontend.SET_VRING_BASE, VhostUserFrontend.state(i, 0)));
+            s.add(msg(p, VhostUserFrontend.SET_VRING_ADDR, VhostUserFrontend.addr(i, q.descUser(), q.usedUser(), q.availUser())));
+            s.add(msg(p, VhostUserFrontend.SET_VRING_KICK, u64(i), FdKind.RING_KICK));
+        }
+        for (int i = 0; i < (secondQueue ? 2 : 1) && p != Profile.LEGACY; i++) {
+            s.add(msg(p, VhostUserFrontend.SET_VRING_ENABLE, VhostUserFrontend.state(i, 1)));
         }
         s.add(pseudo(FrontendFuzzer.GUEST_IO, null));
         if (p == Profile.LOGGING) {
@@ -469,6 +473,9 @@ class HostileFrontendPropertyTest {
             s.add(msg(p, VhostUserFrontend.SET_VRING_ENABLE, VhostUserFrontend.state(0, 0)));
         }
         s.add(msg(p, VhostUserFrontend.GET_VRING_BASE, VhostUserFrontend.state(0, 0)));
+        if (secondQueue) {
+            s.add(msg(p, VhostUserFrontend.GET_VRING_BASE, VhostUserFrontend.state(1, 0)));
+        }
         if (p == Profile.EVERYTHING) {
             s.add(msg(p, VhostUserFrontend.RESET_DEVICE, null));
         }
@@ -967,7 +974,9 @@ class HostileFrontendPropertyTest {
         Arbitrary<Long> truncateTo = Arbitraries.frequencyOf(Tuple.of(1, Arbitraries.just(-1L)),
                 Tuple.of(3, Arbitraries.of(0L, 4096L, 1L << 20, TestGuest.REGION_BYTES + 4096, TestGuest.REGION_BYTES + (1L << 20),
                         TestGuest.REGION_BYTES + (3L << 20))));
-        return Combinators.combine(Arbitraries.of(Profile.class), layouts, truncateTo, Arbitraries.integers().between(0, 63),
-                deviations().list().ofMaxSize(8), Arbitraries.longs()).as(Plan::new);
+        Arbitrary<Boolean> secondQueue = Arbitraries.frequencyOf(Tuple.of(3, Arbitraries.just(false)),
+                Tuple.of(1, Arbitraries.just(true)));
+        return Combinators.combine(Arbitraries.of(Profile.class), layouts, secondQueue, truncateTo,
+                Arbitraries.integers().between(0, 63), deviations().list().ofMaxSize(8), Arbitraries.longs()).as(Plan::new);
     }
 }
