@@ -67,8 +67,9 @@ import net.jqwik.api.statistics.Statistics;
  * <li>no log line reports an internal error, a failed teardown, a stalled drain or a failed
  * handler, and no thread died of an uncaught exception;</li>
  * <li>once the server is closed, the process has no more descriptors, memfd mappings, threads
- * or mapped guest-memory bytes ({@link MemoryTable#mappedBytes()}) than before the first try (a small slack for descriptors and
- * threads the JVM opens on its own; re-counted until back, within a bound).</li>
+ * or mapped guest-memory bytes ({@link MemoryTable#mappedBytes()}) than before the first try
+ * (a small slack for descriptors and threads the JVM opens on its own; re-counted until back,
+ * within a bound).</li>
  * </ul>
  *
  * <p>Tries: {@code jqwik.tries.default} (500 by default, about 25 s on a 2-core machine; run
@@ -174,8 +175,8 @@ class HostileFrontendPropertyTest {
      */
     @Example
     void aDescriptorClosedAfterSendingIsClosedOnlyOnce() throws Exception {
-        Plan plan = new Plan(Profile.CONFIG_ONLY, Layout.GUEST, false, -1, 0, List.of(new Insert(0, new ProtocolRequest(Op.SET_OWNER, 0, 0,
-                true, List.of(FdKind.EVENTFD_CLOSED, FdKind.GUEST_MEMFD)))), 0);
+        Extra setOwner = new ProtocolRequest(Op.SET_OWNER, 0, 0, true, List.of(FdKind.EVENTFD_CLOSED, FdKind.GUEST_MEMFD));
+        Plan plan = new Plan(Profile.CONFIG_ONLY, Layout.GUEST, false, -1, 0, List.of(new Insert(0, setOwner)), 0);
         for (int i = 0; i < 5; i++) {
             runner.submit(() -> new Try(plan).run()).get(TRY_TIMEOUT_S, TimeUnit.SECONDS);
         }
@@ -375,7 +376,8 @@ class HostileFrontendPropertyTest {
     /**
      * One generated frontend: the sequence of {@code profile} (for one queue, or two on the same
      * rings with {@code secondQueue}), its memory table as {@code layout} says, its own memfd
-     * truncated to {@code truncateTo} bytes before message {@code truncateAt} (-1: never), then the deviations applied in order; {@code seed} drives
+     * truncated to {@code truncateTo} bytes before message {@code truncateAt} (-1: never), then
+     * the deviations applied in order; {@code seed} drives
      * the sender's choices (fragment sizes, guest requests).
      */
     record Plan(Profile profile, Layout layout, boolean secondQueue, long truncateTo, int truncateAt, List<Deviation> deviations,
