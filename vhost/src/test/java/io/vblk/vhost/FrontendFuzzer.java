@@ -55,7 +55,12 @@ final class FrontendFuzzer {
          * Issue 10: a memfd of its own for the low (data-only) region, the rings staying in the
          * intact guest memfd; a TRUNCATE_DATA step later cuts it at a random length.
          */
-        DATA_MEMFD
+        DATA_MEMFD,
+        /**
+         * A memfd of {@link #SEALED_BYTES} sealed against shrinking and growing, as QEMU makes its
+         * dirty-log and inflight memfds: what SET_LOG_BASE and SET_INFLIGHT_FD take.
+         */
+        SEALED_MEMFD
     }
 
     /** How the bytes of a message reach the socket. */
@@ -83,6 +88,15 @@ final class FrontendFuzzer {
     static final int GUEST_IO = -1000;
     /** Pseudo-request: the frontend truncates its data-only memfd to the payload's u64 length. */
     static final int TRUNCATE_DATA = -1001;
+    /**
+     * Pseudo-request: the guest writes garbage into the fuzzed ring ({@link #tamper}; payload:
+     * u32 kind, u32 argument, u64 value) and kicks.
+     */
+    static final int RING_GARBAGE = -1002;
+    /** Pseudo-request: the frontend waits (payload: u32 milliseconds), so rings run and faults land mid-sequence. */
+    static final int PAUSE = -1003;
+    /** Bytes of a {@link FdKind#SEALED_MEMFD}: room for a dirty log of 1 M pages and any inflight buffer of 2 queues. */
+    static final long SEALED_BYTES = 256L << 10;
     private static final int MAX_FRAME = 12 + 8192;
     private static final int REPLY_WAIT_MS = 20;
     private static final long PF_ALL = VhostUserProtocolTest.ALL_PROTOCOL;
@@ -93,8 +107,11 @@ final class FrontendFuzzer {
         int request;
         int flags = VhostUserFrontend.VERSION;
         byte[] payload = new byte[0];
-        /** Size announced in the header; -1: the payload's length. */
-        int declaredSize = -1;
+        /**
+         * Size announced in the header (a u32, so a long: an int would take sizes of 2^31 and more
+         * for "not declared"); -1: the payload's length.
+         */
+        long declaredSize = -1;
         FdKind[] fds = new FdKind[0];
         Delivery delivery = Delivery.WHOLE;
 
@@ -114,13 +131,18 @@ final class FrontendFuzzer {
         }
 
         int size() {
-            return declaredSize >= 0 ? declaredSize : payload.length;
+            return declaredSize >= 0 ? (int) declaredSize : payload.length;
         }
 
         @Override
         public String toString() {
             if (request == GUEST_IO) {
                 return "GUEST_IO";
+            }
+            if (request == RING_GARBAGE || request == PAUSE) {
+                ByteBuffer b = ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN);
+                return request == PAUSE ? "PAUSE(" + b.getInt(0) + " ms)"
+                        : "RING_GARBAGE(kind " + b.getInt(0) + ", " + b.getInt(4) + ", 0x" + Long.toHexString(b.getLong(8)) + ")";
             }
             if (request == TRUNCATE_DATA) {
                 return "TRUNCATE_DATA(to " + ByteBuffer.wrap(payload).order(ByteOrder.LITTLE_ENDIAN).getLong(0) + " bytes)";
@@ -133,7 +155,8 @@ final class FrontendFuzzer {
 
     private final Path socketPath;
     private final TestGuest guest;
-    private final BlkQueue queue;
+    /** The fuzzed ring (queue 0): its kick and call eventfds are RING_KICK and RING_CALL. */
+    final BlkQueue queue;
     private final Path scratchFile;
     private final NativeBuffer frame = new NativeBuffer(MAX_FRAME);
     private final NativeBuffer replies = new NativeBuffer(16384);
@@ -271,7 +294,7 @@ final class FrontendFuzzer {
             case OVERSIZE -> {
                 switch (r.nextInt(3)) {
                     case 0 -> m.declaredSize = m.payload.length + 1 + r.nextInt(64);
-                    case 1 -> m.declaredSize = r.nextBoolean() ? 4097 + r.nextInt(4096) : r.nextInt() | 0x8000_0000;
+                    case 1 -> m.declaredSize = r.nextBoolean() ? 4097 + r.nextInt(4096) : Integer.toUnsignedLong(r.nextInt() | 0x8000_0000);
                     default -> m.payload = Arrays.copyOf(m.payload, m.payload.length + 1 + r.nextInt(r.nextBoolean() ? 64 : 4200));
                 }
             }
@@ -386,7 +409,7 @@ final class FrontendFuzzer {
     }
 
     /** The fields of each payload layout the backend parses: {offset, width in bytes}. */
-    private static int[][] fields(Msg m) {
+    static int[][] fields(Msg m) {
         switch (m.request) {
             case VhostUserFrontend.SET_MEM_TABLE: {
                 int regions = Math.max(0, Math.min(8, (m.payload.length - 8) / 32));
@@ -408,6 +431,11 @@ final class FrontendFuzzer {
             case VhostUserFrontend.GET_CONFIG:
             case VhostUserFrontend.SET_CONFIG:
                 return new int[][] {{0, 4}, {4, 4}, {8, 4}};
+            case VhostUserFrontend.GET_INFLIGHT_FD:
+            case VhostUserFrontend.SET_INFLIGHT_FD:
+                return new int[][] {{0, 8}, {8, 8}, {16, 2}, {18, 2}};
+            case Request.SET_LOG_BASE:
+                return new int[][] {{0, 8}, {8, 8}};
             default:
                 return m.payload.length >= 8 ? new int[][] {{0, 4}, {4, 4}, {0, 8}} : new int[0][];
         }
@@ -427,6 +455,8 @@ final class FrontendFuzzer {
         ByteBuffer b = ByteBuffer.wrap(m.payload).order(ByteOrder.LITTLE_ENDIAN);
         if (field[1] == 8) {
             b.putLong(field[0], interesting(r, b.getLong(field[0])));
+        } else if (field[1] == 2) {
+            b.putShort(field[0], (short) interesting(r, b.getShort(field[0]) & 0xFFFF));
         } else {
             b.putInt(field[0], (int) interesting(r, b.getInt(field[0]) & 0xFFFF_FFFFL));
         }
@@ -474,6 +504,15 @@ final class FrontendFuzzer {
                     guestIo(r);
                     continue;
                 }
+                if (m.request == RING_GARBAGE) {
+                    ByteBuffer b = ByteBuffer.wrap(m.payload).order(ByteOrder.LITTLE_ENDIAN);
+                    tamper(b.getInt(0), b.getInt(4), b.getLong(8));
+                    continue;
+                }
+                if (m.request == PAUSE) {
+                    pause(ByteBuffer.wrap(m.payload).order(ByteOrder.LITTLE_ENDIAN).getInt(0));
+                    continue;
+                }
                 if (m.request == TRUNCATE_DATA) {
                     if (dataFd >= 0) {
                         Native.libc().ftruncate(dataFd, ByteBuffer.wrap(m.payload).order(ByteOrder.LITTLE_ENDIAN).getLong(0));
@@ -492,7 +531,7 @@ final class FrontendFuzzer {
                     }
                 }
                 boolean delivered = send(socket, m, fds, r);
-                closeSentCopies(m, fds);
+                closeSentCopies(m, fds, toClose);
                 if (shrinkPending >= 0) {
                     // One message later: after the backend has checked and mapped the file.
                     Native.libc().ftruncate(shrinkPending, 0);
@@ -542,6 +581,9 @@ final class FrontendFuzzer {
                 break;
             case SHRINKING_MEMFD:
                 fd = Memfd.create("fuzz-shrinking", 2 * TestGuest.REGION_BYTES);
+                break;
+            case SEALED_MEMFD:
+                fd = sealedMemfd();
                 break;
             case DATA_MEMFD:
                 // As large as the whole guest file, so the table's offsets stay valid for any region.
@@ -612,9 +654,13 @@ final class FrontendFuzzer {
     }
 
     /** Kinds whose sender's copy is closed as soon as the message is out (the backend holds the only one). */
-    private static void closeSentCopies(Msg m, int[] fds) {
+    private static void closeSentCopies(Msg m, int[] fds, List<Integer> toClose) {
         for (int i = 0; i < fds.length; i++) {
             if (m.fds[i] == FdKind.EVENTFD_CLOSED) {
+                // Out of the list too: closed again after the connection, its number may by then
+                // be another descriptor's, the server's own when it runs in this process (its
+                // event loop's epoll, found by HostileFrontendPropertyTest).
+                toClose.remove(Integer.valueOf(fds[i]));
                 Native.libc().close(fds[i]);
                 fds[i] = -1;
             }
@@ -687,6 +733,75 @@ final class FrontendFuzzer {
         return true;
     }
 
+    private static int sealedMemfd() {
+        int fd = (int) Native.check(Native.libc().memfd_create("fuzz-sealed", Linux.MFD_CLOEXEC | Linux.MFD_ALLOW_SEALING),
+                "memfd_create");
+        if (Native.libc().ftruncate(fd, SEALED_BYTES) == -1
+                || Native.libc().fcntl(fd, 1033 /* F_ADD_SEALS */, 0x2 | 0x4 /* F_SEAL_SHRINK | F_SEAL_GROW */) == -1) {
+            int errno = Native.errno();
+            Native.libc().close(fd);
+            throw new IllegalStateException("sealed memfd: " + Errno.describe(errno));
+        }
+        return fd;
+    }
+
+    private static void pause(int ms) {
+        try {
+            Thread.sleep(Math.max(0, Math.min(ms, 200)));
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** Ring garbage kinds of {@link #RING_GARBAGE}. */
+    static final int GARBAGE_KINDS = 8;
+
+    /**
+     * A hostile guest's ring (RING_GARBAGE): writes one kind of garbage into the fuzzed ring
+     * behind the driver's back and kicks. {@code arg} and {@code value} pick the wild numbers.
+     * 0: a head beyond the ring; 1: a descriptor chained to itself; 2: a buffer outside guest
+     * memory; 3: a length of 4 GiB - 1; 4: avail.idx far ahead of what was made available;
+     * 5: an indirect table of a bad length; 6: a descriptor of random bits; 7: used_event anywhere.
+     */
+    void tamper(int kind, int arg, long value) {
+        io.vblk.testkit.RingTamperer t = io.vblk.testkit.RingTamperer.of(queue.driver);
+        int size = queue.driver.size();
+        int head = Math.floorMod(arg, size);
+        long header = queue.dataGpa; // any guest address will do: the device reads a header from it
+        try {
+            switch (Math.floorMod(kind, GARBAGE_KINDS)) {
+                case 0 -> t.offerRaw(size + Math.floorMod(arg, 0x10000 - size));
+                case 1 -> {
+                    t.writeDescriptor(head, header, 16, io.vblk.vring.VirtqDescriptor.F_NEXT, head);
+                    t.offerRaw(head);
+                }
+                case 2 -> {
+                    t.writeDescriptor(head, value, 512, io.vblk.vring.VirtqDescriptor.F_WRITE, 0);
+                    t.offerRaw(head);
+                }
+                case 3 -> {
+                    t.writeDescriptor(head, header, -1, io.vblk.vring.VirtqDescriptor.F_NEXT, (head + 1) % size);
+                    t.writeDescriptor((head + 1) % size, header, 1, io.vblk.vring.VirtqDescriptor.F_WRITE, 0);
+                    t.offerRaw(head);
+                }
+                case 4 -> t.writeAvailIdx(queue.driver.availIdx() + 1 + Math.floorMod(arg, 0x10000));
+                case 5 -> {
+                    t.writeDescriptor(head, header, (int) value, io.vblk.vring.VirtqDescriptor.F_INDIRECT, 0);
+                    t.offerRaw(head);
+                }
+                case 6 -> {
+                    t.writeDescriptor(head, value, arg, (int) (value >>> 48), (int) (value >>> 32) & 0xFFFF);
+                    t.offerRaw(head);
+                }
+                default -> t.writeUsedEvent(arg);
+            }
+            queue.driver.publishAvail();
+        } catch (RuntimeException ignored) {
+            // The driver's bookkeeping refuses after earlier garbage: the ring is garbage already.
+        }
+        queue.kick.signal();
+    }
+
     /** The guest's side: a few reads and writes (some beyond the disk's end) published and kicked. */
     private void guestIo(Random r) {
         int n = 1 + r.nextInt(8);
@@ -696,11 +811,15 @@ final class FrontendFuzzer {
             try {
                 queue.add(write ? BlkQueue.T_OUT : BlkQueue.T_IN, sector, queue.dataGpa + 4096L * r.nextInt(16),
                         512 * (1 + r.nextInt(8)), !write);
-            } catch (IllegalStateException full) {
+            } catch (RuntimeException full) { // full, or refused after RING_GARBAGE broke the driver's bookkeeping
                 break;
             }
         }
-        queue.publish();
+        try {
+            queue.publish();
+        } catch (RuntimeException broken) {
+            queue.kick.signal();
+        }
     }
 
     /** The messages of a connection, one per line, for a failure report. */
