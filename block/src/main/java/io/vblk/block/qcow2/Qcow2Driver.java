@@ -385,11 +385,11 @@ public final class Qcow2Driver implements BlockDriver {
     /**
      * Reads the metadata again when the first request arrives, once, on the I/O thread (a few
      * small file reads; the internal snapshots' scan, up to 64 MiB of L1 tables, is not repeated
-     * while the header names the same snapshot table: {@link Qcow2Image#snapshots}). A
-     * migration's destination opens the image while the source still
-     * writes to it; the source stops, drains and syncs before the destination's guest runs, so
-     * the tables as they are at the first request are the ones to use. Nothing read at open
-     * (L1, refcount table, the end of the file where clusters are allocated) is trusted past it.
+     * while the header names the same snapshot table: {@link Qcow2Image#snapshots}). A migration's
+     * destination opens the image while the source still writes to it; the source stops, drains
+     * and syncs before the destination's guest runs, so the tables as they are at the first
+     * request are the ones to use. Nothing read at open (L1, refcount table, the end of the file
+     * where clusters are allocated) is trusted past it.
      */
     private void reloadAtStart() {
         started = true;
