@@ -307,6 +307,11 @@ public final class Qcow2Driver implements BlockDriver {
         return meta.header.l1TableOffset;
     }
 
+    /** The metadata in use (tests: the snapshots' cluster set it holds). */
+    Qcow2Image metadata() {
+        return meta;
+    }
+
     /** The header this driver opened (for tests and diagnostics). */
     public String describe() {
         return meta.header.toString();
@@ -379,16 +384,19 @@ public final class Qcow2Driver implements BlockDriver {
 
     /**
      * Reads the metadata again when the first request arrives, once, on the I/O thread (a few
-     * small file reads). A migration's destination opens the image while the source still
-     * writes to it; the source stops, drains and syncs before the destination's guest runs, so
-     * the tables as they are at the first request are the ones to use. Nothing read at open
-     * (L1, refcount table, the end of the file where clusters are allocated) is trusted past it.
+     * small file reads; the internal snapshots' scan, up to 64 MiB of L1 tables, is not repeated
+     * while the header names the same snapshot table: {@link Qcow2Image#snapshots}). A migration's
+     * destination opens the image while the source still writes to it; the source stops, drains
+     * and syncs before the destination's guest runs, so the tables as they are at the first
+     * request are the ones to use. Nothing read at open (L1, refcount table, the end of the file
+     * where clusters are allocated) is trusted past it.
      */
     private void reloadAtStart() {
         started = true;
         Qcow2Image fresh;
         try {
-            fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance);
+            // The snapshots are taken over, not scanned again, while the header names the same table.
+            fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance, meta);
         } catch (RuntimeException e) {
             markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
             return;

@@ -49,13 +49,18 @@ final class Qcow2Image {
     private final int[] metadataInts;
     private final long[] metadataLongs;
     /**
+     * The internal snapshots' metadata clusters, kept apart from the image's own (not merged:
+     * no copy of up to {@link Qcow2Snapshots#MAX_HEAP_BYTES}), or null without snapshots.
+     */
+    final Qcow2Snapshots snapshots;
+    /**
      * The bytes of L1 tables this image charged to its chain's budget
      * ({@link Qcow2Options#CHAIN_L1_BUDGET_BYTES}): its snapshots', and its own for a backing level.
      */
     final long l1Charge;
 
     private Qcow2Image(String path, Qcow2Header header, long fileSize, long allocationEnd, NativeBuffer l1, int l1WriteBytes,
-                       NativeBuffer reftable, Object metadata, long l1Charge) {
+                       NativeBuffer reftable, Object metadata, Qcow2Snapshots snapshots, long l1Charge) {
         this.path = path;
         this.header = header;
         this.fileSize = fileSize;
@@ -69,6 +74,7 @@ final class Qcow2Image {
         this.reftableEntries = header.refcountTableClusters * (clusterSize / 8);
         this.metadataInts = metadata instanceof int[] ? (int[]) metadata : null;
         this.metadataLongs = metadata instanceof long[] ? (long[]) metadata : null;
+        this.snapshots = snapshots;
         this.l1Charge = l1Charge;
     }
 
@@ -99,6 +105,17 @@ final class Qcow2Image {
      * @throws IllegalArgumentException naming the image and what is wrong or over the budget
      */
     static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget) {
+        return read(host, alignment, mayWrite, backingLevel, l1Budget, null);
+    }
+
+    /**
+     * As {@link #read(Qcow2Host, int, boolean, boolean, long)}, taking over {@code previous}'s
+     * snapshots (read by an earlier open of the same image) instead of scanning them again when
+     * the header still names the same snapshot table in a file of the same size
+     * ({@link Qcow2Snapshots#sameTable}). For the reload at the first request, on the I/O thread.
+     */
+    static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget,
+                           Qcow2Image previous) {
         try {
             long fileSize = host.storedBytes();
             int firstBytes = (int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS);
@@ -156,18 +173,24 @@ final class Qcow2Image {
                 fileSize = Math.max(fileSize, host.storedBytes());
             }
             Object meta = collectMetadata(h, fileSize, l1, refEntries);
+            Qcow2Snapshots snapshots = null;
             if (h.nbSnapshots > 0) {
-                Qcow2Snapshots snapshots = Qcow2Snapshots.read(window != null ? window : new TableReader(host, alignment), h,
-                        fileSize, l1Budget - l1Charge, host.name());
+                Qcow2Snapshots before = previous != null ? previous.snapshots : null;
+                snapshots = before != null && before.sameTable(h, fileSize) && before.l1Bytes <= l1Budget - l1Charge ? before
+                        : Qcow2Snapshots.read(window != null ? window : new TableReader(host, alignment), h, fileSize,
+                                l1Budget - l1Charge, host.name());
                 l1Charge += snapshots.l1Bytes;
-                meta = merge(meta, snapshots.clusters);
             }
-            long lastMeta = (meta instanceof int[] ? ((int[]) meta)[((int[]) meta).length - 1]
-                    : ((long[]) meta)[((long[]) meta).length - 1]) * (long) cluster;
+            long lastMetaCluster = meta instanceof int[] ? ((int[]) meta)[((int[]) meta).length - 1]
+                    : ((long[]) meta)[((long[]) meta).length - 1];
+            if (snapshots != null && snapshots.clusters.size() > 0) {
+                lastMetaCluster = Math.max(lastMetaCluster, snapshots.clusters.get(snapshots.clusters.size() - 1));
+            }
+            long lastMeta = lastMetaCluster * cluster;
             // A read-only image allocates nothing: where its clusters end does not matter.
             long allocationEnd = host.file() || reftable == null ? fileSize
                     : allocationEnd(host, h, fileSize, reftable, lastMeta, alignment);
-            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, l1Charge);
+            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge);
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot read " + host.name() + ": " + e.getMessage(), e);
         }
@@ -322,41 +345,6 @@ final class Qcow2Image {
         return ints ? is : ls;
     }
 
-    /**
-     * {@code main} (an int[] or a long[], sorted, distinct) with the snapshots' sorted, distinct
-     * {@code extra} clusters, in the same representation. A snapshot's L2 table is usually one
-     * the active L1 table names too (shared until written), so a cluster in both is no overlap.
-     * Every extra cluster lies below the file's end, so ints still hold it where main is ints.
-     */
-    private static Object merge(Object main, Qcow2Snapshots.ClusterSet extra) {
-        int[] is = main instanceof int[] ? (int[]) main : null;
-        long[] ls = is == null ? (long[]) main : null;
-        int m = is != null ? is.length : ls.length;
-        int x = extra.size();
-        int[] ois = is != null ? new int[m + x] : null;
-        long[] ols = is != null ? null : new long[m + x];
-        int i = 0;
-        int j = 0;
-        int k = 0;
-        long last = -1;
-        while (i < m || j < x) {
-            long a = i < m ? (is != null ? is[i] : ls[i]) : Long.MAX_VALUE;
-            long c = j < x ? extra.get(j) : Long.MAX_VALUE;
-            long next = Math.min(a, c);
-            if (a == next) {
-                i++;
-            }
-            if (c == next) {
-                j++;
-            }
-            if (next != last) {
-                k = put(ois, ols, k, next);
-                last = next;
-            }
-        }
-        return ois != null ? Arrays.copyOf(ois, k) : Arrays.copyOf(ols, k);
-    }
-
     private static int put(int[] is, long[] ls, int k, long clusterIndex) {
         if (is != null) {
             if (clusterIndex >= Integer.MAX_VALUE) {
@@ -369,13 +357,15 @@ final class Qcow2Image {
         return k + 1;
     }
 
-    /** Whether the cluster at {@code hostOffset} holds metadata known at open. */
+    /**
+     * Whether the cluster at {@code hostOffset} holds metadata known at open: the image's own or
+     * its snapshots' (a snapshot's L2 table is usually one the active L1 table names too).
+     */
     boolean isMetadata(long hostOffset) {
         long c = hostOffset >>> clusterBits;
-        if (metadataInts != null) {
-            return c < Integer.MAX_VALUE && Arrays.binarySearch(metadataInts, (int) c) >= 0;
-        }
-        return Arrays.binarySearch(metadataLongs, c) >= 0;
+        boolean own = metadataInts != null ? c < Integer.MAX_VALUE && Arrays.binarySearch(metadataInts, (int) c) >= 0
+                : Arrays.binarySearch(metadataLongs, c) >= 0;
+        return own || snapshots != null && snapshots.clusters.contains(c);
     }
 
     long l1Entry(int index) {

@@ -18,13 +18,33 @@ import java.util.Arrays;
  * the file, and all of them together by what the chain's budget has left
  * ({@link Qcow2Options#CHAIN_L1_BUDGET_BYTES}), checked from the table before the first L1 table
  * is read. Only the cluster indexes are kept (the L2 tables a snapshot shares with the active
- * state or another snapshot once).
+ * state or another snapshot once), in one array sized once from the table before the first L1
+ * table is read: at most {@link #MAX_SET_ENTRIES} indexes, {@link #MAX_HEAP_BYTES} of heap
+ * (twice that for files of 2^31 clusters or more, whose indexes need longs). A misaligned L2 or
+ * L1 table offset is refused, as QEMU refuses it ({@code qcow2_check_refcounts}: "not cluster
+ * aligned", and {@code qcow2_validate_table} for the L1 tables, whatever their size).
+ *
+ * <p>Kept with the image and taken over by the metadata read again at the first request when
+ * the header still names the same table ({@link #sameTable}): no one changes the snapshots of an
+ * image in use (a writable image with snapshots is refused; a read-only level holds a shared
+ * lock), so that reload does not repeat the scan (up to 64 MiB of L1 tables) on the I/O thread.
  */
 final class Qcow2Snapshots {
     /** QEMU's QCOW_MAX_SNAPSHOTS_SIZE: the snapshot table's bytes. */
     static final long MAX_TABLE_BYTES = 64L << 20;
     /** QEMU's QCOW_MAX_SNAPSHOT_EXTRA_DATA. */
     static final int MAX_EXTRA_DATA = 1024;
+    /** QEMU's QCOW_MAX_SNAPSHOTS (the header's check). */
+    static final int MAX_SNAPSHOTS = 65536;
+    /**
+     * The most cluster indexes a scan may collect: one per L1 entry of the chain's budget, the
+     * clusters of the snapshot table and of the L1 tables at the smallest cluster size, and one
+     * partial cluster at each end of each of them ({@link #capacity}).
+     */
+    static final long MAX_SET_ENTRIES = Qcow2Options.CHAIN_L1_BUDGET_BYTES / 8
+            + (MAX_TABLE_BYTES + Qcow2Options.CHAIN_L1_BUDGET_BYTES >> MIN_CLUSTER_BITS) + 2 + 2L * MAX_SNAPSHOTS;
+    /** The heap of the cluster set at most (int indexes): about 33.5 MiB. */
+    static final long MAX_HEAP_BYTES = 4 * MAX_SET_ENTRIES;
     /** The fixed part of a snapshot table entry (up to extra_data_size). */
     private static final int ENTRY_FIXED_BYTES = 40;
 
@@ -32,10 +52,25 @@ final class Qcow2Snapshots {
     final ClusterSet clusters;
     /** The bytes of the snapshots' L1 tables (what was charged to the chain's budget). */
     final long l1Bytes;
+    /** What the scan read: the header's snapshot count and table offset, and the file's size then. */
+    private final int nbSnapshots;
+    private final long tableOffset;
+    private final long fileSize;
 
-    private Qcow2Snapshots(ClusterSet clusters, long l1Bytes) {
+    private Qcow2Snapshots(ClusterSet clusters, long l1Bytes, int nbSnapshots, long tableOffset, long fileSize) {
         this.clusters = clusters;
         this.l1Bytes = l1Bytes;
+        this.nbSnapshots = nbSnapshots;
+        this.tableOffset = tableOffset;
+        this.fileSize = fileSize;
+    }
+
+    /**
+     * Whether {@code h} names the table this scan read, in a file of the same size (a file that
+     * grew may hold L2 tables the scan skipped as past its end): then the scan's result stands.
+     */
+    boolean sameTable(Qcow2Header h, long fileSize) {
+        return h.nbSnapshots == nbSnapshots && h.snapshotsOffset == tableOffset && fileSize == this.fileSize;
     }
 
     /**
@@ -53,21 +88,42 @@ final class Qcow2Snapshots {
                     + " tables a chain may read beyond its top image's own (Qcow2Options.CHAIN_L1_BUDGET_BYTES)");
         }
         int cluster = h.clusterSize;
-        ClusterSet set = new ClusterSet(h.clusterBits, fileSize);
+        ClusterSet set = new ClusterSet(h.clusterBits, fileSize, capacity(h, t));
         set.addRange(h.snapshotsOffset, t.end);
         for (int i = 0; i < h.nbSnapshots; i++) {
             long at = t.l1Offsets[i];
             set.addRange(at, at + (long) t.l1Sizes[i] * 8);
             for (int j = 0; j < t.l1Sizes[i]; j++) {
                 long l2 = in.getLong(at + 8L * j) & L1E_OFFSET_MASK;
-                // A table past the end holds nothing a data cluster (checked against the end) could
-                // reach; a misaligned one covers two clusters. QEMU checks neither at open.
+                if ((l2 & (cluster - 1)) != 0) {
+                    // It would cover two clusters; QEMU reports it as corruption.
+                    throw Qcow2Header.bad(name + ": snapshot " + i + "'s L1 entry " + j + " names an L2 table at " + l2
+                            + ", not aligned to a cluster");
+                }
+                // A table past the end holds nothing a data cluster (checked against the end) could reach.
                 if (l2 != 0 && l2 < fileSize) {
-                    set.addRange(l2, Math.min(l2 + cluster, fileSize));
+                    set.add(l2 >>> h.clusterBits);
                 }
             }
         }
-        return new Qcow2Snapshots(set.sorted(), t.l1Bytes);
+        return new Qcow2Snapshots(set.sorted(), t.l1Bytes, h.nbSnapshots, h.snapshotsOffset, fileSize);
+    }
+
+    /**
+     * The most indexes a scan of {@code t} adds: the clusters the table and each L1 table touch,
+     * one per L1 entry. At most {@link #MAX_SET_ENTRIES}: the entries are within the budget.
+     */
+    private static int capacity(Qcow2Header h, Table t) {
+        long n = ((t.end - h.snapshotsOffset) >> h.clusterBits) + 2 + t.l1Bytes / 8;
+        for (int i = 0; i < h.nbSnapshots; i++) {
+            if (t.l1Sizes[i] > 0) {
+                n += ((long) t.l1Sizes[i] * 8 >> h.clusterBits) + 1; // aligned: one partial cluster at most
+            }
+        }
+        if (n > MAX_SET_ENTRIES) { // cannot happen: the table and the L1 tables are bounded above
+            throw Qcow2Header.bad(h.nbSnapshots + " snapshots name over " + MAX_SET_ENTRIES + " clusters");
+        }
+        return (int) n;
     }
 
     /** The snapshot table's entries as far as they matter here, and where the table ends. */
@@ -94,9 +150,10 @@ final class Qcow2Snapshots {
                 throw Qcow2Header.bad(name + ": snapshot " + i + " has " + extraBytes + " bytes of extra data (QEMU allows "
                         + MAX_EXTRA_DATA + ")");
             }
-            if (l1Size < 0 || (long) l1Size * 8 > MAX_L1_BYTES || l1Size > 0 && (l1Offset <= 0
-                    || (l1Offset & (h.clusterSize - 1)) != 0 || l1Offset > fileSize
-                    || (long) l1Size * 8 > fileSize - l1Offset)) {
+            // Alignment is checked even for an empty table, as QEMU's qcow2_validate_table does
+            // (a negative offset is QEMU's over INT64_MAX).
+            if (l1Size < 0 || (long) l1Size * 8 > MAX_L1_BYTES || l1Offset < 0 || (l1Offset & (h.clusterSize - 1)) != 0
+                    || l1Size > 0 && (l1Offset == 0 || l1Offset > fileSize || (long) l1Size * 8 > fileSize - l1Offset)) {
                 throw Qcow2Header.bad(name + ": snapshot " + i + "'s L1 table at " + l1Offset + " (" + l1Size
                         + " entries) is misaligned, past the end of the file or over QEMU's 32 MiB");
             }
@@ -118,24 +175,22 @@ final class Qcow2Snapshots {
     }
 
     /**
-     * Cluster indexes collected with duplicates (the L2 tables snapshots share), sorted and made
-     * distinct whenever the array fills, so it grows with the distinct clusters, not the entries.
-     * Ints while every index fits (files below 2^31 clusters), as the image's own set
-     * ({@link Qcow2Image}): the budget's 8 Mi L1 entries, all distinct, take 32 MiB, not 64.
+     * Cluster indexes collected with duplicates (the L2 tables snapshots share) into one array
+     * sized once for the most the scan can add ({@link #capacity}), then sorted and made distinct:
+     * never grown or copied, so its heap is at most {@link #MAX_HEAP_BYTES}. Ints while every
+     * index fits (files below 2^31 clusters), as the image's own set ({@link Qcow2Image}).
      */
     static final class ClusterSet {
         private final int clusterBits;
-        private int[] ints;
-        private long[] longs;
+        private final int[] ints;
+        private final long[] longs;
         private int n;
 
-        ClusterSet(int clusterBits, long fileSize) {
+        ClusterSet(int clusterBits, long fileSize, int capacity) {
             this.clusterBits = clusterBits;
-            if (Qcow2Image.roundUp(fileSize, 1L << clusterBits) >>> clusterBits < Integer.MAX_VALUE) {
-                ints = new int[1024];
-            } else {
-                longs = new long[1024];
-            }
+            boolean fits = Qcow2Image.roundUp(fileSize, 1L << clusterBits) >>> clusterBits < Integer.MAX_VALUE;
+            ints = fits ? new int[capacity] : null;
+            longs = fits ? null : new long[capacity];
         }
 
         /** Every cluster the bytes {@code [from, to)} touch (all below the file's end). */
@@ -145,18 +200,8 @@ final class Qcow2Snapshots {
             }
         }
 
+        /** Adds cluster index {@code c}; the capacity was counted for every add. */
         void add(long c) {
-            int capacity = ints != null ? ints.length : longs.length;
-            if (n == capacity) {
-                compact();
-                if (n > capacity / 2) {
-                    if (ints != null) {
-                        ints = Arrays.copyOf(ints, capacity * 2);
-                    } else {
-                        longs = Arrays.copyOf(longs, capacity * 2);
-                    }
-                }
-            }
             if (ints != null) {
                 ints[n++] = (int) c;
             } else {
@@ -164,28 +209,13 @@ final class Qcow2Snapshots {
             }
         }
 
-        private void compact() {
-            int k = 0;
-            if (ints != null) {
-                Arrays.sort(ints, 0, n);
-                for (int i = 0; i < n; i++) {
-                    if (k == 0 || ints[i] != ints[k - 1]) {
-                        ints[k++] = ints[i];
-                    }
-                }
-            } else {
-                Arrays.sort(longs, 0, n);
-                for (int i = 0; i < n; i++) {
-                    if (k == 0 || longs[i] != longs[k - 1]) {
-                        longs[k++] = longs[i];
-                    }
-                }
-            }
-            n = k;
-        }
-
         int size() {
             return n;
+        }
+
+        /** The heap its array takes (what {@link #MAX_HEAP_BYTES} bounds). */
+        long heapBytes() {
+            return ints != null ? 4L * ints.length : 8L * longs.length;
         }
 
         /** The i-th cluster index, in order once {@link #sorted} ran. */
@@ -193,10 +223,92 @@ final class Qcow2Snapshots {
             return ints != null ? ints[i] : longs[i];
         }
 
-        /** Sorts and drops duplicates; returns this. */
+        /** Whether cluster index {@code c} is in the set ({@link #sorted} ran). */
+        boolean contains(long c) {
+            if (ints != null) {
+                return c < Integer.MAX_VALUE && Arrays.binarySearch(ints, 0, n, (int) c) >= 0;
+            }
+            return Arrays.binarySearch(longs, 0, n, c) >= 0;
+        }
+
+        /**
+         * Sorts and drops duplicates; returns this. In place (a heapsort): the JDK's sort may take
+         * a merge buffer as large as the array, over the bound, for the few ascending runs a
+         * scan usually collects.
+         */
         ClusterSet sorted() {
-            compact();
+            int k = 0;
+            if (ints != null) {
+                heapSort(ints, n);
+                for (int i = 0; i < n; i++) {
+                    if (k == 0 || ints[i] != ints[k - 1]) {
+                        ints[k++] = ints[i];
+                    }
+                }
+            } else {
+                heapSort(longs, n);
+                for (int i = 0; i < n; i++) {
+                    if (k == 0 || longs[i] != longs[k - 1]) {
+                        longs[k++] = longs[i];
+                    }
+                }
+            }
+            n = k;
             return this;
+        }
+
+        private static void heapSort(int[] a, int n) {
+            for (int i = n / 2 - 1; i >= 0; i--) {
+                siftDown(a, i, n);
+            }
+            for (int end = n - 1; end > 0; end--) {
+                int t = a[0];
+                a[0] = a[end];
+                a[end] = t;
+                siftDown(a, 0, end);
+            }
+        }
+
+        private static void siftDown(int[] a, int i, int n) {
+            int v = a[i];
+            for (int c = 2 * i + 1; c < n; c = 2 * i + 1) {
+                if (c + 1 < n && a[c + 1] > a[c]) {
+                    c++;
+                }
+                if (a[c] <= v) {
+                    break;
+                }
+                a[i] = a[c];
+                i = c;
+            }
+            a[i] = v;
+        }
+
+        private static void heapSort(long[] a, int n) {
+            for (int i = n / 2 - 1; i >= 0; i--) {
+                siftDown(a, i, n);
+            }
+            for (int end = n - 1; end > 0; end--) {
+                long t = a[0];
+                a[0] = a[end];
+                a[end] = t;
+                siftDown(a, 0, end);
+            }
+        }
+
+        private static void siftDown(long[] a, int i, int n) {
+            long v = a[i];
+            for (int c = 2 * i + 1; c < n; c = 2 * i + 1) {
+                if (c + 1 < n && a[c + 1] > a[c]) {
+                    c++;
+                }
+                if (a[c] <= v) {
+                    break;
+                }
+                a[i] = a[c];
+                i = c;
+            }
+            a[i] = v;
         }
     }
 }
