@@ -71,4 +71,48 @@ class PersistedConfigSizeTest {
         }
         assertTrue(new String(Files.readAllBytes(config), StandardCharsets.UTF_8).contains("\"small\""));
     }
+
+    /** The reviewer's calls: allow_uids of 340,000 entries (a 680 KB line) are refused, naming the cap, before anything changes. */
+    @Test
+    void aHugeAllowUidsListIsRefusedByItsCap() throws Exception {
+        Path config = dir.resolve("vblk.json");
+        List<Object> uids = new ArrayList<>(Collections.nCopies(340_000, 0));
+        try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"), "--config", config.toString(), "--persist")) {
+            byte[] before = Files.readAllBytes(config);
+            Map<String, Object> e = DaemonRig.error(d.call("export.add", add("e0", "allow_uids", uids)));
+            assertTrue(String.valueOf(e.get("message")).contains("allow_uids takes at most 1024 items"), e.toString());
+            assertArrayEquals(before, Files.readAllBytes(config));
+        }
+    }
+
+    /**
+     * A hand-written file just below the limit whose entries take more room in the daemon's form
+     * (every default written out): the start serves it, but never writes a file that would not
+     * load: the old one stays, config.status says the state is not saved, config.save refuses
+     * too, and the restart serves the same disks.
+     */
+    @Test
+    @SuppressWarnings("unchecked")
+    void aStartWhoseFileWouldOutgrowTheLimitKeepsTheFileItRead() throws Exception {
+        Path config = dir.resolve("vblk.json");
+        String head = "{\"exports\":[{\"id\":\"a\",\"image\":\"null:1M\",\"socket\":\"" + dir.resolve("a.sock") + "\"},"
+                + "{\"id\":\"kept\",\"image\":\"null:1M\",\"socket\":\"" + dir.resolve("kept.sock") + "\",\"pad\":\"";
+        String tail = "\"}]}\n";
+        Files.writeString(config, head + "x".repeat(MAX_BYTES - 300 - head.length() - tail.length()) + tail);
+        byte[] before = Files.readAllBytes(config);
+        for (int run = 0; run < 2; run++) {
+            try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"), "--config", config.toString(), "--persist")) {
+                List<Map<String, Object>> list = (List<Map<String, Object>>) d.result("export.list", null);
+                assertEquals(List.of("a"), list.stream().map(m -> m.get("id")).toList());
+                Map<String, Object> status = (Map<String, Object>) d.result("config.status", null);
+                assertEquals(true, status.get("failing"), status.toString());
+                assertTrue(String.valueOf(status.get("last_error")).contains("a restart reads"), status.toString());
+                Path saved = dir.resolve("saved.json");
+                Map<String, Object> e = DaemonRig.error(d.call("config.save", DaemonRig.json(Map.of("path", saved.toString()))));
+                assertTrue(String.valueOf(e.get("message")).contains("a restart reads"), e.toString());
+                assertTrue(!Files.exists(saved), "config.save wrote no file that would not load");
+            }
+            assertArrayEquals(before, Files.readAllBytes(config), "the file the daemon read is kept");
+        }
+    }
 }
