@@ -260,8 +260,13 @@ final class Daemon implements AutoCloseable {
         List<Map<String, Object>> threads = new ArrayList<>((List<Map<String, Object>>) now.get("iothreads"));
         @SuppressWarnings("unchecked")
         List<Map<String, Object>> exportList = new ArrayList<>((List<Map<String, Object>>) now.get("exports"));
+        // An add of a failed entry's id takes its place: the entry is not counted twice.
         if (thread != null) {
+            threads.removeIf(t -> thread.get("id").equals(t.get("id")));
             threads.add(thread);
+        }
+        if (export != null) {
+            exportList.removeIf(e -> export.id.equals(e.get("id")));
         }
         for (ExportSpec o : opening.values()) {
             exportList.add(o.toConfig());
