@@ -62,6 +62,19 @@ final class ConfigFile {
     }
 
     /**
+     * Refuses {@code bytes} as the text of a configuration file when {@code vblk daemon --config}
+     * would refuse to read it back (larger than {@link DaemonCommand.Config#MAX_BYTES}): a file
+     * the same command line cannot load would lose every disk at the restart (rev13b). Changes
+     * are refused before that (Daemon checks the room an add needs); this guards every write.
+     */
+    static void checkLoadable(byte[] bytes) {
+        if (bytes.length > DaemonCommand.Config.MAX_BYTES) {
+            throw new InvalidParams("the configuration would be " + bytes.length + " bytes, more than the "
+                    + DaemonCommand.Config.MAX_BYTES + " a restart reads: not written");
+        }
+    }
+
+    /**
      * The path a client named for {@code config.save}: absolute (the daemon's working directory
      * is not the caller's) and, if it exists, a regular file.
      */
@@ -139,8 +152,10 @@ final class ConfigFile {
      */
     synchronized Map<String, Object> saveTo(Path target, Supplier<Map<String, Object>> state) {
         Map<String, Object> now = state.get();
+        byte[] bytes = render(now);
+        checkLoadable(bytes); // a file that would not load is never written
         try {
-            write(target, render(now));
+            write(target, bytes);
         } catch (IOException | RuntimeException e) {
             if (e instanceof InvalidParams refused) {
                 throw refused; // the target turned into a directory or a link meanwhile
@@ -189,6 +204,7 @@ final class ConfigFile {
             return null;
         }
         try {
+            checkLoadable(bytes); // the old file stays: it loads, this one would not
             write(file, bytes);
             written = bytes;
             if (failing) {
@@ -205,6 +221,11 @@ final class ConfigFile {
             log.info("config: " + why + " (the change is in effect but not saved: a restart would lose it)");
             return why;
         }
+    }
+
+    /** Whether the daemon keeps a file up to date ({@code --persist}). */
+    boolean persisting() {
+        return persisted != null;
     }
 
     /** Whether the last write of the persisted file failed (the daemon's state is not saved). */

@@ -236,6 +236,69 @@ final class Daemon implements AutoCloseable {
         }
     }
 
+    /**
+     * Bytes one export's entry may still grow by after its add, through calls never refused for
+     * size: export.resize (a null disk's size) and export.set_limits (iops_limit, bps_limit),
+     * each at most 19 digits where the entry may hold as little as one.
+     */
+    static final int ENTRY_GROWTH = 64;
+
+    /**
+     * {@code --persist}: refuses an add of I/O thread {@code thread} (its entry) or export
+     * {@code export} before it takes effect when the persisted file would then not load at a
+     * restart under the same command line (rev13b): larger than {@link DaemonCommand.Config#MAX_BYTES}
+     * with room for every export's numbers to grow ({@link #ENTRY_GROWTH}), or an export entry
+     * that does not parse back as written. Exports still opening count as added. Renders the
+     * whole configuration: cheap next to an add at any size the file may have. Under {@code changes}.
+     */
+    private void checkLoadable(Map<String, Object> thread, ExportSpec export) {
+        if (!configFile.persisting()) {
+            return;
+        }
+        Map<String, Object> now = configuration();
+        @SuppressWarnings("unchecked")
+        List<Map<String, Object>> threads = new ArrayList<>((List<Map<String, Object>>) now.get("iothreads"));
+        @SuppressWarnings("unchecked")
+        List<Map<String, Object>> exportList = new ArrayList<>((List<Map<String, Object>>) now.get("exports"));
+        // An add of a failed entry's id takes its place: the entry is not counted twice.
+        if (thread != null) {
+            threads.removeIf(t -> thread.get("id").equals(t.get("id")));
+            threads.add(thread);
+        }
+        if (export != null) {
+            exportList.removeIf(e -> export.id.equals(e.get("id")));
+        }
+        for (ExportSpec o : opening.values()) {
+            exportList.add(o.toConfig());
+        }
+        Map<String, Object> entry = export == null ? null : export.toConfig();
+        if (entry != null) {
+            exportList.add(entry);
+        }
+        long size = ConfigFile.render(ConfigFile.document(threads, exportList)).length + (long) ENTRY_GROWTH * exportList.size();
+        if (size > DaemonCommand.Config.MAX_BYTES) {
+            throw new InvalidParams("the persisted configuration would grow to " + size + " bytes (with room for sizes and"
+                    + " limits to grow), more than the " + DaemonCommand.Config.MAX_BYTES + " a restart reads: refused, nothing"
+                    + " changed (remove an export, or give fewer allow_uids)");
+        }
+        if (entry != null) {
+            Object back;
+            try {
+                back = JsonRpc.JSON_IN.anyFrom(new String(ConfigFile.render(entry), java.nio.charset.StandardCharsets.UTF_8));
+            } catch (java.io.IOException e) {
+                throw new IllegalStateException("the configuration does not read back", e); // render writes JSON
+            }
+            @SuppressWarnings("unchecked")
+            Map<String, Object> params = (Map<String, Object>) back;
+            try {
+                ExportSpec.parse(Params.json(params), null);
+            } catch (InvalidParams e) {
+                throw new InvalidParams("export '" + export.id + "' would not load at a restart, its saved entry is refused ("
+                        + e.getMessage() + "): refused, nothing changed");
+            }
+        }
+    }
+
     /** {@code vblk daemon --persist}: keeps {@code file} up to date from now on (written at once). */
     void persistTo(Path file) {
         configFile.persistTo(file, this::configuration);
@@ -342,7 +405,50 @@ final class Daemon implements AutoCloseable {
         if (path == null) {
             return configuration();
         }
-        return configFile.saveTo(ConfigFile.target(path), this::configuration);
+        Path target = ConfigFile.target(path);
+        refuseExportFile(target);
+        return configFile.saveTo(target, this::configuration);
+    }
+
+    /**
+     * config.save: refuses a target that an export uses (rev13b): its image or a backing file
+     * of it (the same file by device and inode, whatever the name), or its socket (by path;
+     * a socket is no regular file either). The rename would put JSON in place of a disk.
+     */
+    private void refuseExportFile(Path target) {
+        FileId file = java.nio.file.Files.exists(target, java.nio.file.LinkOption.NOFOLLOW_LINKS) ? fileId(target) : null;
+        Path socket = target.toAbsolutePath().normalize();
+        synchronized (changes) {
+            if (file != null) {
+                for (Map.Entry<String, List<ImageUse>> e : images.entrySet()) {
+                    for (ImageUse use : e.getValue()) {
+                        if (use.file().equals(file)) {
+                            throw new InvalidParams("path " + target + " is a file export '" + e.getKey()
+                                    + "' uses (its image or a backing file): refused");
+                        }
+                    }
+                }
+            }
+            List<String> ids = new ArrayList<>();
+            for (Export e : exports.values()) {
+                if (sameSocket(e.socketPath().toAbsolutePath().normalize(), socket)) {
+                    ids.add(e.spec.id);
+                }
+            }
+            for (Export e : removing.values()) {
+                if (sameSocket(e.socketPath().toAbsolutePath().normalize(), socket)) {
+                    ids.add(e.spec.id);
+                }
+            }
+            for (ExportSpec o : opening.values()) {
+                if (sameSocket(o.socket.toAbsolutePath().normalize(), socket)) {
+                    ids.add(o.id);
+                }
+            }
+            if (!ids.isEmpty()) {
+                throw new InvalidParams("path " + target + " is the socket of export '" + ids.get(0) + "': refused");
+            }
+        }
     }
 
     /** Where the daemon logs (the metrics endpoint logs there too). */
@@ -427,6 +533,7 @@ final class Daemon implements AutoCloseable {
             }
             List<ImageUse> named = imageFile == null ? List.of() : List.of(new ImageUse(imageFile, spec.readOnly, handOver(spec)));
             checkShared(spec, named);
+            checkLoadable(null, spec);
             images.put(spec.id, named);
             opening.put(spec.id, spec);
         }
@@ -771,7 +878,7 @@ final class Daemon implements AutoCloseable {
         if (!id.matches("[A-Za-z0-9_.-]{1,32}")) {
             throw new InvalidParams("id must be 1 to 32 letters, digits, '.', '_' or '-', got '" + id + "'");
         }
-        long[] cpuList = p.integers("cpus", 0, 1023);
+        long[] cpuList = p.integers("cpus", 0, 1023, 1024); // bounded: the list is written to the configuration file
         int[] cpus = cpuList == null ? new int[0] : java.util.Arrays.stream(cpuList).mapToInt(c -> (int) c).toArray();
         WaitStrategy wait = WaitStrategy.ADAPTIVE;
         String waitName = p.string("wait", null);
@@ -791,6 +898,8 @@ final class Daemon implements AutoCloseable {
             if (iothreads.containsKey(id)) {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "I/O thread '" + id + "' already exists");
             }
+            Map<String, Object> config = iothreadConfig(p, id, cpus, wait, pollNs);
+            checkLoadable(config, null);
             SharedIoThread t;
             try {
                 t = new SharedIoThread("vblk-iot-" + id, wait, pollNs, cpus, sliceUs * 1000);
@@ -801,7 +910,7 @@ final class Daemon implements AutoCloseable {
             if (failedIothreads.remove(id) == null) {
                 iothreadOrder.add(id);
             }
-            iothreadParams.put(id, iothreadConfig(p, id, cpus, wait, pollNs));
+            iothreadParams.put(id, config);
             log.info("I/O thread " + id + " started (wait " + wait.cliName() + (cpus.length > 0 ? ", cpus "
                     + java.util.Arrays.toString(cpus) : "") + ")");
             return describe(id, t);

@@ -29,6 +29,21 @@ final class ExportSpec {
     /** Largest queue size a frontend may ask for (QEMU's queue-size limit). */
     static final int MAX_QUEUE_SIZE = 1024;
     static final String NULL_PREFIX = "null:";
+    /**
+     * Caps on what an export keeps of its parameters: every one is written to the configuration
+     * file ({@code --persist}, config.save), which the daemon reads back only up to
+     * {@link DaemonCommand.Config#MAX_BYTES}; unbounded lists (a request line may hold 1 MiB)
+     * would let valid calls write a file the restart refuses (rev13b). A path: PATH_MAX.
+     */
+    static final int MAX_PATH_CHARS = 4096;
+    /** allow_uids entries: far more users than ever share one disk's socket. */
+    static final int MAX_ALLOW_UIDS = 1024;
+    /** iothreads entries: queue q uses iothreads[q % n], so names past the 64 queues are never used. */
+    static final int MAX_IOTHREADS = 64;
+    /** socket_group: a group name (32 characters on Linux by default) or number. */
+    static final int MAX_GROUP_CHARS = 256;
+    /** tls_hostname: a DNS name is at most 253 characters. */
+    static final int MAX_HOSTNAME_CHARS = 253;
     /** Default in-flight requests of an export on shared I/O threads. */
     static final int SHARED_BACKEND_DEPTH = 128;
 
@@ -118,8 +133,8 @@ final class ExportSpec {
         if (!s.id.matches("[A-Za-z0-9_.-]{1,64}")) {
             throw new InvalidParams(p.name("id") + " must be 1 to 64 letters, digits, '.', '_' or '-', got '" + s.id + "'");
         }
-        String imageArg = p.requiredString("image");
-        s.socket = Path.of(p.requiredString("socket"));
+        String imageArg = bounded(p, "image", p.requiredString("image"), MAX_PATH_CHARS);
+        s.socket = Path.of(bounded(p, "socket", p.requiredString("socket"), MAX_PATH_CHARS));
         String format = p.string("format", "raw");
         try {
             s.format = ImageFormat.parse(format);
@@ -183,7 +198,7 @@ final class ExportSpec {
         }
         s.incoming = p.bool("incoming");
         s.networkBacking = p.bool("network_backing");
-        String backingDir = p.string("backing_dir", null);
+        String backingDir = p.string("backing_dir", null, MAX_PATH_CHARS);
         if (backingDir != null) {
             s.backingDir = Path.of(backingDir);
             if (!s.backingDir.isAbsolute() || !java.nio.file.Files.isDirectory(s.backingDir)) {
@@ -194,21 +209,21 @@ final class ExportSpec {
         if ((p.has("network_backing") || backingDir != null) && s.format != ImageFormat.QCOW2) {
             throw new InvalidParams("network_backing and backing_dir apply to format qcow2 only");
         }
-        s.iothreads = p.strings("iothreads");
+        s.iothreads = p.strings("iothreads", MAX_IOTHREADS);
         s.backendDepth = (int) p.integer("backend_depth", 1, 4096, s.iothreads.isEmpty() ? 0 : SHARED_BACKEND_DEPTH);
         s.iopsLimit = p.integer("iops_limit", 0, Long.MAX_VALUE, 0);
         s.bpsLimit = p.size("bps_limit", 0, 0);
         s.bounceBudget = p.size("bounce_budget", io.vblk.aio.BackendOptions.DEFAULT_MAX_BOUNCE_BYTES,
                 io.vblk.aio.BounceBudget.DEFAULT_BYTES);
         s.socketMode = socketMode(p);
-        String group = p.string("socket_group", null);
+        String group = p.string("socket_group", null, MAX_GROUP_CHARS);
         if (group != null) {
             if (group.isBlank()) {
                 throw new InvalidParams(p.name("socket_group") + " needs a group name or number");
             }
             s.socketGroup = group.trim();
         }
-        long[] uids = p.integers("allow_uids", 0, 0xFFFF_FFFEL);
+        long[] uids = p.integers("allow_uids", 0, 0xFFFF_FFFEL, MAX_ALLOW_UIDS);
         if (uids != null) {
             if (uids.length == 0) {
                 throw new InvalidParams(p.name("allow_uids") + " must list at least one uid");
@@ -322,8 +337,8 @@ final class ExportSpec {
     }
 
     private void setTls(Params p) {
-        String dir = p.string("tls_certificates", null);
-        String name = p.string("tls_hostname", null);
+        String dir = p.string("tls_certificates", null, MAX_PATH_CHARS);
+        String name = p.string("tls_hostname", null, MAX_HOSTNAME_CHARS);
         if (dir == null && name == null) {
             return;
         }
@@ -344,6 +359,14 @@ final class ExportSpec {
             }
             tlsHostname = name.trim();
         }
+    }
+
+    /** {@code value} of {@code key}, refused when longer than {@code maxChars}. */
+    private static String bounded(Params p, String key, String value, int maxChars) {
+        if (value.length() > maxChars) {
+            throw new InvalidParams(p.name(key) + " must be at most " + maxChars + " characters, got " + value.length());
+        }
+        return value;
     }
 
     /** What {@link #image} names, for messages. */

@@ -140,8 +140,12 @@ final class Params {
         return b;
     }
 
-    /** A list of strings; on the command line, one comma-separated string. */
-    List<String> strings(String key) {
+    /**
+     * A list of at most {@code maxItems} strings; on the command line, one comma-separated string.
+     * Bounded: every list an export keeps is written to the configuration file, which must stay
+     * small enough to load again ({@link DaemonCommand.Config#MAX_BYTES}).
+     */
+    List<String> strings(String key, int maxItems) {
         Object v = values.get(key);
         if (v == null) {
             return List.of();
@@ -151,7 +155,7 @@ final class Params {
             for (String part : s.split(",", -1)) {
                 out.add(part.trim());
             }
-            return out;
+            return checkItems(key, out, maxItems);
         }
         if (v instanceof String single) {
             return List.of(single); // one item needs no brackets
@@ -159,6 +163,7 @@ final class Params {
         if (!(v instanceof List<?> list)) {
             throw new InvalidParams(name(key) + " must be a list, got " + describe(v));
         }
+        checkItems(key, list, maxItems);
         for (Object item : list) {
             if (!(item instanceof String s)) {
                 throw new InvalidParams(name(key) + " must be a list of strings, got an element " + describe(item));
@@ -168,8 +173,8 @@ final class Params {
         return out;
     }
 
-    /** A list of integers; on the command line, one comma-separated string. */
-    long[] integers(String key, long min, long max) {
+    /** A list of at most {@code maxItems} integers; on the command line, one comma-separated string. */
+    long[] integers(String key, long min, long max, int maxItems) {
         Object v = values.get(key);
         if (v == null) {
             return null;
@@ -184,11 +189,31 @@ final class Params {
         } else {
             throw new InvalidParams(name(key) + " must be a list of integers, got " + describe(v));
         }
+        checkItems(key, items, maxItems);
         long[] out = new long[items.size()];
         for (int i = 0; i < out.length; i++) {
             out[i] = new Params(Map.of(key, items.get(i)), commandLine).integer(key, min, max, 0);
         }
         return out;
+    }
+
+    private <T extends List<?>> T checkItems(String key, T items, int maxItems) {
+        if (items.size() > maxItems) {
+            throw new InvalidParams(name(key) + " takes at most " + maxItems + " items, got " + items.size());
+        }
+        return items;
+    }
+
+    /**
+     * A string of at most {@code maxChars} characters (or {@code fallback} when absent): every
+     * string an export keeps is written to the configuration file, which must load again.
+     */
+    String string(String key, String fallback, int maxChars) {
+        String s = string(key, fallback);
+        if (s != null && s.length() > maxChars) {
+            throw new InvalidParams(name(key) + " must be at most " + maxChars + " characters, got " + s.length());
+        }
+        return s;
     }
 
     /** How much of a string {@link #describe} shows. */
