@@ -180,8 +180,7 @@ final class ImageMutator {
     }
 
     private void metadataBytes(ImageLayout l) {
-        List<long[]> ranges = l.metadataRanges();
-        long[] r = ranges.get(rnd.nextInt(ranges.size()));
+        long[] r = someMetadataRange(l);
         randomBytes(r[0], (int) Math.min(r[1], 4096), "metadata at " + r[0]);
     }
 
@@ -193,7 +192,7 @@ final class ImageMutator {
                 size = rnd.nextInt(Math.min(bytes.length, rnd.nextBoolean() ? 1024 : 2 * l.cluster) + 1);
                 break;
             case 1: {
-                long[] r = l.metadataRanges().get(rnd.nextInt(l.metadataRanges().size()));
+                long[] r = someMetadataRange(l);
                 size = r[0] + rnd.nextInt((int) Math.min(r[1], Integer.MAX_VALUE - 1L) + 1); // inside a table
                 break;
             }
@@ -221,10 +220,22 @@ final class ImageMutator {
         return rnd.nextInt(n);
     }
 
+    /**
+     * Some metadata range {offset, length}; the header's first cluster when the layout has none
+     * left (an earlier mutation cut the file to nothing or broke the cluster size, and every range
+     * was dropped as outside the file).
+     */
+    private long[] someMetadataRange(ImageLayout l) {
+        List<long[]> ranges = l.metadataRanges();
+        if (ranges.isEmpty()) {
+            return new long[] {0, Math.max(1, Math.min(l.cluster, 1 << 16))};
+        }
+        return ranges.get(rnd.nextInt(ranges.size()));
+    }
+
     /** The start of some table or the header (for pointers into metadata). */
     private long pickOffset(ImageLayout l) {
-        List<long[]> ranges = l.metadataRanges();
-        return ranges.get(rnd.nextInt(ranges.size()))[0];
+        return someMetadataRange(l)[0];
     }
 
     /** A table entry's replacement: into metadata, past the end, misaligned, flags flipped, a neighbour's value. */
