@@ -950,7 +950,9 @@ public final class BlockDevice implements AutoCloseable {
      * waiting on the device (a frontend's GET_VRING_BASE) fails instead of answering. The whole
      * close keeps to the deadline, give or take 200 ms ({@code CLOSE_GRACE_MS}): the I/O threads' ends
      * and the back ends' waits for the kernel at close take what is left of it (a back end past
-     * it closes undrained, freeing nothing the kernel may still write). A wait of 73 years or
+     * it closes undrained, freeing nothing the kernel may still write; a qcow2 driver's own work,
+     * a cluster refill, gets at least 200 ms per image of its chain, so that a drained close
+     * returns its reserved clusters). A wait of 73 years or
      * more ({@code Long.MAX_VALUE}: for ever) is no deadline: the threads and back ends then keep
      * their own bounds, as {@link #close()}. Returns whether every queue drained; false also when
      * the device was already closed.
