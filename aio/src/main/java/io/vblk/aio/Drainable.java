@@ -56,10 +56,11 @@ public interface Drainable {
     private long drainUntil(CompletionSink sink, long deadlineNs, boolean bounded) {
         long delivered = 0;
         while (pendingSubmit() > 0 || inFlight() > 0) {
-            if (bounded && System.nanoTime() - deadlineNs > 0) {
-                return delivered;
-            }
-            if (pendingSubmit() > 0) {
+            // Past the deadline nothing more is submitted, but what already completed is still
+            // taken: a deadline used up by others (a close's) must not make finished work
+            // look undrained.
+            boolean late = bounded && System.nanoTime() - deadlineNs > 0;
+            if (!late && pendingSubmit() > 0) {
                 int rc = submit();
                 if (rc < 0 && rc != -Errno.EAGAIN && rc != -Errno.EINTR) {
                     return rc;
@@ -68,6 +69,9 @@ public interface Drainable {
             acknowledgeCompletions();
             int reaped = poll(sink, Math.max(1, depth()));
             delivered += reaped;
+            if (late && reaped == 0) {
+                return delivered;
+            }
             if (reaped == 0 && (inFlight() > 0 || pendingSubmit() > 0)) {
                 awaitCompletions(DRAIN_WAIT_MS);
             }

@@ -73,6 +73,15 @@ final class Offload implements Runnable {
         return stopped ? 0 : (int) (requests.addedCount() - done.removedCount());
     }
 
+    /**
+     * Whether the thread has no operation queued or running (every one handed over has
+     * finished): at close, when nobody hands over any more, it can only be parked, or about to
+     * be, so stopping it cannot hang on the kernel.
+     */
+    boolean idle() {
+        return requests.addedCount() == done.addedCount();
+    }
+
     /** Reaper: whether finished slots wait. */
     boolean hasDone() {
         return !done.isEmpty();

@@ -740,7 +740,14 @@ abstract class SlottedBackend implements IoBackend {
         Offload helper = offload;
         // A fallocate or fdatasync of the helper thread the kernel does not finish in time keeps
         // its slot (and the rest) for the reaper, like an operation with the kernel.
-        boolean helperStopped = helper == null || helper.stop(this::dropCompletion, TimeUnit.NANOSECONDS.toMillis(waitNs));
+        // An idle helper is only parked: it gets its own bound to wake and end, not what is left
+        // of the caller's deadline (a 1 ms join there lost to a slow wake-up would report a
+        // drained close undrained: the export keeps its locks, the unmap waits for the reaper).
+        long helperWaitMs = TimeUnit.NANOSECONDS.toMillis(waitNs);
+        if (helper != null && helper.idle()) {
+            helperWaitMs = Math.max(helperWaitMs, IDLE_HELPER_STOP_MS);
+        }
+        boolean helperStopped = helper == null || helper.stop(this::dropCompletion, helperWaitMs);
         int awaited = helperStopped ? awaitQueued(Math.max(0, waitNs - (System.nanoTime() - start))) : TIMED_OUT;
         if (awaited == TIMED_OUT && dropUnstarted() > 0 && helperStopped) {
             // Only now, past the wait: a close that drains still performs everything submitted.
@@ -775,6 +782,12 @@ abstract class SlottedBackend implements IoBackend {
         }
         Undrained.kept(this, inFlight, System.nanoTime() - start, true);
     }
+
+    /**
+     * The bound on stopping an idle helper thread at close, whatever the caller's deadline: it
+     * is parked, so it ends as soon as it is scheduled; the bound only guards the unforeseen.
+     */
+    static final long IDLE_HELPER_STOP_MS = 10_000;
 
     /** {@link #reapStep}: the kernel finished; everything was freed. */
     static final int REAPED = 0;

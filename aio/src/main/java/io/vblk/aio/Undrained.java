@@ -1,10 +1,16 @@
 package io.vblk.aio;
 
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
+
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeBuffer;
 
 /**
  * Back ends whose {@link IoBackend#close()} gave up waiting for the kernel (a hung FUSE or NFS
@@ -64,11 +70,64 @@ final class Undrained {
             WAITING.add(backend);
             fresh = true;
             if (reaper == null) {
-                reaper = new Thread(Undrained::reap, REAPER_NAME);
-                reaper.setDaemon(true);
+                reaper = unpinnedDaemon(REAPER_NAME, Undrained::reap);
                 reaper.start();
             }
             WAITING.notifyAll();
+        }
+    }
+
+    /**
+     * A daemon thread (not started) that first takes the process's CPU set and then runs {@code
+     * body}. A thread inherits its creator's affinity, and the reaper is created by whichever
+     * thread first closes undrained: a device's I/O thread pinned to one CPU would otherwise pin
+     * it there for the JVM's life.
+     */
+    static Thread unpinnedDaemon(String name, Runnable body) {
+        Thread t = new Thread(() -> {
+            takeProcessCpus(name);
+            body.run();
+        }, name);
+        t.setDaemon(true);
+        return t;
+    }
+
+    /**
+     * Sets the calling thread's affinity to the process's CPU set: the thread group leader's
+     * {@code Cpus_allowed_list} (a process started under taskset keeps to it; vblk never pins
+     * the JVM's first thread). On failure it says so and leaves the affinity as it is.
+     */
+    private static void takeProcessCpus(String name) {
+        try {
+            String list = null;
+            for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
+                if (line.startsWith("Cpus_allowed_list:")) {
+                    list = line.substring("Cpus_allowed_list:".length()).trim();
+                }
+            }
+            if (list == null || list.isEmpty()) {
+                throw new IOException("no Cpus_allowed_list in /proc/self/status");
+            }
+            int words = 1;
+            for (String range : list.split(",")) {
+                String[] ends = range.split("-");
+                words = Math.max(words, Integer.parseInt(ends[ends.length - 1].trim()) / 64 + 1);
+            }
+            NativeBuffer mask = new NativeBuffer(words * Long.BYTES);
+            for (String range : list.split(",")) {
+                String[] ends = range.split("-");
+                int first = Integer.parseInt(ends[0].trim());
+                int last = Integer.parseInt(ends[ends.length - 1].trim());
+                for (int cpu = first; cpu <= last; cpu++) {
+                    int at = cpu / 64 * Long.BYTES;
+                    mask.buffer().putLong(at, mask.buffer().getLong(at) | (1L << (cpu % 64)));
+                }
+            }
+            if (Native.libc().sched_setaffinity(0, (long) words * Long.BYTES, mask.address()) != 0) {
+                throw new IOException("sched_setaffinity(" + list + "): " + Native.libc().strerror(Native.errno()));
+            }
+        } catch (IOException | RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, name + " keeps its creator's CPU affinity: " + e);
         }
     }
 

@@ -950,15 +950,19 @@ public final class BlockDevice implements AutoCloseable {
      * waiting on the device (a frontend's GET_VRING_BASE) fails instead of answering. The whole
      * close keeps to the deadline, give or take 200 ms ({@code CLOSE_GRACE_MS}): the I/O threads' ends
      * and the back ends' waits for the kernel at close take what is left of it (a back end past
-     * it closes undrained, freeing nothing the kernel may still write). Returns whether every
-     * queue drained; false also when the device was already closed.
+     * it closes undrained, freeing nothing the kernel may still write; a qcow2 driver's own work,
+     * a cluster refill, gets at least 200 ms per image of its chain, so that a drained close
+     * returns its reserved clusters). A wait of 73 years or
+     * more ({@code Long.MAX_VALUE}: for ever) is no deadline: the threads and back ends then keep
+     * their own bounds, as {@link #close()}. Returns whether every queue drained; false also when
+     * the device was already closed.
      */
     public synchronized boolean close(long drainWaitMs) {
         if (closed) {
             return false;
         }
         closed = true;
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(Math.max(0, drainWaitMs));
+        long deadline = IoThread.deadlineAfter(TimeUnit.MILLISECONDS.toNanos(Math.max(0, drainWaitMs)));
         boolean drained = true;
         for (DeviceQueue q : queues) {
             try {
@@ -972,8 +976,9 @@ public final class BlockDevice implements AutoCloseable {
             }
         }
         // A queue that drained just at the deadline still gets its thread ended and its back end
-        // closed drained: a little past it, never the threads' own 10 s or the back ends'.
-        shutdownThreads(Math.max(deadline, System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(CLOSE_GRACE_MS)));
+        // closed drained: a little past it, never the threads' own 10 s or the back ends'. A wait
+        // too long to be a deadline ("for ever", Long.MAX_VALUE) is none: their own bounds hold.
+        shutdownThreads(IoThread.later(deadline, IoThread.deadlineAfter(TimeUnit.MILLISECONDS.toNanos(CLOSE_GRACE_MS))));
         return drained;
     }
 
@@ -1129,7 +1134,7 @@ public final class BlockDevice implements AutoCloseable {
     /** Waits for {@code future} until {@code deadlineNs} (System.nanoTime); false when it passed first. */
     private <T> boolean awaitUntil(CompletableFuture<T> future, long deadlineNs) {
         while (!future.isDone()) {
-            long left = deadlineNs - System.nanoTime();
+            long left = IoThread.leftNs(deadlineNs);
             if (left <= 0) {
                 return false;
             }

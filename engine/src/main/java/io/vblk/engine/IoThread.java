@@ -1057,6 +1057,38 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     static final long NO_DEADLINE = Long.MAX_VALUE;
 
     /**
+     * Waits at least this long (about 73 years) are no deadline: a {@link System#nanoTime()}
+     * deadline further away could overflow, and would compare wrongly by subtraction.
+     */
+    static final long FOREVER_NS = Long.MAX_VALUE / 4;
+
+    /**
+     * The deadline {@code waitNs} from now ({@link System#nanoTime()}), saturating: {@link
+     * #NO_DEADLINE} for a wait of {@link #FOREVER_NS} or more, and never a real deadline that
+     * happens to equal it. Compare deadlines only by subtraction ({@link #later}, {@link #leftNs}).
+     */
+    static long deadlineAfter(long waitNs) {
+        if (waitNs >= FOREVER_NS) {
+            return NO_DEADLINE;
+        }
+        long deadline = System.nanoTime() + Math.max(0, waitNs);
+        return deadline == NO_DEADLINE ? deadline - 1 : deadline;
+    }
+
+    /** The later of two deadlines ({@link #NO_DEADLINE} is later than any), compared by subtraction. */
+    static long later(long a, long b) {
+        if (a == NO_DEADLINE || b == NO_DEADLINE) {
+            return NO_DEADLINE;
+        }
+        return a - b >= 0 ? a : b;
+    }
+
+    /** What is left until {@code deadlineNs}, never negative; Long.MAX_VALUE for {@link #NO_DEADLINE}. */
+    static long leftNs(long deadlineNs) {
+        return deadlineNs == NO_DEADLINE ? Long.MAX_VALUE : Math.max(0, deadlineNs - System.nanoTime());
+    }
+
+    /**
      * As {@link #shutdown()}, done by {@code deadlineNs} ({@link System#nanoTime()}, or {@link
      * #NO_DEADLINE}) as far as this thread's waits go: the join of a dedicated thread and the
      * back end's wait for the kernel at close take what is left of it (a device's {@code
@@ -1070,7 +1102,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         events.wake();
         long joinMs = deadlineNs == NO_DEADLINE ? shutdownWaitMs
-                : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(deadlineNs - System.nanoTime())));
+                : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(leftNs(deadlineNs))));
         joinQuietly(thread, joinMs);
         if (thread != null && thread != Thread.currentThread() && thread.isAlive() && exit.compareAndSet(RUNS, ABANDONED)) {
             // Still in a round after the join's deadline (a stalled back end call, a guest that
@@ -1110,7 +1142,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             if (deadlineNs == NO_DEADLINE) {
                 backend.close();
             } else {
-                backend.closeWithin(Math.max(0, deadlineNs - System.nanoTime()));
+                backend.closeWithin(leftNs(deadlineNs));
             }
             events.close();
         } finally {

@@ -23,7 +23,11 @@ import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.FixedBufferMode;
+import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
+import io.vblk.aio.IoVector;
+import io.vblk.sys.Mapping;
+import io.vblk.testkit.ForwardingBackend;
 import io.vblk.testkit.TestFuse;
 
 /**
@@ -124,6 +128,72 @@ class StuckKernelDeviceCloseTest {
                     assertTrue(System.nanoTime() < deadline, "never given back after the ring's release: "
                             + GuestBufferRegistration.pinnedBytes() + " pinned, " + pinnedBefore + " before");
                     Thread.sleep(5);
+                }
+            }
+        }
+    }
+
+    /**
+     * Review rev13b: close(Long.MAX_VALUE), "wait for ever", overflowed its deadline
+     * ({@code nanoTime + toNanos(ms)}), and the grace that follows the queues' drain was chosen
+     * by comparing nanoTime values directly: the overflowed deadline lost, and the I/O threads and
+     * back ends got only 200 ms ({@code CLOSE_GRACE_MS}). Here the back end has work of its own in
+     * flight at close (as a qcow2 driver's cluster refill or prefetch): a read the FUSE server
+     * answers only 1.5 s later. The close must wait for it, return drained, and leave the device
+     * quiesced; before the fix the back end closed undrained after 200 ms.
+     */
+    @ParameterizedTest
+    @EnumSource(value = BackendKind.class, names = {"IO_URING", "LINUX_AIO"})
+    void closeForeverGivesABackEndThatDrainsLateItsTime(BackendKind kind) throws Exception {
+        Path at = Files.createDirectory(dir.resolve("mnt"));
+        try (TestFuse fs = TestFuse.stalling(at, 1 << 20); Mapping own = Mapping.anonymous(4096, false)) {
+            assumeTrue(fs != null, "FUSE cannot be mounted here (no /dev/fuse or no CAP_SYS_ADMIN)");
+            IoBackend[] opened = new IoBackend[1];
+            Thread[] answerer = new Thread[1];
+            try (DeviceRig rig = DeviceRig.builder(dir, kind).image(fs.file()).readOnly(true)
+                    .backends(real -> depth -> opened[0] = new ForwardingBackend(real.open(depth)) {
+                        @Override
+                        public void closeWithin(long timeoutNs) {
+                            // Its own read, in flight at close; the server answers it 1.5 s later.
+                            fs.holdReads(true);
+                            IoVector v = new IoVector(1);
+                            v.add(own.address(), 4096);
+                            assertEquals(0, real.prepareRead(512 << 10, v, 99));
+                            assertEquals(1, real.submit());
+                            try {
+                                assertEquals(1, fs.awaitHeld(1, 30_000), "the back end's read reached the server");
+                            } catch (InterruptedException e) {
+                                throw new AssertionError(e);
+                            }
+                            answerer[0] = new Thread(() -> {
+                                try {
+                                    Thread.sleep(1500);
+                                } catch (InterruptedException e) {
+                                    return;
+                                }
+                                fs.answerHeld();
+                            }, "answerer");
+                            answerer[0].setDaemon(true);
+                            answerer[0].start();
+                            real.closeWithin(timeoutNs);
+                        }
+                    }).build()) {
+                long data = rig.buffer(0, 4096);
+                assertEquals(0, rig.roundTrip(0, T_IN, 0, data, 4096, true), "served while the server answers");
+                CompletableFuture<Boolean> closed = new CompletableFuture<>();
+                Thread closer = new Thread(() -> closed.complete(rig.device.close(Long.MAX_VALUE)), "closer");
+                closer.setDaemon(true);
+                closer.start();
+                try {
+                    assertTrue(closed.get(30, TimeUnit.SECONDS), "every queue drained");
+                    assertTrue(opened[0].closedDrained(), kind + ": the back end closed undrained under close(Long.MAX_VALUE)");
+                    assertTrue(rig.device.quiesced(), "a drained close leaves the device quiesced");
+                } finally {
+                    fs.answerHeld();
+                    closer.join(30_000);
+                    if (answerer[0] != null) {
+                        answerer[0].join(30_000);
+                    }
                 }
             }
         }

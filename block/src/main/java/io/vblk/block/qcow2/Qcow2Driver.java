@@ -2281,6 +2281,11 @@ public final class Qcow2Driver implements BlockDriver {
     /** Whether close left operations in flight that its back ends have not yet been seen to finish. */
     private volatile boolean undrainedAtClose;
 
+    /** Operations of this driver's file back end in flight or not yet submitted, its own work included (tests). */
+    int backEndBusy() {
+        return io.inFlight() + io.pendingSubmit();
+    }
+
     /** Drivers closed undrained whose back ends still hold operations (tests). */
     static int undrainedDrivers() {
         return UNDRAINED.size();
@@ -2298,7 +2303,11 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         long start = System.nanoTime();
-        long waitNs = Math.min(Math.max(0, timeoutNs), closeDrainNs());
+        // At least OWN_WORK_FLOOR_NS: what is in flight at a device's close, its guest requests
+        // drained, is this driver's own (cluster refill, prefetch), which the caller's deadline
+        // did not count on; given ~0 it would close undrained, keeping its reserved clusters
+        // (leaked in the image) and its locks, though the work was a moment from done.
+        long waitNs = Math.min(Math.max(OWN_WORK_FLOOR_NS, timeoutNs), closeDrainNs());
         boolean drained = drainWithin((tag, result) -> { }, waitNs)
                 && io.drainWithin(ioSink, Math.max(0, waitNs - (System.nanoTime() - start)));
         closed = true;
@@ -2335,6 +2344,9 @@ public final class Qcow2Driver implements BlockDriver {
             }
         }
     }
+
+    /** The least a close waits for the driver's own work in flight, whatever the caller's deadline (at most closeDrainMs). */
+    static final long OWN_WORK_FLOOR_NS = TimeUnit.MILLISECONDS.toNanos(200);
 
     /** What is left of {@code timeoutNs} since {@code start}, never negative; MAX_VALUE stays unbounded. */
     private static long left(long start, long timeoutNs) {
