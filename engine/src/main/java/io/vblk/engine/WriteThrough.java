@@ -33,6 +33,10 @@ final class WriteThrough implements CompletionSink {
     private int[] covered;
     private int coveredCount;
     private boolean syncInFlight;
+    /** The last flush's result for the covered requests (0, or its error). */
+    private long coveredResult;
+    /** Covered requests already handed to the route (the rest wait after a fault out of it). */
+    private int coveredDone;
     private long syncs;
 
     WriteThrough(DeviceModel model, BlockDriver backend, RequestPool pool, CompletionSink route) {
@@ -84,6 +88,9 @@ final class WriteThrough implements CompletionSink {
      * it. Returns whether it prepared one.
      */
     boolean afterPoll() {
+        if (!syncInFlight && coveredCount > 0) {
+            releaseCovered(); // left by a fault out of the route in the last release
+        }
         if (syncInFlight || waitingCount == 0) {
             return false;
         }
@@ -107,7 +114,7 @@ final class WriteThrough implements CompletionSink {
 
     /** Whether requests are held (finished, not yet durable). */
     boolean holding() {
-        return waitingCount > 0 || coveredCount > 0;
+        return waitingCount > 0 || coveredCount > coveredDone;
     }
 
     /** Flushes issued for write-through (for tests and diagnostics). */
@@ -117,21 +124,47 @@ final class WriteThrough implements CompletionSink {
 
     private void synced(long result) {
         syncInFlight = false;
-        int n = coveredCount;
-        coveredCount = 0;
-        for (int i = 0; i < n; i++) {
-            release(pool.get(covered[i]), result < 0 ? result : 0);
+        coveredResult = result < 0 ? result : 0;
+        releaseCovered();
+    }
+
+    /**
+     * Hands every covered request to the route, one operation at a time, each counted off before
+     * the route sees it: a fault thrown out of the route for one (a late guest-memory fault)
+     * loses that one only; the rest stay covered and the next {@link #afterPoll()} goes on with
+     * them. A request leaves {@code covered} before its last operation goes to the route, which
+     * completes it and frees its slot for reuse.
+     */
+    private void releaseCovered() {
+        while (coveredDone < coveredCount) {
+            BlkRequest r = pool.get(covered[coveredDone]);
+            long result = outcome(r, coveredResult);
+            while (r.heldOps > 1) {
+                r.heldOps--;
+                route.complete(r.slot, result);
+            }
+            coveredDone++;
+            r.heldOps = 0;
+            r.heldError = 0;
+            route.complete(r.slot, result);
         }
+        coveredCount = 0;
+        coveredDone = 0;
     }
 
     /** Hands {@code r}'s held operations to the route, failed with {@code syncError} if not 0. */
     private void release(BlkRequest r, long syncError) {
+        long result = outcome(r, syncError);
         int ops = r.heldOps;
-        long result = r.heldError < 0 ? r.heldError : syncError < 0 ? syncError : r.heldResult;
         r.heldOps = 0;
         r.heldError = 0;
         for (int i = 0; i < ops; i++) {
             route.complete(r.slot, result);
         }
+    }
+
+    /** The result each of {@code r}'s operations reports: its own error, else the flush's, else its result. */
+    private static long outcome(BlkRequest r, long syncError) {
+        return r.heldError < 0 ? r.heldError : syncError < 0 ? syncError : r.heldResult;
     }
 }
