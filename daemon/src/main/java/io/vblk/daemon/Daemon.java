@@ -114,8 +114,23 @@ final class Daemon implements AutoCloseable {
     private final Map<String, Failure> failedExports = Collections.synchronizedMap(new LinkedHashMap<>());
     private final Map<String, Failure> failedIothreads = Collections.synchronizedMap(new LinkedHashMap<>());
 
-    /** An entry of the persisted file that could not be applied: its parameters as the file holds them, and why. */
-    private record Failure(Map<String, Object> params, String error) {
+    /**
+     * An entry of the persisted file that could not be applied: its parameters as the file holds
+     * them, and why; for an export, the entry as parsed (null when it does not parse): its socket
+     * and image stay reserved while it is kept (rev13c), since a restart opens it first.
+     */
+    private record Failure(Map<String, Object> params, String error, ExportSpec spec) {
+        static Failure of(boolean export, Map<String, Object> params, String error) {
+            ExportSpec spec = null;
+            if (export) {
+                try {
+                    spec = ExportSpec.parse(Params.json(params), null);
+                } catch (RuntimeException e) {
+                    // a broken entry reserves nothing: it can never open
+                }
+            }
+            return new Failure(params, error, spec);
+        }
     }
     /** Methods after which the persisted configuration is brought up to date. */
     private static final Set<String> CHANGES = Set.of("export.add", "export.remove", "export.resize", "export.set_limits",
@@ -332,13 +347,17 @@ final class Daemon implements AutoCloseable {
         try {
             applyStrict(export, params);
             return null;
-        } catch (InvalidParams | RpcError e) {
+        } catch (RuntimeException e) {
+            // Any failure of one entry, not only a refusal (rev13c: a NativeException from an
+            // io_setup refused for aio-max-nr, an eventfd refused at the descriptor limit) keeps
+            // it: thrown on, it would stop the start and every other disk with it. Errors are not.
+            String error = e instanceof InvalidParams || e instanceof RpcError ? e.getMessage() : e.toString();
             synchronized (changes) {
-                (export ? failedExports : failedIothreads).put((String) id, new Failure(params, e.getMessage()));
+                (export ? failedExports : failedIothreads).put((String) id, Failure.of(export, params, error));
                 (export ? order : iothreadOrder).add((String) id);
             }
-            log.info("config: " + what + " " + id + " failed at start, kept in the file: " + e.getMessage());
-            return e.getMessage();
+            log.info("config: " + what + " " + id + " failed at start, kept in the file: " + error);
+            return error;
         }
     }
 
@@ -382,8 +401,9 @@ final class Daemon implements AutoCloseable {
                 try {
                     applyStrict(export, f.getValue().params());
                     added.add(f.getKey());
-                } catch (InvalidParams | RpcError e) {
-                    failed.computeIfPresent(f.getKey(), (id, old) -> new Failure(old.params(), e.getMessage()));
+                } catch (RuntimeException e) {
+                    String error = e instanceof InvalidParams || e instanceof RpcError ? e.getMessage() : e.toString();
+                    failed.computeIfPresent(f.getKey(), (id, old) -> new Failure(old.params(), error, old.spec()));
                 }
             }
         }
@@ -448,7 +468,41 @@ final class Daemon implements AutoCloseable {
             if (!ids.isEmpty()) {
                 throw new InvalidParams("path " + target + " is the socket of export '" + ids.get(0) + "': refused");
             }
+            // A failed entry's image is the disk a restart opens (rev13c): its file, or its path while it is gone.
+            String failed = failedNaming(null, null, false, file, socket);
+            if (failed != null) {
+                throw new InvalidParams("path " + target + " is the image of export '" + failed + "' (failed at start, kept in"
+                        + " the configuration): refused");
+            }
         }
+    }
+
+    /**
+     * The id of the first export entry kept as failed at start, other than {@code id}, whose
+     * socket is {@code socket} (when not null) or whose image is the file {@code file} or the
+     * path {@code image} (absolute, normalized; either may be null), unless both uses are
+     * read-only; or null. A kept entry opens first at the next restart, so its socket and image
+     * are as taken as a served export's (rev13c). Under {@code changes}.
+     */
+    private String failedNaming(String id, Path socket, boolean readOnly, FileId file, Path image) {
+        synchronized (failedExports) {
+            for (Map.Entry<String, Failure> f : failedExports.entrySet()) {
+                ExportSpec o = f.getValue().spec();
+                if (o == null || f.getKey().equals(id)) {
+                    continue; // an add of the same id replaces the entry
+                }
+                if (socket != null && sameSocket(o.socket.toAbsolutePath().normalize(), socket)) {
+                    return f.getKey();
+                }
+                if (o.image != null && !(readOnly && o.readOnly)) {
+                    Path theirs = o.image.toAbsolutePath().normalize();
+                    if (theirs.equals(image) || (file != null && file.equals(fileId(theirs)))) {
+                        return f.getKey();
+                    }
+                }
+            }
+        }
+        return null;
     }
 
     /** Where the daemon logs (the metrics endpoint logs there too). */
@@ -514,6 +568,19 @@ final class Daemon implements AutoCloseable {
                     throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is already used by export '" + o.id
                             + "' (being added)");
                 }
+            }
+            String failed = failedNaming(spec.id, socket, false, null, null);
+            if (failed != null) {
+                throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is the socket of export '" + failed
+                        + "', which failed at start and is kept in the configuration (a restart opens it first): export.remove"
+                        + " it, or export.add it again, before giving its socket to another export");
+            }
+            failed = spec.image == null ? null
+                    : failedNaming(spec.id, null, spec.readOnly, imageFile, spec.image.toAbsolutePath().normalize());
+            if (failed != null) {
+                throw new RpcError(RpcError.IN_USE, "image " + spec.imageName() + " is the image of export '" + failed
+                        + "', which failed at start and is kept in the configuration (a restart opens it first): export.remove"
+                        + " it, or export.add it again, before giving its image to another export");
             }
             if (live) {
                 throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");

@@ -429,6 +429,27 @@ class PersistedConfigTest {
         }
     }
 
+    /**
+     * rev13c: a failed entry opens first at the next restart, so its socket is not given to
+     * another export meanwhile (which would then fail, and its VM reconnect to the failed
+     * entry's disk): refused naming it, the file untouched.
+     */
+    @Test
+    void aFailedEntrysSocketIsNotGivenToAnotherExport() throws Exception {
+        Path config = threeExportsMiddleGone();
+        byte[] before = Files.readAllBytes(config);
+        try (DaemonRig d = persisting(config)) {
+            Map<String, Object> other = new LinkedHashMap<>();
+            other.put("id", "d");
+            other.put("image", image("d.img").toString());
+            other.put("socket", dir.resolve("b.sock").toString());
+            String message = DaemonRig.error(d.call("export.add", DaemonRig.json(other))).get("message").toString();
+            assertTrue(message.contains("'b'") && message.contains("failed at start"), message);
+            assertEquals(List.of("a", "c"), ids(d.result("export.list", null)));
+            assertArrayEquals(before, Files.readAllBytes(config));
+        }
+    }
+
     /** Without --persist the file is the operator's: an entry that cannot open stops the start, as before. */
     @Test
     void withoutPersistAnEntryThatCannotOpenStillStopsTheStart() throws Exception {
