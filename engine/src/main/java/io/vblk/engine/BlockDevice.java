@@ -987,9 +987,10 @@ public final class BlockDevice implements AutoCloseable {
 
     /**
      * Shuts every I/O thread down by {@code deadlineNs} (or {@link IoThread#NO_DEADLINE}), each
-     * whatever happened to the others: a shared thread that stays in a stalled round refuses to
-     * let its member go (after its change deadline), and that must not leave the device's other
-     * threads running. The first failure is rethrown. The fixed-buffer registration's share of
+     * whatever happened to the others: a shared thread that stays in a stalled round lets its
+     * member go only when the round ends (past a deadline the member is left to it, undrained;
+     * without one, after its 30 s change wait, this throws), and that must not leave the
+     * device's other threads running. The first failure is rethrown. The fixed-buffer registration's share of
      * the process's pinned-memory budget goes back once no back end can still hold the pages
      * pinned ({@link #whenQuiesced}): an undrained io_uring ring keeps its registration until
      * its reaper releases it.

@@ -1097,8 +1097,13 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      */
     void shutdown(long deadlineNs) {
         running = false;
-        if (shared != null) {
-            shared.detach(this); // returns once the shared thread no longer runs this one
+        if (shared != null && !shared.detach(this, deadlineNs)) {
+            // The shared thread is still in a round (a back end stuck in a call) past the
+            // deadline: it lets this one go when the round ends and closes its resources then
+            // (endDetached); until then the device is not quiesced.
+            System.getLogger(IoThread.class.getName()).log(System.Logger.Level.WARNING,
+                    roleName() + ": its shared thread still runs a round past close's deadline: it closes the back end when the round ends");
+            return;
         }
         events.wake();
         long joinMs = deadlineNs == NO_DEADLINE ? shutdownWaitMs
@@ -1117,6 +1122,15 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     private void closeResources() {
         closeResources(NO_DEADLINE);
+    }
+
+    /**
+     * On the shared thread, when it applies a detach its closer stopped waiting for: closes the
+     * resources the closer left. Waits for nothing (the other members' rounds go on): what the
+     * kernel still holds goes to the back end's undrained close.
+     */
+    void endDetached() {
+        closeResources(deadlineAfter(0));
     }
 
     private void closeResources(long deadlineNs) {

@@ -214,26 +214,108 @@ public final class SharedIoThread implements AutoCloseable {
         });
     }
 
-    void detach(IoThread member) {
-        apply(() -> {
-            int at = -1;
-            for (int i = 0; i < members.length; i++) {
-                if (members[i] == member) {
-                    at = i;
+    /**
+     * Takes {@code member} off this thread, waiting at most until {@code deadlineNs} ({@link
+     * System#nanoTime()}, or {@link IoThread#NO_DEADLINE}: this thread's own 30 s) for the round
+     * in progress to end. Returns true once it is off. False when the deadline passed first (a
+     * round stuck in a member's back end): the member is then detached later, when that round
+     * ends, and this thread closes its resources then ({@link IoThread#endDetached}); until then
+     * the device is not quiesced, so nothing this thread may still touch is freed. Without a
+     * deadline that case throws, as it always did, and the member is still closed later.
+     *
+     * @throws IllegalStateException when this thread is closed, or without a deadline when the
+     *         round outlasts 30 s
+     */
+    boolean detach(IoThread member, long deadlineNs) {
+        if (Thread.currentThread() == thread) {
+            remove(member);
+            return true;
+        }
+        if (!running) {
+            throw new IllegalStateException("shared I/O thread " + name + " is closed");
+        }
+        // Who closes the member's resources once it is off: the closer while it still waits,
+        // this thread once the closer has gone (the first to move the state decides).
+        java.util.concurrent.atomic.AtomicInteger state = new java.util.concurrent.atomic.AtomicInteger(DETACH_PENDING);
+        CompletableFuture<Void> done = new CompletableFuture<>();
+        changes.add(() -> {
+            RuntimeException failed = null;
+            try {
+                remove(member);
+            } catch (RuntimeException e) {
+                failed = e;
+            }
+            if (state.compareAndSet(DETACH_PENDING, DETACH_APPLIED)) {
+                if (failed == null) {
+                    done.complete(null);
+                } else {
+                    done.completeExceptionally(failed);
                 }
+            } else if (failed == null) {
+                try {
+                    member.endDetached();
+                } catch (RuntimeException e) {
+                    System.getLogger(SharedIoThread.class.getName()).log(System.Logger.Level.WARNING,
+                            name + ": closing a device detached late failed", e);
+                }
+            } else {
+                // Still a member: its rounds go on and its resources stay (never freed under them).
+                System.getLogger(SharedIoThread.class.getName()).log(System.Logger.Level.WARNING,
+                        name + ": a late detach failed; the device's resources stay", failed);
             }
-            if (at < 0) {
-                return;
-            }
-            epoll.remove(member.epollFd());
-            // Its tables may yet be blamed for a fault the JVM delivers late, on this thread.
-            member.evidence().handOver(retired);
-            IoThread[] next = new IoThread[members.length - 1];
-            System.arraycopy(members, 0, next, 0, at);
-            System.arraycopy(members, at + 1, next, at, members.length - at - 1);
-            members = next;
-            memberCount = next.length;
         });
+        wakeup.signal();
+        long waitNs = Math.min(IoThread.leftNs(deadlineNs), TimeUnit.SECONDS.toNanos(CHANGE_WAIT_SECONDS));
+        try {
+            try {
+                done.get(waitNs, TimeUnit.NANOSECONDS);
+                return true;
+            } catch (TimeoutException e) {
+                if (!state.compareAndSet(DETACH_PENDING, DETACH_LATE)) {
+                    // Applied just now, between rounds: it ends at once.
+                    done.get(CHANGE_WAIT_SECONDS, TimeUnit.SECONDS);
+                    return true;
+                }
+                if (deadlineNs == IoThread.NO_DEADLINE) {
+                    throw new IllegalStateException("cannot change the members of " + name + ": still in a round after "
+                            + CHANGE_WAIT_SECONDS + " s (the device is closed when the round ends)");
+                }
+                return false;
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            if (state.compareAndSet(DETACH_PENDING, DETACH_LATE)) {
+                throw new IllegalStateException("interrupted while changing " + name, e);
+            }
+            return true;
+        } catch (ExecutionException | TimeoutException e) {
+            throw new IllegalStateException("cannot change the members of " + name + ": " + e, e);
+        }
+    }
+
+    private static final int DETACH_PENDING = 0;
+    private static final int DETACH_APPLIED = 1;
+    private static final int DETACH_LATE = 2;
+
+    /** Takes {@code member} out of the rounds (this thread only). */
+    private void remove(IoThread member) {
+        int at = -1;
+        for (int i = 0; i < members.length; i++) {
+            if (members[i] == member) {
+                at = i;
+            }
+        }
+        if (at < 0) {
+            return;
+        }
+        epoll.remove(member.epollFd());
+        // Its tables may yet be blamed for a fault the JVM delivers late, on this thread.
+        member.evidence().handOver(retired);
+        IoThread[] next = new IoThread[members.length - 1];
+        System.arraycopy(members, 0, next, 0, at);
+        System.arraycopy(members, at + 1, next, at, members.length - at - 1);
+        members = next;
+        memberCount = next.length;
     }
 
     /** Runs {@code change} on this thread between rounds and waits for it. */

@@ -13,11 +13,13 @@ import java.util.ArrayList;
 import java.util.List;
 
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.testkit.ForwardingBackend;
 import io.vblk.testkit.GatedBackend;
 import io.vblk.testkit.RingTamperer;
 
@@ -217,6 +219,85 @@ class SharedIoThreadTest {
                     b.awaitUsed(0, 10_000);
                 }
             }
+        }
+    }
+
+    /**
+     * Session 13's closing note: BlockDevice.close(ms) of a device on a shared thread waited up
+     * to 30 s (the shared thread's change wait) to be detached when the thread was stuck in
+     * another member's round (its back end blocking in a call), then threw. Now the detach waits
+     * only what is left of the deadline: close(500) returns undrained while the round is stuck,
+     * the device is not quiesced (the shared thread may still touch it), and once the round ends
+     * the shared thread detaches it and closes its back end, and the device is quiesced. Real
+     * io_uring rings on real files; device a's back end blocks in submit as a stuck call would.
+     * The waits are hang guards, not timed assertions.
+     */
+    @Test
+    @Timeout(value = 120, unit = java.util.concurrent.TimeUnit.SECONDS)
+    void closeWithADeadlineKeepsToItWhileTheSharedThreadIsStuckInANeighboursRound() throws Exception {
+        java.util.concurrent.CountDownLatch inSubmit = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.atomic.AtomicBoolean stall = new java.util.concurrent.atomic.AtomicBoolean();
+        try (SharedIoThread shared = new SharedIoThread("shared-stuck", WaitStrategy.BLOCKING, 0)) {
+            try (DeviceRig a = DeviceRig.builder(dir, BackendKind.IO_URING).tuning(blocking()).ioThreads(shared)
+                         .backends(f -> depth -> new ForwardingBackend(f.open(depth)) {
+                             @Override
+                             public int submit() {
+                                 if (stall.get()) {
+                                     inSubmit.countDown();
+                                     try {
+                                         release.await();
+                                     } catch (InterruptedException e) {
+                                         Thread.currentThread().interrupt();
+                                     }
+                                 }
+                                 return super.submit();
+                             }
+                         }).build();
+                 DeviceRig b = DeviceRig.builder(dir, BackendKind.IO_URING).tuning(blocking()).ioThreads(shared).build()) {
+                long bufB = b.buffer(0, 4096);
+                assertEquals(S_OK, b.roundTrip(0, T_IN, 0, bufB, 4096, true));
+                long bufA = a.buffer(0, 4096);
+                try {
+                    stall.set(true);
+                    a.add(0, T_IN, 0, bufA, 4096, true);
+                    a.kick(0);
+                    assertTrue(inSubmit.await(30, java.util.concurrent.TimeUnit.SECONDS), "a's round reached its back end");
+                    java.util.concurrent.CompletableFuture<Boolean> closed = new java.util.concurrent.CompletableFuture<>();
+                    Thread closer = new Thread(() -> {
+                        try {
+                            closed.complete(b.device.close(500));
+                        } catch (RuntimeException e) {
+                            closed.completeExceptionally(e);
+                        }
+                    }, "closer");
+                    closer.setDaemon(true);
+                    closer.start();
+                    try {
+                        assertFalse(closed.get(20, java.util.concurrent.TimeUnit.SECONDS),
+                                "b's queue cannot drain while its thread is stuck in a's round");
+                    } catch (java.util.concurrent.TimeoutException e) {
+                        StringBuilder where = new StringBuilder();
+                        for (StackTraceElement at : closer.getStackTrace()) {
+                            where.append("\n  at ").append(at);
+                        }
+                        throw new AssertionError("close(500) still waits after 20 s for the shared thread's round:" + where);
+                    }
+                    assertFalse(b.device.quiesced(), "the shared thread may still touch b: not quiesced");
+                    assertEquals(2, shared.memberCount(), "b leaves only when the round ends");
+                } finally {
+                    stall.set(false);
+                    release.countDown();
+                }
+                long deadline = System.nanoTime() + 30_000_000_000L;
+                while (!b.device.quiesced() || shared.memberCount() != 1) {
+                    assertTrue(System.nanoTime() < deadline, "b was never detached and closed after the round ended");
+                    Thread.sleep(5);
+                }
+                a.awaitUsed(0, 10_000);
+                assertEquals(S_OK, a.roundTrip(0, T_IN, 8, bufA, 4096, true), "a still served");
+            }
+            assertEquals(0, shared.memberCount());
         }
     }
 
