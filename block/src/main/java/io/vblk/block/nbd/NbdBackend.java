@@ -6,6 +6,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 
 import java.util.Arrays;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.locks.LockSupport;
 
 import io.vblk.aio.CompletionSink;
@@ -612,21 +613,45 @@ public final class NbdBackend implements IoBackend {
     }
 
     /**
-     * Stops the connection threads once the requests they hold completed (requests a lost server
-     * holds fail instead of waiting for it), says goodbye to the server, and closes. Idempotent.
+     * Waits at most {@code vblk.aio.closeDrainMs} (10 s) for the requests in flight (a lost
+     * server's fail with ECANCELED at once), says goodbye to the server, and closes. Idempotent.
+     * See {@link #closeWithin}.
      */
     @Override
     public void close() {
+        closeWithin(Long.MAX_VALUE);
+    }
+
+    /**
+     * As {@link #close()}, waiting at most {@code timeoutNs} (a device's {@code close(ms)} passes
+     * what is left of its deadline) and never longer than {@code vblk.aio.closeDrainMs} (10 s),
+     * whatever the request timeout: a server that accepted the connection and then went silent
+     * (no reply, no hang-up) held close for the request timeout (30 s by default, settable to
+     * hours). Past the wait, the reconnect thread is stopped first (no socket handed over after
+     * this), then every connection's socket is shut down and closed and the requests it held
+     * fail with EIO (their completions, like every completion at close, go nowhere). Replies
+     * are read by the closing thread itself into the requests' buffers, and sends copy from them
+     * in the call, so once this returns nothing of the disk touches those buffers: the close is
+     * always drained ({@link #closedDrained()}).
+     */
+    @Override
+    public void closeWithin(long timeoutNs) {
         if (closed) {
             return;
         }
         closed = true;
+        long waitNs = Math.min(Math.max(0, timeoutNs), closeDrainNs());
+        long start = System.nanoTime();
         // Called once the I/O thread stopped: finish what is in flight here (a lost server's
         // requests fail with ECANCELED instead of waiting for it).
         while (connections[connections.length - 1] != null && (inFlight() > 0 || pendingCount > pendingHead)) {
+            long leftNs = waitNs - (System.nanoTime() - start);
+            if (leftNs <= 0) {
+                break;
+            }
             submit();
             if (poll((userData, result) -> { }, slots.depth) == 0 && inFlight() > 0) {
-                completion.await(DRAIN_WAIT_MS);
+                completion.await((int) Math.max(1, Math.min(DRAIN_WAIT_MS, leftNs / 1_000_000)));
             }
         }
         helperStop = true;
@@ -648,6 +673,18 @@ public final class NbdBackend implements IoBackend {
                         + " closing without it (it drops what it connects)", address, HELPER_JOIN_MS);
             }
         }
+        int abandoned = 0;
+        for (NbdConnection c : connections) {
+            if (c != null) {
+                abandoned += c.abandon(); // nothing when every request came back
+            }
+        }
+        if (abandoned > 0) {
+            poll((userData, result) -> { }, slots.depth);
+            LOG.log(System.Logger.Level.WARNING, "nbd: {0} did not answer {1} request(s) within close''s {2} ms;"
+                    + " their connections were shut down and they failed with EIO", address, abandoned,
+                    TimeUnit.NANOSECONDS.toMillis(waitNs));
+        }
         for (NbdConnection c : connections) {
             if (c != null) {
                 c.close();
@@ -661,6 +698,11 @@ public final class NbdBackend implements IoBackend {
             control.close();
             stop.close();
         }
+    }
+
+    /** The bound on close's wait for the server ({@code vblk.aio.closeDrainMs}, default 10 s, as the kernel back ends'). */
+    private static long closeDrainNs() {
+        return TimeUnit.MILLISECONDS.toNanos(Math.max(0, Long.getLong("vblk.aio.closeDrainMs", 10_000)));
     }
 
     @Override

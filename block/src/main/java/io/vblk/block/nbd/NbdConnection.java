@@ -228,6 +228,26 @@ final class NbdConnection {
         }
     }
 
+    /**
+     * Close gave up waiting for the server (connected, and silent: no reply within close's
+     * bound, whatever the request timeout): ends the stream (shutdown(2), then close, before any
+     * slot is handed on, so that no late reply can land in a slot reused) and fails every
+     * request held with EIO. Nothing is sent: a silent server's socket may be full. Returns how
+     * many failed. The helper thread has stopped, so no reconnect hands a socket over after it.
+     */
+    int abandon() {
+        if (socket != null) {
+            socket.shutdown();
+            disk.unwatch(socket.fd());
+            socket.close();
+            socket = null;
+            tls = null;
+        }
+        int failed = owned;
+        failOwned(-Errno.EIO);
+        return failed;
+    }
+
     private void takeHandoff() {
         Fresh f = handoff;
         if (f == null) {

@@ -36,6 +36,8 @@ final class NbdSocket implements AutoCloseable {
         int setsockopt(int fd, int level, int option, long valueAddress, int length);
 
         long send(int fd, long bufAddress, long length, int flags);
+
+        int shutdown(int fd, int how);
     }
 
     static final SocketLib LIB;
@@ -316,6 +318,16 @@ final class NbdSocket implements AutoCloseable {
             return 0;
         }
         return await(events, (int) Math.min((leftNs + 999_999) / 1_000_000, Integer.MAX_VALUE));
+    }
+
+    /**
+     * Ends the stream both ways (shutdown(2), SHUT_RDWR) before a close: any wait on it, here or
+     * in another holder of the descriptor, ends at once, and nothing more is read from it.
+     */
+    void shutdown() {
+        if (!closed) {
+            LIB.shutdown(fd, 2);
+        }
     }
 
     @Override
