@@ -10,6 +10,8 @@ import static io.vblk.aio.IoUringDescriptor.SQE_OFF_OFFSET;
 import static io.vblk.aio.IoUringDescriptor.SQE_OPCODE_OFFSET;
 import static io.vblk.aio.IoUringDescriptor.SQE_OP_FLAGS_OFFSET;
 
+import java.util.concurrent.TimeUnit;
+
 import org.agrona.BitUtil;
 import org.agrona.concurrent.UnsafeBuffer;
 
@@ -133,6 +135,15 @@ final class IoUringBackend extends SlottedBackend {
     private final int spareSqes;
     /** Guest memory registered as fixed buffers, and the lookup per transfer (submitting thread). */
     private FixedBuffers fixedBuffers = new FixedBuffers();
+    /**
+     * A single-issuer ring's exit watch, or -1: the read end of a pipe whose write end only the
+     * ring holds (its registered file 1). A close by another thread than the owner cannot wait
+     * for the kernel (EEXIST) and closes the ring with operations in flight; the kernel's exit
+     * work finishes them, then frees the ring and drops its files: the write end's last
+     * reference goes, and this end reads end of file (POLLHUP). Only then is nothing of the ring
+     * left that could write into the slots' buffers or the guest's memory.
+     */
+    private int exitWatchFd = -1;
     /** Set before the rings are unmapped: {@link #kernelInFlight} then reads nothing from them. */
     private volatile boolean ringsReleased;
     /** The kernel has what {@link RingPolls} needs: multishot poll (5.13) and EXT_ARG (5.11). */
@@ -188,7 +199,9 @@ final class IoUringBackend extends SlottedBackend {
             }
             sqeMem = Mapping.map(fd, IoUringDescriptor.OFF_SQES, (long) sqEntries * SQE_LENGTH, false, false);
             registerEventFd(fd, signal.eventFd().fd());
-            fixed = registerFile(fd, image.fd());
+            int watch = singleIssuer ? exitWatch(fd, image.fd()) : -1;
+            fixed = watch >= 0 || registerFile(fd, image.fd());
+            exitWatchFd = watch;
         } catch (RuntimeException e) {
             closeQuietly(sqeMem);
             if (cqMap != sqMap) {
@@ -196,6 +209,7 @@ final class IoUringBackend extends SlottedBackend {
             }
             closeQuietly(sqMap);
             Native.libc().close(fd);
+            closeExitWatch();
             signal.close();
             slots.close();
             throw e;
@@ -336,6 +350,75 @@ final class IoUringBackend extends SlottedBackend {
         // address() could free it under the syscall.
         java.lang.ref.Reference.reachabilityFence(arg);
         return rc >= 0;
+    }
+
+    private static final long SYS_PIPE2 = 293; // x86_64
+
+    /**
+     * Registers the image as the ring's file 0 and the write end of a fresh pipe as its file 1,
+     * closes that write end (the ring's reference is then its only one) and returns the read
+     * end: the {@link #exitWatchFd}. -1 when the kernel refuses (nothing registered then).
+     */
+    private static int exitWatch(int ringFd, int imageFd) {
+        NativeBuffer ends = new NativeBuffer(2 * Integer.BYTES);
+        long rc = Native.syscall(SYS_PIPE2, ends.address(), Linux.O_CLOEXEC | Linux.O_NONBLOCK, 0, 0, 0);
+        if (rc < 0) {
+            return -1;
+        }
+        int read = ends.buffer().getInt(0);
+        int write = ends.buffer().getInt(Integer.BYTES);
+        NativeBuffer arg = new NativeBuffer(2 * Integer.BYTES);
+        arg.buffer().putInt(0, imageFd);
+        arg.buffer().putInt(Integer.BYTES, write);
+        rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_FILES, arg.address(), 2, 0);
+        java.lang.ref.Reference.reachabilityFence(arg);
+        Native.libc().close(write);
+        if (rc < 0) {
+            Native.libc().close(read);
+            return -1;
+        }
+        return read;
+    }
+
+    private void closeExitWatch() {
+        int fd = exitWatchFd;
+        exitWatchFd = -1;
+        if (fd >= 0) {
+            Native.libc().close(fd);
+        }
+    }
+
+    @Override
+    boolean watchesRingExit() {
+        return exitWatchFd >= 0;
+    }
+
+    /** Scratch pollfd of {@link #ringExited} (the reaper only). */
+    private NativeBuffer exitPoll;
+
+    /**
+     * After {@link #release()} with operations in flight: whether the kernel has since freed the
+     * ring (the exit watch reads end of file), waiting at most {@code timeoutNs}; then the watch
+     * is closed.
+     */
+    @Override
+    boolean ringExited(long timeoutNs) {
+        if (exitWatchFd < 0) {
+            return false;
+        }
+        if (exitPoll == null) {
+            exitPoll = new NativeBuffer(8);
+        }
+        exitPoll.buffer().putInt(0, exitWatchFd);
+        exitPoll.buffer().putShort(4, Linux.POLLIN);
+        exitPoll.buffer().putShort(6, (short) 0);
+        int ms = (int) Math.min(Integer.MAX_VALUE, Math.max(0, TimeUnit.NANOSECONDS.toMillis(timeoutNs)));
+        int ready = Native.libc().poll(exitPoll.address(), 1, ms);
+        if (ready <= 0 || (exitPoll.buffer().getShort(6) & (Linux.POLLHUP | Linux.POLLIN)) == 0) {
+            return false;
+        }
+        closeExitWatch(); // nothing is ever written: readable means end of file
+        return true;
     }
 
     /** Whether the ring runs completions cooperatively (Linux 5.19; for tests). */
@@ -904,6 +987,7 @@ final class IoUringBackend extends SlottedBackend {
         if (s != null) {
             s.discard();
         }
+        boolean idle = kernelInFlight() == 0;
         ringsReleased = true;
         sqeMap.close();
         if (cqRingMap != sqRingMap) {
@@ -914,5 +998,8 @@ final class IoUringBackend extends SlottedBackend {
         // refused wait (a single-issuer ring's non-owner) the kernel's exit work cancels and waits
         // for the rest with its own references to the ring, while the slots stay allocated.
         Native.libc().close(ringFd);
+        if (idle) {
+            closeExitWatch(); // nothing left for the kernel: no exit to watch for
+        }
     }
 }

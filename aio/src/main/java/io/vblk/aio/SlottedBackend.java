@@ -775,9 +775,11 @@ abstract class SlottedBackend implements IoBackend {
         if (awaited == REFUSED) {
             // io_uring's single-issuer ring closed by another thread than its owner, which alone
             // can have completions posted, after a drain gave requests up: no thread here can
-            // wait. The ring goes (the kernel's exit work finishes what it holds); the slots stay.
+            // wait. The ring goes (the kernel's exit work finishes what it holds); the slots stay
+            // until the kernel has freed the ring (its exit watch), which the reaper waits for.
             release();
-            Undrained.kept(this, inFlight, System.nanoTime() - start, false);
+            ringGone = true;
+            Undrained.kept(this, inFlight, System.nanoTime() - start, watchesRingExit());
             return;
         }
         Undrained.kept(this, inFlight, System.nanoTime() - start, true);
@@ -806,6 +808,9 @@ abstract class SlottedBackend implements IoBackend {
      * handed it over.
      */
     final int reapStep(long sliceNs) {
+        if (ringGone) {
+            return ringExited(sliceNs) ? freed() : STILL_HELD;
+        }
         Offload helper = offload;
         if (helper != null && !helper.stop(this::dropCompletion, Math.max(1, TimeUnit.NANOSECONDS.toMillis(sliceNs)))) {
             return STILL_HELD;
@@ -817,12 +822,45 @@ abstract class SlottedBackend implements IoBackend {
         boolean drained = awaited == AWAITED && kernelInFlight() == 0;
         release();
         if (!drained) {
-            return KEPT_FOR_EVER;
+            if (!watchesRingExit()) {
+                return KEPT_FOR_EVER;
+            }
+            ringGone = true; // refused (a single-issuer ring's non-owner): wait for the kernel to free it
+            return ringExited(sliceNs) ? freed() : STILL_HELD;
         }
+        return freed();
+    }
+
+    /** The kernel is done with everything: the rest is freed (the reaper then runs the whenDrained actions). */
+    private int freed() {
         slots.close();
         signal.close();
         undrained = DRAINED;
-        return REAPED; // the reaper runs the whenDrained actions once it no longer counts it
+        return REAPED;
+    }
+
+    /**
+     * Set once {@link #release()} closed the rings while the kernel still held operations (a wait
+     * the kernel refused): the reaper then only watches for the kernel's exit ({@link #ringExited}).
+     */
+    private boolean ringGone;
+
+    /**
+     * Whether {@link #ringExited} can tell when the kernel has let go of rings released with
+     * operations in flight (io_uring's single-issuer ring); else such a back end is kept for the
+     * JVM's life. False by default.
+     */
+    boolean watchesRingExit() {
+        return false;
+    }
+
+    /**
+     * After {@link #release()} with operations still in flight: whether the kernel has freed
+     * everything of the rings since (so nothing can write into the slots' buffers any more),
+     * waiting at most {@code timeoutNs}. Only when {@link #watchesRingExit()}; the reaper only.
+     */
+    boolean ringExited(long timeoutNs) {
+        return false;
     }
 
     /** {@link #whenDrained} actions waiting for the back end to be closed drained (under {@link #drainedLock}). */

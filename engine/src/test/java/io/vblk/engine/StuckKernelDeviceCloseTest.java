@@ -134,6 +134,38 @@ class StuckKernelDeviceCloseTest {
     }
 
     /**
+     * Session 13's closing note: a single-issuer io_uring ring (SINGLE_ISSUER, DEFER_TASKRUN) is
+     * closed by close(ms)'s thread, not by its owner (the I/O thread): the kernel refuses that
+     * thread's wait (EEXIST), and the back end, closed undrained, was kept for the JVM's life: the
+     * device never quiesced (its guest memory kept mapped, its fixed buffers counted pinned, the
+     * image's locks held). Now the ring is closed and its exit watched: while the FUSE server
+     * holds the read the kernel still owns the ring and the device stays unquiesced; once the
+     * server answers, the read lands in guest memory, the kernel frees the ring, and the reaper
+     * releases the rest: the device is quiesced.
+     */
+    @Test
+    void aSingleIssuerRingClosedByAnotherThreadIsReleasedOnceTheKernelLetsGo() throws Exception {
+        Path at = Files.createDirectory(dir.resolve("mnt"));
+        try (TestFuse fs = TestFuse.stalling(at, 1 << 20)) {
+            assumeTrue(fs != null, "FUSE cannot be mounted here (no /dev/fuse or no CAP_SYS_ADMIN)");
+            System.setProperty("vblk.aio.closeDrainMs", "500");
+            Tuning shared = Tuning.builder().waitStrategy(WaitStrategy.BLOCKING).threadingMode(ThreadingMode.SHARED).build();
+            try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).image(fs.file()).readOnly(true)
+                    .tuning(shared).singleIssuer(true).build()) {
+                assumeTrue(rig.device.ioThread(0).backend().singleIssuer(), "no single-issuer rings on this kernel (6.1+)");
+                long host = stuckRead(rig, fs);
+                int undrainedBefore = IoBackends.undrainedBackends();
+                closeUndrained(rig, fs, "BlockDevice.close(500) of a single-issuer ring", () -> {
+                    assertFalse(rig.device.quiesced(), "the kernel may still write the guest's memory");
+                    assertEquals(undrainedBefore + 1, IoBackends.undrainedBackends(), "counted undrained");
+                });
+                awaitReleased(rig, host);
+                assertEquals(undrainedBefore, IoBackends.undrainedBackends());
+            }
+        }
+    }
+
+    /**
      * Review rev13b: close(Long.MAX_VALUE), "wait for ever", overflowed its deadline
      * ({@code nanoTime + toNanos(ms)}), and the grace that follows the queues' drain was chosen
      * by comparing nanoTime values directly: the overflowed deadline lost, and the I/O threads and
