@@ -803,8 +803,9 @@ abstract class SlottedBackend implements IoBackend {
      * {@code sliceNs} for the helper thread's call and what the kernel holds; once nothing is
      * in flight, frees everything (the reaper then runs the {@link #whenDrained} actions). If the wait is
      * refused (a single-issuer ring's non-owner) the kernel resources go (the kernel keeps its
-     * own references to the ring and file until its exit work has finished them) but the slots
-     * stay allocated for ever. Only the reaper calls it: the back end is closed, and its closer
+     * own references to the ring and file until its exit work has finished them) and the slots
+     * stay allocated until the kernel has freed the ring ({@link #ringExited}; for ever where
+     * that cannot be told). Only the reaper calls it: the back end is closed, and its closer
      * handed it over.
      */
     final int reapStep(long sliceNs) {

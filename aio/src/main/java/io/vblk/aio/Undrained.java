@@ -19,9 +19,11 @@ import io.vblk.sys.NativeBuffer;
  * thread for them all (a daemon, started on the first one) looks at each in turn, waiting a
  * short slice in each for the kernel, off every control path, and frees what a back end held
  * once nothing of it is in flight (then its {@link IoBackend#whenDrained} actions run, on that
- * thread). So a hung file that strands many back ends costs one thread, not one each. A back end
- * the reaper cannot wait for (a single-issuer ring closed by another thread than its owner) stays
- * here for the JVM's life (leaked, never freed under the kernel).
+ * thread). So a hung file that strands many back ends costs one thread, not one each. A
+ * single-issuer ring closed by another thread than its owner cannot be waited for in the ring
+ * (EEXIST): it is closed, and the reaper watches for the kernel to free it (the ring's exit
+ * watch) instead. A back end the reaper can tell nothing of stays here for the JVM's life
+ * (leaked, never freed under the kernel).
  */
 final class Undrained {
     private static final Set<SlottedBackend> KEPT = ConcurrentHashMap.newKeySet();
