@@ -267,29 +267,30 @@ public final class SharedIoThread implements AutoCloseable {
         wakeup.signal();
         long waitNs = Math.min(IoThread.leftNs(deadlineNs), TimeUnit.SECONDS.toNanos(CHANGE_WAIT_SECONDS));
         try {
-            try {
-                done.get(waitNs, TimeUnit.NANOSECONDS);
-                return true;
-            } catch (TimeoutException e) {
-                if (!state.compareAndSet(DETACH_PENDING, DETACH_LATE)) {
-                    // Applied just now, between rounds: it ends at once.
-                    done.get(CHANGE_WAIT_SECONDS, TimeUnit.SECONDS);
-                    return true;
-                }
-                if (deadlineNs == IoThread.NO_DEADLINE) {
-                    throw new IllegalStateException("cannot change the members of " + name + ": still in a round after "
-                            + CHANGE_WAIT_SECONDS + " s (the device is closed when the round ends)");
+            done.get(waitNs, TimeUnit.NANOSECONDS);
+            return true;
+        } catch (TimeoutException | InterruptedException e) {
+            boolean interrupted = e instanceof InterruptedException;
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
+            if (state.compareAndSet(DETACH_PENDING, DETACH_LATE)) {
+                if (interrupted || deadlineNs == IoThread.NO_DEADLINE) {
+                    throw new IllegalStateException("cannot change the members of " + name + ": "
+                            + (interrupted ? "interrupted" : "still in a round after " + CHANGE_WAIT_SECONDS + " s")
+                            + " (the device is closed when the round ends)", e);
                 }
                 return false;
             }
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-            if (state.compareAndSet(DETACH_PENDING, DETACH_LATE)) {
-                throw new IllegalStateException("interrupted while changing " + name, e);
+            // Applied just now, between rounds: its outcome is a moment away (join: uninterruptible).
+            try {
+                done.join();
+                return true;
+            } catch (java.util.concurrent.CompletionException failed) {
+                throw new IllegalStateException("cannot change the members of " + name + ": " + failed.getCause(), failed.getCause());
             }
-            return true;
-        } catch (ExecutionException | TimeoutException e) {
-            throw new IllegalStateException("cannot change the members of " + name + ": " + e, e);
+        } catch (ExecutionException e) {
+            throw new IllegalStateException("cannot change the members of " + name + ": " + e.getCause(), e.getCause());
         }
     }
 
