@@ -56,9 +56,15 @@ final class Qcow2Image {
      * ({@link Qcow2Options#CHAIN_L1_BUDGET_BYTES}): its snapshots', and its own for a backing level.
      */
     final long l1Charge;
+    /**
+     * The heap of the metadata set this image charged to its chain's budget
+     * ({@link Qcow2Options#CHAIN_METADATA_SET_BUDGET_BYTES}): a backing level's own set, else 0.
+     */
+    final long setCharge;
 
     private Qcow2Image(String path, Qcow2Header header, long fileSize, long allocationEnd, NativeBuffer l1, int l1WriteBytes,
-                       NativeBuffer reftable, ClusterSet metadata, Qcow2Snapshots snapshots, long l1Charge) {
+                       NativeBuffer reftable, ClusterSet metadata, Qcow2Snapshots snapshots, long l1Charge,
+                       long setCharge) {
         this.path = path;
         this.header = header;
         this.fileSize = fileSize;
@@ -73,6 +79,7 @@ final class Qcow2Image {
         this.metadata = metadata;
         this.snapshots = snapshots;
         this.l1Charge = l1Charge;
+        this.setCharge = setCharge;
     }
 
     /**
@@ -102,11 +109,23 @@ final class Qcow2Image {
      * @throws IllegalArgumentException naming the image and what is wrong or over the budget
      */
     static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget) {
-        return read(host, alignment, mayWrite, backingLevel, l1Budget, null);
+        return read(host, alignment, mayWrite, backingLevel, l1Budget, Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES, null);
     }
 
     /**
-     * As {@link #read(Qcow2Host, int, boolean, boolean, long)}, taking over {@code previous}'s
+     * As {@link #read(Qcow2Host, int, boolean, boolean, long)}; a {@code backingLevel}'s set of
+     * metadata clusters may take {@code setBudget} bytes of heap
+     * ({@link Qcow2Options#CHAIN_METADATA_SET_BUDGET_BYTES}).
+     *
+     * @throws IllegalArgumentException naming the image and what is wrong or over a budget
+     */
+    static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget,
+                           long setBudget) {
+        return read(host, alignment, mayWrite, backingLevel, l1Budget, setBudget, null);
+    }
+
+    /**
+     * As {@link #read(Qcow2Host, int, boolean, boolean, long, long)}, taking over {@code previous}'s
      * snapshots (read by an earlier open of the same image) instead of scanning them again when
      * the header still names the same snapshot table in a file of the same size
      * ({@link Qcow2Snapshots#sameTable}). For the reload at the first request, on the I/O thread,
@@ -116,7 +135,7 @@ final class Qcow2Image {
      * marks the image corrupt).
      */
     static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget,
-                           Qcow2Image previous) {
+                           long setBudget, Qcow2Image previous) {
         if (previous != null) {
             previous.dropMetadata(); // built again below: not held twice
         }
@@ -182,6 +201,13 @@ final class Qcow2Image {
                 fileSize = Math.max(fileSize, host.storedBytes());
             }
             ClusterSet meta = collectMetadata(h, fileSize, l1, refEntries);
+            long setCharge = backingLevel ? meta.heapBytes() : 0;
+            if (setCharge > setBudget) {
+                throw Qcow2Header.bad("backing file " + host.name() + ": its metadata clusters (L2 tables, refcount"
+                        + " blocks) take " + setCharge + " bytes as runs, over the " + setBudget + " left of the "
+                        + Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES + " bytes the backing levels' sets may take"
+                        + " (Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES)");
+            }
             Qcow2Snapshots snapshots = null;
             if (h.nbSnapshots > 0) {
                 Qcow2Snapshots before = previous != null ? previous.snapshots : null;
@@ -198,7 +224,8 @@ final class Qcow2Image {
             // A read-only image allocates nothing: where its clusters end does not matter.
             long allocationEnd = host.file() || reftable == null ? fileSize
                     : allocationEnd(host, h, fileSize, reftable, lastMeta, alignment);
-            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge);
+            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge,
+                    setCharge);
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot read " + host.name() + ": " + e.getMessage(), e);
         }

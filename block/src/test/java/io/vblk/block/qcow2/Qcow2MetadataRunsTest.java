@@ -33,6 +33,8 @@ import io.vblk.sys.NativeBuffer;
  * it read them into new buffers while the old ones were still held, 32 MiB more direct memory
  * for the largest L1 table; now it reads into the ones it replaces and drops the old set
  * before building the new one.</li>
+ * <li>Blocks laid out apart make no runs: the backing levels' sets together are bounded by
+ * {@link Qcow2Options#CHAIN_METADATA_SET_BUDGET_BYTES}, the level over it refused, named.</li>
  * <li>Lookups answer as a plain set does, and two structures in one cluster are still refused.</li>
  * </ul>
  */
@@ -100,6 +102,11 @@ class Qcow2MetadataRunsTest {
      * (a sparse stretch of zeros, as far as the file is concerned blocks of zero refcounts).
      */
     private static void contiguousRefcountBlocks(Path p) throws IOException {
+        refcountBlocks(p, 1);
+    }
+
+    /** The 8 MiB refcount table naming blocks {@code spacing} clusters apart, past the table. */
+    private static void refcountBlocks(Path p, int spacing) throws IOException {
         try (FileChannel ch = FileChannel.open(p, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
             long old = ch.map(FileChannel.MapMode.READ_ONLY, Qcow2Descriptor.REFCOUNT_TABLE_OFFSET_OFFSET, 8).getLong();
             ByteBuffer first = ByteBuffer.allocate(8);
@@ -109,13 +116,60 @@ class Qcow2MetadataRunsTest {
             ByteBuffer table = ByteBuffer.allocate((int) Qcow2Descriptor.MAX_REFTABLE_BYTES);
             table.putLong(first.getLong(0));
             for (int i = 1; i < BLOCKS; i++) {
-                table.putLong(blocks + (long) (i - 1) * CLUSTER);
+                table.putLong(blocks + (long) (i - 1) * spacing * CLUSTER);
             }
             ch.write(table.flip(), at);
-            ch.write(ByteBuffer.allocate(1), blocks + (long) BLOCKS * CLUSTER - 1);
+            ch.write(ByteBuffer.allocate(1), blocks + (long) BLOCKS * spacing * CLUSTER - 1);
             ch.write(ByteBuffer.allocate(4).putInt(0, (int) (Qcow2Descriptor.MAX_REFTABLE_BYTES / CLUSTER)),
                     Qcow2Descriptor.REFCOUNT_TABLE_CLUSTERS_OFFSET);
             ch.write(ByteBuffer.allocate(8).putLong(0, at), Qcow2Descriptor.REFCOUNT_TABLE_OFFSET_OFFSET);
+        }
+    }
+
+    /** As {@link #contiguousRefcountBlocks}, the blocks every other cluster: no two make a run. */
+    private static void scatteredRefcountBlocks(Path p) throws IOException {
+        refcountBlocks(p, 2);
+    }
+
+    @Test
+    void scatteredRefcountBlocksCountAgainstTheChainsBudget() throws Exception {
+        int levels = 11;
+        Path below = null;
+        for (int i = 0; i < levels; i++) {
+            String name = "l" + i + ".qcow2";
+            Path p = below == null ? DriverRig.create(dir, name, "64M")
+                    : DriverRig.create(dir, name, "64M", "-b", below.getFileName().toString(), "-F", "qcow2");
+            var r = DriverRig.run("qemu-io", "-f", "qcow2", "-c", "write -P " + (i + 1) + " " + (long) i * CLUSTER + " 4k",
+                    p.toString());
+            assertEquals(0, r.code(), r.output());
+            scatteredRefcountBlocks(p);
+            below = p;
+        }
+        // Each backing level's set takes a little over 4 MiB: nine fit in the 40 MiB, the tenth
+        // (l0 under the top l10) is refused, named. Were all opened: 4 MiB a level, 68 MiB for 17.
+        Path top = below;
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> Qcow2.open(top, BackendKind.IO_URING, 8, Qcow2Options.defaults().readOnly(true)).close());
+        String base = dir.resolve("l0.qcow2").toRealPath().toString();
+        assertTrue(e.getMessage().contains(base) && e.getMessage().contains("CHAIN_METADATA_SET_BUDGET_BYTES"),
+                e.getMessage());
+        // The chain under l9 (nine backing levels) is within the budget: it opens and reads.
+        try (Qcow2Driver d = Qcow2.open(dir.resolve("l9.qcow2"), BackendKind.IO_URING, 8,
+                Qcow2Options.defaults().readOnly(true))) {
+            long sets = 0;
+            for (Qcow2Driver q = d; q != null; q = q.backing() instanceof Qcow2Driver b ? b : null) {
+                sets += q == d ? 0 : q.metadata().metadataClusters().heapBytes();
+            }
+            assertTrue(sets <= Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES, sets + " bytes of backing sets");
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer buf = DriverRig.buffer(4096);
+            for (int i = 0; i < levels - 1; i++) {
+                DriverRig.poison(buf);
+                assertEquals(4096, rig.one(rig.read((long) i * CLUSTER, buf, 4096)), "read of cluster " + i);
+                byte[] want = new byte[4096];
+                Arrays.fill(want, (byte) (i + 1));
+                assertArrayEquals(want, DriverRig.bytes(buf, 4096), "cluster " + i + " read through the chain");
+            }
         }
     }
 
