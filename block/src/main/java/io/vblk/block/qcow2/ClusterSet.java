@@ -1,5 +1,7 @@
 package io.vblk.block.qcow2;
 
+import java.util.Arrays;
+
 /**
  * A set of cluster indexes that hold metadata, as sorted runs of consecutive clusters: a run of
  * two or more is kept as its first and last index, a lone cluster as its index. So a table of
@@ -45,7 +47,7 @@ final class ClusterSet {
                 return false;
             }
             int v = (int) c;
-            if (java.util.Arrays.binarySearch(singleInts, v) >= 0) {
+            if (Arrays.binarySearch(singleInts, v) >= 0) {
                 return true;
             }
             // The last run starting at or before v.
@@ -61,7 +63,7 @@ final class ClusterSet {
             }
             return hi >= 0 && v <= runInts[2 * hi + 1];
         }
-        if (java.util.Arrays.binarySearch(singleLongs, c) >= 0) {
+        if (Arrays.binarySearch(singleLongs, c) >= 0) {
             return true;
         }
         int lo = 0;
@@ -138,7 +140,7 @@ final class ClusterSet {
                 return;
             }
             if (rangeCount * 2 == ranges.length) {
-                ranges = java.util.Arrays.copyOf(ranges, ranges.length * 2);
+                ranges = Arrays.copyOf(ranges, ranges.length * 2);
             }
             ranges[2 * rangeCount] = first;
             ranges[2 * rangeCount + 1] = end;

@@ -175,7 +175,8 @@ final class Qcow2Image {
             }
             // A reload reads into the tables it replaces (nothing is in flight: the first
             // request) rather than holding both for a moment: up to 32 + 8 MiB.
-            NativeBuffer l1 = previous != null && previous.l1.capacity() == roundUp(Math.max(l1WriteBytes, 8), Math.max(alignment, 8)) ? previous.l1
+            int l1BufferBytes = (int) roundUp(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
+            NativeBuffer l1 = previous != null && previous.l1.capacity() == l1BufferBytes ? previous.l1
                     : new NativeBuffer(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
             host.read(h.l1TableOffset, l1, l1WriteBytes);
             int reftableBytes = h.refcountTableClusters * cluster;
