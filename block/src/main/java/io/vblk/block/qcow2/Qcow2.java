@@ -102,6 +102,8 @@ public final class Qcow2 {
     private static final class Chain {
         private final Set<String> files = new HashSet<>();
         long l1BytesLeft = Qcow2Options.CHAIN_L1_BUDGET_BYTES;
+        /** What is left of {@link Qcow2Options#CHAIN_METADATA_SET_BUDGET_BYTES}. */
+        long setBytesLeft = Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES;
 
         /** False when {@code file} is in the chain already. */
         boolean add(String file) {
@@ -207,8 +209,9 @@ public final class Qcow2 {
                         + " over between backends in a migration");
             }
             Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()), !inactive, level > 0,
-                    chain.l1BytesLeft);
+                    chain.l1BytesLeft, chain.setBytesLeft);
             chain.l1BytesLeft -= meta.l1Charge;
+            chain.setBytesLeft -= meta.setCharge;
             Qcow2Header h = meta.header;
             String name = host.name();
             if (h.compressionType == Qcow2Descriptor.COMPRESSION_ZSTD) {

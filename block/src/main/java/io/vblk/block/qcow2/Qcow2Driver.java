@@ -101,6 +101,8 @@ public final class Qcow2Driver implements BlockDriver {
      * ({@link Qcow2Image#l1Charge}): the metadata read again at the first request may take no more.
      */
     private final long l1Allowance;
+    /** As {@link #l1Allowance}, for the metadata set ({@link Qcow2Image#setCharge}). */
+    private final long setAllowance;
     private final int clusterBits;
     private final int cluster;
     private final long clusterMask;
@@ -228,6 +230,7 @@ public final class Qcow2Driver implements BlockDriver {
         this.readOnly = options.readOnly() || host.readOnly();
         this.backingLevel = backingLevel;
         this.l1Allowance = meta.l1Charge;
+        this.setAllowance = meta.setCharge;
         this.clusterBits = meta.clusterBits;
         this.cluster = meta.clusterSize;
         this.clusterMask = cluster - 1L;
@@ -396,7 +399,7 @@ public final class Qcow2Driver implements BlockDriver {
         Qcow2Image fresh;
         try {
             // The snapshots are taken over, not scanned again, while the header names the same table.
-            fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance, meta);
+            fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance, setAllowance, meta);
         } catch (RuntimeException e) {
             markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
             return;

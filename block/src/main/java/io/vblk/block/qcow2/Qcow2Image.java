@@ -7,7 +7,6 @@ import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
-import java.util.Arrays;
 
 import org.agrona.concurrent.UnsafeBuffer;
 
@@ -42,12 +41,11 @@ final class Qcow2Image {
     final NativeBuffer reftable;
     final int reftableEntries;
     /**
-     * Sorted indexes of the clusters that hold metadata (header, tables, L2 tables, refcount
-     * blocks): ints when every index fits (files below 2^31 clusters: half the memory of longs;
-     * QEMU's largest tables name 5 Mi clusters, 20 MiB), else longs. Exactly sized: no growth.
+     * The clusters that hold metadata (header, tables, L2 tables, refcount blocks) as sorted runs
+     * ({@link ClusterSet}): a table takes two indexes, not one per cluster. Null once dropped for
+     * a reload ({@link #dropMetadata}): then every cluster counts as metadata.
      */
-    private final int[] metadataInts;
-    private final long[] metadataLongs;
+    private ClusterSet metadata;
     /**
      * The internal snapshots' metadata clusters, kept apart from the image's own (not merged:
      * no copy of up to {@link Qcow2Snapshots#MAX_HEAP_BYTES}), or null without snapshots.
@@ -58,9 +56,15 @@ final class Qcow2Image {
      * ({@link Qcow2Options#CHAIN_L1_BUDGET_BYTES}): its snapshots', and its own for a backing level.
      */
     final long l1Charge;
+    /**
+     * The heap of the metadata set this image charged to its chain's budget
+     * ({@link Qcow2Options#CHAIN_METADATA_SET_BUDGET_BYTES}): a backing level's own set, else 0.
+     */
+    final long setCharge;
 
     private Qcow2Image(String path, Qcow2Header header, long fileSize, long allocationEnd, NativeBuffer l1, int l1WriteBytes,
-                       NativeBuffer reftable, Object metadata, Qcow2Snapshots snapshots, long l1Charge) {
+                       NativeBuffer reftable, ClusterSet metadata, Qcow2Snapshots snapshots, long l1Charge,
+                       long setCharge) {
         this.path = path;
         this.header = header;
         this.fileSize = fileSize;
@@ -72,10 +76,10 @@ final class Qcow2Image {
         this.l1WriteBytes = l1WriteBytes;
         this.reftable = reftable;
         this.reftableEntries = header.refcountTableClusters * (clusterSize / 8);
-        this.metadataInts = metadata instanceof int[] ? (int[]) metadata : null;
-        this.metadataLongs = metadata instanceof long[] ? (long[]) metadata : null;
+        this.metadata = metadata;
         this.snapshots = snapshots;
         this.l1Charge = l1Charge;
+        this.setCharge = setCharge;
     }
 
     /**
@@ -105,17 +109,36 @@ final class Qcow2Image {
      * @throws IllegalArgumentException naming the image and what is wrong or over the budget
      */
     static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget) {
-        return read(host, alignment, mayWrite, backingLevel, l1Budget, null);
+        return read(host, alignment, mayWrite, backingLevel, l1Budget, Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES, null);
     }
 
     /**
-     * As {@link #read(Qcow2Host, int, boolean, boolean, long)}, taking over {@code previous}'s
-     * snapshots (read by an earlier open of the same image) instead of scanning them again when
-     * the header still names the same snapshot table in a file of the same size
-     * ({@link Qcow2Snapshots#sameTable}). For the reload at the first request, on the I/O thread.
+     * As {@link #read(Qcow2Host, int, boolean, boolean, long)}; a {@code backingLevel}'s set of
+     * metadata clusters may take {@code setBudget} bytes of heap
+     * ({@link Qcow2Options#CHAIN_METADATA_SET_BUDGET_BYTES}).
+     *
+     * @throws IllegalArgumentException naming the image and what is wrong or over a budget
      */
     static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget,
-                           Qcow2Image previous) {
+                           long setBudget) {
+        return read(host, alignment, mayWrite, backingLevel, l1Budget, setBudget, null);
+    }
+
+    /**
+     * As {@link #read(Qcow2Host, int, boolean, boolean, long, long)}, taking over {@code previous}'s
+     * snapshots (read by an earlier open of the same image) instead of scanning them again when
+     * the header still names the same snapshot table in a file of the same size
+     * ({@link Qcow2Snapshots#sameTable}). For the reload at the first request, on the I/O thread,
+     * with nothing in flight: {@code previous} is used up (its metadata set dropped first, its L1
+     * and refcount tables read into when their sizes still fit), so the reload never holds two
+     * copies of a level's tables; if the read fails, {@code previous} is unusable (the caller
+     * marks the image corrupt).
+     */
+    static Qcow2Image read(Qcow2Host host, int alignment, boolean mayWrite, boolean backingLevel, long l1Budget,
+                           long setBudget, Qcow2Image previous) {
+        if (previous != null) {
+            previous.dropMetadata(); // built again below: not held twice
+        }
         try {
             long fileSize = host.storedBytes();
             int firstBytes = (int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS);
@@ -150,7 +173,11 @@ final class Qcow2Image {
             if (l1WriteBytes > roundUp(l1Bytes, cluster) && l1Bytes > 0) {
                 l1WriteBytes = (int) roundUp(l1Bytes, cluster);
             }
-            NativeBuffer l1 = new NativeBuffer(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
+            // A reload reads into the tables it replaces (nothing is in flight: the first
+            // request) rather than holding both for a moment: up to 32 + 8 MiB.
+            int l1BufferBytes = (int) roundUp(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
+            NativeBuffer l1 = previous != null && previous.l1.capacity() == l1BufferBytes ? previous.l1
+                    : new NativeBuffer(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
             host.read(h.l1TableOffset, l1, l1WriteBytes);
             int reftableBytes = h.refcountTableClusters * cluster;
             // A read-only image never allocates: its refcount table (up to 8 MiB) is only read
@@ -162,7 +189,9 @@ final class Qcow2Image {
                 TableReader w = window = new TableReader(host, alignment);
                 refEntries = i -> w.getLong(h.refcountTableOffset + 8L * i);
             } else {
-                NativeBuffer r = reftable = new NativeBuffer(reftableBytes, Math.max(alignment, 8));
+                NativeBuffer r = reftable = previous != null && previous.reftable != null
+                        && previous.reftable.capacity() == roundUp(reftableBytes, Math.max(alignment, 8)) ? previous.reftable
+                        : new NativeBuffer(reftableBytes, Math.max(alignment, 8));
                 host.read(h.refcountTableOffset, reftable, reftableBytes);
                 refEntries = i -> r.buffer().getLong(i * 8, ByteOrder.BIG_ENDIAN);
             }
@@ -172,7 +201,14 @@ final class Qcow2Image {
                 // the tables covers every entry they hold.
                 fileSize = Math.max(fileSize, host.storedBytes());
             }
-            Object meta = collectMetadata(h, fileSize, l1, refEntries);
+            ClusterSet meta = collectMetadata(h, fileSize, l1, refEntries);
+            long setCharge = backingLevel ? meta.heapBytes() : 0;
+            if (setCharge > setBudget) {
+                throw Qcow2Header.bad("backing file " + host.name() + ": its metadata clusters (L2 tables, refcount"
+                        + " blocks) take " + setCharge + " bytes as runs, over the " + setBudget + " left of the "
+                        + Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES + " bytes the backing levels' sets may take"
+                        + " (Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES)");
+            }
             Qcow2Snapshots snapshots = null;
             if (h.nbSnapshots > 0) {
                 Qcow2Snapshots before = previous != null ? previous.snapshots : null;
@@ -181,16 +217,16 @@ final class Qcow2Image {
                                 l1Budget - l1Charge, host.name());
                 l1Charge += snapshots.l1Bytes;
             }
-            long lastMetaCluster = meta instanceof int[] ? ((int[]) meta)[((int[]) meta).length - 1]
-                    : ((long[]) meta)[((long[]) meta).length - 1];
-            if (snapshots != null && snapshots.clusters.size() > 0) {
-                lastMetaCluster = Math.max(lastMetaCluster, snapshots.clusters.get(snapshots.clusters.size() - 1));
+            long lastMetaCluster = meta.last();
+            if (snapshots != null) {
+                lastMetaCluster = Math.max(lastMetaCluster, snapshots.clusters.last());
             }
             long lastMeta = lastMetaCluster * cluster;
             // A read-only image allocates nothing: where its clusters end does not matter.
             long allocationEnd = host.file() || reftable == null ? fileSize
                     : allocationEnd(host, h, fileSize, reftable, lastMeta, alignment);
-            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge);
+            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge,
+                    setCharge);
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot read " + host.name() + ": " + e.getMessage(), e);
         }
@@ -270,16 +306,17 @@ final class Qcow2Image {
     }
 
     /**
-     * The sorted metadata cluster indexes, an int[] or a long[] ({@link #metadataInts}); checks every
-     * entry and refuses two structures in one cluster.
+     * The metadata clusters as runs ({@link ClusterSet}): the header, L1 and refcount tables as
+     * ranges, one cluster per L2 table and refcount block; checks every entry and refuses two
+     * structures in one cluster.
      */
-    private static Object collectMetadata(Qcow2Header h, long fileSize, NativeBuffer l1, Entries r) throws IOException {
+    private static ClusterSet collectMetadata(Qcow2Header h, long fileSize, NativeBuffer l1, Entries r) throws IOException {
         int cluster = h.clusterSize;
         int bits = h.clusterBits;
         UnsafeBuffer b = l1.buffer();
         int reftableEntries = h.refcountTableClusters * (cluster / 8);
         long l1Clusters = roundUp((long) h.l1Size * 8, cluster) / cluster;
-        long n = 1 + l1Clusters + h.refcountTableClusters;
+        long n = 0;
         for (int i = 0; i < h.l1Size; i++) {
             long e = b.getLong(i * 8, ByteOrder.BIG_ENDIAN);
             if (e == 0) {
@@ -308,53 +345,23 @@ final class Qcow2Image {
             n++;
         }
         // Every index lies below the file's end (checked above and by the header's checks).
-        boolean ints = (roundUp(fileSize, cluster) >>> bits) < Integer.MAX_VALUE;
-        int[] is = ints ? new int[(int) n] : null;
-        long[] ls = ints ? null : new long[(int) n];
-        int k = 0;
-        k = put(is, ls, k, 0);
-        for (long c = 0; c < l1Clusters; c++) {
-            k = put(is, ls, k, (h.l1TableOffset >>> bits) + c);
-        }
-        for (long c = 0; c < h.refcountTableClusters; c++) {
-            k = put(is, ls, k, (h.refcountTableOffset >>> bits) + c);
-        }
+        ClusterSet.Builder set = new ClusterSet.Builder(bits, fileSize, (int) n, true);
+        set.addClusters(0, 1);
+        set.addClusters(h.l1TableOffset >>> bits, (h.l1TableOffset >>> bits) + l1Clusters);
+        set.addClusters(h.refcountTableOffset >>> bits, (h.refcountTableOffset >>> bits) + h.refcountTableClusters);
         for (int i = 0; i < h.l1Size; i++) {
             long e = b.getLong(i * 8, ByteOrder.BIG_ENDIAN);
             if (e != 0) {
-                k = put(is, ls, k, (e & L1E_OFFSET_MASK) >>> bits);
+                set.add((e & L1E_OFFSET_MASK) >>> bits);
             }
         }
         for (int i = 0; i < reftableEntries; i++) {
             long e = r.get(i);
             if (e != 0) {
-                k = put(is, ls, k, (e & REFT_OFFSET_MASK) >>> bits);
+                set.add((e & REFT_OFFSET_MASK) >>> bits);
             }
         }
-        if (ints) {
-            Arrays.sort(is);
-        } else {
-            Arrays.sort(ls);
-        }
-        for (int i = 1; i < n; i++) {
-            long cur = ints ? is[i] : ls[i];
-            if (cur == (ints ? is[i - 1] : ls[i - 1])) {
-                throw Qcow2Header.bad("metadata structures overlap at cluster offset " + (cur << bits));
-            }
-        }
-        return ints ? is : ls;
-    }
-
-    private static int put(int[] is, long[] ls, int k, long clusterIndex) {
-        if (is != null) {
-            if (clusterIndex >= Integer.MAX_VALUE) {
-                throw Qcow2Header.bad("metadata at cluster " + clusterIndex + " lies past the end of the file");
-            }
-            is[k] = (int) clusterIndex;
-        } else {
-            ls[k] = clusterIndex;
-        }
-        return k + 1;
+        return set.build();
     }
 
     /**
@@ -363,9 +370,22 @@ final class Qcow2Image {
      */
     boolean isMetadata(long hostOffset) {
         long c = hostOffset >>> clusterBits;
-        boolean own = metadataInts != null ? c < Integer.MAX_VALUE && Arrays.binarySearch(metadataInts, (int) c) >= 0
-                : Arrays.binarySearch(metadataLongs, c) >= 0;
-        return own || snapshots != null && snapshots.clusters.contains(c);
+        ClusterSet own = metadata;
+        return own == null || own.contains(c) || snapshots != null && snapshots.clusters.contains(c);
+    }
+
+    /** The image's own metadata clusters (tests), null once dropped. */
+    ClusterSet metadataClusters() {
+        return metadata;
+    }
+
+    /**
+     * Lets go of the metadata set before the image is read again ({@link #read} with this as
+     * {@code previous}), so that the reload does not hold two; every cluster counts as metadata
+     * from then on (nothing serves this image's requests once it was replaced or failed).
+     */
+    void dropMetadata() {
+        metadata = null;
     }
 
     long l1Entry(int index) {
@@ -382,10 +402,6 @@ final class Qcow2Image {
 
     void setReftableEntry(int index, long value) {
         reftable.buffer().putLong(index * 8, value, ByteOrder.BIG_ENDIAN);
-    }
-
-    private static long[] grow(long[] a, int n) {
-        return n < a.length ? a : Arrays.copyOf(a, a.length * 2);
     }
 
     static long roundUp(long v, long to) {

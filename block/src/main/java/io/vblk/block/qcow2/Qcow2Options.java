@@ -30,7 +30,9 @@ import io.vblk.sys.ImageLock.Locking;
  * limit); the backing levels' L1 tables and every level's snapshots' L1 tables together at most
  * {@link #CHAIN_L1_BUDGET_BYTES} (a chain over it is refused at open, naming the image), where 16
  * levels of 32 MiB used to take 544 MiB. A read-only level keeps no refcount table (it reads it
- * once at open, through a 64 KiB window, to know its refcount blocks as metadata).
+ * once at open, through a 64 KiB window, to know its refcount blocks as metadata). The clusters
+ * that hold metadata are kept as runs on the heap: the backing levels' together at most
+ * {@link #CHAIN_METADATA_SET_BUDGET_BYTES}.
  */
 public final class Qcow2Options {
     /** Default L2 tables kept in memory (32 tables of 64 KiB clusters map 16 GiB). */
@@ -53,6 +55,16 @@ public final class Qcow2Options {
      * only 512-byte or 4 KiB clusters under very large disks come near it.
      */
     public static final long CHAIN_L1_BUDGET_BYTES = 64L << 20;
+    /**
+     * The heap the backing levels' sets of metadata clusters (their L2 tables and refcount
+     * blocks, as runs) may take together, kept for the driver's life; the top image's is its own
+     * (QEMU's limits bound it: 4 Mi L2 tables and 1 Mi refcount blocks, 20 MiB). The L2 tables
+     * are bounded by {@link #CHAIN_L1_BUDGET_BYTES} already (32 MiB at most); a level's refcount
+     * table may name 1 Mi blocks apart from one another (4 MiB), and 16 hostile levels took 64
+     * MiB more. An image that takes the chain over this is refused at open, with its name. A
+     * real image's blocks are few (one per 2 GiB of 64 KiB clusters) and its tables are runs.
+     */
+    public static final long CHAIN_METADATA_SET_BUDGET_BYTES = 40L << 20;
 
     private final boolean readOnly;
     private final boolean direct;

@@ -3,7 +3,6 @@ package io.vblk.block.qcow2;
 import static io.vblk.block.qcow2.Qcow2Descriptor.*;
 
 import java.io.IOException;
-import java.util.Arrays;
 
 /**
  * What a reader of an image's active state must know of its internal snapshots: the clusters
@@ -17,10 +16,11 @@ import java.util.Arrays;
  * extra data each; {@code qcow2_read_snapshots}), each snapshot's L1 table by QEMU's 32 MiB and
  * the file, and all of them together by what the chain's budget has left
  * ({@link Qcow2Options#CHAIN_L1_BUDGET_BYTES}), checked from the table before the first L1 table
- * is read. Only the cluster indexes are kept (the L2 tables a snapshot shares with the active
- * state or another snapshot once), in one array sized once from the table before the first L1
- * table is read: at most {@link #MAX_SET_ENTRIES} indexes, {@link #MAX_HEAP_BYTES} of heap
- * (twice that for files of 2^31 clusters or more, whose indexes need longs). A misaligned L2 or
+ * is read. Only the clusters are kept, as runs ({@link ClusterSet}: the table and each L1 table
+ * one run, the L2 tables a snapshot shares with the active state or another snapshot once),
+ * collected in one array sized once from the table before the first L1 table is read: at most
+ * {@link #MAX_SET_ENTRIES} indexes, {@link #MAX_HEAP_BYTES} of heap (twice that for files of
+ * 2^31 clusters or more, whose indexes need longs). A misaligned L2 or
  * L1 table offset is refused, as QEMU refuses it ({@code qcow2_check_refcounts}: "not cluster
  * aligned", and {@code qcow2_validate_table} for the L1 tables, whatever their size).
  *
@@ -37,18 +37,20 @@ final class Qcow2Snapshots {
     /** QEMU's QCOW_MAX_SNAPSHOTS (the header's check). */
     static final int MAX_SNAPSHOTS = 65536;
     /**
-     * The most cluster indexes a scan may collect: one per L1 entry of the chain's budget, the
-     * clusters of the snapshot table and of the L1 tables at the smallest cluster size, and one
-     * partial cluster at each end of each of them ({@link #capacity}).
+     * The most single cluster indexes a scan may collect: one per L1 entry of the chain's budget
+     * (the snapshot table and the L1 tables are ranges, {@link ClusterSet.Builder#addBytes}).
      */
-    static final long MAX_SET_ENTRIES = Qcow2Options.CHAIN_L1_BUDGET_BYTES / 8
-            + (MAX_TABLE_BYTES + Qcow2Options.CHAIN_L1_BUDGET_BYTES >> MIN_CLUSTER_BITS) + 2 + 2L * MAX_SNAPSHOTS;
-    /** The heap of the cluster set at most (int indexes): about 33.5 MiB. */
+    static final long MAX_SET_ENTRIES = Qcow2Options.CHAIN_L1_BUDGET_BYTES / 8;
+    /**
+     * The heap of the scan's array of single indexes at most (ints), about 32 MiB, garbage once
+     * the set is built; the set it leaves (runs, {@link ClusterSet}) takes at most as much, and
+     * two indexes per snapshot beyond it (its table's and its L1 table's runs).
+     */
     static final long MAX_HEAP_BYTES = 4 * MAX_SET_ENTRIES;
     /** The fixed part of a snapshot table entry (up to extra_data_size). */
     private static final int ENTRY_FIXED_BYTES = 40;
 
-    /** Sorted, distinct indexes of the clusters the snapshots' metadata occupies ({@link ClusterSet#get}). */
+    /** The clusters the snapshots' metadata occupies, as runs. */
     final ClusterSet clusters;
     /** The bytes of the snapshots' L1 tables (what was charged to the chain's budget). */
     final long l1Bytes;
@@ -88,11 +90,11 @@ final class Qcow2Snapshots {
                     + " tables a chain may read beyond its top image's own (Qcow2Options.CHAIN_L1_BUDGET_BYTES)");
         }
         int cluster = h.clusterSize;
-        ClusterSet set = new ClusterSet(h.clusterBits, fileSize, capacity(h, t));
-        set.addRange(h.snapshotsOffset, t.end);
+        ClusterSet.Builder set = new ClusterSet.Builder(h.clusterBits, fileSize, capacity(h, t), false);
+        set.addBytes(h.snapshotsOffset, t.end);
         for (int i = 0; i < h.nbSnapshots; i++) {
             long at = t.l1Offsets[i];
-            set.addRange(at, at + (long) t.l1Sizes[i] * 8);
+            set.addBytes(at, at + (long) t.l1Sizes[i] * 8);
             for (int j = 0; j < t.l1Sizes[i]; j++) {
                 long l2 = in.getLong(at + 8L * j) & L1E_OFFSET_MASK;
                 if ((l2 & (cluster - 1)) != 0) {
@@ -106,21 +108,16 @@ final class Qcow2Snapshots {
                 }
             }
         }
-        return new Qcow2Snapshots(set.sorted(), t.l1Bytes, h.nbSnapshots, h.snapshotsOffset, fileSize);
+        return new Qcow2Snapshots(set.build(), t.l1Bytes, h.nbSnapshots, h.snapshotsOffset, fileSize);
     }
 
     /**
-     * The most indexes a scan of {@code t} adds: the clusters the table and each L1 table touch,
-     * one per L1 entry. At most {@link #MAX_SET_ENTRIES}: the entries are within the budget.
+     * The most single clusters a scan of {@code t} adds: one per L1 entry (the tables themselves
+     * are ranges). At most {@link #MAX_SET_ENTRIES}: the entries are within the budget.
      */
     private static int capacity(Qcow2Header h, Table t) {
-        long n = ((t.end - h.snapshotsOffset) >> h.clusterBits) + 2 + t.l1Bytes / 8;
-        for (int i = 0; i < h.nbSnapshots; i++) {
-            if (t.l1Sizes[i] > 0) {
-                n += ((long) t.l1Sizes[i] * 8 >> h.clusterBits) + 1; // aligned: one partial cluster at most
-            }
-        }
-        if (n > MAX_SET_ENTRIES) { // cannot happen: the table and the L1 tables are bounded above
+        long n = t.l1Bytes / 8;
+        if (n > MAX_SET_ENTRIES) { // cannot happen: the L1 tables are bounded above
             throw Qcow2Header.bad(h.nbSnapshots + " snapshots name over " + MAX_SET_ENTRIES + " clusters");
         }
         return (int) n;
@@ -172,143 +169,5 @@ final class Qcow2Snapshots {
         return Qcow2Header.bad(name + ": the snapshot table of " + h.nbSnapshots + " entries at " + h.snapshotsOffset
                 + " runs past " + pos + ": past the end of the " + fileSize + "-byte file or over QEMU's "
                 + MAX_TABLE_BYTES + " bytes");
-    }
-
-    /**
-     * Cluster indexes collected with duplicates (the L2 tables snapshots share) into one array
-     * sized once for the most the scan can add ({@link #capacity}), then sorted and made distinct:
-     * never grown or copied, so its heap is at most {@link #MAX_HEAP_BYTES}. Ints while every
-     * index fits (files below 2^31 clusters), as the image's own set ({@link Qcow2Image}).
-     */
-    static final class ClusterSet {
-        private final int clusterBits;
-        private final int[] ints;
-        private final long[] longs;
-        private int n;
-
-        ClusterSet(int clusterBits, long fileSize, int capacity) {
-            this.clusterBits = clusterBits;
-            boolean fits = Qcow2Image.roundUp(fileSize, 1L << clusterBits) >>> clusterBits < Integer.MAX_VALUE;
-            ints = fits ? new int[capacity] : null;
-            longs = fits ? null : new long[capacity];
-        }
-
-        /** Every cluster the bytes {@code [from, to)} touch (all below the file's end). */
-        void addRange(long from, long to) {
-            for (long c = from >>> clusterBits; c << clusterBits < to; c++) {
-                add(c);
-            }
-        }
-
-        /** Adds cluster index {@code c}; the capacity was counted for every add. */
-        void add(long c) {
-            if (ints != null) {
-                ints[n++] = (int) c;
-            } else {
-                longs[n++] = c;
-            }
-        }
-
-        int size() {
-            return n;
-        }
-
-        /** The heap its array takes (what {@link #MAX_HEAP_BYTES} bounds). */
-        long heapBytes() {
-            return ints != null ? 4L * ints.length : 8L * longs.length;
-        }
-
-        /** The i-th cluster index, in order once {@link #sorted} ran. */
-        long get(int i) {
-            return ints != null ? ints[i] : longs[i];
-        }
-
-        /** Whether cluster index {@code c} is in the set ({@link #sorted} ran). */
-        boolean contains(long c) {
-            if (ints != null) {
-                return c < Integer.MAX_VALUE && Arrays.binarySearch(ints, 0, n, (int) c) >= 0;
-            }
-            return Arrays.binarySearch(longs, 0, n, c) >= 0;
-        }
-
-        /**
-         * Sorts and drops duplicates; returns this. In place (a heapsort): the JDK's sort may take
-         * a merge buffer as large as the array, over the bound, for the few ascending runs a
-         * scan usually collects.
-         */
-        ClusterSet sorted() {
-            int k = 0;
-            if (ints != null) {
-                heapSort(ints, n);
-                for (int i = 0; i < n; i++) {
-                    if (k == 0 || ints[i] != ints[k - 1]) {
-                        ints[k++] = ints[i];
-                    }
-                }
-            } else {
-                heapSort(longs, n);
-                for (int i = 0; i < n; i++) {
-                    if (k == 0 || longs[i] != longs[k - 1]) {
-                        longs[k++] = longs[i];
-                    }
-                }
-            }
-            n = k;
-            return this;
-        }
-
-        private static void heapSort(int[] a, int n) {
-            for (int i = n / 2 - 1; i >= 0; i--) {
-                siftDown(a, i, n);
-            }
-            for (int end = n - 1; end > 0; end--) {
-                int t = a[0];
-                a[0] = a[end];
-                a[end] = t;
-                siftDown(a, 0, end);
-            }
-        }
-
-        private static void siftDown(int[] a, int i, int n) {
-            int v = a[i];
-            for (int c = 2 * i + 1; c < n; c = 2 * i + 1) {
-                if (c + 1 < n && a[c + 1] > a[c]) {
-                    c++;
-                }
-                if (a[c] <= v) {
-                    break;
-                }
-                a[i] = a[c];
-                i = c;
-            }
-            a[i] = v;
-        }
-
-        private static void heapSort(long[] a, int n) {
-            for (int i = n / 2 - 1; i >= 0; i--) {
-                siftDown(a, i, n);
-            }
-            for (int end = n - 1; end > 0; end--) {
-                long t = a[0];
-                a[0] = a[end];
-                a[end] = t;
-                siftDown(a, 0, end);
-            }
-        }
-
-        private static void siftDown(long[] a, int i, int n) {
-            long v = a[i];
-            for (int c = 2 * i + 1; c < n; c = 2 * i + 1) {
-                if (c + 1 < n && a[c + 1] > a[c]) {
-                    c++;
-                }
-                if (a[c] <= v) {
-                    break;
-                }
-                a[i] = a[c];
-                i = c;
-            }
-            a[i] = v;
-        }
     }
 }

@@ -68,8 +68,8 @@ class Qcow2ChainMemoryTest {
             }
             long used = Qcow2HostileImagePropertyTest.directBytes() - before;
             System.out.println("Qcow2ChainMemoryTest: after reads through every level " + used / MIB + " MiB direct");
-            // Each level read its metadata again at its first request (a first cluster and a
-            // refcount table, the old ones garbage not yet freed) and loaded one L2 table (one
+            // Each level read its metadata again at its first request (a first cluster, the old
+            // one garbage not yet freed; the tables into the ones they replace) and loaded one L2 table (one
             // maps all 64 MiB): a cache filled in full would take 32 tables a level.
             assertTrue(used - opened <= LEVELS * 3L * CLUSTER + 4 * MIB, "reads took " + (used - opened) / MIB + " MiB");
         }

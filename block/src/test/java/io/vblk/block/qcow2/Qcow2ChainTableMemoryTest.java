@@ -66,7 +66,7 @@ class Qcow2ChainTableMemoryTest {
     }
 
     /** Moves the L1 table to the file's end and makes it QEMU's largest, 32 MiB (a sparse stretch). */
-    private static void largestL1(Path p, int cluster) throws IOException {
+    static void largestL1(Path p, int cluster) throws IOException {
         try (FileChannel ch = FileChannel.open(p, StandardOpenOption.READ, StandardOpenOption.WRITE)) {
             long old = ch.map(FileChannel.MapMode.READ_ONLY, Qcow2Descriptor.L1_TABLE_OFFSET_OFFSET, 8).getLong();
             ByteBuffer first = ByteBuffer.allocate(8);

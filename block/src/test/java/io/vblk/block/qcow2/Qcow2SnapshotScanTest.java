@@ -158,7 +158,7 @@ class Qcow2SnapshotScanTest {
         long before = allocated();
         try (Qcow2Driver d = Qcow2.open(p, BackendKind.IO_URING, 8, Qcow2Options.defaults().readOnly(true))) {
             long open = allocated() - before;
-            Qcow2Snapshots.ClusterSet set = d.metadata().snapshots.clusters;
+            ClusterSet set = d.metadata().snapshots.clusters;
             assertEquals(2 * perTable + 2 * (Qcow2Descriptor.MAX_L1_BYTES / cluster) + 1, set.size(), "distinct clusters");
             assertTrue(set.heapBytes() <= Qcow2Snapshots.MAX_HEAP_BYTES, set.heapBytes() + " bytes of cluster set");
             assertTrue(open <= Qcow2Snapshots.MAX_HEAP_BYTES + (2 << 20), "the open allocated " + open + " bytes of heap");
