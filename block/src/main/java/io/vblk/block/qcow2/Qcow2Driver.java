@@ -1004,12 +1004,14 @@ public final class Qcow2Driver implements BlockDriver {
                     return false;
                 }
                 r.host = host;
-                r.hostFresh = true;
+                // Only a file's clusters past its end read as zeros; a network disk's tail past
+                // the last refcount may hold a previous user's bytes (M1: zero-fill instead).
+                r.hostFresh = this.host.file();
             }
         }
         r.newEntry = r.host | OFLAG_COPIED;
         // A cluster fresh from the allocator lies past the end of the file as opened and was
-        // never handed out before: it reads as zeros (fallocate or a hole), so when the old
+        // never handed out before: on a file it reads as zeros (fallocate or a hole), so when the old
         // contents are zeros too there is nothing to copy, only the guest's piece to write.
         boolean zeroSource = zeroFlag || (!compressed && off == 0
                 && (backing == null || (r.pos & ~clusterMask) >= backingSize));
