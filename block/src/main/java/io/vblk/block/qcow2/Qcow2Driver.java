@@ -264,10 +264,34 @@ public final class Qcow2Driver implements BlockDriver {
         if (!readOnly) {
             try {
                 host.read(0, headerSector, alignment);
+                if (active) {
+                    clearAutoclear();
+                }
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
         }
+    }
+
+    /**
+     * Clears the header's autoclear feature bits, durably, before anything is written (as QEMU
+     * does at a writable open). qcow2.txt: a writer that does not maintain what they describe
+     * (persistent dirty bitmaps) must clear them first, or QEMU later trusts a bitmap that misses
+     * this writer's writes (incremental backups silently incomplete). Writable v3 images only.
+     */
+    private void clearAutoclear() throws IOException {
+        if (readOnly || !v3) {
+            return;
+        }
+        UnsafeBuffer h = headerSector.buffer();
+        long bits = h.getLong(AUTOCLEAR_FEATURES_OFFSET, ByteOrder.BIG_ENDIAN);
+        if (bits == 0) {
+            return;
+        }
+        h.putLong(AUTOCLEAR_FEATURES_OFFSET, 0L, ByteOrder.BIG_ENDIAN);
+        host.writeDurably(0, headerSector, alignment);
+        System.err.println("vblk: qcow2 " + meta.path + ": autoclear features 0x" + Long.toHexString(bits)
+                + " cleared (bitmaps are not maintained)");
     }
 
     // ------------------------------------------------------------------ identity
@@ -410,6 +434,12 @@ public final class Qcow2Driver implements BlockDriver {
             host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
         }
         adopt(fresh);
+        try {
+            clearAutoclear(); // set again since the open (a migration's source): before any write
+        } catch (IOException e) {
+            System.err.println("vblk: qcow2 " + meta.path + ": cannot clear the autoclear features: " + e.getMessage());
+            fatal(-Errno.EIO);
+        }
     }
 
     /** Takes metadata read afresh: caches emptied, allocation restarting where the image now ends. */
@@ -496,6 +526,7 @@ public final class Qcow2Driver implements BlockDriver {
                 host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
             }
             resetTo(fresh);
+            clearAutoclear(); // before this side's first write
         } catch (IOException | RuntimeException e) {
             try {
                 host.inactivateLocks();
