@@ -111,6 +111,13 @@ public final class Qcow2Driver implements BlockDriver {
     /** Volatile: {@link #resize} changes it on the I/O thread, {@link #sizeBytes()} is read anywhere. */
     private volatile long virtualSize;
     private long openedFileSize;
+    /**
+     * Where clusters an entry read from the image may name end: the file's end, or on a network
+     * disk the allocation point ({@link Qcow2Image#allocationEnd}), past which every refcount is 0
+     * and the driver places new tables and data. An entry naming a cluster there is corrupt: served
+     * in place, a guest write would land in a table the driver puts there later.
+     */
+    private long entryLimit;
     private final boolean v3;
     private final Req[] reqs;
     private final int[] freeReqs;
@@ -236,6 +243,7 @@ public final class Qcow2Driver implements BlockDriver {
         this.l2Chunk = alignment;
         this.virtualSize = meta.header.virtualSize;
         this.openedFileSize = meta.fileSize;
+        this.entryLimit = Math.min(meta.fileSize, meta.allocationEnd);
         this.v3 = meta.header.version >= 3;
         this.compressionType = meta.header.compressionType;
         this.zstd = compressionType == COMPRESSION_ZSTD ? new ZstdDecompressCtx() : null;
@@ -461,6 +469,7 @@ public final class Qcow2Driver implements BlockDriver {
     private void resetTo(Qcow2Image fresh) throws IOException {
         meta = fresh;
         openedFileSize = fresh.fileSize;
+        entryLimit = Math.min(fresh.fileSize, fresh.allocationEnd);
         validatedL2 = new long[(fresh.header.l1Size + 63) / 64 + 1];
         for (L2Slot s : slots) {
             s.forget();
@@ -1199,7 +1208,7 @@ public final class Qcow2Driver implements BlockDriver {
         long hostOff = entry & ((1L << x) - 1);
         long sectors = (entry >>> x) & ((1L << (62 - x)) - 1);
         long size = (sectors + 1) * SECTOR_BYTES - (hostOff & (SECTOR_BYTES - 1));
-        long end = Math.min(hostOff + size, openedFileSize);
+        long end = Math.min(hostOff + size, entryLimit);
         if (hostOff <= 0 || size > 2L * cluster || end <= hostOff || touchesMetadata(hostOff, end)) {
             markCorrupt("compressed cluster descriptor 0x" + Long.toHexString(entry) + " out of bounds");
             r.error = -Errno.EIO;
@@ -1414,9 +1423,9 @@ public final class Qcow2Driver implements BlockDriver {
             if ((e & L2E_STD_RESERVED) != 0 || (!v3 && (e & OFLAG_ZERO) != 0)) {
                 return "L2 table at " + s.l2Offset + " entry " + i + " has reserved bits set: 0x" + Long.toHexString(e);
             }
-            if (off != 0 && ((off & clusterMask) != 0 || off > openedFileSize - cluster || meta.isMetadata(off))) {
+            if (off != 0 && ((off & clusterMask) != 0 || off > entryLimit - cluster || meta.isMetadata(off))) {
                 return "L2 table at " + s.l2Offset + " entry " + i + " points at " + off
-                        + ": misaligned, past the end of the file or into metadata";
+                        + ": misaligned, past the end of the file or its allocated clusters, or into metadata";
             }
         }
         return null;
