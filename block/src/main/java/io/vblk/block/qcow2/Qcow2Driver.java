@@ -434,8 +434,21 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         if (fresh.clusterSize != cluster || fresh.header.virtualSize != virtualSize
-                || fresh.header.compressionType != compressionType) {
-            markCorrupt("cluster size, virtual size or compression type changed before the first request");
+                || fresh.header.compressionType != compressionType || (fresh.header.version >= 3) != v3) {
+            markCorrupt("version, cluster size, virtual size or compression type changed before the first request");
+            return;
+        }
+        // What a writable open refused (Qcow2.open) is refused here too; unknown incompatible
+        // features were refused by the parse above. Not marked corrupt: the image is not.
+        Qcow2Header h = fresh.header;
+        String refused = readOnly ? null
+                : h.corrupt() ? "it is marked corrupt"
+                : h.dirty() ? "its dirty bit is set (lazy refcounts not written back)"
+                : h.nbSnapshots > 0 ? "it has internal snapshots now" : null;
+        if (refused != null) {
+            System.err.println("vblk: qcow2 " + meta.path + " changed before the first request, failing its requests"
+                    + " with EIO: " + refused);
+            fatal(-Errno.EIO);
             return;
         }
         if (fresh.fileSize > host.sizeBytes() && !readOnly) {
