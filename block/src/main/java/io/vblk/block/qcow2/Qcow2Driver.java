@@ -600,19 +600,7 @@ public final class Qcow2Driver implements BlockDriver {
             throw new IOException("qcow2 " + meta.path + ": closed");
         }
         quiesce();
-        // A table write that met a full back end waits for a retry, which quiesce does not
-        // wait for: written now, or the image is not handed over (its tables would be lost).
-        for (int i = 0; metadataUnwritten() && !corrupt && fatalError == 0; i++) {
-            if (i == 100) {
-                throw new IOException("qcow2 " + meta.path + ": metadata could not be written back: not handed over");
-            }
-            for (L2Slot s : slots) {
-                s.writeWanted |= !s.writing && s.gen != s.writtenGen;
-            }
-            metadataRetry = true;
-            retryMetadataWrites();
-            quiesce();
-        }
+        writeBackMetadata("not handed over");
         if (!corrupt && fatalError == 0) {
             refill.release();
         }
@@ -623,6 +611,25 @@ public final class Qcow2Driver implements BlockDriver {
         host.inactivateLocks();
         active = false;
         return true;
+    }
+
+    /**
+     * After {@link #quiesce}: a table write that met a full back end waits for a retry, which
+     * quiesce does not wait for. Written now, before the tables in memory are dropped (a hand-over,
+     * a resize's {@link #resetTo}), or refused with {@code refusal} (the tables would be lost).
+     */
+    private void writeBackMetadata(String refusal) throws IOException {
+        for (int i = 0; metadataUnwritten() && !corrupt && fatalError == 0; i++) {
+            if (i == 100) {
+                throw new IOException("qcow2 " + meta.path + ": metadata could not be written back: " + refusal);
+            }
+            for (L2Slot s : slots) {
+                s.writeWanted |= !s.writing && s.gen != s.writtenGen;
+            }
+            metadataRetry = true;
+            retryMetadataWrites();
+            quiesce();
+        }
     }
 
     // ------------------------------------------------------------------ online resize
@@ -666,6 +673,11 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         quiesce();
+        writeBackMetadata("not resized"); // resetTo below drops every slot
+        if (corrupt || fatalError != 0) {
+            throw new IOException("qcow2 " + meta.path + " failed (" + (corrupt ? corruptReason : "errno "
+                    + -fatalError) + "): not resized");
+        }
         refill.release(); // reserved clusters back to refcount 0: allocation restarts after the resize
         long l2Span = (long) cluster << l2Bits;
         int oldL1 = meta.header.l1Size;
@@ -685,16 +697,23 @@ public final class Qcow2Driver implements BlockDriver {
                 throw new IllegalArgumentException("qcow2: " + newSizeBytes + " bytes need an L1 table over QEMU's limit");
             }
             newL1 = (int) neededL1;
-            l1Offset = growL1(oldL1, newL1);
         }
-        UnsafeBuffer h = headerSector.buffer();
-        h.putLong(SIZE_OFFSET, newSizeBytes, ByteOrder.BIG_ENDIAN);
-        h.putInt(L1_SIZE_OFFSET, newL1, ByteOrder.BIG_ENDIAN);
-        h.putLong(L1_TABLE_OFFSET_OFFSET, l1Offset, ByteOrder.BIG_ENDIAN);
-        host.writeDurably(0, headerSector, alignment);
-        if (l1Offset != meta.header.l1TableOffset) {
-            long oldClusters = Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits;
-            setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
+        try {
+            if (newL1 != oldL1) {
+                l1Offset = growL1(oldL1, newL1);
+            }
+            UnsafeBuffer h = headerSector.buffer();
+            h.putLong(SIZE_OFFSET, newSizeBytes, ByteOrder.BIG_ENDIAN);
+            h.putInt(L1_SIZE_OFFSET, newL1, ByteOrder.BIG_ENDIAN);
+            h.putLong(L1_TABLE_OFFSET_OFFSET, l1Offset, ByteOrder.BIG_ENDIAN);
+            host.writeDurably(0, headerSector, alignment);
+            if (l1Offset != meta.header.l1TableOffset) {
+                long oldClusters = Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits;
+                setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
+            }
+        } catch (IOException | RuntimeException e) {
+            recoverFromFailedResize(e);
+            throw e;
         }
         Qcow2Image fresh;
         try {
@@ -705,6 +724,25 @@ public final class Qcow2Driver implements BlockDriver {
         }
         virtualSize = fresh.header.virtualSize;
         adopt(fresh);
+    }
+
+    /**
+     * After a resize step failed part-way: some of it may be on the image (new L1 clusters
+     * counted and written, a header whose write reported an error after it reached the disk), so
+     * the header sector, the L1 table, the allocation point and the refill's refcount block in
+     * memory may no longer match it (clusters holding the new L1 table handed out as fresh). Reads
+     * the metadata again and takes it, the virtual size included (the image's header is the truth);
+     * unreadable, the image is failed.
+     */
+    private void recoverFromFailedResize(Exception e) {
+        try {
+            Qcow2Image fresh = Qcow2Image.read(host, alignment);
+            virtualSize = fresh.header.virtualSize;
+            adopt(fresh);
+        } catch (RuntimeException re) {
+            e.addSuppressed(re);
+            markCorrupt("metadata unreadable after a failed resize: " + re.getMessage());
+        }
     }
 
     /**
