@@ -232,10 +232,7 @@ public final class Qcow2 {
                     throw new IllegalArgumentException("qcow2: " + name + " has " + h.nbSnapshots
                             + " internal snapshots; images with snapshots are served read-only");
                 }
-                if (h.autoclearFeatures != 0) {
-                    System.err.println("vblk: qcow2 " + name + ": autoclear features 0x"
-                            + Long.toHexString(h.autoclearFeatures) + " left as they are (bitmaps are not maintained)");
-                }
+                // Autoclear bits: cleared by the driver before its first write (clearAutoclear).
             }
             if (h.backingFile != null) {
                 backing = openBacking(host, h, kind, depth, options, level, chain);

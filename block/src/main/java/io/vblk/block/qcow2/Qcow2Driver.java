@@ -113,6 +113,13 @@ public final class Qcow2Driver implements BlockDriver {
     /** Volatile: {@link #resize} changes it on the I/O thread, {@link #sizeBytes()} is read anywhere. */
     private volatile long virtualSize;
     private long openedFileSize;
+    /**
+     * Where clusters an entry read from the image may name end: the file's end, or on a network
+     * disk the allocation point ({@link Qcow2Image#allocationEnd}), past which every refcount is 0
+     * and the driver places new tables and data. An entry naming a cluster there is corrupt: served
+     * in place, a guest write would land in a table the driver puts there later.
+     */
+    private long entryLimit;
     private final boolean v3;
     private final Req[] reqs;
     private final int[] freeReqs;
@@ -239,6 +246,7 @@ public final class Qcow2Driver implements BlockDriver {
         this.l2Chunk = alignment;
         this.virtualSize = meta.header.virtualSize;
         this.openedFileSize = meta.fileSize;
+        this.entryLimit = Math.min(meta.fileSize, meta.allocationEnd);
         this.v3 = meta.header.version >= 3;
         this.compressionType = meta.header.compressionType;
         this.zstd = compressionType == COMPRESSION_ZSTD ? new ZstdDecompressCtx() : null;
@@ -267,10 +275,34 @@ public final class Qcow2Driver implements BlockDriver {
         if (!readOnly) {
             try {
                 host.read(0, headerSector, alignment);
+                if (active) {
+                    clearAutoclear();
+                }
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
         }
+    }
+
+    /**
+     * Clears the header's autoclear feature bits, durably, before anything is written (as QEMU
+     * does at a writable open). qcow2.txt: a writer that does not maintain what they describe
+     * (persistent dirty bitmaps) must clear them first, or QEMU later trusts a bitmap that misses
+     * this writer's writes (incremental backups silently incomplete). Writable v3 images only.
+     */
+    private void clearAutoclear() throws IOException {
+        if (readOnly || !v3) {
+            return;
+        }
+        UnsafeBuffer h = headerSector.buffer();
+        long bits = h.getLong(AUTOCLEAR_FEATURES_OFFSET, ByteOrder.BIG_ENDIAN);
+        if (bits == 0) {
+            return;
+        }
+        h.putLong(AUTOCLEAR_FEATURES_OFFSET, 0L, ByteOrder.BIG_ENDIAN);
+        host.writeDurably(0, headerSector, alignment);
+        System.err.println("vblk: qcow2 " + meta.path + ": autoclear features 0x" + Long.toHexString(bits)
+                + " cleared (bitmaps are not maintained)");
     }
 
     // ------------------------------------------------------------------ identity
@@ -405,14 +437,33 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         if (fresh.clusterSize != cluster || fresh.header.virtualSize != virtualSize
-                || fresh.header.compressionType != compressionType) {
-            markCorrupt("cluster size, virtual size or compression type changed before the first request");
+                || fresh.header.compressionType != compressionType || (fresh.header.version >= 3) != v3) {
+            markCorrupt("version, cluster size, virtual size or compression type changed before the first request");
+            return;
+        }
+        // What a writable open refused (Qcow2.open) is refused here too; unknown incompatible
+        // features were refused by the parse above. Not marked corrupt: the image is not.
+        Qcow2Header h = fresh.header;
+        String refused = readOnly ? null
+                : h.corrupt() ? "it is marked corrupt"
+                : h.dirty() ? "its dirty bit is set (lazy refcounts not written back)"
+                : h.nbSnapshots > 0 ? "it has internal snapshots now" : null;
+        if (refused != null) {
+            System.err.println("vblk: qcow2 " + meta.path + " changed before the first request, failing its requests"
+                    + " with EIO: " + refused);
+            fatal(-Errno.EIO);
             return;
         }
         if (fresh.fileSize > host.sizeBytes() && !readOnly) {
             host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
         }
         adopt(fresh);
+        try {
+            clearAutoclear(); // set again since the open (a migration's source): before any write
+        } catch (IOException e) {
+            System.err.println("vblk: qcow2 " + meta.path + ": cannot clear the autoclear features: " + e.getMessage());
+            fatal(-Errno.EIO);
+        }
     }
 
     /** Takes metadata read afresh: caches emptied, allocation restarting where the image now ends. */
@@ -434,6 +485,7 @@ public final class Qcow2Driver implements BlockDriver {
     private void resetTo(Qcow2Image fresh) throws IOException {
         meta = fresh;
         openedFileSize = fresh.fileSize;
+        entryLimit = Math.min(fresh.fileSize, fresh.allocationEnd);
         validatedL2 = new long[(fresh.header.l1Size + 63) / 64 + 1];
         for (L2Slot s : slots) {
             s.forget();
@@ -499,6 +551,7 @@ public final class Qcow2Driver implements BlockDriver {
                 host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
             }
             resetTo(fresh);
+            clearAutoclear(); // before this side's first write
         } catch (IOException | RuntimeException e) {
             try {
                 host.inactivateLocks();
@@ -550,19 +603,7 @@ public final class Qcow2Driver implements BlockDriver {
             throw new IOException("qcow2 " + meta.path + ": closed");
         }
         quiesce();
-        // A table write that met a full back end waits for a retry, which quiesce does not
-        // wait for: written now, or the image is not handed over (its tables would be lost).
-        for (int i = 0; metadataUnwritten() && !corrupt && fatalError == 0; i++) {
-            if (i == 100) {
-                throw new IOException("qcow2 " + meta.path + ": metadata could not be written back: not handed over");
-            }
-            for (L2Slot s : slots) {
-                s.writeWanted |= !s.writing && s.gen != s.writtenGen;
-            }
-            metadataRetry = true;
-            retryMetadataWrites();
-            quiesce();
-        }
+        writeBackMetadata("not handed over");
         if (!corrupt && fatalError == 0) {
             refill.release();
         }
@@ -573,6 +614,25 @@ public final class Qcow2Driver implements BlockDriver {
         host.inactivateLocks();
         active = false;
         return true;
+    }
+
+    /**
+     * After {@link #quiesce}: a table write that met a full back end waits for a retry, which
+     * quiesce does not wait for. Written now, before the tables in memory are dropped (a hand-over,
+     * a resize's {@link #resetTo}), or refused with {@code refusal} (the tables would be lost).
+     */
+    private void writeBackMetadata(String refusal) throws IOException {
+        for (int i = 0; metadataUnwritten() && !corrupt && fatalError == 0; i++) {
+            if (i == 100) {
+                throw new IOException("qcow2 " + meta.path + ": metadata could not be written back: " + refusal);
+            }
+            for (L2Slot s : slots) {
+                s.writeWanted |= !s.writing && s.gen != s.writtenGen;
+            }
+            metadataRetry = true;
+            retryMetadataWrites();
+            quiesce();
+        }
     }
 
     // ------------------------------------------------------------------ online resize
@@ -616,6 +676,11 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         quiesce();
+        writeBackMetadata("not resized"); // resetTo below drops every slot
+        if (corrupt || fatalError != 0) {
+            throw new IOException("qcow2 " + meta.path + " failed (" + (corrupt ? corruptReason : "errno "
+                    + -fatalError) + "): not resized");
+        }
         refill.release(); // reserved clusters back to refcount 0: allocation restarts after the resize
         long l2Span = (long) cluster << l2Bits;
         int oldL1 = meta.header.l1Size;
@@ -635,16 +700,23 @@ public final class Qcow2Driver implements BlockDriver {
                 throw new IllegalArgumentException("qcow2: " + newSizeBytes + " bytes need an L1 table over QEMU's limit");
             }
             newL1 = (int) neededL1;
-            l1Offset = growL1(oldL1, newL1);
         }
-        UnsafeBuffer h = headerSector.buffer();
-        h.putLong(SIZE_OFFSET, newSizeBytes, ByteOrder.BIG_ENDIAN);
-        h.putInt(L1_SIZE_OFFSET, newL1, ByteOrder.BIG_ENDIAN);
-        h.putLong(L1_TABLE_OFFSET_OFFSET, l1Offset, ByteOrder.BIG_ENDIAN);
-        host.writeDurably(0, headerSector, alignment);
-        if (l1Offset != meta.header.l1TableOffset) {
-            long oldClusters = Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits;
-            setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
+        try {
+            if (newL1 != oldL1) {
+                l1Offset = growL1(oldL1, newL1);
+            }
+            UnsafeBuffer h = headerSector.buffer();
+            h.putLong(SIZE_OFFSET, newSizeBytes, ByteOrder.BIG_ENDIAN);
+            h.putInt(L1_SIZE_OFFSET, newL1, ByteOrder.BIG_ENDIAN);
+            h.putLong(L1_TABLE_OFFSET_OFFSET, l1Offset, ByteOrder.BIG_ENDIAN);
+            host.writeDurably(0, headerSector, alignment);
+            if (l1Offset != meta.header.l1TableOffset) {
+                long oldClusters = Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits;
+                setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
+            }
+        } catch (IOException | RuntimeException e) {
+            recoverFromFailedResize(e);
+            throw e;
         }
         Qcow2Image fresh;
         try {
@@ -655,6 +727,25 @@ public final class Qcow2Driver implements BlockDriver {
         }
         virtualSize = fresh.header.virtualSize;
         adopt(fresh);
+    }
+
+    /**
+     * After a resize step failed part-way: some of it may be on the image (new L1 clusters
+     * counted and written, a header whose write reported an error after it reached the disk), so
+     * the header sector, the L1 table, the allocation point and the refill's refcount block in
+     * memory may no longer match it (clusters holding the new L1 table handed out as fresh). Reads
+     * the metadata again and takes it, the virtual size included (the image's header is the truth);
+     * unreadable, the image is failed.
+     */
+    private void recoverFromFailedResize(Exception e) {
+        try {
+            Qcow2Image fresh = Qcow2Image.read(host, alignment);
+            virtualSize = fresh.header.virtualSize;
+            adopt(fresh);
+        } catch (RuntimeException re) {
+            e.addSuppressed(re);
+            markCorrupt("metadata unreadable after a failed resize: " + re.getMessage());
+        }
     }
 
     /**
@@ -1007,12 +1098,14 @@ public final class Qcow2Driver implements BlockDriver {
                     return false;
                 }
                 r.host = host;
-                r.hostFresh = true;
+                // Only a file's clusters past its end read as zeros; a network disk's tail past
+                // the last refcount may hold a previous user's bytes (M1: zero-fill instead).
+                r.hostFresh = this.host.file();
             }
         }
         r.newEntry = r.host | OFLAG_COPIED;
         // A cluster fresh from the allocator lies past the end of the file as opened and was
-        // never handed out before: it reads as zeros (fallocate or a hole), so when the old
+        // never handed out before: on a file it reads as zeros (fallocate or a hole), so when the old
         // contents are zeros too there is nothing to copy, only the guest's piece to write.
         boolean zeroSource = zeroFlag || (!compressed && off == 0
                 && (backing == null || (r.pos & ~clusterMask) >= backingSize));
@@ -1169,7 +1262,7 @@ public final class Qcow2Driver implements BlockDriver {
         long hostOff = entry & ((1L << x) - 1);
         long sectors = (entry >>> x) & ((1L << (62 - x)) - 1);
         long size = (sectors + 1) * SECTOR_BYTES - (hostOff & (SECTOR_BYTES - 1));
-        long end = Math.min(hostOff + size, openedFileSize);
+        long end = Math.min(hostOff + size, entryLimit);
         if (hostOff <= 0 || size > 2L * cluster || end <= hostOff || touchesMetadata(hostOff, end)) {
             markCorrupt("compressed cluster descriptor 0x" + Long.toHexString(entry) + " out of bounds");
             r.error = -Errno.EIO;
@@ -1384,9 +1477,9 @@ public final class Qcow2Driver implements BlockDriver {
             if ((e & L2E_STD_RESERVED) != 0 || (!v3 && (e & OFLAG_ZERO) != 0)) {
                 return "L2 table at " + s.l2Offset + " entry " + i + " has reserved bits set: 0x" + Long.toHexString(e);
             }
-            if (off != 0 && ((off & clusterMask) != 0 || off > openedFileSize - cluster || meta.isMetadata(off))) {
+            if (off != 0 && ((off & clusterMask) != 0 || off > entryLimit - cluster || meta.isMetadata(off))) {
                 return "L2 table at " + s.l2Offset + " entry " + i + " points at " + off
-                        + ": misaligned, past the end of the file or into metadata";
+                        + ": misaligned, past the end of the file or its allocated clusters, or into metadata";
             }
         }
         return null;
