@@ -691,7 +691,10 @@ public final class BlockDevice implements AutoCloseable {
 
     /**
      * Changes the IOPS and bandwidth limits (0: none) while the device runs; they apply from the
-     * next pop pass of every queue.
+     * next pop pass of every queue, which runs at once: every I/O thread of the device is woken
+     * (a throttled queue sleeps until the deadline of the old limits, with its notifications off).
+     * A raised or removed limit also scales down the debt run up under the old one (see {@link
+     * Throttle#setLimits}).
      *
      * @throws IllegalStateException when the device was built with neither a limit nor
      *         {@code Tuning.Builder.adjustableLimits(true)}
@@ -701,6 +704,11 @@ public final class BlockDevice implements AutoCloseable {
             throw new IllegalStateException("the device was built without a throttle: build it with Tuning.adjustableLimits(true)");
         }
         throttle.setLimits(iopsLimit, bytesPerSecond);
+        for (IoThread t : threads) {
+            // An empty kick (no queue): the inbox entry cancels a sleep being prepared, the
+            // wake-up ends one under way, and the round re-asks the throttle for every queue.
+            t.kick(-1);
+        }
     }
 
     // ------------------------------------------------------------ migration
