@@ -95,9 +95,23 @@ public final class BlockDevice implements AutoCloseable {
                 if (mine.length == 0) {
                     throw new IllegalArgumentException("I/O thread " + t + " has no queue in mapping " + tuning);
                 }
+                // A DISCARD or WRITE_ZEROES request takes one back-end slot per range segment, all
+                // at once, so every pop waits for that many free slots: a depth below it would
+                // never pop anything (reads included) and spin the thread.
+                int reserve = Math.max(1, model.maxSegmentsPerRange());
                 int depth = tuning.backendDepth() > 0 ? tuning.backendDepth()
-                        : Math.min(4096, mine.length * b.config.queueSize());
-                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, b.openDriver(depth));
+                        : Math.max(reserve, Math.min(4096, mine.length * b.config.queueSize()));
+                if (depth < reserve) {
+                    throw new IllegalArgumentException("backend depth " + depth + " is below the range segments per request ("
+                            + reserve + ", maxRangeSegments): raise the depth or lower maxRangeSegments");
+                }
+                BlockDriver driver = b.openDriver(depth);
+                if (driver.depth() < reserve) {
+                    driver.close();
+                    throw new IllegalArgumentException("the " + driver.format() + " driver's depth " + driver.depth()
+                            + " is below the range segments per request (" + reserve + ", maxRangeSegments)");
+                }
+                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, driver);
                 for (DeviceQueue q : mine) {
                     threadOfQueue[q.index] = threads[t];
                 }

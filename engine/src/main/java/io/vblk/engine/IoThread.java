@@ -944,8 +944,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 timeoutMs = timeoutMs < 0 ? ms : Math.min(timeoutMs, ms);
                 continue;
             }
-            // Without free slots pending chains must wait for a completion, which wakes us anyway.
-            if ((q.ring.enableNotifications() || q.resubmitCount > 0) && dispatcher.pool().available() > 0) {
+            // Without free slots pending chains must wait for a completion, which wakes us anyway
+            // (the pop's own condition: a request and the back-end slots of the worst one).
+            if ((q.ring.enableNotifications() || q.resubmitCount > 0) && dispatcher.canPop()) {
                 abort = true;
             }
         }
