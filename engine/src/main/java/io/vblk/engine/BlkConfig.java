@@ -307,7 +307,11 @@ public final class BlkConfig {
             return this;
         }
 
-        /** Most segments per DISCARD / WRITE_ZEROES request (default 1, as QEMU). */
+        /**
+         * Most segments per DISCARD / WRITE_ZEROES request (default 1, as QEMU). Each pop keeps
+         * this many back-end slots free (one per segment), so the default back-end depth is raised
+         * to it, and an explicit {@code Tuning.backendDepth} below it is refused at build time.
+         */
         public Builder maxRangeSegments(int value) {
             if (value < 1 || value > 256) {
                 throw new IllegalArgumentException("range segments must be 1..256: " + value);

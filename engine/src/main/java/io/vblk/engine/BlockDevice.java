@@ -95,9 +95,23 @@ public final class BlockDevice implements AutoCloseable {
                 if (mine.length == 0) {
                     throw new IllegalArgumentException("I/O thread " + t + " has no queue in mapping " + tuning);
                 }
+                // A DISCARD or WRITE_ZEROES request takes one back-end slot per range segment, all
+                // at once, so every pop waits for that many free slots: a depth below it would
+                // never pop anything (reads included) and spin the thread.
+                int reserve = Math.max(1, model.maxSegmentsPerRange());
                 int depth = tuning.backendDepth() > 0 ? tuning.backendDepth()
-                        : Math.min(4096, mine.length * b.config.queueSize());
-                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, b.openDriver(depth));
+                        : Math.max(reserve, Math.min(4096, mine.length * b.config.queueSize()));
+                if (depth < reserve) {
+                    throw new IllegalArgumentException("backend depth " + depth + " is below the range segments per request ("
+                            + reserve + ", maxRangeSegments): raise the depth or lower maxRangeSegments");
+                }
+                BlockDriver driver = b.openDriver(depth);
+                if (driver.depth() < reserve) {
+                    driver.close();
+                    throw new IllegalArgumentException("the " + driver.format() + " driver's depth " + driver.depth()
+                            + " is below the range segments per request (" + reserve + ", maxRangeSegments)");
+                }
+                threads[t] = new IoThread(t, model, tuning, throttle, b.listener, mine, driver);
                 for (DeviceQueue q : mine) {
                     threadOfQueue[q.index] = threads[t];
                 }
@@ -691,7 +705,10 @@ public final class BlockDevice implements AutoCloseable {
 
     /**
      * Changes the IOPS and bandwidth limits (0: none) while the device runs; they apply from the
-     * next pop pass of every queue.
+     * next pop pass of every queue, which runs at once: every I/O thread of the device is woken
+     * (a throttled queue sleeps until the deadline of the old limits, with its notifications off).
+     * A raised or removed limit also scales down the debt run up under the old one (see {@link
+     * Throttle#setLimits}).
      *
      * @throws IllegalStateException when the device was built with neither a limit nor
      *         {@code Tuning.Builder.adjustableLimits(true)}
@@ -701,6 +718,11 @@ public final class BlockDevice implements AutoCloseable {
             throw new IllegalStateException("the device was built without a throttle: build it with Tuning.adjustableLimits(true)");
         }
         throttle.setLimits(iopsLimit, bytesPerSecond);
+        for (IoThread t : threads) {
+            // An empty kick (no queue): the inbox entry cancels a sleep being prepared, the
+            // wake-up ends one under way, and the round re-asks the throttle for every queue.
+            t.kick(-1);
+        }
     }
 
     // ------------------------------------------------------------ migration

@@ -179,6 +179,11 @@ final class CompletionPath {
         }
     }
 
+    /** Whether a queue has used entries written since the last {@link #endOfBatch()} (a field read). */
+    boolean unpublished() {
+        return dirtyCount > 0;
+    }
+
     /** End of a completion batch: one used.idx publish and at most one interrupt per queue. */
     void endOfBatch() {
         batchClockRead = false;

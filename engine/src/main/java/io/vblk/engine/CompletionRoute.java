@@ -18,6 +18,15 @@ interface CompletionRoute extends CompletionSink {
      */
     void endOfBatch();
 
+    /**
+     * Whether requests completed on this thread wait for {@link #endOfBatch()} (used entries
+     * written, used.idx not yet published): a round that did no other work must still end the
+     * batch. The dedicated route ends its own batches: never.
+     */
+    default boolean unpublished() {
+        return false;
+    }
+
     /** Takes back requests finished on another thread into the pool; returns how many. */
     int reclaim();
 

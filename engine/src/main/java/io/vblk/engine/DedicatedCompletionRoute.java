@@ -38,6 +38,13 @@ final class DedicatedCompletionRoute implements CompletionRoute {
     private final Consumer<BlkRequest> release;
     private Thread thread;
     private volatile boolean closing;
+    /**
+     * The last sequence whose batch was finished (used.idx published), stored before the wake-up
+     * of the I/O thread: the processor's own sequence moves only after {@link #onEvent} returns,
+     * so a thread woken to look at {@link #passed} (a fence's command) would find it behind and
+     * back off for up to 100 ms.
+     */
+    private volatile long finishedSequence = -1;
 
     /**
      * @param ringSize a power of two no smaller than every operation that can be outstanding
@@ -73,8 +80,22 @@ final class DedicatedCompletionRoute implements CompletionRoute {
         }
         if (endOfBatch) {
             completions.endOfBatch();
-            wakeIoThread.run();
+            finishedSequence = sequence;
+            wakeIoThreadFenced();
         }
+    }
+
+    /**
+     * Wakes the I/O thread after a batch, behind a full fence (once per batch): the requests
+     * handed back ({@code returned.offer}, an ordered store only) must be visible before the read
+     * of the thread's sleeping mark, or a thread that re-checked {@link #hasReturns()} just
+     * before could sleep while this side skips the signal. A batch that published used entries
+     * had a fence in publishUsed; one that held only lost requests, or those of a quarantined
+     * queue, had none.
+     */
+    private void wakeIoThreadFenced() {
+        java.lang.invoke.VarHandle.fullFence();
+        wakeIoThread.run();
     }
 
     /**
@@ -151,7 +172,7 @@ final class DedicatedCompletionRoute implements CompletionRoute {
 
     @Override
     public boolean passed(long sequence) {
-        return processor.getSequence().get() >= sequence;
+        return finishedSequence >= sequence || processor.getSequence().get() >= sequence;
     }
 
     @Override
@@ -177,7 +198,7 @@ final class DedicatedCompletionRoute implements CompletionRoute {
             }
         }
         completions.endOfBatch();
-        wakeIoThread.run();
+        wakeIoThreadFenced();
     }
 
     /** The completion thread: the processor, run again after a Throwable escaped it (see the class comment). */

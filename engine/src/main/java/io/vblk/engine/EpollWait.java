@@ -19,6 +19,14 @@ final class EpollWait extends AbstractThreadWait {
 
     private final BlockDriver backend;
     private final Epoll epoll;
+    /**
+     * The kick descriptor each watching queue registered, by queue index: an embedder may give
+     * two queues of one thread the same kick eventfd, and epoll holds one registration per
+     * descriptor, so one queue's unwatch would otherwise stop the other's kicks too (a
+     * descriptor leaves the set with its last watcher). Control path only (queue start, stop,
+     * kick change).
+     */
+    private final java.util.Map<Integer, Integer> kickOfQueue = new java.util.HashMap<>();
 
     EpollWait(DeviceQueue[] queues, BlockDriver backend) {
         super(queues, EventFd.create(true));
@@ -94,16 +102,25 @@ final class EpollWait extends AbstractThreadWait {
     public void watchKick(DeviceQueue q) {
         EventFd k = q.kick;
         if (k != null) {
+            // Watched again even when shared: the same number may now name another file (epoll
+            // then holds one registration per file); the tag names the last queue to watch it,
+            // which only the kick counters see (a round pops every queue).
             epoll.watch(k.fd(), Linux.EPOLLIN | Linux.EPOLLET, q.index);
+            Integer before = kickOfQueue.put(q.index, k.fd());
+            if (before != null && before != k.fd() && !kickOfQueue.containsValue(before)) {
+                epoll.remove(before); // watched again with another descriptor, without an unwatch
+            }
         }
     }
 
     /** Stops watching {@code q}'s kick eventfd (I/O thread only). */
     @Override
     public void unwatchKick(DeviceQueue q) {
+        Integer watched = kickOfQueue.remove(q.index);
         EventFd k = q.kick;
-        if (k != null) {
-            epoll.remove(k.fd());
+        int fd = watched != null ? watched : k != null ? k.fd() : -1;
+        if (fd >= 0 && !kickOfQueue.containsValue(fd)) {
+            epoll.remove(fd);
         }
     }
 

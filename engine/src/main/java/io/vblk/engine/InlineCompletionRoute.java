@@ -32,6 +32,11 @@ final class InlineCompletionRoute implements CompletionRoute {
     }
 
     @Override
+    public boolean unpublished() {
+        return completions.unpublished();
+    }
+
+    @Override
     public int reclaim() {
         return 0;
     }

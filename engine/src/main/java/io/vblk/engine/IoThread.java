@@ -635,8 +635,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 }
             }
         }
-        if (prepared > 0 || finished > 0) {
-            route.endOfBatch(); // immediate completions of this round, and those finished in submit
+        if (prepared > 0 || finished > 0 || route.unpublished()) {
+            // Immediate completions of this round, those finished in submit, and write-through
+            // requests afterPoll handed over in a round that reaped nothing (left after a fault).
+            route.endOfBatch();
         }
         if (evidence.suspect) {
             clearSuspectWhenSettled();
@@ -931,8 +933,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         for (int i = 0; i < queues.length && !abort; i++) {
             DeviceQueue q = queues[i];
-            if (q.state != QueueLifecycle.RUNNING) {
-                continue;
+            if (q.state != QueueLifecycle.RUNNING || lend != SERVING) {
+                continue; // a pausing member pops nothing: chains waiting in its rings are no work
             }
             if (q.throttledUntilNs != 0) {
                 long waitNs = q.throttledUntilNs - now;
@@ -944,8 +946,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 timeoutMs = timeoutMs < 0 ? ms : Math.min(timeoutMs, ms);
                 continue;
             }
-            // Without free slots pending chains must wait for a completion, which wakes us anyway.
-            if ((q.ring.enableNotifications() || q.resubmitCount > 0) && dispatcher.pool().available() > 0) {
+            // Without free slots pending chains must wait for a completion, which wakes us anyway
+            // (the pop's own condition: a request and the back-end slots of the worst one).
+            if ((q.ring.enableNotifications() || q.resubmitCount > 0) && dispatcher.canPop()) {
                 abort = true;
             }
         }

@@ -20,6 +20,11 @@ final class RequestDispatcher {
     private final RequestPool pool;
     private final RequestParser parser;
     private final DescriptorChain chain;
+    /**
+     * Back-end slots free before every pop: a DISCARD or WRITE_ZEROES request takes one per
+     * range segment at once (BlockDevice refuses a depth below it, which would pop nothing).
+     */
+    private final int reserve;
     private CompletionRoute route;
     /** Attributes a caught fault by evidence (see {@link GuestFaults#attribute}); set once. */
     private Predicate<Throwable> attributor = e -> false;
@@ -39,6 +44,16 @@ final class RequestDispatcher {
         this.pool = new RequestPool(backend.depth(), BlkRequest.dataCapacity(maxSegments));
         this.parser = new RequestParser(model);
         this.chain = new DescriptorChain(model.config().queueSize() + maxSegments + SplitQueue.CHAIN_SLACK_SEGMENTS);
+        this.reserve = Math.max(1, model.maxSegmentsPerRange());
+    }
+
+    /**
+     * Whether a pop could take a chain now (a free request and the back-end slots of the worst
+     * request): the pop loop's own condition, which a sleep re-check must use too, or it would
+     * see chains it cannot pop and veto every sleep until a completion came (a busy loop).
+     */
+    boolean canPop() {
+        return pool.available() > 0 && backend.freeSlots() >= reserve;
     }
 
     /** Where requests that never reach the back end complete; set once, before the first round. */
@@ -93,7 +108,6 @@ final class RequestDispatcher {
             max = inflightBound(q, max);
         }
         int popped = 0;
-        int reserve = Math.max(1, model.maxSegmentsPerRange());
         // Where the loop is, in locals (no memory traffic): a fault the JVM delivers here late,
         // from another device's memory, must not cost this queue the chain in hand (see spare).
         int phase = NOTHING_IN_HAND;
@@ -101,7 +115,7 @@ final class RequestDispatcher {
         int resubmitBefore = 0;
         BlkRequest current = null;
         try {
-            while (popped < max && pool.available() > 0 && backend.freeSlots() >= reserve) {
+            while (popped < max && canPop()) {
                 availBefore = q.ring.nextAvail();
                 resubmitBefore = q.resubmitCount;
                 current = null;

@@ -51,10 +51,42 @@ public final class Throttle {
 
     /**
      * Replaces the limits (0: none) while I/O threads use the throttle; the next pop pass obeys
-     * them. Debt run up under the old limits is kept, so lowering a limit takes effect at once.
+     * them (the caller wakes the threads, which may sleep until a deadline of the old limits).
+     * Debt run up under the old limits is kept when a limit is lowered, so that takes effect at
+     * once; when a limit is raised or removed, the debt (how far the bucket's arrival time runs
+     * ahead of now) is rescaled to the new rate: what was admitted but not yet paid for is paid
+     * at the new rate from now on, and a removed limit forgives it all. Without that, lifting a
+     * 16 KiB/s limit after a 256 KiB read kept the next request waiting the old 16 s. A charge
+     * racing the change may be rescaled or not (one request's worth, either way).
      */
     public void setLimits(long iopsLimit, long bytesPerSecond) {
-        rates = Rates.of(iopsLimit, bytesPerSecond, burstMs);
+        setLimits(iopsLimit, bytesPerSecond, System.nanoTime());
+    }
+
+    /** As {@link #setLimits(long, long)} at {@code now} (the clock {@link #charge} and {@link #delayNs} are given). */
+    public void setLimits(long iopsLimit, long bytesPerSecond, long now) {
+        Rates old = rates;
+        Rates next = Rates.of(iopsLimit, bytesPerSecond, burstMs);
+        rates = next;
+        rescale(opsTat, now, old.nsPerOp, next.nsPerOp);
+        rescale(bytesTat, now, old.nsPerByte, next.nsPerByte);
+    }
+
+    /** Shrinks the debt of {@code tat} by {@code newNs / oldNs} when the rate went up (or the limit away). */
+    private static void rescale(AtomicLong tat, long nowNs, double oldNs, double newNs) {
+        if (oldNs == 0 || (newNs != 0 && newNs >= oldNs)) {
+            return; // there was no limit (no debt counts), or it was kept or lowered: the debt stays
+        }
+        long current;
+        long next;
+        do {
+            current = tat.get();
+            long debt = current - nowNs;
+            if (debt <= 0) {
+                return; // nothing owed: the burst allowance (arrival time behind now) stays as it is
+            }
+            next = nowNs + (long) (debt * (newNs / oldNs));
+        } while (!tat.compareAndSet(current, next));
     }
 
     /** How long to wait before the next request may start; 0 when it may start now. */

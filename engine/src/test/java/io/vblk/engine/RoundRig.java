@@ -41,9 +41,16 @@ final class RoundRig implements AutoCloseable {
      */
     static final class SteppingClock extends CachedNanoClock {
         long stepNs;
+        /** Thrown (once) by the next read: a late fault where the I/O thread reads the time. */
+        RuntimeException failNext;
 
         @Override
         public long nanoTime() {
+            RuntimeException e = failNext;
+            if (e != null) {
+                failNext = null;
+                throw e;
+            }
             long now = super.nanoTime();
             if (stepNs > 0) {
                 advance(stepNs);
@@ -89,6 +96,11 @@ final class RoundRig implements AutoCloseable {
 
         /** Offers a request of {@code type} with a 4 KiB device-writable buffer (not yet published). */
         int add(int type, long sector) {
+            return add(type, sector, true);
+        }
+
+        /** Offers a request of {@code type} with a 4 KiB buffer, device-writable or not (not yet published). */
+        int add(int type, long sector, boolean dataWritable) {
             int slot = driver.availIdx() & (QUEUE_SIZE - 1);
             long header = headers + 16L * slot;
             long h = driver.hostAddress(header, 16);
@@ -97,7 +109,7 @@ final class RoundRig implements AutoCloseable {
             UnsafeApi.putLong(h + 8, sector);
             UnsafeApi.putByte(driver.hostAddress(statuses + slot, 1), (byte) 0x7f);
             int head = driver.addDirect(new long[] {header, data + 4096L * slot, statuses + slot},
-                    new int[] {16, 4096, 1}, new boolean[] {false, true, true}, 3);
+                    new int[] {16, 4096, 1}, new boolean[] {false, dataWritable, true}, 3);
             if (head < 0) {
                 throw new IllegalStateException("queue full");
             }
@@ -132,6 +144,7 @@ final class RoundRig implements AutoCloseable {
     }
 
     final IoBackend io;
+    final BlkConfig config;
 
     RoundRig(Tuning tuning, Throttle throttle) {
         this(tuning, throttle, false);
@@ -152,14 +165,25 @@ final class RoundRig implements AutoCloseable {
     }
 
     RoundRig(Tuning tuning, Throttle throttle, boolean sameRound, int queues, IoBackend given) {
-        BlkConfig config = BlkConfig.builder(CAPACITY).queueSize(QUEUE_SIZE).numQueues(queues).build();
-        DeviceModel model = new DeviceModel(config);
-        model.negotiate(config.offeredFeatures());
+        this(tuning, throttle, sameRound, queues, given, c -> { }, 0);
+    }
+
+    /**
+     * The full form: {@code config} adjusts the device's configuration, and the feature bits in
+     * {@code withheld} are not negotiated (e.g. FLUSH, for a write-through device).
+     */
+    RoundRig(Tuning tuning, Throttle throttle, boolean sameRound, int queues, IoBackend given,
+             java.util.function.Consumer<BlkConfig.Builder> config, long withheld) {
+        BlkConfig.Builder configBuilder = BlkConfig.builder(CAPACITY).queueSize(QUEUE_SIZE).numQueues(queues);
+        config.accept(configBuilder);
+        this.config = configBuilder.build();
+        DeviceModel model = new DeviceModel(this.config);
+        model.negotiate(this.config.offeredFeatures() & ~withheld);
         memory = GuestMemory.builder().guarded(true).addMemfd(0, queues * LANE_BYTES).build();
         lanes = new Lane[queues];
         DeviceQueue[] deviceQueues = new DeviceQueue[queues];
         for (int q = 0; q < queues; q++) {
-            lanes[q] = new Lane(memory, q, config);
+            lanes[q] = new Lane(memory, q, this.config);
             deviceQueues[q] = lanes[q].queue;
         }
         driver = lanes[0].driver;
