@@ -42,8 +42,14 @@ import io.vblk.sys.NativeBuffer;
  *       cluster) is written to the new cluster.</li>
  *   <li>Only after that write completed is the L2 table written with the new entry (a new L2
  *       table is written, all zeros but its entry, before the L1 entry naming it).</li>
- *   <li>The guest sees its write completed only after the L2 (and L1) write completed, so a
- *       later FLUSH (fdatasync) makes it durable.</li>
+ *   <li>Copied-on-write data (the backing file's or the old cluster's bytes), data in a reused
+ *       zero cluster and a new L2 table are flushed before the entry naming them: one barrier
+ *       flush per batch of such pieces ({@link #issueBarrier}). A fresh cluster needs none: its
+ *       old content is zeros that no entry names.</li>
+ *   <li>The guest sees its write completed only after the L2 (and L1) write completed. A FLUSH
+ *       first waits for every L2 and L1 table write under way or wanted at its start
+ *       ({@link #tablesWrittenUpTo}): an in-place write can complete while the table write of
+ *       the allocating write it depends on is still in flight, which fdatasync does not cover.</li>
  * </ol>
  * A clean close returns unused reserved clusters (refcount 0) and truncates the file, so
  * {@code qemu-img check} finds a cleanly closed image without leaks. The dirty bit is never set
@@ -56,6 +62,9 @@ import io.vblk.sys.NativeBuffer;
  * {@link Qcow2Snapshots}) mark the image corrupt (the corrupt bit is set
  * in a writable v3 image) and every later request fails with EIO. In-place writes only go to
  * clusters whose L2 entry passed that check and carries COPIED; every other write allocates.
+ *
+ * <p>DISCARD is advisory: it never allocates and never writes data; only a whole cluster of a
+ * v3 image with an L2 table becomes a zero cluster (keeping its host cluster), the rest is left.
  *
  * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
  * than freeing them), internal snapshots (refused for writing), growing the refcount table.
