@@ -51,7 +51,7 @@ class Qcow2ShortCompletionTest {
     }
 
     @Test
-    void aShortDataWriteCompletesTheGuestWriteAsWhole(@TempDir Path dir) throws Exception {
+    void aShortDataWriteFailsTheGuestWrite(@TempDir Path dir) throws Exception {
         Path img = DriverRig.create(dir, "s.qcow2", "4M", "-o", "cluster_size=65536");
         FileHost host = new FileHost(img.toRealPath(), BackendKind.IO_URING, false, false);
         ShortWrites io = new ShortWrites(host.openBackend(64));
