@@ -70,4 +70,54 @@ class Qcow2ShortCompletionTest {
             assertEquals(0, rb.buffer().getLong(0), "the cluster stays unallocated");
         }
     }
+
+    /** Completes the writes at one offset (a refcount block) with half their length. */
+    static final class ShortAt extends ForwardingBackend {
+        final long offset;
+        final Set<Long> shortened = new HashSet<>();
+
+        ShortAt(IoBackend real, long offset) {
+            super(real);
+            this.offset = offset;
+        }
+
+        @Override
+        public int prepareWrite(long at, IoVector buffers, long userData) {
+            int rc = real.prepareWrite(at, buffers, userData);
+            if (rc == 0 && at == offset) {
+                shortened.add(userData);
+            }
+            return rc;
+        }
+
+        @Override
+        public int poll(CompletionSink sink, int max) {
+            return real.poll((userData, result) -> sink.complete(userData,
+                    shortened.remove(userData) && result > 1 ? result / 2 : result), max);
+        }
+    }
+
+    /** The clusters a half-written refcount block claims to reserve are never handed out. */
+    @Test
+    void aShortRefcountBlockWriteReservesNothing(@TempDir Path dir) throws Exception {
+        Path img = DriverRig.create(dir, "r.qcow2", "4M", "-o", "cluster_size=65536");
+        long block;
+        try (java.nio.channels.FileChannel ch = java.nio.channels.FileChannel.open(img)) {
+            java.nio.ByteBuffer b = java.nio.ByteBuffer.allocate(8);
+            Qcow2Image.readFully(ch, b, 48);
+            long table = b.flip().getLong();
+            b.clear();
+            Qcow2Image.readFully(ch, b, table);
+            block = b.flip().getLong();
+        }
+        FileHost host = new FileHost(img.toRealPath(), BackendKind.IO_URING, false, false);
+        ShortAt io = new ShortAt(host.openBackend(64), block);
+        try (Qcow2Driver d = new Qcow2Driver(Qcow2Image.read(host, 512), host, io, null, 8, Qcow2Options.defaults())) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(LEN);
+            b.buffer().setMemory(0, LEN, (byte) 0x77);
+            long r = rig.one(rig.write(0, b, LEN));
+            assertTrue(r < 0, "a write into a cluster whose refcount block was half written completed with " + r);
+        }
+    }
 }
