@@ -310,7 +310,8 @@ public final class Image implements AutoCloseable {
 
     /**
      * Grows the file to {@code newSizeBytes} with allocated blocks (fallocate, falling back to
-     * ftruncate), for an image format that allocates clusters at the end of its file. One call
+     * ftruncate only where the file system cannot preallocate: EOPNOTSUPP, ENOSYS; ENOSPC and
+     * every other error fail), for an image format that allocates clusters at the end of its file. One call
      * per batch of clusters, never per request. Returns 0 or {@code -errno} ({@code -EBADF} once
      * closed); shrinking is refused.
      */
@@ -323,7 +324,9 @@ public final class Image implements AutoCloseable {
             return -io.vblk.sys.Errno.EROFS;
         }
         int rc = file.fallocate(0, old, newSizeBytes - old);
-        if (rc < 0 && rc != -Errno.EBADF) {
+        if (rc == -Errno.EOPNOTSUPP || rc == -Errno.ENOSYS) {
+            // A file system that cannot preallocate: a sparse extension will do. Never after
+            // ENOSPC or EDQUOT: the blocks are not there, and writes into them would fail later.
             rc = file.ftruncate(newSizeBytes);
         }
         if (rc == 0) {

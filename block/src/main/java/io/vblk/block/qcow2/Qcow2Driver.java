@@ -42,8 +42,14 @@ import io.vblk.sys.NativeBuffer;
  *       cluster) is written to the new cluster.</li>
  *   <li>Only after that write completed is the L2 table written with the new entry (a new L2
  *       table is written, all zeros but its entry, before the L1 entry naming it).</li>
- *   <li>The guest sees its write completed only after the L2 (and L1) write completed, so a
- *       later FLUSH (fdatasync) makes it durable.</li>
+ *   <li>Copied-on-write data (the backing file's or the old cluster's bytes), data in a reused
+ *       zero cluster and a new L2 table are flushed before the entry naming them: one barrier
+ *       flush per batch of such pieces ({@link #issueBarrier}). A fresh cluster needs none: its
+ *       old content is zeros that no entry names.</li>
+ *   <li>The guest sees its write completed only after the L2 (and L1) write completed. A FLUSH
+ *       first waits for every L2 and L1 table write under way or wanted at its start
+ *       ({@link #tablesWrittenUpTo}): an in-place write can complete while the table write of
+ *       the allocating write it depends on is still in flight, which fdatasync does not cover.</li>
  * </ol>
  * A clean close returns unused reserved clusters (refcount 0) and truncates the file, so
  * {@code qemu-img check} finds a cleanly closed image without leaks. The dirty bit is never set
@@ -56,6 +62,9 @@ import io.vblk.sys.NativeBuffer;
  * {@link Qcow2Snapshots}) mark the image corrupt (the corrupt bit is set
  * in a writable v3 image) and every later request fails with EIO. In-place writes only go to
  * clusters whose L2 entry passed that check and carries COPIED; every other write allocates.
+ *
+ * <p>DISCARD is advisory: it never allocates and never writes data; only a whole cluster of a
+ * v3 image with an L2 table becomes a zero cluster (keeping its host cluster), the rest is left.
  *
  * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
  * than freeing them), internal snapshots (refused for writing), growing the refcount table.
@@ -77,6 +86,12 @@ public final class Qcow2Driver implements BlockDriver {
     static final int PH_L2_WRITTEN = 7;
     static final int PH_NEW_L2_WRITTEN = 8;
     static final int PH_L1_WRITTEN = 9;
+    /** A FLUSH waiting for the table writes its start found unwritten (rev14a H1). */
+    static final int PH_FLUSH_TABLES = 10;
+    /** Copied (or reused-cluster) data made durable by a barrier flush: the L2 entry may follow. */
+    static final int PH_COW_FLUSHED = 11;
+    /** A new L2 table made durable by a barrier flush: the L1 entry may follow. */
+    static final int PH_NEW_L2_FLUSHED = 12;
 
     private static final long K_REQ = 1;
     private static final long K_L2_LOAD = 2;
@@ -84,6 +99,7 @@ public final class Qcow2Driver implements BlockDriver {
     private static final long K_L1_WRITE = 4;
     private static final long K_REFILL = 5;
     private static final long K_HEADER = 6;
+    private static final long K_BARRIER = 7;
     private static final long NO_LOCK = Long.MIN_VALUE;
     /** Clusters reserved per refcount update (one refcount-block write and flush each). */
     private static final int RESERVE_CLUSTERS = 256;
@@ -134,6 +150,21 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList allocWaiters = new ReqList();
     private final ReqList l1Waiters = new ReqList();
     private final ReqList ioWaiters = new ReqList();
+    /** FLUSHes waiting for table writes ({@link #PH_FLUSH_TABLES}), woken by every L2 or L1 write's completion. */
+    private final ReqList flushWaiters = new ReqList();
+    /** Pieces waiting for the next barrier flush ({@link #issueBarrier}). */
+    private final ReqList barrierWaiters = new ReqList();
+    /** Pieces the barrier flush in flight covers. */
+    private final ReqList barrierFlushing = new ReqList();
+    private boolean barrierInFlight;
+    /**
+     * Numbers every change to a table in memory (an L2 entry or new table, an L1 entry). A
+     * FLUSH notes it at its start and waits until no change numbered up to that is unwritten
+     * ({@link #tablesWrittenUpTo}): a guest write that completed in place into a cluster whose
+     * L2 entry (or the L1 entry of its new table) was still being written depends on that
+     * table write, which fdatasync does not cover while it is in flight.
+     */
+    private long metaSeq;
     /**
      * Requests that used up the round's piece budget ({@link #PIECES_PER_ROUND}): a DISCARD or
      * WRITE_ZEROES of 2 GiB over clusters that need no I/O would otherwise walk millions of
@@ -152,7 +183,8 @@ public final class Qcow2Driver implements BlockDriver {
      * The lists of requests that wait for a completion, directly or not (all but {@link #done}
      * and {@link #yielded}, whose requests wait only for the next poll).
      */
-    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters, bounceWaiters};
+    private final ReqList[] waitLists = {runnable, cacheWaiters, allocWaiters, l1Waiters, ioWaiters, bounceWaiters,
+            flushWaiters, barrierWaiters, barrierFlushing};
     /**
      * Bounce buffers (a decompressed cluster and up to two clusters of compressed input each),
      * shared by the requests: a request takes one for a copy-on-write or a compressed read and
@@ -187,6 +219,10 @@ public final class Qcow2Driver implements BlockDriver {
     private long l1Written;
     private boolean l1Writing;
     private long l1WritingGen;
+    /** The first L1 change ({@link #metaSeq}) since the L1 write in flight began; 0: none. */
+    private long l1DirtySeq;
+    /** The first L1 change the L1 write in flight carries; 0: none in flight. */
+    private long l1WritingSeq;
 
     // cluster allocation (see the class comment)
     private Refill refill;
@@ -250,6 +286,9 @@ public final class Qcow2Driver implements BlockDriver {
         this.v3 = meta.header.version >= 3;
         this.compressionType = meta.header.compressionType;
         this.zstd = compressionType == COMPRESSION_ZSTD ? new ZstdDecompressCtx() : null;
+        if (depth <= 0 || depth > 0xffffff) {
+            throw new IllegalArgumentException("qcow2: depth " + depth + " out of 1.." + 0xffffff);
+        }
         this.reqs = new Req[depth];
         this.freeReqs = new int[depth];
         for (int i = 0; i < depth; i++) {
@@ -498,6 +537,8 @@ public final class Qcow2Driver implements BlockDriver {
         l1Written = 0;
         l1Writing = false;
         l1WritingGen = 0;
+        l1DirtySeq = 0;
+        l1WritingSeq = 0;
         metadataRetry = false;
         refill = new Refill();
         if (!readOnly) {
@@ -860,14 +901,9 @@ public final class Qcow2Driver implements BlockDriver {
                         continue;
                     }
                     if (r.op == OP_FLUSH) {
-                        if (io.freeSlots() == 0) {
-                            // Another request's pieces fill the back end: prepared into it, the
-                            // flush failed with EAGAIN (a guest's FLUSH failing under load).
-                            park(r, ioWaiters);
-                            return;
-                        }
-                        prepare(r, io.prepareFlush(tag(K_REQ, r.index)));
-                        r.pos = r.end;
+                        // Every table change made so far must be written before the fdatasync.
+                        r.waitGen = metaSeq;
+                        r.phase = PH_FLUSH_TABLES;
                         continue;
                     }
                     if (piecesLeft <= 0 && r.pending == 0 && r.pieceRound == round) {
@@ -929,8 +965,38 @@ public final class Qcow2Driver implements BlockDriver {
                 return cowWrite(r);
             case PH_COW_FILL:
                 return cowWrite(r);
+            case PH_FLUSH_TABLES:
+                if (corrupt || fatalError != 0) {
+                    r.error = corrupt ? -Errno.EIO : fatalError;
+                    r.phase = PH_FINISH;
+                    return true;
+                }
+                if (!tablesWrittenUpTo(r.waitGen)) {
+                    park(r, flushWaiters);
+                    return false;
+                }
+                if (io.freeSlots() == 0) {
+                    // Another request's pieces fill the back end: prepared into it, the
+                    // flush failed with EAGAIN (a guest's FLUSH failing under load).
+                    park(r, ioWaiters);
+                    return false;
+                }
+                prepare(r, io.prepareFlush(reqTag(r, 0)));
+                r.pos = r.end;
+                r.phase = PH_FINISH;
+                return true;
             case PH_DATA_WRITTEN:
                 releaseBounce(r); // the piece's data is on disk: the copy-on-write buffer is free
+                if (r.needBarrier) {
+                    // Copied or reused-cluster data must be durable before the entry naming it
+                    // (QEMU: qcow2_cache_depends_on_flush in perform_cow): else a crash can
+                    // leave the entry on disk over a cluster without the base's bytes.
+                    r.phase = PH_COW_FLUSHED;
+                    park(r, barrierWaiters);
+                    return false;
+                }
+                return updateL2(r);
+            case PH_COW_FLUSHED:
                 return updateL2(r);
             case PH_L2_WRITTEN:
                 if (r.slot.l2Offset == r.l2Offset && r.slot.writtenGen < r.waitGen) {
@@ -946,9 +1012,18 @@ public final class Qcow2Driver implements BlockDriver {
                     return false;
                 }
                 r.slot = null;
+                // The new table durable before the L1 entry names it (QEMU's l2_allocate).
+                r.phase = PH_NEW_L2_FLUSHED;
+                park(r, barrierWaiters);
+                return false;
+            case PH_NEW_L2_FLUSHED:
                 meta.setL1Entry(r.l1Index, r.host | OFLAG_COPIED);
                 r.host = 0;
                 l1Gen++;
+                metaSeq++;
+                if (l1DirtySeq == 0) {
+                    l1DirtySeq = metaSeq;
+                }
                 r.waitGen = l1Gen;
                 writeL1();
                 r.phase = PH_L1_WRITTEN;
@@ -1006,7 +1081,7 @@ public final class Qcow2Driver implements BlockDriver {
                 return false;
             }
             carve(r, len);
-            if (!prepare(r, io.prepareRead(off + inOff, r.vec, tag(K_REQ, r.index)))) {
+            if (!prepare(r, io.prepareRead(off + inOff, r.vec, reqTag(r, len)))) {
                 return true;
             }
         } else if (backing != null && r.pos < backingSize) {
@@ -1026,6 +1101,7 @@ public final class Qcow2Driver implements BlockDriver {
             for (int i = 0, c = r.vec.count(); i < c; i++) {
                 r.backingVec.add(r.vec.address(i), r.vec.length(i));
             }
+            r.backingExpected = n;
             int rc = backing.read(r.pos, r.backingVec, r.index);
             if (rc < 0) {
                 r.error = rc;
@@ -1053,6 +1129,12 @@ public final class Qcow2Driver implements BlockDriver {
         long off = compressed ? 0 : entry & L2E_OFFSET_MASK;
         boolean zeroFlag = !compressed && (entry & OFLAG_ZERO) != 0;
         boolean copied = (entry & OFLAG_COPIED) != 0;
+        if (r.op == OP_DISCARD && (!(full && v3) || l1e == 0)) {
+            // DISCARD is advisory: it never allocates (a cluster, an L2 table) and never writes
+            // data. Only a whole cluster of a v3 image with an L2 table changes (a ZERO entry).
+            r.pos += len;
+            return true;
+        }
         if (!compressed && !zeroFlag && off != 0 && copied && !(zeroOp && full && v3)) {
             // In place: the cluster is ours alone (COPIED) and was checked when its table loaded.
             if (io.freeSlots() == 0) {
@@ -1061,10 +1143,10 @@ public final class Qcow2Driver implements BlockDriver {
             }
             int rc;
             if (zeroOp) {
-                rc = io.prepareWriteZeroes(off + inOff, len, false, tag(K_REQ, r.index));
+                rc = io.prepareWriteZeroes(off + inOff, len, false, reqTag(r, 0));
             } else {
                 carve(r, len);
-                rc = io.prepareWrite(off + inOff, r.vec, tag(K_REQ, r.index));
+                rc = io.prepareWrite(off + inOff, r.vec, reqTag(r, len));
             }
             if (!prepare(r, rc)) {
                 return true;
@@ -1085,6 +1167,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (zeroOp && full && v3) {
             // A whole cluster reads as zeros: keep an allocation of our own, drop anything else.
             r.newEntry = (off != 0 && copied) ? (off | OFLAG_COPIED | OFLAG_ZERO) : OFLAG_ZERO;
+            r.needBarrier = false; // no data: nothing to make durable first
             r.phase = PH_DATA_WRITTEN;
             return true;
         }
@@ -1115,9 +1198,12 @@ public final class Qcow2Driver implements BlockDriver {
                 return false;
             }
             carve(r, len);
+            // A fresh cluster's old content is zeros, named by no entry: no barrier needed.
+            r.needBarrier = !r.hostFresh;
             r.phase = PH_DATA_WRITTEN;
-            return !prepare(r, io.prepareWrite(r.host + inOff, r.vec, tag(K_REQ, r.index)));
+            return !prepare(r, io.prepareWrite(r.host + inOff, r.vec, reqTag(r, len)));
         }
+        r.needBarrier = true;
         return cowRead(r, entry, compressed, zeroFlag, off);
     }
 
@@ -1147,7 +1233,7 @@ public final class Qcow2Driver implements BlockDriver {
                 return false;
             }
             r.bounceVec(0, cluster);
-            return !prepare(r, io.prepareRead(off, r.bounceVec, tag(K_REQ, r.index)));
+            return !prepare(r, io.prepareRead(off, r.bounceVec, reqTag(r, cluster)));
         }
         if (!zeroFlag && backing != null && clusterStart < backingSize) {
             if (backing.freeSlots() == 0) {
@@ -1159,6 +1245,7 @@ public final class Qcow2Driver implements BlockDriver {
             int n = (int) Math.min(cluster, backingSize - clusterStart);
             UnsafeApi.setMemory(r.bounce.address() + n, cluster - n, (byte) 0);
             r.bounceVec(0, n);
+            r.backingExpected = n;
             int rc = backing.read(clusterStart, r.bounceVec, r.index);
             if (rc < 0) {
                 r.error = rc;
@@ -1191,7 +1278,7 @@ public final class Qcow2Driver implements BlockDriver {
             return false;
         }
         r.bounceVec(0, cluster);
-        if (!prepare(r, io.prepareWrite(r.host, r.bounceVec, tag(K_REQ, r.index)))) {
+        if (!prepare(r, io.prepareWrite(r.host, r.bounceVec, reqTag(r, cluster)))) {
             return true;
         }
         r.phase = PH_DATA_WRITTEN;
@@ -1208,6 +1295,7 @@ public final class Qcow2Driver implements BlockDriver {
         slot.setEntry(r.l2Index, r.newEntry);
         slot.markDirty(r.l2Index * 8, l2Chunk);
         slot.gen++;
+        slot.changed(++metaSeq);
         writeSlot(slot);
         r.slot = slot;
         r.l2Offset = slot.l2Offset;
@@ -1248,6 +1336,7 @@ public final class Qcow2Driver implements BlockDriver {
         slot.dirtyLo = 0;
         slot.dirtyHi = cluster;
         slot.gen++;
+        slot.changed(++metaSeq);
         writeSlot(slot);
         r.slot = slot;
         r.l2Offset = slot.l2Offset;
@@ -1281,7 +1370,7 @@ public final class Qcow2Driver implements BlockDriver {
         r.compressedStart = (int) (hostOff - start);
         r.compressedLength = (int) (end - hostOff);
         r.bounceVec(r.bounceInputOffset, (int) (alignedEnd - start));
-        if (!prepare(r, io.prepareRead(start, r.bounceVec, tag(K_REQ, r.index)))) {
+        if (!prepare(r, io.prepareRead(start, r.bounceVec, reqTag(r, alignedEnd - start)))) {
             return true;
         }
         r.phase = phase;
@@ -1502,6 +1591,8 @@ public final class Qcow2Driver implements BlockDriver {
         int hi = s.dirtyHi;
         if (lo >= hi) {
             s.writtenGen = s.gen;
+            s.dirtySeq = 0;
+            wakeAll(flushWaiters);
             return;
         }
         s.writeVec.clear();
@@ -1522,19 +1613,86 @@ public final class Qcow2Driver implements BlockDriver {
         s.writeWanted = false;
         s.writing = true;
         s.writingGen = s.gen;
+        s.writingSeq = s.dirtySeq;
+        s.dirtySeq = 0;
     }
 
     private void onL2Written(L2Slot s, long result) {
         s.writing = false;
+        s.writingSeq = 0;
         if (result != s.writingBytes) {
             fatal(result < 0 ? (int) result : -Errno.EIO);
             s.writtenGen = s.gen; // nothing waits forever: the requests see the fatal error
+            s.dirtySeq = 0;
         } else {
             s.writtenGen = s.writingGen;
             writeSlot(s);
         }
         wakeAll(s.waiters);
         wakeAll(cacheWaiters);
+        wakeAll(flushWaiters);
+    }
+
+    /**
+     * Whether every table change numbered up to {@code seq} ({@link #metaSeq}) is written: no
+     * slot and no L1 table holds an older unwritten change. Dirty slots are never evicted, so
+     * a change is never lost from view. Scans the slots: FLUSH only, when a table write ends.
+     */
+    private boolean tablesWrittenUpTo(long seq) {
+        long l1 = l1WritingSeq != 0 ? l1WritingSeq : l1DirtySeq;
+        if (l1 != 0 && l1 <= seq) {
+            return false;
+        }
+        for (L2Slot s : slots) {
+            long oldest = s.writingSeq != 0 ? s.writingSeq : s.dirtySeq;
+            if (oldest != 0 && oldest <= seq) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Issues one flush for every piece waiting in {@link #barrierWaiters} (a batch per flush,
+     * not one per request), unless one is in flight: the pieces that came since wait for the
+     * next, as the one in flight may not cover their data. End of each {@link #advance} and
+     * submit; a full back end (EAGAIN) is tried again at the next.
+     */
+    private void issueBarrier() {
+        if (barrierInFlight || barrierWaiters.isEmpty()) {
+            return;
+        }
+        int rc = io.prepareFlush(tag(K_BARRIER, 0));
+        if (rc == -Errno.EAGAIN) {
+            return;
+        }
+        if (rc < 0) {
+            for (Req r = barrierWaiters.head; r != null; r = r.next) {
+                if (r.error == 0) {
+                    r.error = rc;
+                }
+            }
+            wakeAll(barrierWaiters);
+            return;
+        }
+        barrierInFlight = true;
+        Req r;
+        while ((r = barrierWaiters.poll()) != null) {
+            barrierFlushing.add(r);
+        }
+    }
+
+    private void onBarrierFlushed(long result) {
+        barrierInFlight = false;
+        if (result < 0) {
+            for (Req r = barrierFlushing.head; r != null; r = r.next) {
+                if (r.error == 0) {
+                    r.error = result;
+                }
+            }
+        }
+        wakeAll(barrierFlushing);
+        issueBarrier();
     }
 
     private void writeL1() {
@@ -1552,18 +1710,23 @@ public final class Qcow2Driver implements BlockDriver {
         }
         l1Writing = true;
         l1WritingGen = l1Gen;
+        l1WritingSeq = l1DirtySeq;
+        l1DirtySeq = 0;
     }
 
     private void onL1Written(long result) {
         l1Writing = false;
+        l1WritingSeq = 0;
         if (result != meta.l1WriteBytes) {
             fatal(result < 0 ? (int) result : -Errno.EIO);
             l1Written = l1Gen;
+            l1DirtySeq = 0;
         } else {
             l1Written = l1WritingGen;
             writeL1();
         }
         wakeAll(l1Waiters);
+        wakeAll(flushWaiters);
     }
 
     // ------------------------------------------------------------------ allocation
@@ -1610,6 +1773,8 @@ public final class Qcow2Driver implements BlockDriver {
         int retryOp = -1;
         long retryOffset;
         IoVector retryVec;
+        /** The bytes the step's read or write must complete with (0: a flush). */
+        long expected;
 
         Refill() {
             next = Qcow2Image.roundUp(meta.allocationEnd, cluster);
@@ -1733,8 +1898,8 @@ public final class Qcow2Driver implements BlockDriver {
         }
 
         void onComplete(long result) {
-            if (result < 0) {
-                fail((int) result);
+            if (result < 0 || (expected > 0 && result != expected)) {
+                fail(result < 0 ? (int) result : -Errno.EIO); // a short read or write of a block fails it
                 return;
             }
             switch (state) {
@@ -1781,6 +1946,7 @@ public final class Qcow2Driver implements BlockDriver {
          */
         private void issue(int nextState, int op, long offset, IoVector vec) {
             long tag = tag(K_REFILL, 0);
+            expected = op == OP_FLUSH ? 0 : vec.totalLength();
             int rc = op == OP_READ ? io.prepareRead(offset, vec, tag)
                     : op == OP_WRITE ? io.prepareWrite(offset, vec, tag) : io.prepareFlush(tag);
             if (rc == -Errno.EAGAIN) {
@@ -1879,6 +2045,7 @@ public final class Qcow2Driver implements BlockDriver {
         }
         corrupt = true;
         corruptReason = reason;
+        wakeAll(flushWaiters);
         // Once per image, never per request: the operator must learn why the disk fails.
         System.err.println("vblk: qcow2 image " + meta.path + " is corrupt, failing its requests with EIO: " + reason);
         if (!readOnly && v3) {
@@ -1893,6 +2060,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (fatalError == 0) {
             fatalError = rc < 0 ? rc : -Errno.EIO;
         }
+        wakeAll(flushWaiters); // a waiting FLUSH fails now: the table it waits for may never be written
     }
 
     // ------------------------------------------------------------------ locks and lists
@@ -2039,15 +2207,26 @@ public final class Qcow2Driver implements BlockDriver {
 
     // ------------------------------------------------------------------ completions
 
+    /** An operation's user data: its kind (bits 24-31) and the request or slot index (bits 0-23). */
     private static long tag(long kind, int index) {
-        return (kind << 32) | index;
+        return (kind << 24) | index;
+    }
+
+    /**
+     * A request's operation: {@link #tag} with the byte count it must complete with in bits
+     * 32-63 (0: any count, a flush or write-zeroes), so a short read or write fails the
+     * request with EIO instead of passing for whole (ENOSPC or EDQUOT part way through a
+     * write comes back as a short count).
+     */
+    private static long reqTag(Req r, long expected) {
+        return (expected << 32) | tag(K_REQ, r.index);
     }
 
     private void onIo(long userData, long result) {
-        int index = (int) userData;
-        switch ((int) (userData >>> 32)) {
+        int index = (int) (userData & 0xffffff);
+        switch ((int) ((userData >>> 24) & 0xff)) {
             case (int) K_REQ:
-                onReqOp(reqs[index], result);
+                onReqOp(reqs[index], result, userData >>> 32);
                 break;
             case (int) K_L2_LOAD:
                 onL2Loaded(slots[index], result);
@@ -2061,18 +2240,22 @@ public final class Qcow2Driver implements BlockDriver {
             case (int) K_REFILL:
                 refill.onComplete(result);
                 break;
+            case (int) K_BARRIER:
+                onBarrierFlushed(result);
+                break;
             default:
                 break; // the corrupt-bit header write: best effort
         }
     }
 
     private void onBacking(long userData, long result) {
-        onReqOp(reqs[(int) userData], result);
+        Req r = reqs[(int) userData];
+        onReqOp(r, result, r.backingExpected);
     }
 
-    private void onReqOp(Req r, long result) {
-        if (result < 0 && r.error == 0) {
-            r.error = result;
+    private void onReqOp(Req r, long result, long expected) {
+        if (r.error == 0 && (result < 0 || (expected > 0 && result != expected))) {
+            r.error = result < 0 ? result : -Errno.EIO; // a short count is a failed operation
         }
         if (--r.pending == 0 && !r.queued) {
             runnable.add(r);
@@ -2119,6 +2302,7 @@ public final class Qcow2Driver implements BlockDriver {
         while ((r = runnable.poll()) != null) {
             run(r);
         }
+        issueBarrier();
         if (faulted && reaped == 0 && backEndsIdle()) {
             recoverAfterFault();
         }
@@ -2211,6 +2395,8 @@ public final class Qcow2Driver implements BlockDriver {
             }
             if (s.writing) {
                 s.writing = false;
+                s.dirtySeq = s.writingSeq != 0 ? s.writingSeq : s.dirtySeq;
+                s.writingSeq = 0;
                 int lo = (int) (s.writeVec.address(0) - s.buffer.address());
                 s.dirtyLo = Math.min(s.dirtyLo, lo);
                 s.dirtyHi = Math.max(s.dirtyHi, lo + s.writeVec.length(0));
@@ -2220,9 +2406,21 @@ public final class Qcow2Driver implements BlockDriver {
                 metadataRetry = true;
             }
         }
-        l1Writing = false;
+        if (l1Writing) {
+            l1Writing = false;
+            l1DirtySeq = l1WritingSeq != 0 ? l1WritingSeq : l1DirtySeq;
+            l1WritingSeq = 0;
+        }
         if (l1Gen != l1Written) {
             metadataRetry = true;
+        }
+        if (barrierInFlight) {
+            // Its completion was lost: the pieces it covered (if any still wait) take the next.
+            barrierInFlight = false;
+            Req r;
+            while ((r = barrierFlushing.poll()) != null) {
+                barrierWaiters.add(r);
+            }
         }
         refill.abandon();
     }
@@ -2289,6 +2487,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     private int submitAll() {
         retryMetadataWrites();
+        issueBarrier();
         int rc = io.submit();
         if (backing != null && backing.pendingSubmit() > 0) {
             int b = backing.submit();
@@ -2529,10 +2728,14 @@ public final class Qcow2Driver implements BlockDriver {
         int l2Index;
         long host;
         boolean hostFresh;
+        /** The piece's data needs a barrier flush before its L2 entry (copied or reused cluster). */
+        boolean needBarrier;
         long newEntry;
         long waitGen;
         long l2Offset;
         L2Slot slot;
+        /** The bytes the request's backing-file read must return (one at a time). */
+        long backingExpected;
         long lockKey = NO_LOCK;
         Req next;
         /** The driver round in which it last started a piece. */
@@ -2660,6 +2863,10 @@ public final class Qcow2Driver implements BlockDriver {
         long gen;
         long writtenGen;
         long writingGen;
+        /** The first change ({@link Qcow2Driver#metaSeq}) since the write in flight began; 0: none. */
+        long dirtySeq;
+        /** The first change the write in flight carries; 0: none in flight. */
+        long writingSeq;
 
         L2Slot(int index, int cluster, int alignment) {
             this.index = index;
@@ -2694,6 +2901,8 @@ public final class Qcow2Driver implements BlockDriver {
             writtenGen = 0;
             writingGen = 0;
             writingBytes = 0;
+            dirtySeq = 0;
+            writingSeq = 0;
             dirtyLo = Integer.MAX_VALUE;
             dirtyHi = 0;
         }
@@ -2704,6 +2913,13 @@ public final class Qcow2Driver implements BlockDriver {
             writtenGen = gen;
             dirtyLo = Integer.MAX_VALUE;
             dirtyHi = 0;
+        }
+
+        /** Notes change {@code seq}: the oldest unwritten one is kept. */
+        void changed(long seq) {
+            if (dirtySeq == 0) {
+                dirtySeq = seq;
+            }
         }
 
         void markDirty(int byteOffset, int chunk) {

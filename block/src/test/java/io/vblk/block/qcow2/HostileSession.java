@@ -17,8 +17,8 @@ import io.vblk.sys.NativeBuffer;
 /**
  * Random requests against one opened (possibly hostile) image, checked against a model: what
  * every guest sector reads now, as far as it is known. The model starts from a first read of
- * the whole disk (for a clean image: what QEMU reads); a write, discard or write-zeroes that
- * succeeded sets its sectors, one that failed makes them unknown.
+ * the whole disk (for a clean image: what QEMU reads); a write or write-zeroes that succeeded
+ * sets its sectors, one that failed (or a discard, which is advisory) makes them unknown.
  */
 final class HostileSession {
     static final int MAX_OPS = 24;
@@ -212,7 +212,10 @@ final class HostileSession {
             assertTrue(rc == ok || rc == -Errno.EIO || rc == -Errno.ENOSPC, "a write at " + off + "+" + len + " gave "
                     + rc + "\n" + description);
             assertTrue(!clean || rc == ok, "a clean image's write failed: " + rc + " " + d.corruptReason() + "\n" + description);
-            if (rc == ok) {
+            if (rc == ok && q[3] == 8) {
+                // DISCARD is advisory: the sectors read their old data or zeros afterwards.
+                Arrays.fill(known, off / SECTOR, (off + len) / SECTOR, false);
+            } else if (rc == ok) {
                 byte[] data = q[3] < 6 ? HostileCorpus.tagged(off, len, (int) q[4]) : new byte[len];
                 System.arraycopy(data, 0, model, off, len);
                 Arrays.fill(known, off / SECTOR, (off + len) / SECTOR, true);
