@@ -28,6 +28,7 @@ import java.util.concurrent.TimeoutException;
 import java.util.stream.Stream;
 
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 import io.vblk.vhost.FrontendFuzzer.Delivery;
@@ -233,28 +234,16 @@ class HostileFrontendPropertyTest {
                     + (started ? ", a ring ran" : "") + (quarantined ? ", quarantined" : "");
         }
 
-        /** A QEMU-like frontend: set-up, a write of a block that names the try, its read-back, a flush, stop. */
+        /** The good frontend ({@link QemuFlow#goodFrontendRoundTrip}), then its block in the image file. */
         private void goodFrontendWritesAndReads(ServerRig rig) throws IOException {
-            good.driver.initialise();
-            good.call.read();
-            long sector = (number % 2048) * 8;
-            byte[] data = BlkQueue.pattern(sector, 4096, (int) number);
-            try (QemuFlow qemu = new QemuFlow(rig.connect(), guest, 1)) {
-                qemu.f.ackEverything(true);
-                qemu.f.replyTimeoutMs(GOOD_REPLY_TIMEOUT_MS);
-                qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, good);
-                qemu.start(qemu.linuxFeatures(), true, null, good);
-                good.write(sector, data);
-                assertArrayEquals(data, good.read(sector, 4096), "read-back of sector " + sector);
-                good.flush();
-                assertEquals(3, qemu.stop(good)[0]);
-                assertTrue(qemu.errs[0].read() < 0, "the good frontend was quarantined");
-            }
+            VhostUserFrontend f = rig.connect();
+            f.replyTimeoutMs(GOOD_REPLY_TIMEOUT_MS);
+            long sector = QemuFlow.goodFrontendRoundTrip(f, guest, good, number);
             ByteBuffer onDisk = ByteBuffer.allocate(4096);
             try (FileChannel image = FileChannel.open(dir.resolve("disk.img"))) {
                 image.read(onDisk, sector * 512);
             }
-            assertArrayEquals(data, onDisk.array(), "the image file at sector " + sector);
+            assertArrayEquals(BlkQueue.pattern(sector, 4096, (int) number), onDisk.array(), "the image file at sector " + sector);
         }
     }
 
