@@ -27,6 +27,7 @@ import io.vblk.aio.BackendKind;
 import io.vblk.engine.BlkConfig;
 import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 

@@ -24,6 +24,7 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.sys.UnixSocket;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.JvmFlags;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 

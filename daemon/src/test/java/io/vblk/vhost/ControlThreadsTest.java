@@ -23,6 +23,7 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.UnixSocket;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 

@@ -32,6 +32,7 @@ import com.fasterxml.jackson.jr.ob.JSON;
 
 import io.vblk.sys.UnixSocket;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 

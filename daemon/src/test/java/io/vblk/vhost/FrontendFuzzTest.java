@@ -1,6 +1,5 @@
 package io.vblk.vhost;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -15,6 +14,7 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 
@@ -61,7 +61,7 @@ class FrontendFuzzTest {
                     fuzzer.run(sequence, r);
                     fuzzer.drainRingEventfds();
                     assertTrue(serve.alive(), "vblk serve died");
-                    goodFrontendWritesAndReads(sock, guest, good, c);
+                    QemuFlow.goodFrontendRoundTrip(VhostUserFrontend.connect(sock), guest, good, c);
                     goodIos += 2;
                 } catch (AssertionError | RuntimeException e) {
                     throw new AssertionError(where + "daemon log tail:\n" + tail(serve.stderr(), 20), e);
@@ -134,7 +134,8 @@ class FrontendFuzzTest {
                 }
                 assertTrue(serve.alive(), "vblk serve died: " + tail(serve.stderr(), 30));
                 try {
-                    goodFrontendWritesAndReads(sock, guest, guest.queue(0, 64, true, 15), beforeStart ? 1 : 2);
+                    QemuFlow.goodFrontendRoundTrip(VhostUserFrontend.connect(sock), guest, guest.queue(0, 64, true, 15),
+                            beforeStart ? 1 : 2);
                 } catch (AssertionError | IllegalStateException e) {
                     // No tolerance left: a late fault of the shrunk frontend that Java 17 delivers
                     // while the next frontend is served is attributed by evidence (GuestFaults, "late
@@ -145,26 +146,6 @@ class FrontendFuzzTest {
             }
             System.out.println(serve.stderr());
             assertEquals(0, serve.stop());
-        }
-    }
-
-    /** A QEMU-like frontend: set-up, a write of a block that names the connection, its read-back, stop. */
-    static void goodFrontendWritesAndReads(Path sock, TestGuest guest, BlkQueue q, long connection) {
-        q.driver.initialise();
-        q.call.read();
-        try (QemuFlow qemu = new QemuFlow(VhostUserFrontend.connect(sock), guest, 1)) {
-            qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
-            qemu.start(qemu.linuxFeatures(), true, null, q);
-            long sector = (connection % 2048) * 8;
-            byte[] data = BlkQueue.pattern(sector, 4096, (int) connection);
-            q.write(sector, data);
-            assertArrayEquals(data, q.read(sector, 4096), "read-back of sector " + sector);
-            assertEquals(2, qemu.stop(q)[0]);
-            // Quarantine signals the queue's error eventfd (needs-reset) before the queue stops:
-            // a good frontend must never see it, whatever a fuzzed one did before it.
-            long needsReset = qemu.errs[0].read();
-            assertTrue(needsReset < 0, "the good frontend of connection " + connection + " was quarantined (error eventfd "
-                    + needsReset + ")");
         }
     }
 

@@ -21,6 +21,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.IoBackends;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestFuse;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;

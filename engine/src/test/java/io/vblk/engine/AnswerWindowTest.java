@@ -46,13 +46,21 @@ class AnswerWindowTest {
         return rig.driver.availEvent() & 0xffff;
     }
 
+    /**
+     * avail_event after a sleep that re-enabled notifications (avail_event = next_avail) and
+     * woke: awake again, the thread parks it one behind next_avail (SplitQueue.disableNotifications).
+     */
+    private static int reEnabledThenParked(RoundRig rig) {
+        return (rig.queue.ring.nextAvail() - 1) & 0xffff;
+    }
+
     @Test
     @DisplayName("the guest's answer within the window cancels the sleep before notifications are re-enabled")
     void theGuestsAnswerCancelsTheSleep() {
         try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
             publishWithInFlight(rig, 10, 10);
             int before = availEvent(rig);
-            assertNotEquals(rig.queue.ring.nextAvail() & 0xffff, before, "precondition: avail_event is not yet next_avail");
+            assertNotEquals(reEnabledThenParked(rig), before, "precondition: avail_event is not where a sleep would leave it");
             rig.addRead(4096);
             rig.driver.publishAvail(); // the guest re-posts a slot it reaped
             rig.clock.advance(WINDOW_NS / 2);
@@ -73,7 +81,7 @@ class AnswerWindowTest {
             rig.clock.advance(WINDOW_NS);
             rig.thread.sleep(); // prepareSleep's re-check finds the buffer: no epoll wait
             assertEquals(0, rig.thread.answersCaught(), "the window had closed");
-            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig), "notifications re-enabled (avail_event = next_avail)");
+            assertEquals(reEnabledThenParked(rig), availEvent(rig), "notifications re-enabled (then parked awake)");
         }
         try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
             publishWithInFlight(rig, 10, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT - 1);
@@ -81,7 +89,7 @@ class AnswerWindowTest {
             rig.driver.publishAvail();
             rig.thread.sleep();
             assertEquals(0, rig.thread.answersCaught(), "a shallow queue is left to the wait strategy");
-            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig));
+            assertEquals(reEnabledThenParked(rig), availEvent(rig));
         }
         try (RoundRig rig = new RoundRig(window(0), null)) {
             publishWithInFlight(rig, 10, 10);
@@ -89,7 +97,7 @@ class AnswerWindowTest {
             rig.driver.publishAvail();
             rig.thread.sleep();
             assertEquals(0, rig.thread.answersCaught(), "off");
-            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig));
+            assertEquals(reEnabledThenParked(rig), availEvent(rig));
         }
     }
 
@@ -104,7 +112,7 @@ class AnswerWindowTest {
             assertEquals(1, rig.thread.answersCaught());
             rig.thread.sleep(); // no round in between: the buffer is still there, found by the re-check
             assertEquals(1, rig.thread.answersCaught(), "not waited again for the same publish");
-            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig), "the usual protocol re-enabled notifications");
+            assertEquals(reEnabledThenParked(rig), availEvent(rig), "the usual protocol re-enabled notifications");
         }
     }
 
@@ -147,7 +155,7 @@ class AnswerWindowTest {
             rig.driver.publishAvail(); // the guest answers, but the closed window does not look
             rig.thread.sleep(); // prepareSleep's re-check finds the buffer: no epoll wait
             assertEquals(0, rig.thread.answersCaught(), "no wait: closed");
-            assertEquals(rig.queue.ring.nextAvail() & 0xffff, availEvent(rig), "notifications re-enabled (avail_event = next_avail)");
+            assertEquals(reEnabledThenParked(rig), availEvent(rig), "notifications re-enabled (then parked awake)");
         }
     }
 

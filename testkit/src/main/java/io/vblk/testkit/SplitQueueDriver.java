@@ -68,6 +68,8 @@ public final class SplitQueueDriver {
     private int usedIdxShadow;
     private int lastLength;
     private int availFlags;
+    /** With EVENT_IDX while interrupts are suppressed: the lastUsed at which used_event is parked again; -1 otherwise. */
+    private int usedEventReparkAt = NOT_PARKED;
     private boolean exposeEachAdd;
     private long heapNext;
     private final long heapEnd;
@@ -129,6 +131,7 @@ public final class SplitQueueDriver {
         lastUsed = 0;
         usedIdxShadow = 0;
         availFlags = 0;
+        usedEventReparkAt = NOT_PARKED;
         VarHandle.fullFence();
     }
 
@@ -251,6 +254,9 @@ public final class SplitQueueDriver {
      * @return the head, {@link #NONE}, {@link #BAD_USED_ID} or {@link #BAD_USED_INDEX}
      */
     public int reap() {
+        if (lastUsed == usedEventReparkAt) {
+            parkUsedEvent();
+        }
         if (lastUsed == usedIdxShadow) {
             // acquire: pairs with the device's release fence before its used.idx store
             int idx = UnsafeApi.getShortVolatile(null, used + UsedRingDescriptor.IDX_OFFSET) & 0xffff;
@@ -311,12 +317,31 @@ public final class SplitQueueDriver {
         return lastLength;
     }
 
-    /** Asks the device not to interrupt (NO_INTERRUPT; with EVENT_IDX used_event is left behind). */
+    /**
+     * Asks the device not to interrupt: NO_INTERRUPT, or with EVENT_IDX used_event parked one
+     * behind the next element to reap, the index the device's used.idx is furthest from reaching
+     * ({@link #reap()} parks it again every 16,384 elements). Left where {@link #enableInterrupts()}
+     * put it, the device's used.idx would pass it again after 65,536 elements: a spurious
+     * interrupt every wrap. (Linux writes used_event = 0 here, which only moves that wrap.)
+     */
     public void disableInterrupts() {
-        if (!eventIdx) {
-            availFlags |= AvailRingDescriptor.F_NO_INTERRUPT;
-            UnsafeApi.putShort(avail + AvailRingDescriptor.FLAGS_OFFSET, (short) availFlags);
+        if (eventIdx) {
+            if (usedEventReparkAt == NOT_PARKED) {
+                parkUsedEvent();
+            }
+            return;
         }
+        availFlags |= AvailRingDescriptor.F_NO_INTERRUPT;
+        UnsafeApi.putShort(avail + AvailRingDescriptor.FLAGS_OFFSET, (short) availFlags);
+    }
+
+    /** Elements reaped between two parks of used_event (see SplitQueue's avail_event twin). */
+    private static final int USED_EVENT_REPARK = 16384;
+    private static final int NOT_PARKED = -1;
+
+    private void parkUsedEvent() {
+        UnsafeApi.putShort(usedEventAddress, (short) (lastUsed - 1));
+        usedEventReparkAt = (lastUsed + USED_EVENT_REPARK) & 0xffff;
     }
 
     /**
@@ -327,6 +352,7 @@ public final class SplitQueueDriver {
      */
     public boolean enableInterrupts() {
         if (eventIdx) {
+            usedEventReparkAt = NOT_PARKED;
             UnsafeApi.putShort(usedEventAddress, (short) lastUsed);
         } else {
             availFlags &= ~AvailRingDescriptor.F_NO_INTERRUPT;

@@ -17,6 +17,7 @@ import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.UnixSocket;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 
 /**

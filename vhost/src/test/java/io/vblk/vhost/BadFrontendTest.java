@@ -13,6 +13,7 @@ import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 

@@ -22,6 +22,7 @@ import io.vblk.sys.Mapping;
 import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.GatedBackend;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.SplitQueueDriver;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;

@@ -20,6 +20,7 @@ import io.vblk.sys.Mapping;
 import io.vblk.sys.Native;
 import io.vblk.sys.UnixSocket;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 

@@ -10,6 +10,7 @@ import io.vblk.sys.EventFd;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.VhostUserFrontend;
 
 /**

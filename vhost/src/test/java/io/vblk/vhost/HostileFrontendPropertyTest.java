@@ -28,6 +28,7 @@ import java.util.concurrent.TimeoutException;
 import java.util.stream.Stream;
 
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 import io.vblk.vhost.FrontendFuzzer.Delivery;
@@ -74,7 +75,10 @@ import net.jqwik.api.statistics.Statistics;
  *
  * <p>Tries: {@code jqwik.tries.default} (500 by default, about 25 s on a 2-core machine; run
  * more with {@code -Djqwik.tries.default=5000}). The statistics printed after the run say what the
- * generator covered.
+ * generator covered, and how far the fuzzed connections got ("deepest state reached"): profiles
+ * are weighted towards REPLY_ACK and most plans keep the handshake or the whole set-up intact
+ * ({@link Kept}), so that about two tries in three fuzz running rings (before: under one in three;
+ * about 60 % ended at their first refusal, before any memory table).
  */
 class HostileFrontendPropertyTest {
     private static final int QUEUES = 2;
@@ -120,7 +124,7 @@ class HostileFrontendPropertyTest {
             fuzzer.offeredFeatures = probe.getFeatures();
         }
         for (int i = 0; i < 2; i++) {
-            new Try(new Plan(Profile.QEMU, Layout.GUEST, false, -1, 0, List.of(), i)).run();
+            new Try(new Plan(Profile.QEMU, Layout.GUEST, false, -1, 0, Kept.NOTHING, List.of(), i)).run();
         }
         baseline = Resources.count();
     }
@@ -149,10 +153,12 @@ class HostileFrontendPropertyTest {
     // Shrinking: bounded by jqwik.shrinking.bounded.seconds there.
     @Property(shrinking = ShrinkingMode.BOUNDED, edgeCases = EdgeCasesMode.NONE)
     void anyFrontendLeavesTheServerServingTheNextWithoutLeaks(@ForAll("plans") Plan plan) throws Throwable {
-        Future<String> f = runner.submit(() -> new Try(plan).run());
+        Future<Outcome> f = runner.submit(() -> new Try(plan).run());
         try {
-            String outcome = f.get(TRY_TIMEOUT_S, TimeUnit.SECONDS);
-            Statistics.label("fuzzed connection").collect(outcome);
+            Outcome outcome = f.get(TRY_TIMEOUT_S, TimeUnit.SECONDS);
+            Statistics.label("fuzzed connection").collect(outcome.ending());
+            Statistics.label("deepest state reached").collect(outcome.depth());
+            Statistics.label("share of the plan's messages sent").collect(outcome.share());
         } catch (TimeoutException e) {
             fail("the try hung for " + TRY_TIMEOUT_S + " s: " + plan);
         } catch (ExecutionException e) {
@@ -161,6 +167,7 @@ class HostileFrontendPropertyTest {
         Statistics.label("profile").collect(plan.profile() + (plan.secondQueue() ? ", queue 1 on queue 0's rings" : ""));
         Statistics.label("memory layout").collect(plan.layout() + (plan.truncateTo() >= 0 && plan.layout() != Layout.GUEST
                 ? ", its own memfd truncated to " + plan.truncateTo() : ""));
+        Statistics.label("kept intact").collect(plan.kept());
         Statistics.label("deviations per try").collect(plan.deviations().size());
         for (Deviation d : plan.deviations()) {
             Statistics.label("deviation").collect(d.kind());
@@ -176,7 +183,7 @@ class HostileFrontendPropertyTest {
     @Example
     void aDescriptorClosedAfterSendingIsClosedOnlyOnce() throws Exception {
         Extra setOwner = new ProtocolRequest(Op.SET_OWNER, 0, 0, true, List.of(FdKind.EVENTFD_CLOSED, FdKind.GUEST_MEMFD));
-        Plan plan = new Plan(Profile.CONFIG_ONLY, Layout.GUEST, false, -1, 0, List.of(new Insert(0, setOwner)), 0);
+        Plan plan = new Plan(Profile.CONFIG_ONLY, Layout.GUEST, false, -1, 0, Kept.NOTHING, List.of(new Insert(0, setOwner)), 0);
         for (int i = 0; i < 5; i++) {
             runner.submit(() -> new Try(plan).run()).get(TRY_TIMEOUT_S, TimeUnit.SECONDS);
         }
@@ -194,17 +201,18 @@ class HostileFrontendPropertyTest {
         }
 
         /** How the fuzzed connection went, for the statistics. */
-        String run() throws IOException {
+        Outcome run() throws IOException {
             UNCAUGHT.clear();
             List<Msg> messages = plan.messages();
-            String outcome;
+            Outcome outcome;
             try (ServerRig rig = ServerRig.start(dir, QUEUES)) {
                 String where = plan + "\nmessages:\n" + FrontendFuzzer.describe(messages);
                 try {
-                    fuzzer.run(messages, new Random(plan.seed()));
+                    int sent = fuzzer.run(messages, new Random(plan.seed()));
                     fuzzer.drainRingEventfds();
                     rig.awaitGone(1);
-                    outcome = outcome(rig.lines());
+                    List<String> log = rig.lines();
+                    outcome = new Outcome(ending(log), depth(log), share(sent, messages));
                     goodFrontendWritesAndReads(rig);
                     rig.awaitGone(2);
                     assertTrue(rig.serving(), "the server thread ended");
@@ -224,7 +232,7 @@ class HostileFrontendPropertyTest {
             return outcome;
         }
 
-        private static String outcome(List<String> log) {
+        private static String ending(List<String> log) {
             boolean started = log.stream().anyMatch(l -> l.startsWith("frontend 1: queue ") && l.contains(" started"));
             boolean quarantined = log.stream().anyMatch(l -> l.contains("quarantined"));
             boolean closed = log.stream().anyMatch(l -> l.startsWith("frontend 1: connection closed"));
@@ -233,29 +241,65 @@ class HostileFrontendPropertyTest {
                     + (started ? ", a ring ran" : "") + (quarantined ? ", quarantined" : "");
         }
 
-        /** A QEMU-like frontend: set-up, a write of a block that names the try, its read-back, a flush, stop. */
-        private void goodFrontendWritesAndReads(ServerRig rig) throws IOException {
-            good.driver.initialise();
-            good.call.read();
-            long sector = (number % 2048) * 8;
-            byte[] data = BlkQueue.pattern(sector, 4096, (int) number);
-            try (QemuFlow qemu = new QemuFlow(rig.connect(), guest, 1)) {
-                qemu.f.ackEverything(true);
-                qemu.f.replyTimeoutMs(GOOD_REPLY_TIMEOUT_MS);
-                qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, good);
-                qemu.start(qemu.linuxFeatures(), true, null, good);
-                good.write(sector, data);
-                assertArrayEquals(data, good.read(sector, 4096), "read-back of sector " + sector);
-                good.flush();
-                assertEquals(3, qemu.stop(good)[0]);
-                assertTrue(qemu.errs[0].read() < 0, "the good frontend was quarantined");
+        /**
+         * The deepest state the fuzzed connection reached, from the server's log: no memory
+         * table, a memory table, a ring started, and after that a memory change (drains and
+         * resumes the rings) or dirty logging (a migration's SET_LOG_BASE and LOG_ALL).
+         */
+        private static String depth(List<String> log) {
+            boolean memory = false;
+            boolean ran = false;
+            boolean memoryWhileSetUp = false;
+            boolean logging = false;
+            for (String l : log) {
+                if (!l.startsWith("frontend 1: ")) {
+                    continue;
+                }
+                if (l.contains(": memory table ")) {
+                    memoryWhileSetUp |= ran;
+                    memory = true;
+                } else if (l.startsWith("frontend 1: queue ") && l.contains(" started")) {
+                    ran = true;
+                } else if (l.contains(": dirty logging on")) {
+                    logging = true;
+                }
             }
+            if (!ran) {
+                return memory ? "1 a memory table, no ring started" : "0 no memory table";
+            }
+            if (memoryWhileSetUp || logging) {
+                return "3 a ring ran, then" + (memoryWhileSetUp ? " a memory change" : "") + (memoryWhileSetUp && logging ? " and"
+                        : "") + (logging ? " dirty logging" : "");
+            }
+            return "2 a ring ran";
+        }
+
+        /** How much of the plan's protocol messages (not the guest's actions) went out before the connection ended. */
+        private static String share(int sent, List<Msg> messages) {
+            long planned = messages.stream().filter(m -> m.request >= 0).count();
+            if (planned == 0 || sent >= planned) {
+                return "all";
+            }
+            long quarter = 4L * sent / planned;
+            return quarter == 0 ? "under a quarter" : quarter == 1 ? "a quarter to a half" : quarter == 2 ? "a half to three quarters"
+                    : "three quarters or more";
+        }
+
+        /** The good frontend ({@link QemuFlow#goodFrontendRoundTrip}), then its block in the image file. */
+        private void goodFrontendWritesAndReads(ServerRig rig) throws IOException {
+            VhostUserFrontend f = rig.connect();
+            f.replyTimeoutMs(GOOD_REPLY_TIMEOUT_MS);
+            long sector = QemuFlow.goodFrontendRoundTrip(f, guest, good, number);
             ByteBuffer onDisk = ByteBuffer.allocate(4096);
             try (FileChannel image = FileChannel.open(dir.resolve("disk.img"))) {
                 image.read(onDisk, sector * 512);
             }
-            assertArrayEquals(data, onDisk.array(), "the image file at sector " + sector);
+            assertArrayEquals(BlkQueue.pattern(sector, 4096, (int) number), onDisk.array(), "the image file at sector " + sector);
         }
+    }
+
+    /** How a fuzzed connection went: how it ended, the deepest state it reached, how much of its plan went out. */
+    record Outcome(String ending, String depth, String share) {
     }
 
     // ---------------------------------------------------------------- leak counts
@@ -360,6 +404,39 @@ class HostileFrontendPropertyTest {
         }
     }
 
+    /**
+     * The start of the sequence a plan's deviations leave alone. Until SET_PROTOCOL_FEATURES has
+     * negotiated REPLY_ACK and SET_OWNER has made the frontend the owner, the server cannot answer
+     * a refusal and ends the connection at the first one; and a refused GET, a bad header or a
+     * cut message ends it at any time. Deviations spread over the whole sequence therefore ended
+     * about 60 % of tries before any memory table. Keeping the handshake, or the whole set-up up
+     * to the rings running with guest I/O, lets most tries fuzz the deeper states: rings running,
+     * memory changes under them, migration messages, the stop.
+     */
+    enum Kept {
+        /** Deviations anywhere. */
+        NOTHING,
+        /** Up to SET_OWNER, included: deviations start where REPLY_ACK can answer a refusal. */
+        HANDSHAKE,
+        /** Up to the first guest I/O, included: deviations hit running rings. */
+        SET_UP;
+
+        /** How many messages of {@code template} this keeps. */
+        int end(List<Msg> template) {
+            int marker = switch (this) {
+                case NOTHING -> Integer.MIN_VALUE;
+                case HANDSHAKE -> VhostUserFrontend.SET_OWNER;
+                case SET_UP -> FrontendFuzzer.GUEST_IO;
+            };
+            for (int i = 0; i < template.size() && marker != Integer.MIN_VALUE; i++) {
+                if (template.get(i).request == marker) {
+                    return i + 1;
+                }
+            }
+            return 0;
+        }
+    }
+
     /** Which memfd backs each region of the memory table: the guest's, or one of its own (truncated later). */
     enum Layout {
         GUEST, SPARE_DATA, SPARE_RINGS;
@@ -377,20 +454,23 @@ class HostileFrontendPropertyTest {
      * One generated frontend: the sequence of {@code profile} (for one queue, or two on the same
      * rings with {@code secondQueue}), its memory table as {@code layout} says, its own memfd
      * truncated to {@code truncateTo} bytes before message {@code truncateAt} (-1: never), then
-     * the deviations applied in order; {@code seed} drives
-     * the sender's choices (fragment sizes, guest requests).
+     * the deviations applied in order to what follows the part {@code kept} intact (positions
+     * taken in that part); {@code seed} drives the sender's choices (fragment sizes, guest
+     * requests).
      */
-    record Plan(Profile profile, Layout layout, boolean secondQueue, long truncateTo, int truncateAt, List<Deviation> deviations,
-            long seed) {
+    record Plan(Profile profile, Layout layout, boolean secondQueue, long truncateTo, int truncateAt, Kept kept,
+            List<Deviation> deviations, long seed) {
         List<Msg> messages() {
-            List<Msg> s = template(profile, layout, secondQueue);
+            List<Msg> all = template(profile, layout, secondQueue);
+            int end = kept.end(all);
+            List<Msg> s = all.subList(end, all.size());
             if (truncateTo >= 0 && layout != Layout.GUEST) {
                 s.add(Math.floorMod(truncateAt, s.size() + 1), pseudo(FrontendFuzzer.TRUNCATE_DATA, u64(truncateTo)));
             }
             for (Deviation d : deviations) {
                 d.apply(s);
             }
-            return s;
+            return all;
         }
     }
 
@@ -850,8 +930,8 @@ class HostileFrontendPropertyTest {
         return b;
     }
 
-    /** A memory table, or one region added, shaped to overlap, wrap, or run past its file. */
-    record MemoryChange(boolean addRegion, Shape shape, Layout layout) implements Extra {
+    /** A memory table, or one region added, shaped to overlap, wrap, or run past its file; acked or not. */
+    record MemoryChange(boolean addRegion, Shape shape, Layout layout, boolean ack) implements Extra {
         enum Shape {
             SAME, GPA_OVERLAP, USER_OVERLAP, GPA_WRAP, USER_WRAP, PAST_FILE, OFFSET_PAST_FILE, OFFSET_WRAP, UNALIGNED, ZERO_SIZE,
             RINGS_ONLY, DATA_ONLY, NINE_REGIONS, SMALL_FILE
@@ -894,11 +974,17 @@ class HostileFrontendPropertyTest {
                 default -> {
                 }
             }
+            Msg m;
             if (addRegion) {
                 int i = r.length - 1;
-                return new Msg(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(r[i]), fds[Math.min(i, fds.length - 1)]);
+                m = new Msg(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(r[i]), fds[Math.min(i, fds.length - 1)]);
+            } else {
+                m = new Msg(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(r), fds);
             }
-            return new Msg(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(r), fds);
+            if (ack) {
+                m.flags |= VhostUserFrontend.NEED_REPLY;
+            }
+            return m;
         }
 
         @Override
@@ -925,13 +1011,22 @@ class HostileFrontendPropertyTest {
                 Tuple.of(1, kind.list().ofMinSize(8).ofMaxSize(32)));
     }
 
+    /**
+     * NEED_REPLY on three inserted requests in four: with REPLY_ACK negotiated the server answers
+     * a refusal of those and goes on; without it, it must end the connection (a refusal it
+     * cannot tell), which, at one in two, ended many tries at their first inserted request.
+     */
+    static Arbitrary<Boolean> mostlyAcked() {
+        return Arbitraries.frequencyOf(Tuple.of(3, Arbitraries.just(true)), Tuple.of(1, Arbitraries.just(false)));
+    }
+
     static Arbitrary<Extra> extras() {
         Arbitrary<Integer> any = Arbitraries.integers();
         Arbitrary<ProtocolRequest> requests = Combinators.combine(Arbitraries.of(Op.class), queueIndexes(),
                 Arbitraries.frequencyOf(Tuple.of(3, Arbitraries.longs().between(0, 63)), Tuple.of(1, Arbitraries.longs())),
-                Arbitraries.of(true, false), fdLists().injectNull(0.75)).as(ProtocolRequest::new);
+                mostlyAcked(), fdLists().injectNull(0.75)).as(ProtocolRequest::new);
         Arbitrary<MemoryChange> memory = Combinators.combine(Arbitraries.of(true, false),
-                Arbitraries.of(MemoryChange.Shape.class), Arbitraries.of(Layout.class)).as(MemoryChange::new);
+                Arbitraries.of(MemoryChange.Shape.class), Arbitraries.of(Layout.class), mostlyAcked()).as(MemoryChange::new);
         Arbitrary<Extra> garbage = Combinators.combine(Arbitraries.integers().between(0, FrontendFuzzer.GARBAGE_KINDS - 1), any,
                 Arbitraries.longs()).as(RingGarbage::new);
         Arbitrary<Extra> truncate = Arbitraries.of(0L, 4096L, 1L << 20, TestGuest.REGION_BYTES, TestGuest.REGION_BYTES + 4096,
@@ -980,7 +1075,18 @@ class HostileFrontendPropertyTest {
                         TestGuest.REGION_BYTES + (3L << 20))));
         Arbitrary<Boolean> secondQueue = Arbitraries.frequencyOf(Tuple.of(3, Arbitraries.just(false)),
                 Tuple.of(1, Arbitraries.just(true)));
-        return Combinators.combine(Arbitraries.of(Profile.class), layouts, secondQueue, truncateTo,
-                Arbitraries.integers().between(0, 63), deviations().list().ofMaxSize(8), Arbitraries.longs()).as(Plan::new);
+        // Profiles weighted towards REPLY_ACK (a refusal answered, the connection goes on), and
+        // the start of the sequence mostly kept intact (Kept): with uniform profiles and
+        // deviations anywhere, 64 % of tries never reached a memory table (statistics "deepest
+        // state reached").
+        Arbitrary<Profile> profiles = Arbitraries.frequencyOf(Tuple.of(1, Arbitraries.just(Profile.CONFIG_ONLY)),
+                Tuple.of(1, Arbitraries.just(Profile.LEGACY)), Tuple.of(2, Arbitraries.just(Profile.REPLY_ACK)),
+                Tuple.of(3, Arbitraries.just(Profile.QEMU)), Tuple.of(3, Arbitraries.just(Profile.MEM_SLOTS)),
+                Tuple.of(3, Arbitraries.just(Profile.INFLIGHT)), Tuple.of(4, Arbitraries.just(Profile.LOGGING)),
+                Tuple.of(3, Arbitraries.just(Profile.EVERYTHING)));
+        Arbitrary<Kept> kept = Arbitraries.frequencyOf(Tuple.of(1, Arbitraries.just(Kept.NOTHING)),
+                Tuple.of(2, Arbitraries.just(Kept.HANDSHAKE)), Tuple.of(2, Arbitraries.just(Kept.SET_UP)));
+        return Combinators.combine(profiles, layouts, secondQueue, truncateTo, Arbitraries.integers().between(0, 63),
+                kept, deviations().list().ofMaxSize(8), Arbitraries.longs()).as(Plan::new);
     }
 }

@@ -22,6 +22,7 @@ import io.vblk.sys.Native;
 import io.vblk.sys.OfdLock;
 import io.vblk.sys.PosixFile;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 import io.vblk.testkit.QemuTools;

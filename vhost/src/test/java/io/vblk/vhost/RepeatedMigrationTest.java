@@ -8,6 +8,7 @@ import org.junit.jupiter.api.Test;
 
 import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.VhostUserFrontend;
 
 /**

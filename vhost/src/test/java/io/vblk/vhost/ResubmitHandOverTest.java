@@ -21,6 +21,7 @@ import io.vblk.engine.BlkConfig;
 import io.vblk.engine.Tuning;
 import io.vblk.sys.Mapping;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 
 /**

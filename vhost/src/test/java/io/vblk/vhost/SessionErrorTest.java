@@ -12,6 +12,7 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.aio.IoBackend;
 import io.vblk.engine.BackendFactory;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
 

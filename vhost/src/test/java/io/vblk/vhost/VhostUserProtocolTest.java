@@ -21,6 +21,7 @@ import io.vblk.sys.EventFd;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.RingTamperer;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
@@ -30,8 +31,7 @@ import io.vblk.testkit.VhostUserFrontend;
  * in two regions of one file, real eventfds, a split-ring driver in guest memory, a real image.
  */
 class VhostUserProtocolTest {
-    static final long ALL_PROTOCOL = VhostUserFrontend.PF_MQ | VhostUserFrontend.PF_REPLY_ACK | VhostUserFrontend.PF_CONFIG
-            | VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS;
+    static final long ALL_PROTOCOL = QemuFlow.ALL_PROTOCOL;
 
     @TempDir
     Path dir;

@@ -202,6 +202,7 @@ public final class SplitQueue extends SplitQueueUsedSide {
         availEventAddress = 0;
         nextAvail = 0;
         shadowAvailIdx = 0;
+        availEventReparkAt = NOT_PARKED;
         nextUsed = 0;
         publishedUsed = 0;
         forceInterrupt = 1;
@@ -234,6 +235,9 @@ public final class SplitQueue extends SplitQueueUsedSide {
             return 0;
         }
         int next = (int) nextAvail;
+        if (next == availEventReparkAt) {
+            parkAvailEvent(next); // kicks suppressed with EVENT_IDX: keep avail_event out of reach
+        }
         if (next == (int) shadowAvailIdx) {
             int idx = availIdxAcquire();
             // 2.7.13: at most size chains can be outstanding; a larger distance is a corrupt or
@@ -395,18 +399,49 @@ public final class SplitQueue extends SplitQueueUsedSide {
     }
 
     /**
-     * Asks the driver not to kick (2.7.10): sets used.flags NO_NOTIFY, or with EVENT_IDX simply
-     * stops advancing avail_event (the driver kicks only when avail.idx passes the last one
-     * written, as vhost does). A hint: kicks may still arrive and are harmless.
+     * Asks the driver not to kick (2.7.10): sets used.flags NO_NOTIFY, or with EVENT_IDX
+     * <em>parks</em> avail_event one behind next_avail, the index the driver's avail.idx is
+     * furthest from reaching. Left where {@link #enableNotifications()} put it, avail_event would
+     * fall behind while the device polls, and after 65,536 entries the driver's
+     * {@code vring_need_event} window would pass it again: a spurious kick every wrap (vhost's
+     * way). {@link #pop} re-parks it every {@value #AVAIL_EVENT_REPARK} chains, one store, so it
+     * never comes within reach. A hint: kicks may still arrive and are harmless.
      */
     public void disableNotifications() {
-        if (!active || quarantined || eventIdx) {
+        if (!active || quarantined) {
+            return;
+        }
+        if (eventIdx) {
+            if (availEventReparkAt == NOT_PARKED) {
+                parkAvailEvent((int) nextAvail);
+            }
             return;
         }
         UnsafeApi.putShort(usedRing + UsedRingDescriptor.FLAGS_OFFSET, (short) UsedRingDescriptor.F_NO_NOTIFY);
         RingLog log = usedLog;
         if (log != null) {
             log.mark(UsedRingDescriptor.FLAGS_OFFSET, Short.BYTES);
+        }
+    }
+
+    /**
+     * Chains popped between two parks of avail_event while kicks are suppressed. The driver's
+     * avail.idx is at most a queue size (32,768) ahead of next_avail, so avail_event parked at
+     * {@code p - 1} stays out of its window while next_avail is less than 65,535 - 32,768 past
+     * {@code p}; half of that leaves room.
+     */
+    static final int AVAIL_EVENT_REPARK = 16384;
+
+    /**
+     * Writes avail_event = {@code next - 1}: behind every index the driver can publish next, so
+     * no window of its {@code vring_need_event} contains it for the next 32,767 chains.
+     */
+    private void parkAvailEvent(int next) {
+        UnsafeApi.putShort(availEventAddress, (short) (next - 1));
+        availEventReparkAt = (next + AVAIL_EVENT_REPARK) & 0xffff;
+        RingLog log = usedLog;
+        if (log != null) {
+            log.mark(UsedRingDescriptor.availEventOffset(size), Short.BYTES);
         }
     }
 
@@ -422,6 +457,7 @@ public final class SplitQueue extends SplitQueueUsedSide {
         }
         int next = (int) nextAvail;
         if (eventIdx) {
+            availEventReparkAt = NOT_PARKED;
             UnsafeApi.putShort(availEventAddress, (short) next);
         } else {
             UnsafeApi.putShort(usedRing + UsedRingDescriptor.FLAGS_OFFSET, (short) 0);
@@ -599,6 +635,7 @@ public final class SplitQueue extends SplitQueueUsedSide {
     public void setNextAvail(int next) {
         nextAvail = next & 0xffff;
         shadowAvailIdx = nextAvail;
+        availEventReparkAt = NOT_PARKED; // a park belongs to the old index: the next disable parks anew
     }
 
     /** The next used-ring index to fill (u16). */
@@ -741,6 +778,14 @@ abstract class SplitQueueRequestSide extends SplitQueueRequestPad {
     long nextAvail;
     /** The last avail.idx read; re-read only when next_avail catches up with it. */
     long shadowAvailIdx;
+    /**
+     * With EVENT_IDX while kicks are suppressed: the next_avail at which avail_event is parked
+     * again ({@code SplitQueue.parkAvailEvent}); {@link #NOT_PARKED} (never equal to a u16) while
+     * kicks are wanted or without EVENT_IDX. One compare per pop.
+     */
+    long availEventReparkAt = NOT_PARKED;
+
+    static final long NOT_PARKED = -1;
 
     SplitQueueRequestSide(int index, int maxChainSegments, QueueErrorListener listener) {
         super(index, maxChainSegments, listener);
