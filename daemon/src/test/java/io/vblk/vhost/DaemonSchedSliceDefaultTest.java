@@ -76,6 +76,7 @@ class DaemonSchedSliceDefaultTest {
                 new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
                 new PrintStream(err, true, StandardCharsets.UTF_8), false);
         assertEquals(2, status);
-        assertTrue(err.toString(StandardCharsets.UTF_8).contains("--sched-slice-us"), err.toString(StandardCharsets.UTF_8));
+        String message = err.toString(StandardCharsets.UTF_8);
+        assertTrue(message.contains("--sched-slice-us") && message.contains("100 to 100000"), message);
     }
 }

@@ -28,13 +28,30 @@ class OneDaemonPerConfigFileTest {
     @TempDir
     Path dir;
 
-    /** Runs {@code vblk daemon --control C --config F --persist} in this JVM; its status and stderr. */
-    private static Object[] start(Path control, Path config) {
+    /**
+     * Runs {@code vblk daemon --control C --config F --persist} in this JVM; its status and
+     * stderr once it returned. One that starts (says it listens) instead is shut down and fails the test.
+     */
+    private static Object[] start(Path control, Path config) throws Exception {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         ByteArrayOutputStream err = new ByteArrayOutputStream();
-        int status = Main.run(new String[] {"daemon", "--control", control.toString(), "--config", config.toString(), "--persist"},
-                new PrintStream(out, true, StandardCharsets.UTF_8), new PrintStream(err, true, StandardCharsets.UTF_8), false);
-        return new Object[] {status, err.toString(StandardCharsets.UTF_8)};
+        int[] status = {-1};
+        Thread t = new Thread(() -> status[0] = Main.run(new String[] {"daemon", "--control", control.toString(), "--config",
+                config.toString(), "--persist"}, new PrintStream(out, true, StandardCharsets.UTF_8),
+                new PrintStream(err, true, StandardCharsets.UTF_8), false), "second-daemon");
+        t.start();
+        long deadline = System.nanoTime() + 60_000_000_000L; // a hang guard
+        while (t.isAlive() && !out.toString(StandardCharsets.UTF_8).contains("listening") && System.nanoTime() < deadline) {
+            Thread.sleep(10);
+        }
+        if (t.isAlive()) {
+            try (DaemonRig.Client c = new DaemonRig.Client(control)) {
+                c.call("daemon.shutdown", null);
+            }
+            t.join(60_000);
+            throw new AssertionError("a second daemon persisting " + config + " started: " + out.toString(StandardCharsets.UTF_8));
+        }
+        return new Object[] {status[0], err.toString(StandardCharsets.UTF_8)};
     }
 
     @SuppressWarnings("unchecked")
