@@ -251,7 +251,7 @@ final class ConfigFile implements AutoCloseable {
                 String name = file.getFileName().toString();
                 DirectoryFd.Stat st = d.stat(name);
                 written = st != null && st.isRegularFile() && st.size() <= DaemonCommand.Config.MAX_BYTES
-                        ? read(d, name, DaemonCommand.Config.MAX_BYTES) : null;
+                        ? read(d, name, (int) st.size() + 1) : null; // one more: a file grown meanwhile differs
                 writtenStat = written == null ? null : st;
             } catch (RuntimeException e) {
                 written = null;
@@ -462,6 +462,12 @@ final class ConfigFile implements AutoCloseable {
             fd = d.openAt(name, Linux.O_RDWR | Linux.O_CREAT | Linux.O_NONBLOCK, 0600);
         } catch (NativeException e) {
             throw new InvalidParams("--config " + file + ": cannot open its directory: " + e.getMessage());
+        }
+        if (fd == -Errno.EACCES || fd == -Errno.EROFS || fd == -Errno.EPERM) {
+            // A directory the daemon cannot write: it cannot write the file either (each change
+            // says so), so no second daemon can overwrite this one's changes there.
+            log.info("config: cannot create " + lockFile + " (" + Errno.describe(-fd) + "): not locked");
+            return null;
         }
         if (fd < 0) {
             throw new InvalidParams("--config " + file + ": cannot open its lock file " + lockFile + ": " + Errno.describe(-fd));

@@ -548,7 +548,7 @@ final class Daemon implements AutoCloseable {
         return out;
     }
 
-    /** Test hook (FailedEntryStatTest): runs before each stat of a failed entry's image. Does nothing in the daemon. */
+    /** Test hook (ChecksOnOpenedFilesTest): runs before each stat of a failed entry's image. Does nothing in the daemon. */
     volatile Runnable beforeFailedImageStat = () -> { };
 
     /**
