@@ -34,6 +34,8 @@ import io.vblk.vhost.Log;
 final class ConfigFile implements AutoCloseable {
     /** Test hook: runs after the temporary file is durable, before the rename (a crash there). */
     static volatile Runnable beforeRename = () -> { };
+    /** Test hook: runs after the last check of the file replaced, just before the names are swapped. */
+    static volatile Runnable beforePublish = () -> { };
 
     private static final JSON PRETTY = JsonRpc.JSON_OUT.with(JSON.Feature.PRETTY_PRINT_OUTPUT);
 
@@ -150,13 +152,15 @@ final class ConfigFile implements AutoCloseable {
             }
             check.check(d, name, before);
             d.unlink(tmp); // a crashed write's: never read, only the rename publishes a file
+            boolean created = false;
             boolean renamed = false;
-            DirectoryFd.Stat made;
+            DirectoryFd.Stat made = null;
             try {
                 int fd = d.openAt(tmp, Linux.O_WRONLY | Linux.O_CREAT | Linux.O_EXCL, 0600);
                 if (fd < 0) {
                     throw new NativeException(-fd, "openat", dir, tmp, "O_CREAT|O_EXCL");
                 }
+                created = true;
                 try {
                     DirectoryFd.writeAll(fd, bytes, temporary(target));
                     DirectoryFd.sync(fd, temporary(target));
@@ -173,12 +177,17 @@ final class ConfigFile implements AutoCloseable {
                 if (!sameFile(before, now)) {
                     check.check(d, name, now);
                 }
-                d.rename(tmp, name);
-                renamed = true;
+                beforePublish.run();
+                renamed = publish(d, tmp, name, now, target);
             } finally {
-                if (!renamed) {
+                if (created && !renamed) {
                     try {
-                        d.unlink(tmp);
+                        // Only the file this write made: after a swap that could not be undone
+                        // the name holds the file it replaced, which is not this write's to delete.
+                        DirectoryFd.Stat left = d.stat(tmp);
+                        if (left != null && (made == null || sameFile(left, made))) {
+                            d.unlink(tmp);
+                        }
                     } catch (RuntimeException suppressed) {
                         // the write's own failure is the one reported
                     }
@@ -187,6 +196,44 @@ final class ConfigFile implements AutoCloseable {
             d.fsync(); // the rename itself durable
             return made;
         }
+    }
+
+    /**
+     * Puts the temporary file {@code tmp} at {@code name}, replacing exactly the file
+     * {@code checked} (null: none): the names are swapped (renameat2 RENAME_EXCHANGE, or
+     * RENAME_NOREPLACE when there was none), the file now at {@code tmp} is the one replaced,
+     * and when that is not the one checked (a file renamed in after the check) they are swapped
+     * back and the write refused. Where the filesystem does neither, a plain rename. True once
+     * published (the old file then goes).
+     */
+    private static boolean publish(DirectoryFd d, String tmp, String name, DirectoryFd.Stat checked, Path target) {
+        int rc = d.rename2(tmp, name, checked == null ? DirectoryFd.RENAME_NOREPLACE : DirectoryFd.RENAME_EXCHANGE);
+        if (rc == -Errno.EINVAL || rc == -Errno.ENOSYS) {
+            d.rename(tmp, name); // no renameat2 flags here (NFS, an old kernel): the checks above are all there is
+            return true;
+        }
+        if (rc == -Errno.EEXIST) {
+            throw new IllegalStateException(target + " was created while the configuration was written: not replaced");
+        }
+        if (rc < 0) {
+            throw new NativeException(-rc, "renameat2", target, tmp, name);
+        }
+        if (checked == null) {
+            return true;
+        }
+        DirectoryFd.Stat replaced = d.stat(tmp);
+        if (!sameFile(checked, replaced)) {
+            int back = d.rename2(tmp, name, DirectoryFd.RENAME_EXCHANGE);
+            throw new IllegalStateException(target + " was replaced by another file while the configuration was written: not"
+                    + " replaced" + (back < 0 ? " (and swapping it back failed: " + Errno.describe(-back) + ", the new text is at"
+                    + " the name, the file replaced at " + tmp + ")" : ""));
+        }
+        try {
+            d.unlink(tmp); // the old file
+        } catch (RuntimeException e) {
+            // left as the temporary file: never read, the next write deletes it
+        }
+        return true;
     }
 
     private static boolean sameFile(DirectoryFd.Stat a, DirectoryFd.Stat b) {

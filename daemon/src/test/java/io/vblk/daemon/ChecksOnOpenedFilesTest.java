@@ -83,6 +83,38 @@ class ChecksOnOpenedFilesTest {
     }
 
     /**
+     * config.save over saved.json, a harmless file when checked; after the last check, failed
+     * entry a's image is renamed to saved.json: the write swaps the names, finds the file it
+     * replaced is not the one it checked, swaps them back and refuses. A plain rename would
+     * have left a's disk without a name (JSON in its place).
+     */
+    @Test
+    void configSaveReplacesOnlyTheFileItChecked() throws Exception {
+        try (Daemon d = new Daemon(Log.to(line -> { }))) {
+            Path a = image(dir.resolve("a.img"));
+            Files.write(a, new byte[] {1, 2, 3}, java.nio.file.StandardOpenOption.APPEND);
+            assertNotNull(d.applyOrKeep(true, entry("a", a, "a.sock", "iothreads", List.of("t-gone"))));
+            byte[] disk = Files.readAllBytes(a);
+            Path saved = dir.resolve("saved.json");
+            Files.writeString(saved, "{}\n");
+            ConfigFile.beforePublish = () -> {
+                try {
+                    Files.move(a, saved, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            };
+            try {
+                assertThrows(RpcError.class, () -> d.call("config.save", Params.json(Map.of("path", saved.toString()))));
+            } finally {
+                ConfigFile.beforePublish = () -> { };
+            }
+            assertArrayEquals(disk, Files.readAllBytes(saved), "a's disk keeps its name and its bytes");
+            assertTrue(!Files.exists(dir.resolve(".saved.json.tmp")), "nothing left beside it");
+        }
+    }
+
+    /**
      * export.add of b.img, a file of its own when checked by name, renamed (a hard link to failed
      * entry a's image put in its place) before the open: the file as opened is a's, refused.
      */

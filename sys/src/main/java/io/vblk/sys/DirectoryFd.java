@@ -16,6 +16,11 @@ public final class DirectoryFd implements AutoCloseable {
     static final long SYS_OPENAT = 257;
     static final long SYS_UNLINKAT = 263;
     static final long SYS_RENAMEAT = 264;
+    static final long SYS_RENAMEAT2 = 316;
+    /** renameat2: fail with EEXIST rather than replace an existing name. */
+    public static final int RENAME_NOREPLACE = 1;
+    /** renameat2: swap the two names atomically (both must exist). */
+    public static final int RENAME_EXCHANGE = 2;
     static final long SYS_FSYNC = 74;
     static final long SYS_WRITE = 1;
     static final long SYS_PREAD = 17;
@@ -138,6 +143,20 @@ public final class DirectoryFd implements AutoCloseable {
         if (rc < 0) {
             throw new NativeException((int) -rc, "renameat", path, from, to);
         }
+    }
+
+    /**
+     * renameat2(2) of {@code from} to {@code to} in this directory with {@code flags}
+     * ({@link #RENAME_NOREPLACE}, {@link #RENAME_EXCHANGE}); 0 or {@code -errno} (EINVAL where
+     * the filesystem does not do the flag, ENOSYS before Linux 3.15, EEXIST for NOREPLACE).
+     */
+    public int rename2(String from, String to, int flags) {
+        NativeBuffer a = cString(from);
+        NativeBuffer b = cString(to);
+        long rc = Native.syscall(SYS_RENAMEAT2, fd, a.address(), fd, b.address(), flags);
+        java.lang.ref.Reference.reachabilityFence(a);
+        java.lang.ref.Reference.reachabilityFence(b);
+        return (int) rc;
     }
 
     /** fsync(2) of the directory: a rename or an unlink in it durable. */
