@@ -1,25 +1,26 @@
 package io.vblk.daemon;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.channels.FileChannel;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.InvalidPathException;
 import java.nio.file.LinkOption;
-import java.nio.file.OpenOption;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
-import java.nio.file.StandardOpenOption;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.function.Supplier;
 
 import com.fasterxml.jackson.jr.ob.JSON;
 
+import io.vblk.sys.DirectoryFd;
+import io.vblk.sys.Errno;
+import io.vblk.sys.Linux;
+import io.vblk.sys.LockHolder;
+import io.vblk.sys.Native;
+import io.vblk.sys.NativeException;
+import io.vblk.sys.OfdLock;
 import io.vblk.vhost.Log;
 
 /**
@@ -30,17 +31,23 @@ import io.vblk.vhost.Log;
  * a torn one. Writes of one daemon are serialized on this object, and the state each writes is
  * taken under that serialization, so the last change's state is the one the file ends with.
  */
-final class ConfigFile {
+final class ConfigFile implements AutoCloseable {
     /** Test hook: runs after the temporary file is durable, before the rename (a crash there). */
     static volatile Runnable beforeRename = () -> { };
+    /** Test hook: runs after the last check of the file replaced, just before the names are swapped. */
+    static volatile Runnable beforePublish = () -> { };
 
     private static final JSON PRETTY = JsonRpc.JSON_OUT.with(JSON.Feature.PRETTY_PRINT_OUTPUT);
 
     private final Log log;
     /** The file {@code --persist} keeps, or null. */
     private volatile Path persisted;
+    /** The persisted file's lock, held while the daemon runs (under this). */
+    private PersistLock lock;
     /** What the persisted file holds (the last successful write), or null before one. Under this. */
     private byte[] written;
+    /** The fstat of the file that write made (identity, size, mtime), or null. Under this. */
+    private DirectoryFd.Stat writtenStat;
     private volatile boolean failing;
     private volatile long failures;
     private volatile String lastError;
@@ -76,7 +83,7 @@ final class ConfigFile {
 
     /**
      * The path a client named for {@code config.save}: absolute (the daemon's working directory
-     * is not the caller's) and, if it exists, a regular file.
+     * is not the caller's) and naming a file (what it is, is checked as the write opens it).
      */
     static Path target(String path) {
         Path p;
@@ -89,19 +96,23 @@ final class ConfigFile {
             throw new InvalidParams("path must be an absolute file name (the daemon's working directory is not the caller's), got '"
                     + path + "'");
         }
-        checkTarget(p, "path");
         return p;
     }
 
     /**
      * Refuses a target that exists and is not a regular file: a directory, FIFO, socket or
      * device, and a symbolic link (the rename would replace the link, not the file it names).
+     * By name: for a quick refusal at start; every write checks the file as opened.
      */
     static void checkTarget(Path p, String what) {
         if (Files.exists(p, LinkOption.NOFOLLOW_LINKS) && !Files.isRegularFile(p, LinkOption.NOFOLLOW_LINKS)) {
-            throw new InvalidParams(what + " " + p + ": not a regular file (a directory, FIFO, socket, device or symbolic link"
-                    + " is refused: the file is replaced whole by a rename)");
+            throw notRegular(p, what);
         }
+    }
+
+    private static InvalidParams notRegular(Path p, String what) {
+        return new InvalidParams(what + " " + p + ": not a regular file (a directory, FIFO, socket, device or symbolic link"
+                + " is refused: the file is replaced whole by a rename)");
     }
 
     /** Where a write of {@code target} puts its text first: beside it, so the rename stays in one filesystem. */
@@ -110,57 +121,162 @@ final class ConfigFile {
     }
 
     /**
+     * A check of the file a write is about to replace, as its directory (opened once, for the
+     * whole write) holds it: {@code existing} is its fstat, null when there is none. It runs
+     * before the temporary file is made and, when the name names another file by then, again
+     * before the rename; it throws to refuse the write.
+     */
+    @FunctionalInterface
+    interface TargetCheck {
+        void check(DirectoryFd dir, String name, DirectoryFd.Stat existing);
+    }
+
+    /**
      * Replaces {@code target} with {@code bytes}, atomically and durably: temporary file (mode
      * 0600, created new: a leftover of a crashed write is deleted first, never written through),
-     * fsync, rename, fsync of the directory. On a failure before the rename the target is as
-     * it was and the temporary file is gone.
+     * fsync, rename, fsync of the directory. Every step names files relative to the target's
+     * directory opened once (openat, renameat: a directory swapped for a symbolic link meanwhile
+     * changes nothing), and the file replaced is checked as that directory holds it (fstat of
+     * it opened O_PATH | O_NOFOLLOW: a regular file or none, then {@code check}). On a failure
+     * before the rename the target is as it was and the temporary file is gone. Returns the
+     * fstat of the file written.
      */
-    static void write(Path target, byte[] bytes) throws IOException {
-        checkTarget(target, "config");
+    static DirectoryFd.Stat write(Path target, byte[] bytes, TargetCheck check) throws IOException {
         Path dir = target.toAbsolutePath().getParent();
-        Path tmp = temporary(target);
-        Files.deleteIfExists(tmp); // a crashed write's: never read, only the rename publishes a file
-        try {
-            Set<OpenOption> options = Set.of(StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE, LinkOption.NOFOLLOW_LINKS);
-            try (FileChannel ch = FileChannel.open(tmp, options, PosixFilePermissions.asFileAttribute(
-                    PosixFilePermissions.fromString("rw-------")))) {
-                ByteBuffer b = ByteBuffer.wrap(bytes);
-                while (b.hasRemaining()) {
-                    ch.write(b);
-                }
-                ch.force(true);
+        String name = target.getFileName().toString();
+        String tmp = temporary(target).getFileName().toString();
+        try (DirectoryFd d = DirectoryFd.open(dir)) {
+            DirectoryFd.Stat before = d.stat(name);
+            if (before != null && !before.isRegularFile()) {
+                throw notRegular(target, "config");
             }
-            beforeRename.run();
-            checkTarget(target, "config"); // again: what the rename replaces is the name, never a link's file
-            Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
-        } catch (IOException | RuntimeException e) {
+            check.check(d, name, before);
+            d.unlink(tmp); // a crashed write's: never read, only the rename publishes a file
+            boolean created = false;
+            boolean renamed = false;
+            DirectoryFd.Stat made = null;
             try {
-                Files.deleteIfExists(tmp);
-            } catch (IOException | RuntimeException suppressed) {
-                e.addSuppressed(suppressed);
+                int fd = d.openAt(tmp, Linux.O_WRONLY | Linux.O_CREAT | Linux.O_EXCL, 0600);
+                if (fd < 0) {
+                    throw new NativeException(-fd, "openat", dir, tmp, "O_CREAT|O_EXCL");
+                }
+                created = true;
+                try {
+                    DirectoryFd.writeAll(fd, bytes, temporary(target));
+                    DirectoryFd.sync(fd, temporary(target));
+                    made = DirectoryFd.fstat(fd);
+                } finally {
+                    DirectoryFd.closeFd(fd);
+                }
+                beforeRename.run();
+                // Again: what the rename replaces is what the name names now, in this directory.
+                DirectoryFd.Stat now = d.stat(name);
+                if (now != null && !now.isRegularFile()) {
+                    throw notRegular(target, "config");
+                }
+                if (!sameFile(before, now)) {
+                    check.check(d, name, now);
+                }
+                beforePublish.run();
+                renamed = publish(d, tmp, name, now, target);
+            } finally {
+                if (created && !renamed) {
+                    try {
+                        // Only the file this write made: after a swap that could not be undone
+                        // the name holds the file it replaced, which is not this write's to delete.
+                        DirectoryFd.Stat left = d.stat(tmp);
+                        if (left != null && (made == null || sameFile(left, made))) {
+                            d.unlink(tmp);
+                        }
+                    } catch (RuntimeException suppressed) {
+                        // the write's own failure is the one reported
+                    }
+                }
             }
-            throw e;
-        }
-        try (FileChannel d = FileChannel.open(dir, StandardOpenOption.READ)) {
-            d.force(true); // the rename itself durable
+            d.fsync(); // the rename itself durable
+            return made;
         }
     }
 
     /**
-     * {@code config.save {path}}: writes the state {@code state} gives (taken under this
-     * object's lock, after any persisting write in progress) to {@code target}; that state.
+     * Puts the temporary file {@code tmp} at {@code name}, replacing exactly the file
+     * {@code checked} (null: none): the names are swapped (renameat2 RENAME_EXCHANGE, or
+     * RENAME_NOREPLACE when there was none), the file now at {@code tmp} is the one replaced,
+     * and when that is not the one checked (a file renamed in after the check) they are swapped
+     * back and the write refused. Where the filesystem does neither, a plain rename. True once
+     * published (the old file then goes).
      */
-    synchronized Map<String, Object> saveTo(Path target, Supplier<Map<String, Object>> state) {
+    private static boolean publish(DirectoryFd d, String tmp, String name, DirectoryFd.Stat checked, Path target) {
+        int rc = d.rename2(tmp, name, checked == null ? DirectoryFd.RENAME_NOREPLACE : DirectoryFd.RENAME_EXCHANGE);
+        if (rc == -Errno.EINVAL || rc == -Errno.ENOSYS) {
+            d.rename(tmp, name); // no renameat2 flags here (NFS, an old kernel): the checks above are all there is
+            return true;
+        }
+        if (rc == -Errno.EEXIST) {
+            throw new IllegalStateException(target + " was created while the configuration was written: not replaced");
+        }
+        if (rc < 0) {
+            throw new NativeException(-rc, "renameat2", target, tmp, name);
+        }
+        if (checked == null) {
+            return true;
+        }
+        DirectoryFd.Stat replaced = d.stat(tmp);
+        if (!sameFile(checked, replaced)) {
+            int back = d.rename2(tmp, name, DirectoryFd.RENAME_EXCHANGE);
+            throw new IllegalStateException(target + " was replaced by another file while the configuration was written: not"
+                    + " replaced" + (back < 0 ? " (and swapping it back failed: " + Errno.describe(-back) + ", the new text is at"
+                    + " the name, the file replaced at " + tmp + ")" : ""));
+        }
+        try {
+            d.unlink(tmp); // the old file
+        } catch (RuntimeException e) {
+            // left as the temporary file: never read, the next write deletes it
+        }
+        return true;
+    }
+
+    private static boolean sameFile(DirectoryFd.Stat a, DirectoryFd.Stat b) {
+        return a == null ? b == null : b != null && a.dev() == b.dev() && a.ino() == b.ino();
+    }
+
+    /**
+     * {@code config.save {path}}: writes the state {@code state} gives (taken under this
+     * object's lock, after any persisting write in progress) to {@code target}, after
+     * {@code check} passed on the file it replaces; that state. The persisted file itself is
+     * written only when it is as the daemon last wrote it, or with {@code overwrite} (a hand
+     * edit is not lost without being asked); it is then the daemon's again.
+     */
+    synchronized Map<String, Object> saveTo(Path target, boolean overwrite, TargetCheck check, Supplier<Map<String, Object>> state) {
         Map<String, Object> now = state.get();
         byte[] bytes = render(now);
         checkLoadable(bytes); // a file that would not load is never written
+        Path file = persisted;
+        boolean mine = file != null && Daemon.sameSocket(file.toAbsolutePath().normalize(), target.toAbsolutePath().normalize());
+        TargetCheck all = mine && !overwrite ? (d, name, existing) -> {
+            check.check(d, name, existing);
+            String edit = handEdit(d, name, existing);
+            if (edit != null) {
+                throw new InvalidParams(edit + ": config.save with \"overwrite\": true replaces it with the daemon's configuration");
+            }
+        } : check;
+        DirectoryFd.Stat made;
         try {
-            write(target, bytes);
+            made = write(target, bytes, all);
         } catch (IOException | RuntimeException e) {
             if (e instanceof InvalidParams refused) {
-                throw refused; // the target turned into a directory or a link meanwhile
+                throw refused; // the target is not a regular file, or a file the check refused
             }
             throw new RpcError(RpcError.INTERNAL_ERROR, "cannot write " + target + ": " + e);
+        }
+        if (mine) {
+            written = bytes;
+            writtenStat = made;
+            if (failing) {
+                log.info("config: " + file + " written again (config.save)");
+            }
+            failing = false;
+            lastError = null;
         }
         log.info("config: saved to " + target);
         return now;
@@ -169,28 +285,80 @@ final class ConfigFile {
     /**
      * Starts persisting to {@code file} and writes {@code state} there at once (a missing file is
      * created, a hand-written one takes the daemon's form); a failure is logged and counted, and
-     * the daemon serves on: the file already held what the daemon started with.
+     * the daemon serves on: the file already held what the daemon started with. Takes
+     * {@code lock} (the file's, {@link #lock}) with it: released by {@link #close}.
      */
-    void persistTo(Path file, Supplier<Map<String, Object>> state) {
+    void persistTo(Path file, PersistLock lock, Supplier<Map<String, Object>> state) {
         synchronized (this) {
             persisted = file;
-            try {
-                // A file already in the daemon's form is left as it is (no write at every start).
-                written = Files.isRegularFile(file, LinkOption.NOFOLLOW_LINKS) && Files.size(file) <= DaemonCommand.Config.MAX_BYTES
-                        ? Files.readAllBytes(file) : null;
-            } catch (IOException e) {
+            this.lock = lock;
+            // What the file holds now is the daemon's to replace: it is what the daemon started
+            // from. A file already in the daemon's form is left as it is (no write at every start).
+            try (DirectoryFd d = DirectoryFd.open(file.toAbsolutePath().getParent())) {
+                String name = file.getFileName().toString();
+                DirectoryFd.Stat st = d.stat(name);
+                written = st != null && st.isRegularFile() && st.size() <= DaemonCommand.Config.MAX_BYTES
+                        ? read(d, name, (int) st.size() + 1) : null; // one more: a file grown meanwhile differs
+                writtenStat = written == null ? null : st;
+            } catch (RuntimeException e) {
                 written = null;
+                writtenStat = null;
             }
         }
         log.info("config: persisting every change to " + file);
         persist(state);
     }
 
+    /** The text of {@code name} in {@code d} (at most {@code max} bytes read), or null when it cannot be read. */
+    private static byte[] read(DirectoryFd d, String name, int max) {
+        int fd = d.openAt(name, Linux.O_RDONLY | Linux.O_NONBLOCK, 0);
+        if (fd < 0) {
+            return null;
+        }
+        try {
+            return DirectoryFd.readUpTo(fd, max, name);
+        } finally {
+            DirectoryFd.closeFd(fd);
+        }
+    }
+
+    /**
+     * Whether the persisted file {@code name} in {@code d} ({@code existing}: its fstat, null
+     * when gone) is no longer what the daemon last wrote there: null when it is (the same file,
+     * size and modification time, or else the same bytes) or when it is gone (nothing of anyone's
+     * is lost by writing it again); else why it is not overwritten. Under this object's lock.
+     */
+    private String handEdit(DirectoryFd d, String name, DirectoryFd.Stat existing) {
+        if (existing == null || existing.sameVersion(writtenStat)) {
+            return null;
+        }
+        if (written != null && existing.isRegularFile() && existing.size() == written.length) {
+            byte[] now = read(d, name, written.length + 1);
+            if (Arrays.equals(now, written)) {
+                writtenStat = existing; // touched, or written again with the same text
+                return null;
+            }
+        }
+        return "the file " + persisted + " was changed since the daemon wrote it (edited by hand?): not overwritten, so"
+                + " that edit is not lost, and the daemon's configuration is not saved (restart the daemon to serve"
+                + " what the file says";
+    }
+
+    /** The hand-edit refusal of a persisting write: the change stands, unsaved. */
+    private static final class HandEdited extends RuntimeException {
+        private static final long serialVersionUID = 1L;
+
+        HandEdited(String message) {
+            super(message, null, false, false);
+        }
+    }
+
     /**
      * {@code --persist}: rewrites the persisted file when {@code state} differs from what it
-     * holds (an unchanged state, such as after a refused change, never touches it). Returns null,
-     * or the reason the write failed: the state stays unsaved, logged and counted, until a later
-     * write succeeds.
+     * holds (an unchanged state, such as after a refused change, never touches it), unless the
+     * file was changed since the daemon wrote it ({@link #handEdit}: refused, reported as a
+     * failed write is). Returns null, or the reason the write failed: the state stays unsaved,
+     * logged and counted, until a later write succeeds.
      */
     synchronized String persist(Supplier<Map<String, Object>> state) {
         Path file = persisted;
@@ -198,14 +366,26 @@ final class ConfigFile {
             return null;
         }
         byte[] bytes = render(state.get());
-        if (Arrays.equals(bytes, written)) {
-            failing = false;
-            lastError = null;
-            return null;
-        }
+        TargetCheck noHandEdit = (d, name, existing) -> {
+            String edit = handEdit(d, name, existing);
+            if (edit != null) {
+                throw new HandEdited(edit + ", or config.save {\"path\": \"" + file + "\", \"overwrite\": true} to replace it"
+                        + " with the daemon's)");
+            }
+        };
         try {
+            if (Arrays.equals(bytes, written)) {
+                // Nothing to write; but a file edited meanwhile does not hold the daemon's state.
+                try (DirectoryFd d = DirectoryFd.open(file.toAbsolutePath().getParent())) {
+                    String name = file.getFileName().toString();
+                    noHandEdit.check(d, name, d.stat(name));
+                }
+                failing = false;
+                lastError = null;
+                return null;
+            }
             checkLoadable(bytes); // the old file stays: it loads, this one would not
-            write(file, bytes);
+            writtenStat = write(file, bytes, noHandEdit);
             written = bytes;
             if (failing) {
                 log.info("config: " + file + " written again");
@@ -214,11 +394,14 @@ final class ConfigFile {
             lastError = null;
             return null;
         } catch (IOException | RuntimeException e) {
-            String why = "cannot write " + file + ": " + e;
+            String why = e instanceof HandEdited ? e.getMessage() : "cannot write " + file + ": " + e;
+            boolean again = why.equals(lastError);
             failing = true;
             failures++;
             lastError = why;
-            log.info("config: " + why + " (the change is in effect but not saved: a restart would lose it)");
+            if (!again) {
+                log.info("config: " + why + " (the change is in effect but not saved: a restart would lose it)");
+            }
             return why;
         }
     }
@@ -258,10 +441,10 @@ final class ConfigFile {
     }
 
     /**
-     * {@code --persist}: the {@code --config} file read at start. It must be named; when it does
-     * not exist yet the daemon starts with no exports and creates it.
+     * {@code --persist}: checks the {@code --config} file can be kept: it must be named, its
+     * directory exist, and it be a regular file if it exists.
      */
-    static DaemonCommand.Config readPersisted(Path file) {
+    static void checkPersisted(Path file) {
         if (file == null) {
             throw new InvalidParams("--persist needs --config FILE: the file it keeps up to date");
         }
@@ -269,9 +452,118 @@ final class ConfigFile {
         if (!Files.isDirectory(file.toAbsolutePath().getParent())) {
             throw new InvalidParams("--config " + file + ": no such directory to keep the file in");
         }
+    }
+
+    /**
+     * {@code --persist}: the {@code --config} file read at start (after {@link #lock}). When it
+     * does not exist yet the daemon starts with no exports and creates it.
+     */
+    static DaemonCommand.Config readPersisted(Path file) {
+        checkPersisted(file);
         if (!Files.exists(file, LinkOption.NOFOLLOW_LINKS)) {
             return new DaemonCommand.Config(List.of(), List.of());
         }
         return DaemonCommand.Config.read(file);
+    }
+
+    /** The lock file of persisted file {@code file}: beside it, never renamed (the file itself is replaced at each write). */
+    static Path lockFile(Path file) {
+        return file.resolveSibling("." + file.getFileName() + ".lock");
+    }
+
+    /**
+     * One daemon persists one file: an exclusive OFD lock on the file's lock file
+     * ({@link #lockFile}: the file itself is renamed over at every write, and a lock on it would
+     * go with the old inode), held for the daemon's life: released when it closes, or by the
+     * kernel when the process dies (never stale). The lock file holds the holder's pid, for the
+     * refusal's message when /proc does not show the holder.
+     */
+    static final class PersistLock implements AutoCloseable {
+        private final int fd;
+        private boolean closed;
+
+        private PersistLock(int fd) {
+            this.fd = fd;
+        }
+
+        @Override
+        public synchronized void close() {
+            if (!closed) {
+                closed = true;
+                DirectoryFd.closeFd(fd); // the OFD lock goes with its open file description
+            }
+        }
+    }
+
+    /**
+     * {@code vblk daemon --persist}: takes {@code file}'s lock, or refuses (naming the daemon that
+     * holds it, with its pid when it can be found) when another daemon persists the file. Where
+     * the filesystem has no OFD locks the daemon goes on unlocked (logged); null then.
+     */
+    static PersistLock lock(Path file, Log log) {
+        checkPersisted(file);
+        Path lockFile = lockFile(file);
+        String name = lockFile.getFileName().toString();
+        int fd;
+        try (DirectoryFd d = DirectoryFd.open(file.toAbsolutePath().getParent())) {
+            fd = d.openAt(name, Linux.O_RDWR | Linux.O_CREAT | Linux.O_NONBLOCK, 0600);
+        } catch (NativeException e) {
+            throw new InvalidParams("--config " + file + ": cannot open its directory: " + e.getMessage());
+        }
+        if (fd == -Errno.EACCES || fd == -Errno.EROFS || fd == -Errno.EPERM) {
+            // A directory the daemon cannot write: it cannot write the file either (each change
+            // says so), so no second daemon can overwrite this one's changes there.
+            log.info("config: cannot create " + lockFile + " (" + Errno.describe(-fd) + "): not locked");
+            return null;
+        }
+        if (fd < 0) {
+            throw new InvalidParams("--config " + file + ": cannot open its lock file " + lockFile + ": " + Errno.describe(-fd));
+        }
+        boolean kept = false;
+        try {
+            DirectoryFd.Stat st = DirectoryFd.fstat(fd);
+            if (!st.isRegularFile()) {
+                throw new InvalidParams("--config " + file + ": its lock file " + lockFile + " is not a regular file");
+            }
+            int rc = OfdLock.lockExclusive(fd, 0, 0);
+            if (rc == -Errno.EAGAIN || rc == -Errno.EACCES) {
+                String holder = LockHolder.describe(LockHolder.kernelDev(fd, st.dev()), st.ino(), 0);
+                if (!holder.contains("pid")) {
+                    String pid = new String(DirectoryFd.readUpTo(fd, 32, lockFile), StandardCharsets.US_ASCII).trim();
+                    holder = pid.matches("[0-9]{1,10}") ? "another daemon (pid " + pid + ", as " + lockFile + " says)" : holder;
+                }
+                throw new InvalidParams("--config " + file + " is persisted by another daemon: " + holder + " holds its lock "
+                        + lockFile + ". Two daemons persisting one file would each overwrite the other's changes: refused"
+                        + " (stop that daemon, or give this one another --config)");
+            }
+            if (rc < 0) {
+                log.info("config: " + lockFile + ": no lock (" + Errno.describe(-rc) + "): a second daemon persisting "
+                        + file + " would not be refused");
+                return null;
+            }
+            byte[] pid = (ProcessHandle.current().pid() + "\n").getBytes(StandardCharsets.US_ASCII);
+            if (Native.libc().ftruncate(fd, 0) == 0) {
+                DirectoryFd.writeAll(fd, pid, lockFile); // a hint for the message above only
+            }
+            kept = true;
+            return new PersistLock(fd);
+        } finally {
+            if (!kept) {
+                DirectoryFd.closeFd(fd);
+            }
+        }
+    }
+
+    /** Releases the persisted file's lock (the daemon's close). */
+    @Override
+    public void close() {
+        PersistLock l;
+        synchronized (this) {
+            l = lock;
+            lock = null;
+        }
+        if (l != null) {
+            l.close();
+        }
     }
 }

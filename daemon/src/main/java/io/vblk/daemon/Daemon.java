@@ -120,11 +120,11 @@ final class Daemon implements AutoCloseable {
      * and image stay reserved while it is kept (rev13c), since a restart opens it first.
      */
     private record Failure(Map<String, Object> params, String error, ExportSpec spec) {
-        static Failure of(boolean export, Map<String, Object> params, String error) {
+        static Failure of(boolean export, Map<String, Object> params, String error, long schedSliceUs) {
             ExportSpec spec = null;
             if (export) {
                 try {
-                    spec = ExportSpec.parse(Params.json(params), null);
+                    spec = ExportSpec.parse(Params.json(params), null, schedSliceUs);
                 } catch (RuntimeException e) {
                     // a broken entry reserves nothing: it can never open
                 }
@@ -132,6 +132,32 @@ final class Daemon implements AutoCloseable {
             return new Failure(params, error, spec);
         }
     }
+    /**
+     * The scheduler slice of an export or I/O thread whose parameters set none
+     * ({@code vblk daemon --sched-slice-us}); the entries saved write the slice in effect, so a
+     * restart under another default serves them as they were.
+     */
+    private volatile long schedSliceUs = Tuning.defaults().schedSliceNs() / 1000;
+
+    /** Sets the default slice ({@code vblk daemon --sched-slice-us}), before any entry is added. */
+    void defaultSchedSliceUs(long us) {
+        schedSliceUs = us;
+    }
+
+    /** export.add parameters as this daemon takes them (its default slice). */
+    ExportSpec parseExport(Params p) {
+        return ExportSpec.parse(p, null, schedSliceUs);
+    }
+
+    /**
+     * An add of {@code id} that failed while {@code id} is kept as a failed entry: the entry's
+     * error becomes this one (config.status shows why it fails now, not why it failed at start).
+     */
+    private static void keepErrorCurrent(Map<String, Failure> failed, String id, RuntimeException e) {
+        String error = e instanceof InvalidParams || e instanceof RpcError ? e.getMessage() : e.toString();
+        failed.computeIfPresent(id, (k, old) -> new Failure(old.params(), error, old.spec()));
+    }
+
     /** Methods after which the persisted configuration is brought up to date. */
     private static final Set<String> CHANGES = Set.of("export.add", "export.remove", "export.resize", "export.set_limits",
             "iothread.add", "iothread.remove", "config.retry");
@@ -297,26 +323,40 @@ final class Daemon implements AutoCloseable {
                     + " changed (remove an export, or give fewer allow_uids)");
         }
         if (entry != null) {
-            Object back;
             try {
-                back = JsonRpc.JSON_IN.anyFrom(new String(ConfigFile.render(entry), java.nio.charset.StandardCharsets.UTF_8));
-            } catch (java.io.IOException e) {
-                throw new IllegalStateException("the configuration does not read back", e); // render writes JSON
-            }
-            @SuppressWarnings("unchecked")
-            Map<String, Object> params = (Map<String, Object>) back;
-            try {
-                ExportSpec.parse(Params.json(params), null);
+                ExportSpec.parse(Params.json(readBack(entry)), null);
             } catch (InvalidParams e) {
                 throw new InvalidParams("export '" + export.id + "' would not load at a restart, its saved entry is refused ("
                         + e.getMessage() + "): refused, nothing changed");
             }
         }
+        if (thread != null) {
+            try {
+                parseIoThread(Params.json(readBack(thread)));
+            } catch (InvalidParams e) {
+                throw new InvalidParams("I/O thread '" + thread.get("id") + "' would not load at a restart, its saved entry is"
+                        + " refused (" + e.getMessage() + "): refused, nothing changed");
+            }
+        }
     }
 
-    /** {@code vblk daemon --persist}: keeps {@code file} up to date from now on (written at once). */
-    void persistTo(Path file) {
-        configFile.persistTo(file, this::configuration);
+    /** {@code entry} as a restart reads it: written as the file holds it, and parsed again. */
+    @SuppressWarnings("unchecked")
+    private static Map<String, Object> readBack(Map<String, Object> entry) {
+        try {
+            return (Map<String, Object>) JsonRpc.JSON_IN.anyFrom(new String(ConfigFile.render(entry),
+                    java.nio.charset.StandardCharsets.UTF_8));
+        } catch (java.io.IOException e) {
+            throw new IllegalStateException("the configuration does not read back", e); // render writes JSON
+        }
+    }
+
+    /**
+     * {@code vblk daemon --persist}: keeps {@code file} up to date from now on (written at once),
+     * holding its {@code lock} ({@link ConfigFile#lock}) until {@link #close}.
+     */
+    void persistTo(Path file, ConfigFile.PersistLock lock) {
+        configFile.persistTo(file, lock, this::configuration);
     }
 
     /** Brings the persisted file up to date, if any; null, or why it failed. */
@@ -353,7 +393,7 @@ final class Daemon implements AutoCloseable {
             // it: thrown on, it would stop the start and every other disk with it. Errors are not.
             String error = e instanceof InvalidParams || e instanceof RpcError ? e.getMessage() : e.toString();
             synchronized (changes) {
-                (export ? failedExports : failedIothreads).put((String) id, Failure.of(export, params, error));
+                (export ? failedExports : failedIothreads).put((String) id, Failure.of(export, params, error, schedSliceUs));
                 (export ? order : iothreadOrder).add((String) id);
             }
             log.info("config: " + what + " " + id + " failed at start, kept in the file: " + error);
@@ -363,7 +403,7 @@ final class Daemon implements AutoCloseable {
 
     private String applyStrict(boolean export, Map<String, Object> params) {
         if (export) {
-            add(ExportSpec.parse(Params.json(params), null));
+            add(parseExport(Params.json(params)));
         } else {
             addIoThread(Params.json(params));
         }
@@ -420,23 +460,25 @@ final class Daemon implements AutoCloseable {
     }
 
     private Object configSave(Params p) {
-        p.rejectUnknown(Set.of("path"));
+        p.rejectUnknown(Set.of("path", "overwrite"));
         String path = p.string("path", null);
+        boolean overwrite = p.bool("overwrite");
         if (path == null) {
             return configuration();
         }
         Path target = ConfigFile.target(path);
-        refuseExportFile(target);
-        return configFile.saveTo(target, this::configuration);
+        Map<String, FileId> failedFiles = failedImageFiles();
+        return configFile.saveTo(target, overwrite, (dir, name, existing) -> refuseExportFile(target,
+                existing == null ? null : new FileId(existing.dev(), existing.ino()), failedFiles), this::configuration);
     }
 
     /**
      * config.save: refuses a target that an export uses (rev13b): its image or a backing file
-     * of it (the same file by device and inode, whatever the name), or its socket (by path;
-     * a socket is no regular file either). The rename would put JSON in place of a disk.
+     * of it ({@code file}: the target as its directory holds it when written, the same file by
+     * device and inode whatever the name; null when there is none), or its socket (by path; a
+     * socket is no regular file either). The rename would put JSON in place of a disk.
      */
-    private void refuseExportFile(Path target) {
-        FileId file = java.nio.file.Files.exists(target, java.nio.file.LinkOption.NOFOLLOW_LINKS) ? fileId(target) : null;
+    private void refuseExportFile(Path target, FileId file, Map<String, FileId> failedFiles) {
         Path socket = target.toAbsolutePath().normalize();
         synchronized (changes) {
             if (file != null) {
@@ -469,7 +511,8 @@ final class Daemon implements AutoCloseable {
                 throw new InvalidParams("path " + target + " is the socket of export '" + ids.get(0) + "': refused");
             }
             // A failed entry's image is the disk a restart opens (rev13c): its file, or its path while it is gone.
-            String failed = failedNaming(null, null, false, file, socket);
+            String failed = failedNaming(null, null, file == null ? List.of() : List.of(new ImageUse(file, false)), false,
+                    socket, failedFiles);
             if (failed != null) {
                 throw new InvalidParams("path " + target + " is the image of export '" + failed + "' (failed at start, kept in"
                         + " the configuration): refused");
@@ -478,13 +521,46 @@ final class Daemon implements AutoCloseable {
     }
 
     /**
-     * The id of the first export entry kept as failed at start, other than {@code id}, whose
-     * socket is {@code socket} (when not null) or whose image is the file {@code file} or the
-     * path {@code image} (absolute, normalized; either may be null), unless both uses are
-     * read-only; or null. A kept entry opens first at the next restart, so its socket and image
-     * are as taken as a served export's (rev13c). Under {@code changes}.
+     * The files the images of the export entries kept as failed at start name now, by id (a
+     * gone image has none). Stat'ed outside {@code changes}: a path on a hung NFS server stalls
+     * only the call that asks, not every change. Failed entries are only ever dropped after the
+     * start, so one missing here is no longer kept.
      */
-    private String failedNaming(String id, Path socket, boolean readOnly, FileId file, Path image) {
+    private Map<String, FileId> failedImageFiles() {
+        List<Map.Entry<String, Failure>> now;
+        synchronized (failedExports) {
+            if (failedExports.isEmpty()) {
+                return Map.of();
+            }
+            now = new ArrayList<>(failedExports.entrySet());
+        }
+        Map<String, FileId> out = new java.util.HashMap<>();
+        for (Map.Entry<String, Failure> f : now) {
+            ExportSpec o = f.getValue().spec();
+            if (o != null && o.image != null) {
+                beforeFailedImageStat.run();
+                FileId id = fileId(o.image.toAbsolutePath().normalize());
+                if (id != null) {
+                    out.put(f.getKey(), id);
+                }
+            }
+        }
+        return out;
+    }
+
+    /** Test hook (ChecksOnOpenedFilesTest): runs before each stat of a failed entry's image. Does nothing in the daemon. */
+    volatile Runnable beforeFailedImageStat = () -> { };
+
+    /**
+     * The id of the first export entry kept as failed at start, other than {@code id}, whose
+     * socket is {@code socket} (when not null) or whose image is one of the files of
+     * {@code uses} ({@code files}: {@link #failedImageFiles}, taken before) or the path
+     * {@code image} (absolute, normalized; may be null), unless both uses are read-only; or
+     * null. A kept entry opens first at the next restart, so its socket and image are as taken
+     * as a served export's (rev13c). Under {@code changes}.
+     */
+    private String failedNaming(String id, Path socket, List<ImageUse> uses, boolean readOnly, Path image,
+            Map<String, FileId> files) {
         synchronized (failedExports) {
             for (Map.Entry<String, Failure> f : failedExports.entrySet()) {
                 ExportSpec o = f.getValue().spec();
@@ -494,9 +570,15 @@ final class Daemon implements AutoCloseable {
                 if (socket != null && sameSocket(o.socket.toAbsolutePath().normalize(), socket)) {
                     return f.getKey();
                 }
-                if (o.image != null && !(readOnly && o.readOnly)) {
-                    Path theirs = o.image.toAbsolutePath().normalize();
-                    if (theirs.equals(image) || (file != null && file.equals(fileId(theirs)))) {
+                if (o.image == null) {
+                    continue;
+                }
+                if (image != null && !(readOnly && o.readOnly) && o.image.toAbsolutePath().normalize().equals(image)) {
+                    return f.getKey();
+                }
+                FileId theirs = files.get(f.getKey());
+                for (ImageUse use : uses) {
+                    if (theirs != null && theirs.equals(use.file()) && !(use.readOnly() && o.readOnly)) {
                         return f.getKey();
                     }
                 }
@@ -540,6 +622,7 @@ final class Daemon implements AutoCloseable {
     Export add(ExportSpec spec) {
         Path socket = spec.socket.toAbsolutePath().normalize();
         FileId imageFile = imageFile(spec);
+        Map<String, FileId> failedFiles = failedImageFiles(); // outside the lock: a stat may hang
         SharedIoThread[] threads;
         // Probed before the lock (and never waiting: a listener that accepts nobody must hold no
         // other change), answered in the checks' order: a socket of this daemon's is named as such.
@@ -569,18 +652,17 @@ final class Daemon implements AutoCloseable {
                             + "' (being added)");
                 }
             }
-            String failed = failedNaming(spec.id, socket, false, null, null);
+            String failed = failedNaming(spec.id, socket, List.of(), false, null, failedFiles);
             if (failed != null) {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is the socket of export '" + failed
                         + "', which failed at start and is kept in the configuration (a restart opens it first): export.remove"
                         + " it, or export.add it again, before giving its socket to another export");
             }
-            failed = spec.image == null ? null
-                    : failedNaming(spec.id, null, spec.readOnly, imageFile, spec.image.toAbsolutePath().normalize());
+            failed = spec.image == null ? null : failedNaming(spec.id, null, imageFile == null ? List.of()
+                    : List.of(new ImageUse(imageFile, spec.readOnly)), spec.readOnly, spec.image.toAbsolutePath().normalize(),
+                    failedFiles);
             if (failed != null) {
-                throw new RpcError(RpcError.IN_USE, "image " + spec.imageName() + " is the image of export '" + failed
-                        + "', which failed at start and is kept in the configuration (a restart opens it first): export.remove"
-                        + " it, or export.add it again, before giving its image to another export");
+                throw failedImage(spec, failed);
             }
             if (live) {
                 throw new RpcError(RpcError.IN_USE, "socket " + spec.socket + " is in use: another process listens on it");
@@ -618,6 +700,11 @@ final class Daemon implements AutoCloseable {
             List<ImageUse> opened = uses(export, spec.readOnly, handOver(spec));
             synchronized (changes) {
                 checkShared(spec, opened); // on a refusal the finally below closes the export
+                // The files as opened against the failed entries' too (a path renamed since the check by name).
+                String failed = failedNaming(spec.id, null, opened, spec.readOnly, null, failedFiles);
+                if (failed != null) {
+                    throw failedImage(spec, failed);
+                }
                 images.put(spec.id, opened);
                 if (!shuttingDown) {
                     exports.put(spec.id, export);
@@ -646,6 +733,12 @@ final class Daemon implements AutoCloseable {
             throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
         }
         return export;
+    }
+
+    private static RpcError failedImage(ExportSpec spec, String failed) {
+        return new RpcError(RpcError.IN_USE, "image " + spec.imageName() + " is the image of export '" + failed
+                + "', which failed at start and is kept in the configuration (a restart opens it first): export.remove"
+                + " it, or export.add it again, before giving its image to another export");
     }
 
     /**
@@ -780,8 +873,13 @@ final class Daemon implements AutoCloseable {
     }
 
     private Object exportAdd(Params p) {
-        Export export = add(ExportSpec.parse(p, null));
-        return summary(export);
+        ExportSpec spec = parseExport(p);
+        try {
+            return summary(add(spec));
+        } catch (RuntimeException e) {
+            keepErrorCurrent(failedExports, spec.id, e);
+            throw e;
+        }
     }
 
     private static Map<String, Object> summary(Export e) {
@@ -939,7 +1037,12 @@ final class Daemon implements AutoCloseable {
 
     // ------------------------------------------------------------ I/O threads
 
-    private Object iothreadAdd(Params p) {
+    /** iothread.add parameters, checked; {@code config}: the entry saved for them. */
+    private record IoThreadSpec(String id, int[] cpus, WaitStrategy waitStrategy, long pollNs, long sliceUs, Map<String, Object> config) {
+    }
+
+    /** Checks iothread.add parameters (no thread made): what iothread.add and its saved entry's parse-back run. */
+    private IoThreadSpec parseIoThread(Params p) {
         p.rejectUnknown(Set.of("id", "cpus", "wait", "poll_ns", "sched_slice_us"));
         String id = p.requiredString("id");
         if (!id.matches("[A-Za-z0-9_.-]{1,32}")) {
@@ -957,7 +1060,22 @@ final class Daemon implements AutoCloseable {
             }
         }
         long pollNs = p.integer("poll_ns", 0, 1_000_000_000L, Tuning.defaults().pollNs());
-        long sliceUs = ExportSpec.schedSliceUs(p, "sched_slice_us", Tuning.defaults().schedSliceNs() / 1000);
+        long sliceUs = ExportSpec.schedSliceUs(p, "sched_slice_us", schedSliceUs);
+        return new IoThreadSpec(id, cpus, wait, pollNs, sliceUs, iothreadConfig(p, id, cpus, wait, pollNs, sliceUs));
+    }
+
+    private Object iothreadAdd(Params p) {
+        IoThreadSpec spec = parseIoThread(p);
+        try {
+            return iothreadAdd(spec);
+        } catch (RuntimeException e) {
+            keepErrorCurrent(failedIothreads, spec.id(), e);
+            throw e;
+        }
+    }
+
+    private Object iothreadAdd(IoThreadSpec spec) {
+        String id = spec.id();
         synchronized (changes) {
             if (shuttingDown) {
                 throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
@@ -965,11 +1083,11 @@ final class Daemon implements AutoCloseable {
             if (iothreads.containsKey(id)) {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "I/O thread '" + id + "' already exists");
             }
-            Map<String, Object> config = iothreadConfig(p, id, cpus, wait, pollNs);
+            Map<String, Object> config = spec.config();
             checkLoadable(config, null);
             SharedIoThread t;
             try {
-                t = new SharedIoThread("vblk-iot-" + id, wait, pollNs, cpus, sliceUs * 1000);
+                t = new SharedIoThread("vblk-iot-" + id, spec.waitStrategy(), spec.pollNs(), spec.cpus(), spec.sliceUs() * 1000);
             } catch (IllegalArgumentException e) {
                 throw new InvalidParams("cpus: " + e.getMessage());
             }
@@ -978,8 +1096,8 @@ final class Daemon implements AutoCloseable {
                 iothreadOrder.add(id);
             }
             iothreadParams.put(id, config);
-            log.info("I/O thread " + id + " started (wait " + wait.cliName() + (cpus.length > 0 ? ", cpus "
-                    + java.util.Arrays.toString(cpus) : "") + ")");
+            log.info("I/O thread " + id + " started (wait " + spec.waitStrategy().cliName() + (spec.cpus().length > 0 ? ", cpus "
+                    + java.util.Arrays.toString(spec.cpus()) : "") + ")");
             return describe(id, t);
         }
     }
@@ -991,6 +1109,7 @@ final class Daemon implements AutoCloseable {
             SharedIoThread t = iothreads.get(id);
             if (t == null && failedIothreads.remove(id) != null) {
                 iothreadOrder.remove(id);
+                threadRemoved(id);
                 return Map.of("id", id, "removed", true, "failed", true);
             }
             if (t == null) {
@@ -1006,17 +1125,37 @@ final class Daemon implements AutoCloseable {
             iothreads.remove(id);
             iothreadOrder.remove(id);
             iothreadParams.remove(id);
+            threadRemoved(id);
             return Map.of("id", id, "removed", true);
         }
     }
 
-    /** An I/O thread's iothread.add parameters in effect: as given, with the known ones written out. */
-    private static Map<String, Object> iothreadConfig(Params p, String id, int[] cpus, WaitStrategy wait, long pollNs) {
+    /**
+     * I/O thread {@code id} is gone: the failed export entries that name it would now fail on
+     * it first (an add checks its threads before it opens anything), so their errors say so
+     * rather than why they failed at start (a thread that failed then, an image gone). Under
+     * {@code changes}.
+     */
+    private void threadRemoved(String id) {
+        synchronized (failedExports) {
+            failedExports.replaceAll((k, f) -> f.spec() == null || !f.spec().iothreads.contains(id) ? f
+                    : new Failure(f.params(), "iothreads: no I/O thread '" + id + "' (removed by iothread.remove since):"
+                            + " iothread.add it again, then export.add this export (or config.retry)", f.spec()));
+        }
+    }
+
+    /**
+     * An I/O thread's iothread.add parameters in effect: as given, with the known ones written
+     * out (the slice too: the daemon's default may differ at a restart).
+     */
+    private static Map<String, Object> iothreadConfig(Params p, String id, int[] cpus, WaitStrategy wait, long pollNs,
+            long sliceUs) {
         Map<String, Object> m = new LinkedHashMap<>(p.values());
         m.put("id", id);
         m.put("cpus", java.util.Arrays.stream(cpus).boxed().toList());
         m.put("wait", wait.cliName());
         m.put("poll_ns", pollNs);
+        m.put("sched_slice_us", sliceUs);
         return m;
     }
 
@@ -1127,6 +1266,7 @@ final class Daemon implements AutoCloseable {
     public void close() {
         closeExports();
         persist(); // the configuration as the shutdown found it, if a change's own write had not come yet
+        configFile.close(); // the file's lock: another daemon may persist it now
         control.close();
     }
 

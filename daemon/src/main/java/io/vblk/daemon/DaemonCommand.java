@@ -42,8 +42,15 @@ final class DaemonCommand implements Callable<Integer> {
             + "export.remove, export.resize, export.set_limits, iothread.add, iothread.remove) it is replaced atomically "
             + "(mode 0600), so a restart with the same command line brings every export and I/O thread back; a missing "
             + "file starts the daemon with none and is created; at start an entry that fails (an image gone, a server "
-            + "not up) is kept in the file and reported by config.status, and the daemon serves the others")
+            + "not up) is kept in the file and reported by config.status, and the daemon serves the others; a second "
+            + "daemon persisting the same file is refused (lock file .FILE.lock beside it), and a file changed by hand "
+            + "while the daemon runs is not overwritten (config.status reports it)")
     boolean persist;
+
+    @Option(names = "--sched-slice-us", paramLabel = "US", description = "the scheduler slice of every export and I/O "
+            + "thread that sets no sched_slice_us (0: the kernel's default; else 100 to 100000); saved entries write the "
+            + "slice in effect")
+    String schedSliceUs;
 
     /** Exports and I/O threads of the --persist file that failed at start. */
     private int failedAtStart;
@@ -78,6 +85,21 @@ final class DaemonCommand implements Callable<Integer> {
         controlParams.put("socket", control);
         // The control socket's mode and uids go through the exports' checks: one set of rules.
         ExportSpec access = ExportSpec.parse(Params.commandLine(controlParams), null);
+        Long sliceUs = schedSliceUs == null ? null : ExportSpec.schedSliceUs(Params.commandLine(Map.of("sched_slice_us",
+                schedSliceUs)), "sched_slice_us", 0);
+        // One daemon persists one file: its lock is taken before the file is read, and held
+        // until the daemon closes (the Daemon owns it from persistTo on).
+        ConfigFile.PersistLock lock = persist ? ConfigFile.lock(config, log) : null;
+        try {
+            return serve(ctx, log, access, lock, sliceUs);
+        } finally {
+            if (lock != null) {
+                lock.close(); // the daemon closed it already, or never got it (a refused start)
+            }
+        }
+    }
+
+    private Integer serve(Main.Context ctx, Log log, ExportSpec access, ConfigFile.PersistLock lock, Long sliceUs) {
         Config conf = persist ? ConfigFile.readPersisted(config) : config == null ? new Config(List.of(), List.of()) : Config.read(config);
         List<Map<String, Object>> exports = conf.exports();
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
@@ -88,6 +110,9 @@ final class DaemonCommand implements Callable<Integer> {
             throw new InvalidParams("--control: " + e.getMessage());
         }
         Daemon daemon = new Daemon(log);
+        if (sliceUs != null) {
+            daemon.defaultSchedSliceUs(sliceUs);
+        }
         ControlServer server = null;
         MetricsEndpoint endpoint = null;
         try {
@@ -114,7 +139,7 @@ final class DaemonCommand implements Callable<Integer> {
                     if (persist) {
                         failed += daemon.applyOrKeep(true, exports.get(i)) == null ? 0 : 1;
                     } else {
-                        daemon.add(ExportSpec.parse(Params.json(exports.get(i)), null));
+                        daemon.add(daemon.parseExport(Params.json(exports.get(i))));
                     }
                 } catch (InvalidParams | RpcError e) {
                     throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
@@ -123,7 +148,7 @@ final class DaemonCommand implements Callable<Integer> {
             failedAtStart = failed;
             failedThreadsAtStart = failedThreads;
             if (persist) {
-                daemon.persistTo(config); // before the control socket: no change can race the first write
+                daemon.persistTo(config, lock); // before the control socket: no change can race the first write
             }
             try {
                 server = new ControlServer(access.socket, access.socketMode, controlGroup, access.allowUids,

@@ -127,8 +127,18 @@ final class ExportSpec {
      * @throws InvalidParams naming the parameter at fault
      */
     static ExportSpec parse(Params p, String defaultId) {
+        return parse(p, defaultId, Tuning.defaults().schedSliceNs() / 1000);
+    }
+
+    /**
+     * As {@link #parse(Params, String)}, with {@code schedSliceUs} the slice of an export that
+     * sets no {@code sched_slice_us} ({@code vblk daemon --sched-slice-us}); the export's
+     * {@link #toConfig} writes the slice in effect either way.
+     */
+    static ExportSpec parse(Params p, String defaultId, long schedSliceUs) {
         p.rejectUnknown(KEYS);
         ExportSpec s = new ExportSpec();
+        s.schedSliceUs = schedSliceUs;
         s.id = defaultId != null && !p.has("id") ? defaultId : p.requiredString("id");
         if (!s.id.matches("[A-Za-z0-9_.-]{1,64}")) {
             throw new InvalidParams(p.name("id") + " must be 1 to 64 letters, digits, '.', '_' or '-', got '" + s.id + "'");

@@ -56,7 +56,7 @@ class InterruptedConfigWriteTest {
         Path file = dir.resolve("vblk.json");
         Daemon d = new Daemon(Log.to(line -> { }));
         try {
-            d.persistTo(file);
+            d.persistTo(file, null);
             d.call("export.add", Params.json(nullDisk("a")));
             byte[] before = Files.readAllBytes(file);
             assertEquals(List.of("a"), ids(file));

@@ -154,7 +154,7 @@ class PersistedConfigTest {
             p.waitFor();
         }
         try (DaemonRig d = persisting(config)) {
-            assertEquals(exports, d.result("export.list", null));
+            assertEquals(exports, d.result("export.list", null), d.stderr());
         }
     }
 
