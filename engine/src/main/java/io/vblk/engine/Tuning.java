@@ -418,7 +418,7 @@ public final class Tuning {
         private boolean recordLatency = true;
         private int submitBatch = DEFAULT_SUBMIT_BATCH;
         private int subBatch = checkedSubBatch(Integer.getInteger("vblk.subBatch", DEFAULT_SUB_BATCH));
-        private int submitChunk = checkedSubBatch(Integer.getInteger("vblk.submitChunk", DEFAULT_SUBMIT_CHUNK));
+        private int submitChunk = checkedSubmitChunk(Integer.getInteger("vblk.submitChunk", DEFAULT_SUBMIT_CHUNK));
         private int earlySignal = checkedEarlySignal(Integer.getInteger("vblk.earlySignal", DEFAULT_EARLY_SIGNAL));
         private FixedBufferMode fixedBuffers = FixedBufferMode.AUTO;
         private long answerWindowNs = checkedAnswerWindow(Long.getLong("vblk.answerWindowNs", DEFAULT_ANSWER_WINDOW_NS));
@@ -607,8 +607,15 @@ public final class Tuning {
 
         /** See {@link Tuning#submitChunk()}: 0 (one submission per round) or 1..65536 operations. */
         public Builder submitChunk(int value) {
-            submitChunk = checkedSubBatch(value);
+            submitChunk = checkedSubmitChunk(value);
             return this;
+        }
+
+        private static int checkedSubmitChunk(int value) {
+            if (value < 0 || value > 65536) {
+                throw new IllegalArgumentException("submit chunk must be 0..65536 operations: " + value);
+            }
+            return value;
         }
 
         /** See {@link Tuning#earlySignal()}: 0 (one publish at the round's end), 1..65536 chains, or -1 (adaptive). */

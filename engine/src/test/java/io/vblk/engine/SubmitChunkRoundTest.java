@@ -126,6 +126,13 @@ class SubmitChunkRoundTest {
     }
 
     @Test
+    @DisplayName("a chunk outside 0..65536 is refused")
+    void rangeChecked() {
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> Tuning.builder().submitChunk(-1));
+        org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class, () -> Tuning.builder().submitChunk(65537));
+    }
+
+    @Test
     @DisplayName("without a chunk (the default) a round hands everything it popped over in one submission")
     void withoutChunkOneSubmissionPerRound() {
         assertEquals(Tuning.DEFAULT_SUBMIT_CHUNK, Tuning.builder().build().submitChunk(), "vblk.submitChunk is unset in tests");
