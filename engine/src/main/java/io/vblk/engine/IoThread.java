@@ -105,6 +105,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private int nextQueue;
     /** The most chains per submission within a round ({@link Tuning#subBatch()}; 0: one per round). */
     private final int subBatch;
+    /** The most operations per submission within a round ({@link Tuning#submitChunk()}; 0: one per round). */
+    private final int submitChunk;
+    /** This round submitted a chunk ({@link #submitChunk}) before its end. */
+    private boolean chunkSubmitted;
     /** {@link Tuning#earlySignal()}: when a round publishes once to a guest awaiting its next completion, per queue (null: never). */
     private final EarlySignal[] earlySignal;
     /** Rounds that published early to a guest awaiting its next completion (for tests and diagnostics). */
@@ -172,6 +176,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submitBatch = tuning.submitBatch() > 0 ? tuning.submitBatch() : Integer.MAX_VALUE;
         this.subBatch = tuning.subBatch();
+        this.submitChunk = tuning.subBatch() == 0 && tuning.earlySignal() == 0 ? tuning.submitChunk() : 0;
         if (tuning.earlySignal() != 0 && subBatch == 0) {
             earlySignal = new EarlySignal[queues.length];
             for (int i = 0; i < queues.length; i++) {
@@ -610,15 +615,13 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         work += reapedBetween;
         int finished = 0;
+        boolean submitted = chunkSubmitted;
+        chunkSubmitted = false;
         if (backend.pendingSubmit() > 0) {
-            if (RoundTrace.ON) {
-                RoundTrace.event(RoundTrace.SUBMIT_START, backend.pendingSubmit());
-            }
-            backend.submit();
-            if (RoundTrace.ON) {
-                RoundTrace.event(RoundTrace.SUBMIT_END, backend.inFlight());
-            }
-            submittedBatches++;
+            submitTraced();
+            submitted = true;
+        }
+        if (submitted) {
             if (reapsOnSubmit && backend.completionsReady()) {
                 // Finished inside submit (the null back end, a refused operation): complete them
                 // in this round, in one used.idx publish and interrupt with the immediate
@@ -695,6 +698,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             if (earlySignal != null) {
                 return popSignallingEarly(q, earlySignal[index], nowNs, max, bound);
             }
+            if (submitChunk > 0) {
+                return popInChunks(q, nowNs, Math.min(max, bound));
+            }
             return dispatcher.popQueue(q, nowNs, Math.min(max, bound));
         }
         max = Math.min(max, bound);
@@ -712,6 +718,42 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             }
         }
         return popped;
+    }
+
+    /**
+     * {@link Tuning#submitChunk()}: pops at most {@code max} chains of {@code q} (already bounded
+     * to one ring's worth), handing the back end every {@link #submitChunk} operations prepared
+     * (counted over the round's queues: what an earlier queue left pending counts) as soon as
+     * they are, with nothing reaped or published between: the round's end submits the rest and
+     * publishes once, as without chunks.
+     */
+    private int popInChunks(DeviceQueue q, long nowNs, int max) {
+        int popped = 0;
+        while (popped < max && q.state == QueueLifecycle.RUNNING) {
+            int want = Math.min(max - popped, Math.max(1, submitChunk - backend.pendingSubmit()));
+            int got = dispatcher.popQueue(q, nowNs, want);
+            popped += got;
+            if (backend.pendingSubmit() >= submitChunk) {
+                submitTraced();
+                chunkSubmitted = true;
+            }
+            if (got < want) {
+                break; // the ring is empty, the pool or the back end is full, or the throttle says wait
+            }
+        }
+        return popped;
+    }
+
+    /** One submission of what is prepared, counted and traced. */
+    private void submitTraced() {
+        if (RoundTrace.ON) {
+            RoundTrace.event(RoundTrace.SUBMIT_START, backend.pendingSubmit());
+        }
+        backend.submit();
+        if (RoundTrace.ON) {
+            RoundTrace.event(RoundTrace.SUBMIT_END, backend.inFlight());
+        }
+        submittedBatches++;
     }
 
     /**
