@@ -472,12 +472,14 @@ public final class Qcow2Driver implements BlockDriver {
             // The snapshots are taken over, not scanned again, while the header names the same table.
             fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance, setAllowance, meta);
         } catch (RuntimeException e) {
-            markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
+            // Not marked corrupt: that would write back the header sector read at open (old
+            // size, L1 and refcount offsets) over whoever changed the image since.
+            changedBeforeStart("its metadata is now unacceptable: " + e.getMessage());
             return;
         }
         if (fresh.clusterSize != cluster || fresh.header.virtualSize != virtualSize
                 || fresh.header.compressionType != compressionType || (fresh.header.version >= 3) != v3) {
-            markCorrupt("version, cluster size, virtual size or compression type changed before the first request");
+            changedBeforeStart("its version, cluster size, virtual size or compression type changed");
             return;
         }
         // What a writable open refused (Qcow2.open) is refused here too; unknown incompatible
@@ -488,15 +490,16 @@ public final class Qcow2Driver implements BlockDriver {
                 : h.dirty() ? "its dirty bit is set (lazy refcounts not written back)"
                 : h.nbSnapshots > 0 ? "it has internal snapshots now" : null;
         if (refused != null) {
-            System.err.println("vblk: qcow2 " + meta.path + " changed before the first request, failing its requests"
-                    + " with EIO: " + refused);
-            fatal(-Errno.EIO);
+            changedBeforeStart(refused);
             return;
         }
         if (fresh.fileSize > host.sizeBytes() && !readOnly) {
             host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
         }
         adopt(fresh);
+        if (corrupt || fatalError != 0) {
+            return; // the header sector was not read again: never written back
+        }
         try {
             clearAutoclear(); // set again since the open (a migration's source): before any write
         } catch (IOException e) {
@@ -505,12 +508,30 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
-    /** Takes metadata read afresh: caches emptied, allocation restarting where the image now ends. */
+    /**
+     * The image changed since the open into something this driver does not take (another writer
+     * was at it): its requests fail with EIO, and nothing is written to it, the corrupt bit
+     * included (the header sector in memory is the one read at open: writing it back would put
+     * the old size and table offsets over the other writer's header; nor is the image corrupt).
+     */
+    private void changedBeforeStart(String why) {
+        System.err.println("vblk: qcow2 " + meta.path + " changed before the first request, failing its requests"
+                + " with EIO: " + why);
+        fatal(-Errno.EIO);
+    }
+
+    /**
+     * Takes metadata read afresh: caches emptied, allocation restarting where the image now ends.
+     * A header sector that cannot be read again fails the image (EIO), never marks it corrupt:
+     * that would write the sector, whose contents are then unknown, over the header.
+     */
     private void adopt(Qcow2Image fresh) {
         try {
             resetTo(fresh);
         } catch (IOException e) {
-            markCorrupt("cannot read the header again: " + e.getMessage());
+            System.err.println("vblk: qcow2 " + meta.path + ": cannot read the header again, failing its requests with EIO: "
+                    + e.getMessage());
+            fatal(-Errno.EIO);
         }
     }
 
