@@ -777,7 +777,9 @@ public final class Qcow2Driver implements BlockDriver {
                 setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
             }
         } catch (IOException | RuntimeException e) {
-            recoverFromFailedResize(e);
+            if (recoverFromFailedResize(e, newSizeBytes, oldL1)) {
+                return; // the header reached the disk: the image has the new size, as the guest is told
+            }
             throw e;
         }
         Qcow2Image fresh;
@@ -793,21 +795,40 @@ public final class Qcow2Driver implements BlockDriver {
 
     /**
      * After a resize step failed part-way: some of it may be on the image (new L1 clusters
-     * counted and written, a header whose write reported an error after it reached the disk), so
-     * the header sector, the L1 table, the allocation point and the refill's refcount block in
-     * memory may no longer match it (clusters holding the new L1 table handed out as fresh). Reads
-     * the metadata again and takes it, the virtual size included (the image's header is the truth);
-     * unreadable, the image is failed.
+     * counted and written, a header whose write reported an error after it reached the disk, the
+     * old L1 table's clusters not freed), so the header sector, the L1 table, the allocation
+     * point and the refill's refcount block in memory may no longer match it (clusters holding
+     * the new L1 table handed out as fresh). Reads the metadata again and takes it, the virtual
+     * size included (the image's header is the truth). Returns true when that header has the new
+     * size: the resize happened, and what failed after it only leaked the old L1 table's clusters
+     * (logged; {@code qemu-img check -r leaks} reclaims them). False when the image kept its old
+     * size (the resize failed), or when it is unreadable: then the image is failed (EIO), not
+     * marked corrupt, which would write back a header sector holding the new size the disk may
+     * not have.
      */
-    private void recoverFromFailedResize(Exception e) {
+    private boolean recoverFromFailedResize(Exception e, long newSizeBytes, int oldL1) {
+        Qcow2Header old = meta.header;
         try {
             Qcow2Image fresh = Qcow2Image.read(host, alignment);
             virtualSize = fresh.header.virtualSize;
             adopt(fresh);
         } catch (RuntimeException re) {
             e.addSuppressed(re);
-            markCorrupt("metadata unreadable after a failed resize: " + re.getMessage());
+            System.err.println("vblk: qcow2 " + meta.path + ": metadata unreadable after a failed resize, failing its"
+                    + " requests with EIO: " + re.getMessage());
+            fatal(-Errno.EIO);
+            return false;
         }
+        if (corrupt || fatalError != 0 || virtualSize != newSizeBytes) {
+            return false;
+        }
+        String leaked = meta.header.l1TableOffset == old.l1TableOffset ? "nothing leaked"
+                : "up to " + (Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits)
+                        + " cluster(s) of the old L1 table at offset " + old.l1TableOffset
+                        + " leaked (qemu-img check -r leaks reclaims them)";
+        System.err.println("vblk: qcow2 " + meta.path + ": resized to " + newSizeBytes + " bytes, but a step after the"
+                + " header write failed (" + e.getMessage() + "): " + leaked);
+        return true;
     }
 
     /**
