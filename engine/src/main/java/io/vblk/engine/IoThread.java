@@ -1170,12 +1170,27 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     /**
-     * On the shared thread, when it applies a detach its closer stopped waiting for: closes the
-     * resources the closer left. Waits for nothing (the other members' rounds go on): what the
-     * kernel still holds goes to the back end's undrained close.
+     * Called on the shared thread when it applies a detach its closer stopped waiting for: hands
+     * the resources the closer left to a short-lived daemon thread, which closes them. Never on
+     * the shared thread itself: a back end's close waits for its stuck I/O however short the
+     * deadline (a qcow2 driver at least its own-work floor per chain level, an NBD back end its
+     * helper's join), and every other member's rounds would stall that long. The member is
+     * already off the shared thread's rounds and epoll set; {@link #lendLock} still orders this
+     * close against a borrower's {@link #returnBackend}. The close waits for nothing beyond what
+     * the back end insists on: what the kernel still holds goes to its undrained close. Actions
+     * waiting for the end ({@link #whenEndedDrained}) then run on that closing thread.
      */
     void endDetached() {
-        closeResources(deadlineAfter(0));
+        Thread closer = new Thread(() -> {
+            try {
+                closeResources(deadlineAfter(0));
+            } catch (RuntimeException e) {
+                System.getLogger(IoThread.class.getName()).log(System.Logger.Level.WARNING,
+                        roleName() + ": closing a device detached late failed", e);
+            }
+        }, "vblk-late-detach-close-" + roleName());
+        closer.setDaemon(true);
+        closer.start();
     }
 
     private void closeResources(long deadlineNs) {

@@ -219,7 +219,7 @@ public final class SharedIoThread implements AutoCloseable {
      * System#nanoTime()}, or {@link IoThread#NO_DEADLINE}: this thread's own 30 s) for the round
      * in progress to end. Returns true once it is off. False when the deadline passed first (a
      * round stuck in a member's back end): the member is then detached later, when that round
-     * ends, and this thread closes its resources then ({@link IoThread#endDetached}); until then
+     * ends, and its resources are closed then, off this thread ({@link IoThread#endDetached}); until then
      * the device is not quiesced, so nothing this thread may still touch is freed. Without a
      * deadline that case throws, as it always did, and the member is still closed later.
      *

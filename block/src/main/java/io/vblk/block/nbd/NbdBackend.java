@@ -288,6 +288,26 @@ public final class NbdBackend implements IoBackend {
     // ---- the helper thread: blocking reconnects, and a tick while requests stall ----
 
     private void helperLoop() {
+        try {
+            reconnectUntilStopped();
+        } finally {
+            // A reconnect that passed its stop check just before close set it, and published its
+            // socket after close had closed the connections (close gave up waiting for this
+            // thread): nobody adopts that socket now, so it is closed here (rev14c L3).
+            if (helperStop) {
+                for (NbdConnection c : connections) {
+                    if (c != null) {
+                        c.dropHandoff();
+                    }
+                }
+            }
+        }
+    }
+
+    /** Tests only: runs on the reconnect thread after a reconnect's stop check, before its hand-over (null: nothing). */
+    volatile Runnable beforeHandoff;
+
+    private void reconnectUntilStopped() {
         long[] nextAttemptNs = new long[connections.length];
         long[] backoffMs = new long[connections.length];
         Arrays.fill(backoffMs, 10);
@@ -334,9 +354,14 @@ public final class NbdBackend implements IoBackend {
             fresh.stopCancel(); // the transmission phase (and its goodbye at close) waits as before
             if (helperStop) {
                 // Closing: close may already have closed the connections, so a hand-over now
-                // would leak this socket.
+                // would leak this socket (and if close sets the flag just after this check, the
+                // hand-over is dropped when this thread ends: helperLoop).
                 fresh.close();
                 return false;
+            }
+            Runnable hook = beforeHandoff;
+            if (hook != null) {
+                hook.run();
             }
             c.reconnectFailed = false;
             // Cleared before the hand-over: a drop after the adoption sets it again.

@@ -68,6 +68,15 @@ final class NbdConnection {
     volatile boolean wantReconnect;
     /** The helper's new socket, taken (and cleared) by the I/O thread. */
     volatile Fresh handoff;
+    private static final java.lang.invoke.VarHandle HANDOFF;
+
+    static {
+        try {
+            HANDOFF = java.lang.invoke.MethodHandles.lookup().findVarHandle(NbdConnection.class, "handoff", Fresh.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
     /** Set by the helper when an attempt to reconnect failed (cleared when one succeeds). */
     volatile boolean reconnectFailed;
 
@@ -221,8 +230,16 @@ final class NbdConnection {
             socket.close();
             socket = null;
         }
-        Fresh f = handoff;
-        handoff = null;
+        dropHandoff();
+    }
+
+    /**
+     * Closes a socket handed over and not adopted (the disk is closing). Atomic: at close the
+     * closing thread and a reconnect thread that outlived close's wait for it may both call it,
+     * and the socket must be closed exactly once (a second close could hit a reused descriptor).
+     */
+    void dropHandoff() {
+        Fresh f = (Fresh) HANDOFF.getAndSet(this, (Fresh) null);
         if (f != null) {
             f.socket().close();
         }

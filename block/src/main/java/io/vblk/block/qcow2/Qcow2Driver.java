@@ -472,12 +472,14 @@ public final class Qcow2Driver implements BlockDriver {
             // The snapshots are taken over, not scanned again, while the header names the same table.
             fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance, setAllowance, meta);
         } catch (RuntimeException e) {
-            markCorrupt("metadata changed into something unacceptable before the first request: " + e.getMessage());
+            // Not marked corrupt: that would write back the header sector read at open (old
+            // size, L1 and refcount offsets) over whoever changed the image since.
+            changedBeforeStart("its metadata is now unacceptable: " + e.getMessage());
             return;
         }
         if (fresh.clusterSize != cluster || fresh.header.virtualSize != virtualSize
                 || fresh.header.compressionType != compressionType || (fresh.header.version >= 3) != v3) {
-            markCorrupt("version, cluster size, virtual size or compression type changed before the first request");
+            changedBeforeStart("its version, cluster size, virtual size or compression type changed");
             return;
         }
         // What a writable open refused (Qcow2.open) is refused here too; unknown incompatible
@@ -488,15 +490,16 @@ public final class Qcow2Driver implements BlockDriver {
                 : h.dirty() ? "its dirty bit is set (lazy refcounts not written back)"
                 : h.nbSnapshots > 0 ? "it has internal snapshots now" : null;
         if (refused != null) {
-            System.err.println("vblk: qcow2 " + meta.path + " changed before the first request, failing its requests"
-                    + " with EIO: " + refused);
-            fatal(-Errno.EIO);
+            changedBeforeStart(refused);
             return;
         }
         if (fresh.fileSize > host.sizeBytes() && !readOnly) {
             host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
         }
         adopt(fresh);
+        if (corrupt || fatalError != 0) {
+            return; // the header sector was not read again: never written back
+        }
         try {
             clearAutoclear(); // set again since the open (a migration's source): before any write
         } catch (IOException e) {
@@ -505,12 +508,30 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
-    /** Takes metadata read afresh: caches emptied, allocation restarting where the image now ends. */
+    /**
+     * The image changed since the open into something this driver does not take (another writer
+     * was at it): its requests fail with EIO, and nothing is written to it, the corrupt bit
+     * included (the header sector in memory is the one read at open: writing it back would put
+     * the old size and table offsets over the other writer's header; nor is the image corrupt).
+     */
+    private void changedBeforeStart(String why) {
+        System.err.println("vblk: qcow2 " + meta.path + " changed before the first request, failing its requests"
+                + " with EIO: " + why);
+        fatal(-Errno.EIO);
+    }
+
+    /**
+     * Takes metadata read afresh: caches emptied, allocation restarting where the image now ends.
+     * A header sector that cannot be read again fails the image (EIO), never marks it corrupt:
+     * that would write the sector, whose contents are then unknown, over the header.
+     */
     private void adopt(Qcow2Image fresh) {
         try {
             resetTo(fresh);
         } catch (IOException e) {
-            markCorrupt("cannot read the header again: " + e.getMessage());
+            System.err.println("vblk: qcow2 " + meta.path + ": cannot read the header again, failing its requests with EIO: "
+                    + e.getMessage());
+            fatal(-Errno.EIO);
         }
     }
 
@@ -756,7 +777,9 @@ public final class Qcow2Driver implements BlockDriver {
                 setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
             }
         } catch (IOException | RuntimeException e) {
-            recoverFromFailedResize(e);
+            if (recoverFromFailedResize(e, newSizeBytes, oldL1)) {
+                return; // the header reached the disk: the image has the new size, as the guest is told
+            }
             throw e;
         }
         Qcow2Image fresh;
@@ -772,21 +795,40 @@ public final class Qcow2Driver implements BlockDriver {
 
     /**
      * After a resize step failed part-way: some of it may be on the image (new L1 clusters
-     * counted and written, a header whose write reported an error after it reached the disk), so
-     * the header sector, the L1 table, the allocation point and the refill's refcount block in
-     * memory may no longer match it (clusters holding the new L1 table handed out as fresh). Reads
-     * the metadata again and takes it, the virtual size included (the image's header is the truth);
-     * unreadable, the image is failed.
+     * counted and written, a header whose write reported an error after it reached the disk, the
+     * old L1 table's clusters not freed), so the header sector, the L1 table, the allocation
+     * point and the refill's refcount block in memory may no longer match it (clusters holding
+     * the new L1 table handed out as fresh). Reads the metadata again and takes it, the virtual
+     * size included (the image's header is the truth). Returns true when that header has the new
+     * size: the resize happened, and what failed after it only leaked the old L1 table's clusters
+     * (logged; {@code qemu-img check -r leaks} reclaims them). False when the image kept its old
+     * size (the resize failed), or when it is unreadable: then the image is failed (EIO), not
+     * marked corrupt, which would write back a header sector holding the new size the disk may
+     * not have.
      */
-    private void recoverFromFailedResize(Exception e) {
+    private boolean recoverFromFailedResize(Exception e, long newSizeBytes, int oldL1) {
+        Qcow2Header old = meta.header;
         try {
             Qcow2Image fresh = Qcow2Image.read(host, alignment);
             virtualSize = fresh.header.virtualSize;
             adopt(fresh);
         } catch (RuntimeException re) {
             e.addSuppressed(re);
-            markCorrupt("metadata unreadable after a failed resize: " + re.getMessage());
+            System.err.println("vblk: qcow2 " + meta.path + ": metadata unreadable after a failed resize, failing its"
+                    + " requests with EIO: " + re.getMessage());
+            fatal(-Errno.EIO);
+            return false;
         }
+        if (corrupt || fatalError != 0 || virtualSize != newSizeBytes) {
+            return false;
+        }
+        String leaked = meta.header.l1TableOffset == old.l1TableOffset ? "nothing leaked"
+                : "up to " + (Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits)
+                        + " cluster(s) of the old L1 table at offset " + old.l1TableOffset
+                        + " leaked (qemu-img check -r leaks reclaims them)";
+        System.err.println("vblk: qcow2 " + meta.path + ": resized to " + newSizeBytes + " bytes, but a step after the"
+                + " header write failed (" + e.getMessage() + "): " + leaked);
+        return true;
     }
 
     /**

@@ -3,6 +3,7 @@ package io.vblk.block.qcow2;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
 import java.nio.file.Path;
@@ -21,7 +22,11 @@ import io.vblk.testkit.QemuTools;
  * failing after the write): the image now names the new L1 table, in clusters the resize counted
  * and wrote. The driver reads its metadata again rather than keep the allocation point and
  * refcount block it had before: otherwise the next allocating write was handed the new L1
- * table's clusters as fresh and wrote guest data over the table (rev14a LOW).
+ * table's clusters as fresh and wrote guest data over the table (rev14a LOW). The image has the
+ * new size then, so the resize reports success (rev14c L2: it threw, and the daemon told the guest
+ * a capacity the driver no longer had); a step failing after the header (freeing the old L1
+ * table's clusters) only leaks them. A header write that never reached the disk fails the resize
+ * and leaves the old size.
  */
 class Qcow2ResizeFailureTest {
     private static final long MIB = 1 << 20;
@@ -34,23 +39,79 @@ class Qcow2ResizeFailureTest {
         Path img = DriverRig.create(dir, "r.qcow2", "16M", "-o", "cluster_size=4096");
         qemuIo(img, "write -P 0x6b 1M 64k");
         HeaderFaultHost host = new HeaderFaultHost(new FileHost(img.toRealPath(), BackendKind.IO_URING, false, true));
-        IoBackend io = host.openBackend(64);
-        Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()), true, false,
-                Qcow2Options.CHAIN_L1_BUDGET_BYTES);
-        try (Qcow2Driver d = new Qcow2Driver(meta, host, io, null, 16, Qcow2Options.defaults())) {
+        try (Qcow2Driver d = open(host)) {
             long oldL1 = d.l1TableOffset();
             host.failNextHeaderWrite = true;
-            assertThrows(IOException.class, () -> d.resize(3L << 30));
+            d.resize(3L << 30); // the header reached the disk: resized, whatever the write reported
             assertFalse(host.failNextHeaderWrite, "the header write was attempted");
             assertEquals(3L << 30, d.sizeBytes(), "the image's header, which the write reached, is the truth");
             assertFalse(d.l1TableOffset() == oldL1, "the driver follows the moved L1 table");
+            writesAfterTheResize(d);
+        }
+        leaksOnly(img);
+    }
+
+    @Test
+    void freeingTheOldL1TableFailingAfterTheHeaderLandedIsAResize() throws Exception {
+        Path img = DriverRig.create(dir, "r.qcow2", "16M", "-o", "cluster_size=4096");
+        qemuIo(img, "write -P 0x6b 1M 64k");
+        HeaderFaultHost host = new HeaderFaultHost(new FileHost(img.toRealPath(), BackendKind.IO_URING, false, true));
+        try (Qcow2Driver d = open(host)) {
+            long oldL1 = d.l1TableOffset();
+            host.failWriteAfterHeader = true;
+            d.resize(3L << 30); // the disk has the new size: only the old table's clusters leak
+            assertFalse(host.failWriteAfterHeader, "a write after the header was attempted");
+            assertEquals(3L << 30, d.sizeBytes());
+            assertFalse(d.l1TableOffset() == oldL1, "the driver follows the moved L1 table");
+            writesAfterTheResize(d);
+        }
+        leaksOnly(img);
+    }
+
+    @Test
+    void aHeaderWriteThatNeverLandedFailsTheResizeAndKeepsTheOldSize() throws Exception {
+        Path img = DriverRig.create(dir, "r.qcow2", "16M", "-o", "cluster_size=4096");
+        qemuIo(img, "write -P 0x6b 1M 64k");
+        HeaderFaultHost host = new HeaderFaultHost(new FileHost(img.toRealPath(), BackendKind.IO_URING, false, true));
+        try (Qcow2Driver d = open(host)) {
+            long oldL1 = d.l1TableOffset();
+            host.dropNextHeaderWrite = true;
+            assertThrows(IOException.class, () -> d.resize(3L << 30));
+            assertEquals(16 * MIB, d.sizeBytes(), "the image kept its size");
+            assertEquals(oldL1, d.l1TableOffset());
             DriverRig rig = new DriverRig(d);
             NativeBuffer a = DriverRig.buffer(65536);
             a.buffer().setMemory(0, 65536, (byte) 0x7c);
             assertEquals(65536, rig.one(rig.write(0, a, 65536)), "allocating write after the failed resize");
-            assertEquals(65536, rig.one(rig.write(2048 * MIB, a, 65536)), "allocating write past the old end");
             assertEquals(0, rig.one(rig.flush()));
         }
+        QemuTools.Run info = DriverRig.run("qemu-img", "info", img.toString());
+        assertTrue(info.output().contains("16 MiB"), "qemu-img info: " + info.output());
+        QemuTools.Run check = DriverRig.run("qemu-img", "check", img.toString());
+        // 0 or 3 (the new table's clusters, counted before the header, leak), never corruption.
+        assertTrue(check.code() == 0 || check.code() == 3, "qemu-img check: " + check.output());
+        assertFalse(check.output().contains("ERROR"), "qemu-img check: " + check.output());
+        qemuIo(img, "read -P 0x6b 1M 64k");
+        qemuIo(img, "read -P 0x7c 0 64k");
+    }
+
+    private static Qcow2Driver open(HeaderFaultHost host) throws IOException {
+        IoBackend io = host.openBackend(64);
+        Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()), true, false,
+                Qcow2Options.CHAIN_L1_BUDGET_BYTES);
+        return new Qcow2Driver(meta, host, io, null, 16, Qcow2Options.defaults());
+    }
+
+    private static void writesAfterTheResize(Qcow2Driver d) {
+        DriverRig rig = new DriverRig(d);
+        NativeBuffer a = DriverRig.buffer(65536);
+        a.buffer().setMemory(0, 65536, (byte) 0x7c);
+        assertEquals(65536, rig.one(rig.write(0, a, 65536)), "allocating write after the failed resize");
+        assertEquals(65536, rig.one(rig.write(2048 * MIB, a, 65536)), "allocating write past the old end");
+        assertEquals(0, rig.one(rig.flush()));
+    }
+
+    private static void leaksOnly(Path img) throws Exception {
         QemuTools.Run check = DriverRig.run("qemu-img", "check", img.toString());
         // 3: leaks only (the old L1 table's cluster, freed last, was not freed), no corruption.
         assertEquals(3, check.code(), "qemu-img check: " + check.output());
@@ -66,10 +127,16 @@ class Qcow2ResizeFailureTest {
         assertFalse(r.output().contains("Pattern verification failed"), "qemu-io " + command + ": " + r.output());
     }
 
-    /** A file host whose next header write lands, then reports an error. */
+    /**
+     * A file host whose next header write lands, then reports an error; or never lands; or whose
+     * next write after a header write fails.
+     */
     private static final class HeaderFaultHost extends Qcow2Host {
         private final FileHost file;
         boolean failNextHeaderWrite;
+        boolean dropNextHeaderWrite;
+        boolean failWriteAfterHeader;
+        private boolean headerWritten;
 
         HeaderFaultHost(FileHost file) {
             this.file = file;
@@ -77,7 +144,16 @@ class Qcow2ResizeFailureTest {
 
         @Override
         void writeDurably(long position, NativeBuffer src, int length) throws IOException {
+            if (position == 0 && dropNextHeaderWrite) {
+                dropNextHeaderWrite = false;
+                throw new IOException("injected: the header write failed");
+            }
+            if (position != 0 && headerWritten && failWriteAfterHeader) {
+                failWriteAfterHeader = false;
+                throw new IOException("injected: a write after the header failed");
+            }
             file.writeDurably(position, src, length);
+            headerWritten |= position == 0;
             if (position == 0 && failNextHeaderWrite) {
                 failNextHeaderWrite = false;
                 throw new IOException("injected: fdatasync after the header write failed");
