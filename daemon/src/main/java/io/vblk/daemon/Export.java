@@ -168,7 +168,7 @@ final class Export implements AutoCloseable {
                     // qcow2 on a server: its drivers hand over the cached metadata and the
                     // reserved clusters (no locks there), an incoming one opened it inactive.
                     // A raw network disk has nothing to hand over: no locks, no cache.
-                    builder.driversHandOver(spec.incoming, spec.network);
+                    builder.driversHandOver(spec.incoming, spec.network, false);
                 }
             }
             if (spec.socketGroup != null) {
