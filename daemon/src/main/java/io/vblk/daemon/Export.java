@@ -164,10 +164,11 @@ final class Export implements AutoCloseable {
             }
             if (network != null) {
                 builder.drivers(recording(networkFormat != null ? networkFormat : network, drivers));
-                if (networkFormat != null && !spec.readOnly) {
+                if (!spec.readOnly) {
                     // qcow2 on a server: its drivers hand over the cached metadata and the
                     // reserved clusters (no locks there), an incoming one opened it inactive.
-                    // A raw network disk has nothing to hand over: no locks, no cache.
+                    // A raw network disk has no locks and no cache: its source's hand-over is
+                    // a flush (RawDriver.flushAtHandOver), its destination serves as is.
                     builder.driversHandOver(spec.incoming, spec.network, false);
                 }
             }
@@ -312,7 +313,7 @@ final class Export implements AutoCloseable {
                 + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
                 + (!o.incoming ? "" : o.network != null && (o.format != ImageFormat.QCOW2 || o.readOnly)
-                        ? ", incoming: a raw network disk, nothing to hand over" : ", incoming: inactive until its device starts")
+                        ? ", incoming: a raw network disk, no locks and no cache to take over" : ", incoming: inactive until its device starts")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
                 + ")";
     }

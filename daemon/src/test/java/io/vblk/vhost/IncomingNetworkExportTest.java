@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -29,9 +30,10 @@ import io.vblk.testkit.VhostUserFrontend;
  * (tables written back, reserved clusters' refcounts back to 0, a flush) when its frontend stops
  * with dirty logging on, and the destination's start reads header, L1 and refcount tables afresh:
  * it reads everything the source wrote and allocates past the source's clusters; the inactive
- * source's removal writes nothing; {@code qemu-img check} is clean. A raw network disk is
- * accepted as incoming and simply serves (nothing to hand over); an RBD address that turns
- * librbd's cache on is refused as incoming.
+ * source's removal writes nothing; {@code qemu-img check} is clean. A raw network disk (nbdkit's
+ * file plugin) is accepted as incoming and serves what the source wrote, the source's hand-over
+ * a flush (the server's request log shows it); an RBD address that turns librbd's cache on is
+ * refused as incoming.
  */
 class IncomingNetworkExportTest {
     static final long LOG_ALL = LogProtocolTest.LOG_ALL;
@@ -123,10 +125,10 @@ class IncomingNetworkExportTest {
                     src.f.setFeatures(features | LOG_ALL);
                     awaitLog(d, "dirty logging on", 1);
                     int[] bases = src.stop(q);
-                    awaitLog(d, "inactive (metadata written back; a network disk has no locks) after a stop with dirty"
+                    awaitLog(d, "inactive (written back and flushed; a network disk has no locks) after a stop with dirty"
                             + " logging on", 1);
                     dst.start(features, true, bases, q);
-                    awaitLog(d, "active (metadata read again; a network disk has no locks) at the device's start", 1);
+                    awaitLog(d, "active (nothing cached trusted; a network disk has no locks) at the device's start", 1);
                     assertArrayEquals(fill(CLUSTER, 0xa1), q.read(0, CLUSTER));
                     assertArrayEquals(fill(CLUSTER, 0xb2), q.read(sector32m, CLUSTER), "a table made after the open");
                     assertArrayEquals(fill(CLUSTER, 0xc3), q.read(16, CLUSTER));
@@ -194,7 +196,13 @@ class IncomingNetworkExportTest {
             f.setLength(8L << 20);
         }
         Path nbdSock = dir.resolve("r.nbd");
-        Process nbd = serve(raw, nbdSock);
+        Path requests = dir.resolve("requests.log");
+        // nbdkit's file plugin, its log filter recording every request: the source's flush.
+        assumeTrue(QemuTools.installed("nbdkit"), "nbdkit is not installed (.ci/run installs it)");
+        Process nbd = new ProcessBuilder(List.of("nbdkit", "-f", "-U", nbdSock.toString(), "--filter=log", "file",
+                raw.toString(), "logfile=" + requests)).redirectErrorStream(true)
+                .redirectOutput(dir.resolve("nbdkit.out").toFile()).start();
+        DaemonRig.awaitListening(nbdSock, "nbdkit");
         Path sockA = dir.resolve("a.sock");
         Path sockB = dir.resolve("b.sock");
         try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
@@ -207,7 +215,7 @@ class IncomingNetworkExportTest {
                 src.start(features, true, null, q);
                 q.write(0, fill(CLUSTER, 0x5a));
                 d.result("export.add", spec("b", nbdSock, sockB, "raw", true));
-                awaitLog(d, "incoming: a raw network disk, nothing to hand over", 1);
+                awaitLog(d, "incoming: a raw network disk, no locks and no cache to take over", 1);
                 try (QemuFlow dst = new QemuFlow(VhostUserFrontend.connect(sockB), g, 1)) {
                     dst.init(LogProtocolTest.PROTOCOL, q);
                     q.write(64, fill(CLUSTER, 0x6b)); // after the destination connected
@@ -216,6 +224,8 @@ class IncomingNetworkExportTest {
                     src.f.setFeatures(features | LOG_ALL);
                     awaitLog(d, "dirty logging on", 1);
                     int[] bases = src.stop(q);
+                    awaitLog(d, "inactive (written back and flushed; a network disk has no locks)", 1);
+                    assertTrue(lastWriteFlushed(requests), "the source flushed at the hand-over");
                     dst.start(features, true, bases, q);
                     assertArrayEquals(fill(CLUSTER, 0x5a), q.read(0, CLUSTER));
                     assertArrayEquals(fill(CLUSTER, 0x6b), q.read(64, CLUSTER));
@@ -231,6 +241,23 @@ class IncomingNetworkExportTest {
         }
         byte[] file = Files.readAllBytes(raw);
         assertArrayEquals(fill(CLUSTER, 0x7c), Arrays.copyOfRange(file, 128 * 512, 128 * 512 + CLUSTER));
+    }
+
+    /** Whether nbdkit's log filter saw a flush after the last write ("connection=N Write id=..", "... Flush id=.."). */
+    private static boolean lastWriteFlushed(Path log) throws Exception {
+        List<String> lines = Files.readAllLines(log);
+        int lastWrite = -1;
+        int lastFlush = -1;
+        for (int i = 0; i < lines.size(); i++) {
+            String l = lines.get(i);
+            if (l.contains(" Write id=") && !l.contains("return=")) {
+                lastWrite = i;
+            } else if (l.contains(" Flush id=") && !l.contains("return=")) {
+                lastFlush = i;
+            }
+        }
+        assertTrue(lastWrite >= 0, "the log filter logs writes: " + lines);
+        return lastFlush > lastWrite;
     }
 
     @Test

@@ -116,7 +116,7 @@ final class QueueControl {
         try {
             if (activation.activate()) {
                 log.info(who + ": image " + activation.image() + (activation.locked() ? " active (writer's locks taken)"
-                        : " active (metadata read again; a network disk has no locks)") + " at the device's start");
+                        : " active (nothing cached trusted; a network disk has no locks)") + " at the device's start");
             }
             return true;
         } catch (RuntimeException e) {
@@ -294,7 +294,7 @@ final class QueueControl {
             try {
                 if (activation.inactivate()) {
                     log.info(who + ": image " + activation.image() + (activation.locked()
-                            ? " inactive (writer's locks dropped)" : " inactive (metadata written back; a network disk"
+                            ? " inactive (writer's locks dropped)" : " inactive (written back and flushed; a network disk"
                             + " has no locks)") + " after a stop with dirty logging on");
                 }
             } catch (RuntimeException e) {

@@ -427,8 +427,8 @@ public final class VhostUserServer implements AutoCloseable {
 
         /**
          * As {@link #driversHandOver(boolean, String)}; {@code locked} false for an image on a
-         * network disk, whose drivers hand over metadata only (there are no locks to move), as
-         * the log lines then say.
+         * network disk, whose drivers hand over cached state and flush only (there are no locks
+         * to move), as the log lines then say.
          */
         public Builder driversHandOver(boolean incoming, String image, boolean locked) {
             driversHandOver = true;
