@@ -312,7 +312,7 @@ final class Export implements AutoCloseable {
         return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
                 + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
-                + (!o.incoming ? "" : o.network != null && (o.format != ImageFormat.QCOW2 || o.readOnly)
+                + (!o.incoming ? "" : o.network != null && o.format != ImageFormat.QCOW2
                         ? ", incoming: a raw network disk, no locks and no cache to take over" : ", incoming: inactive until its device starts")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
                 + ")";
