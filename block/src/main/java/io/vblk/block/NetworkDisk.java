@@ -153,7 +153,8 @@ public final class NetworkDisk implements DriverFactory {
     @Override
     public BlockDriver open(int depth) {
         IoBackend backend = openBackend(depth);
-        RawDriver driver = new RawDriver(format(), backend, sizeBytes, readOnly, true);
+        // A migration's hand-over flushes the server's (or librbd's) cache, as QEMU's does.
+        RawDriver driver = new RawDriver(format(), backend, sizeBytes, readOnly, true).flushAtHandOver();
         return nbd ? driver : driver.resizableBy(size -> resizeBackend(backend, size));
     }
 

@@ -20,6 +20,12 @@ public final class RawDriver implements BlockDriver {
     private final boolean ownsBackend;
     private Image ownedImage;
     private Resizer resizer;
+    /** Whether a migration's hand-over flushes the disk (a network disk: see {@link #flushAtHandOver}). */
+    private boolean flushAtHandOver;
+    private long handOverResult;
+
+    private static final long HAND_OVER_TAG = 0x4841_4e44_4f56_4552L;
+    private static final long HAND_OVER_TIMEOUT_NS = 120_000_000_000L;
 
     /** What changes the size of a raw driver's disk (the file's ftruncate, {@code rbd_resize}). */
     @FunctionalInterface
@@ -59,6 +65,62 @@ public final class RawDriver implements BlockDriver {
     @Override
     public java.util.List<Image> files() {
         return ownedImage == null ? java.util.List.of() : java.util.List.of(ownedImage);
+    }
+
+    /**
+     * Makes {@link #inactivate} (a migration's source handing over, its queues drained) flush
+     * the disk through the back end, as QEMU's inactivation does: a network disk's server
+     * (NBD_CMD_FLUSH) or librbd's cache when an address turned it on; returns this driver.
+     */
+    public RawDriver flushAtHandOver() {
+        flushAtHandOver = true;
+        return this;
+    }
+
+    /**
+     * The hand-over's flush (see {@link #flushAtHandOver}), synchronously on the I/O thread with
+     * nothing else in flight; a raw disk has no other state to hand over, so nothing changes:
+     * returns false.
+     *
+     * @throws java.io.IOException when the flush fails or does not complete in 120 s
+     */
+    @Override
+    public boolean inactivate() throws java.io.IOException {
+        if (!flushAtHandOver || readOnly) {
+            return false;
+        }
+        int rc = backend.prepareFlush(HAND_OVER_TAG);
+        if (rc < 0) {
+            throw new java.io.IOException(this + ": the flush before the hand-over was refused: "
+                    + io.vblk.sys.Errno.describe(-rc));
+        }
+        handOverResult = Long.MIN_VALUE;
+        backend.submit();
+        long deadline = System.nanoTime() + HAND_OVER_TIMEOUT_NS;
+        while (true) {
+            backend.poll((tag, res) -> {
+                if (tag == HAND_OVER_TAG) {
+                    handOverResult = res;
+                }
+            }, 16);
+            if (handOverResult != Long.MIN_VALUE) {
+                break;
+            }
+            if (System.nanoTime() - deadline > 0) {
+                throw new java.io.IOException(this + ": the flush before the hand-over did not complete in 120 s");
+            }
+            if (backend.pendingSubmit() > 0) {
+                backend.submit();
+            }
+            if (backend.awaitCompletions(100) > 0) {
+                backend.acknowledgeCompletions();
+            }
+        }
+        if (handOverResult < 0) {
+            throw new java.io.IOException(this + ": the flush before the hand-over failed: "
+                    + io.vblk.sys.Errno.describe((int) -handOverResult));
+        }
+        return false;
     }
 
     /** Lets {@link #resize} change the disk's size through {@code value}; returns this driver. */

@@ -116,15 +116,10 @@ final class Export implements AutoCloseable {
             java.util.function.UnaryOperator<io.vblk.aio.IoBackend> wrap) {
         BackendKind kind = spec.aio != null ? spec.aio : BackendKind.IO_URING;
         // Before connecting: nothing to undo.
-        if (spec.incoming && spec.network != null) {
-            throw new InvalidParams(spec.format == ImageFormat.QCOW2
-                    ? "incoming: a qcow2 image on a network disk is not handed over between backends (whichever backend"
-                            + " writes it caches its metadata); let the server own the format (qemu-nbd -f qcow2) and add"
-                            + " both exports as raw network disks, the destination's without incoming"
-                    : "incoming: a network disk is not opened inactive: this backend takes no image locks on it and caches"
-                            + " nothing of it, so add the destination's export without incoming (both backends may be"
-                            + " connected to the server at once; the destination's device starts only after the source's"
-                            + " drained)");
+        if (spec.incoming && spec.network != null && rbdCacheOn(spec.network)) {
+            // librbd's cache would keep what this handle read or wrote before the hand-over.
+            throw new InvalidParams("incoming: " + spec.network + " turns librbd's cache on (rbd_cache), which would"
+                    + " keep data the migration's source overwrites; leave rbd_cache off (the default here)");
         }
         NetworkDisk network = spec.network == null ? null : openNetwork(spec);
         if (network != null) {
@@ -169,6 +164,13 @@ final class Export implements AutoCloseable {
             }
             if (network != null) {
                 builder.drivers(recording(networkFormat != null ? networkFormat : network, drivers));
+                if (!spec.readOnly) {
+                    // qcow2 on a server: its drivers hand over the cached metadata and the
+                    // reserved clusters (no locks there), an incoming one opened it inactive.
+                    // A raw network disk has no locks and no cache: its source's hand-over is
+                    // a flush (RawDriver.flushAtHandOver), its destination serves as is.
+                    builder.driversHandOver(spec.incoming, spec.network, false);
+                }
             }
             if (spec.socketGroup != null) {
                 builder.socketGroup(spec.socketGroup);
@@ -203,6 +205,19 @@ final class Export implements AutoCloseable {
         } catch (RuntimeException e) {
             closeQuietly(image);
             throw e;
+        }
+    }
+
+    /** Whether an RBD address sets {@code rbd_cache} to something other than false (Ceph's booleans). */
+    static boolean rbdCacheOn(String address) {
+        if (!address.startsWith("rbd:")) {
+            return false;
+        }
+        try {
+            String v = io.vblk.block.rbd.RbdAddress.parse(address).options().get("rbd_cache");
+            return v != null && !java.util.Set.of("false", "0", "no", "off").contains(v.toLowerCase(java.util.Locale.ROOT));
+        } catch (IllegalArgumentException e) {
+            return false; // refused with its reason when it is opened
         }
     }
 
@@ -297,7 +312,8 @@ final class Export implements AutoCloseable {
         return o.imageName() + " (" + format + bytes + " bytes, " + (o.readOnly ? "read-only" : "read-write") + ", "
                 + (o.network == null ? backends.inEffect() : "network") + (o.image != null ? ", cache " + (o.direct ? "none" : "writeback") : "")
                 + ", wait " + o.wait.cliName() + ", " + o.queues + (o.queues == 1 ? " queue" : " queues")
-                + (o.incoming ? ", incoming: inactive until its device starts" : "")
+                + (!o.incoming ? "" : o.network != null && o.format != ImageFormat.QCOW2
+                        ? ", incoming: a raw network disk, no locks and no cache to take over" : ", incoming: inactive until its device starts")
                 + (o.iopsLimit > 0 ? ", iops limit " + o.iopsLimit : "") + (o.bpsLimit > 0 ? ", bps limit " + o.bpsLimit : "")
                 + ")";
     }

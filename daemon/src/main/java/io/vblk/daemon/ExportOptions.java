@@ -106,8 +106,8 @@ final class ExportOptions {
     @Option(names = "--incoming", arity = "0", description = "a live migration's destination (as QEMU's -incoming): open "
             + "the image inactive (the locks of a reader that lets others write) while the source's backend still writes it, "
             + "and take the writer's locks when the frontend starts the device after the migration; a start while another "
-            + "process still holds them is refused and logged; a qcow2 image also reads all its metadata again then "
-            + "(not for network disks)")
+            + "process still holds them is refused and logged; a qcow2 image also reads all its metadata again then; "
+            + "a network disk has no locks (the migration flow keeps one writer): raw serves as is, qcow2 opens inactive")
     boolean incoming;
 
     @Option(names = "--iops-limit", paramLabel = "N", description = "at most N requests per second (default 0: no limit)")

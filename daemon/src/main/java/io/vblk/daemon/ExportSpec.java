@@ -65,7 +65,7 @@ final class ExportSpec {
     /** The qcow2 options this export opens its image with. */
     Qcow2Options qcow2Options() {
         return Qcow2Options.defaults().readOnly(readOnly).direct(direct).l2CacheTables(l2CacheTables).locking(locking)
-                .networkBacking(networkBacking).backingDir(backingDir).incoming(incoming && network == null)
+                .networkBacking(networkBacking).backingDir(backingDir).incoming(incoming)
                 // A network backing image waits for its server as long as the export was told to.
                 .networkTimeouts(timeouts);
     }

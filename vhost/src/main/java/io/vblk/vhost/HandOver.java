@@ -32,6 +32,11 @@ interface HandOver {
     /** The image, for log lines. */
     String image();
 
+    /** Whether the hand-over moves image locks (false: a network disk, which has none). */
+    default boolean locked() {
+        return true;
+    }
+
     /** A raw image's hand-over: its locks. */
     static HandOver of(ImageActivation a) {
         return new HandOver() {
@@ -57,8 +62,11 @@ interface HandOver {
         };
     }
 
-    /** A format image's hand-over through the block drivers of {@code device}, inactive at first when {@code incoming}. */
-    static HandOver ofDrivers(BlockDevice device, String image, boolean incoming) {
+    /**
+     * A format image's hand-over through the block drivers of {@code device}, inactive at first
+     * when {@code incoming}; {@code locked} false for an image on a network disk (no locks).
+     */
+    static HandOver ofDrivers(BlockDevice device, String image, boolean incoming, boolean locked) {
         return new HandOver() {
             private boolean active = !incoming;
 
@@ -98,6 +106,11 @@ interface HandOver {
             @Override
             public String image() {
                 return image;
+            }
+
+            @Override
+            public boolean locked() {
+                return locked;
             }
         };
     }

@@ -115,7 +115,8 @@ final class QueueControl {
         }
         try {
             if (activation.activate()) {
-                log.info(who + ": image " + activation.image() + " active (writer's locks taken) at the device's start");
+                log.info(who + ": image " + activation.image() + (activation.locked() ? " active (writer's locks taken)"
+                        : " active (nothing cached trusted; a network disk has no locks)") + " at the device's start");
             }
             return true;
         } catch (RuntimeException e) {
@@ -292,8 +293,9 @@ final class QueueControl {
             // migration resumes here, or the guest comes back).
             try {
                 if (activation.inactivate()) {
-                    log.info(who + ": image " + activation.image()
-                            + " inactive (writer's locks dropped) after a stop with dirty logging on");
+                    log.info(who + ": image " + activation.image() + (activation.locked()
+                            ? " inactive (writer's locks dropped)" : " inactive (written back and flushed; a network disk"
+                            + " has no locks)") + " after a stop with dirty logging on");
                 }
             } catch (RuntimeException e) {
                 log.info(who + ": image stays active, its locks could not be changed: " + e.getMessage());

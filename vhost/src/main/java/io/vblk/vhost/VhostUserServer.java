@@ -109,7 +109,7 @@ public final class VhostUserServer implements AutoCloseable {
         }
         this.device = db.build();
         this.activation = b.activation != null ? HandOver.of(b.activation)
-                : b.driversHandOver ? HandOver.ofDrivers(device, b.handOverImage, b.incoming) : null;
+                : b.driversHandOver ? HandOver.ofDrivers(device, b.handOverImage, b.incoming, b.handOverLocked) : null;
         this.poller = new KickPoller(device);
         try {
             this.socketFile = SocketFile.listen(b.socket, BACKLOG, b.socketMode, group);
@@ -379,6 +379,7 @@ public final class VhostUserServer implements AutoCloseable {
         private boolean driversHandOver;
         private boolean incoming;
         private String handOverImage;
+        private boolean handOverLocked;
         private Tuning tuning = Tuning.defaults();
         private Log log = Log.to(System.err);
         private String name = "vblk";
@@ -421,9 +422,19 @@ public final class VhostUserServer implements AutoCloseable {
          * in log lines. Default: none.
          */
         public Builder driversHandOver(boolean incoming, String image) {
+            return driversHandOver(incoming, image, true);
+        }
+
+        /**
+         * As {@link #driversHandOver(boolean, String)}; {@code locked} false for an image on a
+         * network disk, whose drivers hand over cached state and flush only (there are no locks
+         * to move), as the log lines then say.
+         */
+        public Builder driversHandOver(boolean incoming, String image, boolean locked) {
             driversHandOver = true;
             this.incoming = incoming;
             handOverImage = Objects.requireNonNull(image, "image");
+            handOverLocked = locked;
             return this;
         }
 

@@ -203,11 +203,9 @@ public final class Qcow2 {
             IoBackend io = host.openBackend(ioDepth);
             // An incoming image writes nothing before it is activated, not even the rounding of
             // the file to whole clusters; the source still writes it.
+            // A network host too (NBD, RBD): no locks there, only the cached metadata and the
+            // reserved clusters change hands, at the same two points as for a file.
             boolean inactive = options.incoming() && !options.readOnly();
-            if (inactive && !host.file()) {
-                throw new IllegalArgumentException("qcow2: " + host.name() + " lies on a network disk, which is not handed"
-                        + " over between backends in a migration");
-            }
             Qcow2Image meta = Qcow2Image.read(host, Math.max(512, host.offsetAlignment()), !inactive, level > 0,
                     chain.l1BytesLeft, chain.setBytesLeft);
             chain.l1BytesLeft -= meta.l1Charge;
