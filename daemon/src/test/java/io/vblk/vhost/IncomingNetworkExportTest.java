@@ -18,6 +18,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
+import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.QemuTools;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
