@@ -104,6 +104,27 @@ class DeadHolderWaitTest {
         }
     }
 
+    /** A process being torn down (here a zombie: exited, not yet reaped) is never named as a live holder. */
+    @Test
+    void aZombieIsNoLiveHolder() throws Exception {
+        assumeTrue(Files.isExecutable(Path.of("/usr/bin/python3")) || Files.isExecutable(Path.of("/bin/python3")), "no python3");
+        // python3 forks a child that exits at once and is never reaped while python3 sleeps.
+        Process p = new ProcessBuilder("python3", "-c",
+                "import os,sys,time\npid=os.fork()\nif pid==0: os._exit(0)\nprint(pid); sys.stdout.flush(); time.sleep(60)").start();
+        try {
+            long pid = Long.parseLong(new java.io.BufferedReader(new java.io.InputStreamReader(p.getInputStream())).readLine().trim());
+            Path proc = Path.of("/proc/" + pid);
+            for (int i = 0; i < 500 && !Files.readString(proc.resolve("status")).contains("State:\tZ"); i++) {
+                Thread.sleep(10); // the child's exit is on its way
+            }
+            assertTrue(LockHolder.exiting(proc), Files.readString(proc.resolve("status")));
+            assertTrue(!LockHolder.exiting(Path.of("/proc/" + ProcessHandle.current().pid())), "this live process");
+            assertTrue(!LockHolder.exiting(Path.of("/proc/" + p.pid())), "a sleeping live process");
+        } finally {
+            p.destroyForcibly().waitFor();
+        }
+    }
+
     private static void restore(String before) {
         if (before == null) {
             System.clearProperty(ImageLock.DEAD_HOLDER_WAIT_PROPERTY);
