@@ -45,7 +45,7 @@ public final class ImageActivation {
             return new ImageActivation(image, locking, false, true);
         }
         if (!incoming || image.readOnly()) {
-            return new ImageActivation(image, locking, ImageLocks.lock(image, locking), true);
+            return new ImageActivation(image, locking, ImageLocks.lock(image, image.readOnly(), locking, log), true);
         }
         boolean locked = ImageLock.acquire(image.fd(), image.path(), ImageLock.INACTIVE, locking, log);
         return new ImageActivation(image, locking, locked, !locked);

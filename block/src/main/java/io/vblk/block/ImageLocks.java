@@ -36,11 +36,15 @@ public final class ImageLocks {
 
     /** As {@link #lock(Image, Locking)}, with a reader's use whenever {@code readerUse}. */
     public static boolean lock(Image image, boolean readerUse, Locking locking) {
+        return lock(image, readerUse, locking, System.err::println);
+    }
+
+    /** As {@link #lock(Image, boolean, Locking)}, saying to {@code log} what it must (a wait for a dead holder, locking=auto). */
+    public static boolean lock(Image image, boolean readerUse, Locking locking, java.util.function.Consumer<String> log) {
         if (locking == Locking.OFF || image.portable()) {
             return false;
         }
-        return ImageLock.acquire(image.fd(), image.path(), readerUse ? ImageLock.READER : ImageLock.WRITER, locking,
-                System.err::println);
+        return ImageLock.acquire(image.fd(), image.path(), readerUse ? ImageLock.READER : ImageLock.WRITER, locking, log);
     }
 
     /**

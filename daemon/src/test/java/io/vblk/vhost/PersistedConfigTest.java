@@ -158,6 +158,52 @@ class PersistedConfigTest {
         }
     }
 
+    /**
+     * The restart's window that made aKilledDaemonComesBackWithItsDisks flaky, made certain: the
+     * disk's image is still locked by a ring no live process has (a killed daemon's io_uring,
+     * which the kernel tears down after the reap). The restart says it waits for a dead process's
+     * lock, and serves the disk once the kernel lets go, instead of keeping it failed.
+     */
+    @Test
+    void aDiskADeadDaemonsRingStillLocksIsServedOnceTheKernelLetsGo() throws Exception {
+        Path config = dir.resolve("vblk.json");
+        Path control = dir.resolve("control.sock");
+        Path image = image("a.img");
+        Object exports;
+        try (DaemonRig d = persisting(config)) {
+            d.result("iothread.add", "{\"id\":\"t0\"}");
+            d.result("export.add", add("a", image, "iothreads", List.of("t0")));
+            exports = d.result("export.list", null);
+        }
+        io.vblk.testkit.RingHeldLock ring = io.vblk.testkit.RingHeldLock.hold(image);
+        org.junit.jupiter.api.Assumptions.assumeTrue(ring != null, "io_uring refused here");
+        Path log = dir.resolve("restart.log");
+        // A ring closed in a live JVM took seconds to let go here: the wait's bound is raised past that.
+        Process p = new ProcessBuilder(ServeProcess.command(List.of("env", "JAVA_TOOL_OPTIONS=-Dvblk.lock.deadHolderWaitMs=120000"),
+                "daemon", "--control", control.toString(), "--config", config.toString(), "--persist"))
+                .redirectErrorStream(true).redirectOutput(log.toFile()).start();
+        try {
+            long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(60); // a hang guard
+            String text = "";
+            while (!text.contains("locked by no live process") && !text.contains("listening") && p.isAlive()
+                    && System.nanoTime() < deadline) {
+                Thread.sleep(20);
+                text = Files.readString(log);
+            }
+            assertTrue(text.contains("locked by no live process") && text.contains(image.toString()),
+                    "the restart did not wait for the dead holder: " + text);
+            ring.close(); // the kernel's teardown ends: the description and its locks go
+            DaemonRig.awaitListening(control, "vblk daemon");
+            try (DaemonRig.Client c = new DaemonRig.Client(control)) {
+                assertEquals(exports, c.call("export.list", null).get("result"), Files.readString(log));
+            }
+        } finally {
+            ring.close();
+            p.destroyForcibly();
+            p.waitFor();
+        }
+    }
+
     @Test
     @SuppressWarnings("unchecked")
     void refusedChangesLeaveTheFileUntouched() throws Exception {

@@ -36,8 +36,13 @@ public final class ImageLock {
     public static final long PERM_BASE = 100;
     /** Byte {@code SHARED_BASE + i}: "I do not share permission i". */
     public static final long SHARED_BASE = 200;
-    /** How long a conflict whose holder no process shows is looked at again (a dead process's ring teardown). */
-    static final long UNSEEN_HOLDER_WAIT_NS = 3_000_000_000L;
+    /**
+     * The system property that bounds, in milliseconds, how long a conflict whose holder no live
+     * process shows is looked at again (a killed process's io_uring teardown): {@value #DEAD_HOLDER_WAIT_DEFAULT_MS}
+     * by default, 0 to refuse at once.
+     */
+    public static final String DEAD_HOLDER_WAIT_PROPERTY = "vblk.lock.deadHolderWaitMs";
+    static final long DEAD_HOLDER_WAIT_DEFAULT_MS = 10_000;
     private static final String[] NAMES = {"consistent read", "write", "write unchanged", "resize"};
 
     /** A writer's use (a writable export): reads, writes and resizes; others may only read. */
@@ -160,26 +165,49 @@ public final class ImageLock {
         if (locking == Locking.OFF) {
             return false;
         }
-        return whileHolderUnseen(() -> attempt(fd, path, use, locking, log));
+        return whileHolderUnseen(path, log, () -> attempt(fd, path, use, locking, log));
+    }
+
+    /** {@link #DEAD_HOLDER_WAIT_PROPERTY} in nanoseconds (the default for a value that is not a number >= 0). */
+    static long deadHolderWaitNs() {
+        long ms = DEAD_HOLDER_WAIT_DEFAULT_MS;
+        String v = System.getProperty(DEAD_HOLDER_WAIT_PROPERTY);
+        if (v != null) {
+            try {
+                ms = Math.max(0, Math.min(Long.parseLong(v.trim()), 3_600_000L));
+            } catch (NumberFormatException e) {
+                // The default, then.
+            }
+        }
+        return ms * 1_000_000L;
     }
 
     /**
-     * Runs {@code attempt} again while it is refused by a holder no process shows: most often
-     * the open file description of a process that just died (SIGKILL) whose io_uring ring still
-     * holds the file until the kernel's asynchronous ring teardown ends, gone within
-     * milliseconds. Looks less and less often (each refusal walks /proc: a holder that never
-     * shows, e.g. a description passed over a socket nobody reads, costs a few walks, not 60),
-     * for at most {@link #UNSEEN_HOLDER_WAIT_NS}.
+     * Runs {@code attempt} again while it is refused by a holder no live process shows: the open
+     * file description of a process that died (SIGKILL) whose io_uring ring still holds the file
+     * (registered files, in-flight requests) until the kernel's asynchronous ring teardown
+     * (io_ring_exit_work) ends: some 20-40 ms here, longer on a loaded machine or with a request
+     * the kernel must wait out. A systemd restart of a crashed daemon lands in that window. Says
+     * so once to {@code log}; looks less and less often (each refusal walks /proc: a holder that
+     * never shows, e.g. a description passed over a socket nobody reads, costs a few walks), for
+     * at most {@link #DEAD_HOLDER_WAIT_PROPERTY}. A live holder is refused at once.
      */
-    private static <T> T whileHolderUnseen(java.util.function.Supplier<T> attempt) {
-        long deadline = System.nanoTime() + UNSEEN_HOLDER_WAIT_NS;
-        long pauseMs = 50;
+    private static <T> T whileHolderUnseen(Path path, Consumer<String> log, java.util.function.Supplier<T> attempt) {
+        long waitNs = deadHolderWaitNs();
+        long deadline = System.nanoTime() + waitNs;
+        long pauseMs = 20;
+        boolean said = false;
         while (true) {
             try {
                 return attempt.get();
             } catch (LockedException e) {
                 if (!e.holder().equals(LockHolder.UNKNOWN) || System.nanoTime() - deadline > 0) {
                     throw e;
+                }
+                if (!said && log != null) {
+                    said = true;
+                    log.accept("vblk: " + path + ": locked by no live process (a killed process's io_uring teardown still "
+                            + "holds it); waiting up to " + waitNs / 1_000_000 + " ms for the kernel to release it");
                 }
                 try {
                     Thread.sleep(pauseMs);
@@ -275,7 +303,7 @@ public final class ImageLock {
         if (locking == Locking.OFF) {
             return;
         }
-        whileHolderUnseen(() -> {
+        whileHolderUnseen(path, null, () -> {
             changeOnce(fd, path, from, to);
             return null;
         });

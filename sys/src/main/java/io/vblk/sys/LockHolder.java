@@ -35,7 +35,7 @@ public final class LockHolder {
         int[] budget = {MAX_DESCRIPTORS};
         try (DirectoryStream<Path> procs = Files.newDirectoryStream(Path.of("/proc"), p -> isNumber(p.getFileName().toString()))) {
             for (Path proc : procs) {
-                if (holds(proc, key, offset, budget)) {
+                if (holds(proc, key, offset, budget) && !exiting(proc)) {
                     long pid = Long.parseLong(proc.getFileName().toString());
                     return pid == self ? THIS_PROCESS + " (pid " + pid + ")" : kind(proc) + " (pid " + pid + ")";
                 }
@@ -129,6 +129,35 @@ public final class LockHolder {
         }
         return false;
     }
+
+    /**
+     * Whether a process is being torn down: a zombie or dead, or killed (SIGKILL pending for the
+     * whole thread group, e.g. a thread still finishing an I/O in the kernel). Its descriptions
+     * go with it, so it is not named as a live holder: the caller waits for it like for a holder
+     * no process shows.
+     */
+    static boolean exiting(Path proc) {
+        try {
+            for (String line : Files.readAllLines(proc.resolve("status"), StandardCharsets.ISO_8859_1)) {
+                if (line.startsWith("State:")) {
+                    String state = line.substring("State:".length()).trim();
+                    if (state.startsWith("Z") || state.startsWith("X")) {
+                        return true;
+                    }
+                } else if (line.startsWith("ShdPnd:")) {
+                    long pending = Long.parseUnsignedLong(line.substring("ShdPnd:".length()).trim(), 16);
+                    if ((pending & (1L << (SIGKILL - 1))) != 0) {
+                        return true;
+                    }
+                }
+            }
+            return false;
+        } catch (IOException | RuntimeException e) {
+            return true; // gone meanwhile
+        }
+    }
+
+    private static final int SIGKILL = 9;
 
     /** What kind of program a process is: the base name of argv[0], "vblk" for a JVM running vblk. */
     static String kind(Path proc) {
