@@ -668,8 +668,11 @@ public final class Qcow2Driver implements BlockDriver {
             refill.release();
         }
         int rc = host.syncData();
-        if (rc < 0) {
-            throw new IOException("qcow2 " + meta.path + ": fdatasync before the hand-over: " + Errno.describe(-rc));
+        if (rc < 0 || flushFailed) {
+            // An earlier failed fdatasync consumed the error this one would report (flushFailed).
+            flushFailed = true;
+            throw new IOException("qcow2 " + meta.path + ": fdatasync before the hand-over: "
+                    + Errno.describe(rc < 0 ? -rc : Errno.EIO) + (rc < 0 ? "" : " (an earlier flush failed)"));
         }
         host.inactivateLocks();
         active = false;

@@ -1,8 +1,10 @@
 package io.vblk.block.qcow2;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.io.IOException;
 import java.nio.file.Path;
 
 import org.junit.jupiter.api.Test;
@@ -77,6 +79,10 @@ class Qcow2BarrierFailureStickyTest {
             long f = rig.one(rig.flush());
             assertTrue(f < 0, "the guest's FLUSH after a failed fdatasync (barrier) must fail, got " + f
                     + ": the in-place write completed before it is not known to be durable");
+            assertTrue(rig.one(rig.flush()) < 0, "sticky: every later FLUSH fails too");
+            // Nor is the image handed over (a migration's source) as if it were durable.
+            IOException e = assertThrows(IOException.class, d::inactivate);
+            assertTrue(e.getMessage().contains("earlier flush failed"), e.getMessage());
         }
     }
 }
