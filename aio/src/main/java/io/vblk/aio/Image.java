@@ -312,8 +312,9 @@ public final class Image implements AutoCloseable {
      * Grows the file to {@code newSizeBytes} with allocated blocks (fallocate, falling back to
      * ftruncate only where the file system cannot preallocate: EOPNOTSUPP, ENOSYS; ENOSPC and
      * every other error fail), for an image format that allocates clusters at the end of its file. One call
-     * per batch of clusters, never per request. Returns 0 or {@code -errno} ({@code -EBADF} once
-     * closed); shrinking is refused.
+     * per batch of clusters, never per request. A file another writer already grew to
+     * {@code newSizeBytes} or more (seen only after a failed fallocate) is taken at its size: 0.
+     * Returns 0 or {@code -errno} ({@code -EBADF} once closed); shrinking is refused.
      */
     public int extendTo(long newSizeBytes) {
         long old = sizeBytes;
@@ -331,6 +332,20 @@ public final class Image implements AutoCloseable {
         }
         if (rc == 0) {
             sizeBytes = newSizeBytes;
+        } else if (rc != -Errno.EBADF) {
+            // Another writer may have grown the file past the size known here (a migration's
+            // source): then the size is learnt, not allocated; the range it added was its to fill
+            // (rev14e M-b: fallocating its sparse part failed with ENOSPC on a full file system).
+            long real;
+            try {
+                real = file.sizeBytes();
+            } catch (RuntimeException closedOrFailed) {
+                return rc;
+            }
+            if (real >= newSizeBytes) {
+                sizeBytes = real;
+                return 0;
+            }
         }
         return rc;
     }

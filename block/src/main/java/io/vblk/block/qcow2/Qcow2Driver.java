@@ -158,6 +158,13 @@ public final class Qcow2Driver implements BlockDriver {
     private final ReqList barrierFlushing = new ReqList();
     private boolean barrierInFlight;
     /**
+     * Sticky: an fdatasync of this image failed (a barrier, a refcount reservation's, a guest
+     * FLUSH's). Linux reports a writeback error once per open file (errseq): the failed flush
+     * consumed it, so a later one would succeed although data written before may be lost.
+     * Every later guest FLUSH fails with EIO instead (QEMU file-posix page_cache_inconsistent).
+     */
+    private boolean flushFailed;
+    /**
      * Numbers every change to a table in memory (an L2 entry or new table, an L1 entry). A
      * FLUSH notes it at its start and waits until no change numbered up to that is unwritten
      * ({@link #tablesWrittenUpTo}): a guest write that completed in place into a cluster whose
@@ -165,6 +172,11 @@ public final class Qcow2Driver implements BlockDriver {
      * table write, which fdatasync does not cover while it is in flight.
      */
     private long metaSeq;
+    /**
+     * L2 slots holding a change not yet written ({@link L2Slot#unwritten}), kept by
+     * {@link #settle}: {@link #tablesWrittenUpTo} scans the slots only when one is.
+     */
+    private int unwrittenSlots;
     /**
      * Requests that used up the round's piece budget ({@link #PIECES_PER_ROUND}): a DISCARD or
      * WRITE_ZEROES of 2 GiB over clusters that need no I/O would otherwise walk millions of
@@ -493,8 +505,12 @@ public final class Qcow2Driver implements BlockDriver {
             changedBeforeStart(refused);
             return;
         }
-        if (fresh.fileSize > host.sizeBytes() && !readOnly) {
-            host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
+        if (fresh.fileSize > host.sizeBytes() && !readOnly && host.extendTo(fresh.fileSize) < 0) {
+            // Qcow2Image.read learnt the size the file has; one that grew since cannot be relied on.
+            System.err.println("vblk: qcow2 " + meta.path + " changed size before the first request, failing its"
+                    + " requests with EIO: " + host.sizeBytes() + " bytes, its metadata read from " + fresh.fileSize);
+            fatal(-Errno.EIO);
+            return;
         }
         adopt(fresh);
         if (corrupt || fatalError != 0) {
@@ -550,6 +566,7 @@ public final class Qcow2Driver implements BlockDriver {
         for (L2Slot s : slots) {
             s.forget();
         }
+        unwrittenSlots = 0;
         lastSlot = null;
         clockHand = 0;
         l1Vec.clear();
@@ -609,8 +626,10 @@ public final class Qcow2Driver implements BlockDriver {
             if ((fresh.fileSize & clusterMask) != 0) {
                 fresh = readAgain(true); // now the file may be rounded to whole clusters, as at an open
             }
-            if (fresh.fileSize > host.sizeBytes()) {
-                host.extendTo(fresh.fileSize); // the blocks are there; this only learns the size
+            if (fresh.fileSize > host.sizeBytes() && host.extendTo(fresh.fileSize) < 0) {
+                // Qcow2Image.read learnt the size the file has; one that grew since cannot be relied on.
+                throw new IOException("qcow2 " + meta.path + " not activated: its file is " + host.sizeBytes()
+                        + " bytes, not the " + fresh.fileSize + " its metadata was read from");
             }
             resetTo(fresh);
             clearAutoclear(); // before this side's first write
@@ -670,8 +689,11 @@ public final class Qcow2Driver implements BlockDriver {
             refill.release();
         }
         int rc = host.syncData();
-        if (rc < 0) {
-            throw new IOException("qcow2 " + meta.path + ": fdatasync before the hand-over: " + Errno.describe(-rc));
+        if (rc < 0 || flushFailed) {
+            // An earlier failed fdatasync consumed the error this one would report (flushFailed).
+            flushFailed = true;
+            throw new IOException("qcow2 " + meta.path + ": fdatasync before the hand-over: "
+                    + Errno.describe(rc < 0 ? -rc : Errno.EIO) + (rc < 0 ? "" : " (an earlier flush failed)"));
         }
         host.inactivateLocks();
         active = false;
@@ -1008,8 +1030,8 @@ public final class Qcow2Driver implements BlockDriver {
             case PH_COW_FILL:
                 return cowWrite(r);
             case PH_FLUSH_TABLES:
-                if (corrupt || fatalError != 0) {
-                    r.error = corrupt ? -Errno.EIO : fatalError;
+                if (corrupt || fatalError != 0 || flushFailed) {
+                    r.error = corrupt || fatalError == 0 ? -Errno.EIO : fatalError;
                     r.phase = PH_FINISH;
                     return true;
                 }
@@ -1039,6 +1061,9 @@ public final class Qcow2Driver implements BlockDriver {
                 }
                 return updateL2(r);
             case PH_COW_FLUSHED:
+                if (failedMeanwhile(r)) {
+                    return true;
+                }
                 return updateL2(r);
             case PH_L2_WRITTEN:
                 if (r.slot.l2Offset == r.l2Offset && r.slot.writtenGen < r.waitGen) {
@@ -1059,6 +1084,9 @@ public final class Qcow2Driver implements BlockDriver {
                 park(r, barrierWaiters);
                 return false;
             case PH_NEW_L2_FLUSHED:
+                if (failedMeanwhile(r)) {
+                    return true; // no L1 entry for a table whose write may have failed
+                }
                 meta.setL1Entry(r.l1Index, r.host | OFLAG_COPIED);
                 r.host = 0;
                 l1Gen++;
@@ -1084,6 +1112,19 @@ public final class Qcow2Driver implements BlockDriver {
         }
     }
 
+    /**
+     * Whether the image failed (a table write, a corrupt mark) while {@code r} waited for its
+     * barrier: then its entry is not written (rev14e: an L1 entry written after its new table's
+     * write failed). Sets the error; {@link #step} unlocks and finishes it.
+     */
+    private boolean failedMeanwhile(Req r) {
+        if (corrupt || fatalError != 0) {
+            r.error = corrupt ? -Errno.EIO : fatalError;
+            return true;
+        }
+        return false;
+    }
+
     /** Starts the piece of {@code r} at {@code r.pos} (within one cluster); false when it waits. */
     private boolean startPiece(Req r) {
         long pos = r.pos;
@@ -1095,6 +1136,13 @@ public final class Qcow2Driver implements BlockDriver {
         r.l1Index = l1i;
         r.l2Index = l2i;
         long l1e = meta.l1Entry(l1i);
+        if (r.op == OP_DISCARD && (inOff != 0 || len != cluster || !v3 || l1e == 0)) {
+            // DISCARD is advisory: it never allocates (a cluster, an L2 table) and never writes
+            // data. Only a whole cluster of a v3 image with an L2 table changes (a ZERO entry);
+            // decided before the lookup, so a no-op loads no table.
+            r.pos += len;
+            return true;
+        }
         long entry = 0;
         L2Slot slot = null;
         if (l1e != 0) {
@@ -1171,12 +1219,6 @@ public final class Qcow2Driver implements BlockDriver {
         long off = compressed ? 0 : entry & L2E_OFFSET_MASK;
         boolean zeroFlag = !compressed && (entry & OFLAG_ZERO) != 0;
         boolean copied = (entry & OFLAG_COPIED) != 0;
-        if (r.op == OP_DISCARD && (!(full && v3) || l1e == 0)) {
-            // DISCARD is advisory: it never allocates (a cluster, an L2 table) and never writes
-            // data. Only a whole cluster of a v3 image with an L2 table changes (a ZERO entry).
-            r.pos += len;
-            return true;
-        }
         if (!compressed && !zeroFlag && off != 0 && copied && !(zeroOp && full && v3)) {
             // In place: the cluster is ours alone (COPIED) and was checked when its table loaded.
             if (io.freeSlots() == 0) {
@@ -1337,6 +1379,9 @@ public final class Qcow2Driver implements BlockDriver {
         slot.setEntry(r.l2Index, r.newEntry);
         slot.markDirty(r.l2Index * 8, l2Chunk);
         slot.gen++;
+        if (!slot.unwritten()) {
+            unwrittenSlots++;
+        }
         slot.changed(++metaSeq);
         writeSlot(slot);
         r.slot = slot;
@@ -1378,6 +1423,9 @@ public final class Qcow2Driver implements BlockDriver {
         slot.dirtyLo = 0;
         slot.dirtyHi = cluster;
         slot.gen++;
+        if (!slot.unwritten()) {
+            unwrittenSlots++;
+        }
         slot.changed(++metaSeq);
         writeSlot(slot);
         r.slot = slot;
@@ -1632,8 +1680,10 @@ public final class Qcow2Driver implements BlockDriver {
         int lo = s.dirtyLo;
         int hi = s.dirtyHi;
         if (lo >= hi) {
+            boolean was = s.unwritten();
             s.writtenGen = s.gen;
             s.dirtySeq = 0;
+            settle(s, was);
             wakeAll(flushWaiters);
             return;
         }
@@ -1655,19 +1705,22 @@ public final class Qcow2Driver implements BlockDriver {
         s.writeWanted = false;
         s.writing = true;
         s.writingGen = s.gen;
-        s.writingSeq = s.dirtySeq;
+        s.writingSeq = s.dirtySeq; // (not writing before: writingSeq was 0) unwrittenSlots unchanged
         s.dirtySeq = 0;
     }
 
     private void onL2Written(L2Slot s, long result) {
+        boolean was = s.unwritten();
         s.writing = false;
         s.writingSeq = 0;
         if (result != s.writingBytes) {
             fatal(result < 0 ? (int) result : -Errno.EIO);
             s.writtenGen = s.gen; // nothing waits forever: the requests see the fatal error
             s.dirtySeq = 0;
+            settle(s, was);
         } else {
             s.writtenGen = s.writingGen;
+            settle(s, was);
             writeSlot(s);
         }
         wakeAll(s.waiters);
@@ -1678,12 +1731,16 @@ public final class Qcow2Driver implements BlockDriver {
     /**
      * Whether every table change numbered up to {@code seq} ({@link #metaSeq}) is written: no
      * slot and no L1 table holds an older unwritten change. Dirty slots are never evicted, so
-     * a change is never lost from view. Scans the slots: FLUSH only, when a table write ends.
+     * a change is never lost from view. Scans the slots while one holds an unwritten change:
+     * FLUSH only, when a table write ends.
      */
     private boolean tablesWrittenUpTo(long seq) {
         long l1 = l1WritingSeq != 0 ? l1WritingSeq : l1DirtySeq;
         if (l1 != 0 && l1 <= seq) {
             return false;
+        }
+        if (unwrittenSlots == 0) {
+            return true; // no slot to scan (rev14e: every FLUSH and table write scanned them all)
         }
         for (L2Slot s : slots) {
             long oldest = s.writingSeq != 0 ? s.writingSeq : s.dirtySeq;
@@ -1697,8 +1754,8 @@ public final class Qcow2Driver implements BlockDriver {
     /**
      * Issues one flush for every piece waiting in {@link #barrierWaiters} (a batch per flush,
      * not one per request), unless one is in flight: the pieces that came since wait for the
-     * next, as the one in flight may not cover their data. End of each {@link #advance} and
-     * submit; a full back end (EAGAIN) is tried again at the next.
+     * next, as the one in flight may not cover their data. Start and end of each {@link #advance},
+     * and submit; a full back end (EAGAIN) is tried again at the next.
      */
     private void issueBarrier() {
         if (barrierInFlight || barrierWaiters.isEmpty()) {
@@ -1727,6 +1784,7 @@ public final class Qcow2Driver implements BlockDriver {
     private void onBarrierFlushed(long result) {
         barrierInFlight = false;
         if (result < 0) {
+            flushFailed = true; // its error is consumed: the guest's next FLUSH must not succeed
             for (Req r = barrierFlushing.head; r != null; r = r.next) {
                 if (r.error == 0) {
                     r.error = result;
@@ -1735,6 +1793,14 @@ public final class Qcow2Driver implements BlockDriver {
         }
         wakeAll(barrierFlushing);
         issueBarrier();
+    }
+
+    /** Keeps {@link #unwrittenSlots} after a change to {@code s}'s sequence numbers ({@code was}: before it). */
+    private void settle(L2Slot s, boolean was) {
+        boolean now = s.unwritten();
+        if (now != was) {
+            unwrittenSlots += now ? 1 : -1;
+        }
     }
 
     private void writeL1() {
@@ -1891,18 +1957,19 @@ public final class Qcow2Driver implements BlockDriver {
                     issue(LOADING, OP_READ, e, blockVec);
                     return;
                 }
-                // A new refcount block in the first free cluster, counting itself.
+                // A new refcount block in the first free cluster, counting itself; nothing moves
+                // until the file has room for it (a failed extension is tried again later).
+                int rc = host.extendTo(next + cluster);
+                if (rc < 0) {
+                    fail(rc);
+                    return;
+                }
                 UnsafeApi.setMemory(block.address(), cluster, (byte) 0);
                 blockIndex = (int) bi;
                 blockOffset = next;
                 setRefcount((int) (c - bi * entriesPerBlock), 1);
                 next += cluster;
                 reservedEnd = next;
-                int rc = host.extendTo(next);
-                if (rc < 0) {
-                    fail(rc);
-                    return;
-                }
                 issue(BLOCK_WRITTEN, OP_WRITE, blockOffset, blockVec);
                 return;
             }
@@ -1940,6 +2007,9 @@ public final class Qcow2Driver implements BlockDriver {
         }
 
         void onComplete(long result) {
+            if (result < 0 && (state == BLOCK_FLUSHED || state == RESERVE_FLUSHED)) {
+                flushFailed = true; // a failed fdatasync: see flushFailed
+            }
             if (result < 0 || (expected > 0 && result != expected)) {
                 fail(result < 0 ? (int) result : -Errno.EIO); // a short read or write of a block fails it
                 return;
@@ -2296,6 +2366,12 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     private void onReqOp(Req r, long result, long expected) {
+        if (r.op == OP_FLUSH && (result < 0 || flushFailed)) {
+            // A guest FLUSH's fdatasync failed (sticky, as a barrier's), or one of ours failed
+            // while it ran and may have consumed the error it would have seen.
+            flushFailed = true;
+            result = result < 0 ? result : -Errno.EIO;
+        }
         if (r.error == 0 && (result < 0 || (expected > 0 && result != expected))) {
             r.error = result < 0 ? result : -Errno.EIO; // a short count is a failed operation
         }
@@ -2337,6 +2413,10 @@ public final class Qcow2Driver implements BlockDriver {
             wakeAll(ioWaiters);
         }
         retryMetadataWrites();
+        // Before the runnable requests take the slots the reap freed: under a steady read load
+        // they would take every one, and a piece waiting for its barrier (holding its cluster
+        // or L1 lock) would wait as long as the load lasts (rev14e M-a).
+        issueBarrier();
         piecesLeft = PIECES_PER_ROUND;
         round++;
         wakeAll(yielded);
@@ -2436,9 +2516,11 @@ public final class Qcow2Driver implements BlockDriver {
                 s.assign(0);
             }
             if (s.writing) {
+                boolean was = s.unwritten();
                 s.writing = false;
                 s.dirtySeq = s.writingSeq != 0 ? s.writingSeq : s.dirtySeq;
                 s.writingSeq = 0;
+                settle(s, was);
                 int lo = (int) (s.writeVec.address(0) - s.buffer.address());
                 s.dirtyLo = Math.min(s.dirtyLo, lo);
                 s.dirtyHi = Math.max(s.dirtyHi, lo + s.writeVec.length(0));
@@ -2955,6 +3037,11 @@ public final class Qcow2Driver implements BlockDriver {
             writtenGen = gen;
             dirtyLo = Integer.MAX_VALUE;
             dirtyHi = 0;
+        }
+
+        /** Whether a change is not yet written (in a write in flight, or since it began). */
+        boolean unwritten() {
+            return dirtySeq != 0 || writingSeq != 0;
         }
 
         /** Notes change {@code seq}: the oldest unwritten one is kept. */

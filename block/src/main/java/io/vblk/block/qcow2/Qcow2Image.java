@@ -10,6 +10,7 @@ import java.nio.channels.FileChannel;
 
 import org.agrona.concurrent.UnsafeBuffer;
 
+import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
 
 /**
@@ -21,6 +22,8 @@ import io.vblk.sys.NativeBuffer;
  * The per-request work (L2 tables, data) happens in {@link Qcow2Driver}.
  */
 final class Qcow2Image {
+    /** Linux's EDQUOT (not in {@link Errno}): a quota, like ENOSPC a full file system. */
+    private static final int EDQUOT = 122;
     /** The file's path or the network disk's address, for messages. */
     final String path;
     final Qcow2Header header;
@@ -141,6 +144,12 @@ final class Qcow2Image {
         }
         try {
             long fileSize = host.storedBytes();
+            if (fileSize != host.sizeBytes()) {
+                // Another writer (a migration's source) changed the file since the back end learnt
+                // its size: learnt, not allocated (rev14e M-b: fallocating its sparse range failed
+                // on a full file system, and the rounding below allocated from the stale size).
+                host.refreshSize();
+            }
             int firstBytes = (int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS);
             NativeBuffer firstBuf = new NativeBuffer(Math.max(8, (int) roundUp(firstBytes, Math.max(alignment, 8))),
                     Math.max(alignment, 8));
@@ -153,7 +162,12 @@ final class Qcow2Image {
                 // QEMU leaves the file ending inside the L1 table's cluster; whole clusters let
                 // the L1 table be written back with O_DIRECT.
                 int rc = host.extendTo(roundUp(fileSize, cluster));
-                if (rc < 0) {
+                if (rc == -Errno.ENOSPC || rc == -EDQUOT) {
+                    // A full file system is no corruption: the file stays as it is (QEMU does not
+                    // round it either); a table write past its end fails when it comes.
+                    System.err.println("vblk: qcow2 " + host.name() + ": cannot round the file to whole clusters: "
+                            + (rc == -Errno.ENOSPC ? "no space left" : "disk quota exceeded") + ", left unrounded");
+                } else if (rc < 0) {
                     throw Qcow2Header.bad("cannot extend " + host.name() + " to whole clusters: errno " + -rc);
                 }
                 fileSize = host.storedBytes();
