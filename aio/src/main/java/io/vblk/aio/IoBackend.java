@@ -149,6 +149,20 @@ public interface IoBackend extends Drainable, AutoCloseable {
     }
 
     /**
+     * Reaper, about to sleep on {@link #completionEvent()} after polls that reaped: resets the
+     * event when a completion already reaped may have left it raised (the kernel signals it for
+     * every completion it posts, whether or not a poll then takes it from the ring in user
+     * space), so the sleep does not wake at once to nothing; then returns whether completions
+     * are ready to poll after all (the caller polls instead of sleeping). Reset first and looked
+     * second, so a completion that lands after the look raises the event anew and wakes the
+     * sleep. At most one read(2) per call, none when no signal can be pending. Default: leaves
+     * the event as it is and returns false (a raised event then only costs a spurious wake-up).
+     */
+    default boolean rearmCompletions() {
+        return false;
+    }
+
+    /**
      * Resets the completion source after it woke the caller, before {@link #poll}: reads the
      * eventfd. A back end whose source is not an eventfd (an epoll descriptor over sockets)
      * overrides this.

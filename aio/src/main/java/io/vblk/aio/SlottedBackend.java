@@ -87,6 +87,12 @@ abstract class SlottedBackend implements IoBackend {
     /** True from a signal until the reaper's next poll: coalesces signals to one per poll. */
     @SuppressWarnings("unused")
     private boolean signalled;
+    /**
+     * Reaper only: the completion event may be raised with nothing left to reap for it (a poll
+     * reaped the kernel's ring, which signals the event per completion, or took a signal's
+     * completions); {@link #rearmCompletions()} then reads it before the reaper sleeps.
+     */
+    private boolean eventRaised;
     protected volatile boolean closed;
     /**
      * What {@link #close()} left with the kernel: nothing, a helper call that did not finish, or
@@ -590,7 +596,9 @@ abstract class SlottedBackend implements IoBackend {
         }
         // Clear before looking: a producer that finds the flag clear after this signals again,
         // so nothing queued after our last look can go unsignalled (Dekker with SC volatiles).
-        SIGNALLED.setVolatile(this, false);
+        if ((boolean) SIGNALLED.getAndSet(this, false)) {
+            eventRaised = true; // what raised it is taken below; the event stays raised until read
+        }
         signal.onPoll();
         if (!copyOuts.isEmpty()) {
             finishCopyOuts(sink); // left by a poll an exception cut short; counted there
@@ -618,7 +626,11 @@ abstract class SlottedBackend implements IoBackend {
             }
         }
         if (n < max) {
-            n += reapQueued(sink, max - n);
+            int reaped = reapQueued(sink, max - n);
+            if (reaped > 0) {
+                eventRaised = true; // the kernel signalled the event for them (io_uring, Linux AIO)
+            }
+            n += reaped;
         }
         if (!copyOuts.isEmpty()) {
             finishCopyOuts(sink);
@@ -677,6 +689,23 @@ abstract class SlottedBackend implements IoBackend {
         if (event != null) {
             event.read();
         }
+    }
+
+    @Override
+    public final boolean rearmCompletions() {
+        // The flag is cleared before the event is read and the queues are looked at: a producer
+        // that finds it clear signals again, so its completion is either seen below or raises
+        // the event after this read (the same pairing as poll's).
+        if ((boolean) SIGNALLED.getAndSet(this, false) || eventRaised) {
+            eventRaised = false;
+            signal.onPoll();
+            EventFd event = signal.eventFd();
+            if (event != null) {
+                event.read();
+            }
+        }
+        Offload helper = offload;
+        return !deferred.isEmpty() || hasQueuedCompletions() || (helper != null && helper.hasDone()) || !copyOuts.isEmpty();
     }
 
     /** Raises the completion signal unless it is already raised since the reaper's last poll. */

@@ -178,6 +178,17 @@ public interface BlockDriver extends Drainable, AutoCloseable {
     void acknowledge(int i);
 
     /**
+     * The I/O thread, about to sleep on {@link #completionSources()} after rounds that reaped:
+     * resets the sources completions already reaped left readable, then returns whether
+     * completions are ready to {@link #poll} after all (the thread polls instead of sleeping).
+     * A completion after the reset keeps or makes a source readable. Default: nothing reset,
+     * false (a source left readable costs a wake-up that finds no work, never a lost one).
+     */
+    default boolean rearmCompletions() {
+        return false;
+    }
+
+    /**
      * Blocks up to {@code timeoutMs} until completions may be available (drain and tests only;
      * the I/O thread sleeps in epoll on the completion sources). 1, 0 on timeout, or -errno.
      */

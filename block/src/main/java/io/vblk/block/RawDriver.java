@@ -269,6 +269,11 @@ public final class RawDriver implements BlockDriver {
     }
 
     @Override
+    public boolean rearmCompletions() {
+        return backend.rearmCompletions();
+    }
+
+    @Override
     public boolean singleIssuer() {
         return backend.singleIssuer();
     }

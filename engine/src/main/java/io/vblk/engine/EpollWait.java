@@ -82,6 +82,12 @@ final class EpollWait extends AbstractThreadWait {
         backendLent = value;
     }
 
+    /** The back end's, unless it is lent (its sources are then the borrower's to acknowledge). */
+    @Override
+    public boolean rearmCompletions() {
+        return !backendLent && backend.rearmCompletions();
+    }
+
     private void acknowledge(int tag) {
         if (tag == TAG_WAKEUP) {
             wakeup.read();

@@ -994,6 +994,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 abort = true;
             }
         }
+        // Last: the completion eventfd the kernel raised for completions the rounds already
+        // reaped is reset here, then the ring looked at again; one landing after the look raises
+        // it anew. Without it the sleep woke at once to nothing after most lumps (s14e's trace).
+        if (!abort && lend == SERVING && events.rearmCompletions()) {
+            abort = true;
+        }
         return abort ? WAKE_NOW : timeoutMs;
     }
 

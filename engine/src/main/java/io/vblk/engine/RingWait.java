@@ -44,6 +44,12 @@ final class RingWait extends AbstractThreadWait {
         }
     }
 
+    /** Nothing to reset: the kernel no longer signals the completion eventfd, the ring's CQEs wake the sleep. */
+    @Override
+    public boolean rearmCompletions() {
+        return false;
+    }
+
     @Override
     public void watchKick(DeviceQueue q) {
         EventFd k = q.kick;

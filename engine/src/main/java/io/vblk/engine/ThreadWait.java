@@ -23,6 +23,14 @@ interface ThreadWait extends AutoCloseable {
     /** Waits up to {@code timeoutMs} (-1: no limit, 0: only collects) and acknowledges what woke it. */
     void await(int timeoutMs);
 
+    /**
+     * Before a sleep: resets the back end's completion sources that completions the rounds
+     * already reaped left readable (else the sleep wakes at once to nothing, one wake-up per
+     * lump of completions), and returns whether completions are ready after all (the thread
+     * does not sleep). I/O thread only.
+     */
+    boolean rearmCompletions();
+
     /** Starts watching {@code q}'s kick eventfd (I/O thread only). */
     void watchKick(DeviceQueue q);
 

@@ -172,6 +172,11 @@ final class BenchOptions {
             + "(file|null-qd128|qd1-block|poll, e.g. null-qd128-block), so one row can be run again and again (default: every cell)"})
     List<String> vhostCells = new java.util.ArrayList<>();
 
+    @Option(names = "--no-cell-warmup", negatable = false, description = {"contention rows: skip each cell's unmeasured "
+            + "run of its own workload per backend before the measured repeats (the harness before 2026-12-06, for A/B; "
+            + "the depth-128 warm-up at the start still runs)"})
+    boolean noCellWarmup;
+
     @Option(names = "--serve-cmd-b", paramLabel = "CMD", description = {"contention rows: a second vblk serve (another build, "
             + "e.g. java -jar OTHER/daemon/target/vblk.jar serve) measured as vblk-b in the same cells, alternating with the "
             + "others, so two builds meet the same load"})

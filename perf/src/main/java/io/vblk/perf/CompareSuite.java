@@ -89,7 +89,7 @@ final class CompareSuite {
         Workload base = Workload.randomReads(32, o.warmupNs, o.runtimeNs);
         int cells = (o.only.contains("dataplane") ? 2 : 0) + (o.only.contains("fio") ? 4 : 0) + (o.only.contains("vhost") ? 2 * (o.vhostCells.isEmpty() ? 8 : o.vhostCells.size()) : 0)
                 + (o.only.contains("wait") ? 15 : 0);
-        int runs = cells * o.rounds + (o.only.contains("contention") ? ContentionGroup.runs(o.bestOf, o.serveCommandB != null, o.contentionCells) : 0);
+        int runs = cells * o.rounds + (o.only.contains("contention") ? ContentionGroup.runs(o.bestOf + (o.noCellWarmup ? 0 : 1), o.serveCommandB != null, o.contentionCells) : 0);
         out.printf(Locale.ROOT, "4 KiB random reads; file %s (%s back end), null device %s; %d runs x (%.1f + %.1f s)"
                 + " = about %.0f s%n", image, fileBackend, ResultTable.size(NULL_BYTES), runs, o.warmupNs / 1e9,
                 o.runtimeNs / 1e9, runs * (o.warmupNs + o.runtimeNs) / 1e9 * 1.1 + 4 + (o.only.contains("vhost") ? 12 : 0)

@@ -32,6 +32,13 @@ import io.vblk.perf.vhost.VhostUserContender;
  * each goes first once; the repeat with the most IOPS is kept per backend (the others are on
  * stderr). Every kept run carries the 1-minute load average read when it started: this machine
  * is shared, so the load says what else was competing.
+ *
+ * <p>Before its measured repeats each cell gives every backend one unmeasured run of the cell's
+ * own workload (same order, same length): the JVM of a long-running vblk in a VMM has compiled
+ * its I/O thread for the load it serves, while the group's depth-128 warm-up leaves code compiled
+ * for another row, whose first run at depth 1 then deoptimizes and runs interpreted until the
+ * compiler, competing with the busy loops, recompiles it. qemu-storage-daemon gets the same run.
+ * {@code --no-cell-warmup} skips it.
  */
 final class ContentionGroup {
     private static final long NULL_BYTES = 1L << 30;
@@ -180,6 +187,14 @@ final class ContentionGroup {
             throws Exception {
         List<Run> best = new ArrayList<>();
         contenders.forEach(c -> best.add(new Run(null, Double.NaN)));
+        if (!o.noCellWarmup) {
+            for (int i = 0; i < contenders.size(); i++) {
+                BenchResult r = contenders.get(i).run("warm-up-" + row.key() + "-busy" + busy + "-" + backends.get(i), w,
+                        RunObserver.NONE);
+                err.printf(Locale.ROOT, "  busy %d warm-up   %-36s %,12.0f IOPS  p50 %8.1f us  p99 %9.1f us (not kept)%n", busy,
+                        backends.get(i), r.iops(), r.latencyUs(50), r.latencyUs(99));
+            }
+        }
         for (int repeat = 0; repeat < o.bestOf; repeat++) {
             for (int k = 0; k < contenders.size(); k++) {
                 int i = (k + repeat) % contenders.size();
