@@ -202,6 +202,14 @@ final class Session {
         }
     }
 
+    /**
+     * Whether the frontend has gone (closed its end, or this session has closed the connection)
+     * though the session may not have seen it yet. Any thread.
+     */
+    synchronized boolean frontendGone() {
+        return closed || socket.peerHungUp();
+    }
+
     /** SET_BACKEND_REQ_FD: keeps the socket on which backend requests go (replacing an earlier one). */
     private void setBackendReqFd(Message m) {
         if (!ProtocolFeatures.has(state.protocolFeatures, ProtocolFeatures.BACKEND_REQ)) {

@@ -264,8 +264,12 @@ public final class VhostUserServer implements AutoCloseable {
             Session served = current;
             if (served != null) {
                 waiting.add(client);
-                log.info("a frontend" + Session.peerOf(client) + " waits: " + served.describe()
-                        + " is connected, and a device serves one frontend at a time; this one is served when it goes");
+                // Not when the served one has already hung up and is being torn down: this is its
+                // successor (QEMU's reconnect=1 connects again at once after it gave up), served soon.
+                if (!served.frontendGone()) {
+                    log.info("a frontend" + Session.peerOf(client) + " waits: " + served.describe()
+                            + " is connected, and a device serves one frontend at a time; this one is served when it goes");
+                }
                 if (waiting.size() < BACKLOG) {
                     listening.rearm();
                 } else {
