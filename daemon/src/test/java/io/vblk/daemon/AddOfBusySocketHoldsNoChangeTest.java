@@ -55,7 +55,7 @@ class AddOfBusySocketHoldsNoChangeTest {
 
     /**
      * The same with no foreign process: an export of this daemon with its frontend connected
-     * accepts nobody else (VhostUserServer serves one at a time, backlog 4). Named through a
+     * serves nobody else (VhostUserServer serves one at a time, keeps 4 waiting, backlog 4). Named through a
      * symlinked directory, its socket passed the same-path check (normalized paths, not files)
      * and reached the blocking connect.
      */
@@ -71,7 +71,8 @@ class AddOfBusySocketHoldsNoChangeTest {
         CompletableFuture<Object> hostile = null;
         try {
             add(daemon, "x", x, xs);
-            for (int i = 0; i < 6; i++) { // the one served, then what its backlog of 4 queues
+            // The one served, the 4 it accepts and keeps waiting, then what its backlog of 4 queues (5).
+            for (int i = 0; i < 10; i++) {
                 frontends.add(SocketChannel.open(UnixDomainSocketAddress.of(xs)));
                 Thread.sleep(100);
             }

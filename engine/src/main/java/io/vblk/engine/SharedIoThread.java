@@ -62,8 +62,22 @@ public final class SharedIoThread implements AutoCloseable {
     private static final long FAULT_BACKOFF_NS = 1_000_000;
     /** The member whose sleep checks run now, or NO_MEMBER (this thread only: names a fault's member). */
     private int current = NO_MEMBER;
-    private volatile long sleptNs;
+    /**
+     * Time slept in epoll since start, in one field so a reader on another thread sees a
+     * consistent figure without a lock: while awake, the total slept (>= 0); while sleeping,
+     * {@code ~(sleepStart - sleptBefore)} (negative), both relative to {@link #startedNs}, so the
+     * sleep in progress counts as slept (an idle thread reads idle, not busy).
+     */
+    private volatile long sleepMark;
     private final long startedNs = System.nanoTime();
+    /**
+     * {@link #busyFraction()}'s two samples (time and slept, relative to start; guarded by this):
+     * the figure covers the time since the older one; the newer one replaces it once it is
+     * {@link #BUSY_WINDOW_NS} old.
+     */
+    private long olderNs, olderSlept, newerNs, newerSlept;
+    /** The shortest window {@link #busyFraction()} averages over, once the thread is that old. */
+    static final long BUSY_WINDOW_NS = 10_000_000_000L;
 
     /**
      * Starts a shared I/O thread named {@code name} that waits with {@code waitStrategy} when all
@@ -183,10 +197,30 @@ public final class SharedIoThread implements AutoCloseable {
         return memberCount;
     }
 
-    /** The fraction of its life spent awake (0 to 1): rounds and polling, not sleeping in epoll. */
-    public double busyFraction() {
-        long alive = Math.max(1, System.nanoTime() - startedNs);
-        return Math.max(0, Math.min(1, 1 - (double) sleptNs / alive));
+    /**
+     * The fraction of the recent past spent awake (0 to 1): rounds and polling, not sleeping in
+     * epoll (a sleep in progress counts as sleep, so an idle thread reads near 0). It covers the
+     * time since start for a young thread, then since a sample taken at least 10 s earlier: 10 to
+     * 20 s when read every few seconds, the time since the reading before when read seldom. For
+     * diagnostics: synchronized, never called on the I/O thread.
+     */
+    public synchronized double busyFraction() {
+        long now = System.nanoTime() - startedNs;
+        long slept = sleptUntil(now);
+        if (now - newerNs >= BUSY_WINDOW_NS) {
+            olderNs = newerNs;
+            olderSlept = newerSlept;
+            newerNs = now;
+            newerSlept = slept;
+        }
+        long span = Math.max(1, now - olderNs);
+        return Math.max(0, Math.min(1, 1 - (double) (slept - olderSlept) / span));
+    }
+
+    /** Nanoseconds slept in epoll from start until {@code now} (relative to start). */
+    private long sleptUntil(long now) {
+        long mark = sleepMark;
+        return mark >= 0 ? mark : now - ~mark;
     }
 
     /** The Linux thread id of the running thread (0 before it started), for tests. */
@@ -446,9 +480,11 @@ public final class SharedIoThread implements AutoCloseable {
             }
         }
         if (!wakeNow) {
-            long before = System.nanoTime();
+            long slept = sleepMark;
+            long before = System.nanoTime() - startedNs;
+            sleepMark = ~(before - slept); // asleep from now: a reader counts it as it goes
             int ready = epoll.await(timeoutMs);
-            sleptNs += System.nanoTime() - before;
+            sleepMark = slept + System.nanoTime() - startedNs - before;
             for (int i = 0; i < ready; i++) {
                 if (epoll.data(i) == TAG_WAKEUP) {
                     wakeup.read();

@@ -301,6 +301,22 @@ class SharedIoThreadTest {
         }
     }
 
+    /** iothread.list's busy_fraction: a thread asleep in epoll now is idle, not busy (it read 1.0). */
+    @Test
+    void anIdleSharedThreadReadsIdle() throws Exception {
+        try (SharedIoThread shared = new SharedIoThread("shared-idle", WaitStrategy.ADAPTIVE, 50_000);
+             DeviceRig a = DeviceRig.builder(dir, BackendKind.NULL).tuning(blocking()).ioThreads(shared).build()) {
+            long buf = a.buffer(0, 4096);
+            for (int i = 0; i < 10; i++) {
+                assertEquals(S_OK, a.roundTrip(0, T_IN, i, buf, 4096, true));
+            }
+            Thread.sleep(1000);
+            assertTrue(shared.isSleeping(), "idle shared thread asleep in epoll");
+            double busy = shared.busyFraction();
+            assertTrue(busy < 0.2, "idle for 1 s, busy fraction " + busy);
+        }
+    }
+
     private static void submitReads(DeviceRig rig, int count) {
         long buf = rig.buffer(0, 4096L * count);
         for (int i = 0; i < count; i++) {

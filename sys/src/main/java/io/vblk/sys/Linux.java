@@ -46,6 +46,7 @@ public final class Linux {
     public static final short POLLERR = 0x008;
     public static final short POLLHUP = 0x010;
     public static final short POLLNVAL = 0x020;
+    public static final short POLLRDHUP = 0x2000;
 
     // memfd_create(2)
     public static final int MFD_CLOEXEC = 1;

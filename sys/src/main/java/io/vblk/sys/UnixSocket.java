@@ -142,6 +142,18 @@ public final class UnixSocket implements AutoCloseable {
         return rc != 0;
     }
 
+    /**
+     * Whether the peer has closed or shut down its end (POLLRDHUP or POLLHUP now, without
+     * waiting), even with data of it still unread. For the control path: allocates.
+     */
+    public boolean peerHungUp() {
+        NativeBuffer pollfd = new NativeBuffer(8);
+        pollfd.buffer().putInt(0, fd);
+        pollfd.buffer().putShort(4, Linux.POLLRDHUP);
+        long rc = Native.libc().poll(pollfd.address(), 1, 0);
+        return rc > 0 && (pollfd.buffer().getShort(6) & (Linux.POLLRDHUP | Linux.POLLHUP)) != 0;
+    }
+
     /** The descriptor. */
     public int fd() {
         return fd;

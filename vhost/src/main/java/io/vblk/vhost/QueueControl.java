@@ -37,6 +37,8 @@ final class QueueControl {
     private final KickPoller poller;
     private final Log log;
     private final String who;
+    /** Whether a ring of this frontend ever started (for the disconnect line; its handler thread only). */
+    private boolean everStarted;
     /** Where {@link #ringIndex} reads a ring index to. */
     private final NativeBuffer indexBuffer = new NativeBuffer(Long.BYTES);
 
@@ -96,6 +98,7 @@ final class QueueControl {
             throw ProtocolError.rejected("vring " + q + " cannot start: " + e.getMessage());
         }
         v.running = true;
+        everStarted = true;
         v.recoverInflight = false;
         poller.poll(q, v.kick == null);
         log.info(String.format("%s: queue %d started: size %d, avail index %d, desc 0x%x avail 0x%x used 0x%x%s%s", who,
@@ -302,6 +305,11 @@ final class QueueControl {
             }
         }
         return base;
+    }
+
+    /** Whether a ring of this frontend ever started. */
+    boolean everStarted() {
+        return everStarted;
     }
 
     private boolean anyRunning() {

@@ -26,6 +26,8 @@ import io.vblk.sys.UnixSocket;
 final class Session {
     private final int id;
     private final String who;
+    /** The peer's " (pid P, uid U)" from SO_PEERCRED, read once at accept (or "" if unreadable). */
+    private final String peer;
     private final UnixSocket socket;
     private final MessageChannel channel;
     private final Message message = new Message();
@@ -44,6 +46,8 @@ final class Session {
     private EventLoop.Registration registration;
     private boolean ended;
     private long messages;
+    /** The last request handled, or -1 (for the line logged when the frontend goes early). */
+    private int lastRequest = -1;
     /** The frontend's channel for backend requests (SET_BACKEND_REQ_FD), or null; guarded by this. */
     private BackendChannel backend;
     /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
@@ -59,6 +63,7 @@ final class Session {
         this.id = id;
         this.who = "frontend " + id;
         this.socket = socket;
+        this.peer = peerOf(socket);
         this.channel = new MessageChannel(socket);
         this.log = log;
         this.onEnd = onEnd;
@@ -83,7 +88,7 @@ final class Session {
      * thread). Never throws for anything the frontend does.
      */
     void start(EventLoop loop, Executor handlers) {
-        log.info(who + " connected" + peer());
+        log.info(who + " connected" + peer);
         synchronized (turnLock) { // the first turn may come at once: let it find the registration
             registration = loop.register(socket.fd(), handlers, this::turn);
         }
@@ -110,10 +115,11 @@ final class Session {
                 int got = channel.receive(message);
                 if (got == MessageChannel.MESSAGE) {
                     messages++;
+                    lastRequest = message.request();
                     dispatch(message);
                     message.closeFds();
                 } else if (got == MessageChannel.END) {
-                    end = who + " disconnected after " + messages + " messages";
+                    end = disconnected();
                 }
             } catch (ProtocolError e) {
                 end = who + ": connection closed: " + e.getMessage();
@@ -161,13 +167,47 @@ final class Session {
         onEnd.accept(this);
     }
 
-    private String peer() {
+    /**
+     * The line for a frontend that closed the connection. One that goes before starting a ring
+     * gave up during set-up: the line names its last request, and after GET_QUEUE_NUM the likely
+     * reason (QEMU's vhost-user-blk with num-queues above the device's count disconnects there,
+     * saying so only on its own stderr).
+     */
+    private String disconnected() {
+        String line = who + " disconnected after " + messages + " messages";
+        if (control.everStarted() || lastRequest < 0) {
+            return line;
+        }
+        line += ", the last " + Request.name(lastRequest) + ", before starting a ring";
+        if (lastRequest == Request.GET_QUEUE_NUM) {
+            int n = state.vrings.length;
+            line += " (the device has " + n + (n == 1 ? " queue" : " queues")
+                    + ": a frontend that asks for more gives up here; serve more with --queues, export.add \"queues\")";
+        }
+        return line;
+    }
+
+    /** "frontend N (pid P, uid U)": for lines about this frontend logged by others (any thread). */
+    String describe() {
+        return who + peer;
+    }
+
+    /** " (pid P, uid U)" of {@code socket}'s peer (SO_PEERCRED), or "" if it cannot be read. */
+    static String peerOf(UnixSocket socket) {
         try {
             int[] cred = socket.peerCredentials();
             return " (pid " + cred[0] + ", uid " + cred[1] + ")";
         } catch (RuntimeException e) {
             return "";
         }
+    }
+
+    /**
+     * Whether the frontend has gone (closed its end, or this session has closed the connection)
+     * though the session may not have seen it yet. Any thread.
+     */
+    synchronized boolean frontendGone() {
+        return closed || socket.peerHungUp();
     }
 
     /** SET_BACKEND_REQ_FD: keeps the socket on which backend requests go (replacing an earlier one). */

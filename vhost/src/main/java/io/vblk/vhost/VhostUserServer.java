@@ -2,6 +2,7 @@ package io.vblk.vhost;
 
 import java.nio.file.Path;
 import java.nio.file.attribute.GroupPrincipal;
+import java.util.ArrayDeque;
 import java.util.Objects;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executor;
@@ -20,8 +21,9 @@ import io.vblk.sys.UnixSocket;
 /**
  * A vhost-user-blk backend: one {@link BlockDevice} served on a Unix socket to one frontend at a
  * time (QEMU's {@code vhost-user-blk-pci}, Cloud Hypervisor, a load generator). Further
- * frontends wait in the listen backlog; when a frontend goes, its rings are drained, the device
- * is reset, everything it sent is closed, and the next one is accepted.
+ * frontends are accepted, logged once with their pid and the served one's, and wait unanswered;
+ * when a frontend goes, its rings are drained, the device is reset, everything it sent is
+ * closed, and the next one is served.
  *
  * <pre>{@code
  * try (VhostUserServer server = VhostUserServer.builder(socket, config, BackendFactory.of(kind, image))
@@ -53,7 +55,7 @@ public final class VhostUserServer implements AutoCloseable {
      */
     public static final String GUEST_MEMORY_ANY_FILE_SYSTEM = "vblk.vhost.guestMemoryAnyFileSystem";
 
-    /** Frontends that may wait while one is served; more are refused by the kernel. */
+    /** Frontends kept waiting (accepted) while one is served; as many more wait in the kernel's backlog. */
     static final int BACKLOG = 4;
     private static final long CLOSE_WAIT_SECONDS = 30;
     /**
@@ -90,6 +92,10 @@ public final class VhostUserServer implements AutoCloseable {
     /** Orders the listener's turns, session ends and stop; never held across a drain. */
     private final Object listenLock = new Object();
     private EventLoop.Registration listening;
+    /** Accepted frontends waiting for the served one to go, oldest first (guarded by listenLock). */
+    private final ArrayDeque<UnixSocket> waiting = new ArrayDeque<>();
+    /** The listener is not watched because {@link #BACKLOG} frontends wait (guarded by listenLock). */
+    private boolean listenerPaused;
 
     private VhostUserServer(Builder b) {
         this.log = b.log;
@@ -213,13 +219,16 @@ public final class VhostUserServer implements AutoCloseable {
     }
 
     /**
-     * The listening socket is ready: accepts one frontend and serves it. The listening socket is
-     * not watched again until that frontend has gone, so further ones wait in the backlog.
+     * The listening socket is ready: accepts a frontend and serves it, or, while another is
+     * served, keeps it waiting (logged once, with both peers) until that one has gone. The
+     * listening socket stays watched while a frontend is served, so a second frontend is seen
+     * and logged at once instead of waiting silently in the kernel's backlog; once
+     * {@link #BACKLOG} are kept waiting it is not watched until one is served.
      */
     private void acceptTurn() {
         synchronized (listenLock) {
             if (stopping) {
-                finishServing();
+                stopListening();
                 return;
             }
             UnixSocket client;
@@ -227,7 +236,7 @@ public final class VhostUserServer implements AutoCloseable {
                 client = socketFile.socket().acceptNonBlocking();
             } catch (NativeException e) {
                 if (stopping) {
-                    finishServing();
+                    stopListening();
                     return;
                 }
                 log.info("accept failed: " + e.getMessage());
@@ -242,7 +251,7 @@ public final class VhostUserServer implements AutoCloseable {
             }
             if (stopping) {
                 client.close();
-                finishServing();
+                stopListening();
                 return;
             }
             String refusal = peers.refusal(client);
@@ -252,39 +261,90 @@ public final class VhostUserServer implements AutoCloseable {
                 listening.rearm();
                 return;
             }
-            Session session = new Session(sessions.incrementAndGet(), client, device, errors, poller, log, this::sessionEnded,
-                    activation);
-            current = session;
-            // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
-            // then read 'stopping', so one of us sees the other.
-            if (stopping) {
-                session.shutdown();
-            }
-            try {
-                session.start(loop, handlers);
-            } catch (RuntimeException e) {
-                // Not watched (the loop is closing, or epoll refused): nothing of it to tear down.
-                log.info("frontend " + session.id() + ": cannot be served: " + e);
-                current = null;
-                client.close();
-                if (stopping) {
-                    finishServing();
-                } else {
-                    listening.rearm();
+            Session served = current;
+            if (served != null) {
+                waiting.add(client);
+                // Not when the served one has already hung up and is being torn down: this is its
+                // successor (QEMU's reconnect=1 connects again at once after it gave up), served soon.
+                if (!served.frontendGone()) {
+                    log.info("a frontend" + Session.peerOf(client) + " waits: " + served.describe()
+                            + " is connected, and a device serves one frontend at a time; this one is served when it goes");
                 }
+                if (waiting.size() < BACKLOG) {
+                    listening.rearm();
+                } else {
+                    listenerPaused = true; // the next ones wait in the kernel's backlog
+                }
+                return;
+            }
+            serve(client);
+            if (!stopping || current != null) {
+                listening.rearm();
+            } else {
+                finishServing();
             }
         }
     }
 
-    /** The frontend has gone and the device is reset: the next one may come. */
+    /**
+     * A stop has come to the listener: serving finishes now when no frontend is served, else when
+     * the served one has drained and gone ({@link #sessionEnded}). Holds listenLock.
+     */
+    private void stopListening() {
+        if (current == null) {
+            finishServing();
+        }
+    }
+
+    /**
+     * Serves {@code client} as the current frontend; false (client closed, logged) when it
+     * cannot be watched. Holds listenLock, and no frontend is served.
+     */
+    private boolean serve(UnixSocket client) {
+        Session session = new Session(sessions.incrementAndGet(), client, device, errors, poller, log, this::sessionEnded,
+                activation);
+        current = session;
+        // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
+        // then read 'stopping', so one of us sees the other.
+        if (stopping) {
+            session.shutdown();
+        }
+        try {
+            session.start(loop, handlers);
+            return true;
+        } catch (RuntimeException e) {
+            // Not watched (the loop is closing, or epoll refused): nothing of it to tear down.
+            log.info("frontend " + session.id() + ": cannot be served: " + e);
+            current = null;
+            client.close();
+            return false;
+        }
+    }
+
+    /** The frontend has gone and the device is reset: the next one, waiting or to come, may be served. */
     private void sessionEnded(Session s) {
         synchronized (listenLock) {
             current = null;
             if (stopping) {
                 finishServing();
-            } else {
+                return;
+            }
+            while (current == null && !waiting.isEmpty()) {
+                serve(waiting.poll());
+            }
+            if (current == null && stopping) {
+                finishServing();
+            } else if (listenerPaused) {
+                listenerPaused = false;
                 listening.rearm();
             }
+        }
+    }
+
+    /** Closes the frontends kept waiting (serving has ended). Holds listenLock. */
+    private void closeWaiting() {
+        for (UnixSocket w; (w = waiting.poll()) != null; ) {
+            w.close();
         }
     }
 
@@ -302,6 +362,10 @@ public final class VhostUserServer implements AutoCloseable {
             return;
         }
         listening.cancel();
+        if (!waiting.isEmpty()) {
+            log.info("serving stopped: " + waiting.size() + " waiting frontend(s) disconnected");
+            closeWaiting();
+        }
         finished.countDown();
         EventLoop own = ownLoop;
         if (own != null) {
@@ -355,6 +419,7 @@ public final class VhostUserServer implements AutoCloseable {
             if (listening != null) {
                 listening.cancel(); // before the descriptor closes, even after a stuck drain
             }
+            closeWaiting();
         }
         poller.close();
         // Bounded: a back end that never completes what is in flight must not hold export.remove
