@@ -107,7 +107,32 @@ final class CtlCommand implements Callable<Integer> {
             }
             params.put(name.replace('-', '_'), value(value));
         }
+        absolutePaths(params);
         return params.isEmpty() && (json == null || json.isEmpty()) ? null : params;
+    }
+
+    /**
+     * Parameters that name files (export.add's image, socket, backing_dir and tls_certificates,
+     * config.save's path): the daemon refuses relative names, since it would take them against
+     * its own working directory and serve another disk.
+     */
+    static final Set<String> PATH_KEYS = Set.of("image", "socket", "backing_dir", "tls_certificates", "path");
+
+    /** Makes every file name of {@code params} absolute against ctl's own working directory. */
+    private static void absolutePaths(Map<String, Object> params) {
+        for (String key : PATH_KEYS) {
+            if (!(params.get(key) instanceof String name) || name.isEmpty()) {
+                continue;
+            }
+            if (key.equals("image") && (name.startsWith(ExportSpec.NULL_PREFIX) || io.vblk.block.NetworkDisk.isAddress(name))) {
+                continue; // null:SIZE, nbd://, nbds://, rbd: name no file
+            }
+            try {
+                params.put(key, Path.of(name).toAbsolutePath().toString());
+            } catch (java.nio.file.InvalidPathException e) {
+                // not a file name at all: the daemon says what is wrong with it
+            }
+        }
     }
 
     /** A value as JSON when it is JSON (a number, true, a list, ...), else as the string typed. */

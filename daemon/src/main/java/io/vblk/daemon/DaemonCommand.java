@@ -101,6 +101,9 @@ final class DaemonCommand implements Callable<Integer> {
 
     private Integer serve(Main.Context ctx, Log log, ExportSpec access, ConfigFile.PersistLock lock, Long sliceUs) {
         Config conf = persist ? ConfigFile.readPersisted(config) : config == null ? new Config(List.of(), List.of()) : Config.read(config);
+        if (config != null) {
+            conf = conf.resolvedAgainst(config.toAbsolutePath().getParent());
+        }
         List<Map<String, Object>> exports = conf.exports();
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         try {
@@ -178,6 +181,33 @@ final class DaemonCommand implements Callable<Integer> {
 
     /** The configuration file: the parameters of iothread.add and export.add calls, applied in that order. */
     record Config(List<Map<String, Object>> iothreads, List<Map<String, Object>> exports) {
+        /**
+         * The file's relative file names (an export's image, socket, backing_dir,
+         * tls_certificates) taken against {@code dir}, the file's directory, as other tools'
+         * configuration files do: the same file serves the same disks from any working directory.
+         */
+        Config resolvedAgainst(Path dir) {
+            List<Map<String, Object>> out = new java.util.ArrayList<>();
+            for (Map<String, Object> entry : exports) {
+                Map<String, Object> m = new java.util.LinkedHashMap<>(entry);
+                for (String key : CtlCommand.PATH_KEYS) {
+                    if (key.equals("path") || !(m.get(key) instanceof String name) || name.isEmpty()) {
+                        continue;
+                    }
+                    if (key.equals("image") && (name.startsWith(ExportSpec.NULL_PREFIX) || io.vblk.block.NetworkDisk.isAddress(name))) {
+                        continue;
+                    }
+                    try {
+                        m.put(key, dir.resolve(name).toString());
+                    } catch (java.nio.file.InvalidPathException e) {
+                        // not a file name: the entry's parse says what is wrong
+                    }
+                }
+                out.add(m);
+            }
+            return new Config(iothreads, out);
+        }
+
         /** Far above any real configuration (a few hundred bytes per export); the file is read whole into the heap. */
         static final int MAX_BYTES = 16 << 20;
 
