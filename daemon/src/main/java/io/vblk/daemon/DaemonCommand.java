@@ -27,7 +27,9 @@ import io.vblk.vhost.SocketFile;
             "",
             "The configuration file holds the objects the methods take: {\"iothreads\": [ {iothread.add params}, ... ], "
             + "\"exports\": [ {export.add params}, ... ]}."},
-        footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument or configuration, 1 for any other failure."})
+        footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument or configuration, 1 for any other "
+            + "failure (an image locked by another process, an NBD server down or not up yet, permission denied, an I/O "
+            + "error)."})
 final class DaemonCommand implements Callable<Integer> {
     @ParentCommand
     Main parent;
@@ -119,8 +121,8 @@ final class DaemonCommand implements Callable<Integer> {
         ControlServer server = null;
         MetricsEndpoint endpoint = null;
         try {
-            // Without --persist an entry that fails stops the start (status 2): the operator's
-            // file is wrong or its disk is not there. With it, the file is the daemon's own state
+            // Without --persist an entry that fails stops the start (status 2: the operator's
+            // file is wrong; 1: its disk is locked elsewhere, unreachable or refused). With it, the file is the daemon's own state
             // after a restart: one disk that cannot open (an image gone, a server not up yet) must
             // not keep every other down, so it is kept as a failed entry (config.status, metrics,
             // the file unchanged) and the start goes on.
@@ -134,6 +136,9 @@ final class DaemonCommand implements Callable<Integer> {
                         daemon.addIoThread(Params.json(conf.iothreads().get(i)));
                     }
                 } catch (InvalidParams | RpcError e) {
+                    if (Main.failure(e)) {
+                        throw new RpcError(((RpcError) e).code, "--config " + config + ": iothreads[" + i + "]: " + e.getMessage(), e);
+                    }
                     throw new InvalidParams("--config " + config + ": iothreads[" + i + "]: " + e.getMessage());
                 }
             }
@@ -145,6 +150,9 @@ final class DaemonCommand implements Callable<Integer> {
                         daemon.add(daemon.parseExport(Params.json(exports.get(i))));
                     }
                 } catch (InvalidParams | RpcError e) {
+                    if (Main.failure(e)) {
+                        throw new RpcError(((RpcError) e).code, "--config " + config + ": exports[" + i + "]: " + e.getMessage(), e);
+                    }
                     throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
                 }
             }

@@ -143,6 +143,11 @@ final class Export implements AutoCloseable {
             }
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(e.getMessage());
+        } catch (RuntimeException e) {
+            if (network != null) {
+                throw e;
+            }
+            throw openFailure(spec, spec.image, e); // a qcow2 file locked elsewhere, unwritable, unreadable
         }
         // A qcow2 image's drivers open and lock its file (inactive when incoming): no raw image here.
         io.vblk.block.ImageActivation activation = spec.image == null || format != null ? null : openImage(spec, log);
@@ -219,9 +224,59 @@ final class Export implements AutoCloseable {
                 }
             }
             return NetworkDisk.open(s.network, s.readOnly, s.nbdConnections, s.timeouts, tls);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams("cannot open " + s.network + ": " + addressOnce(s.network, e.getMessage()));
         } catch (RuntimeException e) {
-            throw new InvalidParams("cannot open " + s.network + ": " + e.getMessage());
+            // The server is down, refuses or is not up yet: not the caller's typo (status 1, not 2).
+            throw new RpcError(RpcError.OPEN_FAILED, "cannot open " + s.network + ": " + addressOnce(s.network, e.getMessage()), e);
         }
+    }
+
+    /** {@code message} without the address again ("NBD nbd://h/e: connect to nbd://h/e: ..."): the caller names it once. */
+    static String addressOnce(String address, String message) {
+        String m = String.valueOf(message);
+        List<String> names = new ArrayList<>(List.of(address));
+        try {
+            names.add(io.vblk.block.nbd.NbdAddress.parse(address).toString()); // as the NBD client spells it
+        } catch (RuntimeException e) {
+            // not an NBD address
+        }
+        for (String name : names) {
+            m = m.replace("NBD " + name + ": ", "").replace("connect to " + name, "connect");
+        }
+        return m;
+    }
+
+    /**
+     * An image that could not be opened: a lock held by another process is {@link RpcError#IN_USE},
+     * a refusal or I/O error {@link RpcError#OPEN_FAILED} (status 1: trying again, or another
+     * option, may succeed), a file name or option that cannot work {@link InvalidParams} (status 2).
+     */
+    static RuntimeException openFailure(ExportSpec s, Path path, RuntimeException e) {
+        String what = "cannot open image " + path + ": ";
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof io.vblk.sys.ImageLock.LockedException) {
+                return new RpcError(RpcError.IN_USE, what + e.getMessage(), e);
+            }
+        }
+        if (e instanceof IllegalArgumentException) {
+            return new InvalidParams(what + e.getMessage(), e);
+        }
+        NativeException ne = null;
+        for (Throwable t = e; t != null && ne == null; t = t.getCause()) {
+            ne = t instanceof NativeException n ? n : null;
+        }
+        if (ne != null) {
+            int errno = ne.errno();
+            if (errno == Errno.EINVAL && s.direct) {
+                return new InvalidParams(what + e.getMessage() + "; the filesystem may refuse O_DIRECT, try cache writeback", e);
+            }
+            if ((errno == Errno.EACCES || errno == Errno.EROFS || errno == Errno.EPERM) && !s.readOnly) {
+                return new RpcError(RpcError.OPEN_FAILED, what + e.getMessage() + ": " + path + " is not writable by uid "
+                        + io.vblk.sys.Native.libc().getuid() + ": pass --read-only (read_only: true) to serve it read-only", e);
+            }
+        }
+        return new RpcError(RpcError.OPEN_FAILED, what + e.getMessage(), e);
     }
 
     /** Opens the image after checking what it is, so each mistake gets its own message. */
@@ -240,16 +295,9 @@ final class Export implements AutoCloseable {
             // incoming export holds the inactive set until its device starts.
             image = Image.open(path, ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct).bounceBudgetBytes(s.bounceBudget));
             activation = io.vblk.block.ImageActivation.lock(image, s.locking, s.incoming, log::info);
-        } catch (io.vblk.sys.ImageLock.LockedException e) {
-            closeQuietly(image);
-            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage(), e);
-        } catch (NativeException e) {
-            closeQuietly(image);
-            String hint = e.errno() == Errno.EINVAL && s.direct ? "; the filesystem may refuse O_DIRECT, try cache writeback" : "";
-            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage() + hint);
         } catch (RuntimeException e) {
             closeQuietly(image);
-            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage());
+            throw openFailure(s, path, e);
         }
         FormatChoice.warnIfLooksLikeQcow2(path, log);
         long size = image.sizeBytes();

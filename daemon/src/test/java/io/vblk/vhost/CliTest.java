@@ -188,4 +188,40 @@ class CliTest {
             p.destroyForcibly();
         }
     }
+
+    /**
+     * A start that fails for a reason other than a bad argument (an image locked by another
+     * process, a server down, an image that cannot be opened writable) is status 1, not 2, so a
+     * service manager's RestartPreventExitStatus=2 tells a typo from a server not up yet; each
+     * is one line, the address named once.
+     */
+    @Test
+    void failuresThatAreNotBadArgumentsAreStatusOne() throws Exception {
+        String sock = dir.resolve("s.sock").toString();
+        Result refused = run("serve", "--image", "nbd://127.0.0.1:1/x", "--socket", sock, "--retry-timeout-ms", "0");
+        assertEquals(1, refused.status(), refused.toString());
+        assertTrue(refused.err().contains("Connection refused"), refused.err());
+        assertEquals(1, refused.err().split("nbd://127.0.0.1:1/x", -1).length - 1, "the address once: " + refused.err());
+        assertFalse(refused.err().contains("--help") || refused.err().contains("Exception"), refused.err());
+
+        Path img = image("held.img", 1 << 20);
+        Path other = dir.resolve("other.sock");
+        try (ServeProcess holder = ServeProcess.start(dir, other, "--image", img.toString(), "--socket", other.toString())) {
+            Result locked = run("serve", "--image", img.toString(), "--socket", sock);
+            assertEquals(1, locked.status(), locked + " beside " + holder);
+            assertTrue(locked.err().contains("lock"), locked.err());
+        }
+
+        Path ro = image("ro.img", 1 << 20);
+        assertTrue(Files.isWritable(ro));
+        boolean immutable = new ProcessBuilder("chattr", "+i", ro.toString()).start().waitFor() == 0;
+        org.junit.jupiter.api.Assumptions.assumeTrue(immutable || !Files.isWritable(ro), "chattr +i not available");
+        try {
+            Result denied = run("serve", "--image", ro.toString(), "--socket", sock);
+            assertEquals(1, denied.status(), denied.toString());
+            assertTrue(denied.err().contains("is not writable by uid") && denied.err().contains("pass --read-only"), denied.err());
+        } finally {
+            new ProcessBuilder("chattr", "-i", ro.toString()).start().waitFor();
+        }
+    }
 }
