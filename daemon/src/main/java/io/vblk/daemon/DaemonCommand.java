@@ -126,6 +126,7 @@ final class DaemonCommand implements Callable<Integer> {
             // after a restart: one disk that cannot open (an image gone, a server not up yet) must
             // not keep every other down, so it is kept as a failed entry (config.status, metrics,
             // the file unchanged) and the start goes on.
+            validate(conf, daemon);
             int failedThreads = 0;
             int failed = 0;
             for (int i = 0; i < conf.iothreads().size(); i++) {
@@ -187,6 +188,73 @@ final class DaemonCommand implements Callable<Integer> {
         return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
     }
 
+    /**
+     * Checks every entry of the file before the first opens: a wrong file is told at once, not
+     * served in part (an export served for a moment, then closed for a later entry's mistake).
+     * Ids are unique in each list. Without --persist every entry must also parse, no two exports
+     * share a socket, nor an image unless both read it only, and every I/O thread an export names
+     * is in the file; with it, an entry that cannot work is kept as a failed entry instead (the
+     * file is the daemon's own state), so only what would make the file ambiguous is refused.
+     */
+    private void validate(Config conf, Daemon daemon) {
+        Map<String, Integer> threadIds = new java.util.HashMap<>();
+        for (int i = 0; i < conf.iothreads().size(); i++) {
+            Map<String, Object> entry = conf.iothreads().get(i);
+            String where = "--config " + config + ": iothreads[" + i + "]: ";
+            try {
+                Object id = persist ? entry.get("id") : daemon.checkIoThread(Params.json(entry));
+                Integer earlier = id instanceof String s ? threadIds.putIfAbsent(s, i) : null;
+                if (earlier != null) {
+                    throw new InvalidParams("I/O thread '" + id + "' already exists (iothreads[" + earlier + "])");
+                }
+            } catch (InvalidParams e) {
+                throw new InvalidParams(where + e.getMessage());
+            }
+        }
+        Map<String, Integer> ids = new java.util.HashMap<>();
+        Map<Path, Integer> sockets = new java.util.HashMap<>();
+        Map<Path, Integer> images = new java.util.HashMap<>();
+        Map<Path, Boolean> imagesReadOnly = new java.util.HashMap<>();
+        for (int i = 0; i < conf.exports().size(); i++) {
+            Map<String, Object> entry = conf.exports().get(i);
+            String where = "--config " + config + ": exports[" + i + "]: ";
+            try {
+                if (persist) {
+                    Integer earlier = entry.get("id") instanceof String s ? ids.putIfAbsent(s, i) : null;
+                    if (earlier != null) {
+                        throw new InvalidParams("export '" + entry.get("id") + "' already exists (exports[" + earlier + "])");
+                    }
+                    continue;
+                }
+                ExportSpec spec = daemon.parseExport(Params.json(entry));
+                Integer earlier = ids.putIfAbsent(spec.id, i);
+                if (earlier != null) {
+                    throw new InvalidParams("export '" + spec.id + "' already exists (exports[" + earlier + "])");
+                }
+                earlier = sockets.putIfAbsent(spec.socket.toAbsolutePath().normalize(), i);
+                if (earlier != null) {
+                    throw new InvalidParams("socket " + spec.socket + " is the socket of exports[" + earlier + "]");
+                }
+                if (spec.image != null) {
+                    Path image = spec.image.toAbsolutePath().normalize();
+                    earlier = images.putIfAbsent(image, i);
+                    if (earlier != null && !(spec.readOnly && imagesReadOnly.get(image))) {
+                        throw new InvalidParams("image " + spec.image + " is the image of exports[" + earlier + "] (an image is"
+                                + " exported once unless every use of it is read-only)");
+                    }
+                    imagesReadOnly.merge(image, spec.readOnly, Boolean::logicalAnd);
+                }
+                for (String thread : spec.iothreads) {
+                    if (!threadIds.containsKey(thread)) {
+                        throw new InvalidParams("iothreads: no I/O thread '" + thread + "' in the file's \"iothreads\"");
+                    }
+                }
+            } catch (InvalidParams e) {
+                throw new InvalidParams(where + e.getMessage());
+            }
+        }
+    }
+
     /** The configuration file: the parameters of iothread.add and export.add calls, applied in that order. */
     record Config(List<Map<String, Object>> iothreads, List<Map<String, Object>> exports) {
         /**
@@ -242,7 +310,7 @@ final class DaemonCommand implements Callable<Integer> {
                         .decode(java.nio.ByteBuffer.wrap(bytes)).toString();
                 doc = JsonRpc.JSON_IN.anyFrom(text);
             } catch (IOException e) {
-                throw new InvalidParams("--config " + file + ": not valid JSON: " + String.valueOf(e.getMessage()).lines().findFirst().orElse(""));
+                throw new InvalidParams("--config " + file + ": not valid JSON: " + JsonRpc.syntaxError(e));
             }
             if (!(doc instanceof Map<?, ?> top)) {
                 throw new InvalidParams("--config " + file + ": expected an object {\"iothreads\": [...], \"exports\": [...]}");

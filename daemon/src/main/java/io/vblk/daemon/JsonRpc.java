@@ -88,6 +88,23 @@ final class JsonRpc implements ControlServer.LineHandler {
         }
     }
 
+    /**
+     * Why {@code text} (a file, a --json argument) is not JSON: the parser's reason and where,
+     * "line L, column C", so a person finds the comma in a long file.
+     */
+    static String syntaxError(IOException e) {
+        String message = String.valueOf(e.getMessage());
+        // Jackson ends its message with " at [Source: ...; line: L, column: C]" (the source may be the whole text).
+        java.util.regex.Matcher at = LOCATION.matcher(message);
+        String where = null;
+        while (at.find()) {
+            where = " (line " + at.group(1) + ", column " + at.group(2) + ")";
+        }
+        return firstLine(message) + (where == null ? "" : where);
+    }
+
+    private static final java.util.regex.Pattern LOCATION = java.util.regex.Pattern.compile("line: (\\d+), column: (\\d+)\\]");
+
     private static String firstLine(String s) {
         if (s == null) {
             return "";

@@ -95,11 +95,15 @@ class CliTest {
         bad("multiple of 512", "serve", "--image", "null:1000", "--socket", sock);
         bad("--image must be at least 1", "serve", "--image", "null:0", "--socket", sock);
         bad("needs an image file", "serve", "--image", "null:1G", "--socket", sock, "--aio", "linux-aio");
-        bad("Connection refused", "serve", "--image", "nbds://127.0.0.1:1/x", "--socket", sock);
+        Result down = run("serve", "--image", "nbds://127.0.0.1:1/x", "--socket", sock); // a server down: 1, not 2
+        assertEquals(1, down.status(), down.toString());
+        assertTrue(down.err().contains("Connection refused"), down.toString());
         bad("applies to nbds://", "serve", "--image", "nbd+unix:///x?socket=/s", "--tls-certificates", dir.toString(),
                 "--socket", sock);
         bad("socket=PATH", "serve", "--image", "nbd+unix:///x", "--socket", sock);
-        bad("cannot open nbd+unix", "serve", "--image", "nbd+unix:///x?socket=" + dir.resolve("none.sock"), "--socket", sock);
+        Result notUp = run("serve", "--image", "nbd+unix:///x?socket=" + dir.resolve("none.sock"), "--socket", sock);
+        assertEquals(1, notUp.status(), "a server not up yet: " + notUp); // its socket not there yet
+        assertTrue(notUp.err().contains("cannot open nbd+unix"), notUp.toString());
         bad("TLS parameters on a plain NBD URI", "serve", "--image", "nbd://127.0.0.1/x?tls-certificates=/etc",
                 "--socket", sock);
         bad("expected rbd:POOL/IMAGE", "serve", "--image", "rbd:justapool", "--socket", sock);
@@ -223,5 +227,37 @@ class CliTest {
         } finally {
             new ProcessBuilder("chattr", "-i", ro.toString()).start().waitFor();
         }
+    }
+
+    /** A JSON syntax error in --config or ctl --json says where it is. */
+    @Test
+    void jsonSyntaxErrorsSayWhere() throws IOException {
+        Path conf = dir.resolve("bad.json");
+        Files.writeString(conf, "{\"exports\": [\n  {\"id\": \"a\",\n   \"image\" \"x\"}\n]}\n");
+        bad("(line 3, column", "daemon", "--control", dir.resolve("c.sock").toString(), "--config", conf.toString());
+        bad("(line 1, column", "ctl", "--control", dir.resolve("c.sock").toString(), "export.list", "--json", "{\"id\": }");
+    }
+
+    /**
+     * Every entry of --config is checked before the first export opens: a later entry's mistake
+     * is told before an earlier export is opened (here, before the first one's missing image).
+     */
+    @Test
+    void aConfigIsCheckedWholeBeforeAnyExportOpens() throws IOException {
+        Path conf = dir.resolve("dup.json");
+        String a = "{\"id\": \"a\", \"image\": \"" + dir.resolve("missing.img") + "\", \"socket\": \"" + dir.resolve("a.sock") + "\"}";
+        String b = "{\"id\": \"a\", \"image\": \"null:1M\", \"socket\": \"" + dir.resolve("b.sock") + "\"}";
+        Files.writeString(conf, "{\"exports\": [" + a + ", " + b + "]}");
+        bad("exports[1]: export 'a' already exists (exports[0])", "daemon", "--control", dir.resolve("c.sock").toString(),
+                "--config", conf.toString());
+        String c = "{\"id\": \"c\", \"image\": \"null:1M\", \"socket\": \"" + dir.resolve("a.sock") + "\"}";
+        Files.writeString(conf, "{\"exports\": [" + a + ", " + c + "]}");
+        bad("exports[1]: socket " + dir.resolve("a.sock") + " is the socket of exports[0]", "daemon", "--control",
+                dir.resolve("c.sock").toString(), "--config", conf.toString());
+        String t = "{\"id\": \"t\", \"image\": \"null:1M\", \"socket\": \"" + dir.resolve("t.sock") + "\", \"iothreads\": [\"x\"]}";
+        Files.writeString(conf, "{\"exports\": [" + a + ", " + t + "]}");
+        bad("exports[1]: iothreads: no I/O thread 'x'", "daemon", "--control", dir.resolve("c.sock").toString(),
+                "--config", conf.toString());
+        assertFalse(Files.exists(dir.resolve("c.sock")), "no control socket left");
     }
 }
