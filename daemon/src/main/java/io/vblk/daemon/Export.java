@@ -158,6 +158,10 @@ final class Export implements AutoCloseable {
                     : image == null ? spec.nullSizeBytes : image.sizeBytes();
             BackendChoice backends = new BackendChoice(kind, image, log, wrap);
             BlkConfig config = config(spec, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
+            if (staleSocket(spec.socket)) {
+                // Listening replaces it (a live one was refused before): said once, not silently.
+                log.info("export " + spec.id + ": replacing the stale socket file " + spec.socket + " (nothing was listening on it)");
+            }
             VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
                     .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id)
                     .controlThreads(control.loop(), control.vhostHandlers());
@@ -208,6 +212,20 @@ final class Export implements AutoCloseable {
         } catch (RuntimeException e) {
             closeQuietly(image);
             throw e;
+        }
+    }
+
+    /** Whether {@code path} is a socket file, which listening replaces when nothing listens on it (else refused). */
+    static boolean staleSocket(Path path) {
+        try {
+            if (!Files.readAttributes(path, java.nio.file.attribute.BasicFileAttributes.class,
+                    java.nio.file.LinkOption.NOFOLLOW_LINKS).isOther()) {
+                return false;
+            }
+            io.vblk.vhost.SocketFile.refuseLive(path); // a live one is refused by the listen, not replaced
+            return true;
+        } catch (java.io.IOException | RuntimeException e) {
+            return false;
         }
     }
 
