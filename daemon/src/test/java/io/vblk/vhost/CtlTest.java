@@ -149,4 +149,22 @@ class CtlTest {
             assertTrue(Files.exists(sub.resolve("k.sock")), "socket beside the file");
         }
     }
+
+    /** A socket file nothing listens on is named as likely stale; export.stats' nested latency is columns of the table. */
+    @Test
+    void staleSocketHintAndFlatStatsTable() throws Exception {
+        Path stale = dir.resolve("stale.sock");
+        try (java.nio.channels.ServerSocketChannel ch = java.nio.channels.ServerSocketChannel.open(java.net.StandardProtocolFamily.UNIX)) {
+            ch.bind(java.net.UnixDomainSocketAddress.of(stale));
+        }
+        Result r = run("ctl", "--control", stale.toString(), "methods.list");
+        assertEquals(1, r.status(), r.toString());
+        assertTrue(r.err().contains("(no daemon is listening; stale socket file?)"), r.err());
+        try (DaemonRig d = new DaemonRig(dir.resolve("c.sock"))) {
+            d.result("export.add", "{\"id\":\"n\",\"image\":\"null:1M\",\"socket\":\"" + dir.resolve("n.sock") + "\"}");
+            Result stats = run("ctl", "--control", d.control.toString(), "export.stats", "--id", "n");
+            assertEquals(0, stats.status(), stats.toString());
+            assertTrue(stats.out().contains("latency.p99_us") && !stats.out().contains("{"), stats.out());
+        }
+    }
 }
