@@ -289,6 +289,10 @@ final class Export implements AutoCloseable {
             if (errno == Errno.EINVAL && s.direct) {
                 return new InvalidParams(what + e.getMessage() + "; the filesystem may refuse O_DIRECT, try cache writeback", e);
             }
+            if (errno == Errno.EINVAL || errno == Errno.ENOENT || errno == Errno.ENOTDIR || errno == Errno.ENODEV
+                    || errno == Errno.ESPIPE || errno == Errno.ELOOP || errno == 6 /* ENXIO */ || errno == 21 /* EISDIR */) {
+                return new InvalidParams(what + e.getMessage(), e); // a name that is no disk image: a bad argument
+            }
             if ((errno == Errno.EACCES || errno == Errno.EROFS || errno == Errno.EPERM) && !s.readOnly) {
                 return new RpcError(RpcError.OPEN_FAILED, what + e.getMessage() + ": " + path + " is not writable by uid "
                         + io.vblk.sys.Native.libc().getuid() + ": pass --read-only (read_only: true) to serve it read-only", e);
