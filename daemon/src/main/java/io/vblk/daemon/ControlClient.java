@@ -38,6 +38,16 @@ final class ControlClient implements AutoCloseable {
         return new ControlClient(ch);
     }
 
+    /**
+     * A hint for a connect refused on a socket file that exists: nothing listens on it (a daemon
+     * that died, leaving its socket file), else "".
+     */
+    static String staleHint(Path path, IOException e) {
+        boolean refused = e instanceof java.net.ConnectException || String.valueOf(e.getMessage()).contains("Connection refused");
+        return refused && java.nio.file.Files.exists(path, java.nio.file.LinkOption.NOFOLLOW_LINKS)
+                ? " (no daemon is listening; stale socket file?)" : "";
+    }
+
     /** Sends one raw line and returns the response line (null when the daemon closed). */
     String exchange(String line) throws IOException {
         out.write((line + "\n").getBytes(StandardCharsets.UTF_8));

@@ -90,7 +90,11 @@ final class ControlServer implements AutoCloseable {
         this.handlers = threads.rpcHandlers();
         this.peers = allowUids == null ? PeerFilter.defaults() : PeerFilter.of(allowUids);
         GroupPrincipal principal = group == null ? null : SocketFile.group(group);
+        boolean stale = Export.staleSocket(path);
         this.socketFile = SocketFile.listen(path, BACKLOG, mode, principal);
+        if (stale) {
+            log.info("control: replaced the stale socket file " + path + " (nothing was listening on it)");
+        }
         try {
             socketFile.socket().setNonBlocking();
             this.listening = loop.register(socketFile.socket().fd(), handlers, this::acceptTurn);

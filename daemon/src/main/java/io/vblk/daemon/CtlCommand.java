@@ -26,11 +26,13 @@ import picocli.CommandLine.Unmatched;
             + "pairs (--queue-size and --queue_size are the same; a value that is JSON, such as 4, true or [\"a\"], is "
             + "sent as that JSON, anything else as a string), or one JSON object with --json '{...}'.",
             "",
-            "Examples:",
-            "  vblk ctl --control /run/vblk.sock export.add --id d1 --image null:1G --socket /run/d1.sock",
-            "  vblk ctl --control /run/vblk.sock export.stats --id d1 --json",
-            "  vblk ctl --control /run/vblk.sock methods.list",
-            "  vblk ctl --control /run/vblk.sock config.save --path /etc/vblk/vblk.json   # what vblk daemon --config takes"},
+            "File names (image, socket, path, ...) are made absolute against this command's working directory.",
+            "",
+            "Examples (C=/run/vblk.sock):",
+            "  vblk ctl --control $C export.add --id d1 --image d1.raw --socket /run/d1.sock",
+            "  vblk ctl --control $C export.stats --id d1 --json",
+            "  vblk ctl --control $C methods.list",
+            "  vblk ctl --control $C config.save --path /etc/vblk/vblk.json"},
         footer = {"", "Exit status: 0 on a result, 1 when the daemon answers with an error or cannot be reached, 2 for a "
             + "bad argument."})
 final class CtlCommand implements Callable<Integer> {
@@ -62,7 +64,7 @@ final class CtlCommand implements Callable<Integer> {
             err.println("vblk ctl: " + method + ": " + e.getMessage() + " (error " + e.code + ")");
             return 1;
         } catch (IOException e) {
-            err.println("vblk ctl: cannot reach the daemon at " + control + ": " + e.getMessage());
+            err.println("vblk ctl: cannot reach the daemon at " + control + ": " + e.getMessage() + ControlClient.staleHint(control, e));
             return 1;
         }
         if (json != null) {
@@ -82,7 +84,7 @@ final class CtlCommand implements Callable<Integer> {
             try {
                 parsed = JsonRpc.JSON_IN.anyFrom(json);
             } catch (IOException e) {
-                throw new InvalidParams("--json: not valid JSON: " + e.getMessage().lines().findFirst().orElse(""));
+                throw new InvalidParams("--json: not valid JSON: " + JsonRpc.syntaxError(e));
             }
             if (!(parsed instanceof Map<?, ?>)) {
                 throw new InvalidParams("--json: the parameters must be one JSON object");
@@ -107,7 +109,32 @@ final class CtlCommand implements Callable<Integer> {
             }
             params.put(name.replace('-', '_'), value(value));
         }
+        absolutePaths(params);
         return params.isEmpty() && (json == null || json.isEmpty()) ? null : params;
+    }
+
+    /**
+     * Parameters that name files (export.add's image, socket, backing_dir and tls_certificates,
+     * config.save's path): the daemon refuses relative names, since it would take them against
+     * its own working directory and serve another disk.
+     */
+    static final Set<String> PATH_KEYS = Set.of("image", "socket", "backing_dir", "tls_certificates", "path");
+
+    /** Makes every file name of {@code params} absolute against ctl's own working directory. */
+    private static void absolutePaths(Map<String, Object> params) {
+        for (String key : PATH_KEYS) {
+            if (!(params.get(key) instanceof String name) || name.isEmpty()) {
+                continue;
+            }
+            if (key.equals("image") && (name.startsWith(ExportSpec.NULL_PREFIX) || io.vblk.block.NetworkDisk.isAddress(name))) {
+                continue; // null:SIZE, nbd://, nbds://, rbd: name no file
+            }
+            try {
+                params.put(key, Path.of(name).toAbsolutePath().toString());
+            } catch (java.nio.file.InvalidPathException e) {
+                // not a file name at all: the daemon says what is wrong with it
+            }
+        }
     }
 
     /** A value as JSON when it is JSON (a number, true, a list, ...), else as the string typed. */
@@ -150,6 +177,13 @@ final class CtlCommand implements Callable<Integer> {
         }
 
         private static void table(PrintStream out, List<?> rows) {
+            List<Map<String, Object>> flatRows = new ArrayList<>();
+            for (Object row : rows) {
+                Map<String, Object> m = new LinkedHashMap<>();
+                flatten("", (Map<?, ?>) row, m);
+                flatRows.add(m);
+            }
+            rows = flatRows;
             Set<String> columns = new LinkedHashSet<>();
             for (Object row : rows) {
                 for (Object k : ((Map<?, ?>) row).keySet()) {
@@ -181,6 +215,18 @@ final class CtlCommand implements Callable<Integer> {
                     }
                 }
                 out.println(sb.toString().stripTrailing());
+            }
+        }
+
+        /** A row's nested objects as columns of their own: export.stats' latency {p50_us, ...} as latency.p50_us, .... */
+        private static void flatten(String prefix, Map<?, ?> row, Map<String, Object> out) {
+            for (Map.Entry<?, ?> e : row.entrySet()) {
+                String name = prefix + e.getKey();
+                if (e.getValue() instanceof Map<?, ?> inner) {
+                    flatten(name + ".", inner, out);
+                } else {
+                    out.put(name, e.getValue());
+                }
             }
         }
 

@@ -1042,6 +1042,11 @@ final class Daemon implements AutoCloseable {
     }
 
     /** Checks iothread.add parameters (no thread made): what iothread.add and its saved entry's parse-back run. */
+    /** Checks iothread.add parameters {@code p} as this daemon takes them, adding nothing; the thread's id. */
+    String checkIoThread(Params p) {
+        return parseIoThread(p).id();
+    }
+
     private IoThreadSpec parseIoThread(Params p) {
         p.rejectUnknown(Set.of("id", "cpus", "wait", "poll_ns", "sched_slice_us"));
         String id = p.requiredString("id");

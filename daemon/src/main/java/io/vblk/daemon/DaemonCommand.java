@@ -27,7 +27,9 @@ import io.vblk.vhost.SocketFile;
             "",
             "The configuration file holds the objects the methods take: {\"iothreads\": [ {iothread.add params}, ... ], "
             + "\"exports\": [ {export.add params}, ... ]}."},
-        footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument or configuration, 1 for any other failure."})
+        footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument or configuration, 1 for any other "
+            + "failure (an image locked by another process, an NBD server down or not up yet, permission denied, an I/O "
+            + "error)."})
 final class DaemonCommand implements Callable<Integer> {
     @ParentCommand
     Main parent;
@@ -101,6 +103,9 @@ final class DaemonCommand implements Callable<Integer> {
 
     private Integer serve(Main.Context ctx, Log log, ExportSpec access, ConfigFile.PersistLock lock, Long sliceUs) {
         Config conf = persist ? ConfigFile.readPersisted(config) : config == null ? new Config(List.of(), List.of()) : Config.read(config);
+        if (config != null) {
+            conf = conf.resolvedAgainst(config.toAbsolutePath().getParent());
+        }
         List<Map<String, Object>> exports = conf.exports();
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         try {
@@ -116,11 +121,12 @@ final class DaemonCommand implements Callable<Integer> {
         ControlServer server = null;
         MetricsEndpoint endpoint = null;
         try {
-            // Without --persist an entry that fails stops the start (status 2): the operator's
-            // file is wrong or its disk is not there. With it, the file is the daemon's own state
+            // Without --persist an entry that fails stops the start (status 2: the operator's
+            // file is wrong; 1: its disk is locked elsewhere, unreachable or refused). With it, the file is the daemon's own state
             // after a restart: one disk that cannot open (an image gone, a server not up yet) must
             // not keep every other down, so it is kept as a failed entry (config.status, metrics,
             // the file unchanged) and the start goes on.
+            validate(conf, daemon);
             int failedThreads = 0;
             int failed = 0;
             for (int i = 0; i < conf.iothreads().size(); i++) {
@@ -131,6 +137,9 @@ final class DaemonCommand implements Callable<Integer> {
                         daemon.addIoThread(Params.json(conf.iothreads().get(i)));
                     }
                 } catch (InvalidParams | RpcError e) {
+                    if (Main.failure(e)) {
+                        throw new RpcError(((RpcError) e).code, "--config " + config + ": iothreads[" + i + "]: " + e.getMessage(), e);
+                    }
                     throw new InvalidParams("--config " + config + ": iothreads[" + i + "]: " + e.getMessage());
                 }
             }
@@ -142,6 +151,9 @@ final class DaemonCommand implements Callable<Integer> {
                         daemon.add(daemon.parseExport(Params.json(exports.get(i))));
                     }
                 } catch (InvalidParams | RpcError e) {
+                    if (Main.failure(e)) {
+                        throw new RpcError(((RpcError) e).code, "--config " + config + ": exports[" + i + "]: " + e.getMessage(), e);
+                    }
                     throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
                 }
             }
@@ -176,8 +188,102 @@ final class DaemonCommand implements Callable<Integer> {
         return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
     }
 
+    /**
+     * Checks every entry of the file before the first opens: a wrong file is told at once, not
+     * served in part (an export served for a moment, then closed for a later entry's mistake).
+     * Ids are unique in each list. Without --persist every entry must also parse, no two exports
+     * share a socket, nor an image unless both read it only, and every I/O thread an export names
+     * is in the file; with it, an entry that cannot work is kept as a failed entry instead (the
+     * file is the daemon's own state), so only what would make the file ambiguous is refused.
+     */
+    private void validate(Config conf, Daemon daemon) {
+        Map<String, Integer> threadIds = new java.util.HashMap<>();
+        for (int i = 0; i < conf.iothreads().size(); i++) {
+            Map<String, Object> entry = conf.iothreads().get(i);
+            String where = "--config " + config + ": iothreads[" + i + "]: ";
+            try {
+                Object id = persist ? entry.get("id") : daemon.checkIoThread(Params.json(entry));
+                Integer earlier = id instanceof String s ? threadIds.putIfAbsent(s, i) : null;
+                if (earlier != null) {
+                    throw new InvalidParams("I/O thread '" + id + "' already exists (iothreads[" + earlier + "])");
+                }
+            } catch (InvalidParams e) {
+                throw new InvalidParams(where + e.getMessage());
+            }
+        }
+        Map<String, Integer> ids = new java.util.HashMap<>();
+        Map<Path, Integer> sockets = new java.util.HashMap<>();
+        Map<Path, Integer> images = new java.util.HashMap<>();
+        Map<Path, Boolean> imagesReadOnly = new java.util.HashMap<>();
+        for (int i = 0; i < conf.exports().size(); i++) {
+            Map<String, Object> entry = conf.exports().get(i);
+            String where = "--config " + config + ": exports[" + i + "]: ";
+            try {
+                if (persist) {
+                    Integer earlier = entry.get("id") instanceof String s ? ids.putIfAbsent(s, i) : null;
+                    if (earlier != null) {
+                        throw new InvalidParams("export '" + entry.get("id") + "' already exists (exports[" + earlier + "])");
+                    }
+                    continue;
+                }
+                ExportSpec spec = daemon.parseExport(Params.json(entry));
+                Integer earlier = ids.putIfAbsent(spec.id, i);
+                if (earlier != null) {
+                    throw new InvalidParams("export '" + spec.id + "' already exists (exports[" + earlier + "])");
+                }
+                earlier = sockets.putIfAbsent(spec.socket.toAbsolutePath().normalize(), i);
+                if (earlier != null) {
+                    throw new InvalidParams("socket " + spec.socket + " is the socket of exports[" + earlier + "]");
+                }
+                if (spec.image != null) {
+                    Path image = spec.image.toAbsolutePath().normalize();
+                    earlier = images.putIfAbsent(image, i);
+                    if (earlier != null && !(spec.readOnly && imagesReadOnly.get(image))) {
+                        throw new InvalidParams("image " + spec.image + " is the image of exports[" + earlier + "] (an image is"
+                                + " exported once unless every use of it is read-only)");
+                    }
+                    imagesReadOnly.merge(image, spec.readOnly, Boolean::logicalAnd);
+                }
+                for (String thread : spec.iothreads) {
+                    if (!threadIds.containsKey(thread)) {
+                        throw new InvalidParams("iothreads: no I/O thread '" + thread + "' in the file's \"iothreads\"");
+                    }
+                }
+            } catch (InvalidParams e) {
+                throw new InvalidParams(where + e.getMessage());
+            }
+        }
+    }
+
     /** The configuration file: the parameters of iothread.add and export.add calls, applied in that order. */
     record Config(List<Map<String, Object>> iothreads, List<Map<String, Object>> exports) {
+        /**
+         * The file's relative file names (an export's image, socket, backing_dir,
+         * tls_certificates) taken against {@code dir}, the file's directory, as other tools'
+         * configuration files do: the same file serves the same disks from any working directory.
+         */
+        Config resolvedAgainst(Path dir) {
+            List<Map<String, Object>> out = new java.util.ArrayList<>();
+            for (Map<String, Object> entry : exports) {
+                Map<String, Object> m = new java.util.LinkedHashMap<>(entry);
+                for (String key : CtlCommand.PATH_KEYS) {
+                    if (key.equals("path") || !(m.get(key) instanceof String name) || name.isEmpty()) {
+                        continue;
+                    }
+                    if (key.equals("image") && (name.startsWith(ExportSpec.NULL_PREFIX) || io.vblk.block.NetworkDisk.isAddress(name))) {
+                        continue;
+                    }
+                    try {
+                        m.put(key, dir.resolve(name).toString());
+                    } catch (java.nio.file.InvalidPathException e) {
+                        // not a file name: the entry's parse says what is wrong
+                    }
+                }
+                out.add(m);
+            }
+            return new Config(iothreads, out);
+        }
+
         /** Far above any real configuration (a few hundred bytes per export); the file is read whole into the heap. */
         static final int MAX_BYTES = 16 << 20;
 
@@ -204,7 +310,7 @@ final class DaemonCommand implements Callable<Integer> {
                         .decode(java.nio.ByteBuffer.wrap(bytes)).toString();
                 doc = JsonRpc.JSON_IN.anyFrom(text);
             } catch (IOException e) {
-                throw new InvalidParams("--config " + file + ": not valid JSON: " + String.valueOf(e.getMessage()).lines().findFirst().orElse(""));
+                throw new InvalidParams("--config " + file + ": not valid JSON: " + JsonRpc.syntaxError(e));
             }
             if (!(doc instanceof Map<?, ?> top)) {
                 throw new InvalidParams("--config " + file + ": expected an object {\"iothreads\": [...], \"exports\": [...]}");

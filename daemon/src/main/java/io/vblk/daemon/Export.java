@@ -138,6 +138,11 @@ final class Export implements AutoCloseable {
             }
         } catch (IllegalArgumentException e) {
             throw new InvalidParams(e.getMessage());
+        } catch (RuntimeException e) {
+            if (network != null) {
+                throw e;
+            }
+            throw openFailure(spec, spec.image, e); // a qcow2 file locked elsewhere, unwritable, unreadable
         }
         // A qcow2 image's drivers open and lock its file (inactive when incoming): no raw image here.
         io.vblk.block.ImageActivation activation = spec.image == null || format != null ? null : openImage(spec, log);
@@ -148,6 +153,10 @@ final class Export implements AutoCloseable {
                     : image == null ? spec.nullSizeBytes : image.sizeBytes();
             BackendChoice backends = new BackendChoice(kind, image, log, wrap);
             BlkConfig config = config(spec, image, sizeBytes, network == null ? 0 : network.blockSizeBytes());
+            if (staleSocket(spec.socket)) {
+                // Listening replaces it (a live one was refused before): said once, not silently.
+                log.info("export " + spec.id + ": replacing the stale socket file " + spec.socket + " (nothing was listening on it)");
+            }
             VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
                     .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id)
                     .controlThreads(control.loop(), control.vhostHandlers());
@@ -221,6 +230,20 @@ final class Export implements AutoCloseable {
         }
     }
 
+    /** Whether {@code path} is a socket file, which listening replaces when nothing listens on it (else refused). */
+    static boolean staleSocket(Path path) {
+        try {
+            if (!Files.readAttributes(path, java.nio.file.attribute.BasicFileAttributes.class,
+                    java.nio.file.LinkOption.NOFOLLOW_LINKS).isOther()) {
+                return false;
+            }
+            io.vblk.vhost.SocketFile.refuseLive(path); // a live one is refused by the listen, not replaced
+            return true;
+        } catch (java.io.IOException | RuntimeException e) {
+            return false;
+        }
+    }
+
     /** Connects to a network disk; a bad address or an unreachable server is one line, as a missing file is. */
     private static NetworkDisk openNetwork(ExportSpec s) {
         try {
@@ -234,9 +257,63 @@ final class Export implements AutoCloseable {
                 }
             }
             return NetworkDisk.open(s.network, s.readOnly, s.nbdConnections, s.timeouts, tls);
+        } catch (IllegalArgumentException e) {
+            throw new InvalidParams("cannot open " + s.network + ": " + addressOnce(s.network, e.getMessage()));
         } catch (RuntimeException e) {
-            throw new InvalidParams("cannot open " + s.network + ": " + e.getMessage());
+            // The server is down, refuses or is not up yet: not the caller's typo (status 1, not 2).
+            throw new RpcError(RpcError.OPEN_FAILED, "cannot open " + s.network + ": " + addressOnce(s.network, e.getMessage()), e);
         }
+    }
+
+    /** {@code message} without the address again ("NBD nbd://h/e: connect to nbd://h/e: ..."): the caller names it once. */
+    static String addressOnce(String address, String message) {
+        String m = String.valueOf(message);
+        List<String> names = new ArrayList<>(List.of(address));
+        try {
+            names.add(io.vblk.block.nbd.NbdAddress.parse(address).toString()); // as the NBD client spells it
+        } catch (RuntimeException e) {
+            // not an NBD address
+        }
+        for (String name : names) {
+            m = m.replace("NBD " + name + ": ", "").replace("connect to " + name, "connect");
+        }
+        return m;
+    }
+
+    /**
+     * An image that could not be opened: a lock held by another process is {@link RpcError#IN_USE},
+     * a refusal or I/O error {@link RpcError#OPEN_FAILED} (status 1: trying again, or another
+     * option, may succeed), a file name or option that cannot work {@link InvalidParams} (status 2).
+     */
+    static RuntimeException openFailure(ExportSpec s, Path path, RuntimeException e) {
+        String what = "cannot open image " + path + ": ";
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof io.vblk.sys.ImageLock.LockedException) {
+                return new RpcError(RpcError.IN_USE, what + e.getMessage(), e);
+            }
+        }
+        if (e instanceof IllegalArgumentException) {
+            return new InvalidParams(what + e.getMessage(), e);
+        }
+        NativeException ne = null;
+        for (Throwable t = e; t != null && ne == null; t = t.getCause()) {
+            ne = t instanceof NativeException n ? n : null;
+        }
+        if (ne != null) {
+            int errno = ne.errno();
+            if (errno == Errno.EINVAL && s.direct) {
+                return new InvalidParams(what + e.getMessage() + "; the filesystem may refuse O_DIRECT, try cache writeback", e);
+            }
+            if (errno == Errno.EINVAL || errno == Errno.ENOENT || errno == Errno.ENOTDIR || errno == Errno.ENODEV
+                    || errno == Errno.ESPIPE || errno == Errno.ELOOP || errno == 6 /* ENXIO */ || errno == 21 /* EISDIR */) {
+                return new InvalidParams(what + e.getMessage(), e); // a name that is no disk image: a bad argument
+            }
+            if ((errno == Errno.EACCES || errno == Errno.EROFS || errno == Errno.EPERM) && !s.readOnly) {
+                return new RpcError(RpcError.OPEN_FAILED, what + e.getMessage() + ": " + path + " is not writable by uid "
+                        + io.vblk.sys.Native.libc().getuid() + ": pass --read-only (read_only: true) to serve it read-only", e);
+            }
+        }
+        return new RpcError(RpcError.OPEN_FAILED, what + e.getMessage(), e);
     }
 
     /** Opens the image after checking what it is, so each mistake gets its own message. */
@@ -255,16 +332,9 @@ final class Export implements AutoCloseable {
             // incoming export holds the inactive set until its device starts.
             image = Image.open(path, ImageOptions.defaults().readOnly(s.readOnly).direct(s.direct).bounceBudgetBytes(s.bounceBudget));
             activation = io.vblk.block.ImageActivation.lock(image, s.locking, s.incoming, log::info);
-        } catch (io.vblk.sys.ImageLock.LockedException e) {
-            closeQuietly(image);
-            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage(), e);
-        } catch (NativeException e) {
-            closeQuietly(image);
-            String hint = e.errno() == Errno.EINVAL && s.direct ? "; the filesystem may refuse O_DIRECT, try cache writeback" : "";
-            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage() + hint);
         } catch (RuntimeException e) {
             closeQuietly(image);
-            throw new InvalidParams("cannot open image " + path + ": " + e.getMessage());
+            throw openFailure(s, path, e);
         }
         FormatChoice.warnIfLooksLikeQcow2(path, log);
         long size = image.sizeBytes();

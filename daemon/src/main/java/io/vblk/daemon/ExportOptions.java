@@ -15,8 +15,10 @@ final class ExportOptions {
     @Option(names = "--id", paramLabel = "ID", description = "the export's id in logs and metrics (default disk0)")
     String id;
 
-    @Option(names = "--image", paramLabel = "PATH|null:SIZE", description = {
-        "raw disk image or block device; its size must be a multiple of 512.",
+    @Option(names = "--image", paramLabel = "PATH|null:SIZE|ADDRESS", description = {
+        "a disk image file (raw; qcow2 with --format qcow2) or block device; a raw size must be a multiple of 512; "
+            + "or a network disk: nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://... (NBD over TLS), "
+            + "rbd:POOL/IMAGE[@SNAP][:conf=PATH].",
         "--image null:SIZE: a disk of SIZE bytes (suffix K, M, G or T: powers of 1024) whose requests complete at once "
             + "without touching any data (benchmarks)"})
     String image;

@@ -250,6 +250,9 @@ final class ExportSpec {
         }
         s.setTls(p);
         s.setTimeouts(p);
+        if (p.remote()) {
+            s.requireAbsolute(p);
+        }
         if (wait == null && s.network != null) {
             // A network disk answers in tens of microseconds or more: polling for it only burns
             // a core (measured: 3x the CPU per I/O at depth 64 on a busy host, no IOPS gained).
@@ -368,6 +371,25 @@ final class ExportSpec {
                 throw new InvalidParams(p.name("tls_hostname") + " needs a host name");
             }
             tlsHostname = name.trim();
+        }
+    }
+
+    /**
+     * Over the control socket every file name must be absolute: a relative one would be taken
+     * against the daemon's working directory, not the caller's, and serve another disk (vblk ctl
+     * makes its own absolute first). The command line and the --config file resolve theirs.
+     */
+    private void requireAbsolute(Params p) {
+        absolute(p, "image", image);
+        absolute(p, "socket", socket);
+        absolute(p, "tls_certificates", tlsCertificates);
+        absolute(p, "backing_dir", backingDir);
+    }
+
+    private static void absolute(Params p, String key, Path path) {
+        if (path != null && !path.isAbsolute()) {
+            throw new InvalidParams(p.name(key) + " must be an absolute file name (the daemon's working directory is not"
+                    + " the caller's), got '" + path + "'");
         }
     }
 

@@ -71,7 +71,7 @@ final class JsonRpc implements ControlServer.LineHandler {
             }
             @SuppressWarnings("unchecked")
             Map<String, Object> named = (Map<String, Object>) params;
-            Object result = daemon.call(method, Params.json(named));
+            Object result = daemon.call(method, Params.rpc(named));
             if (notification) {
                 return null;
             }
@@ -87,6 +87,23 @@ final class JsonRpc implements ControlServer.LineHandler {
             return error(id, RpcError.INTERNAL_ERROR, "internal error: " + e.getMessage());
         }
     }
+
+    /**
+     * Why {@code text} (a file, a --json argument) is not JSON: the parser's reason and where,
+     * "line L, column C", so a person finds the comma in a long file.
+     */
+    static String syntaxError(IOException e) {
+        String message = String.valueOf(e.getMessage());
+        // Jackson ends its message with " at [Source: ...; line: L, column: C]" (the source may be the whole text).
+        java.util.regex.Matcher at = LOCATION.matcher(message);
+        String where = null;
+        while (at.find()) {
+            where = " (line " + at.group(1) + ", column " + at.group(2) + ")";
+        }
+        return firstLine(message) + (where == null ? "" : where);
+    }
+
+    private static final java.util.regex.Pattern LOCATION = java.util.regex.Pattern.compile("line: (\\d+), column: (\\d+)\\]");
 
     private static String firstLine(String s) {
         if (s == null) {

@@ -84,10 +84,24 @@ public final class Main implements Callable<Integer> {
             if (e instanceof InvalidParams) {
                 return usageLine(line, e.getMessage());
             }
+            if (e instanceof RpcError && failure(e)) {
+                // Not a bad argument: an image locked elsewhere, a server down, a refused open.
+                line.getErr().println(line.getCommandSpec().qualifiedName() + ": " + e.getMessage());
+                line.getErr().flush();
+                return 1;
+            }
             line.getErr().println(line.getCommandName() + ": " + e);
             return 1;
         });
         return cl;
+    }
+
+    /**
+     * Whether {@code e} is a failure rather than a bad argument: status 1, so that a service
+     * manager's RestartPreventExitStatus=2 tells a typo from a server not up yet.
+     */
+    static boolean failure(Throwable e) {
+        return e instanceof RpcError r && (r.code == RpcError.OPEN_FAILED || r.code == RpcError.IN_USE);
     }
 
     private static int usageError(ParameterException e, String[] args) {

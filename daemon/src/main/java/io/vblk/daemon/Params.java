@@ -17,15 +17,35 @@ import java.util.TreeSet;
 final class Params {
     private final Map<String, Object> values;
     private final boolean commandLine;
+    /** From a control socket client, whose working directory is not the daemon's (see {@link #rpc}). */
+    private final boolean remote;
 
     private Params(Map<String, Object> values, boolean commandLine) {
+        this(values, commandLine, false);
+    }
+
+    private Params(Map<String, Object> values, boolean commandLine, boolean remote) {
         this.values = values;
         this.commandLine = commandLine;
+        this.remote = remote;
     }
 
     /** Parameters decoded from JSON (a missing "params" is an empty object). */
     static Params json(Map<String, Object> values) {
         return new Params(values == null ? Map.of() : values, false);
+    }
+
+    /**
+     * Parameters of a JSON-RPC request: as {@link #json}, from a client whose working directory
+     * is not the daemon's, so a relative file name would name another file ({@link #remote}).
+     */
+    static Params rpc(Map<String, Object> values) {
+        return new Params(values == null ? Map.of() : values, false, true);
+    }
+
+    /** Whether these parameters came over the control socket: file names in them must be absolute. */
+    boolean remote() {
+        return remote;
     }
 
     /** Parameters as typed on a command line: strings, or {@link Boolean#TRUE} for a flag. */

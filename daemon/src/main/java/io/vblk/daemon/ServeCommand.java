@@ -21,7 +21,8 @@ import io.vblk.vhost.SocketFile;
         description = {"Serves a disk image as a vhost-user-blk backend on a Unix socket, to one frontend at a time "
             + "(QEMU's vhost-user-blk-pci, Cloud Hypervisor, ...). After a frontend disconnects it keeps listening for "
             + "the next. SIGINT or SIGTERM drain in-flight requests, remove the socket and exit with status 0."},
-        footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument, 1 for any other failure."})
+        footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument, 1 for any other failure (an image "
+            + "locked by another process, an NBD server down or not up yet, permission denied, an I/O error)."})
 final class ServeCommand implements Callable<Integer> {
     static final String DEFAULT_ID = "disk0";
 
@@ -62,6 +63,9 @@ final class ServeCommand implements Callable<Integer> {
         try {
             e = daemon.add(spec);
         } catch (RpcError err) {
+            if (Main.failure(err)) {
+                throw err; // locked elsewhere, refused, unreachable: status 1, not a bad argument's 2
+            }
             throw new InvalidParams(err.getMessage());
         }
         MetricsEndpoint endpoint = null;
@@ -85,7 +89,8 @@ final class ServeCommand implements Callable<Integer> {
             }
             throw err;
         }
-        ctx.out().println("vblk: serving " + e.describe() + " on " + e.socketPath());
+        ctx.out().println("vblk: serving " + e.describe() + " on " + e.socketPath()
+                + (server != null ? "; control socket " + server.path() : ""));
         ctx.out().flush();
         return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
     }

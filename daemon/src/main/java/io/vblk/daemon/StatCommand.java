@@ -22,7 +22,13 @@ import picocli.CommandLine.ParentCommand;
  * never stops or slows the data plane.
  */
 @Command(name = "stat", mixinStandardHelpOptions = true, versionProvider = Version.class,
-        description = "Shows live per-queue IOPS, MB/s, queue depth and latency of a daemon's exports, every interval.")
+        description = {"Shows live per-queue IOPS, MB/s, queue depth and latency of a daemon's exports, every interval.",
+            "",
+            "IOPS and MB/s are over the last interval; the latency columns (p50, p99, max; marked *) are since the export "
+            + "started, or since an export.stats call with reset_latency (which resets them for every reader, so stat never "
+            + "makes one)."},
+        footer = {"", "Exit status: 0 after --count reports, 1 when the daemon answers with an error or cannot be reached, "
+            + "2 for a bad argument."})
 final class StatCommand implements Callable<Integer> {
     private static final DateTimeFormatter TIME = DateTimeFormatter.ofPattern("HH:mm:ss");
 
@@ -57,6 +63,7 @@ final class StatCommand implements Callable<Integer> {
         }
         PrintStream out = parent.context.out();
         try (ControlClient client = ControlClient.connect(control)) {
+            out.println("(* latency since the export started, not per interval)");
             long last = System.nanoTime();
             sample(client, out, 0);
             for (int n = 0; count == 0 || n < count; n++) {
@@ -69,7 +76,8 @@ final class StatCommand implements Callable<Integer> {
             parent.context.err().println("vblk stat: " + e.getMessage());
             return 1;
         } catch (IOException e) {
-            parent.context.err().println("vblk stat: cannot reach the daemon at " + control + ": " + e.getMessage());
+            parent.context.err().println("vblk stat: cannot reach the daemon at " + control + ": " + e.getMessage()
+                    + ControlClient.staleHint(control, e));
             return 1;
         }
         return 0;
@@ -87,7 +95,7 @@ final class StatCommand implements Callable<Integer> {
         }
         if (seconds > 0) {
             out.printf(Locale.ROOT, "%s%n%-16s %5s %10s %9s %6s %9s %9s %9s  %s%n", LocalTime.now().format(TIME),
-                    "export", "queue", "IOPS", "MB/s", "depth", "p50 us", "p99 us", "max us", "state");
+                    "export", "queue", "IOPS", "MB/s", "depth", "p50 us*", "p99 us*", "max us*", "state");
         }
         Map<String, long[]> seen = new HashMap<>();
         for (String exportId : ids) {

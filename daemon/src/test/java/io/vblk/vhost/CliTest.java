@@ -95,11 +95,15 @@ class CliTest {
         bad("multiple of 512", "serve", "--image", "null:1000", "--socket", sock);
         bad("--image must be at least 1", "serve", "--image", "null:0", "--socket", sock);
         bad("needs an image file", "serve", "--image", "null:1G", "--socket", sock, "--aio", "linux-aio");
-        bad("Connection refused", "serve", "--image", "nbds://127.0.0.1:1/x", "--socket", sock);
+        Result down = run("serve", "--image", "nbds://127.0.0.1:1/x", "--socket", sock); // a server down: 1, not 2
+        assertEquals(1, down.status(), down.toString());
+        assertTrue(down.err().contains("Connection refused"), down.toString());
         bad("applies to nbds://", "serve", "--image", "nbd+unix:///x?socket=/s", "--tls-certificates", dir.toString(),
                 "--socket", sock);
         bad("socket=PATH", "serve", "--image", "nbd+unix:///x", "--socket", sock);
-        bad("cannot open nbd+unix", "serve", "--image", "nbd+unix:///x?socket=" + dir.resolve("none.sock"), "--socket", sock);
+        Result notUp = run("serve", "--image", "nbd+unix:///x?socket=" + dir.resolve("none.sock"), "--socket", sock);
+        assertEquals(1, notUp.status(), "a server not up yet: " + notUp); // its socket not there yet
+        assertTrue(notUp.err().contains("cannot open nbd+unix"), notUp.toString());
         bad("TLS parameters on a plain NBD URI", "serve", "--image", "nbd://127.0.0.1/x?tls-certificates=/etc",
                 "--socket", sock);
         bad("expected rbd:POOL/IMAGE", "serve", "--image", "rbd:justapool", "--socket", sock);
@@ -187,5 +191,73 @@ class CliTest {
         } finally {
             p.destroyForcibly();
         }
+    }
+
+    /**
+     * A start that fails for a reason other than a bad argument (an image locked by another
+     * process, a server down, an image that cannot be opened writable) is status 1, not 2, so a
+     * service manager's RestartPreventExitStatus=2 tells a typo from a server not up yet; each
+     * is one line, the address named once.
+     */
+    @Test
+    void failuresThatAreNotBadArgumentsAreStatusOne() throws Exception {
+        String sock = dir.resolve("s.sock").toString();
+        Result refused = run("serve", "--image", "nbd://127.0.0.1:1/x", "--socket", sock, "--retry-timeout-ms", "0");
+        assertEquals(1, refused.status(), refused.toString());
+        assertTrue(refused.err().contains("Connection refused"), refused.err());
+        assertEquals(1, refused.err().split("nbd://127.0.0.1:1/x", -1).length - 1, "the address once: " + refused.err());
+        assertFalse(refused.err().contains("--help") || refused.err().contains("Exception"), refused.err());
+
+        Path img = image("held.img", 1 << 20);
+        Path other = dir.resolve("other.sock");
+        try (ServeProcess holder = ServeProcess.start(dir, other, "--image", img.toString(), "--socket", other.toString())) {
+            Result locked = run("serve", "--image", img.toString(), "--socket", sock);
+            assertEquals(1, locked.status(), locked + " beside " + holder);
+            assertTrue(locked.err().contains("lock"), locked.err());
+        }
+
+        Path ro = image("ro.img", 1 << 20);
+        assertTrue(Files.isWritable(ro));
+        boolean immutable = new ProcessBuilder("chattr", "+i", ro.toString()).start().waitFor() == 0;
+        org.junit.jupiter.api.Assumptions.assumeTrue(immutable || !Files.isWritable(ro), "chattr +i not available");
+        try {
+            Result denied = run("serve", "--image", ro.toString(), "--socket", sock);
+            assertEquals(1, denied.status(), denied.toString());
+            assertTrue(denied.err().contains("is not writable by uid") && denied.err().contains("pass --read-only"), denied.err());
+        } finally {
+            new ProcessBuilder("chattr", "-i", ro.toString()).start().waitFor();
+        }
+    }
+
+    /** A JSON syntax error in --config or ctl --json says where it is. */
+    @Test
+    void jsonSyntaxErrorsSayWhere() throws IOException {
+        Path conf = dir.resolve("bad.json");
+        Files.writeString(conf, "{\"exports\": [\n  {\"id\": \"a\",\n   \"image\" \"x\"}\n]}\n");
+        bad("(line 3, column", "daemon", "--control", dir.resolve("c.sock").toString(), "--config", conf.toString());
+        bad("(line 1, column", "ctl", "--control", dir.resolve("c.sock").toString(), "export.list", "--json", "{\"id\": }");
+    }
+
+    /**
+     * Every entry of --config is checked before the first export opens: a later entry's mistake
+     * is told before an earlier export is opened (here, before the first one's missing image).
+     */
+    @Test
+    void aConfigIsCheckedWholeBeforeAnyExportOpens() throws IOException {
+        Path conf = dir.resolve("dup.json");
+        String a = "{\"id\": \"a\", \"image\": \"" + dir.resolve("missing.img") + "\", \"socket\": \"" + dir.resolve("a.sock") + "\"}";
+        String b = "{\"id\": \"a\", \"image\": \"null:1M\", \"socket\": \"" + dir.resolve("b.sock") + "\"}";
+        Files.writeString(conf, "{\"exports\": [" + a + ", " + b + "]}");
+        bad("exports[1]: export 'a' already exists (exports[0])", "daemon", "--control", dir.resolve("c.sock").toString(),
+                "--config", conf.toString());
+        String c = "{\"id\": \"c\", \"image\": \"null:1M\", \"socket\": \"" + dir.resolve("a.sock") + "\"}";
+        Files.writeString(conf, "{\"exports\": [" + a + ", " + c + "]}");
+        bad("exports[1]: socket " + dir.resolve("a.sock") + " is the socket of exports[0]", "daemon", "--control",
+                dir.resolve("c.sock").toString(), "--config", conf.toString());
+        String t = "{\"id\": \"t\", \"image\": \"null:1M\", \"socket\": \"" + dir.resolve("t.sock") + "\", \"iothreads\": [\"x\"]}";
+        Files.writeString(conf, "{\"exports\": [" + a + ", " + t + "]}");
+        bad("exports[1]: iothreads: no I/O thread 'x'", "daemon", "--control", dir.resolve("c.sock").toString(),
+                "--config", conf.toString());
+        assertFalse(Files.exists(dir.resolve("c.sock")), "no control socket left");
     }
 }

@@ -104,4 +104,67 @@ class CtlTest {
             assertEquals(1, statOne.status());
         }
     }
+
+    /**
+     * ctl takes a relative file name against its own working directory (the daemon's may be
+     * another: the VM would get another disk), and the daemon refuses one over its socket.
+     */
+    @Test
+    @SuppressWarnings("unchecked")
+    void relativeFileNamesAreTheCallersOrRefused() throws Exception {
+        Path img = dir.resolve("r.img");
+        Files.write(img, new byte[1 << 20]);
+        Path here = Path.of("").toAbsolutePath();
+        try (DaemonRig d = new DaemonRig(dir.resolve("c.sock"))) {
+            String c = d.control.toString();
+            Result add = run("ctl", "--control", c, "export.add", "--id", "r", "--image", here.relativize(img).toString(),
+                    "--socket", here.relativize(dir.resolve("r.sock")).toString());
+            assertEquals(0, add.status(), add.toString());
+            Map<String, Object> listed = ((List<Map<String, Object>>) d.result("export.list", null)).get(0);
+            assertEquals(img.toString(), Path.of((String) listed.get("image")).normalize().toString(), listed.toString());
+            assertEquals(dir.resolve("r.sock").toString(), Path.of((String) listed.get("socket")).normalize().toString());
+
+            Map<String, Object> raw = DaemonRig.error(d.call("export.add", "{\"id\":\"s\",\"image\":\"r.img\",\"socket\":\""
+                    + dir.resolve("s.sock") + "\"}"));
+            assertEquals(-32602, ((Number) raw.get("code")).intValue(), raw.toString());
+            assertTrue(raw.get("message").toString().contains("image must be an absolute file name (the daemon's working"
+                    + " directory is not the caller's), got 'r.img'"), raw.toString());
+            Map<String, Object> sock = DaemonRig.error(d.call("export.add", "{\"id\":\"s\",\"image\":\"null:1M\","
+                    + "\"socket\":\"s.sock\"}"));
+            assertTrue(sock.get("message").toString().contains("socket must be an absolute file name"), sock.toString());
+        }
+    }
+
+    /** A --config file's relative file names are the file's directory's, whatever the daemon's working directory. */
+    @Test
+    @SuppressWarnings("unchecked")
+    void configRelativeFileNamesAreTheFilesDirectorys() throws Exception {
+        Path sub = Files.createDirectories(dir.resolve("etc"));
+        Files.write(sub.resolve("k.img"), new byte[1 << 20]);
+        Path conf = sub.resolve("vblk.json");
+        Files.writeString(conf, "{\"exports\": [{\"id\": \"k\", \"image\": \"k.img\", \"socket\": \"k.sock\"}]}");
+        try (DaemonRig d = new DaemonRig(dir.resolve("c.sock"), "--config", conf.toString())) {
+            Map<String, Object> listed = ((List<Map<String, Object>>) d.result("export.list", null)).get(0);
+            assertEquals(sub.resolve("k.img").toString(), listed.get("image"), listed.toString());
+            assertTrue(Files.exists(sub.resolve("k.sock")), "socket beside the file");
+        }
+    }
+
+    /** A socket file nothing listens on is named as likely stale; export.stats' nested latency is columns of the table. */
+    @Test
+    void staleSocketHintAndFlatStatsTable() throws Exception {
+        Path stale = dir.resolve("stale.sock");
+        try (java.nio.channels.ServerSocketChannel ch = java.nio.channels.ServerSocketChannel.open(java.net.StandardProtocolFamily.UNIX)) {
+            ch.bind(java.net.UnixDomainSocketAddress.of(stale));
+        }
+        Result r = run("ctl", "--control", stale.toString(), "methods.list");
+        assertEquals(1, r.status(), r.toString());
+        assertTrue(r.err().contains("(no daemon is listening; stale socket file?)"), r.err());
+        try (DaemonRig d = new DaemonRig(dir.resolve("c.sock"))) {
+            d.result("export.add", "{\"id\":\"n\",\"image\":\"null:1M\",\"socket\":\"" + dir.resolve("n.sock") + "\"}");
+            Result stats = run("ctl", "--control", d.control.toString(), "export.stats", "--id", "n");
+            assertEquals(0, stats.status(), stats.toString());
+            assertTrue(stats.out().contains("latency.p99_us") && !stats.out().contains("{"), stats.out());
+        }
+    }
 }

@@ -144,7 +144,9 @@ class ExportParamsTest {
                 "socket", bad.toString()), "cannot open nbd+unix"});
             for (String[] c : cases) {
                 Map<String, Object> e = DaemonRig.error(d.call("export.add", c[0]));
-                assertEquals(-32602, ((Number) e.get("code")).intValue(), e.toString());
+                // A server that is not there is no bad parameter: -32005, worth a retry.
+                int code = c[1].startsWith("cannot open nbd") ? -32005 : -32602;
+                assertEquals(code, ((Number) e.get("code")).intValue(), e.toString());
                 assertTrue(String.valueOf(e.get("message")).contains(c[1]), "'" + c[1] + "' expected in " + e);
                 assertFalse(Files.exists(bad), "no socket left by a failed export.add: " + c[0]);
             }

@@ -23,7 +23,8 @@ import io.vblk.testkit.QemuTools;
  * locks go with {@code export.remove}; {@code locking=off} takes none.
  */
 class ImageLockingExportTest {
-    private static final int INVALID_PARAMS = -32602;
+    /** An image locked by another process: in use (-32002), not a bad parameter. */
+    private static final int IN_USE = -32002;
 
     @TempDir
     Path dir;
@@ -82,7 +83,7 @@ class ImageLockingExportTest {
         try (DaemonRig d = new DaemonRig(dir.resolve("control.sock"))) {
             DaemonRig.awaitListening(qsdSock, "qemu-storage-daemon");
             Map<String, Object> e = DaemonRig.error(d.call("export.add", spec("v", img, dir.resolve("v.sock"), Map.of())));
-            assertEquals(INVALID_PARAMS, ((Number) e.get("code")).intValue(), e.toString());
+            assertEquals(IN_USE, ((Number) e.get("code")).intValue(), e.toString());
             String message = String.valueOf(e.get("message"));
             assertTrue(message.contains("Failed to get shared \"write\" lock"), message);
             assertTrue(message.contains("qemu-storage-daemon (pid " + qsd.pid() + ")"), message);

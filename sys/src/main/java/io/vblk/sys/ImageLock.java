@@ -285,7 +285,8 @@ public final class ImageLock {
             // The holder stays unknown; the refusal stands.
         }
         return new LockedException("Failed to get " + (shared ? "shared " : "") + "\"" + NAMES[perm] + "\" lock on "
-                + path + ": held by " + holder + ". Is another process using the image? (locking=off skips this check)",
+                + path + ": held by " + holder + ". Is another process using the image? (--locking off, or locking: \"off\""
+                + " in JSON, skips this check)",
                 holder, dev, ino, use.perm == CONSISTENT_READ);
     }
 
