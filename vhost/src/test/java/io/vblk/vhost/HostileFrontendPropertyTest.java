@@ -243,8 +243,23 @@ class HostileFrontendPropertyTest {
                     rig.awaitGone(1);
                     List<String> log = rig.lines();
                     outcome = new Outcome(ending(log), depth(log), share(sent, messages));
-                    goodFrontendWritesAndReads(rig);
-                    rig.awaitGone(2);
+                    int goodId = 2;
+                    try {
+                        goodFrontendWritesAndReads(rig);
+                    } catch (AssertionError e) {
+                        if (!lateFaultCaughtTheGoodFrontendHandingOn(rig.lines())) {
+                            throw e;
+                        }
+                        // engine GuestFaults' one documented cost: the fuzzed frontend's late
+                        // fault (its truncated memory) landed while the good one's request was
+                        // being handed to the back end, which cannot be undone exactly, so that
+                        // queue was quarantined (a real guest resets it). The server must then
+                        // serve the next frontend as ever.
+                        rig.awaitGone(2);
+                        goodId = 3;
+                        goodFrontendWritesAndReads(rig);
+                    }
+                    rig.awaitGone(goodId);
                     assertTrue(rig.serving(), "the server thread ended");
                     for (String line : rig.lines()) {
                         for (String bad : FORBIDDEN) {
@@ -313,6 +328,18 @@ class HostileFrontendPropertyTest {
             long quarter = 4L * sent / planned;
             return quarter == 0 ? "under a quarter" : quarter == 1 ? "a quarter to a half" : quarter == 2 ? "a half to three quarters"
                     : "three quarters or more";
+        }
+
+        /** Whether, once the good frontend (frontend 2) connected, a late fault was caught on its queue handing a request on. */
+        private static boolean lateFaultCaughtTheGoodFrontendHandingOn(List<String> log) {
+            boolean good = false;
+            for (String l : log) {
+                good |= l.startsWith("frontend 2 connected");
+                if (good && l.contains("is quarantined where the fault landed all the same: it was handing a request on")) {
+                    return true;
+                }
+            }
+            return false;
         }
 
         /** The good frontend ({@link QemuFlow#goodFrontendRoundTrip}), then its block in the image file. */
