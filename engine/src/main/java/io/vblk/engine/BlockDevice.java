@@ -1141,6 +1141,7 @@ public final class BlockDevice implements AutoCloseable {
         CompletableFuture<T> done = new CompletableFuture<>();
         threadOfQueue[queue.index].submitCommand(t -> {
             try {
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.COMMAND); // tests only: see FaultPoints
                 T value = body.apply(t);
                 done.complete(value);
             } catch (RuntimeException | Error e) {
