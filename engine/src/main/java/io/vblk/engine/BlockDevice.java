@@ -405,6 +405,7 @@ public final class BlockDevice implements AutoCloseable {
             queue.ring.disableNotifications();
             queue.brokenReason = null;
             queue.state = QueueLifecycle.RUNNING;
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.STARTED); // tests only: see FaultPoints
             t.watchKick(queue);
             return null;
         });

@@ -93,6 +93,13 @@ final class QueueControl {
         try {
             device.startQueue(q);
         } catch (IllegalStateException e) {
+            if (device.isRunning(q)) {
+                // A late guest-memory fault landed in the start command after it had marked the
+                // queue running: stopped again, so that the device and this ring agree it does
+                // not run (else GET_VRING_BASE found it running, "must be stopped to lift its
+                // quarantine").
+                surviveLateFault("stopping queue " + q + " after its start failed", () -> device.stopQueue(q));
+            }
             throw ProtocolError.rejected("vring " + q + " cannot start: " + e.getMessage());
         }
         v.running = true;

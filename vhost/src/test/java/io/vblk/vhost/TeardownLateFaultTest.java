@@ -31,6 +31,39 @@ class TeardownLateFaultTest {
         FaultPoints.disarm();
     }
 
+    /**
+     * Found by HostileFrontendPropertyTest (a ring memfd truncated to 0 while set up): the late
+     * fault landed in the start command after it had marked the queue running. SET_VRING_ENABLE
+     * was refused, but the device's queue ran on, and the next GET_VRING_BASE ended the
+     * connection with an internal error ("queue 0 must be stopped to lift its quarantine").
+     */
+    @Test
+    void aLateFaultInAStartLeavesTheQueueStoppedAsRefused() throws Exception {
+        try (ServerRig rig = ServerRig.start(dir, 1);
+             TestGuest guest = new TestGuest()) {
+            BlkQueue q = guest.queue(0, 64, true, 1);
+            try (QemuFlow flow = new QemuFlow(rig.connect(), guest, 1)) {
+                flow.f.ackEverything(true);
+                flow.init(QemuFlow.ALL_PROTOCOL, q);
+                FaultPoints.arm(FaultPoints.STARTED);
+                try {
+                    flow.start(flow.linuxFeatures(), true, null, q);
+                } catch (IllegalStateException refused) {
+                    // SET_VRING_ENABLE refused: the start failed
+                }
+                assertTrue(FaultPoints.fired(), "the error was thrown in the start command");
+                flow.stop(q); // GET_VRING_BASE: answered, the connection goes on
+                q.driver.initialise();
+                flow.start(flow.linuxFeatures(), false, null, q);
+                q.write(8, BlkQueue.pattern(8, 4096, 1));
+                flow.stop(q);
+            }
+            rig.awaitGone(1);
+            assertTrue(rig.lines().stream().noneMatch(l -> l.contains("internal error") || l.contains("connection closed")),
+                    String.join("\n", rig.lines()));
+        }
+    }
+
     @Test
     void aLateFaultInATeardownCommandStillEndsTheSessionCleanly() throws Exception {
         try (ServerRig rig = ServerRig.start(dir, 1);
