@@ -405,6 +405,7 @@ public final class BlockDevice implements AutoCloseable {
             queue.ring.disableNotifications();
             queue.brokenReason = null;
             queue.state = QueueLifecycle.RUNNING;
+            io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.STARTED); // tests only: see FaultPoints
             t.watchKick(queue);
             return null;
         });
@@ -1141,6 +1142,7 @@ public final class BlockDevice implements AutoCloseable {
         CompletableFuture<T> done = new CompletableFuture<>();
         threadOfQueue[queue.index].submitCommand(t -> {
             try {
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.COMMAND); // tests only: see FaultPoints
                 T value = body.apply(t);
                 done.complete(value);
             } catch (RuntimeException | Error e) {

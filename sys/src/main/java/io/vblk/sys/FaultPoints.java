@@ -41,6 +41,10 @@ public final class FaultPoints {
     public static final int HANDING_OVER = 10;
     /** block/nbd: a connection just finished a request (no longer holds its slot), before it is listed for delivery. */
     public static final int FINISHING = 11;
+    /** engine: inside a one-shot control command on a queue's I/O thread (a reset, a kick or tracker change). */
+    public static final int COMMAND = 12;
+    /** engine: a queue's start command, just after it marked the queue running. */
+    public static final int STARTED = 13;
 
     /** The message HotSpot gives the error (engine's GuestFaults.isMemoryFault matches it). */
     public static final String MESSAGE = "a fault occurred in an unsafe memory access operation (injected)";

@@ -95,6 +95,13 @@ final class QueueControl {
         try {
             device.startQueue(q);
         } catch (IllegalStateException e) {
+            if (device.isRunning(q)) {
+                // A late guest-memory fault landed in the start command after it had marked the
+                // queue running: stopped again, so that the device and this ring agree it does
+                // not run (else GET_VRING_BASE found it running, "must be stopped to lift its
+                // quarantine").
+                surviveLateFault("stopping queue " + q + " after its start failed", () -> device.stopQueue(q));
+            }
             throw ProtocolError.rejected("vring " + q + " cannot start: " + e.getMessage());
         }
         v.running = true;
@@ -533,17 +540,19 @@ final class QueueControl {
         boolean closedUnderUs = false;
         List<Runnable> later = new ArrayList<>();
         try {
-            stopRunning();
-            device.reset();
-            dropInflight();
+            // Each device step survives a late guest-memory fault landing in it (below), so a
+            // frontend that truncated its memory cannot make the teardown skip the rest.
+            surviveLateFault("stopping the rings", this::stopRunning);
+            surviveLateFault("resetting the device", device::reset);
+            surviveLateFault("dropping the inflight buffer", this::dropInflight);
             for (Vring v : state.vrings) {
-                replaceKick(v, null);
-                replaceCall(v, null);
+                surviveLateFault("closing queue " + v.index + "'s kick", () -> replaceKick(v, null));
+                surviveLateFault("closing queue " + v.index + "'s call", () -> replaceCall(v, null));
                 replaceError(v.index, null);
                 v.forgetSetup();
             }
             // The device lets go of the table (and its fixed-buffer pins) before it is unmapped.
-            device.clearMemory();
+            surviveLateFault("letting the device go of the memory table", device::clearMemory);
         } catch (IllegalStateException e) {
             if (!device.isClosed()) {
                 throw e;
@@ -572,6 +581,47 @@ final class QueueControl {
             return;
         }
         runAll(later);
+    }
+
+    /** How often a teardown step is tried again after a late guest-memory fault landed in it. */
+    private static final int LATE_FAULT_RETRIES = 4;
+
+    /**
+     * Runs a teardown step that commands the device, again when a guest-memory fault landed in
+     * it. A frontend that shrank its memory file under the mapping makes the I/O thread's loads
+     * fault (SIGBUS), which Java 17 raises as an InternalError later, at a safepoint of whatever
+     * that thread runs next: possibly one of this step's commands, which then fails although it
+     * touched no guest memory itself (engine GuestFaults; the data path attributes such faults
+     * by evidence and goes on). Each fault is delivered once, and the steps are idempotent
+     * (stopping a stopped queue, a reset, a cleared table), so the retry completes the step;
+     * the teardown must, or it would leave the device running on memory about to be unmapped, or
+     * leave that memory, the kicks and calls mapped and open for good.
+     */
+    private void surviveLateFault(String step, Runnable action) {
+        for (int attempt = 0;; attempt++) {
+            try {
+                action.run();
+                return;
+            } catch (RuntimeException e) {
+                if (attempt >= LATE_FAULT_RETRIES || !isLateMemoryFault(e) || device.isClosed()) {
+                    throw e;
+                }
+                log.info(who + ": a late guest memory fault landed while " + step + " (" + e + "): done again");
+            }
+        }
+    }
+
+    /** Whether {@code e} is a device command failed by the JVM's guest-memory fault (see engine GuestFaults). */
+    static boolean isLateMemoryFault(RuntimeException e) {
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof InternalError && String.valueOf(t.getMessage()).contains("unsafe memory access")) {
+                return true;
+            }
+            if (t.getCause() == t) {
+                break;
+            }
+        }
+        return false;
     }
 
     /** Runs each of {@code actions}, whatever the others did; the first failure is rethrown. */

@@ -130,12 +130,25 @@ class HostileFrontendPropertyTest {
     }
 
     @AfterContainer
-    static void tearDown() throws IOException {
+    static void tearDown() throws IOException, InterruptedException {
+        boolean triesEnded = true;
         if (runner != null) {
             runner.shutdownNow();
+            // A try may still run: jqwik's bounded shrinking gives up waiting for its shrinking
+            // thread when the bound passes (WARNING "Shrinking timeout reached") but that thread
+            // goes on calling the property, and a timed-out try runs on. Its fuzzer writes the
+            // rings through the guest's mapping (RingTamperer): unmapped under it, the write is
+            // a SIGSEGV that kills the whole test JVM (CI, hs_err in RingTamperer.writeAvailRing).
+            triesEnded = runner.awaitTermination(2 * TRY_TIMEOUT_S, TimeUnit.SECONDS);
         }
         if (guest != null) {
-            guest.close();
+            if (triesEnded) {
+                guest.close();
+            } else {
+                // Left mapped (the JVM's exit unmaps it) rather than pulled from under the try.
+                System.out.println("hostile frontend: a try still runs after " + 2 * TRY_TIMEOUT_S
+                        + " s; the guest memory stays mapped");
+            }
         }
         Thread.setDefaultUncaughtExceptionHandler(previousHandler);
         System.out.println("hostile frontend: " + tries + " tries; " + (fuzzer == null ? "" : fuzzer.summary()));
@@ -189,6 +202,23 @@ class HostileFrontendPropertyTest {
         }
     }
 
+    /**
+     * Found by this property in CI (seed 8277565306597146688, shrunk): two queues on rings in the
+     * frontend's own memfd, which it truncates to 4096 bytes while they run. The JVM delivers the
+     * SIGBUS of the truncated mapping late, as an InternalError, and it landed in one of the
+     * teardown's device commands after the frontend hung up: the teardown failed there and
+     * skipped its remaining steps (the device's memory, kicks, calls, the mapping itself). Every
+     * teardown step now survives a late fault and the teardown completes.
+     */
+    @Example
+    void aLateFaultOfTruncatedRingMemoryDoesNotFailTheTeardown() throws Exception {
+        Plan plan = new Plan(Profile.CONFIG_ONLY, Layout.SPARE_RINGS, true, 4096, 20, Kept.HANDSHAKE, List.of(
+                new Insert(1, new RingGarbage(0, 1, 21)), new Fds(1, List.of(FdKind.BLOCKING_FULL_EVENTFD))), -31864);
+        for (int i = 0; i < 5; i++) {
+            runner.submit(() -> new Try(plan).run()).get(TRY_TIMEOUT_S, TimeUnit.SECONDS);
+        }
+    }
+
     // ---------------------------------------------------------------- one try
 
     /** One plan against a fresh server: the fuzzed connection, the good frontend, the counts. */
@@ -213,8 +243,24 @@ class HostileFrontendPropertyTest {
                     rig.awaitGone(1);
                     List<String> log = rig.lines();
                     outcome = new Outcome(ending(log), depth(log), share(sent, messages));
-                    goodFrontendWritesAndReads(rig);
-                    rig.awaitGone(2);
+                    int goodId = 2;
+                    try {
+                        goodFrontendWritesAndReads(rig);
+                    } catch (AssertionError | IllegalStateException e) { // a refusal of its start too
+                        if (!lateFaultCaughtTheGoodFrontendHandingOn(rig.lines())) {
+                            throw e;
+                        }
+                        // engine GuestFaults' documented cost: the fuzzed frontend's late fault
+                        // (its truncated memory) landed on the good one's I/O thread while its
+                        // request was handed to the back end or completed (the queue is
+                        // quarantined: it cannot be undone exactly) or in a reap or submit (a
+                        // completion can be lost until the next drain). A real guest resets the queue. The server
+                        // must then serve the next frontend as ever.
+                        rig.awaitGone(2);
+                        goodId = 3;
+                        goodFrontendWritesAndReads(rig);
+                    }
+                    rig.awaitGone(goodId);
                     assertTrue(rig.serving(), "the server thread ended");
                     for (String line : rig.lines()) {
                         for (String bad : FORBIDDEN) {
@@ -283,6 +329,18 @@ class HostileFrontendPropertyTest {
             long quarter = 4L * sent / planned;
             return quarter == 0 ? "under a quarter" : quarter == 1 ? "a quarter to a half" : quarter == 2 ? "a half to three quarters"
                     : "three quarters or more";
+        }
+
+        /** Whether, once the good frontend (frontend 2) connected, a late guest-memory fault landed on the I/O thread. */
+        private static boolean lateFaultCaughtTheGoodFrontendHandingOn(List<String> log) {
+            boolean good = false;
+            for (String l : log) {
+                good |= l.startsWith("frontend 2 connected");
+                if (good && (l.contains("is quarantined where the fault landed all the same") || l.contains("guest memory fault"))) {
+                    return true;
+                }
+            }
+            return false;
         }
 
         /** The good frontend ({@link QemuFlow#goodFrontendRoundTrip}), then its block in the image file. */
