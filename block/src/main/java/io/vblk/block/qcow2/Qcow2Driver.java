@@ -21,7 +21,6 @@ import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
 import io.vblk.block.BlockDriver;
 import io.vblk.sys.Errno;
-import io.vblk.sys.EventFd;
 import io.vblk.sys.NativeBuffer;
 
 /**
@@ -2662,13 +2661,27 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public void acknowledge(int i) {
         if (i == 0) {
-            EventFd e = io.completionEvent();
-            if (e != null) {
-                e.read();
-            }
+            // The back end's own reset: an NBD disk's source is an epoll descriptor, not an
+            // eventfd to read (its acknowledgement notes the wake-up for the next poll).
+            io.acknowledgeCompletions();
         } else {
             backing.acknowledge(i - 1);
         }
+    }
+
+    /**
+     * Resets every completion source a poll already reaped from (the image's back end and each
+     * backing level's), so the I/O thread's sleep does not wake at once to nothing; true when one
+     * of them has completions to poll after all. Every source is reset, none skipped once one
+     * answers true (a source left raised would cost the wake-up this avoids).
+     */
+    @Override
+    public boolean rearmCompletions() {
+        boolean ready = io.rearmCompletions();
+        if (backing != null && backing.rearmCompletions()) {
+            ready = true;
+        }
+        return ready;
     }
 
     @Override
