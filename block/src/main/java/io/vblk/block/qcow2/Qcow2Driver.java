@@ -610,7 +610,9 @@ public final class Qcow2Driver implements BlockDriver {
         host.activateLocks();
         try {
             host.refreshSize();
-            Qcow2Image fresh = readAgain(false); // nothing written until the image is found acceptable
+            // Read into the tables it replaces (nothing is in flight, nothing served while
+            // inactive): the ones read at the inactive open are not held beside the new ones.
+            Qcow2Image fresh = readAgain(false, meta); // nothing written until the image is found acceptable
             Qcow2Header h = fresh.header;
             String refused = (h.version >= 3) != v3 ? "its version changed to " + h.version
                     : fresh.clusterSize != cluster ? "its cluster size changed"
@@ -623,7 +625,7 @@ public final class Qcow2Driver implements BlockDriver {
                 throw new IOException("qcow2 " + meta.path + " not activated: " + refused);
             }
             if ((fresh.fileSize & clusterMask) != 0) {
-                fresh = readAgain(true); // now the file may be rounded to whole clusters, as at an open
+                fresh = readAgain(true, fresh); // now the file may be rounded to whole clusters, as at an open
             }
             if (fresh.fileSize > host.sizeBytes() && host.extendTo(fresh.fileSize) < 0) {
                 // Qcow2Image.read learnt the size the file has; one that grew since cannot be relied on.
@@ -658,9 +660,18 @@ public final class Qcow2Driver implements BlockDriver {
         return false;
     }
 
-    private Qcow2Image readAgain(boolean mayWrite) throws IOException {
+    /**
+     * The image's metadata read again for an activation, into {@code previous}'s L1 and
+     * refcount tables when their sizes still fit, its metadata set dropped first
+     * ({@link Qcow2Image#read(Qcow2Host, int, boolean, boolean, long, long, Qcow2Image)}): a
+     * 32 MiB L1 table was held twice for the moment. {@code previous} is used up; an inactive
+     * driver serves and writes nothing from it, and a refused activation leaves the driver
+     * inactive (the next one reads again).
+     */
+    private Qcow2Image readAgain(boolean mayWrite, Qcow2Image previous) throws IOException {
         try {
-            return Qcow2Image.read(host, alignment, mayWrite);
+            return Qcow2Image.read(host, alignment, mayWrite, false, Qcow2Options.CHAIN_L1_BUDGET_BYTES,
+                    Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES, previous);
         } catch (RuntimeException e) {
             throw new IOException("qcow2 " + meta.path + ": cannot read the image again at activation: " + e.getMessage(), e);
         }
