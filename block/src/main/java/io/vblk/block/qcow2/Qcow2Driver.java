@@ -335,6 +335,31 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     /**
+     * {@link Qcow2Host#writeDurably} of the synchronous metadata steps (the autoclear bits, a
+     * resize's header, L1 table and refcounts, the reserved clusters handed back). A failure
+     * after which the image may hold part of the write, or holds it only in a cache whose
+     * writeback failed (a failed fdatasync reports its error once: it is consumed), is sticky as a
+     * failed flush is ({@link #flushFailed}): every later guest FLUSH fails with EIO and the image
+     * is not handed over, since what the disk holds, and whether the guest's earlier writes
+     * reached it, is unknown. A write the host refused before any of it reached the image
+     * ({@link Qcow2Host.NotWritten}) changes nothing and is only reported.
+     */
+    private void writeDurably(long position, NativeBuffer src, int length) throws IOException {
+        try {
+            host.writeDurably(position, src, length);
+        } catch (Qcow2Host.NotWritten e) {
+            throw e;
+        } catch (IOException | RuntimeException e) {
+            if (!flushFailed) {
+                System.err.println("vblk: qcow2 " + meta.path + ": a durable metadata write at " + position
+                        + " failed, every later FLUSH fails with EIO: " + e.getMessage());
+            }
+            flushFailed = true;
+            throw e;
+        }
+    }
+
+    /**
      * Clears the header's autoclear feature bits, durably, before anything is written (as QEMU
      * does at a writable open). qcow2.txt: a writer that does not maintain what they describe
      * (persistent dirty bitmaps) must clear them first, or QEMU later trusts a bitmap that misses
@@ -350,7 +375,7 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         h.putLong(AUTOCLEAR_FEATURES_OFFSET, 0L, ByteOrder.BIG_ENDIAN);
-        host.writeDurably(0, headerSector, alignment);
+        writeDurably(0, headerSector, alignment);
         System.err.println("vblk: qcow2 " + meta.path + ": autoclear features 0x" + Long.toHexString(bits)
                 + " cleared (bitmaps are not maintained)");
     }
@@ -803,7 +828,7 @@ public final class Qcow2Driver implements BlockDriver {
             h.putLong(SIZE_OFFSET, newSizeBytes, ByteOrder.BIG_ENDIAN);
             h.putInt(L1_SIZE_OFFSET, newL1, ByteOrder.BIG_ENDIAN);
             h.putLong(L1_TABLE_OFFSET_OFFSET, l1Offset, ByteOrder.BIG_ENDIAN);
-            host.writeDurably(0, headerSector, alignment);
+            writeDurably(0, headerSector, alignment);
             if (l1Offset != meta.header.l1TableOffset) {
                 long oldClusters = Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits;
                 setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
@@ -885,7 +910,7 @@ public final class Qcow2Driver implements BlockDriver {
         } else if (host.extendTo(at + newBytes) < 0) {
             throw new IOException("qcow2 " + meta.path + ": the L1 table's cluster lies past the end of the disk");
         }
-        host.writeDurably(at, table, writeBytes);
+        writeDurably(at, table, writeBytes);
         return at;
     }
 
@@ -911,7 +936,7 @@ public final class Qcow2Driver implements BlockDriver {
             for (; c < last; c++) {
                 setRefcount(block.buffer(), meta.header.refcountOrder, (int) (c - bi * entriesPerBlock), value);
             }
-            host.writeDurably(blockOffset, block, cluster);
+            writeDurably(blockOffset, block, cluster);
         }
     }
 
@@ -2120,7 +2145,7 @@ public final class Qcow2Driver implements BlockDriver {
                 for (long i = 0; i < count; i++) {
                     setRefcount((int) (first + i), 0);
                 }
-                host.writeDurably(blockOffset, block, cluster);
+                writeDurably(blockOffset, block, cluster);
                 reservedEnd = next;
             }
             if (next >= openedFileSize) {
