@@ -63,7 +63,10 @@ import io.vblk.sys.NativeBuffer;
  * clusters whose L2 entry passed that check and carries COPIED; every other write allocates.
  *
  * <p>DISCARD is advisory: it never allocates and never writes data; only a whole cluster of a
- * v3 image with an L2 table becomes a zero cluster (keeping its host cluster), the rest is left.
+ * v3 image with an L2 table becomes a zero cluster (keeping its host cluster, refcount 1), the
+ * rest is left. On a local file the kept cluster's host range is then punched
+ * ({@link #punchDiscarded}): the space goes back, the refcount stays, so no entry ever names a
+ * freed cluster.
  *
  * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
  * than freeing them), internal snapshots (refused for writing), growing the refcount table.
@@ -91,6 +94,10 @@ public final class Qcow2Driver implements BlockDriver {
     static final int PH_COW_FLUSHED = 11;
     /** A new L2 table made durable by a barrier flush: the L1 entry may follow. */
     static final int PH_NEW_L2_FLUSHED = 12;
+    /** A DISCARD's zero entry written: the host cluster's range is to be punched ({@link Req#punch}). */
+    static final int PH_PUNCH = 13;
+    /** The punch of a discarded cluster's host range in flight; the cluster stays locked until it ends. */
+    static final int PH_PUNCHED = 14;
 
     private static final long K_REQ = 1;
     private static final long K_L2_LOAD = 2;
@@ -1106,7 +1113,16 @@ public final class Qcow2Driver implements BlockDriver {
                     return false;
                 }
                 r.slot = null;
+                if (r.punch != 0) {
+                    r.phase = PH_PUNCH;
+                    return true;
+                }
                 endPiece(r);
+                return true;
+            case PH_PUNCH:
+                return punchDiscarded(r);
+            case PH_PUNCHED:
+                endPiece(r); // the cluster may be reused now: the punch can no longer land after its data
                 return true;
             case PH_NEW_L2_WRITTEN:
                 if (r.slot.l2Offset == r.l2Offset && r.slot.writtenGen < r.waitGen) {
@@ -1286,6 +1302,9 @@ public final class Qcow2Driver implements BlockDriver {
         if (zeroOp && full && v3) {
             // A whole cluster reads as zeros: keep an allocation of our own, drop anything else.
             r.newEntry = (off != 0 && copied) ? (off | OFLAG_COPIED | OFLAG_ZERO) : OFLAG_ZERO;
+            // A DISCARD gives the kept cluster's space back to the file system once the entry is
+            // written (see punchDiscarded).
+            r.punch = r.op == OP_DISCARD && off != 0 && copied && this.host.file() ? off : 0;
             r.needBarrier = false; // no data: nothing to make durable first
             r.phase = PH_DATA_WRITTEN;
             return true;
@@ -1424,6 +1443,41 @@ public final class Qcow2Driver implements BlockDriver {
         r.waitGen = slot.gen;
         r.phase = PH_L2_WRITTEN;
         park(r, slot.waiters);
+        return false;
+    }
+
+    /**
+     * A whole cluster of a v3 image discarded, its entry now ZERO with the host cluster kept
+     * (ZERO|COPIED, refcount 1): punches the host cluster's range (fallocate PUNCH_HOLE), so the
+     * file system gets the space back, as QEMU's discard=unmap does; the refcount stays, so no
+     * refcount block is written and nothing ever names a freed cluster (see the class comment).
+     * After the entry's write completed: a crash before it is durable can leave the old entry
+     * over the hole, and the guest then reads zeros in the cluster it discarded (a discarded
+     * range's contents are undefined), never another cluster's data. The piece keeps the
+     * cluster's lock until the punch completes: a write reusing the cluster (ZERO|COPIED entries
+     * are written in place) waits, so the punch never lands after its data. Advisory, as the
+     * DISCARD: a punch the back end refuses or fails (no hole punching on the file system)
+     * leaves the cluster allocated and the request successful.
+     */
+    private boolean punchDiscarded(Req r) {
+        if (r.error != 0 || corrupt || fatalError != 0) {
+            r.punch = 0; // the entry's write may have failed: the old entry may still name the cluster
+            endPiece(r);
+            return true;
+        }
+        if (io.freeSlots() == 0) {
+            park(r, ioWaiters);
+            return false;
+        }
+        long at = r.punch;
+        r.punch = 0;
+        int rc = io.prepareDiscard(at, cluster, reqTag(r, 0));
+        if (rc < 0) {
+            endPiece(r);
+            return true;
+        }
+        r.pending++;
+        r.phase = PH_PUNCHED;
         return false;
     }
 
@@ -2401,6 +2455,9 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     private void onReqOp(Req r, long result, long expected) {
+        if (r.phase == PH_PUNCHED && r.op == OP_DISCARD && result < 0) {
+            result = 0; // an advisory punch that failed: the cluster only stays allocated
+        }
         if (r.op == OP_FLUSH && (result < 0 || flushFailed)) {
             // A guest FLUSH's fdatasync failed (sticky, as a barrier's), or one of ours failed
             // while it ran and may have consumed the error it would have seen.
@@ -2904,6 +2961,8 @@ public final class Qcow2Driver implements BlockDriver {
         /** The piece's data needs a barrier flush before its L2 entry (copied or reused cluster). */
         boolean needBarrier;
         long newEntry;
+        /** A discarded cluster's host offset to punch once its zero entry is written; 0: none. */
+        long punch;
         long waitGen;
         long l2Offset;
         L2Slot slot;
@@ -2941,6 +3000,7 @@ public final class Qcow2Driver implements BlockDriver {
             this.error = 0;
             this.phase = PH_START;
             this.host = 0;
+            this.punch = 0;
             if (buffers != null && vec.capacity() < buffers.count()) {
                 vec = new IoVector(buffers.capacity()); // once per slot, at the largest size seen
                 backingVec = new IoVector(buffers.capacity());
