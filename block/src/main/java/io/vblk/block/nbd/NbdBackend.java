@@ -278,7 +278,10 @@ public final class NbdBackend implements IoBackend {
 
     /**
      * The I/O thread was woken by the completion source (readable or writable sockets): nothing
-     * to read (it is an epoll descriptor), only noted.
+     * to read (it is an epoll descriptor), only noted. Nor is there anything to reset before a
+     * sleep ({@link IoBackend#rearmCompletions()}, the default here): the epoll descriptor is
+     * readable only while a socket it watches is (level-triggered, so a reply a poll already read
+     * leaves nothing raised) or the control eventfd is, which {@link #poll} reads.
      */
     @Override
     public void acknowledgeCompletions() {

@@ -157,11 +157,13 @@ final class FileHost extends Qcow2Host {
                 continue;
             }
             if (n < 0) {
-                throw failed(write ? "pwrite" : "pread", n, position + done);
+                IOException e = failed(write ? "pwrite" : "pread", n, position + done);
+                throw write && done == 0 ? new NotWritten(e.getMessage()) : e;
             }
             if (n == 0) {
                 if (write) {
-                    throw new IOException("pwrite of " + path + " at " + (position + done) + " wrote nothing");
+                    String m = "pwrite of " + path + " at " + (position + done) + " wrote nothing";
+                    throw done == 0 ? new NotWritten(m) : new IOException(m);
                 }
                 return;
             }

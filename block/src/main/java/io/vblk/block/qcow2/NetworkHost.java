@@ -103,8 +103,11 @@ final class NetworkHost extends Qcow2Host {
     @Override
     void writeDurably(long position, NativeBuffer src, int length) throws IOException {
         transfer(true, position, src, length);
-        int rc = io.prepareFlush(SYNC_TAG);
-        complete(rc, "flush");
+        try {
+            complete(io.prepareFlush(SYNC_TAG), "flush");
+        } catch (NotWritten e) {
+            throw new IOException(e.getMessage(), e); // the write reached the server: not durable, not undone
+        }
     }
 
     /**
@@ -175,7 +178,8 @@ final class NetworkHost extends Qcow2Host {
      */
     private long complete(int prepared, String what) throws IOException {
         if (prepared < 0) {
-            throw new IOException(disk.address() + ": " + what + " refused: " + Errno.describe(-prepared));
+            // Refused before anything was sent: the disk is as it was.
+            throw new NotWritten(disk.address() + ": " + what + " refused: " + Errno.describe(-prepared));
         }
         result = Long.MIN_VALUE;
         io.submit();

@@ -21,7 +21,6 @@ import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
 import io.vblk.block.BlockDriver;
 import io.vblk.sys.Errno;
-import io.vblk.sys.EventFd;
 import io.vblk.sys.NativeBuffer;
 
 /**
@@ -64,7 +63,10 @@ import io.vblk.sys.NativeBuffer;
  * clusters whose L2 entry passed that check and carries COPIED; every other write allocates.
  *
  * <p>DISCARD is advisory: it never allocates and never writes data; only a whole cluster of a
- * v3 image with an L2 table becomes a zero cluster (keeping its host cluster), the rest is left.
+ * v3 image with an L2 table becomes a zero cluster (keeping its host cluster, refcount 1), the
+ * rest is left. On a local file the kept cluster's host range is then punched
+ * ({@link #punchDiscarded}): the space goes back, the refcount stays, so no entry ever names a
+ * freed cluster.
  *
  * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
  * than freeing them), internal snapshots (refused for writing), growing the refcount table.
@@ -92,6 +94,10 @@ public final class Qcow2Driver implements BlockDriver {
     static final int PH_COW_FLUSHED = 11;
     /** A new L2 table made durable by a barrier flush: the L1 entry may follow. */
     static final int PH_NEW_L2_FLUSHED = 12;
+    /** A DISCARD's zero entry written: the host cluster's range is to be punched ({@link Req#punch}). */
+    static final int PH_PUNCH = 13;
+    /** The punch of a discarded cluster's host range in flight; the cluster stays locked until it ends. */
+    static final int PH_PUNCHED = 14;
 
     private static final long K_REQ = 1;
     private static final long K_L2_LOAD = 2;
@@ -336,6 +342,31 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     /**
+     * {@link Qcow2Host#writeDurably} of the synchronous metadata steps (the autoclear bits, a
+     * resize's header, L1 table and refcounts, the reserved clusters handed back). A failure
+     * after which the image may hold part of the write, or holds it only in a cache whose
+     * writeback failed (a failed fdatasync reports its error once: it is consumed), is sticky as a
+     * failed flush is ({@link #flushFailed}): every later guest FLUSH fails with EIO and the image
+     * is not handed over, since what the disk holds, and whether the guest's earlier writes
+     * reached it, is unknown. A write the host refused before any of it reached the image
+     * ({@link Qcow2Host.NotWritten}) changes nothing and is only reported.
+     */
+    private void writeDurably(long position, NativeBuffer src, int length) throws IOException {
+        try {
+            host.writeDurably(position, src, length);
+        } catch (Qcow2Host.NotWritten e) {
+            throw e;
+        } catch (IOException | RuntimeException e) {
+            if (!flushFailed) {
+                System.err.println("vblk: qcow2 " + meta.path + ": a durable metadata write at " + position
+                        + " failed, every later FLUSH fails with EIO: " + e.getMessage());
+            }
+            flushFailed = true;
+            throw e;
+        }
+    }
+
+    /**
      * Clears the header's autoclear feature bits, durably, before anything is written (as QEMU
      * does at a writable open). qcow2.txt: a writer that does not maintain what they describe
      * (persistent dirty bitmaps) must clear them first, or QEMU later trusts a bitmap that misses
@@ -351,7 +382,7 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         h.putLong(AUTOCLEAR_FEATURES_OFFSET, 0L, ByteOrder.BIG_ENDIAN);
-        host.writeDurably(0, headerSector, alignment);
+        writeDurably(0, headerSector, alignment);
         System.err.println("vblk: qcow2 " + meta.path + ": autoclear features 0x" + Long.toHexString(bits)
                 + " cleared (bitmaps are not maintained)");
     }
@@ -611,7 +642,9 @@ public final class Qcow2Driver implements BlockDriver {
         host.activateLocks();
         try {
             host.refreshSize();
-            Qcow2Image fresh = readAgain(false); // nothing written until the image is found acceptable
+            // Read into the tables it replaces (nothing is in flight, nothing served while
+            // inactive): the ones read at the inactive open are not held beside the new ones.
+            Qcow2Image fresh = readAgain(false, meta); // nothing written until the image is found acceptable
             Qcow2Header h = fresh.header;
             String refused = (h.version >= 3) != v3 ? "its version changed to " + h.version
                     : fresh.clusterSize != cluster ? "its cluster size changed"
@@ -624,7 +657,7 @@ public final class Qcow2Driver implements BlockDriver {
                 throw new IOException("qcow2 " + meta.path + " not activated: " + refused);
             }
             if ((fresh.fileSize & clusterMask) != 0) {
-                fresh = readAgain(true); // now the file may be rounded to whole clusters, as at an open
+                fresh = readAgain(true, fresh); // now the file may be rounded to whole clusters, as at an open
             }
             if (fresh.fileSize > host.sizeBytes() && host.extendTo(fresh.fileSize) < 0) {
                 // Qcow2Image.read learnt the size the file has; one that grew since cannot be relied on.
@@ -659,9 +692,18 @@ public final class Qcow2Driver implements BlockDriver {
         return false;
     }
 
-    private Qcow2Image readAgain(boolean mayWrite) throws IOException {
+    /**
+     * The image's metadata read again for an activation, into {@code previous}'s L1 and
+     * refcount tables when their sizes still fit, its metadata set dropped first
+     * ({@link Qcow2Image#read(Qcow2Host, int, boolean, boolean, long, long, Qcow2Image)}): a
+     * 32 MiB L1 table was held twice for the moment. {@code previous} is used up; an inactive
+     * driver serves and writes nothing from it, and a refused activation leaves the driver
+     * inactive (the next one reads again).
+     */
+    private Qcow2Image readAgain(boolean mayWrite, Qcow2Image previous) throws IOException {
         try {
-            return Qcow2Image.read(host, alignment, mayWrite);
+            return Qcow2Image.read(host, alignment, mayWrite, false, Qcow2Options.CHAIN_L1_BUDGET_BYTES,
+                    Qcow2Options.CHAIN_METADATA_SET_BUDGET_BYTES, previous);
         } catch (RuntimeException e) {
             throw new IOException("qcow2 " + meta.path + ": cannot read the image again at activation: " + e.getMessage(), e);
         }
@@ -793,7 +835,7 @@ public final class Qcow2Driver implements BlockDriver {
             h.putLong(SIZE_OFFSET, newSizeBytes, ByteOrder.BIG_ENDIAN);
             h.putInt(L1_SIZE_OFFSET, newL1, ByteOrder.BIG_ENDIAN);
             h.putLong(L1_TABLE_OFFSET_OFFSET, l1Offset, ByteOrder.BIG_ENDIAN);
-            host.writeDurably(0, headerSector, alignment);
+            writeDurably(0, headerSector, alignment);
             if (l1Offset != meta.header.l1TableOffset) {
                 long oldClusters = Qcow2Image.roundUp((long) oldL1 * 8, cluster) >>> clusterBits;
                 setRefcountsDurably(meta.header.l1TableOffset, oldClusters, 0); // the old table: freed last
@@ -875,7 +917,7 @@ public final class Qcow2Driver implements BlockDriver {
         } else if (host.extendTo(at + newBytes) < 0) {
             throw new IOException("qcow2 " + meta.path + ": the L1 table's cluster lies past the end of the disk");
         }
-        host.writeDurably(at, table, writeBytes);
+        writeDurably(at, table, writeBytes);
         return at;
     }
 
@@ -901,7 +943,7 @@ public final class Qcow2Driver implements BlockDriver {
             for (; c < last; c++) {
                 setRefcount(block.buffer(), meta.header.refcountOrder, (int) (c - bi * entriesPerBlock), value);
             }
-            host.writeDurably(blockOffset, block, cluster);
+            writeDurably(blockOffset, block, cluster);
         }
     }
 
@@ -1071,7 +1113,16 @@ public final class Qcow2Driver implements BlockDriver {
                     return false;
                 }
                 r.slot = null;
+                if (r.punch != 0) {
+                    r.phase = PH_PUNCH;
+                    return true;
+                }
                 endPiece(r);
+                return true;
+            case PH_PUNCH:
+                return punchDiscarded(r);
+            case PH_PUNCHED:
+                endPiece(r); // the cluster may be reused now: the punch can no longer land after its data
                 return true;
             case PH_NEW_L2_WRITTEN:
                 if (r.slot.l2Offset == r.l2Offset && r.slot.writtenGen < r.waitGen) {
@@ -1251,6 +1302,9 @@ public final class Qcow2Driver implements BlockDriver {
         if (zeroOp && full && v3) {
             // A whole cluster reads as zeros: keep an allocation of our own, drop anything else.
             r.newEntry = (off != 0 && copied) ? (off | OFLAG_COPIED | OFLAG_ZERO) : OFLAG_ZERO;
+            // A DISCARD gives the kept cluster's space back to the file system once the entry is
+            // written (see punchDiscarded).
+            r.punch = r.op == OP_DISCARD && off != 0 && copied && this.host.file() ? off : 0;
             r.needBarrier = false; // no data: nothing to make durable first
             r.phase = PH_DATA_WRITTEN;
             return true;
@@ -1389,6 +1443,41 @@ public final class Qcow2Driver implements BlockDriver {
         r.waitGen = slot.gen;
         r.phase = PH_L2_WRITTEN;
         park(r, slot.waiters);
+        return false;
+    }
+
+    /**
+     * A whole cluster of a v3 image discarded, its entry now ZERO with the host cluster kept
+     * (ZERO|COPIED, refcount 1): punches the host cluster's range (fallocate PUNCH_HOLE), so the
+     * file system gets the space back, as QEMU's discard=unmap does; the refcount stays, so no
+     * refcount block is written and nothing ever names a freed cluster (see the class comment).
+     * After the entry's write completed: a crash before it is durable can leave the old entry
+     * over the hole, and the guest then reads zeros in the cluster it discarded (a discarded
+     * range's contents are undefined), never another cluster's data. The piece keeps the
+     * cluster's lock until the punch completes: a write reusing the cluster (ZERO|COPIED entries
+     * are written in place) waits, so the punch never lands after its data. Advisory, as the
+     * DISCARD: a punch the back end refuses or fails (no hole punching on the file system)
+     * leaves the cluster allocated and the request successful.
+     */
+    private boolean punchDiscarded(Req r) {
+        if (r.error != 0 || corrupt || fatalError != 0) {
+            r.punch = 0; // the entry's write may have failed: the old entry may still name the cluster
+            endPiece(r);
+            return true;
+        }
+        if (io.freeSlots() == 0) {
+            park(r, ioWaiters);
+            return false;
+        }
+        long at = r.punch;
+        r.punch = 0;
+        int rc = io.prepareDiscard(at, cluster, reqTag(r, 0));
+        if (rc < 0) {
+            endPiece(r);
+            return true;
+        }
+        r.pending++;
+        r.phase = PH_PUNCHED;
         return false;
     }
 
@@ -2110,7 +2199,7 @@ public final class Qcow2Driver implements BlockDriver {
                 for (long i = 0; i < count; i++) {
                     setRefcount((int) (first + i), 0);
                 }
-                host.writeDurably(blockOffset, block, cluster);
+                writeDurably(blockOffset, block, cluster);
                 reservedEnd = next;
             }
             if (next >= openedFileSize) {
@@ -2366,6 +2455,9 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     private void onReqOp(Req r, long result, long expected) {
+        if (r.phase == PH_PUNCHED && r.op == OP_DISCARD && result < 0) {
+            result = 0; // an advisory punch that failed: the cluster only stays allocated
+        }
         if (r.op == OP_FLUSH && (result < 0 || flushFailed)) {
             // A guest FLUSH's fdatasync failed (sticky, as a barrier's), or one of ours failed
             // while it ran and may have consumed the error it would have seen.
@@ -2662,13 +2754,27 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public void acknowledge(int i) {
         if (i == 0) {
-            EventFd e = io.completionEvent();
-            if (e != null) {
-                e.read();
-            }
+            // The back end's own reset: an NBD disk's source is an epoll descriptor, not an
+            // eventfd to read (its acknowledgement notes the wake-up for the next poll).
+            io.acknowledgeCompletions();
         } else {
             backing.acknowledge(i - 1);
         }
+    }
+
+    /**
+     * Resets every completion source a poll already reaped from (the image's back end and each
+     * backing level's), so the I/O thread's sleep does not wake at once to nothing; true when one
+     * of them has completions to poll after all. Every source is reset, none skipped once one
+     * answers true (a source left raised would cost the wake-up this avoids).
+     */
+    @Override
+    public boolean rearmCompletions() {
+        boolean ready = io.rearmCompletions();
+        if (backing != null && backing.rearmCompletions()) {
+            ready = true;
+        }
+        return ready;
     }
 
     @Override
@@ -2855,6 +2961,8 @@ public final class Qcow2Driver implements BlockDriver {
         /** The piece's data needs a barrier flush before its L2 entry (copied or reused cluster). */
         boolean needBarrier;
         long newEntry;
+        /** A discarded cluster's host offset to punch once its zero entry is written; 0: none. */
+        long punch;
         long waitGen;
         long l2Offset;
         L2Slot slot;
@@ -2892,6 +3000,7 @@ public final class Qcow2Driver implements BlockDriver {
             this.error = 0;
             this.phase = PH_START;
             this.host = 0;
+            this.punch = 0;
             if (buffers != null && vec.capacity() < buffers.count()) {
                 vec = new IoVector(buffers.capacity()); // once per slot, at the largest size seen
                 backingVec = new IoVector(buffers.capacity());

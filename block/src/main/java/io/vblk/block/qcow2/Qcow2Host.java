@@ -75,8 +75,28 @@ abstract class Qcow2Host implements AutoCloseable {
     /** Reads {@code length} bytes at {@code position} into {@code dst}; bytes past the end read as zeros. */
     abstract void read(long position, NativeBuffer dst, int length) throws IOException;
 
-    /** Writes {@code length} bytes of {@code src} at {@code position} and makes them durable. */
+    /**
+     * Writes {@code length} bytes of {@code src} at {@code position} and makes them durable.
+     *
+     * @throws NotWritten when the host refused the write before any of it reached the image
+     *         (the image is as it was)
+     * @throws IOException when part or all of it may have reached the image, or reached it and
+     *         did not become durable (a failed fdatasync, which also consumed the file's
+     *         writeback error): what the disk holds is then unknown
+     */
     abstract void writeDurably(long position, NativeBuffer src, int length) throws IOException;
+
+    /**
+     * A {@link #writeDurably} failure that left the image as it was: nothing of the write reached
+     * it (the first write call failed, or the back end refused to send it).
+     */
+    static final class NotWritten extends IOException {
+        private static final long serialVersionUID = 1L;
+
+        NotWritten(String message) {
+            super(message);
+        }
+    }
 
     /**
      * Makes sure the host holds at least {@code newSizeBytes} bytes (clusters allocated at the end

@@ -66,6 +66,12 @@ public final class RbdBackend implements IoBackend {
     private volatile long submitted;
     private volatile long completed;
     private volatile boolean closed;
+    /**
+     * Reaper only: a poll took completions whose signal (librbd writes the eventfd once per
+     * completion, ours once per batch of failed submissions) may still be raised:
+     * {@link #rearmCompletions()} then resets the eventfd before the reaper sleeps.
+     */
+    private boolean eventRaised;
 
     private RbdBackend(Librbd lib, RbdAddress address, RbdOptions options, long cluster, long ioctx, long image,
             long sizeBytes, boolean readOnly) {
@@ -413,9 +419,15 @@ public final class RbdBackend implements IoBackend {
         while (reaped < max && (slot = failed.poll()) >= 0) {
             reaped += deliver(slot, result[slot], sink);
         }
+        if (reaped > 0) {
+            eventRaised = true;
+        }
         if (reaped < max && !closed) {
             int want = Math.min(max - reaped, depth);
             int n = lib.rbd.rbd_poll_io_events(image, polled.address(), want);
+            if (n > 0) {
+                eventRaised = true;
+            }
             for (int i = 0; i < n; i++) {
                 long c = polled.buffer().getLong(8 * i);
                 long arg = lib.rbd.rbd_aio_get_arg(c);
@@ -471,6 +483,27 @@ public final class RbdBackend implements IoBackend {
         completed = completed + 1;
         sink.complete(tag, value);
         return 1;
+    }
+
+    /**
+     * Resets the eventfd that completions a poll already took left raised (librbd writes it once
+     * per completion, whether or not a poll then takes it: a lump reaped by busy rounds left it
+     * readable, and the next sleep woke at once to nothing). librbd's completion queue cannot be
+     * looked at without taking from it, so after a reset this answers true: the reaper polls once
+     * more instead of sleeping, and that poll takes every completion whose signal the reset
+     * consumed (librbd queues a completion before it writes the eventfd). A completion queued
+     * after that poll writes the eventfd after the reset, so the sleep wakes for it. No read when
+     * no poll took anything since the last reset: a raised eventfd then announces completions
+     * still queued, a wake-up that finds work.
+     */
+    @Override
+    public boolean rearmCompletions() {
+        if (!eventRaised || closed) {
+            return false;
+        }
+        eventRaised = false;
+        completion.read();
+        return true;
     }
 
     @Override

@@ -46,9 +46,38 @@ class Qcow2ResizeFailureTest {
             assertFalse(host.failNextHeaderWrite, "the header write was attempted");
             assertEquals(3L << 30, d.sizeBytes(), "the image's header, which the write reached, is the truth");
             assertFalse(d.l1TableOffset() == oldL1, "the driver follows the moved L1 table");
-            writesAfterTheResize(d);
+            writesAfterTheResize(d, false); // the failed fdatasync is sticky: see below
         }
         leaksOnly(img);
+    }
+
+    /**
+     * A durable metadata write whose fdatasync failed (here a resize's header) leaves what the
+     * disk holds unknown, and Linux reports the writeback error once: the failed fdatasync
+     * consumed it. The guest's next FLUSH succeeded as if every write before it were durable, and
+     * the image could be handed over. Now the failure is sticky, as a failed flush is: every later
+     * FLUSH fails with EIO and the hand-over is refused. A write refused before it reached the
+     * image (the test below) is not.
+     */
+    @Test
+    void aFailedFdatasyncOfADurableMetadataWriteFailsEveryLaterFlush() throws Exception {
+        Path img = DriverRig.create(dir, "r.qcow2", "16M", "-o", "cluster_size=4096");
+        HeaderFaultHost host = new HeaderFaultHost(new FileHost(img.toRealPath(), BackendKind.IO_URING, false, true));
+        try (Qcow2Driver d = open(host)) {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer a = DriverRig.buffer(4096);
+            a.buffer().setMemory(0, 4096, (byte) 0x5a);
+            assertEquals(4096, rig.one(rig.write(0, a, 4096)));
+            assertEquals(0, rig.one(rig.flush()), "a flush before the failure succeeds");
+            host.failNextHeaderWrite = true;
+            d.resize(32 * MIB);
+            assertFalse(host.failNextHeaderWrite, "the header write was attempted");
+            assertEquals(4096, rig.one(rig.write(8192, a, 4096)), "writes still complete");
+            assertEquals(-io.vblk.sys.Errno.EIO, rig.one(rig.flush()), "the FLUSH after the failed fdatasync");
+            assertEquals(-io.vblk.sys.Errno.EIO, rig.one(rig.flush()), "and every later one");
+            IOException e = assertThrows(IOException.class, d::inactivate, "nor is the image handed over");
+            assertTrue(e.getMessage().contains("earlier flush failed"), e.getMessage());
+        }
     }
 
     @Test
@@ -63,7 +92,7 @@ class Qcow2ResizeFailureTest {
             assertFalse(host.failWriteAfterHeader, "a write after the header was attempted");
             assertEquals(3L << 30, d.sizeBytes());
             assertFalse(d.l1TableOffset() == oldL1, "the driver follows the moved L1 table");
-            writesAfterTheResize(d);
+            writesAfterTheResize(d, true); // that write was refused before reaching the image: not sticky
         }
         leaksOnly(img);
     }
@@ -102,13 +131,13 @@ class Qcow2ResizeFailureTest {
         return new Qcow2Driver(meta, host, io, null, 16, Qcow2Options.defaults());
     }
 
-    private static void writesAfterTheResize(Qcow2Driver d) {
+    private static void writesAfterTheResize(Qcow2Driver d, boolean flushSucceeds) {
         DriverRig rig = new DriverRig(d);
         NativeBuffer a = DriverRig.buffer(65536);
         a.buffer().setMemory(0, 65536, (byte) 0x7c);
         assertEquals(65536, rig.one(rig.write(0, a, 65536)), "allocating write after the failed resize");
         assertEquals(65536, rig.one(rig.write(2048 * MIB, a, 65536)), "allocating write past the old end");
-        assertEquals(0, rig.one(rig.flush()));
+        assertEquals(flushSucceeds ? 0 : -io.vblk.sys.Errno.EIO, rig.one(rig.flush()));
     }
 
     private static void leaksOnly(Path img) throws Exception {
@@ -128,8 +157,8 @@ class Qcow2ResizeFailureTest {
     }
 
     /**
-     * A file host whose next header write lands, then reports an error; or never lands; or whose
-     * next write after a header write fails.
+     * A file host whose next header write lands, then reports an error (its fdatasync failed); or
+     * is refused before it reaches the file; or whose next write after a header write is refused.
      */
     private static final class HeaderFaultHost extends Qcow2Host {
         private final FileHost file;
@@ -146,11 +175,11 @@ class Qcow2ResizeFailureTest {
         void writeDurably(long position, NativeBuffer src, int length) throws IOException {
             if (position == 0 && dropNextHeaderWrite) {
                 dropNextHeaderWrite = false;
-                throw new IOException("injected: the header write failed");
+                throw new NotWritten("injected: the header write failed");
             }
             if (position != 0 && headerWritten && failWriteAfterHeader) {
                 failWriteAfterHeader = false;
-                throw new IOException("injected: a write after the header failed");
+                throw new NotWritten("injected: a write after the header failed");
             }
             file.writeDurably(position, src, length);
             headerWritten |= position == 0;

@@ -117,6 +117,58 @@ class RbdBackendTest {
     }
 
     /**
+     * librbd writes the completion eventfd once per completion, whether or not a poll takes it:
+     * after polls that reaped a lump without sleeping it stayed readable, and the I/O thread's
+     * next sleep woke at once to nothing (the back end took IoBackend's default rearm, which
+     * resets nothing). The rearm resets it and asks for one more poll; with nothing reaped since,
+     * it reads nothing and the next completion still raises the eventfd.
+     */
+    @Test
+    void rearmResetsTheEventfdThatCompletionsAlreadyReapedLeftRaised() throws Exception {
+        ceph.run("rbd", "create", "rbd/rearm", "--size", "8M");
+        try (RbdBackend disk = RbdBackend.open(ceph.address("rearm"), RbdOptions.defaults())) {
+            NativeBuffer b = buffer(4096);
+            fill(b, 9);
+            for (int i = 0; i < 8; i++) {
+                assertEquals(0, disk.prepareWrite(i * 4096L, vector(b), i));
+            }
+            disk.submit();
+            Map<Long, Long> results = new HashMap<>();
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (results.size() < 8 && System.currentTimeMillis() < deadline) {
+                if (disk.poll(results::put, 1024) == 0) {
+                    Thread.sleep(1); // busy rounds: the eventfd is never read
+                }
+            }
+            assertEquals(8, results.size(), "completed: " + results);
+            int fd = disk.completionEvent().fd();
+            assertTrue(eventfdCount(fd) > 0, "librbd raised the eventfd for the completions polled");
+            assertTrue(disk.rearmCompletions(), "reset: one more poll asked for");
+            assertEquals(0, eventfdCount(fd), "still readable after the rearm: the sleep would wake to nothing");
+            assertEquals(0, disk.poll(results::put, 1024));
+            assertFalse(disk.rearmCompletions(), "nothing reaped since the reset: nothing to reset or poll");
+            assertEquals(0, disk.prepareRead(0, vector(buffer(4096)), 99));
+            disk.submit();
+            assertEquals(1, disk.awaitCompletions(60_000), "the next completion raises the eventfd again");
+            Map<Long, Long> after = new HashMap<>();
+            while (after.isEmpty() && System.currentTimeMillis() < deadline) {
+                disk.poll(after::put, 1024);
+            }
+            assertEquals(4096L, after.get(99L));
+        }
+    }
+
+    /** The counter of eventfd {@code fd} of this process, from its fdinfo (nothing consumed). */
+    static long eventfdCount(int fd) throws Exception {
+        for (String line : Files.readAllLines(Path.of("/proc/self/fdinfo/" + fd))) {
+            if (line.startsWith("eventfd-count:")) {
+                return Long.parseLong(line.substring("eventfd-count:".length()).trim(), 16);
+            }
+        }
+        throw new AssertionError("fd " + fd + " is not an eventfd");
+    }
+
+    /**
      * The client configuration the data plane sets (issue 14): no librbd cache (QEMU's
      * cache=none) and one librados completion thread; an address option overrides either.
      */
