@@ -11,6 +11,8 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.sys.FaultPoints;
+import io.vblk.sys.Memfd;
+import io.vblk.sys.Native;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
@@ -137,6 +139,58 @@ class CommandLateFaultTest {
             rig.awaitGone(1);
             assertClean(rig, 1);
             goodFrontend(rig, guest, 2);
+        }
+    }
+
+    /**
+     * The fault of a frontend that truncated its memory and went, delivered in the NEXT
+     * frontend's kick change with its ring running: attributed by evidence (only the gone
+     * frontend's table maps past its file), it quarantines nothing, and the command runs again:
+     * the next frontend's ring goes on. Before, that frontend's connection was closed.
+     */
+    @Test
+    void theFaultOfAFrontendThatWentCostsTheNextOneNothing() throws Exception {
+        long extraGpa = 8L << 30;
+        long extraBytes = 1L << 20;
+        try (ServerRig rig = ServerRig.start(dir, 1);
+             TestGuest guest = new TestGuest()) {
+            int extra = Memfd.create("extra", extraBytes);
+            try {
+                BlkQueue q1 = guest.queue(0, 64, true, 1);
+                try (QemuFlow first = new QemuFlow(rig.connect(), guest, 1)) {
+                    first.init(QemuFlow.ALL_PROTOCOL, q1);
+                    first.start(first.linuxFeatures(), true, null, q1);
+                    // A data-only region the guest never uses, then cut from under the mapping.
+                    VhostUserFrontend.Region r = new VhostUserFrontend.Region(extraGpa, extraBytes, 0x7100_0000_0000L, 0);
+                    assertEquals(0, first.f.acked(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(r), extra));
+                    q1.write(8, BlkQueue.pattern(8, 4096, 1));
+                    assertEquals(0, Native.libc().ftruncate(extra, 0));
+                    first.stop(q1);
+                }
+                rig.awaitGone(1);
+
+                BlkQueue q2 = guest.queue(0, 64, true, 2);
+                try (QemuFlow next = new QemuFlow(rig.connect(), guest, 1)) {
+                    next.f.ackEverything(true);
+                    next.init(QemuFlow.ALL_PROTOCOL, q2);
+                    next.start(next.linuxFeatures(), true, null, q2);
+                    q2.write(16, BlkQueue.pattern(16, 4096, 2));
+                    FaultPoints.arm(FaultPoints.COMMAND);
+                    next.f.setVringFd(VhostUserFrontend.SET_VRING_KICK, 0, q2.kick); // acknowledged, or this throws
+                    assertTrue(FaultPoints.fired(), "the error was thrown in the next frontend's kick change");
+                    byte[] data = BlkQueue.pattern(24, 4096, 3);
+                    q2.write(24, data); // not quarantined: kicked through the new descriptor
+                    assertArrayEquals(data, q2.read(24, 4096));
+                    assertEquals(3, next.stop(q2)[0]);
+                    assertTrue(next.errs[0].read() < 0, "the next frontend's ring was never quarantined");
+                }
+                rig.awaitGone(2);
+                String report = rig.awaitLine(l -> l.contains("attributed by evidence"));
+                assertTrue(report.contains("nothing quarantined"), report);
+                assertClean(rig, 2);
+            } finally {
+                Native.libc().close(extra);
+            }
         }
     }
 
