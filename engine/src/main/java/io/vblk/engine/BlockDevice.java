@@ -326,6 +326,9 @@ public final class BlockDevice implements AutoCloseable {
 
             @Override
             public boolean run(IoThread t) {
+                if (done.isDone()) {
+                    return true; // a late fault landed after it had completed: not again (see run())
+                }
                 if (fence == Long.MIN_VALUE) {
                     queue.interrupt = interrupt;
                     // Dedicated mode signals on the completion thread: wait until it has left
@@ -445,6 +448,11 @@ public final class BlockDevice implements AutoCloseable {
 
             @Override
             public boolean run(IoThread t) {
+                if (done.isDone()) {
+                    // A late fault landed after it had completed: not again, since commands
+                    // queued after it (a start) may have run since, and it would unwatch the kick.
+                    return true;
+                }
                 if (!begun) {
                     begun = true;
                     if (queue.state == QueueLifecycle.RUNNING) {
@@ -508,6 +516,9 @@ public final class BlockDevice implements AutoCloseable {
         CompletableFuture<Void> done = new CompletableFuture<>();
         FaultRecovery.LostWatch lost = new FaultRecovery.LostWatch();
         threadOfQueue[queue.index].submitCommand(t -> {
+            if (done.isDone()) {
+                return true; // a late fault landed after it had completed: not again
+            }
             t.flushCompletions();
             if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
                 return false;
@@ -804,6 +815,9 @@ public final class BlockDevice implements AutoCloseable {
 
                 @Override
                 public boolean run(IoThread t) {
+                    if (passed.isDone()) {
+                        return true; // a late fault landed after it had completed: not again
+                    }
                     if (fence == Long.MIN_VALUE) {
                         // Between rounds: this thread holds no log; the completion thread may,
                         // in a batch begun before the fence.
