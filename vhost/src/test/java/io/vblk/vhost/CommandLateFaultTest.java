@@ -150,25 +150,11 @@ class CommandLateFaultTest {
      */
     @Test
     void theFaultOfAFrontendThatWentCostsTheNextOneNothing() throws Exception {
-        long extraGpa = 8L << 30;
-        long extraBytes = 1L << 20;
         try (ServerRig rig = ServerRig.start(dir, 1);
              TestGuest guest = new TestGuest()) {
-            int extra = Memfd.create("extra", extraBytes);
+            int extra = Memfd.create("extra", EXTRA_BYTES);
             try {
-                BlkQueue q1 = guest.queue(0, 64, true, 1);
-                try (QemuFlow first = new QemuFlow(rig.connect(), guest, 1)) {
-                    first.init(QemuFlow.ALL_PROTOCOL, q1);
-                    first.start(first.linuxFeatures(), true, null, q1);
-                    // A data-only region the guest never uses, then cut from under the mapping.
-                    VhostUserFrontend.Region r = new VhostUserFrontend.Region(extraGpa, extraBytes, 0x7100_0000_0000L, 0);
-                    assertEquals(0, first.f.acked(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(r), extra));
-                    q1.write(8, BlkQueue.pattern(8, 4096, 1));
-                    assertEquals(0, Native.libc().ftruncate(extra, 0));
-                    first.stop(q1);
-                }
-                rig.awaitGone(1);
-
+                truncateAndGo(rig, guest, extra);
                 BlkQueue q2 = guest.queue(0, 64, true, 2);
                 try (QemuFlow next = new QemuFlow(rig.connect(), guest, 1)) {
                     next.f.ackEverything(true);
@@ -192,6 +178,66 @@ class CommandLateFaultTest {
                 Native.libc().close(extra);
             }
         }
+    }
+
+    /**
+     * As above, delivered in the next frontend's start just after it marked the queue running
+     * (sys FaultPoints.STARTED): spared by the evidence, the start runs again and completes,
+     * kick watched, where it was refused before (TeardownLateFaultTest has the case without
+     * evidence: refused, and stopped again).
+     */
+    @Test
+    void theFaultOfAFrontendThatWentDoesNotRefuseTheNextOnesStart() throws Exception {
+        try (ServerRig rig = ServerRig.start(dir, 1);
+             TestGuest guest = new TestGuest()) {
+            int extra = Memfd.create("extra", EXTRA_BYTES);
+            try {
+                truncateAndGo(rig, guest, extra);
+                BlkQueue q2 = guest.queue(0, 64, true, 2);
+                try (QemuFlow next = new QemuFlow(rig.connect(), guest, 1)) {
+                    next.f.ackEverything(true);
+                    next.init(QemuFlow.ALL_PROTOCOL, q2);
+                    FaultPoints.arm(FaultPoints.STARTED);
+                    next.start(next.linuxFeatures(), true, null, q2); // SET_VRING_ENABLE acknowledged, or this throws
+                    assertTrue(FaultPoints.fired(), "the error was thrown in the next frontend's start");
+                    for (int i = 0; i < 3; i++) {
+                        // Long enough for the I/O thread to stop polling and sleep on the kicks
+                        // it watches: only a watched kick then wakes it (no timing is asserted).
+                        Thread.sleep(1000);
+                        byte[] data = BlkQueue.pattern(16 + 8 * i, 4096, 2 + i);
+                        q2.write(16 + 8 * i, data); // each kicked: the kick is watched
+                        assertArrayEquals(data, q2.read(16 + 8 * i, 4096));
+                    }
+                    assertEquals(6, next.stop(q2)[0]);
+                    assertTrue(next.errs[0].read() < 0, "the next frontend's ring was never quarantined");
+                }
+                rig.awaitGone(2);
+                assertClean(rig, 2);
+            } finally {
+                Native.libc().close(extra);
+            }
+        }
+    }
+
+    private static final long EXTRA_GPA = 8L << 30;
+    private static final long EXTRA_BYTES = 1L << 20;
+
+    /**
+     * Frontend 1 runs a ring, adds a data-only region of {@code extra} that the guest never
+     * uses, cuts the file from under the mapping, stops and hangs up (LateFaultNextFrontendTest).
+     */
+    private static void truncateAndGo(ServerRig rig, TestGuest guest, int extra) {
+        BlkQueue q1 = guest.queue(0, 64, true, 1);
+        try (QemuFlow first = new QemuFlow(rig.connect(), guest, 1)) {
+            first.init(QemuFlow.ALL_PROTOCOL, q1);
+            first.start(first.linuxFeatures(), true, null, q1);
+            VhostUserFrontend.Region r = new VhostUserFrontend.Region(EXTRA_GPA, EXTRA_BYTES, 0x7100_0000_0000L, 0);
+            assertEquals(0, first.f.acked(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(r), extra));
+            q1.write(8, BlkQueue.pattern(8, 4096, 1));
+            assertEquals(0, Native.libc().ftruncate(extra, 0));
+            first.stop(q1);
+        }
+        rig.awaitGone(1);
     }
 
     /** SET_VRING_ENABLE with inflight tracking: the fault lands in queuing the recovered requests; the ring starts. */
