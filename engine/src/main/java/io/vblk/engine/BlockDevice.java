@@ -326,6 +326,9 @@ public final class BlockDevice implements AutoCloseable {
 
             @Override
             public boolean run(IoThread t) {
+                if (done.isDone()) {
+                    return true; // a late fault landed after it had completed: not again (see run())
+                }
                 if (fence == Long.MIN_VALUE) {
                     queue.interrupt = interrupt;
                     // Dedicated mode signals on the completion thread: wait until it has left
@@ -389,8 +392,15 @@ public final class BlockDevice implements AutoCloseable {
         }
         boolean eventIdx = BlkFeatures.has(model.negotiatedFeatures(), BlkFeatures.RING_EVENT_IDX);
         boolean indirect = BlkFeatures.has(model.negotiatedFeatures(), BlkFeatures.RING_INDIRECT_DESC);
+        boolean[] marked = new boolean[1]; // this command marked the queue running (run() may run it again)
         String error = run(queue, t -> {
             if (queue.state == QueueLifecycle.RUNNING) {
+                if (marked[0]) {
+                    // A late fault cut this start short after it marked the queue running, and
+                    // the fault's attribution spared the queue: the start completes (watched again:
+                    // idempotent).
+                    t.watchKick(queue);
+                }
                 return null;
             }
             if (queue.state == QueueLifecycle.BROKEN) {
@@ -405,6 +415,7 @@ public final class BlockDevice implements AutoCloseable {
             queue.ring.disableNotifications();
             queue.brokenReason = null;
             queue.state = QueueLifecycle.RUNNING;
+            marked[0] = true;
             io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.STARTED); // tests only: see FaultPoints
             t.watchKick(queue);
             return null;
@@ -437,6 +448,11 @@ public final class BlockDevice implements AutoCloseable {
 
             @Override
             public boolean run(IoThread t) {
+                if (done.isDone()) {
+                    // A late fault landed after it had completed: not again, since commands
+                    // queued after it (a start) may have run since, and it would unwatch the kick.
+                    return true;
+                }
                 if (!begun) {
                     begun = true;
                     if (queue.state == QueueLifecycle.RUNNING) {
@@ -500,6 +516,9 @@ public final class BlockDevice implements AutoCloseable {
         CompletableFuture<Void> done = new CompletableFuture<>();
         FaultRecovery.LostWatch lost = new FaultRecovery.LostWatch();
         threadOfQueue[queue.index].submitCommand(t -> {
+            if (done.isDone()) {
+                return true; // a late fault landed after it had completed: not again
+            }
             t.flushCompletions();
             if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
                 return false;
@@ -670,6 +689,9 @@ public final class BlockDevice implements AutoCloseable {
             }
             CompletableFuture<Boolean> done = new CompletableFuture<>();
             thread.submitCommand(t -> {
+                if (done.isDone()) {
+                    return true; // a late fault landed after the step had completed: not again
+                }
                 try {
                     done.complete(step.run(t.backend()));
                 } catch (java.io.IOException | RuntimeException e) {
@@ -793,6 +815,9 @@ public final class BlockDevice implements AutoCloseable {
 
                 @Override
                 public boolean run(IoThread t) {
+                    if (passed.isDone()) {
+                        return true; // a late fault landed after it had completed: not again
+                    }
                     if (fence == Long.MIN_VALUE) {
                         // Between rounds: this thread holds no log; the completion thread may,
                         // in a batch begun before the fence.
@@ -1138,20 +1163,47 @@ public final class BlockDevice implements AutoCloseable {
         T apply(IoThread thread);
     }
 
+    /**
+     * How often a one-shot command runs again after a guest-memory fault the JVM delivered while
+     * it ran, before it fails: each fault is delivered once, so one retry is the rule.
+     */
+    static final int LATE_FAULT_RETRIES = 4;
+
+    /**
+     * Runs {@code body} on the queue's I/O thread and returns its value. A guest-memory fault
+     * landing in it (a frontend shrank its memory file under the mapping; Java 17 raises the
+     * SIGBUS as an InternalError at a later safepoint of the I/O thread, possibly in a command
+     * that touches no guest memory at all, see {@link GuestFaults}) is handled as the data path
+     * handles one landing outside a pop loop (attributed by evidence: the queues whose memory
+     * shrank are quarantined, or, with no evidence, the thread's live queues), and the command
+     * runs again at the next round, up to {@link #LATE_FAULT_RETRIES} times. Without that the
+     * command failed ("internal error" for vhost, which closed the frontend's connection, and
+     * when the fault was another frontend's, the next one's on the same thread). Every body is
+     * idempotent, so running it again after a partial run completes it.
+     */
     private <T> T run(DeviceQueue queue, OneShot<T> body) {
         CompletableFuture<T> done = new CompletableFuture<>();
-        threadOfQueue[queue.index].submitCommand(t -> {
-            try {
-                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.COMMAND); // tests only: see FaultPoints
-                T value = body.apply(t);
-                done.complete(value);
-            } catch (RuntimeException | Error e) {
-                // An Error too: a fault in guest memory (a frontend shrank the file under the
-                // mapping: SIGBUS, which the JVM raises as InternalError) must fail this command,
-                // not leave its caller waiting forever.
-                done.completeExceptionally(e);
+        threadOfQueue[queue.index].submitCommand(new InboxEvent.Command() {
+            private int lateFaults;
+
+            @Override
+            public boolean run(IoThread t) {
+                if (done.isDone()) {
+                    return true; // a late fault landed after it had completed: not again
+                }
+                try {
+                    io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.COMMAND); // tests only: see FaultPoints
+                    done.complete(body.apply(t));
+                } catch (RuntimeException | Error e) {
+                    if (GuestFaults.isMemoryFault(e) && lateFaults++ < LATE_FAULT_RETRIES) {
+                        t.caughtInCommand(e);
+                        return false; // again at the next round
+                    }
+                    // Anything else (a bug) fails the command, never leaves its caller waiting.
+                    done.completeExceptionally(e);
+                }
+                return true;
             }
-            return true;
         });
         return await(done);
     }

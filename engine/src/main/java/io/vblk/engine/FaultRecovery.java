@@ -39,7 +39,7 @@ final class FaultRecovery {
         if (GuestFaults.attribute(thread, e)) {
             evidence.suspect = true;
         } else {
-            String reason = "internal error: " + e;
+            String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
             for (DeviceQueue q : queues) {
                 dispatcher.quarantine(q, reason);
             }

@@ -409,6 +409,40 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         faults.caught(e);
     }
 
+    /**
+     * A guest-memory fault the JVM delivered inside a command (BlockDevice's one-shot commands,
+     * which then run again): handled as one in a round, outside a pop loop (see
+     * {@link FaultRecovery#caught}). I/O thread only.
+     */
+    void caughtInCommand(Throwable e) {
+        faults.caught(e);
+    }
+
+    /**
+     * Runs the pending commands again, each on its own: one that fails (a late guest-memory
+     * fault landing in it) is handed to the fault model and stays pending, and the others still
+     * run, or leave the list when finished. (A {@code removeIf} let the failure out and kept
+     * every command listed, so one that had finished ran again at the next round.) None runs
+     * while the back end is lent ({@link #runCommand}): they wait until it is handed back.
+     */
+    private void runPendingCommands() {
+        for (int i = 0; i < pendingCommands.size();) {
+            InboxEvent.Command c = pendingCommands.get(i);
+            boolean finished;
+            try {
+                finished = runCommand.test(c);
+            } catch (RuntimeException | Error e) {
+                caughtInRound(e);
+                finished = false;
+            }
+            if (finished) {
+                pendingCommands.remove(i);
+            } else {
+                i++;
+            }
+        }
+    }
+
     /** This member's epoll descriptor, which a shared thread watches for its kicks and completions. */
     int epollFd() {
         return ((EpollWait) events).fd(); // a shared member never switches to RingWait
@@ -582,7 +616,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             return work; // the back end is another thread's (lendBackend): commands wait with the queues
         }
         if (!pendingCommands.isEmpty()) {
-            pendingCommands.removeIf(runCommand);
+            runPendingCommands();
             if (pendingCommands.isEmpty()) {
                 commandsWaiting = false; // the next command that waits spins first again
             }

@@ -592,7 +592,9 @@ final class QueueControl {
      * fault (SIGBUS), which Java 17 raises as an InternalError later, at a safepoint of whatever
      * that thread runs next: possibly one of this step's commands, which then fails although it
      * touched no guest memory itself (engine GuestFaults; the data path attributes such faults
-     * by evidence and goes on). Each fault is delivered once, and the steps are idempotent
+     * by evidence and goes on). The engine's one-shot commands already run again after such a
+     * fault (BlockDevice.run, up to 4 times); this covers what gets past that. Each fault is
+     * delivered once, and the steps are idempotent
      * (stopping a stopped queue, a reset, a cleared table), so the retry completes the step;
      * the teardown must, or it would leave the device running on memory about to be unmapped, or
      * leave that memory, the kicks and calls mapped and open for good.

@@ -518,20 +518,6 @@ class HostileFrontendPropertyTest {
      */
     record Plan(Profile profile, Layout layout, boolean secondQueue, long truncateTo, int truncateAt, Kept kept,
             List<Deviation> deviations, long seed) {
-        /**
-         * A plan that truncates its own memfd keeps nothing intact, so the truncation lands
-         * anywhere in the sequence as before this session's weighting: kept set-ups made it land
-         * while the rings ran in most tries, where the JVM's late memory fault (delivered at
-         * whatever the I/O thread runs next) can still fail a control command of the server
-         * ("internal error handling GET_VRING_BASE"), a limit of the engine's fault handling
-         * written down in the README, not yet fixed.
-         */
-        Plan {
-            if (truncateTo >= 0 && layout != Layout.GUEST) {
-                kept = Kept.NOTHING;
-            }
-        }
-
         List<Msg> messages() {
             List<Msg> all = template(profile, layout, secondQueue);
             int end = kept.end(all);
