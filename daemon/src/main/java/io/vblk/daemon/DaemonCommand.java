@@ -110,10 +110,10 @@ final class DaemonCommand implements Callable<Integer> {
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         try {
             SocketFile.check(access.socket);
-            SocketFile.refuseLive(access.socket); // before any export opens: a running daemon keeps its socket
         } catch (IllegalArgumentException e) {
             throw new InvalidParams("--control: " + e.getMessage());
         }
+        ControlServer.refuseLive(access.socket); // before any export opens: a running daemon keeps its socket
         Daemon daemon = new Daemon(log);
         if (sliceUs != null) {
             daemon.defaultSchedSliceUs(sliceUs);
@@ -168,7 +168,7 @@ final class DaemonCommand implements Callable<Integer> {
             } catch (IllegalArgumentException e) {
                 throw new InvalidParams("--control: " + e.getMessage());
             } catch (UncheckedIOException e) {
-                throw new InvalidParams("cannot listen on " + control + ": " + e.getCause().getMessage());
+                throw Export.listenFailure("--control: cannot listen on " + control, e);
             }
             endpoint = address == null ? null : MetricsEndpoint.start(address, daemon);
         } catch (RuntimeException e) {

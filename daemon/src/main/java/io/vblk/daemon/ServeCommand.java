@@ -52,11 +52,14 @@ final class ServeCommand implements Callable<Integer> {
         ExportSpec spec = ExportSpec.parse(Params.commandLine(export.toParams()), DEFAULT_ID);
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         if (control != null) {
+            // Before the export opens: a wrong path is one line, with no export served and removed
+            // first, and a running daemon keeps its socket.
             try {
-                SocketFile.refuseLive(Path.of(control)); // before the export opens: a running daemon keeps its socket
+                SocketFile.check(Path.of(control));
             } catch (IllegalArgumentException err) {
                 throw new InvalidParams("--control: " + err.getMessage());
             }
+            ControlServer.refuseLive(Path.of(control));
         }
         Daemon daemon = new Daemon(log);
         Export e;
@@ -79,10 +82,10 @@ final class ServeCommand implements Callable<Integer> {
                 } catch (IllegalArgumentException err) {
                     throw new InvalidParams("--control: " + err.getMessage());
                 } catch (UncheckedIOException err) {
-                    throw new InvalidParams("cannot listen on " + control + ": " + err.getCause().getMessage());
+                    throw Export.listenFailure("--control: cannot listen on " + control, err);
                 }
             }
-        } catch (InvalidParams err) {
+        } catch (RuntimeException err) {
             daemon.close();
             if (endpoint != null) {
                 endpoint.close();
