@@ -37,6 +37,8 @@ final class Daemon implements AutoCloseable {
     }
 
     private final Log log;
+    /** The daemon's control socket (absolute, normalized), or null: no export may listen there. */
+    private volatile Path controlSocket;
     private final Map<String, Export> exports = new ConcurrentHashMap<>();
     /** Ids in the order they were added, for listings. */
     private final List<String> order = Collections.synchronizedList(new ArrayList<>());
@@ -548,6 +550,15 @@ final class Daemon implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Names the daemon's control socket ({@code --control}), before any export is added: an
+     * export on that path is refused as a bad argument (its listen, or the control socket's,
+     * would find the other listening and blame "another process").
+     */
+    void controlSocket(Path path) {
+        controlSocket = path.toAbsolutePath().normalize();
+    }
+
     /** Test hook (ChecksOnOpenedFilesTest): runs before each stat of a failed entry's image. Does nothing in the daemon. */
     volatile Runnable beforeFailedImageStat = () -> { };
 
@@ -656,6 +667,11 @@ final class Daemon implements AutoCloseable {
         FileId imageFile = imageFile(spec);
         Map<String, FileId> failedFiles = failedImageFiles(); // outside the lock: a stat may hang
         Set<String> failedOnSocket = failedOnSocket(socket); // so may a stat of their sockets' directories
+        Path controlPath = controlSocket;
+        if (controlPath != null && sameSocket(controlPath, socket)) {
+            throw new InvalidParams("socket " + spec.socket + " is the daemon's control socket (--control): give the export"
+                    + " another socket");
+        }
         SharedIoThread[] threads;
         // Probed before the lock (and never waiting: a listener that accepts nobody must hold no
         // other change), answered in the checks' order: a socket of this daemon's is named as such.

@@ -115,6 +115,7 @@ final class DaemonCommand implements Callable<Integer> {
         }
         ControlServer.refuseLive(access.socket); // before any export opens: a running daemon keeps its socket
         Daemon daemon = new Daemon(log);
+        daemon.controlSocket(access.socket);
         if (sliceUs != null) {
             daemon.defaultSchedSliceUs(sliceUs);
         }
@@ -230,6 +231,10 @@ final class DaemonCommand implements Callable<Integer> {
                 Integer earlier = ids.putIfAbsent(spec.id, i);
                 if (earlier != null) {
                     throw new InvalidParams("export '" + spec.id + "' already exists (exports[" + earlier + "])");
+                }
+                if (Daemon.sameSocket(spec.socket.toAbsolutePath().normalize(), Path.of(control).toAbsolutePath().normalize())) {
+                    throw new InvalidParams("socket " + spec.socket + " is the daemon's control socket (--control): give the"
+                            + " export another socket");
                 }
                 earlier = sockets.putIfAbsent(spec.socket.toAbsolutePath().normalize(), i);
                 if (earlier != null) {

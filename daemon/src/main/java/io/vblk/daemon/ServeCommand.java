@@ -62,6 +62,9 @@ final class ServeCommand implements Callable<Integer> {
             ControlServer.refuseLive(Path.of(control));
         }
         Daemon daemon = new Daemon(log);
+        if (control != null) {
+            daemon.controlSocket(Path.of(control));
+        }
         Export e;
         try {
             e = daemon.add(spec);

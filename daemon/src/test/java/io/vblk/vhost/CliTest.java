@@ -352,6 +352,28 @@ class CliTest {
         }
     }
 
+    /**
+     * An export on the daemon's own control socket is a bad argument told as such, before any
+     * export opens: it was served, removed again, and blamed on "another process listens on" the
+     * path (serve), or refused at run time as in use by another process (export.add).
+     */
+    @Test
+    void anExportOnTheControlSocketIsABadArgument() throws Exception {
+        String sock = dir.resolve("s.sock").toString();
+        bad("socket " + sock + " is the daemon's control socket (--control)", "serve", "--image", "null:1M", "--socket", sock,
+                "--control", sock);
+        Path conf = dir.resolve("v.json");
+        Files.writeString(conf, "{\"exports\": [{\"id\": \"a\", \"image\": \"null:1M\", \"socket\": \"" + sock + "\"}]}");
+        bad("exports[0]: socket " + sock + " is the daemon's control socket (--control)", "daemon", "--control", sock, "--config",
+                conf.toString());
+        Path control = dir.resolve("c.sock");
+        try (DaemonRig rig = new DaemonRig(control)) {
+            Object[] rpc = addOver(rig, java.util.Map.of("id", "x", "image", "null:1M", "socket", control.toString()));
+            assertEquals(-32602, rpc[0], String.valueOf(rpc[1]));
+            assertTrue(String.valueOf(rpc[1]).contains("is the daemon's control socket"), String.valueOf(rpc[1]));
+        }
+    }
+
     /** A JSON syntax error in --config or ctl --json says where it is. */
     @Test
     void jsonSyntaxErrorsSayWhere() throws IOException {
