@@ -29,7 +29,7 @@ import io.vblk.vhost.SocketFile;
             + "\"exports\": [ {export.add params}, ... ]}."},
         footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument or configuration, 1 for any other "
             + "failure (an image locked by another process, an NBD server down or not up yet, permission denied, an I/O "
-            + "error)."})
+            + "error, a socket or --config file in use by another process)."})
 final class DaemonCommand implements Callable<Integer> {
     @ParentCommand
     Main parent;

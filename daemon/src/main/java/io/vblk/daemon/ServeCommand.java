@@ -22,7 +22,8 @@ import io.vblk.vhost.SocketFile;
             + "(QEMU's vhost-user-blk-pci, Cloud Hypervisor, ...). After a frontend disconnects it keeps listening for "
             + "the next. SIGINT or SIGTERM drain in-flight requests, remove the socket and exit with status 0."},
         footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument, 1 for any other failure (an image "
-            + "locked by another process, an NBD server down or not up yet, permission denied, an I/O error)."})
+            + "locked by another process, an NBD server down or not up yet, permission denied, an I/O error, a socket in use "
+            + "by another process)."})
 final class ServeCommand implements Callable<Integer> {
     static final String DEFAULT_ID = "disk0";
 
