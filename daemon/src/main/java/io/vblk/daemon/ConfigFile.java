@@ -260,6 +260,9 @@ final class ConfigFile implements AutoCloseable {
                 throw new InvalidParams(edit + ": config.save with \"overwrite\": true replaces it with the daemon's configuration");
             }
         } : check;
+        if (!mine) {
+            refusePersistedByAnother(target); // (this daemon's own file: its own lock, it may)
+        }
         DirectoryFd.Stat made;
         try {
             made = write(target, bytes, all);
@@ -527,14 +530,11 @@ final class ConfigFile implements AutoCloseable {
             }
             int rc = OfdLock.lockExclusive(fd, 0, 0);
             if (rc == -Errno.EAGAIN || rc == -Errno.EACCES) {
-                String holder = LockHolder.describe(LockHolder.kernelDev(fd, st.dev()), st.ino(), 0);
-                if (!holder.contains("pid")) {
-                    String pid = new String(DirectoryFd.readUpTo(fd, 32, lockFile), StandardCharsets.US_ASCII).trim();
-                    holder = pid.matches("[0-9]{1,10}") ? "another daemon (pid " + pid + ", as " + lockFile + " says)" : holder;
-                }
-                throw new InvalidParams("--config " + file + " is persisted by another daemon: " + holder + " holds its lock "
-                        + lockFile + ". Two daemons persisting one file would each overwrite the other's changes: refused"
-                        + " (stop that daemon, or give this one another --config)");
+                // A lock held by another process: status 1, not a bad argument's 2 (a restart
+                // that overlaps the old daemon's drain passes once that daemon has exited).
+                throw new RpcError(RpcError.IN_USE, "--config " + file + " is persisted by another daemon: " + holder(fd, st, lockFile)
+                        + " holds its lock " + lockFile + ". Two daemons persisting one file would each overwrite the other's"
+                        + " changes: refused (stop that daemon, or give this one another --config)");
             }
             if (rc < 0) {
                 log.info("config: " + lockFile + ": no lock (" + Errno.describe(-rc) + "): a second daemon persisting "
@@ -551,6 +551,49 @@ final class ConfigFile implements AutoCloseable {
             if (!kept) {
                 DirectoryFd.closeFd(fd);
             }
+        }
+    }
+
+    /**
+     * Who holds the lock of lock file {@code lockFile} (open as {@code fd}, {@code st} its
+     * fstat): the process /proc shows, else the pid the file holds (written by its holder).
+     */
+    private static String holder(int fd, DirectoryFd.Stat st, Path lockFile) {
+        String holder = LockHolder.describe(LockHolder.kernelDev(fd, st.dev()), st.ino(), 0);
+        if (!holder.contains("pid")) {
+            String pid = new String(DirectoryFd.readUpTo(fd, 32, lockFile), StandardCharsets.US_ASCII).trim();
+            holder = pid.matches("[0-9]{1,10}") ? "another daemon (pid " + pid + ", as " + lockFile + " says)" : holder;
+        }
+        return holder;
+    }
+
+    /**
+     * config.save: refuses {@code target} when another daemon persists it (it holds the lock of
+     * {@link #lockFile}): that daemon's next change would replace what this one writes, and a
+     * restart of it would serve this daemon's disks, which it does not own. Nothing is refused
+     * where the lock file is absent, not a regular file, or unlocked (its daemon has exited).
+     */
+    static void refusePersistedByAnother(Path target) {
+        Path lockFile = lockFile(target);
+        int fd;
+        try (DirectoryFd d = DirectoryFd.open(target.toAbsolutePath().getParent())) {
+            fd = d.openAt(lockFile.getFileName().toString(), Linux.O_RDONLY | Linux.O_NONBLOCK | Linux.O_NOFOLLOW, 0);
+        } catch (RuntimeException e) {
+            return; // no such directory: the write says so
+        }
+        if (fd < 0) {
+            return;
+        }
+        try {
+            DirectoryFd.Stat st = DirectoryFd.fstat(fd);
+            int held = st.isRegularFile() ? OfdLock.test(fd, 0, 0) : OfdLock.F_UNLCK;
+            if (held == OfdLock.F_WRLCK || held == OfdLock.F_RDLCK) {
+                throw new RpcError(RpcError.IN_USE, "path " + target + " is persisted by another daemon: " + holder(fd, st, lockFile)
+                        + " holds its lock " + lockFile + ": refused (that daemon rewrites it at its next change, and a"
+                        + " restart of it would serve this daemon's exports; its own config.save writes it)");
+            }
+        } finally {
+            DirectoryFd.closeFd(fd);
         }
     }
 

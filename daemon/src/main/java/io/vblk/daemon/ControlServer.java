@@ -104,6 +104,19 @@ final class ControlServer implements AutoCloseable {
         }
     }
 
+    /**
+     * Refuses a control socket path another process listens on (a daemon already running there):
+     * {@link RpcError#IN_USE}, status 1 as for an export's socket in use, since it may pass once
+     * that process has exited (a restart that overlaps the old daemon's drain).
+     */
+    static void refuseLive(Path path) {
+        try {
+            SocketFile.refuseLive(path);
+        } catch (IllegalArgumentException e) {
+            throw new RpcError(RpcError.IN_USE, "--control: " + e.getMessage(), e);
+        }
+    }
+
     Path path() {
         return socketFile.path();
     }

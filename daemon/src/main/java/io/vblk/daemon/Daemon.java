@@ -37,6 +37,8 @@ final class Daemon implements AutoCloseable {
     }
 
     private final Log log;
+    /** The daemon's control socket (absolute, normalized), or null: no export may listen there. */
+    private volatile Path controlSocket;
     private final Map<String, Export> exports = new ConcurrentHashMap<>();
     /** Ids in the order they were added, for listings. */
     private final List<String> order = Collections.synchronizedList(new ArrayList<>());
@@ -548,18 +550,59 @@ final class Daemon implements AutoCloseable {
         return out;
     }
 
+    /**
+     * Names the daemon's control socket ({@code --control}), before any export is added: an
+     * export on that path is refused as a bad argument (its listen, or the control socket's,
+     * would find the other listening and blame "another process").
+     */
+    void controlSocket(Path path) {
+        controlSocket = path.toAbsolutePath().normalize();
+    }
+
     /** Test hook (ChecksOnOpenedFilesTest): runs before each stat of a failed entry's image. Does nothing in the daemon. */
     volatile Runnable beforeFailedImageStat = () -> { };
 
     /**
+     * The ids of the export entries kept as failed at start whose socket is {@code socket}
+     * (absolute, normalized): the same name, or the same name in the same directory reached by
+     * another path ({@link #sameSocket} stats both directories). Outside {@code changes}, as
+     * {@link #failedImageFiles}: a failed entry's directory on a hung NFS or FUSE mount (perhaps
+     * why it failed) stalls only the add that asks, not every change.
+     */
+    private Set<String> failedOnSocket(Path socket) {
+        List<Map.Entry<String, Failure>> now;
+        synchronized (failedExports) {
+            if (failedExports.isEmpty()) {
+                return Set.of();
+            }
+            now = new ArrayList<>(failedExports.entrySet());
+        }
+        Set<String> out = new java.util.HashSet<>();
+        for (Map.Entry<String, Failure> f : now) {
+            ExportSpec o = f.getValue().spec();
+            if (o != null) {
+                beforeFailedSocketStat.run();
+                if (sameSocket(o.socket.toAbsolutePath().normalize(), socket)) {
+                    out.add(f.getKey());
+                }
+            }
+        }
+        return out;
+    }
+
+    /** Test hook (ChecksOnOpenedFilesTest): runs before each comparison with a failed entry's socket. Does nothing in the daemon. */
+    volatile Runnable beforeFailedSocketStat = () -> { };
+
+    /**
      * The id of the first export entry kept as failed at start, other than {@code id}, whose
-     * socket is {@code socket} (when not null) or whose image is one of the files of
+     * socket is the one asked about ({@code onSocket}: {@link #failedOnSocket}, taken before;
+     * null: none asked) or whose image is one of the files of
      * {@code uses} ({@code files}: {@link #failedImageFiles}, taken before) or the path
      * {@code image} (absolute, normalized; may be null), unless both uses are read-only; or
      * null. A kept entry opens first at the next restart, so its socket and image are as taken
      * as a served export's (rev13c). Under {@code changes}.
      */
-    private String failedNaming(String id, Path socket, List<ImageUse> uses, boolean readOnly, Path image,
+    private String failedNaming(String id, Set<String> onSocket, List<ImageUse> uses, boolean readOnly, Path image,
             Map<String, FileId> files) {
         synchronized (failedExports) {
             for (Map.Entry<String, Failure> f : failedExports.entrySet()) {
@@ -567,8 +610,8 @@ final class Daemon implements AutoCloseable {
                 if (o == null || f.getKey().equals(id)) {
                     continue; // an add of the same id replaces the entry
                 }
-                if (socket != null && sameSocket(o.socket.toAbsolutePath().normalize(), socket)) {
-                    return f.getKey();
+                if (onSocket != null && onSocket.contains(f.getKey())) {
+                    return f.getKey(); // (stat'ed before the lock: no stat here)
                 }
                 if (o.image == null) {
                     continue;
@@ -623,6 +666,12 @@ final class Daemon implements AutoCloseable {
         Path socket = spec.socket.toAbsolutePath().normalize();
         FileId imageFile = imageFile(spec);
         Map<String, FileId> failedFiles = failedImageFiles(); // outside the lock: a stat may hang
+        Set<String> failedOnSocket = failedOnSocket(socket); // so may a stat of their sockets' directories
+        Path controlPath = controlSocket;
+        if (controlPath != null && sameSocket(controlPath, socket)) {
+            throw new InvalidParams("socket " + spec.socket + " is the daemon's control socket (--control): give the export"
+                    + " another socket");
+        }
         SharedIoThread[] threads;
         // Probed before the lock (and never waiting: a listener that accepts nobody must hold no
         // other change), answered in the checks' order: a socket of this daemon's is named as such.
@@ -652,7 +701,7 @@ final class Daemon implements AutoCloseable {
                             + "' (being added)");
                 }
             }
-            String failed = failedNaming(spec.id, socket, List.of(), false, null, failedFiles);
+            String failed = failedNaming(spec.id, failedOnSocket, List.of(), false, null, failedFiles);
             if (failed != null) {
                 throw new RpcError(RpcError.ALREADY_EXISTS, "socket " + spec.socket + " is the socket of export '" + failed
                         + "', which failed at start and is kept in the configuration (a restart opens it first): export.remove"

@@ -29,7 +29,7 @@ import io.vblk.vhost.SocketFile;
             + "\"exports\": [ {export.add params}, ... ]}."},
         footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument or configuration, 1 for any other "
             + "failure (an image locked by another process, an NBD server down or not up yet, permission denied, an I/O "
-            + "error)."})
+            + "error, a socket or --config file in use by another process)."})
 final class DaemonCommand implements Callable<Integer> {
     @ParentCommand
     Main parent;
@@ -110,11 +110,12 @@ final class DaemonCommand implements Callable<Integer> {
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         try {
             SocketFile.check(access.socket);
-            SocketFile.refuseLive(access.socket); // before any export opens: a running daemon keeps its socket
         } catch (IllegalArgumentException e) {
             throw new InvalidParams("--control: " + e.getMessage());
         }
+        ControlServer.refuseLive(access.socket); // before any export opens: a running daemon keeps its socket
         Daemon daemon = new Daemon(log);
+        daemon.controlSocket(access.socket);
         if (sliceUs != null) {
             daemon.defaultSchedSliceUs(sliceUs);
         }
@@ -168,7 +169,7 @@ final class DaemonCommand implements Callable<Integer> {
             } catch (IllegalArgumentException e) {
                 throw new InvalidParams("--control: " + e.getMessage());
             } catch (UncheckedIOException e) {
-                throw new InvalidParams("cannot listen on " + control + ": " + e.getCause().getMessage());
+                throw Export.listenFailure("--control: cannot listen on " + control, e);
             }
             endpoint = address == null ? null : MetricsEndpoint.start(address, daemon);
         } catch (RuntimeException e) {
@@ -230,6 +231,10 @@ final class DaemonCommand implements Callable<Integer> {
                 Integer earlier = ids.putIfAbsent(spec.id, i);
                 if (earlier != null) {
                     throw new InvalidParams("export '" + spec.id + "' already exists (exports[" + earlier + "])");
+                }
+                if (Daemon.sameSocket(spec.socket.toAbsolutePath().normalize(), Path.of(control).toAbsolutePath().normalize())) {
+                    throw new InvalidParams("socket " + spec.socket + " is the daemon's control socket (--control): give the"
+                            + " export another socket");
                 }
                 earlier = sockets.putIfAbsent(spec.socket.toAbsolutePath().normalize(), i);
                 if (earlier != null) {

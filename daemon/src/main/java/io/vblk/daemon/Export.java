@@ -164,7 +164,7 @@ final class Export implements AutoCloseable {
                 builder.activation(activation);
             }
             if (format != null) {
-                builder.drivers(recording(format, drivers));
+                builder.drivers(recording(classifying(spec, format), drivers));
                 if (!spec.readOnly) {
                     // qcow2 in a file: its drivers hand the image over (locks, cached metadata,
                     // reserved clusters), an incoming one opened it inactive.
@@ -210,11 +210,61 @@ final class Export implements AutoCloseable {
             throw new InvalidParams(e.getMessage(), e);
         } catch (UncheckedIOException e) {
             closeQuietly(image);
-            throw new InvalidParams("cannot listen on " + spec.socket + ": " + e.getCause().getMessage());
+            throw listenFailure("cannot listen on " + spec.socket, e);
         } catch (RuntimeException e) {
             closeQuietly(image);
             throw e;
         }
+    }
+
+    /**
+     * A qcow2 file's factory whose refusals are told as an image's: its drivers open and lock the
+     * image and its backing files when the device starts, so a lock held by another process
+     * (an {@link IllegalArgumentException} subclass, which would read as a bad argument) is
+     * {@link RpcError#IN_USE}, a refused open or an I/O error {@link RpcError#OPEN_FAILED}
+     * (status 1: trying again may pass), as {@link #openFailure} tells a raw image's; any other
+     * refusal (a missing backing file, a header that is no qcow2) stays a bad argument.
+     */
+    private static DriverFactory classifying(ExportSpec spec, DriverFactory f) {
+        return new DriverFactory() {
+            @Override
+            public BlockDriver open(int depth) {
+                try {
+                    return f.open(depth);
+                } catch (io.vblk.sys.ImageLock.LockedException | NativeException | UncheckedIOException e) {
+                    throw openFailure(spec, spec.image, e);
+                }
+            }
+
+            @Override
+            public void sync() {
+                f.sync();
+            }
+        };
+    }
+
+    /**
+     * A socket that could not be listened on ({@code what}: "cannot listen on PATH"): a name that
+     * cannot be a socket (its directory gone since the check) is a bad argument (status 2); an
+     * address in use is {@link RpcError#IN_USE}; anything else (a directory the daemon may not
+     * write, a read-only filesystem, no memory) {@link RpcError#OPEN_FAILED}: status 1, trying
+     * again may pass.
+     */
+    static RuntimeException listenFailure(String what, UncheckedIOException e) {
+        String message = what + ": " + e.getCause().getMessage();
+        for (Throwable t = e; t != null; t = t.getCause()) {
+            if (t instanceof NativeException n) {
+                int errno = n.errno();
+                if (errno == Errno.ENOENT || errno == Errno.ENOTDIR || errno == Errno.ELOOP || errno == 36 /* ENAMETOOLONG */) {
+                    return new InvalidParams(message, e);
+                }
+                if (errno == 98 /* EADDRINUSE */) {
+                    return new RpcError(RpcError.IN_USE, message, e);
+                }
+                break;
+            }
+        }
+        return new RpcError(RpcError.OPEN_FAILED, message, e);
     }
 
     /** Whether an RBD address sets {@code rbd_cache} to something other than false (Ceph's booleans). */
@@ -308,7 +358,8 @@ final class Export implements AutoCloseable {
                     || errno == Errno.ESPIPE || errno == Errno.ELOOP || errno == 6 /* ENXIO */ || errno == 21 /* EISDIR */) {
                 return new InvalidParams(what + e.getMessage(), e); // a name that is no disk image: a bad argument
             }
-            if ((errno == Errno.EACCES || errno == Errno.EROFS || errno == Errno.EPERM) && !s.readOnly) {
+            if ((errno == Errno.EACCES || errno == Errno.EROFS || errno == Errno.EPERM) && !s.readOnly && !Files.isWritable(path)) {
+                // (A writable image refused: a backing file's open, which --read-only does not change.)
                 return new RpcError(RpcError.OPEN_FAILED, what + e.getMessage() + ": " + path + " is not writable by uid "
                         + io.vblk.sys.Native.libc().getuid() + ": pass --read-only (read_only: true) to serve it read-only", e);
             }

@@ -73,8 +73,15 @@ final class MetricsEndpoint implements AutoCloseable {
             String host = address.host().contains(":") ? "[" + address.host() + "]" : address.host();
             return new MetricsEndpoint(server, "http://" + host + ":" + server.port() + "/metrics");
         } catch (UncheckedIOException e) {
-            throw new InvalidParams("--metrics: cannot listen on " + address.host() + ":" + address.port() + ": "
-                    + e.getCause().getMessage());
+            String message = "--metrics: cannot listen on " + address.host() + ":" + address.port() + ": " + e.getCause().getMessage();
+            String why = String.valueOf(e.getCause().getMessage());
+            if (why.contains("Address already in use")) {
+                throw new RpcError(RpcError.IN_USE, message, e); // another process's port: status 1, it may be free later
+            }
+            if (why.contains("Permission denied")) {
+                throw new RpcError(RpcError.OPEN_FAILED, message, e);
+            }
+            throw new InvalidParams(message, e); // an address this host does not have
         }
     }
 

@@ -22,7 +22,8 @@ import io.vblk.vhost.SocketFile;
             + "(QEMU's vhost-user-blk-pci, Cloud Hypervisor, ...). After a frontend disconnects it keeps listening for "
             + "the next. SIGINT or SIGTERM drain in-flight requests, remove the socket and exit with status 0."},
         footer = {"", "Exit status: 0 after a clean shutdown, 2 for a bad argument, 1 for any other failure (an image "
-            + "locked by another process, an NBD server down or not up yet, permission denied, an I/O error)."})
+            + "locked by another process, an NBD server down or not up yet, permission denied, an I/O error, a socket in use "
+            + "by another process)."})
 final class ServeCommand implements Callable<Integer> {
     static final String DEFAULT_ID = "disk0";
 
@@ -52,13 +53,19 @@ final class ServeCommand implements Callable<Integer> {
         ExportSpec spec = ExportSpec.parse(Params.commandLine(export.toParams()), DEFAULT_ID);
         MetricsEndpoint.Address address = metrics == null ? null : MetricsEndpoint.Address.parse(metrics);
         if (control != null) {
+            // Before the export opens: a wrong path is one line, with no export served and removed
+            // first, and a running daemon keeps its socket.
             try {
-                SocketFile.refuseLive(Path.of(control)); // before the export opens: a running daemon keeps its socket
+                SocketFile.check(Path.of(control));
             } catch (IllegalArgumentException err) {
                 throw new InvalidParams("--control: " + err.getMessage());
             }
+            ControlServer.refuseLive(Path.of(control));
         }
         Daemon daemon = new Daemon(log);
+        if (control != null) {
+            daemon.controlSocket(Path.of(control));
+        }
         Export e;
         try {
             e = daemon.add(spec);
@@ -79,10 +86,10 @@ final class ServeCommand implements Callable<Integer> {
                 } catch (IllegalArgumentException err) {
                     throw new InvalidParams("--control: " + err.getMessage());
                 } catch (UncheckedIOException err) {
-                    throw new InvalidParams("cannot listen on " + control + ": " + err.getCause().getMessage());
+                    throw Export.listenFailure("--control: cannot listen on " + control, err);
                 }
             }
-        } catch (InvalidParams err) {
+        } catch (RuntimeException err) {
             daemon.close();
             if (endpoint != null) {
                 endpoint.close();

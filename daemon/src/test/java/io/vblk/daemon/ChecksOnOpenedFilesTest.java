@@ -181,4 +181,57 @@ class ChecksOnOpenedFilesTest {
             pool.shutdownNow();
         }
     }
+    /**
+     * A failed entry's socket directory whose stat hangs (held by the test hook, as a hung NFS
+     * or FUSE mount holds it): the add whose socket has the same file name (so both directories
+     * are stat'ed: the same directory by another path is the same socket) waits, every other
+     * change goes on meanwhile. The comparison still refuses the failed entry's socket reached
+     * through a symbolic link.
+     */
+    @Test
+    void aHungStatOfAFailedSocketsDirectoryHoldsNoOtherChange() throws Exception {
+        ExecutorService pool = Executors.newFixedThreadPool(2);
+        CountDownLatch stuck = new CountDownLatch(1);
+        CountDownLatch release = new CountDownLatch(1);
+        try (Daemon d = new Daemon(Log.to(line -> { }))) {
+            Files.createDirectories(dir.resolve("nfs"));
+            Files.createDirectories(dir.resolve("local"));
+            assertNotNull(d.applyOrKeep(true, entry("a", dir.resolve("gone.img"), "nfs/x.sock")));
+            Path link = Files.createSymbolicLink(dir.resolve("link"), dir.resolve("nfs"));
+            RpcError taken = assertThrows(RpcError.class, () -> d.call("export.add", Params.json(entry("c",
+                    image(dir.resolve("c.img")), link.getFileName() + "/x.sock"))));
+            assertEquals(RpcError.ALREADY_EXISTS, taken.code, taken.getMessage());
+            assertTrue(taken.getMessage().contains("export 'a'"), taken.getMessage());
+
+            Thread main = Thread.currentThread();
+            d.beforeFailedSocketStat = () -> {
+                if (Thread.currentThread() != main) {
+                    stuck.countDown();
+                    try {
+                        release.await();
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }
+            };
+            Future<Object> slow = pool.submit(() -> d.call("export.add", Params.json(entry("b", image(dir.resolve("b.img")),
+                    "local/x.sock"))));
+            assertTrue(stuck.await(60, TimeUnit.SECONDS), "the add reached the stat");
+            // Under the change lock the stat would hold these (a hang guard, not a timing: they never wait for the stat).
+            Future<Object> other = pool.submit(() -> {
+                d.call("iothread.add", Params.json(Map.of("id", "t0")));
+                return d.call("export.remove", Params.json(Map.of("id", "a")));
+            });
+            try {
+                other.get(60, TimeUnit.SECONDS);
+            } finally {
+                release.countDown();
+            }
+            slow.get(60, TimeUnit.SECONDS);
+            assertEquals(1, ((List<?>) d.call("export.list", Params.json(null))).size());
+        } finally {
+            release.countDown();
+            pool.shutdownNow();
+        }
+    }
 }

@@ -24,6 +24,7 @@ import org.junit.jupiter.api.io.TempDir;
 import io.vblk.sys.UnixSocket;
 import io.vblk.testkit.BlkQueue;
 import io.vblk.testkit.JvmFlags;
+import io.vblk.testkit.QemuTools;
 import io.vblk.testkit.QemuFlow;
 import io.vblk.testkit.TestGuest;
 import io.vblk.testkit.VhostUserFrontend;
@@ -226,6 +227,150 @@ class CliTest {
             assertTrue(denied.err().contains("is not writable by uid") && denied.err().contains("pass --read-only"), denied.err());
         } finally {
             new ProcessBuilder("chattr", "-i", ro.toString()).start().waitFor();
+        }
+    }
+
+    /** {@code vblk daemon}'s result over JSON-RPC for {@code export.add params}: its error code (0: none) and message. */
+    private static Object[] addOver(DaemonRig rig, java.util.Map<String, Object> params) throws IOException {
+        java.util.Map<String, Object> r = rig.call("export.add", DaemonRig.json(params));
+        if (!r.containsKey("error")) {
+            rig.result("export.remove", DaemonRig.json(java.util.Map.of("id", params.get("id"))));
+            return new Object[] {0, r.toString()};
+        }
+        java.util.Map<String, Object> e = DaemonRig.error(r);
+        return new Object[] {((Number) e.get("code")).intValue(), String.valueOf(e.get("message"))};
+    }
+
+    private static void qcow2(String... args) {
+        List<String> all = new ArrayList<>(List.of("create", "-q", "-f", "qcow2"));
+        all.addAll(List.of(args));
+        QemuTools.Run r = QemuTools.qemuImg(all.toArray(new String[0]));
+        assertEquals(0, r.code(), r.output());
+    }
+
+    /**
+     * A qcow2 image, or a backing file of it, locked by another process is status 1 and
+     * JSON-RPC IN_USE (-32002), as a raw image is: the qcow2 driver takes the locks when the
+     * device starts, and the lock's refusal (an IllegalArgumentException) read as a bad argument
+     * (status 2, -32602) before. A missing backing file stays a bad argument (as a missing
+     * image is), and an image that cannot be opened writable is status 1 with one clean line.
+     */
+    @Test
+    void aQcow2ImageLockedElsewhereIsStatusOneAndInUse() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(QemuTools.installed("qemu-img"), "qemu-utils is not installed");
+        Path a = dir.resolve("a.qcow2");
+        qcow2(a.toString(), "1M");
+        Path b = dir.resolve("b.qcow2");
+        qcow2("-F", "qcow2", "-b", a.toString(), b.toString());
+        Path gone = dir.resolve("gone.qcow2");
+        qcow2(gone.toString(), "1M");
+        Path c = dir.resolve("c.qcow2");
+        qcow2("-F", "qcow2", "-b", gone.toString(), c.toString());
+        Files.delete(gone);
+        String sock = dir.resolve("s.sock").toString();
+
+        bad("backing file " + gone + " of " + c + " does not exist", "serve", "--format", "qcow2", "--image", c.toString(),
+                "--socket", sock);
+        Path other = dir.resolve("other.sock");
+        try (ServeProcess holder = ServeProcess.start(dir, other, "--format", "qcow2", "--image", a.toString(), "--socket",
+                other.toString()); DaemonRig rig = new DaemonRig(dir.resolve("c.sock"))) {
+            for (Path image : List.of(a, b)) { // the image itself, then an overlay whose backing file the holder writes
+                Result locked = run("serve", "--format", "qcow2", "--image", image.toString(), "--socket", sock);
+                assertEquals(1, locked.status(), image + ": " + locked);
+                assertTrue(locked.err().contains("lock") && locked.err().contains("(pid " + holder.pid() + ")"), locked.err());
+                assertEquals(1, locked.err().split("\n").length, locked.err());
+                assertFalse(locked.err().contains("--help") || locked.err().contains("Exception"), locked.err());
+                Object[] rpc = addOver(rig, java.util.Map.of("id", "q", "image", image.toString(), "format", "qcow2", "socket", sock));
+                assertEquals(-32002, rpc[0], image + ": " + rpc[1]);
+            }
+            Object[] missing = addOver(rig, java.util.Map.of("id", "m", "image", c.toString(), "format", "qcow2", "socket", sock));
+            assertEquals(-32602, missing[0], String.valueOf(missing[1]));
+        }
+
+        Path ro = dir.resolve("ro.qcow2");
+        qcow2(ro.toString(), "1M");
+        boolean immutable = new ProcessBuilder("chattr", "+i", ro.toString()).start().waitFor() == 0;
+        org.junit.jupiter.api.Assumptions.assumeTrue(immutable || !Files.isWritable(ro), "chattr +i not available");
+        try {
+            Result denied = run("serve", "--format", "qcow2", "--image", ro.toString(), "--socket", sock);
+            assertEquals(1, denied.status(), denied.toString());
+            assertTrue(denied.err().contains("is not writable by uid") && denied.err().contains("pass --read-only"), denied.err());
+            assertFalse(denied.err().contains("Exception"), denied.err());
+        } finally {
+            new ProcessBuilder("chattr", "-i", ro.toString()).start().waitFor();
+        }
+    }
+
+    /**
+     * A socket that cannot be listened on for a reason other than its name: another process
+     * listens on the control socket (IN_USE), the directory refuses the bind (immutable here,
+     * EPERM; EACCES for a user without write permission), the metrics port is taken: status 1
+     * (-32005 over JSON-RPC for an export's socket), not the bad argument's 2 they were. A
+     * missing directory stays a bad argument, for the control socket as for an export's.
+     */
+    @Test
+    @SuppressWarnings("try") // the listener is held, never used
+    void socketsThatCannotBeListenedOnAreStatusOneUnlessTheNameIsWrong() throws Exception {
+        String sock = dir.resolve("s.sock").toString();
+        Path live = dir.resolve("live.sock");
+        try (UnixSocket listener = UnixSocket.listen(live, 1)) {
+            for (String[] args : List.of(new String[] {"serve", "--image", "null:1M", "--socket", sock, "--control", live.toString()},
+                    new String[] {"daemon", "--control", live.toString()})) {
+                Result r = run(args);
+                assertEquals(1, r.status(), String.join(" ", args) + " -> " + r);
+                assertTrue(r.err().contains("another process listens on " + live), r.err());
+            }
+        }
+        bad("--control: socket directory does not exist", "serve", "--image", "null:1M", "--socket", sock, "--control",
+                dir.resolve("no/c.sock").toString());
+        bad("--control: socket directory does not exist", "daemon", "--control", dir.resolve("no/c.sock").toString());
+
+        try (java.net.ServerSocket taken = new java.net.ServerSocket(0, 1, java.net.InetAddress.getLoopbackAddress())) {
+            Result r = run("serve", "--image", "null:1M", "--socket", sock, "--metrics", "127.0.0.1:" + taken.getLocalPort());
+            assertEquals(1, r.status(), r.toString());
+            assertTrue(r.err().contains("--metrics: cannot listen on"), r.err());
+        }
+
+        Path locked = dir.resolve("locked");
+        Files.createDirectory(locked);
+        boolean immutable = new ProcessBuilder("chattr", "+i", locked.toString()).start().waitFor() == 0;
+        org.junit.jupiter.api.Assumptions.assumeTrue(immutable, "chattr +i not available");
+        try (DaemonRig rig = new DaemonRig(dir.resolve("c.sock"))) {
+            String in = locked.resolve("x.sock").toString();
+            for (String[] args : List.of(new String[] {"serve", "--image", "null:1M", "--socket", in},
+                    new String[] {"serve", "--image", "null:1M", "--socket", sock, "--control", in},
+                    new String[] {"daemon", "--control", in})) {
+                Result r = run(args);
+                assertEquals(1, r.status(), String.join(" ", args) + " -> " + r);
+                assertTrue(r.err().contains("cannot listen on " + in) && r.err().contains("Operation not permitted"), r.err());
+                assertEquals(1, r.err().lines().filter(l -> l.contains("cannot listen")).count(), r.err());
+            }
+            Object[] rpc = addOver(rig, java.util.Map.of("id", "x", "image", "null:1M", "socket", in));
+            assertEquals(-32005, rpc[0], String.valueOf(rpc[1]));
+        } finally {
+            new ProcessBuilder("chattr", "-i", locked.toString()).start().waitFor();
+        }
+    }
+
+    /**
+     * An export on the daemon's own control socket is a bad argument told as such, before any
+     * export opens: it was served, removed again, and blamed on "another process listens on" the
+     * path (serve), or refused at run time as in use by another process (export.add).
+     */
+    @Test
+    void anExportOnTheControlSocketIsABadArgument() throws Exception {
+        String sock = dir.resolve("s.sock").toString();
+        bad("socket " + sock + " is the daemon's control socket (--control)", "serve", "--image", "null:1M", "--socket", sock,
+                "--control", sock);
+        Path conf = dir.resolve("v.json");
+        Files.writeString(conf, "{\"exports\": [{\"id\": \"a\", \"image\": \"null:1M\", \"socket\": \"" + sock + "\"}]}");
+        bad("exports[0]: socket " + sock + " is the daemon's control socket (--control)", "daemon", "--control", sock, "--config",
+                conf.toString());
+        Path control = dir.resolve("c.sock");
+        try (DaemonRig rig = new DaemonRig(control)) {
+            Object[] rpc = addOver(rig, java.util.Map.of("id", "x", "image", "null:1M", "socket", control.toString()));
+            assertEquals(-32602, rpc[0], String.valueOf(rpc[1]));
+            assertTrue(String.valueOf(rpc[1]).contains("is the daemon's control socket"), String.valueOf(rpc[1]));
         }
     }
 

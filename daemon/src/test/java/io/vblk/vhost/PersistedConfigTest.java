@@ -501,7 +501,8 @@ class PersistedConfigTest {
     void withoutPersistAnEntryThatCannotOpenStillStopsTheStart() throws Exception {
         Path config = threeExportsMiddleGone();
         ByteArrayOutputStream err = new ByteArrayOutputStream();
-        int status = Main.run(new String[] {"daemon", "--control", dir.resolve("c.sock").toString(), "--config", config.toString()},
+        // (Not c.sock: export c's socket; an export on the control socket is refused before any opens.)
+        int status = Main.run(new String[] {"daemon", "--control", dir.resolve("ctl.sock").toString(), "--config", config.toString()},
                 new PrintStream(new ByteArrayOutputStream(), true, StandardCharsets.UTF_8),
                 new PrintStream(err, true, StandardCharsets.UTF_8), false);
         assertEquals(2, status, err.toString(StandardCharsets.UTF_8));

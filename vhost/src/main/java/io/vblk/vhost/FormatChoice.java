@@ -2,7 +2,9 @@ package io.vblk.vhost;
 
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.UncheckedIOException;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 
 import io.vblk.aio.BackendKind;
@@ -46,7 +48,12 @@ public final class FormatChoice implements DriverFactory {
                 .locking(locking), log);
     }
 
-    /** A qcow2 image opened with {@code options} (backing policy included). */
+    /**
+     * A qcow2 image opened with {@code options} (backing policy included).
+     *
+     * @throws IllegalArgumentException when {@code path} is no qcow2 image file (a bad argument)
+     * @throws UncheckedIOException when its header cannot be read (permission denied, an I/O error)
+     */
     public static FormatChoice open(Path path, BackendKind kind, Qcow2Options options, Log log) {
         if (!Files.isRegularFile(path)) {
             throw new IllegalArgumentException("qcow2 image not found or not a file: " + path);
@@ -55,7 +62,13 @@ public final class FormatChoice implements DriverFactory {
         try {
             size = Qcow2.virtualSize(path);
         } catch (RuntimeException e) {
-            throw new IllegalArgumentException("cannot open qcow2 image " + path + ": " + e.getMessage());
+            String message = "cannot open qcow2 image " + path + ": " + e.getMessage();
+            if (e.getCause() instanceof IOException io && !(io instanceof NoSuchFileException)) {
+                // A file that cannot be read now (permission denied, an I/O error): not a bad
+                // argument, trying again may pass (the caller tells the two apart by type).
+                throw new UncheckedIOException(message, io);
+            }
+            throw new IllegalArgumentException(message, e); // no qcow2 image: a header that does not parse
         }
         DriverFactory fallback = kind == BackendKind.IO_URING ? Qcow2.factory(path, BackendKind.LINUX_AIO, options) : null;
         return new FormatChoice(Qcow2.factory(path, kind, options), fallback, size, log);
