@@ -79,9 +79,32 @@ class FormatOptionTest {
         FormatChoice.warnIfLooksLikeQcow2(p, Log.to(lines::add));
         assertEquals(1, lines.size());
         assertTrue(lines.get(0).contains("served as raw"), lines.get(0));
+        assertTrue(lines.get(0).contains("never for a disk a guest writes"), "the hint must not invite the probing attack: " + lines.get(0));
         lines.clear();
         Files.write(p, new byte[4096]);
         FormatChoice.warnIfLooksLikeQcow2(p, Log.to(lines::add));
+        assertEquals(0, lines.size());
+    }
+
+    /** A FIFO put in the image's place (review 15a) must not block the control thread in open(2). */
+    @Test
+    void aFifoInTheImagesPlaceDoesNotBlockTheWarningCheck() throws Exception {
+        Path fifo = dir.resolve("swapped.img");
+        Process mk = new ProcessBuilder("mkfifo", fifo.toString()).inheritIO().start();
+        assertEquals(0, mk.waitFor());
+        List<String> lines = new ArrayList<>();
+        java.util.concurrent.CompletableFuture<Void> check = java.util.concurrent.CompletableFuture.runAsync(
+                () -> FormatChoice.warnIfLooksLikeQcow2(fifo, Log.to(lines::add)));
+        try {
+            check.get(10, java.util.concurrent.TimeUnit.SECONDS);
+        } finally {
+            if (!check.isDone()) {
+                // Free the blocked open so the test JVM can end: a writer lets it return.
+                try (var w = Files.newOutputStream(fifo)) {
+                    w.write(0);
+                }
+            }
+        }
         assertEquals(0, lines.size());
     }
 }

@@ -105,11 +105,15 @@ public final class FormatChoice implements DriverFactory {
 
     /** One line when a file served as raw starts like a qcow2 image: it stays raw (a guest may write that). */
     public static void warnIfLooksLikeQcow2(Path path, Log log) {
+        if (!Files.isRegularFile(path)) {
+            return; // a FIFO put in the file's place would block this control thread in open(2)
+        }
         try (InputStream in = Files.newInputStream(path)) {
             byte[] b = in.readNBytes(4);
             if (b.length == 4 && ((b[0] & 0xff) << 24 | (b[1] & 0xff) << 16 | (b[2] & 0xff) << 8 | (b[3] & 0xff)) == QCOW2_MAGIC) {
                 log.info("warning: " + path + " starts with a qcow2 header but is served as raw (pass --format qcow2"
-                        + " if it is a qcow2 image)");
+                        + " only if it was made as a qcow2 image: never for a disk a guest writes, whose guest can"
+                        + " write such a header, backing file name included)");
             }
         } catch (IOException e) {
             // Not readable as a stream (a block device with odd permissions): nothing to warn about.
