@@ -242,12 +242,8 @@ final class IoUringBackend extends SlottedBackend {
             // Only the fields that never change for a slot are written here; the rest stay zero
             // unless an opcode sets them.
             int sqe = slot * SQE_LENGTH;
-            if (fixed) {
-                sqes.putByte(sqe + IoUringDescriptor.SQE_FLAGS_OFFSET, IoUringDescriptor.SQE_FIXED_FILE);
-                sqes.putInt(sqe + IoUringDescriptor.SQE_FD_OFFSET, 0);
-            } else {
-                sqes.putInt(sqe + IoUringDescriptor.SQE_FD_OFFSET, image.fd());
-            }
+            sqes.putByte(sqe + IoUringDescriptor.SQE_FLAGS_OFFSET, slotFlags(fixed, ASYNC));
+            sqes.putInt(sqe + IoUringDescriptor.SQE_FD_OFFSET, fixed ? 0 : image.fd());
             sqes.putLong(sqe + IoUringDescriptor.SQE_USER_DATA_OFFSET, slot);
         }
     }
@@ -439,6 +435,20 @@ final class IoUringBackend extends SlottedBackend {
     /** Whether SQEs name the image as registered file 0 (for tests). */
     boolean registeredFile() {
         return registeredFile;
+    }
+
+    /**
+     * Whether every SQE carries IOSQE_ASYNC ({@code -Dvblk.uring.async=true}, off): the kernel
+     * hands each operation to its io-wq workers instead of issuing it inside {@code
+     * io_uring_enter}, so a submission of a lump of ~85 reads returns at once instead of after
+     * 110-130 us of block-layer work on the I/O thread (this VM's virtio disk), at the cost of
+     * worker threads that compete for the same CPUs. An experiment for the fio ratio (README).
+     */
+    static final boolean ASYNC = Boolean.getBoolean("vblk.uring.async");
+
+    /** The flags byte every SQE of a slot carries: the registered file's, and IOSQE_ASYNC when {@code async}. */
+    static byte slotFlags(boolean fixedFile, boolean async) {
+        return (byte) ((fixedFile ? IoUringDescriptor.SQE_FIXED_FILE : 0) | (async ? IoUringDescriptor.SQE_ASYNC : 0));
     }
 
     /** The flags byte of {@code slot}'s SQE (for tests). */

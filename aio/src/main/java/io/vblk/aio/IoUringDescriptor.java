@@ -152,6 +152,8 @@ final class IoUringDescriptor {
     // sqe flags
     /** {@code fd} is an index into the ring's registered file table, not a descriptor. */
     static final byte SQE_FIXED_FILE = 1;
+    /** IOSQE_ASYNC: always issue the operation from an io-wq worker, never inline in the submitting call. Linux 5.6. */
+    static final byte SQE_ASYNC = 1 << 4;
 
     // io_uring_register opcodes
     /** Registers buffers (an iovec array); fails with EBUSY while some are registered. Linux 5.1. */

@@ -187,6 +187,8 @@ final class ContentionGroup {
             throws Exception {
         List<Run> best = new ArrayList<>();
         contenders.forEach(c -> best.add(new Run(null, Double.NaN)));
+        List<List<BenchResult>> all = new ArrayList<>();
+        contenders.forEach(c -> all.add(new ArrayList<>()));
         if (!o.noCellWarmup) {
             for (int i = 0; i < contenders.size(); i++) {
                 BenchResult r = contenders.get(i).run("warm-up-" + row.key() + "-busy" + busy + "-" + backends.get(i), w,
@@ -202,8 +204,11 @@ final class ContentionGroup {
                 double loadAvg = Machine.load();
                 BenchResult r = contenders.get(i).run(name, w, progress);
                 err.printf(Locale.ROOT, "  busy %d repeat %d  %-36s %,12.0f IOPS  p50 %8.1f us  p99 %9.1f us  cpu %6.2f us/io"
-                        + "  load %.2f%s%n", busy, repeat + 1, name, r.iops(), r.latencyUs(50), r.latencyUs(99), r.cpuUsPerIo(),
-                        loadAvg, r.errors() > 0 ? "  " + r.errors() + " ERRORS" : "");
+                        + "  run-queue wait backend %6.2f guest %6.2f us/io  load %.2f%s%n", busy, repeat + 1, name, r.iops(),
+                        r.latencyUs(50), r.latencyUs(99), r.cpuUsPerIo(), r.perIo().getOrDefault("backend_wait_us_per_io", Double.NaN),
+                        r.perIo().getOrDefault("guest_wait_us_per_io", Double.NaN), loadAvg,
+                        r.errors() > 0 ? "  " + r.errors() + " ERRORS" : "");
+                all.get(i).add(r);
                 if (best.get(i).result() == null || r.iops() > best.get(i).result().iops()) {
                     best.set(i, new Run(r, loadAvg));
                 }
@@ -215,6 +220,19 @@ final class ContentionGroup {
             }
             if (!load.allAlive()) {
                 throw new IllegalStateException("a competing busy process died: the column would measure less contention than it says");
+            }
+        }
+        if (o.bestOf > 1) {
+            // The kept run is each contender's luckiest; the medians say whether one is ahead
+            // of the other in general or only met a quieter moment (on a shared machine single
+            // runs of one build differ by 2x).
+            for (int i = 0; i < contenders.size(); i++) {
+                err.printf(Locale.ROOT, "  busy %d median of %d  %-36s %,12.0f IOPS  p99 %9.1f us  cpu %6.2f us/io"
+                        + "  run-queue wait backend %6.2f guest %6.2f us/io%n", busy, all.get(i).size(), backends.get(i),
+                        median(all.get(i), BenchResult::iops), median(all.get(i), r -> r.latencyUs(99)),
+                        median(all.get(i), BenchResult::cpuUsPerIo),
+                        median(all.get(i), r -> r.perIo().getOrDefault("backend_wait_us_per_io", Double.NaN)),
+                        median(all.get(i), r -> r.perIo().getOrDefault("guest_wait_us_per_io", Double.NaN)));
             }
         }
         for (Run r : best) {
@@ -270,6 +288,15 @@ final class ContentionGroup {
                         r.result().cpuUsPerIo(), r.load());
             }
         }
+    }
+
+    /** The median of {@code f} over {@code runs} (the mean of the middle two for an even count), NaN for none. */
+    static double median(List<BenchResult> runs, java.util.function.ToDoubleFunction<BenchResult> f) {
+        double[] v = runs.stream().mapToDouble(f).sorted().toArray();
+        if (v.length == 0) {
+            return Double.NaN;
+        }
+        return v.length % 2 == 1 ? v[v.length / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
     }
 
     private static Cell find(List<Cell> cells, Row row, int busy) {

@@ -206,7 +206,19 @@ public final class VhostUserContender implements Contender {
         }
         return new BenchResult(name, "vhost-user", target, backend, waitDescription, "-", device, w, stats.requests(),
                 stats.requests() * w.blockSize(), stats.seconds(), stats.errors(), Latency.of(latency), meter.cpuNs(),
-                pid > 0 ? "backend process " + pid : "n/a", Double.NaN, stats.perIo());
+                pid > 0 ? "backend process " + pid : "n/a", Double.NaN, withWaits(stats, meter));
+    }
+
+    /**
+     * The guest's events per I/O and the run-queue wait per I/O of the backend process and of
+     * the guest thread ({@code backend_wait_us_per_io}, {@code guest_wait_us_per_io}).
+     */
+    static java.util.Map<String, Double> withWaits(LoadGenerator.Stats stats, ProcessMeter meter) {
+        java.util.Map<String, Double> m = new java.util.TreeMap<>(stats.perIo());
+        long n = stats.requests();
+        m.put("backend_wait_us_per_io", n > 0 ? meter.waitNs() / 1e3 / n : Double.NaN);
+        m.put("guest_wait_us_per_io", n > 0 ? meter.callerWaitNs() / 1e3 / n : Double.NaN);
+        return m;
     }
 
     private static void closeAll(EventFd[] fds) {
