@@ -241,6 +241,10 @@ public final class Qcow2 {
                 backing.close();
             }
             host.close();
+            if (e instanceof OutOfMemoryError && String.valueOf(e.getMessage()).contains("direct buffer memory")) {
+                // Any other buffer of the open (a window, a sector): refused with the same reason.
+                throw DirectMemory.exhausted(host.name(), "direct memory to open it", (OutOfMemoryError) e);
+            }
             throw e;
         }
     }
