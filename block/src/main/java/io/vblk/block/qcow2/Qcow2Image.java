@@ -240,7 +240,7 @@ final class Qcow2Image {
             // A read-only image allocates nothing: where its clusters end does not matter.
             long allocationEnd = host.file() || reftable == null ? fileSize
                     : allocationEnd(host, h, fileSize, reftable, lastMeta, alignment);
-            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge,
+            return new Qcow2Image(Qcow2Header.printable(host.name()), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge,
                     setCharge);
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot read " + host.name() + ": " + e.getMessage(), e);
