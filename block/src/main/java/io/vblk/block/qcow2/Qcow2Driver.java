@@ -859,6 +859,11 @@ public final class Qcow2Driver implements BlockDriver {
         Qcow2Image fresh;
         try {
             fresh = Qcow2Image.read(host, alignment);
+        } catch (DirectMemory.Exhausted | OutOfMemoryError e) {
+            // Not corruption: the image is resized on disk, its tables here stale; never marked.
+            fatal(-Errno.EIO);
+            throw new IOException("qcow2 " + meta.path + ": resized, but no memory to read its metadata again:"
+                    + " failing its requests with EIO until it is opened again (" + e.getMessage() + ")");
         } catch (RuntimeException e) {
             markCorrupt("metadata unacceptable after a resize: " + e.getMessage());
             throw new IOException("qcow2 " + meta.path + ": " + corruptReason, e);
@@ -914,7 +919,7 @@ public final class Qcow2Driver implements BlockDriver {
         long oldBytes = Qcow2Image.roundUp((long) oldL1 * 8, cluster);
         long newBytes = Qcow2Image.roundUp((long) newL1 * 8, cluster);
         int writeBytes = (int) Math.max(alignment, Qcow2Image.roundUp((long) newL1 * 8, alignment));
-        NativeBuffer table = new NativeBuffer(writeBytes, Math.max(alignment, 8));
+        NativeBuffer table = resizeBuffer(writeBytes, "the grown L1 table");
         UnsafeApi.copyMemory(meta.l1.address(), table.address(), Math.min((long) oldL1 * 8, meta.l1.capacity()));
         long at = meta.header.l1TableOffset;
         if (newBytes > oldBytes) {
@@ -932,13 +937,25 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     /**
+     * A buffer for a resize step; an IOException (the resize refused or reported, never an
+     * OutOfMemoryError on the I/O thread) when the direct-memory pool every disk shares is used up.
+     */
+    private NativeBuffer resizeBuffer(int bytes, String what) throws IOException {
+        try {
+            return new NativeBuffer(bytes, Math.max(alignment, 8));
+        } catch (OutOfMemoryError e) {
+            throw new IOException(DirectMemory.exhausted(meta.path, bytes, what, e).getMessage());
+        }
+    }
+
+    /**
      * Sets the refcounts of {@code count} clusters from {@code first} to {@code value}, block by
      * block, each written durably. Only within refcount blocks that exist: placing a new one
      * during a resize is not done (refused, the image unchanged).
      */
     private void setRefcountsDurably(long first, long count, long value) throws IOException {
         long entriesPerBlock = ((long) cluster * 8) >>> meta.header.refcountOrder;
-        NativeBuffer block = new NativeBuffer(cluster, Math.max(alignment, 8));
+        NativeBuffer block = resizeBuffer(cluster, "a refcount block");
         long c = first >>> clusterBits;
         long end = c + count;
         while (c < end) {
