@@ -129,7 +129,7 @@ public final class Qcow2 {
             throw new IllegalArgumentException("qcow2: cannot open " + path + ": " + e.getMessage(), e);
         }
         if (!chain.add(real.toString())) {
-            throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
+            throw new IllegalArgumentException("qcow2: backing chain loops back to " + shown(real.toString()));
         }
         FileHost host = new FileHost(real, kind, options.readOnly(), options.direct(), options.locking(),
                 options.incoming() && !options.readOnly(), beneath);
@@ -211,7 +211,7 @@ public final class Qcow2 {
             chain.l1BytesLeft -= meta.l1Charge;
             chain.setBytesLeft -= meta.setCharge;
             Qcow2Header h = meta.header;
-            String name = host.name();
+            String name = shown(host.name());
             if (h.compressionType == Qcow2Descriptor.COMPRESSION_ZSTD) {
                 loadZstd(name);
             }
@@ -241,6 +241,10 @@ public final class Qcow2 {
                 backing.close();
             }
             host.close();
+            if (e instanceof OutOfMemoryError && String.valueOf(e.getMessage()).contains("direct buffer memory")) {
+                // Any other buffer of the open (a window, a sector): refused with the same reason.
+                throw DirectMemory.exhausted(host.name(), "direct memory to open it", (OutOfMemoryError) e);
+            }
             throw e;
         }
     }
@@ -274,10 +278,13 @@ public final class Qcow2 {
             real = file.toRealPath();
             root = dir.toRealPath();
         } catch (IOException e) {
-            throw new IllegalArgumentException("qcow2: cannot resolve backing file " + file + " of " + overlay + ": " + e, e);
+            throw new IllegalArgumentException("qcow2: cannot resolve backing file " + shown(file.toString()) + " of "
+                    + shown(overlay) + ": "
+                    + shown(e.toString()), e);
         }
         if (!real.startsWith(root)) {
-            throw new IllegalArgumentException("qcow2: backing file " + real + " of " + overlay + " lies outside the"
+            throw new IllegalArgumentException("qcow2: backing file " + shown(real.toString()) + " of " + shown(overlay)
+                    + " lies outside the"
                     + " backing directory " + root);
         }
         return real;
@@ -292,6 +299,11 @@ public final class Qcow2 {
         }
     }
 
+    /** {@code name} (chosen by an image's writer, or derived from such a name) fit for an error message. */
+    private static String shown(String name) {
+        return Qcow2Header.printable(name);
+    }
+
     /** Test seam: runs after a confined backing name was checked, before it is opened (null in production). */
     static volatile Runnable afterConfine;
 
@@ -302,11 +314,12 @@ public final class Qcow2 {
         }
         String format = h.backingFormat;
         if (format == null) {
-            throw new IllegalArgumentException("qcow2: " + overlay.name() + " does not record its backing file's format and"
-                    + " vblk never guesses one; set it with qemu-img rebase -u -F raw|qcow2 -b " + h.backingFile);
+            throw new IllegalArgumentException("qcow2: " + shown(overlay.name())
+                    + " does not record its backing file's format and"
+                    + " vblk never guesses one; set it with qemu-img rebase -u -F raw|qcow2 -b " + shown(h.backingFile));
         }
         if (!"qcow2".equals(format) && !"raw".equals(format)) {
-            throw new IllegalArgumentException("qcow2: backing format '" + format + "' is not supported (raw, qcow2)");
+            throw new IllegalArgumentException("qcow2: backing format '" + shown(format) + "' is not supported (raw, qcow2)");
         }
         // Read-only, also under an incoming image: a backing file is never written, so it keeps a
         // reader's locks (consistent read, no writer) from the open on, which the source's own
@@ -316,20 +329,20 @@ public final class Qcow2 {
             // A backing image on a server: an NBD export or an RBD image, read-only. The image
             // chose the address, so only when the operator allows it, and never with options.
             if (!options.networkBacking()) {
-                throw new IllegalArgumentException("qcow2: " + overlay.name() + " names the network backing image "
-                        + h.backingFile + "; network backing names read from an image are refused unless allowed"
+                throw new IllegalArgumentException("qcow2: " + shown(overlay.name()) + " names the network backing image "
+                        + shown(h.backingFile) + "; network backing names read from an image are refused unless allowed"
                         + " (export.add network_backing: true, Qcow2Options.networkBacking)");
             }
             if (io.vblk.block.rbd.RbdAddress.matches(h.backingFile)) {
                 io.vblk.block.rbd.RbdAddress a = io.vblk.block.rbd.RbdAddress.parse(h.backingFile);
                 if (!a.options().isEmpty() || a.conf() != null || a.id() != null) {
-                    throw new IllegalArgumentException("qcow2: " + overlay.name() + " names the backing image "
-                            + h.backingFile + " with Ceph options; a backing name read from an image may only be"
+                    throw new IllegalArgumentException("qcow2: " + shown(overlay.name()) + " names the backing image "
+                            + shown(h.backingFile) + " with Ceph options; a backing name read from an image may only be"
                             + " rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]");
                 }
             }
             if (!chain.add(h.backingFile)) {
-                throw new IllegalArgumentException("qcow2: backing chain loops back to " + h.backingFile);
+                throw new IllegalArgumentException("qcow2: backing chain loops back to " + shown(h.backingFile));
             }
             // The export's waits, not the defaults: a backing server is as far away as the top
             // image's and the operator's connect, request and retry times are meant for both.
@@ -337,15 +350,25 @@ public final class Qcow2 {
             return "qcow2".equals(format) ? open(new NetworkHost(disk, true), kind, depth, ro, level + 1, chain)
                     : disk.open(depth);
         }
+        if (!overlay.file() && options.backingDir() == null) {
+            // The image lies on a server (NBD, RBD): its bytes, not the operator, would choose
+            // the local file the daemon opens and serves (rev15a). Only under a backing directory.
+            throw new IllegalArgumentException("qcow2: " + shown(overlay.name()) + " is on a network disk and names the local"
+                    + " backing file " + shown(h.backingFile) + "; local backing names read from a"
+                    + " network image are refused unless a backing directory confines them (export.add backing_dir,"
+                    + " Qcow2Options.backingDir)");
+        }
         Path name = Path.of(h.backingFile);
         if (!name.isAbsolute() && !overlay.file()) {
-            throw new IllegalArgumentException("qcow2: " + overlay.name() + " names its backing file " + h.backingFile
+            throw new IllegalArgumentException("qcow2: " + shown(overlay.name()) + " names its backing file "
+                    + shown(h.backingFile)
                     + " relative to a network disk; name it by an absolute path or an nbd:// / rbd: address"
                     + " (qemu-img rebase -u)");
         }
         Path named = name.isAbsolute() ? name : Path.of(overlay.name()).getParent().resolve(name);
         if (!Files.exists(named)) {
-            throw new IllegalArgumentException("qcow2: backing file " + named + " of " + overlay.name() + " does not exist");
+            throw new IllegalArgumentException("qcow2: backing file " + shown(named.toString()) + " of "
+                    + shown(overlay.name()) + " does not exist");
         }
         Path file = options.backingDir() != null ? confine(named, options.backingDir(), overlay.name()) : named;
         Path beneath = options.backingDir() != null ? backingRoot(options.backingDir()) : null;
@@ -360,10 +383,10 @@ public final class Qcow2 {
         try {
             real = file.toRealPath();
         } catch (IOException e) {
-            throw new IllegalArgumentException("qcow2: cannot open backing file " + file, e);
+            throw new IllegalArgumentException("qcow2: cannot open backing file " + shown(file.toString()), e);
         }
         if (!chain.add(real.toString())) {
-            throw new IllegalArgumentException("qcow2: backing chain loops back to " + real);
+            throw new IllegalArgumentException("qcow2: backing chain loops back to " + shown(real.toString()));
         }
         // A backing file is a reader's use (QEMU's backing child): it may be read by others, never written.
         Image image = io.vblk.block.ImageLocks.openLocked(real, ImageOptions.defaults().readOnly(true).direct(options.direct())

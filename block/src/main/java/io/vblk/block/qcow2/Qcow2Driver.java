@@ -28,8 +28,9 @@ import io.vblk.sys.NativeBuffer;
  * image file (and a read-only {@link BlockDriver} for the backing file). Every step a request
  * takes (an L2 table load, a copy-on-write read, the data write, the L2 update) is prepared on
  * the I/O thread, either in the request method or in {@link #poll}, and reaches the kernel with
- * the round's one {@link #submit()}. Requests, L2 cache slots and bounce buffers are
- * preallocated or allocated once on first use; nothing is allocated per request afterwards.
+ * the round's one {@link #submit()}. Requests, L2 cache slots and the first bounce buffers are
+ * allocated at open, further bounce buffers once on need while direct memory has room
+ * ({@link DirectMemory}); nothing is allocated per request afterwards.
  *
  * <h2>Crash-safe ordering of an allocating write</h2>
  * <ol>
@@ -147,7 +148,10 @@ public final class Qcow2Driver implements BlockDriver {
     private final int[] freeReqs;
     private int freeReqCount;
     private int accepted;
-    private final L2Slot[] slots;
+    /** The L2 cache: all allocated at open ({@link #slotsFor}); more only by an online grow ({@link #growSlots}). */
+    private L2Slot[] slots;
+    /** The most slots the options give this level. */
+    private final int slotLimit;
     private int clockHand;
     private long[] validatedL2;
     private final ReqList runnable = new ReqList();
@@ -207,14 +211,25 @@ public final class Qcow2Driver implements BlockDriver {
      * Bounce buffers (a decompressed cluster and up to two clusters of compressed input each),
      * shared by the requests: a request takes one for a copy-on-write or a compressed read and
      * gives it back as soon as the piece's data is written or copied to the guest. At most
-     * {@link #bounceMax} exist (within {@link #BOUNCE_BUDGET_BYTES}), created on first need and
-     * kept; a request that finds none free waits in {@link #bounceWaiters}. A holder only waits
+     * {@link #bounceMax} exist (within {@link #BOUNCE_BUDGET_BYTES}): {@link #BOUNCE_RESERVED}
+     * taken at open, the others created on need (while direct memory has room) and kept; a request that finds none free waits in {@link #bounceWaiters}. A holder only waits
      * for back-end completions and slots, never for a lock or a table, so the wait always ends.
      */
     private final Bounce[] bouncePool;
     private int bounceFree;
     private int bounceCreated;
     private final int bounceMax;
+    /**
+     * How many bounce buffers the pool may grow to: {@link #bounceMax}, down to those in
+     * existence once the direct-memory pool had no room for another ({@link #acquireBounce}).
+     */
+    private int bounceLimit;
+    /**
+     * Bounce buffers a top image takes at open (a backing level takes one); the rest up to
+     * {@link #bounceMax} are created on need while the direct-memory pool has room: all of them
+     * at open would be up to 32 MiB per disk (a depth-128 disk of 64 KiB clusters: 25 MiB).
+     */
+    static final int BOUNCE_RESERVED = 2;
     /** Direct memory one driver's bounce buffers may take (2 MiB clusters: 5 buffers of 6 MiB). */
     static final long BOUNCE_BUDGET_BYTES = 32L << 20;
     /**
@@ -264,6 +279,8 @@ public final class Qcow2Driver implements BlockDriver {
     private boolean closed;
     /** Whether the metadata was read again at the first request (see {@link #reloadAtStart}). */
     private boolean started;
+    /** Whether a reload at the first request found no memory (logged once). */
+    private boolean reloadStarved;
     /**
      * Whether the driver owns the image (BDRV_O_INACTIVE's opposite): false for an image opened
      * {@link Qcow2Options#incoming} and after {@link #inactivate}, when it writes nothing,
@@ -318,10 +335,28 @@ public final class Qcow2Driver implements BlockDriver {
         this.bounceMax = (int) (backingLevel ? Math.max(1, Math.min(depth, BACKING_BOUNCE_BUDGET_BYTES / bounceBytes))
                 : Math.max(1, Math.min(depth, Math.max(2, BOUNCE_BUDGET_BYTES / bounceBytes))));
         this.bouncePool = new Bounce[bounceMax];
-        // The slots' tables are allocated when first used (victim): a driver opens with none.
-        this.slots = new L2Slot[backingLevel ? options.backingL2CacheTables(cluster) : options.l2CacheTables()];
-        for (int i = 0; i < slots.length; i++) {
-            slots[i] = new L2Slot(i, cluster, Math.max(alignment, 8));
+        this.bounceLimit = bounceMax;
+        // The slots' tables and the first bounce buffers are taken now, from the direct-memory
+        // pool every disk shares: a disk that opened never fails later for want of them, and
+        // the image that would fill the pool is refused at its open (rev15a).
+        // No more slots than the virtual size has L2 tables (at least 2): a small disk does not
+        // hold 32 tables it can never fill (a resize that grows the disk adds slots: growSlots).
+        this.slotLimit = backingLevel ? options.backingL2CacheTables(cluster) : options.l2CacheTables();
+        this.slots = new L2Slot[slotsFor(virtualSize)];
+        try {
+            for (int i = 0; i < slots.length; i++) {
+                slots[i] = new L2Slot(i, cluster, Math.max(alignment, 8));
+                slots[i].allocate();
+            }
+            int reserved = Math.min(bounceMax, backingLevel ? 1 : BOUNCE_RESERVED);
+            for (int i = 0; i < reserved; i++) {
+                bouncePool[bounceFree++] = new Bounce(cluster, alignment);
+                bounceCreated++;
+            }
+        } catch (OutOfMemoryError e) {
+            throw DirectMemory.exhausted(meta.path, (long) slots.length * cluster + (long) Math.min(bounceMax,
+                    backingLevel ? 1 : BOUNCE_RESERVED) * bounceBytes, "its " + slots.length + " L2 cache tables of "
+                    + cluster + " bytes (l2_cache_tables) and its first bounce buffers", e);
         }
         this.validatedL2 = new long[(meta.header.l1Size + 63) / 64 + 1];
         l1Vec.add(meta.l1.address(), meta.l1WriteBytes);
@@ -480,6 +515,9 @@ public final class Qcow2Driver implements BlockDriver {
         }
         if (!started) {
             reloadAtStart();
+            if (!started) {
+                return -Errno.EIO;
+            }
         }
         if (corrupt || fatalError != 0) {
             return -Errno.EIO;
@@ -514,6 +552,16 @@ public final class Qcow2Driver implements BlockDriver {
         try {
             // The snapshots are taken over, not scanned again, while the header names the same table.
             fresh = Qcow2Image.read(host, alignment, true, backingLevel, l1Allowance, setAllowance, meta);
+        } catch (DirectMemory.Exhausted | OutOfMemoryError e) {
+            // No room now (the direct-memory pool every disk shares, or the heap): this request
+            // fails (EIO, accept) and the next one reads again; the disk is not given up.
+            started = false;
+            if (!reloadStarved) {
+                reloadStarved = true;
+                System.err.println("vblk: qcow2 " + meta.path + ": no memory to read the metadata again at the first"
+                        + " request, failing requests with EIO until there is: " + e.getMessage());
+            }
+            return;
         } catch (RuntimeException e) {
             // Not marked corrupt: that would write back the header sector read at open (old
             // size, L1 and refcount offsets) over whoever changed the image since.
@@ -790,6 +838,9 @@ public final class Qcow2Driver implements BlockDriver {
         }
         if (!started) {
             reloadAtStart();
+            if (!started) {
+                throw new IOException("qcow2 " + meta.path + ": no memory to read its metadata again: not resized");
+            }
         }
         if (corrupt || fatalError != 0) {
             throw new IOException("qcow2 " + meta.path + " failed earlier (" + (corrupt ? corruptReason : "errno "
@@ -827,6 +878,7 @@ public final class Qcow2Driver implements BlockDriver {
             }
             newL1 = (int) neededL1;
         }
+        growSlots(newSizeBytes);
         try {
             if (newL1 != oldL1) {
                 l1Offset = growL1(oldL1, newL1);
@@ -849,6 +901,11 @@ public final class Qcow2Driver implements BlockDriver {
         Qcow2Image fresh;
         try {
             fresh = Qcow2Image.read(host, alignment);
+        } catch (DirectMemory.Exhausted | OutOfMemoryError e) {
+            // Not corruption: the image is resized on disk, its tables here stale; never marked.
+            fatal(-Errno.EIO);
+            throw new IOException("qcow2 " + meta.path + ": resized, but no memory to read its metadata again:"
+                    + " failing its requests with EIO until it is opened again (" + e.getMessage() + ")");
         } catch (RuntimeException e) {
             markCorrupt("metadata unacceptable after a resize: " + e.getMessage());
             throw new IOException("qcow2 " + meta.path + ": " + corruptReason, e);
@@ -904,7 +961,7 @@ public final class Qcow2Driver implements BlockDriver {
         long oldBytes = Qcow2Image.roundUp((long) oldL1 * 8, cluster);
         long newBytes = Qcow2Image.roundUp((long) newL1 * 8, cluster);
         int writeBytes = (int) Math.max(alignment, Qcow2Image.roundUp((long) newL1 * 8, alignment));
-        NativeBuffer table = new NativeBuffer(writeBytes, Math.max(alignment, 8));
+        NativeBuffer table = resizeBuffer(writeBytes, "the grown L1 table");
         UnsafeApi.copyMemory(meta.l1.address(), table.address(), Math.min((long) oldL1 * 8, meta.l1.capacity()));
         long at = meta.header.l1TableOffset;
         if (newBytes > oldBytes) {
@@ -922,13 +979,25 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     /**
+     * A buffer for a resize step; an IOException (the resize refused or reported, never an
+     * OutOfMemoryError on the I/O thread) when the direct-memory pool every disk shares is used up.
+     */
+    private NativeBuffer resizeBuffer(int bytes, String what) throws IOException {
+        try {
+            return new NativeBuffer(bytes, Math.max(alignment, 8));
+        } catch (OutOfMemoryError e) {
+            throw new IOException(DirectMemory.exhausted(meta.path, bytes, what, e).getMessage());
+        }
+    }
+
+    /**
      * Sets the refcounts of {@code count} clusters from {@code first} to {@code value}, block by
      * block, each written durably. Only within refcount blocks that exist: placing a new one
      * during a resize is not done (refused, the image unchanged).
      */
     private void setRefcountsDurably(long first, long count, long value) throws IOException {
         long entriesPerBlock = ((long) cluster * 8) >>> meta.header.refcountOrder;
-        NativeBuffer block = new NativeBuffer(cluster, Math.max(alignment, 8));
+        NativeBuffer block = resizeBuffer(cluster, "a refcount block");
         long c = first >>> clusterBits;
         long end = c + count;
         while (c < end) {
@@ -1595,6 +1664,10 @@ public final class Qcow2Driver implements BlockDriver {
         out.clear();
         try {
             zstd.reset();
+            // reset() clears the window limit too. QEMU compresses one cluster per frame, so no
+            // frame it writes needs a window over the cluster; a hostile frame declaring zstd's
+            // default limit (128 MiB) would make this context malloc and keep that much (rev15a).
+            zstd.setLongMax(Math.max(clusterBits, 10));
             boolean frameEnded = false;
             while (!frameEnded) {
                 int inBefore = in.position();
@@ -1709,7 +1782,6 @@ public final class Qcow2Driver implements BlockDriver {
                 s.referenced = false;
                 continue;
             }
-            s.allocate();
             return s;
         }
         return null;
@@ -2300,8 +2372,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (bounceFree > 0) {
             b = bouncePool[--bounceFree];
             bouncePool[bounceFree] = null;
-        } else if (bounceCreated < bounceMax) {
-            b = new Bounce(cluster, alignment);
+        } else if (bounceCreated < bounceLimit && (b = growBounce()) != null) {
             bounceCreated++;
         } else {
             park(r, bounceWaiters);
@@ -2309,6 +2380,25 @@ public final class Qcow2Driver implements BlockDriver {
         }
         r.attach(b);
         return true;
+    }
+
+    /**
+     * One more buffer for the pool, or null: only while the direct-memory pool every disk
+     * shares has room for it. Once it had none (or an allocation failed), the pool stays at the
+     * buffers it has (at least the one taken at open: a waiter always gets one back), and this
+     * driver never again asks: a failed direct allocation collects and sleeps for up to half a
+     * second (Bits.reserveMemory) on an I/O thread other disks share.
+     */
+    private Bounce growBounce() {
+        if (DirectMemory.roomFor(3L * cluster + 2L * alignment)) {
+            try {
+                return new Bounce(cluster, alignment);
+            } catch (OutOfMemoryError e) {
+                // another disk took the room meanwhile: as if there had been none
+            }
+        }
+        bounceLimit = bounceCreated;
+        return null;
     }
 
     /**
@@ -2323,6 +2413,36 @@ public final class Qcow2Driver implements BlockDriver {
             bouncePool[bounceFree++] = b;
             wakeAll(bounceWaiters);
         }
+    }
+
+    /** Slots for a disk of {@code size} bytes: its L2 tables (at least 2), at most {@link #slotLimit}. */
+    private int slotsFor(long size) {
+        long tables = size <= 0 ? 0 : (size - 1) / ((long) cluster << l2Bits) + 1;
+        return (int) Math.min(slotLimit, Math.max(2, tables));
+    }
+
+    /**
+     * Adds the slots a disk grown to {@code size} bytes may use, allocated now (a resize, with
+     * every slot idle and about to be dropped): refused, the disk unchanged, when the
+     * direct-memory pool cannot give them.
+     */
+    private void growSlots(long size) throws IOException {
+        int want = slotsFor(size);
+        if (want <= slots.length) {
+            return;
+        }
+        L2Slot[] grown = java.util.Arrays.copyOf(slots, want);
+        try {
+            for (int i = slots.length; i < want; i++) {
+                grown[i] = new L2Slot(i, cluster, Math.max(alignment, 8));
+                grown[i].allocate();
+            }
+        } catch (OutOfMemoryError e) {
+            throw new IOException(DirectMemory.exhausted(meta.path, (long) (want - slots.length) * cluster,
+                    "the L2 cache tables of the grown disk", e).getMessage());
+        }
+        slots = grown;
+        clockHand = 0;
     }
 
     /** L2 cache slots, and how many of them have their table allocated; for tests. */
@@ -3078,7 +3198,7 @@ public final class Qcow2Driver implements BlockDriver {
         final int index;
         private final int cluster;
         private final int alignment;
-        /** The table's memory, null until the slot is first used ({@link #allocate}). */
+        /** The table's memory, allocated at open ({@link #allocate}). */
         NativeBuffer buffer;
         final IoVector vec = new IoVector(1);
         final IoVector writeVec = new IoVector(1);
@@ -3108,9 +3228,8 @@ public final class Qcow2Driver implements BlockDriver {
         }
 
         /**
-         * Allocates the table's memory on the slot's first use: a chain's levels open with no
-         * table, and a level that is never read through (or a cache larger than the image
-         * needs) takes none. Once per slot, so the steady state allocates nothing.
+         * Allocates the table's memory, at the driver's open (the pool every disk shares may be
+         * used up by the time the slot is first used: rev15a); once per slot.
          */
         void allocate() {
             if (buffer == null) {

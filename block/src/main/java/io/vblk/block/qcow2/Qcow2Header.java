@@ -191,6 +191,11 @@ final class Qcow2Header {
                 throw bad("header extension 0x" + Integer.toHexString(type) + " runs past the header");
             }
             if (type == EXT_BACKING_FORMAT) {
+                if (length >= MAX_BACKING_FORMAT_BYTES) {
+                    // QEMU refuses it too (its backing_format[16]); the name is echoed in errors.
+                    throw bad("backing format extension of " + length + " bytes: a format name is shorter than "
+                            + MAX_BACKING_FORMAT_BYTES + " bytes");
+                }
                 byte[] f = new byte[length];
                 b.get(pos + 8, f);
                 format = new String(f, StandardCharsets.UTF_8);
@@ -202,6 +207,42 @@ final class Qcow2Header {
             pos += 8 + ((length + 7) & ~7);
         }
         return new String[] {file, format};
+    }
+
+    /** QEMU's bound on the backing format extension (BlockDriverState.backing_format[16], its NUL included). */
+    static final int MAX_BACKING_FORMAT_BYTES = 16;
+
+    /**
+     * {@code name} (a backing file or format name read from an image, which its writer chose)
+     * fit to be echoed into an error or a log line: control characters (a newline that forges
+     * a log line, an ESC that drives a terminal, bidirectional overrides) escaped as a backslash, x and two
+     * hex digits (u and four past 0xff), and a backslash as two.
+     */
+    static String printable(String name) {
+        if (name == null) {
+            return null;
+        }
+        StringBuilder b = null;
+        for (int i = 0; i < name.length(); i++) {
+            char c = name.charAt(i);
+            boolean escape = c == '\\' || Character.isISOControl(c) || c == '\u2028' || c == '\u2029'
+                    || (c >= '\u202a' && c <= '\u202e') || (c >= '\u2066' && c <= '\u2069');
+            if (escape && b == null) {
+                b = new StringBuilder(name.length() + 16).append(name, 0, i);
+            }
+            if (b != null) {
+                if (!escape) {
+                    b.append(c);
+                } else if (c == '\\') {
+                    b.append("\\\\");
+                } else if (c < 0x100) {
+                    b.append(String.format("\\x%02x", (int) c));
+                } else {
+                    b.append(String.format("\\u%04x", (int) c));
+                }
+            }
+        }
+        return b == null ? name : b.toString();
     }
 
     static long ceilDiv(long a, long b) {
@@ -224,6 +265,7 @@ final class Qcow2Header {
     @Override
     public String toString() {
         return "qcow2 v" + version + " size " + virtualSize + " cluster " + clusterSize + " refcount_order "
-                + refcountOrder + (backingFile == null ? "" : " backing " + backingFile + " (" + backingFormat + ")");
+                + refcountOrder + (backingFile == null ? ""
+                : " backing " + printable(backingFile) + " (" + printable(backingFormat) + ")");
     }
 }

@@ -151,8 +151,8 @@ final class Qcow2Image {
                 host.refreshSize();
             }
             int firstBytes = (int) Math.min(fileSize, 1 << MAX_CLUSTER_BITS);
-            NativeBuffer firstBuf = new NativeBuffer(Math.max(8, (int) roundUp(firstBytes, Math.max(alignment, 8))),
-                    Math.max(alignment, 8));
+            NativeBuffer firstBuf = DirectMemory.allocate(Math.max(8, (int) roundUp(firstBytes, Math.max(alignment, 8))),
+                    Math.max(alignment, 8), host.name(), "reading its header");
             host.read(0, firstBuf, firstBuf.capacity());
             ByteBuffer first = firstBuf.buffer().byteBuffer().duplicate();
             first.clear().limit(firstBytes);
@@ -191,7 +191,8 @@ final class Qcow2Image {
             // request) rather than holding both for a moment: up to 32 + 8 MiB.
             int l1BufferBytes = (int) roundUp(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
             NativeBuffer l1 = previous != null && previous.l1.capacity() == l1BufferBytes ? previous.l1
-                    : new NativeBuffer(Math.max(l1WriteBytes, 8), Math.max(alignment, 8));
+                    : DirectMemory.allocate(Math.max(l1WriteBytes, 8), Math.max(alignment, 8), host.name(),
+                            "its L1 table");
             host.read(h.l1TableOffset, l1, l1WriteBytes);
             int reftableBytes = h.refcountTableClusters * cluster;
             // A read-only image never allocates: its refcount table (up to 8 MiB) is only read
@@ -205,7 +206,7 @@ final class Qcow2Image {
             } else {
                 NativeBuffer r = reftable = previous != null && previous.reftable != null
                         && previous.reftable.capacity() == roundUp(reftableBytes, Math.max(alignment, 8)) ? previous.reftable
-                        : new NativeBuffer(reftableBytes, Math.max(alignment, 8));
+                        : DirectMemory.allocate(reftableBytes, Math.max(alignment, 8), host.name(), "its refcount table");
                 host.read(h.refcountTableOffset, reftable, reftableBytes);
                 refEntries = i -> r.buffer().getLong(i * 8, ByteOrder.BIG_ENDIAN);
             }
@@ -239,7 +240,7 @@ final class Qcow2Image {
             // A read-only image allocates nothing: where its clusters end does not matter.
             long allocationEnd = host.file() || reftable == null ? fileSize
                     : allocationEnd(host, h, fileSize, reftable, lastMeta, alignment);
-            return new Qcow2Image(host.name(), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge,
+            return new Qcow2Image(Qcow2Header.printable(host.name()), h, fileSize, allocationEnd, l1, l1WriteBytes, reftable, meta, snapshots, l1Charge,
                     setCharge);
         } catch (IOException e) {
             throw new UncheckedIOException("qcow2: cannot read " + host.name() + ": " + e.getMessage(), e);

@@ -21,10 +21,12 @@ import io.vblk.sys.ImageLock.Locking;
  *       least 2, at most {@link #l2CacheTables()}) and 4 MiB of bounce buffers (at least one:
  *       compressed clusters only).</li>
  * </ul>
- * A chain of 16 backing levels of 2 MiB-cluster images with the defaults: at open, no L2 table
- * and no bounce buffer (40 MiB for the 17 levels' L1 tables and first clusters and the writable
- * top's refcount table when the images are small; 71 MiB while every level kept its refcount
- * table, 1191 MiB with every level's cache: {@code Qcow2ChainMemoryTest}); in use, L2 tables and bounce
+ * Every level takes its L2 cache (no more tables than its virtual size has, at least 2) and its
+ * first bounce buffers (2 for the top, 1 per backing level) at open, from the direct-memory pool
+ * every disk shares, so that a disk serving never fails later for want of it (rev15a). A chain
+ * of 16 backing levels of small 2 MiB-cluster images with the defaults: about 200 MiB at open
+ * (40 MiB before the cache and bounce buffers were taken at open; 71 MiB while every level kept
+ * its refcount table, 1191 MiB with every level's whole cache: {@code Qcow2ChainMemoryTest}); in use, L2 tables and bounce
  * buffers take at most 64 + 32 MiB for the top image and 4 + 6 MiB per backing level, 256 MiB
  * in all (was 96 MiB per level, 1.6 GiB). The top image's L1 table is at most 32 MiB (QEMU's
  * limit); the backing levels' L1 tables and every level's snapshots' L1 tables together at most
@@ -118,7 +120,7 @@ public final class Qcow2Options {
     /**
      * L2 tables the top image caches: its bound on L2 memory is this times its cluster size. Each
      * backing level caches far fewer ({@link #backingL2CacheTables(int)}); tables are allocated
-     * on first use.
+     * at open (no more than the virtual size has).
      */
     public Qcow2Options l2CacheTables(int value) {
         return new Qcow2Options(readOnly, direct, value, maxBackingDepth, locking, networkBacking, backingDir, incoming, networkTimeouts);

@@ -211,6 +211,35 @@ class Qcow2NetworkTest {
         }
     }
 
+    /**
+     * rev15a: an image on a server names a local backing file. Its bytes (whoever controls the
+     * server) would choose which file of this host the daemon opens and serves to the guest:
+     * refused unless a backing directory confines the name, then followed within it only.
+     */
+    @Test
+    void aNetworkImagesLocalBackingNameIsRefusedUnlessABackingDirectoryConfinesIt() throws Exception {
+        Path images = Files.createDirectories(dir.resolve("images"));
+        Path elsewhere = Files.createDirectories(dir.resolve("elsewhere"));
+        byte[] base = new byte[MIB];
+        java.util.Arrays.fill(base, (byte) 0x5a);
+        Files.write(images.resolve("base.raw"), base);
+        Path img = DriverRig.create(dir, "net.qcow2", String.valueOf(MIB), "-u", "-b",
+                images.resolve("base.raw").toString(), "-F", "raw");
+        String address = serveNbd(img);
+        IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> Qcow2.open(NetworkDisk.open(address, true), 8, Qcow2Options.defaults().readOnly(true)).close(),
+                "a network image's absolute local backing name was followed by default");
+        assertTrue(e.getMessage().contains("network disk") && e.getMessage().contains("backing directory"), e.getMessage());
+        e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                () -> Qcow2.open(NetworkDisk.open(address, true), 8, Qcow2Options.defaults().readOnly(true)
+                        .backingDir(elsewhere)).close());
+        assertTrue(e.getMessage().contains("outside"), e.getMessage());
+        try (Qcow2Driver d = Qcow2.open(NetworkDisk.open(address, true), 8, Qcow2Options.defaults().readOnly(true)
+                .backingDir(images))) {
+            expect(new DriverRig(d), DriverRig.buffer(65536), 0, 65536, 0x5a);
+        }
+    }
+
     @Test
     void qcow2OnAnRbdImageGrowsTheImageAsItAllocates() throws Exception {
         assumeTrue(CephCluster.installed(), "Ceph is not installed here (.ci/run installs it): RBD test skipped");
