@@ -166,12 +166,13 @@ public final class VhostUserServer implements AutoCloseable {
     }
 
     /**
-     * The frontend served now, or null when none is (frontends kept waiting are not served).
-     * Any thread; a snapshot.
+     * The frontend served now, or null when none is (frontends kept waiting are not served) or
+     * the served one has already hung up (its teardown may still run: a remove right after a
+     * VM let go of its disk is not refused for it). Any thread; a snapshot (one poll(2)).
      */
     public Frontend frontend() {
         Session s = current;
-        if (s == null) {
+        if (s == null || s.frontendGone()) {
             return null;
         }
         int running = 0;
