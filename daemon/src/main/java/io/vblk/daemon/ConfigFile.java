@@ -397,7 +397,10 @@ final class ConfigFile implements AutoCloseable {
             lastError = null;
             return null;
         } catch (IOException | RuntimeException e) {
-            String why = e instanceof HandEdited ? e.getMessage() : "cannot write " + file + ": " + e;
+            // A refused syscall's own message ("openat ...: Permission denied (errno 13)"), not
+            // its class name: the text goes to the caller as persist_error and to config.status.
+            String why = e instanceof HandEdited ? e.getMessage()
+                    : "cannot write " + file + ": " + (e instanceof io.vblk.sys.NativeException ? e.getMessage() : e);
             boolean again = why.equals(lastError);
             failing = true;
             failures++;

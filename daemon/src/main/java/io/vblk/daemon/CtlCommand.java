@@ -62,7 +62,9 @@ final class CtlCommand implements Callable<Integer> {
             result = client.result(method, params);
         } catch (RpcError e) {
             err.println("vblk ctl: " + method + ": " + e.getMessage() + " (error " + e.code + ")");
-            return 1;
+            // Invalid params (an unknown parameter, a file that is no disk) and an unknown method
+            // are the caller's mistake: a bad argument's 2, as serve and daemon answer it (README).
+            return e.code == RpcError.INVALID_PARAMS || e.code == RpcError.METHOD_NOT_FOUND ? 2 : 1;
         } catch (IOException e) {
             err.println("vblk ctl: cannot reach the daemon at " + control + ": " + e.getMessage() + ControlClient.staleHint(control, e));
             return 1;

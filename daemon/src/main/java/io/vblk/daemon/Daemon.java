@@ -935,6 +935,7 @@ final class Daemon implements AutoCloseable {
         Map<String, Object> m = e.spec.toParams();
         m.put("size_bytes", e.device().config().capacitySectors() * 512);
         m.put("backend", e.backend().cliName());
+        m.put("frontend", e.frontendInfo()); // null: no VM attached
         return m;
     }
 
@@ -947,9 +948,11 @@ final class Daemon implements AutoCloseable {
      * reserved ({@link #removing}) until the close ends. The call itself answers after the drain.
      */
     private Object exportRemove(Params p) {
-        p.rejectUnknown(Set.of("id"));
+        p.rejectUnknown(Set.of("id", "force"));
         String id = p.requiredString("id");
+        boolean force = p.bool("force");
         Export e;
+        boolean attached;
         synchronized (changes) {
             e = exports.get(id);
             // Not while an export.add of the id opens it (the failure is cleared once that ends).
@@ -966,6 +969,16 @@ final class Daemon implements AutoCloseable {
             if (resizing.contains(id)) {
                 throw new RpcError(RpcError.IN_USE, "export '" + id + "' is being resized: remove it once the resize has ended");
             }
+            // As QEMU's block-export-del: a running VM's disk is not pulled from under it (its
+            // frontend would see the connection drop mid-I/O) unless asked to. The shutdown and
+            // the configuration's own paths close exports through remove(Export), never here.
+            io.vblk.vhost.VhostUserServer.Frontend f = e.frontend();
+            if (f != null && !force) {
+                throw new RpcError(RpcError.IN_USE, "export '" + id + "' has a frontend connected (" + (f.pid() >= 0
+                        ? "pid " + f.pid() : "pid unknown") + "): detach it first (QEMU: device_del), or pass force (ctl"
+                        + " export.remove --id " + id + " --force) to disconnect it");
+            }
+            attached = f != null;
             exports.remove(id);
             order.remove(id);
             removing.put(id, e);
@@ -979,13 +992,20 @@ final class Daemon implements AutoCloseable {
                 changes.notifyAll(); // a shutdown may wait for this close
             }
         }
-        log.info("export " + id + ": removed");
+        log.info("export " + id + ": removed" + (attached ? " (its frontend disconnected: forced)" : ""));
+        Map<String, Object> answer = new LinkedHashMap<>();
+        answer.put("id", id);
+        answer.put("removed", true);
         if (counted(e)) {
-            return Map.of("id", id, "removed", true, "locks_kept", true);
+            answer.put("locks_kept", true);
         }
-        return Map.of("id", id, "removed", true);
+        if (attached) {
+            answer.put("frontend_disconnected", true);
+        }
+        return answer;
     }
 
+    /** The shutdown's close of {@code e}: it stays in the persisted configuration ("stopped", not "removed"). */
     private void remove(Export e) {
         // Drain and close first, unlisting after: a stats reader may still see it while it goes.
         e.close();
@@ -993,7 +1013,7 @@ final class Daemon implements AutoCloseable {
         exports.remove(e.spec.id);
         order.remove(e.spec.id);
         images.remove(e.spec.id);
-        log.info("export " + e.spec.id + ": removed");
+        log.info("export " + e.spec.id + ": stopped");
     }
 
     private Object exportList(Params p) {

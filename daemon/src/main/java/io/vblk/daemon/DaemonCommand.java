@@ -180,7 +180,9 @@ final class DaemonCommand implements Callable<Integer> {
             throw e;
         }
         int serving = exports.size() - failedAtStart;
-        ctx.out().println("vblk: daemon listening on " + server.path() + " (" + serving
+        // On stdout, where scripts and tests wait for it ("listening"), timestamped as every
+        // log line on stderr is: one format for both.
+        io.vblk.vhost.Log.to(ctx.out()).info("daemon listening on " + server.path() + " (" + serving
                 + (serving == 1 ? " export" : " exports") + (failedAtStart + failedThreadsAtStart > 0 ? ", "
                 + (failedAtStart + failedThreadsAtStart) + " failed entries of the configuration (config.status)" : "")
                 + (endpoint != null ? ", metrics on " + endpoint.url() : "")

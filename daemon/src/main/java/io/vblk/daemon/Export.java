@@ -158,7 +158,7 @@ final class Export implements AutoCloseable {
                 log.info("export " + spec.id + ": replacing the stale socket file " + spec.socket + " (nothing was listening on it)");
             }
             VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
-                    .tuning(tuning(spec)).log(log).socketMode(spec.socketMode).name("vblk-" + spec.id)
+                    .tuning(tuning(spec)).log(ofExport(spec.id, log)).socketMode(spec.socketMode).name("vblk-" + spec.id)
                     .controlThreads(control.loop(), control.vhostHandlers());
             if (activation != null && activation.handsOver()) {
                 builder.activation(activation);
@@ -265,6 +265,16 @@ final class Export implements AutoCloseable {
             }
         }
         return new RpcError(RpcError.OPEN_FAILED, message, e);
+    }
+
+    /**
+     * {@code log} with every line prefixed "export ID: ": the server's lines (frontend N
+     * connected, queue 0 started, resized) number frontends per export, and among many exports
+     * only the id tells whose they are (rev15c).
+     */
+    static Log ofExport(String id, Log log) {
+        String prefix = "export " + id + ": ";
+        return Log.to(line -> log.info(prefix + line));
     }
 
     /** Whether an RBD address sets {@code rbd_cache} to something other than false (Ceph's booleans). */
@@ -417,6 +427,29 @@ final class Export implements AutoCloseable {
     /** The device served, for counters and latency. */
     BlockDevice device() {
         return server.device();
+    }
+
+    /** The frontend served now, or null (see {@link VhostUserServer#frontend()}). */
+    VhostUserServer.Frontend frontend() {
+        return server.frontend();
+    }
+
+    /**
+     * The frontend served now as {@code export.list} and {@code export.stats} show it: pid, uid
+     * (when the kernel told), connected since (ISO-8601, UTC), queues started; null when none is
+     * connected.
+     */
+    Map<String, Object> frontendInfo() {
+        VhostUserServer.Frontend f = server.frontend();
+        if (f == null) {
+            return null;
+        }
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("pid", f.pid() < 0 ? null : f.pid());
+        m.put("uid", f.uid() < 0 ? null : f.uid());
+        m.put("connected_since", java.time.Instant.ofEpochMilli(f.connectedAtMs()).toString());
+        m.put("queues_started", f.queuesStarted());
+        return m;
     }
 
     Path socketPath() {

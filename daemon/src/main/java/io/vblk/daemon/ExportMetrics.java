@@ -79,8 +79,12 @@ final class ExportMetrics implements MultiCollector {
                 .help("Request latency, popped to pushed, since the export started.");
         GaugeSnapshot.Builder stalled = GaugeSnapshot.builder().name("vblk_disk_stalled_control_calls")
                 .help("Control calls (a ring's drain) waiting more than 10 s for the back end to complete requests in flight.");
+        GaugeSnapshot.Builder frontend = GaugeSnapshot.builder().name("vblk_disk_frontend_connected")
+                .help("1 while a frontend (a VM) is connected to the export and served, else 0.");
         for (Export e : exports) {
             BlockDevice d = e.device();
+            frontend.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
+                    .value(e.frontend() != null ? 1 : 0).build());
             stalled.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
                     .value(d.stalledControlCalls()).build());
             size.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
@@ -112,6 +116,7 @@ final class ExportMetrics implements MultiCollector {
         all.metricSnapshot(inFlight.build());
         all.metricSnapshot(size.build());
         all.metricSnapshot(stalled.build());
+        all.metricSnapshot(frontend.build());
         all.metricSnapshot(latency.build());
         all.metricSnapshot(CounterSnapshot.builder().name("vblk_image_locks_kept")
                 .help("Exports closed with the image's locks kept: a back end did not close drained, so the locks last until the"

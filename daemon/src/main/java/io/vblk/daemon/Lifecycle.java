@@ -29,8 +29,7 @@ final class Lifecycle {
         Thread hook = null;
         if (signals) {
             hook = new Thread(() -> {
-                log.info("shutting down: draining and closing");
-                daemon.requestShutdown();
+                daemon.requestShutdown(); // the waiting thread below says so and closes
                 boolean clean = await(cleanedUp);
                 System.out.flush();
                 System.err.flush();
@@ -43,6 +42,10 @@ final class Lifecycle {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
+        // Before the first export stops: its "stopped" line follows this one, whichever asked
+        // (a signal or daemon.shutdown).
+        int exports = daemon.exports().size();
+        log.info("shutting down: draining and closing " + exports + (exports == 1 ? " export" : " exports"));
         List<AutoCloseable> order = new ArrayList<>();
         order.add(daemon);
         order.addAll(Arrays.asList(others));

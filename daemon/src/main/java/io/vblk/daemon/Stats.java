@@ -35,6 +35,7 @@ final class Stats {
         m.put("queues", queues);
         // Drains waiting past 10 s on a back end that does not complete what is in flight.
         m.put("stalled_control_calls", d.stalledControlCalls());
+        m.put("frontend", e.frontendInfo()); // null: no VM attached
         return m;
     }
 

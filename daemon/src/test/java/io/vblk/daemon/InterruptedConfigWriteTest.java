@@ -50,6 +50,27 @@ class InterruptedConfigWriteTest {
         return ((List<Map<String, Object>>) doc.get("exports")).stream().map(e -> (String) e.get("id")).toList();
     }
 
+    /** rev15c: a refused syscall is told by its message, not by the exception's class name. */
+    @Test
+    @SuppressWarnings("unchecked")
+    void aRefusedWriteIsToldByItsMessage() throws Exception {
+        Path file = dir.resolve("vblk.json");
+        Daemon d = new Daemon(Log.to(line -> { }));
+        try {
+            d.persistTo(file, null);
+            ConfigFile.beforeRename = () -> {
+                throw new io.vblk.sys.NativeException(28, "renameat", "x"); // ENOSPC
+            };
+            Map<String, Object> answer = (Map<String, Object>) d.call("export.add", Params.json(nullDisk("a")));
+            String why = String.valueOf(answer.get("persist_error"));
+            assertTrue(why.startsWith("cannot write " + file + ": renameat"), why);
+            assertFalse(why.contains("Exception"), why);
+        } finally {
+            ConfigFile.beforeRename = () -> { };
+            d.close();
+        }
+    }
+
     @Test
     @SuppressWarnings("unchecked")
     void aWriteCutBeforeItsRenameLeavesTheOldFileWhole() throws Exception {

@@ -58,7 +58,7 @@ class AddRemoveCycleLeakTest {
                 qemu.init(VhostUserProtocolTest.ALL_PROTOCOL, q);
                 qemu.start(qemu.linuxFeatures(), true, null, q);
                 q.write(0, BlkQueue.pattern(0, 4096, i));
-                d.result("export.remove", "{\"id\":\"c\"}");
+                d.result("export.remove", "{\"id\":\"c\",\"force\":true}"); // attached: forced
             }
         }
     }

@@ -77,6 +77,10 @@ class CtlTest {
 
             Result error = run("ctl", "--control", c, "export.remove", "--id", "zz");
             assertEquals(1, error.status());
+            // The daemon's "invalid params" (an unknown parameter) is a bad argument: 2, as the README's table says.
+            Result unknown = run("ctl", "--control", c, "export.remove", "--id", "zz", "--bogus", "1");
+            assertEquals(2, unknown.status(), unknown.toString());
+            assertTrue(unknown.err().contains("-32602"), unknown.err());
             assertTrue(error.err().contains("no export 'zz'") && error.err().contains("-32000"), error.err());
             Result unreachable = run("ctl", "--control", dir.resolve("none.sock").toString(), "methods.list");
             assertEquals(1, unreachable.status());

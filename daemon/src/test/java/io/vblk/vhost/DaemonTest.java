@@ -189,7 +189,10 @@ class DaemonTest {
                 Thread.sleep(5);
             }
             assertTrue(done.get() >= 50, "the frontend got going");
-            assertEquals(Map.of("id", "a", "removed", true), d.result("export.remove", "{\"id\":\"a\"}"));
+            // Attached: refused without force (rev15c), as QEMU's block-export-del.
+            assertEquals(-32002, num(DaemonRig.error(d.call("export.remove", "{\"id\":\"a\"}")).get("code")));
+            assertEquals(Map.of("id", "a", "removed", true, "frontend_disconnected", true),
+                    d.result("export.remove", "{\"id\":\"a\",\"force\":true}"));
             assertFalse(Files.exists(sockA), "socket removed");
             verifiedIo(sockB, 5, 4);
             // Its frontend's waits for a reply or a completion that the removal cut off end after

@@ -145,7 +145,7 @@ class IncomingNetworkExportTest {
                     q.flush();
                     // Removing the inactive source writes nothing (no refcounts returned twice).
                     byte[] before = Files.readAllBytes(img);
-                    d.result("export.remove", DaemonRig.json(Map.of("id", "a")));
+                    d.result("export.remove", DaemonRig.json(Map.of("id", "a", "force", true))); // src still attached
                     assertArrayEquals(before, Files.readAllBytes(img), "the inactive source's removal wrote nothing");
                     dst.stop(q);
                 }

@@ -126,7 +126,7 @@ class IncomingQcow2ExportTest {
                     assertTrue(refused.contains("Failed to get") && refused.contains("held by"), refused);
                     // Removing the inactive source writes nothing (no refcounts, no truncation).
                     byte[] before = Files.readAllBytes(img);
-                    d.result("export.remove", DaemonRig.json(Map.of("id", "a")));
+                    d.result("export.remove", DaemonRig.json(Map.of("id", "a", "force", true))); // src still attached
                     assertArrayEquals(before, Files.readAllBytes(img), "the inactive source's removal wrote nothing");
                 }
             } finally {

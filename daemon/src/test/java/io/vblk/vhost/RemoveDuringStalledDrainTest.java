@@ -77,7 +77,7 @@ class RemoveDuringStalledDrainTest {
                     assertEquals(1, inFlight(d, "slow"), () -> "stats " + statsText(d) + " status " + q.status(1));
                     removal = CompletableFuture.supplyAsync(() -> {
                         try {
-                            return d.call("export.remove", "{\"id\":\"slow\"}");
+                            return d.call("export.remove", "{\"id\":\"slow\",\"force\":true}"); // attached: forced
                         } catch (IOException e) {
                             throw new java.io.UncheckedIOException(e);
                         }
@@ -105,7 +105,7 @@ class RemoveDuringStalledDrainTest {
                     new ProcessBuilder("kill", "-CONT", Long.toString(server.pid())).start().waitFor();
                 }
                 Map<String, Object> removed = removal.get(GUARD.toSeconds(), TimeUnit.SECONDS);
-                assertEquals(Map.of("id", "slow", "removed", true), removed.get("result"), removed.toString());
+                assertEquals(Map.of("id", "slow", "removed", true, "frontend_disconnected", true), removed.get("result"), removed.toString());
                 assertEquals(0, q.status(1), "the read held by the stopped server completed before the close");
             }
             // Free again: the id and socket can be used anew, the I/O thread removed.

@@ -67,7 +67,7 @@ class ShutdownDuringStalledRemovalTest {
                     awaitInFlight(d, "slow");
                     removal = CompletableFuture.supplyAsync(() -> {
                         try {
-                            return d.call("export.remove", "{\"id\":\"slow\"}");
+                            return d.call("export.remove", "{\"id\":\"slow\",\"force\":true}"); // attached: forced
                         } catch (IOException e) {
                             throw new java.io.UncheckedIOException(e);
                         }
@@ -93,7 +93,7 @@ class ShutdownDuringStalledRemovalTest {
                     new ProcessBuilder("kill", "-CONT", Long.toString(server.pid())).start().waitFor();
                 }
                 Map<String, Object> removed = removal.get(GUARD.toSeconds(), TimeUnit.SECONDS);
-                assertEquals(Map.of("id", "slow", "removed", true), removed.get("result"), removed.toString());
+                assertEquals(Map.of("id", "slow", "removed", true, "frontend_disconnected", true), removed.get("result"), removed.toString());
                 assertEquals(0, q.status(1), "the read the stopped server held completed before the close");
                 assertEquals(0, d.awaitExit(), d.stderr());
             }

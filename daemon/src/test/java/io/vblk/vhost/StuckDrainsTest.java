@@ -111,8 +111,8 @@ class StuckDrainsTest {
                 }
                 // The stuck export s0 can be removed: the remove answers after its deadline, the
                 // device closes undrained and the frontend's GET_VRING_BASE goes unanswered.
-                assertTimeoutPreemptively(LIVENESS, () -> assertEquals(Map.of("id", "s0", "removed", true),
-                        d.result("export.remove", "{\"id\":\"s0\"}")));
+                assertTimeoutPreemptively(LIVENESS, () -> assertEquals(Map.of("id", "s0", "removed", true, "frontend_disconnected", true),
+                        d.result("export.remove", "{\"id\":\"s0\",\"force\":true}"))); // attached: forced
                 assertTimeoutPreemptively(LIVENESS, () -> assertNull(frontends.get(0).receive(),
                         "s0's connection closes with its GET_VRING_BASE unanswered"));
                 assertTrue(d.stderr().contains("the device did not drain within 2000 ms"), d.stderr());

@@ -87,9 +87,9 @@ class StuckKernelExportRemoveTest {
                 assertEquals(1, fs.awaitHeld(1, 30_000), "the read reached the FUSE server");
                 int undrainedBefore = IoBackends.undrainedBackends();
                 try {
-                    Object removed = assertTimeoutPreemptively(LIVENESS, () -> d.result("export.remove", "{\"id\":\"f\"}"),
+                    Object removed = assertTimeoutPreemptively(LIVENESS, () -> d.result("export.remove", "{\"id\":\"f\",\"force\":true}"),
                             "export.remove hung on a back end whose read the kernel holds");
-                    assertEquals(Map.of("id", "f", "removed", true, "locks_kept", true), removed);
+                    assertEquals(Map.of("id", "f", "removed", true, "locks_kept", true, "frontend_disconnected", true), removed);
                     assertEquals(undrainedBefore + 1, IoBackends.undrainedBackends(), "counted undrained");
                     // The session's teardown found the device closed under it, undrained (its line),
                     // before the server answers: the table's fate is then the teardown's to defer.

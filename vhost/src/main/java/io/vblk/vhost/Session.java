@@ -28,6 +28,13 @@ final class Session {
     private final String who;
     /** The peer's " (pid P, uid U)" from SO_PEERCRED, read once at accept (or "" if unreadable). */
     private final String peer;
+    /** The peer's pid and uid (SO_PEERCRED), or -1 each when unreadable; for {@link #frontend}. */
+    private final int peerPid;
+    private final long peerUid;
+    /** When the connection was accepted (epoch milliseconds). */
+    private final long connectedAtMs = System.currentTimeMillis();
+    /** Connect and disconnect lines, which a frontend in a loop could repeat at will, go through it. */
+    private final LogLimit connections;
     private final UnixSocket socket;
     private final MessageChannel channel;
     private final Message message = new Message();
@@ -55,15 +62,19 @@ final class Session {
 
     Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
             Consumer<Session> onEnd) {
-        this(id, socket, device, errors, poller, log, onEnd, null);
+        this(id, socket, device, errors, poller, log, onEnd, null, new LogLimit(log));
     }
 
     Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
-            Consumer<Session> onEnd, HandOver activation) {
+            Consumer<Session> onEnd, HandOver activation, LogLimit connections) {
         this.id = id;
         this.who = "frontend " + id;
         this.socket = socket;
-        this.peer = peerOf(socket);
+        int[] cred = credentials(socket);
+        this.peerPid = cred == null ? -1 : cred[0];
+        this.peerUid = cred == null ? -1 : Integer.toUnsignedLong(cred[1]);
+        this.peer = cred == null ? "" : " (pid " + cred[0] + ", uid " + Integer.toUnsignedString(cred[1]) + ")";
+        this.connections = connections;
         this.channel = new MessageChannel(socket);
         this.log = log;
         this.onEnd = onEnd;
@@ -88,7 +99,7 @@ final class Session {
      * thread). Never throws for anything the frontend does.
      */
     void start(EventLoop loop, Executor handlers) {
-        log.info(who + " connected" + peer);
+        connections.info(who + " connected" + peer);
         synchronized (turnLock) { // the first turn may come at once: let it find the registration
             registration = loop.register(socket.fd(), handlers, this::turn);
         }
@@ -163,7 +174,7 @@ final class Session {
                 }
             }
         }
-        log.info(end);
+        connections.info(end);
         onEnd.accept(this);
     }
 
@@ -194,12 +205,21 @@ final class Session {
 
     /** " (pid P, uid U)" of {@code socket}'s peer (SO_PEERCRED), or "" if it cannot be read. */
     static String peerOf(UnixSocket socket) {
+        int[] cred = credentials(socket);
+        return cred == null ? "" : " (pid " + cred[0] + ", uid " + Integer.toUnsignedString(cred[1]) + ")";
+    }
+
+    private static int[] credentials(UnixSocket socket) {
         try {
-            int[] cred = socket.peerCredentials();
-            return " (pid " + cred[0] + ", uid " + cred[1] + ")";
+            return socket.peerCredentials();
         } catch (RuntimeException e) {
-            return "";
+            return null;
         }
+    }
+
+    /** This frontend as {@link VhostUserServer#frontend()} describes it: pid, uid, since when. */
+    VhostUserServer.Frontend frontend(int queuesStarted) {
+        return new VhostUserServer.Frontend(id, peerPid, peerUid, connectedAtMs, queuesStarted);
     }
 
     /**

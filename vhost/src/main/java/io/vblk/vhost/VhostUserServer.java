@@ -74,6 +74,8 @@ public final class VhostUserServer implements AutoCloseable {
     private final QueueErrors errors;
     private final Log log;
     private final PeerFilter peers;
+    /** Lines a frontend can cause at will (connects, disconnects, refusals): rate-limited per server. */
+    private final LogLimit connections;
     private final CountDownLatch finished = new CountDownLatch(1);
     private volatile boolean stopping;
     private volatile boolean serving;
@@ -103,6 +105,7 @@ public final class VhostUserServer implements AutoCloseable {
         this.sharedLoop = b.loop;
         this.sharedHandlers = b.handlers;
         this.peers = b.allowUids == null ? PeerFilter.defaults() : PeerFilter.of(b.allowUids);
+        this.connections = new LogLimit(log, System::nanoTime, b.connectionLines, LogLimit.WINDOW_NS);
         SocketFile.check(b.socket);
         GroupPrincipal group = b.socketGroup == null ? null : SocketFile.group(b.socketGroup);
         this.errors = new QueueErrors(b.config.numQueues(), log);
@@ -148,6 +151,37 @@ public final class VhostUserServer implements AutoCloseable {
         log.info("resized to " + capacityBytes + " bytes" + (told ? "; frontend " + s.id() + " told" : s != null
                 ? "; the frontend gave no backend channel and was not told" : ""));
         return told;
+    }
+
+    /**
+     * The frontend served now.
+     *
+     * @param id the server's number of the connection (1 for the first since start)
+     * @param pid its process id (SO_PEERCRED at accept), or -1 if it could not be read
+     * @param uid its user id, or -1 if it could not be read
+     * @param connectedAtMs when it was accepted, epoch milliseconds
+     * @param queuesStarted how many of the device's queues run now
+     */
+    public record Frontend(int id, int pid, long uid, long connectedAtMs, int queuesStarted) {
+    }
+
+    /**
+     * The frontend served now, or null when none is (frontends kept waiting are not served) or
+     * the served one has already hung up (its teardown may still run: a remove right after a
+     * VM let go of its disk is not refused for it). Any thread; a snapshot (one poll(2)).
+     */
+    public Frontend frontend() {
+        Session s = current;
+        if (s == null || s.frontendGone()) {
+            return null;
+        }
+        int running = 0;
+        for (int q = 0; q < device.numQueues(); q++) {
+            if (device.isRunning(q)) {
+                running++;
+            }
+        }
+        return s.frontend(running);
     }
 
     /** Where the server listens. */
@@ -256,7 +290,7 @@ public final class VhostUserServer implements AutoCloseable {
             }
             String refusal = peers.refusal(client);
             if (refusal != null) {
-                log.info(refusal);
+                connections.info(refusal);
                 client.close();
                 listening.rearm();
                 return;
@@ -267,7 +301,7 @@ public final class VhostUserServer implements AutoCloseable {
                 // Not when the served one has already hung up and is being torn down: this is its
                 // successor (QEMU's reconnect=1 connects again at once after it gave up), served soon.
                 if (!served.frontendGone()) {
-                    log.info("a frontend" + Session.peerOf(client) + " waits: " + served.describe()
+                    connections.info("a frontend" + Session.peerOf(client) + " waits: " + served.describe()
                             + " is connected, and a device serves one frontend at a time; this one is served when it goes");
                 }
                 if (waiting.size() < BACKLOG) {
@@ -302,7 +336,7 @@ public final class VhostUserServer implements AutoCloseable {
      */
     private boolean serve(UnixSocket client) {
         Session session = new Session(sessions.incrementAndGet(), client, device, errors, poller, log, this::sessionEnded,
-                activation);
+                activation, connections);
         current = session;
         // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
         // then read 'stopping', so one of us sees the other.
@@ -362,6 +396,7 @@ public final class VhostUserServer implements AutoCloseable {
             return;
         }
         listening.cancel();
+        connections.flush();
         if (!waiting.isEmpty()) {
             log.info("serving stopped: " + waiting.size() + " waiting frontend(s) disconnected");
             closeWaiting();
@@ -454,6 +489,7 @@ public final class VhostUserServer implements AutoCloseable {
         private SharedIoThread[] ioThreads;
         private EventLoop loop;
         private Executor handlers;
+        private int connectionLines = LogLimit.LINES;
 
         private Builder(Path socket, BlkConfig config, BackendFactory backends) {
             this.socket = Objects.requireNonNull(socket, "socket");
@@ -560,6 +596,21 @@ public final class VhostUserServer implements AutoCloseable {
         public Builder controlThreads(EventLoop loop, Executor handlers) {
             this.loop = Objects.requireNonNull(loop, "loop");
             this.handlers = Objects.requireNonNull(handlers, "handlers");
+            return this;
+        }
+
+        /**
+         * Lines per minute logged about what a frontend can repeat at will: connects,
+         * disconnects, refused and waiting connections (default 10; {@code Integer.MAX_VALUE}: no
+         * limit, for tests that wait for each). Past it they are counted, and the count logged
+         * in one line ("N similar lines suppressed") by the next such line after the minute, or
+         * when serving stops. A reconnect loop otherwise floods the log (rev15c: 10,000 lines in 5.4 s).
+         */
+        public Builder connectionLinesPerMinute(int value) {
+            if (value < 1) {
+                throw new IllegalArgumentException("connection lines per minute: at least 1, got " + value);
+            }
+            connectionLines = value;
             return this;
         }
 

@@ -80,7 +80,8 @@ final class ServerRig implements AutoCloseable {
                 .segMax(254).readOnly(readOnly).serial(SERIAL).build();
         BackendFactory real = new BackendChoice(BackendKind.IO_URING, image, log);
         VhostUserServer.Builder b = VhostUserServer.builder(socket, config, backends.apply(real))
-                .tuning(Tuning.defaults()).log(log).name("rig");
+                .tuning(Tuning.defaults()).log(log).name("rig")
+                .connectionLinesPerMinute(Integer.MAX_VALUE); // tests wait for each frontend's last line (awaitGone)
         if (activation != null) {
             b.activation(activation);
         }

@@ -1,0 +1,113 @@
+package io.vblk.vhost;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.SocketChannel;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import io.vblk.aio.BackendKind;
+import io.vblk.engine.BlkConfig;
+import io.vblk.testkit.VhostUserFrontend;
+
+/**
+ * rev15c: a frontend in a reconnect loop (connect and close at once, or send a bad header and
+ * go) wrote 10,000 lines in 5.4 s. The lines a frontend can repeat at will are limited per
+ * server (10 a minute), and what was left out is counted in one line.
+ */
+class ConnectLoopLogTest {
+    private static final int LOOPS = 200;
+
+    @TempDir
+    Path dir;
+
+    @Test
+    void aConnectLoopIsLoggedInAFewLinesAndCounted() throws Exception {
+        List<String> lines = new ArrayList<>();
+        Log log = Log.to(l -> {
+            synchronized (lines) {
+                lines.add(l);
+            }
+        });
+        Path sock = dir.resolve("loop.sock");
+        VhostUserServer server = VhostUserServer.builder(sock, BlkConfig.builder(64L << 20).build(),
+                new BackendChoice(BackendKind.NULL, null, log)).log(log).name("loop").build();
+        Thread serving = new Thread(server::serve, "loop-server");
+        serving.start();
+        try {
+            for (int i = 0; i < LOOPS; i++) {
+                try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+                    ch.connect(UnixDomainSocketAddress.of(sock));
+                    if (i % 2 == 1) { // an unknown request, flags version 1, no payload
+                        ch.write(ByteBuffer.allocate(12).order(ByteOrder.LITTLE_ENDIAN).putInt(9999).putInt(1).putInt(0).flip());
+                    }
+                }
+            }
+            // Served once every connection before it has gone: the loop has been handled.
+            try (VhostUserFrontend f = VhostUserFrontend.connect(sock)) {
+                assertTrue(f.getFeatures() != 0);
+            }
+        } finally {
+            server.close();
+            serving.join(10_000);
+        }
+        List<String> all;
+        synchronized (lines) {
+            all = new ArrayList<>(lines);
+        }
+        long limited = all.stream().filter(l -> l.startsWith("frontend ") && (l.contains(" connected") || l.contains(" disconnected")
+                || l.contains(": connection closed")) || l.startsWith("a frontend")).count();
+        AtomicLong suppressed = new AtomicLong();
+        Pattern p = Pattern.compile("^(\\d+) similar lines suppressed");
+        for (String l : all) {
+            Matcher m = p.matcher(l);
+            if (m.find()) {
+                suppressed.addAndGet(Long.parseLong(m.group(1)));
+            }
+        }
+        // 10 lines per minute: 20 if the loop spanned the end of a window on a slow machine.
+        String some = all.size() + " lines, the first " + all.subList(0, Math.min(30, all.size()));
+        assertTrue(limited <= 2 * LogLimit.LINES, limited + " limited lines logged; " + some);
+        // Each of the LOOPS + 1 connections has a connect and an end line (waiting ones one more).
+        assertTrue(limited + suppressed.get() >= 2 * (LOOPS + 1), limited + " logged, " + suppressed + " suppressed; " + some);
+    }
+
+    /** The window: the first lines, then a count when a line comes after it ends, and a flush with nothing left says nothing. */
+    @Test
+    void linesPastTheLimitAreCountedInTheNextWindow() {
+        List<String> lines = new ArrayList<>();
+        long[] now = {0};
+        LogLimit limit = new LogLimit(Log.to(lines::add), () -> now[0], 3, 1_000);
+        for (int i = 0; i < 5; i++) {
+            limit.info("line " + i);
+        }
+        assertEquals(List.of("line 0", "line 1", "line 2"), lines);
+        now[0] = 999;
+        limit.info("line 5");
+        assertEquals(3, lines.size(), "still the first window");
+        now[0] = 1_000;
+        limit.info("line 6");
+        assertEquals(5, lines.size(), lines.toString());
+        assertTrue(lines.get(3).startsWith("3 similar lines suppressed"), lines.toString());
+        assertEquals("line 6", lines.get(4));
+        limit.flush();
+        assertEquals(5, lines.size(), "nothing suppressed since");
+        limit.info("line 7");
+        limit.info("line 8");
+        limit.info("line 9");
+        limit.flush();
+        assertTrue(lines.get(lines.size() - 1).startsWith("1 similar lines suppressed"), lines.toString());
+    }
+}
