@@ -198,8 +198,9 @@ final class MemoryTable implements AutoCloseable {
         }
         // hugetlbfs maps and unmaps whole huge pages only: munmap(2) of a region that is not a
         // whole number of them fails, and the mapping would stay for the process's life.
-        long page = Mapping.pageSizeOf(r.fd);
-        if (((r.size | r.mmapOffset) & (page - 1)) != 0) {
+        // (Other files take any size and offset: GuestMemory maps from the page holding the offset.)
+        long page = type == Descriptors.HUGETLBFS_MAGIC ? Mapping.pageSizeOf(r.fd) : 0;
+        if (page > 0 && ((r.size | r.mmapOffset) & (page - 1)) != 0) {
             throw ProtocolError.rejected("memory region " + r + " is on hugetlbfs, whose pages are " + page
                     + " bytes: its size and mmap offset must be multiples of that");
         }

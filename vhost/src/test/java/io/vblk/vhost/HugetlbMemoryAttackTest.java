@@ -60,6 +60,20 @@ class HugetlbMemoryAttackTest {
         }
     }
 
+    /** The huge page rule is hugetlbfs's only: a shmem region keeps any size and offset. */
+    @Test
+    void aShmemRegionOfAnySizeAndOffsetStillMaps() {
+        int fd = io.vblk.sys.Memfd.create("vblk-test-shmem", 1L << 20);
+        try {
+            List<MemoryTable.Region> regions = List.of(new MemoryTable.Region(0, 10_000, 0, 100, fd));
+            io.vblk.hostmem.GuestMemory m = MemoryTable.map(regions);
+            m.close();
+            MemoryTable.release(MemoryTable.bytes(regions));
+        } finally {
+            Native.libc().close(fd);
+        }
+    }
+
     @Test
     void aHugetlbDirtyLogIsRefused() {
         int fd = hugetlbMemfd(Linux.MFD_ALLOW_SEALING);
