@@ -87,4 +87,24 @@ class HugetlbMemoryAttackTest {
             Native.libc().close(fd);
         }
     }
+
+    /**
+     * The same for an inflight buffer (sealed against shrinking, which does not stop a hole).
+     * Before, its guarded mapping failed only because MAP_FIXED at a 4 KiB-aligned address is
+     * refused for hugetlbfs, unless the reservation happened to fall on a huge page boundary.
+     */
+    @Test
+    void aHugetlbInflightBufferIsRefused() {
+        int fd = hugetlbMemfd(Linux.MFD_ALLOW_SEALING);
+        try {
+            long huge = Mapping.pageSizeOf(fd);
+            assertEquals(0, Native.libc().ftruncate(fd, huge));
+            assertEquals(0, Native.libc().fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK));
+            long bytes = InflightDescriptor.bufferBytes(1, 64);
+            ProtocolError refused = assertThrows(ProtocolError.class, () -> InflightBuffer.map(fd, bytes, 0, 1, 64, null));
+            assertTrue(refused.getMessage().contains("hugetlbfs"), refused.getMessage());
+        } finally {
+            Native.libc().close(fd);
+        }
+    }
 }
