@@ -159,7 +159,8 @@ final class Export implements AutoCloseable {
             }
             VhostUserServer.Builder builder = VhostUserServer.builder(spec.socket, config, backends)
                     .tuning(tuning(spec)).log(ofExport(spec.id, log)).socketMode(spec.socketMode).name("vblk-" + spec.id)
-                    .controlThreads(control.loop(), control.vhostHandlers());
+                    .controlThreads(control.loop(), control.vhostHandlers())
+                    .maxGuestMemory(spec.maxGuestMemory);
             if (activation != null && activation.handsOver()) {
                 builder.activation(activation);
             }

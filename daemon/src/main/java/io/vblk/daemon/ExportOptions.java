@@ -124,6 +124,12 @@ final class ExportOptions {
             + "least 4M (default 64M); a transfer beyond it waits for memory, never fails")
     String bounceBudget;
 
+    @Option(names = "--max-guest-memory", paramLabel = "SIZE", description = "the most guest memory a frontend's memory "
+            + "table may map (its regions together), suffix M, G or T allowed, 1M to 16T (default 1T); a larger table is "
+            + "refused. Pages the device writes are allocated in this process when the frontend never touched them: run "
+            + "the daemon in a memory cgroup sized for its guests")
+    String maxGuestMemory;
+
     @Option(names = "--tls-certificates", paramLabel = "DIR", description = "nbds:// and nbds+unix:// images: TLS "
             + "credentials directory holding ca-cert.pem (the CA that signed the server's certificate) and, for a server "
             + "that verifies clients, client-cert.pem and client-key.pem (default: the URI's tls-certificates=DIR, else "
@@ -189,6 +195,7 @@ final class ExportOptions {
         put(m, "iops_limit", iopsLimit);
         put(m, "bps_limit", bpsLimit);
         put(m, "bounce_budget", bounceBudget);
+        put(m, "max_guest_memory", maxGuestMemory);
         put(m, "tls_certificates", tlsCertificates);
         put(m, "tls_hostname", tlsHostname);
         put(m, "nbd_connections", nbdConnections);

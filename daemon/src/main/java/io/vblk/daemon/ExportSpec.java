@@ -49,7 +49,7 @@ final class ExportSpec {
 
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
-            "l2_cache_tables", "poll_max_us", "sched_slice_us", "bounce_budget", "tls_certificates", "tls_hostname",
+            "l2_cache_tables", "poll_max_us", "sched_slice_us", "bounce_budget", "max_guest_memory", "tls_certificates", "tls_hostname",
             "nbd_connections", "fixed_buffers", "locking", "incoming", "network_backing", "backing_dir",
             "connect_timeout_ms", "request_timeout_ms", "retry_timeout_ms");
 
@@ -117,6 +117,8 @@ final class ExportSpec {
     long bpsLimit;
     /** Raw images: the bounce memory the export may borrow at once (aio BounceBudget). */
     long bounceBudget = io.vblk.aio.BounceBudget.DEFAULT_BYTES;
+    /** The most guest memory a frontend's memory table may map (vhost VhostUserServer.Builder.maxGuestMemory). */
+    long maxGuestMemory = io.vblk.vhost.VhostUserServer.DEFAULT_MAX_GUEST_MEMORY;
     int socketMode = SocketFile.DEFAULT_MODE;
     String socketGroup;
     int[] allowUids;
@@ -225,6 +227,12 @@ final class ExportSpec {
         s.bpsLimit = p.size("bps_limit", 0, 0);
         s.bounceBudget = p.size("bounce_budget", io.vblk.aio.BackendOptions.DEFAULT_MAX_BOUNCE_BYTES,
                 io.vblk.aio.BounceBudget.DEFAULT_BYTES);
+        s.maxGuestMemory = p.size("max_guest_memory", io.vblk.vhost.VhostUserServer.MIN_GUEST_MEMORY,
+                io.vblk.vhost.VhostUserServer.DEFAULT_MAX_GUEST_MEMORY);
+        if (s.maxGuestMemory > io.vblk.vhost.VhostUserServer.MAX_GUEST_MEMORY) {
+            throw new InvalidParams(p.name("max_guest_memory") + " must be at most "
+                    + io.vblk.vhost.VhostUserServer.MAX_GUEST_MEMORY + " (16T), got " + s.maxGuestMemory);
+        }
         s.socketMode = socketMode(p);
         String group = p.string("socket_group", null, MAX_GROUP_CHARS);
         if (group != null) {
@@ -440,6 +448,7 @@ final class ExportSpec {
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
         m.put("bounce_budget", bounceBudget);
+        m.put("max_guest_memory", maxGuestMemory);
         if (tlsCertificates != null) {
             m.put("tls_certificates", tlsCertificates.toString());
         }
@@ -505,6 +514,7 @@ final class ExportSpec {
         m.put("iops_limit", iopsLimit);
         m.put("bps_limit", bpsLimit);
         m.put("bounce_budget", bounceBudget);
+        m.put("max_guest_memory", maxGuestMemory);
         m.put("socket_mode", "0" + Integer.toOctalString(socketMode));
         if (socketGroup != null) {
             m.put("socket_group", socketGroup);

@@ -135,6 +135,8 @@ class SavedExportPropertyTest {
                 Arbitraries.integers().between(1, 999).map(v -> (Object) (v + "M")))));
         keys.add(opt("bounce_budget", Arbitraries.oneOf(Arbitraries.longs().between(4L << 20, 1L << 32).map(v -> (Object) v),
                 Arbitraries.of("64M", "1G"))));
+        keys.add(opt("max_guest_memory", Arbitraries.oneOf(Arbitraries.longs().between(1L << 20, 1L << 44).map(v -> (Object) v),
+                Arbitraries.of("1M", "64G", "1T", "16T"))));
         keys.add(opt("socket_mode", Arbitraries.oneOf(Arbitraries.of("0600", "660", "0666", "0700", "0777").map(v -> (Object) v),
                 Arbitraries.of(0600, 0660, 0777).map(v -> (Object) v))));
         keys.add(opt("socket_group", Arbitraries.strings().alpha().numeric().ofMinLength(1).ofMaxLength(8)));

@@ -305,6 +305,19 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /**
+     * Whether {@link #close()} left some region mapped (munmap(2) failed, see
+     * {@link Mapping#unmapFailed()}): its memory and file stay referenced for the process's life.
+     */
+    public synchronized boolean unmapFailed() {
+        for (Mapping m : mappings) {
+            if (m != null && m.unmapFailed()) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** Whether {@link #close()} was called. */
     public synchronized boolean isClosed() {
         return closed;

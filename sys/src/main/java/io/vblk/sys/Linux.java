@@ -51,6 +51,8 @@ public final class Linux {
     // memfd_create(2)
     public static final int MFD_CLOEXEC = 1;
     public static final int MFD_ALLOW_SEALING = 2;
+    /** memfd_create(2): a file on hugetlbfs (the default huge page size). */
+    public static final int MFD_HUGETLB = 4;
 
     // mmap(2)
     public static final int PROT_NONE = 0;
@@ -117,6 +119,10 @@ public final class Linux {
     public static final long SYS_SCHED_SETATTR = 314;
     public static final long SYS_SCHED_GETATTR = 315;
     public static final long SYS_FSTAT = 5;
+    /** fstatfs(2): {@code struct statfs} (120 bytes on x86-64), f_type i64 @0, f_bsize i64 @8. */
+    public static final long SYS_FSTATFS = 138;
+    /** statfs f_type of hugetlbfs (/dev/hugepages files, hugetlb memfds). */
+    public static final long HUGETLBFS_MAGIC = 0x958458f6L;
     /** openat2(2) (Linux 5.6): openat with {@code struct open_how} {u64 flags, u64 mode, u64 resolve}. */
     public static final long SYS_OPENAT2 = 437;
     /** openat2 resolve: no component may leave the directory (no "..", no absolute link, no absolute name). */

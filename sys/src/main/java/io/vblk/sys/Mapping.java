@@ -9,6 +9,12 @@ package io.vblk.sys;
  *  reservation: [ guard page | mapping (length, page-rounded) | guard page ]
  *                             ^ address()
  * </pre>
+ *
+ * <p>A file on hugetlbfs is mapped in whole huge pages: mmap(2) rounds the length up to one,
+ * and munmap(2) refuses (EINVAL) any length that is not a multiple of one, so the length kept
+ * for the unmap is rounded to the file's page size ({@link #pageSizeOf}), not to 4 KiB. An unmap
+ * that still fails is kept ({@link #unmapFailed()}): that mapping stays for the process's life,
+ * and whoever counted its bytes must not count them as given back.
  */
 public final class Mapping implements AutoCloseable {
     private final long reservation;
@@ -16,6 +22,8 @@ public final class Mapping implements AutoCloseable {
     private final long address;
     private final long length;
     private boolean unmapped;
+    /** errno of a failed munmap(2), or 0. */
+    private int unmapErrno;
 
     private Mapping(long reservation, long reservationLength, long address, long length) {
         this.reservation = reservation;
@@ -49,9 +57,11 @@ public final class Mapping implements AutoCloseable {
         }
     }
 
-    private static Mapping mapInto(int fd, long offset, long length, int prot, int flags, boolean guarded) {
+    /** Maps with the given mmap(2) flags (package-private: tests map hugetlbfs MAP_NORESERVE). */
+    static Mapping mapInto(int fd, long offset, long length, int prot, int flags, boolean guarded) {
         LibC libc = Native.libc();
-        long rounded = roundUpToPage(length);
+        long page = fd < 0 ? Linux.PAGE_SIZE : pageSizeOf(fd);
+        long rounded = (length + page - 1) & -page;
         if (!guarded) {
             long addr = libc.mmap(0, rounded, prot, flags, fd, offset);
             if (addr == Linux.MAP_FAILED) {
@@ -75,6 +85,23 @@ public final class Mapping implements AutoCloseable {
         return new Mapping(reservation, total, inner, length);
     }
 
+    /**
+     * The page size the kernel maps {@code fd}'s file in: its huge page size on hugetlbfs
+     * (statfs f_bsize), else {@link Linux#PAGE_SIZE} (also when fstatfs fails: then mmap fails
+     * too). Allocates its buffer; off the data path.
+     */
+    public static long pageSizeOf(int fd) {
+        org.agrona.concurrent.UnsafeBuffer statfs = new NativeBuffer(STATFS_LENGTH, 8).buffer();
+        long rc = Native.syscall(Linux.SYS_FSTATFS, fd, statfs.addressOffset(), 0, 0, 0);
+        if (rc < 0 || statfs.getLong(0) != Linux.HUGETLBFS_MAGIC) {
+            return Linux.PAGE_SIZE;
+        }
+        long bsize = statfs.getLong(8);
+        return bsize > Linux.PAGE_SIZE && Long.bitCount(bsize) == 1 ? bsize : Linux.PAGE_SIZE;
+    }
+
+    private static final int STATFS_LENGTH = 120;
+
     /** Rounds {@code length} up to a whole number of pages. */
     public static long roundUpToPage(long length) {
         return (length + Linux.PAGE_SIZE - 1) & -(long) Linux.PAGE_SIZE;
@@ -90,13 +117,32 @@ public final class Mapping implements AutoCloseable {
         return length;
     }
 
-    /** Unmaps the whole reservation, guard pages included. Idempotent. */
+    /**
+     * Unmaps the whole reservation, guard pages included. Idempotent. A failed munmap(2) is not
+     * tried again: see {@link #unmapFailed()}.
+     */
     @Override
     public synchronized void close() {
         if (!unmapped) {
             unmapped = true;
-            Native.libc().munmap(reservation, reservationLength);
+            if (Native.libc().munmap(reservation, reservationLength) != 0) {
+                unmapErrno = Native.errno();
+            }
         }
+    }
+
+    /**
+     * Whether {@link #close()} failed to unmap: the memory stays mapped (and the file referenced)
+     * for the process's life. Never true for a length this class rounded itself; kept so that a
+     * caller counting mapped bytes never counts these as given back.
+     */
+    public synchronized boolean unmapFailed() {
+        return unmapErrno != 0;
+    }
+
+    /** errno of the failed munmap(2) ({@link #unmapFailed()}), or 0. */
+    public synchronized int unmapErrno() {
+        return unmapErrno;
     }
 
     @Override

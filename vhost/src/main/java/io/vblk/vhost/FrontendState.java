@@ -12,7 +12,7 @@ final class FrontendState {
     static final int MAX_MEM_SLOTS = 32;
 
     final Vring[] vrings;
-    final MemoryTable memory = new MemoryTable();
+    final MemoryTable memory;
     boolean owned;
     /** Features from the last SET_FEATURES (bit 30 included), or 0. */
     long ackedFeatures;
@@ -25,7 +25,9 @@ final class FrontendState {
     /** The eventfd of SET_LOG_FD, or null. Kept for the frontend; vblk's log needs no signal. */
     EventFd logFd;
 
-    FrontendState(int numQueues) {
+    /** {@code maxGuestBytes}: the export's guest-memory cap; {@code log} for the memory table's lines. */
+    FrontendState(int numQueues, long maxGuestBytes, Log log) {
+        memory = new MemoryTable(maxGuestBytes, log);
         vrings = new Vring[numQueues];
         for (int q = 0; q < numQueues; q++) {
             vrings[q] = new Vring(q);

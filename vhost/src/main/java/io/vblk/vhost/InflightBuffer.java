@@ -87,6 +87,14 @@ final class InflightBuffer implements AutoCloseable {
                     + " is not a page-aligned file offset");
         }
         Descriptors.regularFile(fd); // what it is: a regular file or memfd (its size is read below)
+        // Shared memory only, as the buffers GET_INFLIGHT_FD hands out: on hugetlbfs a page the
+        // frontend punched out (F_SEAL_SHRINK does not stop a hole) faults with an empty pool.
+        long type = Descriptors.fileSystemType(fd);
+        if (type != Descriptors.TMPFS_MAGIC) {
+            throw ProtocolError.rejected(String.format("SET_INFLIGHT_FD buffer is a file on a file system of type 0x%x%s,"
+                    + " not a shared-memory memfd: only buffers from GET_INFLIGHT_FD are taken", type,
+                    type == Descriptors.HUGETLBFS_MAGIC ? " (hugetlbfs)" : ""));
+        }
         // The seal first, the size after (as in LogArea.check): a size read before the seal could
         // be cut short in between by a frontend that seals only then, and a store would fault.
         int seals = Native.libc().fcntl(fd, F_GET_SEALS, 0);

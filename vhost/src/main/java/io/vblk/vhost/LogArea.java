@@ -15,8 +15,8 @@ import io.vblk.sys.NativeException;
  *
  * <p>Everything about the area is checked like any frontend input before it is mapped: a size
  * that is a whole number of 64-bit words and at most {@link #MAX_LOG_BYTES} (a log that large
- * covers 32 TiB of guest memory), a page-aligned offset, a range inside the file, and a file
- * sealed against shrinking (QEMU creates its log memfd sealed; an unsealed one could be cut
+ * covers 32 TiB of guest memory), a page-aligned offset, a range inside the file, a file in
+ * shared memory (tmpfs: never hugetlbfs, see {@link #check}), and a file sealed against shrinking (QEMU creates its log memfd sealed; an unsealed one could be cut
  * short under the mapping and make this process fault with SIGBUS on its next mark).
  *
  * <p>Replacement (QEMU sends a new log at every migration attempt, and resizes it when guest
@@ -84,6 +84,16 @@ final class LogArea implements AutoCloseable {
                     + " is not a page-aligned file offset");
         }
         Descriptors.regularFile(fd); // what it is: a regular file or memfd (its size is read below)
+        // Shared memory only (QEMU's log is a sealed memfd on tmpfs). Marks are compare-and-set
+        // on the mapping, and on hugetlbfs a page the frontend punched out cannot come back with
+        // an empty pool: the CAS faults with SIGBUS, and HotSpot's interpreted Unsafe CAS has no
+        // guard for it, so the whole JVM would die. A file elsewhere could stall a fault for ever.
+        long type = Descriptors.fileSystemType(fd);
+        if (type != Descriptors.TMPFS_MAGIC) {
+            throw ProtocolError.rejected(String.format("SET_LOG_BASE log is a file on a file system of type 0x%x%s, not"
+                    + " a shared-memory memfd (tmpfs): marking it could fault and stop the whole process", type,
+                    type == Descriptors.HUGETLBFS_MAGIC ? " (hugetlbfs)" : ""));
+        }
         // The seal first, the size after: a size read before the seal could be cut short by the
         // frontend in between, sealing the file only then, and the mapping would fault (SIGBUS).
         // Once F_SEAL_SHRINK is set it stays, so the size read after it holds for good.

@@ -94,18 +94,21 @@ final class MemoryRequests {
     /**
      * Maps {@code wanted} and installs it; on any failure (an Error too: the session survives it)
      * a table never installed is unmapped, its bytes given back, and the descriptors not already
-     * in the table closed.
+     * in the table closed. A table the device took before the failure (BlockDevice.setMemory
+     * failed after switching, e.g. restarting a queue) is the one in use: it is made current
+     * here, and the table it replaced unmapped, as a successful install would have.
      */
     private void install(List<MemoryTable.Region> wanted) {
         GuestMemory mapped = null;
         try {
-            mapped = MemoryTable.map(wanted);
+            mapped = MemoryTable.map(wanted, state.memory.maxBytes());
             control.installMemory(wanted, mapped);
         } catch (Throwable e) {
-            if (mapped == null || (state.memory.memory() != mapped && control.device().memory() != mapped)) {
+            if (mapped != null && state.memory.memory() != mapped && control.device().memory() == mapped) {
+                state.memory.replace(wanted, mapped);
+            } else if (mapped == null || state.memory.memory() != mapped) {
                 if (mapped != null) {
-                    mapped.close();
-                    MemoryTable.release(MemoryTable.bytes(wanted));
+                    state.memory.unmap(mapped, wanted);
                 }
                 for (MemoryTable.Region r : wanted) {
                     if (!state.memory.regions().contains(r)) {

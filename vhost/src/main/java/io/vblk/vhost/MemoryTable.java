@@ -5,6 +5,7 @@ import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
 
 import io.vblk.hostmem.GuestMemory;
+import io.vblk.sys.Mapping;
 import io.vblk.sys.NativeException;
 
 /**
@@ -47,11 +48,37 @@ final class MemoryTable implements AutoCloseable {
      * replaced counts until it is unmapped.
      */
     static final long MAX_MAPPED_BYTES = 1L << 46;
+    /**
+     * Default of an export's guest-memory cap ({@link VhostUserServer.Builder#maxGuestMemory}):
+     * 1 TiB, above the RAM of any guest one block device is commonly attached to, and 64 such
+     * tables fit {@link #MAX_MAPPED_BYTES}: a frontend's sparse memfd is mapped in full and every
+     * page the device writes in it is allocated on this process's fault (charged to its memory
+     * cgroup), so without a cap one frontend could make the process grow to 16 TiB and four
+     * could take the whole mapping budget from every other export.
+     */
+    static final long DEFAULT_MAX_GUEST_BYTES = 1L << 40;
+    /** How an operator raises the cap, for the message that refuses a table above it. */
+    static final String CAP_OPTION = "vblk serve --max-guest-memory, export option max_guest_memory";
     private static final AtomicLong MAPPED = new AtomicLong();
+    /** A table left mapped by a failed munmap is logged once per process: it cannot repeat harmlessly for ever. */
+    private static final java.util.concurrent.atomic.AtomicBoolean LEAK_LOGGED = new java.util.concurrent.atomic.AtomicBoolean();
     private static final String ANY_FILE_SYSTEM_PROPERTY = VhostUserServer.GUEST_MEMORY_ANY_FILE_SYSTEM;
 
     private List<Region> regions = List.of();
     private GuestMemory memory;
+    private final long maxBytes;
+    private final Log log;
+
+    /** A table for one connection, whose tables may map at most {@code maxBytes} (the export's cap). */
+    MemoryTable(long maxBytes, Log log) {
+        this.maxBytes = maxBytes;
+        this.log = log;
+    }
+
+    /** The export's guest-memory cap: the most bytes one table of this connection maps. */
+    long maxBytes() {
+        return maxBytes;
+    }
 
     /** The mapped table, or null before the first one. */
     GuestMemory memory() {
@@ -68,12 +95,21 @@ final class MemoryTable implements AutoCloseable {
      * @throws ProtocolError (rejected) naming the region that cannot be mapped
      */
     static GuestMemory map(List<Region> wanted) {
+        return map(wanted, MAX_TABLE_BYTES);
+    }
+
+    /**
+     * As {@link #map(List)}, for an export whose tables may map at most {@code maxBytes}.
+     *
+     * @throws ProtocolError (rejected) naming the region that cannot be mapped, or the cap
+     */
+    static GuestMemory map(List<Region> wanted, long maxBytes) {
         GuestMemory.Builder b = GuestMemory.builder();
         for (Region r : wanted) {
             check(r);
             b.addRegion(r.guestAddress, r.size, r.fd, r.mmapOffset, r.userAddress, false);
         }
-        long bytes = reserve(wanted);
+        long bytes = reserve(wanted, maxBytes);
         boolean mapped = false;
         try {
             GuestMemory memory = b.build();
@@ -98,8 +134,12 @@ final class MemoryTable implements AutoCloseable {
     }
 
     /** Takes {@code wanted}'s bytes from the process's budget, or refuses the table. */
-    private static long reserve(List<Region> wanted) {
+    private static long reserve(List<Region> wanted, long maxBytes) {
         long bytes = bytes(wanted);
+        if (bytes > maxBytes && maxBytes < MAX_TABLE_BYTES) {
+            throw ProtocolError.rejected("memory table of " + (bytes == Long.MAX_VALUE ? "more than 2^63" : bytes)
+                    + " bytes: this export maps at most " + maxBytes + " bytes of guest memory (" + CAP_OPTION + ")");
+        }
         if (bytes > MAX_TABLE_BYTES) {
             throw ProtocolError.rejected("memory table of " + (bytes == Long.MAX_VALUE ? "more than 2^63" : bytes)
                     + " bytes: at most " + MAX_TABLE_BYTES + " bytes are mapped for one frontend");
@@ -118,6 +158,21 @@ final class MemoryTable implements AutoCloseable {
     /** Gives back what {@link #reserve} took, once the table is unmapped (or was never mapped). */
     static void release(long bytes) {
         MAPPED.addAndGet(-bytes);
+    }
+
+    /**
+     * Unmaps {@code table}, mapped from {@code regions}, and gives its bytes back, unless an
+     * munmap failed: then the memory stays mapped for the process's life and stays counted
+     * (logged once per process).
+     */
+    void unmap(GuestMemory table, List<Region> regions) {
+        table.close();
+        if (!table.unmapFailed()) {
+            release(bytes(regions));
+        } else if (LEAK_LOGGED.compareAndSet(false, true)) {
+            log.info("memory table " + regions + " could not be unmapped (munmap failed): its " + bytes(regions)
+                    + " bytes stay mapped and counted for this process's life (logged once)");
+        }
     }
 
     /** Bytes mapped for all frontends of this process (tables in force and being replaced). */
@@ -141,6 +196,14 @@ final class MemoryTable implements AutoCloseable {
                     + " server and stop the whole process (-D%s=true maps it anyway)", r, type,
                     ANY_FILE_SYSTEM_PROPERTY));
         }
+        // hugetlbfs maps and unmaps whole huge pages only: munmap(2) of a region that is not a
+        // whole number of them fails, and the mapping would stay for the process's life.
+        // (Other files take any size and offset: GuestMemory maps from the page holding the offset.)
+        long page = type == Descriptors.HUGETLBFS_MAGIC ? Mapping.pageSizeOf(r.fd) : 0;
+        if (page > 0 && ((r.size | r.mmapOffset) & (page - 1)) != 0) {
+            throw ProtocolError.rejected("memory region " + r + " is on hugetlbfs, whose pages are " + page
+                    + " bytes: its size and mmap offset must be multiples of that");
+        }
     }
 
     /**
@@ -153,8 +216,7 @@ final class MemoryTable implements AutoCloseable {
         regions = List.copyOf(newRegions);
         memory = newMemory;
         if (old != null) {
-            old.close();
-            release(bytes(oldRegions));
+            unmap(old, oldRegions);
         }
         for (Region r : oldRegions) {
             if (!newRegions.contains(r)) {

@@ -62,11 +62,12 @@ final class Session {
 
     Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
             Consumer<Session> onEnd) {
-        this(id, socket, device, errors, poller, log, onEnd, null, new LogLimit(log));
+        this(id, socket, device, errors, poller, log, onEnd, null, new LogLimit(log), MemoryTable.DEFAULT_MAX_GUEST_BYTES);
     }
 
+    /** {@code maxGuestBytes}: the most guest memory one memory table of this frontend may map. */
     Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
-            Consumer<Session> onEnd, HandOver activation, LogLimit connections) {
+            Consumer<Session> onEnd, HandOver activation, LogLimit connections, long maxGuestBytes) {
         this.id = id;
         this.who = "frontend " + id;
         this.socket = socket;
@@ -78,7 +79,7 @@ final class Session {
         this.channel = new MessageChannel(socket);
         this.log = log;
         this.onEnd = onEnd;
-        this.state = new FrontendState(device.numQueues());
+        this.state = new FrontendState(device.numQueues(), maxGuestBytes, log);
         this.control = new QueueControl(device, state, errors, poller, log, who, activation);
         this.features = new FeatureRequests(state, control, channel);
         this.memory = new MemoryRequests(state, control, channel);

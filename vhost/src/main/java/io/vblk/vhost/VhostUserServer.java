@@ -55,6 +55,17 @@ public final class VhostUserServer implements AutoCloseable {
      */
     public static final String GUEST_MEMORY_ANY_FILE_SYSTEM = "vblk.vhost.guestMemoryAnyFileSystem";
 
+    /**
+     * Default guest-memory cap of a server ({@link Builder#maxGuestMemory}): 1 TiB, above the RAM
+     * of the guests a block device is commonly attached to; 64 servers at the cap fit the
+     * process's mapping budget.
+     */
+    public static final long DEFAULT_MAX_GUEST_MEMORY = MemoryTable.DEFAULT_MAX_GUEST_BYTES;
+    /** Largest guest-memory cap: the most any one table may map (16 TiB). */
+    public static final long MAX_GUEST_MEMORY = MemoryTable.MAX_TABLE_BYTES;
+    /** Smallest guest-memory cap (1 MiB). */
+    public static final long MIN_GUEST_MEMORY = 1L << 20;
+
     /** Frontends kept waiting (accepted) while one is served; as many more wait in the kernel's backlog. */
     static final int BACKLOG = 4;
     private static final long CLOSE_WAIT_SECONDS = 30;
@@ -83,6 +94,8 @@ public final class VhostUserServer implements AutoCloseable {
     private final AtomicInteger sessions = new AtomicInteger();
     private boolean closed;
     private final String name;
+    /** The most guest memory one memory table of a frontend may map ({@link Builder#maxGuestMemory}). */
+    private final long maxGuestBytes;
     /** The image's hand-over in a migration (inactive until the device starts), or null. */
     private final HandOver activation;
     private final EventLoop sharedLoop;
@@ -102,6 +115,7 @@ public final class VhostUserServer implements AutoCloseable {
     private VhostUserServer(Builder b) {
         this.log = b.log;
         this.name = b.name;
+        this.maxGuestBytes = b.maxGuestBytes;
         this.sharedLoop = b.loop;
         this.sharedHandlers = b.handlers;
         this.peers = b.allowUids == null ? PeerFilter.defaults() : PeerFilter.of(b.allowUids);
@@ -336,7 +350,7 @@ public final class VhostUserServer implements AutoCloseable {
      */
     private boolean serve(UnixSocket client) {
         Session session = new Session(sessions.incrementAndGet(), client, device, errors, poller, log, this::sessionEnded,
-                activation, connections);
+                activation, connections, maxGuestBytes);
         current = session;
         // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
         // then read 'stopping', so one of us sees the other.
@@ -490,11 +504,30 @@ public final class VhostUserServer implements AutoCloseable {
         private EventLoop loop;
         private Executor handlers;
         private int connectionLines = LogLimit.LINES;
+        private long maxGuestBytes = DEFAULT_MAX_GUEST_MEMORY;
 
         private Builder(Path socket, BlkConfig config, BackendFactory backends) {
             this.socket = Objects.requireNonNull(socket, "socket");
             this.config = Objects.requireNonNull(config, "config");
             this.backends = Objects.requireNonNull(backends, "backends");
+        }
+
+        /**
+         * The most guest memory a frontend's memory table may map (the sum of its regions), from
+         * 1 MiB to {@link #MAX_GUEST_MEMORY}; a larger table is refused. Default
+         * {@link #DEFAULT_MAX_GUEST_MEMORY}. Every byte of it is mapped into this process, and a
+         * page the device writes that the frontend never touched (a sparse memfd) is allocated
+         * on this process's fault and charged to its memory cgroup: the cap bounds what one
+         * frontend can make the process map and allocate, and keeps a few frontends from taking
+         * the mapping budget all frontends of the process share.
+         */
+        public Builder maxGuestMemory(long bytes) {
+            if (bytes < MIN_GUEST_MEMORY || bytes > MAX_GUEST_MEMORY) {
+                throw new IllegalArgumentException("max guest memory " + bytes + " bytes: " + MIN_GUEST_MEMORY + " to "
+                        + MAX_GUEST_MEMORY + " allowed");
+            }
+            maxGuestBytes = bytes;
+            return this;
         }
 
         /** Serves the disk through these block drivers (e.g. qcow2) instead of raw ones. */

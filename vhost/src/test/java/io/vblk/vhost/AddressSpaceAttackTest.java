@@ -26,6 +26,12 @@ class AddressSpaceAttackTest extends OneServerCase {
     private static final long TIB = 1L << 40;
     private static final long USER = 0x1000_0000_0000L;
 
+    /** These tests are about the process's bounds: the exports' caps are at the largest table. */
+    @Override
+    ServerRig startRig(java.nio.file.Path dir) throws java.io.IOException {
+        return ServerRig.startWithGuestMemoryCap(dir, MemoryTable.MAX_TABLE_BYTES);
+    }
+
     private VhostUserFrontend owned(VhostUserFrontend f) {
         f.setProtocolFeatures(VhostUserProtocolTest.ALL_PROTOCOL);
         f.setOwner();
@@ -84,7 +90,8 @@ class AddressSpaceAttackTest extends OneServerCase {
         List<VhostUserFrontend> frontends = new ArrayList<>();
         try {
             for (int i = 0; i <= fit; i++) {
-                ServerRig r = ServerRig.start(Files.createDirectories(dir.resolve("export" + i)), 1);
+                ServerRig r = ServerRig.startWithGuestMemoryCap(Files.createDirectories(dir.resolve("export" + i)),
+                        MemoryTable.MAX_TABLE_BYTES);
                 rigs.add(r);
                 frontends.add(owned(r.connect()));
             }

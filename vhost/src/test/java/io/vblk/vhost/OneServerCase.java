@@ -26,8 +26,13 @@ abstract class OneServerCase {
 
     @BeforeEach
     void startServer() throws IOException {
-        rig = ServerRig.start(dir, 1);
+        rig = startRig(dir);
         guest = new TestGuest();
+    }
+
+    /** The server of each test (one queue, default options); a case may start another kind. */
+    ServerRig startRig(Path dir) throws IOException {
+        return ServerRig.start(dir, 1);
     }
 
     @AfterEach

@@ -46,22 +46,28 @@ final class ServerRig implements AutoCloseable {
      */
     private ServerRig(Path dir, int queues, boolean readOnly, UnaryOperator<BackendFactory> backends, Boolean incoming)
             throws IOException {
-        this(dir, queues, readOnly, backends, incoming, null);
+        this(dir, queues, readOnly, backends, incoming, null, 0);
     }
 
     /** A server whose queues run on {@code shared} (as `vblk daemon` exports with iothreads). */
     static ServerRig startShared(Path dir, io.vblk.engine.SharedIoThread shared) throws IOException {
-        return new ServerRig(dir, 1, false, UnaryOperator.identity(), null, shared);
+        return new ServerRig(dir, 1, false, UnaryOperator.identity(), null, shared, 0);
+    }
+
+    /** A server whose frontends' memory tables may map up to {@code maxGuestBytes} (VhostUserServer.Builder.maxGuestMemory). */
+    static ServerRig startWithGuestMemoryCap(Path dir, long maxGuestBytes) throws IOException {
+        return new ServerRig(dir, 1, false, UnaryOperator.identity(), null, null, maxGuestBytes);
     }
 
     /** As {@link #startShared(Path, io.vblk.engine.SharedIoThread)}, back ends wrapped by {@code backends}. */
     static ServerRig startShared(Path dir, io.vblk.engine.SharedIoThread shared, UnaryOperator<BackendFactory> backends)
             throws IOException {
-        return new ServerRig(dir, 1, false, backends, null, shared);
+        return new ServerRig(dir, 1, false, backends, null, shared, 0);
     }
 
+    /** {@code maxGuestBytes}: the server's guest-memory cap, 0 for the default. */
     private ServerRig(Path dir, int queues, boolean readOnly, UnaryOperator<BackendFactory> backends, Boolean incoming,
-            io.vblk.engine.SharedIoThread shared) throws IOException {
+            io.vblk.engine.SharedIoThread shared, long maxGuestBytes) throws IOException {
         Path imagePath = dir.resolve("disk.img");
         if (!Files.exists(imagePath)) {
             Files.write(imagePath, new byte[(int) IMAGE_BYTES]);
@@ -87,6 +93,9 @@ final class ServerRig implements AutoCloseable {
         }
         if (shared != null) {
             b.ioThreads(shared);
+        }
+        if (maxGuestBytes > 0) {
+            b.maxGuestMemory(maxGuestBytes);
         }
         server = b.build();
         thread = new Thread(server::serve, "rig-server");
