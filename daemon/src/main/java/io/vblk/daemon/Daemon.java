@@ -962,6 +962,11 @@ final class Daemon implements AutoCloseable {
         }
     }
 
+    /** The shared I/O threads by id, sorted (a copy, for the metrics). */
+    Map<String, SharedIoThread> sharedIoThreads() {
+        return new java.util.TreeMap<>(iothreads);
+    }
+
     /** The exports, in the order they were added. */
     List<Export> exports() {
         List<Export> out = new ArrayList<>();
