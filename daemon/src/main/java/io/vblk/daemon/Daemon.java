@@ -162,6 +162,51 @@ final class Daemon implements AutoCloseable {
     private static final Set<String> CHANGES = Set.of("export.add", "export.remove", "export.resize", "export.set_limits",
             "iothread.add", "iothread.remove", "config.retry");
 
+    /**
+     * Calls answered while the daemon opens the exports of its configuration file: the ones that
+     * only read. Every other is refused with {@link RpcError#STARTING} until it is ready, so no
+     * change races the start or the first write of the persisted file.
+     */
+    private static final Set<String> WHILE_STARTING = Set.of("export.list", "export.stats", "iothread.list",
+            "config.status", "methods.list", "daemon.version");
+    /** Exports of the configuration file to open at start, and how many have been tried; -1 once ready. */
+    private final java.util.concurrent.atomic.AtomicLong startProgress = new java.util.concurrent.atomic.AtomicLong(-1);
+
+    /** The control socket listens before the start opens {@code total} exports: calls that change wait for {@link #ready()}. */
+    void starting(int total) {
+        startProgress.set((long) total << 32);
+    }
+
+    /** One more export of the configuration file has been tried (opened or kept as failed). */
+    void startedOne() {
+        startProgress.incrementAndGet();
+    }
+
+    /** The start is over: every call is answered. */
+    void ready() {
+        startProgress.set(-1);
+    }
+
+    /**
+     * Refuses a control-socket call of {@code method} that changes something while the start
+     * runs (the start's own calls do not pass here).
+     *
+     * @throws RpcError {@link RpcError#STARTING}
+     */
+    void refuseWhileStarting(String method) {
+        long progress = startProgress.get();
+        if (progress >= 0 && methods.containsKey(method) && !WHILE_STARTING.contains(method)) {
+            throw new RpcError(RpcError.STARTING, "the daemon is starting: " + (progress & 0xffffffffL) + " of "
+                    + (progress >>> 32) + " exports of the configuration opened; " + method
+                    + " is answered once config.status says \"state\": \"ready\"");
+        }
+    }
+
+    /** Whether the start is over (a daemon that never called {@link #starting} is ready). */
+    boolean isReady() {
+        return startProgress.get() < 0;
+    }
+
     Daemon(Log log) {
         this.log = log;
         this.control = new ControlThreads(log);
@@ -182,6 +227,12 @@ final class Daemon implements AutoCloseable {
         methods.put("config.status", p -> {
             p.rejectUnknown(Set.of());
             Map<String, Object> m = configFile.status();
+            long progress = startProgress.get();
+            m.put("state", progress < 0 ? "ready" : "starting");
+            if (progress >= 0) {
+                m.put("start_exports_tried", progress & 0xffffffffL);
+                m.put("start_exports_total", progress >>> 32);
+            }
             m.put("failed_iothreads", failures(failedIothreads));
             m.put("failed_exports", failures(failedExports));
             return m;

@@ -154,6 +154,10 @@ final class ExportMetrics implements MultiCollector {
         }
         all.metricSnapshot(busy.build());
         all.metricSnapshot(busySeconds.build());
+        all.metricSnapshot(GaugeSnapshot.builder().name("vblk_daemon_ready")
+                .help("0 while the daemon opens the exports of its configuration file at start (the series of the exports"
+                        + " opened so far are shown), 1 once it is ready.")
+                .dataPoint(GaugeDataPointSnapshot.builder().value(daemon.isReady() ? 1 : 0).build()).build());
         all.metricSnapshot(GaugeSnapshot.builder().name("vblk_build_info")
                 .help("Always 1; the labels say which vblk and Java runs.")
                 .dataPoint(GaugeDataPointSnapshot.builder()
