@@ -163,16 +163,18 @@ final class Daemon implements AutoCloseable {
             "iothread.add", "iothread.remove", "config.retry");
 
     /**
-     * Calls answered while the daemon opens the exports of its configuration file: the ones that
-     * only read. Every other is refused with {@link RpcError#STARTING} until it is ready, so no
-     * change races the start or the first write of the persisted file.
+     * Calls answered at once while the daemon opens the exports of its configuration file; every
+     * other waits until the start is over (as if the socket had come up then, so a client that
+     * calls once the socket exists sees what it always saw), and no change races the start or the
+     * first write of the persisted file.
      */
-    private static final Set<String> WHILE_STARTING = Set.of("export.list", "export.stats", "iothread.list",
-            "config.status", "methods.list", "daemon.version");
+    private static final Set<String> WHILE_STARTING = Set.of("config.status", "methods.list", "daemon.version");
     /** Exports of the configuration file to open at start, and how many have been tried; -1 once ready. */
     private final java.util.concurrent.atomic.AtomicLong startProgress = new java.util.concurrent.atomic.AtomicLong(-1);
+    /** Open once the start is over (or failed): what calls wait on. */
+    private final CountDownLatch started = new CountDownLatch(1);
 
-    /** The control socket listens before the start opens {@code total} exports: calls that change wait for {@link #ready()}. */
+    /** The control socket listens before the start opens {@code total} exports: calls wait for {@link #ready()}. */
     void starting(int total) {
         startProgress.set((long) total << 32);
     }
@@ -182,23 +184,26 @@ final class Daemon implements AutoCloseable {
         startProgress.incrementAndGet();
     }
 
-    /** The start is over: every call is answered. */
+    /** The start is over (or failed, before the daemon closes): every call is answered. */
     void ready() {
         startProgress.set(-1);
+        started.countDown();
     }
 
     /**
-     * Refuses a control-socket call of {@code method} that changes something while the start
-     * runs (the start's own calls do not pass here).
-     *
-     * @throws RpcError {@link RpcError#STARTING}
+     * Holds a control-socket call of {@code method} until the start is over, unless it only
+     * reports ({@code config.status}, {@code methods.list}, {@code daemon.version}); the start's
+     * own calls do not pass here.
      */
-    void refuseWhileStarting(String method) {
-        long progress = startProgress.get();
-        if (progress >= 0 && methods.containsKey(method) && !WHILE_STARTING.contains(method)) {
-            throw new RpcError(RpcError.STARTING, "the daemon is starting: " + (progress & 0xffffffffL) + " of "
-                    + (progress >>> 32) + " exports of the configuration opened; " + method
-                    + " is answered once config.status says \"state\": \"ready\"");
+    void awaitStartFor(String method) {
+        if (startProgress.get() < 0 || WHILE_STARTING.contains(method)) {
+            return;
+        }
+        try {
+            started.await();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new RpcError(RpcError.STARTING, "the daemon is starting; " + method + " was interrupted while it waited");
         }
     }
 

@@ -129,7 +129,7 @@ final class DaemonCommand implements Callable<Integer> {
             validate(conf, daemon);
             // The control socket and the metrics listen first: with many exports the start takes a
             // while, and an operator sees it under way (config.status "state": "starting", the
-            // exports opened so far) while calls that change are refused until it is over.
+            // exports tried so far) while every other call waits until it is over.
             daemon.starting(exports.size());
             try {
                 server = new ControlServer(access.socket, access.socketMode, controlGroup, access.allowUids,
@@ -183,6 +183,7 @@ final class DaemonCommand implements Callable<Integer> {
             }
             daemon.ready();
         } catch (RuntimeException e) {
+            daemon.ready(); // calls that waited for the start run into the closing daemon
             daemon.close();
             if (endpoint != null) {
                 endpoint.close();

@@ -31,11 +31,7 @@ final class RpcError extends RuntimeException {
      * later may succeed. On the command line, exit status 1 rather than 2.
      */
     static final int OPEN_FAILED = -32005;
-    /**
-     * The daemon is still opening the exports of its configuration file (its control socket
-     * listens from the start): only calls that read are answered; try again when
-     * {@code config.status} says {@code "state": "ready"}.
-     */
+    /** A call that waited for the daemon's start was interrupted (try again). */
     static final int STARTING = -32006;
 
     final int code;
