@@ -164,6 +164,56 @@ final class Daemon implements AutoCloseable {
     private static final Set<String> CHANGES = Set.of("export.add", "export.remove", "export.resize", "export.set_limits",
             "iothread.add", "iothread.remove", "config.retry");
 
+    /**
+     * Calls answered at once while the daemon opens the exports of its configuration file; every
+     * other waits until the start is over (as if the socket had come up then, so a client that
+     * calls once the socket exists sees what it always saw), and no change races the start or the
+     * first write of the persisted file.
+     */
+    private static final Set<String> WHILE_STARTING = Set.of("config.status", "methods.list", "daemon.version");
+    /** Exports of the configuration file to open at start, and how many have been tried; -1 once ready. */
+    private final java.util.concurrent.atomic.AtomicLong startProgress = new java.util.concurrent.atomic.AtomicLong(-1);
+    /** Open once the start is over (or failed): what calls wait on. */
+    private final CountDownLatch started = new CountDownLatch(1);
+
+    /** The control socket listens before the start opens {@code total} exports: calls wait for {@link #ready()}. */
+    void starting(int total) {
+        startProgress.set((long) total << 32);
+    }
+
+    /** One more export of the configuration file has been tried (opened or kept as failed). */
+    void startedOne() {
+        startProgress.incrementAndGet();
+    }
+
+    /** The start is over (or failed, before the daemon closes): every call is answered. */
+    void ready() {
+        startProgress.set(-1);
+        started.countDown();
+    }
+
+    /**
+     * Holds a control-socket call of {@code method} until the start is over, unless it only
+     * reports ({@code config.status}, {@code methods.list}, {@code daemon.version}); the start's
+     * own calls do not pass here.
+     */
+    void awaitStartFor(String method) {
+        if (startProgress.get() < 0 || WHILE_STARTING.contains(method)) {
+            return;
+        }
+        try {
+            started.await();
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new RpcError(RpcError.STARTING, "the daemon is starting; " + method + " was interrupted while it waited");
+        }
+    }
+
+    /** Whether the start is over (a daemon that never called {@link #starting} is ready). */
+    boolean isReady() {
+        return startProgress.get() < 0;
+    }
+
     Daemon(Log log) {
         this.log = log;
         this.control = new ControlThreads(log);
@@ -184,6 +234,12 @@ final class Daemon implements AutoCloseable {
         methods.put("config.status", p -> {
             p.rejectUnknown(Set.of());
             Map<String, Object> m = configFile.status();
+            long progress = startProgress.get();
+            m.put("state", progress < 0 ? "ready" : "starting");
+            if (progress >= 0) {
+                m.put("start_exports_tried", progress & 0xffffffffL);
+                m.put("start_exports_total", progress >>> 32);
+            }
             m.put("failed_iothreads", failures(failedIothreads));
             m.put("failed_exports", failures(failedExports));
             return m;
@@ -1029,6 +1085,11 @@ final class Daemon implements AutoCloseable {
         synchronized (order) {
             return new ArrayList<>(order);
         }
+    }
+
+    /** The shared I/O threads by id, sorted (a copy, for the metrics). */
+    Map<String, SharedIoThread> sharedIoThreads() {
+        return new java.util.TreeMap<>(iothreads);
     }
 
     /** The exports, in the order they were added. */

@@ -128,6 +128,24 @@ final class DaemonCommand implements Callable<Integer> {
             // not keep every other down, so it is kept as a failed entry (config.status, metrics,
             // the file unchanged) and the start goes on.
             validate(conf, daemon);
+            // The control socket and the metrics listen first: with many exports the start takes a
+            // while, and an operator sees it under way (config.status "state": "starting", the
+            // exports tried so far) while every other call waits until it is over.
+            daemon.starting(exports.size());
+            try {
+                server = new ControlServer(access.socket, access.socketMode, controlGroup, access.allowUids,
+                        new JsonRpc(daemon, log), log, daemon.controlThreads());
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams("--control: " + e.getMessage());
+            } catch (UncheckedIOException e) {
+                throw Export.listenFailure("--control: cannot listen on " + control, e);
+            }
+            endpoint = address == null ? null : MetricsEndpoint.start(address, daemon);
+            if (!exports.isEmpty()) {
+                ctx.out().println("vblk: daemon control socket up on " + server.path() + (endpoint != null ? ", metrics on "
+                        + endpoint.url() : "") + "; opening " + exports.size() + (exports.size() == 1 ? " export" : " exports"));
+                ctx.out().flush();
+            }
             int failedThreads = 0;
             int failed = 0;
             for (int i = 0; i < conf.iothreads().size(); i++) {
@@ -157,23 +175,20 @@ final class DaemonCommand implements Callable<Integer> {
                     }
                     throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
                 }
+                daemon.startedOne();
             }
             failedAtStart = failed;
             failedThreadsAtStart = failedThreads;
             if (persist) {
-                daemon.persistTo(config, lock); // before the control socket: no change can race the first write
+                daemon.persistTo(config, lock); // before ready(): no change can race the first write
             }
-            try {
-                server = new ControlServer(access.socket, access.socketMode, controlGroup, access.allowUids,
-                        new JsonRpc(daemon, log), log, daemon.controlThreads());
-            } catch (IllegalArgumentException e) {
-                throw new InvalidParams("--control: " + e.getMessage());
-            } catch (UncheckedIOException e) {
-                throw Export.listenFailure("--control: cannot listen on " + control, e);
-            }
-            endpoint = address == null ? null : MetricsEndpoint.start(address, daemon);
+            daemon.ready();
         } catch (RuntimeException e) {
+            daemon.ready(); // calls that waited for the start run into the closing daemon
             daemon.close();
+            if (endpoint != null) {
+                endpoint.close();
+            }
             if (server != null) {
                 server.close();
             }

@@ -2,12 +2,16 @@ package io.vblk.daemon;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 
 import io.prometheus.metrics.model.registry.MultiCollector;
 import io.prometheus.metrics.model.snapshots.CounterSnapshot;
 import io.prometheus.metrics.model.snapshots.CounterSnapshot.CounterDataPointSnapshot;
 import io.prometheus.metrics.model.snapshots.GaugeSnapshot;
+import io.prometheus.metrics.model.snapshots.ClassicHistogramBuckets;
 import io.prometheus.metrics.model.snapshots.GaugeSnapshot.GaugeDataPointSnapshot;
+import io.prometheus.metrics.model.snapshots.HistogramSnapshot;
+import io.prometheus.metrics.model.snapshots.HistogramSnapshot.HistogramDataPointSnapshot;
 import io.prometheus.metrics.model.snapshots.Labels;
 import io.prometheus.metrics.model.snapshots.MetricSnapshots;
 import io.prometheus.metrics.model.snapshots.Quantile;
@@ -17,7 +21,9 @@ import io.prometheus.metrics.model.snapshots.SummarySnapshot.SummaryDataPointSna
 import io.prometheus.metrics.model.snapshots.Unit;
 
 import io.vblk.engine.BlockDevice;
+import io.vblk.engine.LatencyBuckets;
 import io.vblk.engine.LatencySummary;
+import io.vblk.engine.SharedIoThread;
 import io.vblk.engine.QueueCounters;
 
 /**
@@ -28,6 +34,18 @@ import io.vblk.engine.QueueCounters;
  */
 final class ExportMetrics implements MultiCollector {
     private static final double NS_PER_SECOND = 1e9;
+    /** The latency histogram's bucket bounds in seconds, the last one +Inf. */
+    private static final double[] BOUNDS_SECONDS = boundsSeconds();
+
+    private static double[] boundsSeconds() {
+        long[] ns = LatencyBuckets.boundsNs();
+        double[] s = new double[ns.length + 1];
+        for (int i = 0; i < ns.length; i++) {
+            s[i] = ns[i] / NS_PER_SECOND;
+        }
+        s[ns.length] = Double.POSITIVE_INFINITY;
+        return s;
+    }
 
     private final Daemon daemon;
 
@@ -76,7 +94,11 @@ final class ExportMetrics implements MultiCollector {
                 .help("Requests in flight (popped, not yet completed).");
         GaugeSnapshot.Builder size = GaugeSnapshot.builder().name("vblk_disk_size_bytes").help("Capacity of the export.");
         SummarySnapshot.Builder latency = SummarySnapshot.builder().name("vblk_disk_request_duration_seconds")
-                .help("Request latency, popped to pushed, since the export started.");
+                .help("Deprecated (quantiles since start or the last stats reset, which cannot be aggregated):"
+                        + " use vblk_disk_request_latency_seconds. Request latency, popped to pushed.");
+        HistogramSnapshot.Builder latencyHistogram = HistogramSnapshot.builder().name("vblk_disk_request_latency_seconds")
+                .unit(Unit.SECONDS)
+                .help("Request latency, popped to pushed, since the queue was built (bucket bounds within 1%).");
         GaugeSnapshot.Builder stalled = GaugeSnapshot.builder().name("vblk_disk_stalled_control_calls")
                 .help("Control calls (a ring's drain) waiting more than 10 s for the back end to complete requests in flight.");
         GaugeSnapshot.Builder frontend = GaugeSnapshot.builder().name("vblk_disk_frontend_connected")
@@ -107,6 +129,10 @@ final class ExportMetrics implements MultiCollector {
                         new Quantile(0.999, h.p999Ns() / NS_PER_SECOND));
                 latency.dataPoint(SummaryDataPointSnapshot.builder().labels(labels).quantiles(quantiles)
                         .count(h.count()).sum(h.meanNs() * h.count() / NS_PER_SECOND).build());
+                LatencyBuckets b = d.latencyBuckets(q);
+                latencyHistogram.dataPoint(HistogramDataPointSnapshot.builder().labels(labels)
+                        .classicHistogramBuckets(ClassicHistogramBuckets.of(BOUNDS_SECONDS, b.counts()))
+                        .sum(b.sumNs() / NS_PER_SECOND).build());
             }
         }
         MetricSnapshots.Builder all = MetricSnapshots.builder();
@@ -118,6 +144,30 @@ final class ExportMetrics implements MultiCollector {
         all.metricSnapshot(stalled.build());
         all.metricSnapshot(frontend.build());
         all.metricSnapshot(latency.build());
+        all.metricSnapshot(latencyHistogram.build());
+        GaugeSnapshot.Builder busy = GaugeSnapshot.builder().name("vblk_iothread_busy_ratio")
+                .help("Fraction of the recent past (10 to 20 s when scraped every few seconds) a shared I/O thread was"
+                        + " awake (rounds and polling) rather than asleep in epoll.");
+        CounterSnapshot.Builder busySeconds = CounterSnapshot.builder().name("vblk_iothread_busy_seconds").unit(Unit.SECONDS)
+                .help("Time a shared I/O thread was awake (rounds and polling) since it started: rate() of it is its busy"
+                        + " fraction over any window.");
+        for (Map.Entry<String, SharedIoThread> t : daemon.sharedIoThreads().entrySet()) {
+            Labels labels = Labels.of("iothread", t.getKey());
+            busy.dataPoint(GaugeDataPointSnapshot.builder().labels(labels).value(t.getValue().busyFraction()).build());
+            busySeconds.dataPoint(CounterDataPointSnapshot.builder().labels(labels)
+                    .value(t.getValue().busyNanos() / NS_PER_SECOND).build());
+        }
+        all.metricSnapshot(busy.build());
+        all.metricSnapshot(busySeconds.build());
+        all.metricSnapshot(GaugeSnapshot.builder().name("vblk_daemon_ready")
+                .help("0 while the daemon opens the exports of its configuration file at start (the series of the exports"
+                        + " opened so far are shown), 1 once it is ready.")
+                .dataPoint(GaugeDataPointSnapshot.builder().value(daemon.isReady() ? 1 : 0).build()).build());
+        all.metricSnapshot(GaugeSnapshot.builder().name("vblk_build_info")
+                .help("Always 1; the labels say which vblk and Java runs.")
+                .dataPoint(GaugeDataPointSnapshot.builder()
+                        .labels(Labels.of("version", Version.VBLK, "java", Runtime.version().toString())).value(1).build())
+                .build());
         all.metricSnapshot(CounterSnapshot.builder().name("vblk_image_locks_kept")
                 .help("Exports closed with the image's locks kept: a back end did not close drained, so the locks last until the"
                         + " kernel lets go of the file.")

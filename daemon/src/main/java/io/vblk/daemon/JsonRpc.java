@@ -71,6 +71,7 @@ final class JsonRpc implements ControlServer.LineHandler {
             }
             @SuppressWarnings("unchecked")
             Map<String, Object> named = (Map<String, Object>) params;
+            daemon.awaitStartFor(method);
             Object result = daemon.call(method, Params.rpc(named));
             if (notification) {
                 return null;

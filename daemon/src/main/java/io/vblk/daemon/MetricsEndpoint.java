@@ -8,6 +8,7 @@ import java.net.InetSocketAddress;
 import java.net.UnknownHostException;
 
 import io.prometheus.metrics.expositionformats.PrometheusTextFormatWriter;
+import io.prometheus.metrics.instrumentation.jvm.JvmMetrics;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
 
 /**
@@ -54,6 +55,8 @@ final class MetricsEndpoint implements AutoCloseable {
     static MetricsEndpoint start(Address address, Daemon daemon) {
         PrometheusRegistry registry = new PrometheusRegistry();
         registry.register(new ExportMetrics(daemon));
+        // process_* (CPU, open fds, RSS) and jvm_* (heap, direct buffers, GC, threads): read at scrape
+        JvmMetrics.builder().register(registry);
         try {
             InetAddress.getByName(address.host());
         } catch (UnknownHostException e) {

@@ -31,6 +31,8 @@ final class RpcError extends RuntimeException {
      * later may succeed. On the command line, exit status 1 rather than 2.
      */
     static final int OPEN_FAILED = -32005;
+    /** A call that waited for the daemon's start was interrupted (try again). */
+    static final int STARTING = -32006;
 
     final int code;
 

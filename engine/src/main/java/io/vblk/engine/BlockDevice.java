@@ -953,6 +953,14 @@ public final class BlockDevice implements AutoCloseable {
         return queue(q).latencySummary();
     }
 
+    /**
+     * Queue {@code q}'s latencies since it was built, in fixed buckets (for a Prometheus
+     * histogram; {@link #resetLatency(int)} does not reset them).
+     */
+    public LatencyBuckets latencyBuckets(int q) {
+        return queue(q).latencyBuckets();
+    }
+
     /** Forgets queue {@code q}'s recorded latencies. */
     public void resetLatency(int q) {
         queue(q).resetLatency();

@@ -217,6 +217,16 @@ public final class SharedIoThread implements AutoCloseable {
         return Math.max(0, Math.min(1, 1 - (double) (slept - olderSlept) / span));
     }
 
+    /**
+     * Nanoseconds spent awake (rounds and polling, not asleep in epoll) since the thread was
+     * built: only grows, so a scraper's rate of it is the busy fraction over its own window.
+     * Lock-free; never called on the I/O thread.
+     */
+    public long busyNanos() {
+        long now = System.nanoTime() - startedNs;
+        return Math.max(0, now - sleptUntil(now));
+    }
+
     /** Nanoseconds slept in epoll from start until {@code now} (relative to start). */
     private long sleptUntil(long now) {
         long mark = sleepMark;
