@@ -123,6 +123,7 @@ final class Session {
                 return;
             }
             String end = null;
+            LogLimit.Kind kind = LogLimit.Kind.CONNECTION;
             try {
                 int got = channel.receive(message);
                 if (got == MessageChannel.MESSAGE) {
@@ -135,6 +136,7 @@ final class Session {
                 }
             } catch (ProtocolError e) {
                 end = who + ": connection closed: " + e.getMessage();
+                kind = LogLimit.Kind.CLOSED;
             } catch (Throwable e) {
                 // An Error (dispatch turns RuntimeExceptions into ProtocolErrors): an
                 // OutOfMemoryError mapping or answering, a StackOverflowError. Without this the
@@ -144,6 +146,7 @@ final class Session {
                 // thrown, not when it is caught, and a rethrow would only end this thread, which
                 // for `vblk serve` (handlers on the caller's loop) is the event loop itself.
                 end = who + ": connection closed: internal error: " + e;
+                kind = null;
             }
             if (end == null) {
                 try {
@@ -151,13 +154,19 @@ final class Session {
                     return;
                 } catch (RuntimeException e) {
                     end = who + ": connection closed: cannot watch its socket: " + e;
+                    kind = null;
                 }
             }
-            finish(end);
+            finish(end, kind);
         }
     }
 
-    private void finish(String end) {
+    /**
+     * Tears the session down and logs {@code end}: through the rate limit as {@code kind}, or
+     * always when {@code kind} is null or the teardown failed (vblk's own failures, which a
+     * connect loop must not hide).
+     */
+    private void finish(String end, LogLimit.Kind kind) {
         ended = true;
         registration.cancel();
         message.closeFds();
@@ -165,6 +174,7 @@ final class Session {
             control.teardown();
         } catch (Throwable e) { // an Error too: the session is closed and its owner told whatever happens
             end += "; teardown failed: " + e;
+            kind = null;
         } finally {
             synchronized (this) {
                 closed = true;
@@ -175,7 +185,11 @@ final class Session {
                 }
             }
         }
-        connections.info(end);
+        if (kind == null) {
+            log.info(end);
+        } else {
+            connections.info(kind, end);
+        }
         onEnd.accept(this);
     }
 

@@ -304,7 +304,7 @@ public final class VhostUserServer implements AutoCloseable {
             }
             String refusal = peers.refusal(client);
             if (refusal != null) {
-                connections.info(refusal);
+                connections.info(LogLimit.Kind.REFUSED, refusal);
                 client.close();
                 listening.rearm();
                 return;

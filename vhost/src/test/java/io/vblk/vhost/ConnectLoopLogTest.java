@@ -77,11 +77,27 @@ class ConnectLoopLogTest {
                 suppressed.addAndGet(Long.parseLong(m.group(1)));
             }
         }
-        // 10 lines per minute: 20 if the loop spanned the end of a window on a slow machine.
+        // 10 lines per minute and kind (connects and disconnects; closes for a protocol error):
+        // twice that if the loop spanned the end of a window on a slow machine.
         String some = all.size() + " lines, the first " + all.subList(0, Math.min(30, all.size()));
-        assertTrue(limited <= 2 * LogLimit.LINES, limited + " limited lines logged; " + some);
+        assertTrue(limited <= 2 * 2 * LogLimit.LINES, limited + " limited lines logged; " + some);
         // Each of the LOOPS + 1 connections has a connect and an end line (waiting ones one more).
         assertTrue(limited + suppressed.get() >= 2 * (LOOPS + 1), limited + " logged, " + suppressed + " suppressed; " + some);
+    }
+
+    /** Each kind has its own budget: a loop of bare connects leaves room for the reason a frontend was thrown out. */
+    @Test
+    void eachKindHasItsOwnBudget() {
+        List<String> lines = new ArrayList<>();
+        LogLimit limit = new LogLimit(Log.to(lines::add), () -> 0L, 2, 1_000);
+        for (int i = 0; i < 5; i++) {
+            limit.info("connect " + i);
+        }
+        limit.info(LogLimit.Kind.CLOSED, "closed: bad request");
+        limit.info(LogLimit.Kind.REFUSED, "refused");
+        assertEquals(List.of("connect 0", "connect 1", "closed: bad request", "refused"), lines);
+        limit.flush();
+        assertTrue(lines.get(4).startsWith("3 similar lines suppressed (frontend connects"), lines.toString());
     }
 
     /** The window: the first lines, then a count when a line comes after it ends, and a flush with nothing left says nothing. */
