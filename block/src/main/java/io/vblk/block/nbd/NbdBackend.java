@@ -155,6 +155,7 @@ public final class NbdBackend implements IoBackend {
                 // Each connection gets the connect timeout for its own connect and handshake.
                 deadlineNs = deadline(options);
                 NbdSocket more = connect(address, tls, options, deadlineNs, -1);
+                socket = more; // closed below if its connection cannot be made
                 disk.connections[i] = new NbdConnection(disk, i, more, negotiate(more, address, tls, options, deadlineNs));
             }
         } catch (IOException e) {
@@ -167,8 +168,9 @@ public final class NbdBackend implements IoBackend {
             // with a reason, rather than an error out of the daemon's open path with sockets left.
             if (disk != null) {
                 disk.close();
-            } else if (socket != null) {
-                socket.close();
+            }
+            if (socket != null) {
+                socket.close(); // idempotent: the one a connection holds is closed already
             }
             throw new UncheckedIOException("NBD " + address + ": no direct memory left for its buffers ("
                     + e.getMessage() + "; -XX:MaxDirectMemorySize, by default -Xmx)", new IOException(e));
