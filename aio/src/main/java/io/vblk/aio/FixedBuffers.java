@@ -119,7 +119,16 @@ final class FixedBuffers {
         long[] newStarts = new long[n];
         long[] newEnds = new long[n];
         split(addresses, lengths, newStarts, newEnds);
-        NativeBuffer iovecs = new NativeBuffer(n * IovecDescriptor.LENGTH);
+        NativeBuffer iovecs;
+        try {
+            iovecs = new NativeBuffer(n * IovecDescriptor.LENGTH);
+        } catch (OutOfMemoryError e) {
+            // Direct memory, which every disk of the JVM shares, is used up (this may run on an
+            // I/O thread, at a memory-table change): a refusal like any other, and transfers go
+            // unregistered, rather than an error out of the thread's round.
+            state = "not registered: no direct memory for " + n + " iovecs (" + e.getMessage() + ")";
+            return -Errno.ENOMEM;
+        }
         long bytes = 0;
         for (int i = 0; i < n; i++) {
             iovecs.buffer().putLong(i * IovecDescriptor.LENGTH + IovecDescriptor.BASE_OFFSET, newStarts[i]);

@@ -136,6 +136,12 @@ final class IoUringBackend extends SlottedBackend {
     /** Guest memory registered as fixed buffers, and the lookup per transfer (submitting thread). */
     private FixedBuffers fixedBuffers = new FixedBuffers();
     /**
+     * The owner's IORING_REGISTER_CLONE_BUFFERS argument ({@link #adoptStaged}), taken at open:
+     * direct memory, which every disk shares, may be used up when a table is adopted at a poll,
+     * and an OutOfMemoryError there would leave the staging ring open and escape the round.
+     */
+    private final NativeBuffer cloneArg = new NativeBuffer(IoUringDescriptor.CLONE_BUFFERS_LENGTH);
+    /**
      * A single-issuer ring's exit watch, or -1: the read end of a pipe whose write end only the
      * ring holds (its registered file 1). A close by another thread than the owner cannot wait
      * for the kernel (EEXIST) and closes the ring with operations in flight; the kernel's exit
@@ -568,8 +574,13 @@ final class IoUringBackend extends SlottedBackend {
             next = new StagedBuffers(null, -1);
             stagingRefusal = null;
         } else {
-            UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
-            long fd = trySetup(1, params, 0);
+            long fd;
+            try {
+                fd = trySetup(1, new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer(), 0);
+            } catch (OutOfMemoryError e) { // direct memory, shared by every disk, used up: a refusal
+                fd = -Errno.ENOMEM;
+                stagingRefusal = "not registered: no direct memory for the staging ring (" + e.getMessage() + ")";
+            }
             if (fd < 0) {
                 next = new StagedBuffers(null, -1);
                 rc = (int) fd;
@@ -609,7 +620,8 @@ final class IoUringBackend extends SlottedBackend {
         if (s.table == null) {
             return;
         }
-        NativeBuffer arg = new NativeBuffer(IoUringDescriptor.CLONE_BUFFERS_LENGTH);
+        NativeBuffer arg = cloneArg;
+        arg.buffer().setMemory(0, IoUringDescriptor.CLONE_BUFFERS_LENGTH, (byte) 0);
         arg.buffer().putInt(0, s.stagingFd); // src_fd; flags, offsets and nr 0: the whole table
         long rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_CLONE_BUFFERS, arg.address(), 1, 0);
         java.lang.ref.Reference.reachabilityFence(arg);

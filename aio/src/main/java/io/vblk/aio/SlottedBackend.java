@@ -243,9 +243,6 @@ abstract class SlottedBackend implements IoBackend {
      * result in the slot.
      */
     final void performOffloaded(int slot) {
-        if (discardRange == null) {
-            discardRange = new io.vblk.sys.NativeBuffer(Image.DISCARD_RANGE_BYTES); // once: the helper's BLKDISCARD range
-        }
         long result;
         switch (slots.op(slot)) {
             case SlotTable.OP_FLUSH:
@@ -271,8 +268,12 @@ abstract class SlottedBackend implements IoBackend {
         return closing;
     }
 
-    /** The helper thread's BLKDISCARD range ({@link Image#discard}); made on its first operation. */
-    private io.vblk.sys.NativeBuffer discardRange;
+    /**
+     * The helper thread's BLKDISCARD range ({@link Image#discard}), taken at open: direct memory,
+     * which every disk shares, may be used up by the first offloaded operation, and an
+     * OutOfMemoryError there would end the helper thread and strand every flush after it.
+     */
+    private final io.vblk.sys.NativeBuffer discardRange = new io.vblk.sys.NativeBuffer(Image.DISCARD_RANGE_BYTES);
 
     // ---------------------------------------------------------------- IoBackend
 

@@ -388,6 +388,11 @@ final class ThreadPoolBackend extends SlottedBackend {
                 return -Errno.EIO;
             } catch (IllegalArgumentException e) {
                 return -Errno.EINVAL;
+            } catch (OutOfMemoryError e) {
+                // Direct memory (the first discard's range, the portable zero chunk, a channel's
+                // temporary buffer), shared by every disk, used up: this request fails, and the
+                // worker lives on (its death would strand every request it was dealt).
+                return -Errno.EIO;
             }
         }
 

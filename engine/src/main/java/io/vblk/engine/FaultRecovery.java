@@ -36,7 +36,9 @@ final class FaultRecovery {
      */
     void caught(Throwable e) {
         dispatcher.reclaimStranded();
-        if (GuestFaults.attribute(thread, e)) {
+        if (isDirectMemoryShortage(e)) {
+            directMemoryShortage(e);
+        } else if (GuestFaults.attribute(thread, e)) {
             evidence.suspect = true;
         } else {
             String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
@@ -45,6 +47,37 @@ final class FaultRecovery {
             }
         }
     }
+
+    /**
+     * Whether {@code e} is the JVM refusing a direct buffer ({@code java.nio.Bits.reserveMemory}:
+     * "Cannot reserve N bytes of direct buffer memory"): the pool every disk of the JVM shares
+     * (-XX:MaxDirectMemorySize) is used up, by any disk. Neither the guest's doing nor a sign
+     * that this device's state is damaged: the allocation failed before it changed anything.
+     */
+    static boolean isDirectMemoryShortage(Throwable e) {
+        return e instanceof OutOfMemoryError
+                && String.valueOf(e.getMessage()).toLowerCase(java.util.Locale.ROOT).contains("direct buffer memory");
+    }
+
+    /**
+     * A direct-memory shortage caught in a round ({@link #isDirectMemoryShortage}): no queue is
+     * quarantined (a healthy disk must not need a reset because another disk holds the pool), but
+     * the failure may have cost a completion (inside a reap, a submit, a back end's prepare), so
+     * the thread turns suspect as for a fault attributed elsewhere: a drain then gives up what
+     * nothing can complete ({@link #settleLost}). Reported once per I/O thread: it may repeat
+     * every round while the pool is full, and a log call per round is not allowed.
+     */
+    void directMemoryShortage(Throwable e) {
+        evidence.suspect = true;
+        if (!shortageReported) {
+            shortageReported = true;
+            thread.report("direct memory exhausted on I/O thread " + thread.roleName() + " (" + e.getMessage()
+                    + "; -XX:MaxDirectMemorySize, by default -Xmx, is shared by every disk): its queues go on;"
+                    + " reported once");
+        }
+    }
+
+    private boolean shortageReported;
 
     /**
      * A failure on a shared I/O thread that no member can be named for (it landed between

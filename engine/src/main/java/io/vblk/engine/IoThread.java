@@ -173,6 +173,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.idle = IdleStrategies.sliced(IdleStrategies.forIoThread(tuning, clock, this, backend::inFlight), tuning.schedSliceNs(), clock);
         this.events = new EpollWait(queues, backend);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
+        dispatcher.shortage(faults::directMemoryShortage);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submitBatch = tuning.submitBatch() > 0 ? tuning.submitBatch() : Integer.MAX_VALUE;
         this.subBatch = tuning.subBatch();

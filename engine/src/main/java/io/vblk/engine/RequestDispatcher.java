@@ -66,6 +66,13 @@ final class RequestDispatcher {
         attributor = value;
     }
 
+    /** Told of a direct-memory shortage caught in a pop loop (see {@link FaultRecovery#directMemoryShortage}); set once. */
+    private java.util.function.Consumer<Throwable> shortage = e -> { };
+
+    void shortage(java.util.function.Consumer<Throwable> value) {
+        shortage = value;
+    }
+
     RequestPool pool() {
         return pool;
     }
@@ -171,6 +178,12 @@ final class RequestDispatcher {
                 }
             }
         } catch (RuntimeException | Error e) {
+            if (FaultRecovery.isDirectMemoryShortage(e) && q.state != QueueLifecycle.BROKEN
+                    && sparedShortage(q, e, phase, current, availBefore, resubmitBefore)) {
+                int kept = popped - (phase == PARSING ? 1 : 0);
+                countPopped(q, kept);
+                return kept;
+            }
             if (attributor.test(e) && q.state != QueueLifecycle.BROKEN) {
                 if (spare(q, phase, current, availBefore, resubmitBefore)) {
                     // Another memory's fault, delivered here late: this queue lost nothing.
@@ -195,12 +208,16 @@ final class RequestDispatcher {
             q.faultReason = reason;
             quarantine(q, reason);
         }
+        countPopped(q, popped);
+        return popped;
+    }
+
+    private static void countPopped(DeviceQueue q, int popped) {
         if (popped > 0) {
             q.counters.add(QueueCounters.REQUESTS, popped);
             q.counters.increment(QueueCounters.BATCHES);
             q.counters.increment(QueueCounters.SUBMITS);
         }
-        return popped;
     }
 
     /**
@@ -224,6 +241,37 @@ final class RequestDispatcher {
         }
         int ahead = (availIdx - q.ring.nextAvail()) & 0xffff;
         return (int) Math.min(max, (long) ahead + q.resubmitCount);
+    }
+
+    /**
+     * A direct-memory shortage in {@code q}'s pop loop (a back end's prepare that could not get a
+     * buffer): not the guest's doing, so {@code q} is not quarantined. Before the hand-over the
+     * chain goes back to the ring ({@link #spare}) and is popped again later. At the hand-over the
+     * request stays the back end's ({@link BlkRequest#HANDED}, counted in flight): whether the
+     * prepare had taken it cannot be known, so it is never given back while it may complete; if
+     * it never does, the thread's suspect state lets a drain give it up. Returns false where
+     * neither holds (a request claimed that the loop does not know): the caller quarantines.
+     */
+    private boolean sparedShortage(DeviceQueue q, Throwable e, int phase, BlkRequest current, int availBefore,
+                                   int resubmitBefore) {
+        if (phase == DISPATCHING) {
+            for (int i = 0, n = pool.size(); i < n; i++) {
+                BlkRequest r = pool.get(i);
+                if (r.stage == BlkRequest.CLAIMED && r != current) {
+                    return false;
+                }
+            }
+            if (current != null && current.stage == BlkRequest.CLAIMED) {
+                current.stage = BlkRequest.HANDED;
+            }
+            shortage.accept(e);
+            return true;
+        }
+        if (!spare(q, phase, current, availBefore, resubmitBefore)) {
+            return false;
+        }
+        shortage.accept(e);
+        return true;
     }
 
     /**

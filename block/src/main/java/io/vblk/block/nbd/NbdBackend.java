@@ -145,15 +145,17 @@ public final class NbdBackend implements IoBackend {
         } catch (IllegalArgumentException e) {
             throw new UncheckedIOException("NBD " + address + ": " + e.getMessage(), new IOException(e));
         }
+        NbdSocket socket = null;
         try {
             long deadlineNs = deadline(options);
-            NbdSocket socket = connect(address, tls, options, deadlineNs, -1);
+            socket = connect(address, tls, options, deadlineNs, -1);
             NbdExport export = negotiate(socket, address, tls, options, deadlineNs);
             disk = new NbdBackend(address, tls, options, socket, export);
             for (int i = 1; i < disk.connections.length; i++) {
                 // Each connection gets the connect timeout for its own connect and handshake.
                 deadlineNs = deadline(options);
                 NbdSocket more = connect(address, tls, options, deadlineNs, -1);
+                socket = more; // closed below if its connection cannot be made
                 disk.connections[i] = new NbdConnection(disk, i, more, negotiate(more, address, tls, options, deadlineNs));
             }
         } catch (IOException e) {
@@ -161,6 +163,17 @@ public final class NbdBackend implements IoBackend {
                 disk.close();
             }
             throw new UncheckedIOException("NBD " + address + ": " + e.getMessage(), e);
+        } catch (OutOfMemoryError e) {
+            // Its buffers are direct memory, which every disk of the JVM shares: refused at open,
+            // with a reason, rather than an error out of the daemon's open path with sockets left.
+            if (disk != null) {
+                disk.close();
+            }
+            if (socket != null) {
+                socket.close(); // idempotent: the one a connection holds is closed already
+            }
+            throw new UncheckedIOException("NBD " + address + ": no direct memory left for its buffers ("
+                    + e.getMessage() + "; -XX:MaxDirectMemorySize, by default -Xmx)", new IOException(e));
         }
         disk.helper.start();
         return disk;
@@ -189,7 +202,7 @@ public final class NbdBackend implements IoBackend {
             long deadlineNs) throws IOException {
         try {
             return NbdHandshake.negotiate(socket, address, tls, deadlineNs, options.connectTimeoutMs());
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | OutOfMemoryError e) { // its buffers are direct memory
             socket.close();
             throw e;
         }
@@ -307,6 +320,16 @@ public final class NbdBackend implements IoBackend {
         }
     }
 
+    /** Tests only: whether some connection's last reconnect attempt failed (none succeeded since). */
+    boolean reconnectFailing() {
+        for (NbdConnection c : connections) {
+            if (c != null && c.reconnectFailed) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** Tests only: runs on the reconnect thread after a reconnect's stop check, before its hand-over (null: nothing). */
     volatile Runnable beforeHandoff;
 
@@ -371,7 +394,11 @@ public final class NbdBackend implements IoBackend {
             c.wantReconnect = false;
             c.handoff = new NbdConnection.Fresh(fresh, next);
             return true;
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | OutOfMemoryError e) {
+            // OutOfMemoryError: the socket's, the handshake's and the TLS session's buffers are
+            // direct memory, which every disk of the JVM shares; another disk may hold it all for
+            // a while. A failed attempt, retried with the backoff, never this thread's end (the
+            // disk would then never reconnect, and its requests would all time out).
             if (!c.reconnectFailed && !helperStop) { // a reconnect close gave up is no failure to report
                 LOG.log(System.Logger.Level.WARNING, "nbd: {0} reconnect failed: {1}", address, e.getMessage());
             }

@@ -166,7 +166,13 @@ final class NbdSocket implements AutoCloseable {
         if (fd < 0) {
             throw new IOException("socket: " + Errno.describe(Native.errno()));
         }
-        NbdSocket socket = new NbdSocket(fd);
+        NbdSocket socket;
+        try {
+            socket = new NbdSocket(fd); // its scratch is direct memory, which may be exhausted
+        } catch (OutOfMemoryError e) {
+            Native.libc().close(fd); // a reconnect retries every 500 ms: each would leak its socket
+            throw e;
+        }
         socket.cancelFd = cancelFd;
         return socket;
     }
