@@ -98,6 +98,7 @@ final class Daemon implements AutoCloseable {
     volatile Runnable beforeOpen = () -> { };
     private volatile boolean shuttingDown;
     private volatile SystemdNotify systemd = new SystemdNotify(null, null);
+    private volatile String readyNotice;
     private final ControlThreads control;
     /** config.save's and --persist's file writes. */
     private final ConfigFile configFile;
@@ -1406,6 +1407,19 @@ final class Daemon implements AutoCloseable {
 
     void systemd(SystemdNotify n) {
         systemd = n;
+    }
+
+    /**
+     * What to tell systemd once the daemon runs ({@code READY=1} and a status); sent by
+     * {@link Lifecycle} after its SIGTERM hook is in place, so a stop that follows the readiness at
+     * once still drains (and says STOPPING=1) rather than ending the JVM unhooked.
+     */
+    void readyNotice(String state) {
+        readyNotice = state;
+    }
+
+    String readyNotice() {
+        return readyNotice;
     }
 
     /**

@@ -202,7 +202,7 @@ final class DaemonCommand implements Callable<Integer> {
         int serving = exports.size() - failedAtStart;
         // Every export of the file has been tried: a unit of Type=notify is started now (VMs
         // ordered after it find their sockets), failed entries or not (config.status says which).
-        systemd.send("READY=1\nSTATUS=serving " + serving + (serving == 1 ? " export, " : " exports, ")
+        daemon.readyNotice("READY=1\nSTATUS=serving " + serving + (serving == 1 ? " export, " : " exports, ")
                 + (failedAtStart + failedThreadsAtStart) + " failed");
         // On stdout, where scripts and tests wait for it ("listening"), timestamped as every
         // log line on stderr is: one format for both.

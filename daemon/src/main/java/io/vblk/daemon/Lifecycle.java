@@ -39,6 +39,9 @@ final class Lifecycle {
             }, "vblk-shutdown");
             Runtime.getRuntime().addShutdownHook(hook);
         }
+        if (daemon.readyNotice() != null) {
+            daemon.systemd().send(daemon.readyNotice());
+        }
         try {
             // This thread only waits: it also looks at every export's socket file now and then
             // (a stat each), so one removed under a live export is told (Daemon#checkSockets).

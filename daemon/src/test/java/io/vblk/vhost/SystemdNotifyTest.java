@@ -38,6 +38,30 @@ class SystemdNotifyTest {
         }
     }
 
+    @Test
+    void serveIsReadyOnceItsExportListens() throws Exception {
+        Path notify = dir.resolve("notify.sock");
+        Path sock = dir.resolve("s.sock");
+        try (NotifyListener systemd = new NotifyListener(notify.toString())) {
+            ProcessBuilder pb = new ProcessBuilder(ServeProcess.command(List.of(), "serve", "--image", "null:1M",
+                    "--socket", sock.toString()))
+                    .redirectOutput(dir.resolve("out.txt").toFile()).redirectError(dir.resolve("err.txt").toFile());
+            pb.environment().put("NOTIFY_SOCKET", notify.toString());
+            Process p = pb.start();
+            try {
+                String ready = systemd.until("READY=1", 60);
+                assertNotNull(ready, "READY=1 once serving: " + Files.readString(dir.resolve("err.txt")));
+                assertTrue(Files.exists(sock), "the export listens when ready");
+                p.destroy();
+                assertNotNull(systemd.until("STOPPING=1", 60), "STOPPING=1 at shutdown");
+                assertTrue(p.waitFor(60, TimeUnit.SECONDS), "exited after SIGTERM");
+                assertEquals(0, p.exitValue());
+            } finally {
+                p.destroyForcibly();
+            }
+        }
+    }
+
     private void runDaemon(String notifySocket, NotifyListener systemd) throws Exception {
         Path control = dir.resolve("control.sock");
         Path config = dir.resolve("vblk.json");
