@@ -27,7 +27,9 @@ import io.vblk.vhost.SocketFile;
  * sends half a line and stops holds no thread; nor does one that reads no responses: an answer
  * that does not fit its socket buffer is kept (one per client), what it sends meanwhile is kept
  * unanswered, and it is answered on once its socket has room; past {@link #MAX_UNANSWERED_BYTES}
- * kept it is closed. One that floods is served in turn with the rest. At most {@link #MAX_CLIENTS} at once: a further one takes the place of the client idle
+ * kept it is closed. A request that must wait for the daemon's start ({@link LineHandler#deferred})
+ * holds no thread either: its client is not read until the start ends and resumes it, so however
+ * many wait, config.status finds a thread. One that floods is served in turn with the rest. At most {@link #MAX_CLIENTS} at once: a further one takes the place of the client idle
  * longest, or, when every client is in a turn, gets one error line and is closed. A
  * line longer than {@link #MAX_LINE_BYTES} ends its connection with an error; a client's partial
  * line never holds more than that ({@link LineBuffer}). Together: each client's first
