@@ -27,7 +27,9 @@ import io.vblk.vhost.SocketFile;
  * sends half a line and stops holds no thread; nor does one that reads no responses: an answer
  * that does not fit its socket buffer is kept (one per client), what it sends meanwhile is kept
  * unanswered, and it is answered on once its socket has room; past {@link #MAX_UNANSWERED_BYTES}
- * kept it is closed. One that floods is served in turn with the rest. At most {@link #MAX_CLIENTS} at once: a further one takes the place of the client idle
+ * kept it is closed. A request that must wait for the daemon's start ({@link LineHandler#deferred})
+ * holds no thread either: its client is not read until the start ends and resumes it, so however
+ * many wait, config.status finds a thread. One that floods is served in turn with the rest. At most {@link #MAX_CLIENTS} at once: a further one takes the place of the client idle
  * longest, or, when every client is in a turn, gets one error line and is closed. A
  * line longer than {@link #MAX_LINE_BYTES} ends its connection with an error; a client's partial
  * line never holds more than that ({@link LineBuffer}). Together: each client's first
@@ -45,6 +47,15 @@ final class ControlServer implements AutoCloseable {
     interface LineHandler {
         /** The response (without newline) to one request line, or null when none is due. */
         String handle(String line);
+
+        /**
+         * Whether {@code line} must not be answered yet (a call that waits for the daemon's
+         * start): then {@code resume} runs once it may be, and the line is kept meanwhile with no
+         * thread held. False (the default) answers it now.
+         */
+        default boolean deferred(String line, Runnable resume) {
+            return false;
+        }
     }
 
     static final int MAX_CLIENTS = 256;
@@ -262,6 +273,13 @@ final class ControlServer implements AutoCloseable {
         private byte[] unread;
         /** It closed its sending side (end of stream read) while answers were still due. */
         private boolean inputEnded;
+        /**
+         * {@link #line} holds a whole request that waits for the daemon's start (bytes after it in
+         * {@link #unread}): the client is neither read nor answered, and holds no thread, until
+         * the start ends and {@link #resume} runs its next turn.
+         */
+        private boolean pendingLine;
+        private final Runnable resume = () -> handlers.execute(this::turn);
 
         Client(UnixSocket socket) {
             this.socket = socket;
@@ -297,6 +315,9 @@ final class ControlServer implements AutoCloseable {
                     close();
                     return;
                 }
+                if (next == WAIT_START) {
+                    return; // not watched until resume() runs the next turn
+                }
                 if (next == WAIT_WRITABLE) {
                     registration.rearmWritable(!inputEnded);
                 } else {
@@ -322,6 +343,12 @@ final class ControlServer implements AutoCloseable {
                 }
                 if (unsent != null) {
                     return keepReading();
+                }
+            }
+            if (pendingLine) {
+                int next = answerPending();
+                if (next != WAIT_READABLE) {
+                    return next;
                 }
             }
             if (unread != null) {
@@ -410,7 +437,13 @@ final class ControlServer implements AutoCloseable {
                     if (!line.append(bytes, start, i - start)) {
                         return tooLong() ? WAIT_READABLE : CLOSE;
                     }
-                    String response = answer(line.text());
+                    String text = line.text();
+                    if (waitsForStart(text)) {
+                        pendingLine = true;
+                        unread = i + 1 < n ? java.util.Arrays.copyOfRange(bytes, i + 1, n) : null;
+                        return WAIT_START;
+                    }
+                    String response = answer(text);
                     line.reset();
                     start = i + 1;
                     if (response != null) {
@@ -427,6 +460,34 @@ final class ControlServer implements AutoCloseable {
                 }
             }
             return line.append(bytes, start, n - start) || tooLong() ? WAIT_READABLE : CLOSE;
+        }
+
+        /** Whether the whole line {@code text} waits for the start (then {@link #resume} is due later). */
+        private boolean waitsForStart(String text) {
+            String t = text.strip();
+            return !t.isEmpty() && rpc.deferred(t, resume);
+        }
+
+        /** Answers the line kept for the start ({@link #pendingLine}); what to wait for next. */
+        private int answerPending() {
+            String text = line.text();
+            if (waitsForStart(text)) {
+                return WAIT_START;
+            }
+            pendingLine = false;
+            String response = answer(text);
+            line.reset();
+            if (response != null) {
+                unsent = (response + "\n").getBytes(StandardCharsets.UTF_8);
+                unsentAt = 0;
+                if (!flush()) {
+                    return CLOSE;
+                }
+                if (unsent != null) {
+                    return WAIT_WRITABLE; // what it sent after the line stays in unread, answered after
+                }
+            }
+            return WAIT_READABLE;
         }
 
         private boolean tooLong() {
@@ -505,6 +566,8 @@ final class ControlServer implements AutoCloseable {
     private static final int CLOSE = 0;
     private static final int WAIT_READABLE = 1;
     private static final int WAIT_WRITABLE = 2;
+    /** Its request waits for the daemon's start: nothing is watched until the start resumes it. */
+    private static final int WAIT_START = 3;
 
     /** The response to one request line, or null for none (an empty line, a notification). */
     private String answer(String line) {

@@ -97,6 +97,8 @@ final class Daemon implements AutoCloseable {
      */
     volatile Runnable beforeOpen = () -> { };
     private volatile boolean shuttingDown;
+    private volatile SystemdNotify systemd = new SystemdNotify(null, null);
+    private volatile String readyNotice;
     private final ControlThreads control;
     /** config.save's and --persist's file writes. */
     private final ConfigFile configFile;
@@ -188,8 +190,46 @@ final class Daemon implements AutoCloseable {
 
     /** The start is over (or failed, before the daemon closes): every call is answered. */
     void ready() {
-        startProgress.set(-1);
-        started.countDown();
+        List<Runnable> resume;
+        synchronized (deferred) {
+            startProgress.set(-1);
+            started.countDown();
+            resume = new ArrayList<>(deferred);
+            deferred.clear();
+        }
+        for (Runnable r : resume) {
+            try {
+                r.run();
+            } catch (RuntimeException e) {
+                log.info("control: cannot resume a call that waited for the start: " + e);
+            }
+        }
+    }
+
+    /**
+     * Calls that wait for the start without holding a thread: what resumes each (its client's
+     * next turn). Guarded by itself; emptied by {@link #ready()}.
+     */
+    private final List<Runnable> deferred = new ArrayList<>();
+
+    /**
+     * Whether a control-socket call of {@code method} must wait for the start (see
+     * {@link #awaitStartFor}); when it must, {@code resume} runs once the start is over (on the
+     * thread that ends it) and the caller gives its thread back meanwhile, so calls that wait
+     * never take the threads the reporting calls (config.status) need. False when the call may
+     * run now.
+     */
+    boolean deferUntilStarted(String method, Runnable resume) {
+        if (startProgress.get() < 0 || WHILE_STARTING.contains(method)) {
+            return false;
+        }
+        synchronized (deferred) {
+            if (startProgress.get() < 0) {
+                return false;
+            }
+            deferred.add(resume);
+            return true;
+        }
     }
 
     /**
@@ -992,6 +1032,7 @@ final class Daemon implements AutoCloseable {
         m.put("size_bytes", e.device().config().capacitySectors() * 512);
         m.put("backend", e.backend().cliName());
         m.put("frontend", e.frontendInfo()); // null: no VM attached
+        m.put("socket_missing", e.checkSocket()); // removed or replaced under it: no frontend can connect
         return m;
     }
 
@@ -1358,6 +1399,39 @@ final class Daemon implements AutoCloseable {
     }
 
     // ------------------------------------------------------------ lifecycle
+
+    /** The systemd notifier ({@code NOTIFY_SOCKET}); one that sends nothing unless {@code vblk daemon} set one. */
+    SystemdNotify systemd() {
+        return systemd;
+    }
+
+    void systemd(SystemdNotify n) {
+        systemd = n;
+    }
+
+    /**
+     * What to tell systemd once the daemon runs ({@code READY=1} and a status); sent by
+     * {@link Lifecycle} after its SIGTERM hook is in place, so a stop that follows the readiness at
+     * once still drains (and says STOPPING=1) rather than ending the JVM unhooked.
+     */
+    void readyNotice(String state) {
+        readyNotice = state;
+    }
+
+    String readyNotice() {
+        return readyNotice;
+    }
+
+    /**
+     * Looks at every export's socket file (a stat each) and tells, once per export, one that was
+     * removed or replaced since it was bound: frontends can no longer connect to it. Runs every
+     * {@link Lifecycle#SOCKET_CHECK_SECONDS} and before a listing.
+     */
+    void checkSockets() {
+        for (Export e : exports.values()) {
+            e.checkSocket();
+        }
+    }
 
     /** Asks the daemon to stop; {@link #awaitShutdownRequest} returns. Any thread. */
     void requestShutdown() {

@@ -116,6 +116,8 @@ final class DaemonCommand implements Callable<Integer> {
         ControlServer.refuseLive(access.socket); // before any export opens: a running daemon keeps its socket
         Daemon daemon = new Daemon(log);
         daemon.controlSocket(access.socket);
+        SystemdNotify systemd = SystemdNotify.fromEnvironment(log);
+        daemon.systemd(systemd);
         if (sliceUs != null) {
             daemon.defaultSchedSliceUs(sliceUs);
         }
@@ -176,6 +178,9 @@ final class DaemonCommand implements Callable<Integer> {
                     throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
                 }
                 daemon.startedOne();
+                if (systemd.enabled()) {
+                    systemd.send("STATUS=opening exports: " + (i + 1) + " of " + exports.size() + " tried, " + failed + " failed");
+                }
             }
             failedAtStart = failed;
             failedThreadsAtStart = failedThreads;
@@ -195,6 +200,10 @@ final class DaemonCommand implements Callable<Integer> {
             throw e;
         }
         int serving = exports.size() - failedAtStart;
+        // Every export of the file has been tried: a unit of Type=notify is started now (VMs
+        // ordered after it find their sockets), failed entries or not (config.status says which).
+        daemon.readyNotice("READY=1\nSTATUS=serving " + serving + (serving == 1 ? " export, " : " exports, ")
+                + (failedAtStart + failedThreadsAtStart) + " failed");
         // On stdout, where scripts and tests wait for it ("listening"), timestamped as every
         // log line on stderr is: one format for both.
         io.vblk.vhost.Log.to(ctx.out()).info("daemon listening on " + server.path() + " (" + serving

@@ -195,6 +195,7 @@ final class Export implements AutoCloseable {
             Export export = new Export(spec, image, backends, server, drivers, log);
             try {
                 server.start(); // on the daemon's control threads: no thread of the export's own
+                export.bound = socketFileId(spec.socket);
             } catch (RuntimeException e) {
                 // Its device and drivers (a qcow2 driver holds its image's locks) go with it, or
                 // the next export.add of the image is refused as "held by this process" (review 9b).
@@ -455,6 +456,45 @@ final class Export implements AutoCloseable {
 
     Path socketPath() {
         return server.socketPath();
+    }
+
+    /** The socket file as bound (device, inode), or null when it could not be read then. */
+    private volatile List<Object> bound;
+    private final java.util.concurrent.atomic.AtomicBoolean socketMissing = new java.util.concurrent.atomic.AtomicBoolean();
+
+    /** The device and inode of the file at {@code path} (not followed), or null when there is none. */
+    static List<Object> socketFileId(Path path) {
+        try {
+            Map<String, Object> a = java.nio.file.Files.readAttributes(path, "unix:dev,ino", java.nio.file.LinkOption.NOFOLLOW_LINKS);
+            return List.of(a.get("dev"), a.get("ino"));
+        } catch (java.io.IOException | UnsupportedOperationException | SecurityException e) {
+            return null;
+        }
+    }
+
+    /**
+     * Whether the socket file this export listens on was removed or replaced (its directory
+     * too) since it was bound: the export still listens, but no frontend can reach it by name.
+     * Looks now (a stat); the first time it is found so, says so in the log, once.
+     */
+    boolean checkSocket() {
+        List<Object> b = bound;
+        if (b == null) {
+            return false;
+        }
+        boolean missing = !b.equals(socketFileId(spec.socket));
+        if (missing && socketMissing.compareAndSet(false, true)) {
+            log.info("export " + spec.id + ": socket " + spec.socket + " removed or replaced; frontends cannot connect to it"
+                    + " (export.remove and export.add of the export listen there again; a frontend attached now is served on)");
+        } else if (!missing) {
+            socketMissing.set(false); // put back (a rename back): the next loss is told again
+        }
+        return missing;
+    }
+
+    /** What {@link #checkSocket} found last (export.list, export.stats and the metrics look again). */
+    boolean socketMissing() {
+        return socketMissing.get();
     }
 
     /** One line describing the export, as {@code vblk serve} prints it at start. */

@@ -103,8 +103,13 @@ final class ExportMetrics implements MultiCollector {
                 .help("Control calls (a ring's drain) waiting more than 10 s for the back end to complete requests in flight.");
         GaugeSnapshot.Builder frontend = GaugeSnapshot.builder().name("vblk_disk_frontend_connected")
                 .help("1 while a frontend (a VM) is connected to the export and served, else 0.");
+        GaugeSnapshot.Builder socketMissing = GaugeSnapshot.builder().name("vblk_disk_socket_missing")
+                .help("1 when the export's socket file (or its directory) was removed or replaced under it: it listens, but no"
+                        + " frontend can connect (export.remove and export.add bring it back); else 0.");
         for (Export e : exports) {
             BlockDevice d = e.device();
+            socketMissing.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
+                    .value(e.checkSocket() ? 1 : 0).build());
             frontend.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
                     .value(e.frontend() != null ? 1 : 0).build());
             stalled.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))
@@ -143,6 +148,7 @@ final class ExportMetrics implements MultiCollector {
         all.metricSnapshot(size.build());
         all.metricSnapshot(stalled.build());
         all.metricSnapshot(frontend.build());
+        all.metricSnapshot(socketMissing.build());
         all.metricSnapshot(latency.build());
         all.metricSnapshot(latencyHistogram.build());
         GaugeSnapshot.Builder busy = GaugeSnapshot.builder().name("vblk_iothread_busy_ratio")

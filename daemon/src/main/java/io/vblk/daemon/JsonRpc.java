@@ -90,6 +90,26 @@ final class JsonRpc implements ControlServer.LineHandler {
     }
 
     /**
+     * A request for a method that waits for the daemon's start ({@link Daemon#deferUntilStarted}):
+     * kept by the control server with no thread held, {@code resume} runs when the start ends.
+     * Anything that is not such a request (not JSON, a reporting method) is answered now.
+     */
+    @Override
+    public boolean deferred(String line, Runnable resume) {
+        if (daemon.isReady()) {
+            return false;
+        }
+        Object parsed;
+        try {
+            parsed = JSON_IN.anyFrom(line);
+        } catch (IOException | RuntimeException e) {
+            return false; // handle() answers the error
+        }
+        return parsed instanceof Map<?, ?> request && request.get("method") instanceof String method
+                && daemon.deferUntilStarted(method, resume);
+    }
+
+    /**
      * Why {@code text} (a file, a --json argument) is not JSON: the parser's reason and where,
      * "line L, column C", so a person finds the comma in a long file.
      */

@@ -15,6 +15,8 @@ import io.vblk.vhost.Log;
  */
 final class Lifecycle {
     private static final long SHUTDOWN_WAIT_SECONDS = 30;
+    /** How often the exports' socket files are looked at while the daemon runs. */
+    static final long SOCKET_CHECK_SECONDS = 10;
 
     private Lifecycle() {
     }
@@ -37,14 +39,26 @@ final class Lifecycle {
             }, "vblk-shutdown");
             Runtime.getRuntime().addShutdownHook(hook);
         }
+        if (daemon.readyNotice() != null) {
+            daemon.systemd().send(daemon.readyNotice());
+        }
         try {
-            daemon.awaitShutdownRequest();
+            // This thread only waits: it also looks at every export's socket file now and then
+            // (a stat each), so one removed under a live export is told (Daemon#checkSockets).
+            while (!daemon.awaitShutdownRequest(SOCKET_CHECK_SECONDS, TimeUnit.SECONDS)) {
+                try {
+                    daemon.checkSockets();
+                } catch (RuntimeException e) {
+                    log.info("checking the export sockets failed: " + e);
+                }
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
         // Before the first export stops: its "stopped" line follows this one, whichever asked
         // (a signal or daemon.shutdown).
         int exports = daemon.exports().size();
+        daemon.systemd().send("STOPPING=1\nSTATUS=shutting down: draining " + exports + (exports == 1 ? " export" : " exports"));
         log.info("shutting down: draining and closing " + exports + (exports == 1 ? " export" : " exports"));
         List<AutoCloseable> order = new ArrayList<>();
         order.add(daemon);

@@ -99,6 +99,10 @@ final class ServeCommand implements Callable<Integer> {
         ctx.out().println("vblk: serving " + e.describe() + " on " + e.socketPath()
                 + (server != null ? "; control socket " + server.path() : ""));
         ctx.out().flush();
+        // Under systemd's Type=notify: started once the export listens (STOPPING=1 at shutdown).
+        SystemdNotify systemd = SystemdNotify.fromEnvironment(log);
+        daemon.systemd(systemd);
+        daemon.readyNotice("READY=1\nSTATUS=serving " + spec.id + " on " + e.socketPath());
         return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
     }
 }

@@ -36,6 +36,7 @@ final class Stats {
         // Drains waiting past 10 s on a back end that does not complete what is in flight.
         m.put("stalled_control_calls", d.stalledControlCalls());
         m.put("frontend", e.frontendInfo()); // null: no VM attached
+        m.put("socket_missing", e.checkSocket()); // removed or replaced under it: no frontend can connect
         return m;
     }
 
