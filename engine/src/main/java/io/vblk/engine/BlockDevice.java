@@ -341,6 +341,11 @@ public final class BlockDevice implements AutoCloseable {
                 done.complete(null);
                 return true;
             }
+
+            @Override
+            public void abandon(Throwable cause) {
+                done.completeExceptionally(cause);
+            }
         });
         await(done);
     }
@@ -487,6 +492,11 @@ public final class BlockDevice implements AutoCloseable {
                 queue.layout = state;
                 done.complete(state);
                 return true;
+            }
+
+            @Override
+            public void abandon(Throwable cause) {
+                done.completeExceptionally(cause); // its caller fails rather than wait for ever
             }
         });
         return done;
@@ -688,16 +698,41 @@ public final class BlockDevice implements AutoCloseable {
                 continue;
             }
             CompletableFuture<Boolean> done = new CompletableFuture<>();
-            thread.submitCommand(t -> {
-                if (done.isDone()) {
-                    return true; // a late fault landed after the step had completed: not again
+            thread.submitCommand(new InboxEvent.Command() {
+                private boolean began;
+
+                @Override
+                public boolean run(IoThread t) {
+                    if (done.isDone()) {
+                        return true; // a late fault landed after the step had completed: not again
+                    }
+                    if (began) {
+                        // Run again after a late fault left it: a step is not idempotent (a
+                        // qcow2 resize would allocate another L1, an activate lock twice), so
+                        // it fails and the caller retries the whole call.
+                        done.completeExceptionally(new java.io.IOException("a guest memory fault interrupted the I/O thread while it " + what));
+                        return true;
+                    }
+                    began = true;
+                    try {
+                        done.complete(step.run(t.backend()));
+                    } catch (java.io.IOException | RuntimeException | Error e) {
+                        if (GuestFaults.isMemoryFault(e)) {
+                            // A late fault (see run()): the queues it hit are handled as in a
+                            // round, and this step fails rather than run again from the start.
+                            t.caughtInCommand(e);
+                            done.completeExceptionally(new java.io.IOException("a guest memory fault interrupted the I/O thread while it " + what, e));
+                        } else {
+                            done.completeExceptionally(e);
+                        }
+                    }
+                    return true;
                 }
-                try {
-                    done.complete(step.run(t.backend()));
-                } catch (java.io.IOException | RuntimeException e) {
-                    done.completeExceptionally(e);
+
+                @Override
+                public void abandon(Throwable cause) {
+                    done.completeExceptionally(new java.io.IOException("the I/O thread gave up while it " + what, cause));
                 }
-                return true;
             });
             try {
                 while (true) {
@@ -719,6 +754,9 @@ public final class BlockDevice implements AutoCloseable {
                 Throwable c = e.getCause();
                 if (c instanceof java.io.IOException) {
                     throw (java.io.IOException) c;
+                }
+                if (c instanceof Error) {
+                    throw (Error) c;
                 }
                 throw (RuntimeException) c;
             }
@@ -828,6 +866,11 @@ public final class BlockDevice implements AutoCloseable {
                     }
                     passed.complete(null);
                     return true;
+                }
+
+                @Override
+                public void abandon(Throwable cause) {
+                    passed.completeExceptionally(cause);
                 }
             });
             passes.add(passed);
@@ -1211,6 +1254,11 @@ public final class BlockDevice implements AutoCloseable {
                     done.completeExceptionally(e);
                 }
                 return true;
+            }
+
+            @Override
+            public void abandon(Throwable cause) {
+                done.completeExceptionally(cause); // left by a fault in its tail every time
             }
         });
         return await(done);

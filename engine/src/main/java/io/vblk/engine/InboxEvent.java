@@ -21,5 +21,13 @@ final class InboxEvent {
     interface Command {
         /** Runs on the I/O thread; returns true when finished, false to be run again next loop. */
         boolean run(IoThread thread);
+
+        /**
+         * Called once when the I/O thread gives up on this command: it threw in
+         * {@link IoThread#PENDING_COMMAND_FAILURES} runs (a bug, not a late fault, which is
+         * delivered once). A command whose caller waits fails that wait here; by default nothing.
+         */
+        default void abandon(Throwable cause) {
+        }
     }
 }

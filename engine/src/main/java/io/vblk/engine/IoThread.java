@@ -67,6 +67,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      */
     private final Predicate<InboxEvent.Command> runCommand = c -> this.lending != LENT && c.run(this);
     private final List<InboxEvent.Command> pendingCommands = new ArrayList<>();
+    /** How many runs of each pending command (same index) threw; see {@link #PENDING_COMMAND_FAILURES}. */
+    private int[] pendingFailures = new int[16];
+    /** The inbox sequence whose command was last listed as pending (onInboxEvent). */
+    private long listedSequence = -1;
 
     private volatile boolean running = true;
     private Thread thread;
@@ -275,7 +279,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
             @Override
             public boolean run(IoThread t) {
-                // Never runs while LENT (runCommand, onInboxEvent): a second lend waits for the
+                // Never runs while LENT (runCommand): a second lend waits for the
                 // first one's return, and pauses the queues anew once it runs again.
                 if (lent.isDone()) {
                     // Run again after a late guest-memory fault landed past the lend: it must not
@@ -420,28 +424,62 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     /**
-     * Runs the pending commands again, each on its own: one that fails (a late guest-memory
-     * fault landing in it) is handed to the fault model and stays pending, and the others still
-     * run, or leave the list when finished. (A {@code removeIf} let the failure out and kept
-     * every command listed, so one that had finished ran again at the next round.) None runs
-     * while the back end is lent ({@link #runCommand}): they wait until it is handed back.
+     * How many runs of one pending command may throw before the thread gives up on it (drops it
+     * and calls {@link InboxEvent.Command#abandon}): a late guest-memory fault is delivered once,
+     * so a command that throws this often has a bug and would otherwise stay pending for ever.
+     */
+    static final int PENDING_COMMAND_FAILURES = 8;
+
+    /**
+     * Runs the pending commands, oldest first (every command of the inbox runs here: {@link
+     * #onInboxEvent} only lists it), each on its own: one that fails (a late guest-memory fault
+     * landing in it) is handed to the fault model and stays pending, up to {@link
+     * #PENDING_COMMAND_FAILURES} failures, and the others still run, or leave the list when
+     * finished. (A {@code removeIf} let the failure out and kept every command listed, so one
+     * that had finished ran again at the next round.) None runs while the back end is lent
+     * ({@link #runCommand}): they wait until it is handed back. A null entry (none is listed
+     * any more; kept as a guard) is dropped.
      */
     private void runPendingCommands() {
         for (int i = 0; i < pendingCommands.size();) {
             InboxEvent.Command c = pendingCommands.get(i);
             boolean finished;
             try {
-                finished = runCommand.test(c);
+                finished = c == null || runCommand.test(c);
             } catch (RuntimeException | Error e) {
                 caughtInRound(e);
-                finished = false;
+                finished = i < pendingFailures.length && ++pendingFailures[i] >= PENDING_COMMAND_FAILURES;
+                if (finished) {
+                    abandon(c, e);
+                }
             }
             if (finished) {
                 pendingCommands.remove(i);
+                if (i < pendingFailures.length) {
+                    System.arraycopy(pendingFailures, i + 1, pendingFailures, i, pendingFailures.length - i - 1);
+                }
             } else {
                 i++;
             }
         }
+    }
+
+    private static void abandon(InboxEvent.Command c, Throwable cause) {
+        try {
+            c.abandon(cause);
+        } catch (RuntimeException | Error e) {
+            // Given up on already: its failure to fail its caller changes nothing here.
+        }
+    }
+
+    /** Lists {@code c} as pending, its failure count reset. */
+    private void listPending(InboxEvent.Command c) {
+        int at = pendingCommands.size();
+        if (at >= pendingFailures.length) {
+            pendingFailures = java.util.Arrays.copyOf(pendingFailures, at * 2 + 2);
+        }
+        pendingFailures[at] = 0;
+        pendingCommands.add(c);
     }
 
     /** This member's epoll descriptor, which a shared thread watches for its kicks and completions. */
@@ -870,26 +908,19 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                     q.counters.increment(QueueCounters.KICKS);
                 }
             }
-        } else {
+        } else if (event.command != null) {
+            // Only listed here; runPendingCommands runs it after the poll. A late guest-memory
+            // fault surfacing in this handler (Java 17 raises it at any later safepoint) leaves
+            // it, and the poller delivers this event again: the command is listed before it
+            // leaves its event (so none is lost), a redelivery after it left finds null and is
+            // done, and one between finds it listed last and lists it not twice.
             InboxEvent.Command c = event.command;
+            int last = pendingCommands.size() - 1;
+            if (sequence != listedSequence || last < 0 || pendingCommands.get(last) != c) {
+                listedSequence = sequence;
+                listPending(c);
+            }
             event.command = null;
-            if (lending == LENT) {
-                pendingCommands.add(c); // after the back end is handed back (returnBackend)
-                return true;
-            }
-            boolean finished;
-            try {
-                finished = c.run(this);
-            } catch (RuntimeException | Error e) {
-                // Guest memory that faulted under a command (e.g. used.idx published into a file
-                // the frontend shrank): the queues stop and the command runs again next round.
-                // Never let it out of the handler: the poller would deliver this event again.
-                caughtInRound(e);
-                finished = false;
-            }
-            if (!finished) {
-                pendingCommands.add(c);
-            }
         }
         return true;
     }

@@ -1,0 +1,44 @@
+package io.vblk.engine;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.lang.reflect.Field;
+import java.util.List;
+
+import org.junit.jupiter.api.Test;
+
+/**
+ * Review rev15d finding 4: a command that throws (not a late fault, which is delivered once: a
+ * bug) every round stayed pending for ever, run and failing each round with its caller waiting.
+ * After a bound the I/O thread gives it up and tells it (its caller's wait fails).
+ */
+class PendingCommandBoundTest {
+    @Test
+    void aCommandThatThrowsEveryRoundIsGivenUpAfterTheBound() throws Exception {
+        try (RoundRig rig = new RoundRig(Tuning.builder().threadingMode(ThreadingMode.SHARED).build(), null)) {
+            int[] runs = {0};
+            Throwable[] abandoned = {null};
+            rig.thread.submitCommand(new InboxEvent.Command() {
+                @Override
+                public boolean run(IoThread t) {
+                    runs[0]++;
+                    throw new IllegalStateException("a bug");
+                }
+
+                @Override
+                public void abandon(Throwable cause) {
+                    abandoned[0] = cause;
+                }
+            });
+            for (int i = 0; i < 3 * IoThread.PENDING_COMMAND_FAILURES; i++) {
+                rig.thread.doWorkIsolated();
+            }
+            Field f = IoThread.class.getDeclaredField("pendingCommands");
+            f.setAccessible(true);
+            assertTrue(((List<?>) f.get(rig.thread)).isEmpty(), "the failing command stays pending for ever");
+            assertEquals(IoThread.PENDING_COMMAND_FAILURES, runs[0], "runs before it is given up");
+            assertTrue(abandoned[0] instanceof IllegalStateException, "its caller is told: " + abandoned[0]);
+        }
+    }
+}
