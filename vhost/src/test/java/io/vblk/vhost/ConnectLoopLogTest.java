@@ -35,38 +35,16 @@ class ConnectLoopLogTest {
 
     @Test
     void aConnectLoopIsLoggedInAFewLinesAndCounted() throws Exception {
-        List<String> lines = new ArrayList<>();
-        Log log = Log.to(l -> {
-            synchronized (lines) {
-                lines.add(l);
-            }
-        });
-        Path sock = dir.resolve("loop.sock");
-        VhostUserServer server = VhostUserServer.builder(sock, BlkConfig.builder(64L << 20).build(),
-                new BackendChoice(BackendKind.NULL, null, log)).log(log).name("loop").build();
-        Thread serving = new Thread(server::serve, "loop-server");
-        serving.start();
-        try {
+        List<String> all = serve("loop", sock -> {
             for (int i = 0; i < LOOPS; i++) {
                 try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
                     ch.connect(UnixDomainSocketAddress.of(sock));
-                    if (i % 2 == 1) { // an unknown request, flags version 1, no payload
-                        ch.write(ByteBuffer.allocate(12).order(ByteOrder.LITTLE_ENDIAN).putInt(9999).putInt(1).putInt(0).flip());
+                    if (i % 2 == 1) {
+                        ch.write(unknownRequest());
                     }
                 }
             }
-            // Served once every connection before it has gone: the loop has been handled.
-            try (VhostUserFrontend f = VhostUserFrontend.connect(sock)) {
-                assertTrue(f.getFeatures() != 0);
-            }
-        } finally {
-            server.close();
-            serving.join(10_000);
-        }
-        List<String> all;
-        synchronized (lines) {
-            all = new ArrayList<>(lines);
-        }
+        });
         long limited = all.stream().filter(l -> l.startsWith("frontend ") && (l.contains(" connected") || l.contains(" disconnected")
                 || l.contains(": connection closed")) || l.startsWith("a frontend")).count();
         AtomicLong suppressed = new AtomicLong();
@@ -83,6 +61,69 @@ class ConnectLoopLogTest {
         assertTrue(limited <= 2 * 2 * LogLimit.LINES, limited + " limited lines logged; " + some);
         // Each of the LOOPS + 1 connections has a connect and an end line (waiting ones one more).
         assertTrue(limited + suppressed.get() >= 2 * (LOOPS + 1), limited + " logged, " + suppressed + " suppressed; " + some);
+    }
+
+    /**
+     * rev15d: a connect loop used up the one budget, and the reason the next frontend was thrown
+     * out was only counted. Each kind of line now has its own budget, and vblk's own failures
+     * (internal error, teardown failed) are always logged.
+     */
+    @Test
+    void theReasonAFrontendWasThrownOutIsLoggedAfterAConnectLoop() throws Exception {
+        List<String> all = serve("limit", sock -> {
+            for (int i = 0; i < 2 * LogLimit.LINES; i++) {
+                try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+                    ch.connect(UnixDomainSocketAddress.of(sock));
+                }
+            }
+            try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+                ch.connect(UnixDomainSocketAddress.of(sock));
+                ch.write(unknownRequest()); // the server closes the connection and says why
+                ByteBuffer sink = ByteBuffer.allocate(64);
+                while (ch.read(sink) >= 0) {
+                    sink.clear();
+                }
+            }
+        });
+        assertTrue(all.stream().anyMatch(l -> l.contains("connection closed") && l.contains("9999")),
+                "why the frontend was thrown out is not in the log: " + all);
+    }
+
+    /** Connections made by {@code frontends}, then one good frontend once they have gone: the server's log lines. */
+    private List<String> serve(String name, Frontends frontends) throws Exception {
+        List<String> lines = new ArrayList<>();
+        Log log = Log.to(l -> {
+            synchronized (lines) {
+                lines.add(l);
+            }
+        });
+        Path sock = dir.resolve(name + ".sock");
+        VhostUserServer server = VhostUserServer.builder(sock, BlkConfig.builder(64L << 20).build(),
+                new BackendChoice(BackendKind.NULL, null, log)).log(log).name(name).build();
+        Thread serving = new Thread(server::serve, name + "-server");
+        serving.start();
+        try {
+            frontends.run(sock);
+            // Served once every connection before it has gone: the loop has been handled.
+            try (VhostUserFrontend f = VhostUserFrontend.connect(sock)) {
+                assertTrue(f.getFeatures() != 0);
+            }
+        } finally {
+            server.close();
+            serving.join(10_000);
+        }
+        synchronized (lines) {
+            return new ArrayList<>(lines);
+        }
+    }
+
+    /** An unknown request (9999), flags version 1, no payload. */
+    private static ByteBuffer unknownRequest() {
+        return ByteBuffer.allocate(12).order(ByteOrder.LITTLE_ENDIAN).putInt(9999).putInt(1).putInt(0).flip();
+    }
+
+    private interface Frontends {
+        void run(Path socket) throws Exception;
     }
 
     /** Each kind has its own budget: a loop of bare connects leaves room for the reason a frontend was thrown out. */
