@@ -51,12 +51,13 @@ class Qcow2ChainMemoryTest {
         try (Qcow2Driver d = Qcow2.open(top, BackendKind.IO_URING, 32, Qcow2Options.defaults())) {
             long opened = Qcow2HostileImagePropertyTest.directBytes() - before;
             System.out.println("Qcow2ChainMemoryTest: open of " + LEVELS + " levels took " + opened / MIB + " MiB direct");
-            // Per level: the first cluster read at open (garbage by now, maybe not yet freed),
-            // the L1 table, its L2 cache (2 tables: one maps all 64 MiB) and one bounce buffer
-            // (3 clusters), all taken at open so that the disk never needs direct memory later
+            // Per level 7 clusters: the first cluster read at open (garbage by now, but freed
+            // only when a GC has run its cleaner: counted, as a CI run found it still held), the
+            // L1 table, its L2 cache (2 tables: one maps all 64 MiB) and one bounce buffer (3
+            // clusters), all taken at open so that the disk never needs direct memory later
             // (rev15a); the top a second bounce buffer, its refcount table (a cluster) and block.
             // (Read-only levels kept their refcount tables: 71 MiB. Whole caches: 1.1 GiB.)
-            assertTrue(opened <= LEVELS * 6L * CLUSTER + 3L * CLUSTER + 4 * MIB, "the open took " + opened / MIB
+            assertTrue(opened <= LEVELS * 7L * CLUSTER + 3L * CLUSTER + 4 * MIB, "the open took " + opened / MIB
                     + " MiB of direct memory");
             assertEquals(16, d.files().size() - 1, "every backing level is open");
 
