@@ -44,20 +44,14 @@ class CommandLateFaultTest {
         try (ServerRig rig = ServerRig.start(dir, 1);
              TestGuest guest = new TestGuest()) {
             BlkQueue q = guest.queue(0, 64, true, 1);
-            try (QemuFlow flow = new QemuFlow(rig.connect(), guest, 1)) {
-                flow.f.ackEverything(true);
-                flow.init(QemuFlow.ALL_PROTOCOL, q);
-                flow.start(flow.linuxFeatures(), true, null, q);
-                q.write(8, BlkQueue.pattern(8, 4096, 1));
+            try (QemuFlow flow = running(rig, guest, QemuFlow.ALL_PROTOCOL, q, 8, 1)) {
                 flow.f.setVringEnable(0, false);
                 FaultPoints.arm(FaultPoints.COMMAND);
                 assertEquals(1, flow.f.getVringBase(0), "answered with where the ring stopped");
                 assertTrue(FaultPoints.fired(), "the error was thrown in a command of GET_VRING_BASE");
                 restartAndWrite(flow, q, 16);
             }
-            rig.awaitGone(1);
-            assertClean(rig, 1);
-            goodFrontend(rig, guest, 2);
+            endsClean(rig, guest);
         }
     }
 
@@ -67,11 +61,8 @@ class CommandLateFaultTest {
         try (ServerRig rig = ServerRig.start(dir, 1);
              TestGuest guest = new TestGuest()) {
             BlkQueue q = guest.queue(0, 64, true, 1);
-            try (QemuFlow flow = new QemuFlow(rig.connect(), guest, 1)) {
-                flow.f.ackEverything(true);
-                flow.init(QemuFlow.ALL_PROTOCOL & ~VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS, q); // SET_MEM_TABLE
-                flow.start(flow.linuxFeatures(), true, null, q);
-                q.write(8, BlkQueue.pattern(8, 4096, 1));
+            // SET_MEM_TABLE, not ADD_MEM_REG
+            try (QemuFlow flow = running(rig, guest, QemuFlow.ALL_PROTOCOL & ~VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS, q, 8, 1)) {
                 FaultPoints.arm(FaultPoints.COMMAND);
                 flow.sendMemory(guest.regions()); // acknowledged (REPLY_ACK), or this throws
                 assertTrue(FaultPoints.fired(), "the error was thrown in a command of the memory-table change");
@@ -80,9 +71,7 @@ class CommandLateFaultTest {
                 assertArrayEquals(data, q.read(16, 4096));
                 assertEquals(3, flow.stop(q)[0]);
             }
-            rig.awaitGone(1);
-            assertClean(rig, 1);
-            goodFrontend(rig, guest, 2);
+            endsClean(rig, guest);
         }
     }
 
@@ -92,11 +81,7 @@ class CommandLateFaultTest {
         try (ServerRig rig = ServerRig.start(dir, 1);
              TestGuest guest = new TestGuest()) {
             BlkQueue q = guest.queue(0, 64, true, 1);
-            try (QemuFlow flow = new QemuFlow(rig.connect(), guest, 1)) {
-                flow.f.ackEverything(true);
-                flow.init(QemuFlow.ALL_PROTOCOL, q);
-                flow.start(flow.linuxFeatures(), true, null, q);
-                q.write(8, BlkQueue.pattern(8, 4096, 1));
+            try (QemuFlow flow = running(rig, guest, QemuFlow.ALL_PROTOCOL, q, 8, 1)) {
                 FaultPoints.arm(FaultPoints.COMMAND);
                 flow.f.request(VhostUserFrontend.RESET_OWNER); // acknowledged, or this throws
                 assertTrue(FaultPoints.fired(), "the error was thrown in a command of the reset");
@@ -107,9 +92,7 @@ class CommandLateFaultTest {
                 q.write(16, BlkQueue.pattern(16, 4096, 2));
                 assertEquals(1, flow.stop(q)[0]);
             }
-            rig.awaitGone(1);
-            assertClean(rig, 1);
-            goodFrontend(rig, guest, 2);
+            endsClean(rig, guest);
         }
     }
 
@@ -124,11 +107,7 @@ class CommandLateFaultTest {
         try (ServerRig rig = ServerRig.start(dir, 1);
              TestGuest guest = new TestGuest()) {
             BlkQueue q = guest.queue(0, 64, true, 1);
-            try (QemuFlow flow = new QemuFlow(rig.connect(), guest, 1)) {
-                flow.f.ackEverything(true);
-                flow.init(QemuFlow.ALL_PROTOCOL, q);
-                flow.start(flow.linuxFeatures(), true, null, q);
-                q.write(8, BlkQueue.pattern(8, 4096, 1));
+            try (QemuFlow flow = running(rig, guest, QemuFlow.ALL_PROTOCOL, q, 8, 1)) {
                 FaultPoints.arm(FaultPoints.COMMAND);
                 flow.f.setVringFd(VhostUserFrontend.SET_VRING_KICK, 0, q.kick); // acknowledged, or this throws
                 assertTrue(FaultPoints.fired(), "the error was thrown in the kick change");
@@ -136,9 +115,7 @@ class CommandLateFaultTest {
                 assertEquals(1, flow.stop(q)[0]);
                 restartAndWrite(flow, q, 16);
             }
-            rig.awaitGone(1);
-            assertClean(rig, 1);
-            goodFrontend(rig, guest, 2);
+            endsClean(rig, guest);
         }
     }
 
@@ -156,11 +133,7 @@ class CommandLateFaultTest {
             try {
                 truncateAndGo(rig, guest, extra);
                 BlkQueue q2 = guest.queue(0, 64, true, 2);
-                try (QemuFlow next = new QemuFlow(rig.connect(), guest, 1)) {
-                    next.f.ackEverything(true);
-                    next.init(QemuFlow.ALL_PROTOCOL, q2);
-                    next.start(next.linuxFeatures(), true, null, q2);
-                    q2.write(16, BlkQueue.pattern(16, 4096, 2));
+                try (QemuFlow next = running(rig, guest, QemuFlow.ALL_PROTOCOL, q2, 16, 2)) {
                     FaultPoints.arm(FaultPoints.COMMAND);
                     next.f.setVringFd(VhostUserFrontend.SET_VRING_KICK, 0, q2.kick); // acknowledged, or this throws
                     assertTrue(FaultPoints.fired(), "the error was thrown in the next frontend's kick change");
@@ -269,10 +242,33 @@ class CommandLateFaultTest {
                 assertArrayEquals(data, q.read(8, 4096));
                 assertEquals(2, flow.stop(q)[0]);
             }
-            rig.awaitGone(1);
-            assertClean(rig, 1);
-            goodFrontend(rig, guest, 2);
+            endsClean(rig, guest);
         }
+    }
+
+    /**
+     * A frontend on {@code rig} with {@code protocol}, every request acknowledged (REPLY_ACK), its
+     * ring {@code q} started and one write of pattern {@code seed} served at {@code sector}.
+     */
+    private static QemuFlow running(ServerRig rig, TestGuest guest, long protocol, BlkQueue q, long sector, int seed) {
+        QemuFlow flow = new QemuFlow(rig.connect(), guest, 1);
+        try {
+            flow.f.ackEverything(true);
+            flow.init(protocol, q);
+            flow.start(flow.linuxFeatures(), true, null, q);
+            q.write(sector, BlkQueue.pattern(sector, 4096, seed));
+            return flow;
+        } catch (RuntimeException | Error e) {
+            flow.close(); // as the try-with-resources it replaces would have
+            throw e;
+        }
+    }
+
+    /** Frontend 1 has gone cleanly, and a good frontend 2 is served afterwards on the same server. */
+    private static void endsClean(ServerRig rig, TestGuest guest) {
+        rig.awaitGone(1);
+        assertClean(rig, 1);
+        goodFrontend(rig, guest, 2);
     }
 
     /** Re-initialises {@code q} and runs one write through a new start, then stops. */
