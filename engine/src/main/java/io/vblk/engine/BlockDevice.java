@@ -1037,7 +1037,7 @@ public final class BlockDevice implements AutoCloseable {
         }
         closed = true;
         stop();
-        shutdownThreads(IoThread.NO_DEADLINE);
+        shutdownThreads(Deadlines.NO_DEADLINE);
     }
 
     /**
@@ -1061,7 +1061,7 @@ public final class BlockDevice implements AutoCloseable {
             return false;
         }
         closed = true;
-        long deadline = IoThread.deadlineAfter(TimeUnit.MILLISECONDS.toNanos(Math.max(0, drainWaitMs)));
+        long deadline = Deadlines.after(TimeUnit.MILLISECONDS.toNanos(Math.max(0, drainWaitMs)));
         boolean drained = true;
         for (DeviceQueue q : queues) {
             try {
@@ -1077,7 +1077,7 @@ public final class BlockDevice implements AutoCloseable {
         // A queue that drained just at the deadline still gets its thread ended and its back end
         // closed drained: a little past it, never the threads' own 10 s or the back ends'. A wait
         // too long to be a deadline ("for ever", Long.MAX_VALUE) is none: their own bounds hold.
-        shutdownThreads(IoThread.later(deadline, IoThread.deadlineAfter(TimeUnit.MILLISECONDS.toNanos(CLOSE_GRACE_MS))));
+        shutdownThreads(Deadlines.later(deadline, Deadlines.after(TimeUnit.MILLISECONDS.toNanos(CLOSE_GRACE_MS))));
         return drained;
     }
 
@@ -1085,7 +1085,7 @@ public final class BlockDevice implements AutoCloseable {
     static final long CLOSE_GRACE_MS = 200;
 
     /**
-     * Shuts every I/O thread down by {@code deadlineNs} (or {@link IoThread#NO_DEADLINE}), each
+     * Shuts every I/O thread down by {@code deadlineNs} (or {@link Deadlines#NO_DEADLINE}), each
      * whatever happened to the others: a shared thread that stays in a stalled round lets its
      * member go only when the round ends (past a deadline the member is left to it, undrained;
      * without one, after its 30 s change wait, this throws), and that must not leave the
@@ -1267,7 +1267,7 @@ public final class BlockDevice implements AutoCloseable {
     /** Waits for {@code future} until {@code deadlineNs} (System.nanoTime); false when it passed first. */
     private <T> boolean awaitUntil(CompletableFuture<T> future, long deadlineNs) {
         while (!future.isDone()) {
-            long left = IoThread.leftNs(deadlineNs);
+            long left = Deadlines.leftNs(deadlineNs);
             if (left <= 0) {
                 return false;
             }

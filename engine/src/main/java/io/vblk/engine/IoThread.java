@@ -1167,47 +1167,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     /** Stops the thread after its queues were stopped; waits for in-flight I/O via the back end. */
     void shutdown() {
-        shutdown(NO_DEADLINE);
-    }
-
-    /** {@link #shutdown(long)} without a deadline of the caller's: the join's and the back end's own bounds. */
-    static final long NO_DEADLINE = Long.MAX_VALUE;
-
-    /**
-     * Waits at least this long (about 73 years) are no deadline: a {@link System#nanoTime()}
-     * deadline further away could overflow, and would compare wrongly by subtraction.
-     */
-    static final long FOREVER_NS = Long.MAX_VALUE / 4;
-
-    /**
-     * The deadline {@code waitNs} from now ({@link System#nanoTime()}), saturating: {@link
-     * #NO_DEADLINE} for a wait of {@link #FOREVER_NS} or more, and never a real deadline that
-     * happens to equal it. Compare deadlines only by subtraction ({@link #later}, {@link #leftNs}).
-     */
-    static long deadlineAfter(long waitNs) {
-        if (waitNs >= FOREVER_NS) {
-            return NO_DEADLINE;
-        }
-        long deadline = System.nanoTime() + Math.max(0, waitNs);
-        return deadline == NO_DEADLINE ? deadline - 1 : deadline;
-    }
-
-    /** The later of two deadlines ({@link #NO_DEADLINE} is later than any), compared by subtraction. */
-    static long later(long a, long b) {
-        if (a == NO_DEADLINE || b == NO_DEADLINE) {
-            return NO_DEADLINE;
-        }
-        return a - b >= 0 ? a : b;
-    }
-
-    /** What is left until {@code deadlineNs}, never negative; Long.MAX_VALUE for {@link #NO_DEADLINE}. */
-    static long leftNs(long deadlineNs) {
-        return deadlineNs == NO_DEADLINE ? Long.MAX_VALUE : Math.max(0, deadlineNs - System.nanoTime());
+        shutdown(Deadlines.NO_DEADLINE);
     }
 
     /**
      * As {@link #shutdown()}, done by {@code deadlineNs} ({@link System#nanoTime()}, or {@link
-     * #NO_DEADLINE}) as far as this thread's waits go: the join of a dedicated thread and the
+     * Deadlines#NO_DEADLINE}) as far as this thread's waits go: the join of a dedicated thread and the
      * back end's wait for the kernel at close take what is left of it (a device's {@code
      * close(ms)}); past it the thread is left to end its round, or the back end closes
      * undrained, and nothing the kernel may still write is freed.
@@ -1223,8 +1188,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             return;
         }
         events.wake();
-        long joinMs = deadlineNs == NO_DEADLINE ? shutdownWaitMs
-                : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(leftNs(deadlineNs))));
+        long joinMs = deadlineNs == Deadlines.NO_DEADLINE ? shutdownWaitMs
+                : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(Deadlines.leftNs(deadlineNs))));
         joinQuietly(thread, joinMs);
         if (thread != null && thread != Thread.currentThread() && thread.isAlive() && exit.compareAndSet(RUNS, ABANDONED)) {
             // Still in a round after the join's deadline (a stalled back end call, a guest that
@@ -1238,7 +1203,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     private void closeResources() {
-        closeResources(NO_DEADLINE);
+        closeResources(Deadlines.NO_DEADLINE);
     }
 
     /**
@@ -1255,7 +1220,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     void endDetached() {
         Thread closer = new Thread(() -> {
             try {
-                closeResources(deadlineAfter(0));
+                closeResources(Deadlines.after(0));
             } catch (RuntimeException e) {
                 System.getLogger(IoThread.class.getName()).log(System.Logger.Level.WARNING,
                         roleName() + ": closing a device detached late failed", e);
@@ -1279,16 +1244,16 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     private void closeResourcesNow() {
-        closeResourcesNow(NO_DEADLINE);
+        closeResourcesNow(Deadlines.NO_DEADLINE);
     }
 
     private void closeResourcesNow(long deadlineNs) {
         try {
             route.close();
-            if (deadlineNs == NO_DEADLINE) {
+            if (deadlineNs == Deadlines.NO_DEADLINE) {
                 backend.close();
             } else {
-                backend.closeWithin(leftNs(deadlineNs));
+                backend.closeWithin(Deadlines.leftNs(deadlineNs));
             }
             events.close();
         } finally {

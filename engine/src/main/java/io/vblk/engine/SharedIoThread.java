@@ -260,7 +260,7 @@ public final class SharedIoThread implements AutoCloseable {
 
     /**
      * Takes {@code member} off this thread, waiting at most until {@code deadlineNs} ({@link
-     * System#nanoTime()}, or {@link IoThread#NO_DEADLINE}: this thread's own 30 s) for the round
+     * System#nanoTime()}, or {@link Deadlines#NO_DEADLINE}: this thread's own 30 s) for the round
      * in progress to end. Returns true once it is off. False when the deadline passed first (a
      * round stuck in a member's back end): the member is then detached later, when that round
      * ends, and its resources are closed then, off this thread ({@link IoThread#endDetached}); until then
@@ -309,7 +309,7 @@ public final class SharedIoThread implements AutoCloseable {
             }
         });
         wakeup.signal();
-        long waitNs = Math.min(IoThread.leftNs(deadlineNs), TimeUnit.SECONDS.toNanos(CHANGE_WAIT_SECONDS));
+        long waitNs = Math.min(Deadlines.leftNs(deadlineNs), TimeUnit.SECONDS.toNanos(CHANGE_WAIT_SECONDS));
         try {
             done.get(waitNs, TimeUnit.NANOSECONDS);
             return true;
@@ -319,7 +319,7 @@ public final class SharedIoThread implements AutoCloseable {
                 Thread.currentThread().interrupt();
             }
             if (state.compareAndSet(DETACH_PENDING, DETACH_LATE)) {
-                if (interrupted || deadlineNs == IoThread.NO_DEADLINE) {
+                if (interrupted || deadlineNs == Deadlines.NO_DEADLINE) {
                     throw new IllegalStateException("cannot change the members of " + name + ": "
                             + (interrupted ? "interrupted" : "still in a round after " + CHANGE_WAIT_SECONDS + " s")
                             + " (the device is closed when the round ends)", e);
