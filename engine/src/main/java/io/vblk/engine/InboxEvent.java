@@ -24,7 +24,7 @@ final class InboxEvent {
 
         /**
          * Called once when the I/O thread gives up on this command: it threw in
-         * {@link IoThread#PENDING_COMMAND_FAILURES} runs (a bug, not a late fault, which is
+         * {@link PendingCommands#MAX_FAILURES} runs (a bug, not a late fault, which is
          * delivered once). A command whose caller waits fails that wait here; by default nothing.
          */
         default void abandon(Throwable cause) {

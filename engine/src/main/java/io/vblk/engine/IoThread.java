@@ -66,11 +66,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * (a second lend, a stop's reclaim of lost slots) runs until it is handed back.
      */
     private final Predicate<InboxEvent.Command> runCommand = c -> this.lending != LENT && c.run(this);
-    private final List<InboxEvent.Command> pendingCommands = new ArrayList<>();
-    /** How many runs of each pending command (same index) threw; see {@link #PENDING_COMMAND_FAILURES}. */
-    private int[] pendingFailures = new int[16];
-    /** The inbox sequence whose command was last listed as pending (onInboxEvent). */
-    private long listedSequence = -1;
+    /** Commands taken from the inbox and not finished: run every round (see {@link PendingCommands}). */
+    private final PendingCommands pending = new PendingCommands(runCommand, e -> {
+        caughtInRound(e);
+        return true;
+    });
 
     private volatile boolean running = true;
     private Thread thread;
@@ -423,65 +423,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         faults.caught(e);
     }
 
-    /**
-     * How many runs of one pending command may throw before the thread gives up on it (drops it
-     * and calls {@link InboxEvent.Command#abandon}): a late guest-memory fault is delivered once,
-     * so a command that throws this often has a bug and would otherwise stay pending for ever.
-     */
-    static final int PENDING_COMMAND_FAILURES = 8;
-
-    /**
-     * Runs the pending commands, oldest first (every command of the inbox runs here: {@link
-     * #onInboxEvent} only lists it), each on its own: one that fails (a late guest-memory fault
-     * landing in it) is handed to the fault model and stays pending, up to {@link
-     * #PENDING_COMMAND_FAILURES} failures, and the others still run, or leave the list when
-     * finished. (A {@code removeIf} let the failure out and kept every command listed, so one
-     * that had finished ran again at the next round.) None runs while the back end is lent
-     * ({@link #runCommand}): they wait until it is handed back. A null entry (none is listed
-     * any more; kept as a guard) is dropped.
-     */
-    private void runPendingCommands() {
-        for (int i = 0; i < pendingCommands.size();) {
-            InboxEvent.Command c = pendingCommands.get(i);
-            boolean finished;
-            try {
-                finished = c == null || runCommand.test(c);
-            } catch (RuntimeException | Error e) {
-                caughtInRound(e);
-                finished = i < pendingFailures.length && ++pendingFailures[i] >= PENDING_COMMAND_FAILURES;
-                if (finished) {
-                    abandon(c, e);
-                }
-            }
-            if (finished) {
-                pendingCommands.remove(i);
-                if (i < pendingFailures.length) {
-                    System.arraycopy(pendingFailures, i + 1, pendingFailures, i, pendingFailures.length - i - 1);
-                }
-            } else {
-                i++;
-            }
-        }
-    }
-
-    private static void abandon(InboxEvent.Command c, Throwable cause) {
-        try {
-            c.abandon(cause);
-        } catch (RuntimeException | Error e) {
-            // Given up on already: its failure to fail its caller changes nothing here.
-        }
-    }
-
-    /** Lists {@code c} as pending, its failure count reset. */
-    private void listPending(InboxEvent.Command c) {
-        int at = pendingCommands.size();
-        if (at >= pendingFailures.length) {
-            pendingFailures = java.util.Arrays.copyOf(pendingFailures, at * 2 + 2);
-        }
-        pendingFailures[at] = 0;
-        pendingCommands.add(c);
-    }
-
     /** This member's epoll descriptor, which a shared thread watches for its kicks and completions. */
     int epollFd() {
         return ((EpollWait) events).fd(); // a shared member never switches to RingWait
@@ -535,6 +476,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         } catch (RuntimeException e) {
             // an owner's log that fails must not turn a fault into a second one
         }
+    }
+
+    /** The commands taken from the inbox and not finished (for tests). */
+    PendingCommands pendingCommands() {
+        return pending;
     }
 
     /** The completion route (for tests). */
@@ -654,11 +600,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (lending == LENT) {
             return work; // the back end is another thread's (lendBackend): commands wait with the queues
         }
-        if (!pendingCommands.isEmpty()) {
-            runPendingCommands();
-            if (pendingCommands.isEmpty()) {
-                commandsWaiting = false; // the next command that waits spins first again
-            }
+        if (!pending.isEmpty()) {
+            pending.runAll();
             if (lending == LENT) {
                 return work; // lent in this pass: from now on the borrower's, not this round's to reap
             }
@@ -909,17 +852,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 }
             }
         } else if (event.command != null) {
-            // Only listed here; runPendingCommands runs it after the poll. A late guest-memory
-            // fault surfacing in this handler (Java 17 raises it at any later safepoint) leaves
-            // it, and the poller delivers this event again: the command is listed before it
-            // leaves its event (so none is lost), a redelivery after it left finds null and is
-            // done, and one between finds it listed last and lists it not twice.
-            InboxEvent.Command c = event.command;
-            int last = pendingCommands.size() - 1;
-            if (sequence != listedSequence || last < 0 || pendingCommands.get(last) != c) {
-                listedSequence = sequence;
-                listPending(c);
-            }
+            // Only listed here (see PendingCommands#listFromInbox); run after the poll.
+            pending.listFromInbox(event.command, sequence);
             event.command = null;
         }
         return true;
@@ -1029,15 +963,15 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         boolean abort = !running || inbox.getCursor() != inboxPoller.getSequence().get()
                 || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady();
         long now = clock.nanoTime();
-        if (!pendingCommands.isEmpty() || lend != SERVING) {
-            int waitMs = commandBackoffMs(now);
+        if (!pending.isEmpty() || lend != SERVING) {
+            int waitMs = pending.backoffMs(now);
             if (waitMs == WAKE_NOW) {
                 abort = true;
             } else {
                 timeoutMs = waitMs;
             }
         } else {
-            commandsWaiting = false;
+            pending.noneWaiting();
         }
         for (int i = 0; i < queues.length && !abort; i++) {
             DeviceQueue q = queues[i];
@@ -1068,37 +1002,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         return abort ? WAKE_NOW : timeoutMs;
     }
-
-    /**
-     * A command is pending (a stop's or a lend's drain waiting for what is in flight, a fence
-     * of the completion thread): returns {@link #WAKE_NOW} for its first {@link
-     * #COMMAND_SPIN_NS} (what usually ends at once, as a fence, is re-run at once), then a sleep
-     * growing with the wait, a tenth of it, from 1 ms to {@link #COMMAND_BACKOFF_MAX_MS}. The
-     * sleep ends early on what a drain waits for: a completion (the back end's eventfd, watched
-     * while the member is not lent) or the completion thread's wake-up after each batch. Before,
-     * every sleep was vetoed, so a drain stuck in a stalled back end (a hung FUSE or NFS file)
-     * polled the thread, shared by other devices, at full CPU for as long as it stalled (up to
-     * a lend's 120 s).
-     */
-    private int commandBackoffMs(long now) {
-        if (!commandsWaiting) {
-            commandsWaiting = true;
-            commandsWaitingSinceNs = now;
-        }
-        long waited = now - commandsWaitingSinceNs;
-        if (waited < COMMAND_SPIN_NS) {
-            return WAKE_NOW;
-        }
-        return (int) Math.max(1, Math.min(COMMAND_BACKOFF_MAX_MS, TimeUnit.NANOSECONDS.toMillis(waited) / 10));
-    }
-
-    /** Whether {@link #commandBackoffMs} counts a wait (since {@link #commandsWaitingSinceNs}). */
-    private boolean commandsWaiting;
-    private long commandsWaitingSinceNs;
-    /** How long pending commands are re-run without sleeping. */
-    static final long COMMAND_SPIN_NS = TimeUnit.MILLISECONDS.toNanos(1);
-    /** The longest sleep between re-runs of a pending command that no event ends. */
-    static final int COMMAND_BACKOFF_MAX_MS = 100;
 
     /** Waits in this thread's epoll (0: only collects what is ready) and acknowledges what woke it. */
     void awaitEvents(int timeoutMs) {

@@ -13,13 +13,13 @@ import org.junit.jupiter.api.Test;
 /**
  * Review rev15d: IoThread.onInboxEvent takes the command out of its inbox event
  * ({@code event.command = null}) before the try that guards the command, and then adds an
- * unfinished command to pendingCommands outside that try. A late guest-memory fault (Java 17
+ * unfinished command to the pending commands outside that try. A late guest-memory fault (Java 17
  * raises the SIGBUS as an InternalError at a later safepoint, "possibly in a command that
  * touches no guest memory at all") that surfaces there - the ArrayList's growth, the handler's
  * return poll - leaves the handler: Disruptor's EventPoller does not advance past an event whose
  * handler threw, so the same event is delivered again, now with a null command. The command is
  * lost (its caller waits), and the null is run as a command: an NPE that FaultRecovery treats
- * as an internal error (every live queue of the thread quarantined), added to pendingCommands,
+ * as an internal error (every live queue of the thread quarantined), added to the pending commands,
  * and failing again every round for good. Here the fault is simulated by a pending list whose
  * first add throws the InternalError the JVM would. Fails today.
  */
@@ -46,10 +46,10 @@ class LateFaultInInboxTailTest {
     @Test
     void aLateFaultAfterTheCommandLeftItsEventLosesNothingAndRunsNoNull() throws Exception {
         try (RoundRig rig = new RoundRig(inline(), null)) {
-            Field f = IoThread.class.getDeclaredField("pendingCommands");
+            Field f = PendingCommands.class.getDeclaredField("commands");
             f.setAccessible(true);
             FaultOnFirstAdd pending = new FaultOnFirstAdd();
-            f.set(rig.thread, pending);
+            f.set(rig.thread.pendingCommands(), pending);
             int[] runs = {0};
             rig.thread.submitCommand(t -> ++runs[0] >= 2); // not finished at its first run: it is kept pending
             assertThrows(InternalError.class, rig.thread::doWork, "the late fault surfaces in the inbox handler's tail");

@@ -18,7 +18,7 @@ import io.vblk.testkit.GatedBackend;
 
 /**
  * Regression (review rev11d): two driver steps (resizeDrivers, activate/inactivate) on one shared-thread device at
- * once. Both lend commands wait in pendingCommands while a request is in flight; once it
+ * once. Both lend commands wait in the pending commands while a request is in flight; once it
  * completes, one removeIf pass runs both and lends the driver to both callers together.
  */
 class LendConcurrentTest {

@@ -3,9 +3,6 @@ package io.vblk.engine;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import java.lang.reflect.Field;
-import java.util.List;
-
 import org.junit.jupiter.api.Test;
 
 /**
@@ -31,13 +28,11 @@ class PendingCommandBoundTest {
                     abandoned[0] = cause;
                 }
             });
-            for (int i = 0; i < 3 * IoThread.PENDING_COMMAND_FAILURES; i++) {
+            for (int i = 0; i < 3 * PendingCommands.MAX_FAILURES; i++) {
                 rig.thread.doWorkIsolated();
             }
-            Field f = IoThread.class.getDeclaredField("pendingCommands");
-            f.setAccessible(true);
-            assertTrue(((List<?>) f.get(rig.thread)).isEmpty(), "the failing command stays pending for ever");
-            assertEquals(IoThread.PENDING_COMMAND_FAILURES, runs[0], "runs before it is given up");
+            assertTrue(rig.thread.pendingCommands().isEmpty(), "the failing command stays pending for ever");
+            assertEquals(PendingCommands.MAX_FAILURES, runs[0], "runs before it is given up");
             assertTrue(abandoned[0] instanceof IllegalStateException, "its caller is told: " + abandoned[0]);
         }
     }
