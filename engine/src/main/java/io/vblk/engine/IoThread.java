@@ -2,7 +2,6 @@ package io.vblk.engine;
 
 import java.util.ArrayList;
 import java.util.List;
-import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
 
@@ -16,6 +15,9 @@ import com.lmax.disruptor.RingBuffer;
 import com.lmax.disruptor.YieldingWaitStrategy;
 
 import io.vblk.block.BlockDriver;
+
+import static io.vblk.engine.BackendLend.State.LENT;
+import static io.vblk.engine.BackendLend.State.SERVING;
 
 /**
  * One data-plane thread (QEMU's iothread), an Agrona-style agent: it owns a set of queues and one
@@ -65,7 +67,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * (a lend) may lend it within the pass, and from then on nothing that may touch the driver
      * (a second lend, a stop's reclaim of lost slots) runs until it is handed back.
      */
-    private final Predicate<InboxEvent.Command> runCommand = c -> this.lending != LENT && c.run(this);
+    private final Predicate<InboxEvent.Command> runCommand = c -> this.lender.state != LENT && c.run(this);
     /** Commands taken from the inbox and not finished: run every round (see {@link PendingCommands}). */
     private final PendingCommands pending = new PendingCommands(runCommand, e -> {
         caughtInRound(e);
@@ -76,32 +78,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private Thread thread;
     /** The shared thread that runs this one's rounds, or null when it has a thread of its own. */
     private SharedIoThread shared;
-    /**
-     * {@link #lendBackend}: {@link #SERVING}, {@link #PAUSING} (its queues are not popped while
-     * what they have in flight finishes) or {@link #LENT} (its rounds leave the back end alone:
-     * another thread uses it). Written by this thread to pause and lend, by the borrower to hand
-     * it back (the volatile write and read order the borrower's use before this thread's).
-     */
-    private volatile int lending = SERVING;
-    static final int SERVING = 0;
-    static final int PAUSING = 1;
-    static final int LENT = 2;
-    /** Lend commands begun and not yet finished (lent or cancelled); this thread only. */
-    private int lendsWaiting;
-    /**
-     * The future of the lend that set {@link #LENT} last: a borrower that gives up recognises a
-     * lend of its own that a late guest-memory fault cut off before it was completed.
-     */
-    private volatile CompletableFuture<Void> lentTo;
-    /**
-     * Orders a borrower's {@link #returnBackend} against {@link #closeResources}: a lent back end
-     * is never closed under its borrower (control path only, never per request).
-     */
-    private final Object lendLock = new Object();
-    /** {@link #closeResources} ran while the back end was lent: the borrower closes them on return (under lendLock). */
-    private boolean closeOnReturn;
-    /** How often a borrower waiting for its lend looks whether the device closed meanwhile. */
-    private static final long LEND_POLL_NS = TimeUnit.SECONDS.toNanos(1);
+    /** Where the back end is: serving the rounds, pausing for a lend, or lent ({@link BackendLend}). */
+    private final BackendLend lender = new BackendLend(this);
     private long submittedBatches;
     /** The most chains one round pops ({@link Tuning#submitBatch()}; no limit: MAX_VALUE). */
     private final int submitBatch;
@@ -248,7 +226,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     /** Operations its back end holds in flight (for a shared thread's deep-queue rule; on the running thread). */
     int backendInFlight() {
-        return lending == LENT ? 0 : backend.inFlight();
+        return lender.state == LENT ? 0 : backend.inFlight();
     }
 
     /** Whether a shared thread runs its rounds (see {@link #lendBackend}). */
@@ -256,129 +234,24 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return shared != null;
     }
 
-    /**
-     * Lends this member's back end to the calling thread, for a synchronous operation that may
-     * wait for the disk or its server (an online resize's metadata update) and must not wait
-     * inside a shared thread's round, where it would stop every other member: its queues stop
-     * being popped, a command re-run each round (never blocking the thread) waits until what
-     * they have in flight has completed and been published, and from then on this member's
-     * rounds leave the back end alone until {@link #returnBackend}. Shared members only (their
-     * rounds run on the shared thread, which waits in an {@link EpollWait}).
-     *
-     * @throws java.io.IOException when requests in flight did not finish within {@code timeoutNs}
-     *         (nothing lent: the queues serve on)
-     */
+    /** Lends this member's back end to the calling thread: see {@link BackendLend#lend}. */
     void lendBackend(long timeoutNs) throws java.io.IOException {
-        if (shared == null) {
-            throw new IllegalStateException("only a shared thread's member lends its back end");
-        }
-        CompletableFuture<Void> lent = new CompletableFuture<>();
-        java.util.concurrent.atomic.AtomicBoolean cancelled = new java.util.concurrent.atomic.AtomicBoolean();
-        submitCommand(new InboxEvent.Command() {
-            private boolean begun;
-
-            @Override
-            public boolean run(IoThread t) {
-                // Never runs while LENT (runCommand): a second lend waits for the
-                // first one's return, and pauses the queues anew once it runs again.
-                if (lent.isDone()) {
-                    // Run again after a late guest-memory fault landed past the lend: it must not
-                    // lend a second time with no borrower to hand it back.
-                    return true;
-                }
-                if (!begun) {
-                    begun = true;
-                    lendsWaiting++;
-                }
-                if (cancelled.get()) {
-                    if (--lendsWaiting == 0) {
-                        lending = SERVING; // no other lend waits for the queues to drain
-                    }
-                    lent.completeExceptionally(new java.io.IOException("requests in flight did not finish in time"));
-                    return true;
-                }
-                lending = PAUSING;
-                for (DeviceQueue q : queues) {
-                    if (q.inflight > 0 || q.dirty) {
-                        return false;
-                    }
-                }
-                if (backend.inFlight() > 0 || backend.pendingSubmit() > 0 || route.hasReturns()) {
-                    return false;
-                }
-                flushCompletions();
-                ((EpollWait) events).backendLent(true);
-                lentTo = lent; // before LENT: see the borrower's give-up
-                lending = LENT;
-                lendsWaiting--;
-                lent.complete(null);
-                return true;
-            }
-        });
-        long deadline = System.nanoTime() + timeoutNs;
-        String failure;
-        Throwable cause = null;
-        while (true) {
-            long left = deadline - System.nanoTime();
-            if (left <= 0) {
-                failure = "requests in flight did not finish in " + TimeUnit.NANOSECONDS.toSeconds(timeoutNs) + " s";
-                break;
-            }
-            try {
-                lent.get(Math.min(left, LEND_POLL_NS), TimeUnit.NANOSECONDS);
-                return; // lent: the caller's until returnBackend
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                failure = "interrupted while the I/O thread drained for a driver step";
-                cause = e;
-                break;
-            } catch (java.util.concurrent.ExecutionException e) {
-                failure = "the I/O thread did not lend its driver";
-                cause = e.getCause();
-                break;
-            } catch (java.util.concurrent.TimeoutException e) {
-                if (ended) {
-                    // Closed meanwhile (its thread let this member go): the command never runs.
-                    failure = "the device closed before its I/O thread lent its driver";
-                    break;
-                }
-            }
-        }
-        // Given up. The command cancels at its next run; if it lent already (or lends in the run
-        // that reads the flag too late), the driver is handed back at once, never left lent.
-        cancelled.set(true);
-        if (lentTo == lent && lending == LENT) {
-            // It lent, but a late fault kept it from saying so (commands do not run while LENT,
-            // so it never will): hand the driver back now rather than leave the member lent.
-            lent.complete(null);
-        }
-        lent.thenRun(this::returnBackend);
-        if (!ended) {
-            wakeIfSleeping();
-        }
-        throw new java.io.IOException(failure, cause);
+        lender.lend(timeoutNs);
     }
 
-    /**
-     * Hands the back end lent by {@link #lendBackend} back: this member's rounds use it and pop
-     * its queues again, from the next round on (woken now).
-     */
+    /** Hands the back end lent by {@link #lendBackend} back: see {@link BackendLend#giveBack}. */
     void returnBackend() {
-        synchronized (lendLock) {
-            if (closeOnReturn) {
-                // The device closed while lent: its shutdown left the back end (and the epoll set,
-                // the route) to the borrower, who is done with them only now.
-                closeOnReturn = false;
-                closeResourcesNow();
-                return;
-            }
-            ((EpollWait) events).backendLent(false); // before SERVING: commands may use the epoll set then
-            lending = SERVING;
-            // Wakes the thread (its queues may have gained requests meanwhile) without blocking on
-            // a full inbox: an empty kick, which a round that polls every queue takes anyway.
-            inbox.tryPublishEvent(IoThread::translateKick, -1);
-            wakeIfSleeping();
-        }
+        lender.giveBack();
+    }
+
+    /** Where the back end is now (for tests). */
+    BackendLend.State lendState() {
+        return lender.state;
+    }
+
+    /** Tells the epoll set whether the back end is lent (its completion eventfd unwatched meanwhile; control path). */
+    void backendLent(boolean lent) {
+        ((EpollWait) events).backendLent(lent);
     }
 
     /**
@@ -518,7 +391,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         wakeIfSleeping();
     }
 
-    private void wakeIfSleeping() {
+    void wakeIfSleeping() {
         events.wakeIfSleeping();
     }
 
@@ -597,12 +470,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         } catch (Exception e) {
             throw new IllegalStateException(e);
         }
-        if (lending == LENT) {
+        if (lender.state == LENT) {
             return work; // the back end is another thread's (lendBackend): commands wait with the queues
         }
         if (!pending.isEmpty()) {
             pending.runAll();
-            if (lending == LENT) {
+            if (lender.state == LENT) {
                 return work; // lent in this pass: from now on the borrower's, not this round's to reap
             }
         }
@@ -625,7 +498,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         work += reaped;
         long nowNs = dispatcher.throttled() || tuning.recordLatency() ? clock.nanoTime() : 0;
         reapedBetween = 0;
-        int prepared = lending == SERVING ? popQueues(nowNs) : 0;
+        int prepared = lender.state == SERVING ? popQueues(nowNs) : 0;
         if (RoundTrace.ON) {
             RoundTrace.event(RoundTrace.POPPED, prepared);
         }
@@ -955,7 +828,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         int timeoutMs = -1;
         // !running: a shutdown's wake-up may already have been consumed (a ring sleep's poll CQE
         // is reaped by the round, unlike epoll's eventfd, which stays readable until the wait).
-        int lend = lending;
+        BackendLend.State lend = lender.state;
         if (lend == LENT) {
             // Nothing of this member runs until the back end comes back (returnBackend wakes it).
             return !running || inbox.getCursor() != inboxPoller.getSequence().get() ? WAKE_NOW : -1;
@@ -1115,7 +988,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * the shared thread itself: a back end's close waits for its stuck I/O however short the
      * deadline (a qcow2 driver at least its own-work floor per chain level, an NBD back end its
      * helper's join), and every other member's rounds would stall that long. The member is
-     * already off the shared thread's rounds and epoll set; {@link #lendLock} still orders this
+     * already off the shared thread's rounds and epoll set; the lend lock ({@link BackendLend#lock}) still orders this
      * close against a borrower's {@link #returnBackend}. The close waits for nothing beyond what
      * the back end insists on: what the kernel still holds goes to its undrained close. Actions
      * waiting for the end ({@link #whenEndedDrained}) then run on that closing thread.
@@ -1134,19 +1007,16 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     private void closeResources(long deadlineNs) {
-        synchronized (lendLock) {
-            if (lending == LENT) {
-                // Lent (a hand-over's inactivate while export.remove closes the device): closing
-                // the driver now would free it under the borrower. returnBackend closes it;
-                // until then the thread has not ended (quiesced() stays false).
-                closeOnReturn = true;
-                return;
+        synchronized (lender.lock) {
+            if (lender.closeOnReturnIfLent()) {
+                return; // the borrower closes them on return; until then the thread has not ended
             }
             closeResourcesNow(deadlineNs);
         }
     }
 
-    private void closeResourcesNow() {
+    /** Closes the route, the back end and the epoll set now (a borrower that returns after the close; under the lend lock). */
+    void closeResourcesNow() {
         closeResourcesNow(Deadlines.NO_DEADLINE);
     }
 
@@ -1171,7 +1041,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
     }
 
-    /** {@link #whenEndedDrained} actions waiting for the thread to end (under lendLock). */
+    /** {@link #whenEndedDrained} actions waiting for the thread to end (under the lend lock). */
     private List<Runnable> afterEnd;
 
     /**
@@ -1181,7 +1051,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * if that never happens. Control path.
      */
     void whenEndedDrained(Runnable action) {
-        synchronized (lendLock) {
+        synchronized (lender.lock) {
             if (!ended) {
                 if (afterEnd == null) {
                     afterEnd = new ArrayList<>();

@@ -4,7 +4,6 @@ import static io.vblk.engine.BlkRequestDescriptor.T_IN;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 
-import java.lang.reflect.Field;
 import java.nio.file.Path;
 
 import org.junit.jupiter.api.Test;
@@ -31,8 +30,6 @@ class LendInterruptTest {
     void anInterruptedBorrowerNeverLeavesTheDriverLent() throws Exception {
         Path p = DeviceRig.createImage(dir, 8L << 20);
         GatedBackend[] gate = new GatedBackend[1];
-        Field lending = IoThread.class.getDeclaredField("lending");
-        lending.setAccessible(true);
         try (Image img = Image.open(p, ImageOptions.defaults());
              SharedIoThread shared = new SharedIoThread("shared-lend-interrupt", WaitStrategy.BLOCKING, 0)) {
             io.vblk.block.DriverFactory drivers = depth -> {
@@ -60,7 +57,7 @@ class LendInterruptTest {
                         }
                     });
                     borrower.start();
-                    while ((int) lending.get(member) != IoThread.PAUSING && System.nanoTime() < deadline) {
+                    while (member.lendState() != BackendLend.State.PAUSING && System.nanoTime() < deadline) {
                         Thread.onSpinWait();
                     }
                     Thread.sleep(5); // the borrower parks in its wait
@@ -74,14 +71,14 @@ class LendInterruptTest {
                     assertFalse(borrower.isAlive());
                     rig.awaitUsed(0, 10_000);
                     long until = System.nanoTime() + 30_000_000_000L; // a hang guard: a lend left behind never ends
-                    while ((int) lending.get(member) != IoThread.SERVING && System.nanoTime() < until) {
+                    while (member.lendState() != BackendLend.State.SERVING && System.nanoTime() < until) {
                         Thread.sleep(1);
                     }
-                    int state = (int) lending.get(member);
-                    if (state == IoThread.LENT) {
+                    BackendLend.State state = member.lendState();
+                    if (state == BackendLend.State.LENT) {
                         member.returnBackend(); // so that the rig can close: the assertion below fails anyway
                     }
-                    assertEquals(IoThread.SERVING, state, "try " + i + ": the driver stayed lent");
+                    assertEquals(BackendLend.State.SERVING, state, "try " + i + ": the driver stayed lent");
                 }
             }
         }
