@@ -415,7 +415,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 }
             }
         }
-        if (!exit.compareAndSet(RUNS, EXITED)) {
+        if (!exit.compareAndSet(Exit.RUNS, Exit.EXITED)) {
             closeResources(); // shutdown gave up waiting for us: the last round is over only now
         }
     }
@@ -967,7 +967,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         long joinMs = deadlineNs == Deadlines.NO_DEADLINE ? shutdownWaitMs
                 : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(Deadlines.leftNs(deadlineNs))));
         joinQuietly(thread, joinMs);
-        if (thread != null && thread != Thread.currentThread() && thread.isAlive() && exit.compareAndSet(RUNS, ABANDONED)) {
+        if (thread != null && thread != Thread.currentThread() && thread.isAlive() && exit.compareAndSet(Exit.RUNS, Exit.ABANDONED)) {
             // Still in a round after the join's deadline (a stalled back end call, a guest that
             // kept the round busy): closing the back end now would unmap its ring under that
             // round. The thread closes them itself when the round ends.
@@ -1077,10 +1077,16 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     /** Who closes the resources of a dedicated thread: shutdown, or the thread if shutdown gave up waiting. */
-    private static final int RUNS = 0;
-    private static final int EXITED = 1;
-    private static final int ABANDONED = 2;
-    private final java.util.concurrent.atomic.AtomicInteger exit = new java.util.concurrent.atomic.AtomicInteger(RUNS);
+    private enum Exit {
+        /** The thread runs: shutdown closes them once it has joined. */
+        RUNS,
+        /** The thread left its loop in time: shutdown closes them. */
+        EXITED,
+        /** Shutdown gave up waiting for the thread's last round: the thread closes them when it ends. */
+        ABANDONED
+    }
+
+    private final java.util.concurrent.atomic.AtomicReference<Exit> exit = new java.util.concurrent.atomic.AtomicReference<>(Exit.RUNS);
 
     /** How long {@link #shutdown()} waits for a dedicated thread's last round (tests shorten it). */
     long shutdownWaitMs = 10_000;

@@ -6,6 +6,11 @@ import io.vblk.block.BlockDriver;
 import io.vblk.vring.DescriptorChain;
 import io.vblk.vring.SplitQueue;
 
+import static io.vblk.engine.RequestDispatcher.Phase.DISPATCHING;
+import static io.vblk.engine.RequestDispatcher.Phase.NOTHING_IN_HAND;
+import static io.vblk.engine.RequestDispatcher.Phase.PARSING;
+import static io.vblk.engine.RequestDispatcher.Phase.POPPING;
+
 /**
  * The request side of an I/O thread: pops chains from its running queues into preallocated
  * requests, parses them, hands them to the back end (or straight to the completion route when
@@ -30,10 +35,16 @@ final class RequestDispatcher {
     private Predicate<Throwable> attributor = e -> false;
 
     /** Where a pop loop is, for a fault that lands in it (see {@link #spare}). */
-    private static final int NOTHING_IN_HAND = 0;
-    private static final int POPPING = 1;
-    private static final int PARSING = 2;
-    private static final int DISPATCHING = 3;
+    enum Phase {
+        /** No chain or request in hand: nothing to put back. */
+        NOTHING_IN_HAND,
+        /** A chain is being read from the ring: its avail position is rewound. */
+        POPPING,
+        /** A claimed request is being parsed: it goes back to the pool, its chain rewound. */
+        PARSING,
+        /** A request is being handed on: whoever holds it answers it. */
+        DISPATCHING
+    }
 
     RequestDispatcher(DeviceModel model, Throttle throttle, DeviceListener listener, BlockDriver backend) {
         this.model = model;
@@ -117,7 +128,7 @@ final class RequestDispatcher {
         int popped = 0;
         // Where the loop is, in locals (no memory traffic): a fault the JVM delivers here late,
         // from another device's memory, must not cost this queue the chain in hand (see spare).
-        int phase = NOTHING_IN_HAND;
+        Phase phase = NOTHING_IN_HAND;
         int availBefore = 0;
         int resubmitBefore = 0;
         BlkRequest current = null;
@@ -252,7 +263,7 @@ final class RequestDispatcher {
      * it never does, the thread's suspect state lets a drain give it up. Returns false where
      * neither holds (a request claimed that the loop does not know): the caller quarantines.
      */
-    private boolean sparedShortage(DeviceQueue q, Throwable e, int phase, BlkRequest current, int availBefore,
+    private boolean sparedShortage(DeviceQueue q, Throwable e, Phase phase, BlkRequest current, int availBefore,
                                    int resubmitBefore) {
         if (phase == DISPATCHING) {
             for (int i = 0, n = pool.size(); i < n; i++) {
@@ -283,7 +294,7 @@ final class RequestDispatcher {
      * GET_ID string written by the parser is written again, the same), and an inflight region
      * records the head as in flight once more.
      */
-    private boolean spare(DeviceQueue q, int phase, BlkRequest current, int availBefore, int resubmitBefore) {
+    private boolean spare(DeviceQueue q, Phase phase, BlkRequest current, int availBefore, int resubmitBefore) {
         if (phase == DISPATCHING) {
             return false;
         }
