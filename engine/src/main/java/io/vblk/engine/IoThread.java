@@ -80,25 +80,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private SharedIoThread shared;
     /** Where the back end is: serving the rounds, pausing for a lend, or lent ({@link BackendLend}). */
     private final BackendLend lender = new BackendLend(this);
-    private long submittedBatches;
-    /** The most chains one round pops ({@link Tuning#submitBatch()}; no limit: MAX_VALUE). */
-    private final int submitBatch;
-    /** Where the next round starts popping: after the queue a full round stopped in. */
-    private int nextQueue;
-    /** The most chains per submission within a round ({@link Tuning#subBatch()}; 0: one per round). */
-    private final int subBatch;
-    /** The most operations per submission within a round ({@link Tuning#submitChunk()}; 0: one per round). */
-    private final int submitChunk;
-    /** This round submitted a chunk ({@link #submitChunk}) before its end. */
-    private boolean chunkSubmitted;
-    /** {@link Tuning#earlySignal()}: when a round publishes once to a guest awaiting its next completion, per queue (null: never). */
-    private final EarlySignal[] earlySignal;
-    /** Rounds that published early to a guest awaiting its next completion (for tests and diagnostics). */
-    private long earlyPublishes;
-    /** Chains popped in this round since its last submission (sub-batches only). */
-    private int sinceSubmit;
-    /** Operations reaped between this round's sub-batches (its work, for the idle strategy). */
-    private int reapedBetween;
+    /** How a round pops its queues and submits (one of four, chosen here once; see {@link SubmitPolicy}). */
+    private final SubmitPolicy submits;
     /**
      * The back end accepted to leave what it finishes inside {@code submit()} unsignalled: this
      * thread reaps it in the same round (and checks before it sleeps) instead of taking an
@@ -157,17 +140,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         dispatcher.shortage(faults::directMemoryShortage);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
-        this.submitBatch = tuning.submitBatch() > 0 ? tuning.submitBatch() : Integer.MAX_VALUE;
-        this.subBatch = tuning.subBatch();
-        this.submitChunk = tuning.subBatch() == 0 && tuning.earlySignal() == 0 ? tuning.submitChunk() : 0;
-        if (tuning.earlySignal() != 0 && subBatch == 0) {
-            earlySignal = new EarlySignal[queues.length];
-            for (int i = 0; i < queues.length; i++) {
-                earlySignal[i] = new EarlySignal(tuning.earlySignal(), io.vblk.vring.SplitQueue.MAX_QUEUE_SIZE);
-            }
-        } else {
-            earlySignal = null;
-        }
+        this.submits = SubmitPolicy.of(tuning, queues, dispatcher, backend, writeThrough, route);
         this.answerWindowNs = tuning.answerWindowNs();
         this.answerWindow = new AnswerWindow(answerWindowNs, tuning.answerWindowAdaptive());
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
@@ -497,17 +470,15 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         work += reaped;
         long nowNs = dispatcher.throttled() || tuning.recordLatency() ? clock.nanoTime() : 0;
-        reapedBetween = 0;
-        int prepared = lender.state == SERVING ? popQueues(nowNs) : 0;
+        int prepared = lender.state == SERVING ? submits.popQueues(nowNs) : 0;
         if (RoundTrace.ON) {
             RoundTrace.event(RoundTrace.POPPED, prepared);
         }
-        work += reapedBetween;
+        work += submits.takeReapedBetween();
         int finished = 0;
-        boolean submitted = chunkSubmitted;
-        chunkSubmitted = false;
+        boolean submitted = submits.takeChunkSubmitted();
         if (backend.pendingSubmit() > 0) {
-            submitTraced();
+            submits.submitTraced();
             submitted = true;
         }
         if (submitted) {
@@ -518,8 +489,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 finished = backend.poll(writeThrough, dispatcher.pool().size());
                 while (writeThrough.afterPoll()) {
                     // The writes just finished need their flush, which may finish in submit too.
-                    backend.submit();
-                    submittedBatches++;
+                    submits.submit();
                     if (!backend.completionsReady()) {
                         break; // the flush's completion comes with a later poll
                     }
@@ -538,158 +508,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return work + prepared + finished;
     }
 
-    /**
-     * Pops the running queues, at most {@link Tuning#submitBatch()} chains in all; a round that
-     * ends on the budget makes the next one start at the queue after the one it stopped in, so
-     * that every queue gets its turn. Quarantines queues the completion side found faulty.
-     */
-    private int popQueues(long nowNs) {
-        int n = queues.length;
-        int prepared = 0;
-        sinceSubmit = 0;
-        int start = nextQueue;
-        for (int i = 0; i < n; i++) {
-            int index = start + i < n ? start + i : start + i - n;
-            DeviceQueue q = queues[index];
-            if (q.faultReason != null && q.state != QueueLifecycle.BROKEN) {
-                quarantine(q, q.faultReason); // caught on the completion side
-            }
-            if (q.state == QueueLifecycle.RUNNING && prepared < submitBatch) {
-                prepared += popQueue(q, index, nowNs, submitBatch - prepared);
-                if (prepared >= submitBatch) {
-                    nextQueue = index + 1 < n ? index + 1 : 0;
-                }
-            } else if (q.state == QueueLifecycle.STOPPING && q.resubmitCount > 0 && prepared < submitBatch) {
-                // A stop drains recovered requests too (BlockDevice.stopQueue).
-                prepared += dispatcher.popQueue(q, nowNs, submitBatch - prepared);
-            }
-        }
-        return prepared;
-    }
-
-    /**
-     * Pops at most {@code max} chains of {@code q}. With a {@link Tuning#subBatch()}, every that
-     * many chains popped in the round (over its queues) go to the back end at once, and what
-     * finished meanwhile is reaped and published before popping on: the disk starts on the first
-     * requests while the rest are parsed, and the guest gets completions (and posts anew) within
-     * the round rather than once per round. One submission and one publish per sub-batch.
-     */
-    private int popQueue(DeviceQueue q, int index, long nowNs, int max) {
-        // One ring's worth per queue per round, on every path. A request that completes without
-        // the back end (UNSUPP, GET_ID, IOERR) writes its status and frees its slot inside the
-        // pop loop, and completions published between sub-batches or early let the guest post
-        // anew within the round: without the bound a guest re-posting on each status keeps one
-        // round (the inbox's stop, drain and memory commands, every other queue and every other
-        // device of a shared thread) waiting for ever (rev13a). A round that stops here did work,
-        // so the thread does not sleep: the next round pops the rest.
-        int bound = Math.max(1, q.ring.size());
-        if (subBatch == 0) {
-            if (earlySignal != null) {
-                return popSignallingEarly(q, earlySignal[index], nowNs, max, bound);
-            }
-            if (submitChunk > 0) {
-                return popInChunks(q, nowNs, Math.min(max, bound));
-            }
-            return dispatcher.popQueue(q, nowNs, Math.min(max, bound));
-        }
-        max = Math.min(max, bound);
-        int popped = 0;
-        while (popped < max && q.state == QueueLifecycle.RUNNING) {
-            int want = Math.min(max - popped, subBatch - sinceSubmit);
-            int got = dispatcher.popQueue(q, nowNs, want);
-            popped += got;
-            sinceSubmit += got;
-            if (sinceSubmit >= subBatch) {
-                submitSubBatch();
-            }
-            if (got < want) {
-                break; // the ring is empty, the pool or the back end is full, or the throttle says wait
-            }
-        }
-        return popped;
-    }
-
-    /**
-     * {@link Tuning#submitChunk()}: pops at most {@code max} chains of {@code q} (already bounded
-     * to one ring's worth), handing the back end every {@link #submitChunk} operations prepared
-     * (counted over the round's queues: what an earlier queue left pending counts) as soon as
-     * they are, with nothing reaped or published between: the round's end submits the rest and
-     * publishes once, as without chunks.
-     */
-    private int popInChunks(DeviceQueue q, long nowNs, int max) {
-        int popped = 0;
-        while (popped < max && q.state == QueueLifecycle.RUNNING) {
-            int want = Math.min(max - popped, Math.max(1, submitChunk - backend.pendingSubmit()));
-            int got = dispatcher.popQueue(q, nowNs, want);
-            popped += got;
-            if (backend.pendingSubmit() >= submitChunk) {
-                submitTraced();
-                chunkSubmitted = true;
-            }
-            if (got < want) {
-                break; // the ring is empty, the pool or the back end is full, or the throttle says wait
-            }
-        }
-        return popped;
-    }
-
-    /** One submission of what is prepared, counted and traced. */
-    private void submitTraced() {
-        if (RoundTrace.ON) {
-            RoundTrace.event(RoundTrace.SUBMIT_START, backend.pendingSubmit());
-        }
-        backend.submit();
-        if (RoundTrace.ON) {
-            RoundTrace.event(RoundTrace.SUBMIT_END, backend.inFlight());
-        }
-        submittedBatches++;
-    }
-
-    /**
-     * {@link Tuning#earlySignal()}: pops {@code early}'s number of chains of {@code q}; if the
-     * guest then waits for its very next completion (asked at this point, not at the round's
-     * start: a guest re-arms its interrupt only after it has re-posted, and a polling I/O thread
-     * sees the re-posts first), submits them, reaps and publishes what finished (the interrupt
-     * goes out now, so the guest's wake-up overlaps the rest of the round), then pops the rest
-     * as usual, and tells {@code early} whether the guest had answered by then. At most one
-     * early publish per queue per round; the round's end publishes the rest, and {@link
-     * io.vblk.vring.SplitQueue#publishUsed()} decides that interrupt as ever (none unless the
-     * guest re-armed since).
-     */
-    private int popSignallingEarly(DeviceQueue q, EarlySignal early, long nowNs, int max, int bound) {
-        int point = Math.min(early.chains(), q.ring.size());
-        if (max <= point) {
-            // A submit budget this small ends the round first (point is at most the ring's size,
-            // so this pops within the round's bound).
-            return dispatcher.popQueue(q, nowNs, max);
-        }
-        // Bounded after the budget test, not before: the ring's size is no budget, and a round
-        // that pops fewer chains than the point is still one too short (EarlySignal).
-        max = Math.min(max, bound);
-        int got = dispatcher.popQueue(q, nowNs, point);
-        if (got < point || q.state != QueueLifecycle.RUNNING) {
-            if (got > 0) {
-                early.roundTooShort();
-            }
-            return got; // the ring is empty, the pool or back end is full, the throttle says wait, or it broke
-        }
-        if (!q.ring.driverAwaitsNextUsed()) {
-            return got + dispatcher.popQueue(q, nowNs, max - got); // the guest is awake: one lump at the end
-        }
-        earlyPublishes++;
-        if (RoundTrace.ON) {
-            RoundTrace.event(RoundTrace.EARLY_PUBLISH, got);
-        }
-        int availAtPublish = q.ring.availIndexInRing();
-        submitSubBatch();
-        got += dispatcher.popQueue(q, nowNs, max - got);
-        if (q.state == QueueLifecycle.RUNNING) {
-            // Answered: re-posted, or re-armed for the next completion after taking the early ones.
-            early.judged(q.ring.availIndexInRing() != availAtPublish || q.ring.driverAwaitsNextUsed());
-        }
-        return got;
-    }
-
     /** Flushes issued to make writes durable without a negotiated FLUSH (for tests and diagnostics). */
     long writeThroughSyncs() {
         return writeThrough.syncs();
@@ -697,24 +515,12 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     /** Rounds that published early (see {@link Tuning#earlySignal()}; for tests and diagnostics). */
     long earlyPublishes() {
-        return earlyPublishes;
+        return submits.earlyPublishes();
     }
 
     /** The early-publish point {@code position}'s queue uses next (for tests). */
     int earlySignalChains(int position) {
-        return earlySignal[position].chains();
-    }
-
-    /** Submits what this round prepared so far, then reaps and publishes what has finished. */
-    private void submitSubBatch() {
-        sinceSubmit = 0;
-        if (backend.pendingSubmit() > 0) {
-            backend.submit();
-            submittedBatches++;
-        }
-        reapedBetween += backend.poll(writeThrough, dispatcher.pool().size());
-        writeThrough.afterPoll(); // submitted with the next sub-batch or the round's end
-        route.endOfBatch(); // this sub-batch's immediate completions and what was reaped
+        return submits.earlySignalChains(position);
     }
 
     private boolean onInboxEvent(InboxEvent event, long sequence, boolean endOfBatch) {
@@ -938,7 +744,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     long submittedBatches() {
-        return submittedBatches;
+        return submits.submittedBatches();
     }
 
     /** Stops the thread after its queues were stopped; waits for in-flight I/O via the back end. */
