@@ -88,16 +88,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * eventfd round trip through epoll.
      */
     private final boolean reapsOnSubmit;
-    /** {@link Tuning#answerWindowNs()}: how long to wait for the guest's answer to published completions (0: never). */
-    private final long answerWindowNs;
-    /** Whether the next wait for the guest's answer pays ({@link Tuning#answerWindowAdaptive()}). */
-    private final AnswerWindow answerWindow;
-    /** When the last round that reaped completions published them. */
-    private long publishedAtNs;
-    /** Completions were published and no sleep has waited for the guest's answer since. */
-    private boolean awaitingAnswer;
-    /** Sleeps that the guest's answer (or a completion) cancelled within the window (for tests and diagnostics). */
-    private long answersCaught;
+    /** {@link Tuning#answerWindowNs()} is set: a round that publishes tells {@link #answerWait}. */
+    private final boolean answerWindowOn;
+    /** The answer window, wrapping {@link #sleep()} for the idle strategy when on ({@link AnswerWindowSleep}). */
+    private final AnswerWindowSleep answerWait;
     /** The memory tables its queues used, for a late fault's evidence (see {@link GuestFaults}). */
     private final FaultEvidence evidence = new FaultEvidence();
     private final FaultRecovery faults;
@@ -135,14 +129,15 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
         dispatcher.route(route);
         this.writeThrough = new WriteThrough(model, backend, pool, route);
-        this.idle = IdleStrategies.sliced(IdleStrategies.forIoThread(tuning, clock, this, backend::inFlight), tuning.schedSliceNs(), clock);
+        this.answerWindowOn = tuning.answerWindowNs() > 0;
+        this.answerWait = new AnswerWindowSleep(this, new AnswerWindow(tuning.answerWindowNs(), tuning.answerWindowAdaptive()),
+                clock, this::answerMayCome, this::hasWorkBeforeSleep, () -> running);
+        this.idle = IdleStrategies.sliced(IdleStrategies.forIoThread(tuning, clock, sleeper(), backend::inFlight), tuning.schedSliceNs(), clock);
         this.events = new EpollWait(queues, backend);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         dispatcher.shortage(faults::directMemoryShortage);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submits = SubmitPolicy.of(tuning, queues, dispatcher, backend, writeThrough, route);
-        this.answerWindowNs = tuning.answerWindowNs();
-        this.answerWindow = new AnswerWindow(answerWindowNs, tuning.answerWindowAdaptive());
         this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
         this.inboxPoller = inbox.newPoller();
         inbox.addGatingSequences(inboxPoller.getSequence());
@@ -463,9 +458,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             if (RoundTrace.ON) {
                 RoundTrace.event(RoundTrace.PUBLISHED, 0);
             }
-            if (answerWindowNs > 0) {
-                publishedAtNs = clock.nanoTime(); // once per reaping round, not per request
-                awaitingAnswer = true;
+            if (answerWindowOn) {
+                answerWait.published(clock.nanoTime()); // once per reaping round, not per request
             }
         }
         work += reaped;
@@ -551,12 +545,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      */
     @Override
     public void sleep() {
-        if (awaitingAnswer && awaitAnswer()) {
-            if (RoundTrace.ON) {
-                RoundTrace.event(RoundTrace.ANSWER, 0);
-            }
-            return;
-        }
         int timeoutMs = prepareSleep();
         if (timeoutMs != WAKE_NOW) {
             if (RoundTrace.ON) {
@@ -572,43 +560,26 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         finishSleep();
     }
 
-    /**
-     * {@link Tuning#answerWindowNs()}: after a round that published completions, with a deep
-     * queue at the back end, waits until the window (counted from that publish) closes for the
-     * guest to post new buffers or for a completion, yielding the CPU between looks, with the
-     * notifications still disabled (the guest does not kick for what it posts meanwhile).
-     * Returns true when there is work: the caller skips the sleep and the next round takes it.
-     * One wait per publish: a window that closed empty is not waited again before the next one.
-     */
-    boolean awaitAnswer() {
-        awaitingAnswer = false;
-        if (!running || backend.inFlight() < AdaptivePollIdleStrategy.DEEP_IN_FLIGHT || dispatcher.pool().available() == 0) {
-            return false;
-        }
-        long window = answerWindow.next();
-        long deadline = publishedAtNs + window;
-        if (window == 0 || clock.nanoTime() - deadline >= 0) {
-            return false; // closed, or the round outlasted it: its pop already took any answer
-        }
-        do {
-            if (backend.completionsReady() || inbox.getCursor() != inboxPoller.getSequence().get() || guestPosted()) {
-                answersCaught++;
-                answerWindow.caught();
-                return true;
-            }
-            Thread.yield();
-        } while (clock.nanoTime() - deadline < 0 && running);
-        answerWindow.missed();
-        return false;
+    /** The sleep its idle strategy calls: {@link #sleep()}, or wrapped in the answer window when that is on. */
+    KernelSleep sleeper() {
+        return answerWindowOn ? answerWait : this;
     }
 
-    /** The adaptive answer window's current length (0: closed), for tests. */
-    long currentAnswerWindowNs() {
-        return answerWindow.windowNs();
+    /** The answer window (for tests; waits only when {@link Tuning#answerWindowNs()} is set). */
+    AnswerWindowSleep answerWait() {
+        return answerWait;
     }
 
-    /** Whether a running, unthrottled queue's avail ring holds buffers not yet popped (a read of avail.idx each). */
-    private boolean guestPosted() {
+    /** Whether waiting for the guest's answer may pay: running, a deep queue at the back end, a request free for the answer. */
+    private boolean answerMayCome() {
+        return running && backend.inFlight() >= AdaptivePollIdleStrategy.DEEP_IN_FLIGHT && dispatcher.pool().available() > 0;
+    }
+
+    /** Whether the next round has work: a completion, an inbox entry, or buffers a running, unthrottled queue's guest posted. */
+    private boolean hasWorkBeforeSleep() {
+        if (backend.completionsReady() || inbox.getCursor() != inboxPoller.getSequence().get()) {
+            return true;
+        }
         for (DeviceQueue q : queues) {
             if (q.state == QueueLifecycle.RUNNING && q.throttledUntilNs == 0
                     && q.ring.availIndexInRing() != (q.ring.nextAvail() & 0xffff)) {
@@ -616,11 +587,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             }
         }
         return false;
-    }
-
-    /** Sleeps that {@link #awaitAnswer()} cancelled because the guest answered (or a completion came) within the window. */
-    long answersCaught() {
-        return answersCaught;
     }
 
     /**

@@ -64,8 +64,8 @@ class AnswerWindowTest {
             rig.addRead(4096);
             rig.driver.publishAvail(); // the guest re-posts a slot it reaped
             rig.clock.advance(WINDOW_NS / 2);
-            rig.thread.sleep();
-            assertEquals(1, rig.thread.answersCaught(), "the window saw the answer");
+            rig.thread.sleeper().sleep();
+            assertEquals(1, rig.thread.answerWait().answersCaught(), "the window saw the answer");
             assertEquals(before, availEvent(rig), "notifications were never re-enabled: no kick asked for");
             assertEquals(1 + 10, rig.thread.doWork(), "the next round pops the answer (and reaps the second lot)");
         }
@@ -79,24 +79,24 @@ class AnswerWindowTest {
             rig.addRead(4096);
             rig.driver.publishAvail();
             rig.clock.advance(WINDOW_NS);
-            rig.thread.sleep(); // prepareSleep's re-check finds the buffer: no epoll wait
-            assertEquals(0, rig.thread.answersCaught(), "the window had closed");
+            rig.thread.sleeper().sleep(); // prepareSleep's re-check finds the buffer: no epoll wait
+            assertEquals(0, rig.thread.answerWait().answersCaught(), "the window had closed");
             assertEquals(reEnabledThenParked(rig), availEvent(rig), "notifications re-enabled (then parked awake)");
         }
         try (RoundRig rig = new RoundRig(window(WINDOW_NS), null)) {
             publishWithInFlight(rig, 10, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT - 1);
             rig.addRead(4096);
             rig.driver.publishAvail();
-            rig.thread.sleep();
-            assertEquals(0, rig.thread.answersCaught(), "a shallow queue is left to the wait strategy");
+            rig.thread.sleeper().sleep();
+            assertEquals(0, rig.thread.answerWait().answersCaught(), "a shallow queue is left to the wait strategy");
             assertEquals(reEnabledThenParked(rig), availEvent(rig));
         }
         try (RoundRig rig = new RoundRig(window(0), null)) {
             publishWithInFlight(rig, 10, 10);
             rig.addRead(4096);
             rig.driver.publishAvail();
-            rig.thread.sleep();
-            assertEquals(0, rig.thread.answersCaught(), "off");
+            rig.thread.sleeper().sleep();
+            assertEquals(0, rig.thread.answerWait().answersCaught(), "off");
             assertEquals(reEnabledThenParked(rig), availEvent(rig));
         }
     }
@@ -108,10 +108,10 @@ class AnswerWindowTest {
             publishWithInFlight(rig, 10, 10);
             rig.addRead(4096);
             rig.driver.publishAvail();
-            rig.thread.sleep();
-            assertEquals(1, rig.thread.answersCaught());
-            rig.thread.sleep(); // no round in between: the buffer is still there, found by the re-check
-            assertEquals(1, rig.thread.answersCaught(), "not waited again for the same publish");
+            rig.thread.sleeper().sleep();
+            assertEquals(1, rig.thread.answerWait().answersCaught());
+            rig.thread.sleeper().sleep(); // no round in between: the buffer is still there, found by the re-check
+            assertEquals(1, rig.thread.answerWait().answersCaught(), "not waited again for the same publish");
             assertEquals(reEnabledThenParked(rig), availEvent(rig), "the usual protocol re-enabled notifications");
         }
     }
@@ -123,8 +123,8 @@ class AnswerWindowTest {
             publishWithInFlight(rig, 10, 10);
             boolean[] ran = new boolean[1];
             rig.thread.submitCommand(t -> ran[0] = true);
-            rig.thread.sleep();
-            assertEquals(1, rig.thread.answersCaught(), "the command ended the wait");
+            rig.thread.sleeper().sleep();
+            assertEquals(1, rig.thread.answerWait().answersCaught(), "the command ended the wait");
             rig.thread.doWork();
             assertTrue(ran[0], "the next round ran it");
         }
@@ -142,19 +142,19 @@ class AnswerWindowTest {
                 rig.offerReads(10);
                 rig.thread.doWork();
                 assertEquals(10, rig.reapAll(), "lot " + i + " published");
-                assertEquals(WINDOW_NS, rig.thread.currentAnswerWindowNs(), "open before wait " + i);
+                assertEquals(WINDOW_NS, rig.thread.answerWait().windowNs(), "open before wait " + i);
                 rig.clock.stepNs = 1_000; // each look at the clock moves it: the wait runs out
-                assertEquals(false, rig.thread.awaitAnswer(), "no answer in window " + i);
+                assertEquals(false, rig.thread.answerWait().awaitAnswer(), "no answer in window " + i);
                 rig.clock.stepNs = 0;
             }
-            assertEquals(0, rig.thread.currentAnswerWindowNs(), "closed");
+            assertEquals(0, rig.thread.answerWait().windowNs(), "closed");
             rig.offerReads(10);
             rig.thread.doWork();
             assertEquals(10, rig.reapAll());
             rig.addRead(4096);
             rig.driver.publishAvail(); // the guest answers, but the closed window does not look
-            rig.thread.sleep(); // prepareSleep's re-check finds the buffer: no epoll wait
-            assertEquals(0, rig.thread.answersCaught(), "no wait: closed");
+            rig.thread.sleeper().sleep(); // prepareSleep's re-check finds the buffer: no epoll wait
+            assertEquals(0, rig.thread.answerWait().answersCaught(), "no wait: closed");
             assertEquals(reEnabledThenParked(rig), availEvent(rig), "notifications re-enabled (then parked awake)");
         }
     }
@@ -172,17 +172,17 @@ class AnswerWindowTest {
                 rig.thread.doWork();
                 assertEquals(10, rig.reapAll());
                 rig.clock.stepNs = 1_000;
-                assertEquals(false, rig.thread.awaitAnswer());
+                assertEquals(false, rig.thread.answerWait().awaitAnswer());
                 rig.clock.stepNs = 0;
             }
-            assertEquals(WINDOW_NS, rig.thread.currentAnswerWindowNs());
+            assertEquals(WINDOW_NS, rig.thread.answerWait().windowNs());
             rig.offerReads(10);
             rig.thread.doWork();
             assertEquals(10, rig.reapAll());
             rig.addRead(4096);
             rig.driver.publishAvail();
-            rig.thread.sleep();
-            assertEquals(1, rig.thread.answersCaught(), "still waits, and catches the answer");
+            rig.thread.sleeper().sleep();
+            assertEquals(1, rig.thread.answerWait().answersCaught(), "still waits, and catches the answer");
         }
     }
 
