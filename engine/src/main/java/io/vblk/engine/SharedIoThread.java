@@ -10,6 +10,7 @@ import java.util.concurrent.TimeoutException;
 import java.util.concurrent.locks.LockSupport;
 
 import org.agrona.concurrent.IdleStrategy;
+import org.agrona.concurrent.NanoClock;
 import org.agrona.concurrent.SystemNanoClock;
 
 import io.vblk.sys.Epoll;
@@ -107,6 +108,18 @@ public final class SharedIoThread implements AutoCloseable {
      * @throws IllegalArgumentException also when {@code schedSliceNs} is neither 0 nor 0.1-100 ms
      */
     public SharedIoThread(String name, WaitStrategy waitStrategy, long pollNs, int[] cpus, long schedSliceNs) {
+        this(name, waitStrategy, pollNs, cpus, schedSliceNs, SystemNanoClock.INSTANCE, true);
+    }
+
+    /**
+     * As {@link #SharedIoThread(String, WaitStrategy, long, int[], long)}, its idle strategy
+     * reading the time (poll window, slice governor) from {@code clock}. With {@code start} false
+     * no thread is started: the calling thread owns it (member changes apply at once) and drives
+     * its rounds itself with {@link #doWork()} and {@link #sleep()}, as a test does an {@link
+     * IoThread}'s; {@code cpus} are then not applied.
+     */
+    SharedIoThread(String name, WaitStrategy waitStrategy, long pollNs, int[] cpus, long schedSliceNs, NanoClock clock,
+                   boolean start) {
         this.name = Objects.requireNonNull(name, "name");
         this.waitStrategy = Objects.requireNonNull(waitStrategy, "waitStrategy");
         if (pollNs < 0) {
@@ -114,8 +127,8 @@ public final class SharedIoThread implements AutoCloseable {
         }
         this.schedSliceNs = Tuning.checkedSchedSlice(schedSliceNs);
         this.idle = IdleStrategies.sliced(
-                IdleStrategies.forSharedThread(waitStrategy, pollNs, SystemNanoClock.INSTANCE, this::sleep, this::inFlight),
-                schedSliceNs, SystemNanoClock.INSTANCE);
+                IdleStrategies.forSharedThread(waitStrategy, pollNs, clock, this::sleep, this::inFlight),
+                schedSliceNs, clock);
         this.epoll = new Epoll(64);
         this.wakeup = EventFd.create(true);
         epoll.add(wakeup.fd(), Linux.EPOLLIN, TAG_WAKEUP);
@@ -124,6 +137,10 @@ public final class SharedIoThread implements AutoCloseable {
             if (cpu < 0 || cpu >= MAX_CPUS) {
                 throw new IllegalArgumentException("CPU " + cpu + " out of range (0 to " + (MAX_CPUS - 1) + ")");
             }
+        }
+        if (!start) {
+            this.thread = Thread.currentThread();
+            return;
         }
         CompletableFuture<Void> pinned = new CompletableFuture<>();
         this.thread = new Thread(() -> {
@@ -416,16 +433,25 @@ public final class SharedIoThread implements AutoCloseable {
     /** The rounds, in a method of their own so that a fault delivered anywhere lands in run()'s handler. */
     private void loop() {
         while (running) {
-            Runnable change;
-            while ((change = changes.poll()) != null) {
-                change.run();
-            }
-            int work = 0;
-            for (IoThread m : members) {
-                work += m.doWorkIsolated();
-            }
-            idle.idle(work);
+            idle.idle(doWork());
         }
+    }
+
+    /**
+     * One round: applies the member changes waiting, then runs every member's round in turn
+     * (each isolated: a failure is that member's); returns the work done (0: idle). On this
+     * thread only; a test drives an unstarted one with it.
+     */
+    int doWork() {
+        Runnable change;
+        while ((change = changes.poll()) != null) {
+            change.run();
+        }
+        int work = 0;
+        for (IoThread m : members) {
+            work += m.doWorkIsolated();
+        }
+        return work;
     }
 
     /**
@@ -473,8 +499,8 @@ public final class SharedIoThread implements AutoCloseable {
         return idle;
     }
 
-    /** Sleeps until any member has work: every member re-arms first, and any of them can veto. */
-    private void sleep() {
+    /** Sleeps until any member has work: every member re-arms first, and any of them can veto (this thread only). */
+    void sleep() {
         IoThread[] ms = members;
         int prepared = 0;
         int timeoutMs = -1;
@@ -531,7 +557,9 @@ public final class SharedIoThread implements AutoCloseable {
         running = false;
         wakeup.signal();
         try {
-            thread.join(TimeUnit.SECONDS.toMillis(CHANGE_WAIT_SECONDS));
+            if (thread != Thread.currentThread()) { // unstarted: the caller is the thread
+                thread.join(TimeUnit.SECONDS.toMillis(CHANGE_WAIT_SECONDS));
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
