@@ -738,10 +738,19 @@ class IdleStrategyTest {
         Tuning.Builder b = Tuning.builder();
         assertInstanceOf(BusySpinIdleStrategy.class,
                 IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.BUSY_SPIN).build(), clock, sleeper, () -> 0));
-        assertInstanceOf(BackoffIdleStrategy.class,
-                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.YIELDING).build(), clock, sleeper, () -> 0));
-        assertInstanceOf(BackoffIdleStrategy.class,
-                IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.SLEEPING).build(), clock, sleeper, () -> 0));
+        // Both are Agrona back-offs; what tells them apart is their parameters (Agrona's toString
+        // prints them): YIELDING spins, then yields without end; SLEEPING spins, yields a while,
+        // then parks for the sleep period. Swapping the two must fail here.
+        Tuning yieldingTuning = b.waitStrategy(WaitStrategy.YIELDING).build();
+        IdleStrategy yieldingBackoff = IdleStrategies.forIoThread(yieldingTuning, clock, sleeper, () -> 0);
+        assertInstanceOf(BackoffIdleStrategy.class, yieldingBackoff);
+        assertEquals(backoff(IdleStrategies.SPIN_ROUNDS, Long.MAX_VALUE, yieldingTuning.sleepNs()),
+                backoffParameters(yieldingBackoff), "YIELDING: spin, then yield for ever");
+        Tuning sleepingTuning = b.waitStrategy(WaitStrategy.SLEEPING).build();
+        IdleStrategy sleepingBackoff = IdleStrategies.forIoThread(sleepingTuning, clock, sleeper, () -> 0);
+        assertInstanceOf(BackoffIdleStrategy.class, sleepingBackoff);
+        assertEquals(backoff(IdleStrategies.SPIN_ROUNDS, IdleStrategies.SPIN_ROUNDS, sleepingTuning.sleepNs()),
+                backoffParameters(sleepingBackoff), "SLEEPING: spin, yield a while, then park");
         assertInstanceOf(KernelIdleStrategy.class,
                 IdleStrategies.forIoThread(b.waitStrategy(WaitStrategy.BLOCKING).build(), clock, sleeper, () -> 0));
         assertInstanceOf(AdaptivePollIdleStrategy.class,
@@ -756,5 +765,19 @@ class IdleStrategyTest {
                 b.waitStrategy(WaitStrategy.ADAPTIVE).inFlightYieldNs(1_000_000).pollMaxNs(0).build(), clock, sleeper, () -> 1));
         assertInstanceOf(YieldingIdleStrategy.class,
                 IdleStrategies.forSharedThread(WaitStrategy.YIELDING, 0, clock, sleeper, () -> 0));
+    }
+
+    /** The parameters Agrona's {@link BackoffIdleStrategy#toString()} prints, as the mapping should set them. */
+    private static String backoff(long spins, long yields, long parkNs) {
+        return "maxSpins=" + spins + ", maxYields=" + yields + ", minParkPeriodNs=" + parkNs + ", maxParkPeriodNs=" + parkNs;
+    }
+
+    /** {@code idle}'s parameters from its toString ({@code maxSpins=...} to {@code maxParkPeriodNs=...}). */
+    private static String backoffParameters(IdleStrategy idle) {
+        String s = idle.toString();
+        int from = s.indexOf("maxSpins=");
+        int to = s.indexOf('}', from);
+        assertTrue(from >= 0 && to > from, "Agrona's toString no longer prints the parameters: " + s);
+        return s.substring(from, to);
     }
 }
