@@ -168,7 +168,7 @@ final class BackendLend {
                 // The device closed while lent: its shutdown left the back end (and the epoll set,
                 // the route) to the borrower, who is done with them only now.
                 closeOnReturn = false;
-                owner.closeResourcesNow();
+                owner.end().closeNow(Deadlines.NO_DEADLINE);
                 return;
             }
             owner.backendLent(false); // before SERVING: commands may use the epoll set then

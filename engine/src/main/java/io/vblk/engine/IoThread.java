@@ -1,7 +1,5 @@
 package io.vblk.engine;
 
-import java.util.ArrayList;
-import java.util.List;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Predicate;
 
@@ -80,6 +78,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private SharedIoThread shared;
     /** Where the back end is: serving the rounds, pausing for a lend, or lent ({@link BackendLend}). */
     private final BackendLend lender = new BackendLend(this);
+    /** Who closes its resources and when, and what runs once it has ended. */
+    private final ThreadEnd end;
     /** How a round pops its queues and submits (one of four, chosen here once; see {@link SubmitPolicy}). */
     private final SubmitPolicy submits;
     /**
@@ -134,6 +134,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 clock, this::answerMayCome, this::hasWorkBeforeSleep, () -> running);
         this.idle = IdleStrategies.sliced(IdleStrategies.forIoThread(tuning, clock, sleeper(), backend::inFlight), tuning.schedSliceNs(), clock);
         this.events = new EpollWait(queues, backend);
+        this.end = new ThreadEnd(this, lender, backend, route);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         dispatcher.shortage(faults::directMemoryShortage);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
@@ -383,8 +384,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 }
             }
         }
-        if (!exit.compareAndSet(Exit.RUNS, Exit.EXITED)) {
-            closeResources(); // shutdown gave up waiting for us: the last round is over only now
+        if (!end.exitedInTime()) {
+            end.close(Deadlines.NO_DEADLINE); // shutdown gave up waiting for us: the last round is over only now
         }
     }
 
@@ -739,7 +740,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         long joinMs = deadlineNs == Deadlines.NO_DEADLINE ? shutdownWaitMs
                 : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(Deadlines.leftNs(deadlineNs))));
         joinQuietly(thread, joinMs);
-        if (thread != null && thread != Thread.currentThread() && thread.isAlive() && exit.compareAndSet(Exit.RUNS, Exit.ABANDONED)) {
+        if (thread != null && thread != Thread.currentThread() && thread.isAlive() && end.abandonToThread()) {
             // Still in a round after the join's deadline (a stalled back end call, a guest that
             // kept the round busy): closing the back end now would unmap its ring under that
             // round. The thread closes them itself when the round ends.
@@ -747,118 +748,38 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                     thread.getName() + " still runs a round after shutdown's wait: it closes its back end when the round ends");
             return;
         }
-        closeResources(deadlineNs);
+        end.close(deadlineNs);
     }
 
-    private void closeResources() {
-        closeResources(Deadlines.NO_DEADLINE);
-    }
-
-    /**
-     * Called on the shared thread when it applies a detach its closer stopped waiting for: hands
-     * the resources the closer left to a short-lived daemon thread, which closes them. Never on
-     * the shared thread itself: a back end's close waits for its stuck I/O however short the
-     * deadline (a qcow2 driver at least its own-work floor per chain level, an NBD back end its
-     * helper's join), and every other member's rounds would stall that long. The member is
-     * already off the shared thread's rounds and epoll set; the lend lock ({@link BackendLend#lock}) still orders this
-     * close against a borrower's {@link #returnBackend}. The close waits for nothing beyond what
-     * the back end insists on: what the kernel still holds goes to its undrained close. Actions
-     * waiting for the end ({@link #whenEndedDrained}) then run on that closing thread.
-     */
+    /** See {@link ThreadEnd#closeDetached}: a closer thread closes what a late detach left (on the shared thread). */
     void endDetached() {
-        Thread closer = new Thread(() -> {
-            try {
-                closeResources(Deadlines.after(0));
-            } catch (RuntimeException e) {
-                System.getLogger(IoThread.class.getName()).log(System.Logger.Level.WARNING,
-                        roleName() + ": closing a device detached late failed", e);
-            }
-        }, "vblk-late-detach-close-" + roleName());
-        closer.setDaemon(true);
-        closer.start();
+        end.closeDetached();
     }
 
-    private void closeResources(long deadlineNs) {
-        synchronized (lender.lock) {
-            if (lender.closeOnReturnIfLent()) {
-                return; // the borrower closes them on return; until then the thread has not ended
-            }
-            closeResourcesNow(deadlineNs);
-        }
+    /** Closes the wait (epoll set or ring) as the last of the resources ({@link ThreadEnd#closeNow}). */
+    void closeWait() {
+        events.close();
     }
 
-    /** Closes the route, the back end and the epoll set now (a borrower that returns after the close; under the lend lock). */
-    void closeResourcesNow() {
-        closeResourcesNow(Deadlines.NO_DEADLINE);
-    }
-
-    private void closeResourcesNow(long deadlineNs) {
-        try {
-            route.close();
-            if (deadlineNs == Deadlines.NO_DEADLINE) {
-                backend.close();
-            } else {
-                backend.closeWithin(Deadlines.leftNs(deadlineNs));
-            }
-            events.close();
-        } finally {
-            ended = true;
-            List<Runnable> waiting = afterEnd;
-            afterEnd = null;
-            if (waiting != null) {
-                for (Runnable action : waiting) {
-                    backend.whenDrained(action);
-                }
-            }
-        }
-    }
-
-    /** {@link #whenEndedDrained} actions waiting for the thread to end (under the lend lock). */
-    private List<Runnable> afterEnd;
-
-    /**
-     * Runs {@code action} once {@link #endedDrained()} holds: at once when it does, else when the
-     * thread has ended and its driver's last back end with operations still in the kernel is
-     * released ({@link BlockDriver#whenDrained}), on the thread that ends or releases it; never
-     * if that never happens. Control path.
-     */
+    /** See {@link ThreadEnd#whenEndedDrained}. */
     void whenEndedDrained(Runnable action) {
-        synchronized (lender.lock) {
-            if (!ended) {
-                if (afterEnd == null) {
-                    afterEnd = new ArrayList<>();
-                }
-                afterEnd.add(action);
-                return;
-            }
-        }
-        backend.whenDrained(action);
+        end.whenEndedDrained(action);
     }
-
-    /** Set once the thread runs no round or command again and its resources were closed (either by shutdown or by the thread). */
-    private volatile boolean ended;
 
     /** Whether this thread has ended for good: a command submitted now never runs. */
     boolean ended() {
-        return ended;
+        return end.ended();
     }
 
     /** Whether it has ended and its back end closed drained: nothing of it can reach guest memory any more. */
     boolean endedDrained() {
-        return ended && backend.closedDrained();
+        return end.endedDrained();
     }
 
-    /** Who closes the resources of a dedicated thread: shutdown, or the thread if shutdown gave up waiting. */
-    private enum Exit {
-        /** The thread runs: shutdown closes them once it has joined. */
-        RUNS,
-        /** The thread left its loop in time: shutdown closes them. */
-        EXITED,
-        /** Shutdown gave up waiting for the thread's last round: the thread closes them when it ends. */
-        ABANDONED
+    /** Who closes its resources and when, and what runs once it has ended ({@link ThreadEnd}). */
+    ThreadEnd end() {
+        return end;
     }
-
-    private final java.util.concurrent.atomic.AtomicReference<Exit> exit = new java.util.concurrent.atomic.AtomicReference<>(Exit.RUNS);
 
     /** How long {@link #shutdown()} waits for a dedicated thread's last round (tests shorten it). */
     long shutdownWaitMs = 10_000;
