@@ -8,10 +8,6 @@ import org.agrona.concurrent.IdleStrategy;
 import org.agrona.concurrent.NanoClock;
 import org.agrona.concurrent.SystemNanoClock;
 
-import com.lmax.disruptor.EventPoller;
-import com.lmax.disruptor.RingBuffer;
-import com.lmax.disruptor.YieldingWaitStrategy;
-
 import io.vblk.block.BlockDriver;
 
 import static io.vblk.engine.BackendLend.State.LENT;
@@ -38,7 +34,6 @@ import static io.vblk.engine.BackendLend.State.SERVING;
  * wake-up eventfd. The clock is injected, so a test can drive rounds directly, without threads.
  */
 final class IoThread implements Agent, Runnable, KernelSleep {
-    private static final int INBOX_SIZE = 4096;
     /** {@link #prepareSleep()}: there is work, do not sleep. */
     static final int WAKE_NOW = -2;
 
@@ -57,9 +52,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * other threads' kicks read it to wake the thread).
      */
     private volatile ThreadWait events;
-    private final RingBuffer<InboxEvent> inbox;
-    private final EventPoller<InboxEvent> inboxPoller;
-    private final EventPoller.Handler<InboxEvent> inboxHandler = this::onInboxEvent;
     /**
      * Runs a pending command unless the back end is lent: checked per command, since one of them
      * (a lend) may lend it within the pass, and from then on nothing that may touch the driver
@@ -71,6 +63,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         caughtInRound(e);
         return true;
     });
+    /** Kicks and commands from other threads, drained at the start of each round ({@link Inbox}). */
+    private final Inbox inbox;
 
     private volatile boolean running = true;
     private Thread thread;
@@ -139,9 +133,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         dispatcher.shortage(faults::directMemoryShortage);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submits = SubmitPolicy.of(tuning, queues, dispatcher, backend, writeThrough, route);
-        this.inbox = RingBuffer.createMultiProducer(InboxEvent::new, INBOX_SIZE, new YieldingWaitStrategy());
-        this.inboxPoller = inbox.newPoller();
-        inbox.addGatingSequences(inboxPoller.getSequence());
+        this.inbox = new Inbox(queues, pending);
     }
 
     void start(String name) {
@@ -339,24 +331,13 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     /** Publishes a kick for {@code queue} and wakes the thread if it sleeps. Lock-free. */
     void kick(int queue) {
-        // A full inbox means the thread is far behind and awake: it polls every queue anyway.
-        inbox.tryPublishEvent(IoThread::translateKick, queue);
+        inbox.kick(queue);
         wakeIfSleeping();
-    }
-
-    private static void translateKick(InboxEvent event, long sequence, int queue) {
-        event.type = InboxEvent.Type.KICK;
-        event.queue = queue;
-        event.command = null;
     }
 
     /** Runs {@code command} on this thread (blocking only while the inbox is full). */
     void submitCommand(InboxEvent.Command command) {
-        long sequence = inbox.next();
-        InboxEvent event = inbox.get(sequence);
-        event.type = InboxEvent.Type.COMMAND;
-        event.command = command;
-        inbox.publish(sequence);
+        inbox.command(command);
         wakeIfSleeping();
     }
 
@@ -434,11 +415,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (RoundTrace.ON) {
             RoundTrace.event(RoundTrace.ROUND, 0);
         }
-        try {
-            inboxPoller.poll(inboxHandler);
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
-        }
+        inbox.drain();
         if (lender.state == LENT) {
             return work; // the back end is another thread's (lendBackend): commands wait with the queues
         }
@@ -518,21 +495,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return submits.earlySignalChains(position);
     }
 
-    private boolean onInboxEvent(InboxEvent event, long sequence, boolean endOfBatch) {
-        if (event.type == InboxEvent.Type.KICK) {
-            for (DeviceQueue q : queues) {
-                if (q.index == event.queue) {
-                    q.counters.increment(QueueCounters.KICKS);
-                }
-            }
-        } else if (event.command != null) {
-            // Only listed here (see PendingCommands#listFromInbox); run after the poll.
-            pending.listFromInbox(event.command, sequence);
-            event.command = null;
-        }
-        return true;
-    }
-
     /** Stops {@code q} popping (sticky until a reset); its owner hears why first. */
     void quarantine(DeviceQueue q, String reason) {
         dispatcher.quarantine(q, reason);
@@ -578,7 +540,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     /** Whether the next round has work: a completion, an inbox entry, or buffers a running, unthrottled queue's guest posted. */
     private boolean hasWorkBeforeSleep() {
-        if (backend.completionsReady() || inbox.getCursor() != inboxPoller.getSequence().get()) {
+        if (backend.completionsReady() || inbox.hasEntries()) {
             return true;
         }
         for (DeviceQueue q : queues) {
@@ -604,9 +566,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         BackendLend.State lend = lender.state;
         if (lend == LENT) {
             // Nothing of this member runs until the back end comes back (returnBackend wakes it).
-            return !running || inbox.getCursor() != inboxPoller.getSequence().get() ? WAKE_NOW : -1;
+            return !running || inbox.hasEntries() ? WAKE_NOW : -1;
         }
-        boolean abort = !running || inbox.getCursor() != inboxPoller.getSequence().get()
+        boolean abort = !running || inbox.hasEntries()
                 || backend.pendingSubmit() > 0 || route.hasReturns() || backend.completionsReady();
         long now = clock.nanoTime();
         if (!pending.isEmpty() || lend != SERVING) {
