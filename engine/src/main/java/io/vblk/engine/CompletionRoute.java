@@ -1,6 +1,7 @@
 package io.vblk.engine;
 
 import io.vblk.aio.CompletionSink;
+import io.vblk.block.BlockDriver;
 
 /**
  * How finished requests get from an I/O thread's back end to the guest: on the I/O thread itself
@@ -9,6 +10,28 @@ import io.vblk.aio.CompletionSink;
  * has a second thread behind it.
  */
 interface CompletionRoute extends CompletionSink {
+    /**
+     * The route {@code tuning}'s threading mode asks for, for an I/O thread over {@code backend}:
+     * a dedicated route wakes the I/O thread with {@code wake} when it returns requests.
+     *
+     * @throws IllegalArgumentException for dedicated completion threads over a single-issuer ring
+     */
+    static CompletionRoute of(Tuning tuning, DeviceModel model, BlockDriver backend, RequestDispatcher dispatcher,
+                              CompletionPath completions, DeviceQueue[] queues, Runnable wake) {
+        RequestPool pool = dispatcher.pool();
+        if (tuning.threadingMode() != ThreadingMode.DEDICATED) {
+            return new InlineCompletionRoute(pool, completions, dispatcher::release);
+        }
+        if (backend.singleIssuer()) {
+            // Its completions are posted only when the submitting thread enters the ring.
+            throw new IllegalArgumentException("a single-issuer io_uring ring (vblk.uring.singleIssuer) is reaped by the"
+                    + " thread that submits: ThreadingMode.SHARED, not dedicated completion threads");
+        }
+        return new DedicatedCompletionRoute(pool, completions, queues,
+                DedicatedCompletionRoute.ringSize(pool.size(), model.maxSegmentsPerRange()),
+                WaitStrategies.disruptor(tuning), dispatcher::release, wake);
+    }
+
     /** A request that reached no back end (refused by the parser, or its submit failed) ends now. */
     void completeImmediately(BlkRequest r);
 

@@ -107,22 +107,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.listener = listener;
         this.dispatcher = new RequestDispatcher(model, throttle, listener, backend);
         dispatcher.attributor(e -> GuestFaults.attribute(this, e));
-        RequestPool pool = dispatcher.pool();
-        CompletionPath completions = new CompletionPath(queues.length, tuning.recordLatency(), clock);
-        if (tuning.threadingMode() == ThreadingMode.DEDICATED) {
-            if (backend.singleIssuer()) {
-                // Its completions are posted only when the submitting thread enters the ring.
-                throw new IllegalArgumentException("a single-issuer io_uring ring (vblk.uring.singleIssuer) is reaped by the"
-                        + " thread that submits: ThreadingMode.SHARED, not dedicated completion threads");
-            }
-            route = new DedicatedCompletionRoute(pool, completions, queues,
-                    DedicatedCompletionRoute.ringSize(pool.size(), model.maxSegmentsPerRange()),
-                    WaitStrategies.disruptor(tuning), dispatcher::release, this::wakeIfSleeping);
-        } else {
-            route = new InlineCompletionRoute(pool, completions, dispatcher::release);
-        }
+        route = CompletionRoute.of(tuning, model, backend, dispatcher,
+                new CompletionPath(queues.length, tuning.recordLatency(), clock), queues, this::wakeIfSleeping);
         dispatcher.route(route);
-        this.writeThrough = new WriteThrough(model, backend, pool, route);
+        this.writeThrough = new WriteThrough(model, backend, dispatcher.pool(), route);
         this.answerWindowOn = tuning.answerWindowNs() > 0;
         this.answerWait = new AnswerWindowSleep(this, new AnswerWindow(tuning.answerWindowNs(), tuning.answerWindowAdaptive()),
                 clock, this::answerMayCome, this::hasWorkBeforeSleep, () -> running);
