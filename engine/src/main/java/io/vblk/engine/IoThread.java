@@ -59,10 +59,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      */
     private final Predicate<InboxEvent.Command> runCommand = c -> this.lender.state != LENT && c.run(this);
     /** Commands taken from the inbox and not finished: run every round (see {@link PendingCommands}). */
-    private final PendingCommands pending = new PendingCommands(runCommand, e -> {
-        caughtInRound(e);
-        return true;
-    });
+    private final PendingCommands pending;
     /** Kicks and commands from other threads, drained at the start of each round ({@link Inbox}). */
     private final Inbox inbox;
 
@@ -121,6 +118,10 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         dispatcher.shortage(faults::directMemoryShortage);
         this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submits = SubmitPolicy.of(tuning, queues, dispatcher, backend, writeThrough, route);
+        this.pending = new PendingCommands(runCommand, e -> {
+            faults.caught(e); // handled as a failure in the round; every one counts toward the bound
+            return true;
+        });
         this.inbox = new Inbox(queues, pending);
     }
 
@@ -212,7 +213,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         try {
             return doWork();
         } catch (RuntimeException | Error e) {
-            caughtInRound(e);
+            faults.caught(e);
             return 0;
         }
     }
@@ -229,11 +230,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         } else {
             faults.caughtUnplaced(e, attribute);
         }
-    }
-
-    /** A failure outside a pop loop: see {@link FaultRecovery#caught}. */
-    private void caughtInRound(Throwable e) {
-        faults.caught(e);
     }
 
     /**
@@ -345,11 +341,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 // A bug, or guest memory that faulted (a frontend shrank the file under the
                 // mapping: SIGBUS, raised by the JVM as InternalError): stop this thread's queues
                 // loudly rather than spin on the failure, and keep the thread for the next frontend.
-                caughtInRound(e);
+                faults.caught(e);
                 try {
                     idle.idle(0);
                 } catch (RuntimeException | Error again) {
-                    caughtInRound(again); // a late fault can land in the idle path too
+                    faults.caught(again); // a late fault can land in the idle path too
                 }
             }
         }
@@ -463,7 +459,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             route.endOfBatch();
         }
         if (evidence.suspect) {
-            clearSuspectWhenSettled();
+            faults.clearSuspectWhenSettled(); // see there
         }
         return work + prepared + finished;
     }
@@ -473,14 +469,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return writeThrough.syncs();
     }
 
-    /** Rounds that published early (see {@link Tuning#earlySignal()}; for tests and diagnostics). */
-    long earlyPublishes() {
-        return submits.earlyPublishes();
-    }
-
-    /** The early-publish point {@code position}'s queue uses next (for tests). */
-    int earlySignalChains(int position) {
-        return submits.earlySignalChains(position);
+    /** How its rounds pop and submit, with the submission and early-publish counts (for tests and diagnostics). */
+    SubmitPolicy submits() {
+        return submits;
     }
 
     /** Stops {@code q} popping (sticky until a reset); its owner hears why first. */
@@ -635,11 +626,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         events.unwatchKick(q);
     }
 
-    /** The rounds' check of a suspect thread: see {@link FaultRecovery#clearSuspectWhenSettled}. */
-    private void clearSuspectWhenSettled() {
-        faults.clearSuspectWhenSettled();
-    }
-
     /** Publishes immediate completions left from control work (I/O thread only). */
     void flushCompletions() {
         route.endOfBatch();
@@ -658,10 +644,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     /** Whether the completion thread has finished the batch holding fence {@code sequence}. */
     boolean completionPassed(long sequence) {
         return route.passed(sequence);
-    }
-
-    long submittedBatches() {
-        return submits.submittedBatches();
     }
 
     /** Stops the thread after its queues were stopped; waits for in-flight I/O via the back end. */

@@ -28,8 +28,8 @@ class EarlySignalRoundTest {
             rig.offerReads(10);
             assertTrue(!rig.driver.enableInterrupts(), "nothing used yet: the guest sleeps, used_event at 0");
             rig.thread.doWork();
-            assertEquals(1, rig.thread.earlyPublishes());
-            assertEquals(2, rig.thread.submittedBatches(), "the early four, then the other six at the round's end");
+            assertEquals(1, rig.thread.submits().earlyPublishes());
+            assertEquals(2, rig.thread.submits().submittedBatches(), "the early four, then the other six at the round's end");
             assertEquals(1, rig.interrupt.read(), "interrupted once, within the round");
             assertEquals(4, rig.reapAll(), "the early four published; the rest with the back end");
             assertEquals(6, rig.queue.inflight);
@@ -51,16 +51,16 @@ class EarlySignalRoundTest {
             rig.thread.doWork(); // publishes the two (the first publish after set-up always interrupts)
             assertEquals(2, rig.reapAll());
             rig.interrupt.read();
-            long batches = rig.thread.submittedBatches();
-            long early = rig.thread.earlyPublishes();
+            long batches = rig.thread.submits().submittedBatches();
+            long early = rig.thread.submits().earlyPublishes();
             // The guest reaped and re-posted without re-arming: used_event stays at 0, used.idx is 2.
             for (int i = 0; i < 10; i++) {
                 rig.add(BlkRequestDescriptor.T_IN, i * 8L);
             }
             rig.driver.publishAvail();
             rig.thread.doWork();
-            assertEquals(early, rig.thread.earlyPublishes(), "no early publish to an awake guest");
-            assertEquals(batches + 1, rig.thread.submittedBatches(), "one submission for the ten");
+            assertEquals(early, rig.thread.submits().earlyPublishes(), "no early publish to an awake guest");
+            assertEquals(batches + 1, rig.thread.submits().submittedBatches(), "one submission for the ten");
             assertEquals(0, rig.reapAll(), "nothing published before the next round");
             rig.thread.doWork();
             assertEquals(10, rig.reapAll());
@@ -74,8 +74,8 @@ class EarlySignalRoundTest {
             rig.offerReads(10);
             rig.driver.enableInterrupts();
             rig.thread.doWork();
-            assertEquals(0, rig.thread.earlyPublishes());
-            assertEquals(1, rig.thread.submittedBatches());
+            assertEquals(0, rig.thread.submits().earlyPublishes());
+            assertEquals(1, rig.thread.submits().submittedBatches());
             assertEquals(0, rig.reapAll());
         }
     }
@@ -98,26 +98,26 @@ class EarlySignalRoundTest {
         };
         try (RoundRig rig = new RoundRig(early(Tuning.EARLY_SIGNAL_ADAPTIVE), null, io)) {
             rigRef[0] = rig;
-            assertEquals(EarlySignal.START_CHAINS, rig.thread.earlySignalChains(0));
+            assertEquals(EarlySignal.START_CHAINS, rig.thread.submits().earlySignalChains(0));
             int expected = EarlySignal.START_CHAINS;
             while (expected > EarlySignal.MIN_CHAINS) {
                 roundOf(rig, 10);
                 expected -= EarlySignal.STEP_DOWN;
-                assertEquals(expected, rig.thread.earlySignalChains(0), "ten chains, short of the point: earlier");
+                assertEquals(expected, rig.thread.submits().earlySignalChains(0), "ten chains, short of the point: earlier");
             }
-            assertEquals(0, rig.thread.earlyPublishes());
+            assertEquals(0, rig.thread.submits().earlyPublishes());
             answerAtSubmit[0] = true;
             roundOf(rig, 10);
-            assertEquals(1, rig.thread.earlyPublishes());
-            assertEquals(EarlySignal.MIN_CHAINS + EarlySignal.STEP_UP, rig.thread.earlySignalChains(0),
+            assertEquals(1, rig.thread.submits().earlyPublishes());
+            assertEquals(EarlySignal.MIN_CHAINS + EarlySignal.STEP_UP, rig.thread.submits().earlySignalChains(0),
                     "the guest re-posted before the round ended: woken too early, later next time");
             assertEquals(11, rig.queue.counters.get(QueueCounters.REQUESTS) - 10L * 14, "its re-post popped in the same round");
             roundOf(rig, 10);
             int point = EarlySignal.MIN_CHAINS + EarlySignal.STEP_UP - EarlySignal.STEP_DOWN;
-            assertEquals(point, rig.thread.earlySignalChains(0), "short of the point: earlier");
+            assertEquals(point, rig.thread.submits().earlySignalChains(0), "short of the point: earlier");
             roundOf(rig, point + 1);
-            assertEquals(2, rig.thread.earlyPublishes());
-            assertEquals(point - EarlySignal.STEP_DOWN, rig.thread.earlySignalChains(0),
+            assertEquals(2, rig.thread.submits().earlyPublishes());
+            assertEquals(point - EarlySignal.STEP_DOWN, rig.thread.submits().earlySignalChains(0),
                     "nobody answered before the round ended: earlier");
         }
     }

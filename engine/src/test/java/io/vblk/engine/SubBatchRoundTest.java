@@ -65,7 +65,7 @@ class SubBatchRoundTest {
             int work = rig.thread.doWork();
             assertEquals(List.of(4, 8, 10), io.preparedAtSubmit, "submitted at 4 and 8 of the 10 offered, the rest at the round's end");
             assertEquals(List.of(4, 4, 2), io.pendingAtSubmit, "each submission hands over its own sub-batch");
-            assertEquals(3, rig.thread.submittedBatches());
+            assertEquals(3, rig.thread.submits().submittedBatches());
             assertEquals(10 + 8, work, "ten popped, and the first two sub-batches reaped between submissions");
             assertEquals(8, rig.reapAll(), "the first two sub-batches published within the round that popped them");
             assertEquals(2, rig.queue.inflight, "only the last, short sub-batch still with the back end");
@@ -102,7 +102,7 @@ class SubBatchRoundTest {
             rig.lanes[0].offerReads(3);
             rig.lanes[1].offerReads(3);
             rig.thread.doWork();
-            assertEquals(2, rig.thread.submittedBatches(), "3 + 1 at four chains, the other 2 at the round's end");
+            assertEquals(2, rig.thread.submits().submittedBatches(), "3 + 1 at four chains, the other 2 at the round's end");
             assertEquals(3, rig.lanes[0].queue.counters.get(QueueCounters.REQUESTS));
             assertEquals(3, rig.lanes[1].queue.counters.get(QueueCounters.REQUESTS));
             assertEquals(3, rig.lanes[0].queue.counters.get(QueueCounters.COMPLETIONS), "queue 0's three in the first sub-batch");

@@ -58,7 +58,7 @@ class SubmitChunkRoundTest {
             assertEquals(10, rig.thread.doWork(), "ten popped, nothing reaped within the round");
             assertEquals(List.of(4, 8, 10), io.preparedAtSubmit, "submitted at 4 and 8 of the 10 offered, the rest at the round's end");
             assertEquals(List.of(4, 4, 2), io.pendingAtSubmit, "each submission hands over its own chunk");
-            assertEquals(3, rig.thread.submittedBatches());
+            assertEquals(3, rig.thread.submits().submittedBatches());
             assertEquals(0, rig.reapAll(), "no completion published within the round that popped them");
             assertEquals(10, rig.queue.inflight);
             assertEquals(10, rig.thread.doWork(), "the next round reaps all ten");
@@ -91,7 +91,7 @@ class SubmitChunkRoundTest {
             rig.lanes[0].offerReads(3);
             rig.lanes[1].offerReads(3);
             rig.thread.doWork();
-            assertEquals(2, rig.thread.submittedBatches(), "3 + 1 at four operations, the other 2 at the round's end");
+            assertEquals(2, rig.thread.submits().submittedBatches(), "3 + 1 at four operations, the other 2 at the round's end");
             rig.thread.doWork();
             assertEquals(3, rig.lanes[0].queue.counters.get(QueueCounters.COMPLETIONS));
             assertEquals(3, rig.lanes[1].queue.counters.get(QueueCounters.COMPLETIONS));
@@ -119,7 +119,7 @@ class SubmitChunkRoundTest {
         try (RoundRig rig = new RoundRig(chunk(4, 0), null, true)) {
             rig.offerReads(10);
             rig.thread.doWork();
-            assertEquals(3, rig.thread.submittedBatches());
+            assertEquals(3, rig.thread.submits().submittedBatches());
             assertEquals(10, rig.reapAll(), "all ten, chunks included, completed in the round that popped them");
             assertTrue(rig.queue.inflight == 0);
         }
