@@ -73,12 +73,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final ThreadEnd end;
     /** How a round pops its queues and submits (one of four, chosen here once; see {@link SubmitPolicy}). */
     private final SubmitPolicy submits;
-    /**
-     * The back end accepted to leave what it finishes inside {@code submit()} unsignalled: this
-     * thread reaps it in the same round (and checks before it sleeps) instead of taking an
-     * eventfd round trip through epoll.
-     */
-    private final boolean reapsOnSubmit;
     /** {@link Tuning#answerWindowNs()} is set: a round that publishes tells {@link #answerWait}. */
     private final boolean answerWindowOn;
     /** The answer window, wrapping {@link #sleep()} for the idle strategy when on ({@link AnswerWindowSleep}). */
@@ -116,7 +110,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.end = new ThreadEnd(this, lender, backend, route);
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         dispatcher.shortage(faults::directMemoryShortage);
-        this.reapsOnSubmit = backend.reapOnSubmittingThread();
         this.submits = SubmitPolicy.of(tuning, queues, dispatcher, backend, writeThrough, route);
         this.pending = new PendingCommands(runCommand, e -> {
             faults.caught(e); // handled as a failure in the round; every one counts toward the bound
@@ -431,28 +424,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             RoundTrace.event(RoundTrace.POPPED, prepared);
         }
         work += submits.takeReapedBetween();
-        int finished = 0;
-        boolean submitted = submits.takeChunkSubmitted();
-        if (backend.pendingSubmit() > 0) {
-            submits.submitTraced();
-            submitted = true;
-        }
-        if (submitted) {
-            if (reapsOnSubmit && backend.completionsReady()) {
-                // Finished inside submit (the null back end, a refused operation): complete them
-                // in this round, in one used.idx publish and interrupt with the immediate
-                // completions, instead of an eventfd write, an epoll wake-up and another round.
-                finished = backend.poll(writeThrough, dispatcher.pool().size());
-                while (writeThrough.afterPoll()) {
-                    // The writes just finished need their flush, which may finish in submit too.
-                    submits.submit();
-                    if (!backend.completionsReady()) {
-                        break; // the flush's completion comes with a later poll
-                    }
-                    finished += backend.poll(writeThrough, dispatcher.pool().size());
-                }
-            }
-        }
+        int finished = submits.submitRest();
         if (prepared > 0 || finished > 0 || route.unpublished()) {
             // Immediate completions of this round, those finished in submit, and write-through
             // requests afterPoll handed over in a round that reaped nothing (left after a fault).

@@ -39,6 +39,12 @@ abstract class SubmitPolicy {
     boolean chunkSubmitted;
     /** Rounds that published early to a guest awaiting its next completion (for tests and diagnostics). */
     long earlyPublishes;
+    /**
+     * The back end accepted to leave what it finishes inside {@code submit()} unsignalled: the
+     * round reaps it at once ({@link #submitRest}; the thread checks before it sleeps) instead
+     * of taking an eventfd round trip through epoll.
+     */
+    private final boolean reapsOnSubmit;
 
     SubmitPolicy(Tuning tuning, DeviceQueue[] queues, RequestDispatcher dispatcher, BlockDriver backend,
                  WriteThrough writeThrough, CompletionRoute route) {
@@ -48,6 +54,7 @@ abstract class SubmitPolicy {
         this.writeThrough = writeThrough;
         this.route = route;
         this.submitBatch = tuning.submitBatch() > 0 ? tuning.submitBatch() : Integer.MAX_VALUE;
+        this.reapsOnSubmit = backend.reapOnSubmittingThread();
     }
 
     /** The policy {@code tuning} asks for (sub-batches before an early signal before chunks, as documented in {@link Tuning}). */
@@ -112,11 +119,33 @@ abstract class SubmitPolicy {
         return reaped;
     }
 
-    /** Whether this round submitted a chunk before its end, taken. */
-    final boolean takeChunkSubmitted() {
+    /**
+     * The round's end: submits what is still prepared, in one call; if this round submitted
+     * anything and the back end finished some of it inside submit (the null back end, a refused
+     * operation), reaps it now, so that it is published with the round's immediate completions
+     * (one used.idx publish and interrupt) instead of after an eventfd write, an epoll wake-up and
+     * another round. Returns how many operations finished so.
+     */
+    final int submitRest() {
         boolean submitted = chunkSubmitted;
         chunkSubmitted = false;
-        return submitted;
+        if (backend.pendingSubmit() > 0) {
+            submitTraced();
+            submitted = true;
+        }
+        int finished = 0;
+        if (submitted && reapsOnSubmit && backend.completionsReady()) {
+            finished = backend.poll(writeThrough, dispatcher.pool().size());
+            while (writeThrough.afterPoll()) {
+                // The writes just finished need their flush, which may finish in submit too.
+                submit();
+                if (!backend.completionsReady()) {
+                    break; // the flush's completion comes with a later poll
+                }
+                finished += backend.poll(writeThrough, dispatcher.pool().size());
+            }
+        }
+        return finished;
     }
 
     /** One submission of what is prepared, counted and traced. */
