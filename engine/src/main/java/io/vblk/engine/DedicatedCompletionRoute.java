@@ -233,6 +233,6 @@ final class DedicatedCompletionRoute implements CompletionRoute {
     public void close() {
         closing = true;
         processor.halt();
-        IoThread.joinQuietly(thread);
+        ThreadEnd.joinQuietly(thread);
     }
 }

@@ -641,18 +641,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             return;
         }
         events.wake();
-        long joinMs = deadlineNs == Deadlines.NO_DEADLINE ? shutdownWaitMs
-                : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(Deadlines.leftNs(deadlineNs))));
-        joinQuietly(thread, joinMs);
-        if (thread != null && thread != Thread.currentThread() && thread.isAlive() && end.abandonToThread()) {
-            // Still in a round after the join's deadline (a stalled back end call, a guest that
-            // kept the round busy): closing the back end now would unmap its ring under that
-            // round. The thread closes them itself when the round ends.
-            System.getLogger(IoThread.class.getName()).log(System.Logger.Level.WARNING,
-                    thread.getName() + " still runs a round after shutdown's wait: it closes its back end when the round ends");
-            return;
-        }
-        end.close(deadlineNs);
+        end.joinThenClose(thread, deadlineNs);
     }
 
     /** See {@link ThreadEnd#closeDetached}: a closer thread closes what a late detach left (on the shared thread). */
@@ -683,24 +672,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     /** Who closes its resources and when, and what runs once it has ended ({@link ThreadEnd}). */
     ThreadEnd end() {
         return end;
-    }
-
-    /** How long {@link #shutdown()} waits for a dedicated thread's last round (tests shorten it). */
-    long shutdownWaitMs = 10_000;
-
-    static void joinQuietly(Thread t) {
-        joinQuietly(t, 10_000);
-    }
-
-    private static void joinQuietly(Thread t, long ms) {
-        if (t == null || t == Thread.currentThread()) {
-            return;
-        }
-        try {
-            t.join(ms);
-        } catch (InterruptedException e) {
-            Thread.currentThread().interrupt();
-        }
     }
 
     Thread thread() {

@@ -2,6 +2,7 @@ package io.vblk.engine;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 
 import io.vblk.block.BlockDriver;
@@ -44,9 +45,43 @@ final class ThreadEnd {
         this.route = route;
     }
 
-    /** Shutdown gives up waiting for a dedicated thread still in a round: true when the thread is to close the resources itself. */
-    boolean abandonToThread() {
-        return exit.compareAndSet(Exit.RUNS, Exit.ABANDONED);
+    /** How long a shutdown waits for a dedicated thread's last round (tests shorten it). */
+    long shutdownWaitMs = 10_000;
+
+    /**
+     * Shutdown's second half, once the thread was told to stop and woken: waits for a dedicated
+     * {@code thread} (null: none; the caller itself: no wait) to leave its loop, by {@code
+     * deadlineNs} and at most {@link #shutdownWaitMs}, then closes the resources ({@link #close}).
+     * A thread still in a round after that wait (a stalled back end call, a guest that kept the
+     * round busy) closes them itself when the round ends: closing the back end now would unmap
+     * its ring under that round.
+     */
+    void joinThenClose(Thread thread, long deadlineNs) {
+        long joinMs = deadlineNs == Deadlines.NO_DEADLINE ? shutdownWaitMs
+                : Math.min(shutdownWaitMs, Math.max(1, TimeUnit.NANOSECONDS.toMillis(Deadlines.leftNs(deadlineNs))));
+        joinQuietly(thread, joinMs);
+        if (thread != null && thread != Thread.currentThread() && thread.isAlive() && exit.compareAndSet(Exit.RUNS, Exit.ABANDONED)) {
+            System.getLogger(IoThread.class.getName()).log(System.Logger.Level.WARNING,
+                    thread.getName() + " still runs a round after shutdown's wait: it closes its back end when the round ends");
+            return;
+        }
+        close(deadlineNs);
+    }
+
+    /** Joins {@code t} for at most 10 s, unless it is null or the caller; an interrupt is kept, not thrown. */
+    static void joinQuietly(Thread t) {
+        joinQuietly(t, 10_000);
+    }
+
+    private static void joinQuietly(Thread t, long ms) {
+        if (t == null || t == Thread.currentThread()) {
+            return;
+        }
+        try {
+            t.join(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
     }
 
     /** The thread left its loop: true when shutdown closes the resources, false when the thread must (shutdown gave up). */

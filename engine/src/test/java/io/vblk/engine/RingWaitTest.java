@@ -110,7 +110,7 @@ class RingWaitTest {
                 other.start();
                 rig.thread.awaitEvents(-1);
                 rig.thread.finishSleep();
-                IoThread.joinQuietly(other);
+                ThreadEnd.joinQuietly(other);
                 rig.thread.doWork();
                 assertTrue(ran[0], "the round ran the command");
             }

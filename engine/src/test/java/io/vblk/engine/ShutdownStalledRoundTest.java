@@ -61,7 +61,7 @@ class ShutdownStalledRoundTest {
             rig.offerReads(1);
             rig.thread.kick(0);
             assertTrue(inSubmit.await(30, TimeUnit.SECONDS), "the round reached the back end");
-            rig.thread.shutdownWaitMs = 100;
+            rig.thread.end().shutdownWaitMs = 100;
             rig.thread.shutdown(); // gives up after 100 ms: the round is still in submit
             assertFalse(closedDuringSubmit[0], "the back end was closed under the round that uses it");
             assertTrue(closed.getCount() == 1, "closed before the round ended");

@@ -90,7 +90,7 @@ class StuckKernelDeviceCloseTest {
             assumeTrue(fs != null, "FUSE cannot be mounted here (no /dev/fuse or no CAP_SYS_ADMIN)");
             System.setProperty("vblk.aio.closeDrainMs", "600000");
             try (DeviceRig rig = DeviceRig.builder(dir, kind).image(fs.file()).readOnly(true).build()) {
-                rig.device.ioThread(0).shutdownWaitMs = 600_000;
+                rig.device.ioThread(0).end().shutdownWaitMs = 600_000;
                 long host = stuckRead(rig, fs);
                 closeUndrained(rig, fs, kind + ": BlockDevice.close(500) with 600 s waits below it", () ->
                         assertFalse(rig.device.quiesced(), "the kernel may still write the guest's memory"));
