@@ -126,28 +126,14 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         thread.start();
     }
 
-    /**
-     * Sleeps in the back end's io_uring ({@link RingWait}) instead of epoll when it can: the
-     * tuning allows it, this thread reaps its own completions (a dedicated completion thread
-     * waits for them instead) and the driver is one ring that supports it. Runs before the
-     * thread starts, so the ring's SQ is still this thread's to write; a shared thread keeps epoll
-     * (it nests the members' epoll descriptors).
-     */
+    /** Sleeps in the back end's io_uring instead of epoll when it can ({@link RingWait#instead}); before the thread starts. */
     void chooseSleep() {
-        if (!tuning.ringSleep() || route.ownsThread()) {
-            return;
+        ThreadWait ring = RingWait.instead(tuning, route.ownsThread(), backend, queues);
+        if (ring != null) {
+            ThreadWait epoll = events;
+            events = ring; // before the close: a kick from another thread reads it to wake the thread
+            epoll.close();
         }
-        // The wake-up eventfd first: once the ring has given up its completion eventfd there is
-        // no going back to epoll, so nothing that can fail (EMFILE) may come after that.
-        io.vblk.sys.EventFd wakeup = io.vblk.sys.EventFd.create(true);
-        io.vblk.aio.RingSleep ring = backend.sleepInRing();
-        if (ring == null) {
-            wakeup.close();
-            return;
-        }
-        ThreadWait epoll = events;
-        events = new RingWait(queues, ring, wakeup);
-        epoll.close();
     }
 
     /** Whether the thread sleeps in its back end's ring rather than epoll (for tests). */

@@ -28,6 +28,28 @@ final class RingWait extends AbstractThreadWait {
 
     private final RingSleep ring;
 
+    /**
+     * A wait in {@code backend}'s io_uring for a thread that can sleep there, else null (it keeps
+     * its epoll set): the tuning allows it, the thread reaps its own completions ({@code
+     * ownsThread} false: a dedicated completion thread waits for them instead) and the driver is
+     * one ring that supports it. Called before the thread starts, so the ring's SQ is still its to
+     * write; a shared thread keeps epoll (it nests the members' epoll descriptors).
+     */
+    static RingWait instead(Tuning tuning, boolean ownsThread, io.vblk.block.BlockDriver backend, DeviceQueue[] queues) {
+        if (!tuning.ringSleep() || ownsThread) {
+            return null;
+        }
+        // The wake-up eventfd first: once the ring has given up its completion eventfd there is
+        // no going back to epoll, so nothing that can fail (EMFILE) may come after that.
+        EventFd wakeup = EventFd.create(true);
+        RingSleep ring = backend.sleepInRing();
+        if (ring == null) {
+            wakeup.close();
+            return null;
+        }
+        return new RingWait(queues, ring, wakeup);
+    }
+
     /** Sleeps in {@code ring}, woken through {@code wakeup} (which it then owns). */
     RingWait(DeviceQueue[] queues, RingSleep ring, EventFd wakeup) {
         super(queues, wakeup);
