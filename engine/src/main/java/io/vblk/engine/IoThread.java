@@ -18,20 +18,25 @@ import static io.vblk.engine.BackendLend.State.SERVING;
  * back end, and runs {@link #doWork()} rounds, each followed by its {@link IdleStrategy} (chosen
  * by the {@link WaitStrategy}). Its state is split by owner: the {@link RequestDispatcher} (pool,
  * parser, chain, throttle), the {@link CompletionRoute} (inline, or a dedicated completion thread
- * with its ring and return queue), the {@link EpollWait} (the epoll set it sleeps in), the
- * {@link FaultRecovery} (a caught failure, the suspect state, lost requests given up by a drain)
- * and, here, the loop, the inbox, the sleep protocol and the control commands.
+ * with its ring and return queue), the {@link ThreadWait} it sleeps in ({@link EpollWait}, or
+ * {@link RingWait} in the back end's ring), the {@link FaultRecovery} (a caught failure, the
+ * suspect state, lost requests given up by a drain), the {@link SubmitPolicy} (how a round pops
+ * and submits), the {@link Inbox} (kicks and commands from other threads), the {@link
+ * PendingCommands} (commands not yet finished), the {@link BackendLend} (a shared member's back
+ * end lent to another thread), the {@link ThreadEnd} (who closes its resources, and when) and the
+ * {@link AnswerWindowSleep} (the answer window, wrapping its kernel sleep). What it holds itself:
+ * the loop and the round that calls them in order, the sleep protocol ({@link #prepareSleep},
+ * {@link #finishSleep}), the control entry points (kick, commands, lend, shutdown) and its place
+ * on a {@link SharedIoThread}.
  *
- * <p>A round: drain the inbox ring (kicks and control commands, published by other threads into
- * a Disruptor ring), take back requests finished elsewhere, reap finished operations, pop every
- * available chain of every running queue (at most {@link Tuning#submitBatch()} in all, when set:
- * the next round then starts at the queue after the one the budget ran out in), and submit
- * everything prepared with one back-end call; or, with a {@link Tuning#subBatch()}, one call per
- * that many chains, reaping and publishing completions between them.
- * While the thread is awake the queues' notifications stay disabled, so a busy guest does not
- * kick; before it sleeps it re-enables them and re-checks the rings (the no-lost-kick pattern),
- * then blocks in epoll on the kick eventfds, the back end's completion eventfd and its own
- * wake-up eventfd. The clock is injected, so a test can drive rounds directly, without threads.
+ * <p>A round: drain the inbox, run the pending commands, take back requests finished elsewhere,
+ * reap finished operations, pop the running queues and submit what they prepared, as the submit
+ * policy says (by default every available chain, at most {@link Tuning#submitBatch()} in all,
+ * with one back-end call). While the thread is awake the queues' notifications stay disabled, so
+ * a busy guest does not kick; before it sleeps it re-enables them and re-checks the rings (the
+ * no-lost-kick pattern), then blocks in epoll on the kick eventfds, the back end's completion
+ * eventfd and its own wake-up eventfd (or in the ring). The clock is injected, so a test can
+ * drive rounds directly, without threads.
  */
 final class IoThread implements Agent, Runnable, KernelSleep {
     /** {@link #prepareSleep()}: there is work, do not sleep. */
