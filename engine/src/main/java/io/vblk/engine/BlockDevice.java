@@ -525,16 +525,26 @@ public final class BlockDevice implements AutoCloseable {
     private void drain(DeviceQueue queue) {
         CompletableFuture<Void> done = new CompletableFuture<>();
         FaultRecovery.LostWatch lost = new FaultRecovery.LostWatch();
-        threadOfQueue[queue.index].submitCommand(t -> {
-            if (done.isDone()) {
-                return true; // a late fault landed after it had completed: not again
+        threadOfQueue[queue.index].submitCommand(new InboxEvent.Command() {
+            @Override
+            public boolean run(IoThread t) {
+                if (done.isDone()) {
+                    return true; // a late fault landed after it had completed: not again
+                }
+                t.flushCompletions();
+                if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
+                    return false;
+                }
+                done.complete(null);
+                return true;
             }
-            t.flushCompletions();
-            if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
-                return false;
+
+            @Override
+            public void abandon(Throwable cause) {
+                // Given up after throwing in every run: its caller (clearQuarantine) fails rather
+                // than wait for ever on a future nothing would complete any more.
+                done.completeExceptionally(cause);
             }
-            done.complete(null);
-            return true;
         });
         await(done, "draining queue " + queue.index);
     }
