@@ -743,6 +743,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             // requests afterPoll handed over in a round that reaped nothing (left after a fault).
             route.endOfBatch();
         }
+        if (dispatcher.hasUnanswered()) {
+            faults.settleUnanswered(writeThrough.holding()); // a prepare threw a shortage: see BlkRequest.unanswered
+        }
         if (evidence.suspect) {
             clearSuspectWhenSettled();
         }

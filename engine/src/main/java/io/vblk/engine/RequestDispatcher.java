@@ -247,9 +247,11 @@ final class RequestDispatcher {
      * A direct-memory shortage in {@code q}'s pop loop (a back end's prepare that could not get a
      * buffer): not the guest's doing, so {@code q} is not quarantined. Before the hand-over the
      * chain goes back to the ring ({@link #spare}) and is popped again later. At the hand-over the
-     * request stays the back end's ({@link BlkRequest#HANDED}, counted in flight): whether the
-     * prepare had taken it cannot be known, so it is never given back while it may complete; if
-     * it never does, the thread's suspect state lets a drain give it up. Returns false where
+     * request stays the back end's ({@link BlkRequest#HANDED}, counted in flight) and is marked
+     * {@link BlkRequest#unanswered}: whether the prepare had taken it cannot be known, so it is
+     * never given back while it may complete. It ends with its completion if the back end took
+     * it, or IOERR once the back end has nothing in flight or pending (then nothing can complete
+     * it: {@link FaultRecovery#settleUnanswered}), exactly once either way. Returns false where
      * neither holds (a request claimed that the loop does not know): the caller quarantines.
      */
     private boolean sparedShortage(DeviceQueue q, Throwable e, int phase, BlkRequest current, int availBefore,
@@ -263,6 +265,8 @@ final class RequestDispatcher {
             }
             if (current != null && current.stage == BlkRequest.CLAIMED) {
                 current.stage = BlkRequest.HANDED;
+                current.unanswered = true; // answered by its completion, or by settleUnanswered
+                unanswered++;
             }
             shortage.accept(e);
             return true;
@@ -272,6 +276,38 @@ final class RequestDispatcher {
         }
         shortage.accept(e);
         return true;
+    }
+
+    /**
+     * Requests whose prepare threw a shortage ({@link BlkRequest#unanswered}) since the last
+     * {@link #failUnanswered}, some of which may have completed since: the rounds look for a
+     * settled back end only while it is not zero (one field read per round otherwise).
+     */
+    private int unanswered;
+
+    boolean hasUnanswered() {
+        return unanswered > 0;
+    }
+
+    /**
+     * Answers IOERR every request still waiting as {@link BlkRequest#unanswered}, once: the
+     * caller has proved that nothing the back end holds can complete it (see {@link
+     * FaultRecovery#settleUnanswered}). Its flag goes first, so it is never answered twice (the
+     * dedicated route returns it to the pool only later). Returns how many it answered.
+     */
+    int failUnanswered() {
+        int answered = 0;
+        for (int i = 0, n = pool.size(); i < n; i++) {
+            BlkRequest r = pool.get(i);
+            if (r.unanswered && r.stage == BlkRequest.HANDED) {
+                r.unanswered = false;
+                r.immediateStatus = BlkRequestDescriptor.S_IOERR;
+                route.completeImmediately(r);
+                answered++;
+            }
+        }
+        unanswered = 0;
+        return answered;
     }
 
     /**
