@@ -179,12 +179,6 @@ final class RequestDispatcher {
                         break;
                     }
                 }
-                if (waitingQueue == q) {
-                    // The first request it pops after waiting (the range request, or whatever a
-                    // guest put in its place): the others' turn again.
-                    waitingQueue = null;
-                    slotsWanted = 1;
-                }
                 // Before its I/O (InflightTracker's order), after the only point that puts the
                 // chain back un-popped: a head put back is never recorded in flight.
                 if (tracker != null) {
@@ -254,11 +248,18 @@ final class RequestDispatcher {
     /**
      * Whether {@code q} may pop while a range request waits: it is the waiting queue, or the
      * waiting queue can no longer pop it (stopped, reset, quarantined: the wait is dropped).
-     * Once per pop loop, never per request.
+     * The waiting queue's turn ends the wait once the slots are free, whatever it then pops
+     * (its range request comes first, and waits again if the guest made it longer; a guest that
+     * took the chain away must not leave the others waiting while the thread spins on their
+     * chains). Once per pop loop, never per request.
      */
     private boolean mayPopBeside(DeviceQueue q) {
         DeviceQueue w = waitingQueue;
         if (w == q) {
+            if (canPop()) {
+                waitingQueue = null;
+                slotsWanted = 1;
+            }
             return true;
         }
         if (w.state == QueueLifecycle.RUNNING || (w.state == QueueLifecycle.STOPPING && w.resubmitCount > 0)) {

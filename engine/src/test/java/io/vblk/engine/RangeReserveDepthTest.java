@@ -100,23 +100,7 @@ class RangeReserveDepthTest {
         try (RoundRig rig = new RoundRig(inline, null, false, 1, gate, c -> c.discard(true).maxRangeSegments(8), 0)) {
             rig.offerReads(12);
             assertEquals(12, rig.thread.doWork(), "reads in flight at a depth of 16 (9 before)");
-            long header = rig.driver.allocate(16, 16);
-            long segments = rig.driver.allocate(8 * 16, 16);
-            long status = rig.driver.allocate(1, 1);
-            long h = rig.driver.hostAddress(header, 16);
-            UnsafeApi.putInt(h, T_DISCARD);
-            UnsafeApi.putInt(h + 4, 0);
-            UnsafeApi.putLong(h + 8, 0);
-            long sh = rig.driver.hostAddress(segments, 8 * 16);
-            for (int i = 0; i < 8; i++) {
-                UnsafeApi.putLong(sh + 16L * i, 64L * i);
-                UnsafeApi.putInt(sh + 16L * i + 8, 8);
-                UnsafeApi.putInt(sh + 16L * i + 12, 0);
-            }
-            long st = rig.driver.hostAddress(status, 1);
-            UnsafeApi.putByte(st, (byte) 0x7f);
-            int discard = rig.driver.addDirect(new long[] {header, segments, status}, new int[] {16, 8 * 16, 1},
-                    new boolean[] {false, false, true}, 3);
+            long st = addDiscard(rig.driver, 8);
             rig.addRead(4096); // behind it
             rig.driver.publishAvail();
             assertEquals(0, rig.thread.doWork(), "popped with 4 slots free for 8 segments");
@@ -128,11 +112,76 @@ class RangeReserveDepthTest {
             rig.thread.doWork();
             assertEquals(14, rig.reapAll(), "every request served");
             assertEquals(0, UnsafeApi.getByte(st), "the DISCARD's status (IOERR: a segment refused for want of a slot)");
-            assertTrue(discard >= 0);
             for (int slot = 0; slot < 12; slot++) {
                 assertEquals(0, rig.status(slot), "status of read " + slot);
             }
             assertEquals(0, rig.status(13), "status of the read behind the DISCARD");
         }
+    }
+
+    /**
+     * A range request waiting for slots on one queue is not starved by another queue's reads:
+     * they do not pop while it waits, and it goes first once its slots are free.
+     */
+    @Test
+    void anotherQueuesReadsWaitBehindAWaitingRangeRequest() {
+        GatedBackend gate = new GatedBackend(IoBackends.open(BackendKind.NULL, null, 16), false);
+        Tuning inline = Tuning.builder().threadingMode(ThreadingMode.SHARED).build();
+        try (RoundRig rig = new RoundRig(inline, null, false, 2, gate, c -> c.discard(true).maxRangeSegments(8), 0)) {
+            RoundRig.Lane reads = rig.lanes[0];
+            RoundRig.Lane ranges = rig.lanes[1];
+            reads.offerReads(12);
+            assertEquals(12, rig.thread.doWork(), "reads in flight at a depth of 16 (9 before)");
+            long st = addDiscard(ranges.driver, 8);
+            ranges.driver.publishAvail();
+            assertEquals(0, rig.thread.doWork(), "popped with 4 slots free for 8 segments");
+            for (int i = 0; i < 9; i++) {
+                reads.add(T_IN, 8L * (100 + i));
+            }
+            reads.driver.publishAvail();
+            assertEquals(0, rig.thread.doWork(), "reads took slots the waiting DISCARD needs");
+            gate.open();
+            // Queue 0 comes first in a round: had its 9 reads popped once the 12 were reaped,
+            // only 7 slots were left and the DISCARD waited again (for ever under steady reads).
+            rig.thread.doWork(); // reaps the 12; the DISCARD pops, the reads wait
+            rig.thread.doWork(); // reaps the DISCARD (its status written); the reads pop
+            assertEquals(0, UnsafeApi.getByte(st), "the DISCARD did not go first once its slots were free");
+            for (int i = 0; i < 3; i++) {
+                rig.thread.doWork();
+            }
+            int served = 0;
+            while (reads.driver.reap() >= 0) {
+                served++;
+            }
+            assertEquals(21, served, "reads served");
+            for (int slot = 0; slot < 21; slot++) {
+                assertEquals(0, reads.status(slot), "status of read " + slot);
+            }
+            assertTrue(rig.broken.isEmpty(), "quarantined: " + rig.broken);
+        }
+    }
+
+    /** Adds (unpublished) a DISCARD of {@code count} 8-sector segments; returns its status byte's host address. */
+    private static long addDiscard(io.vblk.testkit.SplitQueueDriver driver, int count) {
+        long header = driver.allocate(16, 16);
+        long segments = driver.allocate(count * 16L, 16);
+        long status = driver.allocate(1, 1);
+        long h = driver.hostAddress(header, 16);
+        UnsafeApi.putInt(h, T_DISCARD);
+        UnsafeApi.putInt(h + 4, 0);
+        UnsafeApi.putLong(h + 8, 0);
+        long sh = driver.hostAddress(segments, count * 16L);
+        for (int i = 0; i < count; i++) {
+            UnsafeApi.putLong(sh + 16L * i, 64L * i);
+            UnsafeApi.putInt(sh + 16L * i + 8, 8);
+            UnsafeApi.putInt(sh + 16L * i + 12, 0);
+        }
+        long st = driver.hostAddress(status, 1);
+        UnsafeApi.putByte(st, (byte) 0x7f);
+        if (driver.addDirect(new long[] {header, segments, status}, new int[] {16, count * 16, 1},
+                new boolean[] {false, false, true}, 3) < 0) {
+            throw new IllegalStateException("queue full");
+        }
+        return st;
     }
 }
