@@ -96,8 +96,8 @@ public final class BlockDevice implements AutoCloseable {
                     throw new IllegalArgumentException("I/O thread " + t + " has no queue in mapping " + tuning);
                 }
                 // A DISCARD or WRITE_ZEROES request takes one back-end slot per range segment, all
-                // at once, so every pop waits for that many free slots: a depth below it would
-                // never pop anything (reads included) and spin the thread.
+                // at once, so it waits until that many are free (RequestDispatcher): a depth below
+                // it would never serve it, and its queue would wait for ever.
                 int reserve = Math.max(1, model.maxSegmentsPerRange());
                 int depth = tuning.backendDepth() > 0 ? tuning.backendDepth()
                         : Math.max(reserve, Math.min(4096, mine.length * b.config.queueSize()));
