@@ -96,8 +96,8 @@ public final class BlockDevice implements AutoCloseable {
                     throw new IllegalArgumentException("I/O thread " + t + " has no queue in mapping " + tuning);
                 }
                 // A DISCARD or WRITE_ZEROES request takes one back-end slot per range segment, all
-                // at once, so every pop waits for that many free slots: a depth below it would
-                // never pop anything (reads included) and spin the thread.
+                // at once, so it waits until that many are free (RequestDispatcher): a depth below
+                // it would never serve it, and its queue would wait for ever.
                 int reserve = Math.max(1, model.maxSegmentsPerRange());
                 int depth = tuning.backendDepth() > 0 ? tuning.backendDepth()
                         : Math.max(reserve, Math.min(4096, mine.length * b.config.queueSize()));
@@ -525,16 +525,26 @@ public final class BlockDevice implements AutoCloseable {
     private void drain(DeviceQueue queue) {
         CompletableFuture<Void> done = new CompletableFuture<>();
         FaultRecovery.LostWatch lost = new FaultRecovery.LostWatch();
-        threadOfQueue[queue.index].submitCommand(t -> {
-            if (done.isDone()) {
-                return true; // a late fault landed after it had completed: not again
+        threadOfQueue[queue.index].submitCommand(new InboxEvent.Command() {
+            @Override
+            public boolean run(IoThread t) {
+                if (done.isDone()) {
+                    return true; // a late fault landed after it had completed: not again
+                }
+                t.flushCompletions();
+                if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
+                    return false;
+                }
+                done.complete(null);
+                return true;
             }
-            t.flushCompletions();
-            if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
-                return false;
+
+            @Override
+            public void abandon(Throwable cause) {
+                // Given up after throwing in every run: its caller (clearQuarantine) fails rather
+                // than wait for ever on a future nothing would complete any more.
+                done.completeExceptionally(cause);
             }
-            done.complete(null);
-            return true;
         });
         await(done, "draining queue " + queue.index);
     }

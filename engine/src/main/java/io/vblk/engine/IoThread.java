@@ -275,6 +275,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         CompletableFuture<Void> lent = new CompletableFuture<>();
         java.util.concurrent.atomic.AtomicBoolean cancelled = new java.util.concurrent.atomic.AtomicBoolean();
         submitCommand(new InboxEvent.Command() {
+            /** Counted in lendsWaiting (each lend takes itself out once, whichever way it ends). */
+            private boolean counted;
             private boolean begun;
 
             @Override
@@ -288,12 +290,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 }
                 if (!begun) {
                     begun = true;
+                    counted = true;
                     lendsWaiting++;
                 }
                 if (cancelled.get()) {
-                    if (--lendsWaiting == 0) {
-                        lending = SERVING; // no other lend waits for the queues to drain
-                    }
+                    uncount(); // no other lend waiting: the queues serve again
                     lent.completeExceptionally(new java.io.IOException("requests in flight did not finish in time"));
                     return true;
                 }
@@ -310,9 +311,35 @@ final class IoThread implements Agent, Runnable, KernelSleep {
                 ((EpollWait) events).backendLent(true);
                 lentTo = lent; // before LENT: see the borrower's give-up
                 lending = LENT;
-                lendsWaiting--;
+                if (counted) {
+                    counted = false;
+                    lendsWaiting--;
+                }
                 lent.complete(null);
                 return true;
+            }
+
+            @Override
+            public void abandon(Throwable cause) {
+                // Given up after throwing in every run (I/O thread). Lent already (a throw after
+                // LENT: it never runs again while lent): the borrower's, as if it had said so.
+                if (lent.isDone() || (lentTo == lent && lending == LENT)) {
+                    lent.complete(null);
+                    return;
+                }
+                // Otherwise the queues must not stay paused for a lend that will never come (a
+                // PAUSING member pops nothing), and the borrower is told now, not at its deadline.
+                uncount();
+                lent.completeExceptionally(new java.io.IOException("the I/O thread gave up lending its driver", cause));
+            }
+
+            private void uncount() {
+                if (counted) {
+                    counted = false;
+                    if (--lendsWaiting == 0 && lending == PAUSING) {
+                        lending = SERVING; // no other lend waits for the queues to drain
+                    }
+                }
             }
         });
         long deadline = System.nanoTime() + timeoutNs;
@@ -715,6 +742,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             // Immediate completions of this round, those finished in submit, and write-through
             // requests afterPoll handed over in a round that reaped nothing (left after a fault).
             route.endOfBatch();
+        }
+        if (dispatcher.hasUnanswered()) {
+            faults.settleUnanswered(writeThrough.holding()); // a prepare threw a shortage: see BlkRequest.unanswered
         }
         if (evidence.suspect) {
             clearSuspectWhenSettled();
