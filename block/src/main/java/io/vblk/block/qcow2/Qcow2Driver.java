@@ -220,10 +220,15 @@ public final class Qcow2Driver implements BlockDriver {
     private int bounceCreated;
     private final int bounceMax;
     /**
-     * How many bounce buffers the pool may grow to: {@link #bounceMax}, down to those in
-     * existence once the direct-memory pool had no room for another ({@link #acquireBounce}).
+     * {@link System#nanoTime} before which the pool does not try to grow: set when a direct
+     * allocation failed although the pool seemed to have room (another disk took it meanwhile),
+     * so that {@code Bits.reserveMemory}'s collection and sleeps (up to half a second) run on
+     * this I/O thread at most once per {@link #BOUNCE_GROW_BACKOFF_NANOS}.
      */
-    private int bounceLimit;
+    private long bounceGrowAfter;
+    private boolean bounceGrowBackoff;
+    /** How long growth pauses after a failed allocation (see {@link #bounceGrowAfter}). */
+    static final long BOUNCE_GROW_BACKOFF_NANOS = 10_000_000_000L;
     /**
      * Bounce buffers a top image takes at open (a backing level takes one); the rest up to
      * {@link #bounceMax} are created on need while the direct-memory pool has room: all of them
@@ -335,7 +340,6 @@ public final class Qcow2Driver implements BlockDriver {
         this.bounceMax = (int) (backingLevel ? Math.max(1, Math.min(depth, BACKING_BOUNCE_BUDGET_BYTES / bounceBytes))
                 : Math.max(1, Math.min(depth, Math.max(2, BOUNCE_BUDGET_BYTES / bounceBytes))));
         this.bouncePool = new Bounce[bounceMax];
-        this.bounceLimit = bounceMax;
         // The slots' tables and the first bounce buffers are taken now, from the direct-memory
         // pool every disk shares: a disk that opened never fails later for want of them, and
         // the image that would fill the pool is refused at its open (rev15a).
@@ -2372,7 +2376,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (bounceFree > 0) {
             b = bouncePool[--bounceFree];
             bouncePool[bounceFree] = null;
-        } else if (bounceCreated < bounceLimit && (b = growBounce()) != null) {
+        } else if (bounceCreated < bounceMax && (b = growBounce()) != null) {
             bounceCreated++;
         } else {
             park(r, bounceWaiters);
@@ -2384,21 +2388,33 @@ public final class Qcow2Driver implements BlockDriver {
 
     /**
      * One more buffer for the pool, or null: only while the direct-memory pool every disk
-     * shares has room for it. Once it had none (or an allocation failed), the pool stays at the
-     * buffers it has (at least the one taken at open: a waiter always gets one back), and this
-     * driver never again asks: a failed direct allocation collects and sleeps for up to half a
-     * second (Bits.reserveMemory) on an I/O thread other disks share.
+     * shares has room for it. Without room the request waits for a pooled buffer (at least the
+     * one taken at open exists, and a holder waits only for back-end completions, so one comes
+     * back), and the next request that finds none free asks again: memory another disk gave
+     * back (closed) lets the pool grow again. Asking costs a read of the pool's counter; a
+     * direct allocation that fails anyway (a race with another disk) collects and sleeps for up
+     * to half a second (Bits.reserveMemory) on an I/O thread other disks share, so after one
+     * the pool does not grow for {@link #BOUNCE_GROW_BACKOFF_NANOS}. Growth used to stop for
+     * the driver's life at the first refusal.
      */
     private Bounce growBounce() {
-        if (DirectMemory.roomFor(3L * cluster + 2L * alignment)) {
-            try {
-                return new Bounce(cluster, alignment);
-            } catch (OutOfMemoryError e) {
-                // another disk took the room meanwhile: as if there had been none
+        if (bounceGrowBackoff) {
+            if (System.nanoTime() - bounceGrowAfter < 0) {
+                return null;
             }
+            bounceGrowBackoff = false;
         }
-        bounceLimit = bounceCreated;
-        return null;
+        if (!DirectMemory.roomFor(3L * cluster + 2L * alignment)) {
+            return null;
+        }
+        try {
+            return new Bounce(cluster, alignment);
+        } catch (OutOfMemoryError e) {
+            // another disk took the room meanwhile
+            bounceGrowBackoff = true;
+            bounceGrowAfter = System.nanoTime() + BOUNCE_GROW_BACKOFF_NANOS;
+            return null;
+        }
     }
 
     /**
