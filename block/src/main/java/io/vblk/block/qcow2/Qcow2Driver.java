@@ -66,8 +66,9 @@ import io.vblk.sys.NativeBuffer;
  * <p>DISCARD is advisory: it never allocates and never writes data; only a whole cluster of a
  * v3 image with an L2 table becomes a zero cluster (keeping its host cluster, refcount 1), the
  * rest is left. On a local file the kept cluster's host range is then punched
- * ({@link #punchDiscarded}): the space goes back, the refcount stays, so no entry ever names a
- * freed cluster.
+ * ({@link #punchDiscarded}), once its refcount was read to be 1 (an entry whose COPIED flag lies
+ * marks the image corrupt), adjacent clusters in one punch: the space goes back, the refcount
+ * stays, so no entry ever names a freed cluster.
  *
  * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
  * than freeing them), internal snapshots (refused for writing), growing the refcount table.
@@ -219,7 +220,8 @@ public final class Qcow2Driver implements BlockDriver {
      * shared by the requests: a request takes one for a copy-on-write or a compressed read and
      * gives it back as soon as the piece's data is written or copied to the guest. At most
      * {@link #bounceMax} exist (within {@link #BOUNCE_BUDGET_BYTES}): {@link #BOUNCE_RESERVED}
-     * taken at open, the others created on need (while direct memory has room) and kept; a request that finds none free waits in {@link #bounceWaiters}. A holder only waits
+     * taken at open, the others created on need (whenever direct memory has room, {@link #growBounce})
+     * and kept; a request that finds none free waits in {@link #bounceWaiters}. A holder only waits
      * for back-end completions and slots, never for a lock or a table, so the wait always ends.
      */
     private final Bounce[] bouncePool;
