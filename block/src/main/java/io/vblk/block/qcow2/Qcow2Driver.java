@@ -237,6 +237,8 @@ public final class Qcow2Driver implements BlockDriver {
     private long bounceGrowAfter;
     /** Punches issued ({@link #punches}). */
     private long punches;
+    /** Refcount reads a DISCARD issued before a punch ({@link #refcountReads}). */
+    private long refcountReads;
     private boolean bounceGrowBackoff;
     /** How long growth pauses after a failed allocation (see {@link #bounceGrowAfter}). */
     static final long BOUNCE_GROW_BACKOFF_NANOS = 10_000_000_000L;
@@ -1592,6 +1594,15 @@ public final class Qcow2Driver implements BlockDriver {
      * waits only for this read). False when it waits.
      */
     private boolean readRefcount(Req r, long off) {
+        if (off >= entryLimit) {
+            // Past the image as opened: no entry read from it names such a cluster (checkL2),
+            // so this driver allocated it (refcount 1, never shared): nothing to read.
+            r.discardHost = off;
+            r.newEntry = off | OFLAG_COPIED | OFLAG_ZERO;
+            r.needBarrier = false;
+            r.phase = PH_DATA_WRITTEN;
+            return true;
+        }
         long c = off >>> clusterBits;
         int order = meta.header.refcountOrder;
         long perBlock = ((long) cluster * 8) >>> order;
@@ -1616,6 +1627,7 @@ public final class Qcow2Driver implements BlockDriver {
         r.discardHost = off;
         r.bounceVec(0, alignment);
         r.phase = PH_REFCOUNT;
+        refcountReads++;
         if (!prepare(r, io.prepareRead(start, r.bounceVec, reqTag(r, alignment)))) {
             return true;
         }
@@ -2653,6 +2665,11 @@ public final class Qcow2Driver implements BlockDriver {
     /** The backing file's driver, or null; for tests. */
     BlockDriver backing() {
         return backing;
+    }
+
+    /** Refcount reads a DISCARD issued (one per cluster the image had at open); for tests. */
+    long refcountReads() {
+        return refcountReads;
     }
 
     /** Host-range punches a DISCARD issued (one per run of adjacent clusters); for tests. */

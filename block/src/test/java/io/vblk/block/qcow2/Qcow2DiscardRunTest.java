@@ -10,6 +10,7 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 import io.vblk.aio.BackendKind;
+import io.vblk.sys.NativeBuffer;
 import io.vblk.testkit.QemuTools;
 
 /**
@@ -17,7 +18,8 @@ import io.vblk.testkit.QemuTools;
  * fallocate each). Now the clusters whose host clusters follow each other are punched as one
  * run: 64 clusters written in order by qemu-io take one punch; 8 written in reverse order
  * (host clusters descending) take 8. Either way the space goes back, the image checks clean
- * and the neighbours' data is intact.
+ * and the neighbours' data is intact. Each cluster the image had at open has its refcount read
+ * before the punch; one the driver allocated itself needs none.
  */
 class Qcow2DiscardRunTest {
     private static final int CLUSTER = 64 << 10;
@@ -41,6 +43,16 @@ class Qcow2DiscardRunTest {
             assertEquals(1, d.punches(), "64 clusters adjacent in the guest and the host: one punch");
             assertEquals(0, rig.one(rig.discard(8 * MIB, 8 * CLUSTER)));
             assertEquals(1 + 8, d.punches(), "8 clusters whose host clusters descend: one punch each");
+            assertEquals(64 + 8, d.refcountReads(), "each cluster the image had at open: its refcount read");
+            // Clusters this driver allocated (past the file as opened) are its own: punched unread.
+            NativeBuffer b = DriverRig.buffer(CLUSTER);
+            b.buffer().setMemory(0, CLUSTER, (byte) 0x3c);
+            for (long at = 12 * MIB; at < 13 * MIB; at += CLUSTER) {
+                assertEquals(CLUSTER, rig.one(rig.write(at, b, CLUSTER)));
+            }
+            assertEquals(0, rig.one(rig.discard(12 * MIB, MIB)));
+            assertEquals(1 + 8 + 1, d.punches(), "16 clusters allocated in order: one punch");
+            assertEquals(64 + 8, d.refcountReads(), "no refcount read for the driver's own clusters");
             assertEquals(0, rig.one(rig.flush()));
         }
         long after = allocatedBytes(img);
@@ -51,6 +63,7 @@ class Qcow2DiscardRunTest {
         qemuIo(img, "read -P 0 0 4M");
         qemuIo(img, "read -P 0x66 4M 64k");
         qemuIo(img, "read -P 0 8M 512k");
+        qemuIo(img, "read -P 0 12M 1M");
     }
 
     private static long allocatedBytes(Path p) {
