@@ -508,6 +508,26 @@ final class Daemon implements AutoCloseable {
         return null;
     }
 
+    /**
+     * Lists the exports in the order of {@code ids} (the configuration file's), whatever order
+     * their concurrent opens at start ended in ({@link StartOpener}), so listings, the metrics and
+     * the persisted file keep the file's order; ids not in it keep their place after those that are.
+     */
+    void orderExportsAs(List<String> ids) {
+        Map<String, Integer> rank = new java.util.HashMap<>();
+        for (int i = 0; i < ids.size(); i++) {
+            rank.putIfAbsent(ids.get(i), i);
+        }
+        synchronized (changes) {
+            synchronized (order) {
+                List<String> sorted = new ArrayList<>(order);
+                sorted.sort(java.util.Comparator.comparingInt(id -> rank.getOrDefault(id, Integer.MAX_VALUE)));
+                order.clear();
+                order.addAll(sorted);
+            }
+        }
+    }
+
     /** Entries of the file that failed at start and are kept: {@code vblk_config_entries_failed}. */
     int failedEntries() {
         return failedExports.size() + failedIothreads.size();
