@@ -266,6 +266,11 @@ final class Daemon implements AutoCloseable {
             return Stats.of(export(p), p.bool("reset_latency"));
         });
         methods.put("export.resize", this::exportResize);
+        methods.put("export.rebind", p -> {
+            p.rejectUnknown(Set.of("id"));
+            Export e = export(p);
+            return Map.of("id", e.spec.id, "rebound", e.rebind());
+        });
         methods.put("export.set_limits", this::exportSetLimits);
         methods.put("iothread.add", this::iothreadAdd);
         methods.put("iothread.list", this::iothreadList);
@@ -1444,12 +1449,13 @@ final class Daemon implements AutoCloseable {
 
     /**
      * Looks at every export's socket file (a stat each) and tells, once per export, one that was
-     * removed or replaced since it was bound: frontends can no longer connect to it. Runs every
-     * {@link Lifecycle#SOCKET_CHECK_SECONDS} and before a listing.
+     * removed or replaced since it was bound: frontends can no longer connect to it; one still
+     * missing at the next check listens again there ({@link Export#checkSocketAndRebind}). Runs
+     * every {@link Lifecycle#SOCKET_CHECK_SECONDS}.
      */
     void checkSockets() {
         for (Export e : exports.values()) {
-            e.checkSocket();
+            e.checkSocketAndRebind();
         }
     }
 
