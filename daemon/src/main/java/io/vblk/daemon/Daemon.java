@@ -96,6 +96,11 @@ final class Daemon implements AutoCloseable {
      * is opened, where a rename may swap the path. Does nothing in the daemon.
      */
     volatile Runnable beforeOpen = () -> { };
+    /**
+     * Test hook (RemoveAttachRaceTest): runs in export.remove between its look for an attached
+     * frontend and the stop that refuses new ones. Does nothing in the daemon.
+     */
+    volatile Runnable afterAttachedCheck = () -> { };
     private volatile boolean shuttingDown;
     private volatile SystemdNotify systemd = new SystemdNotify(null, null);
     private volatile String readyNotice;
@@ -1095,6 +1100,10 @@ final class Daemon implements AutoCloseable {
             // frontend would see the connection drop mid-I/O) unless asked to. The shutdown and
             // the configuration's own paths close exports through remove(Export), never here.
             io.vblk.vhost.VhostUserServer.Frontend f = e.frontend();
+            afterAttachedCheck.run();
+            if (f == null && !force && !e.stopUnlessAttached()) {
+                f = e.frontend(); // one came after the look above: refused as if it had been there
+            }
             if (f != null && !force) {
                 throw new RpcError(RpcError.IN_USE, "export '" + id + "' has a frontend connected (" + (f.pid() >= 0
                         ? "pid " + f.pid() : "pid unknown") + "): detach it first (QEMU: device_del), or pass force (ctl"

@@ -688,6 +688,14 @@ final class Export implements AutoCloseable {
     }
 
     /**
+     * Stops accepting and serving unless a frontend is attached, atomically with the check
+     * ({@link VhostUserServer#stopUnlessServing}): false, and nothing changed, when one is.
+     */
+    boolean stopUnlessAttached() {
+        return server.stopUnlessServing();
+    }
+
+    /**
      * Drains in-flight requests, closes the frontend's connection, the device and its I/O
      * threads, removes the socket and closes the image. The image's locks are dropped at once
      * only when the drain ended and every back end closed drained ({@link

@@ -486,6 +486,28 @@ public final class VhostUserServer implements AutoCloseable {
         log.info("listening again on " + socketFile.path() + " (its socket file had been removed or replaced)");
     }
 
+    /**
+     * {@link #stop()}, unless a frontend is served now (one that has already hung up does not
+     * count, as in {@link #frontend()}): checked and stopped under the lock the listener's turns
+     * take, so no frontend can be accepted between the check and the stop (a removal that found
+     * no VM attached never cuts off one that came just then). A frontend connecting after it is
+     * closed unserved. Returns whether it stopped (true also when already stopping or closed).
+     */
+    public synchronized boolean stopUnlessServing() {
+        if (closed || stopping) {
+            return true;
+        }
+        synchronized (listenLock) {
+            Session s = current;
+            if (s != null && !s.frontendGone()) {
+                return false;
+            }
+            stopping = true; // the listener's next turn closes whom it accepts
+        }
+        stop();
+        return true;
+    }
+
     /** Waits until {@link #serve()} has returned; true if it did within the timeout. */
     public boolean awaitStopped(long timeout, TimeUnit unit) throws InterruptedException {
         return !serving || finished.await(timeout, unit);
