@@ -271,12 +271,12 @@ final class Daemon implements AutoCloseable {
             return Stats.of(export(p), p.bool("reset_latency"));
         });
         methods.put("export.resize", this::exportResize);
+        methods.put("export.set_limits", this::exportSetLimits);
         methods.put("export.rebind", p -> {
             p.rejectUnknown(Set.of("id"));
             Export e = export(p);
             return Map.of("id", e.spec.id, "rebound", e.rebind());
         });
-        methods.put("export.set_limits", this::exportSetLimits);
         methods.put("iothread.add", this::iothreadAdd);
         methods.put("iothread.list", this::iothreadList);
         methods.put("iothread.remove", this::iothreadRemove);
