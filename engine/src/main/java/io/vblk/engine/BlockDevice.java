@@ -88,9 +88,6 @@ public final class BlockDevice implements AutoCloseable {
         this.tuning = b.tuning;
         this.listener = b.listener;
         this.memory = b.memory;
-        if (memory != null) {
-            memory.attach(this); // unmapped only once this device let go of it (GuestMemory.close)
-        }
         this.backends = b.backends;
         this.drivers = b.drivers;
         int numQueues = b.config.numQueues();
@@ -109,6 +106,9 @@ public final class BlockDevice implements AutoCloseable {
         int threadCount = shared != null ? Math.min(shared.length, numQueues) : tuning.threadCount(numQueues);
         threads = new IoThread[threadCount];
         threadOfQueue = new IoThread[numQueues];
+        if (memory != null) {
+            memory.attach(this); // unmapped only once this device let go of it (GuestMemory.close)
+        }
         try {
             for (int t = 0; t < threadCount; t++) {
                 DeviceQueue[] mine = queuesOf(t, numQueues, shared == null ? 0 : threadCount);
@@ -262,15 +262,20 @@ public final class BlockDevice implements AutoCloseable {
         newMemory.attach(this); // throws for a closed table, before anything changed
         GuestMemory old = memory;
         boolean[] wasRunning = new boolean[queues.length];
-        for (DeviceQueue q : queues) {
-            if (q.state == QueueLifecycle.RUNNING) {
-                wasRunning[q.index] = true;
-                stopQueue(q.index);
-            } else {
-                // A quarantined queue can still have reads in flight whose completion writes
-                // into the old table (issue 10, bug 4): wait for them, changing nothing else.
-                drain(q);
+        try {
+            for (DeviceQueue q : queues) {
+                if (q.state == QueueLifecycle.RUNNING) {
+                    wasRunning[q.index] = true;
+                    stopQueue(q.index);
+                } else {
+                    // A quarantined queue can still have reads in flight whose completion writes
+                    // into the old table (issue 10, bug 4): wait for them, changing nothing else.
+                    drain(q);
+                }
             }
+        } catch (RuntimeException | Error e) {
+            newMemory.detach(this); // not installed: the old table stays the device's
+            throw e;
         }
         memory = newMemory;
         // Nothing is in flight: the old table's registration goes (its pages unpinned) before

@@ -14,6 +14,7 @@ import java.nio.file.Path;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
 
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -23,6 +24,7 @@ import io.vblk.aio.Image;
 import io.vblk.aio.ImageOptions;
 import io.vblk.sys.Errno;
 import io.vblk.sys.EventFd;
+import io.vblk.testkit.RingTamperer;
 
 /**
  * What an embedding VMM may do with the public API without breaking the process (a reviewer's
@@ -94,6 +96,44 @@ class EmbedderContractTest {
             assertTrue(rig.device.isRunning(0), "the refused stop changed nothing");
         } finally {
             rig.close(); // returns: no I/O thread is stuck
+        }
+    }
+
+    @Test
+    void aResetFromAListenerCallbackFailsInsteadOfDeadlockingTheDevice() throws Exception {
+        CompletableFuture<Throwable> seen = new CompletableFuture<>();
+        AtomicReference<BlockDevice> device = new AtomicReference<>();
+        DeviceListener listener = new DeviceListener() {
+            @Override
+            public void queueBroken(int queue, String reason) {
+                try {
+                    device.get().reset();
+                    seen.complete(null);
+                } catch (RuntimeException e) {
+                    seen.complete(e);
+                }
+            }
+        };
+        DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).imageBytes(BYTES).listener(listener).build();
+        try {
+            device.set(rig.device);
+            RingTamperer.of(rig.driver(0)).writeAvailIdx(rig.driver(0).availIdx() + rig.driver(0).size() + 1);
+            rig.kicks[0].signal();
+            Throwable e = seen.get(60, TimeUnit.SECONDS); // before the fix: never
+            assertTrue(e instanceof IllegalStateException, "got " + e);
+            rig.device.reset(); // from a control thread: fine
+            assertFalse(rig.device.isBroken(0));
+        } finally {
+            rig.close();
+        }
+    }
+
+    @Test
+    void aRingLargerThanTheConfigsQueueSizeIsRefused() throws Exception {
+        try (DeviceRig rig = DeviceRig.builder(dir, BackendKind.IO_URING).imageBytes(BYTES).config(b -> b.queueSize(64)).build()) {
+            rig.device.stopQueue(0);
+            assertThrows(IllegalArgumentException.class, () -> rig.device.configureQueue(0, 128, 0, 4096, 8192));
+            rig.device.configureQueue(0, 32, 0, 4096, 8192); // smaller: fine
         }
     }
 
