@@ -607,6 +607,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     @Override
     public void run() {
+        DataPlaneThreads.markCurrent();
         noteThreadId();
         while (running) {
             try {
