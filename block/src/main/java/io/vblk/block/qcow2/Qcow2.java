@@ -84,6 +84,12 @@ public final class Qcow2 {
                 synchronized (this) {
                     d = driver;
                 }
+                if (!options.readOnly() && d != null && d.flushFailed()) {
+                    // A failed flush (a barrier's, a metadata write's, a guest FLUSH's) consumed
+                    // the kernel's one report: an fdatasync now would succeed with data lost.
+                    throw new java.io.UncheckedIOException(new IOException("qcow2: an earlier flush of " + path
+                            + " failed; its writes may be lost"));
+                }
                 if (!options.readOnly() && d != null && d.image() != null) {
                     int rc = d.image().fdatasync();
                     if (rc < 0) {
