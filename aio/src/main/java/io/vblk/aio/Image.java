@@ -75,8 +75,11 @@ public final class Image implements AutoCloseable {
      * with EIO instead (QEMU's page_cache_inconsistent). Only reopening the image clears it.
      */
     private volatile boolean flushFailed;
-    /** Tests only: the errno the next successful flush completion reports instead (0: none). */
-    volatile int injectFlushErrno;
+    /**
+     * Tests only (a seam like sys FaultPoints): the errno the next successful flush completion
+     * reports instead, 0 for none. There is no dm-error without root to fail a real fdatasync.
+     */
+    public volatile int injectFlushErrno;
     /**
      * Back ends that still reach the file after their close returned undrained (the thread back
      * end: a worker stuck in a read on a hung FUSE/NFS file, through the channels). While any
