@@ -51,6 +51,29 @@ class Qcow2StickyFlushSyncTest {
         }
     }
 
+    /**
+     * A clean close ends with an fdatasync of the file (QEMU's close flushes too), also when no
+     * reserved clusters were left to hand back: seen through the image's seam, the close's sync
+     * is the flush that meets the injected failure.
+     */
+    @Test
+    void aCleanCloseSyncsTheFile() throws Exception {
+        Path img = DriverRig.create(dir, "vm.qcow2", "16M", "-o", "cluster_size=" + CLUSTER);
+        Qcow2Driver d = (Qcow2Driver) Qcow2.factory(img, BackendKind.IO_URING, Qcow2Options.defaults()).open(16);
+        io.vblk.aio.Image image = d.image();
+        try {
+            DriverRig rig = new DriverRig(d);
+            NativeBuffer b = DriverRig.buffer(4096);
+            assertEquals(4096, rig.one(rig.write(0, b, 4096)));
+            assertEquals(0, rig.one(rig.flush()));
+            assertEquals(4096, rig.one(rig.write(0, b, 4096)), "an in-place write left unflushed");
+            image.injectFlushErrno = Errno.EIO;
+        } finally {
+            d.close();
+        }
+        assertEquals(true, image.flushFailed(), "the close synced the file");
+    }
+
     private Process start(Path img, Path sock) throws Exception {
         Files.deleteIfExists(sock);
         Process p = new ProcessBuilder(List.of("nbdkit", "-f", "-U", sock.toString(), "--filter=cache", "file",
