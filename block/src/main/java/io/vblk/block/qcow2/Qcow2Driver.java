@@ -456,6 +456,14 @@ public final class Qcow2Driver implements BlockDriver {
         return readOnly;
     }
 
+    /**
+     * Whether a flush of the image failed: every later FLUSH fails, and so does the factory's
+     * sync (a hand-over's). Written by the I/O thread; read once it has stopped.
+     */
+    public boolean flushFailed() {
+        return flushFailed;
+    }
+
     @Override
     public int depth() {
         return reqs.length;
