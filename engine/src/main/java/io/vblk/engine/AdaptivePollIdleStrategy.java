@@ -59,6 +59,8 @@ import org.agrona.concurrent.NanoClock;
  *     #CONTENDED_BACKOFF_NS}: it is not found again within a back-off) and so measures blocking
  *     anew; a back-off with too little work to measure (an idle guest) leaves the rules as they
  *     were. Work is what the rounds report ({@code idle(workCount)}), counted without a clock read.
+ *     <b>Off by default</b> ({@link IdleStrategies#POLL_PAYS}, {@code -Dvblk.adaptive.pollPays=true}):
+ *     not yet measured on a machine quiet enough to show the two modes.
  * <li><b>Yield when the scheduler keeps taking the core</b>: a preemption shorter than the gap
  *     above (the guest thread this one just interrupted runs 10-20 us on its core, then sleeps)
  *     leaves no visible gap, yet it is the common case on a host with one runnable thread too
@@ -274,6 +276,8 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     private double blockRate = Double.NaN;
     private long blockRateAtNs;
     private long paidContendedSamples;
+    /** Whether contention is weighed against the last back-off's rate ({@link IdleStrategies#POLL_PAYS}). */
+    private boolean comparesRates = true;
 
     /** As below, without the switch count: only gaps between rounds show a preemption. */
     AdaptivePollIdleStrategy(NanoClock clock, long initialPollNs, long maxPollNs, KernelSleep sleeper) {
@@ -431,7 +435,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
 
     /** Whether polling, contended as it is, has served clearly more work per unit of time than the last back-off's blocking. */
     private boolean pollingPays(long now) {
-        return !Double.isNaN(blockRate) && !Double.isNaN(pollRate) && now - blockRateAtNs < BLOCK_RATE_TTL_NS
+        return comparesRates && !Double.isNaN(blockRate) && !Double.isNaN(pollRate) && now - blockRateAtNs < BLOCK_RATE_TTL_NS
                 && pollRate >= POLL_PAYS_FACTOR * blockRate;
     }
 
@@ -624,6 +628,12 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** Samples whose averaged lost share stopped polling (the rest of {@link #preemptions()}). */
     long lostSamples() {
         return lostSamples;
+    }
+
+    /** Turns the comparison of polling's rate with the last back-off's on or off (on unless told); returns this. */
+    AdaptivePollIdleStrategy comparingRates(boolean on) {
+        comparesRates = on;
+        return this;
     }
 
     /** Contended samples that went on polling because polling served more than the last back-off's blocking. */
