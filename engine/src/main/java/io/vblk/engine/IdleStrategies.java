@@ -30,9 +30,9 @@ final class IdleStrategies {
      * work per unit of time than its last back-off's blocking did ({@link AdaptivePollIdleStrategy},
      * "unless polling serves the guest faster"). Off by default ({@code -Dvblk.adaptive.pollPays=true}
      * turns it on): written for depth 1 with a polling guest and two busy loops, whose slow mode
-     * matches the lost-share back-off, it was measured on 2026-12-06 19:44-20:14 only at load
-     * 18-31 from other builds, where that cell made 5-42k IOPS with either build (against 95-380k
-     * at load 1-5) and no direction showed; see docs/performance-log.md.
+     * matches the lost-share back-off, it was measured on 2026-12-06 19:44-20:18 only at load
+     * 10-31 from other builds, where that cell made 5-145k IOPS with either build (against
+     * 95-380k at load 1-5) and no direction showed; see docs/performance-log.md.
      */
     static final boolean POLL_PAYS = Boolean.getBoolean("vblk.adaptive.pollPays");
 
