@@ -68,6 +68,19 @@ public final class Image implements AutoCloseable {
     private FileChannel bufferedChannel;
     private volatile boolean closed;
     /**
+     * A flush of this file failed (an fdatasync, an io_uring or Linux AIO FDSYNC, the thread back
+     * end's force): sticky, for every back end on the file and for {@link #fdatasync()}. Linux
+     * reports a writeback error once per open file and may drop the dirty pages it could not
+     * write, so a retried flush would succeed with the data gone; from here on every flush fails
+     * with EIO instead (QEMU's page_cache_inconsistent). Only reopening the image clears it.
+     */
+    private volatile boolean flushFailed;
+    /**
+     * Tests only (a seam like sys FaultPoints): the errno the next successful flush completion
+     * reports instead, 0 for none. There is no dm-error without root to fail a real fdatasync.
+     */
+    public volatile int injectFlushErrno;
+    /**
      * Back ends that still reach the file after their close returned undrained (the thread back
      * end: a worker stuck in a read on a hung FUSE/NFS file, through the channels). While any
      * holds the image, {@link #close()} defers closing the descriptor and channels to the last
@@ -255,7 +268,37 @@ public final class Image implements AutoCloseable {
      * a sync of whatever file reuses the number), {@code -EINVAL} for a portable image.
      */
     public int fdatasync() {
-        return file == null ? -Errno.EINVAL : file.fdatasync();
+        if (file == null) {
+            return -Errno.EINVAL;
+        }
+        return (int) flushCompleted(file.fdatasync());
+    }
+
+    /**
+     * Every flush's result on this file passes through here (back ends call it as a flush
+     * completes): a failure makes every later flush fail with EIO ({@link #flushFailed}).
+     * ECANCELED (a flush a close cancelled, never run) and EBADF (the image already closed) say
+     * nothing of the file's data. A volatile read per flush, no lock.
+     */
+    public long flushCompleted(long result) {
+        if (result == 0 && injectFlushErrno != 0) {
+            result = -injectFlushErrno; // tests only: a failed fdatasync, which nothing else here can cause
+            injectFlushErrno = 0;
+        }
+        if (result < 0 && result != -Errno.ECANCELED && result != -Errno.EBADF) {
+            if (!flushFailed) {
+                flushFailed = true;
+                System.getLogger("io.vblk.aio").log(System.Logger.Level.ERROR, "vblk: flush of {0} failed ({1});"
+                        + " every later flush fails with EIO until the image is reopened", path, Errno.describe((int) -result));
+            }
+            return result;
+        }
+        return result == 0 && flushFailed ? -Errno.EIO : result;
+    }
+
+    /** Whether a flush of this file failed: every later one fails (see {@link #flushCompleted}). */
+    public boolean flushFailed() {
+        return flushFailed;
     }
 
     /** The block size the device should advertise: a sector, or the O_DIRECT offset alignment if larger. */
@@ -576,6 +619,17 @@ public final class Image implements AutoCloseable {
     public synchronized void close() {
         if (closed) {
             return;
+        }
+        if (holds == 0 && file != null && !options.readOnly() && !flushFailed) {
+            // A clean close makes what was written durable, as QEMU's does (bdrv_close flushes):
+            // a guest or an embedder that never sent a last FLUSH keeps its writes across a power
+            // cut after close. Not while an undrained back end holds the file (a hung file
+            // system), nor after a failed flush (it stays failed; nothing to learn).
+            int rc = fdatasync();
+            if (rc < 0 && rc != -Errno.EINVAL) { // EINVAL: a file that takes no fdatasync (a pipe, /dev/null)
+                System.getLogger("io.vblk.aio").log(System.Logger.Level.ERROR,
+                        "vblk: the final fdatasync of {0} at close failed: {1}", path, Errno.describe(-rc));
+            }
         }
         closed = true;
         if (holds > 0) {

@@ -650,6 +650,9 @@ abstract class SlottedBackend implements IoBackend {
      * of this poll ({@link #finishCopyOuts}).
      */
     final void complete(int slot, long result, CompletionSink sink) {
+        if (image != null && slots.op(slot) == SlotTable.OP_FLUSH) {
+            result = image.flushCompleted(result); // a failed flush fails every later one (sticky)
+        }
         if (result > 0 && slots.bounced(slot) && slots.op(slot) == SlotTable.OP_READ) {
             slots.result(slot, result);
             copier.expect(slot, result);

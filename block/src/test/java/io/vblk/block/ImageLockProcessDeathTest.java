@@ -9,6 +9,8 @@ import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 
 import org.junit.jupiter.api.Test;
@@ -50,10 +52,11 @@ class ImageLockProcessDeathTest {
 
     private static Process holder(Path image) throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        Process p = new ProcessBuilder(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-                "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false",
-                "-cp", System.getProperty("java.class.path"), Holder.class.getName(), image.toString())
-                .redirectErrorStream(true).start();
+        List<String> cmd = new ArrayList<>();
+        cmd.add(java);
+        cmd.addAll(io.vblk.testkit.JvmFlags.list()); // the parent pom's one list
+        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), Holder.class.getName(), image.toString()));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
         String line = new BufferedReader(new InputStreamReader(p.getInputStream())).readLine();
         assertEquals("locked", line);
         return p;

@@ -96,6 +96,11 @@ final class Daemon implements AutoCloseable {
      * is opened, where a rename may swap the path. Does nothing in the daemon.
      */
     volatile Runnable beforeOpen = () -> { };
+    /**
+     * Test hook (RemoveAttachRaceTest): runs in export.remove between its look for an attached
+     * frontend and the stop that refuses new ones. Does nothing in the daemon.
+     */
+    volatile Runnable afterAttachedCheck = () -> { };
     private volatile boolean shuttingDown;
     private volatile SystemdNotify systemd = new SystemdNotify(null, null);
     private volatile String readyNotice;
@@ -267,6 +272,11 @@ final class Daemon implements AutoCloseable {
         });
         methods.put("export.resize", this::exportResize);
         methods.put("export.set_limits", this::exportSetLimits);
+        methods.put("export.rebind", p -> {
+            p.rejectUnknown(Set.of("id"));
+            Export e = export(p);
+            return Map.of("id", e.spec.id, "rebound", e.rebind());
+        });
         methods.put("iothread.add", this::iothreadAdd);
         methods.put("iothread.list", this::iothreadList);
         methods.put("iothread.remove", this::iothreadRemove);
@@ -506,6 +516,26 @@ final class Daemon implements AutoCloseable {
             addIoThread(Params.json(params));
         }
         return null;
+    }
+
+    /**
+     * Lists the exports in the order of {@code ids} (the configuration file's), whatever order
+     * their concurrent opens at start ended in ({@link StartOpener}), so listings, the metrics and
+     * the persisted file keep the file's order; ids not in it keep their place after those that are.
+     */
+    void orderExportsAs(List<String> ids) {
+        Map<String, Integer> rank = new java.util.HashMap<>();
+        for (int i = 0; i < ids.size(); i++) {
+            rank.putIfAbsent(ids.get(i), i);
+        }
+        synchronized (changes) {
+            synchronized (order) {
+                List<String> sorted = new ArrayList<>(order);
+                sorted.sort(java.util.Comparator.comparingInt(id -> rank.getOrDefault(id, Integer.MAX_VALUE)));
+                order.clear();
+                order.addAll(sorted);
+            }
+        }
     }
 
     /** Entries of the file that failed at start and are kept: {@code vblk_config_entries_failed}. */
@@ -1070,6 +1100,10 @@ final class Daemon implements AutoCloseable {
             // frontend would see the connection drop mid-I/O) unless asked to. The shutdown and
             // the configuration's own paths close exports through remove(Export), never here.
             io.vblk.vhost.VhostUserServer.Frontend f = e.frontend();
+            afterAttachedCheck.run();
+            if (f == null && !force && !e.stopUnlessAttached()) {
+                f = e.frontend(); // one came after the look above: refused as if it had been there
+            }
             if (f != null && !force) {
                 throw new RpcError(RpcError.IN_USE, "export '" + id + "' has a frontend connected (" + (f.pid() >= 0
                         ? "pid " + f.pid() : "pid unknown") + "): detach it first (QEMU: device_del), or pass force (ctl"
@@ -1424,12 +1458,13 @@ final class Daemon implements AutoCloseable {
 
     /**
      * Looks at every export's socket file (a stat each) and tells, once per export, one that was
-     * removed or replaced since it was bound: frontends can no longer connect to it. Runs every
-     * {@link Lifecycle#SOCKET_CHECK_SECONDS} and before a listing.
+     * removed or replaced since it was bound: frontends can no longer connect to it; one still
+     * missing at the next check listens again there ({@link Export#checkSocketAndRebind}). Runs
+     * every {@link Lifecycle#SOCKET_CHECK_SECONDS}.
      */
     void checkSockets() {
         for (Export e : exports.values()) {
-            e.checkSocket();
+            e.checkSocketAndRebind();
         }
     }
 

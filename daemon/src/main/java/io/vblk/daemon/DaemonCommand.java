@@ -164,24 +164,17 @@ final class DaemonCommand implements Callable<Integer> {
                     throw new InvalidParams("--config " + config + ": iothreads[" + i + "]: " + e.getMessage());
                 }
             }
-            for (int i = 0; i < exports.size(); i++) {
-                try {
-                    if (persist) {
-                        failed += daemon.applyOrKeep(true, exports.get(i)) == null ? 0 : 1;
-                    } else {
-                        daemon.add(daemon.parseExport(Params.json(exports.get(i))));
-                    }
-                } catch (InvalidParams | RpcError e) {
-                    if (Main.failure(e)) {
-                        throw new RpcError(((RpcError) e).code, "--config " + config + ": exports[" + i + "]: " + e.getMessage(), e);
-                    }
-                    throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
-                }
-                daemon.startedOne();
-                if (systemd.enabled()) {
-                    systemd.send("STATUS=opening exports: " + (i + 1) + " of " + exports.size() + " tried, " + failed + " failed");
-                }
-            }
+            // Opened several at once (StartOpener): each attach to an I/O thread is a round trip to
+            // it, and the ones that wait together are applied in one pass.
+            failed = StartOpener.run(exports.size(), StartOpener.PARALLEL, i -> openAtStart(daemon, exports.get(i), i),
+                    (tried, failedSoFar) -> {
+                        daemon.startedOne();
+                        if (systemd.enabled()) {
+                            systemd.send("STATUS=opening exports: " + tried + " of " + exports.size() + " tried, " + failedSoFar
+                                    + " failed");
+                        }
+                    });
+            daemon.orderExportsAs(exports.stream().map(e -> e.get("id") instanceof String s ? s : "").toList());
             failedAtStart = failed;
             failedThreadsAtStart = failedThreads;
             if (persist) {
@@ -213,6 +206,25 @@ final class DaemonCommand implements Callable<Integer> {
                 + ")");
         ctx.out().flush();
         return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
+    }
+
+    /**
+     * Opens export entry {@code i} of the file at start: true when it failed and is kept as a
+     * failed entry (--persist); a failure that stops the start is thrown, naming the entry.
+     */
+    private boolean openAtStart(Daemon daemon, Map<String, Object> entry, int i) {
+        try {
+            if (persist) {
+                return daemon.applyOrKeep(true, entry) != null;
+            }
+            daemon.add(daemon.parseExport(Params.json(entry)));
+            return false;
+        } catch (InvalidParams | RpcError e) {
+            if (Main.failure(e)) {
+                throw new RpcError(((RpcError) e).code, "--config " + config + ": exports[" + i + "]: " + e.getMessage(), e);
+            }
+            throw new InvalidParams("--config " + config + ": exports[" + i + "]: " + e.getMessage());
+        }
     }
 
     /**

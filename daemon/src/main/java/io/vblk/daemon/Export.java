@@ -485,12 +485,88 @@ final class Export implements AutoCloseable {
         boolean missing = !b.equals(socketFileId(spec.socket));
         if (missing && socketMissing.compareAndSet(false, true)) {
             log.info("export " + spec.id + ": socket " + spec.socket + " removed or replaced; frontends cannot connect to it"
-                    + " (export.remove and export.add of the export listen there again; a frontend attached now is served on)");
+                    + " (export.rebind listens there again, as the daemon does itself at its next check; a frontend attached"
+                    + " now is served on)");
         } else if (!missing) {
             socketMissing.set(false); // put back (a rename back): the next loss is told again
         }
         return missing;
     }
+
+    /**
+     * Listens again at the export's socket path when its file was removed or replaced
+     * ({@link VhostUserServer#rebind()}): a frontend attached now is served on, new ones connect
+     * to the new socket. Returns false (nothing done) when the file in place is the one bound.
+     *
+     * @throws RpcError when it cannot listen there: another process listens on the path (IN_USE),
+     *         or the path is unusable, its directory gone or a file that is no socket in its place
+     *         (OPEN_FAILED)
+     */
+    boolean rebind() {
+        synchronized (rebinding) {
+            if (!checkSocket()) {
+                return false;
+            }
+            try {
+                server.rebind();
+            } catch (IllegalArgumentException e) {
+                // Another server's live socket in its place (never taken over), or a path unusable now.
+                boolean live;
+                try {
+                    io.vblk.vhost.SocketFile.refuseLive(spec.socket);
+                    live = false;
+                } catch (IllegalArgumentException | io.vblk.sys.NativeException probe) {
+                    live = probe instanceof IllegalArgumentException;
+                }
+                throw new RpcError(live ? RpcError.IN_USE : RpcError.OPEN_FAILED, "cannot listen again on " + spec.socket + ": "
+                        + e.getMessage(), e);
+            } catch (UncheckedIOException e) {
+                throw new RpcError(RpcError.OPEN_FAILED, "cannot listen again on " + spec.socket + ": "
+                        + e.getCause().getMessage(), e);
+            } catch (IllegalStateException e) {
+                throw new RpcError(RpcError.NOT_FOUND, "export '" + spec.id + "' is being closed", e);
+            }
+            bound = socketFileId(spec.socket);
+            socketMissing.set(false);
+            return true;
+        }
+    }
+
+    /**
+     * The daemon's periodic look at the socket file ({@link Daemon#checkSockets}): a file found
+     * missing is told at once ({@link #checkSocket}); still missing at the next check (so the loss
+     * stays visible to export.list and the metrics for one period, and a rename and back is not
+     * fought), the export listens there again ({@link #rebind}). A rebind that cannot be done
+     * (the directory gone, a file or another server in its place) is logged once per reason and
+     * tried again at each check.
+     */
+    void checkSocketAndRebind() {
+        if (!checkSocket()) {
+            missingChecks = 0;
+            return;
+        }
+        if (++missingChecks < 2) {
+            return;
+        }
+        try {
+            rebind();
+            missingChecks = 0;
+            rebindError = null;
+        } catch (RpcError e) {
+            if (!e.getMessage().equals(rebindError)) {
+                rebindError = e.getMessage();
+                log.info("export " + spec.id + ": " + e.getMessage() + " (tried again at each check)");
+            }
+        }
+    }
+
+    /** Periodic checks in a row that found the socket file missing (the checking thread only). */
+    private int missingChecks;
+    /** The last reason a periodic rebind failed, logged once (the checking thread only). */
+    private String rebindError;
+
+    /** Serializes rebinds of this export (the periodic check and export.rebind). */
+    private final Object rebinding = new Object();
 
     /** What {@link #checkSocket} found last (export.list, export.stats and the metrics look again). */
     boolean socketMissing() {
@@ -609,6 +685,14 @@ final class Export implements AutoCloseable {
     /** Stops serving (any thread): the frontend's connection ends and drains; {@link #close()} then finishes the job. */
     void stop() {
         server.stop();
+    }
+
+    /**
+     * Stops accepting and serving unless a frontend is attached, atomically with the check
+     * ({@link VhostUserServer#stopUnlessServing}): false, and nothing changed, when one is.
+     */
+    boolean stopUnlessAttached() {
+        return server.stopUnlessServing();
     }
 
     /**

@@ -105,7 +105,7 @@ final class ExportMetrics implements MultiCollector {
                 .help("1 while a frontend (a VM) is connected to the export and served, else 0.");
         GaugeSnapshot.Builder socketMissing = GaugeSnapshot.builder().name("vblk_disk_socket_missing")
                 .help("1 when the export's socket file (or its directory) was removed or replaced under it: it listens, but no"
-                        + " frontend can connect (export.remove and export.add bring it back); else 0.");
+                        + " frontend can connect (export.rebind, or the daemon's next check, listens there again); else 0.");
         for (Export e : exports) {
             BlockDevice d = e.device();
             socketMissing.dataPoint(GaugeDataPointSnapshot.builder().labels(Labels.of("export", e.spec.id))

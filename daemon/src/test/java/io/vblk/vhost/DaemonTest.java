@@ -97,8 +97,8 @@ class DaemonTest {
         try (DaemonRig d = new DaemonRig(control, "--config", config.toString())) {
             assertEquals(PosixFilePermissions.fromString("rw-------"), Files.getPosixFilePermissions(control));
             assertEquals(List.of("export.add", "export.remove", "export.list", "export.stats", "export.resize",
-                    "export.set_limits", "iothread.add", "iothread.list", "iothread.remove", "config.save", "config.status",
-                    "config.retry", "methods.list", "daemon.version", "daemon.shutdown"), d.result("methods.list", null));
+                    "export.set_limits", "export.rebind", "iothread.add", "iothread.list", "iothread.remove", "config.save",
+                    "config.status", "config.retry", "methods.list", "daemon.version", "daemon.shutdown"), d.result("methods.list", null));
             assertTrue(((Map<String, Object>) d.result("daemon.version", null)).get("version").toString().startsWith("0."));
 
             Map<String, Object> added = (Map<String, Object>) d.result("export.add",

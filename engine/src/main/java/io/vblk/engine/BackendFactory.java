@@ -5,6 +5,7 @@ import io.vblk.aio.BackendOptions;
 import io.vblk.aio.Image;
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoBackends;
+import io.vblk.block.RawDriver;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeException;
 
@@ -29,6 +30,32 @@ public interface BackendFactory {
      * (a null disk).
      */
     default void sync() {
+    }
+
+    /**
+     * The size in bytes of the disk the back ends serve, as it is now, or -1 when unknown (the
+     * default). When known, {@link BlockDevice.Builder#build()} refuses a config larger than the
+     * disk and {@link BlockDevice#resize} a capacity the disk does not have yet.
+     */
+    default long sizeBytes() {
+        return -1;
+    }
+
+    /**
+     * Whether the disk refuses writes (default false). When true, {@link
+     * BlockDevice.Builder#build()} requires a read-only config ({@link BlkConfig.Builder#readOnly}).
+     */
+    default boolean readOnly() {
+        return false;
+    }
+
+    /**
+     * What gives the disk a new size when the device's raw drivers are resized ({@link
+     * BlockDevice#resizeDrivers}), or null (the default) when nothing can: resizeDrivers then
+     * throws UnsupportedOperationException.
+     */
+    default RawDriver.Resizer resizer() {
+        return null;
     }
 
     /**
@@ -59,6 +86,21 @@ public interface BackendFactory {
             @Override
             public void sync() {
                 syncImage(image);
+            }
+
+            @Override
+            public long sizeBytes() {
+                return image == null ? -1 : image.refreshSize(); // a file another tool grew counts as grown
+            }
+
+            @Override
+            public boolean readOnly() {
+                return image != null && image.readOnly();
+            }
+
+            @Override
+            public RawDriver.Resizer resizer() {
+                return image == null ? null : image::resize; // ftruncate: a writable regular file (else it says why)
             }
         };
     }

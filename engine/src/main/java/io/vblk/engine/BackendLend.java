@@ -74,6 +74,8 @@ final class BackendLend {
         CompletableFuture<Void> lent = new CompletableFuture<>();
         AtomicBoolean cancelled = new AtomicBoolean();
         owner.submitCommand(new InboxEvent.Command() {
+            /** Counted in lendsWaiting (each lend takes itself out once, whichever way it ends). */
+            private boolean counted;
             private boolean begun;
 
             @Override
@@ -87,12 +89,11 @@ final class BackendLend {
                 }
                 if (!begun) {
                     begun = true;
+                    counted = true;
                     lendsWaiting++;
                 }
                 if (cancelled.get()) {
-                    if (--lendsWaiting == 0) {
-                        state = State.SERVING; // no other lend waits for the queues to drain
-                    }
+                    uncount(); // no other lend waiting: the queues serve again
                     lent.completeExceptionally(new IOException("requests in flight did not finish in time"));
                     return true;
                 }
@@ -109,9 +110,35 @@ final class BackendLend {
                 t.backendLent(true);
                 lentTo = lent; // before LENT: see the borrower's give-up
                 state = State.LENT;
-                lendsWaiting--;
+                if (counted) {
+                    counted = false;
+                    lendsWaiting--;
+                }
                 lent.complete(null);
                 return true;
+            }
+
+            @Override
+            public void abandon(Throwable cause) {
+                // Given up after throwing in every run (I/O thread). Lent already (a throw after
+                // LENT: it never runs again while lent): the borrower's, as if it had said so.
+                if (lent.isDone() || (lentTo == lent && state == State.LENT)) {
+                    lent.complete(null);
+                    return;
+                }
+                // Otherwise the queues must not stay paused for a lend that will never come (a
+                // PAUSING member pops nothing), and the borrower is told now, not at its deadline.
+                uncount();
+                lent.completeExceptionally(new IOException("the I/O thread gave up lending its driver", cause));
+            }
+
+            private void uncount() {
+                if (counted) {
+                    counted = false;
+                    if (--lendsWaiting == 0 && state == State.PAUSING) {
+                        state = State.SERVING; // no other lend waits for the queues to drain
+                    }
+                }
             }
         });
         long deadline = System.nanoTime() + timeoutNs;
@@ -156,6 +183,11 @@ final class BackendLend {
             owner.wakeIfSleeping();
         }
         throw new IOException(failure, cause);
+    }
+
+    /** Lend commands begun and not yet finished (for tests; I/O thread only). */
+    int lendsWaiting() {
+        return lendsWaiting;
     }
 
     /**

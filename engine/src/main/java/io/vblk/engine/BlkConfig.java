@@ -112,7 +112,12 @@ public final class BlkConfig {
         return numQueues;
     }
 
-    /** The largest queue size the device accepts (a power of 2). */
+    /**
+     * The largest queue size the device accepts (a power of 2): {@link BlockDevice#configureQueue}
+     * and {@link BlockDevice#setQueueState} take any power of 2 from 1 up to it, and refuse a
+     * larger ring (its chains would not fit the per-request buffers sized from this). Not part of
+     * the config space: a VMM reports it as the queue's QueueNumMax.
+     */
     public int queueSize() {
         return queueSize;
     }
@@ -127,18 +132,22 @@ public final class BlkConfig {
         return sizeMax;
     }
 
+    /** Most sectors of one DISCARD segment (config space {@code max_discard_sectors}). */
     public long maxDiscardSectors() {
         return maxDiscardSectors;
     }
 
+    /** Most sectors of one WRITE_ZEROES segment (config space {@code max_write_zeroes_sectors}). */
     public long maxWriteZeroesSectors() {
         return maxWriteZeroesSectors;
     }
 
+    /** Most segments of one DISCARD request (config space {@code max_discard_seg}; {@link Builder#maxRangeSegments}). */
     public int maxDiscardSeg() {
         return maxDiscardSeg;
     }
 
+    /** Most segments of one WRITE_ZEROES request (config space {@code max_write_zeroes_seg}; {@link Builder#maxRangeSegments}). */
     public int maxWriteZeroesSeg() {
         return maxWriteZeroesSeg;
     }
@@ -242,6 +251,11 @@ public final class BlkConfig {
             return this;
         }
 
+        /**
+         * Offers VIRTIO_BLK_F_RO (default false): the driver writes nothing, and the device
+         * refuses writes, DISCARD and WRITE_ZEROES (neither feature is offered then). Required
+         * over a read-only image ({@link BlockDevice.Builder#build()} checks).
+         */
         public Builder readOnly(boolean value) {
             readOnly = value;
             return this;
@@ -297,11 +311,13 @@ public final class BlkConfig {
             return this;
         }
 
+        /** Offers VIRTIO_BLK_F_DISCARD (default true); never on a {@link #readOnly} device. */
         public Builder discard(boolean value) {
             discard = value;
             return this;
         }
 
+        /** Offers VIRTIO_BLK_F_WRITE_ZEROES (default true); never on a {@link #readOnly} device. */
         public Builder writeZeroes(boolean value) {
             writeZeroes = value;
             return this;
@@ -321,6 +337,11 @@ public final class BlkConfig {
             return this;
         }
 
+        /**
+         * The config.
+         *
+         * @throws IllegalArgumentException when the capacity is not a whole number of logical blocks
+         */
         public BlkConfig build() {
             if (capacitySectors % (blockSize / BlkRequestDescriptor.SECTOR_SIZE) != 0) {
                 throw new IllegalArgumentException("capacity is not a whole number of " + blockSize + "-byte blocks");

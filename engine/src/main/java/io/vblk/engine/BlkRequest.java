@@ -46,6 +46,12 @@ final class BlkRequest {
     byte stage;
     /** Set when its completion gives it back (so a failure handler does not give it back twice). */
     boolean finished;
+    /**
+     * Its back end's prepare threw (a direct-memory shortage): whether the back end took it is
+     * unknown, so it waits {@link #HANDED} for either its completion or a back end with nothing
+     * in flight, which proves none will come ({@link FaultRecovery#settleUnanswered}). I/O thread only.
+     */
+    boolean unanswered;
     /** Operations finished and held for a write-through flush ({@link WriteThrough}); I/O thread only. */
     int heldOps;
     /** The last successful result among them. */
@@ -82,6 +88,7 @@ final class BlkRequest {
         error = 0;
         immediateStatus = BlkRequestDescriptor.S_OK;
         finished = false;
+        unanswered = false;
         heldOps = 0;
         heldResult = 0;
         heldError = 0;

@@ -40,6 +40,21 @@ import io.vblk.vring.QueueState;
  * latency) are for one control thread at a time; they block until the I/O thread has applied
  * them. Nothing a guest writes into its rings makes them throw: a corrupt ring quarantines its
  * queue and is reported to the {@link DeviceListener}.
+ *
+ * <p>Rules an embedder keeps (each is checked, none can crash the process):
+ * <ul>
+ * <li>Never call a control method from an {@link Interrupt} or {@link DeviceListener} callback:
+ *     those run on the device's data-plane threads, which the call would wait for; it throws
+ *     {@link IllegalStateException} there. Hand it to another thread.
+ * <li>After {@link #close()} every control method and {@link #kick} throws
+ *     {@link IllegalStateException} ("device closed"); the readers (counters, state) still answer.
+ * <li>Descriptors handed over ({@link #setKick}, {@link Interrupt#of}) are duplicated: the caller
+ *     may close its own as soon as the call returns.
+ * <li>The {@link GuestMemory} may be closed at any time: the device is attached to it, so it stays
+ *     mapped until the device let go (closed and quiesced, or given another table).
+ * <li>Run the JVM with {@code --add-exports java.base/jdk.internal.misc=ALL-UNNAMED} (see
+ *     {@code scripts/jvm-flags}).
+ * </ul>
  */
 public final class BlockDevice implements AutoCloseable {
     /** {@link #setUsedRingLog}: log used-ring writes at the ring's own guest address (the default). */
@@ -65,8 +80,10 @@ public final class BlockDevice implements AutoCloseable {
     private final String[] bufferRegistration;
     private final GuestBufferRegistration registration;
     private volatile boolean closed;
+    private final String name;
 
     private BlockDevice(Builder b) {
+        this.name = b.name;
         this.model = new DeviceModel(b.config);
         this.tuning = b.tuning;
         this.listener = b.listener;
@@ -89,6 +106,9 @@ public final class BlockDevice implements AutoCloseable {
         int threadCount = shared != null ? Math.min(shared.length, numQueues) : tuning.threadCount(numQueues);
         threads = new IoThread[threadCount];
         threadOfQueue = new IoThread[numQueues];
+        if (memory != null) {
+            memory.attach(this); // unmapped only once this device let go of it (GuestMemory.close)
+        }
         try {
             for (int t = 0; t < threadCount; t++) {
                 DeviceQueue[] mine = queuesOf(t, numQueues, shared == null ? 0 : threadCount);
@@ -96,8 +116,8 @@ public final class BlockDevice implements AutoCloseable {
                     throw new IllegalArgumentException("I/O thread " + t + " has no queue in mapping " + tuning);
                 }
                 // A DISCARD or WRITE_ZEROES request takes one back-end slot per range segment, all
-                // at once, so every pop waits for that many free slots: a depth below it would
-                // never pop anything (reads included) and spin the thread.
+                // at once, so it waits until that many are free (RequestDispatcher): a depth below
+                // it would never serve it, and its queue would wait for ever.
                 int reserve = Math.max(1, model.maxSegmentsPerRange());
                 int depth = tuning.backendDepth() > 0 ? tuning.backendDepth()
                         : Math.max(reserve, Math.min(4096, mine.length * b.config.queueSize()));
@@ -106,6 +126,12 @@ public final class BlockDevice implements AutoCloseable {
                             + reserve + ", maxRangeSegments): raise the depth or lower maxRangeSegments");
                 }
                 BlockDriver driver = b.openDriver(depth);
+                try {
+                    b.checkDisk(driver);
+                } catch (RuntimeException e) {
+                    driver.close();
+                    throw e;
+                }
                 if (driver.depth() < reserve) {
                     driver.close();
                     throw new IllegalArgumentException("the " + driver.format() + " driver's depth " + driver.depth()
@@ -121,6 +147,9 @@ public final class BlockDevice implements AutoCloseable {
                 if (t != null) {
                     t.shutdown();
                 }
+            }
+            if (memory != null) {
+                memory.detach(this);
             }
             throw e;
         }
@@ -142,6 +171,7 @@ public final class BlockDevice implements AutoCloseable {
                     t.shutdown();
                 }
                 registration.release();
+                memory.detach(this);
                 throw e;
             }
         }
@@ -194,13 +224,26 @@ public final class BlockDevice implements AutoCloseable {
         return tuning;
     }
 
-    /** Accepts the driver's features (masked by what is offered); queues must be stopped. */
+    /**
+     * Accepts the driver's features; queues must be stopped. Bits the device did not offer
+     * ({@link BlkConfig#offeredFeatures()}) are dropped, not refused: the VMM checks the driver's
+     * acked set against the offer (virtio 1.2 3.1.1: a driver must not accept a feature not
+     * offered) and fails FEATURES_OK itself if it wants to.
+     *
+     * <p>Until the first call, and again after {@link #reset()}, every offered feature is in
+     * effect, as if the driver had accepted the whole offer. Kept so (rather than none) because
+     * the engine's and vhost's tests and tools drive devices that way without a negotiation
+     * step, and a silent fall-back to no EVENT_IDX/indirect would change what they measure; a
+     * VMM calls this at FEATURES_OK, before any {@link #startQueue}, so the default never
+     * reaches a guest.
+     */
     public void negotiate(long driverFeatures) {
+        requireOpen();
         requireAllStopped("negotiate features");
         model.negotiate(driverFeatures);
     }
 
-    /** The features in effect. */
+    /** The features in effect: the last {@link #negotiate} result, or the whole offer before one (see there). */
     public long negotiatedFeatures() {
         return model.negotiatedFeatures();
     }
@@ -213,22 +256,34 @@ public final class BlockDevice implements AutoCloseable {
      * The caller may unmap the old table when this returns: nothing completes into it afterwards.
      */
     public void setMemory(GuestMemory newMemory) {
+        requireOpen();
         Objects.requireNonNull(newMemory, "memory");
+        requireNotDataPlane("setMemory");
+        newMemory.attach(this); // throws for a closed table, before anything changed
+        GuestMemory old = memory;
         boolean[] wasRunning = new boolean[queues.length];
-        for (DeviceQueue q : queues) {
-            if (q.state == QueueLifecycle.RUNNING) {
-                wasRunning[q.index] = true;
-                stopQueue(q.index);
-            } else {
-                // A quarantined queue can still have reads in flight whose completion writes
-                // into the old table (issue 10, bug 4): wait for them, changing nothing else.
-                drain(q);
+        try {
+            for (DeviceQueue q : queues) {
+                if (q.state == QueueLifecycle.RUNNING) {
+                    wasRunning[q.index] = true;
+                    stopQueue(q.index);
+                } else {
+                    // A quarantined queue can still have reads in flight whose completion writes
+                    // into the old table (issue 10, bug 4): wait for them, changing nothing else.
+                    drain(q);
+                }
             }
+        } catch (RuntimeException | Error e) {
+            newMemory.detach(this); // not installed: the old table stays the device's
+            throw e;
         }
         memory = newMemory;
         // Nothing is in flight: the old table's registration goes (its pages unpinned) before
         // the caller may unmap it, and the new one is registered before any queue runs on it.
         registerBuffers(newMemory);
+        if (old != null) {
+            old.detach(this); // nothing is in flight on it: its owner's close may unmap it now
+        }
         for (DeviceQueue q : queues) {
             if (wasRunning[q.index]) {
                 startQueue(q.index);
@@ -255,12 +310,17 @@ public final class BlockDevice implements AutoCloseable {
      * caller may unmap it. A queue starts again only after {@link #setMemory}.
      */
     public void clearMemory() {
+        requireOpen();
         requireAllStopped("forget the guest memory");
         for (DeviceQueue q : queues) {
             drain(q);
         }
+        GuestMemory old = memory;
         memory = null;
         registerBuffers(null);
+        if (old != null) {
+            old.detach(this);
+        }
     }
 
     /** The guest memory table in use, or null before one was set. */
@@ -270,14 +330,24 @@ public final class BlockDevice implements AutoCloseable {
 
     /** Sets queue {@code q}'s ring layout (guest-physical addresses), resuming at index 0. */
     public void configureQueue(int q, int size, long descAddress, long availAddress, long usedAddress) {
+        requireOpen();
         setQueueState(q, new QueueState(size, descAddress, availAddress, usedAddress, 0, 0));
     }
 
-    /** Imports a queue's state (layout and indices), e.g. exported by another engine. */
+    /**
+     * Imports a queue's state (layout and indices), e.g. exported by another engine.
+     *
+     * @throws IllegalArgumentException when the ring is larger than {@link BlkConfig#queueSize()}
+     */
     public void setQueueState(int q, QueueState state) {
+        requireOpen();
         DeviceQueue queue = queue(q);
         requireStopped(queue, "set its state");
         Objects.requireNonNull(state, "state");
+        if (state.size() > model.config().queueSize()) {
+            throw new IllegalArgumentException("queue " + q + " size " + state.size() + " is above the config's queueSize "
+                    + model.config().queueSize());
+        }
         queue.layout = state;
     }
 
@@ -297,29 +367,58 @@ public final class BlockDevice implements AutoCloseable {
         return layout.withNextAvail(queue.ring.nextAvail()).withNextUsed(queue.ring.nextUsed());
     }
 
-    /** Sets the eventfd the I/O thread sleeps on for queue {@code q}'s kicks (null: none). */
+    /**
+     * Sets the eventfd the I/O thread sleeps on for queue {@code q}'s kicks (null: none). The
+     * device watches and reads a duplicate of {@code kick} of its own (closed when replaced, or
+     * once the device is closed and quiesced): the caller may close {@code kick} whenever it likes
+     * after this returns, and the device never reads a descriptor number it does not own.
+     */
     public void setKick(int q, EventFd kick) {
         DeviceQueue queue = queue(q);
-        run(queue, t -> {
-            boolean watching = queue.state == QueueLifecycle.RUNNING;
-            if (watching) {
-                t.unwatchKick(queue);
+        requireOpen();
+        EventFd copy = kick == null ? null : kick.duplicate();
+        EventFd[] previous = new EventFd[1];
+        boolean[] installed = new boolean[1];
+        try {
+            run(queue, t -> {
+                if (!installed[0]) {
+                    boolean watching = queue.state == QueueLifecycle.RUNNING;
+                    if (watching) {
+                        t.unwatchKick(queue);
+                    }
+                    previous[0] = queue.kick;
+                    queue.kick = copy;
+                    installed[0] = true;
+                    if (watching) {
+                        t.watchKick(queue);
+                    }
+                }
+                return null;
+            });
+        } catch (RuntimeException e) {
+            if (!installed[0] && copy != null) {
+                copy.close();
             }
-            queue.kick = kick;
-            if (watching) {
-                t.watchKick(queue);
-            }
-            return null;
-        });
+            throw e;
+        }
+        if (previous[0] != null) {
+            previous[0].close(); // the device's own copy: the I/O thread no longer watches it
+        }
     }
 
     /**
      * Sets queue {@code q}'s interrupt. When this returns the old one will not be signalled again,
-     * so its eventfd may be closed.
+     * so its eventfd may be closed. An {@link Interrupt#of(EventFd)} is signalled through a
+     * duplicate of its descriptor that the device owns (see {@link Interrupt}): its eventfd may
+     * be closed as soon as this returns.
      */
     public void setInterrupt(int q, Interrupt interrupt) {
         DeviceQueue queue = queue(q);
         Objects.requireNonNull(interrupt, "interrupt");
+        requireOpen();
+        requireNotDataPlane("setInterrupt");
+        Interrupt installing = interrupt instanceof EventFdInterrupt e ? e.bind() : interrupt;
+        Interrupt[] previous = new Interrupt[1];
         CompletableFuture<Void> done = new CompletableFuture<>();
         threadOfQueue[q].submitCommand(new InboxEvent.Command() {
             private long fence = Long.MIN_VALUE;
@@ -330,7 +429,8 @@ public final class BlockDevice implements AutoCloseable {
                     return true; // a late fault landed after it had completed: not again (see run())
                 }
                 if (fence == Long.MIN_VALUE) {
-                    queue.interrupt = interrupt;
+                    previous[0] = queue.interrupt;
+                    queue.interrupt = installing;
                     // Dedicated mode signals on the completion thread: wait until it has left
                     // every batch that may still hold the old interrupt (issue 10, bug 5).
                     fence = t.completionFence();
@@ -344,10 +444,35 @@ public final class BlockDevice implements AutoCloseable {
 
             @Override
             public void abandon(Throwable cause) {
+                if (fence == Long.MIN_VALUE) {
+                    closeOwned(installing); // never installed
+                }
                 done.completeExceptionally(cause);
             }
         });
         await(done);
+        closeOwned(previous[0]); // past the fence: nothing signals it any more
+    }
+
+    /** Closes the device's own copy of an embedder's eventfd ({@link EventFdInterrupt.Owned}). */
+    private static void closeOwned(Interrupt interrupt) {
+        if (interrupt instanceof EventFdInterrupt.Owned o) {
+            o.close();
+        }
+    }
+
+    /**
+     * Once the device is closed and quiesced: closes the descriptors it duplicated (kicks and
+     * interrupts), which no thread of it can touch any more.
+     */
+    private void closeDuplicates() {
+        for (DeviceQueue q : queues) {
+            closeOwned(q.interrupt);
+            EventFd kick = q.kick;
+            if (kick != null) {
+                kick.close();
+            }
+        }
     }
 
     /**
@@ -355,6 +480,7 @@ public final class BlockDevice implements AutoCloseable {
      * See {@link InflightTracker}.
      */
     public void setInflightTracker(int q, InflightTracker tracker) {
+        requireOpen();
         DeviceQueue queue = queue(q);
         requireStopped(queue, "change its inflight tracker");
         run(queue, t -> {
@@ -370,6 +496,7 @@ public final class BlockDevice implements AutoCloseable {
      * their number (vhost-user inflight recovery). The queue must be stopped.
      */
     public void resubmitOnStart(int q, int[] heads) {
+        requireOpen();
         DeviceQueue queue = queue(q);
         requireStopped(queue, "queue resubmissions");
         int[] copy = heads.clone();
@@ -389,6 +516,7 @@ public final class BlockDevice implements AutoCloseable {
      * @throws IllegalStateException when the ring layout is invalid or outside guest memory
      */
     public void startQueue(int q) {
+        requireOpen();
         DeviceQueue queue = queue(q);
         QueueState layout = queue.layout;
         GuestMemory mem = memory;
@@ -439,12 +567,14 @@ public final class BlockDevice implements AutoCloseable {
      * complete are given up and counted {@link QueueCounters#LOST} instead (see {@link GuestFaults}).
      */
     public QueueState stopQueue(int q) {
+        requireOpen();
         return await(submitStop(q), "stopping queue " + q + " (draining its requests)");
     }
 
     /** Hands queue {@code q}'s stop-and-drain to its I/O thread; the future completes once it is drained. */
     private CompletableFuture<QueueState> submitStop(int q) {
         DeviceQueue queue = queue(q);
+        requireNotDataPlane("stopQueue");
         IoThread thread = threadOfQueue[q];
         CompletableFuture<QueueState> done = new CompletableFuture<>();
         thread.submitCommand(new InboxEvent.Command() {
@@ -508,6 +638,7 @@ public final class BlockDevice implements AutoCloseable {
      * waits for whatever it still has in flight. A no-op on a queue that is not quarantined.
      */
     public void clearQuarantine(int q) {
+        requireOpen();
         DeviceQueue queue = queue(q);
         requireStopped(queue, "lift its quarantine");
         drain(queue);
@@ -523,18 +654,29 @@ public final class BlockDevice implements AutoCloseable {
 
     /** Waits until {@code queue} has nothing in flight and nothing unpublished; changes no state. */
     private void drain(DeviceQueue queue) {
+        requireNotDataPlane("a queue drain");
         CompletableFuture<Void> done = new CompletableFuture<>();
         FaultRecovery.LostWatch lost = new FaultRecovery.LostWatch();
-        threadOfQueue[queue.index].submitCommand(t -> {
-            if (done.isDone()) {
-                return true; // a late fault landed after it had completed: not again
+        threadOfQueue[queue.index].submitCommand(new InboxEvent.Command() {
+            @Override
+            public boolean run(IoThread t) {
+                if (done.isDone()) {
+                    return true; // a late fault landed after it had completed: not again
+                }
+                t.flushCompletions();
+                if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
+                    return false;
+                }
+                done.complete(null);
+                return true;
             }
-            t.flushCompletions();
-            if ((queue.inflight > 0 || queue.dirty) && !t.faults().settleLost(queue, lost)) {
-                return false;
+
+            @Override
+            public void abandon(Throwable cause) {
+                // Given up after throwing in every run: its caller (clearQuarantine) fails rather
+                // than wait for ever on a future nothing would complete any more.
+                done.completeExceptionally(cause);
             }
-            done.complete(null);
-            return true;
         });
         await(done, "draining queue " + queue.index);
     }
@@ -546,6 +688,7 @@ public final class BlockDevice implements AutoCloseable {
 
     /** Starts every queue that has a ring layout. */
     public void start() {
+        requireOpen();
         for (DeviceQueue q : queues) {
             if (q.layout != null) {
                 startQueue(q.index);
@@ -555,6 +698,7 @@ public final class BlockDevice implements AutoCloseable {
 
     /** Stops and drains every queue. */
     public void stop() {
+        requireOpen();
         for (DeviceQueue q : queues) {
             stopQueue(q.index);
         }
@@ -565,6 +709,7 @@ public final class BlockDevice implements AutoCloseable {
      * queue, forgets ring layouts, indices and quarantine, and renegotiates from the offer.
      */
     public void reset() {
+        requireOpen();
         stop();
         for (DeviceQueue q : queues) {
             run(q, t -> {
@@ -582,9 +727,13 @@ public final class BlockDevice implements AutoCloseable {
 
     /**
      * Tells the device that the driver made buffers available on queue {@code q}. Lock-free and
-     * allocation-free; safe from any thread (a VMM's vCPU thread).
+     * allocation-free; safe from any thread (a VMM's vCPU thread). A queue number out of range is
+     * ignored (the guest chose it).
+     *
+     * @throws IllegalStateException after {@link #close()} ("device closed")
      */
     public void kick(int q) {
+        requireOpen();
         if (q >= 0 && q < queues.length) {
             threadOfQueue[q].kick(q);
         }
@@ -599,9 +748,31 @@ public final class BlockDevice implements AutoCloseable {
      * @throws IllegalArgumentException unless {@code capacityBytes} is a positive multiple of 512
      */
     public void resize(long capacityBytes) {
+        requireOpen();
         BlkConfig resized = model.config().withCapacity(capacityBytes);
+        long disk = diskSizeBytes();
+        if (disk >= 0 && capacityBytes > disk) {
+            throw new IllegalArgumentException("capacity " + capacityBytes + " bytes is beyond the disk's " + disk
+                    + " bytes: grow the disk first (resizeDrivers, or the image's resize)");
+        }
         model.setConfig(resized);
         listener.configChanged(resized);
+    }
+
+    /**
+     * The disk's size as the device's back ends know it, or -1 when unknown: the smallest of the
+     * block drivers' sizes (a driver grows through {@link #resizeDrivers}), or for raw drivers the
+     * back-end factory's ({@link BackendFactory#sizeBytes()}: the image file's size now).
+     */
+    private long diskSizeBytes() {
+        if (drivers == null) {
+            return backends.sizeBytes();
+        }
+        long min = Long.MAX_VALUE;
+        for (IoThread t : threads) {
+            min = Math.min(min, t.backend().sizeBytes());
+        }
+        return min;
     }
 
     /** How long a driver step on a shared thread (resize, hand-over) waits for the device's requests in flight before it gives up (as qcow2's quiesce). */
@@ -625,6 +796,7 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the resize failed (the disk keeps its old size)
      */
     public void resizeDrivers(long sizeBytes) throws java.io.IOException {
+        requireOpen();
         onDrivers(d -> {
             d.resize(sizeBytes);
             return false;
@@ -641,6 +813,7 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the image cannot be read again
      */
     public boolean activateDrivers() throws java.io.IOException {
+        requireOpen();
         return onDrivers(BlockDriver::activate, "activated the image");
     }
 
@@ -653,6 +826,7 @@ public final class BlockDevice implements AutoCloseable {
      * @throws java.io.IOException when the image could not be made durable (its driver stays active)
      */
     public boolean inactivateDrivers() throws java.io.IOException {
+        requireOpen();
         return onDrivers(BlockDriver::inactivate, "inactivated the image");
     }
 
@@ -670,6 +844,7 @@ public final class BlockDevice implements AutoCloseable {
      * device's own runs it between rounds. Returns whether any driver changed state.
      */
     private boolean onDrivers(DriverStep step, String what) throws java.io.IOException {
+        requireNotDataPlane("a driver step (" + what + ")");
         boolean changed = false;
         java.util.List<IoThread> lent = new java.util.ArrayList<>();
         try {
@@ -775,6 +950,7 @@ public final class BlockDevice implements AutoCloseable {
      *         {@code Tuning.Builder.adjustableLimits(true)}
      */
     public void setLimits(long iopsLimit, long bytesPerSecond) {
+        requireOpen();
         if (throttle == null) {
             throw new IllegalStateException("the device was built without a throttle: build it with Tuning.adjustableLimits(true)");
         }
@@ -815,6 +991,7 @@ public final class BlockDevice implements AutoCloseable {
      * guest-memory writes and marks, so every write still to come is marked in {@code log}.
      */
     public void startDirtyLog(DirtyLog log) {
+        requireOpen();
         Objects.requireNonNull(log, "log");
         synchronized (this) {
             dirtyLog = log;
@@ -845,6 +1022,8 @@ public final class BlockDevice implements AutoCloseable {
      * may run; a command on each thread between its rounds, as {@link #setInterrupt} does.
      */
     public void awaitDataPathPass() {
+        requireOpen();
+        requireNotDataPlane("awaitDataPathPass");
         java.util.List<CompletableFuture<Void>> passes = new java.util.ArrayList<>(threads.length);
         for (IoThread thread : threads) {
             CompletableFuture<Void> passed = new CompletableFuture<>();
@@ -891,6 +1070,7 @@ public final class BlockDevice implements AutoCloseable {
      * {@code log_guest_addr}). Applies at once, running or not.
      */
     public synchronized void setUsedRingLog(int q, long logGuestAddress) {
+        requireOpen();
         DeviceQueue queue = queue(q);
         queue.usedLogAddress = logGuestAddress;
         applyLog(queue);
@@ -953,6 +1133,7 @@ public final class BlockDevice implements AutoCloseable {
      *         disk, or another shape), or a feature was not offered here
      */
     public void restoreState(DeviceState state) {
+        requireOpen();
         Objects.requireNonNull(state, "state");
         requireAllStopped("restore the device state");
         if (!Arrays.equals(state.config(), configSpace())) {
@@ -1024,6 +1205,11 @@ public final class BlockDevice implements AutoCloseable {
         return queue(q).brokenReason;
     }
 
+    @Override
+    public String toString() {
+        return "BlockDevice[" + name + "]";
+    }
+
     /** Number of queues. */
     public int numQueues() {
         return queues.length;
@@ -1035,8 +1221,11 @@ public final class BlockDevice implements AutoCloseable {
         if (closed) {
             return;
         }
+        requireNotDataPlane("close");
         closed = true;
-        stop();
+        for (DeviceQueue q : queues) {
+            await(submitStop(q.index), "stopping queue " + q.index + " (draining its requests)");
+        }
         shutdownThreads(Deadlines.NO_DEADLINE);
     }
 
@@ -1060,6 +1249,7 @@ public final class BlockDevice implements AutoCloseable {
         if (closed) {
             return false;
         }
+        requireNotDataPlane("close");
         closed = true;
         long deadline = Deadlines.after(TimeUnit.MILLISECONDS.toNanos(Math.max(0, drainWaitMs)));
         boolean drained = true;
@@ -1105,7 +1295,14 @@ public final class BlockDevice implements AutoCloseable {
                 }
             }
         }
-        whenQuiesced(registration::release);
+        whenQuiesced(() -> {
+            registration.release();
+            closeDuplicates();
+            GuestMemory mem = memory;
+            if (mem != null) {
+                mem.detach(this); // no thread and no kernel operation of this device can touch it now
+            }
+        });
         if (first != null) {
             throw first;
         }
@@ -1197,6 +1394,25 @@ public final class BlockDevice implements AutoCloseable {
         return queues[q];
     }
 
+    /** Every control method's first check: after {@link #close()} nothing waits on the ended I/O threads. */
+    private void requireOpen() {
+        if (closed) {
+            throw new IllegalStateException("device closed");
+        }
+    }
+
+    /**
+     * A control call waits for a command of the device's I/O thread: made on a data-plane thread
+     * (an {@link Interrupt} or {@link DeviceListener} callback runs there) it would wait for
+     * itself, for good, and {@link #close()} with it.
+     */
+    private static void requireNotDataPlane(String what) {
+        if (DataPlaneThreads.isCurrent()) {
+            throw new IllegalStateException(what + " was called on a vblk data-plane thread (from an Interrupt or "
+                    + "DeviceListener callback), which it would wait for for ever: hand it to another thread");
+        }
+    }
+
     private void requireStopped(DeviceQueue q, String what) {
         if (q.state == QueueLifecycle.RUNNING || q.state == QueueLifecycle.STOPPING) {
             throw new IllegalStateException("queue " + q.index + " must be stopped to " + what);
@@ -1233,6 +1449,7 @@ public final class BlockDevice implements AutoCloseable {
      * idempotent, so running it again after a partial run completes it.
      */
     private <T> T run(DeviceQueue queue, OneShot<T> body) {
+        requireNotDataPlane("a control call");
         CompletableFuture<T> done = new CompletableFuture<>();
         threadOfQueue[queue.index].submitCommand(new InboxEvent.Command() {
             private int lateFaults;
@@ -1384,11 +1601,17 @@ public final class BlockDevice implements AutoCloseable {
             return this;
         }
 
+        /** How the device runs: threads, wait strategy, limits, back-end depth (default {@link Tuning#defaults()}). */
         public Builder tuning(Tuning value) {
             tuning = Objects.requireNonNull(value, "tuning");
             return this;
         }
 
+        /**
+         * Who hears of quarantined queues, attributed faults, config changes and stalled control
+         * calls (default {@link DeviceListener#NONE}); its callbacks run on data-plane threads,
+         * where control calls throw (see {@link DeviceListener}).
+         */
         public Builder listener(DeviceListener value) {
             listener = Objects.requireNonNull(value, "listener");
             return this;
@@ -1407,8 +1630,32 @@ public final class BlockDevice implements AutoCloseable {
             if (drivers != null) {
                 return drivers.open(depth);
             }
-            return new RawDriver(backends.open(depth, tuning.threadingMode() == ThreadingMode.SHARED),
+            RawDriver raw = new RawDriver(backends.open(depth, tuning.threadingMode() == ThreadingMode.SHARED),
                     config.capacitySectors() << 9, config.readOnly(), true);
+            RawDriver.Resizer resizer = backends.resizer();
+            return raw.resizableBy(resizer != null ? resizer : size -> {
+                throw new UnsupportedOperationException("online resize of this raw disk is not supported: its "
+                        + "BackendFactory has no resizer (BackendFactory.of(kind, image) resizes the image file)");
+            });
+        }
+
+        /**
+         * Refuses a config the disk cannot serve: a capacity beyond the disk's size, or a writable
+         * config over a read-only disk (writes would fail one by one instead of the driver seeing
+         * VIRTIO_BLK_F_RO).
+         */
+        void checkDisk(BlockDriver driver) {
+            long capacity = config.capacitySectors() << 9;
+            long size = drivers != null ? driver.sizeBytes() : backends.sizeBytes();
+            if (size >= 0 && capacity > size) {
+                throw new IllegalArgumentException("config capacity " + capacity + " bytes is beyond the disk's "
+                        + size + " bytes");
+            }
+            boolean readOnlyDisk = drivers != null ? driver.readOnly() : backends.readOnly();
+            if (readOnlyDisk && !config.readOnly()) {
+                throw new IllegalArgumentException("the disk is read-only: build the config with readOnly(true) "
+                        + "(it then offers VIRTIO_BLK_F_RO and neither DISCARD nor WRITE_ZEROES)");
+            }
         }
 
         /** Prefix of the device's thread names. */
@@ -1417,7 +1664,15 @@ public final class BlockDevice implements AutoCloseable {
             return this;
         }
 
-        /** Builds the device and starts its I/O threads (queues stay stopped). */
+        /**
+         * Builds the device and starts its I/O threads (queues stay stopped).
+         *
+         * @throws IllegalArgumentException when the config's capacity is beyond the disk's size, or
+         *         the disk is read-only and the config is not ({@link BlkConfig.Builder#readOnly});
+         *         for raw back ends the disk is known only through {@link BackendFactory#sizeBytes()}
+         *         and {@link BackendFactory#readOnly()} ({@link BackendFactory#of} reports its image)
+         * @throws IllegalStateException when the guest memory is closed
+         */
         public BlockDevice build() {
             return new BlockDevice(this);
         }

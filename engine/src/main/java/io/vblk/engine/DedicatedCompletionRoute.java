@@ -203,6 +203,7 @@ final class DedicatedCompletionRoute implements CompletionRoute {
 
     /** The completion thread: the processor, run again after a Throwable escaped it (see the class comment). */
     private void runCompletions() {
+        DataPlaneThreads.markCurrent();
         while (!closing) {
             try {
                 processor.run();

@@ -2,7 +2,10 @@ package io.vblk.engine;
 
 /**
  * Events a device reports to its owner, from data-plane threads: keep the handlers short and
- * non-blocking.
+ * non-blocking. A handler must not call the device's control methods ({@code stopQueue},
+ * {@code reset}, {@code close}, ...): they wait for the thread the handler runs on, so they
+ * throw {@link IllegalStateException} there; hand the call to another thread (an executor).
+ * An exception a handler throws is the owner's bug: it must not throw.
  */
 public interface DeviceListener {
     /** A listener that ignores everything. */
@@ -26,7 +29,10 @@ public interface DeviceListener {
     /**
      * The device's config space changed ({@link BlockDevice#resize}): the VMM should raise the
      * configuration-change interrupt (virtio 1.2 4.1.4.5 ISR bit 1, or the MSI-X config vector)
-     * so the driver re-reads it. Called on the thread that changed it.
+     * so the driver re-reads it, and bump {@code config_generation} (virtio 1.2 4.1.4.3, the
+ * common config's generation byte) so a driver reading the config across the change reads it
+ * again. Called on the thread that changed it (the caller of {@code resize}: a control call may
+ * follow there, unlike in the other callbacks).
      */
     default void configChanged(BlkConfig config) {
     }

@@ -108,6 +108,45 @@ final class FaultRecovery {
         evidence.suspect = false;
     }
 
+    /** The completion fence {@link #settleUnanswered} waits for, or {@link LostWatch#NO_FENCE}. */
+    private long unansweredFence = LostWatch.NO_FENCE;
+
+    /**
+     * A round's look at requests whose back end's prepare threw a shortage ({@link
+     * BlkRequest#unanswered}; called only while there are some). Whether the back end took such a
+     * request cannot be known; if it did, its one completion comes like any other (and answers
+     * it). So it is answered IOERR only once that can no longer happen: the back end reports
+     * nothing in flight and nothing pending submit (the {@link BlockDriver} contract counts every
+     * accepted request there until {@link BlockDriver#poll} delivered it, so a completion of it
+     * was delivered before this look, and a late one cannot come), no write waits for a
+     * write-through flush ({@code holding}), and a completion fence taken then has passed and
+     * the route's returns were taken back (dedicated mode: a completion delivered before the
+     * look has finished it and it is back in the pool). Never while the back end still has
+     * work: an operation of it may still write into its buffers. A back-end slot the throwing
+     * prepare took goes back then too ({@code reclaimLostSlots}: nothing in flight or pending).
+     * Not per request: a few reads per round, only after a shortage.
+     */
+    void settleUnanswered(boolean holding) {
+        if (holding || backend.inFlight() != 0 || backend.pendingSubmit() != 0) {
+            unansweredFence = LostWatch.NO_FENCE; // looked at again from a later idle moment
+            return;
+        }
+        if (unansweredFence == LostWatch.NO_FENCE) {
+            unansweredFence = route.fence();
+        }
+        if (!route.passed(unansweredFence)) {
+            return;
+        }
+        unansweredFence = LostWatch.NO_FENCE;
+        route.reclaim();
+        if (dispatcher.failUnanswered() > 0) {
+            route.endOfBatch();
+        }
+        if (backend.inFlight() == 0 && backend.pendingSubmit() == 0) {
+            backend.reclaimLostSlots();
+        }
+    }
+
     /** One drain's view of a quarantined queue across rounds (see {@link #settleLost}). */
     static final class LostWatch {
         private static final long NO_FENCE = Long.MIN_VALUE;
@@ -147,6 +186,11 @@ final class FaultRecovery {
         if (q.state != QueueLifecycle.BROKEN && (!evidence.suspect || q.inflight == 0)) {
             w.fence = LostWatch.NO_FENCE;
             w.lastInflight = -1;
+            return false;
+        }
+        if (dispatcher.hasUnanswered()) {
+            // A prepare threw a shortage: the rounds answer that request first, once nothing can
+            // complete it (settleUnanswered); giving it up here would quarantine a healthy queue.
             return false;
         }
         if (q.inflight != w.lastInflight) {

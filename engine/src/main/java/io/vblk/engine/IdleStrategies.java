@@ -25,6 +25,17 @@ final class IdleStrategies {
      */
     static final boolean RUN_DELAY = Boolean.getBoolean("vblk.adaptive.runDelay");
 
+    /**
+     * Whether the adaptive strategy goes on polling under contention while polling serves more
+     * work per unit of time than its last back-off's blocking did ({@link AdaptivePollIdleStrategy},
+     * "unless polling serves the guest faster"). Off by default ({@code -Dvblk.adaptive.pollPays=true}
+     * turns it on): written for depth 1 with a polling guest and two busy loops, whose slow mode
+     * matches the lost-share back-off, it was measured on 2026-12-06 19:44-20:18 only at load
+     * 10-31 from other builds, where that cell made 5-145k IOPS with either build (against
+     * 95-380k at load 1-5) and no direction showed; see docs/performance-log.md.
+     */
+    static final boolean POLL_PAYS = Boolean.getBoolean("vblk.adaptive.pollPays");
+
     private IdleStrategies() {
     }
 
@@ -78,7 +89,7 @@ final class IdleStrategies {
             default:
                 IdleStrategy adaptive = new AdaptivePollIdleStrategy(clock, tuning.pollNs(), tuning.pollMaxNs(), sleeper,
                         new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT,
-                        runDelay());
+                        runDelay()).comparingRates(POLL_PAYS);
                 return tuning.pollMaxNs() > 0 && tuning.inFlightYieldNs() > 0
                         ? new InFlightYieldIdleStrategy(adaptive, inFlight, clock, tuning.inFlightYieldNs())
                         : adaptive;
@@ -105,7 +116,7 @@ final class IdleStrategies {
             default:
                 return new AdaptivePollIdleStrategy(clock, pollNs, Math.max(pollNs, AdaptivePollIdleStrategy.DEFAULT_POLL_MAX_NS), sleeper,
                         new ThreadSwitches()::involuntary, inFlight, AdaptivePollIdleStrategy.DEEP_IN_FLIGHT,
-                        runDelay());
+                        runDelay()).comparingRates(POLL_PAYS);
         }
     }
 }

@@ -183,6 +183,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return lender.state;
     }
 
+    /** Its back-end lending (for tests). */
+    BackendLend lend() {
+        return lender;
+    }
+
     /** Tells the epoll set whether the back end is lent (its completion eventfd unwatched meanwhile; control path). */
     void backendLent(boolean lent) {
         ((EpollWait) events).backendLent(lent);
@@ -317,6 +322,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
 
     @Override
     public void run() {
+        DataPlaneThreads.markCurrent();
         noteThreadId();
         while (running) {
             try {
@@ -420,6 +426,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             // Immediate completions of this round, those finished in submit, and write-through
             // requests afterPoll handed over in a round that reaped nothing (left after a fault).
             route.endOfBatch();
+        }
+        if (dispatcher.hasUnanswered()) {
+            faults.settleUnanswered(writeThrough.holding()); // a prepare threw a shortage: see BlkRequest.unanswered
         }
         if (evidence.suspect) {
             faults.clearSuspectWhenSettled(); // see there

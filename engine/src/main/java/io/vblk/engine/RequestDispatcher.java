@@ -26,10 +26,15 @@ final class RequestDispatcher {
     private final RequestParser parser;
     private final DescriptorChain chain;
     /**
-     * Back-end slots free before every pop: a DISCARD or WRITE_ZEROES request takes one per
-     * range segment at once (BlockDevice refuses a depth below it, which would pop nothing).
+     * Back-end slots that must be free before a pop: 1, or while a DISCARD / WRITE_ZEROES request
+     * waits for room ({@link #waitingQueue}), its segment count: it takes one slot per range
+     * segment at once (BlockDevice refuses a depth below the most segments, which would pop
+     * nothing). Reserving the most segments before every pop cost reads and writes that many
+     * slots minus one of the queue depth; only a range request that finds too few now waits.
      */
-    private final int reserve;
+    private int slotsWanted = 1;
+    /** The queue whose range request waits for {@link #slotsWanted} slots (its chain put back), or null. */
+    private DeviceQueue waitingQueue;
     private CompletionRoute route;
     /** Attributes a caught fault by evidence (see {@link GuestFaults#attribute}); set once. */
     private Predicate<Throwable> attributor = e -> false;
@@ -55,7 +60,6 @@ final class RequestDispatcher {
         this.pool = new RequestPool(backend.depth(), BlkRequest.dataCapacity(maxSegments));
         this.parser = new RequestParser(model);
         this.chain = new DescriptorChain(model.config().queueSize() + maxSegments + SplitQueue.CHAIN_SLACK_SEGMENTS);
-        this.reserve = Math.max(1, model.maxSegmentsPerRange());
     }
 
     /**
@@ -64,7 +68,7 @@ final class RequestDispatcher {
      * see chains it cannot pop and veto every sleep until a completion came (a busy loop).
      */
     boolean canPop() {
-        return pool.available() > 0 && backend.freeSlots() >= reserve;
+        return pool.available() > 0 && backend.freeSlots() >= slotsWanted;
     }
 
     /** Where requests that never reach the back end complete; set once, before the first round. */
@@ -106,6 +110,9 @@ final class RequestDispatcher {
         // A stopping queue pops only its recovered requests, unthrottled: the stop answers an
         // avail index that counts them all, so they must run before it returns (see stopQueue).
         boolean running = q.state == QueueLifecycle.RUNNING;
+        if (waitingQueue != null && !mayPopBeside(q)) {
+            return 0; // another queue's range request has the next free slots (never starved by reads)
+        }
         if (!running) {
             max = Math.min(max, q.resubmitCount);
         } else if (throttle != null) {
@@ -149,9 +156,6 @@ final class RequestDispatcher {
                     quarantine(q, String.valueOf(q.ring.error()));
                     break;
                 }
-                if (tracker != null) {
-                    tracker.popped(chain.head());
-                }
                 BlkRequest r = pool.claim(); // stage CLAIMED until dispatch hands it on
                 // Counted before it names its queue: a fault landing in between (reclaimStranded
                 // then takes nothing off) leaves the count one high, which the quarantined queue's
@@ -166,6 +170,31 @@ final class RequestDispatcher {
                 phase = PARSING;
                 r.type = -1; // a chain refused before its header was read counts as no type
                 RequestParser.Outcome outcome = parser.parse(chain, r);
+                if (r.pendingOps > 1 && outcome == RequestParser.Outcome.SUBMIT && isRange(r.type)) {
+                    // Only a multi-segment range request needs more than the one slot canPop saw.
+                    if (backend.freeSlots() < r.pendingOps) {
+                        // Too few for all its segments at once: its chain goes back (only read so
+                        // far) and it is popped again once that many are free; nothing else pops
+                        // meanwhile, so reads cannot keep them taken. The rewind first (done
+                        // again by spare if a late fault lands before the phase says so), the
+                        // request after (reclaimStranded's if one lands in between).
+                        slotsWanted = r.pendingOps;
+                        waitingQueue = q;
+                        q.ring.setNextAvail(availBefore);
+                        q.resubmitCount = resubmitBefore;
+                        popped--;
+                        phase = NOTHING_IN_HAND;
+                        q.inflight--;
+                        pool.release(r);
+                        current = null;
+                        break;
+                    }
+                }
+                // Before its I/O (InflightTracker's order), after the only point that puts the
+                // chain back un-popped: a head put back is never recorded in flight.
+                if (tracker != null) {
+                    tracker.popped(chain.head());
+                }
                 phase = DISPATCHING;
                 dispatch(r, outcome);
                 io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.HANDING); // tests only: see FaultPoints
@@ -223,6 +252,35 @@ final class RequestDispatcher {
         return popped;
     }
 
+    private static boolean isRange(int type) {
+        return type == BlkRequestDescriptor.T_DISCARD || type == BlkRequestDescriptor.T_WRITE_ZEROES;
+    }
+
+    /**
+     * Whether {@code q} may pop while a range request waits: it is the waiting queue, or the
+     * waiting queue can no longer pop it (stopped, reset, quarantined: the wait is dropped).
+     * The waiting queue's turn ends the wait once the slots are free, whatever it then pops
+     * (its range request comes first, and waits again if the guest made it longer; a guest that
+     * took the chain away must not leave the others waiting while the thread spins on their
+     * chains). Once per pop loop, never per request.
+     */
+    private boolean mayPopBeside(DeviceQueue q) {
+        DeviceQueue w = waitingQueue;
+        if (w == q) {
+            if (canPop()) {
+                waitingQueue = null;
+                slotsWanted = 1;
+            }
+            return true;
+        }
+        if (w.state == QueueLifecycle.RUNNING || (w.state == QueueLifecycle.STOPPING && w.resubmitCount > 0)) {
+            return false;
+        }
+        waitingQueue = null;
+        slotsWanted = 1;
+        return true;
+    }
+
     private static void countPopped(DeviceQueue q, int popped) {
         if (popped > 0) {
             q.counters.add(QueueCounters.REQUESTS, popped);
@@ -258,9 +316,11 @@ final class RequestDispatcher {
      * A direct-memory shortage in {@code q}'s pop loop (a back end's prepare that could not get a
      * buffer): not the guest's doing, so {@code q} is not quarantined. Before the hand-over the
      * chain goes back to the ring ({@link #spare}) and is popped again later. At the hand-over the
-     * request stays the back end's ({@link BlkRequest#HANDED}, counted in flight): whether the
-     * prepare had taken it cannot be known, so it is never given back while it may complete; if
-     * it never does, the thread's suspect state lets a drain give it up. Returns false where
+     * request stays the back end's ({@link BlkRequest#HANDED}, counted in flight) and is marked
+     * {@link BlkRequest#unanswered}: whether the prepare had taken it cannot be known, so it is
+     * never given back while it may complete. It ends with its completion if the back end took
+     * it, or IOERR once the back end has nothing in flight or pending (then nothing can complete
+     * it: {@link FaultRecovery#settleUnanswered}), exactly once either way. Returns false where
      * neither holds (a request claimed that the loop does not know): the caller quarantines.
      */
     private boolean sparedShortage(DeviceQueue q, Throwable e, Phase phase, BlkRequest current, int availBefore,
@@ -274,6 +334,8 @@ final class RequestDispatcher {
             }
             if (current != null && current.stage == BlkRequest.CLAIMED) {
                 current.stage = BlkRequest.HANDED;
+                current.unanswered = true; // answered by its completion, or by settleUnanswered
+                unanswered++;
             }
             shortage.accept(e);
             return true;
@@ -283,6 +345,38 @@ final class RequestDispatcher {
         }
         shortage.accept(e);
         return true;
+    }
+
+    /**
+     * Requests whose prepare threw a shortage ({@link BlkRequest#unanswered}) since the last
+     * {@link #failUnanswered}, some of which may have completed since: the rounds look for a
+     * settled back end only while it is not zero (one field read per round otherwise).
+     */
+    private int unanswered;
+
+    boolean hasUnanswered() {
+        return unanswered > 0;
+    }
+
+    /**
+     * Answers IOERR every request still waiting as {@link BlkRequest#unanswered}, once: the
+     * caller has proved that nothing the back end holds can complete it (see {@link
+     * FaultRecovery#settleUnanswered}). Its flag goes first, so it is never answered twice (the
+     * dedicated route returns it to the pool only later). Returns how many it answered.
+     */
+    int failUnanswered() {
+        int answered = 0;
+        for (int i = 0, n = pool.size(); i < n; i++) {
+            BlkRequest r = pool.get(i);
+            if (r.unanswered && r.stage == BlkRequest.HANDED) {
+                r.unanswered = false;
+                r.immediateStatus = BlkRequestDescriptor.S_IOERR;
+                route.completeImmediately(r);
+                answered++;
+            }
+        }
+        unanswered = 0;
+        return answered;
     }
 
     /**

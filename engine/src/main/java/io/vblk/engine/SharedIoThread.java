@@ -410,6 +410,7 @@ public final class SharedIoThread implements AutoCloseable {
     }
 
     private void run() {
+        DataPlaneThreads.markCurrent();
         threadId = Native.syscall(Linux.SYS_GETTID, 0, 0, 0, 0, 0);
         while (running) {
             try {

@@ -219,6 +219,81 @@ class IdleStrategyTest {
         assertTrue(idle.lostShare() < 0.05, "share " + idle.lostShare());
     }
 
+    /**
+     * I/Os through a back-off, each a kernel sleep of {@code sleepTakesNs} ended by the guest's
+     * kick, until the window opens again after it; returns how long that took.
+     */
+    private long blockingIos(AdaptivePollIdleStrategy idle) {
+        long from = clock.nanoTime();
+        for (int i = 0; i < 1_000_000 && idle.windowNs() == 0; i++) {
+            idle.idle(0);
+            idle.idle(1);
+        }
+        return clock.nanoTime() - from;
+    }
+
+    /** Regrows a shut window with waits that end 1 us after it, up to {@code ns}. */
+    private void regrow(AdaptivePollIdleStrategy idle, long ns) {
+        for (int i = 0; i < 100 && idle.windowNs() < ns; i++) {
+            idle.idle(0);
+            clock.advance(idle.windowNs() + 1_000);
+            idle.idle(0);
+        }
+    }
+
+    @Test
+    @DisplayName("adaptive: polling that loses half its core yet serves the guest faster than the back-off's blocking did "
+            + "(a polling guest and two busy loops on two cores) goes on polling; the rate is measured again after a while")
+    void adaptiveKeepsContendedPollingThatServesFasterThanBlocking() {
+        AdaptivePollIdleStrategy idle = adaptive(16_000, 100_000);
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000;
+        // Half of the polling time lost: polling stops for a back-off, which measures blocking.
+        for (int i = 0; i < 1_000 && idle.preemptions() == 0; i++) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000); // 50 requests in about 1 ms
+        }
+        assertEquals(1, idle.preemptions());
+        // Blocking, each request costs a 40 us wake-up (the guest is on its core only half of the time).
+        sleepTakesNs = 40_000;
+        assertTrue(blockingIos(idle) <= AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS + 40_000, "the back-off's length");
+        assertEquals(AdaptivePollIdleStrategy.GROW_START_NS, idle.windowNs(), "polling again after the back-off");
+        sleepTakesNs = 5_000;
+        regrow(idle, 16_000);
+        assertEquals(1.0, idle.blockRate() * 40_000, 0.05, "one request per 40 us while blocking");
+
+        // Still half of it lost, but 50 requests a millisecond against 25 blocking: polling goes on.
+        long from = clock.nanoTime();
+        while (clock.nanoTime() - from < 10 * AdaptivePollIdleStrategy.LOST_TAU_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertEquals(1, idle.preemptions(), "share " + idle.lostShare() + ", poll rate " + idle.pollRate());
+        assertTrue(idle.paidContendedSamples() > 0, "contention was found, and polling paid");
+        assertTrue(idle.pollRate() >= AdaptivePollIdleStrategy.POLL_PAYS_FACTOR * idle.blockRate(), "poll rate " + idle.pollRate());
+
+        // The back-off's rate stands for a while: then contention backs off once more (no doubling) to measure again.
+        while (idle.preemptions() == 1 && clock.nanoTime() - from < 2 * AdaptivePollIdleStrategy.BLOCK_RATE_TTL_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertEquals(2, idle.preemptions());
+        assertTrue(clock.nanoTime() - from >= AdaptivePollIdleStrategy.BLOCK_RATE_TTL_NS - 20 * AdaptivePollIdleStrategy.LOST_TAU_NS,
+                "stopped after " + (clock.nanoTime() - from));
+        assertEquals(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+        assertEquals(0, idle.windowNs());
+
+        // This time blocking serves as fast (a 10 us wake-up a request): contention stops polling, and the back-off doubles.
+        sleepTakesNs = 10_000;
+        assertTrue(blockingIos(idle) <= AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS + 10_000, "the back-off's length");
+        sleepTakesNs = 5_000;
+        regrow(idle, 16_000);
+        assertEquals(1.0, idle.blockRate() * 10_000, 0.05);
+        long polledFrom = clock.nanoTime();
+        while (idle.preemptions() == 2 && clock.nanoTime() - polledFrom < 5 * AdaptivePollIdleStrategy.LOST_TAU_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertEquals(3, idle.preemptions());
+        assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+    }
+
     /** The thread's involuntary context switches, as the fake getrusage reports them, and how often it was read. */
     private long involuntary;
     private int switchReads;
@@ -278,15 +353,22 @@ class IdleStrategyTest {
         idle.idle(0);
         assertEquals(readsWhileBlocking, switchReads, "no switch reads while the window is shut");
 
-        // After the back-off, polling comes back (QEMU's grow) and is measured again.
-        clock.advance(AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS);
-        idle.idle(0);
+        // After the back-off (the guest's requests go on, one a 12 us wake-up: blocking serves
+        // them as fast as polling did, so polling does not pay for its contention), polling comes
+        // back (QEMU's grow) and is measured again.
+        long blockedFrom = clock.nanoTime();
+        while (idle.windowNs() == 0) {
+            idle.idle(0);
+            idle.idle(1);
+        }
+        assertTrue(clock.nanoTime() - blockedFrom < AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, "took " + (clock.nanoTime() - blockedFrom));
         assertEquals(AdaptivePollIdleStrategy.GROW_START_NS, idle.windowNs(), "grows again after the back-off");
         for (int i = 0; i < 3; i++) { // 4 -> 8 -> 16 us: now the window catches the 12 us gap
             idle.idle(0);
             clock.advance(idle.windowNs() + 1_000);
             idle.idle(0);
         }
+        assertEquals(1.0, idle.blockRate() * 12_000, 0.05, "the back-off's work per ns: one request per 12 us wake-up");
         assertTrue(idle.windowNs() >= 12_000, "window " + idle.windowNs());
         ios(idle, 100, 12_000, 1); // still contended, right after the back-off: it doubles
         assertEquals(2, idle.contendedSamples());

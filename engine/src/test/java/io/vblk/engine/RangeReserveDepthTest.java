@@ -61,25 +61,127 @@ class RangeReserveDepthTest {
     }
 
     /**
-     * 17 reads in flight at a held back end of depth 24 leave 7 slots, fewer than the 8 a range
-     * request may need: the 3 reads still posted wait for a completion, which wakes the thread,
-     * so it sleeps (it vetoed the sleep before: a busy loop for as long as the disk took).
+     * s16b: every pop used to wait for as many free slots as the worst range request needs, so
+     * reads and writes could only fill the back end's depth minus that many plus one: a depth of
+     * 16 with 8 range segments kept 9 reads in flight, never 16. Now the pool's every slot takes
+     * one (16 in flight at a held back end), and the pool's limit plus one waits for a completion,
+     * letting the thread sleep meanwhile.
      */
     @Test
-    void chainsWaitingForBackEndSlotsLetTheThreadSleep() {
-        GatedBackend gate = new GatedBackend(IoBackends.open(BackendKind.NULL, null, 24), false);
+    void readsFillEverySlotOfThePoolAndOneMoreWaits() {
+        GatedBackend gate = new GatedBackend(IoBackends.open(BackendKind.NULL, null, 16), false);
         Tuning inline = Tuning.builder().threadingMode(ThreadingMode.SHARED).build();
         try (RoundRig rig = new RoundRig(inline, null, false, 1, gate, c -> c.discard(true).maxRangeSegments(8), 0)) {
-            rig.offerReads(20);
-            assertEquals(17, rig.thread.doWork(), "popped while 8 slots were free");
-            assertEquals(-1, rig.thread.prepareSleep(), "the 3 left wait for a completion: sleep on it");
+            assertEquals(16, rig.thread.dispatcherPool().size());
+            rig.offerReads(17);
+            assertEquals(16, rig.thread.doWork(), "reads in flight at a depth of 16 (8 range segments reserved 7 before)");
+            assertEquals(-1, rig.thread.prepareSleep(), "the one left waits for a completion: sleep on it");
             rig.thread.finishSleep();
             gate.open();
-            rig.thread.doWork(); // reaps the 17
-            rig.thread.doWork(); // pops the 3 (in the same round when reaped first)
-            gate.open();
+            rig.thread.doWork(); // reaps the 16 and pops the last
             rig.thread.doWork();
-            assertEquals(20, rig.reapAll(), "every read served");
+            assertEquals(17, rig.reapAll(), "every read served");
+            for (int slot = 0; slot < 17; slot++) {
+                assertEquals(0, rig.status(slot), "status of read " + slot);
+            }
         }
+    }
+
+    /**
+     * A range request that finds fewer free slots than its segments waits, its chain back in the
+     * ring (the back end never refuses a segment: no IOERR for a request that only came early),
+     * nothing behind it pops (reads cannot keep the slots taken), and the thread sleeps until a
+     * completion (it vetoed the sleep once: a busy loop for as long as the disk took).
+     */
+    @Test
+    void aRangeRequestWaitsForItsSegmentsSlotsWithoutOverrunningThePool() {
+        GatedBackend gate = new GatedBackend(IoBackends.open(BackendKind.NULL, null, 16), false);
+        Tuning inline = Tuning.builder().threadingMode(ThreadingMode.SHARED).build();
+        try (RoundRig rig = new RoundRig(inline, null, false, 1, gate, c -> c.discard(true).maxRangeSegments(8), 0)) {
+            rig.offerReads(12);
+            assertEquals(12, rig.thread.doWork(), "reads in flight at a depth of 16 (9 before)");
+            long st = addDiscard(rig.driver, 8);
+            rig.addRead(4096); // behind it
+            rig.driver.publishAvail();
+            assertEquals(0, rig.thread.doWork(), "popped with 4 slots free for 8 segments");
+            assertEquals(-1, rig.thread.prepareSleep(), "waits for a completion: sleep on it");
+            rig.thread.finishSleep();
+            gate.open();
+            rig.thread.doWork(); // reaps the 12, pops the DISCARD (8 slots) and the read
+            rig.thread.doWork();
+            rig.thread.doWork();
+            assertEquals(14, rig.reapAll(), "every request served");
+            assertEquals(0, UnsafeApi.getByte(st), "the DISCARD's status (IOERR: a segment refused for want of a slot)");
+            for (int slot = 0; slot < 12; slot++) {
+                assertEquals(0, rig.status(slot), "status of read " + slot);
+            }
+            assertEquals(0, rig.status(13), "status of the read behind the DISCARD");
+        }
+    }
+
+    /**
+     * A range request waiting for slots on one queue is not starved by another queue's reads:
+     * they do not pop while it waits, and it goes first once its slots are free.
+     */
+    @Test
+    void anotherQueuesReadsWaitBehindAWaitingRangeRequest() {
+        GatedBackend gate = new GatedBackend(IoBackends.open(BackendKind.NULL, null, 16), false);
+        Tuning inline = Tuning.builder().threadingMode(ThreadingMode.SHARED).build();
+        try (RoundRig rig = new RoundRig(inline, null, false, 2, gate, c -> c.discard(true).maxRangeSegments(8), 0)) {
+            RoundRig.Lane reads = rig.lanes[0];
+            RoundRig.Lane ranges = rig.lanes[1];
+            reads.offerReads(12);
+            assertEquals(12, rig.thread.doWork(), "reads in flight at a depth of 16 (9 before)");
+            long st = addDiscard(ranges.driver, 8);
+            ranges.driver.publishAvail();
+            assertEquals(0, rig.thread.doWork(), "popped with 4 slots free for 8 segments");
+            for (int i = 0; i < 9; i++) {
+                reads.add(T_IN, 8L * (100 + i));
+            }
+            reads.driver.publishAvail();
+            assertEquals(0, rig.thread.doWork(), "reads took slots the waiting DISCARD needs");
+            gate.open();
+            // Queue 0 comes first in a round: had its 9 reads popped once the 12 were reaped,
+            // only 7 slots were left and the DISCARD waited again (for ever under steady reads).
+            rig.thread.doWork(); // reaps the 12; the DISCARD pops, the reads wait
+            rig.thread.doWork(); // reaps the DISCARD (its status written); the reads pop
+            assertEquals(0, UnsafeApi.getByte(st), "the DISCARD did not go first once its slots were free");
+            for (int i = 0; i < 3; i++) {
+                rig.thread.doWork();
+            }
+            int served = 0;
+            while (reads.driver.reap() >= 0) {
+                served++;
+            }
+            assertEquals(21, served, "reads served");
+            for (int slot = 0; slot < 21; slot++) {
+                assertEquals(0, reads.status(slot), "status of read " + slot);
+            }
+            assertTrue(rig.broken.isEmpty(), "quarantined: " + rig.broken);
+        }
+    }
+
+    /** Adds (unpublished) a DISCARD of {@code count} 8-sector segments; returns its status byte's host address. */
+    private static long addDiscard(io.vblk.testkit.SplitQueueDriver driver, int count) {
+        long header = driver.allocate(16, 16);
+        long segments = driver.allocate(count * 16L, 16);
+        long status = driver.allocate(1, 1);
+        long h = driver.hostAddress(header, 16);
+        UnsafeApi.putInt(h, T_DISCARD);
+        UnsafeApi.putInt(h + 4, 0);
+        UnsafeApi.putLong(h + 8, 0);
+        long sh = driver.hostAddress(segments, count * 16L);
+        for (int i = 0; i < count; i++) {
+            UnsafeApi.putLong(sh + 16L * i, 64L * i);
+            UnsafeApi.putInt(sh + 16L * i + 8, 8);
+            UnsafeApi.putInt(sh + 16L * i + 12, 0);
+        }
+        long st = driver.hostAddress(status, 1);
+        UnsafeApi.putByte(st, (byte) 0x7f);
+        if (driver.addDirect(new long[] {header, segments, status}, new int[] {16, count * 16, 1},
+                new boolean[] {false, false, true}, 3) < 0) {
+            throw new IllegalStateException("queue full");
+        }
+        return st;
     }
 }

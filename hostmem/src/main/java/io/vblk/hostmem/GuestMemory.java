@@ -29,6 +29,13 @@ import io.vblk.sys.PosixFile;
  * room left in a region, never by computing {@code gpa + length}.
  *
  * <p>Translation methods allocate nothing and throw nothing: failures are return codes.
+ *
+ * <p>Lifetime: a device that reads and writes the table from its own threads {@linkplain #attach
+ * attaches} to it (a {@code BlockDevice} does, for as long as it may touch it: until it is given
+ * another table, forgets it, or is closed and quiesced). {@link #close()} while a user is attached
+ * unmaps nothing yet: the regions stay mapped until the last user {@linkplain #detach detaches},
+ * so closing the memory before the device cannot pull pages from under its I/O threads. Close
+ * the device first all the same, or the memory stays mapped until it is.
  */
 public final class GuestMemory implements AutoCloseable {
     /** {@link #hostAddress} result when the range is not wholly inside one accessible region. */
@@ -65,7 +72,12 @@ public final class GuestMemory implements AutoCloseable {
     private final boolean[] evidenceOwned;
     /** What {@link #shrinkEvidence()} found when the table was closed (null: nothing). */
     private String evidenceAtClose;
+    /** Whether {@link #close()} was called. */
     private boolean closed;
+    /** Whether the regions are unmapped (at close, or when the last user let go after it). */
+    private boolean unmapped;
+    /** Who uses the table ({@link #attach}): close() leaves it mapped until each let go. */
+    private final java.util.List<Object> users = new java.util.ArrayList<>();
 
     private GuestMemory(GuestRegion[] regions, Mapping[] mappings, PosixFile[] ownedFiles, int[] ownedFds,
             int[] evidenceFds, boolean[] evidenceOwned) {
@@ -254,7 +266,7 @@ public final class GuestMemory implements AutoCloseable {
      * does a hugetlbfs mapping that ran out of pages (its file keeps its size).
      */
     public synchronized String shrinkEvidence() {
-        return closed ? evidenceAtClose : probeShrink();
+        return unmapped ? evidenceAtClose : probeShrink();
     }
 
     private String probeShrink() {
@@ -277,16 +289,67 @@ public final class GuestMemory implements AutoCloseable {
     /**
      * Unmaps every region this table mapped and closes the descriptors it opened (descriptors
      * handed to {@link Builder#addRegion} stay the caller's). Idempotent. Only call it once no
-     * thread can use an address from this table: see {@link MemoryMap}. What {@link
-     * #shrinkEvidence()} finds now is kept.
+     * thread can use an address from this table: see {@link MemoryMap}. While a user is
+     * {@linkplain #attach attached} (a device not yet closed) the unmap waits for its {@link
+     * #detach}: nothing is pulled from under a device's I/O threads. What {@link
+     * #shrinkEvidence()} finds at the unmap is kept.
      */
     @Override
     public synchronized void close() {
         if (closed) {
             return;
         }
-        evidenceAtClose = probeShrink();
         closed = true;
+        if (users.isEmpty()) {
+            unmap();
+        }
+    }
+
+    /**
+     * Registers {@code user} (a device) as reading and writing this table from threads of its own:
+     * {@link #close()} then leaves the regions mapped until {@code user} {@linkplain #detach
+     * detaches}. A user may attach more than once and detaches as often.
+     *
+     * @throws IllegalStateException when the table is closed
+     */
+    public synchronized void attach(Object user) {
+        java.util.Objects.requireNonNull(user, "user");
+        if (closed) {
+            throw new IllegalStateException("guest memory " + this + " is closed");
+        }
+        users.add(user);
+    }
+
+    /**
+     * {@code user} no longer touches this table (and nothing it handed to the kernel can): one
+     * {@link #attach} undone. When the table was closed meanwhile and this was its last user,
+     * the regions are unmapped now, on this thread.
+     */
+    public synchronized void detach(Object user) {
+        for (int i = 0; i < users.size(); i++) {
+            if (users.get(i) == user) {
+                users.remove(i);
+                break;
+            }
+        }
+        if (closed && users.isEmpty() && !unmapped) {
+            unmap();
+        }
+    }
+
+    /** The users attached now (for diagnostics and tests). */
+    public synchronized java.util.List<String> users() {
+        return users.stream().map(String::valueOf).toList();
+    }
+
+    /** Whether the regions were unmapped: closed, and no user attached any more. */
+    public synchronized boolean isUnmapped() {
+        return unmapped;
+    }
+
+    private void unmap() {
+        evidenceAtClose = probeShrink();
+        unmapped = true;
         for (int i = 0; i < evidenceFds.length; i++) {
             if (evidenceOwned[i] && evidenceFds[i] >= 0) {
                 Native.libc().close(evidenceFds[i]);

@@ -260,4 +260,20 @@ class GuestMemoryTest {
             Native.libc().close(fd);
         }
     }
+
+    @Test
+    void closeWithAUserAttachedUnmapsOnlyWhenItDetaches() {
+        GuestMemory mem = GuestMemory.builder().addMemfd(0, 1 << 20).build();
+        long host = mem.hostAddress(0, 4096, true);
+        Object device = "device-1";
+        mem.attach(device);
+        mem.close();
+        assertTrue(mem.isClosed());
+        assertFalse(mem.isUnmapped(), "unmapped under its user");
+        assertEquals(List.of("device-1"), mem.users());
+        org.agrona.UnsafeApi.putLong(host, 42); // still mapped: before the fix, SIGSEGV
+        assertThrows(IllegalStateException.class, () -> mem.attach("device-2"));
+        mem.detach(device);
+        assertTrue(mem.isUnmapped());
+    }
 }

@@ -148,7 +148,7 @@ final class BenchOptions {
 
     @Option(names = "--contention", description = {"with --compare: add the contention rows (vblk serve vs qemu-storage-daemon "
             + "with its default iothread and with poll-max-ns=0, null device, depth 128/1 polling and depth 1 blocking, "
-            + "idle and with 1 and 2 competing busy processes): 27 x --best-of runs, about 6 minutes more"})
+            + "idle and with 1 and 2 competing busy processes): 27 x (--best-of + 1 warm-up) runs, about 9 minutes more"})
     boolean contention;
 
     @Option(names = "--only", split = ",", paramLabel = "GROUP", defaultValue = "dataplane,fio,vhost,wait",

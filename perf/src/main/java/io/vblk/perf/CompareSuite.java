@@ -46,7 +46,7 @@ import io.vblk.perf.vhost.VhostUserContender;
  * <li>wait: the wait strategies, embedded, null back end: depth 128 with the guest blocking and
  *     polling, depth 1 with the guest polling.
  * <li>contention ({@code --contention} or {@code --only contention}; not in the default set, it
- *     adds about 27 x {@code --best-of} runs): vblk serve vs qemu-storage-daemon (default iothread,
+ *     adds about 27 x ({@code --best-of} + 1 warm-up) runs): vblk serve vs qemu-storage-daemon (default iothread,
  *     and poll-max-ns=0) on a null device, idle and with one and two competing busy processes
  *     ({@link ContentionGroup}).
  * </ol>

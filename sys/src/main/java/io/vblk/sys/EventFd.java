@@ -45,6 +45,27 @@ public final class EventFd implements AutoCloseable {
         return new EventFd(fd, true, true);
     }
 
+    /**
+     * A second descriptor for the same eventfd (fcntl F_DUPFD_CLOEXEC), owned and closed by the
+     * copy, signalled the same way as this one. Whoever keeps a copy may write to it for as long
+     * as it likes, whatever the owner of this one does with its own: closing this descriptor
+     * never hands the copy's number to another file. Used by the engine for every kick and
+     * interrupt an embedder hands to a device.
+     *
+     * @throws IllegalStateException when this descriptor is closed
+     * @throws NativeException when no descriptor is left (EMFILE)
+     */
+    public EventFd duplicate() {
+        if (closed) {
+            throw new IllegalStateException(this + " is closed: nothing to duplicate");
+        }
+        int copy = Native.libc().fcntl(fd, Linux.F_DUPFD_CLOEXEC, 0);
+        if (copy < 0) {
+            throw new NativeException(Native.errno(), "fcntl", fd, "F_DUPFD_CLOEXEC");
+        }
+        return new EventFd(copy, true, foreign);
+    }
+
     /** The descriptor. */
     public int fd() {
         return fd;
@@ -55,9 +76,15 @@ public final class EventFd implements AutoCloseable {
      * saturated) still means a reader will wake, so callers may ignore it. Never blocks on a
      * {@link #wrap wrapped} descriptor: the write goes through a private io_uring, so a full
      * counter or a blocking pipe parks a kernel worker, not this thread. One signalling thread
-     * at a time.
+     * at a time. After {@link #close()} it writes nothing and answers EBADF; a close racing a
+     * signal on another thread is the caller's to prevent (a device signals its own
+     * {@link #duplicate() copy}, never the embedder's descriptor).
      */
     public int signal() {
+        if (closed) {
+            // Never write a number this object no longer owns: another file may have it now.
+            return -Errno.EBADF;
+        }
         if (foreign) {
             return signalForeign();
         }

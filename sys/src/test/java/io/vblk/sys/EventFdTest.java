@@ -51,4 +51,27 @@ class EventFdTest {
     void wrapRefusesNegativeDescriptor() {
         assertThrows(IllegalArgumentException.class, () -> EventFd.wrap(-1));
     }
+
+    @Test
+    void aClosedEventFdNeverWritesTheNumberAnotherFileReuses() {
+        EventFd closed = EventFd.create(true);
+        int number = closed.fd();
+        closed.close();
+        try (EventFd other = EventFd.create(true)) {
+            org.junit.jupiter.api.Assumptions.assumeTrue(other.fd() == number, "the kernel handed out another number");
+            assertEquals(-Errno.EBADF, closed.signal());
+            assertEquals(-Errno.EAGAIN, other.read(), "written through a closed EventFd");
+        }
+    }
+
+    @Test
+    void aDuplicateOutlivesTheOriginal() {
+        EventFd original = EventFd.create(true);
+        try (EventFd copy = original.duplicate()) {
+            original.close();
+            assertEquals(0, copy.signal());
+            assertEquals(1, copy.read());
+        }
+        assertThrows(IllegalStateException.class, original::duplicate);
+    }
 }

@@ -117,7 +117,7 @@ class ImageLockTest {
     @Test
     void autoTakesTheLocksSilentlyWhereTheFileSystemHasThem() throws Exception {
         Path image = raw("auto.raw");
-        java.util.List<String> said = new java.util.ArrayList<>();
+        List<String> said = new ArrayList<>();
         try (PosixFile auto = PosixFile.open(image, false, false)) {
             assertTrue(ImageLock.acquire(auto.fd(), image, ImageLock.WRITER, Locking.AUTO, said::add), "locked, as on");
             LockedException w = refused(image, false, ImageLock.WRITER);
@@ -127,7 +127,7 @@ class ImageLockTest {
                 assertTrue(rw.output().contains("Failed to get \"write\" lock"), rw.output());
             }
         }
-        assertEquals(java.util.List.of(), said, "nothing to report where the locks work");
+        assertEquals(List.of(), said, "nothing to report where the locks work");
         assertEquals(Locking.AUTO, Locking.parse("auto"));
     }
 
@@ -204,10 +204,16 @@ class ImageLockTest {
     /** A second JVM that takes a writer's locks on {@code image} and waits (killed by the test). */
     private Process holder(Path image) throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
-        Process p = new ProcessBuilder(java, "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
-                "--enable-native-access=ALL-UNNAMED", "-Djnr.ffi.x86asm.enabled=false",
-                "-cp", System.getProperty("java.class.path"), LockHolderMain.class.getName(), image.toString())
-                .redirectErrorStream(true).start();
+        // The parent pom's one list, as surefire passes it (sys is below the test kit's JvmFlags).
+        String flags = System.getProperty("vblk.jvm.flags");
+        if (flags == null || flags.isBlank()) {
+            throw new IllegalStateException("no -Dvblk.jvm.flags (the parent pom's list; surefire sets it)");
+        }
+        List<String> cmd = new ArrayList<>();
+        cmd.add(java);
+        cmd.addAll(List.of(flags.trim().split("\\s+")));
+        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), LockHolderMain.class.getName(), image.toString()));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
         started.add(p);
         BufferedReader out = new BufferedReader(new InputStreamReader(p.getInputStream()));
         String line = out.readLine();

@@ -46,8 +46,12 @@ final class KickPoller implements AutoCloseable {
                 LockSupport.park(this);
                 continue;
             }
-            for (long m = queues; m != 0; m &= m - 1) {
-                device.kick(Long.numberOfTrailingZeros(m));
+            try {
+                for (long m = queues; m != 0; m &= m - 1) {
+                    device.kick(Long.numberOfTrailingZeros(m));
+                }
+            } catch (IllegalStateException e) {
+                return; // the device closed under the poller (it refuses kicks then)
             }
             LockSupport.parkNanos(this, INTERVAL_NS);
         }

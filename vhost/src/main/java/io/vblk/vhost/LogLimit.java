@@ -5,7 +5,7 @@ import java.util.function.LongSupplier;
 
 /**
  * A rate limit for the lines a frontend can cause at will: connects, disconnects, early exits,
- * refused connections. A frontend in a reconnect loop (or a script connecting and closing) would
+ * refused connections, refused requests. A frontend in a reconnect loop (or a script connecting and closing) would
  * otherwise write thousands of lines a second (rev15c: 10,000 in 5.4 s). Each server has one:
  * the first {@link #LINES} lines of a window of {@link #WINDOW_NS} are logged, the rest counted,
  * and the count is logged in one line ("N similar lines suppressed") by the first limited line
@@ -29,7 +29,12 @@ final class LogLimit {
         /** A connection the server closed, with its reason (a protocol error). */
         CLOSED("connections closed for a protocol error"),
         /** A peer refused (not an allowed uid, too many waiting). */
-        REFUSED("refused connections");
+        REFUSED("refused connections"),
+        /**
+         * A request of a served frontend refused and answered (GET_CONFIG outside the config
+         * space, GET_INFLIGHT_FD, a need_reply failure): the frontend can repeat it at will.
+         */
+        REQUEST_REFUSED("refused requests");
 
         final String what;
 

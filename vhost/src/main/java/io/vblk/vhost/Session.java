@@ -297,14 +297,16 @@ final class Session {
 
     private void refuse(Message m, String reason) {
         int request = m.request();
+        // Rate-limited as connects are: a frontend may repeat a refused request in a loop.
         if (request == Request.GET_CONFIG) {
-            log.info(who + ": " + m.name() + " refused (answered with an empty config): " + reason);
+            connections.info(LogLimit.Kind.REQUEST_REFUSED, who + ": " + m.name() + " refused (answered with an empty config): "
+                    + reason);
             config.refuse(m);
         } else if (request == Request.GET_INFLIGHT_FD) {
-            log.info(who + ": " + m.name() + " refused (answered with no buffer): " + reason);
+            connections.info(LogLimit.Kind.REQUEST_REFUSED, who + ": " + m.name() + " refused (answered with no buffer): " + reason);
             inflight.refuse(m);
         } else if (!Request.hasOwnReply(request) && m.needReply() && state.replyAck()) {
-            log.info(who + ": " + m.name() + " refused (answered failure): " + reason);
+            connections.info(LogLimit.Kind.REQUEST_REFUSED, who + ": " + m.name() + " refused (answered failure): " + reason);
             channel.replyU64(request, 1);
         } else {
             throw ProtocolError.fatal(m.name() + " refused, and the frontend cannot be told: " + reason);

@@ -79,7 +79,11 @@ public final class VhostUserServer implements AutoCloseable {
     /** How long {@link #close()} then waits for the device's own drain before closing it undrained. */
     long deviceDrainWaitMs = closeWaitMs;
 
-    private final SocketFile socketFile;
+    /** The listening socket; replaced by {@link #rebind()} (under this and listenLock). */
+    private volatile SocketFile socketFile;
+    /** The socket file's mode and group, for {@link #rebind()}. */
+    private final int socketMode;
+    private final GroupPrincipal socketGroup;
     private final BlockDevice device;
     private final KickPoller poller;
     private final QueueErrors errors;
@@ -122,6 +126,8 @@ public final class VhostUserServer implements AutoCloseable {
         this.connections = new LogLimit(log, System::nanoTime, b.connectionLines, LogLimit.WINDOW_NS);
         SocketFile.check(b.socket);
         GroupPrincipal group = b.socketGroup == null ? null : SocketFile.group(b.socketGroup);
+        this.socketMode = b.socketMode;
+        this.socketGroup = group;
         this.errors = new QueueErrors(b.config.numQueues(), log);
         BlockDevice.Builder db = BlockDevice.builder(b.config, b.backends).tuning(b.tuning).listener(errors).name(b.name);
         if (b.ioThreads != null) {
@@ -439,6 +445,67 @@ public final class VhostUserServer implements AutoCloseable {
         // shutdown(2) on a listening socket makes it ready (and accept fail) at once on Linux:
         // an armed listener's turn comes and sees 'stopping'.
         socketFile.socket().shutdown();
+    }
+
+    /**
+     * Listens again at the socket's path with a new socket (same mode and group), for a socket
+     * file removed under a running server (a cleaner of /run, an operator's mistake): frontends
+     * could no longer reach it by name. The frontend served now and those kept waiting are
+     * untouched; the old listening socket is closed (its file, gone or another's, is left alone).
+     * Like the first listen it replaces a stale socket file and never a live one.
+     *
+     * @throws IllegalStateException when the server does not serve (not started, stopping, closed)
+     * @throws IllegalArgumentException when the path is unusable or another process listens there
+     * @throws java.io.UncheckedIOException when the socket cannot be bound there (its directory gone, a
+     *         file that is no socket in its place)
+     */
+    public synchronized void rebind() {
+        if (closed || stopping || !serving) {
+            throw new IllegalStateException("the server does not serve");
+        }
+        synchronized (listenLock) {
+            if (finished.getCount() == 0) {
+                throw new IllegalStateException("the server does not serve");
+            }
+            SocketFile old = socketFile;
+            SocketFile fresh = SocketFile.listen(old.path(), BACKLOG, socketMode, socketGroup);
+            EventLoop.Registration watched;
+            try {
+                fresh.socket().setNonBlocking();
+                watched = loop.register(fresh.socket().fd(), handlers, this::acceptTurn);
+            } catch (RuntimeException e) {
+                fresh.closeAndRemove();
+                throw e;
+            }
+            listening.cancel();
+            socketFile = fresh;
+            listening = watched; // armed: a turn of the old one still queued accepts from this one
+            listenerPaused = false;
+            old.socket().close();
+        }
+        log.info("listening again on " + socketFile.path() + " (its socket file had been removed or replaced)");
+    }
+
+    /**
+     * {@link #stop()}, unless a frontend is served now (one that has already hung up does not
+     * count, as in {@link #frontend()}): checked and stopped under the lock the listener's turns
+     * take, so no frontend can be accepted between the check and the stop (a removal that found
+     * no VM attached never cuts off one that came just then). A frontend connecting after it is
+     * closed unserved. Returns whether it stopped (true also when already stopping or closed).
+     */
+    public synchronized boolean stopUnlessServing() {
+        if (closed || stopping) {
+            return true;
+        }
+        synchronized (listenLock) {
+            Session s = current;
+            if (s != null && !s.frontendGone()) {
+                return false;
+            }
+            stopping = true; // the listener's next turn closes whom it accepts
+        }
+        stop();
+        return true;
     }
 
     /** Waits until {@link #serve()} has returned; true if it did within the timeout. */

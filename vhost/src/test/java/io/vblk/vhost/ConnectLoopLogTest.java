@@ -89,6 +89,36 @@ class ConnectLoopLogTest {
                 "why the frontend was thrown out is not in the log: " + all);
     }
 
+    /**
+     * A served frontend that asks for config outside the config space in a loop: each request is
+     * refused and answered (an empty config), and its lines are limited as connects are (10 a
+     * minute), the rest counted in one line.
+     */
+    @Test
+    void aGetConfigLoopIsLoggedInAFewLinesAndCounted() throws Exception {
+        int over = MessageDescriptor.CONFIG_MAX_SIZE + 1;
+        List<String> all = serve("config", sock -> {
+            try (VhostUserFrontend f = VhostUserFrontend.connect(sock)) {
+                for (int i = 0; i < LOOPS; i++) {
+                    assertEquals(null, f.getConfig(0, over), "refused, answered with an empty config");
+                }
+            }
+        });
+        long refusedLines = all.stream().filter(l -> l.contains("GET_CONFIG refused")).count();
+        long suppressed = 0;
+        Pattern p = Pattern.compile("^(\\d+) similar lines suppressed \\(refused requests");
+        for (String l : all) {
+            Matcher lm = p.matcher(l);
+            if (lm.find()) {
+                suppressed += Long.parseLong(lm.group(1));
+            }
+        }
+        String some = all.size() + " lines, the first " + all.subList(0, Math.min(30, all.size()));
+        // Twice the budget if the loop spanned the end of a window on a slow machine.
+        assertTrue(refusedLines <= 2 * LogLimit.LINES, refusedLines + " refusal lines logged; " + some);
+        assertEquals(LOOPS, refusedLines + suppressed, refusedLines + " logged, " + suppressed + " suppressed; " + some);
+    }
+
     /** Connections made by {@code frontends}, then one good frontend once they have gone: the server's log lines. */
     private List<String> serve(String name, Frontends frontends) throws Exception {
         List<String> lines = new ArrayList<>();

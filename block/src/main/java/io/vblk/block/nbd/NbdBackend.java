@@ -99,6 +99,22 @@ public final class NbdBackend implements IoBackend {
     private final Thread helper;
     private volatile boolean helperStop;
 
+    // Durability across reconnects (I/O thread only; rev16a H1). A server with a volatile cache
+    // that acknowledged writes and then died took them with it; a FLUSH sent to its successor
+    // covers only what the successor holds, so it must not say those writes are durable.
+    /** Write, trim and write-zeroes parts acknowledged without FUA by a server with a volatile cache. */
+    private long writesAcked;
+    /** The most of {@link #writesAcked} a completed FLUSH covered (made durable). */
+    private long writesFlushed;
+    /**
+     * Set, for good, when a connection was lost while writes it (or another connection to the
+     * same server) acknowledged were not covered by a completed FLUSH: every FLUSH from then on,
+     * a resent one too, fails with EIO. Sticky like a qcow2 image's failed flush and QEMU's
+     * after a failed fdatasync: the guest cannot tell which writes were lost, and a FLUSH that
+     * succeeded on a retry would tell it that they are durable. Only reopening the disk clears it.
+     */
+    private boolean flushLost;
+
     private NbdBackend(NbdAddress address, NbdTls tls, NbdOptions options, NbdSocket first, NbdExport export) {
         this.address = address;
         this.tls = tls;
@@ -282,6 +298,47 @@ public final class NbdBackend implements IoBackend {
     /** A request finished (its result is in its slot): delivered by the next {@link #poll}. */
     void completed(int slot) {
         done.offer(slot);
+    }
+
+    /** A write-type part completed without FUA on a connection whose server has a volatile cache. */
+    void writeAcked() {
+        writesAcked++;
+    }
+
+    /** A FLUSH is laid out: what it will cover if it succeeds (the writes acknowledged so far). */
+    long flushSent() {
+        return writesAcked;
+    }
+
+    /**
+     * A FLUSH succeeded on the wire, covering {@code covers} acknowledged writes; false when a
+     * lost connection already made FLUSH fail for good (its success covers only the new server).
+     */
+    boolean flushDone(long covers) {
+        if (covers > writesFlushed) {
+            writesFlushed = covers;
+        }
+        return !flushLost;
+    }
+
+    /** Whether FLUSH fails for good (a server lost acknowledged writes no FLUSH covered). */
+    boolean flushLost() {
+        return flushLost;
+    }
+
+    /**
+     * A connection's socket is gone (a crash, a hang-up, a timeout or a protocol error): if the
+     * server acknowledged writes that no completed FLUSH covered, they may be gone with it (a
+     * write-back cache in a process that died), and nothing sent to the server it comes back as
+     * can tell. FLUSH fails from now on (see {@link #flushLost}).
+     */
+    void connectionDropped(int index) {
+        if (!flushLost && writesAcked != writesFlushed) {
+            flushLost = true;
+            LOG.log(System.Logger.Level.ERROR, "nbd: {0} connection {1} lost with {2} acknowledged write(s) not yet flushed;"
+                    + " the server may have lost them, so every later FLUSH fails with EIO (reopen the disk to clear)",
+                    address, index, writesAcked - writesFlushed);
+        }
     }
 
     /** Asks the helper thread to reconnect now. */
@@ -473,7 +530,10 @@ public final class NbdBackend implements IoBackend {
             return -Errno.EAGAIN;
         }
         // A server that offers no flush has nothing volatile to flush (proto.md, NBD_FLAG_SEND_FLUSH).
-        fill(slot, export.has(FLAG_SEND_FLUSH) ? CMD_FLUSH : NbdSlots.OP_LOCAL, 0, 0, 0, userData);
+        fill(slot, export.has(FLAG_SEND_FLUSH) && !flushLost ? CMD_FLUSH : NbdSlots.OP_LOCAL, 0, 0, 0, userData);
+        if (flushLost) {
+            slots.result[slot] = -Errno.EIO; // writes a lost server acknowledged are gone: never durable
+        }
         pending[pendingCount++] = slot;
         return 0;
     }

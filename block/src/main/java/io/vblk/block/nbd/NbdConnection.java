@@ -436,6 +436,9 @@ final class NbdConnection {
             }
             slots.error[slot] = 0;
             slots.sentAtNs[slot] = now;
+            if (op == CMD_FLUSH) {
+                slots.flushCovers[slot] = disk.flushSent();
+            }
             sendHead = (sendHead + 1) % sendQueue.length;
             sendCount--;
             slots.state[slot] = NbdSlots.SENT;
@@ -498,7 +501,8 @@ final class NbdConnection {
     /** After a reconnect the export may have shrunk or turned read-only: such requests fail. */
     private boolean stillValid(int slot, int op) {
         if (op == CMD_FLUSH) {
-            return true;
+            // A FLUSH resent after a connection lost unflushed writes covers only the new server.
+            return !disk.flushLost();
         }
         if (op != CMD_READ && export.readOnly()) {
             return false;
@@ -883,6 +887,15 @@ final class NbdConnection {
             LOG.log(Level.INFO, "nbd: {0} connection {1} serving again", disk.address(), index);
         }
         int op = slots.op[slot];
+        if (op == CMD_FLUSH) {
+            if (!disk.flushDone(slots.flushCovers[slot])) {
+                finish(slot, -Errno.EIO);
+                return;
+            }
+        } else if (op != CMD_READ && (slots.commandFlags[slot] & CMD_FLAG_FUA) == 0 && export.has(FLAG_SEND_FLUSH)) {
+            // Acknowledged, maybe only into the server's cache: durable once a FLUSH covers it.
+            disk.writeAcked();
+        }
         long next = slots.partStart[slot] + slots.length[slot];
         if (op != CMD_FLUSH && next < slots.requestLength[slot]) {
             // A part of a request above the server's maximum: the next part goes out (from
@@ -1055,6 +1068,7 @@ final class NbdConnection {
             socket.close();
             socket = null;
             tls = null;
+            disk.connectionDropped(index);
             wantReconnect = true;
             disk.wakeHelper();
         }

@@ -55,6 +55,11 @@ final class NbdSlots {
     final int[] ranges;
     final int[] error;
     final long[] sentAtNs;
+    /**
+     * A FLUSH's cover: the disk's count of acknowledged writes when it was laid out (it makes
+     * those durable, no later ones). See {@link NbdBackend#flushSent}.
+     */
+    final long[] flushCovers;
     /** Request headers, 32 bytes apart, sent straight from here. */
     final NativeBuffer headers;
 
@@ -78,6 +83,7 @@ final class NbdSlots {
         state = new byte[depth];
         sequence = new int[depth];
         covered = new long[depth];
+        flushCovers = new long[depth];
         coveredFrom = new long[depth * MAX_RANGES];
         coveredTo = new long[depth * MAX_RANGES];
         ranges = new int[depth];

@@ -84,6 +84,12 @@ public final class Qcow2 {
                 synchronized (this) {
                     d = driver;
                 }
+                if (!options.readOnly() && d != null && d.flushFailed()) {
+                    // A failed flush (a barrier's, a metadata write's, a guest FLUSH's) consumed
+                    // the kernel's one report: an fdatasync now would succeed with data lost.
+                    throw new java.io.UncheckedIOException(new IOException("qcow2: an earlier flush of " + path
+                            + " failed; its writes may be lost"));
+                }
                 if (!options.readOnly() && d != null && d.image() != null) {
                     int rc = d.image().fdatasync();
                     if (rc < 0) {
@@ -187,11 +193,26 @@ public final class Qcow2 {
                 return opened;
             }
 
-            // sync(): nothing, as for a raw network disk (NetworkDisk). The driver's back end
-            // belongs to its I/O thread, so no flush can be sent through it from here; the
-            // guest's FLUSH (which the driver passes on after its metadata writes) is what makes
-            // writes durable on the server, and librbd without its cache completes writes that
-            // are on the OSDs already.
+            /**
+             * No flush, as for a raw network disk (NetworkDisk). The driver's back end
+             * belongs to its I/O thread, so no flush can be sent through it from here; the
+             * guest's FLUSH (which the driver passes on after its metadata writes) is what makes
+             * writes durable on the server, and librbd without its cache completes writes that
+             * are on the OSDs already. But a flush that failed (a server lost acknowledged
+             * writes, a durable metadata write failed) fails the sync: the hand-over must not
+             * report the image durable.
+             */
+            @Override
+            public void sync() {
+                Qcow2Driver d;
+                synchronized (this) {
+                    d = opened;
+                }
+                if (!options.readOnly() && d != null && d.flushFailed()) {
+                    throw new java.io.UncheckedIOException(new IOException("qcow2: an earlier flush of " + disk.address()
+                            + " failed; its writes may be lost"));
+                }
+            }
         };
     }
 

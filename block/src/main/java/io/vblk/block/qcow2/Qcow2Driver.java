@@ -66,8 +66,9 @@ import io.vblk.sys.NativeBuffer;
  * <p>DISCARD is advisory: it never allocates and never writes data; only a whole cluster of a
  * v3 image with an L2 table becomes a zero cluster (keeping its host cluster, refcount 1), the
  * rest is left. On a local file the kept cluster's host range is then punched
- * ({@link #punchDiscarded}): the space goes back, the refcount stays, so no entry ever names a
- * freed cluster.
+ * ({@link #punchDiscarded}), once its refcount was read to be 1 (an entry whose COPIED flag lies
+ * marks the image corrupt), adjacent clusters in one punch: the space goes back, the refcount
+ * stays, so no entry ever names a freed cluster.
  *
  * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
  * than freeing them), internal snapshots (refused for writing), growing the refcount table.
@@ -97,8 +98,15 @@ public final class Qcow2Driver implements BlockDriver {
     static final int PH_NEW_L2_FLUSHED = 12;
     /** A DISCARD's zero entry written: the host cluster's range is to be punched ({@link Req#punch}). */
     static final int PH_PUNCH = 13;
-    /** The punch of a discarded cluster's host range in flight; the cluster stays locked until it ends. */
+    /** The punch of a discarded run's host range in flight; its clusters stay locked until it ends. */
     static final int PH_PUNCHED = 14;
+    /** A DISCARD's read of the refcount of the host cluster it would punch in flight ({@link #readRefcount}). */
+    static final int PH_REFCOUNT = 15;
+    /**
+     * The most a DISCARD's run of adjacent host clusters grows to before it is punched: its
+     * clusters stay locked until then (a guest write into one waits).
+     */
+    static final long PUNCH_RUN_BYTES = 64L << 20;
 
     private static final long K_REQ = 1;
     private static final long K_L2_LOAD = 2;
@@ -212,7 +220,8 @@ public final class Qcow2Driver implements BlockDriver {
      * shared by the requests: a request takes one for a copy-on-write or a compressed read and
      * gives it back as soon as the piece's data is written or copied to the guest. At most
      * {@link #bounceMax} exist (within {@link #BOUNCE_BUDGET_BYTES}): {@link #BOUNCE_RESERVED}
-     * taken at open, the others created on need (while direct memory has room) and kept; a request that finds none free waits in {@link #bounceWaiters}. A holder only waits
+     * taken at open, the others created on need (whenever direct memory has room, {@link #growBounce})
+     * and kept; a request that finds none free waits in {@link #bounceWaiters}. A holder only waits
      * for back-end completions and slots, never for a lock or a table, so the wait always ends.
      */
     private final Bounce[] bouncePool;
@@ -220,10 +229,19 @@ public final class Qcow2Driver implements BlockDriver {
     private int bounceCreated;
     private final int bounceMax;
     /**
-     * How many bounce buffers the pool may grow to: {@link #bounceMax}, down to those in
-     * existence once the direct-memory pool had no room for another ({@link #acquireBounce}).
+     * {@link System#nanoTime} before which the pool does not try to grow: set when a direct
+     * allocation failed although the pool seemed to have room (another disk took it meanwhile),
+     * so that {@code Bits.reserveMemory}'s collection and sleeps (up to half a second) run on
+     * this I/O thread at most once per {@link #BOUNCE_GROW_BACKOFF_NANOS}.
      */
-    private int bounceLimit;
+    private long bounceGrowAfter;
+    /** Punches issued ({@link #punches}). */
+    private long punches;
+    /** Refcount reads a DISCARD issued before a punch ({@link #refcountReads}). */
+    private long refcountReads;
+    private boolean bounceGrowBackoff;
+    /** How long growth pauses after a failed allocation (see {@link #bounceGrowAfter}). */
+    static final long BOUNCE_GROW_BACKOFF_NANOS = 10_000_000_000L;
     /**
      * Bounce buffers a top image takes at open (a backing level takes one); the rest up to
      * {@link #bounceMax} are created on need while the direct-memory pool has room: all of them
@@ -335,7 +353,6 @@ public final class Qcow2Driver implements BlockDriver {
         this.bounceMax = (int) (backingLevel ? Math.max(1, Math.min(depth, BACKING_BOUNCE_BUDGET_BYTES / bounceBytes))
                 : Math.max(1, Math.min(depth, Math.max(2, BOUNCE_BUDGET_BYTES / bounceBytes))));
         this.bouncePool = new Bounce[bounceMax];
-        this.bounceLimit = bounceMax;
         // The slots' tables and the first bounce buffers are taken now, from the direct-memory
         // pool every disk shares: a disk that opened never fails later for want of them, and
         // the image that would fill the pool is refused at its open (rev15a).
@@ -437,6 +454,14 @@ public final class Qcow2Driver implements BlockDriver {
     @Override
     public boolean readOnly() {
         return readOnly;
+    }
+
+    /**
+     * Whether a flush of the image failed: every later FLUSH fails, and so does the factory's
+     * sync (a hand-over's). Written by the I/O thread; read once it has stopped.
+     */
+    public boolean flushFailed() {
+        return flushFailed;
     }
 
     @Override
@@ -1068,6 +1093,10 @@ public final class Qcow2Driver implements BlockDriver {
         while (true) {
             switch (r.phase) {
                 case PH_START:
+                    if (r.punchLen != 0 && !runGoesOn(r)) {
+                        r.phase = PH_PUNCH; // the run ends here: punched before anything else
+                        continue;
+                    }
                     if (r.error == 0 && (corrupt || fatalError != 0)) {
                         r.error = corrupt ? -Errno.EIO : fatalError;
                     }
@@ -1182,8 +1211,17 @@ public final class Qcow2Driver implements BlockDriver {
                     return false;
                 }
                 r.slot = null;
-                if (r.punch != 0) {
-                    r.phase = PH_PUNCH;
+                if (r.discardHost != 0) {
+                    // Joins the request's run of adjacent host clusters, punched in one go when
+                    // it ends (runGoesOn); the cluster stays locked until then.
+                    if (r.punchLen == 0) {
+                        r.punch = r.discardHost;
+                    }
+                    r.punchLen += cluster;
+                    r.discardHost = 0;
+                    r.host = 0;
+                    r.pos += r.pieceLen;
+                    r.phase = PH_START;
                     return true;
                 }
                 endPiece(r);
@@ -1191,8 +1229,10 @@ public final class Qcow2Driver implements BlockDriver {
             case PH_PUNCH:
                 return punchDiscarded(r);
             case PH_PUNCHED:
-                endPiece(r); // the cluster may be reused now: the punch can no longer land after its data
+                endRun(r); // the clusters may be reused now: the punch can no longer land after their data
                 return true;
+            case PH_REFCOUNT:
+                return checkRefcount(r);
             case PH_NEW_L2_WRITTEN:
                 if (r.slot.l2Offset == r.l2Offset && r.slot.writtenGen < r.waitGen) {
                     park(r, r.slot.waiters);
@@ -1339,6 +1379,14 @@ public final class Qcow2Driver implements BlockDriver {
         long off = compressed ? 0 : entry & L2E_OFFSET_MASK;
         boolean zeroFlag = !compressed && (entry & OFLAG_ZERO) != 0;
         boolean copied = (entry & OFLAG_COPIED) != 0;
+        if (r.punchLen != 0 && (zeroFlag || off == 0 || !copied || off != r.punch + r.punchLen
+                || !holdsOrExtends(r, r.pos >>> clusterBits))) {
+            // A DISCARD whose run this cluster does not continue (its host cluster is not the
+            // next, or another request holds it): the run is punched first, never kept while
+            // this piece waits for anything.
+            r.phase = PH_PUNCH;
+            return true;
+        }
         if (!compressed && !zeroFlag && off != 0 && copied && !(zeroOp && full && v3)) {
             // In place: the cluster is ours alone (COPIED) and was checked when its table loaded.
             if (io.freeSlots() == 0) {
@@ -1369,11 +1417,13 @@ public final class Qcow2Driver implements BlockDriver {
             return false;
         }
         if (zeroOp && full && v3) {
+            if (r.op == OP_DISCARD && off != 0 && copied && this.host.file()) {
+                // A DISCARD gives the kept cluster's space back to the file system once the
+                // entry is written (see punchDiscarded), only after its refcount says it is ours alone.
+                return readRefcount(r, off);
+            }
             // A whole cluster reads as zeros: keep an allocation of our own, drop anything else.
             r.newEntry = (off != 0 && copied) ? (off | OFLAG_COPIED | OFLAG_ZERO) : OFLAG_ZERO;
-            // A DISCARD gives the kept cluster's space back to the file system once the entry is
-            // written (see punchDiscarded).
-            r.punch = r.op == OP_DISCARD && off != 0 && copied && this.host.file() ? off : 0;
             r.needBarrier = false; // no data: nothing to make durable first
             r.phase = PH_DATA_WRITTEN;
             return true;
@@ -1516,22 +1566,145 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     /**
-     * A whole cluster of a v3 image discarded, its entry now ZERO with the host cluster kept
-     * (ZERO|COPIED, refcount 1): punches the host cluster's range (fallocate PUNCH_HOLE), so the
-     * file system gets the space back, as QEMU's discard=unmap does; the refcount stays, so no
-     * refcount block is written and nothing ever names a freed cluster (see the class comment).
-     * After the entry's write completed: a crash before it is durable can leave the old entry
-     * over the hole, and the guest then reads zeros in the cluster it discarded (a discarded
-     * range's contents are undefined), never another cluster's data. The piece keeps the
-     * cluster's lock until the punch completes: a write reusing the cluster (ZERO|COPIED entries
-     * are written in place) waits, so the punch never lands after its data. Advisory, as the
-     * DISCARD: a punch the back end refuses or fails (no hole punching on the file system)
-     * leaves the cluster allocated and the request successful.
+     * Whether the DISCARD {@code r}, holding a run of discarded clusters not yet punched, may
+     * go on to its next cluster with the run kept: the request and the image have not failed,
+     * the next piece is the cluster right after the run, in the same L2 table, and the run is
+     * below {@link #PUNCH_RUN_BYTES}. The piece itself may still end the run ({@link #writePiece}).
+     */
+    private boolean runGoesOn(Req r) {
+        long next = runNext(r);
+        return r.error == 0 && !corrupt && fatalError == 0 && r.pos < r.end && r.op == OP_DISCARD
+                && r.pos == next << clusterBits && (next & ((1L << l2Bits) - 1)) != 0
+                && r.punchLen < PUNCH_RUN_BYTES;
+    }
+
+    /** The guest cluster right after the DISCARD's run (which starts at its first lock). */
+    private long runNext(Req r) {
+        return r.lockKey + (r.punchLen >>> clusterBits);
+    }
+
+    /**
+     * Whether {@code key}, the cluster right after the run of {@code r}, is locked by it: already
+     * (its piece started over after a wait), or now ({@link #extendLock}).
+     */
+    private boolean holdsOrExtends(Req r, long key) {
+        if (key != runNext(r)) {
+            return false;
+        }
+        return key < r.lockEnd || extendLock(r, key);
+    }
+
+    /**
+     * Reads the refcount of host cluster {@code off}, which the L2 entry of the DISCARD's
+     * cluster names with COPIED ({@link #checkRefcount} decides once it is in): the entry's
+     * COPIED flag alone cannot be trusted with a punch, which destroys the cluster's data for
+     * every user. The sector holding the refcount is read into a bounce buffer (its holder
+     * waits only for this read). False when it waits.
+     */
+    private boolean readRefcount(Req r, long off) {
+        if (off >= entryLimit) {
+            // Past the image as opened: no entry read from it names such a cluster (checkL2),
+            // so this driver allocated it (refcount 1, never shared): nothing to read.
+            r.discardHost = off;
+            r.newEntry = off | OFLAG_COPIED | OFLAG_ZERO;
+            r.needBarrier = false;
+            r.phase = PH_DATA_WRITTEN;
+            return true;
+        }
+        long c = off >>> clusterBits;
+        int order = meta.header.refcountOrder;
+        long perBlock = ((long) cluster * 8) >>> order;
+        long bi = c / perBlock;
+        long block = meta.reftable != null && bi < meta.reftableEntries
+                ? meta.reftableEntry((int) bi) & REFT_OFFSET_MASK : 0;
+        if (block == 0) {
+            refcountLie(r, off, 0); // no refcount block: its refcount is 0
+            return true;
+        }
+        if (io.freeSlots() == 0) {
+            park(r, ioWaiters);
+            return false;
+        }
+        if (!acquireBounce(r)) {
+            return false; // the piece starts over (PH_START) when a buffer is given back
+        }
+        long bit = (c % perBlock) << order;
+        long at = block + (bit >>> 3);
+        long start = at & ~(long) (alignment - 1);
+        r.refcountBit = (int) (((at - start) << 3) + (bit & 7));
+        r.discardHost = off;
+        r.bounceVec(0, alignment);
+        r.phase = PH_REFCOUNT;
+        refcountReads++;
+        if (!prepare(r, io.prepareRead(start, r.bounceVec, reqTag(r, alignment)))) {
+            return true;
+        }
+        return false;
+    }
+
+    /**
+     * The refcount of the DISCARD's host cluster is in: exactly 1 (the cluster is the entry's
+     * alone, as its COPIED flag says), the entry becomes ZERO|COPIED and the cluster is punched
+     * once it is written; any other count makes the image corrupt (a COPIED entry over a shared
+     * or free cluster: an in-place write, a punch, would destroy another user's data).
+     */
+    private boolean checkRefcount(Req r) {
+        long refcount = getRefcount(r.bounce.buffer(), meta.header.refcountOrder, r.refcountBit);
+        releaseBounce(r);
+        long off = r.discardHost;
+        if (refcount != 1) {
+            r.discardHost = 0;
+            refcountLie(r, off, refcount);
+            return true;
+        }
+        r.newEntry = off | OFLAG_COPIED | OFLAG_ZERO;
+        r.needBarrier = false; // no data: nothing to make durable first
+        r.phase = PH_DATA_WRITTEN;
+        return true;
+    }
+
+    private void refcountLie(Req r, long off, long refcount) {
+        markCorrupt("the L2 entry of guest cluster " + (r.pos >>> clusterBits) + " names host cluster 0x"
+                + Long.toHexString(off) + " as its own (COPIED) but its refcount is " + refcount);
+        r.error = -Errno.EIO;
+    }
+
+    /** Entry {@code bit / 2^order} of a refcount block of {@code 2^order}-bit entries (big-endian), by bit offset. */
+    static long getRefcount(UnsafeBuffer b, int order, int bit) {
+        int at = bit >>> 3;
+        switch (order) {
+            case 0:
+            case 1:
+            case 2:
+                return ((b.getByte(at) & 0xff) >>> (bit & 7)) & ((1 << (1 << order)) - 1);
+            case 3:
+                return b.getByte(at) & 0xff;
+            case 4:
+                return b.getShort(at, ByteOrder.BIG_ENDIAN) & 0xffff;
+            case 5:
+                return b.getInt(at, ByteOrder.BIG_ENDIAN) & 0xffffffffL;
+            default:
+                return b.getLong(at, ByteOrder.BIG_ENDIAN);
+        }
+    }
+
+    /**
+     * Punches the host range of the DISCARD's run of adjacent whole clusters (fallocate
+     * PUNCH_HOLE, one for the run), each of a v3 image with its entry now ZERO|COPIED and its
+     * refcount checked to be 1, so the file system gets the space back, as QEMU's discard=unmap
+     * does; the refcount stays, so no refcount block is written and nothing ever names a freed
+     * cluster (see the class comment). After every entry's write completed: a crash before one
+     * is durable can leave the old entry over the hole, and the guest then reads zeros in the
+     * cluster it discarded (a discarded range's contents are undefined), never another
+     * cluster's data. The request keeps the run's clusters locked (a range, {@link Req#lockEnd})
+     * until the punch completes: a write reusing a cluster (ZERO|COPIED entries are written in
+     * place) waits, so the punch never lands after its data. Advisory, as the DISCARD: a punch
+     * the back end refuses or fails (no hole punching on the file system) leaves the clusters
+     * allocated and the request successful. The request's cursor is already past the run.
      */
     private boolean punchDiscarded(Req r) {
         if (r.error != 0 || corrupt || fatalError != 0) {
-            r.punch = 0; // the entry's write may have failed: the old entry may still name the cluster
-            endPiece(r);
+            endRun(r); // an entry's write may have failed: the old entry may still name the cluster
             return true;
         }
         if (io.freeSlots() == 0) {
@@ -1539,15 +1712,26 @@ public final class Qcow2Driver implements BlockDriver {
             return false;
         }
         long at = r.punch;
+        long len = r.punchLen;
         r.punch = 0;
-        int rc = io.prepareDiscard(at, cluster, reqTag(r, 0));
+        r.punchLen = 0;
+        int rc = io.prepareDiscard(at, len, reqTag(r, 0));
         if (rc < 0) {
-            endPiece(r);
+            endRun(r);
             return true;
         }
+        punches++;
         r.pending++;
         r.phase = PH_PUNCHED;
         return false;
+    }
+
+    /** The run punched (or dropped): its clusters unlocked, the request on from its cursor. */
+    private void endRun(Req r) {
+        r.punch = 0;
+        r.punchLen = 0;
+        unlock(r);
+        r.phase = PH_START;
     }
 
     private void endPiece(Req r) {
@@ -2340,22 +2524,42 @@ public final class Qcow2Driver implements BlockDriver {
 
     /** Takes the allocation lock {@code key} (a guest cluster, or an L1 index as -1-i). */
     private boolean lock(Req r, long key) {
-        if (r.lockKey == key) {
+        if (key >= r.lockKey && key < r.lockEnd) {
             return true;
         }
         for (Req other : reqs) {
-            if (other != r && other.lockKey == key) {
+            if (other != r && key >= other.lockKey && key < other.lockEnd) {
                 park(r, other.lockWaiters);
                 return false;
             }
         }
         r.lockKey = key;
+        r.lockEnd = key + 1;
+        return true;
+    }
+
+    /**
+     * Extends the cluster locks {@code r} holds ({@code [lockKey, lockEnd)}, a DISCARD's run)
+     * by {@code key}, the next cluster, when no other request holds it; false (nothing changed,
+     * nothing parked) otherwise.
+     */
+    private boolean extendLock(Req r, long key) {
+        if (key != r.lockEnd || r.lockKey < 0) {
+            return false;
+        }
+        for (Req other : reqs) {
+            if (other != r && key >= other.lockKey && key < other.lockEnd) {
+                return false;
+            }
+        }
+        r.lockEnd = key + 1;
         return true;
     }
 
     private void unlock(Req r) {
         if (r.lockKey != NO_LOCK) {
             r.lockKey = NO_LOCK;
+            r.lockEnd = NO_LOCK;
             wakeAll(r.lockWaiters);
         }
     }
@@ -2372,7 +2576,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (bounceFree > 0) {
             b = bouncePool[--bounceFree];
             bouncePool[bounceFree] = null;
-        } else if (bounceCreated < bounceLimit && (b = growBounce()) != null) {
+        } else if (bounceCreated < bounceMax && (b = growBounce()) != null) {
             bounceCreated++;
         } else {
             park(r, bounceWaiters);
@@ -2384,21 +2588,33 @@ public final class Qcow2Driver implements BlockDriver {
 
     /**
      * One more buffer for the pool, or null: only while the direct-memory pool every disk
-     * shares has room for it. Once it had none (or an allocation failed), the pool stays at the
-     * buffers it has (at least the one taken at open: a waiter always gets one back), and this
-     * driver never again asks: a failed direct allocation collects and sleeps for up to half a
-     * second (Bits.reserveMemory) on an I/O thread other disks share.
+     * shares has room for it. Without room the request waits for a pooled buffer (at least the
+     * one taken at open exists, and a holder waits only for back-end completions, so one comes
+     * back), and the next request that finds none free asks again: memory another disk gave
+     * back (closed) lets the pool grow again. Asking costs a read of the pool's counter; a
+     * direct allocation that fails anyway (a race with another disk) collects and sleeps for up
+     * to half a second (Bits.reserveMemory) on an I/O thread other disks share, so after one
+     * the pool does not grow for {@link #BOUNCE_GROW_BACKOFF_NANOS}. Growth used to stop for
+     * the driver's life at the first refusal.
      */
     private Bounce growBounce() {
-        if (DirectMemory.roomFor(3L * cluster + 2L * alignment)) {
-            try {
-                return new Bounce(cluster, alignment);
-            } catch (OutOfMemoryError e) {
-                // another disk took the room meanwhile: as if there had been none
+        if (bounceGrowBackoff) {
+            if (System.nanoTime() - bounceGrowAfter < 0) {
+                return null;
             }
+            bounceGrowBackoff = false;
         }
-        bounceLimit = bounceCreated;
-        return null;
+        if (!DirectMemory.roomFor(3L * cluster + 2L * alignment)) {
+            return null;
+        }
+        try {
+            return new Bounce(cluster, alignment);
+        } catch (OutOfMemoryError e) {
+            // another disk took the room meanwhile
+            bounceGrowBackoff = true;
+            bounceGrowAfter = System.nanoTime() + BOUNCE_GROW_BACKOFF_NANOS;
+            return null;
+        }
     }
 
     /**
@@ -2457,6 +2673,16 @@ public final class Qcow2Driver implements BlockDriver {
     /** The backing file's driver, or null; for tests. */
     BlockDriver backing() {
         return backing;
+    }
+
+    /** Refcount reads a DISCARD issued (one per cluster the image had at open); for tests. */
+    long refcountReads() {
+        return refcountReads;
+    }
+
+    /** Host-range punches a DISCARD issued (one per run of adjacent clusters); for tests. */
+    long punches() {
+        return punches;
     }
 
     /** Bounce buffers in existence (at most {@link #bounceMax}); for tests. */
@@ -2705,6 +2931,9 @@ public final class Qcow2Driver implements BlockDriver {
                     bouncePool[bounceFree++] = b;
                 }
                 r.lockKey = NO_LOCK;
+                r.lockEnd = NO_LOCK;
+                r.punch = 0;
+                r.punchLen = 0;
                 r.pending = 0;
                 r.result = r.error != 0 ? r.error : -Errno.EIO;
                 r.phase = PH_FINISH;
@@ -3081,14 +3310,22 @@ public final class Qcow2Driver implements BlockDriver {
         /** The piece's data needs a barrier flush before its L2 entry (copied or reused cluster). */
         boolean needBarrier;
         long newEntry;
-        /** A discarded cluster's host offset to punch once its zero entry is written; 0: none. */
+        /** The host offset of the DISCARD's run of discarded clusters to punch; 0: none. */
         long punch;
+        /** The run's length in bytes (whole clusters, adjacent in the guest and the host); 0: none. */
+        long punchLen;
+        /** A DISCARD piece's host cluster, its refcount checked, to join the run once its entry is written; 0: none. */
+        long discardHost;
+        /** The bit offset of that cluster's refcount in the bounce buffer ({@link #readRefcount}). */
+        int refcountBit;
         long waitGen;
         long l2Offset;
         L2Slot slot;
         /** The bytes the request's backing-file read must return (one at a time). */
         long backingExpected;
+        /** Locked: the keys {@code [lockKey, lockEnd)} (one but for a DISCARD's run); none while {@link #NO_LOCK}. */
         long lockKey = NO_LOCK;
+        long lockEnd = NO_LOCK;
         Req next;
         /** The driver round in which it last started a piece. */
         int pieceRound = -1;
@@ -3121,6 +3358,8 @@ public final class Qcow2Driver implements BlockDriver {
             this.phase = PH_START;
             this.host = 0;
             this.punch = 0;
+            this.punchLen = 0;
+            this.discardHost = 0;
             if (buffers != null && vec.capacity() < buffers.count()) {
                 vec = new IoVector(buffers.capacity()); // once per slot, at the largest size seen
                 backingVec = new IoVector(buffers.capacity());

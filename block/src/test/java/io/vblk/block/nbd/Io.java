@@ -10,6 +10,7 @@ import org.agrona.UnsafeApi;
 
 import io.vblk.aio.IoBackend;
 import io.vblk.aio.IoVector;
+import io.vblk.sys.Errno;
 import io.vblk.sys.NativeBuffer;
 
 /**
@@ -131,7 +132,10 @@ final class Io {
         for (int i = 0; i < count; i++) {
             assertEquals(256 * 1024L, done.get((long) i), "write " + i + " succeeded after the restart");
         }
-        assertEquals(0, io.flush());
+        // Writes the killed server acknowledged before it died may have been in its cache only:
+        // FLUSH then fails for good (rev16a H1); none acknowledged (all resent): it succeeds.
+        long flushed = io.flush();
+        assertTrue(flushed == 0 || flushed == -Errno.EIO, "FLUSH: " + flushed);
         for (int i = 0; i < count; i++) {
             poison(bufs[i]);
             assertEquals(256 * 1024, io.read(i * 512L * 1024, bufs[i]));

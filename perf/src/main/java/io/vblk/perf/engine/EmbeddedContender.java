@@ -139,7 +139,8 @@ public final class EmbeddedContender implements Contender {
             long capacity = (disk.isQcow2() ? Qcow2.virtualSize(disk.path())
                     : image == null ? disk.nullSizeBytes() : image.sizeBytes()) & ~4095L;
             BlkConfig config = BlkConfig.builder(capacity).queueSize(w.queueSize()).numQueues(w.queues())
-                    .blockSize(image == null ? 512 : Math.min(4096, image.logicalBlockSize())).build();
+                    .blockSize(image == null ? 512 : Math.min(4096, image.logicalBlockSize()))
+                    .readOnly(!w.rw().writes()).build(); // a read-only image needs a read-only config (Builder.build checks)
             Tuning tuning = Tuning.builder().waitStrategy(wait).threadingMode(threading).submitBatch(SUBMIT_BATCH)
                     .fixedBuffers(FIXED_BUFFERS)
                     .threads(Math.min(ioThreads, w.queues()), w.queues()).recordLatency(false).build();
