@@ -63,7 +63,7 @@ class CommandAbandonTest {
     }
 
     private static boolean inLendCommand(StackWalker.StackFrame f) {
-        return f.getClassName().matches("io\\.vblk\\.engine\\.IoThread\\$\\d+") && f.getMethodName().equals("run");
+        return f.getClassName().matches("io\\.vblk\\.engine\\.BackendLend\\$\\d+") && f.getMethodName().equals("run");
     }
 
     @Test
