@@ -35,7 +35,7 @@ class StickyEvidenceTest {
     Path dir;
 
     @Test
-    void aFileShrunkAndGrownBackOrPunchedStaysEvidenceAndGuestStoresDoNot() {
+    void aFileShrunkAndGrownBackStaysEvidenceAndGuestStoresDoNot() {
         int fd = Memfd.create("sticky", 4 * MIB);
         try (GuestMemory m = GuestMemory.builder().addRegion(0, 4 * MIB, fd, 0, 0, false).build()) {
             long host = m.region(0).hostAddress();

@@ -106,7 +106,8 @@ final class MemoryRequests {
     private void install(List<MemoryTable.Region> wanted) {
         GuestMemory mapped = null;
         try {
-            mapped = MemoryTable.map(wanted, state.memory.maxBytes());
+            mapped = MemoryTable.map(wanted, state.memory.maxBytes(),
+                    state.memory.memory() != null ? MemoryTable.bytes(state.memory.regions()) : 0);
             control.installMemory(wanted, mapped);
         } catch (Throwable e) {
             if (mapped != null && state.memory.memory() != mapped && control.device().memory() == mapped) {
