@@ -19,11 +19,12 @@ import io.vblk.sys.Native;
 
 /**
  * rev16c F1: evidence a frontend cannot take back. A late guest-memory fault is caught after
- * the frontend could grow its file back (or it punched a hole, which changes no size): the
- * change since the table was mapped stays evidence (sys FileChangeWatch), while the guest's own
- * stores through the mapping do not count. A file with holes on a size-limited file system that
- * is full (a frontend filled /dev/shm) is evidence too: touching a hole raises SIGBUS though the
- * file never changed. A table mapped after the change starts clean.
+ * the frontend could grow its file back: the change since the table was mapped stays evidence
+ * (sys FileChangeWatch), while the guest's own stores through the mapping do not count, nor
+ * does a hole punched in shmem (it reads as zeros: nothing to fault). A file with holes nothing
+ * can fill is evidence too, though its size never changed: on a size-limited file system that is
+ * full (a frontend filled /dev/shm), or on hugetlbfs with no free huge page. A table mapped after
+ * the change starts clean.
  */
 class StickyEvidenceTest {
     private static final long MIB = 1L << 20;
