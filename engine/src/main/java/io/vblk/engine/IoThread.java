@@ -436,9 +436,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
     }
 
-    /** A failure outside a pop loop: see {@link FaultRecovery#caught}. */
-    private void caughtInRound(Throwable e) {
-        faults.caught(e);
+    /** A failure outside a pop loop: see {@link FaultRecovery#caught}; false when attributed to other memory only. */
+    private boolean caughtInRound(Throwable e) {
+        return faults.caught(e);
     }
 
     /**
@@ -454,6 +454,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
      * How many runs of one pending command may throw before the thread gives up on it (drops it
      * and calls {@link InboxEvent.Command#abandon}): a late guest-memory fault is delivered once,
      * so a command that throws this often has a bug and would otherwise stay pending for ever.
+     * Only failures that are this device's count: a late fault attributed by evidence to other
+     * memory (another device's, on a shared thread) does not (rev16c: a frontend faulting often
+     * enough on a shared thread made another device's command be given up).
      */
     static final int PENDING_COMMAND_FAILURES = 8;
 
@@ -474,8 +477,8 @@ final class IoThread implements Agent, Runnable, KernelSleep {
             try {
                 finished = c == null || runCommand.test(c);
             } catch (RuntimeException | Error e) {
-                caughtInRound(e);
-                finished = i < pendingFailures.length && ++pendingFailures[i] >= PENDING_COMMAND_FAILURES;
+                boolean ours = caughtInRound(e);
+                finished = ours && i < pendingFailures.length && ++pendingFailures[i] >= PENDING_COMMAND_FAILURES;
                 if (finished) {
                     abandon(c, e);
                 }
