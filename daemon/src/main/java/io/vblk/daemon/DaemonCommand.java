@@ -71,10 +71,22 @@ final class DaemonCommand implements Callable<Integer> {
     @Option(names = "--metrics", paramLabel = "ADDR:PORT", description = "serve Prometheus metrics at http://ADDR:PORT/metrics")
     String metrics;
 
+    @Option(names = "--guest-memory-budget", paramLabel = "SIZE", converter = ByteSizeConverter.class, description = "the "
+            + "most guest memory the frontends of all exports may map at once (default: the host's memory, or the memory "
+            + "cgroup's limit when smaller); a memory table past it is refused")
+    Long guestMemoryBudget;
+
     @Override
     public Integer call() {
         Main.Context ctx = parent.context;
         Log log = Log.to(ctx.err());
+        if (guestMemoryBudget != null) {
+            try {
+                io.vblk.vhost.VhostUserServer.guestMemoryBudget(guestMemoryBudget);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams("--guest-memory-budget: " + e.getMessage());
+            }
+        }
         Map<String, Object> controlParams = new java.util.LinkedHashMap<>();
         if (controlMode != null) {
             controlParams.put("socket_mode", controlMode);

@@ -104,6 +104,24 @@ final class Export implements AutoCloseable {
      * @throws InvalidParams for anything the caller can fix: a missing or unreadable image, a
      *         bad size, an unusable socket path
      */
+    private static final java.util.concurrent.atomic.AtomicBoolean DEFAULT_CAP_WARNED = new java.util.concurrent.atomic.AtomicBoolean();
+
+    /**
+     * Said once per process (rev16c F2): an export whose max_guest_memory is left at the default
+     * (1 TiB, above any host's memory) is bounded only by the process-wide guest-memory budget,
+     * so its frontend, with a sparse memfd that costs it nothing, may take all of it: other
+     * frontends are then refused and the daemon's cgroup is charged for what it writes there.
+     */
+    static void warnDefaultCap(ExportSpec spec, Log log) {
+        if (spec.maxGuestMemory == io.vblk.vhost.VhostUserServer.DEFAULT_MAX_GUEST_MEMORY
+                && DEFAULT_CAP_WARNED.compareAndSet(false, true)) {
+            log.info("export " + spec.id + ": max_guest_memory left at its default: the frontend of such an export may map"
+                    + " up to the whole guest-memory budget of this process, " + io.vblk.vhost.VhostUserServer.guestMemoryBudget()
+                    + " bytes (the host's memory or its memory cgroup's limit; --guest-memory-budget), and pages the device"
+                    + " writes there are charged to the daemon; set max_guest_memory near each guest's RAM (said once)");
+        }
+    }
+
     static Export open(ExportSpec spec, Log log, SharedIoThread[] ioThreads, ControlThreads control) {
         return open(spec, log, ioThreads, control, java.util.function.UnaryOperator.identity());
     }
@@ -161,6 +179,7 @@ final class Export implements AutoCloseable {
                     .tuning(tuning(spec)).log(ofExport(spec.id, log)).socketMode(spec.socketMode).name("vblk-" + spec.id)
                     .controlThreads(control.loop(), control.vhostHandlers())
                     .maxGuestMemory(spec.maxGuestMemory);
+            warnDefaultCap(spec, log);
             if (activation != null && activation.handsOver()) {
                 builder.activation(activation);
             }

@@ -36,6 +36,11 @@ final class ServeCommand implements Callable<Integer> {
     @Option(names = "--metrics", paramLabel = "ADDR:PORT", description = "serve Prometheus metrics at http://ADDR:PORT/metrics")
     String metrics;
 
+    @Option(names = "--guest-memory-budget", paramLabel = "SIZE", converter = ByteSizeConverter.class, description = "the "
+            + "most guest memory the frontends of all exports may map at once (default: the host's memory, or the memory "
+            + "cgroup's limit when smaller); a memory table past it is refused")
+    Long guestMemoryBudget;
+
     @Option(names = "--control", paramLabel = "PATH", description = "also listen for JSON-RPC requests at PATH (mode 0600), "
             + "as vblk daemon does: export.stats, export.resize, export.set_limits, ... (vblk ctl)")
     String control;
@@ -44,6 +49,13 @@ final class ServeCommand implements Callable<Integer> {
     public Integer call() {
         Main.Context ctx = parent.context;
         Log log = Log.to(ctx.err());
+        if (guestMemoryBudget != null) {
+            try {
+                io.vblk.vhost.VhostUserServer.guestMemoryBudget(guestMemoryBudget);
+            } catch (IllegalArgumentException e) {
+                throw new InvalidParams("--guest-memory-budget: " + e.getMessage());
+            }
+        }
         if (export.image == null) {
             throw new InvalidParams("--image is required");
         }

@@ -33,18 +33,30 @@ final class FaultRecovery {
      * memory; this thread's queues then stay, but the fault may have cost a completion (in a
      * reap, a submit), so the thread turns suspect until they have nothing in flight. Anything
      * else stops this thread's queues.
+     *
+     * @return false when the failure was attributed by evidence to other memory only (none of
+     *     this thread's queues is quarantined): it is not this device's, and a pending command
+     *     it landed in does not count it against its bound (PendingCommands#MAX_FAILURES)
      */
-    void caught(Throwable e) {
+    boolean caught(Throwable e) {
         dispatcher.reclaimStranded();
         if (isDirectMemoryShortage(e)) {
             directMemoryShortage(e);
+            return true;
         } else if (GuestFaults.attribute(thread, e)) {
             evidence.suspect = true;
+            for (DeviceQueue q : queues) {
+                if (q.state == QueueLifecycle.BROKEN) {
+                    return true;
+                }
+            }
+            return false;
         } else {
             String reason = (GuestFaults.isMemoryFault(e) ? "guest memory fault: " : "internal error: ") + e;
             for (DeviceQueue q : queues) {
                 dispatcher.quarantine(q, reason);
             }
+            return true;
         }
     }
 

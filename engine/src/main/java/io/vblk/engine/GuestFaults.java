@@ -18,21 +18,31 @@ package io.vblk.engine;
  * <li><b>Attribution by evidence</b> ({@link #attribute}, {@link FaultEvidence}). When a
  *     memory fault is caught on an I/O thread, every memory table the devices on that OS thread
  *     use, and the last few they used (a frontend that has gone, a device detached from a shared
- *     thread), is asked whether it now maps past the end of its file (hostmem
+ *     thread), is asked whether it now maps past the end of its file, or its file changed size
+ *     since it was mapped, or has holes nothing can fill (hostmem
  *     {@code GuestMemory.shrinkEvidence()}: fstat of a descriptor the table keeps per region,
- *     which changes nothing of the frontend's file; a closed table answers what was true when
- *     it was unmapped, after which nothing of it can fault). Nothing of this runs per request:
- *     tables are noted at queue start and asked only on the fault path.
+ *     which changes nothing of the frontend's file; an inotify watch begun when the table was
+ *     mapped, sys FileChangeWatch; a full size-limited file system, or hugetlbfs with no free
+ *     huge page; a closed table answers what was true when it was unmapped, after which nothing
+ *     of it can fault). The change is sticky because the JVM delivers the error late: a frontend
+ *     that shrank its file and grew it back before the error was caught left no size evidence,
+ *     and the queue where the error landed, another tenant's on a shared thread, paid (rev16c,
+ *     GrownBackEvidenceTest). Nothing of this runs per request: watches begin when a table is
+ *     mapped, tables are noted at queue start, and both are asked only on the fault path.
  *     <ul>
  *     <li>Live queues (running or stopping) whose table shows evidence are quarantined, with the
  *         evidence in the reason; the queue where the error landed is not, unless it is one of
  *         them.</li>
  *     <li>Evidence only on tables no live queue uses (a stopped or quarantined queue, a
  *         frontend that has gone): nothing live is quarantined.</li>
- *     <li>No table shows evidence (hugetlbfs out of pages, a file shrunk and grown back,
- *         memory an embedder mapped itself): the queue where the error landed is quarantined,
- *         as before attribution existed (the catch-all: the thread's queues). (vhost's inflight
- *         buffers need no evidence: only buffers sealed against shrinking are mapped.)</li>
+ *     <li>No table shows evidence (memory an embedder mapped itself; a hugetlbfs pool emptied
+ *         and refilled around the fault; a bug): the queue where the error landed is
+ *         quarantined, as before attribution existed (the catch-all: the thread's queues). Not
+ *         made an "unplaced" fault that quarantines nobody: a queue whose own memory faults
+ *         without evidence would then be spared and pop again for ever, and a later fault,
+ *         landing anywhere, would be no better placed (SpentEvidenceAttackTest). (vhost's
+ *         inflight buffers need no evidence: only buffers sealed against shrinking are
+ *         mapped.)</li>
  *     </ul>
  *     Evidence attributes one fault: one shrink costs one late fault per thread, delivered
  *     once, while the evidence stays visible as long as the table is remembered. A later fault

@@ -116,10 +116,9 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
         dispatcher.shortage(faults::directMemoryShortage);
         this.submits = SubmitPolicy.of(tuning, queues, dispatcher, backend, writeThrough, route);
-        this.pending = new PendingCommands(runCommand, e -> {
-            faults.caught(e); // handled as a failure in the round; every one counts toward the bound
-            return true;
-        });
+        // A failure is handled as one in the round; it counts toward the bound only when it is
+        // this device's (FaultRecovery.caught: not a late fault attributed to other memory).
+        this.pending = new PendingCommands(runCommand, faults::caught);
         this.inbox = new Inbox(queues, pending);
     }
 

@@ -20,6 +20,9 @@ final class PendingCommands {
      * How many runs of one pending command may throw before the thread gives up on it (drops it
      * and calls {@link InboxEvent.Command#abandon}): a late guest-memory fault is delivered once,
      * so a command that throws this often has a bug and would otherwise stay pending for ever.
+     * Only failures that are this device's count: a late fault attributed by evidence to other
+     * memory (another device's, on a shared thread) does not (rev16c: a frontend faulting often
+     * enough on a shared thread made another device's command be given up).
      */
     static final int MAX_FAILURES = 8;
     /** How long pending commands are re-run without sleeping. */

@@ -6,6 +6,7 @@ import java.util.Arrays;
 import java.util.Comparator;
 import java.util.List;
 
+import io.vblk.sys.FileChangeWatch;
 import io.vblk.sys.FileSize;
 import io.vblk.sys.Linux;
 import io.vblk.sys.Mapping;
@@ -70,6 +71,11 @@ public final class GuestMemory implements AutoCloseable {
      */
     private final int[] evidenceFds;
     private final boolean[] evidenceOwned;
+    /**
+     * Per region, the {@link FileChangeWatch} of its file (-1: none), begun before the table can
+     * be used, so a change the frontend makes afterwards stays evidence even once undone.
+     */
+    private final int[] changeWatches;
     /** What {@link #shrinkEvidence()} found when the table was closed (null: nothing). */
     private String evidenceAtClose;
     /** Whether {@link #close()} was called. */
@@ -88,6 +94,10 @@ public final class GuestMemory implements AutoCloseable {
         this.evidenceFds = evidenceFds;
         this.evidenceOwned = evidenceOwned;
         int n = regions.length;
+        changeWatches = new int[n];
+        for (int i = 0; i < n; i++) {
+            changeWatches[i] = FileChangeWatch.watch(evidenceFds[i]);
+        }
         firstGpa = new long[n];
         lastGpa = new long[n];
         sizeBytes = new long[n];
@@ -254,16 +264,26 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     /**
-     * Evidence that this table maps past the end of a file: a description of the first region
-     * whose file is now shorter than the region's end in it (a frontend truncated it, so touching
-     * the rest raises SIGBUS), or null. Reads each file's size with fstat(2), which changes
-     * nothing of a file a frontend shares. Once the table is {@linkplain #close() closed},
-     * answers what was true when it was unmapped: nothing of it can fault after that.
+     * Evidence that this table maps past the end of a file, or may have: a description of the
+     * first region whose file is now shorter than the region's end in it (a frontend truncated
+     * it, so touching the rest raises SIGBUS), or else of the first region whose file was changed
+     * since the table was mapped (resized, even if grown back since; see {@link FileChangeWatch}:
+     * a guest's own stores through the mapping do not count), or else of the first whose file
+     * has holes that cannot be filled (a size-limited file system with no room left, a frontend
+     * filled /dev/shm; hugetlbfs with no free huge page, holes punched: touching a hole raises
+     * SIGBUS though the file's size never changed), or null.
+     * Reads each file's size with fstat(2), which changes nothing of a file a frontend shares.
+     * The second kind is sticky on purpose: a fault is caught late, and a frontend that shrank
+     * its file and grew it back before then must not leave the fault without an owner (rev16c:
+     * another tenant's queue, where the error landed, paid for it). Once the table is
+     * {@linkplain #close() closed}, answers what was true when it was unmapped: nothing of it can
+     * fault after that.
      *
      * <p>For the fault path only (engine GuestFaults: a guest-memory fault the JVM delivers late
      * is attributed to the table that shows this evidence, not to whatever ran when it landed);
-     * never called per request. Host memory an embedder mapped itself shows no evidence, nor
-     * does a hugetlbfs mapping that ran out of pages (its file keeps its size).
+     * never called per request. Host memory an embedder mapped itself shows no evidence. A
+     * hugetlbfs mapping does not run out of pages unless holes are punched in its file (a shared
+     * mapping reserves its huge pages when mapped), and a punched hole is a change.
      */
     public synchronized String shrinkEvidence() {
         return unmapped ? evidenceAtClose : probeShrink();
@@ -281,6 +301,18 @@ public final class GuestMemory implements AutoCloseable {
             long end = regions[i].fdOffset() + regions[i].size(); // validated: no wrap
             if (fileSize >= 0 && fileSize < end) {
                 return regions[i] + " maps up to byte " + end + " of a file now " + fileSize + " bytes long";
+            }
+        }
+        for (int i = 0; i < regions.length; i++) {
+            if (FileChangeWatch.changed(changeWatches[i])) {
+                return regions[i] + " maps a file resized or punched since it was mapped (now "
+                        + FileSize.ofRegularFile(evidenceFds[i]) + " bytes)";
+            }
+        }
+        for (int i = 0; i < regions.length; i++) {
+            if (evidenceFds[i] >= 0 && FileSize.sparseOnFullFileSystem(evidenceFds[i])) {
+                return regions[i] + " maps a file with holes and no room left to fill them (a full file system,"
+                        + " or no free huge page)";
             }
         }
         return null;
@@ -350,6 +382,9 @@ public final class GuestMemory implements AutoCloseable {
     private void unmap() {
         evidenceAtClose = probeShrink();
         unmapped = true;
+        for (int wd : changeWatches) {
+            FileChangeWatch.release(wd);
+        }
         for (int i = 0; i < evidenceFds.length; i++) {
             if (evidenceOwned[i] && evidenceFds[i] >= 0) {
                 Native.libc().close(evidenceFds[i]);

@@ -46,6 +46,56 @@ public final class FileSize {
         return rc < 0 ? (int) rc : stat.getInt(STAT_MODE_OFFSET);
     }
 
+    /** {@code struct stat}: st_blocks (512-byte units allocated) at 64. */
+    private static final int STAT_BLOCKS_OFFSET = 64;
+    /** {@code struct statfs} (120 bytes): f_blocks at 16, f_bavail at 32. */
+    private static final int STATFS_LENGTH = 120;
+    private static final int STATFS_BLOCKS_OFFSET = 16;
+    private static final int STATFS_BAVAIL_OFFSET = 32;
+
+    /**
+     * Whether the regular file behind {@code fd} has holes (fewer bytes allocated than its size)
+     * on a file system with a size limit that has no block left: a hole touched through a shared
+     * mapping then raises SIGBUS (tmpfs, a hugetlbfs mount with size=, out of room), while the
+     * file itself did not change. A hugetlbfs mount without a size limit counts as full when the
+     * host's pool of its page size has no free page that is not reserved (a hole punched in a
+     * hugetlbfs file gives its page and reservation back: refilling it can fail). False when
+     * anything cannot be read, and for other file systems that report no limit (f_blocks 0:
+     * the memfd's internal tmpfs). Allocates its buffers; off the data path (fault evidence,
+     * hostmem GuestMemory).
+     */
+    public static boolean sparseOnFullFileSystem(int fd) {
+        UnsafeBuffer stat = new NativeBuffer(STAT_LENGTH, 8).buffer();
+        if (Native.syscall(Linux.SYS_FSTAT, fd, stat.addressOffset(), 0, 0, 0) < 0
+                || (stat.getInt(STAT_MODE_OFFSET) & S_IFMT) != S_IFREG) {
+            return false;
+        }
+        long size = stat.getLong(STAT_SIZE_OFFSET);
+        long allocated = stat.getLong(STAT_BLOCKS_OFFSET) * 512;
+        if (allocated >= size) {
+            return false;
+        }
+        UnsafeBuffer statfs = new NativeBuffer(STATFS_LENGTH, 8).buffer();
+        if (Native.syscall(Linux.SYS_FSTATFS, fd, statfs.addressOffset(), 0, 0, 0) < 0) {
+            return false;
+        }
+        if (statfs.getLong(STATFS_BLOCKS_OFFSET) > 0) {
+            return statfs.getLong(STATFS_BAVAIL_OFFSET) == 0;
+        }
+        return statfs.getLong(0) == Linux.HUGETLBFS_MAGIC && freeHugePages(statfs.getLong(8)) <= 0;
+    }
+
+    /** Free huge pages of {@code pageBytes} not reserved by a mapping, or 1 when unknown. */
+    private static long freeHugePages(long pageBytes) {
+        java.nio.file.Path pool = java.nio.file.Path.of("/sys/kernel/mm/hugepages/hugepages-" + (pageBytes >> 10) + "kB");
+        try {
+            return Long.parseLong(java.nio.file.Files.readString(pool.resolve("free_hugepages")).trim())
+                    - Long.parseLong(java.nio.file.Files.readString(pool.resolve("resv_hugepages")).trim());
+        } catch (java.io.IOException | RuntimeException e) {
+            return 1;
+        }
+    }
+
     /** A close-on-exec duplicate of {@code fd} (same open file description), or {@code -errno}. */
     public static int duplicate(int fd) {
         int dup = Native.libc().fcntl(fd, Linux.F_DUPFD_CLOEXEC, 0);

@@ -44,6 +44,22 @@ final class FrontendState {
         return ProtocolFeatures.has(protocolFeatures, ProtocolFeatures.LOG_SHMFD);
     }
 
+    /**
+     * Whether CONFIGURE_MEM_SLOTS was negotiated, so GET_MAX_MEM_SLOTS, ADD_MEM_REG and
+     * REM_MEM_REG may come (vhost-user.rst: "only if VHOST_USER_PROTOCOL_F_CONFIGURE_MEM_SLOTS
+     * has been negotiated").
+     */
+    boolean configureMemSlots() {
+        return ProtocolFeatures.has(protocolFeatures, ProtocolFeatures.CONFIGURE_MEM_SLOTS);
+    }
+
+    /** Rejects {@code m} unless CONFIGURE_MEM_SLOTS was negotiated. */
+    void requireMemSlots(Message m) {
+        if (!configureMemSlots()) {
+            throw ProtocolError.rejected(m.name() + " without protocol feature CONFIGURE_MEM_SLOTS negotiated");
+        }
+    }
+
     /** Whether the frontend asked for dirty logging (VHOST_F_LOG_ALL in SET_FEATURES). */
     boolean logAll() {
         return (ackedFeatures & (1L << LogRequests.VHOST_F_LOG_ALL)) != 0;

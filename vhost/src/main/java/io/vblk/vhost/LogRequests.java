@@ -57,8 +57,15 @@ final class LogRequests {
         channel.replyU64(m.request(), 0);
     }
 
-    /** Keeps the eventfd (closing the one it replaces); vblk's shared log needs no signal. */
+    /**
+     * Keeps the eventfd (closing the one it replaces); vblk's shared log needs no signal. Refused
+     * without LOG_SHMFD, as SET_LOG_BASE is: the spec sends it only with that feature, and a
+     * frontend that did not negotiate it has no log this descriptor could belong to.
+     */
     void setLogFd(Message m) {
+        if (!state.logShmfd()) {
+            throw ProtocolError.rejected("SET_LOG_FD without the LOG_SHMFD protocol feature negotiated");
+        }
         if (m.size() != 0 && m.size() != MessageDescriptor.U64_LENGTH) {
             throw ProtocolError.rejected("SET_LOG_FD payload of " + Integer.toUnsignedString(m.size())
                     + " bytes: none expected");

@@ -7,7 +7,9 @@ import io.vblk.hostmem.GuestMemory;
 
 /**
  * The guest memory table: SET_MEM_TABLE (all regions at once, one descriptor each),
- * GET_MAX_MEM_SLOTS, ADD_MEM_REG and REM_MEM_REG (one region at a time, CONFIGURE_MEM_SLOTS).
+ * GET_MAX_MEM_SLOTS, ADD_MEM_REG and REM_MEM_REG (one region at a time, refused unless
+ * CONFIGURE_MEM_SLOTS was negotiated: a frontend that did not negotiate it has not agreed to the
+ * slot limit these messages work within).
  *
  * <p>Every change maps a complete new table first; only a table that mapped is installed, with
  * running rings drained around the switch. A refused change leaves the current table in place
@@ -45,6 +47,7 @@ final class MemoryRequests {
     }
 
     void getMaxMemSlots(Message m) {
+        state.requireMemSlots(m);
         m.requireSize(0);
         m.requireFds(0);
         channel.replyU64(m.request(), FrontendState.MAX_MEM_SLOTS);
@@ -52,6 +55,7 @@ final class MemoryRequests {
 
     void addMemReg(Message m) {
         state.requireOwner(m);
+        state.requireMemSlots(m);
         m.requireSize(MessageDescriptor.SINGLE_REGION_LENGTH);
         m.requireFds(1);
         MemoryTable.Region added = region(m, MessageDescriptor.SINGLE_REGION_OFFSET, m.takeFd(0));
@@ -68,6 +72,7 @@ final class MemoryRequests {
      */
     void remMemReg(Message m) {
         state.requireOwner(m);
+        state.requireMemSlots(m);
         m.requireSize(MessageDescriptor.SINGLE_REGION_LENGTH);
         if (m.fdCount() > 1) {
             m.requireFds(1);
@@ -101,7 +106,8 @@ final class MemoryRequests {
     private void install(List<MemoryTable.Region> wanted) {
         GuestMemory mapped = null;
         try {
-            mapped = MemoryTable.map(wanted, state.memory.maxBytes());
+            mapped = MemoryTable.map(wanted, state.memory.maxBytes(),
+                    state.memory.memory() != null ? MemoryTable.bytes(state.memory.regions()) : 0);
             control.installMemory(wanted, mapped);
         } catch (Throwable e) {
             if (mapped != null && state.memory.memory() != mapped && control.device().memory() == mapped) {

@@ -104,12 +104,23 @@ final class MemoryTable implements AutoCloseable {
      * @throws ProtocolError (rejected) naming the region that cannot be mapped, or the cap
      */
     static GuestMemory map(List<Region> wanted, long maxBytes) {
+        return map(wanted, maxBytes, 0);
+    }
+
+    /**
+     * As {@link #map(List, long)}, replacing a table of {@code replacing} bytes of the same
+     * connection: the new table is mapped beside it, and both count against the process's
+     * address-space bound until the old one is unmapped, but against the guest-memory budget
+     * ({@link GuestMemoryBudget}) the old one does not count: the two map the same guest's memory
+     * (a guest of 15 GiB on a 23 GiB host must be able to add a region).
+     */
+    static GuestMemory map(List<Region> wanted, long maxBytes, long replacing) {
         GuestMemory.Builder b = GuestMemory.builder();
         for (Region r : wanted) {
             check(r);
             b.addRegion(r.guestAddress, r.size, r.fd, r.mmapOffset, r.userAddress, false);
         }
-        long bytes = reserve(wanted, maxBytes);
+        long bytes = reserve(wanted, maxBytes, replacing);
         boolean mapped = false;
         try {
             GuestMemory memory = b.build();
@@ -134,7 +145,7 @@ final class MemoryTable implements AutoCloseable {
     }
 
     /** Takes {@code wanted}'s bytes from the process's budget, or refuses the table. */
-    private static long reserve(List<Region> wanted, long maxBytes) {
+    private static long reserve(List<Region> wanted, long maxBytes, long replacing) {
         long bytes = bytes(wanted);
         if (bytes > maxBytes && maxBytes < MAX_TABLE_BYTES) {
             throw ProtocolError.rejected("memory table of " + (bytes == Long.MAX_VALUE ? "more than 2^63" : bytes)
@@ -150,6 +161,14 @@ final class MemoryTable implements AutoCloseable {
             if (now + bytes > MAX_MAPPED_BYTES) {
                 throw ProtocolError.rejected("memory table of " + bytes + " bytes: the frontends of this process have "
                         + now + " bytes mapped, and at most " + MAX_MAPPED_BYTES + " are");
+            }
+            long budget = GuestMemoryBudget.bytes();
+            long others = Math.max(0, now - replacing);
+            if (others + bytes > budget) {
+                throw ProtocolError.rejected("memory table of " + bytes + " bytes: the frontends of this process would"
+                        + " map " + (others + bytes) + " bytes of guest memory (" + others + " mapped by others), above"
+                        + " the process's guest-memory budget of " + budget + " bytes (the host's memory or its memory"
+                        + " cgroup's limit; " + GuestMemoryBudget.OPTION + "; each export's share: " + CAP_OPTION + ")");
             }
         } while (!MAPPED.compareAndSet(now, now + bytes));
         return bytes;

@@ -61,6 +61,34 @@ public final class VhostUserServer implements AutoCloseable {
      * process's mapping budget.
      */
     public static final long DEFAULT_MAX_GUEST_MEMORY = MemoryTable.DEFAULT_MAX_GUEST_BYTES;
+    /**
+     * The process-wide guest-memory budget: the most guest memory the memory tables of all
+     * frontends of this process (every server) may map at once; a SET_MEM_TABLE or ADD_MEM_REG
+     * that would pass it is refused, the message naming the option. By default the host's
+     * MemTotal, or the memory cgroup's limit when smaller (the system property
+     * {@code vblk.vhost.guestMemoryBudget}, in bytes, overrides it): a frontend's sparse memfd
+     * costs it nothing, while every page the device writes in it is allocated on this process's
+     * fault, so no table larger than the memory the process can hold is mapped. The per-server
+     * cap ({@link Builder#maxGuestMemory}) divides it: left at its default, one frontend may take
+     * the whole budget.
+     */
+    public static long guestMemoryBudget() {
+        return GuestMemoryBudget.bytes();
+    }
+
+    /**
+     * Sets {@link #guestMemoryBudget()} for the whole process, from {@link #MIN_GUEST_MEMORY} to
+     * 64 TiB (the address-space bound); tables already mapped stay.
+     */
+    public static void guestMemoryBudget(long bytes) {
+        GuestMemoryBudget.set(bytes);
+    }
+
+    /** The default of {@link #guestMemoryBudget()} on this host: min(MemTotal, the memory cgroup's limit). */
+    public static long hostGuestMemoryBudget() {
+        return GuestMemoryBudget.hostDefault();
+    }
+
     /** Largest guest-memory cap: the most any one table may map (16 TiB). */
     public static final long MAX_GUEST_MEMORY = MemoryTable.MAX_TABLE_BYTES;
     /** Smallest guest-memory cap (1 MiB). */

@@ -26,10 +26,22 @@ class AddressSpaceAttackTest extends OneServerCase {
     private static final long TIB = 1L << 40;
     private static final long USER = 0x1000_0000_0000L;
 
-    /** These tests are about the process's bounds: the exports' caps are at the largest table. */
+    private long budget;
+
+    /**
+     * These tests are about the process's address-space bounds: the exports' caps are at the
+     * largest table, and the guest-memory budget (the host's memory) at the address-space bound.
+     */
     @Override
     ServerRig startRig(java.nio.file.Path dir) throws java.io.IOException {
+        budget = GuestMemoryBudget.bytes();
+        GuestMemoryBudget.set(MemoryTable.MAX_MAPPED_BYTES);
         return ServerRig.startWithGuestMemoryCap(dir, MemoryTable.MAX_TABLE_BYTES);
+    }
+
+    @org.junit.jupiter.api.AfterEach
+    void restoreBudget() {
+        GuestMemoryBudget.set(budget);
     }
 
     private VhostUserFrontend owned(VhostUserFrontend f) {

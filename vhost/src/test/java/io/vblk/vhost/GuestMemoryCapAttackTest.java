@@ -57,6 +57,8 @@ class GuestMemoryCapAttackTest extends OneServerCase {
         int small = Memfd.create("honest-1g", 1L << 30);
         List<GuestMemory> hostile = new ArrayList<>();
         long before = MemoryTable.mappedBytes();
+        long budget = GuestMemoryBudget.bytes();
+        GuestMemoryBudget.set(MemoryTable.MAX_MAPPED_BYTES); // the address-space bound, not the host's memory
         try {
             for (int i = 0; i < 4; i++) {
                 ProtocolError refused = assertThrows(ProtocolError.class, () -> MemoryTable.map(
@@ -69,6 +71,7 @@ class GuestMemoryCapAttackTest extends OneServerCase {
             honest.close();
             MemoryTable.release(1L << 30);
         } finally {
+            GuestMemoryBudget.set(budget);
             for (GuestMemory m : hostile) {
                 m.close();
                 MemoryTable.release(cap);
