@@ -61,12 +61,9 @@ class ImageClosedUnderBackendTest {
             image.close(); // the embedder's close, the device still running: returns at once
             assertTrue(image.isClosed());
             assertThrows(IllegalStateException.class, image::fd, "closed for its users");
-            assertTrue(descriptorsOn(pathA) >= 1, "the back end still holds A's descriptor open");
-            assertEquals(Errno.EIO, image.injectFlushErrno, "no fdatasync while a back end holds the image");
 
             try (PosixFile b = PosixFile.open(pathB, false, false)) {
                 // Before the fix B took A's number (the lowest free one) and the write below landed in B.
-                assertTrue(b.fd() != number, "A's number is still A's: B got another one");
                 NativeBuffer data = new NativeBuffer(BLOCK, BLOCK);
                 data.buffer().setMemory(0, BLOCK, FILL);
                 IoVector v = new IoVector(1);
@@ -85,6 +82,9 @@ class ImageClosedUnderBackendTest {
                     assertTrue(result < 0, kind + ": a clean failure, not " + result);
                     assertArrayEquals(contentA, nowA, kind + ": a failed write left A as it was");
                 }
+                assertTrue(b.fd() != number, "A's number is still A's: B got another one");
+                assertTrue(descriptorsOn(pathA) >= 1, "the back end still holds A's descriptor open");
+                assertEquals(Errno.EIO, image.injectFlushErrno, "no fdatasync while a back end holds the image");
             }
         } finally {
             io.close();
