@@ -14,12 +14,16 @@ import java.util.Arrays;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
 import io.vblk.sys.Errno;
+import io.vblk.sys.Linux;
+import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
 import io.vblk.sys.PosixFile;
 
@@ -116,6 +120,66 @@ class ImageClosedUnderBackendTest {
         assertThrows(IllegalArgumentException.class, () -> open(kind, image), "no back end on a closed image");
         assertEquals(0, image.holds());
     }
+
+    /**
+     * An undrained close: the kernel still holds a read (a hung disk, played here by a submit
+     * call that only pretends to hand the iocb over; the test hands it over itself later, the
+     * kernel then finishing late). The embedder's image close returns at once; the image stays
+     * open through the back end's undrained close; once the reaper saw the kernel finish, its
+     * release really closes the image, once, and without the final fdatasync (the reaper must
+     * not wait on a file that just hung). Real Linux AIO on a real file.
+     */
+    @Test
+    void anUndrainedBackEndKeepsTheImageUntilItsReaperReleasesIt() throws Exception {
+        assumeTrue(Image.LINUX);
+        Path pathA = dir.resolve("a");
+        Files.write(pathA, IoBackendTest.random(SIZE, 4));
+        long[] held = new long[2]; // the context and the one iocb the "kernel" kept
+        LinuxAioBackend.SubmitCall hung = (context, count, iocbArray) -> {
+            held[0] = context;
+            held[1] = org.agrona.UnsafeApi.getLong(iocbArray);
+            return 1;
+        };
+        System.setProperty(CLOSE_DRAIN_PROPERTY, "100");
+        NativeBuffer data = new NativeBuffer(BLOCK, BLOCK);
+        Image image = Image.open(pathA, ImageOptions.defaults());
+        LinuxAioBackend io = new LinuxAioBackend(image, BackendOptions.depth(4), hung, true);
+        IoVector v = new IoVector(1);
+        v.add(data.address(), BLOCK);
+        assertEquals(0, io.prepareRead(0, v, 0));
+        assertEquals(1, io.submit());
+        assertEquals(1, io.inFlight());
+
+        image.injectFlushErrno = Errno.EIO; // consumed only by a final fdatasync
+        image.close(); // the embedder first: returns at once
+        io.close(); // waits 100 ms, then returns undrained
+        assertFalse(io.closedDrained(), "the read is still with the kernel");
+        assertEquals(1, image.holds(), "the undrained back end still holds the image");
+        assertTrue(descriptorsOn(pathA) >= 1, "A's descriptor stays open while the kernel may still use its number");
+
+        NativeBuffer array = new NativeBuffer(Long.BYTES);
+        array.buffer().putLong(0, held[1]);
+        assertEquals(1, Native.syscall(Linux.SYS_IO_SUBMIT, held[0], 1, array.address(), 0, 0),
+                "the kernel takes the held read now");
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!io.closedDrained() || descriptorsOn(pathA) != 0) {
+            assertTrue(System.nanoTime() < deadline, "the reaper never released the back end and its image");
+            Thread.sleep(5);
+        }
+        assertEquals(0, image.holds(), "the hold released once");
+        assertEquals(Errno.EIO, image.injectFlushErrno, "no final fdatasync on the reaper");
+        image.close();
+        assertEquals(0, image.holds());
+        java.lang.ref.Reference.reachabilityFence(data);
+        java.lang.ref.Reference.reachabilityFence(array);
+    }
+
+    @AfterEach
+    void clearDrainProperty() {
+        System.clearProperty(CLOSE_DRAIN_PROPERTY);
+    }
+
+    private static final String CLOSE_DRAIN_PROPERTY = "vblk.aio.closeDrainMs";
 
     private static IoBackend open(String kind, Image image) {
         switch (kind) {
