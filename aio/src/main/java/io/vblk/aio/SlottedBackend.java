@@ -128,11 +128,6 @@ abstract class SlottedBackend implements IoBackend {
     private final java.util.concurrent.atomic.AtomicBoolean imageHold;
 
     SlottedBackend(Image image, BackendOptions options, CompletionSignal signal) {
-        if (image != null && !image.hold()) {
-            signal.close();
-            throw new IllegalArgumentException("image is closed: " + image);
-        }
-        this.imageHold = image == null ? null : new java.util.concurrent.atomic.AtomicBoolean(true);
         this.image = image;
         this.slots = new SlotTable(options.depth(), options.maxSegments(), image == null ? null : image.bounceBudget());
         this.waiting = new IntFifo(options.depth());
@@ -145,6 +140,13 @@ abstract class SlottedBackend implements IoBackend {
         this.deferred = new SpscIntRing(options.depth());
         this.local = new IntFifo(options.depth());
         this.blocking = new IntFifo(options.depth());
+        // Last: an allocation above that fails leaves no hold behind.
+        if (image != null && !image.hold()) {
+            slots.close();
+            signal.close();
+            throw new IllegalArgumentException("image is closed: " + image);
+        }
+        this.imageHold = image == null ? null : new java.util.concurrent.atomic.AtomicBoolean(true);
     }
 
     // ---------------------------------------------------------------- back-end specific

@@ -47,7 +47,7 @@ class ImageClosedUnderBackendTest {
     Path dir;
 
     @ParameterizedTest
-    @ValueSource(strings = {"io_uring-unregistered", "linux-aio", "threads"})
+    @ValueSource(strings = {"io_uring-unregistered", "io_uring", "linux-aio", "threads"})
     void aWriteAfterTheImageClosedNeverLandsInTheFileThatTookItsNumber(String kind) throws Exception {
         assumeTrue(Image.LINUX);
         Path pathA = dir.resolve("a");
@@ -187,6 +187,8 @@ class ImageClosedUnderBackendTest {
                 IoUringBackend ring = new IoUringBackend(image, BackendOptions.depth(4), false);
                 assertFalse(ring.registeredFile(), "SQEs carry the descriptor's number");
                 return ring;
+            case "io_uring":
+                return new IoUringBackend(image, BackendOptions.depth(4));
             case "linux-aio":
                 return new LinuxAioBackend(image, BackendOptions.depth(4));
             case "threads":
