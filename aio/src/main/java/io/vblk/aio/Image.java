@@ -81,16 +81,22 @@ public final class Image implements AutoCloseable {
      */
     public volatile int injectFlushErrno;
     /**
-     * Back ends that still reach the file after their close returned undrained (the thread back
-     * end: a worker stuck in a read on a hung FUSE/NFS file, through the channels). While any
-     * holds the image, {@link #close()} defers closing the descriptor and channels to the last
-     * {@link #releaseHold()}: closing a channel waits (FileChannelImpl's signalAndWait) for every
-     * thread blocked in it, which held the closer (an export.remove) for ever; and the image's
-     * OFD locks live on the descriptor's open file description (the workers' channels are other
-     * descriptions, opened via /proc/self/fd/N), so closing it dropped the locks while the
-     * workers could still write. Guarded by this.
+     * Back ends that still reach the file: every back end over this image holds it from its
+     * creation until its close has drained (for a close that returned undrained, until the
+     * reaper saw the kernel, or the thread back end's workers, let go). While any holds the
+     * image, {@link #close()} only marks it closed and defers closing the descriptor and
+     * channels to the last {@link #releaseHold}. A back end that runs past an embedder's close
+     * keeps naming its descriptor by number (Linux AIO's iocbs, io_uring's SQEs without a
+     * registered file): closed, that number could name the next file the process opens, and the
+     * guest's writes would land there. Closing a channel waits (FileChannelImpl's signalAndWait)
+     * for every thread blocked in it, which held the closer (an export.remove) for ever; and the
+     * image's OFD locks live on the descriptor's open file description (the thread back end's
+     * channels are other descriptions, opened via /proc/self/fd/N), so closing it under a
+     * running back end dropped the locks while it could still write. Guarded by this.
      */
     private int holds;
+    /** {@link #close()} was deferred by holds and its final fdatasync with it (guarded by this). */
+    private boolean syncAtLastRelease;
     private final BounceBudget bounceBudget;
 
     private Image(Path path, ImageOptions options, PosixFile file, long sizeBytes, boolean blockDevice,
@@ -249,18 +255,17 @@ public final class Image implements AutoCloseable {
     }
 
     /**
-     * The descriptor, or -1 for a portable image. Back ends take it once, at setup.
+     * The descriptor, or -1 for a portable image. Back ends take it once, at setup, and hold
+     * the image ({@link #hold()}) for their life, so the number stays this file's while they run.
      *
      * @throws IllegalStateException once closed: the number may already belong to another file
      */
     public int fd() {
-        if (file == null) {
-            if (closed) {
-                throw new IllegalStateException("closed: " + path);
-            }
-            return -1;
+        if (closed) {
+            // Even while a back end's hold keeps it open: the number is only ours until then.
+            throw new IllegalStateException("closed: " + path);
         }
-        return file.fd();
+        return file == null ? -1 : file.fd();
     }
 
     /**
@@ -610,38 +615,55 @@ public final class Image implements AutoCloseable {
     }
 
     /**
-     * Closes the descriptor and channels. Back ends using the image must be closed first; an
-     * operation submitted after this completes with an error (EBADF) instead. While a back end
-     * closed undrained still holds the image ({@link #hold()}), the descriptor, its locks and the
-     * channels stay open until that back end's reaper lets go; this returns at once.
+     * Closes the descriptor and channels, after a final fdatasync of a writable image (as QEMU's
+     * bdrv_close). Close the back ends on the image first: then this closes at once.
+     *
+     * <p>A back end still open (a running device whose embedder closes the image first), or
+     * one whose close returned undrained (I/O stuck in the kernel), holds the image ({@link
+     * #hold()}): this then only marks it closed and returns at once, never waiting for the back
+     * end; the descriptor, its locks and the channels stay open until the last such back end is
+     * closed and drained, and the real close (with the final fdatasync, when that back end's close
+     * drained) happens then, exactly once, on the thread that closes it (or the reaper of undrained
+     * closes, without the fdatasync). Meanwhile the back end's I/O still reaches this file, never
+     * another one that reuses the descriptor's number; {@link #fd()}, {@link #resize} and new back
+     * ends are refused as closed.
      */
     @Override
     public synchronized void close() {
         if (closed) {
             return;
         }
-        if (holds == 0 && file != null && !options.readOnly() && !flushFailed) {
-            // A clean close makes what was written durable, as QEMU's does (bdrv_close flushes):
-            // a guest or an embedder that never sent a last FLUSH keeps its writes across a power
-            // cut after close. Not while an undrained back end holds the file (a hung file
-            // system), nor after a failed flush (it stays failed; nothing to learn).
+        closed = true;
+        if (holds > 0) {
+            // A back end still reaches the file: the last releaseHold closes (see holds). No
+            // fdatasync here: the back end may be stuck in a hung file system, and this must
+            // not wait for it.
+            syncAtLastRelease = true;
+            return;
+        }
+        finalSync();
+        closeNow();
+    }
+
+    /**
+     * A clean close makes what was written durable, as QEMU's does (bdrv_close flushes): a guest
+     * or an embedder that never sent a last FLUSH keeps its writes across a power cut after
+     * close. Not after a failed flush (it stays failed; nothing to learn).
+     */
+    private void finalSync() {
+        if (file != null && !options.readOnly() && !flushFailed) {
             int rc = fdatasync();
             if (rc < 0 && rc != -Errno.EINVAL) { // EINVAL: a file that takes no fdatasync (a pipe, /dev/null)
                 System.getLogger("io.vblk.aio").log(System.Logger.Level.ERROR,
                         "vblk: the final fdatasync of {0} at close failed: {1}", path, Errno.describe(-rc));
             }
         }
-        closed = true;
-        if (holds > 0) {
-            // An undrained back end still reaches the file: the last releaseHold closes (see holds).
-            return;
-        }
-        closeNow();
     }
 
     /**
-     * An undrained back end's close: keeps the descriptor (and its locks) and channels open past
-     * {@link #close()} until {@link #releaseHold()}. False when the image is already closed.
+     * A back end's hold, taken at its creation: keeps the descriptor (and its locks) and
+     * channels open past {@link #close()} until its {@link #releaseHold}. False when the image
+     * is already closed (nothing is held then).
      */
     synchronized boolean hold() {
         if (closed) {
@@ -651,11 +673,27 @@ public final class Image implements AutoCloseable {
         return true;
     }
 
-    /** The back end of a {@link #hold()} is done with the file: a deferred close happens now. */
-    synchronized void releaseHold() {
+    /**
+     * The back end of a {@link #hold()} is done with the file: a deferred close happens now, with
+     * its final fdatasync when {@code drained} (a back end whose close drained; never on the
+     * reaper of undrained closes, which one hung file must not stop). Each hold is released once.
+     */
+    synchronized void releaseHold(boolean drained) {
+        if (holds <= 0) {
+            throw new IllegalStateException("released more holds than taken: " + path);
+        }
         if (--holds == 0 && closed) {
+            if (drained && syncAtLastRelease) {
+                finalSync();
+            }
+            syncAtLastRelease = false;
             closeNow();
         }
+    }
+
+    /** How many back ends hold the image (tests). */
+    synchronized int holds() {
+        return holds;
     }
 
     private void closeNow() {

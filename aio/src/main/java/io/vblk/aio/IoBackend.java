@@ -257,6 +257,12 @@ public interface IoBackend extends Drainable, AutoCloseable {
      * (10 s): past it they return undrained ({@link #closedDrained()} false), keeping whatever
      * the kernel may still write until it has finished, and the caller must keep the memory the
      * operations point into (the guest's) mapped.
+     *
+     * <p>A back end over an {@link Image} holds it from its creation until this close has
+     * drained (an undrained close: until the kernel let go): an {@link Image#close()} before
+     * that is deferred (it returns at once) and really happens here, so the back end's I/O
+     * never reaches a file that reuses the image's descriptor number. Close the back end, or
+     * the image stays open.
      */
     @Override
     void close();

@@ -48,6 +48,12 @@ import io.vblk.sys.NativeException;
  * end's helper thread ({@link Offload}), which finishes it with the image's fallback (another
  * mode, or written zeros in bounded chunks); the refusal is remembered so later zeroings go
  * straight to the helper at submit. Neither the submitting nor the reaping thread writes zeros.
+ *
+ * <p>The image is the ring's registered file where the kernel allows (the ring then holds its
+ * own reference to the file); else each SQE carries the descriptor's number, written once at
+ * setup. Either way the back end holds its image from creation to a drained close (or the
+ * reaper's release), so an embedder's {@link Image#close()} meanwhile is deferred and the number
+ * never names a file the process opens after that close.
  */
 final class IoUringBackend extends SlottedBackend {
     private final int ringFd;
@@ -162,12 +168,22 @@ final class IoUringBackend extends SlottedBackend {
     private volatile int extraCqesReaped;
 
     IoUringBackend(Image image, BackendOptions options) {
+        this(image, options, true);
+    }
+
+    /**
+     * As {@link #IoUringBackend(Image, BackendOptions)}; {@code registerFiles} false (tests)
+     * leaves the image unregistered, as a kernel that refuses IORING_REGISTER_FILES does: SQEs
+     * then carry the descriptor's number (and a single-issuer ring has no exit watch).
+     */
+    IoUringBackend(Image image, BackendOptions options, boolean registerFiles) {
         super(image, options, CompletionSignal.overEventFd());
-        if (image.portable()) {
-            throw new IllegalArgumentException("io_uring needs a native image, not " + image);
-        }
-        if (options.depth() > IoUringDescriptor.MAX_ENTRIES) {
-            throw new IllegalArgumentException("io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES
+        if (image.portable() || options.depth() > IoUringDescriptor.MAX_ENTRIES) {
+            signal.close();
+            slots.close();
+            setupFailed();
+            throw new IllegalArgumentException(image.portable() ? "io_uring needs a native image, not " + image
+                    : "io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES
                     + " (the most SQ entries io_uring_setup accepts)");
         }
         // Spare entries beyond the slots' own: the SQEs of a ring sleep's polls (RingPolls). At
@@ -176,7 +192,15 @@ final class IoUringBackend extends SlottedBackend {
         this.spareSqes = spares;
         int entries = BitUtil.findNextPositivePowerOfTwo(options.depth() + spares);
         UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
-        int fd = setup(entries, params, options.singleIssuer() ? SINGLE_ISSUER_FLAGS : 0);
+        int fd;
+        try {
+            fd = setup(entries, params, options.singleIssuer() ? SINGLE_ISSUER_FLAGS : 0);
+        } catch (RuntimeException | Error e) {
+            signal.close();
+            slots.close();
+            setupFailed();
+            throw e;
+        }
         this.singleIssuer = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_SINGLE_ISSUER) != 0;
         boolean coopTaskRun = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_TASKRUN_FLAG) != 0;
         int setupFeatures = params.getInt(IoUringDescriptor.PARAMS_FEATURES_OFFSET);
@@ -187,6 +211,7 @@ final class IoUringBackend extends SlottedBackend {
         Mapping sqeMem = null;
         boolean fixed;
         boolean plain;
+        int imageFd;
         try {
             int features = params.getInt(IoUringDescriptor.PARAMS_FEATURES_OFFSET);
             plain = (features & IoUringDescriptor.FEAT_RW_CUR_POS) != 0;
@@ -205,8 +230,9 @@ final class IoUringBackend extends SlottedBackend {
             }
             sqeMem = Mapping.map(fd, IoUringDescriptor.OFF_SQES, (long) sqEntries * SQE_LENGTH, false, false);
             registerEventFd(fd, signal.eventFd().fd());
-            int watch = singleIssuer ? exitWatch(fd, image.fd()) : -1;
-            fixed = watch >= 0 || registerFile(fd, image.fd());
+            imageFd = image.fd(); // ours while the back end holds the image
+            int watch = singleIssuer && registerFiles ? exitWatch(fd, imageFd) : -1;
+            fixed = watch >= 0 || (registerFiles && registerFile(fd, imageFd));
             exitWatchFd = watch;
         } catch (RuntimeException e) {
             closeQuietly(sqeMem);
@@ -218,6 +244,7 @@ final class IoUringBackend extends SlottedBackend {
             closeExitWatch();
             signal.close();
             slots.close();
+            setupFailed();
             throw e;
         }
         this.ringFd = fd;
@@ -249,7 +276,7 @@ final class IoUringBackend extends SlottedBackend {
             // unless an opcode sets them.
             int sqe = slot * SQE_LENGTH;
             sqes.putByte(sqe + IoUringDescriptor.SQE_FLAGS_OFFSET, slotFlags(fixed, ASYNC));
-            sqes.putInt(sqe + IoUringDescriptor.SQE_FD_OFFSET, fixed ? 0 : image.fd());
+            sqes.putInt(sqe + IoUringDescriptor.SQE_FD_OFFSET, fixed ? 0 : imageFd);
             sqes.putLong(sqe + IoUringDescriptor.SQE_USER_DATA_OFFSET, slot);
         }
     }

@@ -51,6 +51,11 @@ import io.vblk.sys.NativeException;
  * operations are submitted again, not left counted (their queue's drain used to wait for ever).
  * Reaped is one store per event, and the ring's head is derived from it, so an event is never
  * taken twice nor left counted.
+ *
+ * <p>Every iocb carries the image's descriptor by number, written once at setup: the back end
+ * holds its image from creation to a drained close (or the reaper's release), so an embedder's
+ * {@link Image#close()} meanwhile is deferred and the number keeps naming the image, never a
+ * file the process opens after that close.
  */
 final class LinuxAioBackend extends SlottedBackend {
     /** The io_submit call, replaceable so tests can make the kernel take batches partly. */
@@ -112,6 +117,9 @@ final class LinuxAioBackend extends SlottedBackend {
     LinuxAioBackend(Image image, BackendOptions options, SubmitCall submitCall, boolean userSpaceReaping) {
         super(image, options, CompletionSignal.overEventFd());
         if (image.portable()) {
+            signal.close();
+            slots.close();
+            setupFailed();
             throw new IllegalArgumentException("linux-aio needs a native image, not " + image);
         }
         this.submitCall = submitCall;
@@ -121,29 +129,36 @@ final class LinuxAioBackend extends SlottedBackend {
         if (rc < 0) {
             signal.close();
             slots.close();
+            setupFailed();
             throw new NativeException((int) -rc, "io_setup", depth, "ctxp");
         }
         this.context = contextOut.buffer().getLong(0);
-        this.iocbMemory = Mapping.anonymous((long) depth * IOCB_LENGTH, false);
-        this.iocbs = new UnsafeBuffer(iocbMemory.address(), depth * IOCB_LENGTH);
-        this.queue = new NativeBuffer(depth * Long.BYTES).buffer();
-        this.inCall = new NativeBuffer(depth * Long.BYTES).buffer();
-        this.events = new NativeBuffer(depth * EVENT_LENGTH).buffer();
-        this.zeroTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
-        this.closeTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
-        int eventFd = signal.eventFd().fd();
-        for (int slot = 0; slot < depth; slot++) {
-            // The fields that never change for a slot are written once, here.
-            int iocb = slot * IOCB_LENGTH;
-            iocbs.putLong(IOCB_DATA_OFFSET + iocb, slot);
-            iocbs.putInt(IOCB_FILDES_OFFSET + iocb, image.fd());
-            iocbs.putInt(IOCB_FLAGS_OFFSET + iocb, LinuxAioDescriptor.IOCB_FLAG_RESFD);
-            iocbs.putInt(IOCB_RESFD_OFFSET + iocb, eventFd);
+        try {
+            this.iocbMemory = Mapping.anonymous((long) depth * IOCB_LENGTH, false);
+            this.iocbs = new UnsafeBuffer(iocbMemory.address(), depth * IOCB_LENGTH);
+            this.queue = new NativeBuffer(depth * Long.BYTES).buffer();
+            this.inCall = new NativeBuffer(depth * Long.BYTES).buffer();
+            this.events = new NativeBuffer(depth * EVENT_LENGTH).buffer();
+            this.zeroTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
+            this.closeTimeout = new NativeBuffer(LinuxAioDescriptor.TIMESPEC_LENGTH).buffer();
+            int eventFd = signal.eventFd().fd();
+            int imageFd = image.fd(); // ours while the back end holds the image
+            for (int slot = 0; slot < depth; slot++) {
+                // The fields that never change for a slot are written once, here.
+                int iocb = slot * IOCB_LENGTH;
+                iocbs.putLong(IOCB_DATA_OFFSET + iocb, slot);
+                iocbs.putInt(IOCB_FILDES_OFFSET + iocb, imageFd);
+                iocbs.putInt(IOCB_FLAGS_OFFSET + iocb, LinuxAioDescriptor.IOCB_FLAG_RESFD);
+                iocbs.putInt(IOCB_RESFD_OFFSET + iocb, eventFd);
+            }
+            UnsafeBuffer mapped = userSpaceReaping ? mapRing(context) : null;
+            this.ring = mapped;
+            this.ringEntries = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_NR_OFFSET);
+            this.headBase = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_HEAD_OFFSET);
+        } catch (RuntimeException | Error e) {
+            setupFailed(); // the image hold; the rest leaks as before (a failed mmap: out of memory)
+            throw e;
         }
-        UnsafeBuffer mapped = userSpaceReaping ? mapRing(context) : null;
-        this.ring = mapped;
-        this.ringEntries = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_NR_OFFSET);
-        this.headBase = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_HEAD_OFFSET);
     }
 
     @Override

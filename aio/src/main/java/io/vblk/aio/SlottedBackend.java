@@ -118,6 +118,15 @@ abstract class SlottedBackend implements IoBackend {
      */
     private boolean submitterReaps;
 
+    /**
+     * This back end's hold on its image ({@link Image#hold()}), taken at creation and released
+     * once ({@link #releaseImage}) when nothing of it can reach the file any more: at a drained
+     * close, or when the reaper frees an undrained one. An embedder's {@link Image#close()}
+     * while the back end runs is deferred until then, so the descriptor number the back end's
+     * iocbs and SQEs carry never names another file. Null when there is no image.
+     */
+    private final java.util.concurrent.atomic.AtomicBoolean imageHold;
+
     SlottedBackend(Image image, BackendOptions options, CompletionSignal signal) {
         this.image = image;
         this.slots = new SlotTable(options.depth(), options.maxSegments(), image == null ? null : image.bounceBudget());
@@ -131,6 +140,13 @@ abstract class SlottedBackend implements IoBackend {
         this.deferred = new SpscIntRing(options.depth());
         this.local = new IntFifo(options.depth());
         this.blocking = new IntFifo(options.depth());
+        // Last: an allocation above that fails leaves no hold behind.
+        if (image != null && !image.hold()) {
+            slots.close();
+            signal.close();
+            throw new IllegalArgumentException("image is closed: " + image);
+        }
+        this.imageHold = image == null ? null : new java.util.concurrent.atomic.AtomicBoolean(true);
     }
 
     // ---------------------------------------------------------------- back-end specific
@@ -194,10 +210,37 @@ abstract class SlottedBackend implements IoBackend {
 
     /**
      * Close, returning undrained: keeps whatever the reaper still needs past the caller's
-     * next steps (which close the image). Released in {@link #release()}. Default: nothing (the
-     * kernel holds its own reference to the file for what it has in flight).
+     * next steps. Released in {@link #release()}. Default: nothing (the image itself stays held
+     * until the reaper frees the back end, see {@link #imageHold}).
      */
     void keepForReaper() {
+    }
+
+    /**
+     * Whether {@link #release()} left nothing that can still reach the file (the thread back
+     * end: false while a worker still lives, stuck in the file); only then does the reaper let
+     * go of the image. Default: true.
+     */
+    boolean fileReleased() {
+        return true;
+    }
+
+    /**
+     * Lets go of the image hold taken at creation, once whatever calls it: a deferred {@link
+     * Image#close()} happens now (with its final fdatasync when {@code drained}).
+     */
+    final void releaseImage(boolean drained) {
+        if (imageHold != null && imageHold.compareAndSet(true, false)) {
+            image.releaseHold(drained);
+        }
+    }
+
+    /**
+     * A subclass constructor failed after this one took the image hold: gives back the hold
+     * (the subclass frees its own resources, as before).
+     */
+    final void setupFailed() {
+        releaseImage(false);
     }
 
     /**
@@ -797,6 +840,7 @@ abstract class SlottedBackend implements IoBackend {
             release();
             slots.close();
             signal.close();
+            releaseImage(true); // nothing reaches the file any more: a deferred image close happens now
             undrained = DRAINED;
             runDrainedActions();
             return;
@@ -869,6 +913,9 @@ abstract class SlottedBackend implements IoBackend {
     private int freed() {
         slots.close();
         signal.close();
+        if (fileReleased()) {
+            releaseImage(false); // on the reaper: a deferred image close, without its fdatasync
+        }
         undrained = DRAINED;
         return REAPED;
     }

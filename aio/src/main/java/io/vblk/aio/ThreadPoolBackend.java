@@ -35,6 +35,11 @@ import io.vblk.sys.Linux;
  * own rule. Buffers that miss it are bounced; an offset or length that misses it (but meets the
  * kernel's rule) goes through a buffered channel on the same file, which Linux keeps coherent
  * with direct I/O.
+ *
+ * <p>It holds its image from creation to a drained close (or the reaper's release), as every
+ * back end does ({@link Image#close()}): an embedder's image close meanwhile is deferred, and
+ * the workers' channels (opened on the image's own open file, fetched once) keep reaching that
+ * file; what needs the image afresh (its channels, its zero run) fails cleanly once it is closed.
  */
 final class ThreadPoolBackend extends SlottedBackend {
     /** Transfer plan: through the buffered channel, as is. */
@@ -64,8 +69,8 @@ final class ThreadPoolBackend extends SlottedBackend {
     /** Bit i set: worker i is parked, or about to park after one more look at the queue. */
     private final AtomicLong idle = new AtomicLong();
     private volatile boolean running = true;
-    /** Whether an undrained close holds the image open for the workers ({@link #keepForReaper()}). */
-    private volatile boolean imageHeld;
+    /** Set once {@link #release()} saw every worker end: only then does the image go ({@link #fileReleased()}). */
+    private volatile boolean workersEnded;
 
     ThreadPoolBackend(Image image, BackendOptions options) {
         super(image, options, Image.LINUX && !image.portable() ? CompletionSignal.overEventFd() : CompletionSignal.parking());
@@ -74,6 +79,7 @@ final class ThreadPoolBackend extends SlottedBackend {
         if (threads > MAX_WORKERS) {
             signal.close();
             slots.close();
+            setupFailed();
             throw new IllegalArgumentException("at most " + MAX_WORKERS + " worker threads, not " + threads);
         }
         this.boxes = new Integer[depth];
@@ -95,6 +101,7 @@ final class ThreadPoolBackend extends SlottedBackend {
         } catch (IOException e) {
             signal.close();
             slots.close();
+            setupFailed();
             throw new IllegalStateException("cannot open a channel on " + image, e);
         }
         for (int i = 0; i < threads; i++) {
@@ -271,11 +278,12 @@ final class ThreadPoolBackend extends SlottedBackend {
     /**
      * The workers reach the file through the image's channels, which are other open file
      * descriptions than the locked descriptor, and closing a channel waits for a worker stuck
-     * in it: the image stays open (descriptor, locks, channels) until the reaper's release.
+     * in it: the image stays open (descriptor, locks, channels; the hold every back end takes
+     * at creation) until the reaper's release saw every worker end.
      */
     @Override
-    void keepForReaper() {
-        imageHeld = image.hold();
+    boolean fileReleased() {
+        return workersEnded;
     }
 
     @Override
@@ -297,10 +305,7 @@ final class ThreadPoolBackend extends SlottedBackend {
                 return; // still in the file: the image stays held (leaked rather than unlocked under it)
             }
         }
-        if (imageHeld) {
-            imageHeld = false;
-            image.releaseHold();
-        }
+        workersEnded = true;
     }
 
     private void setIdle(long bit) {

@@ -732,9 +732,10 @@ final class Export implements AutoCloseable {
             // when nothing this export handed the kernel can still reach the image (review 9b,
             // session 10): otherwise they stay with the open file description, which the kernel
             // holds (a ring's registered file, a request in flight, a helper's fallocate) until
-            // the last such write is done, and go when it lets go of it. The descriptor itself
-            // is closed here: later submissions by number fail (Image.fd() refuses once closed)
-            // instead of reaching whatever file reuses the number.
+            // the last such write is done, and go when it lets go of it. The image is closed
+            // here; while a back end still holds it (each does from creation to its drained
+            // close, or its reaping when undrained) the descriptor stays open under it, so no
+            // submission can reach whatever file would reuse the number.
             if (image != null) {
                 String why = !drained ? "the drain did not end"
                         : !backends.closedDrained() ? "a back end closed with operations still with the kernel, or is still"
