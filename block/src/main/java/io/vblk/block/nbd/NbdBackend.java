@@ -333,11 +333,21 @@ public final class NbdBackend implements IoBackend {
      * can tell. FLUSH fails from now on (see {@link #flushLost}).
      */
     void connectionDropped(int index) {
-        if (!flushLost && writesAcked != writesFlushed) {
+        if (flushLost || writesAcked == writesFlushed) {
+            return;
+        }
+        if (options.strictFlush()) {
             flushLost = true;
             LOG.log(System.Logger.Level.ERROR, "nbd: {0} connection {1} lost with {2} acknowledged write(s) not yet flushed;"
-                    + " the server may have lost them, so every later FLUSH fails with EIO (reopen the disk to clear)",
+                    + " the server may have lost them, so every later FLUSH fails with EIO (strict flush; reopen the disk to clear)",
                     address, index, writesAcked - writesFlushed);
+        } else {
+            // Trusted (the default, as QEMU's client): a server whose acknowledged writes outlive
+            // its process loses nothing; one whose cache dies with it wants strict flushes.
+            LOG.log(System.Logger.Level.WARNING, "nbd: {0} connection {1} lost with {2} acknowledged write(s) not yet flushed;"
+                    + " a later FLUSH covers them only if the server kept them (-D" + NbdOptions.STRICT_FLUSH_PROPERTY
+                    + "=true fails FLUSH instead)", address, index, writesAcked - writesFlushed);
+            writesFlushed = writesAcked; // logged once per loss, not again at the next drop
         }
     }
 

@@ -95,6 +95,8 @@ class Qcow2StickyFlushSyncTest {
         }
         Path sock = dir.resolve("nbd.sock");
         Process[] server = {start(img, sock)};
+        // Strict flushes, as an operator sets them for a server whose cache dies with it.
+        System.setProperty(io.vblk.block.nbd.NbdOptions.STRICT_FLUSH_PROPERTY, "true");
         try {
             DriverFactory factory = Qcow2.factory(NetworkDisk.open("nbd+unix:///?socket=" + sock, false), Qcow2Options.defaults());
             Qcow2Driver d = (Qcow2Driver) factory.open(16);
@@ -116,6 +118,7 @@ class Qcow2StickyFlushSyncTest {
                 }
             }
         } finally {
+            System.clearProperty(io.vblk.block.nbd.NbdOptions.STRICT_FLUSH_PROPERTY);
             server[0].destroyForcibly();
             server[0].waitFor(10, TimeUnit.SECONDS);
         }
