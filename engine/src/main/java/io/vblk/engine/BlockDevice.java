@@ -381,23 +381,27 @@ public final class BlockDevice implements AutoCloseable {
         boolean[] installed = new boolean[1];
         try {
             run(queue, t -> {
+                // Re-run from the top after a late fault (see run()), so each step checks what is
+                // done: the swap happens once, and the watch (which may be repeated) always ends it.
                 if (!installed[0]) {
                     boolean watching = queue.state == QueueLifecycle.RUNNING;
-                    if (watching) {
-                        t.unwatchKick(queue);
+                    if (queue.kick != copy) {
+                        if (watching) {
+                            t.unwatchKick(queue);
+                        }
+                        previous[0] = queue.kick;
+                        queue.kick = copy;
                     }
-                    previous[0] = queue.kick;
-                    queue.kick = copy;
-                    installed[0] = true;
                     if (watching) {
                         t.watchKick(queue);
                     }
+                    installed[0] = true;
                 }
                 return null;
             });
-        } catch (RuntimeException e) {
-            if (!installed[0] && copy != null) {
-                copy.close();
+        } catch (RuntimeException | Error e) {
+            if (queue.kick != copy && copy != null) {
+                copy.close(); // never installed
             }
             throw e;
         }
@@ -428,9 +432,13 @@ public final class BlockDevice implements AutoCloseable {
                 if (done.isDone()) {
                     return true; // a late fault landed after it had completed: not again (see run())
                 }
-                if (fence == Long.MIN_VALUE) {
+                if (queue.interrupt != installing) {
+                    // Once, even when a late fault re-runs this before the fence is taken (the
+                    // installed copy must never become "previous" and be closed).
                     previous[0] = queue.interrupt;
                     queue.interrupt = installing;
+                }
+                if (fence == Long.MIN_VALUE) {
                     // Dedicated mode signals on the completion thread: wait until it has left
                     // every batch that may still hold the old interrupt (issue 10, bug 5).
                     fence = t.completionFence();
@@ -444,7 +452,7 @@ public final class BlockDevice implements AutoCloseable {
 
             @Override
             public void abandon(Throwable cause) {
-                if (fence == Long.MIN_VALUE) {
+                if (queue.interrupt != installing) {
                     closeOwned(installing); // never installed
                 }
                 done.completeExceptionally(cause);

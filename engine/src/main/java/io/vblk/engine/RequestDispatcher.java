@@ -386,7 +386,8 @@ final class RequestDispatcher {
      * end or the completion route, or a request is claimed that the loop does not know), and the
      * caller quarantines {@code q} as before. Popping again is safe: the chain was only read (a
      * GET_ID string written by the parser is written again, the same), and an inflight region
-     * records the head as in flight once more.
+     * has not recorded it yet (the tracker records a head only once it is parsed, just before
+     * its dispatch).
      */
     private boolean spare(DeviceQueue q, Phase phase, BlkRequest current, int availBefore, int resubmitBefore) {
         if (phase == DISPATCHING) {
