@@ -389,12 +389,15 @@ public final class BlockDevice implements AutoCloseable {
                         if (watching) {
                             t.unwatchKick(queue);
                         }
+                        io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SWAPPING); // tests only: see FaultPoints
                         previous[0] = queue.kick;
                         queue.kick = copy;
                     }
+                    io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SWAPPED); // tests only: see FaultPoints
                     if (watching) {
                         t.watchKick(queue);
                     }
+                    io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SWAP_ENDING); // tests only: see FaultPoints
                     installed[0] = true;
                 }
                 return null;
@@ -435,14 +438,17 @@ public final class BlockDevice implements AutoCloseable {
                 if (queue.interrupt != installing) {
                     // Once, even when a late fault re-runs this before the fence is taken (the
                     // installed copy must never become "previous" and be closed).
+                    io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SWAPPING); // tests only: see FaultPoints
                     previous[0] = queue.interrupt;
                     queue.interrupt = installing;
                 }
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SWAPPED); // tests only: see FaultPoints
                 if (fence == Long.MIN_VALUE) {
                     // Dedicated mode signals on the completion thread: wait until it has left
                     // every batch that may still hold the old interrupt (issue 10, bug 5).
                     fence = t.completionFence();
                 }
+                io.vblk.sys.FaultPoints.at(io.vblk.sys.FaultPoints.SWAP_ENDING); // tests only: see FaultPoints
                 if (!t.completionPassed(fence)) {
                     return false;
                 }

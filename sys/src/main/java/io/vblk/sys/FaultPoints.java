@@ -45,6 +45,12 @@ public final class FaultPoints {
     public static final int COMMAND = 12;
     /** engine: a queue's start command, just after it marked the queue running. */
     public static final int STARTED = 13;
+    /** engine: a kick or interrupt change on the I/O thread, before its swap (a running queue's old kick unwatched). */
+    public static final int SWAPPING = 14;
+    /** engine: a kick or interrupt change, just after its swap, before the new kick is watched or the completion fence taken. */
+    public static final int SWAPPED = 15;
+    /** engine: a kick or interrupt change, after the new kick is watched or the completion fence taken, before it is done. */
+    public static final int SWAP_ENDING = 16;
 
     /** The message HotSpot gives the error (engine's GuestFaults.isMemoryFault matches it). */
     public static final String MESSAGE = "a fault occurred in an unsafe memory access operation (injected)";
