@@ -64,6 +64,7 @@ class SwapLateFaultTest {
             assertFalse(b.queue().kick.isClosed(), "the installed copy is open");
             assertEquals(fds, openDescriptors(), "one copy made, the replaced one closed once, nothing else");
             for (int i = 0; i < 4; i++) {
+                awaitAsleep(shared); // woken by nothing but the kick
                 assertEquals(S_OK, ShrinkableDeviceRig.roundTrip(b.q, kick, b.irq, T_IN), "served on the new kick");
             }
         }
@@ -89,9 +90,22 @@ class SwapLateFaultTest {
             assertFalse(copyOf(b.queue().interrupt).isClosed(), "the installed copy is open");
             assertEquals(fds, openDescriptors(), "one copy made, the replaced one closed once, nothing else");
             for (int i = 0; i < 4; i++) {
+                awaitAsleep(shared);
                 assertEquals(S_OK, ShrinkableDeviceRig.roundTrip(b.q, b.kick, irq, T_IN), "the new interrupt fires");
             }
         }
+    }
+
+    /**
+     * Waits until the shared thread sleeps in epoll (and a little longer, past its sleep's
+     * re-checks), so that only a watched kick can wake it: a thread still awake from the change
+     * would pop the next request without any kick.
+     */
+    private static void awaitAsleep(SharedIoThread shared) throws InterruptedException {
+        while (!shared.isSleeping()) {
+            Thread.sleep(1);
+        }
+        Thread.sleep(20);
     }
 
     /** The device's own eventfd behind an {@link EventFdInterrupt.Owned}. */
