@@ -49,7 +49,9 @@ final class BlkRequest {
     /**
      * Its back end's prepare threw (a direct-memory shortage): whether the back end took it is
      * unknown, so it waits {@link #HANDED} for either its completion or a back end with nothing
-     * in flight, which proves none will come ({@link FaultRecovery#settleUnanswered}). I/O thread only.
+     * in flight, which proves none will come ({@link FaultRecovery#settleUnanswered}); its
+     * thread pops nothing meanwhile, so that comes once the operations held at the throw are back
+     * ({@link RequestDispatcher#canPop}). I/O thread only.
      */
     boolean unanswered;
     /** Operations finished and held for a write-through flush ({@link WriteThrough}); I/O thread only. */

@@ -136,7 +136,10 @@ final class FaultRecovery {
      * look has finished it and it is back in the pool). Never while the back end still has
      * work: an operation of it may still write into its buffers. A back-end slot the throwing
      * prepare took goes back then too ({@code reclaimLostSlots}: nothing in flight or pending).
-     * Not per request: a few reads per round, only after a shortage.
+     * The thread pops nothing until then ({@link RequestDispatcher#canPop}), so the back end gets
+     * there once what it held at the shortage is back, even under a guest's steady stream (it
+     * never did before: the request waited for ever). Not per request: a few reads per round,
+     * only after a shortage.
      */
     void settleUnanswered(boolean holding) {
         if (holding || backend.inFlight() != 0 || backend.pendingSubmit() != 0) {

@@ -64,11 +64,20 @@ final class RequestDispatcher {
 
     /**
      * Whether a pop could take a chain now (a free request and the back-end slots of the worst
-     * request): the pop loop's own condition, which a sleep re-check must use too, or it would
-     * see chains it cannot pop and veto every sleep until a completion came (a busy loop).
+     * request, and no request left {@link BlkRequest#unanswered} by a shortage): the pop loop's
+     * own condition, which a sleep re-check must use too, or it would see chains it cannot pop
+     * and veto every sleep until a completion came (a busy loop).
+     *
+     * <p>While a request is unanswered nothing pops: it can be answered only once its back end
+     * holds nothing (FaultRecovery#settleUnanswered), and a back end fed new requests all the
+     * while (a guest's steady stream on any queue of the thread) never got there, so it waited
+     * for ever. Not fed, the back end empties once the operations it held at the shortage come
+     * back: that is the request's fence, however busy the device. The pause lasts as long as
+     * those operations (rare: only after the JVM refused a direct buffer, when backing off is
+     * what the pool needs anyway). One field read per pop.
      */
     boolean canPop() {
-        return pool.available() > 0 && backend.freeSlots() >= slotsWanted;
+        return unanswered == 0 && pool.available() > 0 && backend.freeSlots() >= slotsWanted;
     }
 
     /** Where requests that never reach the back end complete; set once, before the first round. */
@@ -320,7 +329,8 @@ final class RequestDispatcher {
      * {@link BlkRequest#unanswered}: whether the prepare had taken it cannot be known, so it is
      * never given back while it may complete. It ends with its completion if the back end took
      * it, or IOERR once the back end has nothing in flight or pending (then nothing can complete
-     * it: {@link FaultRecovery#settleUnanswered}), exactly once either way. Returns false where
+     * it: {@link FaultRecovery#settleUnanswered}; nothing pops meanwhile, see {@link #canPop}),
+     * exactly once either way. Returns false where
      * neither holds (a request claimed that the loop does not know): the caller quarantines.
      */
     private boolean sparedShortage(DeviceQueue q, Throwable e, Phase phase, BlkRequest current, int availBefore,

@@ -15,12 +15,14 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 import io.vblk.aio.BackendKind;
 import io.vblk.aio.IoBackend;
+import io.vblk.aio.IoBackends;
 import io.vblk.aio.IoVector;
 import io.vblk.testkit.ForwardingBackend;
 
@@ -174,6 +176,58 @@ class DirectMemoryShortageTest {
             assertEquals(5L, rig.device.counters(0).get(QueueCounters.COMPLETIONS));
             assertEquals(0L, rig.device.counters(0).get(QueueCounters.ERRORS));
             assertFalse(rig.device.isBroken(0), "quarantined: " + rig.device.brokenReason(0));
+        }
+    }
+
+    /**
+     * The request whose prepare threw is answered although its back end is never idle: the
+     * guest keeps one more read coming on the other queue every round, so the back end always
+     * held one at the round's end. Before, the request waited for a back end holding nothing,
+     * which that never was: unanswered for ever (here: for the 8 rounds looked at). Now the
+     * thread pops nothing while it is unanswered, the back end empties once the read it held at
+     * the shortage is back, and the request is answered IOERR in that round; the other queue's
+     * reads then pop again, every one served.
+     */
+    @Test
+    void aShortageInAPrepareIsAnsweredThoughTheOtherQueueKeepsTheBackEndBusy() {
+        Starved starved = new Starved(IoBackends.open(BackendKind.NULL, null, 64));
+        Tuning inline = Tuning.builder().threadingMode(ThreadingMode.SHARED).build();
+        try (RoundRig rig = new RoundRig(inline, null, false, 2, starved)) {
+            RoundRig.Lane failing = rig.lanes[0];
+            RoundRig.Lane busy = rig.lanes[1];
+            busy.add(T_IN, 8);
+            busy.driver.publishAvail();
+            rig.thread.doWork(); // in flight until the next round's poll
+            starved.readFailures.set(1);
+            failing.add(T_IN, 16); // its prepare throws
+            failing.driver.publishAvail();
+            int posted = 1;
+            int served = 0;
+            boolean answered = false;
+            for (int round = 0; round < 8 && !answered; round++) {
+                busy.add(T_IN, 8 + round);
+                busy.driver.publishAvail();
+                posted++;
+                rig.thread.doWork();
+                answered = failing.driver.reap() >= 0;
+                while (busy.driver.reap() >= 0) {
+                    served++;
+                }
+            }
+            assertTrue(answered, "the request whose prepare threw was never answered on a busy back end");
+            assertEquals(0, starved.readFailures.get());
+            assertEquals(S_IOERR, failing.status(0));
+            for (int round = 0; round < 4; round++) {
+                rig.thread.doWork();
+                while (busy.driver.reap() >= 0) {
+                    served++;
+                }
+            }
+            assertEquals(posted, served, "the other queue's reads served");
+            for (int slot = 0; slot < posted; slot++) {
+                assertEquals(S_OK, busy.status(slot), "status of read " + slot);
+            }
+            assertTrue(rig.broken.isEmpty(), "quarantined: " + rig.broken);
         }
     }
 }
