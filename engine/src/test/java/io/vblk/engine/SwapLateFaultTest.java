@@ -8,9 +8,11 @@ import static org.junit.jupiter.api.Assertions.assertNotSame;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
+import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.stream.Stream;
+import java.util.Set;
+import java.util.TreeSet;
 
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.io.TempDir;
@@ -29,8 +31,8 @@ import io.vblk.sys.FaultPoints;
  * completion fence is taken), and after that. The fault is attributed to the device whose file
  * shrank, and the change runs again from the top; it must then swap exactly once: the new kick is
  * watched (a kick on it is served), the new interrupt fires, the replaced copy is closed, and no
- * descriptor is leaked or closed twice (the count of /proc/self/fd is as before, one copy made and
- * one closed). Before commit 5018ea5 a fault just after the swap ({@link FaultPoints#SWAPPED})
+ * descriptor is leaked or closed twice (/proc/self/fd gained the installed copy only, which stays
+ * open, and lost the replaced one). Before commit 5018ea5 a fault just after the swap ({@link FaultPoints#SWAPPED})
  * left the new kick unwatched (the request was never served), and re-ran the interrupt's swap,
  * so the installed copy became "previous" and was closed (no interrupt) and the old one leaked.
  */
@@ -53,8 +55,9 @@ class SwapLateFaultTest {
              EventFd kick = EventFd.create(true)) {
             assertEquals(S_OK, b.roundTrip(T_IN));
             EventFd replaced = b.queue().kick;
+            int replacedFd = replaced.fd();
             a.shrink();
-            int fds = openDescriptors();
+            Set<Integer> fds = openDescriptors();
             FaultPoints.arm(point);
             b.device.setKick(0, kick);
             assertTrue(FaultPoints.fired(), "the error was thrown in the kick change");
@@ -62,7 +65,7 @@ class SwapLateFaultTest {
             assertTrue(replaced.isClosed(), "the replaced copy is closed");
             assertNotSame(replaced, b.queue().kick);
             assertFalse(b.queue().kick.isClosed(), "the installed copy is open");
-            assertEquals(fds, openDescriptors(), "one copy made, the replaced one closed once, nothing else");
+            madeOneClosedOne(fds, b.queue().kick.fd(), replacedFd);
             for (int i = 0; i < 4; i++) {
                 awaitAsleep(shared); // woken by nothing but the kick
                 assertEquals(S_OK, ShrinkableDeviceRig.roundTrip(b.q, kick, b.irq, T_IN), "served on the new kick");
@@ -80,15 +83,16 @@ class SwapLateFaultTest {
              EventFd irq = EventFd.create(true)) {
             assertEquals(S_OK, b.roundTrip(T_IN));
             EventFd replaced = copyOf(b.queue().interrupt);
+            int replacedFd = replaced.fd();
             a.shrink();
-            int fds = openDescriptors();
+            Set<Integer> fds = openDescriptors();
             FaultPoints.arm(point);
             b.device.setInterrupt(0, Interrupt.of(irq));
             assertTrue(FaultPoints.fired(), "the error was thrown in the interrupt change");
             assertFalse(b.device.isBroken(0), "attributed to A, whose file shrank: " + b.broken);
             assertTrue(replaced.isClosed(), "the replaced copy is closed");
             assertFalse(copyOf(b.queue().interrupt).isClosed(), "the installed copy is open");
-            assertEquals(fds, openDescriptors(), "one copy made, the replaced one closed once, nothing else");
+            madeOneClosedOne(fds, copyOf(b.queue().interrupt).fd(), replacedFd);
             for (int i = 0; i < 4; i++) {
                 awaitAsleep(shared);
                 assertEquals(S_OK, ShrinkableDeviceRig.roundTrip(b.q, b.kick, irq, T_IN), "the new interrupt fires");
@@ -115,9 +119,33 @@ class SwapLateFaultTest {
         return (EventFd) f.get(interrupt);
     }
 
-    private static int openDescriptors() throws IOException {
-        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
-            return (int) fds.count() - 1; // the listing's own descriptor
+    /**
+     * The change made one descriptor, the installed copy, which is open, and closed the replaced
+     * copy's. A set, not a count: a descriptor an earlier test's threads close meanwhile is not
+     * this change's.
+     */
+    private static void madeOneClosedOne(Set<Integer> before, int installed, int replaced) throws IOException {
+        Set<Integer> after = openDescriptors();
+        Set<Integer> made = new TreeSet<>(after);
+        made.removeAll(before);
+        assertEquals(Set.of(installed), made, "one descriptor made, the installed copy; open before: " + before);
+        assertFalse(after.contains(replaced), "the replaced copy's descriptor " + replaced + " is closed");
+    }
+
+    /** The descriptors open in this process, but the one listing them. */
+    private static Set<Integer> openDescriptors() throws IOException {
+        Set<Integer> fds = new TreeSet<>();
+        try (DirectoryStream<Path> list = Files.newDirectoryStream(Path.of("/proc/self/fd"))) {
+            for (Path p : list) {
+                try {
+                    if (!Files.readSymbolicLink(p).toString().endsWith("/fd")) {
+                        fds.add(Integer.parseInt(p.getFileName().toString()));
+                    }
+                } catch (IOException gone) {
+                    // closed while listed (another thread's): not open after all
+                }
+            }
         }
+        return fds;
     }
 }
