@@ -120,7 +120,12 @@ final class RequestDispatcher {
         // avail index that counts them all, so they must run before it returns (see stopQueue).
         boolean running = q.state == QueueLifecycle.RUNNING;
         if (waitingQueue != null && !mayPopBeside(q)) {
-            return 0; // another queue's range request has the next free slots (never starved by reads)
+            // Another queue's range request has the next free slots (never starved by reads).
+            // This queue waits for those slots (a completion wakes the thread), not for the
+            // throttle: a deadline left from an earlier round would, once passed, make the sleep
+            // re-check see work, and the thread spin until the slots came free.
+            q.throttledUntilNs = 0;
+            return 0;
         }
         if (!running) {
             max = Math.min(max, q.resubmitCount);

@@ -161,6 +161,52 @@ class RangeReserveDepthTest {
         }
     }
 
+    /**
+     * Throttled (one 4 KiB read a millisecond, a 5 ms burst): a queue held behind another
+     * queue's waiting range request pops nothing and waits for back-end slots, which a
+     * completion brings, not for the throttle. Its throttle deadline from a round before the wait
+     * stayed set, and once it passed the sleep re-check took it for work: the thread spun, awake
+     * without popping, for as long as the disk held the slots. Now a queue held behind the wait
+     * has no throttle deadline; the thread sleeps until the completion, and everything is served,
+     * the DISCARD first.
+     */
+    @Test
+    void aQueueHeldBehindAWaitingRangeRequestSleepsThoughItsThrottleDeadlinePassed() {
+        GatedBackend gate = new GatedBackend(IoBackends.open(BackendKind.NULL, null, 8), false);
+        Tuning inline = Tuning.builder().threadingMode(ThreadingMode.SHARED).submitBatch(6).build();
+        Throttle throttle = new Throttle(0, 4096 * 1000, 5);
+        try (RoundRig rig = new RoundRig(inline, throttle, false, 2, gate, c -> c.discard(true).maxRangeSegments(8), 0)) {
+            RoundRig.Lane reads = rig.lanes[0];
+            RoundRig.Lane ranges = rig.lanes[1];
+            rig.clock.update(0);
+            reads.offerReads(10);
+            assertEquals(6, rig.thread.doWork(), "the round's batch, within the burst (queue 1 goes first next)");
+            long st = addDiscard(ranges.driver, 8);
+            ranges.driver.publishAvail();
+            assertEquals(0, rig.thread.doWork(), "both queues throttled");
+            assertTrue(rig.queue.throttledUntilNs != 0, "queue 0 has a throttle deadline");
+            rig.clock.update(TimeUnit.MILLISECONDS.toNanos(2)); // past it: the DISCARD pops, 2 slots free for 8 segments
+            assertEquals(0, rig.thread.doWork(), "the DISCARD waits for its slots, queue 0 behind it");
+            assertEquals(-1, rig.thread.prepareSleep(), "nothing to do before a completion: sleep on it");
+            rig.thread.finishSleep();
+            gate.open();
+            for (int round = 0; round < 20; round++) {
+                rig.clock.update(TimeUnit.MILLISECONDS.toNanos(3 + round * 5L));
+                rig.thread.doWork();
+            }
+            assertEquals(0, UnsafeApi.getByte(st), "the DISCARD's status");
+            int served = 0;
+            while (reads.driver.reap() >= 0) {
+                served++;
+            }
+            assertEquals(10, served, "reads served");
+            for (int slot = 0; slot < 10; slot++) {
+                assertEquals(0, reads.status(slot), "status of read " + slot);
+            }
+            assertTrue(rig.broken.isEmpty(), "quarantined: " + rig.broken);
+        }
+    }
+
     /** Adds (unpublished) a DISCARD of {@code count} 8-sector segments; returns its status byte's host address. */
     private static long addDiscard(io.vblk.testkit.SplitQueueDriver driver, int count) {
         long header = driver.allocate(16, 16);
