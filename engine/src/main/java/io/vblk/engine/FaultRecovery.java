@@ -92,6 +92,20 @@ final class FaultRecovery {
     private boolean shortageReported;
 
     /**
+     * A failure a shared thread caught outside this member's isolated round: {@code here} when
+     * it came from this member's own sleep checks (handled as one in its round), otherwise
+     * attributed by evidence only, by the one member told to {@code attribute} (see
+     * {@link #caughtUnplaced}).
+     */
+    void caughtBesideRound(Throwable e, boolean here, boolean attribute) {
+        if (here) {
+            caught(e);
+        } else {
+            caughtUnplaced(e, attribute);
+        }
+    }
+
+    /**
      * A failure on a shared I/O thread that no member can be named for (it landed between
      * members' rounds): quarantines by evidence only ({@link GuestFaults#attribute}), and turns
      * this thread suspect, as a fault attributed elsewhere does, since it may have cost a

@@ -207,20 +207,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     /**
-     * A failure a shared thread caught outside this member's isolated round: {@code here} when
-     * it came from this member's own sleep checks (handled as one in its round), otherwise
-     * attributed by evidence only, by the one member told to {@code attribute} (see
-     * {@link FaultRecovery#caughtUnplaced}).
-     */
-    void caughtBesideRound(Throwable e, boolean here, boolean attribute) {
-        if (here) {
-            faults.caught(e);
-        } else {
-            faults.caughtUnplaced(e, attribute);
-        }
-    }
-
-    /**
      * A guest-memory fault the JVM delivered inside a command (BlockDevice's one-shot commands,
      * which then run again): handled as one in a round, outside a pop loop (see
      * {@link FaultRecovery#caught}). I/O thread only.
@@ -260,7 +246,11 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return evidence;
     }
 
-    /** What a drain asks to give up requests a late fault lost ({@link FaultRecovery#settleLost}). */
+    /**
+     * Its side of the fault model ({@link FaultRecovery}): what a shared thread hands a failure
+     * caught beside the rounds, a command one caught inside it, a drain the requests a late
+     * fault lost ({@link FaultRecovery#settleLost}).
+     */
     FaultRecovery faults() {
         return faults;
     }

@@ -468,10 +468,10 @@ public final class SharedIoThread implements AutoCloseable {
         sleeping = false;
         try {
             if (at >= 0 && at < ms.length) {
-                ms[at].caughtBesideRound(e, true, true);
+                ms[at].faults().caughtBesideRound(e, true, true);
             } else if (ms.length > 0) {
                 for (int i = 0; i < ms.length; i++) {
-                    ms[i].caughtBesideRound(e, false, i == 0);
+                    ms[i].faults().caughtBesideRound(e, false, i == 0);
                 }
             }
             for (IoThread m : ms) {
