@@ -909,7 +909,7 @@ public final class BlockDevice implements AutoCloseable {
                         if (GuestFaults.isMemoryFault(e)) {
                             // A late fault (see run()): the queues it hit are handled as in a
                             // round, and this step fails rather than run again from the start.
-                            t.caughtInCommand(e);
+                            t.faults().caughtInCommand(e);
                             done.completeExceptionally(new java.io.IOException("a guest memory fault interrupted the I/O thread while it " + what, e));
                         } else {
                             done.completeExceptionally(e);
@@ -1478,7 +1478,7 @@ public final class BlockDevice implements AutoCloseable {
                     done.complete(body.apply(t));
                 } catch (RuntimeException | Error e) {
                     if (GuestFaults.isMemoryFault(e) && lateFaults++ < LATE_FAULT_RETRIES) {
-                        t.caughtInCommand(e);
+                        t.faults().caughtInCommand(e);
                         return false; // again at the next round
                     }
                     // Anything else (a bug) fails the command, never leaves its caller waiting.

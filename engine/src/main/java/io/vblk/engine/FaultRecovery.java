@@ -92,6 +92,15 @@ final class FaultRecovery {
     private boolean shortageReported;
 
     /**
+     * A guest-memory fault the JVM delivered inside a command (BlockDevice's one-shot commands,
+     * which then run again): handled as one in a round, outside a pop loop (see {@link #caught}).
+     * I/O thread only.
+     */
+    void caughtInCommand(Throwable e) {
+        caught(e);
+    }
+
+    /**
      * A failure a shared thread caught outside this member's isolated round: {@code here} when
      * it came from this member's own sleep checks (handled as one in its round), otherwise
      * attributed by evidence only, by the one member told to {@code attribute} (see

@@ -206,15 +206,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         }
     }
 
-    /**
-     * A guest-memory fault the JVM delivered inside a command (BlockDevice's one-shot commands,
-     * which then run again): handled as one in a round, outside a pop loop (see
-     * {@link FaultRecovery#caught}). I/O thread only.
-     */
-    void caughtInCommand(Throwable e) {
-        faults.caught(e);
-    }
-
     /** This member's epoll descriptor, which a shared thread watches for its kicks and completions. */
     int epollFd() {
         return ((EpollWait) events).fd(); // a shared member never switches to RingWait
