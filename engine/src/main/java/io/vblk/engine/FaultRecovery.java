@@ -16,15 +16,27 @@ final class FaultRecovery {
     private final RequestDispatcher dispatcher;
     private final CompletionRoute route;
     private final FaultEvidence evidence;
+    /** Told how each fault was attributed ({@link #report}). */
+    private final DeviceListener listener;
 
     FaultRecovery(IoThread thread, DeviceQueue[] queues, BlockDriver backend, RequestDispatcher dispatcher,
-                  CompletionRoute route, FaultEvidence evidence) {
+                  CompletionRoute route, FaultEvidence evidence, DeviceListener listener) {
         this.thread = thread;
         this.queues = queues;
         this.backend = backend;
         this.dispatcher = dispatcher;
         this.route = route;
         this.evidence = evidence;
+        this.listener = listener;
+    }
+
+    /** Tells the owner how a fault was attributed. */
+    void report(String text) {
+        try {
+            listener.faultAttributed(text);
+        } catch (RuntimeException e) {
+            // an owner's log that fails must not turn a fault into a second one
+        }
     }
 
     /**
@@ -83,7 +95,7 @@ final class FaultRecovery {
         evidence.suspect = true;
         if (!shortageReported) {
             shortageReported = true;
-            thread.report("direct memory exhausted on I/O thread " + thread.roleName() + " (" + e.getMessage()
+            report("direct memory exhausted on I/O thread " + thread.roleName() + " (" + e.getMessage()
                     + "; -XX:MaxDirectMemorySize, by default -Xmx, is shared by every disk): its queues go on;"
                     + " reported once");
         }
@@ -124,7 +136,7 @@ final class FaultRecovery {
     void caughtUnplaced(Throwable e, boolean attribute) {
         dispatcher.reclaimStranded();
         if (attribute && !GuestFaults.attribute(thread, e)) {
-            thread.report("failure on shared I/O thread " + thread.roleName() + " outside any device's round, no device"
+            report("failure on shared I/O thread " + thread.roleName() + " outside any device's round, no device"
                     + " named by evidence; its devices go on: " + e);
         }
         evidence.suspect = true;

@@ -164,7 +164,7 @@ final class GuestFaults {
         }
         FaultEvidence.Verdict v = FaultEvidence.judge(landed.sharedMembers(), landed.retiredEvidence());
         if (!v.anyEvidence()) {
-            landed.report("guest memory fault on I/O thread " + landed.roleName() + " with no evidence of a file shorter than"
+            landed.faults().report("guest memory fault on I/O thread " + landed.roleName() + " with no evidence of a file shorter than"
                     + " its mapping: quarantined where the JVM delivered it (" + e.getMessage() + ")");
             return false;
         }
@@ -184,7 +184,7 @@ final class GuestFaults {
                 }
                 v.culpritThreads.get(i).quarantine(q, reason);
             }
-            landed.report("guest memory fault on I/O thread " + landed.roleName() + " with only evidence that already"
+            landed.faults().report("guest memory fault on I/O thread " + landed.roleName() + " with only evidence that already"
                     + " attributed a fault (" + (v.liveEvidence != null ? v.liveEvidence : v.staleEvidence)
                     + "): quarantined where the JVM delivered it (" + e.getMessage() + ")");
             return false;
@@ -207,7 +207,7 @@ final class GuestFaults {
                 report.append(' ').append(t.roleName()).append(" queue ").append(q.index);
             }
         }
-        landed.report(report.toString());
+        landed.faults().report(report.toString());
         return true;
     }
 }

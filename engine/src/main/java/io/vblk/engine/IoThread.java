@@ -85,7 +85,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     /** The memory tables its queues used, for a late fault's evidence (see {@link GuestFaults}). */
     private final FaultEvidence evidence = new FaultEvidence();
     private final FaultRecovery faults;
-    private final DeviceListener listener;
 
     IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
              DeviceQueue[] queues, BlockDriver backend) {
@@ -100,7 +99,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.queues = queues;
         this.backend = backend;
         this.clock = clock;
-        this.listener = listener;
         this.dispatcher = new RequestDispatcher(model, throttle, listener, backend);
         dispatcher.attributor(e -> GuestFaults.attribute(this, e));
         route = CompletionRoute.of(tuning, model, backend, dispatcher,
@@ -113,7 +111,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.idle = IdleStrategies.sliced(IdleStrategies.forIoThread(tuning, clock, sleeper(), backend::inFlight), tuning.schedSliceNs(), clock);
         this.events = new EpollWait(queues, backend);
         this.end = new ThreadEnd(this, lender, backend, route);
-        this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence);
+        this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence, listener);
         dispatcher.shortage(faults::directMemoryShortage);
         this.submits = SubmitPolicy.of(tuning, queues, dispatcher, backend, writeThrough, route);
         // A failure is handled as one in the round; it counts toward the bound only when it is
@@ -254,15 +252,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     /** Evidence of devices that left this one's shared thread, or null. */
     FaultEvidence retiredEvidence() {
         return shared != null ? shared.retired : null;
-    }
-
-    /** Tells the owner how a fault was attributed. */
-    void report(String text) {
-        try {
-            listener.faultAttributed(text);
-        } catch (RuntimeException e) {
-            // an owner's log that fails must not turn a fault into a second one
-        }
     }
 
     /** The commands taken from the inbox and not finished (for tests). */
