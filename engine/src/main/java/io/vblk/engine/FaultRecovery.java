@@ -4,9 +4,10 @@ import io.vblk.block.BlockDriver;
 
 /**
  * An I/O thread's side of the fault model ({@link GuestFaults}): what it does with a failure
- * caught in a round, its suspect state ({@link FaultEvidence#suspect}), and, for a drain, giving
- * up requests a late guest-memory fault lost ({@link #settleLost}). Owns no state of the round
- * itself: it reads the queues, the back end and the completion route, and quarantines through
+ * caught in a round, in a command or beside the rounds of a shared thread, its evidence (the
+ * memory tables its queues used) and suspect state ({@link FaultEvidence}), the reports to the
+ * owner ({@link DeviceListener#faultAttributed}), and, for a drain, giving up requests a late
+ * guest-memory fault lost ({@link #settleLost}). Owns no state of the round itself: it reads the queues, the back end and the completion route, and quarantines through
  * the dispatcher. Nothing here runs per request. I/O thread only.
  */
 final class FaultRecovery {
@@ -15,19 +16,24 @@ final class FaultRecovery {
     private final BlockDriver backend;
     private final RequestDispatcher dispatcher;
     private final CompletionRoute route;
-    private final FaultEvidence evidence;
+    /** The memory tables its queues used, for a late fault's evidence, and its suspect state (see {@link GuestFaults}). */
+    private final FaultEvidence evidence = new FaultEvidence();
     /** Told how each fault was attributed ({@link #report}). */
     private final DeviceListener listener;
 
     FaultRecovery(IoThread thread, DeviceQueue[] queues, BlockDriver backend, RequestDispatcher dispatcher,
-                  CompletionRoute route, FaultEvidence evidence, DeviceListener listener) {
+                  CompletionRoute route, DeviceListener listener) {
         this.thread = thread;
         this.queues = queues;
         this.backend = backend;
         this.dispatcher = dispatcher;
         this.route = route;
-        this.evidence = evidence;
         this.listener = listener;
+    }
+
+    /** The memory tables its queues used and its suspect state (see {@link GuestFaults}). */
+    FaultEvidence evidence() {
+        return evidence;
     }
 
     /** Tells the owner how a fault was attributed. */
@@ -144,9 +150,13 @@ final class FaultRecovery {
 
     /**
      * Suspect (a fault attributed elsewhere landed outside a pop loop): once every queue of the
-     * thread has nothing in flight, nothing was lost, and the thread is trusted again.
+     * thread has nothing in flight, nothing was lost, and the thread is trusted again. Called
+     * every round: one field read while the thread is not suspect.
      */
     void clearSuspectWhenSettled() {
+        if (!evidence.suspect) {
+            return;
+        }
         for (DeviceQueue q : queues) {
             if (q.inflight != 0) {
                 return;

@@ -20,7 +20,7 @@ import static io.vblk.engine.BackendLend.State.SERVING;
  * parser, chain, throttle), the {@link CompletionRoute} (inline, or a dedicated completion thread
  * with its ring and return queue), the {@link ThreadWait} it sleeps in ({@link EpollWait}, or
  * {@link RingWait} in the back end's ring), the {@link FaultRecovery} (a caught failure, the
- * suspect state, lost requests given up by a drain), the {@link SubmitPolicy} (how a round pops
+ * evidence and suspect state, the fault reports, lost requests given up by a drain), the {@link SubmitPolicy} (how a round pops
  * and submits), the {@link Inbox} (kicks and commands from other threads), the {@link
  * PendingCommands} (commands not yet finished), the {@link BackendLend} (a shared member's back
  * end lent to another thread), the {@link ThreadEnd} (who closes its resources, and when) and the
@@ -82,8 +82,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     private final boolean answerWindowOn;
     /** The answer window, wrapping {@link #sleep()} for the idle strategy when on ({@link AnswerWindowSleep}). */
     private final AnswerWindowSleep answerWait;
-    /** The memory tables its queues used, for a late fault's evidence (see {@link GuestFaults}). */
-    private final FaultEvidence evidence = new FaultEvidence();
     private final FaultRecovery faults;
 
     IoThread(int id, DeviceModel model, Tuning tuning, Throttle throttle, DeviceListener listener,
@@ -111,7 +109,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         this.idle = IdleStrategies.sliced(IdleStrategies.forIoThread(tuning, clock, sleeper(), backend::inFlight), tuning.schedSliceNs(), clock);
         this.events = new EpollWait(queues, backend);
         this.end = new ThreadEnd(this, lender, backend, route);
-        this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, evidence, listener);
+        this.faults = new FaultRecovery(this, queues, backend, dispatcher, route, listener);
         dispatcher.shortage(faults::directMemoryShortage);
         this.submits = SubmitPolicy.of(tuning, queues, dispatcher, backend, writeThrough, route);
         // A failure is handled as one in the round; it counts toward the bound only when it is
@@ -232,7 +230,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
     }
 
     FaultEvidence evidence() {
-        return evidence;
+        return faults.evidence();
     }
 
     /**
@@ -399,9 +397,7 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         if (dispatcher.hasUnanswered()) {
             faults.settleUnanswered(writeThrough.holding()); // a prepare threw a shortage: see BlkRequest.unanswered
         }
-        if (evidence.suspect) {
-            faults.clearSuspectWhenSettled(); // see there
-        }
+        faults.clearSuspectWhenSettled(); // while suspect: see there
         return work + prepared + finished;
     }
 
