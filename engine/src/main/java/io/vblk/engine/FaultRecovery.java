@@ -36,6 +36,11 @@ final class FaultRecovery {
         return evidence;
     }
 
+    /** Stops {@code q} popping (sticky until a reset); its owner hears why first. */
+    void quarantine(DeviceQueue q, String reason) {
+        dispatcher.quarantine(q, reason);
+    }
+
     /** Tells the owner how a fault was attributed. */
     void report(String text) {
         try {

@@ -182,7 +182,7 @@ final class GuestFaults {
                 if (q.faultReason == null) {
                     q.faultReason = reason; // its completions no longer touch that memory
                 }
-                v.culpritThreads.get(i).quarantine(q, reason);
+                v.culpritThreads.get(i).faults().quarantine(q, reason);
             }
             landed.faults().report("guest memory fault on I/O thread " + landed.roleName() + " with only evidence that already"
                     + " attributed a fault (" + (v.liveEvidence != null ? v.liveEvidence : v.staleEvidence)
@@ -203,7 +203,7 @@ final class GuestFaults {
                 if (q.faultReason == null) {
                     q.faultReason = reason; // its completions no longer touch that memory
                 }
-                t.quarantine(q, reason);
+                t.faults().quarantine(q, reason);
                 report.append(' ').append(t.roleName()).append(" queue ").append(q.index);
             }
         }

@@ -411,11 +411,6 @@ final class IoThread implements Agent, Runnable, KernelSleep {
         return submits;
     }
 
-    /** Stops {@code q} popping (sticky until a reset); its owner hears why first. */
-    void quarantine(DeviceQueue q, String reason) {
-        dispatcher.quarantine(q, reason);
-    }
-
     // ---------------------------------------------------------------- waiting
 
     /**

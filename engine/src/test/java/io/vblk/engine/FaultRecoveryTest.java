@@ -73,7 +73,7 @@ class FaultRecoveryTest {
         try (RoundRig rig = new RoundRig(inline(), null)) {
             rig.offerReads(1);
             rig.thread.doWork();
-            rig.thread.quarantine(rig.queue, "test: quarantined with a request in flight");
+            rig.thread.faults().quarantine(rig.queue, "test: quarantined with a request in flight");
             FaultRecovery.LostWatch w = new FaultRecovery.LostWatch();
             for (int i = 0; i < 5; i++) {
                 assertFalse(rig.thread.faults().settleLost(rig.queue, w), "the back end still reports the read in flight");
@@ -83,7 +83,7 @@ class FaultRecoveryTest {
         }
         try (RoundRig rig = new RoundRig(inline(), null)) {
             loseOneCompletion(rig);
-            rig.thread.quarantine(rig.queue, "test: the fault quarantined it");
+            rig.thread.faults().quarantine(rig.queue, "test: the fault quarantined it");
             RequestPool pool = rig.thread.dispatcherPool();
             FaultRecovery.LostWatch w = new FaultRecovery.LostWatch();
             int calls = settle(rig, w, 10);
