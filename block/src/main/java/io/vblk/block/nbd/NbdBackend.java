@@ -347,8 +347,8 @@ public final class NbdBackend implements IoBackend {
             // Trusted (the default, as QEMU's client): a server whose acknowledged writes outlive
             // its process loses nothing; one whose cache dies with it wants strict flushes.
             LOG.log(System.Logger.Level.WARNING, "nbd: {0} connection {1} lost with {2} acknowledged write(s) not yet flushed;"
-                    + " a later FLUSH covers them only if the server kept them (-D" + NbdOptions.STRICT_FLUSH_PROPERTY
-                    + "=true fails FLUSH instead)", address, index, writesAcked - writesFlushed);
+                    + " a later FLUSH covers them only if the server kept them (strict flushes, nbd_strict_flush or -D"
+                    + NbdOptions.STRICT_FLUSH_PROPERTY + "=true, fail FLUSH instead)", address, index, writesAcked - writesFlushed);
             writesFlushed = writesAcked; // logged once per loss, not again at the next drop
         }
     }
