@@ -39,12 +39,15 @@ public final class NetworkDisk implements DriverFactory {
     private final int blockSizeBytes;
     /** TLS credentials for an nbds:// address (null: the URI's own, or plain). */
     private final NbdTls tls;
+    /** NBD: FLUSH fails for good once a server lost acknowledged writes ({@link NbdOptions#withStrictFlush}). */
+    private final boolean strictFlush;
     private int opened;
 
     private NetworkDisk(String address, boolean nbd, long sizeBytes, boolean readOnly, boolean multiConn, int connections,
-            NetworkTimeouts timeouts, int blockSizeBytes, NbdTls tls) {
+            NetworkTimeouts timeouts, int blockSizeBytes, NbdTls tls, boolean strictFlush) {
         this.address = address;
         this.tls = tls;
+        this.strictFlush = strictFlush;
         this.nbd = nbd;
         // A tail shorter than a sector cannot be addressed by a virtio-blk guest: not served.
         this.sizeBytes = sizeBytes & ~511L;
@@ -94,6 +97,17 @@ public final class NetworkDisk implements DriverFactory {
      * given: the first connect (this call) and every later connection of the disk keep them.
      */
     public static NetworkDisk open(String address, boolean readOnly, int connections, NetworkTimeouts timeouts, NbdTls tls) {
+        return open(address, readOnly, connections, timeouts, tls, NbdOptions.defaults().strictFlush());
+    }
+
+    /**
+     * {@link #open(String, boolean, int, NetworkTimeouts, NbdTls)} with NBD strict flushes on or
+     * off for this disk ({@link NbdOptions#withStrictFlush}; the other overloads take the
+     * process-wide default, the system property {@value NbdOptions#STRICT_FLUSH_PROPERTY}).
+     * An RBD disk ignores it.
+     */
+    public static NetworkDisk open(String address, boolean readOnly, int connections, NetworkTimeouts timeouts, NbdTls tls,
+            boolean strictFlush) {
         if (NbdAddress.matches(address)) {
             NbdAddress parsed = NbdAddress.parse(address);
             if (tls != null && !parsed.tls()) {
@@ -102,7 +116,7 @@ public final class NetworkDisk implements DriverFactory {
             }
             try (NbdBackend probe = NbdBackend.open(parsed, nbdOptions(timeouts).withDepth(1).withTls(tls))) {
                 return new NetworkDisk(address, true, probe.sizeBytes(), readOnly || probe.readOnly(),
-                        probe.allowsMultiConn(), connections, timeouts, Math.max(512, probe.minBlockBytes()), tls);
+                        probe.allowsMultiConn(), connections, timeouts, Math.max(512, probe.minBlockBytes()), tls, strictFlush);
             }
         }
         if (tls != null) {
@@ -111,7 +125,7 @@ public final class NetworkDisk implements DriverFactory {
         if (RbdAddress.matches(address)) {
             RbdAddress.parse(address);
             try (RbdBackend probe = RbdBackend.open(address, rbdOptions(1, readOnly, timeouts.retryMs()))) {
-                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, timeouts, 512, null);
+                return new NetworkDisk(address, false, probe.sizeBytes(), probe.readOnly(), true, 1, timeouts, 512, null, false);
             }
         }
         throw new IllegalArgumentException("not a network disk address (nbd://, nbd+unix://, rbd:): " + address);
@@ -143,6 +157,11 @@ public final class NetworkDisk implements DriverFactory {
     /** Whether the disk is served read-only (asked for, a read-only export, or a snapshot). */
     public boolean readOnly() {
         return readOnly;
+    }
+
+    /** NBD: whether FLUSH fails for good once a server lost acknowledged writes ({@link NbdOptions#withStrictFlush}). */
+    public boolean strictFlush() {
+        return strictFlush;
     }
 
     /** {@code nbd} or {@code rbd}. */
@@ -192,7 +211,7 @@ public final class NetworkDisk implements DriverFactory {
         opened++;
         if (nbd) {
             NbdOptions options = nbdOptions(timeouts).withDepth(depth).withConnections(connections)
-                    .withReadOnly(readOnly).withTls(tls);
+                    .withReadOnly(readOnly).withTls(tls).withStrictFlush(strictFlush);
             return NbdBackend.open(address, options);
         }
         return RbdBackend.open(address, rbdOptions(depth, readOnly, timeouts.retryMs()));

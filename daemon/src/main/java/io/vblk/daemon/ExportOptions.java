@@ -147,6 +147,13 @@ final class ExportOptions {
             + "disk from several; without CAN_MULTI_CONN one connection is opened")
     String nbdConnections;
 
+    @Option(names = "--nbd-strict-flush", arity = "0..1", fallbackValue = "true", paramLabel = "BOOL", description = "NBD "
+            + "images: once a connection is lost while the server had acknowledged writes no FLUSH covered, every later "
+            + "FLUSH fails with IOERR until the disk is reopened; for a server whose write cache dies with its process "
+            + "(nbdkit's cache filter). Default: the system property vblk.nbd.strictFlush, else off (as QEMU's client: "
+            + "qemu-nbd's acknowledged writes outlive its process); --nbd-strict-flush=false turns it off")
+    Boolean nbdStrictFlush;
+
     @Option(names = "--connect-timeout-ms", paramLabel = "MS", description = "NBD images (and a qcow2 image's "
             + "network backing): how long one connect and handshake together may take, the first and every reconnect "
             + "(default 5000; at most 3600000)")
@@ -199,6 +206,9 @@ final class ExportOptions {
         put(m, "tls_certificates", tlsCertificates);
         put(m, "tls_hostname", tlsHostname);
         put(m, "nbd_connections", nbdConnections);
+        if (nbdStrictFlush != null) {
+            m.put("nbd_strict_flush", nbdStrictFlush);
+        }
         put(m, "connect_timeout_ms", connectTimeoutMs);
         put(m, "request_timeout_ms", requestTimeoutMs);
         put(m, "retry_timeout_ms", retryTimeoutMs);

@@ -50,7 +50,7 @@ final class ExportSpec {
     static final Set<String> KEYS = Set.of("id", "image", "socket", "format", "queues", "queue_size", "read_only", "serial",
             "cache", "aio", "wait", "iothreads", "iops_limit", "bps_limit", "socket_mode", "socket_group", "allow_uids", "backend_depth",
             "l2_cache_tables", "poll_max_us", "sched_slice_us", "bounce_budget", "max_guest_memory", "tls_certificates", "tls_hostname",
-            "nbd_connections", "fixed_buffers", "locking", "incoming", "network_backing", "backing_dir",
+            "nbd_connections", "nbd_strict_flush", "fixed_buffers", "locking", "incoming", "network_backing", "backing_dir",
             "connect_timeout_ms", "request_timeout_ms", "retry_timeout_ms");
 
     String id;
@@ -80,6 +80,11 @@ final class ExportSpec {
     String tlsHostname;
     /** NBD disks: connections per I/O thread when the server allows several (CAN_MULTI_CONN). */
     int nbdConnections = 1;
+    /**
+     * NBD disks: FLUSH fails for good once a lost server had acknowledged unflushed writes
+     * (NbdOptions.withStrictFlush); unset, the process-wide default, {@code -Dvblk.nbd.strictFlush}.
+     */
+    boolean nbdStrictFlush = io.vblk.block.nbd.NbdOptions.defaults().strictFlush();
     /** Network disks: how long to wait for the server (connect, a request's reply, a lost server's return). */
     NetworkTimeouts timeouts = NetworkTimeouts.DEFAULTS;
     int queues = 1;
@@ -255,6 +260,12 @@ final class ExportSpec {
         s.nbdConnections = (int) p.integer("nbd_connections", 1, 16, 1);
         if (p.has("nbd_connections") && !s.nbdImage()) {
             throw new InvalidParams(p.name("nbd_connections") + " applies to nbd:// images only, not " + imageArg);
+        }
+        if (p.has("nbd_strict_flush")) {
+            if (!s.nbdImage()) {
+                throw new InvalidParams(p.name("nbd_strict_flush") + " applies to nbd:// images only, not " + imageArg);
+            }
+            s.nbdStrictFlush = p.bool("nbd_strict_flush");
         }
         s.setTls(p);
         s.setTimeouts(p);
@@ -457,6 +468,7 @@ final class ExportSpec {
         }
         if (nbdImage()) {
             m.put("nbd_connections", nbdConnections);
+            m.put("nbd_strict_flush", nbdStrictFlush);
         }
         // Listed wherever they apply: an NBD image, or a qcow2 image's network backing.
         if (nbdImage() || backingOnNetwork()) {
@@ -530,6 +542,7 @@ final class ExportSpec {
         }
         if (nbdImage()) {
             m.put("nbd_connections", nbdConnections);
+            m.put("nbd_strict_flush", nbdStrictFlush);
         }
         if (nbdImage() || backingOnNetwork()) {
             m.put("connect_timeout_ms", timeouts.connectMs());

@@ -147,6 +147,7 @@ class SavedExportPropertyTest {
         }
         if (kind.startsWith("nbd")) {
             keys.add(opt("nbd_connections", Arbitraries.integers().between(1, 16)));
+            keys.add(opt("nbd_strict_flush", Arbitraries.of(true, false)));
         }
         keys.add(opt("connect_timeout_ms", Arbitraries.integers().between(1, NetworkTimeouts.MAX_MS)));
         keys.add(opt("request_timeout_ms", Arbitraries.integers().between(1, NetworkTimeouts.MAX_MS)));

@@ -114,6 +114,8 @@ public final class NbdBackend implements IoBackend {
      * succeeded on a retry would tell it that they are durable. Only reopening the disk clears it.
      */
     private boolean flushLost;
+    /** FLUSH commands sent at close ({@link #flushAtClose}). */
+    private volatile long closeFlushes;
 
     private NbdBackend(NbdAddress address, NbdTls tls, NbdOptions options, NbdSocket first, NbdExport export) {
         this.address = address;
@@ -345,8 +347,8 @@ public final class NbdBackend implements IoBackend {
             // Trusted (the default, as QEMU's client): a server whose acknowledged writes outlive
             // its process loses nothing; one whose cache dies with it wants strict flushes.
             LOG.log(System.Logger.Level.WARNING, "nbd: {0} connection {1} lost with {2} acknowledged write(s) not yet flushed;"
-                    + " a later FLUSH covers them only if the server kept them (-D" + NbdOptions.STRICT_FLUSH_PROPERTY
-                    + "=true fails FLUSH instead)", address, index, writesAcked - writesFlushed);
+                    + " a later FLUSH covers them only if the server kept them (strict flushes, nbd_strict_flush or -D"
+                    + NbdOptions.STRICT_FLUSH_PROPERTY + "=true, fail FLUSH instead)", address, index, writesAcked - writesFlushed);
             writesFlushed = writesAcked; // logged once per loss, not again at the next drop
         }
     }
@@ -769,15 +771,9 @@ public final class NbdBackend implements IoBackend {
         long start = System.nanoTime();
         // Called once the I/O thread stopped: finish what is in flight here (a lost server's
         // requests fail with ECANCELED instead of waiting for it).
-        while (connections[connections.length - 1] != null && (inFlight() > 0 || pendingCount > pendingHead)) {
-            long leftNs = waitNs - (System.nanoTime() - start);
-            if (leftNs <= 0) {
-                break;
-            }
-            submit();
-            if (poll((userData, result) -> { }, slots.depth) == 0 && inFlight() > 0) {
-                completion.await((int) Math.max(1, Math.min(DRAIN_WAIT_MS, leftNs / 1_000_000)));
-            }
+        drainAtClose(waitNs, start, (userData, result) -> { });
+        if (closeFlushWanted()) {
+            flushAtClose(waitNs, start);
         }
         helperStop = true;
         // Ends a reconnect's connect or handshake at once (it polls this eventfd with its socket):
@@ -823,6 +819,61 @@ public final class NbdBackend implements IoBackend {
             control.close();
             stop.close();
         }
+    }
+
+    /** Finishes what is in flight (and pending) within close's wait, delivering to {@code sink}. */
+    private void drainAtClose(long waitNs, long start, CompletionSink sink) {
+        while (connections[connections.length - 1] != null && (inFlight() > 0 || pendingCount > pendingHead)) {
+            long leftNs = waitNs - (System.nanoTime() - start);
+            if (leftNs <= 0) {
+                break;
+            }
+            submit();
+            if (poll(sink, slots.depth) == 0 && inFlight() > 0) {
+                completion.await((int) Math.max(1, Math.min(DRAIN_WAIT_MS, leftNs / 1_000_000)));
+            }
+        }
+    }
+
+    /**
+     * Whether a clean close flushes: a writable disk whose server has a volatile cache
+     * (NBD_FLAG_SEND_FLUSH) holding writes it acknowledged that no completed FLUSH covered (a
+     * guest or embedder that never sent a last FLUSH), with everything drained; not once FLUSH
+     * failed for good ({@link #flushLost}: nothing to learn), as an image's final fdatasync.
+     */
+    private boolean closeFlushWanted() {
+        return !readOnly && export.has(FLAG_SEND_FLUSH) && !flushLost && writesAcked != writesFlushed
+                && connections[connections.length - 1] != null && inFlight() == 0 && pendingCount == pendingHead;
+    }
+
+    /**
+     * A clean close makes what the server acknowledged durable before saying goodbye, as QEMU's
+     * bdrv_close flushes (a raw file's close ends with an fdatasync): one NBD_CMD_FLUSH (with
+     * CAN_MULTI_CONN it covers every connection's completed writes), waited for within close's
+     * bound. A failure is logged: close has no caller to report to (the image's fdatasync logs
+     * its failure alike). Returns 0, a negative errno, or Long.MIN_VALUE when close's wait ran out.
+     */
+    private long flushAtClose(long waitNs, long start) {
+        int slot = take();
+        if (slot < 0) {
+            return 0; // cannot be: everything drained
+        }
+        fill(slot, CMD_FLUSH, 0, 0, 0, 0);
+        pending[pendingCount++] = slot;
+        long[] result = {Long.MIN_VALUE}; // no reply within close's wait
+        drainAtClose(waitNs, start, (userData, r) -> result[0] = r);
+        if (result[0] < 0) {
+            LOG.log(System.Logger.Level.ERROR, "nbd: {0} the final FLUSH at close failed: {1}; writes the server"
+                    + " acknowledged may not be durable", address, result[0] == Long.MIN_VALUE
+                            ? "no reply within close''s wait" : Errno.describe((int) -result[0]));
+        }
+        closeFlushes++;
+        return result[0];
+    }
+
+    /** Flushes a close sent ({@link #flushAtClose}); for tests. */
+    long closeFlushes() {
+        return closeFlushes;
     }
 
     /** The bound on close's wait for the server ({@code vblk.aio.closeDrainMs}, default 10 s, as the kernel back ends'). */

@@ -17,8 +17,10 @@ public final class NbdOptions {
 
     /**
      * The system property that turns {@link #withStrictFlush strict flushes} on for every NBD
-     * disk opened with {@link #defaults()} ({@code vblk serve} and {@code vblk daemon}: pass
-     * {@code -Dvblk.nbd.strictFlush=true} through {@code VBLK_JAVA_OPTS} or the java command).
+     * disk opened with {@link #defaults()}: the process-wide default ({@code vblk serve} and
+     * {@code vblk daemon}: pass {@code -Dvblk.nbd.strictFlush=true} through {@code VBLK_JAVA_OPTS}
+     * or the java command); an export's {@code nbd_strict_flush} ({@code --nbd-strict-flush})
+     * overrides it for its disk.
      */
     public static final String STRICT_FLUSH_PROPERTY = "vblk.nbd.strictFlush";
 

@@ -103,6 +103,12 @@ public final class Qcow2Driver implements BlockDriver {
     /** A DISCARD's read of the refcount of the host cluster it would punch in flight ({@link #readRefcount}). */
     static final int PH_REFCOUNT = 15;
     /**
+     * The refcounts one read of a DISCARD takes in (a window of a refcount block, see {@link
+     * #readRefcount}): 1024 adjacent host clusters (64 MiB of 64 KiB clusters) per read, where
+     * it was one read per cluster. 128 bytes per request slot.
+     */
+    static final int REFCOUNT_WINDOW = 1024;
+    /**
      * The most a DISCARD's run of adjacent host clusters grows to before it is punched: its
      * clusters stay locked until then (a guest write into one waits).
      */
@@ -1595,23 +1601,30 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     /**
-     * Reads the refcount of host cluster {@code off}, which the L2 entry of the DISCARD's
-     * cluster names with COPIED ({@link #checkRefcount} decides once it is in): the entry's
-     * COPIED flag alone cannot be trusted with a punch, which destroys the cluster's data for
-     * every user. The sector holding the refcount is read into a bounce buffer (its holder
-     * waits only for this read). False when it waits.
+     * Checks the refcount of host cluster {@code off}, which the L2 entry of the DISCARD's
+     * cluster names with COPIED: the entry's COPIED flag alone cannot be trusted with a punch,
+     * which destroys the cluster's data for every user. The refcounts come from the request's
+     * window ({@link Req#refcountOnes}): a cluster inside it whose refcount was read to be 1 needs
+     * no read. Otherwise the refcount block is read from the aligned unit holding the cluster's
+     * entry on, as far as {@link #REFCOUNT_WINDOW} entries reach (never past the block: a block
+     * is whole clusters, at least the alignment, so the read stays inside the file), into a
+     * bounce buffer (its holder waits only for this read), and {@link #checkRefcount} decides
+     * once it is in. A DISCARD of a run of adjacent host clusters reads once per window, not once
+     * per cluster. False when it waits.
      */
     private boolean readRefcount(Req r, long off) {
         if (off >= entryLimit) {
             // Past the image as opened: no entry read from it names such a cluster (checkL2),
             // so this driver allocated it (refcount 1, never shared): nothing to read.
-            r.discardHost = off;
-            r.newEntry = off | OFLAG_COPIED | OFLAG_ZERO;
-            r.needBarrier = false;
-            r.phase = PH_DATA_WRITTEN;
+            refcountOne(r, off);
             return true;
         }
         long c = off >>> clusterBits;
+        long inWindow = c - r.refcountFirst;
+        if (inWindow >= 0 && inWindow < r.refcountCount && (r.refcountOnes[(int) (inWindow >>> 6)] & (1L << inWindow)) != 0) {
+            refcountOne(r, off);
+            return true;
+        }
         int order = meta.header.refcountOrder;
         long perBlock = ((long) cluster * 8) >>> order;
         long bi = c / perBlock;
@@ -1628,38 +1641,82 @@ public final class Qcow2Driver implements BlockDriver {
         if (!acquireBounce(r)) {
             return false; // the piece starts over (PH_START) when a buffer is given back
         }
-        long bit = (c % perBlock) << order;
-        long at = block + (bit >>> 3);
+        long at = block + (((c % perBlock) << order) >>> 3);
         long start = at & ~(long) (alignment - 1);
-        r.refcountBit = (int) (((at - start) << 3) + (bit & 7));
+        // From the aligned unit's start (the block's own start at the latest: block and unit
+        // are aligned, the block at least a unit long) to REFCOUNT_WINDOW entries, within the
+        // block and the bounce buffer, in whole units.
+        long windowBytes = ((long) REFCOUNT_WINDOW << order) >>> 3;
+        long end = Math.min(Math.min(block + cluster, start + windowBytes), start + bounceReadBytes());
+        end = Qcow2Image.roundUp(Math.max(end, at + 1), alignment);
+        r.refcountStart = start;
+        r.refcountBlock = block;
+        r.refcountBlockFirst = bi * perBlock;
+        r.refcountBytes = 0;
+        r.refcountCount = 0; // the window is read anew
         r.discardHost = off;
-        r.bounceVec(0, alignment);
+        r.bounceVec(0, (int) (end - start));
         r.phase = PH_REFCOUNT;
         refcountReads++;
-        if (!prepare(r, io.prepareRead(start, r.bounceVec, reqTag(r, alignment)))) {
+        // Any count: a short one (a file that ends early) leaves entries unread, see checkRefcount.
+        if (!prepare(r, io.prepareRead(start, r.bounceVec, reqTag(r, 0)))) {
             return true;
         }
         return false;
     }
 
-    /**
-     * The refcount of the DISCARD's host cluster is in: exactly 1 (the cluster is the entry's
-     * alone, as its COPIED flag says), the entry becomes ZERO|COPIED and the cluster is punched
-     * once it is written; any other count makes the image corrupt (a COPIED entry over a shared
-     * or free cluster: an in-place write, a punch, would destroy another user's data).
-     */
-    private boolean checkRefcount(Req r) {
-        long refcount = getRefcount(r.bounce.buffer(), meta.header.refcountOrder, r.refcountBit);
-        releaseBounce(r);
-        long off = r.discardHost;
-        if (refcount != 1) {
-            r.discardHost = 0;
-            refcountLie(r, off, refcount);
-            return true;
-        }
+    /** The bytes of a refcount read the bounce buffer holds: whole alignment units. */
+    private int bounceReadBytes() {
+        return ((3 * cluster + 2 * alignment) / alignment) * alignment;
+    }
+
+    /** Host cluster {@code off} is the DISCARD's alone: its entry becomes ZERO|COPIED, the cluster joins the run. */
+    private void refcountOne(Req r, long off) {
+        r.discardHost = off;
         r.newEntry = off | OFLAG_COPIED | OFLAG_ZERO;
         r.needBarrier = false; // no data: nothing to make durable first
         r.phase = PH_DATA_WRITTEN;
+    }
+
+    /**
+     * The refcount block's entries are in: those the read returned, from the block's or the
+     * unit's start on, become the request's window ({@link Req#refcountOnes}: which of them are
+     * exactly 1). The DISCARD's host cluster must be 1 (the entry's alone, as its COPIED flag
+     * says): the entry becomes ZERO|COPIED and the cluster is punched once it is written; any
+     * other count makes the image corrupt (a COPIED entry over a shared or free cluster: an
+     * in-place write, a punch, would destroy another user's data). A read too short to hold its
+     * entry fails the DISCARD with EIO, as any short read.
+     */
+    private boolean checkRefcount(Req r) {
+        int order = meta.header.refcountOrder;
+        long from = Math.max(r.refcountStart, r.refcountBlock);
+        long to = Math.min(r.refcountBlock + cluster, r.refcountStart + Math.max(0, r.refcountBytes));
+        long count = to > from ? Math.min(REFCOUNT_WINDOW, ((to - from) << 3) >>> order) : 0;
+        long first = r.refcountBlockFirst + (((from - r.refcountBlock) << 3) >>> order);
+        UnsafeBuffer b = r.bounce.buffer();
+        int bitBase = (int) ((from - r.refcountStart) << 3);
+        java.util.Arrays.fill(r.refcountOnes, 0L);
+        for (int i = 0; i < count; i++) {
+            if (getRefcount(b, order, bitBase + (i << order)) == 1) {
+                r.refcountOnes[i >>> 6] |= 1L << i;
+            }
+        }
+        r.refcountFirst = first;
+        r.refcountCount = (int) count;
+        long off = r.discardHost;
+        long i = (off >>> clusterBits) - first;
+        long refcount = i >= 0 && i < count ? getRefcount(b, order, bitBase + (int) (i << order)) : -1;
+        releaseBounce(r);
+        if (refcount == 1) {
+            refcountOne(r, off);
+            return true;
+        }
+        r.discardHost = 0;
+        if (refcount < 0) {
+            r.error = -Errno.EIO; // the read ended before the entry: a short read
+            return true;
+        }
+        refcountLie(r, off, refcount);
         return true;
     }
 
@@ -2810,6 +2867,9 @@ public final class Qcow2Driver implements BlockDriver {
             flushFailed = true;
             result = result < 0 ? result : -Errno.EIO;
         }
+        if (r.phase == PH_REFCOUNT && result >= 0) {
+            r.refcountBytes = result; // what the window may be decoded from (checkRefcount)
+        }
         if (r.error == 0 && (result < 0 || (expected > 0 && result != expected))) {
             r.error = result < 0 ? result : -Errno.EIO; // a short count is a failed operation
         }
@@ -3316,8 +3376,20 @@ public final class Qcow2Driver implements BlockDriver {
         long punchLen;
         /** A DISCARD piece's host cluster, its refcount checked, to join the run once its entry is written; 0: none. */
         long discardHost;
-        /** The bit offset of that cluster's refcount in the bounce buffer ({@link #readRefcount}). */
-        int refcountBit;
+        /**
+         * The DISCARD's refcount window: bit {@code i} says host cluster {@link #refcountFirst}
+         * {@code + i} has refcount exactly 1, for {@link #refcountCount} clusters (0: none; it
+         * lasts one request: the refcounts of clusters the image had at open change only while
+         * the driver is idle, a resize or close). Filled by {@link #checkRefcount}.
+         */
+        final long[] refcountOnes = new long[REFCOUNT_WINDOW / 64];
+        long refcountFirst;
+        int refcountCount;
+        /** The refcount read in flight: its file offset, its block, the block's first cluster, the bytes it returned. */
+        long refcountStart;
+        long refcountBlock;
+        long refcountBlockFirst;
+        long refcountBytes;
         long waitGen;
         long l2Offset;
         L2Slot slot;
@@ -3360,6 +3432,7 @@ public final class Qcow2Driver implements BlockDriver {
             this.punch = 0;
             this.punchLen = 0;
             this.discardHost = 0;
+            this.refcountCount = 0;
             if (buffers != null && vec.capacity() < buffers.count()) {
                 vec = new IoVector(buffers.capacity()); // once per slot, at the largest size seen
                 backingVec = new IoVector(buffers.capacity());

@@ -60,6 +60,9 @@ final class Librbd {
 
         int rbd_aio_flush(long image, long completion);
 
+        /** Flushes librbd's writeback cache to the OSDs (synchronous): a clean close's last word. */
+        int rbd_flush(long image);
+
         int rbd_aio_discard(long image, long offset, long length, long completion);
 
         int rbd_aio_write_zeroes(long image, long offset, long length, long completion, int zeroFlags, int opFlags);

@@ -72,6 +72,10 @@ public final class RbdBackend implements IoBackend {
      * {@link #rearmCompletions()} then resets the eventfd before the reaper sleeps.
      */
     private boolean eventRaised;
+    /** A write, discard or write-zeroes was issued (reaper only): a clean close then flushes. */
+    private boolean wrote;
+    /** rbd_flush calls a close made ({@link #close}); for tests. */
+    private volatile int closeFlushes;
 
     private RbdBackend(Librbd lib, RbdAddress address, RbdOptions options, long cluster, long ioctx, long image,
             long sizeBytes, boolean readOnly) {
@@ -388,6 +392,7 @@ public final class RbdBackend implements IoBackend {
     }
 
     private int issue(int slot, long c) {
+        wrote |= op[slot] != OP_READ && op[slot] != OP_FLUSH;
         switch (op[slot]) {
             case OP_READ:
                 return lib.rbd.rbd_aio_readv(image, iovecs.address() + (long) slot * maxSegments * 16, segments[slot], offset[slot], c);
@@ -516,7 +521,13 @@ public final class RbdBackend implements IoBackend {
         return completion.await(timeoutMs);
     }
 
-    /** Waits for operations in flight (dropping their completions), then closes image, pool and cluster. */
+    /**
+     * Waits for operations in flight (dropping their completions); then, drained, a writable
+     * image that was written is flushed (rbd_flush: librbd's writeback cache, when an address
+     * turned it on, reaches the OSDs before the handle goes, as QEMU's bdrv_close flushes; a
+     * failure is logged, close has no caller to report to); then closes image, pool and cluster.
+     * A read-only image never flushes.
+     */
     @Override
     public void close() {
         if (closed) {
@@ -530,11 +541,24 @@ public final class RbdBackend implements IoBackend {
                 completion.await(10);
             }
         }
+        if (!readOnly && wrote && inFlight() == 0) {
+            int rc = lib.rbd.rbd_flush(image);
+            closeFlushes++;
+            if (rc < 0) {
+                System.getLogger(RbdBackend.class.getName()).log(System.Logger.Level.ERROR, "rbd: {0} the final flush at"
+                        + " close failed: {1}; writes may not be durable", address, Errno.describe(-rc));
+            }
+        }
         closed = true;
         lib.rbd.rbd_close(image);
         lib.rados.rados_ioctx_destroy(ioctx);
         lib.rados.rados_shutdown(cluster);
         completion.close();
+    }
+
+    /** rbd_flush calls close made (0 or 1); for tests. */
+    int closeFlushes() {
+        return closeFlushes;
     }
 
     @Override

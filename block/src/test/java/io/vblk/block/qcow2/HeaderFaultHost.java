@@ -16,9 +16,17 @@ final class HeaderFaultHost extends Qcow2Host {
     boolean dropNextHeaderWrite;
     boolean failWriteAfterHeader;
     private boolean headerWritten;
+    /** The offset alignment reported (O_DIRECT's unit on a 4 KiB-sector disk), or 0 for the file's own. */
+    private final int alignment;
 
     HeaderFaultHost(FileHost file) {
+        this(file, 0);
+    }
+
+    /** A host that reports {@code alignment} as its offset alignment (reads and writes still reach the file). */
+    HeaderFaultHost(FileHost file, int alignment) {
         this.file = file;
+        this.alignment = alignment;
     }
 
     @Override
@@ -61,7 +69,7 @@ final class HeaderFaultHost extends Qcow2Host {
 
     @Override
     int offsetAlignment() {
-        return file.offsetAlignment();
+        return alignment != 0 ? alignment : file.offsetAlignment();
     }
 
     @Override

@@ -117,6 +117,37 @@ class RbdBackendTest {
     }
 
     /**
+     * A clean close of a written, writable image calls rbd_flush before rbd_close (as QEMU's
+     * bdrv_close flushes): with librbd's writeback cache on (:rbd_cache=true) the cached writes
+     * reach the OSDs under a flush whose failure close can log, not only inside rbd_close. A
+     * read-only image, and a writable one only read, never flush. rbd export reads the write back.
+     */
+    @Test
+    void aCleanCloseFlushesAWrittenImageAndNeverAReadOnlyOne() throws Exception {
+        ceph.run("rbd", "create", "rbd/closeflush", "--size", "8M");
+        String address = ceph.address("closeflush") + ":rbd_cache=true";
+        NativeBuffer b = buffer(4096);
+        RbdBackend disk = RbdBackend.open(address, RbdOptions.defaults());
+        fill(b, 5);
+        assertEquals(4096, one(disk, disk.prepareWrite(MiB, vector(b), 1)));
+        disk.close();
+        assertEquals(1, disk.closeFlushes(), "written: flushed at close");
+        RbdBackend reader = RbdBackend.open(address, RbdOptions.defaults());
+        assertEquals(4096, one(reader, reader.prepareRead(MiB, vector(b), 2)));
+        reader.close();
+        assertEquals(0, reader.closeFlushes(), "only read: nothing to flush");
+        RbdBackend ro = RbdBackend.open(address, RbdOptions.defaults().withReadOnly(true));
+        assertEquals(4096, one(ro, ro.prepareRead(MiB, vector(b), 3)));
+        assertTrue(matches(b, 5));
+        ro.close();
+        assertEquals(0, ro.closeFlushes(), "read-only: never flushed");
+        Path out = dir.resolve("closeflush.raw");
+        ceph.run("rbd", "export", "rbd/closeflush", out.toString());
+        ByteBuffer bytes = ByteBuffer.wrap(Files.readAllBytes(out)).order(ByteOrder.LITTLE_ENDIAN);
+        assertEquals(5 * 1_000_003, bytes.getInt((int) MiB));
+    }
+
+    /**
      * librbd writes the completion eventfd once per completion, whether or not a poll takes it:
      * after polls that reaped a lump without sleeping it stayed readable, and the I/O thread's
      * next sleep woke at once to nothing (the back end took IoBackend's default rearm, which
