@@ -81,6 +81,11 @@ public final class Image implements AutoCloseable {
      */
     public volatile int injectFlushErrno;
     /**
+     * Tests only (null in production): runs just before the final fdatasync of a close, so a
+     * test can hold it there, as a slow disk would.
+     */
+    volatile Runnable beforeFinalSync;
+    /**
      * Back ends that still reach the file: every back end over this image holds it from its
      * creation until its close has drained (for a close that returned undrained, until the
      * reaper saw the kernel, or the thread back end's workers, let go). While any holds the
@@ -627,22 +632,43 @@ public final class Image implements AutoCloseable {
      * closes, without the fdatasync). Meanwhile the back end's I/O still reaches this file, never
      * another one that reuses the descriptor's number; {@link #fd()}, {@link #resize} and new back
      * ends are refused as closed.
+     *
+     * <p>The final fdatasync and the close run outside the image's lock (decided under it, by
+     * one thread only), so a slow disk keeps no other caller of the image waiting; a second
+     * {@code close} returns at once, possibly before the first one's sync is done.
      */
     @Override
-    public synchronized void close() {
-        if (closed) {
-            return;
+    public void close() {
+        synchronized (this) {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            if (holds > 0) {
+                // A back end still reaches the file: the last releaseHold closes (see holds). No
+                // fdatasync here: the back end may be stuck in a hung file system, and this must
+                // not wait for it.
+                syncAtLastRelease = true;
+                return;
+            }
         }
-        closed = true;
-        if (holds > 0) {
-            // A back end still reaches the file: the last releaseHold closes (see holds). No
-            // fdatasync here: the back end may be stuck in a hung file system, and this must
-            // not wait for it.
-            syncAtLastRelease = true;
-            return;
+        finishClose(true);
+    }
+
+    /**
+     * The close decided under the lock (closed, no hold left, so {@link #hold()} refuses and
+     * nothing reopens a channel or the zero run): done by the one thread that decided it, out of
+     * the lock, as an fdatasync may take as long as the disk likes. The descriptor is closed only
+     * after the sync returned, so the sync never meets a closed (or reused) number.
+     */
+    private void finishClose(boolean sync) {
+        try {
+            if (sync) {
+                finalSync();
+            }
+        } finally {
+            closeNow();
         }
-        finalSync();
-        closeNow();
     }
 
     /**
@@ -652,6 +678,10 @@ public final class Image implements AutoCloseable {
      */
     private void finalSync() {
         if (file != null && !options.readOnly() && !flushFailed) {
+            Runnable hook = beforeFinalSync;
+            if (hook != null) {
+                hook.run();
+            }
             int rc = fdatasync();
             if (rc < 0 && rc != -Errno.EINVAL) { // EINVAL: a file that takes no fdatasync (a pipe, /dev/null)
                 System.getLogger("io.vblk.aio").log(System.Logger.Level.ERROR,
@@ -678,17 +708,19 @@ public final class Image implements AutoCloseable {
      * its final fdatasync when {@code drained} (a back end whose close drained; never on the
      * reaper of undrained closes, which one hung file must not stop). Each hold is released once.
      */
-    synchronized void releaseHold(boolean drained) {
-        if (holds <= 0) {
-            throw new IllegalStateException("released more holds than taken: " + path);
-        }
-        if (--holds == 0 && closed) {
-            if (drained && syncAtLastRelease) {
-                finalSync();
+    void releaseHold(boolean drained) {
+        boolean sync;
+        synchronized (this) {
+            if (holds <= 0) {
+                throw new IllegalStateException("released more holds than taken: " + path);
             }
+            if (--holds != 0 || !closed) {
+                return;
+            }
+            sync = drained && syncAtLastRelease;
             syncAtLastRelease = false;
-            closeNow();
         }
+        finishClose(sync); // outside the lock: see finishClose
     }
 
     /** How many back ends hold the image (tests). */
@@ -696,6 +728,10 @@ public final class Image implements AutoCloseable {
         return holds;
     }
 
+    /**
+     * Out of the lock ({@link #finishClose}): the fields it reads were last written under the
+     * lock before {@code closed} was set there, which this thread saw under it too.
+     */
     private void closeNow() {
         if (file != null) {
             file.close();

@@ -136,17 +136,17 @@ final class IoUringBackend extends SlottedBackend {
      * A fixed-buffer table registered by another thread than the owner into a staging ring,
      * waiting for the owner to clone it into this ring at its next poll; null when none.
      */
-    private final java.util.concurrent.atomic.AtomicReference<StagedBuffers> staged = new java.util.concurrent.atomic.AtomicReference<>();
+    private final java.util.concurrent.atomic.AtomicReference<StagedBuffers> staged;
     /** SQEs beyond the slots' own, for a ring sleep's polls (0 at the largest depths: no ring sleep). */
     private final int spareSqes;
     /** Guest memory registered as fixed buffers, and the lookup per transfer (submitting thread). */
-    private FixedBuffers fixedBuffers = new FixedBuffers();
+    private FixedBuffers fixedBuffers;
     /**
      * The owner's IORING_REGISTER_CLONE_BUFFERS argument ({@link #adoptStaged}), taken at open:
      * direct memory, which every disk shares, may be used up when a table is adopted at a poll,
      * and an OutOfMemoryError there would leave the staging ring open and escape the round.
      */
-    private final NativeBuffer cloneArg = new NativeBuffer(IoUringDescriptor.CLONE_BUFFERS_LENGTH);
+    private final NativeBuffer cloneArg;
     /**
      * A single-issuer ring's exit watch, or -1: the read end of a pipe whose write end only the
      * ring holds (its registered file 1). A close by another thread than the owner cannot wait
@@ -178,43 +178,35 @@ final class IoUringBackend extends SlottedBackend {
      */
     IoUringBackend(Image image, BackendOptions options, boolean registerFiles) {
         super(image, options, CompletionSignal.overEventFd());
-        if (image.portable() || options.depth() > IoUringDescriptor.MAX_ENTRIES) {
-            signal.close();
-            slots.close();
-            setupFailed();
-            throw new IllegalArgumentException(image.portable() ? "io_uring needs a native image, not " + image
-                    : "io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES
-                    + " (the most SQ entries io_uring_setup accepts)");
-        }
-        // Spare entries beyond the slots' own: the SQEs of a ring sleep's polls (RingPolls). At
-        // the largest depths there is no room for them, and the thread keeps epoll.
-        int spares = options.depth() <= IoUringDescriptor.MAX_ENTRIES - RingPolls.SPARE_SQES ? RingPolls.SPARE_SQES : 0;
-        this.spareSqes = spares;
-        int entries = BitUtil.findNextPositivePowerOfTwo(options.depth() + spares);
-        UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
-        int fd;
-        try {
-            fd = setup(entries, params, options.singleIssuer() ? SINGLE_ISSUER_FLAGS : 0);
-        } catch (RuntimeException | Error e) {
-            signal.close();
-            slots.close();
-            setupFailed();
-            throw e;
-        }
-        this.singleIssuer = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_SINGLE_ISSUER) != 0;
-        boolean coopTaskRun = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_TASKRUN_FLAG) != 0;
-        int setupFeatures = params.getInt(IoUringDescriptor.PARAMS_FEATURES_OFFSET);
-        this.ringSleepSupported = (setupFeatures & IoUringDescriptor.FEAT_EXT_ARG) != 0
-                && (setupFeatures & IoUringDescriptor.FEAT_RSRC_TAGS) != 0;
+        // The image is held from here: whatever fails below (an OutOfMemoryError too: direct
+        // memory is every disk's) frees what was made and gives the hold back, once.
+        int fd = -1;
         Mapping sqMap = null;
         Mapping cqMap = null;
         Mapping sqeMem = null;
-        boolean fixed;
-        boolean plain;
-        int imageFd;
         try {
+            setupStep("io_uring start");
+            if (image.portable() || options.depth() > IoUringDescriptor.MAX_ENTRIES) {
+                throw new IllegalArgumentException(image.portable() ? "io_uring needs a native image, not " + image
+                        : "io_uring depth " + options.depth() + " above " + IoUringDescriptor.MAX_ENTRIES
+                        + " (the most SQ entries io_uring_setup accepts)");
+            }
+            this.staged = new java.util.concurrent.atomic.AtomicReference<>();
+            this.fixedBuffers = new FixedBuffers();
+            this.cloneArg = new NativeBuffer(IoUringDescriptor.CLONE_BUFFERS_LENGTH);
+            // Spare entries beyond the slots' own: the SQEs of a ring sleep's polls (RingPolls). At
+            // the largest depths there is no room for them, and the thread keeps epoll.
+            int spares = options.depth() <= IoUringDescriptor.MAX_ENTRIES - RingPolls.SPARE_SQES ? RingPolls.SPARE_SQES : 0;
+            this.spareSqes = spares;
+            int entries = BitUtil.findNextPositivePowerOfTwo(options.depth() + spares);
+            UnsafeBuffer params = new NativeBuffer(IoUringDescriptor.PARAMS_LENGTH).buffer();
+            fd = setup(entries, params, options.singleIssuer() ? SINGLE_ISSUER_FLAGS : 0);
+            this.singleIssuer = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_SINGLE_ISSUER) != 0;
+            boolean coopTaskRun = (params.getInt(IoUringDescriptor.PARAMS_FLAGS_OFFSET) & IoUringDescriptor.SETUP_TASKRUN_FLAG) != 0;
             int features = params.getInt(IoUringDescriptor.PARAMS_FEATURES_OFFSET);
-            plain = (features & IoUringDescriptor.FEAT_RW_CUR_POS) != 0;
+            this.ringSleepSupported = (features & IoUringDescriptor.FEAT_EXT_ARG) != 0
+                    && (features & IoUringDescriptor.FEAT_RSRC_TAGS) != 0;
+            boolean plain = (features & IoUringDescriptor.FEAT_RW_CUR_POS) != 0;
             int sqEntries = params.getInt(IoUringDescriptor.PARAMS_SQ_ENTRIES_OFFSET);
             int cqEntries = params.getInt(IoUringDescriptor.PARAMS_CQ_ENTRIES_OFFSET);
             int sqOff = IoUringDescriptor.PARAMS_SQ_OFF_OFFSET;
@@ -230,54 +222,56 @@ final class IoUringBackend extends SlottedBackend {
             }
             sqeMem = Mapping.map(fd, IoUringDescriptor.OFF_SQES, (long) sqEntries * SQE_LENGTH, false, false);
             registerEventFd(fd, signal.eventFd().fd());
-            imageFd = image.fd(); // ours while the back end holds the image
+            int imageFd = image.fd(); // ours while the back end holds the image
             int watch = singleIssuer && registerFiles ? exitWatch(fd, imageFd) : -1;
-            fixed = watch >= 0 || (registerFiles && registerFile(fd, imageFd));
             exitWatchFd = watch;
-        } catch (RuntimeException e) {
+            boolean fixed = watch >= 0 || (registerFiles && registerFile(fd, imageFd));
+            this.ringFd = fd;
+            this.taskRunFlag = coopTaskRun ? IoUringDescriptor.SQ_TASKRUN : 0;
+            this.registeredFile = fixed;
+            this.plainReadWrite = plain;
+            this.sqRingMap = sqMap;
+            this.cqRingMap = cqMap;
+            this.sqeMap = sqeMem;
+            this.sq = new UnsafeBuffer(sqMap.address(), Math.toIntExact(sqMap.length()));
+            this.cq = new UnsafeBuffer(cqMap.address(), Math.toIntExact(cqMap.length()));
+            this.sqes = new UnsafeBuffer(sqeMem.address(), Math.toIntExact(sqeMem.length()));
+            this.sqHead = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_HEAD);
+            this.sqTail = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_TAIL);
+            this.sqFlags = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_FLAGS);
+            this.sqArray = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_ARRAY);
+            this.sqMask = sq.getInt(params.getInt(sqOff + IoUringDescriptor.SQ_OFF_RING_MASK));
+            this.cqHead = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_HEAD);
+            this.cqTail = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_TAIL);
+            this.cqMask = cq.getInt(params.getInt(cqOff + IoUringDescriptor.CQ_OFF_RING_MASK));
+            this.cqes = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_CQES);
+            this.localTail = sq.getInt(sqTail);
+            this.localCqHead = cq.getInt(cqHead);
+            sqes.setMemory(0, sqes.capacity(), (byte) 0);
+            for (int slot = 0; slot < options.depth(); slot++) {
+                // Only the fields that never change for a slot are written here; the rest stay zero
+                // unless an opcode sets them.
+                int sqe = slot * SQE_LENGTH;
+                sqes.putByte(sqe + IoUringDescriptor.SQE_FLAGS_OFFSET, slotFlags(fixed, ASYNC));
+                sqes.putInt(sqe + IoUringDescriptor.SQE_FD_OFFSET, fixed ? 0 : imageFd);
+                sqes.putLong(sqe + IoUringDescriptor.SQE_USER_DATA_OFFSET, slot);
+            }
+            setupStep("io_uring end");
+        } catch (Throwable t) {
+            // Nothing was submitted: closing the ring leaves nothing in flight.
             closeQuietly(sqeMem);
             if (cqMap != sqMap) {
                 closeQuietly(cqMap);
             }
             closeQuietly(sqMap);
-            Native.libc().close(fd);
+            if (fd >= 0) {
+                Native.libc().close(fd);
+            }
             closeExitWatch();
             signal.close();
             slots.close();
             setupFailed();
-            throw e;
-        }
-        this.ringFd = fd;
-        this.taskRunFlag = coopTaskRun ? IoUringDescriptor.SQ_TASKRUN : 0;
-        this.registeredFile = fixed;
-        this.plainReadWrite = plain;
-        this.sqRingMap = sqMap;
-        this.cqRingMap = cqMap;
-        this.sqeMap = sqeMem;
-        this.sq = new UnsafeBuffer(sqMap.address(), Math.toIntExact(sqMap.length()));
-        this.cq = new UnsafeBuffer(cqMap.address(), Math.toIntExact(cqMap.length()));
-        this.sqes = new UnsafeBuffer(sqeMem.address(), Math.toIntExact(sqeMem.length()));
-        int sqOff = IoUringDescriptor.PARAMS_SQ_OFF_OFFSET;
-        int cqOff = IoUringDescriptor.PARAMS_CQ_OFF_OFFSET;
-        this.sqHead = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_HEAD);
-        this.sqTail = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_TAIL);
-        this.sqFlags = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_FLAGS);
-        this.sqArray = params.getInt(sqOff + IoUringDescriptor.SQ_OFF_ARRAY);
-        this.sqMask = sq.getInt(params.getInt(sqOff + IoUringDescriptor.SQ_OFF_RING_MASK));
-        this.cqHead = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_HEAD);
-        this.cqTail = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_TAIL);
-        this.cqMask = cq.getInt(params.getInt(cqOff + IoUringDescriptor.CQ_OFF_RING_MASK));
-        this.cqes = params.getInt(cqOff + IoUringDescriptor.CQ_OFF_CQES);
-        this.localTail = sq.getInt(sqTail);
-        this.localCqHead = cq.getInt(cqHead);
-        sqes.setMemory(0, sqes.capacity(), (byte) 0);
-        for (int slot = 0; slot < options.depth(); slot++) {
-            // Only the fields that never change for a slot are written here; the rest stay zero
-            // unless an opcode sets them.
-            int sqe = slot * SQE_LENGTH;
-            sqes.putByte(sqe + IoUringDescriptor.SQE_FLAGS_OFFSET, slotFlags(fixed, ASYNC));
-            sqes.putInt(sqe + IoUringDescriptor.SQE_FD_OFFSET, fixed ? 0 : imageFd);
-            sqes.putLong(sqe + IoUringDescriptor.SQE_USER_DATA_OFFSET, slot);
+            throw t;
         }
     }
 
@@ -390,13 +384,13 @@ final class IoUringBackend extends SlottedBackend {
      */
     private static int exitWatch(int ringFd, int imageFd) {
         NativeBuffer ends = new NativeBuffer(2 * Integer.BYTES);
+        NativeBuffer arg = new NativeBuffer(2 * Integer.BYTES); // before the pipe: an allocation failing then leaks no end
         long rc = Native.syscall(SYS_PIPE2, ends.address(), Linux.O_CLOEXEC | Linux.O_NONBLOCK, 0, 0, 0);
         if (rc < 0) {
             return -1;
         }
         int read = ends.buffer().getInt(0);
         int write = ends.buffer().getInt(Integer.BYTES);
-        NativeBuffer arg = new NativeBuffer(2 * Integer.BYTES);
         arg.buffer().putInt(0, imageFd);
         arg.buffer().putInt(Integer.BYTES, write);
         rc = Native.syscall(Linux.SYS_IO_URING_REGISTER, ringFd, IoUringDescriptor.REGISTER_FILES, arg.address(), 2, 0);

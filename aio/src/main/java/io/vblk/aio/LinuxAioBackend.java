@@ -116,26 +116,27 @@ final class LinuxAioBackend extends SlottedBackend {
 
     LinuxAioBackend(Image image, BackendOptions options, SubmitCall submitCall, boolean userSpaceReaping) {
         super(image, options, CompletionSignal.overEventFd());
-        if (image.portable()) {
-            signal.close();
-            slots.close();
-            setupFailed();
-            throw new IllegalArgumentException("linux-aio needs a native image, not " + image);
-        }
-        this.submitCall = submitCall;
-        int depth = options.depth();
-        NativeBuffer contextOut = new NativeBuffer(8);
-        long rc = Native.syscall(Linux.SYS_IO_SETUP, depth, contextOut.address(), 0, 0, 0);
-        if (rc < 0) {
-            signal.close();
-            slots.close();
-            setupFailed();
-            throw new NativeException((int) -rc, "io_setup", depth, "ctxp");
-        }
-        this.context = contextOut.buffer().getLong(0);
+        // The image is held from here: whatever fails below (an OutOfMemoryError too: direct
+        // memory is every disk's) frees what was made and gives the hold back, once.
+        long ctx = 0;
+        Mapping iocbMem = null;
         try {
-            this.iocbMemory = Mapping.anonymous((long) depth * IOCB_LENGTH, false);
-            this.iocbs = new UnsafeBuffer(iocbMemory.address(), depth * IOCB_LENGTH);
+            setupStep("linux-aio start");
+            if (image.portable()) {
+                throw new IllegalArgumentException("linux-aio needs a native image, not " + image);
+            }
+            this.submitCall = submitCall;
+            int depth = options.depth();
+            NativeBuffer contextOut = new NativeBuffer(8);
+            long rc = Native.syscall(Linux.SYS_IO_SETUP, depth, contextOut.address(), 0, 0, 0);
+            if (rc < 0) {
+                throw new NativeException((int) -rc, "io_setup", depth, "ctxp");
+            }
+            ctx = contextOut.buffer().getLong(0);
+            this.context = ctx;
+            iocbMem = Mapping.anonymous((long) depth * IOCB_LENGTH, false);
+            this.iocbMemory = iocbMem;
+            this.iocbs = new UnsafeBuffer(iocbMem.address(), depth * IOCB_LENGTH);
             this.queue = new NativeBuffer(depth * Long.BYTES).buffer();
             this.inCall = new NativeBuffer(depth * Long.BYTES).buffer();
             this.events = new NativeBuffer(depth * EVENT_LENGTH).buffer();
@@ -151,13 +152,23 @@ final class LinuxAioBackend extends SlottedBackend {
                 iocbs.putInt(IOCB_FLAGS_OFFSET + iocb, LinuxAioDescriptor.IOCB_FLAG_RESFD);
                 iocbs.putInt(IOCB_RESFD_OFFSET + iocb, eventFd);
             }
-            UnsafeBuffer mapped = userSpaceReaping ? mapRing(context) : null;
+            UnsafeBuffer mapped = userSpaceReaping ? mapRing(ctx) : null;
             this.ring = mapped;
             this.ringEntries = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_NR_OFFSET);
             this.headBase = mapped == null ? 0 : mapped.getInt(LinuxAioDescriptor.RING_HEAD_OFFSET);
-        } catch (RuntimeException | Error e) {
-            setupFailed(); // the image hold; the rest leaks as before (a failed mmap: out of memory)
-            throw e;
+            setupStep("linux-aio end");
+        } catch (Throwable t) {
+            // Nothing was submitted: destroying the context waits for nothing.
+            if (ctx != 0) {
+                Native.syscall(Linux.SYS_IO_DESTROY, ctx, 0, 0, 0, 0);
+            }
+            if (iocbMem != null) {
+                iocbMem.close();
+            }
+            signal.close();
+            slots.close();
+            setupFailed();
+            throw t;
         }
     }
 

@@ -127,26 +127,41 @@ abstract class SlottedBackend implements IoBackend {
      */
     private final java.util.concurrent.atomic.AtomicBoolean imageHold;
 
+    /**
+     * Takes the image hold as its last step, so a failure here leaves none (and closes the
+     * {@code signal} it was given). A subclass's own set-up runs after it, with the hold taken:
+     * every subclass constructor frees what it made and calls {@link #setupFailed()} on any
+     * failure, an Error included (an OutOfMemoryError of a full direct-memory pool, a thread
+     * the system refuses), or the image's descriptor is never closed.
+     */
     SlottedBackend(Image image, BackendOptions options, CompletionSignal signal) {
         this.image = image;
-        this.slots = new SlotTable(options.depth(), options.maxSegments(), image == null ? null : image.bounceBudget());
-        this.waiting = new IntFifo(options.depth());
-        this.staging = new IntFifo(options.depth());
-        this.copyOuts = new IntFifo(options.depth());
-        this.stager = new BounceCopier(slots);
-        this.copier = new BounceCopier(slots);
         this.signal = signal;
-        this.maxBounceBytes = options.maxBounceBytes();
-        this.deferred = new SpscIntRing(options.depth());
-        this.local = new IntFifo(options.depth());
-        this.blocking = new IntFifo(options.depth());
-        // Last: an allocation above that fails leaves no hold behind.
-        if (image != null && !image.hold()) {
-            slots.close();
+        SlotTable table = null;
+        try {
+            table = new SlotTable(options.depth(), options.maxSegments(), image == null ? null : image.bounceBudget());
+            this.slots = table;
+            this.waiting = new IntFifo(options.depth());
+            this.staging = new IntFifo(options.depth());
+            this.copyOuts = new IntFifo(options.depth());
+            this.stager = new BounceCopier(table);
+            this.copier = new BounceCopier(table);
+            this.maxBounceBytes = options.maxBounceBytes();
+            this.deferred = new SpscIntRing(options.depth());
+            this.local = new IntFifo(options.depth());
+            this.blocking = new IntFifo(options.depth());
+            this.imageHold = image == null ? null : new java.util.concurrent.atomic.AtomicBoolean(true);
+            // Last: an allocation above that fails leaves no hold behind.
+            if (image != null && !image.hold()) {
+                throw new IllegalArgumentException("image is closed: " + image);
+            }
+        } catch (Throwable t) {
+            if (table != null) {
+                table.close();
+            }
             signal.close();
-            throw new IllegalArgumentException("image is closed: " + image);
+            throw t;
         }
-        this.imageHold = image == null ? null : new java.util.concurrent.atomic.AtomicBoolean(true);
     }
 
     // ---------------------------------------------------------------- back-end specific
@@ -232,6 +247,22 @@ abstract class SlottedBackend implements IoBackend {
     final void releaseImage(boolean drained) {
         if (imageHold != null && imageHold.compareAndSet(true, false)) {
             image.releaseHold(drained);
+        }
+    }
+
+    /**
+     * Tests only (null in production): told each named step of a back end's set-up after the
+     * image hold where something can fail for real (an OutOfMemoryError: a full direct-memory
+     * pool, a thread the system refuses), so a test can throw there. Neither can be made to
+     * fail at one chosen allocation on demand.
+     */
+    static volatile java.util.function.Consumer<String> setupHook;
+
+    /** A step of a subclass's set-up (see {@link #setupHook}): nothing in production. */
+    static void setupStep(String step) {
+        java.util.function.Consumer<String> hook = setupHook;
+        if (hook != null) {
+            hook.accept(step);
         }
     }
 

@@ -67,46 +67,84 @@ final class ThreadPoolBackend extends SlottedBackend {
     private final FileChannel bufferedChannel;
     private final Worker[] workers;
     /** Bit i set: worker i is parked, or about to park after one more look at the queue. */
-    private final AtomicLong idle = new AtomicLong();
+    private final AtomicLong idle;
     private volatile boolean running = true;
     /** Set once {@link #release()} saw every worker end: only then does the image go ({@link #fileReleased()}). */
     private volatile boolean workersEnded;
 
     ThreadPoolBackend(Image image, BackendOptions options) {
         super(image, options, Image.LINUX && !image.portable() ? CompletionSignal.overEventFd() : CompletionSignal.parking());
-        int depth = options.depth();
-        int threads = options.workerThreads();
-        if (threads > MAX_WORKERS) {
-            signal.close();
-            slots.close();
-            setupFailed();
-            throw new IllegalArgumentException("at most " + MAX_WORKERS + " worker threads, not " + threads);
-        }
-        this.boxes = new Integer[depth];
-        for (int slot = 0; slot < depth; slot++) {
-            boxes[slot] = slot;
-        }
-        // Agrona's queues hold at least two entries.
-        this.work = new ManyToManyConcurrentArrayQueue<>(Math.max(2, depth));
-        this.done = new ManyToOneConcurrentArrayQueue<>(Math.max(2, depth));
-        this.buffered = new boolean[depth];
-        this.pending = new int[org.agrona.BitUtil.findNextPositivePowerOfTwo(depth)];
-        this.pendingMask = pending.length - 1;
-        this.channelAlignmentMask = channelAlignment(image) - 1;
-        this.workers = new Worker[threads];
+        // The image is held from here: whatever fails below (an OutOfMemoryError too: a worker's
+        // direct window, a thread the system refuses to start) stops the workers already
+        // started, frees what was made and gives the hold back, once.
+        Worker[] started = new Worker[0];
         try {
-            // Fetched once: Image hands them out under a lock, which has no place per operation.
-            this.channel = image.channel();
-            this.bufferedChannel = image.direct() ? image.bufferedChannel() : channel;
-        } catch (IOException e) {
+            setupStep("threads start");
+            int depth = options.depth();
+            int threads = options.workerThreads();
+            if (threads > MAX_WORKERS) {
+                throw new IllegalArgumentException("at most " + MAX_WORKERS + " worker threads, not " + threads);
+            }
+            this.idle = new AtomicLong();
+            this.boxes = new Integer[depth];
+            for (int slot = 0; slot < depth; slot++) {
+                boxes[slot] = slot;
+            }
+            // Agrona's queues hold at least two entries.
+            this.work = new ManyToManyConcurrentArrayQueue<>(Math.max(2, depth));
+            this.done = new ManyToOneConcurrentArrayQueue<>(Math.max(2, depth));
+            this.buffered = new boolean[depth];
+            this.pending = new int[org.agrona.BitUtil.findNextPositivePowerOfTwo(depth)];
+            this.pendingMask = pending.length - 1;
+            this.channelAlignmentMask = channelAlignment(image) - 1;
+            this.workers = new Worker[threads];
+            started = workers;
+            try {
+                // Fetched once: Image hands them out under a lock, which has no place per operation.
+                this.channel = image.channel();
+                this.bufferedChannel = image.direct() ? image.bufferedChannel() : channel;
+            } catch (IOException e) {
+                throw new IllegalStateException("cannot open a channel on " + image, e);
+            }
+            for (int i = 0; i < threads; i++) {
+                setupStep("threads worker " + i);
+                Worker worker = new Worker(i);
+                worker.thread.start();
+                workers[i] = worker; // only once started: the failure path joins what is listed
+            }
+            setupStep("threads end");
+        } catch (Throwable t) {
+            stopStarted(started);
             signal.close();
             slots.close();
             setupFailed();
-            throw new IllegalStateException("cannot open a channel on " + image, e);
+            throw t;
         }
-        for (int i = 0; i < threads; i++) {
-            workers[i] = new Worker(i);
-            workers[i].thread.start();
+    }
+
+    /**
+     * A failed set-up: ends the workers it started (nothing was handed to them), waiting for
+     * them before the hold goes, so none is left to reach the image's channels.
+     */
+    private void stopStarted(Worker[] started) {
+        running = false;
+        for (Worker worker : started) {
+            if (worker != null) {
+                LockSupport.unpark(worker.thread);
+            }
+        }
+        boolean interrupted = false;
+        for (Worker worker : started) {
+            while (worker != null && worker.thread.isAlive()) {
+                try {
+                    worker.thread.join();
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                }
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
         }
     }
 

@@ -199,7 +199,7 @@ class ImageClosedUnderBackendTest {
     }
 
     /** How many of this process's descriptors name {@code path} (/proc/self/fd). */
-    private static long descriptorsOn(Path path) throws IOException {
+    static long descriptorsOn(Path path) throws IOException {
         Path real = path.toRealPath();
         try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
             return fds.filter(fd -> {

@@ -130,17 +130,26 @@ public final class EventFd implements AutoCloseable {
     /**
      * Reads and resets the counter. Returns the count, or {@code -errno} (EAGAIN when a
      * non-blocking eventfd is zero). Blocks on a blocking eventfd whose counter is zero.
+     * {@code -EBADF} after {@link #close()}, without a syscall: the number may name another
+     * file by now, whose counter (or a socket's bytes) a read would consume.
      */
     public long read() {
+        if (closed) {
+            return -Errno.EBADF;
+        }
         long rc = Native.libc().read(fd, scratch.address() + 8, 8);
         return rc == 8 ? scratch.buffer().getLong(8) : Native.result(rc);
     }
 
     /**
      * Waits up to {@code timeoutMs} (-1: forever) until the counter is non-zero, without
-     * consuming it. Returns 1 when readable, 0 on timeout, {@code -errno} on error.
+     * consuming it. Returns 1 when readable, 0 on timeout, {@code -errno} on error
+     * ({@code -EBADF} after {@link #close()}: never another file's readiness).
      */
     public int await(int timeoutMs) {
+        if (closed) {
+            return -Errno.EBADF;
+        }
         pollfd.putInt(0, fd);
         pollfd.putShort(4, Linux.POLLIN);
         pollfd.putShort(6, (short) 0);

@@ -48,10 +48,6 @@ public final class FileSize {
 
     /** {@code struct stat}: st_blocks (512-byte units allocated) at 64. */
     private static final int STAT_BLOCKS_OFFSET = 64;
-    /** {@code struct statfs} (120 bytes): f_blocks at 16, f_bavail at 32. */
-    private static final int STATFS_LENGTH = 120;
-    private static final int STATFS_BLOCKS_OFFSET = 16;
-    private static final int STATFS_BAVAIL_OFFSET = 32;
 
     /**
      * Whether the regular file behind {@code fd} has holes (fewer bytes allocated than its size)
@@ -75,14 +71,16 @@ public final class FileSize {
         if (allocated >= size) {
             return false;
         }
-        UnsafeBuffer statfs = new NativeBuffer(STATFS_LENGTH, 8).buffer();
-        if (Native.syscall(Linux.SYS_FSTATFS, fd, statfs.addressOffset(), 0, 0, 0) < 0) {
+        FileSystemStat fs;
+        try {
+            fs = FileSystemStat.of(fd);
+        } catch (NativeException e) {
             return false;
         }
-        if (statfs.getLong(STATFS_BLOCKS_OFFSET) > 0) {
-            return statfs.getLong(STATFS_BAVAIL_OFFSET) == 0;
+        if (fs.blocks() > 0) {
+            return fs.blocksAvailable() == 0;
         }
-        return statfs.getLong(0) == Linux.HUGETLBFS_MAGIC && freeHugePages(statfs.getLong(8)) <= 0;
+        return fs.hugetlbfs() && freeHugePages(fs.blockSize()) <= 0;
     }
 
     /** Free huge pages of {@code pageBytes} not reserved by a mapping, or 1 when unknown. */

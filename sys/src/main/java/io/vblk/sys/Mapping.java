@@ -91,16 +91,18 @@ public final class Mapping implements AutoCloseable {
      * too). Allocates its buffer; off the data path.
      */
     public static long pageSizeOf(int fd) {
-        org.agrona.concurrent.UnsafeBuffer statfs = new NativeBuffer(STATFS_LENGTH, 8).buffer();
-        long rc = Native.syscall(Linux.SYS_FSTATFS, fd, statfs.addressOffset(), 0, 0, 0);
-        if (rc < 0 || statfs.getLong(0) != Linux.HUGETLBFS_MAGIC) {
+        FileSystemStat fs;
+        try {
+            fs = FileSystemStat.of(fd);
+        } catch (NativeException e) {
             return Linux.PAGE_SIZE;
         }
-        long bsize = statfs.getLong(8);
+        if (!fs.hugetlbfs()) {
+            return Linux.PAGE_SIZE;
+        }
+        long bsize = fs.blockSize();
         return bsize > Linux.PAGE_SIZE && Long.bitCount(bsize) == 1 ? bsize : Linux.PAGE_SIZE;
     }
-
-    private static final int STATFS_LENGTH = 120;
 
     /** Rounds {@code length} up to a whole number of pages. */
     public static long roundUpToPage(long length) {

@@ -64,6 +64,25 @@ class EventFdTest {
         }
     }
 
+    /**
+     * A stale EventFd (a back end's completion event, read by a reaper after the back end closed)
+     * must not read the counter of whatever took its number, nor report that one's readiness: a
+     * read consumed the other eventfd's wake-up (or 8 bytes of a socket's stream).
+     */
+    @Test
+    void aClosedEventFdNeverReadsOrPollsTheNumberAnotherFileReuses() {
+        EventFd closed = EventFd.create(true);
+        int number = closed.fd();
+        closed.close();
+        try (EventFd other = EventFd.create(true)) {
+            org.junit.jupiter.api.Assumptions.assumeTrue(other.fd() == number, "the kernel handed out another number");
+            assertEquals(0, other.signal());
+            assertEquals(-Errno.EBADF, closed.await(0), "not the other's readiness");
+            assertEquals(-Errno.EBADF, closed.read());
+            assertEquals(1, other.read(), "the other's wake-up is still there");
+        }
+    }
+
     @Test
     void aDuplicateOutlivesTheOriginal() {
         EventFd original = EventFd.create(true);

@@ -7,8 +7,11 @@ import java.nio.file.Path;
 import org.agrona.concurrent.UnsafeBuffer;
 
 import io.vblk.sys.Errno;
+import io.vblk.sys.FileSystemStat;
+import io.vblk.sys.Linux;
 import io.vblk.sys.Native;
 import io.vblk.sys.NativeBuffer;
+import io.vblk.sys.NativeException;
 
 /**
  * Checks on descriptors a frontend sends, made before vblk relies on them: an eventfd must be an
@@ -33,13 +36,10 @@ final class Descriptors {
     private static final int STAT_SIZE_OFFSET = 48;
     private static final int S_IFMT = 0170000;
     private static final int S_IFREG = 0100000;
-    private static final long SYS_FSTATFS = 138;
-    /** struct statfs on x86-64 is 120 bytes; f_type (a long) comes first. */
-    private static final int STATFS_LENGTH = 120;
     /** shmem: tmpfs files, /dev/shm, and every non-hugetlb memfd. */
     static final long TMPFS_MAGIC = 0x01021994L;
     /** hugetlbfs: /dev/hugepages files and hugetlb memfds. */
-    static final long HUGETLBFS_MAGIC = 0x958458f6L;
+    static final long HUGETLBFS_MAGIC = Linux.HUGETLBFS_MAGIC;
 
     private Descriptors() {
     }
@@ -95,12 +95,11 @@ final class Descriptors {
      * @throws ProtocolError (rejected) when fstatfs fails
      */
     static long fileSystemType(int fd) {
-        UnsafeBuffer statfs = new NativeBuffer(STATFS_LENGTH).buffer();
-        long rc = Native.syscall(SYS_FSTATFS, fd, statfs.addressOffset(), 0, 0, 0);
-        if (rc < 0) {
-            throw ProtocolError.rejected("fstatfs of descriptor failed: errno " + -rc + " (" + Errno.describe((int) -rc) + ")");
+        try {
+            return FileSystemStat.of(fd).type();
+        } catch (NativeException e) {
+            throw ProtocolError.rejected("fstatfs of descriptor failed: errno " + e.errno() + " (" + Errno.describe(e.errno()) + ")");
         }
-        return statfs.getLong(0);
     }
 
     /**
