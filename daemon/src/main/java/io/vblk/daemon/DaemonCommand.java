@@ -180,7 +180,7 @@ final class DaemonCommand implements Callable<Integer> {
             // it, and the ones that wait together are applied in one pass.
             failed = StartOpener.run(exports.size(), StartOpener.PARALLEL, i -> openAtStart(daemon, exports.get(i), i),
                     (tried, failedSoFar) -> {
-                        daemon.startedOne();
+                        daemon.startedThrough(tried);
                         if (systemd.enabled()) {
                             systemd.send("STATUS=opening exports: " + tried + " of " + exports.size() + " tried, " + failedSoFar
                                     + " failed");
