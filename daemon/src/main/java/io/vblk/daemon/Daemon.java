@@ -188,9 +188,9 @@ final class Daemon implements AutoCloseable {
         startProgress.set((long) total << 32);
     }
 
-    /** One more export of the configuration file has been tried (opened or kept as failed). */
-    void startedOne() {
-        startProgress.incrementAndGet();
+    /** {@code tried} exports of the configuration file have been tried (opened or kept as failed). */
+    void startedThrough(int tried) {
+        startProgress.updateAndGet(p -> p < 0 ? p : (p & ~0xffffffffL) | tried);
     }
 
     /** The start is over (or failed, before the daemon closes): every call is answered. */

@@ -180,7 +180,7 @@ final class DaemonCommand implements Callable<Integer> {
             // it, and the ones that wait together are applied in one pass.
             failed = StartOpener.run(exports.size(), StartOpener.PARALLEL, i -> openAtStart(daemon, exports.get(i), i),
                     (tried, failedSoFar) -> {
-                        daemon.startedOne();
+                        daemon.startedThrough(tried);
                         if (systemd.enabled()) {
                             systemd.send("STATUS=opening exports: " + tried + " of " + exports.size() + " tried, " + failedSoFar
                                     + " failed");
@@ -190,6 +190,9 @@ final class DaemonCommand implements Callable<Integer> {
             failedAtStart = failed;
             failedThreadsAtStart = failedThreads;
             if (persist) {
+                // Only from here on is every add checked against the file's size (Daemon.checkLoadable
+                // renders the whole configuration): the entries loaded above come from a file that
+                // loads, so the start renders it once, here, not once per export (O(n^2) for 200).
                 daemon.persistTo(config, lock); // before ready(): no change can race the first write
             }
             daemon.ready();

@@ -28,8 +28,9 @@ import io.vblk.engine.QueueCounters;
 
 /**
  * The exports' counters as Prometheus metrics, named in the style of node_exporter's disk
- * metrics ({@code node_disk_io_now}, {@code node_disk_read_bytes_total}) with a {@code vblk_}
- * prefix and labels {@code export} and {@code queue}. Built from the live counters at each
+ * metrics ({@code node_disk_io_now}, {@code node_disk_read_bytes_total},
+ * {@code node_disk_written_bytes_total}) with a {@code vblk_} prefix and labels {@code export}
+ * and {@code queue}. Built from the live counters at each
  * scrape, so nothing is recorded twice.
  */
 final class ExportMetrics implements MultiCollector {
@@ -61,7 +62,13 @@ final class ExportMetrics implements MultiCollector {
             new CounterMetric("vblk_disk_requests", "Requests popped from the virtqueue.", QueueCounters.REQUESTS, null),
             new CounterMetric("vblk_disk_requests_completed", "Requests completed and pushed to the used ring.",
                     QueueCounters.COMPLETIONS, null),
-            new CounterMetric("vblk_disk_bytes", "Data bytes of requests popped.", QueueCounters.BYTES, Unit.BYTES),
+            new CounterMetric("vblk_disk_bytes", "Data bytes of requests popped, of every type: reads, writes and the ranges"
+                    + " of discard and write-zeroes requests (vblk_disk_read_bytes and vblk_disk_written_bytes by direction).",
+                    QueueCounters.BYTES, Unit.BYTES),
+            new CounterMetric("vblk_disk_read_bytes", "Data bytes of read requests popped (from the disk into guest memory).",
+                    QueueCounters.READ_BYTES, Unit.BYTES),
+            new CounterMetric("vblk_disk_written_bytes", "Data bytes of write requests popped (from guest memory to the disk).",
+                    QueueCounters.WRITE_BYTES, Unit.BYTES),
             new CounterMetric("vblk_disk_reads", "Read requests popped.", QueueCounters.READS, null),
             new CounterMetric("vblk_disk_writes", "Write requests popped.", QueueCounters.WRITES, null),
             new CounterMetric("vblk_disk_flushes", "Flush requests popped.", QueueCounters.FLUSHES, null),

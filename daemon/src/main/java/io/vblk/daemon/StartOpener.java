@@ -1,6 +1,7 @@
 package io.vblk.daemon;
 
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * Opens the exports of the configuration file at start, several at once. Each open attaches
@@ -15,6 +16,10 @@ import java.util.concurrent.atomic.AtomicInteger;
  * under way end, and the failure of the lowest index is thrown (the one a start in file order
  * would have met first). The order in which the exports end up listed is the caller's to
  * restore ({@link Daemon#orderExportsAs}).
+ *
+ * <p>Progress is told outside the workers' shared lock: what the caller does with it (a systemd
+ * notification, a datagram whose send blocks while systemd's socket is full) must not hold the
+ * other workers, which take that lock after each open and before the next.
  */
 final class StartOpener {
     /**
@@ -29,7 +34,11 @@ final class StartOpener {
         boolean open(int index);
     }
 
-    /** Told after each entry tried, serialized: how many have been tried and how many failed so far. */
+    /**
+     * Told how many entries have been tried and how many failed so far: serialized, in increasing
+     * order, and no worker waits for it (one that finds it being told leaves its count to the
+     * teller, which tells the entries tried meanwhile together next); the last call tells the final tally.
+     */
     @FunctionalInterface
     interface Progress {
         void tried(int tried, int failed);
@@ -50,6 +59,36 @@ final class StartOpener {
         int[] tally = new int[2]; // tried, failed: guarded by itself
         Throwable[] stop = new Throwable[1];
         int[] stopIndex = {Integer.MAX_VALUE}; // both guarded by tally
+        ReentrantLock telling = new ReentrantLock();
+        AtomicInteger told = new AtomicInteger(); // the tried count told last: written holding telling
+        // Tells the tally unless another worker is telling: that one tells it too before it lets
+        // go (it looks again after unlocking, and a worker that found it telling counted first).
+        Runnable report = () -> {
+            while (telling.tryLock()) {
+                try {
+                    while (true) {
+                        int tried;
+                        int failed;
+                        synchronized (tally) {
+                            tried = tally[0];
+                            failed = tally[1];
+                        }
+                        if (tried == told.get()) {
+                            break;
+                        }
+                        told.set(tried);
+                        progress.tried(tried, failed);
+                    }
+                } finally {
+                    telling.unlock();
+                }
+                synchronized (tally) {
+                    if (tally[0] == told.get()) {
+                        return;
+                    }
+                }
+            }
+        };
         Runnable worker = () -> {
             for (int i = next.getAndIncrement(); i < count; i = next.getAndIncrement()) {
                 synchronized (tally) {
@@ -72,8 +111,8 @@ final class StartOpener {
                 synchronized (tally) {
                     tally[0]++;
                     tally[1] += failed ? 1 : 0;
-                    progress.tried(tally[0], tally[1]);
                 }
+                report.run();
             }
         };
         int n = Math.max(1, Math.min(parallel, count));

@@ -16,15 +16,17 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.ParentCommand;
 
 /**
- * {@code vblk stat}: live per-queue IOPS, MB/s, queue depth and latency of a daemon's exports,
- * one block per interval, like {@code iostat -x}. It reads {@code export.stats} over the control
+ * {@code vblk stat}: live per-queue IOPS, MB/s read and written, queue depth and latency of a
+ * daemon's exports, one block per interval, like {@code iostat -x} ({@code rkB/s}, {@code wkB/s}). It reads {@code export.stats} over the control
  * socket: counters read with volatile loads and a copy of the latency histogram, so watching
  * never stops or slows the data plane.
  */
 @Command(name = "stat", mixinStandardHelpOptions = true, versionProvider = Version.class,
-        description = {"Shows live per-queue IOPS, MB/s, queue depth and latency of a daemon's exports, every interval.",
+        description = {"Shows live per-queue IOPS, MB/s read and written, queue depth and latency of a daemon's exports,"
+            + " every interval.",
             "",
-            "IOPS and MB/s are over the last interval; the latency columns (p50, p99, max; marked *) are since the export "
+            "IOPS, rMB/s (read) and wMB/s (written) are over the last interval (discard and write-zeroes ranges move no"
+            + " data and are in neither); the latency columns (p50, p99, max; marked *) are since the export "
             + "started, or since an export.stats call with reset_latency (which resets them for every reader, so stat never "
             + "makes one)."},
         footer = {"", "Exit status: 0 after --count reports, 1 when the daemon answers with an error or cannot be reached, "
@@ -94,8 +96,8 @@ final class StatCommand implements Callable<Integer> {
                     .map(m -> (String) m.get("id")).toList();
         }
         if (seconds > 0) {
-            out.printf(Locale.ROOT, "%s%n%-16s %5s %10s %9s %6s %9s %9s %9s  %s%n", LocalTime.now().format(TIME),
-                    "export", "queue", "IOPS", "MB/s", "depth", "p50 us*", "p99 us*", "max us*", "state");
+            out.printf(Locale.ROOT, "%s%n%-16s %5s %10s %9s %9s %6s %9s %9s %9s  %s%n", LocalTime.now().format(TIME),
+                    "export", "queue", "IOPS", "rMB/s", "wMB/s", "depth", "p50 us*", "p99 us*", "max us*", "state");
         }
         Map<String, long[]> seen = new HashMap<>();
         for (String exportId : ids) {
@@ -111,21 +113,25 @@ final class StatCommand implements Callable<Integer> {
             for (Map<String, Object> q : (List<Map<String, Object>>) stats.get("queues")) {
                 int queue = ((Number) q.get("queue")).intValue();
                 long completions = ((Number) q.get("completions")).longValue();
-                long bytes = ((Number) q.get("bytes")).longValue();
-                long[] now = {completions, bytes};
+                // A daemon older than the split (no read_bytes) shows "?" for both directions.
+                boolean split = q.get("read_bytes") instanceof Number && q.get("write_bytes") instanceof Number;
+                long read = split ? ((Number) q.get("read_bytes")).longValue() : 0;
+                long written = split ? ((Number) q.get("write_bytes")).longValue() : 0;
+                long[] now = {completions, read, written};
                 String key = exportId + "/" + queue;
                 seen.put(key, now);
                 long[] before = previous.get(key);
-                if (before != null && (completions < before[0] || bytes < before[1])) {
+                if (before != null && (completions < before[0] || read < before[1] || written < before[2])) {
                     before = null; // counters went back: the id names a new export (removed and added again)
                 }
                 if (seconds <= 0) {
                     continue;
                 }
                 double iops = before == null ? 0 : (completions - before[0]) / seconds;
-                double mbs = before == null ? 0 : (bytes - before[1]) / seconds / 1e6;
+                String rmbs = split ? mbs(before == null ? 0 : read - before[1], seconds) : "?";
+                String wmbs = split ? mbs(before == null ? 0 : written - before[2], seconds) : "?";
                 Map<String, Object> lat = (Map<String, Object>) q.get("latency");
-                out.printf(Locale.ROOT, "%-16s %5d %10.0f %9.1f %6d %9.1f %9.1f %9.1f  %s%n", exportId, queue, iops, mbs,
+                out.printf(Locale.ROOT, "%-16s %5d %10.0f %9s %9s %6d %9.1f %9.1f %9.1f  %s%n", exportId, queue, iops, rmbs, wmbs,
                         ((Number) q.get("in_flight")).longValue(), num(lat.get("p50_us")), num(lat.get("p99_us")),
                         num(lat.get("max_us")), q.get("state"));
             }
@@ -135,6 +141,11 @@ final class StatCommand implements Callable<Integer> {
             out.println();
             out.flush();
         }
+    }
+
+    /** {@code bytes} over {@code seconds} in MB/s, one decimal. */
+    private static String mbs(long bytes, double seconds) {
+        return String.format(Locale.ROOT, "%.1f", bytes / seconds / 1e6);
     }
 
     private static double num(Object o) {

@@ -16,6 +16,7 @@ import io.vblk.engine.QueueCounters;
  */
 final class Stats {
     private static final int[] COUNTERS = {QueueCounters.REQUESTS, QueueCounters.COMPLETIONS, QueueCounters.BYTES,
+        QueueCounters.READ_BYTES, QueueCounters.WRITE_BYTES,
         QueueCounters.ERRORS, QueueCounters.UNSUPPORTED, QueueCounters.BATCHES, QueueCounters.SUBMITS, QueueCounters.KICKS,
         QueueCounters.INTERRUPTS, QueueCounters.INTERRUPTS_SUPPRESSED, QueueCounters.QUARANTINES, QueueCounters.LOST, QueueCounters.THROTTLED,
         QueueCounters.READS, QueueCounters.WRITES, QueueCounters.FLUSHES, QueueCounters.DISCARDS, QueueCounters.WRITE_ZEROES};

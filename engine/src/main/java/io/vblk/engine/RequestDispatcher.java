@@ -216,11 +216,7 @@ final class RequestDispatcher {
                     r.stage = BlkRequest.HANDED; // the back end's or the completion route's now
                 }
                 phase = NOTHING_IN_HAND;
-                q.counters.add(QueueCounters.BYTES, r.bytes);
-                int byType = QueueCounters.ofType(r.type);
-                if (byType >= 0) {
-                    q.counters.increment(byType);
-                }
+                q.counters.popped(r.type, r.bytes);
                 if (throttle != null && running) {
                     // Bytes moved between guest and disk: a DISCARD or WRITE_ZEROES range moves
                     // none, and charging its length (up to ~512 GiB) would stall the device.

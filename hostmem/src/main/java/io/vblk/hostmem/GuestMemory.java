@@ -84,6 +84,8 @@ public final class GuestMemory implements AutoCloseable {
     private boolean unmapped;
     /** Who uses the table ({@link #attach}): close() leaves it mapped until each let go. */
     private final java.util.List<Object> users = new java.util.ArrayList<>();
+    /** What runs once the regions are unmapped ({@link #whenUnmapped}); emptied then. */
+    private final java.util.List<Runnable> onUnmap = new java.util.ArrayList<>();
 
     private GuestMemory(GuestRegion[] regions, Mapping[] mappings, PosixFile[] ownedFiles, int[] ownedFds,
             int[] evidenceFds, boolean[] evidenceOwned) {
@@ -369,6 +371,24 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /**
+     * Runs {@code action} once the regions are unmapped: at {@link #close()} when no user is
+     * attached, else at the last user's {@link #detach}, on that thread and under this table's
+     * lock (keep it short: an accounting step); at once when they already are. What holds
+     * something for as long as the memory stays mapped (a budget of mapped bytes) gives it back
+     * here, not at close: an attached user may keep the regions mapped long after.
+     */
+    public void whenUnmapped(Runnable action) {
+        java.util.Objects.requireNonNull(action, "action");
+        synchronized (this) {
+            if (!unmapped) {
+                onUnmap.add(action);
+                return;
+            }
+        }
+        action.run();
+    }
+
     /** The users attached now (for diagnostics and tests). */
     public synchronized java.util.List<String> users() {
         return users.stream().map(String::valueOf).toList();
@@ -400,6 +420,20 @@ public final class GuestMemory implements AutoCloseable {
         }
         for (int fd : ownedFds) {
             Native.libc().close(fd);
+        }
+        RuntimeException first = null;
+        for (Runnable action : onUnmap) {
+            try {
+                action.run();
+            } catch (RuntimeException e) {
+                if (first == null) {
+                    first = e;
+                }
+            }
+        }
+        onUnmap.clear();
+        if (first != null) {
+            throw first;
         }
     }
 

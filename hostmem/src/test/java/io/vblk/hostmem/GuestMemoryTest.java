@@ -276,4 +276,31 @@ class GuestMemoryTest {
         mem.detach(device);
         assertTrue(mem.isUnmapped());
     }
+
+    /** Session 17: what is held for as long as the memory stays mapped (a budget) goes back at the real unmap. */
+    @Test
+    void whenUnmappedRunsAtTheRealUnmap() {
+        java.util.concurrent.atomic.AtomicInteger ran = new java.util.concurrent.atomic.AtomicInteger();
+        GuestMemory alone = GuestMemory.builder().addMemfd(0, 1 << 20).build();
+        alone.whenUnmapped(ran::incrementAndGet);
+        assertEquals(0, ran.get());
+        alone.close();
+        assertEquals(1, ran.get(), "unmapped at close: no user");
+        alone.whenUnmapped(ran::incrementAndGet);
+        assertEquals(2, ran.get(), "already unmapped: at once");
+
+        GuestMemory used = GuestMemory.builder().addMemfd(0, 1 << 20).build();
+        used.whenUnmapped(ran::incrementAndGet);
+        used.attach("device-1");
+        used.attach("device-2");
+        used.close();
+        used.detach("device-1");
+        assertEquals(2, ran.get(), "still mapped under device-2");
+        used.detach("device-2");
+        assertTrue(used.isUnmapped());
+        assertEquals(3, ran.get(), "once, at the last detach");
+        used.detach("device-2");
+        used.close();
+        assertEquals(3, ran.get(), "never again");
+    }
 }

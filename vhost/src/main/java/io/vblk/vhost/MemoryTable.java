@@ -180,18 +180,24 @@ final class MemoryTable implements AutoCloseable {
     }
 
     /**
-     * Unmaps {@code table}, mapped from {@code regions}, and gives its bytes back, unless an
-     * munmap failed: then the memory stays mapped for the process's life and stays counted
-     * (logged once per process).
+     * Closes {@code table}, mapped from {@code regions}, and gives its bytes back when its regions
+     * are really unmapped: at once, or when a device still attached to it (an undrained one: its
+     * back end or the kernel may still write there) detaches, which may be never. Until then they
+     * count, or a frontend that disconnects and connects again would map more than the budget
+     * while its old tables stay mapped. When an munmap failed the memory stays mapped for the
+     * process's life and stays counted (logged once per process).
      */
     void unmap(GuestMemory table, List<Region> regions) {
+        long bytes = bytes(regions);
+        table.whenUnmapped(() -> {
+            if (!table.unmapFailed()) {
+                release(bytes);
+            } else if (LEAK_LOGGED.compareAndSet(false, true)) {
+                log.info("memory table " + regions + " could not be unmapped (munmap failed): its " + bytes
+                        + " bytes stay mapped and counted for this process's life (logged once)");
+            }
+        });
         table.close();
-        if (!table.unmapFailed()) {
-            release(bytes(regions));
-        } else if (LEAK_LOGGED.compareAndSet(false, true)) {
-            log.info("memory table " + regions + " could not be unmapped (munmap failed): its " + bytes(regions)
-                    + " bytes stay mapped and counted for this process's life (logged once)");
-        }
     }
 
     /** Bytes mapped for all frontends of this process (tables in force and being replaced). */

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import org.junit.jupiter.api.Test;
 
+import io.vblk.hostmem.GuestMemory;
 import io.vblk.sys.Memfd;
 import io.vblk.sys.Native;
 import io.vblk.testkit.VhostUserFrontend;
@@ -79,6 +80,53 @@ class GuestMemoryBudgetTest extends OneServerCase {
             b.close();
             other.awaitGone(1);
         } finally {
+            VhostUserServer.guestMemoryBudget(saved);
+            Native.libc().close(sparse);
+        }
+    }
+
+    /**
+     * Session 17: a connection's table was given back to the budget when the connection closed
+     * it, though a device still attached to it kept its regions mapped (an undrained device: the
+     * kernel may still write there, so the table stays until the device detaches, possibly
+     * never): a frontend could disconnect and connect again to map past the budget. Here a
+     * second user attached to the table (as a BlockDevice attaches; an undrained one never
+     * detaches on its own) keeps it mapped; the next connection's table is refused while old and
+     * new would pass the budget, and accepted once the old one is unmapped.
+     */
+    @Test
+    void aTableStillMappedUnderADeviceCountsUntilItIsUnmapped() throws Exception {
+        long saved = VhostUserServer.guestMemoryBudget();
+        long before = MemoryTable.mappedBytes();
+        VhostUserServer.guestMemoryBudget(before + 3 * GIB);
+        int sparse = Memfd.create("sparse", 8 * GIB);
+        Object undrained = "an undrained device";
+        GuestMemory held = null;
+        try {
+            VhostUserFrontend a = owned(newSession());
+            int aId = sessions;
+            assertEquals(0, table(a, sparse, 2 * GIB), "A: 2 of 3 GiB");
+            held = rig.server.device().memory();
+            held.attach(undrained);
+            a.close();
+            rig.awaitGone(aId);
+            assertTrue(held.isClosed() && !held.isUnmapped(), "A's table is closed, and still mapped under the device");
+            assertEquals(before + 2 * GIB, MemoryTable.mappedBytes(), "a table still mapped still counts");
+            VhostUserFrontend b = owned(newSession());
+            assertTrue(table(b, sparse, 2 * GIB) > 0, "B: 2 GiB beside A's 2 GiB still mapped would pass the budget: refused");
+            complained("guest-memory budget");
+            held.detach(undrained); // the device let go: the table is unmapped now
+            assertTrue(held.isUnmapped());
+            held = null;
+            assertEquals(before, MemoryTable.mappedBytes(), "given back once unmapped");
+            assertEquals(0, table(b, sparse, 2 * GIB), "room again once A's table is unmapped");
+            b.close();
+            rig.awaitGone(sessions);
+            assertEquals(before, MemoryTable.mappedBytes());
+        } finally {
+            if (held != null) {
+                held.detach(undrained);
+            }
             VhostUserServer.guestMemoryBudget(saved);
             Native.libc().close(sparse);
         }
