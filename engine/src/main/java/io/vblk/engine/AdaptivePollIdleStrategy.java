@@ -58,7 +58,8 @@ import org.agrona.concurrent.NanoClock;
  *     #BLOCK_RATE_TTL_NS}, a contended sample backs off again (for {@link
  *     #CONTENDED_BACKOFF_NS}: it is not found again within a back-off) and so measures blocking
  *     anew; a back-off with too little work to measure (an idle guest) leaves the rules as they
- *     were. Work is what the rounds report ({@code idle(workCount)}), counted without a clock read.
+ *     were. Work is what the rounds report ({@code idle(workCount)}), counted without a clock read,
+ *     and only while the rule is on: off, neither the work nor either rate is kept.
  *     <b>Off by default</b> ({@link IdleStrategies#POLL_PAYS}, {@code -Dvblk.adaptive.pollPays=true}):
  *     not yet measured on a machine quiet enough to show the two modes.
  * <li><b>Yield when the scheduler keeps taking the core</b>: a preemption shorter than the gap
@@ -326,7 +327,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     @Override
     public void idle(int workCount) {
         if (workCount > 0) {
-            work += workCount;
+            if (comparesRates) {
+                work += workCount; // only the rate comparison reads it: nothing per round when it is off
+            }
             if (polling && windowNs > 0) {
                 sampleCatches++;
                 oversubscribedMissStreak = 0;
@@ -451,10 +454,12 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             return false;
         }
         preemptions++;
-        measuringBackoff = true;
-        backoffStartNs = now;
-        backoffWork = work;
-        pollRate = Double.NaN; // polling's rate after this back-off is measured afresh
+        if (comparesRates) {
+            measuringBackoff = true;
+            backoffStartNs = now;
+            backoffWork = work;
+            pollRate = Double.NaN; // polling's rate after this back-off is measured afresh
+        }
         if (windowNs > 0) {
             shrinks++;
             windowNs = 0;
@@ -497,8 +502,10 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         // Most of the sample spent polling, and next to nothing caught: a window that misses
         // now and then, or misses while it is small, costs little and is left to grow and shrink.
         boolean unpaid = (long) sampleCatches * UNPAID_WINDOWS_PER_CATCH < sampleWindows && samplePolledNs * 2 >= wallNs;
-        double rate = (work - sampleWork) / (double) wallNs;
-        pollRate = Double.isNaN(pollRate) ? rate : pollRate + (rate - pollRate) * wallNs / (double) (wallNs + POLL_RATE_TAU_NS);
+        if (comparesRates) {
+            double rate = (work - sampleWork) / (double) wallNs;
+            pollRate = Double.isNaN(pollRate) ? rate : pollRate + (rate - pollRate) * wallNs / (double) (wallNs + POLL_RATE_TAU_NS);
+        }
         openSample(now, switches);
         if ((preempted || lost) && contended(now)) {
             if (preempted) {

@@ -294,6 +294,32 @@ class IdleStrategyTest {
         assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
     }
 
+    @Test
+    @DisplayName("adaptive: with the rate comparison off (the default) nothing measures rates: a contended back-off "
+            + "and polling after it leave both rates unmeasured, and contention stops polling as before")
+    void adaptiveWithoutRateComparisonKeepsNoRates() {
+        AdaptivePollIdleStrategy idle = adaptive(16_000, 100_000).comparingRates(false);
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000;
+        for (int i = 0; i < 1_000 && idle.preemptions() == 0; i++) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertEquals(1, idle.preemptions());
+        sleepTakesNs = 40_000;
+        blockingIos(idle);
+        sleepTakesNs = 5_000;
+        regrow(idle, 16_000);
+        long from = clock.nanoTime();
+        while (idle.preemptions() == 1 && clock.nanoTime() - from < 5 * AdaptivePollIdleStrategy.LOST_TAU_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertTrue(Double.isNaN(idle.blockRate()), "block rate " + idle.blockRate());
+        assertTrue(Double.isNaN(idle.pollRate()), "poll rate " + idle.pollRate());
+        assertEquals(2, idle.preemptions(), "polling that served twice as fast still stops: the rule is off");
+        assertEquals(0, idle.paidContendedSamples());
+        assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+    }
+
     /** The thread's involuntary context switches, as the fake getrusage reports them, and how often it was read. */
     private long involuntary;
     private int switchReads;
