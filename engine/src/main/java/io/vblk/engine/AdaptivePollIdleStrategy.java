@@ -54,11 +54,19 @@ import org.agrona.concurrent.NanoClock;
  *     per I/O (the CPU per I/O of a thread that polls all the time it runs) and 95-170k at p50
  *     3-6 us and 2.4-4 us of CPU (a wake-up per request, as qemu-storage-daemon with {@code
  *     poll-max-ns=0} in the same cell): the lost-share rule put the thread in the slow one
- *     whenever it saw half of its polling time lost. Once the last back-off is older than {@link
+ *     whenever it saw half of its polling time lost. After a back-off that measured blocking,
+ *     polling is on trial for {@link #POLL_TRIAL_NS}: contention found meanwhile does not stop
+ *     it, and its rate over the whole trial is what is compared at the first contended sample
+ *     after it. A one-millisecond sample is shorter than the scheduler's slices: judged alone,
+ *     the first sample after a back-off stopped polling whenever it fell in a stretch where the
+ *     guest (or this thread) was off its core, and each such verdict doubled the back-off; a
+ *     trial that does not pay costs at most {@link #POLL_TRIAL_NS} of polling per back-off, and
+ *     its verdict doubles the back-off as contention found within it would. Once the last back-off is older than {@link
  *     #BLOCK_RATE_TTL_NS}, a contended sample backs off again (for {@link
  *     #CONTENDED_BACKOFF_NS}: it is not found again within a back-off) and so measures blocking
  *     anew; a back-off with too little work to measure (an idle guest) leaves the rules as they
- *     were. Work is what the rounds report ({@code idle(workCount)}), counted without a clock read.
+ *     were. Work is what the rounds report ({@code idle(workCount)}), counted without a clock read,
+ *     and only while the rule is on: off, neither the work nor either rate is kept.
  *     <b>Off by default</b> ({@link IdleStrategies#POLL_PAYS}, {@code -Dvblk.adaptive.pollPays=true}):
  *     not yet measured on a machine quiet enough to show the two modes.
  * <li><b>Yield when the scheduler keeps taking the core</b>: a preemption shorter than the gap
@@ -191,6 +199,14 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     static final long MIN_RATE_WORK = 64;
     /** The wall time over which polling's work per unit of time is averaged (as a sample weighs its wall time over this). */
     static final long POLL_RATE_TAU_NS = 16_000_000;
+    /**
+     * How long polling runs after a back-off that measured blocking's rate before contention may
+     * stop it again, its rate taken over all of that time: one sample (a millisecond) is shorter
+     * than the scheduler's slices, so it can fall wholly in a stretch where the guest is off its
+     * core and serve nothing, and judged alone it stopped polling that pays (and doubled the
+     * back-off, leaving few chances in a second).
+     */
+    static final long POLL_TRIAL_NS = POLL_RATE_TAU_NS;
 
     /** The share of wall time spent waiting on a run queue at or above which the machine is oversubscribed. */
     static final double RUN_DELAY_SHARE_OVERSUBSCRIBED = 0.10;
@@ -275,6 +291,13 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** The last back-off's work per ns (NaN: none measured), and when it was measured. */
     private double blockRate = Double.NaN;
     private long blockRateAtNs;
+    /** Polling is on trial after a measured back-off: since {@link #trialStartNs}, with {@link #trialWork} done before it. */
+    private boolean pollTrial;
+    private long trialStartNs;
+    private long trialWork;
+    private long trialContendedSamples;
+    /** The back-off a trial followed (0: none), so that a trial's verdict counts as contention found again within it. */
+    private long trialAfterBackoffNs;
     private long paidContendedSamples;
     /** Whether contention is weighed against the last back-off's rate ({@link IdleStrategies#POLL_PAYS}). */
     private boolean comparesRates = true;
@@ -326,7 +349,9 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     @Override
     public void idle(int workCount) {
         if (workCount > 0) {
-            work += workCount;
+            if (comparesRates) {
+                work += workCount; // only the rate comparison reads it: nothing per round when it is off
+            }
             if (polling && windowNs > 0) {
                 sampleCatches++;
                 oversubscribedMissStreak = 0;
@@ -430,6 +455,10 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         if (done >= MIN_RATE_WORK && now > backoffStartNs) {
             blockRate = done / (double) (now - backoffStartNs);
             blockRateAtNs = now;
+            pollTrial = true;
+            trialStartNs = now;
+            trialWork = work;
+            trialAfterBackoffNs = backoffNs;
         }
     }
 
@@ -444,6 +473,11 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
      * polling pays; returns whether it stopped polling.
      */
     private boolean contended(long now) {
+        if (pollTrial) {
+            trialContendedSamples++; // judged when the trial's rate is in
+            lostShare = Math.min(lostShare, LOST_SHARE_AFTER_BACKOFF);
+            return false;
+        }
         if (pollingPays(now)) {
             paidContendedSamples++;
             lostShare = Math.min(lostShare, LOST_SHARE_AFTER_BACKOFF);
@@ -451,18 +485,23 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
             return false;
         }
         preemptions++;
-        measuringBackoff = true;
-        backoffStartNs = now;
-        backoffWork = work;
-        pollRate = Double.NaN; // polling's rate after this back-off is measured afresh
+        if (comparesRates) {
+            measuringBackoff = true;
+            backoffStartNs = now;
+            backoffWork = work;
+            pollRate = Double.NaN; // polling's rate after this back-off is measured afresh
+        }
         if (windowNs > 0) {
             shrinks++;
             windowNs = 0;
         }
         sampleOpen = false;
         lostShare = Math.min(lostShare, LOST_SHARE_AFTER_BACKOFF);
-        // Contended again within a back-off of the last one ending: the competition is steady.
-        backoffNs = now - contendedUntilNs < backoffNs ? Math.min(MAX_CONTENDED_BACKOFF_NS, backoffNs * 2)
+        // Contended again within a back-off of the last one ending (and the trial after it, when
+        // there was one): the competition is steady.
+        long steadyWithinNs = backoffNs + (trialAfterBackoffNs == backoffNs ? POLL_TRIAL_NS : 0);
+        trialAfterBackoffNs = 0;
+        backoffNs = now - contendedUntilNs < steadyWithinNs ? Math.min(MAX_CONTENDED_BACKOFF_NS, backoffNs * 2)
                 : CONTENDED_BACKOFF_NS;
         contendedUntilNs = now + backoffNs;
         return true;
@@ -497,8 +536,14 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
         // Most of the sample spent polling, and next to nothing caught: a window that misses
         // now and then, or misses while it is small, costs little and is left to grow and shrink.
         boolean unpaid = (long) sampleCatches * UNPAID_WINDOWS_PER_CATCH < sampleWindows && samplePolledNs * 2 >= wallNs;
-        double rate = (work - sampleWork) / (double) wallNs;
-        pollRate = Double.isNaN(pollRate) ? rate : pollRate + (rate - pollRate) * wallNs / (double) (wallNs + POLL_RATE_TAU_NS);
+        if (pollTrial) {
+            // On trial: the rate over all of it so far; its end leaves that rate to be averaged on.
+            pollRate = (work - trialWork) / (double) (now - trialStartNs);
+            pollTrial = now - trialStartNs < POLL_TRIAL_NS;
+        } else if (comparesRates) {
+            double rate = (work - sampleWork) / (double) wallNs;
+            pollRate = Double.isNaN(pollRate) ? rate : pollRate + (rate - pollRate) * wallNs / (double) (wallNs + POLL_RATE_TAU_NS);
+        }
         openSample(now, switches);
         if ((preempted || lost) && contended(now)) {
             if (preempted) {
@@ -639,6 +684,16 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
     /** Contended samples that went on polling because polling served more than the last back-off's blocking. */
     long paidContendedSamples() {
         return paidContendedSamples;
+    }
+
+    /** Contended samples that went on polling because polling was on trial after a back-off. */
+    long trialContendedSamples() {
+        return trialContendedSamples;
+    }
+
+    /** Whether polling is on trial after a back-off that measured blocking's rate. */
+    boolean pollTrial() {
+        return pollTrial;
     }
 
     /** The last back-off's work per ns while blocking (NaN: none measured). */

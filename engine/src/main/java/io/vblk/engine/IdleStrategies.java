@@ -32,7 +32,10 @@ final class IdleStrategies {
      * turns it on): written for depth 1 with a polling guest and two busy loops, whose slow mode
      * matches the lost-share back-off, it was measured on 2026-12-06 19:44-20:18 only at load
      * 10-31 from other builds, where that cell made 5-145k IOPS with either build (against
-     * 95-380k at load 1-5) and no direction showed; see docs/performance-log.md.
+     * 95-380k at load 1-5) and no direction showed; quietly (load 1-4, 2026-12-06 20:58-21:14)
+     * it reached the cell's fast mode in 6 of 16 runs against 2 of 16 without it: a lean, not a
+     * direction. Since session 17 it judges polling over a 16 ms trial after each measured
+     * back-off, not over the first 1 ms sample; see docs/performance-log.md.
      */
     static final boolean POLL_PAYS = Boolean.getBoolean("vblk.adaptive.pollPays");
 

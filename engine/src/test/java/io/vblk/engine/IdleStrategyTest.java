@@ -294,6 +294,82 @@ class IdleStrategyTest {
         assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
     }
 
+    @Test
+    @DisplayName("adaptive: after a back-off that measured blocking, polling is judged over a trial of its own, not one "
+            + "sample: a first millisecond in which the scheduler took the cores does not stop polling that pays over the trial")
+    void adaptiveJudgesPollingOverATrialAfterTheBackoff() {
+        AdaptivePollIdleStrategy idle = adaptive(16_000, 100_000);
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000;
+        for (int i = 0; i < 1_000 && idle.preemptions() == 0; i++) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertEquals(1, idle.preemptions());
+        sleepTakesNs = 40_000; // blocking: a request per 40 us
+        blockingIos(idle);
+        sleepTakesNs = 5_000;
+        regrow(idle, 16_000);
+        assertTrue(idle.pollTrial(), "the back-off measured blocking (block rate " + idle.blockRate() + "): polling is on trial");
+        // The first 3 ms: the I/O thread loses 150 us of every window (the busy loops hold both
+        // cores), a request per 160 us, far slower than blocking; then 50 requests a millisecond.
+        long from = clock.nanoTime();
+        iosWithGaps(idle, 20, 10_000, 1, 150_000);
+        assertEquals(1, idle.preemptions(), "a slow first stretch does not stop polling on trial");
+        assertTrue(idle.trialContendedSamples() > 0, "the slow stretch was found contended");
+        while (clock.nanoTime() - from < 5 * AdaptivePollIdleStrategy.POLL_TRIAL_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertFalse(idle.pollTrial(), "the trial ended");
+        assertEquals(1, idle.preemptions(), "over the trial polling served 1.5x blocking's rate or more: it goes on; poll rate "
+                + idle.pollRate() + ", block rate " + idle.blockRate());
+        assertTrue(idle.paidContendedSamples() > 0);
+
+        // Blocking as fast as polling (a 10 us wake-up): the trial ends with polling stopped, and the back-off doubles.
+        while (idle.preemptions() == 1 && clock.nanoTime() - from < 2 * AdaptivePollIdleStrategy.BLOCK_RATE_TTL_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertEquals(2, idle.preemptions(), "the block rate's time to live: measured again");
+        sleepTakesNs = 10_000;
+        blockingIos(idle);
+        sleepTakesNs = 5_000;
+        regrow(idle, 16_000);
+        long trialFrom = clock.nanoTime();
+        while (idle.preemptions() == 2 && clock.nanoTime() - trialFrom < 5 * AdaptivePollIdleStrategy.POLL_TRIAL_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertEquals(3, idle.preemptions());
+        long took = clock.nanoTime() - trialFrom;
+        assertTrue(took >= AdaptivePollIdleStrategy.POLL_TRIAL_NS && took < 2 * AdaptivePollIdleStrategy.POLL_TRIAL_NS,
+                "stopped within a few samples of the trial's end: " + took);
+        assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+    }
+
+    @Test
+    @DisplayName("adaptive: with the rate comparison off (the default) nothing measures rates: a contended back-off "
+            + "and polling after it leave both rates unmeasured, and contention stops polling as before")
+    void adaptiveWithoutRateComparisonKeepsNoRates() {
+        AdaptivePollIdleStrategy idle = adaptive(16_000, 100_000).comparingRates(false);
+        clock.update(1_000_000);
+        sleepTakesNs = 5_000;
+        for (int i = 0; i < 1_000 && idle.preemptions() == 0; i++) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertEquals(1, idle.preemptions());
+        sleepTakesNs = 40_000;
+        blockingIos(idle);
+        sleepTakesNs = 5_000;
+        regrow(idle, 16_000);
+        long from = clock.nanoTime();
+        while (idle.preemptions() == 1 && clock.nanoTime() - from < 5 * AdaptivePollIdleStrategy.LOST_TAU_NS) {
+            iosWithGaps(idle, 50, 10_000, 50, 500_000);
+        }
+        assertTrue(Double.isNaN(idle.blockRate()), "block rate " + idle.blockRate());
+        assertTrue(Double.isNaN(idle.pollRate()), "poll rate " + idle.pollRate());
+        assertEquals(2, idle.preemptions(), "polling that served twice as fast still stops: the rule is off");
+        assertEquals(0, idle.paidContendedSamples());
+        assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
+    }
+
     /** The thread's involuntary context switches, as the fake getrusage reports them, and how often it was read. */
     private long involuntary;
     private int switchReads;
@@ -370,7 +446,14 @@ class IdleStrategyTest {
         }
         assertEquals(1.0, idle.blockRate() * 12_000, 0.05, "the back-off's work per ns: one request per 12 us wake-up");
         assertTrue(idle.windowNs() >= 12_000, "window " + idle.windowNs());
-        ios(idle, 100, 12_000, 1); // still contended, right after the back-off: it doubles
+        // Still contended right after the back-off: polling is on trial (the back-off measured
+        // blocking), and at the trial's end it stops again (it served no faster) and the back-off doubles.
+        long trialFrom = clock.nanoTime();
+        while (idle.contendedSamples() == 1 && clock.nanoTime() - trialFrom < 5 * AdaptivePollIdleStrategy.POLL_TRIAL_NS) {
+            ios(idle, 100, 12_000, 1);
+        }
+        assertTrue(clock.nanoTime() - trialFrom >= AdaptivePollIdleStrategy.POLL_TRIAL_NS, "stopped after " + (clock.nanoTime() - trialFrom));
+        assertTrue(idle.trialContendedSamples() > 0);
         assertEquals(2, idle.contendedSamples());
         assertEquals(0, idle.windowNs());
         assertEquals(2 * AdaptivePollIdleStrategy.CONTENDED_BACKOFF_NS, idle.backoffNs());
