@@ -18,6 +18,10 @@ import io.vblk.sys.UnixSocket;
  *                                                           every descriptor, unmap memory
  * </pre>
  *
+ * <p>A connection whose first message belongs to the device's start (SET_FEATURES,
+ * GET_INFLIGHT_FD, ...) goes straight to OWNED with every offered protocol feature: a resumed
+ * session ({@link Request#resumesSession}).
+ *
  * <p>Errors: a refused request is answered with a failure where the protocol has one (REPLY_ACK
  * with need_reply: a non-zero u64; GET_CONFIG: an empty payload; GET_INFLIGHT_FD: a buffer of
  * size 0); where it has none, or the stream itself is broken, the connection ends. Either way
@@ -129,6 +133,9 @@ final class Session {
                 if (got == MessageChannel.MESSAGE) {
                     messages++;
                     lastRequest = message.request();
+                    if (messages == 1 && Request.resumesSession(lastRequest)) {
+                        resume(message);
+                    }
                     dispatch(message);
                     message.closeFds();
                 } else if (got == MessageChannel.END) {
@@ -275,6 +282,19 @@ final class Session {
         if (!closed) {
             channel.shutdown();
         }
+    }
+
+    /**
+     * A connection that begins with a message of the device's start, without SET_OWNER: a
+     * frontend resuming the session it had with the backend process before this one (see
+     * {@link Request#resumesSession}). It gets ownership and the protocol features vblk offers;
+     * every check of the messages themselves still applies.
+     */
+    private void resume(Message m) {
+        state.resume();
+        connections.info(who + ": resumed session: the first message is " + m.name() + ", not SET_OWNER; taken as the"
+                + " session it negotiated with the backend before this one (QEMU 7.2 reconnecting while its device is"
+                + " stopped skips GET_FEATURES, SET_PROTOCOL_FEATURES and SET_OWNER), with the protocol features offered");
     }
 
     private void dispatch(Message m) {
