@@ -1,6 +1,11 @@
 package io.vblk.vhost;
 
 import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 
 import io.vblk.engine.BlockDevice;
@@ -63,6 +68,32 @@ final class Session {
     private BackendChannel backend;
     /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
     private boolean closed;
+    /** Where turns run ({@link #start}); the timer hands {@link #tick} to it too. */
+    private Executor handlers;
+    /** The periodic {@link QueueControl#tick} while it is wanted, or null; guarded by turnLock. */
+    private ScheduledFuture<?> ticks;
+
+    /** How often {@link QueueControl#tick} runs while wanted. */
+    static final long TICK_MS = 1000;
+
+    /**
+     * One daemon thread for every session's ticks: it only hands each tick to the session's
+     * handlers (control threads), never runs one itself unless the handlers are the caller's
+     * own (one-server serve(), where the tick waits its turn like a message).
+     */
+    private static final class Timer {
+        static final ScheduledExecutorService TIMER = timer();
+
+        private static ScheduledExecutorService timer() {
+            ScheduledThreadPoolExecutor t = new ScheduledThreadPoolExecutor(1, r -> {
+                Thread th = new Thread(r, "vblk-vhost-timer");
+                th.setDaemon(true);
+                return th;
+            });
+            t.setRemoveOnCancelPolicy(true);
+            return t;
+        }
+    }
 
     Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
             Consumer<Session> onEnd) {
@@ -105,6 +136,8 @@ final class Session {
      */
     void start(EventLoop loop, Executor handlers) {
         connections.info(who + " connected" + peer);
+        this.handlers = handlers;
+        control.onWantTicks(this::wantTicks);
         synchronized (turnLock) { // the first turn may come at once: let it find the registration
             registration = loop.register(socket.fd(), handlers, this::turn);
         }
@@ -175,6 +208,10 @@ final class Session {
      */
     private void finish(String end, LogLimit.Kind kind) {
         ended = true;
+        if (ticks != null) {
+            ticks.cancel(false);
+            ticks = null;
+        }
         registration.cancel();
         message.closeFds();
         try {
@@ -281,6 +318,39 @@ final class Session {
     synchronized void shutdown() {
         if (!closed) {
             channel.shutdown();
+        }
+    }
+
+    /** Starts the periodic {@link QueueControl#tick} if it is not running (under turnLock). */
+    private void wantTicks() {
+        if (ticks == null && !ended) {
+            ticks = Timer.TIMER.scheduleWithFixedDelay(() -> {
+                try {
+                    handlers.execute(this::tick);
+                } catch (RejectedExecutionException e) {
+                    // The handlers are shutting down: so is this session.
+                }
+            }, TICK_MS, TICK_MS, TimeUnit.MILLISECONDS);
+        }
+    }
+
+    /** One tick on a handler thread, in turn with the session's messages; stops the ticks when no longer wanted. */
+    private void tick() {
+        synchronized (turnLock) {
+            if (ended || ticks == null) {
+                return;
+            }
+            boolean more;
+            try {
+                more = control.tick();
+            } catch (RuntimeException e) {
+                log.info(who + ": periodic check failed: " + e);
+                more = false;
+            }
+            if (!more) {
+                ticks.cancel(false);
+                ticks = null;
+            }
         }
     }
 
