@@ -83,6 +83,17 @@ final class FrontendState {
         return !ringsStartDisabled() || v.enabled;
     }
 
+    /**
+     * Takes the connection as a resumed session (see {@link Request#resumesSession}): the
+     * frontend owns the device and has negotiated every protocol feature vblk offers, as it did
+     * with the backend process before this one. Only for a connection's first message: a
+     * frontend that negotiates on this connection is held to what it negotiates.
+     */
+    void resume() {
+        owned = true;
+        protocolFeatures = ProtocolFeatures.OFFERED;
+    }
+
     /** Rejects {@code m} unless SET_OWNER came first. */
     void requireOwner(Message m) {
         if (!owned) {

@@ -44,6 +44,16 @@ final class QueueControl {
 
     /** The image's hand-over between two backends in a migration, or null (nothing to hand over). */
     private final HandOver activation;
+    /**
+     * Whether a ring's start was refused because the image could not be activated (another
+     * backend holds its locks): {@link #tick} retries it, so the ring starts when the holder
+     * goes, not only at the frontend's next SET_VRING_KICK. The refusal is logged once.
+     */
+    private boolean activationRefused;
+    /** The dirty log whose out-of-range marks {@link #tick} has reported, or null. */
+    private DirtyLog rangeReported;
+    /** Asks the session for {@link #tick} calls about once a second (its handler thread, under its turn lock). */
+    private Runnable wantTicks = () -> { };
 
     QueueControl(BlockDevice device, FrontendState state, QueueErrors errors, KickPoller poller, Log log, String who) {
         this(device, state, errors, poller, log, who, null);
@@ -62,6 +72,43 @@ final class QueueControl {
 
     BlockDevice device() {
         return device;
+    }
+
+    /** Where {@link #tick} calls are asked for: the session's timer. */
+    void onWantTicks(Runnable value) {
+        wantTicks = value;
+    }
+
+    /**
+     * The session's periodic check, on its control thread (never the data path), about once a
+     * second while it returns true: retries the start of rings whose image activation was refused,
+     * and reports at once the first mark that fell outside the dirty log the frontend sized (not
+     * only when logging goes off). Returns whether it is still needed.
+     */
+    boolean tick() {
+        if (activationRefused) {
+            boolean waiting = false;
+            for (Vring v : state.vrings) {
+                if (v.running || !ready(v)) {
+                    continue;
+                }
+                try {
+                    startIfReady(v);
+                } catch (ProtocolError e) {
+                    log.info(who + ": vring " + v.index + " cannot start: " + e.getMessage());
+                }
+                waiting |= !v.running;
+            }
+            // Nothing left waiting (started, or no longer ready: stopped, reset): no more retries.
+            activationRefused &= waiting;
+        }
+        DirtyLog logging = device.dirtyLog();
+        if (logging != null && logging != rangeReported && logging.outOfRange() > 0) {
+            rangeReported = logging;
+            log.info(who + ": dirty log: " + logging.outOfRange() + " mark(s) fell outside the log the frontend sized ("
+                    + logging + "): pages written there are not logged, a migration may copy them stale");
+        }
+        return activationRefused || logging != null;
     }
 
     /** Whether {@code v} has everything it needs to run. */
@@ -117,7 +164,8 @@ final class QueueControl {
      * The device starts (its first ring): an inactive image (a migration's destination, or a
      * source that handed over and resumes) takes the writer's locks first. Refused while another
      * backend still holds them: the ring does not start (its error eventfd is signalled and the
-     * holder logged), so nothing is ever written unlocked; the next SET_VRING_KICK tries again.
+     * holder logged, once), so nothing is ever written unlocked; {@link #tick} tries again every
+     * second, and so does the next SET_VRING_KICK.
      */
     private boolean activateImage(int q) {
         if (activation == null || activation.active()) {
@@ -128,10 +176,16 @@ final class QueueControl {
                 log.info(who + ": image " + activation.image() + (activation.locked() ? " active (writer's locks taken)"
                         : " active (nothing cached trusted; a network disk has no locks)") + " at the device's start");
             }
+            activationRefused = false;
             return true;
         } catch (RuntimeException e) {
-            log.info(who + ": vring " + q + " NOT started: the inactive image cannot be activated: " + e.getMessage());
-            errors.signal(q);
+            if (!activationRefused) {
+                log.info(who + ": vring " + q + " NOT started: the inactive image cannot be activated: " + e.getMessage()
+                        + " (retried every second, logged once)");
+                errors.signal(q);
+            }
+            activationRefused = true;
+            wantTicks.run();
             return false;
         }
     }
@@ -345,6 +399,7 @@ final class QueueControl {
         } else {
             device.startDirtyLog(wanted);
             log.info(who + ": dirty logging on: " + state.logs);
+            wantTicks.run(); // an out-of-range mark is reported at once
         }
     }
 

@@ -90,6 +90,39 @@ final class Request {
     }
 
     /**
+     * Whether {@code request}, as a connection's first message, resumes a session a previous
+     * backend process set up: a message of the device's start (features, inflight buffer, memory
+     * table, rings, dirty log), which only a frontend that negotiated and took ownership sends.
+     * QEMU 7.2 reconnecting while its device is stopped (a {@code -S} guest, a migration's
+     * destination) skips its initialisation and sends only these, beginning with SET_FEATURES or
+     * SET_INFLIGHT_FD (its disconnect handler never ran, so it still holds what it negotiated
+     * with the backend that died; libvhost-user and qemu-storage-daemon serve it). Negotiation,
+     * queries and ownership messages are not in the list: a session that begins with one of them
+     * negotiates as usual.
+     */
+    static boolean resumesSession(int request) {
+        switch (request) {
+            case SET_FEATURES:
+            case SET_MEM_TABLE:
+            case ADD_MEM_REG:
+            case SET_LOG_BASE:
+            case SET_LOG_FD:
+            case SET_VRING_NUM:
+            case SET_VRING_ADDR:
+            case SET_VRING_BASE:
+            case SET_VRING_KICK:
+            case SET_VRING_CALL:
+            case SET_VRING_ERR:
+            case SET_VRING_ENABLE:
+            case GET_INFLIGHT_FD:
+            case SET_INFLIGHT_FD:
+                return true;
+            default:
+                return false;
+        }
+    }
+
+    /**
      * Whether the protocol defines a reply for {@code request} whatever REPLY_ACK says: such a
      * request is never acknowledged separately (vhost-user.rst, "REPLY_ACK").
      */

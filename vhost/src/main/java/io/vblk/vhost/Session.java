@@ -1,6 +1,11 @@
 package io.vblk.vhost;
 
 import java.util.concurrent.Executor;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
 
 import io.vblk.engine.BlockDevice;
@@ -17,6 +22,10 @@ import io.vblk.sys.UnixSocket;
  *   queries only)         device reset)                      ring, reset the device, close
  *                                                           every descriptor, unmap memory
  * </pre>
+ *
+ * <p>A connection whose first message belongs to the device's start (SET_FEATURES,
+ * GET_INFLIGHT_FD, ...) goes straight to OWNED with every offered protocol feature: a resumed
+ * session ({@link Request#resumesSession}).
  *
  * <p>Errors: a refused request is answered with a failure where the protocol has one (REPLY_ACK
  * with need_reply: a non-zero u64; GET_CONFIG: an empty payload; GET_INFLIGHT_FD: a buffer of
@@ -59,6 +68,32 @@ final class Session {
     private BackendChannel backend;
     /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
     private boolean closed;
+    /** Where turns run ({@link #start}); the timer hands {@link #tick} to it too. */
+    private Executor handlers;
+    /** The periodic {@link QueueControl#tick} while it is wanted, or null; guarded by turnLock. */
+    private ScheduledFuture<?> ticks;
+
+    /** How often {@link QueueControl#tick} runs while wanted. */
+    static final long TICK_MS = 1000;
+
+    /**
+     * One daemon thread for every session's ticks: it only hands each tick to the session's
+     * handlers (control threads), never runs one itself unless the handlers are the caller's
+     * own (one-server serve(), where the tick waits its turn like a message).
+     */
+    private static final class Timer {
+        static final ScheduledExecutorService TIMER = timer();
+
+        private static ScheduledExecutorService timer() {
+            ScheduledThreadPoolExecutor t = new ScheduledThreadPoolExecutor(1, r -> {
+                Thread th = new Thread(r, "vblk-vhost-timer");
+                th.setDaemon(true);
+                return th;
+            });
+            t.setRemoveOnCancelPolicy(true);
+            return t;
+        }
+    }
 
     Session(int id, UnixSocket socket, BlockDevice device, QueueErrors errors, KickPoller poller, Log log,
             Consumer<Session> onEnd) {
@@ -101,6 +136,8 @@ final class Session {
      */
     void start(EventLoop loop, Executor handlers) {
         connections.info(who + " connected" + peer);
+        this.handlers = handlers;
+        control.onWantTicks(this::wantTicks);
         synchronized (turnLock) { // the first turn may come at once: let it find the registration
             registration = loop.register(socket.fd(), handlers, this::turn);
         }
@@ -129,6 +166,9 @@ final class Session {
                 if (got == MessageChannel.MESSAGE) {
                     messages++;
                     lastRequest = message.request();
+                    if (messages == 1 && Request.resumesSession(lastRequest)) {
+                        resume(message);
+                    }
                     dispatch(message);
                     message.closeFds();
                 } else if (got == MessageChannel.END) {
@@ -168,6 +208,10 @@ final class Session {
      */
     private void finish(String end, LogLimit.Kind kind) {
         ended = true;
+        if (ticks != null) {
+            ticks.cancel(false);
+            ticks = null;
+        }
         registration.cancel();
         message.closeFds();
         try {
@@ -275,6 +319,52 @@ final class Session {
         if (!closed) {
             channel.shutdown();
         }
+    }
+
+    /** Starts the periodic {@link QueueControl#tick} if it is not running (under turnLock). */
+    private void wantTicks() {
+        if (ticks == null && !ended) {
+            ticks = Timer.TIMER.scheduleWithFixedDelay(() -> {
+                try {
+                    handlers.execute(this::tick);
+                } catch (RejectedExecutionException e) {
+                    // The handlers are shutting down: so is this session.
+                }
+            }, TICK_MS, TICK_MS, TimeUnit.MILLISECONDS);
+        }
+    }
+
+    /** One tick on a handler thread, in turn with the session's messages; stops the ticks when no longer wanted. */
+    private void tick() {
+        synchronized (turnLock) {
+            if (ended || ticks == null) {
+                return;
+            }
+            boolean more;
+            try {
+                more = control.tick();
+            } catch (RuntimeException e) {
+                log.info(who + ": periodic check failed: " + e);
+                more = false;
+            }
+            if (!more) {
+                ticks.cancel(false);
+                ticks = null;
+            }
+        }
+    }
+
+    /**
+     * A connection that begins with a message of the device's start, without SET_OWNER: a
+     * frontend resuming the session it had with the backend process before this one (see
+     * {@link Request#resumesSession}). It gets ownership and the protocol features vblk offers;
+     * every check of the messages themselves still applies.
+     */
+    private void resume(Message m) {
+        state.resume();
+        connections.info(who + ": resumed session: the first message is " + m.name() + ", not SET_OWNER; taken as the"
+                + " session it negotiated with the backend before this one (QEMU 7.2 reconnecting while its device is"
+                + " stopped skips GET_FEATURES, SET_PROTOCOL_FEATURES and SET_OWNER), with the protocol features offered");
     }
 
     private void dispatch(Message m) {

@@ -151,11 +151,12 @@ class ImageHandOverTest {
                     q.host(q.dataGpa), data.length);
             int head = q.add(BlkQueue.T_OUT, 0, q.dataGpa, data.length, false);
             q.publish();
-            source.close();
-            assertWriterLocks(false); // it stayed inactive: once the other writer left, nobody holds them
+            q.kick.signal();
+            assertFalse(rig.activation.active());
             assertArrayEquals(new byte[4096], Arrays.copyOf(Files.readAllBytes(image()), 4096), "nothing written");
-            // The frontend starts the ring again (a new SET_VRING_KICK): now it takes the image over
-            // and the pending write goes through.
+            source.close();
+            // The frontend starts the ring again (a new SET_VRING_KICK; the retry timer may come
+            // first): now it takes the image over and the pending write goes through.
             qemu.f.setVringFd(VhostUserFrontend.SET_VRING_KICK, q.index, q.kick);
             rig.awaitLine(l -> l.contains("active (writer's locks taken)"));
             q.kick.signal();
@@ -163,6 +164,40 @@ class ImageHandOverTest {
             assertEquals(0, q.statusOfHead(head));
             assertArrayEquals(data, Arrays.copyOf(Files.readAllBytes(image()), 4096));
             assertWriterLocks(true);
+        } finally {
+            source.close();
+        }
+    }
+
+    /**
+     * rev17a LOW 3: a refused start is retried on a timer, so the ring starts once the other
+     * writer goes, without a new SET_VRING_KICK (QEMU sends none); the refusal is logged once.
+     */
+    @Test
+    void aRefusedStartIsRetriedUntilTheOtherWriterLeaves() throws Exception {
+        rig = ServerRig.startLocked(dir, true);
+        PosixFile source = otherWriter();
+        try (QemuFlow qemu = session()) {
+            BlkQueue q = guest.queue(0, 64, true);
+            qemu.init(CrashRecoveryTest.PROTOCOL, q);
+            qemu.start(qemu.linuxFeatures() & ~LOG_ALL, true, null, q);
+            rig.awaitLine(l -> l.contains("NOT started"));
+            byte[] data = BlkQueue.pattern(0, 4096, 11);
+            org.agrona.UnsafeApi.copyMemory(data, org.agrona.UnsafeApi.arrayBaseOffset(byte[].class), null,
+                    q.host(q.dataGpa), data.length);
+            int head = q.add(BlkQueue.T_OUT, 0, q.dataGpa, data.length, false);
+            q.publish();
+            q.kick.signal();
+            Thread.sleep(2500); // retries while the other writer holds the image: refused, not logged again
+            assertFalse(rig.activation.active());
+            assertArrayEquals(new byte[4096], Arrays.copyOf(Files.readAllBytes(image()), 4096), "nothing written");
+            source.close();
+            rig.awaitLine(l -> l.contains("active (writer's locks taken)"));
+            assertEquals(head, q.awaitUsed());
+            assertEquals(0, q.statusOfHead(head));
+            assertArrayEquals(data, Arrays.copyOf(Files.readAllBytes(image()), 4096));
+            assertWriterLocks(true);
+            assertEquals(1, rig.lines().stream().filter(l -> l.contains("NOT started")).count(), "the refusal logged once");
         } finally {
             source.close();
         }

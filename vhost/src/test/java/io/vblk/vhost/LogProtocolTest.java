@@ -130,6 +130,39 @@ class LogProtocolTest extends OneServerCase {
         }
     }
 
+    /**
+     * rev17a LOW 4: a log sized too small (here covering only low memory, the rings being high)
+     * loses the marks beyond it; the first is reported while logging is still on, not only when
+     * it goes off.
+     */
+    @Test
+    void aMarkOutsideALogSizedTooSmallIsReportedWhileLogging() {
+        try (QemuFlow qemu = qemuSession()) {
+            BlkQueue q = guest.queue(0, 64, true);
+            qemu.init(PROTOCOL, q);
+            long features = qemu.linuxFeatures() & ~LOG_ALL;
+            qemu.start(features, true, null, q);
+            long small = DirtyLog.bitmapBytes(TestGuest.REGION_BYTES);
+            int fd = sealedMemfd(small);
+            try {
+                VhostUserFrontend f = qemu.f;
+                assertNotNull(f.request(SET_LOG_BASE, logDescription(small, 0), fd), "SET_LOG_BASE answered");
+                f.setFeatures(features | LOG_ALL);
+                long usedGpa = q.driver.usedGpa();
+                f.post(VhostUserFrontend.SET_VRING_ADDR, addrWithLog(0, q.descUser(), q.usedUser(), q.availUser(), 1, usedGpa));
+                rig.awaitLine(l -> l.contains("dirty logging on"));
+                byte[] data = BlkQueue.pattern(16, 4096, 6);
+                q.write(16, data);
+                assertArrayEquals(data, q.read(16, 4096));
+                String line = rig.awaitLine(l -> l.contains("dirty log: ") && l.contains("fell outside the log"));
+                assertTrue(rig.lines().stream().noneMatch(l -> l.contains("dirty logging off")), "reported while logging");
+                assertTrue(line.contains("not logged"), line);
+            } finally {
+                Native.libc().close(fd);
+            }
+        }
+    }
+
     /** Waits (up to 30 s, a hang guard) until {@code count} server log lines match {@code p}. */
     private void awaitLines(Predicate<String> p, int count) {
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
