@@ -6,7 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 
-import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -114,22 +113,6 @@ class ThrottleFairnessTest {
             assertTrue(first + second >= 39 && first + second <= 41, "the throttle's rate: " + (first + second));
             assertTrue(Math.abs(first - second) <= 1, "queue 0 got " + first + ", queue 1 " + second);
             assertTrue(rig.broken.isEmpty(), "quarantined: " + rig.broken);
-        }
-    }
-
-    /**
-     * A round the throttle does not close (a burst with room for every chain) pops every queue,
-     * and a queue that never took an admission is not made to wait: the order only moves after
-     * the throttle closed.
-     */
-    @Test
-    void aThrottleWithRoomPopsEveryQueueInOneRound() {
-        Throttle throttle = new Throttle(1_000, 0, 100);
-        try (RoundRig rig = new RoundRig(inline().build(), throttle, false, 2)) {
-            rig.clock.update(TimeUnit.SECONDS.toNanos(1));
-            rig.lanes[0].offerReads(10);
-            rig.lanes[1].offerReads(10);
-            assertEquals(20, rig.thread.doWork(), "both queues popped within the burst");
         }
     }
 
