@@ -801,7 +801,14 @@ final class Daemon implements AutoCloseable {
         SharedIoThread[] threads;
         // Probed before the lock (and never waiting: a listener that accepts nobody must hold no
         // other change), answered in the checks' order: a socket of this daemon's is named as such.
-        boolean live = listening(spec.socket);
+        // An add the checks below refuse by this daemon's own ids and sockets is not probed: a
+        // connect to its own live export would log a frontend connecting and leaving there.
+        boolean own;
+        synchronized (changes) {
+            own = exports.containsKey(spec.id) || opening.containsKey(spec.id) || removing.containsKey(spec.id)
+                    || servingOn(exports.values(), socket) != null || servingOn(removing.values(), socket) != null;
+        }
+        boolean live = !own && listening(spec.socket);
         synchronized (changes) {
             if (shuttingDown) {
                 throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
