@@ -418,6 +418,13 @@ final class ControlServer implements AutoCloseable {
             if (n == -Errno.EINTR || n == -Errno.EAGAIN) {
                 return WAIT_READABLE;
             }
+            if (n == 0 && !pendingLine && line.length() > 0) {
+                // A last request without its newline before the client ended its sending side (a
+                // script's printf | socat): answered as if the newline had come, then closed.
+                chunk[0] = '\n';
+                int next = answerLines(chunk, 1);
+                return next == WAIT_READABLE ? CLOSE : next;
+            }
             if (n <= 0) {
                 return CLOSE;
             }
