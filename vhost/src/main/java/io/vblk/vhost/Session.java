@@ -201,6 +201,10 @@ final class Session {
      */
     private String disconnected() {
         String line = who + " disconnected after " + messages + " messages";
+        if (stoppedByServer) {
+            // Not the frontend's doing: no guess at why it left.
+            return line + ": the export stops (a shutdown or its removal closed the connection)";
+        }
         if (control.everStarted() || lastRequest < 0) {
             return line;
         }
@@ -273,9 +277,13 @@ final class Session {
     /** Ends the connection from another thread: its next turn sees the end of the stream and tears down. */
     synchronized void shutdown() {
         if (!closed) {
+            stoppedByServer = true;
             channel.shutdown();
         }
     }
+
+    /** Set by {@link #shutdown()}: the end of stream the next turn reads is the server's doing (its stop). */
+    private volatile boolean stoppedByServer;
 
     private void dispatch(Message m) {
         try {
