@@ -207,10 +207,44 @@ final class ControlServer implements AutoCloseable {
             // export.add stalled on an NBD handshake) would hold the acceptor until it ends, and
             // no client would be accepted meanwhile (irev5). Such a client is passed over.
             if (oldest.closeUnlessInTurn()) {
-                log.info("control: " + MAX_CLIENTS + " clients connected: closed the one idle longest for a new one");
+                logEviction();
                 return true;
             }
             busy.add(oldest);
+        }
+    }
+
+    /** Eviction lines logged per minute: a client connecting in a loop would write one per connect. */
+    static final int EVICTION_LINES = 10;
+    private static final long EVICTION_WINDOW_NS = java.util.concurrent.TimeUnit.MINUTES.toNanos(1);
+    private long evictionWindowStart = System.nanoTime() - EVICTION_WINDOW_NS;
+    private int evictionsLogged;
+    private long evictionsSuppressed;
+
+    /**
+     * Logs an eviction, at most {@link #EVICTION_LINES} a minute as a frontend's connects are;
+     * the rest are counted and told by the first line after the minute, or at close.
+     */
+    private synchronized void logEviction() {
+        long now = System.nanoTime();
+        if (now - evictionWindowStart >= EVICTION_WINDOW_NS) {
+            logEvictionsSuppressed();
+            evictionWindowStart = now;
+            evictionsLogged = 0;
+        }
+        if (evictionsLogged < EVICTION_LINES) {
+            evictionsLogged++;
+            log.info("control: " + MAX_CLIENTS + " clients connected: closed the one idle longest for a new one");
+        } else {
+            evictionsSuppressed++;
+        }
+    }
+
+    private synchronized void logEvictionsSuppressed() {
+        if (evictionsSuppressed > 0) {
+            log.info("control: " + evictionsSuppressed + " more clients closed as the one idle longest (at most "
+                    + EVICTION_LINES + " such lines a minute are logged)");
+            evictionsSuppressed = 0;
         }
     }
 
@@ -417,6 +451,13 @@ final class ControlServer implements AutoCloseable {
             }
             if (n == -Errno.EINTR || n == -Errno.EAGAIN) {
                 return WAIT_READABLE;
+            }
+            if (n == 0 && !pendingLine && line.length() > 0) {
+                // A last request without its newline before the client ended its sending side (a
+                // script's printf | socat): answered as if the newline had come, then closed.
+                chunk[0] = '\n';
+                int next = answerLines(chunk, 1);
+                return next == WAIT_READABLE ? CLOSE : next;
             }
             if (n <= 0) {
                 return CLOSE;
@@ -763,6 +804,7 @@ final class ControlServer implements AutoCloseable {
     public void close() {
         closing = true;
         listening.cancel();
+        logEvictionsSuppressed();
         for (Client c : clients) {
             c.shutdown(); // a turn in progress ends at its next read or write
             c.close();

@@ -43,7 +43,7 @@ final class CtlCommand implements Callable<Integer> {
     Path control;
 
     @Option(names = "--json", arity = "0..1", paramLabel = "PARAMS", fallbackValue = "", description = "print the "
-            + "result as JSON; with a value, take the parameters from that JSON object")
+            + "result as JSON; with a value, also take the parameters from that JSON object (the result is JSON then too)")
     String json;
 
     @Parameters(index = "0", paramLabel = "METHOD", description = "a method, e.g. export.list (methods.list lists them)")

@@ -775,7 +775,11 @@ final class Daemon implements AutoCloseable {
 
     /** Adds an I/O thread from {@code iothread.add} parameters (the configuration file). */
     void addIoThread(Params p) {
-        call("iothread.add", p);
+        try {
+            iothreadAdd(p, true); // persisted, if at all, by the change that reads the file (config.retry)
+        } catch (InvalidParams e) {
+            throw new RpcError(RpcError.INVALID_PARAMS, e.getMessage());
+        }
     }
 
     /**
@@ -801,7 +805,14 @@ final class Daemon implements AutoCloseable {
         SharedIoThread[] threads;
         // Probed before the lock (and never waiting: a listener that accepts nobody must hold no
         // other change), answered in the checks' order: a socket of this daemon's is named as such.
-        boolean live = listening(spec.socket);
+        // An add the checks below refuse by this daemon's own ids and sockets is not probed: a
+        // connect to its own live export would log a frontend connecting and leaving there.
+        boolean own;
+        synchronized (changes) {
+            own = exports.containsKey(spec.id) || opening.containsKey(spec.id) || removing.containsKey(spec.id)
+                    || servingOn(exports.values(), socket) != null || servingOn(removing.values(), socket) != null;
+        }
+        boolean live = !own && listening(spec.socket);
         synchronized (changes) {
             if (shuttingDown) {
                 throw new RpcError(RpcError.SHUTTING_DOWN, "the daemon is shutting down");
@@ -1049,11 +1060,25 @@ final class Daemon implements AutoCloseable {
 
     private Object exportAdd(Params p) {
         ExportSpec spec = parseExport(p);
+        if (!failedExports.containsKey(spec.id)) { // a kept entry of an older file is added again by its id
+            refuseOptionLikeId(p, spec.id);
+        }
         try {
             return summary(add(spec));
         } catch (RuntimeException e) {
             keepErrorCurrent(failedExports, spec.id, e);
             throw e;
+        }
+    }
+
+    /**
+     * A new id begins with a letter or a digit: one such as "--" or "-x" reads as an option on
+     * every command line that names it (vblk ctl, vblk stat --id, scripts). Ids of files written
+     * before the rule (the configuration, the persisted file) still load.
+     */
+    private static void refuseOptionLikeId(Params p, String id) {
+        if (!id.isEmpty() && !Character.isLetterOrDigit(id.charAt(0))) {
+            throw new InvalidParams(p.name("id") + " must begin with a letter or a digit, got '" + id + "'");
         }
     }
 
@@ -1275,7 +1300,14 @@ final class Daemon implements AutoCloseable {
     }
 
     private Object iothreadAdd(Params p) {
+        return iothreadAdd(p, false);
+    }
+
+    private Object iothreadAdd(Params p, boolean fileEntry) {
         IoThreadSpec spec = parseIoThread(p);
+        if (!fileEntry && !failedIothreads.containsKey(spec.id())) {
+            refuseOptionLikeId(p, spec.id());
+        }
         try {
             return iothreadAdd(spec);
         } catch (RuntimeException e) {

@@ -22,8 +22,8 @@ import io.vblk.vhost.SocketFile;
 @Command(name = "daemon", mixinStandardHelpOptions = true, versionProvider = Version.class, sortOptions = false,
         description = {"Serves any number of exports (an export is one disk on one vhost-user socket) from one JVM, "
             + "changed at run time through a JSON-RPC 2.0 control socket: one request object per line, one response per "
-            + "line (vblk ctl talks to it; methods.list lists the methods). SIGINT, SIGTERM or daemon.shutdown drain "
-            + "every export and exit with status 0.",
+            + "line (vblk ctl talks to it; methods.list lists the methods). SIGINT, SIGTERM (also during the start) or daemon.shutdown drain "
+            + "every export and exit with status 0; SIGHUP is ignored.",
             "",
             "The configuration file holds the objects the methods take: {\"iothreads\": [ {iothread.add params}, ... ], "
             + "\"exports\": [ {export.add params}, ... ]}."},
@@ -127,6 +127,10 @@ final class DaemonCommand implements Callable<Integer> {
         }
         ControlServer.refuseLive(access.socket); // before any export opens: a running daemon keeps its socket
         Daemon daemon = new Daemon(log);
+        // Before the control socket and the first export listen: a SIGTERM during a long start
+        // stops it (no further entry opens) and drains what is open, with the status of a clean
+        // shutdown and no socket file left, rather than ending the JVM under open exports.
+        Lifecycle.Signals signals = Lifecycle.Signals.install(daemon, log, ctx.signals());
         daemon.controlSocket(access.socket);
         SystemdNotify systemd = SystemdNotify.fromEnvironment(log);
         daemon.systemd(systemd);
@@ -178,7 +182,7 @@ final class DaemonCommand implements Callable<Integer> {
             }
             // Opened several at once (StartOpener): each attach to an I/O thread is a round trip to
             // it, and the ones that wait together are applied in one pass.
-            failed = StartOpener.run(exports.size(), StartOpener.PARALLEL, i -> openAtStart(daemon, exports.get(i), i),
+            failed = StartOpener.run(exports.size(), StartOpener.PARALLEL, i -> !daemon.shuttingDown() && openAtStart(daemon, exports.get(i), i),
                     (tried, failedSoFar) -> {
                         daemon.startedThrough(tried);
                         if (systemd.enabled()) {
@@ -189,7 +193,8 @@ final class DaemonCommand implements Callable<Integer> {
             daemon.orderExportsAs(exports.stream().map(e -> e.get("id") instanceof String s ? s : "").toList());
             failedAtStart = failed;
             failedThreadsAtStart = failedThreads;
-            if (persist) {
+            // After a signal during the start, entries not tried are in neither list: the file stays as it was.
+            if (persist && !daemon.shuttingDown()) {
                 // Only from here on is every add checked against the file's size (Daemon.checkLoadable
                 // renders the whole configuration): the entries loaded above come from a file that
                 // loads, so the start renders it once, here, not once per export (O(n^2) for 200).
@@ -205,6 +210,7 @@ final class DaemonCommand implements Callable<Integer> {
             if (server != null) {
                 server.close();
             }
+            signals.startFailed();
             throw e;
         }
         int serving = exports.size() - failedAtStart;
@@ -220,7 +226,7 @@ final class DaemonCommand implements Callable<Integer> {
                 + (endpoint != null ? ", metrics on " + endpoint.url() : "")
                 + ")");
         ctx.out().flush();
-        return Lifecycle.runUntilShutdown(daemon, log, ctx.signals(), server, endpoint);
+        return Lifecycle.runUntilShutdown(daemon, log, signals, server, endpoint);
     }
 
     /**
@@ -235,6 +241,9 @@ final class DaemonCommand implements Callable<Integer> {
             daemon.add(daemon.parseExport(Params.json(entry)));
             return false;
         } catch (InvalidParams | RpcError e) {
+            if (daemon.shuttingDown()) {
+                return false; // a shutdown came during the start: not a failure of the entry
+            }
             if (Main.failure(e)) {
                 throw new RpcError(((RpcError) e).code, "--config " + config + ": exports[" + i + "]: " + e.getMessage(), e);
             }

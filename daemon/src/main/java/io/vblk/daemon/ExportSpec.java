@@ -349,7 +349,7 @@ final class ExportSpec {
     private void setImage(Params p, String value) {
         imageArg = value;
         if (value.startsWith(NULL_PREFIX)) {
-            Params size = Params.commandLine(Map.of("image", value.substring(NULL_PREFIX.length())));
+            Params size = p.sameKind(Map.of("image", value.substring(NULL_PREFIX.length()))); // an RPC error names "image", not --image
             nullSizeBytes = size.size("image", 1, 0);
             if (nullSizeBytes % 512 != 0) {
                 throw new InvalidParams(p.name("image") + " " + value + ": the size must be a multiple of 512 bytes");

@@ -53,6 +53,11 @@ final class Params {
         return new Params(values, true);
     }
 
+    /** {@code values} read as these are: their names in messages are flags or JSON keys alike. */
+    Params sameKind(Map<String, Object> values) {
+        return new Params(values, commandLine, remote);
+    }
+
     /** How {@code key} is spelt where these parameters came from, for messages. */
     String name(String key) {
         return commandLine ? "--" + key.replace('_', '-') : key;

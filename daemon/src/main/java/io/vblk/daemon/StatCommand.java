@@ -30,12 +30,15 @@ import picocli.CommandLine.ParentCommand;
             + "started, or since an export.stats call with reset_latency (which resets them for every reader, so stat never "
             + "makes one)."},
         footer = {"", "Exit status: 0 after --count reports, 1 when the daemon answers with an error or cannot be reached, "
-            + "2 for a bad argument."})
+            + "2 for a bad argument (also an --id the daemon has no export of)."})
 final class StatCommand implements Callable<Integer> {
     private static final DateTimeFormatter TIME = DateTimeFormatter.ofPattern("HH:mm:ss");
 
     @ParentCommand
     Main parent;
+
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
 
     @Option(names = "--control", paramLabel = "PATH", required = true, description = "the daemon's control socket")
     Path control;
@@ -65,9 +68,17 @@ final class StatCommand implements Callable<Integer> {
         }
         PrintStream out = parent.context.out();
         try (ControlClient client = ControlClient.connect(control)) {
-            out.println("(* latency since the export started, not per interval)");
             long last = System.nanoTime();
-            sample(client, out, 0);
+            try {
+                sample(client, out, 0);
+            } catch (RpcError e) {
+                if (id != null && e.code == RpcError.NOT_FOUND) {
+                    // The daemon answers: --id names none of its exports, a bad argument as for ctl.
+                    return Main.usageLine(spec.commandLine(), "--id: " + e.getMessage());
+                }
+                throw e;
+            }
+            out.println("(* latency since the export started, not per interval)"); // once there is something to report
             for (int n = 0; count == 0 || n < count; n++) {
                 Thread.sleep((long) (interval * 1000));
                 long now = System.nanoTime();

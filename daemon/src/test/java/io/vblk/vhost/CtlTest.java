@@ -105,7 +105,8 @@ class CtlTest {
             assertTrue(stat.out().contains("IOPS") && stat.out().contains("MB/s") && stat.out().contains("p99 us"), stat.out());
             assertTrue(stat.out().lines().filter(l -> l.startsWith("a ")).count() >= 6, "two queues, three reports: " + stat.out());
             Result statOne = run("stat", "--control", c, "--id", "zz", "--count", "1", "--interval", "0.1");
-            assertEquals(1, statOne.status());
+            assertEquals(2, statOne.status(), "an --id the daemon has no export of is a bad argument (rev17c)");
+            assertEquals("", statOne.out(), "no header before the error");
         }
     }
 

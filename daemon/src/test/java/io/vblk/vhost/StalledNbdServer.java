@@ -19,6 +19,8 @@ final class StalledNbdServer implements AutoCloseable {
         return t;
     });
     final CountDownLatch accepted = new CountDownLatch(1);
+    /** Connections accepted so far. */
+    final java.util.concurrent.atomic.AtomicInteger connections = new java.util.concurrent.atomic.AtomicInteger();
     private final CountDownLatch release = new CountDownLatch(1);
     private final ServerSocket listener = new ServerSocket(0, 4, InetAddress.getLoopbackAddress());
 
@@ -26,6 +28,7 @@ final class StalledNbdServer implements AutoCloseable {
         pool.submit(() -> {
             while (true) {
                 Socket s = listener.accept();
+                connections.incrementAndGet();
                 accepted.countDown();
                 pool.submit(() -> {
                     try (s) {

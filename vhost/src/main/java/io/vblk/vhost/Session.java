@@ -245,6 +245,10 @@ final class Session {
      */
     private String disconnected() {
         String line = who + " disconnected after " + messages + " messages";
+        if (stoppedByServer) {
+            // Not the frontend's doing: no guess at why it left.
+            return line + ": the export stops (a shutdown or its removal closed the connection)";
+        }
         if (control.everStarted() || lastRequest < 0) {
             return line;
         }
@@ -317,6 +321,7 @@ final class Session {
     /** Ends the connection from another thread: its next turn sees the end of the stream and tears down. */
     synchronized void shutdown() {
         if (!closed) {
+            stoppedByServer = true;
             channel.shutdown();
         }
     }
@@ -366,6 +371,8 @@ final class Session {
                 + " session it negotiated with the backend before this one (QEMU 7.2 reconnecting while its device is"
                 + " stopped skips GET_FEATURES, SET_PROTOCOL_FEATURES and SET_OWNER), with the protocol features offered");
     }
+    /** Set by {@link #shutdown()}: the end of stream the next turn reads is the server's doing (its stop). */
+    private volatile boolean stoppedByServer;
 
     private void dispatch(Message m) {
         try {

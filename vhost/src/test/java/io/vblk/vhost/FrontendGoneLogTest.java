@@ -37,6 +37,26 @@ class FrontendGoneLogTest {
         }
     }
 
+    /**
+     * Review rev17c: a frontend idle after GET_QUEUE_NUM when the export stops (a shutdown) was
+     * logged with the hint for a frontend that gave up for the queue count; the server closed it.
+     */
+    @Test
+    void aFrontendClosedByTheStopGetsNoQueueHint() throws Exception {
+        try (ServerRig rig = ServerRig.start(dir, 1)) {
+            try (VhostUserFrontend f = rig.connect()) {
+                f.getFeatures();
+                long protocol = f.getProtocolFeatures();
+                f.setProtocolFeatures(protocol & ProtocolFeatures.bit(ProtocolFeatures.MQ));
+                assertEquals(1, f.getU64(VhostUserFrontend.GET_QUEUE_NUM));
+                rig.server.stop();
+                String line = rig.awaitLine(l -> l.startsWith("frontend 1 disconnected"));
+                assertTrue(line.contains("the export stops"), line);
+                assertTrue(!line.contains("gives up here"), line);
+            }
+        }
+    }
+
     @Test
     void aSecondFrontendIsLoggedAsWaitingAndServedWhenTheFirstGoes() throws Exception {
         try (ServerRig rig = ServerRig.start(dir, 1)) {
