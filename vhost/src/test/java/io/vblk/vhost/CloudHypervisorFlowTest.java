@@ -393,6 +393,98 @@ class CloudHypervisorFlowTest extends OneServerCase {
         noComplaints();
     }
 
+    /**
+     * A guest with more than 8 memory regions (boot RAM plus hot-plugged memory): every later
+     * activation (here the guest driver's reset and restart; a reconnect likewise) sends the whole
+     * table in one SET_MEM_TABLE (update_mem_table; rust-vmm's set_mem_table allows up to
+     * MAX_ATTACHED_FD_ENTRIES, 32, one descriptor each). Cloud Hypervisor never asks
+     * GET_MAX_MEM_SLOTS; with CONFIGURE_MEM_SLOTS negotiated vblk takes up to its 32 slots there too.
+     */
+    @Test
+    void aTableOfTenRegionsAfterHotplugIsTakenAtTheNextActivation() {
+        BlkQueue[] qs = queues();
+        int extra = 8;
+        Mapping[] hot = new Mapping[extra];
+        try (Ch ch = new Ch(qs)) {
+            ch.realize();
+            ch.setup(ch.availBases());
+            VhostUserFrontend.Region[] boot = guest.regions();
+            VhostUserFrontend.Region[] all = java.util.Arrays.copyOf(boot, boot.length + extra);
+            for (int i = 0; i < extra; i++) {
+                hot[i] = Mapping.map(guest.fd, 0, TestGuest.REGION_BYTES, false, false);
+                all[boot.length + i] = new VhostUserFrontend.Region((8L << 30) + i * TestGuest.REGION_BYTES,
+                        TestGuest.REGION_BYTES, hot[i].address(), 0);
+                ch.f.post(VhostUserFrontend.ADD_MEM_REG, VhostUserFrontend.singleRegion(all[boot.length + i]), guest.fd);
+            }
+            io(qs, 13);
+            ch.reset();
+            for (BlkQueue q : qs) {
+                q.driver.initialise();
+            }
+            int[] fds = new int[all.length];
+            java.util.Arrays.fill(fds, guest.fd);
+            ch.f.setFeatures(ch.ackedFeatures);
+            ch.f.post(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(all), fds);
+            BlkQueue q = qs[0];
+            long lowGpa = 3L << 20;
+            byte[] data = BlkQueue.pattern(1600, 4096, 16);
+            new UnsafeBuffer(q.host(lowGpa), data.length).putBytes(0, data);
+            for (BlkQueue r : qs) {
+                ch.f.setVringNum(r.index, r.driver.size());
+            }
+            // activate() starts from a new Inflight: GET_INFLIGHT_FD again.
+            Native.libc().close(ch.inflight.fd());
+            ch.inflight = ch.f.getInflightFd(qs.length, qs[0].driver.size());
+            ch.f.setInflightFd(ch.inflight);
+            for (BlkQueue r : qs) {
+                ch.f.setVringAddr(r.index, r.descUser(), r.usedUser(), r.availUser());
+                ch.f.setVringBase(r.index, r.driver.availIdx());
+                ch.f.setVringFd(VhostUserFrontend.SET_VRING_CALL, r.index, r.call);
+                ch.f.setVringFd(VhostUserFrontend.SET_VRING_KICK, r.index, r.kick);
+            }
+            ch.enable(true);
+            int at = q.driver.availIdx();
+            q.add(BlkQueue.T_OUT, 1600, (8L << 30) + (extra - 1) * TestGuest.REGION_BYTES + lowGpa, data.length, false);
+            q.publish();
+            q.awaitUsed();
+            assertEquals(0, q.status(at), "a write from the last region of the table");
+            assertArrayEquals(data, q.read(1600, 4096));
+            io(qs, 14);
+        } finally {
+            for (Mapping m : hot) {
+                if (m != null) {
+                    m.close();
+                }
+            }
+        }
+        noComplaints();
+    }
+
+    /** The bound stays: 9 regions without CONFIGURE_MEM_SLOTS, 33 with it, are refused (and the connection kept). */
+    @Test
+    void aTableBeyondTheSlotsIsStillRefused() {
+        for (boolean slots : new boolean[] {false, true}) {
+            try (VhostUserFrontend f = newSession()) {
+                f.setOwner();
+                f.getFeatures();
+                f.setProtocolFeatures(VhostUserFrontend.PF_REPLY_ACK | (slots ? VhostUserFrontend.PF_CONFIGURE_MEM_SLOTS : 0));
+                int n = slots ? 33 : 9;
+                VhostUserFrontend.Region[] rs = new VhostUserFrontend.Region[n];
+                int[] fds = new int[Math.min(n, 32)];
+                for (int i = 0; i < n; i++) {
+                    rs[i] = new VhostUserFrontend.Region(i * TestGuest.REGION_BYTES, TestGuest.REGION_BYTES,
+                            guest.user(TestGuest.LOW_GPA), 0);
+                }
+                java.util.Arrays.fill(fds, guest.fd);
+                assertEquals(1, f.acked(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(rs), fds),
+                        n + " regions, CONFIGURE_MEM_SLOTS " + slots);
+                complained("SET_MEM_TABLE with " + n + " regions; 1 to " + (slots ? 32 : 8) + " allowed");
+                assertEquals(0, f.acked(VhostUserFrontend.SET_MEM_TABLE, VhostUserFrontend.memTable(guest.regions()), guest.fd,
+                        guest.fd), "a good table after");
+            }
+        }
+    }
+
     private static boolean dirty(Mapping log, long gpa) {
         long page = gpa >>> 12;
         return (new UnsafeBuffer(log.address(), (int) log.length()).getByte((int) (page >>> 3)) & (1 << (page & 7))) != 0;
