@@ -224,8 +224,15 @@ class CloudHypervisorFlowTest extends OneServerCase {
             }
         }
 
+        private boolean closed;
+
+        /** Drops the connection (Cloud Hypervisor drops its VhostUserHandle); once. */
         @Override
         public void close() {
+            if (closed) {
+                return;
+            }
+            closed = true;
             if (inflight != null) {
                 Native.libc().close(inflight.fd());
             }
@@ -483,6 +490,59 @@ class CloudHypervisorFlowTest extends OneServerCase {
                         guest.fd), "a good table after");
             }
         }
+    }
+
+    /**
+     * A migration's two ends (or a snapshot and its restore): the source pauses (SET_VRING_ENABLE
+     * 0), takes its last dirty log (SET_LOG_BASE) and drops its connection (complete_migration);
+     * the destination's Blk::new with the saved state connects (SET_OWNER, GET_FEATURES,
+     * SET_PROTOCOL_FEATURES without GET_PROTOCOL_FEATURES, no GET_QUEUE_NUM, no GET_CONFIG) and
+     * activates with a new inflight buffer and the guest's avail.idx as base (no DEVICE_STATE, so
+     * no saved bases), and serves I/O. The destination connects after the source left, as on
+     * another host. On one host (ch-remote send-migration --local) it could not: the destination
+     * takes the socket path from the source's migrated VmConfig (vm_receive_config overrides only
+     * VFIO fds) and connects during vm_receive_state, before the source's complete_migration
+     * drops its connection; vblk serves one frontend at a time, so the destination's GET_FEATURES
+     * waits, and with it the migration.
+     */
+    @Test
+    void migrationDestinationRestoresWithoutQueriesAfterTheSourceLeft() {
+        BlkQueue[] qs = queues();
+        int[] fd = new int[1];
+        int[] fd2 = new int[1];
+        Ch source = new Ch(qs);
+        try {
+            source.realize();
+            source.setup(source.availBases());
+            io(qs, 17);
+            try (Mapping log = source.setLogBase(fd)) {
+                source.f.setFeatures(source.ackedFeatures | LOG_ALL);
+                source.vringLogging(true);
+                io(qs, 18);
+                source.enable(false);
+                try (Mapping last = source.setLogBase(fd2)) {
+                    assertTrue(dirty(log, qs[0].dataGpa), "the log before the last round was marked");
+                    assertEquals(log.length(), last.length());
+                }
+            } finally {
+                Native.libc().close(fd[0]);
+                if (fd2[0] > 0) {
+                    Native.libc().close(fd2[0]);
+                }
+            }
+        } finally {
+            source.close();
+        }
+        rig.awaitGone(sessions);
+        try (Ch dest = new Ch(qs)) {
+            dest.connect();
+            dest.ackedFeatures = source.ackedFeatures;
+            dest.ackedProtocol = source.ackedProtocol;
+            dest.setProtocolFeatures();
+            dest.setup(dest.availBases());
+            io(qs, 19);
+        }
+        noComplaints();
     }
 
     private static boolean dirty(Mapping log, long gpa) {
