@@ -132,6 +132,8 @@ public final class VhostUserFrontend implements AutoCloseable {
     private boolean keepFds;
     private boolean ackEverything;
     private boolean replyAck;
+    /** Flags added to every request's header (see {@link #headerFlags}). */
+    private int headerFlags;
     private int timeoutMs = TIMEOUT_MS;
 
     private VhostUserFrontend(UnixSocket socket, Path path) {
@@ -197,6 +199,17 @@ public final class VhostUserFrontend implements AutoCloseable {
     public void useReplyAck(boolean value) {
         replyAck = value;
         ackEverything = value;
+    }
+
+    /**
+     * Flags added to the header of every request from now on, GETs included, as rust-vmm's
+     * {@code Frontend::set_hdr_flags} does: Cloud Hypervisor sets {@link #NEED_REPLY} on every
+     * message once REPLY_ACK is negotiated. With NEED_REPLY and REPLY_ACK negotiated, a request
+     * without a reply of its own then waits for its acknowledgement, as rust-vmm's
+     * {@code wait_for_ack} does.
+     */
+    public void headerFlags(int flags) {
+        headerFlags = flags;
     }
 
     // ---------------------------------------------------------------- raw
@@ -290,7 +303,7 @@ public final class VhostUserFrontend implements AutoCloseable {
 
     /** Sends a request that has a reply of its own, and returns the reply (null: connection closed). */
     public Reply request(int request, ByteBuffer payload, int... fds) {
-        send(request, VERSION, payload, fds);
+        send(request, VERSION | headerFlags, payload, fds);
         Reply r = receive();
         if (r != null && (r.request() != request || r.flags() != (VERSION | REPLY))) {
             throw new IllegalStateException("vhost-user reply header " + r.request() + "/0x" + Integer.toHexString(r.flags())
@@ -304,7 +317,7 @@ public final class VhostUserFrontend implements AutoCloseable {
      * backend closed the connection instead.
      */
     public long acked(int request, ByteBuffer payload, int... fds) {
-        send(request, VERSION | NEED_REPLY, payload, fds);
+        send(request, VERSION | NEED_REPLY | headerFlags, payload, fds);
         Reply r = receive();
         if (r == null) {
             return -1;
@@ -317,14 +330,14 @@ public final class VhostUserFrontend implements AutoCloseable {
 
     /** Sends a request without a reply of its own, acknowledged if asked for (see {@link #ackEverything}); fails on a refusal. */
     public void post(int request, ByteBuffer payload, int... fds) {
-        if (ackEverything && replyAck) {
+        if ((ackEverything || (headerFlags & NEED_REPLY) != 0) && replyAck) {
             long ack = acked(request, payload, fds);
             if (ack != 0) {
                 throw new IllegalStateException("vhost-user backend at " + path + " refused " + name(request) + " (status "
                         + ack + ")");
             }
         } else {
-            send(request, VERSION, payload, fds);
+            send(request, VERSION | headerFlags, payload, fds);
         }
     }
 

@@ -32,6 +32,11 @@ final class LogRequests {
      * Maps the log and, when logging is on, switches the device to it; then answers (QEMU waits
      * for the reply before it relies on the log). A refused log ends the connection: the reply
      * carries no status, and a frontend must not believe a log is kept that is not.
+     *
+     * <p>The reply echoes the 16-byte log description: rust-vmm's frontend (Cloud Hypervisor)
+     * reads it as {@code recv_reply::<VhostUserLog>}, exactly header + 16 bytes with a non-zero
+     * mmap_size, and blocks for the missing bytes of a shorter reply; QEMU reads whatever size the
+     * header announces and checks only the request code.
      */
     void setLogBase(Message m) {
         m.requireSize(LOG_LENGTH);
@@ -54,7 +59,9 @@ final class LogRequests {
         // QEMU sends a new log at every migration attempt, rings running: the replaced one goes
         // now, not when the rings stop, or cancelled attempts pile them up to LogArea's bound.
         control.releaseReplacedLogs();
-        channel.replyU64(m.request(), 0);
+        channel.replyPayload().putLong(LOG_SIZE_OFFSET, size);
+        channel.replyPayload().putLong(LOG_OFFSET_OFFSET, offset);
+        channel.reply(m.request(), LOG_LENGTH);
     }
 
     /**

@@ -32,9 +32,9 @@ final class MemoryRequests {
             throw ProtocolError.rejected("SET_MEM_TABLE payload of " + m.size() + " bytes has no region count");
         }
         long count = Integer.toUnsignedLong(m.u32(MessageDescriptor.TABLE_NREGIONS_OFFSET));
-        if (count < 1 || count > MessageDescriptor.TABLE_MAX_REGIONS) {
-            throw ProtocolError.rejected("SET_MEM_TABLE with " + count + " regions; 1 to "
-                    + MessageDescriptor.TABLE_MAX_REGIONS + " allowed");
+        int max = maxTableRegions();
+        if (count < 1 || count > max) {
+            throw ProtocolError.rejected("SET_MEM_TABLE with " + count + " regions; 1 to " + max + " allowed");
         }
         int regions = (int) count;
         m.requireSize(MessageDescriptor.tableLength(regions));
@@ -44,6 +44,16 @@ final class MemoryRequests {
             wanted.add(region(m, MessageDescriptor.tableRegionOffset(i), m.takeFd(i)));
         }
         install(wanted);
+    }
+
+    /**
+     * Regions one SET_MEM_TABLE may carry: the spec's baseline of 8, or with CONFIGURE_MEM_SLOTS
+     * the slots offered (GET_MAX_MEM_SLOTS). Cloud Hypervisor (rust-vmm, up to 32 descriptors a
+     * message) sends its whole table, hot-plugged regions included, in one SET_MEM_TABLE at every
+     * activation and reconnect, and never asks GET_MAX_MEM_SLOTS.
+     */
+    private int maxTableRegions() {
+        return state.configureMemSlots() ? FrontendState.MAX_MEM_SLOTS : MessageDescriptor.TABLE_MAX_REGIONS;
     }
 
     void getMaxMemSlots(Message m) {
