@@ -279,6 +279,20 @@ public final class Qcow2Driver implements BlockDriver {
     private Refill refill;
 
     /**
+     * Host clusters whose reference an overwritten, zeroed or discarded compressed cluster gave
+     * up (its L2 entry replaced: QEMU's qcow2_free_any_cluster), one entry per reference (several
+     * compressed clusters share a host cluster; a descriptor spans up to three). Their refcounts
+     * are lowered by {@link #releaseFreed}, with the allocator's block, when the reserved clusters
+     * are handed back (a clean close, a hand-over, a resize), after an fdatasync made the new
+     * entries durable: a crash before leaves leaks, never an entry naming a freed cluster. Grown
+     * by doubling up to {@link #FREED_MAX}; past it the rest leak (logged once).
+     */
+    private long[] freed;
+    private int freedCount;
+    private boolean freedOverflowLogged;
+    static final int FREED_MAX = 1 << 20;
+
+    /**
      * An exception went through this driver (a late guest-memory fault: engine GuestFaults) and
      * may have cut a completion off: {@link #poll} recovers once the back ends are idle
      * ({@link #recoverAfterFault}); until then the thread sleeps for their completions
@@ -685,6 +699,7 @@ public final class Qcow2Driver implements BlockDriver {
         l1DirtySeq = 0;
         l1WritingSeq = 0;
         metadataRetry = false;
+        freedCount = 0; // what the old tables gave up: they are another writer's now
         refill = new Refill();
         if (!readOnly) {
             host.read(0, headerSector, alignment);
@@ -1702,6 +1717,10 @@ public final class Qcow2Driver implements BlockDriver {
         if (slot == null) {
             return false;
         }
+        long old = slot.entry(r.l2Index);
+        if ((old & OFLAG_COMPRESSED) != 0 && old != r.newEntry) {
+            noteFreedCompressed(old);
+        }
         slot.setEntry(r.l2Index, r.newEntry);
         slot.markDirty(r.l2Index * 8, l2Chunk);
         slot.gen++;
@@ -1716,6 +1735,97 @@ public final class Qcow2Driver implements BlockDriver {
         r.phase = PH_L2_WRITTEN;
         park(r, slot.waiters);
         return false;
+    }
+
+    /**
+     * Notes the host clusters the compressed descriptor {@code entry}, about to be replaced,
+     * holds a reference to (the clusters of {@code [offset, offset + size)}, as QEMU frees
+     * them). A descriptor out of bounds or over metadata (a hostile image whose cluster was
+     * overwritten unread) is skipped: a leak, never a lowered refcount of a table.
+     */
+    private void noteFreedCompressed(long entry) {
+        int x = 62 - (clusterBits - 8);
+        long hostOff = entry & ((1L << x) - 1);
+        long sectors = (entry >>> x) & ((1L << (62 - x)) - 1);
+        long size = (sectors + 1) * SECTOR_BYTES - (hostOff & (SECTOR_BYTES - 1));
+        long end = hostOff + size;
+        if (hostOff <= 0 || size > 2L * cluster || end > entryLimit || touchesMetadata(hostOff, end)) {
+            return;
+        }
+        for (long c = hostOff & ~clusterMask; c < end; c += cluster) {
+            if (freed == null || freedCount == freed.length) {
+                if (freedCount >= FREED_MAX) {
+                    if (!freedOverflowLogged) {
+                        freedOverflowLogged = true;
+                        System.err.println("vblk: qcow2 " + meta.path + ": over " + FREED_MAX + " references of"
+                                + " replaced compressed clusters wait for the close: the rest leak (qemu-img check -r"
+                                + " leaks reclaims them)");
+                    }
+                    return;
+                }
+                freed = java.util.Arrays.copyOf(freed == null ? new long[0] : freed,
+                        freed == null ? 1024 : Math.min(FREED_MAX, freed.length * 2));
+            }
+            freed[freedCount++] = c;
+        }
+    }
+
+    /**
+     * Lowers the refcounts {@link #freed} lists (see there), on the closing or resizing thread
+     * with nothing in flight and every table written: an fdatasync first (the entries that
+     * replaced the descriptors durable), then each refcount block read (the allocator's own is
+     * the one in memory), lowered and written durably. A count already 0 is left (logged).
+     */
+    private void releaseFreed() throws IOException {
+        if (freedCount == 0 || flushFailed) {
+            return; // after a failed flush the new entries may not be on the disk: leaks, not a freed cluster still named
+        }
+        int rc = host.syncData();
+        if (rc < 0) {
+            flushFailed = true;
+            throw new IOException("qcow2 " + meta.path + ": fdatasync before freeing replaced compressed clusters: "
+                    + Errno.describe(-rc));
+        }
+        java.util.Arrays.sort(freed, 0, freedCount);
+        int order = meta.header.refcountOrder;
+        long perBlock = ((long) cluster * 8) >>> order;
+        NativeBuffer read = null;
+        int i = 0;
+        while (i < freedCount) {
+            long bi = (freed[i] >>> clusterBits) / perBlock;
+            int j = i;
+            while (j < freedCount && (freed[j] >>> clusterBits) / perBlock == bi) {
+                j++;
+            }
+            long blockOffset = bi < meta.reftableEntries ? meta.reftableEntry((int) bi) & REFT_OFFSET_MASK : 0;
+            if (blockOffset != 0) {
+                NativeBuffer block;
+                if (bi == refill.blockIndex) {
+                    block = refill.block;
+                } else {
+                    read = read != null ? read : resizeBuffer(cluster, "a refcount block");
+                    block = read;
+                    host.read(blockOffset, block, cluster);
+                }
+                int zero = 0;
+                for (int k = i; k < j; k++) {
+                    int index = (int) ((freed[k] >>> clusterBits) - bi * perBlock);
+                    long count = getRefcount(block.buffer(), order, index << order);
+                    if (count == 0) {
+                        zero++;
+                    } else {
+                        setRefcount(block.buffer(), order, index, count - 1);
+                    }
+                }
+                if (zero > 0) {
+                    System.err.println("vblk: qcow2 " + meta.path + ": " + zero + " host cluster(s) of replaced compressed"
+                            + " clusters had refcount 0 already: left");
+                }
+                writeDurably(blockOffset, block, cluster);
+            }
+            i = j;
+        }
+        freedCount = 0;
     }
 
     /**
@@ -2602,6 +2712,7 @@ public final class Qcow2Driver implements BlockDriver {
 
         /** Returns unused reserved clusters (close, on the closing thread, synchronously). */
         void release() throws IOException {
+            releaseFreed();
             if (reservedEnd > next && blockIndex >= 0) {
                 long first = (next >>> clusterBits) - (long) blockIndex * entriesPerBlock;
                 long count = (reservedEnd - next) >>> clusterBits;
