@@ -71,7 +71,9 @@ import io.vblk.sys.NativeBuffer;
  * stays, so no entry ever names a freed cluster.
  *
  * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
- * than freeing them), internal snapshots (refused for writing), growing the refcount table.
+ * than freeing them; a replaced compressed cluster's references are given back at a clean close:
+ * {@link #releaseFreed}), internal snapshots (refused for writing). The refcount table is grown
+ * where it cannot cover what the disk may need ({@link #growRefcountTableIfShort}).
  */
 public final class Qcow2Driver implements BlockDriver {
     static final int OP_READ = 0;
@@ -642,7 +644,9 @@ public final class Qcow2Driver implements BlockDriver {
         } catch (IOException e) {
             System.err.println("vblk: qcow2 " + meta.path + ": cannot clear the autoclear features: " + e.getMessage());
             fatal(-Errno.EIO);
+            return;
         }
+        growRefcountTableIfShort();
     }
 
     /**
@@ -767,6 +771,7 @@ public final class Qcow2Driver implements BlockDriver {
         }
         started = true;
         active = true;
+        growRefcountTableIfShort(); // the source may have left it too small for this side's allocator
         return true;
     }
 
@@ -964,6 +969,7 @@ public final class Qcow2Driver implements BlockDriver {
         }
         virtualSize = fresh.header.virtualSize;
         adopt(fresh);
+        growRefcountTableIfShort();
         zeroOverBacking(oldSize);
     }
 
@@ -1143,6 +1149,130 @@ public final class Qcow2Driver implements BlockDriver {
         System.err.println("vblk: qcow2 " + meta.path + ": resized to " + newSizeBytes + " bytes, but a step after the"
                 + " header write failed (" + e.getMessage() + "): " + leaked);
         return true;
+    }
+
+    /**
+     * Grows the refcount table (as QEMU's qcow2_refcount_area does on need) when it cannot cover
+     * the file this disk may grow to: the file as it is, a new cluster for every guest cluster and
+     * L2 table, the allocator's reservation, and the refcount blocks for all of it. qemu-img makes
+     * a one-cluster table and QEMU grows it on need; the allocator here never did (ENOSPC once the
+     * file passed it: 4 GiB with 4 KiB clusters, 2 MiB with 512-byte ones and 64-bit refcounts).
+     * With nothing in flight (the first request, an activation, a resize), synchronously, each step
+     * durable before the next names it: the new table and the refcount blocks it needs for its own
+     * clusters at the allocation point, counting themselves; the table with the old entries and
+     * the new blocks; the header's refcount_table_offset and refcount_table_clusters in one sector;
+     * then the old table's clusters freed; the metadata read again. A crash leaks at most. Up to
+     * QEMU's 8 MiB table; a failure is logged and the image goes on as before (ENOSPC later).
+     */
+    private void growRefcountTableIfShort() {
+        if (readOnly || !active || corrupt || fatalError != 0 || meta.reftable == null) {
+            return;
+        }
+        int order = meta.header.refcountOrder;
+        long perBlock = ((long) cluster * 8) >>> order;
+        long blockSpan = perBlock << clusterBits; // file bytes one refcount block covers
+        long l2Span = (long) cluster << l2Bits;
+        long maxEntries = MAX_REFTABLE_BYTES / 8;
+        long need = Qcow2Image.roundUp(Math.max(refill.next, openedFileSize), cluster)
+                + Qcow2Image.roundUp(virtualSize, cluster) + ((virtualSize + l2Span - 1) / l2Span) * cluster
+                + (RESERVE_CLUSTERS + 16L) * cluster;
+        long entries = (need + blockSpan - 1) / blockSpan;
+        for (int i = 0; i < 8; i++) { // the blocks and the table count too: a fixed point in a few steps
+            long tableBytes = Qcow2Image.roundUp(entries * 8, cluster);
+            long total = need + entries * cluster + tableBytes;
+            long e = (total + blockSpan - 1) / blockSpan;
+            if (e <= entries) {
+                break;
+            }
+            entries = e;
+        }
+        entries = Math.min(entries, maxEntries);
+        if (entries <= meta.reftableEntries) {
+            return;
+        }
+        Qcow2Header old = meta.header;
+        try {
+            growRefcountTable((int) entries);
+        } catch (IOException | RuntimeException e) {
+            System.err.println("vblk: qcow2 " + meta.path + ": cannot grow the refcount table to cover " + entries
+                    + " refcount blocks (allocation fails with ENOSPC past what it covers): " + e.getMessage());
+        }
+        try {
+            Qcow2Image fresh = Qcow2Image.read(host, alignment);
+            adopt(fresh);
+        } catch (RuntimeException e) {
+            System.err.println("vblk: qcow2 " + meta.path + ": metadata unreadable after growing the refcount table,"
+                    + " failing its requests with EIO: " + e.getMessage());
+            fatal(-Errno.EIO);
+            return;
+        }
+        if (meta.header.refcountTableOffset != old.refcountTableOffset) {
+            System.err.println("vblk: qcow2 " + meta.path + ": refcount table grown from " + old.refcountTableClusters
+                    + " to " + meta.header.refcountTableClusters + " cluster(s)");
+        }
+    }
+
+    private void growRefcountTable(int entries) throws IOException {
+        int order = meta.header.refcountOrder;
+        long perBlock = ((long) cluster * 8) >>> order;
+        long tableBytes = Qcow2Image.roundUp((long) entries * 8, cluster);
+        long tableClusters = tableBytes >>> clusterBits;
+        long at = Qcow2Image.roundUp(Math.max(refill.next, host.file() ? host.storedBytes() : 0), cluster);
+        long first = at >>> clusterBits;
+        // New refcount blocks after the table, for the block indices of the area that have none.
+        long blocks = 0;
+        for (int i = 0; i < 16; i++) {
+            long last = first + tableClusters + blocks - 1;
+            long missing = 0;
+            for (long bi = first / perBlock; bi <= last / perBlock; bi++) {
+                if (bi >= meta.reftableEntries || (meta.reftableEntry((int) bi) & REFT_OFFSET_MASK) == 0) {
+                    missing++;
+                }
+            }
+            if (missing == blocks) {
+                break;
+            }
+            blocks = missing;
+        }
+        long areaClusters = tableClusters + blocks;
+        long end = (first + areaClusters) << clusterBits;
+        if (end / ((long) cluster * perBlock) >= entries) {
+            throw new IOException("the new table would not cover itself");
+        }
+        int rc = host.extendTo(end);
+        if (rc < 0) {
+            throw new IOException("no room for it (" + Errno.describe(-rc) + ")");
+        }
+        NativeBuffer table = resizeBuffer((int) tableBytes, "a refcount table");
+        UnsafeApi.copyMemory(meta.reftable.address(), table.address(),
+                Math.min((long) meta.reftableEntries * 8, meta.reftable.capacity()));
+        // 1. The new blocks, each counting the area's clusters it covers (itself among them).
+        NativeBuffer block = resizeBuffer(cluster, "a refcount block");
+        long nextBlock = first + tableClusters;
+        for (long bi = first / perBlock; bi <= (first + areaClusters - 1) / perBlock; bi++) {
+            boolean exists = bi < meta.reftableEntries && (meta.reftableEntry((int) bi) & REFT_OFFSET_MASK) != 0;
+            long from = Math.max(first, bi * perBlock);
+            long to = Math.min(first + areaClusters, (bi + 1) * perBlock);
+            if (exists) {
+                setRefcountsDurably(from << clusterBits, to - from, 1);
+                continue;
+            }
+            UnsafeApi.setMemory(block.address(), cluster, (byte) 0);
+            for (long c = from; c < to; c++) {
+                setRefcount(block.buffer(), order, (int) (c - bi * perBlock), 1);
+            }
+            writeDurably(nextBlock << clusterBits, block, cluster);
+            table.buffer().putLong((int) (bi * 8), nextBlock << clusterBits, ByteOrder.BIG_ENDIAN);
+            nextBlock++;
+        }
+        // 2. The table, then the header naming it.
+        writeDurably(at, table, (int) tableBytes);
+        UnsafeBuffer h = headerSector.buffer();
+        h.putLong(REFCOUNT_TABLE_OFFSET_OFFSET, at, ByteOrder.BIG_ENDIAN);
+        h.putInt(REFCOUNT_TABLE_CLUSTERS_OFFSET, (int) tableClusters, ByteOrder.BIG_ENDIAN);
+        writeDurably(0, headerSector, alignment);
+        // 3. The old table's clusters freed last (its blocks are the new table's too).
+        setRefcountsDurably(meta.header.refcountTableOffset, meta.header.refcountTableClusters, 0);
     }
 
     /**
