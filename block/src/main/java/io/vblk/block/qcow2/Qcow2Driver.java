@@ -992,9 +992,13 @@ public final class Qcow2Driver implements BlockDriver {
             return;
         }
         long aligned = Math.min(to, Qcow2Image.roundUp(oldSize, cluster));
+        long wholeEnd = Math.max(aligned, to & ~clusterMask); // a new size inside a cluster: its head is a piece too
         long rc = aligned > oldSize ? zeroGrownArea(oldSize, aligned) : 0;
-        if (rc >= 0 && to > aligned) {
-            rc = zeroWholeClusters(aligned, to);
+        if (rc >= 0 && wholeEnd > aligned) {
+            rc = zeroWholeClusters(aligned, wholeEnd);
+        }
+        if (rc >= 0 && to > wholeEnd) {
+            rc = zeroGrownArea(wholeEnd, to);
         }
         if (rc < 0) {
             String why = rc == Long.MIN_VALUE ? "it did not finish in 120 s" : Errno.describe((int) -rc);
@@ -1008,7 +1012,7 @@ public final class Qcow2Driver implements BlockDriver {
     }
 
     /**
-     * ZERO entries for the whole clusters {@code [from, to)} of the grown area, an L2 table at a
+     * ZERO entries for the whole clusters {@code [from, to)} (both cluster-aligned) of the grown area, an L2 table at a
      * time: its first cluster through {@link #zeroGrownArea} (which creates the table when there
      * is none, with the allocator and the ordering of a guest's request), the rest of its entries,
      * all 0 (no cluster, reads the backing file), set in the table and the table written durably

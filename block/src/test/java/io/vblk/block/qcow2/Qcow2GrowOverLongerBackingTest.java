@@ -70,16 +70,20 @@ class Qcow2GrowOverLongerBackingTest {
     }
 
     private void grow(String compat, long oldSize) throws Exception {
+        grow(compat, oldSize, 4L * MIB);
+    }
+
+    private void grow(String compat, long oldSize, long newSize) throws Exception {
         base(4 * MIB);
         Path img = overlay("o.qcow2", oldSize, compat);
         try (Qcow2Driver d = Qcow2.open(img, BackendKind.IO_URING, 8, Qcow2Options.defaults())) {
             DriverRig rig = new DriverRig(d);
             expect(rig, 0, oldSize, oldSize);
-            d.resize(4L * MIB);
-            assertEquals(4L * MIB, d.sizeBytes());
-            expect(rig, 0, 4L * MIB, oldSize);
+            d.resize(newSize);
+            assertEquals(newSize, d.sizeBytes());
+            expect(rig, 0, newSize, oldSize);
         }
-        qemuAgrees(img, oldSize, 4L * MIB);
+        qemuAgrees(img, oldSize, newSize);
     }
 
     @Test
@@ -91,6 +95,15 @@ class Qcow2GrowOverLongerBackingTest {
     @Test
     void growV3FromAnUnalignedEndZeroesTheTailOfItsCluster() throws Exception {
         grow("1.1", MIB + 512);
+    }
+
+    /**
+     * The new size inside a cluster (the harness's seed 22): the cluster's head, below the new
+     * end, reads zeros too; it used to keep the backing file's bytes.
+     */
+    @Test
+    void growV3ToAnUnalignedEndZeroesTheHeadOfItsCluster() throws Exception {
+        grow("1.1", MIB, 2L * MIB + 512);
     }
 
     /** Version 2 has no zero clusters: refused, the disk unchanged, the way out named. */
