@@ -358,7 +358,7 @@ public final class Qcow2Driver implements BlockDriver {
         if (depth <= 0 || depth >= 0xffffff) {
             throw new IllegalArgumentException("qcow2: depth " + depth + " out of 1.." + (0xffffff - 1));
         }
-        // One request more than the depth: the driver's own (spareReq), never handed to a guest.
+        // One request more than the depth: the driver's own (zeroGrownArea), never handed to a guest.
         this.reqs = new Req[depth + 1];
         this.freeReqs = new int[depth];
         for (int i = 0; i <= depth; i++) {
@@ -978,11 +978,11 @@ public final class Qcow2Driver implements BlockDriver {
      * new area would show its bytes (reads go to the backing file wherever the overlay has no
      * cluster). QEMU's bdrv_co_truncate makes them zeros (BDRV_REQ_ZERO_WRITE, qcow2_co_truncate:
      * qcow2_subcluster_zeroize, then explicit zeros for the partial cluster at the old end);
-     * so does this, with a WRITE_ZEROES of the driver's own over {@code [oldSize, min(new size,
-     * backing size rounded up to a cluster))}: on v3 ZERO entries for the whole clusters (new
-     * L2 tables written, flushed, before the L1 entries naming them, as for a guest's request),
-     * the cluster at the old end copied on write with its tail zeroed; on v2 (no zero flag)
-     * clusters of zeros. The header already holds the new size (as in QEMU): a crash before the
+     * so does this over {@code [oldSize, min(new size, backing size rounded up to a cluster))}:
+     * ZERO entries for the whole clusters ({@link #zeroWholeClusters}), and a WRITE_ZEROES of the
+     * driver's own for a cluster the range starts or ends inside (copied on write with the part
+     * in the range zeroed). A version 2 image, which has no zero flag, is refused such a grow
+     * before anything changes ({@link #resize}). The header already holds the new size (as in QEMU): a crash before the
      * zeroing ends can show the backing file's bytes there after a restart. A zeroing that fails
      * fails the image (EIO), rather than serve the backing file's bytes in the new area.
      */
