@@ -249,7 +249,7 @@ public final class Qcow2 {
                 }
                 if (h.nbSnapshots > 0) {
                     throw new IllegalArgumentException("qcow2: " + name + " has " + h.nbSnapshots
-                            + " internal snapshots; images with snapshots are served read-only");
+                            + " internal snapshots: refused for writing: open it read-only (--read-only)");
                 }
                 // Autoclear bits: cleared by the driver before its first write (clearAutoclear).
             }

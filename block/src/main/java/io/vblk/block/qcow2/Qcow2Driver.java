@@ -71,7 +71,9 @@ import io.vblk.sys.NativeBuffer;
  * stays, so no entry ever names a freed cluster.
  *
  * <p>Not done: reuse of freed clusters (the file only grows; discard marks clusters zero rather
- * than freeing them), internal snapshots (refused for writing), growing the refcount table.
+ * than freeing them; a replaced compressed cluster's references are given back at a clean close:
+ * {@link #releaseFreed}), internal snapshots (refused for writing). The refcount table is grown
+ * where it cannot cover what the disk may need ({@link #growRefcountTableIfShort}).
  */
 public final class Qcow2Driver implements BlockDriver {
     static final int OP_READ = 0;
@@ -285,6 +287,20 @@ public final class Qcow2Driver implements BlockDriver {
     private Refill refill;
 
     /**
+     * Host clusters whose reference an overwritten, zeroed or discarded compressed cluster gave
+     * up (its L2 entry replaced: QEMU's qcow2_free_any_cluster), one entry per reference (several
+     * compressed clusters share a host cluster; a descriptor spans up to three). Their refcounts
+     * are lowered by {@link #releaseFreed}, with the allocator's block, when the reserved clusters
+     * are handed back (a clean close, a hand-over, a resize), after an fdatasync made the new
+     * entries durable: a crash before leaves leaks, never an entry naming a freed cluster. Grown
+     * by doubling up to {@link #FREED_MAX}; past it the rest leak (logged once).
+     */
+    private long[] freed;
+    private int freedCount;
+    private boolean freedOverflowLogged;
+    static final int FREED_MAX = 1 << 20;
+
+    /**
      * An exception went through this driver (a late guest-memory fault: engine GuestFaults) and
      * may have cut a completion off: {@link #poll} recovers once the back ends are idle
      * ({@link #recoverAfterFault}); until then the thread sleeps for their completions
@@ -345,13 +361,16 @@ public final class Qcow2Driver implements BlockDriver {
         this.v3 = meta.header.version >= 3;
         this.compressionType = meta.header.compressionType;
         this.zstd = compressionType == COMPRESSION_ZSTD ? new ZstdDecompressCtx() : null;
-        if (depth <= 0 || depth > 0xffffff) {
-            throw new IllegalArgumentException("qcow2: depth " + depth + " out of 1.." + 0xffffff);
+        if (depth <= 0 || depth >= 0xffffff) {
+            throw new IllegalArgumentException("qcow2: depth " + depth + " out of 1.." + (0xffffff - 1));
         }
-        this.reqs = new Req[depth];
+        // One request more than the depth: the driver's own (zeroGrownArea), never handed to a guest.
+        this.reqs = new Req[depth + 1];
         this.freeReqs = new int[depth];
-        for (int i = 0; i < depth; i++) {
+        for (int i = 0; i <= depth; i++) {
             reqs[i] = new Req(i);
+        }
+        for (int i = 0; i < depth; i++) {
             freeReqs[i] = depth - 1 - i;
         }
         freeReqCount = depth;
@@ -472,7 +491,7 @@ public final class Qcow2Driver implements BlockDriver {
 
     @Override
     public int depth() {
-        return reqs.length;
+        return freeReqs.length;
     }
 
     @Override
@@ -631,7 +650,9 @@ public final class Qcow2Driver implements BlockDriver {
         } catch (IOException e) {
             System.err.println("vblk: qcow2 " + meta.path + ": cannot clear the autoclear features: " + e.getMessage());
             fatal(-Errno.EIO);
+            return;
         }
+        growRefcountTableIfShort();
     }
 
     /**
@@ -688,6 +709,7 @@ public final class Qcow2Driver implements BlockDriver {
         l1DirtySeq = 0;
         l1WritingSeq = 0;
         metadataRetry = false;
+        freedCount = 0; // what the old tables gave up: they are another writer's now
         refill = new Refill();
         if (!readOnly) {
             host.read(0, headerSector, alignment);
@@ -755,6 +777,7 @@ public final class Qcow2Driver implements BlockDriver {
         }
         started = true;
         active = true;
+        growRefcountTableIfShort(); // the source may have left it too small for this side's allocator
         return true;
     }
 
@@ -883,6 +906,13 @@ public final class Qcow2Driver implements BlockDriver {
         if (newSizeBytes == virtualSize) {
             return;
         }
+        if (!v3 && newSizeBytes > virtualSize && backing != null && backingSize > virtualSize) {
+            // The new area must read zeros, not the backing file's bytes (zeroOverBacking), and
+            // a version 2 image has no zero clusters: it would take clusters of zeros written here.
+            throw new IOException("qcow2 " + meta.path + " (version 2) is shorter than its backing file: growing it"
+                    + " online would show the backing file's bytes in the new area; grow the stopped image with"
+                    + " qemu-img resize, or make it version 3 first (qemu-img amend -o compat=1.1)");
+        }
         quiesce();
         writeBackMetadata("not resized"); // resetTo below drops every slot
         if (corrupt || fatalError != 0) {
@@ -890,6 +920,7 @@ public final class Qcow2Driver implements BlockDriver {
                     + -fatalError) + "): not resized");
         }
         refill.release(); // reserved clusters back to refcount 0: allocation restarts after the resize
+        long oldSize = virtualSize;
         long l2Span = (long) cluster << l2Bits;
         int oldL1 = meta.header.l1Size;
         long neededL1 = (newSizeBytes + l2Span - 1) / l2Span;
@@ -925,7 +956,8 @@ public final class Qcow2Driver implements BlockDriver {
             }
         } catch (IOException | RuntimeException e) {
             if (recoverFromFailedResize(e, newSizeBytes, oldL1)) {
-                return; // the header reached the disk: the image has the new size, as the guest is told
+                zeroOverBacking(oldSize); // the header reached the disk: the image has the new size, as the guest is told
+                return;
             }
             throw e;
         }
@@ -943,6 +975,152 @@ public final class Qcow2Driver implements BlockDriver {
         }
         virtualSize = fresh.header.virtualSize;
         adopt(fresh);
+        growRefcountTableIfShort();
+        zeroOverBacking(oldSize);
+    }
+
+    /**
+     * After a grow from {@code oldSize}: where the backing file is longer than the old disk, the
+     * new area would show its bytes (reads go to the backing file wherever the overlay has no
+     * cluster). QEMU's bdrv_co_truncate makes them zeros (BDRV_REQ_ZERO_WRITE, qcow2_co_truncate:
+     * qcow2_subcluster_zeroize, then explicit zeros for the partial cluster at the old end);
+     * so does this over {@code [oldSize, min(new size, backing size rounded up to a cluster))}:
+     * ZERO entries for the whole clusters ({@link #zeroWholeClusters}), and a WRITE_ZEROES of the
+     * driver's own for a cluster the range starts or ends inside (copied on write with the part
+     * in the range zeroed). A version 2 image, which has no zero flag, is refused such a grow
+     * before anything changes ({@link #resize}). The header already holds the new size (as in QEMU): a crash before the
+     * zeroing ends can show the backing file's bytes there after a restart. A zeroing that fails
+     * fails the image (EIO), rather than serve the backing file's bytes in the new area.
+     */
+    private void zeroOverBacking(long oldSize) throws IOException {
+        long to = Math.min(virtualSize, Qcow2Image.roundUp(backingSize, cluster));
+        if (backing == null || !v3 || to <= oldSize || corrupt || fatalError != 0) {
+            return;
+        }
+        long aligned = Math.min(to, Qcow2Image.roundUp(oldSize, cluster));
+        long wholeEnd = Math.max(aligned, to & ~clusterMask); // a new size inside a cluster: its head is a piece too
+        long rc = aligned > oldSize ? zeroGrownArea(oldSize, aligned) : 0;
+        if (rc >= 0 && wholeEnd > aligned) {
+            rc = zeroWholeClusters(aligned, wholeEnd);
+        }
+        if (rc >= 0 && to > wholeEnd) {
+            rc = zeroGrownArea(wholeEnd, to);
+        }
+        if (rc < 0) {
+            String why = rc == Long.MIN_VALUE ? "it did not finish in 120 s" : Errno.describe((int) -rc);
+            System.err.println("vblk: qcow2 " + meta.path + ": grown to " + virtualSize + " bytes, but the area past"
+                    + " the old end, where the backing file is longer, could not be zeroed (" + why + "): failing its"
+                    + " requests with EIO");
+            fatal(rc == Long.MIN_VALUE ? -Errno.EIO : (int) rc);
+            throw new IOException("qcow2 " + meta.path + ": grown, but the new area over the longer backing file could"
+                    + " not be zeroed (" + why + "): the image fails its requests with EIO until it is opened again");
+        }
+    }
+
+    /**
+     * ZERO entries for the whole clusters {@code [from, to)} (both cluster-aligned) of the grown area, an L2 table at a
+     * time: its first cluster through {@link #zeroGrownArea} (which creates the table when there
+     * is none, with the allocator and the ordering of a guest's request), the rest of its entries,
+     * all 0 (no cluster, reads the backing file), set in the table and the table written durably
+     * in one go, in the cache slot holding it when there is one (every slot is clean: nothing
+     * else runs). One request per cluster took 7 ms each (2 minutes for 1 GiB of 64 KiB
+     * clusters). A table with any other entry in the range goes through the request whole.
+     */
+    private long zeroWholeClusters(long from, long to) throws IOException {
+        long l2Span = (long) cluster << l2Bits;
+        NativeBuffer read = null;
+        for (long pos = from; pos < to; ) {
+            long spanEnd = Math.min(to, (pos / l2Span + 1) * l2Span);
+            long rc = zeroGrownArea(pos, pos + cluster);
+            if (rc < 0 || pos + cluster >= spanEnd) {
+                if (rc < 0) {
+                    return rc;
+                }
+                pos = spanEnd;
+                continue;
+            }
+            long l2Offset = meta.l1Entry((int) (pos / l2Span)) & L1E_OFFSET_MASK;
+            NativeBuffer table = null;
+            for (L2Slot sl : slots) {
+                if (sl.l2Offset == l2Offset && sl.buffer != null && !sl.loading) {
+                    table = sl.buffer;
+                }
+            }
+            if (table == null) {
+                read = read != null ? read : resizeBuffer(cluster, "an L2 table");
+                table = read;
+                host.read(l2Offset, table, cluster);
+            }
+            UnsafeBuffer t = table.buffer();
+            int firstIndex = (int) (((pos + cluster) >>> clusterBits) & ((1L << l2Bits) - 1));
+            int endIndex = firstIndex + (int) ((spanEnd - pos - cluster) >>> clusterBits);
+            boolean allFree = true;
+            for (int i = firstIndex; i < endIndex && allFree; i++) {
+                allFree = t.getLong(i * 8, ByteOrder.BIG_ENDIAN) == 0;
+            }
+            if (!allFree) {
+                rc = zeroGrownArea(pos + cluster, spanEnd);
+                if (rc < 0) {
+                    return rc;
+                }
+            } else {
+                for (int i = firstIndex; i < endIndex; i++) {
+                    t.putLong(i * 8, OFLAG_ZERO, ByteOrder.BIG_ENDIAN);
+                }
+                writeDurably(l2Offset, table, cluster);
+            }
+            pos = spanEnd;
+        }
+        return 0;
+    }
+
+    /**
+     * Runs a WRITE_ZEROES of {@code [from, to)} through the state machine on the driver's own
+     * request (the one past the depth, never handed to a guest) and waits for it here, on the
+     * I/O thread, as {@link #quiesce} waits; returns its result, or Long.MIN_VALUE when it did
+     * not finish in 120 s (it then finishes unseen: {@link #poll} drops it).
+     */
+    private long zeroGrownArea(long from, long to) throws IOException {
+        Req r = reqs[freeReqs.length];
+        r.busy = true;
+        accepted++;
+        r.begin(OP_WRITE_ZEROES, from, to - from, null, -1L);
+        run(r);
+        long deadline = System.nanoTime() + 120_000_000_000L;
+        while (true) {
+            submit();
+            poll((tag, result) -> { }, 0);
+            if (r.phase == PH_FINISH && r.pending == 0 && listed(done, r)) {
+                break;
+            }
+            if (System.nanoTime() > deadline) {
+                return Long.MIN_VALUE;
+            }
+            if (io.awaitCompletions(5) > 0) {
+                io.acknowledgeCompletions();
+            }
+        }
+        // Out of the done list, never delivered.
+        Req x;
+        int n = done.size;
+        for (int i = 0; i < n && (x = done.poll()) != null; i++) {
+            if (x != r) {
+                done.add(x);
+            }
+        }
+        r.busy = false;
+        r.end();
+        accepted--;
+        return r.result;
+    }
+
+    private static boolean listed(ReqList list, Req r) {
+        for (Req x = list.head; x != null; x = x.next) {
+            if (x == r) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /**
@@ -981,6 +1159,130 @@ public final class Qcow2Driver implements BlockDriver {
         System.err.println("vblk: qcow2 " + meta.path + ": resized to " + newSizeBytes + " bytes, but a step after the"
                 + " header write failed (" + e.getMessage() + "): " + leaked);
         return true;
+    }
+
+    /**
+     * Grows the refcount table (as QEMU's qcow2_refcount_area does on need) when it cannot cover
+     * the file this disk may grow to: the file as it is, a new cluster for every guest cluster and
+     * L2 table, the allocator's reservation, and the refcount blocks for all of it. qemu-img makes
+     * a one-cluster table and QEMU grows it on need; the allocator here never did (ENOSPC once the
+     * file passed it: 4 GiB with 4 KiB clusters, 2 MiB with 512-byte ones and 64-bit refcounts).
+     * With nothing in flight (the first request, an activation, a resize), synchronously, each step
+     * durable before the next names it: the new table and the refcount blocks it needs for its own
+     * clusters at the allocation point, counting themselves; the table with the old entries and
+     * the new blocks; the header's refcount_table_offset and refcount_table_clusters in one sector;
+     * then the old table's clusters freed; the metadata read again. A crash leaks at most. Up to
+     * QEMU's 8 MiB table; a failure is logged and the image goes on as before (ENOSPC later).
+     */
+    private void growRefcountTableIfShort() {
+        if (readOnly || !active || corrupt || fatalError != 0 || meta.reftable == null) {
+            return;
+        }
+        int order = meta.header.refcountOrder;
+        long perBlock = ((long) cluster * 8) >>> order;
+        long blockSpan = perBlock << clusterBits; // file bytes one refcount block covers
+        long l2Span = (long) cluster << l2Bits;
+        long maxEntries = MAX_REFTABLE_BYTES / 8;
+        long need = Qcow2Image.roundUp(Math.max(refill.next, openedFileSize), cluster)
+                + Qcow2Image.roundUp(virtualSize, cluster) + ((virtualSize + l2Span - 1) / l2Span) * cluster
+                + (RESERVE_CLUSTERS + 16L) * cluster;
+        long entries = (need + blockSpan - 1) / blockSpan;
+        for (int i = 0; i < 8; i++) { // the blocks and the table count too: a fixed point in a few steps
+            long tableBytes = Qcow2Image.roundUp(entries * 8, cluster);
+            long total = need + entries * cluster + tableBytes;
+            long e = (total + blockSpan - 1) / blockSpan;
+            if (e <= entries) {
+                break;
+            }
+            entries = e;
+        }
+        entries = Math.min(entries, maxEntries);
+        if (entries <= meta.reftableEntries) {
+            return;
+        }
+        Qcow2Header old = meta.header;
+        try {
+            growRefcountTable((int) entries);
+        } catch (IOException | RuntimeException e) {
+            System.err.println("vblk: qcow2 " + meta.path + ": cannot grow the refcount table to cover " + entries
+                    + " refcount blocks (allocation fails with ENOSPC past what it covers): " + e.getMessage());
+        }
+        try {
+            Qcow2Image fresh = Qcow2Image.read(host, alignment);
+            adopt(fresh);
+        } catch (RuntimeException e) {
+            System.err.println("vblk: qcow2 " + meta.path + ": metadata unreadable after growing the refcount table,"
+                    + " failing its requests with EIO: " + e.getMessage());
+            fatal(-Errno.EIO);
+            return;
+        }
+        if (meta.header.refcountTableOffset != old.refcountTableOffset) {
+            System.err.println("vblk: qcow2 " + meta.path + ": refcount table grown from " + old.refcountTableClusters
+                    + " to " + meta.header.refcountTableClusters + " cluster(s)");
+        }
+    }
+
+    private void growRefcountTable(int entries) throws IOException {
+        int order = meta.header.refcountOrder;
+        long perBlock = ((long) cluster * 8) >>> order;
+        long tableBytes = Qcow2Image.roundUp((long) entries * 8, cluster);
+        long tableClusters = tableBytes >>> clusterBits;
+        long at = Qcow2Image.roundUp(Math.max(refill.next, host.file() ? host.storedBytes() : 0), cluster);
+        long first = at >>> clusterBits;
+        // New refcount blocks after the table, for the block indices of the area that have none.
+        long blocks = 0;
+        for (int i = 0; i < 16; i++) {
+            long last = first + tableClusters + blocks - 1;
+            long missing = 0;
+            for (long bi = first / perBlock; bi <= last / perBlock; bi++) {
+                if (bi >= meta.reftableEntries || (meta.reftableEntry((int) bi) & REFT_OFFSET_MASK) == 0) {
+                    missing++;
+                }
+            }
+            if (missing == blocks) {
+                break;
+            }
+            blocks = missing;
+        }
+        long areaClusters = tableClusters + blocks;
+        long end = (first + areaClusters) << clusterBits;
+        if (end / ((long) cluster * perBlock) >= entries) {
+            throw new IOException("the new table would not cover itself");
+        }
+        int rc = host.extendTo(end);
+        if (rc < 0) {
+            throw new IOException("no room for it (" + Errno.describe(-rc) + ")");
+        }
+        NativeBuffer table = resizeBuffer((int) tableBytes, "a refcount table");
+        UnsafeApi.copyMemory(meta.reftable.address(), table.address(),
+                Math.min((long) meta.reftableEntries * 8, meta.reftable.capacity()));
+        // 1. The new blocks, each counting the area's clusters it covers (itself among them).
+        NativeBuffer block = resizeBuffer(cluster, "a refcount block");
+        long nextBlock = first + tableClusters;
+        for (long bi = first / perBlock; bi <= (first + areaClusters - 1) / perBlock; bi++) {
+            boolean exists = bi < meta.reftableEntries && (meta.reftableEntry((int) bi) & REFT_OFFSET_MASK) != 0;
+            long from = Math.max(first, bi * perBlock);
+            long to = Math.min(first + areaClusters, (bi + 1) * perBlock);
+            if (exists) {
+                setRefcountsDurably(from << clusterBits, to - from, 1);
+                continue;
+            }
+            UnsafeApi.setMemory(block.address(), cluster, (byte) 0);
+            for (long c = from; c < to; c++) {
+                setRefcount(block.buffer(), order, (int) (c - bi * perBlock), 1);
+            }
+            writeDurably(nextBlock << clusterBits, block, cluster);
+            table.buffer().putLong((int) (bi * 8), nextBlock << clusterBits, ByteOrder.BIG_ENDIAN);
+            nextBlock++;
+        }
+        // 2. The table, then the header naming it.
+        writeDurably(at, table, (int) tableBytes);
+        UnsafeBuffer h = headerSector.buffer();
+        h.putLong(REFCOUNT_TABLE_OFFSET_OFFSET, at, ByteOrder.BIG_ENDIAN);
+        h.putInt(REFCOUNT_TABLE_CLUSTERS_OFFSET, (int) tableClusters, ByteOrder.BIG_ENDIAN);
+        writeDurably(0, headerSector, alignment);
+        // 3. The old table's clusters freed last (its blocks are the new table's too).
+        setRefcountsDurably(meta.header.refcountTableOffset, meta.header.refcountTableClusters, 0);
     }
 
     /**
@@ -1555,6 +1857,10 @@ public final class Qcow2Driver implements BlockDriver {
         if (slot == null) {
             return false;
         }
+        long old = slot.entry(r.l2Index);
+        if ((old & OFLAG_COMPRESSED) != 0 && old != r.newEntry) {
+            noteFreedCompressed(old);
+        }
         slot.setEntry(r.l2Index, r.newEntry);
         slot.markDirty(r.l2Index * 8, l2Chunk);
         slot.gen++;
@@ -1569,6 +1875,97 @@ public final class Qcow2Driver implements BlockDriver {
         r.phase = PH_L2_WRITTEN;
         park(r, slot.waiters);
         return false;
+    }
+
+    /**
+     * Notes the host clusters the compressed descriptor {@code entry}, about to be replaced,
+     * holds a reference to (the clusters of {@code [offset, offset + size)}, as QEMU frees
+     * them). A descriptor out of bounds or over metadata (a hostile image whose cluster was
+     * overwritten unread) is skipped: a leak, never a lowered refcount of a table.
+     */
+    private void noteFreedCompressed(long entry) {
+        int x = 62 - (clusterBits - 8);
+        long hostOff = entry & ((1L << x) - 1);
+        long sectors = (entry >>> x) & ((1L << (62 - x)) - 1);
+        long size = (sectors + 1) * SECTOR_BYTES - (hostOff & (SECTOR_BYTES - 1));
+        long end = hostOff + size;
+        if (hostOff <= 0 || size > 2L * cluster || end > entryLimit || touchesMetadata(hostOff, end)) {
+            return;
+        }
+        for (long c = hostOff & ~clusterMask; c < end; c += cluster) {
+            if (freed == null || freedCount == freed.length) {
+                if (freedCount >= FREED_MAX) {
+                    if (!freedOverflowLogged) {
+                        freedOverflowLogged = true;
+                        System.err.println("vblk: qcow2 " + meta.path + ": over " + FREED_MAX + " references of"
+                                + " replaced compressed clusters wait for the close: the rest leak (qemu-img check -r"
+                                + " leaks reclaims them)");
+                    }
+                    return;
+                }
+                freed = java.util.Arrays.copyOf(freed == null ? new long[0] : freed,
+                        freed == null ? 1024 : Math.min(FREED_MAX, freed.length * 2));
+            }
+            freed[freedCount++] = c;
+        }
+    }
+
+    /**
+     * Lowers the refcounts {@link #freed} lists (see there), on the closing or resizing thread
+     * with nothing in flight and every table written: an fdatasync first (the entries that
+     * replaced the descriptors durable), then each refcount block read (the allocator's own is
+     * the one in memory), lowered and written durably. A count already 0 is left (logged).
+     */
+    private void releaseFreed() throws IOException {
+        if (freedCount == 0 || flushFailed) {
+            return; // after a failed flush the new entries may not be on the disk: leaks, not a freed cluster still named
+        }
+        int rc = host.syncData();
+        if (rc < 0) {
+            flushFailed = true;
+            throw new IOException("qcow2 " + meta.path + ": fdatasync before freeing replaced compressed clusters: "
+                    + Errno.describe(-rc));
+        }
+        java.util.Arrays.sort(freed, 0, freedCount);
+        int order = meta.header.refcountOrder;
+        long perBlock = ((long) cluster * 8) >>> order;
+        NativeBuffer read = null;
+        int i = 0;
+        while (i < freedCount) {
+            long bi = (freed[i] >>> clusterBits) / perBlock;
+            int j = i;
+            while (j < freedCount && (freed[j] >>> clusterBits) / perBlock == bi) {
+                j++;
+            }
+            long blockOffset = bi < meta.reftableEntries ? meta.reftableEntry((int) bi) & REFT_OFFSET_MASK : 0;
+            if (blockOffset != 0) {
+                NativeBuffer block;
+                if (bi == refill.blockIndex) {
+                    block = refill.block;
+                } else {
+                    read = read != null ? read : resizeBuffer(cluster, "a refcount block");
+                    block = read;
+                    host.read(blockOffset, block, cluster);
+                }
+                int zero = 0;
+                for (int k = i; k < j; k++) {
+                    int index = (int) ((freed[k] >>> clusterBits) - bi * perBlock);
+                    long count = getRefcount(block.buffer(), order, index << order);
+                    if (count == 0) {
+                        zero++;
+                    } else {
+                        setRefcount(block.buffer(), order, index, count - 1);
+                    }
+                }
+                if (zero > 0) {
+                    System.err.println("vblk: qcow2 " + meta.path + ": " + zero + " host cluster(s) of replaced compressed"
+                            + " clusters had refcount 0 already: left");
+                }
+                writeDurably(blockOffset, block, cluster);
+            }
+            i = j;
+        }
+        freedCount = 0;
     }
 
     /**
@@ -2506,6 +2903,7 @@ public final class Qcow2Driver implements BlockDriver {
 
         /** Returns unused reserved clusters (close, on the closing thread, synchronously). */
         void release() throws IOException {
+            releaseFreed();
             if (reservedEnd > next && blockIndex >= 0) {
                 long first = (next >>> clusterBits) - (long) blockIndex * entriesPerBlock;
                 long count = (reservedEnd - next) >>> clusterBits;
@@ -2893,6 +3291,10 @@ public final class Qcow2Driver implements BlockDriver {
             long result = r.result;
             r.busy = false;
             r.end();
+            if (r.index == freeReqs.length) {
+                accepted--; // the driver's own (zeroGrownArea), left by a failed wait: nobody to tell
+                continue;
+            }
             freeReqs[freeReqCount++] = r.index;
             accepted--;
             delivered++;
@@ -3063,13 +3465,13 @@ public final class Qcow2Driver implements BlockDriver {
         if (closed || accepted != 0 || done.size != 0 || runnable.size != 0 || yielded.size != 0 || !backEndsIdle()) {
             return 0;
         }
-        if (freeReqCount != reqs.length) {
+        if (freeReqCount != freeReqs.length) {
             // Only a fault inside accept's own bookkeeping can leave a request slot out unaccepted.
-            for (int i = 0; i < reqs.length; i++) {
+            for (int i = 0; i < freeReqs.length; i++) {
                 reqs[i].busy = false;
-                freeReqs[i] = reqs.length - 1 - i;
+                freeReqs[i] = freeReqs.length - 1 - i;
             }
-            freeReqCount = reqs.length;
+            freeReqCount = freeReqs.length;
         }
         recoverLostMetadata();
         int n = io.reclaimLostSlots();
