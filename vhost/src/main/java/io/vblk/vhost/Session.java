@@ -383,6 +383,11 @@ final class Session {
             boolean more;
             try {
                 more = control.tick();
+            } catch (ProtocolError e) {
+                // A ring that cannot start, its error eventfd signalled: the frontend reconnects.
+                log.info(who + ": connection closed: " + e.getMessage());
+                more = false;
+                error = true;
             } catch (RuntimeException e) {
                 log.info(who + ": periodic check failed: " + e);
                 more = false;
