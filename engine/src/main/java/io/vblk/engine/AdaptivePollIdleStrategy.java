@@ -473,7 +473,7 @@ final class AdaptivePollIdleStrategy implements IdleStrategy {
      * polling pays; returns whether it stopped polling.
      */
     private boolean contended(long now) {
-        if (pollTrial) {
+        if (pollTrial && now - trialStartNs < POLL_TRIAL_NS) { // shrink() may come after the trial's end, before a sample closes it
             trialContendedSamples++; // judged when the trial's rate is in
             lostShare = Math.min(lostShare, LOST_SHARE_AFTER_BACKOFF);
             return false;

@@ -1,6 +1,7 @@
 package io.vblk.vhost;
 
 import java.util.ArrayList;
+import java.util.BitSet;
 import java.util.List;
 
 import io.vblk.engine.BlockDevice;
@@ -50,6 +51,8 @@ final class QueueControl {
      * goes, not only at the frontend's next SET_VRING_KICK. The refusal is logged once.
      */
     private boolean activationRefused;
+    /** Rings whose start {@link #tick} found refused before the activation and logged (once each). */
+    private final BitSet unaddressedLogged = new BitSet();
     /** The dirty log whose out-of-range marks {@link #tick} has reported, or null. */
     private DirtyLog rangeReported;
     /** Asks the session for {@link #tick} calls about once a second (its handler thread, under its turn lock). */
@@ -95,7 +98,21 @@ final class QueueControl {
                 try {
                     startIfReady(v);
                 } catch (ProtocolError e) {
-                    log.info(who + ": vring " + v.index + " cannot start: " + e.getMessage());
+                    if (activation != null && !activation.active()) {
+                        // Refused before the activation (its rings are not in guest memory, which
+                        // the frontend was told when it sent them): not waiting for the image.
+                        if (!unaddressedLogged.get(v.index)) {
+                            unaddressedLogged.set(v.index);
+                            log.info(who + ": " + e.getMessage() + " (logged once)");
+                        }
+                        continue;
+                    }
+                    // Refused after the image came active (inflight region, an index that cannot
+                    // be read, the device's start): the ring would sit dead with the connection
+                    // open. As on the message path, its error eventfd is signalled; and as
+                    // nobody can be answered, the session ends so that the frontend reconnects.
+                    errors.signal(v.index);
+                    throw ProtocolError.fatal(e.getMessage() + " (after its image came active at the retry)");
                 }
                 waiting |= !v.running;
             }

@@ -6,6 +6,8 @@ import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.locks.ReentrantLock;
 import java.util.function.Consumer;
 
 import io.vblk.engine.BlockDevice;
@@ -57,8 +59,16 @@ final class Session {
     private final LogRequests logs;
     private final Log log;
     private final Consumer<Session> onEnd;
-    /** Held for a whole turn (one message); not the session's monitor, so a resize never waits for a drain. */
-    private final Object turnLock = new Object();
+    /**
+     * Held for a whole turn (one message); not the session's monitor, so a resize never waits for
+     * a drain. A lock (not a monitor) so that a tick can skip a busy turn instead of waiting.
+     */
+    private final ReentrantLock turnLock = new ReentrantLock();
+    /**
+     * Set by the timer when it hands a tick to the handlers, cleared by the tick: at most one tick
+     * of this session is queued or running, so ticks never pile up on the control threads.
+     */
+    private final AtomicBoolean tickQueued = new AtomicBoolean();
     private EventLoop.Registration registration;
     private boolean ended;
     private long messages;
@@ -138,8 +148,11 @@ final class Session {
         connections.info(who + " connected" + peer);
         this.handlers = handlers;
         control.onWantTicks(this::wantTicks);
-        synchronized (turnLock) { // the first turn may come at once: let it find the registration
+        turnLock.lock(); // the first turn may come at once: let it find the registration
+        try {
             registration = loop.register(socket.fd(), handlers, this::turn);
+        } finally {
+            turnLock.unlock();
         }
     }
 
@@ -155,7 +168,8 @@ final class Session {
      * log line comes after the teardown, when the device is free for the next frontend.
      */
     private void turn() {
-        synchronized (turnLock) {
+        turnLock.lock();
+        try {
             if (ended) {
                 return;
             }
@@ -198,6 +212,8 @@ final class Session {
                 }
             }
             finish(end, kind);
+        } finally {
+            turnLock.unlock();
         }
     }
 
@@ -330,31 +346,71 @@ final class Session {
     private void wantTicks() {
         if (ticks == null && !ended) {
             ticks = Timer.TIMER.scheduleWithFixedDelay(() -> {
+                if (!tickQueued.compareAndSet(false, true)) {
+                    return; // the last tick has not run yet (the handlers are busy): no second one
+                }
                 try {
                     handlers.execute(this::tick);
                 } catch (RejectedExecutionException e) {
-                    // The handlers are shutting down: so is this session.
+                    tickQueued.set(false); // the handlers are shutting down: so is this session
+                } catch (Throwable e) {
+                    // Never out of the periodic task: the executor would cancel it silently
+                    // while ticks stays set, and no tick would ever run again.
+                    tickQueued.set(false);
+                    log.info(who + ": periodic check not started: " + e);
                 }
             }, TICK_MS, TICK_MS, TimeUnit.MILLISECONDS);
         }
     }
 
-    /** One tick on a handler thread, in turn with the session's messages; stops the ticks when no longer wanted. */
+    /**
+     * One tick on a handler thread, in turn with the session's messages; stops the ticks when no
+     * longer wanted. A turn in progress (a drain can hold it for as long as the back end is
+     * stuck) makes the tick skip, never wait: a waiting tick would hold a control thread (or, in
+     * one-server serve(), the timer every session shares) for the whole drain; the next second's
+     * tick tries again.
+     */
     private void tick() {
-        synchronized (turnLock) {
+        tickQueued.set(false);
+        if (!turnLock.tryLock()) {
+            return;
+        }
+        boolean error = false;
+        try {
             if (ended || ticks == null) {
                 return;
             }
             boolean more;
             try {
                 more = control.tick();
+            } catch (ProtocolError e) {
+                // A ring that cannot start, its error eventfd signalled: the frontend reconnects.
+                log.info(who + ": connection closed: " + e.getMessage());
+                more = false;
+                error = true;
             } catch (RuntimeException e) {
                 log.info(who + ": periodic check failed: " + e);
                 more = false;
+            } catch (Throwable e) {
+                // An Error, as in a turn: the session is in no known state; end it (the next
+                // turn reads the end of the stream and tears down) rather than let the error
+                // out of the timer (which would cancel every later tick silently).
+                log.info(who + ": connection closed: internal error in the periodic check: " + e);
+                more = false;
+                error = true;
             }
             if (!more) {
                 ticks.cancel(false);
                 ticks = null;
+            }
+        } finally {
+            turnLock.unlock();
+        }
+        if (error) {
+            synchronized (this) { // not shutdown(): not the server's stop, the end line must not say so
+                if (!closed) {
+                    channel.shutdown();
+                }
             }
         }
     }

@@ -197,7 +197,8 @@ public final class VhostUserServer implements AutoCloseable {
         Session s = current;
         boolean told = s != null && s.notifyConfigChange();
         log.info("resized to " + capacityBytes + " bytes" + (told ? "; frontend " + s.id() + " told" : s != null
-                ? "; the frontend gave no backend channel and was not told" : ""));
+                ? "; the frontend gave no backend channel (a resumed session has none) and was not told: the guest"
+                        + " keeps the old size until it reads the config again" : ""));
         return told;
     }
 

@@ -203,6 +203,33 @@ class ImageHandOverTest {
         }
     }
 
+    /**
+     * rev17e L3: a ring whose retried start (the timer's, once the image came active) is refused
+     * after the activation (here its inflight region is smaller than the ring) does not sit dead
+     * on an open connection: its error eventfd is signalled and the session ends, so that the
+     * frontend reconnects, as when a message's start is refused and cannot be answered.
+     */
+    @Test
+    void aStartRefusedAfterTheRetriedActivationSignalsAndEndsTheSession() throws Exception {
+        rig = ServerRig.startLocked(dir, true);
+        PosixFile source = otherWriter();
+        try (QemuFlow qemu = session()) {
+            qemu.inflightQueueSize = 32;
+            BlkQueue q = guest.queue(0, 64, true);
+            qemu.init(CrashRecoveryTest.PROTOCOL, q);
+            qemu.start(qemu.linuxFeatures() & ~LOG_ALL, true, null, q);
+            rig.awaitLine(l -> l.contains("NOT started"));
+            assertEquals(1, qemu.errs[0].await(10_000), "the refused activation signalled once");
+            source.close();
+            rig.awaitLine(l -> l.contains("active (writer's locks taken)"));
+            assertEquals(1, qemu.errs[0].await(30_000), "the ring that cannot start after the activation is signalled");
+            rig.awaitLine(l -> l.contains("connection closed: vring 0 cannot start") && l.contains("after its image came active"));
+            assertTrue(qemu.f.closedByBackend(), "the session ended");
+        } finally {
+            source.close();
+        }
+    }
+
     @Test
     void aMigrationSourceStopDropsTheWritersLocksAndTheNextStartTakesThemBack() throws Exception {
         rig = ServerRig.startLocked(dir, false);
