@@ -110,7 +110,7 @@ class NbdCloseFlushDeadlineTest {
             NativeBuffer b = Io.buffer(4096);
             Io.fill(b, 7);
             assertEquals(4096, io.write(MiB, b));
-            assertEquals(0, new ProcessBuilder("kill", "-STOP", Long.toString(pid)).start().waitFor());
+            stopProcess(pid);
             disk.close(); // no deadline: close's bound (10 s) and the request timeout (1 s)
             assertEquals(1, disk.closeFlushes());
             assertTrue(logged.stream().map(NO_REPLY::matcher).anyMatch(m -> m.find() && Long.parseLong(m.group(1)) <= 1000),
@@ -119,5 +119,27 @@ class NbdCloseFlushDeadlineTest {
             new ProcessBuilder("kill", "-CONT", Long.toString(pid)).start().waitFor();
             server.close();
         }
+    }
+
+    /** SIGSTOPs {@code pid} and waits until every thread of it is stopped (state T in /proc), so no reply can slip out. */
+    static void stopProcess(long pid) throws Exception {
+        assertEquals(0, new ProcessBuilder("kill", "-STOP", Long.toString(pid)).start().waitFor());
+        java.nio.file.Path tasks = java.nio.file.Path.of("/proc/" + pid + "/task");
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(10);
+        while (System.nanoTime() < deadline) {
+            boolean all = true;
+            try (java.util.stream.Stream<java.nio.file.Path> ts = java.nio.file.Files.list(tasks)) {
+                for (java.nio.file.Path t : (Iterable<java.nio.file.Path>) ts::iterator) {
+                    String stat = java.nio.file.Files.readString(t.resolve("stat"));
+                    char state = stat.charAt(stat.lastIndexOf(')') + 2);
+                    all &= state == 'T' || state == 't';
+                }
+            }
+            if (all) {
+                return;
+            }
+            Thread.sleep(5);
+        }
+        throw new AssertionError("process " + pid + " did not stop");
     }
 }

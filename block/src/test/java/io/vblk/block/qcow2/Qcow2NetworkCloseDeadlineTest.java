@@ -71,7 +71,7 @@ class Qcow2NetworkCloseDeadlineTest {
                 b.buffer().setMemory(0, 65536, (byte) 0x22);
                 assertEquals(65536, rig.one(rig.write(0, b, 65536))); // in place: no metadata of the driver's
             } finally {
-                assertEquals(0, new ProcessBuilder("kill", "-STOP", pid).start().waitFor());
+                stopProcess(server.pid());
                 long t0 = System.nanoTime();
                 d.closeWithin(TimeUnit.SECONDS.toNanos(2));
                 closeMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0);
@@ -84,5 +84,27 @@ class Qcow2NetworkCloseDeadlineTest {
             new ProcessBuilder("kill", "-CONT", pid).start().waitFor();
             QemuTools.stop(server);
         }
+    }
+
+    /** SIGSTOPs {@code pid} and waits until every thread of it is stopped (state T in /proc), so no reply can slip out. */
+    private static void stopProcess(long pid) throws Exception {
+        assertEquals(0, new ProcessBuilder("kill", "-STOP", Long.toString(pid)).start().waitFor());
+        java.nio.file.Path tasks = java.nio.file.Path.of("/proc/" + pid + "/task");
+        long deadline = System.nanoTime() + java.util.concurrent.TimeUnit.SECONDS.toNanos(10);
+        while (System.nanoTime() < deadline) {
+            boolean all = true;
+            try (java.util.stream.Stream<java.nio.file.Path> ts = java.nio.file.Files.list(tasks)) {
+                for (java.nio.file.Path t : (Iterable<java.nio.file.Path>) ts::iterator) {
+                    String stat = java.nio.file.Files.readString(t.resolve("stat"));
+                    char state = stat.charAt(stat.lastIndexOf(')') + 2);
+                    all &= state == 'T' || state == 't';
+                }
+            }
+            if (all) {
+                return;
+            }
+            Thread.sleep(5);
+        }
+        throw new AssertionError("process " + pid + " did not stop");
     }
 }
