@@ -860,8 +860,8 @@ public final class NbdBackend implements IoBackend {
     /**
      * A clean close makes what the server acknowledged durable before saying goodbye, as QEMU's
      * bdrv_close flushes (a raw file's close ends with an fdatasync): one NBD_CMD_FLUSH (with
-     * CAN_MULTI_CONN it covers every connection's completed writes), waited for within close's
-     * bound. A failure is logged: close has no caller to report to (the image's fdatasync logs
+     * CAN_MULTI_CONN it covers every connection's completed writes), waited for at most {@code
+     * waitNs} (what is left of close's wait, at most the request timeout). A failure is logged: close has no caller to report to (the image's fdatasync logs
      * its failure alike). Returns 0, a negative errno, or Long.MIN_VALUE when close's wait ran out.
      */
     private long flushAtClose(long waitNs) {
