@@ -337,7 +337,7 @@ final class Export implements AutoCloseable {
                     tls = tls.withHostname(s.tlsHostname);
                 }
             }
-            return NetworkDisk.open(s.network, s.readOnly, s.nbdConnections, s.timeouts, tls, s.nbdStrictFlush);
+            return NetworkDisk.open(s.network, s.readOnly, s.nbdConnections, s.timeouts, tls, s.nbdStrictFlushInEffect());
         } catch (IllegalArgumentException e) {
             throw new InvalidParams("cannot open " + s.network + ": " + addressOnce(s.network, e.getMessage()));
         } catch (RuntimeException e) {

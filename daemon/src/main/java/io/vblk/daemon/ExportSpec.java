@@ -82,9 +82,11 @@ final class ExportSpec {
     int nbdConnections = 1;
     /**
      * NBD disks: FLUSH fails for good once a lost server had acknowledged unflushed writes
-     * (NbdOptions.withStrictFlush); unset, the process-wide default, {@code -Dvblk.nbd.strictFlush}.
+     * (NbdOptions.withStrictFlush). Null when not set: the export inherits the process-wide
+     * default, {@code -Dvblk.nbd.strictFlush}, at each open, and a saved config keeps it unset
+     * (saving the value in effect would fix the default of the day into the export).
      */
-    boolean nbdStrictFlush = io.vblk.block.nbd.NbdOptions.defaults().strictFlush();
+    Boolean nbdStrictFlush;
     /** Network disks: how long to wait for the server (connect, a request's reply, a lost server's return). */
     NetworkTimeouts timeouts = NetworkTimeouts.DEFAULTS;
     int queues = 1;
@@ -428,7 +430,16 @@ final class ExportSpec {
         return image != null ? image.toString() : NULL_PREFIX + nullSizeBytes;
     }
 
-    /** The parameters as {@code export.list} shows them (the same names export.add takes). */
+    /** The strict flush in effect: the export's own, else the process-wide default ({@code -Dvblk.nbd.strictFlush}). */
+    boolean nbdStrictFlushInEffect() {
+        return nbdStrictFlush != null ? nbdStrictFlush : io.vblk.block.nbd.NbdOptions.defaults().strictFlush();
+    }
+
+    /**
+     * The parameters as {@code export.list} shows them (the same names export.add takes).
+     * {@code nbd_strict_flush} is the value in effect, inherited or not ({@link #toConfig} saves
+     * it only when the export set it).
+     */
     Map<String, Object> toParams() {
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("id", id);
@@ -468,7 +479,7 @@ final class ExportSpec {
         }
         if (nbdImage()) {
             m.put("nbd_connections", nbdConnections);
-            m.put("nbd_strict_flush", nbdStrictFlush);
+            m.put("nbd_strict_flush", nbdStrictFlushInEffect());
         }
         // Listed wherever they apply: an NBD image, or a qcow2 image's network backing.
         if (nbdImage() || backingOnNetwork()) {
@@ -542,7 +553,10 @@ final class ExportSpec {
         }
         if (nbdImage()) {
             m.put("nbd_connections", nbdConnections);
-            m.put("nbd_strict_flush", nbdStrictFlush);
+            if (nbdStrictFlush != null) {
+                // Only when the export set it: unset, it keeps following -Dvblk.nbd.strictFlush.
+                m.put("nbd_strict_flush", nbdStrictFlush);
+            }
         }
         if (nbdImage() || backingOnNetwork()) {
             m.put("connect_timeout_ms", timeouts.connectMs());

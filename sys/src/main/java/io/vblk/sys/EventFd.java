@@ -131,7 +131,11 @@ public final class EventFd implements AutoCloseable {
      * Reads and resets the counter. Returns the count, or {@code -errno} (EAGAIN when a
      * non-blocking eventfd is zero). Blocks on a blocking eventfd whose counter is zero.
      * {@code -EBADF} after {@link #close()}, without a syscall: the number may name another
-     * file by now, whose counter (or a socket's bytes) a read would consume.
+     * file by now, whose counter (or a socket's bytes) a read would consume. This guards a read
+     * after a close on the same thread (or one ordered after the close) only: the check and the
+     * syscall are not atomic, so a {@link #close()} on another thread between them lets the read
+     * reach the number after it was closed, and so possibly another file that reused it. Callers
+     * that close from another thread must keep readers out first, as for {@link #signal()}.
      */
     public long read() {
         if (closed) {
@@ -144,7 +148,10 @@ public final class EventFd implements AutoCloseable {
     /**
      * Waits up to {@code timeoutMs} (-1: forever) until the counter is non-zero, without
      * consuming it. Returns 1 when readable, 0 on timeout, {@code -errno} on error
-     * ({@code -EBADF} after {@link #close()}: never another file's readiness).
+     * ({@code -EBADF} after {@link #close()}: never another file's readiness). As {@link
+     * #read()}, only for a close on the same thread or ordered before the call: a close on another
+     * thread between the check and the poll can reach a number another file reused (or leave the
+     * poll waiting on it), so such callers keep waiters out (or wake them) before closing.
      */
     public int await(int timeoutMs) {
         if (closed) {

@@ -116,6 +116,7 @@ public final class NbdBackend implements IoBackend {
     private boolean flushLost;
     /** FLUSH commands sent at close ({@link #flushAtClose}). */
     private volatile long closeFlushes;
+    private volatile long closeFlushesSkipped;
 
     private NbdBackend(NbdAddress address, NbdTls tls, NbdOptions options, NbdSocket first, NbdExport export) {
         this.address = address;
@@ -773,7 +774,17 @@ public final class NbdBackend implements IoBackend {
         // requests fail with ECANCELED instead of waiting for it).
         drainAtClose(waitNs, start, (userData, result) -> { });
         if (closeFlushWanted()) {
-            flushAtClose(waitNs, start);
+            long leftNs = waitNs - (System.nanoTime() - start);
+            if (leftNs <= 0) {
+                // The drain used the wait up (or there was none: closeWithin(0)): a FLUSH queued
+                // now would never be sent, so none is, and the log says so rather than "no reply".
+                closeFlushesSkipped++;
+                LOG.log(System.Logger.Level.ERROR, "nbd: {0} the final FLUSH at close not sent (no time left);"
+                        + " writes the server acknowledged may not be durable", address);
+            } else {
+                // Bounded by what is left of close's wait and by the request timeout, as any request.
+                flushAtClose(Math.min(leftNs, options.requestTimeoutMs() * 1_000_000L));
+            }
         }
         helperStop = true;
         // Ends a reconnect's connect or handshake at once (it polls this eventfd with its socket):
@@ -849,11 +860,11 @@ public final class NbdBackend implements IoBackend {
     /**
      * A clean close makes what the server acknowledged durable before saying goodbye, as QEMU's
      * bdrv_close flushes (a raw file's close ends with an fdatasync): one NBD_CMD_FLUSH (with
-     * CAN_MULTI_CONN it covers every connection's completed writes), waited for within close's
-     * bound. A failure is logged: close has no caller to report to (the image's fdatasync logs
+     * CAN_MULTI_CONN it covers every connection's completed writes), waited for at most {@code
+     * waitNs} (what is left of close's wait, at most the request timeout). A failure is logged: close has no caller to report to (the image's fdatasync logs
      * its failure alike). Returns 0, a negative errno, or Long.MIN_VALUE when close's wait ran out.
      */
-    private long flushAtClose(long waitNs, long start) {
+    private long flushAtClose(long waitNs) {
         int slot = take();
         if (slot < 0) {
             return 0; // cannot be: everything drained
@@ -861,11 +872,14 @@ public final class NbdBackend implements IoBackend {
         fill(slot, CMD_FLUSH, 0, 0, 0, 0);
         pending[pendingCount++] = slot;
         long[] result = {Long.MIN_VALUE}; // no reply within close's wait
-        drainAtClose(waitNs, start, (userData, r) -> result[0] = r);
-        if (result[0] < 0) {
+        drainAtClose(waitNs, System.nanoTime(), (userData, r) -> result[0] = r);
+        if (result[0] == Long.MIN_VALUE) {
+            LOG.log(System.Logger.Level.ERROR, "nbd: {0} the final FLUSH at close got no reply within {1} ms;"
+                    + " writes the server acknowledged may not be durable", address,
+                    Long.toString(TimeUnit.NANOSECONDS.toMillis(waitNs)));
+        } else if (result[0] < 0) {
             LOG.log(System.Logger.Level.ERROR, "nbd: {0} the final FLUSH at close failed: {1}; writes the server"
-                    + " acknowledged may not be durable", address, result[0] == Long.MIN_VALUE
-                            ? "no reply within close''s wait" : Errno.describe((int) -result[0]));
+                    + " acknowledged may not be durable", address, Errno.describe((int) -result[0]));
         }
         closeFlushes++;
         return result[0];
@@ -874,6 +888,11 @@ public final class NbdBackend implements IoBackend {
     /** Flushes a close sent ({@link #flushAtClose}); for tests. */
     long closeFlushes() {
         return closeFlushes;
+    }
+
+    /** Flushes a close wanted but did not send, its wait used up; for tests. */
+    long closeFlushesSkipped() {
+        return closeFlushesSkipped;
     }
 
     /** The bound on close's wait for the server ({@code vblk.aio.closeDrainMs}, default 10 s, as the kernel back ends'). */

@@ -211,12 +211,22 @@ final class NetworkHost extends Qcow2Host {
 
     @Override
     public void close() {
+        closeWithin(Long.MAX_VALUE);
+    }
+
+    /**
+     * Passes the driver's deadline to the back end ({@link IoBackend#closeWithin}): its drain
+     * and its final FLUSH (an NBD disk's) wait at most that long for a silent server, not the
+     * back end's whole close bound.
+     */
+    @Override
+    void closeWithin(long timeoutNs) {
         if (closed) {
             return;
         }
         closed = true;
         if (io != null) {
-            io.close();
+            io.closeWithin(timeoutNs);
         }
     }
 

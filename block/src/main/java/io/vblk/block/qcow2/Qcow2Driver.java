@@ -2041,10 +2041,13 @@ public final class Qcow2Driver implements BlockDriver {
         long at = block + (((c % perBlock) << order) >>> 3);
         long start = at & ~(long) (alignment - 1);
         // From the aligned unit's start (the block's own start at the latest: block and unit
-        // are aligned, the block at least a unit long) to REFCOUNT_WINDOW entries, within the
-        // block and the bounce buffer, in whole units.
+        // are aligned, the block at least a unit long) to REFCOUNT_WINDOW entries past the
+        // DISCARD's own entry, within the block and the bounce buffer, in whole units. Counted
+        // from the entry, not the unit: a unit may hold more than REFCOUNT_WINDOW entries (4 KiB
+        // of 16-bit entries is 2048, 512 bytes of 1-bit ones 4096), and a window counted from
+        // the unit's start would end before the entry (EIO for a cluster whose refcount is 1).
         long windowBytes = ((long) REFCOUNT_WINDOW << order) >>> 3;
-        long end = Math.min(Math.min(block + cluster, start + windowBytes), start + bounceReadBytes());
+        long end = Math.min(Math.min(block + cluster, at + windowBytes), start + bounceReadBytes());
         end = Qcow2Image.roundUp(Math.max(end, at + 1), alignment);
         r.refcountStart = start;
         r.refcountBlock = block;
@@ -2088,10 +2091,16 @@ public final class Qcow2Driver implements BlockDriver {
         int order = meta.header.refcountOrder;
         long from = Math.max(r.refcountStart, r.refcountBlock);
         long to = Math.min(r.refcountBlock + cluster, r.refcountStart + Math.max(0, r.refcountBytes));
-        long count = to > from ? Math.min(REFCOUNT_WINDOW, ((to - from) << 3) >>> order) : 0;
-        long first = r.refcountBlockFirst + (((from - r.refcountBlock) << 3) >>> order);
+        long readEntries = to > from ? ((to - from) << 3) >>> order : 0;
+        long unitFirst = r.refcountBlockFirst + (((from - r.refcountBlock) << 3) >>> order);
+        // The window (at most REFCOUNT_WINDOW entries) starts at the unit's first entry when the
+        // DISCARD's own entry is among its first REFCOUNT_WINDOW, else at the DISCARD's entry: a
+        // unit may hold more entries than the window, and the entry must be inside it.
+        long c = r.discardHost >>> clusterBits;
+        long first = c - unitFirst < REFCOUNT_WINDOW ? unitFirst : c;
+        long count = Math.max(0, Math.min(REFCOUNT_WINDOW, unitFirst + readEntries - first));
         UnsafeBuffer b = r.bounce.buffer();
-        int bitBase = (int) ((from - r.refcountStart) << 3);
+        int bitBase = (int) ((from - r.refcountStart) << 3) + (int) ((first - unitFirst) << order);
         java.util.Arrays.fill(r.refcountOnes, 0L);
         for (int i = 0; i < count; i++) {
             if (getRefcount(b, order, bitBase + (i << order)) == 1) {
