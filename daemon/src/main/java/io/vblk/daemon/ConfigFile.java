@@ -151,7 +151,12 @@ final class ConfigFile implements AutoCloseable {
                 throw notRegular(target, "config");
             }
             check.check(d, name, before);
-            d.unlink(tmp); // a crashed write's: never read, only the rename publishes a file
+            // A crashed write's: never read, only the rename publishes a file. Looked up first: on
+            // a read-only file system unlinkat fails with EROFS even for a name that is not there,
+            // and would be reported instead of the create that really fails.
+            if (d.stat(tmp) != null) {
+                d.unlink(tmp);
+            }
             boolean created = false;
             boolean renamed = false;
             DirectoryFd.Stat made = null;

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Callable;
@@ -195,6 +196,7 @@ final class DaemonCommand implements Callable<Integer> {
             failedThreadsAtStart = failedThreads;
             // After a signal during the start, entries not tried are in neither list: the file stays as it was.
             if (persist && !daemon.shuttingDown()) {
+                logStaleSockets(log, access.socket, exports);
                 // Only from here on is every add checked against the file's size (Daemon.checkLoadable
                 // renders the whole configuration): the entries loaded above come from a file that
                 // loads, so the start renders it once, here, not once per export (O(n^2) for 200).
@@ -227,6 +229,27 @@ final class DaemonCommand implements Callable<Integer> {
                 + ")");
         ctx.out().flush();
         return Lifecycle.runUntilShutdown(daemon, log, signals, server, endpoint);
+    }
+
+    /**
+     * Logs (one line) the socket files a kill -9 during an add or a remove left beside the
+     * persisted exports' sockets ({@link StaleSockets}); they are left in place.
+     */
+    private static void logStaleSockets(Log log, Path control, List<Map<String, Object>> exports) {
+        List<Path> named = new ArrayList<>();
+        for (Map<String, Object> e : exports) {
+            if (e.get("socket") instanceof String s) {
+                try {
+                    named.add(Path.of(s));
+                } catch (RuntimeException bad) {
+                    // a failed entry's unusable path: nothing to look beside
+                }
+            }
+        }
+        String line = StaleSockets.report(named, control);
+        if (line != null) {
+            log.info(line);
+        }
     }
 
     /**

@@ -78,6 +78,10 @@ final class Session {
     private BackendChannel backend;
     /** Set under the session's lock when the socket is closed, so a late shutdown never hits a reused descriptor. */
     private boolean closed;
+    /** The frontend has sent a whole message (guarded by this): never closed for silence then. */
+    private boolean heard;
+    /** Closed by {@link #shutdownIfSilent} (written under this; read by the turn that then sees the end). */
+    private volatile boolean silenced;
     /** Where turns run ({@link #start}); the timer hands {@link #tick} to it too. */
     private Executor handlers;
     /** The periodic {@link QueueControl#tick} while it is wanted, or null; guarded by turnLock. */
@@ -180,11 +184,17 @@ final class Session {
                 if (got == MessageChannel.MESSAGE) {
                     messages++;
                     lastRequest = message.request();
-                    if (messages == 1 && Request.resumesSession(lastRequest)) {
-                        resume(message);
+                    if (messages == 1 && !heard()) {
+                        // Closed for its silence just before this came (VhostUserServer's bound).
+                        message.closeFds();
+                        end = disconnected();
+                    } else {
+                        if (messages == 1 && Request.resumesSession(lastRequest)) {
+                            resume(message);
+                        }
+                        dispatch(message);
+                        message.closeFds();
                     }
-                    dispatch(message);
-                    message.closeFds();
                 } else if (got == MessageChannel.END) {
                     end = disconnected();
                 }
@@ -260,6 +270,9 @@ final class Session {
      * saying so only on its own stderr).
      */
     private String disconnected() {
+        if (silenced) {
+            return who + " disconnected: closed by the server, it had sent no message while another frontend waited";
+        }
         String line = who + " disconnected after " + messages + " messages";
         if (stoppedByServer) {
             // Not the frontend's doing: no guess at why it left.
@@ -332,6 +345,34 @@ final class Session {
      */
     synchronized boolean notifyConfigChange() {
         return !closed && backend != null && backend.configChanged();
+    }
+
+    /**
+     * Ends the connection, as {@link #shutdown()}, if the frontend has not sent one whole message
+     * yet (VhostUserServer's bound for a silent frontend holding the slot another waits for);
+     * whether it did. A frontend that has sent any message is never closed this way. Any thread.
+     */
+    synchronized boolean shutdownIfSilent() {
+        if (heard || closed) {
+            return false;
+        }
+        silenced = true;
+        channel.shutdown();
+        return true;
+    }
+
+    /** Whether the frontend has sent a whole message. Any thread. */
+    synchronized boolean heardFrom() {
+        return heard;
+    }
+
+    /** The first message has come: false when the connection was closed for its silence before. */
+    private synchronized boolean heard() {
+        if (silenced) {
+            return false;
+        }
+        heard = true;
+        return true;
     }
 
     /** Ends the connection from another thread: its next turn sees the end of the stream and tears down. */

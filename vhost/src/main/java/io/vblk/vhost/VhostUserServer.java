@@ -6,6 +6,8 @@ import java.util.ArrayDeque;
 import java.util.Objects;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executor;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 
@@ -107,6 +109,36 @@ public final class VhostUserServer implements AutoCloseable {
     /** How long {@link #close()} then waits for the device's own drain before closing it undrained. */
     long deviceDrainWaitMs = closeWaitMs;
 
+    /**
+     * System property: milliseconds a served frontend may stay silent (not one whole message
+     * sent since it connected) while another frontend waits, default 20 000. Past it the silent
+     * one is closed, logged with why, and the waiting one served: a process of an allowed uid that
+     * connects and never speaks would otherwise hold the export's only slot for ever. A frontend
+     * that has sent any message is never closed for this (a QEMU paused long after set-up stays).
+     */
+    public static final String SILENT_FRONTEND_MS = "vblk.vhost.silentFrontendMs";
+    static final long DEFAULT_SILENT_FRONTEND_MS = 20_000;
+    /** The bound of {@link #SILENT_FRONTEND_MS} (tests shorten it). */
+    long silentFrontendMs = Long.getLong(SILENT_FRONTEND_MS, DEFAULT_SILENT_FRONTEND_MS);
+
+    /**
+     * One daemon thread, for the whole process and made when a frontend first waits, that checks
+     * a served frontend's silence when its bound is up (a shutdown(2) under the listener's lock).
+     */
+    private static final class SilenceTimer {
+        static final ScheduledExecutorService TIMER = timer();
+
+        private static ScheduledExecutorService timer() {
+            ScheduledThreadPoolExecutor t = new ScheduledThreadPoolExecutor(1, r -> {
+                Thread th = new Thread(r, "vblk-vhost-silence");
+                th.setDaemon(true);
+                return th;
+            });
+            t.setRemoveOnCancelPolicy(true);
+            return t;
+        }
+    }
+
     /** The listening socket; replaced by {@link #rebind()} (under this and listenLock). */
     private volatile SocketFile socketFile;
     /** The socket file's mode and group, for {@link #rebind()}. */
@@ -143,6 +175,10 @@ public final class VhostUserServer implements AutoCloseable {
     private final ArrayDeque<UnixSocket> waiting = new ArrayDeque<>();
     /** The listener is not watched because {@link #BACKLOG} frontends wait (guarded by listenLock). */
     private boolean listenerPaused;
+    /** When {@link #current} began to be served, System.nanoTime (guarded by listenLock). */
+    private long servedAtNs;
+    /** The session whose silence check is scheduled, or null (guarded by listenLock). */
+    private Session silenceWatched;
 
     private VhostUserServer(Builder b) {
         this.log = b.log;
@@ -347,6 +383,7 @@ public final class VhostUserServer implements AutoCloseable {
             Session served = current;
             if (served != null) {
                 waiting.add(client);
+                watchSilence(); // before the line: a test that saw it finds the check scheduled
                 // Not when the served one has already hung up and is being torn down: this is its
                 // successor (QEMU's reconnect=1 connects again at once after it gave up), served soon.
                 if (!served.frontendGone()) {
@@ -387,6 +424,7 @@ public final class VhostUserServer implements AutoCloseable {
         Session session = new Session(sessions.incrementAndGet(), client, device, errors, poller, log, this::sessionEnded,
                 activation, connections, maxGuestBytes);
         current = session;
+        servedAtNs = System.nanoTime();
         // Pairs with stop(): it sets 'stopping' then reads 'current'; we write 'current'
         // then read 'stopping', so one of us sees the other.
         if (stopping) {
@@ -415,6 +453,7 @@ public final class VhostUserServer implements AutoCloseable {
             while (current == null && !waiting.isEmpty()) {
                 serve(waiting.poll());
             }
+            watchSilence();
             if (current == null && stopping) {
                 finishServing();
             } else if (listenerPaused) {
@@ -422,6 +461,55 @@ public final class VhostUserServer implements AutoCloseable {
                 listening.rearm();
             }
         }
+    }
+
+    /**
+     * While a frontend waits, schedules the check of the served one's silence for when its
+     * {@link #silentFrontendMs} (counted from when it began to be served) is up; nothing for
+     * one that has spoken. Holds listenLock.
+     */
+    private void watchSilence() {
+        Session s = current;
+        if (s == null || waiting.isEmpty() || silenceWatched == s || s.heardFrom()) {
+            return;
+        }
+        silenceWatched = s;
+        long left = servedAtNs + TimeUnit.MILLISECONDS.toNanos(silentFrontendMs) - System.nanoTime();
+        SilenceTimer.TIMER.schedule(() -> silenceCheck(s), Math.max(0, left), TimeUnit.NANOSECONDS);
+    }
+
+    /**
+     * {@code s}'s bound is up: closes it if it is still served, has sent no message, and a
+     * frontend still connected waits; its teardown then serves the waiting one. On the timer.
+     */
+    private void silenceCheck(Session s) {
+        synchronized (listenLock) {
+            if (silenceWatched == s) {
+                silenceWatched = null;
+            }
+            if (current != s || stopping || !aFrontendWaits()) {
+                return;
+            }
+            if (s.shutdownIfSilent()) {
+                connections.info(LogLimit.Kind.CLOSED, s.describe() + " sent no message in " + silentFrontendMs
+                        + " ms while another frontend waits: closing it to serve the waiting one (" + SILENT_FRONTEND_MS + ")");
+            }
+        }
+    }
+
+    /** Waits until the silence checks due now have run (tests: the timer runs them in order). */
+    static void awaitSilenceChecks() throws Exception {
+        SilenceTimer.TIMER.submit(() -> { }).get(30, TimeUnit.SECONDS);
+    }
+
+    /** Whether a frontend kept waiting is still connected. Holds listenLock. */
+    private boolean aFrontendWaits() {
+        for (UnixSocket w : waiting) {
+            if (!w.peerHungUp()) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Closes the frontends kept waiting (serving has ended). Holds listenLock. */
