@@ -102,22 +102,22 @@ final class RequestDispatcher {
     }
 
     /**
-     * The queue whose pop took the throttle's last admission of a round, closing it, or null
-     * (never set without a throttle): {@link SubmitPolicy#popQueues} takes it to start its next
-     * round at the queue after it. The device's queues share one throttle, and a round pops them
-     * in order: left in one order, the first queue with chains takes every admission and a later
-     * one waits for ever (s17e, {@code ThrottleFairnessTest}). Set once per pop loop that closes
-     * the throttle, read once per round.
+     * Whether a pop took the throttle's last admission, closing it (never set without a throttle,
+     * nor by a stopping queue's pop): {@link SubmitPolicy#popQueues} takes it right after that
+     * queue's pop and starts its next round at the queue after it. The device's queues share one
+     * throttle, and a round pops them in order: left in one order, the first queue with chains
+     * takes every admission and a later one waits for ever (s17e, {@code ThrottleFairnessTest}).
+     * Set once per pop loop that closes the throttle, read once per queue and round.
      */
-    private DeviceQueue throttleCloser;
+    private boolean throttleClosed;
 
-    /** {@link #throttleCloser}, cleared; null when no pop closed the throttle since the last call. */
-    DeviceQueue takeThrottleCloser() {
-        DeviceQueue q = throttleCloser;
-        if (q != null) {
-            throttleCloser = null;
+    /** {@link #throttleClosed}, cleared. */
+    boolean takeThrottleClosed() {
+        boolean closed = throttleClosed;
+        if (closed) {
+            throttleClosed = false;
         }
-        return q;
+        return closed;
     }
 
     /** Whether the rounds need the time (a throttle to charge). */
@@ -242,7 +242,7 @@ final class RequestDispatcher {
                     boolean transfer = r.type == BlkRequestDescriptor.T_IN || r.type == BlkRequestDescriptor.T_OUT;
                     throttle.charge(nowNs, transfer ? r.bytes : 0);
                     if (throttle.delayNs(nowNs) > 0) {
-                        throttleCloser = q; // the round after starts at the next queue (SubmitPolicy)
+                        throttleClosed = true; // the round after starts at the next queue (SubmitPolicy)
                         break;
                     }
                 }

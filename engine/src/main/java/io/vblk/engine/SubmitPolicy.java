@@ -82,10 +82,6 @@ abstract class SubmitPolicy {
         int n = queues.length;
         int prepared = 0;
         sinceSubmit = 0;
-        DeviceQueue closer = dispatcher.takeThrottleCloser(); // null unless throttled: one branch a round
-        if (closer != null) {
-            nextQueue = after(closer);
-        }
         int start = nextQueue;
         for (int i = 0; i < n; i++) {
             int index = start + i < n ? start + i : start + i - n;
@@ -103,7 +99,8 @@ abstract class SubmitPolicy {
                 // for ever (rev13a). A round that stops here did work, so the thread does not
                 // sleep: the next round pops the rest.
                 prepared += popQueue(q, index, nowNs, submitBatch - prepared, Math.max(1, q.ring.size()));
-                if (prepared >= submitBatch) {
+                boolean closedThrottle = dispatcher.takeThrottleClosed(); // false unless throttled
+                if (closedThrottle || prepared >= submitBatch) {
                     nextQueue = index + 1 < n ? index + 1 : 0;
                 }
             } else if (q.state == QueueLifecycle.STOPPING && q.resubmitCount > 0 && prepared < submitBatch) {
@@ -112,24 +109,6 @@ abstract class SubmitPolicy {
             }
         }
         return prepared;
-    }
-
-    /**
-     * The position after {@code q}'s in this thread's queues: where the rounds start once {@code
-     * q} took the throttle's last admission. Its queues share the device's throttle, and the
-     * round's first queue with chains takes all it admits: starting after the queue that closed
-     * it passes the admissions round the queues, so each waits at most one closing per queue
-     * before it (a light queue beside a busy one waited for ever). Once per closing, not per
-     * request.
-     */
-    private int after(DeviceQueue q) {
-        int n = queues.length;
-        for (int i = 0; i < n; i++) {
-            if (queues[i] == q) {
-                return i + 1 < n ? i + 1 : 0;
-            }
-        }
-        return nextQueue; // not this thread's (never: a dispatcher pops only its thread's queues)
     }
 
     /** Pops at most {@code max} chains of running queue {@code q} (at {@code index}), within its ring's worth {@code bound}. */
