@@ -106,6 +106,8 @@ public final class NbdBackend implements IoBackend {
     private long writesAcked;
     /** The most of {@link #writesAcked} a completed FLUSH covered (made durable). */
     private long writesFlushed;
+    /** {@link #writesAcked} when a lost connection last logged its uncovered writes: each loss is logged once. */
+    private long lossLogged;
     /**
      * Set, for good, when a connection was lost while writes it (or another connection to the
      * same server) acknowledged were not covered by a completed FLUSH: every FLUSH from then on,
@@ -336,7 +338,7 @@ public final class NbdBackend implements IoBackend {
      * can tell. FLUSH fails from now on (see {@link #flushLost}).
      */
     void connectionDropped(int index) {
-        if (flushLost || writesAcked == writesFlushed) {
+        if (flushLost || writesAcked == writesFlushed || writesAcked == lossLogged) {
             return;
         }
         if (options.strictFlush()) {
@@ -350,7 +352,9 @@ public final class NbdBackend implements IoBackend {
             LOG.log(System.Logger.Level.WARNING, "nbd: {0} connection {1} lost with {2} acknowledged write(s) not yet flushed;"
                     + " a later FLUSH covers them only if the server kept them (strict flushes, nbd_strict_flush or -D"
                     + NbdOptions.STRICT_FLUSH_PROPERTY + "=true, fail FLUSH instead)", address, index, writesAcked - writesFlushed);
-            writesFlushed = writesAcked; // logged once per loss, not again at the next drop
+            // Logged once per loss, not again at the next drop; writesFlushed stays as it is, so a
+            // clean close still flushes them to the server the disk reconnected to.
+            lossLogged = writesAcked;
         }
     }
 
