@@ -1917,8 +1917,11 @@ public final class Qcow2Driver implements BlockDriver {
      * the one in memory), lowered and written durably. A count already 0 is left (logged).
      */
     private void releaseFreed() throws IOException {
-        if (freedCount == 0 || flushFailed) {
-            return; // after a failed flush the new entries may not be on the disk: leaks, not a freed cluster still named
+        if (freedCount == 0 || flushFailed || metadataUnwritten()) {
+            // After a failed flush, or with a table still unwritten (a write waiting for its
+            // retry: a close only drains requests), the new entries may not be on the disk:
+            // leaks, not a freed cluster a table on the disk still names.
+            return;
         }
         int rc = host.syncData();
         if (rc < 0) {
