@@ -1,9 +1,10 @@
 package io.vblk.daemon;
 
+import io.vblk.vhost.SocketFile;
+
 import java.io.IOException;
 import java.nio.file.DirectoryStream;
 import java.nio.file.Files;
-import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collection;
@@ -51,7 +52,7 @@ final class StaleSockets {
         for (Path dir : dirs) {
             try (DirectoryStream<Path> files = Files.newDirectoryStream(dir)) {
                 for (Path f : files) {
-                    if (!names.contains(f) && isSocket(f) && !listening.contains(f.toString())) {
+                    if (!names.contains(f) && SocketFile.isSocket(f) && !listening.contains(f.toString())) {
                         stale.add(f);
                     }
                 }
@@ -73,14 +74,6 @@ final class StaleSockets {
             line.append(" and ").append(stale.size() - MAX_LISTED).append(" more");
         }
         return line.toString();
-    }
-
-    private static boolean isSocket(Path f) {
-        try {
-            return ((Integer) Files.getAttribute(f, "unix:mode", LinkOption.NOFOLLOW_LINKS) & 0170000) == 0140000;
-        } catch (IOException | RuntimeException e) {
-            return false;
-        }
     }
 
     /**

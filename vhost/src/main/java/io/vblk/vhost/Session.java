@@ -93,7 +93,8 @@ final class Session {
     /**
      * One daemon thread for every session's ticks: it only hands each tick to the session's
      * handlers (control threads), never runs one itself unless the handlers are the caller's
-     * own (one-server serve(), where the tick waits its turn like a message).
+     * own (one-server serve(), where it runs on this thread; a tick skips a turn that is busy, never
+     * waits for it, but its own work, an image activation, runs here).
      */
     private static final class Timer {
         static final ScheduledExecutorService TIMER = timer();
