@@ -132,11 +132,17 @@ final class DaemonCommand implements Callable<Integer> {
         // stops it (no further entry opens) and drains what is open, with the status of a clean
         // shutdown and no socket file left, rather than ending the JVM under open exports.
         Lifecycle.Signals signals = Lifecycle.Signals.install(daemon, log, ctx.signals());
-        daemon.controlSocket(access.socket);
-        SystemdNotify systemd = SystemdNotify.fromEnvironment(log);
-        daemon.systemd(systemd);
-        if (sliceUs != null) {
-            daemon.defaultSchedSliceUs(sliceUs);
+        final SystemdNotify systemd;
+        try {
+            daemon.controlSocket(access.socket);
+            systemd = SystemdNotify.fromEnvironment(log);
+            daemon.systemd(systemd);
+            if (sliceUs != null) {
+                daemon.defaultSchedSliceUs(sliceUs);
+            }
+        } catch (RuntimeException | Error e) {
+            signals.startFailed(); // the failure's own status, not the hook's wait for a cleanup that never comes
+            throw e;
         }
         ControlServer server = null;
         MetricsEndpoint endpoint = null;
@@ -203,7 +209,7 @@ final class DaemonCommand implements Callable<Integer> {
                 daemon.persistTo(config, lock); // before ready(): no change can race the first write
             }
             daemon.ready();
-        } catch (RuntimeException e) {
+        } catch (RuntimeException | Error e) {
             daemon.ready(); // calls that waited for the start run into the closing daemon
             daemon.close();
             if (endpoint != null) {
