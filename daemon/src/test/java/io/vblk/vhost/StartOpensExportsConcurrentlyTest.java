@@ -85,7 +85,13 @@ class StartOpensExportsConcurrentlyTest {
                 assertEquals(EXPORTS, up, "every null disk is served while the first entry's open is held: "
                         + Files.readString(dir.resolve("err.txt")));
                 try (DaemonRig.Client c = new DaemonRig.Client(control)) {
+                    // The progress count trails the sockets by a moment: a worker that finds another
+                    // reporting leaves its count to that one (StartOpener), so wait for it (a hang guard).
                     Map<String, Object> st = (Map<String, Object>) c.call("config.status", null).get("result");
+                    while (((Number) st.get("start_exports_tried")).longValue() < EXPORTS && System.nanoTime() < deadline) {
+                        Thread.sleep(20);
+                        st = (Map<String, Object>) c.call("config.status", null).get("result");
+                    }
                     assertEquals("starting", st.get("state"), st.toString());
                     assertEquals((long) EXPORTS, ((Number) st.get("start_exports_tried")).longValue(), st.toString());
                 }
